@@ -1,0 +1,43 @@
+# Two entry points for a fresh Debian machine (Python 3.11, root):
+#   make demo  - install what promoter needs and run the main job on embedded defaults
+#   make test  - install what the tests need (system packages too) and run every test
+PYTHON ?= python3
+PIP    := $(PYTHON) -m pip
+APT_PACKAGES := docker-registry skopeo umoci git
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test install install-test install-system install-js lint bench
+
+install:
+	$(PIP) install -q -e .
+
+install-system:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi; \
+	else echo "not root or no apt-get: install $(APT_PACKAGES) yourself"; fi
+	@command -v kubectl >/dev/null || echo "warning: kubectl not found; kustomize tests will be skipped"
+
+install-js:
+	@if [ -f tests/js/package.json ]; then npm --prefix tests/js install --no-audit --no-fund --silent; fi
+
+install-test: install-system install-js
+	$(PIP) install -q -e '.[test]'
+
+demo: install-system install
+	$(PYTHON) -m promoter demo
+
+test: install-test
+	$(PYTHON) -m pytest
+	$(PYTHON) -m ruff check promoter tests benchmarks
+	lint-imports
+
+lint:
+	$(PYTHON) -m ruff check promoter tests benchmarks
+	$(PYTHON) -m mypy
+	lint-imports
+
+bench:
+	$(PYTHON) benchmarks/render.py

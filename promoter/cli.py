@@ -1,0 +1,84 @@
+"""The `promoter` command line: global options, command discovery, and the one error handler.
+
+Each module in ``promoter.commands`` contributes its commands through ``register(app)``; this
+module only wires them up and maps errors to exit codes (see promoter.errors). Command modules
+import heavy libraries (mlflow, gitlab, ...) inside their functions so `promoter --help` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promoter import __version__, commands
+from promoter.commands._common import AppState
+from promoter.errors import EXIT_UNEXPECTED, PromoterError, exit_code_for
+
+app = typer.Typer(
+    name="promoter",
+    help="GitOps promotion from the MLflow Model Registry to GitLab merge requests.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"promoter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", envvar="PROMOTER_CONFIG", help="promoter.yaml (default: built-in)",
+        dir_okay=False)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    ctx.obj = AppState(config_path=config, debug=debug)
+
+
+for _module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"promoter.commands.{_module.name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv)
+    try:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:  # normal exits, including --help
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except PromoterError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exit_code_for(exc))
+    except _click_errors() as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # the last line of defence: a bug, said plainly
+        if debug:
+            raise
+        typer.echo(f"unexpected error: {type(exc).__name__}: {exc}\n"
+                   "  hint: run again with --debug for the traceback, and report it", err=True)
+        sys.exit(EXIT_UNEXPECTED)
+    sys.exit(0)
+
+
+def _click_errors() -> type[Exception]:
+    import click
+
+    return click.ClickException

@@ -1,0 +1,57 @@
+"""Names that become directories and Kubernetes resource names.
+
+A deployment name is an RFC 1035 label (the strictest DNS rule Kubernetes applies to the
+objects we emit: Service and InferenceService names must start with a letter), at most
+``MAX_NAME_LENGTH`` characters so that suffixes such as ``-predictor`` still fit in 63.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MAX_NAME_LENGTH = 45
+_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Kubernetes label values: <= 63, alphanumerics with - _ . inside.
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+def derive_name(model_name: str) -> str:
+    """Map a free-form MLflow registered model name to a deployment name.
+
+    Rule: NFKD-fold to ASCII (dropping what has no ASCII form), lowercase, turn every run of
+    characters outside ``[a-z0-9]`` into one ``-``, trim ``-`` at both ends, prefix ``m-`` when
+    the result starts with a digit, cut to MAX_NAME_LENGTH and trim a trailing ``-``.
+    ``Fraud Detector_v2`` -> ``fraud-detector-v2``. Returns "" when nothing usable is left.
+    """
+    folded = unicodedata.normalize("NFKD", model_name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")
+    if slug and slug[0].isdigit():
+        slug = "m-" + slug
+    return slug[:MAX_NAME_LENGTH].rstrip("-")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid deployment name, or None when it is."""
+    if not name:
+        return "must not be empty"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed"
+    if not _NAME_RE.match(name):
+        return ("must be lowercase letters, digits and '-', start with a letter and end with a "
+                "letter or digit (RFC 1035 label)")
+    return None
+
+
+def suggest_name(name: str) -> str:
+    suggestion = derive_name(name)
+    return suggestion or "my-model"
+
+
+def label_value_problem(value: str) -> str | None:
+    if len(value) > 63:
+        return f"is {len(value)} characters long; Kubernetes label values hold at most 63"
+    if not _LABEL_VALUE_RE.match(value):
+        return ("must be letters, digits, '-', '_' or '.', starting and ending with a letter "
+                "or digit (Kubernetes label value)")
+    return None

@@ -1,0 +1,41 @@
+"""Turn a pydantic ValidationError into one message listing every wrong dotted path."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+# pydantic's own wording for the errors people actually hit, made to say what to do.
+_FRIENDLY = {
+    "extra_forbidden": "is not a known field (check the spelling)",
+    "missing": "is required",
+}
+
+
+def dotted(location: tuple[str | int, ...]) -> str:
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(document)"
+
+
+def describe(exc: ValidationError, *, prefix: str = "") -> list[str]:
+    """One line per problem: ``spec.resources.gpu.count: must be <= 16 (got 10000)``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        location = tuple(part for part in error["loc"] if not _is_internal(part))
+        path = dotted(location)
+        if prefix:
+            path = f"{prefix}.{path}" if location else prefix
+        message = _FRIENDLY.get(error["type"], error["msg"])
+        message = message.removeprefix("Value error, ")
+        if error["type"] not in ("missing", "extra_forbidden") and "input" in error:
+            shown = repr(error["input"])
+            if len(shown) <= 60 and not isinstance(error["input"], dict | list):
+                message += f" (got {shown})"
+        lines.append(f"{path}: {message}")
+    return sorted(set(lines), key=lines.index)
+
+
+def _is_internal(part: str | int) -> bool:
+    # pydantic adds the tag of a union member or a function validator's name to locations.
+    return isinstance(part, str) and (part.startswith("function-") or part in ("str", "int"))

@@ -1,0 +1,237 @@
+"""The deployment intent: ``ModelDeployment`` (apiVersion promoter.dev/v1alpha1).
+
+Intent arrives as partial documents from several sources (promoter.yaml defaults, an intent
+file, MLflow ``deploy.*`` tags, a ``modeldeployment.yaml`` logged with the model, per-environment
+overrides). They are deep-merged as plain mappings, lowest precedence first, and only the merged
+result is validated, so a partial source never has to be complete on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from promoter.core.naming import derive_name, label_value_problem, name_problem, suggest_name
+from promoter.core.quantity import parse_quantity
+
+API_VERSION = "promoter.dev/v1alpha1"
+KIND = "ModelDeployment"
+MAX_GPUS = 16          # the largest GPU nodes sold today carry 8-16 devices
+MAX_CPU = Decimal(512)
+MAX_MEMORY = Decimal(4) * 2**40  # 4 TiB
+MAX_REPLICAS = 1000
+
+Runtime = Literal["kserve", "deployment"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _label_value(value: str) -> str:
+    problem = label_value_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+class ModelRef(_Strict):
+    name: str = Field(min_length=1, max_length=256, description="MLflow registered model name")
+    version: str = Field(pattern=r"^[1-9][0-9]{0,9}$", description="MLflow model version")
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
+class Owner(_Strict):
+    team: str = Field(min_length=1)
+    cost_center: str = Field(alias="costCenter", min_length=1)
+
+    _check_team = field_validator("team", "cost_center")(lambda v: _label_value(v))
+
+
+class Gpu(_Strict):
+    count: int = Field(default=0, ge=0, le=MAX_GPUS)
+    type: str | None = Field(default=None, description="node label nvidia.com/gpu.product")
+
+    @field_validator("type")
+    @classmethod
+    def _gpu_type(cls, value: str | None) -> str | None:
+        return None if value is None else _label_value(value)
+
+
+class Resources(_Strict):
+    cpu: str
+    memory: str
+    gpu: Gpu = Gpu()
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu(cls, value: Any) -> str:
+        text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        if not isinstance(text, str):
+            raise ValueError("must be a Kubernetes quantity such as 500m or 2")
+        amount = parse_quantity(text)
+        if amount <= 0 or amount > MAX_CPU:
+            raise ValueError(f"{text} is outside 1m..{MAX_CPU} CPUs")
+        return text
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a Kubernetes quantity with a unit, such as 16Gi")
+        amount = parse_quantity(value)
+        if amount < 2**20 or amount > MAX_MEMORY:
+            raise ValueError(f"{value} is outside 1Mi..4Ti")
+        return value
+
+
+class Scaling(_Strict):
+    min_replicas: int = Field(alias="minReplicas", ge=0, le=MAX_REPLICAS)
+    max_replicas: int = Field(alias="maxReplicas", ge=1, le=MAX_REPLICAS)
+    metric: Literal["cpu", "memory", "concurrency", "rps"] = "cpu"
+    target: int = Field(default=70, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"maxReplicas ({self.max_replicas}) is below minReplicas ({self.min_replicas})")
+        return self
+
+
+class Spec(_Strict):
+    model: ModelRef
+    owner: Owner
+    runtime: Runtime = "kserve"
+    description: str = Field(default="", max_length=4096)
+    resources: Resources
+    scaling: Scaling
+    regions: tuple[str, ...] = ()
+    # Per-environment overrides are merged before validation; kept as raw mappings here.
+    environments: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _regions(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from an MLflow tag: "eu-west-1,us-east-1"
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _region_values(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for region in value:
+            _label_value(region)
+        if len(set(value)) != len(value):
+            raise ValueError("lists a region twice")
+        return tuple(sorted(value))
+
+
+class Metadata(_Strict):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _dns(cls, value: str) -> str:
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(f"{value!r} {problem}; try {suggest_name(value)!r}")
+        return value
+
+
+class ModelDeployment(_Strict):
+    """One model's deployment, fully merged for one environment."""
+
+    api_version: Literal["promoter.dev/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["ModelDeployment"] = KIND
+    metadata: Metadata
+    spec: Spec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def deep_merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge mappings, later layers winning; nested mappings merge, everything else replaces."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                merged[key] = deep_merge(merged[key], value)
+            elif isinstance(value, Mapping):
+                merged[key] = deep_merge(value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def intent_from_tags(tags: Mapping[str, str], prefix: str = "deploy.") -> dict[str, Any]:
+    """MLflow model-version tags ``deploy.resources.gpu.count=1`` → a partial intent document.
+
+    Keys are dotted paths under ``spec``; ``deploy.name`` sets ``metadata.name``.
+    """
+    spec: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    for key in sorted(tags):
+        if not key.startswith(prefix):
+            continue
+        path = [part for part in key[len(prefix):].split(".") if part]
+        if not path:
+            continue
+        if path == ["name"]:
+            metadata["name"] = tags[key]
+            continue
+        cursor = spec
+        for part in path[:-1]:
+            nxt = cursor.setdefault(part, {})
+            if not isinstance(nxt, dict):  # "deploy.gpu=1" and "deploy.gpu.type=x" together
+                raise ValueError(f"tag {key!r} conflicts with tag {prefix}{'.'.join(path[:-1])!r}")
+            cursor = nxt
+        if isinstance(cursor.get(path[-1]), dict):
+            raise ValueError(f"tag {key!r} conflicts with tags below it")
+        cursor[path[-1]] = tags[key]
+    document: dict[str, Any] = {}
+    if spec:
+        document["spec"] = spec
+    if metadata:
+        document["metadata"] = metadata
+    return document
+
+
+def resolve(
+    *,
+    defaults: Mapping[str, Any],
+    intent: Mapping[str, Any],
+    environment: str | None,
+    environment_defaults: Mapping[str, Any] | None = None,
+    model: ModelRef | None = None,
+) -> ModelDeployment:
+    """Merge the sources for one environment (or none, for the environment-neutral base).
+
+    Precedence, lowest first: promoter.yaml ``defaults`` < the environment's defaults in
+    promoter.yaml < the intent < the intent's ``spec.environments.<env>`` overrides.
+    ``model`` (from the registry event) fills or replaces ``spec.model``.
+    Raises pydantic.ValidationError; callers turn it into a UserError naming every field.
+    """
+    intent_spec = dict(intent.get("spec") or {})
+    overrides = (intent_spec.get("environments") or {}).get(environment, {}) if environment else {}
+    spec = deep_merge(defaults, environment_defaults or {}, intent_spec, overrides or {})
+    if model is not None:
+        spec["model"] = {"name": model.name, "version": model.version}
+    metadata = dict(intent.get("metadata") or {})
+    if not metadata.get("name"):
+        model_name = str((spec.get("model") or {}).get("name") or "")
+        metadata["name"] = derive_name(model_name) if model_name else ""
+    document = {k: v for k, v in intent.items() if k not in ("spec", "metadata")}
+    document.update(metadata=metadata, spec=spec)
+    return ModelDeployment.model_validate(document)

@@ -1,0 +1,323 @@
+"""promoter.yaml + environment variables → validated, frozen Settings.
+
+The file path comes from ``--config`` or ``PROMOTER_CONFIG``; without one the embedded defaults
+apply (environments ``staging`` and ``production`` triggered by the aliases of the same names).
+Secrets are read only from environment variables or from files they name (``<VAR>_FILE``);
+a secret written into promoter.yaml is refused, so it cannot end up in git by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from promoter.core.naming import label_value_problem, name_problem
+from promoter.core.problems import describe
+from promoter.core.spec import Spec, deep_merge
+from promoter.errors import ConfigError
+
+
+class Secret:
+    """A secret value that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Trigger(_Section):
+    alias: str | None = None
+    stage: Literal["Staging", "Production"] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Trigger:
+        if not self.alias and not self.stage:
+            raise ValueError("name an MLflow alias, a legacy stage, or both")
+        return self
+
+
+class Replicas(_Section):
+    min: int = Field(default=1, ge=0, le=1000)
+    max: int = Field(default=2, ge=1, le=1000)
+
+
+class Environment(_Section):
+    trigger: Trigger
+    namespace: str
+    cluster_selector: dict[str, str] = Field(default_factory=dict)
+    replicas: Replicas | None = None
+    approvals: int = Field(default=1, ge=0, le=20)
+    allowed_gpu_types: list[str] | None = None
+    auto_merge: bool = False
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(f"namespace {value!r} {problem}")
+        return value
+
+    @field_validator("cluster_selector")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, label in value.items():
+            problem = label_value_problem(label)
+            if problem:
+                raise ValueError(f"label {key}={label!r} {problem}")
+        return value
+
+    def spec_defaults(self) -> dict[str, Any]:
+        """This environment's defaults, in intent shape, for spec.resolve()."""
+        if self.replicas is None:
+            return {}
+        return {"scaling": {"minReplicas": self.replicas.min, "maxReplicas": self.replicas.max}}
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str | None = None
+    ui_url: str | None = Field(default=None, description="base URL for links in MR text")
+
+
+class ImageSettings(_Section):
+    base: str | None = None
+    repository: str | None = Field(
+        default=None, description="where images are pushed; {name} is the deployment name")
+    insecure_registries: list[str] = Field(default_factory=list)
+
+
+class GitLabSettings(_Section):
+    url: str | None = None
+    project: str | None = None
+    verify_tls: bool = True
+    timeout_seconds: float = Field(default=30, gt=0)
+
+
+class GitSettings(_Section):
+    provider: Literal["local", "gitlab"] = "local"
+    remote: str | None = Field(default=None, description="local provider: git remote URL/path")
+    target_branch: str = "main"
+    manifests_dir: str = "manifests"
+    gitlab: GitLabSettings = GitLabSettings()
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    timestamp_tolerance_seconds: int = Field(default=300, ge=1)
+    reconcile_interval_seconds: int = Field(default=60, ge=0)
+
+
+class PolicySettings(_Section):
+    required_tags: dict[str, str] = Field(default_factory=dict)
+
+
+def _default_environments() -> dict[str, Environment]:
+    return {
+        "staging": Environment(trigger=Trigger(alias="staging", stage="Staging"),
+                               namespace="models-staging", approvals=1),
+        "production": Environment(trigger=Trigger(alias="production", stage="Production"),
+                                  namespace="models-production", approvals=2),
+    }
+
+
+DEFAULT_SPEC: dict[str, Any] = {
+    "runtime": "kserve",
+    "resources": {"cpu": "1", "memory": "2Gi", "gpu": {"count": 0}},
+    "scaling": {"minReplicas": 1, "maxReplicas": 2, "metric": "cpu", "target": 70},
+}
+
+
+class Settings(_Section):
+    """Everything promoter.yaml can say, after environment overrides; secrets kept apart."""
+
+    state_dir: Path = Field(default_factory=lambda: Path("~/.local/state/promoter").expanduser())
+    defaults: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SPEC))
+    environments: dict[str, Environment] = Field(default_factory=_default_environments)
+    mlflow: MlflowSettings = MlflowSettings()
+    image: ImageSettings = ImageSettings()
+    git: GitSettings = GitSettings()
+    server: ServerSettings = ServerSettings()
+    policy: PolicySettings = PolicySettings()
+    secrets: dict[str, Secret] = Field(default_factory=dict, exclude=True)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("environments")
+    @classmethod
+    def _env_names(cls, value: dict[str, Environment]) -> dict[str, Environment]:
+        for name in value:
+            problem = name_problem(name)
+            if problem:
+                raise ValueError(f"environment name {name!r} {problem}")
+        if not value:
+            raise ValueError("declare at least one environment")
+        return value
+
+    def environment(self, name: str) -> Environment:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigError(f"unknown environment {name!r}",
+                              hint=f"environments in this configuration: {known}") from None
+
+    def secret(self, name: str) -> Secret | None:
+        return self.secrets.get(name)
+
+
+# Environment variables that override keys of promoter.yaml (documented in the README).
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+    "PROMOTER_STATE_DIR": ("state_dir",),
+    "PROMOTER_GITLAB_URL": ("git", "gitlab", "url"),
+    "PROMOTER_GITLAB_PROJECT": ("git", "gitlab", "project"),
+    "PROMOTER_GIT_REMOTE": ("git", "remote"),
+    "PROMOTER_IMAGE_REPOSITORY": ("image", "repository"),
+}
+# Secrets: read from VAR, or from the file named by VAR_FILE.
+SECRET_VARIABLES = (
+    "PROMOTER_MLFLOW_WEBHOOK_SECRET",
+    "PROMOTER_DATABRICKS_WEBHOOK_SECRET",
+    "PROMOTER_GITLAB_TOKEN",
+    "PROMOTER_GITLAB_WEBHOOK_TOKEN",
+    "COSIGN_PASSWORD",
+)
+_SECRET_LOOKING_KEYS = ("token", "secret", "password")
+
+
+def load_settings(config: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read promoter.yaml (``config`` or ``$PROMOTER_CONFIG``; none → defaults) and the env."""
+    environ = os.environ if environ is None else environ
+    path = config or (Path(environ["PROMOTER_CONFIG"]) if environ.get("PROMOTER_CONFIG") else None)
+    raw = _read_yaml(path) if path else {}
+    _refuse_inline_secrets(raw, path)
+    for variable, keys in ENV_OVERRIDES.items():
+        if environ.get(variable):
+            raw = deep_merge(raw, _nest(keys, environ[variable]))
+    if environ.get("PROMOTER_GITLAB_URL") and "provider" not in (raw.get("git") or {}):
+        raw = deep_merge(raw, {"git": {"provider": "gitlab"}})
+    raw = _with_default_spec(raw)
+    problems = _default_problems(raw.get("defaults"))
+    try:
+        settings = Settings.model_validate({**raw, "secrets": _read_secrets(environ)})
+    except ValidationError as exc:
+        problems = describe(exc) + problems
+    if problems:
+        where = str(path) if path else "settings"
+        raise ConfigError(f"{where} is not valid:\n  " + "\n  ".join(problems),
+                          hint="fix every field listed; see the README's configuration reference")
+    return settings
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    try:
+        data = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    data.pop("apiVersion", None)
+    if data.pop("kind", "PromoterConfig") != "PromoterConfig":
+        raise ConfigError(f"{path}: kind must be PromoterConfig")
+    return data
+
+
+def _refuse_inline_secrets(raw: Mapping[str, Any], path: Path | None, prefix: str = "") -> None:
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            if key != "defaults":
+                _refuse_inline_secrets(value, path, dotted + ".")
+        elif any(word in str(key).lower() for word in _SECRET_LOOKING_KEYS):
+            raise ConfigError(
+                f"{path}: {dotted} looks like a secret; secrets are read only from the environment",
+                hint="set it with an environment variable (or VAR_FILE) listed in the README")
+
+
+def _nest(keys: tuple[str, ...], value: str) -> dict[str, Any]:
+    nested: dict[str, Any] = {keys[-1]: value}
+    for key in reversed(keys[:-1]):
+        nested = {key: nested}
+    return nested
+
+
+def _with_default_spec(raw: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(raw.get("defaults"), Mapping):
+        return {**raw, "defaults": deep_merge(DEFAULT_SPEC, raw["defaults"])}
+    return raw
+
+
+def _read_secrets(environ: Mapping[str, str]) -> dict[str, Secret]:
+    secrets: dict[str, Secret] = {}
+    for variable in SECRET_VARIABLES:
+        if environ.get(variable) is not None:
+            secrets[variable] = Secret(environ[variable])
+        elif environ.get(variable + "_FILE"):
+            file = Path(environ[variable + "_FILE"])
+            try:
+                secrets[variable] = Secret(file.read_text(encoding="utf-8").rstrip("\r\n"))
+            except OSError as exc:
+                raise ConfigError(f"{variable}_FILE names {file}, which cannot be read: "
+                                  f"{exc.strerror}") from None
+    return secrets
+
+
+def _default_problems(defaults: Any) -> list[str]:
+    """The defaults are a partial intent: check each field they set, with its dotted path."""
+    if not isinstance(defaults, Mapping):
+        return []
+    problems = []
+    for field, value in defaults.items():
+        name = _SPEC_FIELDS_BY_ALIAS.get(field)
+        if name is None:
+            problems.append(f"defaults.{field}: is not a known field (check the spelling)")
+            continue
+        try:
+            TypeAdapter(Spec.model_fields[name].annotation).validate_python(value)
+        except ValidationError as exc:
+            problems.extend(describe(exc, prefix=f"defaults.{field}"))
+    return problems
+
+
+_SPEC_FIELDS_BY_ALIAS = {(info.alias or name): name for name, info in Spec.model_fields.items()}

@@ -1,0 +1,154 @@
+"""Jobs as data, and the pure decisions about them.
+
+A job is one promotion or decommission, identified by its idempotency key
+(model, version, env, action). This module decides — without touching a clock, a database or
+a random generator of its own — which state changes are legal, whether an incoming event
+needs a new job or is already covered by one, what a handler failure means for the job, and
+how long to wait before the next attempt. promoter.service.queue stores the results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from promoter.errors import AuthError, PermanentError, PolicyDenied, TransientError, UserError
+
+QUEUED: Final = "queued"
+RUNNING: Final = "running"
+RETRYING: Final = "retrying"
+DONE: Final = "done"
+DEAD: Final = "dead"
+STATES: Final = (QUEUED, RUNNING, RETRYING, DONE, DEAD)
+TERMINAL_STATES: Final = frozenset({DONE, DEAD})
+ACTIONS: Final = ("promote", "decommission")
+
+# Every legal move. running → running is a re-claim after the holder's lease expired;
+# done → queued is `jobs retry` of a policy denial (the policy or the tags may have changed).
+TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    QUEUED: frozenset({RUNNING}),
+    RUNNING: frozenset({RUNNING, DONE, RETRYING, DEAD}),
+    RETRYING: frozenset({RUNNING, QUEUED}),
+    DONE: frozenset({QUEUED}),
+    DEAD: frozenset({QUEUED}),
+}
+
+
+@dataclass(frozen=True)
+class JobKey:
+    """The idempotency key: one job per (model, version, env, action) at a time."""
+
+    model: str  # MLflow registered model name, free-form
+    version: str
+    env: str
+    action: str  # "promote" | "decommission"
+
+    def __post_init__(self) -> None:
+        for name in ("model", "version", "env"):
+            if not getattr(self, name):
+                raise UserError(f"a job key needs a non-empty {name}")
+        if self.action not in ACTIONS:
+            raise UserError(f"unknown job action {self.action!r}",
+                            hint="use one of: " + ", ".join(ACTIONS))
+
+    def describe(self) -> str:
+        return f"{self.action} {self.model} v{self.version} → {self.env}"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    key: JobKey
+    state: str  # one of STATES
+    attempts: int
+    payload: dict[str, Any]
+    result: dict[str, Any]
+    reason: str | None
+    created_at: float
+    updated_at: float
+    next_run_at: float
+    lease_owner: str | None
+    lease_expires_at: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (CLI --output json, logs)."""
+        return {
+            "id": self.id, "model": self.key.model, "version": self.key.version,
+            "env": self.key.env, "action": self.key.action, "state": self.state,
+            "attempts": self.attempts, "payload": self.payload, "result": self.result,
+            "reason": self.reason, "created_at": self.created_at, "updated_at": self.updated_at,
+            "next_run_at": self.next_run_at, "lease_owner": self.lease_owner,
+            "lease_expires_at": self.lease_expires_at,
+        }
+
+
+def can_transition(current: str, new: str) -> bool:
+    return new in TRANSITIONS.get(current, frozenset())
+
+
+def needs_new_job(key: JobKey, latest_key: JobKey | None, latest_state: str | None) -> bool:
+    """Should an event for ``key`` create a job, given the newest job for its (model, env)?
+
+    No when that newest job already carries the same key and is not dead: a re-set alias or a
+    re-delivered event is covered by it. Yes otherwise — including when the newest job is for
+    another version, so moving an alias away and back (a rollback) is a new job.
+    """
+    if latest_key is None or latest_state is None:
+        return True
+    return latest_key != key or latest_state == DEAD
+
+
+def retryable_again(claim_count: int, max_attempts: int) -> bool:
+    """A job whose claim made it attempt number ``claim_count`` may still run."""
+    return claim_count <= max_attempts
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: wait uniform(0, min(cap, base · 2^(n-1)))."""
+
+    base_seconds: float = 2.0
+    cap_seconds: float = 300.0
+
+    def delay(self, attempt: int, random: Callable[[], float],
+              retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        ``random`` returns a float in [0, 1) and is injected so tests are deterministic.
+        A dependency's own ``retry_after`` is a floor (it knows better than our guess), and
+        the cap bounds both, so a hostile or broken Retry-After cannot park a job for days.
+        """
+        exponent = min(max(attempt, 1) - 1, 60)  # 2**60 · base is already far beyond any cap
+        ceiling = min(self.cap_seconds, self.base_seconds * (2.0 ** exponent))
+        jittered = ceiling * min(max(random(), 0.0), 1.0)
+        if retry_after is not None and retry_after > jittered:
+            jittered = retry_after
+        return max(0.0, min(self.cap_seconds, jittered))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to do with a job after its handler finished or failed."""
+
+    state: str  # DONE, RETRYING or DEAD
+    reason: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    retry_after: float | None = None
+
+
+def outcome_for_error(error: BaseException, attempt: int, max_attempts: int) -> Outcome:
+    """Classify a handler failure: deny → done, transient → retry (until spent), else dead."""
+    if isinstance(error, PolicyDenied):
+        return Outcome(DONE, reason=str(error),
+                       result={"outcome": "denied", "reasons": list(error.reasons)})
+    if isinstance(error, (PermanentError, UserError, AuthError)):
+        return Outcome(DEAD, reason=f"{type(error).__name__}: {error}")
+    # TransientError, and anything unexpected (a bug, an untranslated library error): retrying
+    # is the safer bet, and the attempt limit still parks it with its reason in the end.
+    label = "" if isinstance(error, TransientError) else "unexpected "
+    reason = f"{label}{type(error).__name__}: {error}"
+    if attempt >= max_attempts:
+        return Outcome(DEAD, reason=f"gave up after {attempt} attempts; last error: {reason}")
+    retry_after = error.retry_after if isinstance(error, TransientError) else None
+    return Outcome(RETRYING, reason=reason, retry_after=retry_after)

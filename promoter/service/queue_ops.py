@@ -1,0 +1,112 @@
+"""The queue's statements that must run inside a caller's write transaction.
+
+Shared by JobQueue (one transaction per call) and the group-commit writer (many enqueues in
+one transaction), so both follow exactly the same rules.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from promoter.core.jobs import QUEUED, RUNNING, Job, JobKey, needs_new_job
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    job: Job
+    created: bool  # False: an existing job already covers this key
+    duplicate_delivery: bool  # True: this (source, delivery id) was seen before
+
+
+def to_json(value: dict[str, Any] | None) -> str:
+    return json.dumps(value or {}, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def row_to_job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        key=JobKey(row["model"], row["version"], row["env"], row["action"]),
+        state=row["state"], attempts=row["attempts"],
+        payload=json.loads(row["payload"]), result=json.loads(row["result"]),
+        reason=row["reason"], created_at=row["created_at"], updated_at=row["updated_at"],
+        next_run_at=row["next_run_at"], lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+    )
+
+
+def fetch_job(conn: sqlite3.Connection, job_id: int) -> Job | None:
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return row_to_job(row) if row else None
+
+
+def enqueue(conn: sqlite3.Connection, now: float, key: JobKey, payload: dict[str, Any] | None,
+            source: str, delivery_id: str | None) -> EnqueueResult:
+    """Record the delivery, then create a job unless one already covers the key."""
+    duplicate = False
+    if delivery_id is not None:
+        seen = conn.execute("SELECT job_id FROM deliveries WHERE source = ? AND delivery_id = ?",
+                            (source, delivery_id)).fetchone()
+        if seen is not None:
+            duplicate = True
+            first_job = fetch_job(conn, seen["job_id"]) if seen["job_id"] is not None else None
+            if first_job is not None:
+                return EnqueueResult(first_job, created=False, duplicate_delivery=True)
+            # Seen through record_delivery() without a job: fall through so the caller gets
+            # the job that covers this key (created only if none does).
+    latest = conn.execute(
+        "SELECT * FROM jobs WHERE model = ? AND env = ? ORDER BY id DESC LIMIT 1",
+        (key.model, key.env)).fetchone()
+    latest_job = row_to_job(latest) if latest else None
+    if latest_job is not None and not needs_new_job(key, latest_job.key, latest_job.state):
+        job, created = latest_job, False
+    else:
+        cursor = conn.execute(
+            "INSERT INTO jobs (model, version, env, action, state, payload, created_at, "
+            "updated_at, next_run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key.model, key.version, key.env, key.action, QUEUED, to_json(payload),
+             now, now, now))
+        job_id = cursor.lastrowid
+        assert job_id is not None  # an INSERT into a rowid table always sets it
+        job = Job(job_id, key, QUEUED, 0, dict(payload or {}), {}, None, now, now, now,
+                  None, None)
+        created = True
+    if delivery_id is not None:
+        conn.execute(
+            "INSERT INTO deliveries (source, delivery_id, job_id, received_at) VALUES (?,?,?,?) "
+            "ON CONFLICT (source, delivery_id) DO UPDATE SET job_id = excluded.job_id",
+            (source, delivery_id, job.id, now))
+    return EnqueueResult(job, created=created, duplicate_delivery=duplicate)
+
+
+# A job is due when it is queued or retrying and its time has come, or running under a lease
+# that expired (its worker died). It is claimable only if no older unfinished job exists for
+# its (model, env) — so jobs for one deployment run one at a time, in arrival order — and no
+# other job of that (model, env) holds a live lease.
+_CLAIM_SQL = """
+SELECT j.* FROM jobs AS j
+WHERE j.state IN ('queued', 'running', 'retrying')  -- lets SQLite use jobs_unfinished
+  AND ((j.state IN ('queued', 'retrying') AND j.next_run_at <= :now)
+       OR (j.state = 'running' AND j.lease_expires_at <= :now))
+  AND NOT EXISTS (
+      SELECT 1 FROM jobs AS o
+      WHERE o.model = j.model AND o.env = j.env AND o.id <> j.id
+        AND ((o.id < j.id AND o.state NOT IN ('done', 'dead'))
+             OR (o.state = 'running' AND o.lease_expires_at > :now)))
+ORDER BY j.id
+LIMIT 1
+"""
+
+
+def claim(conn: sqlite3.Connection, now: float, worker_id: str,
+          lease_seconds: float) -> Job | None:
+    row = conn.execute(_CLAIM_SQL, {"now": now}).fetchone()
+    if row is None:
+        return None
+    conn.execute(
+        "UPDATE jobs SET state = ?, lease_owner = ?, lease_expires_at = ?, "
+        "attempts = attempts + 1, updated_at = ? WHERE id = ?",
+        (RUNNING, worker_id, now + lease_seconds, now, row["id"]))
+    return fetch_job(conn, row["id"])

@@ -1,0 +1,170 @@
+"""The worker: claim a job, run the handler under a lease, record what happened.
+
+The handler returns the job's result (→ done) or raises: TransientError → retrying with
+exponential backoff and full jitter (honouring ``retry_after``) until ``max_attempts``, then
+dead; PermanentError / UserError / AuthError → dead with the reason; PolicyDenied → done with
+``result["outcome"] == "denied"``. While the handler runs, a heartbeat thread keeps extending
+the lease, so only a worker that died (or hangs without its process) lets the lease expire —
+and then another worker picks the job up again, with the step results recorded so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random as random_module
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from promoter.core.jobs import DEAD, DONE, Backoff, Job, outcome_for_error, retryable_again
+from promoter.errors import PromoterError
+from promoter.service.queue import JobQueue, LeaseLost
+
+log = logging.getLogger("promoter.worker")
+
+
+class JobContext:
+    """What a handler may do besides computing its result: steps and lease."""
+
+    def __init__(self, queue: JobQueue, job: Job, worker_id: str, lease_seconds: float) -> None:
+        self.job = job
+        self.worker_id = worker_id
+        self._queue = queue
+        self._lease_seconds = lease_seconds
+        self._steps = queue.steps(job.id)
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempts
+
+    def step(self, name: str) -> dict[str, Any] | None:
+        """The result of ``name`` recorded by this or an earlier attempt, if any."""
+        return self._steps.get(name)
+
+    def steps(self) -> dict[str, dict[str, Any]]:
+        return dict(self._steps)
+
+    def record_step(self, name: str, result: dict[str, Any]) -> None:
+        """Durably record a finished step; LeaseLost if another worker has taken the job."""
+        self._queue.record_step(self.job.id, name, result, worker_id=self.worker_id)
+        self._steps[name] = dict(result)
+
+    def extend_lease(self, seconds: float | None = None) -> None:
+        if not self._queue.extend_lease(self.job.id, self.worker_id,
+                                        seconds or self._lease_seconds):
+            raise LeaseLost(f"worker {self.worker_id} lost the lease on job {self.job.id}")
+
+
+JobHandler = Callable[[Job, JobContext], dict[str, Any]]
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(self, queue: JobQueue, handler: JobHandler, worker_id: str | None = None,
+                 lease_seconds: float = 60.0, max_attempts: int = 8, *,
+                 backoff: Backoff | None = None, random: Callable[[], float] | None = None,
+                 poll_seconds: float = 1.0, heartbeat: bool = True) -> None:
+        self.queue = queue
+        self.handler = handler
+        self.worker_id = worker_id or default_worker_id()
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.backoff = backoff or Backoff()
+        self.random = random or random_module.Random().random  # noqa: S311 (jitter only)
+        self.poll_seconds = poll_seconds
+        self.heartbeat = heartbeat
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """Cut the idle wait short (e.g. right after an enqueue, or to stop promptly)."""
+        self._wake.set()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except PromoterError as exc:  # the queue itself is unusable: wait, then try again
+                log.error("worker %s cannot use the job queue: %s", self.worker_id, exc)
+                worked = False
+            if not worked and not stop.is_set():
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+
+    def run_once(self) -> bool:
+        """Claim and run one due job; False when none is due."""
+        job = self.queue.claim(self.worker_id, self.lease_seconds)
+        if job is None:
+            return False
+        if not retryable_again(job.attempts, self.max_attempts):
+            reason = (f"gave up after {job.attempts - 1} attempts; the last one never finished "
+                      f"(its worker stopped or lost its lease). Last reason: {job.reason}")
+            self._settle(job, lambda: self.queue.park(job.id, self.worker_id, reason))
+            log.error("job %s is dead: %s", job.id, reason)
+            return True
+        log.info("job %s started: %s (attempt %d)", job.id, job.key.describe(), job.attempts)
+        stop_heartbeat = self._start_heartbeat(job)
+        try:
+            context = JobContext(self.queue, job, self.worker_id, self.lease_seconds)
+            result = self.handler(job, context)
+        except LeaseLost as exc:
+            log.warning("job %s abandoned: %s", job.id, exc)
+            return True
+        except Exception as exc:
+            self._handle_failure(job, exc)
+            return True
+        finally:
+            stop_heartbeat()
+        self._settle(job, lambda: self.queue.complete(job.id, self.worker_id, dict(result or {})))
+        log.info("job %s done", job.id)
+        return True
+
+    def _handle_failure(self, job: Job, error: Exception) -> None:
+        outcome = outcome_for_error(error, job.attempts, self.max_attempts)
+        if outcome.state == DONE:
+            self._settle(job, lambda: self.queue.complete(job.id, self.worker_id, outcome.result,
+                                                          reason=outcome.reason))
+            log.info("job %s done (denied): %s", job.id, outcome.reason)
+        elif outcome.state == DEAD:
+            self._settle(job, lambda: self.queue.park(job.id, self.worker_id,
+                                                      outcome.reason or "failed"))
+            log.error("job %s is dead: %s", job.id, outcome.reason)
+        else:
+            delay = self.backoff.delay(job.attempts, self.random, outcome.retry_after)
+            self._settle(job, lambda: self.queue.retry_later(job.id, self.worker_id,
+                                                             outcome.reason or "failed", delay))
+            log.warning("job %s will be retried in %.1fs: %s", job.id, delay, outcome.reason)
+
+    def _settle(self, job: Job, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except LeaseLost as exc:  # someone else re-claimed it; their outcome stands
+            log.warning("job %s: outcome not recorded: %s", job.id, exc)
+
+    def _start_heartbeat(self, job: Job) -> Callable[[], None]:
+        if not self.heartbeat:
+            return lambda: None
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.lease_seconds / 3):
+                try:
+                    if not self.queue.extend_lease(job.id, self.worker_id, self.lease_seconds):
+                        log.warning("job %s: lease lost; another worker may run it", job.id)
+                        return
+                except PromoterError as exc:  # keep trying; the lease has slack for this
+                    log.warning("job %s: could not extend the lease: %s", job.id, exc)
+
+        thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
+        thread.start()
+
+        def stop_beating() -> None:
+            stop.set()
+            thread.join(self.lease_seconds)
+
+        return stop_beating

@@ -52,10 +52,30 @@ for _module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.n
         importlib.import_module(f"promoter.commands.{_module.name}").register(app)
 
 
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Let --config/--debug appear anywhere (``promoter render ... --config f``), as users type."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            rest.append(arg)
+            rest.extend(args)
+            break
+        if arg in ("--config", "-c"):
+            hoisted.extend([arg, next(args, "")])
+        elif arg.startswith("--config=") or arg == "--debug":
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+    return hoisted + rest
+
+
 def main(argv: list[str] | None = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv)
+    argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in argv
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="promoter", standalone_mode=False)
     except typer.Exit as exc:  # normal exits, including --help
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -66,10 +86,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exit_code_for(exc))
-    except _click_errors() as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except Exception as exc:  # the last line of defence: a bug, said plainly
+        if _is_click_usage_error(exc):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if type(exc).__name__ == "Abort":
+            typer.echo("aborted", err=True)
+            sys.exit(130)
         if debug:
             raise
         typer.echo(f"unexpected error: {type(exc).__name__}: {exc}\n"
@@ -78,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(0)
 
 
-def _click_errors() -> type[Exception]:
-    import click
-
-    return click.ClickException
+def _is_click_usage_error(exc: BaseException) -> bool:
+    # typer vendors its own click in recent releases; match click's exception shape instead of
+    # importing a private module.
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)

@@ -32,6 +32,13 @@ class UserError(PromoterError):
     kind = "invalid"
 
 
+class UsageError(UserError):
+    """The command line itself is wrong (conflicting or missing options): exit code 2."""
+
+    exit_code = 2
+    kind = "usage"
+
+
 class ConfigError(UserError):
     """promoter.yaml or the environment is wrong."""
 

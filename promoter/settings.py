@@ -166,6 +166,7 @@ class Settings(_Section):
     """Everything promoter.yaml can say, after environment overrides; secrets kept apart."""
 
     state_dir: Path = Field(default_factory=lambda: Path("~/.local/state/promoter").expanduser())
+    templates_dir: Path | None = Field(default=None, description="override the built-in templates")
     defaults: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SPEC))
     environments: dict[str, Environment] = Field(default_factory=_default_environments)
     mlflow: MlflowSettings = MlflowSettings()

@@ -1,0 +1,202 @@
+"""The merge-request lifecycle, written once against a small ``Forge`` seam.
+
+GitLab (adapters.gitlab) and the embedded local provider (adapters.localgit) each implement
+``Forge``; this module decides what to do. Every attempt starts by looking at what exists, so
+an attempt cut short by a timeout, a 5xx or a lost response is simply run again: a commit whose
+response was lost is found on the branch and not posted twice, an MR created blind is found by
+its source branch. Outcomes are judged against the first look, so a faulty run reports the
+same result as a clean one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from promoter.core import changes
+from promoter.core.changes import Action
+from promoter.core.mr_text import commit_message, is_promoter_message, with_marker
+from promoter.errors import TransientError
+from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult
+
+HUMAN_COMMITS_NOTE = "promoter: branch changed by someone else"
+SUPERSEDED_NOTE = "promoter: superseded"
+APPROVALS_NOTE = "promoter: approvals"
+SUPERSEDED_SUFFIX = " - superseded"
+
+
+class OutcomeUnknown(TransientError):
+    """A write may or may not have been applied (timeout, 5xx, lost response): look again."""
+
+
+class Forge(Protocol):
+    def merge_requests(self, source_branch: str) -> list[MergeRequest]:
+        """Every MR of the branch, newest first."""
+
+    def branch_head(self, branch: str) -> str | None: ...
+
+    def commit_message(self, sha: str) -> str: ...
+
+    def read_files(self, ref: str, paths: Sequence[str],
+                   prefixes: Sequence[str]) -> dict[str, str]:
+        """Existing files among ``paths`` plus every file under ``prefixes``, at ``ref``."""
+
+    def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
+               message: str, force: bool) -> str:
+        """One commit of ``actions`` on ``start_branch``'s head, stored as ``branch``."""
+
+    def delete_branch(self, branch: str) -> None: ...
+
+    def create_mr(self, proposal: Proposal, description: str) -> MergeRequest: ...
+
+    def update_mr(self, iid: int, title: str, description: str,
+                  labels: Sequence[str]) -> MergeRequest: ...
+
+    def close_mr(self, iid: int, title: str) -> None: ...
+
+    def upsert_note(self, iid: int, heading: str, body: str) -> None:
+        """One bot comment per heading, edited in place."""
+
+    def require_approvals(self, iid: int, count: int) -> bool:
+        """Install the approval rule; False when the forge has no approval rules."""
+
+    def auto_merge(self, iid: int, sha: str) -> None: ...
+
+
+@dataclass
+class _Run:
+    """What a propose() call has seen and done, kept across retried attempts."""
+
+    first_open_iid: int | None = None
+    first_head: str | None = None
+    observed: bool = False
+    changed: bool = False
+    superseded_iid: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class ProposalFlow:
+    def __init__(self, forge: Forge, *, supersede: bool = False, attempts: int = 5,
+                 backoff_seconds: float = 1.0, max_wait_seconds: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._forge = forge
+        self._supersede = supersede
+        self._attempts = attempts
+        self._backoff = backoff_seconds
+        self._max_wait = max_wait_seconds
+        self._sleep = sleep
+
+    def propose(self, proposal: Proposal) -> ProposalResult:
+        run = _Run()
+        for attempt in range(self._attempts):
+            try:
+                return self._attempt(proposal, run)
+            except TransientError as exc:
+                if attempt + 1 == self._attempts:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else \
+                    self._backoff * 2 ** attempt
+                self._sleep(min(wait, self._max_wait))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, proposal: Proposal, run: _Run) -> ProposalResult:
+        forge, branch = self._forge, proposal.branch
+        mrs = forge.merge_requests(branch)
+        open_mr = next((mr for mr in mrs if mr.state == "opened"), None)
+        head = forge.branch_head(branch)
+        if not run.observed:
+            run.observed, run.first_open_iid, run.first_head = True, _iid(open_mr), head
+        refused = next((mr for mr in mrs if mr.state == "closed" and mr.version == proposal.version
+                        and not mr.title.endswith(SUPERSEDED_SUFFIX)), None)
+        if open_mr is None and refused is not None:
+            return self._result(Outcome.CLOSED_BY_HUMAN, refused, head, run)
+        prefixes = tuple(p if p.endswith("/") else p + "/" for p in proposal.managed_prefixes)
+        paths = changes.paths_to_read(proposal.files)
+        target_actions = changes.plan(
+            proposal.files, forge.read_files(proposal.target_branch, paths, prefixes), prefixes)
+        if not target_actions:  # the target already holds exactly these files
+            merged = next((mr for mr in mrs if mr.state == "merged"), None)
+            return self._result(Outcome.UNCHANGED, open_mr or merged, head, run)
+        if head is not None and not is_promoter_message(forge.commit_message(head),
+                                                        proposal.name, proposal.env):
+            if open_mr is not None:
+                forge.upsert_note(open_mr.iid, HUMAN_COMMITS_NOTE, _human_commits_text(proposal))
+            return self._result(Outcome.HUMAN_COMMITS, open_mr, head, run)
+        if open_mr is not None and self._supersede and open_mr.version != proposal.version:
+            self._close_superseded(open_mr, proposal, run)
+            open_mr, head = None, forge.branch_head(branch)
+        if head is None or changes.plan(proposal.files, forge.read_files(branch, paths, prefixes),
+                                        prefixes):
+            run.changed = True
+            head = forge.commit(branch, proposal.target_branch, target_actions,
+                                commit_message(proposal), force=head is not None)
+        mr = self._upsert_mr(proposal, open_mr, run)
+        for heading, body in proposal.notes.items():
+            forge.upsert_note(mr.iid, heading, body)
+        enforced = forge.require_approvals(mr.iid, proposal.approvals_required)
+        if not enforced and proposal.approvals_required:
+            forge.upsert_note(mr.iid, APPROVALS_NOTE, _unenforced_text(proposal))
+            _warn(run, f"approval rules unavailable; {proposal.approvals_required} approval(s) "
+                  "required by policy are stated in the MR but not enforced by the forge")
+        if proposal.auto_merge and head is not None:
+            forge.auto_merge(mr.iid, head)
+        if run.superseded_iid is not None:
+            forge.upsert_note(run.superseded_iid, SUPERSEDED_NOTE,
+                              f"Superseded by !{mr.iid} (version {proposal.version}).")
+        outcome = (Outcome.SUPERSEDED if run.superseded_iid is not None
+                   else Outcome.CREATED if mr.iid != run.first_open_iid
+                   else Outcome.UPDATED if run.changed else Outcome.UNCHANGED)
+        return self._result(outcome, mr, head, run, enforced=enforced)
+
+    def _upsert_mr(self, proposal: Proposal, open_mr: MergeRequest | None,
+                   run: _Run) -> MergeRequest:
+        description = with_marker(proposal.description, proposal.name, proposal.env,
+                                  proposal.version)
+        if open_mr is None:
+            return self._forge.create_mr(proposal, description)
+        if (open_mr.title, open_mr.description, sorted(open_mr.labels)) == (
+                proposal.title, description, sorted(proposal.labels)):
+            return open_mr
+        run.changed = True
+        return self._forge.update_mr(open_mr.iid, proposal.title, description, proposal.labels)
+
+    def _close_superseded(self, old: MergeRequest, proposal: Proposal, run: _Run) -> None:
+        run.superseded_iid = old.iid
+        self._forge.upsert_note(old.iid, SUPERSEDED_NOTE,
+                                f"Superseded by version {proposal.version}; promoter closes "
+                                "this merge request and opens a new one.")
+        title = old.title if old.title.endswith(SUPERSEDED_SUFFIX) else old.title + SUPERSEDED_SUFFIX
+        self._forge.close_mr(old.iid, title)
+        self._forge.delete_branch(proposal.branch)
+
+    def _result(self, outcome: Outcome, mr: MergeRequest | None, head: str | None, run: _Run,
+                *, enforced: bool = True) -> ProposalResult:
+        return ProposalResult(
+            outcome=outcome, merge_request=mr, head_sha=head,
+            commit_created=head is not None and head != run.first_head and run.changed,
+            superseded_iid=run.superseded_iid, approvals_enforced=enforced,
+            warnings=tuple(run.warnings))
+
+
+def _iid(mr: MergeRequest | None) -> int | None:
+    return mr.iid if mr else None
+
+
+def _warn(run: _Run, message: str) -> None:
+    if message not in run.warnings:
+        run.warnings.append(message)
+
+
+def _human_commits_text(proposal: Proposal) -> str:
+    return (f"This branch has commits that promoter did not make, so promoter did not apply "
+            f"version {proposal.version} here and will not overwrite them. Merge or close this "
+            "merge request (and delete the branch) to let promoter continue.")
+
+
+def _unenforced_text(proposal: Proposal) -> str:
+    return (f"This environment requires **{proposal.approvals_required}** approval(s). "
+            "Approval rules are not available on this GitLab (they need GitLab Premium), so "
+            "the requirement is stated here and recorded in promoter's audit trail; reviewers "
+            "must enforce it.")

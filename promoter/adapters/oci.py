@@ -1,0 +1,209 @@
+"""OCI distribution client (httpx): the only code that talks to container registries.
+
+Plain HTTP is used for loopback registries (as cosign and crane do) and for registries listed
+in ``image.insecure_registries``; everything else is HTTPS. Library and HTTP errors become
+promoter errors here: 401 → AuthError, 403/400 → PermanentError, 404 → UserError (or None
+where absence is an answer), 429/5xx/connection failures → retried, then TransientError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from promoter.adapters.oci_auth import Credentials, RegistryAuth
+from promoter.adapters.oci_upload import upload_blob
+from promoter.errors import PermanentError, TransientError
+from promoter.image.layers import Blob
+from promoter.image.reference import is_loopback_registry
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
+_RETRIED_STATUS = {429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    body: bytes
+    media_type: str
+    digest: str
+
+
+class RegistryClient:
+    """One registry host. ``bytes_uploaded`` counts blob bytes sent (not manifests)."""
+
+    def __init__(self, registry: str, *, insecure_registries: Collection[str] = (),
+                 credentials: Credentials | None = None, timeout: float = 60.0,
+                 chunk_size: int = 16 * 1024 * 1024, attempts: int = 4,
+                 backoff: float = 0.5) -> None:
+        plain = is_loopback_registry(registry) or registry in insecure_registries
+        self.registry = registry
+        self.base_url = f"{'http' if plain else 'https'}://{registry}"
+        self.chunk_size = chunk_size
+        self.attempts = attempts
+        self.backoff = backoff
+        self.bytes_uploaded = 0
+        self._http = httpx.Client(base_url=self.base_url, auth=RegistryAuth(registry, credentials),
+                                  timeout=httpx.Timeout(timeout, connect=10.0),
+                                  follow_redirects=True)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- low level -------------------------------------------------------------------------
+    def request(self, method: str, url: str, *, expect: Collection[int], what: str,
+                retry: bool = True, **kwargs: Any) -> httpx.Response:
+        """Send with retries on transient failures; map unexpected statuses to errors."""
+        attempts = self.attempts if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt == attempts:
+                    raise TransientError(f"registry {self.registry} unreachable while {what}: "
+                                         f"{type(exc).__name__}: {exc}",
+                                         hint=f"check that {self.base_url} is up and reachable"
+                                         ) from None
+                self._sleep(attempt, None)
+                continue
+            if response.status_code in expect:
+                return response
+            if response.status_code in _RETRIED_STATUS and attempt < attempts:
+                self._sleep(attempt, response.headers.get("Retry-After"))
+                continue
+            raise self.error_for(response, what)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        delay = self.backoff * 2 ** (attempt - 1)
+        if retry_after and retry_after.isdigit():
+            delay = min(float(retry_after), 30.0)
+        time.sleep(delay)
+
+    def error_for(self, response: httpx.Response, what: str) -> Exception:
+        from promoter.adapters.oci_errors import registry_error
+
+        return registry_error(self.registry, response, what)
+
+    # -- blobs -----------------------------------------------------------------------------
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        response = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", expect={200, 404},
+                                what=f"checking blob {digest[:19]} in {repository}")
+        return response.status_code == 200
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Cross-repository mount; False when the registry wants an upload instead."""
+        response = self.request(
+            "POST", f"/v2/{repository}/blobs/uploads/",
+            params={"mount": digest, "from": from_repository}, expect={201, 202},
+            what=f"mounting {digest[:19]} from {from_repository}")
+        if response.status_code == 202:  # an upload session was opened instead: drop it
+            location = response.headers.get("Location")
+            if location:
+                self._http.request("DELETE", location)
+        return response.status_code == 201
+
+    def push_blob(self, repository: str, blob: Blob, *, mount_from: str | None = None) -> int:
+        """Make ``blob`` present in ``repository``; returns the bytes actually uploaded."""
+        if self.blob_exists(repository, blob.digest):
+            return 0
+        if mount_from and mount_from != repository and self.mount_blob(
+                repository, blob.digest, mount_from):
+            return 0
+        if blob.chunks is None:
+            raise PermanentError(f"blob {blob.digest} is missing from {repository} and promoter "
+                                 "does not hold its bytes", hint="push the base image first")
+        sent = upload_blob(self, repository, blob)
+        self.bytes_uploaded += sent
+        return sent
+
+    def get_blob(self, repository: str, digest: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
+        """A small blob (config, signature payload), checked against its digest."""
+        response = self.request("GET", f"/v2/{repository}/blobs/{digest}", expect={200},
+                                what=f"reading blob {digest[:19]} from {repository}")
+        data = response.content
+        if len(data) > limit or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise PermanentError(f"registry {self.registry} returned a blob for {digest} whose "
+                                 "content does not match that digest")
+        return data
+
+    @contextmanager
+    def stream_blob(self, repository: str, digest: str) -> Iterator[Iterator[bytes]]:
+        with self._http.stream("GET", f"/v2/{repository}/blobs/{digest}") as response:
+            if response.status_code != 200:
+                response.read()
+                raise self.error_for(response, f"reading blob {digest[:19]} from {repository}")
+            yield response.iter_bytes(self.chunk_size)
+
+    def blob_chunk_source(self, repository: str, digest: str) -> Callable[[], Iterator[bytes]]:
+        """A re-openable chunk source reading a blob from this registry (for copies)."""
+        def chunks() -> Iterator[bytes]:
+            with self.stream_blob(repository, digest) as stream:
+                yield from stream
+        return chunks
+
+    # -- manifests -------------------------------------------------------------------------
+    def get_manifest(self, repository: str, reference: str) -> Manifest | None:
+        response = self.request("GET", f"/v2/{repository}/manifests/{reference}",
+                                headers={"Accept": ", ".join(MANIFEST_TYPES)},
+                                expect={200, 404}, what=f"reading manifest {repository}:"
+                                                        f"{reference}")
+        if response.status_code == 404:
+            return None
+        body = response.content
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise PermanentError(f"registry {self.registry} returned a manifest that does not "
+                                 f"match the digest {reference}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return Manifest(body, media_type, digest)
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        response = self.request("HEAD", f"/v2/{repository}/manifests/{reference}",
+                                headers={"Accept": ", ".join(MANIFEST_TYPES)},
+                                expect={200, 404}, what=f"checking {repository}:{reference}")
+        if response.status_code == 404:
+            return None
+        return response.headers.get("Docker-Content-Digest")
+
+    def put_manifest(self, repository: str, reference: str, body: bytes,
+                     media_type: str) -> tuple[str, bool]:
+        """Push a manifest or index; returns (digest, registry-handled-subject)."""
+        response = self.request("PUT", f"/v2/{repository}/manifests/{reference}", content=body,
+                                headers={"Content-Type": media_type}, expect={201},
+                                what=f"pushing manifest {repository}:{reference}")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        returned = response.headers.get("Docker-Content-Digest")
+        if returned and returned != digest:
+            raise PermanentError(f"registry {self.registry} stored manifest {repository}:"
+                                 f"{reference} as {returned}, expected {digest}")
+        return digest, "OCI-Subject" in response.headers
+
+    def referrers(self, repository: str, digest: str) -> dict[str, Any] | None:
+        """The referrers API index, or None when the registry has no such API."""
+        response = self.request("GET", f"/v2/{repository}/referrers/{digest}",
+                                headers={"Accept": OCI_INDEX}, expect={200, 404, 405},
+                                what=f"listing referrers of {digest[:19]}")
+        if response.status_code != 200 or not response.headers.get(
+                "Content-Type", "").startswith(OCI_INDEX):
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None

@@ -1,0 +1,67 @@
+"""`promoter render`: preview (--dry-run) or write (--out) a model's Kustomize tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.errors import UsageError
+
+HELP = """Render the Kustomize base and one environment's overlay for a model.
+
+The intent comes from a ModelDeployment file (--intent) or from MLflow (MODEL --version N:
+deploy.* tags or a logged modeldeployment.yaml). --dry-run prints every file with its path and
+writes nothing; --out DIR writes DIR/<name>/base and DIR/<name>/overlays/<env>.
+"""
+
+
+def render(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="MLflow registered model name")] = None,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="model version")] = None,
+    intent: Annotated[Path | None, typer.Option("--intent", "-i", dir_okay=False,
+                                                help="ModelDeployment YAML file")] = None,
+    env: Annotated[str, typer.Option("--env", "-e", help="environment from promoter.yaml")] = ...,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print, write nothing")] = False,
+    out: Annotated[Path | None, typer.Option("--out", file_okay=False,
+                                             help="write the tree under this directory")] = None,
+    output: str = OUTPUT_OPTION,
+) -> None:
+    from promoter import rendering
+
+    if dry_run == (out is not None):
+        raise UsageError("choose exactly one of --dry-run and --out DIR")
+    if (intent is None) == (model is None):
+        raise UsageError("give either --intent FILE or MODEL --version N")
+    settings = state(ctx).settings()
+    if intent is not None:
+        document = rendering.load_intent_file(intent)
+        request = rendering.build_request(settings, document, env, origin=str(intent))
+    else:
+        if version is None:
+            raise UsageError("MODEL needs --version N")
+        from promoter.model_source import request_from_registry
+
+        request = request_from_registry(settings, model or "", version, env)
+    files = rendering.renderer(settings).render(request)
+    if out is not None:
+        written = rendering.write_tree(out, files)
+        if output == "json":
+            emit_json({"written": [str(path) for path in written]})
+        else:
+            for path in written:
+                typer.echo(f"wrote {path}")
+        return
+    if output == "json":
+        emit_json({"files": files})
+        return
+    for path, text in files.items():
+        typer.echo(f"--- # {path}")
+        typer.echo(text, nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=HELP)(render)

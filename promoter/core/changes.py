@@ -1,0 +1,83 @@
+"""Desired files vs. what a branch holds → the create/update/delete actions of one commit.
+
+Pure: the callers read the tree; this module only compares. Identical inputs give no actions,
+which is what makes a re-promotion of the same version a no-op.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from promoter.errors import UserError
+
+ActionKind = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True, order=True)
+class Action:
+    path: str
+    kind: ActionKind
+    content: str | None = None      # None for delete
+
+    def as_gitlab(self) -> dict[str, str]:
+        """The action in the shape of GitLab's commits API."""
+        action = {"action": self.kind, "file_path": self.path}
+        if self.content is not None:
+            action["content"] = self.content
+            action["encoding"] = "text"
+        return action
+
+
+def check_path(path: str) -> str:
+    """Refuse paths that could escape the repository or be read two ways."""
+    normal = posixpath.normpath(path)
+    if (not path or path != normal or normal.startswith(("/", "../")) or normal == ".."
+            or "\\" in path or any(ord(ch) < 32 for ch in path) or "/.git/" in f"/{path}/"):
+        raise UserError(f"refusing file path {path!r}: paths must be relative, normalised and "
+                        "stay inside the repository")
+    return path
+
+
+def under(path: str, prefixes: Iterable[str]) -> bool:
+    return any(path.startswith(prefix) for prefix in prefixes)
+
+
+def plan(desired: Mapping[str, str | None], current: Mapping[str, str],
+         managed_prefixes: Iterable[str] = ()) -> list[Action]:
+    """Actions that turn ``current`` into ``desired``, sorted by path.
+
+    ``current`` must hold every existing file under ``managed_prefixes`` and every existing
+    file named in ``desired``. A managed file absent from ``desired`` is deleted; a path mapped
+    to None is deleted when it exists. Prefixes end with "/" so ``a/`` never matches ``ab/``.
+    """
+    prefixes = tuple(p if p.endswith("/") else p + "/" for p in managed_prefixes)
+    actions: list[Action] = []
+    for path, content in desired.items():
+        check_path(path)
+        existing = current.get(path)
+        if content is None:
+            if existing is not None:
+                actions.append(Action(path, "delete"))
+        elif existing is None:
+            actions.append(Action(path, "create", content))
+        elif existing != content:
+            actions.append(Action(path, "update", content))
+    for path in current:
+        if path not in desired and under(path, prefixes):
+            actions.append(Action(path, "delete"))
+    return sorted(actions)
+
+
+def paths_to_read(desired: Mapping[str, str | None]) -> list[str]:
+    return sorted(check_path(path) for path in desired)
+
+
+def summary(actions: Iterable[Action]) -> dict[str, list[str]]:
+    """Paths by kind, for the MR description's "what changes" section."""
+    grouped: dict[str, list[str]] = {"create": [], "update": [], "delete": []}
+    for action in actions:
+        grouped[action.kind].append(action.path)
+    return grouped

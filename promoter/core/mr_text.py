@@ -1,0 +1,174 @@
+"""Merge-request title, description, bot notes and commit message — everything a reviewer reads.
+
+Pure. Every string that comes from outside (model names, descriptions, metric and param keys
+and values, policy details) goes through ``escape`` so a hostile value renders as inert text:
+no links, HTML, headings, tables, mentions (@user) or GitLab references (#1, !1, ~label, ...).
+Promoter's own machine-readable markers are HTML comments, which escaped text can never forge.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from promoter.ports.git import Proposal
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~^=])")
+_REFERENCE_CHARS = re.compile(r"([@#!~%$:])")  # followed by a zero-width space
+_ZWSP = "\u200b"
+_MAX_FIELD = 300
+_MARKER = re.compile(
+    r"<!-- promoter:key=([a-z0-9-]+/[a-z0-9-]+) version=([0-9]+) -->\s*\Z")
+_NOTE_MARKER = re.compile(r"\A<!-- promoter-note:([a-z0-9:-]+) -->")
+
+
+def escape(value: object, limit: int = _MAX_FIELD) -> str:
+    """``value`` as inline markdown that GitLab renders literally."""
+    text = " ".join(str(value).split())  # no newlines: outside text never starts a block
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    text = text.replace("&amp;", "&amp;" + _ZWSP)  # &123 is an epic reference
+    return _REFERENCE_CHARS.sub(lambda m: m.group(1) + _ZWSP, text)
+
+
+def safe_url(url: str | None) -> str | None:
+    """An http(s) URL fit for ``[text](url)``, or None when it is not one."""
+    if not url or not re.fullmatch(r"https?://[^\s<>\"'`\\]+", url):
+        return None
+    return url.replace("(", "%28").replace(")", "%29")
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    rule: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class MrFacts:
+    model: str
+    version: str
+    env: str
+    name: str
+    team: str | None = None
+    run_id: str | None = None
+    run_url: str | None = None
+    metrics: Mapping[str, object] = field(default_factory=dict)
+    params: Mapping[str, object] = field(default_factory=dict)
+    changes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # changes.summary()
+    image_ref: str | None = None
+    image_digest: str | None = None
+    signature: str | None = None           # e.g. "signed", "verified", "unsigned"
+    policy: Sequence[PolicyResult] = ()
+    approvals_required: int = 0
+    auto_merge: bool = False
+
+
+def title(facts: MrFacts) -> str:
+    return f"Promote {escape(facts.model, 120)} version {facts.version} to {facts.env}"
+
+
+def labels(env: str, team: str | None) -> tuple[str, ...]:
+    found = ["promoter", f"env::{env}"]
+    if team:
+        found.append(f"team::{team}")
+    return tuple(found)
+
+
+def description(facts: MrFacts) -> str:
+    lines = [
+        f"## {escape(facts.model, 120)} version {facts.version} → {facts.env}", "",
+        f"- **Model:** {escape(facts.model)} (deployment `{facts.name}`)",
+        f"- **Version:** {facts.version}",
+        f"- **Environment:** {facts.env}",
+        f"- **MLflow run:** {_run_link(facts)}",
+        f"- **Required approvals:** {facts.approvals_required}",
+        f"- **Auto-merge:** {'when the pipeline passes' if facts.auto_merge else 'no'}",
+    ]
+    if facts.team:
+        lines.append(f"- **Team:** {escape(facts.team)}")
+    lines += ["", "### Image", "", *_image_lines(facts)]
+    lines += ["", "### Metrics", "", *_table(facts.metrics, "metric")]
+    lines += ["", "### Parameters", "", *_table(facts.params, "parameter")]
+    lines += ["", "### What changes", "", *_change_lines(facts.changes)]
+    lines += ["", "### Policy", "", *_policy_lines(facts.policy)]
+    return "\n".join(lines) + "\n"
+
+
+def _run_link(facts: MrFacts) -> str:
+    label = escape(facts.run_id, 64) if facts.run_id else "run"
+    url = safe_url(facts.run_url)
+    return f"[{label}]({url})" if url else (label if facts.run_id else "not recorded")
+
+
+def _image_lines(facts: MrFacts) -> list[str]:
+    if not facts.image_ref:
+        return ["- no image recorded"]
+    digest = escape(facts.image_digest, 100) if facts.image_digest else "not resolved"
+    return [f"- **Reference:** {escape(facts.image_ref)}",
+            f"- **Digest:** {digest}",
+            f"- **Signature:** {escape(facts.signature or 'unknown', 60)}"]
+
+
+def _table(values: Mapping[str, object], what: str) -> list[str]:
+    if not values:
+        return [f"no {what}s logged"]
+    rows = [f"| {what} | value |", "|---|---|"]
+    for key in sorted(values):
+        value = values[key]
+        shown = f"{value:.6g}" if isinstance(value, float) else value
+        rows.append(f"| {escape(key, 80)} | {escape(shown, 80)} |")
+    return rows
+
+
+def _change_lines(grouped: Mapping[str, Sequence[str]]) -> list[str]:
+    lines = [f"- {kind}: {len(paths)} file(s)" for kind, paths in grouped.items() if paths]
+    for kind, paths in grouped.items():
+        lines += [f"  - {kind} {escape(path, 200)}" for path in paths]
+    return lines or ["no file changes"]
+
+
+def _policy_lines(results: Sequence[PolicyResult]) -> list[str]:
+    if not results:
+        return ["no policy rules evaluated"]
+    return [f"- {'pass' if r.passed else 'FAIL'}: {escape(r.rule, 80)}"
+            + (f" — {escape(r.detail)}" if r.detail else "") for r in results]
+
+
+# --- markers promoter reads back --------------------------------------------------------
+
+def with_marker(text: str, name: str, env: str, version: str) -> str:
+    """The description plus promoter's marker, which records the proposed version."""
+    return f"{text.rstrip()}\n\n<!-- promoter:key={name}/{env} version={version} -->\n"
+
+
+def marker_version(text: str | None) -> str | None:
+    match = _MARKER.search(text or "")
+    return match.group(2) if match else None
+
+
+def note_body(heading: str, body: str) -> str:
+    """A bot comment: a fixed, machine-findable first line, then the heading and text."""
+    slug = re.sub(r"[^a-z0-9:-]+", "-", heading.lower()).strip("-")
+    return f"<!-- promoter-note:{slug} -->\n**{heading}**\n\n{body}\n"
+
+
+def note_slug(body: str) -> str | None:
+    match = _NOTE_MARKER.match(body or "")
+    return match.group(1) if match else None
+
+
+def commit_message(proposal: Proposal) -> str:
+    model = " ".join(proposal.model.split())
+    return (f"Promote {model} version {proposal.version} to {proposal.env}\n\n"
+            f"Promoter-Key: {proposal.name}/{proposal.env}\n"
+            f"Promoter-Version: {proposal.version}\n")
+
+
+def is_promoter_message(message: str, name: str, env: str) -> bool:
+    return re.search(rf"^Promoter-Key: {re.escape(name)}/{re.escape(env)}$", message,
+                     re.MULTILINE) is not None

@@ -1,0 +1,92 @@
+"""Layers and blobs as descriptors plus a way to re-read their bytes.
+
+``measure_tar`` hashes an uncompressed tar stream in one pass (digest == diff_id);
+``write_gzip_layer`` writes a gzip layer file while hashing the uncompressed stream (diff_id)
+and the compressed stream (digest) in the same pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from promoter.image.tarstream import TarEntry, tar_chunks
+
+TAR = "application/vnd.oci.image.layer.v1.tar"
+TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+FILE_READ_SIZE = 4 * 1024 * 1024
+
+ChunkSource = Callable[[], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Content-addressed bytes: a descriptor and, when we hold them, a way to read them."""
+
+    media_type: str
+    digest: str
+    size: int
+    chunks: ChunkSource | None = field(default=None, compare=False, repr=False)
+
+    def descriptor(self) -> dict[str, object]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+@dataclass(frozen=True)
+class Layer:
+    blob: Blob
+    diff_id: str
+    comment: str = ""
+    source_repository: str | None = None  # where an existing (base) layer can be mounted from
+
+
+def bytes_blob(media_type: str, data: bytes) -> Blob:
+    return Blob(media_type, "sha256:" + hashlib.sha256(data).hexdigest(), len(data),
+                lambda: iter((data,)))
+
+
+def file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(FILE_READ_SIZE):
+            yield chunk
+
+
+def measure_tar(entries: list[TarEntry], comment: str) -> Layer:
+    """An uncompressed layer: one hashing pass now, regenerated from disk when uploaded."""
+    hasher, size = hashlib.sha256(), 0
+    for chunk in tar_chunks(entries):
+        hasher.update(chunk)
+        size += len(chunk)
+    digest = "sha256:" + hasher.hexdigest()
+    return Layer(Blob(TAR, digest, size, lambda: tar_chunks(entries)), digest, comment)
+
+
+def write_gzip_layer(entries: list[TarEntry], destination: Path) -> tuple[str, str, int]:
+    """Write a deterministic gzip layer; returns (diff_id, digest, size)."""
+    raw, packed, size = hashlib.sha256(), hashlib.sha256(), 0
+    # wbits=31: gzip wrapper with mtime 0 and no file name, so the bytes depend only on input.
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    partial = destination.with_name(destination.name + ".partial")
+    with partial.open("wb") as out:
+        for chunk in tar_chunks(entries):
+            raw.update(chunk)
+            data = compressor.compress(chunk)
+            if data:
+                packed.update(data)
+                size += len(data)
+                out.write(data)
+        tail = compressor.flush()
+        packed.update(tail)
+        size += len(tail)
+        out.write(tail)
+    os.replace(partial, destination)
+    return "sha256:" + raw.hexdigest(), "sha256:" + packed.hexdigest(), size
+
+
+def file_layer(path: Path, media_type: str, diff_id: str, digest: str, size: int,
+               comment: str) -> Layer:
+    return Layer(Blob(media_type, digest, size, lambda: file_chunks(path)), diff_id, comment)

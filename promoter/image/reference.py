@@ -1,0 +1,77 @@
+"""Image references: ``registry/repository[:tag][@sha256:hex]`` parsed the way Docker does."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from promoter.errors import UserError
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_REPO_PART = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def api_host(self) -> str:
+        """The host that serves the distribution API (Docker Hub's differs from its name)."""
+        return DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
+
+    @property
+    def name(self) -> str:
+        """``registry/repository``: cosign's docker-reference, without tag or digest."""
+        return f"{self.registry}/{self.repository}"
+
+    def with_digest(self, digest: str) -> Reference:
+        return Reference(self.registry, self.repository, None, digest)
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+def parse_reference(text: str) -> Reference:
+    """Parse a reference; a missing registry means Docker Hub, as in ``docker pull``."""
+    original = text.strip()
+    rest, digest = original, None
+    if "@" in rest:
+        rest, digest = rest.split("@", 1)
+        if not _DIGEST.match(digest):
+            raise UserError(f"image reference {original!r} has an invalid digest {digest!r}",
+                            hint="digests look like sha256:<64 lowercase hex characters>")
+    tag = None
+    last = rest.rsplit("/", 1)[-1]
+    if ":" in last:
+        rest, tag = rest.rsplit(":", 1)
+        if not _TAG.match(tag):
+            raise UserError(f"image reference {original!r} has an invalid tag {tag!r}")
+    first, _, remainder = rest.partition("/")
+    if remainder and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, remainder
+    else:
+        registry, repository = DOCKER_HUB, rest
+        if "/" not in repository:
+            repository = f"library/{repository}"
+    if not repository or not all(_REPO_PART.match(part) for part in repository.split("/")):
+        raise UserError(f"image reference {original!r} has an invalid repository name",
+                        hint="use lowercase letters, digits and . _ - separated by /, "
+                             "e.g. 127.0.0.1:5000/models/fraud-detector")
+    return Reference(registry, repository, tag, digest)
+
+
+def is_loopback_registry(registry: str) -> bool:
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    return host in {"localhost", "127.0.0.1", "[::1]"} or host.startswith("127.")

@@ -1,0 +1,102 @@
+"""Reproducible tar streams: sorted entries, mtime 0, uid/gid 0, fixed modes, no owner names.
+
+The stream is a generator of byte chunks, so a layer can be hashed in one pass and uploaded
+in another without ever being held in memory or written to a temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+READ_SIZE = 1024 * 1024
+_BLOCK = tarfile.BLOCKSIZE
+_RECORD = tarfile.RECORDSIZE
+
+
+@dataclass(frozen=True)
+class TarEntry:
+    """One member: ``arcname`` inside the image, ``source`` on disk (None for a directory)."""
+
+    arcname: str
+    source: Path | None
+    kind: str  # "dir" | "file" | "symlink"
+    size: int = 0
+    executable: bool = False
+    link_target: str = ""
+
+
+def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
+    """Every directory, file and symlink under ``root``, placed at ``prefix`` (e.g. opt/ml/model).
+
+    Parent directories of ``prefix`` are included so the layer unpacks on an empty base.
+    """
+    prefix = prefix.strip("/")
+    parts = prefix.split("/")
+    entries = [TarEntry("/".join(parts[: i + 1]), None, "dir") for i in range(len(parts))]
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        base = Path(dirpath)
+        relative = base.relative_to(root).as_posix()
+        here = prefix if relative == "." else f"{prefix}/{relative}"
+        for name in sorted(dirnames + filenames):
+            path = base / name
+            info = path.lstat()
+            arcname = f"{here}/{name}"
+            if stat.S_ISLNK(info.st_mode):
+                entries.append(TarEntry(arcname, path, "symlink",
+                                        link_target=os.readlink(path)))
+            elif stat.S_ISDIR(info.st_mode):
+                entries.append(TarEntry(arcname, None, "dir"))
+            elif stat.S_ISREG(info.st_mode):
+                entries.append(TarEntry(arcname, path, "file", size=info.st_size,
+                                        executable=bool(info.st_mode & 0o111)))
+    entries.sort(key=lambda entry: entry.arcname)
+    return entries
+
+
+def _header(entry: TarEntry) -> bytes:
+    info = tarfile.TarInfo(entry.arcname)
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if entry.kind == "dir":
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+    elif entry.kind == "symlink":
+        info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, entry.link_target
+    else:
+        info.type, info.size = tarfile.REGTYPE, entry.size
+        info.mode = 0o755 if entry.executable else 0o644
+    # PAX only adds extended records for names that do not fit USTAR; otherwise plain USTAR.
+    return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+
+def tar_chunks(entries: list[TarEntry]) -> Iterator[bytes]:
+    """The tar bytes of ``entries`` in order; a file that changed size mid-read is an error."""
+    written = 0
+    for entry in entries:
+        header = _header(entry)
+        written += len(header)
+        yield header
+        if entry.kind != "file" or entry.source is None:
+            continue
+        remaining = entry.size
+        with entry.source.open("rb") as handle:
+            while remaining > 0:
+                chunk = handle.read(min(READ_SIZE, remaining))
+                if not chunk:
+                    raise OSError(f"{entry.source} shrank while being read")
+                remaining -= len(chunk)
+                written += len(chunk)
+                yield chunk
+        padding = (-entry.size) % _BLOCK
+        if padding:
+            written += padding
+            yield b"\0" * padding
+    trailer = 2 * _BLOCK
+    trailer += (-(written + trailer)) % _RECORD
+    yield b"\0" * trailer

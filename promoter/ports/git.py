@@ -1,0 +1,105 @@
+"""The git provider port: turn rendered files into exactly one merge request per (model, env).
+
+The pipeline hands a ``Proposal`` (every file promoter owns for the deployment, plus the MR
+text) to ``GitProvider.propose``. A provider is level-triggered: it looks at what exists (the
+target branch tree, the branch ``promote/<name>/<env>``, the MRs of that branch) and does only
+what is missing, so calling it twice with the same proposal changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+BRANCH_PREFIX = "promote"
+
+
+def branch_for(name: str, env: str) -> str:
+    """The one deterministic branch of a (deployment, environment) pair."""
+    return f"{BRANCH_PREFIX}/{name}/{env}"
+
+
+class Outcome(StrEnum):
+    CREATED = "created"                  # a new MR was opened
+    UPDATED = "updated"                  # the open MR got a new commit or new text
+    UNCHANGED = "unchanged"              # nothing to do: the MR or the target already has it
+    SUPERSEDED = "superseded"            # the open MR was closed and a new one opened
+    CLOSED_BY_HUMAN = "closed_by_human"  # a person closed the MR of this version: left closed
+    HUMAN_COMMITS = "human_commits"      # the branch carries commits not made by promoter
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Everything promoter wants on the target branch for one (model, version, env)."""
+
+    model: str                            # MLflow registered model name
+    name: str                             # deployment name (DNS label)
+    env: str
+    version: str
+    files: Mapping[str, str | None]       # repo-relative path -> full text; None = delete
+    managed_prefixes: tuple[str, ...]     # files under these that are not in ``files`` go away
+    title: str
+    description: str                      # markdown, already escaped by core.mr_text
+    labels: tuple[str, ...] = ()
+    approvals_required: int = 0
+    auto_merge: bool = False
+    target_branch: str = "main"
+    notes: Mapping[str, str] = field(default_factory=dict)  # bot comments: heading -> body
+
+    @property
+    def branch(self) -> str:
+        return branch_for(self.name, self.env)
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """A merge request as promoter sees it (GitLab's or the local provider's)."""
+
+    iid: int
+    id: int
+    url: str
+    state: str                            # opened | closed | merged | locked
+    source_branch: str
+    target_branch: str
+    title: str
+    head_sha: str | None
+    description: str = ""
+    labels: tuple[str, ...] = ()
+    version: str | None = None            # from promoter's marker in the description
+    approvals_required: int = 0
+    approved_by: tuple[str, ...] = ()
+    merge_commit_sha: str | None = None
+    detailed_merge_status: str | None = None
+    auto_merge: bool = False
+
+
+@dataclass(frozen=True)
+class ProposalResult:
+    outcome: Outcome
+    merge_request: MergeRequest | None
+    head_sha: str | None                  # the branch head promoter pushed (or found)
+    commit_created: bool
+    superseded_iid: int | None = None
+    approvals_enforced: bool = True       # False: the forge has no approval rules (Free tier)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def mr_iid(self) -> int | None:
+        return self.merge_request.iid if self.merge_request else None
+
+    @property
+    def mr_url(self) -> str | None:
+        return self.merge_request.url if self.merge_request else None
+
+
+class GitProvider(Protocol):
+    def propose(self, proposal: Proposal) -> ProposalResult:
+        """Make the branch and its one open MR match ``proposal``; safe to call again."""
+
+    def get(self, iid: int) -> MergeRequest:
+        """One MR by its project-local number; UserError when there is none."""
+
+    def find(self, name: str, env: str) -> MergeRequest | None:
+        """The newest MR of the branch of (name, env), in any state, or None."""

@@ -1,0 +1,94 @@
+"""The model registry port: what promoter reads from and writes back to MLflow.
+
+Implemented by ``promoter.adapters.mlflow_registry.MlflowRegistry``. Every method raises only
+promoter errors: ``TransientError`` when the registry is unreachable or answers 5xx (the job is
+retried), ``PermanentError`` when the thing asked for does not exist or the request is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Tags written back on the model version, one set per environment: promoter.<env>.<field>.
+WRITE_BACK_FIELDS = ("status", "mr_url", "image", "reason")
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    model: str
+    version: str
+    source: str
+    run_id: str | None
+    stage: str | None  # legacy stage; None for "None"
+    tags: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    last_updated_ms: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "source": self.source,
+                "run_id": self.run_id, "stage": self.stage, "tags": dict(self.tags),
+                "description": self.description, "last_updated_ms": self.last_updated_ms}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    artifact_uri: str = ""
+
+    @property
+    def git_commit(self) -> str | None:
+        return self.tags.get("mlflow.source.git.commit")
+
+    def describe(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "metrics": dict(self.metrics), "params": dict(self.params),
+                "tags": {k: v for k, v in self.tags.items()
+                         if not k.startswith("mlflow.log-model")},
+                "artifact_uri": self.artifact_uri, "git_commit": self.git_commit}
+
+
+@dataclass(frozen=True)
+class RegisteredModelInfo:
+    name: str
+    aliases: Mapping[str, str]  # alias → version
+    last_updated_ms: int = 0
+
+
+class Registry(Protocol):
+    def ping(self) -> None:
+        """TransientError unless the registry answers."""
+
+    def model_version(self, model: str, version: str) -> ModelVersionInfo: ...
+
+    def run(self, run_id: str) -> RunInfo: ...
+
+    def signature(self, model: str, version: str) -> dict[str, Any] | None:
+        """The logged model signature ({"inputs": ..., "outputs": ...}) or None."""
+
+    def artifact_location(self, model: str, version: str) -> str:
+        """Where the model's files can be downloaded from."""
+
+    def intent(self, version: ModelVersionInfo) -> dict[str, Any]:
+        """Partial ModelDeployment from ``deploy.*`` tags and a logged ``modeldeployment.yaml``."""
+
+    def aliases(self, model: str) -> dict[str, str]:
+        """alias → version, read from the registered model (complete on every backend)."""
+
+    def stage_versions(self, model: str) -> dict[str, str]:
+        """Legacy stage → the newest version in it (Staging, Production; not None/Archived)."""
+
+    def current_version(self, model: str, alias: str | None, stage: str | None) -> str | None:
+        """What an environment's trigger points at now: the alias if set, else the stage."""
+
+    def write_back(self, model: str, version: str, env: str, values: Mapping[str, str]) -> None:
+        """Set ``promoter.<env>.<field>`` tags on the version (fields in WRITE_BACK_FIELDS)."""
+
+    def models(self) -> Iterator[RegisteredModelInfo]:
+        """Every registered model with its aliases, paged."""
+
+    def versions_updated_since(self, since_ms: int) -> Iterator[ModelVersionInfo]:
+        """Versions whose last update is at or after ``since_ms``, newest first, paged."""

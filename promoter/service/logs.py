@@ -1,0 +1,81 @@
+"""Structured JSON logs for the long-running service, with secrets redacted.
+
+One JSON object per line on stderr: ``ts``, ``level``, ``logger``, ``msg`` and the fields passed
+as ``extra={"fields": {...}}`` (or through ``log()``). Every configured secret value is replaced
+by ``***`` wherever it appears, and fields whose names look like secrets are masked, so a
+secret cannot leak even through an exception message or a header dump.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MASK = "***"
+_SECRET_WORDS = ("secret", "token", "password", "signature", "authorization")
+_MIN_SECRET = 4  # shorter values would mask ordinary words
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len,
+                               reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, Mapping):
+            entry.update(mask_fields(fields))
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        return self.redact(json.dumps(entry, default=str, ensure_ascii=False))
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            for form in {secret, json.dumps(secret)[1:-1]}:
+                text = text.replace(form, MASK)
+        return text
+
+
+def mask_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    masked: dict[str, Any] = {}
+    for key, value in fields.items():
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            masked[key] = MASK
+        elif isinstance(value, Mapping):
+            masked[key] = mask_fields(value)
+        else:
+            masked[key] = value
+    return masked
+
+
+def configure(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
+    """Route promoter's and uvicorn's loggers to one JSON handler on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(secrets))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # we log each delivery ourselves
+
+
+def log(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
+    if logger.isEnabledFor(level):
+        logger.log(level, msg, extra={"fields": fields})

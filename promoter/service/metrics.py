@@ -1,0 +1,73 @@
+"""Prometheus metrics for ``GET /metrics``.
+
+Each ``Metrics`` owns its own ``CollectorRegistry`` (several apps can live in one process, as in
+tests). Jobs by state and queue depth are read from the queue at scrape time, so they are
+always the durable truth rather than a counter that drifts after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+JOB_STATES = ("queued", "running", "retrying", "done", "dead")
+WAITING_STATES = ("queued", "retrying")
+_log = logging.getLogger("promoter.metrics")
+
+
+class _QueueCollector(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = dict(self._counts())
+        except Exception as exc:  # a scrape must not fail because the queue is briefly down
+            _log.warning("queue counts unavailable for /metrics: %s", type(exc).__name__)
+            return
+        jobs = GaugeMetricFamily("promoter_jobs", "Jobs in the durable queue by state",
+                                 labels=["state"])
+        for state in sorted(set(JOB_STATES) | set(counts)):
+            jobs.add_metric([state], counts.get(state, 0))
+        yield jobs
+        yield GaugeMetricFamily("promoter_queue_depth", "Jobs waiting to run (queued + retrying)",
+                                value=sum(counts.get(s, 0) for s in WAITING_STATES))
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.deliveries = Counter(
+            "promoter_webhook_deliveries", "Webhook deliveries by source and outcome",
+            ["source", "outcome"], registry=self.registry)
+        self.ack_seconds = Histogram(
+            "promoter_webhook_ack_seconds", "Time from request to acknowledgement",
+            ["source"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.step_seconds = Histogram(
+            "promoter_job_step_duration_seconds", "Duration of one pipeline step of a job",
+            ["step", "outcome"], registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+        self.reconcile_enqueued = Counter(
+            "promoter_reconcile_enqueued", "Jobs the reconcile loop found missing",
+            registry=self.registry)
+        self._queue_collector: _QueueCollector | None = None
+
+    def watch_queue(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        if self._queue_collector is None:
+            self._queue_collector = _QueueCollector(counts)
+            self.registry.register(self._queue_collector)
+
+    def delivery(self, source: str, outcome: str) -> None:
+        self.deliveries.labels(source=source, outcome=outcome).inc()
+
+    def step(self, step: str, outcome: str, seconds: float) -> None:
+        self.step_seconds.labels(step=step, outcome=outcome).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,233 @@
+"""The HTTP service: signed registry webhooks in, durable jobs out; health and metrics.
+
+``POST /webhooks/mlflow`` and ``POST /webhooks/databricks`` check, in order: content type
+(415), size read incrementally (413), headers and signature over exactly the received bytes
+(400/401), JSON and its schema (400). Then the payload is normalised (promoter.core.events) and
+each actionable event is enqueued; the answer is sent only after ``await queue.enqueue_async``
+returned, i.e. the delivery is durable. Every rejection is a 4xx ``{"error", "detail"}``; a
+5xx (503) only when the queue itself cannot store the delivery, so the sender retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from promoter.core import events
+from promoter.core.events import PromotionEvent
+from promoter.errors import PromoterError, TransientError, UserError
+from promoter.ports.clock import Clock, SystemClock
+from promoter.service import intake, verify
+from promoter.service.logs import log
+from promoter.service.metrics import CONTENT_TYPE, Metrics
+
+if TYPE_CHECKING:
+    from promoter.ports.registry import Registry
+    from promoter.service.queue import JobQueue
+    from promoter.settings import Settings
+
+_log = logging.getLogger("promoter.intake")
+READY_TIMEOUT_SECONDS = 5.0
+
+_MLFLOW_SCHEMA = {
+    "type": "object",
+    "required": ["entity", "action", "data"],
+    "properties": {"entity": {"type": "string", "maxLength": 64},
+                   "action": {"type": "string", "maxLength": 64},
+                   "timestamp": {"type": "string", "maxLength": 64},
+                   "data": {"type": "object"}},
+}
+_DATABRICKS_SCHEMA = {
+    "type": "object",
+    "required": ["event"],
+    "properties": {"event": {"type": "string", "maxLength": 128},
+                   "event_timestamp": {"type": "integer", "minimum": 0},
+                   "model_name": {"type": "string", "maxLength": events.MAX_NAME},
+                   "version": {"type": ["string", "integer"]},
+                   "to_stage": {"type": ["string", "null"]},
+                   "from_stage": {"type": ["string", "null"]}},
+}
+_VALIDATORS = {name: jsonschema.Draft202012Validator(schema)
+               for name, schema in (("mlflow", _MLFLOW_SCHEMA),
+                                    ("databricks", _DATABRICKS_SCHEMA))}
+
+
+class TooLarge(UserError):
+    http_status = 413
+    kind = "too_large"
+
+
+class UnsupportedMediaType(UserError):
+    http_status = 415
+    kind = "unsupported_media_type"
+
+
+def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = None, *,
+               metrics: Metrics | None = None, clock: Clock | None = None) -> Starlette:
+    metrics = metrics or Metrics()
+    metrics.watch_queue(queue.counts_by_state)
+    clock = clock or SystemClock()
+    triggers = intake.triggers(settings)
+    limit = settings.server.max_body_bytes
+    tolerance = settings.server.timestamp_tolerance_seconds
+    mlflow_secret = settings.secret("PROMOTER_MLFLOW_WEBHOOK_SECRET")
+    databricks_secret = settings.secret("PROMOTER_DATABRICKS_WEBHOOK_SECRET")
+
+    def check_mlflow(headers: Mapping[str, str], body: bytes) -> str:
+        return verify.verify_mlflow(headers, body, mlflow_secret.reveal() if mlflow_secret
+                                    else None, now=clock.now(), tolerance_seconds=tolerance)
+
+    def check_databricks(headers: Mapping[str, str], body: bytes) -> None:
+        verify.verify_databricks(headers, body,
+                                 databricks_secret.reveal() if databricks_secret else None)
+
+    async def receive(request: Request, source: str) -> Response:
+        started = time.perf_counter()
+        delivery_id: str | None = None
+        try:
+            _check_content_type(request)
+            body = await _read_body(request, limit)
+            if source == "mlflow":
+                delivery_id = check_mlflow(request.headers, body)
+            else:
+                check_databricks(request.headers, body)
+            payload = _parse(body, source)
+            if source == "mlflow":
+                normalised = events.from_mlflow(payload, triggers)
+            else:
+                normalised = events.from_databricks(payload, triggers)
+                delivery_id = verify.dedupe_key_digest(events.dedupe_key_databricks(payload))
+            stored = await intake.enqueue_async(queue, normalised, source=source,
+                                                delivery_id=delivery_id)
+        except (TransientError, sqlite3.Error, OSError) as exc:
+            return _reject(metrics, source, "queue_down", 503, "unavailable", str(exc),
+                           delivery_id, started, retry_after=5)
+        except PromoterError as exc:
+            detail = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+            return _reject(metrics, source, exc.kind, exc.http_status, exc.kind, detail,
+                           delivery_id, started)
+        outcome = _outcome(normalised, stored)
+        metrics.delivery(source, outcome)
+        metrics.ack_seconds.labels(source=source).observe(time.perf_counter() - started)
+        log(_log, logging.INFO, "delivery accepted", source=source, delivery_id=delivery_id,
+            outcome=outcome, jobs=[s.describe() for s in stored],
+            ignored=[e.reason for e in normalised if e.action == "ignore"])
+        return JSONResponse({"outcome": outcome, "jobs": [s.describe() for s in stored],
+                             "ignored": [e.reason for e in normalised if e.action == "ignore"]})
+
+    async def mlflow_hook(request: Request) -> Response:
+        return await receive(request, "mlflow")
+
+    async def databricks_hook(request: Request) -> Response:
+        return await receive(request, "databricks")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks = {"queue": await _probe(queue.ping),
+                  "mlflow": await _probe(registry.ping) if registry else "not configured"}
+        ready = checks["queue"] == "ok" and checks["mlflow"] in ("ok", "not configured")
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body = await run_in_threadpool(metrics.render)
+        return Response(body, media_type=CONTENT_TYPE)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        return JSONResponse({"error": kind, "detail": f"{request.method} {request.url.path}: "
+                             f"{detail}"}, status_code=status)
+
+    app = Starlette(routes=[
+        Route("/webhooks/mlflow", mlflow_hook, methods=["POST"]),
+        Route("/webhooks/databricks", databricks_hook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ], exception_handlers={HTTPException: http_error})
+    app.state.metrics = metrics
+    return app
+
+
+def _check_content_type(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got "
+                                   f"{media_type or 'none'!r:.60}")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing (without reading on) anything larger than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise UserError("Content-Length is not a number")
+        if int(declared) > limit:
+            raise TooLarge(f"the body is {declared} bytes; at most {limit} are accepted")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(body: bytes, source: str) -> Any:
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise events.PayloadError(f"the body is not valid JSON: {str(exc)[:120]}") from None
+    errors = sorted(_VALIDATORS[source].iter_errors(payload), key=lambda e: list(e.path))
+    if errors:
+        where = ".".join(str(p) for p in errors[0].absolute_path) or "body"
+        raise events.PayloadError(f"{where}: {errors[0].message[:200]}")
+    return payload
+
+
+def _outcome(normalised: list[PromotionEvent], stored: list[intake.Enqueued]) -> str:
+    if not stored:
+        return "ignored"
+    if any(s.created for s in stored):
+        return "queued"
+    if all(s.duplicate_delivery for s in stored):
+        return "duplicate"
+    return "covered"  # an existing job already covers it (alias set again)
+
+
+def _reject(metrics: Metrics, source: str, outcome: str, status: int, error: str, detail: str,
+            delivery_id: str | None, started: float, retry_after: int | None = None) -> Response:
+    metrics.delivery(source, outcome)
+    metrics.ack_seconds.labels(source=source).observe(time.perf_counter() - started)
+    log(_log, logging.WARNING if status < 500 else logging.ERROR, "delivery rejected",
+        source=source, delivery_id=delivery_id, status=status, error=error, detail=detail)
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+async def _probe(check: Callable[[], None]) -> str:
+    try:
+        await asyncio.wait_for(run_in_threadpool(check), READY_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return f"no answer within {READY_TIMEOUT_SECONDS:.0f} s"
+    except PromoterError as exc:
+        return exc.message
+    return "ok"

@@ -117,6 +117,23 @@ class ImageSettings(_Section):
     repository: str | None = Field(
         default=None, description="where images are pushed; {name} is the deployment name")
     insecure_registries: list[str] = Field(default_factory=list)
+    platform: str = Field(default="linux/amd64", pattern=r"^[a-z0-9]+/[a-z0-9]+$",
+                          description="os/arch of the image (picks base variant and wheels)")
+    python_version: str | None = Field(
+        default=None, pattern=r"^3\.\d+$",
+        description="Python of the base image for dependency wheels; default: base's "
+                    "PYTHON_VERSION env, else this machine's")
+    pip_options: list[str] = Field(
+        default_factory=list, description="extra pip options, e.g. --index-url URL")
+    auth_file: Path | None = Field(
+        default=None, description="registry auth file (docker/skopeo login format); "
+                                  "default ~/.docker/config.json")
+    signing_key: Path | None = Field(default=None, description="cosign.key for image sign")
+    verification_key: Path | None = Field(default=None,
+                                          description="cosign.pub for image verify")
+    signature_formats: list[Literal["bundle", "legacy"]] = Field(
+        default_factory=lambda: ["bundle", "legacy"],
+        description="cosign v3 bundle referrer and/or legacy sha256-<hex>.sig tag")
 
 
 class GitLabSettings(_Section):

@@ -131,8 +131,8 @@ class ImageSettings(_Section):
     signing_key: Path | None = Field(default=None, description="cosign.key for image sign")
     verification_key: Path | None = Field(default=None,
                                           description="cosign.pub for image verify")
-    signature_formats: list[Literal["bundle", "legacy"]] = Field(
-        default_factory=lambda: ["bundle", "legacy"],
+    signature_formats: tuple[Literal["bundle", "legacy"], ...] = Field(
+        default=("bundle", "legacy"), min_length=1,
         description="cosign v3 bundle referrer and/or legacy sha256-<hex>.sig tag")
 
 

@@ -140,7 +140,10 @@ class GitLabSettings(_Section):
     url: str | None = None
     project: str | None = None
     verify_tls: bool = True
+    ca_file: str | None = Field(default=None, description="CA bundle for a private GitLab CA")
     timeout_seconds: float = Field(default=30, gt=0)
+    max_retry_wait_seconds: float = Field(
+        default=60, ge=0, description="longest Retry-After honoured in-line; longer → job retry")
 
 
 class GitSettings(_Section):
@@ -148,6 +151,8 @@ class GitSettings(_Section):
     remote: str | None = Field(default=None, description="local provider: git remote URL/path")
     target_branch: str = "main"
     manifests_dir: str = "manifests"
+    newer_version: Literal["update", "supersede"] = Field(
+        default="update", description="a newer version updates the open MR or supersedes it")
     gitlab: GitLabSettings = GitLabSettings()
 
 

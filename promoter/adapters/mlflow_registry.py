@@ -64,6 +64,11 @@ class MlflowRegistry:
         self._where = redact_uri(uri)
         self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
+    @property
+    def where(self) -> str:
+        """The tracking URI without credentials, for logs and messages."""
+        return self._where
+
     # ------------------------------------------------------------------ reads
     def ping(self) -> None:
         self._call("reach the registry", lambda: self._client.search_registered_models(

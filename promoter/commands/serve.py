@@ -1,0 +1,37 @@
+"""`promoter serve`: the webhook listener, the job worker(s) and the periodic reconcile loop."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from promoter.commands._common import state
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(
+        "--host", help="address to listen on (default: server.host, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(
+        "--port", "-p", min=1, max=65535, help="port (default: server.port, 8080)")] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=0, max=32, help="job worker threads; 0 runs only the listener")] = 1,
+    reconcile: Annotated[bool, typer.Option(
+        "--reconcile/--no-reconcile",
+        help="run the reconcile loop every server.reconcile_interval_seconds")] = True,
+) -> None:
+    """Receive MLflow/Databricks webhooks, run promotion jobs, reconcile with MLflow.
+
+    Endpoints: POST /webhooks/mlflow, POST /webhooks/databricks, GET /healthz, GET /readyz,
+    GET /metrics. Stops gracefully on SIGTERM or Ctrl-C.
+    """
+    from promoter.service.runner import serve as run
+
+    settings = state(ctx).settings()
+    run(settings, host or settings.server.host, port or settings.server.port, workers=workers,
+        reconcile=reconcile)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,177 @@
+"""The reconcile loop: read MLflow's current state, enqueue what differs from the last pass.
+
+MLflow OSS sends no webhook for legacy stage transitions, and a webhook sent while promoter
+was down is lost for good, so this loop — not the webhooks — is what makes promoter lossless.
+The last observed target of every (model, env) and the version-change cursor are kept in
+``<state_dir>/reconcile.db``; the queue's own coalescing makes enqueueing something a webhook
+already enqueued harmless.
+
+Cost per pass: one paged listing of registered models (with their aliases), plus the versions
+updated since the cursor (read newest first, stopping at the cursor), plus one stage lookup per
+model among those.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from promoter.core import reconcile as core
+from promoter.core.reconcile import Observed
+from promoter.errors import PermanentError, TransientError
+from promoter.service import intake
+from promoter.service.logs import log
+
+if TYPE_CHECKING:
+    from promoter.ports.registry import Registry
+    from promoter.service.metrics import Metrics
+    from promoter.service.queue import JobQueue
+    from promoter.settings import Settings
+
+_log = logging.getLogger("promoter.reconcile")
+DB_FILENAME = "reconcile.db"
+# Versions updated this long before the cursor are read again: a transaction that committed
+# late with an earlier timestamp is not missed. Costs a few re-reads per pass.
+CURSOR_SLACK_MS = 5_000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS observed (
+    model TEXT NOT NULL, env TEXT NOT NULL, alias_version TEXT, stage_version TEXT,
+    PRIMARY KEY (model, env)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 1),
+    versions_since_ms INTEGER NOT NULL);
+"""
+
+
+@dataclass
+class PassReport:
+    models: int = 0
+    changed_versions: int = 0
+    stage_lookups: int = 0
+    jobs: list[dict[str, object]] = field(default_factory=list)
+
+    def describe(self) -> dict[str, object]:
+        return {"models": self.models, "changed_versions": self.changed_versions,
+                "stage_lookups": self.stage_lookups, "jobs": self.jobs,
+                "created": sum(1 for job in self.jobs if job.get("created"))}
+
+
+class ReconcileState:
+    """The last observed targets and the version cursor (SQLite, WAL)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / DB_FILENAME
+        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                     check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def observed(self) -> dict[str, dict[str, Observed]]:
+        by_model: dict[str, dict[str, Observed]] = {}
+        for model, env, alias_version, stage_version in self._conn.execute(
+                "SELECT model, env, alias_version, stage_version FROM observed"):
+            by_model.setdefault(model, {})[env] = Observed(alias_version, stage_version)
+        return by_model
+
+    def cursor(self) -> int:
+        row = self._conn.execute("SELECT versions_since_ms FROM cursor WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def save(self, model: str, current: dict[str, Observed]) -> None:
+        with self._transaction():
+            self._conn.execute("DELETE FROM observed WHERE model = ?", (model,))
+            self._conn.executemany(
+                "INSERT INTO observed VALUES (?, ?, ?, ?)",
+                [(model, env, o.alias_version, o.stage_version) for env, o in current.items()])
+
+    def save_cursor(self, since_ms: int) -> None:
+        self._conn.execute("INSERT INTO cursor VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
+                           "SET versions_since_ms = excluded.versions_since_ms", (since_ms,))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+
+def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
+                   state: ReconcileState, metrics: Metrics | None = None) -> PassReport:
+    """One pass. A model's record is updated only after its jobs are durably enqueued, so a
+    pass interrupted by a registry or queue failure is simply repeated next time."""
+    triggers = intake.triggers(settings)
+    report = PassReport()
+    recorded = state.observed()
+    since = state.cursor()
+    newest = since
+    changed_models: set[str] = set()
+    for version in registry.versions_updated_since(max(0, since - CURSOR_SLACK_MS)):
+        report.changed_versions += 1
+        changed_models.add(version.model)
+        newest = max(newest, version.last_updated_ms)
+    seen: set[str] = set()
+    for model in registry.models():
+        seen.add(model.name)
+        report.models += 1
+        previous = recorded.get(model.name, {})
+        stages = None
+        if model.name in changed_models:
+            try:
+                stages = registry.stage_versions(model.name)
+            except PermanentError as exc:  # deleted since the listing: next pass sees it gone
+                log(_log, logging.WARNING, "model skipped", model=model.name, error=exc.message)
+                continue
+            report.stage_lookups += 1
+        current = core.observe(triggers, model.aliases, stages, previous)
+        _apply(model.name, current, previous, queue, state, report)
+    for gone in sorted(set(recorded) - seen):  # registered model deleted
+        _apply(gone, {}, recorded[gone], queue, state, report)
+    state.save_cursor(newest)
+    if metrics is not None:
+        metrics.reconcile_enqueued.inc(sum(1 for job in report.jobs if job.get("created")))
+    log(_log, logging.INFO, "reconcile pass", **report.describe())
+    return report
+
+
+def _apply(model: str, current: dict[str, Observed], previous: dict[str, Observed],
+           queue: JobQueue, state: ReconcileState, report: PassReport) -> None:
+    planned = core.plan(model, current, previous)
+    for stored in intake.enqueue(queue, planned, source="reconcile"):
+        report.jobs.append(stored.describe())
+    if planned or current != previous:
+        state.save(model, current)
+
+
+def run_periodically(settings: Settings, registry: Registry, queue: JobQueue,
+                     stop_wait: Callable[[float], bool], metrics: Metrics | None = None) -> None:
+    """Run passes every ``server.reconcile_interval_seconds`` until ``stop_wait(seconds)`` is
+    true (pass ``threading.Event().wait``). Failures are logged and retried next interval."""
+    interval = settings.server.reconcile_interval_seconds
+    if interval <= 0:
+        return
+    state = ReconcileState(settings.state_dir)
+    try:
+        while True:
+            try:
+                reconcile_once(settings, registry, queue, state, metrics)
+            except TransientError as exc:
+                log(_log, logging.WARNING, "reconcile pass failed; retrying next interval",
+                    error=exc.message)
+            except Exception as exc:  # a bug must not stop the loop that makes us lossless
+                _log.exception("reconcile pass crashed: %s", type(exc).__name__)
+            if stop_wait(interval):
+                return
+    finally:
+        state.close()

@@ -1,0 +1,82 @@
+"""What ``promoter serve`` runs: uvicorn, worker thread(s) and the periodic reconcile loop.
+
+Shutdown on SIGTERM or SIGINT: uvicorn stops accepting and finishes in-flight requests, then
+the workers finish their current job (a job cut short is re-run after its lease expires — its
+recorded steps are kept), the reconcile loop stops, and the queue is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+from promoter.service import logs
+from promoter.service.logs import log
+
+if TYPE_CHECKING:
+    from promoter.settings import Settings
+
+_log = logging.getLogger("promoter.serve")
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
+          reconcile: bool = True) -> None:
+    import uvicorn
+
+    from promoter.service.app import create_app
+    from promoter.service.jobs_handler import build_job_handler
+    from promoter.service.metrics import Metrics
+    from promoter.service.queue import JobQueue
+    from promoter.service.reconcile import run_periodically
+    from promoter.service.worker import Worker
+
+    logs.configure(secrets=[secret.reveal() for secret in settings.secrets.values()])
+    queue = JobQueue.open(settings.state_dir)
+    registry = _registry(settings)
+    metrics = Metrics()
+    app = create_app(settings, queue, registry, metrics=metrics)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    if registry is not None:
+        handler = build_job_handler(settings, registry, metrics)
+        for index in range(workers):
+            worker = Worker(queue, handler)
+            threads.append(threading.Thread(target=worker.run_forever, args=(stop,),
+                                            name=f"worker-{index}", daemon=True))
+        if reconcile:
+            threads.append(threading.Thread(
+                target=run_periodically, args=(settings, registry, queue, stop.wait, metrics),
+                name="reconcile", daemon=True))
+    # uvicorn re-raises the signal it caught once it has shut down; this handler receives it,
+    # so the process does not die before the workers have been told to stop.
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            lifespan="off", timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    for thread in threads:
+        thread.start()
+    log(_log, logging.INFO, "promoter serve started", host=host, port=port,
+        workers=workers if registry else 0, state_dir=str(settings.state_dir),
+        mlflow=registry.where if registry else None)
+    try:
+        server.run()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(SHUTDOWN_GRACE_SECONDS)
+        queue.close()
+        signal.signal(signal.SIGTERM, previous)
+        log(_log, logging.INFO, "promoter serve stopped")
+
+
+def _registry(settings: Settings) -> Any:
+    if not settings.mlflow.tracking_uri:
+        log(_log, logging.WARNING, "no MLflow tracking URI: only the webhook listener runs",
+            hint="set MLFLOW_TRACKING_URI to run jobs and the reconcile loop")
+        return None
+    from promoter.adapters.mlflow_registry import MlflowRegistry
+
+    return MlflowRegistry(settings.mlflow.tracking_uri)

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
@@ -179,7 +180,8 @@ class RegistryClient:
                                 expect={200, 404}, what=f"checking {repository}:{reference}")
         if response.status_code == 404:
             return None
-        return response.headers.get("Docker-Content-Digest")
+        digest: str | None = response.headers.get("Docker-Content-Digest")
+        return digest
 
     def put_manifest(self, repository: str, reference: str, body: bytes,
                      media_type: str) -> tuple[str, bool]:
@@ -207,3 +209,16 @@ class RegistryClient:
         except ValueError:
             return None
         return data if isinstance(data, dict) else None
+
+
+class _ClientSettings(Protocol):
+    insecure_registries: list[str]
+    auth_file: Path | None
+
+
+def client_for(registry: str, settings: _ClientSettings) -> RegistryClient:
+    """A client for ``registry`` with credentials from the auth file, if it names one."""
+    from promoter.adapters.oci_auth import credentials_from_auth_file
+
+    return RegistryClient(registry, insecure_registries=settings.insecure_registries,
+                          credentials=credentials_from_auth_file(registry, settings.auth_file))

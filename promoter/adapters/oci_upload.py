@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from promoter.errors import PermanentError, TransientError
 from promoter.image.layers import Blob
@@ -59,8 +60,11 @@ def _upload_once(client: RegistryClient, repository: str, blob: Blob) -> int:
         raise PermanentError(f"blob {blob.digest} was expected to be {blob.size} bytes but "
                              f"{offset} were read; did the model files change during the build?",
                              hint="run the build again once the files are stable")
-    client.request("PUT", location, params={"digest": blob.digest}, expect={201}, what=what,
-                   retry=False, headers={"Content-Length": "0"})
+    # Location keeps the upload state in its query: add the digest rather than replace it.
+    separator = "&" if "?" in location else "?"
+    finish = f"{location}{separator}{urlencode({'digest': blob.digest})}"
+    client.request("PUT", finish, expect={201}, what=what, retry=False,
+                   headers={"Content-Length": "0"})
     return offset
 
 

@@ -18,8 +18,10 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 MODEL_PATH = "/opt/ml/model"
 DEPS_PATH = "/opt/ml/deps"
 PORT = 8080
-ENTRYPOINT = ["mlflow", "models", "serve", "-m", MODEL_PATH, "-h", "0.0.0.0", "-p", str(PORT),
-              "--env-manager", "local"]
+# Inside the container the server must listen on every interface to be reachable.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
+ENTRYPOINT = ["mlflow", "models", "serve", "-m", MODEL_PATH, "-h", ALL_INTERFACES,
+              "-p", str(PORT), "--env-manager", "local"]
 EPOCH = "1970-01-01T00:00:00Z"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -1,0 +1,94 @@
+"""The base image: resolve a reference (index → platform manifest), read config and layers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from promoter.errors import UserError
+from promoter.image.layers import TAR, TAR_GZIP, Blob, Layer
+from promoter.image.reference import Reference
+
+_INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
+                "application/vnd.docker.distribution.manifest.list.v2+json")
+# Docker layer types carry the same bytes as their OCI twins; our manifest is OCI throughout.
+_LAYER_TYPES = {
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": TAR_GZIP,
+    "application/vnd.docker.image.rootfs.diff.tar": TAR,
+}
+
+
+class _Manifest(Protocol):
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def media_type(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
+
+
+class BaseSource(Protocol):
+    """What reading a base image needs from a registry client."""
+
+    def get_manifest(self, repository: str, reference: str) -> _Manifest | None: ...
+
+    def get_blob(self, repository: str, digest: str, *, limit: int = ...) -> bytes: ...
+
+    def blob_chunk_source(self, repository: str,
+                          digest: str) -> Callable[[], Iterator[bytes]]: ...
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    reference: Reference  # with the resolved platform manifest digest
+    config: dict[str, Any]
+    layers: list[Layer]
+
+
+def parse_platform(text: str) -> tuple[str, str]:
+    os_name, _, arch = text.partition("/")
+    if not os_name or not arch:
+        raise UserError(f"platform {text!r} must look like linux/amd64")
+    return os_name, arch.split("/")[0]
+
+
+def load_base(client: BaseSource, reference: Reference, platform: tuple[str, str]) -> BaseImage:
+    wanted = reference.digest or reference.tag or "latest"
+    manifest = client.get_manifest(reference.repository, wanted)
+    if manifest is None:
+        raise UserError(f"base image {reference} was not found",
+                        hint="check image.base in promoter.yaml or the --base option")
+    data = json.loads(manifest.body)
+    if manifest.media_type in _INDEX_TYPES or "manifests" in data:
+        digest = _pick_platform(data, platform, reference)
+        manifest = client.get_manifest(reference.repository, digest)
+        if manifest is None:
+            raise UserError(f"base image {reference} lists {digest} for "
+                            f"{'/'.join(platform)}, but that manifest is missing")
+        data = json.loads(manifest.body)
+    config = json.loads(client.get_blob(reference.repository, data["config"]["digest"]))
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    if len(diff_ids) != len(data.get("layers", [])):
+        raise UserError(f"base image {reference} is inconsistent: its config lists "
+                        f"{len(diff_ids)} layers and its manifest {len(data['layers'])}")
+    layers = []
+    for descriptor, diff_id in zip(data["layers"], diff_ids, strict=True):
+        media_type = _LAYER_TYPES.get(descriptor["mediaType"], descriptor["mediaType"])
+        chunks = client.blob_chunk_source(reference.repository, descriptor["digest"])
+        blob = Blob(media_type, descriptor["digest"], int(descriptor["size"]), chunks)
+        layers.append(Layer(blob, diff_id, "base", source_repository=reference.repository))
+    return BaseImage(reference.with_digest(manifest.digest), config, layers)
+
+
+def _pick_platform(index: dict[str, Any], platform: tuple[str, str],
+                   reference: Reference) -> str:
+    for entry in index.get("manifests", []):
+        found = entry.get("platform") or {}
+        if (found.get("os"), found.get("architecture")) == platform:
+            return str(entry["digest"])
+    raise UserError(f"base image {reference} has no {'/'.join(platform)} variant",
+                    hint="set image.platform in promoter.yaml to one the base provides")

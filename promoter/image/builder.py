@@ -1,0 +1,103 @@
+"""Assemble the serving image (base + dependency layer + model layer + config) and push it.
+
+Every step looks first at what already exists: blobs present in the target are skipped, and a
+manifest whose digest the target already holds means the whole image is there (a rebuild of
+the same inputs uploads nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from promoter import __version__
+from promoter.image.base import BaseImage
+from promoter.image.config import (
+    ENTRYPOINT,
+    OCI_MANIFEST,
+    config_blob,
+    image_config,
+    image_manifest,
+)
+from promoter.image.dependencies import dependency_layer
+from promoter.image.layers import Blob, Layer, measure_tar
+from promoter.image.lineage import lineage_labels
+from promoter.image.tarstream import entries_for_tree
+from promoter.ports.image import ModelLineage
+
+MODEL_ARCNAME = "opt/ml/model"
+BUILD_INPUTS_LABEL = "io.promoter.build-inputs"
+
+
+class ImageTarget(Protocol):
+    """Where an image goes: a registry repository or an OCI layout directory."""
+
+    def has_manifest(self, digest: str) -> bool: ...
+
+    def push_blob(self, blob: Blob, *, mount_from: str | None) -> int: ...
+
+    def push_manifest(self, body: bytes, media_type: str, tag: str | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    platform: tuple[str, str]
+    python_version: str
+    pip_options: tuple[str, ...]
+    cache_dir: Path
+
+
+@dataclass(frozen=True)
+class Assembled:
+    layers: list[Layer]
+    config: Blob
+    manifest: bytes
+    digest: str
+    build_inputs: str
+
+    @property
+    def size(self) -> int:
+        return len(self.manifest) + self.config.size + sum(x.blob.size for x in self.layers)
+
+
+def assemble(model_dir: Path, lineage: ModelLineage, base: BaseImage | None,
+             labels: Mapping[str, str], options: BuildOptions) -> Assembled:
+    deps = dependency_layer(model_dir, options.cache_dir / "deps", arch=options.platform[1],
+                            python_version=options.python_version,
+                            pip_options=options.pip_options)
+    model = measure_tar(entries_for_tree(model_dir, MODEL_ARCNAME), "model")
+    ours = [layer for layer in (deps, model) if layer is not None]
+    all_labels = {**lineage_labels(lineage, base), **labels}
+    inputs = {
+        "builder": f"promoter {__version__}",
+        "base": base.reference.digest if base else None,
+        "platform": "/".join(options.platform),
+        "layers": [layer.diff_id for layer in ours],
+        "entrypoint": ENTRYPOINT,
+        "labels": all_labels,
+    }
+    inputs_digest = "sha256:" + hashlib.sha256(
+        json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    all_labels[BUILD_INPUTS_LABEL] = inputs_digest
+    config = image_config(base.config if base else None, ours, all_labels,
+                          platform=options.platform, with_deps=deps is not None)
+    blob = config_blob(config)
+    layers = (base.layers if base else []) + ours
+    manifest = image_manifest(blob, layers)
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    return Assembled(layers, blob, manifest, digest, inputs_digest)
+
+
+def push(image: Assembled, target: ImageTarget, tag: str | None) -> int:
+    """Send what the target lacks; returns the blob bytes uploaded."""
+    uploaded = 0
+    if not target.has_manifest(image.digest):
+        for layer in image.layers:
+            uploaded += target.push_blob(layer.blob, mount_from=layer.source_repository)
+        uploaded += target.push_blob(image.config, mount_from=None)
+    target.push_manifest(image.manifest, OCI_MANIFEST, tag)
+    return uploaded

@@ -1,0 +1,103 @@
+"""The dependency layer: the model's requirements installed for the image's platform and Python.
+
+``pip install --target`` with ``--only-binary=:all: --platform … --python-version …`` resolves
+wheels for the image rather than for this machine, so no compiler and no daemon are needed.
+The finished layer is cached under the state dir by the hash of everything that shapes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from promoter.errors import UserError
+from promoter.image.layers import TAR_GZIP, Layer, file_layer, write_gzip_layer
+from promoter.image.tarstream import entries_for_tree
+
+DEPS_ARCNAME = "opt/ml/deps"
+_ARCH_TAGS = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x"}
+_CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+
+
+def requirement_lines(model_dir: Path) -> list[str]:
+    path = model_dir / "requirements.txt"
+    if not path.is_file():
+        return []
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text("utf-8").splitlines())
+    return [line for line in lines if line]
+
+
+def pip_platforms(arch: str) -> list[str]:
+    machine = _ARCH_TAGS.get(arch)
+    if machine is None:
+        raise UserError(f"no wheel platform known for architecture {arch!r}",
+                        hint="use linux/amd64 or linux/arm64 as image.platform")
+    return [f"manylinux_2_{minor}_{machine}" for minor in (28, 17)] + [f"linux_{machine}"]
+
+
+def dependency_layer(model_dir: Path, cache_dir: Path, *, arch: str, python_version: str,
+                     pip_options: Sequence[str]) -> Layer | None:
+    """The cached dependency layer for ``model_dir``'s requirements; None when there are none."""
+    lines = requirement_lines(model_dir)
+    if not lines:
+        return None
+    key_source = {"requirements": lines, "arch": arch, "python": python_version,
+                  "pip_options": list(pip_options), "layout": 1}
+    key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    blob_path, record_path = cache_dir / f"{key}.tar.gz", cache_dir / f"{key}.json"
+    if not (record_path.is_file() and blob_path.is_file()):
+        with tempfile.TemporaryDirectory(prefix="promoter-deps-", dir=cache_dir) as work:
+            target = Path(work) / "target"
+            requirements = Path(work) / "requirements.txt"
+            requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            _pip_install(requirements, target, arch, python_version, pip_options)
+            _portable_scripts(target / "bin")
+            diff_id, digest, size = write_gzip_layer(entries_for_tree(target, DEPS_ARCNAME),
+                                                     blob_path)
+        record = {"diff_id": diff_id, "digest": digest, "size": size, "inputs": key_source}
+        record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    return file_layer(blob_path, TAR_GZIP, record["diff_id"], record["digest"], record["size"],
+                      f"dependencies ({len(lines)} requirements)")
+
+
+def _pip_install(requirements: Path, target: Path, arch: str, python_version: str,
+                 pip_options: Sequence[str]) -> None:
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile",
+               "--disable-pip-version-check", "--no-warn-script-location",
+               "--target", str(target), "--only-binary=:all:", "--implementation", "cp",
+               "--python-version", python_version, "-r", str(requirements), *pip_options]
+    for platform in pip_platforms(arch):
+        command += ["--platform", platform]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    if result.returncode != 0:
+        detail = _CREDENTIALS_IN_URL.sub("://***@", result.stderr.strip())[-2000:]
+        raise UserError(f"installing the model's requirements for the image failed:\n{detail}",
+                        hint="each requirement needs a wheel for the image's platform "
+                             f"(linux/{arch}) and Python {python_version}; pin versions that "
+                             "publish wheels or set image.pip_options")
+
+
+def _portable_scripts(bin_dir: Path) -> None:
+    """pip writes this machine's interpreter into script shebangs; the image has its own."""
+    if not bin_dir.is_dir():
+        return
+    for script in bin_dir.iterdir():
+        if not script.is_file():
+            continue
+        data = script.read_bytes()
+        if data.startswith(b"#!") and b"python" in data.split(b"\n", 1)[0]:
+            rest = data.split(b"\n", 1)[1] if b"\n" in data else b""
+            script.write_bytes(b"#!/usr/bin/env python3\n" + rest)
+
+
+def clear_cache(cache_dir: Path) -> None:
+    shutil.rmtree(cache_dir, ignore_errors=True)

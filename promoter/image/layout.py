@@ -1,0 +1,74 @@
+"""A standard OCI image layout on disk (oci-layout, index.json, blobs/sha256/…)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from promoter.errors import UserError
+from promoter.image.config import canonical_json
+from promoter.image.layers import Blob
+
+INDEX = "application/vnd.oci.image.index.v1+json"
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+class LayoutTarget:
+    """Write blobs (streamed, digest-checked) and record the manifest in index.json."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        if root.exists() and not (root / "oci-layout").is_file() and any(root.iterdir()):
+            raise UserError(f"{root} exists and is not an OCI layout",
+                            hint="choose an empty or new directory for --oci-layout")
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}', encoding="utf-8")
+        if not (root / "index.json").is_file():
+            self._write_index({"schemaVersion": 2, "mediaType": INDEX, "manifests": []})
+        self.bytes_uploaded = 0
+
+    def _blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+    def has_manifest(self, digest: str) -> bool:
+        return self._blob_path(digest).is_file()
+
+    def push_blob(self, blob: Blob, *, mount_from: str | None) -> int:
+        path = self._blob_path(blob.digest)
+        if path.is_file():
+            return 0
+        if blob.chunks is None:
+            raise UserError(f"blob {blob.digest} cannot be read to write the layout")
+        partial, hasher, size = path.with_suffix(".partial"), hashlib.sha256(), 0
+        with partial.open("wb") as out:
+            for chunk in blob.chunks():
+                hasher.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        if "sha256:" + hasher.hexdigest() != blob.digest or size != blob.size:
+            partial.unlink()
+            raise UserError(f"blob {blob.digest} changed while being written; build again")
+        os.replace(partial, path)
+        self.bytes_uploaded += size
+        return size
+
+    def push_manifest(self, body: bytes, media_type: str, tag: str | None) -> None:
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        path = self._blob_path(digest)
+        if not path.is_file():
+            path.write_bytes(body)
+        index = json.loads((self.root / "index.json").read_text(encoding="utf-8"))
+        entry: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(body)}
+        if tag:
+            entry["annotations"] = {REF_NAME: tag}
+        kept = [item for item in index.get("manifests", [])
+                if item.get("digest") != digest
+                and (not tag or item.get("annotations", {}).get(REF_NAME) != tag)]
+        index["manifests"] = [*kept, entry]
+        self._write_index(index)
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        (self.root / "index.json").write_bytes(canonical_json(index))

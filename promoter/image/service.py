@@ -1,0 +1,84 @@
+"""The ImageBuilder port implemented: settings + registry client + assembly + push."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from promoter.adapters.oci import RegistryClient, client_for
+from promoter.errors import UserError
+from promoter.image.base import BaseImage, load_base, parse_platform
+from promoter.image.builder import BuildOptions, ImageTarget, assemble, push
+from promoter.image.layout import LayoutTarget
+from promoter.image.lineage import read_run_id
+from promoter.image.reference import parse_reference
+from promoter.image.targets import RegistryTarget
+from promoter.ports.image import BuiltImage, ModelLineage
+from promoter.settings import ImageSettings
+
+
+class DaemonlessImageBuilder:
+    """Builds without a Docker daemon; pushes to ``repository`` or writes ``layout``."""
+
+    def __init__(self, settings: ImageSettings, state_dir: Path, *,
+                 layout: Path | None = None) -> None:
+        self.settings = settings
+        self.cache_dir = state_dir / "image-cache"
+        self.layout = layout
+
+    def _client(self, registry: str) -> RegistryClient:
+        return client_for(registry, self.settings)
+
+    def build(self, model_dir: Path, repository: str, *, base: str | None,
+              labels: Mapping[str, str], lineage: ModelLineage | None = None,
+              tag: str | None = None) -> BuiltImage:
+        if not (model_dir / "MLmodel").is_file():
+            raise UserError(f"{model_dir} is not an MLflow model directory (no MLmodel file)",
+                            hint="pass a models:/ or runs:/ URI, or a directory saved by "
+                                 "mlflow.<flavor>.save_model")
+        target_ref = parse_reference(repository)
+        if target_ref.tag or target_ref.digest:
+            raise UserError(f"--repository {repository!r} must not carry a tag or digest",
+                            hint="promoter tags the image itself (v<model version>)")
+        lineage = lineage or ModelLineage(source=str(model_dir), run_id=read_run_id(model_dir))
+        platform = parse_platform(self.settings.platform)
+        notes: list[str] = []
+        base_image = self._base(base or self.settings.base, platform, notes)
+        options = BuildOptions(platform, self._python(base_image, notes),
+                               tuple(self.settings.pip_options), self.cache_dir)
+        image = assemble(model_dir, lineage, base_image, labels, options)
+        tag = tag or (f"v{lineage.version}" if lineage.version else "latest")
+        if self.layout is not None:
+            layout_target = LayoutTarget(self.layout)
+            uploaded = push(image, layout_target, tag)
+        else:
+            with self._client(target_ref.api_host) as client:
+                target: ImageTarget = RegistryTarget(client, target_ref.repository)
+                uploaded = push(image, target, tag)
+        return BuiltImage(reference=f"{target_ref.name}@{image.digest}", digest=image.digest,
+                          size=image.size, layers=[x.blob.digest for x in image.layers],
+                          bytes_uploaded=uploaded, tag=tag, notes=notes)
+
+    def _base(self, base: str | None, platform: tuple[str, str],
+              notes: list[str]) -> BaseImage | None:
+        if not base:
+            notes.append("no base image configured: the image starts from an empty base and "
+                         "needs a Python runtime added before it can run (set image.base)")
+            return None
+        reference = parse_reference(base)
+        client = self._client(reference.api_host)
+        # The client stays open: base layers may be streamed from it during the push.
+        return load_base(client, reference, platform)
+
+    def _python(self, base: BaseImage | None, notes: list[str]) -> str:
+        if self.settings.python_version:
+            return self.settings.python_version
+        env = (base.config.get("config") or {}).get("Env") or [] if base else []
+        for item in env:
+            if item.startswith("PYTHON_VERSION="):
+                return ".".join(item.split("=", 1)[1].split(".")[:2])
+        host = f"{sys.version_info.major}.{sys.version_info.minor}"
+        notes.append(f"Python version for dependency wheels: {host} (this machine's); "
+                     "set image.python_version if the base image differs")
+        return host

@@ -1,0 +1,34 @@
+"""A small real scikit-learn MLflow model for image tests.
+
+CI cost: installing the model's full requirements (mlflow, scikit-learn, numpy, scipy …) into
+the dependency layer downloads hundreds of MB on every fresh machine. The tests therefore
+rewrite requirements.txt to one small real wheel (threadpoolctl, a scikit-learn dependency),
+so the dependency layer is real but small, and serve the unpacked model with this machine's
+Python (which has mlflow and scikit-learn) with the unpacked dependency path on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SMALL_REQUIREMENTS = "threadpoolctl==3.5.0\n"
+SAMPLE = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+def save_model(path: Path, *, seed: int = 0, requirements: str = SMALL_REQUIREMENTS) -> Path:
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=300, random_state=seed, C=1.0 + seed).fit(
+        features, target)
+    mlflow.sklearn.save_model(model, str(path), serialization_format="pickle")
+    (path / "requirements.txt").write_text(requirements, encoding="utf-8")
+    return path
+
+
+def predictions(path: Path) -> list[int]:
+    import mlflow.pyfunc
+
+    return [int(x) for x in mlflow.pyfunc.load_model(str(path)).predict(SAMPLE)]

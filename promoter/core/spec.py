@@ -95,7 +95,8 @@ class Resources(_Strict):
 
 
 class Scaling(_Strict):
-    min_replicas: int = Field(alias="minReplicas", ge=0, le=MAX_REPLICAS)
+    # No scale-to-zero: RawDeployment mode and HPAs need a replica, and GPU cold starts are long.
+    min_replicas: int = Field(alias="minReplicas", ge=1, le=MAX_REPLICAS)
     max_replicas: int = Field(alias="maxReplicas", ge=1, le=MAX_REPLICAS)
     metric: Literal["cpu", "memory", "concurrency", "rps"] = "cpu"
     target: int = Field(default=70, ge=1, le=10_000)
@@ -229,7 +230,7 @@ def resolve(
     if model is not None:
         spec["model"] = {"name": model.name, "version": model.version}
     metadata = dict(intent.get("metadata") or {})
-    if not metadata.get("name"):
+    if metadata.get("name") is None:  # absent: derive; present but empty: refused below
         model_name = str((spec.get("model") or {}).get("name") or "")
         metadata["name"] = derive_name(model_name) if model_name else ""
     document = {k: v for k, v in intent.items() if k not in ("spec", "metadata")}

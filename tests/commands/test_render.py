@@ -1,0 +1,144 @@
+"""`promoter render` and `promoter validate` as a user runs them, including every bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.conftest import EXAMPLES, requires_kubectl
+
+Run = Callable[..., tuple[int, str, str]]
+CONFIG = str(EXAMPLES / "promoter.yaml")
+VALID = {
+    "apiVersion": "promoter.dev/v1alpha1", "kind": "ModelDeployment",
+    "metadata": {"name": "fraud-detector"},
+    "spec": {"model": {"name": "Fraud Detector", "version": "7"},
+             "owner": {"team": "risk", "costCenter": "cc-1"}, "runtime": "deployment"},
+}
+
+
+def write_intent(path: Path, document: object) -> Path:
+    with path.open("w") as handle:
+        YAML(typ="safe").dump(document, handle)
+    return path
+
+
+def test_dry_run_prints_every_file_and_writes_nothing(run_cli: Run, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli("render", "--intent", str(EXAMPLES / "llm-chat.yaml"),
+                           "--env", "production", "--dry-run", "--config", CONFIG)
+    assert code == 0
+    for path in ("llm-chat/base/kustomization.yaml", "llm-chat/base/inferenceservice.yaml",
+                 "llm-chat/overlays/production/kustomization.yaml"):
+        assert f"--- # {path}" in out
+    assert list(tmp_path.iterdir()) == [tmp_path / "state"] or not list(tmp_path.iterdir())
+
+
+@requires_kubectl
+def test_out_writes_a_tree_that_validates(run_cli: Run, tmp_path: Path) -> None:
+    out = tmp_path / "manifests"
+    for env in ("staging", "production"):
+        code, _, err = run_cli("render", "--intent", str(EXAMPLES / "fraud-detector.yaml"),
+                               "--env", env, "--out", str(out), "--config", CONFIG)
+        assert code == 0, err
+    assert (out / "fraud-detector/overlays/staging/kustomization.yaml").is_file()
+    code, stdout, _ = run_cli("validate", str(out))
+    assert code == 0
+    assert stdout.count("ok ") == 2
+
+
+@requires_kubectl
+def test_validate_names_the_file_and_the_error(run_cli: Run, tmp_path: Path) -> None:
+    out = tmp_path / "manifests"
+    run_cli("render", "--intent", str(EXAMPLES / "fraud-detector.yaml"), "--env", "staging",
+            "--out", str(out), "--config", CONFIG)
+    patch = out / "fraud-detector/overlays/staging/patch-horizontalpodautoscaler.yaml"
+    patch.write_text(patch.read_text().replace("maxReplicas: 2", "maxReplicas: many"))
+    code, stdout, err = run_cli("validate", str(out))
+    assert code == 1
+    assert "FAIL" in stdout and "HorizontalPodAutoscaler/fraud-detector" in stdout
+    assert "spec.maxReplicas" in stdout and "1 of 1 overlays failed" in err
+    (out / "fraud-detector/overlays/staging/kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    code, stdout, _ = run_cli("validate", str(out))
+    assert code == 1 and "missing.yaml" in stdout
+
+
+HOSTILE_TEXT = ["{a: b}", "\n- x", "&anchor", "!!python/object:os.system", "{{ 7*7 }}",
+                "{% raw %}", "</script><!--"]
+
+
+@requires_kubectl
+@pytest.mark.parametrize("text", HOSTILE_TEXT)
+def test_hostile_descriptions_and_model_names_render_inert(run_cli: Run, tmp_path: Path,
+                                                           text: str) -> None:
+    document = {**VALID, "spec": {**VALID["spec"], "description": text,
+                                  "model": {"name": f"Fraud {text.strip()}", "version": "7"}}}
+    intent = write_intent(tmp_path / "intent.yaml", document)
+    out = tmp_path / "manifests"
+    code, _, err = run_cli("render", "--intent", str(intent), "--env", "production",
+                           "--out", str(out), "--config", CONFIG)
+    assert code == 0, err
+    code, stdout, _ = run_cli("validate", str(out), "--output", "json")
+    assert code == 0, stdout
+    import subprocess
+
+    built = subprocess.run(["kubectl", "kustomize", str(out / "fraud-detector/overlays/production")],
+                           capture_output=True, text=True, check=True).stdout
+    resources = list(YAML(typ="safe").load_all(built))
+    deployment = next(r for r in resources if r["kind"] == "Deployment")
+    assert deployment["metadata"]["annotations"]["promoter.dev/description"] == text
+    assert deployment["metadata"]["annotations"]["promoter.dev/registered-model"] == \
+        f"Fraud {text.strip()}"
+    assert "49" not in built  # {{ 7*7 }} was never evaluated
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"metadata": {"name": "../evil"}}, "metadata.name: '../evil'"),
+    ({"metadata": {"name": "a/b"}}, "metadata.name: 'a/b'"),
+    ({"metadata": {"name": "Upper"}}, "try 'upper'"),
+    ({"metadata": {"name": "has space"}}, "try 'has-space'"),
+    ({"metadata": {"name": "ünïcode"}}, "try 'unicode'"),
+    ({"metadata": {"name": "x" * 300}}, "is 300 characters long"),
+    ({"metadata": {"name": ""}}, "metadata.name: '' must not be empty"),
+    ({"spec": {"resources": {"cpu": "1", "memory": "1Gi", "gpu": {"count": -1}}}},
+     "spec.resources.gpu.count"),
+    ({"spec": {"resources": {"cpu": "1", "memory": "1Gi", "gpu": {"count": 10000}}}},
+     "spec.resources.gpu.count"),
+    ({"spec": {"resources": {"cpu": "1", "memory": "lots"}}}, "spec.resources.memory"),
+    ({"spec": {"environments": {"moon": {}}}}, "unknown environment(s) moon"),
+    ({"apiVersion": "v1"}, "apiVersion: must be promoter.dev/v1alpha1"),
+])
+def test_bad_input_is_refused_naming_the_field(run_cli: Run, tmp_path: Path,
+                                               change: dict[str, object], expected: str) -> None:
+    document = {**VALID, **{k: v for k, v in change.items() if k != "spec"}}
+    if "spec" in change:
+        document["spec"] = {**VALID["spec"], **change["spec"]}  # type: ignore[dict-item]
+    intent = write_intent(tmp_path / "intent.yaml", document)
+    out = tmp_path / "manifests"
+    code, _, err = run_cli("render", "--intent", str(intent), "--env", "production",
+                           "--out", str(out), "--config", CONFIG)
+    assert code == 1, err
+    assert expected in err
+    assert not out.exists(), "nothing may be written on bad input"
+
+
+def test_unknown_environment_and_non_yaml_intent_are_refused(run_cli: Run, tmp_path: Path) -> None:
+    code, _, err = run_cli("render", "--intent", str(EXAMPLES / "llm-chat.yaml"), "--env", "moon",
+                           "--dry-run", "--config", CONFIG)
+    assert code == 1 and "unknown environment 'moon'" in err and "production" in err
+    garbage = tmp_path / "intent.yaml"
+    garbage.write_text("spec: [unclosed\n  : :")
+    code, _, err = run_cli("render", "--intent", str(garbage), "--env", "production", "--dry-run")
+    assert code == 1 and "is not valid YAML" in err
+    garbage.write_bytes(b"\xff\xfe\x00binary")
+    code, _, err = run_cli("render", "--intent", str(garbage), "--env", "production", "--dry-run")
+    assert code == 1 and "cannot read intent file" in err
+
+
+def test_usage_errors_exit_2(run_cli: Run) -> None:
+    code, _, err = run_cli("render", "--intent", str(EXAMPLES / "llm-chat.yaml"), "--env", "staging")
+    assert code == 2 and "--dry-run" in err

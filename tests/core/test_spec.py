@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from promoter.core.problems import describe
+from promoter.core.spec import deep_merge, intent_from_tags, resolve
+
+DEFAULTS = {"runtime": "kserve", "resources": {"cpu": "1", "memory": "2Gi"},
+            "scaling": {"minReplicas": 1, "maxReplicas": 2}}
+INTENT = {"spec": {"model": {"name": "Fraud Detector", "version": "7"},
+                   "owner": {"team": "risk", "costCenter": "cc-1"},
+                   "resources": {"memory": "8Gi"},
+                   "environments": {"production": {"scaling": {"maxReplicas": 9}}}}}
+
+
+def test_precedence_defaults_env_intent_overrides() -> None:
+    env_defaults = {"scaling": {"minReplicas": 3, "maxReplicas": 4}}
+    production = resolve(defaults=DEFAULTS, intent=INTENT, environment="production",
+                         environment_defaults=env_defaults)
+    assert production.spec.resources.cpu == "1"          # promoter.yaml default
+    assert production.spec.resources.memory == "8Gi"     # intent beats defaults
+    assert production.spec.scaling.min_replicas == 3     # environment default
+    assert production.spec.scaling.max_replicas == 9     # intent's env override wins
+    staging = resolve(defaults=DEFAULTS, intent=INTENT, environment="staging",
+                      environment_defaults=env_defaults)
+    assert staging.spec.scaling.max_replicas == 4
+    assert production.name == "fraud-detector"          # derived from the registered name
+
+
+def test_deep_merge_replaces_lists_and_merges_maps() -> None:
+    assert deep_merge({"a": {"x": 1, "y": [1]}}, {"a": {"y": [2]}}) == {"a": {"x": 1, "y": [2]}}
+
+
+def test_tags_become_a_partial_intent() -> None:
+    tags = {"deploy.runtime": "deployment", "deploy.resources.gpu.count": "2",
+            "deploy.regions": "us-east-1, eu-west-1", "deploy.name": "fd", "other": "x"}
+    document = intent_from_tags(tags)
+    assert document == {"metadata": {"name": "fd"}, "spec": {
+        "runtime": "deployment", "resources": {"gpu": {"count": "2"}},
+        "regions": "us-east-1, eu-west-1"}}
+    resolved = resolve(defaults=DEFAULTS, intent=deep_merge(INTENT, document), environment=None)
+    assert resolved.spec.resources.gpu.count == 2
+    assert resolved.spec.regions == ("eu-west-1", "us-east-1")
+
+
+def test_conflicting_tags_are_refused() -> None:
+    with pytest.raises(ValueError, match="conflicts"):
+        intent_from_tags({"deploy.resources.gpu": "1", "deploy.resources.gpu.type": "A100"})
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"resources": {"gpu": {"count": -1}}}, "spec.resources.gpu.count"),
+    ({"resources": {"gpu": {"count": 10000}}}, "spec.resources.gpu.count"),
+    ({"resources": {"memory": "lots"}}, "spec.resources.memory"),
+    ({"resources": {"cpu": "0"}}, "spec.resources.cpu"),
+    ({"scaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.scaling"),
+    ({"owner": {"team": "Risk Team!"}}, "spec.owner.team"),
+    ({"runtime": "lambda"}, "spec.runtime"),
+    ({"colour": "red"}, "spec.colour"),
+])
+def test_bad_values_name_their_field(patch: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        resolve(defaults=DEFAULTS, intent=deep_merge(INTENT, {"spec": patch}), environment=None)
+    assert any(line.startswith(field + ":") for line in describe(caught.value)), describe(caught.value)

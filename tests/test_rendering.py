@@ -1,0 +1,110 @@
+"""Rendering the examples: golden trees, determinism, real Kustomize and schemas."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from promoter import rendering
+from promoter.core.render import ImagePin, Lineage
+from promoter.settings import load_settings
+from promoter.validation import validate_tree
+from tests.conftest import EXAMPLES, requires_kubectl
+
+GOLDEN = Path(__file__).parent / "golden"
+CASES = [(example, env) for example in ("fraud-detector", "llm-chat", "vision-segmenter")
+         for env in ("staging", "production")]
+SETTINGS = load_settings(EXAMPLES / "promoter.yaml", environ={})
+DIGEST = "sha256:" + "ab" * 32
+
+
+def render(example: str, env: str, **kwargs: object) -> dict[str, str]:
+    intent = rendering.load_intent_file(EXAMPLES / f"{example}.yaml")
+    request = rendering.build_request(SETTINGS, intent, env, origin=example, **kwargs)  # type: ignore[arg-type]
+    return rendering.renderer(SETTINGS).render(request)
+
+
+@pytest.mark.parametrize(("example", "env"), CASES)
+def test_matches_golden_tree(example: str, env: str) -> None:
+    files = render(example, env, lineage=Lineage(run_id="0123abcd", source="s3://models/x/7"),
+                   image=ImagePin("registry.example.com/models/x", DIGEST))
+    golden = GOLDEN / f"{example}.{env}"
+    if os.environ.get("PROMOTER_UPDATE_GOLDEN"):
+        rendering.write_tree(golden, files)
+    on_disk = {str(p.relative_to(golden)): p.read_text() for p in golden.rglob("*") if p.is_file()}
+    assert files == on_disk, "render changed: review, then regenerate with PROMOTER_UPDATE_GOLDEN=1"
+
+
+@pytest.mark.parametrize(("example", "env"), CASES)
+def test_rendering_is_deterministic(example: str, env: str) -> None:
+    assert render(example, env) == render(example, env)
+
+
+def test_image_is_pinned_by_digest_when_known() -> None:
+    files = render("fraud-detector", "production",
+                   image=ImagePin("registry.example.com/models/fraud-detector", DIGEST))
+    overlay = files["fraud-detector/overlays/production/kustomization.yaml"]
+    assert f"digest: \"{DIGEST}\"" in overlay or f"digest: {DIGEST}" in overlay
+    assert "newTag" not in overlay
+
+
+def test_staging_promotion_leaves_the_base_untouched() -> None:
+    """Version-bound values live in overlays, so any version renders the same base."""
+    v7 = render("llm-chat", "staging")
+    intent = rendering.load_intent_file(EXAMPLES / "llm-chat.yaml")
+    intent["spec"]["model"]["version"] = "8"
+    request = rendering.build_request(SETTINGS, intent, "staging", origin="v8")
+    v8 = rendering.renderer(SETTINGS).render(request)
+    bases = [path for path in v7 if "/base/" in path]
+    assert bases and all(v7[path] == v8[path] for path in bases)
+    assert v7["llm-chat/overlays/staging/kustomization.yaml"] != \
+        v8["llm-chat/overlays/staging/kustomization.yaml"]
+
+
+@requires_kubectl
+def test_every_example_overlay_builds_and_validates(tmp_path: Path) -> None:
+    for example, env in CASES:
+        rendering.write_tree(tmp_path, render(example, env, image=ImagePin("r.example/m", DIGEST)))
+    reports = validate_tree(tmp_path)
+    assert len(reports) == len(CASES)
+    assert [r.problems for r in reports if not r.ok] == []
+    assert all(r.resources >= 2 for r in reports)
+
+
+@requires_kubectl
+def test_built_resources_carry_gpu_region_and_lineage(tmp_path: Path) -> None:
+    rendering.write_tree(tmp_path, render(
+        "vision-segmenter", "production", lineage=Lineage(run_id="run42", source="s3://m/12")))
+    built = subprocess.run(["kubectl", "kustomize", str(tmp_path / "vision-segmenter/overlays/production")],
+                           capture_output=True, text=True, check=True).stdout
+    for expected in ("nvidia.com/gpu: \"4\"", "nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB",
+                     "topology.kubernetes.io/region", "- eu-west-1", "- us-east-1",
+                     "promoter.dev/mlflow-run-id: run42", "storageUri: s3://m/12",
+                     "namespace: models-production", "promoter.dev/model-version: \"12\"",
+                     "effect: NoSchedule"):
+        assert expected in built, expected
+
+
+def test_two_models_deriving_one_name_is_an_error() -> None:
+    first = rendering.build_request(SETTINGS, {"spec": {
+        "model": {"name": "Fraud Detector", "version": "1"}, "owner": {"team": "a", "costCenter": "b"}}},
+        "staging", origin="a")
+    second = rendering.build_request(SETTINGS, {"spec": {
+        "model": {"name": "fraud_detector", "version": "1"}, "owner": {"team": "a", "costCenter": "b"}}},
+        "staging", origin="b")
+    with pytest.raises(Exception, match="both become deployment 'fraud-detector'"):
+        rendering.check_unique_names([first, second])
+
+
+def test_writing_over_another_models_directory_is_refused(tmp_path: Path) -> None:
+    rendering.write_tree(tmp_path, render("fraud-detector", "staging"))
+    intent = rendering.load_intent_file(EXAMPLES / "fraud-detector.yaml")
+    intent["spec"]["model"]["name"] = "fraud_detector"  # another registered model, same name
+    request = rendering.build_request(SETTINGS, intent, "staging", origin="other")
+    before = sorted(p.read_text() for p in tmp_path.rglob("*.yaml"))
+    with pytest.raises(Exception, match="already holds model 'Fraud Detector'"):
+        rendering.write_tree(tmp_path, rendering.renderer(SETTINGS).render(request))
+    assert sorted(p.read_text() for p in tmp_path.rglob("*.yaml")) == before

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from promoter.errors import ConfigError
+from promoter.settings import load_settings
+from tests.conftest import EXAMPLES
+
+
+def test_embedded_defaults_without_a_file() -> None:
+    settings = load_settings(None, environ={})
+    assert settings.environments["production"].trigger.alias == "production"
+    assert settings.environments["staging"].trigger.alias == "staging"
+    assert settings.git.provider == "local"
+
+
+def test_sample_configuration_loads() -> None:
+    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
+    assert settings.environments["production"].approvals == 2
+    assert settings.policy.required_tags == {"validation_status": "passed"}
+
+
+def test_config_path_from_environment_and_env_overrides(tmp_path: Path) -> None:
+    environ = {"PROMOTER_CONFIG": str(EXAMPLES / "promoter.yaml"),
+               "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "PROMOTER_STATE_DIR": str(tmp_path),
+               "PROMOTER_GITLAB_URL": "https://gitlab.example.com"}
+    settings = load_settings(None, environ=environ)
+    assert settings.mlflow.tracking_uri == "http://127.0.0.1:9"
+    assert settings.state_dir == tmp_path
+    assert settings.git.provider == "local"  # the file says local explicitly: it wins
+    assert load_settings(None, environ={"PROMOTER_GITLAB_URL": "https://gitlab.example.com"}
+                         ).git.provider == "gitlab"
+
+
+def test_every_wrong_dotted_path_in_one_message(tmp_path: Path) -> None:
+    config = tmp_path / "promoter.yaml"
+    config.write_text("""
+environments:
+  production:
+    trigger: {}
+    namespace: Bad_NS
+    colour: blue
+defaults:
+  resources: {cpu: lots, memory: 2Gi}
+  flavour: x
+server: {port: 0}
+surprise: 1
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    message = str(caught.value)
+    for path in ("environments.production.trigger", "environments.production.namespace",
+                 "environments.production.colour", "defaults.resources.cpu", "defaults.flavour",
+                 "server.port", "surprise"):
+        assert f"  {path}:" in message, (path, message)
+
+
+def test_secrets_only_from_environment_or_files(tmp_path: Path) -> None:
+    config = tmp_path / "promoter.yaml"
+    config.write_text("git:\n  gitlab:\n    token: glpat-should-not-be-here\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    assert "git.gitlab.token looks like a secret" in str(caught.value)
+    assert "glpat-should-not-be-here" not in str(caught.value)
+    token_file = tmp_path / "token"
+    token_file.write_text("glpat-from-file\n")
+    settings = load_settings(None, environ={"PROMOTER_GITLAB_TOKEN_FILE": str(token_file),
+                                            "COSIGN_PASSWORD": "pw"})
+    token = settings.secret("PROMOTER_GITLAB_TOKEN")
+    assert token is not None and token.reveal() == "glpat-from-file"
+    assert "glpat-from-file" not in repr(settings) and "glpat" not in str(token)
+
+
+def test_unreadable_or_non_mapping_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        load_settings(tmp_path / "missing.yaml", environ={})
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(listing, environ={})

@@ -61,17 +61,25 @@ class RenderRequest:
 class Renderer:
     def __init__(self, loader: BaseLoader) -> None:
         self._env = build_environment(loader)
+        # The base is shared by every environment of a model: render it once per distinct input.
+        self._last_base: tuple[str, dict[str, str]] | None = None
 
     def render(self, request: RenderRequest) -> dict[str, str]:
         name = request.deployment.name
         if request.base.name != name or request.base.spec.runtime != request.deployment.spec.runtime:
             raise UserError(f"{name}: spec.environments.{request.environment} may not change "
                             "the name or the runtime; those are shared by every environment")
-        files = self.render_base(request.base)
+        files = dict(self.render_base(request.base))
         files.update(self.render_overlay(request))
         return files
 
     def render_base(self, deployment: ModelDeployment) -> dict[str, str]:
+        key = deployment.model_dump_json()
+        if self._last_base is None or self._last_base[0] != key:
+            self._last_base = (key, self._render_base(deployment))
+        return self._last_base[1]
+
+    def _render_base(self, deployment: ModelDeployment) -> dict[str, str]:
         runtime = deployment.spec.runtime
         context = base_context(deployment)
         files = {name: self._render(f"{runtime}/base/{name}.j2", context)

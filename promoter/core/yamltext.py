@@ -49,11 +49,14 @@ def scalar(value: Any) -> str:
     raise TypeError(f"cannot serialise {type(value).__name__} into YAML")
 
 
+_COLLECTIONS = (dict, list, tuple, Mapping)  # concrete types first: abc checks are slow
+
+
 def to_yaml_literal(value: Any) -> YamlFragment:
     """One value inline: a scalar, or a collection as a JSON flow literal."""
     if isinstance(value, YamlFragment):
         return value
-    if isinstance(value, Mapping | list | tuple):
+    if isinstance(value, _COLLECTIONS):
         return YamlFragment(_json(_plain(value)))
     return YamlFragment(scalar(value))
 
@@ -63,7 +66,7 @@ def to_yaml_block(value: Any, indent: int) -> YamlFragment:
 
     Use after a key: ``labels: {{ labels | block(4) }}``. Empty collections stay inline.
     """
-    if not isinstance(value, Mapping | list | tuple) or not value:
+    if not isinstance(value, _COLLECTIONS) or not value:
         return YamlFragment(" " + to_yaml_literal(value))
     return YamlFragment("\n" + "\n".join(_block_lines(value, indent)))
 
@@ -71,16 +74,17 @@ def to_yaml_block(value: Any, indent: int) -> YamlFragment:
 def _block_lines(value: Any, indent: int) -> list[str]:
     pad = " " * indent
     lines: list[str] = []
-    if isinstance(value, Mapping):
+    if isinstance(value, dict | Mapping):
         for key, item in value.items():
-            if isinstance(item, Mapping | list | tuple) and item:
+            if isinstance(item, _COLLECTIONS) and item:
+                nested = indent + 2 if isinstance(item, dict | Mapping) else indent
                 lines.append(f"{pad}{scalar(str(key))}:")
-                lines.extend(_block_lines(item, indent + 2 if isinstance(item, Mapping) else indent))
+                lines.extend(_block_lines(item, nested))
             else:
                 lines.append(f"{pad}{scalar(str(key))}: {to_yaml_literal(item)}")
         return lines
     for item in value:
-        if isinstance(item, Mapping) and item:
+        if isinstance(item, dict | Mapping) and item:
             nested = _block_lines(item, indent + 2)
             nested[0] = f"{pad}- {nested[0][indent + 2:]}"
             lines.extend(nested)

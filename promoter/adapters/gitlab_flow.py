@@ -62,7 +62,8 @@ class Forge(Protocol):
     def require_approvals(self, iid: int, count: int) -> bool:
         """Install the approval rule; False when the forge has no approval rules."""
 
-    def auto_merge(self, iid: int, sha: str) -> None: ...
+    def auto_merge(self, iid: int, sha: str) -> str | None:
+        """Merge when the pipeline passes, only while the head is ``sha``; a warning or None."""
 
 
 @dataclass
@@ -141,7 +142,9 @@ class ProposalFlow:
             _warn(run, f"approval rules unavailable; {proposal.approvals_required} approval(s) "
                   "required by policy are stated in the MR but not enforced by the forge")
         if proposal.auto_merge and head is not None:
-            forge.auto_merge(mr.iid, head)
+            auto_merge_problem = forge.auto_merge(mr.iid, head)
+            if auto_merge_problem:
+                _warn(run, auto_merge_problem)
         if run.superseded_iid is not None:
             forge.upsert_note(run.superseded_iid, SUPERSEDED_NOTE,
                               f"Superseded by !{mr.iid} (version {proposal.version}).")

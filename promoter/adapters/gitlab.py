@@ -1,0 +1,257 @@
+"""GitLab as the git provider: the only module that drives python-gitlab.
+
+``GitLabProvider.propose`` runs the shared lifecycle (adapters.gitlab_flow) over ``GitLabForge``,
+which maps each step to one or two REST calls. Branches are created by the commits API itself
+(``start_branch`` + ``force``), so a branch always holds exactly one promoter commit on top of
+the target branch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gitlab
+import requests
+
+from promoter.adapters.gitlab_calls import Caller, NotFound, Refused, RetryAfterMemory
+from promoter.adapters.gitlab_flow import ProposalFlow
+from promoter.adapters.gitlab_ledger import PushLedger
+from promoter.core.changes import Action
+from promoter.core.mr_text import marker_version, note_body, note_slug
+from promoter.errors import AuthError, ConfigError, UserError
+from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for
+from promoter.settings import Settings
+
+APPROVAL_RULE = "promoter"
+_AUTO_MERGE_REFUSALS = {405: "the MR cannot be merged yet",
+                        406: "the MR is not open", 422: "GitLab cannot merge the branch"}
+
+
+class GitLabForge:
+    def __init__(self, client: gitlab.Gitlab, project_path: str, caller: Caller) -> None:
+        self._gl = client
+        self._call = caller
+        self._project_path = project_path
+        self._project: Any = None
+
+    @property
+    def project(self) -> Any:
+        if self._project is None:
+            try:
+                self._project = self._call.read("open the GitOps project",
+                                                self._gl.projects.get, self._project_path)
+            except NotFound:
+                raise ConfigError(f"GitLab project {self._project_path!r} was not found",
+                                  hint="set git.gitlab.project (PROMOTER_GITLAB_PROJECT) to the "
+                                       "project's full path; check the token can see it") from None
+        return self._project
+
+    @property
+    def project_id(self) -> int:
+        return int(self.project.id)
+
+    def merge_requests(self, source_branch: str) -> list[MergeRequest]:
+        found = self._call.read(f"list merge requests of {source_branch}",
+                                self.project.mergerequests.list, source_branch=source_branch,
+                                state="all", order_by="created_at", sort="desc", get_all=True)
+        return sorted((to_merge_request(mr.attributes) for mr in found),
+                      key=lambda mr: mr.iid, reverse=True)
+
+    def get_mr(self, iid: int) -> MergeRequest:
+        try:
+            mr = self._call.read(f"read merge request !{iid}", self.project.mergerequests.get, iid)
+        except NotFound:
+            raise UserError(f"merge request !{iid} does not exist in {self._project_path}") \
+                from None
+        return to_merge_request(mr.attributes)
+
+    def branch_head(self, branch: str) -> str | None:
+        try:
+            found = self._call.read(f"read branch {branch}", self.project.branches.get, branch)
+        except NotFound:
+            return None
+        return str(found.commit["id"])
+
+    def commit_message(self, sha: str) -> str:
+        commit = self._call.read(f"read commit {sha[:12]}", self.project.commits.get, sha)
+        return str(commit.message)
+
+    def read_files(self, ref: str, paths: Sequence[str],
+                   prefixes: Sequence[str]) -> dict[str, str]:
+        wanted = set(paths)
+        for prefix in prefixes:
+            try:
+                tree = self._call.read(f"list {prefix} on {ref}", self.project.repository_tree,
+                                       path=prefix.rstrip("/"), ref=ref, recursive=True,
+                                       get_all=True)
+            except NotFound:
+                continue
+            wanted.update(item["path"] for item in tree if item["type"] == "blob")
+        files = {}
+        for path in sorted(wanted):
+            try:
+                raw = self._call.read(f"read {path} on {ref}", self.project.files.raw,
+                                      file_path=path, ref=ref)
+            except NotFound:
+                continue
+            files[path] = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        return files
+
+    def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
+               message: str, force: bool) -> str:
+        data = {"branch": branch, "start_branch": start_branch, "commit_message": message,
+                "actions": [action.as_gitlab() for action in actions], "force": force}
+        created = self._call.write(f"commit to {branch}", self.project.commits.create, data)
+        return str(created.id)
+
+    def delete_branch(self, branch: str) -> None:
+        try:
+            self._call.write(f"delete branch {branch}", self.project.branches.delete, branch)
+        except NotFound:
+            pass
+
+    def create_mr(self, proposal: Proposal, description: str) -> MergeRequest:
+        data = {"source_branch": proposal.branch, "target_branch": proposal.target_branch,
+                "title": proposal.title, "description": description,
+                "labels": ",".join(proposal.labels), "remove_source_branch": True,
+                "squash": False}
+        created = self._call.write(f"open a merge request for {proposal.branch}",
+                                   self.project.mergerequests.create, data)
+        return to_merge_request(created.attributes)
+
+    def update_mr(self, iid: int, title: str, description: str,
+                  labels: Sequence[str]) -> MergeRequest:
+        data = {"title": title, "description": description, "labels": ",".join(labels)}
+        updated = self._call.write(f"update merge request !{iid}",
+                                   self.project.mergerequests.update, iid, data)
+        return to_merge_request(updated)
+
+    def close_mr(self, iid: int, title: str) -> None:
+        self._call.write(f"close merge request !{iid}", self.project.mergerequests.update, iid,
+                         {"state_event": "close", "title": title})
+
+    def upsert_note(self, iid: int, heading: str, body: str) -> None:
+        text = note_body(heading, body)
+        notes = self._mr(iid).notes
+        existing = self._call.read(f"read comments of !{iid}", notes.list, get_all=True)
+        mine = next((n for n in existing if note_slug(n.body) == note_slug(text)), None)
+        if mine is None:
+            self._call.write(f"comment on !{iid}", notes.create, {"body": text})
+        elif mine.body != text:
+            self._call.write(f"edit comment on !{iid}", notes.update, mine.id, {"body": text})
+
+    def require_approvals(self, iid: int, count: int) -> bool:
+        rules_api = self._mr(iid).approval_rules
+        try:
+            rules = self._call.read(f"read approval rules of !{iid}", rules_api.list,
+                                    get_all=True)
+        except NotFound:  # GitLab Free: no approval rules API
+            return False
+        except Refused as exc:
+            if exc.status == 403:  # GitLab Free answers 403 on some versions
+                return False
+            raise
+        rule = next((r for r in rules if r.name == APPROVAL_RULE), None)
+        if rule is None:
+            self._call.write(f"add the approval rule to !{iid}", rules_api.create,
+                             {"name": APPROVAL_RULE, "approvals_required": count})
+        elif rule.approvals_required != count:
+            self._call.write(f"update the approval rule of !{iid}", rules_api.update, rule.id,
+                             {"name": APPROVAL_RULE, "approvals_required": count})
+        return True
+
+    def auto_merge(self, iid: int, sha: str) -> str | None:
+        path = f"/projects/{self.project_id}/merge_requests/{iid}/merge"
+        # auto_merge is GitLab 17.11+; older servers read merge_when_pipeline_succeeds.
+        data = {"auto_merge": True, "merge_when_pipeline_succeeds": True, "sha": sha,
+                "should_remove_source_branch": True}
+        try:
+            self._call.write(f"set auto-merge on !{iid}", self._gl.http_put, path,
+                             post_data=data)
+        except AuthError:  # the token just worked for the commit: 401 here means "not approved"
+            return (f"auto-merge not set on !{iid}: GitLab answered 401 (the MR needs approval, "
+                    "or the token lacks permission to merge)")
+        except Refused as exc:
+            if exc.status not in _AUTO_MERGE_REFUSALS:
+                raise
+            return f"auto-merge not set on !{iid}: {_AUTO_MERGE_REFUSALS[exc.status]}"
+        return None
+
+    def _mr(self, iid: int) -> Any:
+        return self.project.mergerequests.get(iid, lazy=True)
+
+
+def to_merge_request(data: dict[str, Any]) -> MergeRequest:
+    return MergeRequest(
+        iid=int(data["iid"]), id=int(data["id"]), url=str(data.get("web_url") or ""),
+        state=str(data["state"]), source_branch=str(data["source_branch"]),
+        target_branch=str(data["target_branch"]), title=str(data.get("title") or ""),
+        head_sha=data.get("sha"), description=str(data.get("description") or ""),
+        labels=tuple(data.get("labels") or ()),
+        version=marker_version(data.get("description")),
+        merge_commit_sha=data.get("merge_commit_sha"),
+        detailed_merge_status=data.get("detailed_merge_status"),
+        auto_merge=bool(data.get("merge_when_pipeline_succeeds")))
+
+
+class GitLabProvider:
+    """``GitProvider`` on a GitLab project; records pushed heads for the webhook handler."""
+
+    def __init__(self, forge: GitLabForge, ledger: PushLedger | None = None, *,
+                 supersede: bool = False, attempts: int = 5, backoff_seconds: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.forge = forge
+        self._ledger = ledger
+        self._flow = ProposalFlow(forge, supersede=supersede, attempts=attempts,
+                                  backoff_seconds=backoff_seconds, sleep=sleep)
+
+    def propose(self, proposal: Proposal) -> ProposalResult:
+        result = self._flow.propose(proposal)
+        mr = result.merge_request
+        if self._ledger and mr and mr.state == "opened" and result.head_sha:
+            self._ledger.record(self.forge.project_id, mr.iid, mr.source_branch,
+                                result.head_sha, proposal.version)
+        return result
+
+    def get(self, iid: int) -> MergeRequest:
+        return self.forge.get_mr(iid)
+
+    def find(self, name: str, env: str) -> MergeRequest | None:
+        found = self.forge.merge_requests(branch_for(name, env))
+        return found[0] if found else None
+
+
+def connect(url: str, token: str, project: str, *, verify_tls: bool | str = True,
+            timeout_seconds: float = 30, attempts: int = 4, backoff_seconds: float = 0.5,
+            max_wait_seconds: float = 60, per_page: int | None = None) -> GitLabForge:
+    memory = RetryAfterMemory()
+    session = requests.Session()
+    session.hooks["response"].append(memory.hook)
+    client = gitlab.Gitlab(url, private_token=token, ssl_verify=verify_tls,
+                           timeout=timeout_seconds, retry_transient_errors=False,
+                           session=session, per_page=per_page)
+    caller = Caller(memory, attempts=attempts, backoff_seconds=backoff_seconds,
+                    max_wait_seconds=max_wait_seconds)
+    return GitLabForge(client, project, caller)
+
+
+def from_settings(settings: Settings) -> GitLabProvider:
+    gitlab_settings = settings.git.gitlab
+    token = settings.secret("PROMOTER_GITLAB_TOKEN")
+    if not gitlab_settings.url or not gitlab_settings.project:
+        raise ConfigError("the GitLab provider needs git.gitlab.url and git.gitlab.project",
+                          hint="set PROMOTER_GITLAB_URL and PROMOTER_GITLAB_PROJECT")
+    if token is None or not token.reveal():
+        raise ConfigError("PROMOTER_GITLAB_TOKEN is not set", hint="export a GitLab token with "
+                          "the api scope (or PROMOTER_GITLAB_TOKEN_FILE naming a file)")
+    verify: bool | str = gitlab_settings.verify_tls
+    if verify and gitlab_settings.ca_file:
+        verify = gitlab_settings.ca_file
+    forge = connect(gitlab_settings.url, token.reveal(), gitlab_settings.project,
+                    verify_tls=verify, timeout_seconds=gitlab_settings.timeout_seconds,
+                    max_wait_seconds=gitlab_settings.max_retry_wait_seconds)
+    return GitLabProvider(forge, PushLedger.in_state_dir(Path(settings.state_dir)),
+                          supersede=settings.git.newer_version == "supersede")

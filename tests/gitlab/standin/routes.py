@@ -1,0 +1,325 @@
+"""The endpoints promoter calls, answered the way GitLab answers them."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tests.gitlab.standin.gitrepo import ApiError
+from tests.gitlab.standin.state import Mr, User, now
+
+if TYPE_CHECKING:
+    from tests.gitlab.standin.server import StandIn
+
+Answer = tuple[int, Any]
+P = r"/api/v4/projects/(?P<project>[^/]+)"
+MR = P + r"/merge_requests/(?P<iid>\d+)"
+
+
+def _bool(value: Any) -> bool:
+    return value in (True, "true", "True", "1", 1)
+
+
+def _labels(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [part.strip() for part in str(value or "").split(",") if part.strip()]
+
+
+class Api:
+    def __init__(self, standin: StandIn) -> None:
+        self.s = standin
+        self.project = standin.project
+        self.repo = standin.repo
+
+    def mr(self, iid: str | int) -> Mr:
+        found = self.project.mrs.get(int(iid))
+        if found is None:
+            raise ApiError(404, "404 Not found")
+        return found
+
+    # --- repository ------------------------------------------------------------------------
+    def get_project(self, user: User, params: dict[str, Any]) -> Answer:
+        return 200, self.project.json()
+
+    def get_branch(self, user: User, params: dict[str, Any], branch: str) -> Answer:
+        head = self.repo.head(branch)
+        if head is None:
+            raise ApiError(404, "404 Branch Not Found")
+        return 200, {"name": branch, "commit": self.repo.commit_info(head), "merged": False,
+                     "protected": branch == self.repo.default_branch,
+                     "default": branch == self.repo.default_branch,
+                     "web_url": f"{self.project.base_url}/{self.project.path}/-/tree/{branch}"}
+
+    def delete_branch(self, user: User, params: dict[str, Any], branch: str) -> Answer:
+        if self.repo.head(branch) is None:
+            raise ApiError(404, "404 Branch Not Found")
+        self.repo.delete_branch(branch)
+        return 204, b""
+
+    def tree(self, user: User, params: dict[str, Any]) -> Answer:
+        ref = str(params.get("ref") or self.repo.default_branch)
+        items = self.repo.tree(ref, str(params.get("path") or "").strip("/"),
+                               _bool(params.get("recursive")))
+        if items is None:
+            raise ApiError(404, "404 Tree Not Found")
+        return 200, items
+
+    def file_raw(self, user: User, params: dict[str, Any], path: str) -> Answer:
+        content = self.repo.file(str(params.get("ref") or self.repo.default_branch), path)
+        if content is None:
+            raise ApiError(404, "404 File Not Found")
+        return 200, content
+
+    def file(self, user: User, params: dict[str, Any], path: str) -> Answer:
+        ref = str(params.get("ref") or self.repo.default_branch)
+        content = self.repo.file(ref, path)
+        if content is None:
+            raise ApiError(404, "404 File Not Found")
+        return 200, {"file_name": path.rsplit("/", 1)[-1], "file_path": path,
+                     "size": len(content), "encoding": "base64", "ref": ref,
+                     "content": base64.b64encode(content).decode()}
+
+    def get_commit(self, user: User, params: dict[str, Any], sha: str) -> Answer:
+        info = self.repo.commit_info(sha)
+        if info is None:
+            raise ApiError(404, "404 Commit Not Found")
+        return 200, info
+
+    def create_commit(self, user: User, params: dict[str, Any]) -> Answer:
+        branch = str(params.get("branch") or "")
+        if not branch or "commit_message" not in params or "actions" not in params:
+            raise ApiError(400, "branch, commit_message, actions are missing", key="error")
+        start = params.get("start_branch") or params.get("start_sha")
+        head = self.repo.head(branch)
+        force = _bool(params.get("force"))
+        if head is not None and start and start != branch and not force:
+            raise ApiError(400, f"A branch called '{branch}' already exists. Switch to that "
+                                "branch in order to make changes")
+        if head is None or force:
+            base = self.repo.head(str(start)) if params.get("start_branch") else start
+            if base is None:
+                raise ApiError(400, "You can only create or edit files when you are on a branch")
+        else:
+            base = head
+        sha = self.repo.commit_actions(branch, str(base), list(params["actions"]),
+                                       str(params["commit_message"]),
+                                       author=(user.username, f"{user.username}@example.test"))
+        info = self.repo.commit_info(sha)
+        assert info is not None
+        info["web_url"] = f"{self.project.base_url}/{self.project.path}/-/commit/{sha}"
+        return 201, info
+
+    # --- merge requests --------------------------------------------------------------------
+    def list_mrs(self, user: User, params: dict[str, Any]) -> Answer:
+        state = str(params.get("state") or "all")
+        found = [mr for mr in self.project.mrs.values()
+                 if (state == "all" or mr.state == state)
+                 and params.get("source_branch") in (None, mr.source_branch)]
+        descending = str(params.get("sort") or "desc") == "desc"
+        found.sort(key=lambda mr: mr.iid, reverse=descending)
+        return 200, [self.project.mr_json(mr) for mr in found]
+
+    def get_mr(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        return 200, self.project.mr_json(self.mr(iid))
+
+    def create_mr(self, user: User, params: dict[str, Any]) -> Answer:
+        source, target = params.get("source_branch"), params.get("target_branch")
+        if not source or not target or not params.get("title"):
+            raise ApiError(400, "source_branch, target_branch, title are missing", key="error")
+        for mr in self.project.mrs.values():
+            if mr.source_branch == source and mr.state == "opened":
+                raise ApiError(409, ["Another open merge request already exists for this "
+                                     f"source branch: !{mr.iid}"])
+        if self.repo.head(str(source)) is None:
+            raise ApiError(422, [f"Source branch \"{source}\" does not exist"])
+        iid = max(self.project.mrs, default=0) + 1
+        mr = Mr(id=self.project.next_id(), iid=iid, source_branch=str(source),
+                target_branch=str(target), title=str(params["title"]),
+                description=str(params.get("description") or ""),
+                labels=_labels(params.get("labels")), author=user,
+                remove_source_branch=_bool(params.get("remove_source_branch")))
+        self.project.mrs[iid] = mr
+        self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "open", user))
+        return 201, self.project.mr_json(mr)
+
+    def update_mr(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        mr = self.mr(iid)
+        for key in ("title", "description"):
+            if key in params:
+                setattr(mr, key, str(params[key]))
+        if "labels" in params:
+            mr.labels = _labels(params["labels"])
+        action = "update"
+        event = params.get("state_event")
+        if event == "close" and mr.state == "opened":
+            mr.sha, mr.state, mr.closed_at, action = self.project.head_sha(mr), "closed", now(), \
+                "close"
+        elif event == "reopen" and mr.state == "closed":
+            if any(o.source_branch == mr.source_branch and o.state == "opened"
+                   for o in self.project.mrs.values()):
+                raise ApiError(409, ["Another open merge request already exists for this "
+                                     "source branch"])
+            mr.state, mr.closed_at, action = "opened", None, "reopen"
+        mr.updated_at = now()
+        self.s.emit("Merge Request Hook", self.project.hook_mr(mr, action, user))
+        return 200, self.project.mr_json(mr)
+
+    # --- notes -----------------------------------------------------------------------------
+    def list_notes(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        return 200, list(reversed(self.mr(iid).notes))  # GitLab: newest first by default
+
+    def create_note(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        mr = self.mr(iid)
+        if not params.get("body"):
+            raise ApiError(400, "body is missing", key="error")
+        note = {"id": self.project.next_id(), "body": str(params["body"]),
+                "author": user.json(), "created_at": now(), "updated_at": now(),
+                "system": False, "noteable_id": mr.id, "noteable_iid": mr.iid,
+                "noteable_type": "MergeRequest", "resolvable": False}
+        mr.notes.append(note)
+        return 201, note
+
+    def update_note(self, user: User, params: dict[str, Any], iid: str, note: str) -> Answer:
+        found = next((n for n in self.mr(iid).notes if n["id"] == int(note)), None)
+        if found is None:
+            raise ApiError(404, "404 Not found")
+        if found["author"]["id"] != user.id:
+            raise ApiError(403, "403 Forbidden")
+        found.update(body=str(params.get("body") or found["body"]), updated_at=now())
+        return 200, found
+
+    # --- approvals -------------------------------------------------------------------------
+    def _premium(self) -> None:
+        if self.s.free_tier:
+            raise ApiError(403, "403 Forbidden")
+
+    def list_rules(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        self._premium()
+        return 200, list(self.mr(iid).rules)
+
+    def create_rule(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        self._premium()
+        mr = self.mr(iid)
+        if not params.get("name") or "approvals_required" not in params:
+            raise ApiError(400, "name, approvals_required are missing", key="error")
+        rule = {"id": self.project.next_id(), "name": str(params["name"]),
+                "approvals_required": int(params["approvals_required"]),
+                "rule_type": "regular", "users": [], "groups": [], "eligible_approvers": []}
+        mr.rules.append(rule)
+        return 201, rule
+
+    def update_rule(self, user: User, params: dict[str, Any], iid: str, rule: str) -> Answer:
+        self._premium()
+        found = next((r for r in self.mr(iid).rules if r["id"] == int(rule)), None)
+        if found is None:
+            raise ApiError(404, "404 Not found")
+        if "approvals_required" in params:
+            found["approvals_required"] = int(params["approvals_required"])
+        return 200, found
+
+    def approvals(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        mr = self.mr(iid)
+        return 200, {"id": mr.id, "iid": mr.iid, "approvals_required": mr.approvals_required(),
+                     "approvals_left": mr.approvals_left(), "approved": not mr.approvals_left(),
+                     "approved_by": [{"user": u.json()} for u in mr.approved_by]}
+
+    def approve(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        mr = self.mr(iid)
+        head = self.project.head_sha(mr)
+        if params.get("sha") and params["sha"] != head:
+            raise ApiError(409, "SHA does not match HEAD of source branch")
+        if mr.state != "opened" or any(u.id == user.id for u in mr.approved_by):
+            raise ApiError(401, "401 Unauthorized")
+        mr.approved_by.append(user)
+        action = "approval" if mr.approvals_left() else "approved"
+        self.s.emit("Merge Request Hook", self.project.hook_mr(mr, action, user))
+        self.try_auto_merge(mr, user)
+        return 201, self.approvals(user, params, iid)[1]
+
+    # --- merging ---------------------------------------------------------------------------
+    def merge(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        mr = self.mr(iid)
+        if mr.state != "opened":
+            raise ApiError(406, "406 Not Acceptable" if mr.state == "closed" else
+                           "405 Method Not Allowed")
+        head = self.project.head_sha(mr)
+        if params.get("sha") and params["sha"] != head:
+            raise ApiError(409, "SHA does not match HEAD of source branch: " + str(head))
+        if "should_remove_source_branch" in params:
+            mr.remove_source_branch = _bool(params["should_remove_source_branch"])
+        status = self.project.detailed_status(mr)
+        if _bool(params.get("auto_merge")) or _bool(params.get("merge_when_pipeline_succeeds")):
+            if status in ("ci_still_running", "not_approved"):
+                mr.auto_merge = True
+                return 200, self.project.mr_json(mr)
+        if status != "mergeable":
+            raise ApiError(405, "405 Method Not Allowed")
+        self.do_merge(mr, user)
+        return 200, self.project.mr_json(mr)
+
+    def do_merge(self, mr: Mr, user: User) -> None:
+        message = (f"Merge branch '{mr.source_branch}' into '{mr.target_branch}'\n\n{mr.title}\n\n"
+                   f"See merge request {self.project.path}!{mr.iid}\n")
+        head = self.project.head_sha(mr)
+        sha = self.repo.merge(mr.target_branch, mr.source_branch, message)
+        if sha is None:
+            raise ApiError(422, "Branch cannot be merged")
+        mr.sha, mr.state, mr.merge_commit_sha, mr.merged_at = head, "merged", sha, now()
+        if mr.remove_source_branch:
+            self.repo.delete_branch(mr.source_branch)
+        self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "merge", user))
+
+    def try_auto_merge(self, mr: Mr, user: User) -> None:
+        if mr.auto_merge and self.project.detailed_status(mr) == "mergeable":
+            try:
+                self.do_merge(mr, user)
+            except ApiError:  # conflicts: GitLab leaves the MR open and says so in the UI
+                mr.auto_merge = False
+
+    def run_pipeline(self, iid: int, status: str) -> dict[str, Any]:
+        """What a CI run reports; on success an auto-merge MR is merged, as on GitLab."""
+        with self.s.lock:
+            mr = self.mr(iid)
+            pipeline = {"id": self.project.next_id(), "iid": len(mr.pipelines) + 1,
+                        "sha": self.project.head_sha(mr), "ref": mr.source_branch,
+                        "status": status, "source": "merge_request_event",
+                        "web_url": f"{self.project.base_url}/{self.project.path}/-/pipelines"}
+            mr.pipelines.append(pipeline)
+            bot = next(iter(self.s.users.values()))
+            self.s.emit("Pipeline Hook", self.project.hook_pipeline(mr, pipeline, bot))
+            if status == "success":
+                self.try_auto_merge(mr, bot)
+        self.s.flush()
+        return pipeline
+
+    def pipelines(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        return 200, list(reversed(self.mr(iid).pipelines))
+
+
+Handler = Callable[..., Answer]
+ROUTES: list[tuple[str, str, Handler]] = [
+    (P, "GET", Api.get_project),
+    (P + r"/repository/branches/(?P<branch>[^/]+)", "GET", Api.get_branch),
+    (P + r"/repository/branches/(?P<branch>[^/]+)", "DELETE", Api.delete_branch),
+    (P + r"/repository/tree", "GET", Api.tree),
+    (P + r"/repository/files/(?P<path>[^/]+)/raw", "GET", Api.file_raw),
+    (P + r"/repository/files/(?P<path>[^/]+)", "GET", Api.file),
+    (P + r"/repository/commits", "POST", Api.create_commit),
+    (P + r"/repository/commits/(?P<sha>[0-9a-zA-Z]+)", "GET", Api.get_commit),
+    (P + r"/merge_requests", "GET", Api.list_mrs),
+    (P + r"/merge_requests", "POST", Api.create_mr),
+    (MR, "GET", Api.get_mr),
+    (MR, "PUT", Api.update_mr),
+    (MR + r"/notes", "GET", Api.list_notes),
+    (MR + r"/notes", "POST", Api.create_note),
+    (MR + r"/notes/(?P<note>\d+)", "PUT", Api.update_note),
+    (MR + r"/approval_rules", "GET", Api.list_rules),
+    (MR + r"/approval_rules", "POST", Api.create_rule),
+    (MR + r"/approval_rules/(?P<rule>\d+)", "PUT", Api.update_rule),
+    (MR + r"/approvals", "GET", Api.approvals),
+    (MR + r"/approve", "POST", Api.approve),
+    (MR + r"/merge", "PUT", Api.merge),
+    (MR + r"/pipelines", "GET", Api.pipelines),
+]

@@ -1,0 +1,144 @@
+"""The stand-in's merge requests, notes, approvals and pipelines, in GitLab's JSON shapes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.gitlab.standin.gitrepo import GitRepo
+
+PROJECT_ID = 42
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class User:
+    id: int
+    username: str
+
+    def json(self) -> dict[str, Any]:
+        return {"id": self.id, "username": self.username, "name": self.username.title(),
+                "state": "active", "web_url": f"https://gitlab.example.test/{self.username}"}
+
+
+@dataclass
+class Mr:
+    id: int
+    iid: int
+    source_branch: str
+    target_branch: str
+    title: str
+    description: str
+    labels: list[str]
+    author: User
+    state: str = "opened"
+    sha: str | None = None                 # kept once the MR is closed or merged
+    remove_source_branch: bool = False
+    auto_merge: bool = False
+    merge_commit_sha: str | None = None
+    approved_by: list[User] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    pipelines: list[dict[str, Any]] = field(default_factory=list)
+    created_at: str = field(default_factory=now)
+    updated_at: str = field(default_factory=now)
+    merged_at: str | None = None
+    closed_at: str | None = None
+
+    def approvals_required(self) -> int:
+        return max((int(rule["approvals_required"]) for rule in self.rules), default=0)
+
+    def approvals_left(self) -> int:
+        return max(0, self.approvals_required() - len(self.approved_by))
+
+
+class Project:
+    def __init__(self, repo: GitRepo, path: str, base_url: str) -> None:
+        self.repo = repo
+        self.path = path
+        self.base_url = base_url
+        self.mrs: dict[int, Mr] = {}
+        self._ids = itertools.count(1000)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def json(self) -> dict[str, Any]:
+        return {"id": PROJECT_ID, "path_with_namespace": self.path, "name": self.path.split("/")[-1],
+                "path": self.path.split("/")[-1], "default_branch": self.repo.default_branch,
+                "web_url": f"{self.base_url}/{self.path}", "visibility": "private"}
+
+    def head_sha(self, mr: Mr) -> str | None:
+        if mr.state == "opened":
+            return self.repo.head(mr.source_branch) or mr.sha
+        return mr.sha
+
+    def detailed_status(self, mr: Mr) -> str:
+        if mr.state != "opened":
+            return "not_open"
+        pipeline = mr.pipelines[-1] if mr.pipelines else None
+        if pipeline and pipeline["status"] in ("pending", "running"):
+            return "ci_still_running"
+        if pipeline and pipeline["status"] != "success":
+            return "ci_must_pass"
+        if mr.approvals_left():
+            return "not_approved"
+        return "mergeable"
+
+    def mr_json(self, mr: Mr) -> dict[str, Any]:
+        head = self.head_sha(mr)
+        base = self.repo.head(mr.target_branch)
+        pipeline = mr.pipelines[-1] if mr.pipelines else None
+        return {
+            "id": mr.id, "iid": mr.iid, "project_id": PROJECT_ID, "title": mr.title,
+            "description": mr.description, "state": mr.state,
+            "source_branch": mr.source_branch, "target_branch": mr.target_branch,
+            "source_project_id": PROJECT_ID, "target_project_id": PROJECT_ID,
+            "labels": list(mr.labels), "author": mr.author.json(), "reviewers": [],
+            "assignees": [], "draft": False, "work_in_progress": False, "sha": head,
+            "merge_status": "can_be_merged" if mr.state == "opened" else "cannot_be_merged",
+            "detailed_merge_status": self.detailed_status(mr),
+            "merge_when_pipeline_succeeds": mr.auto_merge,
+            "merge_commit_sha": mr.merge_commit_sha, "squash": False,
+            "should_remove_source_branch": mr.remove_source_branch,
+            "force_remove_source_branch": mr.remove_source_branch,
+            "web_url": f"{self.base_url}/{self.path}/-/merge_requests/{mr.iid}",
+            "references": {"short": f"!{mr.iid}", "relative": f"!{mr.iid}",
+                           "full": f"{self.path}!{mr.iid}"},
+            "head_pipeline": dict(pipeline) if pipeline else None,
+            "diff_refs": {"base_sha": base, "head_sha": head, "start_sha": base},
+            "has_conflicts": False, "merged_at": mr.merged_at, "closed_at": mr.closed_at,
+            "created_at": mr.created_at, "updated_at": mr.updated_at,
+            "user_notes_count": len(mr.notes),
+        }
+
+    def hook_mr(self, mr: Mr, action: str, user: User) -> dict[str, Any]:
+        head = self.head_sha(mr)
+        commit = self.repo.commit_info(head) if head else None
+        attributes = {
+            "id": mr.id, "iid": mr.iid, "title": mr.title, "state": mr.state, "action": action,
+            "source_branch": mr.source_branch, "target_branch": mr.target_branch,
+            "url": f"{self.base_url}/{self.path}/-/merge_requests/{mr.iid}",
+            "last_commit": {"id": head, "message": commit["message"] if commit else "",
+                            "title": commit["title"] if commit else ""},
+            "detailed_merge_status": self.detailed_status(mr),
+            "merge_commit_sha": mr.merge_commit_sha, "description": mr.description,
+        }
+        return {"object_kind": "merge_request", "event_type": "merge_request",
+                "user": user.json(), "project": self.json(), "object_attributes": attributes,
+                "labels": [{"title": label} for label in mr.labels], "changes": {}}
+
+    def hook_pipeline(self, mr: Mr, pipeline: dict[str, Any], user: User) -> dict[str, Any]:
+        return {"object_kind": "pipeline", "user": user.json(), "project": self.json(),
+                "object_attributes": {"id": pipeline["id"], "ref": pipeline["ref"],
+                                      "sha": pipeline["sha"], "status": pipeline["status"],
+                                      "source": "merge_request_event"},
+                "merge_request": {"id": mr.id, "iid": mr.iid, "state": mr.state,
+                                  "source_branch": mr.source_branch,
+                                  "target_branch": mr.target_branch,
+                                  "url": f"{self.base_url}/{self.path}/-/merge_requests/{mr.iid}"}}

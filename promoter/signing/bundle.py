@@ -1,0 +1,126 @@
+"""cosign v3 signatures: a Sigstore bundle v0.3 (DSSE, in-toto statement) as an OCI referrer.
+
+Registries without the referrers API (distribution 2.8) get the referrers tag schema: an
+OCI index under tag ``sha256-<hex>`` listing every referrer manifest of that digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from promoter.image.layers import Blob, bytes_blob
+
+BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+IN_TOTO = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://sigstore.dev/cosign/sign/v1"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+EMPTY_BLOB = bytes_blob(EMPTY_TYPE, b"{}")
+
+
+def referrers_tag(digest: str) -> str:
+    return digest.replace(":", "-")
+
+
+def statement(digest: str) -> bytes:
+    algorithm, _, hex_digest = digest.partition(":")
+    return json.dumps({"_type": STATEMENT_TYPE, "subject": [{"digest": {algorithm: hex_digest}}],
+                       "predicateType": PREDICATE_TYPE, "predicate": {}},
+                      separators=(",", ":")).encode()
+
+
+def pae(payload_type: str, body: bytes) -> bytes:
+    """DSSE pre-authentication encoding: what is actually signed."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(body), body)
+
+
+def make_bundle(body: bytes, signature: bytes, key_hint: str) -> bytes:
+    bundle = {
+        "mediaType": BUNDLE_TYPE,
+        "verificationMaterial": {"publicKey": {"hint": key_hint}, "tlogEntries": []},
+        "dsseEnvelope": {"payload": base64.b64encode(body).decode(), "payloadType": IN_TOTO,
+                         "signatures": [{"sig": base64.b64encode(signature).decode()}]},
+    }
+    return json.dumps(bundle, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class ParsedBundle:
+    key_hint: str | None
+    payload_type: str
+    body: bytes
+    signatures: list[bytes]
+
+    def subject_digests(self) -> list[str]:
+        try:
+            data = json.loads(self.body)
+            if data.get("_type") != STATEMENT_TYPE:
+                return []
+            return [f"{algorithm}:{value}" for subject in data.get("subject", [])
+                    for algorithm, value in subject.get("digest", {}).items()]
+        except (ValueError, AttributeError, TypeError):
+            return []
+
+
+def parse_bundle(data: bytes) -> ParsedBundle | None:
+    try:
+        bundle = json.loads(data)
+        envelope = bundle["dsseEnvelope"]
+        hint = (bundle.get("verificationMaterial") or {}).get("publicKey", {}).get("hint")
+        return ParsedBundle(hint, str(envelope["payloadType"]),
+                            base64.b64decode(envelope["payload"], validate=True),
+                            [base64.b64decode(item["sig"], validate=True)
+                             for item in envelope.get("signatures", [])])
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        return None
+
+
+def referrer_manifest(bundle_blob: Blob, subject: dict[str, Any]) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": BUNDLE_TYPE,
+        "config": EMPTY_BLOB.descriptor(),
+        "layers": [bundle_blob.descriptor()],
+        "subject": subject,
+        "annotations": {"dev.sigstore.bundle.content": "dsse-envelope",
+                        "dev.sigstore.bundle.predicateType": PREDICATE_TYPE},
+    }, separators=(",", ":")).encode()
+
+
+def referrer_descriptor(manifest_body: bytes) -> dict[str, Any]:
+    blob = bytes_blob(OCI_MANIFEST, manifest_body)
+    data = json.loads(manifest_body)
+    return {**blob.descriptor(), "artifactType": data.get("artifactType"),
+            "annotations": data.get("annotations", {})}
+
+
+def with_referrer(index_body: bytes | None, descriptor: dict[str, Any]) -> bytes | None:
+    """The referrers tag index with ``descriptor`` added; None when already listed."""
+    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    if index_body:
+        # An unreadable index is replaced: it can only ever list referrers.
+        with contextlib.suppress(ValueError):
+            index = json.loads(index_body)
+    manifests = list(index.get("manifests") or [])
+    if any(item.get("digest") == descriptor["digest"] for item in manifests):
+        return None
+    index["manifests"] = [*manifests, descriptor]
+    return json.dumps(index, separators=(",", ":")).encode()
+
+
+def bundle_layer_digests(manifest_body: bytes) -> list[str]:
+    try:
+        data = json.loads(manifest_body)
+    except ValueError:
+        return []
+    return [str(layer["digest"]) for layer in data.get("layers", [])
+            if layer.get("mediaType") == BUNDLE_TYPE and "digest" in layer]

@@ -1,0 +1,62 @@
+"""What signing needs from a registry client, and the lookups both formats share."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from promoter.errors import UserError
+from promoter.image.layers import Blob
+from promoter.signing import bundle as bundle_format
+
+
+class ManifestLike(Protocol):
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def media_type(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
+
+
+class SignatureRegistry(Protocol):
+    def get_manifest(self, repository: str, reference: str) -> ManifestLike | None: ...
+
+    def put_manifest(self, repository: str, reference: str, body: bytes,
+                     media_type: str) -> tuple[str, bool]: ...
+
+    def get_blob(self, repository: str, digest: str, *, limit: int = ...) -> bytes: ...
+
+    def push_blob(self, repository: str, blob: Blob, *, mount_from: str | None = None) -> int: ...
+
+    def referrers(self, repository: str, digest: str) -> dict[str, Any] | None: ...
+
+
+def subject_descriptor(client: SignatureRegistry, repository: str,
+                       digest: str) -> dict[str, Any]:
+    manifest = client.get_manifest(repository, digest)
+    if manifest is None:
+        raise UserError(f"image {repository}@{digest} does not exist in the registry",
+                        hint="check the repository and digest (build prints both)")
+    return {"mediaType": manifest.media_type or bundle_format.OCI_MANIFEST,
+            "digest": digest, "size": len(manifest.body)}
+
+
+def bundle_blobs(client: SignatureRegistry, repository: str, digest: str) -> list[bytes]:
+    """Every Sigstore bundle attached to ``digest`` (referrers API or referrers tag schema)."""
+    index = client.referrers(repository, digest)
+    if index is None:
+        tagged = client.get_manifest(repository, bundle_format.referrers_tag(digest))
+        index = json.loads(tagged.body) if tagged else {}
+    bundles = []
+    for entry in index.get("manifests", []):
+        if entry.get("artifactType") not in (None, bundle_format.BUNDLE_TYPE):
+            continue
+        referrer = client.get_manifest(repository, str(entry.get("digest")))
+        if referrer is None:
+            continue
+        for layer_digest in bundle_format.bundle_layer_digests(referrer.body):
+            bundles.append(client.get_blob(repository, layer_digest))
+    return bundles

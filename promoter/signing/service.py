@@ -1,0 +1,121 @@
+"""The Signer port implemented with cosign formats, both written by default.
+
+Signing looks first: a signature by the same key over the same digest that already verifies
+is kept and nothing is written, so re-signing is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+
+from promoter.errors import UserError
+from promoter.image.layers import bytes_blob
+from promoter.image.reference import Reference, parse_reference
+from promoter.ports.image import SignatureInfo
+from promoter.signing import bundle as bundle_format
+from promoter.signing import simple
+from promoter.signing.keys import PublicKey, SigningKey
+from promoter.signing.registry import SignatureRegistry, bundle_blobs, subject_descriptor
+from promoter.signing.verify import Outcome, bundle_outcome, legacy_outcomes, settle
+
+ClientFactory = Callable[[str], AbstractContextManager[SignatureRegistry]]
+
+
+def digest_reference(text: str) -> Reference:
+    reference = parse_reference(text)
+    if reference.digest is None:
+        raise UserError(f"{text!r} names no digest; signatures are made over exact digests",
+                        hint="pass REPOSITORY@sha256:… as printed by `promoter image build`")
+    return reference
+
+
+class CosignSigner:
+    def __init__(self, clients: ClientFactory, *, signing_key: SigningKey | None = None,
+                 public_key: PublicKey | None = None,
+                 formats: Sequence[str] = ("bundle", "legacy")) -> None:
+        self._clients = clients
+        self._key = signing_key
+        self._public = public_key or (signing_key.public if signing_key else None)
+        self._formats = tuple(formats)
+
+    def sign(self, reference_with_digest: str) -> SignatureInfo:
+        if self._key is None:
+            raise UserError("signing needs a private key", hint="pass --key cosign.key")
+        reference = digest_reference(reference_with_digest)
+        digest = str(reference.digest)
+        created = []
+        with self._clients(reference.api_host) as client:
+            subject = subject_descriptor(client, reference.repository, digest)
+            if "legacy" in self._formats and self._sign_legacy(client, reference, digest):
+                created.append("legacy")
+            if "bundle" in self._formats and self._sign_bundle(client, reference, subject):
+                created.append("bundle")
+        return SignatureInfo(f"{reference.name}@{digest}", digest, list(self._formats),
+                             self._key.public.hint, created)
+
+    def verify(self, reference_with_digest: str) -> SignatureInfo:
+        if self._public is None:
+            raise UserError("verification needs a public key", hint="pass --key cosign.pub")
+        reference = digest_reference(reference_with_digest)
+        digest = str(reference.digest)
+        with self._clients(reference.api_host) as client:
+            subject_descriptor(client, reference.repository, digest)
+            outcomes = self._outcomes(client, reference, digest)
+        good = settle(outcomes, reference_with_digest, self._public)
+        return SignatureInfo(f"{reference.name}@{digest}", digest, good, self._public.hint)
+
+    def _outcomes(self, client: SignatureRegistry, reference: Reference,
+                  digest: str) -> list[Outcome]:
+        assert self._public is not None
+        outcomes = [bundle_outcome(data, digest, self._public)
+                    for data in bundle_blobs(client, reference.repository, digest)]
+        tagged = client.get_manifest(reference.repository, simple.signature_tag(digest))
+        if tagged is not None:
+            outcomes += legacy_outcomes(client, reference.repository, tagged.body, digest,
+                                        self._public)
+        return outcomes
+
+    def _sign_legacy(self, client: SignatureRegistry, reference: Reference, digest: str) -> bool:
+        assert self._key is not None
+        tag = simple.signature_tag(digest)
+        existing = client.get_manifest(reference.repository, tag)
+        layers = simple.signature_layers(existing.body) if existing else []
+        if existing and any(outcome.valid for outcome in legacy_outcomes(
+                client, reference.repository, existing.body, digest, self._key.public)):
+            return False
+        payload_blob = bytes_blob(simple.SIMPLE_SIGNING, simple.payload(reference.name, digest))
+        assert payload_blob.chunks is not None
+        signature = self._key.sign(b"".join(payload_blob.chunks()))
+        layers.append(simple.layer_descriptor(payload_blob, signature, self._key.public.hint))
+        config, body = simple.manifest(layers)
+        client.push_blob(reference.repository, payload_blob)
+        client.push_blob(reference.repository, config)
+        client.put_manifest(reference.repository, tag, body, simple.OCI_MANIFEST)
+        return True
+
+    def _sign_bundle(self, client: SignatureRegistry, reference: Reference,
+                     subject: dict[str, object]) -> bool:
+        assert self._key is not None
+        digest = str(subject["digest"])
+        if any(bundle_outcome(data, digest, self._key.public).valid
+               for data in bundle_blobs(client, reference.repository, digest)):
+            return False
+        body = bundle_format.statement(digest)
+        signature = self._key.sign(bundle_format.pae(bundle_format.IN_TOTO, body))
+        bundle_blob = bytes_blob(bundle_format.BUNDLE_TYPE, bundle_format.make_bundle(
+            body, signature, self._key.public.hint))
+        manifest = bundle_format.referrer_manifest(bundle_blob, dict(subject))
+        client.push_blob(reference.repository, bundle_format.EMPTY_BLOB)
+        client.push_blob(reference.repository, bundle_blob)
+        manifest_digest, registry_tracks = client.put_manifest(
+            reference.repository, bytes_blob(bundle_format.OCI_MANIFEST, manifest).digest,
+            manifest, bundle_format.OCI_MANIFEST)
+        if not registry_tracks:  # no referrers API: maintain the referrers tag schema index
+            tag = bundle_format.referrers_tag(digest)
+            current = client.get_manifest(reference.repository, tag)
+            index = bundle_format.with_referrer(current.body if current else None,
+                                                bundle_format.referrer_descriptor(manifest))
+            if index is not None:
+                client.put_manifest(reference.repository, tag, index, bundle_format.OCI_INDEX)
+        return bool(manifest_digest)

@@ -134,6 +134,10 @@ class ImageSettings(_Section):
     signature_formats: tuple[Literal["bundle", "legacy"], ...] = Field(
         default=("bundle", "legacy"), min_length=1,
         description="cosign v3 bundle referrer and/or legacy sha256-<hex>.sig tag")
+    fulcio_url: str = Field(default="https://fulcio.sigstore.dev",
+                            description="Sigstore CA for `image sign --keyless`")
+    rekor_url: str = Field(default="https://rekor.sigstore.dev",
+                           description="Sigstore transparency log for `image sign --keyless`")
 
 
 class GitLabSettings(_Section):

@@ -1,0 +1,248 @@
+"""The webhook service in-process (httpx ASGI transport) with a real SQLite job queue."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from promoter.service.verify import sign_databricks, sign_mlflow
+from tests.intake.conftest import CAPTURE_SECRET, FixedClock, capture, databricks_body
+
+ALIAS_SET = "model_version_alias.created.json"
+
+
+def captured(name: str) -> tuple[dict[str, str], bytes, FixedClock]:
+    delivery = capture(name)
+    headers = dict(delivery["headers"])
+    return headers, delivery["body"].encode(), FixedClock(int(headers["X-MLflow-Timestamp"]) + 2)
+
+
+def signed(body: bytes, clock: FixedClock, secret: str = CAPTURE_SECRET,
+           delivery_id: str | None = None) -> dict[str, str]:
+    delivery_id = delivery_id or str(uuid.uuid4())
+    timestamp = str(int(clock.value))
+    return {"Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery_id,
+            "X-MLflow-Timestamp": timestamp,
+            "X-MLflow-Signature": sign_mlflow(secret, delivery_id, timestamp, body)}
+
+
+def test_a_real_alias_delivery_becomes_one_durable_job(app_client_factory: Any) -> None:
+    headers, body, clock = captured(ALIAS_SET)
+    app = app_client_factory(clock=clock)
+    first = app.post("/webhooks/mlflow", body, headers)
+    assert first.status_code == 200, first.text
+    assert first.json()["outcome"] == "queued"
+    [job] = app.queue.list()
+    assert (job.key.model, job.key.version, job.key.env, job.key.action) == (
+        "promo-demo", "2", "production", "promote")
+    assert job.payload["delivery_id"] == headers["X-MLflow-Delivery-Id"]
+    again = app.post("/webhooks/mlflow", body, headers)  # MLflow re-delivers
+    assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    reset = app.post("/webhooks/mlflow", body, signed(body, clock))  # alias set again
+    assert reset.json()["outcome"] == "covered"
+    assert len(app.queue.list()) == 1
+
+
+def test_rollback_after_moving_the_alias_makes_a_new_job(app_client_factory: Any) -> None:
+    app = app_client_factory(clock=FixedClock(1795862970))
+    clock = FixedClock(1795862970)
+    for version in ("2", "1", "2"):
+        body = json.dumps({"entity": "model_version_alias", "action": "created",
+                           "data": {"name": "m", "alias": "staging", "version": version}}).encode()
+        assert app.post("/webhooks/mlflow", body, signed(body, clock)).status_code == 200
+    assert [job.key.version for job in reversed(app.queue.list())] == ["2", "1", "2"]
+
+
+def test_alias_deleted_enqueues_a_decommission(app_client_factory: Any) -> None:
+    body = json.dumps({"entity": "model_version_alias", "action": "deleted",
+                       "data": {"name": "promo-demo", "alias": "production"}}).encode()
+    clock = FixedClock(1795862970)
+    app = app_client_factory(clock=clock)
+    response = app.post("/webhooks/mlflow", body, signed(body, clock))
+    assert response.status_code == 200, response.text
+    [job] = app.queue.list()
+    assert (job.key.action, job.key.version, job.key.env) == ("decommission", "*", "production")
+
+
+def test_ignored_events_are_acknowledged_without_a_job(app_client_factory: Any) -> None:
+    headers, body, clock = captured("model_version.created.json")
+    app = app_client_factory(clock=clock)
+    response = app.post("/webhooks/mlflow", body, headers)
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "ignored" and response.json()["ignored"]
+    assert app.queue.list() == []
+
+
+def test_a_replayed_old_delivery_is_401(app_client_factory: Any) -> None:
+    headers, body, clock = captured(ALIAS_SET)
+    clock.value += 3600
+    app = app_client_factory(clock=clock)
+    response = app.post("/webhooks/mlflow", body, headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized" and "replay" in response.json()["detail"]
+    assert app.queue.list() == []
+
+
+def test_wrong_secret_is_401(app_client_factory: Any) -> None:
+    headers, body, clock = captured(ALIAS_SET)
+    app = app_client_factory(clock=clock, PROMOTER_MLFLOW_WEBHOOK_SECRET="not-the-secret")
+    response = app.post("/webhooks/mlflow", body, headers)
+    assert response.status_code == 401 and set(response.json()) == {"error", "detail"}
+    assert "not-the-secret" not in response.text
+
+
+@pytest.mark.parametrize(("missing", "status"), [
+    ("X-MLflow-Signature", 401), ("X-MLflow-Delivery-Id", 400), ("X-MLflow-Timestamp", 400)])
+def test_missing_headers_are_refused(app_client_factory: Any, missing: str, status: int) -> None:
+    headers, body, clock = captured(ALIAS_SET)
+    del headers[missing]
+    response = app_client_factory(clock=clock).post("/webhooks/mlflow", body, headers)
+    assert response.status_code == status and response.json()["detail"]
+
+
+def test_oversize_bodies_are_413_with_or_without_content_length(app_client_factory: Any) -> None:
+    clock = FixedClock(1795862970)
+    app = app_client_factory(clock=clock)
+    big = b'{"pad": "' + b"x" * (1024 * 1024) + b'"}'
+    assert app.post("/webhooks/mlflow", big, signed(big, clock)).status_code == 413
+
+    async def chunks() -> Any:  # no Content-Length: the limit applies while reading
+        for _ in range(20):
+            yield b"x" * 65536
+
+    response = app.loop.run_until_complete(app.client.post(
+        "/webhooks/mlflow", content=chunks(), headers=signed(b"", clock)))
+    assert response.status_code == 413 and response.json()["error"] == "too_large"
+
+
+def test_wrong_content_type_is_415(app_client_factory: Any) -> None:
+    headers, body, clock = captured(ALIAS_SET)
+    headers["Content-Type"] = "text/plain"
+    response = app_client_factory(clock=clock).post("/webhooks/mlflow", body, headers)
+    assert response.status_code == 415
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"[1, 2", b"\xff\xfe", b"[" * 100_000, b"null",
+                                  b'{"entity": 1, "action": "created", "data": {}}',
+                                  b'{"entity": "model_version_alias", "action": "created"}'])
+def test_malformed_signed_bodies_are_400(app_client_factory: Any, body: bytes) -> None:
+    clock = FixedClock(1795862970)
+    response = app_client_factory(clock=clock).post("/webhooks/mlflow", body,
+                                                    signed(body, clock))
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error", "detail"}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3), max_leaves=12)
+mlflow_like = st.fixed_dictionaries({
+    "entity": st.sampled_from(["model_version_alias", "model_version", "x"]) | json_values,
+    "action": st.sampled_from(["created", "deleted"]) | json_values,
+    "data": st.fixed_dictionaries({}, optional={
+        "name": st.text(max_size=300) | json_values, "alias": st.sampled_from(
+            ["staging", "production", ""]) | json_values,
+        "version": st.from_regex(r"[0-9]{1,12}", fullmatch=True) | json_values}) | json_values,
+}, optional={"timestamp": st.text(max_size=40) | json_values})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=mlflow_like.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=300),
+       content_type=st.sampled_from(["application/json", "application/json; charset=utf-8"]))
+def test_fuzzed_signed_bodies_never_get_a_5xx(app_client_factory: Any, body: bytes,
+                                              content_type: str) -> None:
+    if not hasattr(test_fuzzed_signed_bodies_never_get_a_5xx, "app"):
+        clock = FixedClock(1795862970)
+        test_fuzzed_signed_bodies_never_get_a_5xx.app = (app_client_factory(clock=clock), clock)  # type: ignore[attr-defined]
+    app, clock = test_fuzzed_signed_bodies_never_get_a_5xx.app  # type: ignore[attr-defined]
+    headers = {**signed(body, clock), "Content-Type": content_type}
+    response = app.post("/webhooks/mlflow", body, headers)
+    assert response.status_code < 500, response.text
+    assert response.status_code in (200, 400), response.text
+    data = response.json()
+    assert ("outcome" in data) if response.status_code == 200 else set(data) == {"error", "detail"}
+
+
+def databricks_headers(body: bytes, secret: str = "databricks-secret") -> dict[str, str]:
+    return {"Content-Type": "application/json; charset=utf-8",
+            "X-Databricks-Signature": sign_databricks(secret, body)}
+
+
+def test_databricks_transition_becomes_a_job_once(app_client_factory: Any) -> None:
+    app = app_client_factory()
+    body = databricks_body("transitioned_stage.production.json")
+    first = app.post("/webhooks/databricks", body, databricks_headers(body))
+    assert first.status_code == 200, first.text
+    again = app.post("/webhooks/databricks", body, databricks_headers(body))
+    assert again.json()["outcome"] == "duplicate"
+    [job] = app.queue.list()
+    assert (job.key.model, job.key.version, job.key.env) == ("fraud-detector", "8", "production")
+
+
+def test_databricks_wrong_signature_is_401(app_client_factory: Any) -> None:
+    app = app_client_factory()
+    body = databricks_body("transitioned_stage.production.json")
+    response = app.post("/webhooks/databricks", body, databricks_headers(body, "other"))
+    assert response.status_code == 401 and app.queue.list() == []
+
+
+def test_unknown_routes_and_methods_answer_json(app_client_factory: Any) -> None:
+    app = app_client_factory()
+    assert app.get("/nope").json()["error"] == "not_found"
+    response = app.get("/webhooks/mlflow")
+    assert response.status_code == 405 and response.json()["error"] == "method_not_allowed"
+
+
+def test_a_broken_queue_is_the_only_5xx(app_client_factory: Any) -> None:
+    headers, body, clock = captured(ALIAS_SET)
+    app = app_client_factory(clock=clock)
+    assert app.post("/webhooks/mlflow", body, headers).status_code == 200
+    database = app.queue.db_path
+    app.queue.close()  # the writer and every connection let go of the file ...
+    for suffix in ("", "-wal", "-shm"):
+        path = database.with_name(database.name + suffix)
+        path.unlink(missing_ok=True)
+    database.mkdir()  # ... and a directory now sits where the database was
+    try:
+        response = app.post("/webhooks/mlflow", body, signed(body, clock))
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert response.json()["error"] == "unavailable"
+        assert app.get("/readyz").status_code == 503
+    finally:
+        shutil.rmtree(database)
+
+
+def test_metrics_count_deliveries_by_source_and_outcome(app_client_factory: Any) -> None:
+    headers, body, clock = captured(ALIAS_SET)
+    app = app_client_factory(clock=clock)
+    app.post("/webhooks/mlflow", body, headers)
+    app.post("/webhooks/mlflow", body, headers)
+    app.post("/webhooks/mlflow", body, {**headers, "X-MLflow-Signature": "v1,AAAA"})
+    text = app.get("/metrics").text
+    assert 'promoter_webhook_deliveries_total{outcome="queued",source="mlflow"} 1.0' in text
+    assert 'promoter_webhook_deliveries_total{outcome="duplicate",source="mlflow"} 1.0' in text
+    assert 'promoter_webhook_deliveries_total{outcome="unauthorized",source="mlflow"} 1.0' in text
+    assert 'promoter_jobs{state="queued"} 1.0' in text
+    assert "promoter_queue_depth 1.0" in text
+    assert "promoter_job_step_duration_seconds" in text
+
+
+def test_readyz_reports_an_unreachable_mlflow(app_client_factory: Any) -> None:
+    from promoter.adapters.mlflow_registry import MlflowRegistry
+    from tests.fixtures.mlflow_server import free_port
+
+    registry = MlflowRegistry(f"http://127.0.0.1:{free_port()}")
+    response = app_client_factory(registry=registry).get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["queue"] == "ok"
+    assert "unreachable" in response.json()["checks"]["mlflow"] or \
+        "failed" in response.json()["checks"]["mlflow"]
+    assert app_client_factory().get("/healthz").json() == {"status": "ok"}

@@ -8,6 +8,7 @@ the target branch.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -108,10 +109,8 @@ class GitLabForge:
         return str(created.id)
 
     def delete_branch(self, branch: str) -> None:
-        try:
+        with contextlib.suppress(NotFound):  # already gone: fine
             self._call.write(f"delete branch {branch}", self.project.branches.delete, branch)
-        except NotFound:
-            pass
 
     def create_mr(self, proposal: Proposal, description: str) -> MergeRequest:
         data = {"source_branch": proposal.branch, "target_branch": proposal.target_branch,

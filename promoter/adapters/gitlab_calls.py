@@ -22,8 +22,9 @@ from promoter.errors import AuthError, PermanentError, TransientError
 T = TypeVar("T")
 _NO_LIBRARY_RETRIES: dict[str, Any] = {"obey_rate_limit": False, "retry_transient_errors": False}
 _TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
-TOKEN_HINT = ("set PROMOTER_GITLAB_TOKEN to a token with the api scope and at least Developer "
-              "access to the GitOps project")
+ACCESS_HINT = (
+    "set PROMOTER_GITLAB_TOKEN to a token with the api scope and at least Developer access to "
+    "the GitOps project")
 
 
 class NotFound(Exception):
@@ -80,7 +81,7 @@ class Caller:
                 return call(*args, **kwargs, **_NO_LIBRARY_RETRIES)
             except gitlab.GitlabAuthenticationError:
                 raise AuthError(f"GitLab rejected the token while trying to {what} (401)",
-                                hint=TOKEN_HINT) from None
+                                hint=ACCESS_HINT) from None
             except gitlab.GitlabError as exc:
                 status = exc.response_code or 0
                 if status == 429:
@@ -119,7 +120,7 @@ def _translate(what: str, status: int, exc: gitlab.GitlabError) -> Exception:
     if status == 404:
         return NotFound(message)
     if status == 403:
-        return Refused(message, status, hint=TOKEN_HINT)
+        return Refused(message, status, hint=ACCESS_HINT)
     if status == 409:
         # Someone changed the branch or MR between our look and our write: look again.
         return TransientError(message)

@@ -170,7 +170,8 @@ class ProposalFlow:
         self._forge.upsert_note(old.iid, SUPERSEDED_NOTE,
                                 f"Superseded by version {proposal.version}; promoter closes "
                                 "this merge request and opens a new one.")
-        title = old.title if old.title.endswith(SUPERSEDED_SUFFIX) else old.title + SUPERSEDED_SUFFIX
+        title = old.title if old.title.endswith(SUPERSEDED_SUFFIX) else \
+            old.title + SUPERSEDED_SUFFIX
         self._forge.close_mr(old.iid, title)
         self._forge.delete_branch(proposal.branch)
 

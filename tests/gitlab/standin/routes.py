@@ -250,10 +250,10 @@ class Api:
         if "should_remove_source_branch" in params:
             mr.remove_source_branch = _bool(params["should_remove_source_branch"])
         status = self.project.detailed_status(mr)
-        if _bool(params.get("auto_merge")) or _bool(params.get("merge_when_pipeline_succeeds")):
-            if status in ("ci_still_running", "not_approved"):
-                mr.auto_merge = True
-                return 200, self.project.mr_json(mr)
+        auto = _bool(params.get("auto_merge")) or _bool(params.get("merge_when_pipeline_succeeds"))
+        if auto and status in ("ci_still_running", "not_approved"):
+            mr.auto_merge = True
+            return 200, self.project.mr_json(mr)
         if status != "mergeable":
             raise ApiError(405, "405 Method Not Allowed")
         self.do_merge(mr, user)

@@ -69,8 +69,9 @@ class Project:
         return next(self._ids)
 
     def json(self) -> dict[str, Any]:
-        return {"id": PROJECT_ID, "path_with_namespace": self.path, "name": self.path.split("/")[-1],
-                "path": self.path.split("/")[-1], "default_branch": self.repo.default_branch,
+        short = self.path.split("/")[-1]
+        return {"id": PROJECT_ID, "path_with_namespace": self.path, "name": short,
+                "path": short, "default_branch": self.repo.default_branch,
                 "web_url": f"{self.base_url}/{self.path}", "visibility": "private"}
 
     def head_sha(self, mr: Mr) -> str | None:

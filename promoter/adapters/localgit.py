@@ -1,0 +1,233 @@
+"""The embedded git provider: real git branches on a configured remote, MRs in SQLite.
+
+With no GitLab configured, promoter still opens "merge requests": it pushes the branch
+``promote/<name>/<env>`` to the remote (a local bare repository ``<state_dir>/gitops.git`` by
+default), records the MR in ``<state_dir>/local-mrs.db``, and ``promoter mr approve|merge|close``
+stand in for the reviewers. ``merge`` makes a real merge commit on the remote's target branch.
+The lifecycle (adapters.gitlab_flow) is the very one GitLab runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from promoter.adapters.gitlab_flow import ProposalFlow
+from promoter.adapters.local_mrs import LocalMrStore, OpenMergeRequestExists
+from promoter.adapters.localgit_repo import LocalRepo
+from promoter.core.changes import Action
+from promoter.core.gitlab_events import MergeRequestEvent, promotion_key
+from promoter.core.mr_text import note_body, note_slug
+from promoter.errors import TransientError, UserError
+from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for
+from promoter.settings import Settings
+
+LOCAL_PROJECT_ID = 0
+OnEvent = Callable[[MergeRequestEvent], None]
+
+
+class LocalForge:
+    def __init__(self, repo: LocalRepo, store: LocalMrStore) -> None:
+        self.repo = repo
+        self.store = store
+
+    def merge_requests(self, source_branch: str) -> list[MergeRequest]:
+        self.repo.fetch()
+        return [self.to_mr(r) for r in self.store.find(source_branch=source_branch)]
+
+    def to_mr(self, record: dict[str, Any]) -> MergeRequest:
+        head = self.repo.head(record["source_branch"]) if record["state"] == "opened" else None
+        return MergeRequest(
+            iid=record["iid"], id=record["iid"], url=f"local:!{record['iid']}",
+            state=record["state"], source_branch=record["source_branch"],
+            target_branch=record["target_branch"], title=record["title"],
+            head_sha=head or record["sha"], description=record["description"],
+            labels=tuple(record["labels"]), version=record["version"],
+            approvals_required=record["approvals_required"],
+            approved_by=tuple(record["approved_by"]), merge_commit_sha=record["merge_commit_sha"],
+            auto_merge=record["auto_merge_sha"] is not None)
+
+    def branch_head(self, branch: str) -> str | None:
+        self.repo.fetch()
+        return self.repo.head(branch)
+
+    def commit_message(self, sha: str) -> str:
+        return self.repo.message(sha)
+
+    def read_files(self, ref: str, paths: Sequence[str],
+                   prefixes: Sequence[str]) -> dict[str, str]:
+        return self.repo.read(ref, paths, prefixes)
+
+    def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
+               message: str, force: bool) -> str:
+        self.repo.fetch()
+        base = self.repo.head(start_branch)
+        if base is None:
+            raise UserError(f"the git remote has no branch {start_branch!r}",
+                            hint="set git.target_branch to the remote's main branch")
+        sha = self.repo.commit(base, actions, message)
+        self.repo.push(sha, branch, self.repo.head(branch) if force else None)
+        for record in self.store.find(state="opened", source_branch=branch):
+            # New commits void earlier approvals and auto-merge (GitLab's reset on push).
+            self.store.update(record["iid"], approved_by=[], auto_merge_sha=None)
+        return sha
+
+    def delete_branch(self, branch: str) -> None:
+        self.repo.delete(branch)
+
+    def create_mr(self, proposal: Proposal, description: str) -> MergeRequest:
+        try:
+            iid = self.store.create(proposal.branch, proposal.target_branch, proposal.title,
+                                    description, proposal.labels)
+        except OpenMergeRequestExists:
+            raise TransientError(f"an open MR already exists for {proposal.branch}") from None
+        return self.get(iid)
+
+    def update_mr(self, iid: int, title: str, description: str,
+                  labels: Sequence[str]) -> MergeRequest:
+        self.store.update(iid, title=title, description=description, labels=list(labels))
+        return self.get(iid)
+
+    def close_mr(self, iid: int, title: str) -> None:
+        self.store.update(iid, title=title, state="closed", sha=self.get(iid).head_sha)
+
+    def upsert_note(self, iid: int, heading: str, body: str) -> None:
+        text = note_body(heading, body)
+        mine = next(((nid, b) for nid, b in self.store.notes(iid)
+                     if note_slug(b) == note_slug(text)), None)
+        if mine is None:
+            self.store.add_note(iid, text)
+        elif mine[1] != text:
+            self.store.edit_note(mine[0], text)
+
+    def require_approvals(self, iid: int, count: int) -> bool:
+        self.store.update(iid, approvals_required=count)
+        return True
+
+    def auto_merge(self, iid: int, sha: str) -> str | None:
+        self.store.update(iid, auto_merge_sha=sha)
+        return None
+
+    def get(self, iid: int) -> MergeRequest:
+        record = self.store.get(iid)
+        if record is None:
+            raise UserError(f"merge request !{iid} does not exist",
+                            hint="list them with `promoter mr list`")
+        return self.to_mr(record)
+
+
+class LocalGitProvider:
+    """``GitProvider`` plus the reviewer's side: approve, merge, close."""
+
+    def __init__(self, forge: LocalForge, *, supersede: bool = False,
+                 on_event: OnEvent | None = None, attempts: int = 3,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.forge = forge
+        self._on_event = on_event
+        self._flow = ProposalFlow(forge, supersede=supersede, attempts=attempts,
+                                  backoff_seconds=0.2, sleep=sleep)
+
+    def propose(self, proposal: Proposal) -> ProposalResult:
+        result = self._flow.propose(proposal)
+        if result.merge_request and result.merge_request.state == "opened":
+            self._auto_merge_if_ready(result.merge_request.iid, "promoter")
+            merged = self.get(result.merge_request.iid)
+            if merged.state == "merged":
+                return dataclasses.replace(result, merge_request=merged)
+        return result
+
+    def get(self, iid: int) -> MergeRequest:
+        return self.forge.get(iid)
+
+    def find(self, name: str, env: str) -> MergeRequest | None:
+        found = self.forge.merge_requests(branch_for(name, env))
+        return found[0] if found else None
+
+    def list_mrs(self, state: str = "opened") -> list[MergeRequest]:
+        self.forge.repo.fetch()
+        return [self.forge.to_mr(r) for r in self.forge.store.find(state=state)]
+
+    def notes(self, iid: int) -> list[str]:
+        return [body for _, body in self.forge.store.notes(iid)]
+
+    def approve(self, iid: int, user: str, sha: str | None = None) -> MergeRequest:
+        mr = self._open(iid)
+        if sha and sha != mr.head_sha:
+            raise UserError(f"!{iid} head is {mr.head_sha}, not {sha}; review the new commit")
+        if user in mr.approved_by:
+            raise UserError(f"{user} already approved !{iid}")
+        self.forge.store.update(iid, approved_by=[*mr.approved_by, user])
+        approved = self.get(iid)
+        action = "approved" if len(approved.approved_by) >= approved.approvals_required \
+            else "approval"
+        self._emit(approved, action, user)
+        self._auto_merge_if_ready(iid, user)
+        return self.get(iid)
+
+    def merge(self, iid: int, user: str, sha: str | None = None) -> MergeRequest:
+        mr = self._open(iid)
+        missing = mr.approvals_required - len(mr.approved_by)
+        if missing > 0:
+            raise UserError(f"!{iid} needs {missing} more approval(s) before it can be merged",
+                            hint=f"promoter mr approve {iid} --user NAME")
+        if mr.head_sha is None or (sha and sha != mr.head_sha):
+            raise UserError(f"!{iid} head moved (now {mr.head_sha}); review it and merge again")
+        repo = self.forge.repo
+        repo.fetch()
+        target = repo.head(mr.target_branch)
+        if target is None:
+            raise UserError(f"the remote has no target branch {mr.target_branch!r}")
+        message = (f"Merge branch '{mr.source_branch}' into '{mr.target_branch}'\n\n"
+                   f"{mr.title}\n\nSee merge request !{iid}\n")
+        merged = repo.merge_commit(target, mr.head_sha, message)
+        repo.push(merged, mr.target_branch, target)
+        repo.delete(mr.source_branch)
+        self.forge.store.update(iid, state="merged", sha=mr.head_sha, merge_commit_sha=merged)
+        result = self.get(iid)
+        self._emit(result, "merge", user)
+        return result
+
+    def close(self, iid: int, user: str) -> MergeRequest:
+        mr = self._open(iid)
+        self.forge.store.update(iid, state="closed", sha=mr.head_sha)
+        result = self.get(iid)
+        self._emit(result, "close", user)
+        return result
+
+    def pushed_sha(self, iid: int) -> str | None:
+        return self.get(iid).head_sha
+
+    def _open(self, iid: int) -> MergeRequest:
+        mr = self.get(iid)
+        if mr.state != "opened":
+            raise UserError(f"!{iid} is {mr.state}, not open")
+        return mr
+
+    def _auto_merge_if_ready(self, iid: int, user: str) -> None:
+        record = self.forge.store.get(iid)
+        mr = self.get(iid)
+        if (record and record["auto_merge_sha"] and record["auto_merge_sha"] == mr.head_sha
+                and mr.state == "opened" and len(mr.approved_by) >= mr.approvals_required):
+            self.merge(iid, user, sha=mr.head_sha)
+
+    def _emit(self, mr: MergeRequest, action: str, user: str) -> None:
+        if self._on_event is None:
+            return
+        key = promotion_key(mr.source_branch)
+        self._on_event(MergeRequestEvent(
+            action=action, project_id=LOCAL_PROJECT_ID, project_path=self.forge.repo.remote,
+            iid=mr.iid, state=mr.state, source_branch=mr.source_branch,
+            target_branch=mr.target_branch, head_sha=mr.head_sha, url=mr.url, user=user,
+            name=key[0] if key else None, env=key[1] if key else None,
+            merge_commit_sha=mr.merge_commit_sha))
+
+
+def from_settings(settings: Settings, on_event: OnEvent | None = None) -> LocalGitProvider:
+    state_dir = Path(settings.state_dir)
+    repo = LocalRepo.in_state_dir(state_dir, settings.git.remote, settings.git.target_branch)
+    forge = LocalForge(repo, LocalMrStore(state_dir / "local-mrs.db"))
+    return LocalGitProvider(forge, supersede=settings.git.newer_version == "supersede",
+                            on_event=on_event)

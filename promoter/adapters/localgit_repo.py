@@ -1,0 +1,148 @@
+"""Real git, driven through the CLI, for the local provider.
+
+A bare working clone under the state directory talks to the configured remote (by default a
+bare repository ``<state_dir>/gitops.git`` created on first use). Commits are built with a
+private index (no checkout needed) and pushed with ``--force-with-lease``, so a branch that
+moved under promoter is never overwritten blindly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from promoter.core.changes import Action
+from promoter.errors import ConfigError, TransientError, UserError
+
+_IDENTITY = {"GIT_AUTHOR_NAME": "promoter", "GIT_AUTHOR_EMAIL": "promoter@localhost",
+             "GIT_COMMITTER_NAME": "promoter", "GIT_COMMITTER_EMAIL": "promoter@localhost",
+             "GIT_TERMINAL_PROMPT": "0"}
+_NO_SHA = "0" * 40
+
+
+class GitFailed(Exception):
+    def __init__(self, args: Sequence[str], stderr: str) -> None:
+        super().__init__(f"git {' '.join(args)}: {stderr.strip()}")
+        self.stderr = stderr
+
+
+class LocalRepo:
+    def __init__(self, workdir: Path, remote: str, target_branch: str) -> None:
+        self.workdir = workdir
+        self.remote = remote
+        self.target_branch = target_branch
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path, remote: str | None, target_branch: str) -> LocalRepo:
+        if remote is None:
+            bare = state_dir / "gitops.git"
+            if not bare.exists():
+                _create_remote(bare, target_branch)
+            remote = str(bare)
+        repo = cls(state_dir / "git" / "work.git", remote, target_branch)
+        repo.ensure_clone()
+        return repo
+
+    def git(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> str:
+        try:
+            result = subprocess.run(
+                ["git", *args], cwd=cwd or self.workdir, input=input, capture_output=True,
+                env={**os.environ, **_IDENTITY, **(env or {})}, check=False, timeout=120)
+        except FileNotFoundError:
+            raise ConfigError("git is not installed", hint="install git (apt-get install git)") \
+                from None
+        if result.returncode:
+            raise GitFailed(args, result.stderr.decode(errors="replace"))
+        return result.stdout.decode()
+
+    def ensure_clone(self) -> None:
+        if (self.workdir / "HEAD").exists():
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q", "--bare")
+        self.git("remote", "add", "origin", self.remote)
+
+    def fetch(self) -> None:
+        try:
+            self.git("fetch", "-q", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*")
+        except GitFailed as exc:
+            raise TransientError(f"cannot fetch from the git remote {self.remote}: {exc.stderr}",
+                                 hint="check PROMOTER_GIT_REMOTE / git.remote") from None
+
+    def head(self, branch: str) -> str | None:
+        try:
+            return self.git("rev-parse", "--verify", "-q",
+                            f"refs/remotes/origin/{branch}^{{commit}}").strip() or None
+        except GitFailed:
+            return None
+
+    def message(self, sha: str) -> str:
+        return self.git("log", "-1", "--format=%B", sha)
+
+    def read(self, ref: str, paths: Sequence[str], prefixes: Sequence[str]) -> dict[str, str]:
+        remote_ref = f"refs/remotes/origin/{ref}"
+        if self.head(ref) is None:
+            return {}
+        wanted = set(paths)
+        if prefixes:
+            listing = self.git("ls-tree", "-r", "--name-only", "--full-tree", remote_ref, "--",
+                               *prefixes)
+            wanted.update(listing.splitlines())
+        present = self.git("ls-tree", "-r", "--name-only", "--full-tree", remote_ref, "--",
+                           *sorted(wanted)).splitlines() if wanted else []
+        return {path: self.git("cat-file", "blob", f"{remote_ref}:{path}") for path in present}
+
+    def commit(self, base: str, actions: Sequence[Action], message: str) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self.git("read-tree", base, env=env)
+            for action in actions:
+                if action.kind == "delete":
+                    self.git("update-index", "--force-remove", "--", action.path, env=env)
+                    continue
+                blob = self.git("hash-object", "-w", "--stdin",
+                                input=(action.content or "").encode()).strip()
+                self.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{action.path}",
+                         env=env)
+            tree = self.git("write-tree", env=env).strip()
+        return self.git("commit-tree", tree, "-p", base, input=message.encode()).strip()
+
+    def push(self, sha: str, branch: str, expected: str | None) -> None:
+        """Move ``branch`` on the remote to ``sha`` only if it is still at ``expected``."""
+        lease = f"--force-with-lease=refs/heads/{branch}:{expected or ''}"
+        try:
+            self.git("push", "-q", lease, "origin", f"{sha}:refs/heads/{branch}")
+        except GitFailed as exc:
+            raise TransientError(f"the remote refused the push to {branch}: {exc.stderr}",
+                                 hint="someone else moved the branch; promoter looks again")\
+                from None
+        self.fetch()
+
+    def delete(self, branch: str) -> None:
+        if self.head(branch) is not None:
+            self.git("push", "-q", "origin", "--delete", branch)
+            self.fetch()
+
+    def merge_commit(self, target_sha: str, source_sha: str, message: str) -> str:
+        try:
+            tree = self.git("merge-tree", "--write-tree", target_sha, source_sha).split()[0]
+        except GitFailed:
+            raise UserError("the branch conflicts with the target branch and cannot be merged",
+                            hint="promote again so promoter rebuilds the branch") from None
+        return self.git("commit-tree", tree, "-p", target_sha, "-p", source_sha,
+                        input=message.encode()).strip()
+
+
+def _create_remote(bare: Path, branch: str) -> None:
+    """A bare repository with one empty commit on ``branch``, as a fresh GitLab project has."""
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    seed = LocalRepo(bare, str(bare), branch)
+    seed.git("init", "-q", "--bare", "-b", branch, str(bare), cwd=bare.parent)
+    empty_tree = seed.git("hash-object", "-t", "tree", "-w", "--stdin", input=b"").strip()
+    first = seed.git("commit-tree", empty_tree,
+                     input=b"Initialize the GitOps repository\n").strip()
+    seed.git("update-ref", f"refs/heads/{branch}", first, _NO_SHA)

@@ -1,0 +1,153 @@
+"""GitLab webhook payloads (Merge Request Hook, Pipeline Hook) → typed events.
+
+Pure. Webhook bodies come from outside: every field read is type-checked, and only branches
+named ``promote/<name>/<env>`` with valid names become events promoter acts on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from promoter.core.naming import name_problem
+from promoter.errors import UserError
+from promoter.ports.git import BRANCH_PREFIX
+
+MR_ACTIONS = frozenset({"open", "close", "reopen", "update", "approved", "unapproved",
+                        "approval", "unapproval", "merge"})
+ACTED_ON = frozenset({"approved", "merge", "close"})
+PIPELINE_STATUSES = frozenset({"created", "waiting_for_resource", "preparing", "pending",
+                               "running", "success", "failed", "canceled", "skipped", "manual",
+                               "scheduled"})
+
+
+@dataclass(frozen=True)
+class MergeRequestEvent:
+    action: str
+    project_id: int
+    project_path: str
+    iid: int
+    state: str
+    source_branch: str
+    target_branch: str
+    head_sha: str | None
+    url: str
+    user: str | None
+    name: str | None          # deployment name from the branch, None for other branches
+    env: str | None
+    merge_commit_sha: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "merge_request"
+
+
+@dataclass(frozen=True)
+class PipelineEvent:
+    pipeline_id: int
+    project_id: int
+    project_path: str
+    ref: str
+    head_sha: str
+    status: str
+    iid: int | None           # the MR the pipeline ran for, when any
+    name: str | None
+    env: str | None
+
+    @property
+    def kind(self) -> str:
+        return "pipeline"
+
+
+GitLabEvent = MergeRequestEvent | PipelineEvent
+EVENT_HEADERS = {"Merge Request Hook": "merge_request", "Pipeline Hook": "pipeline"}
+
+
+def promotion_key(branch: str) -> tuple[str, str] | None:
+    """(name, env) of a promoter branch, or None for any other branch."""
+    parts = branch.split("/")
+    if len(parts) != 3 or parts[0] != BRANCH_PREFIX:
+        return None
+    name, env = parts[1], parts[2]
+    return (name, env) if name_problem(name) is None and name_problem(env) is None else None
+
+
+def parse(event_header: str, body: bytes) -> GitLabEvent | None:
+    """The event, or None for event kinds promoter does not handle."""
+    kind = EVENT_HEADERS.get(event_header)
+    if kind is None:
+        return None
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise UserError("webhook body is not valid JSON") from None
+    if not isinstance(payload, dict) or payload.get("object_kind") != kind:
+        raise UserError(f"webhook body is not a {event_header} payload (object_kind differs)")
+    return _merge_request(payload) if kind == "merge_request" else _pipeline(payload)
+
+
+def _merge_request(payload: Mapping[str, Any]) -> MergeRequestEvent:
+    attributes = _mapping(payload, "object_attributes")
+    project = _mapping(payload, "project")
+    action = _text(attributes, "action", required=False) or "update"
+    if action not in MR_ACTIONS:
+        raise UserError(f"unknown merge request action {action[:40]!r}")
+    source = _text(attributes, "source_branch")
+    key = promotion_key(source)
+    last_commit = attributes.get("last_commit")
+    head = last_commit.get("id") if isinstance(last_commit, Mapping) else None
+    user = payload.get("user")
+    return MergeRequestEvent(
+        action=action, project_id=_int(project, "id"),
+        project_path=_text(project, "path_with_namespace"), iid=_int(attributes, "iid"),
+        state=_text(attributes, "state"), source_branch=source,
+        target_branch=_text(attributes, "target_branch"),
+        head_sha=head if isinstance(head, str) else None,
+        url=_text(attributes, "url", required=False) or "",
+        user=user.get("username") if isinstance(user, Mapping) and
+        isinstance(user.get("username"), str) else None,
+        name=key[0] if key else None, env=key[1] if key else None,
+        merge_commit_sha=_text(attributes, "merge_commit_sha", required=False) or None)
+
+
+def _pipeline(payload: Mapping[str, Any]) -> PipelineEvent:
+    attributes = _mapping(payload, "object_attributes")
+    project = _mapping(payload, "project")
+    status = _text(attributes, "status")
+    if status not in PIPELINE_STATUSES:
+        raise UserError(f"unknown pipeline status {status[:40]!r}")
+    mr = payload.get("merge_request")
+    ref = _text(attributes, "ref")
+    source = mr.get("source_branch") if isinstance(mr, Mapping) else None
+    key = promotion_key(source if isinstance(source, str) else ref)
+    return PipelineEvent(
+        pipeline_id=_int(attributes, "id"), project_id=_int(project, "id"),
+        project_path=_text(project, "path_with_namespace"), ref=ref,
+        head_sha=_text(attributes, "sha"), status=status,
+        iid=_int(mr, "iid") if isinstance(mr, Mapping) and mr.get("iid") is not None else None,
+        name=key[0] if key else None, env=key[1] if key else None)
+
+
+def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, Mapping):
+        raise UserError(f"webhook body lacks the object {key!r}")
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str, *, required: bool = True) -> str:
+    value = data.get(key)
+    if isinstance(value, str) and len(value) <= 1024:
+        return value
+    if value is None and not required:
+        return ""
+    raise UserError(f"webhook field {key!r} must be a string of at most 1024 characters")
+
+
+def _int(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise UserError(f"webhook field {key!r} must be a non-negative integer")

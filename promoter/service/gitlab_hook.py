@@ -1,0 +1,177 @@
+"""GitLab webhook intake: ``POST /webhooks/gitlab`` (Merge Request Hook, Pipeline Hook).
+
+Checks, in order: the shared token (``X-Gitlab-Token``, compared in constant time with
+``PROMOTER_GITLAB_WEBHOOK_TOKEN``), the event kind, the body, the ``Idempotency-Key`` (GitLab
+sends the same key on every retry of one delivery; stored durably, so a re-delivery after a
+restart is still recognised), and finally that the MR head is the commit promoter pushed.
+Only then is ``on_event`` called. A head someone else pushed is answered ``human_commit``
+and not acted on. Framework-agnostic: ``handle(headers, body) -> (status, json)``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promoter.core.gitlab_events import ACTED_ON, GitLabEvent, MergeRequestEvent, parse
+from promoter.errors import PromoterError, UserError
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from promoter.settings import Secret, Settings
+
+TOKEN_VARIABLE = "PROMOTER_GITLAB_WEBHOOK_TOKEN"  # noqa: S105 - the variable's name
+PushedSha = Callable[[int, int], str | None]  # (project id, MR iid) -> sha promoter pushed
+Answer = tuple[int, dict[str, Any]]
+_KEEP_SECONDS = 14 * 24 * 3600
+
+
+class DeliveryLog:
+    """Idempotency keys already handled, in SQLite under the state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.execute("CREATE TABLE IF NOT EXISTS deliveries (key TEXT PRIMARY KEY, "
+                       "received_at REAL NOT NULL, status TEXT NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def claim(self, key: str) -> bool:
+        """True for the first delivery of ``key``; False for a re-delivery."""
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            db.execute("DELETE FROM deliveries WHERE received_at < ?", (now - _KEEP_SECONDS,))
+            cursor = db.execute("INSERT OR IGNORE INTO deliveries VALUES (?, ?, 'processing')",
+                                (key, now))
+            return cursor.rowcount == 1
+
+    def finish(self, key: str, status: str) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute("UPDATE deliveries SET status = ? WHERE key = ?", (status, key))
+
+    def release(self, key: str) -> None:
+        """Forget a delivery that failed, so GitLab's retry is processed."""
+        with closing(self._connect()) as db, db:
+            db.execute("DELETE FROM deliveries WHERE key = ?", (key,))
+
+
+class GitLabHookHandler:
+    def __init__(self, token: Secret | None, deliveries: DeliveryLog, pushed_sha: PushedSha,
+                 on_event: Callable[[GitLabEvent], None], *,
+                 max_body_bytes: int = 1024 * 1024) -> None:
+        self._token = token
+        self._deliveries = deliveries
+        self._pushed_sha = pushed_sha
+        self._on_event = on_event
+        self.max_body_bytes = max_body_bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings, on_event: Callable[[GitLabEvent], None],
+                      pushed_sha: PushedSha | None = None) -> GitLabHookHandler:
+        from promoter.adapters.gitlab_ledger import PushLedger
+
+        state_dir = Path(settings.state_dir)
+        return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state_dir / "gitlab-hooks.db"),
+                   pushed_sha or PushLedger.in_state_dir(state_dir).pushed_sha, on_event,
+                   max_body_bytes=settings.server.max_body_bytes)
+
+    def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
+        lowered = {key.lower(): value for key, value in headers.items()}
+        refused = self._check_token(lowered.get("x-gitlab-token"))
+        if refused:
+            return refused
+        if len(body) > self.max_body_bytes:
+            return _error(413, "too_large", f"body exceeds {self.max_body_bytes} bytes")
+        event_header = lowered.get("x-gitlab-event", "")
+        try:
+            event = parse(event_header, body)
+        except UserError as exc:
+            return _error(400, exc.kind, exc.message)
+        if event is None:
+            return 200, {"status": "ignored", "reason": f"event {event_header[:60]!r} not handled"}
+        if isinstance(event, MergeRequestEvent) and event.action not in ACTED_ON:
+            return 200, {"status": "ignored", "reason": f"action {event.action!r} not acted on"}
+        if event.name is None or event.iid is None:
+            return 200, {"status": "ignored", "reason": "not a promoter merge request"}
+        key = lowered.get("idempotency-key")
+        if key and not self._deliveries.claim(key[:200]):
+            return 200, {"status": "duplicate", "idempotency_key": key[:200]}
+        try:
+            status, answer = self._act(event)
+        except PromoterError as exc:
+            if key:
+                self._deliveries.release(key[:200])
+            return _error(exc.http_status, exc.kind, exc.message)
+        except Exception:
+            if key:
+                self._deliveries.release(key[:200])
+            raise
+        if key:
+            self._deliveries.finish(key[:200], str(answer["status"]))
+        return status, answer
+
+    def _check_token(self, given: str | None) -> Answer | None:
+        if self._token is None or not self._token.reveal():
+            return _error(503, "not_configured",
+                          f"the server has no {TOKEN_VARIABLE}; set it to the hook's secret token")
+        if given is None:
+            return _error(401, "unauthorized", "X-Gitlab-Token header is missing")
+        if not hmac.compare_digest(given.encode("utf-8"), self._token.reveal().encode("utf-8")):
+            return _error(401, "unauthorized", "X-Gitlab-Token does not match")
+        return None
+
+    def _act(self, event: GitLabEvent) -> Answer:
+        assert event.iid is not None
+        described = describe(event)
+        pushed = self._pushed_sha(event.project_id, event.iid)
+        if pushed is None:
+            return 200, {"status": "ignored", "reason": "promoter pushed no commit for this MR",
+                         **described}
+        if event.head_sha != pushed:
+            return 200, {"status": "human_commit", "pushed_sha": pushed, **described}
+        self._on_event(event)
+        return 200, {"status": "accepted", **described}
+
+
+def describe(event: GitLabEvent) -> dict[str, Any]:
+    described: dict[str, Any] = {"event": event.kind, "iid": event.iid, "name": event.name,
+                                 "env": event.env, "head_sha": event.head_sha}
+    if isinstance(event, MergeRequestEvent):
+        described["action"] = event.action
+    else:
+        described["pipeline_status"] = event.status
+    return described
+
+
+def _error(status: int, error: str, detail: str) -> Answer:
+    return status, {"error": error, "detail": detail}
+
+
+def starlette_endpoint(handler: GitLabHookHandler) -> Callable[[Request], Awaitable[Response]]:
+    """``Route("/webhooks/gitlab", starlette_endpoint(handler), methods=["POST"])``."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+
+    async def endpoint(request: Request) -> Response:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > handler.max_body_bytes:
+                return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
+        status, answer = await run_in_threadpool(handler.handle, dict(request.headers),
+                                                 bytes(body))
+        return JSONResponse(answer, status_code=status)
+
+    return endpoint

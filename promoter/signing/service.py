@@ -103,19 +103,27 @@ class CosignSigner:
             return False
         body = bundle_format.statement(digest)
         signature = self._key.sign(bundle_format.pae(bundle_format.IN_TOTO, body))
-        bundle_blob = bytes_blob(bundle_format.BUNDLE_TYPE, bundle_format.make_bundle(
+        attach_bundle(client, reference.repository, subject, bundle_format.make_bundle(
             body, signature, self._key.public.hint))
-        manifest = bundle_format.referrer_manifest(bundle_blob, dict(subject))
-        client.push_blob(reference.repository, bundle_format.EMPTY_BLOB)
-        client.push_blob(reference.repository, bundle_blob)
-        manifest_digest, registry_tracks = client.put_manifest(
-            reference.repository, bytes_blob(bundle_format.OCI_MANIFEST, manifest).digest,
-            manifest, bundle_format.OCI_MANIFEST)
-        if not registry_tracks:  # no referrers API: maintain the referrers tag schema index
-            tag = bundle_format.referrers_tag(digest)
-            current = client.get_manifest(reference.repository, tag)
-            index = bundle_format.with_referrer(current.body if current else None,
-                                                bundle_format.referrer_descriptor(manifest))
-            if index is not None:
-                client.put_manifest(reference.repository, tag, index, bundle_format.OCI_INDEX)
-        return bool(manifest_digest)
+        return True
+
+
+def attach_bundle(client: SignatureRegistry, repository: str, subject: dict[str, object],
+                  bundle: bytes) -> None:
+    """Push a bundle as a referrer of ``subject``, plus the referrers tag schema index when
+    the registry has no referrers API (it then does not answer with OCI-Subject)."""
+    bundle_blob = bytes_blob(bundle_format.BUNDLE_TYPE, bundle)
+    manifest = bundle_format.referrer_manifest(bundle_blob, dict(subject))
+    client.push_blob(repository, bundle_format.EMPTY_BLOB)
+    client.push_blob(repository, bundle_blob)
+    _, registry_tracks = client.put_manifest(
+        repository, bytes_blob(bundle_format.OCI_MANIFEST, manifest).digest, manifest,
+        bundle_format.OCI_MANIFEST)
+    if registry_tracks:
+        return
+    tag = bundle_format.referrers_tag(str(subject["digest"]))
+    current = client.get_manifest(repository, tag)
+    index = bundle_format.with_referrer(current.body if current else None,
+                                        bundle_format.referrer_descriptor(manifest))
+    if index is not None:
+        client.put_manifest(repository, tag, index, bundle_format.OCI_INDEX)

@@ -1,0 +1,83 @@
+"""Fetch an MLflow model (``models:/name/7``, ``models:/name@alias``, ``runs:/id/path``, or a
+local directory) to disk, with its lineage (name, version, run id) for the image labels.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from promoter.adapters.mlflow_registry import FAST_FAIL_DEFAULTS, redact_uri
+from promoter.errors import PermanentError, TransientError, UserError
+from promoter.ports.image import ModelLineage
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+_RUNS_URI = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)/.+$")
+
+
+def is_model_uri(text: str) -> bool:
+    return text.startswith(("models:/", "runs:/"))
+
+
+def fetch_model(uri: str, destination: Path, tracking_uri: str | None) -> tuple[Path, ModelLineage]:
+    """Download ``uri`` under ``destination``; a local directory is used where it is."""
+    if not is_model_uri(uri):
+        path = Path(uri)
+        if not path.is_dir():
+            raise UserError(f"{uri!r} is neither an MLflow model URI nor a directory",
+                            hint="pass models:/NAME/VERSION, runs:/RUN_ID/PATH or a local "
+                                 "model directory")
+        from promoter.image.lineage import read_run_id
+
+        return path, ModelLineage(source=uri, name=None, run_id=read_run_id(path))
+    for variable, value in FAST_FAIL_DEFAULTS.items():
+        os.environ.setdefault(variable, value)
+    uri_tracking = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri_tracking:
+        raise UserError("no MLflow tracking URI is configured to resolve " + uri,
+                        hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri in promoter.yaml")
+    lineage = _lineage(uri, uri_tracking)
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination),
+                                                    tracking_uri=uri_tracking)
+    except MlflowException as exc:
+        raise _translated(exc, uri, uri_tracking) from None
+    except OSError as exc:
+        raise TransientError(f"cannot download {uri} from {redact_uri(uri_tracking)}: "
+                             f"{type(exc).__name__}") from None
+    return Path(local), lineage
+
+
+def _lineage(uri: str, tracking_uri: str) -> ModelLineage:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        if found := _MODELS_URI.match(uri):
+            name = found["name"]
+            version = (client.get_model_version_by_alias(name, found["alias"])
+                       if found["alias"] else client.get_model_version(name, found["version"]))
+            return ModelLineage(source=uri, name=name, version=str(version.version),
+                                run_id=version.run_id or None)
+        if found := _RUNS_URI.match(uri):
+            return ModelLineage(source=uri, run_id=found["run"])
+    except MlflowException as exc:
+        raise _translated(exc, uri, tracking_uri) from None
+    raise UserError(f"{uri!r} is not a model URI promoter understands",
+                    hint="use models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH")
+
+
+def _translated(exc: Exception, uri: str, tracking_uri: str) -> Exception:
+    status = getattr(exc, "get_http_status_code", lambda: 500)()
+    detail = str(getattr(exc, "message", exc)).splitlines()[0][:300]
+    if int(status) >= 500:
+        return TransientError(f"MLflow at {redact_uri(tracking_uri)} failed while resolving "
+                              f"{uri}: {detail}", hint="check that MLflow is up")
+    return PermanentError(f"cannot resolve {uri}: {detail}",
+                          hint="check the model name and version (or alias) in MLflow")

@@ -1,0 +1,31 @@
+"""Render input from the MLflow registry: `promoter render MODEL --version N`.
+
+The intent comes from the version's ``deploy.*`` tags and a logged ``modeldeployment.yaml``
+(the registry adapter merges them); lineage (run id, source) from the version itself.
+"""
+
+from __future__ import annotations
+
+from promoter.core.render import Lineage, RenderRequest
+from promoter.core.spec import API_VERSION, KIND, ModelRef
+from promoter.ports.registry import ModelVersionInfo, Registry
+from promoter.rendering import build_request
+from promoter.settings import Settings
+
+
+def intent_document(registry: Registry, version: ModelVersionInfo) -> dict[str, object]:
+    return {"apiVersion": API_VERSION, "kind": KIND, **registry.intent(version)}
+
+
+def request_from_registry(settings: Settings, model: str, version: str, env: str,
+                          registry: Registry | None = None) -> RenderRequest:
+    if registry is None:
+        from promoter.adapters.mlflow_registry import MlflowRegistry
+
+        registry = MlflowRegistry(settings.mlflow.tracking_uri)
+    settings.environment(env)  # unknown environment: fail before any network call
+    info = registry.model_version(model, version)
+    return build_request(settings, intent_document(registry, info), env,
+                         origin=f"MLflow model {model!r} version {version} (deploy.* tags)",
+                         lineage=Lineage(run_id=info.run_id, source=info.source),
+                         model=ModelRef(name=model, version=version))

@@ -51,6 +51,7 @@ class LocalRepo:
         try:
             result = subprocess.run(
                 ["git", *args], cwd=cwd or self.workdir, input=input, capture_output=True,
+                stdin=None if input is not None else subprocess.DEVNULL,
                 env={**os.environ, **_IDENTITY, **(env or {})}, check=False, timeout=120)
         except FileNotFoundError:
             raise ConfigError("git is not installed", hint="install git (apt-get install git)") \

@@ -1,0 +1,159 @@
+"""The MR lifecycle as a user sees it, on GitLab (stand-in) and on the local provider alike."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.adapters.gitlab_flow import HUMAN_COMMITS_NOTE
+from promoter.ports.git import Outcome
+from tests.gitlab import trees
+from tests.gitlab.conftest import ENV, NAME, Harness, bot_notes, proposal
+
+BRANCH = f"promote/{NAME}/{ENV}"
+OVERLAY = f"manifests/{NAME}/overlays/{ENV}/"
+
+
+def open_mrs(harness: Harness) -> list[Any]:
+    return [mr for mr in harness.mrs() if mr.state == "opened"]
+
+
+def test_first_promotion_opens_one_mr_with_one_commit(harness: Harness) -> None:
+    result = harness.provider.propose(proposal("1"))
+
+    assert result.outcome is Outcome.CREATED and result.commit_created
+    mr = result.merge_request
+    assert mr is not None and mr.source_branch == BRANCH and mr.target_branch == "main"
+    assert mr.version == "1" and set(mr.labels) == {"promoter", f"env::{ENV}"}
+    assert harness.commits(BRANCH) == 2          # the initial commit + promoter's one commit
+    assert harness.commits("main") == 1          # nothing lands before review
+    assert result.head_sha == harness.provider.get(mr.iid).head_sha
+    assert len(bot_notes(harness, mr.iid, "promoter:-status")) == 1
+
+
+def test_same_version_again_changes_nothing(harness: Harness) -> None:
+    first = harness.provider.propose(proposal("1"))
+    commits = harness.commits()
+
+    again = harness.provider.propose(proposal("1"))
+
+    assert again.outcome is Outcome.UNCHANGED and not again.commit_created
+    assert again.mr_iid == first.mr_iid and again.head_sha == first.head_sha
+    assert harness.commits() == commits and len(harness.mrs()) == 1
+    assert first.mr_iid is not None
+    assert len(bot_notes(harness, first.mr_iid, "promoter:-status")) == 1
+
+
+def test_newer_version_updates_the_open_mr(harness: Harness) -> None:
+    first = harness.provider.propose(proposal("1"))
+    newer = harness.provider.propose(proposal("2"))
+
+    assert newer.outcome is Outcome.UPDATED and newer.commit_created
+    assert newer.mr_iid == first.mr_iid and len(open_mrs(harness)) == 1
+    assert newer.merge_request is not None and newer.merge_request.version == "2"
+    assert harness.commits(BRANCH) == 2          # still one commit on top of main
+    assert first.mr_iid is not None
+    notes = bot_notes(harness, first.mr_iid, "promoter:-status")
+    assert len(notes) == 1 and "version 2 proposed" in notes[0]   # edited in place
+
+
+def test_newer_version_supersedes_when_configured(make_harness: Any) -> None:
+    harness = make_harness(supersede=True)
+    first = harness.provider.propose(proposal("1"))
+    newer = harness.provider.propose(proposal("2"))
+
+    assert newer.outcome is Outcome.SUPERSEDED and newer.superseded_iid == first.mr_iid
+    assert newer.mr_iid != first.mr_iid and len(open_mrs(harness)) == 1
+    old = harness.provider.get(first.mr_iid)
+    assert old.state == "closed" and old.title.endswith(" - superseded")
+    closing = bot_notes(harness, first.mr_iid, "promoter:-superseded")
+    assert len(closing) == 1 and f"!{newer.mr_iid}" in closing[0]
+    assert harness.commits(BRANCH) == 2
+
+
+def test_a_human_close_is_respected_for_that_version(harness: Harness) -> None:
+    first = harness.provider.propose(proposal("1"))
+    assert first.mr_iid is not None
+    harness.human_close(first.mr_iid)
+    commits = harness.commits()
+
+    again = harness.provider.propose(proposal("1"))
+
+    assert again.outcome is Outcome.CLOSED_BY_HUMAN and again.mr_iid == first.mr_iid
+    assert harness.provider.get(first.mr_iid).state == "closed"
+    assert not open_mrs(harness) and harness.commits() == commits
+
+    newer = harness.provider.propose(proposal("2"))        # a new version is a new question
+    assert newer.outcome is Outcome.CREATED and newer.mr_iid != first.mr_iid
+
+
+def test_human_commits_are_reported_not_overwritten(harness: Harness) -> None:
+    first = harness.provider.propose(proposal("1"))
+    assert first.mr_iid is not None
+    human = harness.human_commit(BRANCH, OVERLAY + "replicas.yaml",
+                                 trees.REPLICAS.format(name=NAME, replicas=9))
+
+    for _ in range(2):
+        result = harness.provider.propose(proposal("2"))
+        assert result.outcome is Outcome.HUMAN_COMMITS and not result.commit_created
+        assert result.head_sha == human
+
+    assert harness.provider.get(first.mr_iid).head_sha == human   # their commit stays
+    assert len(bot_notes(harness, first.mr_iid, "promoter:-branch-changed-by-someone-else")) == 1
+
+
+def test_target_already_holding_the_files_needs_no_mr(harness: Harness) -> None:
+    first = harness.provider.propose(proposal("1", approvals_required=1))
+    assert first.mr_iid is not None and first.head_sha is not None
+    harness.approve(first.mr_iid, "alice")
+    harness.merge(first.mr_iid, first.head_sha)
+
+    again = harness.provider.propose(proposal("1"))
+
+    assert again.outcome is Outcome.UNCHANGED and not again.commit_created
+    assert not open_mrs(harness)
+
+
+def test_merge_needs_the_required_approvals(harness: Harness) -> None:
+    result = harness.provider.propose(proposal("1"))
+    assert result.mr_iid is not None
+    harness.approve(result.mr_iid, "alice")
+    with pytest.raises(Exception, match="(?i)approv|405"):
+        harness.merge(result.mr_iid, result.head_sha)
+    assert harness.provider.get(result.mr_iid).state == "opened"
+
+
+def test_merged_tree_builds_and_validates(harness: Harness, tmp_path: Path) -> None:
+    harness.provider.propose(proposal("1"))
+    result = harness.provider.propose(proposal("2"))
+    assert result.mr_iid is not None
+    for reviewer in ("alice", "bob"):
+        harness.approve(result.mr_iid, reviewer)
+    harness.merge(result.mr_iid, result.head_sha)
+
+    merged = harness.provider.get(result.mr_iid)
+    assert merged.state == "merged" and merged.merge_commit_sha
+    checkout = tmp_path / "merged"
+    harness.export("main", checkout)
+    for path, content in proposal("2").files.items():
+        assert (checkout / path).read_text() == content
+    validate(checkout)
+
+
+def validate(checkout: Path) -> None:
+    """`promoter validate` on the merged tree (real kustomize + schemas)."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl (with kustomize) is not installed")
+    done = subprocess.run([sys.executable, "-m", "promoter", "validate",
+                           str(checkout / "manifests")], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    built = subprocess.run(["kubectl", "kustomize", str(checkout / OVERLAY)],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert built.returncode == 0, built.stderr
+    assert "replicas: 3" in built.stdout and "namespace: models-production" in built.stdout

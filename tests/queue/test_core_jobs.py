@@ -1,0 +1,122 @@
+"""The pure decisions: legal moves, coalescing, backoff, and what a failure means."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from promoter.core.jobs import (
+    DEAD,
+    DONE,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    STATES,
+    Backoff,
+    JobKey,
+    can_transition,
+    needs_new_job,
+    outcome_for_error,
+)
+from promoter.errors import (
+    AuthError,
+    ConfigError,
+    PermanentError,
+    PolicyDenied,
+    TransientError,
+    UserError,
+)
+
+V7 = JobKey("fraud-detector", "7", "production", "promote")
+V8 = JobKey("fraud-detector", "8", "production", "promote")
+
+
+def test_only_the_documented_moves_are_legal() -> None:
+    assert can_transition(QUEUED, RUNNING)
+    assert can_transition(RUNNING, DONE) and can_transition(RUNNING, DEAD)
+    assert can_transition(RUNNING, RETRYING) and can_transition(RETRYING, RUNNING)
+    assert can_transition(DEAD, QUEUED)
+    assert not can_transition(QUEUED, DONE)
+    assert not can_transition(DONE, RUNNING)
+    assert not can_transition(DEAD, RUNNING)
+    assert not can_transition("bogus", QUEUED)
+
+
+def test_a_key_needs_every_part_and_a_known_action() -> None:
+    with pytest.raises(UserError, match="version"):
+        JobKey("m", "", "production", "promote")
+    with pytest.raises(UserError, match="deploy"):
+        JobKey("m", "1", "production", "deploy")
+
+
+@pytest.mark.parametrize("state", [QUEUED, RUNNING, RETRYING, DONE])
+def test_the_same_key_is_covered_by_the_newest_job_unless_it_is_dead(state: str) -> None:
+    assert not needs_new_job(V7, V7, state)
+    assert needs_new_job(V7, V7, DEAD)
+
+
+def test_another_version_or_action_or_no_job_needs_a_new_job() -> None:
+    assert needs_new_job(V7, None, None)
+    assert needs_new_job(V7, V8, DONE)  # the rollback case: v8 was last, v7 again
+    assert needs_new_job(JobKey("fraud-detector", "7", "production", "decommission"), V7, DONE)
+
+
+def test_backoff_doubles_from_the_base_and_stops_at_the_cap() -> None:
+    backoff = Backoff(base_seconds=2, cap_seconds=60)
+    top = lambda: 0.999999  # noqa: E731 - the largest value random() can return
+    ceilings = [round(backoff.delay(n, top)) for n in range(1, 8)]
+    assert ceilings == [2, 4, 8, 16, 32, 60, 60]
+    assert backoff.delay(3, lambda: 0.0) == 0.0  # full jitter reaches down to zero
+    assert backoff.delay(3, lambda: 0.5) == 4.0
+
+
+def test_retry_after_is_a_floor_but_the_cap_still_holds() -> None:
+    backoff = Backoff(base_seconds=1, cap_seconds=30)
+    assert backoff.delay(1, lambda: 0.0, retry_after=12) == 12
+    assert backoff.delay(1, lambda: 0.0, retry_after=86_400) == 30
+
+
+@given(attempt=st.integers(min_value=-5, max_value=10_000),
+       draw=st.floats(min_value=0, max_value=1, exclude_max=True),
+       retry_after=st.none() | st.floats(min_value=0, max_value=1e9))
+def test_every_delay_lies_between_zero_and_the_cap(attempt: int, draw: float,
+                                                   retry_after: float | None) -> None:
+    delay = Backoff(base_seconds=0.5, cap_seconds=120).delay(attempt, lambda: draw, retry_after)
+    assert 0 <= delay <= 120
+
+
+def test_policy_denial_finishes_the_job_as_denied_with_every_reason() -> None:
+    outcome = outcome_for_error(PolicyDenied(["tag validation_status must be passed",
+                                              "gpu type a100 not allowed"]), 1, 8)
+    assert outcome.state == DONE
+    assert outcome.result == {"outcome": "denied", "reasons": [
+        "tag validation_status must be passed", "gpu type a100 not allowed"]}
+
+
+@pytest.mark.parametrize("error", [PermanentError("403 from GitLab"), UserError("bad name"),
+                                   ConfigError("no env"), AuthError("token rejected")])
+def test_errors_retrying_cannot_fix_are_dead_at_once(error: Exception) -> None:
+    outcome = outcome_for_error(error, 1, 8)
+    assert outcome.state == DEAD
+    assert str(error) in (outcome.reason or "")
+
+
+def test_transient_errors_retry_until_the_attempts_are_spent() -> None:
+    error = TransientError("GitLab answered 503", retry_after=7)
+    retry = outcome_for_error(error, 3, 4)
+    assert (retry.state, retry.retry_after) == (RETRYING, 7)
+    spent = outcome_for_error(error, 4, 4)
+    assert spent.state == DEAD
+    assert "gave up after 4 attempts" in (spent.reason or "")
+    assert "GitLab answered 503" in (spent.reason or "")
+
+
+def test_an_unexpected_exception_is_retried_and_labelled() -> None:
+    outcome = outcome_for_error(KeyError("image"), 1, 3)
+    assert outcome.state == RETRYING
+    assert (outcome.reason or "").startswith("unexpected KeyError")
+
+
+def test_states_are_the_documented_five() -> None:
+    assert set(STATES) == {"queued", "running", "retrying", "done", "dead"}

@@ -1,0 +1,213 @@
+"""The worker in-process: what each handler outcome does to the job (manual clock, no sleeps)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from promoter.core.jobs import Backoff, Job
+from promoter.errors import PermanentError, PolicyDenied, TransientError
+from promoter.service.queue import JobKey, JobQueue
+from promoter.service.worker import JobContext, Worker
+from tests.queue.conftest import ManualClock
+
+V7 = JobKey("fraud-detector", "7", "production", "promote")
+
+
+def make_worker(queue: JobQueue, handler: Any, **kwargs: Any) -> Worker:
+    options: dict[str, Any] = {"worker_id": "w1", "lease_seconds": 30, "max_attempts": 4,
+                               "backoff": Backoff(base_seconds=10, cap_seconds=100),
+                               "random": lambda: 0.5, "heartbeat": False}
+    options.update(kwargs)
+    return Worker(queue, handler, **options)
+
+
+def test_nothing_due_means_no_work(queue: JobQueue) -> None:
+    assert make_worker(queue, lambda job, ctx: {}).run_once() is False
+
+
+def test_a_handler_result_completes_the_job(queue: JobQueue) -> None:
+    job = queue.enqueue(V7, {"alias": "production"}).job
+    seen: list[Job] = []
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        seen.append(job)
+        return {"mr": "!12"}
+
+    assert make_worker(queue, handler).run_once()
+    done = queue.get(job.id)
+    assert (done.state, done.result, done.attempts, done.reason) == ("done", {"mr": "!12"}, 1,
+                                                                      None)
+    assert seen[0].payload == {"alias": "production"}
+
+
+def test_transient_failures_back_off_then_succeed(queue: JobQueue, clock: ManualClock) -> None:
+    job = queue.enqueue(V7).job
+    failures = [TransientError("GitLab answered 502"), TransientError("GitLab answered 503")]
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        if failures:
+            raise failures.pop(0)
+        return {"ok": True}
+
+    worker = make_worker(queue, handler)
+    assert worker.run_once()
+    first = queue.get(job.id)
+    assert (first.state, first.reason) == ("retrying", "TransientError: GitLab answered 502")
+    assert first.next_run_at == clock.now() + 5  # 0.5 x base 10
+    assert worker.run_once() is False  # not due yet
+    clock.advance(5)
+    assert worker.run_once()
+    second = queue.get(job.id)
+    assert second.state == "retrying"
+    assert second.next_run_at == clock.now() + 10  # 0.5 x 20: the ceiling doubled
+    clock.advance(10)
+    assert worker.run_once()
+    assert (queue.get(job.id).state, queue.get(job.id).attempts) == ("done", 3)
+
+
+def test_retry_after_from_the_dependency_is_honoured(queue: JobQueue,
+                                                     clock: ManualClock) -> None:
+    job = queue.enqueue(V7).job
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        raise TransientError("429 Too Many Requests", retry_after=42)
+
+    make_worker(queue, handler, random=lambda: 0.0).run_once()
+    assert queue.get(job.id).next_run_at == clock.now() + 42
+
+
+def test_a_permanent_error_parks_the_job_with_its_reason(queue: JobQueue) -> None:
+    job = queue.enqueue(V7).job
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        raise PermanentError("GitLab answered 403: the token cannot push to main",
+                             hint="grant the token Developer access")
+
+    make_worker(queue, handler).run_once()
+    dead = queue.get(job.id)
+    assert dead.state == "dead"
+    assert "403: the token cannot push to main" in (dead.reason or "")
+
+
+def test_a_policy_denial_is_done_denied(queue: JobQueue) -> None:
+    job = queue.enqueue(V7).job
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        raise PolicyDenied(["MLflow tag validation_status must be 'passed'"])
+
+    make_worker(queue, handler).run_once()
+    denied = queue.get(job.id)
+    assert denied.state == "done"
+    assert denied.result == {"outcome": "denied",
+                             "reasons": ["MLflow tag validation_status must be 'passed'"]}
+    assert "validation_status" in (denied.reason or "")
+
+
+def test_attempts_run_out_and_the_job_is_dead(queue: JobQueue, clock: ManualClock) -> None:
+    job = queue.enqueue(V7).job
+    calls = []
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        calls.append(ctx.attempt)
+        raise TransientError("MLflow unreachable")
+
+    worker = make_worker(queue, handler, max_attempts=3)
+    for _ in range(10):  # bounded; the job must be dead well before
+        worker.run_once()
+        clock.advance(1000)
+    dead = queue.get(job.id)
+    assert calls == [1, 2, 3]
+    assert dead.state == "dead"
+    assert "gave up after 3 attempts" in (dead.reason or "")
+
+
+def test_a_job_whose_workers_keep_dying_is_parked(queue: JobQueue, clock: ManualClock) -> None:
+    job = queue.enqueue(V7).job
+    for _ in range(2):  # two workers claim it and vanish without a word
+        assert queue.claim("vanishing", lease_seconds=30) is not None
+        clock.advance(31)
+    ran = []
+    make_worker(queue, lambda job, ctx: ran.append(job) or {}, max_attempts=2).run_once()
+    dead = queue.get(job.id)
+    assert ran == []
+    assert dead.state == "dead" and "never finished" in (dead.reason or "")
+
+
+def test_steps_from_an_earlier_attempt_are_offered_to_the_next(queue: JobQueue,
+                                                              clock: ManualClock) -> None:
+    job = queue.enqueue(V7).job
+    builds = []
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        if ctx.step("build") is None:
+            builds.append(ctx.attempt)
+            ctx.record_step("build", {"digest": "sha256:feed"})
+        if ctx.attempt == 1:
+            raise TransientError("registry hiccup after the build")
+        return {"digest": ctx.step("build")["digest"]}  # type: ignore[index]
+
+    worker = make_worker(queue, handler)
+    worker.run_once()
+    clock.advance(100)
+    worker.run_once()
+    assert builds == [1]
+    assert queue.get(job.id).result == {"digest": "sha256:feed"}
+    assert queue.steps(job.id) == {"build": {"digest": "sha256:feed"}}
+
+
+def test_a_worker_that_lost_its_lease_leaves_the_job_to_the_new_holder(
+        queue: JobQueue, clock: ManualClock) -> None:
+    job = queue.enqueue(V7).job
+
+    def slow_handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        clock.advance(31)  # the lease runs out while we work...
+        assert queue.claim("w2", lease_seconds=30) is not None  # ...and w2 takes the job
+        ctx.record_step("push", {"late": True})  # LeaseLost: w1 must stop here
+        return {"from": "w1"}
+
+    make_worker(queue, slow_handler).run_once()
+    current = queue.get(job.id)
+    assert (current.state, current.lease_owner) == ("running", "w2")
+    assert queue.steps(job.id) == {}
+
+
+def test_run_forever_works_until_stopped(queue: JobQueue) -> None:
+    keys = [JobKey(f"model-{i}", "1", "staging", "promote") for i in range(5)]
+    for key in keys:
+        queue.enqueue(key)
+    stop = threading.Event()
+    done: list[int] = []
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        done.append(job.id)
+        if len(done) == len(keys):
+            stop.set()
+        return {}
+
+    worker = make_worker(queue, handler, poll_seconds=0.01, heartbeat=True)
+    thread = threading.Thread(target=worker.run_forever, args=(stop,))
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert sorted(done) == sorted(job.id for job in queue.list("done"))
+    assert len(done) == len(keys)
+
+
+def test_the_heartbeat_keeps_a_long_job_leased(tmp_path: Path) -> None:
+    lease = 1.5  # heartbeats every 0.5 s leave a full second of slack on a busy machine
+    queue = JobQueue.open(tmp_path)  # the real clock: the heartbeat is about wall time
+    job = queue.enqueue(V7).job
+    stolen = []
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        for _ in range(4):  # runs for two lease lengths
+            threading.Event().wait(lease / 2)
+            stolen.append(queue.claim("thief", lease_seconds=lease))
+        return {}
+
+    Worker(queue, handler, worker_id="w1", lease_seconds=lease).run_once()
+    assert stolen == [None] * 4
+    assert queue.get(job.id).state == "done"
+    queue.close()

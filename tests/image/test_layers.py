@@ -1,0 +1,80 @@
+"""Reproducible layers: the digest depends on content and names only."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+from promoter.image.layers import measure_tar, write_gzip_layer
+from promoter.image.tarstream import entries_for_tree, tar_chunks
+
+
+def _tree(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "MLmodel").write_text("flavors: {}\n")
+    (root / "sub" / "weights.bin").write_bytes(os.urandom(3000))
+    (root / "run.sh").write_text("#!/bin/sh\n")
+    (root / "run.sh").chmod(0o750)
+    (root / "link").symlink_to("MLmodel")
+    return root
+
+
+def test_same_content_gives_same_digest_whatever_times_and_modes(tmp_path: Path) -> None:
+    first = _tree(tmp_path / "a")
+    second = tmp_path / "b"
+    second.mkdir()
+    os.system(f"cp -a {first}/. {second}/")
+    os.utime(second / "MLmodel", (1, 1))
+    (second / "MLmodel").chmod(0o600)
+    one = measure_tar(entries_for_tree(first, "opt/ml/model"), "model")
+    two = measure_tar(entries_for_tree(second, "opt/ml/model"), "model")
+    assert one.diff_id == two.diff_id == one.blob.digest
+    (second / "MLmodel").write_text("flavors: {x: 1}\n")
+    three = measure_tar(entries_for_tree(second, "opt/ml/model"), "model")
+    assert three.diff_id != one.diff_id
+
+
+def test_tar_is_normalised_and_readable(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "m")
+    data = b"".join(tar_chunks(entries_for_tree(root, "opt/ml/model")))
+    assert len(data) % tarfile.RECORDSIZE == 0
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        members = archive.getmembers()
+        names = [m.name for m in members]
+        assert names == sorted(names)
+        assert names[:3] == ["opt", "opt/ml", "opt/ml/model"]
+        by_name = {m.name: m for m in members}
+        assert by_name["opt/ml/model/run.sh"].mode == 0o755
+        assert by_name["opt/ml/model/MLmodel"].mode == 0o644
+        assert by_name["opt/ml/model/link"].issym()
+        assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == ""
+                   for m in members)
+        weights = archive.extractfile("opt/ml/model/sub/weights.bin")
+        assert weights is not None
+        assert weights.read() == (root / "sub" / "weights.bin").read_bytes()
+
+
+def test_long_paths_survive(tmp_path: Path) -> None:
+    deep = tmp_path / "m" / ("d" * 90) / ("e" * 90)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 120)).write_text("x")
+    data = b"".join(tar_chunks(entries_for_tree(tmp_path / "m", "opt/ml/deps")))
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        assert f"opt/ml/deps/{'d' * 90}/{'e' * 90}/{'f' * 120}" in archive.getnames()
+
+
+def test_gzip_layer_hashes_both_streams_in_one_pass(tmp_path: Path) -> None:
+    import gzip
+    import hashlib
+
+    root = _tree(tmp_path / "m")
+    entries = entries_for_tree(root, "opt/ml/deps")
+    diff_id, digest, size = write_gzip_layer(entries, tmp_path / "layer.tar.gz")
+    packed = (tmp_path / "layer.tar.gz").read_bytes()
+    assert size == len(packed)
+    assert digest == "sha256:" + hashlib.sha256(packed).hexdigest()
+    assert diff_id == "sha256:" + hashlib.sha256(gzip.decompress(packed)).hexdigest()
+    again = write_gzip_layer(entries, tmp_path / "again.tar.gz")
+    assert again == (diff_id, digest, size)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from promoter.errors import UserError
+from promoter.image.reference import is_loopback_registry, parse_reference
+
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(("text", "registry", "repository", "tag", "digest"), [
+    ("127.0.0.1:5000/models/fraud", "127.0.0.1:5000", "models/fraud", None, None),
+    ("localhost/models/fraud:v7", "localhost", "models/fraud", "v7", None),
+    (f"registry.gitlab.com/ml/fraud@{DIGEST}", "registry.gitlab.com", "ml/fraud", None, DIGEST),
+    (f"ghcr.io/o/r:1.0@{DIGEST}", "ghcr.io", "o/r", "1.0", DIGEST),
+    ("python:3.11-slim", "docker.io", "library/python", "3.11-slim", None),
+    ("bitnami/python", "docker.io", "bitnami/python", None, None),
+])
+def test_references_parse_like_docker(text: str, registry: str, repository: str,
+                                      tag: str | None, digest: str | None) -> None:
+    reference = parse_reference(text)
+    assert (reference.registry, reference.repository, reference.tag, reference.digest) == (
+        registry, repository, tag, digest)
+    assert str(reference) in (text, f"docker.io/{text}", f"docker.io/library/{text}")
+
+
+def test_docker_hub_is_reached_at_its_api_host() -> None:
+    assert parse_reference("python:3.11").api_host == "registry-1.docker.io"
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:5000/Models/x", "r.io/x@sha256:abc",
+                                  "r.io/x:bad tag", "r.io/"])
+def test_bad_references_are_refused_with_a_reason(text: str) -> None:
+    with pytest.raises(UserError, match="image reference"):
+        parse_reference(text)
+
+
+def test_only_loopback_registries_default_to_plain_http() -> None:
+    assert is_loopback_registry("127.0.0.1:5000")
+    assert is_loopback_registry("localhost:5000")
+    assert not is_loopback_registry("registry.gitlab.com")
+    assert not is_loopback_registry("10.0.0.1:5000")

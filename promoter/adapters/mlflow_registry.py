@@ -15,7 +15,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -90,11 +90,14 @@ class MlflowRegistry:
                               lambda: self._client.get_model_version_download_uri(model, version)))
 
     def signature(self, model: str, version: str) -> dict[str, Any] | None:
-        from mlflow.models import get_model_info
+        from mlflow.models import Model
 
-        info = self._call(f"read the MLmodel of {model!r} version {version}",
-                          lambda: get_model_info(f"models:/{model}/{version}"))
-        return info.signature.to_dict() if info.signature is not None else None
+        where = self.artifact_location(model, version).rstrip("/")
+        with tempfile.TemporaryDirectory(prefix="promoter-mlmodel-") as tmp:
+            path = self._download(f"{where}/MLmodel", tmp)
+            loaded = self._call(f"read the MLmodel of {model!r} version {version}",
+                                lambda: Model.load(path))
+        return loaded.signature.to_dict() if loaded.signature is not None else None
 
     def intent(self, version: ModelVersionInfo) -> dict[str, Any]:
         """``deploy.*`` tags, then a logged ``modeldeployment.yaml`` merged over them."""
@@ -180,21 +183,33 @@ class MlflowRegistry:
 
     # ------------------------------------------------------------------ internals
     def _logged_intent(self, version: ModelVersionInfo) -> dict[str, Any]:
+        """The intent file logged next to the model (or at the run's root), if any.
+
+        Listed before downloading: a download of a missing file over the artifact proxy fails
+        as a generic error that cannot be told apart from a real outage.
+        """
+        candidates = [self.artifact_location(version.model, version.version).rstrip("/")]
+        if version.run_id:
+            candidates.append(self.run(version.run_id).artifact_uri.rstrip("/"))
+        with tempfile.TemporaryDirectory(prefix="promoter-intent-") as tmp:
+            for directory in candidates:
+                if INTENT_FILE in self._listing(directory):
+                    return _read_intent(Path(self._download(f"{directory}/{INTENT_FILE}", tmp)),
+                                        version)
+        return {}
+
+    def _listing(self, directory: str) -> set[str]:
+        from mlflow.artifacts import list_artifacts
+
+        found = self._call(f"list {directory}", lambda: list_artifacts(
+            artifact_uri=directory, tracking_uri=self.uri))
+        return {PurePosixPath(entry.path).name for entry in found or [] if not entry.is_dir}
+
+    def _download(self, artifact_uri: str, into: str) -> str:
         from mlflow.artifacts import download_artifacts
 
-        where = self.artifact_location(version.model, version.version).rstrip("/")
-        candidates = [f"{where}/{INTENT_FILE}"]
-        if version.run_id:
-            candidates.append(f"runs:/{version.run_id}/{INTENT_FILE}")
-        with tempfile.TemporaryDirectory(prefix="promoter-intent-") as tmp:
-            for candidate in candidates:
-                try:
-                    path = self._call(f"download {INTENT_FILE}", lambda c=candidate: str(
-                        download_artifacts(artifact_uri=c, dst_path=tmp)))
-                except PermanentError:
-                    continue  # not logged there
-                return _read_intent(Path(path), version)
-        return {}
+        return self._call(f"download {artifact_uri}", lambda: str(download_artifacts(
+            artifact_uri=artifact_uri, dst_path=into, tracking_uri=self.uri)))
 
     def _pages(self, doing: str, fetch: Callable[[str | None], Any]) -> Iterator[Any]:
         token: str | None = None

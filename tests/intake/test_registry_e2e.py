@@ -1,0 +1,149 @@
+"""The MLflow adapter, the job handler and the reconcile pass against a real mlflow server."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.adapters.mlflow_registry import MlflowRegistry
+from promoter.errors import PermanentError, TransientError
+from promoter.service import intake
+from promoter.service.jobs_handler import build_job_handler
+from promoter.service.queue import JobQueue
+from promoter.service.reconcile import ReconcileState, reconcile_once
+from promoter.service.worker import Worker
+from tests.fixtures.mlflow_server import MlflowServer, free_port
+from tests.intake.conftest import make_settings
+from tests.intake.models import GIT_COMMIT, create_version
+
+pytestmark = pytest.mark.e2e
+
+INTENT = """\
+apiVersion: promoter.dev/v1alpha1
+kind: ModelDeployment
+spec:
+  owner: {team: risk, costCenter: cc-42}
+  resources: {gpu: {count: 1, type: nvidia-l4}}
+"""
+
+
+def test_the_adapter_reads_version_run_signature_and_intent(mlflow_server: MlflowServer) -> None:
+    client = mlflow_server.client()
+    version = create_version(client, "adapter-model", intent_yaml=INTENT,
+                             tags={"deploy.resources.gpu.count": "2", "deploy.runtime": "kserve"})
+    registry = MlflowRegistry(mlflow_server.url)
+    info = registry.model_version("adapter-model", version)
+    assert info.run_id and info.source.endswith("/model")
+    run = registry.run(info.run_id)
+    assert run.git_commit == GIT_COMMIT
+    assert run.metrics["auc"] == pytest.approx(0.91) and run.params["C"] == "0.5"
+    signature = registry.signature("adapter-model", version)
+    assert signature is not None and "amount" in signature["inputs"]
+    intent = registry.intent(info)
+    # The logged file is merged over the deploy.* tags.
+    assert intent["spec"]["resources"]["gpu"] == {"count": 1, "type": "nvidia-l4"}
+    assert intent["spec"]["runtime"] == "kserve"
+    assert intent["spec"]["owner"]["costCenter"] == "cc-42"
+
+
+def test_write_back_tags_and_error_mapping(mlflow_server: MlflowServer) -> None:
+    client = mlflow_server.client()
+    version = create_version(client, "writeback-model")
+    registry = MlflowRegistry(mlflow_server.url)
+    registry.write_back("writeback-model", version, "staging",
+                        {"status": "received", "mr_url": "https://gitlab.example/mr/1"})
+    tags = client.get_model_version("writeback-model", version).tags
+    assert tags["promoter.staging.status"] == "received"
+    assert tags["promoter.staging.mr_url"] == "https://gitlab.example/mr/1"
+    with pytest.raises(PermanentError, match="RESOURCE_DOES_NOT_EXIST"):
+        registry.model_version("writeback-model", "99")
+    with pytest.raises(TransientError, match="unreachable|failed"):
+        MlflowRegistry(f"http://127.0.0.1:{free_port()}").aliases("writeback-model")
+
+
+def test_the_job_resolves_what_the_alias_points_at_now(mlflow_server: MlflowServer,
+                                                        tmp_path: Path) -> None:
+    client = mlflow_server.client()
+    first = create_version(client, "handler-model", tags={"deploy.resources.gpu.count": "1"})
+    second = create_version(client, "handler-model", auc=0.95)
+    client.set_registered_model_alias("handler-model", "staging", first)
+    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
+    registry = MlflowRegistry(mlflow_server.url)
+    queue = JobQueue.open(settings.state_dir)
+    try:
+        job = queue.enqueue(intake.JobKey("handler-model", first, "staging", "promote")).job
+        client.set_registered_model_alias("handler-model", "staging", second)  # moved on since
+        worker = Worker(queue, build_job_handler(settings, registry), heartbeat=False)
+        assert worker.run_once()
+        done = queue.get(job.id)
+        assert done.state == "done", done.reason
+        assert done.result["resolved_version"] == second
+        step = queue.steps(job.id)["registry"]
+        assert step["model_version"]["version"] == second
+        assert step["run"]["metrics"]["auc"] == pytest.approx(0.95)
+        assert step["git_commit"] == GIT_COMMIT
+        assert step["signature"]["schema"]["outputs"]
+        tags = client.get_model_version("handler-model", second).tags
+        assert tags["promoter.staging.status"] == "received"
+    finally:
+        queue.close()
+
+
+def test_a_missing_model_is_a_dead_job_with_the_reason(mlflow_server: MlflowServer,
+                                                       tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
+    queue = JobQueue.open(settings.state_dir)
+    try:
+        job = queue.enqueue(intake.JobKey("no-such-model", "1", "production", "promote")).job
+        Worker(queue, build_job_handler(settings, MlflowRegistry(mlflow_server.url)),
+               heartbeat=False).run_once()
+        dead = queue.get(job.id)
+        assert dead.state == "dead" and "no-such-model" in (dead.reason or "")
+    finally:
+        queue.close()
+
+
+def test_reconcile_finds_stage_transitions_alias_changes_and_deletions(
+        mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    client = mlflow_server.client()
+    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
+    registry = MlflowRegistry(mlflow_server.url)
+    queue = JobQueue.open(settings.state_dir)
+    state = ReconcileState(settings.state_dir)
+
+    def keys(report: Any) -> set[tuple[str, str, str, str]]:
+        return {(j["model"], j["version"], j["env"], j["action"]) for j in report.jobs
+                if j["model"] == "stage-model"}
+
+    try:
+        reconcile_once(settings, registry, queue, state)  # baseline of what the server holds
+        v1 = create_version(client, "stage-model")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client.transition_model_version_stage("stage-model", v1, "Production")
+        report = reconcile_once(settings, registry, queue, state)
+        assert keys(report) == {("stage-model", v1, "production", "promote")}
+        assert report.stage_lookups >= 1
+        assert keys(reconcile_once(settings, registry, queue, state)) == set()  # level, not edge
+        v2 = create_version(client, "stage-model")
+        client.set_registered_model_alias("stage-model", "production", v2)  # alias wins
+        assert keys(reconcile_once(settings, registry, queue, state)) == {
+            ("stage-model", v2, "production", "promote")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client.transition_model_version_stage("stage-model", v1, "Archived")
+        client.delete_registered_model_alias("stage-model", "production")
+        assert keys(reconcile_once(settings, registry, queue, state)) == {
+            ("stage-model", "*", "production", "decommission")}
+        client.set_registered_model_alias("stage-model", "staging", v2)
+        assert keys(reconcile_once(settings, registry, queue, state)) == {
+            ("stage-model", v2, "staging", "promote")}
+        client.delete_registered_model("stage-model")
+        assert keys(reconcile_once(settings, registry, queue, state)) == {
+            ("stage-model", "*", "staging", "decommission")}
+    finally:
+        state.close()
+        queue.close()

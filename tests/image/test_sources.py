@@ -1,0 +1,141 @@
+"""Where the model and the base come from: MLflow URIs, base images by reference, errors."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.adapters.oci import RegistryClient
+from promoter.errors import PermanentError
+from promoter.image.layers import bytes_blob
+from tests.image.model import SMALL_REQUIREMENTS
+from tests.image.oracles import skopeo_copy_to_layout, skopeo_inspect, umoci_unpack
+from tests.image.registry import free_port
+
+pytestmark = pytest.mark.e2e
+Run = Callable[..., tuple[int, str, str]]
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _build(promoter: Run, *args: str) -> dict[str, Any]:
+    code, out, err = promoter("image", "build", *args, "--output", "json")
+    assert code == 0, err
+    return dict(json.loads(out))
+
+
+def test_models_uri_is_downloaded_and_its_lineage_labelled(
+        promoter: Run, registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking)
+    experiment = mlflow.create_experiment("image", artifact_location=(tmp_path / "art").as_uri())
+    features, target = load_iris(return_X_y=True)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.sklearn.log_model(DecisionTreeClassifier(random_state=0).fit(features, target),
+                                 name="model", registered_model_name="fraud-detector",
+                                 serialization_format="pickle")
+    for requirements in (tmp_path / "art").rglob("requirements.txt"):
+        requirements.write_text(SMALL_REQUIREMENTS)  # keep the dependency layer small
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    built = _build(promoter, "models:/fraud-detector/1", "--repository",
+                   f"{registry}/models/fraud-detector")
+    assert built["tag"] == "v1"
+    labels = skopeo_inspect(f"{registry}/models/fraud-detector:v1")["Labels"]
+    assert labels["io.promoter.model.name"] == "fraud-detector"
+    assert labels["io.promoter.model.version"] == "1"
+    assert labels["io.promoter.model.run-id"] == run.info.run_id
+    assert labels["io.promoter.model.source"] == "models:/fraud-detector/1"
+    code, _, err = promoter("image", "build", "models:/fraud-detector/9", "--repository",
+                            f"{registry}/models/fraud-detector")
+    assert code == 1 and "fraud-detector" in err and "Traceback" not in err
+
+
+def _push_base(client: RegistryClient, repository: str) -> tuple[str, str]:
+    """A two-platform base (Docker media types, as Docker Hub serves) with one file."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as archive:
+        info = tarfile.TarInfo("etc/base-release")
+        info.size = 5
+        archive.addfile(info, io.BytesIO(b"base\n"))
+    raw = data.getvalue()
+    layer = bytes_blob("application/vnd.docker.image.rootfs.diff.tar.gzip",
+                       gzip.compress(raw, mtime=0))
+    client.push_blob(repository, layer)
+    entries = []
+    for arch in ("arm64", "amd64"):
+        config = bytes_blob("application/vnd.docker.container.image.v1+json", json.dumps({
+            "architecture": arch, "os": "linux",
+            "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION=3.11.9"],
+                       "Cmd": ["python3"]},
+            "rootfs": {"type": "layers", "diff_ids": [bytes_blob("", raw).digest]}}).encode())
+        client.push_blob(repository, config)
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+                               "config": config.descriptor(),
+                               "layers": [layer.descriptor()]}).encode()
+        digest, _ = client.put_manifest(repository, f"1-{arch}", manifest, DOCKER_MANIFEST)
+        entries.append({"mediaType": DOCKER_MANIFEST, "digest": digest, "size": len(manifest),
+                        "platform": {"os": "linux", "architecture": arch}})
+    index = json.dumps({"schemaVersion": 2, "manifests": entries,
+                        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json"})
+    client.put_manifest(repository, "1", index.encode(),
+                        "application/vnd.docker.distribution.manifest.list.v2+json")
+    return layer.digest, str(entries[1]["digest"])
+
+
+def test_base_image_layers_are_mounted_not_uploaded(
+        promoter: Run, registry: str, model_dir: Path, tmp_path: Path) -> None:
+    with RegistryClient(registry) as client:
+        base_layer, amd64_manifest = _push_base(client, "base/runtime")
+    built = _build(promoter, str(model_dir), "--repository", f"{registry}/models/on-base",
+                   "--base", f"{registry}/base/runtime:1")
+    assert built["layers"][0] == base_layer
+    assert not any("Python version" in note for note in built["notes"])  # from PYTHON_VERSION
+    with RegistryClient(registry) as client:
+        manifest = client.get_manifest("models/on-base", built["digest"])
+        assert manifest is not None
+        body = json.loads(manifest.body)
+        base_size = body["layers"][0]["size"]
+        ours = sum(layer["size"] for layer in body["layers"][1:]) + body["config"]["size"]
+    assert body["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert base_size > 0
+    assert built["bytes_uploaded"] == ours  # everything but the base layer, which was mounted
+    config = skopeo_inspect(f"{registry}/models/on-base@{built['digest']}", config=True)
+    assert config["config"]["Env"][0].startswith("PATH=/opt/ml/deps/bin:/usr/local/bin")
+    assert "PYTHON_VERSION=3.11.9" in config["config"]["Env"]
+    assert config["config"]["Labels"]["org.opencontainers.image.base.digest"] == amd64_manifest
+    skopeo_copy_to_layout(f"{registry}/models/on-base@{built['digest']}", tmp_path / "l")
+    rootfs = umoci_unpack(tmp_path / "l", "image", tmp_path / "bundle")
+    assert (rootfs / "etc/base-release").read_text() == "base\n"
+    assert (rootfs / "opt/ml/model/MLmodel").is_file()
+
+
+def test_registry_problems_are_clear_errors(promoter: Run, registry: str,
+                                            model_dir: Path, tmp_path: Path) -> None:
+    code, _, err = promoter("image", "build", str(model_dir), "--repository",
+                            f"{registry}/models/x", "--base", f"{registry}/base/missing:1")
+    assert code == 1 and "base image" in err and "was not found" in err
+    code, _, err = promoter("image", "build", str(tmp_path), "--repository",
+                            f"{registry}/models/x")
+    assert code == 1 and "no MLmodel file" in err
+    code, _, err = promoter("image", "build", str(model_dir), "--repository",
+                            f"127.0.0.1:{free_port()}/models/x")
+    assert code == 3 and "unreachable" in err
+    with RegistryClient(registry) as client, pytest.raises(PermanentError,
+                                                           match="names a blob"):
+        missing = {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + "0" * 64, "size": 2}
+        client.put_manifest("models/x", "broken", json.dumps(
+            {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "config": missing, "layers": []}).encode(),
+            "application/vnd.oci.image.manifest.v1+json")

@@ -1,0 +1,201 @@
+"""`promoter image sign|verify` against a real registry, in both cosign formats."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.adapters.oci import RegistryClient
+from promoter.image.layers import bytes_blob
+from promoter.image.reference import parse_reference
+from promoter.signing import bundle as bundle_format
+from promoter.signing import simple
+from promoter.signing.registry import bundle_blobs
+from tests.image.registry import free_port
+from tests.signing.conftest import key_path, push_image
+
+pytestmark = pytest.mark.e2e
+Run = Callable[..., tuple[int, str, str]]
+JS = Path(__file__).resolve().parent.parent / "js"
+
+
+def sign(promoter: Run, image: str, key: int = 2, *formats: str) -> dict[str, Any]:
+    flags = [arg for fmt in formats for arg in ("--format", fmt)]
+    code, out, err = promoter("image", "sign", image, "--key", str(key_path(key)), *flags,
+                              "--output", "json")
+    assert code == 0, err
+    return dict(json.loads(out))
+
+
+def verify(promoter: Run, image: str, key: int = 2) -> tuple[int, str]:
+    code, out, err = promoter("image", "verify", image, "--key", str(key_path(key, "pub")))
+    return code, out + err
+
+
+def test_signed_image_verifies_in_both_formats_and_resigning_is_a_noop(
+        promoter: Run, image: str) -> None:
+    first = sign(promoter, image)
+    assert sorted(first["created"]) == ["bundle", "legacy"]
+    code, said = verify(promoter, image)
+    assert code == 0 and "bundle, legacy" in said
+    reference = parse_reference(image)
+    with RegistryClient(reference.registry) as client:
+        before = [client.manifest_digest(reference.repository, tag) for tag in (
+            simple.signature_tag(str(reference.digest)),
+            bundle_format.referrers_tag(str(reference.digest)))]
+        assert all(before)
+        assert sign(promoter, image)["created"] == []
+        after = [client.manifest_digest(reference.repository, tag) for tag in (
+            simple.signature_tag(str(reference.digest)),
+            bundle_format.referrers_tag(str(reference.digest)))]
+    assert after == before
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "bundle"])
+def test_each_format_alone_verifies(promoter: Run, image: str, fmt: str) -> None:
+    assert sign(promoter, image, 0, fmt)["created"] == [fmt]
+    code, said = verify(promoter, image, 0)
+    assert code == 0 and f"({fmt})" in said
+
+
+def test_unsigned_image_fails(promoter: Run, image: str) -> None:
+    code, said = verify(promoter, image)
+    assert code == 1 and "is not signed" in said
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "bundle"])
+def test_signature_by_another_key_fails(promoter: Run, image: str, fmt: str) -> None:
+    sign(promoter, image, 1, fmt)
+    code, said = verify(promoter, image, 2)
+    assert code == 1 and "not by the key" in said and "another key" in said
+
+
+def _copy_signatures(source: str, target: str) -> None:
+    """What an attacker can do without the key: attach image A's signatures to image B."""
+    a, b = parse_reference(source), parse_reference(target)
+    with RegistryClient(a.registry) as client:
+        for tag_of in (simple.signature_tag, bundle_format.referrers_tag):
+            manifest = client.get_manifest(a.repository, tag_of(str(a.digest)))
+            if manifest is not None:
+                client.put_manifest(a.repository, tag_of(str(b.digest)), manifest.body,
+                                    manifest.media_type)
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "bundle"])
+def test_signature_over_another_digest_fails(promoter: Run, registry: str, fmt: str) -> None:
+    first = push_image(registry, f"signing/copied-{fmt}", "first")
+    second = push_image(registry, f"signing/copied-{fmt}", "second")
+    sign(promoter, first, 2, fmt)
+    _copy_signatures(first, second)
+    code, said = verify(promoter, second)
+    assert code == 1 and "covers a different image digest" in said
+
+
+def _tamper_legacy(client: RegistryClient, repository: str, source: str, target: str) -> None:
+    manifest = client.get_manifest(repository, simple.signature_tag(source))
+    assert manifest is not None
+    layer = simple.signature_layers(manifest.body)[0]
+    payload = client.get_blob(repository, layer["digest"]).replace(source.encode(),
+                                                                   target.encode())
+    forged = bytes_blob(simple.SIMPLE_SIGNING, payload)
+    client.push_blob(repository, forged)
+    layers = [{**layer, **forged.descriptor()}]
+    config, body = simple.manifest(layers)
+    client.push_blob(repository, config)
+    client.put_manifest(repository, simple.signature_tag(target), body, simple.OCI_MANIFEST)
+
+
+def _tamper_bundle(client: RegistryClient, repository: str, source: str, target: str) -> None:
+    (original,) = bundle_blobs(client, repository, source)
+    bundle = json.loads(original)
+    statement = base64.b64decode(bundle["dsseEnvelope"]["payload"])
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(statement.replace(
+        source.split(":")[1].encode(), target.split(":")[1].encode())).decode()
+    subject = client.get_manifest(repository, target)
+    assert subject is not None
+    from promoter.signing.service import attach_bundle
+
+    attach_bundle(client, repository, {"mediaType": subject.media_type, "digest": target,
+                                       "size": len(subject.body)}, json.dumps(bundle).encode())
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "bundle"])
+def test_tampered_payload_fails(promoter: Run, registry: str, fmt: str) -> None:
+    first = push_image(registry, f"signing/tampered-{fmt}", "first")
+    second = push_image(registry, f"signing/tampered-{fmt}", "second")
+    sign(promoter, first, 2, fmt)
+    a, b = parse_reference(first), parse_reference(second)
+    with RegistryClient(registry) as client:
+        tamper = _tamper_legacy if fmt == "legacy" else _tamper_bundle
+        tamper(client, a.repository, str(a.digest), str(b.digest))
+    code, said = verify(promoter, second)
+    assert code == 1 and "altered after signing" in said
+
+
+def test_key_problems_when_signing_are_distinct(promoter: Run, image: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COSIGN_PASSWORD", "Pa55-not-hello")
+    code, _, err = promoter("image", "sign", image, "--key", str(key_path(2)))
+    assert code == 1 and "wrong password" in err and "Pa55" not in err
+    monkeypatch.setenv("COSIGN_PASSWORD", "hello")
+    broken = tmp_path / "broken.key"
+    text = key_path(2).read_text().splitlines()
+    broken.write_text("\n".join([text[0], text[1][:20] + "!!", *text[2:]]))
+    code, _, err = promoter("image", "sign", image, "--key", str(broken))
+    assert code == 1 and "not valid base64" in err
+    code, _, err = promoter("image", "verify", image, "--key", str(key_path(2)))
+    assert code == 1 and "private key" in err
+    code, said = verify(promoter, image.split("@")[0] + "@sha256:" + "1" * 64)
+    assert code == 1 and "does not exist" in said
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None or not (JS / "node_modules" / "@sigstore" / "verify").is_dir():
+        pytest.skip("node and tests/js/node_modules are needed (make install-js)")
+    return node
+
+
+def test_bundle_verifies_with_sigstore_js(promoter: Run, image: str, tmp_path: Path) -> None:
+    node = _node()
+    sign(promoter, image, 2, "bundle")
+    reference = parse_reference(image)
+    with RegistryClient(reference.registry) as client:
+        (data,) = bundle_blobs(client, reference.repository, str(reference.digest))
+    (tmp_path / "bundle.json").write_bytes(data)
+
+    def js_verify(key: int, digest: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([node, str(JS / "verify-bundle.js"), str(tmp_path / "bundle.json"),
+                               str(key_path(key, "pub")), digest],
+                              capture_output=True, text=True, check=False, timeout=60)
+
+    good = js_verify(2, str(reference.digest))
+    assert good.returncode == 0 and good.stdout.strip() == "verified", good.stderr
+    assert js_verify(1, str(reference.digest)).returncode == 1
+    assert js_verify(2, "sha256:" + "2" * 64).returncode == 1
+    forged = json.loads(data)
+    forged["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(b"\x30\x06\x02\x01\x01"
+                                                                      b"\x02\x01\x01").decode()
+    (tmp_path / "bundle.json").write_text(json.dumps(forged))
+    assert js_verify(2, str(reference.digest)).returncode == 1
+
+
+def test_keyless_fails_clearly_without_sigstore(promoter: Run, image: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = promoter("image", "sign", image, "--keyless")
+    assert code == 1 and "SIGSTORE_ID_TOKEN" in err
+    closed = f"http://127.0.0.1:{free_port()}"
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"image:\n  fulcio_url: {closed}\n  rekor_url: {closed}\n")
+    claims = base64.urlsafe_b64encode(json.dumps({"sub": "project_path:ml/x"}).encode())
+    monkeypatch.setenv("SIGSTORE_ID_TOKEN", f"eyJhbGciOiJub25lIn0.{claims.decode()}.x")
+    code, _, err = promoter("--config", str(config), "image", "sign", image, "--keyless")
+    assert code == 3 and "Fulcio" in err and "cannot be reached" in err
+    assert "project_path" not in err

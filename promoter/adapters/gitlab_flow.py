@@ -95,11 +95,11 @@ class ProposalFlow:
             try:
                 return self._attempt(proposal, run)
             except TransientError as exc:
-                if attempt + 1 == self._attempts:
-                    raise
                 wait = exc.retry_after if exc.retry_after is not None else \
                     self._backoff * 2 ** attempt
-                self._sleep(min(wait, self._max_wait))
+                if attempt + 1 == self._attempts or wait > self._max_wait:
+                    raise  # the job queue retries later (honouring exc.retry_after)
+                self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, proposal: Proposal, run: _Run) -> ProposalResult:

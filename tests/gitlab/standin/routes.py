@@ -106,6 +106,7 @@ class Api:
         sha = self.repo.commit_actions(branch, str(base), list(params["actions"]),
                                        str(params["commit_message"]),
                                        author=(user.username, f"{user.username}@example.test"))
+        self.s.commits_created += 1
         info = self.repo.commit_info(sha)
         assert info is not None
         info["web_url"] = f"{self.project.base_url}/{self.project.path}/-/commit/{sha}"

@@ -35,7 +35,9 @@ class Fault:
     retry_after: int = 1
     delay: float = 1.0         # timeout: seconds before answering (longer than the client waits)
     apply: bool = False
+    after: int = 0             # let this many matching requests through first
     hits: int = 0
+    seen: int = 0
 
 
 @dataclass
@@ -59,6 +61,7 @@ class StandIn:
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.deliveries: list[Delivery] = []
+        self.commits_created = 0           # every commit the API made, reachable or not
         self.hook_url: str | None = None
         self.hook_token: str | None = None
         self.lock = threading.RLock()
@@ -147,8 +150,10 @@ class StandIn:
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self.faults:
             if fault.method == method and re.search(fault.path, path) and fault.hits < fault.times:
-                fault.hits += 1
-                return fault
+                fault.seen += 1
+                if fault.seen > fault.after:
+                    fault.hits += 1
+                    return fault
         return None
 
     def _dispatch(self, method: str, path: str, query: str, headers: dict[str, str],

@@ -1,0 +1,126 @@
+"""Every injected fault ends in the same state as the fault-free run, with no extra commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.adapters.gitlab import GitLabProvider, connect
+from promoter.errors import AuthError, TransientError
+from promoter.ports.git import ProposalResult
+from tests.gitlab.conftest import GitLabHarness, make_standin, proposal
+from tests.gitlab.standin.server import StandIn
+
+COMMITS = r"/repository/commits$"
+MRS = r"/merge_requests$"
+ONE_MR = r"/merge_requests/\d+$"
+
+
+def scenario(harness: GitLabHarness) -> list[tuple[str, bool, int | None]]:
+    """First promotion, the same again, a newer version with auto-merge."""
+    results: list[ProposalResult] = [
+        harness.provider.propose(proposal("1")),
+        harness.provider.propose(proposal("1")),
+        harness.provider.propose(proposal("2", auto_merge=True)),
+    ]
+    return [(r.outcome.value, r.commit_created, r.mr_iid) for r in results]
+
+
+def snapshot(standin: StandIn) -> dict[str, Any]:
+    repo = standin.repo
+    return {
+        "commits": repo.count(),
+        "commits_created": standin.commits_created,
+        "trees": {branch: repo.git("rev-parse", f"{branch}^{{tree}}").strip()
+                  for branch in repo.branches()},
+        "mrs": [(mr.iid, mr.state, mr.title, mr.description, sorted(mr.labels), mr.auto_merge,
+                 [rule["approvals_required"] for rule in mr.rules],
+                 sorted(note["body"] for note in mr.notes))
+                for mr in standin.project.mrs.values()],
+    }
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Any], dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("clean")
+    standin = make_standin(tmp, per_page=2)
+    try:
+        return scenario(GitLabHarness(standin, tmp)), snapshot(standin)
+    finally:
+        standin.stop()
+
+
+FAULTS = [
+    pytest.param("POST", COMMITS, "lost", {}, id="commit-response-lost"),
+    pytest.param("POST", COMMITS, "lost", {"after": 1}, id="update-commit-response-lost"),
+    pytest.param("POST", COMMITS, "502", {"apply": True}, id="commit-applied-then-502"),
+    pytest.param("POST", COMMITS, "503", {}, id="commit-503"),
+    pytest.param("POST", COMMITS, "429", {"retry_after": 1}, id="commit-429-retry-after"),
+    pytest.param("POST", COMMITS, "timeout", {"delay": 2.5}, id="commit-timeout"),
+    pytest.param("POST", MRS, "lost", {}, id="mr-create-response-lost"),
+    pytest.param("POST", MRS, "502", {"apply": True}, id="mr-create-applied-then-502"),
+    pytest.param("PUT", ONE_MR, "lost", {}, id="mr-update-response-lost"),
+    pytest.param("POST", r"/notes$", "lost", {}, id="note-create-response-lost"),
+    pytest.param("PUT", r"/notes/\d+$", "502", {"apply": True}, id="note-edit-applied-then-502"),
+    pytest.param("POST", r"/approval_rules$", "lost", {}, id="approval-rule-response-lost"),
+    pytest.param("PUT", r"/merge$", "lost", {}, id="auto-merge-response-lost"),
+    pytest.param("GET", r"/repository/tree$", "502", {"times": 2}, id="tree-502-twice"),
+    pytest.param("GET", r"/raw$", "429", {"retry_after": 1}, id="file-read-429"),
+    pytest.param("GET", MRS, "timeout", {"delay": 2.5}, id="mr-list-timeout"),
+    pytest.param("GET", r"/repository/branches/", "503", {"times": 3}, id="branch-read-503s"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kind", "options"), FAULTS)
+def test_fault_leaves_the_same_end_state(clean_run: tuple[list[Any], dict[str, Any]],
+                                         tmp_path: Path, method: str, path: str, kind: str,
+                                         options: dict[str, Any]) -> None:
+    expected_results, expected_state = clean_run
+    standin = make_standin(tmp_path, per_page=2)
+    try:
+        fault = standin.fault(method, path, kind, **options)
+        results = scenario(GitLabHarness(standin, tmp_path))
+        assert fault.hits >= 1, "the fault was never triggered"
+        assert results == expected_results
+        assert snapshot(standin) == expected_state   # includes the commit count
+    finally:
+        standin.stop()
+
+
+def test_a_long_retry_after_is_handed_to_the_job_queue(standin: StandIn, tmp_path: Path) -> None:
+    standin.fault("POST", COMMITS, "429", retry_after=120, times=10)
+    forge = connect(standin.base_url, "bot-token", "group/gitops", timeout_seconds=5,
+                    backoff_seconds=0.01, max_wait_seconds=5)
+    provider = GitLabProvider(forge, backoff_seconds=0.01)
+    with pytest.raises(TransientError) as raised:
+        provider.propose(proposal("1"))
+    assert raised.value.retry_after == 120
+    assert standin.repo.count() == 1 and not standin.project.mrs
+
+
+def test_a_bad_token_is_an_auth_error_that_does_not_echo_it(standin: StandIn) -> None:
+    forge = connect(standin.base_url, "not-the-token-s3cr3t", "group/gitops", timeout_seconds=5)
+    with pytest.raises(AuthError) as raised:
+        GitLabProvider(forge).propose(proposal("1"))
+    assert "401" in str(raised.value) and "s3cr3t" not in str(raised.value)
+    assert "PROMOTER_GITLAB_TOKEN" in str(raised.value)
+
+
+def test_an_unknown_project_says_which(standin: StandIn) -> None:
+    forge = connect(standin.base_url, "bot-token", "group/missing", timeout_seconds=5)
+    with pytest.raises(Exception, match="group/missing"):
+        GitLabProvider(forge).propose(proposal("1"))
+
+
+def test_gitlab_free_states_approvals_in_the_mr(tmp_path: Path) -> None:
+    standin = make_standin(tmp_path, free_tier=True)
+    try:
+        result = GitLabHarness(standin, tmp_path).provider.propose(proposal("1"))
+        assert result.outcome.value == "created" and not result.approvals_enforced
+        assert any("not enforced" in warning for warning in result.warnings)
+        notes = [n["body"] for n in standin.project.mrs[1].notes]
+        assert any("requires **2** approval(s)" in body for body in notes)
+    finally:
+        standin.stop()

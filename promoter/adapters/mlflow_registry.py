@@ -11,6 +11,7 @@ fast and the job queue's own backoff takes over.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import warnings
@@ -156,21 +157,22 @@ class MlflowRegistry:
                 raise ValueError(f"unknown write-back field {field!r}")
             key = f"promoter.{env}.{field}"
             self._call(f"tag {model!r} version {version} with {key}",
-                       lambda k=key, v=value: self._client.set_model_version_tag(
-                           model, version, k, v))
+                       functools.partial(self._client.set_model_version_tag, model, version,
+                                         key, value))
 
     # ------------------------------------------------------------------ webhooks
     def ensure_webhook(self, name: str, url: str, events: list[str],
                        secret: str) -> tuple[str, bool]:
         """Create the webhook, or update the one with this name or URL. → (id, created)."""
+        wanted: list[Any] = list(events)  # mlflow types these as a Literal of its event names
         existing = [hook for hook in self.webhooks() if hook["name"] == name or hook["url"] == url]
         if existing:
             hook_id = existing[0]["id"]
             self._call("update the MLflow webhook", lambda: self._client.update_webhook(
-                hook_id, name=name, url=url, events=events, secret=secret, status="ACTIVE"))
+                hook_id, name=name, url=url, events=wanted, secret=secret, status="ACTIVE"))
             return hook_id, False
         created = self._call("create the MLflow webhook", lambda: self._client.create_webhook(
-            name=name, url=url, events=events, secret=secret))
+            name=name, url=url, events=wanted, secret=secret))
         return str(created.webhook_id), True
 
     def webhooks(self) -> list[dict[str, Any]]:
@@ -214,7 +216,7 @@ class MlflowRegistry:
     def _pages(self, doing: str, fetch: Callable[[str | None], Any]) -> Iterator[Any]:
         token: str | None = None
         for _ in range(100_000):  # bounded: a registry of 100M entries is not expected
-            page = self._call(doing, lambda t=token: fetch(t))
+            page = self._call(doing, functools.partial(fetch, token))
             yield from page
             token = page.token
             if not token:

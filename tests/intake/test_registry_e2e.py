@@ -60,7 +60,7 @@ def test_write_back_tags_and_error_mapping(mlflow_server: MlflowServer) -> None:
     assert tags["promoter.staging.mr_url"] == "https://gitlab.example/mr/1"
     with pytest.raises(PermanentError, match="RESOURCE_DOES_NOT_EXIST"):
         registry.model_version("writeback-model", "99")
-    with pytest.raises(TransientError, match="unreachable|failed"):
+    with pytest.raises(TransientError, match=r"unreachable|failed"):
         MlflowRegistry(f"http://127.0.0.1:{free_port()}").aliases("writeback-model")
 
 

@@ -1,0 +1,199 @@
+"""GitLab webhooks from the stand-in, over real HTTP, into promoter's handler."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.core.gitlab_events import GitLabEvent, MergeRequestEvent, PipelineEvent
+from promoter.errors import TransientError
+from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler, starlette_endpoint
+from promoter.settings import Secret
+from tests.gitlab import trees
+from tests.gitlab.conftest import ENV, NAME, GitLabHarness, proposal
+from tests.gitlab.standin.server import StandIn
+
+TOKEN = "hook-s3cret"
+
+
+class Receiver:
+    """A real HTTP server that hands every POST to the framework-agnostic handler."""
+
+    def __init__(self, handler: GitLabHookHandler) -> None:
+        self.handler = handler
+        outer = self
+
+        class Handle(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, answer = outer.handler.handle(dict(self.headers.items()), body)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/gitlab"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Setup:
+    def __init__(self, standin: StandIn, tmp: Path) -> None:
+        self.standin = standin
+        self.harness = GitLabHarness(standin, tmp)
+        self.events: list[GitLabEvent] = []
+        self.failures: list[Exception] = []
+        self.deliveries = DeliveryLog(tmp / "state" / "gitlab-hooks.db")
+        self.handler = GitLabHookHandler(Secret(TOKEN), self.deliveries,
+                                         self.harness.ledger.pushed_sha, self.on_event)
+        self.receiver = Receiver(self.handler)
+        standin.hook_url, standin.hook_token = self.receiver.url, TOKEN
+
+    def on_event(self, event: GitLabEvent) -> None:
+        if self.failures:
+            raise self.failures.pop()
+        self.events.append(event)
+
+    def answers(self) -> list[tuple[int, Any]]:
+        return [(d.status, d.response) for d in self.standin.deliveries]
+
+
+@pytest.fixture
+def setup(standin: StandIn, tmp_path: Path) -> Iterator[Setup]:
+    built = Setup(standin, tmp_path)
+    yield built
+    built.receiver.stop()
+
+
+def test_approvals_and_auto_merge_reach_promoter(setup: Setup) -> None:
+    result = setup.harness.provider.propose(proposal("1", auto_merge=True))
+    assert result.mr_iid is not None
+    setup.harness.approve(result.mr_iid, "alice")
+    assert setup.events == []                       # one of two approvals: nothing to act on
+    setup.harness.approve(result.mr_iid, "bob")     # all approvals met → GitLab auto-merges
+
+    assert [e.action for e in setup.events if isinstance(e, MergeRequestEvent)] == \
+        ["approved", "merge"]
+    merged = setup.events[-1]
+    assert isinstance(merged, MergeRequestEvent)
+    assert (merged.name, merged.env, merged.iid) == (NAME, ENV, result.mr_iid)
+    assert merged.head_sha == result.head_sha and merged.merge_commit_sha
+    assert setup.standin.repo.head("main") == merged.merge_commit_sha
+
+
+def test_pipeline_hook_is_parsed_and_accepted(setup: Setup) -> None:
+    result = setup.harness.provider.propose(proposal("1"))
+    assert result.mr_iid is not None
+    setup.standin.api.run_pipeline(result.mr_iid, "failed")
+
+    assert len(setup.events) == 1
+    event = setup.events[0]
+    assert isinstance(event, PipelineEvent)
+    assert (event.status, event.iid, event.head_sha) == ("failed", result.mr_iid, result.head_sha)
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token", ""])
+def test_missing_or_wrong_token_is_401(setup: Setup, token: str | None) -> None:
+    setup.standin.hook_token = token
+    setup.harness.provider.propose(proposal("1"))
+    assert setup.standin.deliveries
+    for status, answer in setup.answers():
+        assert status == 401 and answer["error"] == "unauthorized" and answer["detail"]
+        assert TOKEN not in json.dumps(answer)
+    assert setup.events == []
+
+
+def test_duplicate_delivery_is_acted_on_once(setup: Setup, tmp_path: Path) -> None:
+    result = setup.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    setup.harness.approve(result.mr_iid, "alice")
+    approved = setup.standin.deliveries[-1]
+    assert approved.response["status"] == "accepted" and len(setup.events) == 1
+
+    again = setup.standin.redeliver(approved)
+    assert (again.status, again.response["status"]) == (200, "duplicate")
+
+    # The record is durable: a restarted service still recognises the delivery.
+    setup.receiver.handler = GitLabHookHandler(
+        Secret(TOKEN), DeliveryLog(tmp_path / "state" / "gitlab-hooks.db"),
+        setup.harness.ledger.pushed_sha, setup.on_event)
+    assert setup.standin.redeliver(approved).response["status"] == "duplicate"
+    assert len(setup.events) == 1
+
+
+def test_a_failed_delivery_is_processed_when_gitlab_retries(setup: Setup) -> None:
+    result = setup.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    setup.failures.append(TransientError("MLflow is down"))
+    setup.harness.approve(result.mr_iid, "alice")
+    failed = setup.standin.deliveries[-1]
+    assert failed.status == 503 and failed.response["error"] == "unavailable"
+
+    retried = setup.standin.redeliver(failed)
+    assert retried.response["status"] == "accepted" and len(setup.events) == 1
+
+
+def test_a_human_head_is_reported_not_acted_on(setup: Setup) -> None:
+    result = setup.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    human = setup.harness.human_commit(
+        f"promote/{NAME}/{ENV}", f"manifests/{NAME}/overlays/{ENV}/replicas.yaml",
+        trees.REPLICAS.format(name=NAME, replicas=7))
+    setup.harness.approve(result.mr_iid, "alice")
+
+    answer = setup.standin.deliveries[-1].response
+    assert answer["status"] == "human_commit" and answer["head_sha"] == human
+    assert answer["pushed_sha"] == result.head_sha and setup.events == []
+
+
+def test_unconfigured_token_refuses_everything(tmp_path: Path) -> None:
+    handler = GitLabHookHandler(None, DeliveryLog(tmp_path / "h.db"), lambda p, i: None,
+                                lambda e: None)
+    status, answer = handler.handle({"X-Gitlab-Token": "x"}, b"{}")
+    assert status == 503 and "PROMOTER_GITLAB_WEBHOOK_TOKEN" in answer["detail"]
+
+
+def test_malformed_body_is_400_and_other_events_are_ignored(tmp_path: Path) -> None:
+    handler = GitLabHookHandler(Secret(TOKEN), DeliveryLog(tmp_path / "h.db"),
+                                lambda p, i: None, lambda e: None)
+    headers = {"X-Gitlab-Token": TOKEN, "X-Gitlab-Event": "Merge Request Hook"}
+    assert handler.handle(headers, b"{not json")[0] == 400
+    assert handler.handle(headers, b'{"object_kind": "merge_request"}')[0] == 400
+    status, answer = handler.handle({**headers, "X-Gitlab-Event": "Push Hook"}, b"{}")
+    assert (status, answer["status"]) == (200, "ignored")
+
+
+def test_starlette_endpoint_mounts_the_handler(setup: Setup) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    result = setup.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    setup.standin.hook_url = None                  # capture the payload, deliver it ourselves
+    setup.harness.approve(result.mr_iid, "alice")
+    delivery = setup.standin.deliveries[-1]
+
+    app = Starlette(routes=[Route("/webhooks/gitlab", starlette_endpoint(setup.handler),
+                                  methods=["POST"])])
+    with TestClient(app) as client:
+        answer = client.post("/webhooks/gitlab", content=json.dumps(delivery.payload),
+                             headers=delivery.headers)
+        assert answer.status_code == 200 and answer.json()["status"] == "accepted"
+        bad = client.post("/webhooks/gitlab", content=b"{}", headers={"X-Gitlab-Token": "no"})
+        assert bad.status_code == 401 and set(bad.json()) == {"error", "detail"}

@@ -1,0 +1,81 @@
+"""`promoter mr ...` on the embedded local provider: default remote under the state dir."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from promoter.adapters import localgit
+from promoter.settings import load_settings
+from tests.gitlab.conftest import ENV, NAME, proposal
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def state_dir(run_cli: Run, tmp_path: Path) -> Path:
+    return tmp_path / "state"   # run_cli sets PROMOTER_STATE_DIR to this
+
+
+def propose(state_dir: Path, version: str, **changes: object) -> int:
+    settings = load_settings(None, {"PROMOTER_STATE_DIR": str(state_dir)})
+    result = localgit.from_settings(settings).propose(proposal(version, **changes))
+    assert result.mr_iid is not None
+    return result.mr_iid
+
+
+def test_review_and_merge_from_the_command_line(run_cli: Run, state_dir: Path) -> None:
+    iid = propose(state_dir, "1")
+    code, out, _ = run_cli("mr", "list", "--output", "json")
+    listed = json.loads(out)
+    assert code == 0 and [mr["iid"] for mr in listed] == [iid]
+    assert listed[0]["source_branch"] == f"promote/{NAME}/{ENV}"
+
+    code, _, err = run_cli("mr", "merge", str(iid))
+    assert code == 1 and "2 more approval" in err
+
+    for user in ("alice", "bob"):
+        assert run_cli("mr", "approve", str(iid), "--user", user)[0] == 0
+    code, out, _ = run_cli("mr", "merge", str(iid), "--user", "alice", "--output", "json")
+    merged = json.loads(out)
+    assert code == 0 and merged["state"] == "merged"
+
+    remote = state_dir / "gitops.git"          # created on first use
+    head = subprocess.run(["git", "rev-parse", "main"], cwd=remote, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert head == merged["merge_commit_sha"]
+    shown = subprocess.run(["git", "show", f"main:manifests/{NAME}/overlays/{ENV}/replicas.yaml"],
+                           cwd=remote, capture_output=True, text=True, check=True).stdout
+    assert "replicas: 2" in shown
+
+    code, out, _ = run_cli("mr", "show", str(iid), "--output", "json")
+    shown_mr = json.loads(out)
+    assert shown_mr["approved_by"] == ["alice", "bob"] and shown_mr["notes"]
+
+
+def test_close_is_respected_and_approve_guards_the_sha(run_cli: Run, state_dir: Path) -> None:
+    iid = propose(state_dir, "1")
+    code, _, err = run_cli("mr", "approve", str(iid), "--sha", "0" * 40)
+    assert code == 1 and "head is" in err
+    assert run_cli("mr", "close", str(iid), "--user", "carol")[0] == 0
+
+    settings = load_settings(None, {"PROMOTER_STATE_DIR": str(state_dir)})
+    again = localgit.from_settings(settings).propose(proposal("1"))
+    assert again.outcome.value == "closed_by_human"
+    code, out, _ = run_cli("mr", "list")
+    assert code == 0 and "no opened merge requests" in out
+
+
+def test_auto_merge_merges_once_approved(run_cli: Run, state_dir: Path) -> None:
+    iid = propose(state_dir, "1", auto_merge=True, approvals_required=1)
+    code, out, _ = run_cli("mr", "approve", str(iid), "--user", "alice", "--output", "json")
+    assert code == 0 and json.loads(out)["state"] == "merged"
+
+
+def test_unknown_mr_is_a_user_error(run_cli: Run, state_dir: Path) -> None:
+    code, _, err = run_cli("mr", "show", "99")
+    assert code == 1 and "!99 does not exist" in err

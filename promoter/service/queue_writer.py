@@ -94,8 +94,7 @@ class GroupCommitWriter:
                         conn = None
                     error = TransientError(f"the job queue could not store the delivery: {exc}",
                                            hint="check the state directory's disk and permissions")
-                    for request in batch:
-                        _settle(request, error=error)
+                    _settle_all(batch, error)
                 if stop:
                     return
         finally:
@@ -132,25 +131,29 @@ class GroupCommitWriter:
         conn.execute("COMMIT")  # the one fsync for the whole batch
         self.batches += 1
         self.requests += len(batch)
-        for request, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                _settle(request, error=outcome)
-            else:
-                _settle(request, result=outcome)
+        _settle_all(batch, outcomes)
 
 
-def _settle(request: _Request, result: EnqueueResult | None = None,
-            error: BaseException | None = None) -> None:
-    def resolve() -> None:
+def _settle_all(batch: list[_Request],
+                outcomes: list[EnqueueResult | BaseException] | BaseException) -> None:
+    """Resolve every caller's future: one wake-up per event loop, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any]]] = {}
+    for index, request in enumerate(batch):
+        outcome = outcomes if isinstance(outcomes, BaseException) else outcomes[index]
+        by_loop.setdefault(request.loop, []).append((request, outcome))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed; nobody waits
+            loop.call_soon_threadsafe(_resolve, settled)
+
+
+def _resolve(settled: list[tuple[_Request, EnqueueResult | BaseException]]) -> None:
+    for request, outcome in settled:
         if request.future.done():  # the caller gave up (cancelled); the job is stored anyway
-            return
-        if error is not None:
-            request.future.set_exception(error)
+            continue
+        if isinstance(outcome, BaseException):
+            request.future.set_exception(outcome)
         else:
-            request.future.set_result(result)  # type: ignore[arg-type]
-
-    with contextlib.suppress(RuntimeError):  # the caller's loop is closed; nobody waits
-        request.loop.call_soon_threadsafe(resolve)
+            request.future.set_result(outcome)
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:

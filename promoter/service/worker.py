@@ -79,22 +79,24 @@ class Worker:
         self.random = random or random_module.Random().random  # noqa: S311 (jitter only)
         self.poll_seconds = poll_seconds
         self.heartbeat = heartbeat
-        self._wake = threading.Event()
 
     def wake(self) -> None:
-        """Cut the idle wait short (e.g. right after an enqueue, or to stop promptly)."""
-        self._wake.set()
+        """Cut idle waits short (every worker of this queue in this process), e.g. to stop."""
+        self.queue.notify_work()
 
     def run_forever(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set. Idle, wait for an in-process enqueue or ``poll_seconds``
+        (jobs enqueued by other processes, retries coming due); call wake() after setting
+        ``stop`` to end the wait at once."""
         while not stop.is_set():
+            seen = self.queue.work_generation()  # read first: no wake-up can slip through
             try:
                 worked = self.run_once()
             except PromoterError as exc:  # the queue itself is unusable: wait, then try again
                 log.error("worker %s cannot use the job queue: %s", self.worker_id, exc)
                 worked = False
             if not worked and not stop.is_set():
-                self._wake.wait(self.poll_seconds)
-                self._wake.clear()
+                self.queue.wait_for_work(seen, self.poll_seconds)
 
     def run_once(self) -> bool:
         """Claim and run one due job; False when none is due."""

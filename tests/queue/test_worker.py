@@ -211,3 +211,35 @@ def test_the_heartbeat_keeps_a_long_job_leased(tmp_path: Path) -> None:
     assert stolen == [None] * 4
     assert queue.get(job.id).state == "done"
     queue.close()
+
+
+def test_an_enqueue_wakes_an_idle_worker_without_waiting_for_its_poll(queue: JobQueue) -> None:
+    stop = threading.Event()
+    ran: list[int] = []
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        ran.append(job.id)
+        stop.set()
+        return {}
+
+    worker = make_worker(queue, handler, poll_seconds=3600)  # polling alone would never do
+    thread = threading.Thread(target=worker.run_forever, args=(stop,))
+    thread.start()
+    job = queue.enqueue(V7).job
+    thread.join(timeout=30)
+    if thread.is_alive():  # don't leave the thread behind when the assertion fails
+        stop.set()
+        worker.wake()
+        thread.join(timeout=30)
+    assert ran == [job.id]
+
+
+def test_wake_ends_the_idle_wait_of_a_stopping_worker(queue: JobQueue) -> None:
+    stop = threading.Event()
+    worker = make_worker(queue, lambda job, ctx: {}, poll_seconds=3600)
+    thread = threading.Thread(target=worker.run_forever, args=(stop,))
+    thread.start()
+    stop.set()
+    worker.wake()
+    thread.join(timeout=30)
+    assert not thread.is_alive()

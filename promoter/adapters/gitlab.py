@@ -9,6 +9,7 @@ the target branch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from promoter.adapters.gitlab_ledger import PushLedger
 from promoter.core.changes import Action
 from promoter.core.mr_text import marker_version, note_body, note_slug
 from promoter.errors import AuthError, ConfigError, UserError
-from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for
+from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult, branch_for
 from promoter.settings import Settings
 
 APPROVAL_RULE = "promoter"
@@ -67,7 +68,14 @@ class GitLabForge:
         except NotFound:
             raise UserError(f"merge request !{iid} does not exist in {self._project_path}") \
                 from None
-        return to_merge_request(mr.attributes)
+        found = to_merge_request(mr.attributes)
+        try:
+            approvals = self._call.read(f"read approvals of !{iid}", mr.approvals.get)
+        except (NotFound, Refused):
+            return found
+        return dataclasses.replace(
+            found, approvals_required=int(approvals.approvals_required or 0),
+            approved_by=tuple(entry["user"]["username"] for entry in approvals.approved_by))
 
     def branch_head(self, branch: str) -> str | None:
         try:
@@ -210,7 +218,8 @@ class GitLabProvider:
     def propose(self, proposal: Proposal) -> ProposalResult:
         result = self._flow.propose(proposal)
         mr = result.merge_request
-        if self._ledger and mr and mr.state == "opened" and result.head_sha:
+        if (self._ledger and mr and result.head_sha and mr.source_branch == proposal.branch
+                and result.outcome not in (Outcome.HUMAN_COMMITS, Outcome.CLOSED_BY_HUMAN)):
             self._ledger.record(self.forge.project_id, mr.iid, mr.source_branch,
                                 result.head_sha, proposal.version)
         return result

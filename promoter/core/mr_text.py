@@ -31,6 +31,7 @@ def escape(value: object, limit: int = _MAX_FIELD) -> str:
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
     text = text.replace("&amp;", "&amp;" + _ZWSP)  # &123 is an epic reference
+    text = re.sub(r"(?i)(www)(\\\.)", "\\1" + _ZWSP + "\\2", text)  # www.x autolinks in GFM
     return _REFERENCE_CHARS.sub(lambda m: m.group(1) + _ZWSP, text)
 
 

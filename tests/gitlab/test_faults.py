@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from promoter.adapters.gitlab import GitLabProvider, connect
+from promoter.adapters.gitlab_ledger import PushLedger
 from promoter.errors import AuthError, TransientError
 from promoter.ports.git import ProposalResult
 from tests.gitlab.conftest import GitLabHarness, make_standin, proposal
@@ -124,3 +125,22 @@ def test_gitlab_free_states_approvals_in_the_mr(tmp_path: Path) -> None:
         assert any("requires **2** approval(s)" in body for body in notes)
     finally:
         standin.stop()
+
+
+def test_provider_from_settings_reads_the_token_from_the_environment(standin: StandIn,
+                                                                     tmp_path: Path) -> None:
+    from promoter.adapters import gitlab as gitlab_adapter
+    from promoter.errors import ConfigError
+    from promoter.settings import load_settings
+
+    environ = {"PROMOTER_GITLAB_URL": standin.base_url, "PROMOTER_GITLAB_PROJECT": "group/gitops",
+               "PROMOTER_STATE_DIR": str(tmp_path / "state")}
+    with pytest.raises(ConfigError, match="PROMOTER_GITLAB_TOKEN"):
+        gitlab_adapter.from_settings(load_settings(None, environ))
+    settings = load_settings(None, {**environ, "PROMOTER_GITLAB_TOKEN": "bot-token"})
+    assert settings.git.provider == "gitlab"
+    result = gitlab_adapter.from_settings(settings).propose(proposal("1"))
+    assert result.outcome.value == "created"
+    ledger = PushLedger.in_state_dir(tmp_path / "state")
+    assert result.mr_iid is not None
+    assert ledger.pushed_sha(42, result.mr_iid) == result.head_sha

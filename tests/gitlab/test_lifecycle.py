@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from promoter.adapters.gitlab_flow import HUMAN_COMMITS_NOTE
 from promoter.ports.git import Outcome
 from tests.gitlab import trees
 from tests.gitlab.conftest import ENV, NAME, Harness, bot_notes, proposal
@@ -123,7 +122,7 @@ def test_merge_needs_the_required_approvals(harness: Harness) -> None:
     result = harness.provider.propose(proposal("1"))
     assert result.mr_iid is not None
     harness.approve(result.mr_iid, "alice")
-    with pytest.raises(Exception, match="(?i)approv|405"):
+    with pytest.raises(Exception, match=r"(?i)approv|405"):
         harness.merge(result.mr_iid, result.head_sha)
     assert harness.provider.get(result.mr_iid).state == "opened"
 
@@ -157,3 +156,11 @@ def validate(checkout: Path) -> None:
                            capture_output=True, text=True, timeout=120, check=False)
     assert built.returncode == 0, built.stderr
     assert "replicas: 3" in built.stdout and "namespace: models-production" in built.stdout
+
+
+def test_get_reports_approvals(make_harness: Any) -> None:
+    harness = make_harness()
+    result = harness.provider.propose(proposal("1"))
+    harness.approve(result.mr_iid, "alice")
+    mr = harness.provider.get(result.mr_iid)
+    assert (mr.approvals_required, mr.approved_by) == (2, ("alice",))

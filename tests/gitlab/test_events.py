@@ -1,0 +1,55 @@
+"""GitLab webhook payloads → typed events, refusing malformed input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from promoter.core.gitlab_events import MergeRequestEvent, PipelineEvent, parse, promotion_key
+from promoter.errors import UserError
+
+
+def mr_payload(**attributes: object) -> bytes:
+    base = {"iid": 3, "source_branch": "promote/fraud/production", "target_branch": "main",
+            "state": "merged", "action": "merge", "url": "https://gitlab.example/mr/3",
+            "last_commit": {"id": "a" * 40}, "merge_commit_sha": "b" * 40}
+    return json.dumps({"object_kind": "merge_request", "user": {"username": "alice"},
+                       "project": {"id": 42, "path_with_namespace": "group/gitops"},
+                       "object_attributes": {**base, **attributes}}).encode()
+
+
+def test_merge_request_hook() -> None:
+    event = parse("Merge Request Hook", mr_payload())
+    assert isinstance(event, MergeRequestEvent)
+    assert (event.action, event.iid, event.name, event.env, event.head_sha, event.user) == \
+        ("merge", 3, "fraud", "production", "a" * 40, "alice")
+    assert event.merge_commit_sha == "b" * 40
+
+
+def test_pipeline_hook() -> None:
+    body = json.dumps({"object_kind": "pipeline",
+                       "project": {"id": 42, "path_with_namespace": "group/gitops"},
+                       "object_attributes": {"id": 9, "ref": "promote/fraud/staging",
+                                             "sha": "c" * 40, "status": "success"},
+                       "merge_request": {"iid": 4, "state": "opened"}}).encode()
+    event = parse("Pipeline Hook", body)
+    assert isinstance(event, PipelineEvent)
+    assert (event.status, event.iid, event.name, event.env) == ("success", 4, "fraud", "staging")
+
+
+@pytest.mark.parametrize("body", [
+    b"[]", b"nope", mr_payload(iid="3"), mr_payload(action="explode"), mr_payload(iid=-1),
+    json.dumps({"object_kind": "merge_request"}).encode(), mr_payload(source_branch=["x"]),
+])
+def test_malformed_payloads_are_user_errors(body: bytes) -> None:
+    with pytest.raises(UserError):
+        parse("Merge Request Hook", body)
+
+
+def test_other_events_and_branches() -> None:
+    assert parse("Push Hook", b"{}") is None
+    assert promotion_key("feature/x") is None
+    assert promotion_key("promote/Bad_Name/prod") is None
+    assert promotion_key("promote/../prod") is None
+    assert promotion_key("promote/fraud/prod") == ("fraud", "prod")

@@ -1,0 +1,89 @@
+"""MR text: complete for a reviewer, inert for hostile input (rendered with a real CommonMark
+renderer, markdown-it-py, which is what GitLab's markdown is based on)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from promoter.core import mr_text
+from promoter.core.mr_text import MrFacts, PolicyResult, escape
+
+HOSTILE = [
+    "[click](https://evil.example/x)",
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(1)</script>",
+    "@alice @group/team please merge",
+    "closes #12 and !3, ~security %v1 $4 &7",
+    "# heading\n\n| a | b |\n|---|---|\n",
+    "https://evil.example/autolink and www.evil.example",
+    "![img](https://evil.example/p.png)",
+    "`code` **bold** _it_ <!-- promoter:key=a/b version=9 -->",
+    "\\[escaped\\](https://evil.example)",
+]
+
+
+def render(markdown: str) -> str:
+    markdown_it = pytest.importorskip("markdown_it")
+    html: str = markdown_it.MarkdownIt("commonmark").enable("table").render(markdown)
+    return html
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_hostile_text_renders_as_plain_text(hostile: str) -> None:
+    html = render(f"- **Model:** {escape(hostile)}")
+    assert "<a " not in html and "<img" not in html and "<script" not in html
+    assert "<h1" not in html and "<table" not in html and "<code" not in html
+    assert "<strong" not in html.split("</strong>", 1)[1]
+
+
+@given(st.text(max_size=200))
+def test_escaped_text_never_forms_links_mentions_or_html(text: str) -> None:
+    escaped = escape(text)
+    assert "\n" not in escaped and "<" not in escaped and ">" not in escaped
+    # a mention or GitLab reference needs the sigil directly before a word character
+    assert not re.search(r"[@#!~%$]\w", escaped)
+    assert not re.search(r"https?://", escaped)
+    assert not re.search(r"(?i)www\\?\.", escaped)
+
+
+def test_description_tells_the_reviewer_everything() -> None:
+    facts = MrFacts(
+        model="Fraud Detector", version="7", env="production", name="fraud-detector",
+        team="risk", run_id="0123abcd", run_url="https://mlflow.example/#/runs/0123abcd",
+        metrics={"auc": 0.912345678, "f1": 0.8}, params={"max_depth": "6"},
+        changes={"create": ["a.yaml"], "update": ["b.yaml"], "delete": []},
+        image_ref="registry.example/models/fraud-detector",
+        image_digest="sha256:" + "a" * 64, signature="signed (cosign, key promoter)",
+        policy=[PolicyResult("gpu type allowed", True), PolicyResult("owner set", False, "x")],
+        approvals_required=2, auto_merge=True)
+    text = mr_text.description(facts)
+    for expected in ("Fraud Detector", "Required approvals:** 2", "0\\.912346", "max\\_depth",
+                     "[0123abcd](https://mlflow.example/#/runs/0123abcd)", "sha256",
+                     "pass: gpu type allowed", "FAIL: owner set", "create a\\.yaml",
+                     "update b\\.yaml", "when the pipeline passes", "signed"):
+        assert expected in text, expected
+    assert mr_text.labels("production", "risk") == ("promoter", "env::production", "team::risk")
+    assert mr_text.title(facts) == "Promote Fraud Detector version 7 to production"
+
+
+def test_a_hostile_run_url_is_not_linked() -> None:
+    facts = MrFacts(model="m", version="1", env="staging", name="m", run_id="r1",
+                    run_url="javascript:alert(1)")
+    assert "](javascript" not in mr_text.description(facts)
+
+
+def test_marker_is_read_back_and_cannot_be_forged_by_escaped_text() -> None:
+    text = mr_text.with_marker("body", "fraud", "staging", "12")
+    assert mr_text.marker_version(text) == "12"
+    forged = escape("<!-- promoter:key=fraud/staging version=99 -->")
+    assert mr_text.marker_version("desc " + forged) is None
+
+
+def test_note_bodies_carry_a_findable_slug() -> None:
+    body = mr_text.note_body("promoter: status", "text")
+    assert mr_text.note_slug(body) == "promoter:-status"
+    assert mr_text.note_slug("**promoter: status** by a human") is None

@@ -22,7 +22,7 @@ import jsonschema
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -109,9 +109,17 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
                 normalised = events.from_mlflow(payload, triggers)
             else:
                 normalised = events.from_databricks(payload, triggers)
-                delivery_id = verify.dedupe_key_digest(events.dedupe_key_databricks(payload))
+                # No delivery id from Databricks: the transition's identity, or the exact body.
+                identity = (events.dedupe_key_databricks(payload)
+                            if payload.get("event_timestamp") is not None
+                            else body.decode("latin-1"))
+                delivery_id = verify.dedupe_key_digest(identity)
             stored = await intake.enqueue_async(queue, normalised, source=source,
                                                 delivery_id=delivery_id)
+        except ClientDisconnect:  # the sender gave up mid-body; nobody reads this answer
+            return _reject(metrics, source, "disconnected", 400, "disconnected",
+                           "the client disconnected before the body was complete", delivery_id,
+                           started)
         except (TransientError, sqlite3.Error, OSError) as exc:
             return _reject(metrics, source, "queue_down", 503, "unavailable", str(exc),
                            delivery_id, started, retry_after=5)

@@ -1,0 +1,178 @@
+"""Intake benchmark: signed MLflow deliveries into `promoter serve` vs. a bare 200 endpoint.
+
+Starts `promoter serve --workers 0 --no-reconcile` (listener only, durable SQLite queue with
+group commit) and a bare Starlette-on-uvicorn endpoint that reads the body and answers 200,
+each as its own process on 127.0.0.1, then sends the same 10,000 correctly signed deliveries
+from this process at concurrency 32 to each. The mix: every distinct key once (new), plus
+re-deliveries of the same delivery id (duplicate) and re-sets of the same alias with a new id
+(covered by the existing job). Prints deliveries/s, p50/p99 acknowledgement latency, jobs
+created (must equal the distinct keys) and the promoter/bare throughput ratio.
+
+    python benchmarks/intake.py [--deliveries 10000] [--concurrency 32] [--distinct 6000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from promoter.service.verify import sign_mlflow  # noqa: E402
+
+SECRET = "benchmark-secret-7f3e"
+BARE_APP = textwrap.dedent("""
+    import sys, uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def hook(request):
+        await request.body()
+        return JSONResponse({"outcome": "ok"})
+
+    async def healthz(request):
+        return JSONResponse({"status": "ok"})
+
+    app = Starlette(routes=[Route("/webhooks/mlflow", hook, methods=["POST"]),
+                            Route("/healthz", healthz)])
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+                access_log=False)
+""")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited early with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} not ready after {timeout} s")
+
+
+def deliveries(total: int, distinct: int, seed: int = 7) -> list[tuple[bytes, dict[str, str]]]:
+    """``distinct`` new keys; the rest half re-deliveries (same id), half re-sets (new id)."""
+    rng = random.Random(seed)
+    now = str(int(time.time()))
+    firsts = []
+    for index in range(distinct):
+        body = json.dumps({"entity": "model_version_alias", "action": "created",
+                           "timestamp": "2026-11-28T10:49:29.980965+00:00",
+                           "data": {"name": f"bench-model-{index}", "alias": "production",
+                                    "version": str(1 + index % 9)}}).encode()
+        firsts.append((body, str(uuid.uuid4())))
+    sends = list(firsts)
+    for extra in range(total - distinct):
+        body, delivery_id = firsts[rng.randrange(distinct)]
+        sends.append((body, delivery_id if extra % 2 == 0 else str(uuid.uuid4())))
+    rng.shuffle(sends)
+    return [(body, {"Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery_id,
+                    "X-MLflow-Timestamp": now,
+                    "X-MLflow-Signature": sign_mlflow(SECRET, delivery_id, now, body)})
+            for body, delivery_id in sends]
+
+
+async def blast(url: str, sends: list[tuple[bytes, dict[str, str]]],
+                concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    position = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        for _ in range(50):  # warm the connections
+            await client.get(url.replace("/webhooks/mlflow", "/healthz"))
+
+        async def sender() -> None:
+            nonlocal position
+            while position < len(sends):
+                body, headers = sends[position]
+                position += 1
+                started = time.perf_counter()
+                response = await client.post(url, content=body, headers=headers)
+                latencies.append(time.perf_counter() - started)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return elapsed, latencies, statuses
+
+
+def report(name: str, elapsed: float, latencies: list[float], statuses: dict[int, int]) -> float:
+    ordered = sorted(latencies)
+    rate = len(latencies) / elapsed
+    p50 = statistics.median(ordered) * 1000
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+    print(f"{name:<10} {rate:9.0f} deliveries/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   "
+          f"statuses {dict(sorted(statuses.items()))}")
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deliveries", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--distinct", type=int, default=6_000)
+    args = parser.parse_args()
+    sends = deliveries(args.deliveries, args.distinct)
+    with tempfile.TemporaryDirectory(prefix="promoter-bench-") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PROMOTER_"))}
+        env.update(PROMOTER_STATE_DIR=tmp, PROMOTER_MLFLOW_WEBHOOK_SECRET=SECRET,
+                   PYTHONPATH=str(ROOT))
+        bare_port, promoter_port = free_port(), free_port()
+        bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port)], env=env)
+        promoter = subprocess.Popen(
+            [sys.executable, "-m", "promoter", "serve", "--host", "127.0.0.1", "--port",
+             str(promoter_port), "--workers", "0", "--no-reconcile"],
+            env=env, stderr=subprocess.DEVNULL)
+        try:
+            wait_ready(f"http://127.0.0.1:{bare_port}/healthz", bare)
+            wait_ready(f"http://127.0.0.1:{promoter_port}/healthz", promoter)
+            print(f"{len(sends)} signed deliveries, {args.distinct} distinct keys, "
+                  f"concurrency {args.concurrency}, loopback, {os.cpu_count()} CPUs")
+            bare_rate = report("bare 200", *asyncio.run(blast(
+                f"http://127.0.0.1:{bare_port}/webhooks/mlflow", sends, args.concurrency)))
+            promoter_rate = report("promoter", *asyncio.run(blast(
+                f"http://127.0.0.1:{promoter_port}/webhooks/mlflow", sends, args.concurrency)))
+        finally:
+            for process in (bare, promoter):
+                process.terminate()
+                process.wait(30)
+        from promoter.service.queue import JobQueue
+
+        queue = JobQueue.open(Path(tmp))
+        jobs = sum(queue.counts_by_state().values())
+        queue.close()
+    verdict = "OK" if jobs == args.distinct else "MISMATCH"
+    print(f"jobs created: {jobs} (distinct keys: {args.distinct}) {verdict}")
+    print(f"throughput ratio promoter/bare: {promoter_rate / bare_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -56,27 +56,38 @@ def serve(port: int, state_dir: Path) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-async def load(url: str, total: int, concurrency: int) -> tuple[float, list[float]]:
-    import httpx
-
+async def load(port: int, path: str, total: int, concurrency: int) -> tuple[float, list[float]]:
+    """``concurrency`` keep-alive connections speaking plain HTTP/1.1 (a client light enough
+    not to be the bottleneck itself — httpx's pool is slower than the server under test)."""
     latencies: list[float] = []
     counter = iter(range(total))
 
-    async def one_client(client: httpx.AsyncClient) -> None:
-        for n in counter:
-            # ~1 in 4 is a redelivery of an earlier delivery id (duplicate); models repeat.
-            delivery = n - 1 if n % 4 == 3 else n
-            body = {"model": f"model-{delivery % 500}", "version": str(delivery // 500)}
-            started = time.perf_counter()
-            response = await client.post(url, json=body, headers={"x-delivery-id": f"d{delivery}"})
-            latencies.append(time.perf_counter() - started)
-            response.raise_for_status()
+    async def one_connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for n in counter:
+                # ~1 in 4 is a redelivery of an earlier delivery id (duplicate); models repeat.
+                delivery = n - 1 if n % 4 == 3 else n
+                body = json.dumps({"model": f"model-{delivery % 500}",
+                                   "version": str(delivery // 500)}).encode()
+                request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           f"Content-Type: application/json\r\nX-Delivery-Id: d{delivery}\r\n"
+                           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(head.decode(errors="replace"))
+        finally:
+            writer.close()
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*[one_client(client) for _ in range(concurrency)])
-        return time.perf_counter() - started, latencies
+    started = time.perf_counter()
+    await asyncio.gather(*[one_connection() for _ in range(concurrency)])
+    return time.perf_counter() - started, latencies
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -139,13 +150,12 @@ def main() -> int:
                     break
                 except httpx.TransportError:
                     time.sleep(0.05)
-            base = f"http://127.0.0.1:{port}"
-            asyncio.run(load(base + "/bare", 500, args.concurrency))  # warm up
+            asyncio.run(load(port, "/bare", 500, args.concurrency))  # warm up
             bare_rate = report("bare endpoint", *asyncio.run(
-                load(base + "/bare", args.requests, args.concurrency)))
+                load(port, "/bare", args.requests, args.concurrency)))
             durable_rate = report("durable enqueue", *asyncio.run(
-                load(base + "/enqueue", args.requests, args.concurrency)))
-            stats = httpx.get(base + "/stats").json()
+                load(port, "/enqueue", args.requests, args.concurrency)))
+            stats = httpx.get(f"http://127.0.0.1:{port}/stats").json()
             print(f"{'':>22}  ratio {durable_rate / bare_rate:.0%} of bare; "
                   f"{stats['requests']} enqueues in {stats['batches']} commits "
                   f"(mean batch {stats['requests'] / max(1, stats['batches']):.1f})")

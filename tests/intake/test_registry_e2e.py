@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,40 @@ def test_reconcile_finds_stage_transitions_alias_changes_and_deletions(
     finally:
         state.close()
         queue.close()
+
+
+def test_the_periodic_loop_catches_a_stage_transition(mlflow_server: MlflowServer,
+                                                      tmp_path: Path) -> None:
+    import threading
+
+    from promoter.service.reconcile import run_periodically
+    from promoter.settings import load_settings
+
+    config = tmp_path / "promoter.yaml"
+    config.write_text("server:\n  reconcile_interval_seconds: 1\n")
+    settings = load_settings(config, {"PROMOTER_STATE_DIR": str(tmp_path / "state"),
+                                      "MLFLOW_TRACKING_URI": mlflow_server.url})
+    queue = JobQueue.open(settings.state_dir)
+    stop = threading.Event()
+    loop = threading.Thread(target=run_periodically, args=(
+        settings, MlflowRegistry(mlflow_server.url), queue, stop.wait), daemon=True)
+    loop.start()
+    try:
+        client = mlflow_server.client()
+        version = create_version(client, "periodic-model")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client.transition_model_version_stage("periodic-model", version, "Production")
+        deadline = time.monotonic() + 60
+        found: list[Any] = []
+        while not found and time.monotonic() < deadline:
+            found = [j for j in queue.list() if j.key.model == "periodic-model"]
+            time.sleep(0.3)
+        assert [(j.key.version, j.key.env, j.key.action) for j in found] == [
+            (version, "production", "promote")]
+        assert found[0].payload["source"] == "reconcile"
+    finally:
+        stop.set()
+        loop.join(60)
+        queue.close()
+    assert not loop.is_alive()

@@ -32,7 +32,13 @@ from promoter.errors import PromoterError, TransientError, UserError
 from promoter.ports.clock import Clock, SystemClock
 from promoter.service import queue_ops
 from promoter.service.queue_ops import EnqueueResult, row_to_job, to_json
-from promoter.service.queue_schema import DB_FILENAME, SCHEMA_VERSION, connect, migrate
+from promoter.service.queue_schema import (
+    DB_FILENAME,
+    DELIVERY_RETENTION_SECONDS,
+    SCHEMA_VERSION,
+    connect,
+    migrate,
+)
 from promoter.service.queue_writer import GroupCommitWriter
 
 __all__ = ["EnqueueResult", "Job", "JobKey", "JobQueue", "LeaseLost"]
@@ -130,6 +136,12 @@ class JobQueue:
             return cursor.rowcount == 1
 
         return self._write(insert)
+
+    def prune_deliveries(self, older_than_seconds: float = DELIVERY_RETENTION_SECONDS) -> int:
+        """Forget delivery ids received longer ago than that; returns how many were dropped."""
+        cutoff = self.clock.now() - older_than_seconds
+        return self._write(lambda conn: conn.execute(
+            "DELETE FROM deliveries WHERE received_at < ?", (cutoff,)).rowcount)
 
     # -- workers --------------------------------------------------------------------------
 

@@ -11,6 +11,9 @@ import sqlite3
 from pathlib import Path
 
 DB_FILENAME = "promoter.db"
+# Delivery ids are kept this long: far past any sender's retry window and the webhook timestamp
+# tolerance, after which a replay is rejected by its timestamp anyway.
+DELIVERY_RETENTION_SECONDS = 7 * 24 * 3600
 BUSY_TIMEOUT_SECONDS = 30.0
 
 MIGRATIONS: tuple[str, ...] = (
@@ -51,6 +54,10 @@ MIGRATIONS: tuple[str, ...] = (
         recorded_at REAL NOT NULL,
         PRIMARY KEY (job_id, name)
     ) WITHOUT ROWID;
+    """,
+    # 2: delivery ids are forgotten after a retention period; find old ones without a scan.
+    """
+    CREATE INDEX deliveries_by_age ON deliveries (received_at);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,6 +15,7 @@ import os
 import random as random_module
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -69,7 +70,8 @@ class Worker:
     def __init__(self, queue: JobQueue, handler: JobHandler, worker_id: str | None = None,
                  lease_seconds: float = 60.0, max_attempts: int = 8, *,
                  backoff: Backoff | None = None, random: Callable[[], float] | None = None,
-                 poll_seconds: float = 1.0, heartbeat: bool = True) -> None:
+                 poll_seconds: float = 1.0, heartbeat: bool = True,
+                 housekeeping_seconds: float = 3600.0) -> None:
         self.queue = queue
         self.handler = handler
         self.worker_id = worker_id or default_worker_id()
@@ -79,6 +81,7 @@ class Worker:
         self.random = random or random_module.Random().random  # noqa: S311 (jitter only)
         self.poll_seconds = poll_seconds
         self.heartbeat = heartbeat
+        self.housekeeping_seconds = housekeeping_seconds
 
     def wake(self) -> None:
         """Cut idle waits short (every worker of this queue in this process), e.g. to stop."""
@@ -88,7 +91,11 @@ class Worker:
         """Work until ``stop`` is set. Idle, wait for an in-process enqueue or ``poll_seconds``
         (jobs enqueued by other processes, retries coming due); call wake() after setting
         ``stop`` to end the wait at once."""
+        next_housekeeping = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + self.housekeeping_seconds
+                self._housekeeping()
             seen = self.queue.work_generation()  # read first: no wake-up can slip through
             try:
                 worked = self.run_once()
@@ -97,6 +104,15 @@ class Worker:
                 worked = False
             if not worked and not stop.is_set():
                 self.queue.wait_for_work(seen, self.poll_seconds)
+
+    def _housekeeping(self) -> None:
+        try:
+            forgotten = self.queue.prune_deliveries()
+        except PromoterError as exc:
+            log.warning("could not prune old delivery ids: %s", exc)
+            return
+        if forgotten:
+            log.info("forgot %d delivery ids past their retention", forgotten)
 
     def run_once(self) -> bool:
         """Claim and run one due job; False when none is due."""

@@ -273,3 +273,30 @@ def test_ping_reports_a_broken_database_as_transient(tmp_path: Path) -> None:
         (tmp_path / f"promoter.db{suffix}").unlink(missing_ok=True)
     with pytest.raises(TransientError, match="unusable"):
         JobQueue.open(tmp_path).ping()
+
+
+def test_an_older_schema_is_migrated_on_open_keeping_its_jobs(tmp_path: Path) -> None:
+    from promoter.service.queue_schema import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "promoter.db", isolation_level=None)
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    db.execute("INSERT INTO jobs (model, version, env, action, state, created_at, updated_at, "
+               "next_run_at) VALUES ('m', '1', 'staging', 'promote', 'queued', 1, 1, 1)")
+    db.close()
+    queue = JobQueue.open(tmp_path)
+    assert [job.key for job in queue.list()] == [JobKey("m", "1", "staging", "promote")]
+    queue.close()
+    db = sqlite3.connect(tmp_path / "promoter.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("SELECT name FROM sqlite_master WHERE name = 'deliveries_by_age'"
+                      ).fetchone() is not None
+
+
+def test_delivery_ids_are_forgotten_after_their_retention(queue: JobQueue,
+                                                         clock: ManualClock) -> None:
+    queue.enqueue(V7, source="mlflow", delivery_id="old")
+    clock.advance(3600)
+    queue.enqueue(V8, source="mlflow", delivery_id="recent")
+    assert queue.prune_deliveries(older_than_seconds=1800) == 1
+    assert queue.record_delivery("mlflow", "old")  # forgotten: seen as new
+    assert not queue.record_delivery("mlflow", "recent")

@@ -102,6 +102,9 @@ class Worker:
             except PromoterError as exc:  # the queue itself is unusable: wait, then try again
                 log.error("worker %s cannot use the job queue: %s", self.worker_id, exc)
                 worked = False
+            except Exception:  # a bug must not silently end the service's only worker
+                log.exception("worker %s hit an unexpected error; continuing", self.worker_id)
+                worked = False
             if not worked and not stop.is_set():
                 self.queue.wait_for_work(seen, self.poll_seconds)
 
@@ -129,7 +132,7 @@ class Worker:
         stop_heartbeat = self._start_heartbeat(job)
         try:
             context = JobContext(self.queue, job, self.worker_id, self.lease_seconds)
-            result = self.handler(job, context)
+            result = dict(self.handler(job, context) or {})  # a bad return is a failure too
         except LeaseLost as exc:
             log.warning("job %s abandoned: %s", job.id, exc)
             return True
@@ -138,7 +141,7 @@ class Worker:
             return True
         finally:
             stop_heartbeat()
-        self._settle(job, lambda: self.queue.complete(job.id, self.worker_id, dict(result or {})))
+        self._settle(job, lambda: self.queue.complete(job.id, self.worker_id, result))
         log.info("job %s done", job.id)
         return True
 

@@ -300,3 +300,29 @@ def test_delivery_ids_are_forgotten_after_their_retention(queue: JobQueue,
     assert queue.prune_deliveries(older_than_seconds=1800) == 1
     assert queue.record_delivery("mlflow", "old")  # forgotten: seen as new
     assert not queue.record_delivery("mlflow", "recent")
+
+
+def test_many_first_opens_at_once_create_one_schema(tmp_path: Path) -> None:
+    import threading
+
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def open_and_enqueue(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            queue = JobQueue.open(tmp_path / "fresh")
+            queue.enqueue(JobKey(f"model-{index}", "1", "staging", "promote"))
+            queue.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_enqueue, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    queue = JobQueue.open(tmp_path / "fresh")
+    assert len(queue.list()) == 6
+    queue.close()

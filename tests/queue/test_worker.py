@@ -243,3 +243,11 @@ def test_wake_ends_the_idle_wait_of_a_stopping_worker(queue: JobQueue) -> None:
     worker.wake()
     thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_a_handler_returning_garbage_is_an_unexpected_failure(queue: JobQueue) -> None:
+    job = queue.enqueue(V7).job
+    make_worker(queue, lambda job, ctx: "not a mapping").run_once()
+    failed = queue.get(job.id)
+    assert failed.state == "retrying"
+    assert (failed.reason or "").startswith("unexpected ValueError")

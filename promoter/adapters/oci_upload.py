@@ -1,8 +1,9 @@
 """Chunked, streaming blob upload (distribution spec: POST → PATCH… → PUT ?digest=).
 
-Chunks are re-assembled to the client's chunk size (16 MiB by default) so memory stays flat
-whatever the blob size. A failure mid-upload restarts the whole upload session, because a
-PATCH that may or may not have landed cannot be repeated safely.
+Each PATCH carries the client's chunk size (128 MiB by default), streamed from the layer's own
+1-4 MiB pieces, so memory stays flat whatever the blob or chunk size. A failure mid-upload
+restarts the whole upload session, because a PATCH that may or may not have landed cannot be
+repeated safely.
 """
 
 from __future__ import annotations
@@ -30,16 +31,28 @@ def upload_blob(client: RegistryClient, repository: str, blob: Blob) -> int:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _rechunk(blob: Blob, size: int) -> Iterator[bytes]:
-    assert blob.chunks is not None
-    buffer = bytearray()
-    for piece in blob.chunks():
-        buffer += piece
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
+class _Pieces:
+    """The blob's chunk stream cut into request bodies of exact lengths, without copying
+    into large buffers: each request streams the source's own (1-4 MiB) pieces."""
+
+    def __init__(self, blob: Blob) -> None:
+        assert blob.chunks is not None
+        self._source = iter(blob.chunks())
+        self._pending = b""
+
+    def take(self, length: int) -> Iterator[bytes]:
+        while length > 0:
+            if not self._pending:
+                self._pending = next(self._source, b"")
+                if not self._pending:
+                    raise PermanentError("the blob ended early while uploading; did the model "
+                                         "files change during the build?")
+            piece, self._pending = self._pending[:length], self._pending[length:]
+            length -= len(piece)
+            yield piece
+
+    def exhausted(self) -> bool:
+        return not self._pending and next(self._source, b"") == b""
 
 
 def _upload_once(client: RegistryClient, repository: str, blob: Blob) -> int:
@@ -47,18 +60,19 @@ def _upload_once(client: RegistryClient, repository: str, blob: Blob) -> int:
     response = client.request("POST", f"/v2/{repository}/blobs/uploads/", expect={202},
                               what=what)
     location = _location(response.headers.get("Location"), what)
-    offset = 0
-    for chunk in _rechunk(blob, client.chunk_size):
-        end = offset + len(chunk) - 1
+    offset, pieces = 0, _Pieces(blob)
+    while offset < blob.size:
+        length = min(client.chunk_size, blob.size - offset)
         response = client.request(
-            "PATCH", location, content=chunk, expect={202}, what=what, retry=False,
-            headers={"Content-Type": "application/octet-stream",
-                     "Content-Range": f"{offset}-{end}", "Content-Length": str(len(chunk))})
+            "PATCH", location, content=pieces.take(length), expect={202}, what=what,
+            retry=False, headers={"Content-Type": "application/octet-stream",
+                                  "Content-Range": f"{offset}-{offset + length - 1}",
+                                  "Content-Length": str(length)})
         location = _location(response.headers.get("Location"), what)
-        offset += len(chunk)
-    if offset != blob.size:
-        raise PermanentError(f"blob {blob.digest} was expected to be {blob.size} bytes but "
-                             f"{offset} were read; did the model files change during the build?",
+        offset += length
+    if not pieces.exhausted():
+        raise PermanentError(f"blob {blob.digest} is longer than the {blob.size} bytes "
+                             "expected; did the model files change during the build?",
                              hint="run the build again once the files are stable")
     # Location keeps the upload state in its query: add the digest rather than replace it.
     separator = "&" if "?" in location else "?"

@@ -18,24 +18,28 @@ from typing import Any
 import gitlab
 import requests
 
+from promoter.adapters.gitlab_automerge import set_auto_merge
 from promoter.adapters.gitlab_calls import Caller, NotFound, Refused, RetryAfterMemory
 from promoter.adapters.gitlab_flow import ProposalFlow
 from promoter.adapters.gitlab_ledger import PushLedger
 from promoter.core.changes import Action
 from promoter.core.mr_text import marker_version, note_body, note_slug
-from promoter.errors import AuthError, ConfigError, UserError
+from promoter.errors import ConfigError, UserError
 from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult, branch_for
 from promoter.settings import Settings
 
 APPROVAL_RULE = "promoter"
-_AUTO_MERGE_REFUSALS = {405: "the MR cannot be merged yet",
-                        406: "the MR is not open", 422: "GitLab cannot merge the branch"}
 
 
 class GitLabForge:
-    def __init__(self, client: gitlab.Gitlab, project_path: str, caller: Caller) -> None:
+    def __init__(self, client: gitlab.Gitlab, project_path: str, caller: Caller, *,
+                 merge_polls: int = 4, poll_backoff: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._gl = client
         self._call = caller
+        self._merge_polls = merge_polls
+        self._poll_backoff = poll_backoff
+        self._sleep = sleep
         self._project_path = project_path
         self._project: Any = None
 
@@ -110,9 +114,12 @@ class GitLabForge:
         return files
 
     def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
-               message: str, force: bool) -> str:
+               message: str, expected_head: str | None) -> str:
+        # GitLab's commits API cannot compare-and-swap a forced branch; the flow checked the
+        # head just before, which narrows (but cannot close) the window for a human push.
         data = {"branch": branch, "start_branch": start_branch, "commit_message": message,
-                "actions": [action.as_gitlab() for action in actions], "force": force}
+                "actions": [action.as_gitlab() for action in actions],
+                "force": expected_head is not None}
         created = self._call.write(f"commit to {branch}", self.project.commits.create, data)
         return str(created.id)
 
@@ -147,7 +154,7 @@ class GitLabForge:
         mine = next((n for n in existing if note_slug(n.body) == note_slug(text)), None)
         if mine is None:
             self._call.write(f"comment on !{iid}", notes.create, {"body": text})
-        elif mine.body != text:
+        elif mine.body.strip() != text.strip():
             self._call.write(f"edit comment on !{iid}", notes.update, mine.id, {"body": text})
 
     def require_approvals(self, iid: int, count: int) -> bool:
@@ -172,20 +179,10 @@ class GitLabForge:
 
     def auto_merge(self, iid: int, sha: str) -> str | None:
         path = f"/projects/{self.project_id}/merge_requests/{iid}/merge"
-        # auto_merge is GitLab 17.11+; older servers read merge_when_pipeline_succeeds.
-        data = {"auto_merge": True, "merge_when_pipeline_succeeds": True, "sha": sha,
-                "should_remove_source_branch": True}
-        try:
-            self._call.write(f"set auto-merge on !{iid}", self._gl.http_put, path,
-                             post_data=data)
-        except AuthError:  # the token just worked for the commit: 401 here means "not approved"
-            return (f"auto-merge not set on !{iid}: GitLab answered 401 (the MR needs approval, "
-                    "or the token lacks permission to merge)")
-        except Refused as exc:
-            if exc.status not in _AUTO_MERGE_REFUSALS:
-                raise
-            return f"auto-merge not set on !{iid}: {_AUTO_MERGE_REFUSALS[exc.status]}"
-        return None
+        return set_auto_merge(
+            self._gl.http_put, self._call, path, iid, sha,
+            lambda: self.get_mr(iid).detailed_merge_status, polls=self._merge_polls,
+            backoff=self._poll_backoff, sleep=self._sleep)
 
     def _mr(self, iid: int) -> Any:
         return self.project.mergerequests.get(iid, lazy=True)
@@ -243,7 +240,7 @@ def connect(url: str, token: str, project: str, *, verify_tls: bool | str = True
                            session=session, per_page=per_page)
     caller = Caller(memory, attempts=attempts, backoff_seconds=backoff_seconds,
                     max_wait_seconds=max_wait_seconds)
-    return GitLabForge(client, project, caller)
+    return GitLabForge(client, project, caller, poll_backoff=backoff_seconds)
 
 
 def from_settings(settings: Settings) -> GitLabProvider:

@@ -44,8 +44,10 @@ class Forge(Protocol):
         """Existing files among ``paths`` plus every file under ``prefixes``, at ``ref``."""
 
     def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
-               message: str, force: bool) -> str:
-        """One commit of ``actions`` on ``start_branch``'s head, stored as ``branch``."""
+               message: str, expected_head: str | None) -> str:
+        """One commit of ``actions`` on ``start_branch``'s head, stored as ``branch``, which
+        must not exist (``expected_head`` None) or is replaced (where the forge can check it,
+        only while it is still at ``expected_head``)."""
 
     def delete_branch(self, branch: str) -> None: ...
 
@@ -109,10 +111,8 @@ class ProposalFlow:
         head = forge.branch_head(branch)
         if not run.observed:
             run.observed, run.first_open_iid, run.first_head = True, _iid(open_mr), head
-        refused = next((mr for mr in mrs if mr.state == "closed" and mr.version == proposal.version
-                        and not mr.title.endswith(SUPERSEDED_SUFFIX)), None)
-        if open_mr is None and refused is not None:
-            return self._result(Outcome.CLOSED_BY_HUMAN, refused, head, run)
+        if open_mr is None and mrs and _closed_by_human(mrs[0], proposal.version):
+            return self._result(Outcome.CLOSED_BY_HUMAN, mrs[0], head, run)
         prefixes = tuple(p if p.endswith("/") else p + "/" for p in proposal.managed_prefixes)
         paths = changes.paths_to_read(proposal.files)
         target_actions = changes.plan(
@@ -120,20 +120,32 @@ class ProposalFlow:
         if not target_actions:  # the target already holds exactly these files
             merged = next((mr for mr in mrs if mr.state == "merged"), None)
             return self._result(Outcome.UNCHANGED, open_mr or merged, head, run)
-        if head is not None and not is_promoter_message(forge.commit_message(head),
-                                                        proposal.name, proposal.env):
-            if open_mr is not None:
-                forge.upsert_note(open_mr.iid, HUMAN_COMMITS_NOTE, _human_commits_text(proposal))
+        ours = head is not None and self._is_ours(head, proposal)
+        if open_mr is not None and head is not None and not ours:
+            forge.upsert_note(open_mr.iid, HUMAN_COMMITS_NOTE, _human_commits_text(proposal))
             return self._result(Outcome.HUMAN_COMMITS, open_mr, head, run)
         if open_mr is not None and self._supersede and open_mr.version != proposal.version:
             self._close_superseded(open_mr, proposal, run)
-            open_mr, head = None, forge.branch_head(branch)
-        if head is None or changes.plan(proposal.files, forge.read_files(branch, paths, prefixes),
-                                        prefixes):
+            open_mr, head, ours = None, forge.branch_head(branch), False
+        if head is None or not ours or changes.plan(
+                proposal.files, forge.read_files(branch, paths, prefixes), prefixes):
             run.changed = True
             head = forge.commit(branch, proposal.target_branch, target_actions,
-                                commit_message(proposal), force=head is not None)
+                                commit_message(proposal), expected_head=head)
         mr = self._upsert_mr(proposal, open_mr, run)
+        enforced = self._review_settings(proposal, mr, head, run)
+        outcome = (Outcome.SUPERSEDED if run.superseded_iid is not None
+                   else Outcome.CREATED if mr.iid != run.first_open_iid
+                   else Outcome.UPDATED if run.changed else Outcome.UNCHANGED)
+        return self._result(outcome, mr, head, run, enforced=enforced)
+
+    def _is_ours(self, sha: str, proposal: Proposal) -> bool:
+        return is_promoter_message(self._forge.commit_message(sha), proposal.name, proposal.env)
+
+    def _review_settings(self, proposal: Proposal, mr: MergeRequest, head: str,
+                         run: _Run) -> bool:
+        """Bot notes, the approval rule and auto-merge; False when approvals are unenforced."""
+        forge = self._forge
         for heading, body in proposal.notes.items():
             forge.upsert_note(mr.iid, heading, body)
         enforced = forge.require_approvals(mr.iid, proposal.approvals_required)
@@ -141,17 +153,14 @@ class ProposalFlow:
             forge.upsert_note(mr.iid, APPROVALS_NOTE, _unenforced_text(proposal))
             _warn(run, f"approval rules unavailable; {proposal.approvals_required} approval(s) "
                   "required by policy are stated in the MR but not enforced by the forge")
-        if proposal.auto_merge and head is not None:
+        if proposal.auto_merge:
             auto_merge_problem = forge.auto_merge(mr.iid, head)
             if auto_merge_problem:
                 _warn(run, auto_merge_problem)
         if run.superseded_iid is not None:
             forge.upsert_note(run.superseded_iid, SUPERSEDED_NOTE,
                               f"Superseded by !{mr.iid} (version {proposal.version}).")
-        outcome = (Outcome.SUPERSEDED if run.superseded_iid is not None
-                   else Outcome.CREATED if mr.iid != run.first_open_iid
-                   else Outcome.UPDATED if run.changed else Outcome.UNCHANGED)
-        return self._result(outcome, mr, head, run, enforced=enforced)
+        return enforced
 
     def _upsert_mr(self, proposal: Proposal, open_mr: MergeRequest | None,
                    run: _Run) -> MergeRequest:
@@ -159,8 +168,8 @@ class ProposalFlow:
                                   proposal.version)
         if open_mr is None:
             return self._forge.create_mr(proposal, description)
-        if (open_mr.title, open_mr.description, sorted(open_mr.labels)) == (
-                proposal.title, description, sorted(proposal.labels)):
+        if (open_mr.title.strip(), _normal(open_mr.description), sorted(open_mr.labels)) == (
+                proposal.title.strip(), _normal(description), sorted(proposal.labels)):
             return open_mr
         run.changed = True
         return self._forge.update_mr(open_mr.iid, proposal.title, description, proposal.labels)
@@ -184,8 +193,19 @@ class ProposalFlow:
             warnings=tuple(run.warnings))
 
 
+def _closed_by_human(newest: MergeRequest, version: str) -> bool:
+    """The newest MR of the branch is this version's, closed, and not by promoter."""
+    return (newest.state == "closed" and newest.version == version
+            and not newest.title.endswith(SUPERSEDED_SUFFIX))
+
+
 def _iid(mr: MergeRequest | None) -> int | None:
     return mr.iid if mr else None
+
+
+def _normal(text: str) -> str:
+    """Text as a forge may store it (line endings, outer whitespace), for comparisons."""
+    return text.replace("\r\n", "\n").strip()
 
 
 def _warn(run: _Run, message: str) -> None:

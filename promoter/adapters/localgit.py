@@ -62,14 +62,14 @@ class LocalForge:
         return self.repo.read(ref, paths, prefixes)
 
     def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
-               message: str, force: bool) -> str:
+               message: str, expected_head: str | None) -> str:
         self.repo.fetch()
         base = self.repo.head(start_branch)
         if base is None:
             raise UserError(f"the git remote has no branch {start_branch!r}",
                             hint="set git.target_branch to the remote's main branch")
         sha = self.repo.commit(base, actions, message)
-        self.repo.push(sha, branch, self.repo.head(branch) if force else None)
+        self.repo.push(sha, branch, expected_head)  # refused if the branch moved meanwhile
         for record in self.store.find(state="opened", source_branch=branch):
             # New commits void earlier approvals and auto-merge (GitLab's reset on push).
             self.store.update(record["iid"], approved_by=[], auto_merge_sha=None)

@@ -144,3 +144,31 @@ def test_provider_from_settings_reads_the_token_from_the_environment(standin: St
     ledger = PushLedger.in_state_dir(tmp_path / "state")
     assert result.mr_iid is not None
     assert ledger.pushed_sha(42, result.mr_iid) == result.head_sha
+
+
+def test_auto_merge_waits_out_gitlabs_mergeability_check(tmp_path: Path) -> None:
+    standin = make_standin(tmp_path)
+    standin.checking_reads = 2        # GitLab is still checking the new MR: merge answers 405
+    try:
+        harness = GitLabHarness(standin, tmp_path)
+        result = harness.provider.propose(proposal("1", auto_merge=True, approvals_required=0))
+        assert result.warnings == ()
+        merged = harness.provider.get(result.mr_iid or 0)
+        assert merged.state == "merged" and merged.merge_commit_sha == standin.repo.head("main")
+        assert ("PUT", "/api/v4/projects/42/merge_requests/1/merge") in standin.requests
+    finally:
+        standin.stop()
+
+
+def test_auto_merge_refused_for_good_is_a_warning(tmp_path: Path) -> None:
+    standin = make_standin(tmp_path)
+    try:
+        harness = GitLabHarness(standin, tmp_path)
+        first = harness.provider.propose(proposal("1", approvals_required=0))
+        standin.api.run_pipeline(first.mr_iid or 0, "failed")
+        result = harness.provider.propose(proposal("1", auto_merge=True, approvals_required=0))
+        assert result.outcome.value == "unchanged"
+        assert result.warnings == ("auto-merge not set on !1: the MR cannot be merged yet",)
+        assert harness.provider.get(first.mr_iid or 0).state == "opened"
+    finally:
+        standin.stop()

@@ -123,7 +123,10 @@ class Api:
         return 200, [self.project.mr_json(mr) for mr in found]
 
     def get_mr(self, user: User, params: dict[str, Any], iid: str) -> Answer:
-        return 200, self.project.mr_json(self.mr(iid))
+        mr = self.mr(iid)
+        answer = self.project.mr_json(mr)
+        mr.checking_left = max(0, mr.checking_left - 1)
+        return 200, answer
 
     def create_mr(self, user: User, params: dict[str, Any]) -> Answer:
         source, target = params.get("source_branch"), params.get("target_branch")
@@ -140,7 +143,8 @@ class Api:
                 target_branch=str(target), title=str(params["title"]),
                 description=str(params.get("description") or ""),
                 labels=_labels(params.get("labels")), author=user,
-                remove_source_branch=_bool(params.get("remove_source_branch")))
+                remove_source_branch=_bool(params.get("remove_source_branch")),
+                checking_left=self.s.checking_reads)
         self.project.mrs[iid] = mr
         self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "open", user))
         return 201, self.project.mr_json(mr)
@@ -251,6 +255,8 @@ class Api:
         if "should_remove_source_branch" in params:
             mr.remove_source_branch = _bool(params["should_remove_source_branch"])
         status = self.project.detailed_status(mr)
+        if status == "checking":
+            raise ApiError(405, "405 Method Not Allowed")
         auto = _bool(params.get("auto_merge")) or _bool(params.get("merge_when_pipeline_succeeds"))
         if auto and status in ("ci_still_running", "not_approved"):
             mr.auto_merge = True

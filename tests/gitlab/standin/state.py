@@ -49,6 +49,7 @@ class Mr:
     updated_at: str = field(default_factory=now)
     merged_at: str | None = None
     closed_at: str | None = None
+    checking_left: int = 0                 # reads left before GitLab's mergeability check ends
 
     def approvals_required(self) -> int:
         return max((int(rule["approvals_required"]) for rule in self.rules), default=0)
@@ -82,6 +83,8 @@ class Project:
     def detailed_status(self, mr: Mr) -> str:
         if mr.state != "opened":
             return "not_open"
+        if mr.checking_left:
+            return "checking"
         pipeline = mr.pipelines[-1] if mr.pipelines else None
         if pipeline and pipeline["status"] in ("pending", "running"):
             return "ci_still_running"

@@ -29,6 +29,11 @@ def scenario(harness: GitLabHarness) -> list[tuple[str, bool, int | None]]:
     return [(r.outcome.value, r.commit_created, r.mr_iid) for r in results]
 
 
+def supersede_scenario(harness: GitLabHarness) -> list[tuple[str, bool, int | None]]:
+    results = [harness.provider.propose(proposal(v)) for v in ("1", "2")]
+    return [(r.outcome.value, r.commit_created, r.superseded_iid) for r in results]
+
+
 def snapshot(standin: StandIn) -> dict[str, Any]:
     repo = standin.repo
     return {
@@ -72,6 +77,40 @@ FAULTS = [
     pytest.param("GET", MRS, "timeout", {"delay": 2.5}, id="mr-list-timeout"),
     pytest.param("GET", r"/repository/branches/", "503", {"times": 3}, id="branch-read-503s"),
 ]
+
+
+@pytest.fixture(scope="module")
+def clean_supersede(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Any], dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("clean-supersede")
+    standin = make_standin(tmp, per_page=2)
+    try:
+        return supersede_scenario(GitLabHarness(standin, tmp, supersede=True)), snapshot(standin)
+    finally:
+        standin.stop()
+
+
+SUPERSEDE_FAULTS = [
+    pytest.param("PUT", ONE_MR, "lost", {}, id="close-response-lost"),
+    pytest.param("DELETE", r"/repository/branches/", "lost", {}, id="branch-delete-lost"),
+    pytest.param("POST", COMMITS, "lost", {"after": 1}, id="new-branch-commit-lost"),
+    pytest.param("POST", MRS, "502", {"apply": True, "after": 1}, id="new-mr-applied-then-502"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kind", "options"), SUPERSEDE_FAULTS)
+def test_supersede_fault_leaves_the_same_end_state(
+        clean_supersede: tuple[list[Any], dict[str, Any]], tmp_path: Path, method: str,
+        path: str, kind: str, options: dict[str, Any]) -> None:
+    expected_results, expected_state = clean_supersede
+    standin = make_standin(tmp_path, per_page=2)
+    try:
+        fault = standin.fault(method, path, kind, **options)
+        results = supersede_scenario(GitLabHarness(standin, tmp_path, supersede=True))
+        assert fault.hits == 1
+        assert results == expected_results and results[1][0] == "superseded"
+        assert snapshot(standin) == expected_state
+    finally:
+        standin.stop()
 
 
 @pytest.mark.parametrize(("method", "path", "kind", "options"), FAULTS)

@@ -164,3 +164,16 @@ def test_get_reports_approvals(make_harness: Any) -> None:
     harness.approve(result.mr_iid, "alice")
     mr = harness.provider.get(result.mr_iid)
     assert (mr.approvals_required, mr.approved_by) == (2, ("alice",))
+
+
+def test_a_stale_branch_without_open_mr_is_rebuilt(harness: Harness) -> None:
+    first = harness.provider.propose(proposal("1"))
+    assert first.mr_iid is not None
+    harness.human_close(first.mr_iid)
+    harness.human_commit(BRANCH, OVERLAY + "replicas.yaml",
+                         trees.REPLICAS.format(name=NAME, replicas=5))
+
+    newer = harness.provider.propose(proposal("2"))
+
+    assert newer.outcome is Outcome.CREATED and newer.commit_created
+    assert harness.commits(BRANCH) == 2 and len(open_mrs(harness)) == 1

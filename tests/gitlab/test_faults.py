@@ -178,7 +178,10 @@ def test_provider_from_settings_reads_the_token_from_the_environment(standin: St
         gitlab_adapter.from_settings(load_settings(None, environ))
     settings = load_settings(None, {**environ, "PROMOTER_GITLAB_TOKEN": "bot-token"})
     assert settings.git.provider == "gitlab"
-    result = gitlab_adapter.from_settings(settings).propose(proposal("1"))
+    provider = gitlab_adapter.from_settings(settings)
+    client = provider.forge._gl
+    assert client.ssl_verify is True and client.timeout == 30   # TLS verified, bounded waits
+    result = provider.propose(proposal("1"))
     assert result.outcome.value == "created"
     ledger = PushLedger.in_state_dir(tmp_path / "state")
     assert result.mr_iid is not None

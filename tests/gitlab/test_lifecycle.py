@@ -127,6 +127,7 @@ def test_merge_needs_the_required_approvals(harness: Harness) -> None:
     assert harness.provider.get(result.mr_iid).state == "opened"
 
 
+@pytest.mark.e2e  # runs `python -m promoter validate` (real kustomize) as a process
 def test_merged_tree_builds_and_validates(harness: Harness, tmp_path: Path) -> None:
     harness.provider.propose(proposal("1"))
     result = harness.provider.propose(proposal("2"))

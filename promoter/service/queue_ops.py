@@ -56,12 +56,17 @@ def enqueue(conn: sqlite3.Connection, now: float, key: JobKey, payload: dict[str
                 return EnqueueResult(first_job, created=False, duplicate_delivery=True)
             # Seen through record_delivery() without a job: fall through so the caller gets
             # the job that covers this key (created only if none does).
+    # Only the newest job's key and state matter (decoding its JSON would double the cost).
     latest = conn.execute(
-        "SELECT * FROM jobs WHERE model = ? AND env = ? ORDER BY id DESC LIMIT 1",
-        (key.model, key.env)).fetchone()
-    latest_job = row_to_job(latest) if latest else None
-    if latest_job is not None and not needs_new_job(key, latest_job.key, latest_job.state):
-        job, created = latest_job, False
+        "SELECT id, version, action, state FROM jobs WHERE model = ? AND env = ? "
+        "ORDER BY id DESC LIMIT 1", (key.model, key.env)).fetchone()
+    covering = None
+    if latest is not None and not needs_new_job(
+            key, JobKey(key.model, latest["version"], key.env, latest["action"]),
+            latest["state"]):
+        covering = fetch_job(conn, latest["id"])
+    if covering is not None:
+        job, created = covering, False
     else:
         cursor = conn.execute(
             "INSERT INTO jobs (model, version, env, action, state, payload, created_at, "

@@ -20,8 +20,18 @@ def is_model_uri(text: str) -> bool:
     return text.startswith(("models:/", "runs:/"))
 
 
-def fetch_model(uri: str, destination: Path, tracking_uri: str | None) -> tuple[Path, ModelLineage]:
-    """Download ``uri`` under ``destination``; a local directory is used where it is."""
+def _tracking(uri: str, tracking_uri: str | None) -> str:
+    for variable, value in FAST_FAIL_DEFAULTS.items():
+        os.environ.setdefault(variable, value)
+    found = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not found:
+        raise UserError("no MLflow tracking URI is configured to resolve " + uri,
+                        hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri in promoter.yaml")
+    return found
+
+
+def resolve_model(uri: str, tracking_uri: str | None) -> ModelLineage:
+    """Where the model comes from, without downloading it."""
     if not is_model_uri(uri):
         path = Path(uri)
         if not path.is_dir():
@@ -30,14 +40,15 @@ def fetch_model(uri: str, destination: Path, tracking_uri: str | None) -> tuple[
                                  "model directory")
         from promoter.image.lineage import read_run_id
 
-        return path, ModelLineage(source=uri, name=None, run_id=read_run_id(path))
-    for variable, value in FAST_FAIL_DEFAULTS.items():
-        os.environ.setdefault(variable, value)
-    uri_tracking = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri_tracking:
-        raise UserError("no MLflow tracking URI is configured to resolve " + uri,
-                        hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri in promoter.yaml")
-    lineage = _lineage(uri, uri_tracking)
+        return ModelLineage(source=uri, name=None, run_id=read_run_id(path))
+    return _lineage(uri, _tracking(uri, tracking_uri))
+
+
+def download_model(uri: str, destination: Path, tracking_uri: str | None) -> Path:
+    """The model's directory: downloaded under ``destination``, or a local one as it is."""
+    if not is_model_uri(uri):
+        return Path(uri)
+    uri_tracking = _tracking(uri, tracking_uri)
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
@@ -50,7 +61,7 @@ def fetch_model(uri: str, destination: Path, tracking_uri: str | None) -> tuple[
     except OSError as exc:
         raise TransientError(f"cannot download {uri} from {redact_uri(uri_tracking)}: "
                              f"{type(exc).__name__}") from None
-    return Path(local), lineage
+    return Path(local)
 
 
 def _lineage(uri: str, tracking_uri: str) -> ModelLineage:
@@ -63,8 +74,10 @@ def _lineage(uri: str, tracking_uri: str) -> ModelLineage:
             name = found["name"]
             version = (client.get_model_version_by_alias(name, found["alias"])
                        if found["alias"] else client.get_model_version(name, found["version"]))
+            # A registered version's files do not change, so its source names its content.
             return ModelLineage(source=uri, name=name, version=str(version.version),
-                                run_id=version.run_id or None)
+                                run_id=version.run_id or None,
+                                content_id=f"{redact_uri(tracking_uri)}|{version.source}")
         if found := _RUNS_URI.match(uri):
             return ModelLineage(source=uri, run_id=found["run"])
     except MlflowException as exc:

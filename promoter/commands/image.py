@@ -56,21 +56,26 @@ def build(
     output: str = OUTPUT_OPTION,
 ) -> None:
     """Build the serving image for MODEL and push it; prints REPO@sha256:…"""
-    from promoter.adapters.mlflow_artifacts import fetch_model
+    from promoter.adapters.mlflow_artifacts import download_model, resolve_model
     from promoter.image.service import DaemonlessImageBuilder
 
     settings = state(ctx).settings()
-    with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
-        model_dir, lineage = fetch_model(model, Path(scratch), settings.mlflow.tracking_uri)
-        target = repository or settings.image.repository
-        if target and "{name}" in target:
-            target = target.replace("{name}", lineage.name or model_dir.name)
-        if not target and oci_layout is None:
-            raise UsageError("say where the image goes: --repository REGISTRY/REPO, "
-                             "image.repository in promoter.yaml, or --oci-layout DIR")
-        builder = DaemonlessImageBuilder(settings.image, settings.state_dir, layout=oci_layout)
-        built = builder.build(model_dir, target or "localhost/promoter-image", base=base,
-                              labels=_labels(label or []), lineage=lineage, tag=tag)
+    lineage = resolve_model(model, settings.mlflow.tracking_uri)
+    target = repository or settings.image.repository
+    if target and "{name}" in target:
+        target = target.replace("{name}", lineage.name or Path(model).name)
+    if not target and oci_layout is None:
+        raise UsageError("say where the image goes: --repository REGISTRY/REPO, "
+                         "image.repository in promoter.yaml, or --oci-layout DIR")
+    builder = DaemonlessImageBuilder(settings.image, settings.state_dir, layout=oci_layout)
+    target = target or "localhost/promoter-image"
+    labels = _labels(label or [])
+    built = builder.find_existing(target, base=base, labels=labels, lineage=lineage, tag=tag)
+    if built is None:
+        with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
+            model_dir = download_model(model, Path(scratch), settings.mlflow.tracking_uri)
+            built = builder.build(model_dir, target, base=base, labels=labels,
+                                  lineage=lineage, tag=tag)
     reference = f"oci:{oci_layout}@{built.digest}" if oci_layout else built.reference
     if output == "json":
         emit_json({"reference": reference, "digest": built.digest, "size": built.size,

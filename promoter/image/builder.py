@@ -31,6 +31,7 @@ from promoter.ports.image import ModelLineage
 
 MODEL_ARCNAME = "opt/ml/model"
 BUILD_INPUTS_LABEL = "io.promoter.build-inputs"
+SOURCE_INPUTS_LABEL = "io.promoter.source-inputs"
 
 
 class ImageTarget(Protocol):
@@ -64,6 +65,24 @@ class Assembled:
         return len(self.manifest) + self.config.size + sum(x.blob.size for x in self.layers)
 
 
+def _digest_of(data: object) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def source_inputs(lineage: ModelLineage, base: BaseImage | None, labels: Mapping[str, str],
+                  options: BuildOptions) -> str | None:
+    """Everything a build depends on, named without reading the model's files; None when the
+    model's source is mutable (then only the content-based build inputs apply)."""
+    if lineage.content_id is None:
+        return None
+    return _digest_of({
+        "builder": f"promoter {__version__}", "content": lineage.content_id,
+        "model": [lineage.name, lineage.version, lineage.run_id, lineage.source],
+        "base": base.reference.digest if base else None, "platform": list(options.platform),
+        "python": options.python_version, "pip": list(options.pip_options),
+        "labels": dict(labels), "entrypoint": ENTRYPOINT})
+
+
 def assemble(model_dir: Path, lineage: ModelLineage, base: BaseImage | None,
              labels: Mapping[str, str], options: BuildOptions) -> Assembled:
     deps = dependency_layer(model_dir, options.cache_dir / "deps", arch=options.platform[1],
@@ -80,9 +99,11 @@ def assemble(model_dir: Path, lineage: ModelLineage, base: BaseImage | None,
         "entrypoint": ENTRYPOINT,
         "labels": all_labels,
     }
-    inputs_digest = "sha256:" + hashlib.sha256(
-        json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    inputs_digest = _digest_of(inputs)
     all_labels[BUILD_INPUTS_LABEL] = inputs_digest
+    source = source_inputs(lineage, base, labels, options)
+    if source is not None:
+        all_labels[SOURCE_INPUTS_LABEL] = source
     config = image_config(base.config if base else None, ours, all_labels,
                           platform=options.platform, with_deps=deps is not None)
     blob = config_blob(config)

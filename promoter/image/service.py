@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,10 +10,18 @@ from pathlib import Path
 from promoter.adapters.oci import RegistryClient, client_for
 from promoter.errors import UserError
 from promoter.image.base import BaseImage, load_base, parse_platform
-from promoter.image.builder import BuildOptions, ImageTarget, assemble, push
+from promoter.image.builder import (
+    SOURCE_INPUTS_LABEL,
+    BuildOptions,
+    ImageTarget,
+    assemble,
+    push,
+    source_inputs,
+)
+from promoter.image.config import OCI_MANIFEST
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
-from promoter.image.reference import parse_reference
+from promoter.image.reference import Reference, parse_reference
 from promoter.image.targets import RegistryTarget
 from promoter.ports.image import BuiltImage, ModelLineage
 from promoter.settings import ImageSettings
@@ -30,6 +39,51 @@ class DaemonlessImageBuilder:
     def _client(self, registry: str) -> RegistryClient:
         return client_for(registry, self.settings)
 
+    def _target(self, repository: str) -> Reference:
+        target = parse_reference(repository)
+        if target.tag or target.digest:
+            raise UserError(f"--repository {repository!r} must not carry a tag or digest",
+                            hint="promoter tags the image itself (v<model version>)")
+        return target
+
+    def _prepare(self, base: str | None,
+                 notes: list[str]) -> tuple[BaseImage | None, BuildOptions]:
+        platform = parse_platform(self.settings.platform)
+        base_image = self._base(base or self.settings.base, platform, notes)
+        return base_image, BuildOptions(platform, self._python(base_image, notes),
+                                        tuple(self.settings.pip_options), self.cache_dir)
+
+    @staticmethod
+    def _tag(tag: str | None, lineage: ModelLineage) -> str:
+        return tag or (f"v{lineage.version}" if lineage.version else "latest")
+
+    def find_existing(self, repository: str, *, base: str | None, labels: Mapping[str, str],
+                      lineage: ModelLineage, tag: str | None = None) -> BuiltImage | None:
+        """The image already pushed from the same inputs (its config records them), found
+        without downloading the model; None when there is none or the source is mutable."""
+        if lineage.content_id is None or self.layout is not None:
+            return None
+        target = self._target(repository)
+        notes: list[str] = []
+        base_image, options = self._prepare(base, notes)
+        wanted = source_inputs(lineage, base_image, labels, options)
+        tag = self._tag(tag, lineage)
+        with self._client(target.api_host) as client:
+            manifest = client.get_manifest(target.repository, tag)
+            if manifest is None or manifest.media_type != OCI_MANIFEST:
+                return None
+            body = json.loads(manifest.body)
+            config = client.get_blob(target.repository, body["config"]["digest"])
+        recorded = (json.loads(config).get("config") or {}).get("Labels") or {}
+        if recorded.get(SOURCE_INPUTS_LABEL) != wanted:
+            return None
+        layers = [str(layer["digest"]) for layer in body.get("layers", [])]
+        size = len(manifest.body) + len(config) + sum(
+            int(layer["size"]) for layer in body.get("layers", []))
+        notes.append("already built from the same inputs: nothing downloaded or pushed")
+        return BuiltImage(reference=f"{target.name}@{manifest.digest}", digest=manifest.digest,
+                          size=size, layers=layers, bytes_uploaded=0, tag=tag, notes=notes)
+
     def build(self, model_dir: Path, repository: str, *, base: str | None,
               labels: Mapping[str, str], lineage: ModelLineage | None = None,
               tag: str | None = None) -> BuiltImage:
@@ -37,21 +91,14 @@ class DaemonlessImageBuilder:
             raise UserError(f"{model_dir} is not an MLflow model directory (no MLmodel file)",
                             hint="pass a models:/ or runs:/ URI, or a directory saved by "
                                  "mlflow.<flavor>.save_model")
-        target_ref = parse_reference(repository)
-        if target_ref.tag or target_ref.digest:
-            raise UserError(f"--repository {repository!r} must not carry a tag or digest",
-                            hint="promoter tags the image itself (v<model version>)")
+        target_ref = self._target(repository)
         lineage = lineage or ModelLineage(source=str(model_dir), run_id=read_run_id(model_dir))
-        platform = parse_platform(self.settings.platform)
         notes: list[str] = []
-        base_image = self._base(base or self.settings.base, platform, notes)
-        options = BuildOptions(platform, self._python(base_image, notes),
-                               tuple(self.settings.pip_options), self.cache_dir)
+        base_image, options = self._prepare(base, notes)
         image = assemble(model_dir, lineage, base_image, labels, options)
-        tag = tag or (f"v{lineage.version}" if lineage.version else "latest")
+        tag = self._tag(tag, lineage)
         if self.layout is not None:
-            layout_target = LayoutTarget(self.layout)
-            uploaded = push(image, layout_target, tag)
+            uploaded = push(image, LayoutTarget(self.layout), tag)
         else:
             with self._client(target_ref.api_host) as client:
                 target: ImageTarget = RegistryTarget(client, target_ref.repository)

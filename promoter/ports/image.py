@@ -16,6 +16,9 @@ class ModelLineage:
     name: str | None = None
     version: str | None = None
     run_id: str | None = None
+    # An immutable identity of the model's files (a registered version's MLflow source), which
+    # lets a rebuild be recognised before downloading anything; None for mutable sources.
+    content_id: str | None = None
 
 
 @dataclass(frozen=True)

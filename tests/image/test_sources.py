@@ -56,6 +56,14 @@ def test_models_uri_is_downloaded_and_its_lineage_labelled(
     assert labels["io.promoter.model.version"] == "1"
     assert labels["io.promoter.model.run-id"] == run.info.run_id
     assert labels["io.promoter.model.source"] == "models:/fraud-detector/1"
+    # The image records its inputs: a rebuild of the same version is recognised from the
+    # registry alone, without downloading the model (its files are moved away to prove it).
+    (tmp_path / "art").rename(tmp_path / "art-moved")
+    again = _build(promoter, "models:/fraud-detector/1", "--repository",
+                   f"{registry}/models/fraud-detector")
+    assert again["digest"] == built["digest"] and again["bytes_uploaded"] == 0
+    assert any("nothing downloaded" in note for note in again["notes"])
+    (tmp_path / "art-moved").rename(tmp_path / "art")
     code, _, err = promoter("image", "build", "models:/fraud-detector/9", "--repository",
                             f"{registry}/models/fraud-detector")
     assert code == 1 and "fraud-detector" in err and "Traceback" not in err

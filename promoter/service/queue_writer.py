@@ -67,6 +67,18 @@ class GroupCommitWriter:
         if thread is not None:
             self._requests.put(None)
             thread.join(timeout)
+        # Whoever submitted after the stop marker must not wait forever.
+        leftovers = []
+        while True:
+            try:
+                item = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                leftovers.append(item)
+        if leftovers:
+            _settle_all(leftovers, TransientError("the job queue is shutting down",
+                                                  hint="send the delivery again"))
 
     def _ensure_started(self) -> None:
         with self._start_lock:

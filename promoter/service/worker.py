@@ -62,6 +62,14 @@ class JobContext:
 JobHandler = Callable[[Job, JobContext], dict[str, Any]]
 
 
+def _log_job(level: int, message: str, job: Job, **fields: Any) -> None:
+    """One structured record per job event (promoter.service.logs renders ``fields``)."""
+    if log.isEnabledFor(level):
+        log.log(level, f"{message}: {job.key.describe()}", extra={"fields": {
+            "job_id": job.id, "model": job.key.model, "version": job.key.version,
+            "env": job.key.env, "action": job.key.action, "attempt": job.attempts, **fields}})
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -126,15 +134,15 @@ class Worker:
             reason = (f"gave up after {job.attempts - 1} attempts; the last one never finished "
                       f"(its worker stopped or lost its lease). Last reason: {job.reason}")
             self._settle(job, lambda: self.queue.park(job.id, self.worker_id, reason))
-            log.error("job %s is dead: %s", job.id, reason)
+            _log_job(logging.ERROR, "job dead", job, reason=reason)
             return True
-        log.info("job %s started: %s (attempt %d)", job.id, job.key.describe(), job.attempts)
+        _log_job(logging.INFO, "job started", job, worker=self.worker_id)
         stop_heartbeat = self._start_heartbeat(job)
         try:
             context = JobContext(self.queue, job, self.worker_id, self.lease_seconds)
             result = dict(self.handler(job, context) or {})  # a bad return is a failure too
         except LeaseLost as exc:
-            log.warning("job %s abandoned: %s", job.id, exc)
+            _log_job(logging.WARNING, "job abandoned: lease lost", job, reason=str(exc))
             return True
         except Exception as exc:
             self._handle_failure(job, exc)
@@ -142,7 +150,7 @@ class Worker:
         finally:
             stop_heartbeat()
         self._settle(job, lambda: self.queue.complete(job.id, self.worker_id, result))
-        log.info("job %s done", job.id)
+        _log_job(logging.INFO, "job done", job)
         return True
 
     def _handle_failure(self, job: Job, error: Exception) -> None:
@@ -150,22 +158,24 @@ class Worker:
         if outcome.state == DONE:
             self._settle(job, lambda: self.queue.complete(job.id, self.worker_id, outcome.result,
                                                           reason=outcome.reason))
-            log.info("job %s done (denied): %s", job.id, outcome.reason)
+            _log_job(logging.INFO, "job done: policy denied", job, reason=outcome.reason)
         elif outcome.state == DEAD:
             self._settle(job, lambda: self.queue.park(job.id, self.worker_id,
                                                       outcome.reason or "failed"))
-            log.error("job %s is dead: %s", job.id, outcome.reason)
+            _log_job(logging.ERROR, "job dead", job, reason=outcome.reason)
         else:
             delay = self.backoff.delay(job.attempts, self.random, outcome.retry_after)
             self._settle(job, lambda: self.queue.retry_later(job.id, self.worker_id,
                                                              outcome.reason or "failed", delay))
-            log.warning("job %s will be retried in %.1fs: %s", job.id, delay, outcome.reason)
+            _log_job(logging.WARNING, "job will be retried", job, reason=outcome.reason,
+                     retry_in_seconds=round(delay, 3))
 
     def _settle(self, job: Job, write: Callable[[], None]) -> None:
         try:
             write()
         except LeaseLost as exc:  # someone else re-claimed it; their outcome stands
-            log.warning("job %s: outcome not recorded: %s", job.id, exc)
+            _log_job(logging.WARNING, "job outcome not recorded: lease lost", job,
+                     reason=str(exc))
 
     def _start_heartbeat(self, job: Job) -> Callable[[], None]:
         if not self.heartbeat:
@@ -176,10 +186,10 @@ class Worker:
             while not stop.wait(self.lease_seconds / 3):
                 try:
                     if not self.queue.extend_lease(job.id, self.worker_id, self.lease_seconds):
-                        log.warning("job %s: lease lost; another worker may run it", job.id)
+                        _log_job(logging.WARNING, "job lease lost", job)
                         return
                 except PromoterError as exc:  # keep trying; the lease has slack for this
-                    log.warning("job %s: could not extend the lease: %s", job.id, exc)
+                    _log_job(logging.WARNING, "job lease not extended", job, reason=str(exc))
 
         thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
         thread.start()

@@ -251,3 +251,19 @@ def test_a_handler_returning_garbage_is_an_unexpected_failure(queue: JobQueue) -
     failed = queue.get(job.id)
     assert failed.state == "retrying"
     assert (failed.reason or "").startswith("unexpected ValueError")
+
+
+def test_job_events_are_logged_with_structured_fields(queue: JobQueue,
+                                                      caplog: Any) -> None:
+    job = queue.enqueue(V7).job
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        raise PermanentError("model signature missing")
+
+    with caplog.at_level("INFO", logger="promoter.worker"):
+        make_worker(queue, handler).run_once()
+    dead = [r for r in caplog.records if r.getMessage().startswith("job dead")]
+    assert len(dead) == 1
+    assert dead[0].fields["job_id"] == job.id
+    assert dead[0].fields["env"] == "production"
+    assert "model signature missing" in dead[0].fields["reason"]

@@ -16,6 +16,7 @@ that do not have the documented shape raise ``PayloadError`` (the service answer
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ Action = Literal["promote", "decommission", "ignore"]
 Source = Literal["mlflow", "databricks", "reconcile"]
 MAX_NAME = 256
 MAX_VERSION = 10
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class PayloadError(UserError):
@@ -198,7 +200,7 @@ def _text(body: Mapping[str, Any], key: str, *, limit: int = MAX_NAME) -> str:
         raise PayloadError(f"field {key!r} must be a non-empty string, got {_json_type(value)}")
     if len(value) > limit:
         raise PayloadError(f"field {key!r} is {len(value)} characters long; at most {limit}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _CONTROL.search(value):
         raise PayloadError(f"field {key!r} contains control characters")
     return value
 

@@ -130,11 +130,11 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         outcome = _outcome(normalised, stored)
         metrics.delivery(source, outcome)
         metrics.ack_seconds.labels(source=source).observe(time.perf_counter() - started)
+        ignored = [e.reason for e in normalised if e.action == "ignore"]
         log(_log, logging.INFO, "delivery accepted", source=source, delivery_id=delivery_id,
-            outcome=outcome, jobs=[s.describe() for s in stored],
-            ignored=[e.reason for e in normalised if e.action == "ignore"])
+            outcome=outcome, jobs=[s.job_id for s in stored], ignored=ignored)
         return JSONResponse({"outcome": outcome, "jobs": [s.describe() for s in stored],
-                             "ignored": [e.reason for e in normalised if e.action == "ignore"]})
+                             "ignored": ignored})
 
     async def mlflow_hook(request: Request) -> Response:
         return await receive(request, "mlflow")

@@ -8,6 +8,7 @@ secret cannot leak even through an exception message or a header dump.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -51,13 +52,18 @@ class JsonFormatter(logging.Formatter):
 def mask_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     masked: dict[str, Any] = {}
     for key, value in fields.items():
-        if any(word in key.lower() for word in _SECRET_WORDS):
+        if _secret_named(key):
             masked[key] = MASK
         elif isinstance(value, Mapping):
             masked[key] = mask_fields(value)
         else:
             masked[key] = value
     return masked
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_named(key: str) -> bool:
+    return any(word in key.lower() for word in _SECRET_WORDS)
 
 
 def configure(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.commands._common import OUTPUT_OPTION, emit_json, is_tty, state
 from promoter.commands.keys import cosign_password
 from promoter.errors import UsageError, UserError
 
@@ -35,6 +37,15 @@ def _labels(pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"--label {pair!r} must look like key=value")
         labels[key] = value
     return labels
+
+
+def _progress(message: str) -> AbstractContextManager[object]:
+    """A spinner on a terminal; nothing when the output is read by a program."""
+    if not is_tty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
 
 
 @image_app.command("build")
@@ -70,9 +81,12 @@ def build(
     builder = DaemonlessImageBuilder(settings.image, settings.state_dir, layout=oci_layout)
     target = target or "localhost/promoter-image"
     labels = _labels(label or [])
-    built = builder.find_existing(target, base=base, labels=labels, lineage=lineage, tag=tag)
+    with _progress("checking for an image built from the same inputs"):
+        built = builder.find_existing(target, base=base, labels=labels, lineage=lineage,
+                                      tag=tag)
     if built is None:
-        with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch, \
+                _progress(f"building and pushing the image for {model}"):
             model_dir = download_model(model, Path(scratch), settings.mlflow.tracking_uri)
             built = builder.build(model_dir, target, base=base, labels=labels,
                                   lineage=lineage, tag=tag)
@@ -89,8 +103,6 @@ def build(
 
 def _signer(settings: Settings, *, private: Path | None = None, public: Path | None = None,
             password: str = "", formats: list[str] | None = None) -> CosignSigner:
-    import contextlib
-
     from promoter.adapters.oci import client_for
     from promoter.signing import keys
     from promoter.signing.service import CosignSigner

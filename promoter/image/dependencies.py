@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,7 +96,3 @@ def _portable_scripts(bin_dir: Path) -> None:
         if data.startswith(b"#!") and b"python" in data.split(b"\n", 1)[0]:
             rest = data.split(b"\n", 1)[1] if b"\n" in data else b""
             script.write_bytes(b"#!/usr/bin/env python3\n" + rest)
-
-
-def clear_cache(cache_dir: Path) -> None:
-    shutil.rmtree(cache_dir, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
 from promoter.adapters.oci import RegistryClient, client_for
@@ -46,10 +47,10 @@ class DaemonlessImageBuilder:
                             hint="promoter tags the image itself (v<model version>)")
         return target
 
-    def _prepare(self, base: str | None,
-                 notes: list[str]) -> tuple[BaseImage | None, BuildOptions]:
+    def _prepare(self, base: str | None, notes: list[str],
+                 stack: ExitStack) -> tuple[BaseImage | None, BuildOptions]:
         platform = parse_platform(self.settings.platform)
-        base_image = self._base(base or self.settings.base, platform, notes)
+        base_image = self._base(base or self.settings.base, platform, notes, stack)
         return base_image, BuildOptions(platform, self._python(base_image, notes),
                                         tuple(self.settings.pip_options), self.cache_dir)
 
@@ -65,7 +66,8 @@ class DaemonlessImageBuilder:
             return None
         target = self._target(repository)
         notes: list[str] = []
-        base_image, options = self._prepare(base, notes)
+        with ExitStack() as stack:
+            base_image, options = self._prepare(base, notes, stack)
         wanted = source_inputs(lineage, base_image, labels, options)
         tag = self._tag(tag, lineage)
         with self._client(target.api_host) as client:
@@ -94,28 +96,28 @@ class DaemonlessImageBuilder:
         target_ref = self._target(repository)
         lineage = lineage or ModelLineage(source=str(model_dir), run_id=read_run_id(model_dir))
         notes: list[str] = []
-        base_image, options = self._prepare(base, notes)
-        image = assemble(model_dir, lineage, base_image, labels, options)
-        tag = self._tag(tag, lineage)
-        if self.layout is not None:
-            uploaded = push(image, LayoutTarget(self.layout), tag)
-        else:
-            with self._client(target_ref.api_host) as client:
+        with ExitStack() as stack:  # base registry clients stay open: layers stream from them
+            base_image, options = self._prepare(base, notes, stack)
+            image = assemble(model_dir, lineage, base_image, labels, options)
+            tag = self._tag(tag, lineage)
+            if self.layout is not None:
+                uploaded = push(image, LayoutTarget(self.layout), tag)
+            else:
+                client = stack.enter_context(self._client(target_ref.api_host))
                 target: ImageTarget = RegistryTarget(client, target_ref.repository)
                 uploaded = push(image, target, tag)
         return BuiltImage(reference=f"{target_ref.name}@{image.digest}", digest=image.digest,
                           size=image.size, layers=[x.blob.digest for x in image.layers],
                           bytes_uploaded=uploaded, tag=tag, notes=notes)
 
-    def _base(self, base: str | None, platform: tuple[str, str],
-              notes: list[str]) -> BaseImage | None:
+    def _base(self, base: str | None, platform: tuple[str, str], notes: list[str],
+              stack: ExitStack) -> BaseImage | None:
         if not base:
             notes.append("no base image configured: the image starts from an empty base and "
                          "needs a Python runtime added before it can run (set image.base)")
             return None
         reference = parse_reference(base)
-        client = self._client(reference.api_host)
-        # The client stays open: base layers may be streamed from it during the push.
+        client = stack.enter_context(self._client(reference.api_host))
         return load_base(client, reference, platform)
 
     def _python(self, base: BaseImage | None, notes: list[str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Protocol
 
 from promoter.image.layers import Blob
@@ -28,8 +29,6 @@ class RegistryTarget:
         return self.client.push_blob(self.repository, blob, mount_from=mount_from)
 
     def push_manifest(self, body: bytes, media_type: str, tag: str | None) -> None:
-        import hashlib
-
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         reference = tag or digest
         if self.client.manifest_digest(self.repository, reference) == digest:

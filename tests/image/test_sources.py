@@ -147,3 +147,17 @@ def test_registry_problems_are_clear_errors(promoter: Run, registry: str,
             {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
              "config": missing, "layers": []}).encode(),
             "application/vnd.oci.image.manifest.v1+json")
+
+
+def test_dependency_layer_is_skipped_without_requirements_and_pip_errors_are_clear(
+        promoter: Run, registry: str, tmp_path: Path) -> None:
+    from tests.image.model import save_model
+
+    bare = save_model(tmp_path / "bare", requirements="# nothing to install\n\n")
+    built = _build(promoter, str(bare), "--repository", f"{registry}/models/bare")
+    assert len(built["layers"]) == 1  # the model layer only
+    broken = save_model(tmp_path / "broken", requirements="this is not (a requirement\n")
+    code, _, err = promoter("image", "build", str(broken), "--repository",
+                            f"{registry}/models/broken")
+    assert code == 1 and "installing the model's requirements" in err
+    assert "wheel for the image's platform" in err

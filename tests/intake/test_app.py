@@ -246,3 +246,19 @@ def test_readyz_reports_an_unreachable_mlflow(app_client_factory: Any) -> None:
     assert "unreachable" in response.json()["checks"]["mlflow"] or \
         "failed" in response.json()["checks"]["mlflow"]
     assert app_client_factory().get("/healthz").json() == {"status": "ok"}
+
+
+def test_one_delivery_fanning_out_to_two_envs_is_deduplicated_per_env(
+        app_client_factory: Any, tmp_path: Any) -> None:
+    config = tmp_path / "promoter.yaml"
+    config.write_text(
+        "environments:\n"
+        "  prod-eu: {trigger: {alias: production}, namespace: models-eu}\n"
+        "  prod-us: {trigger: {alias: production}, namespace: models-us}\n")
+    headers, body, clock = captured(ALIAS_SET)
+    app = app_client_factory(clock=clock, PROMOTER_CONFIG=str(config))
+    first = app.post("/webhooks/mlflow", body, headers).json()
+    assert [(j["env"], j["created"]) for j in first["jobs"]] == [
+        ("prod-eu", True), ("prod-us", True)]
+    again = app.post("/webhooks/mlflow", body, headers).json()
+    assert again["outcome"] == "duplicate" and len(app.queue.list()) == 2

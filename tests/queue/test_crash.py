@@ -78,3 +78,25 @@ def test_a_crash_after_a_recorded_step_resumes_from_that_step(tmp_path: Path) ->
     done = queue.get(job.id)
     assert (done.state, done.result) == ("done", {"artifact": f"built-by-{crasher.pid}"})
     queue.close()
+
+
+@pytest.mark.e2e
+def test_every_acknowledged_delivery_survives_a_sigkill_of_the_intake(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    log = tmp_path / "acks.log"
+    producer = start_worker_process(state_dir, "produce", log)
+    for _ in range(3000):  # bounded: until a few batches have been acknowledged
+        if len(log_lines(log)) >= 300:
+            break
+        threading.Event().wait(0.01)
+    producer.send_signal(signal.SIGKILL)
+    producer.communicate(timeout=30)
+    acked = {words[1] for words in log_lines(log)}
+    assert len(acked) >= 300
+
+    import sqlite3
+
+    db = sqlite3.connect(state_dir / "promoter.db")
+    stored = {row[0] for row in db.execute("SELECT delivery_id FROM deliveries")}
+    db.close()
+    assert acked <= stored  # acknowledged ⇒ committed; nothing was acked ahead of its commit

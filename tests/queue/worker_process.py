@@ -5,12 +5,15 @@ Modes (the handler each one runs):
   block   append "start <id>", then wait for a file that never appears (the test SIGKILLs us)
   crash-after-step   record step "prepare", log it, then SIGKILL ourselves before completing
   resume  log "prepare-skipped"/"prepare-ran" depending on ctx.step("prepare"); then done
+  produce (no worker) enqueue_async 32 deliveries at a time, logging "acked <delivery id>"
+          as each is acknowledged, until killed (or --deadline)
 The process exits once no unfinished job is left (or --deadline seconds passed).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from promoter.core.jobs import Job
+from promoter.core.jobs import Job, JobKey
 from promoter.service.queue import JobQueue
 from promoter.service.worker import JobContext, Worker
 
@@ -69,6 +72,18 @@ def make_handler(mode: str, log: Path) -> Any:
             "resume": resume}[mode]
 
 
+async def produce(queue: JobQueue, log: Path, stop_at: float) -> None:
+    async def one(n: int) -> None:
+        await queue.enqueue_async(JobKey(f"model-{n % 50}", str(n), "production", "promote"),
+                                  source="mlflow", delivery_id=f"d-{n}")
+        append(log, "acked", f"d-{n}")
+
+    n = 0
+    while time.monotonic() < stop_at:
+        await asyncio.gather(*[one(n + i) for i in range(32)])
+        n += 32
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--state-dir", type=Path, required=True)
@@ -88,6 +103,9 @@ def main() -> int:
             time.sleep(0.001)
 
     queue = JobQueue.open(args.state_dir)
+    if args.mode == "produce":
+        asyncio.run(produce(queue, args.log, time.monotonic() + args.deadline))
+        return 0
     handler = make_handler(args.mode, args.log)
     stop_at = time.monotonic() + args.deadline
 

@@ -63,11 +63,14 @@ class SigstoreServices:
         response = self._post("Rekor", f"{self.rekor_url}/api/v1/log/entries", body)
         if response.status_code >= 500:
             raise KeylessUnavailable(f"Rekor failed (HTTP {response.status_code})")
-        if response.status_code not in (200, 201, 409):
+        if response.status_code != 201:
             raise PermanentError(f"Rekor refused the log entry (HTTP {response.status_code}): "
                                  f"{response.text[:300]}")
-        (entry,) = response.json().values()
-        return _bundle_entry(entry)
+        try:
+            (entry,) = response.json().values()
+            return _bundle_entry(entry)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise PermanentError("Rekor answered with an entry promoter cannot read") from None
 
 
 def _b64_hex(value: str) -> str:

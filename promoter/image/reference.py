@@ -31,6 +31,12 @@ class Reference:
         """``registry/repository``: cosign's docker-reference, without tag or digest."""
         return f"{self.registry}/{self.repository}"
 
+    @property
+    def cosign_name(self) -> str:
+        """The repository as cosign writes it into signatures (go-containerregistry's name)."""
+        registry = "index.docker.io" if self.registry == DOCKER_HUB else self.registry
+        return f"{registry}/{self.repository}"
+
     def with_digest(self, digest: str) -> Reference:
         return Reference(self.registry, self.repository, None, digest)
 

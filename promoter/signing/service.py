@@ -84,9 +84,9 @@ class CosignSigner:
         if existing and any(outcome.valid for outcome in legacy_outcomes(
                 client, reference.repository, existing.body, digest, self._key.public)):
             return False
-        payload_blob = bytes_blob(simple.SIMPLE_SIGNING, simple.payload(reference.name, digest))
-        assert payload_blob.chunks is not None
-        signature = self._key.sign(b"".join(payload_blob.chunks()))
+        payload = simple.payload(reference.cosign_name, digest)
+        payload_blob = bytes_blob(simple.SIMPLE_SIGNING, payload)
+        signature = self._key.sign(payload)
         layers.append(simple.layer_descriptor(payload_blob, signature, self._key.public.hint))
         config, body = simple.manifest(layers)
         client.push_blob(reference.repository, payload_blob)

@@ -40,3 +40,20 @@ def test_only_loopback_registries_default_to_plain_http() -> None:
     assert is_loopback_registry("localhost:5000")
     assert not is_loopback_registry("registry.gitlab.com")
     assert not is_loopback_registry("10.0.0.1:5000")
+
+
+def test_plain_http_only_for_loopback_and_listed_registries() -> None:
+    from promoter.adapters.oci import RegistryClient
+
+    with RegistryClient("registry.internal:5000") as client:
+        assert client.base_url == "https://registry.internal:5000"
+    with RegistryClient("registry.internal:5000",
+                        insecure_registries=["registry.internal:5000"]) as client:
+        assert client.base_url == "http://registry.internal:5000"
+    with RegistryClient("localhost:5000") as client:
+        assert client.base_url == "http://localhost:5000"
+
+
+def test_cosign_names_docker_hub_as_go_containerregistry_does() -> None:
+    assert parse_reference("python:3.11").cosign_name == "index.docker.io/library/python"
+    assert parse_reference("127.0.0.1:5000/m/x").cosign_name == "127.0.0.1:5000/m/x"

@@ -9,6 +9,7 @@ re-deliveries of the same delivery id (duplicate) and re-sets of the same alias 
 created (must equal the distinct keys) and the promoter/bare throughput ratio.
 
     python benchmarks/intake.py [--deliveries 10000] [--concurrency 32] [--distinct 6000]
+                                [--rounds 5]
 """
 
 from __future__ import annotations
@@ -176,6 +177,8 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--distinct", type=int, default=6_000)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternate between the two targets this many times")
     args = parser.parse_args()
     sends = deliveries(args.deliveries, args.distinct)
     with tempfile.TemporaryDirectory(prefix="promoter-bench-") as tmp:
@@ -193,10 +196,21 @@ def main() -> None:
             wait_ready(f"http://127.0.0.1:{promoter_port}/healthz", promoter)
             print(f"{len(sends)} signed deliveries, {args.distinct} distinct keys, "
                   f"concurrency {args.concurrency}, loopback, {os.cpu_count()} CPUs")
-            bare_rate = report("bare 200", *asyncio.run(blast(bare_port, sends,
-                                                              args.concurrency)))
-            promoter_rate = report("promoter", *asyncio.run(blast(promoter_port, sends,
-                                                                  args.concurrency)))
+            # Interleaved rounds, so a change in background load hits both targets alike.
+            totals = {name: (0.0, [], {}) for name in ("bare 200", "promoter")}
+            size = -(-len(sends) // args.rounds)
+            for start in range(0, len(sends), size):
+                chunk = sends[start:start + size]
+                for name, port in (("bare 200", bare_port), ("promoter", promoter_port)):
+                    elapsed, latencies, statuses = asyncio.run(
+                        blast(port, chunk, args.concurrency))
+                    total, all_latencies, all_statuses = totals[name]
+                    all_latencies.extend(latencies)
+                    for status, count in statuses.items():
+                        all_statuses[status] = all_statuses.get(status, 0) + count
+                    totals[name] = (total + elapsed, all_latencies, all_statuses)
+            bare_rate = report("bare 200", *totals["bare 200"])
+            promoter_rate = report("promoter", *totals["promoter"])
         finally:
             for process in (bare, promoter):
                 process.terminate()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from promoter.errors import UserError
 from promoter.signing import bundle as bundle_format
 from promoter.signing import simple
 from promoter.signing.errors import (
@@ -62,7 +63,11 @@ def legacy_outcomes(client: SignatureRegistry, repository: str, manifest_body: b
     outcomes = []
     for layer in simple.signature_layers(manifest_body):
         signature = simple.decode_signature(layer)
-        payload = client.get_blob(repository, str(layer.get("digest")))
+        try:
+            payload = client.get_blob(repository, str(layer.get("digest")))
+        except UserError:  # 404: the payload blob is gone; outages still propagate
+            outcomes.append(Outcome("legacy", "tampered", "the signed payload is missing"))
+            continue
         hint = (layer.get("annotations") or {}).get(simple.KEY_HINT_ANNOTATION)
         if signature is None:
             outcomes.append(Outcome("legacy", "tampered", "the signature annotation is damaged"))

@@ -241,12 +241,17 @@ class MlflowRegistry:
 
 
 _TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+_UNREACHABLE_SIGNS = ("Max retries exceeded", "Failed to establish a new connection",
+                      "Connection refused", "Read timed out", "Connection aborted")
 
 
 def _translate(exc: Any, doing: str, where: str) -> PromoterError:
     status = int(exc.get_http_status_code())
     code = str(getattr(exc, "error_code", ""))
     detail = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0][:300]
+    if any(sign in detail for sign in _UNREACHABLE_SIGNS):  # the client's own connection errors
+        return TransientError(f"cannot {doing}: MLflow at {where} is unreachable",
+                              hint="check MLFLOW_TRACKING_URI and that the MLflow server runs")
     if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
         return TransientError(f"cannot {doing}: MLflow at {where} failed ({code}): {detail}",
                               hint="promoter retries; check that MLflow is up if this persists")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
 from promoter.adapters.oci import RegistryClient, client_for
-from promoter.errors import UserError
+from promoter.errors import UsageError, UserError
 from promoter.image.base import BaseImage, load_base, parse_platform
 from promoter.image.builder import (
     SOURCE_INPUTS_LABEL,
@@ -25,7 +26,7 @@ from promoter.image.lineage import read_run_id
 from promoter.image.reference import Reference, parse_reference
 from promoter.image.targets import RegistryTarget
 from promoter.ports.image import BuiltImage, ModelLineage
-from promoter.settings import ImageSettings
+from promoter.settings import ImageSettings, Settings
 
 
 class DaemonlessImageBuilder:
@@ -131,3 +132,31 @@ class DaemonlessImageBuilder:
         notes.append(f"Python version for dependency wheels: {host} (this machine's); "
                      "set image.python_version if the base image differs")
         return host
+
+
+def build_model_image(settings: Settings, model: str, repository: str | None, *,
+                      base: str | None = None, labels: Mapping[str, str] | None = None,
+                      tag: str | None = None, layout: Path | None = None) -> BuiltImage:
+    """From an MLflow model URI or directory to a pushed image (or an OCI layout).
+
+    An image already built from the same inputs is found first, before any download.
+    """
+    from promoter.adapters.mlflow_artifacts import download_model, resolve_model
+
+    lineage = resolve_model(model, settings.mlflow.tracking_uri)
+    target = repository or settings.image.repository
+    if target and "{name}" in target:
+        target = target.replace("{name}", lineage.name or Path(model).name)
+    if not target and layout is None:
+        raise UsageError("say where the image goes: --repository REGISTRY/REPO, "
+                         "image.repository in promoter.yaml, or --oci-layout DIR")
+    target = target or "localhost/promoter-image"
+    builder = DaemonlessImageBuilder(settings.image, settings.state_dir, layout=layout)
+    labels = dict(labels or {})
+    built = builder.find_existing(target, base=base, labels=labels, lineage=lineage, tag=tag)
+    if built is not None:
+        return built
+    with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
+        model_dir = download_model(model, Path(scratch), settings.mlflow.tracking_uri)
+        return builder.build(model_dir, target, base=base, labels=labels, lineage=lineage,
+                             tag=tag)

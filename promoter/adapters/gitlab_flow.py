@@ -17,7 +17,12 @@ from typing import Protocol
 
 from promoter.core import changes
 from promoter.core.changes import Action
-from promoter.core.mr_text import commit_message, is_promoter_message, with_marker
+from promoter.core.mr_text import (
+    changes_section,
+    commit_message,
+    is_promoter_message,
+    with_marker,
+)
 from promoter.errors import TransientError
 from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult
 
@@ -77,6 +82,7 @@ class _Run:
     observed: bool = False
     changed: bool = False
     superseded_iid: int | None = None
+    changed_paths: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
 
 
@@ -117,6 +123,7 @@ class ProposalFlow:
         paths = changes.paths_to_read(proposal.files)
         target_actions = changes.plan(
             proposal.files, forge.read_files(proposal.target_branch, paths, prefixes), prefixes)
+        run.changed_paths = tuple(action.path for action in target_actions)
         if not target_actions:  # the target already holds exactly these files
             merged = next((mr for mr in mrs if mr.state == "merged"), None)
             return self._result(Outcome.UNCHANGED, open_mr or merged, head, run)
@@ -132,7 +139,7 @@ class ProposalFlow:
             run.changed = True
             head = forge.commit(branch, proposal.target_branch, target_actions,
                                 commit_message(proposal), expected_head=head)
-        mr = self._upsert_mr(proposal, open_mr, run)
+        mr = self._upsert_mr(proposal, open_mr, run, changes.summary(target_actions))
         enforced = self._review_settings(proposal, mr, head, run)
         outcome = (Outcome.SUPERSEDED if run.superseded_iid is not None
                    else Outcome.CREATED if mr.iid != run.first_open_iid
@@ -162,10 +169,10 @@ class ProposalFlow:
                               f"Superseded by !{mr.iid} (version {proposal.version}).")
         return enforced
 
-    def _upsert_mr(self, proposal: Proposal, open_mr: MergeRequest | None,
-                   run: _Run) -> MergeRequest:
-        description = with_marker(proposal.description, proposal.name, proposal.env,
-                                  proposal.version)
+    def _upsert_mr(self, proposal: Proposal, open_mr: MergeRequest | None, run: _Run,
+                   diff: dict[str, list[str]]) -> MergeRequest:
+        text = f"{proposal.description.rstrip()}\n\n{changes_section(diff)}"
+        description = with_marker(text, proposal.name, proposal.env, proposal.version)
         if open_mr is None:
             return self._forge.create_mr(proposal, description)
         if (open_mr.title.strip(), _normal(open_mr.description), sorted(open_mr.labels)) == (
@@ -190,7 +197,7 @@ class ProposalFlow:
             outcome=outcome, merge_request=mr, head_sha=head,
             commit_created=head is not None and head != run.first_head and run.changed,
             superseded_iid=run.superseded_iid, approvals_enforced=enforced,
-            warnings=tuple(run.warnings))
+            warnings=tuple(run.warnings), changed_paths=run.changed_paths)
 
 
 def _closed_by_human(newest: MergeRequest, version: str) -> bool:

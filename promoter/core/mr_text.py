@@ -60,7 +60,6 @@ class MrFacts:
     run_url: str | None = None
     metrics: Mapping[str, object] = field(default_factory=dict)
     params: Mapping[str, object] = field(default_factory=dict)
-    changes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # changes.summary()
     image_ref: str | None = None
     image_digest: str | None = None
     signature: str | None = None           # e.g. "signed", "verified", "unsigned"
@@ -95,7 +94,6 @@ def description(facts: MrFacts) -> str:
     lines += ["", "### Image", "", *_image_lines(facts)]
     lines += ["", "### Metrics", "", *_table(facts.metrics, "metric")]
     lines += ["", "### Parameters", "", *_table(facts.params, "parameter")]
-    lines += ["", "### What changes", "", *_change_lines(facts.changes)]
     lines += ["", "### Policy", "", *_policy_lines(facts.policy)]
     return "\n".join(lines) + "\n"
 
@@ -124,6 +122,11 @@ def _table(values: Mapping[str, object], what: str) -> list[str]:
         shown = f"{value:.6g}" if isinstance(value, float) else value
         rows.append(f"| {escape(key, 80)} | {escape(shown, 80)} |")
     return rows
+
+
+def changes_section(grouped: Mapping[str, Sequence[str]]) -> str:
+    """The "What changes" section; the provider appends it from the actual diff."""
+    return "\n".join(["### What changes", "", *_change_lines(grouped)]) + "\n"
 
 
 def _change_lines(grouped: Mapping[str, Sequence[str]]) -> list[str]:

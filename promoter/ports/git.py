@@ -84,6 +84,7 @@ class ProposalResult:
     superseded_iid: int | None = None
     approvals_enforced: bool = True       # False: the forge has no approval rules (Free tier)
     warnings: tuple[str, ...] = ()
+    changed_paths: tuple[str, ...] = ()   # what the MR changes on the target branch
 
     @property
     def mr_iid(self) -> int | None:

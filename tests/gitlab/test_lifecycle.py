@@ -33,6 +33,9 @@ def test_first_promotion_opens_one_mr_with_one_commit(harness: Harness) -> None:
     assert harness.commits("main") == 1          # nothing lands before review
     assert result.head_sha == harness.provider.get(mr.iid).head_sha
     assert len(bot_notes(harness, mr.iid, "promoter:-status")) == 1
+    assert result.changed_paths == tuple(sorted(proposal("1").files))
+    description = harness.provider.get(mr.iid).description
+    assert "### What changes" in description and "- create: 5 file(s)" in description
 
 
 def test_same_version_again_changes_nothing(harness: Harness) -> None:

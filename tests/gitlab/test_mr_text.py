@@ -55,7 +55,6 @@ def test_description_tells_the_reviewer_everything() -> None:
         model="Fraud Detector", version="7", env="production", name="fraud-detector",
         team="risk", run_id="0123abcd", run_url="https://mlflow.example/#/runs/0123abcd",
         metrics={"auc": 0.912345678, "f1": 0.8}, params={"max_depth": "6"},
-        changes={"create": ["a.yaml"], "update": ["b.yaml"], "delete": []},
         image_ref="registry.example/models/fraud-detector",
         image_digest="sha256:" + "a" * 64, signature="signed (cosign, key promoter)",
         policy=[PolicyResult("gpu type allowed", True), PolicyResult("owner set", False, "x")],
@@ -63,11 +62,19 @@ def test_description_tells_the_reviewer_everything() -> None:
     text = mr_text.description(facts)
     for expected in ("Fraud Detector", "Required approvals:** 2", "0\\.912346", "max\\_depth",
                      "[0123abcd](https://mlflow.example/#/runs/0123abcd)", "sha256",
-                     "pass: gpu type allowed", "FAIL: owner set", "create a\\.yaml",
-                     "update b\\.yaml", "when the pipeline passes", "signed"):
+                     "pass: gpu type allowed", "FAIL: owner set", "when the pipeline passes",
+                     "signed"):
         assert expected in text, expected
     assert mr_text.labels("production", "risk") == ("promoter", "env::production", "team::risk")
     assert mr_text.title(facts) == "Promote Fraud Detector version 7 to production"
+
+
+def test_changes_section_lists_every_path_escaped() -> None:
+    text = mr_text.changes_section({"create": ["a.yaml"], "update": ["b_[x](y).yaml"],
+                                    "delete": []})
+    assert "- create: 1 file(s)" in text and "create a\\.yaml" in text
+    assert "](y)" not in text and "delete" not in text
+    assert mr_text.changes_section({}).endswith("no file changes\n")
 
 
 def test_a_hostile_run_url_is_not_linked() -> None:

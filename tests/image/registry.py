@@ -27,10 +27,8 @@ def _binary() -> str:
     return binary
 
 
-@contextmanager
-def running_registry(workdir: Path, extra_config: str = "") -> Iterator[str]:
-    """Start a registry with its own config; yields ``127.0.0.1:<port>``."""
-    workdir.mkdir(parents=True, exist_ok=True)
+def _start(workdir: Path, extra_config: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start one registry process on a fresh free port."""
     port = free_port()
     config = workdir / "config.yml"
     config.write_text(
@@ -39,27 +37,46 @@ def running_registry(workdir: Path, extra_config: str = "") -> Iterator[str]:
         f"storage: {{filesystem: {{rootdirectory: {workdir / 'data'}}}, "
         "delete: {enabled: true}}\n"
         f"http: {{addr: 127.0.0.1:{port}}}\n" + extra_config, encoding="utf-8")
-    log = (workdir / "registry.log").open("wb")
-    process = subprocess.Popen([_binary(), "serve", str(config)], stdout=log, stderr=log)
-    address = f"127.0.0.1:{port}"
+    with (workdir / "registry.log").open("ab") as log:
+        process = subprocess.Popen([_binary(), "serve", str(config)], stdout=log, stderr=log)
+    return process, f"127.0.0.1:{port}"
+
+
+def _ready(process: subprocess.Popen[bytes], address: str) -> bool:
+    deadline = time.monotonic() + 20
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://{address}/v2/", timeout=1).status_code in (200, 401):
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://{address}/v2/", timeout=1).status_code in (200, 401):
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("registry did not start:\n"
-                                   + (workdir / "registry.log").read_text(errors="replace"))
-            time.sleep(0.1)
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def running_registry(workdir: Path, extra_config: str = "") -> Iterator[str]:
+    """Start a registry with its own config; yields ``127.0.0.1:<port>``. A port grabbed by
+    someone else between choosing and binding it costs one more attempt (at most three)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(3):
+        process, address = _start(workdir, extra_config)
+        if _ready(process, address):
+            break
+        _stop(process)
+    else:
+        raise RuntimeError("registry did not start:\n"
+                           + (workdir / "registry.log").read_text(errors="replace")[-3000:])
+    try:
         yield address
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        _stop(process)

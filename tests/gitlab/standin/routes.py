@@ -246,9 +246,10 @@ class Api:
     # --- merging ---------------------------------------------------------------------------
     def merge(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
+        if mr.state == "closed":
+            raise ApiError(406, "406 Not Acceptable")
         if mr.state != "opened":
-            raise ApiError(406, "406 Not Acceptable" if mr.state == "closed" else
-                           "405 Method Not Allowed")
+            raise ApiError(405, "405 Method Not Allowed")
         head = self.project.head_sha(mr)
         if params.get("sha") and params["sha"] != head:
             raise ApiError(409, "SHA does not match HEAD of source branch: " + str(head))

@@ -163,13 +163,20 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         return JSONResponse({"error": kind, "detail": f"{request.method} {request.url.path}: "
                              f"{detail}"}, status_code=status)
 
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # A bug, not a rejection: 500 makes the sender retry, and nothing was acknowledged.
+        _log.error("unexpected error on %s %s: %s", request.method, request.url.path,
+                   type(exc).__name__, exc_info=exc)
+        return JSONResponse({"error": "internal", "detail": "unexpected error; see the logs"},
+                            status_code=500)
+
     app = Starlette(routes=[
         Route("/webhooks/mlflow", mlflow_hook, methods=["POST"]),
         Route("/webhooks/databricks", databricks_hook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ], exception_handlers={HTTPException: http_error})
+    ], exception_handlers={HTTPException: http_error, Exception: unexpected})
     app.state.metrics = metrics
     return app
 
@@ -238,4 +245,6 @@ async def _probe(check: Callable[[], None]) -> str:
         return f"no answer within {READY_TIMEOUT_SECONDS:.0f} s"
     except PromoterError as exc:
         return exc.message
+    except Exception as exc:  # a probe reports, it does not crash the endpoint
+        return f"check failed: {type(exc).__name__}"
     return "ok"

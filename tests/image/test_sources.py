@@ -34,17 +34,19 @@ def test_models_uri_is_downloaded_and_its_lineage_labelled(
         promoter: Run, registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
     import mlflow.sklearn
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
     from sklearn.datasets import load_iris
     from sklearn.tree import DecisionTreeClassifier
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(tracking)
-    experiment = mlflow.create_experiment("image", artifact_location=(tmp_path / "art").as_uri())
     features, target = load_iris(return_X_y=True)
-    with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.sklearn.log_model(DecisionTreeClassifier(random_state=0).fit(features, target),
-                                 name="model", registered_model_name="fraud-detector",
-                                 serialization_format="pickle")
+    with _use_tracking_uri(tracking):  # scoped: other tests keep their own tracking URI
+        experiment = mlflow.create_experiment("image",
+                                              artifact_location=(tmp_path / "art").as_uri())
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.sklearn.log_model(
+                DecisionTreeClassifier(random_state=0).fit(features, target), name="model",
+                registered_model_name="fraud-detector", serialization_format="pickle")
     for requirements in (tmp_path / "art").rglob("requirements.txt"):
         requirements.write_text(SMALL_REQUIREMENTS)  # keep the dependency layer small
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)

@@ -62,6 +62,9 @@ class LocalRepo:
 
     def ensure_clone(self) -> None:
         if (self.workdir / "HEAD").exists():
+            # git.remote may have changed since the clone was made: follow the setting.
+            if self.git("remote", "get-url", "origin").strip() != self.remote:
+                self.git("remote", "set-url", "origin", self.remote)
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.git("init", "-q", "--bare")

@@ -79,3 +79,19 @@ def test_auto_merge_merges_once_approved(run_cli: Run, state_dir: Path) -> None:
 def test_unknown_mr_is_a_user_error(run_cli: Run, state_dir: Path) -> None:
     code, _, err = run_cli("mr", "show", "99")
     assert code == 1 and "!99 does not exist" in err
+
+
+def test_a_changed_remote_setting_is_followed(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = load_settings(None, {"PROMOTER_STATE_DIR": str(state)})
+    localgit.from_settings(first).propose(proposal("1"))
+    other = tmp_path / "other.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(other)], check=True)
+    subprocess.run(["git", "push", "-q", str(other), "main"], cwd=state / "gitops.git",
+                   check=True)
+    moved = load_settings(None, {"PROMOTER_STATE_DIR": str(state),
+                                 "PROMOTER_GIT_REMOTE": str(other)})
+    localgit.from_settings(moved).propose(proposal("2"))
+    branches = subprocess.run(["git", "branch", "--list"], cwd=other, capture_output=True,
+                              text=True, check=True).stdout
+    assert f"promote/{NAME}/{ENV}" in branches

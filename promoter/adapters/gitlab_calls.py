@@ -27,8 +27,8 @@ ACCESS_HINT = (
     "the GitOps project")
 
 
-class NotFound(Exception):
-    """GitLab answered 404 (the caller decides whether that is fine)."""
+class NotFound(PermanentError):
+    """GitLab answered 404 (callers that expect it catch it; elsewhere the job is parked)."""
 
 
 class Refused(PermanentError):

@@ -108,7 +108,8 @@ class ReconcileState:
 
 
 def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
-                   state: ReconcileState, metrics: Metrics | None = None) -> PassReport:
+                   state: ReconcileState, metrics: Metrics | None = None, *,
+                   slack_ms: int = CURSOR_SLACK_MS) -> PassReport:
     """One pass. A model's record is updated only after its jobs are durably enqueued, so a
     pass interrupted by a registry or queue failure is simply repeated next time."""
     triggers = intake.triggers(settings)
@@ -117,7 +118,7 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
     since = state.cursor()
     newest = since
     changed_models: set[str] = set()
-    for version in registry.versions_updated_since(max(0, since - CURSOR_SLACK_MS)):
+    for version in registry.versions_updated_since(max(0, since - slack_ms)):
         report.changed_versions += 1
         changed_models.add(version.model)
         newest = max(newest, version.last_updated_ms)

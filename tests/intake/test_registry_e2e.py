@@ -120,6 +120,7 @@ def test_reconcile_finds_stage_transitions_alias_changes_and_deletions(
                 if j["model"] == "stage-model"}
 
     try:
+        create_version(client, "bystander-model")  # another model whose versions stay put
         reconcile_once(settings, registry, queue, state)  # baseline of what the server holds
         v1 = create_version(client, "stage-model")
         with warnings.catch_warnings():
@@ -129,6 +130,10 @@ def test_reconcile_finds_stage_transitions_alias_changes_and_deletions(
         assert keys(report) == {("stage-model", v1, "production", "promote")}
         assert report.stage_lookups >= 1
         assert keys(reconcile_once(settings, registry, queue, state)) == set()  # level, not edge
+        # Cost follows changed versions: with nothing changed, only the version at the cursor
+        # is read again, not every model's stages.
+        quiet = reconcile_once(settings, registry, queue, state, slack_ms=0)
+        assert quiet.models >= 2 and quiet.changed_versions <= 1 and quiet.stage_lookups <= 1
         v2 = create_version(client, "stage-model")
         client.set_registered_model_alias("stage-model", "production", v2)  # alias wins
         assert keys(reconcile_once(settings, registry, queue, state)) == {

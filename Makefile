@@ -6,7 +6,7 @@ PIP    := $(PYTHON) -m pip
 APT_PACKAGES := docker-registry skopeo umoci git
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install install-test install-system install-js lint bench
+.PHONY: demo test install install-test install-system install-js lint bench bench-image
 
 install:
 	$(PIP) install -q -e .
@@ -41,3 +41,7 @@ lint:
 
 bench:
 	$(PYTHON) benchmarks/render.py
+	$(PYTHON) benchmarks/intake.py
+
+bench-image:  # needs docker-registry, skopeo and ~3 GiB of temp disk
+	$(PYTHON) benchmarks/image.py

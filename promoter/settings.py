@@ -81,6 +81,7 @@ class Environment(_Section):
     replicas: Replicas | None = None
     approvals: int = Field(default=1, ge=0, le=20)
     allowed_gpu_types: list[str] | None = None
+    allowed_regions: list[str] | None = None
     auto_merge: bool = False
 
     @field_validator("namespace")
@@ -170,6 +171,7 @@ class ServerSettings(_Section):
 
 class PolicySettings(_Section):
     required_tags: dict[str, str] = Field(default_factory=dict)
+    team_gpu_quota: dict[str, int] = Field(default_factory=dict)
 
 
 def _default_environments() -> dict[str, Environment]:
@@ -243,6 +245,7 @@ SECRET_VARIABLES = (
     "PROMOTER_GITLAB_TOKEN",
     "PROMOTER_GITLAB_WEBHOOK_TOKEN",
     "COSIGN_PASSWORD",
+    "SIGSTORE_ID_TOKEN",
 )
 _SECRET_LOOKING_KEYS = ("token", "secret", "password")
 

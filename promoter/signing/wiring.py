@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,8 +39,7 @@ def sign_keyless_from_settings(settings: Settings, reference: str) -> SignatureI
     from promoter.signing.keyless import sign_keyless
 
     secret = settings.secret("SIGSTORE_ID_TOKEN")
-    # SIGSTORE_ID_TOKEN is not (yet) among the settings' secret variables: read it directly.
-    token = secret.reveal() if secret else os.environ.get("SIGSTORE_ID_TOKEN", "")
+    token = secret.reveal() if secret else ""
     if not token:
         raise UserError("keyless signing needs an OIDC identity token in SIGSTORE_ID_TOKEN",
                         hint="in GitLab CI add id_tokens: {SIGSTORE_ID_TOKEN: {aud: sigstore}} "

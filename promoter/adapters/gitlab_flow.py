@@ -24,12 +24,17 @@ from promoter.core.mr_text import (
     with_marker,
 )
 from promoter.errors import TransientError
-from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult
+from promoter.ports.git import (
+    SUPERSEDED_SUFFIX,
+    MergeRequest,
+    Outcome,
+    Proposal,
+    ProposalResult,
+)
 
 HUMAN_COMMITS_NOTE = "promoter: branch changed by someone else"
 SUPERSEDED_NOTE = "promoter: superseded"
 APPROVALS_NOTE = "promoter: approvals"
-SUPERSEDED_SUFFIX = " - superseded"
 
 
 class OutcomeUnknown(TransientError):

@@ -38,6 +38,7 @@ class MergeRequestEvent:
     name: str | None          # deployment name from the branch, None for other branches
     env: str | None
     merge_commit_sha: str | None = None
+    title: str = ""
 
     @property
     def kind(self) -> str:
@@ -109,7 +110,8 @@ def _merge_request(payload: Mapping[str, Any]) -> MergeRequestEvent:
         user=user.get("username") if isinstance(user, Mapping) and
         isinstance(user.get("username"), str) else None,
         name=key[0] if key else None, env=key[1] if key else None,
-        merge_commit_sha=_text(attributes, "merge_commit_sha", required=False) or None)
+        merge_commit_sha=_text(attributes, "merge_commit_sha", required=False) or None,
+        title=_text(attributes, "title", required=False))
 
 
 def _pipeline(payload: Mapping[str, Any]) -> PipelineEvent:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Protocol
 
 BRANCH_PREFIX = "promote"
+SUPERSEDED_SUFFIX = " - superseded"   # promoter retitles the MRs it closes as superseded
 
 
 def branch_for(name: str, env: str) -> str:

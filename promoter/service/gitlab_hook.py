@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from promoter.core.gitlab_events import ACTED_ON, GitLabEvent, MergeRequestEvent, parse
 from promoter.errors import PromoterError, UserError
+from promoter.ports.git import SUPERSEDED_SUFFIX
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -103,6 +104,9 @@ class GitLabHookHandler:
             return 200, {"status": "ignored", "reason": f"event {event_header[:60]!r} not handled"}
         if isinstance(event, MergeRequestEvent) and event.action not in ACTED_ON:
             return 200, {"status": "ignored", "reason": f"action {event.action!r} not acted on"}
+        if isinstance(event, MergeRequestEvent) and event.action == "close" and \
+                event.title.endswith(SUPERSEDED_SUFFIX):
+            return 200, {"status": "ignored", "reason": "promoter closed it as superseded"}
         if event.name is None or event.iid is None:
             return 200, {"status": "ignored", "reason": "not a promoter merge request"}
         key = lowered.get("idempotency-key")

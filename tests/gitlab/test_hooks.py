@@ -197,3 +197,20 @@ def test_starlette_endpoint_mounts_the_handler(setup: Setup) -> None:
         assert answer.status_code == 200 and answer.json()["status"] == "accepted"
         bad = client.post("/webhooks/gitlab", content=b"{}", headers={"X-Gitlab-Token": "no"})
         assert bad.status_code == 401 and set(bad.json()) == {"error", "detail"}
+
+
+def test_promoters_own_supersede_close_is_not_a_human_close(standin: StandIn,
+                                                            tmp_path: Path) -> None:
+    built = Setup(standin, tmp_path)
+    try:
+        built.harness.provider = type(built.harness.provider)(
+            built.harness.provider.forge, built.harness.ledger, supersede=True,
+            backoff_seconds=0.01)
+        built.harness.provider.propose(proposal("1"))
+        built.harness.provider.propose(proposal("2"))
+        closes = [d.response for d in standin.deliveries
+                  if d.payload["object_attributes"].get("action") == "close"]
+        assert closes and all(answer["status"] == "ignored" for answer in closes)
+        assert built.events == []
+    finally:
+        built.receiver.stop()

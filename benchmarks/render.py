@@ -9,19 +9,19 @@ under 3 s on the project's 2-core machine. Not a test: it prints figures, it doe
 
 from __future__ import annotations
 
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import resource
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from promoter import rendering  # noqa: E402
-from promoter.core.render import ImagePin, Lineage  # noqa: E402
-from promoter.settings import Environment, Settings, Trigger  # noqa: E402
+from promoter import rendering
+from promoter.core.render import ImagePin, Lineage
+from promoter.settings import Environment, Settings, Trigger
 
 INTENTS = 1000
 ENVIRONMENTS = ("dev", "staging", "production")

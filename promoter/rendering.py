@@ -82,7 +82,7 @@ def resolve_intent(settings: Settings, intent: Mapping[str, Any], environment: s
 
 
 def build_request(settings: Settings, intent: Mapping[str, Any], environment: str, *, origin: str,
-                  lineage: Lineage = Lineage(), image: ImagePin | None = None,
+                  lineage: Lineage | None = None, image: ImagePin | None = None,
                   model: ModelRef | None = None) -> RenderRequest:
     env = settings.environment(environment)
     base = resolve_intent(settings, intent, None, origin=origin, model=model)
@@ -90,7 +90,7 @@ def build_request(settings: Settings, intent: Mapping[str, Any], environment: st
     if image is None and deployment.spec.runtime == "deployment" and settings.image.repository:
         image = ImagePin(repository=settings.image.repository.format(name=deployment.name))
     return RenderRequest(base=base, deployment=deployment, environment=environment,
-                         namespace=env.namespace, lineage=lineage, image=image)
+                         namespace=env.namespace, lineage=lineage or Lineage(), image=image)
 
 
 def check_unique_names(requests: Iterable[RenderRequest]) -> None:

@@ -78,7 +78,8 @@ def test_every_example_overlay_builds_and_validates(tmp_path: Path) -> None:
 def test_built_resources_carry_gpu_region_and_lineage(tmp_path: Path) -> None:
     rendering.write_tree(tmp_path, render(
         "vision-segmenter", "production", lineage=Lineage(run_id="run42", source="s3://m/12")))
-    built = subprocess.run(["kubectl", "kustomize", str(tmp_path / "vision-segmenter/overlays/production")],
+    overlay = tmp_path / "vision-segmenter/overlays/production"
+    built = subprocess.run(["kubectl", "kustomize", str(overlay)],
                            capture_output=True, text=True, check=True).stdout
     for expected in ("nvidia.com/gpu: \"4\"", "nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB",
                      "topology.kubernetes.io/region", "- eu-west-1", "- us-east-1",
@@ -89,11 +90,12 @@ def test_built_resources_carry_gpu_region_and_lineage(tmp_path: Path) -> None:
 
 
 def test_two_models_deriving_one_name_is_an_error() -> None:
+    owner = {"team": "a", "costCenter": "b"}
     first = rendering.build_request(SETTINGS, {"spec": {
-        "model": {"name": "Fraud Detector", "version": "1"}, "owner": {"team": "a", "costCenter": "b"}}},
+        "model": {"name": "Fraud Detector", "version": "1"}, "owner": owner}},
         "staging", origin="a")
     second = rendering.build_request(SETTINGS, {"spec": {
-        "model": {"name": "fraud_detector", "version": "1"}, "owner": {"team": "a", "costCenter": "b"}}},
+        "model": {"name": "fraud_detector", "version": "1"}, "owner": owner}},
         "staging", origin="b")
     with pytest.raises(Exception, match="both become deployment 'fraud-detector'"):
         rendering.check_unique_names([first, second])

@@ -66,7 +66,8 @@ class Renderer:
 
     def render(self, request: RenderRequest) -> dict[str, str]:
         name = request.deployment.name
-        if request.base.name != name or request.base.spec.runtime != request.deployment.spec.runtime:
+        runtime = request.deployment.spec.runtime
+        if request.base.name != name or request.base.spec.runtime != runtime:
             raise UserError(f"{name}: spec.environments.{request.environment} may not change "
                             "the name or the runtime; those are shared by every environment")
         files = dict(self.render_base(request.base))

@@ -75,7 +75,8 @@ class Resources(_Strict):
     @field_validator("cpu", mode="before")
     @classmethod
     def _cpu(cls, value: Any) -> str:
-        text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        text = str(value) if number else value
         if not isinstance(text, str):
             raise ValueError("must be a Kubernetes quantity such as 500m or 2")
         amount = parse_quantity(text)

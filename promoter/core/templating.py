@@ -2,7 +2,8 @@
 
 Sandboxed (templates cannot reach Python internals), StrictUndefined (a typo in a template is
 an error, not an empty string), and every ``{{ expression }}`` is finalised through
-``to_yaml_literal`` (collections may ask for block style with ``| block(indent)``): templates lay out YAML structure, values only ever arrive serialised. Input
+``to_yaml_literal`` (collections may ask for block style with ``| block(indent)``): templates
+lay out YAML structure, values only ever arrive serialised. Input
 strings are data passed to templates, never templates themselves, so ``{{ 7*7 }}`` in a model
 description stays those characters.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def test_validate_names_the_file_and_the_error(run_cli: Run, tmp_path: Path) -> 
     assert code == 1
     assert "FAIL" in stdout and "HorizontalPodAutoscaler/fraud-detector" in stdout
     assert "spec.maxReplicas" in stdout and "1 of 1 overlays failed" in err
-    (out / "fraud-detector/overlays/staging/kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    kustomization = out / "fraud-detector/overlays/staging/kustomization.yaml"
+    kustomization.write_text("resources: [missing.yaml]\n")
     code, stdout, _ = run_cli("validate", str(out))
     assert code == 1 and "missing.yaml" in stdout
 
@@ -84,9 +86,8 @@ def test_hostile_descriptions_and_model_names_render_inert(run_cli: Run, tmp_pat
     assert code == 0, err
     code, stdout, _ = run_cli("validate", str(out), "--output", "json")
     assert code == 0, stdout
-    import subprocess
-
-    built = subprocess.run(["kubectl", "kustomize", str(out / "fraud-detector/overlays/production")],
+    overlay = out / "fraud-detector/overlays/production"
+    built = subprocess.run(["kubectl", "kustomize", str(overlay)],
                            capture_output=True, text=True, check=True).stdout
     resources = list(YAML(typ="safe").load_all(built))
     deployment = next(r for r in resources if r["kind"] == "Deployment")
@@ -140,5 +141,6 @@ def test_unknown_environment_and_non_yaml_intent_are_refused(run_cli: Run, tmp_p
 
 
 def test_usage_errors_exit_2(run_cli: Run) -> None:
-    code, _, err = run_cli("render", "--intent", str(EXAMPLES / "llm-chat.yaml"), "--env", "staging")
+    code, _, err = run_cli("render", "--intent", str(EXAMPLES / "llm-chat.yaml"),
+                           "--env", "staging")
     assert code == 2 and "--dry-run" in err

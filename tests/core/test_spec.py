@@ -62,4 +62,5 @@ def test_conflicting_tags_are_refused() -> None:
 def test_bad_values_name_their_field(patch: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         resolve(defaults=DEFAULTS, intent=deep_merge(INTENT, {"spec": patch}), environment=None)
-    assert any(line.startswith(field + ":") for line in describe(caught.value)), describe(caught.value)
+    problems = describe(caught.value)
+    assert any(line.startswith(field + ":") for line in problems), problems

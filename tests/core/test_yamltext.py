@@ -38,7 +38,8 @@ def test_hostile_strings_in_block_collections(value: str) -> None:
 scalars = st.one_of(st.text(), st.integers(), st.booleans(), st.none(),
                     st.floats(allow_nan=False, allow_infinity=False))
 documents = st.recursive(scalars, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(st.text(), children, max_size=4)), max_leaves=12)
+    st.lists(children, max_size=4), st.dictionaries(st.text(), children, max_size=4)),
+    max_leaves=12)
 
 
 @settings(max_examples=300, deadline=None)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from promoter import cli
+from tests.fixtures.mlflow_server import mlflow_server  # noqa: F401  (one server per session)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

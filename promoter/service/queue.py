@@ -85,7 +85,7 @@ class JobQueue:
         self._writer.close()
         with self._connections_lock:
             connections, self._connections = self._connections, set()
-        for conn in connections:
+        for conn in list(connections):  # finalizers of dying threads may remove theirs
             conn.close()
         self._local = threading.local()
 

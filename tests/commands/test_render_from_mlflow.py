@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.mlflow_server import MlflowServer, mlflow_server  # noqa: F401
+from tests.fixtures.mlflow_server import MlflowServer
 
 Run = Callable[..., tuple[int, str, str]]
 pytestmark = pytest.mark.e2e
 
 
 def test_intent_from_deploy_tags_and_lineage_from_the_version(
-        run_cli: Run, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        run_cli: Run, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
     client = mlflow_server.client()
     name = "Render From Tags"

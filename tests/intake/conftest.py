@@ -15,7 +15,6 @@ import pytest
 from promoter.service.app import create_app
 from promoter.service.queue import JobQueue
 from promoter.settings import Settings, load_settings
-from tests.fixtures.mlflow_server import mlflow_server  # noqa: F401  (session fixture)
 
 DATA = Path(__file__).parent / "data"
 CAPTURE_SECRET = "fixture-secret-123"  # the secret the captured deliveries were signed with

@@ -118,6 +118,8 @@ class ImageSettings(_Section):
     repository: str | None = Field(
         default=None, description="where images are pushed; {name} is the deployment name")
     insecure_registries: list[str] = Field(default_factory=list)
+    oci_layout: Path | None = Field(
+        default=None, description="write images to this OCI image layout instead of pushing")
     platform: str = Field(default="linux/amd64", pattern=r"^[a-z0-9]+/[a-z0-9]+$",
                           description="os/arch of the image (picks base variant and wheels)")
     python_version: str | None = Field(

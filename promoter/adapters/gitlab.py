@@ -228,6 +228,9 @@ class GitLabProvider:
         found = self.forge.merge_requests(branch_for(name, env))
         return found[0] if found else None
 
+    def paths(self, prefix: str, ref: str) -> list[str]:
+        return sorted(self.forge.read_files(ref, [], [prefix]))
+
 
 def connect(url: str, token: str, project: str, *, verify_tls: bool | str = True,
             timeout_seconds: float = 30, attempts: int = 4, backoff_seconds: float = 0.5,

@@ -146,6 +146,18 @@ class LocalGitProvider:
         found = self.forge.merge_requests(branch_for(name, env))
         return found[0] if found else None
 
+    def diff(self, iid: int) -> str:
+        """The MR's change as `git diff` shows it (target branch ... MR head)."""
+        mr = self.get(iid)
+        if not mr.head_sha:
+            return ""
+        self.forge.repo.fetch()
+        target = f"refs/remotes/origin/{mr.target_branch}"
+        return self.forge.repo.git("diff", f"{target}...{mr.head_sha}")
+
+    def paths(self, prefix: str, ref: str) -> list[str]:
+        return sorted(self.forge.read_files(ref, [], [prefix]))
+
     def list_mrs(self, state: str = "opened") -> list[MergeRequest]:
         self.forge.repo.fetch()
         return [self.forge.to_mr(r) for r in self.forge.store.find(state=state)]

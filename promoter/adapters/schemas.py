@@ -25,7 +25,7 @@ def _crd_validator(filename: str) -> jsonschema.protocols.Validator:
     text = resources.files("promoter.schemas").joinpath(filename).read_text(encoding="utf-8")
     schema = json.loads(text)
     validator_class = jsonschema.validators.validator_for(schema)
-    return validator_class(schema)  # type: ignore[no-any-return]
+    return validator_class(schema)
 
 
 def problems(resource: dict[str, Any]) -> list[str]:

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, emit_json, state
-from promoter.errors import ConfigError
+from promoter.errors import ConfigError, PromoterError
 
 if TYPE_CHECKING:
     from promoter.adapters.localgit import LocalGitProvider
+    from promoter.core.gitlab_events import GitLabEvent
     from promoter.ports.git import MergeRequest
 
 mr_app = typer.Typer(help="Review merge requests of the local git provider.",
@@ -39,8 +40,20 @@ def _provider(ctx: typer.Context, output: str) -> LocalGitProvider:
                           f"{settings.git.provider!r}",
                           hint="review GitLab merge requests in GitLab itself")
     from promoter.adapters import localgit
+    from promoter.service import composition
 
-    return localgit.from_settings(settings)
+    registry = composition.registry(settings) if settings.mlflow.tracking_uri else None
+    outcomes = composition.outcomes(settings, registry)
+
+    def on_event(event: GitLabEvent) -> None:
+        # The merge (or approval) has happened; an MLflow outage must not make it look failed.
+        try:
+            outcomes(event)
+        except PromoterError as exc:
+            typer.echo(f"warning: MLflow was not updated ({exc.message}); the audit trail "
+                       "records the outcome", err=True)
+
+    return localgit.from_settings(settings, on_event=on_event)
 
 
 def _user(user: str | None) -> str:

@@ -20,11 +20,11 @@ writes nothing; --out DIR writes DIR/<name>/base and DIR/<name>/overlays/<env>.
 
 def render(
     ctx: typer.Context,
+    env: Annotated[str, typer.Option("--env", "-e", help="environment from promoter.yaml")],
     model: Annotated[str | None, typer.Argument(help="MLflow registered model name")] = None,
     version: Annotated[str | None, typer.Option("--version", "-v", help="model version")] = None,
     intent: Annotated[Path | None, typer.Option("--intent", "-i", dir_okay=False,
                                                 help="ModelDeployment YAML file")] = None,
-    env: Annotated[str, typer.Option("--env", "-e", help="environment from promoter.yaml")] = ...,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print, write nothing")] = False,
     out: Annotated[Path | None, typer.Option("--out", file_okay=False,
                                              help="write the tree under this directory")] = None,
@@ -58,8 +58,8 @@ def render(
     if output == "json":
         emit_json({"files": files})
         return
-    for path, text in files.items():
-        typer.echo(f"--- # {path}")
+    for relative, text in files.items():
+        typer.echo(f"--- # {relative}")
         typer.echo(text, nl=False)
 
 

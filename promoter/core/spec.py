@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from promoter.core.naming import derive_name, label_value_problem, name_problem, suggest_name
 from promoter.core.quantity import parse_quantity
 
-API_VERSION = "promoter.dev/v1alpha1"
-KIND = "ModelDeployment"
+API_VERSION: Final = "promoter.dev/v1alpha1"
+KIND: Final = "ModelDeployment"
 MAX_GPUS = 16          # the largest GPU nodes sold today carry 8-16 devices
 MAX_CPU = Decimal(512)
 MAX_MEMORY = Decimal(4) * 2**40  # 4 TiB

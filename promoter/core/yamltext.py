@@ -85,9 +85,9 @@ def _block_lines(value: Any, indent: int) -> list[str]:
         return lines
     for item in value:
         if isinstance(item, dict | Mapping) and item:
-            nested = _block_lines(item, indent + 2)
-            nested[0] = f"{pad}- {nested[0][indent + 2:]}"
-            lines.extend(nested)
+            item_lines = _block_lines(item, indent + 2)
+            item_lines[0] = f"{pad}- {item_lines[0][indent + 2:]}"
+            lines.extend(item_lines)
         else:
             lines.append(f"{pad}- {to_yaml_literal(item)}")
     return lines

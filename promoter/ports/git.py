@@ -105,3 +105,6 @@ class GitProvider(Protocol):
 
     def find(self, name: str, env: str) -> MergeRequest | None:
         """The newest MR of the branch of (name, env), in any state, or None."""
+
+    def paths(self, prefix: str, ref: str) -> list[str]:
+        """Files under ``prefix`` on branch ``ref`` (a decommission asks which overlays remain)."""

@@ -31,6 +31,7 @@ from promoter.core.events import PromotionEvent
 from promoter.errors import PromoterError, TransientError, UserError
 from promoter.ports.clock import Clock, SystemClock
 from promoter.service import intake, verify
+from promoter.service.gitlab_hook import GitLabHookHandler, starlette_endpoint
 from promoter.service.logs import log
 from promoter.service.metrics import CONTENT_TYPE, Metrics
 
@@ -76,7 +77,8 @@ class UnsupportedMediaType(UserError):
 
 
 def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = None, *,
-               metrics: Metrics | None = None, clock: Clock | None = None) -> Starlette:
+               metrics: Metrics | None = None, clock: Clock | None = None,
+               gitlab_hook: GitLabHookHandler | None = None) -> Starlette:
     metrics = metrics or Metrics()
     metrics.watch_queue(queue.counts_by_state)
     clock = clock or SystemClock()
@@ -176,6 +178,8 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *([Route("/webhooks/gitlab", starlette_endpoint(gitlab_hook), methods=["POST"])]
+          if gitlab_hook is not None else []),
     ], exception_handlers={HTTPException: http_error, Exception: unexpected})
     app.state.metrics = metrics
     return app

@@ -1,89 +1,84 @@
-"""The job handler the worker runs: the first pipeline step, reading the registry.
+"""The job handler the worker runs: one promotion or decommission through the pipeline.
 
-It resolves what the environment's alias or legacy stage points at *now* — an event may be
-stale by the time its job runs (the alias moved again, a decommission was undone) — reads that
-model version, its run and its deployment intent, records them as the ``registry`` step, and
-writes ``promoter.<env>.status=received`` back on the version. The later pipeline steps
-(policy, render, image, merge request) build on the recorded step; a re-run after a crash
-reuses it instead of reading MLflow again.
+The worker gives each attempt a JobContext, which is the pipeline's step log: results recorded
+by an attempt that crashed are there for the next one. Step timings go to /metrics, outcomes to
+the audit trail, and a job that ends in failure tags MLflow with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from promoter.errors import PermanentError, PromoterError
+from promoter.core.pipeline import PromotionJob
+from promoter.errors import PermanentError, PolicyDenied, PromoterError, UserError
 
 if TYPE_CHECKING:
     from promoter.core.jobs import Job
+    from promoter.ports.pipeline import Progress
     from promoter.ports.registry import Registry
     from promoter.service.metrics import Metrics
     from promoter.service.worker import JobContext
     from promoter.settings import Settings
 
 Handler = Callable[["Job", "JobContext"], dict[str, Any]]
-REGISTRY_STEP = "registry"
+ANY_VERSION = "*"  # decommission keys: alias.deleted carries no version
 
 
-def build_job_handler(settings: Settings, registry: Registry,
-                      metrics: Metrics | None = None) -> Handler:
+def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics | None = None,
+                      progress: Progress | None = None) -> Handler:
+    from promoter.service import composition
+    from promoter.service.audit import AuditTrail
+
+    audit = AuditTrail(settings.state_dir)
+
     def handle(job: Job, ctx: JobContext) -> dict[str, Any]:
-        step = ctx.step(REGISTRY_STEP)
-        if step is None:
-            started = time.perf_counter()
-            outcome = "error"
-            try:
-                step = read_registry(settings, registry, job)
-                outcome = "ok"
-            finally:
-                if metrics is not None:
-                    metrics.step(REGISTRY_STEP, outcome, time.perf_counter() - started)
-            ctx.record_step(REGISTRY_STEP, step)
-        version = step.get("resolved_version")
-        if version:
-            registry.write_back(job.key.model, version, job.key.env, {"status": "received"})
-        return {"outcome": "received", "action": job.key.action, "env": job.key.env,
-                "requested_version": job.key.version, "resolved_version": version,
-                "current": step["current"]}
+        timer = _StepTimer(metrics, progress)
+        pipeline = composition.pipeline(settings, registry, progress=timer)
+        key = job.key
+        requested = None if key.version == ANY_VERSION else key.version
+        try:
+            result = pipeline.run(PromotionJob(key.model, key.env, key.action, requested), ctx)
+        except PolicyDenied as exc:
+            audit.record("job.denied", job_id=job.id, model=key.model, env=key.env,
+                         reasons=exc.reasons)
+            raise
+        except (PermanentError, UserError) as exc:
+            audit.record("job.failed", job_id=job.id, model=key.model, env=key.env,
+                         reason=exc.message)
+            _tag_reason(registry, key.model, requested, key.env, exc.message)
+            raise
+        audit.record(f"job.{result.get('outcome')}", job_id=job.id, model=key.model,
+                     env=key.env, version=result.get("version"), mr_url=result.get("mr_url"),
+                     image=result.get("image"))
+        return result
 
     return handle
 
 
-def read_registry(settings: Settings, registry: Registry, job: Job) -> dict[str, Any]:
-    """What the environment's trigger points at now, and everything known about it."""
-    trigger = settings.environment(job.key.env).trigger
-    current = registry.current_version(job.key.model, trigger.alias, trigger.stage)
-    step: dict[str, Any] = {
-        "trigger": {"alias": trigger.alias, "stage": trigger.stage},
-        "current": current,
-        "requested_version": job.key.version,
-        "resolved_version": None,
-    }
-    if job.key.action == "decommission" or current is None:
-        # A decommission whose env is targeted again, or a promotion whose target is gone:
-        # record what is current; the pipeline decides from it.
-        return step
-    version = registry.model_version(job.key.model, current)
-    run = registry.run(version.run_id) if version.run_id else None
-    step.update(
-        resolved_version=current,
-        model_version=version.describe(),
-        run=run.describe() if run else None,
-        git_commit=run.git_commit if run else None,
-        artifact_location=registry.artifact_location(job.key.model, current),
-        intent=registry.intent(version),
-        signature=_signature(registry, job.key.model, current),
-    )
-    return step
+class _StepTimer:
+    """Progress that also measures each step (time since the previous report)."""
+
+    def __init__(self, metrics: Metrics | None, forward: Progress | None) -> None:
+        self.metrics = metrics
+        self.forward = forward
+        self.last = time.perf_counter()
+
+    def __call__(self, step: str, outcome: str, detail: str = "") -> None:
+        now = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.step(step, outcome, now - self.last)
+        self.last = now
+        if self.forward is not None:
+            self.forward(step, outcome, detail)
 
 
-def _signature(registry: Registry, model: str, version: str) -> dict[str, Any]:
-    """The signature, or why there is none (a model logged without one is not an error)."""
-    try:
-        return {"schema": registry.signature(model, version)}
-    except PermanentError as exc:
-        return {"schema": None, "unavailable": exc.message}
-    except PromoterError:
-        raise
+def _tag_reason(registry: Registry, model: str, version: str | None, env: str,
+                reason: str) -> None:
+    """Best effort: the job is parked with the reason either way (`promoter jobs show`)."""
+    if version is None:
+        return
+    with contextlib.suppress(PromoterError):
+        registry.write_back(model, version, env, {"status": "failed", "reason": reason})

@@ -37,13 +37,22 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     queue = JobQueue.open(settings.state_dir)
     registry = _registry(settings)
     metrics = Metrics()
-    app = create_app(settings, queue, registry, metrics=metrics)
+    from promoter.service import composition
+    from promoter.service.gitlab_hook import GitLabHookHandler
+
+    gitlab_hook = None
+    if settings.git.provider == "gitlab":
+        gitlab_hook = GitLabHookHandler.from_settings(
+            settings, composition.outcomes(settings, registry))
+    app = create_app(settings, queue, registry, metrics=metrics, gitlab_hook=gitlab_hook)
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    workers_started: list[Any] = []
     if registry is not None:
         handler = build_job_handler(settings, registry, metrics)
         for index in range(workers):
             worker = Worker(queue, handler)
+            workers_started.append(worker)
             threads.append(threading.Thread(target=worker.run_forever, args=(stop,),
                                             name=f"worker-{index}", daemon=True))
         if reconcile:
@@ -65,6 +74,8 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
         server.run()
     finally:
         stop.set()
+        for worker in workers_started:
+            worker.wake()  # idle workers notice the stop now, not at their next poll
         for thread in threads:
             thread.join(SHUTDOWN_GRACE_SECONDS)
         queue.close()

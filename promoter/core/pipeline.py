@@ -1,0 +1,266 @@
+"""The promotion use case: one job, from a registry event to a merge request. Ports only.
+
+A job deploys what the environment's alias (or legacy stage) points at *when the job runs*, not
+what its event carried, so stale, duplicated or out-of-order events converge on the registry's
+current state and moving an alias back is honoured as a rollback. Every step is safe to re-run:
+expensive results (image, signature) are recorded under the job and reused for the same
+version; everything else asks the system of record first (the provider compares the branch
+with the target tree, the signer finds existing signatures), so a crash at any point finishes
+on the next attempt without duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from promoter.core import mr_text
+from promoter.core.policy import Decision, PolicyRules, decide
+from promoter.core.render import ImagePin, Lineage, Renderer
+from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
+from promoter.errors import PermanentError, PolicyDenied, UserError
+from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
+from promoter.ports.image import BuiltImage, Signer
+from promoter.ports.pipeline import DeployedState, DeploymentLedger, ModelImages, Progress, StepLog
+from promoter.ports.registry import ModelVersionInfo, Registry, RunInfo
+from promoter.rendering import build_request
+from promoter.settings import Settings
+
+STATUS_FOR_OUTCOME = {
+    Outcome.CREATED: "mr_opened", Outcome.UPDATED: "mr_opened", Outcome.SUPERSEDED: "mr_opened",
+    Outcome.UNCHANGED: "mr_opened", Outcome.CLOSED_BY_HUMAN: "closed",
+    Outcome.HUMAN_COMMITS: "needs_attention",
+}
+
+
+@dataclass(frozen=True)
+class PromotionJob:
+    model: str
+    env: str
+    action: str                      # promote | decommission
+    requested_version: str | None = None
+
+
+@dataclass
+class Ports:
+    registry: Registry
+    provider: GitProvider
+    ledger: DeploymentLedger
+    renderer: Renderer
+    images: ModelImages | None = None
+    signer: Signer | None = None
+
+
+def _quiet(step: str, outcome: str, detail: str = "") -> None:
+    return None
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, ports: Ports, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.ports = ports
+        self.progress: Progress = progress or _quiet
+
+    def run(self, job: PromotionJob, steps: StepLog) -> dict[str, Any]:
+        self.settings.environment(job.env)  # an environment removed from settings: UserError
+        if job.action == "decommission":
+            return self._decommission(job)
+        return self._promote(job, steps)
+
+    # ------------------------------------------------------------------ promote
+    def _promote(self, job: PromotionJob, steps: StepLog) -> dict[str, Any]:
+        registry, env = self.ports.registry, self.settings.environment(job.env)
+        version = registry.current_version(job.model, env.trigger.alias, env.trigger.stage)
+        if version is None:
+            self.progress("resolve", "skipped", f"nothing points at {job.env} now")
+            return {"outcome": "skipped", "reason": f"no alias or stage points {job.model!r} at "
+                    f"{job.env} any more", "requested_version": job.requested_version}
+        self.progress("resolve", "ok", f"{job.env} points at version {version}")
+        info = registry.model_version(job.model, version)
+        run = registry.run(info.run_id) if info.run_id else None
+        deployment, request_intent = self._deployment(job, info)
+        self._check_name(job, deployment.name, version)
+
+        decision = self._policy(job, deployment, info)
+        steps.record_step("policy", {"version": version, "allowed": decision.allowed,
+                                     "reasons": decision.reasons})
+        if not decision.allowed:
+            registry.write_back(job.model, version, job.env,
+                                {"status": "denied", "reason": "; ".join(decision.reasons)})
+            self.progress("policy", "denied", "; ".join(decision.reasons))
+            raise PolicyDenied(decision.reasons)
+        self.progress("policy", "ok", f"{len(decision.results)} rules passed")
+
+        image = self._image(job, deployment, info, steps)
+        signature = self._signature(image, steps)
+        request = build_request(
+            self.settings, request_intent, job.env, origin=f"{job.model} version {version}",
+            lineage=Lineage(run_id=info.run_id, source=info.source),
+            image=ImagePin(image.reference.split("@", 1)[0], image.digest) if image else None,
+            model=ModelRef(name=job.model, version=version))
+        files = self.ports.renderer.render(request)
+        self.progress("render", "ok", f"{len(files)} files")
+
+        result = self._propose(job, deployment, info, run, files, decision, image, signature)
+        status = STATUS_FOR_OUTCOME[result.outcome]
+        if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
+            status = "merged"  # the target branch already holds exactly this
+        write_back = {"status": status, "reason": "; ".join(result.warnings)}
+        if result.mr_url:
+            write_back["mr_url"] = result.mr_url
+        if image:
+            write_back["image"] = image.reference
+        registry.write_back(job.model, version, job.env, write_back)
+        self.ports.ledger.put(DeployedState(job.model, job.env, deployment.name, version, status,
+                                            result.mr_iid, result.head_sha))
+        self.progress("write-back", "ok", f"promoter.{job.env}.status={status}")
+        return {"outcome": result.outcome.value, "status": status, "version": version,
+                "requested_version": job.requested_version, "name": deployment.name,
+                "mr_iid": result.mr_iid, "mr_url": result.mr_url, "head_sha": result.head_sha,
+                "commit_created": result.commit_created,
+                "image": image.reference if image else None,
+                "signature": signature, "warnings": list(result.warnings)}
+
+    def _deployment(self, job: PromotionJob,
+                    info: ModelVersionInfo) -> tuple[ModelDeployment, dict[str, Any]]:
+        intent = {"apiVersion": API_VERSION, "kind": KIND,
+                  **self.ports.registry.intent(info)}
+        try:
+            request = build_request(self.settings, intent, job.env,
+                                    origin=f"{job.model!r} version {info.version}",
+                                    model=ModelRef(name=job.model, version=info.version))
+        except UserError as exc:
+            self.ports.registry.write_back(job.model, info.version, job.env,
+                                           {"status": "invalid", "reason": exc.message})
+            raise PermanentError(exc.message, hint="fix the deploy.* tags or the logged "
+                                 "modeldeployment.yaml, then set the alias again") from None
+        return request.deployment, intent
+
+    def _check_name(self, job: PromotionJob, name: str, version: str) -> None:
+        """Two registered models deriving one deployment name would share a directory."""
+        other = self.ports.ledger.by_mr(name, job.env)
+        if other is not None and other.model != job.model:
+            reason = (f"models {other.model!r} and {job.model!r} both become deployment "
+                      f"{name!r}; set metadata.name (tag deploy.name) on one of them")
+            self.ports.registry.write_back(job.model, version, job.env,
+                                           {"status": "invalid", "reason": reason})
+            raise PermanentError(reason)
+
+    def _policy(self, job: PromotionJob, deployment: ModelDeployment,
+                info: ModelVersionInfo) -> Decision:
+        env = self.settings.environment(job.env)
+        rules = PolicyRules(required_tags=self.settings.policy.required_tags,
+                            allowed_gpu_types=env.allowed_gpu_types,
+                            allowed_regions=env.allowed_regions,
+                            team_gpu_quota=self.settings.policy.team_gpu_quota)
+        return decide(deployment, job.env, info.tags, rules)
+
+    def _image(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
+               steps: StepLog) -> BuiltImage | None:
+        repository_template = self.settings.image.repository
+        if not repository_template or self.ports.images is None:
+            self.progress("image", "skipped", "no image repository configured")
+            return None
+        recorded = steps.step("image")
+        if recorded and recorded.get("version") == info.version:
+            self.progress("image", "reused", recorded["reference"])
+            return BuiltImage(recorded["reference"], recorded["digest"], recorded["size"],
+                              list(recorded["layers"]), 0)
+        built = self.ports.images.build(
+            job.model, info.version, repository_template.format(name=deployment.name),
+            {"org.opencontainers.image.title": deployment.name})
+        steps.record_step("image", {"version": info.version, "reference": built.reference,
+                                    "digest": built.digest, "size": built.size,
+                                    "layers": built.layers,
+                                    "bytes_uploaded": built.bytes_uploaded})
+        self.progress("image", "built", f"{built.reference} ({built.bytes_uploaded} bytes sent)")
+        return built
+
+    def _signature(self, image: BuiltImage | None, steps: StepLog) -> str | None:
+        if image is None or self.ports.signer is None:
+            return None
+        recorded = steps.step("signature")
+        if recorded and recorded.get("digest") == image.digest:
+            return str(recorded["status"])
+        info = self.ports.signer.sign(image.reference)
+        status = f"signed ({', '.join(info.formats)}; key {info.key_hint[:12]}…)"
+        steps.record_step("signature", {"digest": image.digest, "status": status,
+                                        "formats": info.formats, "created": info.created})
+        self.progress("sign", "ok", status)
+        return status
+
+    def _propose(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
+                 run: RunInfo | None, files: Mapping[str, str], decision: Decision,
+                 image: BuiltImage | None, signature: str | None) -> ProposalResult:
+        env = self.settings.environment(job.env)
+        root = self.settings.git.manifests_dir.strip("/")
+        name = deployment.name
+        facts = mr_text.MrFacts(
+            model=job.model, version=info.version, env=job.env, name=name,
+            team=deployment.spec.owner.team, run_id=info.run_id, run_url=self._run_url(info),
+            metrics=dict(run.metrics) if run else {}, params=dict(run.params) if run else {},
+            image_ref=image.reference if image else None,
+            image_digest=image.digest if image else None, signature=signature or "unsigned",
+            policy=[mr_text.PolicyResult(r.rule, r.passed, r.detail) for r in decision.results],
+            approvals_required=env.approvals, auto_merge=env.auto_merge)
+        proposal = Proposal(
+            model=job.model, name=name, env=job.env, version=info.version,
+            files={f"{root}/{path}": text for path, text in files.items()},
+            managed_prefixes=(f"{root}/{name}/base/", f"{root}/{name}/overlays/{job.env}/"),
+            title=mr_text.title(facts), description=mr_text.description(facts),
+            labels=mr_text.labels(job.env, deployment.spec.owner.team),
+            approvals_required=env.approvals, auto_merge=env.auto_merge,
+            target_branch=self.settings.git.target_branch)
+        result = self.ports.provider.propose(proposal)
+        self.progress("merge request", result.outcome.value, result.mr_url or "")
+        return result
+
+    def _run_url(self, info: ModelVersionInfo) -> str | None:
+        base = self.settings.mlflow.ui_url or self.settings.mlflow.tracking_uri
+        if not base or not info.run_id or not base.startswith(("http://", "https://")):
+            return None
+        return f"{base.rstrip('/')}/#/runs/{info.run_id}"
+
+    # ------------------------------------------------------------------ decommission
+    def _decommission(self, job: PromotionJob) -> dict[str, Any]:
+        registry, env = self.ports.registry, self.settings.environment(job.env)
+        current = registry.current_version(job.model, env.trigger.alias, env.trigger.stage)
+        if current is not None:
+            self.progress("resolve", "skipped", f"{job.env} points at version {current} again")
+            return {"outcome": "skipped", "reason": f"{job.env} points at version {current} "
+                    "again; its promotion job deploys it"}
+        state = self.ports.ledger.get(job.model, job.env)
+        if state is None:
+            self.progress("resolve", "skipped", "promoter never deployed it there")
+            return {"outcome": "skipped",
+                    "reason": f"promoter has no deployment of {job.model!r} in {job.env}"}
+        root = self.settings.git.manifests_dir.strip("/")
+        overlay = f"{root}/{state.name}/overlays/{job.env}/"
+        overlays = self.ports.provider.paths(f"{root}/{state.name}/overlays/",
+                                             self.settings.git.target_branch)
+        remaining = [path for path in overlays if not path.startswith(overlay)]
+        managed = (overlay,) if remaining else (overlay, f"{root}/{state.name}/base/")
+        what = "its overlay" if remaining else "its overlay and base (no environment remains)"
+        model = mr_text.escape(job.model, 120)
+        proposal = Proposal(
+            model=job.model, name=state.name, env=job.env, version=state.version, files={},
+            managed_prefixes=managed,
+            title=f"Decommission {model} from {job.env}",
+            description=(f"## Decommission {model} from {job.env}\n\nThe {job.env} trigger no "
+                         f"longer points at any version (it last deployed version "
+                         f"{state.version}). This removes {what}.\n"),
+            labels=(*mr_text.labels(job.env, None), "decommission"),
+            approvals_required=env.approvals, target_branch=self.settings.git.target_branch)
+        result = self.ports.provider.propose(proposal)
+        status = "decommissioning" if result.merge_request else "decommissioned"
+        values = {"status": status}
+        if result.mr_url:
+            values["mr_url"] = result.mr_url
+        registry.write_back(job.model, state.version, job.env, values)
+        self.ports.ledger.put(DeployedState(job.model, job.env, state.name, state.version,
+                                            status, result.mr_iid, result.head_sha))
+        self.progress("merge request", result.outcome.value, result.mr_url or "")
+        return {"outcome": result.outcome.value, "status": status, "version": state.version,
+                "name": state.name, "removes": list(managed), "mr_iid": result.mr_iid,
+                "mr_url": result.mr_url, "head_sha": result.head_sha}

@@ -1,0 +1,109 @@
+"""Policy: may this deployment run in this environment? Pure rules over the merged intent.
+
+Every rule is evaluated (not just up to the first failure) so a denial lists everything a model
+owner has to fix at once. Rules come from settings, not code:
+
+- ``required_tags``: MLflow model-version tags that must hold given values
+  (e.g. ``validation_status: passed``);
+- ``allowed_gpu_types`` per environment;
+- ``allowed_regions`` per environment: every pinned region must be in the list;
+- ``team_gpu_quota``: the most GPUs one deployment of a team may claim at full scale
+  (gpu count x maxReplicas).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from promoter.core.spec import ModelDeployment
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class PolicyRules:
+    required_tags: Mapping[str, str] = field(default_factory=dict)
+    allowed_gpu_types: Sequence[str] | None = None
+    allowed_regions: Sequence[str] | None = None
+    team_gpu_quota: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    results: tuple[RuleResult, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return all(result.passed for result in self.results)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{r.rule}: {r.detail}" for r in self.results if not r.passed]
+
+
+def decide(deployment: ModelDeployment, env: str, tags: Mapping[str, str],
+           rules: PolicyRules) -> Decision:
+    results = [_required_tag(key, wanted, tags)
+               for key, wanted in sorted(rules.required_tags.items())]
+    results.append(_gpu_type(deployment, env, rules.allowed_gpu_types))
+    results.append(_regions(deployment, env, rules.allowed_regions))
+    results.append(_quota(deployment, rules.team_gpu_quota))
+    return Decision(tuple(result for result in results if result is not None))
+
+
+def _required_tag(key: str, wanted: str, tags: Mapping[str, str]) -> RuleResult:
+    actual = tags.get(key)
+    if actual == wanted:
+        return RuleResult(f"tag {key}", True, f"is {wanted!r}")
+    shown = "missing" if actual is None else f"is {actual!r}"
+    return RuleResult(f"tag {key}", False, f"must be {wanted!r} but {shown} on the model version")
+
+
+def _gpu_type(deployment: ModelDeployment, env: str,
+              allowed: Sequence[str] | None) -> RuleResult:
+    gpu = deployment.spec.resources.gpu
+    if not gpu.count:
+        return RuleResult("gpu type", True, "no GPU requested")
+    if allowed is None:
+        return RuleResult("gpu type", True, f"{gpu.type or 'any type'} (no restriction in {env})")
+    if gpu.type is None:
+        return RuleResult("gpu type", False, f"{env} allows only {', '.join(allowed)}; "
+                          "set spec.resources.gpu.type")
+    if gpu.type not in allowed:
+        return RuleResult("gpu type", False,
+                          f"{gpu.type} is not allowed in {env} (allowed: {', '.join(allowed)})")
+    return RuleResult("gpu type", True, f"{gpu.type} is allowed in {env}")
+
+
+def _regions(deployment: ModelDeployment, env: str,
+             allowed: Sequence[str] | None) -> RuleResult:
+    regions = deployment.spec.regions
+    if allowed is None:
+        return RuleResult("regions", True, "no restriction")
+    outside = [region for region in regions if region not in allowed]
+    if outside:
+        return RuleResult("regions", False, f"{', '.join(outside)} not allowed in {env} "
+                          f"(allowed: {', '.join(allowed)})")
+    if not regions:
+        return RuleResult("regions", False, f"{env} requires pinning to one of "
+                          f"{', '.join(allowed)}; set spec.regions")
+    return RuleResult("regions", True, f"{', '.join(regions)} allowed in {env}")
+
+
+def _quota(deployment: ModelDeployment, quotas: Mapping[str, int]) -> RuleResult:
+    team = deployment.spec.owner.team
+    claim = deployment.spec.resources.gpu.count * deployment.spec.scaling.max_replicas
+    limit = quotas.get(team)
+    if limit is None:
+        return RuleResult("team gpu quota", True,
+                          f"{claim} GPUs at full scale (no quota for {team})")
+    if claim > limit:
+        return RuleResult("team gpu quota", False, f"{claim} GPUs at full scale "
+                          f"(gpu.count x maxReplicas) exceeds {team}'s quota of {limit}")
+    return RuleResult("team gpu quota", True, f"{claim} of {team}'s {limit} GPUs")

@@ -1,0 +1,51 @@
+"""Ports the promotion pipeline needs beyond the registry, image and git ports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from promoter.ports.image import BuiltImage
+
+
+class StepLog(Protocol):
+    """Per-job step results that survive a crash (the worker's JobContext implements it)."""
+
+    def step(self, name: str) -> dict[str, Any] | None: ...
+
+    def record_step(self, name: str, result: dict[str, Any]) -> None: ...
+
+
+class ModelImages(Protocol):
+    def build(self, model: str, version: str, repository: str,
+              labels: Mapping[str, str]) -> BuiltImage:
+        """The serving image of a registered model version, pushed to ``repository``.
+
+        Found without downloading anything when an image from the same inputs exists."""
+
+
+@dataclass(frozen=True)
+class DeployedState:
+    model: str
+    env: str
+    name: str          # deployment name (directory under manifests/)
+    version: str
+    status: str        # mr_opened | approved | merged | closed | decommissioning | ...
+    mr_iid: int | None = None
+    head_sha: str | None = None
+
+
+class DeploymentLedger(Protocol):
+    """What promoter last did for each (model, env): the version an alias pointed at (MLflow's
+    alias.deleted carries no version) and the MR head promoter pushed (hooks check it)."""
+
+    def get(self, model: str, env: str) -> DeployedState | None: ...
+
+    def put(self, state: DeployedState) -> None: ...
+
+    def by_mr(self, name: str, env: str) -> DeployedState | None: ...
+
+
+class Progress(Protocol):
+    def __call__(self, step: str, outcome: str, detail: str = "") -> None: ...

@@ -1,0 +1,73 @@
+"""The composition root: settings → the real adapters behind every port.
+
+The only place that decides which provider, registry, image builder and signer a process
+uses; commands and the service ask here instead of constructing adapters themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from promoter.core.gitlab_events import GitLabEvent
+from promoter.core.pipeline import Pipeline, Ports
+from promoter.ports.git import GitProvider
+from promoter.ports.image import Signer
+from promoter.ports.pipeline import Progress
+from promoter.ports.registry import Registry
+from promoter.rendering import renderer
+from promoter.service.audit import AuditTrail
+from promoter.service.ledger import SqliteLedger
+from promoter.service.outcomes import MergeRequestOutcomes
+from promoter.settings import Settings
+
+
+def registry(settings: Settings) -> Registry:
+    from promoter.adapters.mlflow_registry import MlflowRegistry
+
+    return MlflowRegistry(settings.mlflow.tracking_uri)
+
+
+def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutcomes:
+    return MergeRequestOutcomes(registry, SqliteLedger(settings.state_dir),
+                                AuditTrail(settings.state_dir))
+
+
+def provider(settings: Settings,
+             on_event: Callable[[GitLabEvent], None] | None = None) -> GitProvider:
+    if settings.git.provider == "gitlab":
+        from promoter.adapters import gitlab
+
+        return gitlab.from_settings(settings)
+    from promoter.adapters import localgit
+
+    return localgit.from_settings(settings, on_event=on_event)
+
+
+def signer(settings: Settings) -> Signer | None:
+    """A key-based cosign signer when image.signing_key is set (password COSIGN_PASSWORD)."""
+    if settings.image.signing_key is None or settings.image.oci_layout is not None:
+        return None
+    from promoter.signing.wiring import cosign_signer
+
+    password = settings.secret("COSIGN_PASSWORD")
+    return cosign_signer(settings, password=password.reveal() if password else "")
+
+
+def pipeline(settings: Settings, registry: Registry, *,
+             progress: Progress | None = None) -> Pipeline:
+    from promoter.adapters.model_images import RegistryModelImages
+
+    hooks = outcomes(settings, registry)
+    ports = Ports(registry=registry, provider=provider(settings, on_event=hooks),
+                  ledger=hooks.ledger, renderer=renderer(settings),
+                  images=RegistryModelImages(settings), signer=signer(settings))
+    return Pipeline(settings, ports, progress)
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """What this configuration wires up, for `promoter demo` and logs (no secrets)."""
+    return {"provider": settings.git.provider, "mlflow": settings.mlflow.tracking_uri,
+            "image_repository": settings.image.repository,
+            "oci_layout": str(settings.image.oci_layout) if settings.image.oci_layout else None,
+            "signing": bool(settings.image.signing_key), "state_dir": str(settings.state_dir)}

@@ -1,0 +1,60 @@
+"""What reviewers do on a merge request flows back to MLflow tags, the ledger and the audit.
+
+Both providers call ``MergeRequestOutcomes`` the same way: GitLab through its webhook (only
+when the MR head is the commit promoter pushed), the local provider from ``promoter mr``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from promoter.core.gitlab_events import GitLabEvent, MergeRequestEvent, PipelineEvent
+from promoter.errors import PromoterError
+from promoter.ports.registry import Registry
+from promoter.service.audit import AuditTrail
+from promoter.service.ledger import SqliteLedger
+from promoter.service.logs import log
+
+_log = logging.getLogger("promoter.outcomes")
+# MR Hook action -> promoter.<env>.status. "approval" (one of several approvals) is audited only.
+STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed"}
+
+
+class MergeRequestOutcomes:
+    def __init__(self, registry: Registry | None, ledger: SqliteLedger, audit: AuditTrail) -> None:
+        self.registry = registry
+        self.ledger = ledger
+        self.audit = audit
+
+    def __call__(self, event: GitLabEvent) -> None:
+        if isinstance(event, PipelineEvent):
+            self.audit.record("pipeline", pipeline_id=event.pipeline_id, status=event.status,
+                              ref=event.ref, sha=event.head_sha, iid=event.iid,
+                              name=event.name, env=event.env)
+            return
+        if not isinstance(event, MergeRequestEvent) or not event.name or not event.env:
+            return
+        state = self.ledger.by_mr(event.name, event.env)
+        self.audit.record(f"mr.{event.action}", name=event.name, env=event.env, iid=event.iid,
+                          url=event.url, user=event.user, head_sha=event.head_sha,
+                          model=state.model if state else None,
+                          version=state.version if state else None)
+        status = STATUS_FOR_ACTION.get(event.action)
+        if status is None or state is None:
+            return
+        if status == "merged" and state.status.startswith("decommission"):
+            status = "decommissioned"
+        self.ledger.set_status(event.name, event.env, status)
+        if self.registry is None:
+            return
+        try:
+            self.registry.write_back(state.model, state.version, state.env,
+                                     {"status": status, "mr_url": event.url})
+        except PromoterError as exc:
+            # GitLab retries a failed delivery (the hook handler releases it); the local
+            # provider's `promoter mr` says so. Either way the audit keeps the fact.
+            self.audit.record("write_back.failed", model=state.model, version=state.version,
+                              env=state.env, status=status, reason=exc.message)
+            log(_log, logging.WARNING, "could not write the MR outcome back to MLflow",
+                model=state.model, version=state.version, env=state.env, reason=exc.message)
+            raise

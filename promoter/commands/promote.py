@@ -1,0 +1,112 @@
+"""`promoter promote MODEL --version N --env ENV`: one promotion, now, on the webhook's path.
+
+The job goes through the same durable queue and the same handler a webhook delivery gets; this
+command then works the queue until that job settles, printing each step as it happens.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Any
+
+import typer
+
+from promoter.commands._common import OUTPUT_OPTION, emit_json, is_tty, state
+from promoter.errors import EXIT_POLICY, EXIT_UNEXPECTED, UserError
+
+SETTLED = ("done", "dead", "retrying")
+
+
+def promote(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="MLflow registered model name")],
+    version: Annotated[str, typer.Option("--version", "-v", help="model version")],
+    env: Annotated[str, typer.Option("--env", "-e", help="environment from promoter.yaml")],
+    output: str = OUTPUT_OPTION,
+) -> None:
+    """Promote one model version into an environment, synchronously, and print each step.
+
+    As with a webhook, the job deploys what the environment's alias (or stage) points at when
+    it runs. Exit codes: 0 done, 4 denied by policy, 1 parked as dead, 3 left for retry.
+    """
+    from promoter.core.jobs import JobKey
+    from promoter.service import composition
+    from promoter.service.jobs_handler import build_job_handler
+    from promoter.service.queue import JobQueue
+    from promoter.service.worker import Worker
+
+    settings = state(ctx).settings()
+    settings.environment(env)
+    if not settings.mlflow.tracking_uri:
+        raise UserError("promote reads the model from MLflow, but no tracking URI is set",
+                        hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri")
+    printer = _Printer(output)
+    queue = JobQueue.open(settings.state_dir)
+    try:
+        enqueued = queue.enqueue(JobKey(model, version, env, "promote"), {"source": "cli"},
+                                 source="cli")
+        job = enqueued.job
+        printer.line(f"job {job.id}: {model} version {version} → {env} "
+                     f"({'new' if enqueued.created else 'existing job, ' + job.state})")
+        handler = build_job_handler(settings, composition.registry(settings), progress=printer)
+        worker = Worker(queue, handler, worker_id=f"cli-{os.getpid()}", heartbeat=True)
+        while job.state not in SETTLED:
+            if not worker.run_once():
+                time.sleep(0.2)  # another worker holds it, or an older job of this model/env
+            job = queue.get(job.id)
+    finally:
+        queue.close()
+    _finish(job.as_dict(), output)
+
+
+class _Printer:
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.console: Any = None
+        if output == "text" and is_tty():
+            from rich.console import Console
+
+            self.console = Console()
+
+    def line(self, text: str) -> None:
+        if self.output != "text":
+            return
+        if self.console is not None:
+            self.console.print(text, highlight=False)
+        else:
+            typer.echo(text)
+
+    def __call__(self, step: str, outcome: str, detail: str = "") -> None:
+        mark = {"ok": "✓", "built": "✓", "reused": "✓", "skipped": "·", "denied": "✗"}.get(
+            outcome, "•")
+        self.line(f"  {mark} {step:<14} {outcome:<10} {detail}")
+
+
+def _finish(job: dict[str, Any], output: str) -> None:
+    result = job.get("result") or {}
+    if output == "json":
+        emit_json(job)
+    elif job["state"] == "done":
+        outcome = result.get("outcome")
+        if outcome == "denied":
+            typer.echo("denied by policy:\n  " + "\n  ".join(result.get("reasons", [])))
+        else:
+            typer.echo(f"done: {outcome}; version {result.get('version')}, "
+                       f"status {result.get('status')}")
+            for label, key in (("merge request", "mr_url"), ("image", "image"),
+                               ("signature", "signature")):
+                if result.get(key):
+                    typer.echo(f"  {label}: {result[key]}")
+    if job["state"] == "dead":
+        raise UserError(f"job {job['id']} failed: {job['reason']}",
+                        hint=f"fix the cause, then `promoter jobs retry {job['id']}`")
+    if job["state"] == "retrying":
+        typer.echo(f"job {job['id']} will be retried: {job['reason']}", err=True)
+        raise typer.Exit(EXIT_UNEXPECTED)
+    if result.get("outcome") == "denied":
+        raise typer.Exit(EXIT_POLICY)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("promote")(promote)

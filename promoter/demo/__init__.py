@@ -1,0 +1,1 @@
+"""`promoter demo`: the whole loop on one machine with embedded defaults."""

@@ -1,0 +1,160 @@
+"""The demo's embedded defaults: MLflow on sqlite, an OCI registry (or an OCI layout), keys,
+secrets and a promoter.yaml, all under ``<state_dir>/demo``. Everything is reused by the next
+run: services found running are kept, files found on disk are kept."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from promoter.adapters.processes import Service, free_port
+from promoter.settings import Settings, load_settings
+
+WEBHOOK_EVENTS_NOTE = "MLflow calls promoter on loopback: http and private IPs are allowed"
+
+
+@dataclass(frozen=True)
+class DemoEnvironment:
+    directory: Path
+    config: Path
+    mlflow_url: str
+    registry_url: str | None     # None: images go to an OCI layout directory
+    serve_url: str
+    environ: dict[str, str]      # the secrets as *_FILE variables, for child processes
+
+    def settings(self) -> Settings:
+        return load_settings(self.config, environ={**os.environ, **self.environ})
+
+
+def _secret_file(path: Path, make: str) -> Path:
+    if not path.exists():
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(make)
+    return path
+
+
+def _keys(directory: Path, password: str) -> tuple[Path, Path]:
+    from promoter.signing.keys import generate_key_pair
+
+    private, public = directory / "cosign.key", directory / "cosign.pub"
+    if not (private.exists() and public.exists()):
+        private_pem, public_pem = generate_key_pair(password)
+        descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(private_pem)
+        public.write_bytes(public_pem)
+    return private, public
+
+
+def _mlflow(directory: Path) -> str:
+    service = Service("mlflow", directory)
+    found = service.running()
+    if found:
+        return str(found["url"])
+    key = _secret_file(directory / "mlflow-fernet.key", _fernet_key()).read_text().strip()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMOTER_")}
+    env.update(MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https", MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+               MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=key, MLFLOW_WEBHOOK_CACHE_TTL="1")
+    info = service.start([
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
+        "--artifacts-destination", str(directory / "mlflow-artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ], port=port, health=f"http://127.0.0.1:{port}/health", env=env)
+    return str(info["url"])
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def _registry(directory: Path) -> str | None:
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        return None
+    service = Service("registry", directory)
+    found = service.running()
+    if found:
+        return str(found["url"])
+    port = free_port()
+    config = directory / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        f"storage: {{filesystem: {{rootdirectory: {directory / 'registry-data'}}}, "
+        "delete: {enabled: true}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n")
+    info = service.start([binary, "serve", str(config)], port=port,
+                         health=f"http://127.0.0.1:{port}/v2/")
+    return str(info["url"])
+
+
+def _write_config(directory: Path, state_dir: Path, mlflow_url: str, registry_url: str | None,
+                  serve_port: int) -> Path:
+    from ruamel.yaml import YAML
+
+    image: dict[str, object] = {"signing_key": str(directory / "cosign.key"),
+                                "verification_key": str(directory / "cosign.pub")}
+    if registry_url:
+        image["repository"] = registry_url.removeprefix("http://") + "/models/{name}"
+    else:
+        image["repository"] = "localhost/models/{name}"
+        image["oci_layout"] = str(directory / "oci-layout")
+    config = {
+        "apiVersion": "promoter.dev/v1alpha1", "kind": "PromoterConfig",
+        "state_dir": str(state_dir),
+        "mlflow": {"tracking_uri": mlflow_url, "ui_url": mlflow_url},
+        "environments": {
+            "staging": {"trigger": {"alias": "staging", "stage": "Staging"},
+                        "namespace": "models-staging", "approvals": 1},
+            "production": {"trigger": {"alias": "production", "stage": "Production"},
+                           "namespace": "models-production", "approvals": 1,
+                           "cluster_selector": {"gpu": "true", "env": "production"}},
+        },
+        "image": image,
+        "git": {"provider": "local"},  # bare remote <state_dir>/gitops.git, made on first use
+        "server": {"host": "127.0.0.1", "port": serve_port, "reconcile_interval_seconds": 30},
+        "policy": {"required_tags": {"validation_status": "passed"}},
+    }
+    path = directory / "promoter.yaml"
+    with path.open("w") as handle:
+        handle.write("# Written by `promoter demo`; use it with --config for mr/jobs commands.\n")
+        YAML(typ="safe", pure=True).dump(config, handle)
+    return path
+
+
+def start(state_dir: Path) -> DemoEnvironment:
+    directory = state_dir / "demo"
+    directory.mkdir(parents=True, exist_ok=True)
+    webhook_secret = _secret_file(directory / "webhook.secret", secrets.token_urlsafe(32))
+    password_file = _secret_file(directory / "cosign.password", secrets.token_urlsafe(24))
+    _keys(directory, password_file.read_text())
+    mlflow_url = _mlflow(directory)
+    registry_url = _registry(directory)
+    serve = Service("serve", directory)
+    running = serve.running()
+    port = int(running["port"]) if running else free_port()  # type: ignore[call-overload]
+    config = _write_config(directory, state_dir, mlflow_url, registry_url, port)
+    environ = {"PROMOTER_MLFLOW_WEBHOOK_SECRET_FILE": str(webhook_secret),
+               "COSIGN_PASSWORD_FILE": str(password_file)}
+    if running is None:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PROMOTER_", "MLFLOW_", "COSIGN_"))}
+        env.update(environ)
+        serve.start([sys.executable, "-m", "promoter", "--config", str(config), "serve",
+                     "--port", str(port)], port=port,
+                    health=f"http://127.0.0.1:{port}/healthz", env=env)
+    return DemoEnvironment(directory, config, mlflow_url, registry_url,
+                           f"http://127.0.0.1:{port}", environ)
+
+
+def stop(state_dir: Path) -> list[str]:
+    directory = state_dir / "demo"
+    return [name for name in ("serve", "registry", "mlflow") if Service(name, directory).stop()]

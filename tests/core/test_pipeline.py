@@ -1,0 +1,515 @@
+"""The promotion use case (promoter/core/pipeline.py) against small in-memory ports.
+
+The peers below keep the port contracts (promoter/ports/): the registry resolves alias before
+stage and records write-backs as tags; the provider is level-triggered (a proposal equal to
+what exists changes nothing) and keeps branches, commits and MRs; the signer finds its own
+signatures. Real adapters and processes are exercised in tests/pipeline*/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from promoter.core.pipeline import Pipeline, Ports, PromotionJob
+from promoter.core.spec import intent_from_tags
+from promoter.errors import ConfigError, PermanentError, PolicyDenied
+from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult
+from promoter.ports.image import BuiltImage, SignatureInfo
+from promoter.ports.pipeline import DeployedState
+from promoter.ports.registry import (
+    WRITE_BACK_FIELDS,
+    ModelVersionInfo,
+    RegisteredModelInfo,
+    RunInfo,
+)
+from promoter.rendering import renderer
+from promoter.settings import Settings
+
+MODEL = "Fraud Detector"
+NAME = "fraud-detector"
+INTENT_TAGS = {"deploy.owner.team": "risk", "deploy.owner.costCenter": "cc-7",
+               "validation_status": "passed"}
+
+
+# ============================================================ in-memory ports
+
+class MemoryRegistry:
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, str], ModelVersionInfo] = {}
+        self.alias: dict[str, dict[str, str]] = {}
+        self.stages: dict[str, dict[str, str]] = {}
+        self.runs: dict[str, RunInfo] = {}
+        self.writes: list[tuple[str, str, str, dict[str, str]]] = []
+
+    def add(self, model: str, version: str, tags: Mapping[str, str] = INTENT_TAGS) -> None:
+        run_id = f"run{version}"
+        self.runs[run_id] = RunInfo(run_id, metrics={"auc": 0.91}, params={"C": "1.0"})
+        self.versions[(model, version)] = ModelVersionInfo(
+            model, version, f"mlflow-artifacts:/1/{run_id}/artifacts/model", run_id, None,
+            dict(tags))
+
+    def set_alias(self, model: str, alias: str, version: str | None) -> None:
+        aliases = self.alias.setdefault(model, {})
+        if version is None:
+            aliases.pop(alias, None)
+        else:
+            aliases[alias] = version
+
+    def tags(self, model: str, version: str) -> Mapping[str, str]:
+        return self.versions[(model, version)].tags
+
+    # --- the Registry port
+    def ping(self) -> None:
+        return None
+
+    def model_version(self, model: str, version: str) -> ModelVersionInfo:
+        try:
+            return self.versions[(model, version)]
+        except KeyError:
+            raise PermanentError(f"{model!r} has no version {version}") from None
+
+    def run(self, run_id: str) -> RunInfo:
+        return self.runs[run_id]
+
+    def signature(self, model: str, version: str) -> dict[str, Any] | None:
+        return None
+
+    def artifact_location(self, model: str, version: str) -> str:
+        return self.model_version(model, version).source
+
+    def intent(self, version: ModelVersionInfo) -> dict[str, Any]:
+        try:
+            return intent_from_tags(version.tags)
+        except ValueError as exc:
+            raise PermanentError(str(exc)) from None
+
+    def aliases(self, model: str) -> dict[str, str]:
+        return dict(self.alias.get(model, {}))
+
+    def stage_versions(self, model: str) -> dict[str, str]:
+        return dict(self.stages.get(model, {}))
+
+    def current_version(self, model: str, alias: str | None, stage: str | None) -> str | None:
+        if alias and self.aliases(model).get(alias):
+            return self.aliases(model)[alias]
+        return self.stage_versions(model).get(stage) if stage else None
+
+    def write_back(self, model: str, version: str, env: str, values: Mapping[str, str]) -> None:
+        unknown = set(values) - set(WRITE_BACK_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown write-back fields {unknown}")
+        self.writes.append((model, version, env, dict(values)))
+        info = self.versions[(model, version)]
+        tags = {**info.tags, **{f"promoter.{env}.{k}": v for k, v in values.items()}}
+        self.versions[(model, version)] = dataclasses.replace(info, tags=tags)
+
+    def models(self) -> Iterator[RegisteredModelInfo]:
+        for model in sorted({model for model, _ in self.versions}):
+            yield RegisteredModelInfo(model, self.aliases(model))
+
+    def versions_updated_since(self, since_ms: int) -> Iterator[ModelVersionInfo]:
+        return iter(())
+
+
+class MemoryProvider:
+    """Branches as {path: text}; one commit per change; MRs in a list, newest last."""
+
+    def __init__(self) -> None:
+        self.branches: dict[str, dict[str, str]] = {"main": {}}
+        self.commits: list[tuple[str, str]] = []   # (branch, version)
+        self.mrs: list[MergeRequest] = []
+        self.proposals: list[Proposal] = []
+
+    def propose(self, proposal: Proposal) -> ProposalResult:
+        self.proposals.append(proposal)
+        target = self.branches[proposal.target_branch]
+        wanted = {p: t for p, t in target.items() if not p.startswith(proposal.managed_prefixes)}
+        wanted.update({p: t for p, t in proposal.files.items() if t is not None})
+        changed = tuple(sorted(p for p in set(target) | set(wanted)
+                               if target.get(p) != wanted.get(p)))
+        mr = self.find(proposal.name, proposal.env)
+        open_mr = mr if mr is not None and mr.state == "opened" else None
+        if not changed and open_mr is None:
+            return ProposalResult(Outcome.UNCHANGED, None, None, False)
+        if open_mr and self.branches.get(proposal.branch) == wanted \
+                and open_mr.version == proposal.version:
+            return ProposalResult(Outcome.UNCHANGED, open_mr, open_mr.head_sha, False)
+        self.branches[proposal.branch] = wanted
+        self.commits.append((proposal.branch, proposal.version))
+        sha = hashlib.sha1(repr(sorted(wanted.items())).encode()).hexdigest()
+        fields: dict[str, Any] = dict(title=proposal.title, description=proposal.description,
+                      labels=proposal.labels, version=proposal.version, head_sha=sha,
+                      approvals_required=proposal.approvals_required,
+                      auto_merge=proposal.auto_merge)
+        if open_mr is not None:
+            updated = dataclasses.replace(open_mr, **fields)
+            self.mrs[self.mrs.index(open_mr)] = updated
+            return ProposalResult(Outcome.UPDATED, updated, sha, True, changed_paths=changed)
+        iid = len(self.mrs) + 1
+        created = MergeRequest(iid=iid, id=1000 + iid, url=f"https://git.test/mr/{iid}",
+                               state="opened", source_branch=proposal.branch,
+                               target_branch=proposal.target_branch, **fields)
+        self.mrs.append(created)
+        return ProposalResult(Outcome.CREATED, created, sha, True, changed_paths=changed)
+
+    def get(self, iid: int) -> MergeRequest:
+        return self.mrs[iid - 1]
+
+    def find(self, name: str, env: str) -> MergeRequest | None:
+        found = [mr for mr in self.mrs if mr.source_branch == f"promote/{name}/{env}"]
+        return found[-1] if found else None
+
+    def paths(self, prefix: str, ref: str) -> list[str]:
+        return sorted(p for p in self.branches.get(ref, {}) if p.startswith(prefix))
+
+    def merge(self, iid: int) -> None:
+        mr = self.get(iid)
+        self.branches[mr.target_branch] = dict(self.branches[mr.source_branch])
+        self.mrs[iid - 1] = dataclasses.replace(mr, state="merged")
+
+    def open_mrs(self) -> list[MergeRequest]:
+        return [mr for mr in self.mrs if mr.state == "opened"]
+
+
+class MemoryLedger:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], DeployedState] = {}
+
+    def get(self, model: str, env: str) -> DeployedState | None:
+        return self.rows.get((model, env))
+
+    def put(self, state: DeployedState) -> None:
+        self.rows[(state.model, state.env)] = state
+
+    def by_mr(self, name: str, env: str) -> DeployedState | None:
+        found = [s for s in self.rows.values() if s.name == name and s.env == env]
+        return found[0] if found else None
+
+
+class CountingImages:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    def build(self, model: str, version: str, repository: str,
+              labels: Mapping[str, str]) -> BuiltImage:
+        self.calls.append((model, version, repository))
+        digest = "sha256:" + hashlib.sha256(f"{model}/{version}".encode()).hexdigest()
+        return BuiltImage(f"{repository}@{digest}", digest, 1234, ["sha256:" + "1" * 64], 1234)
+
+
+class CountingSigner:
+    def __init__(self) -> None:
+        self.signed: list[str] = []
+
+    def sign(self, reference_with_digest: str) -> SignatureInfo:
+        created = [] if reference_with_digest in self.signed else ["bundle", "legacy"]
+        self.signed.append(reference_with_digest)
+        return SignatureInfo(reference_with_digest, reference_with_digest.split("@")[1],
+                             ["bundle", "legacy"], "keyhint0123456789", created)
+
+    def verify(self, reference_with_digest: str) -> SignatureInfo:
+        if reference_with_digest not in self.signed:
+            raise PermanentError(f"{reference_with_digest} is not signed")
+        return SignatureInfo(reference_with_digest, reference_with_digest.split("@")[1],
+                             ["bundle", "legacy"], "keyhint0123456789")
+
+
+class MemorySteps:
+    def __init__(self) -> None:
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def step(self, name: str) -> dict[str, Any] | None:
+        return self.results.get(name)
+
+    def record_step(self, name: str, result: dict[str, Any]) -> None:
+        self.results[name] = dict(result)
+
+
+# ============================================================ fixtures
+
+SETTINGS = Settings.model_validate({
+    "environments": {
+        "staging": {"trigger": {"alias": "staging", "stage": "Staging"},
+                    "namespace": "models-staging", "approvals": 1, "auto_merge": True},
+        "production": {"trigger": {"alias": "production", "stage": "Production"},
+                       "namespace": "models-production", "approvals": 2,
+                       "allowed_gpu_types": ["nvidia-a100"]}},
+    "image": {"repository": "registry.test/models/{name}"},
+    "git": {"target_branch": "main", "manifests_dir": "deploy"},
+    "mlflow": {"ui_url": "https://mlflow.test"},
+    "policy": {"required_tags": {"validation_status": "passed"}},
+})
+RENDERER = renderer(SETTINGS)  # real templates, built once (the Jinja environment is the cost)
+
+
+@dataclasses.dataclass
+class World:
+    registry: MemoryRegistry
+    provider: MemoryProvider
+    ledger: MemoryLedger
+    images: CountingImages
+    signer: CountingSigner
+    progress: list[tuple[str, str]]
+    settings: Settings = SETTINGS
+
+    def run(self, env: str = "production", requested: str | None = None,
+            steps: MemorySteps | None = None, model: str = MODEL,
+            action: str = "promote") -> dict[str, Any]:
+        ports = Ports(self.registry, self.provider, self.ledger, RENDERER, self.images,
+                      self.signer)
+        pipeline = Pipeline(self.settings, ports,
+                            lambda step, outcome, detail="": self.progress.append((step, outcome)))
+        return pipeline.run(PromotionJob(model, env, action, requested), steps or MemorySteps())
+
+    def promote(self, version: str, env: str = "production", **kwargs: Any) -> dict[str, Any]:
+        self.registry.set_alias(kwargs.get("model", MODEL), env, version)
+        return self.run(env, version, **kwargs)
+
+
+@pytest.fixture
+def world() -> World:
+    registry = MemoryRegistry()
+    for version in ("1", "2", "3"):
+        registry.add(MODEL, version)
+    return World(registry, MemoryProvider(), MemoryLedger(), CountingImages(), CountingSigner(),
+                 [])
+
+
+def overlay(world: World, env: str = "production", branch: str | None = None) -> str:
+    tree = world.provider.branches[branch or f"promote/{NAME}/{env}"]
+    return tree[f"deploy/{NAME}/overlays/{env}/kustomization.yaml"]
+
+
+# ============================================================ resolve: what the alias says now
+
+def test_deploys_what_the_alias_points_at_now_not_the_requested_version(world: World) -> None:
+    world.registry.set_alias(MODEL, "production", "3")
+    result = world.run(requested="2")
+    assert (result["version"], result["requested_version"]) == ("3", "2")
+    assert world.provider.get(result["mr_iid"]).version == "3"
+    assert 'promoter.dev/model-version: "3"' in overlay(world)
+    assert world.images.calls == [(MODEL, "3", f"registry.test/models/{NAME}")]
+    assert {version for _, version, _, _ in world.registry.writes} == {"3"}
+
+
+def test_a_rollback_of_the_alias_deploys_the_older_version(world: World) -> None:
+    world.promote("3")
+    result = world.promote("1")
+    assert (result["version"], result["outcome"]) == ("1", "updated")
+    assert [mr.version for mr in world.provider.open_mrs()] == ["1"]
+
+
+def test_legacy_stage_is_used_when_no_alias_is_set(world: World) -> None:
+    world.registry.stages[MODEL] = {"Production": "2"}
+    assert world.run(requested="3")["version"] == "2"
+
+
+def test_skipped_when_nothing_points_at_the_environment(world: World) -> None:
+    result = world.run(requested="2")
+    assert result["outcome"] == "skipped"
+    assert "no alias or stage" in result["reason"]
+    assert (world.provider.proposals, world.images.calls, world.registry.writes) == ([], [], [])
+    assert world.progress == [("resolve", "skipped")]
+
+
+def test_unknown_environment_is_a_configuration_error(world: World) -> None:
+    with pytest.raises(ConfigError, match="unknown environment 'qa'"):
+        world.run(env="qa")
+
+
+# ============================================================ steps are reused on a re-run
+
+def test_rerun_reuses_image_and_signature_and_changes_nothing(world: World) -> None:
+    steps = MemorySteps()
+    first = world.promote("2", steps=steps)
+    second = world.run(requested="2", steps=steps)
+    assert (first["outcome"], second["outcome"]) == ("created", "unchanged")
+    assert len(world.images.calls) == 1
+    assert len(world.signer.signed) == 1
+    assert len(world.provider.commits) == 1
+    assert len(world.provider.open_mrs()) == 1
+    assert second["image"] == first["image"] and second["signature"] == first["signature"]
+    assert ("image", "reused") in world.progress
+
+
+def test_rerun_after_the_alias_moved_builds_and_signs_the_new_version(world: World) -> None:
+    steps = MemorySteps()
+    first = world.promote("2", steps=steps)
+    second = world.promote("3", steps=steps)
+    assert [version for _, version, _ in world.images.calls] == ["2", "3"]
+    assert len(set(world.signer.signed)) == 2
+    assert second["image"] != first["image"]
+    assert steps.results["image"]["version"] == "3"
+    assert steps.results["signature"]["digest"] == second["image"].split("@")[1]
+    assert second["outcome"] == "updated" and second["mr_iid"] == first["mr_iid"]
+
+
+def test_no_image_repository_skips_image_and_signature(world: World) -> None:
+    world.settings = SETTINGS.model_copy(update={"image": SETTINGS.image.model_copy(
+        update={"repository": None})})
+    result = world.promote("2")
+    assert (result["image"], result["signature"]) == (None, None)
+    assert world.images.calls == [] and world.signer.signed == []
+    assert "image" not in world.registry.writes[-1][3]
+    assert ("image", "skipped") in world.progress
+
+
+# ============================================================ policy, invalid intent, names
+
+def test_policy_denial_tags_mlflow_and_opens_nothing(world: World) -> None:
+    world.registry.add(MODEL, "4", {**INTENT_TAGS, "validation_status": "failed",
+                                    "deploy.resources.gpu.count": "1",
+                                    "deploy.resources.gpu.type": "nvidia-h100"})
+    steps = MemorySteps()
+    with pytest.raises(PolicyDenied) as denied:
+        world.promote("4", steps=steps)
+    assert [reason.split(":")[0] for reason in denied.value.reasons] == [
+        "tag validation_status", "gpu type"]
+    tags = world.registry.tags(MODEL, "4")
+    assert tags["promoter.production.status"] == "denied"
+    assert tags["promoter.production.reason"] == "; ".join(denied.value.reasons)
+    assert (world.provider.proposals, world.images.calls, world.ledger.rows) == ([], [], {})
+    assert steps.results["policy"] == {"version": "4", "allowed": False,
+                                       "reasons": denied.value.reasons}
+
+
+def test_gpu_types_are_checked_per_environment(world: World) -> None:
+    world.registry.add(MODEL, "4", {**INTENT_TAGS, "deploy.resources.gpu.count": "1",
+                                    "deploy.resources.gpu.type": "nvidia-h100"})
+    assert world.promote("4", env="staging")["status"] == "mr_opened"
+    with pytest.raises(PolicyDenied):
+        world.promote("4", env="production")
+
+
+def test_invalid_intent_is_permanent_and_tags_mlflow(world: World) -> None:
+    world.registry.add(MODEL, "4", {"validation_status": "passed",
+                                    "deploy.resources.memory": "lots"})
+    with pytest.raises(PermanentError) as failed:
+        world.promote("4")
+    assert "spec.owner" in failed.value.message and "spec.resources.memory" in failed.value.message
+    assert "deploy.*" in (failed.value.hint or "")
+    tags = world.registry.tags(MODEL, "4")
+    assert tags["promoter.production.status"] == "invalid"
+    assert tags["promoter.production.reason"] == failed.value.message
+    assert world.provider.proposals == [] and world.images.calls == []
+
+
+def test_two_models_deriving_one_deployment_name_are_refused(world: World) -> None:
+    world.promote("2")
+    first_tree = dict(world.provider.branches[f"promote/{NAME}/production"])
+    world.registry.add("fraud_detector", "1")
+    with pytest.raises(PermanentError, match="both become deployment 'fraud-detector'"):
+        world.promote("1", model="fraud_detector")
+    tags = world.registry.tags("fraud_detector", "1")
+    assert tags["promoter.production.status"] == "invalid"
+    assert "deploy.name" in tags["promoter.production.reason"]
+    assert len(world.provider.proposals) == 1
+    assert world.provider.branches[f"promote/{NAME}/production"] == first_tree
+    assert world.ledger.get("fraud_detector", "production") is None
+
+
+def test_a_distinct_deploy_name_resolves_the_clash(world: World) -> None:
+    world.promote("2")
+    world.registry.add("fraud_detector", "1", {**INTENT_TAGS, "deploy.name": "fraud-v2"})
+    result = world.promote("1", model="fraud_detector")
+    assert result["name"] == "fraud-v2" and result["outcome"] == "created"
+
+
+# ============================================================ write-back and MR facts
+
+def test_write_back_values_after_an_mr_is_opened(world: World) -> None:
+    result = world.promote("2")
+    assert world.registry.writes == [(MODEL, "2", "production", {
+        "status": "mr_opened", "reason": "", "mr_url": "https://git.test/mr/1",
+        "image": result["image"]})]
+    assert result["image"].startswith(f"registry.test/models/{NAME}@sha256:")
+    assert world.ledger.get(MODEL, "production") == DeployedState(
+        MODEL, "production", NAME, "2", "mr_opened", 1, result["head_sha"])
+    assert [step for step, _ in world.progress] == [
+        "resolve", "policy", "image", "sign", "render", "merge request", "write-back"]
+
+
+def test_write_back_says_merged_when_the_target_already_holds_it(world: World) -> None:
+    first = world.promote("2")
+    world.provider.merge(first["mr_iid"])
+    again = world.run(requested="2")
+    assert (again["outcome"], again["status"], again["mr_iid"]) == ("unchanged", "merged", None)
+    assert world.registry.tags(MODEL, "2")["promoter.production.status"] == "merged"
+
+
+def test_merge_request_facts(world: World) -> None:
+    production = world.promote("2")
+    staging = world.promote("2", env="staging")
+    proposal = world.provider.proposals[0]
+    assert proposal.branch == f"promote/{NAME}/production"
+    assert proposal.target_branch == "main"
+    assert proposal.labels == ("promoter", "env::production", "team::risk")
+    assert (proposal.approvals_required, proposal.auto_merge) == (2, False)
+    assert proposal.managed_prefixes == (f"deploy/{NAME}/base/",
+                                         f"deploy/{NAME}/overlays/production/")
+    assert set(proposal.files) == {
+        f"deploy/{NAME}/base/{f}" for f in ("inferenceservice.yaml", "kustomization.yaml",
+                                            "poddisruptionbudget.yaml")} | {
+        f"deploy/{NAME}/overlays/production/{f}" for f in ("kustomization.yaml",
+                                                           "patch-inferenceservice.yaml")}
+    assert proposal.title == "Promote Fraud Detector version 2 to production"
+    digest = production["image"].split("@")[1]
+    hex_digest = digest.removeprefix("sha256:")  # the MR text escapes the ':' after sha256
+    for fact in (hex_digest, "[run2](https://mlflow.test/#/runs/run2)", "| auc | 0\\.91 |",
+                 "**Required approvals:** 2", "pass: tag validation\\_status"):
+        assert fact in proposal.description
+    assert digest in overlay(world)
+    second = world.provider.proposals[1]
+    assert second.labels == ("promoter", "env::staging", "team::risk")
+    assert (second.approvals_required, second.auto_merge) == (1, True)
+    assert staging["mr_iid"] != production["mr_iid"]
+
+
+# ============================================================ decommission
+
+def test_decommission_removes_only_the_overlay_while_another_env_remains(world: World) -> None:
+    world.provider.merge(world.promote("2", env="staging")["mr_iid"])
+    world.provider.merge(world.promote("2")["mr_iid"])
+    world.registry.set_alias(MODEL, "production", None)
+    result = world.run(action="decommission")
+    assert result["removes"] == [f"deploy/{NAME}/overlays/production/"]
+    world.provider.merge(result["mr_iid"])
+    directories = {p.rsplit("/", 1)[0] for p in world.provider.branches["main"]}
+    assert directories == {f"deploy/{NAME}/base", f"deploy/{NAME}/overlays/staging"}
+    mr = world.provider.get(result["mr_iid"])
+    assert mr.title == "Decommission Fraud Detector from production"
+    assert "decommission" in mr.labels and mr.approvals_required == 2
+    assert world.registry.writes[-1] == (MODEL, "2", "production", {
+        "status": "decommissioning", "mr_url": mr.url})
+    assert world.ledger.get(MODEL, "production").status == "decommissioning"  # type: ignore[union-attr]
+
+
+def test_decommission_of_the_last_env_removes_the_base_too(world: World) -> None:
+    world.provider.merge(world.promote("2")["mr_iid"])
+    world.registry.set_alias(MODEL, "production", None)
+    result = world.run(action="decommission")
+    assert result["removes"] == [f"deploy/{NAME}/overlays/production/", f"deploy/{NAME}/base/"]
+    assert "overlay and base" in world.provider.get(result["mr_iid"]).description
+    world.provider.merge(result["mr_iid"])
+    assert world.provider.branches["main"] == {}
+
+
+def test_decommission_skipped_when_the_alias_points_somewhere_again(world: World) -> None:
+    world.provider.merge(world.promote("2")["mr_iid"])
+    world.registry.set_alias(MODEL, "production", "3")
+    proposals = len(world.provider.proposals)
+    result = world.run(action="decommission")
+    assert result["outcome"] == "skipped" and "version 3 again" in result["reason"]
+    assert len(world.provider.proposals) == proposals
+
+
+def test_decommission_skipped_when_promoter_never_deployed_it(world: World) -> None:
+    result = world.run(action="decommission")
+    assert result["outcome"] == "skipped"
+    assert result["reason"] == f"promoter has no deployment of {MODEL!r} in production"
+    assert world.provider.proposals == [] and world.registry.writes == []

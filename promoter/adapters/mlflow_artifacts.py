@@ -54,14 +54,30 @@ def download_model(uri: str, destination: Path, tracking_uri: str | None) -> Pat
 
     destination.mkdir(parents=True, exist_ok=True)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination),
-                                                    tracking_uri=uri_tracking)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=_download_uri(uri, uri_tracking), dst_path=str(destination),
+            tracking_uri=uri_tracking)
     except MlflowException as exc:
         raise _translated(exc, uri, uri_tracking) from None
     except OSError as exc:
         raise TransientError(f"cannot download {uri} from {redact_uri(uri_tracking)}: "
                              f"{type(exc).__name__}") from None
     return Path(local)
+
+
+def _download_uri(uri: str, tracking_uri: str) -> str:
+    """Where a models:/ URI's files are, asked of the configured registry. MLflow resolves
+    models:/ inside download_artifacts with the process-wide registry URI instead of the one
+    passed in, so a process configured only through promoter.yaml would look elsewhere."""
+    found = _MODELS_URI.match(uri)
+    if found is None:
+        return uri
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    version = found["version"] or str(
+        client.get_model_version_by_alias(found["name"], found["alias"]).version)
+    return str(client.get_model_version_download_uri(found["name"], version))
 
 
 def _lineage(uri: str, tracking_uri: str) -> ModelLineage:

@@ -1,0 +1,125 @@
+"""One worker process running the REAL job handler on a case's state dir (a script, not a test).
+
+    python tests/pipeline_faults/crash_runner.py --config promoter.yaml --job-id N
+        [--kill-after STEP] [--kill-mid-upload] [--lease 2] [--backoff-base 0.2 --backoff-cap 1]
+
+It builds the handler with ``build_job_handler(settings, registry, progress=...)`` and a real
+``Worker`` on the state dir, then works the queue until job N is done or dead (or --deadline).
+
+--kill-after STEP   the progress callback SIGKILLs this process right after the pipeline reports
+                    STEP (resolve, policy, image, sign, render, merge request, write-back).
+--kill-mid-upload   uploads use small PATCH chunks; once the first chunk of a blob that needs
+                    several has been sent, the process SIGKILLs itself. Patched here, in this
+                    process only: production code carries no test hooks.
+
+Before killing itself the runner prints ``KILLED <what>`` so the test knows the crash really
+happened where it asked. The final job is printed as one JSON line: ``JOB {...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+UPLOAD_CHUNK_BYTES = 2048
+
+
+def die(what: str) -> None:
+    print(f"KILLED {what}", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def progress_killer(kill_after: str | None) -> Any:
+    def progress(step: str, outcome: str, detail: str = "") -> None:
+        print(f"STEP {step} {outcome} {detail}", flush=True)
+        if step == kill_after:
+            die(f"after {step}")
+
+    return progress
+
+
+def kill_in_the_middle_of_uploads() -> None:
+    """Small chunks, and a SIGKILL after the first PATCH of a blob that needs several."""
+    from promoter.adapters import oci, oci_upload
+
+    original_init = oci.RegistryClient.__init__
+    original_upload = oci_upload._upload_once
+    original_request = oci.RegistryClient.request
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.chunk_size = UPLOAD_CHUNK_BYTES
+        self.kill_after_patch = None
+
+    def upload_once(client: Any, repository: str, blob: Any) -> int:
+        if blob.size > 2 * client.chunk_size:
+            client.kill_after_patch = f"mid-upload of {blob.digest} ({blob.size} bytes)"
+        try:
+            return original_upload(client, repository, blob)
+        finally:
+            client.kill_after_patch = None
+
+    def request(self: Any, method: str, url: str, **kwargs: Any) -> Any:
+        response = original_request(self, method, url, **kwargs)
+        if method == "PATCH" and getattr(self, "kill_after_patch", None):
+            die(f"{self.kill_after_patch} after chunk {kwargs['headers']['Content-Range']}")
+        return response
+
+    oci.RegistryClient.__init__ = init  # type: ignore[method-assign]
+    oci.RegistryClient.request = request  # type: ignore[method-assign]
+    oci_upload._upload_once = upload_once
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--job-id", type=int, required=True)
+    parser.add_argument("--kill-after", default=None)
+    parser.add_argument("--kill-mid-upload", action="store_true")
+    parser.add_argument("--lease", type=float, default=2.0)
+    parser.add_argument("--backoff-base", type=float, default=0.2)
+    parser.add_argument("--backoff-cap", type=float, default=1.0)
+    parser.add_argument("--max-attempts", type=int, default=8)
+    parser.add_argument("--deadline", type=float, default=120.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    from promoter.core.jobs import TERMINAL_STATES, Backoff
+    from promoter.service import composition
+    from promoter.service.jobs_handler import build_job_handler
+    from promoter.service.queue import JobQueue
+    from promoter.service.worker import Worker
+    from promoter.settings import load_settings
+
+    if args.kill_mid_upload:
+        kill_in_the_middle_of_uploads()
+    settings = load_settings(args.config, environ=dict(os.environ))
+    handler = build_job_handler(settings, composition.registry(settings),
+                                progress=progress_killer(args.kill_after))
+    queue = JobQueue.open(settings.state_dir)
+    worker = Worker(queue, handler, worker_id=f"crash-runner-{os.getpid()}",
+                    lease_seconds=args.lease, max_attempts=args.max_attempts,
+                    backoff=Backoff(args.backoff_base, args.backoff_cap), poll_seconds=0.1)
+    stop_at = time.monotonic() + args.deadline
+    try:
+        job = queue.get(args.job_id)
+        while job.state not in TERMINAL_STATES and time.monotonic() < stop_at:
+            if not worker.run_once():
+                time.sleep(0.1)  # the lease of a killed worker has not expired yet, or backoff
+            job = queue.get(args.job_id)
+        print("JOB " + json.dumps(job.as_dict(), default=str), flush=True)
+    finally:
+        queue.close()
+    return 0 if job.state in TERMINAL_STATES else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

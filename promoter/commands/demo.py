@@ -1,0 +1,63 @@
+"""`promoter demo`: the whole promotion loop on embedded defaults, on this machine."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+
+
+def demo(
+    ctx: typer.Context,
+    stop: Annotated[bool, typer.Option("--stop", help="stop the demo's background services")
+                    ] = False,
+    output: str = OUTPUT_OPTION,
+) -> None:
+    """Start MLflow (sqlite), an OCI registry (docker-registry if installed, else an OCI
+    layout), a local git remote and `promoter serve`; log a small model, set its `production`
+    alias and show the job, the signed image and the merge request with its diff.
+
+    Everything lives under PROMOTER_STATE_DIR/demo and is reused by the next run; the services
+    keep running so `promoter mr approve|merge` can finish the loop. `--stop` ends them.
+    """
+    from promoter.demo import environment, flow
+
+    state_dir = state(ctx).settings().state_dir
+    if stop:
+        stopped = environment.stop(state_dir)
+        typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return
+    say = (lambda _text: None) if output == "json" else typer.echo
+    report = flow.run(state_dir, say)
+    if output == "json":
+        emit_json({"config": str(report.config), "model": report.model,
+                   "version": report.version, "job": report.job, "mr": report.mr,
+                   "image": report.image, "signature": report.signature, "diff": report.diff})
+        return
+    job, result = report.job, report.job.get("result") or {}
+    typer.echo(f"\njob {job['id']}: {job['state']} after {job['attempts']} attempt(s)"
+               + (f" — {job['reason']}" if job.get("reason") else ""))
+    if result:
+        typer.echo(f"  outcome {result.get('outcome')}, MLflow status "
+                   f"promoter.production.status={result.get('status')}")
+    typer.echo(f"image:     {report.image or 'not built'}")
+    typer.echo(f"signature: {report.signature or 'none'}")
+    if report.mr:
+        mr = report.mr
+        typer.echo(f"merge request !{mr['iid']}: {mr['title']} [{mr['state']}]")
+        typer.echo(f"  branch {mr['source_branch']} → {mr['target_branch']}, "
+                   f"head {str(mr['head_sha'])[:12]}, approvals required "
+                   f"{mr['approvals_required']}")
+        typer.echo("\n" + report.diff)
+        config = report.config
+        typer.echo("finish the loop:")
+        typer.echo(f"  promoter --config {config} mr approve {mr['iid']}")
+        typer.echo(f"  promoter --config {config} mr merge {mr['iid']}")
+        typer.echo(f"then MLflow shows promoter.production.status=merged on version "
+                   f"{report.version}. Stop the services with `promoter demo --stop`.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

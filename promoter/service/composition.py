@@ -54,15 +54,20 @@ def signer(settings: Settings) -> Signer | None:
     return cosign_signer(settings, password=password.reveal() if password else "")
 
 
-def pipeline(settings: Settings, registry: Registry, *,
-             progress: Progress | None = None) -> Pipeline:
+def ports(settings: Settings, registry: Registry) -> Ports:
+    """Every adapter the pipeline needs. Build once per process: loading the signing key runs
+    scrypt (deliberately slow) and the renderer compiles its templates."""
     from promoter.adapters.model_images import RegistryModelImages
 
     hooks = outcomes(settings, registry)
-    ports = Ports(registry=registry, provider=provider(settings, on_event=hooks),
-                  ledger=hooks.ledger, renderer=renderer(settings),
-                  images=RegistryModelImages(settings), signer=signer(settings))
-    return Pipeline(settings, ports, progress)
+    return Ports(registry=registry, provider=provider(settings, on_event=hooks),
+                 ledger=hooks.ledger, renderer=renderer(settings),
+                 images=RegistryModelImages(settings), signer=signer(settings))
+
+
+def pipeline(settings: Settings, registry: Registry, *,
+             progress: Progress | None = None) -> Pipeline:
+    return Pipeline(settings, ports(settings, registry), progress)
 
 
 def describe(settings: Settings) -> dict[str, Any]:

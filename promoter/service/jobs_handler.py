@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from promoter.core.pipeline import PromotionJob
+from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.errors import PermanentError, PolicyDenied, PromoterError, UserError
 
 if TYPE_CHECKING:
@@ -33,10 +33,12 @@ def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics |
     from promoter.service.audit import AuditTrail
 
     audit = AuditTrail(settings.state_dir)
+    built: list[Ports] = []  # made on the first job: a bad key fails that job, not serve
 
     def handle(job: Job, ctx: JobContext) -> dict[str, Any]:
-        timer = _StepTimer(metrics, progress)
-        pipeline = composition.pipeline(settings, registry, progress=timer)
+        if not built:
+            built.append(composition.ports(settings, registry))
+        pipeline = Pipeline(settings, built[0], _StepTimer(metrics, progress))
         key = job.key
         requested = None if key.version == ANY_VERSION else key.version
         try:

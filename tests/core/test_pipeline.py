@@ -17,7 +17,7 @@ import pytest
 
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.core.spec import intent_from_tags
-from promoter.errors import ConfigError, PermanentError, PolicyDenied
+from promoter.errors import ConfigError, PermanentError, PolicyDenied, TransientError
 from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult
 from promoter.ports.image import BuiltImage, SignatureInfo
 from promoter.ports.pipeline import DeployedState
@@ -45,6 +45,7 @@ class MemoryRegistry:
         self.stages: dict[str, dict[str, str]] = {}
         self.runs: dict[str, RunInfo] = {}
         self.writes: list[tuple[str, str, str, dict[str, str]]] = []
+        self.unreachable_writes = 0  # the next N write-backs fail as MLflow being down would
 
     def add(self, model: str, version: str, tags: Mapping[str, str] = INTENT_TAGS) -> None:
         run_id = f"run{version}"
@@ -100,6 +101,9 @@ class MemoryRegistry:
         return self.stage_versions(model).get(stage) if stage else None
 
     def write_back(self, model: str, version: str, env: str, values: Mapping[str, str]) -> None:
+        if self.unreachable_writes:
+            self.unreachable_writes -= 1
+            raise TransientError("MLflow is unreachable")
         unknown = set(values) - set(WRITE_BACK_FIELDS)
         if unknown:
             raise ValueError(f"unknown write-back fields {unknown}")
@@ -124,8 +128,12 @@ class MemoryProvider:
         self.commits: list[tuple[str, str]] = []   # (branch, version)
         self.mrs: list[MergeRequest] = []
         self.proposals: list[Proposal] = []
+        self.lost_answers = 0  # the next N proposals fail before anything is written
 
     def propose(self, proposal: Proposal) -> ProposalResult:
+        if self.lost_answers:
+            self.lost_answers -= 1
+            raise TransientError("the forge answered 502")
         self.proposals.append(proposal)
         target = self.branches[proposal.target_branch]
         wanted = {p: t for p, t in target.items() if not p.startswith(proposal.managed_prefixes)}
@@ -347,6 +355,33 @@ def test_rerun_after_the_alias_moved_builds_and_signs_the_new_version(world: Wor
     assert steps.results["image"]["version"] == "3"
     assert steps.results["signature"]["digest"] == second["image"].split("@")[1]
     assert second["outcome"] == "updated" and second["mr_iid"] == first["mr_iid"]
+
+
+def test_an_attempt_that_failed_at_the_forge_resumes_without_rebuilding(world: World) -> None:
+    steps = MemorySteps()
+    world.provider.lost_answers = 1
+    with pytest.raises(TransientError):
+        world.promote("2", steps=steps)
+    assert world.registry.writes == [] and world.provider.mrs == []
+    result = world.run(requested="2", steps=steps)
+    assert result["outcome"] == "created"
+    assert (len(world.images.calls), len(world.signer.signed)) == (1, 1)
+    assert len(world.provider.commits) == 1
+
+
+def test_an_attempt_that_failed_at_the_write_back_finishes_without_a_second_commit(
+        world: World) -> None:
+    steps = MemorySteps()
+    world.registry.unreachable_writes = 1
+    with pytest.raises(TransientError):
+        world.promote("2", steps=steps)
+    assert len(world.provider.open_mrs()) == 1 and world.ledger.rows == {}
+    result = world.run(requested="2", steps=steps)
+    assert (result["outcome"], result["status"]) == ("unchanged", "mr_opened")
+    assert len(world.provider.commits) == 1 and len(world.provider.open_mrs()) == 1
+    assert world.registry.tags(MODEL, "2")["promoter.production.mr_url"] == result["mr_url"]
+    assert world.ledger.get(MODEL, "production") is not None
+    assert len(world.images.calls) == 1
 
 
 def test_no_image_repository_skips_image_and_signature(world: World) -> None:

@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from promoter.core.jobs import DEAD, DONE, Job  # noqa: E402
 from promoter.demo import environment  # noqa: E402
+from promoter.service.queue import JobQueue  # noqa: E402
 
 ENV = "production"
 WARM_MODEL = "bench-warm"
@@ -101,12 +102,12 @@ def log_model(client: Any, tracking_uri: str, name: str, versions: int,
     return found
 
 
-def newest_job_id(queue: Any) -> int:
+def newest_job_id(queue: JobQueue) -> int:
     jobs = queue.list(limit=1)
     return jobs[0].id if jobs else 0
 
 
-def promote(client: Any, queue: Any, model: str, version: str, timeout: float) -> Sample:
+def promote(client: Any, queue: JobQueue, model: str, version: str, timeout: float) -> Sample:
     """Set the alias, then poll the job queue until this version's job is done."""
     after = newest_job_id(queue)
     started = time.time()
@@ -127,7 +128,7 @@ def promote(client: Any, queue: Any, model: str, version: str, timeout: float) -
     raise SystemExit(f"no finished job for {model} v{version} after {timeout:.0f} s")
 
 
-def _job(queue: Any, model: str, version: str, after: int) -> Job | None:
+def _job(queue: JobQueue, model: str, version: str, after: int) -> Job | None:
     for job in queue.list(limit=20):
         if job.id > after and job.key.model == model and job.key.version == version \
                 and job.key.env == ENV and job.key.action == "promote":
@@ -222,7 +223,6 @@ def main() -> None:
 
     from promoter.adapters.mlflow_registry import MlflowRegistry
     from promoter.commands.hooks import EVENTS
-    from promoter.service.queue import JobQueue
 
     state = Path(tempfile.mkdtemp(prefix="promoter-bench-e2e-"))
     print(f"state directory: {state}")

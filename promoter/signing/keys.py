@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import json
 import os
@@ -85,13 +84,7 @@ def _scrypt_key(kdf: dict[str, Any], password: str) -> bytes:
     n, r, p = int(params.get("N", 0)), int(params.get("r", 0)), int(params.get("p", 0))
     if kdf.get("name") != "scrypt" or n not in _SCRYPT_N or r != 8 or p != 1:
         raise CorruptKey(f"unsupported key derivation {kdf.get('name')!r} N={n} r={r} p={p}")
-    return _derive(password, base64.b64decode(kdf["salt"]), n, r, p)
-
-
-@functools.lru_cache(maxsize=8)
-def _derive(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    # scrypt is slow on purpose (~0.4 s at N=32768) and `promoter serve` loads the signing key
-    # for every job, which made it a third of a warm promotion: derive once per process.
+    salt = base64.b64decode(kdf["salt"])
     return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32,
                           maxmem=256 * 1024 * 1024)
 

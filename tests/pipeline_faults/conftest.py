@@ -12,14 +12,8 @@ from typing import Any
 import pytest
 
 from tests.fixtures.mlflow_server import MlflowServer
-from tests.pipeline_faults.harness import (
-    ENV,
-    INTENT_TAGS,
-    Case,
-    Registry,
-    new_case,
-    register_model,
-)
+from tests.fixtures.stack import make_standin
+from tests.pipeline_faults.harness import ENV, Case, Registry, new_case, register_model
 
 MODEL = "Crash Test Model"
 
@@ -67,8 +61,7 @@ def registry_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regis
 def stack(mlflow_server: MlflowServer, registry_service: Registry,
           tmp_path_factory: pytest.TempPathFactory) -> Stack:
     root = tmp_path_factory.mktemp("pipeline-faults")
-    version = register_model(mlflow_server.url, MODEL, root,
-                             tags={**INTENT_TAGS, "validation_status": "passed"})
+    version = register_model(mlflow_server.url, MODEL)
     return Stack(mlflow_server, registry_service.address, MODEL, version, root,
                  root / "reference" / "state" / "image-cache")
 
@@ -88,3 +81,30 @@ def reference(stack: Stack) -> Reference:
                for path in case.files(mr["source_branch"]))
     return Reference(case, job, case.files(mr["source_branch"]), mr["source_branch"],
                      case.commit_count("main"))
+
+
+@dataclass(frozen=True)
+class GitLabReference:
+    """A fault-free run against the GitLab stand-in: what every GitLab fault run must equal."""
+
+    job: dict[str, Any]
+    mr: dict[str, Any]
+    files: dict[str, str]
+    requests: list[tuple[str, str]]
+
+
+@pytest.fixture(scope="session")
+def gitlab_reference(stack: Stack, reference: Reference,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabReference]:
+    standin = make_standin(tmp_path_factory.mktemp("gitlab-reference"))
+    try:
+        case = stack.case("gitlab-reference", gitlab=standin)
+        job_id = case.enqueue(stack.model, stack.version)
+        assert case.run(job_id, label="run") == 0, case.log("run")
+        job = case.job(job_id)
+        assert job["state"] == "done" and job["attempts"] == 1, case.log("run")
+        [mr] = case.open_mrs()
+        assert mr["source_branch"] == reference.branch and standin.commits_created == 1
+        yield GitLabReference(job, mr, case.files(mr["source_branch"]), list(standin.requests))
+    finally:
+        standin.stop()

@@ -13,7 +13,8 @@ It builds the handler with ``build_job_handler(settings, registry, progress=...)
                     process only: production code carries no test hooks.
 
 Before killing itself the runner prints ``KILLED <what>`` so the test knows the crash really
-happened where it asked. The final job is printed as one JSON line: ``JOB {...}``.
+happened where it asked. Each failed attempt that will be retried prints ``RETRYING attempt N: <reason>``; the final
+job is printed as one JSON line: ``JOB {...}``.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def main() -> int:
             if not worker.run_once():
                 time.sleep(0.1)  # the lease of a killed worker has not expired yet, or backoff
             job = queue.get(args.job_id)
+            if job.state == "retrying":
+                print(f"RETRYING attempt {job.attempts}: {job.reason}", flush=True)
         print("JOB " + json.dumps(job.as_dict(), default=str), flush=True)
     finally:
         queue.close()

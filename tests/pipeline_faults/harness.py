@@ -7,38 +7,34 @@ server, the OCI registry and the registered model are shared, so the matrix stay
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from ruamel.yaml import YAML
 
 from tests.fixtures.mlflow_server import MlflowServer, free_port, server_environment, wait_for_http
-from tests.image.model import save_model
+from tests.fixtures.stack import (
+    GITLAB_TOKEN,
+    SIGNING_DATA,
+    CosignKeys,
+    mlflow_client,
+    promoter_environ,
+    register_model_version,
+    run_promoter,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("crash_runner.py")
-SIGNING_DATA = ROOT / "tests" / "signing" / "data"
-KEY, PUBLIC_KEY, KEY_PASSWORD = (SIGNING_DATA / "real-cosign-0.key",
-                                 SIGNING_DATA / "real-cosign-0.pub", "hello")
+KEYS = CosignKeys(SIGNING_DATA / "real-cosign-0.key", SIGNING_DATA / "real-cosign-0.pub", "hello")
 ENV = "production"
-NAMESPACE = "models-production"
-INTENT_TAGS = {
-    "deploy.owner.team": "risk", "deploy.owner.costCenter": "cc-1",
-    "deploy.runtime": "deployment", "deploy.resources.cpu": "250m",
-    "deploy.resources.memory": "512Mi", "deploy.scaling.minReplicas": "1",
-    "deploy.scaling.maxReplicas": "2",
-}
-GITLAB_TOKEN = "bot-token"
-TERMINAL = ("done", "dead")
 
 
 # --------------------------------------------------------------------------- registry
@@ -107,35 +103,12 @@ def restart_mlflow(server: MlflowServer, timeout: float = 120.0) -> MlflowServer
 
 
 # --------------------------------------------------------------------------- model
-def register_model(tracking_uri: str, name: str, workdir: Path, *,
-                   tags: dict[str, str]) -> str:
-    """Log the small sklearn model (tiny requirements) as a run's artifacts, register it and
-    tag the version; returns the version. Logged as plain artifacts so MLflow does not add
-    itself to requirements.txt (the dependency layer stays small)."""
-    from mlflow import MlflowClient
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    model_dir = workdir / "model"
-    if not model_dir.exists():
-        save_model(model_dir)
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    # Scoped global URI as well: some MLflow calls consult the process-wide registry URI.
-    with _use_tracking_uri(tracking_uri):
-        experiment = client.get_experiment_by_name("pipeline-faults")
-        experiment_id = (experiment.experiment_id if experiment
-                         else client.create_experiment("pipeline-faults"))
-        run = client.create_run(experiment_id)
-        client.log_artifacts(run.info.run_id, str(model_dir), "model")
-        client.log_metric(run.info.run_id, "accuracy", 0.93)
-        client.set_terminated(run.info.run_id)
-        if not client.search_registered_models(f"name = '{name}'"):
-            client.create_registered_model(name)
-        created = client.create_model_version(name, f"runs:/{run.info.run_id}/model",
-                                              run_id=run.info.run_id)
-        for key, value in tags.items():
-            client.set_model_version_tag(name, created.version, key, value)
-        client.set_registered_model_alias(name, ENV, created.version)
-    return str(created.version)
+def register_model(tracking_uri: str, name: str, **tags: str) -> str:
+    """A new version of the small model (stack.DEPLOY_TAGS plus ``tags``), with the
+    production alias pointing at it; returns the version."""
+    version = register_model_version(tracking_uri, name, tags=tags)
+    mlflow_client(tracking_uri).set_registered_model_alias(name, ENV, version)
+    return version
 
 
 # --------------------------------------------------------------------------- cases
@@ -188,10 +161,7 @@ class Case:
 
     # -- the runner ------------------------------------------------------------------------
     def runner(self, job_id: int, *args: str, label: str) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PROMOTER_", "MLFLOW_", "COSIGN_"))}
-        env.update(self.environ, COSIGN_PASSWORD=KEY_PASSWORD, PYTHONPATH=str(ROOT),
-                   PROMOTER_CONFIG=str(self.config))
+        env = promoter_environ(keys=KEYS, PYTHONPATH=str(ROOT), PROMOTER_CONFIG=str(self.config))
         out = (self.directory / f"{label}.log").open("wb")
         try:
             return subprocess.Popen([sys.executable, str(RUNNER), "--config", str(self.config),
@@ -244,71 +214,37 @@ class Case:
         return {name: self.git("show", f"{ref}:{name}") for name in names}
 
 
-def write_config(directory: Path, *, mlflow_url: str, repository: str,
-                 gitlab_url: str | None = None, gitlab_wait: float = 60) -> Path:
-    git: dict[str, Any] = {"provider": "local", "target_branch": "main"}
-    if gitlab_url:
-        git = {"provider": "gitlab", "target_branch": "main",
-               "gitlab": {"url": gitlab_url, "project": "group/gitops", "timeout_seconds": 2,
-                          "max_retry_wait_seconds": gitlab_wait}}
-    config = {
-        "apiVersion": "promoter.dev/v1alpha1", "kind": "PromoterConfig",
-        "state_dir": str(directory / "state"),
-        "mlflow": {"tracking_uri": mlflow_url},
-        "environments": {ENV: {"trigger": {"alias": ENV}, "namespace": NAMESPACE,
-                               "approvals": 1}},
-        "image": {"repository": repository, "signing_key": str(KEY),
-                  "verification_key": str(PUBLIC_KEY)},
-        "git": git,
-        "policy": {"required_tags": {"validation_status": "passed"}},
-    }
-    path = directory / "promoter.yaml"
-    with path.open("w") as handle:
-        YAML(typ="safe", pure=True).dump(config, handle)
-    return path
-
-
 def new_case(directory: Path, *, mlflow_url: str, repository: str, gitlab: Any = None,
              gitlab_wait: float = 60, image_cache: Path | None = None) -> Case:
-    """A fresh case directory; ``image_cache`` (a warm state dir's) spares a pip download."""
-    directory.mkdir(parents=True, exist_ok=True)
-    config = write_config(directory, mlflow_url=mlflow_url, repository=repository,
-                          gitlab_url=gitlab.base_url if gitlab else None,
-                          gitlab_wait=gitlab_wait)
+    """A fresh case directory (production only, signing on, images into ``repository``);
+    ``image_cache`` (a warm state dir's) spares the dependency layer's pip download."""
     state_dir = directory / "state"
-    state_dir.mkdir(exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {"image": {"repository": repository}}
+    if gitlab is not None:  # short timeouts: lost responses are noticed quickly
+        extra["git"] = {"gitlab": {"timeout_seconds": 2, "max_retry_wait_seconds": gitlab_wait}}
+    config = write_config(
+        directory / "promoter.yaml", state_dir=state_dir, mlflow_url=mlflow_url, keys=KEYS,
+        provider="gitlab" if gitlab else "local",
+        gitlab_url=gitlab.base_url if gitlab else None, extra=extra,
+        environments={ENV: {"trigger": {"alias": ENV}, "namespace": f"models-{ENV}",
+                            "approvals": 1}})
     if image_cache is not None and image_cache.exists():
         shutil.copytree(image_cache, state_dir / "image-cache", dirs_exist_ok=True)
     environ = {"PROMOTER_GITLAB_TOKEN": GITLAB_TOKEN} if gitlab else {}
     return Case(directory, config, state_dir, repository, gitlab, environ)
 
 
-def verify_signature(reference: str) -> subprocess.CompletedProcess[str]:
-    """`promoter image verify REF@DIGEST --key cosign.pub` as a user runs it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMOTER_", "COSIGN_"))}
-    return subprocess.run([sys.executable, "-m", "promoter", "image", "verify", reference,
-                           "--key", str(PUBLIC_KEY), "--output", "json"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+def verify_signature(case: Case, reference: str) -> Any:
+    """What `promoter image verify REF@DIGEST --key cosign.pub` checks, in-process; raises
+    (UnsignedImage, SignedByOtherKey, …) unless a valid signature over this digest exists."""
+    from promoter.signing.wiring import cosign_signer
+
+    return cosign_signer(case.settings(), public_key=KEYS.public,
+                         password=KEYS.password).verify(reference)
 
 
-def cli(case: Case, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMOTER_", "COSIGN_"))}
-    env.update(case.environ, PROMOTER_CONFIG=str(case.config))
-    return subprocess.run([sys.executable, "-m", "promoter", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
-def version_tags(server_url: str, model: str, version: str) -> dict[str, str]:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=server_url, registry_uri=server_url)
-    return dict(client.get_model_version(model, version).tags)
-
-
-def read_json_lines(text: str) -> Iterator[dict[str, Any]]:
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+def jobs_show(case: Case, job_id: int) -> subprocess.CompletedProcess[str]:
+    """`promoter jobs show ID` as an operator runs it against the case's state dir."""
+    return run_promoter("jobs", "show", str(job_id), env=promoter_environ(keys=KEYS),
+                        config=case.config, timeout=120)

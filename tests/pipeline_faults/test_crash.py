@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gitlab.conftest import make_standin
+from tests.fixtures.stack import make_standin, version_tags
 from tests.gitlab.standin.server import StandIn
 from tests.pipeline_faults.conftest import Reference, Stack
-from tests.pipeline_faults.harness import ENV, Case, verify_signature, version_tags
+from tests.pipeline_faults.harness import ENV, Case, verify_signature
 
 pytestmark = pytest.mark.e2e
 
@@ -58,8 +58,8 @@ def assert_same_end_state(case: Case, reference: Reference, job: dict,
     assert job["result"]["status"] == "mr_opened"
     image = job["result"]["image"]
     assert image and "@sha256:" in image and image in "".join(got.values())
-    verified = verify_signature(image)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    verified = verify_signature(case, image)
+    assert verified.digest == image.split("@", 1)[1] and verified.formats
 
 
 @pytest.mark.parametrize("step", STEPS)

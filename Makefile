@@ -29,10 +29,10 @@ install-test: install-system install-js
 demo: install-system install
 	$(PYTHON) -m promoter demo
 
+# ruff first so pytest's summary is the run's last line; import-linter runs inside pytest.
 test: install-test
-	$(PYTHON) -m pytest
 	$(PYTHON) -m ruff check promoter tests benchmarks
-	lint-imports
+	$(PYTHON) -m pytest
 
 lint:
 	$(PYTHON) -m ruff check promoter tests benchmarks

@@ -8,7 +8,9 @@ where absence is an answer), 429/5xx/connection failures → retried, then Trans
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ssl
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import certifi
 import httpx
 
 from promoter.adapters.oci_auth import Credentials, RegistryAuth
@@ -60,7 +63,7 @@ class RegistryClient:
         self.bytes_uploaded = 0
         self._http = httpx.Client(base_url=self.base_url, auth=RegistryAuth(registry, credentials),
                                   timeout=httpx.Timeout(timeout, connect=10.0),
-                                  follow_redirects=True)
+                                  follow_redirects=True, verify=_tls_context())
 
     def close(self) -> None:
         self._http.close()
@@ -224,6 +227,13 @@ class RegistryClient:
 class _ClientSettings(Protocol):
     insecure_registries: list[str]
     auth_file: Path | None
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: building one loads the whole CA bundle, which
+    cost a warm promotion ~20 % of its time when every registry client made its own."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def client_for(registry: str, settings: _ClientSettings) -> RegistryClient:

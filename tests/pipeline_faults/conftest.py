@@ -13,7 +13,14 @@ import pytest
 
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.stack import make_standin
-from tests.pipeline_faults.harness import ENV, Case, Registry, new_case, register_model
+from tests.pipeline_faults.harness import (
+    ENV,
+    Case,
+    Launcher,
+    Registry,
+    new_case,
+    register_model,
+)
 
 MODEL = "Crash Test Model"
 
@@ -26,6 +33,7 @@ class Stack:
     version: str
     root: Path
     warm_cache: Path                     # a state dir's image-cache with the dependency layer
+    launcher: Launcher
 
     def repository(self, prefix: str = "faults") -> str:
         return f"{self.registry}/{prefix}/{{name}}"
@@ -33,7 +41,7 @@ class Stack:
     def case(self, name: str, *, prefix: str = "faults", **options: Any) -> Case:
         options.setdefault("mlflow_url", self.mlflow.url)
         return new_case(self.root / name, repository=self.repository(prefix),
-                        image_cache=self.warm_cache, **options)
+                        image_cache=self.warm_cache, launcher=self.launcher, **options)
 
 
 @dataclass(frozen=True)
@@ -58,12 +66,21 @@ def registry_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regis
 
 
 @pytest.fixture(scope="session")
-def stack(mlflow_server: MlflowServer, registry_service: Registry,
+def launcher() -> Iterator[Launcher]:
+    started = Launcher()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(mlflow_server: MlflowServer, registry_service: Registry, launcher: Launcher,
           tmp_path_factory: pytest.TempPathFactory) -> Stack:
     root = tmp_path_factory.mktemp("pipeline-faults")
     version = register_model(mlflow_server.url, MODEL)
     return Stack(mlflow_server, registry_service.address, MODEL, version, root,
-                 root / "reference" / "state" / "image-cache")
+                 root / "reference" / "state" / "image-cache", launcher)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,15 @@ It builds the handler with ``build_job_handler(settings, registry, progress=...)
                     process only: production code carries no test hooks.
 
 Before killing itself the runner prints ``KILLED <what>`` so the test knows the crash really
-happened where it asked. Each failed attempt that will be retried prints ``RETRYING attempt N: <reason>``; the final
+happened where it asked.     python tests/pipeline_faults/crash_runner.py --serve-forks
+
+imports all of that once, then forks one runner per JSON request on stdin
+({"argv": [...], "env": {...}, "cwd": DIR, "log": FILE}) and answers {"pid": N} at once and
+{"pid": N, "returncode": RC} when it ends. Each runner is still its own process that the
+test may SIGKILL; the fork only spares the ~4 s of imports per start, which add up over the
+crash matrix (two starts per case).
+
+Each failed attempt that will be retried prints ``RETRYING attempt N: <reason>``; the final
 job is printed as one JSON line: ``JOB {...}``.
 """
 
@@ -78,7 +86,52 @@ def kill_in_the_middle_of_uploads() -> None:
     oci_upload._upload_once = upload_once
 
 
-def main() -> int:
+def serve_forks() -> int:
+    """Import once, then fork a runner per request line (see the module docstring)."""
+    import traceback
+
+    # Everything a runner imports, so a forked child starts at once. No thread runs yet
+    # (fork-safe): the children create every client, connection and thread themselves.
+    import mlflow.artifacts  # noqa: F401
+
+    import promoter.adapters.gitlab
+    import promoter.adapters.localgit
+    import promoter.adapters.mlflow_artifacts
+    import promoter.adapters.mlflow_registry
+    import promoter.adapters.model_images
+    import promoter.service.jobs_handler
+    import promoter.service.queue
+    import promoter.service.worker
+    import promoter.signing.wiring  # noqa: F401
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:  # the runner
+            code = 3
+            try:
+                os.chdir(request["cwd"])
+                os.environ.clear()
+                os.environ.update(request["env"])
+                log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                code = main(request["argv"])
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        print(json.dumps({"pid": pid}), flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}),
+              flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--job-id", type=int, required=True)
@@ -89,7 +142,7 @@ def main() -> int:
     parser.add_argument("--backoff-cap", type=float, default=1.0)
     parser.add_argument("--max-attempts", type=int, default=8)
     parser.add_argument("--deadline", type=float, default=120.0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -125,4 +178,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve_forks() if sys.argv[1:] == ["--serve-forks"] else main())

@@ -7,8 +7,12 @@ server, the OCI registry and the registered model are shared, so the matrix stay
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -102,6 +106,76 @@ def restart_mlflow(server: MlflowServer, timeout: float = 120.0) -> MlflowServer
     return again
 
 
+# --------------------------------------------------------------------------- runners
+class Forked:
+    """A runner forked by the Launcher: its own process (kill it like any other)."""
+
+    def __init__(self, launcher: Launcher, pid: int) -> None:
+        self.launcher = launcher
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float) -> int:
+        if self.returncode is None:
+            answer = self.launcher.answer(timeout)
+            if answer is None:
+                raise subprocess.TimeoutExpired(f"runner {self.pid}", timeout)
+            assert answer["pid"] == self.pid, answer
+            self.returncode = int(answer["returncode"])
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+class Launcher:
+    """One `crash_runner.py --serve-forks` process for the session: it imports promoter and
+    MLflow once and forks each runner, so the matrix does not pay ~4 s of imports per start."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(RUNNER), "--serve-forks"], cwd=ROOT,
+            env=promoter_environ(PYTHONPATH=str(ROOT)), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE)
+        self._pending = b""
+
+    def start(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Forked:
+        assert self.process.stdin is not None
+        request = {"argv": argv, "env": env, "cwd": str(cwd), "log": str(log)}
+        self.process.stdin.write((json.dumps(request) + "\n").encode())
+        self.process.stdin.flush()
+        answer = self.answer(60)
+        assert answer is not None and "returncode" not in answer, answer
+        return Forked(self, int(answer["pid"]))
+
+    def answer(self, timeout: float) -> dict[str, Any] | None:
+        """The launcher's next answer line, or None after ``timeout`` seconds."""
+        assert self.process.stdout is not None
+        descriptor = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([descriptor], [], [], left)[0]:
+                return None
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                raise RuntimeError("the runner launcher exited")
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return dict(json.loads(line))
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 # --------------------------------------------------------------------------- model
 def register_model(tracking_uri: str, name: str, **tags: str) -> str:
     """A new version of the small model (stack.DEPLOY_TAGS plus ``tags``), with the
@@ -122,6 +196,7 @@ class Case:
     repository: str                      # image repository, {name} filled in by promoter
     gitlab: Any = None                   # the stand-in, for GitLab cases
     environ: dict[str, str] = field(default_factory=dict)
+    launcher: Launcher | None = None     # fork runners from here (else start them afresh)
 
     def settings(self) -> Any:
         from promoter.settings import load_settings
@@ -160,16 +235,15 @@ class Case:
             time.sleep(0.2)
 
     # -- the runner ------------------------------------------------------------------------
-    def runner(self, job_id: int, *args: str, label: str) -> subprocess.Popen[bytes]:
+    def runner(self, job_id: int, *args: str, label: str) -> Forked | subprocess.Popen[bytes]:
+        argv = ["--config", str(self.config), "--job-id", str(job_id), *args]
         env = promoter_environ(keys=KEYS, PYTHONPATH=str(ROOT), PROMOTER_CONFIG=str(self.config))
-        out = (self.directory / f"{label}.log").open("wb")
-        try:
-            return subprocess.Popen([sys.executable, str(RUNNER), "--config", str(self.config),
-                                     "--job-id", str(job_id), *args], cwd=self.directory,
-                                    env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
-        finally:
-            out.close()
+        log = self.directory / f"{label}.log"
+        if self.launcher is not None:
+            return self.launcher.start(argv, env, self.directory, log)
+        with log.open("wb") as out:
+            return subprocess.Popen([sys.executable, str(RUNNER), *argv], cwd=self.directory,
+                                    env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def run(self, job_id: int, *args: str, label: str, timeout: float = 120) -> int:
         process = self.runner(job_id, *args, label=label)
@@ -177,7 +251,7 @@ class Case:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            process.wait(timeout=30)
             raise AssertionError(f"runner {label} did not finish:\n{self.log(label)}") from None
 
     def log(self, label: str) -> str:
@@ -215,7 +289,8 @@ class Case:
 
 
 def new_case(directory: Path, *, mlflow_url: str, repository: str, gitlab: Any = None,
-             gitlab_wait: float = 60, image_cache: Path | None = None) -> Case:
+             gitlab_wait: float = 60, image_cache: Path | None = None,
+             launcher: Launcher | None = None) -> Case:
     """A fresh case directory (production only, signing on, images into ``repository``);
     ``image_cache`` (a warm state dir's) spares the dependency layer's pip download."""
     state_dir = directory / "state"
@@ -232,7 +307,7 @@ def new_case(directory: Path, *, mlflow_url: str, repository: str, gitlab: Any =
     if image_cache is not None and image_cache.exists():
         shutil.copytree(image_cache, state_dir / "image-cache", dirs_exist_ok=True)
     environ = {"PROMOTER_GITLAB_TOKEN": GITLAB_TOKEN} if gitlab else {}
-    return Case(directory, config, state_dir, repository, gitlab, environ)
+    return Case(directory, config, state_dir, repository, gitlab, environ, launcher)
 
 
 def verify_signature(case: Case, reference: str) -> Any:

@@ -167,7 +167,7 @@ def finish(case: Case, job_id: int, process: Any) -> dict[str, Any]:
         code = process.wait(timeout=180)
     except Exception:
         process.kill()
-        process.wait()
+        process.wait(timeout=30)
         raise
     job = case.job(job_id)
     assert code == 0 and job["state"] == "done", case.log("run")
@@ -196,7 +196,8 @@ def test_mlflow_down_for_30_seconds(stack: Stack, reference: Reference, tmp_path
     mlflow = private_mlflow()
     version = register_model(mlflow.url, stack.model)
     case = new_case(tmp_path / "case", mlflow_url=mlflow.url,
-                    repository=stack.repository("mlflow-outage"), image_cache=stack.warm_cache)
+                    repository=stack.repository("mlflow-outage"), image_cache=stack.warm_cache,
+                    launcher=stack.launcher)
     job_id = case.enqueue(stack.model, version)
 
     mlflow.stop()
@@ -221,7 +222,7 @@ def test_registry_down_then_back(stack: Stack, reference: Reference, tmp_path: P
     try:
         case = new_case(tmp_path / "case", mlflow_url=stack.mlflow.url,
                         repository=f"{registry.address}/models/{{name}}",
-                        image_cache=stack.warm_cache)
+                        image_cache=stack.warm_cache, launcher=stack.launcher)
         job_id = case.enqueue(stack.model, stack.version)
         registry.stop()
         process = case.runner(job_id, *RETRYING_RUNNER, label="run")

@@ -106,7 +106,9 @@ class LocalRepo:
             self.git("read-tree", base, env=env)
             for action in actions:
                 if action.kind == "delete":
-                    self.git("update-index", "--force-remove", "--", action.path, env=env)
+                    # Mode 0 removes the entry; --force-remove would need a work tree.
+                    self.git("update-index", "--index-info", env=env,
+                             input=f"0 {'0' * 40}\t{action.path}\n".encode())
                     continue
                 blob = self.git("hash-object", "-w", "--stdin",
                                 input=(action.content or "").encode()).strip()

@@ -1,0 +1,219 @@
+"""Rollback, decommission and `promoter promote` through the embedded local git provider: a real
+mlflow server, real webhooks into `promoter serve`, a real bare git remote, `promoter mr`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter import cli
+from tests.fixtures.mlflow_server import MlflowServer
+from tests.fixtures.stack import (
+    CosignKeys,
+    ServeProcess,
+    all_settled,
+    mlflow_client,
+    mlflow_webhook,
+    promoter_environ,
+    queue_jobs,
+    register_model_version,
+    start_serve,
+    version_tags,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.e2e
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@dataclass
+class LocalStack:
+    mlflow: MlflowServer
+    serve: ServeProcess
+    config: Path
+    state_dir: Path
+
+    @property
+    def remote(self) -> Path:
+        return self.state_dir / "gitops.git"  # the local provider's bare remote
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", *args], cwd=self.remote, capture_output=True, text=True,
+                              check=False, timeout=30).stdout
+
+    def model_version_on(self, ref: str, name: str, env: str) -> str | None:
+        text = self.git("show", f"{ref}:manifests/{name}/overlays/{env}/kustomization.yaml")
+        for line in text.splitlines():
+            if "promoter.dev/model-version:" in line:
+                return line.split(":", 1)[1].strip().strip('"')
+        return None
+
+    def paths(self, ref: str, name: str) -> set[str]:
+        return set(self.git("ls-tree", "-r", "--name-only", ref, "--",
+                            f"manifests/{name}").split())
+
+
+@pytest.fixture(scope="module")
+def local(mlflow_server: MlflowServer,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """`promoter serve` with the local provider; no image repository, so jobs are quick."""
+    root = tmp_path_factory.mktemp("local-stack")
+    config = write_config(root / "promoter.yaml", state_dir=root / "state",
+                          mlflow_url=mlflow_server.url)
+    serve = start_serve(config, promoter_environ(), root / "serve.log")
+    try:
+        with mlflow_webhook(mlflow_server.url, f"{serve.url}/webhooks/mlflow"):
+            yield LocalStack(mlflow_server, serve, config, root / "state")
+    finally:
+        serve.stop()
+
+
+@pytest.fixture
+def promoter(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """`promoter ARGS` in-process, with the process environment a user's shell would have."""
+    for variable in [v for v in __import__("os").environ if v.startswith(("PROMOTER_",
+                                                                          "MLFLOW_"))]:
+        monkeypatch.delenv(variable)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            cli.main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        else:  # pragma: no cover - main always exits
+            code = 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def settle(local: LocalStack, model: str, count: int) -> list[Any]:
+    """Wait until the model has at least ``count`` jobs and all of them are done."""
+    def probe() -> list[Any] | None:
+        jobs = queue_jobs(local.state_dir, model)
+        failing = [job for job in jobs if job.state == "dead"
+                   or (job.state == "retrying" and job.attempts >= 3)]
+        assert not failing, f"job {failing[0].id} {failing[0].state}: {failing[0].reason}"
+        return jobs if len(jobs) >= count and all_settled(jobs) else None
+
+    return wait_for(probe, 90, f"{count} settled jobs of {model}", log=local.serve.log)
+
+
+def open_mrs(promoter: Cli, local: LocalStack, model: str) -> list[dict[str, Any]]:
+    code, out, err = promoter("--config", str(local.config), "mr", "list", "--output", "json")
+    assert code == 0, err
+    return [mr for mr in json.loads(out) if mr["source_branch"].startswith(f"promote/{model}/")]
+
+
+def test_moving_the_alias_back_updates_the_mr_to_the_older_version(
+        local: LocalStack, promoter: Cli) -> None:
+    model, url = "rollback-model", local.mlflow.url
+    first, second = (register_model_version(url, model) for _ in range(2))
+    client = mlflow_client(url)
+    client.set_registered_model_alias(model, "production", first)
+    settle(local, model, 1)
+    [mr] = open_mrs(promoter, local, model)
+    branch = mr["source_branch"]
+    assert local.model_version_on(branch, model, "production") == first
+
+    client.set_registered_model_alias(model, "production", second)
+    settle(local, model, 2)
+    assert local.model_version_on(branch, model, "production") == second
+    client.set_registered_model_alias(model, "production", first)  # the rollback
+    jobs = settle(local, model, 3)
+
+    assert [m["iid"] for m in open_mrs(promoter, local, model)] == [mr["iid"]]  # same MR
+    assert local.model_version_on(branch, model, "production") == first
+    assert int(local.git("rev-list", "--count", f"main..{branch}")) == 1
+    newest = max(jobs, key=lambda job: job.id)
+    assert newest.result["version"] == first and newest.result["outcome"] == "updated"
+    assert version_tags(url, model, first)["promoter.production.status"] == "mr_opened"
+    code, out, _ = promoter("--config", str(local.config), "mr", "show", str(mr["iid"]))
+    assert code == 0 and f"version {first}" in out
+
+
+def merge(promoter: Cli, local: LocalStack, iid: int) -> None:
+    for verb in ("approve", "merge"):
+        code, out, err = promoter("--config", str(local.config), "mr", verb, str(iid),
+                                  "--user", "alice")
+        assert code == 0, out + err
+
+
+def test_deleting_aliases_decommissions_the_overlay_then_the_base(
+        local: LocalStack, promoter: Cli) -> None:
+    model, url = "decom-model", local.mlflow.url
+    version = register_model_version(url, model)
+    client = mlflow_client(url)
+    for env in ("staging", "production"):
+        client.set_registered_model_alias(model, env, version)
+    settle(local, model, 2)
+    for mr in open_mrs(promoter, local, model):
+        merge(promoter, local, mr["iid"])
+    base, staging, production = (f"manifests/{model}/{part}/" for part in
+                                 ("base", "overlays/staging", "overlays/production"))
+    on_main = local.paths("main", model)
+    assert all(any(p.startswith(d) for p in on_main) for d in (base, staging, production))
+    assert version_tags(url, model, version)["promoter.production.status"] == "merged"
+
+    client.delete_registered_model_alias(model, "production")
+    settle(local, model, 3)
+    [mr] = open_mrs(promoter, local, model)
+    assert "Decommission" in mr["title"] and mr["source_branch"].endswith("/production")
+    left = local.paths(mr["source_branch"], model)
+    assert not any(p.startswith(production) for p in left)
+    assert any(p.startswith(base) for p in left) and any(p.startswith(staging) for p in left)
+    tags = version_tags(url, model, version)
+    assert tags["promoter.production.status"] == "decommissioning"
+    merge(promoter, local, mr["iid"])
+    assert version_tags(url, model, version)["promoter.staging.status"] == "merged"
+
+    client.delete_registered_model_alias(model, "staging")  # no environment remains
+    settle(local, model, 4)
+    [mr] = open_mrs(promoter, local, model)
+    assert mr["source_branch"].endswith("/staging")
+    assert local.paths(mr["source_branch"], model) == set()  # overlay and base removed
+    merge(promoter, local, mr["iid"])
+    assert local.paths("main", model) == set()
+    assert open_mrs(promoter, local, model) == []
+
+
+def test_promote_prints_each_step_and_ends_in_an_mr(
+        mlflow_server: MlflowServer, stack_registry: str, cosign_keys: CosignKeys,
+        promoter: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The synchronous path: no serve, the CLI works the job itself and reports every step."""
+    model, url = "promote-cli-model", mlflow_server.url
+    version = register_model_version(url, model)
+    mlflow_client(url).set_registered_model_alias(model, "staging", version)
+    config = write_config(tmp_path / "promoter.yaml", state_dir=tmp_path / "state",
+                          mlflow_url=url, registry=stack_registry, keys=cosign_keys)
+    monkeypatch.setenv("COSIGN_PASSWORD", cosign_keys.password)
+    code, out, err = promoter("--config", str(config), "promote", model, "--version", version,
+                              "--env", "staging")
+    assert code == 0, out + err
+    for step in ("resolve", "policy", "image", "sign", "render", "merge request",
+                 "write-back"):
+        assert f" {step} " in out, out
+    assert "done: created" in out and f"version {version}" in out
+    assert "merge request: " in out and "signature: signed" in out
+    assert "@sha256:" in out
+    tags = version_tags(url, model, version)
+    assert tags["promoter.staging.status"] == "mr_opened"
+    assert tags["promoter.staging.image"].split("@")[0].endswith(f"/models/{model}")
+    # Promoting the same version again finds the finished job instead of redoing it.
+    code, out, err = promoter("--config", str(config), "promote", model, "--version", version,
+                              "--env", "staging")
+    assert code == 0 and "existing job, done" in out, out + err
+    # A version the alias does not point at is not deployed: the job deploys what it points at.
+    other = register_model_version(url, model)
+    code, out, _ = promoter("--config", str(config), "promote", model, "--version", other,
+                            "--env", "staging")
+    assert code == 0 and f"version {version}" in out and "unchanged" in out

@@ -271,11 +271,11 @@ class Case:
             return [{"iid": mr.iid, "source_branch": mr.source_branch, "title": mr.title,
                      "description": mr.description}
                     for mr in self.gitlab.project.mrs.values() if mr.state == "opened"]
-        from promoter.service import composition
+        from promoter.adapters import localgit
 
         return [{"iid": mr.iid, "source_branch": mr.source_branch, "title": mr.title,
                  "description": mr.description}
-                for mr in composition.provider(self.settings()).list_mrs("opened")]
+                for mr in localgit.from_settings(self.settings()).list_mrs("opened")]
 
     def commits_ahead(self, branch: str, target: str = "main") -> int:
         return int(self.git("rev-list", "--count", f"{target}..{branch}").strip())

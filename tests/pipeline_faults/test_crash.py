@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
     server.stop()
 
 
-def crash_then_finish(case: Case, stack: Stack, *crash_args: str, killed: str) -> dict:
+def crash_then_finish(case: Case, stack: Stack, *crash_args: str, killed: str) -> dict[str, Any]:
     job_id = case.enqueue(stack.model, stack.version)
     code = case.run(job_id, *crash_args, label="crashed")
     assert code == -signal.SIGKILL, case.log("crashed")
@@ -44,7 +45,7 @@ def crash_then_finish(case: Case, stack: Stack, *crash_args: str, killed: str) -
     return job
 
 
-def assert_same_end_state(case: Case, reference: Reference, job: dict,
+def assert_same_end_state(case: Case, reference: Reference, job: dict[str, Any],
                           expected_files: dict[str, str] | None = None) -> None:
     [mr] = case.open_mrs()  # exactly one open MR for the key
     assert mr["source_branch"] == reference.branch

@@ -114,7 +114,7 @@ def forbid(standin: StandIn, method: str, path: str) -> None:
             return 403, {"Content-Type": "application/json"}, b'{"message":"403 Forbidden"}'
         return handle(verb, raw, headers, body)
 
-    standin.handle = forbidding  # type: ignore[method-assign]
+    standin.handle = forbidding  # type: ignore[method-assign,assignment]
 
 
 def test_gitlab_403_parks_the_job_dead_with_its_reason(stack: Stack, standin: StandIn) -> None:

@@ -13,14 +13,8 @@ import pytest
 
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.stack import make_standin
-from tests.pipeline_faults.harness import (
-    ENV,
-    Case,
-    Launcher,
-    Registry,
-    new_case,
-    register_model,
-)
+from tests.pipeline_faults.harness import ENV, Case, Registry, new_case, register_model
+from tests.pipeline_faults.launcher import Launcher
 
 MODEL = "Crash Test Model"
 

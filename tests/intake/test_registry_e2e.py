@@ -67,9 +67,13 @@ def test_write_back_tags_and_error_mapping(mlflow_server: MlflowServer) -> None:
 
 def test_the_job_resolves_what_the_alias_points_at_now(mlflow_server: MlflowServer,
                                                         tmp_path: Path) -> None:
+    from promoter.adapters import localgit
+    from promoter.core.mr_text import escape
+    from tests.fixtures.stack import DEPLOY_TAGS
+
     client = mlflow_server.client()
-    first = create_version(client, "handler-model", tags={"deploy.resources.gpu.count": "1"})
-    second = create_version(client, "handler-model", auc=0.95)
+    first = create_version(client, "handler-model", tags=DEPLOY_TAGS)
+    second = create_version(client, "handler-model", auc=0.95, tags=DEPLOY_TAGS)
     client.set_registered_model_alias("handler-model", "staging", first)
     settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
     registry = MlflowRegistry(mlflow_server.url)
@@ -81,14 +85,17 @@ def test_the_job_resolves_what_the_alias_points_at_now(mlflow_server: MlflowServ
         assert worker.run_once()
         done = queue.get(job.id)
         assert done.state == "done", done.reason
-        assert done.result["resolved_version"] == second
-        step = queue.steps(job.id)["registry"]
-        assert step["model_version"]["version"] == second
-        assert step["run"]["metrics"]["auc"] == pytest.approx(0.95)
-        assert step["git_commit"] == GIT_COMMIT
-        assert step["signature"]["schema"]["outputs"]
+        assert (done.result["requested_version"], done.result["version"]) == (first, second)
+        assert done.result["outcome"] == "created"
+        assert queue.steps(job.id)["policy"]["version"] == second
+        # The MR is written from the registry's facts about the version it deploys.
+        mr = localgit.from_settings(settings).get(done.result["mr_iid"])
+        assert f"version {second}" in mr.title
+        assert f"| auc | {escape('0.95')} |" in mr.description
         tags = client.get_model_version("handler-model", second).tags
-        assert tags["promoter.staging.status"] == "received"
+        assert tags["promoter.staging.status"] == "mr_opened"
+        assert "promoter.staging.status" not in client.get_model_version(
+            "handler-model", first).tags
     finally:
         queue.close()
 

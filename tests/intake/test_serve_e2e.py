@@ -20,6 +20,7 @@ import pytest
 
 from promoter.service.verify import sign_mlflow
 from tests.fixtures.mlflow_server import MlflowServer, free_port, tail, wait_for_http
+from tests.fixtures.stack import DEPLOY_TAGS
 from tests.intake.models import create_version
 
 pytestmark = pytest.mark.e2e
@@ -99,8 +100,8 @@ def test_hooks_register_is_idempotent(service: Service) -> None:
 def test_alias_changes_in_mlflow_become_jobs(service: Service,
                                              mlflow_server: MlflowServer) -> None:
     client = mlflow_server.client()
-    v1 = create_version(client, MODEL)
-    create_version(client, MODEL)
+    v1 = create_version(client, MODEL, tags=DEPLOY_TAGS)  # a complete deployment intent
+    create_version(client, MODEL, tags=DEPLOY_TAGS)
     time.sleep(1.5)  # the server caches its webhook list for MLFLOW_WEBHOOK_CACHE_TTL=1 s
     client.set_registered_model_alias(MODEL, "production", v1)
     [job] = wait_until(service.jobs, "the promote job")
@@ -113,10 +114,13 @@ def test_alias_changes_in_mlflow_become_jobs(service: Service,
         "the second delivery")
     assert len(service.jobs()) == 1
 
-    # The worker ran the job: it resolved the alias in MLflow and wrote the status back.
-    done = wait_until(lambda: [j for j in service.jobs() if j["state"] == "done"], "job done")
-    assert done[0]["result"]["resolved_version"] == v1
-    assert client.get_model_version(MODEL, v1).tags["promoter.production.status"] == "received"
+    # The worker ran the pipeline: it resolved the alias in MLflow, opened a merge request
+    # (local provider) and wrote the status back.
+    done = wait_until(lambda: [j for j in service.jobs() if j["state"] in ("done", "dead")],
+                      "job done")
+    assert done[0]["state"] == "done", done[0]["reason"]
+    assert done[0]["result"]["version"] == v1 and done[0]["result"]["mr_iid"]
+    assert client.get_model_version(MODEL, v1).tags["promoter.production.status"] == "mr_opened"
 
     client.delete_registered_model_alias(MODEL, "production")
     jobs = wait_until(lambda: [j for j in service.jobs() if j["action"] == "decommission"],

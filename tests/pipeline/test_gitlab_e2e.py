@@ -228,7 +228,7 @@ def test_fifty_alias_moves_delivered_shuffled_and_duplicated_end_in_one_mr(
         """Deliver what has been captured so far, in three batches, shuffled and
         duplicated, while the alias keeps moving: jobs resolve the alias mid-moves."""
         sent = 0
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(8) as pool:  # a batch lands at once, as a burst would
             while not (done_moving.is_set() and sent >= len(capture.deliveries)):
                 with capture.lock:
                     batch = capture.deliveries[sent:]

@@ -275,6 +275,9 @@ def test_fifty_alias_moves_delivered_shuffled_and_duplicated_end_in_one_mr(
     assert branch.count(f"main..{mr.source_branch}") == 1  # one commit for the change
     files = branch.git("grep", "-h", "@sha256:", mr.source_branch, "--", f"manifests/{model}")
     assert set(PINNED.findall(files)) == {tags["promoter.production.image"]}
+    overlay = branch.git("show", f"{mr.source_branch}:manifests/{model}/overlays/production/"
+                         "kustomization.yaml")
+    assert f'promoter.dev/model-version: "{final}"' in overlay
 
     # Every commit made was a change: no two commits in a row for the same version, and
     # the stand-in made exactly the commits the jobs report.

@@ -261,8 +261,11 @@ def test_fifty_alias_moves_delivered_shuffled_and_duplicated_end_in_one_mr(
     assert capture.alias_events() == len(moves)  # MLflow sent one event per move
     assert set(statuses) <= {200, 202}, statuses
 
-    jobs = wait_for(lambda: all_settled(j := queue_jobs(stack.state_dir, model)) and j, 180,
-                    "every job of the race to settle", log=stack.serve.log)
+    def settled_jobs() -> list[Any] | None:
+        found = queue_jobs(stack.state_dir, model)
+        return found if all_settled(found) else None
+
+    jobs = wait_for(settled_jobs, 180, "every job of the race to settle", log=stack.serve.log)
     assert {job.state for job in jobs} == {"done"}, [(j.id, j.state, j.reason) for j in jobs]
     mine = [mr for mr in stack.standin.project.mrs.values() if model in mr.source_branch]
     assert len(mine) == 1 and mine[0].state == "opened", [(m.iid, m.state) for m in mine]

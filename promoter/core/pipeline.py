@@ -106,11 +106,13 @@ class Pipeline:
         status = STATUS_FOR_OUTCOME[result.outcome]
         if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
             status = "merged"  # the target branch already holds exactly this
-        write_back = {"status": status, "reason": "; ".join(result.warnings)}
+        # Status goes last: whoever polls it then finds mr_url and image already there.
+        write_back = {"reason": "; ".join(result.warnings)}
         if result.mr_url:
             write_back["mr_url"] = result.mr_url
         if image:
             write_back["image"] = image.reference
+        write_back["status"] = status
         registry.write_back(job.model, version, job.env, write_back)
         self.ports.ledger.put(DeployedState(job.model, job.env, deployment.name, version, status,
                                             result.mr_iid, result.head_sha))
@@ -254,9 +256,8 @@ class Pipeline:
             approvals_required=env.approvals, target_branch=self.settings.git.target_branch)
         result = self.ports.provider.propose(proposal)
         status = "decommissioning" if result.merge_request else "decommissioned"
-        values = {"status": status}
-        if result.mr_url:
-            values["mr_url"] = result.mr_url
+        values = {"mr_url": result.mr_url} if result.mr_url else {}
+        values["status"] = status
         registry.write_back(job.model, state.version, job.env, values)
         self.ports.ledger.put(DeployedState(job.model, job.env, state.name, state.version,
                                             status, result.mr_iid, result.head_sha))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -81,6 +82,13 @@ def service(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactor
         wait_for_http(f"{url}/healthz", 60, process, log)
         yield Service(url, env, process, log)
     finally:
+        # A webhook left pointing at this dead server would make MLflow's delivery threads
+        # retry it for every later test's event, delaying their deliveries.
+        with contextlib.suppress(Exception):
+            client = mlflow_server.client()
+            for hook in client.list_webhooks():
+                if hook.url.startswith(url):
+                    client.delete_webhook(hook.webhook_id)
         if process.poll() is None:
             process.kill()
             process.wait(10)

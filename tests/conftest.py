@@ -20,12 +20,8 @@ requires_kubectl = pytest.mark.skipif(
            "on this machine, so the real-Kustomize checks are skipped")
 
 
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-            tmp_path: Path) -> Callable[..., tuple[int, str, str]]:
-    """Run `promoter ARGS` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("PROMOTER_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.delenv("PROMOTER_CONFIG", raising=False)
+def cli_runner(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """`promoter ARGS` in-process; the runner returns (exit code, stdout, stderr)."""
 
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
@@ -39,3 +35,12 @@ def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+            tmp_path: Path) -> Callable[..., tuple[int, str, str]]:
+    """Run `promoter ARGS` in-process with a private state directory."""
+    monkeypatch.setenv("PROMOTER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("PROMOTER_CONFIG", raising=False)
+    return cli_runner(capsys)

@@ -4,6 +4,7 @@ mlflow server, real webhooks into `promoter serve`, a real bare git remote, `pro
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from promoter import cli
+from tests.conftest import cli_runner
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.stack import (
     CosignKeys,
@@ -78,22 +79,9 @@ def local(mlflow_server: MlflowServer,
 @pytest.fixture
 def promoter(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     """`promoter ARGS` in-process, with the process environment a user's shell would have."""
-    for variable in [v for v in __import__("os").environ if v.startswith(("PROMOTER_",
-                                                                          "MLFLOW_"))]:
+    for variable in [v for v in os.environ if v.startswith(("PROMOTER_", "MLFLOW_"))]:
         monkeypatch.delenv(variable)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            cli.main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        else:  # pragma: no cover - main always exits
-            code = 0
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return cli_runner(capsys)
 
 
 def settle(local: LocalStack, model: str, count: int) -> list[Any]:

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from promoter.errors import UserError
 from promoter.image.layers import TAR, TAR_GZIP, Blob, Layer
 from promoter.image.reference import Reference
+from promoter.ports.image import StoredManifest
 
 _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                 "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -20,21 +21,10 @@ _LAYER_TYPES = {
 }
 
 
-class _Manifest(Protocol):
-    @property
-    def body(self) -> bytes: ...
-
-    @property
-    def media_type(self) -> str: ...
-
-    @property
-    def digest(self) -> str: ...
-
-
 class BaseSource(Protocol):
     """What reading a base image needs from a registry client."""
 
-    def get_manifest(self, repository: str, reference: str) -> _Manifest | None: ...
+    def get_manifest(self, repository: str, reference: str) -> StoredManifest | None: ...
 
     def get_blob(self, repository: str, digest: str, *, limit: int = ...) -> bytes: ...
 

@@ -8,6 +8,19 @@ from pathlib import Path
 from typing import Protocol
 
 
+class StoredManifest(Protocol):
+    """A manifest as a registry returns it (bytes exactly as stored, so digests hold)."""
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def media_type(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class ModelLineage:
     """Where the model came from; becomes image labels."""

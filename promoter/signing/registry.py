@@ -7,22 +7,12 @@ from typing import Any, Protocol
 
 from promoter.errors import UserError
 from promoter.image.layers import Blob
+from promoter.ports.image import StoredManifest
 from promoter.signing import bundle as bundle_format
 
 
-class ManifestLike(Protocol):
-    @property
-    def body(self) -> bytes: ...
-
-    @property
-    def media_type(self) -> str: ...
-
-    @property
-    def digest(self) -> str: ...
-
-
 class SignatureRegistry(Protocol):
-    def get_manifest(self, repository: str, reference: str) -> ManifestLike | None: ...
+    def get_manifest(self, repository: str, reference: str) -> StoredManifest | None: ...
 
     def put_manifest(self, repository: str, reference: str, body: bytes,
                      media_type: str) -> tuple[str, bool]: ...

@@ -15,9 +15,11 @@ def demo(
                     ] = False,
     output: str = OUTPUT_OPTION,
 ) -> None:
-    """Start MLflow (sqlite), an OCI registry (docker-registry if installed, else an OCI
-    layout), a local git remote and `promoter serve`; log a small model, set its `production`
-    alias and show the job, the signed image and the merge request with its diff.
+    """Run the whole promotion loop on embedded defaults, on this machine.
+
+    Starts MLflow (sqlite), an OCI registry (docker-registry if installed, else an OCI
+    layout), a local git remote and `promoter serve`; logs a small model, sets its
+    `production` alias and shows the job, the signed image and the merge request with its diff.
 
     Everything lives under PROMOTER_STATE_DIR/demo and is reused by the next run; the services
     keep running so `promoter mr approve|merge` can finish the loop. `--stop` ends them.

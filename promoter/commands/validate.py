@@ -10,9 +10,11 @@ import typer
 from promoter.commands._common import OUTPUT_OPTION, emit_json
 from promoter.errors import UserError
 
-HELP = """Build every <model>/overlays/<env> under DIR with real Kustomize and validate each
-resource against the Kubernetes schemas (and the CRD schemas promoter emits). Exits 1 naming
-the overlay, the resource and the error on any failure."""
+HELP = """Kustomize-build and schema-check every overlay under DIR.
+
+Builds every <model>/overlays/<env> under DIR with real Kustomize and validates each resource
+against the Kubernetes schemas (and the CRD schemas promoter emits). Exits 1 naming the
+overlay, the resource and the error on any failure."""
 
 
 def validate(

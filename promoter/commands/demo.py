@@ -24,13 +24,14 @@ def demo(
     Everything lives under PROMOTER_STATE_DIR/demo and is reused by the next run; the services
     keep running so `promoter mr approve|merge` can finish the loop. `--stop` ends them.
     """
-    from promoter.demo import environment, flow
+    from promoter.demo import environment
 
     state_dir = state(ctx).settings().state_dir
     if stop:
         stopped = environment.stop(state_dir)
         typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         return
+    from promoter.demo import flow  # imports mlflow: only when the demo really runs
     say = (lambda _text: None) if output == "json" else typer.echo
     report = flow.run(state_dir, say)
     if output == "json":

@@ -11,6 +11,7 @@ on the next attempt without duplicates.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from promoter.core import mr_text
 from promoter.core.policy import Decision, PolicyRules, decide
 from promoter.core.render import ImagePin, Lineage, Renderer
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
-from promoter.errors import PermanentError, PolicyDenied, UserError
+from promoter.errors import AuthError, PermanentError, PolicyDenied, PromoterError, UserError
 from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
 from promoter.ports.image import BuiltImage, Signer
 from promoter.ports.pipeline import DeployedState, DeploymentLedger, ModelImages, Progress, StepLog
@@ -32,6 +33,12 @@ STATUS_FOR_OUTCOME = {
     Outcome.UNCHANGED: "mr_opened", Outcome.CLOSED_BY_HUMAN: "closed",
     Outcome.HUMAN_COMMITS: "needs_attention",
 }
+
+
+class InvalidIntent(PermanentError):
+    """The version's deployment intent cannot be deployed as it is (tagged status=invalid)."""
+
+    kind = "invalid_intent"
 
 
 @dataclass(frozen=True)
@@ -77,10 +84,23 @@ class Pipeline:
             return {"outcome": "skipped", "reason": f"no alias or stage points {job.model!r} at "
                     f"{job.env} any more", "requested_version": job.requested_version}
         self.progress("resolve", "ok", f"{job.env} points at version {version}")
+        try:
+            return self._promote_version(job, version, steps)
+        except (PermanentError, UserError, AuthError) as exc:  # what parks the job as dead
+            # The one place a failed promotion is tagged, on the version it was deploying.
+            status = "invalid" if isinstance(exc, InvalidIntent) else "failed"
+            with contextlib.suppress(PromoterError):  # the job keeps the reason either way
+                registry.write_back(job.model, version, job.env,
+                                    {"reason": exc.message, "status": status})
+            raise
+
+    def _promote_version(self, job: PromotionJob, version: str,
+                         steps: StepLog) -> dict[str, Any]:
+        registry = self.ports.registry
         info = registry.model_version(job.model, version)
         run = registry.run(info.run_id) if info.run_id else None
         deployment, request_intent = self._deployment(job, info)
-        self._check_name(job, deployment.name, version)
+        self._check_name(job, deployment.name)
 
         decision = self._policy(job, deployment, info)
         steps.record_step("policy", {"version": version, "allowed": decision.allowed,
@@ -133,21 +153,17 @@ class Pipeline:
                                     origin=f"{job.model!r} version {info.version}",
                                     model=ModelRef(name=job.model, version=info.version))
         except UserError as exc:
-            self.ports.registry.write_back(job.model, info.version, job.env,
-                                           {"status": "invalid", "reason": exc.message})
-            raise PermanentError(exc.message, hint="fix the deploy.* tags or the logged "
+            raise InvalidIntent(exc.message, hint="fix the deploy.* tags or the logged "
                                  "modeldeployment.yaml, then set the alias again") from None
         return request.deployment, intent
 
-    def _check_name(self, job: PromotionJob, name: str, version: str) -> None:
+    def _check_name(self, job: PromotionJob, name: str) -> None:
         """Two registered models deriving one deployment name would share a directory."""
         other = self.ports.ledger.by_mr(name, job.env)
         if other is not None and other.model != job.model:
-            reason = (f"models {other.model!r} and {job.model!r} both become deployment "
-                      f"{name!r}; set metadata.name (tag deploy.name) on one of them")
-            self.ports.registry.write_back(job.model, version, job.env,
-                                           {"status": "invalid", "reason": reason})
-            raise PermanentError(reason)
+            raise InvalidIntent(f"models {other.model!r} and {job.model!r} both become "
+                                f"deployment {name!r}; set metadata.name (tag deploy.name) on "
+                                "one of them")
 
     def _policy(self, job: PromotionJob, deployment: ModelDeployment,
                 info: ModelVersionInfo) -> Decision:

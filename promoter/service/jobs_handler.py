@@ -2,18 +2,17 @@
 
 The worker gives each attempt a JobContext, which is the pipeline's step log: results recorded
 by an attempt that crashed are there for the next one. Step timings go to /metrics, outcomes to
-the audit trail, and a job that ends in failure tags MLflow with the reason.
+the audit trail (the pipeline itself tags MLflow with a failure's reason).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
-from promoter.errors import PermanentError, PolicyDenied, PromoterError, UserError
+from promoter.errors import AuthError, PermanentError, PolicyDenied, UserError
 
 if TYPE_CHECKING:
     from promoter.core.jobs import Job
@@ -47,10 +46,9 @@ def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics |
             audit.record("job.denied", job_id=job.id, model=key.model, env=key.env,
                          reasons=exc.reasons)
             raise
-        except (PermanentError, UserError) as exc:
+        except (PermanentError, UserError, AuthError) as exc:  # the pipeline tagged MLflow
             audit.record("job.failed", job_id=job.id, model=key.model, env=key.env,
                          reason=exc.message)
-            _tag_reason(registry, key.model, requested, key.env, exc.message)
             raise
         audit.record(f"job.{result.get('outcome')}", job_id=job.id, model=key.model,
                      env=key.env, version=result.get("version"), mr_url=result.get("mr_url"),
@@ -75,12 +73,3 @@ class _StepTimer:
         self.last = now
         if self.forward is not None:
             self.forward(step, outcome, detail)
-
-
-def _tag_reason(registry: Registry, model: str, version: str | None, env: str,
-                reason: str) -> None:
-    """Best effort: the job is parked with the reason either way (`promoter jobs show`)."""
-    if version is None:
-        return
-    with contextlib.suppress(PromoterError):
-        registry.write_back(model, version, env, {"status": "failed", "reason": reason})

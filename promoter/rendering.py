@@ -7,7 +7,7 @@ field, and writes trees without ever overwriting another model's directory.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,16 +91,6 @@ def build_request(settings: Settings, intent: Mapping[str, Any], environment: st
         image = ImagePin(repository=settings.image.repository.format(name=deployment.name))
     return RenderRequest(base=base, deployment=deployment, environment=environment,
                          namespace=env.namespace, lineage=lineage or Lineage(), image=image)
-
-
-def check_unique_names(requests: Iterable[RenderRequest]) -> None:
-    """Two registered models that derive the same deployment name would share a directory."""
-    owners: dict[str, str] = {}
-    for request in requests:
-        name, model = request.deployment.name, request.deployment.spec.model.name
-        if owners.setdefault(name, model) != model:
-            raise UserError(f"models {owners[name]!r} and {model!r} both become deployment "
-                            f"{name!r}", hint="set metadata.name in one of the intents")
 
 
 def write_tree(out: Path, files: Mapping[str, str]) -> list[Path]:

@@ -89,18 +89,6 @@ def test_built_resources_carry_gpu_region_and_lineage(tmp_path: Path) -> None:
         assert expected in built, expected
 
 
-def test_two_models_deriving_one_name_is_an_error() -> None:
-    owner = {"team": "a", "costCenter": "b"}
-    first = rendering.build_request(SETTINGS, {"spec": {
-        "model": {"name": "Fraud Detector", "version": "1"}, "owner": owner}},
-        "staging", origin="a")
-    second = rendering.build_request(SETTINGS, {"spec": {
-        "model": {"name": "fraud_detector", "version": "1"}, "owner": owner}},
-        "staging", origin="b")
-    with pytest.raises(Exception, match="both become deployment 'fraud-detector'"):
-        rendering.check_unique_names([first, second])
-
-
 def test_writing_over_another_models_directory_is_refused(tmp_path: Path) -> None:
     rendering.write_tree(tmp_path, render("fraud-detector", "staging"))
     intent = rendering.load_intent_file(EXAMPLES / "fraud-detector.yaml")

@@ -7,6 +7,7 @@ module only watches the job queue and reports; it never runs the pipeline itself
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ def run(state_dir: Path, say: Say) -> DemoReport:
         from promoter.adapters import localgit
 
         provider = localgit.from_settings(settings)
-        report.mr = _mr_dict(provider.get(int(result["mr_iid"])))
+        report.mr = dataclasses.asdict(provider.get(int(result["mr_iid"])))
         report.diff = provider.diff(int(result["mr_iid"]))
     if report.image and settings.image.verification_key and not settings.image.oci_layout:
         report.signature = _verify(settings, report.image) or report.signature
@@ -100,12 +101,6 @@ def _newest(queue: Any, name: str, version: str) -> Job | None:
             if job.key.model == name and job.key.version == version
             and job.key.env == "production" and job.key.action == "promote"]
     return max(jobs, key=lambda job: job.id) if jobs else None
-
-
-def _mr_dict(mr: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(mr)
 
 
 def _verify(settings: Any, reference: str) -> str | None:

@@ -7,6 +7,17 @@ exceptions. A message says what was wrong and what to do about it.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class Disposition(StrEnum):
+    """What a failed job does next. Each error class carries its own (kopf style), so the queue,
+    the pipeline and the job handler never list error classes to decide it."""
+
+    RETRY = "retry"   # a dependency may come back: run the job again later, with backoff
+    PARK = "park"     # retrying cannot help: the job goes dead with the reason
+    DENY = "deny"     # a policy said no: the job is done, outcome "denied"
+
 
 class PromoterError(Exception):
     """Base class. ``exit_code`` is for the CLI, ``http_status`` for the service."""
@@ -14,6 +25,9 @@ class PromoterError(Exception):
     exit_code = 3
     http_status = 500
     kind = "internal"
+    # An unclassified promoter error is a bug or an untranslated failure: retrying is the safer
+    # bet, and the attempt limit still parks it with its reason in the end.
+    disposition = Disposition.RETRY
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -30,6 +44,7 @@ class UserError(PromoterError):
     exit_code = 1
     http_status = 400
     kind = "invalid"
+    disposition = Disposition.PARK
 
 
 class UsageError(UserError):
@@ -51,6 +66,7 @@ class AuthError(PromoterError):
     exit_code = 1
     http_status = 401
     kind = "unauthorized"
+    disposition = Disposition.PARK
 
 
 class PolicyDenied(PromoterError):
@@ -59,6 +75,7 @@ class PolicyDenied(PromoterError):
     exit_code = 4
     http_status = 422
     kind = "policy_denied"
+    disposition = Disposition.DENY
 
     def __init__(self, reasons: list[str]) -> None:
         super().__init__("policy denied: " + "; ".join(reasons))
@@ -78,12 +95,18 @@ class TransientError(PromoterError):
         self.retry_after = retry_after
 
 
+class OutcomeUnknown(TransientError):
+    """A write may or may not have been applied (timeout, 5xx, lost response): look again
+    before writing, never re-send blindly."""
+
+
 class PermanentError(PromoterError):
     """Retrying cannot help (403, missing model, ...): the job is parked with this reason."""
 
     exit_code = 1
     http_status = 422
     kind = "permanent"
+    disposition = Disposition.PARK
 
 
 EXIT_OK = 0
@@ -100,6 +123,16 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, PromoterError):
         return exc.exit_code
     return EXIT_UNEXPECTED
+
+
+def disposition_of(exc: BaseException) -> Disposition:
+    """The one classification of a job failure; anything that is not ours (a bug, a library
+    error an adapter failed to translate) is retried until the attempt limit parks it."""
+    return exc.disposition if isinstance(exc, PromoterError) else Disposition.RETRY
+
+
+def parks_job(exc: BaseException) -> bool:
+    return disposition_of(exc) is Disposition.PARK
 
 
 def http_status_for(exc: BaseException) -> int:

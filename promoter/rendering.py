@@ -1,8 +1,8 @@
-"""The render use case: intent document + settings → files, and writing them to a tree.
+"""The render use case's I/O edge: template files in, intent files in, rendered trees out.
 
-Sits between the CLI (and later the pipeline) and the pure renderer: it loads intent files,
-resolves the merge order with settings, turns validation errors into one UserError naming every
-field, and writes trees without ever overwriting another model's directory.
+The pure parts live in the core (``core.intent`` resolves an intent against the configured
+targets, ``core.render`` renders from templates given as text); this module reads the template
+directory and intent files, and writes trees without ever overwriting another model's directory.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader
-from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from promoter.core.problems import describe
+from promoter.core import intent as core_intent
 from promoter.core.render import ImagePin, Lineage, Renderer, RenderRequest
-from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef, resolve
+from promoter.core.spec import ModelRef
 from promoter.errors import UserError
 from promoter.settings import Settings
 
@@ -32,8 +30,22 @@ def templates_dir(settings: Settings) -> Path:
     return _REPO_TEMPLATES if _REPO_TEMPLATES.is_dir() else _PACKAGED_TEMPLATES
 
 
+def load_templates(directory: Path) -> dict[str, str]:
+    """Every ``*.j2`` under ``directory`` by its relative POSIX path (what the renderer asks)."""
+    if not directory.is_dir():
+        raise UserError(f"templates directory {directory} does not exist",
+                        hint="fix templates_dir in promoter.yaml, or remove it for the built-in")
+    templates = {}
+    for path in sorted(directory.rglob("*.j2")):
+        try:
+            templates[path.relative_to(directory).as_posix()] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read template {path}: {exc}") from None
+    return templates
+
+
 def renderer(settings: Settings) -> Renderer:
-    return Renderer(FileSystemLoader(str(templates_dir(settings))))
+    return Renderer(load_templates(templates_dir(settings)))
 
 
 def load_intent_file(path: Path) -> dict[str, Any]:
@@ -51,46 +63,15 @@ def parse_intent(text: str, *, origin: str) -> dict[str, Any]:
     except YAMLError as exc:
         raise UserError(f"{origin} is not valid YAML: {_first_line(exc)}",
                         hint="an intent file is a YAML ModelDeployment; see examples/") from None
-    if not isinstance(document, dict):
-        raise UserError(f"{origin} must hold a YAML mapping (a ModelDeployment), "
-                        f"not {type(document).__name__}")
-    problems = []
-    if document.get("apiVersion") != API_VERSION:
-        problems.append(f"apiVersion: must be {API_VERSION} (got {document.get('apiVersion')!r})")
-    if document.get("kind") != KIND:
-        problems.append(f"kind: must be {KIND} (got {document.get('kind')!r})")
-    if problems:
-        raise UserError(f"{origin} is not a ModelDeployment:\n  " + "\n  ".join(problems))
-    return document
-
-
-def resolve_intent(settings: Settings, intent: Mapping[str, Any], environment: str | None, *,
-                   origin: str, model: ModelRef | None = None) -> ModelDeployment:
-    env_defaults = settings.environment(environment).spec_defaults() if environment else {}
-    unknown = set((intent.get("spec") or {}).get("environments") or {}) - set(settings.environments)
-    if unknown:
-        raise UserError(f"{origin}: spec.environments names unknown environment(s) "
-                        f"{', '.join(sorted(unknown))}",
-                        hint=f"configured environments: {', '.join(sorted(settings.environments))}")
-    try:
-        return resolve(defaults=settings.defaults, intent=intent, environment=environment,
-                       environment_defaults=env_defaults, model=model)
-    except ValidationError as exc:
-        where = f" for environment {environment}" if environment else ""
-        raise UserError(f"{origin} is not a valid ModelDeployment{where}:\n  "
-                        + "\n  ".join(describe(exc)), hint="fix every field listed") from None
+    return core_intent.check_document(document, origin=origin)
 
 
 def build_request(settings: Settings, intent: Mapping[str, Any], environment: str, *, origin: str,
                   lineage: Lineage | None = None, image: ImagePin | None = None,
                   model: ModelRef | None = None) -> RenderRequest:
-    env = settings.environment(environment)
-    base = resolve_intent(settings, intent, None, origin=origin, model=model)
-    deployment = resolve_intent(settings, intent, environment, origin=origin, model=model)
-    if image is None and deployment.spec.runtime == "deployment" and settings.image.repository:
-        image = ImagePin(repository=settings.image.repository.format(name=deployment.name))
-    return RenderRequest(base=base, deployment=deployment, environment=environment,
-                         namespace=env.namespace, lineage=lineage or Lineage(), image=image)
+    """``core.intent.build_request`` with the targets of these settings (for commands)."""
+    return core_intent.build_request(settings.targets(), intent, environment, origin=origin,
+                                     lineage=lineage, image=image, model=model)
 
 
 def write_tree(out: Path, files: Mapping[str, str]) -> list[Path]:

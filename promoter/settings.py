@@ -25,6 +25,13 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from promoter.core.config import (
+    EnvironmentTarget,
+    PipelineConfig,
+    PolicyConfig,
+    Targets,
+    frozen,
+)
 from promoter.core.naming import label_value_problem, name_problem
 from promoter.core.problems import describe
 from promoter.core.spec import Spec, deep_merge
@@ -229,6 +236,34 @@ class Settings(_Section):
 
     def secret(self, name: str) -> Secret | None:
         return self.secrets.get(name)
+
+    def targets(self) -> Targets:
+        """The environments and defaults as the core's frozen value."""
+        return Targets(defaults=frozen(self.defaults),
+                       environments=frozen({name: _target(name, env)
+                                            for name, env in self.environments.items()}),
+                       image_repository=self.image.repository)
+
+    def pipeline_config(self) -> PipelineConfig:
+        """What the promotion pipeline reads, and nothing else (no secrets, no paths)."""
+        base = self.mlflow.ui_url or self.mlflow.tracking_uri
+        return PipelineConfig(
+            targets=self.targets(),
+            policy=PolicyConfig(required_tags=frozen(self.policy.required_tags),
+                                team_gpu_quota=frozen(self.policy.team_gpu_quota)),
+            manifests_dir=self.git.manifests_dir, target_branch=self.git.target_branch,
+            run_link_base=base if base and base.startswith(("http://", "https://")) else None)
+
+
+def _target(name: str, env: Environment) -> EnvironmentTarget:
+    return EnvironmentTarget(
+        name=name, namespace=env.namespace, alias=env.trigger.alias, stage=env.trigger.stage,
+        spec_defaults=frozen(env.spec_defaults()), approvals=env.approvals,
+        auto_merge=env.auto_merge,
+        allowed_gpu_types=tuple(env.allowed_gpu_types) if env.allowed_gpu_types is not None
+        else None,
+        allowed_regions=tuple(env.allowed_regions) if env.allowed_regions is not None else None,
+        cluster_selector=frozen(env.cluster_selector))
 
 
 # Environment variables that override keys of promoter.yaml (documented in the README).

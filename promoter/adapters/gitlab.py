@@ -1,6 +1,6 @@
 """GitLab as the git provider: the only module that drives python-gitlab.
 
-``GitLabProvider.propose`` runs the shared lifecycle (adapters.gitlab_flow) over ``GitLabForge``,
+``GitLabProvider.propose`` runs the shared lifecycle (core.proposal) over ``GitLabForge``,
 which maps each step to one or two REST calls. Branches are created by the commits API itself
 (``start_branch`` + ``force``), so a branch always holds exactly one promoter commit on top of
 the target branch.
@@ -20,11 +20,11 @@ import requests
 
 from promoter.adapters.gitlab_automerge import set_auto_merge
 from promoter.adapters.gitlab_calls import Caller, NotFound, Refused, RetryAfterMemory
-from promoter.adapters.gitlab_flow import ProposalFlow
 from promoter.adapters.gitlab_ledger import PushLedger
-from promoter.core.changes import Action
 from promoter.core.mr_text import marker_version, note_body, note_slug
+from promoter.core.proposal import ProposalFlow
 from promoter.errors import ConfigError, UserError
+from promoter.ports.forge import Action
 from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult, branch_for
 from promoter.settings import Settings
 
@@ -118,7 +118,7 @@ class GitLabForge:
         # GitLab's commits API cannot compare-and-swap a forced branch; the flow checked the
         # head just before, which narrows (but cannot close) the window for a human push.
         data = {"branch": branch, "start_branch": start_branch, "commit_message": message,
-                "actions": [action.as_gitlab() for action in actions],
+                "actions": [_commit_action(action) for action in actions],
                 "force": expected_head is not None}
         created = self._call.write(f"commit to {branch}", self.project.commits.create, data)
         return str(created.id)
@@ -263,3 +263,12 @@ def from_settings(settings: Settings) -> GitLabProvider:
                     max_wait_seconds=gitlab_settings.max_retry_wait_seconds)
     return GitLabProvider(forge, PushLedger.in_state_dir(Path(settings.state_dir)),
                           supersede=settings.git.newer_version == "supersede")
+
+
+def _commit_action(action: Action) -> dict[str, str]:
+    """A planned file change in the shape of GitLab's commits API."""
+    shaped = {"action": action.kind, "file_path": action.path}
+    if action.content is not None:
+        shaped["content"] = action.content
+        shaped["encoding"] = "text"
+    return shaped

@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 import gitlab
 import requests
 
-from promoter.adapters.gitlab_flow import OutcomeUnknown
-from promoter.errors import AuthError, PermanentError, TransientError
+from promoter.errors import AuthError, OutcomeUnknown, PermanentError, TransientError
 
 T = TypeVar("T")
 _NO_LIBRARY_RETRIES: dict[str, Any] = {"obey_rate_limit": False, "retry_transient_errors": False}

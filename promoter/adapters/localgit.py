@@ -4,7 +4,7 @@ With no GitLab configured, promoter still opens "merge requests": it pushes the 
 ``promote/<name>/<env>`` to the remote (a local bare repository ``<state_dir>/gitops.git`` by
 default), records the MR in ``<state_dir>/local-mrs.db``, and ``promoter mr approve|merge|close``
 stand in for the reviewers. ``merge`` makes a real merge commit on the remote's target branch.
-The lifecycle (adapters.gitlab_flow) is the very one GitLab runs.
+The lifecycle (core.proposal) is the very one GitLab runs.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from promoter.adapters.gitlab_flow import ProposalFlow
 from promoter.adapters.local_mrs import LocalMrStore, OpenMergeRequestExists
 from promoter.adapters.localgit_repo import LocalRepo
-from promoter.core.changes import Action
-from promoter.core.gitlab_events import MergeRequestEvent, promotion_key
+from promoter.core.mr_events import MergeRequestEvent, promotion_key
 from promoter.core.mr_text import note_body, note_slug
+from promoter.core.proposal import ProposalFlow
 from promoter.errors import TransientError, UserError
+from promoter.ports.forge import Action
 from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for
 from promoter.settings import Settings
 

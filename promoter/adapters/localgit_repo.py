@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from promoter.core.changes import Action
 from promoter.errors import ConfigError, TransientError, UserError
+from promoter.ports.forge import Action
 
 _IDENTITY = {"GIT_AUTHOR_NAME": "promoter", "GIT_AUTHOR_EMAIL": "promoter@localhost",
              "GIT_COMMITTER_NAME": "promoter", "GIT_COMMITTER_EMAIL": "promoter@localhost",

@@ -18,7 +18,7 @@ from promoter.errors import ConfigError, PromoterError
 
 if TYPE_CHECKING:
     from promoter.adapters.localgit import LocalGitProvider
-    from promoter.core.gitlab_events import GitLabEvent
+    from promoter.core.mr_events import ForgeEvent
     from promoter.ports.git import MergeRequest
 
 mr_app = typer.Typer(help="Review merge requests of the local git provider.",
@@ -45,7 +45,7 @@ def _provider(ctx: typer.Context, output: str) -> LocalGitProvider:
     registry = composition.registry(settings) if settings.mlflow.tracking_uri else None
     outcomes = composition.outcomes(settings, registry)
 
-    def on_event(event: GitLabEvent) -> None:
+    def on_event(event: ForgeEvent) -> None:
         # The merge (or approval) has happened; an MLflow outage must not make it look failed.
         try:
             outcomes(event)

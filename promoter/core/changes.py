@@ -8,27 +8,9 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Literal
 
 from promoter.errors import UserError
-
-ActionKind = Literal["create", "update", "delete"]
-
-
-@dataclass(frozen=True, order=True)
-class Action:
-    path: str
-    kind: ActionKind
-    content: str | None = None      # None for delete
-
-    def as_gitlab(self) -> dict[str, str]:
-        """The action in the shape of GitLab's commits API."""
-        action = {"action": self.kind, "file_path": self.path}
-        if self.content is not None:
-            action["content"] = self.content
-            action["encoding"] = "text"
-        return action
+from promoter.ports.forge import Action
 
 
 def check_path(path: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from promoter.errors import AuthError, PermanentError, PolicyDenied, TransientError, UserError
+from promoter.errors import Disposition, PolicyDenied, TransientError, UserError, disposition_of
 
 QUEUED: Final = "queued"
 RUNNING: Final = "running"
@@ -138,14 +138,15 @@ class Outcome:
 
 
 def outcome_for_error(error: BaseException, attempt: int, max_attempts: int) -> Outcome:
-    """Classify a handler failure: deny → done, transient → retry (until spent), else dead."""
-    if isinstance(error, PolicyDenied):
-        return Outcome(DONE, reason=str(error),
-                       result={"outcome": "denied", "reasons": list(error.reasons)})
-    if isinstance(error, (PermanentError, UserError, AuthError)):
+    """A handler failure's next state, from the error's own disposition (errors.py)."""
+    disposition = disposition_of(error)
+    if disposition is Disposition.DENY:
+        reasons = list(error.reasons) if isinstance(error, PolicyDenied) else [str(error)]
+        return Outcome(DONE, reason=str(error), result={"outcome": "denied", "reasons": reasons})
+    if disposition is Disposition.PARK:
         return Outcome(DEAD, reason=f"{type(error).__name__}: {error}")
-    # TransientError, and anything unexpected (a bug, an untranslated library error): retrying
-    # is the safer bet, and the attempt limit still parks it with its reason in the end.
+    # Retried: TransientError, and anything unexpected (a bug, an untranslated library error);
+    # the attempt limit still parks it with its reason in the end.
     label = "" if isinstance(error, TransientError) else "unexpected "
     reason = f"{label}{type(error).__name__}: {error}"
     if attempt >= max_attempts:

@@ -17,22 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from promoter.core import mr_text
+from promoter.core.config import PipelineConfig
+from promoter.core.intent import build_request
 from promoter.core.policy import Decision, PolicyRules, decide
 from promoter.core.render import ImagePin, Lineage, Renderer
+from promoter.core.results import STATUS_FOR_OUTCOME, DeploymentStatus, PipelineResult
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
-from promoter.errors import AuthError, PermanentError, PolicyDenied, PromoterError, UserError
+from promoter.errors import PermanentError, PolicyDenied, PromoterError, UserError, parks_job
 from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
 from promoter.ports.image import BuiltImage, Signer
 from promoter.ports.pipeline import DeployedState, DeploymentLedger, ModelImages, Progress, StepLog
 from promoter.ports.registry import ModelVersionInfo, Registry, RunInfo
-from promoter.rendering import build_request
-from promoter.settings import Settings
-
-STATUS_FOR_OUTCOME = {
-    Outcome.CREATED: "mr_opened", Outcome.UPDATED: "mr_opened", Outcome.SUPERSEDED: "mr_opened",
-    Outcome.UNCHANGED: "mr_opened", Outcome.CLOSED_BY_HUMAN: "closed",
-    Outcome.HUMAN_COMMITS: "needs_attention",
-}
 
 
 class InvalidIntent(PermanentError):
@@ -64,38 +59,41 @@ def _quiet(step: str, outcome: str, detail: str = "") -> None:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, ports: Ports, progress: Progress | None = None) -> None:
-        self.settings = settings
+    def __init__(self, config: PipelineConfig, ports: Ports,
+                 progress: Progress | None = None) -> None:
+        self.config = config
         self.ports = ports
         self.progress: Progress = progress or _quiet
 
-    def run(self, job: PromotionJob, steps: StepLog) -> dict[str, Any]:
-        self.settings.environment(job.env)  # an environment removed from settings: UserError
+    def run(self, job: PromotionJob, steps: StepLog) -> PipelineResult:
+        self.config.targets.environment(job.env)  # an environment no longer configured: parked
         if job.action == "decommission":
             return self._decommission(job)
         return self._promote(job, steps)
 
     # ------------------------------------------------------------------ promote
-    def _promote(self, job: PromotionJob, steps: StepLog) -> dict[str, Any]:
-        registry, env = self.ports.registry, self.settings.environment(job.env)
-        version = registry.current_version(job.model, env.trigger.alias, env.trigger.stage)
+    def _promote(self, job: PromotionJob, steps: StepLog) -> PipelineResult:
+        registry, env = self.ports.registry, self.config.targets.environment(job.env)
+        version = registry.current_version(job.model, env.alias, env.stage)
         if version is None:
             self.progress("resolve", "skipped", f"nothing points at {job.env} now")
-            return {"outcome": "skipped", "reason": f"no alias or stage points {job.model!r} at "
-                    f"{job.env} any more", "requested_version": job.requested_version}
+            return PipelineResult(None, reason=f"no alias or stage points {job.model!r} at "
+                                  f"{job.env} any more", requested_version=job.requested_version)
         self.progress("resolve", "ok", f"{job.env} points at version {version}")
         try:
             return self._promote_version(job, version, steps)
-        except (PermanentError, UserError, AuthError) as exc:  # what parks the job as dead
-            # The one place a failed promotion is tagged, on the version it was deploying.
-            status = "invalid" if isinstance(exc, InvalidIntent) else "failed"
-            with contextlib.suppress(PromoterError):  # the job keeps the reason either way
-                registry.write_back(job.model, version, job.env,
-                                    {"reason": exc.message, "status": status})
+        except PromoterError as exc:
+            if parks_job(exc):
+                # The one place a failed promotion is tagged, on the version it was deploying.
+                status = (DeploymentStatus.INVALID if isinstance(exc, InvalidIntent)
+                          else DeploymentStatus.FAILED)
+                with contextlib.suppress(PromoterError):  # the job keeps the reason either way
+                    registry.write_back(job.model, version, job.env,
+                                        {"reason": exc.message, "status": status})
             raise
 
     def _promote_version(self, job: PromotionJob, version: str,
-                         steps: StepLog) -> dict[str, Any]:
+                         steps: StepLog) -> PipelineResult:
         registry = self.ports.registry
         info = registry.model_version(job.model, version)
         run = registry.run(info.run_id) if info.run_id else None
@@ -107,7 +105,8 @@ class Pipeline:
                                      "reasons": decision.reasons})
         if not decision.allowed:
             registry.write_back(job.model, version, job.env,
-                                {"status": "denied", "reason": "; ".join(decision.reasons)})
+                                {"status": DeploymentStatus.DENIED,
+                                 "reason": "; ".join(decision.reasons)})
             self.progress("policy", "denied", "; ".join(decision.reasons))
             raise PolicyDenied(decision.reasons)
         self.progress("policy", "ok", f"{len(decision.results)} rules passed")
@@ -115,7 +114,7 @@ class Pipeline:
         image = self._image(job, deployment, info, steps)
         signature = self._signature(image, steps)
         request = build_request(
-            self.settings, request_intent, job.env, origin=f"{job.model} version {version}",
+            self.config.targets, request_intent, job.env, origin=f"{job.model} version {version}",
             lineage=Lineage(run_id=info.run_id, source=info.source),
             image=ImagePin(image.reference.split("@", 1)[0], image.digest) if image else None,
             model=ModelRef(name=job.model, version=version))
@@ -125,7 +124,7 @@ class Pipeline:
         result = self._propose(job, deployment, info, run, files, decision, image, signature)
         status = STATUS_FOR_OUTCOME[result.outcome]
         if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
-            status = "merged"  # the target branch already holds exactly this
+            status = DeploymentStatus.MERGED  # the target branch already holds exactly this
         # Status goes last: whoever polls it then finds mr_url and image already there.
         write_back = {"reason": "; ".join(result.warnings)}
         if result.mr_url:
@@ -137,19 +136,19 @@ class Pipeline:
         self.ports.ledger.put(DeployedState(job.model, job.env, deployment.name, version, status,
                                             result.mr_iid, result.head_sha))
         self.progress("write-back", "ok", f"promoter.{job.env}.status={status}")
-        return {"outcome": result.outcome.value, "status": status, "version": version,
-                "requested_version": job.requested_version, "name": deployment.name,
-                "mr_iid": result.mr_iid, "mr_url": result.mr_url, "head_sha": result.head_sha,
-                "commit_created": result.commit_created,
-                "image": image.reference if image else None,
-                "signature": signature, "warnings": list(result.warnings)}
+        return PipelineResult(
+            result.outcome, status, version=version, requested_version=job.requested_version,
+            name=deployment.name, mr_iid=result.mr_iid, mr_url=result.mr_url,
+            head_sha=result.head_sha, commit_created=result.commit_created,
+            image=image.reference if image else None, signature=signature,
+            warnings=tuple(result.warnings))
 
     def _deployment(self, job: PromotionJob,
                     info: ModelVersionInfo) -> tuple[ModelDeployment, dict[str, Any]]:
         intent = {"apiVersion": API_VERSION, "kind": KIND,
                   **self.ports.registry.intent(info)}
         try:
-            request = build_request(self.settings, intent, job.env,
+            request = build_request(self.config.targets, intent, job.env,
                                     origin=f"{job.model!r} version {info.version}",
                                     model=ModelRef(name=job.model, version=info.version))
         except UserError as exc:
@@ -159,7 +158,7 @@ class Pipeline:
 
     def _check_name(self, job: PromotionJob, name: str) -> None:
         """Two registered models deriving one deployment name would share a directory."""
-        other = self.ports.ledger.by_mr(name, job.env)
+        other = self.ports.ledger.by_deployment(name, job.env)
         if other is not None and other.model != job.model:
             raise InvalidIntent(f"models {other.model!r} and {job.model!r} both become "
                                 f"deployment {name!r}; set metadata.name (tag deploy.name) on "
@@ -167,16 +166,16 @@ class Pipeline:
 
     def _policy(self, job: PromotionJob, deployment: ModelDeployment,
                 info: ModelVersionInfo) -> Decision:
-        env = self.settings.environment(job.env)
-        rules = PolicyRules(required_tags=self.settings.policy.required_tags,
+        env, policy = self.config.targets.environment(job.env), self.config.policy
+        rules = PolicyRules(required_tags=policy.required_tags,
                             allowed_gpu_types=env.allowed_gpu_types,
                             allowed_regions=env.allowed_regions,
-                            team_gpu_quota=self.settings.policy.team_gpu_quota)
+                            team_gpu_quota=policy.team_gpu_quota)
         return decide(deployment, job.env, info.tags, rules)
 
     def _image(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
                steps: StepLog) -> BuiltImage | None:
-        repository_template = self.settings.image.repository
+        repository_template = self.config.targets.image_repository
         if not repository_template or self.ports.images is None:
             self.progress("image", "skipped", "no image repository configured")
             return None
@@ -211,8 +210,8 @@ class Pipeline:
     def _propose(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
                  run: RunInfo | None, files: Mapping[str, str], decision: Decision,
                  image: BuiltImage | None, signature: str | None) -> ProposalResult:
-        env = self.settings.environment(job.env)
-        root = self.settings.git.manifests_dir.strip("/")
+        env = self.config.targets.environment(job.env)
+        root = self.config.manifests_root
         name = deployment.name
         facts = mr_text.MrFacts(
             model=job.model, version=info.version, env=job.env, name=name,
@@ -229,34 +228,34 @@ class Pipeline:
             title=mr_text.title(facts), description=mr_text.description(facts),
             labels=mr_text.labels(job.env, deployment.spec.owner.team),
             approvals_required=env.approvals, auto_merge=env.auto_merge,
-            target_branch=self.settings.git.target_branch)
+            target_branch=self.config.target_branch)
         result = self.ports.provider.propose(proposal)
         self.progress("merge request", result.outcome.value, result.mr_url or "")
         return result
 
     def _run_url(self, info: ModelVersionInfo) -> str | None:
-        base = self.settings.mlflow.ui_url or self.settings.mlflow.tracking_uri
-        if not base or not info.run_id or not base.startswith(("http://", "https://")):
+        base = self.config.run_link_base
+        if not base or not info.run_id:
             return None
         return f"{base.rstrip('/')}/#/runs/{info.run_id}"
 
     # ------------------------------------------------------------------ decommission
-    def _decommission(self, job: PromotionJob) -> dict[str, Any]:
-        registry, env = self.ports.registry, self.settings.environment(job.env)
-        current = registry.current_version(job.model, env.trigger.alias, env.trigger.stage)
+    def _decommission(self, job: PromotionJob) -> PipelineResult:
+        registry, env = self.ports.registry, self.config.targets.environment(job.env)
+        current = registry.current_version(job.model, env.alias, env.stage)
         if current is not None:
             self.progress("resolve", "skipped", f"{job.env} points at version {current} again")
-            return {"outcome": "skipped", "reason": f"{job.env} points at version {current} "
-                    "again; its promotion job deploys it"}
+            return PipelineResult(None, reason=f"{job.env} points at version {current} again; "
+                                  "its promotion job deploys it")
         state = self.ports.ledger.get(job.model, job.env)
         if state is None:
             self.progress("resolve", "skipped", "promoter never deployed it there")
-            return {"outcome": "skipped",
-                    "reason": f"promoter has no deployment of {job.model!r} in {job.env}"}
-        root = self.settings.git.manifests_dir.strip("/")
+            return PipelineResult(
+                None, reason=f"promoter has no deployment of {job.model!r} in {job.env}")
+        root = self.config.manifests_root
         overlay = f"{root}/{state.name}/overlays/{job.env}/"
         overlays = self.ports.provider.paths(f"{root}/{state.name}/overlays/",
-                                             self.settings.git.target_branch)
+                                             self.config.target_branch)
         remaining = [path for path in overlays if not path.startswith(overlay)]
         managed = (overlay,) if remaining else (overlay, f"{root}/{state.name}/base/")
         what = "its overlay" if remaining else "its overlay and base (no environment remains)"
@@ -269,15 +268,16 @@ class Pipeline:
                          f"longer points at any version (it last deployed version "
                          f"{state.version}). This removes {what}.\n"),
             labels=(*mr_text.labels(job.env, None), "decommission"),
-            approvals_required=env.approvals, target_branch=self.settings.git.target_branch)
+            approvals_required=env.approvals, target_branch=self.config.target_branch)
         result = self.ports.provider.propose(proposal)
-        status = "decommissioning" if result.merge_request else "decommissioned"
+        status = (DeploymentStatus.DECOMMISSIONING if result.merge_request
+                  else DeploymentStatus.DECOMMISSIONED)
         values = {"mr_url": result.mr_url} if result.mr_url else {}
         values["status"] = status
         registry.write_back(job.model, state.version, job.env, values)
         self.ports.ledger.put(DeployedState(job.model, job.env, state.name, state.version,
                                             status, result.mr_iid, result.head_sha))
         self.progress("merge request", result.outcome.value, result.mr_url or "")
-        return {"outcome": result.outcome.value, "status": status, "version": state.version,
-                "name": state.name, "removes": list(managed), "mr_iid": result.mr_iid,
-                "mr_url": result.mr_url, "head_sha": result.head_sha}
+        return PipelineResult(result.outcome, status, version=state.version, name=state.name,
+                              removes=managed, mr_iid=result.mr_iid, mr_url=result.mr_url,
+                              head_sha=result.head_sha, commit_created=result.commit_created)

@@ -10,10 +10,12 @@ staging can never change what production runs at version 7.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import BaseLoader
+from jinja2 import DictLoader
 
 from promoter.core.spec import ModelDeployment
 from promoter.core.templating import TemplateError, build_environment
@@ -59,10 +61,18 @@ class RenderRequest:
 
 
 class Renderer:
-    def __init__(self, loader: BaseLoader) -> None:
-        self._env = build_environment(loader)
+    """Renders from templates given as text (``{"kserve/base/x.yaml.j2": source}``): loading
+    them from a directory is the caller's I/O, so rendering itself never touches a file.
+
+    Safe to share between worker threads: Jinja's environment is, and the one mutable piece,
+    the last base rendered, is swapped under a lock.
+    """
+
+    def __init__(self, templates: Mapping[str, str]) -> None:
+        self._env = build_environment(DictLoader(dict(templates)))
         # The base is shared by every environment of a model: render it once per distinct input.
         self._last_base: tuple[str, dict[str, str]] | None = None
+        self._lock = threading.Lock()
 
     def render(self, request: RenderRequest) -> dict[str, str]:
         name = request.deployment.name
@@ -76,9 +86,14 @@ class Renderer:
 
     def render_base(self, deployment: ModelDeployment) -> dict[str, str]:
         key = deployment.model_dump_json()
-        if self._last_base is None or self._last_base[0] != key:
-            self._last_base = (key, self._render_base(deployment))
-        return self._last_base[1]
+        with self._lock:
+            last = self._last_base
+        if last is not None and last[0] == key:
+            return dict(last[1])
+        files = self._render_base(deployment)
+        with self._lock:
+            self._last_base = (key, files)
+        return dict(files)
 
     def _render_base(self, deployment: ModelDeployment) -> dict[str, str]:
         runtime = deployment.spec.runtime

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from promoter.core.gitlab_events import GitLabEvent
+from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Pipeline, Ports
 from promoter.ports.git import GitProvider
 from promoter.ports.image import Signer
@@ -34,7 +34,7 @@ def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutco
 
 
 def provider(settings: Settings,
-             on_event: Callable[[GitLabEvent], None] | None = None) -> GitProvider:
+             on_event: Callable[[ForgeEvent], None] | None = None) -> GitProvider:
     if settings.git.provider == "gitlab":
         from promoter.adapters import gitlab
 
@@ -67,7 +67,7 @@ def ports(settings: Settings, registry: Registry) -> Ports:
 
 def pipeline(settings: Settings, registry: Registry, *,
              progress: Progress | None = None) -> Pipeline:
-    return Pipeline(settings, ports(settings, registry), progress)
+    return Pipeline(settings.pipeline_config(), ports(settings, registry), progress)
 
 
 def describe(settings: Settings) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promoter.core.gitlab_events import ACTED_ON, GitLabEvent, MergeRequestEvent, parse
+from promoter.core.gitlab_payloads import parse
+from promoter.core.mr_events import ACTED_ON, ForgeEvent, MergeRequestEvent
 from promoter.errors import PromoterError, UserError
 from promoter.ports.git import SUPERSEDED_SUFFIX
 
@@ -70,7 +71,7 @@ class DeliveryLog:
 
 class GitLabHookHandler:
     def __init__(self, token: Secret | None, deliveries: DeliveryLog, pushed_sha: PushedSha,
-                 on_event: Callable[[GitLabEvent], None], *,
+                 on_event: Callable[[ForgeEvent], None], *,
                  max_body_bytes: int = 1024 * 1024) -> None:
         self._token = token
         self._deliveries = deliveries
@@ -79,7 +80,7 @@ class GitLabHookHandler:
         self.max_body_bytes = max_body_bytes
 
     @classmethod
-    def from_settings(cls, settings: Settings, on_event: Callable[[GitLabEvent], None],
+    def from_settings(cls, settings: Settings, on_event: Callable[[ForgeEvent], None],
                       pushed_sha: PushedSha | None = None) -> GitLabHookHandler:
         from promoter.adapters.gitlab_ledger import PushLedger
 
@@ -136,7 +137,7 @@ class GitLabHookHandler:
             return _error(401, "unauthorized", "X-Gitlab-Token does not match")
         return None
 
-    def _act(self, event: GitLabEvent) -> Answer:
+    def _act(self, event: ForgeEvent) -> Answer:
         assert event.iid is not None
         described = describe(event)
         pushed = self._pushed_sha(event.project_id, event.iid)
@@ -149,7 +150,7 @@ class GitLabHookHandler:
         return 200, {"status": "accepted", **described}
 
 
-def describe(event: GitLabEvent) -> dict[str, Any]:
+def describe(event: ForgeEvent) -> dict[str, Any]:
     described: dict[str, Any] = {"event": event.kind, "iid": event.iid, "name": event.name,
                                  "env": event.env, "head_sha": event.head_sha}
     if isinstance(event, MergeRequestEvent):

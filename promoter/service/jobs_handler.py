@@ -7,12 +7,13 @@ the audit trail (the pipeline itself tags MLflow with a failure's reason).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
-from promoter.errors import AuthError, PermanentError, PolicyDenied, UserError
+from promoter.errors import Disposition, PolicyDenied, PromoterError, disposition_of
 
 if TYPE_CHECKING:
     from promoter.core.jobs import Job
@@ -32,28 +33,37 @@ def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics |
     from promoter.service.audit import AuditTrail
 
     audit = AuditTrail(settings.state_dir)
-    built: list[Ports] = []  # made on the first job: a bad key fails that job, not serve
+    config = settings.pipeline_config()
+    # Built on the first job (a bad signing key fails that job, not serve), under a lock so
+    # that `serve --workers N` builds the adapters exactly once and shares them.
+    built: list[Ports] = []
+    lock = threading.Lock()
+
+    def shared_ports() -> Ports:
+        with lock:
+            if not built:
+                built.append(composition.ports(settings, registry))
+            return built[0]
 
     def handle(job: Job, ctx: JobContext) -> dict[str, Any]:
-        if not built:
-            built.append(composition.ports(settings, registry))
-        pipeline = Pipeline(settings, built[0], _StepTimer(metrics, progress))
+        pipeline = Pipeline(config, shared_ports(), _StepTimer(metrics, progress))
         key = job.key
         requested = None if key.version == ANY_VERSION else key.version
         try:
             result = pipeline.run(PromotionJob(key.model, key.env, key.action, requested), ctx)
-        except PolicyDenied as exc:
-            audit.record("job.denied", job_id=job.id, model=key.model, env=key.env,
-                         reasons=exc.reasons)
+        except PromoterError as exc:
+            disposition = disposition_of(exc)
+            if disposition is Disposition.DENY and isinstance(exc, PolicyDenied):
+                audit.record("job.denied", job_id=job.id, model=key.model, env=key.env,
+                             reasons=exc.reasons)
+            elif disposition is Disposition.PARK:  # the pipeline has tagged MLflow
+                audit.record("job.failed", job_id=job.id, model=key.model, env=key.env,
+                             reason=exc.message)
             raise
-        except (PermanentError, UserError, AuthError) as exc:  # the pipeline tagged MLflow
-            audit.record("job.failed", job_id=job.id, model=key.model, env=key.env,
-                         reason=exc.message)
-            raise
-        audit.record(f"job.{result.get('outcome')}", job_id=job.id, model=key.model,
-                     env=key.env, version=result.get("version"), mr_url=result.get("mr_url"),
-                     image=result.get("image"))
-        return result
+        audit.record(f"job.{result.as_dict()['outcome']}", job_id=job.id, model=key.model,
+                     env=key.env, version=result.version, mr_url=result.mr_url,
+                     image=result.image)
+        return result.as_dict()
 
     return handle
 

@@ -46,7 +46,7 @@ class SqliteLedger:
     def get(self, model: str, env: str) -> DeployedState | None:
         return self._one(_SELECT + "WHERE model = ? AND env = ?", (model, env))
 
-    def by_mr(self, name: str, env: str) -> DeployedState | None:
+    def by_deployment(self, name: str, env: str) -> DeployedState | None:
         return self._one(_SELECT + "WHERE name = ? AND env = ?", (name, env))
 
     def put(self, state: DeployedState) -> None:
@@ -60,7 +60,7 @@ class SqliteLedger:
             raise TransientError(f"cannot write {self.path}: {exc}") from None
 
     def set_status(self, name: str, env: str, status: str) -> DeployedState | None:
-        found = self.by_mr(name, env)
+        found = self.by_deployment(name, env)
         if found is None:
             return None
         updated = DeployedState(found.model, found.env, found.name, found.version, status,

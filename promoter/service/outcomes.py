@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from promoter.core.gitlab_events import GitLabEvent, MergeRequestEvent, PipelineEvent
+from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.errors import PromoterError
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
@@ -26,7 +26,7 @@ class MergeRequestOutcomes:
         self.ledger = ledger
         self.audit = audit
 
-    def __call__(self, event: GitLabEvent) -> None:
+    def __call__(self, event: ForgeEvent) -> None:
         if isinstance(event, PipelineEvent):
             self.audit.record("pipeline", pipeline_id=event.pipeline_id, status=event.status,
                               ref=event.ref, sha=event.head_sha, iid=event.iid,
@@ -34,7 +34,7 @@ class MergeRequestOutcomes:
             return
         if not isinstance(event, MergeRequestEvent) or not event.name or not event.env:
             return
-        state = self.ledger.by_mr(event.name, event.env)
+        state = self.ledger.by_deployment(event.name, event.env)
         self.audit.record(f"mr.{event.action}", name=event.name, env=event.env, iid=event.iid,
                           url=event.url, user=event.user, head_sha=event.head_sha,
                           model=state.model if state else None,

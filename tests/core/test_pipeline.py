@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
+from promoter.core.results import PipelineResult
 from promoter.core.spec import intent_from_tags
 from promoter.errors import ConfigError, PermanentError, PolicyDenied, TransientError
 from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult
@@ -194,7 +195,7 @@ class MemoryLedger:
     def put(self, state: DeployedState) -> None:
         self.rows[(state.model, state.env)] = state
 
-    def by_mr(self, name: str, env: str) -> DeployedState | None:
+    def by_deployment(self, name: str, env: str) -> DeployedState | None:
         found = [s for s in self.rows.values() if s.name == name and s.env == env]
         return found[0] if found else None
 
@@ -267,14 +268,14 @@ class World:
 
     def run(self, env: str = "production", requested: str | None = None,
             steps: MemorySteps | None = None, model: str = MODEL,
-            action: str = "promote") -> dict[str, Any]:
+            action: str = "promote") -> PipelineResult:
         ports = Ports(self.registry, self.provider, self.ledger, RENDERER, self.images,
                       self.signer)
-        pipeline = Pipeline(self.settings, ports,
+        pipeline = Pipeline(self.settings.pipeline_config(), ports,
                             lambda step, outcome, detail="": self.progress.append((step, outcome)))
         return pipeline.run(PromotionJob(model, env, action, requested), steps or MemorySteps())
 
-    def promote(self, version: str, env: str = "production", **kwargs: Any) -> dict[str, Any]:
+    def promote(self, version: str, env: str = "production", **kwargs: Any) -> PipelineResult:
         self.registry.set_alias(kwargs.get("model", MODEL), env, version)
         return self.run(env, version, **kwargs)
 
@@ -298,8 +299,8 @@ def overlay(world: World, env: str = "production", branch: str | None = None) ->
 def test_deploys_what_the_alias_points_at_now_not_the_requested_version(world: World) -> None:
     world.registry.set_alias(MODEL, "production", "3")
     result = world.run(requested="2")
-    assert (result["version"], result["requested_version"]) == ("3", "2")
-    assert world.provider.get(result["mr_iid"]).version == "3"
+    assert (result.version, result.requested_version) == ("3", "2")
+    assert world.provider.get(result.mr_iid).version == "3"
     assert 'promoter.dev/model-version: "3"' in overlay(world)
     assert world.images.calls == [(MODEL, "3", f"registry.test/models/{NAME}")]
     assert {version for _, version, _, _ in world.registry.writes} == {"3"}
@@ -308,19 +309,19 @@ def test_deploys_what_the_alias_points_at_now_not_the_requested_version(world: W
 def test_a_rollback_of_the_alias_deploys_the_older_version(world: World) -> None:
     world.promote("3")
     result = world.promote("1")
-    assert (result["version"], result["outcome"]) == ("1", "updated")
+    assert (result.version, result.outcome) == ("1", "updated")
     assert [mr.version for mr in world.provider.open_mrs()] == ["1"]
 
 
 def test_legacy_stage_is_used_when_no_alias_is_set(world: World) -> None:
     world.registry.stages[MODEL] = {"Production": "2"}
-    assert world.run(requested="3")["version"] == "2"
+    assert world.run(requested="3").version == "2"
 
 
 def test_skipped_when_nothing_points_at_the_environment(world: World) -> None:
     result = world.run(requested="2")
-    assert result["outcome"] == "skipped"
-    assert "no alias or stage" in result["reason"]
+    assert result.skipped
+    assert "no alias or stage" in result.reason
     assert (world.provider.proposals, world.images.calls, world.registry.writes) == ([], [], [])
     assert world.progress == [("resolve", "skipped")]
 
@@ -336,12 +337,12 @@ def test_rerun_reuses_image_and_signature_and_changes_nothing(world: World) -> N
     steps = MemorySteps()
     first = world.promote("2", steps=steps)
     second = world.run(requested="2", steps=steps)
-    assert (first["outcome"], second["outcome"]) == ("created", "unchanged")
+    assert (first.outcome, second.outcome) == ("created", "unchanged")
     assert len(world.images.calls) == 1
     assert len(world.signer.signed) == 1
     assert len(world.provider.commits) == 1
     assert len(world.provider.open_mrs()) == 1
-    assert second["image"] == first["image"] and second["signature"] == first["signature"]
+    assert second.image == first.image and second.signature == first.signature
     assert ("image", "reused") in world.progress
 
 
@@ -351,10 +352,10 @@ def test_rerun_after_the_alias_moved_builds_and_signs_the_new_version(world: Wor
     second = world.promote("3", steps=steps)
     assert [version for _, version, _ in world.images.calls] == ["2", "3"]
     assert len(set(world.signer.signed)) == 2
-    assert second["image"] != first["image"]
+    assert second.image != first.image
     assert steps.results["image"]["version"] == "3"
-    assert steps.results["signature"]["digest"] == second["image"].split("@")[1]
-    assert second["outcome"] == "updated" and second["mr_iid"] == first["mr_iid"]
+    assert steps.results["signature"]["digest"] == second.image.split("@")[1]
+    assert second.outcome == "updated" and second.mr_iid == first.mr_iid
 
 
 def test_an_attempt_that_failed_at_the_forge_resumes_without_rebuilding(world: World) -> None:
@@ -364,7 +365,7 @@ def test_an_attempt_that_failed_at_the_forge_resumes_without_rebuilding(world: W
         world.promote("2", steps=steps)
     assert world.registry.writes == [] and world.provider.mrs == []
     result = world.run(requested="2", steps=steps)
-    assert result["outcome"] == "created"
+    assert result.outcome == "created"
     assert (len(world.images.calls), len(world.signer.signed)) == (1, 1)
     assert len(world.provider.commits) == 1
 
@@ -377,9 +378,9 @@ def test_an_attempt_that_failed_at_the_write_back_finishes_without_a_second_comm
         world.promote("2", steps=steps)
     assert len(world.provider.open_mrs()) == 1 and world.ledger.rows == {}
     result = world.run(requested="2", steps=steps)
-    assert (result["outcome"], result["status"]) == ("unchanged", "mr_opened")
+    assert (result.outcome, result.status) == ("unchanged", "mr_opened")
     assert len(world.provider.commits) == 1 and len(world.provider.open_mrs()) == 1
-    assert world.registry.tags(MODEL, "2")["promoter.production.mr_url"] == result["mr_url"]
+    assert world.registry.tags(MODEL, "2")["promoter.production.mr_url"] == result.mr_url
     assert world.ledger.get(MODEL, "production") is not None
     assert len(world.images.calls) == 1
 
@@ -388,7 +389,7 @@ def test_no_image_repository_skips_image_and_signature(world: World) -> None:
     world.settings = SETTINGS.model_copy(update={"image": SETTINGS.image.model_copy(
         update={"repository": None})})
     result = world.promote("2")
-    assert (result["image"], result["signature"]) == (None, None)
+    assert (result.image, result.signature) == (None, None)
     assert world.images.calls == [] and world.signer.signed == []
     assert "image" not in world.registry.writes[-1][3]
     assert ("image", "skipped") in world.progress
@@ -416,7 +417,7 @@ def test_policy_denial_tags_mlflow_and_opens_nothing(world: World) -> None:
 def test_gpu_types_are_checked_per_environment(world: World) -> None:
     world.registry.add(MODEL, "4", {**INTENT_TAGS, "deploy.resources.gpu.count": "1",
                                     "deploy.resources.gpu.type": "nvidia-h100"})
-    assert world.promote("4", env="staging")["status"] == "mr_opened"
+    assert world.promote("4", env="staging").status == "mr_opened"
     with pytest.raises(PolicyDenied):
         world.promote("4", env="production")
 
@@ -452,7 +453,7 @@ def test_a_distinct_deploy_name_resolves_the_clash(world: World) -> None:
     world.promote("2")
     world.registry.add("fraud_detector", "1", {**INTENT_TAGS, "deploy.name": "fraud-v2"})
     result = world.promote("1", model="fraud_detector")
-    assert result["name"] == "fraud-v2" and result["outcome"] == "created"
+    assert result.name == "fraud-v2" and result.outcome == "created"
 
 
 # ============================================================ write-back and MR facts
@@ -461,19 +462,19 @@ def test_write_back_values_after_an_mr_is_opened(world: World) -> None:
     result = world.promote("2")
     assert world.registry.writes == [(MODEL, "2", "production", {
         "status": "mr_opened", "reason": "", "mr_url": "https://git.test/mr/1",
-        "image": result["image"]})]
-    assert result["image"].startswith(f"registry.test/models/{NAME}@sha256:")
+        "image": result.image})]
+    assert result.image.startswith(f"registry.test/models/{NAME}@sha256:")
     assert world.ledger.get(MODEL, "production") == DeployedState(
-        MODEL, "production", NAME, "2", "mr_opened", 1, result["head_sha"])
+        MODEL, "production", NAME, "2", "mr_opened", 1, result.head_sha)
     assert [step for step, _ in world.progress] == [
         "resolve", "policy", "image", "sign", "render", "merge request", "write-back"]
 
 
 def test_write_back_says_merged_when_the_target_already_holds_it(world: World) -> None:
     first = world.promote("2")
-    world.provider.merge(first["mr_iid"])
+    world.provider.merge(first.mr_iid)
     again = world.run(requested="2")
-    assert (again["outcome"], again["status"], again["mr_iid"]) == ("unchanged", "merged", None)
+    assert (again.outcome, again.status, again.mr_iid) == ("unchanged", "merged", None)
     assert world.registry.tags(MODEL, "2")["promoter.production.status"] == "merged"
 
 
@@ -493,7 +494,7 @@ def test_merge_request_facts(world: World) -> None:
         f"deploy/{NAME}/overlays/production/{f}" for f in ("kustomization.yaml",
                                                            "patch-inferenceservice.yaml")}
     assert proposal.title == "Promote Fraud Detector version 2 to production"
-    digest = production["image"].split("@")[1]
+    digest = production.image.split("@")[1]
     hex_digest = digest.removeprefix("sha256:")  # the MR text escapes the ':' after sha256
     for fact in (hex_digest, "[run2](https://mlflow.test/#/runs/run2)", "| auc | 0\\.91 |",
                  "**Required approvals:** 2", "pass: tag validation\\_status"):
@@ -502,21 +503,21 @@ def test_merge_request_facts(world: World) -> None:
     second = world.provider.proposals[1]
     assert second.labels == ("promoter", "env::staging", "team::risk")
     assert (second.approvals_required, second.auto_merge) == (1, True)
-    assert staging["mr_iid"] != production["mr_iid"]
+    assert staging.mr_iid != production.mr_iid
 
 
 # ============================================================ decommission
 
 def test_decommission_removes_only_the_overlay_while_another_env_remains(world: World) -> None:
-    world.provider.merge(world.promote("2", env="staging")["mr_iid"])
-    world.provider.merge(world.promote("2")["mr_iid"])
+    world.provider.merge(world.promote("2", env="staging").mr_iid)
+    world.provider.merge(world.promote("2").mr_iid)
     world.registry.set_alias(MODEL, "production", None)
     result = world.run(action="decommission")
-    assert result["removes"] == [f"deploy/{NAME}/overlays/production/"]
-    world.provider.merge(result["mr_iid"])
+    assert result.removes == (f"deploy/{NAME}/overlays/production/",)
+    world.provider.merge(result.mr_iid)
     directories = {p.rsplit("/", 1)[0] for p in world.provider.branches["main"]}
     assert directories == {f"deploy/{NAME}/base", f"deploy/{NAME}/overlays/staging"}
-    mr = world.provider.get(result["mr_iid"])
+    mr = world.provider.get(result.mr_iid)
     assert mr.title == "Decommission Fraud Detector from production"
     assert "decommission" in mr.labels and mr.approvals_required == 2
     assert world.registry.writes[-1] == (MODEL, "2", "production", {
@@ -525,26 +526,26 @@ def test_decommission_removes_only_the_overlay_while_another_env_remains(world: 
 
 
 def test_decommission_of_the_last_env_removes_the_base_too(world: World) -> None:
-    world.provider.merge(world.promote("2")["mr_iid"])
+    world.provider.merge(world.promote("2").mr_iid)
     world.registry.set_alias(MODEL, "production", None)
     result = world.run(action="decommission")
-    assert result["removes"] == [f"deploy/{NAME}/overlays/production/", f"deploy/{NAME}/base/"]
-    assert "overlay and base" in world.provider.get(result["mr_iid"]).description
-    world.provider.merge(result["mr_iid"])
+    assert result.removes == (f"deploy/{NAME}/overlays/production/", f"deploy/{NAME}/base/")
+    assert "overlay and base" in world.provider.get(result.mr_iid).description
+    world.provider.merge(result.mr_iid)
     assert world.provider.branches["main"] == {}
 
 
 def test_decommission_skipped_when_the_alias_points_somewhere_again(world: World) -> None:
-    world.provider.merge(world.promote("2")["mr_iid"])
+    world.provider.merge(world.promote("2").mr_iid)
     world.registry.set_alias(MODEL, "production", "3")
     proposals = len(world.provider.proposals)
     result = world.run(action="decommission")
-    assert result["outcome"] == "skipped" and "version 3 again" in result["reason"]
+    assert result.skipped and "version 3 again" in result.reason
     assert len(world.provider.proposals) == proposals
 
 
 def test_decommission_skipped_when_promoter_never_deployed_it(world: World) -> None:
     result = world.run(action="decommission")
-    assert result["outcome"] == "skipped"
-    assert result["reason"] == f"promoter has no deployment of {MODEL!r} in production"
+    assert result.skipped
+    assert result.reason == f"promoter has no deployment of {MODEL!r} in production"
     assert world.provider.proposals == [] and world.registry.writes == []

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promoter.core.changes import Action, plan, summary
+from promoter.core.changes import plan, summary
+from promoter.ports.forge import Action
 from promoter.errors import UserError
 
 PREFIX = "manifests/m/overlays/prod/"

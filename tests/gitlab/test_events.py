@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from promoter.core.gitlab_events import MergeRequestEvent, PipelineEvent, parse, promotion_key
+from promoter.core.gitlab_payloads import parse
+from promoter.core.mr_events import MergeRequestEvent, PipelineEvent, promotion_key
 from promoter.errors import UserError
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from promoter.core.gitlab_events import GitLabEvent, MergeRequestEvent, PipelineEvent
+from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.errors import TransientError
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler, starlette_endpoint
 from promoter.settings import Secret
@@ -56,7 +56,7 @@ class Setup:
     def __init__(self, standin: StandIn, tmp: Path) -> None:
         self.standin = standin
         self.harness = GitLabHarness(standin, tmp)
-        self.events: list[GitLabEvent] = []
+        self.events: list[ForgeEvent] = []
         self.failures: list[Exception] = []
         self.deliveries = DeliveryLog(tmp / "state" / "gitlab-hooks.db")
         self.handler = GitLabHookHandler(Secret(TOKEN), self.deliveries,
@@ -64,7 +64,7 @@ class Setup:
         self.receiver = Receiver(self.handler)
         standin.hook_url, standin.hook_token = self.receiver.url, TOKEN
 
-    def on_event(self, event: GitLabEvent) -> None:
+    def on_event(self, event: ForgeEvent) -> None:
         if self.failures:
             raise self.failures.pop()
         self.events.append(event)

@@ -1,22 +1,19 @@
-"""The merge-request lifecycle, written once against a small ``Forge`` seam.
+"""The merge-request lifecycle, written once against the small ``Forge`` port (ports.forge).
 
-GitLab (adapters.gitlab) and the embedded local provider (adapters.localgit) each implement
-``Forge``; this module decides what to do. Every attempt starts by looking at what exists, so
-an attempt cut short by a timeout, a 5xx or a lost response is simply run again: a commit whose
-response was lost is found on the branch and not posted twice, an MR created blind is found by
-its source branch. Outcomes are judged against the first look, so a faulty run reports the
-same result as a clean one.
+Provider-neutral and pure: GitLab (adapters.gitlab) and the embedded local provider
+(adapters.localgit) each implement ``Forge``; this module decides what to do. Every attempt
+starts by looking at what exists, so an attempt cut short by a timeout, a 5xx or a lost response
+is simply run again: a commit whose response was lost is found on the branch and not posted
+twice, an MR created blind is found by its source branch. Outcomes are judged against the first
+look, so a faulty run reports the same result as a clean one.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from promoter.core import changes
-from promoter.core.changes import Action
 from promoter.core.mr_text import (
     changes_section,
     commit_message,
@@ -24,6 +21,7 @@ from promoter.core.mr_text import (
     with_marker,
 )
 from promoter.errors import TransientError
+from promoter.ports.forge import Forge
 from promoter.ports.git import (
     SUPERSEDED_SUFFIX,
     MergeRequest,
@@ -35,47 +33,6 @@ from promoter.ports.git import (
 HUMAN_COMMITS_NOTE = "promoter: branch changed by someone else"
 SUPERSEDED_NOTE = "promoter: superseded"
 APPROVALS_NOTE = "promoter: approvals"
-
-
-class OutcomeUnknown(TransientError):
-    """A write may or may not have been applied (timeout, 5xx, lost response): look again."""
-
-
-class Forge(Protocol):
-    def merge_requests(self, source_branch: str) -> list[MergeRequest]:
-        """Every MR of the branch, newest first."""
-
-    def branch_head(self, branch: str) -> str | None: ...
-
-    def commit_message(self, sha: str) -> str: ...
-
-    def read_files(self, ref: str, paths: Sequence[str],
-                   prefixes: Sequence[str]) -> dict[str, str]:
-        """Existing files among ``paths`` plus every file under ``prefixes``, at ``ref``."""
-
-    def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
-               message: str, expected_head: str | None) -> str:
-        """One commit of ``actions`` on ``start_branch``'s head, stored as ``branch``, which
-        must not exist (``expected_head`` None) or is replaced (where the forge can check it,
-        only while it is still at ``expected_head``)."""
-
-    def delete_branch(self, branch: str) -> None: ...
-
-    def create_mr(self, proposal: Proposal, description: str) -> MergeRequest: ...
-
-    def update_mr(self, iid: int, title: str, description: str,
-                  labels: Sequence[str]) -> MergeRequest: ...
-
-    def close_mr(self, iid: int, title: str) -> None: ...
-
-    def upsert_note(self, iid: int, heading: str, body: str) -> None:
-        """One bot comment per heading, edited in place."""
-
-    def require_approvals(self, iid: int, count: int) -> bool:
-        """Install the approval rule; False when the forge has no approval rules."""
-
-    def auto_merge(self, iid: int, sha: str) -> str | None:
-        """Merge when the pipeline passes, only while the head is ``sha``; a warning or None."""
 
 
 @dataclass
@@ -94,7 +51,8 @@ class _Run:
 class ProposalFlow:
     def __init__(self, forge: Forge, *, supersede: bool = False, attempts: int = 5,
                  backoff_seconds: float = 1.0, max_wait_seconds: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None]) -> None:
+        # ``sleep`` is injected: the core never waits on the real clock by itself.
         self._forge = forge
         self._supersede = supersede
         self._attempts = attempts

@@ -1,4 +1,4 @@
-"""GitLab webhook payloads (Merge Request Hook, Pipeline Hook) → typed events.
+"""GitLab webhook payloads (Merge Request Hook, Pipeline Hook) → the neutral forge events.
 
 Pure. Webhook bodies come from outside: every field read is type-checked, and only branches
 named ``promote/<name>/<env>`` with valid names become events promoter acts on.
@@ -8,74 +8,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from promoter.core.naming import name_problem
+from promoter.core.mr_events import (
+    MR_ACTIONS,
+    PIPELINE_STATUSES,
+    ForgeEvent,
+    MergeRequestEvent,
+    PipelineEvent,
+    promotion_key,
+)
 from promoter.errors import UserError
-from promoter.ports.git import BRANCH_PREFIX
 
-MR_ACTIONS = frozenset({"open", "close", "reopen", "update", "approved", "unapproved",
-                        "approval", "unapproval", "merge"})
-ACTED_ON = frozenset({"approved", "merge", "close"})
-PIPELINE_STATUSES = frozenset({"created", "waiting_for_resource", "preparing", "pending",
-                               "running", "success", "failed", "canceled", "skipped", "manual",
-                               "scheduled"})
-
-
-@dataclass(frozen=True)
-class MergeRequestEvent:
-    action: str
-    project_id: int
-    project_path: str
-    iid: int
-    state: str
-    source_branch: str
-    target_branch: str
-    head_sha: str | None
-    url: str
-    user: str | None
-    name: str | None          # deployment name from the branch, None for other branches
-    env: str | None
-    merge_commit_sha: str | None = None
-    title: str = ""
-
-    @property
-    def kind(self) -> str:
-        return "merge_request"
-
-
-@dataclass(frozen=True)
-class PipelineEvent:
-    pipeline_id: int
-    project_id: int
-    project_path: str
-    ref: str
-    head_sha: str
-    status: str
-    iid: int | None           # the MR the pipeline ran for, when any
-    name: str | None
-    env: str | None
-
-    @property
-    def kind(self) -> str:
-        return "pipeline"
-
-
-GitLabEvent = MergeRequestEvent | PipelineEvent
 EVENT_HEADERS = {"Merge Request Hook": "merge_request", "Pipeline Hook": "pipeline"}
 
 
-def promotion_key(branch: str) -> tuple[str, str] | None:
-    """(name, env) of a promoter branch, or None for any other branch."""
-    parts = branch.split("/")
-    if len(parts) != 3 or parts[0] != BRANCH_PREFIX:
-        return None
-    name, env = parts[1], parts[2]
-    return (name, env) if name_problem(name) is None and name_problem(env) is None else None
-
-
-def parse(event_header: str, body: bytes) -> GitLabEvent | None:
+def parse(event_header: str, body: bytes) -> ForgeEvent | None:
     """The event, or None for event kinds promoter does not handle."""
     kind = EVENT_HEADERS.get(event_header)
     if kind is None:

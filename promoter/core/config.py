@@ -1,0 +1,74 @@
+"""The narrow, frozen configuration the core's use cases need, as plain values.
+
+``promoter.settings`` (pydantic, files, environment) builds these once; the core never sees
+``Settings`` itself, so it cannot read a file, an environment variable or a secret by accident,
+and tests construct exactly the configuration they mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from promoter.errors import ConfigError
+
+
+def frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    """A read-only view, so a shared configuration value cannot be changed by one caller."""
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class EnvironmentTarget:
+    """One environment promoter deploys to, and how models get there."""
+
+    name: str
+    namespace: str
+    alias: str | None = None              # MLflow alias that promotes into it
+    stage: str | None = None              # legacy stage that promotes into it
+    spec_defaults: Mapping[str, Any] = field(default_factory=frozen)  # intent-shaped defaults
+    approvals: int = 1
+    auto_merge: bool = False
+    allowed_gpu_types: tuple[str, ...] | None = None
+    allowed_regions: tuple[str, ...] | None = None
+    cluster_selector: Mapping[str, str] = field(default_factory=frozen)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What resolving an intent needs: the defaults and the environments."""
+
+    defaults: Mapping[str, Any]
+    environments: Mapping[str, EnvironmentTarget]
+    image_repository: str | None = None   # "{name}" stands for the deployment name
+
+    def environment(self, name: str) -> EnvironmentTarget:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigError(f"unknown environment {name!r}",
+                              hint=f"environments in this configuration: {known}") from None
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    required_tags: Mapping[str, str] = field(default_factory=frozen)
+    team_gpu_quota: Mapping[str, int] = field(default_factory=frozen)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything the promotion pipeline reads from configuration."""
+
+    targets: Targets
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    manifests_dir: str = "manifests"
+    target_branch: str = "main"
+    run_link_base: str | None = None      # http(s) base of the MLflow UI, for run links in MRs
+
+    @property
+    def manifests_root(self) -> str:
+        return self.manifests_dir.strip("/")

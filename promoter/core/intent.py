@@ -1,0 +1,64 @@
+"""An intent document + the configured targets → the resolved deployment and its render request.
+
+Pure: the document arrives already parsed (from a file, a logged artifact or ``deploy.*`` tags);
+reading files and templates is the callers' business. Every validation problem becomes one
+``UserError`` naming each field, whatever the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from promoter.core.config import Targets
+from promoter.core.problems import describe
+from promoter.core.render import ImagePin, Lineage, RenderRequest
+from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef, resolve
+from promoter.errors import UserError
+
+
+def check_document(document: Any, *, origin: str) -> dict[str, Any]:
+    """Refuse anything that is not a ModelDeployment mapping (before any field is read)."""
+    if not isinstance(document, dict):
+        raise UserError(f"{origin} must hold a YAML mapping (a ModelDeployment), "
+                        f"not {type(document).__name__}")
+    problems = []
+    if document.get("apiVersion") != API_VERSION:
+        problems.append(f"apiVersion: must be {API_VERSION} (got {document.get('apiVersion')!r})")
+    if document.get("kind") != KIND:
+        problems.append(f"kind: must be {KIND} (got {document.get('kind')!r})")
+    if problems:
+        raise UserError(f"{origin} is not a ModelDeployment:\n  " + "\n  ".join(problems))
+    return document
+
+
+def resolve_intent(targets: Targets, intent: Mapping[str, Any], environment: str | None, *,
+                   origin: str, model: ModelRef | None = None) -> ModelDeployment:
+    env_defaults = targets.environment(environment).spec_defaults if environment else {}
+    unknown = set((intent.get("spec") or {}).get("environments") or {}) - set(targets.environments)
+    if unknown:
+        raise UserError(f"{origin}: spec.environments names unknown environment(s) "
+                        f"{', '.join(sorted(unknown))}",
+                        hint=f"configured environments: {', '.join(sorted(targets.environments))}")
+    try:
+        return resolve(defaults=targets.defaults, intent=intent, environment=environment,
+                       environment_defaults=env_defaults, model=model)
+    except ValidationError as exc:
+        where = f" for environment {environment}" if environment else ""
+        raise UserError(f"{origin} is not a valid ModelDeployment{where}:\n  "
+                        + "\n  ".join(describe(exc)), hint="fix every field listed") from None
+
+
+def build_request(targets: Targets, intent: Mapping[str, Any], environment: str, *, origin: str,
+                  lineage: Lineage | None = None, image: ImagePin | None = None,
+                  model: ModelRef | None = None) -> RenderRequest:
+    """The base (no environment overrides) and the environment's deployment, ready to render."""
+    env = targets.environment(environment)
+    base = resolve_intent(targets, intent, None, origin=origin, model=model)
+    deployment = resolve_intent(targets, intent, environment, origin=origin, model=model)
+    if image is None and deployment.spec.runtime == "deployment" and targets.image_repository:
+        image = ImagePin(repository=targets.image_repository.format(name=deployment.name))
+    return RenderRequest(base=base, deployment=deployment, environment=environment,
+                         namespace=env.namespace, lineage=lineage or Lineage(), image=image)

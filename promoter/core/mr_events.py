@@ -1,0 +1,72 @@
+"""Merge-request and pipeline events, whichever forge they come from.
+
+GitLab's webhooks (parsed by core.gitlab_payloads) and the local provider's ``promoter mr``
+commands produce the same events; service.outcomes turns them into MLflow tags, ledger rows and
+audit entries. Only branches named ``promote/<name>/<env>`` with valid names carry a
+(name, env) that promoter acts on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from promoter.core.naming import name_problem
+from promoter.ports.git import BRANCH_PREFIX
+
+MR_ACTIONS = frozenset({"open", "close", "reopen", "update", "approved", "unapproved",
+                        "approval", "unapproval", "merge"})
+ACTED_ON = frozenset({"approved", "merge", "close"})
+PIPELINE_STATUSES = frozenset({"created", "waiting_for_resource", "preparing", "pending",
+                               "running", "success", "failed", "canceled", "skipped", "manual",
+                               "scheduled"})
+
+
+@dataclass(frozen=True)
+class MergeRequestEvent:
+    action: str
+    project_id: int
+    project_path: str
+    iid: int
+    state: str
+    source_branch: str
+    target_branch: str
+    head_sha: str | None
+    url: str
+    user: str | None
+    name: str | None          # deployment name from the branch, None for other branches
+    env: str | None
+    merge_commit_sha: str | None = None
+    title: str = ""
+
+    @property
+    def kind(self) -> str:
+        return "merge_request"
+
+
+@dataclass(frozen=True)
+class PipelineEvent:
+    pipeline_id: int
+    project_id: int
+    project_path: str
+    ref: str
+    head_sha: str
+    status: str
+    iid: int | None           # the MR the pipeline ran for, when any
+    name: str | None
+    env: str | None
+
+    @property
+    def kind(self) -> str:
+        return "pipeline"
+
+
+ForgeEvent = MergeRequestEvent | PipelineEvent
+
+
+def promotion_key(branch: str) -> tuple[str, str] | None:
+    """(name, env) of a promoter branch, or None for any other branch."""
+    parts = branch.split("/")
+    if len(parts) != 3 or parts[0] != BRANCH_PREFIX:
+        return None
+    name, env = parts[1], parts[2]
+    return (name, env) if name_problem(name) is None and name_problem(env) is None else None

@@ -1,0 +1,62 @@
+"""The forge port: the few operations the merge-request lifecycle (core.proposal) needs.
+
+GitLab (adapters.gitlab) and the embedded local provider (adapters.localgit) implement it.
+A write whose outcome is unknown raises ``errors.OutcomeUnknown``; the lifecycle then looks
+again before writing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from promoter.ports.git import MergeRequest, Proposal
+
+ActionKind = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True, order=True)
+class Action:
+    """One file change of a commit (core.changes plans them; a forge applies them)."""
+
+    path: str
+    kind: ActionKind
+    content: str | None = None      # None for delete
+
+
+class Forge(Protocol):
+    def merge_requests(self, source_branch: str) -> list[MergeRequest]:
+        """Every MR of the branch, newest first."""
+
+    def branch_head(self, branch: str) -> str | None: ...
+
+    def commit_message(self, sha: str) -> str: ...
+
+    def read_files(self, ref: str, paths: Sequence[str],
+                   prefixes: Sequence[str]) -> dict[str, str]:
+        """Existing files among ``paths`` plus every file under ``prefixes``, at ``ref``."""
+
+    def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
+               message: str, expected_head: str | None) -> str:
+        """One commit of ``actions`` on ``start_branch``'s head, stored as ``branch``, which
+        must not exist (``expected_head`` None) or is replaced (where the forge can check it,
+        only while it is still at ``expected_head``)."""
+
+    def delete_branch(self, branch: str) -> None: ...
+
+    def create_mr(self, proposal: Proposal, description: str) -> MergeRequest: ...
+
+    def update_mr(self, iid: int, title: str, description: str,
+                  labels: Sequence[str]) -> MergeRequest: ...
+
+    def close_mr(self, iid: int, title: str) -> None: ...
+
+    def upsert_note(self, iid: int, heading: str, body: str) -> None:
+        """One bot comment per heading, edited in place."""
+
+    def require_approvals(self, iid: int, count: int) -> bool:
+        """Install the approval rule; False when the forge has no approval rules."""
+
+    def auto_merge(self, iid: int, sha: str) -> str | None:
+        """Merge when the pipeline passes, only while the head is ``sha``; a warning or None."""

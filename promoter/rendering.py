@@ -18,6 +18,7 @@ from promoter.core import intent as core_intent
 from promoter.core.render import ImagePin, Lineage, Renderer, RenderRequest
 from promoter.core.spec import ModelRef
 from promoter.errors import UserError
+from promoter.intent_yaml import MAX_INTENT_BYTES, load_intent_yaml
 from promoter.settings import Settings
 
 _REPO_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -51,19 +52,22 @@ def renderer(settings: Settings) -> Renderer:
 def load_intent_file(path: Path) -> dict[str, Any]:
     """Read a ModelDeployment YAML file; refuse anything that is not one."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read intent file {path}: {exc}") from None
+        with path.open("rb") as handle:  # never read more than an intent may hold
+            data = handle.read(MAX_INTENT_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"cannot read intent file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_INTENT_BYTES:
+        raise UserError(f"intent file {path} is larger than {MAX_INTENT_BYTES} bytes, the most "
+                        "an intent may hold", hint="an intent needs a few dozen lines")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"cannot read intent file {path}: not UTF-8 ({exc.reason})") from None
     return parse_intent(text, origin=str(path))
 
 
 def parse_intent(text: str, *, origin: str) -> dict[str, Any]:
-    try:
-        document = YAML(typ="safe", pure=True).load(text)
-    except YAMLError as exc:
-        raise UserError(f"{origin} is not valid YAML: {_first_line(exc)}",
-                        hint="an intent file is a YAML ModelDeployment; see examples/") from None
-    return core_intent.check_document(document, origin=origin)
+    return core_intent.check_document(load_intent_yaml(text, origin=origin), origin=origin)
 
 
 def build_request(settings: Settings, intent: Mapping[str, Any], environment: str, *, origin: str,

@@ -181,6 +181,8 @@ class ServerSettings(_Section):
 class PolicySettings(_Section):
     required_tags: dict[str, str] = Field(default_factory=dict)
     team_gpu_quota: dict[str, int] = Field(default_factory=dict)
+    default_team_gpu_quota: int | None = Field(
+        default=None, ge=0, description="quota of a team without a team_gpu_quota entry")
 
 
 def _default_environments() -> dict[str, Environment]:
@@ -250,7 +252,8 @@ class Settings(_Section):
         return PipelineConfig(
             targets=self.targets(),
             policy=PolicyConfig(required_tags=frozen(self.policy.required_tags),
-                                team_gpu_quota=frozen(self.policy.team_gpu_quota)),
+                                team_gpu_quota=frozen(self.policy.team_gpu_quota),
+                                default_team_gpu_quota=self.policy.default_team_gpu_quota),
             manifests_dir=self.git.manifests_dir, target_branch=self.git.target_branch,
             run_link_base=base if base and base.startswith(("http://", "https://")) else None)
 

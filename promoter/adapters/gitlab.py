@@ -231,6 +231,9 @@ class GitLabProvider:
     def paths(self, prefix: str, ref: str) -> list[str]:
         return sorted(self.forge.read_files(ref, [], [prefix]))
 
+    def read(self, path: str, ref: str) -> str | None:
+        return self.forge.read_files(ref, [path], []).get(path)
+
 
 def connect(url: str, token: str, project: str, *, verify_tls: bool | str = True,
             timeout_seconds: float = 30, attempts: int = 4, backoff_seconds: float = 0.5,

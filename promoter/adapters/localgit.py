@@ -158,6 +158,9 @@ class LocalGitProvider:
     def paths(self, prefix: str, ref: str) -> list[str]:
         return sorted(self.forge.read_files(ref, [], [prefix]))
 
+    def read(self, path: str, ref: str) -> str | None:
+        return self.forge.read_files(ref, [path], []).get(path)
+
     def list_mrs(self, state: str = "opened") -> list[MergeRequest]:
         self.forge.repo.fetch()
         return [self.forge.to_mr(r) for r in self.forge.store.find(state=state)]

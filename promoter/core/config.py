@@ -57,6 +57,7 @@ class Targets:
 class PolicyConfig:
     required_tags: Mapping[str, str] = field(default_factory=frozen)
     team_gpu_quota: Mapping[str, int] = field(default_factory=frozen)
+    default_team_gpu_quota: int | None = None   # for teams without an entry; None: unlimited
 
 
 @dataclass(frozen=True)

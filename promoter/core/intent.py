@@ -18,6 +18,11 @@ from promoter.core.render import ImagePin, Lineage, RenderRequest
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef, resolve
 from promoter.errors import UserError
 
+# Fields of the intent that every environment shares: an environment may not override them.
+# (Ownership decides quotas and cost labels; letting staging say another team would let one
+# environment escape the quota the base declares.)
+SHARED_FIELDS = ("owner", "model", "runtime", "environments")
+
 
 def check_document(document: Any, *, origin: str) -> dict[str, Any]:
     """Refuse anything that is not a ModelDeployment mapping (before any field is read)."""
@@ -34,8 +39,34 @@ def check_document(document: Any, *, origin: str) -> dict[str, Any]:
     return document
 
 
+def check_shape(intent: Mapping[str, Any], *, origin: str) -> None:
+    """The containers the merge walks must be mappings; anything else is named, not a crash."""
+    problems = [f"{field}: must be a mapping, not {type(intent[field]).__name__}"
+                for field in ("metadata", "spec")
+                if intent.get(field) is not None and not isinstance(intent[field], Mapping)]
+    spec = intent.get("spec")
+    environments = spec.get("environments") if isinstance(spec, Mapping) else None
+    if environments is not None and not isinstance(environments, Mapping):
+        problems.append("spec.environments: must be a mapping of environment name to "
+                        f"overrides, not {type(environments).__name__}")
+    elif environments:
+        for env, overrides in environments.items():
+            where = f"spec.environments.{env}"
+            if overrides is not None and not isinstance(overrides, Mapping):
+                problems.append(f"{where}: must be a mapping of overrides, "
+                                f"not {type(overrides).__name__}")
+            elif overrides:
+                problems += [f"{where}.{field}: is shared by every environment and cannot be "
+                             "overridden per environment" for field in SHARED_FIELDS
+                             if field in overrides]
+    if problems:
+        raise UserError(f"{origin} is not a valid ModelDeployment:\n  " + "\n  ".join(problems),
+                        hint="fix every field listed")
+
+
 def resolve_intent(targets: Targets, intent: Mapping[str, Any], environment: str | None, *,
                    origin: str, model: ModelRef | None = None) -> ModelDeployment:
+    check_shape(intent, origin=origin)
     env_defaults = targets.environment(environment).spec_defaults if environment else {}
     unknown = set((intent.get("spec") or {}).get("environments") or {}) - set(targets.environments)
     if unknown:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from promoter.core import mr_text
+from promoter.core import mr_text, tree_facts
 from promoter.core.config import PipelineConfig
 from promoter.core.intent import build_request
 from promoter.core.policy import Decision, PolicyRules, decide
@@ -157,12 +157,22 @@ class Pipeline:
         return request.deployment, intent
 
     def _check_name(self, job: PromotionJob, name: str) -> None:
-        """Two registered models deriving one deployment name would share a directory."""
-        other = self.ports.ledger.by_deployment(name, job.env)
-        if other is not None and other.model != job.model:
-            raise InvalidIntent(f"models {other.model!r} and {job.model!r} both become "
-                                f"deployment {name!r}; set metadata.name (tag deploy.name) on "
-                                "one of them")
+        """A deployment name belongs to one registered model in every environment: two models
+        sharing it would share ``<name>/base/``, so promoting one to staging would rewrite what
+        the other runs in production. The ledger knows what promoter deployed; the target
+        branch's base annotation knows what was merged (also by an earlier state directory)."""
+        owners = {state.model for state in self.ports.ledger.named(name)} - {job.model}
+        base = self.ports.provider.read(
+            tree_facts.base_kustomization(self.config.manifests_root, name),
+            self.config.target_branch)
+        if base is not None:
+            merged_owner = tree_facts.annotation(base, tree_facts.REGISTERED_MODEL)
+            if merged_owner != job.model:
+                owners.add(merged_owner or "a directory promoter did not write")
+        if owners:
+            other = ", ".join(repr(owner) for owner in sorted(owners))
+            raise InvalidIntent(f"models {other} and {job.model!r} both become deployment "
+                                f"{name!r}; set metadata.name (tag deploy.name) on one of them")
 
     def _policy(self, job: PromotionJob, deployment: ModelDeployment,
                 info: ModelVersionInfo) -> Decision:
@@ -170,7 +180,8 @@ class Pipeline:
         rules = PolicyRules(required_tags=policy.required_tags,
                             allowed_gpu_types=env.allowed_gpu_types,
                             allowed_regions=env.allowed_regions,
-                            team_gpu_quota=policy.team_gpu_quota)
+                            team_gpu_quota=policy.team_gpu_quota,
+                            default_team_gpu_quota=policy.default_team_gpu_quota)
         return decide(deployment, job.env, info.tags, rules)
 
     def _image(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
@@ -259,14 +270,17 @@ class Pipeline:
         remaining = [path for path in overlays if not path.startswith(overlay)]
         managed = (overlay,) if remaining else (overlay, f"{root}/{state.name}/base/")
         what = "its overlay" if remaining else "its overlay and base (no environment remains)"
+        # What the environment runs is what the target branch holds, which may be older than the
+        # last version promoter proposed (an MR for a newer version may never have merged).
+        live = self._live_version(state.name, job.env) or state.version
         model = mr_text.escape(job.model, 120)
         proposal = Proposal(
-            model=job.model, name=state.name, env=job.env, version=state.version, files={},
+            model=job.model, name=state.name, env=job.env, version=live, files={},
             managed_prefixes=managed,
             title=f"Decommission {model} from {job.env}",
             description=(f"## Decommission {model} from {job.env}\n\nThe {job.env} trigger no "
-                         f"longer points at any version (it last deployed version "
-                         f"{state.version}). This removes {what}.\n"),
+                         f"longer points at any version; {self.config.target_branch} runs "
+                         f"version {live}. This removes {what}.\n"),
             labels=(*mr_text.labels(job.env, None), "decommission"),
             approvals_required=env.approvals, target_branch=self.config.target_branch)
         result = self.ports.provider.propose(proposal)
@@ -274,10 +288,17 @@ class Pipeline:
                   else DeploymentStatus.DECOMMISSIONED)
         values = {"mr_url": result.mr_url} if result.mr_url else {}
         values["status"] = status
-        registry.write_back(job.model, state.version, job.env, values)
-        self.ports.ledger.put(DeployedState(job.model, job.env, state.name, state.version,
+        registry.write_back(job.model, live, job.env, values)
+        self.ports.ledger.put(DeployedState(job.model, job.env, state.name, live,
                                             status, result.mr_iid, result.head_sha))
         self.progress("merge request", result.outcome.value, result.mr_url or "")
-        return PipelineResult(result.outcome, status, version=state.version, name=state.name,
+        return PipelineResult(result.outcome, status, version=live, name=state.name,
                               removes=managed, mr_iid=result.mr_iid, mr_url=result.mr_url,
                               head_sha=result.head_sha, commit_created=result.commit_created)
+
+    def _live_version(self, name: str, env: str) -> str | None:
+        """The version the target branch's overlay pins, or None when it has no overlay."""
+        overlay = self.ports.provider.read(
+            tree_facts.overlay_kustomization(self.config.manifests_root, name, env),
+            self.config.target_branch)
+        return tree_facts.annotation(overlay, tree_facts.MODEL_VERSION) if overlay else None

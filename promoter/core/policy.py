@@ -8,7 +8,8 @@ owner has to fix at once. Rules come from settings, not code:
 - ``allowed_gpu_types`` per environment;
 - ``allowed_regions`` per environment: every pinned region must be in the list;
 - ``team_gpu_quota``: the most GPUs one deployment of a team may claim at full scale
-  (gpu count x maxReplicas).
+  (gpu count x maxReplicas); a team without an entry gets ``default_team_gpu_quota`` (none:
+  unlimited), so naming an unknown team is no way around the quota.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class PolicyRules:
     allowed_gpu_types: Sequence[str] | None = None
     allowed_regions: Sequence[str] | None = None
     team_gpu_quota: Mapping[str, int] = field(default_factory=dict)
+    default_team_gpu_quota: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def decide(deployment: ModelDeployment, env: str, tags: Mapping[str, str],
                for key, wanted in sorted(rules.required_tags.items())]
     results.append(_gpu_type(deployment, env, rules.allowed_gpu_types))
     results.append(_regions(deployment, env, rules.allowed_regions))
-    results.append(_quota(deployment, rules.team_gpu_quota))
+    results.append(_quota(deployment, rules.team_gpu_quota, rules.default_team_gpu_quota))
     return Decision(tuple(result for result in results if result is not None))
 
 
@@ -96,10 +98,11 @@ def _regions(deployment: ModelDeployment, env: str,
     return RuleResult("regions", True, f"{', '.join(regions)} allowed in {env}")
 
 
-def _quota(deployment: ModelDeployment, quotas: Mapping[str, int]) -> RuleResult:
+def _quota(deployment: ModelDeployment, quotas: Mapping[str, int],
+           default: int | None) -> RuleResult:
     team = deployment.spec.owner.team
     claim = deployment.spec.resources.gpu.count * deployment.spec.scaling.max_replicas
-    limit = quotas.get(team)
+    limit = quotas.get(team, default)
     if limit is None:
         return RuleResult("team gpu quota", True,
                           f"{claim} GPUs at full scale (no quota for {team})")

@@ -18,10 +18,19 @@ def dotted(location: tuple[str | int, ...]) -> str:
     return path or "(document)"
 
 
-def describe(exc: ValidationError, *, prefix: str = "") -> list[str]:
+# A hostile document can hold thousands of wrong keys; the first ones say enough, and a bounded
+# list keeps the error (which also becomes an MLflow tag and a job reason) small.
+MAX_PROBLEMS = 20
+
+
+def describe(exc: ValidationError, *, prefix: str = "", limit: int = MAX_PROBLEMS) -> list[str]:
     """One line per problem: ``spec.resources.gpu.count: must be <= 16 (got 10000)``."""
-    lines = []
-    for error in exc.errors(include_url=False):
+    lines: list[str] = []
+    errors = exc.errors(include_url=False)
+    for error in errors:
+        if len(lines) >= limit:
+            lines.append(f"… and {len(errors) - limit} more problem(s)")
+            break
         location = tuple(part for part in error["loc"] if not _is_internal(part))
         path = dotted(location)
         if prefix:

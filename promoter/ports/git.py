@@ -108,3 +108,6 @@ class GitProvider(Protocol):
 
     def paths(self, prefix: str, ref: str) -> list[str]:
         """Files under ``prefix`` on branch ``ref`` (a decommission asks which overlays remain)."""
+
+    def read(self, path: str, ref: str) -> str | None:
+        """One file's text on branch ``ref``, or None when it is not there."""

@@ -46,6 +46,9 @@ class DeploymentLedger(Protocol):
 
     def by_deployment(self, name: str, env: str) -> DeployedState | None: ...
 
+    def named(self, name: str) -> list[DeployedState]:
+        """Every (model, env) row deploying under ``name``, in any environment."""
+
 
 class Progress(Protocol):
     def __call__(self, step: str, outcome: str, detail: str = "") -> None: ...

@@ -49,6 +49,14 @@ class SqliteLedger:
     def by_deployment(self, name: str, env: str) -> DeployedState | None:
         return self._one(_SELECT + "WHERE name = ? AND env = ?", (name, env))
 
+    def named(self, name: str) -> list[DeployedState]:
+        try:
+            rows = self._conn().execute(_SELECT + "WHERE name = ? ORDER BY env, model",
+                                        (name,)).fetchall()
+        except sqlite3.Error as exc:
+            raise TransientError(f"cannot read {self.path}: {exc}") from None
+        return [DeployedState(*row) for row in rows]
+
     def put(self, state: DeployedState) -> None:
         try:
             self._conn().execute(

@@ -176,6 +176,9 @@ class MemoryProvider:
     def paths(self, prefix: str, ref: str) -> list[str]:
         return sorted(p for p in self.branches.get(ref, {}) if p.startswith(prefix))
 
+    def read(self, path: str, ref: str) -> str | None:
+        return self.branches.get(ref, {}).get(path)
+
     def merge(self, iid: int) -> None:
         mr = self.get(iid)
         self.branches[mr.target_branch] = dict(self.branches[mr.source_branch])
@@ -198,6 +201,9 @@ class MemoryLedger:
     def by_deployment(self, name: str, env: str) -> DeployedState | None:
         found = [s for s in self.rows.values() if s.name == name and s.env == env]
         return found[0] if found else None
+
+    def named(self, name: str) -> list[DeployedState]:
+        return [s for s in self.rows.values() if s.name == name]
 
 
 class CountingImages:

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from promoter.core.changes import plan, summary
-from promoter.ports.forge import Action
 from promoter.errors import UserError
+from promoter.ports.forge import Action
 
 PREFIX = "manifests/m/overlays/prod/"
 

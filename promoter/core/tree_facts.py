@@ -1,0 +1,40 @@
+"""Facts promoter reads back from the manifests it wrote on the target branch.
+
+Pure text reading: promoter's own serializer (core.yamltext) writes every annotation on one
+line as ``key: value`` with the value plain or a JSON string literal, so reading one back needs
+no YAML parser. A file someone rewrote in another style reads as "unknown" (None), and callers
+treat unknown as "not provably ours".
+"""
+
+from __future__ import annotations
+
+import json
+
+REGISTERED_MODEL = "promoter.dev/registered-model"   # in the base's commonAnnotations
+MODEL_VERSION = "promoter.dev/model-version"         # in an overlay's commonAnnotations
+
+
+def annotation(kustomization: str, key: str) -> str | None:
+    """The value of annotation ``key`` in a kustomization promoter rendered, or None."""
+    prefix = f"{key}:"
+    for line in kustomization.splitlines():
+        text = line.strip()
+        if not text.startswith(prefix):
+            continue
+        value = text[len(prefix):].strip()
+        if not value.startswith('"'):
+            return value or None
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return None
+        return decoded if isinstance(decoded, str) else None
+    return None
+
+
+def base_kustomization(root: str, name: str) -> str:
+    return f"{root}/{name}/base/kustomization.yaml"
+
+
+def overlay_kustomization(root: str, name: str, env: str) -> str:
+    return f"{root}/{name}/overlays/{env}/kustomization.yaml"

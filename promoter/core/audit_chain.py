@@ -1,0 +1,90 @@
+"""The audit trail as a hash chain: each entry carries the SHA-256 of the one before it.
+
+Pure: entries in, hashes and findings out; appending to ``audit.jsonl`` and remembering the
+chain head are the service's business. An entry's hash covers its canonical JSON (sorted keys,
+no whitespace) including ``seq`` and ``prev``, so editing, deleting, reordering or inserting
+a line breaks the chain at that line. Cutting lines off the end leaves a consistent but
+shorter chain: that is caught against the head recorded elsewhere (the state database, and
+optionally a file committed to the GitOps repository with each merge request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last entry of a chain: how many entries it has and the last hash."""
+
+    seq: int
+    hash: str
+
+
+EMPTY = Head(0, GENESIS)
+
+
+def canonical(entry: Mapping[str, Any]) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str).encode("utf-8")
+
+
+def seal(fields: Mapping[str, Any], head: Head) -> dict[str, Any]:
+    """The next entry after ``head``: ``fields`` plus seq, prev and its own hash."""
+    entry = {key: value for key, value in fields.items() if key not in ("seq", "prev", "hash")}
+    entry.update(seq=head.seq + 1, prev=head.hash)
+    entry["hash"] = hashlib.sha256(canonical(entry)).hexdigest()
+    return entry
+
+
+def head_of(entry: Mapping[str, Any]) -> Head:
+    return Head(int(entry["seq"]), str(entry["hash"]))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The first line (1-based) where the trail stops being what was written, and why."""
+
+    line: int
+    problem: str
+
+
+def verify(lines: Iterable[str], recorded: Head | None = None) -> Finding | None:
+    """None when every line chains to the one before and the end matches ``recorded``."""
+    head, number = EMPTY, 0
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return Finding(number, "not a JSON object (edited or cut off mid-line)")
+        if not isinstance(entry, dict):
+            return Finding(number, "not a JSON object")
+        problem = _check(entry, head)
+        if problem:
+            return Finding(number, problem)
+        head = head_of(entry)
+    if recorded is not None and recorded != head:
+        if recorded.seq > head.seq:
+            return Finding(number + 1, f"the trail ends at entry {head.seq} but {recorded.seq} "
+                           "were recorded (entries were cut off the end)")
+        return Finding(number, f"the last entry is not the recorded head (seq {recorded.seq}, "
+                       f"hash {recorded.hash[:12]}…)")
+    return None
+
+
+def _check(entry: Mapping[str, Any], head: Head) -> str | None:
+    given = entry.get("hash")
+    body = {key: value for key, value in entry.items() if key != "hash"}
+    if given != hashlib.sha256(canonical(body)).hexdigest():
+        return "its hash does not match its content (the entry was edited)"
+    if entry.get("prev") != head.hash:
+        return "it does not follow the entry before it (an entry was deleted, inserted or moved)"
+    if entry.get("seq") != head.seq + 1:
+        return f"sequence number {entry.get('seq')!r} where {head.seq + 1} was due"
+    return None

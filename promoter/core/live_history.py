@@ -1,0 +1,43 @@
+"""Which version of each model was live in an environment at a given time, from the audit trail.
+
+Pure: a replay of audit entries in order. A merged promotion makes its version live in its
+environment; a merged decommission removes the model from it. (A rollback is a promotion of
+an older version, so it needs no case of its own.) The answer is only as complete as the trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MERGED = "mr.merge"
+DECOMMISSIONED = "decommissioned"
+
+
+@dataclass(frozen=True)
+class Live:
+    model: str
+    version: str
+    since: float          # when the merge that made it live was recorded
+    mr_url: str | None = None
+
+
+def live_at(entries: Iterable[Mapping[str, Any]], env: str, at: float,
+            model: str | None = None) -> dict[str, Live]:
+    """{model: what was live} in ``env`` at time ``at`` (seconds since the epoch)."""
+    live: dict[str, Live] = {}
+    for entry in entries:
+        when = entry.get("time")
+        if not isinstance(when, int | float) or when > at:
+            continue
+        if entry.get("event") != MERGED or entry.get("env") != env:
+            continue
+        name, version = entry.get("model"), entry.get("version")
+        if not isinstance(name, str) or (model is not None and name != model):
+            continue
+        if entry.get("status") == DECOMMISSIONED:
+            live.pop(name, None)
+        elif isinstance(version, str):
+            live[name] = Live(name, version, float(when), entry.get("url"))
+    return live

@@ -1,0 +1,92 @@
+"""The audit hash chain: every way of tampering with the trail is found, at the right line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from promoter.core.audit_chain import EMPTY, Head, head_of, seal, verify
+from promoter.core.live_history import live_at
+
+
+def trail(count: int = 5) -> list[str]:
+    head, lines = EMPTY, []
+    for index in range(count):
+        entry = seal({"time": 1000.0 + index, "event": "job.created", "model": "m",
+                      "version": str(index + 1), "actor": "webhook:mlflow"}, head)
+        head = head_of(entry)
+        lines.append(json.dumps(entry, sort_keys=True))
+    return lines
+
+
+def recorded(lines: list[str]) -> Head:
+    return head_of(json.loads(lines[-1]))
+
+
+def test_an_untouched_trail_verifies() -> None:
+    lines = trail()
+    assert verify(lines, recorded(lines)) is None
+    assert verify([], EMPTY) is None
+
+
+def test_an_edited_entry_is_found_at_its_line() -> None:
+    lines = trail()
+    entry = json.loads(lines[2])
+    entry["version"] = "99"
+    lines[2] = json.dumps(entry)
+    finding = verify(lines)
+    assert finding is not None and finding.line == 3 and "edited" in finding.problem
+
+
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link() -> None:
+    lines = trail()
+    entry = json.loads(lines[2])
+    entry["version"] = "99"
+    lines[2] = json.dumps(seal(entry, Head(entry["seq"] - 1, entry["prev"])))
+    finding = verify(lines)
+    assert finding is not None and finding.line == 4 and "does not follow" in finding.problem
+
+
+@pytest.mark.parametrize(("tamper", "line"), [
+    (lambda lines: lines.pop(1), 2),                                     # deleted
+    (lambda lines: lines.insert(2, lines[0]), 3),                        # inserted (a copy)
+    (lambda lines: lines.__setitem__(slice(1, 3), [lines[2], lines[1]]), 2),   # reordered
+])
+def test_deleted_inserted_and_reordered_entries_are_found(tamper: object, line: int) -> None:
+    lines = trail()
+    tamper(lines)  # type: ignore[operator]
+    finding = verify(lines)
+    assert finding is not None and finding.line == line
+
+
+def test_a_truncated_trail_is_found_against_the_recorded_head() -> None:
+    lines = trail()
+    head = recorded(lines)
+    finding = verify(lines[:3], head)
+    assert finding is not None and finding.line == 4 and "cut off" in finding.problem
+    assert verify(lines[:3]) is None  # without the recorded head a shorter chain is consistent
+
+
+def test_a_line_cut_in_the_middle_is_found() -> None:
+    lines = trail()
+    lines[-1] = lines[-1][:20]
+    finding = verify(lines)
+    assert finding is not None and finding.line == 5
+
+
+def test_live_at_replays_merges_rollbacks_and_decommissions() -> None:
+    entries = [
+        {"time": 10, "event": "mr.merge", "env": "production", "model": "a", "version": "1"},
+        {"time": 20, "event": "mr.merge", "env": "staging", "model": "a", "version": "2"},
+        {"time": 30, "event": "mr.merge", "env": "production", "model": "a", "version": "2"},
+        {"time": 40, "event": "mr.merge", "env": "production", "model": "a", "version": "1"},
+        {"time": 45, "event": "mr.merge", "env": "production", "model": "b", "version": "7"},
+        {"time": 50, "event": "mr.merge", "env": "production", "model": "a", "version": "1",
+         "status": "decommissioned"},
+    ]
+    assert live_at(entries, "production", 5) == {}
+    assert live_at(entries, "production", 35)["a"].version == "2"
+    assert live_at(entries, "production", 41)["a"].version == "1"          # the rollback
+    assert set(live_at(entries, "production", 60)) == {"b"}                  # a decommissioned
+    assert set(live_at(entries, "production", 60, model="a")) == set()

@@ -32,10 +32,12 @@ from promoter.core.config import (
     Targets,
     frozen,
 )
+from promoter.core.gates import Gate
 from promoter.core.naming import label_value_problem, name_problem
 from promoter.core.problems import describe
-from promoter.core.spec import Spec, deep_merge
+from promoter.core.spec import Spec, deep_merge, resolve
 from promoter.errors import ConfigError
+from promoter.policy_settings import PolicySettings, compile_gates
 
 
 class Secret:
@@ -178,13 +180,6 @@ class ServerSettings(_Section):
     reconcile_interval_seconds: int = Field(default=60, ge=0)
 
 
-class PolicySettings(_Section):
-    required_tags: dict[str, str] = Field(default_factory=dict)
-    team_gpu_quota: dict[str, int] = Field(default_factory=dict)
-    default_team_gpu_quota: int | None = Field(
-        default=None, ge=0, description="quota of a team without a team_gpu_quota entry")
-
-
 def _default_environments() -> dict[str, Environment]:
     return {
         "staging": Environment(trigger=Trigger(alias="staging", stage="Staging"),
@@ -246,6 +241,10 @@ class Settings(_Section):
                                             for name, env in self.environments.items()}),
                        image_repository=self.image.repository)
 
+    def gates(self) -> tuple[Gate, ...]:
+        """policy.gates and policy.teams compiled for the core (ConfigError when one is bad)."""
+        return compile_gates(self.policy, self.environments, _sample_intent(self.defaults))
+
     def pipeline_config(self) -> PipelineConfig:
         """What the promotion pipeline reads, and nothing else (no secrets, no paths)."""
         base = self.mlflow.ui_url or self.mlflow.tracking_uri
@@ -253,9 +252,21 @@ class Settings(_Section):
             targets=self.targets(),
             policy=PolicyConfig(required_tags=frozen(self.policy.required_tags),
                                 team_gpu_quota=frozen(self.policy.team_gpu_quota),
-                                default_team_gpu_quota=self.policy.default_team_gpu_quota),
+                                default_team_gpu_quota=self.policy.default_team_gpu_quota,
+                                gates=self.gates()),
             manifests_dir=self.git.manifests_dir, target_branch=self.git.target_branch,
             run_link_base=base if base and base.startswith(("http://", "https://")) else None)
+
+
+def _sample_intent(defaults: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A ModelDeployment on these defaults, whose field names CEL rules may use."""
+    sample = {"spec": {"model": {"name": "sample", "version": "1"},
+                       "owner": {"team": "sample", "costCenter": "sample"}}}
+    try:
+        return resolve(defaults=defaults, intent=sample, environment=None).model_dump(
+            mode="json", by_alias=True)
+    except ValidationError:
+        return None  # the defaults themselves are reported; skip the field check
 
 
 def _target(name: str, env: Environment) -> EnvironmentTarget:
@@ -311,6 +322,11 @@ def load_settings(config: Path | None = None, environ: Mapping[str, str] | None 
         where = str(path) if path else "settings"
         raise ConfigError(f"{where} is not valid:\n  " + "\n  ".join(problems),
                           hint="fix every field listed; see the README's configuration reference")
+    try:
+        settings.gates()  # compiled now so a bad gate stops promoter at start
+    except ConfigError as exc:
+        where = str(path) if path else "settings"
+        raise ConfigError(f"{where} is not valid:\n  {exc.message}", hint=exc.hint) from None
     return settings
 
 

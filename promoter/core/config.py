@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from promoter.core.gates import Gate
 from promoter.errors import ConfigError
 
 
@@ -58,6 +59,7 @@ class PolicyConfig:
     required_tags: Mapping[str, str] = field(default_factory=frozen)
     team_gpu_quota: Mapping[str, int] = field(default_factory=frozen)
     default_team_gpu_quota: int | None = None   # for teams without an entry; None: unlimited
+    gates: tuple[Gate, ...] = ()                 # promotion gates from promoter.yaml (core.gates)
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from promoter.core import mr_text, tree_facts
+from promoter.core import gates, mr_text, tree_facts
 from promoter.core.config import PipelineConfig
 from promoter.core.intent import build_request
-from promoter.core.policy import Decision, PolicyRules, decide
+from promoter.core.policy import Decision
 from promoter.core.render import ImagePin, Lineage, Renderer
 from promoter.core.results import STATUS_FOR_OUTCOME, DeploymentStatus, PipelineResult
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
+from promoter.core.verdict import verdict
 from promoter.errors import PermanentError, PolicyDenied, PromoterError, UserError, parks_job
+from promoter.ports.clock import Clock
 from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
 from promoter.ports.image import BuiltImage, Signer
-from promoter.ports.pipeline import DeployedState, DeploymentLedger, ModelImages, Progress, StepLog
+from promoter.ports.pipeline import (
+    DeployedState,
+    DeploymentHistory,
+    DeploymentLedger,
+    ModelImages,
+    Progress,
+    StepLog,
+)
 from promoter.ports.registry import ModelVersionInfo, Registry, RunInfo
 
 
@@ -52,6 +61,8 @@ class Ports:
     renderer: Renderer
     images: ModelImages | None = None
     signer: Signer | None = None
+    clock: Clock | None = None               # for time-based gates (staging soak)
+    history: DeploymentHistory | None = None  # what was live where (staging-first gate)
 
 
 def _quiet(step: str, outcome: str, detail: str = "") -> None:
@@ -100,7 +111,7 @@ class Pipeline:
         deployment, request_intent = self._deployment(job, info)
         self._check_name(job, deployment.name)
 
-        decision = self._policy(job, deployment, info)
+        decision = self._policy(job, deployment, info, run)
         steps.record_step("policy", {"version": version, "allowed": decision.allowed,
                                      "reasons": decision.reasons})
         if not decision.allowed:
@@ -174,15 +185,17 @@ class Pipeline:
             raise InvalidIntent(f"models {other} and {job.model!r} both become deployment "
                                 f"{name!r}; set metadata.name (tag deploy.name) on one of them")
 
-    def _policy(self, job: PromotionJob, deployment: ModelDeployment,
-                info: ModelVersionInfo) -> Decision:
-        env, policy = self.config.targets.environment(job.env), self.config.policy
-        rules = PolicyRules(required_tags=policy.required_tags,
-                            allowed_gpu_types=env.allowed_gpu_types,
-                            allowed_regions=env.allowed_regions,
-                            team_gpu_quota=policy.team_gpu_quota,
-                            default_team_gpu_quota=policy.default_team_gpu_quota)
-        return decide(deployment, job.env, info.tags, rules)
+    def _policy(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
+                run: RunInfo | None) -> Decision:
+        env = self.config.targets.environment(job.env)
+        history, clock = self.ports.history, self.ports.clock
+        facts = gates.GateFacts(
+            model=job.model, version=info.version, env=job.env, namespace=env.namespace,
+            tags=info.tags, metrics=run.metrics if run else {}, params=run.params if run else {},
+            now=clock.now() if clock else 0.0,
+            live_since=lambda where: history.live_since(job.model, info.version, where)
+            if history else None)
+        return verdict(self.config.policy, env, deployment, facts)
 
     def _image(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
                steps: StepLog) -> BuiltImage | None:

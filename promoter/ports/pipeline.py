@@ -50,5 +50,13 @@ class DeploymentLedger(Protocol):
         """Every (model, env) row deploying under ``name``, in any environment."""
 
 
+class DeploymentHistory(Protocol):
+    """What was live where, and since when (read from the audit trail)."""
+
+    def live_since(self, model: str, version: str, env: str) -> float | None:
+        """When ``version`` of ``model`` first became live in ``env`` (its MR merged), or None
+        when it never did or has been replaced since."""
+
+
 class Progress(Protocol):
     def __call__(self, step: str, outcome: str, detail: str = "") -> None: ...

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from promoter.core.live_history import live_at
+
 FILENAME = "audit.jsonl"
 _lock = threading.Lock()
 
@@ -31,6 +33,11 @@ class AuditTrail:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
+
+    def live_since(self, model: str, version: str, env: str) -> float | None:
+        """When ``version`` became live in ``env``, if it still is (the DeploymentHistory port)."""
+        live = live_at(self.entries(), env, time.time(), model).get(model)
+        return live.since if live is not None and live.version == version else None
 
     def entries(self) -> Iterator[dict[str, Any]]:
         if not self.path.exists():

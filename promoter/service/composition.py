@@ -11,6 +11,7 @@ from typing import Any
 
 from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Pipeline, Ports
+from promoter.ports.clock import SystemClock
 from promoter.ports.git import GitProvider
 from promoter.ports.image import Signer
 from promoter.ports.pipeline import Progress
@@ -62,7 +63,8 @@ def ports(settings: Settings, registry: Registry) -> Ports:
     hooks = outcomes(settings, registry)
     return Ports(registry=registry, provider=provider(settings, on_event=hooks),
                  ledger=hooks.ledger, renderer=renderer(settings),
-                 images=RegistryModelImages(settings), signer=signer(settings))
+                 images=RegistryModelImages(settings), signer=signer(settings),
+                 clock=SystemClock(), history=hooks.audit)
 
 
 def pipeline(settings: Settings, registry: Registry, *,

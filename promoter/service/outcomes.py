@@ -35,15 +35,17 @@ class MergeRequestOutcomes:
         if not isinstance(event, MergeRequestEvent) or not event.name or not event.env:
             return
         state = self.ledger.by_deployment(event.name, event.env)
+        status = STATUS_FOR_ACTION.get(event.action)
+        if status == "merged" and state is not None and state.status.startswith("decommission"):
+            status = "decommissioned"
+        # The merge entries carry model, version and status: `audit live` replays them.
         self.audit.record(f"mr.{event.action}", name=event.name, env=event.env, iid=event.iid,
                           url=event.url, user=event.user, head_sha=event.head_sha,
                           model=state.model if state else None,
-                          version=state.version if state else None)
-        status = STATUS_FOR_ACTION.get(event.action)
+                          version=state.version if state else None,
+                          status=status if state else None)
         if status is None or state is None:
             return
-        if status == "merged" and state.status.startswith("decommission"):
-            status = "decommissioned"
         self.ledger.set_status(event.name, event.env, status)
         if self.registry is None:
             return

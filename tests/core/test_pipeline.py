@@ -271,12 +271,13 @@ class World:
     signer: CountingSigner
     progress: list[tuple[str, str]]
     settings: Settings = SETTINGS
+    ports_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # clock, history
 
     def run(self, env: str = "production", requested: str | None = None,
             steps: MemorySteps | None = None, model: str = MODEL,
             action: str = "promote") -> PipelineResult:
         ports = Ports(self.registry, self.provider, self.ledger, RENDERER, self.images,
-                      self.signer)
+                      self.signer, **self.ports_extra)
         pipeline = Pipeline(self.settings.pipeline_config(), ports,
                             lambda step, outcome, detail="": self.progress.append((step, outcome)))
         return pipeline.run(PromotionJob(model, env, action, requested), steps or MemorySteps())

@@ -1,0 +1,121 @@
+"""The ``policy`` section of promoter.yaml: rules, gates and team permissions, validated at load
+and compiled once into the core's gate values (core.gates), so a bad gate — an unknown rule
+name, a metric check that does not parse, a CEL syntax error or unknown field — stops promoter
+at start with the path of the mistake, instead of failing a promotion later."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from promoter.core.cel import CelRule
+from promoter.core.gates import (
+    CelGate,
+    Gate,
+    MetricGate,
+    StagingFirstGate,
+    TeamAccess,
+    TeamPermissionGate,
+)
+from promoter.core.naming import name_problem
+from promoter.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricGateSettings(_Section):
+    rule: Literal["metric"]
+    check: str = Field(description="'NAME OP NUMBER' over the version's run, e.g. 'auc >= 0.9'")
+    environments: list[str] = Field(default_factory=list, description="empty: every environment")
+
+    @field_validator("check")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            MetricGate.parse(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+
+class StagingFirstSettings(_Section):
+    rule: Literal["staging_first"]
+    after: str = "staging"
+    soak_seconds: float = Field(default=0, ge=0)
+    environments: list[str] = Field(default_factory=lambda: ["production"])
+
+
+class CelGateSettings(_Section):
+    rule: Literal["cel"]
+    name: str
+    expression: str = Field(max_length=4096)
+    message: str = ""
+    environments: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(f"rule name {value!r} {problem}")
+        return value
+
+
+GateSettings = Annotated[MetricGateSettings | StagingFirstSettings | CelGateSettings,
+                         Field(discriminator="rule")]
+
+
+class Approvers(_Section):
+    user_ids: list[int] = Field(default_factory=list)
+    group_ids: list[int] = Field(default_factory=list)
+    codeowners: list[str] = Field(default_factory=list, description="@user or @group/path")
+
+
+class TeamSettings(_Section):
+    environments: list[str] | None = None
+    namespaces: list[str] | None = None
+    approvers: dict[str, Approvers] = Field(default_factory=dict, description="per environment")
+
+
+class PolicySettings(_Section):
+    required_tags: dict[str, str] = Field(default_factory=dict)
+    team_gpu_quota: dict[str, int] = Field(default_factory=dict)
+    default_team_gpu_quota: int | None = Field(
+        default=None, ge=0, description="quota of a team without a team_gpu_quota entry")
+    gates: list[GateSettings] = Field(default_factory=list)
+    teams: dict[str, TeamSettings] = Field(
+        default_factory=dict, description="who may deploy where; empty: every team everywhere")
+
+
+def compile_gates(policy: PolicySettings, environments: Mapping[str, Any],
+                  sample_intent: Mapping[str, Any] | None) -> tuple[Gate, ...]:
+    """The core's gates; ConfigError naming the gate for an environment that does not exist
+    or an expression that cannot work."""
+    gates: list[Gate] = []
+    for index, gate in enumerate(policy.gates):
+        where = f"policy.gates[{index}]"
+        unknown = [env for env in gate.environments if env not in environments]
+        if isinstance(gate, StagingFirstSettings) and gate.after not in environments:
+            unknown.append(gate.after)
+        if unknown:
+            raise ConfigError(f"{where} names unknown environment(s) {', '.join(unknown)}",
+                              hint="configured: " + ", ".join(sorted(environments)))
+        scope = tuple(gate.environments)
+        if isinstance(gate, MetricGateSettings):
+            gates.append(MetricGate.parse(gate.check, scope))
+        elif isinstance(gate, StagingFirstSettings):
+            gates.append(StagingFirstGate(gate.after, gate.soak_seconds, scope))
+        else:
+            rule = CelRule.compile(gate.name, gate.expression, gate.message, sample_intent)
+            gates.append(CelGate(rule, scope))
+    if policy.teams:
+        gates.append(TeamPermissionGate({
+            team: TeamAccess(tuple(access.environments) if access.environments is not None
+                             else None,
+                             tuple(access.namespaces) if access.namespaces is not None else None)
+            for team, access in policy.teams.items()}))
+    return tuple(gates)

@@ -1,0 +1,172 @@
+"""Promotion gates from promoter.yaml: a table per rule (allowed and denied, with the message a
+model owner reads), and every kind of bad gate refused when the configuration loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.core.gates import GateFacts, MetricGate, StagingFirstGate, evaluate
+from promoter.errors import ConfigError, PolicyDenied
+from promoter.settings import Settings, load_settings
+from tests.core.test_pipeline import INTENT_TAGS, MODEL, SETTINGS, World
+from tests.core.test_policy import deployment
+
+DAY = 86400.0
+
+
+def facts(**overrides: Any) -> GateFacts:
+    values: dict[str, Any] = {"model": MODEL, "version": "3", "env": "production",
+                              "namespace": "models-production"}
+    values.update(overrides)
+    return GateFacts(**values)
+
+
+def settings_with(policy: dict[str, Any]) -> Settings:
+    return SETTINGS.model_copy(update={"policy": SETTINGS.policy.model_validate(
+        {"required_tags": {"validation_status": "passed"}, **policy})})
+
+
+# ------------------------------------------------------------------ metric thresholds
+
+@pytest.mark.parametrize(("check", "metrics", "passed", "detail"), [
+    ("auc >= 0.9", {"auc": 0.93}, True, "auc = 0.93 (auc >= 0.9)"),
+    ("auc >= 0.9", {"auc": 0.81}, False, "auc = 0.81 fails auc >= 0.9; promote a version whose "
+                                         "run meets it"),
+    ("latency_p99_ms <= 50", {"latency_p99_ms": 50.0}, True, "latency_p99_ms = 50"),
+    ("latency_p99_ms <= 50", {"latency_p99_ms": 61.5}, False, "latency_p99_ms = 61.5 fails"),
+    ("auc >= 0.9", {}, False, "logged no metric 'auc'; log it (required: auc >= 0.9)"),
+    ("auc >= 0.9", {"auc": float("nan")}, False, "auc is NaN"),
+])
+def test_metric_thresholds(check: str, metrics: dict[str, float], passed: bool,
+                           detail: str) -> None:
+    [result] = evaluate((MetricGate.parse(check),), deployment(), facts(metrics=metrics))
+    assert result.rule == "metric:" + check.split()[0]
+    assert result.passed is passed and detail in result.detail
+
+
+def test_a_gate_scoped_to_production_does_not_apply_to_staging() -> None:
+    gate = MetricGate.parse("auc >= 0.99", ("production",))
+    assert evaluate((gate,), deployment(), facts(env="staging")) == []
+
+
+# ------------------------------------------------------------------ staging first, with a clock
+
+@pytest.mark.parametrize(("since", "passed", "detail"), [
+    (None, False, "was never live in staging; promote it to staging first"),
+    (1000.0, False, "for 12.0 h; it needs 1.0 d (another 12.0 h)"),
+    (1000.0 - DAY, True, "live in staging for 1.5 d"),
+])
+def test_staging_first_with_soak_time(since: float | None, passed: bool, detail: str) -> None:
+    now = 1000.0 + DAY / 2
+    gate = StagingFirstGate("staging", DAY, ("production",))
+    [result] = evaluate((gate,), deployment(),
+                        facts(now=now, live_since=lambda env: since if env == "staging" else None))
+    assert (result.rule, result.passed) == ("staging-first", passed)
+    assert detail in result.detail
+
+
+class History:
+    def __init__(self) -> None:
+        self.merged: dict[tuple[str, str, str], float] = {}
+
+    def live_since(self, model: str, version: str, env: str) -> float | None:
+        return self.merged.get((model, version, env))
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.value = now
+
+    def now(self) -> float:
+        return self.value
+
+
+def test_the_pipeline_denies_production_until_the_soak_is_over(world: World) -> None:
+    world.settings = settings_with({"gates": [
+        {"rule": "staging_first", "after": "staging", "soak_seconds": DAY}]})
+    history, clock = History(), Clock(5 * DAY)
+    world.ports_extra = {"history": history, "clock": clock}
+    with pytest.raises(PolicyDenied, match="staging-first: version 2 was never live in staging"):
+        world.promote("2")
+    assert world.registry.tags(MODEL, "2")["promoter.production.status"] == "denied"
+    assert world.provider.proposals == [] and world.images.calls == []
+    history.merged[(MODEL, "2", "staging")] = 4.5 * DAY
+    with pytest.raises(PolicyDenied, match="another 12.0 h"):
+        world.promote("2")
+    clock.value = 5.6 * DAY
+    assert world.promote("2").outcome == "created"
+    assert world.promote("2", env="staging").outcome == "created"  # the gate is production's
+
+
+# ------------------------------------------------------------------ who may deploy where
+
+def test_team_permissions(world: World) -> None:
+    world.settings = settings_with({"teams": {
+        "risk": {"environments": ["staging"]},
+        "search": {"environments": ["staging", "production"],
+                   "namespaces": ["models-staging"]}}})
+    world.registry.add(MODEL, "4", {**INTENT_TAGS, "deploy.owner.team": "risk"})
+    with pytest.raises(PolicyDenied, match="team 'risk' may not deploy to production"):
+        world.promote("4")
+    world.registry.add(MODEL, "5", {**INTENT_TAGS, "deploy.owner.team": "search"})
+    with pytest.raises(PolicyDenied, match="may not deploy into namespace models-production"):
+        world.promote("5")
+    world.registry.add(MODEL, "6", {**INTENT_TAGS, "deploy.owner.team": "ghost"})
+    with pytest.raises(PolicyDenied, match="team 'ghost' may not deploy with promoter"):
+        world.promote("6", env="staging")
+    world.registry.add(MODEL, "7", {**INTENT_TAGS, "deploy.owner.team": "search"})
+    assert world.promote("7", env="staging").outcome == "created"
+
+
+# ------------------------------------------------------------------ CEL rules
+
+def test_cel_rules_allow_and_deny_with_their_message(world: World) -> None:
+    world.settings = settings_with({"gates": [{
+        "rule": "cel", "name": "small-in-staging",
+        "expression": "env != 'staging' || intent.spec.resources.gpu.count <= 1",
+        "message": "staging gets at most one GPU"}, {
+        "rule": "cel", "name": "auc-tag", "environments": ["production"],
+        "expression": "metrics.auc >= 0.9 && tags['validation_status'] == 'passed'"}]})
+    world.registry.add(MODEL, "4", {**INTENT_TAGS, "deploy.resources.gpu.count": "2",
+                                    "deploy.resources.gpu.type": "nvidia-a100"})
+    with pytest.raises(PolicyDenied) as denied:
+        world.promote("4", env="staging")
+    assert denied.value.reasons == ["cel:small-in-staging: staging gets at most one GPU"]
+    assert world.registry.tags(MODEL, "4")["promoter.staging.reason"] == \
+        "cel:small-in-staging: staging gets at most one GPU"
+    assert world.promote("4").outcome == "created"          # production: 2 GPUs, auc 0.91
+
+
+def test_a_cel_rule_that_cannot_evaluate_denies_with_the_reason(world: World) -> None:
+    world.settings = settings_with({"gates": [{
+        "rule": "cel", "name": "reviewed", "expression": "tags['reviewed_by'] != ''"}]})
+    with pytest.raises(PolicyDenied, match=r"cel:reviewed: requires .*\(could not evaluate: no such key: reviewed_by\)"):
+        world.promote("2")
+
+
+# ------------------------------------------------------------------ bad gates stop promoter
+
+@pytest.mark.parametrize(("gate", "said"), [
+    ({"rule": "metric", "check": "auc >> 0.9"}, "is not 'NAME OP NUMBER'"),
+    ({"rule": "speed"}, "rule"),
+    ({"rule": "cel", "name": "x", "expression": "intent.spec.owner.team =="},
+     "CEL syntax error"),
+    ({"rule": "cel", "name": "x", "expression": "intent.spec.resources.gpux.count < 2"},
+     "intent has no field 'intent.spec.resources.gpux'"),
+    ({"rule": "cel", "name": "x", "expression": "owner == 'risk'"},
+     "unknown variable 'owner'"),
+    ({"rule": "metric", "check": "auc >= 0.9", "environments": ["moon"]},
+     "unknown environment(s) moon"),
+    ({"rule": "staging_first", "after": "qa"}, "unknown environment(s) qa"),
+])
+def test_bad_gates_are_config_errors_at_load(tmp_path: Path, gate: dict[str, Any],
+                                             said: str) -> None:
+    import json
+    config = tmp_path / "promoter.yaml"
+    config.write_text(json.dumps({"policy": {"gates": [gate]}}))
+    with pytest.raises(ConfigError) as failed:
+        load_settings(config, environ={})
+    assert said in str(failed.value) and str(config) in failed.value.message

@@ -112,8 +112,8 @@ def compile_gates(policy: PolicySettings, environments: Mapping[str, Any],
         else:
             rule = CelRule.compile(gate.name, gate.expression, gate.message, sample_intent)
             gates.append(CelGate(rule, scope))
-    if policy.teams:
-        gates.append(TeamPermissionGate({
+    if policy.teams:  # first: who may deploy where is the first thing a denial should say
+        gates.insert(0, TeamPermissionGate({
             team: TeamAccess(tuple(access.environments) if access.environments is not None
                              else None,
                              tuple(access.namespaces) if access.namespaces is not None else None)

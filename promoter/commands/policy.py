@@ -1,0 +1,58 @@
+"""`promoter policy check`: the pipeline's policy verdict, locally, before anything is promoted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.errors import EXIT_POLICY, UsageError
+
+HELP = """Check a deployment against promoter.yaml's policy: the same verdict the pipeline gives.
+
+Every rule and gate is evaluated and printed. Exit 0 when allowed, 4 when denied (1 for bad
+input). --intent FILE checks an intent file; --model M --version N reads the version's tags, run
+metrics and intent from MLflow (with --intent too, the file's intent replaces the version's).
+Time-based gates (staging first) read the audit trail in the state directory.
+"""
+
+app = typer.Typer(help="Policy: check what the pipeline would allow.", no_args_is_help=True)
+
+
+@app.command(help=HELP)
+def check(
+    ctx: typer.Context,
+    env: Annotated[str, typer.Option("--env", "-e", help="environment from promoter.yaml")],
+    intent: Annotated[Path | None, typer.Option("--intent", "-i", dir_okay=False,
+                                                help="ModelDeployment YAML file")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m",
+                                              help="MLflow registered model name")] = None,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="model version")] = None,
+    output: str = OUTPUT_OPTION,
+) -> None:
+    from promoter.policy_check import Subject, check_policy
+
+    if intent is None and model is None:
+        raise UsageError("give --intent FILE, or --model M --version N, or both")
+    if (model is None) != (version is None):
+        raise UsageError("--model and --version go together")
+    settings = state(ctx).settings()
+    decision = check_policy(settings, Subject(env=env, intent_file=intent, model=model,
+                                              version=version))
+    if output == "json":
+        emit_json({"allowed": decision.allowed, "reasons": decision.reasons,
+                   "results": [{"rule": r.rule, "passed": r.passed, "detail": r.detail}
+                               for r in decision.results]})
+    else:
+        for result in decision.results:
+            typer.echo(f"{'pass' if result.passed else 'DENY'}  {result.rule}: {result.detail}")
+        typer.echo("allowed" if decision.allowed else
+                   f"denied: {len(decision.reasons)} rule(s) failed")
+    if not decision.allowed:
+        raise typer.Exit(EXIT_POLICY)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="policy")

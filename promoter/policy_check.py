@@ -1,0 +1,61 @@
+"""The policy check use case behind `promoter policy check`: gather the facts the pipeline
+would gather (intent, version tags, run metrics, what was live where, the time) and ask the
+core's one verdict (core.verdict)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from promoter.core.gates import GateFacts
+from promoter.core.intent import resolve_intent
+from promoter.core.policy import Decision
+from promoter.core.spec import API_VERSION, KIND, ModelRef
+from promoter.core.verdict import verdict
+from promoter.rendering import load_intent_file
+from promoter.settings import Settings
+
+
+@dataclass(frozen=True)
+class Subject:
+    env: str
+    intent_file: Path | None = None
+    model: str | None = None
+    version: str | None = None
+
+
+def check_policy(settings: Settings, subject: Subject) -> Decision:
+    config = settings.pipeline_config()
+    target = config.targets.environment(subject.env)   # unknown environment: ConfigError
+    tags: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    params: dict[str, str] = {}
+    intent: dict[str, Any] | None = None
+    model_ref = None
+    if subject.model is not None and subject.version is not None:
+        from promoter.service import composition
+
+        registry = composition.registry(settings)
+        info = registry.model_version(subject.model, subject.version)
+        tags = dict(info.tags)
+        if info.run_id:
+            run = registry.run(info.run_id)
+            metrics, params = dict(run.metrics), dict(run.params)
+        intent = {"apiVersion": API_VERSION, "kind": KIND, **registry.intent(info)}
+        model_ref = ModelRef(name=subject.model, version=subject.version)
+    if subject.intent_file is not None:
+        intent = load_intent_file(subject.intent_file)
+    assert intent is not None  # the command requires one of the two
+    origin = str(subject.intent_file or f"{subject.model} version {subject.version}")
+    deployment = resolve_intent(config.targets, intent, subject.env, origin=origin,
+                                model=model_ref)
+    from promoter.service.audit import AuditTrail
+
+    history = AuditTrail(settings.state_dir)
+    name, version = deployment.spec.model.name, deployment.spec.model.version
+    facts = GateFacts(model=name, version=version, env=subject.env, namespace=target.namespace,
+                      tags=tags, metrics=metrics, params=params, now=time.time(),
+                      live_since=lambda where: history.live_since(name, version, where))
+    return verdict(config.policy, target, deployment, facts)

@@ -94,7 +94,7 @@ def test_the_pipeline_denies_production_until_the_soak_is_over(world: World) -> 
     assert world.registry.tags(MODEL, "2")["promoter.production.status"] == "denied"
     assert world.provider.proposals == [] and world.images.calls == []
     history.merged[(MODEL, "2", "staging")] = 4.5 * DAY
-    with pytest.raises(PolicyDenied, match="another 12.0 h"):
+    with pytest.raises(PolicyDenied, match=r"another 12\.0 h"):
         world.promote("2")
     clock.value = 5.6 * DAY
     assert world.promote("2").outcome == "created"
@@ -143,7 +143,9 @@ def test_cel_rules_allow_and_deny_with_their_message(world: World) -> None:
 def test_a_cel_rule_that_cannot_evaluate_denies_with_the_reason(world: World) -> None:
     world.settings = settings_with({"gates": [{
         "rule": "cel", "name": "reviewed", "expression": "tags['reviewed_by'] != ''"}]})
-    with pytest.raises(PolicyDenied, match=r"cel:reviewed: requires .*\(could not evaluate: no such key: reviewed_by\)"):
+    with pytest.raises(PolicyDenied,
+                       match=r"cel:reviewed: requires .*\(could not evaluate: no such key: "
+                             r"reviewed_by\)"):
         world.promote("2")
 
 

@@ -27,7 +27,7 @@ from promoter.core.verdict import verdict
 from promoter.errors import PermanentError, PolicyDenied, PromoterError, UserError, parks_job
 from promoter.ports.clock import Clock
 from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
-from promoter.ports.image import BuiltImage, Signer
+from promoter.ports.image import BuiltImage, Signer, Verifier
 from promoter.ports.pipeline import (
     DeployedState,
     DeploymentHistory,
@@ -61,6 +61,7 @@ class Ports:
     renderer: Renderer
     images: ModelImages | None = None
     signer: Signer | None = None
+    verifier: Verifier | None = None         # checks the signature before any MR is opened
     clock: Clock | None = None               # for time-based gates (staging soak)
     history: DeploymentHistory | None = None  # what was live where (staging-first gate)
 
@@ -124,6 +125,7 @@ class Pipeline:
 
         image = self._image(job, deployment, info, steps)
         signature = self._signature(image, steps)
+        signature = self._verify(job, version, image, steps) or signature
         request = build_request(
             self.config.targets, request_intent, job.env, origin=f"{job.model} version {version}",
             lineage=Lineage(run_id=info.run_id, source=info.source),
@@ -229,6 +231,29 @@ class Pipeline:
         steps.record_step("signature", {"digest": image.digest, "status": status,
                                         "formats": info.formats, "created": info.created})
         self.progress("sign", "ok", status)
+        return status
+
+    def _verify(self, job: PromotionJob, version: str, image: BuiltImage | None,
+                steps: StepLog) -> str | None:
+        """Only an image signed by a configured key reaches a merge request (whether promoter
+        signed it or something else did): an unsigned image, or one signed by another key,
+        is denied here and nothing is proposed."""
+        if image is None or self.ports.verifier is None:
+            return None
+        recorded = steps.step("verify")
+        if recorded and recorded.get("digest") == image.digest:
+            return str(recorded["status"])
+        try:
+            info = self.ports.verifier.verify(image.reference)
+        except UserError as exc:
+            reason = f"signature: {exc.message}"
+            self.ports.registry.write_back(job.model, version, job.env,
+                                           {"status": DeploymentStatus.DENIED, "reason": reason})
+            self.progress("verify", "denied", exc.message)
+            raise PolicyDenied([reason]) from None
+        status = f"verified ({', '.join(info.formats)}; key {info.key_hint[:12]}…)"
+        steps.record_step("verify", {"digest": image.digest, "status": status})
+        self.progress("verify", "ok", status)
         return status
 
     def _propose(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,

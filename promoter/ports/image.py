@@ -60,7 +60,11 @@ class ImageBuilder(Protocol):
               lineage: ModelLineage | None = None) -> BuiltImage: ...
 
 
-class Signer(Protocol):
-    def sign(self, reference_with_digest: str) -> SignatureInfo: ...
+class Verifier(Protocol):
+    def verify(self, reference_with_digest: str) -> SignatureInfo:
+        """The valid signatures over exactly this digest by the configured key(s); a UserError
+        naming what is wrong (unsigned, another key, another digest, altered) otherwise."""
 
-    def verify(self, reference_with_digest: str) -> SignatureInfo: ...
+
+class Signer(Verifier, Protocol):
+    def sign(self, reference_with_digest: str) -> SignatureInfo: ...

@@ -13,7 +13,7 @@ from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Pipeline, Ports
 from promoter.ports.clock import SystemClock
 from promoter.ports.git import GitProvider
-from promoter.ports.image import Signer
+from promoter.ports.image import Signer, Verifier
 from promoter.ports.pipeline import Progress
 from promoter.ports.registry import Registry
 from promoter.rendering import renderer
@@ -55,16 +55,29 @@ def signer(settings: Settings) -> Signer | None:
     return cosign_signer(settings, password=password.reveal() if password else "")
 
 
+def verifier(settings: Settings, signing: Signer | None) -> Verifier | None:
+    """What checks a signature before an MR is opened: the configured verification key (an
+    image signed elsewhere, e.g. by CI), else the signing key's own public half."""
+    if settings.image.oci_layout is not None:
+        return None
+    if signing is not None or settings.image.verification_key is None:
+        return signing  # a signer verifies with image.verification_key when one is set
+    from promoter.signing.wiring import cosign_verifier
+
+    return cosign_verifier(settings, settings.image.verification_key)
+
+
 def ports(settings: Settings, registry: Registry) -> Ports:
     """Every adapter the pipeline needs. Build once per process: loading the signing key runs
     scrypt (deliberately slow) and the renderer compiles its templates."""
     from promoter.adapters.model_images import RegistryModelImages
 
     hooks = outcomes(settings, registry)
+    signing = signer(settings)
     return Ports(registry=registry, provider=provider(settings, on_event=hooks),
                  ledger=hooks.ledger, renderer=renderer(settings),
-                 images=RegistryModelImages(settings), signer=signer(settings),
-                 clock=SystemClock(), history=hooks.audit)
+                 images=RegistryModelImages(settings), signer=signing,
+                 verifier=verifier(settings, signing), clock=SystemClock(), history=hooks.audit)
 
 
 def pipeline(settings: Settings, registry: Registry, *,

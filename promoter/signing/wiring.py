@@ -34,6 +34,14 @@ def cosign_signer(settings: Settings, *, private_key: Path | None = None,
                         signing_key=signing, public_key=verifying, formats=chosen)
 
 
+def cosign_verifier(settings: Settings, public_key: Path) -> CosignSigner:
+    """Verification only: loads the public key and never the signing key (which may be
+    encrypted with a password this process does not have)."""
+    verifying = keys.load_public_key(keys.read_key_file(public_key), name=str(public_key))
+    return CosignSigner(lambda registry: contextlib.closing(client_for(registry, settings.image)),
+                        public_key=verifying, formats=list(settings.image.signature_formats))
+
+
 def sign_keyless_from_settings(settings: Settings, reference: str) -> SignatureInfo:
     from promoter.adapters.oci_keyless import SigstoreServices
     from promoter.signing.keyless import sign_keyless

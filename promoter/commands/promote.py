@@ -6,6 +6,7 @@ command then works the queue until that job settles, printing each step as it ha
 
 from __future__ import annotations
 
+import getpass
 import os
 import time
 from typing import Annotated, Any
@@ -44,7 +45,8 @@ def promote(
     printer = _Printer(output)
     queue = JobQueue.open(settings.state_dir)
     try:
-        enqueued = queue.enqueue(JobKey(model, version, env, "promote"), {"source": "cli"},
+        enqueued = queue.enqueue(JobKey(model, version, env, "promote"),
+                                 {"source": "cli", "actor": f"cli:{getpass.getuser()}"},
                                  source="cli")
         job = enqueued.job
         printer.line(f"job {job.id}: {model} version {version} → {env} "

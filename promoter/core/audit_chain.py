@@ -55,9 +55,25 @@ class Finding:
     problem: str
 
 
+def legacy_head(lines: Iterable[str]) -> Head:
+    """Where a chain starts after entries written before the trail was chained: the first
+    chained entry's ``prev`` is the SHA-256 of those lines, so they cannot change either."""
+    digest = hashlib.sha256()
+    count = 0
+    for line in lines:
+        digest.update(line.rstrip("\n").encode("utf-8") + b"\n")
+        count += 1
+    return Head(0, digest.hexdigest()) if count else EMPTY
+
+
 def verify(lines: Iterable[str], recorded: Head | None = None) -> Finding | None:
-    """None when every line chains to the one before and the end matches ``recorded``."""
+    """None when every line chains to the one before and the end matches ``recorded``.
+
+    Lines before the first chained entry (a trail from before chaining) are accepted as they
+    are, bound by the first chained entry's ``prev``."""
     head, number = EMPTY, 0
+    legacy: list[str] = []
+    chained = False
     for number, line in enumerate(lines, start=1):
         try:
             entry = json.loads(line)
@@ -65,11 +81,18 @@ def verify(lines: Iterable[str], recorded: Head | None = None) -> Finding | None
             return Finding(number, "not a JSON object (edited or cut off mid-line)")
         if not isinstance(entry, dict):
             return Finding(number, "not a JSON object")
+        if not chained:
+            if "hash" not in entry:
+                legacy.append(line)
+                continue
+            chained, head = True, legacy_head(legacy)
         problem = _check(entry, head)
         if problem:
             return Finding(number, problem)
         head = head_of(entry)
-    if recorded is not None and recorded != head:
+    if not chained and legacy:
+        head = legacy_head(legacy)
+    if recorded is not None and recorded != head and not (recorded == EMPTY and not chained):
         if recorded.seq > head.seq:
             return Finding(number + 1, f"the trail ends at entry {head.seq} but {recorded.seq} "
                            "were recorded (entries were cut off the end)")

@@ -12,6 +12,8 @@ on the next attempt without duplicates.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,12 @@ from promoter.ports.pipeline import (
     StepLog,
 )
 from promoter.ports.registry import ModelVersionInfo, Registry, RunInfo
+
+
+def digest_of(value: Any) -> str:
+    """sha256 of a JSON value's canonical form: what the audit trail says a step consumed."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class InvalidIntent(PermanentError):
@@ -149,12 +157,15 @@ class Pipeline:
         self.ports.ledger.put(DeployedState(job.model, job.env, deployment.name, version, status,
                                             result.mr_iid, result.head_sha))
         self.progress("write-back", "ok", f"promoter.{job.env}.status={status}")
+        inputs = [("intent", digest_of(request_intent)), ("manifests", digest_of(files))]
+        if image:
+            inputs.append(("image", image.digest))
         return PipelineResult(
             result.outcome, status, version=version, requested_version=job.requested_version,
             name=deployment.name, mr_iid=result.mr_iid, mr_url=result.mr_url,
             head_sha=result.head_sha, commit_created=result.commit_created,
             image=image.reference if image else None, signature=signature,
-            warnings=tuple(result.warnings))
+            warnings=tuple(result.warnings), inputs=tuple(inputs))
 
     def _deployment(self, job: PromotionJob,
                     info: ModelVersionInfo) -> tuple[ModelDeployment, dict[str, Any]]:

@@ -56,6 +56,7 @@ class PipelineResult:
     signature: str | None = None
     warnings: tuple[str, ...] = ()
     removes: tuple[str, ...] = ()         # decommission: the directories it removes
+    inputs: tuple[tuple[str, str], ...] = ()  # (what, sha256 digest): intent, manifests, image
 
     @property
     def skipped(self) -> bool:
@@ -71,7 +72,7 @@ class PipelineResult:
             "mr_url": self.mr_url, "head_sha": self.head_sha,
             "commit_created": self.commit_created, "image": self.image,
             "signature": self.signature, "warnings": list(self.warnings),
-            "removes": list(self.removes)}
+            "removes": list(self.removes), "inputs": dict(self.inputs)}
         return record
 
     @classmethod
@@ -86,4 +87,5 @@ class PipelineResult:
             mr_url=record.get("mr_url"), head_sha=record.get("head_sha"),
             commit_created=bool(record.get("commit_created")), image=record.get("image"),
             signature=record.get("signature"), warnings=tuple(record.get("warnings") or ()),
-            removes=tuple(record.get("removes") or ()))
+            removes=tuple(record.get("removes") or ()),
+            inputs=tuple(sorted((record.get("inputs") or {}).items())))

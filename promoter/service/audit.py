@@ -1,48 +1,128 @@
-"""The audit trail: one JSON object per line in ``<state_dir>/audit.jsonl``, fsynced.
+"""The audit trail: ``<state_dir>/audit.jsonl``, one JSON object per line, fsynced, hash-chained.
 
 Every decision promoter takes or observes lands here: job outcomes (promoted, denied, failed),
-merge-request events (approved, merged, closed) and write-backs that could not be made. Lines
-are append-only and never hold secrets (only names, versions, URLs, reasons).
+merge-request events (approved, merged, closed) and write-backs that could not be made. Each
+entry carries its actor (the webhook source, the CLI user, the GitLab user of a hook), the
+digests of its inputs where it has them, and the SHA-256 of the entry before it
+(core.audit_chain), so an edited, deleted, reordered or inserted line is found by
+``promoter audit verify``; the chain head is also kept beside the trail (``audit.head``) so a
+trail cut short is found too. Lines never hold secrets (only names, versions, URLs, reasons).
+
+Appends from several processes (serve, `promoter mr`, `promoter promote`) are serialised by an
+exclusive ``flock`` on the file: the new entry's ``prev`` is read under the same lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from promoter.core.audit_chain import EMPTY, Finding, Head, head_of, legacy_head, seal, verify
 from promoter.core.live_history import live_at
 
 FILENAME = "audit.jsonl"
+HEAD_FILENAME = "audit.head"
 _lock = threading.Lock()
+_TAIL_CHUNK = 64 * 1024
 
 
 class AuditTrail:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / FILENAME
+        self.head_path = state_dir / HEAD_FILENAME
 
-    def record(self, event: str, **fields: Any) -> None:
-        entry = {"time": round(time.time(), 3), "event": event, **fields}
-        line = json.dumps(entry, sort_keys=True, default=str) + "\n"
-        with _lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+    def record(self, event: str, *, actor: str | None = None,
+               inputs: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+        entry: dict[str, Any] = {"time": round(time.time(), 3), "event": event, **fields}
+        if actor:
+            entry["actor"] = actor
+        if inputs:
+            entry["inputs"] = dict(sorted(inputs.items()))
+        with _lock, _open_private(self.path) as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                sealed = seal(entry, _tail_head(handle))
+                line = json.dumps(sealed, sort_keys=True, default=str) + "\n"
+                handle.seek(0, os.SEEK_END)
+                handle.write(line.encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+                self._write_head(head_of(sealed))
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return sealed
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        for line in self.lines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # `audit verify` names it; readers skip what they cannot read
+            if isinstance(entry, dict):
+                yield entry
+
+    def lines(self) -> Iterator[str]:
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.strip():
+                    yield line.rstrip("\n")
+
+    def recorded_head(self) -> Head | None:
+        try:
+            data = json.loads(self.head_path.read_text(encoding="utf-8"))
+            return Head(int(data["seq"]), str(data["hash"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def verify(self) -> Finding | None:
+        """The first line that is not what was written, or None (see core.audit_chain)."""
+        return verify(self.lines(), self.recorded_head())
 
     def live_since(self, model: str, version: str, env: str) -> float | None:
         """When ``version`` became live in ``env``, if it still is (the DeploymentHistory port)."""
         live = live_at(self.entries(), env, time.time(), model).get(model)
         return live.since if live is not None and live.version == version else None
 
-    def entries(self) -> Iterator[dict[str, Any]]:
-        if not self.path.exists():
-            return
-        with self.path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield json.loads(line)
+    def _write_head(self, head: Head) -> None:
+        temporary = self.head_path.with_suffix(".tmp")
+        with _open_private(temporary, truncate=True) as handle:
+            handle.write(json.dumps({"seq": head.seq, "hash": head.hash}).encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.head_path)
+
+
+def _open_private(path: Path, *, truncate: bool = False) -> IO[bytes]:
+    """Open for appending (or rewriting), creating the file readable by its owner only."""
+    flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+    return os.fdopen(os.open(path, flags, 0o600), "r+b")
+
+
+def _tail_head(handle: IO[bytes]) -> Head:
+    """The head of the chain in an open trail: the last line's (seq, hash), read from the end."""
+    end = handle.seek(0, os.SEEK_END)
+    if end == 0:
+        return EMPTY
+    start, tail = end, b""
+    while start > 0 and tail.count(b"\n") < 2:
+        start = max(0, start - _TAIL_CHUNK)
+        handle.seek(start)
+        tail = handle.read(end - start)
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    try:
+        entry = json.loads(last)
+        return head_of(entry)
+    except (ValueError, KeyError, TypeError):
+        # A trail written before entries were chained: chain on from all of it.
+        handle.seek(0)
+        return legacy_head(line.decode("utf-8", "replace")
+                           for line in handle.read().splitlines() if line.strip())

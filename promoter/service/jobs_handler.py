@@ -49,20 +49,21 @@ def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics |
         pipeline = Pipeline(config, shared_ports(), _StepTimer(metrics, progress))
         key = job.key
         requested = None if key.version == ANY_VERSION else key.version
+        actor = str(job.payload.get("actor") or job.payload.get("source") or "unknown")
         try:
             result = pipeline.run(PromotionJob(key.model, key.env, key.action, requested), ctx)
         except PromoterError as exc:
             disposition = disposition_of(exc)
             if disposition is Disposition.DENY and isinstance(exc, PolicyDenied):
-                audit.record("job.denied", job_id=job.id, model=key.model, env=key.env,
-                             reasons=exc.reasons)
+                audit.record("job.denied", actor=actor, job_id=job.id, model=key.model,
+                             env=key.env, reasons=exc.reasons)
             elif disposition is Disposition.PARK:  # the pipeline has tagged MLflow
-                audit.record("job.failed", job_id=job.id, model=key.model, env=key.env,
-                             reason=exc.message)
+                audit.record("job.failed", actor=actor, job_id=job.id, model=key.model,
+                             env=key.env, reason=exc.message)
             raise
-        audit.record(f"job.{result.as_dict()['outcome']}", job_id=job.id, model=key.model,
-                     env=key.env, version=result.version, mr_url=result.mr_url,
-                     image=result.image)
+        audit.record(f"job.{result.as_dict()['outcome']}", actor=actor, inputs=dict(result.inputs),
+                     job_id=job.id, model=key.model, env=key.env, version=result.version,
+                     mr_url=result.mr_url, image=result.image)
         return result.as_dict()
 
     return handle

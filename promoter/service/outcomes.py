@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
+from promoter.core.results import DeploymentStatus
 from promoter.errors import PromoterError
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
@@ -36,10 +37,14 @@ class MergeRequestOutcomes:
             return
         state = self.ledger.by_deployment(event.name, event.env)
         status = STATUS_FOR_ACTION.get(event.action)
-        if status == "merged" and state is not None and state.status.startswith("decommission"):
-            status = "decommissioned"
+        if state is not None and state.status == DeploymentStatus.DECOMMISSIONING:
+            # A removal MR: approving it changes nothing yet (and must not overwrite the
+            # "decommissioning" the merge below is recognised by); merging it removes the model.
+            status = {"approved": None, "merged": DeploymentStatus.DECOMMISSIONED}.get(
+                status or "", status)
         # The merge entries carry model, version and status: `audit live` replays them.
-        self.audit.record(f"mr.{event.action}", name=event.name, env=event.env, iid=event.iid,
+        self.audit.record(f"mr.{event.action}", actor=event.user or "unknown",
+                          name=event.name, env=event.env, iid=event.iid,
                           url=event.url, user=event.user, head_sha=event.head_sha,
                           model=state.model if state else None,
                           version=state.version if state else None,

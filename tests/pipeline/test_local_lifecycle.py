@@ -162,7 +162,9 @@ def test_deleting_aliases_decommissions_the_overlay_then_the_base(
     tags = version_tags(url, model, version)
     assert tags["promoter.production.status"] == "decommissioning"
     merge(promoter, local, mr["iid"])
-    assert version_tags(url, model, version)["promoter.staging.status"] == "merged"
+    tags = version_tags(url, model, version)
+    assert tags["promoter.staging.status"] == "merged"
+    assert tags["promoter.production.status"] == "decommissioned"  # approving kept the flag
 
     client.delete_registered_model_alias(model, "staging")  # no environment remains
     settle(local, model, 4)
@@ -205,3 +207,47 @@ def test_promote_prints_each_step_and_ends_in_an_mr(
     code, out, _ = promoter("--config", str(config), "promote", model, "--version", other,
                             "--env", "staging")
     assert code == 0 and f"version {version}" in out and "unchanged" in out
+
+
+def test_audit_live_answers_what_ran_across_promote_rollback_and_decommission(
+        local: LocalStack, promoter: Cli) -> None:
+    import time
+
+    model, url = "audit-live-model", local.mlflow.url
+    first, second = (register_model_version(url, model) for _ in range(2))
+    client = mlflow_client(url)
+    moments: list[float] = []
+    jobs = 0
+    for version in (first, second, first):             # promote, promote, roll back
+        client.set_registered_model_alias(model, "production", version)
+        jobs += 1
+        settle(local, model, jobs)
+        [mr] = open_mrs(promoter, local, model)
+        merge(promoter, local, mr["iid"])
+        time.sleep(0.02)
+        moments.append(time.time())
+    client.delete_registered_model_alias(model, "production")
+    settle(local, model, jobs + 1)
+    [mr] = open_mrs(promoter, local, model)
+    merge(promoter, local, mr["iid"])
+    time.sleep(0.02)
+    moments.append(time.time())
+
+    def live_at(moment: float) -> str | None:
+        code, out, err = promoter("--config", str(local.config), "audit", "live", "--env",
+                                  "production", "--model", model, "--at", str(moment),
+                                  "--output", "json")
+        assert code == 0, err
+        rows = json.loads(out)["live"]
+        return rows[0]["version"] if rows else None
+
+    assert [live_at(moment) for moment in moments] == [first, second, first, None]
+    assert live_at(moments[0] - 3600) is None
+    code, out, err = promoter("--config", str(local.config), "audit", "verify")
+    assert code == 0 and out.startswith("ok: "), err
+    code, out, _ = promoter("--config", str(local.config), "audit", "show", "--model", model,
+                            "--env", "production", "--output", "json")
+    merges = [entry for entry in json.loads(out) if entry["event"] == "mr.merge"]
+    assert [(e["version"], e["actor"]) for e in merges] == [
+        (first, "alice"), (second, "alice"), (first, "alice"), (first, "alice")]
+    assert merges[-1]["status"] == "decommissioned"

@@ -1,0 +1,111 @@
+"""`promoter audit verify|show|live`: read the hash-chained audit trail."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.errors import EXIT_USER, UsageError
+
+app = typer.Typer(help="The audit trail: verify it, show it, ask what was live when.",
+                  no_args_is_help=True)
+TIME_HELP = "ISO 8601 (2026-11-30T12:00:00Z) or seconds since the epoch"
+
+
+def parse_time(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"cannot read the time {text!r}", hint=TIME_HELP) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+
+
+def _trail(ctx: typer.Context) -> Any:
+    from promoter.service.audit import AuditTrail
+
+    return AuditTrail(state(ctx).settings().state_dir)
+
+
+@app.command(help="Check every entry's hash and link, and the recorded head; exit 1 naming "
+                  "the first bad line.")
+def verify(ctx: typer.Context, output: str = OUTPUT_OPTION) -> None:
+    trail = _trail(ctx)
+    finding = trail.verify()
+    count = sum(1 for _ in trail.lines())
+    if output == "json":
+        emit_json({"ok": finding is None, "entries": count, "path": str(trail.path),
+                   "line": finding.line if finding else None,
+                   "problem": finding.problem if finding else None})
+    elif finding is None:
+        typer.echo(f"ok: {count} entries in {trail.path} chain to the recorded head")
+    else:
+        typer.echo(f"{trail.path}:{finding.line}: {finding.problem}", err=True)
+    if finding is not None:
+        raise typer.Exit(EXIT_USER)
+
+
+@app.command(help="Audit entries, oldest first, optionally filtered.")
+def show(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="registered model")] = None,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="environment")] = None,
+    since: Annotated[str | None, typer.Option("--since", help=TIME_HELP)] = None,
+    output: str = OUTPUT_OPTION,
+) -> None:
+    after = parse_time(since) if since else None
+    selected = [entry for entry in _trail(ctx).entries()
+                if (model is None or entry.get("model") == model)
+                and (env is None or entry.get("env") == env)
+                and (after is None or float(entry.get("time", 0)) >= after)]
+    if output == "json":
+        emit_json(selected)
+        return
+    for entry in selected:
+        what = " ".join(f"{key}={entry[key]}" for key in ("model", "version", "env", "actor",
+                                                          "mr_url", "url", "reason")
+                        if entry.get(key) not in (None, ""))
+        typer.echo(f"{iso(float(entry.get('time', 0)))}  {entry.get('event')}  {what}")
+
+
+@app.command(help="Which version of each model was live in an environment at a time "
+                  "(default: now), replayed from merges, rollbacks and decommissions.")
+def live(
+    ctx: typer.Context,
+    env: Annotated[str, typer.Option("--env", "-e", help="environment")],
+    at: Annotated[str | None, typer.Option("--at", help=TIME_HELP)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="registered model")] = None,
+    output: str = OUTPUT_OPTION,
+) -> None:
+    from promoter.core.live_history import live_at
+
+    moment = parse_time(at) if at else time.time()
+    found = live_at(_trail(ctx).entries(), env, moment, model)
+    rows = [{"model": item.model, "version": item.version, "since": iso(item.since),
+             "mr_url": item.mr_url} for item in sorted(found.values(), key=lambda i: i.model)]
+    if output == "json":
+        emit_json({"env": env, "at": iso(moment), "live": rows})
+        return
+    if not rows:
+        typer.echo(f"nothing promoter deployed was live in {env} at {iso(moment)}")
+    for row in rows:
+        typer.echo(f"{row['model']}  version {row['version']}  since {row['since']}"
+                   + (f"  {row['mr_url']}" if row["mr_url"] else ""))
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="audit")

@@ -3,6 +3,7 @@ found by verify with the first bad line, private file modes, and a pre-chain tra
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import stat
@@ -22,7 +23,7 @@ def test_appends_chain_and_verify(tmp_path: Path) -> None:
     fill(trail)
     entries = list(trail.entries())
     assert [e["seq"] for e in entries] == [1, 2, 3, 4]
-    assert all(b["prev"] == a["hash"] for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(entries))
     assert entries[0]["actor"] == "webhook:mlflow" and entries[0]["inputs"] == {
         "intent": "sha256:0"}
     assert trail.verify() is None

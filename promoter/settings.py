@@ -172,6 +172,12 @@ class GitSettings(_Section):
     gitlab: GitLabSettings = GitLabSettings()
 
 
+class GcSettings(_Section):
+    staging_ttl_seconds: float | None = Field(
+        default=None, gt=0, description="collect deployments idle this long in idle_environments")
+    idle_environments: list[str] = Field(default_factory=lambda: ["staging"])
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -208,6 +214,7 @@ class Settings(_Section):
     git: GitSettings = GitSettings()
     server: ServerSettings = ServerSettings()
     policy: PolicySettings = PolicySettings()
+    gc: GcSettings = GcSettings()
     secrets: dict[str, Secret] = Field(default_factory=dict, exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)

@@ -48,10 +48,12 @@ class Proposal:
     auto_merge: bool = False
     target_branch: str = "main"
     notes: Mapping[str, str] = field(default_factory=dict)  # bot comments: heading -> body
+    # A change that is not one deployment's (garbage collection) names its own branch.
+    branch_name: str | None = None
 
     @property
     def branch(self) -> str:
-        return branch_for(self.name, self.env)
+        return self.branch_name or branch_for(self.name, self.env)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""Garbage collection of the GitOps tree: which overlays (and bases) nothing needs any more.
+
+Pure planning over facts the caller gathered: the target branch's files and, per overlay, what
+the registry says now. An overlay goes when its registered model or its version no longer
+exists, when no alias or stage points the environment at the model any more, or when it is
+in an idle-collected environment (staging) and nothing was promoted there for the TTL. A base
+goes with its last overlay. Directories whose base promoter did not write (no
+``promoter.dev/registered-model`` annotation) are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from promoter.core import tree_facts
+
+
+@dataclass(frozen=True)
+class Overlay:
+    name: str                 # deployment name (directory)
+    env: str
+    model: str                # the registered model its base names
+    version: str | None       # the version the overlay pins
+
+
+@dataclass(frozen=True)
+class RegistryView:
+    """What the registry says about one overlay's model now (gathered by the caller)."""
+
+    model_exists: bool
+    version_exists: bool
+    pointed_at: str | None    # what the environment's alias/stage points at now, if anything
+
+
+@dataclass(frozen=True)
+class Removal:
+    prefix: str               # directory to remove, ending in "/"
+    reason: str
+
+
+def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:
+    """The overlays of directories promoter owns, from the target branch's files."""
+    found = []
+    for path, text in sorted(files.items()):
+        parts = path.split("/")
+        if not path.startswith(f"{root}/") or parts[-1] != "kustomization.yaml":
+            continue
+        relative = parts[len(root.split("/")):]
+        if len(relative) != 4 or relative[1] != "overlays":
+            continue
+        name, env = relative[0], relative[2]
+        base = files.get(tree_facts.base_kustomization(root, name))
+        owner = tree_facts.annotation(base, tree_facts.REGISTERED_MODEL) if base else None
+        if owner is None:
+            continue  # not promoter's directory: never collected
+        found.append(Overlay(name, env, owner,
+                             tree_facts.annotation(text, tree_facts.MODEL_VERSION)))
+    return found
+
+
+def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView],
+         idle_since: Callable[[Overlay], float | None], idle_envs: frozenset[str],
+         ttl_seconds: float | None, now: float) -> list[Removal]:
+    removals: list[Removal] = []
+    kept: dict[str, int] = {}
+    for overlay in found:
+        reason = _reason(overlay, view(overlay), idle_since(overlay), idle_envs, ttl_seconds,
+                         now)
+        if reason is None:
+            kept[overlay.name] = kept.get(overlay.name, 0) + 1
+        else:
+            removals.append(Removal(f"{root}/{overlay.name}/overlays/{overlay.env}/", reason))
+    for name in sorted({overlay.name for overlay in found} - set(kept)):
+        removals.append(Removal(f"{root}/{name}/base/", "no environment remains"))
+    return removals
+
+
+def _reason(overlay: Overlay, registry: RegistryView, idle_since: float | None,
+            idle_envs: frozenset[str], ttl_seconds: float | None, now: float) -> str | None:
+    if not registry.model_exists:
+        return f"registered model {overlay.model!r} no longer exists"
+    if overlay.version is not None and not registry.version_exists:
+        return f"version {overlay.version} of {overlay.model!r} no longer exists"
+    if registry.pointed_at is None:
+        return f"no alias or stage points {overlay.model!r} at {overlay.env} any more"
+    if (ttl_seconds is not None and overlay.env in idle_envs and idle_since is not None
+            and now - idle_since > ttl_seconds):
+        days = (now - idle_since) / 86400
+        return f"idle in {overlay.env} for {days:.1f} days (gc.staging_ttl_seconds)"
+    return None

@@ -1,0 +1,79 @@
+"""The `promoter gc` use case: gather what the target branch holds and what the registry says,
+let the core plan the removals (core.gc), and propose them as one merge request."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from promoter.core import gc, mr_text
+from promoter.errors import PermanentError
+from promoter.ports.git import GitProvider, Proposal, ProposalResult
+from promoter.ports.registry import Registry
+from promoter.settings import Settings
+
+GC_BRANCH = "promoter/gc"
+GC_KEY = ("gc", "collect")   # (name, env) of the marker and commit trailer of GC changes
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    removals: list[gc.Removal]
+    result: ProposalResult | None = None     # None for --dry-run or nothing to remove
+
+
+def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
+            dry_run: bool) -> GcPlan:
+    from promoter.service.audit import AuditTrail
+
+    root, target = settings.git.manifests_dir.strip("/"), settings.git.target_branch
+    kustomizations = [path for path in provider.paths(f"{root}/", target)
+                      if path.endswith("/kustomization.yaml")]
+    files = {path: provider.read(path, target) or "" for path in kustomizations}
+    history = AuditTrail(settings.state_dir)
+
+    def view(overlay: gc.Overlay) -> gc.RegistryView:
+        return _registry_view(settings, registry, overlay)
+
+    def idle_since(overlay: gc.Overlay) -> float | None:
+        return (history.live_since(overlay.model, overlay.version, overlay.env)
+                if overlay.version else None)
+
+    removals = gc.plan(root, gc.overlays(root, files), view, idle_since,
+                       frozenset(settings.gc.idle_environments), settings.gc.staging_ttl_seconds,
+                       time.time())
+    if dry_run or not removals:
+        return GcPlan(removals)
+    return GcPlan(removals, provider.propose(_proposal(settings, removals)))
+
+
+def _registry_view(settings: Settings, registry: Registry, overlay: gc.Overlay) -> gc.RegistryView:
+    try:
+        registry.aliases(overlay.model)
+    except PermanentError:
+        return gc.RegistryView(model_exists=False, version_exists=False, pointed_at=None)
+    version_exists = True
+    if overlay.version is not None:
+        try:
+            registry.model_version(overlay.model, overlay.version)
+        except PermanentError:
+            version_exists = False
+    environment = settings.environments.get(overlay.env)
+    pointed = (registry.current_version(overlay.model, environment.trigger.alias,
+                                        environment.trigger.stage) if environment else None)
+    return gc.RegistryView(True, version_exists, pointed)
+
+
+def _proposal(settings: Settings, removals: list[gc.Removal]) -> Proposal:
+    lines = "\n".join(f"- `{removal.prefix}`: {mr_text.escape(removal.reason, 300)}"
+                      for removal in removals)
+    overlays = sum(1 for removal in removals if "/overlays/" in removal.prefix)
+    return Proposal(
+        model="garbage collection", name=GC_KEY[0], env=GC_KEY[1],
+        version=time.strftime("%Y%m%d", time.gmtime()), files={},
+        managed_prefixes=tuple(removal.prefix for removal in removals),
+        title=f"Garbage-collect {overlays} deployment(s) nothing needs any more",
+        description=("## Garbage collection\n\npromoter found deployments in the GitOps tree "
+                     f"that nothing needs any more. Merging this removes:\n\n{lines}\n"),
+        labels=("promoter", "gc"), approvals_required=1,
+        target_branch=settings.git.target_branch, branch_name=GC_BRANCH)

@@ -1,0 +1,111 @@
+"""`promoter gc`: the plan (what goes, why, and what is never touched) and its one merge
+request on the real local git provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from promoter.adapters import localgit
+from promoter.core import gc
+from promoter.garbage import GC_BRANCH, collect
+from tests.core.test_pipeline import (
+    MODEL,
+    NAME,
+    SETTINGS,
+    CountingImages,
+    CountingSigner,
+    MemoryLedger,
+    MemoryRegistry,
+    World,
+)
+
+ROOT = "deploy"   # SETTINGS' manifests_dir
+
+
+def base(model: str) -> str:
+    return f'commonAnnotations:\n  promoter.dev/registered-model: "{model}"\n'
+
+
+def overlay(version: str) -> str:
+    return f'commonAnnotations:\n  promoter.dev/model-version: "{version}"\n'
+
+
+FILES = {
+    f"{ROOT}/a/base/kustomization.yaml": base("Model A"),
+    f"{ROOT}/a/overlays/staging/kustomization.yaml": overlay("3"),
+    f"{ROOT}/a/overlays/production/kustomization.yaml": overlay("2"),
+    f"{ROOT}/b/base/kustomization.yaml": base("Model B"),
+    f"{ROOT}/b/overlays/staging/kustomization.yaml": overlay("1"),
+    f"{ROOT}/hand-made/base/kustomization.yaml": "resources: [x.yaml]\n",
+    f"{ROOT}/hand-made/overlays/staging/kustomization.yaml": overlay("1"),
+}
+
+
+def test_the_plan_names_each_removal_and_never_touches_foreign_directories() -> None:
+    found = gc.overlays(ROOT, FILES)
+    assert {(o.name, o.env, o.model, o.version) for o in found} == {
+        ("a", "staging", "Model A", "3"), ("a", "production", "Model A", "2"),
+        ("b", "staging", "Model B", "1")}          # hand-made has no registered-model: skipped
+
+    def view(o: gc.Overlay) -> gc.RegistryView:
+        if o.model == "Model B":
+            return gc.RegistryView(model_exists=False, version_exists=False, pointed_at=None)
+        if o.env == "staging":
+            return gc.RegistryView(True, True, "3")
+        return gc.RegistryView(True, True, None)   # production alias deleted
+
+    removals = gc.plan(ROOT, found, view, lambda o: None, frozenset({"staging"}), None, 0.0)
+    assert [(r.prefix, r.reason) for r in removals] == [
+        (f"{ROOT}/a/overlays/production/", "no alias or stage points 'Model A' at production "
+                                           "any more"),
+        (f"{ROOT}/b/overlays/staging/", "registered model 'Model B' no longer exists"),
+        (f"{ROOT}/b/base/", "no environment remains")]
+
+
+@pytest.mark.parametrize(("idle_for_days", "collected"), [(10.0, True), (2.0, False)])
+def test_idle_staging_deployments_go_after_the_ttl(idle_for_days: float,
+                                                   collected: bool) -> None:
+    found = [gc.Overlay("a", "staging", "Model A", "3")]
+    now = 100 * 86400.0
+    removals = gc.plan(ROOT, found, lambda o: gc.RegistryView(True, True, "3"),
+                       lambda o: now - idle_for_days * 86400, frozenset({"staging"}),
+                       7 * 86400.0, now)
+    assert bool(removals) is collected
+    if collected:
+        assert "idle in staging for 10.0 days" in removals[0].reason
+
+
+def test_gc_proposes_one_mr_on_the_local_provider(tmp_path: Path) -> None:
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    registry = MemoryRegistry()
+    registry.add(MODEL, "2")
+    world = World(registry, provider, MemoryLedger(), CountingImages(),  # type: ignore[arg-type]
+                  CountingSigner(), [])
+    for env in ("staging", "production"):
+        mr = world.promote("2", env=env).mr_iid
+        assert mr is not None
+        for user in ("alice", "bob"):
+            if provider.get(mr).state == "opened":
+                provider.approve(mr, user)
+        if provider.get(mr).state == "opened":   # staging auto-merges once approved
+            provider.merge(mr, "alice")
+        assert provider.get(mr).state == "merged"
+    world.registry.set_alias(MODEL, "production", None)   # production no longer wanted
+
+    plan = collect(settings, world.registry, provider, dry_run=True)
+    assert [r.prefix for r in plan.removals] == [f"{ROOT}/{NAME}/overlays/production/"]
+    assert plan.result is None and provider.list_mrs() == []
+
+    plan = collect(settings, world.registry, provider, dry_run=False)
+    assert plan.result is not None and plan.result.merge_request is not None
+    mr = provider.get(plan.result.merge_request.iid)
+    assert mr.source_branch == GC_BRANCH and "gc" in mr.labels
+    assert f"`{ROOT}/{NAME}/overlays/production/`" in mr.description
+    left = provider.paths(f"{ROOT}/{NAME}/", GC_BRANCH)
+    assert left and not any("/overlays/production/" in path for path in left)
+    again = collect(settings, world.registry, provider, dry_run=False)   # idempotent
+    assert again.result is not None and again.result.mr_iid == mr.iid
+    assert len(provider.list_mrs()) == 1

@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in argv
     try:
-        app(args=argv, prog_name="promoter", standalone_mode=False)
-    except typer.Exit as exc:  # normal exits, including --help
+        # Without standalone mode click does not raise typer.Exit(code) from a command: it
+        # returns the code. Anything else a command returns is not an exit code.
+        returned = app(args=argv, prog_name="promoter", standalone_mode=False)
+    except typer.Exit as exc:  # raised from callbacks such as --version
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"unexpected error: {type(exc).__name__}: {exc}\n"
                    "  hint: run again with --debug for the traceback, and report it", err=True)
         sys.exit(EXIT_UNEXPECTED)
-    sys.exit(0)
+    sys.exit(returned if isinstance(returned, int) and not isinstance(returned, bool) else 0)
 
 
 def _is_click_usage_error(exc: BaseException) -> bool:

@@ -17,7 +17,7 @@ import typer
 
 from promoter import __version__, commands
 from promoter.commands._common import AppState
-from promoter.errors import EXIT_UNEXPECTED, PromoterError, exit_code_for
+from promoter.errors import EXIT_UNEXPECTED, EXIT_USER, PromoterError, exit_code_for
 
 app = typer.Typer(
     name="promoter",
@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exit_code_for(exc))
+    except OSError as exc:  # a path the user gave cannot be read or written: not a bug
+        if debug:
+            raise
+        typer.echo(f"error: {_describe_os_error(exc)}", err=True)
+        sys.exit(EXIT_USER)
     except Exception as exc:  # the last line of defence: a bug, said plainly
         if _is_click_usage_error(exc):
             exc.show()  # type: ignore[attr-defined]
@@ -107,3 +112,10 @@ def _is_click_usage_error(exc: BaseException) -> bool:
     # typer vendors its own click in recent releases; match click's exception shape instead of
     # importing a private module.
     return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``/etc/passwd/x.key: Not a directory`` — the path and the system's reason, one line."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' → '.join(paths)}: {reason}" if paths else reason

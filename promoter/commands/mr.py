@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.commands._common import OUTPUT_OPTION, emit_json, one_of, state
 from promoter.errors import ConfigError, PromoterError
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 mr_app = typer.Typer(help="Review merge requests of the local git provider.",
                      no_args_is_help=True)
+MR_STATES = ("opened", "closed", "merged", "all")
 USER_OPTION = typer.Option("--user", "-u", help="who acts (default: your login name)")
 SHA_OPTION = typer.Option("--sha", help="act only if the MR head is still this commit")
 
@@ -82,7 +83,8 @@ def _print(mr: MergeRequest, output: str, verb: str) -> None:
 def list_mrs(
     ctx: typer.Context,
     mr_state: Annotated[str, typer.Option(
-        "--state", "-s", help="opened, closed, merged or all")] = "opened",
+        "--state", "-s", help="opened, closed, merged or all",
+        callback=one_of(*MR_STATES))] = "opened",
     output: str = OUTPUT_OPTION,
 ) -> None:
     """List merge requests, newest first."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, emit_json, one_of, state
+from promoter.core.mr_text import plain
 from promoter.errors import ConfigError, PromoterError
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def _print(mr: MergeRequest, output: str, verb: str) -> None:
     if output == "json":
         emit_json(as_dict(mr))
     else:
-        typer.echo(f"!{mr.iid} {verb}: {mr.title} [{mr.state}]")
+        typer.echo(f"!{mr.iid} {verb}: {plain(mr.title)} [{mr.state}]")
 
 
 @mr_app.command("list")
@@ -98,7 +99,7 @@ def list_mrs(
     for mr in found:
         approvals = f"{len(mr.approved_by)}/{mr.approvals_required}"
         typer.echo(f"!{mr.iid:<4} {mr.state:<7} approvals {approvals:<5} {mr.source_branch}  "
-                   f"{mr.title}")
+                   f"{plain(mr.title)}")
 
 
 @mr_app.command("show")
@@ -110,7 +111,7 @@ def show_mr(ctx: typer.Context, iid: Annotated[int, typer.Argument(help="MR numb
     if output == "json":
         emit_json({**as_dict(mr), "notes": notes})
         return
-    typer.echo(f"!{mr.iid} {mr.title}\n"
+    typer.echo(f"!{mr.iid} {plain(mr.title)}\n"
                f"  state:      {mr.state}\n"
                f"  branch:     {mr.source_branch} → {mr.target_branch}\n"
                f"  head:       {mr.head_sha or '-'}\n"

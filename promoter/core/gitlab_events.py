@@ -6,11 +6,11 @@ named ``promote/<name>/<env>`` with valid names become events promoter acts on.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from promoter.core.events import load_json
 from promoter.core.naming import name_problem
 from promoter.errors import UserError
 from promoter.ports.git import BRANCH_PREFIX
@@ -80,10 +80,7 @@ def parse(event_header: str, body: bytes) -> GitLabEvent | None:
     kind = EVENT_HEADERS.get(event_header)
     if kind is None:
         return None
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise UserError("webhook body is not valid JSON") from None
+    payload = load_json(body)  # bounded depth, 64-bit integers, valid Unicode (400 if not)
     if not isinstance(payload, dict) or payload.get("object_kind") != kind:
         raise UserError(f"webhook body is not a {event_header} payload (object_kind differs)")
     return _merge_request(payload) if kind == "merge_request" else _pipeline(payload)

@@ -11,7 +11,6 @@ returned, i.e. the delivery is durable. Every rejection is a 4xx ``{"error", "de
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import time
@@ -211,10 +210,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _parse(body: bytes, source: str) -> Any:
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise events.PayloadError(f"the body is not valid JSON: {str(exc)[:120]}") from None
+    payload = events.load_json(body)  # UTF-8, depth, integer range: PayloadError (400)
     errors = sorted(_VALIDATORS[source].iter_errors(payload), key=lambda e: list(e.path))
     if errors:
         where = ".".join(str(p) for p in errors[0].absolute_path) or "body"

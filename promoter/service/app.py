@@ -180,6 +180,9 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         *([Route("/webhooks/gitlab", starlette_endpoint(gitlab_hook), methods=["POST"])]
           if gitlab_hook is not None else []),
     ], exception_handlers={HTTPException: http_error, Exception: unexpected})
+    # No silent 307 from /webhooks/mlflow/ to /webhooks/mlflow: a sender would follow it (or
+    # not) without anyone noticing the misconfigured URL. Unknown paths answer 404 JSON.
+    app.router.redirect_slashes = False
     app.state.metrics = metrics
     return app
 
@@ -195,7 +198,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing (without reading on) anything larger than ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):  # "²".isdigit() is True
             raise UserError("Content-Length is not a number")
         if int(declared) > limit:
             raise TooLarge(f"the body is {declared} bytes; at most {limit} are accepted")

@@ -1,4 +1,4 @@
-"""Slow and over-the-limit HTTP against a real `promoter serve` on 127.0.0.1.
+"""Slow, malformed and over-the-limit HTTP against a real `promoter serve` on 127.0.0.1.
 
 The listener runs as users run it (a `python -m promoter serve` subprocess, uvicorn + h11) with
 small limits from promoter.yaml, so each stalled request is cut off within a few seconds.
@@ -8,6 +8,7 @@ ever "closed within N seconds", with N several times the configured timeout.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -17,7 +18,10 @@ from typing import Any
 
 import pytest
 
+from promoter.service.app import create_app
+from promoter.service.queue import JobQueue
 from tests.fixtures.stack import ServeProcess, promoter_environ, start_serve, write_config
+from tests.intake.conftest import make_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -163,3 +167,69 @@ def test_connections_above_the_cap_get_503(tmp_path: Path) -> None:
         for sock in held:
             sock.close()
         capped.stop()
+
+
+# ------------------------------------------------------------------------- malformed HTTP
+
+@pytest.mark.parametrize("content_length", [
+    b"Content-Length: abc\r\n",
+    b"Content-Length: -1\r\n",
+    b"Content-Length: 2\r\nContent-Length: 3\r\n",
+    b"Content-Length: 1e3\r\n",
+])
+def test_bad_content_length_is_refused_by_h11_with_400(serve: ServeProcess,
+                                                       content_length: bytes) -> None:
+    """h11 refuses these before the app runs: 400, text/plain "Invalid HTTP request
+    received.", connection closed (README documents it). Never a 5xx."""
+    status, headers, body = exchange(serve, WEBHOOK + content_length + b"\r\n{}")
+    assert status == 400 and body == b"Invalid HTTP request received."
+    assert headers["connection"].lower() == "close"
+
+
+def test_identical_duplicate_content_length_reaches_the_app(serve: ServeProcess) -> None:
+    """RFC 9110 allows repeating the same value; the app then judges the delivery (JSON)."""
+    status, headers, body = exchange(serve, WEBHOOK + b"Content-Length: 2\r\nContent-Length: 2"
+                                            b"\r\nConnection: close\r\n\r\n{}")
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert json.loads(body)["error"] == "missing_header"
+
+
+@pytest.mark.parametrize("path", [b"/webhooks/mlflow/", b"/webhooks/databricks/",
+                                  b"/healthz/"])
+def test_trailing_slash_is_404_json_not_a_redirect(serve: ServeProcess, path: bytes) -> None:
+    method = b"GET" if path == b"/healthz/" else b"POST"
+    status, headers, body = exchange(
+        serve, method + b" " + path + b" HTTP/1.1\r\nHost: promoter\r\nContent-Type: "
+        b"application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert status == 404 and "location" not in headers
+    assert json.loads(body)["error"] == "not_found"
+
+
+@pytest.mark.parametrize("value", [b"abc", b"-1", b"2, 2", b"+2", b"", b"\xb2", b"\xb9\xb2"])
+def test_the_app_answers_a_bad_content_length_with_json_400(tmp_path: Path,
+                                                            value: bytes) -> None:
+    """Behind another server (or proxy) that passes the header through, the app itself
+    refuses it: driven over raw ASGI so nothing normalises the header first."""
+    settings = make_settings(tmp_path / "state", PROMOTER_MLFLOW_WEBHOOK_SECRET="s")
+    queue = JobQueue.open(settings.state_dir)
+    app = create_app(settings, queue)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/webhooks/mlflow",
+             "raw_path": b"/webhooks/mlflow", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", value)],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    try:
+        asyncio.run(app(scope, receive, send))
+    finally:
+        queue.close()
+    assert sent[0]["status"] == 400
+    answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert answer["error"] == "invalid" and "Content-Length" in answer["detail"]

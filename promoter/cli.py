@@ -17,7 +17,13 @@ import typer
 
 from promoter import __version__, commands
 from promoter.commands._common import AppState
-from promoter.errors import EXIT_UNEXPECTED, EXIT_USER, PromoterError, exit_code_for
+from promoter.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_UNEXPECTED,
+    EXIT_USER,
+    PromoterError,
+    exit_code_for,
+)
 
 app = typer.Typer(
     name="promoter",
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except PromoterError as exc:
         if debug:
             raise
@@ -105,7 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"unexpected error: {type(exc).__name__}: {exc}\n"
                    "  hint: run again with --debug for the traceback, and report it", err=True)
         sys.exit(EXIT_UNEXPECTED)
-    sys.exit(returned if isinstance(returned, int) and not isinstance(returned, bool) else 0)
+    code = returned if isinstance(returned, int) and not isinstance(returned, bool) else 0
+    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130) before we can see it
+        typer.echo("interrupted", err=True)
+    sys.exit(code)
 
 
 def _is_click_usage_error(exc: BaseException) -> bool:

@@ -186,6 +186,14 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         return JSONResponse({"error": kind, "detail": f"{request.method} {request.url.path}: "
                              f"{detail}"}, status_code=status)
 
+    async def disconnected(request: Request, exc: Exception) -> Response:
+        # The sender went away mid-body, or was cut off by the request deadline: not a bug, and
+        # nobody reads this answer.
+        log(_log, logging.WARNING, "client disconnected before the body was complete",
+            path=request.url.path)
+        return JSONResponse({"error": "disconnected", "detail": "the client disconnected "
+                             "before the body was complete"}, status_code=400)
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         # A bug, not a rejection: 500 makes the sender retry, and nothing was acknowledged.
         _log.error("unexpected error on %s %s: %s", request.method, request.url.path,
@@ -201,7 +209,8 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *([Route("/webhooks/gitlab", starlette_endpoint(gitlab_hook), methods=["POST"])]
           if gitlab_hook is not None else []),
-    ], exception_handlers={HTTPException: http_error, Exception: unexpected})
+    ], exception_handlers={HTTPException: http_error, ClientDisconnect: disconnected,
+                           Exception: unexpected})
     # No silent 307 from /webhooks/mlflow/ to /webhooks/mlflow: a sender would follow it (or
     # not) without anyone noticing the misconfigured URL. Unknown paths answer 404 JSON.
     app.router.redirect_slashes = False

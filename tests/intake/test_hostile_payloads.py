@@ -39,6 +39,7 @@ class Hostile:
     loop: asyncio.AbstractEventLoop
     queue: JobQueue
     events: list[GitLabEvent]
+    app: Any
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
         return self.loop.run_until_complete(self.client.post(path, content=body,
@@ -74,7 +75,7 @@ def hostile(tmp_path: Path) -> Iterator[Hostile]:
     loop = asyncio.new_event_loop()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                base_url="http://promoter.test")
-    yield Hostile(client, loop, queue, seen)
+    yield Hostile(client, loop, queue, seen, app)
     loop.run_until_complete(client.aclose())
     queue.close()
     loop.close()
@@ -191,3 +192,30 @@ def test_load_json_keeps_ordinary_payloads() -> None:
     assert events.load_json(mlflow_body())["data"]["name"] == "fraud"
     assert events.load_json('{"name": "modèle 🚀"}'.encode())["name"] == "modèle 🚀"
     assert events.load_json(deep(events.MAX_JSON_DEPTH)) is not None
+
+
+def test_a_gitlab_body_cut_off_midway_is_no_error(hostile: Hostile,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The request deadline of `promoter serve` closes stalled bodies; the GitLab endpoint
+    sees the disconnect. That is a 4xx outcome logged as a warning, not an unexpected error."""
+    messages = [{"type": "http.request", "body": b'{"object_kind":', "more_body": True},
+                {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/webhooks/gitlab",
+             "raw_path": b"/webhooks/gitlab", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"),
+                         (b"x-gitlab-token", GITLAB_TOKEN.encode()),
+                         (b"x-gitlab-event", b"Merge Request Hook")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    hostile.loop.run_until_complete(hostile.app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= 40], caplog.text
+    assert hostile.events == []

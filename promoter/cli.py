@@ -17,7 +17,13 @@ import typer
 
 from promoter import __version__, commands
 from promoter.commands._common import AppState
-from promoter.errors import EXIT_UNEXPECTED, PromoterError, exit_code_for
+from promoter.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_UNEXPECTED,
+    EXIT_USER,
+    PromoterError,
+    exit_code_for,
+)
 
 app = typer.Typer(
     name="promoter",
@@ -82,12 +88,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except PromoterError as exc:
         if debug:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exit_code_for(exc))
+    except OSError as exc:  # a path the user gave cannot be read or written: not a bug
+        if debug:
+            raise
+        typer.echo(f"error: {_describe_os_error(exc)}", err=True)
+        sys.exit(EXIT_USER)
     except Exception as exc:  # the last line of defence: a bug, said plainly
         if _is_click_usage_error(exc):
             exc.show()  # type: ignore[attr-defined]
@@ -100,10 +111,20 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"unexpected error: {type(exc).__name__}: {exc}\n"
                    "  hint: run again with --debug for the traceback, and report it", err=True)
         sys.exit(EXIT_UNEXPECTED)
-    sys.exit(returned if isinstance(returned, int) and not isinstance(returned, bool) else 0)
+    code = returned if isinstance(returned, int) and not isinstance(returned, bool) else 0
+    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130) before we can see it
+        typer.echo("interrupted", err=True)
+    sys.exit(code)
 
 
 def _is_click_usage_error(exc: BaseException) -> bool:
     # typer vendors its own click in recent releases; match click's exception shape instead of
     # importing a private module.
     return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``/etc/passwd/x.key: Not a directory`` — the path and the system's reason, one line."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' → '.join(paths)}: {reason}" if paths else reason

@@ -184,6 +184,15 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     timestamp_tolerance_seconds: int = Field(default=300, ge=1)
     reconcile_interval_seconds: int = Field(default=60, ge=0)
+    request_timeout_seconds: float = Field(
+        default=10, gt=0, le=3600, description="a request's headers and body must arrive within "
+        "this long (from connect, or from the previous response); slower clients are cut off")
+    keep_alive_seconds: int = Field(default=5, ge=1, le=3600,
+                                    description="idle time before a kept-alive connection closes")
+    max_connections: int = Field(default=100, ge=2, le=100_000,
+                                 description="open connections at most; above, requests get 503")
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024,
+                                  description="request line and headers at most; above, 400")
 
 
 def _default_environments() -> dict[str, Environment]:

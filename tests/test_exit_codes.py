@@ -61,6 +61,12 @@ CASES = [
     (["promote", "m", "--version", "1", "--env", "staging"], 1, "no tracking URI"),
     (["serve", "--port", "abc"], 2, "Invalid value"),
     (["demo", "--bogus"], 2, "No such option"),
+    (["image"], 2, ""),  # a group without a command: its help, as a usage error
+    (["image", "build", "{tmp}"], 2, "say where the image goes"),
+    (["image", "build", "{tmp}", "--oci-layout", "{tmp}/layout"], 1,
+     "not an MLflow model directory"),
+    (["hooks", "register"], 1, "no MLflow tracking URI"),
+    (["keys", "generate", "--out", "/etc/passwd/x"], 1, "Not a directory"),
 ]
 
 
@@ -119,6 +125,7 @@ def test_interrupted_promote_exits_130(env: dict[str, str], tmp_path: Path,
             process.kill()
             process.wait(timeout=30)
     assert process.returncode == 130
+    assert process.stderr is not None and "interrupted" in process.stderr.read()
 
 
 @pytest.mark.e2e

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +15,29 @@ import typer
 from promoter.settings import Settings, load_settings
 
 OutputFormat = Literal["text", "json"]
-OUTPUT_OPTION = typer.Option("text", "--output", "-o", help="text or json")
+_VERSION = re.compile(r"[1-9][0-9]{0,9}")  # registry versions count from 1 (core.events agrees)
+
+
+def one_of(*allowed: str) -> Callable[[str | None], str | None]:
+    """An option callback: a value outside ``allowed`` is a usage error (exit 2) naming them."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return check
+
+
+def check_version(value: str | None) -> str | None:
+    """An option callback for --version: a model version is a positive integer (1, 2, ...)."""
+    if value is not None and not _VERSION.fullmatch(value):
+        raise typer.BadParameter(f"{value!r:.40} is not a model version; versions are 1, 2, 3, ...")
+    return value
+
+
+OUTPUT_OPTION = typer.Option("text", "--output", "-o", help="text or json",
+                             callback=one_of("text", "json"))
 
 
 @dataclass

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.commands._common import OUTPUT_OPTION, emit_json, one_of, state
+from promoter.core.mr_text import plain
 from promoter.errors import ConfigError, PromoterError
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 mr_app = typer.Typer(help="Review merge requests of the local git provider.",
                      no_args_is_help=True)
+MR_STATES = ("opened", "closed", "merged", "all")
 USER_OPTION = typer.Option("--user", "-u", help="who acts (default: your login name)")
 SHA_OPTION = typer.Option("--sha", help="act only if the MR head is still this commit")
 
@@ -75,14 +77,15 @@ def _print(mr: MergeRequest, output: str, verb: str) -> None:
     if output == "json":
         emit_json(as_dict(mr))
     else:
-        typer.echo(f"!{mr.iid} {verb}: {mr.title} [{mr.state}]")
+        typer.echo(f"!{mr.iid} {verb}: {plain(mr.title)} [{mr.state}]")
 
 
 @mr_app.command("list")
 def list_mrs(
     ctx: typer.Context,
     mr_state: Annotated[str, typer.Option(
-        "--state", "-s", help="opened, closed, merged or all")] = "opened",
+        "--state", "-s", help="opened, closed, merged or all",
+        callback=one_of(*MR_STATES))] = "opened",
     output: str = OUTPUT_OPTION,
 ) -> None:
     """List merge requests, newest first."""
@@ -96,7 +99,7 @@ def list_mrs(
     for mr in found:
         approvals = f"{len(mr.approved_by)}/{mr.approvals_required}"
         typer.echo(f"!{mr.iid:<4} {mr.state:<7} approvals {approvals:<5} {mr.source_branch}  "
-                   f"{mr.title}")
+                   f"{plain(mr.title)}")
 
 
 @mr_app.command("show")
@@ -108,7 +111,7 @@ def show_mr(ctx: typer.Context, iid: Annotated[int, typer.Argument(help="MR numb
     if output == "json":
         emit_json({**as_dict(mr), "notes": notes})
         return
-    typer.echo(f"!{mr.iid} {mr.title}\n"
+    typer.echo(f"!{mr.iid} {plain(mr.title)}\n"
                f"  state:      {mr.state}\n"
                f"  branch:     {mr.source_branch} → {mr.target_branch}\n"
                f"  head:       {mr.head_sha or '-'}\n"

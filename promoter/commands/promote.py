@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from promoter.commands._common import OUTPUT_OPTION, emit_json, is_tty, state
+from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, is_tty, state
 from promoter.errors import EXIT_POLICY, EXIT_UNEXPECTED, UserError
 
 SETTLED = ("done", "dead", "retrying")
@@ -22,7 +22,8 @@ SETTLED = ("done", "dead", "retrying")
 def promote(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="MLflow registered model name")],
-    version: Annotated[str, typer.Option("--version", "-v", help="model version")],
+    version: Annotated[str, typer.Option("--version", "-v", help="model version",
+                                         callback=check_version)],
     env: Annotated[str, typer.Option("--env", "-e", help="environment from promoter.yaml")],
     output: str = OUTPUT_OPTION,
 ) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, state
 from promoter.errors import UsageError
 
 HELP = """Render the Kustomize base and one environment's overlay for a model.
@@ -22,7 +22,8 @@ def render(
     ctx: typer.Context,
     env: Annotated[str, typer.Option("--env", "-e", help="environment from promoter.yaml")],
     model: Annotated[str | None, typer.Argument(help="MLflow registered model name")] = None,
-    version: Annotated[str | None, typer.Option("--version", "-v", help="model version")] = None,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="model version",
+                                                callback=check_version)] = None,
     intent: Annotated[Path | None, typer.Option("--intent", "-i", dir_okay=False,
                                                 help="ModelDeployment YAML file")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print, write nothing")] = False,

@@ -16,6 +16,8 @@ that do not have the documented shape raise ``PayloadError`` (the service answer
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,12 +31,72 @@ Source = Literal["mlflow", "databricks", "reconcile"]
 MAX_NAME = 256
 MAX_VERSION = 10
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_JSON_DEPTH = 64  # registry and GitLab payloads nest a handful of levels
+JSON_INT_RANGE = (-(2**63), 2**63 - 1)  # what SQLite (and every consumer) can hold
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class PayloadError(UserError):
     """The body is JSON but not a registry event of the documented shape."""
 
     kind = "invalid_payload"
+
+
+def load_json(body: bytes) -> Any:
+    """A webhook body (every source: MLflow, Databricks, GitLab) → its JSON value.
+
+    Stricter than ``json.loads`` so that nothing downstream can fail on what a sender put in:
+    the body must be UTF-8; no string (key or value) may hold a lone surrogate (``"\\ud800"``
+    decodes to text that UTF-8 cannot encode, and SQLite, logs and git would fail on it);
+    nesting is at most ``MAX_JSON_DEPTH`` deep; integers fit in 64 bits; no NaN or infinity.
+    Anything else raises ``PayloadError`` (HTTP 400).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise PayloadError(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        raise PayloadError(f"the body is not valid JSON: {str(exc)[:120]}") from None
+    _check_json(value)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_json(value: Any) -> None:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise PayloadError(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                for key in item:
+                    _check_text(key)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not JSON_INT_RANGE[0] <= item <= JSON_INT_RANGE[1]:
+                raise PayloadError("an integer in the JSON does not fit in 64 bits")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise PayloadError("a number in the JSON is too large")
+
+
+def _check_text(text: str) -> None:
+    found = _SURROGATE.search(text)
+    if found:
+        raise PayloadError(f"a string holds the lone surrogate \\u{ord(found.group()):04x}, "
+                           "which is not valid Unicode text")
 
 
 class TriggerLike(Protocol):

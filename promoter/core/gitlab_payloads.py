@@ -6,10 +6,10 @@ named ``promote/<name>/<env>`` with valid names become events promoter acts on.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from promoter.core.events import load_json
 from promoter.core.mr_events import (
     MR_ACTIONS,
     PIPELINE_STATUSES,
@@ -28,10 +28,7 @@ def parse(event_header: str, body: bytes) -> ForgeEvent | None:
     kind = EVENT_HEADERS.get(event_header)
     if kind is None:
         return None
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise UserError("webhook body is not valid JSON") from None
+    payload = load_json(body)  # bounded depth, 64-bit integers, valid Unicode (400 if not)
     if not isinstance(payload, dict) or payload.get("object_kind") != kind:
         raise UserError(f"webhook body is not a {event_header} payload (object_kind differs)")
     return _merge_request(payload) if kind == "merge_request" else _pipeline(payload)

@@ -3,16 +3,21 @@
 Pure. Every string that comes from outside (model names, descriptions, metric and param keys
 and values, policy details) goes through ``escape`` so a hostile value renders as inert text:
 no links, HTML, headings, tables, mentions (@user) or GitLab references (#1, !1, ~label, ...).
+Values promoter produced itself and a reviewer copies into a shell (image reference, digest,
+branch, file paths) go through ``code`` instead: a code span shows them byte for byte, with
+no escaping characters a copy would carry along. ``plain`` turns escaped text back into what
+a terminal should show (the local provider's ``promoter mr``).
 Promoter's own machine-readable markers are HTML comments, which escaped text can never forge.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from promoter.ports.git import Proposal
+from promoter.ports.git import Proposal, branch_for
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~^=])")
 _REFERENCE_CHARS = re.compile(r"([@#!~%$:])")  # followed by a zero-width space
@@ -21,6 +26,8 @@ _MAX_FIELD = 300
 _MARKER = re.compile(
     r"<!-- promoter:key=([a-z0-9-]+/[a-z0-9-]+) version=([0-9]+) -->\s*\Z")
 _NOTE_MARKER = re.compile(r"\A<!-- promoter-note:([a-z0-9:-]+) -->")
+_ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~^=])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def escape(value: object, limit: int = _MAX_FIELD) -> str:
@@ -33,6 +40,28 @@ def escape(value: object, limit: int = _MAX_FIELD) -> str:
     text = text.replace("&amp;", "&amp;" + _ZWSP)  # &123 is an epic reference
     text = re.sub(r"(?i)(www)(\\\.)", "\\1" + _ZWSP + "\\2", text)  # www.x autolinks in GFM
     return _REFERENCE_CHARS.sub(lambda m: m.group(1) + _ZWSP, text)
+
+
+def code(value: object, limit: int = _MAX_FIELD) -> str:
+    """``value`` as an inline code span: shown and copied exactly, never rendered as markdown.
+
+    For promoter's own values (digests, image references, branches, paths). The fence is one
+    backtick longer than the longest backtick run inside, so no value can close it early.
+    """
+    text = _CONTROL.sub("", " ".join(str(value).split()))
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def plain(text: str) -> str:
+    """Text made by ``escape`` as a terminal should show it: no backslashes, entities or
+    zero-width spaces, and no control characters (a hostile name cannot drive the terminal)."""
+    text = _ESCAPED.sub(r"\1", text.replace(_ZWSP, ""))
+    return _CONTROL.sub("", html.unescape(text))
 
 
 def safe_url(url: str | None) -> str | None:
@@ -82,9 +111,10 @@ def labels(env: str, team: str | None) -> tuple[str, ...]:
 def description(facts: MrFacts) -> str:
     lines = [
         f"## {escape(facts.model, 120)} version {facts.version} → {facts.env}", "",
-        f"- **Model:** {escape(facts.model)} (deployment `{facts.name}`)",
+        f"- **Model:** {escape(facts.model)} (deployment {code(facts.name)})",
         f"- **Version:** {facts.version}",
         f"- **Environment:** {facts.env}",
+        f"- **Branch:** {code(branch_for(facts.name, facts.env))}",
         f"- **MLflow run:** {_run_link(facts)}",
         f"- **Required approvals:** {facts.approvals_required}",
         f"- **Auto-merge:** {'when the pipeline passes' if facts.auto_merge else 'no'}",
@@ -107,8 +137,8 @@ def _run_link(facts: MrFacts) -> str:
 def _image_lines(facts: MrFacts) -> list[str]:
     if not facts.image_ref:
         return ["- no image recorded"]
-    digest = escape(facts.image_digest, 100) if facts.image_digest else "not resolved"
-    return [f"- **Reference:** {escape(facts.image_ref)}",
+    digest = code(facts.image_digest, 100) if facts.image_digest else "not resolved"
+    return [f"- **Reference:** {code(facts.image_ref)}",
             f"- **Digest:** {digest}",
             f"- **Signature:** {escape(facts.signature or 'unknown', 60)}"]
 
@@ -132,7 +162,7 @@ def changes_section(grouped: Mapping[str, Sequence[str]]) -> str:
 def _change_lines(grouped: Mapping[str, Sequence[str]]) -> list[str]:
     lines = [f"- {kind}: {len(paths)} file(s)" for kind, paths in grouped.items() if paths]
     for kind, paths in grouped.items():
-        lines += [f"  - {kind} {escape(path, 200)}" for path in paths]
+        lines += [f"  - {kind} {code(path, 200)}" for path in paths]
     return lines or ["no file changes"]
 
 

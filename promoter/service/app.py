@@ -11,11 +11,16 @@ returned, i.e. the delivery is durable. Every rejection is a 4xx ``{"error", "de
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import errno
 import logging
+import os
+import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -42,6 +47,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("promoter.intake")
 READY_TIMEOUT_SECONDS = 5.0
+WRITE_FAILURE_MEMORY_SECONDS = 60.0  # /readyz stays not-ready this long after a failed store
+_PROBE_BYTES = b"promoter readiness probe\n" * 160  # 4 KiB: needs a new data block
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/[^\s'\"()<>,;]+")
 
 _MLFLOW_SCHEMA = {
     "type": "object",
@@ -96,6 +104,8 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         verify.verify_databricks(headers, body,
                                  databricks_secret.reveal() if databricks_secret else None)
 
+    writes = WriteHealth(Path(settings.state_dir), clock)
+
     async def receive(request: Request, source: str) -> Response:
         started = time.perf_counter()
         delivery_id: str | None = None
@@ -116,15 +126,24 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
                             if payload.get("event_timestamp") is not None
                             else body.decode("latin-1"))
                 delivery_id = verify.dedupe_key_digest(identity)
-            stored = await intake.enqueue_async(queue, normalised, source=source,
-                                                delivery_id=delivery_id)
+            try:
+                stored = await intake.enqueue_async(queue, normalised, source=source,
+                                                    delivery_id=delivery_id)
+            except (TransientError, sqlite3.Error, OSError) as exc:
+                writes.failed(exc)
+                raise
+            if stored:
+                writes.succeeded()
         except ClientDisconnect:  # the sender gave up mid-body; nobody reads this answer
             return _reject(metrics, source, "disconnected", 400, "disconnected",
                            "the client disconnected before the body was complete", delivery_id,
                            started)
         except (TransientError, sqlite3.Error, OSError) as exc:
-            return _reject(metrics, source, "queue_down", 503, "unavailable", str(exc),
-                           delivery_id, started, retry_after=5)
+            log(_log, logging.ERROR, "the job queue cannot store a delivery", source=source,
+                error=str(exc))  # the full reason, paths included, goes to the log only
+            return _reject(metrics, source, "queue_down", 503, "unavailable",
+                           f"the job queue cannot store the delivery ({public_reason(exc)}); "
+                           "retry later", delivery_id, started, retry_after=5)
         except PromoterError as exc:
             detail = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
             return _reject(metrics, source, exc.kind, exc.http_status, exc.kind, detail,
@@ -149,8 +168,10 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
 
     async def readyz(request: Request) -> Response:
         checks = {"queue": await _probe(queue.ping),
+                  "state_writes": await _probe(writes.check),
                   "mlflow": await _probe(registry.ping) if registry else "not configured"}
-        ready = checks["queue"] == "ok" and checks["mlflow"] in ("ok", "not configured")
+        ready = checks["queue"] == "ok" and checks["state_writes"] == "ok" and \
+            checks["mlflow"] in ("ok", "not configured")
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                             status_code=200 if ready else 503)
 
@@ -164,6 +185,14 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
         return JSONResponse({"error": kind, "detail": f"{request.method} {request.url.path}: "
                              f"{detail}"}, status_code=status)
+
+    async def disconnected(request: Request, exc: Exception) -> Response:
+        # The sender went away mid-body, or was cut off by the request deadline: not a bug, and
+        # nobody reads this answer.
+        log(_log, logging.WARNING, "client disconnected before the body was complete",
+            path=request.url.path)
+        return JSONResponse({"error": "disconnected", "detail": "the client disconnected "
+                             "before the body was complete"}, status_code=400)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         # A bug, not a rejection: 500 makes the sender retry, and nothing was acknowledged.
@@ -180,7 +209,11 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *([Route("/webhooks/gitlab", starlette_endpoint(gitlab_hook), methods=["POST"])]
           if gitlab_hook is not None else []),
-    ], exception_handlers={HTTPException: http_error, Exception: unexpected})
+    ], exception_handlers={HTTPException: http_error, ClientDisconnect: disconnected,
+                           Exception: unexpected})
+    # No silent 307 from /webhooks/mlflow/ to /webhooks/mlflow: a sender would follow it (or
+    # not) without anyone noticing the misconfigured URL. Unknown paths answer 404 JSON.
+    app.router.redirect_slashes = False
     app.state.metrics = metrics
     return app
 
@@ -196,7 +229,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing (without reading on) anything larger than ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):  # "²".isdigit() is True
             raise UserError("Content-Length is not a number")
         if int(declared) > limit:
             raise TooLarge(f"the body is {declared} bytes; at most {limit} are accepted")
@@ -211,10 +244,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _parse(body: bytes, source: str) -> Any:
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise events.PayloadError(f"the body is not valid JSON: {str(exc)[:120]}") from None
+    payload = events.load_json(body)  # UTF-8, depth, integer range: PayloadError (400)
     errors = sorted(_VALIDATORS[source].iter_errors(payload), key=lambda e: list(e.path))
     if errors:
         where = ".".join(str(p) for p in errors[0].absolute_path) or "body"
@@ -247,8 +277,60 @@ async def _probe(check: Callable[[], None]) -> str:
         await asyncio.wait_for(run_in_threadpool(check), READY_TIMEOUT_SECONDS)
     except TimeoutError:
         return f"no answer within {READY_TIMEOUT_SECONDS:.0f} s"
-    except PromoterError as exc:
-        return exc.message
+    except (PromoterError, OSError, sqlite3.Error) as exc:
+        return public_reason(exc)
     except Exception as exc:  # a probe reports, it does not crash the endpoint
         return f"check failed: {type(exc).__name__}"
     return "ok"
+
+
+def public_reason(exc: BaseException) -> str:
+    """Why something failed, fit for an unauthenticated answer: no filesystem paths."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{errno.errorcode.get(exc.errno, 'error')}: {exc.strerror or 'failed'}"
+    cause = exc.__cause__
+    if isinstance(exc, TransientError) and isinstance(cause, OSError | sqlite3.Error):
+        return public_reason(cause)  # the queue's own message names its file
+    text = exc.message if isinstance(exc, PromoterError) else str(exc) or type(exc).__name__
+    return _ABSOLUTE_PATH.sub("<path>", text)[:200]
+
+
+class WriteHealth:
+    """Can promoter store deliveries right now? For /readyz.
+
+    Not-ready while a probe write into the state directory fails (a full or read-only disk:
+    4 KiB written, fsynced and removed), and for ``WRITE_FAILURE_MEMORY_SECONDS`` after the
+    queue failed to store a delivery unless a later one was stored. The memory is bounded so
+    a pod taken out of service (and so receiving nothing) becomes ready again once the probe
+    passes; a failing queue then marks it not-ready again on the next delivery.
+    """
+
+    def __init__(self, state_dir: Path, clock: Clock) -> None:
+        self._probe_path = state_dir / ".readyz-probe"
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failure: tuple[float, str] | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._failure = (self._clock.now(), public_reason(exc))
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failure = None
+
+    def check(self) -> None:
+        with self._lock:
+            failure = self._failure
+        if failure and self._clock.now() - failure[0] < WRITE_FAILURE_MEMORY_SECONDS:
+            raise TransientError(f"the last delivery could not be stored: {failure[1]}")
+        descriptor = os.open(self._probe_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(_PROBE_BYTES)
+            while view:
+                view = view[os.write(descriptor, view):]
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+            with contextlib.suppress(OSError):
+                os.unlink(self._probe_path)

@@ -27,6 +27,7 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     import uvicorn
 
     from promoter.service.app import create_app
+    from promoter.service.http_server import server_config
     from promoter.service.jobs_handler import build_job_handler
     from promoter.service.metrics import Metrics
     from promoter.service.queue import JobQueue
@@ -62,9 +63,7 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     # uvicorn re-raises the signal it caught once it has shut down; this handler receives it,
     # so the process does not die before the workers have been told to stop.
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            lifespan="off", timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, settings.server, host, port))
     for thread in threads:
         thread.start()
     log(_log, logging.INFO, "promoter serve started", host=host, port=port,

@@ -69,11 +69,12 @@ def test_description_tells_the_reviewer_everything() -> None:
     assert mr_text.title(facts) == "Promote Fraud Detector version 7 to production"
 
 
-def test_changes_section_lists_every_path_escaped() -> None:
+def test_changes_section_lists_every_path_as_code() -> None:
     text = mr_text.changes_section({"create": ["a.yaml"], "update": ["b_[x](y).yaml"],
                                     "delete": []})
-    assert "- create: 1 file(s)" in text and "create a\\.yaml" in text
-    assert "](y)" not in text and "delete" not in text
+    assert "- create: 1 file(s)" in text and "create `a.yaml`" in text
+    assert "<a " not in render(text) and "<code>b_[x](y).yaml</code>" in render(text)
+    assert "delete" not in text
     assert mr_text.changes_section({}).endswith("no file changes\n")
 
 

@@ -168,7 +168,8 @@ def test_reconcile_once_finds_a_legacy_stage_transition(service: Service,
 
 def test_readyz_and_metrics(service: Service) -> None:
     ready = httpx.get(f"{service.url}/readyz", timeout=10)
-    assert ready.status_code == 200 and ready.json()["checks"] == {"queue": "ok", "mlflow": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "queue": "ok", "state_writes": "ok", "mlflow": "ok"}
     assert service.metric('promoter_jobs{state="done"}') >= 1
     assert service.metric("promoter_job_step_duration_seconds_count") >= 1
 

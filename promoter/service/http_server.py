@@ -1,0 +1,81 @@
+"""The uvicorn configuration of ``promoter serve``: limits that keep slow or hostile clients
+from holding the listener.
+
+uvicorn's h11 protocol has a keep-alive timeout only *between* requests, and receiving any byte
+cancels it: a client that opens a connection and sends nothing, or sends headers (or a body) a
+byte at a time, is kept forever. ``DeadlineH11Protocol`` gives every request a deadline: its
+headers and body must have arrived ``server.request_timeout_seconds`` after the connection
+opened or the previous response was sent, or the connection is closed. ``server.max_connections``
+caps open connections (above it, requests are answered 503 by uvicorn), and
+``server.max_header_bytes`` bounds the request line and headers (above it, h11 answers 400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from promoter.settings import ServerSettings
+
+_INCOMPLETE = (h11.IDLE, h11.SEND_BODY)  # the client has not finished sending its request
+
+
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline for each request's headers and body."""
+
+    request_timeout: float = 10.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_deadline()  # the next request on this connection gets its own deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def _arm_deadline(self) -> None:
+        self._cancel_deadline()
+        self._deadline = self.loop.call_later(self.request_timeout, self._deadline_passed)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self.conn.their_state in _INCOMPLETE and not self.transport.is_closing():
+            # Headers or body still incomplete: nothing was acknowledged, the sender retries.
+            self.logger.warning("closing a connection whose request did not arrive within "
+                                "%.0f s", self.request_timeout)
+            self.transport.close()  # connection_lost tells a waiting app it disconnected
+
+
+def protocol_class(request_timeout: float) -> type[DeadlineH11Protocol]:
+    return type("DeadlineH11Protocol", (DeadlineH11Protocol,),
+                {"request_timeout": float(request_timeout)})
+
+
+def server_config(app: Any, server: ServerSettings, host: str, port: int) -> uvicorn.Config:
+    """The uvicorn.Config ``promoter serve`` runs with (tests start the same one)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+        timeout_graceful_shutdown=10, http=protocol_class(server.request_timeout_seconds),
+        timeout_keep_alive=server.keep_alive_seconds,
+        # uvicorn counts the connection asking, too: +1 serves exactly max_connections.
+        limit_concurrency=server.max_connections + 1,
+        h11_max_incomplete_event_size=server.max_header_bytes)

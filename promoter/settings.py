@@ -415,8 +415,10 @@ def _default_problems(defaults: Any) -> list[str]:
         if name is None:
             problems.append(f"defaults.{field}: is not a known field (check the spelling)")
             continue
+        annotation = Spec.model_fields[name].annotation
+        assert annotation is not None  # every Spec field is annotated
         try:
-            TypeAdapter(Spec.model_fields[name].annotation).validate_python(value)
+            TypeAdapter(annotation).validate_python(value)
         except ValidationError as exc:
             problems.extend(describe(exc, prefix=f"defaults.{field}"))
     return problems

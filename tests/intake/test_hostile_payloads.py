@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from promoter.core import events
-from promoter.core.gitlab_events import GitLabEvent
+from promoter.core.mr_events import ForgeEvent
 from promoter.errors import UserError
 from promoter.service.app import create_app
 from promoter.service.gitlab_hook import GitLabHookHandler
@@ -38,7 +38,7 @@ class Hostile:
     client: httpx.AsyncClient
     loop: asyncio.AbstractEventLoop
     queue: JobQueue
-    events: list[GitLabEvent]
+    events: list[ForgeEvent]
     app: Any
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -69,7 +69,7 @@ def hostile(tmp_path: Path) -> Iterator[Hostile]:
                              PROMOTER_DATABRICKS_WEBHOOK_SECRET=DATABRICKS_SECRET,
                              PROMOTER_GITLAB_WEBHOOK_TOKEN=GITLAB_TOKEN)
     queue = JobQueue.open(settings.state_dir)
-    seen: list[GitLabEvent] = []
+    seen: list[ForgeEvent] = []
     hook = GitLabHookHandler.from_settings(settings, seen.append)
     app = create_app(settings, queue, clock=FixedClock(NOW), gitlab_hook=hook)
     loop = asyncio.new_event_loop()

@@ -1,8 +1,10 @@
 """Ports for the serving image: model files in, registry I/O, build-and-push, sign/verify.
 
-Implemented by adapters (``promoter.adapters.oci``: ``ImageRegistry``; ``promoter.adapters.mlflow``:
-``ModelSource``; ``promoter.adapters.oci_keyless``: ``Sigstore``) and wired to the pure image
-and signing code (``promoter.image``, ``promoter.signing``) by the composition root.
+Implemented by adapters (``ImageRegistry``: ``promoter.adapters.oci``; ``ModelSource``:
+``promoter.adapters.mlflow``; ``WheelInstaller``: ``promoter.adapters.pip``; ``Sigstore``:
+``promoter.adapters.oci_keyless``) and handed to the image and signing code (``promoter.image``,
+``promoter.signing``) by the composition root. ``Blob`` lives here because it crosses the
+registry seam in both directions.
 """
 
 from __future__ import annotations

@@ -221,7 +221,7 @@ def main() -> None:
 
     from mlflow import MlflowClient
 
-    from promoter.adapters.mlflow_registry import MlflowRegistry
+    from promoter.adapters.mlflow import MlflowRegistry
     from promoter.commands.hooks import EVENTS
 
     state = Path(tempfile.mkdtemp(prefix="promoter-bench-e2e-"))

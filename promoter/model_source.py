@@ -18,11 +18,7 @@ def intent_document(registry: Registry, version: ModelVersionInfo) -> dict[str, 
 
 
 def request_from_registry(settings: Settings, model: str, version: str, env: str,
-                          registry: Registry | None = None) -> RenderRequest:
-    if registry is None:
-        from promoter.adapters.mlflow_registry import MlflowRegistry
-
-        registry = MlflowRegistry(settings.mlflow.tracking_uri)
+                          registry: Registry) -> RenderRequest:
     settings.environment(env)  # unknown environment: fail before any network call
     info = registry.model_version(model, version)
     return build_request(settings, intent_document(registry, info), env,

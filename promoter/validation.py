@@ -1,7 +1,12 @@
-"""`promoter validate`: build every overlay with real Kustomize and schema-check each resource."""
+"""`promoter validate`: build every overlay with real Kustomize and schema-check each resource.
+
+The Kustomize run and the schema checks are adapters; they come in as a ``ManifestChecker``
+built by the composition root (``composition.manifest_checker()``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,8 +14,13 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from promoter.adapters import kustomize, schemas
 from promoter.errors import UserError
+
+
+@dataclass(frozen=True)
+class ManifestChecker:
+    build: Callable[[Path], str]  # overlay directory → `kustomize build` output (UserError)
+    problems: Callable[[dict[str, Any]], list[str]]  # one resource → its schema problems
 
 
 @dataclass
@@ -35,10 +45,10 @@ def find_overlays(root: Path) -> list[Path]:
     return overlays
 
 
-def validate_overlay(overlay: Path) -> OverlayReport:
+def validate_overlay(overlay: Path, checker: ManifestChecker) -> OverlayReport:
     report = OverlayReport(overlay)
     try:
-        stream = kustomize.build(overlay)
+        stream = checker.build(overlay)
     except UserError as exc:
         report.problems.append(exc.message)
         return report
@@ -50,16 +60,16 @@ def validate_overlay(overlay: Path) -> OverlayReport:
     report.resources = len(documents)
     for document in documents:
         report.problems.extend(f"{_identify(document)}: {problem}"
-                               for problem in schemas.problems(document))
+                               for problem in checker.problems(document))
     return report
 
 
-def validate_tree(root: Path) -> list[OverlayReport]:
+def validate_tree(root: Path, checker: ManifestChecker) -> list[OverlayReport]:
     overlays = find_overlays(root)
     if not overlays:
         raise UserError(f"no overlays found under {root}",
                         hint="expected <model>/overlays/<env>/kustomization.yaml")
-    return [validate_overlay(overlay) for overlay in overlays]
+    return [validate_overlay(overlay, checker) for overlay in overlays]
 
 
 def _identify(document: dict[str, Any]) -> str:

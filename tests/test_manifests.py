@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from promoter import rendering
+from promoter.service import composition
 from promoter.settings import load_settings
 from promoter.validation import validate_tree
 from tests.conftest import EXAMPLES, ROOT, requires_kubectl
@@ -26,5 +27,5 @@ def test_reference_tree_matches_the_current_render() -> None:
 
 @requires_kubectl
 def test_reference_tree_validates() -> None:
-    reports = validate_tree(Path(MANIFESTS))
+    reports = validate_tree(Path(MANIFESTS), composition.manifest_checker())
     assert reports and all(report.ok for report in reports), [r.problems for r in reports]

@@ -10,6 +10,7 @@ import pytest
 
 from promoter import rendering
 from promoter.core.render import ImagePin, Lineage
+from promoter.service import composition
 from promoter.settings import load_settings
 from promoter.validation import validate_tree
 from tests.conftest import EXAMPLES, requires_kubectl
@@ -68,7 +69,7 @@ def test_staging_promotion_leaves_the_base_untouched() -> None:
 def test_every_example_overlay_builds_and_validates(tmp_path: Path) -> None:
     for example, env in CASES:
         rendering.write_tree(tmp_path, render(example, env, image=ImagePin("r.example/m", DIGEST)))
-    reports = validate_tree(tmp_path)
+    reports = validate_tree(tmp_path, composition.manifest_checker())
     assert len(reports) == len(CASES)
     assert [r.problems for r in reports if not r.ok] == []
     assert all(r.resources >= 2 for r in reports)

@@ -24,8 +24,8 @@ import httpx
 from promoter.adapters.oci_auth import Credentials, RegistryAuth
 from promoter.adapters.oci_upload import upload_blob
 from promoter.errors import PermanentError, TransientError
-from promoter.image.layers import Blob
 from promoter.image.reference import is_loopback_registry
+from promoter.ports.image import Blob
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from promoter.errors import PermanentError, TransientError
-from promoter.image.layers import Blob
+from promoter.ports.image import Blob
 
 if TYPE_CHECKING:
     from promoter.adapters.oci import RegistryClient

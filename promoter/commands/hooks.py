@@ -37,7 +37,7 @@ def register_hook(
 
     The secret is PROMOTER_MLFLOW_WEBHOOK_SECRET; `promoter serve` checks it on every delivery.
     """
-    from promoter.adapters.mlflow_registry import MlflowRegistry
+    from promoter.service import composition
 
     settings = state(ctx).settings()
     secret = settings.secret("PROMOTER_MLFLOW_WEBHOOK_SECRET")
@@ -46,8 +46,8 @@ def register_hook(
                           hint="set it (or PROMOTER_MLFLOW_WEBHOOK_SECRET_FILE) to a long random "
                                "value, here and for `promoter serve`")
     target = url or f"http://{settings.server.host}:{settings.server.port}/webhooks/mlflow"
-    registry = MlflowRegistry(settings.mlflow.tracking_uri)
-    hook_id, created = registry.ensure_webhook(name, target, EVENTS, secret.reveal())
+    hook_id, created = composition.webhooks(settings).ensure_webhook(name, target, EVENTS,
+                                                                     secret.reveal())
     if output == "json":
         emit_json({"id": hook_id, "name": name, "url": target, "events": EVENTS,
                    "created": created})
@@ -58,9 +58,9 @@ def register_hook(
 @hooks_app.command("list")
 def list_hooks(ctx: typer.Context, output: str = OUTPUT_OPTION) -> None:
     """List the webhooks registered in MLflow."""
-    from promoter.adapters.mlflow_registry import MlflowRegistry
+    from promoter.service import composition
 
-    hooks = MlflowRegistry(state(ctx).settings().mlflow.tracking_uri).webhooks()
+    hooks = composition.webhooks(state(ctx).settings()).webhooks()
     if output == "json":
         emit_json(hooks)
         return

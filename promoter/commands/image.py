@@ -61,12 +61,12 @@ def build(
     output: str = OUTPUT_OPTION,
 ) -> None:
     """Build the serving image for MODEL and push it; prints REPO@sha256:…"""
-    from promoter.image.service import build_model_image
+    from promoter.service import composition
 
     settings = state(ctx).settings()
     with _progress(f"building the image for {model}"):
-        built = build_model_image(settings, model, repository, base=base,
-                                  labels=_labels(label or []), tag=tag, layout=oci_layout)
+        built = composition.build_image(settings, model, repository, base=base,
+                                        labels=_labels(label or []), tag=tag, layout=oci_layout)
     reference = f"oci:{oci_layout}@{built.digest}" if oci_layout else built.reference
     if output == "json":
         emit_json({"reference": reference, "digest": built.digest, "size": built.size,
@@ -89,22 +89,20 @@ def sign(
     output: str = OUTPUT_OPTION,
 ) -> None:
     """Sign an image digest with a cosign key (password: COSIGN_PASSWORD)."""
+    from promoter.service import composition
+
     settings = state(ctx).settings()
     if keyless:
-        from promoter.signing.wiring import sign_keyless_from_settings
-
-        info = sign_keyless_from_settings(settings, reference)
+        info = composition.sign_keyless(settings, reference)
         if output == "json":
             emit_json(info.__dict__)
         else:
             typer.echo(f"signed {info.reference} keyless (bundle, certificate from Fulcio)")
         return
-    from promoter.signing.wiring import cosign_signer
-
     if (key or settings.image.signing_key) is None:
         raise UsageError("sign needs --key cosign.key (or image.signing_key), or --keyless")
-    signer = cosign_signer(settings, private_key=key, formats=signature_format,
-                           password=cosign_password(ctx, confirm=False))
+    signer = composition.cosign_signer(settings, private_key=key, formats=signature_format,
+                                       password=cosign_password(ctx, confirm=False))
     info = signer.sign(reference)
     if output == "json":
         emit_json(info.__dict__)
@@ -120,16 +118,19 @@ def verify(
     key: Annotated[Path | None, KEY_OPTION] = None,
     output: str = OUTPUT_OPTION,
 ) -> None:
-    """Exit 0 only if a signature by KEY over exactly this digest is valid."""
-    settings = state(ctx).settings()
-    from promoter.signing.wiring import cosign_signer
+    """Exit 0 only if a signature by KEY over exactly this digest is valid.
 
+    Only the public key is read: verifying needs neither the signing key nor COSIGN_PASSWORD.
+    """
+    from promoter.service import composition
+
+    settings = state(ctx).settings()
     key = key or settings.image.verification_key
     if key is None:
         raise UsageError("verify needs --key cosign.pub (or image.verification_key)")
     if key.suffix == ".key":
         raise UserError(f"{key} looks like a private key", hint="verify with the .pub file")
-    info = cosign_signer(settings, public_key=key).verify(reference)
+    info = composition.cosign_verifier(settings, public_key=key).verify(reference)
     if output == "json":
         emit_json({"verified": True, **info.__dict__})
         return

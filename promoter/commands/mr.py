@@ -18,9 +18,9 @@ from promoter.core.mr_text import plain
 from promoter.errors import ConfigError, PromoterError
 
 if TYPE_CHECKING:
-    from promoter.adapters.localgit import LocalGitProvider
     from promoter.core.mr_events import ForgeEvent
     from promoter.ports.git import MergeRequest
+    from promoter.ports.review import MergeRequestReview
 
 mr_app = typer.Typer(help="Review merge requests of the local git provider.",
                      no_args_is_help=True)
@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(mr_app, name="mr")
 
 
-def _provider(ctx: typer.Context, output: str) -> LocalGitProvider:
+def _provider(ctx: typer.Context, output: str) -> MergeRequestReview:
     if output not in ("text", "json"):
         raise typer.BadParameter(f"--output must be text or json, not {output!r}")
     settings = state(ctx).settings()
@@ -41,7 +41,6 @@ def _provider(ctx: typer.Context, output: str) -> LocalGitProvider:
         raise ConfigError("`promoter mr` drives the local git provider, but git.provider is "
                           f"{settings.git.provider!r}",
                           hint="review GitLab merge requests in GitLab itself")
-    from promoter.adapters import localgit
     from promoter.service import composition
 
     registry = composition.registry(settings) if settings.mlflow.tracking_uri else None
@@ -55,7 +54,7 @@ def _provider(ctx: typer.Context, output: str) -> LocalGitProvider:
             typer.echo(f"warning: MLflow was not updated ({exc.message}); the audit trail "
                        "records the outcome", err=True)
 
-    return localgit.from_settings(settings, on_event=on_event)
+    return composition.local_review(settings, on_event=on_event)
 
 
 def _user(user: str | None) -> str:

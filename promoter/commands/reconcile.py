@@ -24,12 +24,12 @@ def reconcile(
     """
     if not once:
         raise UsageError("pass --once (the periodic loop runs inside `promoter serve`)")
-    from promoter.adapters.mlflow_registry import MlflowRegistry
+    from promoter.service import composition
     from promoter.service.queue import JobQueue
     from promoter.service.reconcile import ReconcileState, reconcile_once
 
     settings = state(ctx).settings()
-    registry = MlflowRegistry(settings.mlflow.tracking_uri)
+    registry = composition.registry(settings)
     queue = JobQueue.open(settings.state_dir)
     store = ReconcileState(settings.state_dir)
     try:

@@ -45,8 +45,10 @@ def render(
         if version is None:
             raise UsageError("MODEL needs --version N")
         from promoter.model_source import request_from_registry
+        from promoter.service import composition
 
-        request = request_from_registry(settings, model or "", version, env)
+        request = request_from_registry(settings, model or "", version, env,
+                                        composition.registry(settings))
     files = rendering.renderer(settings).render(request)
     if out is not None:
         written = rendering.write_tree(out, files)

@@ -21,9 +21,10 @@ def validate(
     directory: Annotated[Path, typer.Argument(help="manifests tree, e.g. manifests/")],
     output: str = OUTPUT_OPTION,
 ) -> None:
+    from promoter.service import composition
     from promoter.validation import validate_tree
 
-    reports = validate_tree(directory)
+    reports = validate_tree(directory, composition.manifest_checker())
     failed = [report for report in reports if not report.ok]
     if output == "json":
         emit_json([{"overlay": str(r.overlay), "resources": r.resources, "problems": r.problems}

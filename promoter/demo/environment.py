@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from promoter.adapters.processes import Service, free_port
+from promoter.service.composition import background_service, free_port
 from promoter.settings import Settings, load_settings
 
 WEBHOOK_EVENTS_NOTE = "MLflow calls promoter on loopback: http and private IPs are allowed"
@@ -52,7 +52,7 @@ def _keys(directory: Path, password: str) -> tuple[Path, Path]:
 
 
 def _mlflow(directory: Path) -> str:
-    service = Service("mlflow", directory)
+    service = background_service("mlflow", directory)
     found = service.running()
     if found:
         return str(found["url"])
@@ -80,7 +80,7 @@ def _registry(directory: Path) -> str | None:
     binary = shutil.which("docker-registry")
     if binary is None:
         return None
-    service = Service("registry", directory)
+    service = background_service("registry", directory)
     found = service.running()
     if found:
         return str(found["url"])
@@ -138,7 +138,7 @@ def start(state_dir: Path) -> DemoEnvironment:
     _keys(directory, password_file.read_text())
     mlflow_url = _mlflow(directory)
     registry_url = _registry(directory)
-    serve = Service("serve", directory)
+    serve = background_service("serve", directory)
     running = serve.running()
     port = int(running["port"]) if running else free_port()  # type: ignore[call-overload]
     config = _write_config(directory, state_dir, mlflow_url, registry_url, port)
@@ -157,4 +157,5 @@ def start(state_dir: Path) -> DemoEnvironment:
 
 def stop(state_dir: Path) -> list[str]:
     directory = state_dir / "demo"
-    return [name for name in ("serve", "registry", "mlflow") if Service(name, directory).stop()]
+    return [name for name in ("serve", "registry", "mlflow")
+            if background_service(name, directory).stop()]

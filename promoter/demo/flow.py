@@ -18,6 +18,7 @@ from promoter.commands.hooks import EVENTS
 from promoter.core.jobs import Job
 from promoter.demo import environment, model
 from promoter.errors import TransientError
+from promoter.settings import Settings
 
 JOB_TIMEOUT_SECONDS = 900.0  # the first build installs the model's requirements
 Say = Callable[[str], None]
@@ -37,7 +38,7 @@ class DemoReport:
 
 
 def run(state_dir: Path, say: Say) -> DemoReport:
-    from promoter.adapters.mlflow_registry import MlflowRegistry
+    from promoter.service import composition
 
     say(f"state directory: {state_dir}")
     env = environment.start(state_dir)
@@ -49,9 +50,8 @@ def run(state_dir: Path, say: Say) -> DemoReport:
     settings = env.settings()
     secret = settings.secret("PROMOTER_MLFLOW_WEBHOOK_SECRET")
     assert secret is not None  # written by environment.start
-    registry = MlflowRegistry(env.mlflow_url)
-    hook_id, _ = registry.ensure_webhook("promoter-demo", f"{env.serve_url}/webhooks/mlflow",
-                                         EVENTS, secret.reveal())
+    hook_id, _ = composition.webhooks(settings).ensure_webhook(
+        "promoter-demo", f"{env.serve_url}/webhooks/mlflow", EVENTS, secret.reveal())
     say(f"MLflow webhook:   {hook_id} → {env.serve_url}/webhooks/mlflow")
     version, created = model.ensure_version(env.mlflow_url)
     say(f"model:            {model.DEMO_MODEL!r} version {version} "
@@ -64,9 +64,7 @@ def run(state_dir: Path, say: Say) -> DemoReport:
     report.image = result.get("image")
     report.signature = result.get("signature")
     if result.get("mr_iid"):
-        from promoter.adapters import localgit
-
-        provider = localgit.from_settings(settings)
+        provider = composition.local_review(settings)
         report.mr = dataclasses.asdict(provider.get(int(result["mr_iid"])))
         report.diff = provider.diff(int(result["mr_iid"]))
     if report.image and settings.image.verification_key and not settings.image.oci_layout:
@@ -103,9 +101,9 @@ def _newest(queue: Any, name: str, version: str) -> Job | None:
     return max(jobs, key=lambda job: job.id) if jobs else None
 
 
-def _verify(settings: Any, reference: str) -> str | None:
-    from promoter.signing.wiring import cosign_signer
+def _verify(settings: Settings, reference: str) -> str | None:
+    """Checked as a user would: with the public key only (`promoter image verify`)."""
+    from promoter.service import composition
 
-    password = settings.secret("COSIGN_PASSWORD")
-    info = cosign_signer(settings, password=password.reveal() if password else "").verify(reference)
+    info = composition.cosign_verifier(settings).verify(reference)
     return f"verified ({', '.join(info.formats)}) with {settings.image.verification_key}"

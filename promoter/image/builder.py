@@ -27,7 +27,7 @@ from promoter.image.dependencies import dependency_layer
 from promoter.image.layers import Blob, Layer, measure_tar
 from promoter.image.lineage import lineage_labels
 from promoter.image.tarstream import entries_for_tree
-from promoter.ports.image import ModelLineage
+from promoter.ports.image import ModelLineage, WheelInstaller
 
 MODEL_ARCNAME = "opt/ml/model"
 BUILD_INPUTS_LABEL = "io.promoter.build-inputs"
@@ -50,6 +50,7 @@ class BuildOptions:
     python_version: str
     pip_options: tuple[str, ...]
     cache_dir: Path
+    installer: WheelInstaller  # installs the dependency layer's wheels (pip, an adapter)
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ def source_inputs(lineage: ModelLineage, base: BaseImage | None, labels: Mapping
 
 def assemble(model_dir: Path, lineage: ModelLineage, base: BaseImage | None,
              labels: Mapping[str, str], options: BuildOptions) -> Assembled:
-    deps = dependency_layer(model_dir, options.cache_dir / "deps", arch=options.platform[1],
-                            python_version=options.python_version,
+    deps = dependency_layer(model_dir, options.cache_dir / "deps", options.installer,
+                            arch=options.platform[1], python_version=options.python_version,
                             pip_options=options.pip_options)
     model = measure_tar(entries_for_tree(model_dir, MODEL_ARCNAME), "model")
     ours = [layer for layer in (deps, model) if layer is not None]

@@ -1,17 +1,14 @@
 """The dependency layer: the model's requirements installed for the image's platform and Python.
 
-``pip install --target`` with ``--only-binary=:all: --platform … --python-version …`` resolves
-wheels for the image rather than for this machine, so no compiler and no daemon are needed.
-The finished layer is cached under the state dir by the hash of everything that shapes it.
+Installing is I/O behind the ``WheelInstaller`` port (pip, in ``promoter.adapters.pip``); this
+module decides what to install for which platform and turns the result into a reproducible
+layer, cached under the state dir by the hash of everything that shapes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,10 +16,10 @@ from pathlib import Path
 from promoter.errors import UserError
 from promoter.image.layers import TAR_GZIP, Layer, file_layer, write_gzip_layer
 from promoter.image.tarstream import entries_for_tree
+from promoter.ports.image import WheelInstaller
 
 DEPS_ARCNAME = "opt/ml/deps"
 _ARCH_TAGS = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x"}
-_CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
 
 def requirement_lines(model_dir: Path) -> list[str]:
@@ -41,8 +38,8 @@ def pip_platforms(arch: str) -> list[str]:
     return [f"manylinux_2_{minor}_{machine}" for minor in (28, 17)] + [f"linux_{machine}"]
 
 
-def dependency_layer(model_dir: Path, cache_dir: Path, *, arch: str, python_version: str,
-                     pip_options: Sequence[str]) -> Layer | None:
+def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller, *, arch: str,
+                     python_version: str, pip_options: Sequence[str]) -> Layer | None:
     """The cached dependency layer for ``model_dir``'s requirements; None when there are none."""
     lines = requirement_lines(model_dir)
     if not lines:
@@ -57,7 +54,8 @@ def dependency_layer(model_dir: Path, cache_dir: Path, *, arch: str, python_vers
             target = Path(work) / "target"
             requirements = Path(work) / "requirements.txt"
             requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            _pip_install(requirements, target, arch, python_version, pip_options)
+            installer.install(requirements, target, platforms=pip_platforms(arch),
+                              python_version=python_version, options=pip_options)
             _portable_scripts(target / "bin")
             diff_id, digest, size = write_gzip_layer(entries_for_tree(target, DEPS_ARCNAME),
                                                      blob_path)
@@ -66,23 +64,6 @@ def dependency_layer(model_dir: Path, cache_dir: Path, *, arch: str, python_vers
     record = json.loads(record_path.read_text(encoding="utf-8"))
     return file_layer(blob_path, TAR_GZIP, record["diff_id"], record["digest"], record["size"],
                       f"dependencies ({len(lines)} requirements)")
-
-
-def _pip_install(requirements: Path, target: Path, arch: str, python_version: str,
-                 pip_options: Sequence[str]) -> None:
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile",
-               "--disable-pip-version-check", "--no-warn-script-location",
-               "--target", str(target), "--only-binary=:all:", "--implementation", "cp",
-               "--python-version", python_version, "-r", str(requirements), *pip_options]
-    for platform in pip_platforms(arch):
-        command += ["--platform", platform]
-    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
-    if result.returncode != 0:
-        detail = _CREDENTIALS_IN_URL.sub("://***@", result.stderr.strip())[-2000:]
-        raise UserError(f"installing the model's requirements for the image failed:\n{detail}",
-                        hint="each requirement needs a wheel for the image's platform "
-                             f"(linux/{arch}) and Python {python_version}; pin versions that "
-                             "publish wheels or set image.pip_options")
 
 
 def _portable_scripts(bin_dir: Path) -> None:

@@ -10,30 +10,21 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from promoter.image.tarstream import TarEntry, tar_chunks
+
+# Blob crosses the registry seam, so it is defined with the ports; re-exported for the formats.
+from promoter.ports.image import Blob
 
 TAR = "application/vnd.oci.image.layer.v1.tar"
 TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 FILE_READ_SIZE = 4 * 1024 * 1024
 
-ChunkSource = Callable[[], Iterable[bytes]]
-
-
-@dataclass(frozen=True)
-class Blob:
-    """Content-addressed bytes: a descriptor and, when we hold them, a way to read them."""
-
-    media_type: str
-    digest: str
-    size: int
-    chunks: ChunkSource | None = field(default=None, compare=False, repr=False)
-
-    def descriptor(self) -> dict[str, object]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+__all__ = ["TAR", "TAR_GZIP", "Blob", "Layer", "bytes_blob", "file_chunks", "file_layer",
+           "measure_tar", "write_gzip_layer"]
 
 
 @dataclass(frozen=True)

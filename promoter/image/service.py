@@ -1,4 +1,8 @@
-"""The ImageBuilder port implemented: settings + registry client + assembly + push."""
+"""The ImageBuilder port implemented: model source + registry clients + assembly + push.
+
+The I/O comes in through ports (``RegistryClients`` for registries, ``ModelSource`` for MLflow);
+the composition root supplies the adapters, so nothing here imports them.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,9 @@ import json
 import sys
 import tempfile
 from collections.abc import Mapping
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
-from promoter.adapters.oci import RegistryClient, client_for
 from promoter.errors import UsageError, UserError
 from promoter.image.base import BaseImage, load_base, parse_platform
 from promoter.image.builder import (
@@ -25,21 +28,31 @@ from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
 from promoter.image.reference import Reference, parse_reference
 from promoter.image.targets import RegistryTarget
-from promoter.ports.image import BuiltImage, ModelLineage
+from promoter.ports.image import (
+    BuiltImage,
+    ImageRegistry,
+    ModelLineage,
+    ModelSource,
+    RegistryClients,
+    WheelInstaller,
+    is_model_uri,
+)
 from promoter.settings import ImageSettings, Settings
 
 
 class DaemonlessImageBuilder:
     """Builds without a Docker daemon; pushes to ``repository`` or writes ``layout``."""
 
-    def __init__(self, settings: ImageSettings, state_dir: Path, *,
-                 layout: Path | None = None) -> None:
+    def __init__(self, settings: ImageSettings, state_dir: Path, clients: RegistryClients,
+                 installer: WheelInstaller, *, layout: Path | None = None) -> None:
         self.settings = settings
         self.cache_dir = state_dir / "image-cache"
         self.layout = layout
+        self._clients = clients
+        self._installer = installer
 
-    def _client(self, registry: str) -> RegistryClient:
-        return client_for(registry, self.settings)
+    def _client(self, registry: str) -> AbstractContextManager[ImageRegistry]:
+        return self._clients(registry)
 
     def _target(self, repository: str) -> Reference:
         target = parse_reference(repository)
@@ -53,7 +66,8 @@ class DaemonlessImageBuilder:
         platform = parse_platform(self.settings.platform)
         base_image = self._base(base or self.settings.base, platform, notes, stack)
         return base_image, BuildOptions(platform, self._python(base_image, notes),
-                                        tuple(self.settings.pip_options), self.cache_dir)
+                                        tuple(self.settings.pip_options), self.cache_dir,
+                                        self._installer)
 
     @staticmethod
     def _tag(tag: str | None, lineage: ModelLineage) -> str:
@@ -135,15 +149,17 @@ class DaemonlessImageBuilder:
 
 
 def build_model_image(settings: Settings, model: str, repository: str | None, *,
+                      models: ModelSource | None, clients: RegistryClients,
+                      installer: WheelInstaller,
                       base: str | None = None, labels: Mapping[str, str] | None = None,
                       tag: str | None = None, layout: Path | None = None) -> BuiltImage:
     """From an MLflow model URI or directory to a pushed image (or an OCI layout).
 
-    An image already built from the same inputs is found first, before any download.
+    ``models`` resolves and downloads MLflow model URIs (None: no MLflow is configured, so
+    only a local directory can be built). An image already built from the same inputs is
+    found first, before any download.
     """
-    from promoter.adapters.mlflow_artifacts import download_model, resolve_model
-
-    lineage = resolve_model(model, settings.mlflow.tracking_uri)
+    lineage = _lineage(model, models)
     target = repository or settings.image.repository
     if target and "{name}" in target:
         target = target.replace("{name}", lineage.name or Path(model).name)
@@ -151,12 +167,29 @@ def build_model_image(settings: Settings, model: str, repository: str | None, *,
         raise UsageError("say where the image goes: --repository REGISTRY/REPO, "
                          "image.repository in promoter.yaml, or --oci-layout DIR")
     target = target or "localhost/promoter-image"
-    builder = DaemonlessImageBuilder(settings.image, settings.state_dir, layout=layout)
+    builder = DaemonlessImageBuilder(settings.image, settings.state_dir, clients, installer,
+                                     layout=layout)
     labels = dict(labels or {})
     built = builder.find_existing(target, base=base, labels=labels, lineage=lineage, tag=tag)
     if built is not None:
         return built
     with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
-        model_dir = download_model(model, Path(scratch), settings.mlflow.tracking_uri)
+        model_dir = (models.download_model(model, Path(scratch)) if models and
+                     is_model_uri(model) else Path(model))
         return builder.build(model_dir, target, base=base, labels=labels, lineage=lineage,
                              tag=tag)
+
+
+def _lineage(model: str, models: ModelSource | None) -> ModelLineage:
+    """Where the model comes from, without downloading it."""
+    if is_model_uri(model):
+        if models is None:
+            raise UserError(f"no MLflow tracking URI is configured to resolve {model}",
+                            hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri in promoter.yaml")
+        return models.resolve_model(model)
+    path = Path(model)
+    if not path.is_dir():
+        raise UserError(f"{model!r} is neither an MLflow model URI nor a directory",
+                        hint="pass models:/NAME/VERSION, runs:/RUN_ID/PATH or a local "
+                             "model directory")
+    return ModelLineage(source=model, name=None, run_id=read_run_id(path))

@@ -1,11 +1,40 @@
-"""Ports for the serving image: build-and-push, and sign/verify (cosign formats)."""
+"""Ports for the serving image: model files in, registry I/O, build-and-push, sign/verify.
+
+Implemented by adapters (``ImageRegistry``: ``promoter.adapters.oci``; ``ModelSource``:
+``promoter.adapters.mlflow``; ``WheelInstaller``: ``promoter.adapters.pip``; ``Sigstore``:
+``promoter.adapters.oci_keyless``) and handed to the image and signing code (``promoter.image``,
+``promoter.signing``) by the composition root. ``Blob`` lives here because it crosses the
+registry seam in both directions.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+ChunkSource = Callable[[], Iterable[bytes]]
+MODEL_URI_PREFIXES = ("models:/", "runs:/")
+
+
+def is_model_uri(text: str) -> bool:
+    """An MLflow model URI (rather than a local model directory)."""
+    return text.startswith(MODEL_URI_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Content-addressed bytes: a descriptor and, when we hold them, a way to read them."""
+
+    media_type: str
+    digest: str
+    size: int
+    chunks: ChunkSource | None = field(default=None, compare=False, repr=False)
+
+    def descriptor(self) -> dict[str, object]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
 class StoredManifest(Protocol):
@@ -68,3 +97,50 @@ class Verifier(Protocol):
 
 class Signer(Verifier, Protocol):
     def sign(self, reference_with_digest: str) -> SignatureInfo: ...
+
+
+class ImageRegistry(Protocol):
+    """One registry host, as image assembly, base images and signatures use it."""
+
+    def get_manifest(self, repository: str, reference: str) -> StoredManifest | None: ...
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None: ...
+
+    def put_manifest(self, repository: str, reference: str, body: bytes,
+                     media_type: str) -> tuple[str, bool]: ...
+
+    def get_blob(self, repository: str, digest: str, *, limit: int = ...) -> bytes: ...
+
+    def push_blob(self, repository: str, blob: Blob, *, mount_from: str | None = None) -> int: ...
+
+    def blob_chunk_source(self, repository: str,
+                          digest: str) -> Callable[[], Iterator[bytes]]: ...
+
+    def referrers(self, repository: str, digest: str) -> dict[str, Any] | None: ...
+
+
+# registry host → a client for it, closed when the context ends.
+RegistryClients = Callable[[str], AbstractContextManager[ImageRegistry]]
+
+
+class ModelSource(Protocol):
+    """Where models come from (the MLflow registry): lineage first, files only when needed."""
+
+    def resolve_model(self, uri: str) -> ModelLineage: ...
+
+    def download_model(self, uri: str, destination: Path) -> Path: ...
+
+
+class WheelInstaller(Protocol):
+    """Installs requirements as binary wheels for another platform into ``target``."""
+
+    def install(self, requirements: Path, target: Path, *, platforms: Sequence[str],
+                python_version: str, options: Sequence[str]) -> None: ...
+
+
+class Sigstore(Protocol):
+    """Fulcio (short-lived certificates) and Rekor (transparency log) for keyless signing."""
+
+    def signing_certificate(self, token: str, public_pem: str, proof: bytes) -> list[str]: ...
+
+    def log_dsse(self, envelope: bytes, certificate_pem: str) -> dict[str, Any]: ...

@@ -1,8 +1,9 @@
 """The model registry port: what promoter reads from and writes back to MLflow.
 
-Implemented by ``promoter.adapters.mlflow_registry.MlflowRegistry``. Every method raises only
+Implemented by ``promoter.adapters.mlflow.MlflowRegistry``. Every method raises only
 promoter errors: ``TransientError`` when the registry is unreachable or answers 5xx (the job is
-retried), ``PermanentError`` when the thing asked for does not exist or the request is refused.
+retried), ``AuthError`` when the credentials are refused, ``PermanentError`` when the thing
+asked for does not exist or the request is otherwise refused.
 """
 
 from __future__ import annotations
@@ -92,3 +93,13 @@ class Registry(Protocol):
 
     def versions_updated_since(self, since_ms: int) -> Iterator[ModelVersionInfo]:
         """Versions whose last update is at or after ``since_ms``, newest first, paged."""
+
+
+class WebhookAdmin(Protocol):
+    """The registry's webhooks (`promoter hooks register|list`, the demo)."""
+
+    def ensure_webhook(self, name: str, url: str, events: list[str],
+                       secret: str) -> tuple[str, bool]:
+        """Create the webhook, or update the one with this name or URL. → (id, created)."""
+
+    def webhooks(self) -> list[dict[str, Any]]: ...

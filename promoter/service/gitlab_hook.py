@@ -81,13 +81,11 @@ class GitLabHookHandler:
 
     @classmethod
     def from_settings(cls, settings: Settings, on_event: Callable[[ForgeEvent], None],
-                      pushed_sha: PushedSha | None = None) -> GitLabHookHandler:
-        from promoter.adapters.gitlab_ledger import PushLedger
-
+                      pushed_sha: PushedSha) -> GitLabHookHandler:
+        """``pushed_sha`` reads promoter's push ledger; ``composition.gitlab_hook`` wires it."""
         state_dir = Path(settings.state_dir)
         return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state_dir / "gitlab-hooks.db"),
-                   pushed_sha or PushLedger.in_state_dir(state_dir).pushed_sha, on_event,
-                   max_body_bytes=settings.server.max_body_bytes)
+                   pushed_sha, on_event, max_body_bytes=settings.server.max_body_bytes)
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
         lowered = {key.lower(): value for key, value in headers.items()}

@@ -16,6 +16,7 @@ from promoter.service import logs
 from promoter.service.logs import log
 
 if TYPE_CHECKING:
+    from promoter.ports.registry import Registry
     from promoter.settings import Settings
 
 _log = logging.getLogger("promoter.serve")
@@ -36,15 +37,13 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
 
     logs.configure(secrets=[secret.reveal() for secret in settings.secrets.values()])
     queue = JobQueue.open(settings.state_dir)
+    from promoter.service import composition
+
     registry = _registry(settings)
     metrics = Metrics()
-    from promoter.service import composition
-    from promoter.service.gitlab_hook import GitLabHookHandler
-
     gitlab_hook = None
     if settings.git.provider == "gitlab":
-        gitlab_hook = GitLabHookHandler.from_settings(
-            settings, composition.outcomes(settings, registry))
+        gitlab_hook = composition.gitlab_hook(settings, composition.outcomes(settings, registry))
     app = create_app(settings, queue, registry, metrics=metrics, gitlab_hook=gitlab_hook)
     stop = threading.Event()
     threads: list[threading.Thread] = []
@@ -68,7 +67,7 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
         thread.start()
     log(_log, logging.INFO, "promoter serve started", host=host, port=port,
         workers=workers if registry else 0, state_dir=str(settings.state_dir),
-        mlflow=registry.where if registry else None)
+        mlflow=composition.describe(settings)["mlflow"] if registry else None)
     try:
         server.run()
     finally:
@@ -82,11 +81,11 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
         log(_log, logging.INFO, "promoter serve stopped")
 
 
-def _registry(settings: Settings) -> Any:
+def _registry(settings: Settings) -> Registry | None:
     if not settings.mlflow.tracking_uri:
         log(_log, logging.WARNING, "no MLflow tracking URI: only the webhook listener runs",
             hint="set MLFLOW_TRACKING_URI to run jobs and the reconcile loop")
         return None
-    from promoter.adapters.mlflow_registry import MlflowRegistry
+    from promoter.service import composition
 
-    return MlflowRegistry(settings.mlflow.tracking_uri)
+    return composition.registry(settings)

@@ -8,24 +8,17 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from promoter.errors import UserError
-from promoter.ports.image import SignatureInfo
+from promoter.ports.image import SignatureInfo, Sigstore
 from promoter.signing import bundle as bundle_format
 from promoter.signing.keys import SigningKey
 from promoter.signing.registry import SignatureRegistry, subject_descriptor
 from promoter.signing.service import attach_bundle, digest_reference
-
-
-class Sigstore(Protocol):
-    def signing_certificate(self, token: str, public_pem: str, proof: bytes) -> list[str]: ...
-
-    def log_dsse(self, envelope: bytes, certificate_pem: str) -> dict[str, Any]: ...
 
 
 def token_identity(token: str) -> str:

@@ -12,7 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from promoter.service.verify import sign_databricks, sign_mlflow
-from tests.intake.conftest import CAPTURE_SECRET, FixedClock, capture, databricks_body
+from tests.intake.conftest import (
+    CAPTURE_SECRET,
+    FixedClock,
+    capture,
+    databricks_body,
+    make_settings,
+)
 
 ALIAS_SET = "model_version_alias.created.json"
 
@@ -235,11 +241,14 @@ def test_metrics_count_deliveries_by_source_and_outcome(app_client_factory: Any)
     assert "promoter_job_step_duration_seconds" in text
 
 
-def test_readyz_reports_an_unreachable_mlflow(app_client_factory: Any) -> None:
-    from promoter.adapters.mlflow_registry import MlflowRegistry
+def test_readyz_reports_an_unreachable_mlflow(app_client_factory: Any, tmp_path: Any) -> None:
+    from promoter.service import composition
     from tests.fixtures.mlflow_server import free_port
 
-    registry = MlflowRegistry(f"http://127.0.0.1:{free_port()}")
+    # Built as `promoter serve` builds it: the composition root's MLflow client settings make
+    # an unreachable server fail within /readyz's timeout.
+    registry = composition.registry(make_settings(
+        tmp_path, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}"))
     response = app_client_factory(registry=registry).get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["queue"] == "ok"

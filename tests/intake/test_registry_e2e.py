@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from promoter.adapters.mlflow_registry import MlflowRegistry
+from promoter.adapters.mlflow import MlflowRegistry
 from promoter.errors import PermanentError, TransientError
-from promoter.service import intake
+from promoter.service import composition, intake
 from promoter.service.jobs_handler import build_job_handler
 from promoter.service.queue import JobQueue
 from promoter.service.reconcile import ReconcileState, reconcile_once
@@ -50,7 +50,7 @@ def test_the_adapter_reads_version_run_signature_and_intent(mlflow_server: Mlflo
     assert intent["spec"]["owner"]["costCenter"] == "cc-42"
 
 
-def test_write_back_tags_and_error_mapping(mlflow_server: MlflowServer) -> None:
+def test_write_back_tags_and_error_mapping(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     client = mlflow_server.client()
     version = create_version(client, "writeback-model")
     registry = MlflowRegistry(mlflow_server.url)
@@ -61,8 +61,10 @@ def test_write_back_tags_and_error_mapping(mlflow_server: MlflowServer) -> None:
     assert tags["promoter.staging.mr_url"] == "https://gitlab.example/mr/1"
     with pytest.raises(PermanentError, match="RESOURCE_DOES_NOT_EXIST"):
         registry.model_version("writeback-model", "99")
+    down = composition.registry(make_settings(
+        tmp_path, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}"))
     with pytest.raises(TransientError, match=r"unreachable|failed"):
-        MlflowRegistry(f"http://127.0.0.1:{free_port()}").aliases("writeback-model")
+        down.aliases("writeback-model")
 
 
 def test_the_job_resolves_what_the_alias_points_at_now(mlflow_server: MlflowServer,

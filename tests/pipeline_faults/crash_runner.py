@@ -96,13 +96,14 @@ def serve_forks() -> int:
 
     import promoter.adapters.gitlab
     import promoter.adapters.localgit
-    import promoter.adapters.mlflow_artifacts
-    import promoter.adapters.mlflow_registry
-    import promoter.adapters.model_images
+    import promoter.adapters.mlflow
+    import promoter.adapters.oci
+    import promoter.image.service
+    import promoter.service.composition
     import promoter.service.jobs_handler
     import promoter.service.queue
     import promoter.service.worker
-    import promoter.signing.wiring  # noqa: F401
+    import promoter.signing.service  # noqa: F401
 
     for line in sys.stdin:
         request = json.loads(line)

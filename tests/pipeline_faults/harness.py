@@ -239,10 +239,9 @@ def new_case(directory: Path, *, mlflow_url: str, repository: str, gitlab: Any =
 def verify_signature(case: Case, reference: str) -> Any:
     """What `promoter image verify REF@DIGEST --key cosign.pub` checks, in-process; raises
     (UnsignedImage, SignedByOtherKey, …) unless a valid signature over this digest exists."""
-    from promoter.signing.wiring import cosign_signer
+    from promoter.service import composition
 
-    return cosign_signer(case.settings(), public_key=KEYS.public,
-                         password=KEYS.password).verify(reference)
+    return composition.cosign_verifier(case.settings(), public_key=KEYS.public).verify(reference)
 
 
 def jobs_show(case: Case, job_id: int) -> subprocess.CompletedProcess[str]:

@@ -199,3 +199,30 @@ def test_keyless_fails_clearly_without_sigstore(promoter: Run, image: str, tmp_p
     code, _, err = promoter("--config", str(config), "image", "sign", image, "--keyless")
     assert code == 3 and "Fulcio" in err and "cannot be reached" in err
     assert "project_path" not in err
+
+
+@pytest.mark.parametrize("password", ["not-the-password", None])
+def test_verify_never_loads_the_configured_signing_key(
+        promoter: Run, image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        password: str | None) -> None:
+    """A verifier (CI, an auditor, the admission side) has the config and cosign.pub but not
+    the key's password: verifying must not even try to decrypt image.signing_key."""
+    sign(promoter, image)
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"image:\n  signing_key: {key_path(2)}\n"
+                      f"  verification_key: {key_path(2, 'pub')}\n")
+    if password is None:
+        monkeypatch.delenv("COSIGN_PASSWORD")
+    else:
+        monkeypatch.setenv("COSIGN_PASSWORD", password)
+    # The configured key really cannot be decrypted with this environment ...
+    code, _, err = promoter("--config", str(config), "image", "sign", image)
+    assert code == 1
+    assert ("cannot decrypt" in err) if password else ("COSIGN_PASSWORD is not set" in err)
+    # ... and verifying, with --key or with image.verification_key, does not care.
+    code, out, err = promoter("--config", str(config), "image", "verify", image, "--key",
+                              str(key_path(2, "pub")))
+    assert code == 0, err
+    assert "verified" in out and "bundle, legacy" in out
+    code, out, err = promoter("--config", str(config), "image", "verify", image)
+    assert code == 0 and "verified" in out, err

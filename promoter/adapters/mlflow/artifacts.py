@@ -1,0 +1,73 @@
+"""Model files in MLflow: listing and downloading artifacts, and resolving model URIs
+(``models:/name/7``, ``models:/name@alias``, ``runs:/id/path``) to their lineage for image labels.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+from promoter.adapters.mlflow.client import Connection
+from promoter.errors import UserError
+from promoter.ports.image import ModelLineage
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+_RUNS_URI = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)/.+$")
+
+
+class Artifacts:
+    def __init__(self, connection: Connection) -> None:
+        self._mlflow = connection
+
+    def listing(self, directory: str) -> set[str]:
+        """File names (not directories) directly under an artifact directory."""
+        from mlflow.artifacts import list_artifacts
+
+        found = self._mlflow.call(f"list {directory}", lambda: list_artifacts(
+            artifact_uri=directory, tracking_uri=self._mlflow.uri))
+        return {PurePosixPath(entry.path).name for entry in found or [] if not entry.is_dir}
+
+    def download(self, artifact_uri: str, into: str) -> str:
+        from mlflow.artifacts import download_artifacts
+
+        return self._mlflow.call(f"download {artifact_uri}", lambda: str(download_artifacts(
+            artifact_uri=artifact_uri, dst_path=into, tracking_uri=self._mlflow.uri)))
+
+    # -- the ModelSource port -----------------------------------------------------------------
+    def resolve_model(self, uri: str) -> ModelLineage:
+        """Where an MLflow model URI's model comes from, without downloading it."""
+        client = self._mlflow.client
+        if found := _MODELS_URI.match(uri):
+            name, alias, number = found["name"], found["alias"], found["version"]
+            version = self._mlflow.call(
+                f"resolve {uri}",
+                lambda: client.get_model_version_by_alias(name, alias)
+                if alias else client.get_model_version(name, number))
+            # A registered version's files do not change, so its source names its content.
+            return ModelLineage(source=uri, name=name, version=str(version.version),
+                                run_id=version.run_id or None,
+                                content_id=f"{self._mlflow.where}|{version.source}")
+        if found := _RUNS_URI.match(uri):
+            return ModelLineage(source=uri, run_id=found["run"])
+        raise UserError(f"{uri!r} is not a model URI promoter understands",
+                        hint="use models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH")
+
+    def download_model(self, uri: str, destination: Path) -> Path:
+        """The model's files, downloaded into ``destination``."""
+        destination.mkdir(parents=True, exist_ok=True)
+        return Path(self.download(self._download_uri(uri), str(destination)))
+
+    def _download_uri(self, uri: str) -> str:
+        """Where a models:/ URI's files are, asked of this registry: MLflow resolves models:/
+        inside download_artifacts with the process-wide registry URI rather than the one
+        passed in, so a process configured only through promoter.yaml would look elsewhere."""
+        found = _MODELS_URI.match(uri)
+        if found is None:
+            return uri
+        client = self._mlflow.client
+        version = found["version"] or str(self._mlflow.call(
+            f"resolve {uri}",
+            lambda: client.get_model_version_by_alias(found["name"], found["alias"])).version)
+        return str(self._mlflow.call(
+            f"locate the files of {uri}",
+            lambda: client.get_model_version_download_uri(found["name"], version)))

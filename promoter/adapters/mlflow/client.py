@@ -1,0 +1,62 @@
+"""The MLflow connection every part of the adapter shares: one ``MlflowClient`` per adapter.
+
+Nothing here reads or changes ``os.environ``. MLflow's HTTP client takes its retry count and
+timeout only from process environment variables; ``CLIENT_SETTINGS`` names the values promoter
+wants, and the composition root applies them once per process before building the adapter
+(``promoter.service.composition``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from promoter.adapters.mlflow.errors import calling
+from promoter.errors import UserError
+
+T = TypeVar("T")
+
+# MLflow's client retries for minutes by default (7 retries, exponential backoff, 120 s
+# timeout); one retry and 10 s make an outage fail fast so the job queue's backoff takes over.
+# Defaults only: a value the operator exported wins.
+CLIENT_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def redact_uri(uri: str) -> str:
+    """A tracking URI without user:password, safe for messages and logs."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+class Connection:
+    """A tracking server: its ``MlflowClient`` (registry on the same server) and ``call``."""
+
+    def __init__(self, tracking_uri: str | None) -> None:
+        if not tracking_uri:
+            raise UserError("no MLflow tracking URI is configured",
+                            hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri in promoter.yaml")
+        from mlflow import MlflowClient
+
+        self.uri = tracking_uri
+        self.where = redact_uri(tracking_uri)
+        self.client: Any = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def call(self, doing: str, action: Callable[[], T]) -> T:
+        return calling(doing, self.where, action)
+
+
+def pages(mlflow: Connection, doing: str, fetch: Callable[[str | None], Any]) -> Iterator[Any]:
+    """Every item of a paged MLflow listing, one page (one call) at a time."""
+    token: str | None = None
+    for _ in range(100_000):  # bounded: a registry of 100M entries is not expected
+        page = mlflow.call(doing, functools.partial(fetch, token))
+        yield from page
+        token = page.token
+        if not token:
+            return

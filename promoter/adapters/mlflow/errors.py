@@ -1,0 +1,98 @@
+"""MLflow's failures → promoter errors: the one rule every MLflow call of promoter goes through.
+
+- the server cannot be reached, the call timed out, HTTP 5xx, HTTP 429 (and MLflow's codes for
+  them: TEMPORARILY_UNAVAILABLE, REQUEST_LIMIT_EXCEEDED, RESOURCE_EXHAUSTED, …) →
+  ``TransientError``; the job queue retries it, waiting at least the server's Retry-After when
+  the failure carries one (artifact downloads raise ``requests.HTTPError`` with the response;
+  MLflow's REST errors carry no headers).
+- 401 and 403 (UNAUTHENTICATED, PERMISSION_DENIED, CUSTOMER_UNAUTHORIZED) → ``AuthError``: the
+  credentials must change before a retry can help, so the job is not retried.
+- 404 / RESOURCE_DOES_NOT_EXIST and every other 4xx → ``PermanentError``.
+
+Registry reads, artifact downloads, write-back and webhook management all use ``calling`` so
+the same MLflow answer never means "retry" in one place and "give up" in another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from promoter.errors import AuthError, PermanentError, PromoterError, TransientError
+
+T = TypeVar("T")
+
+# MLflow's client wraps connection failures in a generic MlflowException (INTERNAL_ERROR, 500)
+# whose text is all that tells them apart from a server-side failure.
+_UNREACHABLE_SIGNS = ("Max retries exceeded", "Failed to establish a new connection",
+                      "Connection refused", "Read timed out", "Connection aborted",
+                      "timeout exception", "Name or service not known")
+_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED",
+                    "DEADLINE_EXCEEDED", "INTERNAL_ERROR"}
+_AUTH_CODES = {"UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"}
+_RETRY_HINT = "promoter retries; check that MLflow is up if this persists"
+_DOWN_HINT = "check MLFLOW_TRACKING_URI (or mlflow.tracking_uri) and that the MLflow server runs"
+
+
+def calling(doing: str, where: str, action: Callable[[], T]) -> T:
+    """``action()`` with every MLflow, HTTP and OS failure turned into a promoter error."""
+    try:
+        return action()
+    except PromoterError:
+        raise
+    except Exception as exc:  # translate() re-raises what is not an I/O failure
+        raise translate(exc, doing, where) from None
+
+
+def translate(exc: BaseException, doing: str, where: str) -> PromoterError:
+    """The promoter error for ``exc`` raised while ``doing`` against MLflow at ``where``.
+
+    Raises ``exc`` itself when it is not an I/O failure (a bug must not become a retry).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        return _from_mlflow(exc, doing, where)
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        response = exc.response
+        return _from_status(int(response.status_code), "", f"HTTP {response.status_code}",
+                            doing, where, _retry_after(response.headers.get("Retry-After")))
+    if isinstance(exc, FileNotFoundError):
+        return PermanentError(f"cannot {doing}: no such file in the registry's artifacts",
+                              hint="check that the model version's files were logged")
+    if isinstance(exc, requests.ConnectionError | requests.Timeout | OSError | TimeoutError):
+        return TransientError(f"cannot {doing}: MLflow at {where} is unreachable "
+                              f"({type(exc).__name__})", hint=_DOWN_HINT)
+    raise exc
+
+
+def _from_mlflow(exc: Any, doing: str, where: str) -> PromoterError:
+    code = str(getattr(exc, "error_code", "") or "")
+    detail = str(getattr(exc, "message", exc)).splitlines()[0][:300] if str(exc) else code
+    if any(sign in detail for sign in _UNREACHABLE_SIGNS):
+        return TransientError(f"cannot {doing}: MLflow at {where} is unreachable",
+                              hint=_DOWN_HINT)
+    return _from_status(int(exc.get_http_status_code()), code, detail, doing, where, None)
+
+
+def _from_status(status: int, code: str, detail: str, doing: str, where: str,
+                 retry_after: float | None) -> PromoterError:
+    said = f"{code}: {detail}" if code and not detail.startswith(code) else detail
+    if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
+        return TransientError(f"cannot {doing}: MLflow at {where} failed ({said})",
+                              hint=_RETRY_HINT, retry_after=retry_after)
+    if status in (401, 403) or code in _AUTH_CODES:
+        return AuthError(f"cannot {doing}: MLflow at {where} refused the credentials ({said})",
+                         hint="check MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD "
+                              "and the permissions they carry")
+    return PermanentError(f"cannot {doing}: MLflow answered {said}",
+                          hint="check the model name, version or alias in MLflow")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header; HTTP dates are rare from MLflow and are ignored."""
+    if value and value.strip().isdigit():
+        return float(value.strip())
+    return None

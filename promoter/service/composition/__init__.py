@@ -1,0 +1,153 @@
+"""The composition root: settings → the real adapters behind every port.
+
+The only place that decides which provider, registry, image builder and signer a process
+uses, and the only importer of ``promoter.adapters`` (checked by import-linter). Commands, the
+demo and the service ask here instead of constructing adapters themselves. Adapters are
+imported inside the functions so `promoter --help` never loads mlflow or gitlab.
+
+Submodules: ``mlflow`` (the one MLflow adapter per process and its client settings),
+``images`` (registry clients, image builds), ``signing`` (signers, verifiers, keyless).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promoter.core.mr_events import ForgeEvent
+from promoter.core.pipeline import Pipeline, Ports
+from promoter.ports.git import GitProvider
+from promoter.ports.clock import SystemClock
+from promoter.ports.image import Signer, Verifier
+from promoter.ports.pipeline import Progress
+from promoter.ports.processes import BackgroundService
+from promoter.ports.registry import Registry, WebhookAdmin
+from promoter.ports.review import MergeRequestReview
+from promoter.rendering import renderer
+from promoter.service.audit import AuditTrail
+from promoter.service.composition import mlflow
+from promoter.service.composition.images import ModelImages, build_image, registry_clients
+from promoter.service.composition.signing import cosign_signer, cosign_verifier, sign_keyless
+from promoter.service.ledger import SqliteLedger
+from promoter.service.outcomes import MergeRequestOutcomes
+from promoter.settings import Settings
+
+if TYPE_CHECKING:
+    from promoter.service.gitlab_hook import GitLabHookHandler
+    from promoter.validation import ManifestChecker
+
+__all__ = ["background_service", "build_image", "cosign_signer", "cosign_verifier", "describe",
+           "free_port", "gitlab_hook", "local_review", "manifest_checker", "outcomes", "pipeline",
+           "ports", "provider", "registry", "registry_clients", "sign_keyless", "signer",
+           "verifier", "webhooks"]
+
+
+def registry(settings: Settings) -> Registry:
+    """The MLflow registry: one adapter (one MlflowClient) per process and tracking URI."""
+    return mlflow.adapter(settings)
+
+
+def webhooks(settings: Settings) -> WebhookAdmin:
+    """MLflow's webhooks, through the same adapter as ``registry``."""
+    return mlflow.adapter(settings)
+
+
+def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutcomes:
+    return MergeRequestOutcomes(registry, SqliteLedger(settings.state_dir),
+                                AuditTrail(settings.state_dir))
+
+
+def provider(settings: Settings,
+             on_event: Callable[[ForgeEvent], None] | None = None) -> GitProvider:
+    if settings.git.provider == "gitlab":
+        from promoter.adapters import gitlab
+
+        return gitlab.from_settings(settings)
+    from promoter.adapters import localgit
+
+    return localgit.from_settings(settings, on_event=on_event)
+
+
+def local_review(settings: Settings,
+                 on_event: Callable[[ForgeEvent], None] | None = None) -> MergeRequestReview:
+    """The local git provider's merge requests, to review (`promoter mr`, the demo)."""
+    from promoter.adapters import localgit
+
+    return localgit.from_settings(settings, on_event=on_event)
+
+
+def signer(settings: Settings) -> Signer | None:
+    """A key-based cosign signer when image.signing_key is set (password COSIGN_PASSWORD)."""
+    if settings.image.signing_key is None or settings.image.oci_layout is not None:
+        return None
+    password = settings.secret("COSIGN_PASSWORD")
+    return cosign_signer(settings, password=password.reveal() if password else "")
+
+
+def verifier(settings: Settings, signing: Signer | None) -> Verifier | None:
+    """What checks a signature before an MR is opened: the configured verification key (an
+    image signed elsewhere, e.g. by CI), else the signing key's own public half."""
+    if settings.image.oci_layout is not None:
+        return None
+    if signing is not None or settings.image.verification_key is None:
+        return signing  # a signer verifies with image.verification_key when one is set
+    return cosign_verifier(settings, public_key=settings.image.verification_key)
+
+
+def ports(settings: Settings, registry: Registry) -> Ports:
+    """Every adapter the pipeline needs. Build once per process: loading the signing key runs
+    scrypt (deliberately slow) and the renderer compiles its templates."""
+    hooks = outcomes(settings, registry)
+    signing = signer(settings)
+    return Ports(registry=registry, provider=provider(settings, on_event=hooks),
+                 ledger=hooks.ledger, renderer=renderer(settings),
+                 images=ModelImages(settings), signer=signing,
+                 verifier=verifier(settings, signing), clock=SystemClock(), history=hooks.audit)
+
+
+def pipeline(settings: Settings, registry: Registry, *,
+             progress: Progress | None = None) -> Pipeline:
+    return Pipeline(settings.pipeline_config(), ports(settings, registry), progress)
+
+
+def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> GitLabHookHandler:
+    """``POST /webhooks/gitlab``: acts only on MR heads recorded in promoter's push ledger."""
+    from promoter.adapters.gitlab_ledger import PushLedger
+    from promoter.service.gitlab_hook import GitLabHookHandler
+
+    return GitLabHookHandler.from_settings(
+        settings, on_event, PushLedger.in_state_dir(Path(settings.state_dir)).pushed_sha)
+
+
+def manifest_checker() -> ManifestChecker:
+    """Real Kustomize and the Kubernetes/CRD schemas, for `promoter validate`."""
+    from promoter.adapters import kustomize, schemas
+    from promoter.validation import ManifestChecker
+
+    return ManifestChecker(build=kustomize.build, problems=schemas.problems)
+
+
+def background_service(name: str, directory: Path) -> BackgroundService:
+    """A detached service recorded under ``directory`` (the demo's MLflow, registry, serve)."""
+    from promoter.adapters.processes import Service
+
+    return Service(name, directory)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    from promoter.adapters.processes import free_port as find
+
+    return find()
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """What this configuration wires up, for `promoter demo` and logs (no secrets)."""
+    from promoter.adapters.mlflow import redact_uri
+
+    uri = settings.mlflow.tracking_uri
+    return {"provider": settings.git.provider, "mlflow": redact_uri(uri) if uri else None,
+            "image_repository": settings.image.repository,
+            "oci_layout": str(settings.image.oci_layout) if settings.image.oci_layout else None,
+            "signing": bool(settings.image.signing_key), "state_dir": str(settings.state_dir)}

@@ -1,0 +1,41 @@
+"""The one MLflow adapter of this process, configured once.
+
+MLflow's HTTP client reads its retry count and timeout only from environment variables, at
+every request. Setting them here, once, before the first client exists, keeps that process-wide
+side effect in the composition root: the adapter itself never touches ``os.environ``, and a
+value the operator exported wins over promoter's defaults. The tracking URI comes from the
+settings (promoter.yaml, overridden by ``MLFLOW_TRACKING_URI``) and is handed to the client
+explicitly, so MLflow's global tracking URI is never consulted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from promoter.errors import UserError
+from promoter.settings import Settings
+
+if TYPE_CHECKING:
+    from promoter.adapters.mlflow import MlflowRegistry
+
+_lock = threading.Lock()
+_adapters: dict[str, MlflowRegistry] = {}
+
+
+def adapter(settings: Settings) -> MlflowRegistry:
+    """The process's MLflow adapter for ``settings.mlflow.tracking_uri`` (built on first use)."""
+    uri = settings.mlflow.tracking_uri
+    if not uri:
+        raise UserError("no MLflow tracking URI is configured",
+                        hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri in promoter.yaml")
+    with _lock:
+        found = _adapters.get(uri)
+        if found is None:
+            from promoter.adapters.mlflow import CLIENT_SETTINGS, MlflowRegistry
+
+            for variable, value in CLIENT_SETTINGS.items():
+                os.environ.setdefault(variable, value)
+            found = _adapters[uri] = MlflowRegistry(uri)
+        return found

@@ -1,0 +1,108 @@
+"""The one MLflow error translator: every MLflow call (registry reads, artifact downloads,
+write-back, webhooks) maps the same failure to the same promoter error."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.protos import databricks_pb2
+
+from promoter.adapters.mlflow.errors import calling, translate
+from promoter.errors import AuthError, PermanentError, PromoterError, TransientError
+
+
+def _http_error(status: int, retry_after: str | None = None) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
+    return requests.HTTPError(f"{status} error", response=response)
+
+
+def _mlflow(code: int, message: str = "failed") -> MlflowException:
+    return MlflowException(message, error_code=code)
+
+
+CASES: list[tuple[str, BaseException, type[PromoterError]]] = [
+    # the server cannot be reached (MLflow's client wraps these in a generic MlflowException)
+    ("connection refused", MlflowException(
+        "API request to http://127.0.0.1:9/api/2.0/mlflow/registered-models/get failed with "
+        "exception HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url "
+        "(Caused by NewConnectionError('Failed to establish a new connection: [Errno 111] "
+        "Connection refused'))"), TransientError),
+    ("client timeout", MlflowException(
+        "API request to http://mlflow/api/2.0/mlflow/runs/get failed with timeout exception "
+        "Read timed out."), TransientError),
+    ("requests connection error", requests.ConnectionError("refused"), TransientError),
+    ("requests timeout", requests.ReadTimeout("slow"), TransientError),
+    ("socket error", ConnectionResetError(104, "reset"), TransientError),
+    # 5xx and 429: the server is there but cannot answer now
+    ("REST 500", RestException({"error_code": "INTERNAL_ERROR", "message": "db down"}),
+     TransientError),
+    ("REST 503", RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "later"}),
+     TransientError),
+    ("REST 429", RestException({"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "slow down"}),
+     TransientError),
+    ("plain 429 from a proxy", _mlflow(databricks_pb2.RESOURCE_EXHAUSTED,
+                                       "failed with error code 429 != 200"), TransientError),
+    ("plain 502 from a proxy", _mlflow(databricks_pb2.TEMPORARILY_UNAVAILABLE, "bad gateway"),
+     TransientError),
+    ("artifact 503", _http_error(503), TransientError),
+    ("artifact 429", _http_error(429, "7"), TransientError),
+    # credentials
+    ("REST 401", RestException({"error_code": "UNAUTHENTICATED", "message": "who?"}), AuthError),
+    ("REST 403", RestException({"error_code": "PERMISSION_DENIED", "message": "no"}), AuthError),
+    ("artifact 401", _http_error(401), AuthError),
+    ("artifact 403", _http_error(403), AuthError),
+    # the thing asked for is not there, or the request is wrong: retrying cannot help
+    ("REST 404", RestException({"error_code": "RESOURCE_DOES_NOT_EXIST",
+                                "message": "Model Version (name=m, version=99) not found"}),
+     PermanentError),
+    ("REST 400", RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad"}),
+     PermanentError),
+    ("REST 409", RestException({"error_code": "RESOURCE_ALREADY_EXISTS", "message": "dup"}),
+     PermanentError),
+    ("artifact 404", _http_error(404), PermanentError),
+    ("missing local file", FileNotFoundError(2, "No such file"), PermanentError),
+]
+
+
+@pytest.mark.parametrize(("failure", "expected"), [(exc, kind) for _, exc, kind in CASES],
+                         ids=[name for name, _, _ in CASES])
+def test_one_rule_for_every_mlflow_failure(failure: BaseException,
+                                           expected: type[PromoterError]) -> None:
+    error = translate(failure, "read 'm' version 99", "http://mlflow:5000")
+    assert type(error) is expected
+    assert error.message.startswith("cannot read 'm' version 99")
+    assert error.hint
+
+
+def test_retry_after_is_kept_when_the_answer_carries_it() -> None:
+    error = translate(_http_error(429, "7"), "download", "http://mlflow:5000")
+    assert isinstance(error, TransientError) and error.retry_after == 7.0
+    error = translate(_http_error(503), "download", "http://mlflow:5000")
+    assert isinstance(error, TransientError) and error.retry_after is None
+
+
+def test_calling_translates_and_leaves_bugs_alone() -> None:
+    def missing() -> None:
+        raise RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "nope"})
+
+    with pytest.raises(PermanentError, match="RESOURCE_DOES_NOT_EXIST: nope"):
+        calling("read 'm'", "http://mlflow:5000", missing)
+    already = TransientError("already translated")
+    with pytest.raises(TransientError) as raised:
+        calling("read 'm'", "http://mlflow:5000", lambda: (_ for _ in ()).throw(already))
+    assert raised.value is already
+    # A programming error is not an outage: it must surface, not become a retry.
+    with pytest.raises(KeyError):
+        calling("read 'm'", "http://mlflow:5000", lambda: {}["missing"])
+
+
+def test_messages_name_the_server_without_its_credentials() -> None:
+    from promoter.adapters.mlflow import redact_uri
+
+    where = redact_uri("https://alice:s3cret@mlflow.example:5000")
+    error = translate(requests.ConnectionError("refused"), "reach the registry", where)
+    assert "s3cret" not in str(error) and "***@mlflow.example:5000" in str(error)

@@ -41,3 +41,17 @@ def live_at(entries: Iterable[Mapping[str, Any]], env: str, at: float,
         elif isinstance(version, str):
             live[name] = Live(name, version, float(when), entry.get("url"))
     return live
+
+
+def previous_live(entries: Iterable[Mapping[str, Any]], env: str, model: str) -> str | None:
+    """The version that was live in ``env`` before the one live now (a rollback's target)."""
+    history: list[str] = []
+    for entry in entries:
+        if (entry.get("event") != MERGED or entry.get("env") != env
+                or entry.get("model") != model or not isinstance(entry.get("version"), str)):
+            continue
+        if entry.get("status") == DECOMMISSIONED:
+            history.clear()   # what ran before a decommission is not "previous" any more
+        elif not history or history[-1] != entry["version"]:
+            history.append(entry["version"])
+    return history[-2] if len(history) >= 2 else None

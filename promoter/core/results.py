@@ -27,6 +27,15 @@ class DeploymentStatus(StrEnum):
     FAILED = "failed"                     # the job was parked for another reason
     DECOMMISSIONING = "decommissioning"   # the removal MR is open
     DECOMMISSIONED = "decommissioned"
+    SUPERSEDED = "superseded"             # a newer version became live in its place
+    ROLLED_BACK = "rolled_back"           # an older version became live in its place
+
+
+def replaced_status(live: str, replacing: str) -> DeploymentStatus:
+    """What the version that stops being live becomes: rolled back when an older one replaces
+    it, superseded otherwise (MLflow versions are increasing integers)."""
+    older = live.isdigit() and replacing.isdigit() and int(replacing) < int(live)
+    return DeploymentStatus.ROLLED_BACK if older else DeploymentStatus.SUPERSEDED
 
 
 STATUS_FOR_OUTCOME = {

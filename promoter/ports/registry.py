@@ -85,6 +85,15 @@ class Registry(Protocol):
     def current_version(self, model: str, alias: str | None, stage: str | None) -> str | None:
         """What an environment's trigger points at now: the alias if set, else the stage."""
 
+    def set_alias(self, model: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version`` (a rollback moves the environment's alias)."""
+
+    def live_version(self, model: str, env: str) -> str | None:
+        """``promoter.<env>.live_version`` on the registered model: what runs there now."""
+
+    def set_live_version(self, model: str, env: str, version: str | None) -> None:
+        """Record (or, with None, clear) what runs in ``env`` on the registered model."""
+
     def write_back(self, model: str, version: str, env: str, values: Mapping[str, str]) -> None:
         """Set ``promoter.<env>.<field>`` tags on the version (fields in WRITE_BACK_FIELDS)."""
 

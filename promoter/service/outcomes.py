@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
-from promoter.core.results import DeploymentStatus
+from promoter.core.results import DeploymentStatus, replaced_status
 from promoter.errors import PromoterError
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
@@ -57,6 +57,8 @@ class MergeRequestOutcomes:
         try:
             self.registry.write_back(state.model, state.version, state.env,
                                      {"status": status, "mr_url": event.url})
+            if status in (DeploymentStatus.MERGED, DeploymentStatus.DECOMMISSIONED):
+                self._track_live(state.model, state.version, state.env, status)
         except PromoterError as exc:
             # GitLab retries a failed delivery (the hook handler releases it); the local
             # provider's `promoter mr` says so. Either way the audit keeps the fact.
@@ -65,3 +67,18 @@ class MergeRequestOutcomes:
             log(_log, logging.WARNING, "could not write the MR outcome back to MLflow",
                 model=state.model, version=state.version, env=state.env, reason=exc.message)
             raise
+
+    def _track_live(self, model: str, version: str, env: str, status: str) -> None:
+        """``promoter.<env>.live_version`` on the registered model follows merges, and the
+        version it replaces is tagged superseded or rolled_back."""
+        assert self.registry is not None
+        previous = self.registry.live_version(model, env)
+        if status == DeploymentStatus.DECOMMISSIONED:
+            self.registry.set_live_version(model, env, None)
+            return
+        self.registry.set_live_version(model, env, version)
+        if previous is not None and previous != version:
+            replaced = replaced_status(previous, version)
+            self.registry.write_back(model, previous, env, {"status": replaced})
+            self.audit.record(f"version.{replaced}", model=model, version=previous, env=env,
+                              replaced_by=version)

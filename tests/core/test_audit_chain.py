@@ -7,7 +7,7 @@ import json
 import pytest
 
 from promoter.core.audit_chain import EMPTY, Head, head_of, seal, verify
-from promoter.core.live_history import live_at
+from promoter.core.live_history import live_at, previous_live
 
 
 def trail(count: int = 5) -> list[str]:
@@ -90,3 +90,15 @@ def test_live_at_replays_merges_rollbacks_and_decommissions() -> None:
     assert live_at(entries, "production", 41)["a"].version == "1"          # the rollback
     assert set(live_at(entries, "production", 60)) == {"b"}                  # a decommissioned
     assert set(live_at(entries, "production", 60, model="a")) == set()
+
+
+def test_previous_live_is_the_rollback_target() -> None:
+    def merge(version: str, status: str = "merged") -> dict[str, object]:
+        return {"event": "mr.merge", "env": "production", "model": "a", "version": version,
+                "status": status}
+    assert previous_live([merge("1")], "production", "a") is None
+    assert previous_live([merge("1"), merge("2")], "production", "a") == "1"
+    assert previous_live([merge("1"), merge("2"), merge("2")], "production", "a") == "1"
+    assert previous_live([merge("1"), merge("2"), merge("1")], "production", "a") == "2"
+    assert previous_live([merge("1"), merge("2"), merge("2", "decommissioned"), merge("3")],
+                         "production", "a") is None

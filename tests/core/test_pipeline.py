@@ -47,6 +47,7 @@ class MemoryRegistry:
         self.runs: dict[str, RunInfo] = {}
         self.writes: list[tuple[str, str, str, dict[str, str]]] = []
         self.unreachable_writes = 0  # the next N write-backs fail as MLflow being down would
+        self.live: dict[tuple[str, str], str] = {}   # registered-model live_version tags
 
     def add(self, model: str, version: str, tags: Mapping[str, str] = INTENT_TAGS) -> None:
         run_id = f"run{version}"
@@ -100,6 +101,15 @@ class MemoryRegistry:
         if alias and self.aliases(model).get(alias):
             return self.aliases(model)[alias]
         return self.stage_versions(model).get(stage) if stage else None
+
+    def live_version(self, model: str, env: str) -> str | None:
+        return self.live.get((model, env))
+
+    def set_live_version(self, model: str, env: str, version: str | None) -> None:
+        if version is None:
+            self.live.pop((model, env), None)
+        else:
+            self.live[(model, env)] = version
 
     def write_back(self, model: str, version: str, env: str, values: Mapping[str, str]) -> None:
         if self.unreachable_writes:

@@ -218,6 +218,11 @@ def test_audit_live_answers_what_ran_across_promote_rollback_and_decommission(
     client = mlflow_client(url)
     moments: list[float] = []
     jobs = 0
+
+    def live_tag() -> str | None:
+        return client.get_registered_model(model).tags.get("promoter.production.live_version")
+
+    replaced: list[tuple[str, str]] = []
     for version in (first, second, first):             # promote, promote, roll back
         client.set_registered_model_alias(model, "production", version)
         jobs += 1
@@ -226,12 +231,19 @@ def test_audit_live_answers_what_ran_across_promote_rollback_and_decommission(
         merge(promoter, local, mr["iid"])
         time.sleep(0.02)
         moments.append(time.time())
+        assert live_tag() == version
+        other = second if version == first else first
+        status = version_tags(url, model, other).get("promoter.production.status", "")
+        replaced.append((other, status))
+    assert replaced[1:] == [(first, "superseded"), (second, "rolled_back")]
     client.delete_registered_model_alias(model, "production")
     settle(local, model, jobs + 1)
     [mr] = open_mrs(promoter, local, model)
     merge(promoter, local, mr["iid"])
     time.sleep(0.02)
     moments.append(time.time())
+    assert live_tag() is None
+    assert version_tags(url, model, first)["promoter.production.status"] == "decommissioned"
 
     def live_at(moment: float) -> str | None:
         code, out, err = promoter("--config", str(local.config), "audit", "live", "--env",

@@ -121,6 +121,26 @@ class MlflowRegistry:
                 return pointed
         return self.stage_versions(model).get(stage) if stage else None
 
+    def set_alias(self, model: str, alias: str, version: str) -> None:
+        self._mlflow.call(f"point alias {alias!r} of {model!r} at version {version}",
+                          functools.partial(self._client.set_registered_model_alias, model,
+                                            alias, version))
+
+    def live_version(self, model: str, env: str) -> str | None:
+        found = self._mlflow.call(f"read registered model {model!r}",
+                                  lambda: self._client.get_registered_model(model))
+        value = (found.tags or {}).get(live_tag(env))
+        return str(value) if value else None
+
+    def set_live_version(self, model: str, env: str, version: str | None) -> None:
+        if version is None:
+            with contextlib.suppress(PermanentError):   # already absent: nothing to clear
+                self._mlflow.call(f"clear {live_tag(env)} on {model!r}", functools.partial(
+                    self._client.delete_registered_model_tag, model, live_tag(env)))
+            return
+        self._mlflow.call(f"tag {model!r} with {live_tag(env)}", functools.partial(
+            self._client.set_registered_model_tag, model, live_tag(env), version))
+
     def models(self) -> Iterator[RegisteredModelInfo]:
         for found in pages(self._mlflow, "list registered models",
                            lambda token: self._client.search_registered_models(
@@ -205,3 +225,8 @@ def _read_intent(path: Path, version: ModelVersionInfo) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise PermanentError(f"{where} must hold a mapping (a ModelDeployment document)")
     return data
+
+
+def live_tag(env: str) -> str:
+    """The registered-model tag naming the version live in ``env`` (MLflow shows it)."""
+    return f"promoter.{env}.live_version"

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Pipeline, Ports
-from promoter.ports.git import GitProvider
 from promoter.ports.clock import SystemClock
+from promoter.ports.git import GitProvider
 from promoter.ports.image import Signer, Verifier
 from promoter.ports.pipeline import Progress
 from promoter.ports.processes import BackgroundService

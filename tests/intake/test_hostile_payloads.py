@@ -23,8 +23,8 @@ import pytest
 from promoter.core import events
 from promoter.core.mr_events import ForgeEvent
 from promoter.errors import UserError
+from promoter.service import composition
 from promoter.service.app import create_app
-from promoter.service.gitlab_hook import GitLabHookHandler
 from promoter.service.queue import JobQueue
 from promoter.service.verify import sign_databricks, sign_mlflow
 from tests.intake.conftest import FixedClock, make_settings
@@ -70,7 +70,7 @@ def hostile(tmp_path: Path) -> Iterator[Hostile]:
                              PROMOTER_GITLAB_WEBHOOK_TOKEN=GITLAB_TOKEN)
     queue = JobQueue.open(settings.state_dir)
     seen: list[ForgeEvent] = []
-    hook = GitLabHookHandler.from_settings(settings, seen.append)
+    hook = composition.gitlab_hook(settings, seen.append)
     app = create_app(settings, queue, clock=FixedClock(NOW), gitlab_hook=hook)
     loop = asyncio.new_event_loop()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from promoter.adapters import kustomize, schemas
 from promoter.errors import UserError
+
+# CRDs that runtimes render besides those promoter.adapters.schemas knows: (apiVersion, kind)
+# → packaged schema (promoter/schemas/PROVENANCE.md).
+RUNTIME_CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor_v1.json",
+}
 
 
 @dataclass
@@ -50,7 +60,7 @@ def validate_overlay(overlay: Path) -> OverlayReport:
     report.resources = len(documents)
     for document in documents:
         report.problems.extend(f"{_identify(document)}: {problem}"
-                               for problem in schemas.problems(document))
+                               for problem in resource_problems(document))
     return report
 
 
@@ -60,6 +70,23 @@ def validate_tree(root: Path) -> list[OverlayReport]:
         raise UserError(f"no overlays found under {root}",
                         hint="expected <model>/overlays/<env>/kustomization.yaml")
     return [validate_overlay(overlay) for overlay in overlays]
+
+
+def resource_problems(document: dict[str, Any]) -> list[str]:
+    """Schema violations of one built resource, ``field.path: message`` each."""
+    crd = RUNTIME_CRD_SCHEMAS.get((str(document.get("apiVersion")), str(document.get("kind"))))
+    if crd is None:
+        return schemas.problems(document)
+    errors = sorted(_validator(crd).iter_errors(document), key=lambda e: list(e.path))
+    return [f"{'.'.join(str(p) for p in e.absolute_path) or '(resource)'}: {e.message}"
+            for e in errors]
+
+
+@cache
+def _validator(filename: str) -> Any:
+    text = resources.files("promoter.schemas").joinpath(filename).read_text(encoding="utf-8")
+    schema = json.loads(text)
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
 def _identify(document: dict[str, Any]) -> str:

@@ -167,3 +167,8 @@ def test_vllm_arguments_follow_the_environment() -> None:
     files = render(bare, modelcar=MODELCAR)
     assert "--gpu-memory-utilization" not in \
         files["code-assistant/overlays/production/patch-deployment.yaml"]
+
+
+def test_naming_the_only_platform_a_runtime_has_is_accepted() -> None:
+    files = render(intent("vision-segmenter", serving={"platform": "kserve"}), modelcar=MODELCAR)
+    assert "vision-segmenter/base/inferenceservice.yaml" in files

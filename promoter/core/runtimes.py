@@ -94,7 +94,8 @@ def problems(deployment: ModelDeployment, descriptor: RuntimeDescriptor) -> list
     """Everything in the intent this runtime cannot render as documented, one line each."""
     spec, name = deployment.spec, descriptor.name
     found = []
-    given = spec.serving.given()
+    # platform is every runtime's option (checked against its platforms below).
+    given = spec.serving.given() - {"platform"}
     for option in sorted(given - descriptor.options):
         accepted = ", ".join(sorted(descriptor.options)) or "none"
         found.append(f"spec.serving.{option}: runtime {name} does not accept it "

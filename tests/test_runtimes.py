@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,9 @@ import pytest
 from promoter import rendering
 from promoter.core.render import ImagePin, Renderer
 from promoter.core.spec import deep_merge
-from promoter.errors import UserError
+from promoter.errors import ConfigError, UserError
 from promoter.settings import load_settings
+from promoter.validation import resource_problems
 from tests.conftest import EXAMPLES, ROOT
 
 SETTINGS = load_settings(EXAMPLES / "promoter.yaml", environ={})
@@ -172,3 +174,33 @@ def test_vllm_arguments_follow_the_environment() -> None:
 def test_naming_the_only_platform_a_runtime_has_is_accepted() -> None:
     files = render(intent("vision-segmenter", serving={"platform": "kserve"}), modelcar=MODELCAR)
     assert "vision-segmenter/base/inferenceservice.yaml" in files
+
+
+def test_bad_gpu_scheduling_and_cost_label_settings_name_their_path(tmp_path: Path) -> None:
+    config = tmp_path / "promoter.yaml"
+    config.write_text(
+        "environments:\n"
+        "  production:\n"
+        "    trigger: {alias: production}\n"
+        "    namespace: models\n"
+        "    mig_profiles: [1g.10gb, big]\n"
+        "    priority_class_name: High_Priority\n"
+        "    zone_spread: Sometimes\n"
+        "cost_labels: {team: team, budget: b, model: 'not a key!'}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    message = caught.value.message
+    for path in ("environments.production.mig_profiles", "environments.production."
+                 "priority_class_name", "environments.production.zone_spread", "cost_labels"):
+        assert path in message, path
+    assert "'big'" in message and "budget" in message
+
+
+def test_servicemonitors_are_checked_against_their_schema() -> None:
+    monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+               "metadata": {"name": "m"},
+               "spec": {"selector": {}, "endpoints": [{"port": "http", "path": "/metrics"}]}}
+    assert resource_problems(monitor) == []
+    monitor["spec"]["endpoints"] = [{"port": 8080, "interval": "often"}]
+    assert [p.split(":")[0] for p in resource_problems(monitor)] == [
+        "spec.endpoints.0.interval", "spec.endpoints.0.port"]

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -431,7 +431,7 @@ def _default_problems(defaults: Any) -> list[str]:
             problems.append(f"defaults.{field}: is not a known field (check the spelling)")
             continue
         try:
-            TypeAdapter(Spec.model_fields[name].annotation).validate_python(value)
+            TypeAdapter(cast(Any, Spec.model_fields[name].annotation)).validate_python(value)
         except ValidationError as exc:
             problems.extend(describe(exc, prefix=f"defaults.{field}"))
     return problems

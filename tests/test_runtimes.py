@@ -204,3 +204,15 @@ def test_servicemonitors_are_checked_against_their_schema() -> None:
     monitor["spec"]["endpoints"] = [{"port": 8080, "interval": "often"}]
     assert [p.split(":")[0] for p in resource_problems(monitor)] == [
         "spec.endpoints.0.interval", "spec.endpoints.0.port"]
+
+
+def test_render_pins_the_signed_artifact_given_on_the_command_line(run_cli: Any) -> None:
+    reference = f"{MODELCAR.repository}@{MODELCAR.digest}"
+    code, out, err = run_cli("render", "--intent", str(EXAMPLES / "ad-ranker.yaml"),
+                             "--env", "staging", "--dry-run", "--config",
+                             str(EXAMPLES / "promoter.yaml"), "--modelcar", reference)
+    assert code == 0, err
+    assert f'reference: "{reference}"' in out
+    code, _, err = run_cli("render", "--intent", str(EXAMPLES / "ad-ranker.yaml"),
+                           "--env", "staging", "--dry-run", "--modelcar", "repo:latest")
+    assert code == 2 and "--modelcar must be REPOSITORY@sha256:" in err

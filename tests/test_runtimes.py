@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from promoter import rendering
+from promoter.core.intent import build_request as core_build_request
 from promoter.core.render import ImagePin, Renderer
 from promoter.core.spec import deep_merge
 from promoter.errors import ConfigError, UserError
@@ -216,3 +217,16 @@ def test_render_pins_the_signed_artifact_given_on_the_command_line(run_cli: Any)
     code, _, err = run_cli("render", "--intent", str(EXAMPLES / "ad-ranker.yaml"),
                            "--env", "staging", "--dry-run", "--modelcar", "repo:latest")
     assert code == 2 and "--modelcar must be REPOSITORY@sha256:" in err
+
+
+def test_targets_carrying_the_runtimes_refuse_while_resolving() -> None:
+    """So a promotion can tag an invalid intent before it builds anything."""
+    targets = replace(SETTINGS.targets(), runtimes=RENDERER.runtimes)
+    concurrency = intent("vision-segmenter", scaling={"metric": "concurrency"})
+    with pytest.raises(UserError, match=r"spec\.scaling\.metric: 'concurrency'"):
+        core_build_request(targets, concurrency, "production", origin="intent")
+    baseless = replace(targets, image_base_configured=False)
+    with pytest.raises(UserError, match=r"without image\.base"):
+        core_build_request(baseless, intent("fraud-detector"), "production", origin="intent")
+    # Without runtimes (the default) resolving leaves these checks to the renderer.
+    assert core_build_request(SETTINGS.targets(), concurrency, "production", origin="intent")

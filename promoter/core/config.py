@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from promoter.core.runtimes import RuntimeDescriptor
 from promoter.errors import ConfigError
 
 
@@ -57,6 +58,9 @@ class Targets:
     # only the demo accepts (and says so).
     image_base_configured: bool = True
     demo: bool = False
+    # The renderer's runtime descriptors (Renderer.runtimes): when given, resolving an intent
+    # already refuses what its runtime cannot render, before any image is built.
+    runtimes: Mapping[str, RuntimeDescriptor] = field(default_factory=frozen)
 
     def environment(self, name: str) -> EnvironmentTarget:
         try:

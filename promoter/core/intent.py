@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from promoter.core import runtimes
 from promoter.core.config import Targets
 from promoter.core.problems import describe
 from promoter.core.render import ImagePin, Lineage, RenderRequest
@@ -100,6 +101,13 @@ def build_request(targets: Targets, intent: Mapping[str, Any], environment: str,
         raise UserError(f"{origin}: spec.resources.gpu.mig {mig!r} is not a MIG profile the "
                         f"{environment} GPU nodes offer ({offered})",
                         hint=f"environments.{environment}.mig_profiles in promoter.yaml lists them")
+    if targets.runtimes:
+        descriptor = runtimes.check(deployment, targets.runtimes, origin=origin)
+        problem = runtimes.baseless_image_problem(
+            descriptor, image_built=targets.image_repository is not None,
+            base_configured=targets.image_base_configured, demo=targets.demo)
+        if problem:
+            raise UserError(f"{origin}: {problem}")
     if image is None and targets.image_repository:
         image = ImagePin(repository=targets.image_repository.format(name=deployment.name))
     return RenderRequest(base=base, deployment=deployment, environment=environment,

@@ -19,7 +19,7 @@ MODELCAR_DIGEST = "sha256:" + "2" * 64
 
 def pins(name: str) -> dict[str, ImagePin]:
     return {"image": ImagePin(f"registry.example.com/models/{name}", IMAGE_DIGEST),
-            "modelcar": ImagePin(f"registry.example.com/modelcars/{name}", MODELCAR_DIGEST)}
+            "modelcar": ImagePin(f"registry.example.com/models/{name}-modelcar", MODELCAR_DIGEST)}
 
 
 def test_reference_tree_matches_the_current_render() -> None:

@@ -64,7 +64,22 @@ def load_descriptors(directory: Path) -> dict[str, dict[str, Any]]:
 
 def renderer(settings: Settings) -> Renderer:
     directory = templates_dir(settings)
-    return Renderer(load_templates(directory), load_descriptors(directory))
+    descriptors = with_server_images(load_descriptors(directory), settings.runtime_images)
+    return Renderer(load_templates(directory), descriptors)
+
+
+def with_server_images(descriptors: dict[str, dict[str, Any]],
+                       images: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``runtime_images`` from promoter.yaml replace the server image a descriptor names."""
+    for runtime, reference in sorted(images.items()):
+        server = (descriptors.get(runtime) or {}).get("server")
+        if not isinstance(server, dict) or "image" not in server:
+            runs_one = sorted(name for name, data in descriptors.items()
+                              if isinstance(data.get("server"), dict) and "image" in data["server"])
+            raise UserError(f"runtime_images.{runtime}: no runtime {runtime!r} with a server "
+                            f"image (runtimes that have one: {', '.join(runs_one)})")
+        descriptors[runtime] = {**descriptors[runtime], "server": {**server, "image": reference}}
+    return descriptors
 
 
 def load_intent_file(path: Path) -> dict[str, Any]:

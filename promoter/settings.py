@@ -243,6 +243,10 @@ class Settings(_Section):
     cost_labels: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_COST_LABELS),
         description="label key per cost role (team, cost_center, environment, model, runtime)")
+    runtime_images: dict[str, str] = Field(
+        default_factory=dict,
+        description="server image per runtime, pinned by digest (REPO@sha256:…), replacing "
+                    "the tag its runtime.yaml names")
     secrets: dict[str, Secret] = Field(default_factory=dict, exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -270,6 +274,15 @@ class Settings(_Section):
                                     r"[A-Za-z0-9])?$", key):
                 raise ValueError(f"{role}: {key!r} is not a Kubernetes label key")
         return {**DEFAULT_COST_LABELS, **value}
+
+    @field_validator("runtime_images")
+    @classmethod
+    def _runtime_images(cls, value: dict[str, str]) -> dict[str, str]:
+        for runtime, reference in value.items():
+            if not re.match(r"^[a-z0-9][a-z0-9._:/-]*@sha256:[0-9a-f]{64}$", reference):
+                raise ValueError(f"{runtime}: {reference!r} is not pinned by digest "
+                                 "(REPOSITORY@sha256:<64 hex digits>)")
+        return value
 
     def environment(self, name: str) -> Environment:
         try:

@@ -230,3 +230,22 @@ def test_targets_carrying_the_runtimes_refuse_while_resolving() -> None:
         core_build_request(baseless, intent("fraud-detector"), "production", origin="intent")
     # Without runtimes (the default) resolving leaves these checks to the renderer.
     assert core_build_request(SETTINGS.targets(), concurrency, "production", origin="intent")
+
+
+def test_server_images_pinned_by_digest_in_settings_replace_the_descriptor_tag() -> None:
+    pinned = "docker.io/vllm/vllm-openai@sha256:" + "ef" * 32
+    settings = SETTINGS.model_copy(update={"runtime_images": {"vllm": pinned}})
+    request = rendering.build_request(settings, intent("code-assistant"), "production",
+                                      origin="intent", modelcar=MODELCAR)
+    files = rendering.renderer(settings).render(request)
+    assert f'image: "{pinned}"' in files["code-assistant/base/deployment.yaml"]
+    with pytest.raises(UserError, match=r"runtime_images\.kserve: no runtime 'kserve' with a "
+                                        r"server image \(runtimes that have one: triton, vllm\)"):
+        rendering.renderer(settings.model_copy(update={"runtime_images": {"kserve": pinned}}))
+
+
+def test_runtime_images_must_be_pinned_by_digest(tmp_path: Path) -> None:
+    config = tmp_path / "promoter.yaml"
+    config.write_text("runtime_images: {vllm: 'docker.io/vllm/vllm-openai:latest'}\n")
+    with pytest.raises(ConfigError, match=r"runtime_images: .*is not pinned by digest"):
+        load_settings(config, environ={})

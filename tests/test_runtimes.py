@@ -11,7 +11,9 @@ import pytest
 
 from promoter import rendering
 from promoter.core.intent import build_request as core_build_request
+from promoter.core.manifest_context import server_args
 from promoter.core.render import ImagePin, Renderer
+from promoter.core.runtimes import ARG_FIELDS, Form
 from promoter.core.spec import deep_merge
 from promoter.errors import ConfigError, UserError
 from promoter.settings import load_settings
@@ -249,3 +251,26 @@ def test_runtime_images_must_be_pinned_by_digest(tmp_path: Path) -> None:
     config.write_text("runtime_images: {vllm: 'docker.io/vllm/vllm-openai:latest'}\n")
     with pytest.raises(ConfigError, match=r"runtime_images: .*is not pinned by digest"):
         load_settings(config, environ={})
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"options": ["maxModelLength"]}, "options maxModelLength are not spec.serving fields"),
+    ({"platforms": {"kserve": {"args": ["--max-model-len={maxModelLength}"]}}},
+     "names unknown field(s) maxModelLength"),
+])
+def test_a_misspelt_option_or_argument_field_in_a_descriptor_is_named(
+        change: dict[str, Any], message: str) -> None:
+    broken = copy.deepcopy(DESCRIPTORS)
+    broken["vllm"] = deep_merge(broken["vllm"], change)
+    with pytest.raises(UserError) as caught:
+        Renderer(TEMPLATES, broken)
+    assert message in caught.value.message
+
+
+def test_every_argument_field_a_descriptor_may_name_is_filled_in() -> None:
+    form = Form(base=("a.yaml",), overlay=("b.yaml",), scalingMetrics=("cpu",),
+                args=tuple(f"--x={{{field}}}" for field in sorted(ARG_FIELDS)))
+    request = rendering.build_request(SETTINGS, intent("code-assistant"), "production",
+                                      origin="intent")
+    args = server_args(form, request.deployment)
+    assert len(args) == len(ARG_FIELDS) and not any("{" in arg for arg in args)

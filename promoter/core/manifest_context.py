@@ -7,11 +7,10 @@ environment or to the version deployed there.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from promoter.core.runtimes import Form, RuntimeDescriptor
+from promoter.core.runtimes import ARG_FIELD, Form, RuntimeDescriptor
 from promoter.core.spec import ModelDeployment
 
 if TYPE_CHECKING:
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
 
 SERVING_IMAGE_PLACEHOLDER = "serving-image"
 KSERVE_POD_LABEL = "serving.kserve.io/inferenceservice"
-_ARG_FIELD = re.compile(r"\{([A-Za-z]+)\}")
 
 
 def _pod_selector(deployment: ModelDeployment, descriptor: RuntimeDescriptor) -> dict[str, str]:
@@ -125,10 +123,10 @@ def server_args(form: Form, deployment: ModelDeployment) -> list[str]:
     }
     args = []
     for pattern in form.args:
-        fields = _ARG_FIELD.findall(pattern)
+        fields = ARG_FIELD.findall(pattern)
         if any(values.get(name) is None for name in fields):
             continue
-        args.append(_ARG_FIELD.sub(lambda m: str(values[m.group(1)]), pattern))
+        args.append(ARG_FIELD.sub(lambda m: str(values[m.group(1)]), pattern))
     return args
 
 

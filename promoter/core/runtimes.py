@@ -17,12 +17,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from promoter.core.problems import describe
-from promoter.core.spec import ModelDeployment
+from promoter.core.spec import ModelDeployment, Serving
 from promoter.errors import UserError
 
 Artifact = Literal["pyfunc-image", "modelcar", "none"]
 Platform = Literal["kserve", "kubernetes"]
 _FILE = r"^(shared/)?[a-z0-9][a-z0-9.-]*\.yaml$"
+ARG_FIELD = re.compile(r"\{([A-Za-z]+)\}")
+# What "{field}" in a descriptor's args may name (filled in by core.manifest_context).
+ARG_FIELDS = frozenset({"name", "gpus", "maxModelLen", "gpuMemoryUtilization"})
+# The spec.serving options a descriptor may list (platform is every runtime's).
+OPTIONS = frozenset(info.alias or field for field, info in Serving.model_fields.items()
+                    if field != "platform")
 
 
 class _Frozen(BaseModel):
@@ -52,6 +58,11 @@ class Form(_Frozen):
         for name in (*self.base, *self.overlay):
             if not re.match(_FILE, name):
                 raise ValueError(f"file {name!r} must be NAME.yaml or shared/NAME.yaml")
+        for arg in self.args:  # a misspelt field would silently drop its argument
+            unknown = sorted(set(ARG_FIELD.findall(arg)) - ARG_FIELDS)
+            if unknown:
+                raise ValueError(f"argument {arg!r} names unknown field(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(ARG_FIELDS))}")
 
 
 class RuntimeDescriptor(_Frozen):
@@ -65,6 +76,10 @@ class RuntimeDescriptor(_Frozen):
     server: dict[str, Any] = Field(default_factory=dict)
 
     def model_post_init(self, _context: Any) -> None:
+        unknown = sorted(self.options - OPTIONS - {"platform"})
+        if unknown:
+            raise ValueError(f"options {', '.join(unknown)} are not spec.serving fields "
+                             f"({', '.join(sorted(OPTIONS))})")
         if self.default_platform not in self.platforms:
             raise ValueError(f"defaultPlatform {self.default_platform!r} is not in platforms")
 

@@ -102,7 +102,7 @@ def build_request(targets: Targets, intent: Mapping[str, Any], environment: str,
                         f"{environment} GPU nodes offer ({offered})",
                         hint=f"environments.{environment}.mig_profiles in promoter.yaml lists them")
     if targets.runtimes:
-        descriptor = runtimes.check(deployment, targets.runtimes, origin=origin)
+        descriptor = runtimes.check_environment(base, deployment, environment, targets.runtimes)
         problem = runtimes.baseless_image_problem(
             descriptor, image_built=targets.image_repository is not None,
             base_configured=targets.image_base_configured, demo=targets.demo)

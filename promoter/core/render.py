@@ -82,11 +82,8 @@ class Renderer:
         if request.base.name != name or request.base.spec.runtime != runtime:
             raise UserError(f"{name}: spec.environments.{env} may not change "
                             "the name or the runtime; those are shared by every environment")
-        descriptor = runtimes.check(request.deployment, self.runtimes, origin=f"{name} ({env})")
-        runtimes.check(request.base, self.runtimes, origin=name)
-        if descriptor.platform(request.base) != descriptor.platform(request.deployment):
-            raise UserError(f"{name}: spec.environments.{env}.serving.platform may not differ "
-                            "from the base's; the platform decides the base's resources")
+        descriptor = runtimes.check_environment(request.base, request.deployment, env,
+                                                self.runtimes)
         problem = runtimes.baseless_image_problem(
             descriptor, image_built=request.image is not None,
             base_configured=request.image_base_configured, demo=request.demo)

@@ -148,6 +148,18 @@ def check(deployment: ModelDeployment, descriptors: Mapping[str, RuntimeDescript
     return descriptor
 
 
+def check_environment(base: ModelDeployment, deployment: ModelDeployment, environment: str,
+                      descriptors: Mapping[str, RuntimeDescriptor]) -> RuntimeDescriptor:
+    """``check`` for an environment's deployment and its base, which must share a platform."""
+    name = deployment.name
+    descriptor = check(deployment, descriptors, origin=f"{name} ({environment})")
+    check(base, descriptors, origin=name)
+    if descriptor.platform(base) != descriptor.platform(deployment):
+        raise UserError(f"{name}: spec.environments.{environment}.serving.platform may not "
+                        "differ from the base's; the platform decides the base's resources")
+    return descriptor
+
+
 def baseless_image_problem(descriptor: RuntimeDescriptor, *, image_built: bool,
                            base_configured: bool, demo: bool) -> str | None:
     """The pyfunc image has Python only from its base: without one it cannot start.

@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from promoter import rendering
 from promoter.core.render import ImagePin, Lineage
-from promoter.settings import Environment, Settings, Trigger
+from promoter.settings import Environment, ImageSettings, Settings, Trigger
 
 INTENTS = 1000
 ENVIRONMENTS = ("dev", "staging", "production")
-RUNTIMES = ("kserve", "deployment")
+RUNTIMES = ("kserve", "deployment", "vllm", "triton")
 
 
 def intent(index: int) -> dict[str, object]:
@@ -33,7 +33,7 @@ def intent(index: int) -> dict[str, object]:
     return {"apiVersion": "promoter.dev/v1alpha1", "kind": "ModelDeployment", "spec": {
         "model": {"name": f"Model {index}", "version": str(1 + index % 50)},
         "owner": {"team": f"team-{index % 17}", "costCenter": f"cc-{index % 97}"},
-        "runtime": RUNTIMES[index % 2] if gpu else "deployment",
+        "runtime": RUNTIMES[index % len(RUNTIMES)] if gpu else "deployment",
         "description": f"benchmark model {index}",
         "resources": {"cpu": "2", "memory": "8Gi",
                       "gpu": {"count": gpu, "type": "NVIDIA-L40S"} if gpu else {"count": 0}},
@@ -46,10 +46,11 @@ def intent(index: int) -> dict[str, object]:
 def main() -> None:
     settings = Settings(environments={
         env: Environment(trigger=Trigger(alias=env), namespace=f"models-{env}")
-        for env in ENVIRONMENTS})
+        for env in ENVIRONMENTS}, image=ImageSettings(base="docker.io/library/python:3.11-slim"))
     renderer = rendering.renderer(settings)
     intents = [intent(i) for i in range(INTENTS)]
     image = ImagePin("registry.example.com/models/m", "sha256:" + "cd" * 32)
+    modelcar = ImagePin("registry.example.com/modelcars/m", "sha256:" + "ef" * 32)
 
     started = time.perf_counter()
     files = 0
@@ -59,7 +60,7 @@ def main() -> None:
             request = rendering.build_request(settings, document, env, origin=f"intent {index}",
                                               lineage=Lineage(run_id=f"{index:032x}",
                                                               source=f"s3://models/{index}"),
-                                              image=image)
+                                              image=image, modelcar=modelcar)
             last = renderer.render(request)
             files += len(last)
     elapsed = time.perf_counter() - started

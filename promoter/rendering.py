@@ -45,8 +45,41 @@ def load_templates(directory: Path) -> dict[str, str]:
     return templates
 
 
+def load_descriptors(directory: Path) -> dict[str, dict[str, Any]]:
+    """Every ``<runtime>/runtime.yaml`` under ``directory``, parsed (the core validates it)."""
+    descriptors: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*/runtime.yaml")):
+        try:
+            data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, YAMLError) as exc:
+            raise UserError(f"cannot read runtime descriptor {path}: {_first_line(exc)}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"runtime descriptor {path} must hold a mapping")
+        descriptors[path.parent.name] = data
+    if not descriptors:
+        raise UserError(f"no runtime descriptors (<runtime>/runtime.yaml) under {directory}",
+                        hint="see the README: Adding a runtime")
+    return descriptors
+
+
 def renderer(settings: Settings) -> Renderer:
-    return Renderer(load_templates(templates_dir(settings)))
+    directory = templates_dir(settings)
+    descriptors = with_server_images(load_descriptors(directory), settings.runtime_images)
+    return Renderer(load_templates(directory), descriptors)
+
+
+def with_server_images(descriptors: dict[str, dict[str, Any]],
+                       images: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``runtime_images`` from promoter.yaml replace the server image a descriptor names."""
+    for runtime, reference in sorted(images.items()):
+        server = (descriptors.get(runtime) or {}).get("server")
+        if not isinstance(server, dict) or "image" not in server:
+            runs_one = sorted(name for name, data in descriptors.items()
+                              if isinstance(data.get("server"), dict) and "image" in data["server"])
+            raise UserError(f"runtime_images.{runtime}: no runtime {runtime!r} with a server "
+                            f"image (runtimes that have one: {', '.join(runs_one)})")
+        descriptors[runtime] = {**descriptors[runtime], "server": {**server, "image": reference}}
+    return descriptors
 
 
 def load_intent_file(path: Path) -> dict[str, Any]:
@@ -72,10 +105,11 @@ def parse_intent(text: str, *, origin: str) -> dict[str, Any]:
 
 def build_request(settings: Settings, intent: Mapping[str, Any], environment: str, *, origin: str,
                   lineage: Lineage | None = None, image: ImagePin | None = None,
-                  model: ModelRef | None = None) -> RenderRequest:
+                  model: ModelRef | None = None,
+                  modelcar: ImagePin | None = None) -> RenderRequest:
     """``core.intent.build_request`` with the targets of these settings (for commands)."""
     return core_intent.build_request(settings.targets(), intent, environment, origin=origin,
-                                     lineage=lineage, image=image, model=model)
+                                     lineage=lineage, image=image, model=model, modelcar=modelcar)
 
 
 def write_tree(out: Path, files: Mapping[str, str]) -> list[Path]:

@@ -9,6 +9,7 @@ a secret written into promoter.yaml is refused, so it cannot end up in git by ac
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from promoter.core.config import (
+    COST_LABEL_ROLES,
+    DEFAULT_COST_LABELS,
     EnvironmentTarget,
     PipelineConfig,
     PolicyConfig,
@@ -35,7 +38,7 @@ from promoter.core.config import (
 from promoter.core.gates import Gate
 from promoter.core.naming import label_value_problem, name_problem
 from promoter.core.problems import describe
-from promoter.core.spec import Spec, deep_merge, resolve
+from promoter.core.spec import MIG_PROFILE_PATTERN, Spec, deep_merge, resolve
 from promoter.errors import ConfigError
 from promoter.policy_settings import PolicySettings, compile_gates
 
@@ -92,6 +95,28 @@ class Environment(_Section):
     allowed_gpu_types: list[str] | None = None
     allowed_regions: list[str] | None = None
     auto_merge: bool = False
+    mig_profiles: list[str] | None = Field(
+        default=None, description="MIG profiles its GPU nodes offer, e.g. 1g.10gb; none: any")
+    priority_class_name: str | None = Field(default=None,
+                                            description="PriorityClass of its model pods")
+    zone_spread: Literal["ScheduleAnyway", "DoNotSchedule"] | None = Field(
+        default="ScheduleAnyway", description="spread replicas over zones; null: off")
+
+    @field_validator("mig_profiles")
+    @classmethod
+    def _mig(cls, value: list[str] | None) -> list[str] | None:
+        for profile in value or []:
+            if not re.match(MIG_PROFILE_PATTERN, profile):
+                raise ValueError(f"MIG profile {profile!r} is not <g>g.<memory>gb (e.g. 1g.10gb)")
+        return value
+
+    @field_validator("priority_class_name")
+    @classmethod
+    def _priority(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or
+                                  not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", value)):
+            raise ValueError(f"{value!r} is not a PriorityClass name (a DNS subdomain)")
+        return value
 
     @field_validator("namespace")
     @classmethod
@@ -150,6 +175,8 @@ class ImageSettings(_Section):
                             description="Sigstore CA for `image sign --keyless`")
     rekor_url: str = Field(default="https://rekor.sigstore.dev",
                            description="Sigstore transparency log for `image sign --keyless`")
+    demo: bool = Field(default=False, description="demo and tests only: build the pyfunc image "
+                       "without a base; it cannot start as a container")
 
 
 class GitLabSettings(_Section):
@@ -224,6 +251,13 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     policy: PolicySettings = PolicySettings()
     gc: GcSettings = GcSettings()
+    cost_labels: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_COST_LABELS),
+        description="label key per cost role (team, cost_center, environment, model, runtime)")
+    runtime_images: dict[str, str] = Field(
+        default_factory=dict,
+        description="server image per runtime, pinned by digest (REPO@sha256:…), replacing "
+                    "the tag its runtime.yaml names")
     secrets: dict[str, Secret] = Field(default_factory=dict, exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -237,6 +271,28 @@ class Settings(_Section):
                 raise ValueError(f"environment name {name!r} {problem}")
         if not value:
             raise ValueError("declare at least one environment")
+        return value
+
+    @field_validator("cost_labels")
+    @classmethod
+    def _cost_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(COST_LABEL_ROLES))
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(unknown)}; roles: "
+                             f"{', '.join(COST_LABEL_ROLES)}")
+        for role, key in value.items():
+            if key and not re.match(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}"
+                                    r"[A-Za-z0-9])?$", key):
+                raise ValueError(f"{role}: {key!r} is not a Kubernetes label key")
+        return {**DEFAULT_COST_LABELS, **value}
+
+    @field_validator("runtime_images")
+    @classmethod
+    def _runtime_images(cls, value: dict[str, str]) -> dict[str, str]:
+        for runtime, reference in value.items():
+            if not re.match(r"^[a-z0-9][a-z0-9._:/-]*@sha256:[0-9a-f]{64}$", reference):
+                raise ValueError(f"{runtime}: {reference!r} is not pinned by digest "
+                                 "(REPOSITORY@sha256:<64 hex digits>)")
         return value
 
     def environment(self, name: str) -> Environment:
@@ -255,7 +311,9 @@ class Settings(_Section):
         return Targets(defaults=frozen(self.defaults),
                        environments=frozen({name: _target(name, env)
                                             for name, env in self.environments.items()}),
-                       image_repository=self.image.repository)
+                       image_repository=self.image.repository,
+                       cost_labels=frozen(self.cost_labels),
+                       image_base_configured=self.image.base is not None, demo=self.image.demo)
 
     def gates(self) -> tuple[Gate, ...]:
         """policy.gates and policy.teams compiled for the core (ConfigError when one is bad)."""
@@ -293,7 +351,9 @@ def _target(name: str, env: Environment) -> EnvironmentTarget:
         allowed_gpu_types=tuple(env.allowed_gpu_types) if env.allowed_gpu_types is not None
         else None,
         allowed_regions=tuple(env.allowed_regions) if env.allowed_regions is not None else None,
-        cluster_selector=frozen(env.cluster_selector))
+        cluster_selector=frozen(env.cluster_selector),
+        mig_profiles=tuple(env.mig_profiles) if env.mig_profiles is not None else None,
+        priority_class_name=env.priority_class_name, zone_spread=env.zone_spread)
 
 
 # Environment variables that override keys of promoter.yaml (documented in the README).

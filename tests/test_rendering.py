@@ -16,10 +16,11 @@ from promoter.validation import validate_tree
 from tests.conftest import EXAMPLES, requires_kubectl
 
 GOLDEN = Path(__file__).parent / "golden"
-CASES = [(example, env) for example in ("fraud-detector", "llm-chat", "vision-segmenter")
-         for env in ("staging", "production")]
+EXAMPLE_NAMES = ("fraud-detector", "llm-chat", "vision-segmenter", "code-assistant", "ad-ranker")
+CASES = [(example, env) for example in EXAMPLE_NAMES for env in ("staging", "production")]
 SETTINGS = load_settings(EXAMPLES / "promoter.yaml", environ={})
 DIGEST = "sha256:" + "ab" * 32
+MODELCAR = ImagePin("registry.example.com/models/x-modelcar", "sha256:" + "cd" * 32)
 
 
 def render(example: str, env: str, **kwargs: object) -> dict[str, str]:
@@ -30,8 +31,8 @@ def render(example: str, env: str, **kwargs: object) -> dict[str, str]:
 
 @pytest.mark.parametrize(("example", "env"), CASES)
 def test_matches_golden_tree(example: str, env: str) -> None:
-    files = render(example, env, lineage=Lineage(run_id="0123abcd", source="s3://models/x/7"),
-                   image=ImagePin("registry.example.com/models/x", DIGEST))
+    files = render(example, env, lineage=Lineage(run_id="0123abcd", source="models:/m-0123abcd"),
+                   image=ImagePin("registry.example.com/models/x", DIGEST), modelcar=MODELCAR)
     golden = GOLDEN / f"{example}.{env}"
     if os.environ.get("PROMOTER_UPDATE_GOLDEN"):
         rendering.write_tree(golden, files)
@@ -68,7 +69,8 @@ def test_staging_promotion_leaves_the_base_untouched() -> None:
 @requires_kubectl
 def test_every_example_overlay_builds_and_validates(tmp_path: Path) -> None:
     for example, env in CASES:
-        rendering.write_tree(tmp_path, render(example, env, image=ImagePin("r.example/m", DIGEST)))
+        rendering.write_tree(tmp_path, render(example, env, image=ImagePin("r.example/m", DIGEST),
+                                              modelcar=MODELCAR))
     reports = validate_tree(tmp_path, composition.manifest_checker())
     assert len(reports) == len(CASES)
     assert [r.problems for r in reports if not r.ok] == []
@@ -78,15 +80,18 @@ def test_every_example_overlay_builds_and_validates(tmp_path: Path) -> None:
 @requires_kubectl
 def test_built_resources_carry_gpu_region_and_lineage(tmp_path: Path) -> None:
     rendering.write_tree(tmp_path, render(
-        "vision-segmenter", "production", lineage=Lineage(run_id="run42", source="s3://m/12")))
+        "vision-segmenter", "production", lineage=Lineage(run_id="run42", source="models:/m-9"),
+        modelcar=MODELCAR))
     overlay = tmp_path / "vision-segmenter/overlays/production"
     built = subprocess.run(["kubectl", "kustomize", str(overlay)],
                            capture_output=True, text=True, check=True).stdout
     for expected in ("nvidia.com/gpu: \"4\"", "nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB",
                      "topology.kubernetes.io/region", "- eu-west-1", "- us-east-1",
-                     "promoter.dev/mlflow-run-id: run42", "storageUri: s3://m/12",
+                     "promoter.dev/mlflow-run-id: run42",
+                     f"storageUri: oci://{MODELCAR.repository}@{MODELCAR.digest}",
                      "namespace: models-production", "promoter.dev/model-version: \"12\"",
-                     "effect: NoSchedule"):
+                     "effect: NoSchedule", "priorityClassName: models-production",
+                     "topologyKey: topology.kubernetes.io/zone"):
         assert expected in built, expected
 
 

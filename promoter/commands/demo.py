@@ -46,6 +46,9 @@ def demo(
         typer.echo(f"  outcome {result.get('outcome')}, MLflow status "
                    f"promoter.production.status={result.get('status')}")
     typer.echo(f"image:     {report.image or 'not built'}")
+    if report.image:
+        typer.echo("           (demo image without a base: it holds the model and its "
+                   "dependencies but no Python, so it is not runnable as a container)")
     typer.echo(f"signature: {report.signature or 'none'}")
     if report.mr:
         mr = report.mr

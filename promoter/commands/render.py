@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, state
+from promoter.core.render import ImagePin
 from promoter.errors import UsageError
 
 HELP = """Render the Kustomize base and one environment's overlay for a model.
@@ -15,7 +18,20 @@ HELP = """Render the Kustomize base and one environment's overlay for a model.
 The intent comes from a ModelDeployment file (--intent) or from MLflow (MODEL --version N:
 deploy.* tags or a logged modeldeployment.yaml). --dry-run prints every file with its path and
 writes nothing; --out DIR writes DIR/<name>/base and DIR/<name>/overlays/<env>.
+--modelcar REPO@sha256:… (modelcar runtimes) and --image REPO@sha256:… (the deployment
+runtime) pin the signed artifact the overlay runs, as a promotion does.
 """
+
+_PINNED = re.compile(r"^(?P<repo>[a-z0-9][a-z0-9._:/-]*)@(?P<digest>sha256:[0-9a-f]{64})$")
+
+
+def _pin(option: str, value: str | None) -> ImagePin | None:
+    if value is None:
+        return None
+    match = _PINNED.match(value)
+    if match is None:
+        raise UsageError(f"{option} must be REPOSITORY@sha256:<64 hex digits>, not {value!r}")
+    return ImagePin(match["repo"], match["digest"])
 
 
 def render(
@@ -29,6 +45,10 @@ def render(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print, write nothing")] = False,
     out: Annotated[Path | None, typer.Option("--out", file_okay=False,
                                              help="write the tree under this directory")] = None,
+    modelcar: Annotated[str | None, typer.Option(
+        "--modelcar", help="signed modelcar REPO@sha256:… (kserve, vllm, triton)")] = None,
+    image: Annotated[str | None, typer.Option(
+        "--image", help="signed pyfunc image REPO@sha256:… (deployment runtime)")] = None,
     output: str = OUTPUT_OPTION,
 ) -> None:
     from promoter import rendering
@@ -49,6 +69,9 @@ def render(
 
         request = request_from_registry(settings, model or "", version, env,
                                         composition.registry(settings))
+    modelcar_pin, image_pin = _pin("--modelcar", modelcar), _pin("--image", image)
+    request = dataclasses.replace(request, modelcar=modelcar_pin or request.modelcar,
+                                  image=image_pin or request.image)
     files = rendering.renderer(settings).render(request)
     if out is not None:
         written = rendering.write_tree(out, files)

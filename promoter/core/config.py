@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from promoter.core.gates import Gate
+from promoter.core.runtimes import RuntimeDescriptor
 from promoter.errors import ConfigError
 
 
@@ -35,6 +36,14 @@ class EnvironmentTarget:
     allowed_gpu_types: tuple[str, ...] | None = None
     allowed_regions: tuple[str, ...] | None = None
     cluster_selector: Mapping[str, str] = field(default_factory=frozen)
+    mig_profiles: tuple[str, ...] | None = None   # MIG profiles its GPU nodes offer; None: any
+    priority_class_name: str | None = None       # PriorityClass of its model pods
+    zone_spread: str | None = "ScheduleAnyway"    # topology spread over zones; None: off
+
+
+COST_LABEL_ROLES = ("team", "cost_center", "environment", "model", "runtime")
+DEFAULT_COST_LABELS = {"team": "team", "cost_center": "cost-center", "environment": "env",
+                       "model": "app", "runtime": "runtime"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,15 @@ class Targets:
     defaults: Mapping[str, Any]
     environments: Mapping[str, EnvironmentTarget]
     image_repository: str | None = None   # "{name}" stands for the deployment name
+    # Label keys cost tools (OpenCost, Kubecost) aggregate by, per role; see COST_LABEL_ROLES.
+    cost_labels: Mapping[str, str] = field(default_factory=lambda: frozen(DEFAULT_COST_LABELS))
+    # The pyfunc image gets Python from its base: False means the image cannot start, which
+    # only the demo accepts (and says so).
+    image_base_configured: bool = True
+    demo: bool = False
+    # The renderer's runtime descriptors (Renderer.runtimes): when given, resolving an intent
+    # already refuses what its runtime cannot render, before any image is built.
+    runtimes: Mapping[str, RuntimeDescriptor] = field(default_factory=frozen)
 
     def environment(self, name: str) -> EnvironmentTarget:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from promoter.core import runtimes
 from promoter.core.config import Targets
 from promoter.core.problems import describe
 from promoter.core.render import ImagePin, Lineage, RenderRequest
@@ -84,12 +85,33 @@ def resolve_intent(targets: Targets, intent: Mapping[str, Any], environment: str
 
 def build_request(targets: Targets, intent: Mapping[str, Any], environment: str, *, origin: str,
                   lineage: Lineage | None = None, image: ImagePin | None = None,
-                  model: ModelRef | None = None) -> RenderRequest:
-    """The base (no environment overrides) and the environment's deployment, ready to render."""
+                  model: ModelRef | None = None,
+                  modelcar: ImagePin | None = None) -> RenderRequest:
+    """The base (no environment overrides) and the environment's deployment, ready to render.
+
+    ``image`` pins the pyfunc serving image, ``modelcar`` the signed modelcar; the renderer
+    uses the one the runtime's descriptor names as its artifact.
+    """
     env = targets.environment(environment)
     base = resolve_intent(targets, intent, None, origin=origin, model=model)
     deployment = resolve_intent(targets, intent, environment, origin=origin, model=model)
-    if image is None and deployment.spec.runtime == "deployment" and targets.image_repository:
+    mig = deployment.spec.resources.gpu.mig
+    if mig and env.mig_profiles is not None and mig not in env.mig_profiles:
+        offered = ", ".join(env.mig_profiles) or "none"
+        raise UserError(f"{origin}: spec.resources.gpu.mig {mig!r} is not a MIG profile the "
+                        f"{environment} GPU nodes offer ({offered})",
+                        hint=f"environments.{environment}.mig_profiles in promoter.yaml lists them")
+    if targets.runtimes:
+        descriptor = runtimes.check_environment(base, deployment, environment, targets.runtimes)
+        problem = runtimes.baseless_image_problem(
+            descriptor, image_built=targets.image_repository is not None,
+            base_configured=targets.image_base_configured, demo=targets.demo)
+        if problem:
+            raise UserError(f"{origin}: {problem}")
+    if image is None and targets.image_repository:
         image = ImagePin(repository=targets.image_repository.format(name=deployment.name))
     return RenderRequest(base=base, deployment=deployment, environment=environment,
-                         namespace=env.namespace, lineage=lineage or Lineage(), image=image)
+                         namespace=env.namespace, lineage=lineage or Lineage(), image=image,
+                         modelcar=modelcar, cost_labels=targets.cost_labels,
+                         priority_class_name=env.priority_class_name, zone_spread=env.zone_spread,
+                         image_base_configured=targets.image_base_configured, demo=targets.demo)

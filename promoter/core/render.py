@@ -12,36 +12,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import DictLoader
 
+from promoter.core import runtimes
+from promoter.core.config import DEFAULT_COST_LABELS, frozen
+from promoter.core.manifest_context import base_context, overlay_context
+from promoter.core.runtimes import RuntimeDescriptor
 from promoter.core.spec import ModelDeployment
 from promoter.core.templating import TemplateError, build_environment
 from promoter.errors import UserError
-
-SERVING_IMAGE_PLACEHOLDER = "serving-image"
-HTTP_PORT = 8080
-
-# Files per runtime, in kustomization `resources` order.
-BASE_FILES = {
-    "kserve": ("inferenceservice.yaml", "poddisruptionbudget.yaml"),
-    "deployment": ("deployment.yaml", "service.yaml", "horizontalpodautoscaler.yaml",
-                   "poddisruptionbudget.yaml"),
-}
-OVERLAY_PATCHES = {
-    "kserve": ("patch-inferenceservice.yaml",),
-    "deployment": ("patch-deployment.yaml", "patch-horizontalpodautoscaler.yaml"),
-}
-# Metrics endpoints: MLServer (KServe v2) serves them on 8082; the image's server on 8080.
-METRICS = {"kserve": (8082, "/metrics"), "deployment": (HTTP_PORT, "/metrics")}
 
 
 @dataclass(frozen=True)
 class ImagePin:
     repository: str
     digest: str | None = None  # sha256:<hex>; when known, the image is pinned by it
+
+    @property
+    def reference(self) -> str | None:
+        return f"{self.repository}@{self.digest}" if self.digest else None
 
 
 @dataclass(frozen=True)
@@ -57,61 +49,86 @@ class RenderRequest:
     environment: str
     namespace: str
     lineage: Lineage = Lineage()
-    image: ImagePin | None = None
+    image: ImagePin | None = None      # the pyfunc serving image (runtimes with that artifact)
+    modelcar: ImagePin | None = None   # the signed modelcar (runtimes that run one)
+    cost_labels: Mapping[str, str] = field(default_factory=lambda: frozen(DEFAULT_COST_LABELS))
+    priority_class_name: str | None = None
+    zone_spread: str | None = "ScheduleAnyway"
+    image_base_configured: bool = True  # see runtimes.baseless_image_problem
+    demo: bool = False
 
 
 class Renderer:
-    """Renders from templates given as text (``{"kserve/base/x.yaml.j2": source}``): loading
-    them from a directory is the caller's I/O, so rendering itself never touches a file.
+    """Renders from templates given as text (``{"kserve/base/x.yaml.j2": source}``) and runtime
+    descriptors given as parsed mappings (``{"kserve": {...}}``): loading them from a directory
+    is the caller's I/O, so rendering itself never touches a file.
 
     Safe to share between worker threads: Jinja's environment is, and the one mutable piece,
     the last base rendered, is swapped under a lock.
     """
 
-    def __init__(self, templates: Mapping[str, str]) -> None:
+    def __init__(self, templates: Mapping[str, str],
+                 descriptors: Mapping[str, Mapping[str, Any]]) -> None:
         self._env = build_environment(DictLoader(dict(templates)))
+        self.runtimes = runtimes.parse_descriptors(descriptors)
         # The base is shared by every environment of a model: render it once per distinct input.
         self._last_base: tuple[str, dict[str, str]] | None = None
         self._lock = threading.Lock()
 
-    def render(self, request: RenderRequest) -> dict[str, str]:
-        name = request.deployment.name
+    def check(self, request: RenderRequest) -> RuntimeDescriptor:
+        """The runtime's descriptor, or a UserError naming what the intent asks that it can't."""
+        name, env = request.deployment.name, request.environment
         runtime = request.deployment.spec.runtime
         if request.base.name != name or request.base.spec.runtime != runtime:
-            raise UserError(f"{name}: spec.environments.{request.environment} may not change "
+            raise UserError(f"{name}: spec.environments.{env} may not change "
                             "the name or the runtime; those are shared by every environment")
-        files = dict(self.render_base(request.base))
-        files.update(self.render_overlay(request))
+        descriptor = runtimes.check_environment(request.base, request.deployment, env,
+                                                self.runtimes)
+        problem = runtimes.baseless_image_problem(
+            descriptor, image_built=request.image is not None,
+            base_configured=request.image_base_configured, demo=request.demo)
+        if problem:
+            raise UserError(f"{name}: {problem}")
+        return descriptor
+
+    def render(self, request: RenderRequest) -> dict[str, str]:
+        descriptor = self.check(request)
+        files = dict(self.render_base(request.base, descriptor, request.cost_labels))
+        files.update(self.render_overlay(request, descriptor))
         return files
 
-    def render_base(self, deployment: ModelDeployment) -> dict[str, str]:
-        key = deployment.model_dump_json()
+    def render_base(self, deployment: ModelDeployment, descriptor: RuntimeDescriptor,
+                    cost_labels: Mapping[str, str]) -> dict[str, str]:
+        key = deployment.model_dump_json() + repr(sorted(cost_labels.items()))
         with self._lock:
             last = self._last_base
         if last is not None and last[0] == key:
             return dict(last[1])
-        files = self._render_base(deployment)
+        files = self._render_base(deployment, descriptor, cost_labels)
         with self._lock:
             self._last_base = (key, files)
         return dict(files)
 
-    def _render_base(self, deployment: ModelDeployment) -> dict[str, str]:
-        runtime = deployment.spec.runtime
-        context = base_context(deployment)
-        files = {name: self._render(f"{runtime}/base/{name}.j2", context)
-                 for name in BASE_FILES[runtime]}
+    def _render_base(self, deployment: ModelDeployment, descriptor: RuntimeDescriptor,
+                     cost_labels: Mapping[str, str]) -> dict[str, str]:
+        form = descriptor.form(deployment)
+        context = base_context(deployment, descriptor, cost_labels)
+        files = {_output(name): self._render(_template(descriptor, "base", name), context)
+                 for name in form.base}
         files["kustomization.yaml"] = self._render(
-            "base/kustomization.yaml.j2", {**context, "resources": list(BASE_FILES[runtime])})
+            "base/kustomization.yaml.j2", {**context, "resources": [_output(n) for n in form.base]})
         return {f"{deployment.name}/base/{path}": text for path, text in sorted(files.items())}
 
-    def render_overlay(self, request: RenderRequest) -> dict[str, str]:
+    def render_overlay(self, request: RenderRequest,
+                       descriptor: RuntimeDescriptor) -> dict[str, str]:
         deployment = request.deployment
-        runtime = deployment.spec.runtime
-        context = overlay_context(request)
-        files = {name: self._render(f"{runtime}/overlay/{name}.j2", context)
-                 for name in OVERLAY_PATCHES[runtime]}
+        form = descriptor.form(deployment)
+        context = overlay_context(request, descriptor)
+        files = {_output(name): self._render(_template(descriptor, "overlay", name), context)
+                 for name in form.overlay}
         files["kustomization.yaml"] = self._render(
-            "overlay/kustomization.yaml.j2", {**context, "patches": list(OVERLAY_PATCHES[runtime])})
+            "overlay/kustomization.yaml.j2",
+            {**context, "patches": [_output(name) for name in form.overlay]})
         prefix = f"{deployment.name}/overlays/{request.environment}"
         return {f"{prefix}/{path}": text for path, text in sorted(files.items())}
 
@@ -126,104 +143,11 @@ class Renderer:
         return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
-def base_context(deployment: ModelDeployment) -> dict[str, Any]:
-    spec = deployment.spec
-    name = deployment.name
-    selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
-    ownership = {
-        "app.kubernetes.io/component": "inference",
-        "app.kubernetes.io/part-of": "promoter-models",
-        "app.kubernetes.io/managed-by": "promoter",
-        "promoter.dev/model": name,
-        "promoter.dev/team": spec.owner.team,
-        "promoter.dev/cost-center": spec.owner.cost_center,
-        # Cost-allocation conventions (Kubecost/OpenCost) read these plain keys on pods.
-        "app": name,
-        "team": spec.owner.team,
-        "cost-center": spec.owner.cost_center,
-    }
-    metrics_port, metrics_path = METRICS[spec.runtime]
-    return {
-        "name": name,
-        "registered_model": spec.model.name,
-        "description": spec.description,
-        "selector": selector,
-        "labels": {**selector, **ownership},
-        "scrape_annotations": {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(metrics_port),
-            "prometheus.io/path": metrics_path,
-        },
-        "port": HTTP_PORT,
-        "image_placeholder": SERVING_IMAGE_PLACEHOLDER,
-        "scaling": _scaling(deployment),
-    }
+def _template(descriptor: RuntimeDescriptor, part: str, name: str) -> str:
+    if name.startswith("shared/"):
+        return f"shared/{part}/{name.removeprefix('shared/')}.j2"
+    return f"{descriptor.name}/{part}/{name}.j2"
 
 
-def overlay_context(request: RenderRequest) -> dict[str, Any]:
-    deployment = request.deployment
-    spec = deployment.spec
-    # The registered model name is in the base's commonAnnotations already.
-    lineage = {"promoter.dev/model-version": spec.model.version}
-    if request.lineage.run_id:
-        lineage["promoter.dev/mlflow-run-id"] = request.lineage.run_id
-    if request.lineage.source:
-        lineage["promoter.dev/model-source"] = request.lineage.source
-    image = None
-    if request.image is not None:
-        image = {"name": SERVING_IMAGE_PLACEHOLDER, "newName": request.image.repository}
-        if request.image.digest:
-            image["digest"] = request.image.digest
-            lineage["promoter.dev/image"] = f"{request.image.repository}@{request.image.digest}"
-        else:
-            image["newTag"] = f"v{spec.model.version}"
-    return {
-        "name": deployment.name,
-        "environment": request.environment,
-        "namespace": request.namespace,
-        "env_labels": {
-            "promoter.dev/environment": request.environment,
-            "env": request.environment,
-            "app.kubernetes.io/version": spec.model.version,
-        },
-        "lineage": lineage,
-        "image": image,
-        "storage_uri": request.lineage.source,
-        "resources": _resources(deployment),
-        "placement": _placement(deployment),
-        "scaling": _scaling(deployment),
-    }
-
-
-def _scaling(deployment: ModelDeployment) -> dict[str, Any]:
-    scaling = deployment.spec.scaling
-    if deployment.spec.runtime == "deployment" and scaling.metric not in ("cpu", "memory"):
-        raise UserError(f"{deployment.name}: spec.scaling.metric {scaling.metric!r} needs KServe; "
-                        "the deployment runtime's HorizontalPodAutoscaler scales on cpu or memory")
-    return {"min": scaling.min_replicas, "max": scaling.max_replicas,
-            "metric": scaling.metric, "target": scaling.target}
-
-
-def _resources(deployment: ModelDeployment) -> dict[str, Any]:
-    resources = deployment.spec.resources
-    limits: dict[str, str] = {"memory": resources.memory}
-    if resources.gpu.count:
-        # Extended resources: requests default to limits, and may not differ from them.
-        limits["nvidia.com/gpu"] = str(resources.gpu.count)
-    return {"requests": {"cpu": resources.cpu, "memory": resources.memory}, "limits": limits}
-
-
-def _placement(deployment: ModelDeployment) -> dict[str, Any]:
-    spec = deployment.spec
-    placement: dict[str, Any] = {}
-    if spec.resources.gpu.count:
-        placement["tolerations"] = [
-            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-        if spec.resources.gpu.type:
-            placement["nodeSelector"] = {"nvidia.com/gpu.product": spec.resources.gpu.type}
-    if spec.regions:
-        placement["affinity"] = {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "topology.kubernetes.io/region",
-                                       "operator": "In", "values": list(spec.regions)}]}]}}}
-    return placement
+def _output(name: str) -> str:
+    return name.removeprefix("shared/")

@@ -24,7 +24,9 @@ MAX_CPU = Decimal(512)
 MAX_MEMORY = Decimal(4) * 2**40  # 4 TiB
 MAX_REPLICAS = 1000
 
-Runtime = Literal["kserve", "deployment"]
+# A runtime is a folder templates/<runtime>/ with a runtime.yaml; the renderer knows which exist.
+RUNTIME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+MIG_PROFILE_PATTERN = r"^[1-9][0-9]?g\.[1-9][0-9]{0,3}gb$"   # nvidia.com/mig-<g>g.<mem>gb
 
 
 class _Strict(BaseModel):
@@ -60,6 +62,8 @@ class Owner(_Strict):
 class Gpu(_Strict):
     count: int = Field(default=0, ge=0, le=MAX_GPUS)
     type: str | None = Field(default=None, description="node label nvidia.com/gpu.product")
+    mig: str | None = Field(default=None, pattern=MIG_PROFILE_PATTERN,
+                            description="MIG profile: count instances of nvidia.com/mig-<mig>")
 
     @field_validator("type")
     @classmethod
@@ -110,10 +114,28 @@ class Scaling(_Strict):
         return self
 
 
+class Serving(_Strict):
+    """Runtime options; each runtime's descriptor lists the ones it accepts."""
+
+    platform: Literal["kserve", "kubernetes"] | None = Field(
+        default=None, description="InferenceService (kserve) or plain Deployment (kubernetes)")
+    max_model_len: int | None = Field(default=None, alias="maxModelLen", ge=16, le=10_000_000)
+    gpu_memory_utilization: float | None = Field(default=None, alias="gpuMemoryUtilization",
+                                                 gt=0, le=1)
+    max_batch_size: int | None = Field(default=None, alias="maxBatchSize", ge=0, le=1_000_000)
+    model_format: Literal["onnx", "tensorrt"] | None = Field(default=None, alias="modelFormat")
+
+    def given(self) -> set[str]:
+        """The options the intent set, by their intent names (maxModelLen, not max_model_len)."""
+        return {Serving.model_fields[field].alias or field for field in self.model_fields_set
+                if getattr(self, field) is not None}
+
+
 class Spec(_Strict):
     model: ModelRef
     owner: Owner
-    runtime: Runtime = "kserve"
+    runtime: str = Field(default="kserve", pattern=RUNTIME_PATTERN)
+    serving: Serving = Serving()
     description: str = Field(default="", max_length=4096)
     resources: Resources
     scaling: Scaling

@@ -41,7 +41,7 @@ def _json(value: Any) -> str:
 
 def scalar(value: Any) -> str:
     if isinstance(value, str):
-        if _PLAIN_SAFE.match(value) and value.lower() not in _RESERVED:
+        if _PLAIN_SAFE.fullmatch(value) and value.lower() not in _RESERVED:
             return value
         return _json(value)
     if value is None or isinstance(value, bool | int | float):

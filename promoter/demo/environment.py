@@ -100,8 +100,11 @@ def _write_config(directory: Path, state_dir: Path, mlflow_url: str, registry_ur
                   serve_port: int) -> Path:
     from ruamel.yaml import YAML
 
+    # No base image: the demo's serving image has no Python and is not runnable as a
+    # container (the demo says so); image.demo allows that here and nowhere else.
     image: dict[str, object] = {"signing_key": str(directory / "cosign.key"),
-                                "verification_key": str(directory / "cosign.pub")}
+                                "verification_key": str(directory / "cosign.pub"),
+                                "demo": True}
     if registry_url:
         image["repository"] = registry_url.removeprefix("http://") + "/models/{name}"
     else:

@@ -507,7 +507,7 @@ def test_merge_request_facts(world: World) -> None:
                                          f"deploy/{NAME}/overlays/production/")
     assert set(proposal.files) == {
         f"deploy/{NAME}/base/{f}" for f in ("inferenceservice.yaml", "kustomization.yaml",
-                                            "poddisruptionbudget.yaml")} | {
+                                            "poddisruptionbudget.yaml", "servicemonitor.yaml")} | {
         f"deploy/{NAME}/overlays/production/{f}" for f in ("kustomization.yaml",
                                                            "patch-inferenceservice.yaml")}
     assert proposal.title == "Promote Fraud Detector version 2 to production"
@@ -516,7 +516,9 @@ def test_merge_request_facts(world: World) -> None:
     for fact in (hex_digest, "[run2](https://mlflow.test/#/runs/run2)", "| auc | 0\\.91 |",
                  "**Required approvals:** 2", "pass: tag validation\\_status"):
         assert fact in proposal.description
-    assert digest in overlay(world)
+    # A kserve overlay runs a modelcar, never the pyfunc image: it must not claim that digest.
+    # (Pinning the modelcar's digest is the pipeline's modelcar step: RenderRequest.modelcar.)
+    assert digest not in overlay(world)
     second = world.provider.proposals[1]
     assert second.labels == ("promoter", "env::staging", "team::risk")
     assert (second.approvals_required, second.auto_merge) == (1, True)

@@ -56,7 +56,7 @@ def test_conflicting_tags_are_refused() -> None:
     ({"resources": {"cpu": "0"}}, "spec.resources.cpu"),
     ({"scaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.scaling"),
     ({"owner": {"team": "Risk Team!"}}, "spec.owner.team"),
-    ({"runtime": "lambda"}, "spec.runtime"),
+    ({"runtime": "Lambda Functions"}, "spec.runtime"),
     ({"colour": "red"}, "spec.colour"),
 ])
 def test_bad_values_name_their_field(patch: dict[str, object], field: str) -> None:

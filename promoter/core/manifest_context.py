@@ -1,0 +1,170 @@
+"""What the templates see: the base's and an overlay's context, from the resolved intent.
+
+Split from ``core.render`` (which owns the request and the Renderer) so that each stays small.
+The base context is environment-neutral; the overlay context holds everything bound to the
+environment or to the version deployed there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from promoter.core.runtimes import ARG_FIELD, Form, RuntimeDescriptor
+from promoter.core.spec import ModelDeployment
+
+if TYPE_CHECKING:
+    from promoter.core.render import RenderRequest
+
+SERVING_IMAGE_PLACEHOLDER = "serving-image"
+KSERVE_POD_LABEL = "serving.kserve.io/inferenceservice"
+
+
+def _pod_selector(deployment: ModelDeployment, descriptor: RuntimeDescriptor) -> dict[str, str]:
+    if descriptor.platform(deployment) == "kserve":
+        return {KSERVE_POD_LABEL: deployment.name}
+    return {"app.kubernetes.io/name": deployment.name,
+            "app.kubernetes.io/instance": deployment.name}
+
+
+def base_context(deployment: ModelDeployment, descriptor: RuntimeDescriptor,
+                 cost_labels: Mapping[str, str]) -> dict[str, Any]:
+    spec = deployment.spec
+    name = deployment.name
+    form = descriptor.form(deployment)
+    selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
+    ownership = {
+        "app.kubernetes.io/component": "inference",
+        "app.kubernetes.io/part-of": "promoter-models",
+        "app.kubernetes.io/managed-by": "promoter",
+        "promoter.dev/model": name,
+        "promoter.dev/runtime": spec.runtime,
+        "promoter.dev/team": spec.owner.team,
+        "promoter.dev/cost-center": spec.owner.cost_center,
+    }
+    # Cost-allocation tools (OpenCost, Kubecost) aggregate by plain pod labels; keys configurable.
+    costs = {"team": spec.owner.team, "cost_center": spec.owner.cost_center, "model": name,
+             "runtime": spec.runtime}
+    ownership.update({cost_labels[role]: value for role, value in costs.items()
+                      if cost_labels.get(role)})
+    metrics = form.metrics.model_dump(by_alias=True, exclude_none=True) if form.metrics else None
+    pod_labels = [key for role, key in sorted(cost_labels.items()) if key]
+    return {
+        "name": name,
+        "registered_model": spec.model.name,
+        "description": spec.description,
+        "selector": selector,
+        "pod_selector": _pod_selector(deployment, descriptor),
+        "labels": {**selector, **ownership},
+        "pod_target_labels": pod_labels,
+        "metrics": metrics,
+        "deployment_mode": form.deployment_mode,
+        "server": descriptor.server,
+        "ports": descriptor.server.get("ports", {}),
+        "image_placeholder": SERVING_IMAGE_PLACEHOLDER,
+        "scaling": _scaling(deployment),
+    }
+
+
+def overlay_context(request: RenderRequest, descriptor: RuntimeDescriptor) -> dict[str, Any]:
+    deployment = request.deployment
+    spec = deployment.spec
+    # The registered model name is in the base's commonAnnotations already.
+    lineage = {"promoter.dev/model-version": spec.model.version}
+    if request.lineage.run_id:
+        lineage["promoter.dev/mlflow-run-id"] = request.lineage.run_id
+    if request.lineage.source:
+        lineage["promoter.dev/model-source"] = request.lineage.source
+    image = None
+    if descriptor.artifact == "pyfunc-image" and request.image is not None:
+        image = {"name": SERVING_IMAGE_PLACEHOLDER, "newName": request.image.repository}
+        if request.image.digest:
+            image["digest"] = request.image.digest
+            lineage["promoter.dev/image"] = f"{request.image.repository}@{request.image.digest}"
+        else:
+            image["newTag"] = f"v{spec.model.version}"
+    modelcar = None
+    if descriptor.artifact == "modelcar" and request.modelcar is not None:
+        modelcar = request.modelcar.reference  # only a digest pins the signed artifact
+        if modelcar:
+            lineage["promoter.dev/modelcar"] = modelcar
+    env_labels = {"promoter.dev/environment": request.environment,
+                  "app.kubernetes.io/version": spec.model.version}
+    if request.cost_labels.get("environment"):
+        env_labels[request.cost_labels["environment"]] = request.environment
+    form = descriptor.form(deployment)
+    return {
+        "name": deployment.name,
+        "environment": request.environment,
+        "namespace": request.namespace,
+        "env_labels": env_labels,
+        "lineage": lineage,
+        "image": image,
+        "storage_uri": f"oci://{modelcar}" if modelcar else None,
+        "modelcar": modelcar,
+        "server": descriptor.server,
+        "args": server_args(form, deployment),
+        "resources": _resources(deployment),
+        "placement": _placement(request, descriptor),
+        "scaling": _scaling(deployment),
+    }
+
+
+def server_args(form: Form, deployment: ModelDeployment) -> list[str]:
+    """The descriptor's argument patterns with intent values filled in; an argument whose
+    value the intent leaves unset is left out (the server's default applies)."""
+    spec = deployment.spec
+    gpus = spec.resources.gpu.count
+    values: dict[str, Any] = {
+        "name": deployment.name,
+        "gpus": gpus if gpus and not spec.resources.gpu.mig else 1,
+        "maxModelLen": spec.serving.max_model_len,
+        "gpuMemoryUtilization": spec.serving.gpu_memory_utilization,
+    }
+    args = []
+    for pattern in form.args:
+        fields = ARG_FIELD.findall(pattern)
+        if any(values.get(name) is None for name in fields):
+            continue
+        args.append(ARG_FIELD.sub(lambda m: str(values[m.group(1)]), pattern))
+    return args
+
+
+def _scaling(deployment: ModelDeployment) -> dict[str, Any]:
+    scaling = deployment.spec.scaling
+    return {"min": scaling.min_replicas, "max": scaling.max_replicas,
+            "metric": scaling.metric, "target": scaling.target}
+
+
+def _resources(deployment: ModelDeployment) -> dict[str, Any]:
+    resources = deployment.spec.resources
+    limits: dict[str, str] = {"memory": resources.memory}
+    if resources.gpu.count:
+        # Extended resources: requests default to limits, and may not differ from them.
+        gpu = f"nvidia.com/mig-{resources.gpu.mig}" if resources.gpu.mig else "nvidia.com/gpu"
+        limits[gpu] = str(resources.gpu.count)
+    return {"requests": {"cpu": resources.cpu, "memory": resources.memory}, "limits": limits}
+
+
+def _placement(request: RenderRequest, descriptor: RuntimeDescriptor) -> dict[str, Any]:
+    deployment = request.deployment
+    spec = deployment.spec
+    placement: dict[str, Any] = {}
+    if spec.resources.gpu.count:
+        placement["tolerations"] = [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        if spec.resources.gpu.type:
+            placement["nodeSelector"] = {"nvidia.com/gpu.product": spec.resources.gpu.type}
+    if spec.regions:
+        placement["affinity"] = {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "topology.kubernetes.io/region",
+                                       "operator": "In", "values": list(spec.regions)}]}]}}}
+    if request.zone_spread:
+        placement["topologySpreadConstraints"] = [{
+            "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": request.zone_spread,
+            "labelSelector": {"matchLabels": _pod_selector(deployment, descriptor)}}]
+    if request.priority_class_name:
+        placement["priorityClassName"] = request.priority_class_name
+    return placement

@@ -1,0 +1,173 @@
+"""Serving runtimes as data: each ``templates/<runtime>/runtime.yaml`` says what the runtime needs.
+
+A descriptor names the artifact a runtime runs (the pyfunc serving image, a modelcar holding
+the model files, or nothing), the intent options it accepts under ``spec.serving``, and per
+platform (``kserve``: an InferenceService; ``kubernetes``: a plain Deployment) the files it
+renders, the scaling metrics that platform documents, and where the server's metrics are.
+Reading the file is the caller's I/O; this module validates the parsed mapping and checks a
+resolved deployment against it, naming every problem.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from promoter.core.problems import describe
+from promoter.core.spec import ModelDeployment, Serving
+from promoter.errors import UserError
+
+Artifact = Literal["pyfunc-image", "modelcar", "none"]
+Platform = Literal["kserve", "kubernetes"]
+_FILE = r"^(shared/)?[a-z0-9][a-z0-9.-]*\.yaml$"
+ARG_FIELD = re.compile(r"\{([A-Za-z]+)\}")
+# What "{field}" in a descriptor's args may name (filled in by core.manifest_context).
+ARG_FIELDS = frozenset({"name", "gpus", "maxModelLen", "gpuMemoryUtilization"})
+# The spec.serving options a descriptor may list (platform is every runtime's).
+OPTIONS = frozenset(info.alias or field for field, info in Serving.model_fields.items()
+                    if field != "platform")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Metrics(_Frozen):
+    """Where Prometheus scrapes the server: a named Service port, or a pod port number."""
+
+    port: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,14}$")
+    target_port: int | None = Field(default=None, alias="targetPort", ge=1, le=65535)
+    path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$")
+
+
+class Form(_Frozen):
+    """What one platform renders: files in kustomization order, scaling, metrics."""
+
+    base: tuple[str, ...] = Field(min_length=1)
+    overlay: tuple[str, ...] = Field(min_length=1)
+    deployment_mode: str | None = Field(default=None, alias="deploymentMode")
+    scaling_metrics: tuple[str, ...] = Field(alias="scalingMetrics", min_length=1)
+    metrics: Metrics | None = None
+    # Server arguments; "{field}" takes an intent value, and an unset value drops the argument.
+    args: tuple[str, ...] = ()
+
+    def model_post_init(self, _context: Any) -> None:
+        for name in (*self.base, *self.overlay):
+            if not re.match(_FILE, name):
+                raise ValueError(f"file {name!r} must be NAME.yaml or shared/NAME.yaml")
+        for arg in self.args:  # a misspelt field would silently drop its argument
+            unknown = sorted(set(ARG_FIELD.findall(arg)) - ARG_FIELDS)
+            if unknown:
+                raise ValueError(f"argument {arg!r} names unknown field(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(ARG_FIELDS))}")
+
+
+class RuntimeDescriptor(_Frozen):
+    name: str
+    description: str = ""
+    artifact: Artifact
+    options: frozenset[str] = frozenset()
+    tensor_parallel: bool = Field(default=False, alias="tensorParallel")  # splits over GPUs
+    default_platform: Platform = Field(alias="defaultPlatform")
+    platforms: dict[Platform, Form] = Field(min_length=1)
+    server: dict[str, Any] = Field(default_factory=dict)
+
+    def model_post_init(self, _context: Any) -> None:
+        unknown = sorted(self.options - OPTIONS - {"platform"})
+        if unknown:
+            raise ValueError(f"options {', '.join(unknown)} are not spec.serving fields "
+                             f"({', '.join(sorted(OPTIONS))})")
+        if self.default_platform not in self.platforms:
+            raise ValueError(f"defaultPlatform {self.default_platform!r} is not in platforms")
+
+    def platform(self, deployment: ModelDeployment) -> Platform:
+        chosen = deployment.spec.serving.platform or self.default_platform
+        return chosen  # checked by problems(): an unknown platform is named there
+
+    def form(self, deployment: ModelDeployment) -> Form:
+        return self.platforms[self.platform(deployment)]
+
+
+def parse_descriptor(name: str, data: Mapping[str, Any]) -> RuntimeDescriptor:
+    """A parsed ``runtime.yaml`` → a validated descriptor; every problem in one UserError."""
+    try:
+        return RuntimeDescriptor.model_validate({**data, "name": name})
+    except ValidationError as exc:
+        raise UserError(f"templates/{name}/runtime.yaml is not a valid runtime descriptor:\n  "
+                        + "\n  ".join(describe(exc)),
+                        hint="see the README: Adding a runtime") from None
+
+
+def parse_descriptors(data: Mapping[str, Mapping[str, Any]]) -> dict[str, RuntimeDescriptor]:
+    return {name: parse_descriptor(name, item) for name, item in sorted(data.items())}
+
+
+def problems(deployment: ModelDeployment, descriptor: RuntimeDescriptor) -> list[str]:
+    """Everything in the intent this runtime cannot render as documented, one line each."""
+    spec, name = deployment.spec, descriptor.name
+    found = []
+    # platform is every runtime's option (checked against its platforms below).
+    given = spec.serving.given() - {"platform"}
+    for option in sorted(given - descriptor.options):
+        accepted = ", ".join(sorted(descriptor.options)) or "none"
+        found.append(f"spec.serving.{option}: runtime {name} does not accept it "
+                     f"(it accepts: {accepted})")
+    platform = spec.serving.platform
+    if platform is not None and platform not in descriptor.platforms:
+        found.append(f"spec.serving.platform: runtime {name} renders "
+                     f"{' or '.join(sorted(descriptor.platforms))}, not {platform}")
+        return found
+    form = descriptor.form(deployment)
+    if spec.scaling.metric not in form.scaling_metrics:
+        mode = f" in {form.deployment_mode} mode" if form.deployment_mode else ""
+        found.append(f"spec.scaling.metric: {spec.scaling.metric!r} is not a scaling metric "
+                     f"that {descriptor.platform(deployment)}{mode} documents for runtime "
+                     f"{name}; use {' or '.join(form.scaling_metrics)}")
+    if descriptor.tensor_parallel and spec.resources.gpu.mig and spec.resources.gpu.count > 1:
+        found.append("spec.resources.gpu: tensor parallelism needs whole GPUs; a MIG profile "
+                     "serves one instance (set count: 1 or drop mig)")
+    return found
+
+
+def check(deployment: ModelDeployment, descriptors: Mapping[str, RuntimeDescriptor], *,
+          origin: str) -> RuntimeDescriptor:
+    """The descriptor of the deployment's runtime, or a UserError naming every problem."""
+    descriptor = descriptors.get(deployment.spec.runtime)
+    if descriptor is None:
+        known = ", ".join(sorted(descriptors))
+        raise UserError(f"{origin}: spec.runtime {deployment.spec.runtime!r} is not a known "
+                        f"runtime (known: {known})",
+                        hint="each runtime is a folder templates/<runtime>/ with a runtime.yaml")
+    found = problems(deployment, descriptor)
+    if found:
+        raise UserError(f"{origin} cannot be rendered as runtime {descriptor.name}:\n  "
+                        + "\n  ".join(found), hint="fix every field listed")
+    return descriptor
+
+
+def check_environment(base: ModelDeployment, deployment: ModelDeployment, environment: str,
+                      descriptors: Mapping[str, RuntimeDescriptor]) -> RuntimeDescriptor:
+    """``check`` for an environment's deployment and its base, which must share a platform."""
+    name = deployment.name
+    descriptor = check(deployment, descriptors, origin=f"{name} ({environment})")
+    check(base, descriptors, origin=name)
+    if descriptor.platform(base) != descriptor.platform(deployment):
+        raise UserError(f"{name}: spec.environments.{environment}.serving.platform may not "
+                        "differ from the base's; the platform decides the base's resources")
+    return descriptor
+
+
+def baseless_image_problem(descriptor: RuntimeDescriptor, *, image_built: bool,
+                           base_configured: bool, demo: bool) -> str | None:
+    """The pyfunc image has Python only from its base: without one it cannot start.
+
+    Only the demo may build it anyway (and says so); anywhere else it is an invalid intent.
+    """
+    if descriptor.artifact != "pyfunc-image" or not image_built or base_configured or demo:
+        return None
+    return (f"runtime {descriptor.name} runs the built pyfunc image, and without image.base "
+            "that image has no Python and cannot start; set image.base in promoter.yaml to a "
+            "Python image (or choose a modelcar runtime: kserve, vllm, triton)")

@@ -1,0 +1,115 @@
+"""Triton's model repository layout and ``config.pbtxt``, derived from an MLflow signature.
+
+A Triton modelcar holds ``models/<name>/config.pbtxt`` and ``models/<name>/<version>/model.onnx``
+(or ``model.plan`` for TensorRT). The config names the backend platform, the batch size and
+every input and output with its data type and dimensions; they come from the model's MLflow
+signature (tensor specs map one to one; column specs become one ``[1]`` tensor per column).
+Pure: the signature arrives parsed or as the JSON strings an MLmodel file holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from promoter.errors import UserError
+
+ModelFormat = Literal["onnx", "tensorrt"]
+PLATFORMS: dict[str, tuple[str, str]] = {  # format → (Triton platform, file in the version dir)
+    "onnx": ("onnxruntime_onnx", "model.onnx"),
+    "tensorrt": ("tensorrt_plan", "model.plan"),
+}
+# MLflow tensor dtypes (numpy names) and column types → Triton data types.
+TENSOR_TYPES = {
+    "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32", "uint64": "TYPE_UINT64", "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
+    "str": "TYPE_STRING", "object": "TYPE_STRING", "bytes": "TYPE_STRING",
+}
+COLUMN_TYPES = {
+    "boolean": "TYPE_BOOL", "integer": "TYPE_INT32", "long": "TYPE_INT64",
+    "float": "TYPE_FP32", "double": "TYPE_FP64", "string": "TYPE_STRING",
+    "binary": "TYPE_STRING",
+}
+
+
+def layout(name: str, version: str, model_format: ModelFormat) -> dict[str, str]:
+    """Where things go inside the modelcar: ``{"config": path, "model": path}``."""
+    _, filename = PLATFORMS[model_format]
+    return {"config": f"models/{name}/config.pbtxt", "model": f"models/{name}/{version}/{filename}"}
+
+
+def config_pbtxt(name: str, signature: Mapping[str, Any] | None, *,
+                 model_format: ModelFormat, max_batch_size: int = 0) -> str:
+    """The model's ``config.pbtxt``; a UserError when the signature cannot describe it."""
+    if not signature or not signature.get("inputs") or not signature.get("outputs"):
+        raise UserError(f"{name}: Triton needs the model's input and output tensors, and its "
+                        "MLflow signature does not list them",
+                        hint="log the model with a signature (mlflow.models.infer_signature)")
+    platform, _ = PLATFORMS[model_format]
+    batching = max_batch_size > 0
+    lines = [f"name: {_quote(name)}", f"platform: {_quote(platform)}",
+             f"max_batch_size: {max_batch_size}"]
+    for section in ("input", "output"):
+        tensors = [_tensor(name, section, spec, batching)
+                   for spec in _specs(name, signature[f"{section}s"], section)]
+        lines.append(f"{section} [")
+        lines.append(",\n".join(tensors))
+        lines.append("]")
+    return "\n".join(lines) + "\n"
+
+
+def _specs(name: str, value: Any, section: str) -> list[Mapping[str, Any]]:
+    if isinstance(value, str):  # MLmodel files hold each side as a JSON string
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise UserError(f"{name}: the signature's {section}s are not JSON") from None
+    if not isinstance(value, Sequence) or isinstance(value, str) or not value:
+        raise UserError(f"{name}: the signature's {section}s must be a non-empty list")
+    return [spec if isinstance(spec, Mapping) else {} for spec in value]
+
+
+def _tensor(model: str, section: str, spec: Mapping[str, Any], batching: bool) -> str:
+    tensor_name = spec.get("name")
+    if not isinstance(tensor_name, str) or not tensor_name:
+        raise UserError(f"{model}: every signature {section} needs a name for Triton "
+                        "(an unnamed tensor cannot be addressed)")
+    if spec.get("type") == "tensor":
+        tensor = spec.get("tensor-spec") or {}
+        data_type = TENSOR_TYPES.get(str(tensor.get("dtype")))
+        dims = [int(d) for d in tensor.get("shape") or []]
+        if batching:
+            if not dims or dims[0] != -1:
+                raise UserError(f"{model}: {section} {tensor_name!r} has no variable batch "
+                                "dimension (-1 first), so max_batch_size must be 0")
+            dims = dims[1:]
+    else:
+        data_type = COLUMN_TYPES.get(str(spec.get("type")))
+        dims = [1]
+    if data_type is None:
+        raise UserError(f"{model}: {section} {tensor_name!r} has a type Triton cannot take "
+                        f"({spec.get('type')}/{(spec.get('tensor-spec') or {}).get('dtype')})")
+    # A tensor that is one value per batch entry: Triton wants dims [1], reshaped to a scalar.
+    shape = f"    dims: [ {', '.join(str(d) for d in dims)} ]\n" if dims else \
+        "    dims: [ 1 ]\n    reshape: { shape: [ ] }\n"
+    return ("  {\n"
+            f"    name: {_quote(tensor_name)}\n"
+            f"    data_type: {data_type}\n"
+            f"{shape}"
+            "  }")
+
+
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal: quotes, backslashes and controls escaped."""
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(f"\\{ord(ch):03o}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from promoter import rendering
+from promoter.adapters.schemas import problems as resource_problems
 from promoter.core.intent import build_request as core_build_request
 from promoter.core.manifest_context import server_args
 from promoter.core.render import ImagePin, Renderer
@@ -17,7 +18,6 @@ from promoter.core.runtimes import ARG_FIELDS, Form
 from promoter.core.spec import deep_merge
 from promoter.errors import ConfigError, UserError
 from promoter.settings import load_settings
-from promoter.validation import resource_problems
 from tests.conftest import EXAMPLES, ROOT
 
 SETTINGS = load_settings(EXAMPLES / "promoter.yaml", environ={})

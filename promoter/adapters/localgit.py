@@ -2,7 +2,7 @@
 
 With no GitLab configured, promoter still opens "merge requests": it pushes the branch
 ``promote/<name>/<env>`` to the remote (a local bare repository ``<state_dir>/gitops.git`` by
-default), records the MR in ``<state_dir>/local-mrs.db``, and ``promoter mr approve|merge|close``
+default), records the MR in ``<state_dir>/state.db``, and ``promoter mr approve|merge|close``
 stand in for the reviewers. ``merge`` makes a real merge commit on the remote's target branch.
 The lifecycle (adapters.gitlab_flow) is the very one GitLab runs.
 """
@@ -24,6 +24,8 @@ from promoter.core.mr_text import note_body, note_slug
 from promoter.errors import TransientError, UserError
 from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for
 from promoter.settings import Settings
+from promoter.state.db import StateDB
+from promoter.state.pushed_heads import PushedHeads
 
 LOCAL_PROJECT_ID = 0
 OnEvent = Callable[[MergeRequestEvent], None]
@@ -124,14 +126,18 @@ class LocalGitProvider:
 
     def __init__(self, forge: LocalForge, *, supersede: bool = False,
                  on_event: OnEvent | None = None, attempts: int = 3,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 pushes: PushedHeads | None = None) -> None:
         self.forge = forge
         self._on_event = on_event
+        self._pushes = pushes
         self._flow = ProposalFlow(forge, supersede=supersede, attempts=attempts,
                                   backoff_seconds=0.2, sleep=sleep)
 
     def propose(self, proposal: Proposal) -> ProposalResult:
         result = self._flow.propose(proposal)
+        if self._pushes:  # the same record of pushed heads GitLab's provider keeps
+            self._pushes.record_proposal(LOCAL_PROJECT_ID, proposal, result)
         if result.merge_request and result.merge_request.state == "opened":
             self._auto_merge_if_ready(result.merge_request.iid, "promoter")
             merged = self.get(result.merge_request.iid)
@@ -240,6 +246,7 @@ class LocalGitProvider:
 def from_settings(settings: Settings, on_event: OnEvent | None = None) -> LocalGitProvider:
     state_dir = Path(settings.state_dir)
     repo = LocalRepo.in_state_dir(state_dir, settings.git.remote, settings.git.target_branch)
-    forge = LocalForge(repo, LocalMrStore(state_dir / "local-mrs.db"))
+    state = StateDB.open(state_dir)
+    forge = LocalForge(repo, LocalMrStore(state))
     return LocalGitProvider(forge, supersede=settings.git.newer_version == "supersede",
-                            on_event=on_event)
+                            on_event=on_event, pushes=PushedHeads(state))

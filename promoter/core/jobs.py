@@ -65,7 +65,8 @@ class JobKey:
     model: str  # MLflow registered model name, free-form
     version: str
     env: str
-    action: JobAction  # a plain "promote" / "decommission" is accepted and converted
+    # Given as plain text by callers; always a JobAction (a str) once constructed.
+    action: str
 
     def __post_init__(self) -> None:
         for name in ("model", "version", "env"):

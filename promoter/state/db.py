@@ -140,6 +140,12 @@ class StateDB:
                                       "another process may hold a long write lock") from exc
 
 
+def state_db(state: Path | StateDB) -> StateDB:
+    """``state`` itself, or the state database of the directory ``state``. Stores accept
+    either, so a process can share one StateDB and a test can pass a bare directory."""
+    return state if isinstance(state, StateDB) else StateDB.open(state)
+
+
 class _Holder:
     """One thread's connection; collected (and the connection closed) when the thread ends."""
 

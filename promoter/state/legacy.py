@@ -81,10 +81,12 @@ def import_old_layout(db: StateDB) -> list[Path]:
     present = [state_dir / name for name in OLD_FILES if (state_dir / name).exists()]
     if not present:
         return []
-    rows = {path.name: _read(path) for path in present}  # every file readable, or nothing
-    heads = _ledger_heads(state_dir / "deployments.db") if "deployments.db" in rows else []
     try:
-        db.write(lambda conn: _insert(conn, rows, heads))
+        # Read and copy under state.db's write lock: a second process starting at the same
+        # time waits here, then finds the marker and copies nothing.
+        db.write(lambda conn: _import(conn, present))
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(
             f"could not import the old state files in {state_dir} into {db.path.name}: {exc}",
@@ -94,10 +96,23 @@ def import_old_layout(db: StateDB) -> list[Path]:
     return present
 
 
-def _read(path: Path) -> dict[str, Rows]:
+def _import(conn: sqlite3.Connection, present: list[Path]) -> None:
+    if conn.execute("SELECT 1 FROM state_meta WHERE key = ?", (MARKER,)).fetchone():
+        return  # another process imported them first; only the files are left to move
+    rows = {path.name: _read(path, COPIES[path.name]) for path in present}  # all, or none
+    heads = rows.get("deployments.db", {}).get("heads", [])
+    _insert(conn, rows, heads)
+
+
+def _read(path: Path, copies: Sequence[tuple[str, str, str]]) -> dict[str, Rows]:
+    queries = [(table, query) for query, table, _ in copies]
+    if path.name == "deployments.db":
+        queries.append(("heads", _LEDGER_HEADS))
     try:
-        with closing(sqlite3.connect(path, timeout=30)) as old:
-            return {table: old.execute(query).fetchall() for query, table, _ in COPIES[path.name]}
+        # Read-only: never create an empty file where one just disappeared.
+        with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
+                                    timeout=30)) as old:
+            return {table: old.execute(query).fetchall() for table, query in queries}
     except sqlite3.Error as exc:
         raise ConfigError(
             f"cannot read the old state file {path} ({exc}); promoter will not start without "
@@ -106,14 +121,7 @@ def _read(path: Path) -> dict[str, Rows]:
                  f"contents may be lost, move it out of {path.parent}; then start again") from None
 
 
-def _ledger_heads(path: Path) -> Rows:
-    with closing(sqlite3.connect(path, timeout=30)) as old:
-        return old.execute(_LEDGER_HEADS).fetchall()
-
-
 def _insert(conn: sqlite3.Connection, rows: dict[str, dict[str, Rows]], heads: Rows) -> None:
-    if conn.execute("SELECT 1 FROM state_meta WHERE key = ?", (MARKER,)).fetchone():
-        return  # another process imported them first; only the files are left to move
     for name in OLD_FILES:
         for _, table, columns in COPIES[name] if name in rows else ():
             marks = ", ".join("?" * len(columns.split(",")))

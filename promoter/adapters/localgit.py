@@ -245,8 +245,8 @@ class LocalGitProvider:
 
 def from_settings(settings: Settings, on_event: OnEvent | None = None) -> LocalGitProvider:
     state_dir = Path(settings.state_dir)
+    state = StateDB.open(state_dir)  # first: it creates the state directory owner-only
     repo = LocalRepo.in_state_dir(state_dir, settings.git.remote, settings.git.target_branch)
-    state = StateDB.open(state_dir)
     forge = LocalForge(repo, LocalMrStore(state))
     return LocalGitProvider(forge, supersede=settings.git.newer_version == "supersede",
                             on_event=on_event, pushes=PushedHeads(state))

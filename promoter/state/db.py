@@ -33,14 +33,15 @@ FILE_MODE = 0o600
 
 
 def ensure_state_dir(state_dir: Path) -> Path:
-    """Create the state directory (0700) if it is missing; an existing one is left as it is."""
+    """Create the state directory owner-only (0700) if it is missing. An existing one keeps
+    its mode: it may be a directory the operator chose and shares on purpose."""
     state_dir = Path(state_dir).expanduser()
     try:
-        for missing in reversed([p for p in (state_dir, *state_dir.parents) if not p.exists()]):
-            missing.mkdir(mode=DIR_MODE)  # mode is masked by umask: chmod makes it exact
-            missing.chmod(DIR_MODE)
+        state_dir.parent.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(mode=DIR_MODE)
+        state_dir.chmod(DIR_MODE)  # mkdir's mode is masked by the umask; make it exact
     except FileExistsError:
-        pass  # another process created it meanwhile
+        pass
     except OSError as exc:
         raise UserError(f"cannot create the state directory {state_dir}: {exc.strerror}",
                         hint="set PROMOTER_STATE_DIR to a writable directory") from None

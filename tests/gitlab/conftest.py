@@ -127,7 +127,9 @@ class LocalHarness:
         git("push", "-q", "origin", "main", cwd=self.human)
         repo = LocalRepo.in_state_dir(tmp / "state", str(self.remote), "main")
         self.forge = LocalForge(repo, LocalMrStore(tmp / "state"))
-        self.provider = LocalGitProvider(self.forge, sleep=lambda _: None, **provider_options)
+        self.ledger = PushedHeads(tmp / "state")  # the same record GitLab's provider writes
+        self.provider = LocalGitProvider(self.forge, sleep=lambda _: None, pushes=self.ledger,
+                                         **provider_options)
 
     def commits(self, ref: str = "--all") -> int:
         return int(git("rev-list", "--count", ref, cwd=self.remote).strip())

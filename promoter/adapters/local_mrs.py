@@ -73,6 +73,27 @@ class LocalMrStore:
             f"UPDATE local_mrs SET {assignments}, updated_at = ? WHERE iid = ?",  # noqa: S608
             (*fields.values(), time.time(), iid)))
 
+    def add_approval(self, iid: int, user: str) -> bool:
+        """Add ``user`` to the MR's approvers; False if they already approved. One
+        transaction, so two reviewers approving at once are both counted."""
+
+        def approve(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT approved_by FROM local_mrs WHERE iid = ?", (iid,)).fetchone()
+            approvers = json.loads(row["approved_by"]) if row else []
+            if row is None or user in approvers:
+                return False
+            db.execute("UPDATE local_mrs SET approved_by = ?, updated_at = ? WHERE iid = ?",
+                       (json.dumps([*approvers, user]), time.time(), iid))
+            return True
+
+        return self.db.write(approve)
+
+    def reset_approvals(self, source_branch: str) -> None:
+        """New commits void earlier approvals and auto-merge (GitLab's reset on push)."""
+        self.db.write(lambda db: db.execute(
+            "UPDATE local_mrs SET approved_by = '[]', auto_merge_sha = NULL, updated_at = ? "
+            "WHERE state = 'opened' AND source_branch = ?", (time.time(), source_branch)))
+
     def notes(self, iid: int) -> list[tuple[int, str]]:
         rows = self.db.read(lambda db: db.execute(
             "SELECT id, body FROM local_mr_notes WHERE iid = ? ORDER BY id", (iid,)).fetchall())

@@ -72,9 +72,7 @@ class LocalForge:
                             hint="set git.target_branch to the remote's main branch")
         sha = self.repo.commit(base, actions, message)
         self.repo.push(sha, branch, expected_head)  # refused if the branch moved meanwhile
-        for record in self.store.find(state="opened", source_branch=branch):
-            # New commits void earlier approvals and auto-merge (GitLab's reset on push).
-            self.store.update(record["iid"], approved_by=[], auto_merge_sha=None)
+        self.store.reset_approvals(branch)  # new commits void approvals (GitLab's reset)
         return sha
 
     def delete_branch(self, branch: str) -> None:
@@ -175,9 +173,8 @@ class LocalGitProvider:
         mr = self._open(iid)
         if sha and sha != mr.head_sha:
             raise UserError(f"!{iid} head is {mr.head_sha}, not {sha}; review the new commit")
-        if user in mr.approved_by:
+        if not self.forge.store.add_approval(iid, user):
             raise UserError(f"{user} already approved !{iid}")
-        self.forge.store.update(iid, approved_by=[*mr.approved_by, user])
         approved = self.get(iid)
         action = "approved" if len(approved.approved_by) >= approved.approvals_required \
             else "approval"

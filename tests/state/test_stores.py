@@ -77,3 +77,19 @@ def test_one_dedupe_table_and_one_retention_for_every_sender(tmp_path: Path) -> 
     assert hooks.claim("same-id")  # the GitLab key was forgotten like MLflow's
     assert not queue.record_delivery("databricks", "same-id")
     queue.close()
+
+
+def test_reviewers_approving_a_local_mr_at_once_are_all_counted(tmp_path: Path) -> None:
+    from promoter.adapters.local_mrs import LocalMrStore
+
+    store = LocalMrStore(tmp_path)
+    iid = store.create("promote/fraud/production", "main", "t", "d", [])
+    users = [f"reviewer-{n}" for n in range(8)]
+    threads = [threading.Thread(target=store.add_approval, args=(iid, user)) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    record = store.get(iid)
+    assert record is not None and sorted(record["approved_by"]) == users
+    assert store.add_approval(iid, "reviewer-0") is False  # once per person

@@ -13,7 +13,6 @@ interleave a read and a write of the same rows.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import weakref
@@ -48,19 +47,25 @@ def ensure_state_dir(state_dir: Path) -> Path:
     return state_dir
 
 
-def create_private_file(path: Path) -> None:
-    """Create ``path`` as 0600 unless it exists (SQLite gives its -wal/-shm the same mode)."""
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, FILE_MODE)
-    os.close(fd)
-    if path.stat().st_mode & 0o077:
-        path.chmod(FILE_MODE)
+def make_private(path: Path) -> None:
+    """chmod ``path`` and its -wal/-shm to 0600 where looser. Only chmod, never open(): closing
+    any descriptor of the database file would drop every POSIX lock this process holds on it,
+    and another process could then checkpoint the WAL away under our live connections."""
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(FILE_MODE)
+        except FileNotFoundError:
+            pass
 
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, fsync on commit."""
-    create_private_file(path)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
                            check_same_thread=False)
+    # The file exists now; SQLite creates the -wal and -shm with its mode, so tighten it first
+    # (the 0700 directory already keeps others out in between).
+    make_private(path)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: the WAL is fsynced at every commit, so an acknowledged delivery survives power loss.

@@ -97,3 +97,31 @@ def test_a_database_from_a_newer_promoter_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(ConfigError, match="newer promoter"):
         StateDB.open(tmp_path)
+
+
+def test_opening_the_database_again_in_a_process_keeps_other_processes_in_sync(
+        tmp_path: Path) -> None:
+    """`serve` opens state.db from several stores while CLI processes come and go. Opening it
+    must never release this process's SQLite locks (closing any descriptor of the file drops
+    them all), or a CLI's exit checkpoints the WAL away and hides later commits from others."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    count_jobs = ("import sys; from promoter.service.queue import JobQueue; "
+                  "q = JobQueue.open(sys.argv[1]); print(len(q.list())); q.close()")
+
+    def jobs_seen_by_another_process() -> int:
+        done = subprocess.run([sys.executable, "-c", count_jobs, str(tmp_path)], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                              text=True, timeout=60, check=True)
+        return int(done.stdout)
+
+    queue = JobQueue.open(tmp_path)
+    queue.enqueue(JobKey("fraud", "7", "production", "promote"))
+    StateDB.open(tmp_path).connection()  # another store of the same process opens it
+    assert jobs_seen_by_another_process() == 1
+    queue.enqueue(JobKey("churn", "3", "staging", "promote"))
+    assert jobs_seen_by_another_process() == 2
+    queue.close()

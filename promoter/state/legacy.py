@@ -92,7 +92,13 @@ def import_old_layout(db: StateDB) -> list[Path]:
             f"could not import the old state files in {state_dir} into {db.path.name}: {exc}",
             hint=f"stop every promoter process and start again; if {db.path.name} already "
                  "holds state, move the old *.db files out of the directory") from exc
-    _move_away(present)
+    try:
+        _move_away(present)
+    except OSError as exc:  # the rows are safe in state.db (and the marker stops a re-import)
+        raise ConfigError(f"imported the old state files in {state_dir}, but could not move "
+                          f"them to {LEGACY_DIR}/: {exc.strerror}",
+                          hint=f"move {', '.join(p.name for p in present)} out of {state_dir} "
+                               "yourself, then start again") from None
     return present
 
 

@@ -140,3 +140,15 @@ def test_old_files_beside_a_state_db_that_already_has_jobs_are_refused(tmp_path:
     with pytest.raises(ConfigError, match="could not import the old state files"):
         StateDB.open(state_dir)
     assert (state_dir / "promoter.db").exists()
+
+
+def test_old_files_that_cannot_be_moved_are_reported_and_never_imported_twice(
+        old_state: Path) -> None:
+    (old_state / "legacy").write_text("in the way")  # legacy/ cannot be created
+    with pytest.raises(ConfigError, match="could not move them"):
+        StateDB.open(old_state)
+    (old_state / "legacy").unlink()
+    db = StateDB.open(old_state)  # rows already in: only the move is left to do
+    assert db.read(lambda c: c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]) == 3
+    assert not (old_state / "promoter.db").exists()
+    db.close()

@@ -20,13 +20,13 @@ import requests
 
 from promoter.adapters.gitlab_automerge import set_auto_merge
 from promoter.adapters.gitlab_calls import Caller, NotFound, Refused, RetryAfterMemory
-from promoter.adapters.gitlab_ledger import PushLedger
 from promoter.core.mr_text import marker_version, note_body, note_slug
 from promoter.core.proposal import ProposalFlow
 from promoter.errors import ConfigError, UserError
 from promoter.ports.forge import Action
 from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult, branch_for
 from promoter.settings import Settings
+from promoter.state.pushed_heads import PushedHeads
 
 APPROVAL_RULE = "promoter"
 
@@ -204,7 +204,7 @@ def to_merge_request(data: dict[str, Any]) -> MergeRequest:
 class GitLabProvider:
     """``GitProvider`` on a GitLab project; records pushed heads for the webhook handler."""
 
-    def __init__(self, forge: GitLabForge, ledger: PushLedger | None = None, *,
+    def __init__(self, forge: GitLabForge, ledger: PushedHeads | None = None, *,
                  supersede: bool = False, attempts: int = 5, backoff_seconds: float = 1.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.forge = forge
@@ -214,11 +214,8 @@ class GitLabProvider:
 
     def propose(self, proposal: Proposal) -> ProposalResult:
         result = self._flow.propose(proposal)
-        mr = result.merge_request
-        if (self._ledger and mr and result.head_sha and mr.source_branch == proposal.branch
-                and result.outcome not in (Outcome.HUMAN_COMMITS, Outcome.CLOSED_BY_HUMAN)):
-            self._ledger.record(self.forge.project_id, mr.iid, mr.source_branch,
-                                result.head_sha, proposal.version)
+        if self._ledger:
+            self._ledger.record_proposal(self.forge.project_id, proposal, result)
         return result
 
     def get(self, iid: int) -> MergeRequest:
@@ -264,7 +261,7 @@ def from_settings(settings: Settings) -> GitLabProvider:
     forge = connect(gitlab_settings.url, token.reveal(), gitlab_settings.project,
                     verify_tls=verify, timeout_seconds=gitlab_settings.timeout_seconds,
                     max_wait_seconds=gitlab_settings.max_retry_wait_seconds)
-    return GitLabProvider(forge, PushLedger.in_state_dir(Path(settings.state_dir)),
+    return GitLabProvider(forge, PushedHeads.in_state_dir(Path(settings.state_dir)),
                           supersede=settings.git.newer_version == "supersede")
 
 

@@ -1,4 +1,4 @@
-"""The local provider's merge requests, notes and approvals: SQLite under the state directory.
+"""The local provider's merge requests, notes and approvals: tables in the state database.
 
 The records mirror what GitLab keeps for an MR, so the local provider can replay the same
 lifecycle (one open MR per source branch, bot notes edited in place, required approvals).
@@ -9,29 +9,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from promoter.core.mr_text import marker_version
+from promoter.errors import TransientError
+from promoter.state.db import StateDB, state_db
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS mrs (
-  iid INTEGER PRIMARY KEY AUTOINCREMENT, source_branch TEXT NOT NULL,
-  target_branch TEXT NOT NULL, title TEXT NOT NULL, description TEXT NOT NULL,
-  labels TEXT NOT NULL, state TEXT NOT NULL, sha TEXT, approvals_required INTEGER NOT NULL,
-  approved_by TEXT NOT NULL, auto_merge_sha TEXT, merge_commit_sha TEXT,
-  created_at REAL NOT NULL, updated_at REAL NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS one_open_mr ON mrs (source_branch) WHERE state = 'opened';
-CREATE TABLE IF NOT EXISTS notes (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, iid INTEGER NOT NULL, body TEXT NOT NULL,
-  created_at REAL NOT NULL, updated_at REAL NOT NULL);
-"""
 _COLUMNS = ("iid", "source_branch", "target_branch", "title", "description", "labels", "state",
             "sha", "approvals_required", "approved_by", "auto_merge_sha", "merge_commit_sha",
             "created_at", "updated_at")
-_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM mrs"  # noqa: S608 - fixed column names
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM local_mrs"  # noqa: S608 - fixed names
 
 
 class OpenMergeRequestExists(Exception):
@@ -39,17 +28,8 @@ class OpenMergeRequestExists(Exception):
 
 
 class LocalMrStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=10)) as db, db:
-            db.row_factory = sqlite3.Row
-            yield db
+    def __init__(self, state: Path | StateDB) -> None:
+        self.db = state_db(state)
 
     def find(self, *, state: str | None = None, source_branch: str | None = None
              ) -> list[dict[str, Any]]:
@@ -58,27 +38,27 @@ class LocalMrStore:
             query, args = query + " AND state = ?", [*args, state]
         if source_branch:
             query, args = query + " AND source_branch = ?", [*args, source_branch]
-        with self._db() as db:
-            return [_record(row) for row in db.execute(query + " ORDER BY iid DESC", args)]
+        rows = self.db.read(lambda db: db.execute(query + " ORDER BY iid DESC", args).fetchall())
+        return [_record(row) for row in rows]
 
     def get(self, iid: int) -> dict[str, Any] | None:
-        with self._db() as db:
-            row = db.execute(_SELECT + " WHERE iid = ?", (iid,)).fetchone()
+        row = self.db.read(lambda db: db.execute(_SELECT + " WHERE iid = ?", (iid,)).fetchone())
         return _record(row) if row else None
 
     def create(self, source: str, target: str, title: str, description: str,
                labels: Sequence[str]) -> int:
         now = time.time()
         try:
-            with self._db() as db:
-                cursor = db.execute(
-                    "INSERT INTO mrs (source_branch, target_branch, title, description, labels,"
-                    " state, approvals_required, approved_by, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, 'opened', 0, '[]', ?, ?)",
-                    (source, target, title, description, json.dumps(list(labels)), now, now))
-                return int(cursor.lastrowid or 0)
-        except sqlite3.IntegrityError:
-            raise OpenMergeRequestExists(source) from None
+            return self.db.write(lambda db: int(db.execute(
+                "INSERT INTO local_mrs (source_branch, target_branch, title, description, "
+                "labels, state, approvals_required, approved_by, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'opened', 0, '[]', ?, ?)",
+                (source, target, title, description, json.dumps(list(labels)), now, now)
+            ).lastrowid or 0))
+        except TransientError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):  # local_mrs_one_open
+                raise OpenMergeRequestExists(source) from None
+            raise
 
     def update(self, iid: int, **fields: Any) -> None:
         if "labels" in fields:
@@ -89,25 +69,46 @@ class LocalMrStore:
         if unknown:
             raise ValueError(f"unknown MR fields {sorted(unknown)}")
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        with self._db() as db:
-            db.execute(f"UPDATE mrs SET {assignments}, updated_at = ? WHERE iid = ?",  # noqa: S608
-                       (*fields.values(), time.time(), iid))
+        self.db.write(lambda db: db.execute(
+            f"UPDATE local_mrs SET {assignments}, updated_at = ? WHERE iid = ?",  # noqa: S608
+            (*fields.values(), time.time(), iid)))
+
+    def add_approval(self, iid: int, user: str) -> bool:
+        """Add ``user`` to the MR's approvers; False if they already approved. One
+        transaction, so two reviewers approving at once are both counted."""
+
+        def approve(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT approved_by FROM local_mrs WHERE iid = ?", (iid,)).fetchone()
+            approvers = json.loads(row["approved_by"]) if row else []
+            if row is None or user in approvers:
+                return False
+            db.execute("UPDATE local_mrs SET approved_by = ?, updated_at = ? WHERE iid = ?",
+                       (json.dumps([*approvers, user]), time.time(), iid))
+            return True
+
+        return self.db.write(approve)
+
+    def reset_approvals(self, source_branch: str) -> None:
+        """New commits void earlier approvals and auto-merge (GitLab's reset on push)."""
+        self.db.write(lambda db: db.execute(
+            "UPDATE local_mrs SET approved_by = '[]', auto_merge_sha = NULL, updated_at = ? "
+            "WHERE state = 'opened' AND source_branch = ?", (time.time(), source_branch)))
 
     def notes(self, iid: int) -> list[tuple[int, str]]:
-        with self._db() as db:
-            return [(int(r["id"]), str(r["body"])) for r in
-                    db.execute("SELECT id, body FROM notes WHERE iid = ? ORDER BY id", (iid,))]
+        rows = self.db.read(lambda db: db.execute(
+            "SELECT id, body FROM local_mr_notes WHERE iid = ? ORDER BY id", (iid,)).fetchall())
+        return [(int(r["id"]), str(r["body"])) for r in rows]
 
     def add_note(self, iid: int, body: str) -> None:
         now = time.time()
-        with self._db() as db:
-            db.execute("INSERT INTO notes (iid, body, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                       (iid, body, now, now))
+        self.db.write(lambda db: db.execute(
+            "INSERT INTO local_mr_notes (iid, body, created_at, updated_at) VALUES (?, ?, ?, ?)",
+            (iid, body, now, now)))
 
     def edit_note(self, note_id: int, body: str) -> None:
-        with self._db() as db:
-            db.execute("UPDATE notes SET body = ?, updated_at = ? WHERE id = ?",
-                       (body, time.time(), note_id))
+        self.db.write(lambda db: db.execute(
+            "UPDATE local_mr_notes SET body = ?, updated_at = ? WHERE id = ?",
+            (body, time.time(), note_id)))
 
 
 def _record(row: sqlite3.Row) -> dict[str, Any]:

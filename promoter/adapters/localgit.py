@@ -2,7 +2,7 @@
 
 With no GitLab configured, promoter still opens "merge requests": it pushes the branch
 ``promote/<name>/<env>`` to the remote (a local bare repository ``<state_dir>/gitops.git`` by
-default), records the MR in ``<state_dir>/local-mrs.db``, and ``promoter mr approve|merge|close``
+default), records the MR in ``<state_dir>/state.db``, and ``promoter mr approve|merge|close``
 stand in for the reviewers. ``merge`` makes a real merge commit on the remote's target branch.
 The lifecycle (core.proposal) is the very one GitLab runs.
 """
@@ -24,6 +24,8 @@ from promoter.errors import TransientError, UserError
 from promoter.ports.forge import Action
 from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for
 from promoter.settings import Settings
+from promoter.state.db import StateDB
+from promoter.state.pushed_heads import PushedHeads
 
 LOCAL_PROJECT_ID = 0
 OnEvent = Callable[[MergeRequestEvent], None]
@@ -70,9 +72,7 @@ class LocalForge:
                             hint="set git.target_branch to the remote's main branch")
         sha = self.repo.commit(base, actions, message)
         self.repo.push(sha, branch, expected_head)  # refused if the branch moved meanwhile
-        for record in self.store.find(state="opened", source_branch=branch):
-            # New commits void earlier approvals and auto-merge (GitLab's reset on push).
-            self.store.update(record["iid"], approved_by=[], auto_merge_sha=None)
+        self.store.reset_approvals(branch)  # new commits void approvals (GitLab's reset)
         return sha
 
     def delete_branch(self, branch: str) -> None:
@@ -124,14 +124,18 @@ class LocalGitProvider:
 
     def __init__(self, forge: LocalForge, *, supersede: bool = False,
                  on_event: OnEvent | None = None, attempts: int = 3,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 pushes: PushedHeads | None = None) -> None:
         self.forge = forge
         self._on_event = on_event
+        self._pushes = pushes
         self._flow = ProposalFlow(forge, supersede=supersede, attempts=attempts,
                                   backoff_seconds=0.2, sleep=sleep)
 
     def propose(self, proposal: Proposal) -> ProposalResult:
         result = self._flow.propose(proposal)
+        if self._pushes:  # the same record of pushed heads GitLab's provider keeps
+            self._pushes.record_proposal(LOCAL_PROJECT_ID, proposal, result)
         if result.merge_request and result.merge_request.state == "opened":
             self._auto_merge_if_ready(result.merge_request.iid, "promoter")
             merged = self.get(result.merge_request.iid)
@@ -172,9 +176,8 @@ class LocalGitProvider:
         mr = self._open(iid)
         if sha and sha != mr.head_sha:
             raise UserError(f"!{iid} head is {mr.head_sha}, not {sha}; review the new commit")
-        if user in mr.approved_by:
+        if not self.forge.store.add_approval(iid, user):
             raise UserError(f"{user} already approved !{iid}")
-        self.forge.store.update(iid, approved_by=[*mr.approved_by, user])
         approved = self.get(iid)
         action = "approved" if len(approved.approved_by) >= approved.approvals_required \
             else "approval"
@@ -242,7 +245,8 @@ class LocalGitProvider:
 
 def from_settings(settings: Settings, on_event: OnEvent | None = None) -> LocalGitProvider:
     state_dir = Path(settings.state_dir)
+    state = StateDB.open(state_dir)  # first: it creates the state directory owner-only
     repo = LocalRepo.in_state_dir(state_dir, settings.git.remote, settings.git.target_branch)
-    forge = LocalForge(repo, LocalMrStore(state_dir / "local-mrs.db"))
+    forge = LocalForge(repo, LocalMrStore(state))
     return LocalGitProvider(forge, supersede=settings.git.newer_version == "supersede",
-                            on_event=on_event)
+                            on_event=on_event, pushes=PushedHeads(state))

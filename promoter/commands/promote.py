@@ -1,7 +1,8 @@
 """`promoter promote MODEL --version N --env ENV`: one promotion, now, on the webhook's path.
 
 The job goes through the same durable queue and the same handler a webhook delivery gets; this
-command then works the queue until that job settles, printing each step as it happens.
+command then runs that job — and only that job: other models' queued jobs are left to the
+service's workers — until it settles, printing each step as it happens.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import typer
 from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, is_tty, state
 from promoter.errors import EXIT_POLICY, EXIT_UNEXPECTED, UserError
 
-SETTLED = ("done", "dead", "retrying")
+SETTLED = ("done", "dead", "retrying")  # JobState values; imported lazily (fast --help)
 
 
 def promote(
@@ -55,7 +56,7 @@ def promote(
         handler = build_job_handler(settings, composition.registry(settings), progress=printer)
         worker = Worker(queue, handler, worker_id=f"cli-{os.getpid()}", heartbeat=True)
         while job.state not in SETTLED:
-            if not worker.run_once():
+            if not worker.run_once(job.id):
                 time.sleep(0.2)  # another worker holds it, or an older job of this model/env
             job = queue.get(job.id)
     finally:

@@ -11,28 +11,51 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Final
 
 from promoter.errors import Disposition, PolicyDenied, TransientError, UserError, disposition_of
 
-QUEUED: Final = "queued"
-RUNNING: Final = "running"
-RETRYING: Final = "retrying"
-DONE: Final = "done"
-DEAD: Final = "dead"
-STATES: Final = (QUEUED, RUNNING, RETRYING, DONE, DEAD)
+
+class JobState(StrEnum):
+    """A job's state. StrEnum: the stored text and JSON output are the plain values."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class JobAction(StrEnum):
+    PROMOTE = "promote"
+    DECOMMISSION = "decommission"
+
+
+QUEUED: Final = JobState.QUEUED
+RUNNING: Final = JobState.RUNNING
+RETRYING: Final = JobState.RETRYING
+DONE: Final = JobState.DONE
+DEAD: Final = JobState.DEAD
+STATES: Final = tuple(JobState)
 TERMINAL_STATES: Final = frozenset({DONE, DEAD})
-ACTIONS: Final = ("promote", "decommission")
+ACTIONS: Final = tuple(JobAction)
 
 # Every legal move. running → running is a re-claim after the holder's lease expired;
 # done → queued is `jobs retry` of a policy denial (the policy or the tags may have changed).
-TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+TRANSITIONS: Final[dict[JobState, frozenset[JobState]]] = {
     QUEUED: frozenset({RUNNING}),
     RUNNING: frozenset({RUNNING, DONE, RETRYING, DEAD}),
     RETRYING: frozenset({RUNNING, QUEUED}),
     DONE: frozenset({QUEUED}),
     DEAD: frozenset({QUEUED}),
 }
+
+
+class IllegalTransition(RuntimeError):
+    """The queue tried a state change TRANSITIONS does not allow: a bug in promoter, never a
+    user's mistake, so it is not a PromoterError (the worker's unexpected-error path reports
+    it with a traceback)."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +65,8 @@ class JobKey:
     model: str  # MLflow registered model name, free-form
     version: str
     env: str
-    action: str  # "promote" | "decommission"
+    # Given as plain text by callers; always a JobAction (a str) once constructed.
+    action: str
 
     def __post_init__(self) -> None:
         for name in ("model", "version", "env"):
@@ -51,6 +75,7 @@ class JobKey:
         if self.action not in ACTIONS:
             raise UserError(f"unknown job action {self.action!r}",
                             hint="use one of: " + ", ".join(ACTIONS))
+        object.__setattr__(self, "action", JobAction(self.action))
 
     def describe(self) -> str:
         return f"{self.action} {self.model} v{self.version} → {self.env}"
@@ -60,7 +85,7 @@ class JobKey:
 class Job:
     id: int
     key: JobKey
-    state: str  # one of STATES
+    state: JobState
     attempts: int
     payload: dict[str, Any]
     result: dict[str, Any]
@@ -75,7 +100,7 @@ class Job:
         """A JSON-ready view (CLI --output json, logs)."""
         return {
             "id": self.id, "model": self.key.model, "version": self.key.version,
-            "env": self.key.env, "action": self.key.action, "state": self.state,
+            "env": self.key.env, "action": str(self.key.action), "state": str(self.state),
             "attempts": self.attempts, "payload": self.payload, "result": self.result,
             "reason": self.reason, "created_at": self.created_at, "updated_at": self.updated_at,
             "next_run_at": self.next_run_at, "lease_owner": self.lease_owner,
@@ -84,7 +109,14 @@ class Job:
 
 
 def can_transition(current: str, new: str) -> bool:
-    return new in TRANSITIONS.get(current, frozenset())
+    return current in TRANSITIONS and new in TRANSITIONS[JobState(current)]
+
+
+def check_transition(job_id: int, current: str, new: str) -> JobState:
+    """``new`` as a JobState if ``current → new`` is legal; IllegalTransition otherwise."""
+    if not can_transition(current, new):
+        raise IllegalTransition(f"job {job_id}: {current} → {new} is not a legal state change")
+    return JobState(new)
 
 
 def needs_new_job(key: JobKey, latest_key: JobKey | None, latest_state: str | None) -> bool:
@@ -131,7 +163,7 @@ class Backoff:
 class Outcome:
     """What to do with a job after its handler finished or failed."""
 
-    state: str  # DONE, RETRYING or DEAD
+    state: JobState  # DONE, RETRYING or DEAD
     reason: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
     retry_after: float | None = None

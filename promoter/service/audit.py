@@ -10,6 +10,8 @@ trail cut short is found too. Lines never hold secrets (only names, versions, UR
 
 Appends from several processes (serve, `promoter mr`, `promoter promote`) are serialised by an
 exclusive ``flock`` on the file: the new entry's ``prev`` is read under the same lock.
+The file is the owner's only (0600, in a 0700 state directory): it maps models to MRs
+and people.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import IO, Any
 from promoter.core.audit_chain import EMPTY, Finding, Head, head_of, legacy_head, seal, verify
 from promoter.core.live_history import live_at
 
+from promoter.state.db import FILE_MODE, ensure_state_dir
+
 FILENAME = "audit.jsonl"
 HEAD_FILENAME = "audit.head"
 _lock = threading.Lock()
@@ -34,8 +38,7 @@ _TAIL_CHUNK = 64 * 1024
 
 class AuditTrail:
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / FILENAME
+        self.path = ensure_state_dir(state_dir) / FILENAME
         self.head_path = state_dir / HEAD_FILENAME
 
     def record(self, event: str, *, actor: str | None = None,

@@ -2,19 +2,18 @@
 
 Checks, in order: the shared token (``X-Gitlab-Token``, compared in constant time with
 ``PROMOTER_GITLAB_WEBHOOK_TOKEN``), the event kind, the body, the ``Idempotency-Key`` (GitLab
-sends the same key on every retry of one delivery; stored durably, so a re-delivery after a
-restart is still recognised), and finally that the MR head is the commit promoter pushed.
-Only then is ``on_event`` called. A head someone else pushed is answered ``human_commit``
-and not acted on. Framework-agnostic: ``handle(headers, body) -> (status, json)``.
+sends the same key on every retry of one delivery; stored durably in the one dedupe table of
+the state database, so a re-delivery after a restart is still recognised), and finally that
+the MR head is the commit promoter pushed. Only then is ``on_event`` called. A head someone
+else pushed is answered ``human_commit`` and not acted on. Framework-agnostic:
+``handle(headers, body) -> (status, json)``.
 """
 
 from __future__ import annotations
 
 import hmac
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,8 @@ from promoter.core.gitlab_payloads import parse
 from promoter.core.mr_events import ACTED_ON, ForgeEvent, MergeRequestEvent
 from promoter.errors import PromoterError, UserError
 from promoter.ports.git import SUPERSEDED_SUFFIX
+from promoter.state import deliveries
+from promoter.state.db import StateDB, state_db
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -32,41 +33,28 @@ if TYPE_CHECKING:
 TOKEN_VARIABLE = "PROMOTER_GITLAB_WEBHOOK_TOKEN"  # noqa: S105 - the variable's name
 PushedSha = Callable[[int, int], str | None]  # (project id, MR iid) -> sha promoter pushed
 Answer = tuple[int, dict[str, Any]]
-_KEEP_SECONDS = 14 * 24 * 3600
 
 
 class DeliveryLog:
-    """Idempotency keys already handled, in SQLite under the state directory."""
+    """Idempotency keys already handled: rows of the one dedupe table, source ``gitlab``."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute("CREATE TABLE IF NOT EXISTS deliveries (key TEXT PRIMARY KEY, "
-                       "received_at REAL NOT NULL, status TEXT NOT NULL)")
+    SOURCE = "gitlab"
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    def __init__(self, state: Path | StateDB) -> None:
+        self.db = state_db(state)
 
     def claim(self, key: str) -> bool:
         """True for the first delivery of ``key``; False for a re-delivery."""
         now = time.time()
-        with closing(self._connect()) as db, db:
-            db.execute("DELETE FROM deliveries WHERE received_at < ?", (now - _KEEP_SECONDS,))
-            cursor = db.execute("INSERT OR IGNORE INTO deliveries VALUES (?, ?, 'processing')",
-                                (key, now))
-            return cursor.rowcount == 1
+        return self.db.write(lambda conn: deliveries.claim(conn, self.SOURCE, key, now,
+                                                           status="processing"))
 
     def finish(self, key: str, status: str) -> None:
-        with closing(self._connect()) as db, db:
-            db.execute("UPDATE deliveries SET status = ? WHERE key = ?", (status, key))
+        self.db.write(lambda conn: deliveries.set_status(conn, self.SOURCE, key, status))
 
     def release(self, key: str) -> None:
         """Forget a delivery that failed, so GitLab's retry is processed."""
-        with closing(self._connect()) as db, db:
-            db.execute("DELETE FROM deliveries WHERE key = ?", (key,))
+        self.db.write(lambda conn: deliveries.forget(conn, self.SOURCE, key))
 
 
 class GitLabHookHandler:
@@ -82,10 +70,11 @@ class GitLabHookHandler:
     @classmethod
     def from_settings(cls, settings: Settings, on_event: Callable[[ForgeEvent], None],
                       pushed_sha: PushedSha) -> GitLabHookHandler:
-        """``pushed_sha`` reads promoter's push ledger; ``composition.gitlab_hook`` wires it."""
-        state_dir = Path(settings.state_dir)
-        return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state_dir / "gitlab-hooks.db"),
-                   pushed_sha, on_event, max_body_bytes=settings.server.max_body_bytes)
+        """``pushed_sha`` reads promoter's record of pushed heads (``composition.gitlab_hook``
+        wires it)."""
+        state = StateDB.open(Path(settings.state_dir))
+        return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state), pushed_sha, on_event,
+                   max_body_bytes=settings.server.max_body_bytes)
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
         lowered = {key.lower(): value for key, value in headers.items()}

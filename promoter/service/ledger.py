@@ -1,84 +1,73 @@
-"""What promoter last did per (model, env): SQLite at ``<state_dir>/deployments.db``.
+"""What promoter last did per (model, env): the ``deployments`` table of the state database.
 
-MLflow's ``model_version_alias.deleted`` carries no version and GitLab hooks must be checked
-against the head sha promoter pushed, so both are remembered here. One row per (model, env);
-``name`` (the deployment directory) is indexed so a second model deriving the same name is
-caught before it could overwrite the first one's manifests.
+MLflow's ``model_version_alias.deleted`` carries no version, so the version deployed is
+remembered here. One row per (model, env); ``name`` (the deployment directory) is indexed so a
+second model deriving the same name is caught before it could overwrite the first one's
+manifests. The MR head promoter pushed is not a column here: it is read from the one record of
+pushed heads (promoter.state.pushed_heads), which the git providers write when they push.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 
-from promoter.errors import TransientError
+from promoter.ports.git import BRANCH_PREFIX
 from promoter.ports.pipeline import DeployedState
+from promoter.state.db import StateDB, state_db
 
-DB_FILENAME = "deployments.db"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS deployments (
-    model TEXT NOT NULL, env TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
-    status TEXT NOT NULL, mr_iid INTEGER, head_sha TEXT,
-    PRIMARY KEY (model, env));
-CREATE INDEX IF NOT EXISTS deployments_by_name ON deployments (name, env);
-"""
-_SELECT = "SELECT model, env, name, version, status, mr_iid, head_sha FROM deployments "
+# The newest head pushed to this deployment's branch for its MR (branch_for(name, env)).
+_SELECT = f"""
+SELECT d.model, d.env, d.name, d.version, d.status, d.mr_iid,
+       (SELECT p.sha FROM pushed_heads AS p
+        WHERE p.branch = '{BRANCH_PREFIX}/' || d.name || '/' || d.env AND p.iid = d.mr_iid
+        ORDER BY p.recorded_at DESC LIMIT 1) AS head_sha
+FROM deployments AS d
+"""  # noqa: S608 - a constant prefix, no input
 
 
 class SqliteLedger:
-    def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / DB_FILENAME
-        self._local = threading.local()
-        self._conn().executescript(_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            self._local.conn = conn
-        return conn
+    def __init__(self, state: Path | StateDB) -> None:
+        self.db = state_db(state)
+        self.path = self.db.path
 
     def get(self, model: str, env: str) -> DeployedState | None:
-        return self._one(_SELECT + "WHERE model = ? AND env = ?", (model, env))
+        return self.db.read(lambda conn: _one(conn, "d.model = ? AND d.env = ?", (model, env)))
 
     def by_deployment(self, name: str, env: str) -> DeployedState | None:
-        return self._one(_SELECT + "WHERE name = ? AND env = ?", (name, env))
+        return self.db.read(lambda conn: _one(conn, "d.name = ? AND d.env = ?", (name, env)))
 
     def named(self, name: str) -> list[DeployedState]:
-        try:
-            rows = self._conn().execute(_SELECT + "WHERE name = ? ORDER BY env, model",
-                                        (name,)).fetchall()
-        except sqlite3.Error as exc:
-            raise TransientError(f"cannot read {self.path}: {exc}") from None
-        return [DeployedState(*row) for row in rows]
+        """Every (model, env) row deploying under ``name``, in any environment."""
+        return self.db.read(lambda conn: [DeployedState(*row) for row in conn.execute(
+            _SELECT + "WHERE d.name = ? ORDER BY d.env, d.model", (name,)).fetchall()])
 
     def put(self, state: DeployedState) -> None:
-        try:
-            self._conn().execute(
-                "INSERT OR REPLACE INTO deployments (model, env, name, version, status, mr_iid, "
-                "head_sha) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (state.model, state.env, state.name, state.version, state.status, state.mr_iid,
-                 state.head_sha))
-        except sqlite3.Error as exc:
-            raise TransientError(f"cannot write {self.path}: {exc}") from None
+        self.db.write(lambda conn: _put(conn, state))
 
     def set_status(self, name: str, env: str, status: str) -> DeployedState | None:
-        found = self.by_deployment(name, env)
-        if found is None:
-            return None
-        updated = DeployedState(found.model, found.env, found.name, found.version, status,
-                                found.mr_iid, found.head_sha)
-        self.put(updated)
-        return updated
+        """Change the status of the deployment ``name`` in ``env``; read and write in one
+        transaction, so a concurrent put() is never overwritten with stale fields."""
 
-    def _one(self, query: str, args: tuple[str, ...]) -> DeployedState | None:
-        try:
-            row = self._conn().execute(query, args).fetchone()
-        except sqlite3.Error as exc:
-            raise TransientError(f"cannot read {self.path}: {exc}") from None
-        return DeployedState(*row) if row else None
+        def update(conn: sqlite3.Connection) -> DeployedState | None:
+            found = _one(conn, "d.name = ? AND d.env = ?", (name, env))
+            if found is None:
+                return None
+            updated = DeployedState(found.model, found.env, found.name, found.version, status,
+                                    found.mr_iid, found.head_sha)
+            _put(conn, updated)
+            return updated
+
+        return self.db.write(update)
+
+
+def _put(conn: sqlite3.Connection, state: DeployedState) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO deployments (model, env, name, version, status, mr_iid) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (state.model, state.env, state.name, state.version, state.status, state.mr_iid))
+
+
+def _one(conn: sqlite3.Connection, where: str, args: tuple[str, ...]) -> DeployedState | None:
+    row = conn.execute(_SELECT + "WHERE " + where, args).fetchone()
+    return DeployedState(*row) if row else None

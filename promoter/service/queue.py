@@ -1,9 +1,10 @@
-"""The durable job queue: SQLite in WAL mode at ``<state_dir>/promoter.db``.
+"""The durable job queue, in the state database (``<state_dir>/state.db``, promoter.state).
 
 Safe across threads (each thread gets its own connection) and processes (every write is one
 ``BEGIN IMMEDIATE`` transaction, so two workers can never claim the same job). A worker holds a
 job under a lease; if it dies — even by SIGKILL — the lease expires and another worker
-re-claims the job. The decisions (coalescing, legal state changes) come from promoter.core.jobs.
+re-claims the job. The decisions (coalescing, legal state changes) come from promoter.core.jobs;
+every state change goes through ``check_transition``, so an illegal one is a loud bug.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import builtins
 import json
 import sqlite3
 import threading
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,19 +26,17 @@ from promoter.core.jobs import (
     STATES,
     Job,
     JobKey,
+    JobState,
+    check_transition,
 )
-from promoter.errors import PromoterError, TransientError, UserError
+from promoter.errors import PromoterError, UserError
 from promoter.ports.clock import Clock, SystemClock
 from promoter.service import queue_ops
 from promoter.service.queue_ops import EnqueueResult, row_to_job, to_json
-from promoter.service.queue_schema import (
-    DB_FILENAME,
-    DELIVERY_RETENTION_SECONDS,
-    SCHEMA_VERSION,
-    connect,
-    migrate,
-)
 from promoter.service.queue_writer import GroupCommitWriter
+from promoter.state import deliveries
+from promoter.state.db import StateDB
+from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
 
 __all__ = ["EnqueueResult", "Job", "JobKey", "JobQueue", "LeaseLost"]
 
@@ -53,41 +50,26 @@ class LeaseLost(PromoterError):
 
 
 class JobQueue:
-    def __init__(self, db_path: Path, clock: Clock | None = None) -> None:
-        self.db_path = Path(db_path)
+    def __init__(self, db: StateDB, clock: Clock | None = None) -> None:
+        self.db = db
         self.clock: Clock = clock or SystemClock()
-        self._local = threading.local()
-        self._connections: set[sqlite3.Connection] = set()
-        self._connections_lock = threading.Lock()
-        self._writer = GroupCommitWriter(self.db_path, self.clock)
+        self._writer = GroupCommitWriter(db, self.clock)
         # In-process wake-ups, so a worker starts a new job at once instead of at its next poll
         # (other processes' changes are still found by polling).
         self._work = threading.Condition()
         self._work_generation = 0
-        with self._errors_translated():
-            found = migrate(self._conn())
-        if found > SCHEMA_VERSION:
-            raise UserError(f"{self.db_path} was written by a newer promoter "
-                            f"(schema {found}, this one knows {SCHEMA_VERSION})",
-                            hint="upgrade promoter, or point PROMOTER_STATE_DIR elsewhere")
 
     @classmethod
     def open(cls, state_dir: Path, clock: Clock | None = None) -> JobQueue:
-        state_dir = Path(state_dir).expanduser()
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create the state directory {state_dir}: {exc.strerror}",
-                            hint="set PROMOTER_STATE_DIR to a writable directory") from None
-        return cls(state_dir / DB_FILENAME, clock)
+        return cls(StateDB.open(state_dir), clock)
+
+    @property
+    def db_path(self) -> Path:
+        return self.db.path
 
     def close(self) -> None:
         self._writer.close()
-        with self._connections_lock:
-            connections, self._connections = self._connections, set()
-        for conn in list(connections):  # finalizers of dying threads may remove theirs
-            conn.close()
-        self._local = threading.local()
+        self.db.close()
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -129,25 +111,22 @@ class JobQueue:
         """Remember a delivery that made no job (e.g. an ignored event); True the first time."""
         now = self.clock.now()
 
-        def insert(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "INSERT INTO deliveries (source, delivery_id, job_id, received_at) "
-                "VALUES (?, ?, NULL, ?) ON CONFLICT DO NOTHING", (source, delivery_id, now))
-            return cursor.rowcount == 1
-
-        return self._write(insert)
+        return self._write(lambda conn: deliveries.claim(conn, source, delivery_id, now))
 
     def prune_deliveries(self, older_than_seconds: float = DELIVERY_RETENTION_SECONDS) -> int:
         """Forget delivery ids received longer ago than that; returns how many were dropped."""
         cutoff = self.clock.now() - older_than_seconds
-        return self._write(lambda conn: conn.execute(
-            "DELETE FROM deliveries WHERE received_at < ?", (cutoff,)).rowcount)
+        return self._write(lambda conn: deliveries.prune(conn, cutoff))
 
     # -- workers --------------------------------------------------------------------------
 
-    def claim(self, worker_id: str, lease_seconds: float = 60.0) -> Job | None:
+    def claim(self, worker_id: str, lease_seconds: float = 60.0, *,
+              job_id: int | None = None) -> Job | None:
+        """The oldest due job (or, with ``job_id``, that job only, if it is due), now held
+        by ``worker_id`` under a lease; None when nothing (or not that job) can run now."""
         now = self.clock.now()
-        return self._write(lambda conn: queue_ops.claim(conn, now, worker_id, lease_seconds))
+        return self._write(lambda conn: queue_ops.claim(conn, now, worker_id, lease_seconds,
+                                                        job_id=job_id))
 
     def extend_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
         now = self.clock.now()
@@ -225,7 +204,8 @@ class JobQueue:
                                 "policy-denied jobs can be retried")
             conn.execute("UPDATE jobs SET state = ?, attempts = 0, next_run_at = ?, "
                          "updated_at = ?, lease_owner = NULL, lease_expires_at = NULL "
-                         "WHERE id = ?", (QUEUED, now, now, job_id))
+                         "WHERE id = ?", (check_transition(job_id, job.state, QUEUED), now, now,
+                                          job_id))
             refreshed = queue_ops.fetch_job(conn, job_id)
             assert refreshed is not None
             return refreshed
@@ -237,7 +217,7 @@ class JobQueue:
     def counts_by_state(self) -> dict[str, int]:
         rows = self._read(lambda conn: conn.execute(
             "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall())
-        counts = dict.fromkeys(STATES, 0)
+        counts: dict[str, int] = {str(state): 0 for state in STATES}
         counts.update({row["state"]: row["n"] for row in rows})
         return counts
 
@@ -247,12 +227,13 @@ class JobQueue:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _finish(self, job_id: int, worker_id: str, state: str, *, reason: str | None,
+    def _finish(self, job_id: int, worker_id: str, state: JobState, *, reason: str | None,
                 result: dict[str, Any] | None = None, delay: float = 0.0) -> None:
         now = self.clock.now()
 
         def update(conn: sqlite3.Connection) -> None:
             self._check_holder(conn, job_id, worker_id)
+            check_transition(job_id, RUNNING, state)
             conn.execute(
                 "UPDATE jobs SET state = ?, reason = ?, result = COALESCE(?, result), "
                 "next_run_at = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL "
@@ -273,58 +254,8 @@ class JobQueue:
             raise LeaseLost(f"worker {worker_id} no longer holds job {job_id} "
                             f"(it is {row['state']}, held by {row['lease_owner'] or 'nobody'})")
 
-    def _conn(self) -> sqlite3.Connection:
-        holder: _ConnectionHolder | None = getattr(self._local, "holder", None)
-        if holder is None:
-            conn = connect(self.db_path)
-            holder = _ConnectionHolder(conn)
-            self._local.holder = holder
-            with self._connections_lock:
-                self._connections.add(conn)
-            # Threads come and go (a heartbeat per job): close a connection with its thread.
-            weakref.finalize(holder, _forget_connection, conn, self._connections,
-                             self._connections_lock)
-        return holder.conn
-
     def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``body`` in one write transaction taken up front (BEGIN IMMEDIATE)."""
-        with self._errors_translated():
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                value = body(conn)
-            except BaseException:
-                if conn.in_transaction:  # SQLite may already have rolled back (disk full)
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return value
+        return self.db.write(body)
 
     def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        with self._errors_translated():
-            return body(self._conn())
-
-    @contextmanager
-    def _errors_translated(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise TransientError(f"the job queue at {self.db_path} is unusable: {exc}",
-                                 hint="check the state directory's disk space and permissions; "
-                                      "another process may hold a long write lock") from exc
-
-
-class _ConnectionHolder:
-    """One thread's connection; collected (and the connection closed) when the thread ends."""
-
-    __slots__ = ("__weakref__", "conn")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-
-def _forget_connection(conn: sqlite3.Connection, connections: set[sqlite3.Connection],
-                       lock: threading.Lock) -> None:
-    with lock:
-        connections.discard(conn)
-    conn.close()
+        return self.db.read(body)

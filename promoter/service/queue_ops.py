@@ -11,7 +11,15 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from promoter.core.jobs import QUEUED, RUNNING, Job, JobKey, needs_new_job
+from promoter.core.jobs import (
+    QUEUED,
+    RUNNING,
+    Job,
+    JobKey,
+    JobState,
+    check_transition,
+    needs_new_job,
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
     return Job(
         id=row["id"],
         key=JobKey(row["model"], row["version"], row["env"], row["action"]),
-        state=row["state"], attempts=row["attempts"],
+        state=JobState(row["state"]), attempts=row["attempts"],
         payload=json.loads(row["payload"]), result=json.loads(row["result"]),
         reason=row["reason"], created_at=row["created_at"], updated_at=row["updated_at"],
         next_run_at=row["next_run_at"], lease_owner=row["lease_owner"],
@@ -100,18 +108,21 @@ WHERE j.state IN ('queued', 'running', 'retrying')  -- lets SQLite use jobs_unfi
       WHERE o.model = j.model AND o.env = j.env AND o.id <> j.id
         AND ((o.id < j.id AND o.state NOT IN ('done', 'dead'))
              OR (o.state = 'running' AND o.lease_expires_at > :now)))
+  AND (:job_id IS NULL OR j.id = :job_id)  -- `promoter promote` runs only its own job
 ORDER BY j.id
 LIMIT 1
 """
 
 
-def claim(conn: sqlite3.Connection, now: float, worker_id: str,
-          lease_seconds: float) -> Job | None:
-    row = conn.execute(_CLAIM_SQL, {"now": now}).fetchone()
+def claim(conn: sqlite3.Connection, now: float, worker_id: str, lease_seconds: float, *,
+          job_id: int | None = None) -> Job | None:
+    """Take the oldest claimable job (or job ``job_id`` only, if it is claimable)."""
+    row = conn.execute(_CLAIM_SQL, {"now": now, "job_id": job_id}).fetchone()
     if row is None:
         return None
     conn.execute(
         "UPDATE jobs SET state = ?, lease_owner = ?, lease_expires_at = ?, "
         "attempts = attempts + 1, updated_at = ? WHERE id = ?",
-        (RUNNING, worker_id, now + lease_seconds, now, row["id"]))
+        (check_transition(row["id"], row["state"], RUNNING), worker_id, now + lease_seconds,
+         now, row["id"]))
     return fetch_job(conn, row["id"])

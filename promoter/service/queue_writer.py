@@ -17,7 +17,6 @@ import queue
 import sqlite3
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from promoter.core.jobs import JobKey
@@ -25,7 +24,7 @@ from promoter.errors import TransientError
 from promoter.ports.clock import Clock
 from promoter.service import queue_ops
 from promoter.service.queue_ops import EnqueueResult
-from promoter.service.queue_schema import connect
+from promoter.state.db import StateDB, connect
 
 log = logging.getLogger("promoter.queue")
 
@@ -43,8 +42,10 @@ class _Request:
 
 
 class GroupCommitWriter:
-    def __init__(self, db_path: Path, clock: Clock, max_batch: int = MAX_BATCH) -> None:
-        self._db_path = db_path
+    def __init__(self, db: StateDB, clock: Clock, max_batch: int = MAX_BATCH) -> None:
+        # The writer thread keeps one connection of its own from the same factory, and opens a
+        # fresh one after a failed batch (the old one may be stuck in a broken transaction).
+        self._db_path = db.path
         self._clock = clock
         self._max_batch = max_batch
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()

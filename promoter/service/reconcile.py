@@ -2,9 +2,9 @@
 
 MLflow OSS sends no webhook for legacy stage transitions, and a webhook sent while promoter
 was down is lost for good, so this loop — not the webhooks — is what makes promoter lossless.
-The last observed target of every (model, env) and the version-change cursor are kept in
-``<state_dir>/reconcile.db``; the queue's own coalescing makes enqueueing something a webhook
-already enqueued harmless.
+The last observed target of every (model, env) and the version-change cursor are kept in the
+state database (``<state_dir>/state.db``); the queue's own coalescing makes enqueueing
+something a webhook already enqueued harmless.
 
 Cost per pass: one paged listing of registered models (with their aliases), plus the versions
 updated since the cursor (read newest first, stopping at the cursor), plus one stage lookup per
@@ -14,9 +14,7 @@ model among those.
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,25 +24,20 @@ from promoter.core.reconcile import Observed
 from promoter.errors import PermanentError, TransientError
 from promoter.service import intake
 from promoter.service.logs import log
+from promoter.state.db import StateDB, state_db
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from promoter.ports.registry import Registry
     from promoter.service.metrics import Metrics
     from promoter.service.queue import JobQueue
     from promoter.settings import Settings
 
 _log = logging.getLogger("promoter.reconcile")
-DB_FILENAME = "reconcile.db"
 # Versions updated this long before the cursor are read again: a transaction that committed
 # late with an earlier timestamp is not missed. Costs a few re-reads per pass.
 CURSOR_SLACK_MS = 5_000
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS observed (
-    model TEXT NOT NULL, env TEXT NOT NULL, alias_version TEXT, stage_version TEXT,
-    PRIMARY KEY (model, env)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 1),
-    versions_since_ms INTEGER NOT NULL);
-"""
 
 
 @dataclass
@@ -61,50 +54,41 @@ class PassReport:
 
 
 class ReconcileState:
-    """The last observed targets and the version cursor (SQLite, WAL)."""
+    """The last observed targets and the version cursor (tables of the state database)."""
 
-    def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / DB_FILENAME
-        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                     check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.executescript(_SCHEMA)
+    def __init__(self, state: Path | StateDB) -> None:
+        self.db = state_db(state)
+        self.path = self.db.path
 
     def close(self) -> None:
-        self._conn.close()
+        self.db.close()
 
     def observed(self) -> dict[str, dict[str, Observed]]:
         by_model: dict[str, dict[str, Observed]] = {}
-        for model, env, alias_version, stage_version in self._conn.execute(
-                "SELECT model, env, alias_version, stage_version FROM observed"):
+        rows = self.db.read(lambda conn: conn.execute(
+            "SELECT model, env, alias_version, stage_version FROM reconcile_observed").fetchall())
+        for model, env, alias_version, stage_version in rows:
             by_model.setdefault(model, {})[env] = Observed(alias_version, stage_version)
         return by_model
 
     def cursor(self) -> int:
-        row = self._conn.execute("SELECT versions_since_ms FROM cursor WHERE id = 1").fetchone()
+        row = self.db.read(lambda conn: conn.execute(
+            "SELECT versions_since_ms FROM reconcile_cursor WHERE id = 1").fetchone())
         return int(row[0]) if row else 0
 
     def save(self, model: str, current: dict[str, Observed]) -> None:
-        with self._transaction():
-            self._conn.execute("DELETE FROM observed WHERE model = ?", (model,))
-            self._conn.executemany(
-                "INSERT INTO observed VALUES (?, ?, ?, ?)",
+        def replace(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM reconcile_observed WHERE model = ?", (model,))
+            conn.executemany(
+                "INSERT INTO reconcile_observed VALUES (?, ?, ?, ?)",
                 [(model, env, o.alias_version, o.stage_version) for env, o in current.items()])
 
-    def save_cursor(self, since_ms: int) -> None:
-        self._conn.execute("INSERT INTO cursor VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
-                           "SET versions_since_ms = excluded.versions_since_ms", (since_ms,))
+        self.db.write(replace)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def save_cursor(self, since_ms: int) -> None:
+        self.db.write(lambda conn: conn.execute(
+            "INSERT INTO reconcile_cursor VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
+            "SET versions_since_ms = excluded.versions_since_ms", (since_ms,)))
 
 
 def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,

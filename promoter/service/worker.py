@@ -125,9 +125,10 @@ class Worker:
         if forgotten:
             log.info("forgot %d delivery ids past their retention", forgotten)
 
-    def run_once(self) -> bool:
-        """Claim and run one due job; False when none is due."""
-        job = self.queue.claim(self.worker_id, self.lease_seconds)
+    def run_once(self, job_id: int | None = None) -> bool:
+        """Claim and run one due job (with ``job_id``: that job, and no other); False when
+        none is due."""
+        job = self.queue.claim(self.worker_id, self.lease_seconds, job_id=job_id)
         if job is None:
             return False
         if not retryable_again(job.attempts, self.max_attempts):

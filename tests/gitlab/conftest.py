@@ -13,12 +13,12 @@ import gitlab
 import pytest
 
 from promoter.adapters.gitlab import GitLabProvider, connect
-from promoter.adapters.gitlab_ledger import PushLedger
 from promoter.adapters.local_mrs import LocalMrStore
 from promoter.adapters.localgit import LocalForge, LocalGitProvider
 from promoter.adapters.localgit_repo import LocalRepo
 from promoter.core.mr_text import note_slug
 from promoter.ports.git import GitProvider, MergeRequest, Proposal
+from promoter.state.pushed_heads import PushedHeads
 from tests.gitlab import trees
 from tests.gitlab.standin.server import StandIn
 
@@ -66,7 +66,7 @@ class GitLabHarness:
         self.standin = standin
         forge = connect(standin.base_url, "bot-token", "group/gitops", timeout_seconds=2,
                         backoff_seconds=0.01)
-        self.ledger = PushLedger(tmp / "ledger.db")
+        self.ledger = PushedHeads(tmp / "state")
         self.provider = GitLabProvider(forge, self.ledger, backoff_seconds=0.01,
                                        **provider_options)
 
@@ -126,8 +126,10 @@ class LocalHarness:
         git("commit", "-q", "-m", "Initial commit", cwd=self.human)
         git("push", "-q", "origin", "main", cwd=self.human)
         repo = LocalRepo.in_state_dir(tmp / "state", str(self.remote), "main")
-        self.forge = LocalForge(repo, LocalMrStore(tmp / "state" / "local-mrs.db"))
-        self.provider = LocalGitProvider(self.forge, sleep=lambda _: None, **provider_options)
+        self.forge = LocalForge(repo, LocalMrStore(tmp / "state"))
+        self.ledger = PushedHeads(tmp / "state")  # the same record GitLab's provider writes
+        self.provider = LocalGitProvider(self.forge, sleep=lambda _: None, pushes=self.ledger,
+                                         **provider_options)
 
     def commits(self, ref: str = "--all") -> int:
         return int(git("rev-list", "--count", ref, cwd=self.remote).strip())

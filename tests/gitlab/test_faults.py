@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from promoter.adapters.gitlab import GitLabProvider, connect
-from promoter.adapters.gitlab_ledger import PushLedger
 from promoter.errors import AuthError, TransientError
 from promoter.ports.git import ProposalResult
+from promoter.state.pushed_heads import PushedHeads
 from tests.gitlab.conftest import GitLabHarness, make_standin, proposal
 from tests.gitlab.standin.server import StandIn
 
@@ -183,7 +183,7 @@ def test_provider_from_settings_reads_the_token_from_the_environment(standin: St
     assert client.ssl_verify is True and client.timeout == 30   # TLS verified, bounded waits
     result = provider.propose(proposal("1"))
     assert result.outcome.value == "created"
-    ledger = PushLedger.in_state_dir(tmp_path / "state")
+    ledger = PushedHeads.in_state_dir(tmp_path / "state")
     assert result.mr_iid is not None
     assert ledger.pushed_sha(42, result.mr_iid) == result.head_sha
 

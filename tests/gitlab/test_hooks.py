@@ -58,7 +58,7 @@ class Setup:
         self.harness = GitLabHarness(standin, tmp)
         self.events: list[ForgeEvent] = []
         self.failures: list[Exception] = []
-        self.deliveries = DeliveryLog(tmp / "state" / "gitlab-hooks.db")
+        self.deliveries = DeliveryLog(tmp / "state")
         self.handler = GitLabHookHandler(Secret(TOKEN), self.deliveries,
                                          self.harness.ledger.pushed_sha, self.on_event)
         self.receiver = Receiver(self.handler)
@@ -130,7 +130,7 @@ def test_duplicate_delivery_is_acted_on_once(setup: Setup, tmp_path: Path) -> No
 
     # The record is durable: a restarted service still recognises the delivery.
     setup.receiver.handler = GitLabHookHandler(
-        Secret(TOKEN), DeliveryLog(tmp_path / "state" / "gitlab-hooks.db"),
+        Secret(TOKEN), DeliveryLog(tmp_path / "state"),
         setup.harness.ledger.pushed_sha, setup.on_event)
     assert setup.standin.redeliver(approved).response["status"] == "duplicate"
     assert len(setup.events) == 1
@@ -162,14 +162,14 @@ def test_a_human_head_is_reported_not_acted_on(setup: Setup) -> None:
 
 
 def test_unconfigured_token_refuses_everything(tmp_path: Path) -> None:
-    handler = GitLabHookHandler(None, DeliveryLog(tmp_path / "h.db"), lambda p, i: None,
+    handler = GitLabHookHandler(None, DeliveryLog(tmp_path / "state"), lambda p, i: None,
                                 lambda e: None)
     status, answer = handler.handle({"X-Gitlab-Token": "x"}, b"{}")
     assert status == 503 and "PROMOTER_GITLAB_WEBHOOK_TOKEN" in answer["detail"]
 
 
 def test_malformed_body_is_400_and_other_events_are_ignored(tmp_path: Path) -> None:
-    handler = GitLabHookHandler(Secret(TOKEN), DeliveryLog(tmp_path / "h.db"),
+    handler = GitLabHookHandler(Secret(TOKEN), DeliveryLog(tmp_path / "state"),
                                 lambda p, i: None, lambda e: None)
     headers = {"X-Gitlab-Token": TOKEN, "X-Gitlab-Event": "Merge Request Hook"}
     assert handler.handle(headers, b"{not json")[0] == 400

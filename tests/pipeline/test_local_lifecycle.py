@@ -186,9 +186,15 @@ def test_promote_prints_each_step_and_ends_in_an_mr(
     config = write_config(tmp_path / "promoter.yaml", state_dir=tmp_path / "state",
                           mlflow_url=url, registry=stack_registry, keys=cosign_keys)
     monkeypatch.setenv("COSIGN_PASSWORD", cosign_keys.password)
+    from promoter.service.queue import JobKey, JobQueue
+
+    queue = JobQueue.open(tmp_path / "state")  # another model's job, waiting for `serve`
+    other_job = queue.enqueue(JobKey("someone-elses-model", "1", "staging", "promote")).job
     code, out, err = promoter("--config", str(config), "promote", model, "--version", version,
                               "--env", "staging")
     assert code == 0, out + err
+    assert queue.get(other_job.id).state == "queued"  # promote ran its own job only
+    queue.close()
     for step in ("resolve", "policy", "image", "sign", "render", "merge request",
                  "write-back"):
         assert f" {step} " in out, out

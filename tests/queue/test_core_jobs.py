@@ -14,8 +14,12 @@ from promoter.core.jobs import (
     RUNNING,
     STATES,
     Backoff,
+    IllegalTransition,
+    JobAction,
     JobKey,
+    JobState,
     can_transition,
+    check_transition,
     needs_new_job,
     outcome_for_error,
 )
@@ -30,6 +34,23 @@ from promoter.errors import (
 
 V7 = JobKey("fraud-detector", "7", "production", "promote")
 V8 = JobKey("fraud-detector", "8", "production", "promote")
+
+
+def test_states_and_actions_are_enums_whose_text_is_what_is_stored() -> None:
+    assert [str(state) for state in STATES] == ["queued", "running", "retrying", "done", "dead"]
+    assert V7.action is JobAction.PROMOTE and JobKey("fraud-detector", "7", "production",
+                                                           JobAction.PROMOTE) == V7
+    assert JobState("dead") is DEAD
+
+
+@given(st.sampled_from(STATES), st.sampled_from(STATES))
+def test_check_transition_allows_exactly_the_legal_moves(current: JobState,
+                                                         new: JobState) -> None:
+    if can_transition(current, new):
+        assert check_transition(1, current, new) is new
+    else:
+        with pytest.raises(IllegalTransition, match=f"job 1: {current} → {new}"):
+            check_transition(1, current, new)
 
 
 def test_only_the_documented_moves_are_legal() -> None:

@@ -96,7 +96,7 @@ def test_every_acknowledged_delivery_survives_a_sigkill_of_the_intake(tmp_path: 
 
     import sqlite3
 
-    db = sqlite3.connect(state_dir / "promoter.db")
+    db = sqlite3.connect(state_dir / "state.db")
     stored = {row[0] for row in db.execute("SELECT delivery_id FROM deliveries")}
     db.close()
     assert acked <= stored  # acknowledged ⇒ committed; nothing was acked ahead of its commit

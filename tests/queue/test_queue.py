@@ -10,7 +10,7 @@ import pytest
 
 from promoter.errors import TransientError, UserError
 from promoter.service.queue import EnqueueResult, JobKey, JobQueue, LeaseLost
-from promoter.service.queue_schema import SCHEMA_VERSION
+from promoter.state.schema import SCHEMA_VERSION
 from tests.queue.conftest import ManualClock
 
 V7 = JobKey("fraud-detector", "7", "production", "promote")
@@ -21,7 +21,7 @@ def test_open_creates_the_state_dir_and_a_wal_database(tmp_path: Path) -> None:
     queue = JobQueue.open(tmp_path / "a" / "b")
     queue.enqueue(V7)
     queue.close()
-    db = sqlite3.connect(tmp_path / "a" / "b" / "promoter.db")
+    db = sqlite3.connect(tmp_path / "a" / "b" / "state.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("SELECT model, version, env, action, state FROM jobs").fetchall() == [
@@ -39,7 +39,7 @@ def test_reopening_keeps_the_jobs(tmp_path: Path) -> None:
 
 def test_a_database_from_a_newer_promoter_is_refused(tmp_path: Path) -> None:
     JobQueue.open(tmp_path).close()
-    db = sqlite3.connect(tmp_path / "promoter.db")
+    db = sqlite3.connect(tmp_path / "state.db")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(UserError, match="newer promoter"):
@@ -112,7 +112,7 @@ def test_enqueue_async_group_commits_and_each_result_is_durable(tmp_path: Path) 
     assert sum(r.duplicate_delivery for r in results) == 100
     created = {r.job.id for r in results if r.created}
     # What a fresh connection sees is what was acknowledged: it reached the file.
-    db = sqlite3.connect(tmp_path / "promoter.db")
+    db = sqlite3.connect(tmp_path / "state.db")
     assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 300
     assert {row[0] for row in db.execute("SELECT id FROM jobs")} == created
     assert queue._writer.batches < queue._writer.requests  # batched, not one commit each
@@ -121,9 +121,9 @@ def test_enqueue_async_group_commits_and_each_result_is_durable(tmp_path: Path) 
 
 def test_enqueue_async_reports_an_unusable_database_as_transient(tmp_path: Path) -> None:
     queue = JobQueue.open(tmp_path)
-    holder = sqlite3.connect(tmp_path / "promoter.db", timeout=0, isolation_level=None)
+    holder = sqlite3.connect(tmp_path / "state.db", timeout=0, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process hogging the write lock
-    import promoter.service.queue_schema as schema
+    import promoter.state.db as schema
 
     original = schema.BUSY_TIMEOUT_SECONDS
     schema.BUSY_TIMEOUT_SECONDS = 0.05
@@ -268,17 +268,17 @@ def test_ping_reports_a_broken_database_as_transient(tmp_path: Path) -> None:
     queue = JobQueue.open(tmp_path)
     queue.ping()
     queue.close()
-    (tmp_path / "promoter.db").write_bytes(b"this is not a database" * 100)
+    (tmp_path / "state.db").write_bytes(b"this is not a database" * 100)
     for suffix in ("-wal", "-shm"):
-        (tmp_path / f"promoter.db{suffix}").unlink(missing_ok=True)
+        (tmp_path / f"state.db{suffix}").unlink(missing_ok=True)
     with pytest.raises(TransientError, match="unusable"):
         JobQueue.open(tmp_path).ping()
 
 
 def test_an_older_schema_is_migrated_on_open_keeping_its_jobs(tmp_path: Path) -> None:
-    from promoter.service.queue_schema import MIGRATIONS
+    from promoter.state.schema import MIGRATIONS
 
-    db = sqlite3.connect(tmp_path / "promoter.db", isolation_level=None)
+    db = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
     db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
     db.execute("INSERT INTO jobs (model, version, env, action, state, created_at, updated_at, "
                "next_run_at) VALUES ('m', '1', 'staging', 'promote', 'queued', 1, 1, 1)")
@@ -286,7 +286,7 @@ def test_an_older_schema_is_migrated_on_open_keeping_its_jobs(tmp_path: Path) ->
     queue = JobQueue.open(tmp_path)
     assert [job.key for job in queue.list()] == [JobKey("m", "1", "staging", "promote")]
     queue.close()
-    db = sqlite3.connect(tmp_path / "promoter.db")
+    db = sqlite3.connect(tmp_path / "state.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'deliveries_by_age'"
                       ).fetchone() is not None

@@ -6,6 +6,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from promoter.core.jobs import Backoff, Job
 from promoter.errors import PermanentError, PolicyDenied, TransientError
 from promoter.service.queue import JobKey, JobQueue
@@ -267,3 +269,28 @@ def test_job_events_are_logged_with_structured_fields(queue: JobQueue,
     assert dead[0].fields["job_id"] == job.id
     assert dead[0].fields["env"] == "production"
     assert "model signature missing" in dead[0].fields["reason"]
+
+
+def test_run_once_with_a_job_id_runs_that_job_and_leaves_the_others_queued(
+        queue: JobQueue) -> None:
+    older = queue.enqueue(JobKey("churn", "3", "staging", "promote")).job  # another model's
+    mine = queue.enqueue(V7).job
+    ran: list[int] = []
+    worker = make_worker(queue, lambda job, ctx: ran.append(job.id) or {})
+    assert worker.run_once(mine.id)
+    assert worker.run_once(mine.id) is False  # done now: nothing else is taken in its place
+    assert ran == [mine.id]
+    assert queue.get(older.id).state == "queued" and queue.get(older.id).attempts == 0
+
+
+def test_every_state_change_the_queue_makes_is_checked(queue: JobQueue,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from promoter.core.jobs import DEAD, RETRYING, RUNNING, TRANSITIONS, IllegalTransition
+
+    job = queue.enqueue(V7).job
+    assert queue.claim("w1", job_id=job.id) is not None
+    # Pretend the state machine forbids running → done: the queue must refuse to write it.
+    monkeypatch.setitem(TRANSITIONS, RUNNING, frozenset({RUNNING, RETRYING, DEAD}))
+    with pytest.raises(IllegalTransition, match="running → done"):
+        queue.complete(job.id, "w1", {})
+    assert queue.get(job.id).state == "running"  # rolled back, nothing half-written

@@ -112,12 +112,12 @@ def pipeline(settings: Settings, registry: Registry, *,
 
 
 def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> GitLabHookHandler:
-    """``POST /webhooks/gitlab``: acts only on MR heads recorded in promoter's push ledger."""
-    from promoter.adapters.gitlab_ledger import PushLedger
+    """``POST /webhooks/gitlab``: acts only on MR heads recorded as pushed by promoter."""
     from promoter.service.gitlab_hook import GitLabHookHandler
+    from promoter.state.pushed_heads import PushedHeads
 
     return GitLabHookHandler.from_settings(
-        settings, on_event, PushLedger.in_state_dir(Path(settings.state_dir)).pushed_sha)
+        settings, on_event, PushedHeads(Path(settings.state_dir)).pushed_sha)
 
 
 def manifest_checker() -> ManifestChecker:

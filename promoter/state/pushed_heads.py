@@ -1,0 +1,47 @@
+"""The one record of the MR heads promoter pushed, written by both git providers.
+
+A webhook (GitLab) or a reviewer's command (local provider) may act on an MR only while its
+head is the commit promoter pushed; anything else is a human's commit. ``(project, iid)`` is
+the key: ``project`` is GitLab's numeric project id, which webhooks carry and renames do not
+change (the local provider uses 0). The ledger reads the head of a deployment from here too,
+by its branch, so there is no second copy to drift.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from promoter.ports.git import Outcome, Proposal, ProposalResult
+from promoter.state.db import StateDB, state_db
+
+# Outcomes whose head is a person's commit, not promoter's: never recorded as promoter's push.
+_NOT_OURS = (Outcome.HUMAN_COMMITS, Outcome.CLOSED_BY_HUMAN)
+
+
+class PushedHeads:
+    def __init__(self, state: Path | StateDB) -> None:
+        self.db = state_db(state)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> PushedHeads:
+        return cls(Path(state_dir))
+
+    def record(self, project: int, iid: int, branch: str, sha: str, version: str) -> None:
+        now = time.time()
+        self.db.write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO pushed_heads (project, iid, branch, sha, version, "
+            "recorded_at) VALUES (?, ?, ?, ?, ?, ?)", (project, iid, branch, sha, version, now)))
+
+    def record_proposal(self, project: int, proposal: Proposal, result: ProposalResult) -> None:
+        """Record the head a provider's propose() left on the MR, if promoter pushed it."""
+        mr = result.merge_request
+        if (mr and result.head_sha and mr.source_branch == proposal.branch
+                and result.outcome not in _NOT_OURS):
+            self.record(project, mr.iid, mr.source_branch, result.head_sha, proposal.version)
+
+    def pushed_sha(self, project: int, iid: int) -> str | None:
+        row = self.db.read(lambda conn: conn.execute(
+            "SELECT sha FROM pushed_heads WHERE project = ? AND iid = ?",
+            (project, iid)).fetchone())
+        return str(row[0]) if row else None

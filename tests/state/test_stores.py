@@ -1,0 +1,95 @@
+"""The stores on state.db keep their promises under concurrency: one transaction per
+read-modify-write, one dedupe table with one retention."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from promoter.ports.pipeline import DeployedState
+from promoter.service.gitlab_hook import DeliveryLog
+from promoter.service.ledger import SqliteLedger
+from promoter.service.queue import JobKey, JobQueue
+from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
+from tests.queue.conftest import ManualClock
+
+
+def test_set_status_reads_and_writes_in_one_transaction(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path)
+    ledger.put(DeployedState("fraud", "production", "fraud", "7", "mr_opened", 12))
+    # Another process is mid-way through recording version 8 for the same deployment.
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE deployments SET version = '8', mr_iid = 13 WHERE model = 'fraud'")
+    updated: list[DeployedState | None] = []
+    thread = threading.Thread(target=lambda: updated.append(
+        ledger.set_status("fraud", "production", "approved")))
+    thread.start()
+    time.sleep(0.3)  # set_status is now waiting for the write lock, not working on a stale read
+    other.execute("COMMIT")
+    thread.join(10)
+    other.close()
+    after = ledger.get("fraud", "production")
+    assert after is not None and (after.version, after.mr_iid, after.status) == (
+        "8", 13, "approved")
+    assert updated == [after]
+
+
+def test_many_threads_share_one_ledger_without_losing_writes(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path)  # as `serve --workers 4` does: one store, many threads
+
+    def work(worker: int) -> None:
+        for n in range(25):
+            ledger.put(DeployedState(f"m{worker}", "staging", f"m{worker}", str(n), "mr_opened"))
+            ledger.set_status(f"m{worker}", "staging", f"approved-{n}")
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for worker in range(4):
+        state = ledger.get(f"m{worker}", "staging")
+        assert state is not None and (state.version, state.status) == ("24", "approved-24")
+
+
+def test_one_dedupe_table_and_one_retention_for_every_sender(tmp_path: Path) -> None:
+    clock = ManualClock()
+    queue = JobQueue.open(tmp_path, clock=clock)
+    hooks = DeliveryLog(queue.db)
+    queue.enqueue(JobKey("fraud", "7", "production", "promote"), source="mlflow",
+                  delivery_id="same-id")
+    assert queue.record_delivery("databricks", "same-id")  # other sender, other id space
+    assert hooks.claim("same-id")
+    assert not hooks.claim("same-id")
+    rows = queue.db.read(lambda c: c.execute(
+        "SELECT source, status FROM deliveries ORDER BY source").fetchall())
+    assert [tuple(r) for r in rows] == [("databricks", None), ("gitlab", "processing"),
+                                        ("mlflow", None)]
+    # One retention for all: just past it is forgotten whoever sent it, just inside is kept.
+    expired, kept = clock.now() - DELIVERY_RETENTION_SECONDS - 1, clock.now() - 60
+    queue.db.write(lambda c: c.execute(
+        "UPDATE deliveries SET received_at = CASE source WHEN 'databricks' THEN ? ELSE ? END",
+        (kept, expired)))
+    assert queue.prune_deliveries() == 2
+    assert hooks.claim("same-id")  # the GitLab key was forgotten like MLflow's
+    assert not queue.record_delivery("databricks", "same-id")
+    queue.close()
+
+
+def test_reviewers_approving_a_local_mr_at_once_are_all_counted(tmp_path: Path) -> None:
+    from promoter.adapters.local_mrs import LocalMrStore
+
+    store = LocalMrStore(tmp_path)
+    iid = store.create("promote/fraud/production", "main", "t", "d", [])
+    users = [f"reviewer-{n}" for n in range(8)]
+    threads = [threading.Thread(target=store.add_approval, args=(iid, user)) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    record = store.get(iid)
+    assert record is not None and sorted(record["approved_by"]) == users
+    assert store.add_approval(iid, "reviewer-0") is False  # once per person

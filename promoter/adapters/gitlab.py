@@ -24,7 +24,7 @@ from promoter.core.mr_text import marker_version, note_body, note_slug
 from promoter.core.proposal import ProposalFlow
 from promoter.errors import ConfigError, UserError
 from promoter.ports.forge import Action
-from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult, branch_for
+from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for
 from promoter.settings import Settings
 from promoter.state.pushed_heads import PushedHeads
 

@@ -27,8 +27,7 @@ from typing import IO, Any
 
 from promoter.core.audit_chain import EMPTY, Finding, Head, head_of, legacy_head, seal, verify
 from promoter.core.live_history import live_at
-
-from promoter.state.db import FILE_MODE, ensure_state_dir
+from promoter.state.db import ensure_state_dir
 
 FILENAME = "audit.jsonl"
 HEAD_FILENAME = "audit.head"

@@ -12,6 +12,7 @@ else pushed is answered ``human_commit`` and not acted on. Framework-agnostic:
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from promoter.core.gitlab_payloads import parse
 from promoter.core.mr_events import ACTED_ON, ForgeEvent, MergeRequestEvent
 from promoter.errors import PromoterError, UserError
 from promoter.ports.git import SUPERSEDED_SUFFIX
+from promoter.service.logs import log
 from promoter.state import deliveries
 from promoter.state.db import StateDB, state_db
 
@@ -30,8 +32,10 @@ if TYPE_CHECKING:
 
     from promoter.settings import Secret, Settings
 
+_log = logging.getLogger("promoter.gitlab_hook")
 TOKEN_VARIABLE = "PROMOTER_GITLAB_WEBHOOK_TOKEN"  # noqa: S105 - the variable's name
-PushedSha = Callable[[int, int], str | None]  # (project id, MR iid) -> sha promoter pushed
+# (project id, MR iid) -> (branch, sha) promoter pushed for that MR, or None
+PushedHead = Callable[[int, int], tuple[str, str] | None]
 Answer = tuple[int, dict[str, Any]]
 
 
@@ -58,22 +62,22 @@ class DeliveryLog:
 
 
 class GitLabHookHandler:
-    def __init__(self, token: Secret | None, deliveries: DeliveryLog, pushed_sha: PushedSha,
+    def __init__(self, token: Secret | None, deliveries: DeliveryLog, pushed_head: PushedHead,
                  on_event: Callable[[ForgeEvent], None], *,
                  max_body_bytes: int = 1024 * 1024) -> None:
         self._token = token
         self._deliveries = deliveries
-        self._pushed_sha = pushed_sha
+        self._pushed_head = pushed_head
         self._on_event = on_event
         self.max_body_bytes = max_body_bytes
 
     @classmethod
     def from_settings(cls, settings: Settings, on_event: Callable[[ForgeEvent], None],
-                      pushed_sha: PushedSha) -> GitLabHookHandler:
-        """``pushed_sha`` reads promoter's record of pushed heads (``composition.gitlab_hook``
+                      pushed_head: PushedHead) -> GitLabHookHandler:
+        """``pushed_head`` reads promoter's record of pushed heads (``composition.gitlab_hook``
         wires it)."""
         state = StateDB.open(Path(settings.state_dir))
-        return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state), pushed_sha, on_event,
+        return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state), pushed_head, on_event,
                    max_body_bytes=settings.server.max_body_bytes)
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
@@ -127,12 +131,22 @@ class GitLabHookHandler:
     def _act(self, event: ForgeEvent) -> Answer:
         assert event.iid is not None
         described = describe(event)
-        pushed = self._pushed_sha(event.project_id, event.iid)
+        pushed = self._pushed_head(event.project_id, event.iid)
         if pushed is None:
             return 200, {"status": "ignored", "reason": "promoter pushed no commit for this MR",
                          **described}
-        if event.head_sha != pushed:
-            return 200, {"status": "human_commit", "pushed_sha": pushed, **described}
+        branch, sha = pushed
+        # An event naming promoter's MR (project, iid, even its sha) but another source branch
+        # is not about that MR: acting on it would touch another deployment's ledger and audit.
+        source = event.source_branch if isinstance(event, MergeRequestEvent) else branch
+        if source != branch:
+            log(_log, logging.WARNING, "GitLab event names a promoter MR with another branch",
+                iid=event.iid, project=event.project_id, source_branch=source[:200],
+                pushed_branch=branch)
+            return 200, {"status": "ignored", "reason": f"!{event.iid} is promoter's MR of "
+                         f"branch {branch}, not {source[:200]!r}", **described}
+        if event.head_sha != sha:
+            return 200, {"status": "human_commit", "pushed_sha": sha, **described}
         self._on_event(event)
         return 200, {"status": "accepted", **described}
 

@@ -40,6 +40,13 @@ class PushedHeads:
                 and result.outcome not in _NOT_OURS):
             self.record(project, mr.iid, mr.source_branch, result.head_sha, proposal.version)
 
+    def pushed(self, project: int, iid: int) -> tuple[str, str] | None:
+        """(branch, sha) promoter pushed for the MR, or None."""
+        row = self.db.read(lambda conn: conn.execute(
+            "SELECT branch, sha FROM pushed_heads WHERE project = ? AND iid = ?",
+            (project, iid)).fetchone())
+        return (str(row[0]), str(row[1])) if row else None
+
     def pushed_sha(self, project: int, iid: int) -> str | None:
         row = self.db.read(lambda conn: conn.execute(
             "SELECT sha FROM pushed_heads WHERE project = ? AND iid = ?",

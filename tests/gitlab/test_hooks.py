@@ -60,7 +60,7 @@ class Setup:
         self.failures: list[Exception] = []
         self.deliveries = DeliveryLog(tmp / "state")
         self.handler = GitLabHookHandler(Secret(TOKEN), self.deliveries,
-                                         self.harness.ledger.pushed_sha, self.on_event)
+                                         self.harness.ledger.pushed, self.on_event)
         self.receiver = Receiver(self.handler)
         standin.hook_url, standin.hook_token = self.receiver.url, TOKEN
 
@@ -131,7 +131,7 @@ def test_duplicate_delivery_is_acted_on_once(setup: Setup, tmp_path: Path) -> No
     # The record is durable: a restarted service still recognises the delivery.
     setup.receiver.handler = GitLabHookHandler(
         Secret(TOKEN), DeliveryLog(tmp_path / "state"),
-        setup.harness.ledger.pushed_sha, setup.on_event)
+        setup.harness.ledger.pushed, setup.on_event)
     assert setup.standin.redeliver(approved).response["status"] == "duplicate"
     assert len(setup.events) == 1
 
@@ -214,3 +214,33 @@ def test_promoters_own_supersede_close_is_not_a_human_close(standin: StandIn,
         assert built.events == []
     finally:
         built.receiver.stop()
+
+
+def test_an_event_naming_promoters_mr_with_another_branch_is_not_acted_on(
+        tmp_path: Path) -> None:
+    """Project, iid and sha of promoter's MR, but another deployment's branch: acting on it
+    would update that other deployment's ledger row and audit (the hostile review's case)."""
+    from promoter.state.pushed_heads import PushedHeads
+
+    heads = PushedHeads(tmp_path / "state")
+    heads.record(42, 7, f"promote/{NAME}/{ENV}", "a" * 40, "3")
+    events: list[ForgeEvent] = []
+    handler = GitLabHookHandler(Secret(TOKEN), DeliveryLog(tmp_path / "state"), heads.pushed,
+                                events.append)
+
+    def hook(branch: str) -> dict[str, Any]:
+        body = {"object_kind": "merge_request", "user": {"username": "mallory"},
+                "project": {"id": 42, "path_with_namespace": "platform/gitops"},
+                "object_attributes": {"action": "merge", "iid": 7, "state": "merged",
+                                      "source_branch": branch, "target_branch": "main",
+                                      "last_commit": {"id": "a" * 40}, "url": "u", "title": "t"}}
+        status, answer = handler.handle({"X-Gitlab-Token": TOKEN,
+                                         "X-Gitlab-Event": "Merge Request Hook"},
+                                        json.dumps(body).encode())
+        assert status == 200
+        return answer
+
+    other = hook(f"promote/other-model/{ENV}")
+    assert other["status"] == "ignored" and "not 'promote/other-model" in other["reason"]
+    assert events == []
+    assert hook(f"promote/{NAME}/{ENV}")["status"] == "accepted" and len(events) == 1

@@ -117,7 +117,7 @@ def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> G
     from promoter.state.pushed_heads import PushedHeads
 
     return GitLabHookHandler.from_settings(
-        settings, on_event, PushedHeads(Path(settings.state_dir)).pushed_sha)
+        settings, on_event, PushedHeads(Path(settings.state_dir)).pushed)
 
 
 def manifest_checker() -> ManifestChecker:

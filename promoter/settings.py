@@ -206,6 +206,9 @@ class GcSettings(_Section):
 
 
 class ServerSettings(_Section):
+    burst_settle_seconds: float = Field(
+        default=0.5, ge=0, le=60,
+        description="a job waiting behind a running one starts after this long without events")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

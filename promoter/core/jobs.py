@@ -122,12 +122,17 @@ def check_transition(job_id: int, current: str, new: str) -> JobState:
 def needs_new_job(key: JobKey, latest_key: JobKey | None, latest_state: str | None) -> bool:
     """Should an event for ``key`` create a job, given the newest job for its (model, env)?
 
-    No when that newest job already carries the same key and is not dead: a re-set alias or a
-    re-delivered event is covered by it. Yes otherwise — including when the newest job is for
-    another version, so moving an alias away and back (a rollback) is a new job.
+    No when that newest job has not started yet and does the same action: it resolves the
+    alias (or stage) when it runs, so it covers every later event, whatever version they name
+    (fifty alias moves in a burst are one job, not fifty). No either when the newest job carries
+    the same key and is not dead: a re-set alias or a re-delivered event is covered by it.
+    Yes otherwise — so a running job gets exactly one successor, and moving an alias away and
+    back after a job finished (a rollback) is a new job.
     """
     if latest_key is None or latest_state is None:
         return True
+    if latest_state == QUEUED and latest_key.action == key.action:
+        return False
     return latest_key != key or latest_state == DEAD
 
 

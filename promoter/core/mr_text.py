@@ -140,7 +140,7 @@ def _image_lines(facts: MrFacts) -> list[str]:
     digest = code(facts.image_digest, 100) if facts.image_digest else "not resolved"
     return [f"- **Reference:** {code(facts.image_ref)}",
             f"- **Digest:** {digest}",
-            f"- **Signature:** {escape(facts.signature or 'unknown', 60)}"]
+            f"- **Signature:** {escape(facts.signature or 'unknown', 200)}"]
 
 
 def _table(values: Mapping[str, object], what: str) -> list[str]:

@@ -133,7 +133,9 @@ class Pipeline:
 
         image = self._image(job, deployment, info, steps)
         signature = self._signature(image, steps)
-        signature = self._verify(job, version, image, steps) or signature
+        verified = self._verify(job, version, image, steps)
+        if verified:
+            signature = f"{signature}; {verified}" if signature else verified
         request = build_request(
             self.config.targets, request_intent, job.env, origin=f"{job.model} version {version}",
             lineage=Lineage(run_id=info.run_id, source=info.source),

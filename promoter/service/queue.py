@@ -50,18 +50,21 @@ class LeaseLost(PromoterError):
 
 
 class JobQueue:
-    def __init__(self, db: StateDB, clock: Clock | None = None) -> None:
+    def __init__(self, db: StateDB, clock: Clock | None = None, *,
+                 settle_seconds: float = 0.0) -> None:
         self.db = db
         self.clock: Clock = clock or SystemClock()
-        self._writer = GroupCommitWriter(db, self.clock)
+        self.settle_seconds = settle_seconds  # burst debounce (queue_ops.enqueue); serve sets it
+        self._writer = GroupCommitWriter(db, self.clock, settle_seconds=settle_seconds)
         # In-process wake-ups, so a worker starts a new job at once instead of at its next poll
         # (other processes' changes are still found by polling).
         self._work = threading.Condition()
         self._work_generation = 0
 
     @classmethod
-    def open(cls, state_dir: Path, clock: Clock | None = None) -> JobQueue:
-        return cls(StateDB.open(state_dir), clock)
+    def open(cls, state_dir: Path, clock: Clock | None = None, *,
+             settle_seconds: float = 0.0) -> JobQueue:
+        return cls(StateDB.open(state_dir), clock, settle_seconds=settle_seconds)
 
     @property
     def db_path(self) -> Path:
@@ -78,7 +81,7 @@ class JobQueue:
         """Store a delivery durably; a new job only if no unfinished-or-done job covers it."""
         now = self.clock.now()
         result = self._write(lambda conn: queue_ops.enqueue(conn, now, key, payload, source,
-                                                            delivery_id))
+                                                            delivery_id, self.settle_seconds))
         if result.created:
             self.notify_work()
         return result
@@ -100,6 +103,11 @@ class JobQueue:
         with self._work:
             self._work_generation += 1
             self._work.notify_all()
+
+    def seconds_until_due(self) -> float | None:
+        """How long until a waiting job comes due (a worker sleeps no longer than that)."""
+        now = self.clock.now()
+        return self.db.read(lambda conn: queue_ops.seconds_until_due(conn, now))
 
     def wait_for_work(self, seen_generation: int, timeout: float) -> bool:
         """Block until work_generation() moves past ``seen_generation`` or ``timeout`` passes."""

@@ -51,8 +51,13 @@ def fetch_job(conn: sqlite3.Connection, job_id: int) -> Job | None:
 
 
 def enqueue(conn: sqlite3.Connection, now: float, key: JobKey, payload: dict[str, Any] | None,
-            source: str, delivery_id: str | None) -> EnqueueResult:
-    """Record the delivery, then create a job unless one already covers the key."""
+            source: str, delivery_id: str | None, settle_seconds: float = 0.0) -> EnqueueResult:
+    """Record the delivery, then create a job unless one already covers the key.
+
+    ``settle_seconds`` debounces bursts: a job that has to wait for a running one of its
+    (model, env) starts only once no event for it arrived for that long, and each event a
+    queued job covers pushes its start back, so the burst's last event decides what it deploys
+    and the deployment converges in one run, not one run per move."""
     duplicate = False
     if delivery_id is not None:
         seen = conn.execute("SELECT job_id FROM deliveries WHERE source = ? AND delivery_id = ?",
@@ -75,15 +80,21 @@ def enqueue(conn: sqlite3.Connection, now: float, key: JobKey, payload: dict[str
         covering = fetch_job(conn, latest["id"])
     if covering is not None:
         job, created = covering, False
+        if covering.state == QUEUED and not duplicate:
+            job = _cover(conn, covering, key, now + settle_seconds)
     else:
+        running = conn.execute(
+            "SELECT 1 FROM jobs WHERE model = ? AND env = ? AND state = 'running' LIMIT 1",
+            (key.model, key.env)).fetchone()
+        start = now + settle_seconds if running else now  # a successor waits for the burst
         cursor = conn.execute(
             "INSERT INTO jobs (model, version, env, action, state, payload, created_at, "
             "updated_at, next_run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key.model, key.version, key.env, key.action, QUEUED, to_json(payload),
-             now, now, now))
+             now, now, start))
         job_id = cursor.lastrowid
         assert job_id is not None  # an INSERT into a rowid table always sets it
-        job = Job(job_id, key, QUEUED, 0, dict(payload or {}), {}, None, now, now, now,
+        job = Job(job_id, key, QUEUED, 0, dict(payload or {}), {}, None, now, now, start,
                   None, None)
         created = True
     if delivery_id is not None:
@@ -92,6 +103,23 @@ def enqueue(conn: sqlite3.Connection, now: float, key: JobKey, payload: dict[str
             "ON CONFLICT (source, delivery_id) DO UPDATE SET job_id = excluded.job_id",
             (source, delivery_id, job.id, now))
     return EnqueueResult(job, created=created, duplicate_delivery=duplicate)
+
+
+def _cover(conn: sqlite3.Connection, job: Job, key: JobKey, start: float) -> Job:
+    """A queued job takes on a later event: it now names the newest version asked for (it
+    deploys whatever the alias says when it runs) and starts no earlier than ``start``."""
+    conn.execute("UPDATE jobs SET version = ?, next_run_at = MAX(next_run_at, ?) WHERE id = ?",
+                 (key.version, start, job.id))
+    covered = fetch_job(conn, job.id)
+    assert covered is not None
+    return covered
+
+
+def seconds_until_due(conn: sqlite3.Connection, now: float) -> float | None:
+    """How long until the next queued or retrying job is due (None: none is waiting)."""
+    row = conn.execute("SELECT MIN(next_run_at) FROM jobs WHERE state IN ('queued', 'retrying')"
+                       ).fetchone()
+    return None if row[0] is None else max(0.0, float(row[0]) - now)
 
 
 # A job is due when it is queued or retrying and its time has come, or running under a lease

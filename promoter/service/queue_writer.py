@@ -42,7 +42,9 @@ class _Request:
 
 
 class GroupCommitWriter:
-    def __init__(self, db: StateDB, clock: Clock, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: StateDB, clock: Clock, max_batch: int = MAX_BATCH, *,
+                 settle_seconds: float = 0.0) -> None:
+        self._settle_seconds = settle_seconds
         # The writer thread keeps one connection of its own from the same factory, and opens a
         # fresh one after a failed batch (the old one may be stuck in a broken transaction).
         self._db_path = db.path
@@ -134,7 +136,8 @@ class GroupCommitWriter:
             conn.execute("SAVEPOINT request")
             try:
                 outcomes.append(queue_ops.enqueue(conn, now, request.key, request.payload,
-                                                  request.source, request.delivery_id))
+                                                  request.source, request.delivery_id,
+                                                  self._settle_seconds))
             except sqlite3.OperationalError:
                 raise  # locked / I/O: the whole batch fails and is reported as transient
             except Exception as exc:

@@ -36,7 +36,8 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     from promoter.service.worker import Worker
 
     logs.configure(secrets=[secret.reveal() for secret in settings.secrets.values()])
-    queue = JobQueue.open(settings.state_dir)
+    queue = JobQueue.open(settings.state_dir,
+                          settle_seconds=settings.server.burst_settle_seconds)
     from promoter.service import composition
 
     registry = _registry(settings)

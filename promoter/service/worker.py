@@ -114,7 +114,15 @@ class Worker:
                 log.exception("worker %s hit an unexpected error; continuing", self.worker_id)
                 worked = False
             if not worked and not stop.is_set():
-                self.queue.wait_for_work(seen, self.poll_seconds)
+                self.queue.wait_for_work(seen, self._idle_wait())
+
+    def _idle_wait(self) -> float:
+        """Poll, but wake when a waiting job (a debounced successor, a retry) comes due."""
+        try:
+            due = self.queue.seconds_until_due()
+        except PromoterError:
+            return self.poll_seconds
+        return self.poll_seconds if due is None else min(self.poll_seconds, max(due, 0.01))
 
     def _housekeeping(self) -> None:
         try:

@@ -34,7 +34,8 @@ def test_a_signed_image_is_verified_and_the_mr_says_so(world: World) -> None:
     world.ports_extra = {"verifier": verifier}
     result = world.promote("2")
     assert result.outcome == "created" and verifier.calls == [result.image]
-    assert result.signature is not None and result.signature.startswith("verified (bundle")
+    assert result.signature is not None
+    assert result.signature.startswith("signed (") and "; verified (bundle" in result.signature
     assert "verified \\(bundle" in world.provider.proposals[0].description  # markdown-escaped
 
 

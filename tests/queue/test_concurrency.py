@@ -16,12 +16,15 @@ from tests.queue.worker_process import make_handler
 
 
 def fill(queue: JobQueue, models: int, versions: int) -> set[int]:
-    """``versions`` successive jobs for each of ``models`` deployments, interleaved."""
+    """``versions`` successive jobs for each of ``models`` deployments, interleaved. The
+    actions alternate: a queued job covers later events of its own action, so successive
+    promotions alone would collapse into one job."""
     ids = set()
     for version in range(versions):
         for model in range(models):
+            action = "promote" if version % 2 == 0 else "decommission"
             result = queue.enqueue(JobKey(f"model-{model}", str(version), "production",
-                                          "promote"))
+                                          action))
             assert result.created
             ids.add(result.job.id)
     return ids

@@ -77,6 +77,14 @@ def test_the_same_key_is_covered_by_the_newest_job_unless_it_is_dead(state: str)
     assert needs_new_job(V7, V7, DEAD)
 
 
+def test_a_queued_job_covers_later_versions_of_its_action() -> None:
+    assert not needs_new_job(V8, V7, QUEUED)          # it resolves the alias when it runs
+    assert needs_new_job(V8, V7, RUNNING)             # a running job gets one successor
+    assert needs_new_job(V8, V7, RETRYING)            # it started already
+    decommission = JobKey("fraud-detector", "*", "production", "decommission")
+    assert needs_new_job(decommission, V7, QUEUED)    # another action is its own job
+
+
 def test_another_version_or_action_or_no_job_needs_a_new_job() -> None:
     assert needs_new_job(V7, None, None)
     assert needs_new_job(V7, V8, DONE)  # the rollback case: v8 was last, v7 again

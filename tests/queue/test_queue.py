@@ -65,13 +65,22 @@ def test_a_redelivery_is_recognised_and_creates_nothing(queue: JobQueue) -> None
 
 def test_delivery_ids_are_per_source(queue: JobQueue) -> None:
     queue.enqueue(V7, source="mlflow", delivery_id="same")
+    queue.claim("w")  # running: a later version needs a job of its own
     other = queue.enqueue(V8, source="databricks", delivery_id="same")
     assert other.created and not other.duplicate_delivery
 
 
+def finish_next(queue: JobQueue) -> None:
+    job = queue.claim("w")
+    assert job is not None
+    queue.complete(job.id, "w", {})
+
+
 def test_a_rollback_makes_a_new_job(queue: JobQueue) -> None:
     v7 = queue.enqueue(V7).job
+    finish_next(queue)
     v8 = queue.enqueue(V8).job
+    finish_next(queue)
     back = queue.enqueue(V7)
     assert back.created
     assert len({v7.id, v8.id, back.job.id}) == 3
@@ -149,10 +158,10 @@ def test_claim_takes_the_oldest_due_job_and_leases_it(queue: JobQueue,
 
 def test_one_job_per_model_and_env_at_a_time(queue: JobQueue) -> None:
     first = queue.enqueue(V7).job
-    queue.enqueue(V8)
-    queue.enqueue(JobKey("fraud-detector", "8", "staging", "promote"))
     held = queue.claim("w1")
     assert held is not None and held.id == first.id
+    queue.enqueue(V8)
+    queue.enqueue(JobKey("fraud-detector", "8", "staging", "promote"))
     other = queue.claim("w2")
     assert other is not None and other.key.env == "staging"  # production waits
     assert queue.claim("w3") is None
@@ -325,4 +334,37 @@ def test_many_first_opens_at_once_create_one_schema(tmp_path: Path) -> None:
     assert errors == []
     queue = JobQueue.open(tmp_path / "fresh")
     assert len(queue.list()) == 6
+    queue.close()
+
+
+V9 = JobKey("fraud-detector", "9", "production", "promote")
+
+
+def test_a_queued_job_covers_a_burst_and_names_its_newest_version(queue: JobQueue) -> None:
+    first = queue.enqueue(V7)
+    later = [queue.enqueue(V8), queue.enqueue(V9), queue.enqueue(V8)]
+    assert first.created and not any(result.created for result in later)
+    assert {result.job.id for result in later} == {first.job.id}
+    assert queue.get(first.job.id).key.version == "8"   # the newest event's version
+    assert len(queue.list()) == 1
+
+
+def test_a_running_jobs_successor_waits_for_the_burst_to_settle(tmp_path: Path,
+                                                                 clock: ManualClock) -> None:
+    queue = JobQueue.open(tmp_path / "settle", clock=clock, settle_seconds=5.0)
+    running = queue.enqueue(V7).job
+    assert queue.claim("w1") is not None
+    successor = queue.enqueue(V8)
+    assert successor.created and successor.job.next_run_at == clock.now() + 5
+    clock.advance(3)
+    covered = queue.enqueue(V9)
+    assert not covered.created and covered.job.id == successor.job.id
+    assert covered.job.next_run_at == clock.now() + 5   # each event pushes the start back
+    queue.complete(running.id, "w1", {})
+    clock.advance(4.9)
+    assert queue.claim("w2") is None                    # the burst may not be over
+    assert 0 < (queue.seconds_until_due() or 0) <= 0.11
+    clock.advance(0.2)
+    settled = queue.claim("w2")
+    assert settled is not None and settled.id == successor.job.id and settled.key == V9
     queue.close()

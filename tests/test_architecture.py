@@ -1,4 +1,5 @@
-"""The layering in DESIGN.md, checked: promoter.core imports no adapters or I/O libraries."""
+"""The layering the README's Architecture section describes, checked by import-linter: a pure
+core, one composition root that alone imports adapters, image/signing below adapters."""
 
 from __future__ import annotations
 

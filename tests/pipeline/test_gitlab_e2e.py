@@ -55,7 +55,9 @@ def stack(mlflow_server: MlflowServer, stack_registry: str, cosign_keys: CosignK
     config = write_config(root / "promoter.yaml", state_dir=root / "state",
                           mlflow_url=mlflow_server.url, registry=stack_registry,
                           keys=cosign_keys, provider="gitlab", gitlab_url=standin.base_url)
-    serve = start_serve(config, promoter_environ(keys=cosign_keys), root / "serve.log")
+    # Four workers share one set of adapters: the race below must end as it does with one.
+    serve = start_serve(config, promoter_environ(keys=cosign_keys), root / "serve.log",
+                        workers=4)
     standin.hook_url = f"{serve.url}/webhooks/gitlab"
     try:
         yield GitLabStack(mlflow_server, standin, serve, root / "state", cosign_keys, root)

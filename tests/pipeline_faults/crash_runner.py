@@ -2,6 +2,7 @@
 
     python tests/pipeline_faults/crash_runner.py --config promoter.yaml --job-id N
         [--kill-after STEP] [--kill-mid-upload] [--lease 2] [--backoff-base 0.2 --backoff-cap 1]
+        [--workers 4]
 
 It builds the handler with ``build_job_handler(settings, registry, progress=...)`` and a real
 ``Worker`` on the state dir, then works the queue until job N is done or dead (or --deadline).
@@ -33,6 +34,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backoff-cap", type=float, default=1.0)
     parser.add_argument("--max-attempts", type=int, default=8)
     parser.add_argument("--deadline", type=float, default=120.0)
+    parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -160,18 +163,34 @@ def main(argv: list[str] | None = None) -> int:
     handler = build_job_handler(settings, composition.registry(settings),
                                 progress=progress_killer(args.kill_after))
     queue = JobQueue.open(settings.state_dir)
-    worker = Worker(queue, handler, worker_id=f"crash-runner-{os.getpid()}",
-                    lease_seconds=args.lease, max_attempts=args.max_attempts,
-                    backoff=Backoff(args.backoff_base, args.backoff_cap), poll_seconds=0.1)
+    # --workers N threads share the queue and the one handler (its adapters built once), as
+    # `serve --workers N` does: the end state must not depend on how many there are.
+    workers = [Worker(queue, handler, worker_id=f"crash-runner-{os.getpid()}-{index}",
+                      lease_seconds=args.lease, max_attempts=args.max_attempts,
+                      backoff=Backoff(args.backoff_base, args.backoff_cap), poll_seconds=0.1)
+               for index in range(args.workers)]
     stop_at = time.monotonic() + args.deadline
-    try:
-        job = queue.get(args.job_id)
-        while job.state not in TERMINAL_STATES and time.monotonic() < stop_at:
+
+    def work(worker: Worker) -> None:
+        while (queue.get(args.job_id).state not in TERMINAL_STATES
+               and time.monotonic() < stop_at):
             if not worker.run_once():
                 time.sleep(0.1)  # the lease of a killed worker has not expired yet, or backoff
+
+    threads = [threading.Thread(target=work, args=(worker,), daemon=True) for worker in workers]
+    try:
+        for thread in threads:
+            thread.start()
+        job = queue.get(args.job_id)
+        reported = 0
+        while job.state not in TERMINAL_STATES and time.monotonic() < stop_at:
+            time.sleep(0.05)
             job = queue.get(args.job_id)
-            if job.state == "retrying":
+            if job.state == "retrying" and job.attempts != reported:
+                reported = job.attempts
                 print(f"RETRYING attempt {job.attempts}: {job.reason}", flush=True)
+        for thread in threads:
+            thread.join(timeout=10)
         print("JOB " + json.dumps(job.as_dict(), default=str), flush=True)
     finally:
         queue.close()

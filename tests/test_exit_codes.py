@@ -50,6 +50,7 @@ CASES = [
     (["jobs", "show", "999"], 1, "no job with id 999"),
     (["jobs", "retry", "999"], 1, "no job with id 999"),
     (["jobs", "list", "--limit", "many"], 2, "Invalid value"),
+    (["jobs", "list", "--state", "bogus"], 2, "not one of queued, running"),
     (["mr", "list"], 0, ""),
     (["mr", "show", "99"], 1, "does not exist"),
     (["mr", "merge", "not-a-number"], 2, "Invalid value"),

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.commands._common import OUTPUT_OPTION, emit_json, one_of, state
+from promoter.core.jobs import JobState
 
 if TYPE_CHECKING:
     from promoter.core.jobs import Job
@@ -33,8 +34,8 @@ def _open_queue(ctx: typer.Context, output: str) -> JobQueue:
 def list_jobs(
     ctx: typer.Context,
     job_state: Annotated[str | None, typer.Option(
-        "--state", "-s", help="only jobs in this state: queued, running, retrying, done, dead")
-    ] = None,
+        "--state", "-s", help="only jobs in this state: queued, running, retrying, done, dead",
+        callback=one_of(*(state.value for state in JobState)))] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many")] = 100,
     output: str = OUTPUT_OPTION,
 ) -> None:

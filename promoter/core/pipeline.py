@@ -171,9 +171,10 @@ class Pipeline:
 
     def _deployment(self, job: PromotionJob,
                     info: ModelVersionInfo) -> tuple[ModelDeployment, dict[str, Any]]:
-        intent = {"apiVersion": API_VERSION, "kind": KIND,
-                  **self.ports.registry.intent(info)}
         try:
+            # A hostile or broken intent (tags, logged file) is the owner's to fix: invalid.
+            intent = {"apiVersion": API_VERSION, "kind": KIND,
+                      **self.ports.registry.intent(info)}
             request = build_request(self.config.targets, intent, job.env,
                                     origin=f"{job.model!r} version {info.version}",
                                     model=ModelRef(name=job.model, version=info.version))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from promoter.service.composition import background_service, free_port
 from promoter.settings import Settings, load_settings
+from promoter.state.db import ensure_state_dir
 
 WEBHOOK_EVENTS_NOTE = "MLflow calls promoter on loopback: http and private IPs are allowed"
 
@@ -134,7 +135,7 @@ def _write_config(directory: Path, state_dir: Path, mlflow_url: str, registry_ur
 
 
 def start(state_dir: Path) -> DemoEnvironment:
-    directory = state_dir / "demo"
+    directory = ensure_state_dir(state_dir) / "demo"   # owner-only, like the rest of the state
     directory.mkdir(parents=True, exist_ok=True)
     webhook_secret = _secret_file(directory / "webhook.secret", secrets.token_urlsafe(32))
     password_file = _secret_file(directory / "cosign.password", secrets.token_urlsafe(24))

@@ -199,3 +199,29 @@ def test_the_periodic_loop_catches_a_stage_transition(mlflow_server: MlflowServe
         loop.join(60)
         queue.close()
     assert not loop.is_alive()
+
+
+def test_a_hostile_logged_intent_ends_invalid_in_mlflow_at_once(mlflow_server: MlflowServer,
+                                                                 tmp_path: Path) -> None:
+    """A few hundred bytes of nested YAML aliases logged as modeldeployment.yaml once held the
+    only worker for a minute and a gigabyte; now the job is parked at once as invalid."""
+    from tests.fixtures.stack import DEPLOY_TAGS
+    from tests.test_intent_yaml import ALIAS_BOMB
+
+    client = mlflow_server.client()
+    version = create_version(client, "bomb-model", intent_yaml=ALIAS_BOMB, tags=DEPLOY_TAGS)
+    client.set_registered_model_alias("bomb-model", "staging", version)
+    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
+    queue = JobQueue.open(settings.state_dir)
+    try:
+        job = queue.enqueue(intake.JobKey("bomb-model", version, "staging", "promote")).job
+        Worker(queue, build_job_handler(settings, MlflowRegistry(mlflow_server.url)),
+               heartbeat=False).run_once()
+        parked = queue.get(job.id)
+        assert parked.state == "dead" and "anchors or aliases" in (parked.reason or "")
+        assert parked.attempts == 1   # not retried: the owner has to fix it
+        tags = client.get_model_version("bomb-model", version).tags
+        assert tags["promoter.staging.status"] == "invalid"
+        assert "anchors or aliases" in tags["promoter.staging.reason"]
+    finally:
+        queue.close()

@@ -17,14 +17,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from promoter.adapters.mlflow.artifacts import Artifacts
 from promoter.adapters.mlflow.client import Connection, pages
 from promoter.adapters.mlflow.webhooks import Webhooks
 from promoter.core.spec import deep_merge, intent_from_tags
-from promoter.errors import PermanentError
+from promoter.errors import PermanentError, UserError
+from promoter.intent_yaml import MAX_INTENT_BYTES, load_intent_yaml
 from promoter.ports.image import ModelLineage
 from promoter.ports.registry import (
     WRITE_BACK_FIELDS,
@@ -96,8 +94,8 @@ class MlflowRegistry:
         try:
             from_tags = intent_from_tags(version.tags)
         except ValueError as exc:
-            raise PermanentError(f"{version.model!r} version {version.version}: {exc}",
-                                 hint="fix the deploy.* tags on the model version") from None
+            raise UserError(f"{version.model!r} version {version.version}: {exc}",
+                            hint="fix the deploy.* tags on the model version") from None
         logged = self._logged_intent(version)
         return deep_merge(from_tags, logged) if logged else from_tags
 
@@ -214,16 +212,19 @@ def _version_info(found: Any) -> ModelVersionInfo:
 
 
 def _read_intent(path: Path, version: ModelVersionInfo) -> dict[str, Any]:
+    """The logged file through the one bounded intent reader (promoter.intent_yaml): a model
+    owner wrote it, so an alias bomb or a huge document is refused in milliseconds."""
     where = f"{INTENT_FILE} logged with {version.model!r} version {version.version}"
     try:
-        with contextlib.closing(path.open(encoding="utf-8")) as handle:
-            data = YAML(typ="safe", pure=True).load(handle)
-    except (OSError, UnicodeDecodeError, YAMLError) as exc:
-        raise PermanentError(f"{where} cannot be read: {exc}") from None
+        with path.open("rb") as handle:
+            text = handle.read(MAX_INTENT_BYTES + 1)
+    except OSError as exc:
+        raise PermanentError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    data = load_intent_yaml(text, origin=where)   # UserError: an invalid intent
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise PermanentError(f"{where} must hold a mapping (a ModelDeployment document)")
+        raise UserError(f"{where} must hold a mapping (a ModelDeployment document)")
     return data
 
 

@@ -28,6 +28,9 @@ def build_image(settings: Settings, model: str, repository: str | None, *,
     from promoter.adapters.pip import PipInstaller
     from promoter.image.service import build_model_image
     from promoter.service.composition.mlflow import adapter
+    from promoter.state.db import ensure_state_dir
+
+    ensure_state_dir(settings.state_dir)  # its image cache must not create it world-readable
 
     # A local model directory needs no MLflow: do not build (or import) its client for one.
     models = adapter(settings) if is_model_uri(model) and settings.mlflow.tracking_uri else None

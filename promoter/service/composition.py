@@ -7,7 +7,7 @@ uses; commands and the service ask here instead of constructing adapters themsel
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Pipeline, Ports
@@ -21,6 +21,9 @@ from promoter.service.audit import AuditTrail
 from promoter.service.ledger import SqliteLedger
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.settings import Settings
+
+if TYPE_CHECKING:
+    from promoter.service.cluster_feedback import ClusterFeedback
 
 
 def registry(settings: Settings) -> Registry:
@@ -83,6 +86,15 @@ def ports(settings: Settings, registry: Registry) -> Ports:
 def pipeline(settings: Settings, registry: Registry, *,
              progress: Progress | None = None) -> Pipeline:
     return Pipeline(settings.pipeline_config(), ports(settings, registry), progress)
+
+
+def cluster_feedback(settings: Settings, registry: Registry | None) -> ClusterFeedback:
+    """Argo CD status → MLflow tags, MR notes (the provider's forge) and the audit trail."""
+    from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
+
+    forge = getattr(provider(settings), "forge", None)  # both providers expose theirs
+    return ClusterFeedback(StatusStore(settings.state_dir), SqliteLedger(settings.state_dir),
+                           AuditTrail(settings.state_dir), registry, forge)
 
 
 def describe(settings: Settings) -> dict[str, Any]:

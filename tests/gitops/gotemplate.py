@@ -57,9 +57,11 @@ def render(template: str, data: Mapping[str, Any], *, missingkey_error: bool = F
         if index:
             container = _lookup(data, index.group(1), missingkey_error)
             key = index.group(2)
+            if container is None:
+                raise MissingKey(f"index of untyped nil ({index.group(1)})")
             if key.startswith('"'):
                 if not isinstance(container, Mapping):
-                    return "<no value>"
+                    raise ValueError(f"cannot index {index.group(1)} with a string")
                 return _text(container.get(key[1:-1]))
             return _text(container[int(key)])  # Go: index out of range is an error too
         raise ValueError(f"unsupported template action {{{{{body}}}}}")

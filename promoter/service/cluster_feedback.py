@@ -1,0 +1,170 @@
+"""Argo CD status flows back: MLflow tags, a bot note on the MR, audit entries.
+
+Both status paths feed ``ClusterFeedback.observe``: the notifications webhook one cluster at a
+time, `promoter status` with every Application of a (deployment, environment). The last known
+row per cluster is kept in ``<state_dir>/argocd-status.db``, so a notification about one
+cluster is judged with the others, and nothing is written again while the environment's status
+is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from promoter.core.cluster_status import ClusterStatus, EnvironmentStatus, summarise
+from promoter.errors import PromoterError, TransientError
+from promoter.ports.pipeline import DeploymentLedger
+from promoter.ports.registry import Registry
+from promoter.service.audit import AuditTrail
+
+DB_FILENAME = "argocd-status.db"
+NOTE_HEADING = "Argo CD status"
+_KEEP_SECONDS = 14 * 24 * 3600
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS clusters (
+    name TEXT NOT NULL, env TEXT NOT NULL, cluster TEXT NOT NULL, sync TEXT NOT NULL,
+    health TEXT NOT NULL, revision TEXT, since TEXT, application TEXT NOT NULL,
+    PRIMARY KEY (name, env, cluster));
+CREATE TABLE IF NOT EXISTS summaries (
+    name TEXT NOT NULL, env TEXT NOT NULL, digest TEXT NOT NULL, deployed INTEGER NOT NULL,
+    PRIMARY KEY (name, env));
+CREATE TABLE IF NOT EXISTS deliveries (key TEXT PRIMARY KEY, received_at REAL NOT NULL);
+"""
+
+
+class MergeRequestNotes(Protocol):
+    def upsert_note(self, iid: int, heading: str, body: str) -> None:
+        """One bot comment per heading, edited in place."""
+
+
+class StatusStore:
+    """The last row per (deployment, environment, cluster), and notifications seen."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / DB_FILENAME
+        self._lock = threading.Lock()
+        with self._lock, self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """One transaction on a fresh connection, committed (or rolled back) and closed."""
+        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+            db.execute("PRAGMA journal_mode=WAL")
+            yield db
+
+    def claim(self, key: str) -> bool:
+        """True the first time a notification is seen; False for a re-delivery."""
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        now = time.time()
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM deliveries WHERE received_at < ?", (now - _KEEP_SECONDS,))
+            return db.execute("INSERT OR IGNORE INTO deliveries VALUES (?, ?)",
+                              (digest, now)).rowcount == 1
+
+    def release(self, key: str) -> None:
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM deliveries WHERE key = ?", (digest,))
+
+    def rows(self, name: str, env: str) -> list[ClusterStatus]:
+        with self._lock, self._connect() as db:
+            found = db.execute("SELECT name, env, cluster, sync, health, revision, since, "
+                               "application FROM clusters WHERE name = ? AND env = ? "
+                               "ORDER BY cluster", (name, env)).fetchall()
+        return [ClusterStatus(*row) for row in found]
+
+    def store(self, name: str, env: str, rows: Iterable[ClusterStatus], *,
+              complete: bool) -> None:
+        with self._lock, self._connect() as db:
+            if complete:
+                db.execute("DELETE FROM clusters WHERE name = ? AND env = ?", (name, env))
+            db.executemany("INSERT OR REPLACE INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(r.name, r.env, r.cluster, r.sync, r.health, r.revision, r.since,
+                             r.application) for r in rows])
+
+    def swap_summary(self, name: str, env: str, digest: str,
+                     deployed: bool) -> tuple[bool, bool]:
+        """Record the environment's summary: (changed, was deployed before)."""
+        with self._lock, self._connect() as db:
+            row = db.execute("SELECT digest, deployed FROM summaries WHERE name = ? AND env = ?",
+                             (name, env)).fetchone()
+            if row and row[0] == digest:
+                return False, bool(row[1])
+            db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?)",
+                       (name, env, digest, int(deployed)))
+            return True, bool(row and row[1])
+
+    def forget_summary(self, name: str, env: str) -> None:
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM summaries WHERE name = ? AND env = ?", (name, env))
+
+
+def _digest(status: EnvironmentStatus) -> str:
+    data = [status.sync, status.health, status.revision, status.deployed,
+            [[c.cluster, c.sync, c.health, c.revision] for c in status.clusters]]
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+
+
+class ClusterFeedback:
+    def __init__(self, store: StatusStore, ledger: DeploymentLedger, audit: AuditTrail,
+                 registry: Registry | None = None, notes: MergeRequestNotes | None = None,
+                 ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.audit = audit
+        self.registry = registry
+        self.notes = notes
+
+    def observe(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
+                actor: str) -> EnvironmentStatus:
+        """Take in ``rows`` of (name, env) (``complete``: they are all its clusters) and,
+        when the environment's status changed, tell MLflow, the MR and the audit trail."""
+        try:
+            self.store.store(name, env, rows, complete=complete)
+            status = summarise(self.store.rows(name, env))
+            changed, was_deployed = self.store.swap_summary(name, env, _digest(status),
+                                                            status.deployed)
+        except sqlite3.Error as exc:
+            raise TransientError(f"cannot record Argo CD status: {exc}") from None
+        if not changed:
+            return status
+        try:
+            self._tell(name, env, status, actor, undeployed=was_deployed and not status.deployed)
+        except PromoterError:
+            self.store.forget_summary(name, env)   # so the next observation tries again
+            raise
+        return status
+
+    def _tell(self, name: str, env: str, status: EnvironmentStatus, actor: str, *,
+              undeployed: bool) -> None:
+        deployed = self.ledger.by_deployment(name, env)
+        self.audit.record("argocd.status", actor=actor, name=name, env=env,
+                          model=deployed.model if deployed else None,
+                          version=deployed.version if deployed else None,
+                          sync=status.sync, health=status.health, revision=status.revision,
+                          deployed=status.deployed,
+                          clusters={c.cluster: f"{c.sync}/{c.health}" for c in status.clusters})
+        if deployed is None:
+            return
+        if self.registry is not None:
+            try:
+                tags = status.tags()
+                if undeployed:  # a cluster fell out of Synced/Healthy: merged, not deployed
+                    tags["status"] = "merged"
+                self.registry.write_back(deployed.model, deployed.version, env, tags)
+            except PromoterError as exc:
+                self.audit.record("write_back.failed", model=deployed.model,
+                                  version=deployed.version, env=env, reason=exc.message)
+                raise
+        if self.notes is not None and deployed.mr_iid is not None:
+            self.notes.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note())

@@ -290,29 +290,37 @@ def _codeowners(inputs: ScaffoldInputs) -> str:
 
 
 def gitops_ci(inputs: ScaffoldInputs) -> dict[str, Any]:
-    """The GitOps repository's merge-request gate (see README: "The CI gate")."""
+    """The GitOps repository's merge-request gate: the same jobs as promoter's own
+    .gitlab-ci.yml (see README: "The CI gate")."""
     tree = inputs.manifests_dir.strip("/")
     changes = [f"{tree}/**/*"]
-    on_mr = {"if": '$CI_PIPELINE_SOURCE == "merge_request_event"', "changes": changes}
+    on_mr = '$CI_PIPELINE_SOURCE == "merge_request_event"'
     return {
         "stages": ["manifests"],
         "default": {"image": inputs.ci_image},
-        "variables": {"KUBECTL_VERSION": "v1.32.0"},
-        "manifests": {
+        ".gitops-tools": {
             "stage": "manifests",
-            "before_script": [KUBECTL_INSTALL, f"pip install -q {inputs.promoter_package}"],
-            "script": [f"promoter validate {tree}/", *verify_images_script(tree)],
-            "rules": [on_mr],
+            "variables": {"KUBECTL_VERSION": "v1.32.0"},
+            "before_script": [KUBECTL_INSTALL, "command -v promoter >/dev/null || "
+                                               f"pip install -q {inputs.promoter_package}"],
         },
-        "keyless-sign": {
-            "stage": "manifests",
+        "manifests:validate": {
+            "extends": ".gitops-tools",
+            "script": [f"promoter validate {tree}/"],
+            "rules": [{"if": on_mr, "changes": changes}],
+        },
+        "manifests:signatures": {
+            "extends": ".gitops-tools",
+            "script": verify_images_script(tree),
+            "rules": [{"if": f"{on_mr} && $COSIGN_PUBLIC_KEY", "changes": changes}],
+        },
+        "manifests:keyless-sign": {
+            "extends": ".gitops-tools",
             "id_tokens": {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}},
-            "before_script": [f"pip install -q {inputs.promoter_package}"],
             "script": [f"promoter gitops images {tree}/ > pinned-images.txt",
                        'while read -r ref; do promoter image sign "$ref" --keyless </dev/null; '
                        "done < pinned-images.txt"],
-            "rules": [{"if": '$PROMOTER_KEYLESS_SIGNING == "true" && '
-                             '$CI_PIPELINE_SOURCE == "merge_request_event"',
+            "rules": [{"if": f'{on_mr} && $PROMOTER_KEYLESS_SIGNING == "true"',
                        "changes": changes}],
         },
     }
@@ -321,14 +329,17 @@ def gitops_ci(inputs: ScaffoldInputs) -> dict[str, Any]:
 def verify_images_script(tree: str) -> list[str]:
     """Every image pinned by digest under ``tree`` must carry a signature by $COSIGN_PUBLIC_KEY
     (a file path or the PEM text of a CI variable of type File)."""
-    return [f"promoter gitops images {tree}/ > pinned-images.txt",
+    return [f"promoter gitops images {tree}/ > pinned-images.txt", "cat pinned-images.txt",
             'while read -r ref; do promoter image verify "$ref" --key "$COSIGN_PUBLIC_KEY" '
             "</dev/null; done < pinned-images.txt"]
 
 
-# kubectl (with kustomize v5) on a python image: the one tool `promoter validate` needs.
+# kubectl (with kustomize v5) on a python image, pinned and checksummed: the one tool
+# `promoter validate` needs that python:3.11-bookworm lacks. Skipped when kubectl is on PATH.
+_KUBECTL_URL = "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/amd64/kubectl"
 KUBECTL_INSTALL = (
-    "command -v kubectl >/dev/null || { curl -fsSLo /usr/local/bin/kubectl "
-    "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/amd64/kubectl && "
-    "chmod +x /usr/local/bin/kubectl; }")
-
+    "if ! command -v kubectl >/dev/null; then\n"
+    f'  curl -fsSLo /usr/local/bin/kubectl "{_KUBECTL_URL}"\n'
+    f'  echo "$(curl -fsSL "{_KUBECTL_URL}.sha256")  /usr/local/bin/kubectl" | sha256sum -c -\n'
+    "  chmod +x /usr/local/bin/kubectl\n"
+    "fi\n")

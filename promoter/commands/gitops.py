@@ -71,5 +71,36 @@ def images(directory: Annotated[Path, typer.Argument(exists=True, file_okay=Fals
         typer.echo(reference)
 
 
+POLICY_HELP = """Check what each overlay under the given directories declares (GPU type and count,
+regions, replicas, team, namespace) against promoter.yaml's placement policy: allowed GPU types
+and regions of the environment named by the overlay directory, the team GPU quota, and
+policy.teams. Exit 0 when every overlay is allowed, 4 when one is denied. Rules on MLflow facts
+(required tags, metric gates) are not checked: the manifests do not carry them.
+"""
+
+
+@app.command(help=POLICY_HELP)
+def policy(
+    ctx: typer.Context,
+    directories: Annotated[list[Path], typer.Argument(exists=True, file_okay=False)],
+    output: str = OUTPUT_OPTION,
+) -> None:
+    from promoter.errors import EXIT_POLICY
+    from promoter.gitops.policy import check_tree
+
+    verdicts = check_tree(state(ctx).settings(), directories)
+    if output == "json":
+        emit_json([{"overlay": str(v.overlay), "env": v.env, "allowed": v.decision.allowed,
+                    "reasons": v.decision.reasons} for v in verdicts])
+    else:
+        for verdict in verdicts:
+            typer.echo(f"{'ok  ' if verdict.decision.allowed else 'DENY'}  {verdict.overlay}")
+            for result in verdict.decision.results:
+                if not result.passed:
+                    typer.echo(f"      {result.rule}: {result.detail}")
+    if not all(v.decision.allowed for v in verdicts):
+        raise typer.Exit(EXIT_POLICY)
+
+
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="gitops")

@@ -309,6 +309,11 @@ def gitops_ci(inputs: ScaffoldInputs) -> dict[str, Any]:
             "script": [f"promoter validate {tree}/"],
             "rules": [{"if": on_mr, "changes": changes}],
         },
+        "manifests:policy": {
+            "extends": ".gitops-tools",
+            "script": policy_script(tree),
+            "rules": [{"if": f"{on_mr} && $PROMOTER_CONFIG", "changes": changes}],
+        },
         "manifests:signatures": {
             "extends": ".gitops-tools",
             "script": verify_images_script(tree),
@@ -324,6 +329,18 @@ def gitops_ci(inputs: ScaffoldInputs) -> dict[str, Any]:
                        "changes": changes}],
         },
     }
+
+
+def policy_script(tree: str) -> list[str]:
+    """`promoter gitops policy` on each overlay the merge request changes (PROMOTER_CONFIG: a
+    File variable holding promoter.yaml)."""
+    return [f'git diff --name-only "$CI_MERGE_REQUEST_DIFF_BASE_SHA" HEAD -- {tree}/ '
+            "> changed-files.txt",
+            "(grep -E '/overlays/[^/]+/[^/]+$' changed-files.txt || true) "
+            "| xargs -r -n1 dirname | sort -u > changed-overlays.txt",
+            "cat changed-overlays.txt",
+            'while read -r overlay; do if [ -d "$overlay" ]; then '
+            'promoter gitops policy "$overlay" </dev/null; fi; done < changed-overlays.txt']
 
 
 def verify_images_script(tree: str) -> list[str]:

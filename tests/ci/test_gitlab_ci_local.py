@@ -178,14 +178,45 @@ def test_image_signed_by_another_key_fails_the_signature_check(
     assert "FAIL" in out and "not by the key" in out
 
 
+def _main_sha(repo: Repo) -> str:
+    return subprocess.run(["git", "rev-parse", "origin/main"], cwd=repo.path, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_policy_check_passes_allowed_and_fails_denied_changed_overlays(
+        repo: Repo, tmp_path: Path) -> None:
+    path = repo.path / "manifests/llm-chat/overlays/production/kustomization.yaml"
+    path.write_text(path.read_text() + "# reviewed\n")
+    repo.commit("touch llm-chat production")
+    allowed = tmp_path / "allowed.yaml"
+    allowed.write_text((ROOT / "examples/promoter.yaml").read_text())
+    code, out = repo.run("manifests:policy", PROMOTER_CONFIG=str(allowed),
+                         CI_MERGE_REQUEST_DIFF_BASE_SHA=_main_sha(repo))
+    assert code == 0, out
+    assert "ok    manifests/llm-chat/overlays/production" in out
+    assert "fraud-detector" not in out.split("cat changed-overlays.txt")[-1].split("PASS")[0]
+    denied = tmp_path / "denied.yaml"
+    denied.write_text(allowed.read_text().replace(
+        "allowed_gpu_types: [NVIDIA-L40S, NVIDIA-A100-SXM4-80GB, NVIDIA-H100-80GB-HBM3]",
+        "allowed_gpu_types: [NVIDIA-H100-80GB-HBM3]"))
+    assert denied.read_text() != allowed.read_text()
+    code, out = repo.run("manifests:policy", PROMOTER_CONFIG=str(denied),
+                         CI_MERGE_REQUEST_DIFF_BASE_SHA=_main_sha(repo))
+    assert code != 0
+    assert "DENY  manifests/llm-chat/overlays/production" in out and "NVIDIA-L40S" in out
+
+
 def test_jobs_run_only_when_relevant(repo: Repo) -> None:
-    gate = ("manifests:validate", "manifests:signatures", "manifests:keyless-sign")
+    gate = ("manifests:validate", "manifests:policy", "manifests:signatures",
+            "manifests:keyless-sign")
     assert {job: repo.when()[job] for job in gate} == dict.fromkeys(gate, "never")
     (repo.path / OVERLAY).write_text((repo.path / OVERLAY).read_text() + "# reviewed\n")
     repo.commit("touch manifests/")
     when = repo.when()
     assert when["manifests:validate"] == "on_success"
     assert when["manifests:signatures"] == "never"        # no COSIGN_PUBLIC_KEY variable
+    assert when["manifests:policy"] == "never"            # no PROMOTER_CONFIG variable
+    assert repo.when(PROMOTER_CONFIG="p")["manifests:policy"] == "on_success"
     assert when["manifests:keyless-sign"] == "never"      # keyless signing not turned on
     assert repo.when(COSIGN_PUBLIC_KEY="k")["manifests:signatures"] == "on_success"
     assert repo.when(PROMOTER_KEYLESS_SIGNING="true")["manifests:keyless-sign"] == "on_success"

@@ -154,13 +154,15 @@ class EnvironmentStatus:
         return "\n".join(lines)
 
 
-def summarise(rows: Iterable[ClusterStatus], revision: str | None = None) -> EnvironmentStatus:
-    """The environment's status over ``rows`` (one per targeted cluster). ``revision``: the
-    merged revision when known; then every cluster must be at exactly it to count."""
+def summarise(rows: Iterable[ClusterStatus],
+              accepted: frozenset[str] | None = None) -> EnvironmentStatus:
+    """The environment's status over ``rows`` (one per targeted cluster). ``accepted``: the
+    revisions that carry the merged change (its merge commit, the target branch's head), when
+    known; then the clusters' one revision must be among them (an empty set: not merged)."""
     clusters = tuple(sorted(rows, key=lambda r: r.cluster))
     revisions = {row.revision for row in clusters}
     common = next(iter(revisions)) if len(revisions) == 1 else None
-    at_revision = common is not None and (revision is None or common == revision)
+    at_revision = common is not None and (accepted is None or common in accepted)
     times = [row.since for row in clusters if row.since]
     return EnvironmentStatus(
         sync=worst((row.sync for row in clusters), _SYNC_ORDER),

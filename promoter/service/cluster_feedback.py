@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Protocol
 
 from promoter.core.cluster_status import ClusterStatus, EnvironmentStatus, summarise
-from promoter.errors import PromoterError, TransientError
+from promoter.errors import PromoterError, TransientError, UserError
+from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeploymentLedger
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
@@ -40,9 +41,17 @@ CREATE TABLE IF NOT EXISTS deliveries (key TEXT PRIMARY KEY, received_at REAL NO
 """
 
 
-class MergeRequestNotes(Protocol):
+class ForgeView(Protocol):
+    """What the feedback needs of a forge (both providers' ``forge``)."""
+
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         """One bot comment per heading, edited in place."""
+
+    def branch_head(self, branch: str) -> str | None: ...
+
+
+class MergeRequests(Protocol):
+    def get(self, iid: int) -> MergeRequest: ...
 
 
 class StatusStore:
@@ -117,21 +126,43 @@ def _digest(status: EnvironmentStatus) -> str:
 
 class ClusterFeedback:
     def __init__(self, store: StatusStore, ledger: DeploymentLedger, audit: AuditTrail,
-                 registry: Registry | None = None, notes: MergeRequestNotes | None = None,
+                 registry: Registry | None = None, forge: ForgeView | None = None,
+                 merge_requests: MergeRequests | None = None, target_branch: str = "main",
                  ) -> None:
         self.store = store
         self.ledger = ledger
         self.audit = audit
         self.registry = registry
-        self.notes = notes
+        self.forge = forge
+        self.merge_requests = merge_requests
+        self.target_branch = target_branch
+
+    def accepted_revisions(self, name: str, env: str) -> frozenset[str] | None:
+        """Revisions that carry the deployment's merged MR: its merge commit (or head, for a
+        fast-forward) and the target branch's current head; empty while it is not merged;
+        None when promoter cannot tell (no MR known, or no provider)."""
+        deployed = self.ledger.by_deployment(name, env)
+        if deployed is None or deployed.mr_iid is None or self.merge_requests is None:
+            return None
+        try:
+            mr = self.merge_requests.get(deployed.mr_iid)
+        except UserError:   # the MR is gone (deleted project, other provider): cannot tell
+            return None
+        if mr.state != "merged":
+            return frozenset()
+        revisions = {mr.merge_commit_sha or mr.head_sha}
+        if self.forge is not None:
+            revisions.add(self.forge.branch_head(mr.target_branch or self.target_branch))
+        return frozenset(r for r in revisions if r)
 
     def observe(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                 actor: str) -> EnvironmentStatus:
         """Take in ``rows`` of (name, env) (``complete``: they are all its clusters) and,
         when the environment's status changed, tell MLflow, the MR and the audit trail."""
+        accepted = self.accepted_revisions(name, env)
         try:
             self.store.store(name, env, rows, complete=complete)
-            status = summarise(self.store.rows(name, env))
+            status = summarise(self.store.rows(name, env), accepted)
             changed, was_deployed = self.store.swap_summary(name, env, _digest(status),
                                                             status.deployed)
         except sqlite3.Error as exc:
@@ -166,5 +197,5 @@ class ClusterFeedback:
                 self.audit.record("write_back.failed", model=deployed.model,
                                   version=deployed.version, env=env, reason=exc.message)
                 raise
-        if self.notes is not None and deployed.mr_iid is not None:
-            self.notes.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note())
+        if self.forge is not None and deployed.mr_iid is not None:
+            self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note())

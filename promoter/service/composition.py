@@ -92,9 +92,11 @@ def cluster_feedback(settings: Settings, registry: Registry | None) -> ClusterFe
     """Argo CD status → MLflow tags, MR notes (the provider's forge) and the audit trail."""
     from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
 
-    forge = getattr(provider(settings), "forge", None)  # both providers expose theirs
+    git = provider(settings)
     return ClusterFeedback(StatusStore(settings.state_dir), SqliteLedger(settings.state_dir),
-                           AuditTrail(settings.state_dir), registry, forge)
+                           AuditTrail(settings.state_dir), registry,
+                           getattr(git, "forge", None),  # both providers expose theirs
+                           git, settings.git.target_branch)
 
 
 def describe(settings: Settings) -> dict[str, Any]:

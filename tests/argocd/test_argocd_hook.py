@@ -13,6 +13,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from promoter.errors import TransientError
+from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeployedState
 from promoter.service import argocd_hook
 from promoter.service.argocd_hook import ArgoCDHookHandler
@@ -40,11 +41,28 @@ class RecordingRegistry:
 
 
 class Notes:
+    """The forge's side: one note per heading, and the target branch's head."""
+
     def __init__(self) -> None:
         self.notes: dict[tuple[int, str], str] = {}
+        self.head = "0" * 40
 
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         self.notes[(iid, heading)] = body
+
+    def branch_head(self, branch: str) -> str | None:
+        return self.head
+
+
+class MergeRequests:
+    def __init__(self) -> None:
+        self.state, self.merge_commit = "opened", None
+
+    def get(self, iid: int) -> MergeRequest:
+        return MergeRequest(iid=iid, id=iid, url=f"local:!{iid}", state=self.state,
+                            source_branch="promote/fraud-detector/production",
+                            target_branch="main", title="t", head_sha="a" * 40,
+                            merge_commit_sha=self.merge_commit)
 
 
 @pytest.fixture
@@ -102,6 +120,29 @@ def test_two_clusters_synced_and_healthy_make_the_version_deployed(parts: dict) 
     entries = [e for e in _audit(parts["audit"]) if e["event"] == "argocd.status"]
     assert len(entries) == 3 and entries[-1]["deployed"] is True
     assert entries[-1]["actor"] == "argocd:fraud-detector-production-gpu-us-1"
+
+
+def test_deployed_only_at_a_revision_that_carries_the_merged_mr(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="merged", mr_iid=3, head_sha="a" * 40))
+    registry, forge, mrs = RecordingRegistry(), Notes(), MergeRequests()
+    store = StatusStore(tmp_path)
+    handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, AuditTrail(tmp_path), registry, forge, mrs))
+
+    def report(reconciled_at: str) -> dict[str, Any]:
+        return _post(handler, "sync-succeeded", application(
+            "fraud-detector", "production", "gpu-eu-1", reconciled_at=reconciled_at))[1]
+
+    assert report("2024-03-05T08:00:00Z")["deployed"] is False    # the MR is not merged yet
+    mrs.state, mrs.merge_commit = "merged", "c" * 40
+    assert report("2024-03-05T08:01:00Z")["deployed"] is False    # synced to an older revision
+    mrs.merge_commit = REVISION
+    assert report("2024-03-05T08:02:00Z")["deployed"] is True     # at the merge commit
+    mrs.merge_commit, forge.head = "c" * 40, REVISION
+    assert report("2024-03-05T08:03:00Z")["deployed"] is True     # at the branch head after it
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
 
 
 def test_degraded_cluster_is_reported_and_not_deployed(parts: dict) -> None:

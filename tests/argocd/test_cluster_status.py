@@ -31,8 +31,9 @@ def test_deployed_only_when_every_cluster_is_synced_and_healthy_at_one_revision(
 
     healthy = [application("m", "production", c) for c in ("a", "b")]
     assert summarise(rows(*healthy)).deployed
-    assert summarise(rows(*healthy), revision=REVISION).deployed
-    assert not summarise(rows(*healthy), revision="f" * 40).deployed
+    assert summarise(rows(*healthy), frozenset({REVISION, "e" * 40})).deployed
+    assert not summarise(rows(*healthy), frozenset({"f" * 40})).deployed
+    assert not summarise(rows(*healthy), frozenset()).deployed      # not merged
     degraded = summarise(rows(healthy[0], application("m", "production", "b",
                                                       health="Degraded")))
     assert not degraded.deployed and degraded.health == "Degraded"

@@ -52,7 +52,7 @@ def test_status_note_is_one_comment_edited_in_place(harness: Harness, tmp_path: 
                              iid, opened.head_sha))
     feedback = ClusterFeedback(StatusStore(tmp_path / "state"), ledger,
                                AuditTrail(tmp_path / "state"), None,
-                               harness.provider.forge)
+                               harness.provider.forge, harness.provider)
     for health in ("Progressing", "Healthy"):
         row = from_application(application("fraud-detector", "production", "gpu-eu-1",
                                            health=health))
@@ -61,3 +61,16 @@ def test_status_note_is_one_comment_edited_in_place(harness: Harness, tmp_path: 
     slug = NOTE_HEADING.lower().replace(" ", "-")
     (note,) = bot_notes(harness, iid, slug)
     assert "healthy" in note.splitlines()[3] and "progressing" not in note.lower()
+    assert not feedback.observe("fraud-detector", "production", [row], complete=True,
+                                actor="test").deployed      # synced and healthy, not merged
+    harness.approve(iid, "alice")
+    harness.approve(iid, "bob")
+    if harness.provider.get(iid).state != "merged":
+        harness.merge(iid, opened.head_sha)
+    merged = harness.provider.get(iid)
+    assert merged.state == "merged"
+    at_merge = from_application(application("fraud-detector", "production", "gpu-eu-1",
+                                             revision=merged.merge_commit_sha or ""))
+    assert at_merge is not None
+    assert feedback.observe("fraud-detector", "production", [at_merge], complete=True,
+                            actor="test").deployed

@@ -3,7 +3,10 @@
 #   make test  - install what the tests need (system packages too) and run every test
 PYTHON ?= python3
 PIP    := $(PYTHON) -m pip
-APT_PACKAGES := docker-registry skopeo umoci git
+APT_PACKAGES := docker-registry skopeo umoci git rsync
+# gitlab-ci-local runs the CI gate in tests (shell executor; it needs rsync). Later releases
+# need Node 22.
+GITLAB_CI_LOCAL := gitlab-ci-local@4.56.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test install install-test install-system install-js lint bench bench-image
@@ -22,6 +25,10 @@ install-system:
 
 install-js:
 	@if [ -f tests/js/package.json ]; then npm --prefix tests/js install --no-audit --no-fund --silent; fi
+	@if command -v npm >/dev/null; then \
+	  [ "$$(gitlab-ci-local --version 2>/dev/null)" = "$(lastword $(subst @, ,$(GITLAB_CI_LOCAL)))" ] || \
+	    npm install -g --no-audit --no-fund --silent $(GITLAB_CI_LOCAL); \
+	else echo "no npm: install $(GITLAB_CI_LOCAL) yourself; the CI-gate tests will be skipped"; fi
 
 install-test: install-system install-js
 	$(PIP) install -q -e '.[test]'

@@ -225,6 +225,31 @@ class ServerSettings(_Section):
                                   description="request line and headers at most; above, 400")
 
 
+class ArgoCDSettings(_Section):
+    repo_url: str | None = Field(
+        default=None, description="GitOps repository URL Argo CD clones; default: the GitLab "
+                                  "project's HTTPS URL, else git.remote")
+    namespace: str = Field(default="argocd", description="where Argo CD runs")
+    project: str = Field(default="models", description="the AppProject of promoted models")
+    webhook_url: str = Field(
+        default="http://promoter.promoter.svc:8080/webhooks/argocd",
+        description="where Argo CD notifications reach `promoter serve`")
+    region_label: str = Field(default="topology.kubernetes.io/region",
+                              description="cluster label matched against allowed_regions")
+    image_globs: list[str] = Field(
+        default_factory=list, description="admission-policy globs; default from image.repository")
+    verification_keys: list[Path] = Field(
+        default_factory=list, description="extra cosign.pub files the admission policies trust")
+    ci_image: str = Field(default="python:3.11-bookworm",
+                          description="image of the GitOps repository's CI gate")
+    promoter_package: str = Field(default="promoter",
+                                  description="pip requirement the CI gate installs")
+    kubeconfig: Path | None = Field(default=None, description="for `promoter status`; default: "
+                                    "$KUBECONFIG, ~/.kube/config, then in-cluster")
+    context: str | None = Field(default=None, description="kubeconfig context")
+    status_timeout_seconds: float = Field(default=10, gt=0)
+
+
 def _default_environments() -> dict[str, Environment]:
     return {
         "staging": Environment(trigger=Trigger(alias="staging", stage="Staging"),
@@ -261,6 +286,7 @@ class Settings(_Section):
         default_factory=dict,
         description="server image per runtime, pinned by digest (REPO@sha256:…), replacing "
                     "the tag its runtime.yaml names")
+    argocd: ArgoCDSettings = ArgoCDSettings()
     secrets: dict[str, Secret] = Field(default_factory=dict, exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -376,6 +402,7 @@ SECRET_VARIABLES = (
     "PROMOTER_GITLAB_WEBHOOK_TOKEN",
     "COSIGN_PASSWORD",
     "SIGSTORE_ID_TOKEN",
+    "PROMOTER_ARGOCD_WEBHOOK_SECRET",
 )
 _SECRET_LOOKING_KEYS = ("token", "secret", "password")
 

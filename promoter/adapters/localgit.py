@@ -160,9 +160,11 @@ class LocalGitProvider:
         return self.forge.repo.git("diff", f"{target}...{mr.head_sha}")
 
     def paths(self, prefix: str, ref: str) -> list[str]:
+        self.forge.repo.fetch()  # read the remote's branch as it is now, as GitLab's API does
         return sorted(self.forge.read_files(ref, [], [prefix]))
 
     def read(self, path: str, ref: str) -> str | None:
+        self.forge.repo.fetch()
         return self.forge.read_files(ref, [path], []).get(path)
 
     def list_mrs(self, state: str = "opened") -> list[MergeRequest]:
@@ -246,7 +248,20 @@ class LocalGitProvider:
 def from_settings(settings: Settings, on_event: OnEvent | None = None) -> LocalGitProvider:
     state_dir = Path(settings.state_dir)
     state = StateDB.open(state_dir)  # first: it creates the state directory owner-only
-    repo = LocalRepo.in_state_dir(state_dir, settings.git.remote, settings.git.target_branch)
+    repo = LocalRepo.in_state_dir(state_dir, settings.git.remote, settings.git.target_branch,
+                                  initial_files=lambda: _scaffolding(settings))
     forge = LocalForge(repo, LocalMrStore(state))
     return LocalGitProvider(forge, supersede=settings.git.newer_version == "supersede",
                             on_event=on_event, pushes=PushedHeads(state))
+
+
+def _scaffolding(settings: Settings) -> dict[str, str]:
+    """The first commit's GitOps scaffolding; none when promoter.yaml cannot make it yet (no
+    image.repository or image.verification_key): `promoter gitops init --propose` adds it."""
+    from promoter.errors import ConfigError
+    from promoter.gitops.scaffold import plan
+
+    try:
+        return plan(settings, {}).files
+    except ConfigError:
+        return {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from promoter.errors import ConfigError, TransientError, UserError
@@ -36,11 +36,13 @@ class LocalRepo:
         self.target_branch = target_branch
 
     @classmethod
-    def in_state_dir(cls, state_dir: Path, remote: str | None, target_branch: str) -> LocalRepo:
+    def in_state_dir(cls, state_dir: Path, remote: str | None, target_branch: str,
+                     initial_files: Callable[[], Mapping[str, str]] | None = None) -> LocalRepo:
+        """``initial_files``: what the first commit of a new default remote holds."""
         if remote is None:
             bare = state_dir / "gitops.git"
             if not bare.exists():
-                _create_remote(bare, target_branch)
+                _create_remote(bare, target_branch, initial_files() if initial_files else {})
             remote = str(bare)
         repo = cls(state_dir / "git" / "work.git", remote, target_branch)
         repo.ensure_clone()
@@ -143,12 +145,21 @@ class LocalRepo:
                         input=message.encode()).strip()
 
 
-def _create_remote(bare: Path, branch: str) -> None:
-    """A bare repository with one empty commit on ``branch``, as a fresh GitLab project has."""
+def _create_remote(bare: Path, branch: str, files: Mapping[str, str]) -> None:
+    """A bare repository with one commit on ``branch`` holding ``files`` (the GitOps
+    scaffolding; none: an empty tree, as a fresh GitLab project has)."""
     bare.parent.mkdir(parents=True, exist_ok=True)
     seed = LocalRepo(bare, str(bare), branch)
     seed.git("init", "-q", "--bare", "-b", branch, str(bare), cwd=bare.parent)
-    empty_tree = seed.git("hash-object", "-t", "tree", "-w", "--stdin", input=b"").strip()
-    first = seed.git("commit-tree", empty_tree,
-                     input=b"Initialize the GitOps repository\n").strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        seed.git("read-tree", "--empty", env=env)
+        for path, text in sorted(files.items()):
+            blob = seed.git("hash-object", "-w", "--stdin", input=text.encode()).strip()
+            seed.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        tree = seed.git("write-tree", env=env).strip()
+    message = b"Initialize the GitOps repository\n"
+    if files:
+        message += b"\nScaffolding from `promoter gitops init`: Argo CD, admission policies, CI.\n"
+    first = seed.git("commit-tree", tree, input=message).strip()
     seed.git("update-ref", f"refs/heads/{branch}", first, _NO_SHA)

@@ -16,8 +16,10 @@ CRD_SCHEMAS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice_v1beta1.json",
     ("argoproj.io/v1alpha1", "ApplicationSet"): "applicationset_v1alpha1.json",
     ("argoproj.io/v1alpha1", "AppProject"): "appproject_v1alpha1.json",
+    ("argoproj.io/v1alpha1", "Application"): "application_v1alpha1.json",
     ("policy.sigstore.dev/v1beta1", "ClusterImagePolicy"): "clusterimagepolicy_v1beta1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor_v1.json",
+    ("kyverno.io/v1", "ClusterPolicy"): "clusterpolicy_v1.json",
 }
 
 

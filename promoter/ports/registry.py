@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # Tags written back on the model version, one set per environment: promoter.<env>.<field>.
-WRITE_BACK_FIELDS = ("status", "mr_url", "image", "reason")
+WRITE_BACK_FIELDS = ("status", "mr_url", "image", "reason", "sync", "health", "revision",
+                     "synced_at")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from promoter.core import events
 from promoter.core.events import PromotionEvent
 from promoter.errors import PromoterError, TransientError, UserError
 from promoter.ports.clock import Clock, SystemClock
-from promoter.service import intake, verify
+from promoter.service import argocd_hook, intake, verify
 from promoter.service.gitlab_hook import GitLabHookHandler, starlette_endpoint
 from promoter.service.logs import log
 from promoter.service.metrics import CONTENT_TYPE, Metrics
@@ -207,6 +207,7 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/webhooks/argocd", argocd_hook.endpoint(settings, registry), methods=["POST"]),
         *([Route("/webhooks/gitlab", starlette_endpoint(gitlab_hook), methods=["POST"])]
           if gitlab_hook is not None else []),
     ], exception_handlers={HTTPException: http_error, ClientDisconnect: disconnected,

@@ -119,6 +119,29 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE state_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     """,
+    # 4: Argo CD status per (deployment, environment, cluster) and the last summary written
+    # back per (deployment, environment); notifications seen use the deliveries table
+    # (source 'argocd').
+    """
+    CREATE TABLE cluster_status (
+        name        TEXT NOT NULL,
+        env         TEXT NOT NULL,
+        cluster     TEXT NOT NULL,
+        sync        TEXT NOT NULL,
+        health      TEXT NOT NULL,
+        revision    TEXT,
+        since       TEXT,
+        application TEXT NOT NULL,
+        PRIMARY KEY (name, env, cluster)
+    ) WITHOUT ROWID;
+    CREATE TABLE cluster_summaries (
+        name     TEXT NOT NULL,
+        env      TEXT NOT NULL,
+        digest   TEXT NOT NULL,
+        deployed INTEGER NOT NULL,
+        PRIMARY KEY (name, env)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -34,13 +34,34 @@ from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.settings import Settings
 
 if TYPE_CHECKING:
+    from promoter.ports.clusters import ApplicationSource
+    from promoter.service.cluster_feedback import ClusterFeedback
     from promoter.service.gitlab_hook import GitLabHookHandler
     from promoter.validation import ManifestChecker
 
-__all__ = ["background_service", "build_image", "cosign_signer", "cosign_verifier", "describe",
-           "free_port", "gitlab_hook", "local_review", "manifest_checker", "outcomes", "pipeline",
-           "ports", "provider", "registry", "registry_clients", "sign_keyless", "signer",
-           "verifier", "webhooks"]
+__all__ = [
+    "argocd_applications",
+    "background_service",
+    "build_image",
+    "cluster_feedback",
+    "cosign_signer",
+    "cosign_verifier",
+    "describe",
+    "free_port",
+    "gitlab_hook",
+    "local_review",
+    "manifest_checker",
+    "outcomes",
+    "pipeline",
+    "ports",
+    "provider",
+    "registry",
+    "registry_clients",
+    "sign_keyless",
+    "signer",
+    "verifier",
+    "webhooks",
+]
 
 
 def registry(settings: Settings) -> Registry:
@@ -109,6 +130,24 @@ def ports(settings: Settings, registry: Registry) -> Ports:
 def pipeline(settings: Settings, registry: Registry, *,
              progress: Progress | None = None) -> Pipeline:
     return Pipeline(settings.pipeline_config(), ports(settings, registry), progress)
+
+
+def argocd_applications(settings: Settings) -> ApplicationSource:
+    """Argo CD Application objects through the kubernetes client (kubeconfig or in-cluster)."""
+    from promoter.adapters.argocd import ArgoCDApplications
+
+    return ArgoCDApplications.from_settings(settings)
+
+
+def cluster_feedback(settings: Settings, registry: Registry | None) -> ClusterFeedback:
+    """Argo CD status → MLflow tags, MR notes (the provider's forge) and the audit trail."""
+    from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
+
+    git = provider(settings)
+    return ClusterFeedback(StatusStore(settings.state_dir), SqliteLedger(settings.state_dir),
+                           AuditTrail(settings.state_dir), registry,
+                           getattr(git, "forge", None),  # both providers expose theirs
+                           git, settings.git.target_branch)
 
 
 def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> GitLabHookHandler:

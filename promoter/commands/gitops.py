@@ -1,0 +1,108 @@
+"""`promoter gitops init|images`: the GitOps repository's scaffolding, and the CI gate's helper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.errors import UsageError
+
+INIT_HELP = """Write (--out DIR) or propose as one merge request (--propose) the GitOps
+repository's scaffolding, from promoter.yaml: the Argo CD AppProject and ApplicationSet
+(argocd.repo_url, each environment's cluster_selector and allowed_regions), the Argo CD
+notifications that call `promoter serve` back, the Sigstore policy-controller ClusterImagePolicy
+and Kyverno ClusterPolicy with image.verification_key and the image.repository globs, a
+CODEOWNERS skeleton and the repository's .gitlab-ci.yml gate.
+
+Each file holds one managed block; re-running replaces only that block, so edits outside it
+survive. A file that exists without the block is left alone and listed as skipped.
+"""
+
+app = typer.Typer(help="The GitOps repository promoter writes to.", no_args_is_help=True)
+
+
+@app.command(help=INIT_HELP)
+def init(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option("--out", file_okay=False,
+                                             help="write into this directory")] = None,
+    propose: Annotated[bool, typer.Option("--propose",
+                                          help="open one MR with the configured provider")]
+    = False,
+    output: str = OUTPUT_OPTION,
+) -> None:
+    from promoter.gitops import scaffold
+
+    if (out is None) == (not propose):
+        raise UsageError("give exactly one of --out DIR or --propose")
+    settings = state(ctx).settings()
+    result = None
+    if out is not None:
+        planned = scaffold.write(settings, out)
+    else:
+        from promoter.service import composition
+
+        planned, result = scaffold.propose(settings, composition.provider(settings))
+    if output == "json":
+        emit_json({"written": sorted(planned.files), "unchanged": planned.unchanged,
+                   "skipped": planned.skipped,
+                   "mr_iid": result.mr_iid if result else None,
+                   "mr_url": result.mr_url if result else None})
+        return
+    for path in sorted(planned.files):
+        typer.echo(f"{'proposed' if propose else 'wrote'}  {path}")
+    for path in planned.unchanged:
+        typer.echo(f"unchanged  {path}")
+    for path in planned.skipped:
+        typer.echo(f"skipped  {path} (exists without promoter's managed block)")
+    if result is not None:
+        typer.echo(f"merge request: {result.mr_url or result.mr_iid} ({result.outcome.value})")
+
+
+@app.command(help="Print every image the overlays under DIR pin by digest, one per line "
+                  "(the CI gate verifies each).")
+def images(directory: Annotated[Path, typer.Argument(exists=True, file_okay=False)]) -> None:
+    from promoter.gitops.scaffold import pinned_images
+
+    for reference in pinned_images(directory):
+        typer.echo(reference)
+
+
+POLICY_HELP = """Check what each overlay under the given directories declares (GPU type and count,
+regions, replicas, team, namespace) against promoter.yaml's placement policy: allowed GPU types
+and regions of the environment named by the overlay directory, the team GPU quota, and
+policy.teams. Exit 0 when every overlay is allowed, 4 when one is denied. Rules on MLflow facts
+(required tags, metric gates) are not checked: the manifests do not carry them.
+"""
+
+
+@app.command(help=POLICY_HELP)
+def policy(
+    ctx: typer.Context,
+    directories: Annotated[list[Path], typer.Argument(exists=True, file_okay=False)],
+    output: str = OUTPUT_OPTION,
+) -> None:
+    from promoter.errors import EXIT_POLICY
+    from promoter.gitops.policy import check_tree
+    from promoter.service import composition
+
+    verdicts = check_tree(state(ctx).settings(), directories,
+                          composition.manifest_checker().build)
+    if output == "json":
+        emit_json([{"overlay": str(v.overlay), "env": v.env, "allowed": v.decision.allowed,
+                    "reasons": v.decision.reasons} for v in verdicts])
+    else:
+        for verdict in verdicts:
+            typer.echo(f"{'ok  ' if verdict.decision.allowed else 'DENY'}  {verdict.overlay}")
+            for result in verdict.decision.results:
+                if not result.passed:
+                    typer.echo(f"      {result.rule}: {result.detail}")
+    if not all(v.decision.allowed for v in verdicts):
+        raise typer.Exit(EXIT_POLICY)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="gitops")

@@ -1,0 +1,154 @@
+"""`promoter status`: what Argo CD reports for each model, environment and cluster."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+
+if TYPE_CHECKING:
+    from promoter.core.cluster_status import ClusterStatus
+    from promoter.ports.pipeline import DeploymentLedger
+    from promoter.service.cluster_feedback import ClusterFeedback
+
+HELP = """Show Argo CD's sync and health of promoted models, one row per model, environment and
+cluster (version, MR, sync, health, since), read from the Argo CD Application objects through
+the Kubernetes API (argocd.kubeconfig / KUBECONFIG / in-cluster; namespace argocd.namespace).
+
+MODEL is a registered model name or a deployment name. Unless --no-record, a change is also
+written back as the notifications webhook does: MLflow tags promoter.<env>.sync, .health,
+.revision, .synced_at (and status=deployed once every cluster is Synced and Healthy at one
+revision), the MR note and the audit trail. --watch keeps following changes (Ctrl-C stops;
+--for N stops after N seconds).
+"""
+
+
+def status(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="registered model or deployment name")]
+    = None,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="only this environment")] = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="follow changes")] = False,
+    seconds: Annotated[int | None, typer.Option("--for", min=1,
+                                                help="with --watch: stop after N seconds")]
+    = None,
+    record: Annotated[bool, typer.Option("--record/--no-record",
+                                         help="write changes back (MLflow, MR note, audit)")]
+    = True,
+    output: str = OUTPUT_OPTION,
+) -> None:
+    from promoter.core.cluster_status import from_application, group
+    from promoter.core.gitops_scaffold import ENV_LABEL, MODEL_LABEL
+    from promoter.ports.clusters import WatchExpired
+    from promoter.service import composition
+
+    settings = state(ctx).settings()
+    if env is not None:
+        settings.environment(env)  # ConfigError naming the known ones
+    applications = composition.argocd_applications(settings)
+    registry = composition.registry(settings) if record and settings.mlflow.tracking_uri \
+        else None
+    feedback = composition.cluster_feedback(settings, registry) if record else None
+    ledger: DeploymentLedger = feedback.ledger if feedback else _ledger(settings.state_dir)
+    labels: dict[str, str | None] = {MODEL_LABEL: None}
+    if env is not None:
+        labels[ENV_LABEL] = env
+
+    def wanted(row: ClusterStatus) -> bool:
+        if model is None or row.name == model:
+            return True
+        deployed = ledger.by_deployment(row.name, row.env)
+        return deployed is not None and deployed.model == model
+
+    def snapshot() -> tuple[dict[tuple[str, str, str], ClusterStatus], str | None]:
+        items, version = applications.list(labels)
+        rows = {(r.name, r.env, r.cluster): r for r in map(from_application, items)
+                if r is not None and wanted(r)}
+        for (name, env_name), group_rows in sorted(group(rows.values()).items()):
+            _record(feedback, name, env_name, group_rows)
+        return rows, version
+
+    current, version = snapshot()
+    _print([_describe(row, ledger) for _, row in sorted(current.items())], output)
+    if not watch:
+        return
+    deadline = time.monotonic() + seconds if seconds else None
+    while deadline is None or time.monotonic() < deadline:
+        left = int(deadline - time.monotonic()) + 1 if deadline else 300
+        try:
+            for kind, obj in applications.watch(labels, version, left):
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                row = from_application(obj)
+                if row is None or not wanted(row):
+                    continue
+                key = (row.name, row.env, row.cluster)
+                if kind == "DELETED":
+                    current.pop(key, None)
+                else:
+                    current[key] = row
+                _record(feedback, row.name, row.env,
+                        [r for k, r in current.items() if k[:2] == key[:2]])
+                gone = {"deleted": True} if kind == "DELETED" else {}
+                _print([_describe(row, ledger) | gone], output, header=False)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+        except WatchExpired:  # the resourceVersion is too old: list again, watch from there
+            current, version = snapshot()
+
+
+def _ledger(state_dir: Any) -> DeploymentLedger:
+    from promoter.service.ledger import SqliteLedger
+
+    return SqliteLedger(state_dir)
+
+
+def _record(feedback: ClusterFeedback | None, name: str, env: str,
+            rows: list[ClusterStatus]) -> None:
+    if feedback is None:
+        return
+    from promoter.errors import PromoterError
+
+    try:
+        feedback.observe(name, env, rows, complete=True, actor="promoter status")
+    except PromoterError as exc:
+        typer.echo(f"warning: {name}/{env}: status not written back: {exc.message}", err=True)
+
+
+def _describe(row: ClusterStatus, ledger: DeploymentLedger) -> dict[str, Any]:
+    deployed = ledger.by_deployment(row.name, row.env)
+    return {"model": deployed.model if deployed else row.name, "name": row.name,
+            "env": row.env, "cluster": row.cluster,
+            "version": deployed.version if deployed else None,
+            "mr": deployed.mr_iid if deployed else None, "sync": row.sync,
+            "health": row.health, "revision": row.revision, "since": row.since,
+            "application": row.application}
+
+
+def _print(rows: list[dict[str, Any]], output: str, header: bool = True) -> None:
+    if output == "json":
+        if header:
+            emit_json(rows)
+        else:  # --watch: one JSON object per line
+            import json
+
+            for row in rows:
+                typer.echo(json.dumps(row, sort_keys=True))
+        return
+    if header and not rows:
+        typer.echo("no Argo CD applications of promoted models found")
+        return
+    table = [("MODEL", "ENV", "CLUSTER", "VERSION", "MR", "SYNC", "HEALTH", "SINCE")] \
+        if header else []
+    table += [(str(r["model"]), r["env"], r["cluster"], str(r["version"] or "-"),
+               f"!{r['mr']}" if r["mr"] else "-", r["sync"], r["health"],
+               str(r["since"] or "-")) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for line in table:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=HELP)(status)

@@ -1,0 +1,362 @@
+"""The GitOps repository's scaffolding, as files (pure: inputs in, ``{path: text}`` out).
+
+What `promoter gitops init` writes next to ``manifests/``: the Argo CD ``AppProject`` and
+``ApplicationSet`` (one matrix per environment: its overlays x the clusters its
+``cluster_selector`` labels, narrowed to its allowed regions), the Argo CD notifications
+ConfigMap that calls promoter back, the admission policies that require promoter's signature
+(Sigstore policy-controller and Kyverno, with the real public key(s) and image globs), a
+``CODEOWNERS`` skeleton and the repository's own ``.gitlab-ci.yml`` gate.
+
+Every generated file holds one managed block between markers; ``merge_managed`` replaces only
+that block, so text a person adds before or after it survives a re-run. Values reach YAML
+through ``core.yamltext`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from promoter.core.yamltext import scalar, to_yaml_block
+
+BEGIN = ">>> promoter gitops init: managed block (re-run `promoter gitops init` to update)"
+END = "<<< promoter gitops init: end of managed block"
+WEBHOOK_PATH = "/webhooks/argocd"
+TOKEN_HEADER = "X-Promoter-Token"  # noqa: S105 - a header name
+# The events promoter's notification templates report; each is one trigger + one template.
+EVENTS: dict[str, str] = {
+    "sync-succeeded": "app.status.operationState != nil and "
+                      "app.status.operationState.phase in ['Succeeded']",
+    "sync-failed": "app.status.operationState != nil and "
+                   "app.status.operationState.phase in ['Error', 'Failed']",
+    "health-degraded": "app.status.health.status == 'Degraded'",
+    "health-healthy": "app.status.health.status == 'Healthy'",
+}
+# Kinds promoter renders (templates/) plus the Namespace CreateNamespace=true makes.
+NAMESPACED_KINDS = (("apps", "Deployment"), ("", "Service"),
+                    ("autoscaling", "HorizontalPodAutoscaler"), ("policy", "PodDisruptionBudget"),
+                    ("serving.kserve.io", "InferenceService"))
+# The Application labels the ApplicationSet sets and promoter reads back.
+MODEL_LABEL = "promoter.dev/model"
+ENV_LABEL = "promoter.dev/environment"
+CLUSTER_LABEL = "promoter.dev/cluster"
+
+
+@dataclass(frozen=True)
+class EnvironmentScaffold:
+    name: str
+    namespace: str
+    cluster_selector: Mapping[str, str]
+    regions: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ScaffoldInputs:
+    repo_url: str
+    environments: tuple[EnvironmentScaffold, ...]
+    image_globs: tuple[str, ...]
+    public_keys: tuple[str, ...]               # PEM text of each verification key
+    webhook_url: str
+    target_branch: str = "main"
+    manifests_dir: str = "manifests"
+    argocd_namespace: str = "argocd"
+    project: str = "models"
+    region_label: str = "topology.kubernetes.io/region"
+    ci_image: str = "python:3.11-bookworm"
+    promoter_package: str = "promoter"
+    codeowners: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def notification_body(event: str) -> str:
+    """The JSON body Argo CD's webhook service posts (a Go template over ``.app``).
+
+    Only plain field accesses and ``index`` on labels: every value is a Kubernetes name,
+    label value, enum or timestamp, so the rendered text is valid JSON."""
+    fields = {
+        "event": event,
+        "application": "{{.app.metadata.name}}",
+        "model": f'{{{{index .app.metadata.labels "{MODEL_LABEL}"}}}}',
+        "environment": f'{{{{index .app.metadata.labels "{ENV_LABEL}"}}}}',
+        "cluster": f'{{{{index .app.metadata.labels "{CLUSTER_LABEL}"}}}}',
+        "server": "{{.app.spec.destination.server}}",
+        "sync": "{{.app.status.sync.status}}",
+        "revision": "{{.app.status.sync.revision}}",
+        "health": "{{.app.status.health.status}}",
+        "reconciledAt": "{{.app.status.reconciledAt}}",
+    }
+    return "{" + ", ".join(f'"{key}": "{value}"' for key, value in fields.items()) + "}"
+
+
+def render_scaffold(inputs: ScaffoldInputs) -> dict[str, str]:
+    """Every scaffolding file, each text one managed block (see ``merge_managed``)."""
+    files = {
+        "argocd/kustomization.yaml": _yaml(_kustomization(
+            ["appproject.yaml", "applicationset.yaml", "notifications.yaml"],
+            inputs.argocd_namespace)),
+        "argocd/appproject.yaml": _yaml(_appproject(inputs)),
+        "argocd/applicationset.yaml": _yaml(_applicationset(inputs)),
+        "argocd/notifications.yaml": _notifications(inputs),
+        "policies/kustomization.yaml": _yaml(_kustomization(
+            ["clusterimagepolicy.yaml", "kyverno-verify-images.yaml"], None)),
+        "policies/clusterimagepolicy.yaml": _yaml(_clusterimagepolicy(inputs)),
+        "policies/kyverno-verify-images.yaml": _yaml(_kyverno(inputs)),
+        "CODEOWNERS": _codeowners(inputs),
+        ".gitlab-ci.yml": _yaml(gitops_ci(inputs)),
+    }
+    return {path: _wrap(text) for path, text in files.items()}
+
+
+def merge_managed(existing: str | None, generated: str) -> str | None:
+    """``existing`` with its managed block replaced by ``generated``'s; None when ``existing``
+    has no (or a broken) block, so the caller leaves a hand-written file alone."""
+    if existing is None:
+        return generated
+    lines = existing.splitlines(keepends=True)
+    begin = [i for i, line in enumerate(lines) if line.rstrip().endswith(BEGIN)]
+    end = [i for i, line in enumerate(lines) if line.rstrip().endswith(END)]
+    if len(begin) != 1 or len(end) != 1 or end[0] < begin[0]:
+        return None
+    return "".join(lines[:begin[0]]) + generated + "".join(lines[end[0] + 1:])
+
+
+def _wrap(text: str) -> str:
+    return f"# {BEGIN}\n{text.rstrip()}\n# {END}\n"
+
+
+def _yaml(document: Mapping[str, Any]) -> str:
+    return str(to_yaml_block(document, 0)).lstrip("\n") + "\n"
+
+
+def _kustomization(resources: list[str], namespace: str | None) -> dict[str, Any]:
+    document: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1",
+                                "kind": "Kustomization"}
+    if namespace:
+        document["namespace"] = namespace
+    document["resources"] = resources
+    return document
+
+
+def _namespaces(inputs: ScaffoldInputs) -> list[str]:
+    return sorted({env.namespace for env in inputs.environments})
+
+
+def _appproject(inputs: ScaffoldInputs) -> dict[str, Any]:
+    return {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+        "metadata": {"name": inputs.project, "namespace": inputs.argocd_namespace},
+        "spec": {
+            "description": "Models promoted from the MLflow registry by promoter",
+            "sourceRepos": [inputs.repo_url],
+            "destinations": [{"server": "*", "namespace": ns} for ns in _namespaces(inputs)],
+            "clusterResourceWhitelist": [{"group": "", "kind": "Namespace"}],
+            "namespaceResourceWhitelist": [{"group": g, "kind": k} for g, k in NAMESPACED_KINDS],
+            "orphanedResources": {"warn": True},
+        },
+    }
+
+
+def _depth(path: str) -> int:
+    return len([part for part in path.strip("/").split("/") if part])
+
+
+def _applicationset(inputs: ScaffoldInputs) -> dict[str, Any]:
+    name_segment = _depth(inputs.manifests_dir)      # manifests/<name>/overlays/<env>
+    model = f"{{{{index .path.segments {name_segment}}}}}"
+    generators = []
+    for env in inputs.environments:
+        selector: dict[str, Any] = {"matchLabels": dict(sorted(env.cluster_selector.items()))
+                                    or {"gpu": "true", "env": env.name}}
+        if env.regions:
+            selector["matchExpressions"] = [{"key": inputs.region_label, "operator": "In",
+                                             "values": list(env.regions)}]
+        generators.append({"matrix": {"generators": [
+            {"git": {"repoURL": inputs.repo_url, "revision": inputs.target_branch,
+                     "directories": [{"path": f"{inputs.manifests_dir.strip('/')}/*/overlays/"
+                                              f"{env.name}"}]}},
+            {"clusters": {"selector": selector,
+                          "values": {"environment": env.name, "namespace": env.namespace}}},
+        ]}})
+    annotations = {f"notifications.argoproj.io/subscribe.promoter-{event}.promoter": ""
+                   for event in EVENTS}
+    return {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationSet",
+        "metadata": {"name": inputs.project, "namespace": inputs.argocd_namespace},
+        "spec": {
+            "goTemplate": True,
+            "goTemplateOptions": ["missingkey=error"],
+            "generators": generators,
+            "template": {
+                "metadata": {
+                    "name": f"{model}-{{{{.values.environment}}}}-{{{{.name}}}}",
+                    "labels": {MODEL_LABEL: model, ENV_LABEL: "{{.values.environment}}",
+                               CLUSTER_LABEL: "{{.name}}"},
+                    "annotations": annotations,
+                },
+                "spec": {
+                    "project": inputs.project,
+                    "source": {"repoURL": inputs.repo_url,
+                               "targetRevision": inputs.target_branch,
+                               "path": "{{.path.path}}"},
+                    "destination": {"server": "{{.server}}",
+                                    "namespace": "{{.values.namespace}}"},
+                    "syncPolicy": {
+                        "automated": {"prune": True, "selfHeal": True},
+                        "syncOptions": ["CreateNamespace=true"],
+                        "retry": {"limit": 5, "backoff": {"duration": "30s", "factor": 2,
+                                                          "maxDuration": "10m"}},
+                    },
+                },
+            },
+        },
+    }
+
+
+def _block_scalar(text: str, indent: int) -> str:
+    pad = " " * indent
+    return "|\n" + "".join(f"{pad}{line}\n" if line else "\n" for line in text.splitlines())
+
+
+def _notifications(inputs: ScaffoldInputs) -> str:
+    """argocd-notifications-cm: the promoter webhook service, one template + trigger per event.
+
+    The shared secret is the key ``promoter-webhook-token`` of argocd-notifications-secret."""
+    service = (f"url: {scalar(inputs.webhook_url)}\n"
+               "headers:\n"
+               "- name: Content-Type\n  value: application/json\n"
+               f"- name: {TOKEN_HEADER}\n  value: $promoter-webhook-token\n")
+    lines = ["apiVersion: v1", "kind: ConfigMap", "metadata:",
+             "  name: argocd-notifications-cm", f"  namespace: {scalar(inputs.argocd_namespace)}",
+             "data:", f"  service.webhook.promoter: {_block_scalar(service, 4)}".rstrip("\n")]
+    for event, condition in EVENTS.items():
+        template = ("webhook:\n  promoter:\n    method: POST\n    body: |\n"
+                    f"      {notification_body(event)}\n")
+        # Sync results once per revision; health on every change of the condition.
+        once = "  oncePer: app.status.sync.revision\n" if event.startswith("sync-") else ""
+        trigger = f"- when: {condition}\n{once}  send: [promoter-{event}]\n"
+        lines.append(f"  template.promoter-{event}: {_block_scalar(template, 4)}".rstrip("\n"))
+        lines.append(f"  trigger.promoter-{event}: {_block_scalar(trigger, 4)}".rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def _clusterimagepolicy(inputs: ScaffoldInputs) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy",
+        "metadata": {"name": "promoter-signed-models"},
+        "spec": {
+            "mode": "enforce",
+            "images": [{"glob": glob} for glob in inputs.image_globs],
+            "authorities": [{"name": f"promoter-key-{index}",
+                             "key": {"hashAlgorithm": "sha256", "data": key.strip() + "\n"}}
+                            for index, key in enumerate(inputs.public_keys, start=1)],
+        },
+    }
+
+
+def _kyverno(inputs: ScaffoldInputs) -> dict[str, Any]:
+    return {
+        "apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy",
+        "metadata": {"name": "promoter-signed-models"},
+        "spec": {
+            "webhookTimeoutSeconds": 30,
+            "rules": [{
+                "name": "verify-promoter-signature",
+                "match": {"any": [{"resources": {"kinds": ["Pod"],
+                                                 "namespaces": _namespaces(inputs)}}]},
+                "verifyImages": [{
+                    "failureAction": "Enforce",
+                    "imageReferences": list(inputs.image_globs),
+                    "mutateDigest": True, "verifyDigest": True, "required": True,
+                    "attestors": [{"count": 1, "entries": [
+                        {"keys": {"publicKeys": key.strip() + "\n", "signatureAlgorithm": "sha256",
+                                  # promoter signs with a key and no transparency log entry
+                                  "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}}
+                        for key in inputs.public_keys]}],
+                }],
+            }],
+        },
+    }
+
+
+def _codeowners(inputs: ScaffoldInputs) -> str:
+    lines = ["# Who reviews what. promoter opens the merge requests; these people approve them.",
+             "# Add owners per model directory below the managed block."]
+    for path, owners in sorted(inputs.codeowners.items()):
+        lines.append(f"{path} {' '.join(owners)}".rstrip())
+    if not inputs.codeowners:
+        lines.append("# /argocd/ @platform-team")
+        lines.append("# /policies/ @security-team")
+    return "\n".join(lines) + "\n"
+
+
+def gitops_ci(inputs: ScaffoldInputs) -> dict[str, Any]:
+    """The GitOps repository's merge-request gate: the same jobs as promoter's own
+    .gitlab-ci.yml (see README: "The CI gate")."""
+    tree = inputs.manifests_dir.strip("/")
+    changes = [f"{tree}/**/*"]
+    on_mr = '$CI_PIPELINE_SOURCE == "merge_request_event"'
+    return {
+        "stages": ["manifests"],
+        "default": {"image": inputs.ci_image},
+        ".gitops-tools": {
+            "stage": "manifests",
+            "variables": {"KUBECTL_VERSION": "v1.32.0"},
+            "before_script": [KUBECTL_INSTALL, "command -v promoter >/dev/null || "
+                                               f"pip install -q {inputs.promoter_package}"],
+        },
+        "manifests:validate": {
+            "extends": ".gitops-tools",
+            "script": [f"promoter validate {tree}/"],
+            "rules": [{"if": on_mr, "changes": changes}],
+        },
+        "manifests:policy": {
+            "extends": ".gitops-tools",
+            "script": policy_script(tree),
+            "rules": [{"if": f"{on_mr} && $PROMOTER_CONFIG", "changes": changes}],
+        },
+        "manifests:signatures": {
+            "extends": ".gitops-tools",
+            "script": verify_images_script(tree),
+            "rules": [{"if": f"{on_mr} && $COSIGN_PUBLIC_KEY", "changes": changes}],
+        },
+        "manifests:keyless-sign": {
+            "extends": ".gitops-tools",
+            "id_tokens": {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}},
+            "script": [f"promoter gitops images {tree}/ > pinned-images.txt",
+                       'while read -r ref; do promoter image sign "$ref" --keyless </dev/null; '
+                       "done < pinned-images.txt"],
+            "rules": [{"if": f'{on_mr} && $PROMOTER_KEYLESS_SIGNING == "true"',
+                       "changes": changes}],
+        },
+    }
+
+
+def policy_script(tree: str) -> list[str]:
+    """`promoter gitops policy` on each overlay the merge request changes (PROMOTER_CONFIG: a
+    File variable holding promoter.yaml)."""
+    return [f'git diff --name-only "$CI_MERGE_REQUEST_DIFF_BASE_SHA" HEAD -- {tree}/ '
+            "> changed-files.txt",
+            "(grep -E '/overlays/[^/]+/[^/]+$' changed-files.txt || true) "
+            "| xargs -r -n1 dirname | sort -u > changed-overlays.txt",
+            "cat changed-overlays.txt",
+            'while read -r overlay; do if [ -d "$overlay" ]; then '
+            'promoter gitops policy "$overlay" </dev/null; fi; done < changed-overlays.txt']
+
+
+def verify_images_script(tree: str) -> list[str]:
+    """Every image pinned by digest under ``tree`` must carry a signature by $COSIGN_PUBLIC_KEY
+    (a file path or the PEM text of a CI variable of type File)."""
+    return [f"promoter gitops images {tree}/ > pinned-images.txt", "cat pinned-images.txt",
+            'while read -r ref; do promoter image verify "$ref" --key "$COSIGN_PUBLIC_KEY" '
+            "</dev/null; done < pinned-images.txt"]
+
+
+# kubectl (with kustomize v5) on a python image, pinned and checksummed: the one tool
+# `promoter validate` needs that python:3.11-bookworm lacks. Skipped when kubectl is on PATH.
+_KUBECTL_URL = "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/amd64/kubectl"
+KUBECTL_INSTALL = (
+    "if ! command -v kubectl >/dev/null; then\n"
+    f'  curl -fsSLo /usr/local/bin/kubectl "{_KUBECTL_URL}"\n'
+    f'  echo "$(curl -fsSL "{_KUBECTL_URL}.sha256")  /usr/local/bin/kubectl" | sha256sum -c -\n'
+    "  chmod +x /usr/local/bin/kubectl\n"
+    "fi\n")

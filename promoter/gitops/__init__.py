@@ -1,0 +1,1 @@
+"""The GitOps repository's scaffolding from promoter.yaml (`promoter gitops init`)."""

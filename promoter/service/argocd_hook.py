@@ -1,0 +1,120 @@
+"""Argo CD notifications intake: ``POST /webhooks/argocd``.
+
+Argo CD's notifications controller posts the body of promoter's templates (rendered by
+`promoter gitops init` into argocd-notifications-cm) with the shared secret in
+``X-Promoter-Token`` (from argocd-notifications-secret). Checks, in order: the secret (compared
+in constant time with ``PROMOTER_ARGOCD_WEBHOOK_SECRET``; 503 when the server has none, 401
+when missing or wrong), the size (413), JSON and its fields (400), then de-duplication (Argo CD
+retries a delivery on 5xx and network errors; an identical report is answered ``duplicate``).
+Only then is the cluster's row handed to ``ClusterFeedback``. Framework-agnostic:
+``handle(headers, body) -> (status, json)``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from promoter.core.cluster_status import from_notification
+from promoter.core.gitops_scaffold import TOKEN_HEADER
+from promoter.errors import PromoterError, UserError
+from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from promoter.ports.registry import Registry
+    from promoter.settings import Secret, Settings
+
+SECRET_VARIABLE = "PROMOTER_ARGOCD_WEBHOOK_SECRET"  # noqa: S105 - the variable's name
+Answer = tuple[int, dict[str, Any]]
+
+
+class ArgoCDHookHandler:
+    def __init__(self, secret: Secret | None, store: StatusStore, feedback: ClusterFeedback, *,
+                 max_body_bytes: int = 1024 * 1024) -> None:
+        self._secret = secret
+        self._store = store
+        self._feedback = feedback
+        self.max_body_bytes = max_body_bytes
+
+    def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
+        lowered = {key.lower(): value for key, value in headers.items()}
+        refused = self._check_secret(lowered.get(TOKEN_HEADER.lower()))
+        if refused:
+            return refused
+        if len(body) > self.max_body_bytes:
+            return _error(413, "too_large", f"body exceeds {self.max_body_bytes} bytes")
+        try:
+            notification = from_notification(json.loads(body))
+        except (ValueError, RecursionError):
+            return _error(400, "bad_request", "the body is not valid JSON")
+        except UserError as exc:
+            return _error(400, exc.kind, exc.message)
+        row = notification.status
+        described = {"event": notification.event, **row.describe()}
+        key = notification.dedupe_key
+        if not self._store.claim(key):
+            return 200, {"status": "duplicate", **described}
+        try:
+            summary = self._feedback.observe(row.name, row.env, [row], complete=False,
+                                             actor=f"argocd:{row.application}")
+        except PromoterError as exc:
+            self._store.release(key)   # Argo CD retries a 5xx: let the retry through
+            return _error(exc.http_status if exc.http_status >= 500 else 503, exc.kind,
+                          exc.message)
+        except Exception:
+            self._store.release(key)
+            raise
+        return 200, {"status": "recorded", **described, "deployed": summary.deployed,
+                     "environment_sync": summary.sync, "environment_health": summary.health}
+
+    def _check_secret(self, given: str | None) -> Answer | None:
+        if self._secret is None or not self._secret.reveal():
+            return _error(503, "not_configured",
+                          f"the server has no {SECRET_VARIABLE}; set it to the value of "
+                          "promoter-webhook-token in argocd-notifications-secret")
+        if given is None:
+            return _error(401, "unauthorized", f"{TOKEN_HEADER} header is missing")
+        if not hmac.compare_digest(given.encode("utf-8"), self._secret.reveal().encode("utf-8")):
+            return _error(401, "unauthorized", f"{TOKEN_HEADER} does not match")
+        return None
+
+
+def _error(status: int, error: str, detail: str) -> Answer:
+    return status, {"error": error, "detail": detail}
+
+
+def endpoint(settings: Settings, registry: Registry | None,
+             ) -> Callable[[Request], Awaitable[Response]]:
+    """``Route("/webhooks/argocd", endpoint(settings, registry), methods=["POST"])``; the
+    handler (state database, MR notes) is built on the first delivery."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+
+    built: list[ArgoCDHookHandler] = []
+
+    def handler() -> ArgoCDHookHandler:
+        if not built:
+            from promoter.service import composition
+
+            feedback = composition.cluster_feedback(settings, registry)
+            built.append(ArgoCDHookHandler(settings.secret(SECRET_VARIABLE), feedback.store,
+                                           feedback,
+                                           max_body_bytes=settings.server.max_body_bytes))
+        return built[0]
+
+    async def receive(request: Request) -> Response:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > settings.server.max_body_bytes:
+                return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
+        status, answer = await run_in_threadpool(
+            lambda: handler().handle(dict(request.headers), bytes(body)))
+        return JSONResponse(answer, status_code=status)
+
+    return receive

@@ -1,0 +1,183 @@
+"""Argo CD status flows back: MLflow tags, a bot note on the MR, audit entries.
+
+Both status paths feed ``ClusterFeedback.observe``: the notifications webhook one cluster at a
+time, `promoter status` with every Application of a (deployment, environment). The last known
+row per cluster is kept in the state database (``state.db``), so a notification about one
+cluster is judged with the others, and nothing is written again while the environment's status
+is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from promoter.core.cluster_status import ClusterStatus, EnvironmentStatus, summarise
+from promoter.errors import PromoterError, TransientError, UserError
+from promoter.ports.git import MergeRequest
+from promoter.ports.pipeline import DeploymentLedger
+from promoter.ports.registry import Registry
+from promoter.service.audit import AuditTrail
+from promoter.state import deliveries
+from promoter.state.db import StateDB, state_db
+
+NOTE_HEADING = "Argo CD status"
+DELIVERY_SOURCE = "argocd"   # notifications seen, in the state database's one dedupe table
+
+
+class ForgeView(Protocol):
+    """What the feedback needs of a forge (both providers' ``forge``)."""
+
+    def upsert_note(self, iid: int, heading: str, body: str) -> None:
+        """One bot comment per heading, edited in place."""
+
+    def branch_head(self, branch: str) -> str | None: ...
+
+
+class MergeRequests(Protocol):
+    def get(self, iid: int) -> MergeRequest: ...
+
+
+class StatusStore:
+    """The last row per (deployment, environment, cluster), the last summary written back, and
+    notifications seen: tables of the state database (promoter.state)."""
+
+    def __init__(self, state: Path | StateDB) -> None:
+        self.db = state_db(state)
+
+    def claim(self, key: str) -> bool:
+        """True the first time a notification is seen; False for a re-delivery."""
+        digest, now = hashlib.sha256(key.encode("utf-8")).hexdigest(), time.time()
+        return self.db.write(lambda conn: deliveries.claim(conn, DELIVERY_SOURCE, digest, now))
+
+    def release(self, key: str) -> None:
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        self.db.write(lambda conn: deliveries.forget(conn, DELIVERY_SOURCE, digest))
+
+    def rows(self, name: str, env: str) -> list[ClusterStatus]:
+        found = self.db.read(lambda conn: conn.execute(
+            "SELECT name, env, cluster, sync, health, revision, since, application "
+            "FROM cluster_status WHERE name = ? AND env = ? ORDER BY cluster",
+            (name, env)).fetchall())
+        return [ClusterStatus(*row) for row in found]
+
+    def store(self, name: str, env: str, rows: Iterable[ClusterStatus], *,
+              complete: bool) -> None:
+        values = [(r.name, r.env, r.cluster, r.sync, r.health, r.revision, r.since,
+                   r.application) for r in rows]
+
+        def write(conn: sqlite3.Connection) -> None:
+            if complete:
+                conn.execute("DELETE FROM cluster_status WHERE name = ? AND env = ?",
+                             (name, env))
+            conn.executemany("INSERT OR REPLACE INTO cluster_status VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?)", values)
+
+        self.db.write(write)
+
+    def swap_summary(self, name: str, env: str, digest: str,
+                     deployed: bool) -> tuple[bool, bool]:
+        """Record the environment's summary: (changed, was deployed before)."""
+
+        def swap(conn: sqlite3.Connection) -> tuple[bool, bool]:
+            row = conn.execute("SELECT digest, deployed FROM cluster_summaries "
+                               "WHERE name = ? AND env = ?", (name, env)).fetchone()
+            if row and row[0] == digest:
+                return False, bool(row[1])
+            conn.execute("INSERT OR REPLACE INTO cluster_summaries VALUES (?, ?, ?, ?)",
+                         (name, env, digest, int(deployed)))
+            return True, bool(row and row[1])
+
+        return self.db.write(swap)
+
+    def forget_summary(self, name: str, env: str) -> None:
+        self.db.write(lambda conn: conn.execute(
+            "DELETE FROM cluster_summaries WHERE name = ? AND env = ?", (name, env)))
+
+
+def _digest(status: EnvironmentStatus) -> str:
+    data = [status.sync, status.health, status.revision, status.deployed,
+            [[c.cluster, c.sync, c.health, c.revision] for c in status.clusters]]
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+
+
+class ClusterFeedback:
+    def __init__(self, store: StatusStore, ledger: DeploymentLedger, audit: AuditTrail,
+                 registry: Registry | None = None, forge: ForgeView | None = None,
+                 merge_requests: MergeRequests | None = None, target_branch: str = "main",
+                 ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.audit = audit
+        self.registry = registry
+        self.forge = forge
+        self.merge_requests = merge_requests
+        self.target_branch = target_branch
+
+    def accepted_revisions(self, name: str, env: str) -> frozenset[str] | None:
+        """Revisions that carry the deployment's merged MR: its merge commit (or head, for a
+        fast-forward) and the target branch's current head; empty while it is not merged;
+        None when promoter cannot tell (no MR known, or no provider)."""
+        deployed = self.ledger.by_deployment(name, env)
+        if deployed is None or deployed.mr_iid is None or self.merge_requests is None:
+            return None
+        try:
+            mr = self.merge_requests.get(deployed.mr_iid)
+        except UserError:   # the MR is gone (deleted project, other provider): cannot tell
+            return None
+        if mr.state != "merged":
+            return frozenset()
+        revisions = {mr.merge_commit_sha or mr.head_sha}
+        if self.forge is not None:
+            revisions.add(self.forge.branch_head(mr.target_branch or self.target_branch))
+        return frozenset(r for r in revisions if r)
+
+    def observe(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
+                actor: str) -> EnvironmentStatus:
+        """Take in ``rows`` of (name, env) (``complete``: they are all its clusters) and,
+        when the environment's status changed, tell MLflow, the MR and the audit trail."""
+        accepted = self.accepted_revisions(name, env)
+        try:
+            self.store.store(name, env, rows, complete=complete)
+            status = summarise(self.store.rows(name, env), accepted)
+            changed, was_deployed = self.store.swap_summary(name, env, _digest(status),
+                                                            status.deployed)
+        except sqlite3.Error as exc:
+            raise TransientError(f"cannot record Argo CD status: {exc}") from None
+        if not changed:
+            return status
+        try:
+            self._tell(name, env, status, actor, undeployed=was_deployed and not status.deployed)
+        except PromoterError:
+            self.store.forget_summary(name, env)   # so the next observation tries again
+            raise
+        return status
+
+    def _tell(self, name: str, env: str, status: EnvironmentStatus, actor: str, *,
+              undeployed: bool) -> None:
+        deployed = self.ledger.by_deployment(name, env)
+        self.audit.record("argocd.status", actor=actor, name=name, env=env,
+                          model=deployed.model if deployed else None,
+                          version=deployed.version if deployed else None,
+                          sync=status.sync, health=status.health, revision=status.revision,
+                          deployed=status.deployed,
+                          clusters={c.cluster: f"{c.sync}/{c.health}" for c in status.clusters})
+        if deployed is None:
+            return
+        if self.registry is not None:
+            try:
+                tags = status.tags()
+                if undeployed:  # a cluster fell out of Synced/Healthy: merged, not deployed
+                    tags["status"] = "merged"
+                self.registry.write_back(deployed.model, deployed.version, env, tags)
+            except PromoterError as exc:
+                self.audit.record("write_back.failed", model=deployed.model,
+                                  version=deployed.version, env=env, reason=exc.message)
+                raise
+        if self.forge is not None and deployed.mr_iid is not None:
+            self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note())

@@ -1,0 +1,220 @@
+"""POST /webhooks/argocd: Argo CD notifications with bodies rendered from promoter's template."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from promoter.errors import TransientError
+from promoter.ports.git import MergeRequest
+from promoter.ports.pipeline import DeployedState
+from promoter.service import argocd_hook
+from promoter.service.argocd_hook import ArgoCDHookHandler
+from promoter.service.audit import AuditTrail
+from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
+from promoter.service.ledger import SqliteLedger
+from promoter.settings import Secret, load_settings
+from tests.argocd.applications import REVISION, application, notification
+
+SECRET = "s3cret-token"
+
+
+class RecordingRegistry:
+    """Keeps the Registry.write_back contract: tags per (model, version), promoter.<env>.*."""
+
+    def __init__(self) -> None:
+        self.tags: dict[tuple[str, str], dict[str, str]] = {}
+        self.down = False
+
+    def write_back(self, model: str, version: str, env: str, values: Mapping[str, str]) -> None:
+        if self.down:
+            raise TransientError("MLflow is down")
+        tags = self.tags.setdefault((model, version), {})
+        tags.update({f"promoter.{env}.{key}": value for key, value in values.items()})
+
+
+class Notes:
+    """The forge's side: one note per heading, and the target branch's head."""
+
+    def __init__(self) -> None:
+        self.notes: dict[tuple[int, str], str] = {}
+        self.head = "0" * 40
+
+    def upsert_note(self, iid: int, heading: str, body: str) -> None:
+        self.notes[(iid, heading)] = body
+
+    def branch_head(self, branch: str) -> str | None:
+        return self.head
+
+
+class MergeRequests:
+    def __init__(self) -> None:
+        self.state, self.merge_commit = "opened", None
+
+    def get(self, iid: int) -> MergeRequest:
+        return MergeRequest(iid=iid, id=iid, url=f"local:!{iid}", state=self.state,
+                            source_branch="promote/fraud-detector/production",
+                            target_branch="main", title="t", head_sha="a" * 40,
+                            merge_commit_sha=self.merge_commit)
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> dict[str, Any]:
+    ledger = SqliteLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="merged", mr_iid=3, head_sha="a" * 40))
+    registry, notes, audit = RecordingRegistry(), Notes(), AuditTrail(tmp_path)
+    store = StatusStore(tmp_path)
+    feedback = ClusterFeedback(store, ledger, audit, registry, notes)
+    handler = ArgoCDHookHandler(Secret(SECRET), store, feedback)
+    return {"handler": handler, "registry": registry, "notes": notes, "audit": audit}
+
+
+def _post(handler: ArgoCDHookHandler, event: str, app: dict[str, Any],
+          token: str | None = SECRET) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["X-Promoter-Token"] = token
+    return handler.handle(headers, notification(event, app))
+
+
+def _plain(markdown: str) -> str:
+    """A note as GitLab displays it (promoter escapes outside text for markdown)."""
+    return markdown.replace("\\", "").replace("\u200b", "")
+
+
+def _audit(trail: AuditTrail) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in trail.path.read_text().splitlines()]
+
+
+def test_two_clusters_synced_and_healthy_make_the_version_deployed(parts: dict) -> None:
+    handler, registry, notes = parts["handler"], parts["registry"], parts["notes"]
+    status, answer = _post(handler, "sync-succeeded",
+                           application("fraud-detector", "production", "gpu-eu-1"))
+    assert (status, answer["status"], answer["deployed"]) == (200, "recorded", True)
+    _post(handler, "sync-succeeded", application("fraud-detector", "production", "gpu-us-1",
+                                                 health="Progressing",
+                                                 reconciled_at="2024-03-05T07:34:00Z"))
+    tags = registry.tags[("Fraud Detector", "7")]
+    assert tags["promoter.production.health"] == "Progressing"
+    # Deployed on the one cluster that had reported; back to merged while the second syncs.
+    assert tags["promoter.production.status"] == "merged"
+    status, answer = _post(handler, "health-healthy",
+                           application("fraud-detector", "production", "gpu-us-1",
+                                       reconciled_at="2024-03-05T07:35:00Z"))
+    assert answer["deployed"] is True
+    assert tags["promoter.production.sync"] == "Synced"
+    assert tags["promoter.production.health"] == "Healthy"
+    assert tags["promoter.production.revision"] == REVISION
+    assert tags["promoter.production.synced_at"] == "2024-03-05T07:35:00Z"
+    assert tags["promoter.production.status"] == "deployed"
+    note = _plain(notes.notes[(3, "Argo CD status")])
+    assert note.startswith("synced to gpu-eu-1, gpu-us-1; healthy")
+    entries = [e for e in _audit(parts["audit"]) if e["event"] == "argocd.status"]
+    assert len(entries) == 3 and entries[-1]["deployed"] is True
+    assert entries[-1]["actor"] == "argocd:fraud-detector-production-gpu-us-1"
+
+
+def test_deployed_only_at_a_revision_that_carries_the_merged_mr(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="merged", mr_iid=3, head_sha="a" * 40))
+    registry, forge, mrs = RecordingRegistry(), Notes(), MergeRequests()
+    store = StatusStore(tmp_path)
+    handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, AuditTrail(tmp_path), registry, forge, mrs))
+
+    def report(reconciled_at: str) -> dict[str, Any]:
+        return _post(handler, "sync-succeeded", application(
+            "fraud-detector", "production", "gpu-eu-1", reconciled_at=reconciled_at))[1]
+
+    assert report("2024-03-05T08:00:00Z")["deployed"] is False    # the MR is not merged yet
+    mrs.state, mrs.merge_commit = "merged", "c" * 40
+    assert report("2024-03-05T08:01:00Z")["deployed"] is False    # synced to an older revision
+    mrs.merge_commit = REVISION
+    assert report("2024-03-05T08:02:00Z")["deployed"] is True     # at the merge commit
+    mrs.merge_commit, forge.head = "c" * 40, REVISION
+    assert report("2024-03-05T08:03:00Z")["deployed"] is True     # at the branch head after it
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
+
+
+def test_degraded_cluster_is_reported_and_not_deployed(parts: dict) -> None:
+    handler, registry = parts["handler"], parts["registry"]
+    _post(handler, "sync-succeeded", application("fraud-detector", "production", "gpu-eu-1"))
+    status, answer = _post(handler, "health-degraded", application(
+        "fraud-detector", "production", "gpu-us-1", health="Degraded"))
+    assert status == 200 and answer["deployed"] is False
+    assert answer["environment_health"] == "Degraded"
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Degraded"
+    assert "degraded" in _plain(parts["notes"].notes[(3, "Argo CD status")]).splitlines()[0]
+    assert "degraded" in parts["notes"].notes[(3, "Argo CD status")].splitlines()[0]
+
+
+def test_bad_or_missing_secret_is_401_and_changes_nothing(parts: dict) -> None:
+    app = application("fraud-detector", "production", "gpu-eu-1")
+    assert _post(parts["handler"], "sync-succeeded", app, token="wrong")[0] == 401
+    assert _post(parts["handler"], "sync-succeeded", app, token=None)[0] == 401
+    assert parts["registry"].tags == {}
+
+
+def test_server_without_a_secret_refuses_with_503(tmp_path: Path, parts: dict) -> None:
+    store = StatusStore(tmp_path / "x")
+    handler = ArgoCDHookHandler(None, store, ClusterFeedback(
+        store, SqliteLedger(tmp_path / "x"), AuditTrail(tmp_path / "x")))
+    status, answer = _post(handler, "sync-succeeded",
+                           application("fraud-detector", "production", "gpu-eu-1"))
+    assert status == 503 and "PROMOTER_ARGOCD_WEBHOOK_SECRET" in answer["detail"]
+
+
+def test_redelivery_is_a_duplicate_and_writes_nothing_twice(parts: dict) -> None:
+    app = application("fraud-detector", "production", "gpu-eu-1")
+    assert _post(parts["handler"], "sync-succeeded", app)[1]["status"] == "recorded"
+    assert _post(parts["handler"], "sync-succeeded", app)[1]["status"] == "duplicate"
+    assert len([e for e in _audit(parts["audit"]) if e["event"] == "argocd.status"]) == 1
+
+
+def test_mlflow_down_is_503_and_the_retry_is_processed(parts: dict) -> None:
+    parts["registry"].down = True
+    app = application("fraud-detector", "production", "gpu-eu-1")
+    assert _post(parts["handler"], "sync-succeeded", app)[0] == 503
+    parts["registry"].down = False
+    status, answer = _post(parts["handler"], "sync-succeeded", app)
+    assert (status, answer["status"]) == (200, "recorded")
+    assert parts["registry"].tags[("Fraud Detector", "7")]["promoter.production.status"] == \
+        "deployed"
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"event": "sync-succeeded"}',
+                                  b'{"event": "rollout", "model": "m", "environment": "e",'
+                                  b' "application": "a"}'])
+def test_malformed_bodies_are_400(parts: dict, body: bytes) -> None:
+    status, _ = parts["handler"].handle({"X-Promoter-Token": SECRET}, body)
+    assert status == 400
+
+
+def test_route_with_the_local_provider_notes_the_merge_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real endpoint, built by the composition root, over HTTP (Starlette's client)."""
+    monkeypatch.setenv("PROMOTER_ARGOCD_WEBHOOK_SECRET", SECRET)
+    settings = load_settings(environ={"PROMOTER_STATE_DIR": str(tmp_path),
+                                      "PROMOTER_ARGOCD_WEBHOOK_SECRET": SECRET})
+    app = Starlette(routes=[Route("/webhooks/argocd", argocd_hook.endpoint(settings, None),
+                                  methods=["POST"])])
+    body = notification("sync-succeeded", application("fraud-detector", "production", "c1"))
+    with TestClient(app) as client:
+        denied = client.post("/webhooks/argocd", content=body,
+                             headers={"X-Promoter-Token": "nope"})
+        accepted = client.post("/webhooks/argocd", content=body,
+                               headers={"X-Promoter-Token": SECRET,
+                                        "Content-Type": "application/json"})
+    assert denied.status_code == 401
+    assert accepted.status_code == 200 and accepted.json()["deployed"] is True
+    entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert entries[-1]["event"] == "argocd.status" and entries[-1]["model"] is None

@@ -1,0 +1,61 @@
+"""Application objects → per-cluster rows → the environment's status and "deployed"."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from promoter.core.cluster_status import from_application, from_notification, summarise
+from promoter.errors import UserError
+from tests.argocd.applications import REVISION, application, notification
+
+
+def test_rows_from_argo_cds_application_object() -> None:
+    row = from_application(application("fraud-detector", "production", "gpu-eu-1"))
+    assert row is not None
+    assert (row.name, row.env, row.cluster) == ("fraud-detector", "production", "gpu-eu-1")
+    assert (row.sync, row.health, row.revision) == ("Synced", "Healthy", REVISION)
+    assert row.since == "2024-03-05T07:33:04Z"
+
+
+def test_applications_not_made_by_promoter_are_ignored() -> None:
+    app = application("fraud-detector", "production", "gpu-eu-1")
+    del app["metadata"]["labels"]
+    assert from_application(app) is None
+
+
+def test_deployed_only_when_every_cluster_is_synced_and_healthy_at_one_revision() -> None:
+    def rows(*apps: dict) -> list:
+        return [from_application(a) for a in apps]
+
+    healthy = [application("m", "production", c) for c in ("a", "b")]
+    assert summarise(rows(*healthy)).deployed
+    assert summarise(rows(*healthy), frozenset({REVISION, "e" * 40})).deployed
+    assert not summarise(rows(*healthy), frozenset({"f" * 40})).deployed
+    assert not summarise(rows(*healthy), frozenset()).deployed      # not merged
+    degraded = summarise(rows(healthy[0], application("m", "production", "b",
+                                                      health="Degraded")))
+    assert not degraded.deployed and degraded.health == "Degraded"
+    split = summarise(rows(healthy[0], application("m", "production", "b", revision="c" * 40)))
+    assert not split.deployed and split.revision is None
+    out_of_sync = summarise(rows(healthy[0], application("m", "production", "b",
+                                                         sync="OutOfSync")))
+    assert out_of_sync.sync == "OutOfSync" and "status" not in out_of_sync.tags()
+    assert summarise(rows(*healthy)).tags()["status"] == "deployed"
+    assert summarise(rows(*healthy)).note().startswith("synced to a, b; healthy")
+
+
+def test_notification_rendered_from_the_shipped_template_parses() -> None:
+    body = notification("sync-succeeded", application("llm-chat", "staging", "gpu-stg-1"))
+    parsed = from_notification(json.loads(body))
+    assert parsed.event == "sync-succeeded"
+    assert parsed.status.cluster == "gpu-stg-1"
+    assert parsed.status.revision == REVISION
+
+
+def test_notification_of_an_unlabelled_application_is_refused() -> None:
+    app = application("llm-chat", "staging", "gpu-stg-1")
+    app["metadata"]["labels"] = {"team": "nlp"}
+    with pytest.raises(UserError, match="model, environment and application"):
+        from_notification(json.loads(notification("sync-failed", app)))

@@ -1,0 +1,116 @@
+"""`promoter status`: the kubernetes client against an HTTP stand-in of the Kubernetes API
+serving Argo CD Application objects (list and watch)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.ports.pipeline import DeployedState
+from promoter.service.ledger import SqliteLedger
+from tests.argocd.applications import REVISION, application
+from tests.argocd.k8s_standin import KubeStandin, serve
+from tests.conftest import cli_runner
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    standin = KubeStandin()
+    with serve(standin) as port:
+        kubeconfig = standin.kubeconfig(tmp_path / "kubeconfig", port)
+        config = tmp_path / "promoter.yaml"
+        config.write_text(f"state_dir: {tmp_path / 'state'}\n"
+                          f"argocd: {{kubeconfig: {kubeconfig}}}\n")
+        SqliteLedger(tmp_path / "state").put(DeployedState(
+            model="Fraud Detector", env="production", name="fraud-detector", version="7",
+            status="merged", mr_iid=4, head_sha="b" * 40))
+        yield {"standin": standin, "config": config, "state": tmp_path / "state"}
+
+
+def test_one_row_per_model_environment_and_cluster(cluster: dict, capsys) -> None:
+    standin = cluster["standin"]
+    for name, env, where in [("fraud-detector", "production", "gpu-eu-1"),
+                             ("fraud-detector", "production", "gpu-us-1"),
+                             ("llm-chat", "staging", "gpu-stg-1")]:
+        standin.put("argocd", application(name, env, where))
+    unrelated = application("x", "staging", "c")
+    unrelated["metadata"]["labels"] = {"team": "other"}
+    unrelated["metadata"]["name"] = "not-promoters"
+    standin.put("argocd", unrelated)
+    code, out, err = cli_runner(capsys)("--config", str(cluster["config"]), "status",
+                                        "--output", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [(r["model"], r["env"], r["cluster"]) for r in rows] == [
+        ("Fraud Detector", "production", "gpu-eu-1"), ("Fraud Detector", "production", "gpu-us-1"),
+        ("llm-chat", "staging", "gpu-stg-1")]
+    assert rows[0]["version"] == "7" and rows[0]["mr"] == 4
+    assert rows[0]["sync"] == "Synced" and rows[0]["revision"] == REVISION
+    assert any("labelSelector=promoter.dev%2Fmodel" in r or "labelSelector=promoter.dev/model"
+               in r for r in standin.requests)
+    audit = [json.loads(line) for line in (cluster["state"] / "audit.jsonl").read_text()
+             .splitlines()]
+    deployed = [e for e in audit if e["event"] == "argocd.status" and e["name"] ==
+                "fraud-detector"]
+    assert deployed[-1]["deployed"] is True and deployed[-1]["model"] == "Fraud Detector"
+
+
+def test_model_and_env_filters_and_text_table(cluster: dict, capsys) -> None:
+    standin = cluster["standin"]
+    standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1",
+                                      health="Degraded"))
+    standin.put("argocd", application("llm-chat", "production", "gpu-eu-1"))
+    code, out, _ = cli_runner(capsys)("--config", str(cluster["config"]), "status",
+                                      "Fraud Detector", "--env", "production", "--no-record")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["MODEL", "ENV", "CLUSTER", "VERSION", "MR", "SYNC", "HEALTH",
+                                "SINCE"]
+    assert len(lines) == 2 and "Degraded" in lines[1] and "!4" in lines[1]
+    assert not (cluster["state"] / "audit.jsonl").exists()
+
+
+def test_watch_reports_changes_as_they_come(cluster: dict, capsys) -> None:
+    standin = cluster["standin"]
+    standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1",
+                                      sync="OutOfSync", health="Progressing"))
+    run = cli_runner(capsys)
+    # the list returns the OutOfSync state; the watch delivers what follows it
+    import threading
+
+    def later() -> None:
+        standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1",
+                                          reconciled_at="2024-03-05T08:00:00Z"))
+
+    timer = threading.Timer(0.5, later)
+    timer.start()
+    code, out, err = run("--config", str(cluster["config"]), "status", "--watch", "--for", "3",
+                         "--output", "json", "--no-record")
+    timer.join()
+    assert code == 0, err
+    watched = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert watched and watched[-1]["sync"] == "Synced" and watched[-1]["health"] == "Healthy"
+    assert any("watch=true" in r for r in standin.requests)
+
+
+def test_wrong_credentials_say_what_to_grant(cluster: dict, capsys) -> None:
+    cluster["standin"].token = "rotated"
+    code, _, err = cli_runner(capsys)("--config", str(cluster["config"]), "status")
+    assert code == 1
+    assert "refused" in err and "applications.argoproj.io" in err
+
+
+def test_watch_lists_again_when_its_resource_version_expired(cluster: dict, capsys) -> None:
+    standin = cluster["standin"]
+    standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1",
+                                      sync="OutOfSync"))
+    standin.expired_before = 10_000        # every watch from the first list's version is 410
+    code, _, err = cli_runner(capsys)("--config", str(cluster["config"]), "status", "--watch",
+                                        "--for", "2", "--output", "json", "--no-record")
+    assert code == 0, err
+    lists = [r for r in standin.requests if "watch=" not in r]
+    assert len(lists) >= 2                  # the first list, then again after the 410

@@ -1,0 +1,222 @@
+"""The CI gate really runs: promoter's .gitlab-ci.yml and the generated GitOps one, with
+gitlab-ci-local 4.56.0 in its shell executor, on a good tree, a broken overlay and an image
+signed by another key; and each job's rules make it run only when it is relevant.
+
+gitlab-ci-local runs a job in its shell executor only when the job has no image, and no
+container runtime runs here: the tests drop the ``image`` keys from the copied file and change
+nothing else. The jobs' before_script then installs what the image would lack (kubectl,
+promoter) only when it is missing; on this machine both are present. The repositories are
+real git repositories with an ``origin`` (gitlab-ci-local evaluates ``rules:changes`` against
+``origin/<default branch>``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.conftest import ROOT, cli_runner, requires_kubectl
+from tests.signing.conftest import PASSWORD, key_path, push_image
+from tests.signing.conftest import registry as registry  # the session fixture
+
+pytestmark = [
+    pytest.mark.e2e,
+    requires_kubectl,
+    pytest.mark.skipif(shutil.which("gitlab-ci-local") is None or shutil.which("rsync") is None,
+                       reason="gitlab-ci-local (npm, 4.56.0) or rsync is not installed; "
+                              "`make install-test` installs both"),
+]
+OVERLAY = "manifests/fraud-detector/overlays/production/kustomization.yaml"
+GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@localhost"}
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                   env={**os.environ, **GIT})
+
+
+def _without_images(text: str) -> str:
+    yaml = YAML()
+    document = yaml.load(text)
+    for value in document.values():
+        if isinstance(value, dict):
+            value.pop("image", None)
+    from io import StringIO
+
+    out = StringIO()
+    yaml.dump(document, out)
+    return out.getvalue()
+
+
+def _project_ci(tmp_path: Path, capsys: Any) -> str:
+    return (ROOT / ".gitlab-ci.yml").read_text()
+
+
+def _generated_ci(tmp_path: Path, capsys: Any) -> str:
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"""
+image: {{repository: "127.0.0.1:5000/models/{{name}}", verification_key: "{key_path(2, 'pub')}"}}
+argocd: {{repo_url: "https://gitlab.example.com/platform/gitops.git"}}
+""")
+    out = tmp_path / "scaffold"
+    code, _, err = cli_runner(capsys)("--config", str(config), "gitops", "init", "--out", str(out))
+    assert code == 0, err
+    return (out / ".gitlab-ci.yml").read_text()
+
+
+CI_FILES = {"project": _project_ci, "generated": _generated_ci}
+
+
+class Repo:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def commit(self, message: str) -> None:
+        _git(self.path, "add", "-A")
+        _git(self.path, "commit", "-qm", message)
+
+    def run(self, job: str, **variables: str) -> tuple[int, str]:
+        args = ["gitlab-ci-local", "--variable", "CI_PIPELINE_SOURCE=merge_request_event",
+                "--variable", f"PYTHONPATH={ROOT}"]
+        for key, value in variables.items():
+            args += ["--variable", f"{key}={value}"]
+        result = subprocess.run([*args, job], cwd=self.path, capture_output=True, text=True,
+                                timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return result.returncode, result.stdout + result.stderr
+
+    def when(self, **variables: str) -> dict[str, str]:
+        args = ["gitlab-ci-local", "--list-json", "--variable",
+                "CI_PIPELINE_SOURCE=merge_request_event"]
+        for key, value in variables.items():
+            args += ["--variable", f"{key}={value}"]
+        result = subprocess.run(args, cwd=self.path, capture_output=True, text=True,
+                                timeout=120, check=True)
+        return {job["name"]: job["when"] for job in json.loads(result.stdout)}
+
+
+@pytest.fixture(params=sorted(CI_FILES))
+def repo(request: pytest.FixtureRequest, tmp_path: Path, capsys: Any) -> Repo:
+    """A GitOps repository on a merge-request branch: main holds the CI file and manifests/."""
+    ci = CI_FILES[request.param](tmp_path, capsys)
+    remote, work = tmp_path / "remote.git", tmp_path / "work"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    _git(tmp_path, "init", "-q", "-b", "main", str(work))
+    (work / ".gitlab-ci.yml").write_text(_without_images(ci))
+    shutil.copytree(ROOT / "manifests", work / "manifests")
+    repo = Repo(work)
+    repo.commit("main")
+    _git(work, "remote", "add", "origin", str(remote))
+    _git(work, "push", "-q", "origin", "main")
+    _git(work, "fetch", "-q", "origin")
+    _git(work, "remote", "set-head", "origin", "main")
+    _git(work, "checkout", "-qb", "promote/fraud-detector/production")
+    return repo
+
+
+def _pin(repo: Repo, reference: str) -> None:
+    """Pin the overlay's serving image by digest, as promoter renders it."""
+    path = repo.path / OVERLAY
+    name, digest = reference.split("@")
+    text = re.sub(r'(images:\n- name: serving-image\n  newName: )"?[^\n"]+"?\n  newTag: [^\n]+',
+                  rf'\g<1>"{name}"\n  digest: {digest}', path.read_text())
+    assert digest in text
+    path.write_text(text)
+
+
+@pytest.fixture
+def signed_image(registry: str,
+                 monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Callable[..., str]:
+    def make(key: int) -> str:
+        reference = push_image(registry, f"models/fraud-detector-{key}", os.urandom(8).hex())
+        monkeypatch.setenv("COSIGN_PASSWORD", PASSWORD)
+        code, _, err = cli_runner(capsys)("image", "sign", reference, "--key",
+                                          str(key_path(key)))
+        assert code == 0, err
+        return reference
+
+    return make
+
+
+def test_good_tree_passes_validate_and_signature_check(repo: Repo,
+                                                       signed_image: Callable[..., str]) -> None:
+    reference = signed_image(2)
+    _pin(repo, reference)
+    repo.commit("promote fraud-detector v7 to production")
+    code, out = repo.run("manifests:validate")
+    assert code == 0, out
+    assert "PASS" in out and "ok   manifests/fraud-detector/overlays/production" in out
+    code, out = repo.run("manifests:signatures", COSIGN_PUBLIC_KEY=str(key_path(2, "pub")))
+    assert code == 0, out
+    assert reference in out and "PASS" in out
+
+
+def test_broken_overlay_fails_validate(repo: Repo) -> None:
+    path = repo.path / OVERLAY
+    path.write_text(path.read_text().replace("- ../../base", "- ../../no-such-base"))
+    repo.commit("break the overlay")
+    code, out = repo.run("manifests:validate")
+    assert code != 0
+    assert "FAIL" in out and "no-such-base" in out
+
+
+def test_image_signed_by_another_key_fails_the_signature_check(
+        repo: Repo, signed_image: Callable[..., str]) -> None:
+    _pin(repo, signed_image(1))
+    repo.commit("promote an image signed elsewhere")
+    code, out = repo.run("manifests:signatures", COSIGN_PUBLIC_KEY=str(key_path(2, "pub")))
+    assert code != 0
+    assert "FAIL" in out and "not by the key" in out
+
+
+def _main_sha(repo: Repo) -> str:
+    return subprocess.run(["git", "rev-parse", "origin/main"], cwd=repo.path, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_policy_check_passes_allowed_and_fails_denied_changed_overlays(
+        repo: Repo, tmp_path: Path) -> None:
+    path = repo.path / "manifests/llm-chat/overlays/production/kustomization.yaml"
+    path.write_text(path.read_text() + "# reviewed\n")
+    repo.commit("touch llm-chat production")
+    allowed = tmp_path / "allowed.yaml"
+    allowed.write_text((ROOT / "examples/promoter.yaml").read_text())
+    code, out = repo.run("manifests:policy", PROMOTER_CONFIG=str(allowed),
+                         CI_MERGE_REQUEST_DIFF_BASE_SHA=_main_sha(repo))
+    assert code == 0, out
+    assert "ok    manifests/llm-chat/overlays/production" in out
+    assert "fraud-detector" not in out.split("cat changed-overlays.txt")[-1].split("PASS")[0]
+    denied = tmp_path / "denied.yaml"
+    denied.write_text(allowed.read_text().replace(
+        "allowed_gpu_types: [NVIDIA-L40S, NVIDIA-A100-SXM4-80GB, NVIDIA-H100-80GB-HBM3]",
+        "allowed_gpu_types: [NVIDIA-H100-80GB-HBM3]"))
+    assert denied.read_text() != allowed.read_text()
+    code, out = repo.run("manifests:policy", PROMOTER_CONFIG=str(denied),
+                         CI_MERGE_REQUEST_DIFF_BASE_SHA=_main_sha(repo))
+    assert code != 0
+    assert "DENY  manifests/llm-chat/overlays/production" in out and "NVIDIA-L40S" in out
+
+
+def test_jobs_run_only_when_relevant(repo: Repo) -> None:
+    gate = ("manifests:validate", "manifests:policy", "manifests:signatures",
+            "manifests:keyless-sign")
+    assert {job: repo.when()[job] for job in gate} == dict.fromkeys(gate, "never")
+    (repo.path / OVERLAY).write_text((repo.path / OVERLAY).read_text() + "# reviewed\n")
+    repo.commit("touch manifests/")
+    when = repo.when()
+    assert when["manifests:validate"] == "on_success"
+    assert when["manifests:signatures"] == "never"        # no COSIGN_PUBLIC_KEY variable
+    assert when["manifests:policy"] == "never"            # no PROMOTER_CONFIG variable
+    assert repo.when(PROMOTER_CONFIG="p")["manifests:policy"] == "on_success"
+    assert when["manifests:keyless-sign"] == "never"      # keyless signing not turned on
+    assert repo.when(COSIGN_PUBLIC_KEY="k")["manifests:signatures"] == "on_success"
+    assert repo.when(PROMOTER_KEYLESS_SIGNING="true")["manifests:keyless-sign"] == "on_success"

@@ -1,0 +1,76 @@
+"""On both providers (GitLab through python-gitlab and the stand-in, and the local one):
+`gitops init --propose` opens one MR and nothing once merged; the Argo CD status note is one
+bot comment edited in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from promoter.core.cluster_status import from_application
+from promoter.gitops.scaffold import INIT_BRANCH, propose
+from promoter.ports.pipeline import DeployedState
+from promoter.service.audit import AuditTrail
+from promoter.service.cluster_feedback import NOTE_HEADING, ClusterFeedback, StatusStore
+from promoter.service.ledger import SqliteLedger
+from promoter.settings import load_settings
+from tests.argocd.applications import application
+from tests.gitlab.conftest import Harness, bot_notes, proposal
+from tests.signing.conftest import key_path
+
+
+def _settings(tmp_path: Path) -> Any:
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f'image: {{repository: "registry.example.com/models/{{name}}", '
+                      f'verification_key: "{key_path(2, "pub")}"}}\n'
+                      'argocd: {repo_url: "https://gitlab.example.com/group/gitops.git"}\n')
+    return load_settings(config, environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
+
+
+def test_propose_opens_one_mr_then_nothing_once_merged(harness: Harness,
+                                                       tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    planned, result = propose(settings, harness.provider)
+    assert result is not None and result.merge_request is not None
+    assert result.merge_request.source_branch == INIT_BRANCH
+    assert {"argocd/applicationset.yaml", ".gitlab-ci.yml"} <= set(planned.files)
+    _, second = propose(settings, harness.provider)
+    assert second is not None and second.mr_iid == result.mr_iid   # the same MR, unchanged
+    harness.approve(result.mr_iid, "alice")
+    harness.merge(result.mr_iid, result.head_sha)
+    done, third = propose(settings, harness.provider)
+    assert third is None and done.files == {}
+    assert harness.provider.read("CODEOWNERS", "main")
+
+
+def test_status_note_is_one_comment_edited_in_place(harness: Harness, tmp_path: Path) -> None:
+    opened = harness.provider.propose(proposal("7"))
+    iid = opened.mr_iid
+    assert iid is not None
+    ledger = SqliteLedger(tmp_path / "state")
+    ledger.put(DeployedState("Fraud Detector", "production", "fraud-detector", "7", "merged",
+                             iid, opened.head_sha))
+    feedback = ClusterFeedback(StatusStore(tmp_path / "state"), ledger,
+                               AuditTrail(tmp_path / "state"), None,
+                               harness.provider.forge, harness.provider)
+    for health in ("Progressing", "Healthy"):
+        row = from_application(application("fraud-detector", "production", "gpu-eu-1",
+                                           health=health))
+        assert row is not None
+        feedback.observe("fraud-detector", "production", [row], complete=True, actor="test")
+    slug = NOTE_HEADING.lower().replace(" ", "-")
+    (note,) = bot_notes(harness, iid, slug)
+    assert "healthy" in note.splitlines()[3] and "progressing" not in note.lower()
+    assert not feedback.observe("fraud-detector", "production", [row], complete=True,
+                                actor="test").deployed      # synced and healthy, not merged
+    harness.approve(iid, "alice")
+    harness.approve(iid, "bob")
+    if harness.provider.get(iid).state != "merged":
+        harness.merge(iid, opened.head_sha)
+    merged = harness.provider.get(iid)
+    assert merged.state == "merged"
+    at_merge = from_application(application("fraud-detector", "production", "gpu-eu-1",
+                                             revision=merged.merge_commit_sha or ""))
+    assert at_merge is not None
+    assert feedback.observe("fraud-detector", "production", [at_merge], complete=True,
+                            actor="test").deployed

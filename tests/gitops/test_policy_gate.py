@@ -1,0 +1,83 @@
+"""`promoter gitops policy`: what each overlay declares, judged by the pipeline's rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from promoter.core.declared_intent import declared_intent
+from promoter.core.intent import resolve_intent
+from promoter.rendering import load_intent_file
+from promoter.settings import load_settings
+from tests.conftest import EXAMPLES, ROOT, cli_runner, requires_kubectl
+
+pytestmark = requires_kubectl
+
+
+@pytest.mark.parametrize("model", ["fraud-detector", "llm-chat", "vision-segmenter"])
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_declared_placement_round_trips_from_the_rendered_overlay(model: str, env: str) -> None:
+    targets = load_settings(EXAMPLES / "promoter.yaml", environ={}).targets()
+    overlay = ROOT / f"manifests/{model}/overlays/{env}"
+    built = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True,
+                           text=True, check=True).stdout
+    declared = resolve_intent(targets, declared_intent(YAML(typ="safe").load_all(built)), env,
+                              origin="overlay").spec
+    source = resolve_intent(targets, load_intent_file(EXAMPLES / f"{model}.yaml"), env,
+                            origin="example").spec
+    assert declared.runtime == source.runtime
+    assert declared.owner == source.owner
+    assert declared.resources.gpu == source.resources.gpu
+    assert sorted(declared.regions or []) == sorted(source.regions or [])
+    assert (declared.scaling.min_replicas, declared.scaling.max_replicas) == \
+        (source.scaling.min_replicas, source.scaling.max_replicas)
+    assert (declared.model.name, declared.model.version) == (source.model.name,
+                                                             source.model.version)
+
+
+def _config(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "promoter.yaml"
+    path.write_text((EXAMPLES / "promoter.yaml").read_text() + extra)
+    return path
+
+
+def test_overlays_allowed_by_the_example_policy_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli_runner(capsys)("--config", str(EXAMPLES / "promoter.yaml"), "gitops",
+                                        "policy", str(ROOT / "manifests"), "--output", "json")
+    assert code == 0, err
+    assert len(json.loads(out)) == 6 and all(v["allowed"] for v in json.loads(out))
+
+
+def test_gpu_type_region_and_team_denials_exit_4(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "promoter.yaml"
+    settings = YAML(typ="safe").load((EXAMPLES / "promoter.yaml").read_text())
+    settings["environments"]["production"]["allowed_gpu_types"] = ["NVIDIA-H100-80GB-HBM3"]
+    settings["environments"]["production"]["allowed_regions"] = ["us-east-1"]
+    settings["policy"]["teams"] = {"assistants": {"environments": ["staging"]},
+                                   "risk-ml": {}, "vision": {}}
+    with config.open("w") as handle:
+        YAML().dump(settings, handle)
+    code, out, _ = cli_runner(capsys)("--config", str(config), "gitops", "policy",
+                                      str(ROOT / "manifests/llm-chat/overlays/production"),
+                                      str(ROOT / "manifests/llm-chat/overlays/staging"),
+                                      "--output", "json")
+    assert code == 4
+    production, staging = json.loads(out)
+    assert not production["allowed"] and staging["allowed"]
+    reasons = " ".join(production["reasons"])
+    assert "NVIDIA-L40S" in reasons and "team-permission" in reasons
+
+
+def test_a_broken_overlay_is_a_denial_with_its_reason(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    overlay = tmp_path / "m/overlays/production"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text("resources: [../../missing]\n")
+    code, out, _ = cli_runner(capsys)("--config", str(EXAMPLES / "promoter.yaml"), "gitops",
+                                      "policy", str(tmp_path))
+    assert code == 4 and "DENY" in out

@@ -5,7 +5,8 @@ recovers the fields the placement policy looks at, from the resources promoter r
 
 - owner: the ``team`` and ``cost-center`` labels; model name and version: the
   ``promoter.dev/registered-model`` and ``promoter.dev/model-version`` annotations;
-- runtime: ``kserve`` when there is an InferenceService, else ``deployment``;
+- runtime: the ``promoter.dev/runtime`` label every rendered workload carries (older trees
+  without it: ``kserve`` when there is an InferenceService, else ``deployment``);
 - GPU count and type: ``nvidia.com/gpu`` limits and the ``nvidia.com/gpu.product`` node
   selector (InferenceService predictor or Deployment pod template);
 - regions: the ``topology.kubernetes.io/region`` ``In`` node-affinity values;
@@ -80,6 +81,8 @@ def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         labels = _get(resource, "metadata", "labels") or {}
         annotations = _get(resource, "metadata", "annotations") or {}
         metadata["name"] = _get(resource, "metadata", "name")
+        if labels.get("promoter.dev/runtime"):
+            spec["runtime"] = str(labels["promoter.dev/runtime"])
         if annotations.get("promoter.dev/registered-model"):
             spec["model"] = {"name": str(annotations["promoter.dev/registered-model"]),
                              "version": str(annotations.get("promoter.dev/model-version", "0"))}

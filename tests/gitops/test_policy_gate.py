@@ -50,7 +50,7 @@ def test_overlays_allowed_by_the_example_policy_pass(capsys: pytest.CaptureFixtu
                                         "policy", str(ROOT / "manifests"), "--output", "json")
     assert code == 0, err
     verdicts = json.loads(out)
-    assert len(verdicts) == len(list(Path("manifests").glob("*/overlays/*"))) == 10
+    assert len(verdicts) == len(list((ROOT / "manifests").glob("*/overlays/*"))) == 10
     assert all(v["allowed"] for v in verdicts)
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import getpass
 import os
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, is_tty, state
 from promoter.errors import EXIT_POLICY, EXIT_UNEXPECTED, UserError
+
+if TYPE_CHECKING:
+    from promoter.settings import Settings
 
 SETTLED = ("done", "dead", "retrying")  # JobState values; imported lazily (fast --help)
 
@@ -33,23 +36,29 @@ def promote(
     As with a webhook, the job deploys what the environment's alias (or stage) points at when
     it runs. Exit codes: 0 done, 4 denied by policy, 1 parked as dead, 3 left for retry.
     """
+    settings = state(ctx).settings()
+    settings.environment(env)
+    if not settings.mlflow.tracking_uri:
+        raise UserError("promote reads the model from MLflow, but no tracking URI is set",
+                        hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri")
+    _finish(run_promotion(settings, model, version, env, _Printer(output)), output)
+
+
+def run_promotion(settings: Settings, model: str, version: str, env: str, printer: _Printer,
+                  payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Enqueue the promotion on the webhook's path and run exactly that job until it settles
+    (`promote`, `rollback`); the job record, as `jobs show --output json` gives it."""
     from promoter.core.jobs import JobKey
     from promoter.service import composition
     from promoter.service.jobs_handler import build_job_handler
     from promoter.service.queue import JobQueue
     from promoter.service.worker import Worker
 
-    settings = state(ctx).settings()
-    settings.environment(env)
-    if not settings.mlflow.tracking_uri:
-        raise UserError("promote reads the model from MLflow, but no tracking URI is set",
-                        hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri")
-    printer = _Printer(output)
     queue = JobQueue.open(settings.state_dir)
     try:
         enqueued = queue.enqueue(JobKey(model, version, env, "promote"),
-                                 {"source": "cli", "actor": f"cli:{getpass.getuser()}"},
-                                 source="cli")
+                                 {"source": "cli", "actor": f"cli:{getpass.getuser()}",
+                                  **(payload or {})}, source="cli")
         job = enqueued.job
         printer.line(f"job {job.id}: {model} version {version} → {env} "
                      f"({'new' if enqueued.created else 'existing job, ' + job.state})")
@@ -61,7 +70,7 @@ def promote(
             job = queue.get(job.id)
     finally:
         queue.close()
-    _finish(job.as_dict(), output)
+    return job.as_dict()
 
 
 class _Printer:

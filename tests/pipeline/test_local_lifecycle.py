@@ -269,3 +269,34 @@ def test_audit_live_answers_what_ran_across_promote_rollback_and_decommission(
     assert [(e["version"], e["actor"]) for e in merges] == [
         (first, "alice"), (second, "alice"), (first, "alice"), (first, "alice")]
     assert merges[-1]["status"] == "decommissioned"
+
+
+def test_rollback_moves_the_alias_back_and_the_pipeline_opens_the_mr(
+        local: LocalStack, promoter: Cli) -> None:
+    model, url = "rollback-cli-model", local.mlflow.url
+    first, second = (register_model_version(url, model) for _ in range(2))
+    client = mlflow_client(url)
+    for jobs, version in enumerate((first, second), start=1):
+        client.set_registered_model_alias(model, "production", version)
+        settle(local, model, jobs)
+        [mr] = open_mrs(promoter, local, model)
+        merge(promoter, local, mr["iid"])
+    assert local.model_version_on("main", model, "production") == second
+
+    code, out, err = promoter("--config", str(local.config), "rollback", model,
+                              "--env", "production", "--output", "json")
+    assert code == 0, out + err
+    job = json.loads(out)
+    assert job["state"] == "done" and job["result"]["version"] == first
+    assert client.get_registered_model(model).aliases["production"] == first
+    [mr] = open_mrs(promoter, local, model)
+    assert mr["iid"] == job["result"]["mr_iid"]
+    assert local.model_version_on(mr["source_branch"], model, "production") == first
+    code, out, _ = promoter("--config", str(local.config), "audit", "show", "--model", model,
+                            "--output", "json")
+    rollbacks = [e for e in json.loads(out) if e["event"] == "rollback"]
+    assert [(e["version"], e["previous"]) for e in rollbacks] == [(first, second)]
+
+    code, _, err = promoter("--config", str(local.config), "rollback", "no-history-model",
+                            "--env", "production")
+    assert code == 1 and "--to-version" in err

@@ -42,6 +42,9 @@ class GateFacts:
     # env -> when this version became live there (merged), for the staging-first gate;
     # None for an environment where it never was.
     live_since: Callable[[str], float | None] = field(default=lambda env: None)
+    # team -> GPUs (count x maxReplicas) the team's OTHER deployments claim in this
+    # environment on the target branch, for the team quota; empty when unknown (a local check).
+    claimed: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

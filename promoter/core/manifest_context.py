@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from promoter.core import tree_facts
+from promoter.core.policy import gpu_claim
 from promoter.core.runtimes import ARG_FIELD, Form, RuntimeDescriptor
 from promoter.core.spec import ModelDeployment
 
@@ -70,7 +72,10 @@ def overlay_context(request: RenderRequest, descriptor: RuntimeDescriptor) -> di
     deployment = request.deployment
     spec = deployment.spec
     # The registered model name is in the base's commonAnnotations already.
-    lineage = {"promoter.dev/model-version": spec.model.version}
+    # Team and GPU claim let the team quota sum what the target branch already runs.
+    lineage = {"promoter.dev/model-version": spec.model.version,
+               tree_facts.TEAM: spec.owner.team,
+               tree_facts.GPU_CLAIM: str(gpu_claim(deployment))}
     if request.lineage.run_id:
         lineage["promoter.dev/mlflow-run-id"] = request.lineage.run_id
     if request.lineage.source:

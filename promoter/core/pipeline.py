@@ -210,8 +210,22 @@ class Pipeline:
             tags=info.tags, metrics=run.metrics if run else {}, params=run.params if run else {},
             now=clock.now() if clock else 0.0,
             live_since=lambda where: history.live_since(job.model, info.version, where)
-            if history else None)
+            if history else None,
+            claimed=self._claimed_elsewhere(job.env, deployment.name))
         return verdict(self.config.policy, env, deployment, facts)
+
+    def _claimed_elsewhere(self, env: str, name: str) -> dict[str, int]:
+        """team → GPUs the other deployments on the target branch claim in ``env`` (read only
+        when a team quota is configured: it costs a tree listing and one read per overlay)."""
+        policy = self.config.policy
+        if not policy.team_gpu_quota and policy.default_team_gpu_quota is None:
+            return {}
+        root, target = self.config.manifests_root, self.config.target_branch
+        suffix = f"/overlays/{env}/kustomization.yaml"
+        paths = [path for path in self.ports.provider.paths(f"{root}/", target)
+                 if path.endswith(suffix) and not path.startswith(f"{root}/{name}/")]
+        return tree_facts.team_claims({path: self.ports.provider.read(path, target) or ""
+                                       for path in paths})
 
     def _image(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
                steps: StepLog) -> BuiltImage | None:

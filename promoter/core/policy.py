@@ -7,8 +7,9 @@ owner has to fix at once. Rules come from settings, not code:
   (e.g. ``validation_status: passed``);
 - ``allowed_gpu_types`` per environment;
 - ``allowed_regions`` per environment: every pinned region must be in the list;
-- ``team_gpu_quota``: the most GPUs one deployment of a team may claim at full scale
-  (gpu count x maxReplicas); a team without an entry gets ``default_team_gpu_quota`` (none:
+- ``team_gpu_quota``: the most GPUs a team's deployments may claim together in one
+  environment at full scale (gpu count x maxReplicas, summed over what the target branch runs
+  plus this change); a team without an entry gets ``default_team_gpu_quota`` (none:
   unlimited), so naming an unknown team is no way around the quota.
 """
 
@@ -49,13 +50,21 @@ class Decision:
         return [f"{r.rule}: {r.detail}" for r in self.results if not r.passed]
 
 
+def gpu_claim(deployment: ModelDeployment) -> int:
+    """GPUs a deployment can hold at full scale: GPUs per replica x maxReplicas."""
+    return deployment.spec.resources.gpu.count * deployment.spec.scaling.max_replicas
+
+
 def decide(deployment: ModelDeployment, env: str, tags: Mapping[str, str],
-           rules: PolicyRules) -> Decision:
+           rules: PolicyRules, claimed: Mapping[str, int] | None = None) -> Decision:
+    """``claimed``: team → GPUs its other deployments already claim in ``env`` (what the
+    GitOps target branch runs); the team quota covers their sum with this one."""
     results = [_required_tag(key, wanted, tags)
                for key, wanted in sorted(rules.required_tags.items())]
     results.append(_gpu_type(deployment, env, rules.allowed_gpu_types))
     results.append(_regions(deployment, env, rules.allowed_regions))
-    results.append(_quota(deployment, rules.team_gpu_quota, rules.default_team_gpu_quota))
+    results.append(_quota(deployment, rules.team_gpu_quota, rules.default_team_gpu_quota,
+                          (claimed or {}).get(deployment.spec.owner.team, 0)))
     return Decision(tuple(result for result in results if result is not None))
 
 
@@ -98,15 +107,18 @@ def _regions(deployment: ModelDeployment, env: str,
     return RuleResult("regions", True, f"{', '.join(regions)} allowed in {env}")
 
 
-def _quota(deployment: ModelDeployment, quotas: Mapping[str, int],
-           default: int | None) -> RuleResult:
+def _quota(deployment: ModelDeployment, quotas: Mapping[str, int], default: int | None,
+           elsewhere: int) -> RuleResult:
     team = deployment.spec.owner.team
-    claim = deployment.spec.resources.gpu.count * deployment.spec.scaling.max_replicas
+    claim = gpu_claim(deployment)
     limit = quotas.get(team, default)
     if limit is None:
         return RuleResult("team gpu quota", True,
                           f"{claim} GPUs at full scale (no quota for {team})")
-    if claim > limit:
+    total = claim + elsewhere
+    running = f" plus {elsewhere} its other deployments claim here" if elsewhere else ""
+    if total > limit:
         return RuleResult("team gpu quota", False, f"{claim} GPUs at full scale "
-                          f"(gpu.count x maxReplicas) exceeds {team}'s quota of {limit}")
-    return RuleResult("team gpu quota", True, f"{claim} of {team}'s {limit} GPUs")
+                          f"(gpu.count x maxReplicas){running} exceeds {team}'s quota of "
+                          f"{limit}; lower maxReplicas or the GPU count, or free GPUs")
+    return RuleResult("team gpu quota", True, f"{total} of {team}'s {limit} GPUs")

@@ -9,9 +9,12 @@ treat unknown as "not provably ours".
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 REGISTERED_MODEL = "promoter.dev/registered-model"   # in the base's commonAnnotations
 MODEL_VERSION = "promoter.dev/model-version"         # in an overlay's commonAnnotations
+TEAM = "promoter.dev/team"                           # in an overlay's commonAnnotations
+GPU_CLAIM = "promoter.dev/gpu-claim"                 # GPUs x maxReplicas, in the overlay
 
 
 def annotation(kustomization: str, key: str) -> str | None:
@@ -30,6 +33,17 @@ def annotation(kustomization: str, key: str) -> str | None:
             return None
         return decoded if isinstance(decoded, str) else None
     return None
+
+
+def team_claims(overlays: Mapping[str, str]) -> dict[str, int]:
+    """team → GPUs claimed, summed over overlay kustomizations (path → text) promoter wrote;
+    an overlay without the annotations (rendered before they existed) counts as none."""
+    claims: dict[str, int] = {}
+    for text in overlays.values():
+        team, claim = annotation(text, TEAM), annotation(text, GPU_CLAIM)
+        if team and claim and claim.isdigit():
+            claims[team] = claims.get(team, 0) + int(claim)
+    return claims
 
 
 def base_kustomization(root: str, name: str) -> str:

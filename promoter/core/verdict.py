@@ -17,5 +17,5 @@ def verdict(policy: PolicyConfig, target: EnvironmentTarget, deployment: ModelDe
                         allowed_regions=target.allowed_regions,
                         team_gpu_quota=policy.team_gpu_quota,
                         default_team_gpu_quota=policy.default_team_gpu_quota)
-    built_in = decide(deployment, target.name, facts.tags, rules)
+    built_in = decide(deployment, target.name, facts.tags, rules, facts.claimed)
     return Decision(built_in.results + tuple(evaluate(policy.gates, deployment, facts)))

@@ -129,3 +129,29 @@ def test_decommission_names_the_version_live_on_the_target_branch(world: World) 
     assert "main runs version 2" in description and "version 1" not in description
     assert result.version == "2"
     assert world.registry.writes[-1][:3] == (MODEL, "2", "production")
+
+
+# ------------------------------------------------------------ a team's quota is a total
+
+def test_the_team_quota_sums_what_the_target_branch_runs(world: World) -> None:
+    """Three models of one team: two merged to production claim 8 GPUs; a third asking for 6
+    more breaks the team's 12, though each alone fits."""
+    world.settings = SETTINGS.model_copy(update={"policy": SETTINGS.policy.model_copy(update={
+        "team_gpu_quota": {"risk": 12}})})
+    gpus = {"deploy.resources.gpu.count": "2", "deploy.resources.gpu.type": "nvidia-a100",
+            "deploy.scaling.maxReplicas": "2"}
+    for model, name in (("Model A", "model-a"), ("Model B", "model-b")):
+        world.registry.add(model, "1", {**INTENT_TAGS, **gpus})
+        world.provider.merge(world.promote("1", model=model).mr_iid)
+        assert f"deploy/{name}/overlays/production/kustomization.yaml" in \
+            world.provider.branches["main"]
+    world.registry.add("Model C", "1", {**INTENT_TAGS, **gpus,
+                                        "deploy.scaling.maxReplicas": "3"})
+    with pytest.raises(PolicyDenied, match=r"6 GPUs at full scale .* plus 8 its other "
+                                           r"deployments claim here exceeds risk's quota of 12"):
+        world.promote("1", model="Model C")
+    world.registry.add("Model C", "2", {**INTENT_TAGS, **gpus})     # 4 more: exactly 12
+    assert world.promote("2", model="Model C").outcome == "created"
+    # Promoting Model A again counts its own overlay once, not twice.
+    world.registry.add("Model A", "2", {**INTENT_TAGS, **gpus})
+    assert world.promote("2", model="Model A").outcome == "created"

@@ -122,7 +122,8 @@ def test_region_rule(regions: list[str], allowed: list[str] | None, passed: bool
     (2, 4, None, True, "8 GPUs at full scale (no quota for risk)"),
     (2, 4, 8, True, "8 of risk's 8 GPUs"),
     (2, 4, 7, False,
-     "8 GPUs at full scale (gpu.count x maxReplicas) exceeds risk's quota of 7"),
+     "8 GPUs at full scale (gpu.count x maxReplicas) exceeds risk's quota of 7; lower "
+     "maxReplicas or the GPU count, or free GPUs"),
     (0, 50, 0, True, "0 of risk's 0 GPUs"),
 ])
 def test_team_gpu_quota_counts_gpus_at_full_scale(count: int, max_replicas: int,
@@ -133,6 +134,16 @@ def test_team_gpu_quota_counts_gpus_at_full_scale(count: int, max_replicas: int,
                       PolicyRules(team_gpu_quota=quotas))
     found = rule(list(decision.results), "team gpu quota")
     assert (found.passed, found.detail) == (passed, detail)
+
+
+def test_the_quota_covers_what_the_team_already_runs_in_the_environment() -> None:
+    rules = PolicyRules(team_gpu_quota={"risk": 12})
+    fits = decide(gpu(2, "nvidia-a100", 2), "production", {}, rules, {"risk": 8})
+    assert rule(list(fits.results), "team gpu quota").detail == "12 of risk's 12 GPUs"
+    over = decide(gpu(2, "nvidia-a100", 3), "production", {}, rules,
+                  {"risk": 8, "search": 100})
+    found = rule(list(over.results), "team gpu quota")
+    assert not found.passed and "plus 8 its other deployments claim here" in found.detail
 
 
 def test_quota_of_another_team_does_not_apply() -> None:

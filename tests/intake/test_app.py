@@ -58,11 +58,23 @@ def test_a_real_alias_delivery_becomes_one_durable_job(app_client_factory: Any) 
 def test_rollback_after_moving_the_alias_makes_a_new_job(app_client_factory: Any) -> None:
     app = app_client_factory(clock=FixedClock(1795862970))
     clock = FixedClock(1795862970)
-    for version in ("2", "1", "2"):
+    def move(version: str) -> Any:
         body = json.dumps({"entity": "model_version_alias", "action": "created",
                            "data": {"name": "m", "alias": "staging", "version": version}}).encode()
-        assert app.post("/webhooks/mlflow", body, signed(body, clock)).status_code == 200
+        response = app.post("/webhooks/mlflow", body, signed(body, clock))
+        assert response.status_code == 200
+        return response.json()
+
+    for version in ("2", "1", "2"):   # each move after the previous job finished
+        assert move(version)["outcome"] == "queued"
+        job = app.queue.claim("w")
+        assert job is not None and job.key.version == version
+        app.queue.complete(job.id, "w", {})
     assert [job.key.version for job in reversed(app.queue.list())] == ["2", "1", "2"]
+    # While a job waits, a later move is covered by it: it deploys what the alias says then.
+    assert move("1")["outcome"] == "queued"
+    assert move("3")["outcome"] == "covered"
+    assert app.queue.list()[0].key.version == "3" and len(app.queue.list()) == 4
 
 
 def test_alias_deleted_enqueues_a_decommission(app_client_factory: Any) -> None:

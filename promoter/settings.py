@@ -34,6 +34,7 @@ from promoter.core.config import (
     PolicyConfig,
     Targets,
     frozen,
+    unknown_environment,
 )
 from promoter.core.gates import Gate
 from promoter.core.naming import label_value_problem, name_problem
@@ -328,9 +329,7 @@ class Settings(_Section):
         try:
             return self.environments[name]
         except KeyError:
-            known = ", ".join(sorted(self.environments))
-            raise ConfigError(f"unknown environment {name!r}",
-                              hint=f"environments in this configuration: {known}") from None
+            raise unknown_environment(name, self.environments) from None
 
     def secret(self, name: str) -> Secret | None:
         return self.secrets.get(name)

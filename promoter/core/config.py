@@ -22,6 +22,12 @@ def frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
 
 
+def unknown_environment(name: str, known: Mapping[str, Any]) -> ConfigError:
+    """The one wording of an environment that promoter.yaml does not declare."""
+    return ConfigError(f"unknown environment {name!r}",
+                       hint=f"environments in this configuration: {', '.join(sorted(known))}")
+
+
 @dataclass(frozen=True)
 class EnvironmentTarget:
     """One environment promoter deploys to, and how models get there."""
@@ -67,9 +73,7 @@ class Targets:
         try:
             return self.environments[name]
         except KeyError:
-            known = ", ".join(sorted(self.environments))
-            raise ConfigError(f"unknown environment {name!r}",
-                              hint=f"environments in this configuration: {known}") from None
+            raise unknown_environment(name, self.environments) from None
 
 
 @dataclass(frozen=True)

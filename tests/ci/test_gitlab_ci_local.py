@@ -113,6 +113,7 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path, capsys: Any) -> Repo:
     _git(tmp_path, "init", "-q", "-b", "main", str(work))
     (work / ".gitlab-ci.yml").write_text(_without_images(ci))
     shutil.copytree(ROOT / "manifests", work / "manifests")
+    _unpin_stand_ins(work / "manifests")
     repo = Repo(work)
     repo.commit("main")
     _git(work, "remote", "add", "origin", str(remote))
@@ -121,6 +122,16 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path, capsys: Any) -> Repo:
     _git(work, "remote", "set-head", "origin", "main")
     _git(work, "checkout", "-qb", "promote/fraud-detector/production")
     return repo
+
+
+STAND_IN = re.compile(r'\n  digest: "?sha256:1{64}"?')
+
+
+def _unpin_stand_ins(tree: Path) -> None:
+    """The reference tree pins stand-in digests nothing signed; the CI gate verifies every
+    pinned image, so the copied tree starts unpinned (a tag) and each test pins what it signs."""
+    for path in tree.glob("*/overlays/*/kustomization.yaml"):
+        path.write_text(STAND_IN.sub("\n  newTag: v0", path.read_text()))
 
 
 def _pin(repo: Repo, reference: str) -> None:

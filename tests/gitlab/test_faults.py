@@ -155,7 +155,7 @@ def test_an_unknown_project_says_which(standin: StandIn) -> None:
 
 
 def test_gitlab_free_states_approvals_in_the_mr(tmp_path: Path) -> None:
-    standin = make_standin(tmp_path, free_tier=True)
+    standin = make_standin(tmp_path, profile="ce-17")
     try:
         result = GitLabHarness(standin, tmp_path).provider.propose(proposal("1"))
         assert result.outcome.value == "created" and not result.approvals_enforced

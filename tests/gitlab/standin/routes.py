@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -120,12 +121,16 @@ class Api:
                  and params.get("source_branch") in (None, mr.source_branch)]
         descending = str(params.get("sort") or "desc") == "desc"
         found.sort(key=lambda mr: mr.iid, reverse=descending)
-        return 200, [self.project.mr_json(mr) for mr in found]
+        answer = [self.project.mr_json(mr) for mr in found]
+        for mr in found:
+            if mr.merging_left:
+                self.tick(mr, user)
+        return 200, answer
 
     def get_mr(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
         answer = self.project.mr_json(mr)
-        mr.checking_left = max(0, mr.checking_left - 1)
+        self.tick(mr, user)
         return 200, answer
 
     def create_mr(self, user: User, params: dict[str, Any]) -> Answer:
@@ -197,8 +202,8 @@ class Api:
 
     # --- approvals -------------------------------------------------------------------------
     def _premium(self) -> None:
-        if self.s.free_tier:
-            raise ApiError(403, "403 Forbidden")
+        if self.s.profile.edition == "ce":  # CE/Free: the approval-rule routes do not exist
+            raise ApiError(404, "404 Not Found", key="error")
 
     def list_rules(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         self._premium()
@@ -211,7 +216,8 @@ class Api:
             raise ApiError(400, "name, approvals_required are missing", key="error")
         rule = {"id": self.project.next_id(), "name": str(params["name"]),
                 "approvals_required": int(params["approvals_required"]),
-                "rule_type": "regular", "users": [], "groups": [], "eligible_approvers": []}
+                "rule_type": "regular", "users": [], "groups": [], "eligible_approvers": [],
+                "source_rule": None, "contains_hidden_groups": False, "overridden": False}
         mr.rules.append(rule)
         return 201, rule
 
@@ -226,9 +232,24 @@ class Api:
 
     def approvals(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
-        return 200, {"id": mr.id, "iid": mr.iid, "approvals_required": mr.approvals_required(),
-                     "approvals_left": mr.approvals_left(), "approved": not mr.approvals_left(),
-                     "approved_by": [{"user": u.json()} for u in mr.approved_by]}
+        approved_by = [{"user": u.json(), "approved_at": at} for u, at in
+                       zip(mr.approved_by, mr.approved_at, strict=True)]
+        mine = any(u.id == user.id for u in mr.approved_by)
+        if self.s.profile.edition == "ce":  # lib/api/entities/merge_request_approvals.rb
+            return 200, {"user_has_approved": mine, "user_can_approve": not mine,
+                         "approved": bool(mr.approved_by), "approved_by": approved_by}
+        return 200, {  # EE: ApprovalState (doc/api/merge_request_approvals.md)
+            "id": mr.id, "iid": mr.iid, "project_id": self.project.json()["id"],
+            "title": mr.title, "description": mr.description, "state": self.project.state(mr),
+            "created_at": mr.created_at, "updated_at": mr.updated_at,
+            "merge_status": self.project.mr_json(mr)["merge_status"],
+            "approved": not mr.approvals_left(), "approvals_required": mr.approvals_required(),
+            "approvals_left": mr.approvals_left(), "require_password_to_approve": False,
+            "approved_by": approved_by, "suggested_approvers": [], "approvers": [],
+            "approver_groups": [], "user_has_approved": mine, "user_can_approve": not mine,
+            "approval_rules_left": [], "has_approval_rules": bool(mr.rules),
+            "merge_request_approvers_available": True,
+            "multiple_approval_rules_available": True, "invalid_approvers_rules": []}
 
     def approve(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
@@ -238,42 +259,104 @@ class Api:
         if mr.state != "opened" or any(u.id == user.id for u in mr.approved_by):
             raise ApiError(401, "401 Unauthorized")
         mr.approved_by.append(user)
+        mr.approved_at.append(now())
         action = "approval" if mr.approvals_left() else "approved"
         self.s.emit("Merge Request Hook", self.project.hook_mr(mr, action, user))
         self.try_auto_merge(mr, user)
         return 201, self.approvals(user, params, iid)[1]
 
     # --- merging ---------------------------------------------------------------------------
+    # PUT …/merge follows lib/api/merge_requests.rb of the profile's era, check for check (see
+    # tests/gitlab/recorded/PROVENANCE.md); the predicates below are GitLab's model methods.
     def merge(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
-        if mr.state == "closed":
-            raise ApiError(406, "406 Not Acceptable")
-        if mr.state != "opened":
+        if user.username in self.s.cannot_merge:    # can_be_merged_by? false: unauthorized!
+            raise ApiError(401, "401 Unauthorized")
+        auto = _bool(params.get("auto_merge")) or _bool(params.get("merge_when_pipeline_succeeds"))
+        if self.s.profile.merge_api == "pre17":
+            self._merge_pre17(mr, user, params, auto)
+        else:
+            self._merge_17(mr, user, params, auto)
+        return 200, self.project.mr_json(mr)
+
+    def _merge_pre17(self, mr: Mr, user: User, params: dict[str, Any], auto: bool) -> None:
+        """Auto-merge only while a pipeline runs; 406; the SHA is checked last."""
+        automatically = auto and self._mergeable_state(mr, skip_ci=True) and \
+            self.project.pipeline_active(mr)
+        immediately = self.project.pipeline_status(mr) == "success" if auto else \
+            self._mergeable_state(mr, skip_ci=False)
+        if not immediately and not automatically:
             raise ApiError(405, "405 Method Not Allowed")
+        if not self._mergeable(mr, skip_ci=automatically):
+            raise ApiError(406, "Branch cannot be merged")
+        self._check_sha(mr, params)
+        self._merge_params(mr, params)
+        if immediately:
+            self.do_merge(mr, user, refusal=406)
+        else:
+            mr.auto_merge = True
+
+    def _merge_17(self, mr: Mr, user: User, params: dict[str, Any], auto: bool) -> None:
+        """SHA first; auto-merge whenever only skippable checks block; 422."""
+        self._check_sha(mr, params)
+        self._merge_params(mr, params)
+        if auto and self._merge_when_checks_pass_available(mr):
+            mr.auto_merge = True
+        elif auto and self.project.pipeline_status(mr) in (None, "success"):
+            if not self._mergeable(mr, skip_ci=False):
+                raise ApiError(422, "Branch cannot be merged")
+            self.do_merge(mr, user, refusal=422)
+        elif not auto and self._mergeable(mr, skip_ci=False):
+            self.do_merge(mr, user, refusal=422)
+        else:
+            raise ApiError(405, "405 Method Not Allowed")
+
+    def _check_sha(self, mr: Mr, params: dict[str, Any]) -> None:
         head = self.project.head_sha(mr)
         if params.get("sha") and params["sha"] != head:
             raise ApiError(409, "SHA does not match HEAD of source branch: " + str(head))
+
+    @staticmethod
+    def _merge_params(mr: Mr, params: dict[str, Any]) -> None:
         if "should_remove_source_branch" in params:
             mr.remove_source_branch = _bool(params["should_remove_source_branch"])
-        status = self.project.detailed_status(mr)
-        if status == "checking":
-            raise ApiError(405, "405 Method Not Allowed")
-        auto = _bool(params.get("auto_merge")) or _bool(params.get("merge_when_pipeline_succeeds"))
-        if auto and status in ("ci_still_running", "not_approved"):
-            mr.auto_merge = True
-            return 200, self.project.mr_json(mr)
-        if status != "mergeable":
-            raise ApiError(405, "405 Method Not Allowed")
-        self.do_merge(mr, user)
-        return 200, self.project.mr_json(mr)
 
-    def do_merge(self, mr: Mr, user: User) -> None:
+    def _mergeable_state(self, mr: Mr, *, skip_ci: bool) -> bool:
+        """MergeRequest#mergeable_state?: open, not being merged, CI passed unless skipped."""
+        if mr.state != "opened" or mr.merging_left:
+            return False
+        return skip_ci or self.project.pipeline_status(mr) in (None, "success")
+
+    def _mergeable(self, mr: Mr, *, skip_ci: bool) -> bool:
+        """MergeRequest#mergeable?: the state, the mergeability check done, approvals met."""
+        return (self._mergeable_state(mr, skip_ci=skip_ci) and not mr.checking_left
+                and not mr.approvals_left())
+
+    def _merge_when_checks_pass_available(self, mr: Mr) -> bool:
+        """GitLab 17+ "merge when checks pass": open and blocked only by skippable checks."""
+        return self.project.detailed_status(mr) in ("ci_still_running", "not_approved")
+
+    def start_merge(self, iid: int, reads: int) -> None:
+        """A merge GitLab is carrying out: the MR reads as ``locked`` for ``reads`` reads."""
+        with self.s.lock:
+            self.mr(iid).merging_left = reads
+
+    def tick(self, mr: Mr, user: User) -> None:
+        """One read of the MR: the mergeability check and a running merge move on."""
+        mr.checking_left = max(0, mr.checking_left - 1)
+        if mr.merging_left:
+            mr.merging_left -= 1
+            if not mr.merging_left:
+                with contextlib.suppress(ApiError):  # a clash: the MR stays open, as on GitLab
+                    self.do_merge(mr, user, refusal=422)
+
+    def do_merge(self, mr: Mr, user: User, *, refusal: int = 422) -> None:
         message = (f"Merge branch '{mr.source_branch}' into '{mr.target_branch}'\n\n{mr.title}\n\n"
                    f"See merge request {self.project.path}!{mr.iid}\n")
         head = self.project.head_sha(mr)
         sha = self.repo.merge(mr.target_branch, mr.source_branch, message)
         if sha is None:
-            raise ApiError(422, "Branch cannot be merged")
+            raise ApiError(refusal, "Branch cannot be merged")
         mr.sha, mr.state, mr.merge_commit_sha, mr.merged_at = head, "merged", sha, now()
         if mr.remove_source_branch:
             self.repo.delete_branch(mr.source_branch)

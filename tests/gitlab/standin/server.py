@@ -21,7 +21,7 @@ from typing import Any
 
 from tests.gitlab.standin.gitrepo import ApiError, GitRepo
 from tests.gitlab.standin.routes import ROUTES, Api
-from tests.gitlab.standin.state import Project, User
+from tests.gitlab.standin.state import PROFILES, Profile, Project, User
 
 
 @dataclass
@@ -50,13 +50,15 @@ class Delivery:
 
 
 class StandIn:
-    def __init__(self, root: Path, *, project: str = "group/gitops", free_tier: bool = False,
-                 per_page: int = 20, tokens: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *, project: str = "group/gitops",
+                 profile: Profile | str = "ee-17", per_page: int = 20,
+                 tokens: dict[str, str] | None = None) -> None:
+        self.profile = PROFILES[profile] if isinstance(profile, str) else profile
         self.users = {token: User(index + 1, name) for index, (token, name) in
                       enumerate((tokens or {"bot-token": "promoter-bot", "alice-token": "alice",
                                             "bob-token": "bob"}).items())}
         self.repo = GitRepo(root / "gitops.git")
-        self.free_tier = free_tier
+        self.cannot_merge: set[str] = set()   # usernames without merge rights: merge is 401
         self.per_page = per_page
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
@@ -201,6 +203,7 @@ class StandIn:
             return f'<{self.base_url}{path}?{target}>; rel="{rel}"'
 
         links = [link(page + 1, "next")] if page < pages else []
+        links += [link(page - 1, "prev")] if page > 1 else []
         links += [link(1, "first"), link(pages, "last")]
         headers["Link"] = ", ".join(links)
         chunk = items[(page - 1) * per_page: page * per_page]

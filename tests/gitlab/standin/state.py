@@ -12,6 +12,30 @@ from tests.gitlab.standin.gitrepo import GitRepo
 PROJECT_ID = 42
 
 
+@dataclass(frozen=True)
+class Profile:
+    """Which GitLab the stand-in plays (see tests/gitlab/recorded/PROVENANCE.md).
+
+    ``edition``: ``ce`` (Community Edition / Free: no approval-rule routes, the CE approvals
+    entity) or ``ee`` (Premium: rules, ``approvals_required``/``approvals_left``).
+    ``merge_api``: ``pre17`` answers ``PUT …/merge`` as lib/api/merge_requests.rb did before
+    "merge when checks pass" (auto-merge only while a pipeline runs, 406 "Branch cannot be
+    merged", SHA checked after mergeability); ``17`` as it does now (SHA checked first, auto-merge
+    accepted while checks are pending, 422 "Branch cannot be merged").
+    """
+
+    edition: str = "ee"
+    merge_api: str = "17"
+
+    @property
+    def name(self) -> str:
+        return f"{self.edition}-{self.merge_api}"
+
+
+PROFILES = {p.name: p for p in (Profile("ee", "17"), Profile("ce", "17"),
+                                Profile("ee", "pre17"), Profile("ce", "pre17"))}
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -42,6 +66,7 @@ class Mr:
     auto_merge: bool = False
     merge_commit_sha: str | None = None
     approved_by: list[User] = field(default_factory=list)
+    approved_at: list[str] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
     pipelines: list[dict[str, Any]] = field(default_factory=list)
@@ -50,6 +75,7 @@ class Mr:
     merged_at: str | None = None
     closed_at: str | None = None
     checking_left: int = 0                 # reads left before GitLab's mergeability check ends
+    merging_left: int = 0                  # reads left in state "locked" while a merge runs
 
     def approvals_required(self) -> int:
         return max((int(rule["approvals_required"]) for rule in self.rules), default=0)
@@ -80,8 +106,18 @@ class Project:
             return self.repo.head(mr.source_branch) or mr.sha
         return mr.sha
 
+    def state(self, mr: Mr) -> str:
+        return "locked" if mr.merging_left else mr.state
+
+    def pipeline_active(self, mr: Mr) -> bool:
+        pipeline = mr.pipelines[-1] if mr.pipelines else None
+        return bool(pipeline and pipeline["status"] in ("created", "pending", "running"))
+
+    def pipeline_status(self, mr: Mr) -> str | None:
+        return mr.pipelines[-1]["status"] if mr.pipelines else None
+
     def detailed_status(self, mr: Mr) -> str:
-        if mr.state != "opened":
+        if mr.state != "opened" or mr.merging_left:
             return "not_open"
         if mr.checking_left:
             return "checking"
@@ -100,7 +136,7 @@ class Project:
         pipeline = mr.pipelines[-1] if mr.pipelines else None
         return {
             "id": mr.id, "iid": mr.iid, "project_id": PROJECT_ID, "title": mr.title,
-            "description": mr.description, "state": mr.state,
+            "description": mr.description, "state": self.state(mr),
             "source_branch": mr.source_branch, "target_branch": mr.target_branch,
             "source_project_id": PROJECT_ID, "target_project_id": PROJECT_ID,
             "labels": list(mr.labels), "author": mr.author.json(), "reviewers": [],

@@ -7,7 +7,8 @@
 - 405 (``not_allowed!``): the MR is not in a mergeable state — closed, a failed pipeline, or
   (before GitLab 17) no running pipeline to wait for;
 - 406 (before GitLab 17) / 422 (17 and later): "Branch cannot be merged" — the mergeability
-  check has not finished, the branch conflicts, or approvals are missing;
+  check has not finished, the branch conflicts, or (before 17, even with a running pipeline)
+  approvals are missing;
 - 409: the head moved (``sha`` guard). Before 17 this check runs after the mergeability ones.
 
 Right after a push GitLab checks mergeability in the background (``detailed_merge_status``
@@ -26,7 +27,7 @@ from promoter.errors import AuthError
 STILL_CHECKING = frozenset({"checking", "unchecked", "preparing", "approvals_syncing"})
 _CANNOT_MERGE = frozenset({405, 406, 422})
 _WHY = {"not_approved": "the MR needs its approvals first (GitLab before 17 sets auto-merge "
-                        "only while a pipeline runs)",
+                        "only on approved MRs)",
         "conflict": "the branch conflicts with the target branch",
         "need_rebase": "the branch needs a rebase"}
 
@@ -69,6 +70,9 @@ def _why(code: int, status: str | None) -> str:
         return _WHY[status]
     if status in STILL_CHECKING:
         return "GitLab was still checking mergeability"
+    if code == 405 and status == "mergeable":   # before 17: auto-merge waits for a pipeline
+        return ("no pipeline is running to wait for (GitLab before 17 sets auto-merge only "
+                "while a pipeline runs)")
     if code == 405:
         return "the MR cannot be merged yet"
     return "GitLab cannot merge the branch"

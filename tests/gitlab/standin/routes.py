@@ -151,6 +151,8 @@ class Api:
                 remove_source_branch=_bool(params.get("remove_source_branch")),
                 checking_left=self.s.checking_reads)
         self.project.mrs[iid] = mr
+        if self.s.new_mr_pipeline:      # the project's CI starts a pipeline for the new MR
+            self.add_pipeline(mr, self.s.new_mr_pipeline)
         self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "open", user))
         return 201, self.project.mr_json(mr)
 
@@ -373,16 +375,22 @@ class Api:
         """What a CI run reports; on success an auto-merge MR is merged, as on GitLab."""
         with self.s.lock:
             mr = self.mr(iid)
-            pipeline = {"id": self.project.next_id(), "iid": len(mr.pipelines) + 1,
-                        "sha": self.project.head_sha(mr), "ref": mr.source_branch,
-                        "status": status, "source": "merge_request_event",
-                        "web_url": f"{self.project.base_url}/{self.project.path}/-/pipelines"}
-            mr.pipelines.append(pipeline)
+            pipeline = self.add_pipeline(mr, status)
             bot = next(iter(self.s.users.values()))
             self.s.emit("Pipeline Hook", self.project.hook_pipeline(mr, pipeline, bot))
             if status == "success":
                 self.try_auto_merge(mr, bot)
         self.s.flush()
+        return pipeline
+
+    def add_pipeline(self, mr: Mr, status: str) -> dict[str, Any]:
+        pipeline = {"id": self.project.next_id(), "iid": len(mr.pipelines) + 1,
+                    "project_id": self.project.json()["id"],
+                    "sha": self.project.head_sha(mr), "ref": mr.source_branch,
+                    "status": status, "source": "merge_request_event",
+                    "created_at": now(), "updated_at": now(),
+                    "web_url": f"{self.project.base_url}/{self.project.path}/-/pipelines"}
+        mr.pipelines.append(pipeline)
         return pipeline
 
     def pipelines(self, user: User, params: dict[str, Any], iid: str) -> Answer:

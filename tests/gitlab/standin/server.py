@@ -65,6 +65,7 @@ class StandIn:
         self.deliveries: list[Delivery] = []
         self.commits_created = 0           # every commit the API made, reachable or not
         self.checking_reads = 0            # new MRs report "checking" for this many reads
+        self.new_mr_pipeline: str | None = None   # status of a pipeline each new MR starts
         self.hook_url: str | None = None
         self.hook_token: str | None = None
         self.lock = threading.RLock()

@@ -1,0 +1,265 @@
+"""GitLab editions and versions: what each answers, and promoter working on all of them.
+
+The stand-in's profiles (tests/gitlab/standin/state.py) follow lib/api/merge_requests.rb of
+two eras and the CE/EE approval entities; tests/gitlab/recorded/PROVENANCE.md names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gitlab
+import pytest
+
+from promoter.errors import PermanentError, TransientError
+from promoter.ports.git import Outcome
+from tests.gitlab.conftest import GitLabHarness, make_standin, proposal
+from tests.gitlab.standin.server import StandIn
+from tests.gitlab.standin.state import PROFILES
+
+ALL = list(PROFILES)
+
+
+@pytest.fixture(params=ALL)
+def profiled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StandIn]:
+    server = make_standin(tmp_path, per_page=2, profile=request.param)
+    yield server
+    server.stop()
+
+
+def _standin(tmp_path: Path, profile: str) -> StandIn:
+    return make_standin(tmp_path, per_page=2, profile=profile)
+
+
+# --- what each profile answers to PUT …/merge (python-gitlab, raw HTTP) ----------------------
+
+def _open_mr(standin: StandIn, *, rule: int = 0, checking: int = 0,
+             pipeline: str | None = None) -> tuple[Any, int, str]:
+    """An MR of branch ``feature`` as the bot opens it; returns (client, iid, head)."""
+    client = gitlab.Gitlab(standin.base_url, private_token="bot-token", timeout=10)
+    project = client.projects.get("group/gitops")
+    head = project.commits.create({"branch": "feature", "start_branch": "main",
+                                   "commit_message": "Add a", "actions": [
+                                       {"action": "create", "file_path": "a.md",
+                                        "content": "a\n"}]}).id
+    standin.checking_reads = checking
+    mr = project.mergerequests.create({"source_branch": "feature", "target_branch": "main",
+                                       "title": "Add a"})
+    if rule:
+        mr.approval_rules.create({"name": "promoter", "approvals_required": rule})
+    if pipeline:
+        standin.api.run_pipeline(mr.iid, pipeline)
+    return client, mr.iid, str(head)
+
+
+def _put_merge(client: Any, iid: int, **data: Any) -> int:
+    try:
+        client.http_put(f"/projects/42/merge_requests/{iid}/merge", post_data=data)
+    except gitlab.GitlabError as exc:
+        return exc.response_code or 0
+    return 200
+
+
+# (profile, expected status): auto-merge asked while GitLab still checks, no pipeline.
+CHECKING_AUTO = {"ee-pre17": 405, "ce-pre17": 405, "ee-17": 422, "ce-17": 422}
+# ... and a plain merge meanwhile.
+CHECKING_PLAIN = {"ee-pre17": 406, "ce-pre17": 406, "ee-17": 405, "ce-17": 405}
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_merge_refusals_while_checking_follow_the_version(tmp_path: Path, profile: str) -> None:
+    standin = _standin(tmp_path, profile)
+    try:
+        client, iid, head = _open_mr(standin, checking=100)
+        assert _put_merge(client, iid, auto_merge=True, sha=head) == CHECKING_AUTO[profile]
+        assert _put_merge(client, iid, sha=head) == CHECKING_PLAIN[profile]
+        # A concurrent push: 17+ checks the SHA first (409); before 17 mergeability wins.
+        stale = "0" * 40
+        expected = 409 if profile.endswith("-17") else CHECKING_PLAIN[profile]
+        assert _put_merge(client, iid, sha=stale) == expected
+        assert standin.project.mrs[iid].state == "opened"
+    finally:
+        standin.stop()
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_a_closed_mr_is_refused_with_405_or_422(tmp_path: Path, profile: str) -> None:
+    standin = _standin(tmp_path, profile)
+    try:
+        client, iid, head = _open_mr(standin)
+        client.http_put(f"/projects/42/merge_requests/{iid}", post_data={"state_event": "close"})
+        assert _put_merge(client, iid, sha=head) == 405
+        auto = _put_merge(client, iid, auto_merge=True, sha=head)
+        assert auto == (405 if profile.endswith("pre17") else 422)
+    finally:
+        standin.stop()
+
+
+@pytest.mark.parametrize("profile", ["ee-pre17", "ee-17"])
+def test_auto_merge_of_an_unapproved_mr_needs_17_or_the_approvals(tmp_path: Path,
+                                                               profile: str) -> None:
+    standin = _standin(tmp_path, profile)
+    try:
+        client, iid, head = _open_mr(standin, rule=1)
+        status = _put_merge(client, iid, auto_merge=True, sha=head)
+        assert status == (405 if profile == "ee-pre17" else 200)
+        assert standin.project.mrs[iid].auto_merge is (status == 200)
+        standin.api.run_pipeline(iid, "running")
+        # Before 17 a running pipeline is not enough: mergeable? wants the approvals (406).
+        status = _put_merge(client, iid, merge_when_pipeline_succeeds=True, sha=head)
+        assert status == (406 if profile == "ee-pre17" else 200)
+        client.projects.get("group/gitops", lazy=True).mergerequests.get(
+            iid, lazy=True).approve()
+        assert _put_merge(client, iid, merge_when_pipeline_succeeds=True, sha=head) == 200
+        assert standin.project.mrs[iid].auto_merge and standin.project.mrs[iid].state == "opened"
+    finally:
+        standin.stop()
+
+
+def test_a_token_that_may_not_merge_gets_401(profiled: StandIn) -> None:
+    client, iid, head = _open_mr(profiled)
+    profiled.cannot_merge.add("promoter-bot")
+    assert _put_merge(client, iid, sha=head) == 401
+    assert _put_merge(client, iid, auto_merge=True, sha=head) == 401
+
+
+def test_approval_rules_do_not_exist_on_ce(tmp_path: Path) -> None:
+    standin = _standin(tmp_path, "ce-17")
+    try:
+        client, iid, _ = _open_mr(standin)
+        mr = client.projects.get("group/gitops").mergerequests.get(iid, lazy=True)
+        with pytest.raises(gitlab.GitlabError) as raised:
+            mr.approval_rules.list()
+        assert (raised.value.response_code, raised.value.error_message) == (404, "404 Not Found")
+        approvals = client.http_get(f"/projects/42/merge_requests/{iid}/approvals")
+        assert set(approvals) == {"user_has_approved", "user_can_approve", "approved",
+                                  "approved_by"}
+    finally:
+        standin.stop()
+
+
+# --- promoter on every profile -----------------------------------------------------------
+
+def test_auto_merge_waits_out_the_check_on_every_profile(profiled: StandIn,
+                                                         tmp_path: Path) -> None:
+    profiled.checking_reads = 2          # the new MR reads "checking" twice: merge is refused
+    profiled.new_mr_pipeline = "running"  # pre-17 sets auto-merge only with a running pipeline
+    harness = GitLabHarness(profiled, tmp_path)
+    result = harness.provider.propose(proposal("1", auto_merge=True, approvals_required=0))
+    assert result.warnings == () and result.mr_iid is not None
+    assert profiled.project.mrs[result.mr_iid].auto_merge
+    refused = [p for m, p in profiled.requests if m == "PUT" and p.endswith("/merge")]
+    assert len(refused) >= 2                         # at least one refusal, then accepted
+    profiled.api.run_pipeline(result.mr_iid, "success")
+    merged = harness.provider.get(result.mr_iid)
+    assert merged.state == "merged" and merged.merge_commit_sha == profiled.repo.head("main")
+    assert profiled.repo.count("main") == 3          # initial, promoter's commit, the merge
+
+
+def test_get_and_the_merge_poll_work_on_ce(tmp_path: Path) -> None:
+    standin = _standin(tmp_path, "ce-17")
+    try:
+        harness = GitLabHarness(standin, tmp_path)
+        result = harness.provider.propose(proposal("1"))
+        assert result.mr_iid is not None and not result.approvals_enforced
+        harness.approve(result.mr_iid, "alice")
+        mr = harness.provider.get(result.mr_iid)
+        assert (mr.approvals_required, mr.approved_by) == (2, ("alice",))   # stated in the MR
+        standin.project.mrs[result.mr_iid].checking_left = 2   # the push is being checked
+        again = harness.provider.propose(proposal("2", auto_merge=True))
+        assert again.outcome is Outcome.UPDATED
+        assert [w for w in again.warnings if "auto-merge" in w] == []
+        merged = harness.provider.get(result.mr_iid)   # no pipeline, nothing enforced: merged
+        assert merged.state == "merged" and merged.merge_commit_sha == standin.repo.head("main")
+    finally:
+        standin.stop()
+
+
+@pytest.mark.parametrize("profile", ["ee-pre17", "ee-17"])
+def test_auto_merge_of_an_unapproved_mr_by_version(tmp_path: Path, profile: str) -> None:
+    standin = _standin(tmp_path, profile)
+    try:
+        harness = GitLabHarness(standin, tmp_path)
+        result = harness.provider.propose(proposal("1", auto_merge=True, approvals_required=1))
+        assert result.mr_iid is not None
+        if profile == "ee-pre17":
+            assert result.warnings == (f"auto-merge not set on !{result.mr_iid}: the MR needs "
+                                       "its approvals first (GitLab before 17 sets auto-merge "
+                                       "only on approved MRs)",)
+            assert not standin.project.mrs[result.mr_iid].auto_merge
+            return
+        assert result.warnings == () and standin.project.mrs[result.mr_iid].auto_merge
+        harness.approve(result.mr_iid, "alice")       # the approval completes: GitLab merges
+        assert harness.provider.get(result.mr_iid).state == "merged"
+    finally:
+        standin.stop()
+
+
+def test_a_token_without_merge_rights_is_named_as_such(profiled: StandIn,
+                                                       tmp_path: Path) -> None:
+    profiled.cannot_merge.add("promoter-bot")
+    result = GitLabHarness(profiled, tmp_path).provider.propose(
+        proposal("1", auto_merge=True, approvals_required=0))
+    assert result.outcome is Outcome.CREATED and len(result.warnings) == 1
+    assert "401" in result.warnings[0] and "may not merge" in result.warnings[0]
+    assert "approv" not in result.warnings[0]
+
+
+def test_auto_merge_on_a_closed_mr_says_it_is_closed(profiled: StandIn, tmp_path: Path) -> None:
+    harness = GitLabHarness(profiled, tmp_path)
+    result = harness.provider.propose(proposal("1", approvals_required=0))
+    assert result.mr_iid is not None and result.head_sha is not None
+    harness.human_close(result.mr_iid)
+    forge = harness.provider.forge   # type: ignore[attr-defined]
+    warning = forge.auto_merge(result.mr_iid, result.head_sha)
+    assert warning == f"auto-merge not set on !{result.mr_iid}: the MR is closed"
+
+
+def test_a_merge_in_progress_is_waited_out(profiled: StandIn, tmp_path: Path) -> None:
+    harness = GitLabHarness(profiled, tmp_path)
+    first = harness.provider.propose(proposal("1", approvals_required=0))
+    assert first.mr_iid is not None
+    profiled.api.start_merge(first.mr_iid, reads=2)   # GitLab shows "locked" while merging
+    assert profiled.project.mr_json(profiled.project.mrs[first.mr_iid])["state"] == "locked"
+    commits = profiled.commits_created
+
+    again = harness.provider.propose(proposal("1"))
+
+    assert again.outcome is Outcome.UNCHANGED and again.mr_iid == first.mr_iid
+    assert harness.provider.get(first.mr_iid).state == "merged"
+    assert profiled.commits_created == commits and len(profiled.project.mrs) == 1
+
+
+def test_a_merge_that_stays_locked_is_left_for_a_retry(standin: StandIn, tmp_path: Path) -> None:
+    harness = GitLabHarness(standin, tmp_path)
+    first = harness.provider.propose(proposal("1", approvals_required=0))
+    assert first.mr_iid is not None
+    standin.api.start_merge(first.mr_iid, reads=10_000)
+    with pytest.raises(TransientError, match="being merged"):
+        harness.provider.propose(proposal("1"))
+    assert len(standin.project.mrs) == 1 and standin.commits_created == 1
+
+
+def test_auto_merge_while_gitlab_merges_is_not_a_warning(profiled: StandIn,
+                                                         tmp_path: Path) -> None:
+    harness = GitLabHarness(profiled, tmp_path)
+    result = harness.provider.propose(proposal("1", approvals_required=0))
+    assert result.mr_iid is not None and result.head_sha is not None
+    profiled.api.start_merge(result.mr_iid, reads=5)
+    forge = harness.provider.forge   # type: ignore[attr-defined]
+    assert forge.auto_merge(result.mr_iid, result.head_sha) is None
+
+
+def test_a_directory_clash_is_permanent_not_retried(standin: StandIn, tmp_path: Path) -> None:
+    standin.repo.commit_actions("main", standin.repo.head("main"), [
+        {"action": "create", "file_path": "extra/notes.md/old.txt", "content": "x\n"}],
+        "A directory where promoter wants a file\n")
+    files = {**proposal("1").files, "extra/notes.md": "notes\n"}
+    harness = GitLabHarness(standin, tmp_path)
+    with pytest.raises(PermanentError, match="directory with this name already exists") as raised:
+        harness.provider.propose(proposal("1", files=files))
+    assert "directory" in (raised.value.hint or "")
+    posts = [p for m, p in standin.requests if m == "POST" and p.endswith("/repository/commits")]
+    assert len(posts) == 1 and standin.commits_created == 0 and not standin.project.mrs

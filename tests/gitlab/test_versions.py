@@ -62,44 +62,57 @@ def _put_merge(client: Any, iid: int, **data: Any) -> int:
     return 200
 
 
-# (profile, expected status): auto-merge asked while GitLab still checks, no pipeline.
-CHECKING_AUTO = {"ee-pre17": 405, "ce-pre17": 405, "ee-17": 422, "ce-17": 422}
-# ... and a plain merge meanwhile.
-CHECKING_PLAIN = {"ee-pre17": 406, "ce-pre17": 406, "ee-17": 405, "ce-17": 405}
+# While GitLab still checks mergeability and no pipeline runs: a plain merge (or one with a
+# stale SHA: every era checks the SHA after mergeability), then an auto-merge.
+CHECKING_PLAIN = {"ee-legacy": 406, "ee-pre17": 422, "ce-pre17": 422, "ee-17": 422,
+                  "ce-17": 422}
+CHECKING_AUTO = {"ee-legacy": 406, "ee-pre17": 405, "ce-pre17": 405, "ee-17": 200,
+                 "ce-17": 200}
+ERAS = [*ALL, "ee-legacy"]
 
 
-@pytest.mark.parametrize("profile", ALL)
+@pytest.mark.parametrize("profile", ERAS)
 def test_merge_refusals_while_checking_follow_the_version(tmp_path: Path, profile: str) -> None:
     standin = _standin(tmp_path, profile)
     try:
         client, iid, head = _open_mr(standin, checking=100)
-        assert _put_merge(client, iid, auto_merge=True, sha=head) == CHECKING_AUTO[profile]
         assert _put_merge(client, iid, sha=head) == CHECKING_PLAIN[profile]
-        # A concurrent push: 17+ checks the SHA first (409); before 17 mergeability wins.
-        stale = "0" * 40
-        expected = 409 if profile.endswith("-17") else CHECKING_PLAIN[profile]
-        assert _put_merge(client, iid, sha=stale) == expected
+        assert _put_merge(client, iid, sha="0" * 40) == CHECKING_PLAIN[profile]
+        assert _put_merge(client, iid, auto_merge=True, sha=head) == CHECKING_AUTO[profile]
+        # 17+ accepts auto-merge now and merges once the check is done; the others refuse.
+        assert standin.project.mrs[iid].auto_merge is (CHECKING_AUTO[profile] == 200)
         assert standin.project.mrs[iid].state == "opened"
     finally:
         standin.stop()
 
 
-@pytest.mark.parametrize("profile", ALL)
-def test_a_closed_mr_is_refused_with_405_or_422(tmp_path: Path, profile: str) -> None:
+@pytest.mark.parametrize("profile", ERAS)
+def test_a_stale_sha_on_a_mergeable_mr_is_409(tmp_path: Path, profile: str) -> None:
+    standin = _standin(tmp_path, profile)
+    try:
+        client, iid, head = _open_mr(standin)
+        assert _put_merge(client, iid, sha="0" * 40) == 409
+        assert _put_merge(client, iid, sha=head) == 200
+        assert standin.project.mrs[iid].state == "merged"
+    finally:
+        standin.stop()
+
+
+@pytest.mark.parametrize("profile", ERAS)
+def test_a_closed_mr_is_refused_with_405(tmp_path: Path, profile: str) -> None:
     standin = _standin(tmp_path, profile)
     try:
         client, iid, head = _open_mr(standin)
         client.http_put(f"/projects/42/merge_requests/{iid}", post_data={"state_event": "close"})
         assert _put_merge(client, iid, sha=head) == 405
-        auto = _put_merge(client, iid, auto_merge=True, sha=head)
-        assert auto == (405 if profile.endswith("pre17") else 422)
+        assert _put_merge(client, iid, auto_merge=True, sha=head) == 405
     finally:
         standin.stop()
 
 
 @pytest.mark.parametrize("profile", ["ee-pre17", "ee-17"])
 def test_auto_merge_of_an_unapproved_mr_needs_17_or_the_approvals(tmp_path: Path,
-                                                               profile: str) -> None:
+                                                                  profile: str) -> None:
     standin = _standin(tmp_path, profile)
     try:
         client, iid, head = _open_mr(standin, rule=1)
@@ -107,9 +120,9 @@ def test_auto_merge_of_an_unapproved_mr_needs_17_or_the_approvals(tmp_path: Path
         assert status == (405 if profile == "ee-pre17" else 200)
         assert standin.project.mrs[iid].auto_merge is (status == 200)
         standin.api.run_pipeline(iid, "running")
-        # Before 17 a running pipeline is not enough: mergeable? wants the approvals (406).
+        # Before 17 a running pipeline is not enough: mergeable? wants the approvals (422).
         status = _put_merge(client, iid, merge_when_pipeline_succeeds=True, sha=head)
-        assert status == (406 if profile == "ee-pre17" else 200)
+        assert status == (422 if profile == "ee-pre17" else 200)
         client.projects.get("group/gitops", lazy=True).mergerequests.get(
             iid, lazy=True).approve()
         assert _put_merge(client, iid, merge_when_pipeline_succeeds=True, sha=head) == 200
@@ -142,23 +155,37 @@ def test_approval_rules_do_not_exist_on_ce(tmp_path: Path) -> None:
 
 # --- promoter on every profile -----------------------------------------------------------
 
-def test_auto_merge_waits_out_the_check_on_every_profile(profiled: StandIn,
-                                                         tmp_path: Path) -> None:
-    profiled.checking_reads = 2          # the new MR reads "checking" twice: merge is refused
-    profiled.new_mr_pipeline = "running"  # pre-17 sets auto-merge only with a running pipeline
-    harness = GitLabHarness(profiled, tmp_path)
-    result = harness.provider.propose(proposal("1", auto_merge=True, approvals_required=0))
-    assert result.warnings == () and result.mr_iid is not None
-    assert profiled.project.mrs[result.mr_iid].auto_merge
-    refused = [p for m, p in profiled.requests if m == "PUT" and p.endswith("/merge")]
-    assert len(refused) >= 2                         # at least one refusal, then accepted
-    profiled.api.run_pipeline(result.mr_iid, "success")
-    merged = harness.provider.get(result.mr_iid)
-    assert merged.state == "merged" and merged.merge_commit_sha == profiled.repo.head("main")
-    assert profiled.repo.count("main") == 3          # initial, promoter's commit, the merge
+@pytest.mark.parametrize("profile", ERAS)
+def test_auto_merge_waits_out_the_check_on_every_profile(tmp_path: Path, profile: str) -> None:
+    standin = _standin(tmp_path, profile)
+    standin.checking_reads = 2           # the new MR reads "checking" twice
+    standin.new_mr_pipeline = "running"  # before 17, auto-merge needs a running pipeline
+    try:
+        harness = GitLabHarness(standin, tmp_path)
+        result = harness.provider.propose(proposal("1", auto_merge=True, approvals_required=0))
+        assert result.warnings == () and result.mr_iid is not None
+        assert standin.project.mrs[result.mr_iid].auto_merge
+        puts = [p for m, p in standin.requests if m == "PUT" and p.endswith("/merge")]
+        # 17+ accepts at once; older eras refuse while checking and promoter asks again.
+        assert len(puts) == (1 if profile.endswith("-17") else 1 + 2)
+        standin.api.run_pipeline(result.mr_iid, "success")
+        merged = _read_until_merged(harness, result.mr_iid)
+        assert merged.merge_commit_sha == standin.repo.head("main")
+        assert standin.repo.count("main") == 3       # initial, promoter's commit, the merge
+    finally:
+        standin.stop()
 
 
-def test_get_and_the_merge_poll_work_on_ce(tmp_path: Path) -> None:
+def _read_until_merged(harness: GitLabHarness, iid: int) -> Any:
+    """GitLab merges in the background once checks pass: read as a user would, a few times."""
+    for _ in range(5):
+        found = harness.provider.get(iid)
+        if found.state == "merged":
+            return found
+    raise AssertionError(f"!{iid} was not merged: {found.state}")
+
+
+def test_get_and_auto_merge_work_on_ce(tmp_path: Path) -> None:
     standin = _standin(tmp_path, "ce-17")
     try:
         harness = GitLabHarness(standin, tmp_path)
@@ -171,7 +198,7 @@ def test_get_and_the_merge_poll_work_on_ce(tmp_path: Path) -> None:
         again = harness.provider.propose(proposal("2", auto_merge=True))
         assert again.outcome is Outcome.UPDATED
         assert [w for w in again.warnings if "auto-merge" in w] == []
-        merged = harness.provider.get(result.mr_iid)   # no pipeline, nothing enforced: merged
+        merged = _read_until_merged(harness, result.mr_iid)   # merged once the check is done
         assert merged.state == "merged" and merged.merge_commit_sha == standin.repo.head("main")
     finally:
         standin.stop()

@@ -37,7 +37,7 @@ class Api:
     def mr(self, iid: str | int) -> Mr:
         found = self.project.mrs.get(int(iid))
         if found is None:
-            raise ApiError(404, "404 Not found")
+            raise ApiError(404, "404 Merge Request Not Found")   # not_found!("Merge Request")
         return found
 
     # --- repository ------------------------------------------------------------------------
@@ -48,8 +48,13 @@ class Api:
         head = self.repo.head(branch)
         if head is None:
             raise ApiError(404, "404 Branch Not Found")
-        return 200, {"name": branch, "commit": self.repo.commit_info(head), "merged": False,
+        commit = self.repo.commit_info(head)
+        assert commit is not None
+        commit["web_url"] = f"{self.project.base_url}/{self.project.path}/-/commit/{head}"
+        return 200, {"name": branch, "commit": commit, "merged": False,
                      "protected": branch == self.repo.default_branch,
+                     "developers_can_push": False, "developers_can_merge": False,
+                     "can_push": True,
                      "default": branch == self.repo.default_branch,
                      "web_url": f"{self.project.base_url}/{self.project.path}/-/tree/{branch}"}
 
@@ -86,6 +91,7 @@ class Api:
         info = self.repo.commit_info(sha)
         if info is None:
             raise ApiError(404, "404 Commit Not Found")
+        info["web_url"] = f"{self.project.base_url}/{self.project.path}/-/commit/{info['id']}"
         return 200, info
 
     def create_commit(self, user: User, params: dict[str, Any]) -> Answer:
@@ -186,7 +192,8 @@ class Api:
         mr = self.mr(iid)
         if not params.get("body"):
             raise ApiError(400, "body is missing", key="error")
-        note = {"id": self.project.next_id(), "body": str(params["body"]),
+        note = {"id": self.project.next_id(), "type": None, "body": str(params["body"]),
+                "attachment": None,
                 "author": user.json(), "created_at": now(), "updated_at": now(),
                 "system": False, "noteable_id": mr.id, "noteable_iid": mr.iid,
                 "noteable_type": "MergeRequest", "resolvable": False}
@@ -196,7 +203,7 @@ class Api:
     def update_note(self, user: User, params: dict[str, Any], iid: str, note: str) -> Answer:
         found = next((n for n in self.mr(iid).notes if n["id"] == int(note)), None)
         if found is None:
-            raise ApiError(404, "404 Not found")
+            raise ApiError(404, "404 Not Found")
         if found["author"]["id"] != user.id:
             raise ApiError(403, "403 Forbidden")
         found.update(body=str(params.get("body") or found["body"]), updated_at=now())
@@ -227,7 +234,7 @@ class Api:
         self._premium()
         found = next((r for r in self.mr(iid).rules if r["id"] == int(rule)), None)
         if found is None:
-            raise ApiError(404, "404 Not found")
+            raise ApiError(404, "404 Not Found")
         if "approvals_required" in params:
             found["approvals_required"] = int(params["approvals_required"])
         return 200, found
@@ -268,50 +275,51 @@ class Api:
         return 201, self.approvals(user, params, iid)[1]
 
     # --- merging ---------------------------------------------------------------------------
-    # PUT …/merge follows lib/api/merge_requests.rb of the profile's era, check for check (see
-    # tests/gitlab/recorded/PROVENANCE.md); the predicates below are GitLab's model methods.
+    # PUT …/merge follows lib/api/merge_requests.rb of the profile's era check for check (the
+    # commits are in tests/gitlab/recorded/PROVENANCE.md); the predicates below stand for
+    # GitLab's MergeRequest#mergeable_state? / #mergeable? and the auto-merge strategies.
     def merge(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
         if user.username in self.s.cannot_merge:    # can_be_merged_by? false: unauthorized!
             raise ApiError(401, "401 Unauthorized")
         auto = _bool(params.get("auto_merge")) or _bool(params.get("merge_when_pipeline_succeeds"))
-        if self.s.profile.merge_api == "pre17":
-            self._merge_pre17(mr, user, params, auto)
-        else:
-            self._merge_17(mr, user, params, auto)
-        return 200, self.project.mr_json(mr)
-
-    def _merge_pre17(self, mr: Mr, user: User, params: dict[str, Any], auto: bool) -> None:
-        """Auto-merge only while a pipeline runs; 406; the SHA is checked last."""
-        automatically = auto and self._mergeable_state(mr, skip_ci=True) and \
-            self.project.pipeline_active(mr)
+        era = self.s.profile.merge_api
+        if era == "legacy":
+            self._merge_legacy(mr, user, params, auto)
+            return 200, self.project.mr_json(mr)
+        if era == "pre17":   # merge when pipeline succeeds: only while a pipeline runs
+            automatically = auto and self._mergeable_state(mr, skip_ci=True) and \
+                self.project.pipeline_active(mr)
+        else:                # 17+: merge when checks pass
+            automatically = auto and self._merge_when_checks_pass_available(mr)
         immediately = self.project.pipeline_status(mr) == "success" if auto else \
             self._mergeable_state(mr, skip_ci=False)
         if not immediately and not automatically:
             raise ApiError(405, "405 Method Not Allowed")
-        if not self._mergeable(mr, skip_ci=automatically):
-            raise ApiError(406, "Branch cannot be merged")
+        if era == "pre17" and not self._mergeable(mr, skip_ci=automatically):
+            raise ApiError(422, "Branch cannot be merged")
+        if era == "17" and not automatically and not self._mergeable(mr, skip_ci=False):
+            raise ApiError(422, "Branch cannot be merged")
         self._check_sha(mr, params)
         self._merge_params(mr, params)
         if immediately:
-            self.do_merge(mr, user, refusal=406)
+            self.do_merge(mr, user, refusal=422)
         else:
             mr.auto_merge = True
+        return 200, self.project.mr_json(mr)
 
-    def _merge_17(self, mr: Mr, user: User, params: dict[str, Any], auto: bool) -> None:
-        """SHA first; auto-merge whenever only skippable checks block; 422."""
+    def _merge_legacy(self, mr: Mr, user: User, params: dict[str, Any], auto: bool) -> None:
+        """GitLab 10/11: 405 unless mergeable_state?, 406 unless mergeable?, then the SHA."""
+        if not self._mergeable_state(mr, skip_ci=auto):
+            raise ApiError(405, "405 Method Not Allowed")
+        if not self._mergeable(mr, skip_ci=auto):
+            raise ApiError(406, "Branch cannot be merged")
         self._check_sha(mr, params)
         self._merge_params(mr, params)
-        if auto and self._merge_when_checks_pass_available(mr):
+        if auto and self.project.pipeline_active(mr):
             mr.auto_merge = True
-        elif auto and self.project.pipeline_status(mr) in (None, "success"):
-            if not self._mergeable(mr, skip_ci=False):
-                raise ApiError(422, "Branch cannot be merged")
-            self.do_merge(mr, user, refusal=422)
-        elif not auto and self._mergeable(mr, skip_ci=False):
-            self.do_merge(mr, user, refusal=422)
         else:
-            raise ApiError(405, "405 Method Not Allowed")
+            self.do_merge(mr, user, refusal=406)
 
     def _check_sha(self, mr: Mr, params: dict[str, Any]) -> None:
         head = self.project.head_sha(mr)
@@ -335,8 +343,13 @@ class Api:
                 and not mr.approvals_left())
 
     def _merge_when_checks_pass_available(self, mr: Mr) -> bool:
-        """GitLab 17+ "merge when checks pass": open and blocked only by skippable checks."""
-        return self.project.detailed_status(mr) in ("ci_still_running", "not_approved")
+        """17+ "merge when checks pass": an open MR that is not mergeable yet, or whose
+        pipeline still runs; not after a failed pipeline."""
+        if mr.state != "opened" or mr.merging_left:
+            return False
+        if self.project.pipeline_status(mr) in ("failed", "canceled"):
+            return False
+        return not self._mergeable(mr, skip_ci=False) or self.project.pipeline_active(mr)
 
     def start_merge(self, iid: int, reads: int) -> None:
         """A merge GitLab is carrying out: the MR reads as ``locked`` for ``reads`` reads."""
@@ -345,7 +358,10 @@ class Api:
 
     def tick(self, mr: Mr, user: User) -> None:
         """One read of the MR: the mergeability check and a running merge move on."""
-        mr.checking_left = max(0, mr.checking_left - 1)
+        if mr.checking_left:
+            mr.checking_left -= 1
+            if not mr.checking_left:       # the check is done: a pending auto-merge can run
+                self.try_auto_merge(mr, user)
         if mr.merging_left:
             mr.merging_left -= 1
             if not mr.merging_left:

@@ -21,7 +21,7 @@ from typing import Any
 
 from tests.gitlab.standin.gitrepo import ApiError, GitRepo
 from tests.gitlab.standin.routes import ROUTES, Api
-from tests.gitlab.standin.state import PROFILES, Profile, Project, User
+from tests.gitlab.standin.state import ALL_PROFILES, Profile, Project, User
 
 
 @dataclass
@@ -53,7 +53,7 @@ class StandIn:
     def __init__(self, root: Path, *, project: str = "group/gitops",
                  profile: Profile | str = "ee-17", per_page: int = 20,
                  tokens: dict[str, str] | None = None) -> None:
-        self.profile = PROFILES[profile] if isinstance(profile, str) else profile
+        self.profile = ALL_PROFILES[profile] if isinstance(profile, str) else profile
         self.users = {token: User(index + 1, name) for index, (token, name) in
                       enumerate((tokens or {"bot-token": "promoter-bot", "alice-token": "alice",
                                             "bob-token": "bob"}).items())}

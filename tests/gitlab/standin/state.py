@@ -18,10 +18,10 @@ class Profile:
 
     ``edition``: ``ce`` (Community Edition / Free: no approval-rule routes, the CE approvals
     entity) or ``ee`` (Premium: rules, ``approvals_required``/``approvals_left``).
-    ``merge_api``: ``pre17`` answers ``PUT …/merge`` as lib/api/merge_requests.rb did before
-    "merge when checks pass" (auto-merge only while a pipeline runs, 406 "Branch cannot be
-    merged", SHA checked after mergeability); ``17`` as it does now (SHA checked first, auto-merge
-    accepted while checks are pending, 422 "Branch cannot be merged").
+    ``merge_api``: how ``PUT …/merge`` answers, as lib/api/merge_requests.rb of that era:
+    ``17`` (17.x: auto-merge "when checks pass" is accepted while checks are pending, 405/422),
+    ``pre17`` (14-16: auto-merge only while a pipeline runs and only on an approvable MR,
+    405/422), ``legacy`` (10/11: 405/406). Every era checks the SHA (409) after mergeability.
     """
 
     edition: str = "ee"
@@ -32,8 +32,11 @@ class Profile:
         return f"{self.edition}-{self.merge_api}"
 
 
+# The profiles the lifecycle tests run on; ``legacy`` is exercised by tests/gitlab/test_versions.
 PROFILES = {p.name: p for p in (Profile("ee", "17"), Profile("ce", "17"),
                                 Profile("ee", "pre17"), Profile("ce", "pre17"))}
+LEGACY = Profile("ee", "legacy")
+ALL_PROFILES = {**PROFILES, LEGACY.name: LEGACY}
 
 
 def now() -> str:
@@ -47,7 +50,8 @@ class User:
 
     def json(self) -> dict[str, Any]:
         return {"id": self.id, "username": self.username, "name": self.username.title(),
-                "state": "active", "web_url": f"https://gitlab.example.test/{self.username}"}
+                "state": "active", "web_url": f"https://gitlab.example.test/{self.username}",
+                "avatar_url": f"https://gitlab.example.test/avatar/{self.id}.png"}
 
 
 @dataclass
@@ -140,7 +144,8 @@ class Project:
             "source_branch": mr.source_branch, "target_branch": mr.target_branch,
             "source_project_id": PROJECT_ID, "target_project_id": PROJECT_ID,
             "labels": list(mr.labels), "author": mr.author.json(), "reviewers": [],
-            "assignees": [], "draft": False, "work_in_progress": False, "sha": head,
+            "assignee": None, "assignees": [], "milestone": None, "upvotes": 0, "downvotes": 0,
+            "draft": False, "work_in_progress": False, "sha": head,
             "merge_status": "can_be_merged" if mr.state == "opened" else "cannot_be_merged",
             "detailed_merge_status": self.detailed_status(mr),
             "merge_when_pipeline_succeeds": mr.auto_merge,

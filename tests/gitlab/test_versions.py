@@ -153,6 +153,22 @@ def test_approval_rules_do_not_exist_on_ce(tmp_path: Path) -> None:
         standin.stop()
 
 
+def test_approvals_add_up_over_several_rules(tmp_path: Path) -> None:
+    standin = _standin(tmp_path, "ee-17")
+    try:
+        client, iid, head = _open_mr(standin, rule=2)
+        mr = client.projects.get("group/gitops", lazy=True).mergerequests.get(iid, lazy=True)
+        mr.approval_rules.create({"name": "security", "approvals_required": 1})
+        gitlab.Gitlab(standin.base_url, private_token="alice-token").projects.get(
+            "group/gitops", lazy=True).mergerequests.get(iid, lazy=True).approve()
+        approvals = client.http_get(f"/projects/42/merge_requests/{iid}/approvals")
+        assert (approvals["approvals_required"], approvals["approvals_left"]) == (3, 1)
+        assert approvals["approved"] is False
+        assert _put_merge(client, iid, sha=head) == 422      # still one approval short
+    finally:
+        standin.stop()
+
+
 # --- promoter on every profile -----------------------------------------------------------
 
 @pytest.mark.parametrize("profile", ERAS)

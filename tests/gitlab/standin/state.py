@@ -81,11 +81,15 @@ class Mr:
     checking_left: int = 0                 # reads left before GitLab's mergeability check ends
     merging_left: int = 0                  # reads left in state "locked" while a merge runs
 
+    # EE ApprovalState (ee/app/models/approval_state.rb, see PROVENANCE.md): over regular
+    # rules, approvals_required and approvals_left are sums of each rule's; every approval
+    # counts for each of the stand-in's rules (they name no approvers).
     def approvals_required(self) -> int:
-        return max((int(rule["approvals_required"]) for rule in self.rules), default=0)
+        return sum(int(rule["approvals_required"]) for rule in self.rules)
 
     def approvals_left(self) -> int:
-        return max(0, self.approvals_required() - len(self.approved_by))
+        return sum(max(0, int(rule["approvals_required"]) - len(self.approved_by))
+                   for rule in self.rules)
 
 
 class Project:

@@ -80,36 +80,46 @@ class GitLabForge:
                              "locked); looking again once the merge is done")
 
     def _read_mr(self, iid: int) -> MergeRequest:
+        return to_merge_request(self._read_mr_data(iid))
+
+    def _read_mr_data(self, iid: int) -> dict[str, Any]:
         try:
             mr = self._call.read(f"read merge request !{iid}", self.project.mergerequests.get, iid)
         except NotFound:
             raise UserError(f"merge request !{iid} does not exist in {self._project_path}") \
                 from None
-        return to_merge_request(mr.attributes)
+        return dict(mr.attributes)
 
     def get_mr(self, iid: int) -> MergeRequest:
-        found = self._read_mr(iid)
+        data = self._read_mr_data(iid)
+        found = to_merge_request(data)
         mr = self._mr(iid)
         try:
             approvals = self._call.read(f"read approvals of !{iid}", mr.approvals.get)
         except (NotFound, Refused):
             return found
-        data: dict[str, Any] = approvals.attributes
+        answer: dict[str, Any] = approvals.attributes
         approved_by = tuple(str(entry["user"]["username"])
-                            for entry in data.get("approved_by") or ()
+                            for entry in answer.get("approved_by") or ()
                             if isinstance(entry, dict) and isinstance(entry.get("user"), dict))
-        required = data.get("approvals_required")
+        required = answer.get("approvals_required")
         if not isinstance(required, int):
             # CE/Free answer the MergeRequestApprovals entity, which has no count: the count
             # is the one promoter stated in the MR (it comes from the environment's settings).
-            required = self._stated_approvals(iid)
+            author = data.get("author")
+            required = self._stated_approvals(
+                iid, author.get("id") if isinstance(author, dict) else None)
         return dataclasses.replace(found, approvals_required=required, approved_by=approved_by)
 
-    def _stated_approvals(self, iid: int) -> int:
+    def _stated_approvals(self, iid: int, author_id: object) -> int:
+        """The count in promoter's approvals comment (by the MR's author: promoter's token)."""
         notes = self._call.read(f"read comments of !{iid}", self._mr(iid).notes.list,
                                 get_all=True)
         slug = note_slug(note_body(APPROVALS_NOTE, ""))
         for note in notes:
+            written_by = getattr(note, "author", None)
+            if not isinstance(written_by, dict) or written_by.get("id") != author_id:
+                continue            # a copy of promoter's comment by someone else: ignored
             if note_slug(note.body) == slug:
                 stated = _STATED_APPROVALS.search(note.body)
                 if stated:

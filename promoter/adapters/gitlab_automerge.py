@@ -70,9 +70,9 @@ def _why(code: int, status: str | None) -> str:
         return _WHY[status]
     if status in STILL_CHECKING:
         return "GitLab was still checking mergeability"
-    if code == 405 and status == "mergeable":   # before 17: auto-merge waits for a pipeline
-        return ("no pipeline is running to wait for (GitLab before 17 sets auto-merge only "
-                "while a pipeline runs)")
+    if code == 405 and status == "mergeable":   # 17.x and older: nothing to wait for
+        return ("no pipeline is running for auto-merge to wait for; merge it once reviewed, "
+                "or let CI run a pipeline")
     if code == 405:
         return "the MR cannot be merged yet"
     return "GitLab cannot merge the branch"

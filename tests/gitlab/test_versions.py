@@ -220,6 +220,34 @@ def test_get_and_auto_merge_work_on_ce(tmp_path: Path) -> None:
         standin.stop()
 
 
+def test_on_ce_only_promoters_own_comment_states_the_count(tmp_path: Path) -> None:
+    standin = _standin(tmp_path, "ce-17")
+    try:
+        harness = GitLabHarness(standin, tmp_path)
+        result = harness.provider.propose(proposal("1"))
+        assert result.mr_iid is not None
+        bot_note = next(n for n in standin.project.mrs[result.mr_iid].notes
+                        if "requires **2**" in n["body"])
+        forged = bot_note["body"].replace("**2**", "**0**")
+        mr = harness.as_user("alice-token").mergerequests.get(result.mr_iid, lazy=True)
+        mr.notes.create({"body": forged})               # newest first: read before the bot's
+        assert harness.provider.get(result.mr_iid).approvals_required == 2
+    finally:
+        standin.stop()
+
+
+def test_a_moved_head_at_auto_merge_is_looked_at_again(profiled: StandIn,
+                                                       tmp_path: Path) -> None:
+    profiled.new_mr_pipeline = "running"      # something for auto-merge to wait for
+    harness = GitLabHarness(profiled, tmp_path)
+    result = harness.provider.propose(proposal("1", approvals_required=0))
+    assert result.mr_iid is not None
+    forge = harness.provider.forge   # type: ignore[attr-defined]
+    with pytest.raises(TransientError, match="409"):   # the flow retries and looks again
+        forge.auto_merge(result.mr_iid, "0" * 40)
+    assert profiled.project.mrs[result.mr_iid].state == "opened"
+
+
 @pytest.mark.parametrize("profile", ["ee-pre17", "ee-17"])
 def test_auto_merge_of_an_unapproved_mr_by_version(tmp_path: Path, profile: str) -> None:
     standin = _standin(tmp_path, profile)
@@ -238,6 +266,17 @@ def test_auto_merge_of_an_unapproved_mr_by_version(tmp_path: Path, profile: str)
         assert harness.provider.get(result.mr_iid).state == "merged"
     finally:
         standin.stop()
+
+
+def test_auto_merge_with_nothing_to_wait_for_says_so(profiled: StandIn,
+                                                      tmp_path: Path) -> None:
+    result = GitLabHarness(profiled, tmp_path).provider.propose(
+        proposal("1", auto_merge=True, approvals_required=0))   # mergeable, no pipeline
+    assert result.mr_iid is not None
+    assert result.warnings == (f"auto-merge not set on !{result.mr_iid}: no pipeline is running "
+                               "for auto-merge to wait for; merge it once reviewed, or let CI "
+                               "run a pipeline",)
+    assert profiled.project.mrs[result.mr_iid].state == "opened"
 
 
 def test_a_token_without_merge_rights_is_named_as_such(profiled: StandIn,

@@ -4,12 +4,13 @@
 
 - 401: the token may not merge into the target branch (``can_be_merged_by?``), never "not
   approved";
-- 405 (``not_allowed!``): the MR is not in a mergeable state — closed, a failed pipeline, or
-  (before GitLab 17) no running pipeline to wait for;
-- 406 (before GitLab 17) / 422 (17 and later): "Branch cannot be merged" — the mergeability
-  check has not finished, the branch conflicts, or (before 17, even with a running pipeline)
+- 405 (``not_allowed!``): neither mergeable now nor anything for auto-merge to wait for —
+  closed, a failed pipeline, no pipeline on a mergeable MR, or (before 17) no running pipeline;
+- 422 (GitLab 14 and later) / 406 (older): "Branch cannot be merged" — the mergeability check
+  has not finished, the branch conflicts, or (before 17, even with a running pipeline)
   approvals are missing;
-- 409: the head moved (``sha`` guard). Before 17 this check runs after the mergeability ones.
+- 409: the head moved (``sha`` guard). Up to 17.x GitLab checks it after the mergeability
+  checks, so a push during the check first shows as one of the codes above.
 
 Right after a push GitLab checks mergeability in the background (``detailed_merge_status``
 ``checking``/``unchecked``), so a 405/406/422 while the MR says so is retried a few times with
@@ -24,7 +25,7 @@ from typing import Any
 from promoter.adapters.gitlab_calls import Caller, Refused
 from promoter.errors import AuthError
 
-STILL_CHECKING = frozenset({"checking", "unchecked", "preparing", "approvals_syncing"})
+_STILL_CHECKING = frozenset({"checking", "unchecked", "preparing", "approvals_syncing"})
 _CANNOT_MERGE = frozenset({405, 406, 422})
 _WHY = {"not_approved": "the MR needs its approvals first (GitLab before 17 sets auto-merge "
                         "only on approved MRs)",
@@ -58,7 +59,7 @@ def set_auto_merge(put: Callable[..., Any], call: Caller, path: str, iid: int, s
                 return None
             if state != "opened":
                 return f"auto-merge not set on !{iid}: the MR is {state}"
-            if status in STILL_CHECKING and attempt + 1 < polls:
+            if status in _STILL_CHECKING and attempt + 1 < polls:
                 sleep(backoff * 2 ** attempt)
                 continue
             return f"auto-merge not set on !{iid}: {_why(exc.status, status)}"
@@ -68,7 +69,7 @@ def set_auto_merge(put: Callable[..., Any], call: Caller, path: str, iid: int, s
 def _why(code: int, status: str | None) -> str:
     if status in _WHY:
         return _WHY[status]
-    if status in STILL_CHECKING:
+    if status in _STILL_CHECKING:
         return "GitLab was still checking mergeability"
     if code == 405 and status == "mergeable":   # 17.x and older: nothing to wait for
         return ("no pipeline is running for auto-merge to wait for; merge it once reviewed, "

@@ -1,8 +1,10 @@
 """A GitLab REST v4 stand-in: real HTTP in a thread, a real git repository behind it.
 
 Only the endpoints promoter uses, with GitLab's JSON shapes, status codes, error bodies and
-pagination headers. Routes match the raw request path, so ``%2F`` inside a branch or project
-path stays one path segment exactly as on GitLab. Faults are injected per method and path.
+pagination headers (checked against tests/gitlab/recorded/ by test_recorded.py). A ``profile``
+picks the GitLab it plays: CE/Free or Premium, and the era of the merge API (state.Profile).
+Routes match the raw request path, so ``%2F`` inside a branch or project path stays one path
+segment exactly as on GitLab. Faults are injected per method and path.
 """
 
 from __future__ import annotations

@@ -110,6 +110,10 @@ def _open(call: Client) -> tuple[str, int]:
 
 def test_repository_routes_answer_gitlabs_shapes(standin: StandIn) -> None:
     call = Client(standin)
+    for project in ("42", "group%2Fgitops"):
+        status, found = call("GET", f"/api/v4/projects/{project}")
+        assert status == 200
+        check_schema(found, "project.schema.json")
     head, _ = _open(call)
     status, branch = call("GET", "/api/v4/projects/42/repository/branches/feature")
     assert status == 200

@@ -105,8 +105,10 @@ class Project:
 
     def json(self) -> dict[str, Any]:
         short = self.path.split("/")[-1]
-        return {"id": PROJECT_ID, "path_with_namespace": self.path, "name": short,
-                "path": short, "default_branch": self.repo.default_branch,
+        return {"id": PROJECT_ID, "description": None, "path_with_namespace": self.path,
+                "name": short, "name_with_namespace": " / ".join(self.path.split("/")),
+                "path": short, "created_at": "2026-01-01T00:00:00.000Z",
+                "default_branch": self.repo.default_branch,
                 "web_url": f"{self.base_url}/{self.path}", "visibility": "private"}
 
     def head_sha(self, mr: Mr) -> str | None:

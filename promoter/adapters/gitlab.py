@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,14 +22,15 @@ import requests
 from promoter.adapters.gitlab_automerge import set_auto_merge
 from promoter.adapters.gitlab_calls import Caller, NotFound, Refused, RetryAfterMemory
 from promoter.core.mr_text import marker_version, note_body, note_slug
-from promoter.core.proposal import ProposalFlow
-from promoter.errors import ConfigError, UserError
+from promoter.core.proposal import APPROVALS_NOTE, ProposalFlow
+from promoter.errors import ConfigError, TransientError, UserError
 from promoter.ports.forge import Action
 from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for
 from promoter.settings import Settings
 from promoter.state.pushed_heads import PushedHeads
 
 APPROVAL_RULE = "promoter"
+_STATED_APPROVALS = re.compile(r"requires \*\*(\d+)\*\* approval")
 
 
 class GitLabForge:
@@ -63,23 +65,66 @@ class GitLabForge:
         found = self._call.read(f"list merge requests of {source_branch}",
                                 self.project.mergerequests.list, source_branch=source_branch,
                                 state="all", order_by="created_at", sort="desc", get_all=True)
-        return sorted((to_merge_request(mr.attributes) for mr in found),
-                      key=lambda mr: mr.iid, reverse=True)
+        mrs = sorted((to_merge_request(mr.attributes) for mr in found),
+                     key=lambda mr: mr.iid, reverse=True)
+        return [self._settled(mr) if mr.state == "locked" else mr for mr in mrs]
 
-    def get_mr(self, iid: int) -> MergeRequest:
+    def _settled(self, mr: MergeRequest) -> MergeRequest:
+        """GitLab shows ``locked`` while it carries out a merge: wait for the outcome."""
+        for attempt in range(self._merge_polls):
+            self._sleep(self._poll_backoff * 2 ** attempt)
+            mr = self._read_mr(mr.iid)
+            if mr.state != "locked":
+                return mr
+        raise TransientError(f"merge request !{mr.iid} is being merged by GitLab (state "
+                             "locked); looking again once the merge is done")
+
+    def _read_mr(self, iid: int) -> MergeRequest:
+        return to_merge_request(self._read_mr_data(iid))
+
+    def _read_mr_data(self, iid: int) -> dict[str, Any]:
         try:
             mr = self._call.read(f"read merge request !{iid}", self.project.mergerequests.get, iid)
         except NotFound:
             raise UserError(f"merge request !{iid} does not exist in {self._project_path}") \
                 from None
-        found = to_merge_request(mr.attributes)
+        return dict(mr.attributes)
+
+    def get_mr(self, iid: int) -> MergeRequest:
+        data = self._read_mr_data(iid)
+        found = to_merge_request(data)
+        mr = self._mr(iid)
         try:
             approvals = self._call.read(f"read approvals of !{iid}", mr.approvals.get)
         except (NotFound, Refused):
             return found
-        return dataclasses.replace(
-            found, approvals_required=int(approvals.approvals_required or 0),
-            approved_by=tuple(entry["user"]["username"] for entry in approvals.approved_by))
+        answer: dict[str, Any] = approvals.attributes
+        approved_by = tuple(str(entry["user"]["username"])
+                            for entry in answer.get("approved_by") or ()
+                            if isinstance(entry, dict) and isinstance(entry.get("user"), dict))
+        required = answer.get("approvals_required")
+        if not isinstance(required, int):
+            # CE/Free answer the MergeRequestApprovals entity, which has no count: the count
+            # is the one promoter stated in the MR (it comes from the environment's settings).
+            author = data.get("author")
+            required = self._stated_approvals(
+                iid, author.get("id") if isinstance(author, dict) else None)
+        return dataclasses.replace(found, approvals_required=required, approved_by=approved_by)
+
+    def _stated_approvals(self, iid: int, author_id: object) -> int:
+        """The count in promoter's approvals comment (by the MR's author: promoter's token)."""
+        notes = self._call.read(f"read comments of !{iid}", self._mr(iid).notes.list,
+                                get_all=True)
+        slug = note_slug(note_body(APPROVALS_NOTE, ""))
+        for note in notes:
+            written_by = getattr(note, "author", None)
+            if not isinstance(written_by, dict) or written_by.get("id") != author_id:
+                continue            # a copy of promoter's comment by someone else: ignored
+            if note_slug(note.body) == slug:
+                stated = _STATED_APPROVALS.search(note.body)
+                if stated:
+                    return int(stated.group(1))
+        return 0
 
     def branch_head(self, branch: str) -> str | None:
         try:
@@ -179,10 +224,13 @@ class GitLabForge:
 
     def auto_merge(self, iid: int, sha: str) -> str | None:
         path = f"/projects/{self.project_id}/merge_requests/{iid}/merge"
-        return set_auto_merge(
-            self._gl.http_put, self._call, path, iid, sha,
-            lambda: self.get_mr(iid).detailed_merge_status, polls=self._merge_polls,
-            backoff=self._poll_backoff, sleep=self._sleep)
+        def merge_state() -> tuple[str, str | None]:
+            mr = self._read_mr(iid)
+            return mr.state, mr.detailed_merge_status
+
+        return set_auto_merge(self._gl.http_put, self._call, path, iid, sha, merge_state,
+                              polls=self._merge_polls, backoff=self._poll_backoff,
+                              sleep=self._sleep)
 
     def _mr(self, iid: int) -> Any:
         return self.project.mergerequests.get(iid, lazy=True)

@@ -1,9 +1,20 @@
 """Auto-merge on GitLab: merge when the pipeline passes, only while the head is promoter's.
 
+``PUT …/merge`` refuses in ways that differ across GitLab versions (lib/api/merge_requests.rb):
+
+- 401: the token may not merge into the target branch (``can_be_merged_by?``), never "not
+  approved";
+- 405 (``not_allowed!``): neither mergeable now nor anything for auto-merge to wait for —
+  closed, a failed pipeline, no pipeline on a mergeable MR, or (before 17) no running pipeline;
+- 422 (GitLab 14 and later) / 406 (older): "Branch cannot be merged" — the mergeability check
+  has not finished, the branch conflicts, or (before 17, even with a running pipeline)
+  approvals are missing;
+- 409: the head moved (``sha`` guard). Up to 17.x GitLab checks it after the mergeability
+  checks, so a push during the check first shows as one of the codes above.
+
 Right after a push GitLab checks mergeability in the background (``detailed_merge_status``
-``checking``/``unchecked``) and refuses merge requests with 405 meanwhile, so a refusal in that
-window is retried a few times with backoff, as Renovate does. ``sha`` guards every attempt: if
-someone pushed in between, GitLab answers 409 and nothing is merged.
+``checking``/``unchecked``), so a 405/406/422 while the MR says so is retried a few times with
+backoff, as Renovate does. A 409 is raised (as ``TransientError``) so the flow looks again.
 """
 
 from __future__ import annotations
@@ -15,14 +26,20 @@ from promoter.adapters.gitlab_calls import Caller, Refused
 from promoter.errors import AuthError
 
 _STILL_CHECKING = frozenset({"checking", "unchecked", "preparing", "approvals_syncing"})
-_REFUSALS = {405: "the MR cannot be merged yet", 406: "the MR is not open",
-             422: "GitLab cannot merge the branch"}
+_CANNOT_MERGE = frozenset({405, 406, 422})
+_WHY = {"not_approved": "the MR needs its approvals first (GitLab before 17 sets auto-merge "
+                        "only on approved MRs)",
+        "conflict": "the branch conflicts with the target branch",
+        "need_rebase": "the branch needs a rebase"}
 
 
 def set_auto_merge(put: Callable[..., Any], call: Caller, path: str, iid: int, sha: str,
-                   merge_status: Callable[[], str | None], *, polls: int, backoff: float,
-                   sleep: Callable[[float], None]) -> str | None:
-    """Ask GitLab to merge ``iid`` once its pipeline passes; a warning, or None when set."""
+                   merge_state: Callable[[], tuple[str, str | None]], *, polls: int,
+                   backoff: float, sleep: Callable[[float], None]) -> str | None:
+    """Ask GitLab to merge ``iid`` once its checks pass; a warning, or None when set.
+
+    ``merge_state`` reads the MR's ``(state, detailed_merge_status)``.
+    """
     # auto_merge is GitLab 17.11+; older servers read merge_when_pipeline_succeeds.
     data = {"auto_merge": True, "merge_when_pipeline_succeeds": True, "sha": sha,
             "should_remove_source_branch": True}
@@ -30,14 +47,33 @@ def set_auto_merge(put: Callable[..., Any], call: Caller, path: str, iid: int, s
         try:
             call.write(f"set auto-merge on !{iid}", put, path, post_data=data)
             return None
-        except AuthError:  # the token just pushed: a 401 here means "not approved"
-            return (f"auto-merge not set on !{iid}: GitLab answered 401 (the MR needs approval, "
-                    "or the token lacks permission to merge)")
+        except AuthError:
+            return (f"auto-merge not set on !{iid}: GitLab answered 401: the token may not merge "
+                    "into the target branch (it needs at least Developer access, or the "
+                    "branch's 'allowed to merge' role)")
         except Refused as exc:
-            if exc.status not in _REFUSALS:
+            if exc.status not in _CANNOT_MERGE:
                 raise
-            warning = f"auto-merge not set on !{iid}: {_REFUSALS[exc.status]}"
-            if exc.status != 405 or attempt + 1 == polls or merge_status() not in _STILL_CHECKING:
-                return warning
-        sleep(backoff * 2 ** attempt)
+            state, status = merge_state()
+            if state == "locked":       # GitLab is merging it right now: nothing left to ask
+                return None
+            if state != "opened":
+                return f"auto-merge not set on !{iid}: the MR is {state}"
+            if status in _STILL_CHECKING and attempt + 1 < polls:
+                sleep(backoff * 2 ** attempt)
+                continue
+            return f"auto-merge not set on !{iid}: {_why(exc.status, status)}"
     return None  # pragma: no cover - the loop always returns
+
+
+def _why(code: int, status: str | None) -> str:
+    if status in _WHY:
+        return _WHY[status]
+    if status in _STILL_CHECKING:
+        return "GitLab was still checking mergeability"
+    if code == 405 and status == "mergeable":   # 17.x and older: nothing to wait for
+        return ("no pipeline is running for auto-merge to wait for; merge it once reviewed, "
+                "or let CI run a pipeline")
+    if code == 405:
+        return "the MR cannot be merged yet"
+    return "GitLab cannot merge the branch"

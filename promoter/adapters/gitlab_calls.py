@@ -124,6 +124,11 @@ def _translate(what: str, status: int, exc: gitlab.GitlabError) -> Exception:
         # Someone changed the branch or MR between our look and our write: look again.
         return TransientError(message)
     text = str(exc.error_message)
+    if status == 400 and "directory with this name already exists" in text:
+        # Gitaly: a file path of the commit is a directory on the branch (or the other way
+        # round). Looking again cannot fix that: the proposal itself clashes with the tree.
+        return Refused(message, status, hint="a file promoter writes has the path of a "
+                       "directory in the GitOps repository; move or remove that directory")
     if status == 400 and ("already exists" in text or "doesn't exist" in text):
         return TransientError(message + " (the branch changed while promoter was writing)")
     return Refused(message, status, hint="see GitLab's message above; the job is parked")

@@ -21,6 +21,7 @@ from promoter.ports.git import GitProvider, MergeRequest, Proposal
 from promoter.state.pushed_heads import PushedHeads
 from tests.gitlab import trees
 from tests.gitlab.standin.server import StandIn
+from tests.gitlab.standin.state import PROFILES
 
 NAME, ENV, MODEL = "fraud-detector", "production", "Fraud Detector"
 README = "# GitOps\n"
@@ -42,6 +43,7 @@ class Harness(Protocol):
 
     provider: GitProvider
     kind: str
+    enforces_approvals: bool                 # False on GitLab CE/Free: no approval rules
 
     def commits(self, ref: str = ...) -> int: ...
     def tree(self, ref: str) -> str | None: ...
@@ -64,6 +66,7 @@ class GitLabHarness:
 
     def __init__(self, standin: StandIn, tmp: Path, **provider_options: Any) -> None:
         self.standin = standin
+        self.enforces_approvals = standin.profile.edition == "ee"
         forge = connect(standin.base_url, "bot-token", "group/gitops", timeout_seconds=2,
                         backoff_seconds=0.01)
         self.ledger = PushedHeads(tmp / "state")
@@ -113,6 +116,7 @@ class GitLabHarness:
 
 class LocalHarness:
     kind = "local"
+    enforces_approvals = True
 
     def __init__(self, tmp: Path, **provider_options: Any) -> None:
         self.remote = tmp / "remote.git"
@@ -183,14 +187,19 @@ def standin(tmp_path: Path) -> Iterator[StandIn]:
     server.stop()
 
 
-@pytest.fixture(params=["gitlab", "local"])
+# Every GitLab profile of the stand-in (edition x merge API era), then the local provider.
+HARNESSES = [f"gitlab-{name}" for name in PROFILES] + ["local"]
+
+
+@pytest.fixture(params=HARNESSES)
 def make_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """Build a harness of the parametrized provider kind, with provider options."""
     servers: list[StandIn] = []
 
     def build(**options: Any) -> Harness:
-        if request.param == "gitlab":
-            servers.append(make_standin(tmp_path, per_page=2))
+        if request.param.startswith("gitlab-"):
+            servers.append(make_standin(tmp_path, per_page=2,
+                                        profile=request.param.removeprefix("gitlab-")))
             return GitLabHarness(servers[-1], tmp_path, **options)
         return LocalHarness(tmp_path, **options)
 

@@ -155,7 +155,7 @@ def test_an_unknown_project_says_which(standin: StandIn) -> None:
 
 
 def test_gitlab_free_states_approvals_in_the_mr(tmp_path: Path) -> None:
-    standin = make_standin(tmp_path, free_tier=True)
+    standin = make_standin(tmp_path, profile="ce-17")
     try:
         result = GitLabHarness(standin, tmp_path).provider.propose(proposal("1"))
         assert result.outcome.value == "created" and not result.approvals_enforced
@@ -189,8 +189,9 @@ def test_provider_from_settings_reads_the_token_from_the_environment(standin: St
 
 
 def test_auto_merge_waits_out_gitlabs_mergeability_check(tmp_path: Path) -> None:
-    standin = make_standin(tmp_path)
-    standin.checking_reads = 2        # GitLab is still checking the new MR: merge answers 405
+    # GitLab 10/11 answer 406 while checking (17 accepts; test_versions covers every era).
+    standin = make_standin(tmp_path, profile="ee-legacy")
+    standin.checking_reads = 2        # GitLab is still checking the new MR: merge answers 406
     try:
         harness = GitLabHarness(standin, tmp_path)
         result = harness.provider.propose(proposal("1", auto_merge=True, approvals_required=0))

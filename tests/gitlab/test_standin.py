@@ -92,6 +92,7 @@ def test_lists_paginate_with_gitlab_headers(standin: StandIn) -> None:
             headers["X-Total-Pages"], headers["X-Next-Page"], headers["X-Prev-Page"]) == \
         ("2", "2", "5", "3", "3", "1")
     assert answer.links["next"]["url"].startswith(standin.base_url + "/api/v4/projects/42/")
+    assert "page=1" in answer.links["prev"]["url"] and "page=3" in answer.links["last"]["url"]
     assert len(p.mergerequests.list(get_all=True)) == 5   # python-gitlab follows Link: next
 
 

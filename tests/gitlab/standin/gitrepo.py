@@ -110,7 +110,10 @@ class GitRepo:
         if not path or ".." in path.split("/") or path.startswith("/"):
             raise ApiError(400, "Path cannot include directory traversal")
         # The index starts as the base tree, so it also sees earlier actions of this commit.
-        exists = self.git("ls-files", "--", path, env=env).strip() != ""
+        listed = self.git("ls-files", "--", path, env=env).splitlines()
+        exists = path in listed
+        if kind == "create" and any(line.startswith(path + "/") for line in listed):
+            raise ApiError(400, "A directory with this name already exists")  # Gitaly's words
         if kind == "create" and exists:
             raise ApiError(400, "A file with this name already exists")
         if kind in ("update", "delete") and not exists:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ class Api:
     def mr(self, iid: str | int) -> Mr:
         found = self.project.mrs.get(int(iid))
         if found is None:
-            raise ApiError(404, "404 Not found")
+            raise ApiError(404, "404 Merge Request Not Found")   # not_found!("Merge Request")
         return found
 
     # --- repository ------------------------------------------------------------------------
@@ -47,8 +48,13 @@ class Api:
         head = self.repo.head(branch)
         if head is None:
             raise ApiError(404, "404 Branch Not Found")
-        return 200, {"name": branch, "commit": self.repo.commit_info(head), "merged": False,
+        commit = self.repo.commit_info(head)
+        assert commit is not None
+        commit["web_url"] = f"{self.project.base_url}/{self.project.path}/-/commit/{head}"
+        return 200, {"name": branch, "commit": commit, "merged": False,
                      "protected": branch == self.repo.default_branch,
+                     "developers_can_push": False, "developers_can_merge": False,
+                     "can_push": True,
                      "default": branch == self.repo.default_branch,
                      "web_url": f"{self.project.base_url}/{self.project.path}/-/tree/{branch}"}
 
@@ -85,6 +91,7 @@ class Api:
         info = self.repo.commit_info(sha)
         if info is None:
             raise ApiError(404, "404 Commit Not Found")
+        info["web_url"] = f"{self.project.base_url}/{self.project.path}/-/commit/{info['id']}"
         return 200, info
 
     def create_commit(self, user: User, params: dict[str, Any]) -> Answer:
@@ -120,12 +127,16 @@ class Api:
                  and params.get("source_branch") in (None, mr.source_branch)]
         descending = str(params.get("sort") or "desc") == "desc"
         found.sort(key=lambda mr: mr.iid, reverse=descending)
-        return 200, [self.project.mr_json(mr) for mr in found]
+        answer = [self.project.mr_json(mr) for mr in found]
+        for mr in found:
+            if mr.merging_left:
+                self.tick(mr, user)
+        return 200, answer
 
     def get_mr(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
         answer = self.project.mr_json(mr)
-        mr.checking_left = max(0, mr.checking_left - 1)
+        self.tick(mr, user)
         return 200, answer
 
     def create_mr(self, user: User, params: dict[str, Any]) -> Answer:
@@ -146,6 +157,8 @@ class Api:
                 remove_source_branch=_bool(params.get("remove_source_branch")),
                 checking_left=self.s.checking_reads)
         self.project.mrs[iid] = mr
+        if self.s.new_mr_pipeline:      # the project's CI starts a pipeline for the new MR
+            self.add_pipeline(mr, self.s.new_mr_pipeline)
         self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "open", user))
         return 201, self.project.mr_json(mr)
 
@@ -179,7 +192,8 @@ class Api:
         mr = self.mr(iid)
         if not params.get("body"):
             raise ApiError(400, "body is missing", key="error")
-        note = {"id": self.project.next_id(), "body": str(params["body"]),
+        note = {"id": self.project.next_id(), "type": None, "body": str(params["body"]),
+                "attachment": None,
                 "author": user.json(), "created_at": now(), "updated_at": now(),
                 "system": False, "noteable_id": mr.id, "noteable_iid": mr.iid,
                 "noteable_type": "MergeRequest", "resolvable": False}
@@ -189,7 +203,7 @@ class Api:
     def update_note(self, user: User, params: dict[str, Any], iid: str, note: str) -> Answer:
         found = next((n for n in self.mr(iid).notes if n["id"] == int(note)), None)
         if found is None:
-            raise ApiError(404, "404 Not found")
+            raise ApiError(404, "404 Not Found")
         if found["author"]["id"] != user.id:
             raise ApiError(403, "403 Forbidden")
         found.update(body=str(params.get("body") or found["body"]), updated_at=now())
@@ -197,8 +211,8 @@ class Api:
 
     # --- approvals -------------------------------------------------------------------------
     def _premium(self) -> None:
-        if self.s.free_tier:
-            raise ApiError(403, "403 Forbidden")
+        if self.s.profile.edition == "ce":  # CE/Free: the approval-rule routes do not exist
+            raise ApiError(404, "404 Not Found", key="error")
 
     def list_rules(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         self._premium()
@@ -211,7 +225,8 @@ class Api:
             raise ApiError(400, "name, approvals_required are missing", key="error")
         rule = {"id": self.project.next_id(), "name": str(params["name"]),
                 "approvals_required": int(params["approvals_required"]),
-                "rule_type": "regular", "users": [], "groups": [], "eligible_approvers": []}
+                "rule_type": "regular", "users": [], "groups": [], "eligible_approvers": [],
+                "source_rule": None, "contains_hidden_groups": False, "overridden": False}
         mr.rules.append(rule)
         return 201, rule
 
@@ -219,16 +234,31 @@ class Api:
         self._premium()
         found = next((r for r in self.mr(iid).rules if r["id"] == int(rule)), None)
         if found is None:
-            raise ApiError(404, "404 Not found")
+            raise ApiError(404, "404 Not Found")
         if "approvals_required" in params:
             found["approvals_required"] = int(params["approvals_required"])
         return 200, found
 
     def approvals(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
-        return 200, {"id": mr.id, "iid": mr.iid, "approvals_required": mr.approvals_required(),
-                     "approvals_left": mr.approvals_left(), "approved": not mr.approvals_left(),
-                     "approved_by": [{"user": u.json()} for u in mr.approved_by]}
+        approved_by = [{"user": u.json(), "approved_at": at} for u, at in
+                       zip(mr.approved_by, mr.approved_at, strict=True)]
+        mine = any(u.id == user.id for u in mr.approved_by)
+        if self.s.profile.edition == "ce":  # lib/api/entities/merge_request_approvals.rb
+            return 200, {"user_has_approved": mine, "user_can_approve": not mine,
+                         "approved": bool(mr.approved_by), "approved_by": approved_by}
+        return 200, {  # EE: ApprovalState (doc/api/merge_request_approvals.md)
+            "id": mr.id, "iid": mr.iid, "project_id": self.project.json()["id"],
+            "title": mr.title, "description": mr.description, "state": self.project.state(mr),
+            "created_at": mr.created_at, "updated_at": mr.updated_at,
+            "merge_status": self.project.mr_json(mr)["merge_status"],
+            "approved": not mr.approvals_left(), "approvals_required": mr.approvals_required(),
+            "approvals_left": mr.approvals_left(), "require_password_to_approve": False,
+            "approved_by": approved_by, "suggested_approvers": [], "approvers": [],
+            "approver_groups": [], "user_has_approved": mine, "user_can_approve": not mine,
+            "approval_rules_left": [], "has_approval_rules": bool(mr.rules),
+            "merge_request_approvers_available": True,
+            "multiple_approval_rules_available": True, "invalid_approvers_rules": []}
 
     def approve(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
@@ -238,42 +268,113 @@ class Api:
         if mr.state != "opened" or any(u.id == user.id for u in mr.approved_by):
             raise ApiError(401, "401 Unauthorized")
         mr.approved_by.append(user)
+        mr.approved_at.append(now())
         action = "approval" if mr.approvals_left() else "approved"
         self.s.emit("Merge Request Hook", self.project.hook_mr(mr, action, user))
         self.try_auto_merge(mr, user)
         return 201, self.approvals(user, params, iid)[1]
 
     # --- merging ---------------------------------------------------------------------------
+    # PUT …/merge follows lib/api/merge_requests.rb of the profile's era check for check (the
+    # commits are in tests/gitlab/recorded/PROVENANCE.md); the predicates below stand for
+    # GitLab's MergeRequest#mergeable_state? / #mergeable? and the auto-merge strategies.
     def merge(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
-        if mr.state == "closed":
-            raise ApiError(406, "406 Not Acceptable")
-        if mr.state != "opened":
+        if user.username in self.s.cannot_merge:    # can_be_merged_by? false: unauthorized!
+            raise ApiError(401, "401 Unauthorized")
+        auto = _bool(params.get("auto_merge")) or _bool(params.get("merge_when_pipeline_succeeds"))
+        era = self.s.profile.merge_api
+        if era == "legacy":
+            self._merge_legacy(mr, user, params, auto)
+            return 200, self.project.mr_json(mr)
+        if era == "pre17":   # merge when pipeline succeeds: only while a pipeline runs
+            automatically = auto and self._mergeable_state(mr, skip_ci=True) and \
+                self.project.pipeline_active(mr)
+        else:                # 17+: merge when checks pass
+            automatically = auto and self._merge_when_checks_pass_available(mr)
+        immediately = self.project.pipeline_status(mr) == "success" if auto else \
+            self._mergeable_state(mr, skip_ci=False)
+        if not immediately and not automatically:
             raise ApiError(405, "405 Method Not Allowed")
+        if era == "pre17" and not self._mergeable(mr, skip_ci=automatically):
+            raise ApiError(422, "Branch cannot be merged")
+        if era == "17" and not automatically and not self._mergeable(mr, skip_ci=False):
+            raise ApiError(422, "Branch cannot be merged")
+        self._check_sha(mr, params)
+        self._merge_params(mr, params)
+        if immediately:
+            self.do_merge(mr, user, refusal=422)
+        else:
+            mr.auto_merge = True
+        return 200, self.project.mr_json(mr)
+
+    def _merge_legacy(self, mr: Mr, user: User, params: dict[str, Any], auto: bool) -> None:
+        """GitLab 10/11: 405 unless mergeable_state?, 406 unless mergeable?, then the SHA."""
+        if not self._mergeable_state(mr, skip_ci=auto):
+            raise ApiError(405, "405 Method Not Allowed")
+        if not self._mergeable(mr, skip_ci=auto):
+            raise ApiError(406, "Branch cannot be merged")
+        self._check_sha(mr, params)
+        self._merge_params(mr, params)
+        if auto and self.project.pipeline_active(mr):
+            mr.auto_merge = True
+        else:
+            self.do_merge(mr, user, refusal=406)
+
+    def _check_sha(self, mr: Mr, params: dict[str, Any]) -> None:
         head = self.project.head_sha(mr)
         if params.get("sha") and params["sha"] != head:
             raise ApiError(409, "SHA does not match HEAD of source branch: " + str(head))
+
+    @staticmethod
+    def _merge_params(mr: Mr, params: dict[str, Any]) -> None:
         if "should_remove_source_branch" in params:
             mr.remove_source_branch = _bool(params["should_remove_source_branch"])
-        status = self.project.detailed_status(mr)
-        if status == "checking":
-            raise ApiError(405, "405 Method Not Allowed")
-        auto = _bool(params.get("auto_merge")) or _bool(params.get("merge_when_pipeline_succeeds"))
-        if auto and status in ("ci_still_running", "not_approved"):
-            mr.auto_merge = True
-            return 200, self.project.mr_json(mr)
-        if status != "mergeable":
-            raise ApiError(405, "405 Method Not Allowed")
-        self.do_merge(mr, user)
-        return 200, self.project.mr_json(mr)
 
-    def do_merge(self, mr: Mr, user: User) -> None:
+    def _mergeable_state(self, mr: Mr, *, skip_ci: bool) -> bool:
+        """MergeRequest#mergeable_state?: open, not being merged, CI passed unless skipped."""
+        if mr.state != "opened" or mr.merging_left:
+            return False
+        return skip_ci or self.project.pipeline_status(mr) in (None, "success")
+
+    def _mergeable(self, mr: Mr, *, skip_ci: bool) -> bool:
+        """MergeRequest#mergeable?: the state, the mergeability check done, approvals met."""
+        return (self._mergeable_state(mr, skip_ci=skip_ci) and not mr.checking_left
+                and not mr.approvals_left())
+
+    def _merge_when_checks_pass_available(self, mr: Mr) -> bool:
+        """17+ "merge when checks pass": an open MR that is not mergeable yet, or whose
+        pipeline still runs; not after a failed pipeline."""
+        if mr.state != "opened" or mr.merging_left:
+            return False
+        if self.project.pipeline_status(mr) in ("failed", "canceled"):
+            return False
+        return not self._mergeable(mr, skip_ci=False) or self.project.pipeline_active(mr)
+
+    def start_merge(self, iid: int, reads: int) -> None:
+        """A merge GitLab is carrying out: the MR reads as ``locked`` for ``reads`` reads."""
+        with self.s.lock:
+            self.mr(iid).merging_left = reads
+
+    def tick(self, mr: Mr, user: User) -> None:
+        """One read of the MR: the mergeability check and a running merge move on."""
+        if mr.checking_left:
+            mr.checking_left -= 1
+            if not mr.checking_left:       # the check is done: a pending auto-merge can run
+                self.try_auto_merge(mr, user)
+        if mr.merging_left:
+            mr.merging_left -= 1
+            if not mr.merging_left:
+                with contextlib.suppress(ApiError):  # a clash: the MR stays open, as on GitLab
+                    self.do_merge(mr, user, refusal=422)
+
+    def do_merge(self, mr: Mr, user: User, *, refusal: int = 422) -> None:
         message = (f"Merge branch '{mr.source_branch}' into '{mr.target_branch}'\n\n{mr.title}\n\n"
                    f"See merge request {self.project.path}!{mr.iid}\n")
         head = self.project.head_sha(mr)
         sha = self.repo.merge(mr.target_branch, mr.source_branch, message)
         if sha is None:
-            raise ApiError(422, "Branch cannot be merged")
+            raise ApiError(refusal, "Branch cannot be merged")
         mr.sha, mr.state, mr.merge_commit_sha, mr.merged_at = head, "merged", sha, now()
         if mr.remove_source_branch:
             self.repo.delete_branch(mr.source_branch)
@@ -290,16 +391,22 @@ class Api:
         """What a CI run reports; on success an auto-merge MR is merged, as on GitLab."""
         with self.s.lock:
             mr = self.mr(iid)
-            pipeline = {"id": self.project.next_id(), "iid": len(mr.pipelines) + 1,
-                        "sha": self.project.head_sha(mr), "ref": mr.source_branch,
-                        "status": status, "source": "merge_request_event",
-                        "web_url": f"{self.project.base_url}/{self.project.path}/-/pipelines"}
-            mr.pipelines.append(pipeline)
+            pipeline = self.add_pipeline(mr, status)
             bot = next(iter(self.s.users.values()))
             self.s.emit("Pipeline Hook", self.project.hook_pipeline(mr, pipeline, bot))
             if status == "success":
                 self.try_auto_merge(mr, bot)
         self.s.flush()
+        return pipeline
+
+    def add_pipeline(self, mr: Mr, status: str) -> dict[str, Any]:
+        pipeline = {"id": self.project.next_id(), "iid": len(mr.pipelines) + 1,
+                    "project_id": self.project.json()["id"],
+                    "sha": self.project.head_sha(mr), "ref": mr.source_branch,
+                    "status": status, "source": "merge_request_event",
+                    "created_at": now(), "updated_at": now(),
+                    "web_url": f"{self.project.base_url}/{self.project.path}/-/pipelines"}
+        mr.pipelines.append(pipeline)
         return pipeline
 
     def pipelines(self, user: User, params: dict[str, Any], iid: str) -> Answer:

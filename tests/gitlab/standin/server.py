@@ -1,8 +1,10 @@
 """A GitLab REST v4 stand-in: real HTTP in a thread, a real git repository behind it.
 
 Only the endpoints promoter uses, with GitLab's JSON shapes, status codes, error bodies and
-pagination headers. Routes match the raw request path, so ``%2F`` inside a branch or project
-path stays one path segment exactly as on GitLab. Faults are injected per method and path.
+pagination headers (checked against tests/gitlab/recorded/ by test_recorded.py). A ``profile``
+picks the GitLab it plays: CE/Free or Premium, and the era of the merge API (state.Profile).
+Routes match the raw request path, so ``%2F`` inside a branch or project path stays one path
+segment exactly as on GitLab. Faults are injected per method and path.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from tests.gitlab.standin.gitrepo import ApiError, GitRepo
 from tests.gitlab.standin.routes import ROUTES, Api
-from tests.gitlab.standin.state import Project, User
+from tests.gitlab.standin.state import ALL_PROFILES, Profile, Project, User
 
 
 @dataclass
@@ -50,19 +52,22 @@ class Delivery:
 
 
 class StandIn:
-    def __init__(self, root: Path, *, project: str = "group/gitops", free_tier: bool = False,
-                 per_page: int = 20, tokens: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *, project: str = "group/gitops",
+                 profile: Profile | str = "ee-17", per_page: int = 20,
+                 tokens: dict[str, str] | None = None) -> None:
+        self.profile = ALL_PROFILES[profile] if isinstance(profile, str) else profile
         self.users = {token: User(index + 1, name) for index, (token, name) in
                       enumerate((tokens or {"bot-token": "promoter-bot", "alice-token": "alice",
                                             "bob-token": "bob"}).items())}
         self.repo = GitRepo(root / "gitops.git")
-        self.free_tier = free_tier
+        self.cannot_merge: set[str] = set()   # usernames without merge rights: merge is 401
         self.per_page = per_page
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.deliveries: list[Delivery] = []
         self.commits_created = 0           # every commit the API made, reachable or not
         self.checking_reads = 0            # new MRs report "checking" for this many reads
+        self.new_mr_pipeline: str | None = None   # status of a pipeline each new MR starts
         self.hook_url: str | None = None
         self.hook_token: str | None = None
         self.lock = threading.RLock()
@@ -201,6 +206,7 @@ class StandIn:
             return f'<{self.base_url}{path}?{target}>; rel="{rel}"'
 
         links = [link(page + 1, "next")] if page < pages else []
+        links += [link(page - 1, "prev")] if page > 1 else []
         links += [link(1, "first"), link(pages, "last")]
         headers["Link"] = ", ".join(links)
         chunk = items[(page - 1) * per_page: page * per_page]

@@ -12,6 +12,33 @@ from tests.gitlab.standin.gitrepo import GitRepo
 PROJECT_ID = 42
 
 
+@dataclass(frozen=True)
+class Profile:
+    """Which GitLab the stand-in plays (see tests/gitlab/recorded/PROVENANCE.md).
+
+    ``edition``: ``ce`` (Community Edition / Free: no approval-rule routes, the CE approvals
+    entity) or ``ee`` (Premium: rules, ``approvals_required``/``approvals_left``).
+    ``merge_api``: how ``PUT …/merge`` answers, as lib/api/merge_requests.rb of that era:
+    ``17`` (17.x: auto-merge "when checks pass" is accepted while checks are pending, 405/422),
+    ``pre17`` (14-16: auto-merge only while a pipeline runs and only on an approvable MR,
+    405/422), ``legacy`` (10/11: 405/406). Every era checks the SHA (409) after mergeability.
+    """
+
+    edition: str = "ee"
+    merge_api: str = "17"
+
+    @property
+    def name(self) -> str:
+        return f"{self.edition}-{self.merge_api}"
+
+
+# The profiles the lifecycle tests run on; ``legacy`` is exercised by tests/gitlab/test_versions.
+PROFILES = {p.name: p for p in (Profile("ee", "17"), Profile("ce", "17"),
+                                Profile("ee", "pre17"), Profile("ce", "pre17"))}
+LEGACY = Profile("ee", "legacy")
+ALL_PROFILES = {**PROFILES, LEGACY.name: LEGACY}
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -23,7 +50,8 @@ class User:
 
     def json(self) -> dict[str, Any]:
         return {"id": self.id, "username": self.username, "name": self.username.title(),
-                "state": "active", "web_url": f"https://gitlab.example.test/{self.username}"}
+                "state": "active", "web_url": f"https://gitlab.example.test/{self.username}",
+                "avatar_url": f"https://gitlab.example.test/avatar/{self.id}.png"}
 
 
 @dataclass
@@ -42,6 +70,7 @@ class Mr:
     auto_merge: bool = False
     merge_commit_sha: str | None = None
     approved_by: list[User] = field(default_factory=list)
+    approved_at: list[str] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
     pipelines: list[dict[str, Any]] = field(default_factory=list)
@@ -50,12 +79,17 @@ class Mr:
     merged_at: str | None = None
     closed_at: str | None = None
     checking_left: int = 0                 # reads left before GitLab's mergeability check ends
+    merging_left: int = 0                  # reads left in state "locked" while a merge runs
 
+    # EE ApprovalState (ee/app/models/approval_state.rb, see PROVENANCE.md): over regular
+    # rules, approvals_required and approvals_left are sums of each rule's; every approval
+    # counts for each of the stand-in's rules (they name no approvers).
     def approvals_required(self) -> int:
-        return max((int(rule["approvals_required"]) for rule in self.rules), default=0)
+        return sum(int(rule["approvals_required"]) for rule in self.rules)
 
     def approvals_left(self) -> int:
-        return max(0, self.approvals_required() - len(self.approved_by))
+        return sum(max(0, int(rule["approvals_required"]) - len(self.approved_by))
+                   for rule in self.rules)
 
 
 class Project:
@@ -71,8 +105,10 @@ class Project:
 
     def json(self) -> dict[str, Any]:
         short = self.path.split("/")[-1]
-        return {"id": PROJECT_ID, "path_with_namespace": self.path, "name": short,
-                "path": short, "default_branch": self.repo.default_branch,
+        return {"id": PROJECT_ID, "description": None, "path_with_namespace": self.path,
+                "name": short, "name_with_namespace": " / ".join(self.path.split("/")),
+                "path": short, "created_at": "2026-01-01T00:00:00.000Z",
+                "default_branch": self.repo.default_branch,
                 "web_url": f"{self.base_url}/{self.path}", "visibility": "private"}
 
     def head_sha(self, mr: Mr) -> str | None:
@@ -80,8 +116,18 @@ class Project:
             return self.repo.head(mr.source_branch) or mr.sha
         return mr.sha
 
+    def state(self, mr: Mr) -> str:
+        return "locked" if mr.merging_left else mr.state
+
+    def pipeline_active(self, mr: Mr) -> bool:
+        pipeline = mr.pipelines[-1] if mr.pipelines else None
+        return bool(pipeline and pipeline["status"] in ("created", "pending", "running"))
+
+    def pipeline_status(self, mr: Mr) -> str | None:
+        return mr.pipelines[-1]["status"] if mr.pipelines else None
+
     def detailed_status(self, mr: Mr) -> str:
-        if mr.state != "opened":
+        if mr.state != "opened" or mr.merging_left:
             return "not_open"
         if mr.checking_left:
             return "checking"
@@ -100,11 +146,12 @@ class Project:
         pipeline = mr.pipelines[-1] if mr.pipelines else None
         return {
             "id": mr.id, "iid": mr.iid, "project_id": PROJECT_ID, "title": mr.title,
-            "description": mr.description, "state": mr.state,
+            "description": mr.description, "state": self.state(mr),
             "source_branch": mr.source_branch, "target_branch": mr.target_branch,
             "source_project_id": PROJECT_ID, "target_project_id": PROJECT_ID,
             "labels": list(mr.labels), "author": mr.author.json(), "reviewers": [],
-            "assignees": [], "draft": False, "work_in_progress": False, "sha": head,
+            "assignee": None, "assignees": [], "milestone": None, "upvotes": 0, "downvotes": 0,
+            "draft": False, "work_in_progress": False, "sha": head,
             "merge_status": "can_be_merged" if mr.state == "opened" else "cannot_be_merged",
             "detailed_merge_status": self.detailed_status(mr),
             "merge_when_pipeline_succeeds": mr.auto_merge,

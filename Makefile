@@ -3,7 +3,7 @@
 #   make test  - install what the tests need (system packages too) and run every test
 PYTHON ?= python3
 PIP    := $(PYTHON) -m pip
-APT_PACKAGES := docker-registry skopeo umoci git
+APT_PACKAGES := docker-registry skopeo umoci git prometheus
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test install install-test install-system install-js lint bench bench-image

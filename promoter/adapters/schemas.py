@@ -18,6 +18,7 @@ CRD_SCHEMAS = {
     ("argoproj.io/v1alpha1", "AppProject"): "appproject_v1alpha1.json",
     ("policy.sigstore.dev/v1beta1", "ClusterImagePolicy"): "clusterimagepolicy_v1beta1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor_v1.json",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject_v1alpha1.json",
 }
 
 

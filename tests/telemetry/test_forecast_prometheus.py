@@ -187,3 +187,49 @@ def test_scaled_object_builds_in_the_overlay_and_replaces_the_hpa(
     assert scaled["metadata"]["namespace"] == NAMESPACE
     assert schemas.problems(scaled) == []
     assert any(doc["kind"] == "Deployment" and doc["metadata"]["name"] == NAME for doc in built)
+
+
+def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    from promoter import rendering
+    from promoter.ports.git import Proposal
+    from promoter.service import composition
+
+    config = _config(tmp_path, prometheus_url)
+    settings = load_settings(config, environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
+    provider = composition.provider(settings)
+    request = rendering.build_request(settings, YAML(typ="safe").load(INTENT), "production",
+                                      origin="intent")
+    tree = {f"manifests/{path}": text
+            for path, text in rendering.renderer(settings).render(request).items()}
+    seeded = provider.propose(Proposal(model="llm-chat-8b", name=NAME, env="production",
+                                       version="3", files=tree, managed_prefixes=(),
+                                       title="seed", description="seed"))
+    assert seeded.mr_iid is not None
+    for user in ("alice", "bob"):
+        provider.approve(seeded.mr_iid, user)   # type: ignore[attr-defined]
+    provider.merge(seeded.mr_iid, "alice")      # type: ignore[attr-defined]
+
+    result = _forecast_json(run_cli, config, "--propose")
+    assert result["outcome"] == "created"
+    branch = f"scale/{NAME}/production"
+    overlay = f"manifests/{NAME}/overlays/production"
+    scaled = YAML(typ="safe").load(provider.read(f"{overlay}/scaledobject.yaml", branch))
+    assert scaled == result["scaled_object"]
+    kustomization = provider.read(f"{overlay}/kustomization.yaml", branch) or ""
+    assert "scaledobject.yaml" in kustomization
+    assert "patch-horizontalpodautoscaler.yaml" not in kustomization
+    plot = provider.read(f"{overlay}/forecast.svg", branch) or ""
+    assert plot.startswith("<svg") and plot.count("<path") == 3
+    mrs = [mr for mr in provider.list_mrs() if mr.source_branch == branch]  # type: ignore
+    assert len(mrs) == 1
+    assert "Expected GPU-hours per week" in mrs[0].description
+    assert "| Wed |" in mrs[0].description
+    # Untouched: the rest of the tree (the Deployment patch) is not part of this change.
+    assert provider.read(f"{overlay}/patch-deployment.yaml", branch) == \
+        tree[f"{overlay}/patch-deployment.yaml"]
+
+    again = _forecast_json(run_cli, config, "--propose")
+    assert again["outcome"] == "unchanged"
+    assert len([mr for mr in provider.list_mrs()  # type: ignore[attr-defined]
+                if mr.source_branch == branch]) == 1

@@ -144,7 +144,7 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
     gpus = spec.resources.gpu.count
     bounded = deployment.model_copy(update={"spec": spec.model_copy(update={
         "scaling": spec.scaling.model_copy(update={"max_replicas": bounds.max_replicas})})})
-    decision = _verdict(settings, target, bounded, tags or {}, now)
+    decision = policy_verdict(settings, target, bounded, tags or {}, now)
     return ForecastPlan(
         deployment=deployment, env=target.name, namespace=namespace, platform=platform,
         target=scale_target, timezone=config.timezone, bounds=bounds, lead_minutes=lead,
@@ -171,7 +171,7 @@ def gpu_hour_price(settings: Settings, gpu_type: str | None) -> float | None:
     return prices.get(gpu_type or "", prices.get("default"))
 
 
-def _verdict(settings: Settings, target: EnvironmentTarget, deployment: ModelDeployment,
+def policy_verdict(settings: Settings, target: EnvironmentTarget, deployment: ModelDeployment,
              tags: Mapping[str, str], now: datetime) -> Decision:
     config = settings.pipeline_config()
     facts = GateFacts(model=deployment.spec.model.name, version=deployment.spec.model.version,

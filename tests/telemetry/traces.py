@@ -35,12 +35,12 @@ def _weekday_shape(hour: float) -> float:
     return 0.1 + morning + afternoon
 
 
-def generate(weeks: int = 4, *, peak: float = 60.0, seed: int = 7, holiday: bool = True,
+def generate(weeks: float = 4, *, peak: float = 60.0, seed: int = 7, holiday: bool = True,
              bursts_per_week: int = 4) -> Trace:
     rng = random.Random(seed)
     count = int(weeks * timedelta(days=7) / STEP)
     burst_steps: dict[int, float] = {}
-    for _ in range(bursts_per_week * weeks):
+    for _ in range(round(bursts_per_week * weeks)):
         first, length = rng.randrange(count), rng.randrange(3, 7)
         for index in range(first, min(count, first + length)):
             burst_steps[index] = 1.0 + rng.uniform(0.3, 0.6)

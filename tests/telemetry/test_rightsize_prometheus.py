@@ -156,3 +156,60 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
     assert teams["search"]["gpu_hours"] == pytest.approx(5 * hours, rel=0.03)
     assert teams["assistants"]["gpu_hours"] == pytest.approx(hours, rel=0.03)
     assert set(rows("env")) == {"production"}
+
+
+def _seed(settings, name: str, intent_text: str):  # type: ignore[no-untyped-def]
+    from ruamel.yaml import YAML
+
+    from promoter import rendering
+    from promoter.ports.git import Proposal
+    from promoter.service import composition
+
+    provider = composition.provider(settings)
+    request = rendering.build_request(settings, YAML(typ="safe").load(intent_text),
+                                      "production", origin="intent")
+    tree = {f"manifests/{path}": text
+            for path, text in rendering.renderer(settings).render(request).items()}
+    seeded = provider.propose(Proposal(model=name, name=name, env="production", version="1",
+                                       files=tree, managed_prefixes=(), title="seed",
+                                       description="seed"))
+    assert seeded.mr_iid is not None
+    for user in ("alice", "bob"):
+        provider.approve(seeded.mr_iid, user)
+    provider.merge(seeded.mr_iid, "alice")
+    return provider, tree
+
+
+def test_propose_rerenders_the_overlay_with_smaller_resources(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    from promoter.settings import load_settings
+
+    config = _config(tmp_path, prometheus_url)
+    settings = load_settings(config, environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
+    provider, tree = _seed(settings, "oversized", _intent("oversized", 3, 1))
+    code, out, err = run_cli("rightsize", "--intent", str(tmp_path / "oversized.yaml"), "--env",
+                             "production", "--config", str(config), "--days", "8", "--until",
+                             END.isoformat(), "--propose")
+    assert code == 0, err
+    assert "(created)" in out
+    branch, overlay = "rightsize/oversized/production", "manifests/oversized/overlays/production"
+    patch = provider.read(f"{overlay}/patch-deployment.yaml", branch) or ""
+    assert "nvidia.com/mig-2g.20gb" in patch
+    assert "nvidia.com/mig-2g.20gb" not in tree[f"{overlay}/patch-deployment.yaml"]
+    hpa = provider.read(f"{overlay}/patch-horizontalpodautoscaler.yaml", branch) or ""
+    assert "minReplicas: 1" in hpa
+    assert "minReplicas: 3" in tree[f"{overlay}/patch-horizontalpodautoscaler.yaml"]
+    mr = next(m for m in provider.list_mrs() if m.source_branch == branch)
+    assert "| `spec.resources.gpu.mig` | whole GPU | 2g.20gb |" in mr.description
+    assert "USD" in mr.description
+
+
+def test_propose_is_refused_when_policy_denies(run_cli, tmp_path: Path,
+                                               prometheus_url: str) -> None:
+    config = _config(tmp_path, prometheus_url)
+    config.write_text(config.read_text() + "    allowed_gpu_types: [NVIDIA-L40S]\n")
+    code, _out, err = run_cli("rightsize", "--intent", str(tmp_path / "oversized.yaml"), "--env",
+                              "production", "--config", str(config), "--days", "8", "--until",
+                              END.isoformat(), "--propose")
+    assert code == 4
+    assert "NVIDIA-A100-SXM4-80GB is not allowed in production" in err

@@ -233,3 +233,30 @@ def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
     assert again["outcome"] == "unchanged"
     assert len([mr for mr in provider.list_mrs()  # type: ignore[attr-defined]
                 if mr.source_branch == branch]) == 1
+
+
+@requires_kubectl
+def test_on_kserve_the_predictor_is_scaled_and_kserve_makes_no_hpa(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    config = _config(tmp_path, prometheus_url)
+    intent = INTENT.replace("serving: {platform: kubernetes}", "serving: {platform: kserve}")
+    (tmp_path / "intent.yaml").write_text(intent, encoding="utf-8")
+    code, _out, err = run_cli("render", "--intent", str(tmp_path / "intent.yaml"), "--env",
+                              "production", "--config", str(config), "--out",
+                              str(tmp_path / "tree"))
+    assert code == 0, err
+    overlay = tmp_path / "tree" / NAME / "overlays" / "production"
+    settings = load_settings(config, environ={})
+    deployment, target = forecasting.resolve(settings, YAML(typ="safe").load(intent),
+                                             "production", "intent")
+    plan = forecasting.plan(settings, deployment, target, PrometheusSource(prometheus_url),
+                            now=TRAIN_END)
+    for path, text in forecasting.overlay_files(
+            plan, (overlay / "kustomization.yaml").read_text()).items():
+        (overlay / path).write_text(text, encoding="utf-8")
+    built = list(YAML(typ="safe").load_all(kustomize.build(overlay)))
+    scaled = next(doc for doc in built if doc["kind"] == "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"] == {"name": f"{NAME}-predictor"}
+    service = next(doc for doc in built if doc["kind"] == "InferenceService")
+    assert service["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "external"
+    assert schemas.problems(service) == [] and schemas.problems(scaled) == []

@@ -52,6 +52,7 @@ class ForecastPlan:
     timezone: str
     bounds: prewarm.Bounds
     lead_minutes: int
+    lead_source: str               # configured | measured | runtime default
     windows: tuple[prewarm.Window, ...]
     fitted: model.Forecast
     scaled_object: dict[str, Any]
@@ -123,8 +124,12 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
         else config.requests_per_replica
     bounds = prewarm.Bounds(spec.scaling.min_replicas,
                             quota_bounded_max(settings, deployment), capacity)
-    lead_seconds = config.lead_time_seconds if config.lead_time_seconds is not None \
-        else telemetry.startup_seconds
+    measured = None
+    if config.lead_time_seconds is None:
+        measured = measured_startup_seconds(metrics, name=name, namespace=namespace,
+                                            start=start, end=now)
+    lead_seconds = (config.lead_time_seconds if config.lead_time_seconds is not None
+                    else measured if measured is not None else telemetry.startup_seconds)
     lead = math.ceil(lead_seconds / 60)
     schedule = prewarm.hourly_replicas(fitted, bounds)
     windows = tuple(prewarm.windows(schedule, bounds.min_replicas, lead))
@@ -148,11 +153,31 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
     return ForecastPlan(
         deployment=deployment, env=target.name, namespace=namespace, platform=platform,
         target=scale_target, timezone=config.timezone, bounds=bounds, lead_minutes=lead,
+        lead_source=("configured" if config.lead_time_seconds is not None
+                     else "measured" if measured is not None else "runtime default"),
         windows=windows, fitted=fitted, scaled_object=scaled,
         gpu_hours_week=prewarm.gpu_hours(windows, bounds.min_replicas, gpus),
         static_gpu_hours_week=bounds.max_replicas * gpus * 24 * 7.0,
         price_per_gpu_hour=gpu_hour_price(settings, spec.resources.gpu.type),
         currency=settings.telemetry.currency, decision=decision, history=tuple(history))
+
+
+STARTUP_QUERY = ('max by (pod) (kube_pod_status_ready_time{{namespace="{namespace}",'
+                 'pod=~"{name}-.*"}}) - max by (pod) (kube_pod_created{{namespace="{namespace}",'
+                 'pod=~"{name}-.*"}})')
+
+
+def measured_startup_seconds(metrics: MetricsSource, *, name: str, namespace: str,
+                             start: datetime, end: datetime) -> int | None:
+    """The slowest cold start seen: pod created → Ready, from kube-state-metrics, or None.
+
+    The slowest (not the typical) start decides, so a window opens early enough for it.
+    """
+    series = metrics.query_range(STARTUP_QUERY.format(name=name, namespace=namespace),
+                                 start, end, 3600)
+    seconds = [value for item in series for _, value in item.points[-1:]
+               if 0 < value < 6 * 3600]
+    return math.ceil(max(seconds)) if seconds else None
 
 
 def quota_bounded_max(settings: Settings, deployment: ModelDeployment) -> int:
@@ -274,7 +299,8 @@ def description(plan_: ForecastPlan) -> str:
         f"- KEDA ScaledObject on {mr_text.code(plan_.target)}: replicas "
         f"{plan_.bounds.min_replicas}..{plan_.bounds.max_replicas} (intent and team GPU quota), "
         f"{len(plan_.windows)} pre-warm window(s) in {mr_text.code(plan_.timezone)} opening "
-        f"{plan_.lead_minutes} min before each rise, plus a Prometheus trigger at "
+        f"{plan_.lead_minutes} min ({plan_.lead_source} cold start) before each rise, plus a "
+        "Prometheus trigger at "
         f"{plan_.bounds.capacity:g} req/s per replica for what the forecast misses.",
         f"- Expected GPU-hours per week: **{plan_.gpu_hours_week:.0f}** scheduled (reactive "
         f"scaling adds to it), against {plan_.static_gpu_hours_week:.0f} at maxReplicas all "

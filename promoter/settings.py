@@ -242,8 +242,8 @@ class ForecastSettings(_Section):
     timezone: str = Field(default="UTC", description="IANA zone of the cron windows, e.g. "
                           "Europe/Berlin")
     lead_time_seconds: int | None = Field(
-        default=None, ge=0, le=6 * 3600, description="cold-start lead time; default: the "
-        "runtime's telemetry.startupSeconds")
+        default=None, ge=0, le=6 * 3600, description="cold-start lead time; default: measured "
+        "(pod created -> Ready), else the runtime's telemetry.startupSeconds")
     history_days: int = Field(default=21, ge=7, le=90)
     step_minutes: int = Field(default=15, ge=1, le=60)
     requests_per_replica: float = Field(

@@ -56,7 +56,8 @@ def forecast(
         emit_json({"scaled_object": plan.scaled_object, "summary": forecasting.summary_rows(plan),
                    "gpu_hours_week": plan.gpu_hours_week,
                    "static_gpu_hours_week": plan.static_gpu_hours_week,
-                   "lead_minutes": plan.lead_minutes, "policy": plan.decision.reasons,
+                   "lead_minutes": plan.lead_minutes, "lead_source": plan.lead_source,
+                   "policy": plan.decision.reasons,
                    "mr_url": result.mr_url if result else None,
                    "outcome": result.outcome.value if result else None})
         return
@@ -65,7 +66,8 @@ def forecast(
         typer.echo("---")
     _table(forecasting.summary_rows(plan))
     typer.echo(f"GPU-hours/week: {plan.gpu_hours_week:.1f} scheduled vs "
-               f"{plan.static_gpu_hours_week:.1f} at maxReplicas; lead {plan.lead_minutes} min; "
+               f"{plan.static_gpu_hours_week:.1f} at maxReplicas; lead {plan.lead_minutes} min "
+               f"({plan.lead_source}); "
                f"replicas {plan.bounds.min_replicas}..{plan.bounds.max_replicas}")
     if plan.price_per_gpu_hour is not None:
         typer.echo(f"cost/week: {plan.gpu_hours_week * plan.price_per_gpu_hour:,.2f} "

@@ -49,17 +49,36 @@ spec:
 def prometheus_url(tmp_path_factory: pytest.TempPathFactory):
     trace = traces.generate(weeks=4)
     text = traces.openmetrics(trace, namespace=NAMESPACE, pod=f"{NAME}-5f7c9d-x2k4q")
+    text = text.replace("# EOF\n", _cold_starts(trace) + "# EOF\n")
     with prometheus(text, tmp_path_factory.mktemp("prometheus")) as url:
         yield url
 
 
+COLD_STARTS = (600, 780, 840)       # seconds from pod created to Ready, three pods
+
+
+def _cold_starts(trace: traces.Trace) -> str:
+    """kube-state-metrics' pod created / Ready timestamps, hourly, for three pods."""
+    created, ready = [], []
+    first = int(trace.times[0].timestamp())
+    for index, startup in enumerate(COLD_STARTS):
+        labels = f'namespace="{NAMESPACE}",pod="{NAME}-5f7c9d-{"abc"[index]}2k4q"'
+        for moment in trace.times[::12]:
+            stamp = int(moment.timestamp())
+            created.append(f"kube_pod_created{{{labels}}} {first + index} {stamp}")
+            ready.append(f"kube_pod_status_ready_time{{{labels}}} {first + index + startup} "
+                         f"{stamp}")
+    return "\n".join(created + ready) + "\n"
+
+
 def _config(tmp_path: Path, url: str, **extra: str) -> Path:
     quota = extra.get("quota", "64")
+    lead = f", lead_time_seconds: {extra['lead']}" if "lead" in extra else ""
     gpu_types = extra.get("gpu_types", "[NVIDIA-L40S]")
     config = tmp_path / "promoter.yaml"
     config.write_text(f"""\
 prometheus: {{url: "{url}"}}
-forecast: {{timezone: {traces.TZ_NAME}, history_days: 21, requests_per_replica: 8}}
+forecast: {{timezone: {traces.TZ_NAME}, history_days: 21, requests_per_replica: 8{lead}}}
 telemetry: {{gpu_hour_prices: {{NVIDIA-L40S: 1.9}}}}
 policy: {{team_gpu_quota: {{assistants: {quota}}}}}
 environments:
@@ -91,7 +110,8 @@ def test_dry_run_prints_a_valid_scaled_object_that_prewarms_before_each_rise(
     crons = [t for t in spec["triggers"] if t["type"] == "cron"]
     assert crons, "a weekday peak of ~60 req/s at 8 req/s per replica needs pre-warming"
     lead = result["lead_minutes"]
-    assert lead == 10                      # vLLM's telemetry.startupSeconds: 600
+    # Measured: the slowest pod took 840 s from created to Ready (kube-state-metrics).
+    assert (lead, result["lead_source"]) == (14, "measured")
     for trigger in crons:
         meta = trigger["metadata"]
         assert meta["timezone"] == "Europe/Berlin"
@@ -124,6 +144,15 @@ def test_text_dry_run_shows_the_object_and_a_summary(run_cli, tmp_path: Path,
     assert "kind: ScaledObject" in out
     assert re.search(r"^Wed\s+\d+(\.\d)?\s+\d+\s+[\d.]+$", out, re.M)
     assert "cost/week:" in out and "dry run: nothing proposed" in out
+
+
+def test_a_configured_lead_time_wins_over_the_measured_one(run_cli, tmp_path: Path,
+                                                           prometheus_url: str) -> None:
+    result = _forecast_json(run_cli, _config(tmp_path, prometheus_url, lead="1500"))
+    assert (result["lead_minutes"], result["lead_source"]) == (25, "configured")
+    starts = [t["metadata"]["start"] for t in result["scaled_object"]["spec"]["triggers"]
+              if t["type"] == "cron"]
+    assert starts and all(start.startswith("35 ") for start in starts)
 
 
 def test_max_replicas_are_bounded_by_the_team_gpu_quota(run_cli, tmp_path: Path,

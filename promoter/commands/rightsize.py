@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,12 +18,15 @@ minimum replicas, a MIG profile (one the environment's nodes offer) instead of a
 fewer GPUs per replica, each with its evidence and estimated monthly saving
 (telemetry.gpu_hour_prices). --propose re-renders the overlay with the smaller resources and
 opens or updates the MR on rightsize/<name>/<env>, unless policy denies it.
+Without MODEL and --intent, every registered model live in --env (default: every environment)
+is judged; deployments that cannot be judged are listed as skipped.
 """
 
 
 def rightsize(
     ctx: typer.Context,
-    env: Annotated[str, typer.Option("--env", "-e", help="environment from promoter.yaml")],
+    env: Annotated[str | None, typer.Option(
+        "--env", "-e", help="environment from promoter.yaml (default: every one)")] = None,
     model: Annotated[str | None, typer.Argument(help="MLflow registered model name")] = None,
     version: Annotated[str | None, typer.Option("--version", "-v", callback=check_version,
                                                 help="model version (default: the live one)")
@@ -40,9 +43,15 @@ def rightsize(
     from promoter.commands.forecast import _intent, _moment
     from promoter.service import composition
 
-    if (intent is None) == (model is None):
-        raise UsageError("give either --intent FILE or MODEL")
+    if intent is not None and model is not None:
+        raise UsageError("give either --intent FILE or MODEL, not both")
     settings = state(ctx).settings()
+    if intent is None and model is None:
+        if version is not None:
+            raise UsageError("--version needs MODEL")
+        raise typer.Exit(_fleet(settings, env, days, propose, until, output))
+    if env is None:
+        raise UsageError("MODEL and --intent need --env ENV")
     document, origin, tags, ref = _intent(settings, env, model, version, intent)
     deployment, target = forecasting.resolve(settings, document, env, origin, ref)
     report = rightsizing.report(settings, deployment, target,
@@ -76,6 +85,71 @@ def rightsize(
         typer.echo(f"merge request: {result.mr_url or result.mr_iid} ({result.outcome.value})")
     else:
         typer.echo("dry run: nothing proposed")
+
+
+def _fleet(settings: Any, env: str | None, days: int, propose: bool, until: str | None,
+           output: str) -> int:
+    """Every registered model live in ``env`` (or in every environment): one report each.
+
+    A deployment that cannot be judged (no telemetry in its runtime, an invalid intent) is
+    listed as skipped; one that policy denies is not proposed, and the exit code says so (4).
+    """
+    from promoter import forecasting, rightsizing
+    from promoter.commands.forecast import _intent, _moment
+    from promoter.errors import EXIT_POLICY, PolicyDenied, UserError
+    from promoter.service import composition
+
+    registry = composition.registry(settings)
+    metrics = composition.metrics_source(settings)
+    provider = composition.provider(settings) if propose else None
+    now = _moment(until)
+    envs = [env] if env else sorted(settings.environments)
+    for name in envs:
+        settings.environment(name)   # an unknown environment fails before any query
+    rows: list[dict[str, Any]] = []
+    denied = False
+    for info in registry.models():
+        for where in envs:
+            environment = settings.environment(where)
+            live = registry.current_version(info.name, environment.trigger.alias,
+                                            environment.trigger.stage)
+            if live is None:
+                continue
+            row: dict[str, Any] = {"model": info.name, "version": live, "env": where}
+            try:
+                document, origin, tags, ref = _intent(settings, where, info.name, live, None)
+                deployment, target = forecasting.resolve(settings, document, where, origin, ref)
+                report = rightsizing.report(settings, deployment, target, metrics, now=now,
+                                            days=days, tags=tags)
+                row.update(name=deployment.name, proposals=[
+                    {"field": p.field, "current": p.current, "proposed": p.proposed,
+                     "evidence": p.evidence, "saving": rightsizing.saving_text(report, p)}
+                    for p in report.proposals])
+                if provider is not None and report.proposals:
+                    result = rightsizing.propose(settings, report, document, provider)
+                    row["mr_url"] = result.mr_url if result else None
+            except PolicyDenied as exc:
+                denied = True
+                row["denied"] = exc.reasons
+            except UserError as exc:
+                row["skipped"] = str(exc)
+            rows.append(row)
+    if output == "json":
+        emit_json({"deployments": rows})
+    else:
+        for row in rows:
+            head = f"{row.get('name', row['model'])} ({row['env']}, version {row['version']})"
+            if "skipped" in row:
+                typer.echo(f"{head}: skipped: {row['skipped']}")
+            elif "denied" in row:
+                typer.echo(f"{head}: not proposed, policy denies: {'; '.join(row['denied'])}")
+            elif not row["proposals"]:
+                typer.echo(f"{head}: nothing to right-size")
+            else:
+                for p in row["proposals"]:
+                    typer.echo(f"{head}: {p['field']}: {p['current']} -> {p['proposed']} "
+                               f"(saves {p['saving']}/month)")
+    return EXIT_POLICY if denied else 0
 
 
 def register(app: typer.Typer) -> None:

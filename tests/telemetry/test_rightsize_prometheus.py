@@ -213,3 +213,34 @@ def test_propose_is_refused_when_policy_denies(run_cli, tmp_path: Path,
                               END.isoformat(), "--propose")
     assert code == 4
     assert "NVIDIA-A100-SXM4-80GB is not allowed in production" in err
+
+
+def test_without_a_model_every_live_deployment_is_judged(
+        run_cli, tmp_path: Path, prometheus_url: str, mlflow_server,  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client = mlflow_server.client()
+    for name in ("oversized", "busy"):
+        pods, gpus, *_rest, team = FLEET[name]
+        client.create_registered_model(name)
+        run = client.create_run(client.create_experiment(f"rightsize-{name}"))
+        version = client.create_model_version(name, source=f"runs:/{run.info.run_id}/model",
+                                              run_id=run.info.run_id, tags={
+            "deploy.owner.team": team, "deploy.owner.costCenter": "cc-1",
+            "deploy.runtime": "vllm", "deploy.serving.platform": "kubernetes",
+            "deploy.resources.cpu": "8", "deploy.resources.memory": "64Gi",
+            "deploy.resources.gpu.count": str(gpus),
+            "deploy.resources.gpu.type": "NVIDIA-A100-SXM4-80GB",
+            "deploy.scaling.minReplicas": str(pods), "deploy.scaling.maxReplicas": "6"})
+        client.set_registered_model_alias(name, "production", version.version)
+    client.create_registered_model("never-deployed")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    config = _config(tmp_path, prometheus_url)
+    code, out, err = run_cli("rightsize", "--env", "production", "--config", str(config),
+                             "--days", "8", "--until", END.isoformat(), "--output", "json")
+    assert code == 0, err
+    rows = {row["model"]: row for row in json.loads(out)["deployments"]}
+    # (The MLflow server is shared by the session: other tests' models may be listed too.)
+    assert {"oversized", "busy"} <= set(rows) and "never-deployed" not in rows
+    assert {p["field"] for p in rows["oversized"]["proposals"]} == {
+        "spec.scaling.minReplicas", "spec.resources.gpu.mig"}
+    assert rows["busy"]["proposals"] == []

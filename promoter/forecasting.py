@@ -135,7 +135,7 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
     windows = tuple(prewarm.windows(schedule, bounds.min_replicas, lead))
     platform = descriptor.platform(deployment)
     scale_target = name if platform == "kubernetes" else f"{name}-predictor"
-    server = settings.prometheus.url or ""
+    server = settings.prometheus.cluster_url or settings.prometheus.url or ""
     reactive = prewarm.Reactive(
         server_address=server, capacity=capacity, queue_per_replica=config.queue_per_replica,
         rate_query=telemetry.render(telemetry.request_rate, name=name, namespace=namespace,

@@ -229,8 +229,11 @@ class PrometheusSettings(_Section):
     url: str | None = Field(default=None, description="Prometheus HTTP API base URL, for "
                             "forecast, rightsize and cost; KEDA's prometheus trigger uses it too")
     timeout_seconds: float = Field(default=30, gt=0, le=600)
+    cluster_url: str | None = Field(
+        default=None, description="Prometheus as KEDA reaches it inside the cluster (the "
+        "prometheus trigger's serverAddress); default: url")
 
-    @field_validator("url")
+    @field_validator("url", "cluster_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s]+$", value):

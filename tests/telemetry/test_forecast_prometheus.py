@@ -128,7 +128,7 @@ def test_dry_run_prints_a_valid_scaled_object_that_prewarms_before_each_rise(
     assert all(r <= 4 for r in sunday_only)
     reactive = [t for t in spec["triggers"] if t["type"] == "prometheus"]
     assert {t["name"] for t in reactive} == {"request-rate", "queue"}
-    assert reactive[0]["metadata"]["serverAddress"] == prometheus_url
+    assert reactive[0]["metadata"]["serverAddress"] == prometheus_url   # no cluster_url set
     assert f'namespace="{NAMESPACE}"' in reactive[0]["metadata"]["query"]
     assert "[2m]" in reactive[0]["metadata"]["query"]
     assert result["gpu_hours_week"] < 0.7 * result["static_gpu_hours_week"]
@@ -148,7 +148,13 @@ def test_text_dry_run_shows_the_object_and_a_summary(run_cli, tmp_path: Path,
 
 def test_a_configured_lead_time_wins_over_the_measured_one(run_cli, tmp_path: Path,
                                                            prometheus_url: str) -> None:
-    result = _forecast_json(run_cli, _config(tmp_path, prometheus_url, lead="1500"))
+    config = _config(tmp_path, prometheus_url, lead="1500")
+    config.write_text(config.read_text().replace(
+        f'prometheus: {{url: "{prometheus_url}"}}',
+        f'prometheus: {{url: "{prometheus_url}", cluster_url: "http://prometheus.monitoring:9090"}}'))
+    result = _forecast_json(run_cli, config)
+    assert {t["metadata"]["serverAddress"] for t in result["scaled_object"]["spec"]["triggers"]
+            if t["type"] == "prometheus"} == {"http://prometheus.monitoring:9090"}
     assert (result["lead_minutes"], result["lead_source"]) == (25, "configured")
     starts = [t["metadata"]["start"] for t in result["scaled_object"]["spec"]["triggers"]
               if t["type"] == "cron"]

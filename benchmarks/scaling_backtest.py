@@ -76,8 +76,9 @@ def reactive(minute: int, demand: list[float]) -> int:
 
 
 def main() -> None:
+    seed = int(sys.argv[1]) if len(sys.argv) > 1 else 7     # `scaling_backtest.py SEED`
     clock = time.perf_counter()
-    trace = traces.generate(weeks=4)
+    trace = traces.generate(weeks=4, seed=seed)
     tz = ZoneInfo(traces.TZ_NAME)
     week_steps = int(timedelta(weeks=1) / traces.STEP)
     train_steps = 3 * week_steps
@@ -108,8 +109,9 @@ def main() -> None:
                 for i in range(train_steps, 4 * week_steps, per_bucket)]
     error = forecast.wape([v for _, v in held_out],
                           forecast.predict(fitted, [m for m, _ in held_out], tz))
-    print(f"trace: 4 weeks, {traces.TZ_NAME}; train 3, test week 4; capacity {CAPACITY:g} "
-          f"req/s/replica; cold start {COLD_START} min; metric lag {LAG} min; "
+    print(f"trace: 4 weeks (seed {seed}), {traces.TZ_NAME}; train 3, test week 4; "
+          f"capacity {CAPACITY:g} req/s/replica; cold start {COLD_START} min; "
+          f"metric lag {LAG} min; "
           f"{len(windows)} pre-warm windows; held-out forecast WAPE {error:.1%}")
     print(f"{'strategy':<42} {'GPU-hours':>10} {'vs static':>10} {'min under':>10}")
     for name, (hours, short) in results.items():

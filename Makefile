@@ -42,6 +42,7 @@ lint:
 bench:
 	$(PYTHON) benchmarks/render.py
 	$(PYTHON) benchmarks/intake.py
+	$(PYTHON) benchmarks/scaling_backtest.py
 
 bench-image:  # needs docker-registry, skopeo and ~3 GiB of temp disk
 	$(PYTHON) benchmarks/image.py

@@ -3,7 +3,7 @@
 #   make test  - install what the tests need (system packages too) and run every test
 PYTHON ?= python3
 PIP    := $(PYTHON) -m pip
-APT_PACKAGES := docker-registry skopeo umoci git rsync
+APT_PACKAGES := docker-registry skopeo umoci git rsync prometheus
 # gitlab-ci-local runs the CI gate in tests (shell executor; it needs rsync). Later releases
 # need Node 22.
 GITLAB_CI_LOCAL := gitlab-ci-local@4.56.0
@@ -49,6 +49,7 @@ lint:
 bench:
 	$(PYTHON) benchmarks/render.py
 	$(PYTHON) benchmarks/intake.py
+	$(PYTHON) benchmarks/scaling_backtest.py
 
 bench-image:  # needs docker-registry, skopeo and ~3 GiB of temp disk
 	$(PYTHON) benchmarks/image.py

@@ -251,6 +251,57 @@ class ArgoCDSettings(_Section):
     status_timeout_seconds: float = Field(default=10, gt=0)
 
 
+class PrometheusSettings(_Section):
+    url: str | None = Field(default=None, description="Prometheus HTTP API base URL, for "
+                            "forecast, rightsize and cost; KEDA's prometheus trigger uses it too")
+    timeout_seconds: float = Field(default=30, gt=0, le=600)
+    cluster_url: str | None = Field(
+        default=None, description="Prometheus as KEDA reaches it inside the cluster (the "
+        "prometheus trigger's serverAddress); default: url")
+
+    @field_validator("url", "cluster_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s]+$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+class ForecastSettings(_Section):
+    timezone: str = Field(default="UTC", description="IANA zone of the cron windows, e.g. "
+                          "Europe/Berlin")
+    lead_time_seconds: int | None = Field(
+        default=None, ge=0, le=6 * 3600, description="cold-start lead time; default: measured "
+        "(pod created -> Ready), else the runtime's telemetry.startupSeconds")
+    history_days: int = Field(default=21, ge=7, le=90)
+    step_minutes: int = Field(default=15, ge=1, le=60)
+    requests_per_replica: float = Field(
+        default=10, gt=0, description="requests/s one replica serves, unless the intent scales "
+        "on rps (then its scaling.target)")
+    queue_per_replica: float = Field(default=4, gt=0,
+                                     description="waiting requests per replica before scaling")
+    quantile_z: float = Field(default=1.28, ge=0, le=4,
+                              description="upper band = forecast x (1 + z x spread)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        return value
+
+
+class TelemetrySettings(_Section):
+    gpu_hour_prices: dict[str, float] = Field(
+        default_factory=dict, description="price of one GPU-hour per GPU type (the intent's "
+        "resources.gpu.type); 'default' for any other type")
+    currency: str = "USD"
+
+
 def _default_environments() -> dict[str, Environment]:
     return {
         "staging": Environment(trigger=Trigger(alias="staging", stage="Staging"),
@@ -280,6 +331,9 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     policy: PolicySettings = PolicySettings()
     gc: GcSettings = GcSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    forecast: ForecastSettings = ForecastSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     cost_labels: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_COST_LABELS),
         description="label key per cost role (team, cost_center, environment, model, runtime)")
@@ -392,6 +446,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PROMOTER_GITLAB_PROJECT": ("git", "gitlab", "project"),
     "PROMOTER_GIT_REMOTE": ("git", "remote"),
     "PROMOTER_IMAGE_REPOSITORY": ("image", "repository"),
+    "PROMOTER_PROMETHEUS_URL": ("prometheus", "url"),
 }
 # Secrets: read from VAR, or from the file named by VAR_FILE.
 SECRET_VARIABLES = (

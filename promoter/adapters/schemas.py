@@ -20,6 +20,7 @@ CRD_SCHEMAS = {
     ("policy.sigstore.dev/v1beta1", "ClusterImagePolicy"): "clusterimagepolicy_v1beta1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor_v1.json",
     ("kyverno.io/v1", "ClusterPolicy"): "clusterpolicy_v1.json",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject_v1alpha1.json",
 }
 
 

@@ -65,6 +65,32 @@ class Form(_Frozen):
                                  f"known: {', '.join(sorted(ARG_FIELDS))}")
 
 
+TELEMETRY_FIELDS = frozenset({"name", "namespace", "window"})
+
+
+class Telemetry(_Frozen):
+    """PromQL for the server's demand, used by `promoter forecast` and KEDA's reactive trigger.
+
+    ``{name}`` and ``{namespace}`` (DNS labels, checked before they get here) select the
+    deployment's pods; ``{window}`` is the rate window (the forecast step, or 2m for KEDA).
+    """
+
+    request_rate: str = Field(alias="requestRate", min_length=1, max_length=2000)
+    queue: str | None = Field(default=None, min_length=1, max_length=2000)
+    startup_seconds: int = Field(default=300, alias="startupSeconds", ge=0, le=6 * 3600)
+
+    def model_post_init(self, _context: Any) -> None:
+        for query in (self.request_rate, self.queue or ""):
+            unknown = sorted(set(ARG_FIELD.findall(query)) - TELEMETRY_FIELDS)
+            if unknown:
+                raise ValueError(f"telemetry query names unknown field(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(TELEMETRY_FIELDS))}")
+
+    def render(self, query: str, *, name: str, namespace: str, window: str) -> str:
+        values = {"name": name, "namespace": namespace, "window": window}
+        return ARG_FIELD.sub(lambda match: values[match.group(1)], query)
+
+
 class RuntimeDescriptor(_Frozen):
     name: str
     description: str = ""
@@ -74,6 +100,7 @@ class RuntimeDescriptor(_Frozen):
     default_platform: Platform = Field(alias="defaultPlatform")
     platforms: dict[Platform, Form] = Field(min_length=1)
     server: dict[str, Any] = Field(default_factory=dict)
+    telemetry: Telemetry | None = None
 
     def model_post_init(self, _context: Any) -> None:
         unknown = sorted(self.options - OPTIONS - {"platform"})

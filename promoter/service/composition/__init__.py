@@ -20,6 +20,7 @@ from promoter.core.pipeline import Pipeline, Ports
 from promoter.ports.clock import SystemClock
 from promoter.ports.git import GitProvider
 from promoter.ports.image import Signer, Verifier
+from promoter.ports.metrics import MetricsSource
 from promoter.ports.pipeline import Progress
 from promoter.ports.processes import BackgroundService
 from promoter.ports.registry import Registry, WebhookAdmin
@@ -88,6 +89,18 @@ def provider(settings: Settings,
     from promoter.adapters import localgit
 
     return localgit.from_settings(settings, on_event=on_event)
+
+
+def metrics_source(settings: Settings) -> MetricsSource:
+    """Prometheus' HTTP API at prometheus.url, for `promoter forecast`, `rightsize` and `cost`."""
+    from promoter.adapters.prometheus import PrometheusSource
+    from promoter.errors import ConfigError
+
+    if not settings.prometheus.url:
+        raise ConfigError("prometheus.url is not set",
+                          hint="set prometheus.url in promoter.yaml (or PROMOTER_PROMETHEUS_URL)")
+    return PrometheusSource(settings.prometheus.url,
+                            timeout_seconds=settings.prometheus.timeout_seconds)
 
 
 def local_review(settings: Settings,

@@ -1,0 +1,154 @@
+"""Right-sizing from GPU telemetry: smaller resources only where the evidence holds. Pure.
+
+Evidence is what NVIDIA's DCGM exporter and the server report over a window: GPU utilisation
+(``DCGM_FI_DEV_GPU_UTIL``, %), framebuffer used and free (``DCGM_FI_DEV_FB_USED`` /
+``DCGM_FI_DEV_FB_FREE``, MiB) per GPU, and the request rate. Three proposals, each with its
+numbers and an estimated monthly saving:
+
+- fewer minimum replicas, when the quietest hour needs fewer than ``minReplicas``;
+- a MIG profile instead of a whole GPU, when peak memory with headroom fits a profile the
+  environment's nodes offer and utilisation fits its share of the compute (g of 7 slices);
+- fewer GPUs per replica, when peak memory and summed utilisation fit on fewer GPUs.
+
+Too little evidence (a short window, no samples) proposes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+HOURS_PER_MONTH = 730
+MIG_SLICES = 7
+MIG_PROFILE = re.compile(r"^(?P<g>[1-9][0-9]?)g\.(?P<gb>[1-9][0-9]{0,3})gb$")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    days: float                        # window length covered by samples
+    util_p95: float                    # % per GPU, 95th percentile over all GPUs and samples
+    util_sum_p95: float                # % summed over one replica's GPUs, 95th percentile
+    memory_peak_mib: float             # highest framebuffer used on one GPU
+    memory_sum_peak_mib: float         # highest framebuffer used summed over a replica's GPUs
+    gpu_memory_mib: float | None       # one GPU's framebuffer (used + free), when reported
+    quiet_hour_rate: float             # request rate of the quietest hour (its 95th percentile)
+    average_replicas: float
+
+
+@dataclass(frozen=True)
+class Current:
+    min_replicas: int
+    gpus: int
+    mig: str | None
+    capacity: float                    # requests/s one replica serves
+
+
+@dataclass(frozen=True)
+class Rules:
+    headroom: float = 0.2              # memory kept free above the peak
+    util_ceiling: float = 70.0         # % a right-sized GPU (or slice) may run at, p95
+    min_days: float = 7.0              # evidence shorter than this proposes nothing
+    mig_profiles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Proposal:
+    kind: str                          # min-replicas | mig | gpus
+    field: str                         # the intent field it changes
+    current: str
+    proposed: str
+    evidence: str
+    gpu_hours_saved_month: float
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return ordered[index]
+
+
+def quiet_hour_rate(rates_by_hour: Sequence[Sequence[float]]) -> float:
+    """The 95th percentile rate of the quietest hour (hours given as their samples)."""
+    peaks = [percentile(hour, 0.95) for hour in rates_by_hour if hour]
+    return min(peaks) if peaks else math.nan
+
+
+def profile_memory_mib(profile: str) -> float:
+    match = MIG_PROFILE.match(profile)
+    if match is None:
+        raise ValueError(f"{profile!r} is not a MIG profile <g>g.<memory>gb")
+    return int(match["gb"]) * 1000.0      # a "10gb" slice holds a little under 10 GiB
+
+
+def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal]:
+    if evidence.days < rules.min_days or math.isnan(evidence.util_p95):
+        return []
+    found: list[Proposal] = []
+    if not math.isnan(evidence.quiet_hour_rate):
+        needed = max(1, math.ceil(evidence.quiet_hour_rate / current.capacity - 1e-9))
+        if needed < current.min_replicas:
+            saved = (current.min_replicas - needed) * max(current.gpus, 1) * HOURS_PER_MONTH
+            found.append(Proposal(
+                "min-replicas", "spec.scaling.minReplicas", str(current.min_replicas),
+                str(needed),
+                f"quietest hour p95 {evidence.quiet_hour_rate:.1f} req/s over "
+                f"{evidence.days:.0f} days needs {needed} replica(s) at "
+                f"{current.capacity:g} req/s each", saved))
+    memory_needed = evidence.memory_peak_mib * (1 + rules.headroom)
+    if current.gpus == 1 and current.mig is None:
+        for profile in sorted(rules.mig_profiles, key=profile_memory_mib):
+            slices = int(MIG_PROFILE.match(profile)["g"])  # type: ignore[index]
+            share = slices / MIG_SLICES
+            if (memory_needed <= profile_memory_mib(profile)
+                    and evidence.util_p95 <= rules.util_ceiling * share):
+                found.append(Proposal(
+                    "mig", "spec.resources.gpu.mig", "whole GPU", profile,
+                    f"peak memory {evidence.memory_peak_mib:,.0f} MiB (+{rules.headroom:.0%} "
+                    f"headroom) fits {profile}; GPU utilisation p95 {evidence.util_p95:.0f}% "
+                    f"fits {slices}/{MIG_SLICES} of the compute at {rules.util_ceiling:.0f}%",
+                    evidence.average_replicas * (1 - share) * HOURS_PER_MONTH))
+                break
+    if current.gpus > 1 and evidence.gpu_memory_mib:
+        total_needed = evidence.memory_sum_peak_mib * (1 + rules.headroom)
+        for fewer in range(1, current.gpus):
+            if (total_needed <= fewer * evidence.gpu_memory_mib
+                    and evidence.util_sum_p95 <= fewer * rules.util_ceiling
+                    and current.gpus % fewer == 0):   # tensor parallelism splits evenly
+                found.append(Proposal(
+                    "gpus", "spec.resources.gpu.count", str(current.gpus), str(fewer),
+                    f"peak memory {evidence.memory_sum_peak_mib:,.0f} MiB over the replica's "
+                    f"{current.gpus} GPUs (+{rules.headroom:.0%}) fits {fewer} x "
+                    f"{evidence.gpu_memory_mib:,.0f} MiB; summed utilisation p95 "
+                    f"{evidence.util_sum_p95:.0f}% fits {fewer} GPUs at "
+                    f"{rules.util_ceiling:.0f}%",
+                    evidence.average_replicas * (current.gpus - fewer) * HOURS_PER_MONTH))
+                break
+    return found
+
+
+def evidence_from(*, util: Sequence[Sequence[float]], memory_used: Sequence[Sequence[float]],
+                  memory_free: Sequence[Sequence[float]], gpus: int, days: float,
+                  rates_by_hour: Sequence[Sequence[float]]) -> Evidence:
+    """Evidence from per-GPU series (one sequence per GPU, aligned samples)."""
+    flat_util = [v for series in util for v in series]
+    per_replica = max(gpus, 1)
+    replicas = max(1, len(util) // per_replica)
+    summed_util = [sum(sample) for sample in zip(*util, strict=False)]
+    summed_util = [value / replicas for value in summed_util]      # per replica on average
+    memory_peaks = [max(series) for series in memory_used if series]
+    summed_memory = [sum(sample) / replicas for sample in zip(*memory_used, strict=False)]
+    totals = [used + free for u_series, f_series in zip(memory_used, memory_free, strict=False)
+              for used, free in zip(u_series, f_series, strict=False)]
+    return Evidence(
+        days=days, util_p95=percentile(flat_util, 0.95),
+        util_sum_p95=percentile(summed_util, 0.95),
+        memory_peak_mib=max(memory_peaks) if memory_peaks else math.inf,
+        memory_sum_peak_mib=max(summed_memory) if summed_memory else math.inf,
+        gpu_memory_mib=statistics.median(totals) if totals else None,
+        quiet_hour_rate=quiet_hour_rate(rates_by_hour),
+        average_replicas=len(util) / per_replica if util else 0.0)

@@ -1,0 +1,318 @@
+"""The `promoter forecast` use case: telemetry in, a KEDA ScaledObject for the overlay out.
+
+Reads the deployment's request-rate history from Prometheus (PromQL from the runtime
+descriptor's ``telemetry`` block), fits the seasonal model (core.forecast), turns the week
+ahead into pre-warm windows plus a reactive trigger (core.prewarm), bounds them by the intent's
+min/max and the team GPU quota, asks the policy verdict, and either prints the result or
+proposes it as a merge request on ``scale/<name>/<env>``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ruamel.yaml import YAML
+
+from promoter.core import forecast as model
+from promoter.core import mr_text, prewarm
+from promoter.core.config import EnvironmentTarget
+from promoter.core.gates import GateFacts
+from promoter.core.intent import resolve_intent
+from promoter.core.policy import Decision
+from promoter.core.runtimes import RuntimeDescriptor, Telemetry, parse_descriptors
+from promoter.core.spec import ModelDeployment, ModelRef
+from promoter.core.verdict import verdict
+from promoter.errors import ConfigError, PolicyDenied, UserError
+from promoter.ports.git import GitProvider, Proposal, ProposalResult
+from promoter.ports.metrics import MetricsSource
+from promoter.rendering import load_descriptors, templates_dir
+from promoter.settings import Settings
+
+SCALE_BRANCH_PREFIX = "scale"
+KEDA_WINDOW = "2m"
+SCALED_OBJECT_FILE = "scaledobject.yaml"
+HPA_DELETE_FILE = "patch-delete-horizontalpodautoscaler.yaml"
+KSERVE_EXTERNAL_FILE = "patch-inferenceservice-autoscaler.yaml"
+PLOT_FILE = "forecast.svg"
+
+
+@dataclass(frozen=True)
+class ForecastPlan:
+    deployment: ModelDeployment
+    env: str
+    namespace: str
+    platform: str
+    target: str
+    timezone: str
+    bounds: prewarm.Bounds
+    lead_minutes: int
+    lead_source: str               # configured | measured | runtime default
+    windows: tuple[prewarm.Window, ...]
+    fitted: model.Forecast
+    scaled_object: dict[str, Any]
+    gpu_hours_week: float          # what the cron schedule holds
+    static_gpu_hours_week: float   # maxReplicas all week, for comparison
+    price_per_gpu_hour: float | None
+    currency: str
+    decision: Decision
+    history: tuple[tuple[datetime, float], ...]
+
+    @property
+    def gpus(self) -> int:
+        return self.deployment.spec.resources.gpu.count
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"forecast.timezone {name!r} is not an IANA time zone",
+                          hint="e.g. Europe/Berlin, America/New_York, UTC") from None
+
+
+def descriptor_of(settings: Settings, deployment: ModelDeployment) -> RuntimeDescriptor:
+    descriptors = parse_descriptors(load_descriptors(templates_dir(settings)))
+    descriptor = descriptors.get(deployment.spec.runtime)
+    if descriptor is None:
+        raise UserError(f"unknown runtime {deployment.spec.runtime!r}")
+    return descriptor
+
+
+def telemetry_of(descriptor: RuntimeDescriptor) -> Telemetry:
+    if descriptor.telemetry is None:
+        raise UserError(f"runtime {descriptor.name} declares no telemetry (request-rate PromQL), "
+                        "so there is nothing to forecast from",
+                        hint=f"add a telemetry: block to templates/{descriptor.name}/runtime.yaml "
+                             "(see the README: Telemetry)")
+    return descriptor.telemetry
+
+
+def resolve(settings: Settings, intent: Mapping[str, Any], env: str, origin: str,
+            model_ref: ModelRef | None = None) -> tuple[ModelDeployment, EnvironmentTarget]:
+    targets = settings.targets()
+    target = targets.environment(env)
+    return resolve_intent(targets, intent, env, origin=origin, model=model_ref), target
+
+
+def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,
+         metrics: MetricsSource, *, now: datetime, tags: Mapping[str, str] | None = None,
+         ) -> ForecastPlan:
+    """Fit the week ahead from the ``forecast.history_days`` before ``now`` and plan it."""
+    config = settings.forecast
+    tz = zone(config.timezone)
+    descriptor = descriptor_of(settings, deployment)
+    telemetry = telemetry_of(descriptor)
+    name, namespace = deployment.name, target.namespace
+    step = config.step_minutes
+    query = telemetry.render(telemetry.request_rate, name=name, namespace=namespace,
+                             window=f"{step}m")
+    start = now - timedelta(days=config.history_days)
+    series = metrics.query_range(query, start, now, step * 60)
+    if len(series) > 1:
+        raise UserError(f"the request-rate query returned {len(series)} series, not one",
+                        hint="the runtime's telemetry.requestRate must aggregate (sum(...))")
+    history = series[0].points if series else ()
+    fitted = model.fit(history, tz, step_minutes=step, z=config.quantile_z)
+    spec = deployment.spec
+    capacity = float(spec.scaling.target) if spec.scaling.metric == "rps" \
+        else config.requests_per_replica
+    bounds = prewarm.Bounds(spec.scaling.min_replicas,
+                            quota_bounded_max(settings, deployment), capacity)
+    measured = None
+    if config.lead_time_seconds is None:
+        measured = measured_startup_seconds(metrics, name=name, namespace=namespace,
+                                            start=start, end=now)
+    lead_seconds = (config.lead_time_seconds if config.lead_time_seconds is not None
+                    else measured if measured is not None else telemetry.startup_seconds)
+    lead = math.ceil(lead_seconds / 60)
+    schedule = prewarm.hourly_replicas(fitted, bounds)
+    windows = tuple(prewarm.windows(schedule, bounds.min_replicas, lead))
+    platform = descriptor.platform(deployment)
+    scale_target = name if platform == "kubernetes" else f"{name}-predictor"
+    server = settings.prometheus.cluster_url or settings.prometheus.url or ""
+    reactive = prewarm.Reactive(
+        server_address=server, capacity=capacity, queue_per_replica=config.queue_per_replica,
+        rate_query=telemetry.render(telemetry.request_rate, name=name, namespace=namespace,
+                                    window=KEDA_WINDOW),
+        queue_query=telemetry.render(telemetry.queue, name=name, namespace=namespace,
+                                     window=KEDA_WINDOW) if telemetry.queue else None)
+    scaled = prewarm.scaled_object(
+        name=name, target=scale_target, bounds=bounds, timezone=config.timezone,
+        windows_=windows, reactive=reactive,
+        labels={"app.kubernetes.io/managed-by": "promoter"})
+    gpus = spec.resources.gpu.count
+    bounded = deployment.model_copy(update={"spec": spec.model_copy(update={
+        "scaling": spec.scaling.model_copy(update={"max_replicas": bounds.max_replicas})})})
+    decision = policy_verdict(settings, target, bounded, tags or {}, now)
+    return ForecastPlan(
+        deployment=deployment, env=target.name, namespace=namespace, platform=platform,
+        target=scale_target, timezone=config.timezone, bounds=bounds, lead_minutes=lead,
+        lead_source=("configured" if config.lead_time_seconds is not None
+                     else "measured" if measured is not None else "runtime default"),
+        windows=windows, fitted=fitted, scaled_object=scaled,
+        gpu_hours_week=prewarm.gpu_hours(windows, bounds.min_replicas, gpus),
+        static_gpu_hours_week=bounds.max_replicas * gpus * 24 * 7.0,
+        price_per_gpu_hour=gpu_hour_price(settings, spec.resources.gpu.type),
+        currency=settings.telemetry.currency, decision=decision, history=tuple(history))
+
+
+STARTUP_QUERY = ('max by (pod) (kube_pod_status_ready_time{{namespace="{namespace}",'
+                 'pod=~"{name}-.*"}}) - max by (pod) (kube_pod_created{{namespace="{namespace}",'
+                 'pod=~"{name}-.*"}})')
+
+
+def measured_startup_seconds(metrics: MetricsSource, *, name: str, namespace: str,
+                             start: datetime, end: datetime) -> int | None:
+    """The slowest cold start seen: pod created → Ready, from kube-state-metrics, or None.
+
+    The slowest (not the typical) start decides, so a window opens early enough for it.
+    """
+    series = metrics.query_range(STARTUP_QUERY.format(name=name, namespace=namespace),
+                                 start, end, 3600)
+    seconds = [value for item in series for _, value in item.points[-1:]
+               if 0 < value < 6 * 3600]
+    return math.ceil(max(seconds)) if seconds else None
+
+
+def quota_bounded_max(settings: Settings, deployment: ModelDeployment) -> int:
+    """maxReplicas, lowered so gpu.count x maxReplicas stays within the team's GPU quota."""
+    spec = deployment.spec
+    limit = settings.policy.team_gpu_quota.get(spec.owner.team,
+                                               settings.policy.default_team_gpu_quota)
+    if limit is None or spec.resources.gpu.count == 0:
+        return spec.scaling.max_replicas
+    return max(spec.scaling.min_replicas,
+               min(spec.scaling.max_replicas, limit // spec.resources.gpu.count))
+
+
+def gpu_hour_price(settings: Settings, gpu_type: str | None) -> float | None:
+    prices = settings.telemetry.gpu_hour_prices
+    return prices.get(gpu_type or "", prices.get("default"))
+
+
+def policy_verdict(settings: Settings, target: EnvironmentTarget, deployment: ModelDeployment,
+             tags: Mapping[str, str], now: datetime) -> Decision:
+    config = settings.pipeline_config()
+    facts = GateFacts(model=deployment.spec.model.name, version=deployment.spec.model.version,
+                      env=target.name, namespace=target.namespace, tags=dict(tags), metrics={},
+                      params={}, now=now.timestamp(), live_since=lambda _where: None)
+    return verdict(config.policy, target, deployment, facts)
+
+
+def dump_yaml(data: Any) -> str:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    buffer = io.StringIO()
+    yaml.dump(data, buffer)
+    return buffer.getvalue()
+
+
+def overlay_files(plan_: ForecastPlan, kustomization: str) -> dict[str, str]:
+    """The overlay's files that change: the ScaledObject, the HPA handed to KEDA, the list.
+
+    KEDA owns an HPA for its target, so promoter's HPA is deleted in the overlay (kubernetes
+    platform) or KServe is told an external autoscaler scales the predictor (kserve).
+    """
+    data = YAML(typ="safe", pure=True).load(kustomization)
+    if not isinstance(data, dict):
+        raise UserError("the overlay's kustomization.yaml is not a mapping")
+    resources = [r for r in data.get("resources") or [] if r != SCALED_OBJECT_FILE]
+    data["resources"] = [*resources, SCALED_OBJECT_FILE]
+    patches = [p for p in data.get("patches") or []
+               if not (isinstance(p, dict) and p.get("path") in (
+                   "patch-horizontalpodautoscaler.yaml", HPA_DELETE_FILE, KSERVE_EXTERNAL_FILE))]
+    name = plan_.deployment.name
+    files = {SCALED_OBJECT_FILE: dump_yaml(plan_.scaled_object)}
+    if plan_.platform == "kubernetes":
+        files[HPA_DELETE_FILE] = dump_yaml({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name}, "$patch": "delete"})
+        patches.append({"path": HPA_DELETE_FILE})
+    else:
+        files[KSERVE_EXTERNAL_FILE] = dump_yaml({
+            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": name, "annotations": {
+                "serving.kserve.io/autoscalerClass": "external"}}})
+        patches.append({"path": KSERVE_EXTERNAL_FILE})
+    data["patches"] = patches
+    files["kustomization.yaml"] = dump_yaml(data)
+    return files
+
+
+def summary_rows(plan_: ForecastPlan) -> list[dict[str, Any]]:
+    """One row per local weekday: forecast peak, replicas at peak, scheduled GPU-hours."""
+    per_day = plan_.fitted.buckets_per_day
+    rows = []
+    for day in range(7):
+        peak = max(plan_.fitted.mean[day * per_day:(day + 1) * per_day])
+        replicas = [prewarm.scheduled(plan_.windows, plan_.bounds.min_replicas, minute)
+                    for minute in range(day * 1440, (day + 1) * 1440, 15)]
+        rows.append({"day": prewarm.DAY_NAMES[day], "peak_rps": round(peak, 1),
+                     "max_replicas": max(replicas),
+                     "gpu_hours": round(sum(replicas) * 0.25 * plan_.gpus, 1)})
+    return rows
+
+
+def branch_for(name: str, env: str) -> str:
+    return f"{SCALE_BRANCH_PREFIX}/{name}/{env}"
+
+
+def propose(settings: Settings, plan_: ForecastPlan, provider: GitProvider) -> ProposalResult:
+    """Open or update the MR on ``scale/<name>/<env>``; never one that breaks a guardrail."""
+    if not plan_.decision.allowed:
+        raise PolicyDenied(plan_.decision.reasons)
+    root = settings.git.manifests_dir.strip("/")
+    overlay = f"{root}/{plan_.deployment.name}/overlays/{plan_.env}"
+    current = provider.read(f"{overlay}/kustomization.yaml", settings.git.target_branch)
+    if current is None:
+        raise UserError(f"{overlay}/kustomization.yaml is not on "
+                        f"{settings.git.target_branch}: promote the model to {plan_.env} first")
+    files: dict[str, str | None] = {f"{overlay}/{path}": text
+                                    for path, text in overlay_files(plan_, current).items()}
+    from promoter.forecast_plot import svg
+
+    files[f"{overlay}/{PLOT_FILE}"] = svg(plan_)
+    env = settings.environment(plan_.env)
+    return provider.propose(Proposal(
+        model=plan_.deployment.spec.model.name, name=plan_.deployment.name, env=plan_.env,
+        version=plan_.deployment.spec.model.version, files=files, managed_prefixes=(),
+        title=f"Scale {plan_.deployment.name} in {plan_.env} ahead of forecast demand",
+        description=description(plan_), labels=("promoter", "scaling"),
+        approvals_required=env.approvals, target_branch=settings.git.target_branch,
+        branch_name=branch_for(plan_.deployment.name, plan_.env)))
+
+
+def description(plan_: ForecastPlan) -> str:
+    saving = plan_.static_gpu_hours_week - plan_.gpu_hours_week
+    lines = [
+        "## Predictive scaling", "",
+        f"promoter forecast the request rate of {mr_text.code(plan_.deployment.name)} in "
+        f"{mr_text.code(plan_.env)} for the next week from "
+        f"{plan_.fitted.weeks_seen:.1f} weeks of Prometheus history (daily + weekly seasonal "
+        f"model, spread {plan_.fitted.relative_spread:.1%}).", "",
+        f"- KEDA ScaledObject on {mr_text.code(plan_.target)}: replicas "
+        f"{plan_.bounds.min_replicas}..{plan_.bounds.max_replicas} (intent and team GPU quota), "
+        f"{len(plan_.windows)} pre-warm window(s) in {mr_text.code(plan_.timezone)} opening "
+        f"{plan_.lead_minutes} min ({plan_.lead_source} cold start) before each rise, plus a "
+        "Prometheus trigger at "
+        f"{plan_.bounds.capacity:g} req/s per replica for what the forecast misses.",
+        f"- Expected GPU-hours per week: **{plan_.gpu_hours_week:.0f}** scheduled (reactive "
+        f"scaling adds to it), against {plan_.static_gpu_hours_week:.0f} at maxReplicas all "
+        f"week ({saving:.0f} fewer).",
+    ]
+    if plan_.price_per_gpu_hour is not None:
+        lines.append(f"- At {plan_.price_per_gpu_hour:g} {plan_.currency}/GPU-hour: "
+                     f"{plan_.gpu_hours_week * plan_.price_per_gpu_hour:,.0f} "
+                     f"{plan_.currency}/week scheduled.")
+    lines += ["", "| day | peak req/s | replicas | GPU-hours |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['day']} | {r['peak_rps']} | {r['max_replicas']} | {r['gpu_hours']} |"
+              for r in summary_rows(plan_)]
+    lines += ["", f"The forecast plot is committed next to the overlay as `{PLOT_FILE}`: the "
+              "last week seen, the forecast, and the replicas' capacity the schedule holds.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,232 @@
+"""The `promoter rightsize` and `promoter cost` use cases: DCGM telemetry in, evidence out.
+
+DCGM exporter series carry ``namespace`` and ``pod`` labels when its Kubernetes mapping is on;
+a deployment's GPUs are the series of its pods (``<name>-…``) in the environment's namespace.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from promoter.core import rightsize
+from promoter.core.config import EnvironmentTarget
+from promoter.core.policy import Decision
+from promoter.core.spec import ModelDeployment, deep_merge
+from promoter.errors import PolicyDenied, UserError
+from promoter.forecasting import (
+    descriptor_of,
+    gpu_hour_price,
+    policy_verdict,
+    telemetry_of,
+    zone,
+)
+from promoter.ports.git import GitProvider, Proposal, ProposalResult
+from promoter.ports.metrics import MetricsSource, Series
+from promoter.settings import Settings
+
+STEP_SECONDS = 300
+SELECTOR = '{{namespace="{namespace}",pod=~"{name}-.*"}}'
+UTIL, FB_USED, FB_FREE = "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"
+RIGHTSIZE_BRANCH_PREFIX = "rightsize"
+
+
+@dataclass(frozen=True)
+class Report:
+    deployment: ModelDeployment
+    env: str
+    evidence: rightsize.Evidence
+    proposals: tuple[rightsize.Proposal, ...]
+    price_per_gpu_hour: float | None
+    currency: str
+    decision: Decision | None        # the verdict on the right-sized deployment
+
+
+def _by_gpu(series: list[Series]) -> dict[tuple[str, str], list[float]]:
+    return {(s.labels.get("pod", ""), s.labels.get("gpu", "")): [v for _, v in s.points]
+            for s in series}
+
+
+def evidence(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,
+             metrics: MetricsSource, *, now: datetime, days: int) -> rightsize.Evidence:
+    name, namespace = deployment.name, target.namespace
+    selector = SELECTOR.format(namespace=namespace, name=name)
+    start = now - timedelta(days=days)
+    util_series = metrics.query_range(UTIL + selector, start, now, STEP_SECONDS)
+    util = _by_gpu(util_series)
+    used = _by_gpu(metrics.query_range(FB_USED + selector, start, now, STEP_SECONDS))
+    free = _by_gpu(metrics.query_range(FB_FREE + selector, start, now, STEP_SECONDS))
+    telemetry = telemetry_of(descriptor_of(settings, deployment))
+    rate_query = telemetry.render(telemetry.request_rate, name=name, namespace=namespace,
+                                  window="5m")
+    rates = metrics.query_range(rate_query, start, now, STEP_SECONDS)
+    tz = zone(settings.forecast.timezone)
+    hours: dict[tuple[int, int, int, int], list[float]] = defaultdict(list)
+    for series in rates[:1]:
+        for moment, value in series.points:
+            local = moment.astimezone(tz)
+            hours[(local.year, local.month, local.day, local.hour)].append(value)
+    all_points = [moment for series in util_series for moment, _ in series.points]
+    covered = (max(all_points) - min(all_points)).total_seconds() / 86400 if all_points else 0
+    keys = sorted(util)
+    return rightsize.evidence_from(
+        util=[util[k] for k in keys], memory_used=[used.get(k, []) for k in keys],
+        memory_free=[free.get(k, []) for k in keys],
+        gpus=max(deployment.spec.resources.gpu.count, 1), days=covered,
+        rates_by_hour=[values for _, values in sorted(hours.items())])
+
+
+def report(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,
+           metrics: MetricsSource, *, now: datetime, days: int,
+           tags: Mapping[str, str] | None = None) -> Report:
+    spec = deployment.spec
+    capacity = float(spec.scaling.target) if spec.scaling.metric == "rps" \
+        else settings.forecast.requests_per_replica
+    found = evidence(settings, deployment, target, metrics, now=now, days=days)
+    current = rightsize.Current(spec.scaling.min_replicas, spec.resources.gpu.count,
+                                spec.resources.gpu.mig, capacity)
+    rules = rightsize.Rules(mig_profiles=tuple(target.mig_profiles or ()))
+    proposals = tuple(rightsize.propose(current, found, rules))
+    decision = None
+    if proposals:
+        decision = policy_verdict(settings, target, apply(deployment, proposals), tags or {}, now)
+    return Report(deployment, target.name, found, proposals,
+                  gpu_hour_price(settings, spec.resources.gpu.type),
+                  settings.telemetry.currency, decision)
+
+
+def overrides(proposals: tuple[rightsize.Proposal, ...]) -> dict[str, Any]:
+    """The intent overrides (spec.environments.<env>) that carry the proposals."""
+    spec: dict[str, Any] = {}
+    for proposal in proposals:
+        if proposal.kind == "min-replicas":
+            spec = deep_merge(spec, {"scaling": {"minReplicas": int(proposal.proposed)}})
+        elif proposal.kind == "mig":
+            spec = deep_merge(spec, {"resources": {"gpu": {"mig": proposal.proposed}}})
+        elif proposal.kind == "gpus":
+            spec = deep_merge(spec, {"resources": {"gpu": {"count": int(proposal.proposed)}}})
+    return spec
+
+
+def apply(deployment: ModelDeployment, proposals: tuple[rightsize.Proposal, ...]
+          ) -> ModelDeployment:
+    document = deployment.model_dump(mode="json", by_alias=True)
+    document["spec"] = deep_merge(document["spec"], overrides(proposals))
+    return ModelDeployment.model_validate(document)
+
+
+def propose(settings: Settings, report_: Report, intent: Mapping[str, Any],
+            provider: GitProvider) -> ProposalResult | None:
+    """Re-render the overlay with the right-sized intent; one MR on rightsize/<name>/<env>."""
+    from promoter import rendering
+
+    if not report_.proposals:
+        return None
+    if report_.decision is not None and not report_.decision.allowed:
+        raise PolicyDenied(report_.decision.reasons)
+    env = report_.env
+    spec = dict(intent.get("spec") or {})
+    environments = dict(spec.get("environments") or {})
+    environments[env] = deep_merge(environments.get(env) or {}, overrides(report_.proposals))
+    changed = {**intent, "spec": {**spec, "environments": environments}}
+    request = rendering.build_request(settings, changed, env, origin="right-sized intent")
+    root = settings.git.manifests_dir.strip("/")
+    overlay = f"{report_.deployment.name}/overlays/{env}/"
+    files: dict[str, str | None] = {
+        f"{root}/{path}": text
+        for path, text in rendering.renderer(settings).render(request).items()
+        if path.startswith(overlay)}
+    name = report_.deployment.name
+    return provider.propose(Proposal(
+        model=report_.deployment.spec.model.name, name=name, env=env,
+        version=report_.deployment.spec.model.version, files=files, managed_prefixes=(),
+        title=f"Right-size {name} in {env}: {', '.join(p.kind for p in report_.proposals)}",
+        description=description(report_), labels=("promoter", "rightsize"),
+        approvals_required=settings.environment(env).approvals,
+        target_branch=settings.git.target_branch,
+        branch_name=f"{RIGHTSIZE_BRANCH_PREFIX}/{name}/{env}"))
+
+
+def description(report_: Report) -> str:
+    lines = ["## Right-sizing from GPU telemetry", "",
+             f"Evidence: {report_.evidence.days:.1f} days of DCGM exporter metrics and request "
+             "rate.", "", "| change | now | proposed | evidence | saving / month |",
+             "|---|---|---|---|---:|"]
+    for p in report_.proposals:
+        lines.append(f"| `{p.field}` | {p.current} | {p.proposed} | {p.evidence} | "
+                     f"{saving_text(report_, p)} |")
+    lines += ["", "Keep the change by setting the same fields in the model's intent "
+              f"(`spec.environments.{report_.env}`): the next promotion renders from the intent.",
+              ""]
+    return "\n".join(lines)
+
+
+def saving_text(report_: Report, proposal: rightsize.Proposal) -> str:
+    hours = f"{proposal.gpu_hours_saved_month:,.0f} GPU-h"
+    if report_.price_per_gpu_hour is None:
+        return hours
+    money = proposal.gpu_hours_saved_month * report_.price_per_gpu_hour
+    return f"{hours} ≈ {money:,.0f} {report_.currency}"
+
+
+# --- cost -------------------------------------------------------------------------------------
+
+_POD_SUFFIX = re.compile(r"-[a-z0-9]{5,10}-[a-z0-9]{5}$|-[a-z0-9]{5}$")
+
+
+@dataclass(frozen=True)
+class CostRow:
+    key: str
+    gpu_hours: float
+    cost: float | None
+
+
+def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime,
+         end: datetime) -> list[CostRow]:
+    """GPU-hours (and cost) per team, model or environment between ``start`` and ``end``.
+
+    Every DCGM GPU series that belongs to a pod counts one GPU for each sample it has; the
+    model is the pod's deployment name, the environment the namespace's, the team the pod's
+    cost label as kube-state-metrics exports it (``kube_pod_labels``).
+    """
+    if end <= start:
+        raise UserError("the cost period is empty")
+    series = metrics.query_range(f"count by (namespace, pod, modelName) ({UTIL})", start, end,
+                                 STEP_SECONDS)
+    teams = _teams(settings, metrics, start, end) if by == "team" else {}
+    envs = {env.namespace: name for name, env in settings.environments.items()}
+    hours: dict[str, float] = defaultdict(float)
+    prices: dict[str, float | None] = {}
+    spent: dict[str, float] = defaultdict(float)
+    priced: dict[str, bool] = defaultdict(lambda: True)
+    for item in series:
+        namespace, pod = item.labels.get("namespace", ""), item.labels.get("pod", "")
+        gpu_type = item.labels.get("modelName", "").replace(" ", "-")
+        model = _POD_SUFFIX.sub("", pod) or "unknown"
+        key = {"model": model, "env": envs.get(namespace, namespace or "unknown"),
+               "team": teams.get((namespace, pod), "unknown")}[by]
+        used = sum(value for _, value in item.points) * STEP_SECONDS / 3600
+        hours[key] += used
+        prices[gpu_type] = prices.get(gpu_type, gpu_hour_price(settings, gpu_type))
+        if prices[gpu_type] is None:
+            priced[key] = False
+        else:
+            spent[key] += used * (prices[gpu_type] or 0)
+    return [CostRow(key, hours[key], spent[key] if priced[key] else None)
+            for key in sorted(hours)]
+
+
+def _teams(settings: Settings, metrics: MetricsSource, start: datetime,
+           end: datetime) -> dict[tuple[str, str], str]:
+    label = "label_" + re.sub(r"[^A-Za-z0-9_]", "_", settings.cost_labels.get("team", "team"))
+    found: dict[tuple[str, str], str] = {}
+    for item in metrics.query_range(f"max by (namespace, pod, {label}) (kube_pod_labels)",
+                                    start, end, 3600):
+        if item.labels.get(label):
+            found[(item.labels.get("namespace", ""), item.labels.get("pod", ""))] = \
+                item.labels[label]
+    return found

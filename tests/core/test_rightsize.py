@@ -1,0 +1,46 @@
+"""The pure right-sizing rules: each proposal needs its evidence, and only that."""
+
+from __future__ import annotations
+
+import math
+
+from promoter.core import rightsize
+
+RULES = rightsize.Rules(mig_profiles=("1g.10gb", "2g.20gb", "3g.40gb"))
+
+
+def _evidence(**changes: float) -> rightsize.Evidence:
+    values = {"days": 14.0, "util_p95": 50.0, "util_sum_p95": 50.0, "memory_peak_mib": 60_000.0,
+              "memory_sum_peak_mib": 60_000.0, "gpu_memory_mib": 81_500.0,
+              "quiet_hour_rate": 30.0, "average_replicas": 2.0}
+    values.update(changes)
+    return rightsize.Evidence(**values)  # type: ignore[arg-type]
+
+
+def test_small_memory_and_low_utilisation_get_the_smallest_fitting_slice() -> None:
+    current = rightsize.Current(min_replicas=1, gpus=1, mig=None, capacity=10)
+    found = rightsize.propose(current, _evidence(util_p95=8, memory_peak_mib=8_000), RULES)
+    assert [(p.kind, p.proposed) for p in found] == [("mig", "1g.10gb")]
+    # 8,000 MiB + 20% = 9,600 fits 10gb; at 9,000 MiB (10,800) it needs the 20gb slice.
+    found = rightsize.propose(current, _evidence(util_p95=8, memory_peak_mib=9_000), RULES)
+    assert [(p.kind, p.proposed) for p in found] == [("mig", "2g.20gb")]
+    assert math.isclose(found[0].gpu_hours_saved_month, 2 * (1 - 2 / 7) * 730)
+
+
+def test_no_proposal_without_enough_evidence_or_without_offered_profiles() -> None:
+    current = rightsize.Current(min_replicas=4, gpus=1, mig=None, capacity=10)
+    quiet = _evidence(util_p95=5, memory_peak_mib=1_000, quiet_hour_rate=1)
+    assert rightsize.propose(current, _evidence(days=3, util_p95=5, quiet_hour_rate=1),
+                             RULES) == []
+    kinds = [p.kind for p in rightsize.propose(current, quiet, rightsize.Rules())]
+    assert kinds == ["min-replicas"]
+
+
+def test_busy_gpus_stay_as_they_are() -> None:
+    current = rightsize.Current(min_replicas=1, gpus=4, mig=None, capacity=10)
+    assert rightsize.propose(current, _evidence(util_sum_p95=250, memory_sum_peak_mib=200_000),
+                             RULES) == []
+    # Same memory, idle compute: 4 -> 2 GPUs (an even split for tensor parallelism).
+    found = rightsize.propose(current, _evidence(util_sum_p95=100, memory_sum_peak_mib=100_000),
+                              RULES)
+    assert [(p.kind, p.current, p.proposed) for p in found] == [("gpus", "4", "2")]

@@ -1,0 +1,297 @@
+"""`promoter forecast` against a real Prometheus serving four backfilled weeks of vLLM traffic.
+
+History: tests.telemetry.traces (daily + weekly seasonality, noise, bursts, a holiday),
+written as OpenMetrics, backfilled with promtool and served by Debian's prometheus on
+127.0.0.1. promoter reads it over the HTTP API exactly as it would in production.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from ruamel.yaml import YAML
+
+from promoter import forecasting
+from promoter.adapters import kustomize, schemas
+from promoter.adapters.prometheus import PrometheusSource
+from promoter.core import forecast as model
+from promoter.settings import load_settings
+from tests.conftest import requires_kubectl
+from tests.telemetry import traces
+from tests.telemetry.prometheus_server import available, prometheus
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(available() is not None, reason=available() or "")]
+
+NAMESPACE, NAME = "models-production", "llm-chat"
+TRAIN_END = traces.START + timedelta(weeks=3)        # Monday 00:00 Europe/Berlin
+HELD_OUT_WAPE = 0.15                                  # the stated error on the held-out week
+INTENT = """\
+apiVersion: promoter.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: llm-chat}
+spec:
+  model: {name: llm-chat-8b, version: "3"}
+  owner: {team: assistants, costCenter: cc-1}
+  runtime: vllm
+  serving: {platform: kubernetes}
+  resources: {cpu: "8", memory: 64Gi, gpu: {count: 1, type: NVIDIA-L40S}}
+  scaling: {minReplicas: 1, maxReplicas: 12, metric: cpu, target: 70}
+"""
+
+
+@pytest.fixture(scope="module")
+def prometheus_url(tmp_path_factory: pytest.TempPathFactory):
+    trace = traces.generate(weeks=4)
+    text = traces.openmetrics(trace, namespace=NAMESPACE, pod=f"{NAME}-5f7c9d-x2k4q")
+    text = text.replace("# EOF\n", _cold_starts(trace) + "# EOF\n")
+    with prometheus(text, tmp_path_factory.mktemp("prometheus")) as url:
+        yield url
+
+
+COLD_STARTS = (600, 780, 840)       # seconds from pod created to Ready, three pods
+
+
+def _cold_starts(trace: traces.Trace) -> str:
+    """kube-state-metrics' pod created / Ready timestamps, hourly, for three pods."""
+    created, ready = [], []
+    first = int(trace.times[0].timestamp())
+    for index, startup in enumerate(COLD_STARTS):
+        labels = f'namespace="{NAMESPACE}",pod="{NAME}-5f7c9d-{"abc"[index]}2k4q"'
+        for moment in trace.times[::12]:
+            stamp = int(moment.timestamp())
+            created.append(f"kube_pod_created{{{labels}}} {first + index} {stamp}")
+            ready.append(f"kube_pod_status_ready_time{{{labels}}} {first + index + startup} "
+                         f"{stamp}")
+    return "\n".join(created + ready) + "\n"
+
+
+def _config(tmp_path: Path, url: str, **extra: str) -> Path:
+    quota = extra.get("quota", "64")
+    lead = f", lead_time_seconds: {extra['lead']}" if "lead" in extra else ""
+    gpu_types = extra.get("gpu_types", "[NVIDIA-L40S]")
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"""\
+prometheus: {{url: "{url}"}}
+forecast: {{timezone: {traces.TZ_NAME}, history_days: 21, requests_per_replica: 8{lead}}}
+telemetry: {{gpu_hour_prices: {{NVIDIA-L40S: 1.9}}}}
+policy: {{team_gpu_quota: {{assistants: {quota}}}}}
+environments:
+  production:
+    trigger: {{alias: production}}
+    namespace: {NAMESPACE}
+    allowed_gpu_types: {gpu_types}
+""", encoding="utf-8")
+    (tmp_path / "intent.yaml").write_text(INTENT, encoding="utf-8")
+    return config
+
+
+def _forecast_json(run_cli, config: Path, *extra: str) -> dict:
+    code, out, err = run_cli("forecast", "--intent", str(config.parent / "intent.yaml"),
+                             "--env", "production", "--config", str(config),
+                             "--until", TRAIN_END.isoformat(), "--output", "json", *extra)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_dry_run_prints_a_valid_scaled_object_that_prewarms_before_each_rise(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    result = _forecast_json(run_cli, _config(tmp_path, prometheus_url))
+    scaled = result["scaled_object"]
+    assert schemas.problems(scaled) == []
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {"name": NAME}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 12)
+    crons = [t for t in spec["triggers"] if t["type"] == "cron"]
+    assert crons, "a weekday peak of ~60 req/s at 8 req/s per replica needs pre-warming"
+    lead = result["lead_minutes"]
+    # Measured: the slowest pod took 840 s from created to Ready (kube-state-metrics).
+    assert (lead, result["lead_source"]) == (14, "measured")
+    for trigger in crons:
+        meta = trigger["metadata"]
+        assert meta["timezone"] == "Europe/Berlin"
+        minute, hour = (int(x) for x in meta["start"].split()[:2])
+        # Forecast rises fall on the hour; each window opens one lead time earlier.
+        assert minute == 60 - lead and 0 <= hour < 24
+        assert int(meta["desiredReplicas"]) <= 12
+    # Weekday mornings ramp up before 10:30 local time; weekends stay far lower.
+    weekday_peak = max(int(t["metadata"]["desiredReplicas"]) for t in crons
+                       if set(t["metadata"]["start"].split()[4].split(",")) & {"1", "2"})
+    assert weekday_peak >= 7
+    sunday_only = [int(t["metadata"]["desiredReplicas"]) for t in crons
+                   if t["metadata"]["start"].split()[4] == "0"]
+    assert all(r <= 4 for r in sunday_only)
+    reactive = [t for t in spec["triggers"] if t["type"] == "prometheus"]
+    assert {t["name"] for t in reactive} == {"request-rate", "queue"}
+    assert reactive[0]["metadata"]["serverAddress"] == prometheus_url   # no cluster_url set
+    assert f'namespace="{NAMESPACE}"' in reactive[0]["metadata"]["query"]
+    assert "[2m]" in reactive[0]["metadata"]["query"]
+    assert result["gpu_hours_week"] < 0.7 * result["static_gpu_hours_week"]
+
+
+def test_text_dry_run_shows_the_object_and_a_summary(run_cli, tmp_path: Path,
+                                                     prometheus_url: str) -> None:
+    config = _config(tmp_path, prometheus_url)
+    code, out, err = run_cli("forecast", "--intent", str(tmp_path / "intent.yaml"), "--env",
+                             "production", "--config", str(config),
+                             "--until", TRAIN_END.isoformat())
+    assert code == 0, err
+    assert "kind: ScaledObject" in out
+    assert re.search(r"^Wed\s+\d+(\.\d)?\s+\d+\s+[\d.]+$", out, re.M)
+    assert "cost/week:" in out and "dry run: nothing proposed" in out
+
+
+def test_a_configured_lead_time_wins_over_the_measured_one(run_cli, tmp_path: Path,
+                                                           prometheus_url: str) -> None:
+    config = _config(tmp_path, prometheus_url, lead="1500")
+    config.write_text(config.read_text().replace(
+        f'prometheus: {{url: "{prometheus_url}"}}',
+        f'prometheus: {{url: "{prometheus_url}", cluster_url: "http://prometheus.monitoring:9090"}}'))
+    result = _forecast_json(run_cli, config)
+    assert {t["metadata"]["serverAddress"] for t in result["scaled_object"]["spec"]["triggers"]
+            if t["type"] == "prometheus"} == {"http://prometheus.monitoring:9090"}
+    assert (result["lead_minutes"], result["lead_source"]) == (25, "configured")
+    starts = [t["metadata"]["start"] for t in result["scaled_object"]["spec"]["triggers"]
+              if t["type"] == "cron"]
+    assert starts and all(start.startswith("35 ") for start in starts)
+
+
+def test_max_replicas_are_bounded_by_the_team_gpu_quota(run_cli, tmp_path: Path,
+                                                         prometheus_url: str) -> None:
+    result = _forecast_json(run_cli, _config(tmp_path, prometheus_url, quota="5"))
+    spec = result["scaled_object"]["spec"]
+    assert spec["maxReplicaCount"] == 5
+    assert all(int(t["metadata"]["desiredReplicas"]) <= 5
+               for t in spec["triggers"] if t["type"] == "cron")
+
+
+def test_a_proposal_that_breaks_a_guardrail_is_not_opened(run_cli, tmp_path: Path,
+                                                          prometheus_url: str) -> None:
+    config = _config(tmp_path, prometheus_url, gpu_types="[NVIDIA-H100-80GB-HBM3]")
+    code, _out, err = run_cli("forecast", "--intent", str(tmp_path / "intent.yaml"), "--env",
+                              "production", "--config", str(config), "--propose",
+                              "--until", TRAIN_END.isoformat())
+    assert code == 4
+    assert "NVIDIA-L40S is not allowed in production" in err
+
+
+def test_forecast_of_the_held_out_week_is_within_the_stated_error(
+        tmp_path: Path, prometheus_url: str) -> None:
+    settings = load_settings(_config(tmp_path, prometheus_url), environ={})
+    deployment, target = forecasting.resolve(
+        settings, YAML(typ="safe").load(INTENT), "production", "intent")
+    source = PrometheusSource(prometheus_url)
+    plan = forecasting.plan(settings, deployment, target, source, now=TRAIN_END)
+    query = ('sum(rate(vllm:request_success_total{namespace="models-production",'
+             'pod=~"llm-chat-.*"}[15m]))')
+    actual = source.query_range(query, TRAIN_END + timedelta(minutes=15),
+                                TRAIN_END + timedelta(weeks=1), 900)[0].points
+    assert len(actual) > 600           # the whole held-out week came back from Prometheus
+    tz = ZoneInfo(traces.TZ_NAME)
+    predicted = model.predict(plan.fitted, [moment for moment, _ in actual], tz)
+    error = model.wape([value for _, value in actual], predicted)
+    assert error < HELD_OUT_WAPE, f"held-out WAPE {error:.3f}"
+
+
+@requires_kubectl
+def test_scaled_object_builds_in_the_overlay_and_replaces_the_hpa(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    config = _config(tmp_path, prometheus_url)
+    code, _out, err = run_cli("render", "--intent", str(tmp_path / "intent.yaml"), "--env",
+                              "production", "--config", str(config), "--out",
+                              str(tmp_path / "tree"))
+    assert code == 0, err
+    overlay = tmp_path / "tree" / NAME / "overlays" / "production"
+    settings = load_settings(config, environ={})
+    deployment, target = forecasting.resolve(
+        settings, YAML(typ="safe").load(INTENT), "production", "intent")
+    plan = forecasting.plan(settings, deployment, target, PrometheusSource(prometheus_url),
+                            now=TRAIN_END)
+    files = forecasting.overlay_files(plan, (overlay / "kustomization.yaml").read_text())
+    for path, text in files.items():
+        (overlay / path).write_text(text, encoding="utf-8")
+    built = list(YAML(typ="safe").load_all(kustomize.build(overlay)))
+    kinds = [doc["kind"] for doc in built]
+    assert "HorizontalPodAutoscaler" not in kinds   # KEDA owns the HPA now
+    scaled = next(doc for doc in built if doc["kind"] == "ScaledObject")
+    assert scaled["metadata"]["namespace"] == NAMESPACE
+    assert schemas.problems(scaled) == []
+    assert any(doc["kind"] == "Deployment" and doc["metadata"]["name"] == NAME for doc in built)
+
+
+def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    from promoter import rendering
+    from promoter.ports.git import Proposal
+    from promoter.service import composition
+
+    config = _config(tmp_path, prometheus_url)
+    settings = load_settings(config, environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
+    provider = composition.provider(settings)
+    request = rendering.build_request(settings, YAML(typ="safe").load(INTENT), "production",
+                                      origin="intent")
+    tree = {f"manifests/{path}": text
+            for path, text in rendering.renderer(settings).render(request).items()}
+    seeded = provider.propose(Proposal(model="llm-chat-8b", name=NAME, env="production",
+                                       version="3", files=tree, managed_prefixes=(),
+                                       title="seed", description="seed"))
+    assert seeded.mr_iid is not None
+    for user in ("alice", "bob"):
+        provider.approve(seeded.mr_iid, user)   # type: ignore[attr-defined]
+    provider.merge(seeded.mr_iid, "alice")      # type: ignore[attr-defined]
+
+    result = _forecast_json(run_cli, config, "--propose")
+    assert result["outcome"] == "created"
+    branch = f"scale/{NAME}/production"
+    overlay = f"manifests/{NAME}/overlays/production"
+    scaled = YAML(typ="safe").load(provider.read(f"{overlay}/scaledobject.yaml", branch))
+    assert scaled == result["scaled_object"]
+    kustomization = provider.read(f"{overlay}/kustomization.yaml", branch) or ""
+    assert "scaledobject.yaml" in kustomization
+    assert "patch-horizontalpodautoscaler.yaml" not in kustomization
+    plot = provider.read(f"{overlay}/forecast.svg", branch) or ""
+    assert plot.startswith("<svg") and plot.count("<path") == 3
+    mrs = [mr for mr in provider.list_mrs() if mr.source_branch == branch]  # type: ignore
+    assert len(mrs) == 1
+    assert "Expected GPU-hours per week" in mrs[0].description
+    assert "| Wed |" in mrs[0].description
+    # Untouched: the rest of the tree (the Deployment patch) is not part of this change.
+    assert provider.read(f"{overlay}/patch-deployment.yaml", branch) == \
+        tree[f"{overlay}/patch-deployment.yaml"]
+
+    again = _forecast_json(run_cli, config, "--propose")
+    assert again["outcome"] == "unchanged"
+    assert len([mr for mr in provider.list_mrs()  # type: ignore[attr-defined]
+                if mr.source_branch == branch]) == 1
+
+
+@requires_kubectl
+def test_on_kserve_the_predictor_is_scaled_and_kserve_makes_no_hpa(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    config = _config(tmp_path, prometheus_url)
+    intent = INTENT.replace("serving: {platform: kubernetes}", "serving: {platform: kserve}")
+    (tmp_path / "intent.yaml").write_text(intent, encoding="utf-8")
+    code, _out, err = run_cli("render", "--intent", str(tmp_path / "intent.yaml"), "--env",
+                              "production", "--config", str(config), "--out",
+                              str(tmp_path / "tree"))
+    assert code == 0, err
+    overlay = tmp_path / "tree" / NAME / "overlays" / "production"
+    settings = load_settings(config, environ={})
+    deployment, target = forecasting.resolve(settings, YAML(typ="safe").load(intent),
+                                             "production", "intent")
+    plan = forecasting.plan(settings, deployment, target, PrometheusSource(prometheus_url),
+                            now=TRAIN_END)
+    for path, text in forecasting.overlay_files(
+            plan, (overlay / "kustomization.yaml").read_text()).items():
+        (overlay / path).write_text(text, encoding="utf-8")
+    built = list(YAML(typ="safe").load_all(kustomize.build(overlay)))
+    scaled = next(doc for doc in built if doc["kind"] == "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"] == {"name": f"{NAME}-predictor"}
+    service = next(doc for doc in built if doc["kind"] == "InferenceService")
+    assert service["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "external"
+    assert schemas.problems(service) == [] and schemas.problems(scaled) == []

@@ -1,0 +1,246 @@
+"""`promoter rightsize` and `promoter cost` against a real Prometheus with DCGM exporter series.
+
+Three deployments, eight days each: ``oversized`` (three whole A100s idling at 12% with 6.5 GB
+used: needs one replica at night and a 2g.20gb MIG slice), ``wide`` (two GPUs per replica at
+20% and 15 GB each: one GPU suffices) and ``busy`` (one GPU at 85% with 70 GB used: right-sized,
+nothing to propose).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.telemetry import traces
+from tests.telemetry.prometheus_server import available, prometheus
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(available() is not None, reason=available() or "")]
+
+NAMESPACE = "models-production"
+GPU = "NVIDIA A100-SXM4-80GB"
+FB_TOTAL = 81_500.0
+# name: (pods, gpus per pod, utilisation %, framebuffer used MiB, peak req/s, team)
+FLEET = {"oversized": (3, 1, 12.0, 6_500.0, 20.0, "search"),
+         "wide": (1, 2, 20.0, 15_000.0, 5.0, "search"),
+         "busy": (1, 1, 85.0, 70_000.0, 8.0, "assistants")}
+WEEKS = 8 / 7
+END = traces.START + timedelta(days=8)
+
+
+def _intent(name: str, pods: int, gpus: int) -> str:
+    return f"""\
+apiVersion: promoter.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: {name}}}
+spec:
+  model: {{name: {name}, version: "1"}}
+  owner: {{team: {FLEET[name][5]}, costCenter: cc-1}}
+  runtime: vllm
+  serving: {{platform: kubernetes}}
+  resources: {{cpu: "8", memory: 64Gi, gpu: {{count: {gpus}, type: NVIDIA-A100-SXM4-80GB}}}}
+  scaling: {{minReplicas: {pods}, maxReplicas: 6, metric: cpu, target: 70}}
+"""
+
+
+def _history() -> str:
+    rng = random.Random(3)
+    lines: list[str] = []
+    families: dict[str, list[str]] = {"req": [], "util": [], "used": [], "free": [], "kube": []}
+    for name, (pods, gpus, util, used, peak, team) in FLEET.items():
+        trace = traces.generate(weeks=WEEKS, peak=peak / pods, seed=len(name))
+        for index in range(pods):
+            pod = f"{name}-6b8d4f9c7-{'abcde'[index]}x7k2"
+            labels = f'namespace="{NAMESPACE}",pod="{pod}"'
+            total = 0.0
+            for moment, rate in zip(trace.times, trace.rate, strict=True):
+                stamp = int(moment.timestamp())
+                total += rate * 300
+                families["req"].append(f"vllm:request_success_total{{{labels}}} {total:.1f} "
+                                       f"{stamp}")
+                for gpu in range(gpus):
+                    g = f'{labels},gpu="{gpu}",modelName="{GPU}"'
+                    u = max(0.0, min(100.0, util + rng.gauss(0, 2)))
+                    m = used + rng.uniform(-200, 200)
+                    families["util"].append(f"DCGM_FI_DEV_GPU_UTIL{{{g}}} {u:.1f} {stamp}")
+                    families["used"].append(f"DCGM_FI_DEV_FB_USED{{{g}}} {m:.0f} {stamp}")
+                    families["free"].append(f"DCGM_FI_DEV_FB_FREE{{{g}}} {FB_TOTAL - m:.0f} "
+                                            f"{stamp}")
+                if stamp % 3600 == 0:
+                    families["kube"].append(f'kube_pod_labels{{{labels},label_team="{team}"}} 1 '
+                                            f"{stamp}")
+    for family in families.values():
+        lines.extend(family)
+    return "\n".join(lines) + "\n# EOF\n"
+
+
+@pytest.fixture(scope="module")
+def prometheus_url(tmp_path_factory: pytest.TempPathFactory):
+    with prometheus(_history(), tmp_path_factory.mktemp("prometheus-dcgm")) as url:
+        yield url
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"""\
+prometheus: {{url: "{url}"}}
+forecast: {{timezone: {traces.TZ_NAME}, requests_per_replica: 8}}
+telemetry: {{gpu_hour_prices: {{NVIDIA-A100-SXM4-80GB: 3.0}}}}
+environments:
+  production:
+    trigger: {{alias: production}}
+    namespace: {NAMESPACE}
+    mig_profiles: [1g.10gb, 2g.20gb, 3g.40gb]
+""", encoding="utf-8")
+    for name, (pods, gpus, *_rest) in FLEET.items():
+        (tmp_path / f"{name}.yaml").write_text(_intent(name, pods, gpus), encoding="utf-8")
+    return config
+
+
+def _rightsize(run_cli, tmp_path: Path, url: str, name: str) -> dict:
+    config = _config(tmp_path, url)
+    code, out, err = run_cli("rightsize", "--intent", str(tmp_path / f"{name}.yaml"), "--env",
+                             "production", "--config", str(config), "--days", "8", "--until",
+                             END.isoformat(), "--output", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_an_oversized_deployment_gets_fewer_replicas_and_a_mig_slice(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    result = _rightsize(run_cli, tmp_path, prometheus_url, "oversized")
+    assert result["evidence_days"] >= 7.5
+    by_kind = {p["kind"]: p for p in result["proposals"]}
+    assert set(by_kind) == {"min-replicas", "mig"}
+    assert (by_kind["min-replicas"]["current"], by_kind["min-replicas"]["proposed"]) == ("3", "1")
+    # 12% utilisation is above 1g's 1/7 share at 70%; 2g.20gb is the smallest that fits.
+    assert by_kind["mig"]["proposed"] == "2g.20gb"
+    assert "6," in by_kind["mig"]["evidence"] and "MiB" in by_kind["mig"]["evidence"]
+    assert by_kind["min-replicas"]["gpu_hours_saved_month"] == 2 * 730
+    assert "USD" in by_kind["mig"]["saving"]
+
+
+def test_a_replica_spread_over_idle_gpus_gets_fewer(run_cli, tmp_path: Path,
+                                                    prometheus_url: str) -> None:
+    result = _rightsize(run_cli, tmp_path, prometheus_url, "wide")
+    assert [(p["kind"], p["current"], p["proposed"]) for p in result["proposals"]] == [
+        ("gpus", "2", "1")]
+    assert result["proposals"][0]["gpu_hours_saved_month"] == pytest.approx(730, rel=0.01)
+
+
+def test_a_right_sized_deployment_gets_no_proposal(run_cli, tmp_path: Path,
+                                                   prometheus_url: str) -> None:
+    assert _rightsize(run_cli, tmp_path, prometheus_url, "busy")["proposals"] == []
+
+
+def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    config = _config(tmp_path, prometheus_url)
+
+    def rows(by: str) -> dict[str, dict]:
+        code, out, err = run_cli("cost", "--by", by, "--days", "8", "--until", END.isoformat(),
+                                 "--config", str(config), "--output", "json")
+        assert code == 0, err
+        return {row[by]: row for row in json.loads(out)["rows"]}
+
+    hours = 8 * 24
+    models = rows("model")
+    assert set(models) == {"oversized", "wide", "busy"}
+    assert models["oversized"]["gpu_hours"] == pytest.approx(3 * hours, rel=0.03)
+    assert models["wide"]["gpu_hours"] == pytest.approx(2 * hours, rel=0.03)
+    assert models["busy"]["cost"] == pytest.approx(3.0 * hours, rel=0.03)
+    teams = rows("team")
+    assert teams["search"]["gpu_hours"] == pytest.approx(5 * hours, rel=0.03)
+    assert teams["assistants"]["gpu_hours"] == pytest.approx(hours, rel=0.03)
+    assert set(rows("env")) == {"production"}
+
+
+def _seed(settings, name: str, intent_text: str):  # type: ignore[no-untyped-def]
+    from ruamel.yaml import YAML
+
+    from promoter import rendering
+    from promoter.ports.git import Proposal
+    from promoter.service import composition
+
+    provider = composition.provider(settings)
+    request = rendering.build_request(settings, YAML(typ="safe").load(intent_text),
+                                      "production", origin="intent")
+    tree = {f"manifests/{path}": text
+            for path, text in rendering.renderer(settings).render(request).items()}
+    seeded = provider.propose(Proposal(model=name, name=name, env="production", version="1",
+                                       files=tree, managed_prefixes=(), title="seed",
+                                       description="seed"))
+    assert seeded.mr_iid is not None
+    for user in ("alice", "bob"):
+        provider.approve(seeded.mr_iid, user)
+    provider.merge(seeded.mr_iid, "alice")
+    return provider, tree
+
+
+def test_propose_rerenders_the_overlay_with_smaller_resources(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    from promoter.settings import load_settings
+
+    config = _config(tmp_path, prometheus_url)
+    settings = load_settings(config, environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
+    provider, tree = _seed(settings, "oversized", _intent("oversized", 3, 1))
+    code, out, err = run_cli("rightsize", "--intent", str(tmp_path / "oversized.yaml"), "--env",
+                             "production", "--config", str(config), "--days", "8", "--until",
+                             END.isoformat(), "--propose")
+    assert code == 0, err
+    assert "(created)" in out
+    branch, overlay = "rightsize/oversized/production", "manifests/oversized/overlays/production"
+    patch = provider.read(f"{overlay}/patch-deployment.yaml", branch) or ""
+    assert "nvidia.com/mig-2g.20gb" in patch
+    assert "nvidia.com/mig-2g.20gb" not in tree[f"{overlay}/patch-deployment.yaml"]
+    hpa = provider.read(f"{overlay}/patch-horizontalpodautoscaler.yaml", branch) or ""
+    assert "minReplicas: 1" in hpa
+    assert "minReplicas: 3" in tree[f"{overlay}/patch-horizontalpodautoscaler.yaml"]
+    mr = next(m for m in provider.list_mrs() if m.source_branch == branch)
+    assert "| `spec.resources.gpu.mig` | whole GPU | 2g.20gb |" in mr.description
+    assert "USD" in mr.description
+
+
+def test_propose_is_refused_when_policy_denies(run_cli, tmp_path: Path,
+                                               prometheus_url: str) -> None:
+    config = _config(tmp_path, prometheus_url)
+    config.write_text(config.read_text() + "    allowed_gpu_types: [NVIDIA-L40S]\n")
+    code, _out, err = run_cli("rightsize", "--intent", str(tmp_path / "oversized.yaml"), "--env",
+                              "production", "--config", str(config), "--days", "8", "--until",
+                              END.isoformat(), "--propose")
+    assert code == 4
+    assert "NVIDIA-A100-SXM4-80GB is not allowed in production" in err
+
+
+def test_without_a_model_every_live_deployment_is_judged(
+        run_cli, tmp_path: Path, prometheus_url: str, mlflow_server,  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client = mlflow_server.client()
+    for name in ("oversized", "busy"):
+        pods, gpus, *_rest, team = FLEET[name]
+        client.create_registered_model(name)
+        run = client.create_run(client.create_experiment(f"rightsize-{name}"))
+        version = client.create_model_version(name, source=f"runs:/{run.info.run_id}/model",
+                                              run_id=run.info.run_id, tags={
+            "deploy.owner.team": team, "deploy.owner.costCenter": "cc-1",
+            "deploy.runtime": "vllm", "deploy.serving.platform": "kubernetes",
+            "deploy.resources.cpu": "8", "deploy.resources.memory": "64Gi",
+            "deploy.resources.gpu.count": str(gpus),
+            "deploy.resources.gpu.type": "NVIDIA-A100-SXM4-80GB",
+            "deploy.scaling.minReplicas": str(pods), "deploy.scaling.maxReplicas": "6"})
+        client.set_registered_model_alias(name, "production", version.version)
+    client.create_registered_model("never-deployed")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    config = _config(tmp_path, prometheus_url)
+    code, out, err = run_cli("rightsize", "--env", "production", "--config", str(config),
+                             "--days", "8", "--until", END.isoformat(), "--output", "json")
+    assert code == 0, err
+    rows = {row["model"]: row for row in json.loads(out)["deployments"]}
+    # (The MLflow server is shared by the session: other tests' models may be listed too.)
+    assert {"oversized", "busy"} <= set(rows) and "never-deployed" not in rows
+    assert {p["field"] for p in rows["oversized"]["proposals"]} == {
+        "spec.scaling.minReplicas", "spec.resources.gpu.mig"}
+    assert rows["busy"]["proposals"] == []

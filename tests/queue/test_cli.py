@@ -83,14 +83,14 @@ def test_retry_requeues_a_dead_job(state_dir: Path) -> None:
     queue.close()
 
 
-def test_mistakes_are_explained_with_exit_code_1(state_dir: Path) -> None:
+def test_mistakes_are_explained_with_exit_codes_1_and_2(state_dir: Path) -> None:
     not_dead = promoter(state_dir, "jobs", "retry", "1")
     assert not_dead.returncode == 1
     assert "job 1 is done" in not_dead.stderr
     unknown = promoter(state_dir, "jobs", "show", "99")
     assert unknown.returncode == 1 and "no job with id 99" in unknown.stderr
     bad_state = promoter(state_dir, "jobs", "list", "--state", "finished")
-    assert bad_state.returncode == 1 and "unknown job state" in bad_state.stderr
+    assert bad_state.returncode == 2 and "not one of queued, running" in bad_state.stderr
 
 
 def test_an_empty_state_dir_lists_no_jobs(tmp_path: Path) -> None:

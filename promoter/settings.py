@@ -409,7 +409,11 @@ class Settings(_Section):
             policy=PolicyConfig(required_tags=frozen(self.policy.required_tags),
                                 team_gpu_quota=frozen(self.policy.team_gpu_quota),
                                 default_team_gpu_quota=self.policy.default_team_gpu_quota,
-                                gates=self.gates()),
+                                gates=self.gates(),
+                                approvers={
+                                    (team, env): (tuple(who.user_ids), tuple(who.group_ids))
+                                    for team, access in self.policy.teams.items()
+                                    for env, who in access.approvers.items()}),
             manifests_dir=self.git.manifests_dir, target_branch=self.git.target_branch,
             run_link_base=base if base and base.startswith(("http://", "https://")) else None)
 

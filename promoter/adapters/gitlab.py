@@ -202,7 +202,8 @@ class GitLabForge:
         elif mine.body.strip() != text.strip():
             self._call.write(f"edit comment on !{iid}", notes.update, mine.id, {"body": text})
 
-    def require_approvals(self, iid: int, count: int) -> bool:
+    def require_approvals(self, iid: int, count: int, user_ids: Sequence[int] = (),
+                          group_ids: Sequence[int] = ()) -> bool:
         rules_api = self._mr(iid).approval_rules
         try:
             rules = self._call.read(f"read approval rules of !{iid}", rules_api.list,
@@ -214,12 +215,18 @@ class GitLabForge:
                 return False
             raise
         rule = next((r for r in rules if r.name == APPROVAL_RULE), None)
+        wanted: dict[str, Any] = {"name": APPROVAL_RULE, "approvals_required": count}
+        if user_ids or group_ids:
+            wanted.update(user_ids=sorted(user_ids), group_ids=sorted(group_ids))
         if rule is None:
-            self._call.write(f"add the approval rule to !{iid}", rules_api.create,
-                             {"name": APPROVAL_RULE, "approvals_required": count})
-        elif rule.approvals_required != count:
+            self._call.write(f"add the approval rule to !{iid}", rules_api.create, wanted)
+        elif (rule.approvals_required != count
+              or _ids(getattr(rule, "users", None)) != sorted(user_ids)
+              or _ids(getattr(rule, "groups", None)) != sorted(group_ids)):
+            # python-gitlab requires id and merge_request_iid in the body of this update.
             self._call.write(f"update the approval rule of !{iid}", rules_api.update, rule.id,
-                             {"name": APPROVAL_RULE, "approvals_required": count})
+                             {**wanted, "id": rule.id, "merge_request_iid": iid,
+                              "user_ids": sorted(user_ids), "group_ids": sorted(group_ids)})
         return True
 
     def auto_merge(self, iid: int, sha: str) -> str | None:
@@ -320,3 +327,8 @@ def _commit_action(action: Action) -> dict[str, str]:
         shaped["content"] = action.content
         shaped["encoding"] = "text"
     return shaped
+
+
+def _ids(members: Any) -> list[int]:
+    """The ids of an approval rule's users or groups, as GitLab lists them."""
+    return sorted(int(member["id"]) for member in members or [] if isinstance(member, dict))

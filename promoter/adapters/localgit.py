@@ -103,7 +103,9 @@ class LocalForge:
         elif mine[1] != text:
             self.store.edit_note(mine[0], text)
 
-    def require_approvals(self, iid: int, count: int) -> bool:
+    def require_approvals(self, iid: int, count: int, user_ids: Sequence[int] = (),
+                          group_ids: Sequence[int] = ()) -> bool:
+        # Local review has no user or group ids: the count is what `promoter mr merge` checks.
         self.store.update(iid, approvals_required=count)
         return True
 

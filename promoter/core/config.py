@@ -82,6 +82,9 @@ class PolicyConfig:
     team_gpu_quota: Mapping[str, int] = field(default_factory=frozen)
     default_team_gpu_quota: int | None = None   # for teams without an entry; None: unlimited
     gates: tuple[Gate, ...] = ()                 # promotion gates from promoter.yaml (core.gates)
+    # (team, env) -> (GitLab user ids, group ids) who must approve that team's MRs there
+    approvers: Mapping[tuple[str, str], tuple[tuple[int, ...], tuple[int, ...]]] = field(
+        default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -290,6 +290,9 @@ class Pipeline:
         env = self.config.targets.environment(job.env)
         root = self.config.manifests_root
         name = deployment.name
+        # policy.teams.<team>.approvers.<env>: who the approval rule names (GitLab ids)
+        approvers = self.config.policy.approvers.get((deployment.spec.owner.team, job.env),
+                                                     ((), ()))
         facts = mr_text.MrFacts(
             model=job.model, version=info.version, env=job.env, name=name,
             team=deployment.spec.owner.team, run_id=info.run_id, run_url=self._run_url(info),
@@ -305,7 +308,8 @@ class Pipeline:
             title=mr_text.title(facts), description=mr_text.description(facts),
             labels=mr_text.labels(job.env, deployment.spec.owner.team),
             approvals_required=env.approvals, auto_merge=env.auto_merge,
-            target_branch=self.config.target_branch)
+            target_branch=self.config.target_branch,
+            approver_user_ids=approvers[0], approver_group_ids=approvers[1])
         result = self.ports.provider.propose(proposal)
         self.progress("merge request", result.outcome.value, result.mr_url or "")
         return result

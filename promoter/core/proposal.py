@@ -118,7 +118,9 @@ class ProposalFlow:
         forge = self._forge
         for heading, body in proposal.notes.items():
             forge.upsert_note(mr.iid, heading, body)
-        enforced = forge.require_approvals(mr.iid, proposal.approvals_required)
+        enforced = forge.require_approvals(mr.iid, proposal.approvals_required,
+                                           proposal.approver_user_ids,
+                                           proposal.approver_group_ids)
         if not enforced and proposal.approvals_required:
             forge.upsert_note(mr.iid, APPROVALS_NOTE, _unenforced_text(proposal))
             _warn(run, f"approval rules unavailable; {proposal.approvals_required} approval(s) "

@@ -55,7 +55,8 @@ class Forge(Protocol):
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         """One bot comment per heading, edited in place."""
 
-    def require_approvals(self, iid: int, count: int) -> bool:
+    def require_approvals(self, iid: int, count: int, user_ids: Sequence[int] = (),
+                          group_ids: Sequence[int] = ()) -> bool:
         """Install the approval rule; False when the forge has no approval rules."""
 
     def auto_merge(self, iid: int, sha: str) -> str | None:

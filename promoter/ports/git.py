@@ -45,6 +45,10 @@ class Proposal:
     description: str                      # markdown, already escaped by core.mr_text
     labels: tuple[str, ...] = ()
     approvals_required: int = 0
+    # Who must approve (policy.teams.<team>.approvers.<env>): GitLab user and group ids that
+    # the MR's approval rule lists as eligible approvers; empty: anyone with the right access.
+    approver_user_ids: tuple[int, ...] = ()
+    approver_group_ids: tuple[int, ...] = ()
     auto_merge: bool = False
     target_branch: str = "main"
     notes: Mapping[str, str] = field(default_factory=dict)  # bot comments: heading -> body

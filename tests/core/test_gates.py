@@ -172,3 +172,13 @@ def test_bad_gates_are_config_errors_at_load(tmp_path: Path, gate: dict[str, Any
     with pytest.raises(ConfigError) as failed:
         load_settings(config, environ={})
     assert said in str(failed.value) and str(config) in failed.value.message
+
+
+def test_team_approvers_per_environment_reach_the_proposal(world: World) -> None:
+    world.settings = settings_with({"teams": {"risk": {
+        "approvers": {"production": {"user_ids": [7], "group_ids": [12, 3]}}}}})
+    world.promote("2")
+    world.promote("2", env="staging")
+    production, staging = world.provider.proposals
+    assert (production.approver_user_ids, production.approver_group_ids) == ((7,), (12, 3))
+    assert (staging.approver_user_ids, staging.approver_group_ids) == ((), ())

@@ -227,6 +227,7 @@ class Api:
                 "approvals_required": int(params["approvals_required"]),
                 "rule_type": "regular", "users": [], "groups": [], "eligible_approvers": [],
                 "source_rule": None, "contains_hidden_groups": False, "overridden": False}
+        _set_approvers(rule, params)
         mr.rules.append(rule)
         return 201, rule
 
@@ -237,6 +238,7 @@ class Api:
             raise ApiError(404, "404 Not Found")
         if "approvals_required" in params:
             found["approvals_required"] = int(params["approvals_required"])
+        _set_approvers(found, params)
         return 200, found
 
     def approvals(self, user: User, params: dict[str, Any], iid: str) -> Answer:
@@ -438,3 +440,12 @@ ROUTES: list[tuple[str, str, Handler]] = [
     (MR + r"/merge", "PUT", Api.merge),
     (MR + r"/pipelines", "GET", Api.pipelines),
 ]
+
+
+def _set_approvers(rule: dict[str, Any], params: dict[str, Any]) -> None:
+    """``user_ids``/``group_ids`` (EE's approval rule API) become the rule's users and groups,
+    listed as GitLab does (objects with their id; names are not needed by promoter)."""
+    for key, listed in (("user_ids", "users"), ("group_ids", "groups")):
+        if key in params:
+            values = params[key] if isinstance(params[key], list) else [params[key]]
+            rule[listed] = [{"id": int(value)} for value in values]

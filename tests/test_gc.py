@@ -109,3 +109,33 @@ def test_gc_proposes_one_mr_on_the_local_provider(tmp_path: Path) -> None:
     again = collect(settings, world.registry, provider, dry_run=False)   # idempotent
     assert again.result is not None and again.result.mr_iid == mr.iid
     assert len(provider.list_mrs()) == 1
+
+
+def test_gc_proposes_one_mr_on_the_gitlab_stand_in(tmp_path: Path) -> None:
+    from tests.fixtures.stack import make_standin
+    from tests.gitlab.conftest import GitLabHarness
+
+    standin = make_standin(tmp_path / "standin", profile="ce-17")
+    try:
+        harness = GitLabHarness(standin, tmp_path)
+        registry = MemoryRegistry()
+        registry.add(MODEL, "2")
+        world = World(registry, harness.provider, MemoryLedger(),  # type: ignore[arg-type]
+                      CountingImages(), CountingSigner(), [])
+        for env in ("staging", "production"):
+            mr = world.promote("2", env=env).mr_iid
+            assert mr is not None
+            if standin.project.mrs[mr].state == "opened":
+                harness.merge(mr, None)
+        world.registry.set_alias(MODEL, "production", None)
+        settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+        plan = collect(settings, registry, harness.provider, dry_run=False)
+        assert [r.prefix for r in plan.removals] == [f"{ROOT}/{NAME}/overlays/production/"]
+        assert plan.result is not None and plan.result.mr_iid is not None
+        mr = standin.project.mrs[plan.result.mr_iid]
+        assert mr.source_branch == GC_BRANCH and "gc" in mr.labels
+        assert f"`{ROOT}/{NAME}/overlays/production/`" in mr.description
+        left = harness.provider.paths(f"{ROOT}/{NAME}/", GC_BRANCH)
+        assert left and not any("/overlays/production/" in path for path in left)
+    finally:
+        standin.stop()

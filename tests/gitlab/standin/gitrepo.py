@@ -119,7 +119,10 @@ class GitRepo:
         if kind in ("update", "delete") and not exists:
             raise ApiError(400, "A file with this name doesn't exist")
         if kind == "delete":
-            self.git("update-index", "--force-remove", "--", path, env=env)
+            # A bare repository has no work tree for --force-remove; mode 0 in --index-info
+            # removes the entry from the index as well.
+            self.git("update-index", "--index-info", env=env,
+                     input=f"0 {'0' * 40}\t{path}\n".encode())
             return
         if kind not in ("create", "update"):
             raise ApiError(400, f"action is invalid: {kind}", key="error")

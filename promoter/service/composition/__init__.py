@@ -11,12 +11,15 @@ Submodules: ``mlflow`` (the one MLflow adapter per process and its client settin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promoter.core.config import PipelineConfig, frozen
 from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Pipeline, Ports
+from promoter.core.render import Renderer
 from promoter.ports.clock import SystemClock
 from promoter.ports.git import GitProvider
 from promoter.ports.image import Signer, Verifier
@@ -39,8 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["background_service", "build_image", "cosign_signer", "cosign_verifier", "describe",
            "free_port", "gitlab_hook", "local_review", "manifest_checker", "outcomes", "pipeline",
-           "ports", "provider", "registry", "registry_clients", "sign_keyless", "signer",
-           "verifier", "webhooks"]
+           "pipeline_config", "ports", "provider", "registry", "registry_clients",
+           "sign_keyless", "signer", "verifier", "webhooks"]
 
 
 def registry(settings: Settings) -> Registry:
@@ -106,9 +109,18 @@ def ports(settings: Settings, registry: Registry) -> Ports:
                  verifier=verifier(settings, signing), clock=SystemClock(), history=hooks.audit)
 
 
+def pipeline_config(settings: Settings, renderer: Renderer) -> PipelineConfig:
+    """The pipeline's configuration with the renderer's runtime descriptors in its targets, so
+    an intent its runtime cannot render is refused (status invalid) before anything is built."""
+    config = settings.pipeline_config()
+    targets = dataclasses.replace(config.targets, runtimes=frozen(renderer.runtimes))
+    return dataclasses.replace(config, targets=targets)
+
+
 def pipeline(settings: Settings, registry: Registry, *,
              progress: Progress | None = None) -> Pipeline:
-    return Pipeline(settings.pipeline_config(), ports(settings, registry), progress)
+    built = ports(settings, registry)
+    return Pipeline(pipeline_config(settings, built.renderer), built, progress)
 
 
 def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> GitLabHookHandler:

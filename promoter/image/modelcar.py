@@ -132,11 +132,20 @@ def _triton(model_dir: Path, version: str, request: ModelcarRequest) -> list[Tar
                                  max_batch_size=request.max_batch_size)
     source = _model_file(model_dir, mlmodel, model_format)
     places = triton.layout(request.name, version, model_format)
-    directories = [MODELS, f"{MODELS}/{request.name}", f"{MODELS}/{request.name}/{version}"]
-    info = source.stat()
-    return [*(TarEntry(path, None, "dir") for path in directories),
-            data_entry(places["config"], config.encode("utf-8")),
-            TarEntry(places["model"], source, "file", size=info.st_size)]
+    version_dir = places["model"].rsplit("/", 1)[0]
+    directories = [MODELS, f"{MODELS}/{request.name}", version_dir]
+    entries = [*(TarEntry(path, None, "dir") for path in directories),
+               data_entry(places["config"], config.encode("utf-8")),
+               TarEntry(places["model"], source, "file", size=source.stat().st_size)]
+    # An ONNX model's external data (large tensors MLflow saves beside model.onnx) is read
+    # from the model file's directory: it goes into the version directory with it.
+    for sibling in sorted(source.parent.iterdir()):
+        if sibling == source or sibling.name in MLFLOW_FILES or sibling.is_symlink() \
+                or not sibling.is_file() or model_format != "onnx":
+            continue
+        entries.append(TarEntry(f"{version_dir}/{sibling.name}", sibling, "file",
+                                size=sibling.stat().st_size))
+    return entries
 
 
 def _model_file(model_dir: Path, mlmodel: Mapping[str, Any], model_format: str) -> Path:

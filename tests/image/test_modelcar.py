@@ -128,3 +128,22 @@ def test_vllm_modelcar_holds_the_hugging_face_files_flat_under_models(
         np.testing.assert_array_equal(weights[name], tensor)
     for name, text in TOKENIZER_FILES.items():
         assert (rootfs / "models" / name).read_text() == text
+
+
+def test_the_cli_builds_the_same_modelcar_and_a_second_run_sends_nothing(
+        promoter: Any, settings: Settings, registry: str, tmp_path: Path) -> None:
+    model = save_hf_directory(tmp_path / "tiny-llm")
+    args = ("image", "modelcar", str(model), "--runtime", "vllm", "--repository",
+            f"{registry}/modelcars/{{name}}", "--output", "json")
+    code, out, err = promoter(*args)
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["reference"] == f"{registry}/modelcars/tiny-llm@{first['digest']}"
+    assert first["tag"] == "modelcar" and first["bytes_uploaded"] > 0
+    code, out, err = promoter(*args)
+    assert code == 0 and json.loads(out)["bytes_uploaded"] == 0, err
+    api = build(settings, model, f"{registry}/modelcars/tiny-llm", "vllm")
+    assert api.digest == first["digest"]
+    code, out, err = promoter("image", "modelcar", str(model), "--runtime", "torchserve",
+                              "--repository", f"{registry}/modelcars/x")
+    assert code == 1 and "no modelcar layout" in out + err

@@ -30,7 +30,12 @@ from promoter.ports.review import MergeRequestReview
 from promoter.rendering import renderer
 from promoter.service.audit import AuditTrail
 from promoter.service.composition import mlflow
-from promoter.service.composition.images import ModelImages, build_image, registry_clients
+from promoter.service.composition.images import (
+    ModelImages,
+    build_image,
+    build_modelcar,
+    registry_clients,
+)
 from promoter.service.composition.signing import cosign_signer, cosign_verifier, sign_keyless
 from promoter.service.ledger import SqliteLedger
 from promoter.service.outcomes import MergeRequestOutcomes
@@ -40,10 +45,10 @@ if TYPE_CHECKING:
     from promoter.service.gitlab_hook import GitLabHookHandler
     from promoter.validation import ManifestChecker
 
-__all__ = ["background_service", "build_image", "cosign_signer", "cosign_verifier", "describe",
-           "free_port", "gitlab_hook", "local_review", "manifest_checker", "outcomes", "pipeline",
-           "pipeline_config", "ports", "provider", "registry", "registry_clients",
-           "sign_keyless", "signer", "verifier", "webhooks"]
+__all__ = ["background_service", "build_image", "build_modelcar", "cosign_signer",
+           "cosign_verifier", "describe", "free_port", "gitlab_hook", "local_review",
+           "manifest_checker", "outcomes", "pipeline", "pipeline_config", "ports", "provider",
+           "registry", "registry_clients", "sign_keyless", "signer", "verifier", "webhooks"]
 
 
 def registry(settings: Settings) -> Registry:

@@ -10,8 +10,9 @@ a plain Deployment mounts the image as an image volume. The layout depends on th
 - ``triton``: ``/models/<name>/<version>/model.onnx|model.plan`` plus
   ``/models/<name>/config.pbtxt`` derived from the MLflow signature (``core.triton``).
 
-The image is one uncompressed, reproducible tar layer (weights do not compress; hashing one
-stream is the only pass before upload) with no entrypoint: same files → same digest.
+The image is one uncompressed, reproducible tar layer (weights do not compress, and its
+digest is hashed while it uploads: one read of the files) with no entrypoint: same files →
+same digest.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from promoter.errors import UserError
 from promoter.image.base import BaseImage
 from promoter.image.builder import BUILD_INPUTS_LABEL, SOURCE_INPUTS_LABEL, Assembled
 from promoter.image.config import EPOCH, config_blob, image_manifest
-from promoter.image.layers import Layer, measure_tar
+from promoter.image.layers import TAR, Blob, Layer
 from promoter.image.lineage import lineage_labels
-from promoter.image.tarstream import TarEntry, data_entry, entries_for_tree
+from promoter.image.tarstream import TarEntry, data_entry, entries_for_tree, tar_chunks, tar_size
 from promoter.ports.image import ModelcarRequest, ModelLineage
 
 Layout = Literal["mlflow", "huggingface", "triton"]
@@ -179,11 +180,34 @@ def source_inputs(lineage: ModelLineage, request: ModelcarRequest, base: BaseIma
                        "platform": list(platform), "labels": dict(labels)})
 
 
-def assemble(entries: list[TarEntry], request: ModelcarRequest, lineage: ModelLineage,
-             base: BaseImage | None, labels: Mapping[str, str],
+def layer_blob(entries: list[TarEntry], digest: str = "") -> Blob:
+    """The modelcar's one layer: uncompressed (its digest is its diff_id), regenerated from
+    disk when read. ``digest`` is "" until known (computed while uploading)."""
+    return Blob(TAR, digest, tar_size(entries), lambda: tar_chunks(entries))
+
+
+def layer_identity(entries: list[TarEntry]) -> str:
+    """What the layer's bytes depend on, read from file metadata only (path, size, mtime,
+    inode): an unchanged tree maps to its recorded digest without reading the files."""
+    described = []
+    for entry in entries:
+        item: list[Any] = [entry.arcname, entry.kind, entry.link_target, entry.executable]
+        if entry.data is not None:
+            item.append(hashlib.sha256(entry.data).hexdigest())
+        elif entry.source is not None and entry.kind == "file":
+            info = entry.source.stat()
+            item += [str(entry.source.resolve()), info.st_size, info.st_mtime_ns, info.st_ino,
+                     info.st_dev]
+        described.append(item)
+    return _digest_of({"tar": 1, "entries": described})
+
+
+def assemble(layer_digest: str, entries: list[TarEntry], request: ModelcarRequest,
+             lineage: ModelLineage, base: BaseImage | None, labels: Mapping[str, str],
              platform: tuple[str, str]) -> Assembled:
     layout = layout_for(request.runtime)
-    layer = measure_tar(entries, f"modelcar: {layout} layout under /{MODELS}")
+    layer = Layer(layer_blob(entries, layer_digest), layer_digest,
+                  f"modelcar: {layout} layout under /{MODELS}")
     all_labels = {**lineage_labels(lineage, base), **labels, LAYOUT_LABEL: layout}
     inputs = all_labels[BUILD_INPUTS_LABEL] = _digest_of({
         "builder": f"promoter {__version__}", "kind": "modelcar",

@@ -2,13 +2,16 @@
 
 I/O arrives through ports (``RegistryClients``, ``ModelSource``) from the composition root. A
 modelcar already pushed from the same immutable inputs is found by its recorded source inputs
-before anything is downloaded; otherwise the model is downloaded, laid out for the runtime,
-hashed in one pass and streamed to the registry (blobs it already holds are skipped).
+before anything is downloaded; otherwise the model is downloaded and laid out for the runtime,
+and its layer is streamed to the registry once, hashed on the way (the registry checks the
+digest). The digest is then recorded under the state dir by the files' metadata, so building
+the same unchanged files again reads nothing: it asks the registry (HEAD) and sends 0 bytes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -17,7 +20,7 @@ from pathlib import Path
 from promoter.errors import UserError
 from promoter.image import modelcar
 from promoter.image.base import BaseImage, load_base, parse_platform
-from promoter.image.builder import SOURCE_INPUTS_LABEL, push
+from promoter.image.builder import SOURCE_INPUTS_LABEL, ImageTarget, push
 from promoter.image.config import OCI_MANIFEST
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
@@ -39,11 +42,27 @@ def modelcar_tag(lineage: ModelLineage) -> str:
 
 
 class ModelcarBuilder:
-    def __init__(self, settings: ImageSettings, clients: RegistryClients, *,
+    def __init__(self, settings: ImageSettings, state_dir: Path, clients: RegistryClients, *,
                  layout: Path | None = None) -> None:
         self.settings = settings
         self.layout = layout
+        self.cache_dir = state_dir / "image-cache" / "modelcar-layers"
         self._clients = clients
+
+    def _cached_digest(self, identity: str) -> str | None:
+        path = self.cache_dir / f"{identity.removeprefix('sha256:')}.json"
+        try:
+            digest = json.loads(path.read_text(encoding="utf-8")).get("digest")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return digest if isinstance(digest, str) and digest.startswith("sha256:") else None
+
+    def _record_digest(self, identity: str, digest: str) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cache_dir / f"{identity.removeprefix('sha256:')}.json"
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps({"digest": digest}), encoding="utf-8")
+        os.replace(partial, path)
 
     def _target(self, repository: str) -> Reference:
         target = parse_reference(repository)
@@ -94,25 +113,33 @@ class ModelcarBuilder:
         version = lineage.version or "1"
         entries = modelcar.plan(model_dir, version, request)
         notes: list[str] = []
+        identity = modelcar.layer_identity(entries)
         with ExitStack() as stack:  # base registry clients stay open: layers stream from them
             base = self._base(platform, notes, stack)
             if base is None and modelcar.layout_for(request.runtime) != "triton":
                 notes.append("no image.modelcar_base: the modelcar holds only the model files "
                              "(enough for an image volume; KServe's modelcar sidecar runs "
                              "`sh -c 'ln … && sleep infinity'`, which needs a base with a shell)")
-            image = modelcar.assemble(entries, request, lineage, base, labels, platform)
-            tag = modelcar_tag(lineage)
+            target: ImageTarget
             if self.layout is not None:
-                uploaded = push(image, LayoutTarget(self.layout), tag)
+                target = LayoutTarget(self.layout)
             else:
                 client = stack.enter_context(self._clients(target_ref.api_host))
-                uploaded = push(image, RegistryTarget(client, target_ref.repository), tag)
+                target = RegistryTarget(client, target_ref.repository)
+            uploaded = 0
+            digest = self._cached_digest(identity)
+            if digest is None:  # one read of the files: hashed while they are sent
+                digest, uploaded = target.push_new_blob(modelcar.layer_blob(entries))
+                self._record_digest(identity, digest)
+            image = modelcar.assemble(digest, entries, request, lineage, base, labels, platform)
+            tag = modelcar_tag(lineage)
+            uploaded += push(image, target, tag)
         return BuiltImage(reference=f"{target_ref.name}@{image.digest}", digest=image.digest,
                           size=image.size, layers=[x.blob.digest for x in image.layers],
                           bytes_uploaded=uploaded, tag=tag, notes=notes)
 
 
-def build_modelcar_image(settings: ImageSettings, model: str, repository: str,
+def build_modelcar_image(settings: ImageSettings, state_dir: Path, model: str, repository: str,
                          request: ModelcarRequest, *, models: ModelSource | None,
                          clients: RegistryClients, labels: Mapping[str, str] | None = None,
                          layout: Path | None = None) -> BuiltImage:
@@ -127,7 +154,7 @@ def build_modelcar_image(settings: ImageSettings, model: str, repository: str,
         lineage = ModelLineage(source=model, run_id=read_run_id(Path(model)))
     else:
         raise UserError(f"{model!r} is neither an MLflow model URI nor a directory")
-    builder = ModelcarBuilder(settings, clients, layout=layout)
+    builder = ModelcarBuilder(settings, state_dir, clients, layout=layout)
     built = builder.find_existing(repository, request, lineage, labels)
     if built is not None:
         return built

@@ -118,3 +118,14 @@ def _file_chunks(entry: TarEntry) -> Iterator[bytes]:
                 raise OSError(f"{entry.source} shrank while being read")
             remaining -= len(chunk)
             yield chunk
+
+
+def tar_size(entries: list[TarEntry]) -> int:
+    """The length of ``tar_chunks(entries)``, from headers and file sizes (nothing read)."""
+    written = 0
+    for entry in entries:
+        written += len(_header(entry))
+        if entry.kind == "file" and (entry.data is not None or entry.source is not None):
+            written += entry.size + (-entry.size) % _BLOCK
+    trailer = 2 * _BLOCK
+    return written + trailer + (-(written + trailer)) % _RECORD

@@ -124,6 +124,10 @@ class ImageRegistry(Protocol):
 
     def push_blob(self, repository: str, blob: Blob, *, mount_from: str | None = None) -> int: ...
 
+    def push_new_blob(self, repository: str, blob: Blob) -> tuple[str, int]:
+        """Upload ``blob`` (size known, ``digest`` not yet: "") hashing it while sending;
+        returns (digest, bytes sent)."""
+
     def blob_chunk_source(self, repository: str,
                           digest: str) -> Callable[[], Iterator[bytes]]: ...
 

@@ -147,3 +147,17 @@ def test_the_cli_builds_the_same_modelcar_and_a_second_run_sends_nothing(
     code, out, err = promoter("image", "modelcar", str(model), "--runtime", "torchserve",
                               "--repository", f"{registry}/modelcars/x")
     assert code == 1 and "no modelcar layout" in out + err
+
+
+def test_a_changed_file_is_a_new_layer_even_after_a_cached_build(
+        settings: Settings, registry: str, tmp_path: Path) -> None:
+    model = save_hf_directory(tmp_path / "hf")
+    first = build(settings, model, f"{registry}/modelcars/changing", "vllm")
+    again = build(settings, model, f"{registry}/modelcars/changing", "vllm")
+    assert (again.digest, again.bytes_uploaded) == (first.digest, 0)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 2}))
+    changed = build(settings, model, f"{registry}/modelcars/changing", "vllm")
+    assert changed.digest != first.digest and changed.bytes_uploaded > 0
+    rootfs = unpack(changed.reference, tmp_path / "read")
+    assert json.loads((rootfs / "models/config.json").read_text())["num_hidden_layers"] == 2

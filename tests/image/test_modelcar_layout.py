@@ -70,3 +70,13 @@ def test_kserve_needs_an_mlflow_model_and_unknown_runtimes_have_no_layout(
         names(save_hf_directory(tmp_path / "hf"), "kserve")
     with pytest.raises(UserError, match="no modelcar layout"):
         names(tmp_path, "torchserve")
+
+
+def test_the_layer_size_is_known_before_reading_and_matches_the_stream(tmp_path: Path) -> None:
+    from promoter.image.modelcar import layer_blob
+    from promoter.image.tarstream import tar_chunks
+
+    for runtime, model in (("vllm", save_hf_directory(tmp_path / "hf")),
+                           ("triton", save_onnx_model(tmp_path / "onnx"))):
+        entries = plan(model, "1", ModelcarRequest(runtime, "m"))
+        assert layer_blob(entries).size == len(b"".join(tar_chunks(entries))), runtime

@@ -50,9 +50,9 @@ def build_modelcar(settings: Settings, model: str, repository: str, request: Mod
     from promoter.service.composition.mlflow import adapter
 
     models = adapter(settings) if is_model_uri(model) and settings.mlflow.tracking_uri else None
-    return build_modelcar_image(settings.image, model, repository, request, models=models,
-                                clients=registry_clients(settings), labels=labels,
-                                layout=layout)
+    return build_modelcar_image(settings.image, settings.state_dir, model, repository, request,
+                                models=models, clients=registry_clients(settings),
+                                labels=labels, layout=layout)
 
 
 class ModelImages:

@@ -161,3 +161,36 @@ def test_a_changed_file_is_a_new_layer_even_after_a_cached_build(
     assert changed.digest != first.digest and changed.bytes_uploaded > 0
     rootfs = unpack(changed.reference, tmp_path / "read")
     assert json.loads((rootfs / "models/config.json").read_text())["num_hidden_layers"] == 2
+
+
+def test_a_modelcar_base_goes_under_the_model_files(
+        settings: Settings, registry: str, tmp_path: Path, model_dir: Path) -> None:
+    # A stand-in base (any image works the same): one layer holding bin/sh.
+    base_files = tmp_path / "base"
+    (base_files / "bin").mkdir(parents=True)
+    (base_files / "bin" / "sh").write_text("#!placeholder\n")
+    from promoter.image.layers import measure_tar
+    from promoter.image.tarstream import entries_for_tree
+
+    layer = measure_tar(entries_for_tree(base_files / "bin", "bin"), "base")
+    from promoter.adapters.oci import RegistryClient
+    from promoter.image.config import OCI_MANIFEST, config_blob, image_manifest
+
+    config = config_blob({"architecture": "amd64", "os": "linux",
+                          "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+                          "config": {"Cmd": ["sh"]}})
+    manifest = image_manifest(config, [layer])
+    with RegistryClient(registry) as client:
+        client.push_blob("bases/sh", layer.blob)
+        client.push_blob("bases/sh", config)
+        digest, _ = client.put_manifest("bases/sh", "1", manifest, OCI_MANIFEST)
+    with_base = settings.model_copy(update={"image": settings.image.model_copy(
+        update={"modelcar_base": f"{registry}/bases/sh@{digest}"})})
+    built = build(with_base, model_dir, f"{registry}/modelcars/iris-with-base", "kserve")
+    assert built.layers[0] == layer.blob.digest and len(built.layers) == 2
+    assert not any("modelcar_base" in note for note in built.notes)
+    rootfs = unpack(built.reference, tmp_path / "read")
+    assert (rootfs / "bin/sh").read_text() == "#!placeholder\n"
+    assert (rootfs / "models/MLmodel").read_bytes() == (model_dir / "MLmodel").read_bytes()
+    config_seen = skopeo_inspect(built.reference, config=True)
+    assert config_seen["config"]["Cmd"] == ["sh"]  # the base's own config is kept

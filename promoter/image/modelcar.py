@@ -91,7 +91,8 @@ def _huggingface(model_dir: Path) -> list[TarEntry]:
         sources = [model_dir / str(flavor.get("model_binary") or "model")]
         sources += [model_dir / "components" / str(name)
                     for name in flavor.get("components") or []]
-        sources = [path for path in sources if path.is_dir()]
+        # MLmodel comes with the model: its directory names must stay inside the model.
+        sources = [path for path in sources if path.is_dir() and _inside(model_dir, path)]
     else:
         sources = [model_dir]
     merged: dict[str, TarEntry] = {}
@@ -157,10 +158,16 @@ def _model_file(model_dir: Path, mlmodel: Mapping[str, Any], model_format: str) 
         candidates.append(model_dir / str(onnx["data"]))
     candidates += [model_dir / filename, *sorted(model_dir.rglob(filename))]
     for path in candidates:
-        if path.is_file() and not path.is_symlink() and model_dir in path.resolve().parents:
+        if path.is_file() and not path.is_symlink() and _inside(model_dir, path):
             return path
     raise UserError(f"{model_dir} has no {filename} for Triton ({model_format})",
                     hint="log an ONNX model with mlflow.onnx, or set spec.serving.modelFormat")
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """``path`` (resolved) is ``root`` or below it: no ``..`` or symlink out of the model."""
+    resolved, base = path.resolve(), root.resolve()
+    return resolved == base or base in resolved.parents
 
 
 def _digest_of(data: object) -> str:

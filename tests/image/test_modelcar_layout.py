@@ -80,3 +80,17 @@ def test_the_layer_size_is_known_before_reading_and_matches_the_stream(tmp_path:
                            ("triton", save_onnx_model(tmp_path / "onnx"))):
         entries = plan(model, "1", ModelcarRequest(runtime, "m"))
         assert layer_blob(entries).size == len(b"".join(tar_chunks(entries))), runtime
+
+
+def test_directories_named_in_mlmodel_cannot_reach_outside_the_model(tmp_path: Path) -> None:
+    outside = tmp_path / "secrets"
+    (outside / "model").mkdir(parents=True)
+    (outside / "model" / "config.json").write_text("{}")
+    (outside / "model" / "stolen.safetensors").write_text("x")
+    model = save_transformers_flavor(tmp_path / "mlflow")
+    text = (model / "MLmodel").read_text().replace("model_binary: model",
+                                                   "model_binary: ../secrets/model")
+    (model / "MLmodel").write_text(text)
+    # The escaping directory is ignored; what remains (the tokenizer) is no vLLM model.
+    with pytest.raises(UserError, match="holds no Hugging Face model"):
+        names(model, "vllm")

@@ -152,6 +152,12 @@ class ImageSettings(_Section):
     base: str | None = None
     repository: str | None = Field(
         default=None, description="where images are pushed; {name} is the deployment name")
+    modelcar_repository: str | None = Field(
+        default=None, description="where modelcars (kserve, vllm, triton) are pushed; {name} "
+                                  "is the deployment name; default: image.repository")
+    modelcar_base: str | None = Field(
+        default=None, description="optional base under the model files of a modelcar, e.g. a "
+                                  "busybox pinned by digest (KServe's modelcar sidecar runs sh)")
     insecure_registries: list[str] = Field(default_factory=list)
     oci_layout: Path | None = Field(
         default=None, description="write images to this OCI image layout instead of pushing")
@@ -394,6 +400,7 @@ class Settings(_Section):
                        environments=frozen({name: _target(name, env)
                                             for name, env in self.environments.items()}),
                        image_repository=self.image.repository,
+                       modelcar_repository=self.image.modelcar_repository,
                        cost_labels=frozen(self.cost_labels),
                        image_base_configured=self.image.base is not None, demo=self.image.demo)
 

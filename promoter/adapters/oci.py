@@ -22,7 +22,7 @@ import certifi
 import httpx
 
 from promoter.adapters.oci_auth import Credentials, RegistryAuth
-from promoter.adapters.oci_upload import upload_blob
+from promoter.adapters.oci_upload import upload_blob, upload_hashing
 from promoter.errors import PermanentError, TransientError
 from promoter.image.reference import is_loopback_registry
 from promoter.ports.image import Blob
@@ -145,6 +145,13 @@ class RegistryClient:
         sent = upload_blob(self, repository, blob)
         self.bytes_uploaded += sent
         return sent
+
+    def push_new_blob(self, repository: str, blob: Blob) -> tuple[str, int]:
+        """Upload a blob whose digest is not known yet (computed while sending, one read);
+        returns (digest, bytes sent)."""
+        digest, sent = upload_hashing(self, repository, blob)
+        self.bytes_uploaded += sent
+        return digest, sent
 
     def get_blob(self, repository: str, digest: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
         """A small blob (config, signature payload), checked against its digest."""

@@ -8,8 +8,9 @@ repeated safely.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -29,6 +30,40 @@ def upload_blob(client: RegistryClient, repository: str, blob: Blob) -> int:
                 raise
             time.sleep(client.backoff * 2 ** (attempt - 1))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def upload_hashing(client: RegistryClient, repository: str, blob: Blob) -> tuple[str, int]:
+    """Upload ``blob`` (its size known, its digest not yet) hashing it as it is sent: one read
+    of the bytes instead of a hashing pass plus an upload pass. The registry checks the
+    digest given at the final PUT against what it received. Returns (digest, bytes sent)."""
+    for attempt in range(1, client.attempts + 1):
+        hashing = _Hashing(blob)
+        try:
+            sent = _upload_once(client, repository, hashing.blob, digest=hashing.digest)
+            return hashing.digest(), sent
+        except TransientError:
+            if attempt == client.attempts:
+                raise
+            time.sleep(client.backoff * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Hashing:
+    """One attempt's view of a blob: its chunks, hashed as they are read."""
+
+    def __init__(self, blob: Blob) -> None:
+        assert blob.chunks is not None
+        self._source = blob.chunks
+        self._hasher = hashlib.sha256()
+        self.blob = Blob(blob.media_type, "", blob.size, self._chunks)
+
+    def _chunks(self) -> Iterator[bytes]:
+        for chunk in self._source():
+            self._hasher.update(chunk)
+            yield chunk
+
+    def digest(self) -> str:
+        return "sha256:" + self._hasher.hexdigest()
 
 
 class _Pieces:
@@ -55,8 +90,9 @@ class _Pieces:
         return not self._pending and next(self._source, b"") == b""
 
 
-def _upload_once(client: RegistryClient, repository: str, blob: Blob) -> int:
-    what = f"uploading blob {blob.digest[:19]} to {repository}"
+def _upload_once(client: RegistryClient, repository: str, blob: Blob,
+                 digest: Callable[[], str] | None = None) -> int:
+    what = f"uploading blob {blob.digest[:19] or 'of a new layer'} to {repository}"
     response = client.request("POST", f"/v2/{repository}/blobs/uploads/", expect={202},
                               what=what)
     location = _location(response.headers.get("Location"), what)
@@ -76,7 +112,8 @@ def _upload_once(client: RegistryClient, repository: str, blob: Blob) -> int:
                              hint="run the build again once the files are stable")
     # Location keeps the upload state in its query: add the digest rather than replace it.
     separator = "&" if "?" in location else "?"
-    finish = f"{location}{separator}{urlencode({'digest': blob.digest})}"
+    final = digest() if digest is not None else blob.digest
+    finish = f"{location}{separator}{urlencode({'digest': final})}"
     client.request("PUT", finish, expect={201}, what=what, retry=False,
                    headers={"Content-Length": "0"})
     return offset

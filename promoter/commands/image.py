@@ -78,6 +78,66 @@ def build(
     typer.echo(reference)
 
 
+@image_app.command("modelcar")
+def modelcar(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="models:/NAME/VERSION, runs:/ID/PATH or a dir")],
+    runtime: Annotated[str, typer.Option(
+        "--runtime", help="layout under /models: kserve (MLflow dir), vllm (Hugging Face "
+                          "files), triton (model repository)")] = "kserve",
+    repository: Annotated[str | None, typer.Option(
+        "--repository", "-r", help="REGISTRY/REPO (default: image.modelcar_repository, "
+                                   "else image.repository)")] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="model name (triton's directory, {name} in the repository)")] = None,
+    model_format: Annotated[str, typer.Option(
+        "--model-format", help="triton: onnx or tensorrt")] = "onnx",
+    max_batch_size: Annotated[int, typer.Option(
+        "--max-batch-size", min=0, help="triton: max_batch_size in config.pbtxt")] = 0,
+    oci_layout: Annotated[Path | None, typer.Option(
+        "--oci-layout", file_okay=False, help="write an OCI image layout here, push nothing")
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="extra key=value")
+                     ] = None,
+    output: str = OUTPUT_OPTION,
+) -> None:
+    """Build a modelcar (the model's files under /models) and push it; prints REPO@sha256:…"""
+    from promoter.errors import UsageError
+    from promoter.ports.image import ModelcarRequest
+    from promoter.service import composition
+
+    settings = state(ctx).settings()
+    name = name or _default_name(model)
+    target = repository or settings.image.modelcar_repository or settings.image.repository
+    if not target and oci_layout is None:
+        raise UsageError("say where the modelcar goes: --repository REGISTRY/REPO, "
+                         "image.modelcar_repository in promoter.yaml, or --oci-layout DIR")
+    target = (target or "localhost/promoter-modelcar").replace("{name}", name)
+    request = ModelcarRequest(runtime=runtime, name=name, model_format=model_format,
+                              max_batch_size=max_batch_size)
+    with _progress(f"building the modelcar for {model}"):
+        built = composition.build_modelcar(settings, model, target, request,
+                                           labels=_labels(label or []), layout=oci_layout)
+    reference = f"oci:{oci_layout}@{built.digest}" if oci_layout else built.reference
+    if output == "json":
+        emit_json({"reference": reference, "digest": built.digest, "size": built.size,
+                   "layers": built.layers, "bytes_uploaded": built.bytes_uploaded,
+                   "tag": built.tag, "notes": built.notes})
+        return
+    for note in built.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(reference)
+
+
+def _default_name(model: str) -> str:
+    """models:/NAME/VERSION → name; a directory → its name; lower-case DNS-1123."""
+    import re
+
+    text = model.split(":/", 1)[1].strip("/").split("/")[0] if ":/" in model \
+        else Path(model).resolve().name
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "model"
+
+
 @image_app.command("sign")
 def sign(
     ctx: typer.Context,

@@ -59,6 +59,7 @@ class Targets:
     defaults: Mapping[str, Any]
     environments: Mapping[str, EnvironmentTarget]
     image_repository: str | None = None   # "{name}" stands for the deployment name
+    modelcar_repository: str | None = None  # where modelcars go; None: image_repository
     # Label keys cost tools (OpenCost, Kubecost) aggregate by, per role; see COST_LABEL_ROLES.
     cost_labels: Mapping[str, str] = field(default_factory=lambda: frozen(DEFAULT_COST_LABELS))
     # The pyfunc image gets Python from its base: False means the image cannot start, which

@@ -24,12 +24,13 @@ from promoter.core.intent import build_request
 from promoter.core.policy import Decision
 from promoter.core.render import ImagePin, Lineage, Renderer
 from promoter.core.results import STATUS_FOR_OUTCOME, DeploymentStatus, PipelineResult
+from promoter.core.runtimes import Artifact
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
 from promoter.core.verdict import verdict
 from promoter.errors import PermanentError, PolicyDenied, PromoterError, UserError, parks_job
 from promoter.ports.clock import Clock
 from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
-from promoter.ports.image import BuiltImage, Signer, Verifier
+from promoter.ports.image import BuiltImage, ModelcarRequest, Signer, Verifier
 from promoter.ports.pipeline import (
     DeployedState,
     DeploymentHistory,
@@ -131,15 +132,20 @@ class Pipeline:
             raise PolicyDenied(decision.reasons)
         self.progress("policy", "ok", f"{len(decision.results)} rules passed")
 
-        image = self._image(job, deployment, info, steps)
+        artifact = self._artifact(deployment)
+        image = self._image(job, deployment, info, steps, artifact)
         signature = self._signature(image, steps)
         verified = self._verify(job, version, image, steps)
         if verified:
             signature = f"{signature}; {verified}" if signature else verified
+        # The digest just signed and verified is the one the manifests pull, in the field the
+        # runtime's descriptor names (the serving image, or the modelcar).
+        pin = ImagePin(image.reference.split("@", 1)[0], image.digest) if image else None
         request = build_request(
             self.config.targets, request_intent, job.env, origin=f"{job.model} version {version}",
             lineage=Lineage(run_id=info.run_id, source=info.source),
-            image=ImagePin(image.reference.split("@", 1)[0], image.digest) if image else None,
+            image=pin if artifact == "pyfunc-image" else None,
+            modelcar=pin if artifact == "modelcar" else None,
             model=ModelRef(name=job.model, version=version))
         files = self.ports.renderer.render(request)
         self.progress("render", "ok", f"{len(files)} files")
@@ -227,25 +233,54 @@ class Pipeline:
         return tree_facts.team_claims({path: self.ports.provider.read(path, target) or ""
                                        for path in paths})
 
+    def _artifact(self, deployment: ModelDeployment) -> Artifact:
+        """What the runtime runs (its descriptor says): the pyfunc image, a modelcar, none."""
+        descriptor = self.ports.renderer.runtimes.get(deployment.spec.runtime)
+        if descriptor is None:
+            known = ", ".join(sorted(self.ports.renderer.runtimes))
+            raise InvalidIntent(f"{deployment.name}: spec.runtime {deployment.spec.runtime!r} "
+                                f"is not a known runtime (known: {known})",
+                                hint="fix the deploy.runtime tag, then set the alias again")
+        return descriptor.artifact
+
     def _image(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
-               steps: StepLog) -> BuiltImage | None:
-        repository_template = self.config.targets.image_repository
+               steps: StepLog, artifact: Artifact) -> BuiltImage | None:
+        """The artifact the runtime runs, built and pushed once per version (step "image")."""
+        if artifact == "none":
+            self.progress("image", "skipped", f"runtime {deployment.spec.runtime} runs no "
+                          "artifact of promoter's")
+            return None
+        targets = self.config.targets
+        repository_template = (targets.modelcar_repository or targets.image_repository
+                               if artifact == "modelcar" else targets.image_repository)
         if not repository_template or self.ports.images is None:
             self.progress("image", "skipped", "no image repository configured")
             return None
         recorded = steps.step("image")
-        if recorded and recorded.get("version") == info.version:
+        if recorded and recorded.get("version") == info.version and \
+                recorded.get("artifact", "pyfunc-image") == artifact:
             self.progress("image", "reused", recorded["reference"])
             return BuiltImage(recorded["reference"], recorded["digest"], recorded["size"],
                               list(recorded["layers"]), 0)
-        built = self.ports.images.build(
-            job.model, info.version, repository_template.format(name=deployment.name),
-            {"org.opencontainers.image.title": deployment.name})
-        steps.record_step("image", {"version": info.version, "reference": built.reference,
+        repository = repository_template.format(name=deployment.name)
+        labels = {"org.opencontainers.image.title": deployment.name}
+        if artifact == "modelcar":
+            serving = deployment.spec.serving
+            built = self.ports.images.build_modelcar(
+                job.model, info.version, repository,
+                ModelcarRequest(runtime=deployment.spec.runtime, name=deployment.name,
+                                model_format=serving.model_format or "onnx",
+                                max_batch_size=serving.max_batch_size or 0), labels)
+        else:
+            built = self.ports.images.build(job.model, info.version, repository, labels)
+        steps.record_step("image", {"version": info.version, "artifact": artifact,
+                                    "reference": built.reference,
                                     "digest": built.digest, "size": built.size,
                                     "layers": built.layers,
                                     "bytes_uploaded": built.bytes_uploaded})
-        self.progress("image", "built", f"{built.reference} ({built.bytes_uploaded} bytes sent)")
+        what = "modelcar " if artifact == "modelcar" else ""
+        self.progress("image", "built",
+                      f"{what}{built.reference} ({built.bytes_uploaded} bytes sent)")
         return built
 
     def _signature(self, image: BuiltImage | None, steps: StepLog) -> str | None:

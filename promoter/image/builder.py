@@ -41,6 +41,9 @@ class ImageTarget(Protocol):
 
     def push_blob(self, blob: Blob, *, mount_from: str | None) -> int: ...
 
+    def push_new_blob(self, blob: Blob) -> tuple[str, int]:
+        """Send a blob whose digest is not known yet, hashing it on the way (one read)."""
+
     def push_manifest(self, body: bytes, media_type: str, tag: str | None) -> None: ...
 
 

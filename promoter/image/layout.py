@@ -55,6 +55,28 @@ class LayoutTarget:
         self.bytes_uploaded += size
         return size
 
+    def push_new_blob(self, blob: Blob) -> tuple[str, int]:
+        """Write a blob whose digest is computed while writing; returns (digest, bytes)."""
+        if blob.chunks is None:
+            raise UserError("a new blob needs its bytes to be written")
+        partial = self.root / "blobs" / "sha256" / f"new-{os.getpid()}.partial"
+        hasher, size = hashlib.sha256(), 0
+        with partial.open("wb") as out:
+            for chunk in blob.chunks():
+                hasher.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        digest = "sha256:" + hasher.hexdigest()
+        if size != blob.size:
+            partial.unlink()
+            raise UserError(f"a layer of {blob.size} bytes came out as {size}; build again")
+        if self._blob_path(digest).is_file():
+            partial.unlink()
+            return digest, 0
+        os.replace(partial, self._blob_path(digest))
+        self.bytes_uploaded += size
+        return digest, size
+
     def push_manifest(self, body: bytes, media_type: str, tag: str | None) -> None:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         path = self._blob_path(digest)

@@ -16,6 +16,8 @@ class _Client(Protocol):
     def put_manifest(self, repository: str, reference: str, body: bytes,
                      media_type: str) -> tuple[str, bool]: ...
 
+    def push_new_blob(self, repository: str, blob: Blob) -> tuple[str, int]: ...
+
 
 class RegistryTarget:
     def __init__(self, client: _Client, repository: str) -> None:
@@ -27,6 +29,9 @@ class RegistryTarget:
 
     def push_blob(self, blob: Blob, *, mount_from: str | None) -> int:
         return self.client.push_blob(self.repository, blob, mount_from=mount_from)
+
+    def push_new_blob(self, blob: Blob) -> tuple[str, int]:
+        return self.client.push_new_blob(self.repository, blob)
 
     def push_manifest(self, body: bytes, media_type: str, tag: str | None) -> None:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()

@@ -20,7 +20,8 @@ _RECORD = tarfile.RECORDSIZE
 
 @dataclass(frozen=True)
 class TarEntry:
-    """One member: ``arcname`` inside the image, ``source`` on disk (None for a directory)."""
+    """One member: ``arcname`` inside the image, ``source`` on disk (None for a directory),
+    or ``data`` for a small generated file (e.g. Triton's config.pbtxt)."""
 
     arcname: str
     source: Path | None
@@ -28,6 +29,12 @@ class TarEntry:
     size: int = 0
     executable: bool = False
     link_target: str = ""
+    data: bytes | None = None
+
+
+def data_entry(arcname: str, data: bytes) -> TarEntry:
+    """A generated file held in memory (small: a config, never weights)."""
+    return TarEntry(arcname, None, "file", size=len(data), data=data)
 
 
 def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
@@ -82,17 +89,16 @@ def tar_chunks(entries: list[TarEntry]) -> Iterator[bytes]:
         header = _header(entry)
         written += len(header)
         yield header
-        if entry.kind != "file" or entry.source is None:
+        if entry.kind != "file":
             continue
-        remaining = entry.size
-        with entry.source.open("rb") as handle:
-            while remaining > 0:
-                chunk = handle.read(min(READ_SIZE, remaining))
-                if not chunk:
-                    raise OSError(f"{entry.source} shrank while being read")
-                remaining -= len(chunk)
-                written += len(chunk)
-                yield chunk
+        if entry.data is not None:
+            written += len(entry.data)
+            yield entry.data
+        elif entry.source is None:
+            continue
+        else:
+            yield from _file_chunks(entry)
+            written += entry.size
         padding = (-entry.size) % _BLOCK
         if padding:
             written += padding
@@ -100,3 +106,26 @@ def tar_chunks(entries: list[TarEntry]) -> Iterator[bytes]:
     trailer = 2 * _BLOCK
     trailer += (-(written + trailer)) % _RECORD
     yield b"\0" * trailer
+
+
+def _file_chunks(entry: TarEntry) -> Iterator[bytes]:
+    assert entry.source is not None
+    remaining = entry.size
+    with entry.source.open("rb") as handle:
+        while remaining > 0:
+            chunk = handle.read(min(READ_SIZE, remaining))
+            if not chunk:
+                raise OSError(f"{entry.source} shrank while being read")
+            remaining -= len(chunk)
+            yield chunk
+
+
+def tar_size(entries: list[TarEntry]) -> int:
+    """The length of ``tar_chunks(entries)``, from headers and file sizes (nothing read)."""
+    written = 0
+    for entry in entries:
+        written += len(_header(entry))
+        if entry.kind == "file" and (entry.data is not None or entry.source is not None):
+            written += entry.size + (-entry.size) % _BLOCK
+    trailer = 2 * _BLOCK
+    return written + trailer + (-(written + trailer)) % _RECORD

@@ -75,6 +75,17 @@ class BuiltImage:
 
 
 @dataclass(frozen=True)
+class ModelcarRequest:
+    """What shapes a modelcar besides the model's files: the serving runtime (which decides
+    the layout under /models) and, for Triton, the model's name, format and batch size."""
+
+    runtime: str                 # kserve | vllm | triton (promoter.image.modelcar.LAYOUTS)
+    name: str                    # the deployment name (Triton's model directory)
+    model_format: str = "onnx"   # triton: onnx | tensorrt
+    max_batch_size: int = 0      # triton: 0 = no batching dimension
+
+
+@dataclass(frozen=True)
 class SignatureInfo:
     reference: str  # REPOSITORY@sha256:…
     digest: str
@@ -112,6 +123,10 @@ class ImageRegistry(Protocol):
     def get_blob(self, repository: str, digest: str, *, limit: int = ...) -> bytes: ...
 
     def push_blob(self, repository: str, blob: Blob, *, mount_from: str | None = None) -> int: ...
+
+    def push_new_blob(self, repository: str, blob: Blob) -> tuple[str, int]:
+        """Upload ``blob`` (size known, ``digest`` not yet: "") hashing it while sending;
+        returns (digest, bytes sent)."""
 
     def blob_chunk_source(self, repository: str,
                           digest: str) -> Callable[[], Iterator[bytes]]: ...

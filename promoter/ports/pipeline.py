@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from promoter.ports.image import BuiltImage
+from promoter.ports.image import BuiltImage, ModelcarRequest
 
 
 class StepLog(Protocol):
@@ -23,6 +23,11 @@ class ModelImages(Protocol):
         """The serving image of a registered model version, pushed to ``repository``.
 
         Found without downloading anything when an image from the same inputs exists."""
+
+    def build_modelcar(self, model: str, version: str, repository: str,
+                       request: ModelcarRequest, labels: Mapping[str, str]) -> BuiltImage:
+        """The modelcar of a registered model version (its files under /models, laid out
+        for ``request.runtime``), pushed to ``repository``; same inputs → same digest."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.errors import Disposition, PolicyDenied, PromoterError, disposition_of
 
 if TYPE_CHECKING:
+    from promoter.core.config import PipelineConfig
     from promoter.core.jobs import Job
     from promoter.ports.pipeline import Progress
     from promoter.ports.registry import Registry
@@ -33,20 +34,21 @@ def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics |
     from promoter.service.audit import AuditTrail
 
     audit = AuditTrail(settings.state_dir)
-    config = settings.pipeline_config()
     # Built on the first job (a bad signing key fails that job, not serve), under a lock so
     # that `serve --workers N` builds the adapters exactly once and shares them.
-    built: list[Ports] = []
+    built: list[tuple[PipelineConfig, Ports]] = []
     lock = threading.Lock()
 
-    def shared_ports() -> Ports:
+    def shared_ports() -> tuple[PipelineConfig, Ports]:
         with lock:
             if not built:
-                built.append(composition.ports(settings, registry))
+                ports = composition.ports(settings, registry)
+                built.append((composition.pipeline_config(settings, ports.renderer), ports))
             return built[0]
 
     def handle(job: Job, ctx: JobContext) -> dict[str, Any]:
-        pipeline = Pipeline(config, shared_ports(), _StepTimer(metrics, progress))
+        config, ports = shared_ports()
+        pipeline = Pipeline(config, ports, _StepTimer(metrics, progress))
         key = job.key
         requested = None if key.version == ANY_VERSION else key.version
         actor = str(job.payload.get("actor") or job.payload.get("source") or "unknown")

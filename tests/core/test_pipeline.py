@@ -14,13 +14,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from ruamel.yaml import YAML
 
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.core.results import PipelineResult
 from promoter.core.spec import intent_from_tags
 from promoter.errors import ConfigError, PermanentError, PolicyDenied, TransientError
 from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult
-from promoter.ports.image import BuiltImage, SignatureInfo
+from promoter.ports.image import BuiltImage, ModelcarRequest, SignatureInfo
 from promoter.ports.pipeline import DeployedState
 from promoter.ports.registry import (
     WRITE_BACK_FIELDS,
@@ -217,13 +218,26 @@ class MemoryLedger:
 
 
 class CountingImages:
+    """Both artifacts of the image port; ``calls`` lists every build, ``kinds`` which one."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, str]] = []
+        self.kinds: list[str] = []
+        self.modelcars: list[ModelcarRequest] = []
 
     def build(self, model: str, version: str, repository: str,
               labels: Mapping[str, str]) -> BuiltImage:
+        return self._built("pyfunc-image", model, version, repository)
+
+    def build_modelcar(self, model: str, version: str, repository: str,
+                       request: ModelcarRequest, labels: Mapping[str, str]) -> BuiltImage:
+        self.modelcars.append(request)
+        return self._built("modelcar", model, version, repository)
+
+    def _built(self, kind: str, model: str, version: str, repository: str) -> BuiltImage:
         self.calls.append((model, version, repository))
-        digest = "sha256:" + hashlib.sha256(f"{model}/{version}".encode()).hexdigest()
+        self.kinds.append(kind)
+        digest = "sha256:" + hashlib.sha256(f"{kind}:{model}/{version}".encode()).hexdigest()
         return BuiltImage(f"{repository}@{digest}", digest, 1234, ["sha256:" + "1" * 64], 1234)
 
 
@@ -516,9 +530,12 @@ def test_merge_request_facts(world: World) -> None:
     for fact in (hex_digest, "[run2](https://mlflow.test/#/runs/run2)", "| auc | 0\\.91 |",
                  "**Required approvals:** 2", "pass: tag validation\\_status"):
         assert fact in proposal.description
-    # A kserve overlay runs a modelcar, never the pyfunc image: it must not claim that digest.
-    # (Pinning the modelcar's digest is the pipeline's modelcar step: RenderRequest.modelcar.)
-    assert digest not in overlay(world)
+    # A kserve overlay runs the modelcar the pipeline built and signed: exactly that digest.
+    patch = YAML(typ="safe", pure=True).load(world.provider.branches[proposal.branch][
+        f"deploy/{NAME}/overlays/production/patch-inferenceservice.yaml"])
+    assert patch["spec"]["predictor"]["model"]["storageUri"] == \
+        f"oci://registry.test/models/{NAME}@{digest}"
+    assert world.images.kinds == ["modelcar", "modelcar"]
     second = world.provider.proposals[1]
     assert second.labels == ("promoter", "env::staging", "team::risk")
     assert (second.approvals_required, second.auto_merge) == (1, True)

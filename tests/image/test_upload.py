@@ -10,7 +10,7 @@ import pytest
 
 from promoter.adapters.oci import RegistryClient
 from promoter.errors import PermanentError
-from promoter.image.layers import Blob
+from promoter.image.layers import TAR, Blob
 
 pytestmark = pytest.mark.e2e
 
@@ -43,3 +43,29 @@ def test_source_that_changes_length_is_refused(registry: str) -> None:
         with pytest.raises(PermanentError, match="longer than"):
             client.push_blob("upload/changed", _blob(data, 1000, lie_about_size=-5))
         assert not client.blob_exists("upload/changed", _blob(data, 1).digest)
+
+
+def test_a_blob_of_unknown_digest_is_hashed_while_sent_over_several_chunks(
+        registry: str) -> None:
+    data = os.urandom(300_001)
+    known = _blob(data, 7_777)
+    with RegistryClient(registry, chunk_size=64 * 1024) as client:
+        digest, sent = client.push_new_blob(
+            "upload/new", Blob(known.media_type, "", known.size, known.chunks))
+        assert (digest, sent) == (known.digest, len(data))
+        assert client.get_blob("upload/new", digest, limit=10**6) == data
+
+
+def test_a_new_blob_whose_bytes_change_mid_upload_is_not_stored(registry: str) -> None:
+    data = bytearray(os.urandom(50_000))
+
+    def chunks() -> Iterator[bytes]:  # the file is rewritten while the upload reads it
+        for start in range(0, len(data), 5_000):
+            yield bytes(data[start:start + 5_000])
+            data[0] ^= 0xFF
+
+    with RegistryClient(registry, chunk_size=16 * 1024) as client:
+        digest, _ = client.push_new_blob("upload/moving", Blob(TAR, "", len(data), chunks))
+        # What was sent is stored under the digest of what was sent, nothing else.
+        stored = client.get_blob("upload/moving", digest, limit=10**6)
+        assert "sha256:" + hashlib.sha256(stored).hexdigest() == digest

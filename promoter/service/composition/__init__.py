@@ -11,12 +11,15 @@ Submodules: ``mlflow`` (the one MLflow adapter per process and its client settin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promoter.core.config import PipelineConfig, frozen
 from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Pipeline, Ports
+from promoter.core.render import Renderer
 from promoter.ports.clock import SystemClock
 from promoter.ports.git import GitProvider
 from promoter.ports.image import Signer, Verifier
@@ -28,7 +31,12 @@ from promoter.ports.review import MergeRequestReview
 from promoter.rendering import renderer
 from promoter.service.audit import AuditTrail
 from promoter.service.composition import mlflow
-from promoter.service.composition.images import ModelImages, build_image, registry_clients
+from promoter.service.composition.images import (
+    ModelImages,
+    build_image,
+    build_modelcar,
+    registry_clients,
+)
 from promoter.service.composition.signing import cosign_signer, cosign_verifier, sign_keyless
 from promoter.service.ledger import SqliteLedger
 from promoter.service.outcomes import MergeRequestOutcomes
@@ -44,6 +52,7 @@ __all__ = [
     "argocd_applications",
     "background_service",
     "build_image",
+    "build_modelcar",
     "cluster_feedback",
     "cosign_signer",
     "cosign_verifier",
@@ -54,6 +63,7 @@ __all__ = [
     "manifest_checker",
     "outcomes",
     "pipeline",
+    "pipeline_config",
     "ports",
     "provider",
     "registry",
@@ -140,9 +150,18 @@ def ports(settings: Settings, registry: Registry) -> Ports:
                  verifier=verifier(settings, signing), clock=SystemClock(), history=hooks.audit)
 
 
+def pipeline_config(settings: Settings, renderer: Renderer) -> PipelineConfig:
+    """The pipeline's configuration with the renderer's runtime descriptors in its targets, so
+    an intent its runtime cannot render is refused (status invalid) before anything is built."""
+    config = settings.pipeline_config()
+    targets = dataclasses.replace(config.targets, runtimes=frozen(renderer.runtimes))
+    return dataclasses.replace(config, targets=targets)
+
+
 def pipeline(settings: Settings, registry: Registry, *,
              progress: Progress | None = None) -> Pipeline:
-    return Pipeline(settings.pipeline_config(), ports(settings, registry), progress)
+    built = ports(settings, registry)
+    return Pipeline(pipeline_config(settings, built.renderer), built, progress)
 
 
 def argocd_applications(settings: Settings) -> ApplicationSource:

@@ -6,7 +6,13 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from promoter.ports.image import BuiltImage, ImageRegistry, RegistryClients, is_model_uri
+from promoter.ports.image import (
+    BuiltImage,
+    ImageRegistry,
+    ModelcarRequest,
+    RegistryClients,
+    is_model_uri,
+)
 from promoter.settings import Settings
 
 
@@ -39,8 +45,22 @@ def build_image(settings: Settings, model: str, repository: str | None, *,
                              base=base, labels=labels, tag=tag, layout=layout)
 
 
+def build_modelcar(settings: Settings, model: str, repository: str, request: ModelcarRequest,
+                   *, labels: Mapping[str, str] | None = None,
+                   layout: Path | None = None) -> BuiltImage:
+    """The pipeline's modelcar step: an MLflow model URI or directory → a pushed modelcar."""
+    from promoter.image.modelcar_service import build_modelcar_image
+    from promoter.service.composition.mlflow import adapter
+
+    models = adapter(settings) if is_model_uri(model) and settings.mlflow.tracking_uri else None
+    return build_modelcar_image(settings.image, settings.state_dir, model, repository, request,
+                                models=models, clients=registry_clients(settings),
+                                labels=labels, layout=layout)
+
+
 class ModelImages:
-    """The pipeline's image port: a registered model version → its pushed serving image."""
+    """The pipeline's image port: a registered model version → its pushed serving image or
+    modelcar."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -49,3 +69,8 @@ class ModelImages:
               labels: Mapping[str, str]) -> BuiltImage:
         return build_image(self.settings, f"models:/{model}/{version}", repository,
                            labels=labels, layout=self.settings.image.oci_layout)
+
+    def build_modelcar(self, model: str, version: str, repository: str,
+                       request: ModelcarRequest, labels: Mapping[str, str]) -> BuiltImage:
+        return build_modelcar(self.settings, f"models:/{model}/{version}", repository, request,
+                              labels=labels, layout=self.settings.image.oci_layout)

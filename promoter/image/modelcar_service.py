@@ -1,0 +1,164 @@
+"""Build and push a modelcar: model source + registry clients + ``image.modelcar`` + push.
+
+I/O arrives through ports (``RegistryClients``, ``ModelSource``) from the composition root. A
+modelcar already pushed from the same immutable inputs is found by its recorded source inputs
+before anything is downloaded; otherwise the model is downloaded and laid out for the runtime,
+and its layer is streamed to the registry once, hashed on the way (the registry checks the
+digest). The digest is then recorded under the state dir by the files' metadata, so building
+the same unchanged files again reads nothing: it asks the registry (HEAD) and sends 0 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+
+from promoter.errors import UserError
+from promoter.image import modelcar
+from promoter.image.base import BaseImage, load_base, parse_platform
+from promoter.image.builder import SOURCE_INPUTS_LABEL, ImageTarget, push
+from promoter.image.config import OCI_MANIFEST
+from promoter.image.layout import LayoutTarget
+from promoter.image.lineage import read_run_id
+from promoter.image.reference import Reference, parse_reference
+from promoter.image.targets import RegistryTarget
+from promoter.ports.image import (
+    BuiltImage,
+    ModelcarRequest,
+    ModelLineage,
+    ModelSource,
+    RegistryClients,
+    is_model_uri,
+)
+from promoter.settings import ImageSettings
+
+
+def modelcar_tag(lineage: ModelLineage) -> str:
+    return f"modelcar-v{lineage.version}" if lineage.version else "modelcar"
+
+
+class ModelcarBuilder:
+    def __init__(self, settings: ImageSettings, state_dir: Path, clients: RegistryClients, *,
+                 layout: Path | None = None) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.cache_dir = state_dir / "image-cache" / "modelcar-layers"
+        self._clients = clients
+
+    def _cached_digest(self, identity: str) -> str | None:
+        path = self.cache_dir / f"{identity.removeprefix('sha256:')}.json"
+        try:
+            digest = json.loads(path.read_text(encoding="utf-8")).get("digest")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return digest if isinstance(digest, str) and digest.startswith("sha256:") else None
+
+    def _record_digest(self, identity: str, digest: str) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cache_dir / f"{identity.removeprefix('sha256:')}.json"
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps({"digest": digest}), encoding="utf-8")
+        os.replace(partial, path)
+
+    def _target(self, repository: str) -> Reference:
+        target = parse_reference(repository)
+        if target.tag or target.digest:
+            raise UserError(f"modelcar repository {repository!r} must not carry a tag or digest")
+        return target
+
+    def _base(self, platform: tuple[str, str], notes: list[str],
+              stack: ExitStack) -> BaseImage | None:
+        if not self.settings.modelcar_base:
+            return None
+        reference = parse_reference(self.settings.modelcar_base)
+        client = stack.enter_context(self._clients(reference.api_host))
+        notes.append(f"modelcar base: {reference}")
+        return load_base(client, reference, platform)
+
+    def find_existing(self, repository: str, request: ModelcarRequest, lineage: ModelLineage,
+                      labels: Mapping[str, str]) -> BuiltImage | None:
+        """The modelcar already pushed from the same immutable inputs, without downloading."""
+        if lineage.content_id is None or self.layout is not None:
+            return None
+        target, platform = self._target(repository), parse_platform(self.settings.platform)
+        with ExitStack() as stack:
+            base = self._base(platform, [], stack)
+        wanted = modelcar.source_inputs(lineage, request, base, labels, platform)
+        tag = modelcar_tag(lineage)
+        with self._clients(target.api_host) as client:
+            manifest = client.get_manifest(target.repository, tag)
+            if manifest is None or manifest.media_type != OCI_MANIFEST:
+                return None
+            body = json.loads(manifest.body)
+            config = client.get_blob(target.repository, body["config"]["digest"])
+        recorded = (json.loads(config).get("config") or {}).get("Labels") or {}
+        if recorded.get(SOURCE_INPUTS_LABEL) != wanted:
+            return None
+        layers = [str(layer["digest"]) for layer in body.get("layers", [])]
+        size = len(manifest.body) + len(config) + sum(
+            int(layer["size"]) for layer in body.get("layers", []))
+        return BuiltImage(reference=f"{target.name}@{manifest.digest}", digest=manifest.digest,
+                          size=size, layers=layers, bytes_uploaded=0, tag=tag,
+                          notes=["already built from the same inputs: nothing downloaded or "
+                                 "pushed"])
+
+    def build(self, model_dir: Path, repository: str, request: ModelcarRequest,
+              lineage: ModelLineage, labels: Mapping[str, str]) -> BuiltImage:
+        target_ref = self._target(repository)
+        platform = parse_platform(self.settings.platform)
+        version = lineage.version or "1"
+        entries = modelcar.plan(model_dir, version, request)
+        notes: list[str] = []
+        identity = modelcar.layer_identity(entries)
+        with ExitStack() as stack:  # base registry clients stay open: layers stream from them
+            base = self._base(platform, notes, stack)
+            if base is None and modelcar.layout_for(request.runtime) != "triton":
+                notes.append("no image.modelcar_base: the modelcar holds only the model files "
+                             "(enough for an image volume; KServe's modelcar sidecar runs "
+                             "`sh -c 'ln … && sleep infinity'`, which needs a base with a shell)")
+            target: ImageTarget
+            if self.layout is not None:
+                target = LayoutTarget(self.layout)
+            else:
+                client = stack.enter_context(self._clients(target_ref.api_host))
+                target = RegistryTarget(client, target_ref.repository)
+            uploaded = 0
+            digest = self._cached_digest(identity)
+            if digest is None:  # one read of the files: hashed while they are sent
+                digest, uploaded = target.push_new_blob(modelcar.layer_blob(entries))
+                self._record_digest(identity, digest)
+            image = modelcar.assemble(digest, entries, request, lineage, base, labels, platform)
+            tag = modelcar_tag(lineage)
+            uploaded += push(image, target, tag)
+        return BuiltImage(reference=f"{target_ref.name}@{image.digest}", digest=image.digest,
+                          size=image.size, layers=[x.blob.digest for x in image.layers],
+                          bytes_uploaded=uploaded, tag=tag, notes=notes)
+
+
+def build_modelcar_image(settings: ImageSettings, state_dir: Path, model: str, repository: str,
+                         request: ModelcarRequest, *, models: ModelSource | None,
+                         clients: RegistryClients, labels: Mapping[str, str] | None = None,
+                         layout: Path | None = None) -> BuiltImage:
+    """From an MLflow model URI or directory to a pushed modelcar (or an OCI layout)."""
+    labels = dict(labels or {})
+    if is_model_uri(model):
+        if models is None:
+            raise UserError(f"no MLflow tracking URI is configured to resolve {model}",
+                            hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri in promoter.yaml")
+        lineage = models.resolve_model(model)
+    elif Path(model).is_dir():
+        lineage = ModelLineage(source=model, run_id=read_run_id(Path(model)))
+    else:
+        raise UserError(f"{model!r} is neither an MLflow model URI nor a directory")
+    builder = ModelcarBuilder(settings, state_dir, clients, layout=layout)
+    built = builder.find_existing(repository, request, lineage, labels)
+    if built is not None:
+        return built
+    with tempfile.TemporaryDirectory(prefix="promoter-modelcar-") as scratch:
+        model_dir = (models.download_model(model, Path(scratch)) if models and
+                     is_model_uri(model) else Path(model))
+        return builder.build(model_dir, repository, request, lineage, labels)

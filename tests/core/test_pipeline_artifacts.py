@@ -1,0 +1,165 @@
+"""The pipeline builds the artifact the runtime's descriptor names, signs it, and pins exactly
+that digest in the manifests: the pyfunc image (deployment), a modelcar (kserve, vllm, triton)
+or nothing (a runtime whose descriptor says ``artifact: none``). In-memory ports as in
+test_pipeline.py; the real registry and builds are in tests/image/test_modelcar*.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from promoter import rendering
+from promoter.core.pipeline import Pipeline, Ports, PromotionJob
+from promoter.core.render import Renderer
+from promoter.errors import PermanentError
+from promoter.ports.image import ModelcarRequest
+from promoter.service.composition import pipeline_config
+from tests.conftest import ROOT
+from tests.core.test_pipeline import (
+    INTENT_TAGS,
+    MODEL,
+    NAME,
+    RENDERER,
+    CountingImages,
+    CountingSigner,
+    MemoryLedger,
+    MemoryProvider,
+    MemoryRegistry,
+    MemorySteps,
+)
+from tests.core.test_pipeline import SETTINGS as BASE_SETTINGS
+
+ENV = "staging"
+# The pyfunc image needs a Python base (else its runtime is refused as invalid).
+SETTINGS = BASE_SETTINGS.model_copy(update={"image": BASE_SETTINGS.image.model_copy(
+    update={"base": "registry.test/python@sha256:" + "3c" * 32})})
+
+
+def load(text: str) -> Any:
+    return YAML(typ="safe", pure=True).load(text)
+
+
+@dataclasses.dataclass
+class Run:
+    registry: MemoryRegistry
+    provider: MemoryProvider
+    images: CountingImages
+    signer: CountingSigner
+    steps: MemorySteps
+    renderer: Renderer = RENDERER
+    checked: bool = True  # Targets.runtimes set, as the composition root does
+
+    def promote(self, tags: dict[str, str], version: str = "1") -> Any:
+        self.registry.add(MODEL, version, {**INTENT_TAGS, **tags})
+        self.registry.set_alias(MODEL, ENV, version)
+        config = (pipeline_config(SETTINGS, self.renderer) if self.checked
+                  else SETTINGS.pipeline_config())
+        ports = Ports(self.registry, self.provider, MemoryLedger(), self.renderer, self.images,
+                      self.signer, self.signer)
+        return Pipeline(config, ports).run(PromotionJob(MODEL, ENV, "promote", version),
+                                           self.steps)
+
+    def file(self, name: str) -> Any:
+        return load(self.provider.branches[f"promote/{NAME}/{ENV}"][
+            f"deploy/{NAME}/overlays/{ENV}/{name}"])
+
+
+@pytest.fixture
+def run() -> Run:
+    return Run(MemoryRegistry(), MemoryProvider(), CountingImages(), CountingSigner(),
+               MemorySteps())
+
+
+def volume_reference(patch: dict[str, Any]) -> str:
+    volumes = patch["spec"]["template"]["spec"]["volumes"]
+    return str(next(v["image"]["reference"] for v in volumes if "image" in v))
+
+
+def test_deployment_runtime_builds_the_pyfunc_image_and_pins_it(run: Run) -> None:
+    result = run.promote({"deploy.runtime": "deployment"})
+    assert run.images.kinds == ["pyfunc-image"] and run.images.modelcars == []
+    kustomization = run.file("kustomization.yaml")
+    image = kustomization["images"][0]
+    assert f"{image['newName']}@{image['digest']}" == result.image
+    assert run.signer.signed == [result.image]
+
+
+def test_triton_builds_a_modelcar_with_its_layout_inputs_and_mounts_the_signed_digest(
+        run: Run) -> None:
+    result = run.promote({"deploy.runtime": "triton", "deploy.serving.modelFormat": "onnx",
+                          "deploy.serving.maxBatchSize": "8"})
+    assert run.images.kinds == ["modelcar"]
+    assert run.images.modelcars == [ModelcarRequest("triton", NAME, "onnx", 8)]
+    assert run.images.calls == [(MODEL, "1", f"registry.test/models/{NAME}")]
+    assert run.signer.signed == [result.image]
+    assert volume_reference(run.file("patch-deployment.yaml")) == result.image
+    assert run.steps.results["image"]["artifact"] == "modelcar"
+    assert run.steps.results["verify"]["digest"] == result.image.split("@")[1]
+
+
+def test_vllm_on_kserve_pulls_the_signed_modelcar_by_storage_uri(run: Run) -> None:
+    result = run.promote({"deploy.runtime": "vllm"})
+    assert run.images.modelcars == [ModelcarRequest("vllm", NAME, "onnx", 0)]
+    model = run.file("patch-inferenceservice.yaml")["spec"]["predictor"]["model"]
+    assert model["storageUri"] == f"oci://{result.image}"
+    assert run.signer.signed == [result.image]
+
+
+def test_a_modelcar_repository_setting_sends_modelcars_there(run: Run) -> None:
+    settings = SETTINGS.model_copy(update={"image": SETTINGS.image.model_copy(
+        update={"modelcar_repository": "registry.test/modelcars/{name}"})})
+    config = pipeline_config(settings, RENDERER)
+    run.registry.add(MODEL, "1", {**INTENT_TAGS, "deploy.runtime": "kserve"})
+    run.registry.set_alias(MODEL, ENV, "1")
+    ports = Ports(run.registry, run.provider, MemoryLedger(), RENDERER, run.images, run.signer)
+    result = Pipeline(config, ports).run(PromotionJob(MODEL, ENV, "promote", "1"), run.steps)
+    assert run.images.calls == [(MODEL, "1", f"registry.test/modelcars/{NAME}")]
+    assert result.image.startswith(f"registry.test/modelcars/{NAME}@sha256:")
+
+
+def test_a_rerun_reuses_the_modelcar_but_a_runtime_change_builds_the_new_artifact(
+        run: Run) -> None:
+    first = run.promote({"deploy.runtime": "deployment"})
+    again = run.promote({"deploy.runtime": "deployment"})
+    assert again.image == first.image and run.images.kinds == ["pyfunc-image"]
+    # Same version, new runtime (the tags changed): the recorded pyfunc image is not reused.
+    switched = run.promote({"deploy.runtime": "triton", "deploy.serving.modelFormat": "onnx"})
+    assert run.images.kinds == ["pyfunc-image", "modelcar"]
+    assert switched.image != first.image
+    assert run.signer.signed[-1] == switched.image
+    run.promote({"deploy.runtime": "triton", "deploy.serving.modelFormat": "onnx"})
+    assert run.images.kinds == ["pyfunc-image", "modelcar"]
+
+
+def test_a_runtime_refusal_is_invalid_before_any_build(run: Run) -> None:
+    with pytest.raises(PermanentError, match="maxModelLen") as refused:
+        run.promote({"deploy.runtime": "triton", "deploy.serving.maxModelLen": "4096"})
+    assert run.images.calls == [] and run.signer.signed == []
+    assert run.registry.tags(MODEL, "1")[f"promoter.{ENV}.status"] == "invalid"
+    assert run.registry.tags(MODEL, "1")[f"promoter.{ENV}.reason"] == refused.value.message
+
+
+def test_an_unknown_runtime_is_invalid_even_without_targets_runtimes(run: Run) -> None:
+    run.checked = False
+    with pytest.raises(PermanentError, match="not a known runtime"):
+        run.promote({"deploy.runtime": "torchserve"})
+    assert run.images.calls == []
+    assert run.registry.tags(MODEL, "1")[f"promoter.{ENV}.status"] == "invalid"
+
+
+def test_a_runtime_without_an_artifact_builds_and_signs_nothing(run: Run) -> None:
+    directory = ROOT / "templates"
+    templates = rendering.load_templates(directory)
+    templates.update({name.replace("deployment/", "external/", 1): text
+                      for name, text in templates.items() if name.startswith("deployment/")})
+    descriptors = rendering.load_descriptors(directory)
+    descriptors["external"] = {**descriptors["deployment"], "artifact": "none"}
+    run.renderer = Renderer(templates, descriptors)
+    result = run.promote({"deploy.runtime": "external"})
+    assert (run.images.calls, run.signer.signed) == ([], [])
+    assert (result.image, result.signature) == (None, None)
+    assert result.outcome == "created"

@@ -1,0 +1,196 @@
+"""Modelcars built against a real registry and read back by skopeo + umoci, then loaded by what
+serves them: the MLflow model with mlflow.pyfunc (kserve), the ONNX model with onnxruntime
+(triton's layout and config.pbtxt), the Hugging Face directory by its config, tokenizer and
+safetensors weights (vllm)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from promoter.core import triton
+from promoter.image.modelcar import read_mlmodel
+from promoter.ports.image import BuiltImage, ModelcarRequest
+from promoter.service.composition.images import build_modelcar
+from promoter.settings import Settings
+from tests.image.model import SAMPLE, predictions
+from tests.image.modelcar_models import (
+    HF_CONFIG,
+    ONNX_INPUT,
+    TOKENIZER_FILES,
+    hf_tensors,
+    onnx_expected,
+    save_hf_directory,
+    save_onnx_model,
+    save_transformers_flavor,
+)
+from tests.image.oracles import skopeo_copy_to_layout, skopeo_inspect, umoci_unpack
+
+pytestmark = pytest.mark.e2e
+TAR = "application/vnd.oci.image.layer.v1.tar"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings.model_validate({"state_dir": str(tmp_path_factory.mktemp("state"))})
+
+
+def build(settings: Settings, model: Path, repository: str, runtime: str,
+          **options: Any) -> BuiltImage:
+    return build_modelcar(settings, str(model), repository,
+                          ModelcarRequest(runtime=runtime, name=options.pop("name", "m"),
+                                          **options))
+
+
+def unpack(reference: str, work: Path) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    skopeo_copy_to_layout(reference, work / "layout")
+    return umoci_unpack(work / "layout", "image", work / "bundle")
+
+
+def tree(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def kserve_car(settings: Settings, registry: str, model_dir: Path) -> BuiltImage:
+    return build(settings, model_dir, f"{registry}/modelcars/iris", "kserve")
+
+
+def test_kserve_modelcar_is_the_mlflow_model_under_models_and_pyfunc_loads_it(
+        kserve_car: BuiltImage, model_dir: Path, tmp_path: Path) -> None:
+    raw = skopeo_inspect(kserve_car.reference, raw=True)
+    assert [layer["mediaType"] for layer in raw["layers"]] == [TAR]  # the files, nothing else
+    config = skopeo_inspect(kserve_car.reference, config=True)
+    assert "Entrypoint" not in config["config"] and "Cmd" not in config["config"]
+    assert config["config"]["Labels"]["io.promoter.modelcar.layout"] == "mlflow"
+    rootfs = unpack(kserve_car.reference, tmp_path)
+    assert tree(rootfs) - {"models"} == {f"models/{path}" for path in tree(model_dir)}
+    import mlflow.pyfunc
+
+    loaded = mlflow.pyfunc.load_model(str(rootfs / "models"))
+    assert [int(x) for x in loaded.predict(SAMPLE)] == predictions(model_dir)
+
+
+def test_a_rebuild_gives_the_same_digest_uploads_nothing_and_any_repository_agrees(
+        kserve_car: BuiltImage, settings: Settings, registry: str, model_dir: Path) -> None:
+    assert kserve_car.bytes_uploaded > 0
+    again = build(settings, model_dir, f"{registry}/modelcars/iris", "kserve")
+    assert (again.digest, again.bytes_uploaded) == (kserve_car.digest, 0)
+    elsewhere = build(settings, model_dir, f"{registry}/other/iris", "kserve")
+    assert elsewhere.digest == kserve_car.digest
+
+
+def test_triton_modelcar_is_a_model_repository_onnxruntime_serves(
+        settings: Settings, registry: str, tmp_path: Path) -> None:
+    model = save_onnx_model(tmp_path / "onnx")
+    built = build(settings, model, f"{registry}/modelcars/ranker", "triton", name="tiny-ranker",
+                  model_format="onnx", max_batch_size=8)
+    rootfs = unpack(built.reference, tmp_path / "read")
+    assert {p for p in tree(rootfs / "models") if p.count("/") < 2} == {
+        "tiny-ranker", "tiny-ranker/config.pbtxt", "tiny-ranker/1"}
+    config = (rootfs / "models/tiny-ranker/config.pbtxt").read_text()
+    mlmodel = read_mlmodel(model)
+    assert mlmodel is not None
+    assert config == triton.config_pbtxt("tiny-ranker", mlmodel["signature"],
+                                         model_format="onnx", max_batch_size=8)
+    assert 'name: "tiny-ranker"' in config and "max_batch_size: 8" in config
+    assert 'name: "x"' in config and "dims: [ 3 ]" in config and "TYPE_FP32" in config
+    import onnxruntime
+
+    # model.onnx plus its external data file, read from the version directory.
+    session = onnxruntime.InferenceSession(str(rootfs / "models/tiny-ranker/1/model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    [output] = session.run(["y"], {"x": ONNX_INPUT})
+    np.testing.assert_allclose(output, onnx_expected(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["directory", "transformers-flavor"])
+def test_vllm_modelcar_holds_the_hugging_face_files_flat_under_models(
+        settings: Settings, registry: str, tmp_path: Path, source: str) -> None:
+    from safetensors.numpy import load_file
+
+    model = (save_hf_directory(tmp_path / "hf") if source == "directory"
+             else save_transformers_flavor(tmp_path / "mlflow"))
+    built = build(settings, model, f"{registry}/modelcars/llm", "vllm")
+    rootfs = unpack(built.reference, tmp_path / "read")
+    assert tree(rootfs / "models") == {"config.json", "generation_config.json",
+                                       "model.safetensors", *TOKENIZER_FILES}
+    assert json.loads((rootfs / "models/config.json").read_text()) == HF_CONFIG
+    weights = load_file(str(rootfs / "models/model.safetensors"))
+    expected = hf_tensors()
+    assert set(weights) == set(expected)
+    for name, tensor in expected.items():
+        np.testing.assert_array_equal(weights[name], tensor)
+    for name, text in TOKENIZER_FILES.items():
+        assert (rootfs / "models" / name).read_text() == text
+
+
+def test_the_cli_builds_the_same_modelcar_and_a_second_run_sends_nothing(
+        promoter: Any, settings: Settings, registry: str, tmp_path: Path) -> None:
+    model = save_hf_directory(tmp_path / "tiny-llm")
+    args = ("image", "modelcar", str(model), "--runtime", "vllm", "--repository",
+            f"{registry}/modelcars/{{name}}", "--output", "json")
+    code, out, err = promoter(*args)
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["reference"] == f"{registry}/modelcars/tiny-llm@{first['digest']}"
+    assert first["tag"] == "modelcar" and first["bytes_uploaded"] > 0
+    code, out, err = promoter(*args)
+    assert code == 0 and json.loads(out)["bytes_uploaded"] == 0, err
+    api = build(settings, model, f"{registry}/modelcars/tiny-llm", "vllm")
+    assert api.digest == first["digest"]
+    code, out, err = promoter("image", "modelcar", str(model), "--runtime", "torchserve",
+                              "--repository", f"{registry}/modelcars/x")
+    assert code == 1 and "no modelcar layout" in out + err
+
+
+def test_a_changed_file_is_a_new_layer_even_after_a_cached_build(
+        settings: Settings, registry: str, tmp_path: Path) -> None:
+    model = save_hf_directory(tmp_path / "hf")
+    first = build(settings, model, f"{registry}/modelcars/changing", "vllm")
+    again = build(settings, model, f"{registry}/modelcars/changing", "vllm")
+    assert (again.digest, again.bytes_uploaded) == (first.digest, 0)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 2}))
+    changed = build(settings, model, f"{registry}/modelcars/changing", "vllm")
+    assert changed.digest != first.digest and changed.bytes_uploaded > 0
+    rootfs = unpack(changed.reference, tmp_path / "read")
+    assert json.loads((rootfs / "models/config.json").read_text())["num_hidden_layers"] == 2
+
+
+def test_a_modelcar_base_goes_under_the_model_files(
+        settings: Settings, registry: str, tmp_path: Path, model_dir: Path) -> None:
+    # A stand-in base (any image works the same): one layer holding bin/sh.
+    base_files = tmp_path / "base"
+    (base_files / "bin").mkdir(parents=True)
+    (base_files / "bin" / "sh").write_text("#!placeholder\n")
+    from promoter.image.layers import measure_tar
+    from promoter.image.tarstream import entries_for_tree
+
+    layer = measure_tar(entries_for_tree(base_files / "bin", "bin"), "base")
+    from promoter.adapters.oci import RegistryClient
+    from promoter.image.config import OCI_MANIFEST, config_blob, image_manifest
+
+    config = config_blob({"architecture": "amd64", "os": "linux",
+                          "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+                          "config": {"Cmd": ["sh"]}})
+    manifest = image_manifest(config, [layer])
+    with RegistryClient(registry) as client:
+        client.push_blob("bases/sh", layer.blob)
+        client.push_blob("bases/sh", config)
+        digest, _ = client.put_manifest("bases/sh", "1", manifest, OCI_MANIFEST)
+    with_base = settings.model_copy(update={"image": settings.image.model_copy(
+        update={"modelcar_base": f"{registry}/bases/sh@{digest}"})})
+    built = build(with_base, model_dir, f"{registry}/modelcars/iris-with-base", "kserve")
+    assert built.layers[0] == layer.blob.digest and len(built.layers) == 2
+    assert not any("modelcar_base" in note for note in built.notes)
+    rootfs = unpack(built.reference, tmp_path / "read")
+    assert (rootfs / "bin/sh").read_text() == "#!placeholder\n"
+    assert (rootfs / "models/MLmodel").read_bytes() == (model_dir / "MLmodel").read_bytes()
+    config_seen = skopeo_inspect(built.reference, config=True)
+    assert config_seen["config"]["Cmd"] == ["sh"]  # the base's own config is kept

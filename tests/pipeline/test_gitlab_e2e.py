@@ -130,6 +130,39 @@ def test_alias_to_merged_mr_with_a_signed_image(stack: GitLabStack, tmp_path: Pa
     assert [job.state for job in queue_jobs(stack.state_dir, model)] == ["done"]
 
 
+def test_rollback_opens_the_mr_of_the_previous_version_on_gitlab(stack: GitLabStack) -> None:
+    """`promoter rollback` moves the alias back to the version live before the current one (from
+    the audit trail the GitLab merge hooks wrote) and the pipeline proposes it on GitLab."""
+    import json
+
+    model, url = "e2e-rollback", stack.mlflow.url
+    first, second = (register_model_version(url, model) for _ in range(2))
+    project = as_alice(stack.standin)
+    with mlflow_webhook(url, f"{stack.serve.url}/webhooks/mlflow"):
+        for version in (first, second):
+            mlflow_client(url).set_registered_model_alias(model, "production", version)
+            mr = wait_for(lambda v=version: next(
+                (m for m in open_mrs(stack.standin, model) if f"version {v}" in m.title),
+                None), 240, f"the MR of version {version}", log=stack.serve.log)
+            wait_for(lambda: all_settled(queue_jobs(stack.state_dir, model)), 60, "the job")
+            project.mergerequests.get(mr.iid, lazy=True).approve()
+            project.manager.gitlab.http_put(f"/projects/42/merge_requests/{mr.iid}/merge")
+            wait_for(lambda v=version: version_tags(url, model, v).get(
+                "promoter.production.status") == "merged", 30, "merged in MLflow",
+                log=stack.serve.log)
+        rolled = run_promoter("rollback", model, "--env", "production", "--output", "json",
+                              env=stack.serve.env, config=stack.root / "promoter.yaml")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    job = json.loads(rolled.stdout)
+    assert job["state"] == "done" and job["result"]["version"] == first
+    [mr] = open_mrs(stack.standin, model)
+    assert f"version {first}" in mr.title and mr.iid == job["result"]["mr_iid"]
+    assert mlflow_client(url).get_registered_model(model).aliases["production"] == first
+    overlay = stack.standin.repo.git(
+        "show", f"{mr.source_branch}:manifests/{model}/overlays/production/kustomization.yaml")
+    assert f'promoter.dev/model-version: "{first}"' in overlay
+
+
 # ----------------------------------------------------------------------------- races
 
 class Capture:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["background_service", "build_image", "cosign_signer", "cosign_verifier", "describe",
            "free_port", "gitlab_hook", "local_review", "manifest_checker", "outcomes", "pipeline",
            "ports", "provider", "registry", "registry_clients", "sign_keyless", "signer",
-           "verifier", "webhooks"]
+           "tool_versions", "verifier", "webhooks"]
 
 
 def registry(settings: Settings) -> Registry:
@@ -140,6 +140,13 @@ def free_port() -> int:
     from promoter.adapters.processes import free_port as find
 
     return find()
+
+
+def tool_versions() -> dict[str, str]:
+    """The versions of the external tools promoter runs ("not found" when missing)."""
+    from promoter.adapters.tools import versions
+
+    return versions()
 
 
 def describe(settings: Settings) -> dict[str, Any]:

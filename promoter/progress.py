@@ -1,24 +1,40 @@
 """Progress on long steps: rich on a terminal, nothing at all off it (or with --output json).
 
-Commands make one ``Progress`` from their output mode; library code gets plain callables
-(``Status`` for "what is happening now", ``Transfer`` for bytes moving) and never learns
-whether a terminal is attached. rich is imported only when a terminal will show something.
+Commands make one ``Progress`` from their output mode and open a ``task``; library code only
+gets its two plain callables (``Task.status`` for what happens now, ``Task.transfer`` for
+bytes moving) and never learns whether a terminal is attached. rich is imported only when a
+terminal will show something.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-Status = Callable[[str], None]              # replace the line shown under a spinner
-Transfer = Callable[[str, int, int], None]  # (what, bytes done, bytes total or 0)
+
+class Task:
+    """What a long step reports. This one shows nothing (off a terminal)."""
+
+    def status(self, text: str) -> None:
+        """Replace the line shown beside the spinner."""
+
+    def transfer(self, what: str, done: int, total: int) -> None:
+        """Bytes sent so far of ``total`` (0: not known), shown with the rate."""
 
 
-def _ignore(*_args: object) -> None:
-    return None
+class _LiveTask(Task):
+    def __init__(self, bar: Any, task: Any, text: str) -> None:
+        self.bar, self.task, self.text = bar, task, text
+
+    def status(self, text: str) -> None:
+        self.bar.update(self.task, description=text)
+
+    def transfer(self, what: str, done: int, total: int) -> None:
+        self.bar.update(self.task, description=f"{self.text}: {what}", completed=done,
+                        total=total or None)
 
 
 class Progress:
@@ -40,38 +56,32 @@ class Progress:
             self._console = Console()
         return self._console
 
-    @contextmanager
-    def status(self, text: str) -> Iterator[Status]:
-        """A spinner with ``text`` while the block runs; the callable changes the text."""
-        if not self.enabled:
-            yield _ignore
-            return
-        with self.console.status(text) as live:
-            yield lambda new: live.update(new)
+    def line(self, text: str) -> None:
+        """A line of output that a live display, if one runs, keeps above itself."""
+        if self.enabled:
+            self.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, flush=True)
 
     @contextmanager
-    def transfer(self, text: str) -> Iterator[Transfer]:
-        """A bar with bytes and rate while the block runs (total 0: size not known yet)."""
+    def task(self, text: str) -> Iterator[Task]:
+        """A spinner, the current status, and bytes with their rate while the block runs."""
         if not self.enabled:
-            yield _ignore
+            yield Task()
             return
         from rich.progress import (
             BarColumn,
             DownloadColumn,
+            SpinnerColumn,
             TextColumn,
             TransferSpeedColumn,
         )
         from rich.progress import Progress as Bar
 
-        with Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                 TransferSpeedColumn(), console=self.console, transient=True) as bar:
-            task = bar.add_task(text, total=None)
-            started = time.monotonic()
-
-            def update(what: str, done: int, total: int) -> None:
-                bar.update(task, description=f"{text}: {what}", completed=done,
-                           total=total or None)
-
-            yield update
-            self.console.print(f"  {text}: done in {time.monotonic() - started:.1f} s",
-                               highlight=False)
+        started = time.monotonic()
+        with Bar(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                 DownloadColumn(), TransferSpeedColumn(), console=self.console,
+                 transient=True) as bar:
+            yield _LiveTask(bar, bar.add_task(text, total=None), text)
+        self.console.print(f"{text}: {time.monotonic() - started:.1f} s", highlight=False,
+                           markup=False)

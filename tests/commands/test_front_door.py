@@ -122,10 +122,9 @@ def test_version_says_not_found_for_missing_tools(tmp_path: Path) -> None:
 def test_progress_off_a_terminal_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
     progress = Progress.for_output("text")  # pytest's stdout is not a terminal
     assert not progress.enabled
-    with progress.status("waiting …") as status:
-        status("still waiting …")
-    with progress.transfer("uploading") as moved:
-        moved("layer", 10, 100)
+    with progress.task("uploading") as task:
+        task.status("still waiting …")
+        task.transfer("layer", 10, 100)
     assert Progress.for_output("json").enabled is False
     out, err = capfd.readouterr()
     assert out == "" and err == ""
@@ -137,8 +136,10 @@ def test_progress_on_a_terminal_shows_bytes_and_rate() -> None:
     progress = Progress(True)
     sink = io.StringIO()
     progress._console = Console(file=sink, force_terminal=True, width=100)
-    with progress.transfer("uploading") as moved:
-        moved("layer sha256:abc", 5 * 1024 * 1024, 10 * 1024 * 1024)
+    with progress.task("uploading") as task:
+        task.transfer("layer sha256:abc", 5 * 1024 * 1024, 10 * 1024 * 1024)
+        progress.line("a line above the live display")
     shown = sink.getvalue()
-    assert "uploading: done in" in shown
-    assert "MB" in shown  # bytes done/total and the rate are rendered on a terminal
+    assert "a line above the live display" in shown
+    assert re.search(r"uploading: \d+\.\d s", shown)
+    assert "5.2/10.5 MB" in shown  # bytes done/total on a terminal

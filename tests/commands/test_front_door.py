@@ -143,3 +143,12 @@ def test_progress_on_a_terminal_shows_bytes_and_rate() -> None:
     assert "a line above the live display" in shown
     assert re.search(r"uploading: \d+\.\d s", shown)
     assert "5.2/10.5 MB" in shown  # bytes done/total on a terminal
+
+
+def test_install_completion_writes_into_the_users_home(tmp_path: Path) -> None:
+    done = promoter("--install-completion", "bash", env={
+        "HOME": str(tmp_path), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
+    assert done.returncode == 0, done.stderr
+    script = tmp_path / ".bash_completions" / "promoter.sh"
+    assert "_PROMOTER_COMPLETE=complete_bash" in script.read_text()
+    assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()

@@ -135,11 +135,11 @@ def background_service(name: str, directory: Path) -> BackgroundService:
     return Service(name, directory)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
+def free_port(preferred: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now: ``preferred`` when it is free."""
     from promoter.adapters.processes import free_port as find
 
-    return find()
+    return find(preferred)
 
 
 def tool_versions() -> dict[str, str]:

@@ -3,9 +3,13 @@ nothing is removed without a confirmation (or --yes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -51,3 +55,37 @@ def test_stop_and_reset_together_is_a_usage_error(tmp_path: Path) -> None:
     done = demo(tmp_path / "state", "--stop", "--reset")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--reset also stops" in done.stderr
+
+
+def _answer_on_a_terminal(state: Path, answer: bytes) -> tuple[int, str]:
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMOTER_", "MLFLOW_"))}
+    env.update(PROMOTER_STATE_DIR=str(state), PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, "-m", "promoter", "demo", "--reset"],
+                               stdin=follower, stdout=follower, stderr=follower, env=env,
+                               cwd=ROOT)
+    os.close(follower)
+    shown = b""
+    deadline = time.monotonic() + 60
+    while b"?" not in shown and time.monotonic() < deadline:  # the question
+        if select.select([leader], [], [], 1)[0]:
+            try:
+                shown += os.read(leader, 4096)
+            except OSError:  # the child ended without asking
+                break
+    os.write(leader, answer)
+    with contextlib.suppress(OSError):  # EIO once the child closed the terminal
+        while chunk := os.read(leader, 4096):
+            shown += chunk
+    os.close(leader)
+    return process.wait(timeout=60), shown.decode(errors="replace")
+
+
+def test_reset_asks_on_a_terminal_and_no_keeps_everything(tmp_path: Path) -> None:
+    directory = a_demo_directory(tmp_path / "state")
+    code, shown = _answer_on_a_terminal(tmp_path / "state", b"n\n")
+    assert code == 130, shown
+    assert f"remove {directory}" in shown and directory.exists()
+    code, shown = _answer_on_a_terminal(tmp_path / "state", b"y\n")
+    assert code == 0, shown
+    assert not directory.exists()

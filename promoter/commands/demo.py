@@ -53,7 +53,8 @@ def demo(
     if output == "json":
         emit_json({"config": str(report.config), "model": report.model,
                    "version": report.version, "job": report.job, "mr": report.mr,
-                   "image": report.image, "signature": report.signature, "diff": report.diff})
+                   "image": report.image, "signature": report.signature, "diff": report.diff,
+                   "reused": report.reused, "moved": report.notes})
         return
     job, result = report.job, report.job.get("result") or {}
     typer.echo(f"\njob {job['id']}: {job['state']} after {job['attempts']} attempt(s)"

@@ -36,6 +36,7 @@ class DemoReport:
     image: str | None = None
     signature: str | None = None
     notes: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # mlflow, registry, serve, model, job
 
 
 def run(state_dir: Path, say: Say, progress: Progress | None = None) -> DemoReport:
@@ -80,7 +81,10 @@ def run(state_dir: Path, say: Say, progress: Progress | None = None) -> DemoRepo
     else:
         say(f"set alias production → version {version} in MLflow; waiting for the job …")
     job = _wait_for_job(settings.state_dir, model.DEMO_MODEL, version, say, progress)
-    report = DemoReport(env.config, model.DEMO_MODEL, version, job.as_dict())
+    report = DemoReport(env.config, model.DEMO_MODEL, version, job.as_dict(),
+                        notes=list(env.moved),
+                        reused=[*env.reused, *(["model"] if not created else []),
+                                *(["job"] if earlier is not None else [])])
     result = job.result or {}
     report.image = result.get("image")
     report.signature = result.get("signature")

@@ -4,10 +4,12 @@ MLflow shows the version merged; `promoter demo --stop` leaves no process behind
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 from pathlib import Path
 
@@ -79,6 +81,15 @@ def test_demo_runs_the_whole_loop_on_a_fresh_state_directory(tmp_path: Path) -> 
              "every demo process to end", interval=0.3)
 
 
+def crash_services(state: Path) -> None:
+    """SIGKILL every process of the demo's state directory, as a power cut would."""
+    for entry in processes_mentioning(str(state)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(entry.split(":", 1)[0]), signal.SIGKILL)
+    wait_for(lambda: not processes_mentioning(str(state)), 30, "the services to die",
+             interval=0.3)
+
+
 def _field(pattern: str, out: str) -> str:
     found = re.search(pattern, out, re.MULTILINE)
     assert found, f"{pattern!r} not in:\n{out}"
@@ -91,7 +102,9 @@ def _field(pattern: str, out: str) -> str:
 def test_demo_runs_again_after_stop_and_when_its_old_registry_port_is_taken(
         tmp_path: Path) -> None:
     """The issue's report: after `--stop`, a second `promoter demo` failed with exit 3 because
-    the services came back on new ports while the job, tags and tree named the old ones."""
+    the services came back on new ports while the job, tags and tree named the old ones.
+    Then a reboot (services killed, their records left behind) with the old registry port
+    taken by another process."""
     state = tmp_path / "state"
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PROMOTER_", "MLFLOW_", "COSIGN_"))}
@@ -120,10 +133,12 @@ def test_demo_runs_again_after_stop_and_when_its_old_registry_port_is_taken(
         third = run_promoter("demo", "--output", "json", env=env, timeout=600)
         assert third.returncode == 0, third.stdout + third.stderr
         shown = json.loads(third.stdout)
+        assert shown["reused"] == ["mlflow", "registry", "serve", "model", "job"]
         assert shown["mr"]["iid"] == int(mr) and shown["image"] == image
         assert shown["signature"].startswith("verified")
 
-        assert run_promoter("demo", "--stop", env=env, timeout=120).returncode == 0
+        # A reboot: every service dies at once and no `--stop` tidies its records.
+        crash_services(state)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
             # The stopped registry's connections may linger in TIME_WAIT; a listener with
             # SO_REUSEADDR still takes the port from everyone else.

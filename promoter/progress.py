@@ -28,13 +28,18 @@ class Task:
 class _LiveTask(Task):
     def __init__(self, bar: Any, task: Any, text: str) -> None:
         self.bar, self.task, self.text = bar, task, text
+        self.started: float | None = None
 
     def status(self, text: str) -> None:
         self.bar.update(self.task, description=text)
 
     def transfer(self, what: str, done: int, total: int) -> None:
-        self.bar.update(self.task, description=f"{self.text}: {what}", completed=done,
-                        total=total or None)
+        now = time.monotonic()
+        self.started = self.started if self.started is not None else now
+        rate = done / (now - self.started) if now > self.started else 0.0
+        sent = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        self.bar.update(self.task, description=f"{self.text}: {what}",
+                        sent=f"{sent} at {rate / 1e6:.1f} MB/s" if rate else sent)
 
 
 class Progress:
@@ -69,19 +74,14 @@ class Progress:
         if not self.enabled:
             yield Task()
             return
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            SpinnerColumn,
-            TextColumn,
-            TransferSpeedColumn,
-        )
-        from rich.progress import Progress as Bar
+        from rich.progress import Progress as Live
+        from rich.progress import SpinnerColumn, TextColumn
 
         started = time.monotonic()
-        with Bar(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                 DownloadColumn(), TransferSpeedColumn(), console=self.console,
-                 transient=True) as bar:
-            yield _LiveTask(bar, bar.add_task(text, total=None), text)
+        # No bar: most long steps have no size; bytes and rate appear once a transfer reports.
+        with Live(SpinnerColumn(), TextColumn("{task.description}"),
+                  TextColumn("{task.fields[sent]}"), console=self.console,
+                  transient=True) as live:
+            yield _LiveTask(live, live.add_task(text, total=None, sent=""), text)
         self.console.print(f"{text}: {time.monotonic() - started:.1f} s", highlight=False,
                            markup=False)

@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,12 +138,14 @@ def test_progress_on_a_terminal_shows_bytes_and_rate() -> None:
     sink = io.StringIO()
     progress._console = Console(file=sink, force_terminal=True, width=100)
     with progress.task("uploading") as task:
+        task.transfer("layer sha256:abc", 0, 10 * 1024 * 1024)
+        time.sleep(0.2)
         task.transfer("layer sha256:abc", 5 * 1024 * 1024, 10 * 1024 * 1024)
         progress.line("a line above the live display")
     shown = sink.getvalue()
     assert "a line above the live display" in shown
     assert re.search(r"uploading: \d+\.\d s", shown)
-    assert "5.2/10.5 MB" in shown  # bytes done/total on a terminal
+    assert re.search(r"5\.2/10\.5 MB at [\d.]+ MB/s", shown)  # bytes done/total, rate
 
 
 def test_install_completion_writes_into_the_users_home(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ def demo(
     stop: Annotated[bool, typer.Option("--stop", help="stop the demo's background services")
                     ] = False,
     reset: Annotated[bool, typer.Option(
-        "--reset", help="stop the services and remove everything the demo made")] = False,
+        "--reset", help="stop the services and remove the demo's directory (MLflow, registry, "
+                   "keys, configuration) to start over")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="with --reset: do not ask")] = False,
     output: str = OUTPUT_OPTION,
 ) -> None:

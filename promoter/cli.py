@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,14 +29,20 @@ app = typer.Typer(
     name="promoter",
     help="GitOps promotion from the MLflow Model Registry to GitLab merge requests.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish)
     pretty_exceptions_enable=False,
 )
 
 
 def _version(value: bool) -> None:
+    """promoter's version, then the external tools it found, so a bug report carries them."""
     if value:
+        from promoter.service import composition
+
         typer.echo(f"promoter {__version__}")
+        typer.echo(f"python: {sys.version.split()[0]}")
+        for tool, found in composition.tool_versions().items():
+            typer.echo(f"{tool}: {found}")
         raise typer.Exit()
 
 
@@ -47,8 +53,9 @@ def _global(
         "--config", "-c", envvar="PROMOTER_CONFIG", help="promoter.yaml (default: built-in)",
         dir_okay=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="print the version and exit")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="print the versions of promoter and of the tools it runs, and exit")] = False,
 ) -> None:
     ctx.obj = AppState(config_path=config, debug=debug)
 
@@ -56,6 +63,27 @@ def _global(
 for _module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
     if not _module.name.startswith("_"):
         importlib.import_module(f"promoter.commands.{_module.name}").register(app)
+
+
+def command() -> Any:
+    """The click command tree behind ``app``, with flags shown without a metavar.
+
+    This typer prints every option's type in help, flags too (``--debug <bool>``); a flag
+    takes no value, so its type column stays empty, for --help and the completion flags as
+    well (those are made lazily, hence the context)."""
+    root = typer.main.get_command(app)
+    pending = [root]
+    while pending:
+        current = pending.pop()
+        pending.extend(getattr(current, "commands", {}).values())
+        flags = list(current.params)
+        help_option = current.get_help_option(current.context_class(current))
+        if help_option is not None:
+            flags.append(help_option)
+        for param in flags:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+    return root
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:
@@ -83,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # Without standalone mode click does not raise typer.Exit(code) from a command: it
         # returns the code. Anything else a command returns is not an exit code.
-        returned = app(args=argv, prog_name="promoter", standalone_mode=False)
+        returned = command().main(args=argv, prog_name="promoter", standalone_mode=False)
     except typer.Exit as exc:  # raised from callbacks such as --version
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

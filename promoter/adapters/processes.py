@@ -23,10 +23,19 @@ from pathlib import Path
 from promoter.errors import UserError
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` when nothing listens on it (nor holds it), else any free loopback port."""
+    for port in ((preferred, 0) if preferred else (0,)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # Connections of a stopped server linger in TIME_WAIT; the servers themselves bind
+            # with SO_REUSEADDR, so only a listener (or a bound socket) makes a port taken.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: fall back to one the system picks
+            return int(sock.getsockname()[1])
+    raise OSError("no free TCP port on 127.0.0.1")
 
 
 @dataclass(frozen=True)

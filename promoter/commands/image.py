@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from promoter.commands._common import OUTPUT_OPTION, emit_json, is_tty, state
+from promoter.commands._common import OUTPUT_OPTION, emit_json, state
 from promoter.commands.keys import cosign_password
 from promoter.errors import UsageError, UserError
 
@@ -33,15 +31,6 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
-def _progress(message: str) -> AbstractContextManager[object]:
-    """A spinner on a terminal; nothing when the output is read by a program."""
-    if not is_tty():
-        return contextlib.nullcontext()
-    from rich.console import Console
-
-    return Console(stderr=True).status(message)
-
-
 @image_app.command("build")
 def build(
     ctx: typer.Context,
@@ -61,12 +50,15 @@ def build(
     output: str = OUTPUT_OPTION,
 ) -> None:
     """Build the serving image for MODEL and push it; prints REPO@sha256:…"""
+    from promoter.image.builder import BuildProgress
+    from promoter.progress import Progress
     from promoter.service import composition
 
     settings = state(ctx).settings()
-    with _progress(f"building the image for {model}"):
+    with Progress.for_output(output).task(f"building the image for {model}") as task:
         built = composition.build_image(settings, model, repository, base=base,
-                                        labels=_labels(label or []), tag=tag, layout=oci_layout)
+                                        labels=_labels(label or []), tag=tag, layout=oci_layout,
+                                        progress=BuildProgress(task.status, task.transfer))
     reference = f"oci:{oci_layout}@{built.digest}" if oci_layout else built.reference
     if output == "json":
         emit_json({"reference": reference, "digest": built.digest, "size": built.size,
@@ -104,6 +96,7 @@ def modelcar(
     """Build a modelcar (the model's files under /models) and push it; prints REPO@sha256:…"""
     from promoter.errors import UsageError
     from promoter.ports.image import ModelcarRequest
+    from promoter.progress import Progress
     from promoter.service import composition
 
     settings = state(ctx).settings()
@@ -115,7 +108,7 @@ def modelcar(
     target = (target or "localhost/promoter-modelcar").replace("{name}", name)
     request = ModelcarRequest(runtime=runtime, name=name, model_format=model_format,
                               max_batch_size=max_batch_size)
-    with _progress(f"building the modelcar for {model}"):
+    with Progress.for_output(output).task(f"building the modelcar for {model}"):
         built = composition.build_modelcar(settings, model, target, request,
                                            labels=_labels(label or []), layout=oci_layout)
     reference = f"oci:{oci_layout}@{built.digest}" if oci_layout else built.reference

@@ -1,14 +1,22 @@
 """The demo's embedded defaults: MLflow on sqlite, an OCI registry (or an OCI layout), keys,
-secrets and a promoter.yaml, all under ``<state_dir>/demo``. Everything is reused by the next
-run: services found running are kept, files found on disk are kept."""
+secrets and a promoter.yaml, all under ``<state_dir>/demo`` (jobs, ledger and the local git
+remote are promoter's own state, in ``state_dir``). Everything is reused by the next run:
+services found running are kept, files found on disk are kept.
+
+Addresses stay stable across restarts (``--stop``, a reboot): each service's port is recorded
+in ``ports.json`` and taken again when it is free. When another process holds it, the service
+moves to a new port and the configuration follows; the flow then notices that the recorded
+image names an address that is gone (or is missing from the registry) and promotes again.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from promoter.service.composition import background_service, free_port
@@ -26,6 +34,8 @@ class DemoEnvironment:
     registry_url: str | None     # None: images go to an OCI layout directory
     serve_url: str
     environ: dict[str, str]      # the secrets as *_FILE variables, for child processes
+    reused: list[str] = field(default_factory=list)   # services found running
+    moved: list[str] = field(default_factory=list)    # "registry: port 5000 is taken → 5001"
 
     def settings(self) -> Settings:
         return load_settings(self.config, environ={**os.environ, **self.environ})
@@ -52,13 +62,40 @@ def _keys(directory: Path, password: str) -> tuple[Path, Path]:
     return private, public
 
 
-def _mlflow(directory: Path) -> str:
+class _Ports:
+    """The port each service had last time (``ports.json``), taken again while it is free."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "ports.json"
+        try:
+            self.recorded: dict[str, int] = {
+                str(k): int(v) for k, v in json.loads(self.path.read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            self.recorded = {}
+        self.moved: list[str] = []
+
+    def take(self, name: str) -> int:
+        before = self.recorded.get(name)
+        port = free_port(before)
+        if before is not None and port != before:
+            self.moved.append(f"{name}: port {before} is taken by another process → {port}")
+        self.keep(name, port)
+        return port
+
+    def keep(self, name: str, port: int) -> None:
+        self.recorded[name] = port
+        self.path.write_text(json.dumps(self.recorded, indent=2, sort_keys=True) + "\n")
+
+
+def _mlflow(directory: Path, ports: _Ports, reused: list[str]) -> str:
     service = background_service("mlflow", directory)
     found = service.running()
     if found:
+        reused.append("mlflow")
+        ports.keep("mlflow", int(str(found["port"])))
         return str(found["url"])
     key = _secret_file(directory / "mlflow-fernet.key", _fernet_key()).read_text().strip()
-    port = free_port()
+    port = ports.take("mlflow")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMOTER_")}
     env.update(MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https", MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
                MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=key, MLFLOW_WEBHOOK_CACHE_TTL="1")
@@ -77,15 +114,17 @@ def _fernet_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def _registry(directory: Path) -> str | None:
+def _registry(directory: Path, ports: _Ports, reused: list[str]) -> str | None:
     binary = shutil.which("docker-registry")
     if binary is None:
         return None
     service = background_service("registry", directory)
     found = service.running()
     if found:
+        reused.append("registry")
+        ports.keep("registry", int(str(found["port"])))
         return str(found["url"])
-    port = free_port()
+    port = ports.take("registry")
     config = directory / "registry.yml"
     config.write_text(
         "version: 0.1\n"
@@ -134,18 +173,43 @@ def _write_config(directory: Path, state_dir: Path, mlflow_url: str, registry_ur
     return path
 
 
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def demo_directory(state_dir: Path) -> Path:
+    return state_dir / "demo"
+
+
 def start(state_dir: Path) -> DemoEnvironment:
-    directory = ensure_state_dir(state_dir) / "demo"   # owner-only, like the rest of the state
+    directory = demo_directory(ensure_state_dir(state_dir))  # owner-only, like the rest
     directory.mkdir(parents=True, exist_ok=True)
     webhook_secret = _secret_file(directory / "webhook.secret", secrets.token_urlsafe(32))
     password_file = _secret_file(directory / "cosign.password", secrets.token_urlsafe(24))
     _keys(directory, password_file.read_text())
-    mlflow_url = _mlflow(directory)
-    registry_url = _registry(directory)
+    ports, reused = _Ports(directory), list[str]()
+    mlflow_url = _mlflow(directory, ports, reused)
+    registry_url = _registry(directory, ports, reused)
     serve = background_service("serve", directory)
     running = serve.running()
-    port = int(running["port"]) if running else free_port()  # type: ignore[call-overload]
+    if running:
+        reused.append("serve")
+        port = int(str(running["port"]))
+        ports.keep("serve", port)
+    else:
+        port = ports.take("serve")
+    # The demo's jobs, ledger and git remote stay in state_dir itself: PROMOTER_STATE_DIR,
+    # when set, overrides the config's state_dir for every command the user runs next.
+    before = _read(directory / "promoter.yaml")
     config = _write_config(directory, state_dir, mlflow_url, registry_url, port)
+    if running is not None and config.read_text() != before:
+        # MLflow or the registry moved while serve ran: it must read the new addresses.
+        serve.stop()
+        reused.remove("serve")
+        running = None
     environ = {"PROMOTER_MLFLOW_WEBHOOK_SECRET_FILE": str(webhook_secret),
                "COSIGN_PASSWORD_FILE": str(password_file)}
     if running is None:
@@ -156,10 +220,20 @@ def start(state_dir: Path) -> DemoEnvironment:
                      "--port", str(port)], port=port,
                     health=f"http://127.0.0.1:{port}/healthz", env=env)
     return DemoEnvironment(directory, config, mlflow_url, registry_url,
-                           f"http://127.0.0.1:{port}", environ)
+                           f"http://127.0.0.1:{port}", environ, reused, ports.moved)
 
 
 def stop(state_dir: Path) -> list[str]:
-    directory = state_dir / "demo"
+    directory = demo_directory(state_dir)
     return [name for name in ("serve", "registry", "mlflow")
             if background_service(name, directory).stop()]
+
+
+def reset(state_dir: Path) -> tuple[list[str], bool]:
+    """Stop the services and remove everything the demo made. → (stopped, removed)."""
+    stopped = stop(state_dir)
+    directory = demo_directory(state_dir)
+    if not directory.exists():
+        return stopped, False
+    shutil.rmtree(directory)
+    return stopped, True

@@ -17,7 +17,8 @@ from typing import Any
 from promoter.commands.hooks import EVENTS
 from promoter.core.jobs import Job
 from promoter.demo import environment, model
-from promoter.errors import TransientError
+from promoter.errors import PromoterError, TransientError
+from promoter.progress import Progress
 from promoter.settings import Settings
 
 JOB_TIMEOUT_SECONDS = 900.0  # the first build installs the model's requirements
@@ -35,17 +36,26 @@ class DemoReport:
     image: str | None = None
     signature: str | None = None
     notes: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # mlflow, registry, serve, model, job
 
 
-def run(state_dir: Path, say: Say) -> DemoReport:
+def run(state_dir: Path, say: Say, progress: Progress | None = None) -> DemoReport:
     from promoter.service import composition
 
+    progress = progress or Progress(False)
     say(f"state directory: {state_dir}")
-    env = environment.start(state_dir)
-    say(f"MLflow server:    {env.mlflow_url}")
+    with progress.task("starting the demo's services"):
+        env = environment.start(state_dir)
+    for note in env.moved:
+        say(f"moved:            {note}")
+
+    def reused(name: str) -> str:
+        return "  (reused: already running)" if name in env.reused else ""
+
+    say(f"MLflow server:    {env.mlflow_url}{reused('mlflow')}")
     layout = f"none installed: OCI layout in {env.directory / 'oci-layout'}"
-    say(f"OCI registry:     {env.registry_url or layout}")
-    say(f"promoter serve:   {env.serve_url}")
+    say(f"OCI registry:     {env.registry_url or layout}{reused('registry')}")
+    say(f"promoter serve:   {env.serve_url}{reused('serve')}")
     say(f"configuration:    {env.config}")
     settings = env.settings()
     secret = settings.secret("PROMOTER_MLFLOW_WEBHOOK_SECRET")
@@ -54,12 +64,27 @@ def run(state_dir: Path, say: Say) -> DemoReport:
         "promoter-demo", f"{env.serve_url}/webhooks/mlflow", EVENTS, secret.reveal())
     say(f"MLflow webhook:   {hook_id} → {env.serve_url}/webhooks/mlflow")
     version, created = model.ensure_version(env.mlflow_url)
+    earlier = _finished_job(settings.state_dir, version)
+    stale = _stale_image(settings, earlier, env.registry_url)
+    if stale:
+        say(f"the image of version {version} ({stale}) is not in the registry at "
+            f"{env.registry_url}; registering a new version so that MLflow, the image and the "
+            "merge request all name the registry that runs now")
+        version, created = model.ensure_version(env.mlflow_url, new=True)
+        earlier = None
     say(f"model:            {model.DEMO_MODEL!r} version {version} "
         f"({'logged and registered now' if created else 'registered by an earlier run'})")
     model.promote(env.mlflow_url, version)
-    say(f"set alias production → version {version} in MLflow; waiting for the job …")
-    job = _wait_for_job(settings.state_dir, model.DEMO_MODEL, version, say)
-    report = DemoReport(env.config, model.DEMO_MODEL, version, job.as_dict())
+    if earlier is not None:
+        say(f"alias production → version {version} is set; job {earlier.id} promoted it in "
+            "an earlier run (reused)")
+    else:
+        say(f"set alias production → version {version} in MLflow; waiting for the job …")
+    job = _wait_for_job(settings.state_dir, model.DEMO_MODEL, version, say, progress)
+    report = DemoReport(env.config, model.DEMO_MODEL, version, job.as_dict(),
+                        notes=list(env.moved),
+                        reused=[*env.reused, *(["model"] if not created else []),
+                                *(["job"] if earlier is not None else [])])
     result = job.result or {}
     report.image = result.get("image")
     report.signature = result.get("signature")
@@ -72,26 +97,81 @@ def run(state_dir: Path, say: Say) -> DemoReport:
     return report
 
 
-def _wait_for_job(state_dir: Path, name: str, version: str, say: Say) -> Job:
+def _finished_job(state_dir: Path, version: str) -> Job | None:
+    """The job an earlier run finished for this version (None when there is none)."""
+    from promoter.service.queue import JobQueue
+
+    queue = JobQueue.open(state_dir)
+    try:
+        job = _newest(queue, model.DEMO_MODEL, version)
+    finally:
+        queue.close()
+    return job if job is not None and job.state == "done" else None
+
+
+def _stale_image(settings: Settings, job: Job | None, registry_url: str | None) -> str | None:
+    """The image reference of ``job`` when nothing can pull or verify it any more: it names
+    another registry than the demo's now (the registry had to move to a new port), or the
+    registry no longer has it (its data was removed). None when it is fine or there is none."""
+    from promoter.image.reference import parse_reference
+    from promoter.service import composition
+
+    image = str((job.result or {}).get("image") or "") if job is not None else ""
+    if not image or registry_url is None:
+        return None
+    if not image.startswith(registry_url.removeprefix("http://") + "/"):
+        return image
+    reference = parse_reference(image)
+    try:
+        with composition.registry_clients(settings)(reference.api_host) as client:
+            found = client.manifest_digest(reference.repository, str(reference.digest))
+    except PromoterError:
+        return None  # the registry answers badly: verifying the image will say how
+    return None if found == reference.digest else image
+
+
+def _wait_for_job(state_dir: Path, name: str, version: str, say: Say,
+                  progress: Progress) -> Job:
+    """Follow the job the webhook made: its state changes and each step as it is recorded."""
     from promoter.service.queue import JobQueue
 
     queue = JobQueue.open(state_dir)
     deadline = time.monotonic() + JOB_TIMEOUT_SECONDS
     seen: str | None = None
+    shown: set[str] = set()
+    started = time.monotonic()
     try:
-        while time.monotonic() < deadline:
-            job = _newest(queue, name, version)
-            if job is not None and job.state != seen:
-                seen = job.state
-                say(f"  job {job.id}: {job.state}" + (f" ({job.reason})" if job.reason else ""))
-            if job is not None and job.state in ("done", "dead"):
-                return job
-            time.sleep(0.5)
+        with progress.task("waiting for the job") as task:
+            while time.monotonic() < deadline:
+                job = _newest(queue, name, version)
+                if job is not None:
+                    for step, result in queue.steps(job.id).items():
+                        if step not in shown:
+                            shown.add(step)
+                            say(f"    {step}: {_summary(result)}")
+                    if job.state != seen:
+                        seen = job.state
+                        say(f"  job {job.id}: {job.state}"
+                            + (f" ({job.reason})" if job.reason else ""))
+                    if job.state in ("done", "dead"):
+                        return job
+                    task.status(f"job {job.id}: {job.state}, {time.monotonic() - started:.0f} s"
+                                " (the first image build installs the model's requirements)")
+                time.sleep(0.5)
     finally:
         queue.close()
     raise TransientError(f"no finished job for {name!r} version {version} after "
                          f"{JOB_TIMEOUT_SECONDS:.0f} s",
                          hint="see `promoter --config <demo config> jobs list` and serve.log")
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """One line for a recorded step: its reference/status, else its fields."""
+    for key in ("reference", "status"):
+        if result.get(key):
+            return str(result[key])
+    return ", ".join(f"{key}={value}" for key, value in sorted(result.items())
+                     if not isinstance(value, (dict, list)))
 
 
 def _newest(queue: Any, name: str, version: str) -> Job | None:

@@ -45,8 +45,9 @@ def requirements() -> list[str]:
             for name in ("mlflow-skinny", "pandas", "numpy", "cloudpickle")]
 
 
-def ensure_version(tracking_uri: str) -> tuple[str, bool]:
-    """The demo model's version to promote: the newest existing one, or a new one.
+def ensure_version(tracking_uri: str, *, new: bool = False) -> tuple[str, bool]:
+    """The demo model's version to promote: the newest existing one, or (also with ``new``)
+    a newly registered one.
 
     Returns (version, created). A second demo run reuses what the first registered.
     """
@@ -55,7 +56,7 @@ def ensure_version(tracking_uri: str) -> tuple[str, bool]:
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     existing = client.search_model_versions(f"name = '{DEMO_MODEL}'")
-    if existing:
+    if existing and not new:
         return str(max(int(found.version) for found in existing)), False
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)

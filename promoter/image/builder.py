@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,6 +47,19 @@ class ImageTarget(Protocol):
     def push_manifest(self, body: bytes, media_type: str, tag: str | None) -> None: ...
 
 
+def _unwatched(*_args: object) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """Optional callbacks for a watching terminal (promoter.progress.Task fits): what the
+    build does now, and blob bytes sent of the total. Default: nobody watches."""
+
+    status: Callable[[str], None] = _unwatched
+    transfer: Callable[[str, int, int], None] = _unwatched
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     platform: tuple[str, str]
@@ -54,6 +67,7 @@ class BuildOptions:
     pip_options: tuple[str, ...]
     cache_dir: Path
     installer: WheelInstaller  # installs the dependency layer's wheels (pip, an adapter)
+    progress: BuildProgress = BuildProgress()
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,7 @@ def assemble(model_dir: Path, lineage: ModelLineage, base: BaseImage | None,
              labels: Mapping[str, str], options: BuildOptions) -> Assembled:
     deps = dependency_layer(model_dir, options.cache_dir / "deps", options.installer,
                             arch=options.platform[1], python_version=options.python_version,
-                            pip_options=options.pip_options)
+                            pip_options=options.pip_options, status=options.progress.status)
     model = measure_tar(entries_for_tree(model_dir, MODEL_ARCNAME), "model")
     ours = [layer for layer in (deps, model) if layer is not None]
     all_labels = {**lineage_labels(lineage, base), **labels}
@@ -117,12 +131,19 @@ def assemble(model_dir: Path, lineage: ModelLineage, base: BaseImage | None,
     return Assembled(layers, blob, manifest, digest, inputs_digest)
 
 
-def push(image: Assembled, target: ImageTarget, tag: str | None) -> int:
+def push(image: Assembled, target: ImageTarget, tag: str | None,
+         progress: BuildProgress | None = None) -> int:
     """Send what the target lacks; returns the blob bytes uploaded."""
+    progress = progress or BuildProgress()
     uploaded = 0
     if not target.has_manifest(image.digest):
-        for layer in image.layers:
-            uploaded += target.push_blob(layer.blob, mount_from=layer.source_repository)
-        uploaded += target.push_blob(image.config, mount_from=None)
+        blobs = [(layer.blob, layer.source_repository) for layer in image.layers]
+        blobs.append((image.config, None))
+        total, done = sum(blob.size for blob, _ in blobs), 0
+        for number, (blob, mount_from) in enumerate(blobs, 1):
+            progress.transfer(f"blob {number}/{len(blobs)}", done, total)
+            uploaded += target.push_blob(blob, mount_from=mount_from)
+            done += blob.size  # checked by size: a blob already there counts as done
+        progress.transfer(f"{len(blobs)} blobs", done, total)
     target.push_manifest(image.manifest, OCI_MANIFEST, tag)
     return uploaded

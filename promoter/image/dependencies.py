@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from promoter.errors import UserError
@@ -39,8 +39,10 @@ def pip_platforms(arch: str) -> list[str]:
 
 
 def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller, *, arch: str,
-                     python_version: str, pip_options: Sequence[str]) -> Layer | None:
-    """The cached dependency layer for ``model_dir``'s requirements; None when there are none."""
+                     python_version: str, pip_options: Sequence[str],
+                     status: Callable[[str], None] | None = None) -> Layer | None:
+    """The cached dependency layer for ``model_dir``'s requirements; None when there are none.
+    ``status`` hears what a slow first build is doing (installing, packing)."""
     lines = requirement_lines(model_dir)
     if not lines:
         return None
@@ -54,9 +56,14 @@ def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller
             target = Path(work) / "target"
             requirements = Path(work) / "requirements.txt"
             requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            if status is not None:
+                status(f"installing {len(lines)} requirements for python {python_version} "
+                       f"{arch} into the dependency layer (cached for the next build)")
             installer.install(requirements, target, platforms=pip_platforms(arch),
                               python_version=python_version, options=pip_options)
             _portable_scripts(target / "bin")
+            if status is not None:
+                status("packing the dependency layer")
             diff_id, digest, size = write_gzip_layer(entries_for_tree(target, DEPS_ARCNAME),
                                                      blob_path)
         record = {"diff_id": diff_id, "digest": digest, "size": size, "inputs": key_source}

@@ -18,6 +18,7 @@ from promoter.image.base import BaseImage, load_base, parse_platform
 from promoter.image.builder import (
     SOURCE_INPUTS_LABEL,
     BuildOptions,
+    BuildProgress,
     ImageTarget,
     assemble,
     push,
@@ -44,8 +45,10 @@ class DaemonlessImageBuilder:
     """Builds without a Docker daemon; pushes to ``repository`` or writes ``layout``."""
 
     def __init__(self, settings: ImageSettings, state_dir: Path, clients: RegistryClients,
-                 installer: WheelInstaller, *, layout: Path | None = None) -> None:
+                 installer: WheelInstaller, *, layout: Path | None = None,
+                 progress: BuildProgress | None = None) -> None:
         self.settings = settings
+        self.progress = progress or BuildProgress()
         self.cache_dir = state_dir / "image-cache"
         self.layout = layout
         self._clients = clients
@@ -67,7 +70,7 @@ class DaemonlessImageBuilder:
         base_image = self._base(base or self.settings.base, platform, notes, stack)
         return base_image, BuildOptions(platform, self._python(base_image, notes),
                                         tuple(self.settings.pip_options), self.cache_dir,
-                                        self._installer)
+                                        self._installer, self.progress)
 
     @staticmethod
     def _tag(tag: str | None, lineage: ModelLineage) -> str:
@@ -116,11 +119,11 @@ class DaemonlessImageBuilder:
             image = assemble(model_dir, lineage, base_image, labels, options)
             tag = self._tag(tag, lineage)
             if self.layout is not None:
-                uploaded = push(image, LayoutTarget(self.layout), tag)
+                uploaded = push(image, LayoutTarget(self.layout), tag, self.progress)
             else:
                 client = stack.enter_context(self._client(target_ref.api_host))
                 target: ImageTarget = RegistryTarget(client, target_ref.repository)
-                uploaded = push(image, target, tag)
+                uploaded = push(image, target, tag, self.progress)
         return BuiltImage(reference=f"{target_ref.name}@{image.digest}", digest=image.digest,
                           size=image.size, layers=[x.blob.digest for x in image.layers],
                           bytes_uploaded=uploaded, tag=tag, notes=notes)
@@ -152,7 +155,8 @@ def build_model_image(settings: Settings, model: str, repository: str | None, *,
                       models: ModelSource | None, clients: RegistryClients,
                       installer: WheelInstaller,
                       base: str | None = None, labels: Mapping[str, str] | None = None,
-                      tag: str | None = None, layout: Path | None = None) -> BuiltImage:
+                      tag: str | None = None, layout: Path | None = None,
+                      progress: BuildProgress | None = None) -> BuiltImage:
     """From an MLflow model URI or directory to a pushed image (or an OCI layout).
 
     ``models`` resolves and downloads MLflow model URIs (None: no MLflow is configured, so
@@ -168,12 +172,14 @@ def build_model_image(settings: Settings, model: str, repository: str | None, *,
                          "image.repository in promoter.yaml, or --oci-layout DIR")
     target = target or "localhost/promoter-image"
     builder = DaemonlessImageBuilder(settings.image, settings.state_dir, clients, installer,
-                                     layout=layout)
+                                     layout=layout, progress=progress)
     labels = dict(labels or {})
     built = builder.find_existing(target, base=base, labels=labels, lineage=lineage, tag=tag)
     if built is not None:
         return built
     with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
+        if models and is_model_uri(model):
+            builder.progress.status(f"downloading {model}")
         model_dir = (models.download_model(model, Path(scratch)) if models and
                      is_model_uri(model) else Path(model))
         return builder.build(model_dir, target, base=base, labels=labels, lineage=lineage,

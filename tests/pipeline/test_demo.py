@@ -4,10 +4,13 @@ MLflow shows the version merged; `promoter demo --stop` leaves no process behind
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -74,5 +77,93 @@ def test_demo_runs_the_whole_loop_on_a_fresh_state_directory(tmp_path: Path) -> 
     finally:
         stopped = run_promoter("demo", "--stop", env=env, timeout=120)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    wait_for(lambda: not processes_mentioning(str(state)), 30,
+             "every demo process to end", interval=0.3)
+
+
+def crash_services(state: Path) -> None:
+    """SIGKILL every process of the demo's state directory, as a power cut would."""
+    for entry in processes_mentioning(str(state)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(entry.split(":", 1)[0]), signal.SIGKILL)
+    wait_for(lambda: not processes_mentioning(str(state)), 30, "the services to die",
+             interval=0.3)
+
+
+def _field(pattern: str, out: str) -> str:
+    found = re.search(pattern, out, re.MULTILINE)
+    assert found, f"{pattern!r} not in:\n{out}"
+    return found.group(1)
+
+
+@pytest.mark.skipif(shutil.which("docker-registry") is None,
+                    reason="the re-run cases are about the registry's address (docker-registry)")
+@pytest.mark.timeout(1800)
+def test_demo_runs_again_after_stop_and_when_its_old_registry_port_is_taken(
+        tmp_path: Path) -> None:
+    """The issue's report: after `--stop`, a second `promoter demo` failed with exit 3 because
+    the services came back on new ports while the job, tags and tree named the old ones.
+    Then a reboot (services killed, their records left behind) with the old registry port
+    taken by another process."""
+    state = tmp_path / "state"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PROMOTER_", "MLFLOW_", "COSIGN_"))}
+    env["PROMOTER_STATE_DIR"] = str(state)
+    verified = r"^signature: verified \(.+\) with .+cosign\.pub$"
+    try:
+        first = run_promoter("demo", env=env, timeout=900)
+        assert first.returncode == 0, first.stdout + first.stderr
+        mr = _field(r"^merge request !(\d+): .+ \[opened\]$", first.stdout)
+        registry = _field(r"^OCI registry: +http://(127\.0\.0\.1:\d+)$", first.stdout)
+        image = _field(r"^image: +(\S+@sha256:[0-9a-f]{64})$", first.stdout)
+        assert image.startswith(f"{registry}/models/")
+
+        assert run_promoter("demo", "--stop", env=env, timeout=120).returncode == 0
+        second = run_promoter("demo", env=env, timeout=900)
+        out = second.stdout
+        assert second.returncode == 0, out + second.stderr
+        assert _field(r"^OCI registry: +http://(127\.0\.0\.1:\d+)", out) == registry
+        assert "registered by an earlier run" in out
+        assert "an earlier run (reused)" in out
+        assert _field(r"^merge request !(\d+): .+ \[opened\]$", out) == mr
+        assert _field(r"^image: +(\S+)$", out) == image
+        assert re.search(verified, out, re.MULTILINE), out
+
+        # On a healthy stack: every service reused; --output json is JSON and nothing else.
+        third = run_promoter("demo", "--output", "json", env=env, timeout=600)
+        assert third.returncode == 0, third.stdout + third.stderr
+        shown = json.loads(third.stdout)
+        assert shown["reused"] == ["mlflow", "registry", "serve", "model", "job"]
+        assert shown["mr"]["iid"] == int(mr) and shown["image"] == image
+        assert shown["signature"].startswith("verified")
+
+        # A reboot: every service dies at once and no `--stop` tidies its records.
+        crash_services(state)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+            # The stopped registry's connections may linger in TIME_WAIT; a listener with
+            # SO_REUSEADDR still takes the port from everyone else.
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", int(registry.rsplit(":", 1)[1])))
+            squatter.listen()
+            fourth = run_promoter("demo", env=env, timeout=900)
+        out = fourth.stdout
+        assert fourth.returncode == 0, out + fourth.stderr
+        assert "Traceback" not in out + fourth.stderr
+        moved = _field(r"^OCI registry: +http://(127\.0\.0\.1:\d+)", out)
+        assert moved != registry
+        assert re.search(rf"^moved: +registry: port {registry.rsplit(':', 1)[1]} is taken",
+                         out, re.MULTILINE), out
+        new_image = _field(r"^image: +(\S+@sha256:[0-9a-f]{64})$", out)
+        assert new_image.startswith(f"{moved}/models/"), out
+        assert re.search(verified, out, re.MULTILINE), out
+        assert _field(r"^merge request !(\d+): .+ \[opened\]$", out) == mr
+        mlflow_url = _field(r"^MLflow server: +(http://127\.0\.0\.1:\d+)", out)
+        version = _field(rf"^model: +'{DEMO_MODEL}' version (\d+) ", out)
+        tags = mlflow_client(mlflow_url).get_model_version(DEMO_MODEL, version).tags
+        assert tags["promoter.production.image"] == new_image
+    finally:
+        reset = run_promoter("demo", "--reset", "--yes", env=env, timeout=120)
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    assert not (state / "demo").exists()
     wait_for(lambda: not processes_mentioning(str(state)), 30,
              "every demo process to end", interval=0.3)

@@ -70,6 +70,7 @@ __all__ = [
     "registry_clients",
     "sign_keyless",
     "signer",
+    "tool_versions",
     "verifier",
     "webhooks",
 ]
@@ -206,11 +207,18 @@ def background_service(name: str, directory: Path) -> BackgroundService:
     return Service(name, directory)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
+def free_port(preferred: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now: ``preferred`` when it is free."""
     from promoter.adapters.processes import free_port as find
 
-    return find()
+    return find(preferred)
+
+
+def tool_versions() -> dict[str, str]:
+    """The versions of the external tools promoter runs ("not found" when missing)."""
+    from promoter.adapters.tools import versions
+
+    return versions()
 
 
 def describe(settings: Settings) -> dict[str, Any]:

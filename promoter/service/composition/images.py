@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from promoter.image.builder import BuildProgress
 from promoter.ports.image import (
     BuiltImage,
     ImageRegistry,
@@ -29,8 +30,10 @@ def registry_clients(settings: Settings) -> RegistryClients:
 
 def build_image(settings: Settings, model: str, repository: str | None, *,
                 base: str | None = None, labels: Mapping[str, str] | None = None,
-                tag: str | None = None, layout: Path | None = None) -> BuiltImage:
-    """`promoter image build` and the pipeline's image step."""
+                tag: str | None = None, layout: Path | None = None,
+                progress: BuildProgress | None = None) -> BuiltImage:
+    """`promoter image build` and the pipeline's image step (``progress``: a terminal's
+    callbacks, see promoter.progress)."""
     from promoter.adapters.pip import PipInstaller
     from promoter.image.service import build_model_image
     from promoter.service.composition.mlflow import adapter
@@ -42,7 +45,8 @@ def build_image(settings: Settings, model: str, repository: str | None, *,
     models = adapter(settings) if is_model_uri(model) and settings.mlflow.tracking_uri else None
     return build_model_image(settings, model, repository, models=models,
                              clients=registry_clients(settings), installer=PipInstaller(),
-                             base=base, labels=labels, tag=tag, layout=layout)
+                             base=base, labels=labels, tag=tag, layout=layout,
+                             progress=progress)
 
 
 def build_modelcar(settings: Settings, model: str, repository: str, request: ModelcarRequest,

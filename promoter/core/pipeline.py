@@ -20,6 +20,7 @@ from typing import Any
 
 from promoter.core import gates, mr_text, tree_facts
 from promoter.core.config import PipelineConfig
+from promoter.core.decommission import decommission
 from promoter.core.intent import build_request
 from promoter.core.policy import Decision
 from promoter.core.render import ImagePin, Lineage, Renderer
@@ -89,7 +90,7 @@ class Pipeline:
     def run(self, job: PromotionJob, steps: StepLog) -> PipelineResult:
         self.config.targets.environment(job.env)  # an environment no longer configured: parked
         if job.action == "decommission":
-            return self._decommission(job)
+            return decommission(self.config, self.ports, job, self.progress)
         return self._promote(job, steps)
 
     # ------------------------------------------------------------------ promote
@@ -354,56 +355,3 @@ class Pipeline:
         if not base or not info.run_id:
             return None
         return f"{base.rstrip('/')}/#/runs/{info.run_id}"
-
-    # ------------------------------------------------------------------ decommission
-    def _decommission(self, job: PromotionJob) -> PipelineResult:
-        registry, env = self.ports.registry, self.config.targets.environment(job.env)
-        current = registry.current_version(job.model, env.alias, env.stage)
-        if current is not None:
-            self.progress("resolve", "skipped", f"{job.env} points at version {current} again")
-            return PipelineResult(None, reason=f"{job.env} points at version {current} again; "
-                                  "its promotion job deploys it")
-        state = self.ports.ledger.get(job.model, job.env)
-        if state is None:
-            self.progress("resolve", "skipped", "promoter never deployed it there")
-            return PipelineResult(
-                None, reason=f"promoter has no deployment of {job.model!r} in {job.env}")
-        root = self.config.manifests_root
-        overlay = f"{root}/{state.name}/overlays/{job.env}/"
-        overlays = self.ports.provider.paths(f"{root}/{state.name}/overlays/",
-                                             self.config.target_branch)
-        remaining = [path for path in overlays if not path.startswith(overlay)]
-        managed = (overlay,) if remaining else (overlay, f"{root}/{state.name}/base/")
-        what = "its overlay" if remaining else "its overlay and base (no environment remains)"
-        # What the environment runs is what the target branch holds, which may be older than the
-        # last version promoter proposed (an MR for a newer version may never have merged).
-        live = self._live_version(state.name, job.env) or state.version
-        model = mr_text.escape(job.model, 120)
-        proposal = Proposal(
-            model=job.model, name=state.name, env=job.env, version=live, files={},
-            managed_prefixes=managed,
-            title=f"Decommission {model} from {job.env}",
-            description=(f"## Decommission {model} from {job.env}\n\nThe {job.env} trigger no "
-                         f"longer points at any version; {self.config.target_branch} runs "
-                         f"version {live}. This removes {what}.\n"),
-            labels=(*mr_text.labels(job.env, None), "decommission"),
-            approvals_required=env.approvals, target_branch=self.config.target_branch)
-        result = self.ports.provider.propose(proposal)
-        status = (DeploymentStatus.DECOMMISSIONING if result.merge_request
-                  else DeploymentStatus.DECOMMISSIONED)
-        values = {"mr_url": result.mr_url} if result.mr_url else {}
-        values["status"] = status
-        registry.write_back(job.model, live, job.env, values)
-        self.ports.ledger.put(DeployedState(job.model, job.env, state.name, live,
-                                            status, result.mr_iid, result.head_sha))
-        self.progress("merge request", result.outcome.value, result.mr_url or "")
-        return PipelineResult(result.outcome, status, version=live, name=state.name,
-                              removes=managed, mr_iid=result.mr_iid, mr_url=result.mr_url,
-                              head_sha=result.head_sha, commit_created=result.commit_created)
-
-    def _live_version(self, name: str, env: str) -> str | None:
-        """The version the target branch's overlay pins, or None when it has no overlay."""
-        overlay = self.ports.provider.read(
-            tree_facts.overlay_kustomization(self.config.manifests_root, name, env),
-            self.config.target_branch)
-        return tree_facts.annotation(overlay, tree_facts.MODEL_VERSION) if overlay else None

@@ -1,0 +1,74 @@
+"""The decommission use case: an environment's trigger no longer points at any version, so
+one merge request removes its overlay, and the base too when no other environment remains.
+
+The version it removes comes from the ledger (MLflow's alias.deleted carries none), but the MR
+and the write-back name the version the target branch actually runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from promoter.core import mr_text, tree_facts
+from promoter.core.config import PipelineConfig
+from promoter.core.results import DeploymentStatus, PipelineResult
+from promoter.ports.git import Proposal
+from promoter.ports.pipeline import DeployedState, Progress
+
+if TYPE_CHECKING:
+    from promoter.core.pipeline import Ports, PromotionJob
+
+
+def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob,
+                 progress: Progress) -> PipelineResult:
+    """Remove the environment's overlay (and the base with the last one) through one MR."""
+    registry, env = ports.registry, config.targets.environment(job.env)
+    current = registry.current_version(job.model, env.alias, env.stage)
+    if current is not None:
+        progress("resolve", "skipped", f"{job.env} points at version {current} again")
+        return PipelineResult(None, reason=f"{job.env} points at version {current} again; "
+                              "its promotion job deploys it")
+    state = ports.ledger.get(job.model, job.env)
+    if state is None:
+        progress("resolve", "skipped", "promoter never deployed it there")
+        return PipelineResult(
+            None, reason=f"promoter has no deployment of {job.model!r} in {job.env}")
+    root = config.manifests_root
+    overlay = f"{root}/{state.name}/overlays/{job.env}/"
+    overlays = ports.provider.paths(f"{root}/{state.name}/overlays/",
+                                         config.target_branch)
+    remaining = [path for path in overlays if not path.startswith(overlay)]
+    managed = (overlay,) if remaining else (overlay, f"{root}/{state.name}/base/")
+    what = "its overlay" if remaining else "its overlay and base (no environment remains)"
+    # What the environment runs is what the target branch holds, which may be older than the
+    # last version promoter proposed (an MR for a newer version may never have merged).
+    live = _live_version(config, ports, state.name, job.env) or state.version
+    model = mr_text.escape(job.model, 120)
+    proposal = Proposal(
+        model=job.model, name=state.name, env=job.env, version=live, files={},
+        managed_prefixes=managed,
+        title=f"Decommission {model} from {job.env}",
+        description=(f"## Decommission {model} from {job.env}\n\nThe {job.env} trigger no "
+                     f"longer points at any version; {config.target_branch} runs "
+                     f"version {live}. This removes {what}.\n"),
+        labels=(*mr_text.labels(job.env, None), "decommission"),
+        approvals_required=env.approvals, target_branch=config.target_branch)
+    result = ports.provider.propose(proposal)
+    status = (DeploymentStatus.DECOMMISSIONING if result.merge_request
+              else DeploymentStatus.DECOMMISSIONED)
+    values = {"mr_url": result.mr_url} if result.mr_url else {}
+    values["status"] = status
+    registry.write_back(job.model, live, job.env, values)
+    ports.ledger.put(DeployedState(job.model, job.env, state.name, live,
+                                        status, result.mr_iid, result.head_sha))
+    progress("merge request", result.outcome.value, result.mr_url or "")
+    return PipelineResult(result.outcome, status, version=live, name=state.name,
+                          removes=managed, mr_iid=result.mr_iid, mr_url=result.mr_url,
+                          head_sha=result.head_sha, commit_created=result.commit_created)
+
+def _live_version(config: PipelineConfig, ports: Ports, name: str, env: str) -> str | None:
+    """The version the target branch's overlay pins, or None when it has no overlay."""
+    overlay = ports.provider.read(
+        tree_facts.overlay_kustomization(config.manifests_root, name, env),
+        config.target_branch)
+    return tree_facts.annotation(overlay, tree_facts.MODEL_VERSION) if overlay else None

@@ -18,53 +18,32 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
+from promoter.cluster_settings import (
+    ArgoCDSettings,
+    ForecastSettings,
+    PrometheusSettings,
+    TelemetrySettings,
+)
 from promoter.core.config import (
     COST_LABEL_ROLES,
     DEFAULT_COST_LABELS,
-    EnvironmentTarget,
     PipelineConfig,
-    PolicyConfig,
     Targets,
-    frozen,
     unknown_environment,
 )
 from promoter.core.gates import Gate
 from promoter.core.naming import label_value_problem, name_problem
 from promoter.core.problems import describe
-from promoter.core.spec import MIG_PROFILE_PATTERN, Spec, deep_merge, resolve
+from promoter.core.spec import MIG_PROFILE_PATTERN, deep_merge
 from promoter.errors import ConfigError
-from promoter.policy_settings import PolicySettings, compile_gates
-
-
-class Secret:
-    """A secret value that never shows itself in repr, str, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+from promoter.policy_settings import PolicySettings
+from promoter.secret_settings import Secret, read_secrets, refuse_inline_secrets
+from promoter.settings_file import default_problems, read_yaml
 
 
 class _Section(BaseModel):
@@ -232,82 +211,6 @@ class ServerSettings(_Section):
                                   description="request line and headers at most; above, 400")
 
 
-class ArgoCDSettings(_Section):
-    repo_url: str | None = Field(
-        default=None, description="GitOps repository URL Argo CD clones; default: the GitLab "
-                                  "project's HTTPS URL, else git.remote")
-    namespace: str = Field(default="argocd", description="where Argo CD runs")
-    project: str = Field(default="models", description="the AppProject of promoted models")
-    webhook_url: str = Field(
-        default="http://promoter.promoter.svc:8080/webhooks/argocd",
-        description="where Argo CD notifications reach `promoter serve`")
-    region_label: str = Field(default="topology.kubernetes.io/region",
-                              description="cluster label matched against allowed_regions")
-    image_globs: list[str] = Field(
-        default_factory=list, description="admission-policy globs; default from image.repository")
-    verification_keys: list[Path] = Field(
-        default_factory=list, description="extra cosign.pub files the admission policies trust")
-    ci_image: str = Field(default="python:3.11-bookworm",
-                          description="image of the GitOps repository's CI gate")
-    promoter_package: str = Field(default="promoter",
-                                  description="pip requirement the CI gate installs")
-    kubeconfig: Path | None = Field(default=None, description="for `promoter status`; default: "
-                                    "$KUBECONFIG, ~/.kube/config, then in-cluster")
-    context: str | None = Field(default=None, description="kubeconfig context")
-    status_timeout_seconds: float = Field(default=10, gt=0)
-
-
-class PrometheusSettings(_Section):
-    url: str | None = Field(default=None, description="Prometheus HTTP API base URL, for "
-                            "forecast, rightsize and cost; KEDA's prometheus trigger uses it too")
-    timeout_seconds: float = Field(default=30, gt=0, le=600)
-    cluster_url: str | None = Field(
-        default=None, description="Prometheus as KEDA reaches it inside the cluster (the "
-        "prometheus trigger's serverAddress); default: url")
-
-    @field_validator("url", "cluster_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s]+$", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value
-
-
-class ForecastSettings(_Section):
-    timezone: str = Field(default="UTC", description="IANA zone of the cron windows, e.g. "
-                          "Europe/Berlin")
-    lead_time_seconds: int | None = Field(
-        default=None, ge=0, le=6 * 3600, description="cold-start lead time; default: measured "
-        "(pod created -> Ready), else the runtime's telemetry.startupSeconds")
-    history_days: int = Field(default=21, ge=7, le=90)
-    step_minutes: int = Field(default=15, ge=1, le=60)
-    requests_per_replica: float = Field(
-        default=10, gt=0, description="requests/s one replica serves, unless the intent scales "
-        "on rps (then its scaling.target)")
-    queue_per_replica: float = Field(default=4, gt=0,
-                                     description="waiting requests per replica before scaling")
-    quantile_z: float = Field(default=1.28, ge=0, le=4,
-                              description="upper band = forecast x (1 + z x spread)")
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
-        return value
-
-
-class TelemetrySettings(_Section):
-    gpu_hour_prices: dict[str, float] = Field(
-        default_factory=dict, description="price of one GPU-hour per GPU type (the intent's "
-        "resources.gpu.type); 'default' for any other type")
-    currency: str = "USD"
-
-
 def _default_environments() -> dict[str, Environment]:
     return {
         "staging": Environment(trigger=Trigger(alias="staging", stage="Staging"),
@@ -395,58 +298,22 @@ class Settings(_Section):
         return self.secrets.get(name)
 
     def targets(self) -> Targets:
-        """The environments and defaults as the core's frozen value."""
-        return Targets(defaults=frozen(self.defaults),
-                       environments=frozen({name: _target(name, env)
-                                            for name, env in self.environments.items()}),
-                       image_repository=self.image.repository,
-                       modelcar_repository=self.image.modelcar_repository,
-                       cost_labels=frozen(self.cost_labels),
-                       image_base_configured=self.image.base is not None, demo=self.image.demo)
+        """The environments and defaults as the core's frozen value (settings_core)."""
+        from promoter.settings_core import targets
+
+        return targets(self)
 
     def gates(self) -> tuple[Gate, ...]:
         """policy.gates and policy.teams compiled for the core (ConfigError when one is bad)."""
-        return compile_gates(self.policy, self.environments, _sample_intent(self.defaults))
+        from promoter.settings_core import gates
+
+        return gates(self)
 
     def pipeline_config(self) -> PipelineConfig:
         """What the promotion pipeline reads, and nothing else (no secrets, no paths)."""
-        base = self.mlflow.ui_url or self.mlflow.tracking_uri
-        return PipelineConfig(
-            targets=self.targets(),
-            policy=PolicyConfig(required_tags=frozen(self.policy.required_tags),
-                                team_gpu_quota=frozen(self.policy.team_gpu_quota),
-                                default_team_gpu_quota=self.policy.default_team_gpu_quota,
-                                gates=self.gates(),
-                                approvers={
-                                    (team, env): (tuple(who.user_ids), tuple(who.group_ids))
-                                    for team, access in self.policy.teams.items()
-                                    for env, who in access.approvers.items()}),
-            manifests_dir=self.git.manifests_dir, target_branch=self.git.target_branch,
-            run_link_base=base if base and base.startswith(("http://", "https://")) else None)
+        from promoter.settings_core import pipeline_config
 
-
-def _sample_intent(defaults: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A ModelDeployment on these defaults, whose field names CEL rules may use."""
-    sample = {"spec": {"model": {"name": "sample", "version": "1"},
-                       "owner": {"team": "sample", "costCenter": "sample"}}}
-    try:
-        return resolve(defaults=defaults, intent=sample, environment=None).model_dump(
-            mode="json", by_alias=True)
-    except ValidationError:
-        return None  # the defaults themselves are reported; skip the field check
-
-
-def _target(name: str, env: Environment) -> EnvironmentTarget:
-    return EnvironmentTarget(
-        name=name, namespace=env.namespace, alias=env.trigger.alias, stage=env.trigger.stage,
-        spec_defaults=frozen(env.spec_defaults()), approvals=env.approvals,
-        auto_merge=env.auto_merge,
-        allowed_gpu_types=tuple(env.allowed_gpu_types) if env.allowed_gpu_types is not None
-        else None,
-        allowed_regions=tuple(env.allowed_regions) if env.allowed_regions is not None else None,
-        cluster_selector=frozen(env.cluster_selector),
-        mig_profiles=tuple(env.mig_profiles) if env.mig_profiles is not None else None,
-        priority_class_name=env.priority_class_name, zone_spread=env.zone_spread)
+        return pipeline_config(self)
 
 
 # Environment variables that override keys of promoter.yaml (documented in the README).
@@ -459,34 +326,21 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PROMOTER_IMAGE_REPOSITORY": ("image", "repository"),
     "PROMOTER_PROMETHEUS_URL": ("prometheus", "url"),
 }
-# Secrets: read from VAR, or from the file named by VAR_FILE.
-SECRET_VARIABLES = (
-    "PROMOTER_MLFLOW_WEBHOOK_SECRET",
-    "PROMOTER_DATABRICKS_WEBHOOK_SECRET",
-    "PROMOTER_GITLAB_TOKEN",
-    "PROMOTER_GITLAB_WEBHOOK_TOKEN",
-    "COSIGN_PASSWORD",
-    "SIGSTORE_ID_TOKEN",
-    "PROMOTER_ARGOCD_WEBHOOK_SECRET",
-)
-_SECRET_LOOKING_KEYS = ("token", "secret", "password")
-
-
 def load_settings(config: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read promoter.yaml (``config`` or ``$PROMOTER_CONFIG``; none → defaults) and the env."""
     environ = os.environ if environ is None else environ
     path = config or (Path(environ["PROMOTER_CONFIG"]) if environ.get("PROMOTER_CONFIG") else None)
-    raw = _read_yaml(path) if path else {}
-    _refuse_inline_secrets(raw, path)
+    raw = read_yaml(path) if path else {}
+    refuse_inline_secrets(raw, path)
     for variable, keys in ENV_OVERRIDES.items():
         if environ.get(variable):
             raw = deep_merge(raw, _nest(keys, environ[variable]))
     if environ.get("PROMOTER_GITLAB_URL") and "provider" not in (raw.get("git") or {}):
         raw = deep_merge(raw, {"git": {"provider": "gitlab"}})
     raw = _with_default_spec(raw)
-    problems = _default_problems(raw.get("defaults"))
+    problems = default_problems(raw.get("defaults"))
     try:
-        settings = Settings.model_validate({**raw, "secrets": _read_secrets(environ)})
+        settings = Settings.model_validate({**raw, "secrets": read_secrets(environ)})
     except ValidationError as exc:
         problems = describe(exc) + problems
     if problems:
@@ -501,37 +355,6 @@ def load_settings(config: Path | None = None, environ: Mapping[str, str] | None 
     return settings
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
-    try:
-        data = YAML(typ="safe", pure=True).load(text)
-    except YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level")
-    data.pop("apiVersion", None)
-    if data.pop("kind", "PromoterConfig") != "PromoterConfig":
-        raise ConfigError(f"{path}: kind must be PromoterConfig")
-    return data
-
-
-def _refuse_inline_secrets(raw: Mapping[str, Any], path: Path | None, prefix: str = "") -> None:
-    for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            if key != "defaults":
-                _refuse_inline_secrets(value, path, dotted + ".")
-        elif any(word in str(key).lower() for word in _SECRET_LOOKING_KEYS):
-            raise ConfigError(
-                f"{path}: {dotted} looks like a secret; secrets are read only from the environment",
-                hint="set it with an environment variable (or VAR_FILE) listed in the README")
-
-
 def _nest(keys: tuple[str, ...], value: str) -> dict[str, Any]:
     nested: dict[str, Any] = {keys[-1]: value}
     for key in reversed(keys[:-1]):
@@ -543,40 +366,3 @@ def _with_default_spec(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw.get("defaults"), Mapping):
         return {**raw, "defaults": deep_merge(DEFAULT_SPEC, raw["defaults"])}
     return raw
-
-
-def _read_secrets(environ: Mapping[str, str]) -> dict[str, Secret]:
-    secrets: dict[str, Secret] = {}
-    for variable in SECRET_VARIABLES:
-        if environ.get(variable) is not None:
-            secrets[variable] = Secret(environ[variable])
-        elif environ.get(variable + "_FILE"):
-            file = Path(environ[variable + "_FILE"])
-            try:
-                secrets[variable] = Secret(file.read_text(encoding="utf-8").rstrip("\r\n"))
-            except OSError as exc:
-                raise ConfigError(f"{variable}_FILE names {file}, which cannot be read: "
-                                  f"{exc.strerror}") from None
-    return secrets
-
-
-def _default_problems(defaults: Any) -> list[str]:
-    """The defaults are a partial intent: check each field they set, with its dotted path."""
-    if not isinstance(defaults, Mapping):
-        return []
-    problems = []
-    for field, value in defaults.items():
-        name = _SPEC_FIELDS_BY_ALIAS.get(field)
-        if name is None:
-            problems.append(f"defaults.{field}: is not a known field (check the spelling)")
-            continue
-        annotation = Spec.model_fields[name].annotation
-        assert annotation is not None  # every Spec field is annotated
-        try:
-            TypeAdapter(annotation).validate_python(value)
-        except ValidationError as exc:
-            problems.extend(describe(exc, prefix=f"defaults.{field}"))
-    return problems
-
-
-_SPEC_FIELDS_BY_ALIAS = {(info.alias or name): name for name, info in Spec.model_fields.items()}

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from promoter.ports.registry import Registry
-    from promoter.settings import Secret, Settings
+    from promoter.secret_settings import Secret
+    from promoter.settings import Settings
 
 SECRET_VARIABLE = "PROMOTER_ARGOCD_WEBHOOK_SECRET"  # noqa: S105 - the variable's name
 Answer = tuple[int, dict[str, Any]]

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from promoter.settings import Secret, Settings
+    from promoter.secret_settings import Secret
+    from promoter.settings import Settings
 
 _log = logging.getLogger("promoter.gitlab_hook")
 TOKEN_VARIABLE = "PROMOTER_GITLAB_WEBHOOK_TOKEN"  # noqa: S105 - the variable's name

@@ -15,12 +15,13 @@ from starlette.testclient import TestClient
 from promoter.errors import TransientError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeployedState
+from promoter.secret_settings import Secret
 from promoter.service import argocd_hook
 from promoter.service.argocd_hook import ArgoCDHookHandler
 from promoter.service.audit import AuditTrail
 from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
 from promoter.service.ledger import SqliteLedger
-from promoter.settings import Secret, load_settings
+from promoter.settings import load_settings
 from tests.argocd.applications import REVISION, application, notification
 
 SECRET = "s3cret-token"

@@ -13,8 +13,8 @@ import pytest
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.errors import TransientError
+from promoter.secret_settings import Secret
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler, starlette_endpoint
-from promoter.settings import Secret
 from tests.gitlab import trees
 from tests.gitlab.conftest import ENV, NAME, GitLabHarness, proposal
 from tests.gitlab.standin.server import StandIn

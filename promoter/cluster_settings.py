@@ -1,0 +1,89 @@
+"""The promoter.yaml sections for what promoter reads from and writes to the clusters: Argo CD
+(scaffolding, status) and Prometheus telemetry (forecasts, right-sizing, cost)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArgoCDSettings(_Section):
+    repo_url: str | None = Field(
+        default=None, description="GitOps repository URL Argo CD clones; default: the GitLab "
+                                  "project's HTTPS URL, else git.remote")
+    namespace: str = Field(default="argocd", description="where Argo CD runs")
+    project: str = Field(default="models", description="the AppProject of promoted models")
+    webhook_url: str = Field(
+        default="http://promoter.promoter.svc:8080/webhooks/argocd",
+        description="where Argo CD notifications reach `promoter serve`")
+    region_label: str = Field(default="topology.kubernetes.io/region",
+                              description="cluster label matched against allowed_regions")
+    image_globs: list[str] = Field(
+        default_factory=list, description="admission-policy globs; default from image.repository")
+    verification_keys: list[Path] = Field(
+        default_factory=list, description="extra cosign.pub files the admission policies trust")
+    ci_image: str = Field(default="python:3.11-bookworm",
+                          description="image of the GitOps repository's CI gate")
+    promoter_package: str = Field(default="promoter",
+                                  description="pip requirement the CI gate installs")
+    kubeconfig: Path | None = Field(default=None, description="for `promoter status`; default: "
+                                    "$KUBECONFIG, ~/.kube/config, then in-cluster")
+    context: str | None = Field(default=None, description="kubeconfig context")
+    status_timeout_seconds: float = Field(default=10, gt=0)
+
+
+class PrometheusSettings(_Section):
+    url: str | None = Field(default=None, description="Prometheus HTTP API base URL, for "
+                            "forecast, rightsize and cost; KEDA's prometheus trigger uses it too")
+    timeout_seconds: float = Field(default=30, gt=0, le=600)
+    cluster_url: str | None = Field(
+        default=None, description="Prometheus as KEDA reaches it inside the cluster (the "
+        "prometheus trigger's serverAddress); default: url")
+
+    @field_validator("url", "cluster_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s]+$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+class ForecastSettings(_Section):
+    timezone: str = Field(default="UTC", description="IANA zone of the cron windows, e.g. "
+                          "Europe/Berlin")
+    lead_time_seconds: int | None = Field(
+        default=None, ge=0, le=6 * 3600, description="cold-start lead time; default: measured "
+        "(pod created -> Ready), else the runtime's telemetry.startupSeconds")
+    history_days: int = Field(default=21, ge=7, le=90)
+    step_minutes: int = Field(default=15, ge=1, le=60)
+    requests_per_replica: float = Field(
+        default=10, gt=0, description="requests/s one replica serves, unless the intent scales "
+        "on rps (then its scaling.target)")
+    queue_per_replica: float = Field(default=4, gt=0,
+                                     description="waiting requests per replica before scaling")
+    quantile_z: float = Field(default=1.28, ge=0, le=4,
+                              description="upper band = forecast x (1 + z x spread)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        return value
+
+
+class TelemetrySettings(_Section):
+    gpu_hour_prices: dict[str, float] = Field(
+        default_factory=dict, description="price of one GPU-hour per GPU type (the intent's "
+        "resources.gpu.type); 'default' for any other type")
+    currency: str = "USD"

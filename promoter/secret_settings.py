@@ -1,0 +1,76 @@
+"""Secrets: read only from environment variables or the files they name (``<VAR>_FILE``),
+never from promoter.yaml, and never shown in repr, logs or tracebacks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from promoter.errors import ConfigError
+
+
+class Secret:
+    """A secret value that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# Secrets: read from VAR, or from the file named by VAR_FILE.
+SECRET_VARIABLES = (
+    "PROMOTER_MLFLOW_WEBHOOK_SECRET",
+    "PROMOTER_DATABRICKS_WEBHOOK_SECRET",
+    "PROMOTER_GITLAB_TOKEN",
+    "PROMOTER_GITLAB_WEBHOOK_TOKEN",
+    "COSIGN_PASSWORD",
+    "SIGSTORE_ID_TOKEN",
+    "PROMOTER_ARGOCD_WEBHOOK_SECRET",
+)
+SECRET_LOOKING_KEYS = ("token", "secret", "password")
+
+
+
+def refuse_inline_secrets(raw: Mapping[str, Any], path: Path | None, prefix: str = "") -> None:
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            if key != "defaults":
+                refuse_inline_secrets(value, path, dotted + ".")
+        elif any(word in str(key).lower() for word in SECRET_LOOKING_KEYS):
+            raise ConfigError(
+                f"{path}: {dotted} looks like a secret; secrets are read only from the environment",
+                hint="set it with an environment variable (or VAR_FILE) listed in the README")
+
+
+def read_secrets(environ: Mapping[str, str]) -> dict[str, Secret]:
+    secrets: dict[str, Secret] = {}
+    for variable in SECRET_VARIABLES:
+        if environ.get(variable) is not None:
+            secrets[variable] = Secret(environ[variable])
+        elif environ.get(variable + "_FILE"):
+            file = Path(environ[variable + "_FILE"])
+            try:
+                secrets[variable] = Secret(file.read_text(encoding="utf-8").rstrip("\r\n"))
+            except OSError as exc:
+                raise ConfigError(f"{variable}_FILE names {file}, which cannot be read: "
+                                  f"{exc.strerror}") from None
+    return secrets
+
+

@@ -20,8 +20,8 @@ from pathlib import Path
 from promoter.errors import UserError
 from promoter.image import modelcar
 from promoter.image.base import BaseImage, load_base, parse_platform
-from promoter.image.builder import SOURCE_INPUTS_LABEL, ImageTarget, push
-from promoter.image.config import OCI_MANIFEST
+from promoter.image.builder import ImageTarget, push
+from promoter.image.existing import find_pushed
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
 from promoter.image.reference import Reference, parse_reference
@@ -90,21 +90,7 @@ class ModelcarBuilder:
         wanted = modelcar.source_inputs(lineage, request, base, labels, platform)
         tag = modelcar_tag(lineage)
         with self._clients(target.api_host) as client:
-            manifest = client.get_manifest(target.repository, tag)
-            if manifest is None or manifest.media_type != OCI_MANIFEST:
-                return None
-            body = json.loads(manifest.body)
-            config = client.get_blob(target.repository, body["config"]["digest"])
-        recorded = (json.loads(config).get("config") or {}).get("Labels") or {}
-        if recorded.get(SOURCE_INPUTS_LABEL) != wanted:
-            return None
-        layers = [str(layer["digest"]) for layer in body.get("layers", [])]
-        size = len(manifest.body) + len(config) + sum(
-            int(layer["size"]) for layer in body.get("layers", []))
-        return BuiltImage(reference=f"{target.name}@{manifest.digest}", digest=manifest.digest,
-                          size=size, layers=layers, bytes_uploaded=0, tag=tag,
-                          notes=["already built from the same inputs: nothing downloaded or "
-                                 "pushed"])
+            return find_pushed(client, target, tag, wanted)
 
     def build(self, model_dir: Path, repository: str, request: ModelcarRequest,
               lineage: ModelLineage, labels: Mapping[str, str]) -> BuiltImage:

@@ -6,7 +6,6 @@ the composition root supplies the adapters, so nothing here imports them.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -16,7 +15,6 @@ from pathlib import Path
 from promoter.errors import UsageError, UserError
 from promoter.image.base import BaseImage, load_base, parse_platform
 from promoter.image.builder import (
-    SOURCE_INPUTS_LABEL,
     BuildOptions,
     BuildProgress,
     ImageTarget,
@@ -24,7 +22,7 @@ from promoter.image.builder import (
     push,
     source_inputs,
 )
-from promoter.image.config import OCI_MANIFEST
+from promoter.image.existing import find_pushed
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
 from promoter.image.reference import Reference, parse_reference
@@ -89,20 +87,7 @@ class DaemonlessImageBuilder:
         wanted = source_inputs(lineage, base_image, labels, options)
         tag = self._tag(tag, lineage)
         with self._client(target.api_host) as client:
-            manifest = client.get_manifest(target.repository, tag)
-            if manifest is None or manifest.media_type != OCI_MANIFEST:
-                return None
-            body = json.loads(manifest.body)
-            config = client.get_blob(target.repository, body["config"]["digest"])
-        recorded = (json.loads(config).get("config") or {}).get("Labels") or {}
-        if recorded.get(SOURCE_INPUTS_LABEL) != wanted:
-            return None
-        layers = [str(layer["digest"]) for layer in body.get("layers", [])]
-        size = len(manifest.body) + len(config) + sum(
-            int(layer["size"]) for layer in body.get("layers", []))
-        notes.append("already built from the same inputs: nothing downloaded or pushed")
-        return BuiltImage(reference=f"{target.name}@{manifest.digest}", digest=manifest.digest,
-                          size=size, layers=layers, bytes_uploaded=0, tag=tag, notes=notes)
+            return find_pushed(client, target, tag, wanted, notes)
 
     def build(self, model_dir: Path, repository: str, *, base: str | None,
               labels: Mapping[str, str], lineage: ModelLineage | None = None,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, emit_json, state
 from promoter.commands.keys import cosign_password
 from promoter.errors import UsageError, UserError
+
+if TYPE_CHECKING:
+    from promoter.ports.image import BuiltImage
 
 image_app = typer.Typer(help="Build, sign and verify the model serving image.",
                         no_args_is_help=True)
@@ -59,15 +62,7 @@ def build(
         built = composition.build_image(settings, model, repository, base=base,
                                         labels=_labels(label or []), tag=tag, layout=oci_layout,
                                         progress=BuildProgress(task.status, task.transfer))
-    reference = f"oci:{oci_layout}@{built.digest}" if oci_layout else built.reference
-    if output == "json":
-        emit_json({"reference": reference, "digest": built.digest, "size": built.size,
-                   "layers": built.layers, "bytes_uploaded": built.bytes_uploaded,
-                   "tag": built.tag, "notes": built.notes})
-        return
-    for note in built.notes:
-        typer.echo(f"note: {note}", err=True)
-    typer.echo(reference)
+    _report(built, oci_layout, output)
 
 
 @image_app.command("modelcar")
@@ -111,6 +106,11 @@ def modelcar(
     with Progress.for_output(output).task(f"building the modelcar for {model}"):
         built = composition.build_modelcar(settings, model, target, request,
                                            labels=_labels(label or []), layout=oci_layout)
+    _report(built, oci_layout, output)
+
+
+def _report(built: BuiltImage, oci_layout: Path | None, output: str) -> None:
+    """The built image's reference (its notes on stderr), or every fact with --output json."""
     reference = f"oci:{oci_layout}@{built.digest}" if oci_layout else built.reference
     if output == "json":
         emit_json({"reference": reference, "digest": built.digest, "size": built.size,

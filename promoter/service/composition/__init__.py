@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from promoter.core.config import PipelineConfig, frozen
 from promoter.core.mr_events import ForgeEvent
-from promoter.core.pipeline import Pipeline, Ports
+from promoter.core.pipeline import Ports
 from promoter.core.render import Renderer
 from promoter.ports.clock import SystemClock
 from promoter.ports.git import GitProvider
 from promoter.ports.image import Signer, Verifier
 from promoter.ports.metrics import MetricsSource
-from promoter.ports.pipeline import Progress
 from promoter.ports.processes import BackgroundService
 from promoter.ports.registry import Registry, WebhookAdmin
 from promoter.ports.review import MergeRequestReview
@@ -62,7 +61,6 @@ __all__ = [
     "local_review",
     "manifest_checker",
     "outcomes",
-    "pipeline",
     "pipeline_config",
     "ports",
     "provider",
@@ -157,12 +155,6 @@ def pipeline_config(settings: Settings, renderer: Renderer) -> PipelineConfig:
     config = settings.pipeline_config()
     targets = dataclasses.replace(config.targets, runtimes=frozen(renderer.runtimes))
     return dataclasses.replace(config, targets=targets)
-
-
-def pipeline(settings: Settings, registry: Registry, *,
-             progress: Progress | None = None) -> Pipeline:
-    built = ports(settings, registry)
-    return Pipeline(pipeline_config(settings, built.renderer), built, progress)
 
 
 def argocd_applications(settings: Settings) -> ApplicationSource:

@@ -27,9 +27,8 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     from promoter.service.audit import AuditTrail
 
     root, target = settings.git.manifests_dir.strip("/"), settings.git.target_branch
-    kustomizations = [path for path in provider.paths(f"{root}/", target)
-                      if path.endswith("/kustomization.yaml")]
-    files = {path: provider.read(path, target) or "" for path in kustomizations}
+    files = {path: text for path, text in provider.files(f"{root}/", target).items()
+             if path.endswith("/kustomization.yaml")}
     history = AuditTrail(settings.state_dir)
 
     def view(overlay: gc.Overlay) -> gc.RegistryView:

@@ -104,7 +104,7 @@ def test_gc_proposes_one_mr_on_the_local_provider(tmp_path: Path) -> None:
     mr = provider.get(plan.result.merge_request.iid)
     assert mr.source_branch == GC_BRANCH and "gc" in mr.labels
     assert f"`{ROOT}/{NAME}/overlays/production/`" in mr.description
-    left = provider.paths(f"{ROOT}/{NAME}/", GC_BRANCH)
+    left = sorted(provider.files(f"{ROOT}/{NAME}/", GC_BRANCH))
     assert left and not any("/overlays/production/" in path for path in left)
     again = collect(settings, world.registry, provider, dry_run=False)   # idempotent
     assert again.result is not None and again.result.mr_iid == mr.iid
@@ -135,7 +135,7 @@ def test_gc_proposes_one_mr_on_the_gitlab_stand_in(tmp_path: Path) -> None:
         mr = standin.project.mrs[plan.result.mr_iid]
         assert mr.source_branch == GC_BRANCH and "gc" in mr.labels
         assert f"`{ROOT}/{NAME}/overlays/production/`" in mr.description
-        left = harness.provider.paths(f"{ROOT}/{NAME}/", GC_BRANCH)
+        left = sorted(harness.provider.files(f"{ROOT}/{NAME}/", GC_BRANCH))
         assert left and not any("/overlays/production/" in path for path in left)
     finally:
         standin.stop()

@@ -280,8 +280,8 @@ class GitLabProvider:
         found = self.forge.merge_requests(branch_for(name, env))
         return found[0] if found else None
 
-    def paths(self, prefix: str, ref: str) -> list[str]:
-        return sorted(self.forge.read_files(ref, [], [prefix]))
+    def files(self, prefix: str, ref: str) -> dict[str, str]:
+        return self.forge.read_files(ref, [], [prefix])
 
     def read(self, path: str, ref: str) -> str | None:
         return self.forge.read_files(ref, [path], []).get(path)

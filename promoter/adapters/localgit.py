@@ -161,9 +161,9 @@ class LocalGitProvider:
         target = f"refs/remotes/origin/{mr.target_branch}"
         return self.forge.repo.git("diff", f"{target}...{mr.head_sha}")
 
-    def paths(self, prefix: str, ref: str) -> list[str]:
+    def files(self, prefix: str, ref: str) -> dict[str, str]:
         self.forge.repo.fetch()  # read the remote's branch as it is now, as GitLab's API does
-        return sorted(self.forge.read_files(ref, [], [prefix]))
+        return self.forge.read_files(ref, [], [prefix])
 
     def read(self, path: str, ref: str) -> str | None:
         self.forge.repo.fetch()

@@ -35,7 +35,7 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob,
             None, reason=f"promoter has no deployment of {job.model!r} in {job.env}")
     root = config.manifests_root
     overlay = f"{root}/{state.name}/overlays/{job.env}/"
-    overlays = ports.provider.paths(f"{root}/{state.name}/overlays/",
+    overlays = ports.provider.files(f"{root}/{state.name}/overlays/",
                                          config.target_branch)
     remaining = [path for path in overlays if not path.startswith(overlay)]
     managed = (overlay,) if remaining else (overlay, f"{root}/{state.name}/base/")

@@ -223,16 +223,15 @@ class Pipeline:
 
     def _claimed_elsewhere(self, env: str, name: str) -> dict[str, int]:
         """team → GPUs the other deployments on the target branch claim in ``env`` (read only
-        when a team quota is configured: it costs a tree listing and one read per overlay)."""
+        when a team quota is configured: it costs one read of the tree)."""
         policy = self.config.policy
         if not policy.team_gpu_quota and policy.default_team_gpu_quota is None:
             return {}
         root, target = self.config.manifests_root, self.config.target_branch
         suffix = f"/overlays/{env}/kustomization.yaml"
-        paths = [path for path in self.ports.provider.paths(f"{root}/", target)
-                 if path.endswith(suffix) and not path.startswith(f"{root}/{name}/")]
-        return tree_facts.team_claims({path: self.ports.provider.read(path, target) or ""
-                                       for path in paths})
+        return tree_facts.team_claims({
+            path: text for path, text in self.ports.provider.files(f"{root}/", target).items()
+            if path.endswith(suffix) and not path.startswith(f"{root}/{name}/")})
 
     def _artifact(self, deployment: ModelDeployment) -> Artifact:
         """What the runtime runs (its descriptor says): the pyfunc image, a modelcar, none."""

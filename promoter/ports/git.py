@@ -112,8 +112,9 @@ class GitProvider(Protocol):
     def find(self, name: str, env: str) -> MergeRequest | None:
         """The newest MR of the branch of (name, env), in any state, or None."""
 
-    def paths(self, prefix: str, ref: str) -> list[str]:
-        """Files under ``prefix`` on branch ``ref`` (a decommission asks which overlays remain)."""
+    def files(self, prefix: str, ref: str) -> dict[str, str]:
+        """Every file under ``prefix`` on branch ``ref`` with its text, in one read (which
+        overlays remain; what the other overlays claim; what gc may remove)."""
 
     def read(self, path: str, ref: str) -> str | None:
         """One file's text on branch ``ref``, or None when it is not there."""

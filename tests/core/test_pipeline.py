@@ -184,8 +184,8 @@ class MemoryProvider:
         found = [mr for mr in self.mrs if mr.source_branch == f"promote/{name}/{env}"]
         return found[-1] if found else None
 
-    def paths(self, prefix: str, ref: str) -> list[str]:
-        return sorted(p for p in self.branches.get(ref, {}) if p.startswith(prefix))
+    def files(self, prefix: str, ref: str) -> dict[str, str]:
+        return {p: t for p, t in self.branches.get(ref, {}).items() if p.startswith(prefix)}
 
     def read(self, path: str, ref: str) -> str | None:
         return self.branches.get(ref, {}).get(path)

@@ -27,7 +27,7 @@ def test_first_commit_of_the_local_provider_holds_the_scaffolding(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = load_settings(_config(tmp_path, key=True), environ={})
     provider = composition.provider(settings)
-    assert provider.paths("argocd/", "main") == ["argocd/applicationset.yaml",
+    assert sorted(provider.files("argocd/", "main")) == ["argocd/applicationset.yaml",
                                                  "argocd/appproject.yaml",
                                                  "argocd/kustomization.yaml",
                                                  "argocd/notifications.yaml"]
@@ -44,7 +44,7 @@ def test_first_commit_of_the_local_provider_holds_the_scaffolding(
 def test_propose_opens_one_merge_request_when_the_scaffolding_is_missing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     without_key = load_settings(_config(tmp_path, key=False), environ={})
-    assert composition.provider(without_key).paths("argocd/", "main") == []  # no key yet
+    assert sorted(composition.provider(without_key).files("argocd/", "main")) == []  # no key yet
     run = cli_runner(capsys)
     config = _config(tmp_path, key=True)
     code, out, err = run("--config", str(config), "gitops", "init", "--propose",

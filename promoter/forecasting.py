@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ruamel.yaml import YAML
 
 from promoter.core import forecast as model
-from promoter.core import mr_text, prewarm
+from promoter.core import keda_overlay, mr_text, prewarm
 from promoter.core.config import EnvironmentTarget
 from promoter.core.gates import GateFacts
 from promoter.core.intent import resolve_intent
@@ -36,9 +36,7 @@ from promoter.settings import Settings
 
 SCALE_BRANCH_PREFIX = "scale"
 KEDA_WINDOW = "2m"
-SCALED_OBJECT_FILE = "scaledobject.yaml"
-HPA_DELETE_FILE = "patch-delete-horizontalpodautoscaler.yaml"
-KSERVE_EXTERNAL_FILE = "patch-inferenceservice-autoscaler.yaml"
+SCALED_OBJECT_FILE = keda_overlay.SCALED_OBJECT_FILE
 PLOT_FILE = "forecast.svg"
 
 
@@ -214,33 +212,25 @@ def dump_yaml(data: Any) -> str:
 
 
 def overlay_files(plan_: ForecastPlan, kustomization: str) -> dict[str, str]:
-    """The overlay's files that change: the ScaledObject, the HPA handed to KEDA, the list.
+    """The overlay's files that change: the ScaledObject, the hand-over patch, the list.
 
-    KEDA owns an HPA for its target, so promoter's HPA is deleted in the overlay (kubernetes
-    platform) or KServe is told an external autoscaler scales the predictor (kserve).
+    The hand-over (core.keda_overlay) is the one the renderer writes when it carries an
+    accepted ScaledObject forward, so the next promotion keeps this overlay's scaling.
     """
     data = YAML(typ="safe", pure=True).load(kustomization)
     if not isinstance(data, dict):
         raise UserError("the overlay's kustomization.yaml is not a mapping")
     resources = [r for r in data.get("resources") or [] if r != SCALED_OBJECT_FILE]
     data["resources"] = [*resources, SCALED_OBJECT_FILE]
-    patches = [p for p in data.get("patches") or []
-               if not (isinstance(p, dict) and p.get("path") in (
-                   "patch-horizontalpodautoscaler.yaml", HPA_DELETE_FILE, KSERVE_EXTERNAL_FILE))]
+    others = [p for p in data.get("patches") or []
+              if not (isinstance(p, dict) and isinstance(p.get("path"), str))]
+    paths = [p["path"] for p in data.get("patches") or []
+             if isinstance(p, dict) and isinstance(p.get("path"), str)]
     name = plan_.deployment.name
     files = {SCALED_OBJECT_FILE: dump_yaml(plan_.scaled_object)}
-    if plan_.platform == "kubernetes":
-        files[HPA_DELETE_FILE] = dump_yaml({
-            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": name}, "$patch": "delete"})
-        patches.append({"path": HPA_DELETE_FILE})
-    else:
-        files[KSERVE_EXTERNAL_FILE] = dump_yaml({
-            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": name, "annotations": {
-                "serving.kserve.io/autoscalerClass": "external"}}})
-        patches.append({"path": KSERVE_EXTERNAL_FILE})
-    data["patches"] = patches
+    files.update(keda_overlay.handover_patches(plan_.platform, name))
+    data["patches"] = [*others, *({"path": path} for path in
+                                  keda_overlay.handed_over_patches(paths, plan_.platform, name))]
     files["kustomization.yaml"] = dump_yaml(data)
     return files
 
@@ -275,6 +265,9 @@ def propose(settings: Settings, plan_: ForecastPlan, provider: GitProvider) -> P
                         f"{settings.git.target_branch}: promote the model to {plan_.env} first")
     files: dict[str, str | None] = {f"{overlay}/{path}": text
                                     for path, text in overlay_files(plan_, current).items()}
+    if plan_.platform == "kubernetes" and keda_overlay.HPA_PATCH_FILE in current:
+        # Deleted, not just unlisted: the next promotion's render would delete it anyway.
+        files[f"{overlay}/{keda_overlay.HPA_PATCH_FILE}"] = None
     from promoter.forecast_plot import svg
 
     files[f"{overlay}/{PLOT_FILE}"] = svg(plan_)

@@ -25,7 +25,9 @@ def targets(settings: Settings) -> Targets:
                    image_repository=settings.image.repository,
                    modelcar_repository=settings.image.modelcar_repository,
                    cost_labels=frozen(settings.cost_labels),
-                   image_base_configured=settings.image.base is not None, demo=settings.image.demo)
+                   image_base_configured=settings.image.base is not None,
+                   modelcar_base_configured=settings.image.modelcar_base is not None,
+                   demo=settings.image.demo)
 
 
 def gates(settings: Settings) -> tuple[Gate, ...]:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, state
+from promoter.core import keda_overlay
 from promoter.core.render import ImagePin
 from promoter.errors import UsageError
 
@@ -19,7 +20,8 @@ The intent comes from a ModelDeployment file (--intent) or from MLflow (MODEL --
 deploy.* tags or a logged modeldeployment.yaml). --dry-run prints every file with its path and
 writes nothing; --out DIR writes DIR/<name>/base and DIR/<name>/overlays/<env>.
 --modelcar REPO@sha256:… (modelcar runtimes) and --image REPO@sha256:… (the deployment
-runtime) pin the signed artifact the overlay runs, as a promotion does.
+runtime) pin the signed artifact the overlay runs, as a promotion does. An accepted
+`promoter forecast` ScaledObject already in DIR's overlay is kept, as a promotion keeps it.
 """
 
 _PINNED = re.compile(r"^(?P<repo>[a-z0-9][a-z0-9._:/-]*)@(?P<digest>sha256:[0-9a-f]{64})$")
@@ -72,6 +74,13 @@ def render(
     modelcar_pin, image_pin = _pin("--modelcar", modelcar), _pin("--image", image)
     request = dataclasses.replace(request, modelcar=modelcar_pin or request.modelcar,
                                   image=image_pin or request.image)
+    if out is not None:
+        # An accepted `promoter forecast` ScaledObject in the tree stays, as in a promotion.
+        accepted = (out / request.deployment.name / "overlays" / env
+                    / keda_overlay.SCALED_OBJECT_FILE)
+        if accepted.is_file():
+            request = dataclasses.replace(request,
+                                          accepted_scaling=accepted.read_text(encoding="utf-8"))
     files = rendering.renderer(settings).render(request)
     if out is not None:
         written = rendering.write_tree(out, files)

@@ -65,6 +65,8 @@ class Targets:
     # The pyfunc image gets Python from its base: False means the image cannot start, which
     # only the demo accepts (and says so).
     image_base_configured: bool = True
+    # KServe runs a modelcar through `sh`: False means a kserve modelcar could not start.
+    modelcar_base_configured: bool = True
     demo: bool = False
     # The renderer's runtime descriptors (Renderer.runtimes): when given, resolving an intent
     # already refuses what its runtime cannot render, before any image is built.

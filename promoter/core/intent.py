@@ -106,6 +106,10 @@ def build_request(targets: Targets, intent: Mapping[str, Any], environment: str,
         problem = runtimes.baseless_image_problem(
             descriptor, image_built=targets.image_repository is not None,
             base_configured=targets.image_base_configured, demo=targets.demo)
+        problem = problem or runtimes.shell_less_modelcar_problem(
+            descriptor, deployment,
+            modelcar_built=(targets.modelcar_repository or targets.image_repository) is not None,
+            base_configured=targets.modelcar_base_configured, demo=targets.demo)
         if problem:
             raise UserError(f"{origin}: {problem}")
     if image is None and targets.image_repository:

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from promoter.core import gates, mr_text, tree_facts
@@ -148,6 +148,9 @@ class Pipeline:
             image=pin if artifact == "pyfunc-image" else None,
             modelcar=pin if artifact == "modelcar" else None,
             model=ModelRef(name=job.model, version=version))
+        request = replace(request, accepted_scaling=self.ports.provider.read(
+            tree_facts.scaled_object(self.config.manifests_root, deployment.name, job.env),
+            self.config.target_branch))
         files = self.ports.renderer.render(request)
         self.progress("render", "ok", f"{len(files)} files")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from jinja2 import DictLoader
 
-from promoter.core import runtimes
+from promoter.core import keda_overlay, runtimes
 from promoter.core.config import DEFAULT_COST_LABELS, frozen
 from promoter.core.manifest_context import base_context, overlay_context
 from promoter.core.runtimes import RuntimeDescriptor
@@ -56,6 +56,9 @@ class RenderRequest:
     zone_spread: str | None = "ScheduleAnyway"
     image_base_configured: bool = True  # see runtimes.baseless_image_problem
     demo: bool = False
+    # The overlay's scaledobject.yaml on the target branch, from a merged `promoter forecast`
+    # MR: carried forward (bounded by this intent) so a promotion keeps KEDA's schedule.
+    accepted_scaling: str | None = None
 
 
 class Renderer:
@@ -126,9 +129,19 @@ class Renderer:
         context = overlay_context(request, descriptor)
         files = {_output(name): self._render(_template(descriptor, "overlay", name), context)
                  for name in form.overlay}
+        patches, resources = [_output(name) for name in form.overlay], []
+        if request.accepted_scaling is not None:
+            platform = descriptor.platform(deployment)
+            patches = keda_overlay.handed_over_patches(patches, platform, deployment.name)
+            files = {path: text for path, text in files.items() if path in patches}
+            files.update(keda_overlay.handover_patches(platform, deployment.name))
+            scaling = deployment.spec.scaling
+            files[keda_overlay.SCALED_OBJECT_FILE] = keda_overlay.bounded(
+                request.accepted_scaling, scaling.min_replicas, scaling.max_replicas)
+            resources = [keda_overlay.SCALED_OBJECT_FILE]
         files["kustomization.yaml"] = self._render(
             "overlay/kustomization.yaml.j2",
-            {**context, "patches": [_output(name) for name in form.overlay]})
+            {**context, "patches": patches, "resources": resources})
         prefix = f"{deployment.name}/overlays/{request.environment}"
         return {f"{prefix}/{path}": text for path, text in sorted(files.items())}
 

@@ -198,3 +198,22 @@ def baseless_image_problem(descriptor: RuntimeDescriptor, *, image_built: bool,
     return (f"runtime {descriptor.name} runs the built pyfunc image, and without image.base "
             "that image has no Python and cannot start; set image.base in promoter.yaml to a "
             "Python image (or choose a modelcar runtime: kserve, vllm, triton)")
+
+
+def shell_less_modelcar_problem(descriptor: RuntimeDescriptor, deployment: ModelDeployment, *,
+                                modelcar_built: bool, base_configured: bool,
+                                demo: bool) -> str | None:
+    """KServe starts a modelcar as a sidecar running ``sh -c 'ln -sf /proc/$$/root/models …
+    && sleep infinity'``: a modelcar of only the model files has no ``sh`` and never starts.
+
+    Image volumes (the plain Deployment forms of vllm and triton) mount the files and run
+    nothing from the image, so only the kserve platform needs image.modelcar_base. The demo
+    may build one anyway (it never reaches a cluster).
+    """
+    if (descriptor.artifact != "modelcar" or descriptor.platform(deployment) != "kserve"
+            or not modelcar_built or base_configured or demo):
+        return None
+    return (f"runtime {descriptor.name} on KServe runs the modelcar as a sidecar through `sh`, "
+            "and without image.modelcar_base the modelcar holds only the model files; set "
+            "image.modelcar_base in promoter.yaml to a small image with a shell, pinned by "
+            "digest (e.g. busybox), or choose serving.platform: kubernetes")

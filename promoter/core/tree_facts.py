@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from promoter.core import keda_overlay
+
 REGISTERED_MODEL = "promoter.dev/registered-model"   # in the base's commonAnnotations
 MODEL_VERSION = "promoter.dev/model-version"         # in an overlay's commonAnnotations
 TEAM = "promoter.dev/team"                           # in an overlay's commonAnnotations
@@ -52,3 +54,8 @@ def base_kustomization(root: str, name: str) -> str:
 
 def overlay_kustomization(root: str, name: str, env: str) -> str:
     return f"{root}/{name}/overlays/{env}/kustomization.yaml"
+
+
+def scaled_object(root: str, name: str, env: str) -> str:
+    """Where an accepted KEDA ScaledObject (a merged `promoter forecast` MR) lives."""
+    return f"{root}/{name}/overlays/{env}/{keda_overlay.SCALED_OBJECT_FILE}"

@@ -52,6 +52,27 @@ def test_out_writes_a_tree_that_validates(run_cli: Run, tmp_path: Path) -> None:
     assert stdout.count("ok ") == 2
 
 
+def test_out_keeps_an_accepted_scaled_object_in_the_overlay(run_cli: Run, tmp_path: Path) -> None:
+    out = tmp_path / "manifests"
+    args = ("render", "--intent", str(EXAMPLES / "fraud-detector.yaml"), "--env", "production",
+            "--out", str(out), "--config", CONFIG)
+    assert run_cli(*args)[0] == 0
+    overlay = out / "fraud-detector" / "overlays" / "production"
+    assert "- path: patch-horizontalpodautoscaler.yaml" in \
+        (overlay / "kustomization.yaml").read_text()
+    (overlay / "scaledobject.yaml").write_text(
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: fraud-detector\n"
+        "spec:\n  scaleTargetRef:\n    name: fraud-detector\n  minReplicaCount: 1\n"
+        "  maxReplicaCount: 40\n  triggers: []\n")
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    kustomization = (overlay / "kustomization.yaml").read_text()
+    assert "- scaledobject.yaml" in kustomization
+    assert "- path: patch-delete-horizontalpodautoscaler.yaml" in kustomization
+    assert not (overlay / "patch-horizontalpodautoscaler.yaml").exists()
+    assert "maxReplicaCount: 40" not in (overlay / "scaledobject.yaml").read_text()
+
+
 @requires_kubectl
 def test_validate_names_the_file_and_the_error(run_cli: Run, tmp_path: Path) -> None:
     out = tmp_path / "manifests"

@@ -585,3 +585,59 @@ def test_decommission_skipped_when_promoter_never_deployed_it(world: World) -> N
     assert result.skipped
     assert result.reason == f"promoter has no deployment of {MODEL!r} in production"
     assert world.provider.proposals == [] and world.registry.writes == []
+
+
+# ============================================================ accepted KEDA scaling
+
+SCALED_OBJECT = """\
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: fraud-detector
+spec:
+  scaleTargetRef:
+    name: fraud-detector
+  minReplicaCount: 1
+  maxReplicaCount: 12
+  triggers:
+  - type: cron
+    name: prewarm-mo-0800
+    metadata:
+      timezone: Europe/Berlin
+      start: 0 8 * * 1
+      end: 0 18 * * 1
+      desiredReplicas: '9'
+"""
+
+
+def _accept_scaling(world: World, env: str = "production") -> str:
+    """What a merged `promoter forecast --propose` MR leaves on the target branch."""
+    path = f"deploy/{NAME}/overlays/{env}/scaledobject.yaml"
+    world.provider.branches["main"][path] = SCALED_OBJECT
+    return path
+
+
+def test_a_promotion_keeps_the_accepted_scaled_object_bounded_by_the_intent(world: World) -> None:
+    world.provider.merge(world.promote("2").mr_iid)
+    path = _accept_scaling(world)
+    result = world.promote("3")
+    tree = world.provider.branches[f"promote/{NAME}/production"]
+    # The default intent allows 1..2 replicas: the schedule is kept, its bounds are the intent's.
+    assert tree[path] == SCALED_OBJECT.replace("maxReplicaCount: 12", "maxReplicaCount: 2") \
+        .replace("desiredReplicas: '9'", "desiredReplicas: '2'")
+    kustomization = overlay(world)
+    assert "- scaledobject.yaml" in kustomization
+    # The default runtime is KServe: the predictor is handed to the external autoscaler.
+    assert "- path: patch-inferenceservice.yaml" in kustomization
+    assert "- path: patch-inferenceservice-autoscaler.yaml" in kustomization
+    assert "serving.kserve.io/autoscalerClass: external" in \
+        tree[f"deploy/{NAME}/overlays/production/patch-inferenceservice-autoscaler.yaml"]
+    assert result.outcome == "created"
+
+
+def test_without_an_accepted_scaled_object_kserve_keeps_its_autoscaler(world: World) -> None:
+    _accept_scaling(world, env="staging")   # another environment's schedule is not this one's
+    world.promote("2")
+    kustomization = overlay(world)
+    assert "scaledobject.yaml" not in kustomization
+    assert "autoscaler" not in kustomization

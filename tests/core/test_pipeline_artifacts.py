@@ -34,9 +34,11 @@ from tests.core.test_pipeline import (
 from tests.core.test_pipeline import SETTINGS as BASE_SETTINGS
 
 ENV = "staging"
-# The pyfunc image needs a Python base (else its runtime is refused as invalid).
+# The pyfunc image needs a Python base, a KServe modelcar a base with a shell (else the
+# runtime is refused as invalid).
 SETTINGS = BASE_SETTINGS.model_copy(update={"image": BASE_SETTINGS.image.model_copy(
-    update={"base": "registry.test/python@sha256:" + "3c" * 32})})
+    update={"base": "registry.test/python@sha256:" + "3c" * 32,
+            "modelcar_base": "registry.test/busybox@sha256:" + "5e" * 32})})
 
 
 def load(text: str) -> Any:
@@ -107,6 +109,24 @@ def test_vllm_on_kserve_pulls_the_signed_modelcar_by_storage_uri(run: Run) -> No
     model = run.file("patch-inferenceservice.yaml")["spec"]["predictor"]["model"]
     assert model["storageUri"] == f"oci://{result.image}"
     assert run.signer.signed == [result.image]
+
+
+def test_a_kserve_modelcar_without_a_shell_base_is_refused_before_any_build(run: Run) -> None:
+    settings = SETTINGS.model_copy(update={"image": SETTINGS.image.model_copy(
+        update={"modelcar_base": None})})
+    ports = Ports(run.registry, run.provider, MemoryLedger(), RENDERER, run.images, run.signer)
+    for runtime, platform, refused in (("kserve", "kserve", True), ("vllm", "kserve", True),
+                                       ("vllm", "kubernetes", False)):
+        run.registry.add(MODEL, "1", {**INTENT_TAGS, "deploy.runtime": runtime,
+                                      "deploy.serving.platform": platform})
+        run.registry.set_alias(MODEL, ENV, "1")
+        pipeline = Pipeline(pipeline_config(settings, RENDERER), ports)
+        if refused:
+            with pytest.raises(PermanentError, match="image.modelcar_base"):
+                pipeline.run(PromotionJob(MODEL, ENV, "promote", "1"), run.steps)
+        else:   # an image volume runs nothing from the modelcar: no shell needed
+            assert pipeline.run(PromotionJob(MODEL, ENV, "promote", "1"), run.steps).image
+    assert run.images.modelcars == [ModelcarRequest("vllm", NAME, "onnx", 0)]
 
 
 def test_a_modelcar_repository_setting_sends_modelcars_there(run: Run) -> None:

@@ -224,6 +224,53 @@ def test_scaled_object_builds_in_the_overlay_and_replaces_the_hpa(
     assert any(doc["kind"] == "Deployment" and doc["metadata"]["name"] == NAME for doc in built)
 
 
+@requires_kubectl
+@pytest.mark.parametrize("platform", ["kubernetes", "kserve"])
+def test_the_next_promotion_renders_the_overlay_the_scale_mr_left(
+        run_cli, tmp_path: Path, prometheus_url: str, platform: str) -> None:
+    """After a scale MR merges, a new version re-renders the overlay: the renderer carries the
+    accepted ScaledObject forward, so the cluster gets the same objects with the new version."""
+    from dataclasses import replace
+
+    from promoter import rendering
+
+    config = _config(tmp_path, prometheus_url)
+    settings = load_settings(config, environ={})
+    intent = YAML(typ="safe").load(INTENT.replace(
+        "serving: {platform: kubernetes}", f"serving: {{platform: {platform}}}"))
+    render = rendering.renderer(settings)
+    merged = tmp_path / "merged"
+    for path, text in render.render(rendering.build_request(
+            settings, intent, "production", origin="intent")).items():
+        (merged / path).parent.mkdir(parents=True, exist_ok=True)
+        (merged / path).write_text(text, encoding="utf-8")
+    overlay = merged / NAME / "overlays" / "production"
+    deployment, target = forecasting.resolve(settings, intent, "production", "intent")
+    plan = forecasting.plan(settings, deployment, target, PrometheusSource(prometheus_url),
+                            now=TRAIN_END)
+    for path, text in forecasting.overlay_files(
+            plan, (overlay / "kustomization.yaml").read_text()).items():
+        (overlay / path).write_text(text, encoding="utf-8")
+    accepted = (overlay / "scaledobject.yaml").read_text()
+
+    intent["spec"]["model"]["version"] = "4"
+    promoted = tmp_path / "promoted"
+    request = replace(rendering.build_request(settings, intent, "production", origin="intent"),
+                      accepted_scaling=accepted)
+    for path, text in render.render(request).items():
+        (promoted / path).parent.mkdir(parents=True, exist_ok=True)
+        (promoted / path).write_text(text, encoding="utf-8")
+
+    def objects(tree: Path) -> list[dict]:
+        built = kustomize.build(tree / NAME / "overlays" / "production")
+        return [doc for doc in YAML(typ="safe").load_all(built.replace('"4"', '"3"'))]
+
+    after = objects(promoted)
+    assert after == objects(merged)   # the version's labels aside, nothing else moved
+    kinds = [doc["kind"] for doc in after]
+    assert "ScaledObject" in kinds and "HorizontalPodAutoscaler" not in kinds
+
+
 def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
         run_cli, tmp_path: Path, prometheus_url: str) -> None:
     from promoter import rendering

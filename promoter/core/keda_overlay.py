@@ -1,0 +1,73 @@
+"""An accepted KEDA ScaledObject in an overlay, and what the overlay needs around it. Pure.
+
+`promoter forecast --propose` adds ``scaledobject.yaml`` to an overlay. Once that merge request
+is merged, the overlay's scaling belongs to KEDA: the next promotion re-renders the overlay, so
+the renderer must carry the ScaledObject forward and keep handing the workload to KEDA, or a
+new model version would silently drop the accepted schedule and bring promoter's HPA back.
+
+Both writers (the forecast and the renderer) take the files below from here, so a promotion
+after a merged scale MR renders exactly the overlay that MR left, apart from the version.
+"""
+
+from __future__ import annotations
+
+import re
+
+from promoter.core.yamltext import scalar
+
+SCALED_OBJECT_FILE = "scaledobject.yaml"
+HPA_PATCH_FILE = "patch-horizontalpodautoscaler.yaml"
+HPA_DELETE_FILE = "patch-delete-horizontalpodautoscaler.yaml"
+KSERVE_EXTERNAL_FILE = "patch-inferenceservice-autoscaler.yaml"
+EXTERNAL_AUTOSCALER = {"serving.kserve.io/autoscalerClass": "external"}
+
+# One field per line, as promoter's forecast writes it (and as a reviewer would edit it).
+_BOUND = re.compile(
+    r"^(?P<lead>[ \t]*(?P<key>minReplicaCount|maxReplicaCount):[ \t]*)(?P<n>\d+)[ \t]*$",
+    re.MULTILINE)
+_DESIRED = re.compile(
+    r"^(?P<lead>[ \t]*desiredReplicas:[ \t]*)(?P<q>['\"]?)(?P<n>\d+)(?P=q)[ \t]*$",
+    re.MULTILINE)
+
+
+def handover_patches(platform: str, name: str) -> dict[str, str]:
+    """The overlay patches that hand ``name``'s replica count to KEDA, by file name.
+
+    KEDA creates and owns an HPA for its scale target, so on the ``kubernetes`` platform
+    promoter's own HPA is deleted; on KServe the predictor is told an external autoscaler
+    scales it (serving.kserve.io/autoscalerClass: external), so KServe makes no HPA.
+    """
+    if platform == "kubernetes":
+        return {HPA_DELETE_FILE: (
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\n"
+            f"metadata:\n  name: {scalar(name)}\n$patch: delete\n")}
+    annotations = "".join(f"    {scalar(k)}: {scalar(v)}\n" for k, v in EXTERNAL_AUTOSCALER.items())
+    return {KSERVE_EXTERNAL_FILE: (
+        "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\n"
+        f"metadata:\n  name: {scalar(name)}\n  annotations:\n{annotations}")}
+
+
+def handed_over_patches(patches: list[str], platform: str, name: str) -> list[str]:
+    """The overlay's patch list once KEDA scales: promoter's HPA patch gives way to the
+    hand-over patch (an HPA that is deleted cannot also be patched)."""
+    kept = [p for p in patches if p not in (HPA_PATCH_FILE, HPA_DELETE_FILE, KSERVE_EXTERNAL_FILE)]
+    return [*kept, *handover_patches(platform, name)]
+
+
+def bounded(scaled_object: str, min_replicas: int, max_replicas: int) -> str:
+    """The accepted ScaledObject with its replica bounds set to the intent's current ones.
+
+    The schedule was accepted for the intent of its day; a later version may lower
+    ``maxReplicas`` (or the team's quota may have shrunk it), and a pre-warm window must never
+    ask for more than the intent allows. Text in, text out: only the three numeric fields are
+    touched, so a reviewer's edits elsewhere in the file survive.
+    """
+    def bound(match: re.Match[str]) -> str:
+        value = min_replicas if match["key"] == "minReplicaCount" else max_replicas
+        return f"{match['lead']}{value}"
+
+    def desired(match: re.Match[str]) -> str:
+        value = max(min_replicas, min(max_replicas, int(match["n"])))
+        return f"{match['lead']}{match['q']}{value}{match['q']}"
+
+    return _DESIRED.sub(desired, _BOUND.sub(bound, scaled_object))

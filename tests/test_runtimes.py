@@ -54,6 +54,19 @@ def test_a_broken_descriptor_names_its_runtime_and_field() -> None:
     assert "artifact" in caught.value.message and "platforms.kserve" in caught.value.message
 
 
+def test_a_modelcar_runtime_names_its_layout_and_only_a_modelcar_runtime_does() -> None:
+    assert {name: d.modelcar_layout for name, d in RENDERER.runtimes.items()} == {
+        "deployment": None, "kserve": "mlflow", "vllm": "huggingface", "triton": "triton"}
+    for runtime, change in (("vllm", {"modelcarLayout": None}),
+                            ("vllm", {"modelcarLayout": "tarball"}),
+                            ("deployment", {"modelcarLayout": "mlflow"})):
+        broken = copy.deepcopy(DESCRIPTORS)
+        broken[runtime].update(change)
+        with pytest.raises(UserError,
+                           match=f"(?s)templates/{runtime}/runtime.yaml.*modelcarLayout"):
+            Renderer(TEMPLATES, broken)
+
+
 def test_an_unknown_runtime_is_named_with_the_known_ones() -> None:
     with pytest.raises(UserError, match=r"spec.runtime 'lambda' is not a known runtime "
                                         r"\(known: deployment, kserve, triton, vllm\)"):

@@ -13,6 +13,7 @@ from promoter.errors import UsageError, UserError
 
 if TYPE_CHECKING:
     from promoter.ports.image import BuiltImage
+    from promoter.settings import Settings
 
 image_app = typer.Typer(help="Build, sign and verify the model serving image.",
                         no_args_is_help=True)
@@ -70,8 +71,9 @@ def modelcar(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="models:/NAME/VERSION, runs:/ID/PATH or a dir")],
     runtime: Annotated[str, typer.Option(
-        "--runtime", help="layout under /models: kserve (MLflow dir), vllm (Hugging Face "
-                          "files), triton (model repository)")] = "kserve",
+        "--runtime", help="the runtime whose layout goes under /models (its descriptor's "
+                          "modelcarLayout): kserve (MLflow dir), vllm (Hugging Face files), "
+                          "triton (model repository)")] = "kserve",
     repository: Annotated[str | None, typer.Option(
         "--repository", "-r", help="REGISTRY/REPO (default: image.modelcar_repository, "
                                    "else image.repository)")] = None,
@@ -101,7 +103,8 @@ def modelcar(
         raise UsageError("say where the modelcar goes: --repository REGISTRY/REPO, "
                          "image.modelcar_repository in promoter.yaml, or --oci-layout DIR")
     target = (target or "localhost/promoter-modelcar").replace("{name}", name)
-    request = ModelcarRequest(runtime=runtime, name=name, model_format=model_format,
+    request = ModelcarRequest(layout=_modelcar_layout(settings, runtime), name=name,
+                              model_format=model_format,
                               max_batch_size=max_batch_size)
     with Progress.for_output(output).task(f"building the modelcar for {model}"):
         built = composition.build_modelcar(settings, model, target, request,
@@ -188,3 +191,17 @@ def verify(
         emit_json({"verified": True, **info.__dict__})
         return
     typer.echo(f"verified {info.reference} ({', '.join(info.formats)}) with key {info.key_hint}")
+
+
+def _modelcar_layout(settings: Settings, runtime: str) -> str:
+    """The layout under /models that ``runtime``'s descriptor names (modelcarLayout)."""
+    from promoter.core.runtimes import parse_descriptors
+    from promoter.rendering import load_descriptors, templates_dir
+
+    descriptors = parse_descriptors(load_descriptors(templates_dir(settings)))
+    descriptor = descriptors.get(runtime)
+    if descriptor is None or descriptor.modelcar_layout is None:
+        runs = sorted(name for name, d in descriptors.items() if d.modelcar_layout)
+        raise UsageError(f"--runtime {runtime!r} does not run a modelcar "
+                         f"(runtimes that do: {', '.join(runs)})")
+    return descriptor.modelcar_layout

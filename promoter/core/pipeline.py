@@ -246,6 +246,10 @@ class Pipeline:
                                 hint="fix the deploy.runtime tag, then set the alias again")
         return descriptor.artifact
 
+    def _modelcar_layout(self, deployment: ModelDeployment) -> str:
+        descriptor = self.ports.renderer.runtimes[deployment.spec.runtime]  # _artifact checked
+        return descriptor.modelcar_layout or ""  # a modelcar descriptor always names one
+
     def _image(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
                steps: StepLog, artifact: Artifact) -> BuiltImage | None:
         """The artifact the runtime runs, built and pushed once per version (step "image")."""
@@ -271,7 +275,7 @@ class Pipeline:
             serving = deployment.spec.serving
             built = self.ports.images.build_modelcar(
                 job.model, info.version, repository,
-                ModelcarRequest(runtime=deployment.spec.runtime, name=deployment.name,
+                ModelcarRequest(layout=self._modelcar_layout(deployment), name=deployment.name,
                                 model_format=serving.model_format or "onnx",
                                 max_batch_size=serving.max_batch_size or 0), labels)
         else:

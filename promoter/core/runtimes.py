@@ -22,6 +22,9 @@ from promoter.errors import UserError
 
 Artifact = Literal["pyfunc-image", "modelcar", "none"]
 Platform = Literal["kserve", "kubernetes"]
+# How a modelcar lays the model out under /models (promoter.image.modelcar builds each):
+# the MLflow model directory, a Hugging Face directory, or Triton's model repository.
+ModelcarLayout = Literal["mlflow", "huggingface", "triton"]
 _FILE = r"^(shared/)?[a-z0-9][a-z0-9.-]*\.yaml$"
 ARG_FIELD = re.compile(r"\{([A-Za-z]+)\}")
 # What "{field}" in a descriptor's args may name (filled in by core.manifest_context).
@@ -95,6 +98,7 @@ class RuntimeDescriptor(_Frozen):
     name: str
     description: str = ""
     artifact: Artifact
+    modelcar_layout: ModelcarLayout | None = Field(default=None, alias="modelcarLayout")
     options: frozenset[str] = frozenset()
     tensor_parallel: bool = Field(default=False, alias="tensorParallel")  # splits over GPUs
     default_platform: Platform = Field(alias="defaultPlatform")
@@ -109,6 +113,9 @@ class RuntimeDescriptor(_Frozen):
                              f"({', '.join(sorted(OPTIONS))})")
         if self.default_platform not in self.platforms:
             raise ValueError(f"defaultPlatform {self.default_platform!r} is not in platforms")
+        if (self.artifact == "modelcar") != (self.modelcar_layout is not None):
+            raise ValueError("modelcarLayout (mlflow | huggingface | triton) is required with "
+                             "artifact: modelcar, and only then")
 
     def platform(self, deployment: ModelDeployment) -> Platform:
         chosen = deployment.spec.serving.platform or self.default_platform

@@ -23,13 +23,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast, get_args
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from promoter import __version__
 from promoter.core import triton
+from promoter.core.runtimes import ModelcarLayout as Layout
 from promoter.errors import UserError
 from promoter.image.base import BaseImage
 from promoter.image.builder import BUILD_INPUTS_LABEL, SOURCE_INPUTS_LABEL, Assembled
@@ -39,8 +40,7 @@ from promoter.image.lineage import lineage_labels
 from promoter.image.tarstream import TarEntry, data_entry, entries_for_tree, tar_chunks, tar_size
 from promoter.ports.image import ModelcarRequest, ModelLineage
 
-Layout = Literal["mlflow", "huggingface", "triton"]
-LAYOUTS: dict[str, Layout] = {"kserve": "mlflow", "vllm": "huggingface", "triton": "triton"}
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 MODELS = "models"
 LAYOUT_LABEL = "io.promoter.modelcar.layout"
 # MLflow's bookkeeping next to a model's files: not part of a Hugging Face directory.
@@ -49,12 +49,13 @@ MLFLOW_FILES = frozenset({"MLmodel", "conda.yaml", "python_env.yaml", "requireme
                           "registered_model_meta"})
 
 
-def layout_for(runtime: str) -> Layout:
-    try:
-        return LAYOUTS[runtime]
-    except KeyError:
-        raise UserError(f"runtime {runtime!r} runs a modelcar, but promoter knows no modelcar "
-                        f"layout for it (known: {', '.join(sorted(LAYOUTS))})") from None
+def layout_for(request: ModelcarRequest) -> Layout:
+    for layout in LAYOUTS:
+        if request.layout == layout:
+            return layout
+    raise UserError(f"no modelcar layout {request.layout!r} (known: {', '.join(LAYOUTS)})",
+                    hint="a runtime names its layout in templates/<runtime>/runtime.yaml "
+                         "(modelcarLayout)")
 
 
 def read_mlmodel(model_dir: Path) -> dict[str, Any] | None:
@@ -70,7 +71,7 @@ def read_mlmodel(model_dir: Path) -> dict[str, Any] | None:
 
 def plan(model_dir: Path, version: str, request: ModelcarRequest) -> list[TarEntry]:
     """Every member of the modelcar's layer, sorted: where each model file goes."""
-    layout = layout_for(request.runtime)
+    layout = layout_for(request)
     if layout == "mlflow":
         if not (model_dir / "MLmodel").is_file():
             raise UserError(f"{model_dir} is not an MLflow model directory (no MLmodel file)",
@@ -212,7 +213,7 @@ def layer_identity(entries: list[TarEntry]) -> str:
 def assemble(layer_digest: str, entries: list[TarEntry], request: ModelcarRequest,
              lineage: ModelLineage, base: BaseImage | None, labels: Mapping[str, str],
              platform: tuple[str, str]) -> Assembled:
-    layout = layout_for(request.runtime)
+    layout = layout_for(request)
     layer = Layer(layer_blob(entries, layer_digest), layer_digest,
                   f"modelcar: {layout} layout under /{MODELS}")
     all_labels = {**lineage_labels(lineage, base), **labels, LAYOUT_LABEL: layout}

@@ -102,7 +102,7 @@ class ModelcarBuilder:
         identity = modelcar.layer_identity(entries)
         with ExitStack() as stack:  # base registry clients stay open: layers stream from them
             base = self._base(platform, notes, stack)
-            if base is None and modelcar.layout_for(request.runtime) != "triton":
+            if base is None and modelcar.layout_for(request) != "triton":
                 notes.append("no image.modelcar_base: the modelcar holds only the model files "
                              "(enough for an image volume; KServe's modelcar sidecar runs "
                              "`sh -c 'ln … && sleep infinity'`, which needs a base with a shell)")

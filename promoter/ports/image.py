@@ -76,10 +76,11 @@ class BuiltImage:
 
 @dataclass(frozen=True)
 class ModelcarRequest:
-    """What shapes a modelcar besides the model's files: the serving runtime (which decides
-    the layout under /models) and, for Triton, the model's name, format and batch size."""
+    """What shapes a modelcar besides the model's files: the layout under /models (the
+    runtime descriptor's modelcarLayout) and, for Triton, the model's name, format and batch
+    size."""
 
-    runtime: str                 # kserve | vllm | triton (promoter.image.modelcar.LAYOUTS)
+    layout: str                  # mlflow | huggingface | triton: the descriptor's modelcarLayout
     name: str                    # the deployment name (Triton's model directory)
     model_format: str = "onnx"   # triton: onnx | tensorrt
     max_batch_size: int = 0      # triton: 0 = no batching dimension

@@ -105,7 +105,7 @@ def test_triton_builds_a_modelcar_with_its_layout_inputs_and_mounts_the_signed_d
 
 def test_vllm_on_kserve_pulls_the_signed_modelcar_by_storage_uri(run: Run) -> None:
     result = run.promote({"deploy.runtime": "vllm"})
-    assert run.images.modelcars == [ModelcarRequest("vllm", NAME, "onnx", 0)]
+    assert run.images.modelcars == [ModelcarRequest("huggingface", NAME, "onnx", 0)]
     model = run.file("patch-inferenceservice.yaml")["spec"]["predictor"]["model"]
     assert model["storageUri"] == f"oci://{result.image}"
     assert run.signer.signed == [result.image]
@@ -122,11 +122,11 @@ def test_a_kserve_modelcar_without_a_shell_base_is_refused_before_any_build(run:
         run.registry.set_alias(MODEL, ENV, "1")
         pipeline = Pipeline(pipeline_config(settings, RENDERER), ports)
         if refused:
-            with pytest.raises(PermanentError, match="image.modelcar_base"):
+            with pytest.raises(PermanentError, match=r"image\.modelcar_base"):
                 pipeline.run(PromotionJob(MODEL, ENV, "promote", "1"), run.steps)
         else:   # an image volume runs nothing from the modelcar: no shell needed
             assert pipeline.run(PromotionJob(MODEL, ENV, "promote", "1"), run.steps).image
-    assert run.images.modelcars == [ModelcarRequest("vllm", NAME, "onnx", 0)]
+    assert run.images.modelcars == [ModelcarRequest("huggingface", NAME, "onnx", 0)]
 
 
 def test_a_modelcar_repository_setting_sends_modelcars_there(run: Run) -> None:

@@ -122,3 +122,15 @@ def save_transformers_flavor(path: Path) -> Path:
         "mlflow_version: 2.20.0\n", encoding="utf-8")
     (path / "requirements.txt").write_text("transformers\n", encoding="utf-8")
     return path
+
+
+def layout_of(runtime: str) -> str:
+    """The modelcar layout the project's own descriptor of ``runtime`` names, or the runtime
+    itself when no descriptor names one (so an unknown layout reaches the builder's refusal)."""
+    from promoter.core.runtimes import parse_descriptors
+    from promoter.rendering import load_descriptors
+    from tests.conftest import ROOT
+
+    descriptors = parse_descriptors(load_descriptors(ROOT / "templates"))
+    descriptor = descriptors.get(runtime)
+    return (descriptor.modelcar_layout if descriptor else None) or runtime

@@ -23,6 +23,7 @@ from tests.image.modelcar_models import (
     ONNX_INPUT,
     TOKENIZER_FILES,
     hf_tensors,
+    layout_of,
     onnx_expected,
     save_hf_directory,
     save_onnx_model,
@@ -42,7 +43,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def build(settings: Settings, model: Path, repository: str, runtime: str,
           **options: Any) -> BuiltImage:
     return build_modelcar(settings, str(model), repository,
-                          ModelcarRequest(runtime=runtime, name=options.pop("name", "m"),
+                          ModelcarRequest(layout=layout_of(runtime), name=options.pop("name", "m"),
                                           **options))
 
 
@@ -146,7 +147,9 @@ def test_the_cli_builds_the_same_modelcar_and_a_second_run_sends_nothing(
     assert api.digest == first["digest"]
     code, out, err = promoter("image", "modelcar", str(model), "--runtime", "torchserve",
                               "--repository", f"{registry}/modelcars/x")
-    assert code == 1 and "no modelcar layout" in out + err
+    # A usage error: the runtime's descriptor (templates/<runtime>/runtime.yaml) names no layout.
+    assert code == 2 and "does not run a modelcar (runtimes that do: kserve, triton, vllm)" \
+        in out + err
 
 
 def test_a_changed_file_is_a_new_layer_even_after_a_cached_build(

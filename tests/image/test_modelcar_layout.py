@@ -13,6 +13,7 @@ from promoter.image.layers import measure_tar
 from promoter.image.modelcar import plan
 from promoter.ports.image import ModelcarRequest
 from tests.image.modelcar_models import (
+    layout_of,
     save_hf_directory,
     save_onnx_model,
     save_transformers_flavor,
@@ -20,14 +21,14 @@ from tests.image.modelcar_models import (
 
 
 def names(model: Path, runtime: str, version: str = "1", **options: object) -> list[str]:
-    request = ModelcarRequest(runtime=runtime, name="m", **options)  # type: ignore[arg-type]
+    request = ModelcarRequest(layout=layout_of(runtime), name="m", **options)  # type: ignore[arg-type]
     return [entry.arcname for entry in plan(model, version, request)]
 
 
 def test_the_same_files_in_either_vllm_source_give_the_same_layer(tmp_path: Path) -> None:
-    plain = plan(save_hf_directory(tmp_path / "hf"), "1", ModelcarRequest("vllm", "m"))
+    plain = plan(save_hf_directory(tmp_path / "hf"), "1", ModelcarRequest("huggingface", "m"))
     flavor = plan(save_transformers_flavor(tmp_path / "mlflow"), "1",
-                  ModelcarRequest("vllm", "m"))
+                  ModelcarRequest("huggingface", "m"))
     assert [e.arcname for e in plain] == [e.arcname for e in flavor]
     assert measure_tar(plain, "").diff_id == measure_tar(flavor, "").diff_id
 
@@ -78,7 +79,7 @@ def test_the_layer_size_is_known_before_reading_and_matches_the_stream(tmp_path:
 
     for runtime, model in (("vllm", save_hf_directory(tmp_path / "hf")),
                            ("triton", save_onnx_model(tmp_path / "onnx"))):
-        entries = plan(model, "1", ModelcarRequest(runtime, "m"))
+        entries = plan(model, "1", ModelcarRequest(layout_of(runtime), "m"))
         assert layer_blob(entries).size == len(b"".join(tar_chunks(entries))), runtime
 
 

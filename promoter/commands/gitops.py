@@ -11,8 +11,10 @@ from promoter.commands._common import OUTPUT_OPTION, emit_json, state
 from promoter.errors import UsageError
 
 INIT_HELP = """Write (--out DIR) or propose as one merge request (--propose) the GitOps
-repository's scaffolding, from promoter.yaml: the Argo CD AppProject and ApplicationSet
-(argocd.repo_url, each environment's cluster_selector and allowed_regions), the Argo CD
+repository's scaffolding, from promoter.yaml: the Argo CD AppProjects (one per team of
+policy.teams, <argocd.project>-<team>, admitting its namespaces and the kinds promoter renders)
+and the ApplicationSet (argocd.repo_url, each environment's cluster_selector and
+allowed_regions; each Application in the project of its overlay's team), the Argo CD
 notifications that call `promoter serve` back, the Sigstore policy-controller ClusterImagePolicy
 and Kyverno ClusterPolicy with image.verification_key and the image.repository globs, a
 CODEOWNERS skeleton and the repository's .gitlab-ci.yml gate.

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from promoter.core import gates, mr_text, tree_facts
+from promoter.core import codeowners, gates, mr_text, tree_facts
 from promoter.core.config import PipelineConfig
 from promoter.core.decommission import decommission
 from promoter.core.intent import build_request
@@ -336,9 +336,14 @@ class Pipeline:
             image_digest=image.digest if image else None, signature=signature or "unsigned",
             policy=[mr_text.PolicyResult(r.rule, r.passed, r.detail) for r in decision.results],
             approvals_required=env.approvals, auto_merge=env.auto_merge)
+        committed: dict[str, str | None] = {f"{root}/{path}": text
+                                             for path, text in files.items()}
+        owners = self._codeowners(deployment.spec.owner.team, job.env, name)
+        if owners is not None:
+            committed[codeowners.PATH] = owners
         proposal = Proposal(
             model=job.model, name=name, env=job.env, version=info.version,
-            files={f"{root}/{path}": text for path, text in files.items()},
+            files=committed,
             managed_prefixes=(f"{root}/{name}/base/", f"{root}/{name}/overlays/{job.env}/"),
             title=mr_text.title(facts), description=mr_text.description(facts),
             labels=mr_text.labels(job.env, deployment.spec.owner.team),
@@ -348,6 +353,18 @@ class Pipeline:
         result = self.ports.provider.propose(proposal)
         self.progress("merge request", result.outcome.value, result.mr_url or "")
         return result
+
+    def _codeowners(self, team: str, env: str, name: str) -> str | None:
+        """CODEOWNERS of the target branch with this model directory's lines set to the team's
+        approvers (core.codeowners), or None: no file and no owners, or a block left alone."""
+        owners = self.config.policy.codeowners.get(team, {})
+        entries = codeowners.model_entries(self.config.manifests_root, name, env, owners)
+        current = self.ports.provider.read(codeowners.PATH, self.config.target_branch)
+        updated = codeowners.upsert(current, entries)
+        if updated is None and current is not None:
+            self.progress("codeowners", "skipped", f"{codeowners.PATH} has a broken promoter "
+                          "block (one marker without the other); left as it is")
+        return updated
 
     def _run_url(self, info: ModelVersionInfo) -> str | None:
         base = self.config.run_link_base

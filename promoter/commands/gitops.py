@@ -22,6 +22,7 @@ CODEOWNERS skeleton and the repository's .gitlab-ci.yml gate.
 Each file holds one managed block; re-running replaces only that block, so edits outside it
 survive. A file that exists without the block is left alone and listed as skipped.
 """
+INIT_HELP = "\n\n".join(" ".join(part.split()) for part in INIT_HELP.split("\n\n"))
 
 app = typer.Typer(help="The GitOps repository promoter writes to.", no_args_is_help=True)
 

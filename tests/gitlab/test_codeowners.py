@@ -1,11 +1,14 @@
 """A promotion through GitLab (python-gitlab → the stand-in over real HTTP, a real git repo)
-commits the model directory's CODEOWNERS lines in the same commit as its manifests."""
+commits the model directory's CODEOWNERS lines and the audit head anchor in the same commit as
+its manifests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from promoter.core.audit_anchor import ANCHOR_DIR
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
+from tests.core.test_audit_anchor import Heads
 from tests.core.test_codeowners import TEAMS, settings_with
 from tests.core.test_pipeline import (
     MODEL,
@@ -23,7 +26,7 @@ from tests.gitlab.conftest import GitLabHarness, make_standin
 def _promote(harness: GitLabHarness, registry: MemoryRegistry, version: str) -> int:
     registry.set_alias(MODEL, "production", version)
     ports = Ports(registry, harness.provider, MemoryLedger(), RENDERER, CountingImages(),
-                  CountingSigner())
+                  CountingSigner(), audit=Heads())
     result = Pipeline(settings_with(TEAMS).pipeline_config(), ports).run(
         PromotionJob(MODEL, "production", "promote", version), MemorySteps())
     assert result.mr_iid is not None
@@ -46,6 +49,7 @@ def test_the_mr_commit_holds_codeowners_next_to_the_manifests(tmp_path: Path) ->
         assert head is not None
         changed = repo.git("show", "--name-only", "--format=", head).split()
         assert "CODEOWNERS" in changed
+        assert f"{ANCHOR_DIR}/{NAME}-production.json" in changed
         assert f"deploy/{NAME}/overlays/production/kustomization.yaml" in changed
         text = repo.git("show", f"{head}:CODEOWNERS")
         assert text.startswith("* @platform\n# >>> promoter: owners")

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from promoter.core.cel import CelRule
+from promoter.core.codeowners import owner_problem
 from promoter.core.gates import (
     CelGate,
     Gate,
@@ -73,6 +74,15 @@ class Approvers(_Section):
     user_ids: list[int] = Field(default_factory=list)
     group_ids: list[int] = Field(default_factory=list)
     codeowners: list[str] = Field(default_factory=list, description="@user or @group/path")
+
+    @field_validator("codeowners")
+    @classmethod
+    def _owners(cls, value: list[str]) -> list[str]:
+        for owner in value:
+            problem = owner_problem(owner)
+            if problem:
+                raise ValueError(problem)
+        return value
 
 
 class TeamSettings(_Section):

@@ -47,7 +47,11 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
                             approvers={
                                 (team, env): (tuple(who.user_ids), tuple(who.group_ids))
                                 for team, access in settings.policy.teams.items()
-                                for env, who in access.approvers.items()}),
+                                for env, who in access.approvers.items()},
+                            codeowners={
+                                team: {env: tuple(who.codeowners)
+                                       for env, who in access.approvers.items()}
+                                for team, access in settings.policy.teams.items()}),
         manifests_dir=settings.git.manifests_dir, target_branch=settings.git.target_branch,
         run_link_base=base if base and base.startswith(("http://", "https://")) else None)
 

@@ -55,11 +55,22 @@ def test_applicationset_pairs_overlays_with_each_environments_labelled_clusters(
     pairs = {}
     for generator in document["spec"]["generators"]:
         git, clusters = generator["matrix"]["generators"]
-        pairs[git["git"]["directories"][0]["path"]] = clusters["clusters"]["selector"]
-    assert pairs == {"manifests/*/overlays/production": {"matchLabels": {"gpu": "true",
-                                                                         "env": "production"}},
-                     "manifests/*/overlays/staging": {"matchLabels": {"gpu": "true",
-                                                                      "env": "staging"}}}
+        pairs[git["git"]["files"][0]["path"]] = clusters["clusters"]["selector"]
+    assert pairs == {
+        "manifests/*/overlays/production/kustomization.yaml": {"matchLabels": {
+            "gpu": "true", "env": "production"}},
+        "manifests/*/overlays/staging/kustomization.yaml": {"matchLabels": {
+            "gpu": "true", "env": "staging"}}}
+    assert document["spec"]["template"]["spec"]["project"] == (
+        'models-{{index .commonAnnotations "promoter.dev/team"}}')
+
+
+def test_reference_has_one_project_per_team_of_the_example_tree() -> None:
+    projects = [d for d in YAML(typ="safe").load_all(
+        (REFERENCE / "argocd/appproject.yaml").read_text()) if d]
+    teams = {YAML(typ="safe").load(path.read_text())["commonAnnotations"]["promoter.dev/team"]
+             for path in ROOT.glob("manifests/*/overlays/*/kustomization.yaml")}
+    assert sorted(p["metadata"]["name"] for p in projects) == sorted(f"models-{t}" for t in teams)
 
 
 @pytest.mark.parametrize("path", [ROOT / ".gitlab-ci.yml", REFERENCE / ".gitlab-ci.yml"])

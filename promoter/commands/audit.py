@@ -41,21 +41,67 @@ def _trail(ctx: typer.Context) -> Any:
     return AuditTrail(state(ctx).settings().state_dir)
 
 
-@app.command(help="Check every entry's hash and link, and the recorded head; exit 1 naming "
-                  "the first bad line.")
-def verify(ctx: typer.Context, output: str = OUTPUT_OPTION) -> None:
+VERIFY_HELP = """Check every entry's hash and link, and the recorded head; exit 1 naming the
+first bad line.
+
+With --against-git, also compare the trail with the heads anchored in the GitOps repository
+(.promoter/audit-heads/<name>-<env>.json, committed with every promotion; read through the
+configured git provider at --ref, default git.target_branch): each anchored entry must be in
+the local trail with the same hash. A trail rewritten and re-sealed end to end passes the local
+check but not this one (exit 1, naming the anchor and the entry).
+"""
+VERIFY_HELP = "\n\n".join(" ".join(part.split()) for part in VERIFY_HELP.split("\n\n"))
+
+
+@app.command(help=VERIFY_HELP)
+def verify(
+    ctx: typer.Context,
+    against_git: Annotated[bool, typer.Option(
+        "--against-git", help="also check the heads anchored in the GitOps repository")] = False,
+    ref: Annotated[str | None, typer.Option(
+        "--ref", help="branch of the GitOps repository to read anchors from "
+                      "(default: git.target_branch)")] = None,
+    output: str = OUTPUT_OPTION,
+) -> None:
+    from promoter.core import audit_anchor
+
     trail = _trail(ctx)
     finding = trail.verify()
     count = sum(1 for _ in trail.lines())
+    anchored: list[Any] = []
+    anchors: dict[str, str] = {}
+    if against_git:
+        from promoter.service import composition
+
+        settings = state(ctx).settings()
+        ref = ref or settings.git.target_branch
+        anchors = composition.provider(settings).files(f"{audit_anchor.ANCHOR_DIR}/", ref)
+        anchored = audit_anchor.check(trail.lines(), anchors)
+    elif ref is not None:
+        raise UsageError("--ref needs --against-git")
+    ok = finding is None and not anchored
     if output == "json":
-        emit_json({"ok": finding is None, "entries": count, "path": str(trail.path),
-                   "line": finding.line if finding else None,
-                   "problem": finding.problem if finding else None})
-    elif finding is None:
-        typer.echo(f"ok: {count} entries in {trail.path} chain to the recorded head")
+        report: dict[str, Any] = {
+            "ok": ok, "entries": count, "path": str(trail.path),
+            "line": finding.line if finding else None,
+            "problem": finding.problem if finding else None}
+        if against_git:
+            report["git"] = {"ref": ref, "anchors": len(anchors), "findings": [
+                {"anchor": f.path, "seq": f.anchored.seq if f.anchored else None,
+                 "problem": f.problem} for f in anchored]}
+        emit_json(report)
     else:
-        typer.echo(f"{trail.path}:{finding.line}: {finding.problem}", err=True)
-    if finding is not None:
+        if finding is None:
+            typer.echo(f"ok: {count} entries in {trail.path} chain to the recorded head")
+        else:
+            typer.echo(f"{trail.path}:{finding.line}: {finding.problem}", err=True)
+        if against_git and not anchored:
+            typer.echo(f"ok: {len(anchors)} audit head(s) anchored in git at {ref} match the "
+                       "local trail" if anchors else
+                       f"note: no audit heads anchored in git at {ref} yet")
+        for item in anchored:
+            typer.echo(f"{ref}:{item.path}: {item.problem}", err=True)
+    if not ok:
         raise typer.Exit(EXIT_USER)
 
 

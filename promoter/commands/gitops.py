@@ -11,8 +11,10 @@ from promoter.commands._common import OUTPUT_OPTION, emit_json, state
 from promoter.errors import UsageError
 
 INIT_HELP = """Write (--out DIR) or propose as one merge request (--propose) the GitOps
-repository's scaffolding, from promoter.yaml: the Argo CD AppProject and ApplicationSet
-(argocd.repo_url, each environment's cluster_selector and allowed_regions), the Argo CD
+repository's scaffolding, from promoter.yaml: the Argo CD AppProjects (one per team of
+policy.teams, <argocd.project>-<team>, admitting its namespaces and the kinds promoter renders)
+and the ApplicationSet (argocd.repo_url, each environment's cluster_selector and
+allowed_regions; each Application in the project of its overlay's team), the Argo CD
 notifications that call `promoter serve` back, the Sigstore policy-controller ClusterImagePolicy
 and Kyverno ClusterPolicy with image.verification_key and the image.repository globs, a
 CODEOWNERS skeleton and the repository's .gitlab-ci.yml gate.
@@ -20,6 +22,7 @@ CODEOWNERS skeleton and the repository's .gitlab-ci.yml gate.
 Each file holds one managed block; re-running replaces only that block, so edits outside it
 survive. A file that exists without the block is left alone and listed as skipped.
 """
+INIT_HELP = "\n\n".join(" ".join(part.split()) for part in INIT_HELP.split("\n\n"))
 
 app = typer.Typer(help="The GitOps repository promoter writes to.", no_args_is_help=True)
 

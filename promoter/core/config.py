@@ -88,6 +88,8 @@ class PolicyConfig:
     # (team, env) -> (GitLab user ids, group ids) who must approve that team's MRs there
     approvers: Mapping[tuple[str, str], tuple[tuple[int, ...], tuple[int, ...]]] = field(
         default_factory=dict)
+    # team -> env -> CODEOWNERS owners (@group, @user) of that team's model directories
+    codeowners: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

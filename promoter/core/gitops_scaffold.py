@@ -1,8 +1,11 @@
 """The GitOps repository's scaffolding, as files (pure: inputs in, ``{path: text}`` out).
 
-What `promoter gitops init` writes next to ``manifests/``: the Argo CD ``AppProject`` and
-``ApplicationSet`` (one matrix per environment: its overlays x the clusters its
-``cluster_selector`` labels, narrowed to its allowed regions), the Argo CD notifications
+What `promoter gitops init` writes next to ``manifests/``: the Argo CD ``AppProject`` objects
+(one per team of ``policy.teams``: its namespaces, the kinds promoter renders; one shared
+project when no teams are configured) and the ``ApplicationSet`` (one matrix per environment: its
+overlays' kustomization files x the clusters its ``cluster_selector`` labels, narrowed to its
+allowed regions; each Application in the project of the team its overlay names in the
+``promoter.dev/team`` annotation), the Argo CD notifications
 ConfigMap that calls promoter back, the admission policies that require promoter's signature
 (Sigstore policy-controller and Kyverno, with the real public key(s) and image globs), a
 ``CODEOWNERS`` skeleton and the repository's own ``.gitlab-ci.yml`` gate.
@@ -14,11 +17,14 @@ through ``core.yamltext`` only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from promoter.core.tree_facts import TEAM
 from promoter.core.yamltext import scalar, to_yaml_block
+from promoter.errors import ConfigError
 
 BEGIN = ">>> promoter gitops init: managed block (re-run `promoter gitops init` to update)"
 END = "<<< promoter gitops init: end of managed block"
@@ -33,10 +39,14 @@ EVENTS: dict[str, str] = {
     "health-degraded": "app.status.health.status == 'Degraded'",
     "health-healthy": "app.status.health.status == 'Healthy'",
 }
-# Kinds promoter renders (templates/) plus the Namespace CreateNamespace=true makes.
+# Kinds promoter renders (templates/, and the KEDA ScaledObject `promoter forecast` proposes)
+# plus the Namespace CreateNamespace=true makes. tests/gitops keeps this in step with templates/.
 NAMESPACED_KINDS = (("apps", "Deployment"), ("", "Service"),
                     ("autoscaling", "HorizontalPodAutoscaler"), ("policy", "PodDisruptionBudget"),
-                    ("serving.kserve.io", "InferenceService"))
+                    ("serving.kserve.io", "InferenceService"),
+                    ("monitoring.coreos.com", "ServiceMonitor"), ("keda.sh", "ScaledObject"))
+# A team becomes part of an AppProject name: a DNS label keeps it a valid object name.
+_TEAM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # The Application labels the ApplicationSet sets and promoter reads back.
 MODEL_LABEL = "promoter.dev/model"
 ENV_LABEL = "promoter.dev/environment"
@@ -49,6 +59,15 @@ class EnvironmentScaffold:
     namespace: str
     cluster_selector: Mapping[str, str]
     regions: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TeamScaffold:
+    """One entry of policy.teams: None means "every environment" / "the environments' own
+    namespaces", as the team-permission gate reads them."""
+    name: str
+    environments: tuple[str, ...] | None = None
+    namespaces: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,7 @@ class ScaffoldInputs:
     ci_image: str = "python:3.11-bookworm"
     promoter_package: str = "promoter"
     codeowners: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    teams: tuple[TeamScaffold, ...] = ()
 
 
 def notification_body(event: str) -> str:
@@ -94,7 +114,8 @@ def render_scaffold(inputs: ScaffoldInputs) -> dict[str, str]:
         "argocd/kustomization.yaml": _yaml(_kustomization(
             ["appproject.yaml", "applicationset.yaml", "notifications.yaml"],
             inputs.argocd_namespace)),
-        "argocd/appproject.yaml": _yaml(_appproject(inputs)),
+        "argocd/appproject.yaml": "---\n".join(_yaml(project)
+                                                for project in appprojects(inputs)),
         "argocd/applicationset.yaml": _yaml(_applicationset(inputs)),
         "argocd/notifications.yaml": _notifications(inputs),
         "policies/kustomization.yaml": _yaml(_kustomization(
@@ -141,14 +162,48 @@ def _namespaces(inputs: ScaffoldInputs) -> list[str]:
     return sorted({env.namespace for env in inputs.environments})
 
 
-def _appproject(inputs: ScaffoldInputs) -> dict[str, Any]:
+def project_name(inputs: ScaffoldInputs, team: str) -> str:
+    """The AppProject of ``team``'s models: ``<argocd.project>-<team>``."""
+    return f"{inputs.project}-{team}"
+
+
+def team_namespaces(inputs: ScaffoldInputs, team: TeamScaffold) -> list[str]:
+    """Where the team-permission gate lets ``team`` deploy: the namespace of each environment
+    it may use, when that namespace is one of its own (or it has no namespace list)."""
+    return sorted({env.namespace for env in inputs.environments
+                   if (team.environments is None or env.name in team.environments)
+                   and (team.namespaces is None or env.namespace in team.namespaces)})
+
+
+def appprojects(inputs: ScaffoldInputs) -> list[dict[str, Any]]:
+    """One AppProject per team (destinations: the team's namespaces), or the one shared
+    project (every environment's namespace) when policy.teams is empty."""
+    if not inputs.teams:
+        return [_appproject(inputs, inputs.project, _namespaces(inputs),
+                            "Models promoted from the MLflow registry by promoter")]
+    projects = []
+    for team in sorted(inputs.teams, key=lambda t: t.name):
+        name = project_name(inputs, team.name)
+        if not _TEAM_NAME.match(team.name) or len(name) > 63:
+            raise ConfigError(f"team {team.name!r} cannot name an Argo CD AppProject "
+                              f"({name!r})", hint="policy.teams keys: lowercase letters, "
+                              "digits and '-', at most 63 characters with argocd.project")
+        projects.append(_appproject(inputs, name, team_namespaces(inputs, team),
+                                    f"Models of team {team.name}, promoted by promoter"))
+    return projects
+
+
+def _appproject(inputs: ScaffoldInputs, name: str, namespaces: list[str],
+                description: str) -> dict[str, Any]:
+    # Clusters are chosen by the ApplicationSet's label selectors; a project can only name
+    # clusters by server or name, so it pins the namespaces and lets the selectors pick servers.
     return {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
-        "metadata": {"name": inputs.project, "namespace": inputs.argocd_namespace},
+        "metadata": {"name": name, "namespace": inputs.argocd_namespace},
         "spec": {
-            "description": "Models promoted from the MLflow registry by promoter",
+            "description": description,
             "sourceRepos": [inputs.repo_url],
-            "destinations": [{"server": "*", "namespace": ns} for ns in _namespaces(inputs)],
+            "destinations": [{"server": "*", "namespace": ns} for ns in namespaces],
             "clusterResourceWhitelist": [{"group": "", "kind": "Namespace"}],
             "namespaceResourceWhitelist": [{"group": g, "kind": k} for g, k in NAMESPACED_KINDS],
             "orphanedResources": {"warn": True},
@@ -170,15 +225,21 @@ def _applicationset(inputs: ScaffoldInputs) -> dict[str, Any]:
         if env.regions:
             selector["matchExpressions"] = [{"key": inputs.region_label, "operator": "In",
                                              "values": list(env.regions)}]
+        # The files generator reads each overlay's kustomization: with goTemplate its keys
+        # (commonAnnotations -> promoter.dev/team) are parameters, and .path.path is its directory.
         generators.append({"matrix": {"generators": [
             {"git": {"repoURL": inputs.repo_url, "revision": inputs.target_branch,
-                     "directories": [{"path": f"{inputs.manifests_dir.strip('/')}/*/overlays/"
-                                              f"{env.name}"}]}},
+                     "files": [{"path": f"{inputs.manifests_dir.strip('/')}/*/overlays/"
+                                        f"{env.name}/kustomization.yaml"}]}},
             {"clusters": {"selector": selector,
                           "values": {"environment": env.name, "namespace": env.namespace}}},
         ]}})
     annotations = {f"notifications.argoproj.io/subscribe.promoter-{event}.promoter": ""
                    for event in EVENTS}
+    # An overlay naming a team without a project lands in a project that does not exist, and
+    # Argo CD refuses to sync it: unknown teams fail closed.
+    project = (project_name(inputs, f'{{{{index .commonAnnotations "{TEAM}"}}}}')
+               if inputs.teams else inputs.project)
     return {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationSet",
         "metadata": {"name": inputs.project, "namespace": inputs.argocd_namespace},
@@ -194,7 +255,7 @@ def _applicationset(inputs: ScaffoldInputs) -> dict[str, Any]:
                     "annotations": annotations,
                 },
                 "spec": {
-                    "project": inputs.project,
+                    "project": project,
                     "source": {"repoURL": inputs.repo_url,
                                "targetRevision": inputs.target_branch,
                                "path": "{{.path.path}}"},

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from promoter.core import gates, mr_text, tree_facts
+from promoter.core import audit_anchor, codeowners, gates, mr_text, tree_facts
+from promoter.core.audit_chain import Head
 from promoter.core.config import PipelineConfig
 from promoter.core.decommission import decommission
 from promoter.core.intent import build_request
@@ -33,6 +34,7 @@ from promoter.ports.clock import Clock
 from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
 from promoter.ports.image import BuiltImage, ModelcarRequest, Signer, Verifier
 from promoter.ports.pipeline import (
+    AuditHeads,
     DeployedState,
     DeploymentHistory,
     DeploymentLedger,
@@ -74,6 +76,7 @@ class Ports:
     verifier: Verifier | None = None         # checks the signature before any MR is opened
     clock: Clock | None = None               # for time-based gates (staging soak)
     history: DeploymentHistory | None = None  # what was live where (staging-first gate)
+    audit: AuditHeads | None = None          # its head is anchored in each promotion commit
 
 
 def _quiet(step: str, outcome: str, detail: str = "") -> None:
@@ -343,18 +346,46 @@ class Pipeline:
             image_digest=image.digest if image else None, signature=signature or "unsigned",
             policy=[mr_text.PolicyResult(r.rule, r.passed, r.detail) for r in decision.results],
             approvals_required=env.approvals, auto_merge=env.auto_merge)
+        committed: dict[str, str | None] = {f"{root}/{path}": text
+                                             for path, text in files.items()}
+        owners = self._codeowners(deployment.spec.owner.team, job.env, name)
+        if owners is not None:
+            committed[codeowners.PATH] = owners
         proposal = Proposal(
             model=job.model, name=name, env=job.env, version=info.version,
-            files={f"{root}/{path}": text for path, text in files.items()},
+            files=committed,
             managed_prefixes=(f"{root}/{name}/base/", f"{root}/{name}/overlays/{job.env}/"),
             title=mr_text.title(facts), description=mr_text.description(facts),
             labels=mr_text.labels(job.env, deployment.spec.owner.team),
             approvals_required=env.approvals, auto_merge=env.auto_merge,
             target_branch=self.config.target_branch,
-            approver_user_ids=approvers[0], approver_group_ids=approvers[1])
+            approver_user_ids=approvers[0], approver_group_ids=approvers[1],
+            riders=self._anchor(job, name, info.version))
         result = self.ports.provider.propose(proposal)
         self.progress("merge request", result.outcome.value, result.mr_url or "")
         return result
+
+    def _codeowners(self, team: str, env: str, name: str) -> str | None:
+        """CODEOWNERS of the target branch with this model directory's lines set to the team's
+        approvers (core.codeowners), or None: no file and no owners, or a block left alone."""
+        owners = self.config.policy.codeowners.get(team, {})
+        entries = codeowners.model_entries(self.config.manifests_root, name, env, owners)
+        current = self.ports.provider.read(codeowners.PATH, self.config.target_branch)
+        updated = codeowners.upsert(current, entries)
+        if updated is None and current is not None:
+            self.progress("codeowners", "skipped", f"{codeowners.PATH} has a broken promoter "
+                          "block (one marker without the other); left as it is")
+        return updated
+
+    def _anchor(self, job: PromotionJob, name: str, version: str) -> dict[str, str]:
+        """The audit trail's head, committed with the manifests (core.audit_anchor)."""
+        recorded = self.ports.audit.recorded_head() if self.ports.audit else None
+        if recorded is None:
+            return {}
+        clock = self.ports.clock
+        return {audit_anchor.anchor_path(name, job.env): audit_anchor.anchor_text(
+            Head(recorded.seq, recorded.hash), model=job.model, env=job.env, version=version,
+            time=clock.now() if clock else None)}
 
     def _run_url(self, info: ModelVersionInfo) -> str | None:
         base = self.config.run_link_base

@@ -100,8 +100,11 @@ class ProposalFlow:
         if head is None or not ours or changes.plan(
                 proposal.files, forge.read_files(branch, paths, prefixes), prefixes):
             run.changed = True
-            head = forge.commit(branch, proposal.target_branch, target_actions,
-                                commit_message(proposal), expected_head=head)
+            riders = changes.plan(proposal.riders, forge.read_files(
+                proposal.target_branch, changes.paths_to_read(proposal.riders), ()))
+            head = forge.commit(branch, proposal.target_branch,
+                                sorted(target_actions + riders), commit_message(proposal),
+                                expected_head=head)
         mr = self._upsert_mr(proposal, open_mr, run, changes.summary(target_actions))
         enforced = self._review_settings(proposal, mr, head, run)
         outcome = (Outcome.SUPERSEDED if run.superseded_iid is not None

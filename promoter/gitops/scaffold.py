@@ -14,6 +14,7 @@ from ruamel.yaml.error import YAMLError
 from promoter.core.gitops_scaffold import (
     EnvironmentScaffold,
     ScaffoldInputs,
+    TeamScaffold,
     merge_managed,
     render_scaffold,
 )
@@ -55,7 +56,12 @@ def inputs_from_settings(settings: Settings) -> ScaffoldInputs:
         manifests_dir=settings.git.manifests_dir.strip("/"),
         argocd_namespace=settings.argocd.namespace, project=settings.argocd.project,
         region_label=settings.argocd.region_label, ci_image=settings.argocd.ci_image,
-        promoter_package=settings.argocd.promoter_package, codeowners=codeowners)
+        promoter_package=settings.argocd.promoter_package, codeowners=codeowners,
+        teams=tuple(TeamScaffold(name,
+                                 tuple(team.environments) if team.environments is not None
+                                 else None,
+                                 tuple(team.namespaces) if team.namespaces is not None else None)
+                    for name, team in sorted(teams.items())))
 
 
 def repo_url(settings: Settings) -> str:

@@ -54,6 +54,9 @@ class Proposal:
     notes: Mapping[str, str] = field(default_factory=dict)  # bot comments: heading -> body
     # A change that is not one deployment's (garbage collection) names its own branch.
     branch_name: str | None = None
+    # Files committed along with a change of ``files`` but never a reason for a commit of
+    # their own (the audit head anchor: it moves with every audit entry).
+    riders: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def branch(self) -> str:

@@ -63,5 +63,19 @@ class DeploymentHistory(Protocol):
         when it never did or has been replaced since."""
 
 
+class ChainHead(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def hash(self) -> str: ...
+
+
+class AuditHeads(Protocol):
+    """The audit trail's head, anchored in each promotion commit (core.audit_anchor)."""
+
+    def recorded_head(self) -> ChainHead | None: ...
+
+
 class Progress(Protocol):
     def __call__(self, step: str, outcome: str, detail: str = "") -> None: ...

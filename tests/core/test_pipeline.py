@@ -156,9 +156,13 @@ class MemoryProvider:
         open_mr = mr if mr is not None and mr.state == "opened" else None
         if not changed and open_mr is None:
             return ProposalResult(Outcome.UNCHANGED, None, None, False)
-        if open_mr and self.branches.get(proposal.branch) == wanted \
-                and open_mr.version == proposal.version:
+        def without_riders(files: Mapping[str, str]) -> dict[str, str]:
+            return {p: t for p, t in files.items() if p not in proposal.riders}
+
+        if open_mr and without_riders(self.branches.get(proposal.branch, {})) == \
+                without_riders(wanted) and open_mr.version == proposal.version:
             return ProposalResult(Outcome.UNCHANGED, open_mr, open_mr.head_sha, False)
+        wanted.update(proposal.riders)   # riders go with a commit, never cause one
         self.branches[proposal.branch] = wanted
         self.commits.append((proposal.branch, proposal.version))
         sha = hashlib.sha1(repr(sorted(wanted.items())).encode()).hexdigest()

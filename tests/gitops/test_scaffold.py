@@ -63,6 +63,13 @@ image:
   verification_key: {keys['pub']}
 argocd:
   repo_url: https://gitlab.example.com/platform/gitops.git
+policy:
+  teams:
+    ads-relevance: {{}}
+    assistants: {{environments: [staging]}}
+    devtools: {{}}
+    perception: {{namespaces: [models-staging, models-production]}}
+    risk-ml: {{environments: [production], namespaces: [models-production]}}
 """)
     return path
 
@@ -87,8 +94,8 @@ def test_every_generated_resource_matches_its_schema(scaffold: Path) -> None:
                 continue
             kinds.append(document["kind"])
             assert problems(document) == [], path
-    assert sorted(kinds) == ["AppProject", "ApplicationSet", "ClusterImagePolicy",
-                             "ClusterPolicy", "ConfigMap"]
+    assert sorted(kinds) == ["AppProject"] * 5 + ["ApplicationSet", "ClusterImagePolicy",
+                                                  "ClusterPolicy", "ConfigMap"]
 
 
 @requires_kubectl
@@ -111,8 +118,18 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def _git_params(tree: Path, generator: dict[str, Any]) -> list[dict[str, Any]]:
+    """Argo CD's git generator with goTemplate: a files entry gives the file's top-level keys
+    as they are (not flattened) plus ``path`` (its directory, segments, basename, filename),
+    as applicationset/generators/git.go does; a directories entry gives ``path`` only."""
     params = []
-    for pattern in generator["directories"]:
+    for pattern in generator.get("files", []):
+        for file in sorted(tree.glob(pattern["path"])):
+            relative = file.parent.relative_to(tree).as_posix()
+            content = YAML(typ="safe").load(file.read_text()) or {}
+            params.append({**content, "path": {"path": relative, "segments": relative.split("/"),
+                                               "basename": file.parent.name,
+                                               "filename": file.name}})
+    for pattern in generator.get("directories", []):
         for directory in sorted(tree.glob(pattern["path"])):
             relative = directory.relative_to(tree).as_posix()
             params.append({"path": {"path": relative, "segments": relative.split("/"),
@@ -169,6 +186,93 @@ def test_applicationset_expands_to_buildable_applications_on_selected_clusters(
         assert spec["source"]["path"] == f"manifests/{labels['promoter.dev/model']}/overlays/{env}"
         subprocess.run(["kubectl", "kustomize", str(ROOT / spec["source"]["path"])],
                        capture_output=True, check=True)
+
+
+def _team(overlay: Path) -> str:
+    return str(YAML(typ="safe").load((overlay / "kustomization.yaml").read_text())
+               ["commonAnnotations"]["promoter.dev/team"])
+
+
+def _permits(project: dict[str, Any], server: str, resource: dict[str, Any]) -> bool:
+    """Argo CD's project check for one resource of an Application: its group/kind on the
+    whitelist, and (server, its namespace) matching one destination (globs allowed)."""
+    spec = project["spec"]
+    group = resource["apiVersion"].rpartition("/")[0]
+    kinds = {(k["group"], k["kind"]) for k in spec["namespaceResourceWhitelist"]}
+    namespace = resource["metadata"].get("namespace")
+    return (group, resource["kind"]) in kinds and any(
+        fnmatch.fnmatchcase(server, d["server"]) and fnmatch.fnmatchcase(namespace, d["namespace"])
+        for d in spec["destinations"])
+
+
+@requires_kubectl
+def test_each_application_lands_in_its_teams_project_which_admits_only_its_namespaces(
+        scaffold: Path) -> None:
+    (applicationset,) = _documents(scaffold / "argocd/applicationset.yaml")
+    projects = {p["metadata"]["name"]: p for p in _documents(scaffold / "argocd/appproject.yaml")}
+    assert sorted(projects) == ["models-ads-relevance", "models-assistants", "models-devtools",
+                                "models-perception", "models-risk-ml"]
+    assert {ns for p in projects.values() for ns in
+            [d["namespace"] for d in p["spec"]["destinations"]]} == {"models-staging",
+                                                                       "models-production"}
+    assert [d["namespace"] for d in projects["models-assistants"]["spec"]["destinations"]] == [
+        "models-staging"]
+    assert [d["namespace"] for d in projects["models-risk-ml"]["spec"]["destinations"]] == [
+        "models-production"]
+    seen = set()
+    for application in expand(applicationset, ROOT):
+        path = ROOT / application["spec"]["source"]["path"]
+        team = _team(path)
+        assert application["spec"]["project"] == f"models-{team}"
+        project = projects[application["spec"]["project"]]
+        assert project["spec"]["sourceRepos"] == [application["spec"]["source"]["repoURL"]]
+        built = [d for d in YAML(typ="safe").load_all(subprocess.run(
+            ["kubectl", "kustomize", str(path)], capture_output=True, text=True,
+            check=True).stdout) if d]
+        server = application["spec"]["destination"]["server"]
+        env = application["metadata"]["labels"]["promoter.dev/environment"]
+        # the team-permission gate's verdict, enforced by Argo CD through the project
+        allowed = not ((team == "assistants" and env == "production")
+                       or (team == "risk-ml" and env == "staging"))
+        assert all(_permits(project, server, r) for r in built) is allowed, (team, env)
+        for other, other_project in projects.items():
+            if other != application["spec"]["project"] and not any(
+                    d["namespace"] == built[0]["metadata"]["namespace"]
+                    for d in other_project["spec"]["destinations"]):
+                assert not any(_permits(other_project, server, r) for r in built)
+        seen.add((team, env))
+    assert ("assistants", "production") in seen and ("risk-ml", "staging") in seen
+
+
+def test_an_overlay_of_an_unknown_team_gets_no_existing_project(scaffold: Path,
+                                                                tmp_path: Path) -> None:
+    (applicationset,) = _documents(scaffold / "argocd/applicationset.yaml")
+    tree = tmp_path / "tree"
+    overlay = tree / "manifests/rogue/overlays/staging"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(
+        "namespace: models-staging\ncommonAnnotations:\n  promoter.dev/team: intruders\n")
+    (application,) = expand(applicationset, tree)
+    projects = {p["metadata"]["name"] for p in _documents(scaffold / "argocd/appproject.yaml")}
+    assert application["spec"]["project"] == "models-intruders"
+    assert application["spec"]["project"] not in projects   # Argo CD refuses to sync it
+
+
+def test_project_whitelist_is_exactly_the_kinds_promoter_renders() -> None:
+    from promoter.core.gitops_scaffold import NAMESPACED_KINDS
+    from promoter.core.prewarm import Bounds, Reactive, scaled_object
+
+    rendered = set()
+    for template in (ROOT / "templates").rglob("*.yaml.j2"):
+        text = template.read_text()
+        api = re.search(r"^apiVersion: (\S+)$", text, re.M)
+        kind = re.search(r"^kind: (\S+)$", text, re.M)
+        if api and kind and kind.group(1) != "Kustomization":
+            rendered.add((api.group(1).strip('"').rpartition("/")[0], kind.group(1)))
+    keda = scaled_object(name="m", target="m", bounds=Bounds(1, 2, 1.0), timezone="UTC",
+                         windows_=(), reactive=Reactive("http://p", "rate", 1.0))
+    rendered.add((keda["apiVersion"].rpartition("/")[0], keda["kind"]))
+    assert set(NAMESPACED_KINDS) == rendered
 
 
 def _policy_controller_glob(glob: str, reference: str) -> bool:

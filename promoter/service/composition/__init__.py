@@ -146,7 +146,8 @@ def ports(settings: Settings, registry: Registry) -> Ports:
     return Ports(registry=registry, provider=provider(settings, on_event=hooks),
                  ledger=hooks.ledger, renderer=renderer(settings),
                  images=ModelImages(settings), signer=signing,
-                 verifier=verifier(settings, signing), clock=SystemClock(), history=hooks.audit)
+                 verifier=verifier(settings, signing), clock=SystemClock(), history=hooks.audit,
+                 audit=hooks.audit)
 
 
 def pipeline_config(settings: Settings, renderer: Renderer) -> PipelineConfig:

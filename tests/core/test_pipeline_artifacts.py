@@ -122,7 +122,7 @@ def test_a_kserve_modelcar_without_a_shell_base_is_refused_before_any_build(run:
         run.registry.set_alias(MODEL, ENV, "1")
         pipeline = Pipeline(pipeline_config(settings, RENDERER), ports)
         if refused:
-            with pytest.raises(PermanentError, match="image.modelcar_base"):
+            with pytest.raises(PermanentError, match=r"image\.modelcar_base"):
                 pipeline.run(PromotionJob(MODEL, ENV, "promote", "1"), run.steps)
         else:   # an image volume runs nothing from the modelcar: no shell needed
             assert pipeline.run(PromotionJob(MODEL, ENV, "promote", "1"), run.steps).image

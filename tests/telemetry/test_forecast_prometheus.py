@@ -290,6 +290,8 @@ def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
                                       origin="intent")
     tree = {f"manifests/{path}": text
             for path, text in rendering.renderer(settings).render(request).items()}
+    svg = f"manifests/{NAME}/overlays/production/forecast.svg"   # an earlier release's plot
+    tree[svg] = "<svg/>\n"
     seeded = provider.propose(Proposal(model="llm-chat-8b", name=NAME, env="production",
                                        version="3", files=tree, managed_prefixes=(),
                                        title="seed", description="seed"))
@@ -314,6 +316,7 @@ def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
     # Beside the overlay, not in it: the next promotion's re-render leaves it alone.
     assert not any(path.endswith((".png", ".svg"))
                    for path in provider.files(f"{overlay}/", branch))
+    assert provider.read(svg, "main") and provider.read(svg, branch) is None   # replaced
     commits = _commits(tmp_path / "state" / "gitops.git", branch)
     mrs = [mr for mr in provider.list_mrs() if mr.source_branch == branch]  # type: ignore
     assert len(mrs) == 1

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ruamel.yaml import YAML
 
 from promoter.core import forecast as model
-from promoter.core import keda_overlay, mr_text, prewarm
+from promoter.core import keda_overlay, mr_text, prewarm, tree_facts
 from promoter.core.config import EnvironmentTarget
 from promoter.core.gates import GateFacts
 from promoter.core.intent import resolve_intent
@@ -29,7 +29,7 @@ from promoter.core.runtimes import RuntimeDescriptor, Telemetry, parse_descripto
 from promoter.core.spec import ModelDeployment, ModelRef
 from promoter.core.verdict import verdict
 from promoter.errors import ConfigError, PolicyDenied, UserError
-from promoter.ports.git import GitProvider, Proposal, ProposalResult
+from promoter.ports.git import FileContent, GitProvider, Proposal, ProposalResult
 from promoter.ports.metrics import MetricsSource
 from promoter.rendering import load_descriptors, templates_dir
 from promoter.settings import Settings
@@ -37,7 +37,7 @@ from promoter.settings import Settings
 SCALE_BRANCH_PREFIX = "scale"
 KEDA_WINDOW = "2m"
 SCALED_OBJECT_FILE = keda_overlay.SCALED_OBJECT_FILE
-PLOT_FILE = "forecast.svg"
+LEGACY_PLOT_FILE = "forecast.svg"   # in the overlay, before the plot became a PNG beside it
 
 
 @dataclass(frozen=True)
@@ -263,25 +263,33 @@ def propose(settings: Settings, plan_: ForecastPlan, provider: GitProvider) -> P
     if current is None:
         raise UserError(f"{overlay}/kustomization.yaml is not on "
                         f"{settings.git.target_branch}: promote the model to {plan_.env} first")
-    files: dict[str, str | None] = {f"{overlay}/{path}": text
-                                    for path, text in overlay_files(plan_, current).items()}
+    files: dict[str, FileContent | None] = {
+        f"{overlay}/{path}": text for path, text in overlay_files(plan_, current).items()}
     if plan_.platform == "kubernetes" and keda_overlay.HPA_PATCH_FILE in current:
         # Deleted, not just unlisted: the next promotion's render would delete it anyway.
         files[f"{overlay}/{keda_overlay.HPA_PATCH_FILE}"] = None
-    from promoter.forecast_plot import svg
+    from promoter.forecast_plot import png
 
-    files[f"{overlay}/{PLOT_FILE}"] = svg(plan_)
+    plot = plot_path(settings, plan_)
+    files[plot] = png(plan_)
+    files[f"{overlay}/{LEGACY_PLOT_FILE}"] = None   # an earlier release's SVG, if any
     env = settings.environment(plan_.env)
     return provider.propose(Proposal(
         model=plan_.deployment.spec.model.name, name=plan_.deployment.name, env=plan_.env,
         version=plan_.deployment.spec.model.version, files=files, managed_prefixes=(),
         title=f"Scale {plan_.deployment.name} in {plan_.env} ahead of forecast demand",
-        description=description(plan_), labels=("promoter", "scaling"),
+        description=description(plan_, plot), labels=("promoter", "scaling"),
         approvals_required=env.approvals, target_branch=settings.git.target_branch,
         branch_name=branch_for(plan_.deployment.name, plan_.env)))
 
 
-def description(plan_: ForecastPlan) -> str:
+def plot_path(settings: Settings, plan_: ForecastPlan) -> str:
+    """The repository path of the plan's PNG (core.tree_facts.forecast_plot)."""
+    return tree_facts.forecast_plot(settings.git.manifests_dir.strip("/"),
+                                    plan_.deployment.name, plan_.env)
+
+
+def description(plan_: ForecastPlan, plot: str) -> str:
     saving = plan_.static_gpu_hours_week - plan_.gpu_hours_week
     lines = [
         "## Predictive scaling", "",
@@ -306,6 +314,10 @@ def description(plan_: ForecastPlan) -> str:
     lines += ["", "| day | peak req/s | replicas | GPU-hours |", "|---|---:|---:|---:|"]
     lines += [f"| {r['day']} | {r['peak_rps']} | {r['max_replicas']} | {r['gpu_hours']} |"
               for r in summary_rows(plan_)]
-    lines += ["", f"The forecast plot is committed next to the overlay as `{PLOT_FILE}`: the "
-              "last week seen, the forecast, and the replicas' capacity the schedule holds.", ""]
+    # GitLab turns a relative link in an MR description into one to the repository file
+    # (its raw blob for an image) on the project's default branch.
+    lines += ["", f"![Forecast: last week seen, forecast and scheduled capacity]({plot})", "",
+              f"The plot is committed as {mr_text.code(plot)} (the MR's changes show this "
+              "version of it): the last week seen (grey), the forecast with its band (blue), "
+              "and the capacity the schedule holds (orange).", ""]
     return "\n".join(lines)

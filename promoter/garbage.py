@@ -69,7 +69,8 @@ def _proposal(settings: Settings, removals: list[gc.Removal]) -> Proposal:
     overlays = sum(1 for removal in removals if "/overlays/" in removal.prefix)
     return Proposal(
         model="garbage collection", name=GC_KEY[0], env=GC_KEY[1],
-        version=time.strftime("%Y%m%d", time.gmtime()), files={},
+        version=time.strftime("%Y%m%d", time.gmtime()),
+        files={path: None for removal in removals for path in removal.files},
         managed_prefixes=tuple(removal.prefix for removal in removals),
         title=f"Garbage-collect {overlays} deployment(s) nothing needs any more",
         description=("## Garbage collection\n\npromoter found deployments in the GitOps tree "

@@ -10,6 +10,7 @@ import pytest
 from promoter.adapters import localgit
 from promoter.core import gc
 from promoter.garbage import GC_BRANCH, collect
+from promoter.ports.git import Proposal
 from tests.core.test_pipeline import (
     MODEL,
     NAME,
@@ -22,6 +23,7 @@ from tests.core.test_pipeline import (
 )
 
 ROOT = "deploy"   # SETTINGS' manifests_dir
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))   # a plot as `promoter forecast` commits it
 
 
 def base(model: str) -> str:
@@ -62,6 +64,9 @@ def test_the_plan_names_each_removal_and_never_touches_foreign_directories() -> 
                                            "any more"),
         (f"{ROOT}/b/overlays/staging/", "registered model 'Model B' no longer exists"),
         (f"{ROOT}/b/base/", "no environment remains")]
+    # Each overlay's forecast plot (beside the overlays, not in one) goes with the overlay.
+    assert [r.files for r in removals] == [(f"{ROOT}/a/forecast-production.png",),
+                                           (f"{ROOT}/b/forecast-staging.png",), ()]
 
 
 @pytest.mark.parametrize(("idle_for_days", "collected"), [(10.0, True), (2.0, False)])
@@ -93,6 +98,11 @@ def test_gc_proposes_one_mr_on_the_local_provider(tmp_path: Path) -> None:
         if provider.get(mr).state == "opened":   # staging auto-merges once approved
             provider.merge(mr, "alice")
         assert provider.get(mr).state == "merged"
+    plots = {env: f"{ROOT}/{NAME}/forecast-{env}.png" for env in ("staging", "production")}
+    scaled = provider.propose(Proposal(            # both environments' scale MRs, merged
+        model=MODEL, name=NAME, env="plots", version="1", title="plots", description="plots",
+        files=dict.fromkeys(plots.values(), PNG), managed_prefixes=()))
+    assert scaled.mr_iid is not None and provider.merge(scaled.mr_iid, "alice")
     world.registry.set_alias(MODEL, "production", None)   # production no longer wanted
 
     plan = collect(settings, world.registry, provider, dry_run=True)
@@ -106,6 +116,8 @@ def test_gc_proposes_one_mr_on_the_local_provider(tmp_path: Path) -> None:
     assert f"`{ROOT}/{NAME}/overlays/production/`" in mr.description
     left = sorted(provider.files(f"{ROOT}/{NAME}/", GC_BRANCH))
     assert left and not any("/overlays/production/" in path for path in left)
+    on_branch = provider.forge.read_files(GC_BRANCH, list(plots.values()), [])
+    assert on_branch == {plots["staging"]: PNG}        # production's plot goes with it
     again = collect(settings, world.registry, provider, dry_run=False)   # idempotent
     assert again.result is not None and again.result.mr_iid == mr.iid
     assert len(provider.list_mrs()) == 1

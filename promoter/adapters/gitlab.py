@@ -8,6 +8,7 @@ the target branch.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import re
@@ -25,7 +26,15 @@ from promoter.core.mr_text import marker_version, note_body, note_slug
 from promoter.core.proposal import APPROVALS_NOTE, ProposalFlow
 from promoter.errors import ConfigError, TransientError, UserError
 from promoter.ports.forge import Action
-from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for
+from promoter.ports.git import (
+    FileContent,
+    MergeRequest,
+    Proposal,
+    ProposalResult,
+    branch_for,
+    from_blob,
+    texts,
+)
 from promoter.settings import Settings
 from promoter.state.pushed_heads import PushedHeads
 
@@ -138,7 +147,7 @@ class GitLabForge:
         return str(commit.message)
 
     def read_files(self, ref: str, paths: Sequence[str],
-                   prefixes: Sequence[str]) -> dict[str, str]:
+                   prefixes: Sequence[str]) -> dict[str, FileContent]:
         wanted = set(paths)
         for prefix in prefixes:
             try:
@@ -148,14 +157,14 @@ class GitLabForge:
             except NotFound:
                 continue
             wanted.update(item["path"] for item in tree if item["type"] == "blob")
-        files = {}
+        files: dict[str, FileContent] = {}
         for path in sorted(wanted):
             try:
                 raw = self._call.read(f"read {path} on {ref}", self.project.files.raw,
                                       file_path=path, ref=ref)
             except NotFound:
                 continue
-            files[path] = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            files[path] = from_blob(raw) if isinstance(raw, bytes) else str(raw)
         return files
 
     def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
@@ -281,10 +290,10 @@ class GitLabProvider:
         return found[0] if found else None
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
-        return self.forge.read_files(ref, [], [prefix])
+        return texts(self.forge.read_files(ref, [], [prefix]))
 
     def read(self, path: str, ref: str) -> str | None:
-        return self.forge.read_files(ref, [path], []).get(path)
+        return texts(self.forge.read_files(ref, [path], [])).get(path)
 
 
 def connect(url: str, token: str, project: str, *, verify_tls: bool | str = True,
@@ -321,9 +330,13 @@ def from_settings(settings: Settings) -> GitLabProvider:
 
 
 def _commit_action(action: Action) -> dict[str, str]:
-    """A planned file change in the shape of GitLab's commits API."""
+    """A planned file change in the shape of GitLab's commits API: text as text, binary
+    content (bytes) base64-encoded, which the API decodes before it stores the blob."""
     shaped = {"action": action.kind, "file_path": action.path}
-    if action.content is not None:
+    if isinstance(action.content, bytes):
+        shaped["content"] = base64.b64encode(action.content).decode("ascii")
+        shaped["encoding"] = "base64"
+    elif action.content is not None:
         shaped["content"] = action.content
         shaped["encoding"] = "text"
     return shaped

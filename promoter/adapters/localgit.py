@@ -22,7 +22,14 @@ from promoter.core.mr_text import note_body, note_slug
 from promoter.core.proposal import ProposalFlow
 from promoter.errors import TransientError, UserError
 from promoter.ports.forge import Action
-from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for
+from promoter.ports.git import (
+    FileContent,
+    MergeRequest,
+    Proposal,
+    ProposalResult,
+    branch_for,
+    texts,
+)
 from promoter.settings import Settings
 from promoter.state.db import StateDB
 from promoter.state.pushed_heads import PushedHeads
@@ -60,7 +67,7 @@ class LocalForge:
         return self.repo.message(sha)
 
     def read_files(self, ref: str, paths: Sequence[str],
-                   prefixes: Sequence[str]) -> dict[str, str]:
+                   prefixes: Sequence[str]) -> dict[str, FileContent]:
         return self.repo.read(ref, paths, prefixes)
 
     def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
@@ -163,11 +170,11 @@ class LocalGitProvider:
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         self.forge.repo.fetch()  # read the remote's branch as it is now, as GitLab's API does
-        return self.forge.read_files(ref, [], [prefix])
+        return texts(self.forge.read_files(ref, [], [prefix]))
 
     def read(self, path: str, ref: str) -> str | None:
         self.forge.repo.fetch()
-        return self.forge.read_files(ref, [path], []).get(path)
+        return texts(self.forge.read_files(ref, [path], [])).get(path)
 
     def list_mrs(self, state: str = "opened") -> list[MergeRequest]:
         self.forge.repo.fetch()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from promoter.errors import ConfigError, TransientError, UserError
 from promoter.ports.forge import Action
+from promoter.ports.git import FileContent, from_blob
 
 _IDENTITY = {"GIT_AUTHOR_NAME": "promoter", "GIT_AUTHOR_EMAIL": "promoter@localhost",
              "GIT_COMMITTER_NAME": "promoter", "GIT_COMMITTER_EMAIL": "promoter@localhost",
@@ -50,6 +51,11 @@ class LocalRepo:
 
     def git(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
             cwd: Path | None = None) -> str:
+        return self.git_bytes(*args, input=input, env=env, cwd=cwd).decode()
+
+    def git_bytes(self, *args: str, input: bytes | None = None,
+                  env: dict[str, str] | None = None, cwd: Path | None = None) -> bytes:
+        """``git`` whose output is returned as it is (a blob may be binary)."""
         try:
             result = subprocess.run(
                 ["git", *args], cwd=cwd or self.workdir, input=input, capture_output=True,
@@ -60,7 +66,7 @@ class LocalRepo:
                 from None
         if result.returncode:
             raise GitFailed(args, result.stderr.decode(errors="replace"))
-        return result.stdout.decode()
+        return result.stdout
 
     def ensure_clone(self) -> None:
         if (self.workdir / "HEAD").exists():
@@ -89,7 +95,8 @@ class LocalRepo:
     def message(self, sha: str) -> str:
         return self.git("log", "-1", "--format=%B", sha)
 
-    def read(self, ref: str, paths: Sequence[str], prefixes: Sequence[str]) -> dict[str, str]:
+    def read(self, ref: str, paths: Sequence[str],
+             prefixes: Sequence[str]) -> dict[str, FileContent]:
         remote_ref = f"refs/remotes/origin/{ref}"
         if self.head(ref) is None:
             return {}
@@ -100,7 +107,8 @@ class LocalRepo:
             wanted.update(listing.splitlines())
         present = self.git("ls-tree", "-r", "--name-only", "--full-tree", remote_ref, "--",
                            *sorted(wanted)).splitlines() if wanted else []
-        return {path: self.git("cat-file", "blob", f"{remote_ref}:{path}") for path in present}
+        return {path: from_blob(self.git_bytes("cat-file", "blob", f"{remote_ref}:{path}"))
+                for path in present}
 
     def commit(self, base: str, actions: Sequence[Action], message: str) -> str:
         with tempfile.TemporaryDirectory() as tmp:
@@ -112,8 +120,9 @@ class LocalRepo:
                     self.git("update-index", "--index-info", env=env,
                              input=f"0 {'0' * 40}\t{action.path}\n".encode())
                     continue
-                blob = self.git("hash-object", "-w", "--stdin",
-                                input=(action.content or "").encode()).strip()
+                content = action.content or ""
+                blob = self.git("hash-object", "-w", "--stdin", input=content if isinstance(
+                    content, bytes) else content.encode()).strip()
                 self.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{action.path}",
                          env=env)
             tree = self.git("write-tree", env=env).strip()

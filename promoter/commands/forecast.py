@@ -18,7 +18,9 @@ Reads the deployment's request rate (and queue, where the runtime exposes one) f
 daily + weekly seasonal model, and renders cron triggers that raise replicas one cold-start lead
 time before each forecast rise (in forecast.timezone), plus a Prometheus trigger for what the
 forecast misses, bounded by the intent's min/max and the team GPU quota. Without --propose it
-prints the ScaledObject and a summary; --propose opens or updates the MR on scale/<name>/<env>.
+prints the ScaledObject and a summary; --propose opens or updates the MR on scale/<name>/<env>,
+which also commits the forecast plot as a PNG, <manifests_dir>/<name>/forecast-<env>.png, shown
+in the MR description.
 The intent comes from --intent FILE or from MLflow (MODEL, the version the environment runs, or
 --version N).
 """
@@ -59,6 +61,7 @@ def forecast(
                    "lead_minutes": plan.lead_minutes, "lead_source": plan.lead_source,
                    "policy": plan.decision.reasons,
                    "mr_url": result.mr_url if result else None,
+                   "plot": forecasting.plot_path(settings, plan) if result else None,
                    "outcome": result.outcome.value if result else None})
         return
     if result is None:
@@ -75,7 +78,8 @@ def forecast(
     for reason in plan.decision.reasons:
         typer.echo(f"policy: {reason}")
     if result is not None:
-        typer.echo(f"merge request: {result.mr_url or result.mr_iid} ({result.outcome.value})")
+        typer.echo(f"merge request: {result.mr_url or result.mr_iid} ({result.outcome.value}); "
+                   f"plot: {forecasting.plot_path(settings, plan)}")
     elif not plan.decision.allowed:
         typer.echo("dry run: a proposal would be refused by policy")
     else:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from promoter.errors import UserError
 from promoter.ports.forge import Action
+from promoter.ports.git import FileContent
 
 
 def check_path(path: str) -> str:
@@ -27,13 +28,25 @@ def under(path: str, prefixes: Iterable[str]) -> bool:
     return any(path.startswith(prefix) for prefix in prefixes)
 
 
-def plan(desired: Mapping[str, str | None], current: Mapping[str, str],
+def same(existing: FileContent, content: FileContent) -> bool:
+    """Equal as stored: text compares as text; where either side is bytes, as UTF-8 bytes
+    (a forge reads a binary file back as bytes, and a UTF-8 one as text)."""
+    if isinstance(existing, str) and isinstance(content, str):
+        return existing == content
+    as_bytes = [side.encode("utf-8") if isinstance(side, str) else side
+                for side in (existing, content)]
+    return as_bytes[0] == as_bytes[1]
+
+
+def plan(desired: Mapping[str, FileContent | None], current: Mapping[str, FileContent],
          managed_prefixes: Iterable[str] = ()) -> list[Action]:
     """Actions that turn ``current`` into ``desired``, sorted by path.
 
     ``current`` must hold every existing file under ``managed_prefixes`` and every existing
     file named in ``desired``. A managed file absent from ``desired`` is deleted; a path mapped
     to None is deleted when it exists. Prefixes end with "/" so ``a/`` never matches ``ab/``.
+    Content is text (str) or binary (bytes); a file is updated only when it differs (``same``),
+    so identical binary content plans no action either.
     """
     prefixes = tuple(p if p.endswith("/") else p + "/" for p in managed_prefixes)
     actions: list[Action] = []
@@ -45,7 +58,7 @@ def plan(desired: Mapping[str, str | None], current: Mapping[str, str],
                 actions.append(Action(path, "delete"))
         elif existing is None:
             actions.append(Action(path, "create", content))
-        elif existing != content:
+        elif not same(existing, content):
             actions.append(Action(path, "update", content))
     for path in current:
         if path not in desired and under(path, prefixes):
@@ -53,7 +66,7 @@ def plan(desired: Mapping[str, str | None], current: Mapping[str, str],
     return sorted(actions)
 
 
-def paths_to_read(desired: Mapping[str, str | None]) -> list[str]:
+def paths_to_read(desired: Mapping[str, FileContent | None]) -> list[str]:
     return sorted(check_path(path) for path in desired)
 
 

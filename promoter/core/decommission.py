@@ -1,5 +1,6 @@
 """The decommission use case: an environment's trigger no longer points at any version, so
-one merge request removes its overlay, and the base too when no other environment remains.
+one merge request removes its overlay (and its forecast plot, `promoter forecast --propose`'s
+PNG beside the overlays), and the base too when no other environment remains.
 
 The version it removes comes from the ledger (MLflow's alias.deleted carries none), but the MR
 and the write-back name the version the target branch actually runs.
@@ -44,8 +45,11 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob,
     # last version promoter proposed (an MR for a newer version may never have merged).
     live = _live_version(config, ports, state.name, job.env) or state.version
     model = mr_text.escape(job.model, 120)
+    # The environment's forecast plot describes scaling that goes with its overlay: it goes
+    # too (a path mapped to None is deleted when it exists, and is no change when it does not).
+    plot = tree_facts.forecast_plot(root, state.name, job.env)
     proposal = Proposal(
-        model=job.model, name=state.name, env=job.env, version=live, files={},
+        model=job.model, name=state.name, env=job.env, version=live, files={plot: None},
         managed_prefixes=managed,
         title=f"Decommission {model} from {job.env}",
         description=(f"## Decommission {model} from {job.env}\n\nThe {job.env} trigger no "

@@ -4,8 +4,8 @@ Pure planning over facts the caller gathered: the target branch's files and, per
 the registry says now. An overlay goes when its registered model or its version no longer
 exists, when no alias or stage points the environment at the model any more, or when it is
 in an idle-collected environment (staging) and nothing was promoted there for the TTL. A base
-goes with its last overlay. Directories whose base promoter did not write (no
-``promoter.dev/registered-model`` annotation) are never touched.
+goes with its last overlay, and an overlay's forecast plot with the overlay. Directories whose
+base promoter did not write (no ``promoter.dev/registered-model`` annotation) are never touched.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class RegistryView:
 class Removal:
     prefix: str               # directory to remove, ending in "/"
     reason: str
+    files: tuple[str, ...] = ()   # single files that go with it (the overlay's forecast plot)
 
 
 def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:
@@ -70,7 +71,9 @@ def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView
         if reason is None:
             kept[overlay.name] = kept.get(overlay.name, 0) + 1
         else:
-            removals.append(Removal(f"{root}/{overlay.name}/overlays/{overlay.env}/", reason))
+            removals.append(Removal(
+                f"{root}/{overlay.name}/overlays/{overlay.env}/", reason,
+                (tree_facts.forecast_plot(root, overlay.name, overlay.env),)))
     for name in sorted({overlay.name for overlay in found} - set(kept)):
         removals.append(Removal(f"{root}/{name}/base/", "no environment remains"))
     return removals

@@ -59,3 +59,10 @@ def overlay_kustomization(root: str, name: str, env: str) -> str:
 def scaled_object(root: str, name: str, env: str) -> str:
     """Where an accepted KEDA ScaledObject (a merged `promoter forecast` MR) lives."""
     return f"{root}/{name}/overlays/{env}/{keda_overlay.SCALED_OBJECT_FILE}"
+
+
+def forecast_plot(root: str, name: str, env: str) -> str:
+    """Where `promoter forecast --propose` commits the environment's forecast plot: beside the
+    deployment's base/ and overlays/, not under them, so a promotion's re-render (which
+    deletes files it does not know under those prefixes) leaves it alone."""
+    return f"{root}/{name}/forecast-{env}.png"

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from promoter.ports.git import MergeRequest, Proposal
+from promoter.ports.git import FileContent, MergeRequest, Proposal
 
 ActionKind = Literal["create", "update", "delete"]
 
@@ -22,7 +22,7 @@ class Action:
 
     path: str
     kind: ActionKind
-    content: str | None = None      # None for delete
+    content: FileContent | None = None   # text or bytes; None for delete
 
 
 class Forge(Protocol):
@@ -34,8 +34,9 @@ class Forge(Protocol):
     def commit_message(self, sha: str) -> str: ...
 
     def read_files(self, ref: str, paths: Sequence[str],
-                   prefixes: Sequence[str]) -> dict[str, str]:
-        """Existing files among ``paths`` plus every file under ``prefixes``, at ``ref``."""
+                   prefixes: Sequence[str]) -> dict[str, FileContent]:
+        """Existing files among ``paths`` plus every file under ``prefixes``, at ``ref``: a
+        UTF-8 file as its text, any other as its bytes (ports.git.from_blob)."""
 
     def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
                message: str, expected_head: str | None) -> str:

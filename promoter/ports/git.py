@@ -17,6 +17,23 @@ BRANCH_PREFIX = "promote"
 SUPERSEDED_SUFFIX = " - superseded"   # promoter retitles the MRs it closes as superseded
 
 
+# A file's content: text (YAML, Markdown, ...) or, for binary files such as a PNG plot, bytes.
+FileContent = str | bytes
+
+
+def from_blob(raw: bytes) -> FileContent:
+    """A blob as read from a forge: its text when it is UTF-8, else its bytes unchanged."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def texts(files: Mapping[str, FileContent]) -> dict[str, str]:
+    """The text files of ``files``; binary ones (a committed plot) are no caller's text."""
+    return {path: content for path, content in files.items() if isinstance(content, str)}
+
+
 def branch_for(name: str, env: str) -> str:
     """The one deterministic branch of a (deployment, environment) pair."""
     return f"{BRANCH_PREFIX}/{name}/{env}"
@@ -39,7 +56,8 @@ class Proposal:
     name: str                             # deployment name (DNS label)
     env: str
     version: str
-    files: Mapping[str, str | None]       # repo-relative path -> full text; None = delete
+    # repo-relative path -> full text (str) or binary content (bytes); None = delete
+    files: Mapping[str, FileContent | None]
     managed_prefixes: tuple[str, ...]     # files under these that are not in ``files`` go away
     title: str
     description: str                      # markdown, already escaped by core.mr_text
@@ -116,8 +134,10 @@ class GitProvider(Protocol):
         """The newest MR of the branch of (name, env), in any state, or None."""
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
-        """Every file under ``prefix`` on branch ``ref`` with its text, in one read (which
-        overlays remain; what the other overlays claim; what gc may remove)."""
+        """Every text file under ``prefix`` on branch ``ref`` with its text, in one read (which
+        overlays remain; what the other overlays claim; what gc may remove). Binary files
+        (not UTF-8, such as a forecast plot) are left out."""
 
     def read(self, path: str, ref: str) -> str | None:
-        """One file's text on branch ``ref``, or None when it is not there."""
+        """One text file's text on branch ``ref``, or None when it is not there (or is not
+        UTF-8 text)."""

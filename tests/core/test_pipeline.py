@@ -20,7 +20,7 @@ from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.core.results import PipelineResult
 from promoter.core.spec import intent_from_tags
 from promoter.errors import ConfigError, PermanentError, PolicyDenied, TransientError
-from promoter.ports.git import MergeRequest, Outcome, Proposal, ProposalResult
+from promoter.ports.git import FileContent, MergeRequest, Outcome, Proposal, ProposalResult, texts
 from promoter.ports.image import BuiltImage, ModelcarRequest, SignatureInfo
 from promoter.ports.pipeline import DeployedState
 from promoter.ports.registry import (
@@ -133,10 +133,10 @@ class MemoryRegistry:
 
 
 class MemoryProvider:
-    """Branches as {path: text}; one commit per change; MRs in a list, newest last."""
+    """Branches as {path: content}; one commit per change; MRs in a list, newest last."""
 
     def __init__(self) -> None:
-        self.branches: dict[str, dict[str, str]] = {"main": {}}
+        self.branches: dict[str, dict[str, FileContent]] = {"main": {}}
         self.commits: list[tuple[str, str]] = []   # (branch, version)
         self.mrs: list[MergeRequest] = []
         self.proposals: list[Proposal] = []
@@ -149,7 +149,11 @@ class MemoryProvider:
         self.proposals.append(proposal)
         target = self.branches[proposal.target_branch]
         wanted = {p: t for p, t in target.items() if not p.startswith(proposal.managed_prefixes)}
-        wanted.update({p: t for p, t in proposal.files.items() if t is not None})
+        for path, content in proposal.files.items():   # None: delete the file if it is there
+            if content is None:
+                wanted.pop(path, None)
+            else:
+                wanted[path] = content
         changed = tuple(sorted(p for p in set(target) | set(wanted)
                                if target.get(p) != wanted.get(p)))
         mr = self.find(proposal.name, proposal.env)
@@ -189,10 +193,11 @@ class MemoryProvider:
         return found[-1] if found else None
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
-        return {p: t for p, t in self.branches.get(ref, {}).items() if p.startswith(prefix)}
+        return texts({p: t for p, t in self.branches.get(ref, {}).items()
+                      if p.startswith(prefix)})
 
     def read(self, path: str, ref: str) -> str | None:
-        return self.branches.get(ref, {}).get(path)
+        return texts(self.branches.get(ref, {})).get(path)
 
     def merge(self, iid: int) -> None:
         mr = self.get(iid)
@@ -573,6 +578,36 @@ def test_decommission_of_the_last_env_removes_the_base_too(world: World) -> None
     assert "overlay and base" in world.provider.get(result.mr_iid).description
     world.provider.merge(result.mr_iid)
     assert world.provider.branches["main"] == {}
+
+
+PLOT = b"\x89PNG\r\n\x1a\n-forecast"   # as `promoter forecast --propose` commits it
+
+
+def _plots(world: World, ref: str = "main") -> set[str]:
+    return {p for p in world.provider.branches[ref] if p.endswith(".png")}
+
+
+def test_promotions_leave_the_forecast_plot_and_decommission_removes_its_env_plot(
+        world: World) -> None:
+    world.provider.merge(world.promote("2", env="staging").mr_iid)
+    world.provider.merge(world.promote("2").mr_iid)
+    plots = {f"deploy/{NAME}/forecast-{env}.png" for env in ("staging", "production")}
+    world.provider.branches["main"].update(dict.fromkeys(plots, PLOT))   # scale MRs merged
+    # A new version re-renders base/ and the overlay; the plot beside them stays as it is.
+    promoted = world.promote("3")
+    assert _plots(world, f"promote/{NAME}/production") == plots
+    world.provider.merge(promoted.mr_iid)
+
+    world.registry.set_alias(MODEL, "production", None)
+    result = world.run(action="decommission")
+    assert world.provider.proposals[-1].files == {f"deploy/{NAME}/forecast-production.png": None}
+    world.provider.merge(result.mr_iid)
+    assert _plots(world) == {f"deploy/{NAME}/forecast-staging.png"}
+    assert world.provider.branches["main"][f"deploy/{NAME}/forecast-staging.png"] == PLOT
+
+    world.registry.set_alias(MODEL, "staging", None)      # the last environment goes
+    world.provider.merge(world.run(env="staging", action="decommission").mr_iid)
+    assert world.provider.branches["main"] == {}          # nothing of the model is left
 
 
 def test_decommission_skipped_when_the_alias_points_somewhere_again(world: World) -> None:

@@ -57,3 +57,18 @@ def test_applying_the_plan_reaches_the_desired_tree(desired: dict[str, str],
             result[action.path] = action.content or ""
     assert result == desired
     assert plan(desired, result, [PREFIX]) == []
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))     # not UTF-8: a forge reads it back as bytes
+
+
+def test_binary_content_is_compared_as_bytes() -> None:
+    path = "manifests/m/forecast-prod.png"
+    assert plan({path: PNG}, {}) == [Action(path, "create", PNG)]
+    assert plan({path: PNG}, {path: PNG}) == []
+    assert plan({path: PNG}, {path: PNG[:-1]}) == [Action(path, "update", PNG)]
+    # Bytes that happen to be UTF-8 come back from a forge as text: still the same file.
+    assert plan({path: b"plain\n"}, {path: "plain\n"}) == []
+    assert plan({path: "plain\n"}, {path: b"plain\n"}) == []
+    assert plan({path: "text\n"}, {path: PNG}) == [Action(path, "update", "text\n")]
+    assert plan({path: None}, {path: PNG}) == [Action(path, "delete")]

@@ -7,8 +7,13 @@ written as OpenMetrics, backfilled with promtool and served by Debian's promethe
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
+import struct
+import subprocess
+import zlib
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,6 +25,7 @@ from promoter import forecasting
 from promoter.adapters import kustomize, schemas
 from promoter.adapters.prometheus import PrometheusSource
 from promoter.core import forecast as model
+from promoter.forecast_plot import HEIGHT_PX, PNG_SIGNATURE, WIDTH_PX
 from promoter.settings import load_settings
 from tests.conftest import requires_kubectl
 from tests.telemetry import traces
@@ -284,6 +290,8 @@ def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
                                       origin="intent")
     tree = {f"manifests/{path}": text
             for path, text in rendering.renderer(settings).render(request).items()}
+    svg = f"manifests/{NAME}/overlays/production/forecast.svg"   # an earlier release's plot
+    tree[svg] = "<svg/>\n"
     seeded = provider.propose(Proposal(model="llm-chat-8b", name=NAME, env="production",
                                        version="3", files=tree, managed_prefixes=(),
                                        title="seed", description="seed"))
@@ -301,12 +309,20 @@ def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
     kustomization = provider.read(f"{overlay}/kustomization.yaml", branch) or ""
     assert "scaledobject.yaml" in kustomization
     assert "patch-horizontalpodautoscaler.yaml" not in kustomization
-    plot = provider.read(f"{overlay}/forecast.svg", branch) or ""
-    assert plot.startswith("<svg") and plot.count("<path") == 3
+    plot_path = f"manifests/{NAME}/forecast-production.png"
+    assert result["plot"] == plot_path
+    plot = provider.forge.read_files(branch, [plot_path], [])[plot_path]  # type: ignore
+    _assert_plot_png(plot)
+    # Beside the overlay, not in it: the next promotion's re-render leaves it alone.
+    assert not any(path.endswith((".png", ".svg"))
+                   for path in provider.files(f"{overlay}/", branch))
+    assert provider.read(svg, "main") and provider.read(svg, branch) is None   # replaced
+    commits = _commits(tmp_path / "state" / "gitops.git", branch)
     mrs = [mr for mr in provider.list_mrs() if mr.source_branch == branch]  # type: ignore
     assert len(mrs) == 1
     assert "Expected GPU-hours per week" in mrs[0].description
     assert "| Wed |" in mrs[0].description
+    assert f"]({plot_path})" in mrs[0].description      # the plot, as an image link
     # Untouched: the rest of the tree (the Deployment patch) is not part of this change.
     assert provider.read(f"{overlay}/patch-deployment.yaml", branch) == \
         tree[f"{overlay}/patch-deployment.yaml"]
@@ -315,6 +331,112 @@ def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
     assert again["outcome"] == "unchanged"
     assert len([mr for mr in provider.list_mrs()  # type: ignore[attr-defined]
                 if mr.source_branch == branch]) == 1
+    assert _commits(tmp_path / "state" / "gitops.git", branch) == commits   # no new commit
+    assert provider.forge.read_files(branch, [plot_path], [])[plot_path] == plot  # type: ignore
+
+
+def _commits(bare: Path, ref: str) -> int:
+    return int(subprocess.run(["git", "rev-list", "--count", ref], cwd=bare, check=True,
+                              capture_output=True, text=True).stdout)
+
+
+def _assert_plot_png(data: object) -> None:
+    """A real PNG of the stated size, with no metadata text or time chunks."""
+    from matplotlib import image
+
+    assert isinstance(data, bytes) and data.startswith(PNG_SIGNATURE)
+    chunks, offset = [], len(PNG_SIGNATURE)
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset:offset + 4])
+        kind = data[offset + 4:offset + 8]
+        body = data[offset + 8:offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length:offset + 12 + length])
+        assert zlib.crc32(kind + body) == crc
+        chunks.append(kind)
+        offset += 12 + length
+    assert chunks[0] == b"IHDR" and chunks[-1] == b"IEND"
+    assert not {b"tEXt", b"iTXt", b"zTXt", b"tIME"} & set(chunks)   # no Software, no time
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (WIDTH_PX, HEIGHT_PX)
+    pixels = image.imread(io.BytesIO(data), format="png")
+    assert pixels.shape[:2] == (HEIGHT_PX, WIDTH_PX)
+    assert len({tuple(row) for row in pixels.reshape(-1, pixels.shape[2])[::97]}) > 3  # drawn
+
+
+def test_the_plot_is_the_same_png_for_the_same_plan(tmp_path: Path, prometheus_url: str) -> None:
+    from promoter.forecast_plot import png
+
+    settings = load_settings(_config(tmp_path, prometheus_url), environ={})
+    deployment, target = forecasting.resolve(
+        settings, YAML(typ="safe").load(INTENT), "production", "intent")
+    source = PrometheusSource(prometheus_url)
+    first = png(forecasting.plan(settings, deployment, target, source, now=TRAIN_END))
+    _assert_plot_png(first)
+    assert png(forecasting.plan(settings, deployment, target, source, now=TRAIN_END)) == first
+    later = forecasting.plan(settings, deployment, target, source,
+                             now=TRAIN_END + timedelta(days=3))
+    assert png(later) != first     # another forecast, another picture
+
+
+def test_propose_through_gitlab_commits_the_png_base64_and_again_is_a_no_op(
+        tmp_path: Path, prometheus_url: str) -> None:
+    """The GitLab stand-in, driven by python-gitlab: the plot goes up as a base64 commit
+    action, the blob GitLab stores is the PNG's bytes, and proposing again changes nothing."""
+    from promoter import rendering
+    from promoter.forecast_plot import png
+    from tests.gitlab.conftest import GitLabHarness, make_standin
+    from tests.gitlab.standin import routes
+
+    settings = load_settings(_config(tmp_path, prometheus_url), environ={})
+    intent = YAML(typ="safe").load(INTENT)
+    request = rendering.build_request(settings, intent, "production", origin="intent")
+    standin = make_standin(tmp_path)
+    seen: list[dict] = []
+    create_commit = routes.Api.create_commit
+    index = next(i for i, (_, verb, handler) in enumerate(routes.ROUTES)
+                 if handler is create_commit and verb == "POST")
+
+    def recording(api: object, user: object, params: dict) -> object:
+        seen.extend(params.get("actions") or [])
+        return create_commit(api, user, params)
+
+    routes.ROUTES[index] = (routes.ROUTES[index][0], "POST", recording)
+    try:
+        standin.repo.commit_actions(   # the promotion's tree, merged
+            "main", standin.repo.head("main"),
+            [{"action": "create", "file_path": f"manifests/{path}", "content": text}
+             for path, text in rendering.renderer(settings).render(request).items()],
+            "Promote llm-chat\n")
+        provider = GitLabHarness(standin, tmp_path).provider
+        deployment, target = forecasting.resolve(settings, intent, "production", "intent")
+        plan = forecasting.plan(settings, deployment, target, PrometheusSource(prometheus_url),
+                                now=TRAIN_END)
+        first = forecasting.propose(settings, plan, provider)
+        assert first.outcome.value == "created" and first.commit_created
+        plot_path = f"manifests/{NAME}/forecast-production.png"
+        [action] = [a for a in seen if a["file_path"] == plot_path]
+        assert action["action"] == "create" and action["encoding"] == "base64"
+        assert base64.b64decode(action["content"]) == png(plan)
+        assert {a["encoding"] for a in seen
+                if a["file_path"] != plot_path and a["action"] != "delete"} == {"text"}
+        branch = f"scale/{NAME}/production"
+        stored = standin.repo.file(branch, plot_path)
+        assert stored == png(plan)
+        _assert_plot_png(stored)
+        assert provider.forge.read_files(branch, [plot_path], [])[plot_path] == stored
+        description = standin.project.mrs[first.mr_iid].description
+        assert f"![Forecast: last week seen, forecast and scheduled capacity]({plot_path})" \
+            in description
+        commits, actions = standin.repo.count("--all"), len(seen)
+
+        again = forecasting.propose(settings, plan, provider)
+
+        assert again.outcome.value == "unchanged" and not again.commit_created
+        assert again.mr_iid == first.mr_iid and len(standin.project.mrs) == 1
+        assert standin.repo.count("--all") == commits and len(seen) == actions
+    finally:
+        routes.ROUTES[index] = (routes.ROUTES[index][0], "POST", create_commit)
+        standin.stop()
 
 
 @requires_kubectl

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
+from tests.ci.local_runner import git, requires_gitlab_ci_local, without_images
 from tests.conftest import ROOT, cli_runner, requires_kubectl
 from tests.signing.conftest import PASSWORD, key_path, push_image
 from tests.signing.conftest import registry as registry  # the session fixture
@@ -31,33 +31,9 @@ from tests.signing.conftest import registry as registry  # the session fixture
 pytestmark = [
     pytest.mark.e2e,
     requires_kubectl,
-    pytest.mark.skipif(shutil.which("gitlab-ci-local") is None or shutil.which("rsync") is None,
-                       reason="gitlab-ci-local (npm, 4.56.0) or rsync is not installed; "
-                              "`make install-test` installs both"),
+    requires_gitlab_ci_local,
 ]
 OVERLAY = "manifests/fraud-detector/overlays/production/kustomization.yaml"
-GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
-       "GIT_COMMITTER_EMAIL": "t@localhost"}
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                   env={**os.environ, **GIT})
-
-
-def _without_images(text: str) -> str:
-    yaml = YAML()
-    document = yaml.load(text)
-    for value in document.values():
-        if isinstance(value, dict):
-            value.pop("image", None)
-    from io import StringIO
-
-    out = StringIO()
-    yaml.dump(document, out)
-    return out.getvalue()
-
-
 def _project_ci(tmp_path: Path, capsys: Any) -> str:
     return (ROOT / ".gitlab-ci.yml").read_text()
 
@@ -82,8 +58,8 @@ class Repo:
         self.path = path
 
     def commit(self, message: str) -> None:
-        _git(self.path, "add", "-A")
-        _git(self.path, "commit", "-qm", message)
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-qm", message)
 
     def run(self, job: str, **variables: str) -> tuple[int, str]:
         args = ["gitlab-ci-local", "--variable", "CI_PIPELINE_SOURCE=merge_request_event",
@@ -109,18 +85,18 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path, capsys: Any) -> Repo:
     """A GitOps repository on a merge-request branch: main holds the CI file and manifests/."""
     ci = CI_FILES[request.param](tmp_path, capsys)
     remote, work = tmp_path / "remote.git", tmp_path / "work"
-    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
-    _git(tmp_path, "init", "-q", "-b", "main", str(work))
-    (work / ".gitlab-ci.yml").write_text(_without_images(ci))
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    git(tmp_path, "init", "-q", "-b", "main", str(work))
+    (work / ".gitlab-ci.yml").write_text(without_images(ci))
     shutil.copytree(ROOT / "manifests", work / "manifests")
     _unpin_stand_ins(work / "manifests")
     repo = Repo(work)
     repo.commit("main")
-    _git(work, "remote", "add", "origin", str(remote))
-    _git(work, "push", "-q", "origin", "main")
-    _git(work, "fetch", "-q", "origin")
-    _git(work, "remote", "set-head", "origin", "main")
-    _git(work, "checkout", "-qb", "promote/fraud-detector/production")
+    git(work, "remote", "add", "origin", str(remote))
+    git(work, "push", "-q", "origin", "main")
+    git(work, "fetch", "-q", "origin")
+    git(work, "remote", "set-head", "origin", "main")
+    git(work, "checkout", "-qb", "promote/fraud-detector/production")
     return repo
 
 

@@ -14,41 +14,19 @@ import json
 import os
 import shutil
 import subprocess
-from io import StringIO
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
+from tests.ci.local_runner import git, requires_gitlab_ci_local, without_images
 from tests.conftest import ROOT, requires_kubectl
 
 pytestmark = [
     pytest.mark.e2e,
     requires_kubectl,
-    pytest.mark.skipif(shutil.which("gitlab-ci-local") is None or shutil.which("rsync") is None,
-                       reason="gitlab-ci-local (npm, 4.56.0) or rsync is not installed; "
-                              "`make install-test` installs both"),
+    requires_gitlab_ci_local,
 ]
-GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
-       "GIT_COMMITTER_EMAIL": "t@localhost"}
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                   env={**os.environ, **GIT})
-
-
-def without_images(text: str) -> str:
-    yaml = YAML()
-    document = yaml.load(text)
-    for value in document.values():
-        if isinstance(value, dict):
-            value.pop("image", None)
-    out = StringIO()
-    yaml.dump(document, out)
-    return out.getvalue()
-
-
 class Repo:
     def __init__(self, path: Path) -> None:
         self.path = path

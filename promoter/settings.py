@@ -211,6 +211,47 @@ class ServerSettings(_Section):
                                   description="request line and headers at most; above, 400")
 
 
+class StateSettings(_Section):
+    """Where promoter keeps its state: absent ``url`` → SQLite in ``state_dir``."""
+
+    url: str | None = Field(
+        default=None, description="postgresql://USER@HOST:PORT/DB?sslmode=… to keep all state "
+        "in PostgreSQL (password: PROMOTER_STATE_PASSWORD or PROMOTER_STATE_PASSWORD_FILE)")
+    sslmode: str | None = Field(default=None, description="libpq sslmode (e.g. verify-full)")
+    sslrootcert: str | None = Field(default=None, description="CA bundle to verify the server")
+    sslcert: str | None = Field(default=None, description="client certificate (mutual TLS)")
+    sslkey: str | None = Field(default=None, description="client certificate's key")
+    max_connections: int = Field(default=10, ge=2, le=1000,
+                                 description="connections per process in the pool")
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_only(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.match(r"^postgres(ql)?://", value):
+            raise ValueError("must be a postgresql:// URL (leave it out to use SQLite in "
+                             "state_dir)")
+        if _url_has_password(value):
+            raise ValueError("must not contain a password; set PROMOTER_STATE_PASSWORD "
+                             "(or PROMOTER_STATE_PASSWORD_FILE) instead")
+        return value
+
+    def tls_options(self) -> tuple[tuple[str, str], ...]:
+        names = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+        return tuple((name, str(getattr(self, name))) for name in names
+                     if getattr(self, name) is not None)
+
+
+def _url_has_password(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password is not None or "password=" in url.lower()
+    except ValueError:
+        return False
+
+
 def _default_environments() -> dict[str, Environment]:
     return {
         "staging": Environment(trigger=Trigger(alias="staging", stage="Staging"),
@@ -231,6 +272,7 @@ class Settings(_Section):
     """Everything promoter.yaml can say, after environment overrides; secrets kept apart."""
 
     state_dir: Path = Field(default_factory=lambda: Path("~/.local/state/promoter").expanduser())
+    state: StateSettings = StateSettings()
     templates_dir: Path | None = Field(default=None, description="override the built-in templates")
     defaults: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SPEC))
     environments: dict[str, Environment] = Field(default_factory=_default_environments)
@@ -320,6 +362,7 @@ class Settings(_Section):
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
     "PROMOTER_STATE_DIR": ("state_dir",),
+    "PROMOTER_STATE_URL": ("state", "url"),
     "PROMOTER_GITLAB_URL": ("git", "gitlab", "url"),
     "PROMOTER_GITLAB_PROJECT": ("git", "gitlab", "project"),
     "PROMOTER_GIT_REMOTE": ("git", "remote"),

@@ -36,9 +36,9 @@ def iso(seconds: float) -> str:
 
 
 def _trail(ctx: typer.Context) -> Any:
-    from promoter.service.audit import AuditTrail
+    from promoter.service import composition
 
-    return AuditTrail(state(ctx).settings().state_dir)
+    return composition.audit_trail(state(ctx).settings())
 
 
 @app.command(help="Check every entry's hash and link, and the recorded head; exit 1 naming "
@@ -48,13 +48,13 @@ def verify(ctx: typer.Context, output: str = OUTPUT_OPTION) -> None:
     finding = trail.verify()
     count = sum(1 for _ in trail.lines())
     if output == "json":
-        emit_json({"ok": finding is None, "entries": count, "path": str(trail.path),
+        emit_json({"ok": finding is None, "entries": count, "path": trail.location,
                    "line": finding.line if finding else None,
                    "problem": finding.problem if finding else None})
     elif finding is None:
-        typer.echo(f"ok: {count} entries in {trail.path} chain to the recorded head")
+        typer.echo(f"ok: {count} entries in {trail.location} chain to the recorded head")
     else:
-        typer.echo(f"{trail.path}:{finding.line}: {finding.problem}", err=True)
+        typer.echo(f"{trail.location}:{finding.line}: {finding.problem}", err=True)
     if finding is not None:
         raise typer.Exit(EXIT_USER)
 

@@ -232,10 +232,7 @@ class StateSettings(_Section):
         if not re.match(r"^postgres(ql)?://", value):
             raise ValueError("must be a postgresql:// URL (leave it out to use SQLite in "
                              "state_dir)")
-        if _url_has_password(value):
-            raise ValueError("must not contain a password; set PROMOTER_STATE_PASSWORD "
-                             "(or PROMOTER_STATE_PASSWORD_FILE) instead")
-        return value
+        return value  # a password in it was refused before validation (refuse_url_password)
 
     def tls_options(self) -> tuple[tuple[str, str], ...]:
         names = ("sslmode", "sslrootcert", "sslcert", "sslkey")
@@ -243,13 +240,22 @@ class StateSettings(_Section):
                      if getattr(self, name) is not None)
 
 
-def _url_has_password(url: str) -> bool:
+def refuse_url_password(raw: Mapping[str, Any]) -> None:
+    """A password in state.url would sit in promoter.yaml, the environment of every process
+    and error messages: refuse it (before validation, whose messages quote the value)."""
     from urllib.parse import urlsplit
 
+    url = (raw.get("state") or {}).get("url") if isinstance(raw.get("state"), Mapping) else None
+    if not isinstance(url, str):
+        return
     try:
-        return urlsplit(url).password is not None or "password=" in url.lower()
+        has_password = urlsplit(url).password is not None or "password=" in url.lower()
     except ValueError:
-        return False
+        has_password = "@" in url
+    if has_password:
+        raise ConfigError("state.url must not contain a password",
+                          hint="set PROMOTER_STATE_PASSWORD (or PROMOTER_STATE_PASSWORD_FILE) "
+                               "and leave the password out of the URL")
 
 
 def _default_environments() -> dict[str, Environment]:
@@ -380,6 +386,7 @@ def load_settings(config: Path | None = None, environ: Mapping[str, str] | None 
             raw = deep_merge(raw, _nest(keys, environ[variable]))
     if environ.get("PROMOTER_GITLAB_URL") and "provider" not in (raw.get("git") or {}):
         raw = deep_merge(raw, {"git": {"provider": "gitlab"}})
+    refuse_url_password(raw)
     raw = _with_default_spec(raw)
     problems = default_problems(raw.get("defaults"))
     try:

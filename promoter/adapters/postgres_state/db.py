@@ -63,13 +63,11 @@ class PostgresStateDB(StateDB):
         """Connect and bring the schema up to date (once, whichever process comes first)."""
         db = cls(url, max_connections=max_connections, state_dir=state_dir)
         with db._translated():
+            # One plain connection first: an unreachable server or a refused login fails at
+            # once with the server's reason, not after the pool's wait.
+            with psycopg.connect(db._conninfo, autocommit=True) as conn:
+                schema.migrate(conn, url.describe())
             db._pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
-            with db._pool.connection() as conn:
-                conn.autocommit = True  # migrate() runs its own transaction
-                try:
-                    schema.migrate(conn, url.describe())
-                finally:
-                    conn.autocommit = False
         return db
 
     @property

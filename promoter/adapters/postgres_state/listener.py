@@ -2,8 +2,9 @@
 
 Idle workers sleep on an in-process condition; this thread turns a NOTIFY from any process
 (an enqueue on another replica, `promoter jobs retry`) into a wake-up of that condition. When
-the connection breaks, the thread reconnects and calls back once: a notification sent while
-it was away is lost, and the wake-up makes the worker look for itself.
+the connection breaks, the thread reconnects; each time LISTEN takes effect it calls back once,
+since a notification sent before then was not delivered, and the wake-up makes the worker look
+for itself.
 """
 
 from __future__ import annotations
@@ -42,15 +43,14 @@ class Listener:
             self._thread.join(STOP_CHECK_SECONDS * 3)
 
     def _run(self) -> None:
-        first = True
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self.listening.set()
-                    if not first:
-                        self._callback()  # whatever was sent while we were reconnecting
-                    first = False
+                    # Whatever was sent before LISTEN took effect (at the first start, or while
+                    # reconnecting) is not delivered to us: one wake-up makes the worker look.
+                    self._callback()
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=STOP_CHECK_SECONDS):
                             self._callback()

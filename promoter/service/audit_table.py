@@ -8,13 +8,14 @@ transaction under the ``audit`` lock, so appends from every replica form one cha
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from promoter.core.audit_chain import EMPTY, Head, head_of, legacy_head, seal
 from promoter.state.db import Connection, StateDB
 
 PAGE = 1000
+TABLES = ("audit_entries", "audit_head")
 
 
 class TableChain:
@@ -53,6 +54,18 @@ class TableChain:
                     yield str(line)
             if len(rows) < PAGE:
                 return
+
+    @staticmethod
+    def import_lines(conn: Connection, lines: Iterable[str], head: Head | None) -> int:
+        """Insert another trail's lines verbatim, in order, and its head (``state migrate``):
+        the hashes are of the lines as written, so the chain verifies as it did."""
+        rows = [(position, line) for position, line in enumerate(lines, 1)]
+        if rows:
+            conn.executemany("INSERT INTO audit_entries (position, line) VALUES (?, ?)", rows)
+        if head is not None:
+            conn.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)",
+                         (head.seq, head.hash))
+        return len(rows)
 
     def recorded_head(self) -> Head | None:
         row = self.db.read(lambda conn: conn.execute(

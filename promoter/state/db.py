@@ -35,6 +35,9 @@ class Cursor(Protocol):
     @property
     def rowcount(self) -> int: ...
 
+    @property
+    def description(self) -> Any: ...  # column names first: [(name, ...), ...]
+
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list[Any]: ...

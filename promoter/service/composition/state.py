@@ -54,8 +54,11 @@ def audit_trail(settings: Settings) -> AuditTrail:
 
 def describe(settings: Settings) -> str:
     """Where the state lives, safe to log."""
-    if not settings.state.url:
-        return str(settings.state_dir)
+    return redact_url(settings.state.url) if settings.state.url else str(settings.state_dir)
+
+
+def redact_url(url: str) -> str:
+    """A PostgreSQL URL without its password, for messages."""
     from promoter.adapters.postgres_state import redact
 
-    return redact(settings.state.url)
+    return redact(url)

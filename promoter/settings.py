@@ -200,6 +200,9 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     timestamp_tolerance_seconds: int = Field(default=300, ge=1)
     reconcile_interval_seconds: int = Field(default=60, ge=0)
+    job_lease_seconds: float = Field(
+        default=60, ge=3, le=3600, description="a job whose worker stopped renewing its lease "
+        "(a crashed replica) is taken over by another worker after this long")
     request_timeout_seconds: float = Field(
         default=10, gt=0, le=3600, description="a request's headers and body must arrive within "
         "this long (from connect, or from the previous response); slower clients are cut off")

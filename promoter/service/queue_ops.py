@@ -129,9 +129,15 @@ def work_lock(model: str, env: str) -> str:
 
 
 def seconds_until_due(conn: Connection, now: float) -> float | None:
-    """How long until the next queued or retrying job is due (None: none is waiting)."""
-    row = conn.execute("SELECT MIN(next_run_at) FROM jobs WHERE state IN ('queued', 'retrying')"
-                       ).fetchone()
+    """How long until something may become claimable without anyone saying so: a queued or
+    retrying job comes due, or a running job's lease runs out (its worker, perhaps on another
+    replica, died). None: nothing is pending. Jobs already due but held back by a running one
+    of their (model, env) do not count: that one's finish wakes the workers."""
+    row = conn.execute(
+        "SELECT MIN(CASE WHEN state = 'running' THEN lease_expires_at ELSE next_run_at END) "
+        "FROM jobs WHERE state IN ('queued', 'running', 'retrying') "
+        "AND CASE WHEN state = 'running' THEN lease_expires_at ELSE next_run_at END > ?",
+        (now,)).fetchone()
     return None if row[0] is None else max(0.0, float(row[0]) - now)
 
 

@@ -56,7 +56,7 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     if registry is not None:
         handler = build_job_handler(settings, registry, metrics)
         for index in range(workers):
-            worker = Worker(queue, handler,
+            worker = Worker(queue, handler, lease_seconds=settings.server.job_lease_seconds,
                             poll_seconds=POLL_SECONDS[queue.wakes_across_processes])
             workers_started.append(worker)
             threads.append(threading.Thread(target=worker.run_forever, args=(stop,),

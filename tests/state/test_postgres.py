@@ -213,3 +213,21 @@ def test_a_state_url_with_a_password_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="PROMOTER_STATE_PASSWORD"):
         load_settings(None, {"PROMOTER_STATE_URL": "postgresql://u:pw@db/state",
                              "PROMOTER_STATE_DIR": str(tmp_path)})
+
+
+def test_tls_options_and_the_password_reach_libpq_but_no_message(tmp_path: Path) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from promoter.settings import load_settings
+
+    config = tmp_path / "promoter.yaml"
+    config.write_text("state:\n  url: postgresql://promoter@db.internal:5432/state\n"
+                      "  sslmode: verify-full\n  sslrootcert: /etc/promoter/ca.pem\n")
+    settings = load_settings(config, {"PROMOTER_STATE_PASSWORD": "pw-from-env",
+                                      "PROMOTER_STATE_DIR": str(tmp_path)})
+    url = StateUrl(str(settings.state.url), "pw-from-env", settings.state.tls_options())
+    libpq = conninfo_to_dict(url.conninfo())
+    assert (libpq["sslmode"], libpq["sslrootcert"], libpq["password"]) == (
+        "verify-full", "/etc/promoter/ca.pem", "pw-from-env")
+    assert "pw-from-env" not in url.describe()
+    assert url.scrub("failed for password=pw-from-env") == "failed for password=***"

@@ -53,6 +53,7 @@ class PgConnection:
 
     def __init__(self, conn: psycopg.Connection[Row]) -> None:
         self._conn = conn
+        self._channels: set[str] = set()
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Row]:
         return self._conn.execute(translate(sql), parameters or None)
@@ -67,5 +68,11 @@ class PgConnection:
         self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
 
     def notify(self, channel: str) -> None:
-        # Delivered at commit, once per transaction however often it is called.
-        self._conn.execute("SELECT pg_notify(%s, '')", (channel,))
+        # Sent once, just before commit (flush_notifications): a group-committed batch of
+        # many new jobs costs one round trip, not one per job. Listeners get it at commit.
+        self._channels.add(channel)
+
+    def flush_notifications(self) -> None:
+        for channel in sorted(self._channels):
+            self._conn.execute("SELECT pg_notify(%s, '')", (channel,))
+        self._channels.clear()

@@ -116,7 +116,10 @@ class PostgresStateDB(StateDB):
         for attempt in range(DEADLOCK_RETRIES + 1):
             try:
                 with self._translated(), self._pool.connection() as conn:
-                    return body(PgConnection(conn))  # the pool commits (or rolls back) here
+                    wrapped = PgConnection(conn)
+                    value = body(wrapped)
+                    wrapped.flush_notifications()
+                    return value  # the pool commits (or rolls back) here
             except TransientError as exc:
                 if not isinstance(exc.__cause__, _RETRIED) or attempt == DEADLOCK_RETRIES:
                     raise

@@ -92,7 +92,8 @@ def enqueue(conn: Connection, now: float, key: JobKey, payload: dict[str, Any] |
     if covering is not None:
         job, created = covering, False
     else:
-        running = conn.execute(
+        # A first job of its (model, env) has nothing to wait for: skip the query.
+        running = latest is not None and conn.execute(
             "SELECT 1 FROM jobs WHERE model = ? AND env = ? AND state = 'running' LIMIT 1",
             (key.model, key.env)).fetchone()
         start = now + settle_seconds if running else now  # a successor waits for the burst

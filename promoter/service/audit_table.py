@@ -45,15 +45,18 @@ class TableChain:
     def lines(self) -> Iterator[str]:
         after = 0
         while True:  # in pages, so a long trail is never held in memory at once
-            rows = self.db.read(lambda conn, after=after: conn.execute(  # type: ignore[misc]
-                "SELECT position, line FROM audit_entries WHERE position > ? "
-                "ORDER BY position LIMIT ?", (after, PAGE)).fetchall())
+            rows = self._page(after)
             for position, line in rows:
                 after = int(position)
                 if line.strip():
                     yield str(line)
             if len(rows) < PAGE:
                 return
+
+    def _page(self, after: int) -> list[Any]:
+        return self.db.read(lambda conn: conn.execute(
+            "SELECT position, line FROM audit_entries WHERE position > ? "
+            "ORDER BY position LIMIT ?", (after, PAGE)).fetchall())
 
     @staticmethod
     def import_lines(conn: Connection, lines: Iterable[str], head: Head | None) -> int:

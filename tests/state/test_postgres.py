@@ -169,7 +169,10 @@ def test_a_leader_whose_session_is_terminated_stops_leading(postgres_url: str,
 
 
 def test_replicas_appending_at_once_form_one_verifiable_audit_chain(
-        postgres_url: str, tmp_path: Path) -> None:
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from promoter.service import audit_table
+
+    monkeypatch.setattr(audit_table, "PAGE", 7)  # read back in several pages
     trails = [AuditTrail(tmp_path, connect(postgres_url, tmp_path)) for _ in range(3)]
 
     def append(trail: AuditTrail, index: int) -> None:

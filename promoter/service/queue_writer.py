@@ -122,11 +122,13 @@ class GroupCommitWriter:
     def _commit(self, batch: list[_Request]) -> None:
         now = self._clock.now()
         fatal = self._db.fatal_errors
-        # Apply in (model, env) order: enqueue locks its (model, env) until commit (PostgreSQL),
-        # and batches of several replicas taking those locks in one order cannot deadlock.
+        # Every (model, env) of the batch is locked up front, sorted (PostgreSQL: one round
+        # trip, and batches of several replicas taking them in one order cannot deadlock).
         order = sorted(range(len(batch)), key=lambda i: (batch[i].key.model, batch[i].key.env))
+        locks = sorted({queue_ops.work_lock(r.key.model, r.key.env) for r in batch})
 
         def apply(conn: Connection) -> list[EnqueueResult | BaseException]:
+            conn.lock_all(locks)
             outcomes: list[EnqueueResult | BaseException] = [None] * len(batch)  # type: ignore[list-item]
             for index in order:
                 request = batch[index]

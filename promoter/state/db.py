@@ -18,7 +18,7 @@ read rows by position or by column name; the PostgreSQL backend translates the p
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -55,6 +55,11 @@ class Connection(Protocol):
     def lock(self, name: str) -> None:
         """Serialise this transaction with every other one that locks ``name`` (until it
         ends). SQLite: nothing to do, every write transaction already excludes the others."""
+
+    def lock_all(self, names: Sequence[str]) -> None:
+        """``lock`` each of ``names``, in this order, in one go, before any savepoint; a later
+        ``lock`` of one of them costs nothing. Callers pass them sorted, so two transactions
+        locking overlapping sets cannot deadlock."""
 
     def notify(self, channel: str) -> None:
         """Tell listeners in other processes (see StateDB.listen) once this transaction

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -39,6 +39,9 @@ class SqliteConnection(sqlite3.Connection):
 
     def lock(self, name: str) -> None:
         """Nothing to take: a BEGIN IMMEDIATE transaction already excludes every writer."""
+
+    def lock_all(self, names: Sequence[str]) -> None:
+        """Nothing to take (see lock)."""
 
     def notify(self, channel: str) -> None:
         """Nothing to send: processes sharing a SQLite file find new work by polling."""

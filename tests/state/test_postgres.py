@@ -234,3 +234,40 @@ def test_tls_options_and_the_password_reach_libpq_but_no_message(tmp_path: Path)
         "verify-full", "/etc/promoter/ca.pem", "pw-from-env")
     assert "pw-from-env" not in url.describe()
     assert url.scrub("failed for password=pw-from-env") == "failed for password=***"
+
+
+def test_two_replicas_group_committing_the_same_deliveries_make_one_job_per_event(
+        postgres_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    replicas = [JobQueue(connect(postgres_url, tmp_path)) for _ in range(2)]
+    # 60 events over 20 deployments, in a different order at each replica; every delivery
+    # reaches both (a sender retrying at another replica), all at once.
+    events = [(JobKey(f"model-{n % 20}", "1", "staging", "promote"), f"d-{n}")
+              for n in range(60)]
+    outcomes: list[list[object]] = [[], []]
+
+    def deliver(index: int) -> None:
+        ordered = events if index == 0 else list(reversed(events))
+
+        async def send_all() -> list[object]:
+            return list(await asyncio.gather(*[
+                replicas[index].enqueue_async(key, source="mlflow", delivery_id=delivery)
+                for key, delivery in ordered]))
+
+        outcomes[index] = asyncio.run(send_all())
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert all(len(results) == 60 for results in outcomes)  # nobody failed (no deadlock)
+    jobs = replicas[0].list(limit=1000)
+    assert sorted(job.key.model for job in jobs) == sorted(f"model-{n}" for n in range(20))
+    pointed = replicas[0].db.read(lambda conn: conn.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT delivery_id) FROM deliveries").fetchone())
+    assert tuple(pointed) == (60, 60)
+    assert sum(r.duplicate_delivery for results in outcomes for r in results) == 60  # type: ignore[attr-defined]
+    for queue in replicas:
+        queue.close()

@@ -54,6 +54,8 @@ class PgConnection:
     def __init__(self, conn: psycopg.Connection[Row]) -> None:
         self._conn = conn
         self._channels: set[str] = set()
+        # Taken by lock_all, outside any savepoint: a ROLLBACK TO cannot have released them.
+        self._held: set[str] = set()
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Row]:
         return self._conn.execute(translate(sql), parameters or None)
@@ -65,7 +67,15 @@ class PgConnection:
 
     def lock(self, name: str) -> None:
         # Held until the transaction ends; a hash collision only serialises two names more.
-        self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+        if name not in self._held:
+            self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                               (name,))
+
+    def lock_all(self, names: Sequence[str]) -> None:
+        # One round trip for a whole group-committed batch; unnest keeps the array's order.
+        self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(name, 0)) "
+                           "FROM unnest(%s::text[]) AS name", (list(names),))
+        self._held.update(names)
 
     def notify(self, channel: str) -> None:
         # Sent once, just before commit (flush_notifications): a group-committed batch of

@@ -14,14 +14,21 @@ import logging
 from collections.abc import Callable
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 _log = logging.getLogger("promoter.state")
 CONNECT_TIMEOUT_SECONDS = 5
+# Probe an idle leadership connection after 10 s, every 5 s, give up after 3 misses.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+              "keepalives_count": 3}
+SERVER_KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5,
+                     "tcp_keepalives_count": 3}
 
 
 class AdvisoryLeadership:
     def __init__(self, conninfo: str, name: str, scrub: Callable[[str], str]) -> None:
-        self._conninfo = conninfo
+        self._conninfo = make_conninfo(conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                       **KEEPALIVES)
         self._name = name
         self._scrub = scrub
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
@@ -30,8 +37,11 @@ class AdvisoryLeadership:
     def held(self) -> bool:
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self._conninfo, autocommit=True,
-                                             connect_timeout=CONNECT_TIMEOUT_SECONDS)
+                self._conn = psycopg.connect(self._conninfo, autocommit=True)
+                # The server side too: a leader cut off by the network (no FIN, no RST) loses
+                # its session, and so the lock, after ~25 s instead of the kernel's 2 hours.
+                for setting, value in SERVER_KEEPALIVES.items():
+                    self._conn.execute(f"SET {setting} = {int(value)}")
                 self._leading = False
             if self._leading:
                 self._conn.execute("SELECT 1")  # the session (and so the lock) still lives

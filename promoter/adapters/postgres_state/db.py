@@ -45,8 +45,12 @@ class PostgresStateDB(StateDB):
         self.url = url
         # Messages and the legacy code paths name a path; PostgreSQL has none, so a stand-in.
         self._path = (state_dir or Path(".")) / "postgresql"
+        # Keepalives: a transaction on a connection the network silently dropped fails after
+        # about a minute (then it is retried) instead of hanging until the kernel gives up.
         self._conninfo = url.conninfo(connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                                      application_name="promoter")
+                                      application_name="promoter", keepalives=1,
+                                      keepalives_idle=30, keepalives_interval=10,
+                                      keepalives_count=3)
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = \
             psycopg_pool.ConnectionPool(
                 self._conninfo, min_size=1, max_size=max(2, max_connections), open=False,

@@ -3,7 +3,8 @@
 #   make test  - install what the tests need (system packages too) and run every test
 PYTHON ?= python3
 PIP    := $(PYTHON) -m pip
-APT_PACKAGES := docker-registry skopeo umoci git rsync prometheus
+# postgresql: the PostgreSQL state backend's tests start a real server (initdb + pg_ctl).
+APT_PACKAGES := docker-registry skopeo umoci git rsync prometheus postgresql
 # gitlab-ci-local runs the CI gate in tests (shell executor; it needs rsync). Later releases
 # need Node 22.
 GITLAB_CI_LOCAL := gitlab-ci-local@4.56.0

@@ -24,12 +24,12 @@ class GcPlan:
 
 def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
             dry_run: bool) -> GcPlan:
-    from promoter.service.audit import AuditTrail
+    from promoter.service import composition
 
     root, target = settings.git.manifests_dir.strip("/"), settings.git.target_branch
     files = {path: text for path, text in provider.files(f"{root}/", target).items()
              if path.endswith("/kustomization.yaml")}
-    history = AuditTrail(settings.state_dir)
+    history = composition.audit_trail(settings)
 
     def view(overlay: gc.Overlay) -> gc.RegistryView:
         return _registry_view(settings, registry, overlay)

@@ -51,9 +51,9 @@ def check_policy(settings: Settings, subject: Subject) -> Decision:
     origin = str(subject.intent_file or f"{subject.model} version {subject.version}")
     deployment = resolve_intent(config.targets, intent, subject.env, origin=origin,
                                 model=model_ref)
-    from promoter.service.audit import AuditTrail
+    from promoter.service import composition
 
-    history = AuditTrail(settings.state_dir)
+    history = composition.audit_trail(settings)
     name, version = deployment.spec.model.name, deployment.spec.model.version
     facts = GateFacts(model=name, version=version, env=subject.env, namespace=target.namespace,
                       tags=tags, metrics=metrics, params=params, now=time.time(),

@@ -200,6 +200,9 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     timestamp_tolerance_seconds: int = Field(default=300, ge=1)
     reconcile_interval_seconds: int = Field(default=60, ge=0)
+    job_lease_seconds: float = Field(
+        default=60, ge=3, le=3600, description="a job whose worker stopped renewing its lease "
+        "(a crashed replica) is taken over by another worker after this long")
     request_timeout_seconds: float = Field(
         default=10, gt=0, le=3600, description="a request's headers and body must arrive within "
         "this long (from connect, or from the previous response); slower clients are cut off")
@@ -209,6 +212,53 @@ class ServerSettings(_Section):
                                  description="open connections at most; above, requests get 503")
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024,
                                   description="request line and headers at most; above, 400")
+
+
+class StateSettings(_Section):
+    """Where promoter keeps its state: absent ``url`` → SQLite in ``state_dir``."""
+
+    url: str | None = Field(
+        default=None, description="postgresql://USER@HOST:PORT/DB?sslmode=… to keep all state "
+        "in PostgreSQL (password: PROMOTER_STATE_PASSWORD or PROMOTER_STATE_PASSWORD_FILE)")
+    sslmode: str | None = Field(default=None, description="libpq sslmode (e.g. verify-full)")
+    sslrootcert: str | None = Field(default=None, description="CA bundle to verify the server")
+    sslcert: str | None = Field(default=None, description="client certificate (mutual TLS)")
+    sslkey: str | None = Field(default=None, description="client certificate's key")
+    max_connections: int = Field(default=10, ge=2, le=1000,
+                                 description="connections per process in the pool")
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_only(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.match(r"^postgres(ql)?://", value):
+            raise ValueError("must be a postgresql:// URL (leave it out to use SQLite in "
+                             "state_dir)")
+        return value  # a password in it was refused before validation (refuse_url_password)
+
+    def tls_options(self) -> tuple[tuple[str, str], ...]:
+        names = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+        return tuple((name, str(getattr(self, name))) for name in names
+                     if getattr(self, name) is not None)
+
+
+def refuse_url_password(raw: Mapping[str, Any]) -> None:
+    """A password in state.url would sit in promoter.yaml, the environment of every process
+    and error messages: refuse it (before validation, whose messages quote the value)."""
+    from urllib.parse import urlsplit
+
+    url = (raw.get("state") or {}).get("url") if isinstance(raw.get("state"), Mapping) else None
+    if not isinstance(url, str):
+        return
+    try:
+        has_password = urlsplit(url).password is not None or "password=" in url.lower()
+    except ValueError:
+        has_password = "@" in url
+    if has_password:
+        raise ConfigError("state.url must not contain a password",
+                          hint="set PROMOTER_STATE_PASSWORD (or PROMOTER_STATE_PASSWORD_FILE) "
+                               "and leave the password out of the URL")
 
 
 def _default_environments() -> dict[str, Environment]:
@@ -231,6 +281,7 @@ class Settings(_Section):
     """Everything promoter.yaml can say, after environment overrides; secrets kept apart."""
 
     state_dir: Path = Field(default_factory=lambda: Path("~/.local/state/promoter").expanduser())
+    state: StateSettings = StateSettings()
     templates_dir: Path | None = Field(default=None, description="override the built-in templates")
     defaults: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SPEC))
     environments: dict[str, Environment] = Field(default_factory=_default_environments)
@@ -320,6 +371,7 @@ class Settings(_Section):
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
     "PROMOTER_STATE_DIR": ("state_dir",),
+    "PROMOTER_STATE_URL": ("state", "url"),
     "PROMOTER_GITLAB_URL": ("git", "gitlab", "url"),
     "PROMOTER_GITLAB_PROJECT": ("git", "gitlab", "project"),
     "PROMOTER_GIT_REMOTE": ("git", "remote"),
@@ -337,6 +389,7 @@ def load_settings(config: Path | None = None, environ: Mapping[str, str] | None 
             raw = deep_merge(raw, _nest(keys, environ[variable]))
     if environ.get("PROMOTER_GITLAB_URL") and "provider" not in (raw.get("git") or {}):
         raw = deep_merge(raw, {"git": {"provider": "gitlab"}})
+    refuse_url_password(raw)
     raw = _with_default_spec(raw)
     problems = default_problems(raw.get("defaults"))
     try:

@@ -10,6 +10,8 @@ import pytest
 
 from promoter import cli
 from tests.fixtures.mlflow_server import mlflow_server  # noqa: F401  (one server per session)
+from tests.fixtures.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from tests.fixtures.state_backends import state_backend  # noqa: F401  (both backends)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

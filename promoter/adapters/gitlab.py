@@ -36,6 +36,7 @@ from promoter.ports.git import (
     texts,
 )
 from promoter.settings import Settings
+from promoter.state.db import StateDB
 from promoter.state.pushed_heads import PushedHeads
 
 APPROVAL_RULE = "promoter"
@@ -310,7 +311,8 @@ def connect(url: str, token: str, project: str, *, verify_tls: bool | str = True
     return GitLabForge(client, project, caller, poll_backoff=backoff_seconds)
 
 
-def from_settings(settings: Settings) -> GitLabProvider:
+def from_settings(settings: Settings, *, state: StateDB | None = None) -> GitLabProvider:
+    """``state``: the state database (the composition root passes the configured one)."""
     gitlab_settings = settings.git.gitlab
     token = settings.secret("PROMOTER_GITLAB_TOKEN")
     if not gitlab_settings.url or not gitlab_settings.project:
@@ -325,7 +327,9 @@ def from_settings(settings: Settings) -> GitLabProvider:
     forge = connect(gitlab_settings.url, token.reveal(), gitlab_settings.project,
                     verify_tls=verify, timeout_seconds=gitlab_settings.timeout_seconds,
                     max_wait_seconds=gitlab_settings.max_retry_wait_seconds)
-    return GitLabProvider(forge, PushedHeads.in_state_dir(Path(settings.state_dir)),
+    pushes = PushedHeads(state) if state is not None else \
+        PushedHeads.in_state_dir(Path(settings.state_dir))
+    return GitLabProvider(forge, pushes,
                           supersede=settings.git.newer_version == "supersede")
 
 

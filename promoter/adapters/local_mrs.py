@@ -7,15 +7,13 @@ lifecycle (one open MR per source branch, bot notes edited in place, required ap
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from promoter.core.mr_text import marker_version
-from promoter.errors import TransientError
-from promoter.state.db import StateDB, state_db
+from promoter.state.db import Connection, StateConflict, StateDB, state_db
 
 _COLUMNS = ("iid", "source_branch", "target_branch", "title", "description", "labels", "state",
             "sha", "approvals_required", "approved_by", "auto_merge_sha", "merge_commit_sha",
@@ -52,13 +50,11 @@ class LocalMrStore:
             return self.db.write(lambda db: int(db.execute(
                 "INSERT INTO local_mrs (source_branch, target_branch, title, description, "
                 "labels, state, approvals_required, approved_by, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, 'opened', 0, '[]', ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, 'opened', 0, '[]', ?, ?) RETURNING iid",
                 (source, target, title, description, json.dumps(list(labels)), now, now)
-            ).lastrowid or 0))
-        except TransientError as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError):  # local_mrs_one_open
-                raise OpenMergeRequestExists(source) from None
-            raise
+            ).fetchone()[0]))
+        except StateConflict:  # local_mrs_one_open
+            raise OpenMergeRequestExists(source) from None
 
     def update(self, iid: int, **fields: Any) -> None:
         if "labels" in fields:
@@ -77,7 +73,8 @@ class LocalMrStore:
         """Add ``user`` to the MR's approvers; False if they already approved. One
         transaction, so two reviewers approving at once are both counted."""
 
-        def approve(db: sqlite3.Connection) -> bool:
+        def approve(db: Connection) -> bool:
+            db.lock(f"local_mrs:{iid}")  # PostgreSQL: two approvals never read the same list
             row = db.execute("SELECT approved_by FROM local_mrs WHERE iid = ?", (iid,)).fetchone()
             approvers = json.loads(row["approved_by"]) if row else []
             if row is None or user in approvers:
@@ -111,7 +108,7 @@ class LocalMrStore:
             (body, time.time(), note_id)))
 
 
-def _record(row: sqlite3.Row) -> dict[str, Any]:
+def _record(row: Any) -> dict[str, Any]:
     record = dict(zip(_COLUMNS, tuple(row), strict=True))
     record["labels"] = json.loads(record["labels"])
     record["approved_by"] = json.loads(record["approved_by"])

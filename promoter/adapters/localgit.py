@@ -254,9 +254,12 @@ class LocalGitProvider:
             merge_commit_sha=mr.merge_commit_sha))
 
 
-def from_settings(settings: Settings, on_event: OnEvent | None = None) -> LocalGitProvider:
+def from_settings(settings: Settings, on_event: OnEvent | None = None, *,
+                  state: StateDB | None = None) -> LocalGitProvider:
+    """``state``: the state database (the composition root passes the configured one)."""
     state_dir = Path(settings.state_dir)
-    state = StateDB.open(state_dir)  # first: it creates the state directory owner-only
+    # First: opening it creates the state directory owner-only.
+    state = state or StateDB.open(state_dir)
     repo = LocalRepo.in_state_dir(state_dir, settings.git.remote, settings.git.target_branch,
                                   initial_files=lambda: _scaffolding(settings))
     forge = LocalForge(repo, LocalMrStore(state))

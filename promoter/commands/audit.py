@@ -36,9 +36,9 @@ def iso(seconds: float) -> str:
 
 
 def _trail(ctx: typer.Context) -> Any:
-    from promoter.service.audit import AuditTrail
+    from promoter.service import composition
 
-    return AuditTrail(state(ctx).settings().state_dir)
+    return composition.audit_trail(state(ctx).settings())
 
 
 VERIFY_HELP = """Check every entry's hash and link, and the recorded head; exit 1 naming the
@@ -82,7 +82,7 @@ def verify(
     ok = finding is None and not anchored
     if output == "json":
         report: dict[str, Any] = {
-            "ok": ok, "entries": count, "path": str(trail.path),
+            "ok": ok, "entries": count, "path": trail.location,
             "line": finding.line if finding else None,
             "problem": finding.problem if finding else None}
         if against_git:
@@ -92,9 +92,9 @@ def verify(
         emit_json(report)
     else:
         if finding is None:
-            typer.echo(f"ok: {count} entries in {trail.path} chain to the recorded head")
+            typer.echo(f"ok: {count} entries in {trail.location} chain to the recorded head")
         else:
-            typer.echo(f"{trail.path}:{finding.line}: {finding.problem}", err=True)
+            typer.echo(f"{trail.location}:{finding.line}: {finding.problem}", err=True)
         if against_git and not anchored:
             typer.echo(f"ok: {len(anchors)} audit head(s) anchored in git at {ref} match the "
                        "local trail" if anchors else

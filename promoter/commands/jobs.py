@@ -25,9 +25,10 @@ def register(app: typer.Typer) -> None:
 def _open_queue(ctx: typer.Context, output: str) -> JobQueue:
     if output not in ("text", "json"):
         raise typer.BadParameter(f"--output must be text or json, not {output!r}")
+    from promoter.service import composition
     from promoter.service.queue import JobQueue
 
-    return JobQueue.open(state(ctx).settings().state_dir)
+    return JobQueue(composition.state_db(state(ctx).settings()))
 
 
 @jobs_app.command("list")

@@ -54,7 +54,7 @@ def run_promotion(settings: Settings, model: str, version: str, env: str, printe
     from promoter.service.queue import JobQueue
     from promoter.service.worker import Worker
 
-    queue = JobQueue.open(settings.state_dir)
+    queue = JobQueue(composition.state_db(settings))
     try:
         enqueued = queue.enqueue(JobKey(model, version, env, "promote"),
                                  {"source": "cli", "actor": f"cli:{getpass.getuser()}",

@@ -30,8 +30,8 @@ def reconcile(
 
     settings = state(ctx).settings()
     registry = composition.registry(settings)
-    queue = JobQueue.open(settings.state_dir)
-    store = ReconcileState(settings.state_dir)
+    queue = JobQueue(composition.state_db(settings))
+    store = ReconcileState(queue.db)
     try:
         report = reconcile_once(settings, registry, queue, store)
     finally:

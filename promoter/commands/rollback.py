@@ -28,14 +28,13 @@ def rollback(
     promotion job and print each step (exit codes as `promote`)."""
     from promoter.core.live_history import previous_live
     from promoter.service import composition
-    from promoter.service.audit import AuditTrail
 
     settings = state(ctx).settings()
     alias = settings.environment(env).trigger.alias
     if alias is None:
         raise UserError(f"{env} is promoted by a legacy stage, not an alias; rollback moves an "
                         "alias", hint="transition the stage in MLflow instead")
-    audit = AuditTrail(settings.state_dir)
+    audit = composition.audit_trail(settings)
     target = to_version or previous_live(audit.entries(), env, model)
     if target is None:
         raise UserError(f"the audit trail has no version of {model!r} that was live in {env} "

@@ -25,6 +25,10 @@ def serve(
 
     Endpoints: POST /webhooks/mlflow, POST /webhooks/databricks, GET /healthz, GET /readyz,
     GET /metrics. Stops gracefully on SIGTERM or Ctrl-C.
+
+    With state.url (PostgreSQL), run as many replicas as you like on the same database: each
+    accepts webhooks, each job runs on one replica at a time, one replica leads the reconcile
+    loop (promoter_reconcile_leader on /metrics).
     """
     from promoter.service.runner import serve as run
 

@@ -52,7 +52,7 @@ def status(
     registry = composition.registry(settings) if record and settings.mlflow.tracking_uri \
         else None
     feedback = composition.cluster_feedback(settings, registry) if record else None
-    ledger: DeploymentLedger = feedback.ledger if feedback else _ledger(settings.state_dir)
+    ledger: DeploymentLedger = feedback.ledger if feedback else _ledger(settings)
     labels: dict[str, str | None] = {MODEL_LABEL: None}
     if env is not None:
         labels[ENV_LABEL] = env
@@ -99,10 +99,11 @@ def status(
             current, version = snapshot()
 
 
-def _ledger(state_dir: Any) -> DeploymentLedger:
-    from promoter.service.ledger import SqliteLedger
+def _ledger(settings: Any) -> DeploymentLedger:
+    from promoter.service import composition
+    from promoter.service.ledger import StateLedger
 
-    return SqliteLedger(state_dir)
+    return StateLedger(composition.state_db(settings))
 
 
 def _record(feedback: ClusterFeedback | None, name: str, env: str,

@@ -292,6 +292,9 @@ def public_reason(exc: BaseException) -> str:
     cause = exc.__cause__
     if isinstance(exc, TransientError) and isinstance(cause, OSError | sqlite3.Error):
         return public_reason(cause)  # the queue's own message names its file
+    if isinstance(exc, TransientError) and type(cause).__module__.startswith("psycopg"):
+        # The driver's text may name the database host: the kind of failure is enough here.
+        return f"the state database is unusable ({type(cause).__name__})"
     text = exc.message if isinstance(exc, PromoterError) else str(exc) or type(exc).__name__
     return _ABSOLUTE_PATH.sub("<path>", text)[:200]
 

@@ -1,44 +1,62 @@
-"""The audit trail: ``<state_dir>/audit.jsonl``, one JSON object per line, fsynced, hash-chained.
+"""The audit trail: one JSON object per entry, hash-chained, never rewritten.
 
 Every decision promoter takes or observes lands here: job outcomes (promoted, denied, failed),
 merge-request events (approved, merged, closed) and write-backs that could not be made. Each
 entry carries its actor (the webhook source, the CLI user, the GitLab user of a hook), the
 digests of its inputs where it has them, and the SHA-256 of the entry before it
-(core.audit_chain), so an edited, deleted, reordered or inserted line is found by
-``promoter audit verify``; the chain head is also kept beside the trail (``audit.head``) so a
-trail cut short is found too. Lines never hold secrets (only names, versions, URLs, reasons).
+(core.audit_chain), so an edited, deleted, reordered or inserted entry is found by
+``promoter audit verify``; the chain head is also kept apart so a trail cut short is found
+too. Entries never hold secrets (only names, versions, URLs, reasons).
 
-Appends from several processes (serve, `promoter mr`, `promoter promote`) are serialised by an
-exclusive ``flock`` on the file: the new entry's ``prev`` is read under the same lock.
-The file is the owner's only (0600, in a 0700 state directory): it maps models to MRs
-and people.
+Where the chain lives follows the state: files beside SQLite's state.db
+(promoter.service.audit_file), or tables of the PostgreSQL state database shared by every
+replica (promoter.service.audit_table). The meaning of every method is the same for both.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 
-from promoter.core.audit_chain import EMPTY, Finding, Head, head_of, legacy_head, seal, verify
+from promoter.core.audit_chain import Finding, Head, verify
 from promoter.core.live_history import live_at
-from promoter.state.db import ensure_state_dir
+from promoter.service.audit_file import FILENAME, HEAD_FILENAME, FileChain
+from promoter.service.audit_table import TableChain
+from promoter.state.db import StateDB
 
-FILENAME = "audit.jsonl"
-HEAD_FILENAME = "audit.head"
-_lock = threading.Lock()
-_TAIL_CHUNK = 64 * 1024
+__all__ = ["FILENAME", "HEAD_FILENAME", "AuditTrail"]
+
+
+class _Chain(Protocol):
+    def location(self) -> str: ...
+
+    def append(self, entry: dict[str, Any]) -> dict[str, Any]: ...
+
+    def lines(self) -> Iterator[str]: ...
+
+    def recorded_head(self) -> Head | None: ...
 
 
 class AuditTrail:
-    def __init__(self, state_dir: Path) -> None:
-        self.path = ensure_state_dir(state_dir) / FILENAME
-        self.head_path = state_dir / HEAD_FILENAME
+    def __init__(self, state_dir: Path, db: StateDB | None = None) -> None:
+        """The trail of ``state_dir`` (files), or, given a database that keeps it (the
+        PostgreSQL state), the trail in that database."""
+        self._chain: _Chain
+        if db is not None and db.dialect == "postgresql":
+            self._chain = TableChain(db)
+            self.path = db.path
+        else:
+            file_chain = FileChain(state_dir)
+            self._chain, self.path = file_chain, file_chain.path
+            self.head_path = file_chain.head_path
+
+    @property
+    def location(self) -> str:
+        """Where the trail is, for messages (a file path or the redacted database URL)."""
+        return self._chain.location()
 
     def record(self, event: str, *, actor: str | None = None,
                inputs: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
@@ -47,19 +65,7 @@ class AuditTrail:
             entry["actor"] = actor
         if inputs:
             entry["inputs"] = dict(sorted(inputs.items()))
-        with _lock, _open_private(self.path) as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                sealed = seal(entry, _tail_head(handle))
-                line = json.dumps(sealed, sort_keys=True, default=str) + "\n"
-                handle.seek(0, os.SEEK_END)
-                handle.write(line.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-                self._write_head(head_of(sealed))
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return sealed
+        return self._chain.append(entry)
 
     def entries(self) -> Iterator[dict[str, Any]]:
         for line in self.lines():
@@ -71,19 +77,10 @@ class AuditTrail:
                 yield entry
 
     def lines(self) -> Iterator[str]:
-        if not self.path.exists():
-            return
-        with self.path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.strip():
-                    yield line.rstrip("\n")
+        return self._chain.lines()
 
     def recorded_head(self) -> Head | None:
-        try:
-            data = json.loads(self.head_path.read_text(encoding="utf-8"))
-            return Head(int(data["seq"]), str(data["hash"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return self._chain.recorded_head()
 
     def verify(self) -> Finding | None:
         """The first line that is not what was written, or None (see core.audit_chain)."""
@@ -93,38 +90,3 @@ class AuditTrail:
         """When ``version`` became live in ``env``, if it still is (the DeploymentHistory port)."""
         live = live_at(self.entries(), env, time.time(), model).get(model)
         return live.since if live is not None and live.version == version else None
-
-    def _write_head(self, head: Head) -> None:
-        temporary = self.head_path.with_suffix(".tmp")
-        with _open_private(temporary, truncate=True) as handle:
-            handle.write(json.dumps({"seq": head.seq, "hash": head.hash}).encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.head_path)
-
-
-def _open_private(path: Path, *, truncate: bool = False) -> IO[bytes]:
-    """Open for appending (or rewriting), creating the file readable by its owner only."""
-    flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
-    return os.fdopen(os.open(path, flags, 0o600), "r+b")
-
-
-def _tail_head(handle: IO[bytes]) -> Head:
-    """The head of the chain in an open trail: the last line's (seq, hash), read from the end."""
-    end = handle.seek(0, os.SEEK_END)
-    if end == 0:
-        return EMPTY
-    start, tail = end, b""
-    while start > 0 and tail.count(b"\n") < 2:
-        start = max(0, start - _TAIL_CHUNK)
-        handle.seek(start)
-        tail = handle.read(end - start)
-    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-    try:
-        entry = json.loads(last)
-        return head_of(entry)
-    except (ValueError, KeyError, TypeError):
-        # A trail written before entries were chained: chain on from all of it.
-        handle.seek(0)
-        return legacy_head(line.decode("utf-8", "replace")
-                           for line in handle.read().splitlines() if line.strip())

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
 from promoter.core.cluster_status import ClusterStatus, EnvironmentStatus, summarise
-from promoter.errors import PromoterError, TransientError, UserError
+from promoter.errors import PromoterError, UserError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeploymentLedger
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
 from promoter.state import deliveries
-from promoter.state.db import StateDB, state_db
+from promoter.state.db import Connection, StateDB, state_db
 
 NOTE_HEADING = "Argo CD status"
 DELIVERY_SOURCE = "argocd"   # notifications seen, in the state database's one dedupe table
@@ -71,12 +70,15 @@ class StatusStore:
         values = [(r.name, r.env, r.cluster, r.sync, r.health, r.revision, r.since,
                    r.application) for r in rows]
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             if complete:
                 conn.execute("DELETE FROM cluster_status WHERE name = ? AND env = ?",
                              (name, env))
-            conn.executemany("INSERT OR REPLACE INTO cluster_status VALUES "
-                             "(?, ?, ?, ?, ?, ?, ?, ?)", values)
+            conn.executemany("INSERT INTO cluster_status VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                             "ON CONFLICT (name, env, cluster) DO UPDATE SET "
+                             "sync = excluded.sync, health = excluded.health, "
+                             "revision = excluded.revision, since = excluded.since, "
+                             "application = excluded.application", values)
 
         self.db.write(write)
 
@@ -84,12 +86,15 @@ class StatusStore:
                      deployed: bool) -> tuple[bool, bool]:
         """Record the environment's summary: (changed, was deployed before)."""
 
-        def swap(conn: sqlite3.Connection) -> tuple[bool, bool]:
+        def swap(conn: Connection) -> tuple[bool, bool]:
+            conn.lock(f"cluster_summaries:{name}/{env}")
             row = conn.execute("SELECT digest, deployed FROM cluster_summaries "
                                "WHERE name = ? AND env = ?", (name, env)).fetchone()
             if row and row[0] == digest:
                 return False, bool(row[1])
-            conn.execute("INSERT OR REPLACE INTO cluster_summaries VALUES (?, ?, ?, ?)",
+            conn.execute("INSERT INTO cluster_summaries VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (name, env) DO UPDATE SET digest = excluded.digest, "
+                         "deployed = excluded.deployed",
                          (name, env, digest, int(deployed)))
             return True, bool(row and row[1])
 
@@ -142,13 +147,11 @@ class ClusterFeedback:
         """Take in ``rows`` of (name, env) (``complete``: they are all its clusters) and,
         when the environment's status changed, tell MLflow, the MR and the audit trail."""
         accepted = self.accepted_revisions(name, env)
-        try:
-            self.store.store(name, env, rows, complete=complete)
-            status = summarise(self.store.rows(name, env), accepted)
-            changed, was_deployed = self.store.swap_summary(name, env, _digest(status),
-                                                            status.deployed)
-        except sqlite3.Error as exc:
-            raise TransientError(f"cannot record Argo CD status: {exc}") from None
+        # A state database failure is a TransientError already (the StateDB translates it).
+        self.store.store(name, env, rows, complete=complete)
+        status = summarise(self.store.rows(name, env), accepted)
+        changed, was_deployed = self.store.swap_summary(name, env, _digest(status),
+                                                        status.deployed)
         if not changed:
             return status
         try:

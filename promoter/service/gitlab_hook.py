@@ -74,10 +74,11 @@ class GitLabHookHandler:
 
     @classmethod
     def from_settings(cls, settings: Settings, on_event: Callable[[ForgeEvent], None],
-                      pushed_head: PushedHead) -> GitLabHookHandler:
+                      pushed_head: PushedHead, state: StateDB | None = None
+                      ) -> GitLabHookHandler:
         """``pushed_head`` reads promoter's record of pushed heads (``composition.gitlab_hook``
         wires it)."""
-        state = StateDB.open(Path(settings.state_dir))
+        state = state or StateDB.open(Path(settings.state_dir))
         return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state), pushed_head, on_event,
                    max_body_bytes=settings.server.max_body_bytes)
 

@@ -31,9 +31,8 @@ ANY_VERSION = "*"  # decommission keys: alias.deleted carries no version
 def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics | None = None,
                       progress: Progress | None = None) -> Handler:
     from promoter.service import composition
-    from promoter.service.audit import AuditTrail
 
-    audit = AuditTrail(settings.state_dir)
+    audit = composition.audit_trail(settings)
     # Built on the first job (a bad signing key fails that job, not serve), under a lock so
     # that `serve --workers N` builds the adapters exactly once and shares them.
     built: list[tuple[PipelineConfig, Ports]] = []

@@ -9,12 +9,11 @@ pushed heads (promoter.state.pushed_heads), which the git providers write when t
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from promoter.ports.git import BRANCH_PREFIX
 from promoter.ports.pipeline import DeployedState
-from promoter.state.db import StateDB, state_db
+from promoter.state.db import Connection, StateDB, state_db
 
 # The newest head pushed to this deployment's branch for its MR (branch_for(name, env)).
 _SELECT = f"""
@@ -24,9 +23,10 @@ SELECT d.model, d.env, d.name, d.version, d.status, d.mr_iid,
         ORDER BY p.recorded_at DESC LIMIT 1) AS head_sha
 FROM deployments AS d
 """  # noqa: S608 - a constant prefix, no input
+_LOCK = "deployments"
 
 
-class SqliteLedger:
+class StateLedger:
     def __init__(self, state: Path | StateDB) -> None:
         self.db = state_db(state)
         self.path = self.db.path
@@ -43,13 +43,18 @@ class SqliteLedger:
             _SELECT + "WHERE d.name = ? ORDER BY d.env, d.model", (name,)).fetchall()])
 
     def put(self, state: DeployedState) -> None:
-        self.db.write(lambda conn: _put(conn, state))
+        def put(conn: Connection) -> None:
+            conn.lock(_LOCK)
+            _put(conn, state)
+
+        self.db.write(put)
 
     def set_status(self, name: str, env: str, status: str) -> DeployedState | None:
         """Change the status of the deployment ``name`` in ``env``; read and write in one
         transaction, so a concurrent put() is never overwritten with stale fields."""
 
-        def update(conn: sqlite3.Connection) -> DeployedState | None:
+        def update(conn: Connection) -> DeployedState | None:
+            conn.lock(_LOCK)  # PostgreSQL: no put() between our read and our write
             found = _one(conn, "d.name = ? AND d.env = ?", (name, env))
             if found is None:
                 return None
@@ -61,13 +66,18 @@ class SqliteLedger:
         return self.db.write(update)
 
 
-def _put(conn: sqlite3.Connection, state: DeployedState) -> None:
+def _put(conn: Connection, state: DeployedState) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO deployments (model, env, name, version, status, mr_iid) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO deployments (model, env, name, version, status, mr_iid) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, env) DO UPDATE SET name = excluded.name, "
+        "version = excluded.version, status = excluded.status, mr_iid = excluded.mr_iid",
         (state.model, state.env, state.name, state.version, state.status, state.mr_iid))
 
 
-def _one(conn: sqlite3.Connection, where: str, args: tuple[str, ...]) -> DeployedState | None:
+def _one(conn: Connection, where: str, args: tuple[str, ...]) -> DeployedState | None:
     row = conn.execute(_SELECT + "WHERE " + where, args).fetchone()
     return DeployedState(*row) if row else None
+
+
+# The name it had while SQLite was the only backend.
+SqliteLedger = StateLedger

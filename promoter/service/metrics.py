@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -56,6 +56,9 @@ class Metrics:
         self.reconcile_enqueued = Counter(
             "promoter_reconcile_enqueued", "Jobs the reconcile loop found missing",
             registry=self.registry)
+        self.reconcile_leader = Gauge(
+            "promoter_reconcile_leader", "1 while this process runs the reconcile loop (with "
+            "PostgreSQL state, one replica at a time), else 0", registry=self.registry)
         self._queue_collector: _QueueCollector | None = None
 
     def watch_queue(self, counts: Callable[[], Mapping[str, int]]) -> None:

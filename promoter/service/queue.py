@@ -1,17 +1,18 @@
-"""The durable job queue, in the state database (``<state_dir>/state.db``, promoter.state).
+"""The durable job queue, in the state database (promoter.state: SQLite or PostgreSQL).
 
-Safe across threads (each thread gets its own connection) and processes (every write is one
-``BEGIN IMMEDIATE`` transaction, so two workers can never claim the same job). A worker holds a
-job under a lease; if it dies — even by SIGKILL — the lease expires and another worker
-re-claims the job. The decisions (coalescing, legal state changes) come from promoter.core.jobs;
-every state change goes through ``check_transition``, so an illegal one is a loud bug.
+Safe across threads (each thread gets its own connection) and processes, on one host (SQLite:
+every write is one ``BEGIN IMMEDIATE`` transaction) or many (PostgreSQL: claims lock the row
+they take with ``FOR UPDATE SKIP LOCKED``; a job's outcome is written only by its lease
+holder), so two workers can never claim the same job. A worker holds a job under a lease; if it
+dies — even by SIGKILL — the lease expires and another worker re-claims the job. The decisions
+(coalescing, legal state changes) come from promoter.core.jobs; every state change goes through
+``check_transition``, so an illegal one is a loud bug.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -32,10 +33,10 @@ from promoter.core.jobs import (
 from promoter.errors import PromoterError, UserError
 from promoter.ports.clock import Clock, SystemClock
 from promoter.service import queue_ops
-from promoter.service.queue_ops import EnqueueResult, row_to_job, to_json
+from promoter.service.queue_ops import WORK_CHANNEL, EnqueueResult, row_to_job, to_json
 from promoter.service.queue_writer import GroupCommitWriter
 from promoter.state import deliveries
-from promoter.state.db import StateDB
+from promoter.state.db import Connection, StateDB
 from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
 
 __all__ = ["EnqueueResult", "Job", "JobKey", "JobQueue", "LeaseLost"]
@@ -56,10 +57,11 @@ class JobQueue:
         self.clock: Clock = clock or SystemClock()
         self.settle_seconds = settle_seconds  # burst debounce (queue_ops.enqueue); serve sets it
         self._writer = GroupCommitWriter(db, self.clock, settle_seconds=settle_seconds)
-        # In-process wake-ups, so a worker starts a new job at once instead of at its next poll
-        # (other processes' changes are still found by polling).
+        # In-process wake-ups, so a worker starts a new job at once instead of at its next poll.
+        # Other processes' work: a LISTEN connection (PostgreSQL) or polling (SQLite).
         self._work = threading.Condition()
         self._work_generation = 0
+        self._stop_listening: Callable[[], None] | None = None
 
     @classmethod
     def open(cls, state_dir: Path, clock: Clock | None = None, *,
@@ -70,7 +72,16 @@ class JobQueue:
     def db_path(self) -> Path:
         return self.db.path
 
+    @property
+    def wakes_across_processes(self) -> bool:
+        """True when other processes' enqueues wake this one's workers (no fast polling)."""
+        return self.db.wakes_other_processes
+
     def close(self) -> None:
+        with self._work:
+            stop, self._stop_listening = self._stop_listening, None
+        if stop is not None:
+            stop()
         self._writer.close()
         self.db.close()
 
@@ -110,8 +121,11 @@ class JobQueue:
         return self.db.read(lambda conn: queue_ops.seconds_until_due(conn, now))
 
     def wait_for_work(self, seen_generation: int, timeout: float) -> bool:
-        """Block until work_generation() moves past ``seen_generation`` or ``timeout`` passes."""
+        """Block until work_generation() moves past ``seen_generation`` or ``timeout`` passes
+        (an enqueue in this process or, on PostgreSQL, in any other)."""
         with self._work:
+            if self._stop_listening is None:  # the first waiter starts listening
+                self._stop_listening = self.db.listen(WORK_CHANNEL, self.notify_work)
             return self._work.wait_for(lambda: self._work_generation != seen_generation,
                                        timeout)
 
@@ -149,7 +163,7 @@ class JobQueue:
         that worker still holds the job's lease (LeaseLost otherwise)."""
         now = self.clock.now()
 
-        def upsert(conn: sqlite3.Connection) -> None:
+        def upsert(conn: Connection) -> None:
             if worker_id is not None:
                 self._check_holder(conn, job_id, worker_id)
             elif conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
@@ -201,7 +215,7 @@ class JobQueue:
         """Queue a dead, retrying or policy-denied job to run now, with a fresh attempt count."""
         now = self.clock.now()
 
-        def requeue(conn: sqlite3.Connection) -> Job:
+        def requeue(conn: Connection) -> Job:
             job = queue_ops.fetch_job(conn, job_id)
             if job is None:
                 raise UserError(f"no job with id {job_id}",
@@ -210,10 +224,15 @@ class JobQueue:
             if job.state not in (DEAD, RETRYING) and not denied:
                 raise UserError(f"job {job_id} is {job.state}; only dead, retrying or "
                                 "policy-denied jobs can be retried")
-            conn.execute("UPDATE jobs SET state = ?, attempts = 0, next_run_at = ?, "
-                         "updated_at = ?, lease_owner = NULL, lease_expires_at = NULL "
-                         "WHERE id = ?", (check_transition(job_id, job.state, QUEUED), now, now,
-                                          job_id))
+            changed = conn.execute(
+                "UPDATE jobs SET state = ?, attempts = 0, next_run_at = ?, updated_at = ?, "
+                "lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND state = ?",
+                (check_transition(job_id, job.state, QUEUED), now, now, job_id,
+                 job.state)).rowcount
+            if changed != 1:  # another process changed it between our read and our write
+                raise UserError(f"job {job_id} changed while it was being retried",
+                                hint="look at it with `promoter jobs show` and try again")
+            conn.notify(WORK_CHANNEL)
             refreshed = queue_ops.fetch_job(conn, job_id)
             assert refreshed is not None
             return refreshed
@@ -231,7 +250,8 @@ class JobQueue:
 
     def ping(self) -> None:
         """Raise TransientError unless the database answers a query."""
-        self._read(lambda conn: conn.execute("SELECT COUNT(*) FROM jobs LIMIT 1").fetchone())
+        # Not COUNT(*): a readiness probe must not scan the whole table.
+        self._read(lambda conn: conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchone())
 
     # -- internals ------------------------------------------------------------------------
 
@@ -239,8 +259,9 @@ class JobQueue:
                 result: dict[str, Any] | None = None, delay: float = 0.0) -> None:
         now = self.clock.now()
 
-        def update(conn: sqlite3.Connection) -> None:
+        def update(conn: Connection) -> None:
             self._check_holder(conn, job_id, worker_id)
+            conn.notify(WORK_CHANNEL)  # a job of the same (model, env) may be claimable now
             check_transition(job_id, RUNNING, state)
             conn.execute(
                 "UPDATE jobs SET state = ?, reason = ?, result = COALESCE(?, result), "
@@ -253,7 +274,14 @@ class JobQueue:
         self.notify_work()  # a job of the same (model, env) may be claimable now
 
     @staticmethod
-    def _check_holder(conn: sqlite3.Connection, job_id: int, worker_id: str) -> None:
+    def _check_holder(conn: Connection, job_id: int, worker_id: str) -> None:
+        """LeaseLost unless ``worker_id`` holds the job. The check is a no-op update, so on
+        PostgreSQL the job's row stays locked until the caller's write commits: a claimer of
+        the job after its lease expired passes it over until then, and then sees the outcome."""
+        if conn.execute("UPDATE jobs SET lease_owner = lease_owner "
+                        "WHERE id = ? AND state = ? AND lease_owner = ?",
+                        (job_id, RUNNING, worker_id)).rowcount == 1:
+            return
         row = conn.execute("SELECT state, lease_owner FROM jobs WHERE id = ?",
                            (job_id,)).fetchone()
         if row is None:
@@ -262,8 +290,8 @@ class JobQueue:
             raise LeaseLost(f"worker {worker_id} no longer holds job {job_id} "
                             f"(it is {row['state']}, held by {row['lease_owner'] or 'nobody'})")
 
-    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, body: Callable[[Connection], T]) -> T:
         return self.db.write(body)
 
-    def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+    def _read(self, body: Callable[[Connection], T]) -> T:
         return self.db.read(body)

@@ -1,13 +1,15 @@
 """The queue's statements that must run inside a caller's write transaction.
 
 Shared by JobQueue (one transaction per call) and the group-commit writer (many enqueues in
-one transaction), so both follow exactly the same rules.
+one transaction), so both follow exactly the same rules, on either state backend. SQLite runs
+one writer at a time; on PostgreSQL writers are concurrent, so each decision that reads rows
+and then changes them either locks what it decides about (``conn.lock`` per (model, env) in
+enqueue, ``FOR UPDATE SKIP LOCKED`` in claim) or changes them only if they are still as read.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,10 @@ from promoter.core.jobs import (
     check_transition,
     needs_new_job,
 )
+from promoter.state.db import Connection
+
+# NOTIFY channel of new or freed work (PostgreSQL; idle workers of every replica LISTEN).
+WORK_CHANNEL = "promoter_work"
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ def to_json(value: dict[str, Any] | None) -> str:
     return json.dumps(value or {}, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def row_to_job(row: sqlite3.Row) -> Job:
+def row_to_job(row: Any) -> Job:
     return Job(
         id=row["id"],
         key=JobKey(row["model"], row["version"], row["env"], row["action"]),
@@ -45,12 +51,12 @@ def row_to_job(row: sqlite3.Row) -> Job:
     )
 
 
-def fetch_job(conn: sqlite3.Connection, job_id: int) -> Job | None:
+def fetch_job(conn: Connection, job_id: int) -> Job | None:
     row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return row_to_job(row) if row else None
 
 
-def enqueue(conn: sqlite3.Connection, now: float, key: JobKey, payload: dict[str, Any] | None,
+def enqueue(conn: Connection, now: float, key: JobKey, payload: dict[str, Any] | None,
             source: str, delivery_id: str | None, settle_seconds: float = 0.0) -> EnqueueResult:
     """Record the delivery, then create a job unless one already covers the key.
 
@@ -59,6 +65,8 @@ def enqueue(conn: sqlite3.Connection, now: float, key: JobKey, payload: dict[str
     queued job covers pushes its start back, so the burst's last event decides what it deploys
     and the deployment converges in one run, not one run per move."""
     duplicate = False
+    # Two deliveries of one event at two replicas must not both decide "no job covers it".
+    conn.lock(work_lock(key.model, key.env))
     if delivery_id is not None:
         seen = conn.execute("SELECT job_id FROM deliveries WHERE source = ? AND delivery_id = ?",
                             (source, delivery_id)).fetchone()
@@ -78,22 +86,23 @@ def enqueue(conn: sqlite3.Connection, now: float, key: JobKey, payload: dict[str
             key, JobKey(key.model, latest["version"], key.env, latest["action"]),
             latest["state"]):
         covering = fetch_job(conn, latest["id"])
+    if covering is not None and covering.state == QUEUED and not duplicate:
+        # A worker may claim it meanwhile (claims take no key lock); then it covers nothing.
+        covering = _cover(conn, covering, key, now + settle_seconds)
     if covering is not None:
         job, created = covering, False
-        if covering.state == QUEUED and not duplicate:
-            job = _cover(conn, covering, key, now + settle_seconds)
     else:
-        running = conn.execute(
+        # A first job of its (model, env) has nothing to wait for: skip the query.
+        running = latest is not None and conn.execute(
             "SELECT 1 FROM jobs WHERE model = ? AND env = ? AND state = 'running' LIMIT 1",
             (key.model, key.env)).fetchone()
         start = now + settle_seconds if running else now  # a successor waits for the burst
-        cursor = conn.execute(
+        job_id = int(conn.execute(
             "INSERT INTO jobs (model, version, env, action, state, payload, created_at, "
-            "updated_at, next_run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "updated_at, next_run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (key.model, key.version, key.env, key.action, QUEUED, to_json(payload),
-             now, now, start))
-        job_id = cursor.lastrowid
-        assert job_id is not None  # an INSERT into a rowid table always sets it
+             now, now, start)).fetchone()[0])
+        conn.notify(WORK_CHANNEL)
         job = Job(job_id, key, QUEUED, 0, dict(payload or {}), {}, None, now, now, start,
                   None, None)
         created = True
@@ -105,47 +114,65 @@ def enqueue(conn: sqlite3.Connection, now: float, key: JobKey, payload: dict[str
     return EnqueueResult(job, created=created, duplicate_delivery=duplicate)
 
 
-def _cover(conn: sqlite3.Connection, job: Job, key: JobKey, start: float) -> Job:
+def _cover(conn: Connection, job: Job, key: JobKey, start: float) -> Job | None:
     """A queued job takes on a later event: it now names the newest version asked for (it
-    deploys whatever the alias says when it runs) and starts no earlier than ``start``."""
-    conn.execute("UPDATE jobs SET version = ?, next_run_at = MAX(next_run_at, ?) WHERE id = ?",
-                 (key.version, start, job.id))
-    covered = fetch_job(conn, job.id)
-    assert covered is not None
-    return covered
+    deploys whatever the alias says when it runs) and starts no earlier than ``start``.
+    None if it is no longer queued (a worker claimed it since it was read)."""
+    changed = conn.execute(
+        "UPDATE jobs SET version = ?, next_run_at = ? WHERE id = ? AND state = ?",
+        (key.version, max(job.next_run_at, start), job.id, QUEUED)).rowcount
+    return fetch_job(conn, job.id) if changed == 1 else None
 
 
-def seconds_until_due(conn: sqlite3.Connection, now: float) -> float | None:
-    """How long until the next queued or retrying job is due (None: none is waiting)."""
-    row = conn.execute("SELECT MIN(next_run_at) FROM jobs WHERE state IN ('queued', 'retrying')"
-                       ).fetchone()
+def work_lock(model: str, env: str) -> str:
+    """The lock name serialising enqueues of one (model, env) (see Connection.lock)."""
+    return f"jobs:{model}/{env}"  # names are DNS-1123: no "/" inside either
+
+
+def seconds_until_due(conn: Connection, now: float) -> float | None:
+    """How long until something may become claimable without anyone saying so: a queued or
+    retrying job comes due, or a running job's lease runs out (its worker, perhaps on another
+    replica, died). None: nothing is pending. Jobs already due but held back by a running one
+    of their (model, env) do not count: that one's finish wakes the workers."""
+    row = conn.execute(
+        "SELECT MIN(CASE WHEN state = 'running' THEN lease_expires_at ELSE next_run_at END) "
+        "FROM jobs WHERE state IN ('queued', 'running', 'retrying') "
+        "AND CASE WHEN state = 'running' THEN lease_expires_at ELSE next_run_at END > ?",
+        (now,)).fetchone()
     return None if row[0] is None else max(0.0, float(row[0]) - now)
 
 
 # A job is due when it is queued or retrying and its time has come, or running under a lease
 # that expired (its worker died). It is claimable only if no older unfinished job exists for
 # its (model, env) — so jobs for one deployment run one at a time, in arrival order — and no
-# other job of that (model, env) holds a live lease.
+# other job of that (model, env) holds a live lease. Only the oldest unfinished job of a
+# (model, env) can qualify, so two claimers never pick two jobs of one deployment.
 _CLAIM_SQL = """
 SELECT j.* FROM jobs AS j
 WHERE j.state IN ('queued', 'running', 'retrying')  -- lets SQLite use jobs_unfinished
-  AND ((j.state IN ('queued', 'retrying') AND j.next_run_at <= :now)
-       OR (j.state = 'running' AND j.lease_expires_at <= :now))
+  AND ((j.state IN ('queued', 'retrying') AND j.next_run_at <= ?)
+       OR (j.state = 'running' AND j.lease_expires_at <= ?))
   AND NOT EXISTS (
       SELECT 1 FROM jobs AS o
       WHERE o.model = j.model AND o.env = j.env AND o.id <> j.id
         AND ((o.id < j.id AND o.state NOT IN ('done', 'dead'))
-             OR (o.state = 'running' AND o.lease_expires_at > :now)))
-  AND (:job_id IS NULL OR j.id = :job_id)  -- `promoter promote` runs only its own job
-ORDER BY j.id
-LIMIT 1
+             OR (o.state = 'running' AND o.lease_expires_at > ?)))
 """
+_ONLY_JOB = "  AND j.id = ?  -- `promoter promote` runs only its own job\n"
+_OLDEST = "ORDER BY j.id LIMIT 1"
+# PostgreSQL: lock the row picked, and pass over rows another claimer has locked; the row's
+# own conditions are re-checked once locked, so a job claimed meanwhile is not taken twice.
+_SKIP_LOCKED = " FOR UPDATE OF j SKIP LOCKED"
 
 
-def claim(conn: sqlite3.Connection, now: float, worker_id: str, lease_seconds: float, *,
+def claim(conn: Connection, now: float, worker_id: str, lease_seconds: float, *,
           job_id: int | None = None) -> Job | None:
     """Take the oldest claimable job (or job ``job_id`` only, if it is claimable)."""
-    row = conn.execute(_CLAIM_SQL, {"now": now, "job_id": job_id}).fetchone()
+    sql, args = _CLAIM_SQL, [now, now, now]
+    if job_id is not None:
+        sql, args = sql + _ONLY_JOB, [*args, job_id]
+    sql += _OLDEST + (_SKIP_LOCKED if conn.dialect == "postgresql" else "")
+    row = conn.execute(sql, args).fetchone()
     if row is None:
         return None
     conn.execute(

@@ -1,11 +1,12 @@
 """Group commit for the HTTP service: many concurrent enqueues, one transaction, one fsync.
 
-With ``synchronous=FULL`` every commit costs an fsync of the WAL; one per webhook delivery
-would cap intake at the disk's fsync rate. Instead one writer thread takes every request that
-is waiting, applies them all in a single transaction (each under its own savepoint, so one
-bad request cannot sink its neighbours), commits once, and only then resolves each caller's
-future — a delivery is acknowledged only after it is durable. Requests that arrive while a
-commit is in flight form the next batch, so batches grow with load and no timer is needed.
+With ``synchronous=FULL`` (SQLite) or a synchronous commit (PostgreSQL) every commit costs an
+fsync of the log; one per webhook delivery would cap intake at the disk's fsync rate. Instead
+one writer thread takes every request that is waiting, applies them all in a single transaction
+(each under its own savepoint, so one bad request cannot sink its neighbours), commits once,
+and only then resolves each caller's future — a delivery is acknowledged only after it is
+durable. Requests that arrive while a commit is in flight form the next batch, so batches grow
+with load and no timer is needed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import queue
-import sqlite3
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +24,7 @@ from promoter.errors import TransientError
 from promoter.ports.clock import Clock
 from promoter.service import queue_ops
 from promoter.service.queue_ops import EnqueueResult
-from promoter.state.db import StateDB, connect
+from promoter.state.db import Connection, StateDB
 
 log = logging.getLogger("promoter.queue")
 
@@ -45,9 +45,9 @@ class GroupCommitWriter:
     def __init__(self, db: StateDB, clock: Clock, max_batch: int = MAX_BATCH, *,
                  settle_seconds: float = 0.0) -> None:
         self._settle_seconds = settle_seconds
-        # The writer thread keeps one connection of its own from the same factory, and opens a
-        # fresh one after a failed batch (the old one may be stuck in a broken transaction).
-        self._db_path = db.path
+        # The writer thread writes through the StateDB (its own per-thread SQLite connection,
+        # or one pooled PostgreSQL connection per batch); a failed batch is rolled back there.
+        self._db = db
         self._clock = clock
         self._max_batch = max_batch
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -91,30 +91,21 @@ class GroupCommitWriter:
                 self._thread.start()
 
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                first = self._requests.get()
-                if first is None:
-                    return
-                batch, stop = self._drain(first)
-                try:
-                    conn = conn or connect(self._db_path)
-                    self._commit(conn, batch)
-                except Exception as exc:  # the disk, the file: fail this batch, keep serving
-                    log.error("job queue write failed: %s", exc)
-                    if conn is not None:
-                        _rollback_quietly(conn)
-                        conn.close()
-                        conn = None
-                    error = TransientError(f"the job queue could not store the delivery: {exc}",
-                                           hint="check the state directory's disk and permissions")
-                    _settle_all(batch, error)
-                if stop:
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
+        while True:
+            first = self._requests.get()
+            if first is None:
+                return
+            batch, stop = self._drain(first)
+            try:
+                self._commit(batch)
+            except Exception as exc:  # the disk, the database: fail this batch, keep serving
+                log.error("job queue write failed: %s", exc)
+                error = TransientError(f"the job queue could not store the delivery: {exc}",
+                                       hint="check the state database's disk, permissions "
+                                            "and reachability")
+                _settle_all(batch, error)
+            if stop:
+                return
 
     def _drain(self, first: _Request) -> tuple[list[_Request], bool]:
         batch = [first]
@@ -128,23 +119,33 @@ class GroupCommitWriter:
             batch.append(item)
         return batch, False
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+    def _commit(self, batch: list[_Request]) -> None:
         now = self._clock.now()
-        outcomes: list[EnqueueResult | BaseException] = []
-        conn.execute("BEGIN IMMEDIATE")
-        for request in batch:
-            conn.execute("SAVEPOINT request")
-            try:
-                outcomes.append(queue_ops.enqueue(conn, now, request.key, request.payload,
-                                                  request.source, request.delivery_id,
-                                                  self._settle_seconds))
-            except sqlite3.OperationalError:
-                raise  # locked / I/O: the whole batch fails and is reported as transient
-            except Exception as exc:
-                conn.execute("ROLLBACK TO request")
-                outcomes.append(exc)
-            conn.execute("RELEASE request")
-        conn.execute("COMMIT")  # the one fsync for the whole batch
+        fatal = self._db.fatal_errors
+        # Every (model, env) of the batch is locked up front, sorted (PostgreSQL: one round
+        # trip, and batches of several replicas taking them in one order cannot deadlock).
+        order = sorted(range(len(batch)), key=lambda i: (batch[i].key.model, batch[i].key.env))
+        locks = sorted({queue_ops.work_lock(r.key.model, r.key.env) for r in batch})
+
+        def apply(conn: Connection) -> list[EnqueueResult | BaseException]:
+            conn.lock_all(locks)
+            outcomes: list[EnqueueResult | BaseException] = [None] * len(batch)  # type: ignore[list-item]
+            for index in order:
+                request = batch[index]
+                conn.execute("SAVEPOINT request")
+                try:
+                    outcomes[index] = queue_ops.enqueue(
+                        conn, now, request.key, request.payload, request.source,
+                        request.delivery_id, self._settle_seconds)
+                except fatal:
+                    raise  # locked / I/O: the whole batch fails and is reported as transient
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO SAVEPOINT request")
+                    outcomes[index] = exc
+                conn.execute("RELEASE SAVEPOINT request")
+            return outcomes
+
+        outcomes = self._db.write(apply)  # one commit, the one fsync for the whole batch
         self.batches += 1
         self.requests += len(batch)
         _settle_all(batch, outcomes)
@@ -170,11 +171,3 @@ def _resolve(settled: list[tuple[_Request, EnqueueResult | BaseException]]) -> N
             request.future.set_exception(outcome)
         else:
             request.future.set_result(outcome)
-
-
-def _rollback_quietly(conn: sqlite3.Connection) -> None:
-    try:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass

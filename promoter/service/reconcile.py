@@ -6,6 +6,12 @@ The last observed target of every (model, env) and the version-change cursor are
 state database (``<state_dir>/state.db``); the queue's own coalescing makes enqueueing
 something a webhook already enqueued harmless.
 
+With PostgreSQL state several replicas share the database and exactly one of them runs the
+passes: the holder of the ``reconcile`` leadership (StateDB.leadership, an advisory lock held
+by its session). The others try again every FOLLOWER_RETRY_SECONDS and take over when the
+leader's session ends — when it stops, crashes or is killed. With SQLite every process leads,
+as before.
+
 Cost per pass: one paged listing of registered models (with their aliases), plus the versions
 updated since the cursor (read newest first, stopping at the cursor), plus one stage lookup per
 model among those.
@@ -24,11 +30,9 @@ from promoter.core.reconcile import Observed
 from promoter.errors import PermanentError, TransientError
 from promoter.service import intake
 from promoter.service.logs import log
-from promoter.state.db import StateDB, state_db
+from promoter.state.db import Connection, StateDB, state_db
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from promoter.ports.registry import Registry
     from promoter.service.metrics import Metrics
     from promoter.service.queue import JobQueue
@@ -38,6 +42,8 @@ _log = logging.getLogger("promoter.reconcile")
 # Versions updated this long before the cursor are read again: a transaction that committed
 # late with an earlier timestamp is not missed. Costs a few re-reads per pass.
 CURSOR_SLACK_MS = 5_000
+# A follower asks for the lead this often (or every interval, if that is shorter).
+FOLLOWER_RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -77,7 +83,7 @@ class ReconcileState:
         return int(row[0]) if row else 0
 
     def save(self, model: str, current: dict[str, Observed]) -> None:
-        def replace(conn: sqlite3.Connection) -> None:
+        def replace(conn: Connection) -> None:
             conn.execute("DELETE FROM reconcile_observed WHERE model = ?", (model,))
             conn.executemany(
                 "INSERT INTO reconcile_observed VALUES (?, ?, ?, ?)",
@@ -141,22 +147,39 @@ def _apply(model: str, current: dict[str, Observed], previous: dict[str, Observe
 
 def run_periodically(settings: Settings, registry: Registry, queue: JobQueue,
                      stop_wait: Callable[[float], bool], metrics: Metrics | None = None) -> None:
-    """Run passes every ``server.reconcile_interval_seconds`` until ``stop_wait(seconds)`` is
-    true (pass ``threading.Event().wait``). Failures are logged and retried next interval."""
+    """Run passes every ``server.reconcile_interval_seconds`` while this process holds the
+    reconcile leadership, until ``stop_wait(seconds)`` is true (pass ``threading.Event().wait``).
+    Failures are logged and retried next interval."""
     interval = settings.server.reconcile_interval_seconds
     if interval <= 0:
         return
-    state = ReconcileState(settings.state_dir)
+    state = ReconcileState(queue.db)  # the queue's database; the queue closes it
+    leadership = queue.db.leadership("reconcile")
+    leading = False
     try:
         while True:
-            try:
-                reconcile_once(settings, registry, queue, state, metrics)
-            except TransientError as exc:
-                log(_log, logging.WARNING, "reconcile pass failed; retrying next interval",
-                    error=exc.message)
-            except Exception as exc:  # a bug must not stop the loop that makes us lossless
-                _log.exception("reconcile pass crashed: %s", type(exc).__name__)
-            if stop_wait(interval):
+            was_leading, leading = leading, leadership.held()
+            if leading != was_leading:
+                log(_log, logging.INFO, "reconcile leadership " + ("taken" if leading
+                                                                   else "lost"))
+            if metrics is not None:
+                metrics.reconcile_leader.set(1 if leading else 0)
+            if leading:
+                _pass(settings, registry, queue, state, metrics)
+            if stop_wait(interval if leading else min(interval, FOLLOWER_RETRY_SECONDS)):
                 return
     finally:
-        state.close()
+        leadership.release()  # a successor need not wait for this process to exit
+        if metrics is not None:
+            metrics.reconcile_leader.set(0)
+
+
+def _pass(settings: Settings, registry: Registry, queue: JobQueue, state: ReconcileState,
+          metrics: Metrics | None) -> None:
+    try:
+        reconcile_once(settings, registry, queue, state, metrics)
+    except TransientError as exc:
+        log(_log, logging.WARNING, "reconcile pass failed; retrying next interval",
+            error=exc.message)
+    except Exception as exc:  # a bug must not stop the loop that makes us lossless
+        _log.exception("reconcile pass crashed: %s", type(exc).__name__)

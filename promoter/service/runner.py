@@ -21,12 +21,17 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("promoter.serve")
 SHUTDOWN_GRACE_SECONDS = 30.0
+# Idle workers wake on an enqueue in this process at once. Other processes' enqueues: SQLite
+# has no wake-up across processes, so poll every second; PostgreSQL's LISTEN/NOTIFY wakes
+# them, and the poll is only the fallback (a lost notification, an expired lease to reclaim).
+POLL_SECONDS = {False: 1.0, True: 15.0}
 
 
 def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
           reconcile: bool = True) -> None:
     import uvicorn
 
+    from promoter.service import composition
     from promoter.service.app import create_app
     from promoter.service.http_server import server_config
     from promoter.service.jobs_handler import build_job_handler
@@ -36,9 +41,8 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     from promoter.service.worker import Worker
 
     logs.configure(secrets=[secret.reveal() for secret in settings.secrets.values()])
-    queue = JobQueue.open(settings.state_dir,
-                          settle_seconds=settings.server.burst_settle_seconds)
-    from promoter.service import composition
+    queue = JobQueue(composition.state_db(settings),
+                     settle_seconds=settings.server.burst_settle_seconds)
 
     registry = _registry(settings)
     metrics = Metrics()
@@ -52,7 +56,8 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     if registry is not None:
         handler = build_job_handler(settings, registry, metrics)
         for index in range(workers):
-            worker = Worker(queue, handler)
+            worker = Worker(queue, handler, lease_seconds=settings.server.job_lease_seconds,
+                            poll_seconds=POLL_SECONDS[queue.wakes_across_processes])
             workers_started.append(worker)
             threads.append(threading.Thread(target=worker.run_forever, args=(stop,),
                                             name=f"worker-{index}", daemon=True))
@@ -67,7 +72,7 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     for thread in threads:
         thread.start()
     log(_log, logging.INFO, "promoter serve started", host=host, port=port,
-        workers=workers if registry else 0, state_dir=str(settings.state_dir),
+        workers=workers if registry else 0, state=composition.describe_state(settings),
         mlflow=composition.describe(settings)["mlflow"] if registry else None)
     try:
         server.run()

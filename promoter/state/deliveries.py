@@ -8,14 +8,14 @@ one retention, pruned by the worker's housekeeping.
 
 from __future__ import annotations
 
-import sqlite3
+from promoter.state.db import Connection
 
 # Longer than any sender's retry window (GitLab re-sends failed hooks for days) and than the
 # webhook timestamp tolerance, after which a replay is refused by its timestamp anyway.
 DELIVERY_RETENTION_SECONDS = 14 * 24 * 3600
 
 
-def claim(conn: sqlite3.Connection, source: str, delivery_id: str, now: float,
+def claim(conn: Connection, source: str, delivery_id: str, now: float,
           status: str | None = None) -> bool:
     """Record a delivery that made no job; True the first time it is seen."""
     cursor = conn.execute(
@@ -24,16 +24,16 @@ def claim(conn: sqlite3.Connection, source: str, delivery_id: str, now: float,
     return cursor.rowcount == 1
 
 
-def set_status(conn: sqlite3.Connection, source: str, delivery_id: str, status: str) -> None:
+def set_status(conn: Connection, source: str, delivery_id: str, status: str) -> None:
     conn.execute("UPDATE deliveries SET status = ? WHERE source = ? AND delivery_id = ?",
                  (status, source, delivery_id))
 
 
-def forget(conn: sqlite3.Connection, source: str, delivery_id: str) -> None:
+def forget(conn: Connection, source: str, delivery_id: str) -> None:
     conn.execute("DELETE FROM deliveries WHERE source = ? AND delivery_id = ?",
                  (source, delivery_id))
 
 
-def prune(conn: sqlite3.Connection, cutoff: float) -> int:
+def prune(conn: Connection, cutoff: float) -> int:
     """Forget every delivery received before ``cutoff``; returns how many."""
     return conn.execute("DELETE FROM deliveries WHERE received_at < ?", (cutoff,)).rowcount

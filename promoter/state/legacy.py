@@ -22,7 +22,7 @@ from promoter.errors import ConfigError
 from promoter.ports.git import branch_for
 
 if TYPE_CHECKING:
-    from promoter.state.db import StateDB
+    from promoter.state.db import Connection, StateDB
 
 LEGACY_DIR = "legacy"
 MARKER = "legacy_import"
@@ -102,7 +102,7 @@ def import_old_layout(db: StateDB) -> list[Path]:
     return present
 
 
-def _import(conn: sqlite3.Connection, present: list[Path]) -> None:
+def _import(conn: Connection, present: list[Path]) -> None:
     if conn.execute("SELECT 1 FROM state_meta WHERE key = ?", (MARKER,)).fetchone():
         return  # another process imported them first; only the files are left to move
     rows = {path.name: _read(path, COPIES[path.name]) for path in present}  # all, or none
@@ -127,7 +127,7 @@ def _read(path: Path, copies: Sequence[tuple[str, str, str]]) -> dict[str, Rows]
                  f"contents may be lost, move it out of {path.parent}; then start again") from None
 
 
-def _insert(conn: sqlite3.Connection, rows: dict[str, dict[str, Rows]], heads: Rows) -> None:
+def _insert(conn: Connection, rows: dict[str, dict[str, Rows]], heads: Rows) -> None:
     for name in OLD_FILES:
         for _, table, columns in COPIES[name] if name in rows else ():
             marks = ", ".join("?" * len(columns.split(",")))

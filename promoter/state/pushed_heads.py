@@ -30,8 +30,10 @@ class PushedHeads:
     def record(self, project: int, iid: int, branch: str, sha: str, version: str) -> None:
         now = time.time()
         self.db.write(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO pushed_heads (project, iid, branch, sha, version, "
-            "recorded_at) VALUES (?, ?, ?, ?, ?, ?)", (project, iid, branch, sha, version, now)))
+            "INSERT INTO pushed_heads (project, iid, branch, sha, version, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project, iid) DO UPDATE SET "
+            "branch = excluded.branch, sha = excluded.sha, version = excluded.version, "
+            "recorded_at = excluded.recorded_at", (project, iid, branch, sha, version, now)))
 
     def record_proposal(self, project: int, proposal: Proposal, result: ProposalResult) -> None:
         """Record the head a provider's propose() left on the MR, if promoter pushed it."""

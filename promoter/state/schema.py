@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from promoter.errors import ConfigError
-from promoter.state.db import in_transaction
+from promoter.state.sqlite import in_transaction
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the job queue: jobs, webhook deliveries seen, per-step results.

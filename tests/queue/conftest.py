@@ -1,4 +1,5 @@
-"""Fixtures for the job queue tests: real SQLite files in tmp dirs, a clock tests can move."""
+"""Fixtures for the job queue tests: real state databases (SQLite files in tmp dirs and
+PostgreSQL databases, see ``state_backend``), a clock tests can move."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from promoter.service.queue import JobQueue
+from tests.fixtures.state_backends import StateBackend
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = Path(__file__).with_name("worker_process.py")
@@ -39,18 +41,18 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def queue(tmp_path: Path, clock: ManualClock) -> Iterator[JobQueue]:
-    q = JobQueue.open(tmp_path / "state", clock=clock)
+def queue(state_backend: StateBackend, clock: ManualClock) -> Iterator[JobQueue]:
+    q = state_backend.queue(clock)
     yield q
     q.close()
 
 
-def start_worker_process(state_dir: Path, mode: str, log: Path,
+def start_worker_process(backend: StateBackend, mode: str, log: Path,
                          *extra: str) -> subprocess.Popen[str]:
-    """Run tests/queue/worker_process.py as a separate OS process."""
+    """Run tests/queue/worker_process.py as a separate OS process on ``backend``'s store."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
-        [sys.executable, str(WORKER_SCRIPT), "--state-dir", str(state_dir), "--mode", mode,
+        [sys.executable, str(WORKER_SCRIPT), *backend.process_args(), "--mode", mode,
          "--log", str(log), *extra],
         env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

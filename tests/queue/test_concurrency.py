@@ -11,6 +11,7 @@ import pytest
 
 from promoter.service.queue import JobKey, JobQueue
 from promoter.service.worker import Worker
+from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import log_lines, start_worker_process
 from tests.queue.worker_process import make_handler
 
@@ -45,8 +46,9 @@ def assert_each_ran_once_and_serially(log: Path, ids: set[int]) -> None:
             running[(model, env)] = None
 
 
-def test_threads_share_the_queue_without_running_a_job_twice(tmp_path: Path) -> None:
-    queue = JobQueue.open(tmp_path / "state")
+def test_threads_share_the_queue_without_running_a_job_twice(
+        tmp_path: Path, state_backend: StateBackend) -> None:
+    queue = state_backend.queue()
     ids = fill(queue, models=4, versions=12)  # fewer deployments than workers
     log = tmp_path / "runs.log"
     handler = make_handler("count", log)
@@ -71,13 +73,13 @@ def test_threads_share_the_queue_without_running_a_job_twice(tmp_path: Path) -> 
 
 
 @pytest.mark.e2e
-def test_processes_share_the_queue_without_running_a_job_twice(tmp_path: Path) -> None:
-    state_dir = tmp_path / "state"
-    queue = JobQueue.open(state_dir)
+def test_processes_share_the_queue_without_running_a_job_twice(
+        tmp_path: Path, state_backend: StateBackend) -> None:
+    queue = state_backend.queue()
     ids = fill(queue, models=4, versions=15)  # fewer deployments than workers
     log = tmp_path / "runs.log"
     go = tmp_path / "go"
-    workers = [start_worker_process(state_dir, "count", log, "--threads", "2",
+    workers = [start_worker_process(state_backend, "count", log, "--threads", "2",
                                     "--start-when", str(go)) for _ in range(3)]
     for _ in range(3000):  # bounded wait until every process is lined up at the start
         if len(log_lines(log.with_suffix(".ready"))) == len(workers):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from promoter.service.queue import JobKey, JobQueue
+from promoter.service.queue import JobKey
+from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import log_lines, start_worker_process
 
 V7 = JobKey("fraud-detector", "7", "production", "promote")
@@ -26,13 +27,13 @@ def wait_for_line(log: Path, first_word: str) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_a_job_whose_worker_is_killed_is_finished_once_by_the_next(tmp_path: Path) -> None:
-    state_dir = tmp_path / "state"
-    queue = JobQueue.open(state_dir)
+def test_a_job_whose_worker_is_killed_is_finished_once_by_the_next(
+        tmp_path: Path, state_backend: StateBackend) -> None:
+    queue = state_backend.queue()
     job = queue.enqueue(V7).job
     log = tmp_path / "runs.log"
 
-    victim = start_worker_process(state_dir, "block", log, "--lease", SHORT_LEASE)
+    victim = start_worker_process(state_backend, "block", log, "--lease", SHORT_LEASE)
     _, job_id, victim_pid = wait_for_line(log, "start")
     assert int(job_id) == job.id
     victim.send_signal(signal.SIGKILL)
@@ -41,7 +42,7 @@ def test_a_job_whose_worker_is_killed_is_finished_once_by_the_next(tmp_path: Pat
     orphan = queue.get(job.id)
     assert (orphan.state, orphan.lease_owner) == ("running", f"{victim_pid}-0")
 
-    survivor = start_worker_process(state_dir, "count", log, "--lease", SHORT_LEASE)
+    survivor = start_worker_process(state_backend, "count", log, "--lease", SHORT_LEASE)
     _, stderr = survivor.communicate(timeout=60)
     assert survivor.returncode == 0, stderr
 
@@ -54,19 +55,19 @@ def test_a_job_whose_worker_is_killed_is_finished_once_by_the_next(tmp_path: Pat
 
 
 @pytest.mark.e2e
-def test_a_crash_after_a_recorded_step_resumes_from_that_step(tmp_path: Path) -> None:
-    state_dir = tmp_path / "state"
-    queue = JobQueue.open(state_dir)
+def test_a_crash_after_a_recorded_step_resumes_from_that_step(
+        tmp_path: Path, state_backend: StateBackend) -> None:
+    queue = state_backend.queue()
     job = queue.enqueue(V7).job
     log = tmp_path / "runs.log"
 
-    crasher = start_worker_process(state_dir, "crash-after-step", log, "--lease", SHORT_LEASE)
+    crasher = start_worker_process(state_backend, "crash-after-step", log, "--lease", SHORT_LEASE)
     crasher.communicate(timeout=30)
     assert crasher.returncode == -signal.SIGKILL
     assert queue.get(job.id).state == "running"  # complete() never happened
     assert queue.steps(job.id) == {"prepare": {"artifact": f"built-by-{crasher.pid}"}}
 
-    resumer = start_worker_process(state_dir, "resume", log, "--lease", SHORT_LEASE)
+    resumer = start_worker_process(state_backend, "resume", log, "--lease", SHORT_LEASE)
     _, stderr = resumer.communicate(timeout=60)
     assert resumer.returncode == 0, stderr
 
@@ -81,10 +82,10 @@ def test_a_crash_after_a_recorded_step_resumes_from_that_step(tmp_path: Path) ->
 
 
 @pytest.mark.e2e
-def test_every_acknowledged_delivery_survives_a_sigkill_of_the_intake(tmp_path: Path) -> None:
-    state_dir = tmp_path / "state"
+def test_every_acknowledged_delivery_survives_a_sigkill_of_the_intake(
+        tmp_path: Path, state_backend: StateBackend) -> None:
     log = tmp_path / "acks.log"
-    producer = start_worker_process(state_dir, "produce", log)
+    producer = start_worker_process(state_backend, "produce", log)
     for _ in range(3000):  # bounded: until a few batches have been acknowledged
         if len(log_lines(log)) >= 300:
             break
@@ -94,9 +95,7 @@ def test_every_acknowledged_delivery_survives_a_sigkill_of_the_intake(tmp_path: 
     acked = {words[1] for words in log_lines(log)}
     assert len(acked) >= 300
 
-    import sqlite3
-
-    db = sqlite3.connect(state_dir / "state.db")
-    stored = {row[0] for row in db.execute("SELECT delivery_id FROM deliveries")}
-    db.close()
+    db = state_backend.open()  # a fresh connection: what is committed, not what was cached
+    stored = {row[0] for row in db.read(lambda conn: conn.execute(
+        "SELECT delivery_id FROM deliveries").fetchall())}
     assert acked <= stored  # acknowledged ⇒ committed; nothing was acked ahead of its commit

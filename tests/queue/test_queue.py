@@ -1,4 +1,6 @@
-"""JobQueue against a real SQLite file: intake rules, claims, leases, steps, operator actions."""
+"""JobQueue against real state databases (SQLite and PostgreSQL, see ``state_backend``):
+intake rules, claims, leases, steps, operator actions. Tests that look at the SQLite file
+itself take ``tmp_path`` only."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 from promoter.errors import TransientError, UserError
 from promoter.service.queue import EnqueueResult, JobKey, JobQueue, LeaseLost
 from promoter.state.schema import SCHEMA_VERSION
+from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import ManualClock
 
 V7 = JobKey("fraud-detector", "7", "production", "promote")
@@ -28,11 +31,11 @@ def test_open_creates_the_state_dir_and_a_wal_database(tmp_path: Path) -> None:
         ("fraud-detector", "7", "production", "promote", "queued")]
 
 
-def test_reopening_keeps_the_jobs(tmp_path: Path) -> None:
-    first = JobQueue.open(tmp_path)
+def test_reopening_keeps_the_jobs(state_backend: StateBackend) -> None:
+    first = state_backend.queue()
     job = first.enqueue(V7, {"alias": "production"}).job
     first.close()
-    again = JobQueue.open(tmp_path)
+    again = state_backend.queue()
     assert again.get(job.id).payload == {"alias": "production"}
     again.close()
 
@@ -108,8 +111,9 @@ def test_record_delivery_reports_only_the_first_sighting(queue: JobQueue) -> Non
     assert result.job.key == V7
 
 
-def test_enqueue_async_group_commits_and_each_result_is_durable(tmp_path: Path) -> None:
-    queue = JobQueue.open(tmp_path)
+def test_enqueue_async_group_commits_and_each_result_is_durable(
+        state_backend: StateBackend) -> None:
+    queue = state_backend.queue()
     keys = [JobKey(f"model-{i % 40}", str(i % 3), "production", "promote") for i in range(400)]
 
     async def send_all() -> list[EnqueueResult]:
@@ -120,10 +124,11 @@ def test_enqueue_async_group_commits_and_each_result_is_durable(tmp_path: Path) 
     results = asyncio.run(send_all())
     assert sum(r.duplicate_delivery for r in results) == 100
     created = {r.job.id for r in results if r.created}
-    # What a fresh connection sees is what was acknowledged: it reached the file.
-    db = sqlite3.connect(tmp_path / "state.db")
-    assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 300
-    assert {row[0] for row in db.execute("SELECT id FROM jobs")} == created
+    # What a fresh connection sees is what was acknowledged: it was committed.
+    db = state_backend.open()
+    assert db.read(lambda c: c.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]) == 300
+    assert {row[0] for row in db.read(lambda c: c.execute("SELECT id FROM jobs").fetchall())
+            } == created
     assert queue._writer.batches < queue._writer.requests  # batched, not one commit each
     queue.close()
 
@@ -132,7 +137,7 @@ def test_enqueue_async_reports_an_unusable_database_as_transient(tmp_path: Path)
     queue = JobQueue.open(tmp_path)
     holder = sqlite3.connect(tmp_path / "state.db", timeout=0, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process hogging the write lock
-    import promoter.state.db as schema
+    import promoter.state.sqlite as schema
 
     original = schema.BUSY_TIMEOUT_SECONDS
     schema.BUSY_TIMEOUT_SECONDS = 0.05
@@ -207,15 +212,16 @@ def test_extend_lease_keeps_the_job_and_fails_for_others(queue: JobQueue,
     assert not queue.extend_lease(job.id, "w2", 10)
 
 
-def test_steps_are_recorded_under_the_job_and_survive_reopening(tmp_path: Path) -> None:
-    queue = JobQueue.open(tmp_path)
+def test_steps_are_recorded_under_the_job_and_survive_reopening(
+        state_backend: StateBackend) -> None:
+    queue = state_backend.queue()
     job = queue.enqueue(V7).job
     queue.claim("w")
     queue.record_step(job.id, "render", {"files": 3})
     queue.record_step(job.id, "build", {"digest": "sha256:ab"}, worker_id="w")
     queue.record_step(job.id, "render", {"files": 4})
     queue.close()
-    reopened = JobQueue.open(tmp_path)
+    reopened = state_backend.queue()
     assert reopened.steps(job.id) == {"render": {"files": 4}, "build": {"digest": "sha256:ab"}}
     with pytest.raises(LeaseLost):
         reopened.record_step(job.id, "sign", {}, worker_id="not-the-holder")
@@ -311,7 +317,7 @@ def test_delivery_ids_are_forgotten_after_their_retention(queue: JobQueue,
     assert not queue.record_delivery("mlflow", "recent")
 
 
-def test_many_first_opens_at_once_create_one_schema(tmp_path: Path) -> None:
+def test_many_first_opens_at_once_create_one_schema(state_backend: StateBackend) -> None:
     import threading
 
     barrier = threading.Barrier(6)
@@ -320,7 +326,7 @@ def test_many_first_opens_at_once_create_one_schema(tmp_path: Path) -> None:
     def open_and_enqueue(index: int) -> None:
         try:
             barrier.wait(timeout=30)
-            queue = JobQueue.open(tmp_path / "fresh")
+            queue = state_backend.queue()  # a first open: creates the schema
             queue.enqueue(JobKey(f"model-{index}", "1", "staging", "promote"))
             queue.close()
         except BaseException as exc:
@@ -332,7 +338,7 @@ def test_many_first_opens_at_once_create_one_schema(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    queue = JobQueue.open(tmp_path / "fresh")
+    queue = state_backend.queue()
     assert len(queue.list()) == 6
     queue.close()
 
@@ -349,9 +355,9 @@ def test_a_queued_job_covers_a_burst_and_names_its_newest_version(queue: JobQueu
     assert len(queue.list()) == 1
 
 
-def test_a_running_jobs_successor_waits_for_the_burst_to_settle(tmp_path: Path,
+def test_a_running_jobs_successor_waits_for_the_burst_to_settle(state_backend: StateBackend,
                                                                  clock: ManualClock) -> None:
-    queue = JobQueue.open(tmp_path / "settle", clock=clock, settle_seconds=5.0)
+    queue = state_backend.queue(clock, settle_seconds=5.0)
     running = queue.enqueue(V7).job
     assert queue.claim("w1") is not None
     successor = queue.enqueue(V8)

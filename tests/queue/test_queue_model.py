@@ -1,4 +1,5 @@
-"""Random operation sequences against a real queue file, checking the invariants every step:
+"""Random operation sequences against a real queue (SQLite file and PostgreSQL database),
+checking the invariants every step:
 only legal state changes, one live job per (model, env), arrival order per deployment, and
 enqueue's coalescing rule."""
 
@@ -9,10 +10,17 @@ from pathlib import Path
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from promoter.core.jobs import TERMINAL_STATES, can_transition
 from promoter.service.queue import Job, JobKey, JobQueue, LeaseLost
+from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import ManualClock
 
 keys = st.builds(JobKey, model=st.just("fraud"),
@@ -23,11 +31,19 @@ workers = st.sampled_from(["w1", "w2", "w3"])
 
 
 class QueueMachine(RuleBasedStateMachine):
+    backend: StateBackend | None = None  # the PostgreSQL database to use, if any (see below)
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
         self.clock = ManualClock()
-        self.queue = JobQueue.open(Path(self.tmp.name), clock=self.clock)
+        if self.backend is None or self.backend.url is None:
+            self.queue = JobQueue.open(Path(self.tmp.name), clock=self.clock)
+        else:  # one database per test; every example starts from empty tables
+            db = self.backend.open()
+            db.write(lambda conn: conn.execute(
+                "TRUNCATE jobs, deliveries, job_steps RESTART IDENTITY CASCADE"))
+            self.queue = JobQueue(db, self.clock)
         self.last_seen: dict[int, str] = {}
         self.held: dict[int, str] = {}  # job id → worker that claimed it
 
@@ -130,6 +146,8 @@ class QueueMachine(RuleBasedStateMachine):
         assert sum(self.queue.counts_by_state().values()) == len(self.jobs())
 
 
-QueueMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=25,
-                                          deadline=None)
-test_queue_state_machine = QueueMachine.TestCase
+def test_queue_state_machine(state_backend: StateBackend) -> None:
+    bound = type("QueueMachineOn" + state_backend.name.title(), (QueueMachine,),
+                 {"backend": state_backend})
+    run_state_machine_as_test(bound, settings=settings(max_examples=80, stateful_step_count=25,
+                                                        deadline=None))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ from promoter.core.jobs import Backoff, Job
 from promoter.errors import PermanentError, PolicyDenied, TransientError
 from promoter.service.queue import JobKey, JobQueue
 from promoter.service.worker import JobContext, Worker
+from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import ManualClock
 
 V7 = JobKey("fraud-detector", "7", "production", "promote")
@@ -197,9 +197,9 @@ def test_run_forever_works_until_stopped(queue: JobQueue) -> None:
     assert len(done) == len(keys)
 
 
-def test_the_heartbeat_keeps_a_long_job_leased(tmp_path: Path) -> None:
+def test_the_heartbeat_keeps_a_long_job_leased(state_backend: StateBackend) -> None:
     lease = 1.5  # heartbeats every 0.5 s leave a full second of slack on a busy machine
-    queue = JobQueue.open(tmp_path)  # the real clock: the heartbeat is about wall time
+    queue = state_backend.queue()  # the real clock: the heartbeat is about wall time
     job = queue.enqueue(V7).job
     stolen = []
 

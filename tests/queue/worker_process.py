@@ -84,9 +84,18 @@ async def produce(queue: JobQueue, log: Path, stop_at: float) -> None:
         n += 32
 
 
+def open_queue(state_dir: Path, url: str | None) -> JobQueue:
+    if url is None:
+        return JobQueue.open(state_dir)
+    from promoter.adapters.postgres_state import PostgresStateDB, StateUrl
+
+    return JobQueue(PostgresStateDB.connect(StateUrl(url), state_dir=state_dir))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--state-url", default=None, help="PostgreSQL instead of SQLite")
     parser.add_argument("--mode", required=True)
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--lease", type=float, default=60.0)
@@ -102,7 +111,7 @@ def main() -> int:
                 break
             time.sleep(0.001)
 
-    queue = JobQueue.open(args.state_dir)
+    queue = open_queue(args.state_dir, args.state_url)
     if args.mode == "produce":
         asyncio.run(produce(queue, args.log, time.monotonic() + args.deadline))
         return 0

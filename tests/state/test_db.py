@@ -13,8 +13,9 @@ import pytest
 from promoter.errors import ConfigError
 from promoter.service.audit import AuditTrail
 from promoter.service.queue import JobKey, JobQueue
-from promoter.state.db import BUSY_TIMEOUT_SECONDS, StateDB
+from promoter.state.db import StateDB
 from promoter.state.schema import MIGRATIONS, SCHEMA_VERSION
+from promoter.state.sqlite import BUSY_TIMEOUT_SECONDS
 
 TABLES = {"jobs", "job_steps", "deliveries", "deployments", "pushed_heads",
           "reconcile_observed", "reconcile_cursor", "local_mrs", "local_mr_notes", "state_meta"}

@@ -8,11 +8,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from promoter.ports.pipeline import DeployedState
 from promoter.service.gitlab_hook import DeliveryLog
-from promoter.service.ledger import SqliteLedger
-from promoter.service.queue import JobKey, JobQueue
+from promoter.service.ledger import SqliteLedger, StateLedger
+from promoter.service.queue import JobKey
 from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
+from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import ManualClock
 
 
@@ -37,8 +40,8 @@ def test_set_status_reads_and_writes_in_one_transaction(tmp_path: Path) -> None:
     assert updated == [after]
 
 
-def test_many_threads_share_one_ledger_without_losing_writes(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path)  # as `serve --workers 4` does: one store, many threads
+def test_many_threads_share_one_ledger_without_losing_writes(state_backend: StateBackend) -> None:
+    ledger = StateLedger(state_backend.open())  # as `serve --workers 4`: one store, many threads
 
     def work(worker: int) -> None:
         for n in range(25):
@@ -55,9 +58,9 @@ def test_many_threads_share_one_ledger_without_losing_writes(tmp_path: Path) -> 
         assert state is not None and (state.version, state.status) == ("24", "approved-24")
 
 
-def test_one_dedupe_table_and_one_retention_for_every_sender(tmp_path: Path) -> None:
+def test_one_dedupe_table_and_one_retention_for_every_sender(state_backend: StateBackend) -> None:
     clock = ManualClock()
-    queue = JobQueue.open(tmp_path, clock=clock)
+    queue = state_backend.queue(clock)
     hooks = DeliveryLog(queue.db)
     queue.enqueue(JobKey("fraud", "7", "production", "promote"), source="mlflow",
                   delivery_id="same-id")
@@ -79,10 +82,11 @@ def test_one_dedupe_table_and_one_retention_for_every_sender(tmp_path: Path) -> 
     queue.close()
 
 
-def test_reviewers_approving_a_local_mr_at_once_are_all_counted(tmp_path: Path) -> None:
+def test_reviewers_approving_a_local_mr_at_once_are_all_counted(
+        state_backend: StateBackend) -> None:
     from promoter.adapters.local_mrs import LocalMrStore
 
-    store = LocalMrStore(tmp_path)
+    store = LocalMrStore(state_backend.open())
     iid = store.create("promote/fraud/production", "main", "t", "d", [])
     users = [f"reviewer-{n}" for n in range(8)]
     threads = [threading.Thread(target=store.add_approval, args=(iid, user)) for user in users]
@@ -93,3 +97,16 @@ def test_reviewers_approving_a_local_mr_at_once_are_all_counted(tmp_path: Path) 
     record = store.get(iid)
     assert record is not None and sorted(record["approved_by"]) == users
     assert store.add_approval(iid, "reviewer-0") is False  # once per person
+
+
+def test_a_second_open_local_mr_for_one_branch_is_refused(state_backend: StateBackend) -> None:
+    from promoter.adapters.local_mrs import LocalMrStore, OpenMergeRequestExists
+
+    store = LocalMrStore(state_backend.open())
+    first = store.create("promote/fraud/production", "main", "t", "d", ["promoter"])
+    with pytest.raises(OpenMergeRequestExists):
+        store.create("promote/fraud/production", "main", "t2", "d2", [])
+    store.update(first, state="merged")
+    second = store.create("promote/fraud/production", "main", "t3", "d3", [])
+    assert second > first  # (PostgreSQL may skip the number the refused one drew)
+    assert [mr["iid"] for mr in store.find(state="opened")] == [second]

@@ -28,7 +28,6 @@ from promoter.ports.processes import BackgroundService
 from promoter.ports.registry import Registry, WebhookAdmin
 from promoter.ports.review import MergeRequestReview
 from promoter.rendering import renderer
-from promoter.service.audit import AuditTrail
 from promoter.service.composition import mlflow
 from promoter.service.composition.images import (
     ModelImages,
@@ -37,7 +36,9 @@ from promoter.service.composition.images import (
     registry_clients,
 )
 from promoter.service.composition.signing import cosign_signer, cosign_verifier, sign_keyless
-from promoter.service.ledger import SqliteLedger
+from promoter.service.composition.state import audit_trail, state_db
+from promoter.service.composition.state import describe as describe_state
+from promoter.service.ledger import StateLedger
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.settings import Settings
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "argocd_applications",
+    "audit_trail",
     "background_service",
     "build_image",
     "build_modelcar",
@@ -56,6 +58,7 @@ __all__ = [
     "cosign_signer",
     "cosign_verifier",
     "describe",
+    "describe_state",
     "free_port",
     "gitlab_hook",
     "local_review",
@@ -68,6 +71,7 @@ __all__ = [
     "registry_clients",
     "sign_keyless",
     "signer",
+    "state_db",
     "tool_versions",
     "verifier",
     "webhooks",
@@ -85,8 +89,8 @@ def webhooks(settings: Settings) -> WebhookAdmin:
 
 
 def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutcomes:
-    return MergeRequestOutcomes(registry, SqliteLedger(settings.state_dir),
-                                AuditTrail(settings.state_dir))
+    return MergeRequestOutcomes(registry, StateLedger(state_db(settings)),
+                                audit_trail(settings))
 
 
 def provider(settings: Settings,
@@ -94,10 +98,10 @@ def provider(settings: Settings,
     if settings.git.provider == "gitlab":
         from promoter.adapters import gitlab
 
-        return gitlab.from_settings(settings)
+        return gitlab.from_settings(settings, state=state_db(settings))
     from promoter.adapters import localgit
 
-    return localgit.from_settings(settings, on_event=on_event)
+    return localgit.from_settings(settings, on_event=on_event, state=state_db(settings))
 
 
 def metrics_source(settings: Settings) -> MetricsSource:
@@ -117,7 +121,7 @@ def local_review(settings: Settings,
     """The local git provider's merge requests, to review (`promoter mr`, the demo)."""
     from promoter.adapters import localgit
 
-    return localgit.from_settings(settings, on_event=on_event)
+    return localgit.from_settings(settings, on_event=on_event, state=state_db(settings))
 
 
 def signer(settings: Settings) -> Signer | None:
@@ -170,8 +174,8 @@ def cluster_feedback(settings: Settings, registry: Registry | None) -> ClusterFe
     from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
 
     git = provider(settings)
-    return ClusterFeedback(StatusStore(settings.state_dir), SqliteLedger(settings.state_dir),
-                           AuditTrail(settings.state_dir), registry,
+    state = state_db(settings)
+    return ClusterFeedback(StatusStore(state), StateLedger(state), audit_trail(settings), registry,
                            getattr(git, "forge", None),  # both providers expose theirs
                            git, settings.git.target_branch)
 
@@ -182,7 +186,7 @@ def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> G
     from promoter.state.pushed_heads import PushedHeads
 
     return GitLabHookHandler.from_settings(
-        settings, on_event, PushedHeads(Path(settings.state_dir)).pushed)
+        settings, on_event, PushedHeads(state_db(settings)).pushed, state_db(settings))
 
 
 def manifest_checker() -> ManifestChecker:
@@ -222,4 +226,5 @@ def describe(settings: Settings) -> dict[str, Any]:
     return {"provider": settings.git.provider, "mlflow": redact_uri(uri) if uri else None,
             "image_repository": settings.image.repository,
             "oci_layout": str(settings.image.oci_layout) if settings.image.oci_layout else None,
-            "signing": bool(settings.image.signing_key), "state_dir": str(settings.state_dir)}
+            "signing": bool(settings.image.signing_key), "state_dir": str(settings.state_dir),
+            "state": describe_state(settings)}

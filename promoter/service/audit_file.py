@@ -1,0 +1,98 @@
+"""The audit chain as files: ``<state_dir>/audit.jsonl`` and ``audit.head`` (SQLite setups).
+
+Appends from several processes (serve, `promoter mr`, `promoter promote`) are serialised by an
+exclusive ``flock`` on the file: the new entry's ``prev`` is read under the same lock. Both
+files are the owner's only (0600, in a 0700 state directory): they map models to MRs and people.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from promoter.core.audit_chain import EMPTY, Head, head_of, legacy_head, seal
+from promoter.state.db import ensure_state_dir
+
+FILENAME = "audit.jsonl"
+HEAD_FILENAME = "audit.head"
+_lock = threading.Lock()
+_TAIL_CHUNK = 64 * 1024
+
+
+class FileChain:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = ensure_state_dir(state_dir) / FILENAME
+        self.head_path = state_dir / HEAD_FILENAME
+
+    def location(self) -> str:
+        return str(self.path)
+
+    def append(self, entry: dict[str, Any]) -> dict[str, Any]:
+        with _lock, _open_private(self.path) as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                sealed = seal(entry, _tail_head(handle))
+                line = json.dumps(sealed, sort_keys=True, default=str) + "\n"
+                handle.seek(0, os.SEEK_END)
+                handle.write(line.encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+                self._write_head(head_of(sealed))
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return sealed
+
+    def lines(self) -> Iterator[str]:
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.strip():
+                    yield line.rstrip("\n")
+
+    def recorded_head(self) -> Head | None:
+        try:
+            data = json.loads(self.head_path.read_text(encoding="utf-8"))
+            return Head(int(data["seq"]), str(data["hash"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_head(self, head: Head) -> None:
+        temporary = self.head_path.with_suffix(".tmp")
+        with _open_private(temporary, truncate=True) as handle:
+            handle.write(json.dumps({"seq": head.seq, "hash": head.hash}).encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.head_path)
+
+
+def _open_private(path: Path, *, truncate: bool = False) -> IO[bytes]:
+    """Open for appending (or rewriting), creating the file readable by its owner only."""
+    flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+    return os.fdopen(os.open(path, flags, 0o600), "r+b")
+
+
+def _tail_head(handle: IO[bytes]) -> Head:
+    """The head of the chain in an open trail: the last line's (seq, hash), read from the end."""
+    end = handle.seek(0, os.SEEK_END)
+    if end == 0:
+        return EMPTY
+    start, tail = end, b""
+    while start > 0 and tail.count(b"\n") < 2:
+        start = max(0, start - _TAIL_CHUNK)
+        handle.seek(start)
+        tail = handle.read(end - start)
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    try:
+        entry = json.loads(last)
+        return head_of(entry)
+    except (ValueError, KeyError, TypeError):
+        # A trail written before entries were chained: chain on from all of it.
+        handle.seek(0)
+        return legacy_head(line.decode("utf-8", "replace")
+                           for line in handle.read().splitlines() if line.strip())

@@ -1,0 +1,49 @@
+"""``promoter state migrate --to postgresql://…``: the SQLite state of the state directory,
+audit trail included, copied into a PostgreSQL database (promoter.state.copy)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from promoter.errors import UserError
+from promoter.service.audit import AuditTrail
+from promoter.service.audit_table import TABLES as AUDIT_TABLES
+from promoter.service.audit_table import TableChain
+from promoter.state import copy
+from promoter.state.db import DB_FILENAME, Connection, StateDB
+
+if TYPE_CHECKING:
+    from promoter.settings import Settings
+
+
+def migrate_to_postgresql(settings: Settings, url: str, *, replace: bool) -> dict[str, int]:
+    """Copy ``settings.state_dir``'s state.db and audit trail into ``url``; returns the
+    number of rows per table (and ``audit_entries``)."""
+    from promoter.service.composition import state_db
+    from promoter.settings import refuse_url_password
+
+    if not re.match(r"^postgres(ql)?://", url):
+        raise UserError(f"--to must be a postgresql:// URL, not {url.split(':', 1)[0]}:…")
+    refuse_url_password({"state": {"url": url}})
+    if not (settings.state_dir / DB_FILENAME).exists():
+        raise UserError(f"there is no SQLite state to copy in {settings.state_dir}",
+                        hint="set PROMOTER_STATE_DIR (or state_dir) to the directory that "
+                             f"holds {DB_FILENAME}")
+    source = StateDB.open(settings.state_dir)
+    trail = AuditTrail(settings.state_dir)  # the files: the source has no state.url
+    lines, head = list(trail.lines()), trail.recorded_head()
+    target_settings = settings.model_copy(
+        update={"state": settings.state.model_copy(update={"url": url})})
+    target = state_db(target_settings)
+    try:
+        tables = copy.read_all(source)
+
+        def audit(conn: Connection) -> dict[str, int]:
+            return {"audit_entries": TableChain.import_lines(conn, lines, head)}
+
+        return copy.write_all(target, tables, replace=replace, also=audit,
+                              extra_tables=AUDIT_TABLES)
+    finally:
+        source.close()
+        target.close()

@@ -1,0 +1,75 @@
+"""Copy every row of one state database into another, ids and all (``promoter state migrate``).
+
+The copy is row for row: jobs keep their ids (deliveries and steps point at them), local MRs
+their iids. It runs as one transaction on the target, so a failure leaves it as it was. The
+source is read inside one write transaction of its own, so nothing changes under the copy
+(a serving promoter waits; stop it first anyway, or its later writes stay behind).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from promoter.errors import UserError
+from promoter.state.db import Connection, StateDB
+
+# In foreign-key order: a row is copied after the rows it points at.
+TABLES = ("jobs", "job_steps", "deliveries", "deployments", "pushed_heads",
+          "reconcile_observed", "reconcile_cursor", "local_mrs", "local_mr_notes",
+          "state_meta", "cluster_status", "cluster_summaries")
+# Columns that number new rows: the target's counter must continue past the copied ids.
+_NUMBERED = {"jobs": "id", "local_mrs": "iid", "local_mr_notes": "id"}
+Rows = dict[str, tuple[list[str], list[tuple[Any, ...]]]]
+
+
+def read_all(source: StateDB) -> Rows:
+    def read(conn: Connection) -> Rows:
+        tables: Rows = {}
+        for table in TABLES:
+            cursor = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed names
+            rows = cursor.fetchall()
+            columns = [column[0] for column in cursor.description]
+            tables[table] = (columns, [tuple(row) for row in rows])
+        return tables
+
+    return source.write(read)  # a write lock: one consistent snapshot, nobody writes meanwhile
+
+
+def non_empty(conn: Connection, extra_tables: tuple[str, ...] = ()) -> list[str]:
+    return [table for table in (*TABLES, *extra_tables)
+            if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()]  # noqa: S608
+
+
+def write_all(target: StateDB, tables: Rows, *, replace: bool,
+              also: Callable[[Connection], dict[str, int]] | None = None,
+              extra_tables: tuple[str, ...] = ()) -> dict[str, int]:
+    """Insert ``tables`` into ``target`` (refusing one that holds rows unless ``replace``);
+    ``also`` adds more rows in the same transaction (the audit chain). Returns counts."""
+
+    def write(conn: Connection) -> dict[str, int]:
+        conn.lock("state-copy")
+        filled = non_empty(conn, extra_tables)
+        if filled and not replace:
+            raise UserError(f"the target already holds state ({', '.join(filled)})",
+                            hint="point --to at an empty database, or pass --replace to "
+                                 "delete what it holds first")
+        for table in reversed((*TABLES, *extra_tables)):
+            conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+        counts: dict[str, int] = {}
+        for table in TABLES:
+            columns, rows = tables[table]
+            if rows:
+                marks = ", ".join("?" * len(columns))
+                conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
+                                 f"VALUES ({marks})", rows)
+            counts[table] = len(rows)
+        if conn.dialect == "postgresql":
+            for table, column in _NUMBERED.items():
+                conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "  # noqa: S608
+                             f"COALESCE(MAX({column}), 0) + 1, false) FROM {table}")
+        if also is not None:
+            counts.update(also(conn))
+        return counts
+
+    return target.write(write)

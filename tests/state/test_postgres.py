@@ -1,0 +1,273 @@
+"""What only the PostgreSQL state backend does: migrations under an advisory lock, claims that
+pass over locked rows, wake-ups across processes, one reconcile leader, no password in errors.
+Real PostgreSQL (tests.fixtures.postgres); behaviour shared with SQLite is in tests/queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from promoter.adapters.postgres_state import PostgresStateDB, StateUrl, redact
+from promoter.adapters.postgres_state.schema import SCHEMA_VERSION, VERSIONS_TABLE
+from promoter.errors import ConfigError, TransientError
+from promoter.service.audit import AuditTrail
+from promoter.service.queue import JobKey, JobQueue
+from promoter.state.db import Connection
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+M1 = JobKey("model-a", "1", "staging", "promote")
+M2 = JobKey("model-b", "1", "staging", "promote")
+
+
+def connect(url: str, tmp_path: Path) -> PostgresStateDB:
+    return PostgresStateDB.connect(StateUrl(url), state_dir=tmp_path)
+
+
+def child(code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO_ROOT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+OPEN_AT_ONCE = """
+import sys, time
+from pathlib import Path
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.005)
+from promoter.adapters.postgres_state import PostgresStateDB, StateUrl
+PostgresStateDB.connect(StateUrl(sys.argv[1])).close()
+"""
+
+
+def test_processes_opening_a_fresh_database_at_once_migrate_it_exactly_once(
+        postgres_url: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    processes = [child(OPEN_AT_ONCE, postgres_url, str(go)) for _ in range(5)]
+    time.sleep(1.0)  # let them all import and line up at the start
+    go.touch()
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr  # a second CREATE TABLE jobs would have failed
+    db = connect(postgres_url, tmp_path)
+    versions = db.read(lambda conn: [row[0] for row in conn.execute(
+        f"SELECT version FROM {VERSIONS_TABLE} ORDER BY version").fetchall()])
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    db.close()
+
+
+def test_a_database_from_a_newer_promoter_is_refused(postgres_url: str, tmp_path: Path) -> None:
+    db = connect(postgres_url, tmp_path)
+    db.write(lambda conn: conn.execute(f"INSERT INTO {VERSIONS_TABLE} (version) VALUES (?)",
+                                       (SCHEMA_VERSION + 1,)))
+    db.close()
+    with pytest.raises(ConfigError, match="newer promoter"):
+        connect(postgres_url, tmp_path)
+
+
+def test_a_second_claimer_passes_over_the_job_a_first_one_is_claiming(
+        postgres_url: str, tmp_path: Path) -> None:
+    first, second = JobQueue(connect(postgres_url, tmp_path)), \
+        JobQueue(connect(postgres_url, tmp_path))  # two pools: as two replicas
+    a, b = first.enqueue(M1).job, first.enqueue(M2).job
+    holding, release = threading.Event(), threading.Event()
+    claimed_first: list[int] = []
+
+    def claim_and_hold(conn: Connection) -> None:
+        from promoter.service import queue_ops
+
+        job = queue_ops.claim(conn, time.time(), "slow", 60)
+        assert job is not None
+        claimed_first.append(job.id)
+        holding.set()
+        release.wait(30)  # the transaction (and its row lock) stays open meanwhile
+
+    thread = threading.Thread(target=lambda: first.db.write(claim_and_hold))
+    thread.start()
+    assert holding.wait(30)
+    started = time.monotonic()
+    other = second.claim("fast")  # neither waits for the lock nor takes the same job
+    waited = time.monotonic() - started
+    release.set()
+    thread.join(30)
+    assert claimed_first == [a.id]
+    assert other is not None and other.id == b.id
+    assert waited < 25  # it did not sit out the first claimer's transaction
+    assert second.claim("third") is None  # both are held now
+    assert {first.get(a.id).lease_owner, first.get(b.id).lease_owner} == {"slow", "fast"}
+    first.close()
+    second.close()
+
+
+def test_an_enqueue_elsewhere_wakes_an_idle_worker_before_its_fallback_poll(
+        postgres_url: str, tmp_path: Path) -> None:
+    fallback_poll = 60.0
+    worker_side = JobQueue(connect(postgres_url, tmp_path))
+    other_replica = JobQueue(connect(postgres_url, tmp_path))
+    # The first wait starts listening and wakes once LISTEN is in effect.
+    assert worker_side.wait_for_work(worker_side.work_generation(), fallback_poll)
+    seen = worker_side.work_generation()
+    enqueuer = threading.Timer(0.5, lambda: other_replica.enqueue(M1))
+    enqueuer.start()
+    woke = worker_side.wait_for_work(seen, fallback_poll)
+    enqueuer.join()
+    assert woke  # by the notification: the wait did not run out
+    assert worker_side.claim("w") is not None
+    worker_side.close()
+    other_replica.close()
+
+
+LEADER = """
+import sys, time
+from promoter.adapters.postgres_state import PostgresStateDB, StateUrl
+db = PostgresStateDB.connect(StateUrl(sys.argv[1]))
+lead = db.leadership("reconcile")
+assert lead.held()
+print("leading", flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_lead_moves_when_the_leader_process_is_killed(postgres_url: str,
+                                                          tmp_path: Path) -> None:
+    leader = child(LEADER, postgres_url)
+    assert leader.stdout is not None
+    assert leader.stdout.readline().strip() == "leading", leader.stderr
+    db = connect(postgres_url, tmp_path)
+    follower = db.leadership("reconcile")
+    assert not follower.held()
+    assert db.leadership("another-loop").held()  # leads are per name
+    leader.send_signal(signal.SIGKILL)
+    leader.communicate(timeout=30)
+    deadline = time.monotonic() + 30  # the lock goes with the killed session, at once
+    while not follower.held():
+        assert time.monotonic() < deadline, "the follower never took the lead"
+        time.sleep(0.2)
+    assert follower.held()  # and it keeps it
+    follower.release()
+    db.close()
+
+
+def test_a_leader_whose_session_is_terminated_stops_leading(postgres_url: str,
+                                                            tmp_path: Path) -> None:
+    db = connect(postgres_url, tmp_path)
+    leader, follower = db.leadership("reconcile"), db.leadership("reconcile")
+    assert leader.held() and not follower.held()
+    db.write(lambda conn: conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+        "AND granted AND pid <> pg_backend_pid()").fetchall())
+    assert not leader.held()  # it notices its session is gone
+    assert follower.held()
+    db.close()
+
+
+def test_replicas_appending_at_once_form_one_verifiable_audit_chain(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from promoter.service import audit_table
+
+    monkeypatch.setattr(audit_table, "PAGE", 7)  # read back in several pages
+    trails = [AuditTrail(tmp_path, connect(postgres_url, tmp_path)) for _ in range(3)]
+
+    def append(trail: AuditTrail, index: int) -> None:
+        for n in range(20):
+            trail.record("job.done", actor=f"replica-{index}", n=n)
+
+    threads = [threading.Thread(target=append, args=(t, i)) for i, t in enumerate(trails)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    reader = trails[0]
+    assert reader.verify() is None
+    assert len(list(reader.entries())) == 60
+    head = reader.recorded_head()
+    assert head is not None and head.seq == 60
+    assert not (tmp_path / "audit.jsonl").exists()  # the chain lives in the database
+
+
+def test_errors_name_the_server_without_its_password(postgres_server: object,
+                                                     tmp_path: Path) -> None:
+    from tests.fixtures.mlflow_server import free_port
+
+    url = StateUrl(f"postgresql://promoter@127.0.0.1:{free_port()}/state",
+                   password="s3cret-Pa55", options=(("sslmode", "disable"),))
+    with pytest.raises(TransientError) as caught:
+        PostgresStateDB.connect(url, state_dir=tmp_path)
+    text = str(caught.value) + (caught.value.hint or "")
+    assert "127.0.0.1" in text and "s3cret-Pa55" not in text
+
+
+def test_redact_hides_passwords_in_urls() -> None:
+    assert redact("postgresql://u:pw@db:5432/s?sslmode=require") == \
+        "postgresql://u:***@db:5432/s?sslmode=require"
+    assert "pw" not in redact("postgresql://u@db/s?password=pw&sslmode=require")
+
+
+def test_a_state_url_with_a_password_is_refused(tmp_path: Path) -> None:
+    from promoter.settings import load_settings
+
+    with pytest.raises(ConfigError, match="PROMOTER_STATE_PASSWORD"):
+        load_settings(None, {"PROMOTER_STATE_URL": "postgresql://u:pw@db/state",
+                             "PROMOTER_STATE_DIR": str(tmp_path)})
+
+
+def test_tls_options_and_the_password_reach_libpq_but_no_message(tmp_path: Path) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from promoter.settings import load_settings
+
+    config = tmp_path / "promoter.yaml"
+    config.write_text("state:\n  url: postgresql://promoter@db.internal:5432/state\n"
+                      "  sslmode: verify-full\n  sslrootcert: /etc/promoter/ca.pem\n")
+    settings = load_settings(config, {"PROMOTER_STATE_PASSWORD": "pw-from-env",
+                                      "PROMOTER_STATE_DIR": str(tmp_path)})
+    url = StateUrl(str(settings.state.url), "pw-from-env", settings.state.tls_options())
+    libpq = conninfo_to_dict(url.conninfo())
+    assert (libpq["sslmode"], libpq["sslrootcert"], libpq["password"]) == (
+        "verify-full", "/etc/promoter/ca.pem", "pw-from-env")
+    assert "pw-from-env" not in url.describe()
+    assert url.scrub("failed for password=pw-from-env") == "failed for password=***"
+
+
+def test_two_replicas_group_committing_the_same_deliveries_make_one_job_per_event(
+        postgres_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    replicas = [JobQueue(connect(postgres_url, tmp_path)) for _ in range(2)]
+    # 60 events over 20 deployments, in a different order at each replica; every delivery
+    # reaches both (a sender retrying at another replica), all at once.
+    events = [(JobKey(f"model-{n % 20}", "1", "staging", "promote"), f"d-{n}")
+              for n in range(60)]
+    outcomes: list[list[object]] = [[], []]
+
+    def deliver(index: int) -> None:
+        ordered = events if index == 0 else list(reversed(events))
+
+        async def send_all() -> list[object]:
+            return list(await asyncio.gather(*[
+                replicas[index].enqueue_async(key, source="mlflow", delivery_id=delivery)
+                for key, delivery in ordered]))
+
+        outcomes[index] = asyncio.run(send_all())
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert all(len(results) == 60 for results in outcomes)  # nobody failed (no deadlock)
+    jobs = replicas[0].list(limit=1000)
+    assert sorted(job.key.model for job in jobs) == sorted(f"model-{n}" for n in range(20))
+    pointed = replicas[0].db.read(lambda conn: conn.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT delivery_id) FROM deliveries").fetchone())
+    assert tuple(pointed) == (60, 60)
+    assert sum(r.duplicate_delivery for results in outcomes for r in results) == 60  # type: ignore[attr-defined]
+    for queue in replicas:
+        queue.close()

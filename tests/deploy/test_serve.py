@@ -1,7 +1,8 @@
 """The container's command really serves its probes: `promoter` + the Deployment's args, with
 the Deployment's environment and the ConfigMap's promoter.yaml laid out locally (tests/deploy/
 pod.py), against a real MLflow server. Only the listen address changes (loopback, a free port).
-The sqlite overlay: the postgresql one differs in where the state lives, not in its probes."""
+Both overlays: the postgresql one gets PROMOTER_STATE_URL from its Secret (here the test's real
+PostgreSQL), and its state must land there, not in the pod."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ def status(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+@pytest.mark.parametrize("overlay", ["sqlite", "postgresql"])
 def test_container_command_answers_its_probes_and_stops_within_the_grace_period(
-        mlflow_server: MlflowServer, tmp_path: Path) -> None:
-    overlay = "sqlite"
+        mlflow_server: MlflowServer, tmp_path: Path, overlay: str,
+        request: pytest.FixtureRequest) -> None:
     pod = LocalPod(overlay, tmp_path / "pod")
     container = built.container(overlay)
     args = list(container["args"])
@@ -44,6 +46,11 @@ def test_container_command_answers_its_probes_and_stops_within_the_grace_period(
                                                                         "COSIGN_"))}
     environ.update(pod.environment())
     environ.update({"MLFLOW_TRACKING_URI": mlflow_server.url, "PYTHONPATH": str(ROOT)})
+    state_url = None
+    if overlay == "postgresql":   # the value of the secretKeyRef the Deployment names
+        assert "secretKeyRef" in built.env(overlay)["PROMOTER_STATE_URL"]["valueFrom"]
+        state_url = request.getfixturevalue("postgres_url")
+        environ["PROMOTER_STATE_URL"] = state_url
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:  # ENTRYPOINT ["promoter"] + args
         process = subprocess.Popen([sys.executable, "-m", "promoter", *args], env=environ,
@@ -58,6 +65,14 @@ def test_container_command_answers_its_probes_and_stops_within_the_grace_period(
         monitor = built.one(overlay, "ServiceMonitor")
         code, body = status(base + monitor["spec"]["endpoints"][0]["path"])
         assert code == 200 and "promoter_queue_depth" in body
+        if state_url is not None:   # migrated and led from PostgreSQL, nothing in the pod
+            assert "promoter_reconcile_leader 1" in body
+            import psycopg
+
+            with psycopg.connect(state_url) as connection:
+                assert connection.execute("SELECT count(*) FROM promoter_schema_versions"
+                                          ).fetchone()[0] > 0  # type: ignore[index]
+            assert not list((tmp_path / "pod").rglob("state.db"))
         assert status(base + "/ready")[0] == 404  # a path the app does not have
         process.send_signal(signal.SIGTERM)
         grace = built.pod_spec(overlay)["terminationGracePeriodSeconds"]

@@ -135,12 +135,14 @@ class Connection:
                 await self.writer.wait_closed()
 
 
-async def blast(port: int, sends: list[tuple[bytes, dict[str, str]]],
+async def blast(ports: list[int], sends: list[tuple[bytes, dict[str, str]]],
                 concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+    """Send every delivery over ``concurrency`` kept-alive connections, spread evenly over
+    ``ports`` (one server, or several replicas); (seconds, latencies, count per status)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     position = 0
-    connections = [Connection("127.0.0.1", port) for _ in range(concurrency)]
+    connections = [Connection("127.0.0.1", ports[i % len(ports)]) for i in range(concurrency)]
     for connection in connections:  # open and warm every connection first
         await connection.request("GET", "/healthz")
 
@@ -203,7 +205,7 @@ def main() -> None:
                 chunk = sends[start:start + size]
                 for name, port in (("bare 200", bare_port), ("promoter", promoter_port)):
                     elapsed, latencies, statuses = asyncio.run(
-                        blast(port, chunk, args.concurrency))
+                        blast([port], chunk, args.concurrency))
                     total, all_latencies, all_statuses = totals[name]
                     all_latencies.extend(latencies)
                     for status, count in statuses.items():

@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.intake import Connection, deliveries, free_port, wait_ready  # noqa: E402
+from benchmarks.intake import Connection, blast, deliveries, free_port, wait_ready  # noqa: E402
 from promoter.service.verify import sign_mlflow  # noqa: E402
 
 SECRET = "benchmark-secret-7f3e"  # benchmarks/intake.py signs with it
@@ -125,33 +125,6 @@ def write_config(path: Path, state_dir: Path, url: str | None, mlflow_url: str |
         config["git"]["remote"] = str(remote)
     path.write_text(json.dumps(config))  # JSON is YAML
     return path
-
-
-async def blast(ports: list[int], sends: list[tuple[bytes, dict[str, str]]],
-                concurrency: int) -> tuple[float, list[float], dict[int, int]]:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    position = 0
-    connections = [Connection("127.0.0.1", ports[i % len(ports)]) for i in range(concurrency)]
-    for connection in connections:
-        await connection.request("GET", "/healthz")
-
-    async def sender(connection: Connection) -> None:
-        nonlocal position
-        while position < len(sends):
-            body, headers = sends[position]
-            position += 1
-            started = time.perf_counter()
-            status, _ = await connection.request("POST", "/webhooks/mlflow", body, headers)
-            latencies.append(time.perf_counter() - started)
-            statuses[status] = statuses.get(status, 0) + 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(sender(connection) for connection in connections))
-    elapsed = time.perf_counter() - started
-    for connection in connections:
-        await connection.close()
-    return elapsed, latencies, statuses
 
 
 def open_queue(setup: Setup, root: Path) -> Any:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -38,6 +38,13 @@ def check_version(value: str | None) -> str | None:
 
 OUTPUT_OPTION = typer.Option("text", "--output", "-o", help="text or json",
                              callback=one_of("text", "json"))
+# The telemetry commands (forecast, rightsize) name a deployment the same way: a registered
+# model at its live (or a given) version, or an intent file; and propose or print.
+LiveVersion = Annotated[str | None, typer.Option(
+    "--version", "-v", callback=check_version, help="model version (default: the live one)")]
+IntentFile = Annotated[Path | None, typer.Option(
+    "--intent", "-i", dir_okay=False, help="ModelDeployment YAML file")]
+ProposeFlag = Annotated[bool, typer.Option("--propose", help="open/update the MR")]
 
 
 @dataclass

@@ -8,7 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
-from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, state
+from promoter.commands._common import (
+    OUTPUT_OPTION,
+    IntentFile,
+    LiveVersion,
+    ProposeFlag,
+    emit_json,
+    state,
+)
 from promoter.errors import UsageError
 
 HELP = """Forecast next week's demand and propose a KEDA ScaledObject that pre-warms for it.
@@ -30,12 +37,9 @@ def forecast(
     ctx: typer.Context,
     env: Annotated[str, typer.Option("--env", "-e", help="environment from promoter.yaml")],
     model: Annotated[str | None, typer.Argument(help="MLflow registered model name")] = None,
-    version: Annotated[str | None, typer.Option("--version", "-v", callback=check_version,
-                                                help="model version (default: the live one)")
-                       ] = None,
-    intent: Annotated[Path | None, typer.Option("--intent", "-i", dir_okay=False,
-                                                help="ModelDeployment YAML file")] = None,
-    propose: Annotated[bool, typer.Option("--propose", help="open/update the MR")] = False,
+    version: LiveVersion = None,
+    intent: IntentFile = None,
+    propose: ProposeFlag = False,
     until: Annotated[str | None, typer.Option(
         "--until", help="end of the history (ISO 8601 with offset; default: now)")] = None,
     output: str = OUTPUT_OPTION,

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, state
+from promoter.commands._common import (
+    OUTPUT_OPTION,
+    IntentFile,
+    LiveVersion,
+    ProposeFlag,
+    emit_json,
+    state,
+)
 from promoter.errors import UsageError
 
 HELP = """Propose smaller resources for a deployment where the GPU telemetry supports it.
@@ -28,13 +34,10 @@ def rightsize(
     env: Annotated[str | None, typer.Option(
         "--env", "-e", help="environment from promoter.yaml (default: every one)")] = None,
     model: Annotated[str | None, typer.Argument(help="MLflow registered model name")] = None,
-    version: Annotated[str | None, typer.Option("--version", "-v", callback=check_version,
-                                                help="model version (default: the live one)")
-                       ] = None,
-    intent: Annotated[Path | None, typer.Option("--intent", "-i", dir_okay=False,
-                                                help="ModelDeployment YAML file")] = None,
+    version: LiveVersion = None,
+    intent: IntentFile = None,
     days: Annotated[int, typer.Option("--days", min=1, max=90, help="evidence window")] = 14,
-    propose: Annotated[bool, typer.Option("--propose", help="open/update the MR")] = False,
+    propose: ProposeFlag = False,
     until: Annotated[str | None, typer.Option(
         "--until", help="end of the window (ISO 8601 with offset; default: now)")] = None,
     output: str = OUTPUT_OPTION,

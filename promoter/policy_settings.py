@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from promoter.core.cel import CelRule
 from promoter.core.codeowners import owner_problem
@@ -22,10 +22,7 @@ from promoter.core.gates import (
 )
 from promoter.core.naming import name_problem
 from promoter.errors import ConfigError
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from promoter.settings_section import Section as _Section
 
 
 class MetricGateSettings(_Section):

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -44,10 +43,8 @@ from promoter.errors import ConfigError
 from promoter.policy_settings import PolicySettings
 from promoter.secret_settings import Secret, read_secrets, refuse_inline_secrets
 from promoter.settings_file import default_problems, read_yaml
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from promoter.settings_section import Section as _Section
+from promoter.state_settings import StateSettings, refuse_url_password
 
 
 class Trigger(_Section):
@@ -212,53 +209,6 @@ class ServerSettings(_Section):
                                  description="open connections at most; above, requests get 503")
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024,
                                   description="request line and headers at most; above, 400")
-
-
-class StateSettings(_Section):
-    """Where promoter keeps its state: absent ``url`` → SQLite in ``state_dir``."""
-
-    url: str | None = Field(
-        default=None, description="postgresql://USER@HOST:PORT/DB?sslmode=… to keep all state "
-        "in PostgreSQL (password: PROMOTER_STATE_PASSWORD or PROMOTER_STATE_PASSWORD_FILE)")
-    sslmode: str | None = Field(default=None, description="libpq sslmode (e.g. verify-full)")
-    sslrootcert: str | None = Field(default=None, description="CA bundle to verify the server")
-    sslcert: str | None = Field(default=None, description="client certificate (mutual TLS)")
-    sslkey: str | None = Field(default=None, description="client certificate's key")
-    max_connections: int = Field(default=10, ge=2, le=1000,
-                                 description="connections per process in the pool")
-
-    @field_validator("url")
-    @classmethod
-    def _postgresql_only(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        if not re.match(r"^postgres(ql)?://", value):
-            raise ValueError("must be a postgresql:// URL (leave it out to use SQLite in "
-                             "state_dir)")
-        return value  # a password in it was refused before validation (refuse_url_password)
-
-    def tls_options(self) -> tuple[tuple[str, str], ...]:
-        names = ("sslmode", "sslrootcert", "sslcert", "sslkey")
-        return tuple((name, str(getattr(self, name))) for name in names
-                     if getattr(self, name) is not None)
-
-
-def refuse_url_password(raw: Mapping[str, Any]) -> None:
-    """A password in state.url would sit in promoter.yaml, the environment of every process
-    and error messages: refuse it (before validation, whose messages quote the value)."""
-    from urllib.parse import urlsplit
-
-    url = (raw.get("state") or {}).get("url") if isinstance(raw.get("state"), Mapping) else None
-    if not isinstance(url, str):
-        return
-    try:
-        has_password = urlsplit(url).password is not None or "password=" in url.lower()
-    except ValueError:
-        has_password = "@" in url
-    if has_password:
-        raise ConfigError("state.url must not contain a password",
-                          hint="set PROMOTER_STATE_PASSWORD (or PROMOTER_STATE_PASSWORD_FILE) "
-                               "and leave the password out of the URL")
 
 
 def _default_environments() -> dict[str, Environment]:

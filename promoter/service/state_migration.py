@@ -21,7 +21,7 @@ def migrate_to_postgresql(settings: Settings, url: str, *, replace: bool) -> dic
     """Copy ``settings.state_dir``'s state.db and audit trail into ``url``; returns the
     number of rows per table (and ``audit_entries``)."""
     from promoter.service.composition import state_db
-    from promoter.settings import refuse_url_password
+    from promoter.state_settings import refuse_url_password
 
     if not re.match(r"^postgres(ql)?://", url):
         raise UserError(f"--to must be a postgresql:// URL, not {url.split(':', 1)[0]}:…")

@@ -8,7 +8,7 @@ allowed regions; each Application in the project of the team its overlay names i
 ``promoter.dev/team`` annotation), the Argo CD notifications
 ConfigMap that calls promoter back, the admission policies that require promoter's signature
 (Sigstore policy-controller and Kyverno, with the real public key(s) and image globs), a
-``CODEOWNERS`` skeleton and the repository's own ``.gitlab-ci.yml`` gate.
+``CODEOWNERS`` skeleton and the repository's own ``.gitlab-ci.yml`` gate (core.gitops_ci).
 
 Every generated file holds one managed block between markers; ``merge_managed`` replaces only
 that block, so text a person adds before or after it survives a re-run. Values reach YAML
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from promoter.core.gitops_ci import gitops_ci
 from promoter.core.tree_facts import TEAM
 from promoter.core.yamltext import scalar, to_yaml_block
 from promoter.errors import ConfigError
@@ -123,7 +124,8 @@ def render_scaffold(inputs: ScaffoldInputs) -> dict[str, str]:
         "policies/clusterimagepolicy.yaml": _yaml(_clusterimagepolicy(inputs)),
         "policies/kyverno-verify-images.yaml": _yaml(_kyverno(inputs)),
         "CODEOWNERS": _codeowners(inputs),
-        ".gitlab-ci.yml": _yaml(gitops_ci(inputs)),
+        ".gitlab-ci.yml": _yaml(gitops_ci(inputs.manifests_dir, inputs.ci_image,
+                                          inputs.promoter_package)),
     }
     return {path: _wrap(text) for path, text in files.items()}
 
@@ -348,76 +350,3 @@ def _codeowners(inputs: ScaffoldInputs) -> str:
         lines.append("# /argocd/ @platform-team")
         lines.append("# /policies/ @security-team")
     return "\n".join(lines) + "\n"
-
-
-def gitops_ci(inputs: ScaffoldInputs) -> dict[str, Any]:
-    """The GitOps repository's merge-request gate: the same jobs as promoter's own
-    .gitlab-ci.yml (see README: "The CI gate")."""
-    tree = inputs.manifests_dir.strip("/")
-    changes = [f"{tree}/**/*"]
-    on_mr = '$CI_PIPELINE_SOURCE == "merge_request_event"'
-    return {
-        "stages": ["manifests"],
-        "default": {"image": inputs.ci_image},
-        ".gitops-tools": {
-            "stage": "manifests",
-            "variables": {"KUBECTL_VERSION": "v1.32.0"},
-            "before_script": [KUBECTL_INSTALL, "command -v promoter >/dev/null || "
-                                               f"pip install -q {inputs.promoter_package}"],
-        },
-        "manifests:validate": {
-            "extends": ".gitops-tools",
-            "script": [f"promoter validate {tree}/"],
-            "rules": [{"if": on_mr, "changes": changes}],
-        },
-        "manifests:policy": {
-            "extends": ".gitops-tools",
-            "script": policy_script(tree),
-            "rules": [{"if": f"{on_mr} && $PROMOTER_CONFIG", "changes": changes}],
-        },
-        "manifests:signatures": {
-            "extends": ".gitops-tools",
-            "script": verify_images_script(tree),
-            "rules": [{"if": f"{on_mr} && $COSIGN_PUBLIC_KEY", "changes": changes}],
-        },
-        "manifests:keyless-sign": {
-            "extends": ".gitops-tools",
-            "id_tokens": {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}},
-            "script": [f"promoter gitops images {tree}/ > pinned-images.txt",
-                       'while read -r ref; do promoter image sign "$ref" --keyless </dev/null; '
-                       "done < pinned-images.txt"],
-            "rules": [{"if": f'{on_mr} && $PROMOTER_KEYLESS_SIGNING == "true"',
-                       "changes": changes}],
-        },
-    }
-
-
-def policy_script(tree: str) -> list[str]:
-    """`promoter gitops policy` on each overlay the merge request changes (PROMOTER_CONFIG: a
-    File variable holding promoter.yaml)."""
-    return [f'git diff --name-only "$CI_MERGE_REQUEST_DIFF_BASE_SHA" HEAD -- {tree}/ '
-            "> changed-files.txt",
-            "(grep -E '/overlays/[^/]+/[^/]+$' changed-files.txt || true) "
-            "| xargs -r -n1 dirname | sort -u > changed-overlays.txt",
-            "cat changed-overlays.txt",
-            'while read -r overlay; do if [ -d "$overlay" ]; then '
-            'promoter gitops policy "$overlay" </dev/null; fi; done < changed-overlays.txt']
-
-
-def verify_images_script(tree: str) -> list[str]:
-    """Every image pinned by digest under ``tree`` must carry a signature by $COSIGN_PUBLIC_KEY
-    (a file path or the PEM text of a CI variable of type File)."""
-    return [f"promoter gitops images {tree}/ > pinned-images.txt", "cat pinned-images.txt",
-            'while read -r ref; do promoter image verify "$ref" --key "$COSIGN_PUBLIC_KEY" '
-            "</dev/null; done < pinned-images.txt"]
-
-
-# kubectl (with kustomize v5) on a python image, pinned and checksummed: the one tool
-# `promoter validate` needs that python:3.11-bookworm lacks. Skipped when kubectl is on PATH.
-_KUBECTL_URL = "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/amd64/kubectl"
-KUBECTL_INSTALL = (
-    "if ! command -v kubectl >/dev/null; then\n"
-    f'  curl -fsSLo /usr/local/bin/kubectl "{_KUBECTL_URL}"\n'
-    f'  echo "$(curl -fsSL "{_KUBECTL_URL}.sha256")  /usr/local/bin/kubectl" | sha256sum -c -\n'
-    "  chmod +x /usr/local/bin/kubectl\n"
-    "fi\n")

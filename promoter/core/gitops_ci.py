@@ -1,0 +1,84 @@
+"""The GitOps repository's own ``.gitlab-ci.yml`` gate, as data. Pure.
+
+On merge requests that touch the manifests: validate every overlay (Kustomize + schemas), run
+the policy on each changed overlay, verify the signature of every pinned image, and optionally
+sign keylessly; each job's ``rules`` make it run only when relevant. `promoter gitops init`
+writes it (core.gitops_scaffold); promoter's own .gitlab-ci.yml runs the same jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def gitops_ci(manifests_dir: str, ci_image: str, promoter_package: str) -> dict[str, Any]:
+    """The GitOps repository's merge-request gate: the same jobs as promoter's own
+    .gitlab-ci.yml (see README: "The CI gate")."""
+    tree = manifests_dir.strip("/")
+    changes = [f"{tree}/**/*"]
+    on_mr = '$CI_PIPELINE_SOURCE == "merge_request_event"'
+    return {
+        "stages": ["manifests"],
+        "default": {"image": ci_image},
+        ".gitops-tools": {
+            "stage": "manifests",
+            "variables": {"KUBECTL_VERSION": "v1.32.0"},
+            "before_script": [KUBECTL_INSTALL, "command -v promoter >/dev/null || "
+                                               f"pip install -q {promoter_package}"],
+        },
+        "manifests:validate": {
+            "extends": ".gitops-tools",
+            "script": [f"promoter validate {tree}/"],
+            "rules": [{"if": on_mr, "changes": changes}],
+        },
+        "manifests:policy": {
+            "extends": ".gitops-tools",
+            "script": policy_script(tree),
+            "rules": [{"if": f"{on_mr} && $PROMOTER_CONFIG", "changes": changes}],
+        },
+        "manifests:signatures": {
+            "extends": ".gitops-tools",
+            "script": verify_images_script(tree),
+            "rules": [{"if": f"{on_mr} && $COSIGN_PUBLIC_KEY", "changes": changes}],
+        },
+        "manifests:keyless-sign": {
+            "extends": ".gitops-tools",
+            "id_tokens": {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}},
+            "script": [f"promoter gitops images {tree}/ > pinned-images.txt",
+                       'while read -r ref; do promoter image sign "$ref" --keyless </dev/null; '
+                       "done < pinned-images.txt"],
+            "rules": [{"if": f'{on_mr} && $PROMOTER_KEYLESS_SIGNING == "true"',
+                       "changes": changes}],
+        },
+    }
+
+
+def policy_script(tree: str) -> list[str]:
+    """`promoter gitops policy` on each overlay the merge request changes (PROMOTER_CONFIG: a
+    File variable holding promoter.yaml)."""
+    return [f'git diff --name-only "$CI_MERGE_REQUEST_DIFF_BASE_SHA" HEAD -- {tree}/ '
+            "> changed-files.txt",
+            "(grep -E '/overlays/[^/]+/[^/]+$' changed-files.txt || true) "
+            "| xargs -r -n1 dirname | sort -u > changed-overlays.txt",
+            "cat changed-overlays.txt",
+            'while read -r overlay; do if [ -d "$overlay" ]; then '
+            'promoter gitops policy "$overlay" </dev/null; fi; done < changed-overlays.txt']
+
+
+def verify_images_script(tree: str) -> list[str]:
+    """Every image pinned by digest under ``tree`` must carry a signature by $COSIGN_PUBLIC_KEY
+    (a file path or the PEM text of a CI variable of type File)."""
+    return [f"promoter gitops images {tree}/ > pinned-images.txt", "cat pinned-images.txt",
+            'while read -r ref; do promoter image verify "$ref" --key "$COSIGN_PUBLIC_KEY" '
+            "</dev/null; done < pinned-images.txt"]
+
+
+# kubectl (with kustomize v5) on a python image, pinned and checksummed: the one tool
+# `promoter validate` needs that python:3.11-bookworm lacks. Skipped when kubectl is on PATH.
+_KUBECTL_URL = "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/amd64/kubectl"
+KUBECTL_INSTALL = (
+    "if ! command -v kubectl >/dev/null; then\n"
+    f'  curl -fsSLo /usr/local/bin/kubectl "{_KUBECTL_URL}"\n'
+    f'  echo "$(curl -fsSL "{_KUBECTL_URL}.sha256")  /usr/local/bin/kubectl" | sha256sum -c -\n'
+    "  chmod +x /usr/local/bin/kubectl\n"
+    "fi\n")

@@ -230,7 +230,7 @@ def overlay_files(plan_: ForecastPlan, kustomization: str) -> dict[str, str]:
     files = {SCALED_OBJECT_FILE: dump_yaml(plan_.scaled_object)}
     files.update(keda_overlay.handover_patches(plan_.platform, name))
     data["patches"] = [*others, *({"path": path} for path in
-                                  keda_overlay.handed_over_patches(paths, plan_.platform, name))]
+                                  keda_overlay.patches_after_handover(paths, plan_.platform, name))]
     files["kustomization.yaml"] = dump_yaml(data)
     return files
 

@@ -47,7 +47,7 @@ def handover_patches(platform: str, name: str) -> dict[str, str]:
         f"metadata:\n  name: {scalar(name)}\n  annotations:\n{annotations}")}
 
 
-def handed_over_patches(patches: list[str], platform: str, name: str) -> list[str]:
+def patches_after_handover(patches: list[str], platform: str, name: str) -> list[str]:
     """The overlay's patch list once KEDA scales: promoter's HPA patch gives way to the
     hand-over patch (an HPA that is deleted cannot also be patched)."""
     kept = [p for p in patches if p not in (HPA_PATCH_FILE, HPA_DELETE_FILE, KSERVE_EXTERNAL_FILE)]

@@ -132,7 +132,7 @@ class Renderer:
         patches, resources = [_output(name) for name in form.overlay], []
         if request.accepted_scaling is not None:
             platform = descriptor.platform(deployment)
-            patches = keda_overlay.handed_over_patches(patches, platform, deployment.name)
+            patches = keda_overlay.patches_after_handover(patches, platform, deployment.name)
             files = {path: text for path, text in files.items() if path in patches}
             files.update(keda_overlay.handover_patches(platform, deployment.name))
             scaling = deployment.spec.scaling

@@ -35,6 +35,12 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
+# Both builds (serving image, modelcar) write to a layout or push, and take extra labels.
+OciLayoutOption = Annotated[Path | None, typer.Option(
+    "--oci-layout", file_okay=False, help="write an OCI image layout here, push nothing")]
+LabelOption = Annotated[list[str] | None, typer.Option("--label", "-l", help="extra key=value")]
+
+
 @image_app.command("build")
 def build(
     ctx: typer.Context,
@@ -44,13 +50,10 @@ def build(
     ] = None,
     base: Annotated[str | None, typer.Option("--base", help="base image (default: image.base)")
                     ] = None,
-    oci_layout: Annotated[Path | None, typer.Option(
-        "--oci-layout", file_okay=False, help="write an OCI image layout here, push nothing")
-    ] = None,
+    oci_layout: OciLayoutOption = None,
     tag: Annotated[str | None, typer.Option("--tag", help="tag (default: v<model version>)")
                    ] = None,
-    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="extra key=value")
-                     ] = None,
+    label: LabelOption = None,
     output: str = OUTPUT_OPTION,
 ) -> None:
     """Build the serving image for MODEL and push it; prints REPO@sha256:…"""
@@ -83,11 +86,8 @@ def modelcar(
         "--model-format", help="triton: onnx or tensorrt")] = "onnx",
     max_batch_size: Annotated[int, typer.Option(
         "--max-batch-size", min=0, help="triton: max_batch_size in config.pbtxt")] = 0,
-    oci_layout: Annotated[Path | None, typer.Option(
-        "--oci-layout", file_okay=False, help="write an OCI image layout here, push nothing")
-    ] = None,
-    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="extra key=value")
-                     ] = None,
+    oci_layout: OciLayoutOption = None,
+    label: LabelOption = None,
     output: str = OUTPUT_OPTION,
 ) -> None:
     """Build a modelcar (the model's files under /models) and push it; prints REPO@sha256:…"""

@@ -77,7 +77,3 @@ def _put(conn: Connection, state: DeployedState) -> None:
 def _one(conn: Connection, where: str, args: tuple[str, ...]) -> DeployedState | None:
     row = conn.execute(_SELECT + "WHERE " + where, args).fetchone()
     return DeployedState(*row) if row else None
-
-
-# The name it had while SQLite was the only backend.
-SqliteLedger = StateLedger

@@ -13,7 +13,7 @@ from promoter.core.results import DeploymentStatus, replaced_status
 from promoter.errors import PromoterError
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
-from promoter.service.ledger import SqliteLedger
+from promoter.service.ledger import StateLedger
 from promoter.service.logs import log
 
 _log = logging.getLogger("promoter.outcomes")
@@ -22,7 +22,7 @@ STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed
 
 
 class MergeRequestOutcomes:
-    def __init__(self, registry: Registry | None, ledger: SqliteLedger, audit: AuditTrail) -> None:
+    def __init__(self, registry: Registry | None, ledger: StateLedger, audit: AuditTrail) -> None:
         self.registry = registry
         self.ledger = ledger
         self.audit = audit

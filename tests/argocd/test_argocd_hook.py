@@ -20,7 +20,7 @@ from promoter.service import argocd_hook
 from promoter.service.argocd_hook import ArgoCDHookHandler
 from promoter.service.audit import AuditTrail
 from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
-from promoter.service.ledger import SqliteLedger
+from promoter.service.ledger import StateLedger
 from promoter.settings import load_settings
 from tests.argocd.applications import REVISION, application, notification
 
@@ -68,7 +68,7 @@ class MergeRequests:
 
 @pytest.fixture
 def parts(tmp_path: Path) -> dict[str, Any]:
-    ledger = SqliteLedger(tmp_path)
+    ledger = StateLedger(tmp_path)
     ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
                              version="7", status="merged", mr_iid=3, head_sha="a" * 40))
     registry, notes, audit = RecordingRegistry(), Notes(), AuditTrail(tmp_path)
@@ -124,7 +124,7 @@ def test_two_clusters_synced_and_healthy_make_the_version_deployed(parts: dict) 
 
 
 def test_deployed_only_at_a_revision_that_carries_the_merged_mr(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path)
+    ledger = StateLedger(tmp_path)
     ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
                              version="7", status="merged", mr_iid=3, head_sha="a" * 40))
     registry, forge, mrs = RecordingRegistry(), Notes(), MergeRequests()
@@ -168,7 +168,7 @@ def test_bad_or_missing_secret_is_401_and_changes_nothing(parts: dict) -> None:
 def test_server_without_a_secret_refuses_with_503(tmp_path: Path, parts: dict) -> None:
     store = StatusStore(tmp_path / "x")
     handler = ArgoCDHookHandler(None, store, ClusterFeedback(
-        store, SqliteLedger(tmp_path / "x"), AuditTrail(tmp_path / "x")))
+        store, StateLedger(tmp_path / "x"), AuditTrail(tmp_path / "x")))
     status, answer = _post(handler, "sync-succeeded",
                            application("fraud-detector", "production", "gpu-eu-1"))
     assert status == 503 and "PROMOTER_ARGOCD_WEBHOOK_SECRET" in answer["detail"]

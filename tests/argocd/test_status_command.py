@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from promoter.ports.pipeline import DeployedState
-from promoter.service.ledger import SqliteLedger
+from promoter.service.ledger import StateLedger
 from tests.argocd.applications import REVISION, application
 from tests.argocd.k8s_standin import KubeStandin, serve
 from tests.conftest import cli_runner
@@ -25,7 +25,7 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
         config = tmp_path / "promoter.yaml"
         config.write_text(f"state_dir: {tmp_path / 'state'}\n"
                           f"argocd: {{kubeconfig: {kubeconfig}}}\n")
-        SqliteLedger(tmp_path / "state").put(DeployedState(
+        StateLedger(tmp_path / "state").put(DeployedState(
             model="Fraud Detector", env="production", name="fraud-detector", version="7",
             status="merged", mr_iid=4, head_sha="b" * 40))
         yield {"standin": standin, "config": config, "state": tmp_path / "state"}

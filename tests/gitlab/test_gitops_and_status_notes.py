@@ -12,7 +12,7 @@ from promoter.gitops.scaffold import INIT_BRANCH, propose
 from promoter.ports.pipeline import DeployedState
 from promoter.service.audit import AuditTrail
 from promoter.service.cluster_feedback import NOTE_HEADING, ClusterFeedback, StatusStore
-from promoter.service.ledger import SqliteLedger
+from promoter.service.ledger import StateLedger
 from promoter.settings import load_settings
 from tests.argocd.applications import application
 from tests.gitlab.conftest import Harness, bot_notes, proposal
@@ -47,7 +47,7 @@ def test_status_note_is_one_comment_edited_in_place(harness: Harness, tmp_path: 
     opened = harness.provider.propose(proposal("7"))
     iid = opened.mr_iid
     assert iid is not None
-    ledger = SqliteLedger(tmp_path / "state")
+    ledger = StateLedger(tmp_path / "state")
     ledger.put(DeployedState("Fraud Detector", "production", "fraud-detector", "7", "merged",
                              iid, opened.head_sha))
     feedback = ClusterFeedback(StatusStore(tmp_path / "state"), ledger,

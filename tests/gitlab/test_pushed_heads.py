@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from promoter.ports.pipeline import DeployedState
-from promoter.service.ledger import SqliteLedger
+from promoter.service.ledger import StateLedger
 from tests.gitlab.conftest import ENV, MODEL, NAME, proposal
 
 
@@ -14,7 +14,7 @@ def test_both_providers_record_the_head_they_pushed_and_the_ledger_reads_it(
         harness: Any, tmp_path: Path) -> None:
     result = harness.provider.propose(proposal("1"))
     assert result.mr_iid is not None and result.head_sha
-    ledger = SqliteLedger(tmp_path / "state")
+    ledger = StateLedger(tmp_path / "state")
     ledger.put(DeployedState(MODEL, ENV, NAME, "1", "mr_opened", result.mr_iid, None))
     deployed = ledger.get(MODEL, ENV)
     assert deployed is not None and deployed.head_sha == result.head_sha
@@ -29,7 +29,7 @@ def test_a_head_a_person_pushed_is_not_recorded_as_promoters(harness: Any,
                                  f"manifests/{NAME}/overlays/{ENV}/kustomization.yaml", "x: 1\n")
     again = harness.provider.propose(proposal("2"))
     assert again.outcome.value == "human_commits"
-    ledger = SqliteLedger(tmp_path / "state")
+    ledger = StateLedger(tmp_path / "state")
     ledger.put(DeployedState(MODEL, ENV, NAME, "2", "mr_opened", again.mr_iid, again.head_sha))
     deployed = ledger.get(MODEL, ENV)
     assert deployed is not None and deployed.head_sha == first.head_sha != human

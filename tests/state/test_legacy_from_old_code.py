@@ -15,7 +15,7 @@ import pytest
 from promoter.adapters.local_mrs import LocalMrStore
 from promoter.core.reconcile import Observed
 from promoter.service.gitlab_hook import DeliveryLog
-from promoter.service.ledger import SqliteLedger
+from promoter.service.ledger import StateLedger
 from promoter.service.queue import JobKey, JobQueue
 from promoter.service.reconcile import ReconcileState
 from promoter.state.db import StateDB
@@ -34,7 +34,7 @@ from promoter.core.reconcile import Observed
 from promoter.errors import PermanentError
 from promoter.ports.pipeline import DeployedState
 from promoter.service.gitlab_hook import DeliveryLog
-from promoter.service.ledger import SqliteLedger
+from promoter.service.ledger import StateLedger
 from promoter.service.queue import JobKey, JobQueue
 from promoter.service.reconcile import ReconcileState
 from promoter.service.worker import Worker
@@ -60,7 +60,7 @@ while worker.run_once():
     pass
 queue.enqueue(JobKey("fraud", "8", "production", "promote"))
 queue.close()
-SqliteLedger(state).put(DeployedState("fraud", "production", "fraud", "7", "mr_opened", 12,
+StateLedger(state).put(DeployedState("fraud", "production", "fraud", "7", "mr_opened", 12,
                                       "a" * 40))
 reconcile = ReconcileState(state)
 reconcile.save("fraud", {"production": Observed("7", None)})
@@ -112,7 +112,7 @@ def test_a_state_dir_written_by_the_old_code_is_imported_whole(old_code: Path,
     assert not queue.record_delivery("databricks", "d-1")
     assert not queue.record_delivery("mlflow", "m-ignored")
     assert DeliveryLog(db).claim("hook-1") is False
-    deployed = SqliteLedger(db).get("fraud", "production")
+    deployed = StateLedger(db).get("fraud", "production")
     assert deployed is not None and (deployed.version, deployed.mr_iid, deployed.head_sha) == (
         "7", 12, "a" * 40)
     assert PushedHeads(db).pushed_sha(42, 12) == "a" * 40

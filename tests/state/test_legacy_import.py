@@ -13,7 +13,7 @@ from promoter.adapters.local_mrs import LocalMrStore, OpenMergeRequestExists
 from promoter.core.reconcile import Observed
 from promoter.errors import ConfigError
 from promoter.service.gitlab_hook import DeliveryLog
-from promoter.service.ledger import SqliteLedger
+from promoter.service.ledger import StateLedger
 from promoter.service.queue import JobKey, JobQueue
 from promoter.service.reconcile import ReconcileState
 from promoter.state.db import StateDB
@@ -51,7 +51,7 @@ def test_every_row_of_the_six_old_files_arrives_in_state_db(old_state: Path) -> 
     # New jobs continue after the old ids instead of reusing one.
     assert queue.enqueue(JobKey("new", "1", "staging", "promote")).job.id == 6
     # Ledger rows, with the pushed head read from the one record of pushed heads.
-    ledger = SqliteLedger(db)
+    ledger = StateLedger(db)
     fraud, churn, old = (ledger.get("fraud", "production"), ledger.get("churn", "staging"),
                          ledger.get("old", "staging"))
     assert fraud is not None and (fraud.version, fraud.status, fraud.mr_iid, fraud.head_sha) == (

@@ -12,7 +12,7 @@ import pytest
 
 from promoter.ports.pipeline import DeployedState
 from promoter.service.gitlab_hook import DeliveryLog
-from promoter.service.ledger import SqliteLedger, StateLedger
+from promoter.service.ledger import StateLedger
 from promoter.service.queue import JobKey
 from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
 from tests.fixtures.state_backends import StateBackend
@@ -20,7 +20,7 @@ from tests.queue.conftest import ManualClock
 
 
 def test_set_status_reads_and_writes_in_one_transaction(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path)
+    ledger = StateLedger(tmp_path)
     ledger.put(DeployedState("fraud", "production", "fraud", "7", "mr_opened", 12))
     # Another process is mid-way through recording version 8 for the same deployment.
     other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)

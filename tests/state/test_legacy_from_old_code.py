@@ -34,7 +34,7 @@ from promoter.core.reconcile import Observed
 from promoter.errors import PermanentError
 from promoter.ports.pipeline import DeployedState
 from promoter.service.gitlab_hook import DeliveryLog
-from promoter.service.ledger import StateLedger
+from promoter.service.ledger import SqliteLedger
 from promoter.service.queue import JobKey, JobQueue
 from promoter.service.reconcile import ReconcileState
 from promoter.service.worker import Worker
@@ -60,7 +60,7 @@ while worker.run_once():
     pass
 queue.enqueue(JobKey("fraud", "8", "production", "promote"))
 queue.close()
-StateLedger(state).put(DeployedState("fraud", "production", "fraud", "7", "mr_opened", 12,
+SqliteLedger(state).put(DeployedState("fraud", "production", "fraud", "7", "mr_opened", 12,
                                       "a" * 40))
 reconcile = ReconcileState(state)
 reconcile.save("fraud", {"production": Observed("7", None)})

@@ -9,6 +9,8 @@ interleave a read and a write of the same rows.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import weakref
@@ -67,12 +69,29 @@ def connect(path: Path) -> SqliteConnection:
     # (the 0700 directory already keeps others out in between).
     make_private(path)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    switch_to_wal(conn, path)
     # FULL: the WAL is fsynced at every commit, so an acknowledged delivery survives power loss.
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def switch_to_wal(conn: sqlite3.Connection, path: Path) -> None:
+    """Put the file in WAL mode (persistent: done once per file, a no-op afterwards).
+
+    Leaving the rollback journal takes an exclusive lock, and SQLite answers "database is
+    locked" at once, without waiting out busy_timeout, when another connection converts the same
+    fresh file at the same moment. So first opens take turns on a sibling lock file: the
+    conversion runs once and every other opener finds the file already in WAL."""
+    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    descriptor = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # a separate file: no POSIX lock on state.db
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        os.close(descriptor)  # closing releases the flock
 
 
 def in_transaction(conn: C, body: Callable[[C], T]) -> T:

@@ -5,12 +5,14 @@ MLflow shows the version merged; `promoter demo --stop` leaves no process behind
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,21 @@ def crash_services(state: Path) -> None:
              interval=0.3)
 
 
+def bind_when_released(sock: socket.socket, port: int) -> None:
+    """Bind ``sock`` to the loopback ``port`` once the killed registry has let go of it. A
+    killed multi-threaded process shows as a zombie while its other threads still exit, and
+    its listening socket closes only with the last of them."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _field(pattern: str, out: str) -> str:
     found = re.search(pattern, out, re.MULTILINE)
     assert found, f"{pattern!r} not in:\n{out}"
@@ -143,7 +160,7 @@ def test_demo_runs_again_after_stop_and_when_its_old_registry_port_is_taken(
             # The stopped registry's connections may linger in TIME_WAIT; a listener with
             # SO_REUSEADDR still takes the port from everyone else.
             squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            squatter.bind(("127.0.0.1", int(registry.rsplit(":", 1)[1])))
+            bind_when_released(squatter, int(registry.rsplit(":", 1)[1]))
             squatter.listen()
             fourth = run_promoter("demo", env=env, timeout=900)
         out = fourth.stdout

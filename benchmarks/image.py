@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.image.registry import running_registry  # noqa: E402
+from tests.image.registry import registry_process  # noqa: E402
 
 TIMEOUT = 1800  # seconds: every child process is bounded
 
@@ -63,18 +63,6 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float,
     if process.returncode != 0:
         raise SystemExit(f"{command[:4]} failed ({process.returncode}):\n{stderr[-2000:]}")
     return elapsed, usage.ru_maxrss / 1024, stdout
-
-
-def registry_pid(workdir: Path) -> int:
-    """The pid of the registry serving ``workdir`` (its config path is on its command line)."""
-    config = str(workdir / "config.yml").encode()
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and config in (entry / "cmdline").read_bytes():
-                return int(entry.name)
-        except OSError:
-            continue
-    raise SystemExit(f"no registry process serves {workdir}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -139,8 +127,8 @@ def bench(case: str, size_mib: int, skopeo: str) -> float:
             make_model(work / "model", size_mib)
             promoter = [sys.executable, "-m", "promoter", "image", "build", str(work / "model")]
             tag = "latest"
-        with running_registry(work / "registry") as registry:
-            pid = registry_pid(work / "registry")
+        with registry_process(work / "registry") as (process, registry):
+            pid = process.pid
             before = cpu_seconds(pid)
             build_s, build_rss, out = run_measured(
                 [*promoter, "--repository", f"{registry}/bench/promoter", "--output", "json"],

@@ -65,8 +65,17 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running_registry(workdir: Path, extra_config: str = "") -> Iterator[str]:
-    """Start a registry with its own config; yields ``127.0.0.1:<port>``. A port grabbed by
-    someone else between choosing and binding it costs one more attempt (at most three)."""
+    """Start a registry with its own config; yields ``127.0.0.1:<port>``."""
+    with registry_process(workdir, extra_config) as (_process, address):
+        yield address
+
+
+@contextmanager
+def registry_process(workdir: Path, extra_config: str = ""
+                     ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The running registry process and its ``127.0.0.1:<port>`` (a benchmark reads its CPU
+    time). A port grabbed by someone else between choosing and binding it costs one more
+    attempt (at most three)."""
     workdir.mkdir(parents=True, exist_ok=True)
     for _attempt in range(3):
         process, address = _start(workdir, extra_config)
@@ -77,6 +86,6 @@ def running_registry(workdir: Path, extra_config: str = "") -> Iterator[str]:
         raise RuntimeError("registry did not start:\n"
                            + (workdir / "registry.log").read_text(errors="replace")[-3000:])
     try:
-        yield address
+        yield process, address
     finally:
         _stop(process)

@@ -13,6 +13,7 @@ import pytest
 from promoter.errors import TransientError, UserError
 from promoter.service.queue import EnqueueResult, JobKey, JobQueue, LeaseLost
 from promoter.state.schema import SCHEMA_VERSION
+from tests.fixtures.concurrency import run_at_once
 from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import ManualClock
 
@@ -318,25 +319,12 @@ def test_delivery_ids_are_forgotten_after_their_retention(queue: JobQueue,
 
 
 def test_many_first_opens_at_once_create_one_schema(state_backend: StateBackend) -> None:
-    import threading
-
-    barrier = threading.Barrier(6)
-    errors: list[BaseException] = []
-
     def open_and_enqueue(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            queue = state_backend.queue()  # a first open: creates the schema
-            queue.enqueue(JobKey(f"model-{index}", "1", "staging", "promote"))
-            queue.close()
-        except BaseException as exc:
-            errors.append(exc)
+        queue = state_backend.queue()  # a first open: creates the schema
+        queue.enqueue(JobKey(f"model-{index}", "1", "staging", "promote"))
+        queue.close()
 
-    threads = [threading.Thread(target=open_and_enqueue, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    _, errors = run_at_once(6, open_and_enqueue)
     assert errors == []
     queue = state_backend.queue()
     assert len(queue.list()) == 6

@@ -16,6 +16,7 @@ from promoter.service.queue import JobKey, JobQueue
 from promoter.state.db import StateDB
 from promoter.state.schema import MIGRATIONS, SCHEMA_VERSION
 from promoter.state.sqlite import BUSY_TIMEOUT_SECONDS
+from tests.fixtures.concurrency import run_at_once
 
 TABLES = {"jobs", "job_steps", "deliveries", "deployments", "pushed_heads",
           "reconcile_observed", "reconcile_cursor", "local_mrs", "local_mr_notes", "state_meta"}
@@ -65,33 +66,13 @@ def test_state_dir_is_0700_and_database_files_and_audit_are_0600(tmp_path: Path)
         os.umask(old_umask)
 
 
-def open_at_once(state: Path, openers: int) -> tuple[list[StateDB], list[BaseException]]:
-    """``openers`` threads open the state directory at the same moment."""
-    barrier = threading.Barrier(openers)
-    errors: list[BaseException] = []
-    opened: list[StateDB] = []
-
-    def first_open() -> None:
-        try:
-            barrier.wait(timeout=30)
-            opened.append(StateDB.open(state))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=first_open) for _ in range(openers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return opened, errors
-
-
 def test_first_opens_racing_on_fresh_files_all_succeed_in_wal(tmp_path: Path) -> None:
     # Converting a fresh file to WAL fails at once ("database is locked", no busy wait) when two
     # connections do it together. Without the lock file a round lost that race often enough that
     # sixty rounds never all passed; with it, none may fail.
     for round_number in range(60):
-        opened, errors = open_at_once(tmp_path / f"round-{round_number}", openers=6)
+        state = tmp_path / f"round-{round_number}"
+        opened, errors = run_at_once(6, lambda _index, state=state: StateDB.open(state))
         assert errors == [], f"round {round_number}"
         assert {db.connection().execute("PRAGMA journal_mode").fetchone()[0]
                 for db in opened} == {"wal"}

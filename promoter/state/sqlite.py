@@ -84,7 +84,7 @@ def switch_to_wal(conn: sqlite3.Connection, path: Path) -> None:
     locked" at once, without waiting out busy_timeout, when another connection converts the same
     fresh file at the same moment. So first opens take turns on a sibling lock file: the
     conversion runs once and every other opener finds the file already in WAL."""
-    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":  # SQLite answers lowercase
         return
     descriptor = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:

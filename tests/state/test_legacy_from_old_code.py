@@ -61,7 +61,7 @@ while worker.run_once():
 queue.enqueue(JobKey("fraud", "8", "production", "promote"))
 queue.close()
 SqliteLedger(state).put(DeployedState("fraud", "production", "fraud", "7", "mr_opened", 12,
-                                      "a" * 40))
+                                       "a" * 40))
 reconcile = ReconcileState(state)
 reconcile.save("fraud", {"production": Observed("7", None)})
 reconcile.save_cursor(1700000000123)

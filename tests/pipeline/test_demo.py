@@ -5,14 +5,12 @@ MLflow shows the version merged; `promoter demo --stop` leaves no process behind
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
 import shutil
 import signal
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -84,27 +82,31 @@ def test_demo_runs_the_whole_loop_on_a_fresh_state_directory(tmp_path: Path) -> 
 
 
 def crash_services(state: Path) -> None:
-    """SIGKILL every process of the demo's state directory, as a power cut would."""
-    for entry in processes_mentioning(str(state)):
+    """SIGKILL every process of the demo's state directory, as a power cut would, and wait
+    until every thread of them has ended. A killed process's leader turns zombie (and its
+    command line empties) while its other threads still exit, and its sockets close only with
+    the last of them: the old ports are free once this returns."""
+    killed = [int(entry.split(":", 1)[0]) for entry in processes_mentioning(str(state))]
+    for pid in killed:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(entry.split(":", 1)[0]), signal.SIGKILL)
-    wait_for(lambda: not processes_mentioning(str(state)), 30, "the services to die",
-             interval=0.3)
+            os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not any(has_live_threads(pid) for pid in killed), 30,
+             "the services to die", interval=0.3)
 
 
-def bind_when_released(sock: socket.socket, port: int) -> None:
-    """Bind ``sock`` to the loopback ``port`` once the killed registry has let go of it. A
-    killed multi-threaded process shows as a zombie while its other threads still exit, and
-    its listening socket closes only with the last of them."""
-    deadline = time.monotonic() + 30
-    while True:
+def has_live_threads(pid: int) -> bool:
+    """Whether any thread of ``pid`` is still running (not a zombie, not gone)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False  # reaped
+    for task in tasks:
         try:
-            sock.bind(("127.0.0.1", port))
-            return
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            if "State:\tZ" not in (task / "status").read_text():
+                return True
+        except OSError:
+            continue  # ended while we looked
+    return False
 
 
 def _field(pattern: str, out: str) -> str:
@@ -160,7 +162,7 @@ def test_demo_runs_again_after_stop_and_when_its_old_registry_port_is_taken(
             # The stopped registry's connections may linger in TIME_WAIT; a listener with
             # SO_REUSEADDR still takes the port from everyone else.
             squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            bind_when_released(squatter, int(registry.rsplit(":", 1)[1]))
+            squatter.bind(("127.0.0.1", int(registry.rsplit(":", 1)[1])))
             squatter.listen()
             fourth = run_promoter("demo", env=env, timeout=900)
         out = fourth.stdout

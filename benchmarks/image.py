@@ -5,17 +5,24 @@ Two cases (``--case pyfunc|modelcar|all``, default all), each in one run against
 - pyfunc: `promoter image build` of an MLflow model directory (the serving image);
 - modelcar: `promoter image modelcar --runtime vllm` of a Hugging Face directory (config.json
   and one valid safetensors file holding the weights), the image KServe/vLLM pull.
-For each: wall time and peak RSS of the build+push (a fresh process, measured with wait4),
-`skopeo copy --preserve-digests` of the same image from an `oci:` layout into an empty
-repository of the same registry (pure blob copy, no recompression) and the ratio, then the
-rebuild's wall time and bytes uploaded.
+For each: wall time and peak RSS of the build+push in a fresh process (measured with wait4);
+the same build inside an already warm promoter process, as `promoter serve`'s worker runs it
+(benchmarks/warm_build.py; a fresh registry, so it uploads everything again); `skopeo copy
+--preserve-digests` of the same image from an `oci:` layout into an empty repository of the
+first registry (pure blob copy, no recompression) and the ratios; then the rebuild's wall time
+and bytes uploaded.
 Also the registry's own CPU seconds while each push ran (from /proc): receiving, hashing and
-writing the bytes costs the registry the same whoever sends them, so ``registry CPU of our push /
-skopeo's wall time`` is the lowest ratio any client could reach against this registry.
+writing the bytes costs the registry about the same whoever sends them, so ``registry CPU of our
+push / skopeo's wall time`` is the lowest ratio any client could reach against this registry.
+The registry's and skopeo's Go toolchains are printed: Go >= 1.21 hashes SHA-256 with the CPU's
+SHA instructions, older ones at a third of the speed, which decides who is the bottleneck.
+``--registry-binary`` and ``--skopeo`` run other builds of either (e.g. a newer Debian's
+package unpacked with ``dpkg-deb -x``).
 Targets: pyfunc ratio <= 1.0, modelcar ratio <= 0.8, peak RSS <= 150 MiB whatever the size,
 rebuild uploads 0 bytes. Not a test: it prints figures, it does not judge them.
-Usage: python benchmarks/image.py [--size-mib N] [--case C]  (needs docker-registry and
-skopeo; uses ~3x the size in temporary disk per case).
+Usage: python benchmarks/image.py [--size-mib N] [--case C] [--runs N]
+       [--registry-binary PATH] [--skopeo PATH]
+(needs docker-registry and skopeo; uses ~3x the size in temporary disk per case).
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,38 +105,68 @@ def make_hf_model(directory: Path, size_mib: int) -> None:
             handle.write(os.urandom(1024 * 1024))
 
 
+def go_toolchain(binary: str) -> str:
+    """The Go release a binary was built with (Go stamps it into every binary), or "?"."""
+    try:
+        found = re.search(rb"go1\.[0-9]+(\.[0-9]+)?", Path(binary).read_bytes())
+    except OSError:
+        return "?"
+    return found.group().decode() if found else "?"
+
+
+def describe(binary: str) -> str:
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=60).stdout.strip()
+    return f"{version} (built with {go_toolchain(shutil.which(binary) or binary)})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--case", choices=["pyfunc", "modelcar", "all"], default="all")
     parser.add_argument("--runs", type=int, default=1, help="repeat each case (noisy hosts)")
+    parser.add_argument("--registry-binary", default=shutil.which("docker-registry"),
+                        help="the distribution registry to run (default: docker-registry)")
+    parser.add_argument("--skopeo", default=shutil.which("skopeo"),
+                        help="the skopeo to compare with (default: skopeo)")
     args = parser.parse_args()
-    skopeo = shutil.which("skopeo")
-    if skopeo is None:
-        raise SystemExit("skopeo is needed (make install-system)")
+    if args.skopeo is None or args.registry_binary is None:
+        raise SystemExit("docker-registry and skopeo are needed (make install-system)")
+    tools = Tools(args.registry_binary, args.skopeo)
+    print(f"registry: {describe(tools.registry)}")
+    print(f"skopeo  : {describe(tools.skopeo)}")
     for case in ("pyfunc", "modelcar") if args.case == "all" else (args.case,):
-        ratios = [bench(case, args.size_mib, skopeo) for _ in range(args.runs)]
+        ratios = [bench(case, args.size_mib, tools) for _ in range(args.runs)]
         if len(ratios) > 1:
-            print(f"[{case}] ratios over {len(ratios)} runs: "
-                  f"{', '.join(f'{r:.2f}' for r in ratios)}; median "
-                  f"{statistics.median(ratios):.2f}")
+            for kind in ("fresh process", "in service"):
+                print(f"[{case}] {kind} ratios over {len(ratios)} runs: "
+                      f"{', '.join(f'{r[kind]:.2f}' for r in ratios)}; median "
+                      f"{statistics.median(r[kind] for r in ratios):.2f}")
 
 
-def bench(case: str, size_mib: int, skopeo: str) -> float:
+@dataclass(frozen=True)
+class Tools:
+    registry: str
+    skopeo: str
+
+
+def bench(case: str, size_mib: int, tools: Tools) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="promoter-bench-") as scratch:
         work = Path(scratch)
         env = {**os.environ, "PROMOTER_STATE_DIR": str(work / "state")}
         env.pop("PROMOTER_CONFIG", None)
         if case == "modelcar":
             make_hf_model(work / "model", size_mib)
+            make_hf_model(work / "warmup", 1)
             promoter = [sys.executable, "-m", "promoter", "image", "modelcar",
                         str(work / "model"), "--runtime", "vllm"]
             tag = "modelcar"
         else:
             make_model(work / "model", size_mib)
+            make_model(work / "warmup", 1)
             promoter = [sys.executable, "-m", "promoter", "image", "build", str(work / "model")]
             tag = "latest"
-        with registry_process(work / "registry") as (process, registry):
+        with registry_process(work / "registry", binary=tools.registry) as (process, registry):
             pid = process.pid
             before = cpu_seconds(pid)
             build_s, build_rss, out = run_measured(
@@ -143,25 +182,37 @@ def bench(case: str, size_mib: int, skopeo: str) -> float:
                          env)
             before = cpu_seconds(pid)
             copy_s, copy_rss, _ = run_measured(
-                [skopeo, "copy", "--preserve-digests", "--dest-tls-verify=false",
+                [tools.skopeo, "copy", "--preserve-digests", "--dest-tls-verify=false",
                  f"oci:{work / 'layout'}:{tag}", f"docker://{registry}/bench/skopeo:{tag}"],
                 env)
             copy_registry_cpu = cpu_seconds(pid) - before
+        # A fresh registry and state directory: nothing of the first push can be reused.
+        with registry_process(work / "registry-warm", binary=tools.registry) as (_, registry):
+            _, _, out = run_measured(
+                [sys.executable, str(ROOT / "benchmarks" / "warm_build.py"), case,
+                 str(work / "model"), str(work / "warmup"), f"{registry}/bench/promoter"],
+                {**env, "PROMOTER_STATE_DIR": str(work / "state-warm")})
+            warm = json.loads(out)
     size = built["size"] / 2**20
     target = 0.8 if case == "modelcar" else 1.0
+    ratios = {"fresh process": build_s / copy_s, "in service": warm["seconds"] / copy_s}
     print(f"[{case}] model: {size_mib} MiB random weights; image {size:.0f} MiB, "
           f"{len(built['layers'])} layer(s); digest {built['digest']}")
     print(f"promoter build+push : {build_s:7.2f} s   peak RSS {build_rss:6.1f} MiB   "
           f"uploaded {built['bytes_uploaded'] / 2**20:.0f} MiB   "
-          f"registry CPU {build_registry_cpu:5.2f} s")
+          f"registry CPU {build_registry_cpu:5.2f} s   (a fresh process)")
+    print(f"  in service        : {warm['seconds']:7.2f} s   uploaded "
+          f"{warm['bytes_uploaded'] / 2**20:.0f} MiB   (a warm process, as the worker builds); "
+          f"same digest: {warm['digest'] == built['digest']}")
     print(f"skopeo copy (oci:)  : {copy_s:7.2f} s   peak RSS {copy_rss:6.1f} MiB   "
           f"registry CPU {copy_registry_cpu:5.2f} s")
-    print(f"ratio promoter/skopeo: {build_s / copy_s:.2f}  (target <= {target}; the registry "
-          f"alone needs {build_registry_cpu / copy_s:.2f} of skopeo's time for these bytes)")
+    print(f"ratio promoter/skopeo: {ratios['fresh process']:.2f} fresh process, "
+          f"{ratios['in service']:.2f} in service  (target <= {target}; the registry alone "
+          f"needs {build_registry_cpu / copy_s:.2f} of skopeo's time for these bytes)")
     print(f"rebuild             : {rebuild_s:7.2f} s   peak RSS {rebuild_rss:6.1f} MiB   "
           f"uploaded {rebuilt['bytes_uploaded']} bytes; same digest: "
           f"{rebuilt['digest'] == built['digest']}")
-    return build_s / copy_s
+    return ratios
 
 
 if __name__ == "__main__":

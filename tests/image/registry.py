@@ -27,7 +27,8 @@ def _binary() -> str:
     return binary
 
 
-def _start(workdir: Path, extra_config: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start(workdir: Path, extra_config: str, binary: str | None
+           ) -> tuple[subprocess.Popen[bytes], str]:
     """Start one registry process on a fresh free port."""
     port = free_port()
     config = workdir / "config.yml"
@@ -38,7 +39,8 @@ def _start(workdir: Path, extra_config: str) -> tuple[subprocess.Popen[bytes], s
         "delete: {enabled: true}}\n"
         f"http: {{addr: 127.0.0.1:{port}}}\n" + extra_config, encoding="utf-8")
     with (workdir / "registry.log").open("ab") as log:
-        process = subprocess.Popen([_binary(), "serve", str(config)], stdout=log, stderr=log)
+        process = subprocess.Popen([binary or _binary(), "serve", str(config)], stdout=log,
+                                   stderr=log)
     return process, f"127.0.0.1:{port}"
 
 
@@ -71,14 +73,14 @@ def running_registry(workdir: Path, extra_config: str = "") -> Iterator[str]:
 
 
 @contextmanager
-def registry_process(workdir: Path, extra_config: str = ""
+def registry_process(workdir: Path, extra_config: str = "", *, binary: str | None = None
                      ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """The running registry process and its ``127.0.0.1:<port>`` (a benchmark reads its CPU
-    time). A port grabbed by someone else between choosing and binding it costs one more
-    attempt (at most three)."""
+    time; ``binary`` runs another build of the registry than the one on PATH). A port grabbed
+    by someone else between choosing and binding it costs one more attempt (at most three)."""
     workdir.mkdir(parents=True, exist_ok=True)
     for _attempt in range(3):
-        process, address = _start(workdir, extra_config)
+        process, address = _start(workdir, extra_config, binary)
         if _ready(process, address):
             break
         _stop(process)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, state
 from promoter.core import keda_overlay
-from promoter.core.render import ImagePin
 from promoter.errors import UsageError
+
+if TYPE_CHECKING:  # jinja2 loads only when a command renders, not for every `promoter …`
+    from promoter.core.render import ImagePin
 
 HELP = """Render the Kustomize base and one environment's overlay for a model.
 
@@ -33,6 +35,8 @@ def _pin(option: str, value: str | None) -> ImagePin | None:
     match = _PINNED.match(value)
     if match is None:
         raise UsageError(f"{option} must be REPOSITORY@sha256:<64 hex digits>, not {value!r}")
+    from promoter.core.render import ImagePin
+
     return ImagePin(match["repo"], match["digest"])
 
 

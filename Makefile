@@ -10,7 +10,8 @@ APT_PACKAGES := docker-registry skopeo umoci git rsync prometheus postgresql
 GITLAB_CI_LOCAL := gitlab-ci-local@4.56.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install install-test install-system install-js lint bench bench-image
+.PHONY: demo test install install-test install-system install-js lint bench bench-image \
+	bench-image-debian13
 
 install:
 	$(PIP) install -q -e .
@@ -54,3 +55,11 @@ bench:
 
 bench-image:  # needs docker-registry, skopeo and ~3 GiB of temp disk
 	$(PYTHON) benchmarks/image.py
+
+# The same against Debian 13's builds of both (Go 1.24), unpacked into .bench-tools/ (nothing
+# is installed): shows the clients' difference once the registry's SHA-256 is not the limit.
+bench-image-debian13:
+	sh benchmarks/debian13_tools.sh .bench-tools/debian13
+	$(PYTHON) benchmarks/image.py --case modelcar --runs 3 \
+	    --registry-binary .bench-tools/debian13/usr/bin/docker-registry \
+	    --skopeo .bench-tools/debian13/skopeo

@@ -16,8 +16,9 @@ writing the bytes costs the registry about the same whoever sends them, so ``reg
 push / skopeo's wall time`` is the lowest ratio any client could reach against this registry.
 The registry's and skopeo's Go toolchains are printed: Go >= 1.21 hashes SHA-256 with the CPU's
 SHA instructions, older ones at a third of the speed, which decides who is the bottleneck.
-``--registry-binary`` and ``--skopeo`` run other builds of either (e.g. a newer Debian's
-package unpacked with ``dpkg-deb -x``).
+``--registry-binary`` and ``--skopeo`` run other builds of either: `make bench-image-debian13`
+fetches Debian 13's (benchmarks/debian13_tools.sh, nothing installed) and runs the modelcar
+case against them.
 Targets: pyfunc ratio <= 1.0, modelcar ratio <= 0.8, peak RSS <= 150 MiB whatever the size,
 rebuild uploads 0 bytes. Not a test: it prints figures, it does not judge them.
 Usage: python benchmarks/image.py [--size-mib N] [--case C] [--runs N]
@@ -106,12 +107,27 @@ def make_hf_model(directory: Path, size_mib: int) -> None:
 
 
 def go_toolchain(binary: str) -> str:
-    """The Go release a binary was built with (Go stamps it into every binary), or "?"."""
+    """The Go release a binary was built with (Go stamps it into every binary), or "?". For a
+    wrapper script (benchmarks/debian13_tools.sh writes one for skopeo), the last executable
+    file it names."""
     try:
-        found = re.search(rb"go1\.[0-9]+(\.[0-9]+)?", Path(binary).read_bytes())
+        data = Path(binary).read_bytes()
     except OSError:
         return "?"
+    if data.startswith(b"#!"):
+        named = re.findall(r"/[^\s\"']+", data[2:].decode(errors="replace"))
+        elfs = [path for path in map(Path, named) if _is_elf(path)]
+        return go_toolchain(str(elfs[-1])) if elfs else "?"
+    found = re.search(rb"go1\.[0-9]+(\.[0-9]+)?", data)
     return found.group().decode() if found else "?"
+
+
+def _is_elf(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(4) == b"\x7fELF"
+    except OSError:
+        return False
 
 
 def describe(binary: str) -> str:

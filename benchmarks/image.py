@@ -136,6 +136,12 @@ def describe(binary: str) -> str:
     return f"{version} (built with {go_toolchain(shutil.which(binary) or binary)})"
 
 
+@dataclass(frozen=True)
+class Tools:
+    registry: str
+    skopeo: str
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -158,12 +164,6 @@ def main() -> None:
                 print(f"[{case}] {kind} ratios over {len(ratios)} runs: "
                       f"{', '.join(f'{r[kind]:.2f}' for r in ratios)}; median "
                       f"{statistics.median(r[kind] for r in ratios):.2f}")
-
-
-@dataclass(frozen=True)
-class Tools:
-    registry: str
-    skopeo: str
 
 
 def bench(case: str, size_mib: int, tools: Tools) -> dict[str, float]:

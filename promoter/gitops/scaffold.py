@@ -74,13 +74,32 @@ def repo_url(settings: Settings) -> str:
 
 
 def image_globs(settings: Settings) -> tuple[str, ...]:
-    """Where promoter pushes: image.repository with ``{name}`` as one path segment (``*``)."""
+    """Where promoter pushes, as admission globs: image.repository and
+    image.modelcar_repository (the modelcars KServe, vLLM and Triton pull), see repository_globs.
+    """
     if settings.argocd.image_globs:
         return tuple(settings.argocd.image_globs)
-    if not settings.image.repository:
+    repositories = [r for r in (settings.image.repository, settings.image.modelcar_repository)
+                    if r]
+    if not repositories:
         raise ConfigError("the admission policies need the image repositories to guard",
                           hint="set image.repository (or argocd.image_globs)")
-    return (settings.image.repository.replace("{name}", "*"),)
+    return tuple(dict.fromkeys(glob for repository in repositories
+                               for glob in repository_globs(repository)))
+
+
+def repository_globs(repository: str) -> tuple[str, ...]:
+    """Globs matching every image reference in ``repository`` (``{name}`` is one path segment).
+
+    Admission matches a pod's whole reference, tag or digest included (policy-controller's
+    ``repo@sha256:…``, ``repo:tag``; Kyverno's likewise), and policy-controller's ``*`` stops
+    only at ``/``. So a repository ending in ``{name}`` needs nothing more (``models/*`` matches
+    ``models/iris@sha256:…``); any other needs ``:**`` and ``@**``: a bare ``registry/models``
+    would match no pod's image at all."""
+    glob = repository.replace("{name}", "*")
+    if glob.endswith("*"):
+        return (glob,)
+    return (f"{glob}:**", f"{glob}@**")
 
 
 def public_keys(settings: Settings) -> tuple[str, ...]:

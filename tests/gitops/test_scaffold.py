@@ -14,6 +14,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from promoter.adapters.schemas import problems
+from promoter.gitops.scaffold import repository_globs
 from promoter.signing import simple
 from promoter.signing.keys import SigningKey, generate_key_pair, load_public_key, load_signing_key
 from tests.conftest import ROOT, cli_runner, requires_kubectl
@@ -60,6 +61,7 @@ environments:
     allowed_regions: [eu-west-1]
 image:
   repository: registry.example.com/models/{{name}}
+  modelcar_repository: registry.example.com/modelcars
   verification_key: {keys['pub']}
 argocd:
   repo_url: https://gitlab.example.com/platform/gitops.git
@@ -275,29 +277,61 @@ def test_project_whitelist_is_exactly_the_kinds_promoter_renders() -> None:
     assert set(NAMESPACED_KINDS) == rendered
 
 
-def _policy_controller_glob(glob: str, reference: str) -> bool:
-    """policy-controller's glob: ``*`` stays within one path segment, ``**`` crosses them."""
-    pattern = re.escape(glob).replace(r"\*\*", ".+").replace(r"\*", "[^/]+")
-    return re.fullmatch(pattern, reference) is not None
+def _policy_controller_glob(glob: str, image: str) -> bool:
+    """policy-controller's glob.Match for a fully qualified reference, as upstream compiles it
+    (sigstore/policy-controller pkg/apis/glob/glob.go @56d8219): ``*`` is any run of non-``/``
+    characters, ``**`` any run at all, matched against the whole reference, tag or digest
+    included."""
+    pattern = (glob.replace(".", r"\.").replace("**", "#").replace("*", "[^/]*")
+               .replace("#", ".*"))
+    return re.fullmatch(pattern, image) is not None
 
 
-def _pushed_reference(name: str) -> str:
-    # as promoter.image.service names the pushed repository from image.repository
-    return "registry.example.com/models/{name}".replace("{name}", name)
+def _kyverno_glob(pattern: str, image: str) -> bool:
+    """Kyverno's imageReferences wildcard: ``*`` is any run of characters, ``/`` included."""
+    return fnmatch.fnmatchcase(image, pattern)
+
+
+DIGEST = "sha256:" + "ab" * 32
+# Where the config above makes promoter push: the serving image per model, and the modelcars
+# in one shared repository (no {name}); pods name them by digest, people sometimes by tag.
+PUSHED = ["registry.example.com/models/fraud-detector", "registry.example.com/modelcars"]
+NEIGHBOURS = ["registry.example.com/other/fraud-detector", "registry.example.com/modelcars-old",
+              "registry.example.com/modelcars/nested"]
+
+
+@pytest.mark.parametrize(("repository", "pushed", "neighbour"), [
+    ("registry.example.com/models/{name}", "registry.example.com/models/iris",
+     "registry.example.com/models-old/iris"),
+    ("registry.example.com/models", "registry.example.com/models",
+     "registry.example.com/models-old"),
+    ("registry.example.com/{name}/serving", "registry.example.com/iris/serving",
+     "registry.example.com/iris/other"),
+])
+def test_repository_globs_cover_every_tag_and_digest_of_the_repository(
+        repository: str, pushed: str, neighbour: str) -> None:
+    globs = repository_globs(repository)
+    for image in (f"{pushed}@{DIGEST}", f"{pushed}:v3", f"{pushed}:modelcar-v3"):
+        assert any(_policy_controller_glob(g, image) for g in globs), (image, globs)
+        assert any(_kyverno_glob(g, image) for g in globs), (image, globs)
+    for image in (f"{neighbour}@{DIGEST}", f"{neighbour}:v3"):
+        assert not any(_policy_controller_glob(g, image) for g in globs), (image, globs)
 
 
 def test_clusterimagepolicy_key_and_globs_match_what_promoter_signs(
         scaffold: Path, keys: dict[str, Path]) -> None:
     (policy,) = _documents(scaffold / "policies/clusterimagepolicy.yaml")
     (kyverno,) = _documents(scaffold / "policies/kyverno-verify-images.yaml")
-    reference = _pushed_reference("fraud-detector")
-    digest = "sha256:" + "ab" * 32
     globs = [image["glob"] for image in policy["spec"]["images"]]
-    assert any(_policy_controller_glob(g, reference) for g in globs)
-    assert not any(_policy_controller_glob(g, "registry.example.com/other/fraud-detector")
-                   for g in globs)
     verify_images = kyverno["spec"]["rules"][0]["verifyImages"][0]
-    assert any(fnmatch.fnmatchcase(reference, g) for g in verify_images["imageReferences"])
+    for repository in PUSHED:
+        for image in (f"{repository}@{DIGEST}", f"{repository}:v3"):
+            assert any(_policy_controller_glob(g, image) for g in globs), (image, globs)
+            assert any(_kyverno_glob(g, image)
+                       for g in verify_images["imageReferences"]), image
+    for repository in NEIGHBOURS:
+        assert not any(_policy_controller_glob(g, f"{repository}@{DIGEST}") for g in globs)
+    reference, digest = PUSHED[0], DIGEST
 
     # What promoter signs: cosign's simple-signing payload for the pushed digest.
     payload = simple.payload(reference, digest)

@@ -16,7 +16,7 @@ from typing import Any
 
 from promoter.commands.hooks import EVENTS
 from promoter.core.jobs import Job
-from promoter.demo import environment, model
+from promoter.demo import environment
 from promoter.errors import PromoterError, TransientError
 from promoter.progress import Progress
 from promoter.settings import Settings
@@ -42,6 +42,11 @@ class DemoReport:
 def run(state_dir: Path, say: Say, progress: Progress | None = None) -> DemoReport:
     from promoter.service import composition
 
+    # MLflow's process settings (telemetry off among them) before mlflow is imported and before
+    # the demo's `mlflow server` inherits this environment; the model module imports mlflow.
+    composition.mlflow.apply_client_settings()
+    from promoter.demo import model
+
     progress = progress or Progress(False)
     say(f"state directory: {state_dir}")
     with progress.task("starting the demo's services"):
@@ -64,7 +69,7 @@ def run(state_dir: Path, say: Say, progress: Progress | None = None) -> DemoRepo
         "promoter-demo", f"{env.serve_url}/webhooks/mlflow", EVENTS, secret.reveal())
     say(f"MLflow webhook:   {hook_id} → {env.serve_url}/webhooks/mlflow")
     version, created = model.ensure_version(env.mlflow_url)
-    earlier = _finished_job(settings.state_dir, version)
+    earlier = _finished_job(settings.state_dir, model.DEMO_MODEL, version)
     stale = _stale_image(settings, earlier, env.registry_url)
     if stale:
         say(f"the image of version {version} ({stale}) is not in the registry at "
@@ -97,13 +102,13 @@ def run(state_dir: Path, say: Say, progress: Progress | None = None) -> DemoRepo
     return report
 
 
-def _finished_job(state_dir: Path, version: str) -> Job | None:
+def _finished_job(state_dir: Path, name: str, version: str) -> Job | None:
     """The job an earlier run finished for this version (None when there is none)."""
     from promoter.service.queue import JobQueue
 
     queue = JobQueue.open(state_dir)
     try:
-        job = _newest(queue, model.DEMO_MODEL, version)
+        job = _newest(queue, name, version)
     finally:
         queue.close()
     return job if job is not None and job.state == "done" else None

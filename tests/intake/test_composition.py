@@ -4,6 +4,8 @@ settings there; the adapter itself never touches the environment."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from promoter.adapters.mlflow import CLIENT_SETTINGS, MlflowRegistry
 from promoter.errors import UserError
 from promoter.service import composition
+from tests.conftest import ROOT
 from tests.fixtures.mlflow_server import free_port
 from tests.intake.conftest import make_settings
 
@@ -36,6 +39,23 @@ def test_one_adapter_per_process_configured_once(clean_client_settings: None,
     hooks = composition.webhooks(make_settings(tmp_path / "c", MLFLOW_TRACKING_URI=uri))
     assert first is again is hooks
     assert {variable: os.environ.get(variable) for variable in CLIENT_SETTINGS} == CLIENT_SETTINGS
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+
+def test_mlflow_reports_no_usage_telemetry_from_promoter_processes() -> None:
+    """MLflow 3 starts a telemetry client when it is imported, unless told not to. It stays
+    off by itself under pytest or CI variables, so the check runs in a child without them."""
+    code = ("from promoter.service import composition\n"
+            "composition.mlflow.apply_client_settings()\n"
+            "import mlflow\n"
+            "from mlflow.telemetry import get_telemetry_client\n"
+            "print(get_telemetry_client() is None)\n")
+    quiet = {key: value for key, value in os.environ.items()
+             if key not in ("PYTEST_CURRENT_TEST", "CI", "GITLAB_CI", "GITHUB_ACTIONS")
+             and not key.startswith("MLFLOW_")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=quiet,
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "True", result.stderr[-2000:]
 
 
 def test_exported_client_settings_win(clean_client_settings: None, tmp_path: Path,

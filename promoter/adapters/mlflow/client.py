@@ -1,9 +1,9 @@
 """The MLflow connection every part of the adapter shares: one ``MlflowClient`` per adapter.
 
 Nothing here reads or changes ``os.environ``. MLflow's HTTP client takes its retry count and
-timeout only from process environment variables; ``CLIENT_SETTINGS`` names the values promoter
-wants, and the composition root applies them once per process before building the adapter
-(``promoter.service.composition``).
+timeout (and MLflow its telemetry switch) only from process environment variables;
+``CLIENT_SETTINGS`` names the values promoter wants, and the composition root applies them once
+per process before building the adapter (``promoter.service.composition``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ T = TypeVar("T")
 
 # MLflow's client retries for minutes by default (7 retries, exponential backoff, 120 s
 # timeout); one retry and 10 s make an outage fail fast so the job queue's backoff takes over.
+# MLflow 3 also reports usage events from every client process to its maintainers' endpoint;
+# promoter's processes talk only to the services they are configured with, so it is off.
 # Defaults only: a value the operator exported wins.
-CLIENT_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+CLIENT_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+                   "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def redact_uri(uri: str) -> str:

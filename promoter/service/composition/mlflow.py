@@ -33,9 +33,18 @@ def adapter(settings: Settings) -> MlflowRegistry:
     with _lock:
         found = _adapters.get(uri)
         if found is None:
-            from promoter.adapters.mlflow import CLIENT_SETTINGS, MlflowRegistry
+            from promoter.adapters.mlflow import MlflowRegistry
 
-            for variable, value in CLIENT_SETTINGS.items():
-                os.environ.setdefault(variable, value)
+            apply_client_settings()
             found = _adapters[uri] = MlflowRegistry(uri)
         return found
+
+
+def apply_client_settings() -> None:
+    """MLflow's process-wide settings (adapters.mlflow.CLIENT_SETTINGS) as environment defaults:
+    before the first client, and before a child process (the demo's `mlflow server`) inherits
+    the environment. An exported value wins."""
+    from promoter.adapters.mlflow import CLIENT_SETTINGS
+
+    for variable, value in CLIENT_SETTINGS.items():
+        os.environ.setdefault(variable, value)

@@ -112,3 +112,84 @@ def test_the_cluster_pulls_exactly_the_pinned_digest(tmp_path: Path, example: st
             known = flag_list(runtime)
             emitted = [flag(arg) for container in args for arg in container]
             assert emitted and [f for f in emitted if f not in known] == []
+
+
+KSERVE_RUNTIMES = Path(__file__).parent / "data" / "kserve_runtimes"
+KSERVE_EXAMPLES = sorted(name for name, (runtime, how) in EXAMPLES_RUN.items()
+                         if how == "storageUri")
+_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity(value: str | int) -> float:
+    """A Kubernetes resource quantity ("500m", "2Gi", "8") as a number."""
+    text = str(value)
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[:-len(suffix)]) * _SUFFIXES[suffix]
+    return float(text)
+
+
+def stock_runtime(model_format: str) -> dict[str, Any]:
+    """KServe's own ClusterServingRuntime that auto-selects ``model_format`` (v0.16.0,
+    tests/data/kserve_runtimes/PROVENANCE.md)."""
+    for path in sorted(KSERVE_RUNTIMES.glob("*.yaml")):
+        runtime: dict[str, Any] = YAML(typ="safe", pure=True).load(path.read_text())
+        if any(f["name"] == model_format and f.get("autoSelect")
+               for f in runtime["spec"]["supportedModelFormats"]):
+            return runtime
+    raise AssertionError(f"no stock KServe runtime serves {model_format!r}")
+
+
+def merge_over_runtime(runtime: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """The container KServe runs: its MergeRuntimeContainers, a strategic merge of the
+    InferenceService's container over the runtime's, for the fields checked here (the
+    resources' requests and limits merge key by key; ports merge by containerPort)."""
+    merged: dict[str, Any] = {"resources": {}}
+    for part in ("requests", "limits"):
+        merged["resources"][part] = {**runtime.get("resources", {}).get(part, {}),
+                                     **model.get("resources", {}).get(part, {})}
+    ports = {port["containerPort"]: port for port in runtime.get("ports", [])}
+    ports.update({port["containerPort"]: port for port in model.get("ports", [])})
+    merged["ports"] = list(ports.values())
+    return merged
+
+
+@requires_kubectl
+@pytest.mark.parametrize("example", KSERVE_EXAMPLES)
+def test_kserve_runs_the_predictor_with_its_stock_runtime_and_scrapes_its_metrics(
+        tmp_path: Path, example: str) -> None:
+    for env in ("staging", "production"):
+        documents = build(tmp_path / env, example, env)
+        (service,) = [d for d in documents if d["kind"] == "InferenceService"]
+        predictor = service["spec"]["predictor"]
+        model = predictor["model"]
+        runtime = stock_runtime(model["modelFormat"]["name"])
+        container = merge_over_runtime(runtime["spec"]["containers"][0], model)
+        # The Deployment KServe builds must pass validation: no request above its limit.
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        for resource, requested in requests.items():
+            if resource in limits:
+                assert quantity(requested) <= quantity(limits[resource]), (env, resource)
+        # KServe's Service: the first declared port as its HTTP port, the others by name.
+        ports = container["ports"]
+        assert ports and ports[0]["containerPort"] == 8080, env
+        service_ports = [ports[0].get("name") or "http"] + [p["name"] for p in ports[1:]]
+        (monitor,) = [d for d in documents if d["kind"] == "ServiceMonitor"]
+        for endpoint in monitor["spec"]["endpoints"]:
+            if "targetPort" in endpoint:  # Prometheus keeps declared container ports only
+                assert endpoint["targetPort"] in [p["containerPort"] for p in ports], env
+            else:
+                assert endpoint["port"] in service_ports, env
+        # KServe sets the pods' app label itself (isvc.<name>-predictor): ours would be lost.
+        assert "app" not in predictor.get("labels", {}), env
+        assert "app" not in monitor["spec"].get("podTargetLabels", []), env
+
+
+def test_the_kserve_merge_check_catches_a_request_above_the_runtime_limit() -> None:
+    runtime = stock_runtime("mlflow")["spec"]["containers"][0]
+    merged = merge_over_runtime(runtime, {"resources": {"requests": {"cpu": "8"},
+                                                        "limits": {"memory": "8Gi"}}})
+    assert merged["resources"]["limits"] == {"cpu": "1", "memory": "8Gi"}
+    assert quantity(merged["resources"]["requests"]["cpu"]) > quantity("1")
+    assert quantity("500m") == 0.5 and quantity("2Gi") == 2 * 2**30

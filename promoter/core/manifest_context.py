@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 SERVING_IMAGE_PLACEHOLDER = "serving-image"
 KSERVE_POD_LABEL = "serving.kserve.io/inferenceservice"
+# Pod labels KServe sets on the predictor's pods itself (app=isvc.<name>-predictor, also its
+# Deployment's selector): a value of ours would be overwritten, so none is rendered there.
+KSERVE_OWNED_POD_LABELS = frozenset({"app"})
 
 
 def _pod_selector(deployment: ModelDeployment, descriptor: RuntimeDescriptor) -> dict[str, str]:
@@ -50,14 +53,17 @@ def base_context(deployment: ModelDeployment, descriptor: RuntimeDescriptor,
     ownership.update({cost_labels[role]: value for role, value in costs.items()
                       if cost_labels.get(role)})
     metrics = form.metrics.model_dump(by_alias=True, exclude_none=True) if form.metrics else None
-    pod_labels = [key for role, key in sorted(cost_labels.items()) if key]
+    labels = {**selector, **ownership}
+    owned = KSERVE_OWNED_POD_LABELS if descriptor.platform(deployment) == "kserve" else set()
+    pod_labels = [key for role, key in sorted(cost_labels.items()) if key and key not in owned]
     return {
         "name": name,
         "registered_model": spec.model.name,
         "description": spec.description,
         "selector": selector,
         "pod_selector": _pod_selector(deployment, descriptor),
-        "labels": {**selector, **ownership},
+        "labels": labels,
+        "predictor_labels": {key: value for key, value in labels.items() if key not in owned},
         "pod_target_labels": pod_labels,
         "metrics": metrics,
         "deployment_mode": form.deployment_mode,
@@ -109,7 +115,7 @@ def overlay_context(request: RenderRequest, descriptor: RuntimeDescriptor) -> di
         "modelcar": modelcar,
         "server": descriptor.server,
         "args": server_args(form, deployment),
-        "resources": _resources(deployment),
+        "resources": _resources(deployment, descriptor.platform(deployment)),
         "placement": _placement(request, descriptor),
         "scaling": _scaling(deployment),
     }
@@ -141,9 +147,13 @@ def _scaling(deployment: ModelDeployment) -> dict[str, Any]:
             "metric": scaling.metric, "target": scaling.target}
 
 
-def _resources(deployment: ModelDeployment) -> dict[str, Any]:
+def _resources(deployment: ModelDeployment, platform: str) -> dict[str, Any]:
     resources = deployment.spec.resources
     limits: dict[str, str] = {"memory": resources.memory}
+    if platform == "kserve":
+        # KServe merges this container over its runtime's, key by key, and the stock runtimes
+        # limit cpu to 1: without a limit of our own, any request above 1 CPU is rejected.
+        limits["cpu"] = resources.cpu
     if resources.gpu.count:
         # Extended resources: requests default to limits, and may not differ from them.
         gpu = f"nvidia.com/mig-{resources.gpu.mig}" if resources.gpu.mig else "nvidia.com/gpu"

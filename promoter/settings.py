@@ -161,6 +161,16 @@ class ImageSettings(_Section):
     demo: bool = Field(default=False, description="demo and tests only: build the pyfunc image "
                        "without a base; it cannot start as a container")
 
+    @model_validator(mode="after")
+    def _layout_holds_no_signature(self) -> ImageSettings:
+        # A cosign signature lives in a registry next to the image. An OCI layout holds none,
+        # so a promotion would open its MR with an unsigned image: refused, not done silently.
+        if self.oci_layout is not None and (self.signing_key or self.verification_key):
+            raise ValueError("image.oci_layout writes images to a directory, where nothing is "
+                             "signed or verified: unset image.signing_key and "
+                             "image.verification_key, or push to a registry instead")
+        return self
+
 
 class GitLabSettings(_Section):
     url: str | None = None

@@ -80,3 +80,16 @@ def test_unreadable_or_non_mapping_config(tmp_path: Path) -> None:
     listing.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_settings(listing, environ={})
+
+
+@pytest.mark.parametrize("key", ["signing_key", "verification_key"])
+def test_an_oci_layout_with_a_signing_or_verification_key_is_refused(
+        tmp_path: Path, key: str) -> None:
+    """A layout holds no signature: rather than open MRs with unsigned images, say so."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"image:\n  oci_layout: {tmp_path / 'layout'}\n"
+                      f"  {key}: {tmp_path / 'cosign.x'}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="nothing is signed or verified"):
+        load_settings(config, environ={})
+    config.write_text(f"image:\n  oci_layout: {tmp_path / 'layout'}\n", encoding="utf-8")
+    assert load_settings(config, environ={}).image.oci_layout == tmp_path / "layout"

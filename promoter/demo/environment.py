@@ -142,12 +142,12 @@ def _write_config(directory: Path, state_dir: Path, mlflow_url: str, registry_ur
 
     # No base image: the demo's serving image has no Python and is not runnable as a
     # container (the demo says so); image.demo allows that here and nowhere else.
-    image: dict[str, object] = {"signing_key": str(directory / "cosign.key"),
-                                "verification_key": str(directory / "cosign.pub"),
-                                "demo": True}
+    image: dict[str, object] = {"demo": True}
     if registry_url:
         image["repository"] = registry_url.removeprefix("http://") + "/models/{name}"
-    else:
+        image["signing_key"] = str(directory / "cosign.key")
+        image["verification_key"] = str(directory / "cosign.pub")
+    else:  # no registry to hold a signature: the layout's images go unsigned (the demo says so)
         image["repository"] = "localhost/models/{name}"
         image["oci_layout"] = str(directory / "oci-layout")
     config = {

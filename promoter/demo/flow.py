@@ -58,7 +58,8 @@ def run(state_dir: Path, say: Say, progress: Progress | None = None) -> DemoRepo
         return "  (reused: already running)" if name in env.reused else ""
 
     say(f"MLflow server:    {env.mlflow_url}{reused('mlflow')}")
-    layout = f"none installed: OCI layout in {env.directory / 'oci-layout'}"
+    layout = (f"none installed: OCI layout in {env.directory / 'oci-layout'} (nothing is "
+              "signed there; install docker-registry for signing)")
     say(f"OCI registry:     {env.registry_url or layout}{reused('registry')}")
     say(f"promoter serve:   {env.serve_url}{reused('serve')}")
     say(f"configuration:    {env.config}")
@@ -97,7 +98,7 @@ def run(state_dir: Path, say: Say, progress: Progress | None = None) -> DemoRepo
         provider = composition.local_review(settings)
         report.mr = dataclasses.asdict(provider.get(int(result["mr_iid"])))
         report.diff = provider.diff(int(result["mr_iid"]))
-    if report.image and settings.image.verification_key and not settings.image.oci_layout:
+    if report.image and settings.image.verification_key:
         report.signature = _verify(settings, report.image) or report.signature
     return report
 

@@ -128,6 +128,42 @@ def test_every_container_runs_non_root_read_only_without_capabilities(overlay: s
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
+@pytest.mark.parametrize("overlay", built.OVERLAYS)
+def test_unready_pods_never_block_a_node_drain(overlay: str) -> None:
+    """/readyz fails while MLflow is unreachable; with the default policy (IfHealthyBudget) a
+    budget short of healthy pods would then refuse every eviction."""
+    budget = built.one(overlay, "PodDisruptionBudget")
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+GIB = 2**30
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def _bytes(quantity: str) -> int:
+    for suffix, factor in _UNITS.items():
+        if quantity.endswith(suffix):
+            return int(quantity[:-2]) * factor
+    return int(quantity)
+
+
+@pytest.mark.parametrize("overlay", built.OVERLAYS)
+def test_temporary_files_go_to_a_scratch_volume_sized_for_models(overlay: str) -> None:
+    """Builds download the model and pip installs its requirements through temporary
+    directories (tempfile and pip honour TMPDIR): those must not land in the 1 GiB /tmp, and
+    the container's ephemeral-storage limit must cover every emptyDir it can fill."""
+    spec, container = built.pod_spec(overlay), built.container(overlay)
+    tmpdir = built.env(overlay)["TMPDIR"]["value"]
+    found = mount_of(spec, container, tmpdir)
+    assert found is not None, f"TMPDIR {tmpdir} is on no mounted volume"
+    volume, _ = found
+    assert _bytes(volume["emptyDir"]["sizeLimit"]) >= 50 * GIB, volume
+    empty_dirs = sum(_bytes(v["emptyDir"].get("sizeLimit", "0")) for v in spec["volumes"]
+                     if v.get("emptyDir") is not None)
+    limit = _bytes(container["resources"]["limits"]["ephemeral-storage"])
+    assert limit >= empty_dirs, (limit, empty_dirs)
+
+
 # --- probes, ports and routes ----------------------------------------------------------------
 
 def app_routes(tmp_path: Path) -> dict[str, set[str]]:

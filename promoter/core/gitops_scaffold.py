@@ -251,9 +251,12 @@ def _applicationset(inputs: ScaffoldInputs) -> dict[str, Any]:
             "generators": generators,
             "template": {
                 "metadata": {
-                    "name": f"{model}-{{{{.values.environment}}}}-{{{{.name}}}}",
+                    # nameNormalized: the cluster's name made a valid Kubernetes name (Argo CD's
+                    # SanitizeName); names like EKS ARNs, which `argocd cluster add` takes from
+                    # kube contexts, hold ':' and '/'.
+                    "name": f"{model}-{{{{.values.environment}}}}-{{{{.nameNormalized}}}}",
                     "labels": {MODEL_LABEL: model, ENV_LABEL: "{{.values.environment}}",
-                               CLUSTER_LABEL: "{{.name}}"},
+                               CLUSTER_LABEL: "{{.nameNormalized}}"},
                     "annotations": annotations,
                 },
                 "spec": {
@@ -294,8 +297,11 @@ def _notifications(inputs: ScaffoldInputs) -> str:
     for event, condition in EVENTS.items():
         template = ("webhook:\n  promoter:\n    method: POST\n    body: |\n"
                     f"      {notification_body(event)}\n")
-        # Sync results once per revision; health on every change of the condition.
-        once = "  oncePer: app.status.sync.revision\n" if event.startswith("sync-") else ""
+        # Sync results once per sync operation's revision, as Argo CD's own catalog does: the
+        # repository's HEAD (status.sync.revision) moves with every model's commit, and would
+        # re-send every Application's last result. Health: on every change of the condition.
+        once = ("  oncePer: app.status.operationState?.syncResult?.revision\n"
+                if event.startswith("sync-") else "")
         trigger = f"- when: {condition}\n{once}  send: [promoter-{event}]\n"
         lines.append(f"  template.promoter-{event}: {_block_scalar(template, 4)}".rstrip("\n"))
         lines.append(f"  trigger.promoter-{event}: {_block_scalar(trigger, 4)}".rstrip("\n"))

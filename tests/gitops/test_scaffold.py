@@ -21,6 +21,8 @@ from tests.conftest import ROOT, cli_runner, requires_kubectl
 from tests.gitops import gotemplate
 
 PASSWORD = "scaffold-test"
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 CLUSTERS = [  # Argo CD cluster secrets as the cluster generator sees them
     {"name": "gpu-eu-1", "server": "https://10.0.0.1",
      "labels": {"gpu": "true", "env": "production", "topology.kubernetes.io/region": "eu-west-1"}},
@@ -29,6 +31,9 @@ CLUSTERS = [  # Argo CD cluster secrets as the cluster generator sees them
     {"name": "gpu-stg-1", "server": "https://10.0.0.3",
      "labels": {"gpu": "true", "env": "staging", "topology.kubernetes.io/region": "eu-west-1"}},
     {"name": "cpu-stg-1", "server": "https://10.0.0.4", "labels": {"env": "staging"}},
+    # as `argocd cluster add` names a cluster after an EKS kube context
+    {"name": "arn:aws:eks:eu-west-1:123456789012:cluster/gpu-eu-2", "server": "https://10.0.0.5",
+     "labels": {"gpu": "true", "env": "production", "topology.kubernetes.io/region": "eu-west-1"}},
 ]
 
 
@@ -139,8 +144,15 @@ def _git_params(tree: Path, generator: dict[str, Any]) -> list[dict[str, Any]]:
     return params
 
 
+def _sanitize_name(name: str) -> str:
+    """Argo CD's SanitizeName, the cluster generator's ``nameNormalized``
+    (argoproj/argo-cd applicationset/utils/template_functions.go @37ee0097)."""
+    return re.sub(r"[^-a-z0-9.]", "-", name.lower())[:253].strip("-.")
+
+
 def _cluster_params(generator: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"name": c["name"], "server": c["server"], "metadata": {"labels": c["labels"]},
+    return [{"name": c["name"], "nameNormalized": _sanitize_name(c["name"]),
+             "server": c["server"], "metadata": {"labels": c["labels"]},
              "values": generator.get("values", {})}
             for c in CLUSTERS if _selects(generator["selector"], c["labels"])]
 
@@ -178,10 +190,15 @@ def test_applicationset_expands_to_buildable_applications_on_selected_clusters(
     models_in = {env: sorted(p.split("/")[1] for p in overlays if p.endswith("/" + env))
                  for env in ("staging", "production")}
     # production: only the eu-west-1 GPU cluster (allowed_regions); staging: only GPU clusters
+    eks = "arn-aws-eks-eu-west-1-123456789012-cluster-gpu-eu-2"
     assert names == sorted([f"{m}-production-gpu-eu-1" for m in models_in["production"]]
+                           + [f"{m}-production-{eks}" for m in models_in["production"]]
                            + [f"{m}-staging-gpu-stg-1" for m in models_in["staging"]])
     for application in applications:
         assert problems(application) == [], application["metadata"]["name"]
+        assert DNS_SUBDOMAIN.fullmatch(application["metadata"]["name"])
+        assert all(LABEL_VALUE.fullmatch(value)
+                   for value in application["metadata"]["labels"].values()), application
         spec, labels = application["spec"], application["metadata"]["labels"]
         env = labels["promoter.dev/environment"]
         assert spec["destination"]["namespace"] == f"models-{env}"
@@ -377,3 +394,20 @@ def test_init_refuses_without_a_public_key(tmp_path: Path,
                                       str(tmp_path / "out"))
     assert code == 1
     assert "image.verification_key" in err
+
+
+def test_sync_notifications_fire_once_per_sync_operation_not_per_repository_commit(
+        scaffold: Path) -> None:
+    """The GitOps repository is shared by every model, so its HEAD (status.sync.revision)
+    moves with every commit; Argo CD's catalog triggers key sync results on the operation's
+    revision instead (argoproj/argo-cd notifications_catalog/triggers/on-sync-succeeded.yaml)."""
+    (config_map,) = _documents(scaffold / "argocd/notifications.yaml")
+    triggers = {key: YAML(typ="safe").load(value)
+                for key, value in config_map["data"].items() if key.startswith("trigger.")}
+    assert triggers
+    for name, trigger in triggers.items():
+        (rule,) = trigger
+        if name.startswith("trigger.promoter-sync-"):
+            assert rule["oncePer"] == "app.status.operationState?.syncResult?.revision", name
+        else:
+            assert "oncePer" not in rule, name

@@ -130,8 +130,8 @@ def test_every_container_runs_non_root_read_only_without_capabilities(overlay: s
 
 @pytest.mark.parametrize("overlay", built.OVERLAYS)
 def test_unready_pods_never_block_a_node_drain(overlay: str) -> None:
-    """/readyz fails while MLflow is unreachable; with the default policy (IfHealthyBudget) a
-    budget short of healthy pods would then refuse every eviction."""
+    """/readyz fails while deliveries cannot be stored; with the default policy
+    (IfHealthyBudget) a budget short of healthy pods would then refuse every eviction."""
     budget = built.one(overlay, "PodDisruptionBudget")
     assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 

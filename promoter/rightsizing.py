@@ -46,9 +46,10 @@ class Report:
     decision: Decision | None        # the verdict on the right-sized deployment
 
 
-def _by_gpu(series: list[Series]) -> dict[tuple[str, str], list[float]]:
-    return {(s.labels.get("pod", ""), s.labels.get("gpu", "")): [v for _, v in s.points]
-            for s in series}
+def _by_gpu(series: list[Series]) -> dict[tuple[str, str], dict[float, float]]:
+    """Each GPU's samples by (pod, gpu), keyed by timestamp: pods come and go in a window."""
+    return {(s.labels.get("pod", ""), s.labels.get("gpu", "")):
+            {moment.timestamp(): value for moment, value in s.points} for s in series}
 
 
 def evidence(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,
@@ -74,8 +75,8 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
     covered = (max(all_points) - min(all_points)).total_seconds() / 86400 if all_points else 0
     keys = sorted(util)
     return rightsize.evidence_from(
-        util=[util[k] for k in keys], memory_used=[used.get(k, []) for k in keys],
-        memory_free=[free.get(k, []) for k in keys],
+        util=[util[k] for k in keys], memory_used=[used.get(k, {}) for k in keys],
+        memory_free=[free.get(k, {}) for k in keys],
         gpus=max(deployment.spec.resources.gpu.count, 1), days=covered,
         rates_by_hour=[values for _, values in sorted(hours.items())])
 

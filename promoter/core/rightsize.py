@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 HOURS_PER_MONTH = 730
@@ -131,19 +131,23 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
     return found
 
 
-def evidence_from(*, util: Sequence[Sequence[float]], memory_used: Sequence[Sequence[float]],
-                  memory_free: Sequence[Sequence[float]], gpus: int, days: float,
+def evidence_from(*, util: Sequence[Mapping[float, float]],
+                  memory_used: Sequence[Mapping[float, float]],
+                  memory_free: Sequence[Mapping[float, float]], gpus: int, days: float,
                   rates_by_hour: Sequence[Sequence[float]]) -> Evidence:
-    """Evidence from per-GPU series (one sequence per GPU, aligned samples)."""
-    flat_util = [v for series in util for v in series]
+    """Evidence from per-GPU series, each ``{timestamp: value}``.
+
+    Sums are taken per timestamp over the GPUs that reported then, and divided by the replicas
+    alive then (reporting GPUs / GPUs per replica): a pod replaced during the window (a rollout,
+    an eviction) counts only while it ran, instead of adding its samples to its successor's."""
+    flat_util = [v for series in util for v in series.values()]
     per_replica = max(gpus, 1)
-    replicas = max(1, len(util) // per_replica)
-    summed_util = [sum(sample) for sample in zip(*util, strict=False)]
-    summed_util = [value / replicas for value in summed_util]      # per replica on average
-    memory_peaks = [max(series) for series in memory_used if series]
-    summed_memory = [sum(sample) / replicas for sample in zip(*memory_used, strict=False)]
-    totals = [used + free for u_series, f_series in zip(memory_used, memory_free, strict=False)
-              for used, free in zip(u_series, f_series, strict=False)]
+    summed_util, alive = _per_replica_sums(util, per_replica)
+    summed_memory, _ = _per_replica_sums(memory_used, per_replica)
+    memory_peaks = [max(series.values()) for series in memory_used if series]
+    totals = [used + free[stamp] for used_series, free in zip(memory_used, memory_free,
+                                                             strict=False)
+              for stamp, used in used_series.items() if stamp in free]
     return Evidence(
         days=days, util_p95=percentile(flat_util, 0.95),
         util_sum_p95=percentile(summed_util, 0.95),
@@ -151,4 +155,21 @@ def evidence_from(*, util: Sequence[Sequence[float]], memory_used: Sequence[Sequ
         memory_sum_peak_mib=max(summed_memory) if summed_memory else math.inf,
         gpu_memory_mib=statistics.median(totals) if totals else None,
         quiet_hour_rate=quiet_hour_rate(rates_by_hour),
-        average_replicas=len(util) / per_replica if util else 0.0)
+        average_replicas=statistics.fmean(alive) if alive else 0.0)
+
+
+def _per_replica_sums(series: Sequence[Mapping[float, float]],
+                      per_replica: int) -> tuple[list[float], list[float]]:
+    """At each timestamp: the sum over the GPUs reporting then per replica alive then, and
+    that replica count."""
+    by_stamp: dict[float, list[float]] = {}
+    for one in series:
+        for stamp, value in one.items():
+            by_stamp.setdefault(stamp, []).append(value)
+    sums, alive = [], []
+    for stamp in sorted(by_stamp):
+        values = by_stamp[stamp]
+        replicas = len(values) / per_replica
+        sums.append(sum(values) / max(replicas, 1.0))
+        alive.append(replicas)
+    return sums, alive

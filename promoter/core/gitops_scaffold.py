@@ -238,8 +238,10 @@ def _applicationset(inputs: ScaffoldInputs) -> dict[str, Any]:
         ]}})
     annotations = {f"notifications.argoproj.io/subscribe.promoter-{event}.promoter": ""
                    for event in EVENTS}
-    # An overlay naming a team without a project lands in a project that does not exist, and
-    # Argo CD refuses to sync it: unknown teams fail closed.
+    # An overlay naming a team without a project names a project that does not exist: the
+    # ApplicationSet controller does not create that Application (unknown teams fail closed).
+    # promoter writes the team annotation into every overlay it renders; a hand-written overlay
+    # without commonAnnotations stops the whole set's generation (missingkey=error).
     project = (project_name(inputs, f'{{{{index .commonAnnotations "{TEAM}"}}}}')
                if inputs.teams else inputs.project)
     return {

@@ -82,16 +82,35 @@ def test_demo_runs_the_whole_loop_on_a_fresh_state_directory(tmp_path: Path) -> 
 
 
 def crash_services(state: Path) -> None:
-    """SIGKILL every process of the demo's state directory, as a power cut would, and wait
+    """SIGKILL every process of the demo's state directory with its whole process group, as a
+    power cut would (each service is a session of its own; MLflow's job consumers, whose
+    command lines do not name the directory, would otherwise live on as orphans), and wait
     until every thread of them has ended. A killed process's leader turns zombie (and its
     command line empties) while its other threads still exit, and its sockets close only with
     the last of them: the old ports are free once this returns."""
-    killed = [int(entry.split(":", 1)[0]) for entry in processes_mentioning(str(state))]
-    for pid in killed:
+    named = [int(entry.split(":", 1)[0]) for entry in processes_mentioning(str(state))]
+    groups = {group for group in map(process_group, named) if group} - {os.getpgrp()}
+    killed = named + [pid for pid in all_pids() if process_group(pid) in groups]
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    for pid in named:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not any(has_live_threads(pid) for pid in killed), 30,
              "the services to die", interval=0.3)
+
+
+def all_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def process_group(pid: int) -> int | None:
+    """The process group of ``pid`` (field 5 of /proc/PID/stat), None once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def has_live_threads(pid: int) -> bool:

@@ -46,34 +46,31 @@ def test_busy_gpus_stay_as_they_are() -> None:
     assert [(p.kind, p.current, p.proposed) for p in found] == [("gpus", "4", "2")]
 
 
-def _series(start: int, stop: int, value: float) -> dict[float, float]:
-    return {float(t): value for t in range(start, stop)}
+def _gpus(*gpus: tuple[int, int, float, float, float], per_replica: int = 1
+          ) -> rightsize.Evidence:
+    """Evidence from GPUs, each reporting (from, to, utilisation %, used MiB, free MiB)
+    at every timestamp in [from, to)."""
+    def series(column: int) -> list[dict[float, float]]:
+        return [{float(t): gpu[column] for t in range(gpu[0], gpu[1])} for gpu in gpus]
+
+    return rightsize.evidence_from(util=series(2), memory_used=series(3),
+                                   memory_free=series(4), gpus=per_replica, days=14,
+                                   rates_by_hour=[])
 
 
 def test_a_pod_replaced_within_the_window_counts_only_while_it_ran() -> None:
     """A rollout halfway: pod a reports for the first half, pod b for the second. One replica
-    was alive throughout; summing by sample position would have doubled everything."""
-    rolled = rightsize.evidence_from(
-        util=[_series(0, 50, 40.0), _series(50, 100, 40.0)],
-        memory_used=[_series(0, 50, 30_000.0), _series(50, 100, 30_000.0)],
-        memory_free=[_series(0, 50, 50_000.0), _series(50, 100, 50_000.0)],
-        gpus=1, days=14, rates_by_hour=[])
+    was alive throughout; summing by sample position would have doubled its replica count."""
+    rolled = _gpus((0, 50, 40.0, 30_000.0, 50_000.0), (50, 100, 40.0, 30_000.0, 50_000.0))
     assert rolled.util_sum_p95 == 40.0 and rolled.memory_sum_peak_mib == 30_000.0
     assert rolled.average_replicas == 1.0 and rolled.gpu_memory_mib == 80_000.0
     # Two replicas side by side all along: twice the GPUs, the same per-replica sums.
-    both = rightsize.evidence_from(
-        util=[_series(0, 100, 40.0), _series(0, 100, 40.0)],
-        memory_used=[_series(0, 100, 30_000.0), _series(0, 100, 30_000.0)],
-        memory_free=[_series(0, 100, 50_000.0), _series(0, 100, 50_000.0)],
-        gpus=1, days=14, rates_by_hour=[])
+    both = _gpus((0, 100, 40.0, 30_000.0, 50_000.0), (0, 100, 40.0, 30_000.0, 50_000.0))
     assert both.util_sum_p95 == 40.0 and both.average_replicas == 2.0
 
 
 def test_a_replica_over_two_gpus_sums_its_gpus() -> None:
-    found = rightsize.evidence_from(
-        util=[_series(0, 10, 30.0), _series(0, 10, 20.0)],
-        memory_used=[_series(0, 10, 10_000.0), _series(0, 10, 12_000.0)],
-        memory_free=[_series(0, 10, 70_000.0), _series(0, 10, 68_000.0)],
-        gpus=2, days=14, rates_by_hour=[])
+    found = _gpus((0, 10, 30.0, 10_000.0, 70_000.0), (0, 10, 20.0, 12_000.0, 68_000.0),
+                  per_replica=2)
     assert found.util_sum_p95 == 50.0 and found.memory_sum_peak_mib == 22_000.0
     assert found.average_replicas == 1.0 and found.memory_peak_mib == 12_000.0

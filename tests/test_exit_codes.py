@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.mlflow_server import MlflowServer
+from tests.fixtures.mlflow_server import MlflowServer, silent_server
 from tests.fixtures.stack import (
     mlflow_client,
     promoter_environ,
@@ -83,11 +83,8 @@ def test_documented_exit_codes(args: list[str], code: int, says: str, env: dict[
 
 @pytest.fixture
 def silent_mlflow() -> Iterator[str]:
-    """A port that accepts connections and never answers: an MLflow that hangs."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with silent_server() as url:
+        yield url
 
 
 def test_promote_left_for_retry_exits_3(env: dict[str, str], tmp_path: Path) -> None:

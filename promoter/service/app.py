@@ -46,7 +46,10 @@ if TYPE_CHECKING:
     from promoter.settings import Settings
 
 _log = logging.getLogger("promoter.intake")
-READY_TIMEOUT_SECONDS = 5.0
+# /readyz runs its probes together and answers within the kubelet's 5 s probe timeout
+# (deploy/base/deployment.yaml); MLflow's state is only reported, so it gets less.
+READY_TIMEOUT_SECONDS = 4.0
+MLFLOW_REPORT_TIMEOUT_SECONDS = 2.0
 WRITE_FAILURE_MEMORY_SECONDS = 60.0  # /readyz stays not-ready this long after a failed store
 _PROBE_BYTES = b"promoter readiness probe\n" * 160  # 4 KiB: needs a new data block
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/[^\s'\"()<>,;]+")
@@ -171,10 +174,13 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         # unreachable MLflow is reported, not a reason to leave the Service: stored jobs wait
         # out the outage with the queue's backoff, while GitLab's and Argo CD's deliveries,
         # which need no MLflow to be stored, would otherwise find no endpoint at all.
-        checks = {"queue": await _probe(queue.ping),
-                  "state_writes": await _probe(writes.check),
-                  "mlflow": await _probe(registry.ping) if registry else "not configured"}
-        ready = checks["queue"] == "ok" and checks["state_writes"] == "ok"
+        probes = [_probe(queue.ping), _probe(writes.check)]
+        if registry is not None:
+            probes.append(_probe(registry.ping, MLFLOW_REPORT_TIMEOUT_SECONDS))
+        queue_state, writes_state, *mlflow_state = await asyncio.gather(*probes)
+        checks = {"queue": queue_state, "state_writes": writes_state,
+                  "mlflow": mlflow_state[0] if mlflow_state else "not configured"}
+        ready = queue_state == "ok" and writes_state == "ok"
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                             status_code=200 if ready else 503)
 
@@ -276,11 +282,11 @@ def _reject(metrics: Metrics, source: str, outcome: str, status: int, error: str
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-async def _probe(check: Callable[[], None]) -> str:
+async def _probe(check: Callable[[], None], timeout: float = READY_TIMEOUT_SECONDS) -> str:
     try:
-        await asyncio.wait_for(run_in_threadpool(check), READY_TIMEOUT_SECONDS)
+        await asyncio.wait_for(run_in_threadpool(check), timeout)
     except TimeoutError:
-        return f"no answer within {READY_TIMEOUT_SECONDS:.0f} s"
+        return f"no answer within {timeout:.0f} s"
     except (PromoterError, OSError, sqlite3.Error) as exc:
         return public_reason(exc)
     except Exception as exc:  # a probe reports, it does not crash the endpoint

@@ -272,6 +272,22 @@ def test_readyz_reports_an_unreachable_mlflow_and_stays_ready(app_client_factory
     assert app_client_factory().get("/healthz").json() == {"status": "ok"}
 
 
+def test_readyz_gives_up_on_a_hanging_mlflow_and_stays_ready(app_client_factory: Any,
+                                                             tmp_path: Any) -> None:
+    """An MLflow that accepts and never answers holds the real client for its 10 s timeout,
+    beyond the kubelet's 5 s probe timeout: /readyz reports it after its own shorter wait."""
+    from promoter.service import composition
+    from promoter.service.app import MLFLOW_REPORT_TIMEOUT_SECONDS
+    from tests.fixtures.mlflow_server import silent_server
+
+    with silent_server() as url:
+        registry = composition.registry(make_settings(tmp_path, MLFLOW_TRACKING_URI=url))
+        response = app_client_factory(registry=registry).get("/readyz")
+    assert response.status_code == 200 and response.json()["status"] == "ready"
+    assert response.json()["checks"]["mlflow"] == \
+        f"no answer within {MLFLOW_REPORT_TIMEOUT_SECONDS:.0f} s"
+
+
 def test_one_delivery_fanning_out_to_two_envs_is_deduplicated_per_env(
         app_client_factory: Any, tmp_path: Any) -> None:
     config = tmp_path / "promoter.yaml"

@@ -125,8 +125,9 @@ def local_review(settings: Settings,
 
 
 def signer(settings: Settings) -> Signer | None:
-    """A key-based cosign signer when image.signing_key is set (password COSIGN_PASSWORD)."""
-    if settings.image.signing_key is None or settings.image.oci_layout is not None:
+    """A key-based cosign signer when image.signing_key is set (password COSIGN_PASSWORD;
+    the settings refuse a key together with image.oci_layout, which holds no signature)."""
+    if settings.image.signing_key is None:
         return None
     password = settings.secret("COSIGN_PASSWORD")
     return cosign_signer(settings, password=password.reveal() if password else "")
@@ -135,8 +136,6 @@ def signer(settings: Settings) -> Signer | None:
 def verifier(settings: Settings, signing: Signer | None) -> Verifier | None:
     """What checks a signature before an MR is opened: the configured verification key (an
     image signed elsewhere, e.g. by CI), else the signing key's own public half."""
-    if settings.image.oci_layout is not None:
-        return None
     if signing is not None or settings.image.verification_key is None:
         return signing  # a signer verifies with image.verification_key when one is set
     return cosign_verifier(settings, public_key=settings.image.verification_key)

@@ -14,6 +14,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from promoter import rendering
+from promoter.core.quantity import parse_quantity
 from promoter.core.render import ImagePin
 from promoter.settings import load_settings
 from tests.conftest import EXAMPLES, ROOT, requires_kubectl
@@ -117,17 +118,6 @@ def test_the_cluster_pulls_exactly_the_pinned_digest(tmp_path: Path, example: st
 KSERVE_RUNTIMES = Path(__file__).parent / "data" / "kserve_runtimes"
 KSERVE_EXAMPLES = sorted(name for name, (runtime, how) in EXAMPLES_RUN.items()
                          if how == "storageUri")
-_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-
-
-def quantity(value: str | int) -> float:
-    """A Kubernetes resource quantity ("500m", "2Gi", "8") as a number."""
-    text = str(value)
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if text.endswith(suffix):
-            return float(text[:-len(suffix)]) * _SUFFIXES[suffix]
-    return float(text)
 
 
 def stock_runtime(model_format: str) -> dict[str, Any]:
@@ -170,7 +160,8 @@ def test_kserve_runs_the_predictor_with_its_stock_runtime_and_scrapes_its_metric
         requests, limits = container["resources"]["requests"], container["resources"]["limits"]
         for resource, requested in requests.items():
             if resource in limits:
-                assert quantity(requested) <= quantity(limits[resource]), (env, resource)
+                assert parse_quantity(str(requested)) <= \
+                    parse_quantity(str(limits[resource])), (env, resource)
         # KServe's Service: the first declared port as its HTTP port, the others by name.
         ports = container["ports"]
         assert ports and ports[0]["containerPort"] == 8080, env
@@ -191,5 +182,4 @@ def test_the_kserve_merge_check_catches_a_request_above_the_runtime_limit() -> N
     merged = merge_over_runtime(runtime, {"resources": {"requests": {"cpu": "8"},
                                                         "limits": {"memory": "8Gi"}}})
     assert merged["resources"]["limits"] == {"cpu": "1", "memory": "8Gi"}
-    assert quantity(merged["resources"]["requests"]["cpu"]) > quantity("1")
-    assert quantity("500m") == 0.5 and quantity("2Gi") == 2 * 2**30
+    assert parse_quantity(merged["resources"]["requests"]["cpu"]) > parse_quantity("1")

@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 from ruamel.yaml import YAML
 
+from promoter.core.quantity import parse_quantity
 from promoter.secret_settings import SECRET_VARIABLES
 from promoter.service.app import create_app
 from promoter.service.queue import JobQueue
@@ -136,17 +137,6 @@ def test_unready_pods_never_block_a_node_drain(overlay: str) -> None:
     assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
-GIB = 2**30
-_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-
-
-def _bytes(quantity: str) -> int:
-    for suffix, factor in _UNITS.items():
-        if quantity.endswith(suffix):
-            return int(quantity[:-2]) * factor
-    return int(quantity)
-
-
 @pytest.mark.parametrize("overlay", built.OVERLAYS)
 def test_temporary_files_go_to_a_scratch_volume_sized_for_models(overlay: str) -> None:
     """Builds download the model and pip installs its requirements through temporary
@@ -157,10 +147,10 @@ def test_temporary_files_go_to_a_scratch_volume_sized_for_models(overlay: str) -
     found = mount_of(spec, container, tmpdir)
     assert found is not None, f"TMPDIR {tmpdir} is on no mounted volume"
     volume, _ = found
-    assert _bytes(volume["emptyDir"]["sizeLimit"]) >= 50 * GIB, volume
-    empty_dirs = sum(_bytes(v["emptyDir"].get("sizeLimit", "0")) for v in spec["volumes"]
-                     if v.get("emptyDir") is not None)
-    limit = _bytes(container["resources"]["limits"]["ephemeral-storage"])
+    assert parse_quantity(volume["emptyDir"]["sizeLimit"]) >= parse_quantity("50Gi"), volume
+    empty_dirs = sum(parse_quantity(v["emptyDir"].get("sizeLimit", "0"))
+                     for v in spec["volumes"] if v.get("emptyDir") is not None)
+    limit = parse_quantity(container["resources"]["limits"]["ephemeral-storage"])
     assert limit >= empty_dirs, (limit, empty_dirs)
 
 

@@ -24,16 +24,16 @@ DEMO_MODEL = "Demo Fraud Detector"
 def processes_mentioning(text: str) -> list[str]:
     """Live processes whose command line mentions ``text`` (the demo's state directory)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for pid in all_pids():
+        if pid == os.getpid():
             continue
         try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            status = (entry / "status").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue  # ended while we looked
         if text in command and "State:\tZ" not in status:
-            found.append(f"{entry.name}: {command}")
+            found.append(f"{pid}: {command}")
     return found
 
 

@@ -32,37 +32,56 @@ IMAGE = ImagePin("registry.example.com/models/m", "sha256:" + "1a" * 32)
 MODELCAR = ImagePin("registry.example.com/modelcars/m", "sha256:" + "2b" * 32)
 
 
-def flag_list(runtime: str) -> set[str]:
-    name = DESCRIPTORS[runtime]["server"]["flagList"]
-    return {line.strip() for line in (FLAGS / name).read_text().splitlines() if line.strip()}
+def flag_list(runtime: str, platform: str) -> set[str]:
+    """Every flag the server that ``runtime``'s ``platform`` form runs knows: the union of
+    the lists its descriptor names for that platform (``server.flagLists``)."""
+    names = DESCRIPTORS[runtime]["server"]["flagLists"][platform]
+    return {line.strip() for name in names
+            for line in (FLAGS / name).read_text().splitlines() if line.strip()}
 
 
 def flag(argument: str) -> str:
     return argument.split("=", 1)[0]
 
 
-def test_every_runtime_with_server_arguments_names_a_flag_list() -> None:
-    with_args = {name for name, data in DESCRIPTORS.items()
-                 if any(form.get("args") for form in data["platforms"].values())}
-    assert with_args == {"vllm", "triton"}
-    for runtime in with_args:
-        assert len(flag_list(runtime)) > 50, runtime  # a real list, not a hand-picked few
+FORMS_WITH_ARGS = sorted((runtime, platform) for runtime, data in DESCRIPTORS.items()
+                         for platform, form in data["platforms"].items() if form.get("args"))
 
 
-@pytest.mark.parametrize("runtime", ["vllm", "triton"])
-def test_every_argument_a_descriptor_can_emit_is_a_flag_of_the_pinned_server(runtime: str) -> None:
-    known = flag_list(runtime)
-    patterns = [arg for form in DESCRIPTORS[runtime]["platforms"].values()
-                for arg in form.get("args", [])]
-    assert patterns
+def test_every_form_with_server_arguments_names_its_flag_lists() -> None:
+    assert FORMS_WITH_ARGS == [("triton", "kubernetes"), ("vllm", "kserve"),
+                               ("vllm", "kubernetes")]
+    for runtime, platform in FORMS_WITH_ARGS:
+        # a real list, not a hand-picked few
+        assert len(flag_list(runtime, platform)) > 50, (runtime, platform)
+
+
+@pytest.mark.parametrize(("runtime", "platform"), FORMS_WITH_ARGS)
+def test_every_argument_a_descriptor_can_emit_is_a_flag_of_the_pinned_server(
+        runtime: str, platform: str) -> None:
+    known = flag_list(runtime, platform)
+    patterns = DESCRIPTORS[runtime]["platforms"][platform]["args"]
     assert [flag(arg) for arg in patterns if flag(arg) not in known] == []
 
 
 def test_the_flag_check_catches_a_misspelt_flag() -> None:
-    assert flag("--tensor-parallel-size=2") in flag_list("vllm")
-    assert flag("--tensor-paralel-size=2") not in flag_list("vllm")
-    assert flag("--model-store=/m") in flag_list("triton")
-    assert flag("--model-dir=/m") not in flag_list("triton")
+    assert flag("--tensor-parallel-size=2") in flag_list("vllm", "kubernetes")
+    assert flag("--tensor-paralel-size=2") not in flag_list("vllm", "kubernetes")
+    assert flag("--model-store=/m") in flag_list("triton", "kubernetes")
+    assert flag("--model-dir=/m") not in flag_list("triton", "kubernetes")
+
+
+def test_the_flag_lists_are_the_pinned_versions() -> None:
+    """The plain form's list is v0.7.2's, not the v0.7 line's: a flag renamed between commits
+    of one line shows (v0.7.2 still has AsyncEngineArgs' --disable-log-requests and not yet
+    --intial-incremental-detokenization-offset). The KServe form also knows KServe's own
+    flags and vLLM 0.9's (--max-model-len is in both vLLM lists; --model_dir only in KServe's)."""
+    plain, on_kserve = flag_list("vllm", "kubernetes"), flag_list("vllm", "kserve")
+    assert "--disable-log-requests" in plain
+    assert "--intial-incremental-detokenization-offset" not in plain
+    assert {"--model_dir", "--backend", "--max-model-len"} <= on_kserve
+    assert "--model_dir" not in plain
+    assert "--enable-prompt-embeds" in on_kserve - plain  # new in the 0.9 line
 
 
 def build(tmp_path: Path, example: str, env: str) -> list[dict[str, Any]]:
@@ -94,6 +113,10 @@ def pulled(documents: list[dict[str, Any]]) -> tuple[set[str], list[list[str]]]:
     return references, args
 
 
+def platform_of(documents: list[dict[str, Any]]) -> str:
+    return "kserve" if any(d["kind"] == "InferenceService" for d in documents) else "kubernetes"
+
+
 @requires_kubectl
 @pytest.mark.parametrize("example", sorted(EXAMPLES_RUN))
 def test_the_cluster_pulls_exactly_the_pinned_digest(tmp_path: Path, example: str) -> None:
@@ -107,10 +130,11 @@ def test_the_cluster_pulls_exactly_the_pinned_digest(tmp_path: Path, example: st
                          f"{MODELCAR.repository}@{MODELCAR.digest}"},
     }[how]
     for env in ("staging", "production"):
-        references, args = pulled(build(tmp_path / env, example, env))
+        documents = build(tmp_path / env, example, env)
+        references, args = pulled(documents)
         assert references == expected, env
-        if "flagList" in descriptor["server"]:
-            known = flag_list(runtime)
+        if "flagLists" in descriptor["server"]:
+            known = flag_list(runtime, platform_of(documents))
             emitted = [flag(arg) for container in args for arg in container]
             assert emitted and [f for f in emitted if f not in known] == []
 

@@ -4,8 +4,9 @@ Checks, in order: the shared token (``X-Gitlab-Token``, compared in constant tim
 ``PROMOTER_GITLAB_WEBHOOK_TOKEN``), the event kind, the body, the ``Idempotency-Key`` (GitLab
 sends the same key on every retry of one delivery; stored durably in the one dedupe table of
 the state database, so a re-delivery after a restart is still recognised), and finally that
-the MR head is the commit promoter pushed. Only then is ``on_event`` called. A head someone
-else pushed is answered ``human_commit`` and not acted on. Framework-agnostic:
+the MR head is the commit promoter pushed and the MR still targets the configured branch (an MR
+retargeted elsewhere deploys nothing Argo CD syncs). Only then is ``on_event`` called. A head
+someone else pushed is answered ``human_commit`` and not acted on. Framework-agnostic:
 ``handle(headers, body) -> (status, json)``.
 """
 
@@ -64,9 +65,10 @@ class DeliveryLog:
 
 class GitLabHookHandler:
     def __init__(self, token: Secret | None, deliveries: DeliveryLog, pushed_head: PushedHead,
-                 on_event: Callable[[ForgeEvent], None], *,
+                 on_event: Callable[[ForgeEvent], None], *, target_branch: str = "main",
                  max_body_bytes: int = 1024 * 1024) -> None:
         self._token = token
+        self._target_branch = target_branch
         self._deliveries = deliveries
         self._pushed_head = pushed_head
         self._on_event = on_event
@@ -80,6 +82,7 @@ class GitLabHookHandler:
         wires it)."""
         state = state or StateDB.open(Path(settings.state_dir))
         return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state), pushed_head, on_event,
+                   target_branch=settings.git.target_branch,
                    max_body_bytes=settings.server.max_body_bytes)
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
@@ -149,6 +152,15 @@ class GitLabHookHandler:
                          f"branch {branch}, not {source[:200]!r}", **described}
         if event.head_sha != sha:
             return 200, {"status": "human_commit", "pushed_sha": sha, **described}
+        if isinstance(event, MergeRequestEvent) and event.target_branch != self._target_branch:
+            # Retargeted by someone: merging it there deploys nothing, so it must not count as
+            # live (the staging-first gate and `audit live` read merges).
+            log(_log, logging.WARNING, "promoter's MR targets another branch; not acted on",
+                iid=event.iid, project=event.project_id,
+                target_branch=event.target_branch[:200], expected=self._target_branch)
+            return 200, {"status": "ignored", "reason": f"!{event.iid} targets "
+                         f"{event.target_branch[:200]!r}, not {self._target_branch!r}",
+                         **described}
         self._on_event(event)
         return 200, {"status": "accepted", **described}
 

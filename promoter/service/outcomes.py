@@ -2,6 +2,11 @@
 
 Both providers call ``MergeRequestOutcomes`` the same way: GitLab through its webhook (only
 when the MR head is the commit promoter pushed), the local provider from ``promoter mr``.
+
+An event is about the version its MR deploys (recorded with the head promoter pushed), which
+is not always the deployment's current one: a merge hook can arrive after the alias moved on
+and a newer MR was opened on the same branch. Such an MR's outcome is written back and
+audited for its own version; the ledger row, which follows the newest MR, is left alone.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
 from promoter.service.ledger import StateLedger
 from promoter.service.logs import log
+from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.outcomes")
 # MR Hook action -> promoter.<env>.status. "approval" (one of several approvals) is audited only.
@@ -22,10 +28,12 @@ STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed
 
 
 class MergeRequestOutcomes:
-    def __init__(self, registry: Registry | None, ledger: StateLedger, audit: AuditTrail) -> None:
+    def __init__(self, registry: Registry | None, ledger: StateLedger, audit: AuditTrail,
+                 heads: PushedHeads) -> None:
         self.registry = registry
         self.ledger = ledger
         self.audit = audit
+        self.heads = heads
 
     def __call__(self, event: ForgeEvent) -> None:
         if isinstance(event, PipelineEvent):
@@ -36,36 +44,43 @@ class MergeRequestOutcomes:
         if not isinstance(event, MergeRequestEvent) or not event.name or not event.env:
             return
         state = self.ledger.by_deployment(event.name, event.env)
+        # Rows written before MRs were recorded in the ledger have no iid: theirs is current.
+        current = state is not None and state.mr_iid in (None, event.iid)
+        version = self.heads.pushed_version(event.project_id, event.iid)
+        if current and state is not None:
+            version = state.version
+        model = state.model if state else None
         status = STATUS_FOR_ACTION.get(event.action)
-        if state is not None and state.status == DeploymentStatus.DECOMMISSIONING:
+        if current and state is not None and state.status == DeploymentStatus.DECOMMISSIONING:
             # A removal MR: approving it changes nothing yet (and must not overwrite the
             # "decommissioning" the merge below is recognised by); merging it removes the model.
             status = {"approved": None, "merged": DeploymentStatus.DECOMMISSIONED}.get(
                 status or "", status)
+        known = model is not None and version is not None
         # The merge entries carry model, version and status: `audit live` replays them.
         self.audit.record(f"mr.{event.action}", actor=event.user or "unknown",
                           name=event.name, env=event.env, iid=event.iid,
                           url=event.url, user=event.user, head_sha=event.head_sha,
-                          model=state.model if state else None,
-                          version=state.version if state else None,
-                          status=status if state else None)
-        if status is None or state is None:
+                          model=model if known else None, version=version if known else None,
+                          status=status if known else None)
+        if status is None or model is None or version is None:
             return
-        self.ledger.set_status(event.name, event.env, status)
+        if current:
+            self.ledger.set_status(event.name, event.env, status)
         if self.registry is None:
             return
         try:
-            self.registry.write_back(state.model, state.version, state.env,
+            self.registry.write_back(model, version, event.env,
                                      {"status": status, "mr_url": event.url})
             if status in (DeploymentStatus.MERGED, DeploymentStatus.DECOMMISSIONED):
-                self._track_live(state.model, state.version, state.env, status)
+                self._track_live(model, version, event.env, status)
         except PromoterError as exc:
             # GitLab retries a failed delivery (the hook handler releases it); the local
             # provider's `promoter mr` says so. Either way the audit keeps the fact.
-            self.audit.record("write_back.failed", model=state.model, version=state.version,
-                              env=state.env, status=status, reason=exc.message)
+            self.audit.record("write_back.failed", model=model, version=version,
+                              env=event.env, status=status, reason=exc.message)
             log(_log, logging.WARNING, "could not write the MR outcome back to MLflow",
-                model=state.model, version=state.version, env=state.env, reason=exc.message)
+                model=model, version=version, env=event.env, reason=exc.message)
             raise
 
     def _track_live(self, model: str, version: str, env: str, status: str) -> None:

@@ -49,6 +49,13 @@ class PushedHeads:
             (project, iid)).fetchone())
         return (str(row[0]), str(row[1])) if row else None
 
+    def pushed_version(self, project: int, iid: int) -> str | None:
+        """The model version promoter's head of the MR deploys, or None."""
+        row = self.db.read(lambda conn: conn.execute(
+            "SELECT version FROM pushed_heads WHERE project = ? AND iid = ?",
+            (project, iid)).fetchone())
+        return str(row[0]) if row and row[0] is not None else None
+
     def pushed_sha(self, project: int, iid: int) -> str | None:
         row = self.db.read(lambda conn: conn.execute(
             "SELECT sha FROM pushed_heads WHERE project = ? AND iid = ?",

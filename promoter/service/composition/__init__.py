@@ -41,6 +41,7 @@ from promoter.service.composition.state import describe as describe_state
 from promoter.service.ledger import StateLedger
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.settings import Settings
+from promoter.state.pushed_heads import PushedHeads
 
 if TYPE_CHECKING:
     from promoter.ports.clusters import ApplicationSource
@@ -90,7 +91,7 @@ def webhooks(settings: Settings) -> WebhookAdmin:
 
 def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutcomes:
     return MergeRequestOutcomes(registry, StateLedger(state_db(settings)),
-                                audit_trail(settings))
+                                audit_trail(settings), PushedHeads(state_db(settings)))
 
 
 def provider(settings: Settings,
@@ -182,7 +183,6 @@ def cluster_feedback(settings: Settings, registry: Registry | None) -> ClusterFe
 def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> GitLabHookHandler:
     """``POST /webhooks/gitlab``: acts only on MR heads recorded as pushed by promoter."""
     from promoter.service.gitlab_hook import GitLabHookHandler
-    from promoter.state.pushed_heads import PushedHeads
 
     return GitLabHookHandler.from_settings(
         settings, on_event, PushedHeads(state_db(settings)).pushed, state_db(settings))

@@ -1,0 +1,117 @@
+"""What a merge request's outcome changes: the version that MR deploys, on the branch Argo CD
+syncs; never the version a newer MR of the same deployment proposes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.ports.pipeline import DeployedState
+from promoter.secret_settings import Secret
+from promoter.service.audit import AuditTrail
+from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler
+from promoter.service.ledger import StateLedger
+from promoter.service.outcomes import MergeRequestOutcomes
+from promoter.state.db import StateDB
+from promoter.state.pushed_heads import PushedHeads
+
+TOKEN = "hook-s3cret"
+BRANCH = "promote/fraud/staging"
+
+
+class Tags:
+    """The registry's write-back side, recorded (the hook path needs nothing else)."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, str, str, dict[str, str]]] = []
+        self.live: dict[tuple[str, str], str | None] = {}
+
+    def write_back(self, model: str, version: str, env: str, tags: dict[str, str]) -> None:
+        self.written.append((model, version, env, tags))
+
+    def live_version(self, model: str, env: str) -> str | None:
+        return self.live.get((model, env))
+
+    def set_live_version(self, model: str, env: str, version: str | None) -> None:
+        self.live[(model, env)] = version
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        db = StateDB.open(tmp / "state")
+        self.ledger, self.audit, self.heads = StateLedger(db), AuditTrail(tmp / "state", db), \
+            PushedHeads(db)
+        self.tags = Tags()
+        outcomes = MergeRequestOutcomes(self.tags, self.ledger, self.audit,  # type: ignore[arg-type]
+                                        self.heads)
+        self.handler = GitLabHookHandler(Secret(TOKEN), DeliveryLog(db), self.heads.pushed,
+                                         outcomes, target_branch="main")
+
+    def opened(self, iid: int, version: str) -> None:
+        """promoter pushed ``version`` as MR ``iid`` and the ledger follows that MR."""
+        sha = f"{iid:x}" * 40
+        self.heads.record(7, iid, BRANCH, sha[:40], version)
+        self.ledger.put(DeployedState("fraud", "staging", "fraud", version, "mr_opened", iid))
+
+    def hook(self, iid: int, action: str = "merge", target: str = "main") -> dict[str, Any]:
+        attributes = {"iid": iid, "action": action, "state": "merged", "source_branch": BRANCH,
+                      "target_branch": target, "last_commit": {"id": (f"{iid:x}" * 40)[:40]},
+                      "url": f"https://gitlab.example.com/g/gitops/-/merge_requests/{iid}",
+                      "title": f"Promote fraud to staging (!{iid})"}
+        body = {"object_kind": "merge_request", "event_type": "merge_request",
+                "user": {"username": "alice"},
+                "project": {"id": 7, "path_with_namespace": "g/gitops"},
+                "object_attributes": attributes}
+        status, answer = self.handler.handle(
+            {"X-Gitlab-Token": TOKEN, "X-Gitlab-Event": "Merge Request Hook"},
+            json.dumps(body).encode())
+        assert status == 200
+        return answer
+
+    def merges(self) -> list[dict[str, Any]]:
+        return [{k: e.get(k) for k in ("iid", "version", "status")}
+                for e in self.audit.entries() if e["event"] == "mr.merge"]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def test_a_late_merge_of_an_older_mr_is_recorded_for_the_version_it_deployed(
+        world: World) -> None:
+    """!1 (v5) merged; before its hook arrived the alias moved to v6 and !2 was opened on the
+    same branch. The merge deployed v5: v5 is live, v6 is still only proposed."""
+    world.opened(1, "5")
+    world.opened(2, "6")
+    assert world.hook(1)["status"] == "accepted"
+    assert world.merges() == [{"iid": 1, "version": "5", "status": "merged"}]
+    assert world.audit.live_since("fraud", "5", "staging") is not None
+    assert world.audit.live_since("fraud", "6", "staging") is None
+    row = world.ledger.by_deployment("fraud", "staging")
+    assert row is not None and (row.version, row.status, row.mr_iid) == ("6", "mr_opened", 2)
+    assert [(v, t["status"]) for _, v, _, t in world.tags.written] == [("5", "merged")]
+    assert world.tags.live == {("fraud", "staging"): "5"}
+
+
+def test_the_current_mrs_merge_updates_the_ledger(world: World) -> None:
+    world.opened(1, "5")
+    world.opened(2, "6")
+    assert world.hook(2)["status"] == "accepted"
+    assert world.merges() == [{"iid": 2, "version": "6", "status": "merged"}]
+    row = world.ledger.by_deployment("fraud", "staging")
+    assert row is not None and (row.version, row.status) == ("6", "merged")
+    assert world.tags.live == {("fraud", "staging"): "6"}
+
+
+def test_a_merge_into_another_branch_deploys_nothing_and_is_not_acted_on(world: World) -> None:
+    world.opened(1, "5")
+    answer = world.hook(1, target="scratch")
+    assert answer["status"] == "ignored" and "'scratch', not 'main'" in answer["reason"]
+    assert world.merges() == [] and world.tags.written == []
+    assert world.audit.live_since("fraud", "5", "staging") is None
+    row = world.ledger.by_deployment("fraud", "staging")
+    assert row is not None and row.status == "mr_opened"

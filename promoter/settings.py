@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     ConfigDict,
@@ -307,6 +308,16 @@ class Settings(_Section):
 
     def secret(self, name: str) -> Secret | None:
         return self.secrets.get(name)
+
+    def secret_values(self) -> list[str]:
+        """What logs must never show: the secrets, and a password written into an MLflow URI
+        (``https://user:password@host``, which MLflow's client accepts)."""
+        values = [secret.reveal() for secret in self.secrets.values()]
+        for uri in (self.mlflow.tracking_uri, self.mlflow.ui_url):
+            password = urlsplit(uri).password if uri else None
+            if password:
+                values.append(password)
+        return [value for value in values if value]
 
     def targets(self) -> Targets:
         """The environments and defaults as the core's frozen value (settings_core)."""

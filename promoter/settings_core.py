@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
@@ -37,7 +38,7 @@ def gates(settings: Settings) -> tuple[Gate, ...]:
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
     """What the promotion pipeline reads, and nothing else (no secrets, no paths)."""
-    base = settings.mlflow.ui_url or settings.mlflow.tracking_uri
+    base = _without_userinfo(settings.mlflow.ui_url or settings.mlflow.tracking_uri)
     return PipelineConfig(
         targets=targets(settings),
         policy=PolicyConfig(required_tags=frozen(settings.policy.required_tags),
@@ -54,6 +55,17 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
                                 for team, access in settings.policy.teams.items()}),
         manifests_dir=settings.git.manifests_dir, target_branch=settings.git.target_branch,
         run_link_base=base if base and base.startswith(("http://", "https://")) else None)
+
+
+def _without_userinfo(url: str | None) -> str | None:
+    """``url`` without ``user:password@``: a tracking URI may carry MLflow's credentials, and
+    run links built on it go into MR text."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _sample_intent(defaults: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -73,6 +73,19 @@ def test_secrets_only_from_environment_or_files(tmp_path: Path) -> None:
     assert "glpat-from-file" not in repr(settings) and "glpat" not in str(token)
 
 
+def test_credentials_in_the_mlflow_uri_stay_out_of_run_links_and_logs() -> None:
+    """MLflow's client takes ``https://user:password@host``; run links in MR text are built
+    on the tracking URI, and the service's logs mask every secret value."""
+    settings = load_settings(None, environ={
+        "MLFLOW_TRACKING_URI": "https://promoter:hunter2@mlflow.example.com:5000",
+        "COSIGN_PASSWORD": "pw"})
+    assert settings.pipeline_config().run_link_base == "https://mlflow.example.com:5000"
+    assert sorted(settings.secret_values()) == ["hunter2", "pw"]
+    plain = load_settings(None, environ={"MLFLOW_TRACKING_URI": "https://mlflow.example.com"})
+    assert plain.pipeline_config().run_link_base == "https://mlflow.example.com"
+    assert plain.secret_values() == []
+
+
 def test_unreadable_or_non_mapping_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read configuration"):
         load_settings(tmp_path / "missing.yaml", environ={})

@@ -65,8 +65,11 @@ def plain(text: str) -> str:
 
 
 def safe_url(url: str | None) -> str | None:
-    """An http(s) URL fit for ``[text](url)``, or None when it is not one."""
+    """An http(s) URL fit for ``[text](url)``, or None when it is not one. A URL with
+    ``user:password@`` is not: MR text is read by everyone who can see the project."""
     if not url or not re.fullmatch(r"https?://[^\s<>\"'`\\]+", url):
+        return None
+    if "@" in re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]:
         return None
     return url.replace("(", "%28").replace(")", "%29")
 

@@ -40,7 +40,7 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     from promoter.service.reconcile import run_periodically
     from promoter.service.worker import Worker
 
-    logs.configure(secrets=[secret.reveal() for secret in settings.secrets.values()])
+    logs.configure(secrets=settings.secret_values())
     queue = JobQueue(composition.state_db(settings),
                      settle_seconds=settings.server.burst_settle_seconds)
 

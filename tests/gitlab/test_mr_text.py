@@ -84,6 +84,13 @@ def test_a_hostile_run_url_is_not_linked() -> None:
     assert "](javascript" not in mr_text.description(facts)
 
 
+def test_a_run_url_with_credentials_is_not_linked() -> None:
+    facts = MrFacts(model="m", version="1", env="staging", name="m", run_id="r1",
+                    run_url="https://promoter:s3cret@mlflow.example.com/#/runs/r1")
+    assert "s3cret" not in mr_text.description(facts)
+    assert mr_text.safe_url("https://mlflow.example.com/#/runs/r1?by=a@b") is not None
+
+
 def test_marker_is_read_back_and_cannot_be_forged_by_escaped_text() -> None:
     text = mr_text.with_marker("body", "fraud", "staging", "12")
     assert mr_text.marker_version(text) == "12"

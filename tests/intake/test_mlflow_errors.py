@@ -106,3 +106,18 @@ def test_messages_name_the_server_without_its_credentials() -> None:
     where = redact_uri("https://alice:s3cret@mlflow.example:5000")
     error = translate(requests.ConnectionError("refused"), "reach the registry", where)
     assert "s3cret" not in str(error) and "***@mlflow.example:5000" in str(error)
+
+
+@pytest.mark.parametrize("message", [
+    "API request to https://promoter:hunter2-s3cret@mlflow.example.com/api/2.0/mlflow/"
+    "model-versions/get failed with exception Exceeded 30 redirects.",
+    "API request to https://promoter:hunter2-s3cret@mlflow.example.com/api/2.0/mlflow/runs/get "
+    "failed with exception ('Connection broken: IncompleteRead(0 bytes read)')",
+])
+def test_mlflows_own_message_loses_the_credentials_it_quotes(message: str) -> None:
+    """MLflow's client quotes the request URL, credentials included, in its message; the
+    error (a job's reason, written back to MLflow and the audit) must not carry them."""
+    error = translate(MlflowException(message, error_code=databricks_pb2.INTERNAL_ERROR),
+                      "read 'm'", "https://***@mlflow.example.com")
+    assert "hunter2-s3cret" not in str(error) and "promoter:" not in str(error)
+    assert "https://***@mlflow.example.com/api/2.0" in str(error)

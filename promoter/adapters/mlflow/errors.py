@@ -15,6 +15,7 @@ the same MLflow answer never means "retry" in one place and "give up" in another
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -68,9 +69,19 @@ def translate(exc: BaseException, doing: str, where: str) -> PromoterError:
     raise exc
 
 
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]*@")
+
+
+def without_userinfo(text: str) -> str:
+    """``text`` with ``user:password@`` removed from every URL in it. MLflow's client puts
+    the request URL, credentials included, into its exception messages."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
 def _from_mlflow(exc: Any, doing: str, where: str) -> PromoterError:
     code = str(getattr(exc, "error_code", "") or "")
-    detail = str(getattr(exc, "message", exc)).splitlines()[0][:300] if str(exc) else code
+    message = without_userinfo(str(getattr(exc, "message", exc)))
+    detail = message.splitlines()[0][:300] if message else code
     if any(sign in detail for sign in _UNREACHABLE_SIGNS):
         return TransientError(f"cannot {doing}: MLflow at {where} is unreachable",
                               hint=_DOWN_HINT)

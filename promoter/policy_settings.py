@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from promoter.core.cel import CelRule
 from promoter.core.codeowners import owner_problem
@@ -85,6 +85,9 @@ class Approvers(_Section):
 class TeamSettings(_Section):
     environments: list[str] | None = None
     namespaces: list[str] | None = None
+    models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, description="registered-model name globs the team owns; set for every "
+        "team or none")
     approvers: dict[str, Approvers] = Field(default_factory=dict, description="per environment")
 
 
@@ -96,6 +99,17 @@ class PolicySettings(_Section):
     gates: list[GateSettings] = Field(default_factory=list)
     teams: dict[str, TeamSettings] = Field(
         default_factory=dict, description="who may deploy where; empty: every team everywhere")
+
+    @model_validator(mode="after")
+    def _bind_every_team_or_none(self) -> PolicySettings:
+        # A team left unbound could be claimed by any model, which would undo the binding of
+        # all the others.
+        unbound = sorted(team for team, access in self.teams.items() if access.models is None)
+        if unbound and len(unbound) < len(self.teams):
+            raise ValueError(f"policy.teams: {', '.join(unbound)} set(s) no models while other "
+                             "teams do; give every team its models (globs of registered-model "
+                             "names) or none")
+        return self
 
 
 def compile_gates(policy: PolicySettings, environments: Mapping[str, Any],
@@ -121,8 +135,11 @@ def compile_gates(policy: PolicySettings, environments: Mapping[str, Any],
             gates.append(CelGate(rule, scope))
     if policy.teams:  # first: who may deploy where is the first thing a denial should say
         gates.insert(0, TeamPermissionGate({
-            team: TeamAccess(tuple(access.environments) if access.environments is not None
-                             else None,
-                             tuple(access.namespaces) if access.namespaces is not None else None)
+            team: TeamAccess(_tuple(access.environments), _tuple(access.namespaces),
+                             _tuple(access.models))
             for team, access in policy.teams.items()}))
     return tuple(gates)
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values is not None else None

@@ -14,6 +14,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 from promoter.core.cel import CelRule
 from promoter.core.policy import RuleResult
@@ -105,6 +106,12 @@ class StagingFirstGate:
 class TeamAccess:
     environments: tuple[str, ...] | None = None   # None: every environment
     namespaces: tuple[str, ...] | None = None     # None: the environments' own namespaces
+    # Registered-model name globs the team owns. The team is what a model version declares
+    # about itself (deploy.owner.team), so without this binding any model may claim any team.
+    models: tuple[str, ...] | None = None         # None: the claim is trusted
+
+    def owns(self, model: str) -> bool:
+        return self.models is None or any(fnmatchcase(model, glob) for glob in self.models)
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,10 @@ class TeamPermissionGate:
         if access is None:
             return RuleResult(self.rule_id, False, f"team {team!r} may not deploy with "
                               "promoter; ask the platform team to add it under policy.teams")
+        if not access.owns(facts.model):
+            return RuleResult(self.rule_id, False, f"model {facts.model!r} is not one of team "
+                              f"{team!r}'s models (policy.teams.{team}.models); a model may "
+                              "only declare the team that owns it")
         if access.environments is not None and facts.env not in access.environments:
             allowed = ", ".join(access.environments) or "none"
             return RuleResult(self.rule_id, False, f"team {team!r} may not deploy to "

@@ -121,6 +121,27 @@ def test_team_permissions(world: World) -> None:
     assert world.promote("7", env="staging").outcome == "created"
 
 
+def test_a_model_can_only_declare_the_team_that_owns_it(world: World) -> None:
+    """The team is what the model version says about itself (deploy.owner.team): bound to
+    registered-model names, claiming a team with more rights is denied."""
+    world.settings = settings_with({"teams": {
+        "risk": {"environments": ["staging", "production"], "models": ["Fraud *"]},
+        "growth": {"environments": ["staging"], "models": ["growth-*", "Ranker"]}}})
+    world.registry.add(MODEL, "4", {**INTENT_TAGS, "deploy.owner.team": "growth"})
+    with pytest.raises(PolicyDenied, match=r"model 'Fraud Detector' is not one of team "
+                                           r"'growth''s models \(policy.teams.growth.models\)"):
+        world.promote("4", env="staging")
+    world.registry.add(MODEL, "5", {**INTENT_TAGS, "deploy.owner.team": "risk"})
+    assert world.promote("5").outcome == "created"
+
+
+def test_binding_some_teams_but_not_others_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "promoter.yaml"
+    config.write_text('{"policy": {"teams": {"risk": {"models": ["fraud-*"]}, "growth": {}}}}')
+    with pytest.raises(ConfigError, match="growth set\\(s\\) no models while other teams do"):
+        load_settings(config, environ={})
+
+
 # ------------------------------------------------------------------ CEL rules
 
 def test_cel_rules_allow_and_deny_with_their_message(world: World) -> None:

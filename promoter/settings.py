@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -123,6 +123,9 @@ class Environment(_Section):
 class MlflowSettings(_Section):
     tracking_uri: str | None = None
     ui_url: str | None = Field(default=None, description="base URL for links in MR text")
+    artifact_roots: tuple[Annotated[str, Field(min_length=3, max_length=500)], ...] | None = \
+        Field(default=None, description="URI prefixes model files may be read from (e.g. "
+              "mlflow-artifacts:, s3://ml-artifacts/); unset: anywhere")
 
 
 class ImageSettings(_Section):

@@ -50,6 +50,35 @@ def test_the_adapter_reads_version_run_signature_and_intent(mlflow_server: Mlflo
     assert intent["spec"]["owner"]["costCenter"] == "cc-42"
 
 
+def test_artifact_roots_keep_model_files_to_the_allowed_stores(
+        mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """A version's source is whatever its registrant chose; promoter reads it with its own
+    credentials. With mlflow.artifact_roots, a source elsewhere (another team's bucket, the
+    pod's own files) is refused before anything is read, by every path that reads files."""
+    from promoter.errors import UserError
+
+    client = mlflow_server.client()
+    version = create_version(client, "rooted-model", intent_yaml=INTENT)
+    served = MlflowRegistry(mlflow_server.url, artifact_roots=("mlflow-artifacts:",))
+    assert (served.artifacts.download_model(f"models:/rooted-model/{version}", tmp_path / "ok")
+            / "MLmodel").exists()
+    assert served.signature("rooted-model", version) is not None
+    client.create_registered_model("stray-model")
+    stray = client.create_model_version("stray-model", "s3://other-team-bucket/secret-model",
+                                        run_id=None)
+    for read in (lambda: served.artifacts.download_model(
+                     f"models:/stray-model/{stray.version}", tmp_path / "stray"),
+                 lambda: served.signature("stray-model", stray.version),
+                 lambda: served.intent(served.model_version("stray-model", stray.version))):
+        with pytest.raises(UserError, match=r"'s3://other-team-bucket/secret-model.*' are "
+                                            r"outside mlflow\.artifact_roots"):
+            read()
+    narrow = MlflowRegistry(mlflow_server.url, artifact_roots=("mlflow-artifacts:/nowhere",))
+    run_id = client.get_model_version("rooted-model", version).run_id
+    with pytest.raises(UserError, match=r"outside mlflow\.artifact_roots"):
+        narrow.artifacts.download(f"runs:/{run_id}/model/MLmodel", str(tmp_path / "runs"))
+
+
 def test_write_back_tags_and_error_mapping(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     client = mlflow_server.client()
     version = create_version(client, "writeback-model")

@@ -1,5 +1,10 @@
 """Model files in MLflow: listing and downloading artifacts, and resolving model URIs
 (``models:/name/7``, ``models:/name@alias``, ``runs:/id/path``) to their lineage for image labels.
+
+Where a model version's files are is its ``source``, which whoever registered it chose, and
+promoter reads it with its own credentials (cloud identity, local files of its pod). With
+``mlflow.artifact_roots`` set, only URIs under those prefixes are listed or downloaded, so a
+version cannot make promoter copy another team's bucket or its own secrets into an image.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ _RUNS_URI = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)/.+$")
 
 
 class Artifacts:
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, roots: tuple[str, ...] | None = None) -> None:
         self._mlflow = connection
+        self._roots = roots
 
     def listing(self, directory: str) -> set[str]:
         """File names (not directories) directly under an artifact directory."""
         from mlflow.artifacts import list_artifacts
 
+        directory = self._allowed(directory)
         found = self._mlflow.call(f"list {directory}", lambda: list_artifacts(
             artifact_uri=directory, tracking_uri=self._mlflow.uri))
         return {PurePosixPath(entry.path).name for entry in found or [] if not entry.is_dir}
@@ -30,6 +37,7 @@ class Artifacts:
     def download(self, artifact_uri: str, into: str) -> str:
         from mlflow.artifacts import download_artifacts
 
+        artifact_uri = self._allowed(artifact_uri)
         return self._mlflow.call(f"download {artifact_uri}", lambda: str(download_artifacts(
             artifact_uri=artifact_uri, dst_path=into, tracking_uri=self._mlflow.uri)))
 
@@ -57,6 +65,22 @@ class Artifacts:
         destination.mkdir(parents=True, exist_ok=True)
         return Path(self.download(self._download_uri(uri), str(destination)))
 
+    def _allowed(self, uri: str) -> str:
+        """``uri`` (a ``runs:/`` URI resolved to the run's artifact location first), when it
+        is under one of the allowed roots; UserError otherwise."""
+        if self._roots is None:
+            return uri
+        if found := _RUNS_URI.match(uri):
+            run = self._mlflow.call(f"read run {found['run']}",
+                                    lambda: self._mlflow.client.get_run(found["run"]))
+            uri = f"{(run.info.artifact_uri or '').rstrip('/')}/{uri.split('/', 2)[2]}"
+        if not any(_under(uri, root) for root in self._roots):
+            raise UserError(f"model files at {uri[:200]!r} are outside mlflow.artifact_roots "
+                            f"({', '.join(self._roots)})",
+                            hint="register the version from a run logged under an allowed "
+                                 "artifact root, or add its root to mlflow.artifact_roots")
+        return uri
+
     def _download_uri(self, uri: str) -> str:
         """Where a models:/ URI's files are, asked of this registry: MLflow resolves models:/
         inside download_artifacts with the process-wide registry URI rather than the one
@@ -71,3 +95,14 @@ class Artifacts:
         return str(self._mlflow.call(
             f"locate the files of {uri}",
             lambda: client.get_model_version_download_uri(found["name"], version)))
+
+
+def _under(uri: str, root: str) -> bool:
+    """Whether ``uri`` is ``root`` or inside it: a root ending in ``:`` or ``/`` is a plain
+    prefix; otherwise the next character must be ``/`` (``s3://ml`` does not hold ``s3://ml2``).
+    ``..`` segments never pass: some stores would resolve them out of the root."""
+    if ".." in uri.split("/"):
+        return False
+    if root.endswith((":", "/")):
+        return uri.startswith(root)
+    return uri == root or uri.startswith(root + "/")

@@ -43,10 +43,11 @@ class MlflowRegistry:
     settings first and keeps one per process.
     """
 
-    def __init__(self, tracking_uri: str | None) -> None:
+    def __init__(self, tracking_uri: str | None, *,
+                 artifact_roots: tuple[str, ...] | None = None) -> None:
         self._mlflow = Connection(tracking_uri)
         self._client = self._mlflow.client
-        self.artifacts = Artifacts(self._mlflow)
+        self.artifacts = Artifacts(self._mlflow, artifact_roots)
         self._webhooks = Webhooks(self._mlflow)
 
     @property

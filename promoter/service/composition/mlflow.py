@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from promoter.adapters.mlflow import MlflowRegistry
 
 _lock = threading.Lock()
-_adapters: dict[str, MlflowRegistry] = {}
+_adapters: dict[tuple[str, tuple[str, ...] | None], MlflowRegistry] = {}
 
 
 def adapter(settings: Settings) -> MlflowRegistry:
@@ -30,13 +30,14 @@ def adapter(settings: Settings) -> MlflowRegistry:
     if not uri:
         raise UserError("no MLflow tracking URI is configured",
                         hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri in promoter.yaml")
+    roots = settings.mlflow.artifact_roots
     with _lock:
-        found = _adapters.get(uri)
+        found = _adapters.get((uri, roots))
         if found is None:
             from promoter.adapters.mlflow import MlflowRegistry
 
             apply_client_settings()
-            found = _adapters[uri] = MlflowRegistry(uri)
+            found = _adapters[(uri, roots)] = MlflowRegistry(uri, artifact_roots=roots)
         return found
 
 

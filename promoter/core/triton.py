@@ -79,8 +79,11 @@ def _tensor(model: str, section: str, spec: Mapping[str, Any], batching: bool) -
                         "(an unnamed tensor cannot be addressed)")
     if spec.get("type") == "tensor":
         tensor = spec.get("tensor-spec") or {}
+        if not isinstance(tensor, Mapping):
+            raise UserError(f"{model}: {section} {tensor_name!r} has a tensor-spec that is not "
+                            "a mapping")
         data_type = TENSOR_TYPES.get(str(tensor.get("dtype")))
-        dims = [int(d) for d in tensor.get("shape") or []]
+        dims = _dims(model, section, tensor_name, tensor.get("shape"))
         if batching:
             if not dims or dims[0] != -1:
                 raise UserError(f"{model}: {section} {tensor_name!r} has no variable batch "
@@ -90,8 +93,9 @@ def _tensor(model: str, section: str, spec: Mapping[str, Any], batching: bool) -
         data_type = COLUMN_TYPES.get(str(spec.get("type")))
         dims = [1]
     if data_type is None:
+        dtype = tensor.get("dtype") if spec.get("type") == "tensor" else None
         raise UserError(f"{model}: {section} {tensor_name!r} has a type Triton cannot take "
-                        f"({spec.get('type')}/{(spec.get('tensor-spec') or {}).get('dtype')})")
+                        f"({str(spec.get('type'))[:40]}/{str(dtype)[:40]})")
     # A tensor that is one value per batch entry: Triton wants dims [1], reshaped to a scalar.
     shape = f"    dims: [ {', '.join(str(d) for d in dims)} ]\n" if dims else \
         "    dims: [ 1 ]\n    reshape: { shape: [ ] }\n"
@@ -100,6 +104,22 @@ def _tensor(model: str, section: str, spec: Mapping[str, Any], batching: bool) -
             f"    data_type: {data_type}\n"
             f"{shape}"
             "  }")
+
+
+_MAX_DIM = 2**63 - 1  # Triton's dims are int64
+
+
+def _dims(model: str, section: str, tensor_name: str, shape: Any) -> list[int]:
+    """The signature's shape as Triton dims: whole numbers, -1 (variable) or 0..int64 max.
+    The signature is the model owner's data: anything else is their error, named, not a crash
+    that the job queue would retry (downloading the model again each time)."""
+    if shape is None:
+        return []
+    if not isinstance(shape, Sequence) or isinstance(shape, str) or len(shape) > 64 or not all(
+            type(d) is int and -1 <= d <= _MAX_DIM for d in shape):
+        raise UserError(f"{model}: {section} {tensor_name!r} has a shape Triton cannot take "
+                        f"({str(shape)[:80]}); dims are whole numbers, -1 for variable")
+    return list(shape)
 
 
 def _quote(text: str) -> str:

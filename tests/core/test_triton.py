@@ -71,6 +71,15 @@ def test_column_signature_becomes_one_tensor_per_column() -> None:
      "needs a name"),
     ({"inputs": [tensor("x", "complex128", [-1])], "outputs": [tensor("y", "float32", [-1])]},
      "type Triton cannot take"),
+    # the owner's data, not crashes a job would retry (downloading the model each time)
+    ({"inputs": [tensor("x", "float32", [-1, "a"])], "outputs": [tensor("y", "float32", [-1])]},
+     "'x' has a shape Triton cannot take"),
+    ({"inputs": [tensor("x", "float32", [-1, 10**22])],
+      "outputs": [tensor("y", "float32", [-1])]}, "has a shape Triton cannot take"),
+    ({"inputs": [tensor("x", "float32", [-1, 1e400])],
+      "outputs": [tensor("y", "float32", [-1])]}, "has a shape Triton cannot take"),
+    ({"inputs": [{"type": "tensor", "name": "x", "tensor-spec": "oops"}],
+      "outputs": [tensor("y", "float32", [-1])]}, "'x' has a tensor-spec that is not a mapping"),
 ])
 def test_a_signature_triton_cannot_use_is_named(signature: object, message: str) -> None:
     with pytest.raises(UserError, match=message):

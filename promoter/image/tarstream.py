@@ -7,11 +7,14 @@ in another without ever being held in memory or written to a temporary file.
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from promoter.errors import UserError
 
 READ_SIZE = 1024 * 1024
 _BLOCK = tarfile.BLOCKSIZE
@@ -55,8 +58,9 @@ def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
             info = path.lstat()
             arcname = f"{here}/{name}"
             if stat.S_ISLNK(info.st_mode):
-                entries.append(TarEntry(arcname, path, "symlink",
-                                        link_target=os.readlink(path)))
+                target = os.readlink(path)
+                _check_link(root, path, target)
+                entries.append(TarEntry(arcname, path, "symlink", link_target=target))
             elif stat.S_ISDIR(info.st_mode):
                 entries.append(TarEntry(arcname, None, "dir"))
             elif stat.S_ISREG(info.st_mode):
@@ -64,6 +68,17 @@ def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
                                         executable=bool(info.st_mode & 0o111)))
     entries.sort(key=lambda entry: entry.arcname)
     return entries
+
+
+def _check_link(root: Path, link: Path, target: str) -> None:
+    """A symlink must point inside the tree it is packaged with. In the image, an absolute or
+    escaping target names whatever the running container has there (a service-account token,
+    another mount), not the model's file."""
+    inside = posixpath.normpath(posixpath.join(link.parent.relative_to(root).as_posix(), target))
+    if posixpath.isabs(target) or inside == ".." or inside.startswith("../"):
+        raise UserError(f"the model's {link.relative_to(root).as_posix()[:200]!r} is a symlink "
+                        f"to {target[:200]!r}, outside the model's files",
+                        hint="replace the link with the file it points to")
 
 
 def _header(entry: TarEntry) -> bytes:

@@ -78,3 +78,21 @@ def test_gzip_layer_hashes_both_streams_in_one_pass(tmp_path: Path) -> None:
     assert diff_id == "sha256:" + hashlib.sha256(gzip.decompress(packed)).hexdigest()
     again = write_gzip_layer(entries, tmp_path / "again.tar.gz")
     assert again == (diff_id, digest, size)
+
+
+def test_a_symlink_out_of_the_model_is_refused(tmp_path: Path) -> None:
+    """In the image, an absolute or escaping target names what the running container has
+    there (its service-account token, another mount), not the model's file."""
+    import pytest
+
+    from promoter.errors import UserError
+
+    root = _tree(tmp_path / "m")
+    (root / "sub" / "back").symlink_to("../MLmodel")     # inside: kept
+    assert any(e.link_target == "../MLmodel" for e in entries_for_tree(root, "models"))
+    for name, target in (("token", "/var/run/secrets/kubernetes.io/serviceaccount/token"),
+                         ("up", "../../etc"), ("sideways", "sub/../../x")):
+        (root / name).symlink_to(target)
+        with pytest.raises(UserError, match=f"'{name}' is a symlink to .*outside the model"):
+            entries_for_tree(root, "models")
+        (root / name).unlink()

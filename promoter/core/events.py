@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from promoter.core.naming import DISPLAY_CONTROLS
 from promoter.errors import UserError
 
 Action = Literal["promote", "decommission", "ignore"]
 Source = Literal["mlflow", "databricks", "reconcile"]
 MAX_NAME = 256
 MAX_VERSION = 10
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_JSON_DEPTH = 64  # registry and GitLab payloads nest a handful of levels
 JSON_INT_RANGE = (-(2**63), 2**63 - 1)  # what SQLite (and every consumer) can hold
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -262,8 +262,8 @@ def _text(body: Mapping[str, Any], key: str, *, limit: int = MAX_NAME) -> str:
         raise PayloadError(f"field {key!r} must be a non-empty string, got {_json_type(value)}")
     if len(value) > limit:
         raise PayloadError(f"field {key!r} is {len(value)} characters long; at most {limit}")
-    if _CONTROL.search(value):
-        raise PayloadError(f"field {key!r} contains control characters")
+    if DISPLAY_CONTROLS.search(value):
+        raise PayloadError(f"field {key!r} contains control or text-direction characters")
     return value
 
 

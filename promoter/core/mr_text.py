@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from promoter.core.naming import DISPLAY_CONTROLS
 from promoter.ports.git import Proposal, branch_for
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~^=])")
@@ -27,12 +28,12 @@ _MARKER = re.compile(
     r"<!-- promoter:key=([a-z0-9-]+/[a-z0-9-]+) version=([0-9]+) -->\s*\Z")
 _NOTE_MARKER = re.compile(r"\A<!-- promoter-note:([a-z0-9:-]+) -->")
 _ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~^=])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def escape(value: object, limit: int = _MAX_FIELD) -> str:
     """``value`` as inline markdown that GitLab renders literally."""
-    text = " ".join(str(value).split())  # no newlines: outside text never starts a block
+    # no newlines: outside text never starts a block; no controls or direction overrides
+    text = DISPLAY_CONTROLS.sub("", " ".join(str(value).split()))
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -48,7 +49,7 @@ def code(value: object, limit: int = _MAX_FIELD) -> str:
     For promoter's own values (digests, image references, branches, paths). The fence is one
     backtick longer than the longest backtick run inside, so no value can close it early.
     """
-    text = _CONTROL.sub("", " ".join(str(value).split()))
+    text = DISPLAY_CONTROLS.sub("", " ".join(str(value).split()))
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
@@ -61,7 +62,7 @@ def plain(text: str) -> str:
     """Text made by ``escape`` as a terminal should show it: no backslashes, entities or
     zero-width spaces, and no control characters (a hostile name cannot drive the terminal)."""
     text = _ESCAPED.sub(r"\1", text.replace(_ZWSP, ""))
-    return _CONTROL.sub("", html.unescape(text))
+    return DISPLAY_CONTROLS.sub("", html.unescape(text))
 
 
 def safe_url(url: str | None) -> str | None:
@@ -200,7 +201,7 @@ def note_slug(body: str) -> str | None:
 
 
 def commit_message(proposal: Proposal) -> str:
-    model = " ".join(proposal.model.split())
+    model = DISPLAY_CONTROLS.sub("", " ".join(proposal.model.split()))
     return (f"Promote {model} version {proposal.version} to {proposal.env}\n\n"
             f"Promoter-Key: {proposal.name}/{proposal.env}\n"
             f"Promoter-Version: {proposal.version}\n")

@@ -12,6 +12,10 @@ import unicodedata
 
 MAX_NAME_LENGTH = 45
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Characters that change how text displays rather than what it says: C0/C1 controls (a
+# terminal reads \x9b as an escape) and the bidirectional overrides and isolates that can
+# make "prod" read as something else in an MR, a commit or `git log`.
+DISPLAY_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # Kubernetes label values: <= 63, alphanumerics with - _ . inside.
 _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 

@@ -14,7 +14,13 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from promoter.core.naming import derive_name, label_value_problem, name_problem, suggest_name
+from promoter.core.naming import (
+    DISPLAY_CONTROLS,
+    derive_name,
+    label_value_problem,
+    name_problem,
+    suggest_name,
+)
 from promoter.core.quantity import parse_quantity
 
 API_VERSION: Final = "promoter.dev/v1alpha1"
@@ -47,8 +53,8 @@ class ModelRef(_Strict):
     @field_validator("name")
     @classmethod
     def _printable(cls, value: str) -> str:
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-            raise ValueError("must not contain control characters")
+        if DISPLAY_CONTROLS.search(value):
+            raise ValueError("must not contain control or text-direction characters")
         return value
 
 

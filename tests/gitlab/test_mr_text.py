@@ -84,6 +84,21 @@ def test_a_hostile_run_url_is_not_linked() -> None:
     assert "](javascript" not in mr_text.description(facts)
 
 
+def test_controls_and_direction_overrides_never_reach_mr_text_or_commits() -> None:
+    """C1 controls (a terminal reads \\x9b as an escape) and bidi overrides change how text
+    displays, not what it says: an MR or `git log` could show another model or environment."""
+    from promoter.ports.git import Proposal
+
+    hostile = "ranker\x9b2J\u202e\u2066 dorp\u200f"
+    assert mr_text.escape(hostile) == "ranker2J dorp"
+    assert mr_text.code(hostile) == "`ranker2J dorp`"
+    proposal = Proposal(model=hostile, name="ranker", env="production", version="1", files={},
+                        managed_prefixes=(), title="t", description="")
+    message = mr_text.commit_message(proposal)
+    assert "ranker2J dorp version 1" in message
+    assert not any(ch in message for ch in "\x9b\u202e\u2066\u200f")
+
+
 def test_a_run_url_with_credentials_is_not_linked() -> None:
     facts = MrFacts(model="m", version="1", env="staging", name="m", run_id="r1",
                     run_url="https://promoter:s3cret@mlflow.example.com/#/runs/r1")

@@ -126,12 +126,13 @@ def _report(built: BuiltImage, oci_layout: Path | None, output: str) -> None:
 
 
 def _default_name(model: str) -> str:
-    """models:/NAME/VERSION → name; a directory → its name; lower-case DNS-1123."""
-    import re
+    """models:/NAME/VERSION or models:/NAME@ALIAS → the deployment name of NAME (the
+    pipeline's rule, core.naming.derive_name); a directory → that of its name."""
+    from promoter.core.naming import derive_name
 
-    text = model.split(":/", 1)[1].strip("/").split("/")[0] if ":/" in model \
+    text = model.split(":/", 1)[1].strip("/").split("/")[0].split("@")[0] if ":/" in model \
         else Path(model).resolve().name
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "model"
+    return derive_name(text) or "model"
 
 
 @image_app.command("sign")

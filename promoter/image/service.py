@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
+from promoter.core.naming import derive_name
 from promoter.errors import UsageError, UserError
 from promoter.image.base import BaseImage, load_base, parse_platform
 from promoter.image.builder import (
@@ -136,6 +137,19 @@ class DaemonlessImageBuilder:
         return host
 
 
+def named_repository(target: str | None, model: str, registered: str | None) -> str | None:
+    """``target`` with ``{name}`` filled in. It is a deployment name: the pipeline's rule on
+    the registered model's name (else the directory's), so a model's name cannot point a build
+    at another deployment's repository (``growth.ranker``, ``Other-Team``)."""
+    if not target or "{name}" not in target:
+        return target
+    name = derive_name(registered or Path(model).resolve().name)
+    if not name:
+        raise UsageError(f"no deployment name can be derived from {model!r} for {{name}}",
+                         hint="give the repository in full with --repository")
+    return target.replace("{name}", name)
+
+
 def build_model_image(settings: Settings, model: str, repository: str | None, *,
                       models: ModelSource | None, clients: RegistryClients,
                       installer: WheelInstaller,
@@ -149,9 +163,7 @@ def build_model_image(settings: Settings, model: str, repository: str | None, *,
     found first, before any download.
     """
     lineage = _lineage(model, models)
-    target = repository or settings.image.repository
-    if target and "{name}" in target:
-        target = target.replace("{name}", lineage.name or Path(model).name)
+    target = named_repository(repository or settings.image.repository, model, lineage.name)
     if not target and layout is None:
         raise UsageError("say where the image goes: --repository REGISTRY/REPO, "
                          "image.repository in promoter.yaml, or --oci-layout DIR")

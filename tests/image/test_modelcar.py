@@ -197,3 +197,20 @@ def test_a_modelcar_base_goes_under_the_model_files(
     assert (rootfs / "models/MLmodel").read_bytes() == (model_dir / "MLmodel").read_bytes()
     config_seen = skopeo_inspect(built.reference, config=True)
     assert config_seen["config"]["Cmd"] == ["sh"]  # the base's own config is kept
+
+
+@pytest.mark.parametrize(("model", "registered", "repository"), [
+    ("models:/growth.ranker/3", "growth.ranker", "r.example/models/growth-ranker"),
+    ("models:/Fraud Detector@production", "Fraud Detector", "r.example/models/fraud-detector"),
+    ("models:/2024 Ranker/1", "2024 Ranker", "r.example/models/m-2024-ranker"),
+])
+def test_name_in_a_repository_is_the_deployment_name(model: str, registered: str,
+                                                     repository: str) -> None:
+    """{name} is the deployment name (core.naming.derive_name), for image builds and
+    modelcars alike, not the registered model's raw name."""
+    from promoter.commands.image import _default_name
+    from promoter.image.service import named_repository
+
+    assert named_repository("r.example/models/{name}", model, registered) == repository
+    assert f"r.example/models/{_default_name(model)}" == repository
+    assert named_repository("r.example/fixed", model, registered) == "r.example/fixed"

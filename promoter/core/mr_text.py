@@ -201,10 +201,26 @@ def note_slug(body: str) -> str | None:
 
 
 def commit_message(proposal: Proposal) -> str:
-    model = DISPLAY_CONTROLS.sub("", " ".join(proposal.model.split()))
+    model = _one_line(proposal.model)
     return (f"Promote {model} version {proposal.version} to {proposal.env}\n\n"
             f"Promoter-Key: {proposal.name}/{proposal.env}\n"
+            f"Promoter-Model: {model}\n"
             f"Promoter-Version: {proposal.version}\n")
+
+
+def _one_line(text: str) -> str:
+    return DISPLAY_CONTROLS.sub("", " ".join(text.split()))
+
+
+def proposed_for_another_model(message: str, proposal: Proposal) -> str | None:
+    """The registered model a promoter commit of this key proposes, when it is not
+    ``proposal``'s: two models whose names derive the same deployment name, promoted for the
+    first time at once, would otherwise take over each other's branch. None for commits
+    written before the trailer existed."""
+    found = re.search(r"^Promoter-Model: (.*)$", message, re.MULTILINE)
+    if found is None or found.group(1) == _one_line(proposal.model):
+        return None
+    return found.group(1)
 
 
 def is_promoter_message(message: str, name: str, env: str) -> bool:

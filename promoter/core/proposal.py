@@ -18,9 +18,10 @@ from promoter.core.mr_text import (
     changes_section,
     commit_message,
     is_promoter_message,
+    proposed_for_another_model,
     with_marker,
 )
-from promoter.errors import TransientError
+from promoter.errors import PermanentError, TransientError
 from promoter.ports.forge import Forge
 from promoter.ports.git import (
     SUPERSEDED_SUFFIX,
@@ -113,7 +114,17 @@ class ProposalFlow:
         return self._result(outcome, mr, head, run, enforced=enforced)
 
     def _is_ours(self, sha: str, proposal: Proposal) -> bool:
-        return is_promoter_message(self._forge.commit_message(sha), proposal.name, proposal.env)
+        message = self._forge.commit_message(sha)
+        if not is_promoter_message(message, proposal.name, proposal.env):
+            return False
+        other = proposed_for_another_model(message, proposal)
+        if other is not None:
+            raise PermanentError(
+                f"branch {proposal.branch} holds promoter's proposal of model {other[:200]!r}, "
+                f"not {proposal.model[:200]!r}: both models derive the deployment name "
+                f"{proposal.name!r}", hint="give one of them another name (metadata.name in "
+                "its intent, or deploy.name)")
+        return True
 
     def _review_settings(self, proposal: Proposal, mr: MergeRequest, head: str,
                          run: _Run) -> bool:

@@ -109,6 +109,21 @@ def test_human_commits_are_reported_not_overwritten(harness: Harness) -> None:
     assert len(bot_notes(harness, first.mr_iid, "promoter:-branch-changed-by-someone-else")) == 1
 
 
+def test_another_model_with_the_same_deployment_name_does_not_take_over_the_mr(
+        harness: Harness) -> None:
+    """Two registered models whose names derive one deployment name, promoted for the first
+    time at once: both pass the name check before either is on the target branch. The second
+    must not replace the first's commit (the key trailer alone is the same for both)."""
+    from promoter.errors import PermanentError
+
+    first = harness.provider.propose(proposal("1"))
+    with pytest.raises(PermanentError, match="holds promoter's proposal of model .* both "
+                                             "models derive the deployment name"):
+        harness.provider.propose(proposal("1", model="Someone Else's " + proposal().model))
+    assert harness.provider.get(first.mr_iid or 0).head_sha == first.head_sha
+    assert harness.provider.propose(proposal("2")).outcome is Outcome.UPDATED
+
+
 def test_target_already_holding_the_files_needs_no_mr(harness: Harness) -> None:
     first = harness.provider.propose(proposal("1", approvals_required=1))
     assert first.mr_iid is not None and first.head_sha is not None

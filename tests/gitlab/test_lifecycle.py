@@ -117,8 +117,8 @@ def test_another_model_with_the_same_deployment_name_does_not_take_over_the_mr(
     from promoter.errors import PermanentError
 
     first = harness.provider.propose(proposal("1"))
-    with pytest.raises(PermanentError, match="holds promoter's proposal of model .* both "
-                                             "models derive the deployment name"):
+    with pytest.raises(PermanentError, match=r"holds promoter's proposal of model .* both "
+                                             r"models derive the deployment name"):
         harness.provider.propose(proposal("1", model="Someone Else's " + proposal().model))
     assert harness.provider.get(first.mr_iid or 0).head_sha == first.head_sha
     assert harness.provider.propose(proposal("2")).outcome is Outcome.UPDATED

@@ -1,14 +1,16 @@
-"""A model's requirements.txt comes from its owner: only plain requirements reach pip."""
+"""A model's requirements.txt comes from its owner: only plain requirements reach pip, pip runs
+without the service's secrets, and what pip says comes back short and redacted."""
 
 from __future__ import annotations
 
 import io
+import logging
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from promoter.adapters.pip import PipInstaller
+from promoter.adapters.pip import PipInstaller, pip_environment
 from promoter.errors import UserError
 from promoter.image.dependencies import dependency_layer, requirement_lines
 
@@ -97,3 +99,58 @@ def test_a_model_cannot_turn_source_builds_back_on(tmp_path: Path,
                          python_version="3.11", pip_options=())
     assert not marker.exists(), "the model's build backend ran on the builder"
     assert "line 1 is a pip option: '--no-binary :all:'" in str(refused.value)
+
+
+def _pip_fails_on(tmp_path: Path, requirements_text: str, installer: PipInstaller) -> str:
+    """Run the real pip on a requirements file written as is (as the adapter receives it)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    requirements = work / "requirements.txt"
+    requirements.write_text(requirements_text, encoding="utf-8")
+    with pytest.raises(UserError) as failed:
+        installer.install(requirements, work / "target", platforms=["manylinux_2_17_x86_64"],
+                          python_version="3.11", options=["--no-index"])
+    return str(failed.value)
+
+
+def test_the_environment_pip_gets_is_an_allowlist() -> None:
+    environ = {"PATH": "/usr/bin", "HOME": "/home/promoter", "HTTPS_PROXY": "http://proxy:3128",
+               "PIP_INDEX_URL": "https://pypi.internal/simple", "SSL_CERT_FILE": "/ca.pem",
+               "PROMOTER_GITLAB_TOKEN": FAKE_TOKEN, "COSIGN_PASSWORD": "cosign-pass",
+               "PROMOTER_STATE_PASSWORD": "db-pass", "PYTHONPATH": "/srv/app",
+               "AWS_SECRET_ACCESS_KEY": "aws", "PIP_NO_BINARY": ":all:"}
+    assert pip_environment(environ) == {
+        "PATH": "/usr/bin", "HOME": "/home/promoter", "HTTPS_PROXY": "http://proxy:3128",
+        "PIP_INDEX_URL": "https://pypi.internal/simple", "SSL_CERT_FILE": "/ca.pem"}
+
+
+@pytest.mark.e2e
+def test_pip_runs_without_the_services_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("PROMOTER_GITLAB_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("COSIGN_PASSWORD", "cosign-password-for-tests")
+    monkeypatch.setenv("PIP_TRUSTED_HOST", "allowed.example")
+    caplog.set_level(logging.WARNING, logger="promoter.adapters.pip")
+    # pip quotes the file it cannot parse: here its own environment, as the audit showed.
+    error = _pip_fails_on(tmp_path, "-r /proc/self/environ\n", PipInstaller())
+    logged = caplog.text
+    assert "PIP_TRUSTED_HOST=allowed.example" in logged  # pip did print its environment
+    for secret in (FAKE_TOKEN, "cosign-password-for-tests"):
+        assert secret not in logged and secret not in error
+
+
+@pytest.mark.e2e
+def test_pip_failure_reason_is_its_last_error_short_and_redacted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="promoter.adapters.pip")
+    missing = f"/nonexistent/{FAKE_TOKEN}/https://user:hunter2@index.example/{'x' * 600}"
+    error = _pip_fails_on(tmp_path, f"-r {missing}\n", PipInstaller([FAKE_TOKEN]))
+    reason = error.split("\n", 1)[0]
+    assert reason.startswith("installing the model's requirements for the image failed: "
+                             "ERROR: "), reason
+    assert "***" in reason and len(reason) < 400
+    assert "pip's full output is in the log" in error
+    logged = caplog.text
+    assert "://***@index.example" in logged and "x" * 600 in logged
+    for text in (error, logged):
+        assert FAKE_TOKEN not in text and "hunter2" not in text

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from promoter.errors import UserError
 from promoter.image.layers import TAR_GZIP, Layer, file_layer, write_gzip_layer
 from promoter.image.tarstream import entries_for_tree
@@ -20,14 +22,76 @@ from promoter.ports.image import WheelInstaller
 
 DEPS_ARCNAME = "opt/ml/deps"
 _ARCH_TAGS = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x"}
+_ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz",
+                     ".txz", ".tlz", ".tar.lz", ".tar.lzma")
+_ALLOWED = ("each line of requirements.txt must be one requirement: a name with optional "
+            "[extras], version specifiers and a ; marker, e.g. 'numpy>=1.26; python_version "
+            ">= \"3.10\"'. pip options (-r, --index-url, --no-binary …), URLs and file paths "
+            "are not allowed; the package index is the operator's (image.pip_options)")
+_SHOWN_CHARS = 80
 
 
 def requirement_lines(model_dir: Path) -> list[str]:
+    """The model's requirements, each re-written in its canonical form.
+
+    The file comes from the model's owner, and pip would obey option lines in it (``--no-binary``
+    turns source builds, i.e. running the package's code on the builder, back on; ``-r FILE``
+    reads any file into pip's error), so only plain requirements pass. pip gets the canonical
+    strings, never the file, and the dependency layer's cache key hashes the same strings.
+    """
     path = model_dir / "requirements.txt"
     if not path.is_file():
         return []
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text("utf-8").splitlines())
-    return [line for line in lines if line]
+    try:
+        content = path.read_text("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("the model's requirements.txt is not UTF-8 text",
+                        hint=_ALLOWED) from None
+    lines = []
+    for number, raw in enumerate(content.splitlines(), start=1):
+        text = raw.split("#", 1)[0].strip()
+        if text:
+            lines.append(str(_plain_requirement(number, text)))
+    return lines
+
+
+def _plain_requirement(number: int, text: str) -> Requirement:
+    problem = _option_refusal(text)
+    if problem is None:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            problem = "is not a valid requirement"
+        else:
+            problem = _reference_refusal(requirement)
+            if problem is None:
+                return requirement
+    raise UserError(f"the model's requirements.txt line {number} {problem}: {_shown(text)}",
+                    hint=_ALLOWED)
+
+
+def _option_refusal(text: str) -> str | None:
+    """What pip would act on before (or instead of) reading a requirement."""
+    if text.startswith("-"):
+        return "is a pip option"
+    if "\\" in text:
+        return "has a backslash (pip joins a line ending in one with the next)"
+    if "${" in text:
+        return "names an environment variable"  # pip substitutes ${NAME} from its environment
+    return None
+
+
+def _reference_refusal(requirement: Requirement) -> str | None:
+    """A requirement that names where to get the code instead of letting the index decide."""
+    if requirement.url is not None:
+        return "names a URL"
+    if requirement.name.lower().endswith(_ARCHIVE_SUFFIXES):
+        return "names a file"  # pip installs "x.whl" or "x.tar.gz" from its working directory
+    return None
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…")
 
 
 def pip_platforms(arch: str) -> list[str]:

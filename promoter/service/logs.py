@@ -16,16 +16,15 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-MASK = "***"
+from promoter.redaction import MASK, Redactor
+
 _SECRET_WORDS = ("secret", "token", "password", "signature", "authorization")
-_MIN_SECRET = 4  # shorter values would mask ordinary words
 
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets = sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len,
-                               reverse=True)
+        self.redact = Redactor(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -41,12 +40,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             entry["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
         return self.redact(json.dumps(entry, default=str, ensure_ascii=False))
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            for form in {secret, json.dumps(secret)[1:-1]}:
-                text = text.replace(form, MASK)
-        return text
 
 
 def mask_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

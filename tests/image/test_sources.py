@@ -161,5 +161,10 @@ def test_dependency_layer_is_skipped_without_requirements_and_pip_errors_are_cle
     broken = save_model(tmp_path / "broken", requirements="this is not (a requirement\n")
     code, _, err = promoter("image", "build", str(broken), "--repository",
                             f"{registry}/models/broken")
+    assert code == 1 and "requirements.txt line 1 is not a valid requirement" in err
+    unavailable = save_model(tmp_path / "unavailable", requirements="threadpoolctl==0.0.1\n")
+    code, _, err = promoter("image", "build", str(unavailable), "--repository",
+                            f"{registry}/models/unavailable")
     assert code == 1 and "installing the model's requirements" in err
+    assert "ERROR: No matching distribution found for threadpoolctl==0.0.1" in err
     assert "wheel for the image's platform" in err

@@ -15,11 +15,11 @@ the same MLflow answer never means "retry" in one place and "give up" in another
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from promoter.errors import AuthError, PermanentError, PromoterError, TransientError
+from promoter.redaction import without_url_userinfo
 
 T = TypeVar("T")
 
@@ -69,18 +69,10 @@ def translate(exc: BaseException, doing: str, where: str) -> PromoterError:
     raise exc
 
 
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]*@")
-
-
-def without_userinfo(text: str) -> str:
-    """``text`` with ``user:password@`` removed from every URL in it. MLflow's client puts
-    the request URL, credentials included, into its exception messages."""
-    return _USERINFO.sub(r"\1***@", text)
-
-
 def _from_mlflow(exc: Any, doing: str, where: str) -> PromoterError:
     code = str(getattr(exc, "error_code", "") or "")
-    message = without_userinfo(str(getattr(exc, "message", exc)))
+    # MLflow's client quotes the request URL, credentials included, in its messages.
+    message = without_url_userinfo(str(getattr(exc, "message", exc)))
     detail = message.splitlines()[0][:300] if message else code
     if any(sign in detail for sign in _UNREACHABLE_SIGNS):
         return TransientError(f"cannot {doing}: MLflow at {where} is unreachable",

@@ -37,7 +37,10 @@ pytestmark = pytest.mark.e2e
 MANIFESTS = "manifests/"
 COMMITS, MRS = r"/repository/commits$", r"/merge_requests$"
 OUTAGE_SECONDS = 30.0  # the MLflow outage
-RETRYING_RUNNER = ("--max-attempts", "60", "--backoff-base", "0.5", "--backoff-cap", "2",
+# Attempts are not the bound here (the deadline is): refused connections fail in
+# milliseconds, so on a loaded machine, where MLflow's restart alone can take tens of seconds,
+# 60 quick attempts ran out before the outage ended (seen in a full run).
+RETRYING_RUNNER = ("--max-attempts", "400", "--backoff-base", "0.5", "--backoff-cap", "2",
                    "--deadline", "180")
 
 

@@ -19,8 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ruamel.yaml import YAML
 
+from promoter import rendering
 from promoter.core import forecast as model
-from promoter.core import keda_overlay, mr_text, prewarm, tree_facts
+from promoter.core import mr_text, prewarm, tree_facts
 from promoter.core.config import EnvironmentTarget
 from promoter.core.gates import GateFacts
 from promoter.core.intent import resolve_intent
@@ -36,8 +37,6 @@ from promoter.settings import Settings
 
 SCALE_BRANCH_PREFIX = "scale"
 KEDA_WINDOW = "2m"
-SCALED_OBJECT_FILE = keda_overlay.SCALED_OBJECT_FILE
-LEGACY_PLOT_FILE = "forecast.svg"   # in the overlay, before the plot became a PNG beside it
 
 
 @dataclass(frozen=True)
@@ -211,28 +210,9 @@ def dump_yaml(data: Any) -> str:
     return buffer.getvalue()
 
 
-def overlay_files(plan_: ForecastPlan, kustomization: str) -> dict[str, str]:
-    """The overlay's files that change: the ScaledObject, the hand-over patch, the list.
-
-    The hand-over (core.keda_overlay) is the one the renderer writes when it carries an
-    accepted ScaledObject forward, so the next promotion keeps this overlay's scaling.
-    """
-    data = YAML(typ="safe", pure=True).load(kustomization)
-    if not isinstance(data, dict):
-        raise UserError("the overlay's kustomization.yaml is not a mapping")
-    resources = [r for r in data.get("resources") or [] if r != SCALED_OBJECT_FILE]
-    data["resources"] = [*resources, SCALED_OBJECT_FILE]
-    others = [p for p in data.get("patches") or []
-              if not (isinstance(p, dict) and isinstance(p.get("path"), str))]
-    paths = [p["path"] for p in data.get("patches") or []
-             if isinstance(p, dict) and isinstance(p.get("path"), str)]
-    name = plan_.deployment.name
-    files = {SCALED_OBJECT_FILE: dump_yaml(plan_.scaled_object)}
-    files.update(keda_overlay.handover_patches(plan_.platform, name))
-    data["patches"] = [*others, *({"path": path} for path in
-                                  keda_overlay.patches_after_handover(paths, plan_.platform, name))]
-    files["kustomization.yaml"] = dump_yaml(data)
-    return files
+def scaled_object_text(plan_: ForecastPlan) -> str:
+    """The ScaledObject as the overlay's scaledobject.yaml holds it."""
+    return dump_yaml(plan_.scaled_object)
 
 
 def summary_rows(plan_: ForecastPlan) -> list[dict[str, Any]]:
@@ -253,34 +233,37 @@ def branch_for(name: str, env: str) -> str:
     return f"{SCALE_BRANCH_PREFIX}/{name}/{env}"
 
 
-def propose(settings: Settings, plan_: ForecastPlan, provider: GitProvider) -> ProposalResult:
-    """Open or update the MR on ``scale/<name>/<env>``; never one that breaks a guardrail."""
+def propose(settings: Settings, plan_: ForecastPlan, intent: Mapping[str, Any],
+            provider: GitProvider) -> ProposalResult:
+    """Open or update the MR on ``scale/<name>/<env>``; never one that breaks a guardrail.
+
+    The overlay is re-rendered with the ScaledObject as its accepted scaling, exactly as the
+    next promotion will render it (rendering.proposal_overlay keeps the signed artifact and
+    lineage the overlay runs), rather than edited: an edit that re-serialised the kustomization
+    left its annotations in a form promoter's readers (core.tree_facts) cannot read back.
+    """
     if not plan_.decision.allowed:
         raise PolicyDenied(plan_.decision.reasons)
-    root = settings.git.manifests_dir.strip("/")
-    overlay = f"{root}/{plan_.deployment.name}/overlays/{plan_.env}"
-    current = provider.read(f"{overlay}/kustomization.yaml", settings.git.target_branch)
-    if current is None:
-        raise UserError(f"{overlay}/kustomization.yaml is not on "
-                        f"{settings.git.target_branch}: promote the model to {plan_.env} first")
-    files: dict[str, FileContent | None] = {
-        f"{overlay}/{path}": text for path, text in overlay_files(plan_, current).items()}
-    if plan_.platform == "kubernetes" and keda_overlay.HPA_PATCH_FILE in current:
-        # Deleted, not just unlisted: the next promotion's render would delete it anyway.
-        files[f"{overlay}/{keda_overlay.HPA_PATCH_FILE}"] = None
+    root, name = settings.git.manifests_dir.strip("/"), plan_.deployment.name
+    overlay = f"{root}/{name}/overlays/{plan_.env}"
+    files: dict[str, FileContent | None] = dict(rendering.proposal_overlay(
+        settings, provider, intent, plan_.deployment, plan_.env, origin="forecast intent",
+        scaling=scaled_object_text(plan_)))
     from promoter.forecast_plot import png
 
     plot = plot_path(settings, plan_)
     files[plot] = png(plan_)
-    files[f"{overlay}/{LEGACY_PLOT_FILE}"] = None   # an earlier release's SVG, if any
     env = settings.environment(plan_.env)
+    # The overlay is managed whole: promoter's HPA patch (KEDA scales now) and an earlier
+    # release's forecast.svg, files the render no longer has, go away.
     return provider.propose(Proposal(
-        model=plan_.deployment.spec.model.name, name=plan_.deployment.name, env=plan_.env,
-        version=plan_.deployment.spec.model.version, files=files, managed_prefixes=(),
-        title=f"Scale {plan_.deployment.name} in {plan_.env} ahead of forecast demand",
+        model=plan_.deployment.spec.model.name, name=name, env=plan_.env,
+        version=plan_.deployment.spec.model.version, files=files,
+        managed_prefixes=(f"{overlay}/",),
+        title=f"Scale {name} in {plan_.env} ahead of forecast demand",
         description=description(plan_, plot), labels=("promoter", "scaling"),
         approvals_required=env.approvals, target_branch=settings.git.target_branch,
-        branch_name=branch_for(plan_.deployment.name, plan_.env)))
+        branch_name=branch_for(name, plan_.env)))
 
 
 def plot_path(settings: Settings, plan_: ForecastPlan) -> str:

@@ -15,10 +15,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from promoter.core import intent as core_intent
+from promoter.core import live_overlay, tree_facts
 from promoter.core.render import ImagePin, Lineage, Renderer, RenderRequest
-from promoter.core.spec import ModelRef
+from promoter.core.spec import ModelDeployment, ModelRef
 from promoter.errors import UserError
 from promoter.intent_yaml import MAX_INTENT_BYTES, load_intent_yaml
+from promoter.ports.git import GitProvider
 from promoter.settings import Settings
 
 _REPO_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -110,6 +112,39 @@ def build_request(settings: Settings, intent: Mapping[str, Any], environment: st
     """``core.intent.build_request`` with the targets of these settings (for commands)."""
     return core_intent.build_request(settings.targets(), intent, environment, origin=origin,
                                      lineage=lineage, image=image, model=model, modelcar=modelcar)
+
+
+def proposal_overlay(settings: Settings, provider: GitProvider, intent: Mapping[str, Any],
+                     deployment: ModelDeployment, env: str, *, origin: str,
+                     scaling: str | None = None) -> dict[str, str]:
+    """The overlay of ``deployment`` in ``env`` re-rendered from ``intent`` for a proposal
+    (`promoter rightsize`, `promoter forecast`), by repository path.
+
+    A proposal builds no artifact, so it renders with what the overlay on the target branch
+    pins (core.live_overlay): the signed image or modelcar, the lineage, and the accepted KEDA
+    ScaledObject unless ``scaling`` replaces it. Without that overlay, or when it runs another
+    version than ``deployment``, there is nothing to carry forward, and the proposal is refused.
+    """
+    root, branch = settings.git.manifests_dir.strip("/"), settings.git.target_branch
+    name, version = deployment.name, deployment.spec.model.version
+    live = live_overlay.read(provider, root, name, env, branch)
+    if live is None:
+        raise UserError(f"{tree_facts.overlay_kustomization(root, name, env)} is not on "
+                        f"{branch}: a proposal keeps the artifact the overlay runs, and there "
+                        "is none", hint=f"promote the model to {env} first")
+    if live.version != version:
+        hint = (f"use --version {live.version} (or an intent of that version), or promote "
+                f"version {version} first" if live.version else
+                f"promote version {version} to {env} again to re-render the overlay")
+        raise UserError(f"{name} in {env} runs version {live.version or 'unknown'} on {branch}, "
+                        f"not version {version}: a proposal keeps the artifact the overlay runs, "
+                        "so it must be for that version", hint=hint)
+    request = live_overlay.request(
+        settings.targets(), intent, env, origin=origin, model=deployment.spec.model,
+        pins=live.pins, scaling=live.scaled_object if scaling is None else scaling)
+    overlay = f"{name}/overlays/{env}/"
+    return {f"{root}/{path}": text for path, text in renderer(settings).render(request).items()
+            if path.startswith(overlay)}
 
 
 def write_tree(out: Path, files: Mapping[str, str]) -> list[Path]:

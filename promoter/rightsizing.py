@@ -122,29 +122,30 @@ def apply(deployment: ModelDeployment, proposals: tuple[rightsize.Proposal, ...]
 
 def propose(settings: Settings, report_: Report, intent: Mapping[str, Any],
             provider: GitProvider) -> ProposalResult | None:
-    """Re-render the overlay with the right-sized intent; one MR on rightsize/<name>/<env>."""
+    """Re-render the overlay with the right-sized intent; one MR on rightsize/<name>/<env>.
+
+    Everything else the live overlay holds (the signed artifact, lineage, an accepted KEDA
+    ScaledObject) is carried forward by rendering.proposal_overlay; the overlay is managed
+    whole, so a file the new render no longer has (an HPA patch KEDA replaced) goes away.
+    """
     from promoter import rendering
 
     if not report_.proposals:
         return None
     if report_.decision is not None and not report_.decision.allowed:
         raise PolicyDenied(report_.decision.reasons)
-    env = report_.env
+    env, name = report_.env, report_.deployment.name
     spec = dict(intent.get("spec") or {})
     environments = dict(spec.get("environments") or {})
     environments[env] = deep_merge(environments.get(env) or {}, overrides(report_.proposals))
     changed = {**intent, "spec": {**spec, "environments": environments}}
-    request = rendering.build_request(settings, changed, env, origin="right-sized intent")
+    files: dict[str, str | None] = dict(rendering.proposal_overlay(
+        settings, provider, changed, report_.deployment, env, origin="right-sized intent"))
     root = settings.git.manifests_dir.strip("/")
-    overlay = f"{report_.deployment.name}/overlays/{env}/"
-    files: dict[str, str | None] = {
-        f"{root}/{path}": text
-        for path, text in rendering.renderer(settings).render(request).items()
-        if path.startswith(overlay)}
-    name = report_.deployment.name
     return provider.propose(Proposal(
         model=report_.deployment.spec.model.name, name=name, env=env,
-        version=report_.deployment.spec.model.version, files=files, managed_prefixes=(),
+        version=report_.deployment.spec.model.version, files=files,
+        managed_prefixes=(f"{root}/{name}/overlays/{env}/",),
         title=f"Right-size {name} in {env}: {', '.join(p.kind for p in report_.proposals)}",
         description=description(report_), labels=("promoter", "rightsize"),
         approvals_required=settings.environment(env).approvals,

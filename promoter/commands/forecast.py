@@ -57,7 +57,7 @@ def forecast(
                             now=now, tags=tags)
     result = None
     if propose:
-        result = forecasting.propose(settings, plan, composition.provider(settings))
+        result = forecasting.propose(settings, plan, document, composition.provider(settings))
     if output == "json":
         emit_json({"scaled_object": plan.scaled_object, "summary": forecasting.summary_rows(plan),
                    "gpu_hours_week": plan.gpu_hours_week,

@@ -79,26 +79,26 @@ def overlay_context(request: RenderRequest, descriptor: RuntimeDescriptor) -> di
     spec = deployment.spec
     # The registered model name is in the base's commonAnnotations already.
     # Team and GPU claim let the team quota sum what the target branch already runs.
-    lineage = {"promoter.dev/model-version": spec.model.version,
+    lineage = {tree_facts.MODEL_VERSION: spec.model.version,
                tree_facts.TEAM: spec.owner.team,
                tree_facts.GPU_CLAIM: str(gpu_claim(deployment))}
     if request.lineage.run_id:
-        lineage["promoter.dev/mlflow-run-id"] = request.lineage.run_id
+        lineage[tree_facts.RUN_ID] = request.lineage.run_id
     if request.lineage.source:
-        lineage["promoter.dev/model-source"] = request.lineage.source
+        lineage[tree_facts.MODEL_SOURCE] = request.lineage.source
     image = None
     if descriptor.artifact == "pyfunc-image" and request.image is not None:
         image = {"name": SERVING_IMAGE_PLACEHOLDER, "newName": request.image.repository}
         if request.image.digest:
             image["digest"] = request.image.digest
-            lineage["promoter.dev/image"] = f"{request.image.repository}@{request.image.digest}"
+            lineage[tree_facts.IMAGE] = f"{request.image.repository}@{request.image.digest}"
         else:
             image["newTag"] = f"v{spec.model.version}"
     modelcar = None
     if descriptor.artifact == "modelcar" and request.modelcar is not None:
         modelcar = request.modelcar.reference  # only a digest pins the signed artifact
         if modelcar:
-            lineage["promoter.dev/modelcar"] = modelcar
+            lineage[tree_facts.MODELCAR] = modelcar
     env_labels = {"promoter.dev/environment": request.environment,
                   "app.kubernetes.io/version": spec.model.version}
     if request.cost_labels.get("environment"):

@@ -15,10 +15,10 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from promoter.core import audit_anchor, codeowners, gates, mr_text, tree_facts
+from promoter.core import audit_anchor, codeowners, gates, live_overlay, mr_text, tree_facts
 from promoter.core.audit_chain import Head
 from promoter.core.config import PipelineConfig
 from promoter.core.decommission import decommission
@@ -145,15 +145,15 @@ class Pipeline:
         # The digest just signed and verified is the one the manifests pull, in the field the
         # runtime's descriptor names (the serving image, or the modelcar).
         pin = ImagePin(image.reference.split("@", 1)[0], image.digest) if image else None
-        request = build_request(
+        pins = live_overlay.Pins(lineage=Lineage(run_id=info.run_id, source=info.source),
+                                 image=pin if artifact == "pyfunc-image" else None,
+                                 modelcar=pin if artifact == "modelcar" else None)
+        request = live_overlay.request(
             self.config.targets, request_intent, job.env, origin=f"{job.model} version {version}",
-            lineage=Lineage(run_id=info.run_id, source=info.source),
-            image=pin if artifact == "pyfunc-image" else None,
-            modelcar=pin if artifact == "modelcar" else None,
-            model=ModelRef(name=job.model, version=version))
-        request = replace(request, accepted_scaling=self.ports.provider.read(
-            tree_facts.scaled_object(self.config.manifests_root, deployment.name, job.env),
-            self.config.target_branch))
+            model=ModelRef(name=job.model, version=version), pins=pins,
+            scaling=live_overlay.accepted_scaling(
+                self.ports.provider, self.config.manifests_root, deployment.name, job.env,
+                self.config.target_branch))
         files = self.ports.renderer.render(request)
         self.progress("render", "ok", f"{len(files)} files")
 

@@ -17,6 +17,11 @@ REGISTERED_MODEL = "promoter.dev/registered-model"   # in the base's commonAnnot
 MODEL_VERSION = "promoter.dev/model-version"         # in an overlay's commonAnnotations
 TEAM = "promoter.dev/team"                           # in an overlay's commonAnnotations
 GPU_CLAIM = "promoter.dev/gpu-claim"                 # GPUs x maxReplicas, in the overlay
+# The overlay's pins (commonAnnotations), which a re-render of the same version carries forward:
+RUN_ID = "promoter.dev/mlflow-run-id"
+MODEL_SOURCE = "promoter.dev/model-source"
+IMAGE = "promoter.dev/image"                         # the pyfunc serving image, repo@digest
+MODELCAR = "promoter.dev/modelcar"                   # the signed modelcar, repo@digest
 
 
 def annotation(kustomization: str, key: str) -> str | None:
@@ -27,6 +32,10 @@ def annotation(kustomization: str, key: str) -> str | None:
         if not text.startswith(prefix):
             continue
         value = text[len(prefix):].strip()
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            # A single-quoted scalar: how a generic YAML dumper writes "1" (an earlier
+            # `promoter forecast` rewrote overlay kustomizations that way).
+            return value[1:-1].replace("''", "'") or None
         if not value.startswith('"'):
             return value or None
         try:

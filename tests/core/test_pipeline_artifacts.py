@@ -13,8 +13,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from promoter import rendering
+from promoter.core import live_overlay
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.core.render import Renderer
+from promoter.core.spec import API_VERSION, KIND, ModelRef
 from promoter.errors import PermanentError
 from promoter.ports.image import ModelcarRequest
 from promoter.service.composition import pipeline_config
@@ -109,6 +111,34 @@ def test_vllm_on_kserve_pulls_the_signed_modelcar_by_storage_uri(run: Run) -> No
     model = run.file("patch-inferenceservice.yaml")["spec"]["predictor"]["model"]
     assert model["storageUri"] == f"oci://{result.image}"
     assert run.signer.signed == [result.image]
+
+
+@pytest.mark.parametrize("tags", [
+    {"deploy.runtime": "deployment"},
+    {"deploy.runtime": "triton", "deploy.serving.modelFormat": "onnx"},
+    {"deploy.runtime": "vllm"}], ids=["pyfunc-image", "triton-modelcar", "kserve-modelcar"])
+def test_the_promoted_overlay_rerenders_unchanged_from_the_pins_it_records(
+        run: Run, tags: dict[str, str]) -> None:
+    """What `promoter rightsize` and `promoter forecast` do with the overlay a promotion left:
+    read its pins back (core.live_overlay) and render the same intent again. Every overlay file
+    must come out as the promotion wrote it: the signed digest, the lineage, the image volume or
+    storageUri; nothing a proposal builds no artifact for may go missing."""
+    result = run.promote(tags)
+    prefix = f"deploy/{NAME}/overlays/{ENV}/"
+    promoted = {path: text for path, text in run.provider.branches[f"promote/{NAME}/{ENV}"].items()
+                if path.startswith(prefix)}
+    pins = live_overlay.pins_of(promoted[f"{prefix}kustomization.yaml"])
+    artifact = pins.image or pins.modelcar
+    assert artifact is not None and artifact.reference == result.image
+    info = run.registry.model_version(MODEL, "1")
+    intent = {"apiVersion": API_VERSION, "kind": KIND, **run.registry.intent(info)}
+    request = live_overlay.request(pipeline_config(SETTINGS, run.renderer).targets, intent, ENV,
+                                   origin="the live overlay", model=ModelRef(name=MODEL,
+                                                                             version="1"),
+                                   pins=pins, scaling=None)
+    rendered = {f"deploy/{path}": text for path, text in run.renderer.render(request).items()
+                if path.startswith(f"{NAME}/overlays/{ENV}/")}
+    assert rendered == promoted
 
 
 def test_a_kserve_modelcar_without_a_shell_base_is_refused_before_any_build(run: Run) -> None:

@@ -105,6 +105,20 @@ def _forecast_json(run_cli, config: Path, *extra: str) -> dict:
     return json.loads(out)
 
 
+def _accept(settings, intent: dict, plan: forecasting.ForecastPlan, tree: Path) -> None:
+    """Write the overlay a merged `promoter forecast --propose` MR leaves into ``tree``: the
+    overlay re-rendered with the plan's ScaledObject as its accepted scaling."""
+    from dataclasses import replace
+
+    from promoter import rendering
+
+    request = replace(rendering.build_request(settings, intent, "production", origin="intent"),
+                      accepted_scaling=forecasting.scaled_object_text(plan))
+    rendering.write_tree(tree, {path: text for path, text in
+                                rendering.renderer(settings).render(request).items()
+                                if "/overlays/" in path})
+
+
 def test_dry_run_prints_a_valid_scaled_object_that_prewarms_before_each_rise(
         run_cli, tmp_path: Path, prometheus_url: str) -> None:
     result = _forecast_json(run_cli, _config(tmp_path, prometheus_url))
@@ -218,9 +232,7 @@ def test_scaled_object_builds_in_the_overlay_and_replaces_the_hpa(
         settings, YAML(typ="safe").load(INTENT), "production", "intent")
     plan = forecasting.plan(settings, deployment, target, PrometheusSource(prometheus_url),
                             now=TRAIN_END)
-    files = forecasting.overlay_files(plan, (overlay / "kustomization.yaml").read_text())
-    for path, text in files.items():
-        (overlay / path).write_text(text, encoding="utf-8")
+    _accept(settings, YAML(typ="safe").load(INTENT), plan, tmp_path / "tree")
     built = list(YAML(typ="safe").load_all(kustomize.build(overlay)))
     kinds = [doc["kind"] for doc in built]
     assert "HorizontalPodAutoscaler" not in kinds   # KEDA owns the HPA now
@@ -254,9 +266,7 @@ def test_the_next_promotion_renders_the_overlay_the_scale_mr_left(
     deployment, target = forecasting.resolve(settings, intent, "production", "intent")
     plan = forecasting.plan(settings, deployment, target, PrometheusSource(prometheus_url),
                             now=TRAIN_END)
-    for path, text in forecasting.overlay_files(
-            plan, (overlay / "kustomization.yaml").read_text()).items():
-        (overlay / path).write_text(text, encoding="utf-8")
+    _accept(settings, intent, plan, merged)
     accepted = (overlay / "scaledobject.yaml").read_text()
 
     intent["spec"]["model"]["version"] = "4"
@@ -335,6 +345,50 @@ def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
     assert provider.forge.read_files(branch, [plot_path], [])[plot_path] == plot  # type: ignore
 
 
+def test_propose_keeps_what_the_promoted_overlay_pins_readable(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    """On an overlay a promotion rendered (a signed modelcar, lineage), the scale MR keeps the
+    modelcar volume and leaves every annotation in the form promoter reads back: the next
+    `promoter rightsize` keeps the pins from it, and the team quota counts its GPU claim."""
+    from promoter import rendering
+    from promoter.core import live_overlay, tree_facts
+    from promoter.core.render import ImagePin, Lineage
+    from promoter.core.spec import ModelRef
+    from promoter.ports.git import Proposal
+    from promoter.service import composition
+
+    config = _config(tmp_path, prometheus_url)
+    settings = load_settings(config, environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
+    provider = composition.provider(settings)
+    pins = live_overlay.Pins(
+        lineage=Lineage(run_id="9f8e7d6c", source="mlflow-artifacts:/2/9f8e7d6c/artifacts/model"),
+        modelcar=ImagePin("registry.example/models/llm-chat", "sha256:" + "c" * 64))
+    request = live_overlay.request(settings.targets(), YAML(typ="safe").load(INTENT),
+                                   "production", origin="llm-chat-8b version 3",
+                                   model=ModelRef(name="llm-chat-8b", version="3"), pins=pins,
+                                   scaling=None)
+    tree = {f"manifests/{path}": text
+            for path, text in rendering.renderer(settings).render(request).items()}
+    seeded = provider.propose(Proposal(model="llm-chat-8b", name=NAME, env="production",
+                                       version="3", files=tree, managed_prefixes=(),
+                                       title="seed", description="seed"))
+    assert seeded.mr_iid is not None
+    for user in ("alice", "bob"):
+        provider.approve(seeded.mr_iid, user)   # type: ignore[attr-defined]
+    provider.merge(seeded.mr_iid, "alice")      # type: ignore[attr-defined]
+
+    assert _forecast_json(run_cli, config, "--propose")["outcome"] == "created"
+    branch = f"scale/{NAME}/production"
+    live = live_overlay.read(provider, "manifests", NAME, "production", branch)
+    assert live is not None and live.version == "3" and live.pins == pins
+    assert live.scaled_object is not None
+    overlay = f"manifests/{NAME}/overlays/production"
+    assert tree_facts.team_claims({"k": provider.read(f"{overlay}/kustomization.yaml", branch)
+                                   or ""}) == {"assistants": 12}
+    patch = provider.read(f"{overlay}/patch-deployment.yaml", branch) or ""
+    assert f'reference: "{pins.modelcar.reference}"' in patch      # type: ignore[union-attr]
+
+
 def _commits(bare: Path, ref: str) -> int:
     return int(subprocess.run(["git", "rev-list", "--count", ref], cwd=bare, check=True,
                               capture_output=True, text=True).stdout)
@@ -411,7 +465,7 @@ def test_propose_through_gitlab_commits_the_png_base64_and_again_is_a_no_op(
         deployment, target = forecasting.resolve(settings, intent, "production", "intent")
         plan = forecasting.plan(settings, deployment, target, PrometheusSource(prometheus_url),
                                 now=TRAIN_END)
-        first = forecasting.propose(settings, plan, provider)
+        first = forecasting.propose(settings, plan, intent, provider)
         assert first.outcome.value == "created" and first.commit_created
         plot_path = f"manifests/{NAME}/forecast-production.png"
         [action] = [a for a in seen if a["file_path"] == plot_path]
@@ -429,7 +483,7 @@ def test_propose_through_gitlab_commits_the_png_base64_and_again_is_a_no_op(
             in description
         commits, actions = standin.repo.count("--all"), len(seen)
 
-        again = forecasting.propose(settings, plan, provider)
+        again = forecasting.propose(settings, plan, intent, provider)
 
         assert again.outcome.value == "unchanged" and not again.commit_created
         assert again.mr_iid == first.mr_iid and len(standin.project.mrs) == 1
@@ -455,9 +509,7 @@ def test_on_kserve_the_predictor_is_scaled_and_kserve_makes_no_hpa(
                                              "production", "intent")
     plan = forecasting.plan(settings, deployment, target, PrometheusSource(prometheus_url),
                             now=TRAIN_END)
-    for path, text in forecasting.overlay_files(
-            plan, (overlay / "kustomization.yaml").read_text()).items():
-        (overlay / path).write_text(text, encoding="utf-8")
+    _accept(settings, YAML(typ="safe").load(intent), plan, tmp_path / "tree")
     built = list(YAML(typ="safe").load_all(kustomize.build(overlay)))
     scaled = next(doc for doc in built if doc["kind"] == "ScaledObject")
     assert scaled["spec"]["scaleTargetRef"] == {"name": f"{NAME}-predictor"}

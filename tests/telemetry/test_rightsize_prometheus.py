@@ -15,6 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from promoter import rendering
+from promoter.core import keda_overlay, live_overlay
+from promoter.core.live_overlay import Pins
+from promoter.core.render import ImagePin, Lineage
+from promoter.core.spec import ModelRef
+from tests.conftest import requires_kubectl
 from tests.telemetry import traces
 from tests.telemetry.prometheus_server import available, prometheus
 
@@ -158,7 +164,37 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
     assert set(rows("env")) == {"production"}
 
 
-def _seed(settings, name: str, intent_text: str):  # type: ignore[no-untyped-def]
+# What a promotion of version 1 pins (core.pipeline builds its request with these).
+PINS = Pins(lineage=Lineage(run_id="0a1b2c3d4e5f",
+                            source="mlflow-artifacts:/1/0a1b2c3d4e5f/artifacts/model"),
+            modelcar=ImagePin("registry.example/models/oversized", "sha256:" + "5" * 64))
+# A merged `promoter forecast` MR's ScaledObject (one field per line, as the forecast writes it).
+SCALED_OBJECT = """\
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: oversized
+  labels:
+    app.kubernetes.io/managed-by: promoter
+spec:
+  scaleTargetRef:
+    name: {target}
+  minReplicaCount: 3
+  maxReplicaCount: 6
+  triggers:
+  - type: cron
+    metadata:
+      timezone: Europe/Berlin
+      start: 45 7 * * 1-5
+      end: 0 19 * * 1-5
+      desiredReplicas: "5"
+"""
+
+
+def _seed(settings, name: str, intent_text: str, *,  # type: ignore[no-untyped-def]
+          pins: Pins | None = None, scaling: str | None = None):
+    """The target branch after a promotion of version 1 (rendered as the pipeline renders it,
+    with ``pins`` and, for an overlay handed to KEDA, the accepted ``scaling``) is merged."""
     from ruamel.yaml import YAML
 
     from promoter import rendering
@@ -166,8 +202,10 @@ def _seed(settings, name: str, intent_text: str):  # type: ignore[no-untyped-def
     from promoter.service import composition
 
     provider = composition.provider(settings)
-    request = rendering.build_request(settings, YAML(typ="safe").load(intent_text),
-                                      "production", origin="intent")
+    request = live_overlay.request(settings.targets(), YAML(typ="safe").load(intent_text),
+                                   "production", origin=f"{name} version 1",
+                                   model=ModelRef(name=name, version="1"), pins=pins or Pins(),
+                                   scaling=scaling)
     tree = {f"manifests/{path}": text
             for path, text in rendering.renderer(settings).render(request).items()}
     seeded = provider.propose(Proposal(model=name, name=name, env="production", version="1",
@@ -202,6 +240,103 @@ def test_propose_rerenders_the_overlay_with_smaller_resources(
     mr = next(m for m in provider.list_mrs() if m.source_branch == branch)
     assert "| `spec.resources.gpu.mig` | whole GPU | 2g.20gb |" in mr.description
     assert "USD" in mr.description
+
+
+def _propose(run_cli, tmp_path: Path, url: str, intent_text: str) -> tuple[int, str]:
+    config = _config(tmp_path, url)
+    (tmp_path / "oversized.yaml").write_text(intent_text, encoding="utf-8")
+    code, _out, err = run_cli("rightsize", "--intent", str(tmp_path / "oversized.yaml"), "--env",
+                              "production", "--config", str(config), "--days", "8", "--until",
+                              END.isoformat(), "--propose")
+    return code, err
+
+
+def _autoscalers(objects: list[dict], target: str) -> list[str]:
+    """The HPAs and KEDA ScaledObjects in a built tree that scale ``target``."""
+    return [doc["kind"] for doc in objects
+            if doc["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")
+            and doc["spec"]["scaleTargetRef"]["name"] == target]
+
+
+@requires_kubectl
+@pytest.mark.parametrize(("platform", "keda"), [("kubernetes", False), ("kubernetes", True),
+                                                ("kserve", True)])
+def test_propose_keeps_the_signed_modelcar_lineage_and_keda_scaling_of_the_live_overlay(
+        run_cli, tmp_path: Path, prometheus_url: str, platform: str, keda: bool) -> None:
+    """A right-sizing MR re-renders the overlay, but builds no artifact: the modelcar the
+    promotion signed, its lineage and an accepted ScaledObject must all survive, and the built
+    tree must scale the workload with exactly one autoscaler."""
+    from ruamel.yaml import YAML
+
+    from promoter.adapters import kustomize
+    from promoter.settings import load_settings
+
+    intent_text = _intent("oversized", 3, 1).replace("platform: kubernetes",
+                                                     f"platform: {platform}")
+    workload = "oversized" if platform == "kubernetes" else "oversized-predictor"
+    settings = load_settings(_config(tmp_path, prometheus_url),
+                             environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
+    provider, _tree = _seed(settings, "oversized", intent_text, pins=PINS,
+                            scaling=SCALED_OBJECT.format(target=workload) if keda else None)
+
+    code, err = _propose(run_cli, tmp_path, prometheus_url, intent_text)
+    assert code == 0, err
+    branch, overlay = "rightsize/oversized/production", "manifests/oversized/overlays/production"
+    proposed = provider.files("manifests/", branch)
+    assert "nvidia.com/mig-2g.20gb" in "".join(proposed.values())   # the right-sizing itself
+    live = live_overlay.pins_of(proposed[f"{overlay}/kustomization.yaml"])
+    assert live == PINS                                             # digest and lineage kept
+    assert (f"{overlay}/{keda_overlay.SCALED_OBJECT_FILE}" in proposed) == keda
+    assert (f"{overlay}/{keda_overlay.HPA_PATCH_FILE}" in proposed) == (
+        platform == "kubernetes" and not keda)
+
+    built = tmp_path / "built"
+    rendering.write_tree(built, {path.removeprefix("manifests/"): text
+                                 for path, text in proposed.items()})
+    objects = list(YAML(typ="safe").load_all(kustomize.build(
+        built / "oversized" / "overlays" / "production")))
+    if platform == "kubernetes":
+        [deployment] = [doc for doc in objects if doc["kind"] == "Deployment"]
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+        assert volumes["model"]["image"]["reference"] == PINS.modelcar.reference  # type: ignore
+        mounted = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+        assert mounted <= set(volumes)     # no mount of a volume the Deployment lacks
+        assert _autoscalers(objects, workload) == (["ScaledObject"] if keda
+                                                   else ["HorizontalPodAutoscaler"])
+    else:
+        [service] = [doc for doc in objects if doc["kind"] == "InferenceService"]
+        predictor = service["spec"]["predictor"]
+        assert predictor["model"]["storageUri"] == f"oci://{PINS.modelcar.reference}"  # type: ignore
+        # KServe makes no HPA of its own for an externally scaled predictor: KEDA's is the one.
+        assert service["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == \
+            "external"
+        assert _autoscalers(objects, workload) == ["ScaledObject"]
+    if keda:
+        [scaled] = [doc for doc in objects if doc["kind"] == "ScaledObject"]
+        assert scaled["spec"]["minReplicaCount"] == 1      # bounded by the right-sized intent
+        assert scaled["spec"]["triggers"][0]["metadata"]["start"] == "45 7 * * 1-5"
+
+
+def test_propose_is_refused_without_a_live_overlay_to_keep(run_cli, tmp_path: Path,
+                                                          prometheus_url: str) -> None:
+    code, err = _propose(run_cli, tmp_path, prometheus_url, _intent("oversized", 3, 1))
+    assert code != 0
+    assert "manifests/oversized/overlays/production/kustomization.yaml is not on main" in err
+    assert "promote the model to production first" in err
+
+
+def test_propose_is_refused_for_a_version_the_overlay_does_not_run(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    from promoter.settings import load_settings
+
+    settings = load_settings(_config(tmp_path, prometheus_url),
+                             environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
+    _seed(settings, "oversized", _intent("oversized", 3, 1), pins=PINS)
+    code, err = _propose(run_cli, tmp_path, prometheus_url,
+                         _intent("oversized", 3, 1).replace('version: "1"', 'version: "2"'))
+    assert code != 0
+    assert "oversized in production runs version 1 on main, not version 2" in err
 
 
 def test_propose_is_refused_when_policy_denies(run_cli, tmp_path: Path,

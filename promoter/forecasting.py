@@ -25,6 +25,7 @@ from promoter.core import mr_text, prewarm, tree_facts
 from promoter.core.config import EnvironmentTarget
 from promoter.core.gates import GateFacts
 from promoter.core.intent import resolve_intent
+from promoter.core.naming import pods_pattern
 from promoter.core.policy import Decision
 from promoter.core.runtimes import RuntimeDescriptor, Telemetry, parse_descriptors
 from promoter.core.spec import ModelDeployment, ModelRef
@@ -160,20 +161,24 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
 
 
 STARTUP_QUERY = ('max by (pod) (kube_pod_status_ready_time{{namespace="{namespace}",'
-                 'pod=~"{name}-.*"}}) - max by (pod) (kube_pod_created{{namespace="{namespace}",'
-                 'pod=~"{name}-.*"}})')
+                 'pod=~"{pods}"}}) - max by (pod) (kube_pod_created{{namespace="{namespace}",'
+                 'pod=~"{pods}"}})')
 
 
 def measured_startup_seconds(metrics: MetricsSource, *, name: str, namespace: str,
                              start: datetime, end: datetime) -> int | None:
-    """The slowest cold start seen: pod created → Ready, from kube-state-metrics, or None.
+    """The slowest cold start seen: pod created → first Ready, from kube-state-metrics, or
+    None.
 
     The slowest (not the typical) start decides, so a window opens early enough for it.
+    ``kube_pod_status_ready_time`` is the Ready condition's last transition, which moves on
+    every readiness flap (and reads near the creation time while the pod is not yet ready):
+    a pod's earliest positive value is its first Ready, later ones would count a flap hours
+    after the start as the start.
     """
-    series = metrics.query_range(STARTUP_QUERY.format(name=name, namespace=namespace),
-                                 start, end, 3600)
-    seconds = [value for item in series for _, value in item.points[-1:]
-               if 0 < value < 6 * 3600]
+    query = STARTUP_QUERY.format(pods=pods_pattern(name), namespace=namespace)
+    seconds = [min(started) for item in metrics.query_range(query, start, end, 3600)
+               if (started := [value for _, value in item.points if 0 < value < 6 * 3600])]
     return math.ceil(max(seconds)) if seconds else None
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from promoter.core import rightsize
 from promoter.core.config import EnvironmentTarget
+from promoter.core.naming import pods_pattern
 from promoter.core.policy import Decision
 from promoter.core.spec import ModelDeployment, deep_merge
 from promoter.errors import PolicyDenied, UserError
@@ -30,7 +31,7 @@ from promoter.ports.metrics import MetricsSource, Series
 from promoter.settings import Settings
 
 STEP_SECONDS = 300
-SELECTOR = '{{namespace="{namespace}",pod=~"{name}-.*"}}'
+SELECTOR = '{{namespace="{namespace}",pod=~"{pods}"}}'
 UTIL, FB_USED, FB_FREE = "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"
 RIGHTSIZE_BRANCH_PREFIX = "rightsize"
 
@@ -55,7 +56,7 @@ def _by_gpu(series: list[Series]) -> dict[tuple[str, str], dict[float, float]]:
 def evidence(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,
              metrics: MetricsSource, *, now: datetime, days: int) -> rightsize.Evidence:
     name, namespace = deployment.name, target.namespace
-    selector = SELECTOR.format(namespace=namespace, name=name)
+    selector = SELECTOR.format(namespace=namespace, pods=pods_pattern(name))
     start = now - timedelta(days=days)
     util_series = metrics.query_range(UTIL + selector, start, now, STEP_SECONDS)
     util = _by_gpu(util_series)

@@ -59,3 +59,12 @@ def label_value_problem(value: str) -> str | None:
         return ("must be letters, digits, '-', '_' or '.', starting and ending with a letter "
                 "or digit (Kubernetes label value)")
     return None
+
+
+def pods_pattern(name: str) -> str:
+    """A PromQL regex (fully anchored, as ``=~`` is) for the pods of deployment ``name``: its
+    Deployment's (``name``) or KServe's (``name-predictor``) ReplicaSet pods,
+    ``<deployment>-<pod-template-hash>-<suffix>``. ``name-.*`` also matched other models that
+    share the prefix (``llama`` took in ``llama-70b``'s pods), in forecasts, KEDA triggers,
+    right-sizing evidence and measured cold starts."""
+    return f"{name}(-predictor)?-[a-z0-9]{{1,10}}-[a-z0-9]{{5}}"

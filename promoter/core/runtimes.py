@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from promoter.core.naming import pods_pattern
 from promoter.core.problems import describe
 from promoter.core.spec import ModelDeployment, Serving
 from promoter.errors import UserError
@@ -68,14 +69,15 @@ class Form(_Frozen):
                                  f"known: {', '.join(sorted(ARG_FIELDS))}")
 
 
-TELEMETRY_FIELDS = frozenset({"name", "namespace", "window"})
+TELEMETRY_FIELDS = frozenset({"name", "namespace", "window", "pods"})
 
 
 class Telemetry(_Frozen):
     """PromQL for the server's demand, used by `promoter forecast` and KEDA's reactive trigger.
 
-    ``{name}`` and ``{namespace}`` (DNS labels, checked before they get here) select the
-    deployment's pods; ``{window}`` is the rate window (the forecast step, or 2m for KEDA).
+    ``{name}`` and ``{namespace}`` are DNS labels, checked before they get here; ``{pods}``
+    is the regex of the deployment's pods (core.naming.pods_pattern: use ``pod=~"{pods}"``);
+    ``{window}`` is the rate window (the forecast step, or 2m for KEDA).
     """
 
     request_rate: str = Field(alias="requestRate", min_length=1, max_length=2000)
@@ -90,7 +92,8 @@ class Telemetry(_Frozen):
                                  f"known: {', '.join(sorted(TELEMETRY_FIELDS))}")
 
     def render(self, query: str, *, name: str, namespace: str, window: str) -> str:
-        values = {"name": name, "namespace": namespace, "window": window}
+        values = {"name": name, "namespace": namespace, "window": window,
+                  "pods": pods_pattern(name)}
         return ARG_FIELD.sub(lambda match: values[match.group(1)], query)
 
 

@@ -61,19 +61,28 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory):
 
 
 COLD_STARTS = (600, 780, 840)       # seconds from pod created to Ready, three pods
+FLAP_AFTER = 5 * 3600               # the third pod goes unready and back this long after
+OTHER_MODEL_START = 3000            # llm-chat-70b: another model sharing the name's prefix
 
 
 def _cold_starts(trace: traces.Trace) -> str:
-    """kube-state-metrics' pod created / Ready timestamps, hourly, for three pods."""
+    """kube-state-metrics' pod created / Ready timestamps, hourly, for three pods of llm-chat
+    (the third one's readiness flaps halfway: its Ready condition's last transition moves)
+    and one pod of llm-chat-70b, whose slow start must not count for llm-chat."""
     created, ready = [], []
     first = int(trace.times[0].timestamp())
-    for index, startup in enumerate(COLD_STARTS):
-        labels = f'namespace="{NAMESPACE}",pod="{NAME}-5f7c9d-{"abc"[index]}2k4q"'
-        for moment in trace.times[::12]:
+    pods = [(f"{NAME}-5f7c9d-{'abc'[index]}2k4q", startup)
+            for index, startup in enumerate(COLD_STARTS)]
+    pods.append((f"{NAME}-70b-5f7c9d-d2k4q", OTHER_MODEL_START))
+    samples = trace.times[::12]
+    for index, (pod, startup) in enumerate(pods):
+        labels = f'namespace="{NAMESPACE}",pod="{pod}"'
+        for number, moment in enumerate(samples):
             stamp = int(moment.timestamp())
+            flapped = index == 2 and number > len(samples) // 2
+            became_ready = first + index + (FLAP_AFTER if flapped else startup)
             created.append(f"kube_pod_created{{{labels}}} {first + index} {stamp}")
-            ready.append(f"kube_pod_status_ready_time{{{labels}}} {first + index + startup} "
-                         f"{stamp}")
+            ready.append(f"kube_pod_status_ready_time{{{labels}}} {became_ready} {stamp}")
     return "\n".join(created + ready) + "\n"
 
 
@@ -200,6 +209,24 @@ def test_a_proposal_that_breaks_a_guardrail_is_not_opened(run_cli, tmp_path: Pat
     assert "NVIDIA-L40S is not allowed in production" in err
 
 
+def test_a_deployments_pods_are_its_own_not_every_pod_sharing_its_prefix(
+        prometheus_url: str) -> None:
+    """pods_pattern, as Prometheus matches it: llm-chat's ReplicaSet pods, not llm-chat-70b's
+    (``llm-chat-.*`` took both), and not ``llm``'s."""
+    from promoter.core.naming import pods_pattern
+
+    source = PrometheusSource(prometheus_url)
+
+    def pods(name: str) -> set[str]:
+        query = f'kube_pod_created{{namespace="{NAMESPACE}",pod=~"{pods_pattern(name)}"}}'
+        return {item.labels["pod"] for item in source.query_range(
+            query, TRAIN_END - timedelta(hours=2), TRAIN_END, 3600)}
+
+    assert pods(NAME) == {f"{NAME}-5f7c9d-{x}2k4q" for x in "abc"}
+    assert pods(f"{NAME}-70b") == {f"{NAME}-70b-5f7c9d-d2k4q"}
+    assert pods("llm") == set()
+
+
 def test_forecast_of_the_held_out_week_is_within_the_stated_error(
         tmp_path: Path, prometheus_url: str) -> None:
     settings = load_settings(_config(tmp_path, prometheus_url), environ={})
@@ -208,7 +235,7 @@ def test_forecast_of_the_held_out_week_is_within_the_stated_error(
     source = PrometheusSource(prometheus_url)
     plan = forecasting.plan(settings, deployment, target, source, now=TRAIN_END)
     query = ('sum(rate(vllm:request_success_total{namespace="models-production",'
-             'pod=~"llm-chat-.*"}[15m]))')
+             'pod=~"llm-chat-[a-z0-9]+-[a-z0-9]{5}"}[15m]))')
     actual = source.query_range(query, TRAIN_END + timedelta(minutes=15),
                                 TRAIN_END + timedelta(weeks=1), 900)[0].points
     assert len(actual) > 600           # the whole held-out week came back from Prometheus

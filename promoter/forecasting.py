@@ -132,7 +132,7 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
     schedule = prewarm.hourly_replicas(fitted, bounds)
     windows = tuple(prewarm.windows(schedule, bounds.min_replicas, lead))
     platform = descriptor.platform(deployment)
-    scale_target = name if platform == "kubernetes" else f"{name}-predictor"
+    scale_target = keda_overlay.scale_target(platform, name)
     server = settings.prometheus.cluster_url or settings.prometheus.url or ""
     reactive = prewarm.Reactive(
         server_address=server, capacity=capacity, queue_per_replica=config.queue_per_replica,

@@ -143,6 +143,23 @@ class GitLabForge:
             return None
         return str(found.commit["id"])
 
+    def is_ancestor(self, commit: str, revision: str) -> bool:
+        """The repository's merge base of the two (``GET …/repository/merge_base``): ``commit``
+        is an ancestor of ``revision`` exactly when it is their merge base. GitLab answers 400
+        for a ref it cannot find and 404 when the two share no history: not contained."""
+        if commit == revision:
+            return True
+        try:
+            base = self._call.read(f"find the merge base of {commit[:12]} and {revision[:12]}",
+                                   self.project.repository_merge_base, [commit, revision])
+        except NotFound:
+            return False
+        except Refused as exc:
+            if exc.status == 400:
+                return False
+            raise
+        return isinstance(base, dict) and base.get("id") == commit
+
     def commit_message(self, sha: str) -> str:
         commit = self._call.read(f"read commit {sha[:12]}", self.project.commits.get, sha)
         return str(commit.message)

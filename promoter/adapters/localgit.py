@@ -63,6 +63,10 @@ class LocalForge:
         self.repo.fetch()
         return self.repo.head(branch)
 
+    def is_ancestor(self, commit: str, revision: str) -> bool:
+        self.repo.fetch()   # Argo CD read the remote: the revision may be newer than our clone
+        return self.repo.is_ancestor(commit, revision)
+
     def commit_message(self, sha: str) -> str:
         return self.repo.message(sha)
 

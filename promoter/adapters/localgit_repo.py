@@ -92,6 +92,15 @@ class LocalRepo:
         except GitFailed:
             return None
 
+    def is_ancestor(self, commit: str, revision: str) -> bool:
+        """``git merge-base --is-ancestor``: exit 0 yes, 1 no, 128 when either object is not
+        in the clone (a revision the remote never had, or one pruned away): not contained."""
+        try:
+            self.git("merge-base", "--is-ancestor", commit, revision)
+        except GitFailed:
+            return False
+        return True
+
     def message(self, sha: str) -> str:
         return self.git("log", "-1", "--format=%B", sha)
 

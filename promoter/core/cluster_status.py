@@ -5,13 +5,20 @@ An Application made by promoter's ApplicationSet carries the labels ``promoter.d
 (the deployment name), ``promoter.dev/environment`` and ``promoter.dev/cluster``. Its
 ``status.sync.status`` (Synced/OutOfSync/Unknown), ``status.sync.revision``,
 ``status.health.status`` (Healthy/Progressing/Degraded/Suspended/Missing/Unknown) and the
-time Argo CD last looked (``operationState.finishedAt``, else ``reconciledAt``) make one row.
+time Argo CD last looked (``status.reconciledAt``) make one row.
+
+"Deployed" asks whether every cluster's revision *contains* the merged change, not whether the
+clusters agree on one revision: ``status.sync.revision`` is the repository's HEAD when Argo CD
+compared, and every other model's merge moves it, so two clusters that synced minutes apart
+report different revisions that both carry the change. Whether a revision contains a commit is
+a git question; the caller answers it (``Carries``, backed by the git provider).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from promoter.core.gitops_scaffold import CLUSTER_LABEL, ENV_LABEL, MODEL_LABEL
@@ -27,6 +34,10 @@ _MAX = 253
 _SYNC_ORDER = ("Unknown", "OutOfSync", SYNCED)
 _HEALTH_ORDER = ("Missing", "Degraded", "Unknown", "Suspended", "Progressing", HEALTHY)
 
+# "Does this revision contain the merged change?" (the change's commit is the revision or one
+# of its ancestors). Answered by the git provider; the core cannot run git.
+Carries = Callable[[str], bool]
+
 
 @dataclass(frozen=True)
 class ClusterStatus:
@@ -36,7 +47,7 @@ class ClusterStatus:
     sync: str
     health: str
     revision: str | None
-    since: str | None         # RFC 3339 time of the last sync or reconcile
+    since: str | None         # when Argo CD made this observation (observed_at), UTC
     application: str
 
     @property
@@ -63,6 +74,28 @@ def _text(value: Any) -> str | None:
     return value[:_MAX]
 
 
+def observed_at(value: Any) -> str | None:
+    """The one definition of when a row was observed, for both paths: the Application's
+    ``status.reconciledAt`` (the notification template sends that very field). Argo CD sets it
+    each time it compares the cluster with git, which is when sync and health are computed;
+    ``operationState.finishedAt`` is only when the last sync operation ended, and mixing the
+    two would order a notification and a listing by different clocks.
+
+    Normalised to UTC, whole seconds (Kubernetes' ``metav1.Time`` precision), ``...Z``, so the
+    state database can order observations by comparing the text. None when absent or not a
+    time (Go templates print ``<no value>`` for a missing field)."""
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:   # Kubernetes always writes a zone; a bare time is not its
+        return None
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def from_application(application: Mapping[str, Any]) -> ClusterStatus | None:
     """One row from an Argo CD ``Application``; None when promoter's ApplicationSet did not
     make it (no promoter labels)."""
@@ -78,8 +111,7 @@ def from_application(application: Mapping[str, Any]) -> ClusterStatus | None:
         sync=_text(_get(application, "status", "sync", "status")) or "Unknown",
         health=_text(_get(application, "status", "health", "status")) or "Unknown",
         revision=_text(_get(application, "status", "sync", "revision")),
-        since=(_text(_get(application, "status", "operationState", "finishedAt"))
-               or _text(_get(application, "status", "reconciledAt"))),
+        since=observed_at(_get(application, "status", "reconciledAt")),
         application=_text(_get(application, "metadata", "name")) or "unknown")
 
 
@@ -108,10 +140,15 @@ def from_notification(body: Any) -> Notification:
         raise UserError("model, environment and application are required (is the Application "
                         "labelled by promoter's ApplicationSet?)")
     cluster = _text(body.get("cluster")) or _text(body.get("server")) or "unknown"
+    since = observed_at(body.get("reconciledAt"))
+    if since is None and _text(body.get("reconciledAt")) is not None:
+        raise UserError(f"reconciledAt must be an RFC 3339 time with a zone, got "
+                        f"{str(body.get('reconciledAt'))[:40]!r} (is the notification template "
+                        "promoter's, from `promoter gitops init`?)")
     return Notification(event, ClusterStatus(
         name=name, env=env, cluster=cluster, sync=_text(body.get("sync")) or "Unknown",
         health=_text(body.get("health")) or "Unknown", revision=_text(body.get("revision")),
-        since=_text(body.get("reconciledAt")), application=application))
+        since=since, application=application))
 
 
 def worst(values: Iterable[str], order: tuple[str, ...]) -> str:
@@ -127,7 +164,7 @@ class EnvironmentStatus:
     health: str
     revision: str | None      # the one revision every cluster is at, else None
     synced_at: str | None     # the latest time any cluster reported
-    deployed: bool            # every targeted cluster Synced and Healthy at the revision
+    deployed: bool            # every cluster Synced and Healthy at a revision with the change
     clusters: tuple[ClusterStatus, ...]
 
     def tags(self) -> dict[str, str]:
@@ -154,21 +191,25 @@ class EnvironmentStatus:
         return "\n".join(lines)
 
 
-def summarise(rows: Iterable[ClusterStatus],
-              accepted: frozenset[str] | None = None) -> EnvironmentStatus:
-    """The environment's status over ``rows`` (one per targeted cluster). ``accepted``: the
-    revisions that carry the merged change (its merge commit, the target branch's head), when
-    known; then the clusters' one revision must be among them (an empty set: not merged)."""
+def summarise(rows: Iterable[ClusterStatus], carries: Carries | None = None,
+              ) -> EnvironmentStatus:
+    """The environment's status over ``rows`` (one per targeted cluster). ``carries``: whether
+    a revision contains the merged change, when promoter knows the change (None: it cannot
+    tell, and the clusters must at least agree on one revision)."""
     clusters = tuple(sorted(rows, key=lambda r: r.cluster))
     revisions = {row.revision for row in clusters}
     common = next(iter(revisions)) if len(revisions) == 1 else None
-    at_revision = common is not None and (accepted is None or common in accepted)
+    if carries is None:
+        at_change = common is not None
+    else:
+        at_change = all(row.revision is not None and carries(row.revision)
+                        for row in clusters)
     times = [row.since for row in clusters if row.since]
     return EnvironmentStatus(
         sync=worst((row.sync for row in clusters), _SYNC_ORDER),
         health=worst((row.health for row in clusters), _HEALTH_ORDER),
         revision=common, synced_at=max(times) if times else None,
-        deployed=bool(clusters) and at_revision and all(row.ready for row in clusters),
+        deployed=bool(clusters) and at_change and all(row.ready for row in clusters),
         clusters=clusters)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from promoter.core.yamltext import scalar
+from promoter.errors import UserError
 
 SCALED_OBJECT_FILE = "scaledobject.yaml"
 HPA_PATCH_FILE = "patch-horizontalpodautoscaler.yaml"
@@ -28,6 +29,18 @@ _BOUND = re.compile(
 _DESIRED = re.compile(
     r"^(?P<lead>[ \t]*desiredReplicas:[ \t]*)(?P<q>['\"]?)(?P<n>\d+)(?P=q)[ \t]*$",
     re.MULTILINE)
+
+
+_TARGET_BLOCK = re.compile(r"^(?P<indent>[ \t]*)scaleTargetRef:[ \t]*$")
+_TARGET_FLOW = re.compile(
+    r"^(?P<lead>[ \t]*scaleTargetRef:[ \t]*\{[ \t]*name:[ \t]*)(?P<name>[^,}\s]+)", re.MULTILINE)
+_NAME = re.compile(r"^(?P<lead>[ \t]*name:[ \t]*)\S.*?[ \t]*$")
+
+
+def scale_target(platform: str, name: str) -> str:
+    """The workload KEDA scales: promoter's Deployment, or the Deployment KServe makes for
+    the InferenceService's predictor (``<name>-predictor``)."""
+    return name if platform == "kubernetes" else f"{name}-predictor"
 
 
 def handover_patches(platform: str, name: str) -> dict[str, str]:
@@ -71,3 +84,32 @@ def bounded(scaled_object: str, min_replicas: int, max_replicas: int) -> str:
         return f"{match['lead']}{match['q']}{value}{match['q']}"
 
     return _DESIRED.sub(desired, _BOUND.sub(bound, scaled_object))
+
+
+def retargeted(scaled_object: str, target: str) -> str:
+    """The accepted ScaledObject scaling ``target`` (see ``scale_target``).
+
+    The schedule may have been accepted while the model ran on the other platform: after a
+    switch between kubernetes and kserve the old target (``name`` vs ``name-predictor``) no
+    longer exists, and KEDA would scale nothing. Only ``scaleTargetRef.name`` is touched."""
+    flow, count = _TARGET_FLOW.subn(lambda m: f"{m['lead']}{scalar(target)}", scaled_object)
+    if count:
+        return flow
+    lines = scaled_object.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        block = _TARGET_BLOCK.match(line.rstrip("\n"))
+        if block is None:
+            continue
+        depth = len(block["indent"])
+        for inner in range(index + 1, len(lines)):
+            text = lines[inner].rstrip("\n")
+            if text.strip() and len(text) - len(text.lstrip()) <= depth:
+                break   # the block ended without a name
+            named = _NAME.match(text)
+            if named:
+                ending = lines[inner][len(text):]
+                lines[inner] = f"{named['lead']}{scalar(target)}{ending}"
+                return "".join(lines)
+    raise UserError(f"the overlay's {SCALED_OBJECT_FILE} has no spec.scaleTargetRef.name promoter "
+                    "can set", hint="write it as `scaleTargetRef:` followed by an indented "
+                                    "`name: <workload>` line, as `promoter forecast` does")

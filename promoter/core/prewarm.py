@@ -6,6 +6,14 @@ run of hours above the minimum becomes a cron window that starts one cold-start 
 the rise, so the pods are Ready when the load arrives; identical windows on several weekdays
 share one trigger. KEDA scales to the highest of its triggers, so a Prometheus trigger on the
 live request rate covers whatever the forecast missed.
+
+KEDA's cron scaler is active while the next ``end`` comes before the next ``start`` and refuses
+a trigger whose start equals its end. So the windows of one trigger must not overlap each other
+(an overlap makes the next start come first: the whole window reads inactive), and no window
+can last a week (its end would wrap onto its start). A run that, with its lead, reaches a week
+is held all week by two half-week windows that meet (``held_all_week``); promoter's ``covers`` and
+``gpu_hours`` then count exactly what KEDA holds. (Not minReplicaCount: every promotion resets
+it to the intent's minReplicas, keda_overlay.bounded, and the level would silently go.)
 """
 
 from __future__ import annotations
@@ -35,8 +43,14 @@ class Window:
 
     days: tuple[int, ...]      # 0 = Monday, as datetime.weekday()
     start_minute: int          # local minute of the day the window opens (lead time applied)
-    duration_minutes: int
+    duration_minutes: int      # under a week
     replicas: int
+    name: str | None = None    # the trigger's name; None: from the days and start
+
+    def overlaps(self, day: int) -> bool:
+        """Whether this window, opened on ``day`` too, would overlap one of its own days."""
+        return any(min((day - other) % DAYS, (other - day) % DAYS) * MINUTES_PER_DAY
+                   < self.duration_minutes for other in self.days)
 
     def covers(self, minute_of_week: int) -> bool:
         for day in self.days:
@@ -77,14 +91,42 @@ def windows(plan: Sequence[int], min_replicas: int, lead_minutes: int) -> list[W
         length = (end - first) % HOURS or HOURS
         if plan[first] > min_replicas:
             runs.append((first, length, plan[first]))
-    grouped: dict[tuple[int, int, int], list[int]] = {}
+    # A run that with its lead reaches a week: the dip before it is shorter than a cold start,
+    # so the replicas would have to start again before they stop. Held all week instead.
+    held = [replicas for _, length, replicas in runs
+            if length * 60 + lead_minutes >= WEEK_MINUTES]
+    all_week = max(held, default=None)
+    if all_week is not None:   # lower windows would change nothing
+        runs = [run for run in runs if run[2] > all_week]
+    grouped: dict[tuple[int, int, int], list[Window]] = {}
     for first, length, replicas in runs:
         start = (first * 60 - lead_minutes) % WEEK_MINUTES
-        key = (start % MINUTES_PER_DAY, length * 60 + lead_minutes, replicas)
-        grouped.setdefault(key, []).append(start // MINUTES_PER_DAY)
-    return sorted((Window(tuple(sorted(days)), start, duration, replicas)
-                   for (start, duration, replicas), days in grouped.items()),
-                  key=lambda w: (w.days[0], w.start_minute, w.replicas))
+        shape = (start % MINUTES_PER_DAY, length * 60 + lead_minutes, replicas)
+        _share(grouped.setdefault(shape, []), start // MINUTES_PER_DAY, *shape)
+    found = [window for group in grouped.values() for window in group]
+    if all_week is not None:
+        found.extend(held_all_week(all_week))
+    return sorted(found, key=lambda w: (w.days[0], w.start_minute, w.replicas))
+
+
+def _share(group: list[Window], day: int, minute: int, duration: int, replicas: int) -> None:
+    """Add ``day`` to the first window of one shape (one trigger) it does not overlap: a
+    trigger's windows must not overlap each other (KEDA), so an overlapping day opens another."""
+    free = next((i for i, window in enumerate(group) if not window.overlaps(day)), None)
+    if free is None:
+        group.append(Window((day,), minute, duration, replicas))
+    else:
+        group[free] = Window(tuple(sorted((*group[free].days, day))), minute, duration,
+                             replicas)
+
+
+def held_all_week(replicas: int) -> tuple[Window, Window]:
+    """``replicas`` held the whole week as cron windows KEDA accepts: Monday 00:00 to Thursday
+    12:00 and Thursday 12:00 to Monday 00:00 (one end is the other's start, so no gap)."""
+    half = WEEK_MINUTES // 2
+    return (Window((0,), 0, half, replicas, name="prewarm-week-1"),
+            Window(((half // MINUTES_PER_DAY) % DAYS,), half % MINUTES_PER_DAY, half, replicas,
+                   name="prewarm-week-2"))
 
 
 def scheduled(windows_: Sequence[Window], min_replicas: int, minute_of_week: int) -> int:
@@ -117,6 +159,8 @@ def cron_trigger(window: Window, timezone: str) -> dict[str, Any]:
 
 
 def _trigger_name(window: Window) -> str:
+    if window.name:
+        return window.name
     days = "".join(DAY_NAMES[d][:2].lower() for d in window.days)
     return f"prewarm-{days}-{window.start_minute // 60:02d}{window.start_minute % 60:02d}"
 

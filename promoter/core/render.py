@@ -136,8 +136,10 @@ class Renderer:
             files = {path: text for path, text in files.items() if path in patches}
             files.update(keda_overlay.handover_patches(platform, deployment.name))
             scaling = deployment.spec.scaling
-            files[keda_overlay.SCALED_OBJECT_FILE] = keda_overlay.bounded(
-                request.accepted_scaling, scaling.min_replicas, scaling.max_replicas)
+            files[keda_overlay.SCALED_OBJECT_FILE] = keda_overlay.retargeted(
+                keda_overlay.bounded(request.accepted_scaling, scaling.min_replicas,
+                                     scaling.max_replicas),
+                keda_overlay.scale_target(platform, deployment.name))
             resources = [keda_overlay.SCALED_OBJECT_FILE]
         files["kustomization.yaml"] = self._render(
             "overlay/kustomization.yaml.j2",

@@ -31,6 +31,10 @@ class Forge(Protocol):
 
     def branch_head(self, branch: str) -> str | None: ...
 
+    def is_ancestor(self, commit: str, revision: str) -> bool:
+        """True when ``commit`` is ``revision`` or one of its ancestors (``revision`` contains
+        it); False as well when either is unknown to the repository."""
+
     def commit_message(self, sha: str) -> str: ...
 
     def read_files(self, ref: str, paths: Sequence[str],

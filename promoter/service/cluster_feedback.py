@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
-from promoter.core.cluster_status import ClusterStatus, EnvironmentStatus, summarise
-from promoter.errors import PromoterError, UserError
+from promoter.core.cluster_status import Carries, ClusterStatus, EnvironmentStatus, summarise
+from promoter.errors import PromoterError, TransientError, UserError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeploymentLedger
 from promoter.ports.registry import Registry
@@ -35,7 +35,8 @@ class ForgeView(Protocol):
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         """One bot comment per heading, edited in place."""
 
-    def branch_head(self, branch: str) -> str | None: ...
+    def is_ancestor(self, commit: str, revision: str) -> bool:
+        """True when ``revision`` contains ``commit`` (ports.forge.Forge.is_ancestor)."""
 
 
 class MergeRequests(Protocol):
@@ -59,50 +60,119 @@ class StatusStore:
         self.db.write(lambda conn: deliveries.forget(conn, DELIVERY_SOURCE, digest))
 
     def rows(self, name: str, env: str) -> list[ClusterStatus]:
-        found = self.db.read(lambda conn: conn.execute(
-            "SELECT name, env, cluster, sync, health, revision, since, application "
-            "FROM cluster_status WHERE name = ? AND env = ? ORDER BY cluster",
-            (name, env)).fetchall())
-        return [ClusterStatus(*row) for row in found]
+        return self.db.read(lambda conn: _rows(conn, name, env))
 
     def store(self, name: str, env: str, rows: Iterable[ClusterStatus], *,
               complete: bool) -> None:
-        values = [(r.name, r.env, r.cluster, r.sync, r.health, r.revision, r.since,
-                   r.application) for r in rows]
-
-        def write(conn: Connection) -> None:
-            if complete:
-                conn.execute("DELETE FROM cluster_status WHERE name = ? AND env = ?",
-                             (name, env))
-            conn.executemany("INSERT INTO cluster_status VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                             "ON CONFLICT (name, env, cluster) DO UPDATE SET "
-                             "sync = excluded.sync, health = excluded.health, "
-                             "revision = excluded.revision, since = excluded.since, "
-                             "application = excluded.application", values)
-
-        self.db.write(write)
+        self.db.write(lambda conn: _store(conn, name, env, list(rows), complete=complete))
 
     def swap_summary(self, name: str, env: str, digest: str,
                      deployed: bool) -> tuple[bool, bool]:
         """Record the environment's summary: (changed, was deployed before)."""
+        return self.db.write(lambda conn: _swap_summary(conn, name, env, digest, deployed))
 
-        def swap(conn: Connection) -> tuple[bool, bool]:
+    def record(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
+               summary: Callable[[list[ClusterStatus]], EnvironmentStatus],
+               ) -> tuple[EnvironmentStatus, bool, bool]:
+        """Store ``rows``, summarise what is stored and swap the summary, in one transaction:
+        two observations of one environment (two clusters' notifications at once) each judge
+        the rows as they are after their own write, and the later summary is the one kept.
+        Returns (status, changed, was deployed before)."""
+
+        def write(conn: Connection) -> tuple[EnvironmentStatus, bool, bool]:
             conn.lock(f"cluster_summaries:{name}/{env}")
-            row = conn.execute("SELECT digest, deployed FROM cluster_summaries "
-                               "WHERE name = ? AND env = ?", (name, env)).fetchone()
-            if row and row[0] == digest:
-                return False, bool(row[1])
-            conn.execute("INSERT INTO cluster_summaries VALUES (?, ?, ?, ?) "
-                         "ON CONFLICT (name, env) DO UPDATE SET digest = excluded.digest, "
-                         "deployed = excluded.deployed",
-                         (name, env, digest, int(deployed)))
-            return True, bool(row and row[1])
+            _store(conn, name, env, rows, complete=complete)
+            status = summary(_rows(conn, name, env))
+            changed, was_deployed = _swap_summary(conn, name, env, _digest(status),
+                                                  status.deployed)
+            return status, changed, was_deployed
 
-        return self.db.write(swap)
+        return self.db.write(write)
 
     def forget_summary(self, name: str, env: str) -> None:
         self.db.write(lambda conn: conn.execute(
             "DELETE FROM cluster_summaries WHERE name = ? AND env = ?", (name, env)))
+
+
+def _rows(conn: Connection, name: str, env: str) -> list[ClusterStatus]:
+    found = conn.execute(
+        "SELECT name, env, cluster, sync, health, revision, since, application "
+        "FROM cluster_status WHERE name = ? AND env = ? ORDER BY cluster", (name, env)).fetchall()
+    return [ClusterStatus(*row) for row in found]
+
+
+def _store(conn: Connection, name: str, env: str, rows: list[ClusterStatus], *,
+           complete: bool) -> None:
+    """Upsert ``rows``, each only over an observation that is not newer: Argo CD's
+    notifications can arrive late or out of order (retries, two controllers), and a listing
+    can be older than a notification already stored. A row without a time never replaces one
+    with a time. ``complete``: the rows are every cluster of (name, env); the others go."""
+    if complete:
+        stored = conn.execute("SELECT cluster FROM cluster_status WHERE name = ? AND env = ?",
+                              (name, env)).fetchall()
+        gone = sorted({found[0] for found in stored} - {row.cluster for row in rows})
+        if gone:
+            conn.executemany("DELETE FROM cluster_status WHERE name = ? AND env = ? AND "
+                             "cluster = ?", [(name, env, cluster) for cluster in gone])
+    conn.executemany(
+        "INSERT INTO cluster_status VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (name, env, cluster) DO UPDATE SET "
+        "sync = excluded.sync, health = excluded.health, revision = excluded.revision, "
+        "since = excluded.since, application = excluded.application "
+        "WHERE cluster_status.since IS NULL OR excluded.since >= cluster_status.since",
+        [(r.name, r.env, r.cluster, r.sync, r.health, r.revision, r.since, r.application)
+         for r in rows])
+
+
+def _swap_summary(conn: Connection, name: str, env: str, digest: str,
+                  deployed: bool) -> tuple[bool, bool]:
+    conn.lock(f"cluster_summaries:{name}/{env}")
+    row = conn.execute("SELECT digest, deployed FROM cluster_summaries "
+                       "WHERE name = ? AND env = ?", (name, env)).fetchone()
+    if row and row[0] == digest:
+        return False, bool(row[1])
+    conn.execute("INSERT INTO cluster_summaries VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT (name, env) DO UPDATE SET digest = excluded.digest, "
+                 "deployed = excluded.deployed",
+                 (name, env, digest, int(deployed)))
+    return True, bool(row and row[1])
+
+
+class _Unanswered(Exception):
+    """A stored revision nobody asked the git provider about yet (written meanwhile by a
+    concurrent observation): leave the transaction, ask, and run it again."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(revision)
+        self.revision = revision
+
+
+class _ChangeCarriers:
+    """Which revisions contain the merged change, asked of the git provider outside any
+    state-database transaction (a GitLab call must not hold the database's write lock)."""
+
+    def __init__(self, commit: str, forge: ForgeView | None) -> None:
+        self.commit = commit
+        self.forge = forge
+        self.known: dict[str, bool] = {}
+
+    def learn(self, revisions: Iterable[str | None]) -> None:
+        for revision in revisions:
+            if revision is not None and revision not in self.known:
+                self.known[revision] = revision == self.commit or (
+                    self.forge is not None and self.forge.is_ancestor(self.commit, revision))
+
+    def __call__(self, revision: str) -> bool:
+        if revision not in self.known:
+            raise _Unanswered(revision)
+        return self.known[revision]
+
+
+def _never(revision: str) -> bool:
+    return False   # the MR is not merged: no revision carries it yet
+
+
+_ATTEMPTS = 5   # rounds of "a concurrent observation stored a revision we had not asked about"
 
 
 def _digest(status: EnvironmentStatus) -> str:
@@ -114,20 +184,18 @@ def _digest(status: EnvironmentStatus) -> str:
 class ClusterFeedback:
     def __init__(self, store: StatusStore, ledger: DeploymentLedger, audit: AuditTrail,
                  registry: Registry | None = None, forge: ForgeView | None = None,
-                 merge_requests: MergeRequests | None = None, target_branch: str = "main",
-                 ) -> None:
+                 merge_requests: MergeRequests | None = None) -> None:
         self.store = store
         self.ledger = ledger
         self.audit = audit
         self.registry = registry
         self.forge = forge
         self.merge_requests = merge_requests
-        self.target_branch = target_branch
 
-    def accepted_revisions(self, name: str, env: str) -> frozenset[str] | None:
-        """Revisions that carry the deployment's merged MR: its merge commit (or head, for a
-        fast-forward) and the target branch's current head; empty while it is not merged;
-        None when promoter cannot tell (no MR known, or no provider)."""
+    def change_carriers(self, name: str, env: str) -> _ChangeCarriers | Carries | None:
+        """Whether a revision contains the deployment's merged MR: its merge commit (or head,
+        for a fast-forward) is that revision or an ancestor of it; never while the MR is not
+        merged; None when promoter cannot tell (no MR known, or no provider)."""
         deployed = self.ledger.by_deployment(name, env)
         if deployed is None or deployed.mr_iid is None or self.merge_requests is None:
             return None
@@ -136,22 +204,29 @@ class ClusterFeedback:
         except UserError:   # the MR is gone (deleted project, other provider): cannot tell
             return None
         if mr.state != "merged":
-            return frozenset()
-        revisions = {mr.merge_commit_sha or mr.head_sha}
-        if self.forge is not None:
-            revisions.add(self.forge.branch_head(mr.target_branch or self.target_branch))
-        return frozenset(r for r in revisions if r)
+            return _never
+        commit = mr.merge_commit_sha or mr.head_sha
+        return _ChangeCarriers(commit, self.forge) if commit else None
 
     def observe(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                 actor: str) -> EnvironmentStatus:
         """Take in ``rows`` of (name, env) (``complete``: they are all its clusters) and,
         when the environment's status changed, tell MLflow, the MR and the audit trail."""
-        accepted = self.accepted_revisions(name, env)
+        carries = self.change_carriers(name, env)
         # A state database failure is a TransientError already (the StateDB translates it).
-        self.store.store(name, env, rows, complete=complete)
-        status = summarise(self.store.rows(name, env), accepted)
-        changed, was_deployed = self.store.swap_summary(name, env, _digest(status),
-                                                        status.deployed)
+        for attempt in range(_ATTEMPTS):
+            if isinstance(carries, _ChangeCarriers):
+                carries.learn(row.revision for row in [*rows, *self.store.rows(name, env)])
+            try:
+                status, changed, was_deployed = self.store.record(
+                    name, env, rows, complete=complete,
+                    summary=lambda stored: summarise(stored, carries))
+                break
+            except _Unanswered as unanswered:
+                if not isinstance(carries, _ChangeCarriers) or attempt + 1 == _ATTEMPTS:
+                    raise TransientError("cluster status kept changing while promoter "
+                                         "looked; the next observation tries again") from None
+                carries.learn([unanswered.revision])
         if not changed:
             return status
         try:

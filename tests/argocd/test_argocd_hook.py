@@ -42,17 +42,18 @@ class RecordingRegistry:
 
 
 class Notes:
-    """The forge's side: one note per heading, and the target branch's head."""
+    """The forge's side: one note per heading, and which commits each revision contains
+    (the providers' own ``is_ancestor`` is tested on real git in tests/gitlab)."""
 
     def __init__(self) -> None:
         self.notes: dict[tuple[int, str], str] = {}
-        self.head = "0" * 40
+        self.history: dict[str, set[str]] = {}   # revision -> its ancestors
 
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         self.notes[(iid, heading)] = body
 
-    def branch_head(self, branch: str) -> str | None:
-        return self.head
+    def is_ancestor(self, commit: str, revision: str) -> bool:
+        return commit == revision or commit in self.history.get(revision, set())
 
 
 class MergeRequests:
@@ -141,8 +142,30 @@ def test_deployed_only_at_a_revision_that_carries_the_merged_mr(tmp_path: Path) 
     assert report("2024-03-05T08:01:00Z")["deployed"] is False    # synced to an older revision
     mrs.merge_commit = REVISION
     assert report("2024-03-05T08:02:00Z")["deployed"] is True     # at the merge commit
-    mrs.merge_commit, forge.head = "c" * 40, REVISION
-    assert report("2024-03-05T08:03:00Z")["deployed"] is True     # at the branch head after it
+    mrs.merge_commit, forge.history[REVISION] = "c" * 40, {"c" * 40}
+    assert report("2024-03-05T08:03:00Z")["deployed"] is True     # at a later commit
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
+
+
+def test_deployed_once_every_cluster_synced_a_revision_containing_the_merge(
+        tmp_path: Path) -> None:
+    """Cluster a syncs at the merge commit; another model's merge moves HEAD; cluster b syncs
+    at the new HEAD. Argo CD sends nothing more, so this notification must say deployed."""
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="merged", mr_iid=3, head_sha="a" * 40))
+    registry, forge, mrs = RecordingRegistry(), Notes(), MergeRequests()
+    mrs.state, mrs.merge_commit = "merged", REVISION
+    later = "d" * 40
+    forge.history[later] = {REVISION}
+    store = StatusStore(tmp_path)
+    handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, AuditTrail(tmp_path), registry, forge, mrs))
+    _post(handler, "sync-succeeded", application("fraud-detector", "production", "gpu-eu-1"))
+    status, answer = _post(handler, "sync-succeeded", application(
+        "fraud-detector", "production", "gpu-us-1", revision=later,
+        reconciled_at="2024-03-05T07:40:00Z"))
+    assert (status, answer["deployed"]) == (200, True)
     assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
 
 

@@ -31,9 +31,8 @@ def test_deployed_only_when_every_cluster_is_synced_and_healthy_at_one_revision(
 
     healthy = [application("m", "production", c) for c in ("a", "b")]
     assert summarise(rows(*healthy)).deployed
-    assert summarise(rows(*healthy), frozenset({REVISION, "e" * 40})).deployed
-    assert not summarise(rows(*healthy), frozenset({"f" * 40})).deployed
-    assert not summarise(rows(*healthy), frozenset()).deployed      # not merged
+    assert summarise(rows(*healthy), lambda revision: revision == REVISION).deployed
+    assert not summarise(rows(*healthy), lambda revision: False).deployed
     degraded = summarise(rows(healthy[0], application("m", "production", "b",
                                                       health="Degraded")))
     assert not degraded.deployed and degraded.health == "Degraded"
@@ -46,12 +45,41 @@ def test_deployed_only_when_every_cluster_is_synced_and_healthy_at_one_revision(
     assert summarise(rows(*healthy)).note().startswith("synced to a, b; healthy")
 
 
+def test_clusters_at_different_revisions_that_contain_the_change_are_deployed() -> None:
+    """status.sync.revision is HEAD when Argo CD compared: other models' merges move it."""
+    merge, later, older = REVISION, "d" * 40, "e" * 40
+    contains = {merge: True, later: True, older: False}.__getitem__
+    at_merge, at_later, at_older = (from_application(application("m", "production", c,
+                                                                  revision=r))
+                                    for c, r in (("a", merge), ("b", later), ("b", older)))
+    assert at_merge and at_later and at_older
+    assert summarise([at_merge, at_later], contains).deployed
+    assert not summarise([at_merge, at_older], contains).deployed
+
+
 def test_notification_rendered_from_the_shipped_template_parses() -> None:
     body = notification("sync-succeeded", application("llm-chat", "staging", "gpu-stg-1"))
     parsed = from_notification(json.loads(body))
     assert parsed.event == "sync-succeeded"
     assert parsed.status.cluster == "gpu-stg-1"
     assert parsed.status.revision == REVISION
+
+
+def test_both_paths_date_a_row_by_when_argo_cd_compared() -> None:
+    """One observation time for a listing and a notification of the same state: reconciledAt,
+    normalised to UTC, even when the last sync operation finished at another time."""
+    app = application("llm-chat", "staging", "gpu-stg-1", reconciled_at="2024-03-05T09:33:04+02:00")
+    app["status"]["operationState"]["finishedAt"] = "2024-03-05T07:40:00Z"
+    listed = from_application(app)
+    notified = from_notification(json.loads(notification("health-healthy", app))).status
+    assert listed is not None
+    assert listed.since == notified.since == "2024-03-05T07:33:04Z"
+
+
+def test_notification_with_a_time_that_is_not_rfc_3339_is_refused() -> None:
+    app = application("llm-chat", "staging", "gpu-stg-1", reconciled_at="yesterday")
+    with pytest.raises(UserError, match="reconciledAt must be an RFC 3339 time"):
+        from_notification(json.loads(notification("sync-succeeded", app)))
 
 
 def test_notification_of_an_unlabelled_application_is_refused() -> None:

@@ -73,6 +73,30 @@ def test_out_keeps_an_accepted_scaled_object_in_the_overlay(run_cli: Run, tmp_pa
     assert "maxReplicaCount: 40" not in (overlay / "scaledobject.yaml").read_text()
 
 
+@pytest.mark.parametrize(("intent", "accepted_target", "target"), [
+    ("llm-chat", "llm-chat", "llm-chat-predictor"),              # kubernetes -> kserve
+    ("fraud-detector", "fraud-detector-predictor", "fraud-detector"),   # kserve -> kubernetes
+])
+def test_a_carried_scaled_object_scales_the_current_platforms_workload(
+        run_cli: Run, tmp_path: Path, intent: str, accepted_target: str, target: str) -> None:
+    """Accepted while the model ran on the other platform: its scaleTargetRef names a
+    workload that no longer exists, so the carried-forward copy must name the current one."""
+    out = tmp_path / "manifests"
+    args = ("render", "--intent", str(EXAMPLES / f"{intent}.yaml"), "--env", "production",
+            "--out", str(out), "--config", CONFIG)
+    assert run_cli(*args)[0] == 0
+    overlay = out / intent / "overlays" / "production"
+    (overlay / "scaledobject.yaml").write_text(
+        f"apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: {intent}\n"
+        f"spec:\n  scaleTargetRef:\n    name: {accepted_target}\n  minReplicaCount: 1\n"
+        "  maxReplicaCount: 4\n  triggers: []\n")
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    carried = YAML(typ="safe").load((overlay / "scaledobject.yaml").read_text())
+    assert carried["spec"]["scaleTargetRef"] == {"name": target}
+    assert carried["metadata"] == {"name": intent}
+
+
 @requires_kubectl
 def test_validate_names_the_file_and_the_error(run_cli: Run, tmp_path: Path) -> None:
     out = tmp_path / "manifests"

@@ -42,6 +42,63 @@ def test_same_window_on_several_days_is_one_trigger_and_midnight_wraps() -> None
     assert (meta["start"], meta["end"]) == ("30 22 * * 0", "0 0 * * 1")   # Sunday -> Monday
 
 
+def _cron_minutes(expression: str) -> list[int]:
+    """Minutes of the (Monday-first) week a promoter cron expression fires at."""
+    minute, hour, _, _, days = expression.split()
+    return sorted((int(day) - 1) % 7 * 1440 + int(hour) * 60 + int(minute)
+                  for day in days.split(","))
+
+
+def _next(fires: list[int], now: int) -> int:
+    """robfig/cron's Next: the first firing strictly after ``now`` (cyclic over the week)."""
+    return min(f if f > now else f + prewarm.WEEK_MINUTES for f in fires)
+
+
+def _keda_replicas(triggers: list[dict], min_replicas: int, now: int) -> int:
+    """KEDA's cron scaler (pkg/scalers/cron_scaler.go, IsActive): a trigger is active while
+    its next end comes before its next start; KEDA holds the highest active trigger."""
+    held = [min_replicas]
+    for trigger in triggers:
+        meta = trigger["metadata"]
+        assert meta["start"] != meta["end"], "KEDA refuses a cron trigger whose start is its end"
+        start, end = _next(_cron_minutes(meta["start"]), now), _next(
+            _cron_minutes(meta["end"]), now)
+        if end < start:
+            held.append(int(meta["desiredReplicas"]))
+    return max(held)
+
+
+def _each_fifth_minute() -> range:
+    return range(0, prewarm.WEEK_MINUTES, 5)
+
+
+@pytest.mark.parametrize(("busy", "base", "lead"), [
+    ({10: 1}, 3, 60),              # 167 busy hours + one hour's lead: exactly a week
+    ({10: 1}, 3, 90),              # ... and beyond a week
+    ({10: 1, 50: 5}, 3, 60),       # all week at 3, and a burst of 5 on top
+    ({**{h: 3 for h in range(8, 31)}, **{h: 3 for h in range(32, 55)}}, 1, 90),  # 1-hour dip
+    ({day * 24 + h: 4 for day in range(5) for h in range(8, 18)}, 1, 10),          # office
+])
+def test_what_promoter_counts_is_what_keda_holds(busy: dict[int, int], base: int,
+                                                  lead: int) -> None:
+    """scheduled/covers/gpu_hours agree with KEDA's cron semantics at every minute, also when
+    a run plus its lead reaches a week or a dip is shorter than the lead."""
+    windows = prewarm.windows(_plan(busy, base=base), 1, lead)
+    triggers = [prewarm.cron_trigger(window, "UTC") for window in windows]
+    assert len({t["name"] for t in triggers}) == len(triggers)   # KEDA wants unique names
+    for now in _each_fifth_minute():
+        assert _keda_replicas(triggers, 1, now) == prewarm.scheduled(windows, 1, now), now
+    held = sum(_keda_replicas(triggers, 1, now) for now in range(0, prewarm.WEEK_MINUTES, 15))
+    assert prewarm.gpu_hours(windows, 1, 1) == held * 15 / 60
+
+
+def test_a_run_reaching_a_week_is_held_all_week() -> None:
+    windows = prewarm.windows(_plan({10: 1}, base=3), 1, 60)
+    assert all(prewarm.scheduled(windows, 1, now) == 3 for now in _each_fifth_minute())
+    assert [prewarm.cron_trigger(w, "UTC")["metadata"]["start"] for w in windows] == [
+        "0 0 * * 1", "0 12 * * 4"]
+
+
 def test_a_flat_week_needs_no_window() -> None:
     assert prewarm.windows(_plan({}), 1, 10) == []
     assert prewarm.gpu_hours([], 2, 4) == 2 * 4 * 168

@@ -74,3 +74,44 @@ def test_status_note_is_one_comment_edited_in_place(harness: Harness, tmp_path: 
     assert at_merge is not None
     assert feedback.observe("fraud-detector", "production", [at_merge], complete=True,
                             actor="test").deployed
+
+
+def test_deployed_when_each_cluster_synced_a_revision_containing_the_merge(
+        harness: Harness, tmp_path: Path) -> None:
+    """Another model's merge moves the branch between the two clusters' syncs: each cluster
+    reports the HEAD it compared with, and both contain this MR's merge commit."""
+    forge = harness.provider.forge
+    before = forge.branch_head("main")
+    assert before
+    opened = harness.provider.propose(proposal("7"))
+    iid = opened.mr_iid
+    assert iid is not None
+    for reviewer in ("alice", "bob"):
+        harness.approve(iid, reviewer)
+    if harness.provider.get(iid).state != "merged":
+        harness.merge(iid, opened.head_sha)
+    merge_commit = harness.provider.get(iid).merge_commit_sha
+    assert merge_commit
+    later = harness.human_commit("main", "README.md", "# GitOps, with another model\n")
+    assert forge.is_ancestor(merge_commit, merge_commit)
+    assert forge.is_ancestor(merge_commit, later)
+    assert not forge.is_ancestor(later, merge_commit)
+    assert not forge.is_ancestor(merge_commit, before)
+    assert not forge.is_ancestor(merge_commit, "f" * 40)       # a revision the repo never had
+
+    ledger = StateLedger(tmp_path / "state")
+    ledger.put(DeployedState("Fraud Detector", "production", "fraud-detector", "7", "merged",
+                             iid, opened.head_sha))
+    feedback = ClusterFeedback(StatusStore(tmp_path / "state"), ledger,
+                               AuditTrail(tmp_path / "state"), None, forge, harness.provider)
+
+    def observe(cluster: str, revision: str) -> bool:
+        row = from_application(application("fraud-detector", "production", cluster,
+                                            revision=revision))
+        assert row is not None
+        return feedback.observe("fraud-detector", "production", [row], complete=False,
+                                actor="test").deployed
+
+    assert observe("gpu-eu-1", merge_commit)
+    assert observe("gpu-us-1", later)
+    assert not observe("gpu-us-1", before)   # a revision without the change is not deployed

@@ -130,6 +130,13 @@ def test_repository_routes_answer_gitlabs_shapes(standin: StandIn) -> None:
     assert (status, raw) == (200, b"a\n")
     status, missing = call("GET", "/api/v4/projects/42/repository/branches/nope")
     assert status == 404 and _error_matches(missing, 404, "not_found! (a resource)")
+    base_of = "/api/v4/projects/42/repository/merge_base?refs[]={}&refs[]={}".format
+    main = standin.repo.head("main")
+    status, base = call("GET", base_of(head, "main"))
+    assert status == 200 and base["id"] == main
+    check_schema(base, "commit_basic.schema.json")
+    status, unknown = call("GET", base_of("f" * 40, "main"))
+    assert (status, unknown) == (400, {"message": f"Could not find ref: {'f' * 40}"})
     assert call("DELETE", "/api/v4/projects/42/repository/branches/feature")[0] == 204
 
 

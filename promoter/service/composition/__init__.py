@@ -177,7 +177,7 @@ def cluster_feedback(settings: Settings, registry: Registry | None) -> ClusterFe
     state = state_db(settings)
     return ClusterFeedback(StatusStore(state), StateLedger(state), audit_trail(settings), registry,
                            getattr(git, "forge", None),  # both providers expose theirs
-                           git, settings.git.target_branch)
+                           git)
 
 
 def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> GitLabHookHandler:

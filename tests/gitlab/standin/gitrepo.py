@@ -59,6 +59,10 @@ class GitRepo:
                 "author_email": email, "authored_date": date, "committer_name": name,
                 "committer_email": email, "committed_date": date, "created_at": date}
 
+    def merge_base(self, refs: list[str]) -> str | None:
+        """The best common ancestor of ``refs`` (git merge-base), None when they share none."""
+        return self.git("merge-base", *refs, check=False).strip() or None
+
     def tree(self, ref: str, path: str, recursive: bool) -> list[dict[str, Any]] | None:
         if self.head(ref) is None and not self._is_sha(ref):
             return None

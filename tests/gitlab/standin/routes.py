@@ -94,6 +94,22 @@ class Api:
         info["web_url"] = f"{self.project.base_url}/{self.project.path}/-/commit/{info['id']}"
         return 200, info
 
+    def merge_base(self, user: User, params: dict[str, Any]) -> Answer:
+        """GitLab's lib/api/repositories.rb: fewer than two refs 400, an unknown ref 400 naming
+        it, no common ancestor 404 "Merge Base Not Found", else the Commit entity."""
+        refs = params.get("refs")
+        refs = refs if isinstance(refs, list) else [refs] if refs else []
+        if len(refs) < 2:
+            raise ApiError(400, "Provide at least 2 refs")
+        unknown = [ref for ref in refs if self.repo.commit_info(ref) is None]
+        if unknown:
+            noun = "ref" if len(unknown) == 1 else "refs"
+            raise ApiError(400, f"Could not find {noun}: {', '.join(unknown)}")
+        base = self.repo.merge_base(refs)
+        if base is None:
+            raise ApiError(404, "404 Merge Base Not Found")
+        return self.get_commit(user, params, base)
+
     def create_commit(self, user: User, params: dict[str, Any]) -> Answer:
         branch = str(params.get("branch") or "")
         if not branch or "commit_message" not in params or "actions" not in params:
@@ -424,6 +440,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     (P + r"/repository/files/(?P<path>[^/]+)/raw", "GET", Api.file_raw),
     (P + r"/repository/files/(?P<path>[^/]+)", "GET", Api.file),
     (P + r"/repository/commits", "POST", Api.create_commit),
+    (P + r"/repository/merge_base", "GET", Api.merge_base),
     (P + r"/repository/commits/(?P<sha>[0-9a-zA-Z]+)", "GET", Api.get_commit),
     (P + r"/merge_requests", "GET", Api.list_mrs),
     (P + r"/merge_requests", "POST", Api.create_mr),

@@ -167,7 +167,12 @@ class StandIn:
         user = self.users.get(headers.get("private-token", ""))
         if user is None:
             return _json(401, {"message": "401 Unauthorized"})
-        params: dict[str, Any] = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        params: dict[str, Any] = {}
+        for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+            if key.endswith("[]"):   # Rails' array parameters (refs[]=a&refs[]=b)
+                params.setdefault(key[:-2], []).append(value)
+            else:
+                params[key] = value
         if body:
             try:
                 params.update(json.loads(body))

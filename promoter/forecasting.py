@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 
 from promoter import rendering
 from promoter.core import forecast as model
-from promoter.core import mr_text, prewarm, tree_facts
+from promoter.core import keda_overlay, mr_text, prewarm, tree_facts
 from promoter.core.config import EnvironmentTarget
 from promoter.core.gates import GateFacts
 from promoter.core.intent import resolve_intent

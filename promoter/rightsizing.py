@@ -45,6 +45,13 @@ class Report:
     price_per_gpu_hour: float | None
     currency: str
     decision: Decision | None        # the verdict on the right-sized deployment
+    memory_is_evidence: bool = True  # False: no MIG/GPU-count proposal from framebuffer use
+
+    def notes(self) -> tuple[str, ...]:
+        if self.memory_is_evidence:
+            return ()
+        return (f"GPU memory is not evidence for the {self.deployment.spec.runtime} runtime: "
+                "it reserves a fixed share of each GPU at start, so only replicas are sized",)
 
 
 def _by_gpu(series: list[Series]) -> dict[tuple[str, str], dict[float, float]]:
@@ -89,8 +96,9 @@ def report(settings: Settings, deployment: ModelDeployment, target: EnvironmentT
     capacity = float(spec.scaling.target) if spec.scaling.metric == "rps" \
         else settings.forecast.requests_per_replica
     found = evidence(settings, deployment, target, metrics, now=now, days=days)
+    reserves = telemetry_of(descriptor_of(settings, deployment)).reserves_gpu_memory
     current = rightsize.Current(spec.scaling.min_replicas, spec.resources.gpu.count,
-                                spec.resources.gpu.mig, capacity)
+                                spec.resources.gpu.mig, capacity, memory_is_evidence=not reserves)
     rules = rightsize.Rules(mig_profiles=tuple(target.mig_profiles or ()))
     proposals = tuple(rightsize.propose(current, found, rules))
     decision = None
@@ -98,7 +106,7 @@ def report(settings: Settings, deployment: ModelDeployment, target: EnvironmentT
         decision = policy_verdict(settings, target, apply(deployment, proposals), tags or {}, now)
     return Report(deployment, target.name, found, proposals,
                   gpu_hour_price(settings, spec.resources.gpu.type),
-                  settings.telemetry.currency, decision)
+                  settings.telemetry.currency, decision, memory_is_evidence=not reserves)
 
 
 def overrides(proposals: tuple[rightsize.Proposal, ...]) -> dict[str, Any]:

@@ -70,10 +70,13 @@ def rightsize(
                                   "saving": rightsizing.saving_text(report, p)}
                                  for p in report.proposals],
                    "evidence_days": round(report.evidence.days, 2),
+                   "notes": list(report.notes()),
                    "policy": report.decision.reasons if report.decision else [],
                    "mr_url": result.mr_url if result else None,
                    "outcome": result.outcome.value if result else None})
         return
+    for note in report.notes():
+        typer.echo(f"note: {note}")
     if not report.proposals:
         typer.echo(f"{deployment.name} in {env}: nothing to right-size "
                    f"({report.evidence.days:.1f} days of evidence)")

@@ -44,6 +44,10 @@ class Current:
     gpus: int
     mig: str | None
     capacity: float                    # requests/s one replica serves
+    # False for a server that reserves a fixed share of GPU memory up front (vLLM's
+    # --gpu-memory-utilization): the framebuffer it uses then says nothing about what it needs,
+    # so no MIG slice or GPU count is proposed from it.
+    memory_is_evidence: bool = True
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
                 f"quietest hour p95 {evidence.quiet_hour_rate:.1f} req/s over "
                 f"{evidence.days:.0f} days needs {needed} replica(s) at "
                 f"{current.capacity:g} req/s each", saved))
+    if not current.memory_is_evidence:
+        return found
     memory_needed = evidence.memory_peak_mib * (1 + rules.headroom)
     if current.gpus == 1 and current.mig is None:
         for profile in sorted(rules.mig_profiles, key=profile_memory_mib):

@@ -83,6 +83,9 @@ class Telemetry(_Frozen):
     request_rate: str = Field(alias="requestRate", min_length=1, max_length=2000)
     queue: str | None = Field(default=None, min_length=1, max_length=2000)
     startup_seconds: int = Field(default=300, alias="startupSeconds", ge=0, le=6 * 3600)
+    # The server reserves a fixed share of each GPU's memory at start (vLLM's KV cache): its
+    # DCGM framebuffer use is that share, not what the model needs (`promoter rightsize`).
+    reserves_gpu_memory: bool = Field(default=False, alias="reservesGpuMemory")
 
     def model_post_init(self, _context: Any) -> None:
         for query in (self.request_rate, self.queue or ""):

@@ -27,6 +27,18 @@ def test_small_memory_and_low_utilisation_get_the_smallest_fitting_slice() -> No
     assert math.isclose(found[0].gpu_hours_saved_month, 2 * (1 - 2 / 7) * 730)
 
 
+def test_memory_a_server_reserved_up_front_proposes_no_slice_or_fewer_gpus() -> None:
+    """vLLM's framebuffer use is its --gpu-memory-utilization share, not its need."""
+    quiet = _evidence(util_p95=8, util_sum_p95=16, memory_peak_mib=8_000,
+                      memory_sum_peak_mib=16_000, quiet_hour_rate=1)
+    for gpus in (1, 2):
+        current = rightsize.Current(min_replicas=3, gpus=gpus, mig=None, capacity=10,
+                                    memory_is_evidence=False)
+        assert [p.kind for p in rightsize.propose(current, quiet, RULES)] == ["min-replicas"]
+        trusted = rightsize.Current(min_replicas=3, gpus=gpus, mig=None, capacity=10)
+        assert len(rightsize.propose(trusted, quiet, RULES)) == 2
+
+
 def test_no_proposal_without_enough_evidence_or_without_offered_profiles() -> None:
     current = rightsize.Current(min_replicas=4, gpus=1, mig=None, capacity=10)
     quiet = _evidence(util_p95=5, memory_peak_mib=1_000, quiet_hour_rate=1)

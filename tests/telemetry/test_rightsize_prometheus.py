@@ -1,9 +1,10 @@
 """`promoter rightsize` and `promoter cost` against a real Prometheus with DCGM exporter series.
 
-Three deployments, eight days each: ``oversized`` (three whole A100s idling at 12% with 6.5 GB
-used: needs one replica at night and a 2g.20gb MIG slice), ``wide`` (two GPUs per replica at
-20% and 15 GB each: one GPU suffices) and ``busy`` (one GPU at 85% with 70 GB used: right-sized,
-nothing to propose).
+Four deployments, eight days each: ``sliced`` (Triton; three whole A100s idling at 12% with
+6.5 GB used: needs one replica at night and a 2g.20gb MIG slice), ``oversized`` (vLLM, the same
+load: one replica at night, but no slice: vLLM reserves its share of GPU memory up front, so
+its framebuffer use is no evidence), ``wide`` (Triton; two GPUs per replica at 20% and 15 GB
+each: one GPU suffices) and ``busy`` (vLLM; one GPU at 85%: right-sized, nothing to propose).
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ NAMESPACE = "models-production"
 GPU = "NVIDIA A100-SXM4-80GB"
 FB_TOTAL = 81_500.0
 # name: (pods, gpus per pod, utilisation %, framebuffer used MiB, peak req/s, team)
-FLEET = {"oversized": (3, 1, 12.0, 6_500.0, 20.0, "search"),
+FLEET = {"sliced": (3, 1, 12.0, 6_500.0, 20.0, "vision"),
+         "oversized": (3, 1, 12.0, 6_500.0, 20.0, "search"),
          "wide": (1, 2, 20.0, 15_000.0, 5.0, "search"),
          "busy": (1, 1, 85.0, 70_000.0, 8.0, "assistants")}
+RUNTIME = {"sliced": "triton", "wide": "triton", "oversized": "vllm", "busy": "vllm"}
+REQUESTS = {"triton": "nv_inference_request_success", "vllm": "vllm:request_success_total"}
 WEEKS = 8 / 7
 END = traces.START + timedelta(days=8)
 
@@ -46,7 +50,7 @@ metadata: {{name: {name}}}
 spec:
   model: {{name: {name}, version: "1"}}
   owner: {{team: {FLEET[name][5]}, costCenter: cc-1}}
-  runtime: vllm
+  runtime: {RUNTIME[name]}
   serving: {{platform: kubernetes}}
   resources: {{cpu: "8", memory: 64Gi, gpu: {{count: {gpus}, type: NVIDIA-A100-SXM4-80GB}}}}
   scaling: {{minReplicas: {pods}, maxReplicas: 6, metric: cpu, target: 70}}
@@ -66,7 +70,7 @@ def _history() -> str:
             for moment, rate in zip(trace.times, trace.rate, strict=True):
                 stamp = int(moment.timestamp())
                 total += rate * 300
-                families["req"].append(f"vllm:request_success_total{{{labels}}} {total:.1f} "
+                families["req"].append(f"{REQUESTS[RUNTIME[name]]}{{{labels}}} {total:.1f} "
                                        f"{stamp}")
                 for gpu in range(gpus):
                     g = f'{labels},gpu="{gpu}",modelName="{GPU}"'
@@ -118,7 +122,7 @@ def _rightsize(run_cli, tmp_path: Path, url: str, name: str) -> dict:
 
 def test_an_oversized_deployment_gets_fewer_replicas_and_a_mig_slice(
         run_cli, tmp_path: Path, prometheus_url: str) -> None:
-    result = _rightsize(run_cli, tmp_path, prometheus_url, "oversized")
+    result = _rightsize(run_cli, tmp_path, prometheus_url, "sliced")
     assert result["evidence_days"] >= 7.5
     by_kind = {p["kind"]: p for p in result["proposals"]}
     assert set(by_kind) == {"min-replicas", "mig"}
@@ -128,6 +132,17 @@ def test_an_oversized_deployment_gets_fewer_replicas_and_a_mig_slice(
     assert "6," in by_kind["mig"]["evidence"] and "MiB" in by_kind["mig"]["evidence"]
     assert by_kind["min-replicas"]["gpu_hours_saved_month"] == 2 * 730
     assert "USD" in by_kind["mig"]["saving"]
+    assert result["notes"] == []
+
+
+def test_vllms_reserved_memory_is_not_evidence_for_a_slice(run_cli, tmp_path: Path,
+                                                          prometheus_url: str) -> None:
+    """The same load on vLLM: its framebuffer use is the share it reserves at start, so a
+    slice sized from it could not hold what vLLM asks for; replicas are still sized."""
+    result = _rightsize(run_cli, tmp_path, prometheus_url, "oversized")
+    assert [(p["kind"], p["proposed"]) for p in result["proposals"]] == [("min-replicas", "1")]
+    assert result["notes"] and "GPU memory is not evidence for the vllm runtime" in \
+        result["notes"][0]
 
 
 def test_a_replica_spread_over_idle_gpus_gets_fewer(run_cli, tmp_path: Path,
@@ -154,13 +169,14 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
 
     hours = 8 * 24
     models = rows("model")
-    assert set(models) == {"oversized", "wide", "busy"}
+    assert set(models) == {"sliced", "oversized", "wide", "busy"}
     assert models["oversized"]["gpu_hours"] == pytest.approx(3 * hours, rel=0.03)
     assert models["wide"]["gpu_hours"] == pytest.approx(2 * hours, rel=0.03)
     assert models["busy"]["cost"] == pytest.approx(3.0 * hours, rel=0.03)
     teams = rows("team")
     assert teams["search"]["gpu_hours"] == pytest.approx(5 * hours, rel=0.03)
     assert teams["assistants"]["gpu_hours"] == pytest.approx(hours, rel=0.03)
+    assert teams["vision"]["gpu_hours"] == pytest.approx(3 * hours, rel=0.03)
     assert set(rows("env")) == {"production"}
 
 
@@ -224,13 +240,13 @@ def test_propose_rerenders_the_overlay_with_smaller_resources(
 
     config = _config(tmp_path, prometheus_url)
     settings = load_settings(config, environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
-    provider, tree = _seed(settings, "oversized", _intent("oversized", 3, 1))
-    code, out, err = run_cli("rightsize", "--intent", str(tmp_path / "oversized.yaml"), "--env",
+    provider, tree = _seed(settings, "sliced", _intent("sliced", 3, 1))
+    code, out, err = run_cli("rightsize", "--intent", str(tmp_path / "sliced.yaml"), "--env",
                              "production", "--config", str(config), "--days", "8", "--until",
                              END.isoformat(), "--propose")
     assert code == 0, err
     assert "(created)" in out
-    branch, overlay = "rightsize/oversized/production", "manifests/oversized/overlays/production"
+    branch, overlay = "rightsize/sliced/production", "manifests/sliced/overlays/production"
     patch = provider.read(f"{overlay}/patch-deployment.yaml", branch) or ""
     assert "nvidia.com/mig-2g.20gb" in patch
     assert "nvidia.com/mig-2g.20gb" not in tree[f"{overlay}/patch-deployment.yaml"]
@@ -283,7 +299,8 @@ def test_propose_keeps_the_signed_modelcar_lineage_and_keda_scaling_of_the_live_
     assert code == 0, err
     branch, overlay = "rightsize/oversized/production", "manifests/oversized/overlays/production"
     proposed = provider.files("manifests/", branch)
-    assert "nvidia.com/mig-2g.20gb" in "".join(proposed.values())   # the right-sizing itself
+    # the right-sizing itself (vLLM: replicas only, its reserved memory is no evidence)
+    assert f"{overlay}/kustomization.yaml" in proposed
     live = live_overlay.pins_of(proposed[f"{overlay}/kustomization.yaml"])
     assert live == PINS                                             # digest and lineage kept
     assert (f"{overlay}/{keda_overlay.SCALED_OBJECT_FILE}" in proposed) == keda
@@ -376,6 +393,5 @@ def test_without_a_model_every_live_deployment_is_judged(
     rows = {row["model"]: row for row in json.loads(out)["deployments"]}
     # (The MLflow server is shared by the session: other tests' models may be listed too.)
     assert {"oversized", "busy"} <= set(rows) and "never-deployed" not in rows
-    assert {p["field"] for p in rows["oversized"]["proposals"]} == {
-        "spec.scaling.minReplicas", "spec.resources.gpu.mig"}
+    assert {p["field"] for p in rows["oversized"]["proposals"]} == {"spec.scaling.minReplicas"}
     assert rows["busy"]["proposals"] == []

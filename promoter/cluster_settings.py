@@ -59,7 +59,7 @@ class ForecastSettings(_Section):
         default=None, ge=0, le=6 * 3600, description="cold-start lead time; default: measured "
         "(pod created -> Ready), else the runtime's telemetry.startupSeconds")
     history_days: int = Field(default=21, ge=7, le=90)
-    step_minutes: int = Field(default=15, ge=1, le=60)
+    step_minutes: int = Field(default=15, ge=1, le=60, description="a divisor of 60")
     requests_per_replica: float = Field(
         default=10, gt=0, description="requests/s one replica serves, unless the intent scales "
         "on rps (then its scaling.target)")
@@ -67,6 +67,16 @@ class ForecastSettings(_Section):
                                      description="waiting requests per replica before scaling")
     quantile_z: float = Field(default=1.28, ge=0, le=4,
                               description="upper band = forecast x (1 + z x spread)")
+
+    @field_validator("step_minutes")
+    @classmethod
+    def _whole_buckets_per_hour(cls, value: int) -> int:
+        # The hourly plan takes each hour's buckets; a step such as 45 puts buckets across
+        # hour boundaries, so demand at 01:30 would be pre-warmed only from 02:00.
+        if 60 % value:
+            raise ValueError(f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60), "
+                             f"not {value}")
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -86,6 +86,16 @@ def test_credentials_in_the_mlflow_uri_stay_out_of_run_links_and_logs() -> None:
     assert plain.secret_values() == []
 
 
+def test_a_forecast_step_must_divide_the_hour(tmp_path: Path) -> None:
+    """The hourly plan reads each hour's buckets; 45-minute buckets straddle hours."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text("forecast: {step_minutes: 45}\n")
+    with pytest.raises(ConfigError, match="forecast.step_minutes.*must divide 60"):
+        load_settings(config, environ={})
+    config.write_text("forecast: {step_minutes: 20}\n")
+    assert load_settings(config, environ={}).forecast.step_minutes == 20
+
+
 def test_unreadable_or_non_mapping_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read configuration"):
         load_settings(tmp_path / "missing.yaml", environ={})

@@ -15,7 +15,7 @@ from typing import Any
 
 from promoter.core import rightsize
 from promoter.core.config import EnvironmentTarget
-from promoter.core.naming import pods_pattern
+from promoter.core.naming import deployment_of_pod, pods_pattern
 from promoter.core.policy import Decision
 from promoter.core.spec import ModelDeployment, deep_merge
 from promoter.errors import PolicyDenied, UserError
@@ -186,7 +186,6 @@ def saving_text(report_: Report, proposal: rightsize.Proposal) -> str:
 
 # --- cost -------------------------------------------------------------------------------------
 
-_POD_SUFFIX = re.compile(r"-[a-z0-9]{5,10}-[a-z0-9]{5}$|-[a-z0-9]{5}$")
 
 
 @dataclass(frozen=True)
@@ -217,7 +216,7 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
     for item in series:
         namespace, pod = item.labels.get("namespace", ""), item.labels.get("pod", "")
         gpu_type = item.labels.get("modelName", "").replace(" ", "-")
-        model = _POD_SUFFIX.sub("", pod) or "unknown"
+        model = deployment_of_pod(pod) or "unknown"
         key = {"model": model, "env": envs.get(namespace, namespace or "unknown"),
                "team": teams.get((namespace, pod), "unknown")}[by]
         used = sum(value for _, value in item.points) * STEP_SECONDS / 3600

@@ -90,7 +90,7 @@ def test_a_forecast_step_must_divide_the_hour(tmp_path: Path) -> None:
     """The hourly plan reads each hour's buckets; 45-minute buckets straddle hours."""
     config = tmp_path / "promoter.yaml"
     config.write_text("forecast: {step_minutes: 45}\n")
-    with pytest.raises(ConfigError, match="forecast.step_minutes.*must divide 60"):
+    with pytest.raises(ConfigError, match=r"forecast\.step_minutes.*must divide 60"):
         load_settings(config, environ={})
     config.write_text("forecast: {step_minutes: 20}\n")
     assert load_settings(config, environ={}).forecast.step_minutes == 20

@@ -68,3 +68,12 @@ def pods_pattern(name: str) -> str:
     share the prefix (``llama`` took in ``llama-70b``'s pods), in forecasts, KEDA triggers,
     right-sizing evidence and measured cold starts."""
     return f"{name}(-predictor)?-[a-z0-9]{{1,10}}-[a-z0-9]{{5}}"
+
+
+_POD_SUFFIX = re.compile(r"(-predictor)?(-[a-z0-9]{1,10})?-[a-z0-9]{5}$")
+
+
+def deployment_of_pod(pod: str) -> str:
+    """The deployment name a pod belongs to (the inverse of ``pods_pattern``): its ReplicaSet
+    hash and suffix dropped, and KServe's ``-predictor``; "" when nothing is left."""
+    return _POD_SUFFIX.sub("", pod)

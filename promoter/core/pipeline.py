@@ -93,7 +93,7 @@ class Pipeline:
     def run(self, job: PromotionJob, steps: StepLog) -> PipelineResult:
         self.config.targets.environment(job.env)  # an environment no longer configured: parked
         if job.action == "decommission":
-            return decommission(self.config, self.ports, job, self.progress)
+            return decommission(self.config, self.ports, job, steps, self.progress)
         return self._promote(job, steps)
 
     # ------------------------------------------------------------------ promote
@@ -157,6 +157,9 @@ class Pipeline:
         files = self.ports.renderer.render(request)
         self.progress("render", "ok", f"{len(files)} files")
 
+        # Everything from here on is seen by others (branch, MR, MLflow, ledger): only the
+        # job's current holder may do it, or two workers would race on one merge request.
+        steps.before_side_effect("propose")
         result = self._propose(job, deployment, info, run, files, decision, image, signature)
         status = STATUS_FOR_OUTCOME[result.outcome]
         if result.merge_request is None and result.outcome is Outcome.UNCHANGED:

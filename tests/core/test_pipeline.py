@@ -270,12 +270,16 @@ class CountingSigner:
 class MemorySteps:
     def __init__(self) -> None:
         self.results: dict[str, dict[str, Any]] = {}
+        self.side_effects: list[str] = []  # what the pipeline asked to fence, in order
 
     def step(self, name: str) -> dict[str, Any] | None:
         return self.results.get(name)
 
     def record_step(self, name: str, result: dict[str, Any]) -> None:
         self.results[name] = dict(result)
+
+    def before_side_effect(self, what: str) -> None:
+        self.side_effects.append(what)
 
 
 # ============================================================ fixtures

@@ -129,17 +129,24 @@ def work_lock(model: str, env: str) -> str:
     return f"jobs:{model}/{env}"  # names are DNS-1123: no "/" inside either
 
 
-def seconds_until_due(conn: Connection, now: float) -> float | None:
+def database_now(conn: Connection) -> float:
+    """The state database's own clock (PostgreSQL), in seconds since the epoch: the one clock
+    every replica sharing the database agrees on."""
+    return float(conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
+
+
+def seconds_until_due(conn: Connection, now: float, lease_now: float) -> float | None:
     """How long until something may become claimable without anyone saying so: a queued or
     retrying job comes due, or a running job's lease runs out (its worker, perhaps on another
     replica, died). None: nothing is pending. Jobs already due but held back by a running one
-    of their (model, env) do not count: that one's finish wakes the workers."""
+    of their (model, env) do not count: that one's finish wakes the workers. Leases are
+    measured on ``lease_now``'s clock, everything else on ``now``'s (see claim)."""
     row = conn.execute(
-        "SELECT MIN(CASE WHEN state = 'running' THEN lease_expires_at ELSE next_run_at END) "
-        "FROM jobs WHERE state IN ('queued', 'running', 'retrying') "
-        "AND CASE WHEN state = 'running' THEN lease_expires_at ELSE next_run_at END > ?",
-        (now,)).fetchone()
-    return None if row[0] is None else max(0.0, float(row[0]) - now)
+        "SELECT MIN(CASE WHEN state = 'running' THEN lease_expires_at - ? "
+        "ELSE next_run_at - ? END) FROM jobs WHERE state IN ('queued', 'running', 'retrying') "
+        "AND CASE WHEN state = 'running' THEN lease_expires_at - ? ELSE next_run_at - ? END > 0",
+        (lease_now, now, lease_now, now)).fetchone()
+    return None if row[0] is None else max(0.0, float(row[0]))
 
 
 # A job is due when it is queued or retrying and its time has come, or running under a lease
@@ -166,9 +173,14 @@ _SKIP_LOCKED = " FOR UPDATE OF j SKIP LOCKED"
 
 
 def claim(conn: Connection, now: float, worker_id: str, lease_seconds: float, *,
-          job_id: int | None = None) -> Job | None:
-    """Take the oldest claimable job (or job ``job_id`` only, if it is claimable)."""
-    sql, args = _CLAIM_SQL, [now, now, now]
+          job_id: int | None = None, lease_now: float | None = None) -> Job | None:
+    """Take the oldest claimable job (or job ``job_id`` only, if it is claimable).
+
+    ``now`` decides when queued and retrying jobs come due; ``lease_now`` (default: ``now``)
+    when leases run out and the new lease's expiry. Replicas sharing a PostgreSQL database
+    pass its clock there, so a replica whose clock runs ahead cannot take a live lease."""
+    lease_now = now if lease_now is None else lease_now
+    sql, args = _CLAIM_SQL, [now, lease_now, lease_now]
     if job_id is not None:
         sql, args = sql + _ONLY_JOB, [*args, job_id]
     sql += _OLDEST + (_SKIP_LOCKED if conn.dialect == "postgresql" else "")
@@ -178,6 +190,6 @@ def claim(conn: Connection, now: float, worker_id: str, lease_seconds: float, *,
     conn.execute(
         "UPDATE jobs SET state = ?, lease_owner = ?, lease_expires_at = ?, "
         "attempts = attempts + 1, updated_at = ? WHERE id = ?",
-        (check_transition(row["id"], row["state"], RUNNING), worker_id, now + lease_seconds,
-         now, row["id"]))
+        (check_transition(row["id"], row["state"], RUNNING), worker_id,
+         lease_now + lease_seconds, now, row["id"]))
     return fetch_job(conn, row["id"])

@@ -106,6 +106,32 @@ def test_a_second_claimer_passes_over_the_job_a_first_one_is_claiming(
     second.close()
 
 
+class _AheadClock:
+    """The system clock of a replica whose time runs two minutes ahead."""
+
+    def now(self) -> float:
+        return time.time() + 120
+
+
+def test_a_replica_whose_clock_runs_ahead_cannot_take_a_live_lease(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Replicas compare leases on the database's clock, not their own: a replica two minutes
+    ahead must not see a one-minute lease of another replica as expired."""
+    holder = JobQueue(connect(postgres_url, tmp_path))
+    ahead = JobQueue(connect(postgres_url, tmp_path))
+    ahead.clock = _AheadClock()
+    job = holder.enqueue(M1).job
+    assert holder.claim("holder", lease_seconds=60) is not None
+    assert ahead.claim("ahead", lease_seconds=60) is None
+    assert holder.get(job.id).lease_owner == "holder"
+    due = ahead.seconds_until_due()  # it waits for the lease, rather than polling at once
+    assert due is not None and 50 < due <= 60
+    assert holder.extend_lease(job.id, "holder", 60)
+    assert ahead.claim("ahead", lease_seconds=60) is None
+    holder.close()
+    ahead.close()
+
+
 def test_an_enqueue_elsewhere_wakes_an_idle_worker_before_its_fallback_poll(
         postgres_url: str, tmp_path: Path) -> None:
     fallback_poll = 60.0

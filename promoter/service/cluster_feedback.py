@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +21,7 @@ from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeploymentLedger
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
-from promoter.state import deliveries
+from promoter.service.hook_deliveries import HookClaim, HookDeliveries
 from promoter.state.db import Connection, StateDB, state_db
 
 NOTE_HEADING = "Argo CD status"
@@ -48,15 +47,17 @@ class StatusStore:
 
     def __init__(self, state: Path | StateDB) -> None:
         self.db = state_db(state)
+        self.deliveries = HookDeliveries(self.db, DELIVERY_SOURCE)
 
-    def claim(self, key: str) -> bool:
-        """True the first time a notification is seen; False for a re-delivery."""
-        digest, now = hashlib.sha256(key.encode("utf-8")).hexdigest(), time.time()
-        return self.db.write(lambda conn: deliveries.claim(conn, DELIVERY_SOURCE, digest, now))
+    def claim(self, key: str) -> HookClaim:
+        """Claim a notification for handling (see promoter.service.hook_deliveries)."""
+        return self.deliveries.claim(_delivery_id(key))
+
+    def finish(self, key: str, status: str) -> None:
+        self.deliveries.finish(_delivery_id(key), status)
 
     def release(self, key: str) -> None:
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-        self.db.write(lambda conn: deliveries.forget(conn, DELIVERY_SOURCE, digest))
+        self.deliveries.release(_delivery_id(key))
 
     def rows(self, name: str, env: str) -> list[ClusterStatus]:
         found = self.db.read(lambda conn: conn.execute(
@@ -103,6 +104,11 @@ class StatusStore:
     def forget_summary(self, name: str, env: str) -> None:
         self.db.write(lambda conn: conn.execute(
             "DELETE FROM cluster_summaries WHERE name = ? AND env = ?", (name, env)))
+
+
+def _delivery_id(key: str) -> str:
+    """A notification's dedupe key, hashed: the key itself can be long."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def _digest(status: EnvironmentStatus) -> str:

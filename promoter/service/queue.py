@@ -228,6 +228,10 @@ class JobQueue:
             if job is None:
                 raise UserError(f"no job with id {job_id}",
                                 hint="list jobs with `promoter jobs list`")
+            # A claim of a newer job of this (model, env) decides under this lock whether an
+            # older one is unfinished: without it, both jobs could run at once (PostgreSQL).
+            conn.lock(queue_ops.work_lock(job.key.model, job.key.env))
+            job = queue_ops.fetch_job(conn, job_id) or job  # as it is now, under the lock
             denied = job.state == DONE and job.result.get("outcome") == "denied"
             if job.state not in (DEAD, RETRYING) and not denied:
                 raise UserError(f"job {job_id} is {job.state}; only dead, retrying or "

@@ -153,7 +153,8 @@ def seconds_until_due(conn: Connection, now: float, lease_now: float) -> float |
 # that expired (its worker died). It is claimable only if no older unfinished job exists for
 # its (model, env) — so jobs for one deployment run one at a time, in arrival order — and no
 # other job of that (model, env) holds a live lease. Only the oldest unfinished job of a
-# (model, env) can qualify, so two claimers never pick two jobs of one deployment.
+# (model, env) can qualify, so two claimers never pick two jobs of one deployment (on
+# PostgreSQL, given the work lock: see _claimable_under_work_lock).
 _CLAIM_SQL = """
 SELECT j.* FROM jobs AS j
 WHERE j.state IN ('queued', 'running', 'retrying')  -- lets SQLite use jobs_unfinished
@@ -167,9 +168,10 @@ WHERE j.state IN ('queued', 'running', 'retrying')  -- lets SQLite use jobs_unfi
 """
 _ONLY_JOB = "  AND j.id = ?  -- `promoter promote` runs only its own job\n"
 _OLDEST = "ORDER BY j.id LIMIT 1"
-# PostgreSQL: lock the row picked, and pass over rows another claimer has locked; the row's
-# own conditions are re-checked once locked, so a job claimed meanwhile is not taken twice.
-_SKIP_LOCKED = " FOR UPDATE OF j SKIP LOCKED"
+# PostgreSQL: the first look locks nothing; each candidate is then re-checked under its
+# (model, env) work lock, and its row locked, passing over rows another claimer has locked.
+_CANDIDATES = "ORDER BY j.id LIMIT 20"
+_RECHECK = "  AND j.id = ? FOR UPDATE OF j SKIP LOCKED"
 
 
 def claim(conn: Connection, now: float, worker_id: str, lease_seconds: float, *,
@@ -183,8 +185,10 @@ def claim(conn: Connection, now: float, worker_id: str, lease_seconds: float, *,
     sql, args = _CLAIM_SQL, [now, lease_now, lease_now]
     if job_id is not None:
         sql, args = sql + _ONLY_JOB, [*args, job_id]
-    sql += _OLDEST + (_SKIP_LOCKED if conn.dialect == "postgresql" else "")
-    row = conn.execute(sql, args).fetchone()
+    if conn.dialect == "postgresql":
+        row = _claimable_under_work_lock(conn, sql, args)
+    else:  # one writer at a time: what the query sees stays true until the update
+        row = conn.execute(sql + _OLDEST, args).fetchone()
     if row is None:
         return None
     conn.execute(
@@ -193,3 +197,19 @@ def claim(conn: Connection, now: float, worker_id: str, lease_seconds: float, *,
         (check_transition(row["id"], row["state"], RUNNING), worker_id,
          lease_now + lease_seconds, now, row["id"]))
     return fetch_job(conn, row["id"])
+
+
+def _claimable_under_work_lock(conn: Connection, sql: str, args: list[Any]) -> Any:
+    """PostgreSQL, READ COMMITTED: "no older unfinished job of its (model, env)" is about
+    other rows, which a concurrent `jobs retry` (or claim) may be changing; row locks alone
+    let both sides miss each other's uncommitted change, and two jobs of one deployment run.
+    So each candidate is re-checked after taking its (model, env) work lock, which retry and
+    enqueue take too. The lock is tried, not waited for (a busy deployment is passed over,
+    as a locked row is), and it comes before the row lock as in enqueue: no deadlock."""
+    for candidate in conn.execute(sql + _CANDIDATES, args).fetchall():
+        if not conn.try_lock(work_lock(candidate["model"], candidate["env"])):
+            continue
+        row = conn.execute(sql + _RECHECK, [*args, candidate["id"]]).fetchone()
+        if row is not None:
+            return row
+    return None

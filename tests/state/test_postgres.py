@@ -106,6 +106,45 @@ def test_a_second_claimer_passes_over_the_job_a_first_one_is_claiming(
     second.close()
 
 
+def test_a_retried_older_job_and_a_claimed_newer_one_never_run_at_once(
+        postgres_url: str, tmp_path: Path) -> None:
+    """`jobs retry` of an older dead job while a worker claims the newer queued job of the same
+    (model, env): under READ COMMITTED each sees the other's change only once committed, so
+    without the (model, env) work lock a third claimer took the retried job too."""
+    queue = JobQueue(connect(postgres_url, tmp_path))
+    other = JobQueue(connect(postgres_url, tmp_path))  # another replica's worker
+    older = queue.enqueue(JobKey("m", "1", "prod", "promote")).job
+    assert queue.claim("w0") is not None
+    queue.park(older.id, "w0", "broken")
+    newer = queue.enqueue(JobKey("m", "2", "prod", "promote")).job
+    holding, release = threading.Event(), threading.Event()
+
+    def claim_and_hold(conn: Connection) -> None:
+        from promoter.service import queue_ops
+
+        job = queue_ops.claim(conn, time.time(), "x", 60)
+        assert job is not None and job.id == newer.id
+        holding.set()
+        release.wait(30)  # the claim is not committed yet
+
+    claimer = threading.Thread(target=lambda: queue.db.write(claim_and_hold))
+    claimer.start()
+    assert holding.wait(30)
+    retrier = threading.Thread(target=lambda: queue.retry(older.id))  # the operator
+    retrier.start()
+    retrier.join(1.0)  # with the work lock it waits for the claim to commit
+    taken = other.claim("y")
+    release.set()
+    claimer.join(30)
+    retrier.join(30)
+    assert taken is None
+    running = queue.list("running")
+    assert [job.id for job in running] == [newer.id]
+    assert queue.get(older.id).state == "queued"  # it runs after the newer one, not beside it
+    queue.close()
+    other.close()
+
+
 class _AheadClock:
     """The system clock of a replica whose time runs two minutes ahead."""
 

@@ -59,6 +59,7 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
         approvals_required=env.approvals, target_branch=config.target_branch)
     steps.before_side_effect("propose")  # only the job's current holder may propose
     result = ports.provider.propose(proposal)
+    steps.before_side_effect("write-back")  # still ours after the push (see the pipeline)
     status = (DeploymentStatus.DECOMMISSIONING if result.merge_request
               else DeploymentStatus.DECOMMISSIONED)
     values = {"mr_url": result.mr_url} if result.mr_url else {}

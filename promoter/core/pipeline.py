@@ -164,6 +164,9 @@ class Pipeline:
         status = STATUS_FOR_OUTCOME[result.outcome]
         if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
             status = DeploymentStatus.MERGED  # the target branch already holds exactly this
+        # A push slower than the lease may have lost the job to a successor meanwhile: its
+        # ledger row (one per model and environment) must not be overwritten by this one.
+        steps.before_side_effect("write-back")
         # Status goes last: whoever polls it then finds mr_url and image already there.
         write_back = {"reason": "; ".join(result.warnings)}
         if result.mr_url:

@@ -8,7 +8,6 @@ service's workers — until it settles, printing each step as it happens.
 from __future__ import annotations
 
 import getpass
-import os
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -63,7 +62,10 @@ def run_promotion(settings: Settings, model: str, version: str, env: str, printe
         printer.line(f"job {job.id}: {model} version {version} → {env} "
                      f"({'new' if enqueued.created else 'existing job, ' + job.state})")
         handler = build_job_handler(settings, composition.registry(settings), progress=printer)
-        worker = Worker(queue, handler, worker_id=f"cli-{os.getpid()}", heartbeat=True)
+        # The service's worker id (host, pid, random): a pid alone repeats across hosts and
+        # containers, and two holders with one id would pass each other's lease checks.
+        worker = Worker(queue, handler, lease_seconds=settings.server.job_lease_seconds,
+                        heartbeat=True)
         while job.state not in SETTLED:
             if not worker.run_once(job.id):
                 time.sleep(0.2)  # another worker holds it, or an older job of this model/env

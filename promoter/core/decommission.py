@@ -14,13 +14,13 @@ from promoter.core import mr_text, tree_facts
 from promoter.core.config import PipelineConfig
 from promoter.core.results import DeploymentStatus, PipelineResult
 from promoter.ports.git import Proposal
-from promoter.ports.pipeline import DeployedState, Progress
+from promoter.ports.pipeline import DeployedState, Progress, StepLog
 
 if TYPE_CHECKING:
     from promoter.core.pipeline import Ports, PromotionJob
 
 
-def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob,
+def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps: StepLog,
                  progress: Progress) -> PipelineResult:
     """Remove the environment's overlay (and the base with the last one) through one MR."""
     registry, env = ports.registry, config.targets.environment(job.env)
@@ -57,7 +57,9 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob,
                      f"version {live}. This removes {what}.\n"),
         labels=(*mr_text.labels(job.env, None), "decommission"),
         approvals_required=env.approvals, target_branch=config.target_branch)
+    steps.before_side_effect("propose")  # only the job's current holder may propose
     result = ports.provider.propose(proposal)
+    steps.before_side_effect("write-back")  # still ours after the push (see the pipeline)
     status = (DeploymentStatus.DECOMMISSIONING if result.merge_request
               else DeploymentStatus.DECOMMISSIONED)
     values = {"mr_url": result.mr_url} if result.mr_url else {}

@@ -93,7 +93,7 @@ class Pipeline:
     def run(self, job: PromotionJob, steps: StepLog) -> PipelineResult:
         self.config.targets.environment(job.env)  # an environment no longer configured: parked
         if job.action == "decommission":
-            return decommission(self.config, self.ports, job, self.progress)
+            return decommission(self.config, self.ports, job, steps, self.progress)
         return self._promote(job, steps)
 
     # ------------------------------------------------------------------ promote
@@ -157,10 +157,16 @@ class Pipeline:
         files = self.ports.renderer.render(request)
         self.progress("render", "ok", f"{len(files)} files")
 
+        # Everything from here on is seen by others (branch, MR, MLflow, ledger): only the
+        # job's current holder may do it, or two workers would race on one merge request.
+        steps.before_side_effect("propose")
         result = self._propose(job, deployment, info, run, files, decision, image, signature)
         status = STATUS_FOR_OUTCOME[result.outcome]
         if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
             status = DeploymentStatus.MERGED  # the target branch already holds exactly this
+        # A push slower than the lease may have lost the job to a successor meanwhile: its
+        # ledger row (one per model and environment) must not be overwritten by this one.
+        steps.before_side_effect("write-back")
         # Status goes last: whoever polls it then finds mr_url and image already there.
         write_back = {"reason": "; ".join(result.warnings)}
         if result.mr_url:

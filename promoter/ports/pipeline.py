@@ -16,6 +16,12 @@ class StepLog(Protocol):
 
     def record_step(self, name: str, result: dict[str, Any]) -> None: ...
 
+    def before_side_effect(self, what: str) -> None:
+        """Raise unless this attempt still owns the job, and keep owning it for a while.
+
+        Called right before a change others see (a push, a merge request, a write-back):
+        a worker that lost the job to another must stop there rather than race it."""
+
 
 class ModelImages(Protocol):
     def build(self, model: str, version: str, repository: str,

@@ -21,6 +21,7 @@ from promoter.core.cluster_status import from_notification
 from promoter.core.gitops_scaffold import TOKEN_HEADER
 from promoter.errors import PromoterError, UserError
 from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
+from promoter.service.hook_deliveries import HookClaim, in_progress_answer
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -58,8 +59,11 @@ class ArgoCDHookHandler:
         row = notification.status
         described = {"event": notification.event, **row.describe()}
         key = notification.dedupe_key
-        if not self._store.claim(key):
+        claimed = self._store.claim(key)
+        if claimed is HookClaim.DONE:
             return 200, {"status": "duplicate", **described}
+        if claimed is HookClaim.IN_PROGRESS:
+            return in_progress_answer(**described)
         try:
             summary = self._feedback.observe(row.name, row.env, [row], complete=False,
                                              actor=f"argocd:{row.application}")
@@ -70,6 +74,7 @@ class ArgoCDHookHandler:
         except Exception:
             self._store.release(key)
             raise
+        self._store.finish(key, "recorded")
         return 200, {"status": "recorded", **described, "deployed": summary.deployed,
                      "environment_sync": summary.sync, "environment_health": summary.health}
 

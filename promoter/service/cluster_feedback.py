@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +21,7 @@ from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeploymentLedger
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
-from promoter.state import deliveries
+from promoter.service.hook_deliveries import HookClaim, HookDeliveries
 from promoter.state.db import Connection, StateDB, state_db
 
 NOTE_HEADING = "Argo CD status"
@@ -49,15 +48,17 @@ class StatusStore:
 
     def __init__(self, state: Path | StateDB) -> None:
         self.db = state_db(state)
+        self.deliveries = HookDeliveries(self.db, DELIVERY_SOURCE)
 
-    def claim(self, key: str) -> bool:
-        """True the first time a notification is seen; False for a re-delivery."""
-        digest, now = hashlib.sha256(key.encode("utf-8")).hexdigest(), time.time()
-        return self.db.write(lambda conn: deliveries.claim(conn, DELIVERY_SOURCE, digest, now))
+    def claim(self, key: str) -> HookClaim:
+        """Claim a notification for handling (see promoter.service.hook_deliveries)."""
+        return self.deliveries.claim(_delivery_id(key))
+
+    def finish(self, key: str, status: str) -> None:
+        self.deliveries.finish(_delivery_id(key), status)
 
     def release(self, key: str) -> None:
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-        self.db.write(lambda conn: deliveries.forget(conn, DELIVERY_SOURCE, digest))
+        self.deliveries.release(_delivery_id(key))
 
     def rows(self, name: str, env: str) -> list[ClusterStatus]:
         return self.db.read(lambda conn: _rows(conn, name, env))
@@ -173,6 +174,11 @@ def _never(revision: str) -> bool:
 
 
 _ATTEMPTS = 5   # rounds of "a concurrent observation stored a revision we had not asked about"
+
+
+def _delivery_id(key: str) -> str:
+    """A notification's dedupe key, hashed: the key itself can be long."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def _digest(status: EnvironmentStatus) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +22,8 @@ from promoter.core.gitlab_payloads import parse
 from promoter.core.mr_events import ACTED_ON, ForgeEvent, MergeRequestEvent
 from promoter.errors import PromoterError, UserError
 from promoter.ports.git import SUPERSEDED_SUFFIX
+from promoter.service.hook_deliveries import HookClaim, HookDeliveries, in_progress_answer
 from promoter.service.logs import log
-from promoter.state import deliveries
 from promoter.state.db import StateDB, state_db
 
 if TYPE_CHECKING:
@@ -41,26 +40,13 @@ PushedHead = Callable[[int, int], tuple[str, str] | None]
 Answer = tuple[int, dict[str, Any]]
 
 
-class DeliveryLog:
-    """Idempotency keys already handled: rows of the one dedupe table, source ``gitlab``."""
+class DeliveryLog(HookDeliveries):
+    """Idempotency keys claimed or handled: rows of the one dedupe table, source ``gitlab``."""
 
     SOURCE = "gitlab"
 
-    def __init__(self, state: Path | StateDB) -> None:
-        self.db = state_db(state)
-
-    def claim(self, key: str) -> bool:
-        """True for the first delivery of ``key``; False for a re-delivery."""
-        now = time.time()
-        return self.db.write(lambda conn: deliveries.claim(conn, self.SOURCE, key, now,
-                                                           status="processing"))
-
-    def finish(self, key: str, status: str) -> None:
-        self.db.write(lambda conn: deliveries.set_status(conn, self.SOURCE, key, status))
-
-    def release(self, key: str) -> None:
-        """Forget a delivery that failed, so GitLab's retry is processed."""
-        self.db.write(lambda conn: deliveries.forget(conn, self.SOURCE, key))
+    def __init__(self, state: Path | StateDB, **options: Any) -> None:
+        super().__init__(state_db(state), self.SOURCE, **options)
 
 
 class GitLabHookHandler:
@@ -107,8 +93,11 @@ class GitLabHookHandler:
         if event.name is None or event.iid is None:
             return 200, {"status": "ignored", "reason": "not a promoter merge request"}
         key = lowered.get("idempotency-key")
-        if key and not self._deliveries.claim(key[:200]):
-            return 200, {"status": "duplicate", "idempotency_key": key[:200]}
+        claimed = self._deliveries.claim(key[:200]) if key else HookClaim.ACT
+        if claimed is HookClaim.DONE:
+            return 200, {"status": "duplicate", "idempotency_key": key[:200] if key else None}
+        if claimed is HookClaim.IN_PROGRESS:
+            return in_progress_answer(idempotency_key=key[:200] if key else None)
         try:
             status, answer = self._act(event)
         except PromoterError as exc:

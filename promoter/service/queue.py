@@ -55,6 +55,11 @@ class JobQueue:
                  settle_seconds: float = 0.0) -> None:
         self.db = db
         self.clock: Clock = clock or SystemClock()
+        # Leases are compared across replicas. On PostgreSQL they follow the database's clock,
+        # the one all replicas share, so clock skew between replicas cannot let one take
+        # another's live lease; on SQLite (one host) the system clock is that one clock. A
+        # clock passed in (tests, a simulation) governs leases too.
+        self._leases_on_database_clock = clock is None
         self.settle_seconds = settle_seconds  # burst debounce (queue_ops.enqueue); serve sets it
         self._writer = GroupCommitWriter(db, self.clock, settle_seconds=settle_seconds)
         # In-process wake-ups, so a worker starts a new job at once instead of at its next poll.
@@ -118,7 +123,8 @@ class JobQueue:
     def seconds_until_due(self) -> float | None:
         """How long until a waiting job comes due (a worker sleeps no longer than that)."""
         now = self.clock.now()
-        return self.db.read(lambda conn: queue_ops.seconds_until_due(conn, now))
+        return self.db.read(lambda conn: queue_ops.seconds_until_due(
+            conn, now, self._lease_now(conn, now)))
 
     def wait_for_work(self, seen_generation: int, timeout: float) -> bool:
         """Block until work_generation() moves past ``seen_generation`` or ``timeout`` passes
@@ -147,15 +153,17 @@ class JobQueue:
         """The oldest due job (or, with ``job_id``, that job only, if it is due), now held
         by ``worker_id`` under a lease; None when nothing (or not that job) can run now."""
         now = self.clock.now()
-        return self._write(lambda conn: queue_ops.claim(conn, now, worker_id, lease_seconds,
-                                                        job_id=job_id))
+        return self._write(lambda conn: queue_ops.claim(
+            conn, now, worker_id, lease_seconds, job_id=job_id,
+            lease_now=self._lease_now(conn, now)))
 
     def extend_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
         now = self.clock.now()
         return self._write(lambda conn: conn.execute(
             "UPDATE jobs SET lease_expires_at = ?, updated_at = ? "
             "WHERE id = ? AND state = ? AND lease_owner = ?",
-            (now + lease_seconds, now, job_id, RUNNING, worker_id)).rowcount == 1)
+            (self._lease_now(conn, now) + lease_seconds, now, job_id, RUNNING,
+             worker_id)).rowcount == 1)
 
     def record_step(self, job_id: int, step: str, result: dict[str, Any], *,
                     worker_id: str | None = None) -> None:
@@ -220,6 +228,10 @@ class JobQueue:
             if job is None:
                 raise UserError(f"no job with id {job_id}",
                                 hint="list jobs with `promoter jobs list`")
+            # A claim of a newer job of this (model, env) decides under this lock whether an
+            # older one is unfinished: without it, both jobs could run at once (PostgreSQL).
+            conn.lock(queue_ops.work_lock(job.key.model, job.key.env))
+            job = queue_ops.fetch_job(conn, job_id) or job  # as it is now, under the lock
             denied = job.state == DONE and job.result.get("outcome") == "denied"
             if job.state not in (DEAD, RETRYING) and not denied:
                 raise UserError(f"job {job_id} is {job.state}; only dead, retrying or "
@@ -289,6 +301,12 @@ class JobQueue:
         if row["state"] != RUNNING or row["lease_owner"] != worker_id:
             raise LeaseLost(f"worker {worker_id} no longer holds job {job_id} "
                             f"(it is {row['state']}, held by {row['lease_owner'] or 'nobody'})")
+
+    def _lease_now(self, conn: Connection, now: float) -> float:
+        """The time leases are measured in (see __init__), read inside ``conn``'s transaction."""
+        if self._leases_on_database_clock and conn.dialect == "postgresql":
+            return queue_ops.database_now(conn)
+        return now
 
     def _write(self, body: Callable[[Connection], T]) -> T:
         return self.db.write(body)

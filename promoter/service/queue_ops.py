@@ -129,24 +129,32 @@ def work_lock(model: str, env: str) -> str:
     return f"jobs:{model}/{env}"  # names are DNS-1123: no "/" inside either
 
 
-def seconds_until_due(conn: Connection, now: float) -> float | None:
+def database_now(conn: Connection) -> float:
+    """The state database's own clock (PostgreSQL), in seconds since the epoch: the one clock
+    every replica sharing the database agrees on."""
+    return float(conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
+
+
+def seconds_until_due(conn: Connection, now: float, lease_now: float) -> float | None:
     """How long until something may become claimable without anyone saying so: a queued or
     retrying job comes due, or a running job's lease runs out (its worker, perhaps on another
     replica, died). None: nothing is pending. Jobs already due but held back by a running one
-    of their (model, env) do not count: that one's finish wakes the workers."""
+    of their (model, env) do not count: that one's finish wakes the workers. Leases are
+    measured on ``lease_now``'s clock, everything else on ``now``'s (see claim)."""
     row = conn.execute(
-        "SELECT MIN(CASE WHEN state = 'running' THEN lease_expires_at ELSE next_run_at END) "
-        "FROM jobs WHERE state IN ('queued', 'running', 'retrying') "
-        "AND CASE WHEN state = 'running' THEN lease_expires_at ELSE next_run_at END > ?",
-        (now,)).fetchone()
-    return None if row[0] is None else max(0.0, float(row[0]) - now)
+        "SELECT MIN(CASE WHEN state = 'running' THEN lease_expires_at - ? "
+        "ELSE next_run_at - ? END) FROM jobs WHERE state IN ('queued', 'running', 'retrying') "
+        "AND CASE WHEN state = 'running' THEN lease_expires_at - ? ELSE next_run_at - ? END > 0",
+        (lease_now, now, lease_now, now)).fetchone()
+    return None if row[0] is None else max(0.0, float(row[0]))
 
 
 # A job is due when it is queued or retrying and its time has come, or running under a lease
 # that expired (its worker died). It is claimable only if no older unfinished job exists for
 # its (model, env) — so jobs for one deployment run one at a time, in arrival order — and no
 # other job of that (model, env) holds a live lease. Only the oldest unfinished job of a
-# (model, env) can qualify, so two claimers never pick two jobs of one deployment.
+# (model, env) can qualify, so two claimers never pick two jobs of one deployment (on
+# PostgreSQL, given the work lock: see _claimable_under_work_lock).
 _CLAIM_SQL = """
 SELECT j.* FROM jobs AS j
 WHERE j.state IN ('queued', 'running', 'retrying')  -- lets SQLite use jobs_unfinished
@@ -160,24 +168,48 @@ WHERE j.state IN ('queued', 'running', 'retrying')  -- lets SQLite use jobs_unfi
 """
 _ONLY_JOB = "  AND j.id = ?  -- `promoter promote` runs only its own job\n"
 _OLDEST = "ORDER BY j.id LIMIT 1"
-# PostgreSQL: lock the row picked, and pass over rows another claimer has locked; the row's
-# own conditions are re-checked once locked, so a job claimed meanwhile is not taken twice.
-_SKIP_LOCKED = " FOR UPDATE OF j SKIP LOCKED"
+# PostgreSQL: the first look locks nothing; each candidate is then re-checked under its
+# (model, env) work lock, and its row locked, passing over rows another claimer has locked.
+_CANDIDATES = "ORDER BY j.id LIMIT 20"
+_RECHECK = "  AND j.id = ? FOR UPDATE OF j SKIP LOCKED"
 
 
 def claim(conn: Connection, now: float, worker_id: str, lease_seconds: float, *,
-          job_id: int | None = None) -> Job | None:
-    """Take the oldest claimable job (or job ``job_id`` only, if it is claimable)."""
-    sql, args = _CLAIM_SQL, [now, now, now]
+          job_id: int | None = None, lease_now: float | None = None) -> Job | None:
+    """Take the oldest claimable job (or job ``job_id`` only, if it is claimable).
+
+    ``now`` decides when queued and retrying jobs come due; ``lease_now`` (default: ``now``)
+    when leases run out and the new lease's expiry. Replicas sharing a PostgreSQL database
+    pass its clock there, so a replica whose clock runs ahead cannot take a live lease."""
+    lease_now = now if lease_now is None else lease_now
+    sql, args = _CLAIM_SQL, [now, lease_now, lease_now]
     if job_id is not None:
         sql, args = sql + _ONLY_JOB, [*args, job_id]
-    sql += _OLDEST + (_SKIP_LOCKED if conn.dialect == "postgresql" else "")
-    row = conn.execute(sql, args).fetchone()
+    if conn.dialect == "postgresql":
+        row = _claimable_under_work_lock(conn, sql, args)
+    else:  # one writer at a time: what the query sees stays true until the update
+        row = conn.execute(sql + _OLDEST, args).fetchone()
     if row is None:
         return None
     conn.execute(
         "UPDATE jobs SET state = ?, lease_owner = ?, lease_expires_at = ?, "
         "attempts = attempts + 1, updated_at = ? WHERE id = ?",
-        (check_transition(row["id"], row["state"], RUNNING), worker_id, now + lease_seconds,
-         now, row["id"]))
+        (check_transition(row["id"], row["state"], RUNNING), worker_id,
+         lease_now + lease_seconds, now, row["id"]))
     return fetch_job(conn, row["id"])
+
+
+def _claimable_under_work_lock(conn: Connection, sql: str, args: list[Any]) -> Any:
+    """PostgreSQL, READ COMMITTED: "no older unfinished job of its (model, env)" is about
+    other rows, which a concurrent `jobs retry` (or claim) may be changing; row locks alone
+    let both sides miss each other's uncommitted change, and two jobs of one deployment run.
+    So each candidate is re-checked after taking its (model, env) work lock, which retry and
+    enqueue take too. The lock is tried, not waited for (a busy deployment is passed over,
+    as a locked row is), and it comes before the row lock as in enqueue: no deadlock."""
+    for candidate in conn.execute(sql + _CANDIDATES, args).fetchall():
+        if not conn.try_lock(work_lock(candidate["model"], candidate["env"])):
+            continue
+        row = conn.execute(sql + _RECHECK, [*args, candidate["id"]]).fetchone()
+        if row is not None:
+            return row
+    return None

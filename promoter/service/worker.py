@@ -28,7 +28,11 @@ log = logging.getLogger("promoter.worker")
 
 
 class JobContext:
-    """What a handler may do besides computing its result: steps and lease."""
+    """What a handler may do besides computing its result: steps and lease.
+
+    The heartbeat calls lease_lost() when it finds another worker holding the job; every
+    step after that raises LeaseLost, so the handler stops at its next step or side effect
+    instead of racing the new holder."""
 
     def __init__(self, queue: JobQueue, job: Job, worker_id: str, lease_seconds: float) -> None:
         self.job = job
@@ -36,13 +40,19 @@ class JobContext:
         self._queue = queue
         self._lease_seconds = lease_seconds
         self._steps = queue.steps(job.id)
+        self._lost = threading.Event()
 
     @property
     def attempt(self) -> int:
         return self.job.attempts
 
+    def lease_lost(self) -> None:
+        """Another worker holds the job now (the heartbeat found out): stop at the next step."""
+        self._lost.set()
+
     def step(self, name: str) -> dict[str, Any] | None:
         """The result of ``name`` recorded by this or an earlier attempt, if any."""
+        self._raise_if_lost()
         return self._steps.get(name)
 
     def steps(self) -> dict[str, dict[str, Any]]:
@@ -50,13 +60,30 @@ class JobContext:
 
     def record_step(self, name: str, result: dict[str, Any]) -> None:
         """Durably record a finished step; LeaseLost if another worker has taken the job."""
+        self._raise_if_lost()
         self._queue.record_step(self.job.id, name, result, worker_id=self.worker_id)
         self._steps[name] = dict(result)
+
+    def before_side_effect(self, what: str) -> None:
+        """LeaseLost unless this worker still holds the job; else a fresh full lease, so the
+        side effect (a push, a merge request) runs well inside it."""
+        self._raise_if_lost()
+        try:
+            self.extend_lease()
+        except LeaseLost:
+            self._lost.set()
+            raise LeaseLost(f"worker {self.worker_id} lost the lease on job {self.job.id}; "
+                            f"not doing its {what}") from None
 
     def extend_lease(self, seconds: float | None = None) -> None:
         if not self._queue.extend_lease(self.job.id, self.worker_id,
                                         seconds or self._lease_seconds):
             raise LeaseLost(f"worker {self.worker_id} lost the lease on job {self.job.id}")
+
+    def _raise_if_lost(self) -> None:
+        if self._lost.is_set():
+            raise LeaseLost(f"worker {self.worker_id} lost the lease on job {self.job.id} "
+                            "(its heartbeat found another holder)")
 
 
 JobHandler = Callable[[Job, JobContext], dict[str, Any]]
@@ -68,6 +95,10 @@ def _log_job(level: int, message: str, job: Job, **fields: Any) -> None:
         log.log(level, f"{message}: {job.key.describe()}", extra={"fields": {
             "job_id": job.id, "model": job.key.model, "version": job.key.version,
             "env": job.key.env, "action": job.key.action, "attempt": job.attempts, **fields}})
+
+
+def _no_heartbeat() -> None:
+    """Nothing to stop: no heartbeat runs."""
 
 
 def default_worker_id() -> str:
@@ -146,9 +177,10 @@ class Worker:
             _log_job(logging.ERROR, "job dead", job, reason=reason)
             return True
         _log_job(logging.INFO, "job started", job, worker=self.worker_id)
-        stop_heartbeat = self._start_heartbeat(job)
+        stop_heartbeat = _no_heartbeat  # until the context (its steps read) exists
         try:
             context = JobContext(self.queue, job, self.worker_id, self.lease_seconds)
+            stop_heartbeat = self._start_heartbeat(context)
             result = dict(self.handler(job, context) or {})  # a bad return is a failure too
         except LeaseLost as exc:
             _log_job(logging.WARNING, "job abandoned: lease lost", job, reason=str(exc))
@@ -186,16 +218,17 @@ class Worker:
             _log_job(logging.WARNING, "job outcome not recorded: lease lost", job,
                      reason=str(exc))
 
-    def _start_heartbeat(self, job: Job) -> Callable[[], None]:
+    def _start_heartbeat(self, context: JobContext) -> Callable[[], None]:
         if not self.heartbeat:
-            return lambda: None
-        stop = threading.Event()
+            return _no_heartbeat
+        job, stop = context.job, threading.Event()
 
         def beat() -> None:
             while not stop.wait(self.lease_seconds / 3):
                 try:
                     if not self.queue.extend_lease(job.id, self.worker_id, self.lease_seconds):
                         _log_job(logging.WARNING, "job lease lost", job)
+                        context.lease_lost()  # the handler stops at its next step
                         return
                 except PromoterError as exc:  # keep trying; the lease has slack for this
                     _log_job(logging.WARNING, "job lease not extended", job, reason=str(exc))

@@ -56,6 +56,10 @@ class Connection(Protocol):
         """Serialise this transaction with every other one that locks ``name`` (until it
         ends). SQLite: nothing to do, every write transaction already excludes the others."""
 
+    def try_lock(self, name: str) -> bool:
+        """``lock`` without waiting: False (and nothing held) when another transaction holds
+        ``name``. SQLite: always True, as for ``lock``."""
+
     def lock_all(self, names: Sequence[str]) -> None:
         """``lock`` each of ``names``, in this order, in one go, before any savepoint; a later
         ``lock`` of one of them costs nothing. Callers pass them sorted, so two transactions

@@ -8,6 +8,8 @@ one retention, pruned by the worker's housekeeping.
 
 from __future__ import annotations
 
+import enum
+
 from promoter.state.db import Connection
 
 # Longer than any sender's retry window (GitLab re-sends failed hooks for days) and than the
@@ -22,6 +24,42 @@ def claim(conn: Connection, source: str, delivery_id: str, now: float,
         "INSERT INTO deliveries (source, delivery_id, job_id, received_at, status) "
         "VALUES (?, ?, NULL, ?, ?) ON CONFLICT DO NOTHING", (source, delivery_id, now, status))
     return cursor.rowcount == 1
+
+
+# The status of a hook delivery being handled right now (its answer replaces it when done).
+PROCESSING = "processing"
+# A hook handler that dies (SIGKILL, OOM, node loss) never releases its claim: a re-delivery
+# takes such a claim over once it is this old. Far longer than a hook's own worst case (a few
+# state writes and forge calls, each with its own timeout), so a live handler keeps its claim.
+PROCESSING_TAKEOVER_SECONDS = 300.0
+
+
+class HookClaim(enum.Enum):
+    ACT = "act"                  # the first delivery, or one taking over a dead handler's claim
+    DONE = "done"                # answered before: a duplicate
+    IN_PROGRESS = "in_progress"  # another delivery is being handled: answer "try again later"
+
+
+def claim_processing(conn: Connection, source: str, delivery_id: str, now: float,
+                     takeover_after: float = PROCESSING_TAKEOVER_SECONDS) -> HookClaim:
+    """Claim a hook delivery for handling. A claim still ``processing`` is not a duplicate:
+    its handler may have died or be failing, so the sender must retry rather than be told it
+    is done; past ``takeover_after`` seconds the claim is taken over by this delivery."""
+    if claim(conn, source, delivery_id, now, status=PROCESSING):
+        return HookClaim.ACT
+    # One conditional update: of two re-deliveries racing for a stale claim, one wins.
+    if conn.execute(
+            "UPDATE deliveries SET received_at = ? WHERE source = ? AND delivery_id = ? "
+            "AND status = ? AND received_at <= ?",
+            (now, source, delivery_id, PROCESSING, now - takeover_after)).rowcount == 1:
+        return HookClaim.ACT
+    row = conn.execute("SELECT status FROM deliveries WHERE source = ? AND delivery_id = ?",
+                       (source, delivery_id)).fetchone()
+    # No row: the claim was released (its handler failed) since our insert; the sender's
+    # next retry claims it afresh.
+    if row is None or row["status"] == PROCESSING:
+        return HookClaim.IN_PROGRESS
+    return HookClaim.DONE
 
 
 def set_status(conn: Connection, source: str, delivery_id: str, status: str) -> None:

@@ -42,6 +42,10 @@ class SqliteConnection(sqlite3.Connection):
     def lock(self, name: str) -> None:
         """Nothing to take: a BEGIN IMMEDIATE transaction already excludes every writer."""
 
+    def try_lock(self, name: str) -> bool:
+        """Nothing to take (see lock): this transaction already excludes every writer."""
+        return True
+
     def lock_all(self, names: Sequence[str]) -> None:
         """Nothing to take (see lock)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from promoter.secret_settings import Secret
 from promoter.service import argocd_hook
 from promoter.service.argocd_hook import ArgoCDHookHandler
 from promoter.service.audit import AuditTrail
-from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
+from promoter.service.cluster_feedback import DELIVERY_SOURCE, ClusterFeedback, StatusStore
+from promoter.service.hook_deliveries import HookDeliveries
 from promoter.service.ledger import StateLedger
 from promoter.settings import load_settings
+from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 from tests.argocd.applications import REVISION, application, notification
 
 SECRET = "s3cret-token"
@@ -242,3 +245,64 @@ def test_route_with_the_local_provider_notes_the_merge_request(
     assert accepted.status_code == 200 and accepted.json()["deployed"] is True
     entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert entries[-1]["event"] == "argocd.status" and entries[-1]["model"] is None
+
+
+class _Killed(BaseException):
+    """The replica stops mid-handling (SIGKILL, OOM): no handler code runs after it."""
+
+
+class _Interrupting(RecordingRegistry):
+    """A registry during whose write-back something else happens (a re-delivery, a kill)."""
+
+    def __init__(self, meanwhile: Any) -> None:
+        super().__init__()
+        self.meanwhile = meanwhile
+
+    def write_back(self, model: str, version: str, env: str, values: Mapping[str, str]) -> None:
+        self.meanwhile()
+        super().write_back(model, version, env, values)
+
+
+class _KilledAsking(MergeRequests):
+    """The replica is killed while asking the forge about the MR, before storing anything."""
+
+    def get(self, iid: int) -> MergeRequest:
+        raise _Killed
+
+
+def _handler(tmp_path: Path, registry: RecordingRegistry,
+             merge_requests: MergeRequests | None = None,
+             **deliveries: Any) -> ArgoCDHookHandler:
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="merged", mr_iid=3, head_sha="a" * 40))
+    store = StatusStore(tmp_path)
+    store.deliveries = HookDeliveries(store.db, DELIVERY_SOURCE, **deliveries)
+    return ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, AuditTrail(tmp_path), registry, Notes(), merge_requests))
+
+
+def test_a_redelivery_while_the_first_is_handled_is_503_not_duplicate(tmp_path: Path) -> None:
+    app = application("fraud-detector", "production", "gpu-eu-1")
+    answers: list[tuple[int, dict[str, Any]]] = []
+    again = _handler(tmp_path, RecordingRegistry())
+    first = _handler(tmp_path, _Interrupting(
+        lambda: answers.append(_post(again, "sync-succeeded", app))))
+    assert _post(first, "sync-succeeded", app)[1]["status"] == "recorded"
+    assert [(status, answer.get("error")) for status, answer in answers] == \
+        [(503, "in_progress")]  # Argo CD retries a 5xx
+    assert _post(again, "sync-succeeded", app)[1]["status"] == "duplicate"
+
+
+def test_a_notification_whose_handler_was_killed_is_recorded_on_a_later_retry(
+        tmp_path: Path) -> None:
+    app = application("fraud-detector", "production", "gpu-eu-1")
+    with pytest.raises(_Killed):
+        _post(_handler(tmp_path, RecordingRegistry(), _KilledAsking()), "sync-succeeded", app)
+    registry = RecordingRegistry()
+    assert _post(_handler(tmp_path, registry), "sync-succeeded", app)[0] == 503
+    later = _handler(tmp_path, registry,
+                     clock=lambda: time.time() + PROCESSING_TAKEOVER_SECONDS + 1)
+    status, answer = _post(later, "sync-succeeded", app)
+    assert (status, answer["status"]) == (200, "recorded")
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"

@@ -270,12 +270,16 @@ class CountingSigner:
 class MemorySteps:
     def __init__(self) -> None:
         self.results: dict[str, dict[str, Any]] = {}
+        self.side_effects: list[str] = []  # what the pipeline asked to fence, in order
 
     def step(self, name: str) -> dict[str, Any] | None:
         return self.results.get(name)
 
     def record_step(self, name: str, result: dict[str, Any]) -> None:
         self.results[name] = dict(result)
+
+    def before_side_effect(self, what: str) -> None:
+        self.side_effects.append(what)
 
 
 # ============================================================ fixtures
@@ -372,6 +376,37 @@ def test_unknown_environment_is_a_configuration_error(world: World) -> None:
 
 
 # ============================================================ steps are reused on a re-run
+
+class _LostDuring(MemorySteps):
+    """A step log whose job goes to another worker right before the side effect ``lost``."""
+
+    def __init__(self, lost: str) -> None:
+        super().__init__()
+        self.lost = lost
+
+    def before_side_effect(self, what: str) -> None:
+        super().before_side_effect(what)
+        if what == self.lost:
+            raise TransientError(f"lease lost before the {what}")
+
+
+@pytest.mark.parametrize("action", ["promote", "decommission"])
+def test_a_job_lost_during_the_push_leaves_the_write_back_to_its_new_holder(
+        world: World, action: str) -> None:
+    """A push slower than the lease: the successor owns the job (and the ledger row of the
+    model and environment); this attempt must not write its status over the successor's."""
+    if action == "decommission":
+        world.provider.merge(world.promote("2").mr_iid)
+        world.registry.set_alias(MODEL, "production", None)
+    else:
+        world.registry.set_alias(MODEL, "production", "2")
+    ledger_before, writes_before = dict(world.ledger.rows), len(world.registry.writes)
+    steps = _LostDuring("write-back")
+    with pytest.raises(TransientError, match="write-back"):
+        world.run(steps=steps, action=action)
+    assert steps.side_effects == ["propose", "write-back"]
+    assert (world.ledger.rows, len(world.registry.writes)) == (ledger_before, writes_before)
+
 
 def test_rerun_reuses_image_and_signature_and_changes_nothing(world: World) -> None:
     steps = MemorySteps()

@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 
 from promoter.core.jobs import Backoff, Job
+from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.errors import PermanentError, PolicyDenied, TransientError
-from promoter.service.queue import JobKey, JobQueue
+from promoter.service.queue import JobKey, JobQueue, LeaseLost
 from promoter.service.worker import JobContext, Worker
+from tests.core.test_pipeline import MODEL, RENDERER, World
+from tests.core.test_pipeline import world as world  # the pipeline fakes, as a fixture
 from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import ManualClock
 
@@ -173,6 +176,101 @@ def test_a_worker_that_lost_its_lease_leaves_the_job_to_the_new_holder(
     current = queue.get(job.id)
     assert (current.state, current.lease_owner) == ("running", "w2")
     assert queue.steps(job.id) == {}
+
+
+class _TakenOverWhileRendering:
+    """The pipeline's renderer, during whose work the lease runs out and w2 takes the job: the
+    last step recorded (verify) is behind the worker, only the push and the MR lie ahead."""
+
+    def __init__(self, queue: JobQueue, clock: ManualClock) -> None:
+        self.runtimes = RENDERER.runtimes
+        self._queue, self._clock = queue, clock
+
+    def render(self, request: Any) -> dict[str, str]:
+        self._clock.advance(31)
+        assert self._queue.claim("w2", lease_seconds=30) is not None
+        return RENDERER.render(request)
+
+
+def test_a_worker_that_lost_its_lease_before_proposing_pushes_nothing(
+        queue: JobQueue, clock: ManualClock, world: World) -> None:
+    """The real pipeline's order: policy, image, signature and verify are recorded steps, but
+    render and the proposal (push, MR, write-back) record none; the lease check before the
+    proposal is all that stands between a stale worker and a second push."""
+    world.registry.set_alias(MODEL, "production", "2")
+    job = queue.enqueue(JobKey(MODEL, "2", "production", "promote")).job
+    ports = Ports(world.registry, world.provider, world.ledger,
+                  _TakenOverWhileRendering(queue, clock),  # type: ignore[arg-type]
+                  world.images, world.signer)
+    pipeline = Pipeline(world.settings.pipeline_config(), ports)
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        return pipeline.run(PromotionJob(MODEL, "production", "promote", "2"), ctx).as_dict()
+
+    make_worker(queue, handler).run_once()
+    assert world.provider.proposals == []  # no push, no merge request
+    assert [values.get("status") for *_, values in world.registry.writes] == []
+    assert world.ledger.get(MODEL, "production") is None
+    current = queue.get(job.id)
+    assert (current.state, current.lease_owner) == ("running", "w2")
+
+
+def test_a_worker_that_lost_its_lease_decommissions_nothing(
+        queue: JobQueue, clock: ManualClock, world: World) -> None:
+    world.provider.merge(world.promote("2").mr_iid)
+    world.registry.set_alias(MODEL, "production", None)
+    proposals_before = len(world.provider.proposals)
+    job = queue.enqueue(JobKey(MODEL, "*", "production", "decommission")).job
+    ports = Ports(world.registry, world.provider, world.ledger, RENDERER)
+    pipeline = Pipeline(world.settings.pipeline_config(), ports)
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        clock.advance(31)  # a long pause (GC, a database blip): w2 takes the job meanwhile
+        assert queue.claim("w2", lease_seconds=30) is not None
+        return pipeline.run(PromotionJob(MODEL, "production", "decommission"), ctx).as_dict()
+
+    make_worker(queue, handler).run_once()
+    assert len(world.provider.proposals) == proposals_before
+    assert queue.get(job.id).lease_owner == "w2"
+
+
+def test_the_heartbeat_stops_a_job_whose_lease_another_worker_took(
+        state_backend: StateBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database blip longer than the lease: the heartbeat cannot renew, the lease runs out,
+    another worker takes the job. Once the heartbeat reaches the database again and finds
+    the job gone, the handler's next step raises LeaseLost, even a step that only reads."""
+    lease = 0.6
+    queue = state_backend.queue()  # the real clock: the heartbeat is about wall time
+    job = queue.enqueue(V7).job
+    renew = queue.extend_lease
+    blip = threading.Event()
+
+    def unreachable_during_blip(*args: Any, **kwargs: Any) -> bool:
+        if blip.is_set():
+            raise TransientError("state database unreachable")
+        return renew(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "extend_lease", unreachable_during_blip)
+    stopped_at: list[int] = []
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        blip.set()
+        threading.Event().wait(lease * 2)  # the lease runs out...
+        assert queue.claim("w2", lease_seconds=60) is not None  # ...and w2 takes the job
+        blip.clear()
+        for beat in range(50):  # the heartbeat renews every lease / 3
+            threading.Event().wait(lease / 6)
+            try:
+                ctx.step("image")
+            except LeaseLost:
+                stopped_at.append(beat)
+                raise
+        return {"from": "w1"}
+
+    Worker(queue, handler, worker_id="w1", lease_seconds=lease).run_once()
+    assert stopped_at, "the handler ran to its end after losing its lease"
+    assert queue.get(job.id).lease_owner == "w2"
+    queue.close()
 
 
 def test_run_forever_works_until_stopped(queue: JobQueue) -> None:

@@ -106,6 +106,71 @@ def test_a_second_claimer_passes_over_the_job_a_first_one_is_claiming(
     second.close()
 
 
+def test_a_retried_older_job_and_a_claimed_newer_one_never_run_at_once(
+        postgres_url: str, tmp_path: Path) -> None:
+    """`jobs retry` of an older dead job while a worker claims the newer queued job of the same
+    (model, env): under READ COMMITTED each sees the other's change only once committed, so
+    without the (model, env) work lock a third claimer took the retried job too."""
+    queue = JobQueue(connect(postgres_url, tmp_path))
+    other = JobQueue(connect(postgres_url, tmp_path))  # another replica's worker
+    older = queue.enqueue(JobKey("m", "1", "prod", "promote")).job
+    assert queue.claim("w0") is not None
+    queue.park(older.id, "w0", "broken")
+    newer = queue.enqueue(JobKey("m", "2", "prod", "promote")).job
+    holding, release = threading.Event(), threading.Event()
+
+    def claim_and_hold(conn: Connection) -> None:
+        from promoter.service import queue_ops
+
+        job = queue_ops.claim(conn, time.time(), "x", 60)
+        assert job is not None and job.id == newer.id
+        holding.set()
+        release.wait(30)  # the claim is not committed yet
+
+    claimer = threading.Thread(target=lambda: queue.db.write(claim_and_hold))
+    claimer.start()
+    assert holding.wait(30)
+    retrier = threading.Thread(target=lambda: queue.retry(older.id))  # the operator
+    retrier.start()
+    retrier.join(1.0)  # with the work lock it waits for the claim to commit
+    taken = other.claim("y")
+    release.set()
+    claimer.join(30)
+    retrier.join(30)
+    assert taken is None
+    running = queue.list("running")
+    assert [job.id for job in running] == [newer.id]
+    assert queue.get(older.id).state == "queued"  # it runs after the newer one, not beside it
+    queue.close()
+    other.close()
+
+
+class _AheadClock:
+    """The system clock of a replica whose time runs two minutes ahead."""
+
+    def now(self) -> float:
+        return time.time() + 120
+
+
+def test_a_replica_whose_clock_runs_ahead_cannot_take_a_live_lease(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Replicas compare leases on the database's clock, not their own: a replica two minutes
+    ahead must not see a one-minute lease of another replica as expired."""
+    holder = JobQueue(connect(postgres_url, tmp_path))
+    ahead = JobQueue(connect(postgres_url, tmp_path))
+    ahead.clock = _AheadClock()
+    job = holder.enqueue(M1).job
+    assert holder.claim("holder", lease_seconds=60) is not None
+    assert ahead.claim("ahead", lease_seconds=60) is None
+    assert holder.get(job.id).lease_owner == "holder"
+    due = ahead.seconds_until_due()  # it waits for the lease, rather than polling at once
+    assert due is not None and 50 < due <= 60
+    assert holder.extend_lease(job.id, "holder", 60)
+    assert ahead.claim("ahead", lease_seconds=60) is None
+    holder.close()
+    ahead.close()
+
+
 def test_an_enqueue_elsewhere_wakes_an_idle_worker_before_its_fallback_poll(
         postgres_url: str, tmp_path: Path) -> None:
     fallback_poll = 60.0

@@ -12,6 +12,7 @@ import pytest
 
 from promoter.ports.pipeline import DeployedState
 from promoter.service.gitlab_hook import DeliveryLog
+from promoter.service.hook_deliveries import HookClaim
 from promoter.service.ledger import StateLedger
 from promoter.service.queue import JobKey
 from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
@@ -65,8 +66,8 @@ def test_one_dedupe_table_and_one_retention_for_every_sender(state_backend: Stat
     queue.enqueue(JobKey("fraud", "7", "production", "promote"), source="mlflow",
                   delivery_id="same-id")
     assert queue.record_delivery("databricks", "same-id")  # other sender, other id space
-    assert hooks.claim("same-id")
-    assert not hooks.claim("same-id")
+    assert hooks.claim("same-id") is HookClaim.ACT
+    assert hooks.claim("same-id") is HookClaim.IN_PROGRESS  # not answered yet
     rows = queue.db.read(lambda c: c.execute(
         "SELECT source, status FROM deliveries ORDER BY source").fetchall())
     assert [tuple(r) for r in rows] == [("databricks", None), ("gitlab", "processing"),
@@ -77,7 +78,7 @@ def test_one_dedupe_table_and_one_retention_for_every_sender(state_backend: Stat
         "UPDATE deliveries SET received_at = CASE source WHEN 'databricks' THEN ? ELSE ? END",
         (kept, expired)))
     assert queue.prune_deliveries() == 2
-    assert hooks.claim("same-id")  # the GitLab key was forgotten like MLflow's
+    assert hooks.claim("same-id") is HookClaim.ACT  # the GitLab key was forgotten like MLflow's
     assert not queue.record_delivery("databricks", "same-id")
     queue.close()
 

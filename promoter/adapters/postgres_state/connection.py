@@ -71,6 +71,13 @@ class PgConnection:
             self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                                (name,))
 
+    def try_lock(self, name: str) -> bool:
+        if name in self._held:
+            return True
+        row = self._conn.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))",
+                                 (name,)).fetchone()
+        return row is not None and bool(row[0])
+
     def lock_all(self, names: Sequence[str]) -> None:
         # One round trip for a whole group-committed batch; unnest keeps the array's order.
         self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(name, 0)) "

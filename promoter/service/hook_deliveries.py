@@ -1,0 +1,54 @@
+"""Hook deliveries handled at most once, and never lost: shared by the GitLab and Argo CD hooks.
+
+A delivery is claimed (``processing``, committed) before it is acted on, finished with its
+answer, and released when acting fails so the sender's retry is handled. A re-delivery of one
+already answered is a duplicate; a re-delivery of one still ``processing`` is answered 503 (both
+senders retry a 5xx later), because its first handler may be slow or may have died between
+claim and answer (SIGKILL, OOM), and calling it a duplicate would lose the event for good. A
+claim older than ``deliveries.PROCESSING_TAKEOVER_SECONDS`` is taken over by the re-delivery.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from promoter.state import deliveries
+from promoter.state.db import StateDB
+from promoter.state.deliveries import HookClaim
+
+__all__ = ["HookClaim", "HookDeliveries", "in_progress_answer"]
+
+
+class HookDeliveries:
+    """One sender's delivery ids in the state database's one dedupe table."""
+
+    def __init__(self, db: StateDB, source: str, *,
+                 clock: Callable[[], float] = time.time,
+                 takeover_after: float = deliveries.PROCESSING_TAKEOVER_SECONDS) -> None:
+        self.db = db
+        self.source = source
+        self._clock = clock
+        self._takeover_after = takeover_after
+
+    def claim(self, delivery_id: str) -> HookClaim:
+        now = self._clock()
+        return self.db.write(lambda conn: deliveries.claim_processing(
+            conn, self.source, delivery_id, now, self._takeover_after))
+
+    def finish(self, delivery_id: str, status: str) -> None:
+        """Record the answer: re-deliveries from now on are duplicates."""
+        self.db.write(lambda conn: deliveries.set_status(conn, self.source, delivery_id, status))
+
+    def release(self, delivery_id: str) -> None:
+        """Forget a delivery that failed, so the sender's retry is processed."""
+        self.db.write(lambda conn: deliveries.forget(conn, self.source, delivery_id))
+
+
+def in_progress_answer(**described: Any) -> tuple[int, dict[str, Any]]:
+    """503 for a re-delivery whose first delivery is still being handled: retry later."""
+    return 503, {"error": "in_progress",
+                 "detail": "an earlier delivery of this event is still being handled; retry "
+                           "later (a handler that stopped gives its claim up after "
+                           f"{deliveries.PROCESSING_TAKEOVER_SECONDS:.0f} s)", **described}

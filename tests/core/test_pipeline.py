@@ -663,6 +663,8 @@ def test_decommission_skipped_when_promoter_never_deployed_it(world: World) -> N
 
 # ============================================================ accepted KEDA scaling
 
+# What `promoter forecast --propose` writes for the default (kserve) platform: KEDA scales
+# KServe's predictor Deployment.
 SCALED_OBJECT = """\
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -670,7 +672,7 @@ metadata:
   name: fraud-detector
 spec:
   scaleTargetRef:
-    name: fraud-detector
+    name: fraud-detector-predictor
   minReplicaCount: 1
   maxReplicaCount: 12
   triggers:

@@ -35,7 +35,7 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
         return _registry_view(settings, registry, overlay)
 
     def idle_since(overlay: gc.Overlay) -> float | None:
-        return (history.live_since(overlay.model, overlay.version, overlay.env)
+        return (history.live_now_since(overlay.model, overlay.version, overlay.env)
                 if overlay.version else None)
 
     removals = gc.plan(root, gc.overlays(root, files), view, idle_since,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from promoter.core.audit_chain import EMPTY, Head, head_of, seal, verify
-from promoter.core.live_history import live_at, previous_live
+from promoter.core.live_history import first_live, live_at, previous_live
 
 
 def trail(count: int = 5) -> list[str]:
@@ -90,6 +90,33 @@ def test_live_at_replays_merges_rollbacks_and_decommissions() -> None:
     assert live_at(entries, "production", 41)["a"].version == "1"          # the rollback
     assert set(live_at(entries, "production", 60)) == {"b"}                  # a decommissioned
     assert set(live_at(entries, "production", 60, model="a")) == set()
+
+
+def test_merging_the_live_version_again_does_not_make_it_newly_live() -> None:
+    """A re-render of the same version (a config change) is not a new deployment of it."""
+    entries = [
+        {"time": 10, "event": "mr.merge", "env": "staging", "model": "a", "version": "1"},
+        {"time": 20, "event": "mr.merge", "env": "staging", "model": "a", "version": "1"},
+        {"time": 30, "event": "mr.merge", "env": "staging", "model": "a", "version": "2"},
+        {"time": 40, "event": "mr.merge", "env": "staging", "model": "a", "version": "1"},
+    ]
+    assert live_at(entries, "staging", 25)["a"].since == 10
+    assert live_at(entries, "staging", 45)["a"].since == 40     # live again after version 2
+
+
+def test_first_live_is_the_first_merge_whether_or_not_the_version_is_still_live() -> None:
+    entries = [
+        {"time": 10, "event": "mr.merge", "env": "staging", "model": "a", "version": "1"},
+        {"time": 20, "event": "mr.merge", "env": "staging", "model": "a", "version": "1"},
+        {"time": 30, "event": "mr.merge", "env": "staging", "model": "a", "version": "2"},
+        {"time": 35, "event": "mr.merge", "env": "production", "model": "a", "version": "3"},
+        {"time": 40, "event": "mr.merge", "env": "staging", "model": "a", "version": "2",
+         "status": "decommissioned"},
+    ]
+    assert first_live(entries, "staging", "a", "1") == 10       # replaced by 2 since
+    assert first_live(entries, "staging", "a", "2") == 30       # decommissioned since
+    assert first_live(entries, "staging", "a", "3") is None     # only ever in production
+    assert first_live(entries, "staging", "b", "1") is None
 
 
 def test_previous_live_is_the_rollback_target() -> None:

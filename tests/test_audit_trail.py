@@ -8,7 +8,6 @@ import json
 import multiprocessing
 import stat
 from pathlib import Path
-
 from unittest import mock
 
 from promoter.core.gates import GateFacts, StagingFirstGate

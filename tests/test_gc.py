@@ -215,3 +215,52 @@ def test_a_gc_branch_holds_exactly_the_current_plan(tmp_path: Path) -> None:
         provider.approve(mr, user)
     provider.merge(mr, "alice")
     assert provider.files(f"{ROOT}/{NAME}/overlays/staging/", settings.git.target_branch)
+
+
+def test_a_merged_gc_mr_decommissions_each_overlay_it_removed(tmp_path: Path) -> None:
+    """After the GC merge, `audit live`, the ledger and MLflow's live_version no longer name
+    the version whose overlay it deleted (as after a removal MR's merge)."""
+    import time
+
+    from promoter.core.live_history import live_at
+    from promoter.service.audit import AuditTrail
+    from promoter.service.ledger import StateLedger
+    from promoter.service.outcomes import MergeRequestOutcomes
+    from promoter.state.db import StateDB
+    from promoter.state.pushed_heads import PushedHeads
+
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    db = StateDB.open(settings.state_dir)
+    audit, ledger, registry = AuditTrail(settings.state_dir, db), StateLedger(db), \
+        MemoryRegistry()
+    registry.add(MODEL, "2")
+    provider = localgit.from_settings(settings, MergeRequestOutcomes(
+        registry, ledger, audit, PushedHeads(db)), state=db)  # type: ignore[arg-type]
+    world = World(registry, provider, ledger, CountingImages(),  # type: ignore[arg-type]
+                  CountingSigner(), [])
+    for env in ("staging", "production"):
+        mr = world.promote("2", env=env).mr_iid
+        assert mr is not None
+        for user in ("alice", "bob"):
+            if provider.get(mr).state == "opened":
+                provider.approve(mr, user)
+        if provider.get(mr).state == "opened":
+            provider.merge(mr, "alice")
+    assert live_at(audit.entries(), "production", time.time())[MODEL].version == "2"
+    assert registry.live_version(MODEL, "production") == "2"
+
+    registry.set_alias(MODEL, "production", None)
+    plan = collect(settings, registry, provider, dry_run=False)
+    assert plan.result is not None and plan.result.mr_iid is not None
+    for user in ("alice", "bob"):
+        provider.approve(plan.result.mr_iid, user)
+    provider.merge(plan.result.mr_iid, "carol")
+
+    assert MODEL not in live_at(audit.entries(), "production", time.time())
+    assert live_at(audit.entries(), "staging", time.time())[MODEL].version == "2"  # untouched
+    row = ledger.by_deployment(NAME, "production")
+    assert row is not None and row.status == "decommissioned"
+    assert registry.live_version(MODEL, "production") is None
+    assert registry.tags(MODEL, "2")["promoter.production.status"] == "decommissioned"
+    [merge] = [e for e in audit.entries() if e["event"] == "mr.merge" and e.get("gc")]
+    assert (merge["actor"], merge["env"], merge["version"]) == ("carol", "production", "2")

@@ -14,6 +14,8 @@ from enum import StrEnum
 from typing import Protocol
 
 BRANCH_PREFIX = "promote"
+GC_BRANCH = "promoter/gc"             # the one branch of garbage collection's merge request
+GC_KEY = ("gc", "collect")            # its (name, env): marker, commit trailer, MR events
 SUPERSEDED_SUFFIX = " - superseded"   # promoter retitles the MRs it closes as superseded
 WITHDRAWN_SUFFIX = " - withdrawn"     # ... and those it closes because nothing needs them
 

@@ -149,6 +149,11 @@ def test_gc_proposes_one_mr_on_the_gitlab_stand_in(tmp_path: Path) -> None:
         assert f"`{ROOT}/{NAME}/overlays/production/`" in mr.description
         left = sorted(harness.provider.files(f"{ROOT}/{NAME}/", GC_BRANCH))
         assert left and not any("/overlays/production/" in path for path in left)
+        registry.set_alias(MODEL, "production", "2")     # wanted again: the MR is withdrawn
+        again = collect(settings, registry, harness.provider, dry_run=False)
+        assert again.withdrawn is not None and again.withdrawn.iid == plan.result.mr_iid
+        closed = standin.project.mrs[plan.result.mr_iid]
+        assert closed.state == "closed" and closed.title.endswith(" - withdrawn")
     finally:
         standin.stop()
 

@@ -8,18 +8,29 @@ from dataclasses import dataclass
 
 from promoter.core import gc, mr_text
 from promoter.errors import PermanentError
-from promoter.ports.git import GitProvider, Proposal, ProposalResult
+from promoter.ports.git import (
+    GC_BRANCH,
+    GC_KEY,
+    GitProvider,
+    MergeRequest,
+    Proposal,
+    ProposalResult,
+)
 from promoter.ports.registry import Registry
+from promoter.service.outcomes import PROPOSED
 from promoter.settings import Settings
 
-GC_BRANCH = "promoter/gc"
-GC_KEY = ("gc", "collect")   # (name, env) of the marker and commit trailer of GC changes
+__all__ = ["GC_BRANCH", "GC_KEY", "GcPlan", "collect"]
+WITHDRAWN_REASON = ("promoter gc found nothing to remove any more: what this merge request "
+                    "would delete is needed again (an alias points at it, or it is no longer "
+                    "idle). Merging it would remove live deployments, so promoter closed it.")
 
 
 @dataclass(frozen=True)
 class GcPlan:
     removals: list[gc.Removal]
     result: ProposalResult | None = None     # None for --dry-run or nothing to remove
+    withdrawn: MergeRequest | None = None    # the open GC MR closed because nothing goes now
 
 
 def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
@@ -35,15 +46,28 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
         return _registry_view(settings, registry, overlay)
 
     def idle_since(overlay: gc.Overlay) -> float | None:
-        return (history.live_since(overlay.model, overlay.version, overlay.env)
+        return (history.live_now_since(overlay.model, overlay.version, overlay.env)
                 if overlay.version else None)
 
-    removals = gc.plan(root, gc.overlays(root, files), view, idle_since,
+    found = gc.overlays(root, files)
+    removals = gc.plan(root, found, view, idle_since,
                        frozenset(settings.gc.idle_environments), settings.gc.staging_ttl_seconds,
                        time.time())
-    if dry_run or not removals:
+    if dry_run:
         return GcPlan(removals)
-    return GcPlan(removals, provider.propose(_proposal(settings, removals)))
+    if not removals:
+        # An open GC MR from an earlier run would still delete what is wanted again.
+        return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH, WITHDRAWN_REASON))
+    result = provider.propose(_proposal(settings, removals))
+    if result.merge_request is not None:
+        removed = {removal.prefix for removal in removals}
+        # The overlays this head removes: its merge is recorded from this entry as the
+        # decommission of each (service.outcomes), as a removal MR's merge is.
+        history.record(PROPOSED, iid=result.merge_request.iid, url=result.merge_request.url,
+                       head_sha=result.head_sha, removes=[
+                           {"model": o.model, "name": o.name, "env": o.env, "version": o.version}
+                           for o in found if f"{root}/{o.name}/overlays/{o.env}/" in removed])
+    return GcPlan(removals, result)
 
 
 def _registry_view(settings: Settings, registry: Registry, overlay: gc.Overlay) -> gc.RegistryView:
@@ -76,4 +100,6 @@ def _proposal(settings: Settings, removals: list[gc.Removal]) -> Proposal:
         description=("## Garbage collection\n\npromoter found deployments in the GitOps tree "
                      f"that nothing needs any more. Merging this removes:\n\n{lines}\n"),
         labels=("promoter", "gc"), approvals_required=1,
-        target_branch=settings.git.target_branch, branch_name=GC_BRANCH)
+        target_branch=settings.git.target_branch, branch_name=GC_BRANCH,
+        # Only this run's removals: what an earlier run removed and is wanted again is put back.
+        exact_under=(f"{settings.git.manifests_dir.strip('/')}/",))

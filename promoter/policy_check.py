@@ -13,7 +13,7 @@ from promoter.core.gates import GateFacts
 from promoter.core.intent import resolve_intent
 from promoter.core.policy import Decision
 from promoter.core.spec import API_VERSION, KIND, ModelRef
-from promoter.core.verdict import verdict
+from promoter.core.verdict import claimed_elsewhere, verdict
 from promoter.rendering import load_intent_file
 from promoter.settings import Settings
 
@@ -55,7 +55,11 @@ def check_policy(settings: Settings, subject: Subject) -> Decision:
 
     history = composition.audit_trail(settings)
     name, version = deployment.spec.model.name, deployment.spec.model.version
+    # The team quota counts what the target branch already runs, as the pipeline does.
+    claimed = claimed_elsewhere(config, lambda: composition.provider(settings), subject.env,
+                                deployment.name)
     facts = GateFacts(model=name, version=version, env=subject.env, namespace=target.namespace,
                       tags=tags, metrics=metrics, params=params, now=time.time(),
-                      live_since=lambda where: history.live_since(name, version, where))
+                      live_since=lambda where: history.live_since(name, version, where),
+                      claimed=claimed)
     return verdict(config.policy, target, deployment, facts)

@@ -8,7 +8,9 @@ import json
 import multiprocessing
 import stat
 from pathlib import Path
+from unittest import mock
 
+from promoter.core.gates import GateFacts, StagingFirstGate
 from promoter.service.audit import AuditTrail
 
 
@@ -80,3 +82,43 @@ def test_a_trail_from_before_chaining_is_carried_on(tmp_path: Path) -> None:
     trail.path.write_text("\n".join(lines) + "\n")
     finding = trail.verify()
     assert finding is not None and finding.line == 3
+
+
+DAY = 86400.0
+
+
+def _merge(trail: AuditTrail, when: float, env: str, version: str) -> None:
+    with mock.patch("time.time", return_value=when):
+        trail.record("mr.merge", model="fraud", name="fraud", env=env, version=version,
+                     status="merged")
+
+
+def test_a_version_that_soaked_in_staging_and_was_replaced_there_may_return_to_production(
+        tmp_path: Path) -> None:
+    """Rolling production back to version 4 a week after staging moved on is allowed: 4 was
+    live in staging for its soak; only a version never live there is denied."""
+    trail = AuditTrail(tmp_path)
+    _merge(trail, 0, "staging", "4")
+    _merge(trail, 2 * DAY, "production", "4")
+    _merge(trail, 3 * DAY, "staging", "5")
+    _merge(trail, 5 * DAY, "production", "5")
+    now = 7 * DAY
+    gate = StagingFirstGate("staging", DAY, ("production",))
+
+    def verdict(version: str) -> tuple[bool, str]:
+        facts = GateFacts("fraud", version, "production", "models-production", now=now,
+                          live_since=lambda env: trail.live_since("fraud", version, env))
+        result = gate.evaluate(None, facts)  # type: ignore[arg-type]  # the gate reads facts only
+        return result.passed, result.detail
+
+    assert verdict("4") == (True, "live in staging for 7.0 d")
+    assert verdict("9")[0] is False and "was never live in staging" in verdict("9")[1]
+
+
+def test_merging_the_same_version_again_does_not_restart_its_soak(tmp_path: Path) -> None:
+    trail = AuditTrail(tmp_path)
+    _merge(trail, 0, "staging", "6")
+    _merge(trail, DAY / 2, "staging", "6")    # the same version re-rendered (a config change)
+    assert trail.live_since("fraud", "6", "staging") == 0
+    with mock.patch("time.time", return_value=DAY):
+        assert trail.live_now_since("fraud", "6", "staging") == 0

@@ -149,5 +149,123 @@ def test_gc_proposes_one_mr_on_the_gitlab_stand_in(tmp_path: Path) -> None:
         assert f"`{ROOT}/{NAME}/overlays/production/`" in mr.description
         left = sorted(harness.provider.files(f"{ROOT}/{NAME}/", GC_BRANCH))
         assert left and not any("/overlays/production/" in path for path in left)
+        registry.set_alias(MODEL, "production", "2")     # wanted again: the MR is withdrawn
+        again = collect(settings, registry, harness.provider, dry_run=False)
+        assert again.withdrawn is not None and again.withdrawn.iid == plan.result.mr_iid
+        closed = standin.project.mrs[plan.result.mr_iid]
+        assert closed.state == "closed" and closed.title.endswith(" - withdrawn")
     finally:
         standin.stop()
+
+
+def _deployed_in_both(settings: object, provider: localgit.LocalGitProvider) -> World:
+    registry = MemoryRegistry()
+    registry.add(MODEL, "2")
+    world = World(registry, provider, MemoryLedger(), CountingImages(),  # type: ignore[arg-type]
+                  CountingSigner(), [])
+    for env in ("staging", "production"):
+        mr = world.promote("2", env=env).mr_iid
+        assert mr is not None
+        for user in ("alice", "bob"):
+            if provider.get(mr).state == "opened":
+                provider.approve(mr, user)
+        if provider.get(mr).state == "opened":
+            provider.merge(mr, "alice")
+    return world
+
+
+def test_a_gc_mr_whose_removals_are_wanted_again_is_closed_saying_why(tmp_path: Path) -> None:
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _deployed_in_both(settings, provider)
+    world.registry.set_alias(MODEL, "production", None)
+    first = collect(settings, world.registry, provider, dry_run=False)
+    assert first.result is not None and first.result.mr_iid is not None
+
+    world.registry.set_alias(MODEL, "production", "2")    # production is wanted again
+    again = collect(settings, world.registry, provider, dry_run=False)
+    assert again.removals == [] and again.withdrawn is not None
+    assert again.withdrawn.iid == first.result.mr_iid
+    closed = provider.get(first.result.mr_iid)
+    assert closed.state == "closed" and closed.title.endswith(" - withdrawn")
+    assert any("needed again" in note for note in provider.notes(closed.iid))
+    assert provider.forge.branch_head(GC_BRANCH) is None
+    # Once production goes again, gc opens a new MR (the closed one is not "closed by a human").
+    world.registry.set_alias(MODEL, "production", None)
+    third = collect(settings, world.registry, provider, dry_run=False)
+    assert third.result is not None and third.result.outcome.value == "created"
+
+
+def test_a_gc_branch_holds_exactly_the_current_plan(tmp_path: Path) -> None:
+    """The plan shrank from {production, staging} to {production}: the branch is rebuilt from
+    the target branch, so merging it leaves staging (wanted again) in place."""
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _deployed_in_both(settings, provider)
+    for env in ("staging", "production"):
+        world.registry.set_alias(MODEL, env, None)
+    first = collect(settings, world.registry, provider, dry_run=False)
+    assert {r.prefix for r in first.removals} >= {f"{ROOT}/{NAME}/overlays/staging/",
+                                                  f"{ROOT}/{NAME}/overlays/production/"}
+
+    world.registry.set_alias(MODEL, "staging", "2")        # staging is wanted again
+    again = collect(settings, world.registry, provider, dry_run=False)
+    assert [r.prefix for r in again.removals] == [f"{ROOT}/{NAME}/overlays/production/"]
+    assert again.result is not None and again.result.mr_iid == first.result.mr_iid  # type: ignore[union-attr]
+    on_branch = provider.files(f"{ROOT}/{NAME}/", GC_BRANCH)
+    on_target = provider.files(f"{ROOT}/{NAME}/", settings.git.target_branch)
+    assert {p for p in on_target if "/overlays/production/" not in p} == set(on_branch)
+    mr = again.result.mr_iid
+    for user in ("alice", "bob"):
+        provider.approve(mr, user)
+    provider.merge(mr, "alice")
+    assert provider.files(f"{ROOT}/{NAME}/overlays/staging/", settings.git.target_branch)
+
+
+def test_a_merged_gc_mr_decommissions_each_overlay_it_removed(tmp_path: Path) -> None:
+    """After the GC merge, `audit live`, the ledger and MLflow's live_version no longer name
+    the version whose overlay it deleted (as after a removal MR's merge)."""
+    import time
+
+    from promoter.core.live_history import live_at
+    from promoter.service.audit import AuditTrail
+    from promoter.service.ledger import StateLedger
+    from promoter.service.outcomes import MergeRequestOutcomes
+    from promoter.state.db import StateDB
+    from promoter.state.pushed_heads import PushedHeads
+
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    db = StateDB.open(settings.state_dir)
+    audit, ledger, registry = AuditTrail(settings.state_dir, db), StateLedger(db), \
+        MemoryRegistry()
+    registry.add(MODEL, "2")
+    provider = localgit.from_settings(settings, MergeRequestOutcomes(
+        registry, ledger, audit, PushedHeads(db)), state=db)  # type: ignore[arg-type]
+    world = World(registry, provider, ledger, CountingImages(),  # type: ignore[arg-type]
+                  CountingSigner(), [])
+    for env in ("staging", "production"):
+        mr = world.promote("2", env=env).mr_iid
+        assert mr is not None
+        for user in ("alice", "bob"):
+            if provider.get(mr).state == "opened":
+                provider.approve(mr, user)
+        if provider.get(mr).state == "opened":
+            provider.merge(mr, "alice")
+    assert live_at(audit.entries(), "production", time.time())[MODEL].version == "2"
+    assert registry.live_version(MODEL, "production") == "2"
+
+    registry.set_alias(MODEL, "production", None)
+    plan = collect(settings, registry, provider, dry_run=False)
+    assert plan.result is not None and plan.result.mr_iid is not None
+    for user in ("alice", "bob"):
+        provider.approve(plan.result.mr_iid, user)
+    provider.merge(plan.result.mr_iid, "carol")
+
+    assert MODEL not in live_at(audit.entries(), "production", time.time())
+    assert live_at(audit.entries(), "staging", time.time())[MODEL].version == "2"  # untouched
+    row = ledger.by_deployment(NAME, "production")
+    assert row is not None and row.status == "decommissioned"
+    assert registry.live_version(MODEL, "production") is None
+    assert registry.tags(MODEL, "2")["promoter.production.status"] == "decommissioned"
+    [merge] = [e for e in audit.entries() if e["event"] == "mr.merge" and e.get("gc")]
+    assert (merge["actor"], merge["env"], merge["version"]) == ("carol", "production", "2")

@@ -8,6 +8,8 @@ import pytest
 
 from promoter.adapters import localgit
 from promoter.errors import PolicyDenied
+from promoter.policy_check import Subject, check_policy
+from tests.commands.test_render import VALID, write_intent
 from tests.core.test_pipeline import (
     INTENT_TAGS,
     SETTINGS,
@@ -42,3 +44,13 @@ def test_three_models_of_one_team_against_a_real_target_branch(tmp_path: Path) -
                                            "risk's quota of 10"):
         world.promote("1", model="Model C")
     assert [mr.source_branch for mr in provider.list_mrs()] == []   # nothing was proposed
+
+    # `promoter policy check` counts the same target branch: the same denial, locally.
+    intent = {**VALID, "spec": {**VALID["spec"], "model": {"name": "Model C", "version": "1"},  # type: ignore[dict-item]
+                                "resources": {"gpu": {"count": 2, "type": "nvidia-a100"}},
+                                "scaling": {"maxReplicas": 2}}}
+    decision = check_policy(settings, Subject(env="production", intent_file=write_intent(
+        tmp_path / "model-c.yaml", intent)))
+    assert not decision.allowed
+    assert any("plus 8 its other deployments claim here exceeds risk's quota of 10" in reason
+               for reason in decision.reasons), decision.reasons

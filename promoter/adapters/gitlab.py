@@ -300,6 +300,9 @@ class GitLabProvider:
             self._ledger.record_proposal(self.forge.project_id, proposal, result)
         return result
 
+    def withdraw(self, branch: str, reason: str) -> MergeRequest | None:
+        return self._flow.withdraw(branch, reason)
+
     def get(self, iid: int) -> MergeRequest:
         return self.forge.get_mr(iid)
 

@@ -156,6 +156,9 @@ class LocalGitProvider:
                 return dataclasses.replace(result, merge_request=merged)
         return result
 
+    def withdraw(self, branch: str, reason: str) -> MergeRequest | None:
+        return self._flow.withdraw(branch, reason)
+
     def get(self, iid: int) -> MergeRequest:
         return self.forge.get(iid)
 

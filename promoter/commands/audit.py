@@ -64,6 +64,7 @@ def verify(
     output: str = OUTPUT_OPTION,
 ) -> None:
     from promoter.core import audit_anchor
+    from promoter.core.audit_chain import unchained_prefix
 
     trail = _trail(ctx)
     finding = trail.verify()
@@ -92,7 +93,7 @@ def verify(
         emit_json(report)
     else:
         if finding is None:
-            typer.echo(f"ok: {count} entries in {trail.location} chain to the recorded head")
+            typer.echo(f"ok: {_verified(count, unchained_prefix(trail.lines()), trail.location)}")
         else:
             typer.echo(f"{trail.location}:{finding.line}: {finding.problem}", err=True)
         if against_git and not anchored:
@@ -103,6 +104,20 @@ def verify(
             typer.echo(f"{ref}:{item.path}: {item.problem}", err=True)
     if not ok:
         raise typer.Exit(EXIT_USER)
+
+
+def _verified(count: int, unchained: int, location: str) -> str:
+    """What a passing local check covered, exactly."""
+    if count == 0:
+        return f"{location} has no entries yet"
+    if unchained == count:
+        return (f"{count} entries in {location}, all written before the trail was chained: "
+                "there is no chain or head to check them against until the next entry binds "
+                "them")
+    chained = f"{count - unchained} chained entries in {location} link up to the recorded head"
+    if unchained:
+        chained += f", and bind the {unchained} unchained entries written before them"
+    return chained
 
 
 @app.command(help="Audit entries, oldest first, optionally filtered.")

@@ -33,10 +33,14 @@ def gc(
     if output == "json":
         emit_json({"removals": [{"path": r.prefix, "reason": r.reason} for r in plan.removals],
                    "mr_iid": result.mr_iid if result else None,
-                   "mr_url": result.mr_url if result else None})
+                   "mr_url": result.mr_url if result else None,
+                   "withdrawn_mr_iid": plan.withdrawn.iid if plan.withdrawn else None})
         return
     if not plan.removals:
         typer.echo("nothing to collect")
+        if plan.withdrawn is not None:
+            typer.echo(f"closed the earlier gc merge request {plan.withdrawn.url}: nothing "
+                       "it removes may go any more")
         return
     for removal in plan.removals:
         typer.echo(f"remove {removal.prefix}  ({removal.reason})")

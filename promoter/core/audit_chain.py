@@ -70,35 +70,84 @@ def verify(lines: Iterable[str], recorded: Head | None = None) -> Finding | None
     """None when every line chains to the one before and the end matches ``recorded``.
 
     Lines before the first chained entry (a trail from before chaining) are accepted as they
-    are, bound by the first chained entry's ``prev``."""
+    are, bound by the first chained entry's ``prev``; anywhere else a line without a hash is a
+    finding. A chained trail with no recorded head is a finding too: without it, entries cut
+    off the end would go unnoticed."""
     head, number = EMPTY, 0
     legacy: list[str] = []
     chained = False
     for number, line in enumerate(lines, start=1):
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            return Finding(number, "not a JSON object (edited or cut off mid-line)")
-        if not isinstance(entry, dict):
-            return Finding(number, "not a JSON object")
-        if not chained:
-            if "hash" not in entry:
-                legacy.append(line)
-                continue
-            chained, head = True, legacy_head(legacy)
-        problem = _check(entry, head)
-        if problem:
+        entry, problem = _parse(line)
+        if entry is None:
             return Finding(number, problem)
+        if "hash" not in entry:
+            if chained:
+                return Finding(number, "an entry without a hash after chained entries (only "
+                               "entries written before chaining, at the start, have none)")
+            legacy.append(line)
+            continue
+        if not chained:
+            chained, head = True, legacy_head(legacy)
+        broken = _check(entry, head)
+        if broken:
+            return Finding(number, broken)
         head = head_of(entry)
-    if not chained and legacy:
-        head = legacy_head(legacy)
-    if recorded is not None and recorded != head and not (recorded == EMPTY and not chained):
+    if not chained:
+        # Empty, or only entries from before chaining: no head was ever recorded for them.
+        if recorded is None or recorded == EMPTY:
+            return None
+        return Finding(number + 1, f"the trail has no chained entry but {recorded.seq} were "
+                       "recorded (the chain was stripped or cut off)")
+    if recorded is None:
+        return Finding(number + 1, "no chain head is recorded, so entries cut off the end "
+                       "would go unnoticed; restore the recorded head (audit.head, or the "
+                       "state database's), or check the trail with --against-git")
+    if recorded != head:
         if recorded.seq > head.seq:
             return Finding(number + 1, f"the trail ends at entry {head.seq} but {recorded.seq} "
                            "were recorded (entries were cut off the end)")
         return Finding(number, f"the last entry is not the recorded head (seq {recorded.seq}, "
                        f"hash {recorded.hash[:12]}…)")
     return None
+
+
+def unchained_prefix(lines: Iterable[str]) -> int:
+    """How many lines at the start of the trail were written before it was chained."""
+    count = 0
+    for line in lines:
+        entry, _ = _parse(line)
+        if entry is None or "hash" in entry:
+            break
+        count += 1
+    return count
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in entry:
+            raise _DuplicateKey(key)
+        entry[key] = value
+    return entry
+
+
+def _parse(line: str) -> tuple[dict[str, Any] | None, str]:
+    """The entry on ``line``, or None and why not. A key written twice is refused: the hash
+    covers the parsed entry, which keeps only the last of them, so a first one could be added
+    unnoticed and shown by any reader that keeps the first."""
+    try:
+        entry = json.loads(line, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        return None, f"the key {str(exc)!r} appears twice (the entry was edited)"
+    except ValueError:
+        return None, "not a JSON object (edited or cut off mid-line)"
+    if not isinstance(entry, dict):
+        return None, "not a JSON object"
+    return entry, ""
 
 
 def _check(entry: Mapping[str, Any], head: Head) -> str | None:

@@ -66,6 +66,21 @@ def plan(desired: Mapping[str, FileContent | None], current: Mapping[str, FileCo
     return sorted(actions)
 
 
+def applied(files: Mapping[str, FileContent], actions: Iterable[Action]) -> dict[str, FileContent]:
+    """``files`` after ``actions`` (a tree snapshot and the commit planned on top of it)."""
+    result = dict(files)
+    for action in actions:
+        if action.kind == "delete":
+            result.pop(action.path, None)
+        elif action.content is not None:
+            result[action.path] = action.content
+    return result
+
+
+def same_tree(one: Mapping[str, FileContent], other: Mapping[str, FileContent]) -> bool:
+    return one.keys() == other.keys() and all(same(one[path], other[path]) for path in one)
+
+
 def paths_to_read(desired: Mapping[str, FileContent | None]) -> list[str]:
     return sorted(check_path(path) for path in desired)
 

@@ -44,7 +44,8 @@ class GateFacts:
     # None for an environment where it never was.
     live_since: Callable[[str], float | None] = field(default=lambda env: None)
     # team -> GPUs (count x maxReplicas) the team's OTHER deployments claim in this
-    # environment on the target branch, for the team quota; empty when unknown (a local check).
+    # environment on the target branch, for the team quota (core.verdict.claimed_elsewhere,
+    # for the pipeline and `policy check` alike); empty when no team quota is configured.
     claimed: Mapping[str, int] = field(default_factory=dict)
 
 

@@ -2,7 +2,9 @@
 
 Pure: a replay of audit entries in order. A merged promotion makes its version live in its
 environment; a merged decommission removes the model from it. (A rollback is a promotion of
-an older version, so it needs no case of its own.) The answer is only as complete as the trail.
+an older version, so it needs no case of its own.) Merging the version that is already live
+again (a re-render of the same version) does not make it newly live. The answer is only as
+complete as the trail.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ DECOMMISSIONED = "decommissioned"
 class Live:
     model: str
     version: str
-    since: float          # when the merge that made it live was recorded
+    since: float          # when the merge that made it live (after something else) was recorded
     mr_url: str | None = None
 
 
@@ -39,8 +41,22 @@ def live_at(entries: Iterable[Mapping[str, Any]], env: str, at: float,
         if entry.get("status") == DECOMMISSIONED:
             live.pop(name, None)
         elif isinstance(version, str):
-            live[name] = Live(name, version, float(when), entry.get("url"))
+            already = live.get(name)
+            if already is None or already.version != version:
+                live[name] = Live(name, version, float(when), entry.get("url"))
     return live
+
+
+def first_live(entries: Iterable[Mapping[str, Any]], env: str, model: str,
+               version: str) -> float | None:
+    """When ``version`` of ``model`` first became live in ``env``, whether or not it still is
+    (the staging-first gate's soak clock); None when it never was."""
+    merged = (entry.get("time") for entry in entries
+              if entry.get("event") == MERGED and entry.get("env") == env
+              and entry.get("model") == model and entry.get("version") == version
+              and entry.get("status") != DECOMMISSIONED)
+    times = [float(when) for when in merged if isinstance(when, int | float)]
+    return min(times, default=None)
 
 
 def previous_live(entries: Iterable[Mapping[str, Any]], env: str, model: str) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from promoter.core.naming import name_problem
-from promoter.ports.git import BRANCH_PREFIX
+from promoter.ports.git import BRANCH_PREFIX, GC_BRANCH, GC_KEY
 
 MR_ACTIONS = frozenset({"open", "close", "reopen", "update", "approved", "unapproved",
                         "approval", "unapproval", "merge"})
@@ -64,7 +64,10 @@ ForgeEvent = MergeRequestEvent | PipelineEvent
 
 
 def promotion_key(branch: str) -> tuple[str, str] | None:
-    """(name, env) of a promoter branch, or None for any other branch."""
+    """(name, env) of a promoter branch (GC_KEY for garbage collection's), or None for any
+    other branch."""
+    if branch == GC_BRANCH:
+        return GC_KEY
     parts = branch.split("/")
     if len(parts) != 3 or parts[0] != BRANCH_PREFIX:
         return None

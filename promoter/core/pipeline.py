@@ -28,7 +28,7 @@ from promoter.core.render import ImagePin, Lineage, Renderer
 from promoter.core.results import STATUS_FOR_OUTCOME, DeploymentStatus, PipelineResult
 from promoter.core.runtimes import Artifact
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
-from promoter.core.verdict import verdict
+from promoter.core.verdict import claimed_elsewhere, verdict
 from promoter.errors import PermanentError, PolicyDenied, PromoterError, UserError, parks_job
 from promoter.ports.clock import Clock
 from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
@@ -230,20 +230,9 @@ class Pipeline:
             now=clock.now() if clock else 0.0,
             live_since=lambda where: history.live_since(job.model, info.version, where)
             if history else None,
-            claimed=self._claimed_elsewhere(job.env, deployment.name))
+            claimed=claimed_elsewhere(self.config, lambda: self.ports.provider, job.env,
+                                      deployment.name))
         return verdict(self.config.policy, env, deployment, facts)
-
-    def _claimed_elsewhere(self, env: str, name: str) -> dict[str, int]:
-        """team → GPUs the other deployments on the target branch claim in ``env`` (read only
-        when a team quota is configured: it costs one read of the tree)."""
-        policy = self.config.policy
-        if not policy.team_gpu_quota and policy.default_team_gpu_quota is None:
-            return {}
-        root, target = self.config.manifests_root, self.config.target_branch
-        suffix = f"/overlays/{env}/kustomization.yaml"
-        return tree_facts.team_claims({
-            path: text for path, text in self.ports.provider.files(f"{root}/", target).items()
-            if path.endswith(suffix) and not path.startswith(f"{root}/{name}/")})
 
     def _artifact(self, deployment: ModelDeployment) -> Artifact:
         """What the runtime runs (its descriptor says): the pyfunc image, a modelcar, none."""

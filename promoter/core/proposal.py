@@ -22,9 +22,10 @@ from promoter.core.mr_text import (
     with_marker,
 )
 from promoter.errors import PermanentError, TransientError
-from promoter.ports.forge import Forge
+from promoter.ports.forge import Action, Forge
 from promoter.ports.git import (
     SUPERSEDED_SUFFIX,
+    WITHDRAWN_SUFFIX,
     MergeRequest,
     Outcome,
     Proposal,
@@ -33,6 +34,7 @@ from promoter.ports.git import (
 
 HUMAN_COMMITS_NOTE = "promoter: branch changed by someone else"
 SUPERSEDED_NOTE = "promoter: superseded"
+WITHDRAWN_NOTE = "promoter: withdrawn"
 APPROVALS_NOTE = "promoter: approvals"
 
 
@@ -99,7 +101,8 @@ class ProposalFlow:
             self._close_superseded(open_mr, proposal, run)
             open_mr, head, ours = None, forge.branch_head(branch), False
         if head is None or not ours or changes.plan(
-                proposal.files, forge.read_files(branch, paths, prefixes), prefixes):
+                proposal.files, forge.read_files(branch, paths, prefixes), prefixes) or \
+                self._carries_more(proposal, target_actions):
             run.changed = True
             riders = changes.plan(proposal.riders, forge.read_files(
                 proposal.target_branch, changes.paths_to_read(proposal.riders), ()))
@@ -112,6 +115,31 @@ class ProposalFlow:
                    else Outcome.CREATED if mr.iid != run.first_open_iid
                    else Outcome.UPDATED if run.changed else Outcome.UNCHANGED)
         return self._result(outcome, mr, head, run, enforced=enforced)
+
+    def withdraw(self, branch: str, reason: str) -> MergeRequest | None:
+        open_mr = next((mr for mr in self._forge.merge_requests(branch)
+                        if mr.state == "opened"), None)
+        if open_mr is None:
+            return None
+        self._forge.upsert_note(open_mr.iid, WITHDRAWN_NOTE, reason)
+        title = open_mr.title if open_mr.title.endswith(WITHDRAWN_SUFFIX) else \
+            open_mr.title + WITHDRAWN_SUFFIX
+        self._forge.close_mr(open_mr.iid, title)
+        self._forge.delete_branch(branch)
+        return open_mr
+
+    def _carries_more(self, proposal: Proposal, target_actions: list[Action]) -> bool:
+        """Whether the branch, under ``proposal.exact_under``, differs from the target branch
+        with this change applied: the leftovers of an earlier, larger proposal."""
+        if not proposal.exact_under:
+            return False
+        under = proposal.exact_under
+        expected = changes.applied(
+            self._forge.read_files(proposal.target_branch, [], under), target_actions)
+        on_branch = self._forge.read_files(proposal.branch, [], under)
+        return not changes.same_tree(
+            {path: text for path, text in expected.items() if changes.under(path, under)},
+            on_branch)
 
     def _is_ours(self, sha: str, proposal: Proposal) -> bool:
         message = self._forge.commit_message(sha)
@@ -182,7 +210,7 @@ class ProposalFlow:
 def _closed_by_human(newest: MergeRequest, version: str) -> bool:
     """The newest MR of the branch is this version's, closed, and not by promoter."""
     return (newest.state == "closed" and newest.version == version
-            and not newest.title.endswith(SUPERSEDED_SUFFIX))
+            and not newest.title.endswith((SUPERSEDED_SUFFIX, WITHDRAWN_SUFFIX)))
 
 
 def _iid(mr: MergeRequest | None) -> int | None:

@@ -14,7 +14,10 @@ from enum import StrEnum
 from typing import Protocol
 
 BRANCH_PREFIX = "promote"
+GC_BRANCH = "promoter/gc"             # the one branch of garbage collection's merge request
+GC_KEY = ("gc", "collect")            # its (name, env): marker, commit trailer, MR events
 SUPERSEDED_SUFFIX = " - superseded"   # promoter retitles the MRs it closes as superseded
+WITHDRAWN_SUFFIX = " - withdrawn"     # ... and those it closes because nothing needs them
 
 
 # A file's content: text (YAML, Markdown, ...) or, for binary files such as a PNG plot, bytes.
@@ -75,6 +78,10 @@ class Proposal:
     # Files committed along with a change of ``files`` but never a reason for a commit of
     # their own (the audit head anchor: it moves with every audit entry).
     riders: Mapping[str, str] = field(default_factory=dict)
+    # Under these prefixes the branch must be the target branch plus exactly this change: a
+    # branch that still carries an earlier proposal's changes there (garbage collection whose
+    # plan shrank) is rebuilt from the target branch.
+    exact_under: tuple[str, ...] = ()
 
     @property
     def branch(self) -> str:
@@ -126,6 +133,10 @@ class ProposalResult:
 class GitProvider(Protocol):
     def propose(self, proposal: Proposal) -> ProposalResult:
         """Make the branch and its one open MR match ``proposal``; safe to call again."""
+
+    def withdraw(self, branch: str, reason: str) -> MergeRequest | None:
+        """Close the open MR of ``branch`` with ``reason`` as a note and delete the branch (a
+        change nothing needs any more); the MR as it was, or None when none was open."""
 
     def get(self, iid: int) -> MergeRequest:
         """One MR by its project-local number; UserError when there is none."""

@@ -65,8 +65,8 @@ class DeploymentHistory(Protocol):
     """What was live where, and since when (read from the audit trail)."""
 
     def live_since(self, model: str, version: str, env: str) -> float | None:
-        """When ``version`` of ``model`` first became live in ``env`` (its MR merged), or None
-        when it never did or has been replaced since."""
+        """When ``version`` of ``model`` first became live in ``env`` (its MR merged), whether
+        or not it is still live; None when it never was."""
 
 
 class ChainHead(Protocol):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from promoter.core.audit_chain import Finding, Head, verify
-from promoter.core.live_history import live_at
+from promoter.core.live_history import first_live, live_at
 from promoter.service.audit_file import FILENAME, HEAD_FILENAME, FileChain
 from promoter.service.audit_table import TableChain
 from promoter.state.db import StateDB
@@ -87,6 +87,12 @@ class AuditTrail:
         return verify(self.lines(), self.recorded_head())
 
     def live_since(self, model: str, version: str, env: str) -> float | None:
-        """When ``version`` became live in ``env``, if it still is (the DeploymentHistory port)."""
+        """When ``version`` first became live in ``env``, still live or not (the
+        DeploymentHistory port: the staging-first gate's soak clock)."""
+        return first_live(self.entries(), env, model, version)
+
+    def live_now_since(self, model: str, version: str, env: str) -> float | None:
+        """When ``version`` became live in ``env`` this time, if it is live now (None when
+        another version, or nothing, is): how long a deployment has sat unchanged."""
         live = live_at(self.entries(), env, time.time(), model).get(model)
         return live.since if live is not None and live.version == version else None

@@ -15,7 +15,8 @@ import logging
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.core.results import DeploymentStatus, replaced_status
-from promoter.errors import PromoterError
+from promoter.errors import PermanentError, PromoterError
+from promoter.ports.git import GC_KEY
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
 from promoter.service.ledger import StateLedger
@@ -23,6 +24,7 @@ from promoter.service.logs import log
 from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.outcomes")
+PROPOSED = "gc.proposed"   # the audit entry promoter.garbage writes for each GC proposal
 # MR Hook action -> promoter.<env>.status. "approval" (one of several approvals) is audited only.
 STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed"}
 
@@ -42,6 +44,9 @@ class MergeRequestOutcomes:
                               name=event.name, env=event.env)
             return
         if not isinstance(event, MergeRequestEvent) or not event.name or not event.env:
+            return
+        if (event.name, event.env) == GC_KEY:
+            self._garbage_collection(event)
             return
         state = self.ledger.by_deployment(event.name, event.env)
         # Rows written before MRs were recorded in the ledger have no iid: theirs is current.
@@ -81,6 +86,60 @@ class MergeRequestOutcomes:
                               env=event.env, status=status, reason=exc.message)
             log(_log, logging.WARNING, "could not write the MR outcome back to MLflow",
                 model=model, version=version, env=event.env, reason=exc.message)
+            raise
+
+    def _garbage_collection(self, event: MergeRequestEvent) -> None:
+        """A GC merge request's outcome. Its merge removes overlays, so it counts as the
+        decommission of each (as a removal MR's merge does): `audit live`, the ledger and
+        ``live_version`` must not go on naming a version the target branch no longer runs."""
+        self.audit.record(f"mr.{event.action}", actor=event.user or "unknown", name=event.name,
+                          env=event.env, iid=event.iid, url=event.url, user=event.user,
+                          head_sha=event.head_sha)
+        if event.action != "merge":
+            return
+        for overlay in self._gc_removals(event):
+            name, env, model = overlay.get("name"), overlay.get("env"), overlay.get("model")
+            version = overlay.get("version")
+            if not isinstance(name, str) or not isinstance(env, str) or \
+                    not isinstance(model, str):
+                continue
+            self.audit.record("mr.merge", actor=event.user or "unknown", name=name, env=env,
+                              iid=event.iid, url=event.url, user=event.user,
+                              head_sha=event.head_sha, model=model, version=version,
+                              status=DeploymentStatus.DECOMMISSIONED, gc=True)
+            if self.ledger.by_deployment(name, env) is not None:
+                self.ledger.set_status(name, env, DeploymentStatus.DECOMMISSIONED)
+            self._untrack_collected(model, version if isinstance(version, str) else None, env,
+                                    event.url)
+
+    def _gc_removals(self, event: MergeRequestEvent) -> list[dict[str, object]]:
+        """The overlays the merged head removes: from the proposal of that MR that pushed this
+        head (the newest one when the head is unknown)."""
+        proposals = [entry for entry in self.audit.entries()
+                     if entry.get("event") == PROPOSED and entry.get("iid") == event.iid
+                     and isinstance(entry.get("removes"), list)]
+        matching = [entry for entry in proposals
+                    if entry.get("head_sha") == event.head_sha] or proposals
+        if not matching:
+            return []
+        return [item for item in matching[-1]["removes"] if isinstance(item, dict)]
+
+    def _untrack_collected(self, model: str, version: str | None, env: str,
+                           url: str | None) -> None:
+        if self.registry is None:
+            return
+        try:
+            if version is not None:
+                self.registry.write_back(model, version, env, {
+                    "status": DeploymentStatus.DECOMMISSIONED, "mr_url": url or ""})
+            self.registry.set_live_version(model, env, None)
+        except PermanentError as exc:
+            # GC removes overlays of models and versions deleted from MLflow: nothing to tag.
+            self.audit.record("write_back.skipped", model=model, version=version, env=env,
+                              reason=exc.message)
+        except PromoterError as exc:
+            self.audit.record("write_back.failed", model=model, version=version, env=env,
+                              status=DeploymentStatus.DECOMMISSIONED, reason=exc.message)
             raise
 
     def _track_live(self, model: str, version: str, env: str, status: str) -> None:

@@ -61,7 +61,7 @@ def test_a_rewritten_trail_is_caught_against_the_heads_anchored_in_git(
     last = head_of(json.loads(rewritten[-1]))
     trail.head_path.write_text(json.dumps({"seq": last.seq, "hash": last.hash}))
     code, out, _ = run("--config", str(config), "audit", "verify")
-    assert code == 0 and "4 entries" in out
+    assert code == 0 and "4 chained entries" in out
     code, out, err = run("--config", str(config), "audit", "verify", "--against-git",
                          "--ref", branch, "--output", "json")
     assert code == 1

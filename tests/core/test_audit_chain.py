@@ -7,7 +7,7 @@ import json
 import pytest
 
 from promoter.core.audit_chain import EMPTY, Head, head_of, seal, verify
-from promoter.core.live_history import live_at, previous_live
+from promoter.core.live_history import first_live, live_at, previous_live
 
 
 def trail(count: int = 5) -> list[str]:
@@ -65,7 +65,41 @@ def test_a_truncated_trail_is_found_against_the_recorded_head() -> None:
     head = recorded(lines)
     finding = verify(lines[:3], head)
     assert finding is not None and finding.line == 4 and "cut off" in finding.problem
-    assert verify(lines[:3]) is None  # without the recorded head a shorter chain is consistent
+
+
+
+def test_a_chained_trail_without_a_recorded_head_is_a_finding() -> None:
+    """Cut short and the head deleted: the chain alone cannot tell, so verify says so."""
+    lines = trail()
+    finding = verify(lines[:3])
+    assert finding is not None and finding.line == 4
+    assert "no chain head is recorded" in finding.problem
+
+
+def test_a_key_written_twice_is_found() -> None:
+    """The hash covers the parsed entry (json keeps the last key), so a first "event" could be
+    put in front unnoticed by the hash and shown by a reader that keeps the first."""
+    lines = trail()
+    lines[1] = lines[1].replace("{", '{"event": "job.promoted", ', 1)
+    finding = verify(lines, recorded(lines))
+    assert finding is not None and finding.line == 2
+    assert "the key 'event' appears twice" in finding.problem
+
+
+def test_unchained_lines_are_accepted_only_before_the_first_chained_entry() -> None:
+    old = [json.dumps({"time": 1.0, "event": "job.created", "model": "m"})]
+    assert verify(old) is None                          # a trail from before chaining
+    lines = trail()
+    stripped = {k: v for k, v in json.loads(lines[2]).items()
+                if k not in ("hash", "prev", "seq")}
+    lines[2] = json.dumps(stripped)
+    finding = verify(lines, recorded(lines))
+    assert finding is not None and finding.line == 3
+    assert "an entry without a hash after chained entries" in finding.problem
+    dechained = [json.dumps({k: v for k, v in json.loads(line).items()
+                             if k not in ("hash", "prev", "seq")}) for line in trail()]
+    finding = verify(dechained, recorded(trail()))
+    assert finding is not None and "no chained entry but 5 were recorded" in finding.problem
 
 
 def test_a_line_cut_in_the_middle_is_found() -> None:
@@ -90,6 +124,33 @@ def test_live_at_replays_merges_rollbacks_and_decommissions() -> None:
     assert live_at(entries, "production", 41)["a"].version == "1"          # the rollback
     assert set(live_at(entries, "production", 60)) == {"b"}                  # a decommissioned
     assert set(live_at(entries, "production", 60, model="a")) == set()
+
+
+def test_merging_the_live_version_again_does_not_make_it_newly_live() -> None:
+    """A re-render of the same version (a config change) is not a new deployment of it."""
+    entries = [
+        {"time": 10, "event": "mr.merge", "env": "staging", "model": "a", "version": "1"},
+        {"time": 20, "event": "mr.merge", "env": "staging", "model": "a", "version": "1"},
+        {"time": 30, "event": "mr.merge", "env": "staging", "model": "a", "version": "2"},
+        {"time": 40, "event": "mr.merge", "env": "staging", "model": "a", "version": "1"},
+    ]
+    assert live_at(entries, "staging", 25)["a"].since == 10
+    assert live_at(entries, "staging", 45)["a"].since == 40     # live again after version 2
+
+
+def test_first_live_is_the_first_merge_whether_or_not_the_version_is_still_live() -> None:
+    entries = [
+        {"time": 10, "event": "mr.merge", "env": "staging", "model": "a", "version": "1"},
+        {"time": 20, "event": "mr.merge", "env": "staging", "model": "a", "version": "1"},
+        {"time": 30, "event": "mr.merge", "env": "staging", "model": "a", "version": "2"},
+        {"time": 35, "event": "mr.merge", "env": "production", "model": "a", "version": "3"},
+        {"time": 40, "event": "mr.merge", "env": "staging", "model": "a", "version": "2",
+         "status": "decommissioned"},
+    ]
+    assert first_live(entries, "staging", "a", "1") == 10       # replaced by 2 since
+    assert first_live(entries, "staging", "a", "2") == 30       # decommissioned since
+    assert first_live(entries, "staging", "a", "3") is None     # only ever in production
+    assert first_live(entries, "staging", "b", "1") is None
 
 
 def test_previous_live_is_the_rollback_target() -> None:

@@ -56,8 +56,9 @@ class World:
         self.heads.record(7, iid, BRANCH, sha[:40], version)
         self.ledger.put(DeployedState("fraud", "staging", "fraud", version, "mr_opened", iid))
 
-    def hook(self, iid: int, action: str = "merge", target: str = "main") -> dict[str, Any]:
-        attributes = {"iid": iid, "action": action, "state": "merged", "source_branch": BRANCH,
+    def hook(self, iid: int, action: str = "merge", target: str = "main",
+             branch: str = BRANCH) -> dict[str, Any]:
+        attributes = {"iid": iid, "action": action, "state": "merged", "source_branch": branch,
                       "target_branch": target, "last_commit": {"id": (f"{iid:x}" * 40)[:40]},
                       "url": f"https://gitlab.example.com/g/gitops/-/merge_requests/{iid}",
                       "title": f"Promote fraud to staging (!{iid})"}
@@ -115,3 +116,20 @@ def test_a_merge_into_another_branch_deploys_nothing_and_is_not_acted_on(world: 
     assert world.audit.live_since("fraud", "5", "staging") is None
     row = world.ledger.by_deployment("fraud", "staging")
     assert row is not None and row.status == "mr_opened"
+
+
+def test_a_gc_merge_hook_decommissions_the_overlays_its_head_removes(world: World) -> None:
+    """The GC branch is not promote/<name>/<env>, yet its merge removes deployments."""
+    world.opened(1, "5")
+    world.hook(1)                                       # fraud 5 is live in staging
+    sha = ("9" * 40)
+    world.heads.record(7, 9, "promoter/gc", sha, "20260101")
+    world.audit.record("gc.proposed", iid=9, head_sha=sha, removes=[
+        {"model": "fraud", "name": "fraud", "env": "staging", "version": "5"}])
+    assert world.hook(9, branch="promoter/gc")["status"] == "accepted"
+    assert world.audit.live_now_since("fraud", "5", "staging") is None
+    row = world.ledger.by_deployment("fraud", "staging")
+    assert row is not None and row.status == "decommissioned"
+    assert world.tags.live == {("fraud", "staging"): None}
+    assert world.tags.written[-1] == ("fraud", "5", "staging", {
+        "status": "decommissioned", "mr_url": "https://gitlab.example.com/g/gitops/-/merge_requests/9"})

@@ -300,3 +300,57 @@ def test_rollback_moves_the_alias_back_and_the_pipeline_opens_the_mr(
     code, _, err = promoter("--config", str(local.config), "rollback", "no-history-model",
                             "--env", "production")
     assert code == 1 and "--to-version" in err
+
+
+def _two_merged_versions(local: LocalStack, promoter: Cli, model: str) -> tuple[str, str]:
+    first, second = (register_model_version(local.mlflow.url, model) for _ in range(2))
+    client = mlflow_client(local.mlflow.url)
+    for jobs, version in enumerate((first, second), start=1):
+        client.set_registered_model_alias(model, "production", version)
+        settle(local, model, jobs)
+        [mr] = open_mrs(promoter, local, model)
+        merge(promoter, local, mr["iid"])
+    return first, second
+
+
+def test_a_denied_rollback_leaves_the_alias_where_it_was(local: LocalStack, promoter: Cli) -> None:
+    """Version 1 was found bad after version 2 replaced it: rolling back to it is refused
+    before anything moves, so MLflow still names what production runs."""
+    model = "rollback-denied-model"
+    first, second = _two_merged_versions(local, promoter, model)
+    client = mlflow_client(local.mlflow.url)
+    client.set_model_version_tag(model, first, "validation_status", "failed")
+
+    code, out, err = promoter("--config", str(local.config), "rollback", model,
+                              "--env", "production")
+    assert code == 4, out + err
+    assert "denied by policy (the alias was not moved)" in out and "validation_status" in out
+    assert client.get_registered_model(model).aliases["production"] == second
+    assert len(queue_jobs(local.state_dir, model)) == 2     # no job for the denied version
+    code, out, _ = promoter("--config", str(local.config), "audit", "show", "--model", model,
+                            "--output", "json")
+    assert [e for e in json.loads(out) if e["event"].startswith("rollback")] == []
+
+
+def test_a_rollback_the_job_denies_puts_the_alias_back(
+        local: LocalStack, promoter: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verdict can change between the check and the job (here: the check is made to allow
+    it): the job's denial moves the alias back to the version production still runs."""
+    from promoter.core.policy import Decision
+
+    model = "rollback-reverted-model"
+    first, second = _two_merged_versions(local, promoter, model)
+    client = mlflow_client(local.mlflow.url)
+    client.set_model_version_tag(model, first, "validation_status", "failed")
+    monkeypatch.setattr("promoter.policy_check.check_policy", lambda *_: Decision(()))
+
+    code, out, err = promoter("--config", str(local.config), "rollback", model,
+                              "--env", "production")
+    assert code == 4, out + err
+    assert f"rollback to version {first} denied; alias 'production' of {model} moved back " \
+           f"to version {second}" in err
+    assert client.get_registered_model(model).aliases["production"] == second
+    code, out, _ = promoter("--config", str(local.config), "audit", "show", "--model", model,
+                            "--output", "json")
+    reverted = [e for e in json.loads(out) if e["event"] == "rollback.reverted"]
+    assert [(e["version"], e["restored"]) for e in reverted] == [(first, second)]

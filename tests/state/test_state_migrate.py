@@ -86,7 +86,7 @@ def test_state_migrate_copies_every_row_and_the_audit_chain(
     # promoter on the new database: the chain verifies, and new rows continue after the ids.
     monkeypatch.setenv("PROMOTER_STATE_URL", postgres_url)
     code, out, err = run_cli("audit", "verify")
-    assert code == 0 and "ok: 5 entries" in out, err
+    assert code == 0 and "ok: 5 chained entries" in out, err
     queue = JobQueue(target)
     newest = max(row[0] for row in rows(target, "jobs"))
     assert queue.enqueue(JobKey("new-model", "1", "staging", "promote")).job.id > newest

@@ -1,0 +1,48 @@
+"""`promoter audit verify` says exactly what it checked: a chain cut short with its head
+deleted is a finding (exit 1), and a trail from before chaining is reported as unchecked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promoter.service.audit import AuditTrail
+from tests.conftest import cli_runner
+
+
+def _config(tmp_path: Path) -> str:
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f'state_dir: "{tmp_path / "state"}"\n')
+    return str(config)
+
+
+def test_a_trail_cut_short_with_its_head_deleted_fails(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path)
+    trail = AuditTrail(tmp_path / "state")
+    for version in ("1", "2", "3"):
+        trail.record("job.created", actor="webhook:mlflow", model="m", version=version)
+    run = cli_runner(capsys)
+    code, out, err = run("--config", config, "audit", "verify")
+    assert code == 0, err
+    assert "ok: 3 chained entries in" in out and "link up to the recorded head" in out
+
+    lines = trail.path.read_text().splitlines()
+    trail.path.write_text(lines[0] + "\n")
+    trail.head_path.unlink()
+    code, out, err = run("--config", config, "audit", "verify")
+    assert code == 1 and "chain" not in out
+    assert f"{trail.path}:2: no chain head is recorded" in err
+
+
+def test_a_trail_from_before_chaining_is_reported_as_unchecked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path)
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "state" / "audit.jsonl").write_text(
+        json.dumps({"time": 1.0, "event": "job.created", "model": "m"}) + "\n")
+    code, out, err = cli_runner(capsys)("--config", config, "audit", "verify")
+    assert code == 0, err
+    assert "1 entries in" in out and "all written before the trail was chained" in out

@@ -85,19 +85,7 @@ def test_idle_staging_deployments_go_after_the_ttl(idle_for_days: float,
 def test_gc_proposes_one_mr_on_the_local_provider(tmp_path: Path) -> None:
     settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
     provider = localgit.from_settings(settings)
-    registry = MemoryRegistry()
-    registry.add(MODEL, "2")
-    world = World(registry, provider, MemoryLedger(), CountingImages(),  # type: ignore[arg-type]
-                  CountingSigner(), [])
-    for env in ("staging", "production"):
-        mr = world.promote("2", env=env).mr_iid
-        assert mr is not None
-        for user in ("alice", "bob"):
-            if provider.get(mr).state == "opened":
-                provider.approve(mr, user)
-        if provider.get(mr).state == "opened":   # staging auto-merges once approved
-            provider.merge(mr, "alice")
-        assert provider.get(mr).state == "merged"
+    world = _deployed_in_both(settings, provider)
     plots = {env: f"{ROOT}/{NAME}/forecast-{env}.png" for env in ("staging", "production")}
     scaled = provider.propose(Proposal(            # both environments' scale MRs, merged
         model=MODEL, name=NAME, env="plots", version="1", title="plots", description="plots",
@@ -159,6 +147,7 @@ def test_gc_proposes_one_mr_on_the_gitlab_stand_in(tmp_path: Path) -> None:
 
 
 def _deployed_in_both(settings: object, provider: localgit.LocalGitProvider) -> World:
+    """Version 2 promoted, approved and merged in staging and production."""
     registry = MemoryRegistry()
     registry.add(MODEL, "2")
     world = World(registry, provider, MemoryLedger(), CountingImages(),  # type: ignore[arg-type]
@@ -169,8 +158,9 @@ def _deployed_in_both(settings: object, provider: localgit.LocalGitProvider) -> 
         for user in ("alice", "bob"):
             if provider.get(mr).state == "opened":
                 provider.approve(mr, user)
-        if provider.get(mr).state == "opened":
+        if provider.get(mr).state == "opened":   # staging auto-merges once approved
             provider.merge(mr, "alice")
+        assert provider.get(mr).state == "merged"
     return world
 
 

@@ -16,6 +16,7 @@ import subprocess
 import zlib
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -317,7 +318,6 @@ def test_the_next_promotion_renders_the_overlay_the_scale_mr_left(
 def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
         run_cli, tmp_path: Path, prometheus_url: str) -> None:
     from promoter import rendering
-    from promoter.ports.git import Proposal
     from promoter.service import composition
 
     config = _config(tmp_path, prometheus_url)
@@ -329,13 +329,7 @@ def test_propose_opens_one_mr_on_the_scale_branch_and_is_idempotent(
             for path, text in rendering.renderer(settings).render(request).items()}
     svg = f"manifests/{NAME}/overlays/production/forecast.svg"   # an earlier release's plot
     tree[svg] = "<svg/>\n"
-    seeded = provider.propose(Proposal(model="llm-chat-8b", name=NAME, env="production",
-                                       version="3", files=tree, managed_prefixes=(),
-                                       title="seed", description="seed"))
-    assert seeded.mr_iid is not None
-    for user in ("alice", "bob"):
-        provider.approve(seeded.mr_iid, user)   # type: ignore[attr-defined]
-    provider.merge(seeded.mr_iid, "alice")      # type: ignore[attr-defined]
+    _merge_seed(provider, tree)
 
     result = _forecast_json(run_cli, config, "--propose")
     assert result["outcome"] == "created"
@@ -381,7 +375,6 @@ def test_propose_keeps_what_the_promoted_overlay_pins_readable(
     from promoter.core import live_overlay, tree_facts
     from promoter.core.render import ImagePin, Lineage
     from promoter.core.spec import ModelRef
-    from promoter.ports.git import Proposal
     from promoter.service import composition
 
     config = _config(tmp_path, prometheus_url)
@@ -396,13 +389,7 @@ def test_propose_keeps_what_the_promoted_overlay_pins_readable(
                                    scaling=None)
     tree = {f"manifests/{path}": text
             for path, text in rendering.renderer(settings).render(request).items()}
-    seeded = provider.propose(Proposal(model="llm-chat-8b", name=NAME, env="production",
-                                       version="3", files=tree, managed_prefixes=(),
-                                       title="seed", description="seed"))
-    assert seeded.mr_iid is not None
-    for user in ("alice", "bob"):
-        provider.approve(seeded.mr_iid, user)   # type: ignore[attr-defined]
-    provider.merge(seeded.mr_iid, "alice")      # type: ignore[attr-defined]
+    _merge_seed(provider, tree)
 
     assert _forecast_json(run_cli, config, "--propose")["outcome"] == "created"
     branch = f"scale/{NAME}/production"
@@ -543,3 +530,16 @@ def test_on_kserve_the_predictor_is_scaled_and_kserve_makes_no_hpa(
     service = next(doc for doc in built if doc["kind"] == "InferenceService")
     assert service["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "external"
     assert schemas.problems(service) == [] and schemas.problems(scaled) == []
+
+
+def _merge_seed(provider: Any, tree: dict[str, str]) -> None:
+    """``tree`` on the target branch as llm-chat-8b version 3's merged promotion."""
+    from promoter.ports.git import Proposal
+
+    seeded = provider.propose(Proposal(model="llm-chat-8b", name=NAME, env="production",
+                                       version="3", files=tree, managed_prefixes=(),
+                                       title="seed", description="seed"))
+    assert seeded.mr_iid is not None
+    for user in ("alice", "bob"):
+        provider.approve(seeded.mr_iid, user)
+    provider.merge(seeded.mr_iid, "alice")

@@ -152,6 +152,12 @@ def _deployed_in_both(settings: object, provider: localgit.LocalGitProvider) -> 
     registry.add(MODEL, "2")
     world = World(registry, provider, MemoryLedger(), CountingImages(),  # type: ignore[arg-type]
                   CountingSigner(), [])
+    _merge_everywhere(world, provider)
+    return world
+
+
+def _merge_everywhere(world: World, provider: localgit.LocalGitProvider) -> None:
+    """Version 2 promoted, approved and merged in staging and production."""
     for env in ("staging", "production"):
         mr = world.promote("2", env=env).mr_iid
         assert mr is not None
@@ -161,7 +167,6 @@ def _deployed_in_both(settings: object, provider: localgit.LocalGitProvider) -> 
         if provider.get(mr).state == "opened":   # staging auto-merges once approved
             provider.merge(mr, "alice")
         assert provider.get(mr).state == "merged"
-    return world
 
 
 def test_a_gc_mr_whose_removals_are_wanted_again_is_closed_saying_why(tmp_path: Path) -> None:
@@ -233,14 +238,7 @@ def test_a_merged_gc_mr_decommissions_each_overlay_it_removed(tmp_path: Path) ->
         registry, ledger, audit, PushedHeads(db)), state=db)  # type: ignore[arg-type]
     world = World(registry, provider, ledger, CountingImages(),  # type: ignore[arg-type]
                   CountingSigner(), [])
-    for env in ("staging", "production"):
-        mr = world.promote("2", env=env).mr_iid
-        assert mr is not None
-        for user in ("alice", "bob"):
-            if provider.get(mr).state == "opened":
-                provider.approve(mr, user)
-        if provider.get(mr).state == "opened":
-            provider.merge(mr, "alice")
+    _merge_everywhere(world, provider)
     assert live_at(audit.entries(), "production", time.time())[MODEL].version == "2"
     assert registry.live_version(MODEL, "production") == "2"
 

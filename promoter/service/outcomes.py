@@ -27,6 +27,8 @@ _log = logging.getLogger("promoter.outcomes")
 PROPOSED = "gc.proposed"   # the audit entry promoter.garbage writes for each GC proposal
 # MR Hook action -> promoter.<env>.status. "approval" (one of several approvals) is audited only.
 STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed"}
+# The actions that settle an MR: delivered twice (hook and reconcile sweep), recorded once.
+SETTLING = frozenset({"merge", "close"})
 
 
 class MergeRequestOutcomes:
@@ -61,6 +63,13 @@ class MergeRequestOutcomes:
             # "decommissioning" the merge below is recognised by); merging it removes the model.
             status = {"approved": None, "merged": DeploymentStatus.DECOMMISSIONED}.get(
                 status or "", status)
+        if current and state is not None and event.action in SETTLING and \
+                state.status == status:
+            # Already recorded: the webhook after the reconcile sweep (or the sweep after a
+            # hook whose ledger write it raced) must not audit, tag or move live_version twice.
+            log(_log, logging.INFO, "MR outcome already recorded", name=event.name,
+                env=event.env, iid=event.iid, action=event.action, actor=event.user)
+            return
         known = model is not None and version is not None
         # The merge entries carry model, version and status: `audit live` replays them.
         self.audit.record(f"mr.{event.action}", actor=event.user or "unknown",

@@ -1,0 +1,77 @@
+"""The MR sweep's decisions: which deployments wait on a merge request, and which event a
+settled merge request stands for.
+
+A merge or close reaches promoter through GitLab's Merge Request Hook (or, with the local
+provider, from `promoter mr`). GitLab does not reliably re-deliver a failed hook — it disables
+a failing one — and promoter may be down when a reviewer merges, so a lost outcome would never
+reach the ledger, the audit or MLflow. The reconcile loop therefore asks the forge about the MRs
+the ledger still waits on and, when one is merged or closed, synthesizes the event the hook
+would have carried. The guards are the webhook's: promoter's own head, on the target branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from promoter.core.mr_events import MergeRequestEvent
+from promoter.core.results import DeploymentStatus
+from promoter.ports.git import SUPERSEDED_SUFFIX, MergeRequest, branch_for
+from promoter.ports.pipeline import DeployedState
+
+# Ledger statuses that mean "the MR is open, its outcome not yet recorded".
+WAITING = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED,
+                     DeploymentStatus.DECOMMISSIONING})
+# The forge's MR state -> the MR Hook action that reports it.
+ACTION_FOR_STATE = {"merged": "merge", "closed": "close"}
+SWEEP_ACTOR = "reconcile"
+
+
+@dataclass(frozen=True)
+class SweepDecision:
+    event: MergeRequestEvent | None   # what to feed the outcomes, or None: nothing to do
+    reason: str                       # why (for the log), e.g. "still opened", "human_commit"
+    # Settled, but not as promoter's MR (a human's head, another branch or target): the
+    # webhook would not act on it either; worth a warning, not an outcome.
+    left_alone: bool = False
+
+
+def rows_to_look_at(rows: Iterable[DeployedState], limit: int,
+                    left_alone: Collection[int] = ()) -> list[DeployedState]:
+    """The rows still waiting on their MR, oldest MR first (iids grow with time), at most
+    ``limit``: one pass costs at most ``limit`` forge reads, and the rows it settles leave the
+    list, so the next pass reaches the newer ones. MRs already found settled but not
+    promoter's (``left_alone``) would stay waiting for good and crowd out the others, so they
+    are not looked at again."""
+    waiting = [row for row in rows if row.status in WAITING and row.mr_iid is not None
+               and row.mr_iid not in left_alone]
+    return sorted(waiting, key=lambda row: (row.mr_iid or 0, row.name, row.env))[:max(0, limit)]
+
+
+def settled_event(row: DeployedState, mr: MergeRequest, *, pushed_sha: str | None,
+                  target_branch: str, project_id: int, project_path: str) -> SweepDecision:
+    """The merge or close event the forge's ``mr`` stands for, when the ledger's ``row`` still
+    waits on it; acted on under the webhook's guards only (GitLabHookHandler._act)."""
+    action = ACTION_FOR_STATE.get(mr.state)
+    if action is None:
+        return SweepDecision(None, f"still {mr.state}")
+    if row.status not in WAITING or mr.iid != row.mr_iid:
+        return SweepDecision(None, "already recorded")
+    branch = branch_for(row.name, row.env)
+    if mr.source_branch != branch:
+        return SweepDecision(None, f"!{mr.iid} is of branch {mr.source_branch[:200]!r}, "
+                                   f"not {branch!r}", left_alone=True)
+    if pushed_sha is None:
+        return SweepDecision(None, "promoter pushed no commit for this MR", left_alone=True)
+    if mr.head_sha != pushed_sha:
+        return SweepDecision(None, "human_commit", left_alone=True)
+    if mr.target_branch != target_branch:
+        return SweepDecision(None, f"!{mr.iid} targets {mr.target_branch[:200]!r}, "
+                                   f"not {target_branch!r}", left_alone=True)
+    if action == "close" and mr.title.endswith(SUPERSEDED_SUFFIX):
+        return SweepDecision(None, "promoter closed it as superseded")
+    return SweepDecision(MergeRequestEvent(
+        action=action, project_id=project_id, project_path=project_path, iid=mr.iid,
+        state=mr.state, source_branch=mr.source_branch, target_branch=mr.target_branch,
+        head_sha=mr.head_sha, url=mr.url, user=SWEEP_ACTOR, name=row.name, env=row.env,
+        merge_commit_sha=mr.merge_commit_sha, title=mr.title), action)

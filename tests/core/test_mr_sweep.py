@@ -1,0 +1,65 @@
+"""The MR sweep's pure decisions: which ledger rows need a look, which event a settled MR is."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from promoter.core.mr_sweep import SWEEP_ACTOR, SweepDecision, rows_to_look_at, settled_event
+from promoter.ports.git import MergeRequest
+from promoter.ports.pipeline import DeployedState
+
+SHA = "a" * 40
+ROW = DeployedState("fraud", "staging", "fraud", "5", "mr_opened", 3, SHA)
+MR = MergeRequest(iid=3, id=103, url="https://gitlab.example/g/gitops/-/merge_requests/3",
+                  state="merged", source_branch="promote/fraud/staging", target_branch="main",
+                  title="Promote fraud version 5 to staging", head_sha=SHA,
+                  merge_commit_sha="b" * 40)
+
+
+def decide(row: DeployedState = ROW, pushed_sha: str | None = SHA,
+           **mr: Any) -> SweepDecision:
+    return settled_event(row, dataclasses.replace(MR, **mr), pushed_sha=pushed_sha,
+                         target_branch="main", project_id=42, project_path="g/gitops")
+
+
+def test_only_rows_waiting_on_an_mr_are_looked_at_oldest_first_and_bounded() -> None:
+    rows = [dataclasses.replace(ROW, name=f"m{iid}", status=status, mr_iid=iid)
+            for iid, status in [(9, "mr_opened"), (2, "approved"), (5, "decommissioning"),
+                                (1, "merged"), (4, "closed"), (3, "decommissioned")]]
+    rows.append(dataclasses.replace(ROW, name="old", mr_iid=None))   # no MR recorded
+    assert [r.mr_iid for r in rows_to_look_at(rows, 10)] == [2, 5, 9]
+    assert [r.mr_iid for r in rows_to_look_at(rows, 2)] == [2, 5]
+    assert [r.mr_iid for r in rows_to_look_at(rows, 2, left_alone={2})] == [5, 9]
+
+
+def test_a_merged_mr_becomes_the_merge_event_the_hook_would_have_carried() -> None:
+    decision = settled_event(ROW, MR, pushed_sha=SHA, target_branch="main", project_id=42,
+                             project_path="g/gitops")
+    event = decision.event
+    assert event is not None and not decision.left_alone
+    assert (event.action, event.iid, event.project_id, event.name, event.env) == \
+        ("merge", 3, 42, "fraud", "staging")
+    assert (event.user, event.head_sha, event.merge_commit_sha, event.url) == \
+        (SWEEP_ACTOR, SHA, "b" * 40, MR.url)
+
+
+def test_a_closed_mr_becomes_a_close_event() -> None:
+    decision = decide(state="closed")
+    assert decision.event is not None and decision.event.action == "close"
+
+
+def test_open_or_already_recorded_mrs_change_nothing() -> None:
+    for state in ("opened", "locked"):
+        assert decide(state=state).event is None
+    merged_row = dataclasses.replace(ROW, status="merged")
+    assert decide(merged_row).event is None
+    assert decide(state="closed", title="Promote fraud - superseded").event is None
+
+
+def test_what_the_webhook_would_refuse_is_left_alone() -> None:
+    refused = [decide(head_sha="c" * 40), decide(pushed_sha=None),
+               decide(target_branch="scratch"), decide(source_branch="feature/x")]
+    for decision in refused:
+        assert decision.event is None and decision.left_alone
+    assert decide(head_sha="c" * 40).reason == "human_commit"

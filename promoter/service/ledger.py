@@ -9,6 +9,7 @@ pushed heads (promoter.state.pushed_heads), which the git providers write when t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from promoter.ports.git import BRANCH_PREFIX
@@ -41,6 +42,16 @@ class StateLedger:
         """Every (model, env) row deploying under ``name``, in any environment."""
         return self.db.read(lambda conn: [DeployedState(*row) for row in conn.execute(
             _SELECT + "WHERE d.name = ? ORDER BY d.env, d.model", (name,)).fetchall()])
+
+    def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
+        """Every row in one of ``statuses`` that names its MR (the MR sweep's candidates)."""
+        wanted = sorted(set(statuses))
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        return self.db.read(lambda conn: [DeployedState(*row) for row in conn.execute(
+            _SELECT + f"WHERE d.status IN ({marks}) AND d.mr_iid IS NOT NULL "
+            "ORDER BY d.mr_iid, d.name, d.env", tuple(wanted)).fetchall()])
 
     def put(self, state: DeployedState) -> None:
         def put(conn: Connection) -> None:

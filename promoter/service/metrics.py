@@ -56,6 +56,10 @@ class Metrics:
         self.reconcile_enqueued = Counter(
             "promoter_reconcile_enqueued", "Jobs the reconcile loop found missing",
             registry=self.registry)
+        self.mr_sweep_recorded = Counter(
+            "promoter_mr_sweep_recorded", "Merge request outcomes (merge, close) the reconcile "
+            "loop recorded because their webhook never arrived", ["action"],
+            registry=self.registry)
         self.reconcile_leader = Gauge(
             "promoter_reconcile_leader", "1 while this process runs the reconcile loop (with "
             "PostgreSQL state, one replica at a time), else 0", registry=self.registry)

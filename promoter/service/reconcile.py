@@ -2,6 +2,8 @@
 
 MLflow OSS sends no webhook for legacy stage transitions, and a webhook sent while promoter
 was down is lost for good, so this loop — not the webhooks — is what makes promoter lossless.
+The same holds for GitLab's Merge Request Hook: each pass of the leader also runs the MR sweep
+(promoter.service.mr_sweep), which records merges and closes whose hook never arrived.
 The last observed target of every (model, env) and the version-change cursor are kept in the
 state database (``<state_dir>/state.db``); the queue's own coalescing makes enqueueing
 something a webhook already enqueued harmless.
@@ -146,10 +148,12 @@ def _apply(model: str, current: dict[str, Observed], previous: dict[str, Observe
 
 
 def run_periodically(settings: Settings, registry: Registry, queue: JobQueue,
-                     stop_wait: Callable[[float], bool], metrics: Metrics | None = None) -> None:
+                     stop_wait: Callable[[float], bool], metrics: Metrics | None = None,
+                     mr_sweep: Callable[[], object] | None = None) -> None:
     """Run passes every ``server.reconcile_interval_seconds`` while this process holds the
     reconcile leadership, until ``stop_wait(seconds)`` is true (pass ``threading.Event().wait``).
-    Failures are logged and retried next interval."""
+    Each pass also runs ``mr_sweep`` (promoter.service.mr_sweep: MR outcomes whose webhook was
+    lost), after MLflow's. Failures are logged and retried next interval."""
     interval = settings.server.reconcile_interval_seconds
     if interval <= 0:
         return
@@ -166,6 +170,8 @@ def run_periodically(settings: Settings, registry: Registry, queue: JobQueue,
                 metrics.reconcile_leader.set(1 if leading else 0)
             if leading:
                 _pass(settings, registry, queue, state, metrics)
+                if mr_sweep is not None:
+                    _sweep(mr_sweep)
             if stop_wait(interval if leading else min(interval, FOLLOWER_RETRY_SECONDS)):
                 return
     finally:
@@ -183,3 +189,13 @@ def _pass(settings: Settings, registry: Registry, queue: JobQueue, state: Reconc
             error=exc.message)
     except Exception as exc:  # a bug must not stop the loop that makes us lossless
         _log.exception("reconcile pass crashed: %s", type(exc).__name__)
+
+
+def _sweep(mr_sweep: Callable[[], object]) -> None:
+    """The MR sweep, apart from MLflow's pass: a forge outage must not stop the other."""
+    try:
+        mr_sweep()
+    except TransientError as exc:
+        log(_log, logging.WARNING, "MR sweep failed; retrying next interval", error=exc.message)
+    except Exception as exc:  # a bug must not stop the loop that makes us lossless
+        _log.exception("MR sweep crashed: %s", type(exc).__name__)

@@ -47,8 +47,9 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     registry = _registry(settings)
     metrics = Metrics()
     gitlab_hook = None
+    outcomes = composition.outcomes(settings, registry)  # the hook's and the MR sweep's
     if settings.git.provider == "gitlab":
-        gitlab_hook = composition.gitlab_hook(settings, composition.outcomes(settings, registry))
+        gitlab_hook = composition.gitlab_hook(settings, outcomes)
     app = create_app(settings, queue, registry, metrics=metrics, gitlab_hook=gitlab_hook)
     stop = threading.Event()
     threads: list[threading.Thread] = []
@@ -63,7 +64,8 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
                                             name=f"worker-{index}", daemon=True))
         if reconcile:
             threads.append(threading.Thread(
-                target=run_periodically, args=(settings, registry, queue, stop.wait, metrics),
+                target=run_periodically, args=(settings, registry, queue, stop.wait, metrics,
+                                               composition.mr_sweep(settings, outcomes, metrics)),
                 name="reconcile", daemon=True))
     # uvicorn re-raises the signal it caught once it has shut down; this handler receives it,
     # so the process does not die before the workers have been told to stop.

@@ -206,8 +206,15 @@ def test_the_periodic_loop_catches_a_stage_transition(mlflow_server: MlflowServe
                                       "MLFLOW_TRACKING_URI": mlflow_server.url})
     queue = JobQueue.open(settings.state_dir)
     stop = threading.Event()
+    sweeps: list[float] = []
+
+    def mr_sweep() -> None:  # a forge outage: logged, and the loop goes on
+        sweeps.append(time.monotonic())
+        raise TransientError("GitLab is down")
+
     loop = threading.Thread(target=run_periodically, args=(
-        settings, MlflowRegistry(mlflow_server.url), queue, stop.wait), daemon=True)
+        settings, MlflowRegistry(mlflow_server.url), queue, stop.wait, None, mr_sweep),
+        daemon=True)
     loop.start()
     try:
         client = mlflow_server.client()
@@ -228,6 +235,7 @@ def test_the_periodic_loop_catches_a_stage_transition(mlflow_server: MlflowServe
         loop.join(60)
         queue.close()
     assert not loop.is_alive()
+    assert sweeps                        # each pass of the leader also runs the MR sweep
 
 
 def test_a_hostile_logged_intent_ends_invalid_in_mlflow_at_once(mlflow_server: MlflowServer,

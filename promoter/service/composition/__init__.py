@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from promoter.ports.clusters import ApplicationSource
     from promoter.service.cluster_feedback import ClusterFeedback
     from promoter.service.gitlab_hook import GitLabHookHandler
+    from promoter.service.metrics import Metrics
+    from promoter.service.mr_sweep import MergeRequestSweep
     from promoter.validation import ManifestChecker
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "gitlab_hook",
     "local_review",
     "manifest_checker",
+    "mr_sweep",
     "outcomes",
     "pipeline_config",
     "ports",
@@ -186,6 +189,34 @@ def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> G
 
     return GitLabHookHandler.from_settings(
         settings, on_event, PushedHeads(state_db(settings)).pushed, state_db(settings))
+
+
+def mr_sweep(settings: Settings, on_event: Callable[[ForgeEvent], None],
+             metrics: Metrics | None = None) -> MergeRequestSweep:
+    """The reconcile loop's MR sweep: merges and closes whose webhook was lost, fed to
+    ``on_event`` (the webhook's MergeRequestOutcomes)."""
+    from promoter.service.mr_sweep import MergeRequestSweep
+
+    git = provider(settings)
+    state = state_db(settings)
+    return MergeRequestSweep(StateLedger(state), git, PushedHeads(state), on_event,
+                             project=lambda: pushed_project(settings, git),
+                             target_branch=settings.git.target_branch, metrics=metrics)
+
+
+def pushed_project(settings: Settings, git: GitProvider) -> tuple[int, str]:
+    """(id, path) of the project the provider records its pushed heads under: GitLab's numeric
+    project id (what its webhooks carry; read from the API, so only when first needed), the
+    local provider's fixed one."""
+    if settings.git.provider == "gitlab":
+        from promoter.adapters.gitlab import GitLabProvider
+
+        assert isinstance(git, GitLabProvider)
+        return git.forge.project_id, settings.git.gitlab.project or ""
+    from promoter.adapters.localgit import LOCAL_PROJECT_ID
+
+    # Not the remote: a URL may carry credentials, and nothing downstream reads the path.
+    return LOCAL_PROJECT_ID, "local"
 
 
 def manifest_checker() -> ManifestChecker:

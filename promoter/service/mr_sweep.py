@@ -1,0 +1,93 @@
+"""The MR sweep: a reconcile step that repairs merge/close outcomes whose hook was lost.
+
+Each pass of the reconcile leader reads the ledger rows still waiting on their MR (at most
+``limit``, oldest MR first), asks the git provider for each MR, and feeds the outcomes handler
+(the one the webhook calls) the event promoter.core.mr_sweep synthesizes for a merged or closed
+one. The handler ignores an outcome already recorded, so the sweep and a late hook record it
+once. A forge or MLflow failure on one MR is logged and the pass goes on with the next: the
+row still waits, so the next pass tries it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from promoter.core import mr_sweep as core
+from promoter.core.mr_events import ForgeEvent
+from promoter.errors import PromoterError
+from promoter.service.logs import log
+
+if TYPE_CHECKING:
+    from promoter.ports.git import GitProvider
+    from promoter.service.ledger import StateLedger
+    from promoter.service.metrics import Metrics
+    from promoter.state.pushed_heads import PushedHeads
+
+_log = logging.getLogger("promoter.mr_sweep")
+# Forge reads per pass: enough to catch up after an outage within a few passes, few enough
+# that a pass stays short and well under GitLab's API rate limits.
+DEFAULT_LIMIT = 20
+
+
+@dataclass
+class SweepReport:
+    looked_at: int = 0
+    recorded: list[dict[str, object]] = field(default_factory=list)
+    failed: int = 0
+
+    def describe(self) -> dict[str, object]:
+        return {"looked_at": self.looked_at, "recorded": self.recorded, "failed": self.failed}
+
+
+@dataclass
+class MergeRequestSweep:
+    ledger: StateLedger
+    provider: GitProvider
+    heads: PushedHeads
+    on_event: Callable[[ForgeEvent], None]   # MergeRequestOutcomes, as the webhook's
+    project: Callable[[], tuple[int, str]]   # (id, path) promoter records pushes under
+    target_branch: str
+    limit: int = DEFAULT_LIMIT
+    metrics: Metrics | None = None
+    # MRs found settled by someone else's head or elsewhere: not looked at again this process.
+    left_alone: set[int] = field(default_factory=set)
+
+    def __call__(self) -> SweepReport:
+        report = SweepReport()
+        rows = core.rows_to_look_at(self.ledger.with_statuses(core.WAITING), self.limit,
+                                    self.left_alone)
+        if not rows:
+            return report
+        project_id, project_path = self.project()
+        for row in rows:
+            assert row.mr_iid is not None
+            report.looked_at += 1
+            try:
+                mr = self.provider.get(row.mr_iid)
+                decision = core.settled_event(
+                    row, mr, pushed_sha=self.heads.pushed_sha(project_id, row.mr_iid),
+                    target_branch=self.target_branch, project_id=project_id,
+                    project_path=project_path)
+                if decision.event is None:
+                    if decision.left_alone:
+                        self.left_alone.add(row.mr_iid)
+                        log(_log, logging.WARNING, "settled MR not promoter's; left alone",
+                            iid=row.mr_iid, name=row.name, env=row.env,
+                            reason=decision.reason)
+                    continue
+                self.on_event(decision.event)
+            except PromoterError as exc:
+                report.failed += 1
+                log(_log, logging.WARNING, "MR sweep could not settle an MR; next pass retries",
+                    iid=row.mr_iid, name=row.name, env=row.env, error=exc.message)
+                continue
+            report.recorded.append({"iid": row.mr_iid, "name": row.name, "env": row.env,
+                                    "action": decision.event.action})
+            if self.metrics is not None:
+                self.metrics.mr_sweep_recorded.labels(action=decision.event.action).inc()
+        if report.recorded or report.failed:
+            log(_log, logging.INFO, "MR sweep", **report.describe())
+        return report

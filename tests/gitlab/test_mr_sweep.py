@@ -18,7 +18,16 @@ from promoter.service.mr_sweep import MergeRequestSweep
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.state.db import StateDB
 from tests.gitlab import trees
-from tests.gitlab.conftest import ENV, MODEL, NAME, GitLabHarness, Harness, LocalHarness, proposal
+from tests.gitlab.conftest import (
+    ENV,
+    HARNESSES,
+    MODEL,
+    NAME,
+    GitLabHarness,
+    Harness,
+    LocalHarness,
+    proposal,
+)
 from tests.gitlab.test_hooks import TOKEN, Receiver
 from tests.gitlab.test_outcomes import Tags
 
@@ -116,9 +125,9 @@ def test_a_closed_mr_is_recorded_as_closed(promoter: Promoter) -> None:
     assert promoter.status() == "closed" and promoter.tags.live == {}
 
 
+# GitLab only: the local provider merges the head its MR records, which is promoter's.
+@pytest.mark.parametrize("make_harness", [h for h in HARNESSES if h != "local"], indirect=True)
 def test_an_mr_merged_with_a_humans_head_is_left_alone(promoter: Promoter) -> None:
-    if not isinstance(promoter.harness, GitLabHarness):
-        pytest.skip("the local provider merges the head its MR records, which is promoter's")
     iid, _ = promoter.opened("3")
     human = promoter.harness.human_commit(
         f"promote/{NAME}/{ENV}", f"manifests/{NAME}/overlays/{ENV}/replicas.yaml",

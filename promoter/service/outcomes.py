@@ -79,22 +79,26 @@ class MergeRequestOutcomes:
                           status=status if known else None)
         if status is None or model is None or version is None:
             return
+        if self.registry is not None:
+            self._write_back(model, version, event.env, event.url, status)
+        # Last: the ledger's status is what marks the outcome recorded (a repeat is a no-op,
+        # and the reconcile sweep stops looking), so it moves only once MLflow has it too.
         if current:
             self.ledger.set_status(event.name, event.env, status)
-        if self.registry is None:
-            return
+
+    def _write_back(self, model: str, version: str, env: str, url: str, status: str) -> None:
+        assert self.registry is not None
         try:
-            self.registry.write_back(model, version, event.env,
-                                     {"status": status, "mr_url": event.url})
+            self.registry.write_back(model, version, env, {"status": status, "mr_url": url})
             if status in (DeploymentStatus.MERGED, DeploymentStatus.DECOMMISSIONED):
-                self._track_live(model, version, event.env, status)
+                self._track_live(model, version, env, status)
         except PromoterError as exc:
-            # GitLab retries a failed delivery (the hook handler releases it); the local
-            # provider's `promoter mr` says so. Either way the audit keeps the fact.
+            # The hook handler releases the delivery (a re-delivery acts again), the reconcile
+            # sweep looks again next pass, and `promoter mr` says so. The audit keeps the fact.
             self.audit.record("write_back.failed", model=model, version=version,
-                              env=event.env, status=status, reason=exc.message)
+                              env=env, status=status, reason=exc.message)
             log(_log, logging.WARNING, "could not write the MR outcome back to MLflow",
-                model=model, version=version, env=event.env, reason=exc.message)
+                model=model, version=version, env=env, reason=exc.message)
             raise
 
     def _garbage_collection(self, event: MergeRequestEvent) -> None:

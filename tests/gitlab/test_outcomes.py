@@ -28,8 +28,14 @@ class Tags:
     def __init__(self) -> None:
         self.written: list[tuple[str, str, str, dict[str, str]]] = []
         self.live: dict[tuple[str, str], str | None] = {}
+        self.failures = 0           # the next write-backs that fail (MLflow down)
 
     def write_back(self, model: str, version: str, env: str, tags: dict[str, str]) -> None:
+        if self.failures:
+            from promoter.errors import TransientError
+
+            self.failures -= 1
+            raise TransientError("MLflow at http://mlflow is unreachable")
         self.written.append((model, version, env, tags))
 
     def live_version(self, model: str, env: str) -> str | None:
@@ -57,7 +63,7 @@ class World:
         self.ledger.put(DeployedState("fraud", "staging", "fraud", version, "mr_opened", iid))
 
     def hook(self, iid: int, action: str = "merge", target: str = "main",
-             branch: str = BRANCH) -> dict[str, Any]:
+             branch: str = BRANCH, expect: int = 200) -> dict[str, Any]:
         attributes = {"iid": iid, "action": action, "state": "merged", "source_branch": branch,
                       "target_branch": target, "last_commit": {"id": (f"{iid:x}" * 40)[:40]},
                       "url": f"https://gitlab.example.com/g/gitops/-/merge_requests/{iid}",
@@ -69,7 +75,7 @@ class World:
         status, answer = self.handler.handle(
             {"X-Gitlab-Token": TOKEN, "X-Gitlab-Event": "Merge Request Hook"},
             json.dumps(body).encode())
-        assert status == 200
+        assert status == expect, answer
         return answer
 
     def merges(self) -> list[dict[str, Any]]:
@@ -96,6 +102,26 @@ def test_a_late_merge_of_an_older_mr_is_recorded_for_the_version_it_deployed(
     assert row is not None and (row.version, row.status, row.mr_iid) == ("6", "mr_opened", 2)
     assert [(v, t["status"]) for _, v, _, t in world.tags.written] == [("5", "merged")]
     assert world.tags.live == {("fraud", "staging"): "5"}
+
+
+def test_a_merge_whose_write_back_failed_is_recorded_when_it_comes_again(
+        world: World) -> None:
+    """MLflow down while the merge hook is handled: the hook fails (GitLab may re-deliver; the
+    reconcile sweep looks again), and the outcome must not count as recorded until MLflow has
+    it: a repeated merge of a recorded outcome is a no-op."""
+    world.opened(1, "5")
+    world.tags.failures = 1
+    failed = world.hook(1, expect=503)
+    assert failed["error"] == "unavailable"
+    row = world.ledger.by_deployment("fraud", "staging")
+    assert row is not None and row.status == "mr_opened"      # not recorded yet
+    assert world.hook(1)["status"] == "accepted"
+    assert [(v, t["status"]) for _, v, _, t in world.tags.written] == [("5", "merged")]
+    assert world.tags.live == {("fraud", "staging"): "5"}
+    row = world.ledger.by_deployment("fraud", "staging")
+    assert row is not None and row.status == "merged"
+    assert world.hook(1)["status"] == "accepted"              # and now it is: no more writes
+    assert len(world.tags.written) == 1
 
 
 def test_the_current_mrs_merge_updates_the_ledger(world: World) -> None:

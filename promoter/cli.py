@@ -105,7 +105,13 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return hoisted + rest
 
 
+# How long the first Ctrl-C may take to end the process before it is ended without cleanup.
+INTERRUPT_GRACE_SECONDS = 10.0
+
+
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:  # the process's own command line: Ctrl-C must always end it
+        _arm_interrupt_watchdog()
     argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in argv
     try:
@@ -143,6 +149,37 @@ def main(argv: list[str] | None = None) -> None:
     if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130) before we can see it
         typer.echo("interrupted", err=True)
     sys.exit(code)
+
+
+def _arm_interrupt_watchdog() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual, and also starts a timer that ends the
+    process (exit 130) if it is still running after INTERRUPT_GRACE_SECONDS; a second Ctrl-C
+    ends it at once. A KeyboardInterrupt can be held up: by a C call that retries after the
+    signal (SQLite's busy wait), by library code that catches it, or by exit handlers waiting
+    on threads. Ending without cleanup loses nothing: a job stays in the durable queue and its
+    lease runs out. Only for the process's own command line: in-process callers (tests) keep
+    their own handler."""
+    import os
+    import signal
+    import threading
+
+    interrupted = threading.Event()
+
+    def end_now() -> None:
+        sys.stderr.write("interrupted\n")
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    def on_interrupt(_signum: int, _frame: object) -> None:
+        if interrupted.is_set():
+            end_now()
+        interrupted.set()
+        timer = threading.Timer(INTERRUPT_GRACE_SECONDS, end_now)
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
 
 
 def _is_click_usage_error(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,6 +127,42 @@ def test_interrupted_promote_exits_130(env: dict[str, str], tmp_path: Path,
             process.wait(timeout=30)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
+
+
+SWALLOWS_INTERRUPTS = """
+import sys, time
+from promoter import cli
+cli.INTERRUPT_GRACE_SECONDS = float(sys.argv[1])
+cli._arm_interrupt_watchdog()
+print("ready", flush=True)
+for _ in range(600):          # code that catches KeyboardInterrupt (a library's bare except)
+    try:
+        time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+"""
+
+
+@pytest.mark.parametrize(("grace", "interrupts"), [(0.5, 1), (60.0, 2)])
+def test_ctrl_c_ends_the_command_even_where_the_interrupt_is_swallowed(
+        env: dict[str, str], grace: float, interrupts: int) -> None:
+    """The first Ctrl-C ends the process after the grace period at the latest, a second one
+    at once: a CLI that ignores Ctrl-C is what the full suite once saw (a promote waiting on
+    MLflow that did not stop)."""
+    process = subprocess.Popen([sys.executable, "-c", SWALLOWS_INTERRUPTS, str(grace)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        for _ in range(interrupts):
+            os.kill(process.pid, signal.SIGINT)
+            time.sleep(0.2)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    assert process.returncode == 130 and stderr == "interrupted\n"
 
 
 @pytest.mark.e2e

@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from promoter.adapters.mlflow.errors import calling
 from promoter.errors import UserError
+from promoter.redaction import without_url_userinfo
 
 T = TypeVar("T")
 
@@ -29,12 +29,7 @@ CLIENT_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_
 
 def redact_uri(uri: str) -> str:
     """A tracking URI without user:password, safe for messages and logs."""
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
+    return without_url_userinfo(uri)
 
 
 class Connection:

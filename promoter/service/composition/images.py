@@ -45,13 +45,9 @@ def build_image(settings: Settings, model: str, repository: str | None, *,
     models = adapter(settings) if is_model_uri(model) and settings.mlflow.tracking_uri else None
     return build_model_image(settings, model, repository, models=models,
                              clients=registry_clients(settings),
-                             installer=PipInstaller(_secret_values(settings)),
+                             installer=PipInstaller(settings.secret_values()),
                              base=base, labels=labels, tag=tag, layout=layout,
                              progress=progress)
-
-
-def _secret_values(settings: Settings) -> list[str]:
-    return [secret.reveal() for secret in settings.secrets.values()]
 
 
 def build_modelcar(settings: Settings, model: str, repository: str, request: ModelcarRequest,

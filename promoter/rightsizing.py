@@ -17,6 +17,7 @@ from promoter.core import rightsize
 from promoter.core.config import EnvironmentTarget
 from promoter.core.naming import deployment_of_pod, pods_pattern
 from promoter.core.policy import Decision
+from promoter.core.runtimes import Telemetry
 from promoter.core.spec import ModelDeployment, deep_merge
 from promoter.errors import PolicyDenied, UserError
 from promoter.forecasting import (
@@ -61,7 +62,8 @@ def _by_gpu(series: list[Series]) -> dict[tuple[str, str], dict[float, float]]:
 
 
 def evidence(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,
-             metrics: MetricsSource, *, now: datetime, days: int) -> rightsize.Evidence:
+             metrics: MetricsSource, telemetry: Telemetry, *, now: datetime,
+             days: int) -> rightsize.Evidence:
     name, namespace = deployment.name, target.namespace
     selector = SELECTOR.format(namespace=namespace, pods=pods_pattern(name))
     start = now - timedelta(days=days)
@@ -69,7 +71,6 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
     util = _by_gpu(util_series)
     used = _by_gpu(metrics.query_range(FB_USED + selector, start, now, STEP_SECONDS))
     free = _by_gpu(metrics.query_range(FB_FREE + selector, start, now, STEP_SECONDS))
-    telemetry = telemetry_of(descriptor_of(settings, deployment))
     rate_query = telemetry.render(telemetry.request_rate, name=name, namespace=namespace,
                                   window="5m")
     rates = metrics.query_range(rate_query, start, now, STEP_SECONDS)
@@ -95,8 +96,10 @@ def report(settings: Settings, deployment: ModelDeployment, target: EnvironmentT
     spec = deployment.spec
     capacity = float(spec.scaling.target) if spec.scaling.metric == "rps" \
         else settings.forecast.requests_per_replica
-    found = evidence(settings, deployment, target, metrics, now=now, days=days)
-    reserves = telemetry_of(descriptor_of(settings, deployment)).reserves_gpu_memory
+    # The runtime descriptors are read from the templates once per report.
+    telemetry = telemetry_of(descriptor_of(settings, deployment))
+    found = evidence(settings, deployment, target, metrics, telemetry, now=now, days=days)
+    reserves = telemetry.reserves_gpu_memory
     current = rightsize.Current(spec.scaling.min_replicas, spec.resources.gpu.count,
                                 spec.resources.gpu.mig, capacity, memory_is_evidence=not reserves)
     rules = rightsize.Rules(mig_profiles=tuple(target.mig_profiles or ()))

@@ -73,3 +73,24 @@ def promotion_key(branch: str) -> tuple[str, str] | None:
         return None
     name, env = parts[1], parts[2]
     return (name, env) if name_problem(name) is None and name_problem(env) is None else None
+
+
+def refusal(iid: int, *, pushed: tuple[str, str] | None, source_branch: str | None,
+            head_sha: str | None, target_branch: str | None,
+            expected_target: str) -> tuple[str, str] | None:
+    """Why an event about MR ``iid`` must not be acted on as promoter's MR, as
+    (status, reason), or None when it may. The one rule of the GitLab hook and the reconcile
+    sweep: ``pushed`` is the (branch, sha) promoter recorded for the MR; a head someone else
+    pushed is ``human_commit``; another source branch (the event names promoter's MR but is
+    not about it) or another target (merging there deploys nothing) is ``ignored``.
+    ``source_branch``/``target_branch`` None: the event does not say (a pipeline event)."""
+    if pushed is None:
+        return "ignored", "promoter pushed no commit for this MR"
+    branch, sha = pushed
+    if source_branch is not None and source_branch != branch:
+        return "ignored", f"!{iid} is promoter's MR of branch {branch}, not {source_branch[:200]!r}"
+    if head_sha != sha:
+        return "human_commit", "its head is not the commit promoter pushed"
+    if target_branch is not None and target_branch != expected_target:
+        return "ignored", f"!{iid} targets {target_branch[:200]!r}, not {expected_target!r}"
+    return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from promoter.core.mr_events import MergeRequestEvent
+from promoter.core.mr_events import MergeRequestEvent, refusal
 from promoter.core.results import DeploymentStatus
 from promoter.ports.git import SUPERSEDED_SUFFIX, MergeRequest, branch_for
 from promoter.ports.pipeline import DeployedState
@@ -57,17 +57,13 @@ def settled_event(row: DeployedState, mr: MergeRequest, *, pushed_sha: str | Non
         return SweepDecision(None, f"still {mr.state}")
     if row.status not in WAITING or mr.iid != row.mr_iid:
         return SweepDecision(None, "already recorded")
-    branch = branch_for(row.name, row.env)
-    if mr.source_branch != branch:
-        return SweepDecision(None, f"!{mr.iid} is of branch {mr.source_branch[:200]!r}, "
-                                   f"not {branch!r}", left_alone=True)
-    if pushed_sha is None:
-        return SweepDecision(None, "promoter pushed no commit for this MR", left_alone=True)
-    if mr.head_sha != pushed_sha:
-        return SweepDecision(None, "human_commit", left_alone=True)
-    if mr.target_branch != target_branch:
-        return SweepDecision(None, f"!{mr.iid} targets {mr.target_branch[:200]!r}, "
-                                   f"not {target_branch!r}", left_alone=True)
+    pushed = (branch_for(row.name, row.env), pushed_sha) if pushed_sha is not None else None
+    refused = refusal(mr.iid, pushed=pushed, source_branch=mr.source_branch,
+                      head_sha=mr.head_sha, target_branch=mr.target_branch,
+                      expected_target=target_branch)
+    if refused is not None:
+        return SweepDecision(None, refused[0] if refused[0] == "human_commit" else refused[1],
+                             left_alone=True)
     if action == "close" and mr.title.endswith(SUPERSEDED_SUFFIX):
         return SweepDecision(None, "promoter closed it as superseded")
     return SweepDecision(MergeRequestEvent(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promoter.core.gitlab_payloads import parse
-from promoter.core.mr_events import ACTED_ON, ForgeEvent, MergeRequestEvent
+from promoter.core.mr_events import ACTED_ON, ForgeEvent, MergeRequestEvent, refusal
 from promoter.errors import PromoterError, UserError
 from promoter.ports.git import SUPERSEDED_SUFFIX
 from promoter.service.hook_deliveries import HookClaim, HookDeliveries, in_progress_answer
@@ -126,30 +126,21 @@ class GitLabHookHandler:
         assert event.iid is not None
         described = describe(event)
         pushed = self._pushed_head(event.project_id, event.iid)
-        if pushed is None:
-            return 200, {"status": "ignored", "reason": "promoter pushed no commit for this MR",
-                         **described}
-        branch, sha = pushed
-        # An event naming promoter's MR (project, iid, even its sha) but another source branch
-        # is not about that MR: acting on it would touch another deployment's ledger and audit.
-        source = event.source_branch if isinstance(event, MergeRequestEvent) else branch
-        if source != branch:
-            log(_log, logging.WARNING, "GitLab event names a promoter MR with another branch",
-                iid=event.iid, project=event.project_id, source_branch=source[:200],
-                pushed_branch=branch)
-            return 200, {"status": "ignored", "reason": f"!{event.iid} is promoter's MR of "
-                         f"branch {branch}, not {source[:200]!r}", **described}
-        if event.head_sha != sha:
-            return 200, {"status": "human_commit", "pushed_sha": sha, **described}
-        if isinstance(event, MergeRequestEvent) and event.target_branch != self._target_branch:
-            # Retargeted by someone: merging it there deploys nothing, so it must not count as
-            # live (the staging-first gate and `audit live` read merges).
-            log(_log, logging.WARNING, "promoter's MR targets another branch; not acted on",
-                iid=event.iid, project=event.project_id,
-                target_branch=event.target_branch[:200], expected=self._target_branch)
-            return 200, {"status": "ignored", "reason": f"!{event.iid} targets "
-                         f"{event.target_branch[:200]!r}, not {self._target_branch!r}",
-                         **described}
+        merge_request = event if isinstance(event, MergeRequestEvent) else None
+        refused = refusal(event.iid, pushed=pushed,
+                          source_branch=merge_request.source_branch if merge_request else None,
+                          head_sha=event.head_sha,
+                          target_branch=merge_request.target_branch if merge_request else None,
+                          expected_target=self._target_branch)
+        if refused is not None:
+            status, reason = refused
+            if status == "human_commit":
+                assert pushed is not None
+                return 200, {"status": status, "pushed_sha": pushed[1], **described}
+            if pushed is not None:  # promoter's MR, yet another branch: worth a warning
+                log(_log, logging.WARNING, "GitLab event about promoter's MR not acted on",
+                    iid=event.iid, project=event.project_id, reason=reason)
+            return 200, {"status": status, "reason": reason, **described}
         self._on_event(event)
         return 200, {"status": "accepted", **described}
 

@@ -14,7 +14,8 @@ An overlay goes when its registered model or version no longer exists in MLflow,
 alias or stage points the environment at the model, or when it sat idle in an
 idle-collected environment (gc.idle_environments, default staging) past gc.staging_ttl_seconds.
 A base goes with its last overlay. Directories promoter did not write are never touched.
---dry-run prints the plan and changes nothing.
+An open gc MR is rebuilt to hold exactly the current plan, and closed (withdrawn) when nothing
+is to go any more. --dry-run prints the plan and changes nothing.
 """
 
 

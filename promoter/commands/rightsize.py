@@ -22,8 +22,10 @@ Reads DCGM exporter metrics (DCGM_FI_DEV_GPU_UTIL, DCGM_FI_DEV_FB_USED, DCGM_FI_
 of the deployment's pods and its request rate from Prometheus over --days, and proposes fewer
 minimum replicas, a MIG profile (one the environment's nodes offer) instead of a whole GPU, or
 fewer GPUs per replica, each with its evidence and estimated monthly saving
-(telemetry.gpu_hour_prices). --propose re-renders the overlay with the smaller resources and
-opens or updates the MR on rightsize/<name>/<env>, unless policy denies it.
+(telemetry.gpu_hour_prices). For a runtime that reserves GPU memory at start (vLLM) only
+replicas are sized: its memory use is no evidence. --propose re-renders the overlay with the
+smaller resources and opens or updates the MR on rightsize/<name>/<env>, unless policy denies
+it.
 Without MODEL and --intent, every registered model live in --env (default: every environment)
 is judged; deployments that cannot be judged are listed as skipped.
 """

@@ -208,6 +208,10 @@ class ServerSettings(_Section):
         description="a job waiting behind a running one starts after this long without events")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    probe_port: int | None = Field(
+        default=None, ge=1, le=65535, description="a second listener for GET /healthz, /readyz "
+        "and /metrics only, outside the webhook port's connection cap (point the kubelet's "
+        "probes and Prometheus here); none by default")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     timestamp_tolerance_seconds: int = Field(default=300, ge=1)
     reconcile_interval_seconds: int = Field(default=60, ge=0)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from promoter.commands._common import state
+from promoter.errors import UsageError
 
 
 def serve(
@@ -15,6 +16,10 @@ def serve(
         "--host", help="address to listen on (default: server.host, 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(
         "--port", "-p", min=1, max=65535, help="port (default: server.port, 8080)")] = None,
+    probe_port: Annotated[int | None, typer.Option(
+        "--probe-port", min=1, max=65535,
+        help="also listen here for GET /healthz, /readyz and /metrics only, outside the "
+             "webhook port's connection cap (default: server.probe_port, none)")] = None,
     workers: Annotated[int, typer.Option(
         "--workers", min=0, max=32, help="job worker threads; 0 runs only the listener")] = 1,
     reconcile: Annotated[bool, typer.Option(
@@ -26,6 +31,9 @@ def serve(
     Endpoints: POST /webhooks/mlflow, POST /webhooks/databricks, GET /healthz, GET /readyz,
     GET /metrics. Stops gracefully on SIGTERM or Ctrl-C.
 
+    Above server.max_connections the webhook port answers 503, /healthz included; with
+    --probe-port a kubelet probing that port instead does not restart a flooded replica.
+
     With state.url (PostgreSQL), run as many replicas as you like on the same database: each
     accepts webhooks, each job runs on one replica at a time, one replica leads the reconcile
     loop (promoter_reconcile_leader on /metrics).
@@ -33,7 +41,11 @@ def serve(
     from promoter.service.runner import serve as run
 
     settings = state(ctx).settings()
-    run(settings, host or settings.server.host, port or settings.server.port, workers=workers,
+    port = port or settings.server.port
+    probe_port = probe_port or settings.server.probe_port
+    if probe_port == port:
+        raise UsageError(f"the probe port must differ from the webhook port ({port})")
+    run(settings, host or settings.server.host, port, probe_port=probe_port, workers=workers,
         reconcile=reconcile)
 
 

@@ -8,11 +8,16 @@ headers and body must have arrived ``server.request_timeout_seconds`` after the 
 opened or the previous response was sent, or the connection is closed. ``server.max_connections``
 caps open connections (above it, requests are answered 503 by uvicorn), and
 ``server.max_header_bytes`` bounds the request line and headers (above it, h11 answers 400).
+
+The cap answers every path, /healthz too: under a connection flood a kubelet probing the
+webhook port would restart a healthy replica. ``server.probe_port`` opens a second listener
+(``probe_config``) for /healthz, /readyz and /metrics only, with a cap of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -20,10 +25,15 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 if TYPE_CHECKING:
     import uvicorn
+    from starlette.applications import Starlette
 
     from promoter.settings import ServerSettings
 
-_INCOMPLETE = (h11.IDLE, h11.SEND_BODY)  # the client has not finished sending its request
+_INCOMPLETE = (h11.IDLE, h11.SEND_BODY)
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Kubelets probe one at a time and Prometheus scrapes a few at once: a small cap of its own
+# keeps a flood of the probe port from costing more than this many connections.
+PROBE_MAX_CONNECTIONS = 32  # the client has not finished sending its request
 
 
 class DeadlineH11Protocol(H11Protocol):
@@ -78,4 +88,32 @@ def server_config(app: Any, server: ServerSettings, host: str, port: int) -> uvi
         timeout_keep_alive=server.keep_alive_seconds,
         # uvicorn counts the connection asking, too: +1 serves exactly max_connections.
         limit_concurrency=server.max_connections + 1,
+        h11_max_incomplete_event_size=server.max_header_bytes)
+
+
+def probe_app(app: Starlette) -> Starlette:
+    """The probe listener's app: the webhook app's own /healthz, /readyz and /metrics handlers
+    (same queue, same metrics), and nothing else: webhooks on this port are 404."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    routes = [route for route in app.routes
+              if isinstance(route, Route) and route.path in PROBE_PATHS]
+    probes = Starlette(routes=routes, exception_handlers=app.exception_handlers)
+    probes.router.redirect_slashes = False
+    return probes
+
+
+def probe_config(app: Starlette, server: ServerSettings, sock: socket.socket) -> uvicorn.Config:
+    """The probe listener's uvicorn.Config: ``app``'s probe routes on the bound ``sock``, with
+    the same request deadline and header limit as the webhook listener and a cap of its own."""
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    return uvicorn.Config(
+        probe_app(app), host=host, port=port, log_config=None, access_log=False,
+        lifespan="off", timeout_graceful_shutdown=1,
+        http=protocol_class(server.request_timeout_seconds),
+        timeout_keep_alive=server.keep_alive_seconds,
+        limit_concurrency=PROBE_MAX_CONNECTIONS + 1,
         h11_max_incomplete_event_size=server.max_header_bytes)

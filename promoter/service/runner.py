@@ -27,20 +27,21 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 POLL_SECONDS = {False: 1.0, True: 15.0}
 
 
-def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
-          reconcile: bool = True) -> None:
-    import uvicorn
-
+def serve(settings: Settings, host: str, port: int, *, probe_port: int | None = None,
+          workers: int = 1, reconcile: bool = True) -> None:
     from promoter.service import composition
     from promoter.service.app import create_app
-    from promoter.service.http_server import server_config
+    from promoter.service.http_server import probe_config, server_config
     from promoter.service.jobs_handler import build_job_handler
+    from promoter.service.listeners import ProbeServer, WebhookServer, bind
     from promoter.service.metrics import Metrics
     from promoter.service.queue import JobQueue
     from promoter.service.reconcile import run_periodically
     from promoter.service.worker import Worker
 
     logs.configure(secrets=settings.secret_values())
+    # Bound first: a probe port already taken fails the start before anything else opens.
+    probe_socket = bind(host, probe_port) if probe_port is not None else None
     queue = JobQueue(composition.state_db(settings),
                      settle_seconds=settings.server.burst_settle_seconds)
 
@@ -70,10 +71,12 @@ def serve(settings: Settings, host: str, port: int, *, workers: int = 1,
     # uvicorn re-raises the signal it caught once it has shut down; this handler receives it,
     # so the process does not die before the workers have been told to stop.
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server = uvicorn.Server(server_config(app, settings.server, host, port))
+    probes = (ProbeServer(probe_config(app, settings.server, probe_socket), probe_socket)
+              if probe_socket is not None else None)
+    server = WebhookServer(server_config(app, settings.server, host, port), probes)
     for thread in threads:
         thread.start()
-    log(_log, logging.INFO, "promoter serve started", host=host, port=port,
+    log(_log, logging.INFO, "promoter serve started", host=host, port=port, probe_port=probe_port,
         workers=workers if registry else 0, state=composition.describe_state(settings),
         mlflow=composition.describe(settings)["mlflow"] if registry else None)
     try:

@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 from promoter.core.quantity import parse_quantity
 from promoter.secret_settings import SECRET_VARIABLES
 from promoter.service.app import create_app
+from promoter.service.http_server import probe_app
 from promoter.service.queue import JobQueue
 from promoter.settings import load_settings
 from tests.conftest import ROOT, cli_runner, requires_kubectl
@@ -156,21 +157,26 @@ def test_temporary_files_go_to_a_scratch_volume_sized_for_models(overlay: str) -
 
 # --- probes, ports and routes ----------------------------------------------------------------
 
-def app_routes(tmp_path: Path) -> dict[str, set[str]]:
-    """The route table of promoter's real ASGI app: path → methods."""
+def app_routes(tmp_path: Path, *, probes: bool = False) -> dict[str, set[str]]:
+    """The route table of promoter's real ASGI app (``probes``: of the probe listener's app):
+    path → methods."""
     settings = load_settings(None, environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
     queue = JobQueue.open(settings.state_dir)
     try:
         app = create_app(settings, queue)
+        if probes:
+            app = probe_app(app)
         return {route.path: set(route.methods or ()) for route in app.routes}  # type: ignore[attr-defined]
     finally:
         queue.close()
 
 
 @pytest.mark.parametrize("overlay", built.OVERLAYS)
-def test_probes_and_scrape_path_are_get_routes_of_the_app_on_the_serving_port(
+def test_probes_and_scrape_path_are_get_routes_of_the_probe_listener(
         overlay: str, tmp_path: Path) -> None:
-    routes = app_routes(tmp_path)
+    """Probes and the ServiceMonitor reach the probe listener (--probe-port), outside the
+    webhook port's connection cap; webhooks stay on the serving port."""
+    routes = app_routes(tmp_path, probes=True)
     container = built.container(overlay)
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     probes = {kind: container[kind]["httpGet"]
@@ -179,11 +185,13 @@ def test_probes_and_scrape_path_are_get_routes_of_the_app_on_the_serving_port(
     assert probes["readinessProbe"]["path"] == "/readyz"
     for kind, probe in probes.items():
         assert "GET" in routes.get(probe["path"], set()), (kind, probe["path"], sorted(routes))
-        assert ports.get(probe["port"], probe["port"]) == ports["http"], kind
+        assert ports.get(probe["port"], probe["port"]) == ports["probes"], kind
     args = container["args"]
     assert args[0] == "serve"
     assert args[args.index("--host") + 1] == "0.0.0.0"
     assert int(args[args.index("--port") + 1]) == ports["http"]
+    assert int(args[args.index("--probe-port") + 1]) == ports["probes"]
+    assert "/webhooks/mlflow" in app_routes(tmp_path) and "/webhooks/mlflow" not in routes
 
     service = built.one(overlay, "Service")
     pod_labels = built.one(overlay, "Deployment")["spec"]["template"]["metadata"]["labels"]
@@ -194,7 +202,7 @@ def test_probes_and_scrape_path_are_get_routes_of_the_app_on_the_serving_port(
     for endpoint in monitor["spec"]["endpoints"]:
         assert "GET" in routes.get(endpoint["path"], set()), endpoint
         target = service_ports[endpoint["port"]]["targetPort"]
-        assert ports.get(target, target) == ports["http"]
+        assert ports.get(target, target) == ports["probes"]
 
 
 def test_route_check_notices_a_path_the_app_does_not_have(tmp_path: Path) -> None:
@@ -273,18 +281,23 @@ def test_disruption_budget_and_network_policy_select_the_pods(overlay: str) -> N
 def test_network_policy_lets_webhooks_and_prometheus_in_and_promoter_out(overlay: str) -> None:
     spec = built.one(overlay, "NetworkPolicy")["spec"]
     assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
-    http = next(p["containerPort"] for p in built.container(overlay)["ports"]
-                if p["name"] == "http")
-    sources: list[dict[str, Any]] = []
+    ports = {p["name"]: p["containerPort"] for p in built.container(overlay)["ports"]}
+    sources: dict[int, list[dict[str, Any]]] = {}
     for rule in spec["ingress"]:
-        assert [port["port"] for port in rule["ports"]] == [http]
-        sources += rule["from"]
-    namespaces = {peer.get("namespaceSelector", {}).get("matchLabels", {})
-                  .get("kubernetes.io/metadata.name") for peer in sources}
-    assert {"mlflow", "argocd", "monitoring"} <= namespaces
-    prometheus = [peer for peer in sources if peer.get("podSelector", {}).get("matchLabels", {})
-                  .get("app.kubernetes.io/name") == "prometheus"]
-    assert prometheus
+        assert len(rule["ports"]) == 1
+        sources.setdefault(rule["ports"][0]["port"], []).extend(rule["from"])
+    assert set(sources) == {ports["http"], ports["probes"]}
+
+    def names(peers: list[dict[str, Any]], key: str, label: str) -> set[str | None]:
+        return {peer.get(key, {}).get("matchLabels", {}).get(label) for peer in peers}
+
+    # Webhook senders reach the webhook port; only Prometheus reaches /metrics on the probes'.
+    assert {"mlflow", "argocd"} <= names(sources[ports["http"]], "namespaceSelector",
+                                         "kubernetes.io/metadata.name")
+    assert names(sources[ports["probes"]], "namespaceSelector",
+                 "kubernetes.io/metadata.name") == {"monitoring"}
+    assert names(sources[ports["probes"]], "podSelector",
+                 "app.kubernetes.io/name") == {"prometheus"}
     egress = {(port.get("protocol", "TCP"), port["port"])
               for rule in spec["egress"] for port in rule.get("ports", [])}
     mlflow = urlsplit(YAML(typ="safe").load(built.config_text(overlay))["mlflow"]["tracking_uri"])

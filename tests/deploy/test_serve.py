@@ -39,9 +39,10 @@ def test_container_command_answers_its_probes_and_stops_within_the_grace_period(
     pod = LocalPod(overlay, tmp_path / "pod")
     container = built.container(overlay)
     args = list(container["args"])
-    port = free_port()
+    port, probe_port = free_port(), free_port()
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
+    args[args.index("--probe-port") + 1] = str(probe_port)
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PROMOTER_", "MLFLOW_",
                                                                         "COSIGN_"))}
     environ.update(pod.environment())
@@ -56,7 +57,7 @@ def test_container_command_answers_its_probes_and_stops_within_the_grace_period(
         process = subprocess.Popen([sys.executable, "-m", "promoter", *args], env=environ,
                                    stdout=sink, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{probe_port}"  # probes and metrics: the probe listener
     try:
         wait_for_http(base + container["startupProbe"]["httpGet"]["path"], 120, process, log)
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -74,6 +75,7 @@ def test_container_command_answers_its_probes_and_stops_within_the_grace_period(
                                           ).fetchone()[0] > 0  # type: ignore[index]
             assert not list((tmp_path / "pod").rglob("state.db"))
         assert status(base + "/ready")[0] == 404  # a path the app does not have
+        assert status(f"http://127.0.0.1:{port}/healthz")[0] == 200  # the webhook port
         process.send_signal(signal.SIGTERM)
         grace = built.pod_spec(overlay)["terminationGracePeriodSeconds"]
         assert process.wait(timeout=grace) == 0, tail(log)

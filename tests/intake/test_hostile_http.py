@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 
 from promoter.service.app import create_app
 from promoter.service.queue import JobQueue
+from tests.fixtures.mlflow_server import free_port
 from tests.fixtures.stack import ServeProcess, promoter_environ, start_serve, write_config
 from tests.intake.conftest import make_settings
 
@@ -167,6 +170,73 @@ def test_connections_above_the_cap_get_503(tmp_path: Path) -> None:
         for sock in held:
             sock.close()
         capped.stop()
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """One GET on its own connection (closed after the answer)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=CLOSED_WITHIN) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: promoter\r\nConnection: close\r\n\r\n"
+                     .encode())
+        raw = read_until_closed(sock)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_the_probe_port_answers_while_the_webhook_port_is_full(tmp_path: Path) -> None:
+    """A flood that fills the webhook port (503 there, /healthz too) must not fail the
+    kubelet's probes: server.probe_port serves /healthz, /readyz and /metrics outside that
+    cap, with the same handlers, and nothing else."""
+    probe_port = free_port()
+    capped = serve_with(tmp_path, request_timeout_seconds=60, max_connections=8,
+                        probe_port=probe_port)
+    held: list[socket.socket] = []
+    try:
+        held = [connect(capped) for _ in range(8)]
+        for sock in held:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: promoter\r\n\r\n")
+            sock.settimeout(CLOSED_WITHIN)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert http_get(capped.port, "/healthz")[0] == 503  # the webhook port is full
+        status, body = http_get(probe_port, "/healthz")
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+        status, body = http_get(probe_port, "/readyz")
+        assert status == 200 and json.loads(body)["checks"]["queue"] == "ok"
+        status, body = http_get(probe_port, "/metrics")
+        assert status == 200 and b"promoter_reconcile_leader" in body
+        status, body = http_get(probe_port, "/webhooks/mlflow")
+        assert status == 404 and json.loads(body)["error"] == "not_found"
+    finally:
+        for sock in held:
+            sock.close()
+        assert capped.stop() == 0  # SIGTERM stops both listeners
+    with pytest.raises(OSError):  # the probe listener is closed with the process
+        http_get(probe_port, "/healthz")
+
+
+def serve_once(tmp: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    config = write_config(tmp / "promoter.yaml", state_dir=tmp / "state", mlflow_url=None)
+    return subprocess.run([sys.executable, "-m", "promoter", "--config", str(config), "serve",
+                           *options], env=promoter_environ(), capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_the_probe_port_must_differ_from_the_webhook_port(tmp_path: Path) -> None:
+    port = free_port()
+    result = serve_once(tmp_path, "--port", str(port), "--probe-port", str(port))
+    assert result.returncode == 2, result.stderr
+    assert f"the probe port must differ from the webhook port ({port})" in result.stderr
+
+
+def test_a_taken_probe_port_fails_the_start_with_its_reason(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = serve_once(tmp_path, "--port", str(free_port()), "--probe-port", str(port))
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} for probes: Address already in use" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # ------------------------------------------------------------------------- malformed HTTP

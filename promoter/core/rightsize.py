@@ -24,6 +24,11 @@ from dataclasses import dataclass
 HOURS_PER_MONTH = 730
 MIG_SLICES = 7
 MIG_PROFILE = re.compile(r"^(?P<g>[1-9][0-9]?)g\.(?P<gb>[1-9][0-9]{0,3})gb$")
+# A profile's name rounds its memory up: `nvidia-smi mig -lgip` lists 4.75 GiB for the A100
+# 40GB's 1g.5gb, 9.50 GiB for the A100 80GB's 1g.10gb, 9.75-39.50 GiB for the H100 80GB's
+# 1g.10gb-3g.40gb. Reading "10gb" as 0.95 GiB per named GB (the lowest of those) never
+# proposes a slice that holds less memory than the model needs.
+MIB_PER_NAMED_GB = 0.95 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ def profile_memory_mib(profile: str) -> float:
     match = MIG_PROFILE.match(profile)
     if match is None:
         raise ValueError(f"{profile!r} is not a MIG profile <g>g.<memory>gb")
-    return int(match["gb"]) * 1000.0      # a "10gb" slice holds a little under 10 GiB
+    return int(match["gb"]) * MIB_PER_NAMED_GB
 
 
 def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal]:

@@ -27,6 +27,17 @@ def test_small_memory_and_low_utilisation_get_the_smallest_fitting_slice() -> No
     assert math.isclose(found[0].gpu_hours_saved_month, 2 * (1 - 2 / 7) * 730)
 
 
+def test_a_slice_is_sized_by_the_memory_it_holds_not_its_rounded_name() -> None:
+    """A 1g.10gb slice holds 9.50 GiB on an A100 80GB (nvidia-smi mig -lgip): 8,150 MiB + 20%
+    (9,780 MiB) fits "10gb" read as 10,000 MiB, but not the 9,728 MiB the slice has."""
+    current = rightsize.Current(min_replicas=1, gpus=1, mig=None, capacity=10)
+    assert rightsize.profile_memory_mib("1g.10gb") == 9_728
+    found = rightsize.propose(current, _evidence(util_p95=8, memory_peak_mib=8_100), RULES)
+    assert [(p.kind, p.proposed) for p in found] == [("mig", "1g.10gb")]   # 9,720 MiB
+    found = rightsize.propose(current, _evidence(util_p95=8, memory_peak_mib=8_150), RULES)
+    assert [(p.kind, p.proposed) for p in found] == [("mig", "2g.20gb")]
+
+
 def test_memory_a_server_reserved_up_front_proposes_no_slice_or_fewer_gpus() -> None:
     """vLLM's framebuffer use is its --gpu-memory-utilization share, not its need."""
     quiet = _evidence(util_p95=8, util_sum_p95=16, memory_peak_mib=8_000,

@@ -41,6 +41,16 @@ class Evidence:
     gpu_memory_mib: float | None       # one GPU's framebuffer (used + free), when reported
     quiet_hour_rate: float             # request rate of the quietest hour (its 95th percentile)
     average_replicas: float
+    # Replicas alive at each sample (GPU-reporting pods): how long the deployment sat at its
+    # minimum, the only time a lower minimum saves anything. Empty: unknown.
+    replica_counts: tuple[float, ...] = ()
+
+    def share_at_most(self, replicas: int) -> float:
+        """The share of samples with at most ``replicas`` alive (1.0 when unknown)."""
+        if not self.replica_counts:
+            return 1.0
+        return sum(1 for n in self.replica_counts if n <= replicas + 1e-9) / \
+            len(self.replica_counts)
 
 
 @dataclass(frozen=True)
@@ -101,13 +111,18 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
     if not math.isnan(evidence.quiet_hour_rate):
         needed = max(1, math.ceil(evidence.quiet_hour_rate / current.capacity - 1e-9))
         if needed < current.min_replicas:
-            saved = (current.min_replicas - needed) * max(current.gpus, 1) * HOURS_PER_MONTH
+            # Above its minimum the autoscaler runs what the load needs either way: a lower
+            # minimum saves only the hours spent at the minimum.
+            at_minimum = evidence.share_at_most(current.min_replicas)
+            saved = (current.min_replicas - needed) * max(current.gpus, 1) * HOURS_PER_MONTH \
+                * at_minimum
             found.append(Proposal(
                 "min-replicas", "spec.scaling.minReplicas", str(current.min_replicas),
                 str(needed),
                 f"quietest hour p95 {evidence.quiet_hour_rate:.1f} req/s over "
                 f"{evidence.days:.0f} days needs {needed} replica(s) at "
-                f"{current.capacity:g} req/s each", saved))
+                f"{current.capacity:g} req/s each; at the minimum {at_minimum:.0%} of the time",
+                saved))
     if not current.memory_is_evidence:
         return found
     memory_needed = evidence.memory_peak_mib * (1 + rules.headroom)
@@ -166,7 +181,8 @@ def evidence_from(*, util: Sequence[Mapping[float, float]],
         memory_sum_peak_mib=max(summed_memory) if summed_memory else math.inf,
         gpu_memory_mib=statistics.median(totals) if totals else None,
         quiet_hour_rate=quiet_hour_rate(rates_by_hour),
-        average_replicas=statistics.fmean(alive) if alive else 0.0)
+        average_replicas=statistics.fmean(alive) if alive else 0.0,
+        replica_counts=tuple(alive))
 
 
 def _per_replica_sums(series: Sequence[Mapping[float, float]],

@@ -9,7 +9,7 @@ from promoter.core import rightsize
 RULES = rightsize.Rules(mig_profiles=("1g.10gb", "2g.20gb", "3g.40gb"))
 
 
-def _evidence(**changes: float) -> rightsize.Evidence:
+def _evidence(**changes: object) -> rightsize.Evidence:
     values = {"days": 14.0, "util_p95": 50.0, "util_sum_p95": 50.0, "memory_peak_mib": 60_000.0,
               "memory_sum_peak_mib": 60_000.0, "gpu_memory_mib": 81_500.0,
               "quiet_hour_rate": 30.0, "average_replicas": 2.0}
@@ -48,6 +48,20 @@ def test_memory_a_server_reserved_up_front_proposes_no_slice_or_fewer_gpus() -> 
         assert [p.kind for p in rightsize.propose(current, quiet, RULES)] == ["min-replicas"]
         trusted = rightsize.Current(min_replicas=3, gpus=gpus, mig=None, capacity=10)
         assert len(rightsize.propose(trusted, quiet, RULES)) == 2
+
+
+def test_a_lower_minimum_saves_only_the_hours_spent_at_the_minimum() -> None:
+    """Above its minimum the autoscaler runs what the load needs with either minimum."""
+    current = rightsize.Current(min_replicas=3, gpus=2, mig=None, capacity=10)
+    full = {"memory_peak_mib": 80_000, "memory_sum_peak_mib": 160_000}  # only replicas shrink
+    busy = _evidence(quiet_hour_rate=1, replica_counts=(3.0, 3.0, 5.0, 8.0), **full)
+    found = rightsize.propose(current, busy, RULES)
+    assert [(p.kind, p.proposed) for p in found] == [("min-replicas", "1")]
+    assert math.isclose(found[0].gpu_hours_saved_month, (3 - 1) * 2 * 730 * 0.5)
+    assert "at the minimum 50% of the time" in found[0].evidence
+    always = rightsize.propose(current, _evidence(quiet_hour_rate=1,
+                                                  replica_counts=(3.0, 2.5, 3.0), **full), RULES)
+    assert math.isclose(always[0].gpu_hours_saved_month, (3 - 1) * 2 * 730)
 
 
 def test_no_proposal_without_enough_evidence_or_without_offered_profiles() -> None:

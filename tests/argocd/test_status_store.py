@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from promoter.core.cluster_status import ClusterStatus, from_application
+from promoter.errors import TransientError
 from promoter.ports.pipeline import DeployedState
 from promoter.service.audit import AuditTrail
 from promoter.service.cluster_feedback import (
@@ -145,3 +146,22 @@ def test_a_change_observed_while_another_is_told_is_told_too(
     assert mlflow.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Healthy"
     other.observe("fraud-detector", "production", [degraded], complete=False, actor="argocd")
     assert mlflow.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Degraded"
+
+
+def test_a_status_whose_telling_failed_part_way_is_told_whatever_comes_next(
+        state_backend: StateBackend, tmp_path: Path) -> None:
+    feedback, _, registry = _feedback(state_backend, tmp_path)
+    feedback.observe("fraud-detector", "production",
+                     [_row("gpu-eu-1", "Healthy", "2026-01-01T10:00:00Z")], complete=False,
+                     actor="argocd")
+    registry.down = True   # Degraded reaches the audit trail, not MLflow
+    with pytest.raises(TransientError):
+        feedback.observe("fraud-detector", "production",
+                         [_row("gpu-eu-1", "Degraded", "2026-01-01T10:01:00Z")],
+                         complete=False, actor="argocd")
+    registry.down = False
+    # Back to the status told before: the audit trail's last word was Degraded, so tell it.
+    feedback.observe("fraud-detector", "production",
+                     [_row("gpu-eu-1", "Healthy", "2026-01-01T10:02:00Z")], complete=False,
+                     actor="argocd")
+    assert [entry["health"] for entry in _told(tmp_path)] == ["Healthy", "Degraded", "Healthy"]

@@ -5,12 +5,19 @@ time, `promoter status` with every Application of a (deployment, environment). T
 row per cluster is kept in the state database (``state.db``), so a notification about one
 cluster is judged with the others, and nothing is written again while the environment's status
 is unchanged.
+
+Telling works like an outbox: the environment's summary as last observed is stored apart from
+the summary last told, and an observation that differs from what was told claims the telling
+(one claim per environment, so concurrent replicas tell a change once). The told summary is
+marked only after the telling succeeded; a process killed in between (SIGKILL, OOM, node loss)
+leaves a claim that goes stale, and the next observation tells again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -23,9 +30,15 @@ from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
 from promoter.service.hook_deliveries import HookClaim, HookDeliveries
 from promoter.state.db import Connection, StateDB, state_db
+from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 
 NOTE_HEADING = "Argo CD status"
 DELIVERY_SOURCE = "argocd"   # notifications seen, in the state database's one dedupe table
+# A telling whose process died is never finished: the next observation tells again once the
+# claim is this old. Far longer than a telling (an audit line, one MLflow write, one note,
+# each with its own timeout), so a live teller keeps its claim; shorter than the webhook's
+# claim on the notification itself, so Argo CD's retry that takes that over tells again too.
+TELLING_TAKEOVER_SECONDS = PROCESSING_TAKEOVER_SECONDS / 2
 
 
 class ForgeView(Protocol):
@@ -43,12 +56,16 @@ class MergeRequests(Protocol):
 
 
 class StatusStore:
-    """The last row per (deployment, environment, cluster), the last summary written back, and
-    notifications seen: tables of the state database (promoter.state)."""
+    """The last row per (deployment, environment, cluster), the summary last observed and last
+    told per (deployment, environment), and notifications seen: tables of the state database
+    (promoter.state)."""
 
-    def __init__(self, state: Path | StateDB) -> None:
+    def __init__(self, state: Path | StateDB, *, clock: Callable[[], float] = time.time,
+                 takeover_after: float = TELLING_TAKEOVER_SECONDS) -> None:
         self.db = state_db(state)
         self.deliveries = HookDeliveries(self.db, DELIVERY_SOURCE)
+        self._clock = clock
+        self._takeover_after = takeover_after
 
     def claim(self, key: str) -> HookClaim:
         """Claim a notification for handling (see promoter.service.hook_deliveries)."""
@@ -67,32 +84,44 @@ class StatusStore:
               complete: bool) -> None:
         self.db.write(lambda conn: _store(conn, name, env, list(rows), complete=complete))
 
-    def swap_summary(self, name: str, env: str, digest: str,
-                     deployed: bool) -> tuple[bool, bool]:
-        """Record the environment's summary: (changed, was deployed before)."""
-        return self.db.write(lambda conn: _swap_summary(conn, name, env, digest, deployed))
-
     def record(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                summary: Callable[[list[ClusterStatus]], EnvironmentStatus],
                ) -> tuple[EnvironmentStatus, bool, bool]:
-        """Store ``rows``, summarise what is stored and swap the summary, in one transaction:
-        two observations of one environment (two clusters' notifications at once) each judge
-        the rows as they are after their own write, and the later summary is the one kept.
-        Returns (status, changed, was deployed before)."""
+        """Store ``rows``, summarise what is stored, save that as the summary observed and,
+        when it needs telling, claim the telling, in one transaction: two observations of one
+        environment (two clusters' notifications at once) each judge the rows as they are
+        after their own write, and only one of them claims a given summary.
+        Returns (status, to tell: the caller owns the claim and must call ``told`` or
+        ``untold``, deployed as last told)."""
+        now = self._clock()
 
         def write(conn: Connection) -> tuple[EnvironmentStatus, bool, bool]:
             conn.lock(f"cluster_summaries:{name}/{env}")
             _store(conn, name, env, rows, complete=complete)
             status = summary(_rows(conn, name, env))
-            changed, was_deployed = _swap_summary(conn, name, env, _digest(status),
-                                                  status.deployed)
-            return status, changed, was_deployed
+            tell, was_deployed = _observe_summary(conn, name, env, _digest(status),
+                                                  status.deployed, now, self._takeover_after)
+            return status, tell, was_deployed
 
         return self.db.write(write)
 
-    def forget_summary(self, name: str, env: str) -> None:
+    def told(self, name: str, env: str, status: EnvironmentStatus) -> None:
+        """``status`` was told: mark it so, and end its claim (unless a newer summary's
+        telling has claimed the environment meanwhile; that one marks itself when done)."""
+        digest = _digest(status)
         self.db.write(lambda conn: conn.execute(
-            "DELETE FROM cluster_summaries WHERE name = ? AND env = ?", (name, env)))
+            "UPDATE cluster_summaries SET told_digest = ?, told_deployed = ?, "
+            "telling_digest = CASE WHEN telling_digest = ? THEN NULL ELSE telling_digest END, "
+            "telling_since = CASE WHEN telling_digest = ? THEN NULL ELSE telling_since END "
+            "WHERE name = ? AND env = ?",
+            (digest, int(status.deployed), digest, digest, name, env)))
+
+    def untold(self, name: str, env: str, status: EnvironmentStatus) -> None:
+        """Telling ``status`` failed, perhaps half-way: give the claim up at once (rather than
+        letting it go stale), so the next observation tells whatever it then sees."""
+        self.db.write(lambda conn: conn.execute(
+            "UPDATE cluster_summaries SET telling_since = NULL "
+            "WHERE name = ? AND env = ? AND telling_digest = ?", (name, env, _digest(status))))
 
 
 def _rows(conn: Connection, name: str, env: str) -> list[ClusterStatus]:
@@ -125,18 +154,30 @@ def _store(conn: Connection, name: str, env: str, rows: list[ClusterStatus], *,
          for r in rows])
 
 
-def _swap_summary(conn: Connection, name: str, env: str, digest: str,
-                  deployed: bool) -> tuple[bool, bool]:
+def _observe_summary(conn: Connection, name: str, env: str, digest: str, deployed: bool,
+                     now: float, takeover_after: float) -> tuple[bool, bool]:
+    """Save the summary observed; claim its telling unless MLflow already holds it (told, no
+    telling since) or a live telling of exactly it is under way. A claim that went stale or
+    was given up means a telling stopped part-way: what MLflow holds is unknown, so any
+    summary is told. Returns (claimed, deployed as last told)."""
     conn.lock(f"cluster_summaries:{name}/{env}")
-    row = conn.execute("SELECT digest, deployed FROM cluster_summaries "
-                       "WHERE name = ? AND env = ?", (name, env)).fetchone()
-    if row and row[0] == digest:
-        return False, bool(row[1])
-    conn.execute("INSERT INTO cluster_summaries VALUES (?, ?, ?, ?) "
-                 "ON CONFLICT (name, env) DO UPDATE SET digest = excluded.digest, "
-                 "deployed = excluded.deployed",
+    row = conn.execute("SELECT told_digest, told_deployed, telling_digest, telling_since "
+                       "FROM cluster_summaries WHERE name = ? AND env = ?",
+                       (name, env)).fetchone()
+    told, told_deployed, telling, since = row if row else (None, None, None, None)
+    if telling is None:
+        claim = digest != told
+    else:
+        live = since is not None and since > now - takeover_after
+        claim = not (live and telling == digest)
+    conn.execute("INSERT INTO cluster_summaries (name, env, digest, deployed) "
+                 "VALUES (?, ?, ?, ?) ON CONFLICT (name, env) DO UPDATE SET "
+                 "digest = excluded.digest, deployed = excluded.deployed",
                  (name, env, digest, int(deployed)))
-    return True, bool(row and row[1])
+    if claim:
+        conn.execute("UPDATE cluster_summaries SET telling_digest = ?, telling_since = ? "
+                     "WHERE name = ? AND env = ?", (digest, now, name, env))
+    return claim, bool(told_deployed)
 
 
 class _Unanswered(Exception):
@@ -217,14 +258,15 @@ class ClusterFeedback:
     def observe(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                 actor: str) -> EnvironmentStatus:
         """Take in ``rows`` of (name, env) (``complete``: they are all its clusters) and,
-        when the environment's status changed, tell MLflow, the MR and the audit trail."""
+        when the environment's status differs from what was last told (and no live telling
+        of it is under way), tell MLflow, the MR and the audit trail."""
         carries = self.change_carriers(name, env)
         # A state database failure is a TransientError already (the StateDB translates it).
         for attempt in range(_ATTEMPTS):
             if isinstance(carries, _ChangeCarriers):
                 carries.learn(row.revision for row in [*rows, *self.store.rows(name, env)])
             try:
-                status, changed, was_deployed = self.store.record(
+                status, claimed, was_deployed = self.store.record(
                     name, env, rows, complete=complete,
                     summary=lambda stored: summarise(stored, carries))
                 break
@@ -233,13 +275,17 @@ class ClusterFeedback:
                     raise TransientError("cluster status kept changing while promoter "
                                          "looked; the next observation tries again") from None
                 carries.learn([unanswered.revision])
-        if not changed:
+        if not claimed:
             return status
         try:
             self._tell(name, env, status, actor, undeployed=was_deployed and not status.deployed)
-        except PromoterError:
-            self.store.forget_summary(name, env)   # so the next observation tries again
+        except Exception:
+            self.store.untold(name, env, status)   # so the next observation tries again
             raise
+        # Killed before this line, the claim goes stale and the next observation tells again:
+        # MLflow tags and the note are overwritten with the same values, but the audit trail
+        # gets the argocd.status line a second time.
+        self.store.told(name, env, status)
         return status
 
     def _tell(self, name: str, env: str, status: EnvironmentStatus, actor: str, *,

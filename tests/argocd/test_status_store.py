@@ -1,17 +1,28 @@
 """The last row per cluster in the state database, on SQLite and PostgreSQL: an Argo CD
-observation never replaces a newer one (notifications arrive late or out of order)."""
+observation never replaces a newer one (notifications arrive late or out of order), and a
+status change is told once, even when the process telling it is killed half-way."""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from promoter.core.cluster_status import ClusterStatus, from_application
+from promoter.errors import TransientError
 from promoter.ports.pipeline import DeployedState
 from promoter.service.audit import AuditTrail
-from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
+from promoter.service.cluster_feedback import (
+    TELLING_TAKEOVER_SECONDS,
+    ClusterFeedback,
+    StatusStore,
+)
 from promoter.service.ledger import StateLedger
 from tests.argocd.applications import application
-from tests.argocd.test_argocd_hook import RecordingRegistry
+from tests.argocd.test_argocd_hook import RecordingRegistry, _Interrupting, _Killed
 from tests.fixtures.state_backends import StateBackend
 
 
@@ -22,14 +33,23 @@ def _row(cluster: str, health: str, at: str) -> ClusterStatus:
     return row
 
 
-def _feedback(backend: StateBackend, tmp_path: Path) -> tuple[ClusterFeedback, StatusStore,
-                                                              RecordingRegistry]:
+def _feedback(backend: StateBackend, tmp_path: Path,
+              registry: RecordingRegistry | None = None,
+              clock: Callable[[], float] = time.time,
+              ) -> tuple[ClusterFeedback, StatusStore, RecordingRegistry]:
+    """A replica (or a restarted process): its own connection to the backend's store."""
     db = backend.open()
     ledger = StateLedger(db)
     ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
                              version="7", status="merged", mr_iid=3, head_sha="a" * 40))
-    store, registry = StatusStore(db), RecordingRegistry()
+    store, registry = StatusStore(db, clock=clock), registry or RecordingRegistry()
     return ClusterFeedback(store, ledger, AuditTrail(tmp_path), registry), store, registry
+
+
+def _told(tmp_path: Path) -> list[dict[str, object]]:
+    """The argocd.status lines of the audit trail: one per telling."""
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    return [entry for entry in map(json.loads, lines) if entry["event"] == "argocd.status"]
 
 
 def test_a_late_older_notification_does_not_replace_a_newer_status(
@@ -61,3 +81,87 @@ def test_a_listing_keeps_newer_rows_and_drops_clusters_no_longer_targeted(
                      [_row("gpu-eu-1", "Progressing", "2026-01-01T10:01:00Z"), listed],
                      complete=True, actor="promoter status")
     assert store.rows("fraud-detector", "production") == [newer, listed]
+
+
+class _KilledWritingBack(RecordingRegistry):
+    """The process dies (SIGKILL, OOM, node loss) while writing the tags back: after the
+    observation is stored and the audit line written, before anything else is told."""
+
+    def write_back(self, *args: object) -> None:
+        raise _Killed
+
+
+def test_a_status_change_whose_teller_was_killed_is_told_by_the_next_observation(
+        state_backend: StateBackend, tmp_path: Path) -> None:
+    row = _row("gpu-eu-1", "Healthy", "2026-01-01T10:05:00Z")
+    killed, _, _ = _feedback(state_backend, tmp_path, _KilledWritingBack())
+    with pytest.raises(_Killed):
+        killed.observe("fraud-detector", "production", [row], complete=False, actor="argocd")
+
+    # Another replica observing the same rows at once leaves the telling to its claimant ...
+    replica, _, registry = _feedback(state_backend, tmp_path)
+    replica.observe("fraud-detector", "production", [row], complete=False, actor="argocd")
+    assert registry.tags == {}
+    # ... which never finishes: once its claim is stale, the next observation tells it.
+    restarted, _, registry = _feedback(
+        state_backend, tmp_path, clock=lambda: time.time() + TELLING_TAKEOVER_SECONDS + 1)
+    restarted.observe("fraud-detector", "production", [row], complete=False, actor="argocd")
+    tags = registry.tags[("Fraud Detector", "7")]
+    assert (tags["promoter.production.status"], tags["promoter.production.health"]) == \
+        ("deployed", "Healthy")
+    assert len(_told(tmp_path)) == 2   # the killed telling's audit line, and this one's
+
+    # Told now: observing the same rows again writes nothing more.
+    registry.tags.clear()
+    restarted.observe("fraud-detector", "production", [row], complete=False, actor="argocd")
+    assert registry.tags == {} and len(_told(tmp_path)) == 2
+
+
+def test_replicas_observing_one_change_at_once_tell_it_once(
+        state_backend: StateBackend, tmp_path: Path) -> None:
+    row = _row("gpu-eu-1", "Healthy", "2026-01-01T10:05:00Z")
+    other, _, other_registry = _feedback(state_backend, tmp_path)
+    first, _, registry = _feedback(state_backend, tmp_path, _Interrupting(
+        lambda: other.observe("fraud-detector", "production", [row], complete=False,
+                              actor="argocd")))
+    first.observe("fraud-detector", "production", [row], complete=False, actor="argocd")
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
+    assert other_registry.tags == {} and len(_told(tmp_path)) == 1
+    other.observe("fraud-detector", "production", [row], complete=False, actor="argocd")
+    assert other_registry.tags == {} and len(_told(tmp_path)) == 1
+
+
+def test_a_change_observed_while_another_is_told_is_told_too(
+        state_backend: StateBackend, tmp_path: Path) -> None:
+    healthy = _row("gpu-eu-1", "Healthy", "2026-01-01T10:05:00Z")
+    degraded = _row("gpu-eu-1", "Degraded", "2026-01-01T10:06:00Z")
+    other, _, mlflow = _feedback(state_backend, tmp_path)
+    first, _, first_registry = _feedback(state_backend, tmp_path, _Interrupting(
+        lambda: other.observe("fraud-detector", "production", [degraded], complete=False,
+                              actor="argocd")))
+    first_registry.tags = mlflow.tags   # one MLflow behind both replicas
+    first.observe("fraud-detector", "production", [healthy], complete=False, actor="argocd")
+    assert [entry["health"] for entry in _told(tmp_path)] == ["Healthy", "Degraded"]
+    # The older telling finished last and its tags won; the newer status is told again.
+    assert mlflow.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Healthy"
+    other.observe("fraud-detector", "production", [degraded], complete=False, actor="argocd")
+    assert mlflow.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Degraded"
+
+
+def test_a_status_whose_telling_failed_part_way_is_told_whatever_comes_next(
+        state_backend: StateBackend, tmp_path: Path) -> None:
+    feedback, _, registry = _feedback(state_backend, tmp_path)
+    feedback.observe("fraud-detector", "production",
+                     [_row("gpu-eu-1", "Healthy", "2026-01-01T10:00:00Z")], complete=False,
+                     actor="argocd")
+    registry.down = True   # Degraded reaches the audit trail, not MLflow
+    with pytest.raises(TransientError):
+        feedback.observe("fraud-detector", "production",
+                         [_row("gpu-eu-1", "Degraded", "2026-01-01T10:01:00Z")],
+                         complete=False, actor="argocd")
+    registry.down = False
+    # Back to the status told before: the audit trail's last word was Degraded, so tell it.
+    feedback.observe("fraud-detector", "production",
+                     [_row("gpu-eu-1", "Healthy", "2026-01-01T10:02:00Z")], complete=False,
+                     actor="argocd")
+    assert [entry["health"] for entry in _told(tmp_path)] == ["Healthy", "Degraded", "Healthy"]

@@ -106,6 +106,19 @@ def test_migrations_run_in_order_from_any_older_version(tmp_path: Path) -> None:
     db.close()
 
 
+def test_cluster_summaries_stored_before_schema_5_count_as_told(tmp_path: Path) -> None:
+    """An upgrade tells no environment again: what older promoters stored was told."""
+    conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    conn.executescript(";".join(MIGRATIONS[:4]) + "; PRAGMA user_version = 4;")
+    conn.execute("INSERT INTO cluster_summaries VALUES ('fraud', 'production', 'd1', 1)")
+    conn.close()
+    db = StateDB.open(tmp_path)
+    assert [tuple(row) for row in db.connection().execute(
+        "SELECT digest, deployed, told_digest, told_deployed, telling_digest, telling_since "
+        "FROM cluster_summaries")] == [("d1", 1, "d1", 1, None, None)]
+    db.close()
+
+
 def test_a_database_from_a_newer_promoter_is_refused(tmp_path: Path) -> None:
     StateDB.open(tmp_path).close()
     conn = sqlite3.connect(tmp_path / "state.db")

@@ -72,6 +72,26 @@ def test_a_database_from_a_newer_promoter_is_refused(postgres_url: str, tmp_path
         connect(postgres_url, tmp_path)
 
 
+def test_cluster_summaries_stored_before_schema_2_count_as_told(postgres_url: str,
+                                                               tmp_path: Path) -> None:
+    """An upgrade tells no environment again: what older promoters stored was told."""
+    import psycopg
+
+    from promoter.adapters.postgres_state.schema import MIGRATIONS
+
+    with psycopg.connect(postgres_url) as old:   # the database as promoter's schema 1 left it
+        old.execute(f"CREATE TABLE {VERSIONS_TABLE} (version INTEGER PRIMARY KEY, "
+                    "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        old.execute(MIGRATIONS[0].encode())
+        old.execute(f"INSERT INTO {VERSIONS_TABLE} (version) VALUES (1)")
+        old.execute("INSERT INTO cluster_summaries VALUES ('fraud', 'production', 'd1', 1)")
+    db = connect(postgres_url, tmp_path)
+    assert db.read(lambda conn: [tuple(row) for row in conn.execute(
+        "SELECT digest, deployed, told_digest, told_deployed, telling_digest, telling_since "
+        "FROM cluster_summaries").fetchall()]) == [("d1", 1, "d1", 1, None, None)]
+    db.close()
+
+
 def test_a_second_claimer_passes_over_the_job_a_first_one_is_claiming(
         postgres_url: str, tmp_path: Path) -> None:
     first, second = JobQueue(connect(postgres_url, tmp_path)), \

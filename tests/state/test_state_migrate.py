@@ -11,7 +11,7 @@ import pytest
 
 from promoter.adapters.local_mrs import LocalMrStore
 from promoter.adapters.postgres_state import PostgresStateDB, StateUrl
-from promoter.core.cluster_status import ClusterStatus
+from promoter.core.cluster_status import ClusterStatus, summarise
 from promoter.core.reconcile import Observed
 from promoter.ports.pipeline import DeployedState
 from promoter.service.audit import AuditTrail
@@ -49,10 +49,13 @@ def fill_sqlite_state(state_dir: Path) -> None:
     reconcile.save("fraud", {"production": Observed("7", None)})
     reconcile.save_cursor(1_800_000_000_000)
     status = StatusStore(db)
-    status.store("fraud", "production", [ClusterStatus("fraud", "production", "gpu-1", "Synced",
-                                                       "Healthy", "abc", None, "fraud-prod")],
-                 complete=True)
-    status.swap_summary("fraud", "production", "digest", True)
+    told, _, _ = status.record("fraud", "production", [ClusterStatus(
+        "fraud", "production", "gpu-1", "Synced", "Healthy", "abc", None, "fraud-prod")],
+        complete=True, summary=lambda rows: summarise(rows, None))
+    status.told("fraud", "production", told)
+    status.record("fraud", "production", [ClusterStatus(  # observed, its telling under way
+        "fraud", "production", "gpu-2", "Synced", "Degraded", "abc", None, "fraud-prod-2")],
+        complete=False, summary=lambda rows: summarise(rows, None))
     trail = AuditTrail(state_dir)
     for n in range(5):
         trail.record("job.done", actor="test", n=n)

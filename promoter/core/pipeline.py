@@ -108,13 +108,18 @@ class Pipeline:
         try:
             return self._promote_version(job, version, steps)
         except PromoterError as exc:
-            if parks_job(exc):
-                # The one place a failed promotion is tagged, on the version it was deploying.
+            # A job parked now (a permanent error, or the last attempt of a transient one)
+            # is not retried: MLflow must not keep showing the status of before. The one place
+            # a failed promotion is tagged, on the version it was deploying; only while this
+            # worker still holds the job (a LeaseLost from the fence skips it).
+            if parks_job(exc) or steps.final_attempt():
                 status = (DeploymentStatus.INVALID if isinstance(exc, InvalidIntent)
                           else DeploymentStatus.FAILED)
+                reason = exc.message if parks_job(exc) else f"gave up retrying: {exc.message}"
                 with contextlib.suppress(PromoterError):  # the job keeps the reason either way
+                    steps.before_side_effect("failed-status write-back")
                     registry.write_back(job.model, version, job.env,
-                                        {"reason": exc.message, "status": status})
+                                        {"reason": reason, "status": status})
             raise
 
     def _promote_version(self, job: PromotionJob, version: str,

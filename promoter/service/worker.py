@@ -34,9 +34,11 @@ class JobContext:
     step after that raises LeaseLost, so the handler stops at its next step or side effect
     instead of racing the new holder."""
 
-    def __init__(self, queue: JobQueue, job: Job, worker_id: str, lease_seconds: float) -> None:
+    def __init__(self, queue: JobQueue, job: Job, worker_id: str, lease_seconds: float,
+                 max_attempts: int) -> None:
         self.job = job
         self.worker_id = worker_id
+        self.max_attempts = max_attempts
         self._queue = queue
         self._lease_seconds = lease_seconds
         self._steps = queue.steps(job.id)
@@ -45,6 +47,11 @@ class JobContext:
     @property
     def attempt(self) -> int:
         return self.job.attempts
+
+    def final_attempt(self) -> bool:
+        """No retry follows a failure of this attempt (outcome_for_error parks it), unless
+        another worker holds the job now: then its status is that worker's to write."""
+        return self.job.attempts >= self.max_attempts and not self._lost.is_set()
 
     def lease_lost(self) -> None:
         """Another worker holds the job now (the heartbeat found out): stop at the next step."""
@@ -179,7 +186,8 @@ class Worker:
         _log_job(logging.INFO, "job started", job, worker=self.worker_id)
         stop_heartbeat = _no_heartbeat  # until the context (its steps read) exists
         try:
-            context = JobContext(self.queue, job, self.worker_id, self.lease_seconds)
+            context = JobContext(self.queue, job, self.worker_id, self.lease_seconds,
+                                 self.max_attempts)
             stop_heartbeat = self._start_heartbeat(context)
             result = dict(self.handler(job, context) or {})  # a bad return is a failure too
         except LeaseLost as exc:

@@ -281,6 +281,9 @@ class MemorySteps:
     def before_side_effect(self, what: str) -> None:
         self.side_effects.append(what)
 
+    def final_attempt(self) -> bool:
+        return False
+
 
 # ============================================================ fixtures
 
@@ -508,6 +511,39 @@ def test_invalid_intent_is_permanent_and_tags_mlflow(world: World) -> None:
     assert tags["promoter.production.status"] == "invalid"
     assert tags["promoter.production.reason"] == failed.value.message
     assert world.provider.proposals == [] and world.images.calls == []
+
+
+class _LastAttempt(MemorySteps):
+    def final_attempt(self) -> bool:
+        return True
+
+
+def test_the_last_attempt_of_a_transient_failure_tags_mlflow_failed(world: World) -> None:
+    """A job parked after its last retry must not leave MLflow showing the status before."""
+    world.provider.lost_answers = 2
+    with pytest.raises(TransientError):
+        world.promote("2")                       # a retry follows: nothing tagged yet
+    assert "promoter.production.status" not in world.registry.tags(MODEL, "2")
+    steps = _LastAttempt()
+    with pytest.raises(TransientError):
+        world.promote("2", steps=steps)
+    tags = world.registry.tags(MODEL, "2")
+    assert tags["promoter.production.status"] == "failed"
+    assert tags["promoter.production.reason"] == "gave up retrying: the forge answered 502"
+    assert steps.side_effects[-1] == "failed-status write-back"
+
+
+def test_a_worker_that_lost_the_job_writes_no_failed_status(world: World) -> None:
+    class _LostOnLastAttempt(_LastAttempt):
+        def before_side_effect(self, what: str) -> None:
+            super().before_side_effect(what)
+            if what == "failed-status write-back":
+                raise TransientError("lease lost")
+
+    world.provider.lost_answers = 1
+    with pytest.raises(TransientError, match="502"):
+        world.promote("2", steps=_LostOnLastAttempt())
+    assert "promoter.production.status" not in world.registry.tags(MODEL, "2")
 
 
 def test_two_models_deriving_one_deployment_name_are_refused(world: World) -> None:

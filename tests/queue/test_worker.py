@@ -128,6 +128,31 @@ def test_attempts_run_out_and_the_job_is_dead(queue: JobQueue, clock: ManualCloc
     assert "gave up after 3 attempts" in (dead.reason or "")
 
 
+def test_a_promotion_that_runs_out_of_attempts_is_tagged_failed_in_mlflow(
+        queue: JobQueue, clock: ManualClock, world: World) -> None:
+    """The real pipeline on the real queue: each attempt's forge answers 502; only the last
+    attempt, after which the job is dead, tells MLflow (not every retry)."""
+    world.registry.set_alias(MODEL, "production", "2")
+    world.provider.lost_answers = 10
+    job = queue.enqueue(JobKey(MODEL, "2", "production", "promote")).job
+    pipeline = Pipeline(world.settings.pipeline_config(), Ports(
+        world.registry, world.provider, world.ledger, RENDERER, world.images, world.signer))
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        return pipeline.run(PromotionJob(MODEL, "production", "promote", "2"), ctx).as_dict()
+
+    worker = make_worker(queue, handler, max_attempts=3)
+    statuses = []
+    for _ in range(6):  # bounded; the job is dead after 3
+        worker.run_once()
+        statuses.append(world.registry.tags(MODEL, "2").get("promoter.production.status"))
+        clock.advance(1000)
+    assert queue.get(job.id).state == "dead"
+    assert statuses[:3] == [None, None, "failed"]
+    assert world.registry.tags(MODEL, "2")["promoter.production.reason"] == \
+        "gave up retrying: the forge answered 502"
+
+
 def test_a_job_whose_workers_keep_dying_is_parked(queue: JobQueue, clock: ManualClock) -> None:
     job = queue.enqueue(V7).job
     for _ in range(2):  # two workers claim it and vanish without a word

@@ -60,7 +60,9 @@ class Trigger(_Section):
 
 
 class Replicas(_Section):
-    min: int = Field(default=1, ge=0, le=1000)
+    # ge=1 as the intent's minReplicas: a 0 here would make every intent of the environment
+    # invalid at its first promotion instead of failing the configuration at start.
+    min: int = Field(default=1, ge=1, le=1000)
     max: int = Field(default=2, ge=1, le=1000)
 
 

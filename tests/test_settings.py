@@ -96,6 +96,16 @@ def test_a_forecast_step_must_divide_the_hour(tmp_path: Path) -> None:
     assert load_settings(config, environ={}).forecast.step_minutes == 20
 
 
+def test_an_environment_minimum_of_zero_replicas_is_refused_at_start(tmp_path: Path) -> None:
+    """An intent needs minReplicas >= 1: a 0 default would make every intent of the
+    environment invalid at its first promotion instead."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text("environments:\n  staging:\n    trigger: {alias: staging}\n"
+                      "    namespace: models-staging\n    replicas: {min: 0, max: 2}\n")
+    with pytest.raises(ConfigError, match=r"environments\.staging\.replicas\.min"):
+        load_settings(config, environ={})
+
+
 def test_unreadable_or_non_mapping_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read configuration"):
         load_settings(tmp_path / "missing.yaml", environ={})

@@ -147,6 +147,8 @@ def test_a_forge_error_on_one_mr_does_not_stop_the_pass(promoter: Promoter) -> N
     promoter.ledger.put(DeployedState("Other", ENV, "other", "1", "mr_opened", 999))
     report = promoter.sweep()
     assert report.failed == 1 and [r["iid"] for r in report.recorded] == [iid]
+    assert [(f.iid, f.name, f.env) for f in report.failures] == [(999, "other", ENV)]
+    assert report.describe()["failures"] == [f.describe() for f in report.failures]
     assert promoter.status() == "merged"
 
 

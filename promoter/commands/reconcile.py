@@ -1,13 +1,20 @@
-"""`promoter reconcile --once`: compare MLflow's aliases and stages with the last pass."""
+"""`promoter reconcile --once`: one reconcile pass, as `promoter serve` runs them periodically:
+MLflow's aliases and stages compared with the last pass, then the MR sweep."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, emit_json, state
-from promoter.errors import UsageError
+from promoter.errors import PromoterError, UsageError, exit_code_for
+
+if TYPE_CHECKING:
+    from promoter.ports.registry import Registry
+    from promoter.service.mr_sweep import SweepReport
+    from promoter.service.reconcile import PassReport
+    from promoter.settings import Settings
 
 
 def reconcile(
@@ -17,35 +24,96 @@ def reconcile(
     ] = False,
     output: str = OUTPUT_OPTION,
 ) -> None:
-    """Enqueue a job for every environment whose alias or legacy stage target changed.
+    """Enqueue a job for every environment whose alias or legacy stage target
+    changed, then record merges and closes whose webhook never arrived.
 
-    Catches webhooks missed while promoter was down and legacy stage transitions (for which
-    MLflow sends no webhook).
+    Catches MLflow webhooks missed while promoter was down, legacy stage
+    transitions (MLflow sends no webhook for them) and lost GitLab Merge
+    Request Hooks: the MR sweep asks the git provider about the merge requests
+    the ledger still waits on (at most 20, oldest first), as `serve` does.
+
+    Exit codes: 0 both done. An MLflow failure ends the command with its code
+    before the sweep (which writes to MLflow too). When the MR sweep fails, the
+    pass's report is printed first, then the error: 3 the forge is unavailable,
+    1 a fault to fix (token, settings, an MR gone). The next run retries.
     """
     if not once:
         raise UsageError("pass --once (the periodic loop runs inside `promoter serve`)")
     from promoter.service import composition
-    from promoter.service.queue import JobQueue
-    from promoter.service.reconcile import ReconcileState, reconcile_once
 
     settings = state(ctx).settings()
     registry = composition.registry(settings)
+    report = _mlflow_pass(settings, registry)
+    swept, broken = _mr_sweep(settings, registry)
+    if output == "json":
+        failed = {"error": broken.message, "hint": broken.hint} if broken else {}
+        emit_json({**report.describe(), "mr_sweep": swept.describe() if swept else failed})
+    else:
+        _print_pass(report)
+        if swept is not None:
+            _print_sweep(swept)
+    _exit_on_sweep_failure(swept, broken)
+
+
+def _mlflow_pass(settings: Settings, registry: Registry) -> PassReport:
+    from promoter.service import composition
+    from promoter.service.queue import JobQueue
+    from promoter.service.reconcile import ReconcileState, reconcile_once
+
     queue = JobQueue(composition.state_db(settings))
     store = ReconcileState(queue.db)
     try:
-        report = reconcile_once(settings, registry, queue, store)
+        return reconcile_once(settings, registry, queue, store)
     finally:
         store.close()
         queue.close()
-    if output == "json":
-        emit_json(report.describe())
-        return
+
+
+def _mr_sweep(settings: Settings,
+              registry: Registry) -> tuple[SweepReport | None, PromoterError | None]:
+    """The sweep `promoter serve` runs after each pass, wired the same way. Its failure is
+    returned, not raised: a forge outage must not hide what the MLflow pass did."""
+    from promoter.service import composition
+
+    try:
+        sweep = composition.mr_sweep(settings, composition.outcomes(settings, registry))
+        return sweep(), None
+    except PromoterError as exc:
+        return None, exc
+
+
+def _print_pass(report: PassReport) -> None:
     typer.echo(f"{report.models} models, {report.changed_versions} changed versions, "
                f"{report.stage_lookups} stage lookups")
     for job in report.jobs:
         verb = "queued" if job["created"] else "already covered by"
         typer.echo(f"  {verb} job {job['job_id']}: {job['action']} {job['model']} "
                    f"v{job['version']} → {job['env']}")
+
+
+def _print_sweep(swept: SweepReport) -> None:
+    typer.echo(f"MR sweep: {swept.looked_at} waiting merge requests looked at, "
+               f"{len(swept.recorded)} outcomes recorded, {swept.failed} failed")
+    for outcome in swept.recorded:
+        typer.echo(f"  recorded {outcome['action']} of MR !{outcome['iid']}: "
+                   f"{outcome['name']} → {outcome['env']}")
+    for failure in swept.failures:
+        typer.echo(f"  could not check MR !{failure.iid} ({failure.name} → {failure.env}): "
+                   f"{failure.error.message}")
+
+
+def _exit_on_sweep_failure(swept: SweepReport | None, broken: PromoterError | None) -> None:
+    """After the report: the sweep's error on stderr and its exit code (the first MR's, when
+    only some MRs failed), so a CronJob notices while the pass's jobs stay queued."""
+    if broken is not None:
+        typer.echo(f"error: the MR sweep failed: {broken}\n  the MLflow pass above completed; "
+                   "the next run looks for lost merges and closes again", err=True)
+        raise typer.Exit(exit_code_for(broken))
+    if swept is not None and swept.failures:
+        typer.echo(f"error: the MR sweep could not check {swept.failed} merge request(s) "
+                   "(listed in the report); their outcomes stay unrecorded until a run "
+                   "checks them", err=True)
+        raise typer.Exit(exit_code_for(swept.failures[0].error))
 
 
 def register(app: typer.Typer) -> None:

@@ -4,8 +4,9 @@ Each pass of the reconcile leader reads the ledger rows still waiting on their M
 ``limit``, oldest MR first), asks the git provider for each MR, and feeds the outcomes handler
 (the one the webhook calls) the event promoter.core.mr_sweep synthesizes for a merged or closed
 one. The handler ignores an outcome already recorded, so the sweep and a late hook record it
-once. A forge or MLflow failure on one MR is logged and the pass goes on with the next: the
-row still waits, so the next pass tries it again.
+once. A forge or MLflow failure on one MR is logged, kept in the report (`promoter reconcile
+--once` prints it and exits non-zero) and the pass goes on with the next: the row still waits,
+so the next pass tries it again.
 """
 
 from __future__ import annotations
@@ -32,14 +33,33 @@ _log = logging.getLogger("promoter.mr_sweep")
 DEFAULT_LIMIT = 20
 
 
+@dataclass(frozen=True)
+class SweepFailure:
+    """An MR the sweep could not settle this pass (its row still waits: the next pass retries).
+    The error is kept whole so a caller can tell a fault to fix from an outage to wait out."""
+
+    iid: int
+    name: str
+    env: str
+    error: PromoterError
+
+    def describe(self) -> dict[str, object]:
+        return {"iid": self.iid, "name": self.name, "env": self.env, "error": self.error.message}
+
+
 @dataclass
 class SweepReport:
     looked_at: int = 0
     recorded: list[dict[str, object]] = field(default_factory=list)
-    failed: int = 0
+    failures: list[SweepFailure] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
 
     def describe(self) -> dict[str, object]:
-        return {"looked_at": self.looked_at, "recorded": self.recorded, "failed": self.failed}
+        return {"looked_at": self.looked_at, "recorded": self.recorded, "failed": self.failed,
+                "failures": [failure.describe() for failure in self.failures]}
 
 
 @dataclass
@@ -80,7 +100,7 @@ class MergeRequestSweep:
                     continue
                 self.on_event(decision.event)
             except PromoterError as exc:
-                report.failed += 1
+                report.failures.append(SweepFailure(row.mr_iid, row.name, row.env, exc))
                 log(_log, logging.WARNING, "MR sweep could not settle an MR; next pass retries",
                     iid=row.mr_iid, name=row.name, env=row.env, error=exc.message)
                 continue

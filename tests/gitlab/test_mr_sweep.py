@@ -3,6 +3,10 @@ promoter is recorded by the next sweep, once, under the webhook's guards."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,8 @@ from promoter.service.ledger import StateLedger
 from promoter.service.mr_sweep import MergeRequestSweep
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.state.db import StateDB
+from tests.fixtures.mlflow_server import MlflowServer
+from tests.fixtures.stack import mlflow_client, promoter_environ, run_promoter, write_config
 from tests.gitlab import trees
 from tests.gitlab.conftest import (
     ENV,
@@ -26,10 +32,12 @@ from tests.gitlab.conftest import (
     GitLabHarness,
     Harness,
     LocalHarness,
+    make_standin,
     proposal,
 )
 from tests.gitlab.test_hooks import TOKEN, Receiver
 from tests.gitlab.test_outcomes import Tags
+from tests.intake.models import create_version
 
 
 class Promoter:
@@ -147,6 +155,8 @@ def test_a_forge_error_on_one_mr_does_not_stop_the_pass(promoter: Promoter) -> N
     promoter.ledger.put(DeployedState("Other", ENV, "other", "1", "mr_opened", 999))
     report = promoter.sweep()
     assert report.failed == 1 and [r["iid"] for r in report.recorded] == [iid]
+    assert [(f.iid, f.name, f.env) for f in report.failures] == [(999, "other", ENV)]
+    assert report.describe()["failures"] == [f.describe() for f in report.failures]
     assert promoter.status() == "merged"
 
 
@@ -168,3 +178,124 @@ def test_the_composition_root_wires_the_sweep_to_the_providers_pushed_heads(
     assert sweep.target_branch == "main" and sweep.project() == (0, "local")
     assert [r["iid"] for r in sweep().recorded] == [iid]
     assert world.status() == "merged" and world.tags.live == {(MODEL, ENV): "4"}
+
+
+# --- `promoter reconcile --once`: the pass a CronJob (or an operator after a hook outage) runs
+
+
+class CommandWorld:
+    """promoter's state directory with one MR it pushed to the GitLab stand-in, the ledger row
+    waiting on it and the real MLflow version it deploys; `promoter reconcile --once` runs
+    over the same state directory as a subprocess."""
+
+    def __init__(self, mlflow_url: str, tmp: Path) -> None:
+        self.standin = make_standin(tmp)   # no hook_url: GitLab's hook is lost
+        self.harness = GitLabHarness(self.standin, tmp)
+        db = StateDB.open(tmp / "state")
+        self.ledger, self.audit = StateLedger(db), AuditTrail(tmp / "state", db)
+        self.mlflow = mlflow_client(mlflow_url)
+        self.model = f"sweep-command-{uuid.uuid4().hex[:8]}"  # the session's MLflow is shared
+        self.version = create_version(self.mlflow, self.model)
+        self.config = write_config(tmp / "promoter.yaml", state_dir=tmp / "state",
+                                   mlflow_url=mlflow_url, provider="gitlab",
+                                   gitlab_url=self.standin.base_url)
+        self.env = promoter_environ()
+
+    def merged_without_hook(self) -> int:
+        result = self.harness.provider.propose(
+            proposal(self.version, model=self.model, approvals_required=0))
+        assert result.mr_iid is not None and result.head_sha is not None
+        self.ledger.put(DeployedState(self.model, ENV, NAME, self.version, "mr_opened",
+                                      result.mr_iid))
+        self.harness.merge(result.mr_iid, result.head_sha)
+        return result.mr_iid
+
+    def reconcile(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_promoter("reconcile", "--once", *args, env=self.env, config=self.config,
+                            timeout=120)
+
+    def status(self) -> str:
+        row = self.ledger.by_deployment(NAME, ENV)
+        assert row is not None
+        return row.status
+
+    def merges(self) -> list[dict[str, Any]]:
+        return [{k: e.get(k) for k in ("iid", "version", "status", "actor")}
+                for e in self.audit.entries() if e["event"] == "mr.merge"]
+
+    def tags(self) -> tuple[str | None, str | None]:
+        """(the version's status tag, the model's live version for the environment)"""
+        version = self.mlflow.get_model_version(self.model, self.version)
+        model = self.mlflow.get_registered_model(self.model)
+        return (version.tags.get(f"promoter.{ENV}.status"),
+                model.tags.get(f"promoter.{ENV}.live_version"))
+
+
+@pytest.fixture
+def command_world(mlflow_server: MlflowServer, tmp_path: Path) -> Iterator[CommandWorld]:
+    world = CommandWorld(mlflow_server.url, tmp_path)
+    yield world
+    world.standin.stop()
+
+
+@pytest.mark.e2e
+def test_reconcile_once_records_a_merge_whose_hook_was_lost(command_world: CommandWorld
+                                                              ) -> None:
+    iid = command_world.merged_without_hook()
+    assert command_world.status() == "mr_opened" and command_world.merges() == []
+
+    done = command_world.reconcile("--output", "json")
+    assert done.returncode == 0, done.stderr
+    sweep = json.loads(done.stdout)["mr_sweep"]
+    assert sweep["recorded"] == [{"iid": iid, "name": NAME, "env": ENV, "action": "merge"}]
+    assert sweep["failed"] == 0
+    assert command_world.status() == "merged"     # a staging-first gate now sees the merge
+    assert command_world.merges() == [{"iid": iid, "version": command_world.version,
+                                       "status": "merged", "actor": "reconcile"}]
+    assert command_world.tags() == ("merged", command_world.version)
+
+    again = command_world.reconcile()             # text output; settled: nothing to look at
+    assert again.returncode == 0, again.stderr
+    assert "MR sweep: 0 waiting merge requests looked at, 0 outcomes recorded" in again.stdout
+    assert len(command_world.merges()) == 1
+
+
+@pytest.mark.e2e
+def test_a_forge_outage_in_the_sweep_still_reports_the_mlflow_pass(command_world: CommandWorld
+                                                                  ) -> None:
+    iid = command_world.merged_without_hook()
+    command_world.mlflow.set_registered_model_alias(command_world.model, "staging",
+                                                    command_world.version)
+    command_world.standin.fault("GET", r"/projects/", "503", times=1_000)   # GitLab is down
+
+    failed = command_world.reconcile()
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    queued = f"promote {command_world.model} v{command_world.version} → staging"
+    assert queued in failed.stdout                                # the pass's report first
+    assert "error: the MR sweep failed:" in failed.stderr
+    assert "the MLflow pass above completed" in failed.stderr
+    assert "bot-token" not in failed.stdout + failed.stderr
+    assert command_world.status() == "mr_opened" and command_world.merges() == []
+
+    command_world.standin.faults.clear()                           # GitLab is back
+    done = command_world.reconcile()
+    assert done.returncode == 0, done.stderr
+    assert f"recorded merge of MR !{iid}: {NAME} → {ENV}" in done.stdout
+    assert queued not in done.stdout                               # the job was queued once
+    assert command_world.status() == "merged"
+
+
+@pytest.mark.e2e
+def test_an_mr_the_forge_cannot_show_is_listed_and_fails_the_run(command_world: CommandWorld
+                                                                ) -> None:
+    iid = command_world.merged_without_hook()
+    # A deployment whose MR the project does not have (deleted, or the wrong project set).
+    command_world.ledger.put(DeployedState("other", ENV, "other", "1", "mr_opened", iid + 98))
+
+    done = command_world.reconcile("--output", "json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    sweep = json.loads(done.stdout)["mr_sweep"]
+    assert [r["iid"] for r in sweep["recorded"]] == [iid]       # the other MR is recorded
+    assert [(f["iid"], f["name"]) for f in sweep["failures"]] == [(iid + 98, "other")]
+    assert "could not check 1 merge request(s)" in done.stderr
+    assert command_world.status() == "merged"

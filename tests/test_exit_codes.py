@@ -134,9 +134,10 @@ import sys, time
 from promoter import cli
 cli.INTERRUPT_GRACE_SECONDS = float(sys.argv[1])
 cli._arm_interrupt_watchdog()
-print("ready", flush=True)
-for _ in range(600):          # code that catches KeyboardInterrupt (a library's bare except)
+for step in range(600):       # code that catches KeyboardInterrupt (a library's bare except)
     try:
+        if step == 0:         # inside the try: a Ctrl-C sent on "ready" cannot land outside it
+            print("ready", flush=True)
         time.sleep(0.1)
     except KeyboardInterrupt:
         pass

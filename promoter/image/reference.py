@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -79,5 +80,16 @@ def parse_reference(text: str) -> Reference:
 
 
 def is_loopback_registry(registry: str) -> bool:
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    return host in {"localhost", "127.0.0.1", "[::1]"} or host.startswith("127.")
+    """Whether ``registry`` (host[:port], IPv6 hosts in brackets) is this machine, which is
+    spoken to over plain HTTP. The host is parsed as an address, so a name that merely starts
+    with ``127.`` (``127.evil.example``) is not loopback."""
+    if registry.startswith("["):
+        host = registry[1:].partition("]")[0]
+    else:
+        host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -35,11 +35,22 @@ def test_bad_references_are_refused_with_a_reason(text: str) -> None:
         parse_reference(text)
 
 
-def test_only_loopback_registries_default_to_plain_http() -> None:
-    assert is_loopback_registry("127.0.0.1:5000")
-    assert is_loopback_registry("localhost:5000")
-    assert not is_loopback_registry("registry.gitlab.com")
-    assert not is_loopback_registry("10.0.0.1:5000")
+@pytest.mark.parametrize(("registry", "loopback"), [
+    ("127.0.0.1:5000", True), ("127.0.0.2", True), ("localhost:5000", True),
+    ("localhost", True), ("[::1]:5000", True), ("[::1]", True),
+    ("registry.gitlab.com", False), ("10.0.0.1:5000", False), ("[2001:db8::1]:5000", False),
+    # Names that only look like loopback addresses resolve wherever their DNS says.
+    ("127.evil.example.com", False), ("127.0.0.1.nip.io:5000", False),
+    ("localhost.evil.example", False),
+])
+def test_only_loopback_registries_default_to_plain_http(registry: str, loopback: bool) -> None:
+    assert is_loopback_registry(registry) is loopback
+
+
+def test_bracketed_ipv6_registries_parse() -> None:
+    reference = parse_reference("[::1]:5000/models/fraud:v7")
+    assert (reference.registry, reference.repository, reference.tag) == (
+        "[::1]:5000", "models/fraud", "v7")
 
 
 def test_plain_http_only_for_loopback_and_listed_registries() -> None:
@@ -52,6 +63,10 @@ def test_plain_http_only_for_loopback_and_listed_registries() -> None:
         assert client.base_url == "http://registry.internal:5000"
     with RegistryClient("localhost:5000") as client:
         assert client.base_url == "http://localhost:5000"
+    with RegistryClient("[::1]:5000") as client:
+        assert client.base_url == "http://[::1]:5000"
+    with RegistryClient("127.evil.example.com") as client:
+        assert client.base_url == "https://127.evil.example.com"
 
 
 def test_cosign_names_docker_hub_as_go_containerregistry_does() -> None:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from promoter.errors import UserError
-from promoter.image.reference import is_loopback_registry, parse_reference
+from promoter.errors import PermanentError, UserError
+from promoter.image.reference import check_digest, check_tag, is_loopback_registry, parse_reference
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -22,6 +22,38 @@ def test_references_parse_like_docker(text: str, registry: str, repository: str,
     assert (reference.registry, reference.repository, reference.tag, reference.digest) == (
         registry, repository, tag, digest)
     assert str(reference) in (text, f"docker.io/{text}", f"docker.io/library/{text}")
+
+
+@pytest.mark.parametrize("tag", ["v7", "V1_2.3-rc", "_x", "7", "a" * 128])
+def test_tags_of_the_distribution_grammar_are_accepted(tag: str) -> None:
+    assert check_tag(tag, "--tag") == tag
+    assert parse_reference(f"r.io/a/b:{tag}").tag == tag
+
+
+@pytest.mark.parametrize("tag", [
+    "vé",                        # Unicode letters are word characters, not tag characters
+    "v\u0661\u0662",             # Arabic-Indic digits likewise
+    "../../other/manifests/x",   # would retarget /v2/<repo>/manifests/<tag>
+    ".hidden", "-x", "a" * 129, "v1\n", "",
+])
+def test_tags_outside_the_ascii_grammar_are_refused(tag: str) -> None:
+    with pytest.raises(UserError, match=r"--tag: .* is not a valid image tag") as refused:
+        check_tag(tag, "--tag")
+    assert "ASCII" in str(refused.value.hint)
+
+
+@pytest.mark.parametrize("text", ["reg.io/a/b:vé", "reg.io/a/b:v\u0661", "reg.io/a/b:.x"])
+def test_references_with_non_ascii_or_malformed_tags_are_refused(text: str) -> None:
+    with pytest.raises(UserError, match=r"image reference '.+': '.+' is not a valid image tag"):
+        parse_reference(text)
+
+
+def test_descriptor_digests_are_checked_before_use() -> None:
+    assert check_digest(DIGEST, "a layer") == DIGEST
+    for bad in ["sha256:../../other/blobs/x", "sha256:" + "A" * 64, "sha512:" + "a" * 128,
+                DIGEST + "\n", None, 7]:
+        with pytest.raises(PermanentError, match="a layer of b names an invalid digest"):
+            check_digest(bad, "a layer of b")
 
 
 def test_docker_hub_is_reached_at_its_api_host() -> None:

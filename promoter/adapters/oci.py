@@ -22,6 +22,7 @@ import certifi
 import httpx
 
 from promoter.adapters.oci_auth import Credentials, RegistryAuth
+from promoter.adapters.oci_origin import upload_location
 from promoter.adapters.oci_upload import upload_blob, upload_hashing
 from promoter.errors import PermanentError, TransientError
 from promoter.image.reference import is_loopback_registry
@@ -61,7 +62,8 @@ class RegistryClient:
         self.attempts = attempts
         self.backoff = backoff
         self.bytes_uploaded = 0
-        self._http = httpx.Client(base_url=self.base_url, auth=RegistryAuth(registry, credentials),
+        auth = RegistryAuth(registry, credentials, self.base_url)
+        self._http = httpx.Client(base_url=self.base_url, auth=auth,
                                   timeout=httpx.Timeout(timeout, connect=10.0),
                                   follow_redirects=True, verify=_tls_context())
 
@@ -122,14 +124,14 @@ class RegistryClient:
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Cross-repository mount; False when the registry wants an upload instead."""
+        what = f"mounting {digest[:19]} from {from_repository}"
         response = self.request(
             "POST", f"/v2/{repository}/blobs/uploads/",
-            params={"mount": digest, "from": from_repository}, expect={201, 202},
-            what=f"mounting {digest[:19]} from {from_repository}")
-        if response.status_code == 202:  # an upload session was opened instead: drop it
-            location = response.headers.get("Location")
-            if location:
-                self._http.request("DELETE", location)
+            params={"mount": digest, "from": from_repository}, expect={201, 202}, what=what)
+        if response.status_code == 202 and response.headers.get("Location"):
+            # An upload session was opened instead: drop it (on the registry's origin only).
+            self._http.request("DELETE", upload_location(self.registry, self.base_url,
+                                                         response, what))
         return response.status_code == 201
 
     def push_blob(self, repository: str, blob: Blob, *, mount_from: str | None = None) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from promoter.adapters.oci_origin import same_origin
 from promoter.errors import AuthError, ConfigError, TransientError
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -62,19 +63,29 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 class RegistryAuth(httpx.Auth):
-    """httpx auth flow: try the cached token, answer a 401 challenge once, then give up."""
+    """httpx auth flow: try the cached token, answer a 401 challenge once, then give up.
 
-    def __init__(self, registry: str, credentials: Credentials | None) -> None:
+    Credentials go only to the registry's own origin (``base_url``): a request to any other
+    host (an upload Location, a storage redirect's challenge) never gets them.
+    """
+
+    def __init__(self, registry: str, credentials: Credentials | None, base_url: str) -> None:
         self._registry = registry
         self._credentials = credentials
+        self._base_url = base_url
         self._tokens: dict[str, str] = {}  # scope → bearer token
         self._last_header: str | None = None
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if not same_origin(request.url, self._base_url):
+            yield request
+            return
         if self._last_header:
             request.headers["Authorization"] = self._last_header
         response = yield request
-        if response.status_code != 401:
+        # response.url is the last hop: a 401 from a redirect target on another origin (blob
+        # storage) is not ours to answer with the registry's credentials.
+        if response.status_code != 401 or not same_origin(response.url, self._base_url):
             return
         scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":

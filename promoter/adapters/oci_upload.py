@@ -14,10 +14,13 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+from promoter.adapters.oci_origin import upload_location
 from promoter.errors import PermanentError, TransientError
 from promoter.ports.image import Blob
 
 if TYPE_CHECKING:
+    import httpx
+
     from promoter.adapters.oci import RegistryClient
 
 
@@ -95,7 +98,7 @@ def _upload_once(client: RegistryClient, repository: str, blob: Blob,
     what = f"uploading blob {blob.digest[:19] or 'of a new layer'} to {repository}"
     response = client.request("POST", f"/v2/{repository}/blobs/uploads/", expect={202},
                               what=what)
-    location = _location(response.headers.get("Location"), what)
+    location = _location(client, response, what)
     offset, pieces = 0, _Pieces(blob)
     while offset < blob.size:
         length = min(client.chunk_size, blob.size - offset)
@@ -104,7 +107,7 @@ def _upload_once(client: RegistryClient, repository: str, blob: Blob,
             retry=False, headers={"Content-Type": "application/octet-stream",
                                   "Content-Range": f"{offset}-{offset + length - 1}",
                                   "Content-Length": str(length)})
-        location = _location(response.headers.get("Location"), what)
+        location = _location(client, response, what)
         offset += length
     if not pieces.exhausted():
         raise PermanentError(f"blob {blob.digest} is longer than the {blob.size} bytes "
@@ -119,7 +122,5 @@ def _upload_once(client: RegistryClient, repository: str, blob: Blob,
     return offset
 
 
-def _location(value: str | None, what: str) -> str:
-    if not value:
-        raise PermanentError(f"the registry sent no upload Location while {what}")
-    return value
+def _location(client: RegistryClient, response: httpx.Response, what: str) -> str:
+    return upload_location(client.registry, client.base_url, response, what)

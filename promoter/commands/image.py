@@ -35,6 +35,13 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
+def _check_tag(value: str | None) -> str | None:
+    """--tag is checked before any work starts (the builder checks it again for other callers)."""
+    from promoter.image.reference import check_tag
+
+    return check_tag(value, "--tag") if value is not None else None
+
+
 # Both builds (serving image, modelcar) write to a layout or push, and take extra labels.
 OciLayoutOption = Annotated[Path | None, typer.Option(
     "--oci-layout", file_okay=False, help="write an OCI image layout here, push nothing")]
@@ -51,8 +58,8 @@ def build(
     base: Annotated[str | None, typer.Option("--base", help="base image (default: image.base)")
                     ] = None,
     oci_layout: OciLayoutOption = None,
-    tag: Annotated[str | None, typer.Option("--tag", help="tag (default: v<model version>)")
-                   ] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="tag (default: v<model version>)",
+                                            callback=_check_tag)] = None,
     label: LabelOption = None,
     output: str = OUTPUT_OPTION,
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from promoter.errors import UserError
 from promoter.image.layers import TAR, TAR_GZIP, Blob, Layer
-from promoter.image.reference import Reference
+from promoter.image.reference import Reference, check_digest
 from promoter.ports.image import StoredManifest
 
 _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
@@ -60,7 +60,9 @@ def load_base(client: BaseSource, reference: Reference, platform: tuple[str, str
             raise UserError(f"base image {reference} lists {digest} for "
                             f"{'/'.join(platform)}, but that manifest is missing")
         data = json.loads(manifest.body)
-    config = json.loads(client.get_blob(reference.repository, data["config"]["digest"]))
+    source = f"base image {reference}"
+    config_digest = check_digest(data["config"]["digest"], f"the config descriptor of {source}")
+    config = json.loads(client.get_blob(reference.repository, config_digest))
     diff_ids = config.get("rootfs", {}).get("diff_ids", [])
     if len(diff_ids) != len(data.get("layers", [])):
         raise UserError(f"base image {reference} is inconsistent: its config lists "
@@ -68,8 +70,10 @@ def load_base(client: BaseSource, reference: Reference, platform: tuple[str, str
     layers = []
     for descriptor, diff_id in zip(data["layers"], diff_ids, strict=True):
         media_type = _LAYER_TYPES.get(descriptor["mediaType"], descriptor["mediaType"])
-        chunks = client.blob_chunk_source(reference.repository, descriptor["digest"])
-        blob = Blob(media_type, descriptor["digest"], int(descriptor["size"]), chunks)
+        # The digest becomes a blob URL and, with --oci-layout, a file name.
+        digest = check_digest(descriptor["digest"], f"a layer descriptor of {source}")
+        chunks = client.blob_chunk_source(reference.repository, digest)
+        blob = Blob(media_type, digest, int(descriptor["size"]), chunks)
         layers.append(Layer(blob, diff_id, "base", source_repository=reference.repository))
     return BaseImage(reference.with_digest(manifest.digest), config, layers)
 
@@ -79,6 +83,6 @@ def _pick_platform(index: dict[str, Any], platform: tuple[str, str],
     for entry in index.get("manifests", []):
         found = entry.get("platform") or {}
         if (found.get("os"), found.get("architecture")) == platform:
-            return str(entry["digest"])
+            return check_digest(entry.get("digest"), f"the index of base image {reference}")
     raise UserError(f"base image {reference} has no {'/'.join(platform)} variant",
                     hint="set image.platform in promoter.yaml to one the base provides")

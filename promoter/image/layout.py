@@ -11,6 +11,7 @@ from typing import Any
 from promoter.errors import UserError
 from promoter.image.config import canonical_json
 from promoter.image.layers import Blob
+from promoter.image.reference import check_digest
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -31,7 +32,9 @@ class LayoutTarget:
         self.bytes_uploaded = 0
 
     def _blob_path(self, digest: str) -> Path:
-        return self.root / "blobs" / "sha256" / digest.removeprefix("sha256:")
+        # Digests of base layers come from a registry: checked, so none can name ../ paths.
+        checked = check_digest(digest, f"a blob written to the OCI layout {self.root}")
+        return self.root / "blobs" / "sha256" / checked.removeprefix("sha256:")
 
     def has_manifest(self, digest: str) -> bool:
         return self._blob_path(digest).is_file()

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
-from promoter.errors import UserError
+from promoter.errors import PermanentError, UserError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+# fullmatch throughout: ``$`` would let a trailing newline through.
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# The distribution spec's tag grammar, ASCII only: a tag becomes a URL path segment
+# (/v2/<repo>/manifests/<tag>), so Unicode word characters or dots-and-slashes must not pass.
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+TAG_HINT = ("a tag is 1-128 ASCII letters, digits, '_', '.' and '-', not starting with "
+            "'.' or '-' (e.g. v7)")
 _REPO_PART = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
 
 
@@ -55,15 +61,14 @@ def parse_reference(text: str) -> Reference:
     rest, digest = original, None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise UserError(f"image reference {original!r} has an invalid digest {digest!r}",
                             hint="digests look like sha256:<64 lowercase hex characters>")
     tag = None
     last = rest.rsplit("/", 1)[-1]
     if ":" in last:
         rest, tag = rest.rsplit(":", 1)
-        if not _TAG.match(tag):
-            raise UserError(f"image reference {original!r} has an invalid tag {tag!r}")
+        check_tag(tag, f"image reference {original!r}")
     first, _, remainder = rest.partition("/")
     if remainder and ("." in first or ":" in first or first == "localhost"):
         registry, repository = first, remainder
@@ -78,6 +83,34 @@ def parse_reference(text: str) -> Reference:
     return Reference(registry, repository, tag, digest)
 
 
+def check_tag(tag: str, where: str) -> str:
+    """``tag`` if it is a valid tag; else a UserError naming ``where`` it came from."""
+    if not _TAG.fullmatch(tag):
+        raise UserError(f"{where}: {tag[:140]!r} is not a valid image tag", hint=TAG_HINT)
+    return tag
+
+
+def check_digest(value: object, source: str) -> str:
+    """A descriptor digest read from a registry or an image layout, checked before it goes
+    into a URL or a file path (``sha256:../..`` would otherwise steer either)."""
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+        raise PermanentError(f"{source} names an invalid digest {str(value)[:100]!r}",
+                             hint="digests look like sha256:<64 lowercase hex characters>; "
+                                  "the image or its registry is damaged or not to be trusted")
+    return value
+
+
 def is_loopback_registry(registry: str) -> bool:
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    return host in {"localhost", "127.0.0.1", "[::1]"} or host.startswith("127.")
+    """Whether ``registry`` (host[:port], IPv6 hosts in brackets) is this machine, which is
+    spoken to over plain HTTP. The host is parsed as an address, so a name that merely starts
+    with ``127.`` (``127.evil.example``) is not loopback."""
+    if registry.startswith("["):
+        host = registry[1:].partition("]")[0]
+    else:
+        host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -26,7 +26,7 @@ from promoter.image.builder import (
 from promoter.image.existing import find_pushed
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
-from promoter.image.reference import Reference, parse_reference
+from promoter.image.reference import Reference, check_tag, parse_reference
 from promoter.image.targets import RegistryTarget
 from promoter.ports.image import (
     BuiltImage,
@@ -73,7 +73,10 @@ class DaemonlessImageBuilder:
 
     @staticmethod
     def _tag(tag: str | None, lineage: ModelLineage) -> str:
-        return tag or (f"v{lineage.version}" if lineage.version else "latest")
+        # The tag becomes a URL path segment (/v2/<repo>/manifests/<tag>): checked here, for
+        # every caller, not only the CLI.
+        return check_tag(tag, "--tag") if tag else (
+            f"v{lineage.version}" if lineage.version else "latest")
 
     def find_existing(self, repository: str, *, base: str | None, labels: Mapping[str, str],
                       lineage: ModelLineage, tag: str | None = None) -> BuiltImage | None:

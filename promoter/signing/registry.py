@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from promoter.errors import UserError
 from promoter.image.layers import Blob
+from promoter.image.reference import check_digest
 from promoter.ports.image import StoredManifest
 from promoter.signing import bundle as bundle_format
 
@@ -44,9 +45,11 @@ def bundle_blobs(client: SignatureRegistry, repository: str, digest: str) -> lis
     for entry in index.get("manifests", []):
         if entry.get("artifactType") not in (None, bundle_format.BUNDLE_TYPE):
             continue
-        referrer = client.get_manifest(repository, str(entry.get("digest")))
+        referrer = client.get_manifest(repository, check_digest(
+            entry.get("digest"), f"the referrers index of {repository}@{digest}"))
         if referrer is None:
             continue
         for layer_digest in bundle_format.bundle_layer_digests(referrer.body):
-            bundles.append(client.get_blob(repository, layer_digest))
+            bundles.append(client.get_blob(repository, check_digest(
+                layer_digest, f"a signature bundle referrer in {repository}")))
     return bundles

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from promoter.errors import UserError
+from promoter.image.reference import check_digest
 from promoter.signing import bundle as bundle_format
 from promoter.signing import simple
 from promoter.signing.errors import (
@@ -64,7 +65,8 @@ def legacy_outcomes(client: SignatureRegistry, repository: str, manifest_body: b
     for layer in simple.signature_layers(manifest_body):
         signature = simple.decode_signature(layer)
         try:
-            payload = client.get_blob(repository, str(layer.get("digest")))
+            payload = client.get_blob(repository, check_digest(
+                layer.get("digest"), f"a signature layer in {repository}"))
         except UserError:  # 404: the payload blob is gone; outages still propagate
             outcomes.append(Outcome("legacy", "tampered", "the signed payload is missing"))
             continue

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from promoter.errors import UserError
-from promoter.image.reference import is_loopback_registry, parse_reference
+from promoter.errors import PermanentError, UserError
+from promoter.image.reference import check_digest, check_tag, is_loopback_registry, parse_reference
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -24,6 +24,38 @@ def test_references_parse_like_docker(text: str, registry: str, repository: str,
     assert str(reference) in (text, f"docker.io/{text}", f"docker.io/library/{text}")
 
 
+@pytest.mark.parametrize("tag", ["v7", "V1_2.3-rc", "_x", "7", "a" * 128])
+def test_tags_of_the_distribution_grammar_are_accepted(tag: str) -> None:
+    assert check_tag(tag, "--tag") == tag
+    assert parse_reference(f"r.io/a/b:{tag}").tag == tag
+
+
+@pytest.mark.parametrize("tag", [
+    "vé",                        # Unicode letters are word characters, not tag characters
+    "v\u0661\u0662",             # Arabic-Indic digits likewise
+    "../../other/manifests/x",   # would retarget /v2/<repo>/manifests/<tag>
+    ".hidden", "-x", "a" * 129, "v1\n", "",
+])
+def test_tags_outside_the_ascii_grammar_are_refused(tag: str) -> None:
+    with pytest.raises(UserError, match=r"--tag: .* is not a valid image tag") as refused:
+        check_tag(tag, "--tag")
+    assert "ASCII" in str(refused.value.hint)
+
+
+@pytest.mark.parametrize("text", ["reg.io/a/b:vé", "reg.io/a/b:v\u0661", "reg.io/a/b:.x"])
+def test_references_with_non_ascii_or_malformed_tags_are_refused(text: str) -> None:
+    with pytest.raises(UserError, match=r"image reference '.+': '.+' is not a valid image tag"):
+        parse_reference(text)
+
+
+def test_descriptor_digests_are_checked_before_use() -> None:
+    assert check_digest(DIGEST, "a layer") == DIGEST
+    for bad in ["sha256:../../other/blobs/x", "sha256:" + "A" * 64, "sha512:" + "a" * 128,
+                DIGEST + "\n", None, 7]:
+        with pytest.raises(PermanentError, match="a layer of b names an invalid digest"):
+            check_digest(bad, "a layer of b")
+
+
 def test_docker_hub_is_reached_at_its_api_host() -> None:
     assert parse_reference("python:3.11").api_host == "registry-1.docker.io"
 
@@ -35,11 +67,22 @@ def test_bad_references_are_refused_with_a_reason(text: str) -> None:
         parse_reference(text)
 
 
-def test_only_loopback_registries_default_to_plain_http() -> None:
-    assert is_loopback_registry("127.0.0.1:5000")
-    assert is_loopback_registry("localhost:5000")
-    assert not is_loopback_registry("registry.gitlab.com")
-    assert not is_loopback_registry("10.0.0.1:5000")
+@pytest.mark.parametrize(("registry", "loopback"), [
+    ("127.0.0.1:5000", True), ("127.0.0.2", True), ("localhost:5000", True),
+    ("localhost", True), ("[::1]:5000", True), ("[::1]", True),
+    ("registry.gitlab.com", False), ("10.0.0.1:5000", False), ("[2001:db8::1]:5000", False),
+    # Names that only look like loopback addresses resolve wherever their DNS says.
+    ("127.evil.example.com", False), ("127.0.0.1.nip.io:5000", False),
+    ("localhost.evil.example", False),
+])
+def test_only_loopback_registries_default_to_plain_http(registry: str, loopback: bool) -> None:
+    assert is_loopback_registry(registry) is loopback
+
+
+def test_bracketed_ipv6_registries_parse() -> None:
+    reference = parse_reference("[::1]:5000/models/fraud:v7")
+    assert (reference.registry, reference.repository, reference.tag) == (
+        "[::1]:5000", "models/fraud", "v7")
 
 
 def test_plain_http_only_for_loopback_and_listed_registries() -> None:
@@ -52,6 +95,10 @@ def test_plain_http_only_for_loopback_and_listed_registries() -> None:
         assert client.base_url == "http://registry.internal:5000"
     with RegistryClient("localhost:5000") as client:
         assert client.base_url == "http://localhost:5000"
+    with RegistryClient("[::1]:5000") as client:
+        assert client.base_url == "http://[::1]:5000"
+    with RegistryClient("127.evil.example.com") as client:
+        assert client.base_url == "https://127.evil.example.com"
 
 
 def test_cosign_names_docker_hub_as_go_containerregistry_does() -> None:

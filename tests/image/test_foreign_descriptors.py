@@ -1,0 +1,122 @@
+"""Digests read from a registry or a layout, and tags from the command line, are checked before
+they become URLs or file paths. A real registry refuses to store a manifest with a malformed
+digest, so a hostile one is played by an in-memory source that keeps the client contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.errors import PermanentError
+from promoter.image.base import load_base
+from promoter.image.config import OCI_MANIFEST
+from promoter.image.existing import find_pushed
+from promoter.image.layers import Blob
+from promoter.image.layout import LayoutTarget
+from promoter.image.reference import parse_reference
+from promoter.signing.registry import bundle_blobs
+from promoter.signing.verify import legacy_outcomes
+
+TRAVERSAL = "sha256:../../../other/blobs/sha256:" + "0" * 64
+GOOD = "sha256:" + "a" * 64
+INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+@dataclass(frozen=True)
+class _Manifest:
+    body: bytes
+    media_type: str
+    digest: str
+
+
+@dataclass
+class _HostileRegistry:
+    """Answers with the manifests a test sets and records every digest it is asked for."""
+
+    manifests: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+
+    def get_manifest(self, repository: str, reference: str) -> _Manifest | None:
+        self.asked.append(reference)
+        if reference not in self.manifests:
+            return None
+        data, media_type = self.manifests[reference]
+        body = json.dumps(data).encode()
+        return _Manifest(body, media_type, "sha256:" + hashlib.sha256(body).hexdigest())
+
+    def get_blob(self, repository: str, digest: str, *, limit: int = 0) -> bytes:
+        self.asked.append(digest)
+        return json.dumps({"rootfs": {"diff_ids": [GOOD]}}).encode()
+
+    def blob_chunk_source(self, repository: str, digest: str) -> Callable[[], Iterator[bytes]]:
+        self.asked.append(digest)
+        return lambda: iter([b""])
+
+    def referrers(self, repository: str, digest: str) -> dict[str, Any] | None:
+        return {"manifests": [{"digest": TRAVERSAL}]}
+
+
+def _image(config: str = GOOD, layer: str = GOOD) -> dict[str, Any]:
+    return {"mediaType": OCI_MANIFEST, "config": {"digest": config, "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer, "size": 1}]}
+
+
+@pytest.mark.parametrize(("manifests", "what"), [
+    ({"v1": (_image(layer=TRAVERSAL), OCI_MANIFEST)}, "a layer descriptor of base image"),
+    ({"v1": (_image(config=TRAVERSAL), OCI_MANIFEST)}, "the config descriptor of base image"),
+    ({"v1": ({"manifests": [{"digest": TRAVERSAL, "platform": {
+        "os": "linux", "architecture": "amd64"}}]}, INDEX)}, "the index of base image"),
+])
+def test_a_base_image_with_a_malformed_digest_is_refused_before_it_is_fetched(
+        manifests: dict[str, tuple[dict[str, Any], str]], what: str) -> None:
+    registry = _HostileRegistry(manifests)
+    with pytest.raises(PermanentError, match=f"{what} r\\.io/base:v1 names an invalid digest "
+                                             r"'sha256:\.\./\.\./\.\./other"):
+        load_base(registry, parse_reference("r.io/base:v1"), ("linux", "amd64"))
+    assert TRAVERSAL not in registry.asked
+
+
+def test_an_existing_image_with_a_malformed_config_digest_is_refused() -> None:
+    registry = _HostileRegistry({"v1": (_image(config=TRAVERSAL), OCI_MANIFEST)})
+    with pytest.raises(PermanentError, match=r"the config of image r\.io/m/x:v1 names an invalid"):
+        find_pushed(registry, parse_reference("r.io/m/x"), "v1", "inputs")
+    assert TRAVERSAL not in registry.asked
+
+
+def test_signature_readers_refuse_malformed_digests() -> None:
+    registry = _HostileRegistry()
+    with pytest.raises(PermanentError,
+                       match=r"referrers index of m/x@sha256:a+ names an invalid digest"):
+        bundle_blobs(registry, "m/x", GOOD)
+    signature_manifest = json.dumps({"layers": [{
+        "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": TRAVERSAL,
+        "annotations": {"dev.cosignproject.cosign/signature": "AAAA"}}]}).encode()
+    with pytest.raises(PermanentError, match="a signature layer in m/x names an invalid"):
+        legacy_outcomes(registry, "m/x", signature_manifest, GOOD, key=None)  # type: ignore[arg-type]
+    assert TRAVERSAL not in registry.asked
+
+
+def test_a_layout_never_writes_a_blob_outside_itself(tmp_path: Path) -> None:
+    layout = LayoutTarget(tmp_path / "layout")
+    blob = Blob("application/octet-stream", "sha256:../../../escaped", 1, lambda: iter([b"x"]))
+    with pytest.raises(PermanentError,
+                       match=r"OCI layout \S+ names an invalid digest 'sha256:\.\./"):
+        layout.push_blob(blob, mount_from=None)
+    assert not list(tmp_path.glob("escaped*")) and not (tmp_path.parent / "escaped").exists()
+
+
+@pytest.mark.parametrize("tag", ["../../other/manifests/x", "vé"])
+def test_image_build_refuses_a_tag_outside_the_grammar_before_any_work(
+        run_cli: Callable[..., tuple[int, str, str]], tmp_path: Path, tag: str) -> None:
+    # The repository is unreachable: without the check the build would fail there instead.
+    code, _, err = run_cli("image", "build", str(tmp_path), "--repository", "127.0.0.1:9/m/x",
+                           "--tag", tag)
+    assert code == 1
+    assert f"--tag: {tag!r} is not a valid image tag" in err

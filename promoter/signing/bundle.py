@@ -109,8 +109,10 @@ def with_referrer(index_body: bytes | None, descriptor: dict[str, Any]) -> bytes
     if index_body:
         # An unreadable index is replaced: it can only ever list referrers.
         with contextlib.suppress(ValueError):
-            index = json.loads(index_body)
-    manifests = list(index.get("manifests") or [])
+            parsed = json.loads(index_body)
+            if isinstance(parsed, dict) and isinstance(parsed.get("manifests", []), list):
+                index = parsed
+    manifests = [item for item in index.get("manifests") or [] if isinstance(item, dict)]
     if any(item.get("digest") == descriptor["digest"] for item in manifests):
         return None
     index["manifests"] = [*manifests, descriptor]
@@ -122,5 +124,7 @@ def bundle_layer_digests(manifest_body: bytes) -> list[str]:
         data = json.loads(manifest_body)
     except ValueError:
         return []
-    return [str(layer["digest"]) for layer in data.get("layers", [])
-            if layer.get("mediaType") == BUNDLE_TYPE and "digest" in layer]
+    layers = data.get("layers") if isinstance(data, dict) else None
+    return [str(layer["digest"]) for layer in layers if isinstance(layer, dict)
+            and layer.get("mediaType") == BUNDLE_TYPE and "digest" in layer] \
+        if isinstance(layers, list) else []

@@ -40,10 +40,11 @@ def bundle_blobs(client: SignatureRegistry, repository: str, digest: str) -> lis
     index = client.referrers(repository, digest)
     if index is None:
         tagged = client.get_manifest(repository, bundle_format.referrers_tag(digest))
-        index = json.loads(tagged.body) if tagged else {}
+        index = _index_document(tagged.body) if tagged else {}
     bundles = []
-    for entry in index.get("manifests", []):
-        if entry.get("artifactType") not in (None, bundle_format.BUNDLE_TYPE):
+    for entry in index.get("manifests") or []:
+        if not isinstance(entry, dict) or \
+                entry.get("artifactType") not in (None, bundle_format.BUNDLE_TYPE):
             continue
         referrer = client.get_manifest(repository, check_digest(
             entry.get("digest"), f"the referrers index of {repository}@{digest}"))
@@ -53,3 +54,16 @@ def bundle_blobs(client: SignatureRegistry, repository: str, digest: str) -> lis
             bundles.append(client.get_blob(repository, check_digest(
                 layer_digest, f"a signature bundle referrer in {repository}")))
     return bundles
+
+
+def _index_document(body: bytes) -> dict[str, Any]:
+    """The referrers tag's index, or empty when it is no JSON object (anyone who may push to
+    the repository can write that tag: garbage there hides no signature of ours, it only
+    lists none)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(document, dict) or not isinstance(document.get("manifests", []), list):
+        return {}
+    return document

@@ -103,6 +103,34 @@ def test_signature_readers_refuse_malformed_digests() -> None:
     assert TRAVERSAL not in registry.asked
 
 
+@dataclass
+class _GarbageReferrersTag(_HostileRegistry):
+    """No referrers API; its referrers tag holds ``body`` (a laxer registry stores anything)."""
+
+    body: bytes = b""
+
+    def get_manifest(self, repository: str, reference: str) -> _Manifest | None:
+        self.asked.append(reference)
+        return _Manifest(self.body, INDEX, "sha256:" + hashlib.sha256(self.body).hexdigest())
+
+    def referrers(self, repository: str, digest: str) -> dict[str, Any] | None:
+        return None
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"manifests": "x"}',
+                                  b'{"manifests": [1, "x", null]}'])
+def test_a_referrers_tag_that_is_no_index_lists_no_signature(body: bytes) -> None:
+    """Verify then reports the image unsigned (fails closed) instead of crashing; signing
+    replaces such an index with one that lists its own referrer."""
+    from promoter.signing import bundle as bundle_format
+
+    assert bundle_blobs(_GarbageReferrersTag(body=body), "m/x", GOOD) == []
+    descriptor = {"mediaType": OCI_MANIFEST, "digest": GOOD, "size": 1}
+    replaced = json.loads(bundle_format.with_referrer(body, descriptor) or b"")
+    assert replaced["manifests"] == [descriptor]
+    assert bundle_format.bundle_layer_digests(body) == []
+
+
 def test_a_layout_never_writes_a_blob_outside_itself(tmp_path: Path) -> None:
     layout = LayoutTarget(tmp_path / "layout")
     blob = Blob("application/octet-stream", "sha256:../../../escaped", 1, lambda: iter([b"x"]))

@@ -65,12 +65,37 @@ def init(
         typer.echo(f"merge request: {result.mr_url or result.mr_iid} ({result.outcome.value})")
 
 
-@app.command(help="Print every image the overlays under DIR pin by digest, one per line "
-                  "(the CI gate verifies each).")
-def images(directory: Annotated[Path, typer.Argument(exists=True, file_okay=False)]) -> None:
-    from promoter.gitops.scaffold import pinned_images
+IMAGES_HELP = """Print, one per line, every image reference the CI gate must verify: what
+the built overlays under DIR would pull (containers, initContainers and ephemeralContainers of
+any pod template, KServe predictor/transformer and ServingRuntime containers, `oci://`
+storageUri modelcars, image volumes' `reference`), each pinned by digest. Every reference must
+be pinned (REPOSITORY@sha256:<64 hex>): an unpinned one, or an overlay that does not build,
+exits 1 naming the overlay, the object, the field and the reference. Server images pinned in
+promoter.yaml's runtime_images (--config or PROMOTER_CONFIG) are exempt from verification at
+exactly that digest (their vendors sign them), and listed on stderr.
+"""
+IMAGES_HELP = "\n\n".join(" ".join(part.split()) for part in IMAGES_HELP.split("\n\n"))
 
-    for reference in pinned_images(directory):
+
+@app.command(help=IMAGES_HELP)
+def images(ctx: typer.Context,
+           directory: Annotated[Path, typer.Argument(exists=True, file_okay=False)]) -> None:
+    from promoter.errors import UserError
+    from promoter.gitops.images import gate_images
+    from promoter.service import composition
+
+    settings = state(ctx).settings()
+    gate = gate_images(directory, composition.manifest_checker().build,
+                       settings.runtime_images.values())
+    for reference in gate.exempt:
+        typer.echo(f"not verified (runtime_images pins it): {reference}", err=True)
+    if gate.problems:
+        for problem in gate.problems:
+            typer.echo(problem, err=True)
+        raise UserError(f"the image gate refuses {directory}: {len(gate.problems)} problem(s) "
+                        "above", hint="pin every image reference by digest, and make every "
+                                      "overlay build (`promoter validate`)")
+    for reference in gate.verify:
         typer.echo(reference)
 
 

@@ -66,8 +66,10 @@ def policy_script(tree: str) -> list[str]:
 
 
 def verify_images_script(tree: str) -> list[str]:
-    """Every image pinned by digest under ``tree`` must carry a signature by $COSIGN_PUBLIC_KEY
-    (a file path or the PEM text of a CI variable of type File)."""
+    """Every image the built overlays under ``tree`` pull must carry a signature by
+    $COSIGN_PUBLIC_KEY (a file path or the PEM text of a CI variable of type File).
+    `promoter gitops images` lists them, and exits non-zero (failing the job) when one is not
+    pinned by digest; the server images PROMOTER_CONFIG's runtime_images pins are exempt."""
     return [f"promoter gitops images {tree}/ > pinned-images.txt", "cat pinned-images.txt",
             'while read -r ref; do promoter image verify "$ref" --key "$COSIGN_PUBLIC_KEY" '
             "</dev/null; done < pinned-images.txt"]

@@ -1,5 +1,5 @@
 """promoter.yaml → the scaffolding files (core.gitops_scaffold), written to a directory or
-proposed as one merge request; and the images a tree pins by digest (for the CI gate)."""
+proposed as one merge request."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from promoter.core.gitops_scaffold import (
     EnvironmentScaffold,
     ScaffoldInputs,
@@ -18,7 +15,7 @@ from promoter.core.gitops_scaffold import (
     merge_managed,
     render_scaffold,
 )
-from promoter.errors import ConfigError, UserError
+from promoter.errors import ConfigError
 from promoter.ports.git import GitProvider, Proposal, ProposalResult
 from promoter.settings import Settings
 
@@ -173,16 +170,3 @@ def propose(settings: Settings, provider: GitProvider) -> tuple[Planned, Proposa
         branch_name=INIT_BRANCH))
     return planned, result
 
-
-def pinned_images(tree: Path) -> list[str]:
-    """``repository@sha256:…`` of every image an overlay's kustomization pins by digest."""
-    found: set[str] = set()
-    for path in sorted(tree.glob("*/overlays/*/kustomization.yaml")):
-        try:
-            document = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
-        except (OSError, YAMLError) as exc:
-            raise UserError(f"cannot read {path}: {exc}") from None
-        for image in (document or {}).get("images") or []:
-            if isinstance(image, dict) and image.get("digest"):
-                found.add(f"{image.get('newName') or image.get('name')}@{image['digest']}")
-    return sorted(found)

@@ -110,6 +110,17 @@ def _unpin_stand_ins(tree: Path) -> None:
         path.write_text(STAND_IN.sub("\n  newTag: v0", path.read_text()))
 
 
+def _keep_only_the_promoted_overlay(repo: Repo) -> None:
+    """The signatures job verifies every image the built overlays pull; the reference tree's
+    other overlays pin stand-in modelcar digests nobody signed and name the vLLM and Triton
+    server images by tag, so a signature test keeps only the overlay it signs."""
+    manifests = repo.path / "manifests"
+    for model in manifests.iterdir():
+        if model.is_dir() and model.name != "fraud-detector":
+            shutil.rmtree(model)
+    shutil.rmtree(manifests / "fraud-detector/overlays/staging")
+
+
 def _pin(repo: Repo, reference: str) -> None:
     """Pin the overlay's serving image by digest, as promoter renders it."""
     path = repo.path / OVERLAY
@@ -137,6 +148,7 @@ def signed_image(registry: str,
 def test_good_tree_passes_validate_and_signature_check(repo: Repo,
                                                        signed_image: Callable[..., str]) -> None:
     reference = signed_image(2)
+    _keep_only_the_promoted_overlay(repo)
     _pin(repo, reference)
     repo.commit("promote fraud-detector v7 to production")
     code, out = repo.run("manifests:validate")
@@ -158,11 +170,26 @@ def test_broken_overlay_fails_validate(repo: Repo) -> None:
 
 def test_image_signed_by_another_key_fails_the_signature_check(
         repo: Repo, signed_image: Callable[..., str]) -> None:
+    _keep_only_the_promoted_overlay(repo)
     _pin(repo, signed_image(1))
     repo.commit("promote an image signed elsewhere")
     code, out = repo.run("manifests:signatures", COSIGN_PUBLIC_KEY=str(key_path(2, "pub")))
     assert code != 0
     assert "FAIL" in out and "not by the key" in out
+
+
+def test_an_image_pinned_by_tag_fails_the_signature_check(repo: Repo) -> None:
+    """The copied tree names the serving image by tag (``newTag: v0``): nothing would be
+    verified, so the gate refuses it, naming the overlay, the object and the reference."""
+    _keep_only_the_promoted_overlay(repo)
+    (repo.path / OVERLAY).write_text((repo.path / OVERLAY).read_text() + "# reviewed\n")
+    repo.commit("promote by tag")
+    code, out = repo.run("manifests:signatures", COSIGN_PUBLIC_KEY=str(key_path(2, "pub")))
+    assert code != 0
+    assert "FAIL" in out
+    assert ("manifests/fraud-detector/overlays/production: Deployment/fraud-detector "
+            "spec.template.spec.containers[0].image:") in out
+    assert "is not pinned by digest" in out
 
 
 def _main_sha(repo: Repo) -> str:

@@ -1,0 +1,85 @@
+"""Every image a list of rendered Kubernetes objects would make a cluster pull. Pure.
+
+The CI gate judges what the cluster would run, so it reads the built overlays, not the
+kustomizations: a kustomization's ``images:`` entry says nothing about an image written into a
+manifest or a patch, and a modelcar lives in ``storageUri`` or an image volume, not in
+``images:``. The walk is generic rather than a list of workload kinds, so a kind nobody listed
+(a ReplicaSet, an operator's CRD embedding a pod spec) is still seen; it fails closed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+OCI_SCHEME = "oci://"
+_PINNED = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
+# Objects whose fields are data, not something the cluster runs: a ConfigMap value under a key
+# named "image" is text for someone else to read.
+_DATA_KINDS = frozenset({"ConfigMap", "Secret"})
+
+
+@dataclass(frozen=True)
+class ImageUse:
+    """One place a rendered object names an image: ``Deployment/x`` at
+    ``spec.template.spec.containers[0].image`` pulls ``reference``."""
+
+    obj: str
+    field: str
+    reference: str
+
+    @property
+    def pinned(self) -> bool:
+        return is_pinned(self.reference)
+
+
+def is_pinned(reference: str) -> bool:
+    """True for ``REPOSITORY@sha256:<64 hex>`` (a tag before the digest is allowed: the digest
+    decides what is pulled)."""
+    return bool(_PINNED.match(reference))
+
+
+def image_uses(documents: Sequence[Mapping[str, Any]]) -> list[ImageUse]:
+    """Every image the objects name, in document order: any ``image`` string (containers,
+    initContainers, ephemeralContainers of any pod template, KServe predictor/transformer
+    containers and framework specs, ServingRuntime containers), image volumes'
+    ``image.reference``, and ``oci://`` storage URIs (KServe modelcars, ``oci://`` stripped)."""
+    uses: list[ImageUse] = []
+    for document in documents:
+        if not isinstance(document, Mapping) or document.get("kind") in _DATA_KINDS:
+            continue
+        name = (document.get("metadata") or {}).get("name", "?")
+        obj = f"{document.get('kind', '?')}/{name}"
+        for key, value in document.items():
+            if key != "metadata":
+                uses.extend(ImageUse(obj, field, reference)
+                             for field, reference in _walk(value, key))
+    return uses
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            here = f"{path}.{key}"
+            if key == "image" and isinstance(child, str):
+                yield here, child
+            elif key == "image" and isinstance(child, Mapping) and "reference" in child:
+                # A Kubernetes image volume: volumes[].image.reference (pullPolicy beside it).
+                yield f"{here}.reference", str(child["reference"])
+            elif key == "storageUri" and isinstance(child, str) and child.startswith(OCI_SCHEME):
+                yield here, child[len(OCI_SCHEME):]
+            else:
+                yield from _walk(child, here)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _walk(child, f"{path}[{index}]")
+
+
+def unpinned_problem(overlay: str, use: ImageUse) -> str:
+    """Why the gate refuses ``use``, naming where it is and what to do."""
+    return (f"{overlay}: {use.obj} {use.field}: {use.reference!r} is not pinned by digest "
+            "(REPOSITORY@sha256:<64 hex>); a tag can be moved after review, so pin what was "
+            "signed (promoter renders its artifacts pinned; set runtime_images.<runtime> for a "
+            "server image)")

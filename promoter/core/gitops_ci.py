@@ -1,14 +1,22 @@
 """The GitOps repository's own ``.gitlab-ci.yml`` gate, as data. Pure.
 
 On merge requests that touch the manifests: validate every overlay (Kustomize + schemas), run
-the policy on each changed overlay, verify the signature of every pinned image, and optionally
-sign keylessly; each job's ``rules`` make it run only when relevant. `promoter gitops init`
-writes it (core.gitops_scaffold); promoter's own .gitlab-ci.yml runs the same jobs.
+the policy on each changed overlay, verify the signature of every pinned image; optionally,
+once merged into the protected default branch, sign keylessly. Each job's ``rules`` make it
+run only when relevant. `promoter gitops init` writes it (core.gitops_scaffold); promoter's
+own .gitlab-ci.yml runs the same jobs.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+# Keyless signing runs after review: on a push to the protected default branch (the merge),
+# never on a merge request, whose author would otherwise get anything signed under the
+# project's CI identity (and logged in Rekor) before approval. Admission authorities should
+# pin the certificate identity to that branch's ref (…/.gitlab-ci.yml@refs/heads/main).
+AFTER_MERGE = ('$CI_PIPELINE_SOURCE == "push" && $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH '
+               '&& $CI_COMMIT_REF_PROTECTED == "true"')
 
 
 def gitops_ci(manifests_dir: str, ci_image: str, promoter_package: str) -> dict[str, Any]:
@@ -47,7 +55,7 @@ def gitops_ci(manifests_dir: str, ci_image: str, promoter_package: str) -> dict[
             "script": [f"promoter gitops images {tree}/ > pinned-images.txt",
                        'while read -r ref; do promoter image sign "$ref" --keyless </dev/null; '
                        "done < pinned-images.txt"],
-            "rules": [{"if": f'{on_mr} && $PROMOTER_KEYLESS_SIGNING == "true"',
+            "rules": [{"if": f'{AFTER_MERGE} && $PROMOTER_KEYLESS_SIGNING == "true"',
                        "changes": changes}],
         },
     }

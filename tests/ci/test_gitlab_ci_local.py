@@ -233,4 +233,21 @@ def test_jobs_run_only_when_relevant(repo: Repo) -> None:
     assert repo.when(PROMOTER_CONFIG="p")["manifests:policy"] == "on_success"
     assert when["manifests:keyless-sign"] == "never"      # keyless signing not turned on
     assert repo.when(COSIGN_PUBLIC_KEY="k")["manifests:signatures"] == "on_success"
-    assert repo.when(PROMOTER_KEYLESS_SIGNING="true")["manifests:keyless-sign"] == "on_success"
+    # Keyless signing is for reviewed content only: never on a merge request.
+    assert repo.when(PROMOTER_KEYLESS_SIGNING="true")["manifests:keyless-sign"] == "never"
+
+
+def test_keyless_signing_runs_on_the_merge_into_the_protected_default_branch(
+        repo: Repo) -> None:
+    git(repo.path, "checkout", "-q", "main")
+    (repo.path / OVERLAY).write_text((repo.path / OVERLAY).read_text() + "# merged\n")
+    repo.commit("merge: touch manifests/")
+
+    def keyless(**variables: str) -> str:
+        return repo.when(CI_PIPELINE_SOURCE="push", PROMOTER_KEYLESS_SIGNING="true",
+                         **variables)["manifests:keyless-sign"]
+
+    assert keyless(CI_COMMIT_REF_PROTECTED="true") == "on_success"
+    assert keyless(CI_COMMIT_REF_PROTECTED="false") == "never"
+    assert repo.when(CI_PIPELINE_SOURCE="push", CI_COMMIT_REF_PROTECTED="true")[
+        "manifests:keyless-sign"] == "never"                   # not turned on

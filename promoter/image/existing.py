@@ -1,35 +1,112 @@
-"""An image already pushed from the same inputs: found by its tag and the inputs its config
-records (``SOURCE_INPUTS_LABEL``), so a rebuild of a registered version downloads nothing.
-Shared by the serving image and the modelcar builds."""
+"""An image promoter itself already pushed from the same inputs, so a rebuild of a registered
+version downloads nothing. Shared by the serving image and the modelcar builds.
+
+The config label ``SOURCE_INPUTS_LABEL`` is only a cache hint, never an authentication: it is a
+hash of public facts (promoter's version, the model's source, name, version and run id, the
+base digest, platform, labels), so anyone allowed to push to the repository (on GitLab every
+Developer and every CI job, far more people than hold the signing key) can compute it and push
+an image of their own at ``v<N>`` carrying it. Adopting that image would have promoter sign
+and pin someone else's bytes. So an image at the tag is reused only when its manifest digest
+(hashed here from the bytes read, not taken from the registry's word) is the digest promoter
+recorded when it pushed a build of exactly those inputs (``PushedImages``).
+
+Where the record lives: a small file per source inputs under ``<state_dir>/image-cache/pushed``,
+beside the builds' other caches, written atomically, in the owner-only state directory that
+only promoter writes. Not the state database: the record is a pure cache, and a miss (another
+replica, a wiped cache, a first run after upgrading) costs only a rebuild, which is
+reproducible (same inputs, same digest), so blobs the registry already holds are not sent
+again; a table would add a schema migration on both backends for no gain in correctness.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+from pathlib import Path
 
 from promoter.image.builder import SOURCE_INPUTS_LABEL
 from promoter.image.config import OCI_MANIFEST
 from promoter.image.reference import Reference, check_digest
-from promoter.ports.image import BuiltImage, ImageRegistry
+from promoter.ports.image import BuiltImage, ImageRegistry, StoredManifest
 
 FOUND_NOTE = "already built from the same inputs: nothing downloaded or pushed"
+_log = logging.getLogger("promoter.image")
+
+
+class PushedImages:
+    """source inputs → the manifest digest promoter pushed for them (the last one)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.directory = state_dir / "image-cache" / "pushed"
+
+    def _path(self, inputs: str) -> Path:
+        name = inputs.removeprefix("sha256:")
+        if not name.isalnum():  # a digest's hex, never a path
+            raise ValueError(f"source inputs {inputs!r} are not a sha256 digest")
+        return self.directory / f"{name}.json"
+
+    def record(self, inputs: str | None, digest: str) -> None:
+        """Remember that promoter pushed ``digest`` for ``inputs`` (None: a mutable source,
+        which is never looked up)."""
+        if inputs is None:
+            return
+        path = self._path(inputs)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps({"digest": digest}), encoding="utf-8")
+        os.replace(partial, path)
+
+    def digest(self, inputs: str) -> str | None:
+        try:
+            digest = json.loads(self._path(inputs).read_text(encoding="utf-8")).get("digest")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return digest if isinstance(digest, str) and digest.startswith("sha256:") else None
 
 
 def find_pushed(client: ImageRegistry, target: Reference, tag: str, wanted: str | None,
-                notes: list[str] | None = None) -> BuiltImage | None:
-    """The image at ``target:tag`` if its config records exactly ``wanted``; else None."""
+                pushed: PushedImages, *, context: list[str] | None = None,
+                rejected: list[str] | None = None) -> BuiltImage | None:
+    """The image at ``target:tag`` if promoter pushed it for exactly ``wanted`` (its notes:
+    ``context`` and that it was found); else None, saying why in ``rejected`` when an image
+    there claims those inputs but is not one promoter pushed."""
+    if wanted is None:
+        return None
     manifest = client.get_manifest(target.repository, tag)
     if manifest is None or manifest.media_type != OCI_MANIFEST:
         return None
-    body = json.loads(manifest.body)
-    source = f"image {target.name}:{tag}"
-    config = client.get_blob(target.repository,
-                             check_digest(body["config"]["digest"], f"the config of {source}"))
-    recorded = (json.loads(config).get("config") or {}).get("Labels") or {}
-    if recorded.get(SOURCE_INPUTS_LABEL) != wanted:
+    digest = "sha256:" + hashlib.sha256(manifest.body).hexdigest()
+    if digest != pushed.digest(wanted):
+        if _claims(client, target, tag, manifest, wanted):
+            _not_adopted(f"{target.name}:{tag}", digest, rejected)
         return None
+    body = json.loads(manifest.body)
     layers = body.get("layers", [])
-    size = len(manifest.body) + len(config) + sum(int(layer["size"]) for layer in layers)
-    return BuiltImage(reference=f"{target.name}@{manifest.digest}", digest=manifest.digest,
-                      size=size, layers=[check_digest(layer["digest"], f"a layer of {source}")
-                                        for layer in layers],
-                      bytes_uploaded=0, tag=tag, notes=[*(notes or []), FOUND_NOTE])
+    size = (len(manifest.body) + int(body["config"]["size"])
+            + sum(int(layer["size"]) for layer in layers))
+    return BuiltImage(reference=f"{target.name}@{digest}", digest=digest,
+                      size=size, layers=[check_digest(layer["digest"],
+                                                      f"a layer of image {target.name}:{tag}")
+                                         for layer in layers],
+                      bytes_uploaded=0, tag=tag, notes=[*(context or []), FOUND_NOTE])
+
+
+def _claims(client: ImageRegistry, target: Reference, tag: str, manifest: StoredManifest,
+            wanted: str) -> bool:
+    """Whether the image's config carries ``wanted`` as its source inputs (only to explain)."""
+    config = client.get_blob(target.repository, check_digest(
+        json.loads(manifest.body)["config"]["digest"],
+        f"the config of image {target.name}:{tag}"))
+    labels = (json.loads(config).get("config") or {}).get("Labels") or {}
+    return bool(labels.get(SOURCE_INPUTS_LABEL) == wanted)
+
+
+def _not_adopted(where: str, digest: str, notes: list[str] | None) -> None:
+    note = (f"an image at {where} ({digest}) carries the expected source inputs but promoter "
+            "has no record of pushing it: rebuilding (the label is a hint anyone with push "
+            "access can write; a genuine earlier build comes out with the same digest)")
+    if notes is not None:
+        notes.append(note)
+    _log.warning("%s", note)

@@ -1,11 +1,12 @@
 """Build and push a modelcar: model source + registry clients + ``image.modelcar`` + push.
 
 I/O arrives through ports (``RegistryClients``, ``ModelSource``) from the composition root. A
-modelcar already pushed from the same immutable inputs is found by its recorded source inputs
-before anything is downloaded; otherwise the model is downloaded and laid out for the runtime,
-and its layer is streamed to the registry once, hashed on the way (the registry checks the
-digest). The digest is then recorded under the state dir by the files' metadata, so building
-the same unchanged files again reads nothing: it asks the registry (HEAD) and sends 0 bytes.
+modelcar promoter itself already pushed from the same immutable inputs (its digest recorded
+for those inputs, see promoter.image.existing) is found before anything is downloaded;
+otherwise the model is downloaded and laid out for the runtime, and its layer is streamed to
+the registry once, hashed on the way (the registry checks the digest). The digest is then
+recorded under the state dir by the files' metadata, so building the same unchanged files
+again reads nothing: it asks the registry (HEAD) and sends 0 bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from promoter.errors import UserError
 from promoter.image import modelcar
 from promoter.image.base import BaseImage, load_base, parse_platform
 from promoter.image.builder import ImageTarget, push
-from promoter.image.existing import find_pushed
+from promoter.image.existing import PushedImages, find_pushed
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
 from promoter.image.reference import Reference, parse_reference
@@ -47,6 +48,7 @@ class ModelcarBuilder:
         self.settings = settings
         self.layout = layout
         self.cache_dir = state_dir / "image-cache" / "modelcar-layers"
+        self.pushed = PushedImages(state_dir)  # what may be reused: only promoter's own pushes
         self._clients = clients
 
     def _cached_digest(self, identity: str) -> str | None:
@@ -80,8 +82,10 @@ class ModelcarBuilder:
         return load_base(client, reference, platform)
 
     def find_existing(self, repository: str, request: ModelcarRequest, lineage: ModelLineage,
-                      labels: Mapping[str, str]) -> BuiltImage | None:
-        """The modelcar already pushed from the same immutable inputs, without downloading."""
+                      labels: Mapping[str, str],
+                      notes: list[str] | None = None) -> BuiltImage | None:
+        """The modelcar promoter already pushed from the same immutable inputs, without
+        downloading; None otherwise (said in ``notes`` when one found there is not ours)."""
         if lineage.content_id is None or self.layout is not None:
             return None
         target, platform = self._target(repository), parse_platform(self.settings.platform)
@@ -90,15 +94,16 @@ class ModelcarBuilder:
         wanted = modelcar.source_inputs(lineage, request, base, labels, platform)
         tag = modelcar_tag(lineage)
         with self._clients(target.api_host) as client:
-            return find_pushed(client, target, tag, wanted)
+            return find_pushed(client, target, tag, wanted, self.pushed, rejected=notes)
 
     def build(self, model_dir: Path, repository: str, request: ModelcarRequest,
-              lineage: ModelLineage, labels: Mapping[str, str]) -> BuiltImage:
+              lineage: ModelLineage, labels: Mapping[str, str],
+              notes: list[str] | None = None) -> BuiltImage:
         target_ref = self._target(repository)
         platform = parse_platform(self.settings.platform)
         version = lineage.version or "1"
         entries = modelcar.plan(model_dir, version, request)
-        notes: list[str] = []
+        notes = [] if notes is None else notes
         identity = modelcar.layer_identity(entries)
         with ExitStack() as stack:  # base registry clients stay open: layers stream from them
             base = self._base(platform, notes, stack)
@@ -120,6 +125,9 @@ class ModelcarBuilder:
             image = modelcar.assemble(digest, entries, request, lineage, base, labels, platform)
             tag = modelcar_tag(lineage)
             uploaded += push(image, target, tag)
+            if self.layout is None:
+                self.pushed.record(modelcar.source_inputs(lineage, request, base, labels,
+                                                          platform), image.digest)
         return BuiltImage(reference=f"{target_ref.name}@{image.digest}", digest=image.digest,
                           size=image.size, layers=[x.blob.digest for x in image.layers],
                           bytes_uploaded=uploaded, tag=tag, notes=notes)
@@ -141,10 +149,11 @@ def build_modelcar_image(settings: ImageSettings, state_dir: Path, model: str, r
     else:
         raise UserError(f"{model!r} is neither an MLflow model URI nor a directory")
     builder = ModelcarBuilder(settings, state_dir, clients, layout=layout)
-    built = builder.find_existing(repository, request, lineage, labels)
+    notes: list[str] = []  # why a modelcar found at the tag was not reused, if one was
+    built = builder.find_existing(repository, request, lineage, labels, notes)
     if built is not None:
         return built
     with tempfile.TemporaryDirectory(prefix="promoter-modelcar-") as scratch:
         model_dir = (models.download_model(model, Path(scratch)) if models and
                      is_model_uri(model) else Path(model))
-        return builder.build(model_dir, repository, request, lineage, labels)
+        return builder.build(model_dir, repository, request, lineage, labels, notes)

@@ -23,7 +23,7 @@ from promoter.image.builder import (
     push,
     source_inputs,
 )
-from promoter.image.existing import find_pushed
+from promoter.image.existing import PushedImages, find_pushed
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
 from promoter.image.reference import Reference, check_tag, parse_reference
@@ -49,6 +49,7 @@ class DaemonlessImageBuilder:
         self.settings = settings
         self.progress = progress or BuildProgress()
         self.cache_dir = state_dir / "image-cache"
+        self.pushed = PushedImages(state_dir)  # what may be reused: only promoter's own pushes
         self.layout = layout
         self._clients = clients
         self._installer = installer
@@ -79,30 +80,33 @@ class DaemonlessImageBuilder:
             f"v{lineage.version}" if lineage.version else "latest")
 
     def find_existing(self, repository: str, *, base: str | None, labels: Mapping[str, str],
-                      lineage: ModelLineage, tag: str | None = None) -> BuiltImage | None:
-        """The image already pushed from the same inputs (its config records them), found
-        without downloading the model; None when there is none or the source is mutable."""
+                      lineage: ModelLineage, tag: str | None = None,
+                      notes: list[str] | None = None) -> BuiltImage | None:
+        """The image promoter already pushed from the same inputs, found without downloading
+        the model; None when there is none, it is not promoter's (why: in ``notes``) or the
+        source is mutable."""
         if lineage.content_id is None or self.layout is not None:
             return None
         target = self._target(repository)
-        notes: list[str] = []
+        context: list[str] = []  # build() says these again when it runs
         with ExitStack() as stack:
-            base_image, options = self._prepare(base, notes, stack)
+            base_image, options = self._prepare(base, context, stack)
         wanted = source_inputs(lineage, base_image, labels, options)
         tag = self._tag(tag, lineage)
         with self._client(target.api_host) as client:
-            return find_pushed(client, target, tag, wanted, notes)
+            return find_pushed(client, target, tag, wanted, self.pushed, context=context,
+                               rejected=notes)
 
     def build(self, model_dir: Path, repository: str, *, base: str | None,
               labels: Mapping[str, str], lineage: ModelLineage | None = None,
-              tag: str | None = None) -> BuiltImage:
+              tag: str | None = None, notes: list[str] | None = None) -> BuiltImage:
         if not (model_dir / "MLmodel").is_file():
             raise UserError(f"{model_dir} is not an MLflow model directory (no MLmodel file)",
                             hint="pass a models:/ or runs:/ URI, or a directory saved by "
                                  "mlflow.<flavor>.save_model")
         target_ref = self._target(repository)
         lineage = lineage or ModelLineage(source=str(model_dir), run_id=read_run_id(model_dir))
-        notes: list[str] = []
+        notes = [] if notes is None else notes
         with ExitStack() as stack:  # base registry clients stay open: layers stream from them
             base_image, options = self._prepare(base, notes, stack)
             image = assemble(model_dir, lineage, base_image, labels, options)
@@ -113,6 +117,8 @@ class DaemonlessImageBuilder:
                 client = stack.enter_context(self._client(target_ref.api_host))
                 target: ImageTarget = RegistryTarget(client, target_ref.repository)
                 uploaded = push(image, target, tag, self.progress)
+                self.pushed.record(source_inputs(lineage, base_image, labels, options),
+                                   image.digest)
         return BuiltImage(reference=f"{target_ref.name}@{image.digest}", digest=image.digest,
                           size=image.size, layers=[x.blob.digest for x in image.layers],
                           bytes_uploaded=uploaded, tag=tag, notes=notes)
@@ -174,7 +180,9 @@ def build_model_image(settings: Settings, model: str, repository: str | None, *,
     builder = DaemonlessImageBuilder(settings.image, settings.state_dir, clients, installer,
                                      layout=layout, progress=progress)
     labels = dict(labels or {})
-    built = builder.find_existing(target, base=base, labels=labels, lineage=lineage, tag=tag)
+    notes: list[str] = []  # why an image found at the tag was not reused, if one was
+    built = builder.find_existing(target, base=base, labels=labels, lineage=lineage, tag=tag,
+                                  notes=notes)
     if built is not None:
         return built
     with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
@@ -183,7 +191,7 @@ def build_model_image(settings: Settings, model: str, repository: str | None, *,
         model_dir = (models.download_model(model, Path(scratch)) if models and
                      is_model_uri(model) else Path(model))
         return builder.build(model_dir, target, base=base, labels=labels, lineage=lineage,
-                             tag=tag)
+                             tag=tag, notes=notes)
 
 
 def _lineage(model: str, models: ModelSource | None) -> ModelLineage:

@@ -16,7 +16,7 @@ import pytest
 from promoter.errors import PermanentError
 from promoter.image.base import load_base
 from promoter.image.config import OCI_MANIFEST
-from promoter.image.existing import find_pushed
+from promoter.image.existing import PushedImages, find_pushed
 from promoter.image.layers import Blob
 from promoter.image.layout import LayoutTarget
 from promoter.image.reference import parse_reference
@@ -83,10 +83,11 @@ def test_a_base_image_with_a_malformed_digest_is_refused_before_it_is_fetched(
     assert TRAVERSAL not in registry.asked
 
 
-def test_an_existing_image_with_a_malformed_config_digest_is_refused() -> None:
+def test_an_existing_image_with_a_malformed_config_digest_is_refused(tmp_path: Path) -> None:
     registry = _HostileRegistry({"v1": (_image(config=TRAVERSAL), OCI_MANIFEST)})
     with pytest.raises(PermanentError, match=r"the config of image r\.io/m/x:v1 names an invalid"):
-        find_pushed(registry, parse_reference("r.io/m/x"), "v1", "inputs")
+        find_pushed(registry, parse_reference("r.io/m/x"), "v1", "sha256:" + "b" * 64,
+                    PushedImages(tmp_path))
     assert TRAVERSAL not in registry.asked
 
 

@@ -56,7 +56,9 @@ def build_modelcar(settings: Settings, model: str, repository: str, request: Mod
     """The pipeline's modelcar step: an MLflow model URI or directory → a pushed modelcar."""
     from promoter.image.modelcar_service import build_modelcar_image
     from promoter.service.composition.mlflow import adapter
+    from promoter.state.db import ensure_state_dir
 
+    ensure_state_dir(settings.state_dir)  # its image cache must not create it world-readable
     models = adapter(settings) if is_model_uri(model) and settings.mlflow.tracking_uri else None
     return build_modelcar_image(settings.image, settings.state_dir, model, repository, request,
                                 models=models, clients=registry_clients(settings),

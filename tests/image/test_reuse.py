@@ -1,0 +1,175 @@
+"""Reuse of an image already at ``v<N>`` / ``modelcar-v<N>``: only one promoter pushed itself.
+
+The source-inputs label is computable by anyone who can read the model registry, and anyone
+who can push to the repository (every Developer and CI job on GitLab) can put an image of their
+own at the tag carrying it. Promoter must build its own image rather than adopt (and then sign
+and pin) theirs; an image promoter did push is still reused without downloading the model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from promoter.adapters.oci import RegistryClient
+from promoter.adapters.pip import PipInstaller
+from promoter.image import modelcar
+from promoter.image.base import parse_platform
+from promoter.image.builder import SOURCE_INPUTS_LABEL, source_inputs
+from promoter.image.config import OCI_MANIFEST, config_blob, image_manifest
+from promoter.image.existing import FOUND_NOTE
+from promoter.image.layers import TAR, Layer, bytes_blob
+from promoter.image.service import DaemonlessImageBuilder
+from promoter.ports.image import ModelcarRequest
+from promoter.service.composition.images import ModelImages, registry_clients
+from promoter.service.composition.mlflow import adapter
+from promoter.settings import Settings, load_settings
+from tests.image.model import save_model
+
+pytestmark = pytest.mark.e2e
+MODEL = "fraud"
+LABELS = {"org.opencontainers.image.title": MODEL}  # what the pipeline's image step passes
+NOT_OURS = "promoter has no record of pushing it: rebuilding"
+REQUEST = ModelcarRequest(layout="mlflow", name=MODEL)
+
+
+@dataclass(frozen=True)
+class Registered:
+    tracking: str
+    artifacts: Path  # the model version's files, moved away to prove nothing is downloaded
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]:
+    """``fraud`` version 1 in a real MLflow registry (sqlite), with no dependency layer."""
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    work = tmp_path_factory.mktemp("mlflow")
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    model = save_model(work / "model", requirements="")
+    with _use_tracking_uri(tracking):  # scoped: other tests keep their own tracking URI
+        experiment = mlflow.create_experiment("reuse",
+                                              artifact_location=(work / "art").as_uri())
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.log_artifacts(str(model), "model")
+        mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL)
+    yield Registered(tracking, work / "art")
+
+
+def settings_for(registered: Registered, state: Path) -> Settings:
+    return load_settings(None, environ={"PROMOTER_STATE_DIR": str(state),
+                                        "MLFLOW_TRACKING_URI": registered.tracking})
+
+
+def expected_serving_label(settings: Settings) -> str:
+    """The label promoter looks for, computed from public facts as an attacker would."""
+    lineage = adapter(settings).resolve_model(f"models:/{MODEL}/1")
+    builder = DaemonlessImageBuilder(settings.image, settings.state_dir,
+                                     registry_clients(settings), PipInstaller())
+    with ExitStack() as stack:
+        base, options = builder._prepare(None, [], stack)
+    label = source_inputs(lineage, base, LABELS, options)
+    assert label is not None
+    return label
+
+
+def expected_modelcar_label(settings: Settings) -> str:
+    lineage = adapter(settings).resolve_model(f"models:/{MODEL}/1")
+    label = modelcar.source_inputs(lineage, REQUEST, None, LABELS,
+                                   parse_platform(settings.image.platform))
+    assert label is not None
+    return label
+
+
+def push_foreign(registry: str, repository: str, tag: str, label: str) -> str:
+    """Someone else's image at ``repository:tag`` claiming promoter's source inputs."""
+    layer = bytes_blob(TAR, b"\0" * 1024)  # stands in for a malicious layer
+    config = config_blob({"architecture": "amd64", "os": "linux",
+                          "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+                          "config": {"Labels": {SOURCE_INPUTS_LABEL: label},
+                                     "Entrypoint": ["/evil"]}})
+    with RegistryClient(registry) as client:
+        client.push_blob(repository, layer)
+        client.push_blob(repository, config)
+        digest, _ = client.put_manifest(repository, tag,
+                                        image_manifest(config, [Layer(layer, layer.digest)]),
+                                        OCI_MANIFEST)
+    return digest
+
+
+def tagged(registry: str, repository: str, tag: str) -> str:
+    with RegistryClient(registry) as client:
+        manifest = client.get_manifest(repository, tag)
+    assert manifest is not None
+    return manifest.digest
+
+
+def test_a_foreign_image_claiming_the_inputs_is_rebuilt_not_adopted_and_ours_is_reused(
+        registry: str, registered: Registered, tmp_path: Path) -> None:
+    settings = settings_for(registered, tmp_path / "state")
+    images = ModelImages(settings)  # the pipeline's image port
+    foreign = push_foreign(registry, "reuse/fraud", "v1", expected_serving_label(settings))
+
+    built = images.build(MODEL, "1", f"{registry}/reuse/fraud", LABELS)
+    assert built.digest != foreign and foreign not in built.reference
+    assert built.bytes_uploaded > 0  # promoter built and pushed its own image
+    assert any(NOT_OURS in note and foreign in note for note in built.notes), built.notes
+    assert tagged(registry, "reuse/fraud", "v1") == built.digest  # the tag is ours again
+    config = json.loads(built_config(registry, "reuse/fraud", built.digest))
+    assert config["config"].get("Entrypoint") != ["/evil"]
+
+    # An image promoter pushed itself is reused from the registry alone: the model's files
+    # are moved away to prove nothing is downloaded, and nothing is uploaded.
+    registered.artifacts.rename(registered.artifacts.with_name("art-moved"))
+    try:
+        again = images.build(MODEL, "1", f"{registry}/reuse/fraud", LABELS)
+    finally:
+        registered.artifacts.with_name("art-moved").rename(registered.artifacts)
+    assert (again.digest, again.bytes_uploaded) == (built.digest, 0)
+    assert FOUND_NOTE in again.notes
+
+
+def test_a_foreign_modelcar_claiming_the_inputs_is_rebuilt_not_adopted_and_ours_is_reused(
+        registry: str, registered: Registered, tmp_path: Path) -> None:
+    settings = settings_for(registered, tmp_path / "state")
+    images = ModelImages(settings)
+    foreign = push_foreign(registry, "reuse/fraud-car", "modelcar-v1",
+                           expected_modelcar_label(settings))
+
+    built = images.build_modelcar(MODEL, "1", f"{registry}/reuse/fraud-car", REQUEST, LABELS)
+    assert built.digest != foreign and built.bytes_uploaded > 0
+    assert any(NOT_OURS in note for note in built.notes), built.notes
+    assert tagged(registry, "reuse/fraud-car", "modelcar-v1") == built.digest
+
+    registered.artifacts.rename(registered.artifacts.with_name("art-moved"))
+    try:
+        again = images.build_modelcar(MODEL, "1", f"{registry}/reuse/fraud-car", REQUEST,
+                                      LABELS)
+    finally:
+        registered.artifacts.with_name("art-moved").rename(registered.artifacts)
+    assert (again.digest, again.bytes_uploaded) == (built.digest, 0)
+    assert FOUND_NOTE in again.notes
+
+
+def test_without_a_record_promoters_own_image_is_rebuilt_to_the_same_digest(
+        registry: str, registered: Registered, tmp_path: Path) -> None:
+    """Another replica, or a wiped cache: the miss costs a rebuild that sends no blob."""
+    first = ModelImages(settings_for(registered, tmp_path / "one")).build(
+        MODEL, "1", f"{registry}/reuse/replicas", LABELS)
+    other = ModelImages(settings_for(registered, tmp_path / "two")).build(
+        MODEL, "1", f"{registry}/reuse/replicas", LABELS)
+    assert (other.digest, other.bytes_uploaded) == (first.digest, 0)
+    assert any(NOT_OURS in note for note in other.notes), other.notes
+
+
+def built_config(registry: str, repository: str, digest: str) -> bytes:
+    with RegistryClient(registry) as client:
+        manifest = client.get_manifest(repository, digest)
+        assert manifest is not None
+        return client.get_blob(repository, json.loads(manifest.body)["config"]["digest"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +110,17 @@ def tagged(registry: str, repository: str, tag: str) -> str:
     return manifest.digest
 
 
+@contextmanager
+def artifacts_moved_away(registered: Registered) -> Iterator[None]:
+    """The model's files are gone meanwhile: a build that needs them fails, so one that
+    succeeds read nothing but the registry."""
+    registered.artifacts.rename(registered.artifacts.with_name("art-moved"))
+    try:
+        yield
+    finally:
+        registered.artifacts.with_name("art-moved").rename(registered.artifacts)
+
+
 def test_a_foreign_image_claiming_the_inputs_is_rebuilt_not_adopted_and_ours_is_reused(
         registry: str, registered: Registered, tmp_path: Path) -> None:
     settings = settings_for(registered, tmp_path / "state")
@@ -126,11 +137,8 @@ def test_a_foreign_image_claiming_the_inputs_is_rebuilt_not_adopted_and_ours_is_
 
     # An image promoter pushed itself is reused from the registry alone: the model's files
     # are moved away to prove nothing is downloaded, and nothing is uploaded.
-    registered.artifacts.rename(registered.artifacts.with_name("art-moved"))
-    try:
+    with artifacts_moved_away(registered):
         again = images.build(MODEL, "1", f"{registry}/reuse/fraud", LABELS)
-    finally:
-        registered.artifacts.with_name("art-moved").rename(registered.artifacts)
     assert (again.digest, again.bytes_uploaded) == (built.digest, 0)
     assert FOUND_NOTE in again.notes
 
@@ -147,12 +155,9 @@ def test_a_foreign_modelcar_claiming_the_inputs_is_rebuilt_not_adopted_and_ours_
     assert any(NOT_OURS in note for note in built.notes), built.notes
     assert tagged(registry, "reuse/fraud-car", "modelcar-v1") == built.digest
 
-    registered.artifacts.rename(registered.artifacts.with_name("art-moved"))
-    try:
+    with artifacts_moved_away(registered):
         again = images.build_modelcar(MODEL, "1", f"{registry}/reuse/fraud-car", REQUEST,
                                       LABELS)
-    finally:
-        registered.artifacts.with_name("art-moved").rename(registered.artifacts)
     assert (again.digest, again.bytes_uploaded) == (built.digest, 0)
     assert FOUND_NOTE in again.notes
 

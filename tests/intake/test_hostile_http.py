@@ -144,15 +144,23 @@ def test_headers_over_the_size_limit_are_400(serve: ServeProcess) -> None:
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
 
 
+def fill(serve: ServeProcess, connections: int) -> list[socket.socket]:
+    """``connections`` kept-alive connections, each answered once (so each is open and
+    counted); the caller closes them."""
+    held: list[socket.socket] = []
+    for _ in range(connections):
+        held.append(connect(serve))
+        held[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: promoter\r\n\r\n")
+        held[-1].settimeout(CLOSED_WITHIN)
+        assert held[-1].recv(65536).startswith(b"HTTP/1.1 200 ")  # kept alive: still open
+    return held
+
+
 def test_connections_above_the_cap_get_503(tmp_path: Path) -> None:
     capped = serve_with(tmp_path, request_timeout_seconds=60, max_connections=8)
     held: list[socket.socket] = []
     try:
-        held = [connect(capped) for _ in range(8)]
-        for sock in held:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: promoter\r\n\r\n")
-            sock.settimeout(CLOSED_WITHIN)
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")  # kept alive: still open
+        held = fill(capped, 8)
         status, _, body = exchange(capped, b"GET /healthz HTTP/1.1\r\nHost: promoter\r\n"
                                            b"Connection: close\r\n\r\n")
         assert status == 503, body
@@ -191,11 +199,7 @@ def test_the_probe_port_answers_while_the_webhook_port_is_full(tmp_path: Path) -
                         probe_port=probe_port)
     held: list[socket.socket] = []
     try:
-        held = [connect(capped) for _ in range(8)]
-        for sock in held:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: promoter\r\n\r\n")
-            sock.settimeout(CLOSED_WITHIN)
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        held = fill(capped, 8)
         assert http_get(capped.port, "/healthz")[0] == 503  # the webhook port is full
         status, body = http_get(probe_port, "/healthz")
         assert (status, json.loads(body)) == (200, {"status": "ok"})

@@ -59,6 +59,16 @@ class ParsedBundle:
     body: bytes
     signatures: list[bytes]
 
+    def predicate_type(self) -> str | None:
+        """The statement's predicateType: cosign's signature, or an attestation's (SLSA
+        provenance, an SBOM…), which says something about the image but does not sign it."""
+        try:
+            data = json.loads(self.body)
+            value = data.get("predicateType") if isinstance(data, dict) else None
+        except ValueError:
+            return None
+        return value if isinstance(value, str) else None
+
     def subject_digests(self) -> list[str]:
         try:
             data = json.loads(self.body)

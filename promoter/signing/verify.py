@@ -23,7 +23,7 @@ from promoter.signing.errors import (
 from promoter.signing.keys import PublicKey
 from promoter.signing.registry import SignatureRegistry
 
-Status = Literal["valid", "other_digest", "tampered", "other_key"]
+Status = Literal["valid", "other_digest", "tampered", "other_key", "not_a_signature"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,12 @@ def bundle_outcome(data: bytes, digest: str, key: PublicKey) -> Outcome:
     subjects = parsed.subject_digests()
     if digest not in subjects:
         return Outcome("bundle", "other_digest", f"signed {', '.join(subjects) or 'nothing'}")
+    predicate = parsed.predicate_type()
+    if predicate != bundle_format.PREDICATE_TYPE:
+        # The same key may attest provenance or an SBOM about the image: a statement about
+        # it, not the signature that vouches for deploying it.
+        return Outcome("bundle", "not_a_signature", f"an attestation ({predicate}), not a "
+                       "signature")
     return Outcome("bundle", "valid")
 
 
@@ -87,9 +93,12 @@ def settle(outcomes: list[Outcome], reference: str, key: PublicKey) -> list[str]
     good: list[str] = sorted({outcome.format for outcome in outcomes if outcome.valid})
     if good:
         return good
+    attestations = [o.detail for o in outcomes if o.status == "not_a_signature"]
+    outcomes = [o for o in outcomes if o.status != "not_a_signature"]
     if not outcomes:
+        found = f" (found only {'; '.join(attestations)})" if attestations else ""
         raise UnsignedImage(f"{reference} is not signed: no cosign signature (bundle referrer "
-                            "or .sig tag) exists for this digest",
+                            f"or .sig tag) exists for this digest{found}",
                             hint="sign it with `promoter image sign REF@DIGEST --key cosign.key`")
     by_status = {outcome.status: outcome for outcome in outcomes}
     said = "; ".join(f"{o.format}: {o.detail}" for o in outcomes)

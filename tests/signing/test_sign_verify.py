@@ -139,6 +139,36 @@ def test_tampered_payload_fails(promoter: Run, registry: str, fmt: str) -> None:
     assert code == 1 and "altered after signing" in said
 
 
+def test_an_attestation_by_the_key_is_no_signature(promoter: Run, registry: str) -> None:
+    """A provenance statement the same key made about the image says something about it,
+    but does not sign it: verify still reports the image unsigned, and signing adds the
+    signature."""
+    from promoter.signing.keys import load_signing_key
+    from promoter.signing.service import attach_bundle
+    from tests.signing.conftest import PASSWORD
+
+    image = push_image(registry, "signing/attested", "attested")
+    reference = parse_reference(image)
+    digest = str(reference.digest)
+    key = load_signing_key(key_path(2).read_bytes(), PASSWORD)
+    body = json.dumps({"_type": bundle_format.STATEMENT_TYPE,
+                       "subject": [{"digest": {"sha256": digest.split(":")[1]}}],
+                       "predicateType": "https://slsa.dev/provenance/v1",
+                       "predicate": {}}).encode()
+    signature = key.sign(bundle_format.pae(bundle_format.IN_TOTO, body))
+    with RegistryClient(registry) as client:
+        subject = client.get_manifest(reference.repository, digest)
+        assert subject is not None
+        attach_bundle(client, reference.repository, {
+            "mediaType": subject.media_type, "digest": digest, "size": len(subject.body)},
+            bundle_format.make_bundle(body, signature, key.public.hint))
+    code, said = verify(promoter, image)
+    assert code == 1 and "is not signed" in said
+    assert "an attestation (https://slsa.dev/provenance/v1), not a signature" in said
+    assert sign(promoter, image, 2, "bundle")["created"] == ["bundle"]
+    assert verify(promoter, image)[0] == 0
+
+
 def test_key_problems_when_signing_are_distinct(promoter: Run, image: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COSIGN_PASSWORD", "Pa55-not-hello")

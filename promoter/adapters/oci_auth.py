@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from promoter.adapters.oci_limits import TOKEN_LIMIT, body_limit
 from promoter.errors import AuthError, ConfigError, TransientError
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -103,7 +104,8 @@ class RegistryAuth(httpx.Auth):
         headers = {}
         if self._credentials is not None:
             headers["Authorization"] = self._credentials.basic_header()
-        return httpx.Request("GET", realm, params=query, headers=headers)
+        return httpx.Request("GET", realm, params=query, headers=headers,
+                             extensions=body_limit(TOKEN_LIMIT, f"a token for {self._registry}"))
 
     def _read_token(self, response: httpx.Response) -> str:
         response.read()

@@ -22,6 +22,7 @@ import certifi
 import httpx
 
 from promoter.adapters.oci_auth import Credentials, RegistryAuth
+from promoter.adapters.oci_errors import StreamedRequestRefused
 from promoter.adapters.oci_limits import MANIFEST_LIMIT, SMALL_LIMIT, body_cap_hook, body_limit
 from promoter.adapters.oci_upload import upload_blob, upload_hashing
 from promoter.errors import PermanentError, TransientError
@@ -91,10 +92,10 @@ class RegistryClient:
             try:
                 response = self._http.request(method, url, extensions=extensions, **kwargs)
             except httpx.StreamError:
-                # A streamed body cannot be re-sent (e.g. the token expired mid-upload): the
-                # caller restarts the whole upload.
-                raise TransientError(f"registry {self.registry} asked to repeat a streamed "
-                                     f"request while {what}") from None
+                # A streamed body cannot be re-sent (e.g. the token expired mid-upload and
+                # was renewed): the caller resumes or restarts the upload.
+                raise StreamedRequestRefused(f"registry {self.registry} asked to repeat a "
+                                             f"streamed request while {what}") from None
             except httpx.TransportError as exc:
                 if attempt == attempts:
                     raise TransientError(f"registry {self.registry} unreachable while {what}: "

@@ -22,6 +22,8 @@ import certifi
 import httpx
 
 from promoter.adapters.oci_auth import Credentials, RegistryAuth
+from promoter.adapters.oci_errors import StreamedRequestRefused
+from promoter.adapters.oci_limits import MANIFEST_LIMIT, SMALL_LIMIT, body_cap_hook, body_limit
 from promoter.adapters.oci_origin import upload_location
 from promoter.adapters.oci_upload import upload_blob, upload_hashing
 from promoter.errors import PermanentError, TransientError
@@ -65,7 +67,11 @@ class RegistryClient:
         auth = RegistryAuth(registry, credentials, self.base_url)
         self._http = httpx.Client(base_url=self.base_url, auth=auth,
                                   timeout=httpx.Timeout(timeout, connect=10.0),
-                                  follow_redirects=True, verify=_tls_context())
+                                  follow_redirects=True, verify=_tls_context(),
+                                  # Uncompressed answers, so the body caps count real bytes.
+                                  headers={"Accept-Encoding": "identity"},
+                                  event_hooks={"response": [body_cap_hook(
+                                      f"registry {registry}")]})
 
     def close(self) -> None:
         self._http.close()
@@ -78,17 +84,20 @@ class RegistryClient:
 
     # -- low level -------------------------------------------------------------------------
     def request(self, method: str, url: str, *, expect: Collection[int], what: str,
-                retry: bool = True, **kwargs: Any) -> httpx.Response:
-        """Send with retries on transient failures; map unexpected statuses to errors."""
+                retry: bool = True, limit: int | None = SMALL_LIMIT, limited: str = "",
+                **kwargs: Any) -> httpx.Response:
+        """Send with retries on transient failures; map unexpected statuses to errors.
+        A successful answer larger than ``limit`` bytes (``limited`` names it) is refused."""
         attempts = self.attempts if retry else 1
+        extensions = body_limit(limit, limited or f"the answer while {what}")
         for attempt in range(1, attempts + 1):
             try:
-                response = self._http.request(method, url, **kwargs)
+                response = self._http.request(method, url, extensions=extensions, **kwargs)
             except httpx.StreamError:
-                # A streamed body cannot be re-sent (e.g. the token expired mid-upload): the
-                # caller restarts the whole upload.
-                raise TransientError(f"registry {self.registry} asked to repeat a streamed "
-                                     f"request while {what}") from None
+                # A streamed body cannot be re-sent (e.g. the token expired mid-upload and
+                # was renewed): the caller resumes or restarts the upload.
+                raise StreamedRequestRefused(f"registry {self.registry} asked to repeat a "
+                                             f"streamed request while {what}") from None
             except httpx.TransportError as exc:
                 if attempt == attempts:
                     raise TransientError(f"registry {self.registry} unreachable while {what}: "
@@ -158,16 +167,18 @@ class RegistryClient:
     def get_blob(self, repository: str, digest: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
         """A small blob (config, signature payload), checked against its digest."""
         response = self.request("GET", f"/v2/{repository}/blobs/{digest}", expect={200},
-                                what=f"reading blob {digest[:19]} from {repository}")
+                                what=f"reading blob {digest[:19]} from {repository}",
+                                limit=limit, limited=f"blob {digest[:19]} of {repository}")
         data = response.content
-        if len(data) > limit or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise PermanentError(f"registry {self.registry} returned a blob for {digest} whose "
                                  "content does not match that digest")
         return data
 
     @contextmanager
     def stream_blob(self, repository: str, digest: str) -> Iterator[Iterator[bytes]]:
-        with self._http.stream("GET", f"/v2/{repository}/blobs/{digest}") as response:
+        with self._http.stream("GET", f"/v2/{repository}/blobs/{digest}",
+                               extensions=body_limit(None, "a blob")) as response:
             if response.status_code != 200:
                 response.read()
                 raise self.error_for(response, f"reading blob {digest[:19]} from {repository}")
@@ -185,7 +196,9 @@ class RegistryClient:
         response = self.request("GET", f"/v2/{repository}/manifests/{reference}",
                                 headers={"Accept": ", ".join(MANIFEST_TYPES)},
                                 expect={200, 404}, what=f"reading manifest {repository}:"
-                                                        f"{reference}")
+                                                        f"{reference}",
+                                limit=MANIFEST_LIMIT,
+                                limited=f"manifest {repository}:{reference}")
         if response.status_code == 404:
             return None
         body = response.content
@@ -222,7 +235,9 @@ class RegistryClient:
         """The referrers API index, or None when the registry has no such API."""
         response = self.request("GET", f"/v2/{repository}/referrers/{digest}",
                                 headers={"Accept": OCI_INDEX}, expect={200, 404, 405},
-                                what=f"listing referrers of {digest[:19]}")
+                                what=f"listing referrers of {digest[:19]}",
+                                limit=MANIFEST_LIMIT,
+                                limited=f"the referrers index of {digest[:19]}")
         if response.status_code != 200 or not response.headers.get(
                 "Content-Type", "").startswith(OCI_INDEX):
             return None

@@ -4,23 +4,34 @@ GitLab's container registry (and Docker Hub, GHCR, Harbor) answer 401 with
 ``Bearer realm=...,service=...,scope=...``; the client asks the realm for a token (sending
 Basic credentials when it has them) and repeats the request with it. Credentials come from a
 Docker/containers auth file (``~/.docker/config.json`` or the file ``auth_file`` names).
+
+Tokens are short-lived (GitLab's last 5 minutes): each one is kept with its expiry and renewed
+before a request that would carry it at or near its end, so a long chunked upload never sends
+a PATCH with a stale token (a streamed PATCH body cannot be re-sent after a 401).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from promoter.adapters.oci_limits import TOKEN_LIMIT, body_limit
 from promoter.adapters.oci_origin import same_origin
 from promoter.errors import AuthError, ConfigError, TransientError
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
+DEFAULT_TOKEN_SECONDS = 60.0  # the distribution token spec's default when expires_in is absent
+_RENEW_MARGIN = 10.0  # renew this long before expiry (less for tokens shorter than 40 s)
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,37 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(_PARAM.findall(rest))
 
 
+@dataclass(frozen=True)
+class _Token:
+    value: str
+    challenge: dict[str, str]  # the Bearer challenge it answered: enough to ask for a new one
+    lifetime: float  # seconds, from when it was received
+    expires_at: float  # time.monotonic()
+
+    def expiring(self) -> bool:
+        margin = min(_RENEW_MARGIN, self.lifetime / 4)
+        return time.monotonic() >= self.expires_at - margin
+
+
+def token_lifetime(body: dict[str, Any], now: float) -> float:
+    """Seconds a token answer stays valid from ``now`` (wall clock): ``expires_in`` (60 s when
+    absent, as the spec says) counted from ``issued_at`` when given, as docker's client does,
+    since a token service may hand out a cached token that is already partly used up."""
+    expires_in = body.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) \
+            or expires_in <= 0:
+        expires_in = DEFAULT_TOKEN_SECONDS
+    issued_at = body.get("issued_at")
+    age = 0.0
+    if isinstance(issued_at, str):
+        # Unparsable (e.g. nanosecond precision): count from receipt instead.
+        with contextlib.suppress(ValueError):
+            age = now - datetime.fromisoformat(issued_at).timestamp()
+    # A clock ahead of the service's could make every token look expired; then each request
+    # renews its token, which costs a request but never sends a stale one.
+    return float(expires_in) - min(max(age, 0.0), float(expires_in))
+
+
 class RegistryAuth(httpx.Auth):
     """httpx auth flow: try the cached token, answer a 401 challenge once, then give up.
 
@@ -73,13 +115,19 @@ class RegistryAuth(httpx.Auth):
         self._registry = registry
         self._credentials = credentials
         self._base_url = base_url
-        self._tokens: dict[str, str] = {}  # scope → bearer token
+        self._tokens: dict[str, _Token] = {}  # scope → bearer token
         self._last_header: str | None = None
+        self._last_token: _Token | None = None  # the token behind _last_header, if Bearer
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if not same_origin(request.url, self._base_url):
             yield request
             return
+        if self._last_token is not None and self._last_token.expiring():
+            # Renew before sending rather than after a 401: a streamed body (an upload
+            # PATCH) cannot be sent twice.
+            renewed = yield from self._fetch_token(self._last_token.challenge)
+            self._last_header, self._last_token = f"Bearer {renewed.value}", renewed
         if self._last_header:
             request.headers["Authorization"] = self._last_header
         response = yield request
@@ -92,19 +140,29 @@ class RegistryAuth(httpx.Auth):
             if self._credentials is None:
                 raise self._no_credentials()
             header = self._credentials.basic_header()
+            self._last_token = None
         elif scheme == "bearer":
             scope = params.get("scope", "")
             token = self._tokens.get(scope)
-            if token is None or f"Bearer {token}" == request.headers.get("Authorization"):
-                token_response = yield self._token_request(params)
-                token = self._read_token(token_response)
-                self._tokens[scope] = token
-            header = f"Bearer {token}"
+            if token is None or token.expiring() \
+                    or f"Bearer {token.value}" == request.headers.get("Authorization"):
+                token = yield from self._fetch_token(params)
+            self._last_token = token
+            header = f"Bearer {token.value}"
         else:
             return
         self._last_header = header
         request.headers["Authorization"] = header
         yield request
+
+    def _fetch_token(self, params: dict[str, str]
+                     ) -> Generator[httpx.Request, httpx.Response, _Token]:
+        token_response = yield self._token_request(params)
+        received = time.monotonic()
+        value, lifetime = self._read_token(token_response)
+        token = _Token(value, params, lifetime, received + lifetime)
+        self._tokens[params.get("scope", "")] = token
+        return token
 
     def _token_request(self, params: dict[str, str]) -> httpx.Request:
         realm = params.get("realm")
@@ -114,9 +172,11 @@ class RegistryAuth(httpx.Auth):
         headers = {}
         if self._credentials is not None:
             headers["Authorization"] = self._credentials.basic_header()
-        return httpx.Request("GET", realm, params=query, headers=headers)
+        return httpx.Request("GET", realm, params=query, headers=headers,
+                             extensions=body_limit(TOKEN_LIMIT, f"a token for {self._registry}"))
 
-    def _read_token(self, response: httpx.Response) -> str:
+    def _read_token(self, response: httpx.Response) -> tuple[str, float]:
+        """The token and its lifetime in seconds from now."""
         response.read()
         if response.status_code in (401, 403):
             if self._credentials is None:
@@ -134,7 +194,7 @@ class RegistryAuth(httpx.Auth):
         except (ValueError, KeyError, AttributeError):
             raise AuthError(f"the token service of registry {self._registry} answered "
                             f"HTTP {response.status_code} without a token") from None
-        return str(token)
+        return str(token), token_lifetime(body, time.time())
 
     def _no_credentials(self) -> AuthError:
         return AuthError(f"registry {self._registry} requires credentials and none are set",

@@ -44,3 +44,9 @@ def registry_error(registry: str, response: httpx.Response, what: str) -> Promot
                               f"(HTTP {status}){said}",
                               retry_after=float(retry_after) if retry_after.isdigit() else None)
     return PermanentError(f"registry {registry} answered HTTP {status} while {what}{said}")
+
+
+class StreamedRequestRefused(TransientError):
+    """The registry asked for a streamed request (an upload PATCH) again, typically after a
+    401 for an expired token that the auth flow has renewed meanwhile: the body is gone, but
+    nothing of it was accepted, so an upload can resume where the registry says it stands."""

@@ -1,19 +1,21 @@
 """Chunked, streaming blob upload (distribution spec: POST → PATCH… → PUT ?digest=).
 
 Each PATCH carries the client's chunk size (128 MiB by default), streamed from the layer's own
-1-4 MiB pieces, so memory stays flat whatever the blob or chunk size. A failure mid-upload
-restarts the whole upload session, because a PATCH that may or may not have landed cannot be
-repeated safely.
+1-4 MiB pieces, so memory stays flat whatever the blob or chunk size. A PATCH refused before
+any of it was accepted (a 401 for a token that expired meanwhile; the auth flow has renewed it)
+resumes where the registry says the upload stands; any other failure mid-upload restarts the
+whole upload session, because a PATCH that may or may not have landed cannot be repeated safely.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+from promoter.adapters.oci_errors import StreamedRequestRefused
 from promoter.adapters.oci_origin import upload_location
 from promoter.errors import PermanentError, TransientError
 from promoter.ports.image import Blob
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 def upload_blob(client: RegistryClient, repository: str, blob: Blob) -> int:
     for attempt in range(1, client.attempts + 1):
         try:
-            return _upload_once(client, repository, blob)
+            return _upload_once(client, repository, _Pieces(blob, None))
         except TransientError:
             if attempt == client.attempts:
                 raise
@@ -40,10 +42,10 @@ def upload_hashing(client: RegistryClient, repository: str, blob: Blob) -> tuple
     of the bytes instead of a hashing pass plus an upload pass. The registry checks the
     digest given at the final PUT against what it received. Returns (digest, bytes sent)."""
     for attempt in range(1, client.attempts + 1):
-        hashing = _Hashing(blob)
+        pieces = _Pieces(blob, hashlib.sha256())
         try:
-            sent = _upload_once(client, repository, hashing.blob, digest=hashing.digest)
-            return hashing.digest(), sent
+            sent = _upload_once(client, repository, pieces)
+            return pieces.digest(), sent
         except TransientError:
             if attempt == client.attempts:
                 raise
@@ -51,34 +53,32 @@ def upload_hashing(client: RegistryClient, repository: str, blob: Blob) -> tuple
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class _Hashing:
-    """One attempt's view of a blob: its chunks, hashed as they are read."""
-
-    def __init__(self, blob: Blob) -> None:
-        assert blob.chunks is not None
-        self._source = blob.chunks
-        self._hasher = hashlib.sha256()
-        self.blob = Blob(blob.media_type, "", blob.size, self._chunks)
-
-    def _chunks(self) -> Iterator[bytes]:
-        for chunk in self._source():
-            self._hasher.update(chunk)
-            yield chunk
-
-    def digest(self) -> str:
-        return "sha256:" + self._hasher.hexdigest()
-
-
 class _Pieces:
     """The blob's chunk stream cut into request bodies of exact lengths, without copying
-    into large buffers: each request streams the source's own (1-4 MiB) pieces."""
+    into large buffers: each request streams the source's own (1-4 MiB) pieces.
 
-    def __init__(self, blob: Blob) -> None:
+    With a ``hasher`` (digest not known yet) the pieces are hashed as they are handed out, so
+    the hash covers exactly the bytes given to requests. Resuming only ever happens at the
+    start of a PATCH the registry never accepted (``resume_at``): the hash state saved there
+    (``mark``) covers exactly the bytes the registry holds, and the source is re-read from the
+    start and the bytes before that point discarded unhashed. The digest thus stays the one of
+    the bytes the registry received, even if the source changed between the two reads."""
+
+    def __init__(self, blob: Blob, hasher: hashlib._Hash | None) -> None:
         assert blob.chunks is not None
-        self._source = iter(blob.chunks())
+        self.blob = blob
+        self._chunks = blob.chunks
+        self._hasher = hasher
+        self._source = iter(self._chunks())
         self._pending = b""
 
     def take(self, length: int) -> Iterator[bytes]:
+        for piece in self._cut(length):
+            if self._hasher is not None:
+                self._hasher.update(piece)
+            yield piece
+
+    def _cut(self, length: int) -> Iterator[bytes]:
         while length > 0:
             if not self._pending:
                 self._pending = next(self._source, b"")
@@ -89,37 +89,78 @@ class _Pieces:
             length -= len(piece)
             yield piece
 
+    def mark(self) -> hashlib._Hash | None:
+        return self._hasher.copy() if self._hasher is not None else None
+
+    def resume_at(self, offset: int, mark: hashlib._Hash | None) -> None:
+        """Continue from byte ``offset``; ``mark`` is the hash state saved at that offset."""
+        self._source, self._pending, self._hasher = iter(self._chunks()), b"", mark
+        for _ in self._cut(offset):
+            pass
+
     def exhausted(self) -> bool:
         return not self._pending and next(self._source, b"") == b""
 
+    def digest(self) -> str:
+        return "sha256:" + self._hasher.hexdigest() if self._hasher is not None \
+            else self.blob.digest
 
-def _upload_once(client: RegistryClient, repository: str, blob: Blob,
-                 digest: Callable[[], str] | None = None) -> int:
+
+def _upload_once(client: RegistryClient, repository: str, pieces: _Pieces) -> int:
+    blob = pieces.blob
     what = f"uploading blob {blob.digest[:19] or 'of a new layer'} to {repository}"
     response = client.request("POST", f"/v2/{repository}/blobs/uploads/", expect={202},
                               what=what)
     location = _location(client, response, what)
-    offset, pieces = 0, _Pieces(blob)
+    offset, resumes = 0, 0
     while offset < blob.size:
         length = min(client.chunk_size, blob.size - offset)
-        response = client.request(
-            "PATCH", location, content=pieces.take(length), expect={202}, what=what,
-            retry=False, headers={"Content-Type": "application/octet-stream",
-                                  "Content-Range": f"{offset}-{offset + length - 1}",
-                                  "Content-Length": str(length)})
+        mark = pieces.mark()
+        try:
+            response = client.request(
+                "PATCH", location, content=pieces.take(length), expect={202}, what=what,
+                retry=False, headers={"Content-Type": "application/octet-stream",
+                                      "Content-Range": f"{offset}-{offset + length - 1}",
+                                      "Content-Length": str(length)})
+        except StreamedRequestRefused:
+            # Count only resumes without progress in between: a long upload may outlive
+            # several tokens, but a registry refusing the same chunk again and again must not
+            # keep us busy forever.
+            resumes += 1
+            if resumes > client.attempts:
+                raise
+            location = _resume(client, location, offset, what)
+            pieces.resume_at(offset, mark)
+            continue
         location = _location(client, response, what)
-        offset += length
+        offset, resumes = offset + length, 0
     if not pieces.exhausted():
         raise PermanentError(f"blob {blob.digest} is longer than the {blob.size} bytes "
                              "expected; did the model files change during the build?",
                              hint="run the build again once the files are stable")
     # Location keeps the upload state in its query: add the digest rather than replace it.
     separator = "&" if "?" in location else "?"
-    final = digest() if digest is not None else blob.digest
-    finish = f"{location}{separator}{urlencode({'digest': final})}"
+    finish = f"{location}{separator}{urlencode({'digest': pieces.digest()})}"
     client.request("PUT", finish, expect={201}, what=what, retry=False,
                    headers={"Content-Length": "0"})
     return offset
+
+
+def _resume(client: RegistryClient, location: str, offset: int, what: str) -> str:
+    """Ask the registry how far the upload got (``GET <location>``: 204, ``Range: 0-<last>``)
+    and return the location to continue at ``offset``. Anything but exactly ``offset`` bytes
+    held (or nothing sent yet, where distribution's ``0-0`` is ambiguous) restarts the upload:
+    the bytes before the refused PATCH are the only ones whose hash state was kept."""
+    if offset == 0:
+        raise TransientError(f"the registry refused the first chunk while {what}")
+    response = client.request("GET", location, expect={204}, what=what)
+    held = response.headers.get("Range", "")
+    first, _, last = held.partition("-")
+    if first != "0" or not last.isdigit() or int(last) + 1 != offset:
+        raise TransientError(f"the registry holds {held or 'an unknown range'} of the upload, "
+                             f"not the {offset} bytes sent, while {what}")
+    return _location(client, response, what) if response.headers.get("Location") \
+        else location
 
 
 def _location(client: RegistryClient, response: httpx.Response, what: str) -> str:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from promoter.adapters.oci import RegistryClient
-from promoter.adapters.oci_auth import Credentials, credentials_from_auth_file
+from promoter.adapters.oci_auth import Credentials, credentials_from_auth_file, token_lifetime
 from promoter.errors import AuthError, ConfigError
-from promoter.image.layers import bytes_blob
+from promoter.image.layers import Blob, bytes_blob
 from tests.image.registry import running_registry
+from tests.image.throttle import throttled
 from tests.image.token_server import TokenIssuer, token_auth_config, token_service
 
 pytestmark = pytest.mark.e2e
@@ -74,3 +77,78 @@ def test_auth_file_problems_are_config_errors(tmp_path: Path) -> None:
     assert credentials_from_auth_file("other.io", _auth_file(tmp_path / "a.json", "r.io", "u",
                                                              "p")) is None
     assert repr(Credentials("u", "p")) == "Credentials(username='u', password='********')"
+
+
+@pytest.fixture
+def short_tokens(token_registry: tuple[str, TokenIssuer]) -> Iterator[TokenIssuer]:
+    """The token service of ``token_registry``, its settings restored after the test."""
+    _, issuer = token_registry
+    yield issuer
+    issuer.lifetime, issuer.expires_in = 300, None
+
+
+TOKEN_SECONDS = 4  # short-lived tokens: each upload below outlives two or more
+
+
+def _blob(data: bytes, piece: int = 5_000) -> Blob:
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(data), piece):
+            yield data[start:start + piece]
+    return Blob("application/octet-stream", "sha256:" + hashlib.sha256(data).hexdigest(),
+                len(data), chunks)
+
+
+def test_an_upload_outliving_its_token_renews_the_token_before_it_expires(
+        token_registry: tuple[str, TokenIssuer], short_tokens: TokenIssuer) -> None:
+    registry, _ = token_registry
+    # GitLab's are 300 s; uploads take longer. 4 s, not less: a token must outlive its way
+    # through a loaded machine (the test failed under a parallel full suite with 2 s).
+    short_tokens.lifetime = short_tokens.expires_in = TOKEN_SECONDS
+    data = os.urandom(400_000)
+    blob = _blob(data)
+    before = short_tokens.requests
+    # Twenty PATCHes over ten seconds: two to three token lifetimes.
+    with throttled(registry, 40_000) as slow, RegistryClient(
+            slow, credentials=Credentials("ci", "s3cret"), chunk_size=20_000, attempts=2,
+            backoff=0) as client:
+        assert client.push_blob("ml/expiring", blob) == len(data)
+        assert client.bytes_uploaded == len(data)  # in one go: no restart re-sent anything
+        short_tokens.lifetime = short_tokens.expires_in = 300
+        assert client.get_blob("ml/expiring", blob.digest, limit=10**6) == data
+    assert short_tokens.requests - before >= 3  # renewed along the way
+
+
+def test_a_token_that_dies_early_is_renewed_and_the_upload_resumes_where_it_stood(
+        token_registry: tuple[str, TokenIssuer], short_tokens: TokenIssuer) -> None:
+    """The service promises 300 s but the registry stops accepting the token after 4 s (a
+    revoked token, a service clock ahead): the PATCH gets 401, its streamed body cannot be
+    sent again, so the upload continues from what the registry holds instead of from 0."""
+    registry, _ = token_registry
+    short_tokens.lifetime, short_tokens.expires_in = TOKEN_SECONDS, 300
+    known, new = os.urandom(400_000), os.urandom(400_000)
+    with throttled(registry, 40_000) as slow, RegistryClient(
+            slow, credentials=Credentials("ci", "s3cret"), chunk_size=20_000, attempts=2,
+            backoff=0) as client:
+        assert client.push_blob("ml/revoked", _blob(known)) == len(known)
+        unknown = _blob(new)
+        digest, sent = client.push_new_blob(
+            "ml/revoked", Blob(unknown.media_type, "", unknown.size, unknown.chunks))
+        assert (digest, sent) == (unknown.digest, len(new))  # the hash took nothing twice
+        assert client.bytes_uploaded == len(known) + len(new)
+        short_tokens.lifetime = 300
+        assert client.get_blob("ml/revoked", digest, limit=10**6) == new
+        assert client.get_blob("ml/revoked", "sha256:" + hashlib.sha256(known).hexdigest(),
+                               limit=10**6) == known
+
+
+def test_a_token_lives_as_long_as_its_answer_says_counted_from_its_issue() -> None:
+    issued = "2026-12-01T12:00:00Z"
+    noon = 1_796_126_400.0  # 2026-12-01T12:00:00Z
+    assert token_lifetime({"token": "t"}, noon) == 60  # the spec's default
+    assert token_lifetime({"token": "t", "expires_in": 300}, noon + 1000) == 300
+    assert token_lifetime({"token": "t", "expires_in": 300, "issued_at": issued},
+                          noon + 100) == 200  # handed out from a cache, partly used up
+    assert token_lifetime({"token": "t", "expires_in": 300, "issued_at": issued},
+                          noon + 900) == 0  # already over: renewed before the next request
+    assert token_lifetime({"token": "t", "expires_in": 300, "issued_at": "yesterday"},
+                          noon) == 300

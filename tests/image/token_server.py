@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 ISSUER, SERVICE = "promoter-test-issuer", "promoter-test-registry"
+# distribution accepts a token this long past its `exp` (clock-skew leeway, registry/auth/token)
+REGISTRY_LEEWAY = 60
 
 
 def _b64(data: bytes) -> str:
@@ -41,6 +43,10 @@ class TokenIssuer:
                      .not_valid_after(now + datetime.timedelta(hours=1))
                      .sign(self.key, hashes.SHA256()))
         self.requests = 0
+        # How long the registry accepts a token (seconds) and what the answer announces as
+        # `expires_in` (None: left out). GitLab's defaults are 300 s for both.
+        self.lifetime = 300
+        self.expires_in: int | None = None
 
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
@@ -53,8 +59,11 @@ class TokenIssuer:
         header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(
             self.cert.public_bytes(serialization.Encoding.DER)).decode()]}
         now = int(time.time())
+        # `exp` counts whole seconds and the registry adds its leeway: the token is accepted
+        # for more than `lifetime` seconds from now and at most one second longer.
+        expires = now + 1 + self.lifetime - REGISTRY_LEEWAY
         claims = {"iss": ISSUER, "sub": user, "aud": SERVICE, "iat": now, "nbf": now - 10,
-                  "exp": now + 300, "jti": os.urandom(8).hex(), "access": access}
+                  "exp": expires, "jti": os.urandom(8).hex(), "access": access}
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
         r, s = decode_dss_signature(self.key.sign(signing_input.encode(),
                                                   ec.ECDSA(hashes.SHA256())))
@@ -74,7 +83,10 @@ def token_service(issuer: TokenIssuer) -> Iterator[str]:
                 self.end_headers()
                 return
             scopes = parse_qs(urlsplit(self.path).query).get("scope", [])
-            body = json.dumps({"token": issuer.token(user, " ".join(scopes).split())}).encode()
+            answer: dict[str, object] = {"token": issuer.token(user, " ".join(scopes).split())}
+            if issuer.expires_in is not None:
+                answer["expires_in"] = issuer.expires_in
+            body = json.dumps(answer).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

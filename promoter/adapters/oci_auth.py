@@ -57,7 +57,8 @@ def credentials_from_auth_file(registry: str, auth_file: Path | None = None) -> 
             continue
         try:
             auths = json.loads(path.read_text(encoding="utf-8")).get("auths", {})
-            entry = auths.get(registry) or auths.get(f"https://{registry}") or {}
+            entry: dict[str, Any] = next(
+                (auths[key] for key in _auth_keys(registry) if key in auths), {})
             if not entry.get("auth"):
                 return None
             username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
@@ -66,6 +67,19 @@ def credentials_from_auth_file(registry: str, auth_file: Path | None = None) -> 
                               "'auths' entries", hint="run skopeo login again") from None
         return Credentials(username, password)
     return None
+
+
+# Docker Hub's API host is not the name logins store its credentials under: `docker login`
+# writes "https://index.docker.io/v1/", `skopeo login` / `podman login` write "docker.io".
+_DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "docker.io", "index.docker.io",
+                    "registry-1.docker.io")
+
+
+def _auth_keys(registry: str) -> tuple[str, ...]:
+    """The auths entries that may hold ``registry``'s credentials, most specific first."""
+    if registry in _DOCKER_HUB_KEYS or registry == "docker.io":
+        return _DOCKER_HUB_KEYS
+    return registry, f"https://{registry}"
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:

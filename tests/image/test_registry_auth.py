@@ -79,6 +79,17 @@ def test_auth_file_problems_are_config_errors(tmp_path: Path) -> None:
     assert repr(Credentials("u", "p")) == "Credentials(username='u', password='********')"
 
 
+@pytest.mark.parametrize("stored_as", ["https://index.docker.io/v1/", "docker.io"])
+def test_docker_hub_credentials_are_found_under_the_names_logins_store(
+        tmp_path: Path, stored_as: str) -> None:
+    """`docker login` stores Docker Hub as https://index.docker.io/v1/, `skopeo login` as
+    docker.io; promoter talks to registry-1.docker.io."""
+    auth = _auth_file(tmp_path / "auth.json", stored_as, "hub-user", "hub-pass")
+    assert credentials_from_auth_file("registry-1.docker.io", auth) == \
+        Credentials("hub-user", "hub-pass")
+    assert credentials_from_auth_file("quay.io", auth) is None
+
+
 @pytest.fixture
 def short_tokens(token_registry: tuple[str, TokenIssuer]) -> Iterator[TokenIssuer]:
     """The token service of ``token_registry``, its settings restored after the test."""

@@ -57,8 +57,10 @@ def credentials_from_auth_file(registry: str, auth_file: Path | None = None) -> 
             continue
         try:
             auths = json.loads(path.read_text(encoding="utf-8")).get("auths", {})
-            entry: dict[str, Any] = next(
-                (auths[key] for key in _auth_keys(registry) if key in auths), {})
+            # The first entry holding credentials: a credential helper leaves an empty one
+            # ("https://index.docker.io/v1/": {}) that must not hide skopeo's "docker.io".
+            entry: dict[str, Any] = next((auths[key] for key in _auth_keys(registry)
+                                          if (auths.get(key) or {}).get("auth")), {})
             if not entry.get("auth"):
                 return None
             username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
@@ -77,9 +79,18 @@ _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "docker.io", "index.docker.io
 
 def _auth_keys(registry: str) -> tuple[str, ...]:
     """The auths entries that may hold ``registry``'s credentials, most specific first."""
-    if registry in _DOCKER_HUB_KEYS or registry == "docker.io":
+    if registry in _DOCKER_HUB_KEYS:
         return _DOCKER_HUB_KEYS
     return registry, f"https://{registry}"
+
+
+def scope_key(scope: str) -> str:
+    """One key for the same rights however a challenge orders them: distribution asks for
+    `repository:r:push,pull` on one request and `repository:r:pull,push` on the next."""
+    def one(item: str) -> str:
+        resource, _, actions = item.rpartition(":")
+        return f"{resource}:{','.join(sorted(actions.split(',')))}" if resource else item
+    return " ".join(sorted(one(item) for item in scope.split()))
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -156,9 +167,12 @@ class RegistryAuth(httpx.Auth):
             header = self._credentials.basic_header()
             self._last_token = None
         elif scheme == "bearer":
-            scope = params.get("scope", "")
-            token = self._tokens.get(scope)
-            if token is None or token.expiring() \
+            token = self._tokens.get(scope_key(params.get("scope", "")))
+            # A token cached for the scope serves a request that carried another one (moving
+            # between repositories); never when the registry calls the token invalid: a token
+            # can die before its announced expiry (revoked, a clock ahead), and an older one
+            # cached for the same rights is no better.
+            if token is None or token.expiring() or params.get("error") == "invalid_token" \
                     or f"Bearer {token.value}" == request.headers.get("Authorization"):
                 token = yield from self._fetch_token(params)
             self._last_token = token
@@ -175,7 +189,7 @@ class RegistryAuth(httpx.Auth):
         received = time.monotonic()
         value, lifetime = self._read_token(token_response)
         token = _Token(value, params, lifetime, received + lifetime)
-        self._tokens[params.get("scope", "")] = token
+        self._tokens[scope_key(params.get("scope", ""))] = token
         return token
 
     def _token_request(self, params: dict[str, str]) -> httpx.Request:
@@ -183,7 +197,8 @@ class RegistryAuth(httpx.Auth):
         if not realm:
             raise AuthError(f"registry {self._registry} sent a Bearer challenge without a realm")
         query = {key: params[key] for key in ("service", "scope") if params.get(key)}
-        headers = {}
+        # Uncompressed, as the client's own requests: the body cap counts real bytes.
+        headers = {"Accept-Encoding": "identity"}
         if self._credentials is not None:
             headers["Authorization"] = self._credentials.basic_header()
         return httpx.Request("GET", realm, params=query, headers=headers,

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from promoter.adapters.oci import RegistryClient
-from promoter.adapters.oci_auth import Credentials, credentials_from_auth_file, token_lifetime
+from promoter.adapters.oci_auth import (
+    Credentials,
+    credentials_from_auth_file,
+    scope_key,
+    token_lifetime,
+)
 from promoter.errors import AuthError, ConfigError
 from promoter.image.layers import Blob, bytes_blob
 from tests.image.registry import running_registry
@@ -88,6 +93,24 @@ def test_docker_hub_credentials_are_found_under_the_names_logins_store(
     assert credentials_from_auth_file("registry-1.docker.io", auth) == \
         Credentials("hub-user", "hub-pass")
     assert credentials_from_auth_file("quay.io", auth) is None
+
+
+def test_an_empty_docker_hub_entry_does_not_hide_one_with_credentials(tmp_path: Path) -> None:
+    """A credential helper leaves "https://index.docker.io/v1/": {} beside skopeo's entry."""
+    auth = base64.b64encode(b"hub-user:hub-pass").decode()
+    path = tmp_path / "auth.json"
+    path.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {},
+                                          "docker.io": {"auth": auth}}}))
+    assert credentials_from_auth_file("registry-1.docker.io", path) == \
+        Credentials("hub-user", "hub-pass")
+
+
+def test_one_token_cache_key_for_the_same_rights_in_any_order() -> None:
+    """distribution's challenges say push,pull on one request and pull,push on the next."""
+    assert scope_key("repository:ml/r:push,pull") == scope_key("repository:ml/r:pull,push")
+    assert scope_key("repository:b:pull repository:a:push,pull") == \
+        "repository:a:pull,push repository:b:pull"
+    assert scope_key("") == ""
 
 
 @pytest.fixture

@@ -29,7 +29,14 @@ from promoter.core.results import STATUS_FOR_OUTCOME, DeploymentStatus, Pipeline
 from promoter.core.runtimes import Artifact
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
 from promoter.core.verdict import claimed_elsewhere, verdict
-from promoter.errors import PermanentError, PolicyDenied, PromoterError, UserError, parks_job
+from promoter.errors import (
+    Disposition,
+    PermanentError,
+    PolicyDenied,
+    PromoterError,
+    UserError,
+    disposition_of,
+)
 from promoter.ports.clock import Clock
 from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
 from promoter.ports.image import BuiltImage, ModelcarRequest, Signer, Verifier
@@ -107,20 +114,31 @@ class Pipeline:
         self.progress("resolve", "ok", f"{job.env} points at version {version}")
         try:
             return self._promote_version(job, version, steps)
-        except PromoterError as exc:
-            # A job parked now (a permanent error, or the last attempt of a transient one)
-            # is not retried: MLflow must not keep showing the status of before. The one place
-            # a failed promotion is tagged, on the version it was deploying; only while this
-            # worker still holds the job (a LeaseLost from the fence skips it).
-            if parks_job(exc) or steps.final_attempt():
-                status = (DeploymentStatus.INVALID if isinstance(exc, InvalidIntent)
-                          else DeploymentStatus.FAILED)
-                reason = exc.message if parks_job(exc) else f"gave up retrying: {exc.message}"
-                with contextlib.suppress(PromoterError):  # the job keeps the reason either way
-                    steps.before_side_effect("failed-status write-back")
-                    registry.write_back(job.model, version, job.env,
-                                        {"reason": reason, "status": status})
+        except Exception as exc:
+            # A job parked now (a permanent error, or the last attempt of a retried one) is
+            # not retried: MLflow must not keep showing the status of before. A policy denial
+            # has written its own status. The one place a failed promotion is tagged, on the
+            # version it was deploying; only while this worker still holds the job (a
+            # LeaseLost from the fence skips it).
+            disposition = disposition_of(exc)
+            if disposition is Disposition.PARK or (disposition is Disposition.RETRY
+                                                    and steps.final_attempt()):
+                self._tag_failed(job, version, exc, steps, gave_up=disposition
+                                 is Disposition.RETRY)
             raise
+
+    def _tag_failed(self, job: PromotionJob, version: str, exc: Exception, steps: StepLog, *,
+                    gave_up: bool) -> None:
+        status = (DeploymentStatus.INVALID if isinstance(exc, InvalidIntent)
+                  else DeploymentStatus.FAILED)
+        # A bug's own text stays in the logs: it may quote anything it was handling.
+        message = exc.message if isinstance(exc, PromoterError) else \
+            f"unexpected {type(exc).__name__} (see promoter's logs)"
+        reason = f"gave up retrying: {message}" if gave_up else message
+        with contextlib.suppress(PromoterError):  # the job keeps the reason either way
+            steps.before_side_effect("failed-status write-back")
+            self.ports.registry.write_back(job.model, version, job.env,
+                                           {"reason": reason, "status": status})
 
     def _promote_version(self, job: PromotionJob, version: str,
                          steps: StepLog) -> PipelineResult:

@@ -533,6 +533,28 @@ def test_the_last_attempt_of_a_transient_failure_tags_mlflow_failed(world: World
     assert steps.side_effects[-1] == "failed-status write-back"
 
 
+def test_a_policy_denial_on_the_last_attempt_stays_denied(world: World) -> None:
+    world.registry.add(MODEL, "4", {**INTENT_TAGS, "validation_status": "failed"})
+    with pytest.raises(PolicyDenied):
+        world.promote("4", steps=_LastAttempt())
+    assert world.registry.tags(MODEL, "4")["promoter.production.status"] == "denied"
+
+
+def test_a_bug_on_the_last_attempt_tags_failed_without_its_text(world: World) -> None:
+    """A bug is retried until the last attempt like a transient error; its message may quote
+    anything it handled, so MLflow gets its type and the logs keep the rest."""
+    def crash(proposal: Any) -> Any:
+        raise KeyError("s3cret-token-in-a-dict")
+
+    world.provider.propose = crash  # type: ignore[method-assign]
+    with pytest.raises(KeyError):
+        world.promote("2", steps=_LastAttempt())
+    tags = world.registry.tags(MODEL, "2")
+    assert tags["promoter.production.status"] == "failed"
+    assert tags["promoter.production.reason"] == \
+        "gave up retrying: unexpected KeyError (see promoter's logs)"
+
+
 def test_a_worker_that_lost_the_job_writes_no_failed_status(world: World) -> None:
     class _LostOnLastAttempt(_LastAttempt):
         def before_side_effect(self, what: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from promoter.errors import PermanentError, UserError
 
@@ -90,10 +91,14 @@ def check_tag(tag: str, where: str) -> str:
     return tag
 
 
+def is_digest(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(_DIGEST.fullmatch(value))
+
+
 def check_digest(value: object, source: str) -> str:
     """A descriptor digest read from a registry or an image layout, checked before it goes
     into a URL or a file path (``sha256:../..`` would otherwise steer either)."""
-    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+    if not is_digest(value):
         raise PermanentError(f"{source} names an invalid digest {str(value)[:100]!r}",
                              hint="digests look like sha256:<64 lowercase hex characters>; "
                                   "the image or its registry is damaged or not to be trusted")

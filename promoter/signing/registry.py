@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from promoter.errors import UserError
 from promoter.image.layers import Blob
-from promoter.image.reference import check_digest
+from promoter.image.reference import is_digest
 from promoter.ports.image import StoredManifest
 from promoter.signing import bundle as bundle_format
 
@@ -41,18 +41,19 @@ def bundle_blobs(client: SignatureRegistry, repository: str, digest: str) -> lis
     if index is None:
         tagged = client.get_manifest(repository, bundle_format.referrers_tag(digest))
         index = _index_document(tagged.body) if tagged else {}
+    # Entries and layers whose digest is malformed are skipped, never fetched: anyone who may
+    # push to the repository can write them, and a bundle of ours is never among them, so
+    # refusing the whole index would let them block signing and verification.
     bundles = []
     for entry in index.get("manifests") or []:
-        if not isinstance(entry, dict) or \
+        if not isinstance(entry, dict) or not is_digest(entry.get("digest")) or \
                 entry.get("artifactType") not in (None, bundle_format.BUNDLE_TYPE):
             continue
-        referrer = client.get_manifest(repository, check_digest(
-            entry.get("digest"), f"the referrers index of {repository}@{digest}"))
+        referrer = client.get_manifest(repository, entry["digest"])
         if referrer is None:
             continue
-        for layer_digest in bundle_format.bundle_layer_digests(referrer.body):
-            bundles.append(client.get_blob(repository, check_digest(
-                layer_digest, f"a signature bundle referrer in {repository}")))
+        bundles += [client.get_blob(repository, layer_digest) for layer_digest
+                    in bundle_format.bundle_layer_digests(referrer.body) if is_digest(layer_digest)]
     return bundles
 
 

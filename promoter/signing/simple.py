@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promoter.image.layers import Blob, bytes_blob
+from promoter.image.reference import is_digest
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -78,11 +79,15 @@ def manifest(layers: list[dict[str, Any]]) -> tuple[Blob, bytes]:
 
 
 def signature_layers(manifest_body: bytes) -> list[dict[str, Any]]:
+    """The signature layers of a ``.sig`` manifest. A layer whose digest is malformed is left
+    out (never fetched, and dropped when signing rewrites the manifest): anyone who may push
+    to the repository can write one, and no signature of ours is ever such a layer."""
     try:
         layers = json.loads(manifest_body).get("layers") or []
     except (ValueError, AttributeError):
         return []
-    return [layer for layer in layers if layer.get("mediaType") == SIMPLE_SIGNING]
+    return [layer for layer in layers if isinstance(layer, dict)
+            and layer.get("mediaType") == SIMPLE_SIGNING and is_digest(layer.get("digest"))]
 
 
 def decode_signature(layer: Mapping[str, Any]) -> bytes | None:

@@ -38,7 +38,7 @@ class ImageUse:
 def is_pinned(reference: str) -> bool:
     """True for ``REPOSITORY@sha256:<64 hex>`` (a tag before the digest is allowed: the digest
     decides what is pulled)."""
-    return bool(_PINNED.match(reference))
+    return bool(_PINNED.fullmatch(reference))
 
 
 def image_uses(documents: Sequence[Mapping[str, Any]]) -> list[ImageUse]:

@@ -77,7 +77,7 @@ def parse_reference(text: str) -> Reference:
         registry, repository = DOCKER_HUB, rest
         if "/" not in repository:
             repository = f"library/{repository}"
-    if not repository or not all(_REPO_PART.match(part) for part in repository.split("/")):
+    if not repository or not all(_REPO_PART.fullmatch(part) for part in repository.split("/")):
         raise UserError(f"image reference {original!r} has an invalid repository name",
                         hint="use lowercase letters, digits and . _ - separated by /, "
                              "e.g. 127.0.0.1:5000/models/fraud-detector")

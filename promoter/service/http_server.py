@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 
     from promoter.settings import ServerSettings
 
-_INCOMPLETE = (h11.IDLE, h11.SEND_BODY)
+_INCOMPLETE = (h11.IDLE, h11.SEND_BODY)  # the client has not finished sending its request
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # Kubelets probe one at a time and Prometheus scrapes a few at once: a small cap of its own
 # keeps a flood of the probe port from costing more than this many connections.
-PROBE_MAX_CONNECTIONS = 32  # the client has not finished sending its request
+PROBE_MAX_CONNECTIONS = 32
 
 
 class DeadlineH11Protocol(H11Protocol):

@@ -185,3 +185,12 @@ def test_every_place_a_pod_or_kserve_object_names_an_image_is_found() -> None:
         ("InferenceService/isvc", "spec.transformer.containers[0].image", "tr:4", False),
         ("ServingRuntime/rt", "spec.containers[0].image", "rt:5", False),
     ]
+
+
+def test_a_digest_followed_by_a_newline_is_not_pinned() -> None:
+    """`$` also matches before a trailing newline: the pin must be the whole reference."""
+    pinned = "r.io/x@sha256:" + "a" * 64
+    documents = [{"kind": "Pod", "metadata": {"name": "p"},
+                  "spec": {"containers": [{"name": "c", "image": pinned},
+                                          {"name": "d", "image": pinned + "\n"}]}}]
+    assert [use.pinned for use in image_uses(documents)] == [True, False]

@@ -23,11 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 from promoter.image.builder import SOURCE_INPUTS_LABEL
 from promoter.image.config import OCI_MANIFEST
+from promoter.image.digest_records import DigestRecords
 from promoter.image.reference import Reference, check_digest
 from promoter.ports.image import BuiltImage, ImageRegistry, StoredManifest
 
@@ -39,31 +39,16 @@ class PushedImages:
     """source inputs → the manifest digest promoter pushed for them (the last one)."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.directory = state_dir / "image-cache" / "pushed"
-
-    def _path(self, inputs: str) -> Path:
-        name = inputs.removeprefix("sha256:")
-        if not name.isalnum():  # a digest's hex, never a path
-            raise ValueError(f"source inputs {inputs!r} are not a sha256 digest")
-        return self.directory / f"{name}.json"
+        self._records = DigestRecords(state_dir / "image-cache" / "pushed")
 
     def record(self, inputs: str | None, digest: str) -> None:
         """Remember that promoter pushed ``digest`` for ``inputs`` (None: a mutable source,
         which is never looked up)."""
-        if inputs is None:
-            return
-        path = self._path(inputs)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps({"digest": digest}), encoding="utf-8")
-        os.replace(partial, path)
+        if inputs is not None:
+            self._records.put(inputs, digest)
 
     def digest(self, inputs: str) -> str | None:
-        try:
-            digest = json.loads(self._path(inputs).read_text(encoding="utf-8")).get("digest")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return digest if isinstance(digest, str) and digest.startswith("sha256:") else None
+        return self._records.get(inputs)
 
 
 def find_pushed(client: ImageRegistry, target: Reference, tag: str, wanted: str | None,

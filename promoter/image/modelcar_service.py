@@ -11,8 +11,6 @@ again reads nothing: it asks the registry (HEAD) and sends 0 bytes.
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -22,6 +20,7 @@ from promoter.errors import UserError
 from promoter.image import modelcar
 from promoter.image.base import BaseImage, load_base, parse_platform
 from promoter.image.builder import ImageTarget, push
+from promoter.image.digest_records import DigestRecords
 from promoter.image.existing import PushedImages, find_pushed
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
@@ -47,24 +46,11 @@ class ModelcarBuilder:
                  layout: Path | None = None) -> None:
         self.settings = settings
         self.layout = layout
-        self.cache_dir = state_dir / "image-cache" / "modelcar-layers"
+        # layer identity (the files' metadata) → the layer's digest: unchanged files are
+        # not read again
+        self.layer_digests = DigestRecords(state_dir / "image-cache" / "modelcar-layers")
         self.pushed = PushedImages(state_dir)  # what may be reused: only promoter's own pushes
         self._clients = clients
-
-    def _cached_digest(self, identity: str) -> str | None:
-        path = self.cache_dir / f"{identity.removeprefix('sha256:')}.json"
-        try:
-            digest = json.loads(path.read_text(encoding="utf-8")).get("digest")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return digest if isinstance(digest, str) and digest.startswith("sha256:") else None
-
-    def _record_digest(self, identity: str, digest: str) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        path = self.cache_dir / f"{identity.removeprefix('sha256:')}.json"
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps({"digest": digest}), encoding="utf-8")
-        os.replace(partial, path)
 
     def _target(self, repository: str) -> Reference:
         target = parse_reference(repository)
@@ -118,10 +104,10 @@ class ModelcarBuilder:
                 client = stack.enter_context(self._clients(target_ref.api_host))
                 target = RegistryTarget(client, target_ref.repository)
             uploaded = 0
-            digest = self._cached_digest(identity)
+            digest = self.layer_digests.get(identity)
             if digest is None:  # one read of the files: hashed while they are sent
                 digest, uploaded = target.push_new_blob(modelcar.layer_blob(entries))
-                self._record_digest(identity, digest)
+                self.layer_digests.put(identity, digest)
             image = modelcar.assemble(digest, entries, request, lineage, base, labels, platform)
             tag = modelcar_tag(lineage)
             uploaded += push(image, target, tag)

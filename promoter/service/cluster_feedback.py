@@ -215,6 +215,9 @@ def _never(revision: str) -> bool:
 
 
 _ATTEMPTS = 5   # rounds of "a concurrent observation stored a revision we had not asked about"
+# Tellings one observation may do: its own, then what concurrent replicas left untold. Bounded:
+# under a storm of changes the next observation carries on.
+_DRAIN_ROUNDS = 3
 
 
 def _delivery_id(key: str) -> str:
@@ -261,32 +264,44 @@ class ClusterFeedback:
         when the environment's status differs from what was last told (and no live telling
         of it is under way), tell MLflow, the MR and the audit trail."""
         carries = self.change_carriers(name, env)
+        status, claimed, was_deployed = self._judge(name, env, rows, complete, carries)
+        for _ in range(_DRAIN_ROUNDS):
+            if not claimed:
+                return status
+            try:
+                self._tell(name, env, status, actor,
+                           undeployed=was_deployed and not status.deployed)
+            except Exception:
+                self.store.untold(name, env, status)   # so the next observation tries again
+                raise
+            # Killed before this line, the claim goes stale and the next observation tells
+            # again: MLflow tags and the note are overwritten with the same values, but the
+            # audit trail gets the argocd.status line a second time.
+            self.store.told(name, env, status)
+            # Drain: another replica may have told an older status after ours finished, or
+            # stored a newer observation while ours was being told. Judge what is stored now
+            # (storing nothing) and tell it if it still differs from what was told last;
+            # Argo CD may never notify about this environment again.
+            status, claimed, was_deployed = self._judge(name, env, [], False, carries)
+        return status
+
+    def _judge(self, name: str, env: str, rows: list[ClusterStatus], complete: bool,
+               carries: _ChangeCarriers | Carries | None) -> tuple[EnvironmentStatus, bool, bool]:
+        """Store ``rows`` and judge the environment: (status, claimed to tell, deployed as
+        last told)."""
         # A state database failure is a TransientError already (the StateDB translates it).
         for attempt in range(_ATTEMPTS):
             if isinstance(carries, _ChangeCarriers):
                 carries.learn(row.revision for row in [*rows, *self.store.rows(name, env)])
             try:
-                status, claimed, was_deployed = self.store.record(
-                    name, env, rows, complete=complete,
-                    summary=lambda stored: summarise(stored, carries))
-                break
+                return self.store.record(name, env, rows, complete=complete,
+                                         summary=lambda stored: summarise(stored, carries))
             except _Unanswered as unanswered:
                 if not isinstance(carries, _ChangeCarriers) or attempt + 1 == _ATTEMPTS:
                     raise TransientError("cluster status kept changing while promoter "
                                          "looked; the next observation tries again") from None
                 carries.learn([unanswered.revision])
-        if not claimed:
-            return status
-        try:
-            self._tell(name, env, status, actor, undeployed=was_deployed and not status.deployed)
-        except Exception:
-            self.store.untold(name, env, status)   # so the next observation tries again
-            raise
-        # Killed before this line, the claim goes stale and the next observation tells again:
-        # MLflow tags and the note are overwritten with the same values, but the audit trail
-        # gets the argocd.status line a second time.
-        self.store.told(name, env, status)
-        return status
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _tell(self, name: str, env: str, status: EnvironmentStatus, actor: str, *,
               undeployed: bool) -> None:

@@ -299,3 +299,31 @@ def test_an_mr_the_forge_cannot_show_is_listed_and_fails_the_run(command_world: 
     assert [(f["iid"], f["name"]) for f in sweep["failures"]] == [(iid + 98, "other")]
     assert "could not check 1 merge request(s)" in done.stderr
     assert command_world.status() == "merged"
+
+
+def test_a_crash_in_the_sweep_still_reports_the_mlflow_pass(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug in the sweep is reported after the pass, as a forge error is, with its trace
+    in the log and only its type on the command line."""
+    from promoter import cli
+    from promoter.commands import reconcile as command
+    from promoter.service import composition
+    from promoter.service.reconcile import PassReport
+
+    def crash(*_args: object, **_kwargs: object) -> object:
+        raise KeyError("internal detail")
+
+    monkeypatch.setenv("PROMOTER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(composition, "registry", lambda settings: None)
+    monkeypatch.setattr(command, "_mlflow_pass", lambda settings, registry: PassReport(
+        models=3, jobs=[{"created": True, "job_id": 9, "action": "promote", "model": "m",
+                         "version": "2", "env": "staging"}]))
+    monkeypatch.setattr(composition, "mr_sweep", crash)
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["reconcile", "--once"])
+    out, err = capsys.readouterr()
+    assert ended.value.code == 1
+    assert "3 models" in out and "queued job 9: promote m v2 → staging" in out
+    assert "the MR sweep failed: unexpected KeyError (its trace is logged)" in err
+    assert "internal detail" not in out + err.split("Traceback")[0]

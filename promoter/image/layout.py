@@ -45,13 +45,9 @@ class LayoutTarget:
             return 0
         if blob.chunks is None:
             raise UserError(f"blob {blob.digest} cannot be read to write the layout")
-        partial, hasher, size = path.with_suffix(".partial"), hashlib.sha256(), 0
-        with partial.open("wb") as out:
-            for chunk in blob.chunks():
-                hasher.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-        if "sha256:" + hasher.hexdigest() != blob.digest or size != blob.size:
+        partial = path.with_suffix(".partial")
+        digest, size = _write_capped(blob, partial)
+        if digest != blob.digest or size != blob.size:
             partial.unlink()
             raise UserError(f"blob {blob.digest} changed while being written; build again")
         os.replace(partial, path)
@@ -63,13 +59,7 @@ class LayoutTarget:
         if blob.chunks is None:
             raise UserError("a new blob needs its bytes to be written")
         partial = self.root / "blobs" / "sha256" / f"new-{os.getpid()}.partial"
-        hasher, size = hashlib.sha256(), 0
-        with partial.open("wb") as out:
-            for chunk in blob.chunks():
-                hasher.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-        digest = "sha256:" + hasher.hexdigest()
+        digest, size = _write_capped(blob, partial)
         if size != blob.size:
             partial.unlink()
             raise UserError(f"a layer of {blob.size} bytes came out as {size}; build again")
@@ -97,3 +87,25 @@ class LayoutTarget:
 
     def _write_index(self, index: dict[str, Any]) -> None:
         (self.root / "index.json").write_bytes(canonical_json(index))
+
+
+def _write_capped(blob: Blob, partial: Path) -> tuple[str, int]:
+    """Write ``blob``'s chunks to ``partial``: (sha256 digest, bytes). A source that sends
+    more than the blob's declared size (a base registry that keeps streaming) is cut off there
+    instead of filling the disk; the partial file never outlives a failure."""
+    assert blob.chunks is not None
+    hasher, size = hashlib.sha256(), 0
+    try:
+        with partial.open("wb") as out:
+            for chunk in blob.chunks():
+                size += len(chunk)
+                if size > blob.size:
+                    raise UserError(f"blob {blob.digest or 'of a new layer'} is longer than "
+                                    f"its {blob.size} bytes; its source is damaged or not to "
+                                    "be trusted")
+                hasher.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return "sha256:" + hasher.hexdigest(), size

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from promoter.errors import PermanentError
+from promoter.errors import PermanentError, UserError
 from promoter.image.base import load_base
 from promoter.image.config import OCI_MANIFEST
 from promoter.image.existing import PushedImages, find_pushed
@@ -140,6 +140,25 @@ def test_a_layout_never_writes_a_blob_outside_itself(tmp_path: Path) -> None:
                        match=r"OCI layout \S+ names an invalid digest 'sha256:\.\./"):
         layout.push_blob(blob, mount_from=None)
     assert not list(tmp_path.glob("escaped*")) and not (tmp_path.parent / "escaped").exists()
+
+
+def test_a_layout_stops_a_blob_that_streams_past_its_size(tmp_path: Path) -> None:
+    """A base registry that keeps sending bytes is cut off at the layer's declared size
+    (promoter reads base layers unlimited: they can be gigabytes), and leaves no file."""
+    sent: list[int] = []
+
+    def endless() -> Iterator[bytes]:
+        while len(sent) < 10_000:  # bounded; the layout must stop long before
+            sent.append(1)
+            yield b"x" * 1024
+
+    layout = LayoutTarget(tmp_path / "layout")
+    with pytest.raises(UserError, match=f"blob {GOOD} is longer than its 4096 bytes"):
+        layout.push_blob(Blob("application/octet-stream", GOOD, 4096, endless), mount_from=None)
+    assert len(sent) == 5
+    with pytest.raises(UserError, match="of a new layer is longer than its 4096 bytes"):
+        layout.push_new_blob(Blob("application/octet-stream", "", 4096, endless))
+    assert not [path for path in (tmp_path / "layout").rglob("*") if path.suffix == ".partial"]
 
 
 @pytest.mark.parametrize("tag", ["../../other/manifests/x", "vé"])

@@ -11,12 +11,13 @@ challenge: a client that answered it would show up with credentials in ``request
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from tests.image.serving import serving
 
 USER, PASSWORD = "alice", "s3cret-pw"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -102,16 +103,9 @@ class _Registry(_Recording):
 
 @contextmanager
 def _serve(handler: type[_Recording], bind: str, host: Host) -> Iterator[None]:
-    server = ThreadingHTTPServer((bind, 0), type("Handler", (handler,), {"host": host}))
-    host.address = f"{bind}:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(type("Handler", (handler,), {"host": host}), bind) as server:
+        host.address = f"{bind}:{server.server_address[1]}"
         yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @contextmanager

@@ -4,14 +4,15 @@ send a gigabyte for a manifest, blob, token or error body, and counts what it go
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from promoter.adapters.oci import RegistryClient
 from promoter.errors import PermanentError
+from tests.image.serving import serving
 
 GIB = 1024 ** 3
 PIECE = b"x" * 65536
@@ -63,15 +64,8 @@ def hostile() -> Iterator[tuple[str, Flood]]:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as server:
         yield f"127.0.0.1:{server.server_address[1]}", flood
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _sent(flood: Flood) -> int:
@@ -98,21 +92,20 @@ def test_an_oversized_manifest_is_refused_without_reading_it_all(
     assert _sent(flood) < STOPPED_EARLY
 
 
-def test_a_blob_over_its_limit_is_refused_while_streaming(hostile: tuple[str, Flood]) -> None:
+@pytest.mark.parametrize(("read", "refused"), [
+    (lambda client: client.get_blob("base/x", "sha256:" + "0" * 64, limit=1000),
+     r"more than 1000 bytes for blob sha256:00000000000"),
+    (lambda client: client.referrers("base/x", "sha256:" + "0" * 64),
+     r"more than 4 MiB for the referrers index"),
+], ids=["blob", "referrers"])
+def test_an_answer_over_its_limit_is_refused_while_streaming(
+        hostile: tuple[str, Flood], read: Callable[[RegistryClient], object],
+        refused: str) -> None:
     address, flood = hostile
     flood.declare_length = False
-    with RegistryClient(address, attempts=1) as client, pytest.raises(
-            PermanentError, match=r"more than 1000 bytes for blob sha256:00000000000"):
-        client.get_blob("base/x", "sha256:" + "0" * 64, limit=1000)
-    assert _sent(flood) < STOPPED_EARLY
-
-
-def test_an_oversized_referrers_index_is_refused(hostile: tuple[str, Flood]) -> None:
-    address, flood = hostile
-    flood.declare_length = False
-    with RegistryClient(address, attempts=1) as client, pytest.raises(
-            PermanentError, match=r"more than 4 MiB for the referrers index"):
-        client.referrers("base/x", "sha256:" + "0" * 64)
+    with RegistryClient(address, attempts=1) as client, pytest.raises(PermanentError,
+                                                                      match=refused):
+        read(client)
     assert _sent(flood) < STOPPED_EARLY
 
 

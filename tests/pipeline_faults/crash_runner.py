@@ -69,11 +69,12 @@ def kill_in_the_middle_of_uploads() -> None:
         self.chunk_size = UPLOAD_CHUNK_BYTES
         self.kill_after_patch = None
 
-    def upload_once(client: Any, repository: str, blob: Any) -> int:
+    def upload_once(client: Any, repository: str, pieces: Any) -> int:
+        blob = pieces.blob  # the upload session's view of the blob (oci_upload._Pieces)
         if blob.size > 2 * client.chunk_size:
             client.kill_after_patch = f"mid-upload of {blob.digest} ({blob.size} bytes)"
         try:
-            return original_upload(client, repository, blob)
+            return original_upload(client, repository, pieces)
         finally:
             client.kill_after_patch = None
 

@@ -17,12 +17,18 @@ from promoter.core.config import Targets
 from promoter.core.problems import describe
 from promoter.core.render import ImagePin, Lineage, RenderRequest
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef, resolve
-from promoter.errors import UserError
+from promoter.errors import PermanentError, UserError
 
 # Fields of the intent that every environment shares: an environment may not override them.
 # (Ownership decides quotas and cost labels; letting staging say another team would let one
 # environment escape the quota the base declares.)
 SHARED_FIELDS = ("owner", "model", "runtime", "environments")
+
+
+class InvalidIntent(PermanentError):
+    """The version's deployment intent cannot be deployed as it is (tagged status=invalid)."""
+
+    kind = "invalid_intent"
 
 
 def check_document(document: Any, *, origin: str) -> dict[str, Any]:

@@ -19,19 +19,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from promoter.core import audit_anchor, codeowners, gates, live_overlay, mr_text, tree_facts
+from promoter.core.artifact_steps import ArtifactSteps
 from promoter.core.audit_chain import Head
 from promoter.core.config import PipelineConfig
 from promoter.core.decommission import decommission
-from promoter.core.intent import build_request
+from promoter.core.intent import InvalidIntent, build_request
 from promoter.core.policy import Decision
 from promoter.core.render import ImagePin, Lineage, Renderer
 from promoter.core.results import STATUS_FOR_OUTCOME, DeploymentStatus, PipelineResult
-from promoter.core.runtimes import Artifact
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
 from promoter.core.verdict import claimed_elsewhere, verdict
 from promoter.errors import (
     Disposition,
-    PermanentError,
     PolicyDenied,
     PromoterError,
     UserError,
@@ -39,7 +38,7 @@ from promoter.errors import (
 )
 from promoter.ports.clock import Clock
 from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
-from promoter.ports.image import BuiltImage, ModelcarRequest, Signer, Verifier
+from promoter.ports.image import BuiltImage, Signer, Verifier
 from promoter.ports.pipeline import (
     AuditHeads,
     DeployedState,
@@ -56,12 +55,6 @@ def digest_of(value: Any) -> str:
     """sha256 of a JSON value's canonical form: what the audit trail says a step consumed."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-class InvalidIntent(PermanentError):
-    """The version's deployment intent cannot be deployed as it is (tagged status=invalid)."""
-
-    kind = "invalid_intent"
 
 
 @dataclass(frozen=True)
@@ -159,10 +152,11 @@ class Pipeline:
             raise PolicyDenied(decision.reasons)
         self.progress("policy", "ok", f"{len(decision.results)} rules passed")
 
-        artifact = self._artifact(deployment)
-        image = self._image(job, deployment, info, steps, artifact)
-        signature = self._signature(image, steps)
-        verified = self._verify(job, version, image, steps)
+        artifacts = ArtifactSteps(self.config, self.ports, self.progress)
+        artifact = artifacts.artifact(deployment)
+        image = artifacts.image(job, deployment, info, steps, artifact)
+        signature = artifacts.signature(image, steps)
+        verified = artifacts.verify(job, version, image, steps)
         if verified:
             signature = f"{signature}; {verified}" if signature else verified
         # The digest just signed and verified is the one the manifests pull, in the field the
@@ -256,96 +250,6 @@ class Pipeline:
             claimed=claimed_elsewhere(self.config, lambda: self.ports.provider, job.env,
                                       deployment.name))
         return verdict(self.config.policy, env, deployment, facts)
-
-    def _artifact(self, deployment: ModelDeployment) -> Artifact:
-        """What the runtime runs (its descriptor says): the pyfunc image, a modelcar, none."""
-        descriptor = self.ports.renderer.runtimes.get(deployment.spec.runtime)
-        if descriptor is None:
-            known = ", ".join(sorted(self.ports.renderer.runtimes))
-            raise InvalidIntent(f"{deployment.name}: spec.runtime {deployment.spec.runtime!r} "
-                                f"is not a known runtime (known: {known})",
-                                hint="fix the deploy.runtime tag, then set the alias again")
-        return descriptor.artifact
-
-    def _modelcar_layout(self, deployment: ModelDeployment) -> str:
-        descriptor = self.ports.renderer.runtimes[deployment.spec.runtime]  # _artifact checked
-        return descriptor.modelcar_layout or ""  # a modelcar descriptor always names one
-
-    def _image(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
-               steps: StepLog, artifact: Artifact) -> BuiltImage | None:
-        """The artifact the runtime runs, built and pushed once per version (step "image")."""
-        if artifact == "none":
-            self.progress("image", "skipped", f"runtime {deployment.spec.runtime} runs no "
-                          "artifact of promoter's")
-            return None
-        targets = self.config.targets
-        repository_template = (targets.modelcar_repository or targets.image_repository
-                               if artifact == "modelcar" else targets.image_repository)
-        if not repository_template or self.ports.images is None:
-            self.progress("image", "skipped", "no image repository configured")
-            return None
-        recorded = steps.step("image")
-        if recorded and recorded.get("version") == info.version and \
-                recorded.get("artifact", "pyfunc-image") == artifact:
-            self.progress("image", "reused", recorded["reference"])
-            return BuiltImage(recorded["reference"], recorded["digest"], recorded["size"],
-                              list(recorded["layers"]), 0)
-        repository = repository_template.format(name=deployment.name)
-        labels = {"org.opencontainers.image.title": deployment.name}
-        if artifact == "modelcar":
-            serving = deployment.spec.serving
-            built = self.ports.images.build_modelcar(
-                job.model, info.version, repository,
-                ModelcarRequest(layout=self._modelcar_layout(deployment), name=deployment.name,
-                                model_format=serving.model_format or "onnx",
-                                max_batch_size=serving.max_batch_size or 0), labels)
-        else:
-            built = self.ports.images.build(job.model, info.version, repository, labels)
-        steps.record_step("image", {"version": info.version, "artifact": artifact,
-                                    "reference": built.reference,
-                                    "digest": built.digest, "size": built.size,
-                                    "layers": built.layers,
-                                    "bytes_uploaded": built.bytes_uploaded})
-        what = "modelcar " if artifact == "modelcar" else ""
-        self.progress("image", "built",
-                      f"{what}{built.reference} ({built.bytes_uploaded} bytes sent)")
-        return built
-
-    def _signature(self, image: BuiltImage | None, steps: StepLog) -> str | None:
-        if image is None or self.ports.signer is None:
-            return None
-        recorded = steps.step("signature")
-        if recorded and recorded.get("digest") == image.digest:
-            return str(recorded["status"])
-        info = self.ports.signer.sign(image.reference)
-        status = f"signed ({', '.join(info.formats)}; key {info.key_hint[:12]}…)"
-        steps.record_step("signature", {"digest": image.digest, "status": status,
-                                        "formats": info.formats, "created": info.created})
-        self.progress("sign", "ok", status)
-        return status
-
-    def _verify(self, job: PromotionJob, version: str, image: BuiltImage | None,
-                steps: StepLog) -> str | None:
-        """Only an image signed by a configured key reaches a merge request (whether promoter
-        signed it or something else did): an unsigned image, or one signed by another key,
-        is denied here and nothing is proposed."""
-        if image is None or self.ports.verifier is None:
-            return None
-        recorded = steps.step("verify")
-        if recorded and recorded.get("digest") == image.digest:
-            return str(recorded["status"])
-        try:
-            info = self.ports.verifier.verify(image.reference)
-        except UserError as exc:
-            reason = f"signature: {exc.message}"
-            self.ports.registry.write_back(job.model, version, job.env,
-                                           {"status": DeploymentStatus.DENIED, "reason": reason})
-            self.progress("verify", "denied", exc.message)
-            raise PolicyDenied([reason]) from None
-        status = f"verified ({', '.join(info.formats)}; key {info.key_hint[:12]}…)"
-        steps.record_step("verify", {"digest": image.digest, "status": status})
-        self.progress("verify", "ok", status)
-        return status
 
     def _propose(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
                  run: RunInfo | None, files: Mapping[str, str], decision: Decision,

@@ -1,0 +1,120 @@
+"""The promotion's artifact steps: build (or reuse) what the runtime runs, sign it, and verify
+the signature before anything is proposed. Ports only.
+
+Each step is recorded under the job (``image``, ``signature``, ``verify``) and reused for the
+same version and digest, so a re-run after a crash sends and signs nothing twice.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from promoter.core.config import PipelineConfig
+from promoter.core.intent import InvalidIntent
+from promoter.core.results import DeploymentStatus
+from promoter.core.runtimes import Artifact
+from promoter.core.spec import ModelDeployment
+from promoter.errors import PolicyDenied, UserError
+from promoter.ports.image import BuiltImage, ModelcarRequest
+from promoter.ports.pipeline import Progress, StepLog
+from promoter.ports.registry import ModelVersionInfo
+
+if TYPE_CHECKING:
+    from promoter.core.pipeline import Ports, PromotionJob
+
+
+class ArtifactSteps:
+    def __init__(self, config: PipelineConfig, ports: Ports, progress: Progress) -> None:
+        self.config = config
+        self.ports = ports
+        self.progress = progress
+
+    def artifact(self, deployment: ModelDeployment) -> Artifact:
+        """What the runtime runs (its descriptor says): the pyfunc image, a modelcar, none."""
+        descriptor = self.ports.renderer.runtimes.get(deployment.spec.runtime)
+        if descriptor is None:
+            known = ", ".join(sorted(self.ports.renderer.runtimes))
+            raise InvalidIntent(f"{deployment.name}: spec.runtime {deployment.spec.runtime!r} "
+                                f"is not a known runtime (known: {known})",
+                                hint="fix the deploy.runtime tag, then set the alias again")
+        return descriptor.artifact
+
+    def _modelcar_layout(self, deployment: ModelDeployment) -> str:
+        descriptor = self.ports.renderer.runtimes[deployment.spec.runtime]  # artifact() checked
+        return descriptor.modelcar_layout or ""  # a modelcar descriptor always names one
+
+    def image(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
+               steps: StepLog, artifact: Artifact) -> BuiltImage | None:
+        """The artifact the runtime runs, built and pushed once per version (step "image")."""
+        if artifact == "none":
+            self.progress("image", "skipped", f"runtime {deployment.spec.runtime} runs no "
+                          "artifact of promoter's")
+            return None
+        targets = self.config.targets
+        repository_template = (targets.modelcar_repository or targets.image_repository
+                               if artifact == "modelcar" else targets.image_repository)
+        if not repository_template or self.ports.images is None:
+            self.progress("image", "skipped", "no image repository configured")
+            return None
+        recorded = steps.step("image")
+        if recorded and recorded.get("version") == info.version and \
+                recorded.get("artifact", "pyfunc-image") == artifact:
+            self.progress("image", "reused", recorded["reference"])
+            return BuiltImage(recorded["reference"], recorded["digest"], recorded["size"],
+                              list(recorded["layers"]), 0)
+        repository = repository_template.format(name=deployment.name)
+        labels = {"org.opencontainers.image.title": deployment.name}
+        if artifact == "modelcar":
+            serving = deployment.spec.serving
+            built = self.ports.images.build_modelcar(
+                job.model, info.version, repository,
+                ModelcarRequest(layout=self._modelcar_layout(deployment), name=deployment.name,
+                                model_format=serving.model_format or "onnx",
+                                max_batch_size=serving.max_batch_size or 0), labels)
+        else:
+            built = self.ports.images.build(job.model, info.version, repository, labels)
+        steps.record_step("image", {"version": info.version, "artifact": artifact,
+                                    "reference": built.reference,
+                                    "digest": built.digest, "size": built.size,
+                                    "layers": built.layers,
+                                    "bytes_uploaded": built.bytes_uploaded})
+        what = "modelcar " if artifact == "modelcar" else ""
+        self.progress("image", "built",
+                      f"{what}{built.reference} ({built.bytes_uploaded} bytes sent)")
+        return built
+
+    def signature(self, image: BuiltImage | None, steps: StepLog) -> str | None:
+        if image is None or self.ports.signer is None:
+            return None
+        recorded = steps.step("signature")
+        if recorded and recorded.get("digest") == image.digest:
+            return str(recorded["status"])
+        info = self.ports.signer.sign(image.reference)
+        status = f"signed ({', '.join(info.formats)}; key {info.key_hint[:12]}…)"
+        steps.record_step("signature", {"digest": image.digest, "status": status,
+                                        "formats": info.formats, "created": info.created})
+        self.progress("sign", "ok", status)
+        return status
+
+    def verify(self, job: PromotionJob, version: str, image: BuiltImage | None,
+                steps: StepLog) -> str | None:
+        """Only an image signed by a configured key reaches a merge request (whether promoter
+        signed it or something else did): an unsigned image, or one signed by another key,
+        is denied here and nothing is proposed."""
+        if image is None or self.ports.verifier is None:
+            return None
+        recorded = steps.step("verify")
+        if recorded and recorded.get("digest") == image.digest:
+            return str(recorded["status"])
+        try:
+            info = self.ports.verifier.verify(image.reference)
+        except UserError as exc:
+            reason = f"signature: {exc.message}"
+            self.ports.registry.write_back(job.model, version, job.env,
+                                           {"status": DeploymentStatus.DENIED, "reason": reason})
+            self.progress("verify", "denied", exc.message)
+            raise PolicyDenied([reason]) from None
+        status = f"verified ({', '.join(info.formats)}; key {info.key_hint[:12]}…)"
+        steps.record_step("verify", {"digest": image.digest, "status": status})
+        self.progress("verify", "ok", status)
+        return status

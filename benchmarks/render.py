@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from promoter import rendering
 from promoter.core.render import ImagePin, Lineage
-from promoter.settings import Environment, ImageSettings, Settings, Trigger
+from promoter.image_settings import ImageSettings
+from promoter.settings import Environment, Settings, Trigger
 
 INTENTS = 1000
 ENVIRONMENTS = ("dev", "staging", "production")

@@ -41,8 +41,10 @@ from promoter.core.naming import label_value_problem, name_problem
 from promoter.core.problems import describe
 from promoter.core.spec import MIG_PROFILE_PATTERN, deep_merge
 from promoter.errors import ConfigError
+from promoter.image_settings import ImageSettings
 from promoter.policy_settings import PolicySettings
 from promoter.secret_settings import Secret, read_secrets, refuse_inline_secrets
+from promoter.server_settings import ServerSettings
 from promoter.settings_file import default_problems, read_yaml
 from promoter.settings_section import Section as _Section
 from promoter.state_settings import StateSettings, refuse_url_password
@@ -130,54 +132,6 @@ class MlflowSettings(_Section):
               "mlflow-artifacts:, s3://ml-artifacts/); unset: anywhere")
 
 
-class ImageSettings(_Section):
-    base: str | None = None
-    repository: str | None = Field(
-        default=None, description="where images are pushed; {name} is the deployment name")
-    modelcar_repository: str | None = Field(
-        default=None, description="where modelcars (kserve, vllm, triton) are pushed; {name} "
-                                  "is the deployment name; default: image.repository")
-    modelcar_base: str | None = Field(
-        default=None, description="optional base under the model files of a modelcar, e.g. a "
-                                  "busybox pinned by digest (KServe's modelcar sidecar runs sh)")
-    insecure_registries: list[str] = Field(default_factory=list)
-    oci_layout: Path | None = Field(
-        default=None, description="write images to this OCI image layout instead of pushing")
-    platform: str = Field(default="linux/amd64", pattern=r"^[a-z0-9]+/[a-z0-9]+$",
-                          description="os/arch of the image (picks base variant and wheels)")
-    python_version: str | None = Field(
-        default=None, pattern=r"^3\.\d+$",
-        description="Python of the base image for dependency wheels; default: base's "
-                    "PYTHON_VERSION env, else this machine's")
-    pip_options: list[str] = Field(
-        default_factory=list, description="extra pip options, e.g. --index-url URL")
-    auth_file: Path | None = Field(
-        default=None, description="registry auth file (docker/skopeo login format); "
-                                  "default ~/.docker/config.json")
-    signing_key: Path | None = Field(default=None, description="cosign.key for image sign")
-    verification_key: Path | None = Field(default=None,
-                                          description="cosign.pub for image verify")
-    signature_formats: tuple[Literal["bundle", "legacy"], ...] = Field(
-        default=("bundle", "legacy"), min_length=1,
-        description="cosign v3 bundle referrer and/or legacy sha256-<hex>.sig tag")
-    fulcio_url: str = Field(default="https://fulcio.sigstore.dev",
-                            description="Sigstore CA for `image sign --keyless`")
-    rekor_url: str = Field(default="https://rekor.sigstore.dev",
-                           description="Sigstore transparency log for `image sign --keyless`")
-    demo: bool = Field(default=False, description="demo and tests only: build the pyfunc image "
-                       "without a base; it cannot start as a container")
-
-    @model_validator(mode="after")
-    def _layout_holds_no_signature(self) -> ImageSettings:
-        # A cosign signature lives in a registry next to the image. An OCI layout holds none,
-        # so a promotion would open its MR with an unsigned image: refused, not done silently.
-        if self.oci_layout is not None and (self.signing_key or self.verification_key):
-            raise ValueError("image.oci_layout writes images to a directory, where nothing is "
-                             "signed or verified: unset image.signing_key and "
-                             "image.verification_key, or push to a registry instead")
-        return self
-
-
 class GitLabSettings(_Section):
     url: str | None = None
     project: str | None = None
@@ -202,33 +156,6 @@ class GcSettings(_Section):
     staging_ttl_seconds: float | None = Field(
         default=None, gt=0, description="collect deployments idle this long in idle_environments")
     idle_environments: list[str] = Field(default_factory=lambda: ["staging"])
-
-
-class ServerSettings(_Section):
-    burst_settle_seconds: float = Field(
-        default=0.5, ge=0, le=60,
-        description="a job waiting behind a running one starts after this long without events")
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
-    probe_port: int | None = Field(
-        default=None, ge=1, le=65535, description="a second listener for GET /healthz, /readyz "
-        "and /metrics only, outside the webhook port's connection cap (point the kubelet's "
-        "probes and Prometheus here); none by default")
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    timestamp_tolerance_seconds: int = Field(default=300, ge=1)
-    reconcile_interval_seconds: int = Field(default=60, ge=0)
-    job_lease_seconds: float = Field(
-        default=60, ge=3, le=3600, description="a job whose worker stopped renewing its lease "
-        "(a crashed replica) is taken over by another worker after this long")
-    request_timeout_seconds: float = Field(
-        default=10, gt=0, le=3600, description="a request's headers and body must arrive within "
-        "this long (from connect, or from the previous response); slower clients are cut off")
-    keep_alive_seconds: int = Field(default=5, ge=1, le=3600,
-                                    description="idle time before a kept-alive connection closes")
-    max_connections: int = Field(default=100, ge=2, le=100_000,
-                                 description="open connections at most; above, requests get 503")
-    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024,
-                                  description="request line and headers at most; above, 400")
 
 
 def _default_environments() -> dict[str, Environment]:

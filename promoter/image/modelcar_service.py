@@ -26,6 +26,7 @@ from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
 from promoter.image.reference import Reference, parse_reference
 from promoter.image.targets import RegistryTarget
+from promoter.image_settings import ImageSettings
 from promoter.ports.image import (
     BuiltImage,
     ModelcarRequest,
@@ -34,7 +35,6 @@ from promoter.ports.image import (
     RegistryClients,
     is_model_uri,
 )
-from promoter.settings import ImageSettings
 
 
 def modelcar_tag(lineage: ModelLineage) -> str:

@@ -28,6 +28,7 @@ from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
 from promoter.image.reference import Reference, check_tag, parse_reference
 from promoter.image.targets import RegistryTarget
+from promoter.image_settings import ImageSettings
 from promoter.ports.image import (
     BuiltImage,
     ImageRegistry,
@@ -37,7 +38,7 @@ from promoter.ports.image import (
     WheelInstaller,
     is_model_uri,
 )
-from promoter.settings import ImageSettings, Settings
+from promoter.settings import Settings
 
 
 class DaemonlessImageBuilder:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import uvicorn
     from starlette.applications import Starlette
 
-    from promoter.settings import ServerSettings
+    from promoter.server_settings import ServerSettings
 
 _INCOMPLETE = (h11.IDLE, h11.SEND_BODY)  # the client has not finished sending its request
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

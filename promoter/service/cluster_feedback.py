@@ -6,11 +6,11 @@ row per cluster is kept in the state database (``state.db``), so a notification 
 cluster is judged with the others, and nothing is written again while the environment's status
 is unchanged.
 
-Telling works like an outbox: the environment's summary as last observed is stored apart from
-the summary last told, and an observation that differs from what was told claims the telling
-(one claim per environment, so concurrent replicas tell a change once). The told summary is
-marked only after the telling succeeded; a process killed in between (SIGKILL, OOM, node loss)
-leaves a claim that goes stale, and the next observation tells again.
+Telling works like an outbox: the summary last told is stored with the telling under way, and
+an observation whose summary (judged from the stored rows) differs from what was told claims
+the telling (one claim per environment, so concurrent replicas tell a change once). The told
+summary is marked only after the telling succeeded; a process killed in between (SIGKILL, OOM,
+node loss) leaves a claim that goes stale, and the next observation tells again.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ class MergeRequests(Protocol):
 
 
 class StatusStore:
-    """The last row per (deployment, environment, cluster), the summary last observed and last
-    told per (deployment, environment), and notifications seen: tables of the state database
-    (promoter.state)."""
+    """The last row per (deployment, environment, cluster), the summary last told and the
+    telling under way per (deployment, environment), and notifications seen: tables of the
+    state database (promoter.state)."""
 
     def __init__(self, state: Path | StateDB, *, clock: Callable[[], float] = time.time,
                  takeover_after: float = TELLING_TAKEOVER_SECONDS) -> None:
@@ -87,8 +87,8 @@ class StatusStore:
     def record(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                summary: Callable[[list[ClusterStatus]], EnvironmentStatus],
                ) -> tuple[EnvironmentStatus, bool, bool]:
-        """Store ``rows``, summarise what is stored, save that as the summary observed and,
-        when it needs telling, claim the telling, in one transaction: two observations of one
+        """Store ``rows``, summarise what is stored and, when that needs telling, claim the
+        telling, in one transaction: two observations of one
         environment (two clusters' notifications at once) each judge the rows as they are
         after their own write, and only one of them claims a given summary.
         Returns (status, to tell: the caller owns the claim and must call ``told`` or
@@ -99,8 +99,8 @@ class StatusStore:
             conn.lock(f"cluster_summaries:{name}/{env}")
             _store(conn, name, env, rows, complete=complete)
             status = summary(_rows(conn, name, env))
-            tell, was_deployed = _observe_summary(conn, name, env, _digest(status),
-                                                  status.deployed, now, self._takeover_after)
+            tell, was_deployed = _observe_summary(conn, name, env, _digest(status), now,
+                                                  self._takeover_after)
             return status, tell, was_deployed
 
         return self.db.write(write)
@@ -110,7 +110,7 @@ class StatusStore:
         telling has claimed the environment meanwhile; that one marks itself when done)."""
         digest = _digest(status)
         self.db.write(lambda conn: conn.execute(
-            "UPDATE cluster_summaries SET told_digest = ?, told_deployed = ?, "
+            "UPDATE cluster_summaries SET digest = ?, deployed = ?, "
             "telling_digest = CASE WHEN telling_digest = ? THEN NULL ELSE telling_digest END, "
             "telling_since = CASE WHEN telling_digest = ? THEN NULL ELSE telling_since END "
             "WHERE name = ? AND env = ?",
@@ -154,26 +154,26 @@ def _store(conn: Connection, name: str, env: str, rows: list[ClusterStatus], *,
          for r in rows])
 
 
-def _observe_summary(conn: Connection, name: str, env: str, digest: str, deployed: bool,
+def _observe_summary(conn: Connection, name: str, env: str, digest: str,
                      now: float, takeover_after: float) -> tuple[bool, bool]:
-    """Save the summary observed; claim its telling unless MLflow already holds it (told, no
-    telling since) or a live telling of exactly it is under way. A claim that went stale or
-    was given up means a telling stopped part-way: what MLflow holds is unknown, so any
-    summary is told. Returns (claimed, deployed as last told)."""
+    """Claim the telling of the summary observed (``digest``) unless MLflow already holds it
+    (it is the summary last told, ``cluster_summaries.digest``, and no telling is under way)
+    or a live telling of exactly it is. A claim that went stale or was given up means a
+    telling stopped part-way: what MLflow holds is unknown, so any summary is told. The
+    observed summary itself is not stored: the rows it comes from are. Returns (claimed,
+    deployed as last told)."""
     conn.lock(f"cluster_summaries:{name}/{env}")
-    row = conn.execute("SELECT told_digest, told_deployed, telling_digest, telling_since "
-                       "FROM cluster_summaries WHERE name = ? AND env = ?",
-                       (name, env)).fetchone()
-    told, told_deployed, telling, since = row if row else (None, None, None, None)
+    # '' until something is told: every summary differs from it.
+    conn.execute("INSERT INTO cluster_summaries (name, env, digest, deployed) "
+                 "VALUES (?, ?, '', 0) ON CONFLICT (name, env) DO NOTHING", (name, env))
+    told, told_deployed, telling, since = conn.execute(
+        "SELECT digest, deployed, telling_digest, telling_since FROM cluster_summaries "
+        "WHERE name = ? AND env = ?", (name, env)).fetchone()
     if telling is None:
         claim = digest != told
     else:
         live = since is not None and since > now - takeover_after
         claim = not (live and telling == digest)
-    conn.execute("INSERT INTO cluster_summaries (name, env, digest, deployed) "
-                 "VALUES (?, ?, ?, ?) ON CONFLICT (name, env) DO UPDATE SET "
-                 "digest = excluded.digest, deployed = excluded.deployed",
-                 (name, env, digest, int(deployed)))
     if claim:
         conn.execute("UPDATE cluster_summaries SET telling_digest = ?, telling_since = ? "
                      "WHERE name = ? AND env = ?", (digest, now, name, env))

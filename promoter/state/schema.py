@@ -142,17 +142,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, env)
     ) WITHOUT ROWID;
     """,
-    # 5: cluster_summaries' digest and deployed are now the summary last observed; beside
-    # them the summary last told (MLflow tags, audit, MR note) and the telling under way, so
-    # a process killed between storing an observation and telling it leaves the change for
-    # the next observation to tell (promoter.service.cluster_feedback). Summaries stored so
-    # far had been told.
+    # 5: beside the summary last told (digest, deployed: MLflow tags, audit, MR note) the
+    # telling under way, so a process killed between storing an observation and telling it
+    # leaves the change for the next observation to tell (promoter.service.cluster_feedback).
     """
-    ALTER TABLE cluster_summaries ADD COLUMN told_digest TEXT;
-    ALTER TABLE cluster_summaries ADD COLUMN told_deployed INTEGER;
     ALTER TABLE cluster_summaries ADD COLUMN telling_digest TEXT;
     ALTER TABLE cluster_summaries ADD COLUMN telling_since REAL;
-    UPDATE cluster_summaries SET told_digest = digest, told_deployed = deployed;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -114,8 +114,8 @@ def test_cluster_summaries_stored_before_schema_5_count_as_told(tmp_path: Path) 
     conn.close()
     db = StateDB.open(tmp_path)
     assert [tuple(row) for row in db.connection().execute(
-        "SELECT digest, deployed, told_digest, told_deployed, telling_digest, telling_since "
-        "FROM cluster_summaries")] == [("d1", 1, "d1", 1, None, None)]
+        "SELECT digest, deployed, telling_digest, telling_since "
+        "FROM cluster_summaries")] == [("d1", 1, None, None)]
     db.close()
 
 

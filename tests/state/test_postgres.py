@@ -87,8 +87,8 @@ def test_cluster_summaries_stored_before_schema_2_count_as_told(postgres_url: st
         old.execute("INSERT INTO cluster_summaries VALUES ('fraud', 'production', 'd1', 1)")
     db = connect(postgres_url, tmp_path)
     assert db.read(lambda conn: [tuple(row) for row in conn.execute(
-        "SELECT digest, deployed, told_digest, told_deployed, telling_digest, telling_since "
-        "FROM cluster_summaries").fetchall()]) == [("d1", 1, "d1", 1, None, None)]
+        "SELECT digest, deployed, telling_digest, telling_since "
+        "FROM cluster_summaries").fetchall()]) == [("d1", 1, None, None)]
     db.close()
 
 

@@ -140,14 +140,10 @@ MIGRATIONS: tuple[str, ...] = (
         hash TEXT NOT NULL
     );
     """,
-    # 2: as SQLite's 5: the summary last told and the telling under way beside the summary
-    # last observed; summaries stored so far had been told.
+    # 2: as SQLite's 5: the telling under way beside the summary last told.
     """
-    ALTER TABLE cluster_summaries ADD COLUMN told_digest TEXT;
-    ALTER TABLE cluster_summaries ADD COLUMN told_deployed INTEGER;
     ALTER TABLE cluster_summaries ADD COLUMN telling_digest TEXT;
     ALTER TABLE cluster_summaries ADD COLUMN telling_since DOUBLE PRECISION;
-    UPDATE cluster_summaries SET told_digest = digest, told_deployed = deployed;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -131,9 +131,5 @@ def disposition_of(exc: BaseException) -> Disposition:
     return exc.disposition if isinstance(exc, PromoterError) else Disposition.RETRY
 
 
-def parks_job(exc: BaseException) -> bool:
-    return disposition_of(exc) is Disposition.PARK
-
-
 def http_status_for(exc: BaseException) -> int:
     return exc.http_status if isinstance(exc, PromoterError) else 500

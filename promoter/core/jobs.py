@@ -37,6 +37,7 @@ RUNNING: Final = JobState.RUNNING
 RETRYING: Final = JobState.RETRYING
 DONE: Final = JobState.DONE
 DEAD: Final = JobState.DEAD
+MAX_ATTEMPTS = 8  # a job's attempts before a retried failure parks it
 STATES: Final = tuple(JobState)
 TERMINAL_STATES: Final = frozenset({DONE, DEAD})
 ACTIONS: Final = tuple(JobAction)

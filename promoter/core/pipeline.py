@@ -108,16 +108,14 @@ class Pipeline:
         try:
             return self._promote_version(job, version, steps)
         except Exception as exc:
-            # A job parked now (a permanent error, or the last attempt of a retried one) is
-            # not retried: MLflow must not keep showing the status of before. A policy denial
-            # has written its own status. The one place a failed promotion is tagged, on the
-            # version it was deploying; only while this worker still holds the job (a
-            # LeaseLost from the fence skips it).
-            disposition = disposition_of(exc)
-            if disposition is Disposition.PARK or (disposition is Disposition.RETRY
-                                                    and steps.final_attempt()):
-                self._tag_failed(job, version, exc, steps, gave_up=disposition
-                                 is Disposition.RETRY)
+            # A job this failure ends (the queue's rule: a permanent error, or the last
+            # attempt of a retried one) is not retried: MLflow must not keep showing the
+            # status of before. A policy denial has written its own status and ends the job
+            # done. The one place a failed promotion is tagged, on the version it was
+            # deploying; only while this worker still holds the job.
+            if steps.ends_job(exc):
+                self._tag_failed(job, version, exc, steps,
+                                 gave_up=disposition_of(exc) is Disposition.RETRY)
             raise
 
     def _tag_failed(self, job: PromotionJob, version: str, exc: Exception, steps: StepLog, *,

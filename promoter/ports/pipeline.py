@@ -22,9 +22,10 @@ class StepLog(Protocol):
         Called right before a change others see (a push, a merge request, a write-back):
         a worker that lost the job to another must stop there rather than race it."""
 
-    def final_attempt(self) -> bool:
-        """True when a failure of this attempt is not retried (the job's last attempt, still
-        held): the pipeline then tells MLflow it failed, as it does for a permanent error."""
+    def ends_job(self, error: BaseException) -> bool:
+        """Whether ``error`` parks the job for good (the queue's rule, core.jobs: a permanent
+        error, or the last attempt of a retried one) while this worker still holds it: the
+        pipeline then tells MLflow it failed."""
 
 
 class ModelImages(Protocol):

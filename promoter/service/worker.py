@@ -20,7 +20,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from promoter.core.jobs import DEAD, DONE, Backoff, Job, outcome_for_error, retryable_again
+from promoter.core.jobs import (
+    DEAD,
+    DONE,
+    MAX_ATTEMPTS,
+    Backoff,
+    Job,
+    outcome_for_error,
+    retryable_again,
+)
 from promoter.errors import PromoterError
 from promoter.service.queue import JobQueue, LeaseLost
 
@@ -48,10 +56,11 @@ class JobContext:
     def attempt(self) -> int:
         return self.job.attempts
 
-    def final_attempt(self) -> bool:
-        """No retry follows a failure of this attempt (outcome_for_error parks it), unless
-        another worker holds the job now: then its status is that worker's to write."""
-        return self.job.attempts >= self.max_attempts and not self._lost.is_set()
+    def ends_job(self, error: BaseException) -> bool:
+        """``error`` parks the job (outcome_for_error, the rule _handle_failure applies),
+        unless another worker holds the job now: then its status is that worker's to write."""
+        return outcome_for_error(error, self.job.attempts, self.max_attempts).state == DEAD \
+            and not self._lost.is_set()
 
     def lease_lost(self) -> None:
         """Another worker holds the job now (the heartbeat found out): stop at the next step."""
@@ -114,7 +123,7 @@ def default_worker_id() -> str:
 
 class Worker:
     def __init__(self, queue: JobQueue, handler: JobHandler, worker_id: str | None = None,
-                 lease_seconds: float = 60.0, max_attempts: int = 8, *,
+                 lease_seconds: float = 60.0, max_attempts: int = MAX_ATTEMPTS, *,
                  backoff: Backoff | None = None, random: Callable[[], float] | None = None,
                  poll_seconds: float = 1.0, heartbeat: bool = True,
                  housekeeping_seconds: float = 3600.0) -> None:

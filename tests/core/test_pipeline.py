@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from promoter.core.jobs import DEAD, MAX_ATTEMPTS, outcome_for_error
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.core.results import PipelineResult
 from promoter.core.spec import intent_from_tags
@@ -281,8 +282,8 @@ class MemorySteps:
     def before_side_effect(self, what: str) -> None:
         self.side_effects.append(what)
 
-    def final_attempt(self) -> bool:
-        return False
+    def ends_job(self, error: BaseException) -> bool:  # the first of the queue's 8 attempts
+        return outcome_for_error(error, 1, MAX_ATTEMPTS).state == DEAD
 
 
 # ============================================================ fixtures
@@ -514,8 +515,8 @@ def test_invalid_intent_is_permanent_and_tags_mlflow(world: World) -> None:
 
 
 class _LastAttempt(MemorySteps):
-    def final_attempt(self) -> bool:
-        return True
+    def ends_job(self, error: BaseException) -> bool:
+        return outcome_for_error(error, MAX_ATTEMPTS, MAX_ATTEMPTS).state == DEAD
 
 
 def test_the_last_attempt_of_a_transient_failure_tags_mlflow_failed(world: World) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -59,24 +59,26 @@ class ParsedBundle:
     body: bytes
     signatures: list[bytes]
 
+    @functools.cached_property
+    def statement(self) -> dict[str, Any]:
+        """The signed in-toto statement, parsed once; empty when it is none."""
+        try:
+            data = json.loads(self.body)
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) and data.get("_type") == STATEMENT_TYPE else {}
+
     def predicate_type(self) -> str | None:
         """The statement's predicateType: cosign's signature, or an attestation's (SLSA
         provenance, an SBOM…), which says something about the image but does not sign it."""
-        try:
-            data = json.loads(self.body)
-            value = data.get("predicateType") if isinstance(data, dict) else None
-        except ValueError:
-            return None
+        value = self.statement.get("predicateType")
         return value if isinstance(value, str) else None
 
     def subject_digests(self) -> list[str]:
         try:
-            data = json.loads(self.body)
-            if data.get("_type") != STATEMENT_TYPE:
-                return []
-            return [f"{algorithm}:{value}" for subject in data.get("subject", [])
+            return [f"{algorithm}:{value}" for subject in self.statement.get("subject", [])
                     for algorithm, value in subject.get("digest", {}).items()]
-        except (ValueError, AttributeError, TypeError):
+        except (AttributeError, TypeError):
             return []
 
 
@@ -115,13 +117,9 @@ def referrer_descriptor(manifest_body: bytes) -> dict[str, Any]:
 
 def with_referrer(index_body: bytes | None, descriptor: dict[str, Any]) -> bytes | None:
     """The referrers tag index with ``descriptor`` added; None when already listed."""
-    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-    if index_body:
-        # An unreadable index is replaced: it can only ever list referrers.
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(index_body)
-            if isinstance(parsed, dict) and isinstance(parsed.get("manifests", []), list):
-                index = parsed
+    # An unreadable index is replaced: it can only ever list referrers.
+    index = (index_document(index_body) if index_body else {}) or {
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
     manifests = [item for item in index.get("manifests") or [] if isinstance(item, dict)]
     if any(item.get("digest") == descriptor["digest"] for item in manifests):
         return None
@@ -138,3 +136,16 @@ def bundle_layer_digests(manifest_body: bytes) -> list[str]:
     return [str(layer["digest"]) for layer in layers if isinstance(layer, dict)
             and layer.get("mediaType") == BUNDLE_TYPE and "digest" in layer] \
         if isinstance(layers, list) else []
+
+
+def index_document(body: bytes) -> dict[str, Any]:
+    """A referrers index, or empty when the bytes are none (anyone who may push to the
+    repository can write the referrers tag: garbage there hides no signature of ours, it only
+    lists none)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(document, dict) or not isinstance(document.get("manifests", []), list):
+        return {}
+    return document

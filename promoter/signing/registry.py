@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
 from promoter.errors import UserError
@@ -40,7 +39,7 @@ def bundle_blobs(client: SignatureRegistry, repository: str, digest: str) -> lis
     index = client.referrers(repository, digest)
     if index is None:
         tagged = client.get_manifest(repository, bundle_format.referrers_tag(digest))
-        index = _index_document(tagged.body) if tagged else {}
+        index = bundle_format.index_document(tagged.body) if tagged else {}
     # Entries and layers whose digest is malformed are skipped, never fetched: anyone who may
     # push to the repository can write them, and a bundle of ours is never among them, so
     # refusing the whole index would let them block signing and verification.
@@ -55,16 +54,3 @@ def bundle_blobs(client: SignatureRegistry, repository: str, digest: str) -> lis
         bundles += [client.get_blob(repository, layer_digest) for layer_digest
                     in bundle_format.bundle_layer_digests(referrer.body) if is_digest(layer_digest)]
     return bundles
-
-
-def _index_document(body: bytes) -> dict[str, Any]:
-    """The referrers tag's index, or empty when it is no JSON object (anyone who may push to
-    the repository can write that tag: garbage there hides no signature of ours, it only
-    lists none)."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return {}
-    if not isinstance(document, dict) or not isinstance(document.get("manifests", []), list):
-        return {}
-    return document

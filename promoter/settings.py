@@ -37,6 +37,7 @@ from promoter.core.config import (
     unknown_environment,
 )
 from promoter.core.gates import Gate
+from promoter.core.image_refs import is_pinned
 from promoter.core.naming import label_value_problem, name_problem
 from promoter.core.problems import describe
 from promoter.core.spec import MIG_PROFILE_PATTERN, deep_merge
@@ -231,7 +232,7 @@ class Settings(_Section):
     @classmethod
     def _runtime_images(cls, value: dict[str, str]) -> dict[str, str]:
         for runtime, reference in value.items():
-            if not re.match(r"^[a-z0-9][a-z0-9._:/-]*@sha256:[0-9a-f]{64}$", reference):
+            if not is_pinned(reference):
                 raise ValueError(f"{runtime}: {reference!r} is not pinned by digest "
                                  "(REPOSITORY@sha256:<64 hex digits>)")
         return value

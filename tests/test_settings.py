@@ -126,3 +126,14 @@ def test_an_oci_layout_with_a_signing_or_verification_key_is_refused(
         load_settings(config, environ={})
     config.write_text(f"image:\n  oci_layout: {tmp_path / 'layout'}\n", encoding="utf-8")
     assert load_settings(config, environ={}).image.oci_layout == tmp_path / "layout"
+
+
+def test_a_runtime_image_must_be_pinned_by_digest_as_a_whole(tmp_path: Path) -> None:
+    """The gate's own rule (core.image_refs): a trailing newline is not a pin."""
+    pinned = "vllm/vllm-openai@sha256:" + "a" * 64
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f'runtime_images: {{vllm: "{pinned}\\n"}}\n')
+    with pytest.raises(ConfigError, match="is not pinned by digest"):
+        load_settings(config, environ={})
+    config.write_text(f"runtime_images: {{vllm: '{pinned}'}}\n")
+    assert load_settings(config, environ={}).runtime_images["vllm"] == pinned

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,18 +25,16 @@ runtime) pin the signed artifact the overlay runs, as a promotion does. An accep
 `promoter forecast` ScaledObject already in DIR's overlay is kept, as a promotion keeps it.
 """
 
-_PINNED = re.compile(r"^(?P<repo>[a-z0-9][a-z0-9._:/-]*)@(?P<digest>sha256:[0-9a-f]{64})$")
-
-
 def _pin(option: str, value: str | None) -> ImagePin | None:
     if value is None:
         return None
-    match = _PINNED.match(value)
-    if match is None:
-        raise UsageError(f"{option} must be REPOSITORY@sha256:<64 hex digits>, not {value!r}")
+    from promoter.core.image_refs import split_pinned
     from promoter.core.render import ImagePin
 
-    return ImagePin(match["repo"], match["digest"])
+    pinned = split_pinned(value)
+    if pinned is None:
+        raise UsageError(f"{option} must be REPOSITORY@sha256:<64 hex digits>, not {value!r}")
+    return ImagePin(*pinned)
 
 
 def render(

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 OCI_SCHEME = "oci://"
-_PINNED = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
+# REPOSITORY@sha256:<64 hex>, the one rule for "pinned by digest" (the gate, render's --image
+# and --modelcar, runtime_images); a tag before the digest stays in the repository part.
+_PINNED = re.compile(r"(?P<repo>[a-z0-9][a-z0-9._:/-]*)@(?P<digest>sha256:[0-9a-f]{64})")
 # Objects whose fields are data, not something the cluster runs: a ConfigMap value under a key
 # named "image" is text for someone else to read.
 _DATA_KINDS = frozenset({"ConfigMap", "Secret"})
@@ -35,10 +37,16 @@ class ImageUse:
         return is_pinned(self.reference)
 
 
+def split_pinned(reference: str) -> tuple[str, str] | None:
+    """(repository, digest) of ``REPOSITORY@sha256:<64 hex>``, the whole string; else None."""
+    match = _PINNED.fullmatch(reference)
+    return (match["repo"], match["digest"]) if match else None
+
+
 def is_pinned(reference: str) -> bool:
     """True for ``REPOSITORY@sha256:<64 hex>`` (a tag before the digest is allowed: the digest
     decides what is pulled)."""
-    return bool(_PINNED.fullmatch(reference))
+    return split_pinned(reference) is not None
 
 
 def image_uses(documents: Sequence[Mapping[str, Any]]) -> list[ImageUse]:

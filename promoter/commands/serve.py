@@ -26,17 +26,21 @@ def serve(
         "--reconcile/--no-reconcile",
         help="run the reconcile loop every server.reconcile_interval_seconds")] = True,
 ) -> None:
-    """Receive MLflow/Databricks webhooks, run promotion jobs, reconcile with MLflow.
+    """Receive webhooks, run promotion jobs, reconcile with MLflow and sweep
+    lost MR outcomes.
 
-    Endpoints: POST /webhooks/mlflow, POST /webhooks/databricks, GET /healthz, GET /readyz,
-    GET /metrics. Stops gracefully on SIGTERM or Ctrl-C.
+    Endpoints: POST /webhooks/mlflow, /webhooks/databricks, /webhooks/argocd
+    and (with git.provider gitlab) /webhooks/gitlab; GET /healthz, /readyz,
+    /metrics. Stops gracefully on SIGTERM or Ctrl-C.
 
-    Above server.max_connections the webhook port answers 503, /healthz included; with
-    --probe-port a kubelet probing that port instead does not restart a flooded replica.
+    Above server.max_connections the webhook port answers 503, /healthz
+    included; with --probe-port a kubelet probing that port instead does not
+    restart a flooded replica.
 
-    With state.url (PostgreSQL), run as many replicas as you like on the same database: each
-    accepts webhooks, each job runs on one replica at a time, one replica leads the reconcile
-    loop (promoter_reconcile_leader on /metrics).
+    With state.url (PostgreSQL), run as many replicas as you like on the same
+    database: each accepts webhooks, each job runs on one replica at a time,
+    one replica leads the reconcile loop (promoter_reconcile_leader on
+    /metrics).
     """
     from promoter.service.runner import serve as run
 

@@ -101,9 +101,9 @@ def test_calling_translates_and_leaves_bugs_alone() -> None:
 
 
 def test_messages_name_the_server_without_its_credentials() -> None:
-    from promoter.adapters.mlflow import redact_uri
+    from promoter.redaction import without_url_userinfo
 
-    where = redact_uri("https://alice:s3cret@mlflow.example:5000")
+    where = without_url_userinfo("https://alice:s3cret@mlflow.example:5000")
     error = translate(requests.ConnectionError("refused"), "reach the registry", where)
     assert "s3cret" not in str(error) and "***@mlflow.example:5000" in str(error)
 

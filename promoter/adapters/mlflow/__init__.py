@@ -6,7 +6,7 @@ MLflow's process-wide client settings (``client.CLIENT_SETTINGS``) are applied b
 composition root, never here.
 """
 
-from promoter.adapters.mlflow.client import CLIENT_SETTINGS, redact_uri
+from promoter.adapters.mlflow.client import CLIENT_SETTINGS
 from promoter.adapters.mlflow.registry import MlflowRegistry
 
-__all__ = ["CLIENT_SETTINGS", "MlflowRegistry", "redact_uri"]
+__all__ = ["CLIENT_SETTINGS", "MlflowRegistry"]

@@ -27,11 +27,6 @@ CLIENT_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_
                    "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
-def redact_uri(uri: str) -> str:
-    """A tracking URI without user:password, safe for messages and logs."""
-    return without_url_userinfo(uri)
-
-
 class Connection:
     """A tracking server: its ``MlflowClient`` (registry on the same server) and ``call``."""
 
@@ -42,7 +37,7 @@ class Connection:
         from mlflow import MlflowClient
 
         self.uri = tracking_uri
-        self.where = redact_uri(tracking_uri)
+        self.where = without_url_userinfo(tracking_uri)
         self.client: Any = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def call(self, doing: str, action: Callable[[], T]) -> T:

@@ -250,10 +250,10 @@ def tool_versions() -> dict[str, str]:
 
 def describe(settings: Settings) -> dict[str, Any]:
     """What this configuration wires up, for `promoter demo` and logs (no secrets)."""
-    from promoter.adapters.mlflow import redact_uri
+    from promoter.redaction import without_url_userinfo
 
     uri = settings.mlflow.tracking_uri
-    return {"provider": settings.git.provider, "mlflow": redact_uri(uri) if uri else None,
+    return {"provider": settings.git.provider, "mlflow": without_url_userinfo(uri) if uri else None,
             "image_repository": settings.image.repository,
             "oci_layout": str(settings.image.oci_layout) if settings.image.oci_layout else None,
             "signing": bool(settings.image.signing_key), "state_dir": str(settings.state_dir),

@@ -2,7 +2,7 @@
 
 The CI gate judges what the cluster would run, so it reads the built overlays, not the
 kustomizations: a kustomization's ``images:`` entry says nothing about an image written into a
-manifest or a patch, and a modelcar lives in ``storageUri`` or an image volume, not in
+manifest or a patch, and a modelcar lives in ``storageUri(s)`` or an image volume, not in
 ``images:``. The walk is generic rather than a list of workload kinds, so a kind nobody listed
 (a ReplicaSet, an operator's CRD embedding a pod spec) is still seen; it fails closed.
 """
@@ -53,7 +53,8 @@ def image_uses(documents: Sequence[Mapping[str, Any]]) -> list[ImageUse]:
     """Every image the objects name, in document order: any ``image`` string (containers,
     initContainers, ephemeralContainers of any pod template, KServe predictor/transformer
     containers and framework specs, ServingRuntime containers), image volumes'
-    ``image.reference``, and ``oci://`` storage URIs (KServe modelcars, ``oci://`` stripped)."""
+    ``image.reference``, and ``oci://`` storage URIs (KServe modelcars, in ``storageUri`` or
+    each ``storageUris[].uri``; ``oci://`` stripped)."""
     uses: list[ImageUse] = []
     for document in documents:
         if not isinstance(document, Mapping) or document.get("kind") in _DATA_KINDS:
@@ -78,11 +79,21 @@ def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
                 yield f"{here}.reference", str(child["reference"])
             elif key == "storageUri" and isinstance(child, str) and child.startswith(OCI_SCHEME):
                 yield here, child[len(OCI_SCHEME):]
+            elif key == "storageUris" and isinstance(child, list):
+                # KServe's list form (each {uri, mountPath}): a modelcar may hide in any entry.
+                yield from _storage_uris(child, here)
             else:
                 yield from _walk(child, here)
     elif isinstance(value, list):
         for index, child in enumerate(value):
             yield from _walk(child, f"{path}[{index}]")
+
+
+def _storage_uris(entries: list[Any], path: str) -> Iterator[tuple[str, str]]:
+    for index, entry in enumerate(entries):
+        uri = entry.get("uri") if isinstance(entry, Mapping) else None
+        if isinstance(uri, str) and uri.startswith(OCI_SCHEME):
+            yield f"{path}[{index}].uri", uri[len(OCI_SCHEME):]
 
 
 def unpinned_problem(overlay: str, use: ImageUse) -> str:

@@ -187,6 +187,23 @@ def test_every_place_a_pod_or_kserve_object_names_an_image_is_found() -> None:
     ]
 
 
+def test_each_oci_entry_of_kserve_storage_uris_is_found() -> None:
+    """KServe's list form (spec.predictor.model.storageUris[].uri, with a mountPath each):
+    a tagged modelcar in any entry must fail the gate like one in storageUri."""
+    pinned = "car@sha256:" + "2" * 64
+    documents = [{"kind": "InferenceService", "metadata": {"name": "multi"},
+                  "spec": {"predictor": {"model": {"storageUris": [
+                      {"uri": "oci://" + pinned, "mountPath": "/mnt/models"},
+                      {"uri": "s3://bucket/adapter", "mountPath": "/mnt/adapter"},
+                      {"uri": "oci://registry.example/lora:latest", "mountPath": "/mnt/lora"},
+                  ]}}}}]
+    found = [(use.field, use.reference, use.pinned) for use in image_uses(documents)]
+    assert found == [
+        ("spec.predictor.model.storageUris[0].uri", pinned, True),
+        ("spec.predictor.model.storageUris[2].uri", "registry.example/lora:latest", False),
+    ]
+
+
 def test_a_digest_followed_by_a_newline_is_not_pinned() -> None:
     """`$` also matches before a trailing newline: the pin must be the whole reference."""
     pinned = "r.io/x@sha256:" + "a" * 64

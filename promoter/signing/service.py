@@ -1,7 +1,8 @@
 """The Signer port implemented with cosign formats, both written by default.
 
 Signing looks first: a signature by the same key over the same digest that already verifies
-is kept and nothing is written, so re-signing is a no-op.
+is kept and nothing is written, so re-signing is a no-op. The tags listing signatures are shared
+with other signers; promoter.signing.tags adds our entry without losing anyone's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from promoter.signing import bundle as bundle_format
 from promoter.signing import simple
 from promoter.signing.keys import PublicKey, SigningKey
 from promoter.signing.registry import SignatureRegistry, bundle_blobs, subject_descriptor
+from promoter.signing.tags import Pause, TagContent, add_to_tag, jittered_settle
 from promoter.signing.verify import Outcome, bundle_outcome, legacy_outcomes, settle
 
 ClientFactory = Callable[[str], AbstractContextManager[SignatureRegistry]]
@@ -33,8 +35,10 @@ def digest_reference(text: str) -> Reference:
 class CosignSigner:
     def __init__(self, clients: ClientFactory, *, signing_key: SigningKey | None = None,
                  public_key: PublicKey | None = None,
-                 formats: Sequence[str] = ("bundle", "legacy")) -> None:
+                 formats: Sequence[str] = ("bundle", "legacy"),
+                 settle_delay: Pause = jittered_settle) -> None:
         self._clients = clients
+        self._settle_delay = settle_delay
         self._key = signing_key
         self._public = public_key or (signing_key.public if signing_key else None)
         self._formats = tuple(formats)
@@ -80,19 +84,24 @@ class CosignSigner:
         assert self._key is not None
         tag = simple.signature_tag(digest)
         existing = client.get_manifest(reference.repository, tag)
-        layers = simple.signature_layers(existing.body) if existing else []
         if existing and any(outcome.valid for outcome in legacy_outcomes(
                 client, reference.repository, existing.body, digest, self._key.public)):
             return False
         payload = simple.payload(reference.cosign_name, digest)
         payload_blob = bytes_blob(simple.SIMPLE_SIGNING, payload)
-        signature = self._key.sign(payload)
-        layers.append(simple.layer_descriptor(payload_blob, signature, self._key.public.hint))
-        config, body = simple.manifest(layers)
+        layer = simple.layer_descriptor(payload_blob, self._key.sign(payload),
+                                        self._key.public.hint)
         client.push_blob(reference.repository, payload_blob)
-        client.push_blob(reference.repository, config)
-        client.put_manifest(reference.repository, tag, body, simple.OCI_MANIFEST)
-        return True
+
+        def merge(current: bytes | None) -> TagContent | None:
+            merged = simple.with_signature_layer(current, layer)
+            if merged is None:
+                return None
+            config, body = merged
+            return TagContent(body, simple.OCI_MANIFEST, (config,))
+
+        return add_to_tag(client, reference.repository, tag, merge,
+                          settle_delay=self._settle_delay)
 
     def _sign_bundle(self, client: SignatureRegistry, reference: Reference,
                      subject: dict[str, object]) -> bool:
@@ -104,12 +113,12 @@ class CosignSigner:
         body = bundle_format.statement(digest)
         signature = self._key.sign(bundle_format.pae(bundle_format.IN_TOTO, body))
         attach_bundle(client, reference.repository, subject, bundle_format.make_bundle(
-            body, signature, self._key.public.hint))
+            body, signature, self._key.public.hint), settle_delay=self._settle_delay)
         return True
 
 
 def attach_bundle(client: SignatureRegistry, repository: str, subject: dict[str, object],
-                  bundle: bytes) -> None:
+                  bundle: bytes, *, settle_delay: Pause = jittered_settle) -> None:
     """Push a bundle as a referrer of ``subject``, plus the referrers tag schema index when
     the registry has no referrers API (it then does not answer with OCI-Subject)."""
     bundle_blob = bytes_blob(bundle_format.BUNDLE_TYPE, bundle)
@@ -121,9 +130,11 @@ def attach_bundle(client: SignatureRegistry, repository: str, subject: dict[str,
         bundle_format.OCI_MANIFEST)
     if registry_tracks:
         return
-    tag = bundle_format.referrers_tag(str(subject["digest"]))
-    current = client.get_manifest(repository, tag)
-    index = bundle_format.with_referrer(current.body if current else None,
-                                        bundle_format.referrer_descriptor(manifest))
-    if index is not None:
-        client.put_manifest(repository, tag, index, bundle_format.OCI_INDEX)
+    descriptor = bundle_format.referrer_descriptor(manifest)
+
+    def merge(current: bytes | None) -> TagContent | None:
+        index = bundle_format.with_referrer(current, descriptor)
+        return None if index is None else TagContent(index, bundle_format.OCI_INDEX)
+
+    add_to_tag(client, repository, bundle_format.referrers_tag(str(subject["digest"])), merge,
+               settle_delay=settle_delay)

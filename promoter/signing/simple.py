@@ -78,6 +78,24 @@ def manifest(layers: list[dict[str, Any]]) -> tuple[Blob, bytes]:
     return config, body
 
 
+def with_signature_layer(manifest_body: bytes | None,
+                         layer: dict[str, Any]) -> tuple[Blob, bytes] | None:
+    """(config blob, manifest) of the ``.sig`` image with ``layer`` added to the layers already
+    there; None when that very signature is already listed."""
+    layers = signature_layers(manifest_body) if manifest_body else []
+    if any(_same_signature(existing, layer) for existing in layers):
+        return None
+    return manifest([*layers, layer])
+
+
+def _same_signature(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
+    # Every key signs the same payload for a digest, so the payload digest alone does not tell
+    # two signers' layers apart; the signature does (ECDSA signatures are randomised, too).
+    signature = decode_signature(second)
+    return signature is not None and first.get("digest") == second.get("digest") \
+        and decode_signature(first) == signature
+
+
 def signature_layers(manifest_body: bytes) -> list[dict[str, Any]]:
     """The signature layers of a ``.sig`` manifest. A layer whose digest is malformed is left
     out (never fetched, and dropped when signing rewrites the manifest): anyone who may push

@@ -32,8 +32,9 @@ from promoter.errors import TransientError
 from promoter.image.layers import Blob
 from promoter.signing.registry import SignatureRegistry
 
-# Enough for a concurrent writer's read → (config push) → PUT, a few registry round trips.
-SETTLE_SECONDS = (0.2, 0.8)
+# A concurrent writer's read → (config push) → PUT is a few registry round trips; the delay is
+# paid once per tag written (never when our entry is already listed), so it stays short.
+SETTLE_SECONDS = (0.1, 0.4)
 ATTEMPTS = 5
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from promoter.image.platform import parse_platform, platform_problem
 from promoter.settings_section import Section as _Section
 
 
@@ -24,8 +25,10 @@ class ImageSettings(_Section):
     insecure_registries: list[str] = Field(default_factory=list)
     oci_layout: Path | None = Field(
         default=None, description="write images to this OCI image layout instead of pushing")
-    platform: str = Field(default="linux/amd64", pattern=r"^[a-z0-9]+/[a-z0-9]+$",
-                          description="os/arch of the image (picks base variant and wheels)")
+    platform: str = Field(
+        default="linux/amd64",
+        description="os/arch or os/arch/variant of the image, e.g. linux/arm64 or linux/arm/v7 "
+                    "(picks the base's platform manifest and the wheels)")
     python_version: str | None = Field(
         default=None, pattern=r"^3\.\d+$",
         description="Python of the base image for dependency wheels; default: base's "
@@ -47,6 +50,16 @@ class ImageSettings(_Section):
                            description="Sigstore transparency log for `image sign --keyless`")
     demo: bool = Field(default=False, description="demo and tests only: build the pyfunc image "
                        "without a base; it cannot start as a container")
+
+    @field_validator("platform")
+    @classmethod
+    def _platform_form(cls, value: str) -> str:
+        # Normalised here (x86_64 → amd64, aarch64 → arm64, as containerd does), so every
+        # reader of the setting and every digest sees one spelling.
+        problem = platform_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return str(parse_platform(value))
 
     @model_validator(mode="after")
     def _layout_holds_no_signature(self) -> ImageSettings:

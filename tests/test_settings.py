@@ -137,3 +137,15 @@ def test_a_runtime_image_must_be_pinned_by_digest_as_a_whole(tmp_path: Path) -> 
         load_settings(config, environ={})
     config.write_text(f"runtime_images: {{vllm: '{pinned}'}}\n")
     assert load_settings(config, environ={}).runtime_images["vllm"] == pinned
+
+
+def test_image_platform_takes_a_variant_and_refuses_other_forms(tmp_path: Path) -> None:
+    config = tmp_path / "promoter.yaml"
+    config.write_text("image:\n  platform: linux/arm/v7\n")
+    assert load_settings(config, environ={}).image.platform == "linux/arm/v7"
+    config.write_text("image:\n  platform: linux/aarch64\n")  # uname -m's name, as containerd
+    assert load_settings(config, environ={}).image.platform == "linux/arm64"
+    config.write_text("image:\n  platform: linux-arm64\n")
+    with pytest.raises(ConfigError, match=r"image\.platform: must be os/arch or "
+                                          r"os/arch/variant in lowercase, e\.g\. linux/amd64"):
+        load_settings(config, environ={})

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from promoter.errors import UserError
+from promoter.image import platform as platforms
 from promoter.image.layers import TAR, TAR_GZIP, Blob, Layer
+from promoter.image.platform import Platform
 from promoter.image.reference import Reference, check_digest
 from promoter.ports.image import StoredManifest
 
@@ -37,28 +39,23 @@ class BaseImage:
     reference: Reference  # with the resolved platform manifest digest
     config: dict[str, Any]
     layers: list[Layer]
+    platform: Platform  # image.platform, with the variant the index chose when it left it open
 
 
-def parse_platform(text: str) -> tuple[str, str]:
-    os_name, _, arch = text.partition("/")
-    if not os_name or not arch:
-        raise UserError(f"platform {text!r} must look like linux/amd64")
-    return os_name, arch.split("/")[0]
-
-
-def load_base(client: BaseSource, reference: Reference, platform: tuple[str, str]) -> BaseImage:
+def load_base(client: BaseSource, reference: Reference, platform: Platform) -> BaseImage:
     wanted = reference.digest or reference.tag or "latest"
     manifest = client.get_manifest(reference.repository, wanted)
     if manifest is None:
         raise UserError(f"base image {reference} was not found",
                         hint="check image.base in promoter.yaml or the --base option")
     data = json.loads(manifest.body)
+    chosen = platform
     if manifest.media_type in _INDEX_TYPES or "manifests" in data:
-        digest = _pick_platform(data, platform, reference)
+        digest, chosen = _pick_platform(data, platform, reference)
         manifest = client.get_manifest(reference.repository, digest)
         if manifest is None:
             raise UserError(f"base image {reference} lists {digest} for "
-                            f"{'/'.join(platform)}, but that manifest is missing")
+                            f"{chosen}, but that manifest is missing")
         data = json.loads(manifest.body)
     source = f"base image {reference}"
     config_digest = check_digest(data["config"]["digest"], f"the config descriptor of {source}")
@@ -75,14 +72,19 @@ def load_base(client: BaseSource, reference: Reference, platform: tuple[str, str
         chunks = client.blob_chunk_source(reference.repository, digest)
         blob = Blob(media_type, digest, int(descriptor["size"]), chunks)
         layers.append(Layer(blob, diff_id, "base", source_repository=reference.repository))
-    return BaseImage(reference.with_digest(manifest.digest), config, layers)
+    return BaseImage(reference.with_digest(manifest.digest), config, layers,
+                     platforms.resolved(platform, chosen))
 
 
-def _pick_platform(index: dict[str, Any], platform: tuple[str, str],
-                   reference: Reference) -> str:
-    for entry in index.get("manifests", []):
-        found = entry.get("platform") or {}
-        if (found.get("os"), found.get("architecture")) == platform:
-            return check_digest(entry.get("digest"), f"the index of base image {reference}")
-    raise UserError(f"base image {reference} has no {'/'.join(platform)} variant",
-                    hint="set image.platform in promoter.yaml to one the base provides")
+def _pick_platform(index: dict[str, Any], platform: Platform,
+                   reference: Reference) -> tuple[str, Platform]:
+    """The digest of the index entry for ``platform`` and the platform that entry declares."""
+    entries = [entry for entry in index.get("manifests") or [] if isinstance(entry, dict)]
+    picked = platforms.pick(entries, platform)
+    if picked is None:
+        raise UserError(f"base image {reference} has no {platform} image; it offers "
+                        f"{platforms.offered(entries)}",
+                        hint="set image.platform in promoter.yaml to one the base offers")
+    position, chosen = picked
+    digest = check_digest(entries[position].get("digest"), f"the index of base image {reference}")
+    return digest, chosen

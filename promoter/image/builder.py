@@ -26,6 +26,7 @@ from promoter.image.config import (
 from promoter.image.dependencies import dependency_layer
 from promoter.image.layers import Blob, Layer, measure_tar
 from promoter.image.lineage import lineage_labels
+from promoter.image.platform import Platform
 from promoter.image.tarstream import entries_for_tree
 from promoter.ports.image import ModelLineage, WheelInstaller
 
@@ -62,7 +63,7 @@ class BuildProgress:
 
 @dataclass(frozen=True)
 class BuildOptions:
-    platform: tuple[str, str]
+    platform: Platform  # image.platform as set; the base may fill in an open variant
     python_version: str
     pip_options: tuple[str, ...]
     cache_dir: Path
@@ -96,15 +97,17 @@ def source_inputs(lineage: ModelLineage, base: BaseImage | None, labels: Mapping
     return _digest_of({
         "builder": f"promoter {__version__}", "content": lineage.content_id,
         "model": [lineage.name, lineage.version, lineage.run_id, lineage.source],
-        "base": base.reference.digest if base else None, "platform": list(options.platform),
+        "base": base.reference.digest if base else None, "platform": list(options.platform.parts()),
         "python": options.python_version, "pip": list(options.pip_options),
         "labels": dict(labels), "entrypoint": ENTRYPOINT})
 
 
 def assemble(model_dir: Path, lineage: ModelLineage, base: BaseImage | None,
              labels: Mapping[str, str], options: BuildOptions) -> Assembled:
+    # The base's index may have chosen the variant image.platform left open (arm: v7, v6…).
+    platform = base.platform if base else options.platform
     deps = dependency_layer(model_dir, options.cache_dir / "deps", options.installer,
-                            arch=options.platform[1], python_version=options.python_version,
+                            platform=platform, python_version=options.python_version,
                             pip_options=options.pip_options, status=options.progress.status)
     model = measure_tar(entries_for_tree(model_dir, MODEL_ARCNAME), "model")
     ours = [layer for layer in (deps, model) if layer is not None]
@@ -112,7 +115,7 @@ def assemble(model_dir: Path, lineage: ModelLineage, base: BaseImage | None,
     inputs = {
         "builder": f"promoter {__version__}",
         "base": base.reference.digest if base else None,
-        "platform": "/".join(options.platform),
+        "platform": str(options.platform),
         "layers": [layer.diff_id for layer in ours],
         "entrypoint": ENTRYPOINT,
         "labels": all_labels,
@@ -123,7 +126,7 @@ def assemble(model_dir: Path, lineage: ModelLineage, base: BaseImage | None,
     if source is not None:
         all_labels[SOURCE_INPUTS_LABEL] = source
     config = image_config(base.config if base else None, ours, all_labels,
-                          platform=options.platform, with_deps=deps is not None)
+                          platform=platform, with_deps=deps is not None)
     blob = config_blob(config)
     layers = (base.layers if base else []) + ours
     manifest = image_manifest(blob, layers)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from promoter.image.layers import Blob, Layer, bytes_blob
+from promoter.image.platform import Platform
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -39,13 +40,22 @@ def _env(base_env: Sequence[str], with_deps: bool) -> list[str]:
     return [f"{key}={value}" for key, value in sorted(env.items())]
 
 
+def set_platform(config: dict[str, Any], platform: Platform) -> None:
+    """The config's os/architecture/variant: the base's where it names them (its config
+    describes its binaries), else ``platform``'s. The variant (optional in the OCI config)
+    is written only when the platform has one, so builds without one keep their digests."""
+    config.setdefault("architecture", platform.architecture)
+    config.setdefault("os", platform.os)
+    if platform.variant and config["architecture"] == platform.architecture:
+        config.setdefault("variant", platform.variant)
+
+
 def image_config(base_config: Mapping[str, Any] | None, layers: Sequence[Layer],
-                 labels: Mapping[str, str], *, platform: tuple[str, str],
+                 labels: Mapping[str, str], *, platform: Platform,
                  with_deps: bool) -> dict[str, Any]:
     """Append ``layers`` (ours, after the base's) to the base config and set how to serve."""
     config: dict[str, Any] = copy.deepcopy(dict(base_config or {}))
-    config.setdefault("architecture", platform[1])
-    config.setdefault("os", platform[0])
+    set_platform(config, platform)
     config["created"] = EPOCH
     rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     rootfs["diff_ids"] = list(rootfs.get("diff_ids") or []) + [layer.diff_id for layer in layers]

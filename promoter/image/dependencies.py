@@ -17,11 +17,16 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from promoter.errors import UserError
 from promoter.image.layers import TAR_GZIP, Layer, file_layer, write_gzip_layer
+from promoter.image.platform import Platform
 from promoter.image.tarstream import entries_for_tree
 from promoter.ports.image import WheelInstaller
 
 DEPS_ARCNAME = "opt/ml/deps"
+# The machine part of a wheel's platform tag (what `uname -m` says on that architecture).
+# arm64 of any variant runs aarch64 wheels (v9 runs v8 code); 32-bit arm wheels name their
+# variant, and an arm image.platform without one means v7, as in containerd.
 _ARCH_TAGS = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x"}
+_ARM_TAGS = {"": "armv7l", "v7": "armv7l", "v6": "armv6l"}
 _ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz",
                      ".txz", ".tlz", ".tar.lz", ".tar.lzma")
 _ALLOWED = ("each line of requirements.txt must be one requirement: a name with optional "
@@ -94,24 +99,36 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…")
 
 
-def pip_platforms(arch: str) -> list[str]:
-    machine = _ARCH_TAGS.get(arch)
+def _machine(platform: Platform) -> str | None:
+    if platform.architecture == "arm":
+        return _ARM_TAGS.get(platform.variant)
+    return _ARCH_TAGS.get(platform.architecture)
+
+
+def pip_platforms(platform: Platform) -> list[str]:
+    """pip's --platform tags for ``platform``: manylinux (pip adds the older glibc levels
+    itself) and plain linux wheels."""
+    machine = _machine(platform)
     if machine is None:
-        raise UserError(f"no wheel platform known for architecture {arch!r}",
-                        hint="use linux/amd64 or linux/arm64 as image.platform")
+        raise UserError(f"no wheel platform known for {platform}",
+                        hint="use linux/amd64, linux/arm64 or linux/arm/v7 as image.platform")
     return [f"manylinux_2_{minor}_{machine}" for minor in (28, 17)] + [f"linux_{machine}"]
 
 
-def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller, *, arch: str,
-                     python_version: str, pip_options: Sequence[str],
+def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller, *,
+                     platform: Platform, python_version: str, pip_options: Sequence[str],
                      status: Callable[[str], None] | None = None) -> Layer | None:
     """The cached dependency layer for ``model_dir``'s requirements; None when there are none.
     ``status`` hears what a slow first build is doing (installing, packing)."""
     lines = requirement_lines(model_dir)
     if not lines:
         return None
-    key_source = {"requirements": lines, "arch": arch, "python": python_version,
-                  "pip_options": list(pip_options), "layout": 1}
+    platforms = pip_platforms(platform)
+    key_source: dict[str, object] = {
+        "requirements": lines, "arch": platform.architecture, "python": python_version,
+        "pip_options": list(pip_options), "layout": 1}
+    if platform.architecture == "arm":  # armv6l and armv7l wheels differ; others keep their key
+        key_source["wheels"] = platforms
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()
     cache_dir.mkdir(parents=True, exist_ok=True)
     blob_path, record_path = cache_dir / f"{key}.tar.gz", cache_dir / f"{key}.json"
@@ -122,8 +139,8 @@ def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller
             requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
             if status is not None:
                 status(f"installing {len(lines)} requirements for python {python_version} "
-                       f"{arch} into the dependency layer (cached for the next build)")
-            installer.install(requirements, target, platforms=pip_platforms(arch),
+                       f"{platform} into the dependency layer (cached for the next build)")
+            installer.install(requirements, target, platforms=platforms,
                               python_version=python_version, options=pip_options)
             _portable_scripts(target / "bin")
             if status is not None:

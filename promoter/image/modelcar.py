@@ -34,9 +34,10 @@ from promoter.core.runtimes import ModelcarLayout as Layout
 from promoter.errors import UserError
 from promoter.image.base import BaseImage
 from promoter.image.builder import BUILD_INPUTS_LABEL, SOURCE_INPUTS_LABEL, Assembled
-from promoter.image.config import EPOCH, config_blob, image_manifest
+from promoter.image.config import EPOCH, config_blob, image_manifest, set_platform
 from promoter.image.layers import TAR, Blob, Layer
 from promoter.image.lineage import lineage_labels
+from promoter.image.platform import Platform
 from promoter.image.tarstream import TarEntry, data_entry, entries_for_tree, tar_chunks, tar_size
 from promoter.ports.image import ModelcarRequest, ModelLineage
 
@@ -176,7 +177,7 @@ def _digest_of(data: object) -> str:
 
 
 def source_inputs(lineage: ModelLineage, request: ModelcarRequest, base: BaseImage | None,
-                  labels: Mapping[str, str], platform: tuple[str, str]) -> str | None:
+                  labels: Mapping[str, str], platform: Platform) -> str | None:
     """Everything a modelcar depends on, named without reading the model's files; None when
     the model's source is mutable."""
     if lineage.content_id is None:
@@ -185,7 +186,7 @@ def source_inputs(lineage: ModelLineage, request: ModelcarRequest, base: BaseIma
                        "content": lineage.content_id, "request": asdict(request),
                        "model": [lineage.name, lineage.version, lineage.run_id, lineage.source],
                        "base": base.reference.digest if base else None,
-                       "platform": list(platform), "labels": dict(labels)})
+                       "platform": list(platform.parts()), "labels": dict(labels)})
 
 
 def layer_blob(entries: list[TarEntry], digest: str = "") -> Blob:
@@ -212,19 +213,21 @@ def layer_identity(entries: list[TarEntry]) -> str:
 
 def assemble(layer_digest: str, entries: list[TarEntry], request: ModelcarRequest,
              lineage: ModelLineage, base: BaseImage | None, labels: Mapping[str, str],
-             platform: tuple[str, str]) -> Assembled:
+             platform: Platform) -> Assembled:
     layout = layout_for(request)
     layer = Layer(layer_blob(entries, layer_digest), layer_digest,
                   f"modelcar: {layout} layout under /{MODELS}")
     all_labels = {**lineage_labels(lineage, base), **labels, LAYOUT_LABEL: layout}
     inputs = all_labels[BUILD_INPUTS_LABEL] = _digest_of({
         "builder": f"promoter {__version__}", "kind": "modelcar",
-        "base": base.reference.digest if base else None, "platform": "/".join(platform),
+        "base": base.reference.digest if base else None, "platform": str(platform),
         "layers": [layer.diff_id], "labels": all_labels})
     source = source_inputs(lineage, request, base, labels, platform)
     if source is not None:
         all_labels[SOURCE_INPUTS_LABEL] = source
-    config = modelcar_config(base.config if base else None, layer, all_labels, platform)
+    # The base's index may have chosen the variant image.platform left open (arm: v7, v6…).
+    config = modelcar_config(base.config if base else None, layer, all_labels,
+                             base.platform if base else platform)
     blob = config_blob(config)
     layers = (base.layers if base else []) + [layer]
     manifest = image_manifest(blob, layers)
@@ -233,12 +236,11 @@ def assemble(layer_digest: str, entries: list[TarEntry], request: ModelcarReques
 
 
 def modelcar_config(base_config: Mapping[str, Any] | None, layer: Layer,
-                    labels: Mapping[str, str], platform: tuple[str, str]) -> dict[str, Any]:
+                    labels: Mapping[str, str], platform: Platform) -> dict[str, Any]:
     """The base's config (if any) plus the model layer; no entrypoint of ours: KServe and image
     volumes only read the files."""
     config: dict[str, Any] = copy.deepcopy(dict(base_config or {}))
-    config.setdefault("architecture", platform[1])
-    config.setdefault("os", platform[0])
+    set_platform(config, platform)
     config["created"] = EPOCH
     rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     rootfs["diff_ids"] = [*(rootfs.get("diff_ids") or []), layer.diff_id]

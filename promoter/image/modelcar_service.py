@@ -18,12 +18,13 @@ from pathlib import Path
 
 from promoter.errors import UserError
 from promoter.image import modelcar
-from promoter.image.base import BaseImage, load_base, parse_platform
+from promoter.image.base import BaseImage, load_base
 from promoter.image.builder import ImageTarget, push
 from promoter.image.digest_records import DigestRecords
 from promoter.image.existing import PushedImages, find_pushed
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
+from promoter.image.platform import Platform, parse_platform
 from promoter.image.reference import Reference, parse_reference
 from promoter.image.targets import RegistryTarget
 from promoter.image_settings import ImageSettings
@@ -58,7 +59,7 @@ class ModelcarBuilder:
             raise UserError(f"modelcar repository {repository!r} must not carry a tag or digest")
         return target
 
-    def _base(self, platform: tuple[str, str], notes: list[str],
+    def _base(self, platform: Platform, notes: list[str],
               stack: ExitStack) -> BaseImage | None:
         if not self.settings.modelcar_base:
             return None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from promoter.core.naming import derive_name
 from promoter.errors import UsageError, UserError
-from promoter.image.base import BaseImage, load_base, parse_platform
+from promoter.image.base import BaseImage, load_base
 from promoter.image.builder import (
     BuildOptions,
     BuildProgress,
@@ -26,6 +26,7 @@ from promoter.image.builder import (
 from promoter.image.existing import PushedImages, find_pushed
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
+from promoter.image.platform import Platform, parse_platform
 from promoter.image.reference import Reference, check_tag, parse_reference
 from promoter.image.targets import RegistryTarget
 from promoter.image_settings import ImageSettings
@@ -124,7 +125,7 @@ class DaemonlessImageBuilder:
                           size=image.size, layers=[x.blob.digest for x in image.layers],
                           bytes_uploaded=uploaded, tag=tag, notes=notes)
 
-    def _base(self, base: str | None, platform: tuple[str, str], notes: list[str],
+    def _base(self, base: str | None, platform: Platform, notes: list[str],
               stack: ExitStack) -> BaseImage | None:
         if not base:
             notes.append("no base image configured: the image starts from an empty base and "

@@ -19,6 +19,7 @@ from promoter.image.config import OCI_MANIFEST
 from promoter.image.existing import PushedImages, find_pushed
 from promoter.image.layers import Blob
 from promoter.image.layout import LayoutTarget
+from promoter.image.platform import parse_platform
 from promoter.image.reference import parse_reference
 from promoter.signing.registry import bundle_blobs
 from promoter.signing.verify import legacy_outcomes
@@ -79,7 +80,7 @@ def test_a_base_image_with_a_malformed_digest_is_refused_before_it_is_fetched(
     registry = _HostileRegistry(manifests)
     with pytest.raises(PermanentError, match=f"{what} r\\.io/base:v1 names an invalid digest "
                                              r"'sha256:\.\./\.\./\.\./other"):
-        load_base(registry, parse_reference("r.io/base:v1"), ("linux", "amd64"))
+        load_base(registry, parse_reference("r.io/base:v1"), parse_platform("linux/amd64"))
     assert TRAVERSAL not in registry.asked
 
 

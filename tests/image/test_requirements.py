@@ -13,6 +13,7 @@ import pytest
 from promoter.adapters.pip import PipInstaller, pip_environment
 from promoter.errors import UserError
 from promoter.image.dependencies import dependency_layer, requirement_lines
+from promoter.image.platform import parse_platform
 
 FAKE_TOKEN = "glpat-fake-token-for-tests-0123"
 
@@ -95,8 +96,9 @@ def test_a_model_cannot_turn_source_builds_back_on(tmp_path: Path,
     _evil_sdist(links, marker)
     model_dir = _model(tmp_path, f"--no-binary :all:\n--no-index\n--find-links {links}\nevil\n")
     with pytest.raises(UserError) as refused:
-        dependency_layer(model_dir, tmp_path / "cache", PipInstaller(), arch="amd64",
-                         python_version="3.11", pip_options=())
+        dependency_layer(model_dir, tmp_path / "cache", PipInstaller(),
+                         platform=parse_platform("linux/amd64"), python_version="3.11",
+                         pip_options=())
     assert not marker.exists(), "the model's build backend ran on the builder"
     assert "line 1 is a pip option: '--no-binary :all:'" in str(refused.value)
 

@@ -19,11 +19,11 @@ import pytest
 from promoter.adapters.oci import RegistryClient
 from promoter.adapters.pip import PipInstaller
 from promoter.image import modelcar
-from promoter.image.base import parse_platform
 from promoter.image.builder import SOURCE_INPUTS_LABEL, source_inputs
 from promoter.image.config import OCI_MANIFEST, config_blob, image_manifest
 from promoter.image.existing import FOUND_NOTE
 from promoter.image.layers import TAR, Layer, bytes_blob
+from promoter.image.platform import parse_platform
 from promoter.image.service import DaemonlessImageBuilder
 from promoter.ports.image import ModelcarRequest
 from promoter.service.composition.images import ModelImages, registry_clients

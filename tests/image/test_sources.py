@@ -71,21 +71,33 @@ def test_models_uri_is_downloaded_and_its_lineage_labelled(
     assert code == 1 and "fraud-detector" in err and "Traceback" not in err
 
 
-def _push_base(client: RegistryClient, repository: str) -> tuple[str, str]:
-    """A two-platform base (Docker media types, as Docker Hub serves) with one file."""
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as archive:
-        info = tarfile.TarInfo("etc/base-release")
-        info.size = 5
-        archive.addfile(info, io.BytesIO(b"base\n"))
-    raw = data.getvalue()
-    layer = bytes_blob("application/vnd.docker.image.rootfs.diff.tar.gzip",
-                       gzip.compress(raw, mtime=0))
-    client.push_blob(repository, layer)
+ATTESTATION = {"os": "unknown", "architecture": "unknown"}  # BuildKit's, in many indexes
+
+
+def _push_base(client: RegistryClient, repository: str,
+               platforms: tuple[dict[str, str], ...] = ({"architecture": "arm64"},
+                                                        {"architecture": "amd64"}),
+               ) -> dict[str, tuple[str, str]]:
+    """A multi-platform base (Docker media types, as Docker Hub serves), listed in the order
+    given, whose one file /etc/base-release names its platform; configs name no variant, as
+    many do. Returns platform (os/arch[/variant]) → (layer digest, manifest digest)."""
+    pushed: dict[str, tuple[str, str]] = {}
     entries = []
-    for arch in ("arm64", "amd64"):
+    for declared in platforms:
+        platform = {"os": "linux", **declared}
+        name = "/".join(platform[key] for key in ("os", "architecture", "variant")
+                        if key in platform)
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w") as archive:
+            info = tarfile.TarInfo("etc/base-release")
+            info.size = len(name) + 1
+            archive.addfile(info, io.BytesIO(f"{name}\n".encode()))
+        raw = data.getvalue()
+        layer = bytes_blob("application/vnd.docker.image.rootfs.diff.tar.gzip",
+                           gzip.compress(raw, mtime=0))
+        client.push_blob(repository, layer)
         config = bytes_blob("application/vnd.docker.container.image.v1+json", json.dumps({
-            "architecture": arch, "os": "linux",
+            "architecture": platform["architecture"], "os": "linux",
             "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION=3.11.9"],
                        "Cmd": ["python3"]},
             "rootfs": {"type": "layers", "diff_ids": [bytes_blob("", raw).digest]}}).encode())
@@ -93,20 +105,24 @@ def _push_base(client: RegistryClient, repository: str) -> tuple[str, str]:
         manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
                                "config": config.descriptor(),
                                "layers": [layer.descriptor()]}).encode()
-        digest, _ = client.put_manifest(repository, f"1-{arch}", manifest, DOCKER_MANIFEST)
+        digest, _ = client.put_manifest(repository, f"1-{name.replace('/', '-')}", manifest,
+                                        DOCKER_MANIFEST)
+        pushed[name] = (layer.digest, digest)
         entries.append({"mediaType": DOCKER_MANIFEST, "digest": digest, "size": len(manifest),
-                        "platform": {"os": "linux", "architecture": arch}})
+                        "platform": platform})
+    # An attestation entry first, pointing at the first image: picking it would show.
+    entries.insert(0, {**entries[0], "platform": ATTESTATION})
     index = json.dumps({"schemaVersion": 2, "manifests": entries,
                         "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json"})
     client.put_manifest(repository, "1", index.encode(),
                         "application/vnd.docker.distribution.manifest.list.v2+json")
-    return layer.digest, str(entries[1]["digest"])
+    return pushed
 
 
 def test_base_image_layers_are_mounted_not_uploaded(
         promoter: Run, registry: str, model_dir: Path, tmp_path: Path) -> None:
     with RegistryClient(registry) as client:
-        base_layer, amd64_manifest = _push_base(client, "base/runtime")
+        base_layer, amd64_manifest = _push_base(client, "base/runtime")["linux/amd64"]
     built = _build(promoter, str(model_dir), "--repository", f"{registry}/models/on-base",
                    "--base", f"{registry}/base/runtime:1")
     assert built["layers"][0] == base_layer
@@ -126,8 +142,41 @@ def test_base_image_layers_are_mounted_not_uploaded(
     assert config["config"]["Labels"]["org.opencontainers.image.base.digest"] == amd64_manifest
     skopeo_copy_to_layout(f"{registry}/models/on-base@{built['digest']}", tmp_path / "l")
     rootfs = umoci_unpack(tmp_path / "l", "image", tmp_path / "bundle")
-    assert (rootfs / "etc/base-release").read_text() == "base\n"
+    assert (rootfs / "etc/base-release").read_text() == "linux/amd64\n"
     assert (rootfs / "opt/ml/model/MLmodel").is_file()
+
+
+def test_an_arm_variant_gets_its_own_base_image_wherever_the_index_lists_it(
+        promoter: Run, registry: str, tmp_path: Path) -> None:
+    """containerd's matching: linux/arm/v7 runs the v7 image even when v6 is listed first,
+    and the image's config says v7, so a node's runtime picks it for the right CPU."""
+    from tests.image.model import save_model
+
+    with RegistryClient(registry) as client:
+        pushed = _push_base(client, "base/arm", ({"architecture": "arm", "variant": "v6"},
+                                                 {"architecture": "arm", "variant": "v7"}))
+    bare = save_model(tmp_path / "bare", requirements="# nothing to install\n")
+    config = tmp_path / "promoter.yaml"
+    config.write_text("image:\n  platform: linux/arm/v7\n")
+    code, out, err = promoter("--config", str(config), "image", "build", str(bare),
+                              "--repository", f"{registry}/models/on-arm", "--base",
+                              f"{registry}/base/arm:1", "--output", "json")
+    assert code == 0, err
+    built = json.loads(out)
+    v7_layer, v7_manifest = pushed["linux/arm/v7"]
+    assert built["layers"][0] == v7_layer
+    image_config = skopeo_inspect(f"{registry}/models/on-arm@{built['digest']}", config=True)
+    assert (image_config["os"], image_config["architecture"]) == ("linux", "arm")
+    assert image_config["variant"] == "v7"
+    assert image_config["config"]["Labels"]["org.opencontainers.image.base.digest"] == \
+        v7_manifest
+    # A platform the base lacks: the error names what it offers (not the attestation).
+    config.write_text("image:\n  platform: linux/arm64\n")
+    code, _, err = promoter("--config", str(config), "image", "build", str(bare),
+                            "--repository", f"{registry}/models/on-arm", "--base",
+                            f"{registry}/base/arm:1")
+    assert code == 1 and "has no linux/arm64 image" in err
+    assert "it offers linux/arm/v6, linux/arm/v7" in err and "unknown" not in err
 
 
 def test_registry_problems_are_clear_errors(promoter: Run, registry: str,

@@ -417,3 +417,84 @@ def test_every_state_change_the_queue_makes_is_checked(queue: JobQueue,
     with pytest.raises(IllegalTransition, match="running → done"):
         queue.complete(job.id, "w1", {})
     assert queue.get(job.id).state == "running"  # rolled back, nothing half-written
+
+
+def _complete_failing(queue: JobQueue, monkeypatch: pytest.MonkeyPatch, times: int, *,
+                      after_commit: bool = False) -> None:
+    """queue.complete() fails ``times`` times as a dropped connection does: before the write
+    reaches the database or, with ``after_commit``, after it committed (the answer lost)."""
+    real_complete, failures = queue.complete, [times]
+
+    def complete(*args: Any, **kwargs: Any) -> None:
+        if failures[0] == 0:
+            return real_complete(*args, **kwargs)
+        failures[0] -= 1
+        if after_commit:
+            real_complete(*args, **kwargs)
+        raise TransientError("the state database is unusable: connection reset by peer")
+
+    monkeypatch.setattr(queue, "complete", complete)
+
+
+def test_a_transient_failure_writing_the_outcome_does_not_run_the_job_again(
+        queue: JobQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection reset while the outcome is written: the write is retried under the lease,
+    so the job is done after one run, not handed to a second run once its lease lapses."""
+    job = queue.enqueue(V7).job
+    runs: list[int] = []
+    _complete_failing(queue, monkeypatch, times=1)
+    pauses: list[float] = []
+    worker = make_worker(queue, lambda job, ctx: runs.append(ctx.attempt) or {"mr": "!12"},
+                         sleep=pauses.append)
+    assert worker.run_once()
+    clock.advance(31)  # were the job still running, its lease would have lapsed by now
+    worker.run_once()
+    done = queue.get(job.id)
+    assert (done.state, done.result, done.attempts) == ("done", {"mr": "!12"}, 1)
+    assert runs == [1]
+    assert len(pauses) == 1
+
+
+def test_an_outcome_whose_answer_was_lost_is_not_written_twice(
+        queue: JobQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = queue.enqueue(V7).job
+    runs: list[int] = []
+    _complete_failing(queue, monkeypatch, times=1, after_commit=True)
+    worker = make_worker(queue, lambda job, ctx: runs.append(ctx.attempt) or {"mr": "!12"},
+                         sleep=lambda seconds: None)
+    assert worker.run_once()
+    clock.advance(31)
+    worker.run_once()
+    assert (queue.get(job.id).state, runs) == ("done", [1])
+
+
+def test_an_outcome_that_cannot_be_written_leaves_the_job_to_its_lease(
+        queue: JobQueue, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    job = queue.enqueue(V7).job
+    _complete_failing(queue, monkeypatch, times=10)
+    pauses: list[float] = []
+    worker = make_worker(queue, lambda job, ctx: {}, settle_retry_delays=(0.1, 0.2),
+                         sleep=pauses.append)
+    with caplog.at_level("INFO", logger="promoter.worker"), \
+            pytest.raises(TransientError, match="connection reset"):
+        worker.run_once()
+    assert pauses == [0.1, 0.2]
+    assert queue.get(job.id).state == "running"
+    assert any("left to its lease" in record.getMessage() for record in caplog.records)
+
+
+def test_a_lease_that_lapsed_while_the_outcome_was_retried_is_left_to_its_new_holder(
+        queue: JobQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database stays away longer than the lease: w2 takes the job meanwhile, and w1's
+    next attempt to write the outcome finds that out and stops, without an error."""
+    job = queue.enqueue(V7).job
+    _complete_failing(queue, monkeypatch, times=1)
+
+    def database_away_past_the_lease(seconds: float) -> None:
+        clock.advance(31)
+        assert queue.claim("w2", lease_seconds=30) is not None
+
+    make_worker(queue, lambda job, ctx: {"from": "w1"},
+                sleep=database_away_past_the_lease).run_once()
+    current = queue.get(job.id)
+    assert (current.state, current.lease_owner) == ("running", "w2")

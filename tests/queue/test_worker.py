@@ -12,7 +12,7 @@ from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.errors import PermanentError, PolicyDenied, TransientError
 from promoter.service.queue import JobKey, JobQueue, LeaseLost
 from promoter.service.worker import JobContext, Worker
-from tests.core.test_pipeline import MODEL, RENDERER, World
+from tests.core.test_pipeline import MODEL, NAME, RENDERER, World
 from tests.core.test_pipeline import world as world  # the pipeline fakes, as a fixture
 from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import ManualClock
@@ -498,3 +498,58 @@ def test_a_lease_that_lapsed_while_the_outcome_was_retried_is_left_to_its_new_ho
                 sleep=database_away_past_the_lease).run_once()
     current = queue.get(job.id)
     assert (current.state, current.lease_owner) == ("running", "w2")
+
+
+class _OtherModelProposesMeanwhile:
+    """The pipeline's renderer, during whose first render a second worker runs the job of
+    another model deriving the same deployment name to its end: that job passed its name
+    check after this one did, and before this one wrote its ledger row."""
+
+    def __init__(self, run_other_job: Any) -> None:
+        self.runtimes = RENDERER.runtimes
+        self._run_other_job = run_other_job
+
+    def render(self, request: Any) -> dict[str, str]:
+        run_other_job, self._run_other_job = self._run_other_job, None
+        if run_other_job is not None:
+            run_other_job()
+        return RENDERER.render(request)
+
+
+def test_two_models_racing_for_one_deployment_name_do_not_both_propose(
+        state_backend: StateBackend, clock: ManualClock, world: World) -> None:
+    """Two models deriving the name 'fraud-detector' take different work locks, so two
+    workers run them at once. The real ledger (SQLite, PostgreSQL) lets only the first
+    to propose have the name; the other is refused as it would be one after the other."""
+    from promoter.service.ledger import StateLedger
+
+    queue = state_backend.queue(clock)
+    world.ledger = StateLedger(state_backend.open())  # type: ignore[assignment]
+    world.registry.add("fraud_detector", "1")
+    for model, version in ((MODEL, "2"), ("fraud_detector", "1")):
+        world.registry.set_alias(model, "production", version)
+    first = queue.enqueue(JobKey(MODEL, "2", "production", "promote")).job
+    second = queue.enqueue(JobKey("fraud_detector", "1", "production", "promote")).job
+
+    def worker(worker_id: str, renderer: Any) -> Worker:
+        pipeline = Pipeline(world.settings.pipeline_config(), Ports(
+            world.registry, world.provider, world.ledger, renderer, world.images,
+            world.signer))
+
+        def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+            return pipeline.run(PromotionJob(job.key.model, job.key.env, job.key.action,
+                                             job.key.version), ctx).as_dict()
+
+        return make_worker(queue, handler, worker_id=worker_id)
+
+    w2 = worker("w2", RENDERER)
+    w1 = worker("w1", _OtherModelProposesMeanwhile(lambda: w2.run_once(second.id)))
+    assert w1.run_once(first.id)
+    assert [proposal.version for proposal in world.provider.proposals] == ["1"]
+    assert [state.model for state in world.ledger.named(NAME)] == ["fraud_detector"]
+    assert (queue.get(second.id).state, queue.get(first.id).state) == ("done", "dead")
+    assert "both become deployment 'fraud-detector'" in (queue.get(first.id).reason or "")
+    tags = world.registry.tags(MODEL, "2")
+    assert tags["promoter.production.status"] == "invalid"
+    assert "deploy.name" in tags["promoter.production.reason"]
+    queue.close()

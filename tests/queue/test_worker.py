@@ -553,3 +553,24 @@ def test_two_models_racing_for_one_deployment_name_do_not_both_propose(
     assert tags["promoter.production.status"] == "invalid"
     assert "deploy.name" in tags["promoter.production.reason"]
     queue.close()
+
+
+def test_a_transient_failure_writing_a_retry_is_retried_too(
+        queue: JobQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every outcome goes through the same retried write: here 'retrying' after a 502."""
+    job = queue.enqueue(V7).job
+    real_retry_later, blips = queue.retry_later, [TransientError("connection reset by peer")]
+
+    def retry_later(*args: Any, **kwargs: Any) -> None:
+        if blips:
+            raise blips.pop()
+        return real_retry_later(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "retry_later", retry_later)
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        raise TransientError("GitLab answered 502")
+
+    assert make_worker(queue, handler, sleep=lambda seconds: None).run_once()
+    retrying = queue.get(job.id)
+    assert (retrying.state, retrying.reason) == ("retrying", "TransientError: GitLab answered 502")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,14 @@ class Ports:
     clock: Clock | None = None               # for time-based gates (staging soak)
     history: DeploymentHistory | None = None  # what was live where (staging-first gate)
     audit: AuditHeads | None = None          # its head is anchored in each promotion commit
+
+
+def _refuse_shared_name(job: PromotionJob, name: str, owners: Collection[str]) -> None:
+    """InvalidIntent when ``owners`` (models other than the job's) own deployment ``name``."""
+    if owners:
+        other = ", ".join(repr(owner) for owner in sorted(owners))
+        raise InvalidIntent(f"models {other} and {job.model!r} both become deployment "
+                            f"{name!r}; set metadata.name (tag deploy.name) on one of them")
 
 
 def _quiet(step: str, outcome: str, detail: str = "") -> None:
@@ -175,6 +183,7 @@ class Pipeline:
         # Everything from here on is seen by others (branch, MR, MLflow, ledger): only the
         # job's current holder may do it, or two workers would race on one merge request.
         steps.before_side_effect("propose")
+        self._claim_name(job, deployment.name)
         result = self._propose(job, deployment, info, run, files, decision, image, signature)
         status = STATUS_FOR_OUTCOME[result.outcome]
         if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
@@ -230,10 +239,13 @@ class Pipeline:
             merged_owner = tree_facts.annotation(base, tree_facts.REGISTERED_MODEL)
             if merged_owner != job.model:
                 owners.add(merged_owner or "a directory promoter did not write")
-        if owners:
-            other = ", ".join(repr(owner) for owner in sorted(owners))
-            raise InvalidIntent(f"models {other} and {job.model!r} both become deployment "
-                                f"{name!r}; set metadata.name (tag deploy.name) on one of them")
+        _refuse_shared_name(job, name, owners)
+
+    def _claim_name(self, job: PromotionJob, name: str) -> None:
+        """_check_name only read: a second model deriving the same name may have passed it at
+        the same time, each before the other's ledger row. Just before anything is proposed
+        under ``name``, the ledger claims it atomically, so only one of them proposes."""
+        _refuse_shared_name(job, name, self.ports.ledger.claim_name(name, job.model))
 
     def _policy(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
                 run: RunInfo | None) -> Decision:

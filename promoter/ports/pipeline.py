@@ -65,6 +65,11 @@ class DeploymentLedger(Protocol):
     def named(self, name: str) -> list[DeployedState]:
         """Every (model, env) row deploying under ``name``, in any environment."""
 
+    def claim_name(self, name: str, model: str) -> frozenset[str]:
+        """Claim deployment ``name`` for ``model`` unless another model owns it (a row of
+        this ledger, or a claim); returns those other models (empty: the claim holds).
+        Atomic: of two models claiming one name at once, exactly one gets it."""
+
 
 class DeploymentHistory(Protocol):
     """What was live where, and since when (read from the audit trail)."""

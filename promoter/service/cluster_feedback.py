@@ -28,7 +28,7 @@ from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeploymentLedger
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
-from promoter.service.hook_deliveries import HookClaim, HookDeliveries
+from promoter.service.hook_deliveries import HookClaim, HookDeliveries, takeover_now
 from promoter.state.db import Connection, StateDB, state_db
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 
@@ -60,11 +60,12 @@ class StatusStore:
     telling under way per (deployment, environment), and notifications seen: tables of the
     state database (promoter.state)."""
 
-    def __init__(self, state: Path | StateDB, *, clock: Callable[[], float] = time.time,
+    def __init__(self, state: Path | StateDB, *, clock: Callable[[], float] | None = None,
                  takeover_after: float = TELLING_TAKEOVER_SECONDS) -> None:
         self.db = state_db(state)
         self.deliveries = HookDeliveries(self.db, DELIVERY_SOURCE)
-        self._clock = clock
+        self.clock = clock or time.time
+        self._on_database_clock = clock is None  # see hook_deliveries.takeover_now
         self._takeover_after = takeover_after
 
     def claim(self, key: str) -> HookClaim:
@@ -93,13 +94,14 @@ class StatusStore:
         after their own write, and only one of them claims a given summary.
         Returns (status, to tell: the caller owns the claim and must call ``told`` or
         ``untold``, deployed as last told)."""
-        now = self._clock()
 
         def write(conn: Connection) -> tuple[EnvironmentStatus, bool, bool]:
             conn.lock(f"cluster_summaries:{name}/{env}")
             _store(conn, name, env, rows, complete=complete)
             status = summary(_rows(conn, name, env))
-            tell, was_deployed = _observe_summary(conn, name, env, _digest(status), now,
+            tell, was_deployed = _observe_summary(conn, name, env, _digest(status),
+                                                  takeover_now(conn, self.clock,
+                                                               self._on_database_clock),
                                                   self._takeover_after)
             return status, tell, was_deployed
 

@@ -3,8 +3,10 @@
 MLflow's ``model_version_alias.deleted`` carries no version, so the version deployed is
 remembered here. One row per (model, env); ``name`` (the deployment directory) is indexed so a
 second model deriving the same name is caught before it could overwrite the first one's
-manifests. The MR head promoter pushed is not a column here: it is read from the one record of
-pushed heads (promoter.state.pushed_heads), which the git providers write when they push.
+manifests; ``deployment_names`` records which model claimed a name just before its first
+proposal, so of two models racing for one name only one proposes. The MR head promoter pushed
+is not a column here: it is read from the one record of pushed heads
+(promoter.state.pushed_heads), which the git providers write when they push.
 """
 
 from __future__ import annotations
@@ -59,6 +61,24 @@ class StateLedger:
             _put(conn, state)
 
         self.db.write(put)
+
+    def claim_name(self, name: str, model: str) -> frozenset[str]:
+        """Claim deployment ``name`` for ``model``; the other models owning it (a ledger row or
+        an earlier claim), if any, and then no claim. Under the ledger's lock (SQLite: the
+        write transaction), so two models claiming one name at once cannot both get it."""
+
+        def claim(conn: Connection) -> frozenset[str]:
+            conn.lock(_LOCK)
+            others = frozenset(row[0] for row in conn.execute(
+                "SELECT model FROM deployments WHERE name = ? "
+                "UNION SELECT model FROM deployment_names WHERE name = ?",
+                (name, name)).fetchall()) - {model}
+            if not others:
+                conn.execute("INSERT INTO deployment_names (name, model) VALUES (?, ?) "
+                             "ON CONFLICT (name) DO NOTHING", (name, model))
+            return others
+
+        return self.db.write(claim)
 
     def set_status(self, name: str, env: str, status: str) -> DeployedState | None:
         """Change the status of the deployment ``name`` in ``env``; read and write in one

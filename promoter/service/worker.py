@@ -6,6 +6,10 @@ dead; PermanentError / UserError / AuthError → dead with the reason; PolicyDen
 ``result["outcome"] == "denied"``. While the handler runs, a heartbeat thread keeps extending
 the lease, so only a worker that died (or hangs without its process) lets the lease expire —
 and then another worker picks the job up again, with the step results recorded so far.
+
+Writing the outcome (done, retrying, dead) is retried a few times, with the heartbeat still
+running, when the state database fails transiently: a job whose work is finished must not be
+run a second time (a second proposal, a second write-back) because of one connection reset.
 """
 
 from __future__ import annotations
@@ -29,10 +33,15 @@ from promoter.core.jobs import (
     outcome_for_error,
     retryable_again,
 )
-from promoter.errors import PromoterError
+from promoter.errors import PromoterError, TransientError
 from promoter.service.queue import JobQueue, LeaseLost
 
 log = logging.getLogger("promoter.worker")
+
+# Pauses between attempts to write a job's outcome after a transient database error. About
+# 8 s in all: long enough for a connection reset, a PostgreSQL failover or a busy SQLite file
+# to pass, short against a lease (60 s by default), which the heartbeat keeps renewing meanwhile.
+SETTLE_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 class JobContext:
@@ -126,7 +135,9 @@ class Worker:
                  lease_seconds: float = 60.0, max_attempts: int = MAX_ATTEMPTS, *,
                  backoff: Backoff | None = None, random: Callable[[], float] | None = None,
                  poll_seconds: float = 1.0, heartbeat: bool = True,
-                 housekeeping_seconds: float = 3600.0) -> None:
+                 housekeeping_seconds: float = 3600.0,
+                 settle_retry_delays: tuple[float, ...] = SETTLE_RETRY_DELAYS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.queue = queue
         self.handler = handler
         self.worker_id = worker_id or default_worker_id()
@@ -137,6 +148,8 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.heartbeat = heartbeat
         self.housekeeping_seconds = housekeeping_seconds
+        self.settle_retry_delays = settle_retry_delays
+        self.sleep = sleep
 
     def wake(self) -> None:
         """Cut idle waits short (every worker of this queue in this process), e.g. to stop."""
@@ -198,18 +211,23 @@ class Worker:
             context = JobContext(self.queue, job, self.worker_id, self.lease_seconds,
                                  self.max_attempts)
             stop_heartbeat = self._start_heartbeat(context)
+            self._run_handler(job, context)
+        finally:
+            # Only now: the heartbeat keeps the lease while the outcome's write is retried.
+            stop_heartbeat()
+        return True
+
+    def _run_handler(self, job: Job, context: JobContext) -> None:
+        try:
             result = dict(self.handler(job, context) or {})  # a bad return is a failure too
         except LeaseLost as exc:
             _log_job(logging.WARNING, "job abandoned: lease lost", job, reason=str(exc))
-            return True
+            return
         except Exception as exc:
             self._handle_failure(job, exc)
-            return True
-        finally:
-            stop_heartbeat()
+            return
         self._settle(job, lambda: self.queue.complete(job.id, self.worker_id, result))
         _log_job(logging.INFO, "job done", job)
-        return True
 
     def _handle_failure(self, job: Job, error: Exception) -> None:
         outcome = outcome_for_error(error, job.attempts, self.max_attempts)
@@ -229,11 +247,39 @@ class Worker:
                      retry_in_seconds=round(delay, 3))
 
     def _settle(self, job: Job, write: Callable[[], None]) -> None:
-        try:
-            write()
-        except LeaseLost as exc:  # someone else re-claimed it; their outcome stands
+        """Write the job's outcome, retrying transient database errors while the lease holds.
+
+        Giving up re-raises the last error: the job stays running under a lease nobody renews,
+        and once that runs out another worker runs the whole job again."""
+        delays = iter(self.settle_retry_delays)
+        failed_before = False
+        while True:
+            try:
+                write()
+                return
+            except LeaseLost as exc:
+                self._log_lease_lost_at_settle(job, exc, failed_before)
+                return
+            except TransientError as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    _log_job(logging.ERROR, "job outcome not recorded: the state database "
+                             "kept failing; the job is left to its lease, after which another "
+                             "worker runs it again", job, reason=str(exc))
+                    raise
+                _log_job(logging.WARNING, "job outcome not recorded yet; retrying", job,
+                         reason=str(exc), retry_in_seconds=delay)
+                failed_before = True
+                self.sleep(delay)
+
+    @staticmethod
+    def _log_lease_lost_at_settle(job: Job, error: LeaseLost, failed_before: bool) -> None:
+        if failed_before:  # a write whose answer was lost may have committed the outcome
+            _log_job(logging.INFO, "job outcome already recorded or the job re-claimed", job,
+                     reason=str(error))
+        else:  # someone else re-claimed it; their outcome stands
             _log_job(logging.WARNING, "job outcome not recorded: lease lost", job,
-                     reason=str(exc))
+                     reason=str(error))
 
     def _start_heartbeat(self, context: JobContext) -> Callable[[], None]:
         if not self.heartbeat:

@@ -149,6 +149,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE cluster_summaries ADD COLUMN telling_digest TEXT;
     ALTER TABLE cluster_summaries ADD COLUMN telling_since REAL;
     """,
+    # 6: the model each deployment name belongs to, claimed before its first proposal
+    # (promoter.service.ledger.claim_name); one model per name, in every environment.
+    """
+    CREATE TABLE deployment_names (
+        name  TEXT PRIMARY KEY,
+        model TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -212,6 +212,7 @@ class MemoryProvider:
 class MemoryLedger:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], DeployedState] = {}
+        self.claims: dict[str, str] = {}  # deployment name → the model that claimed it
 
     def get(self, model: str, env: str) -> DeployedState | None:
         return self.rows.get((model, env))
@@ -225,6 +226,13 @@ class MemoryLedger:
 
     def named(self, name: str) -> list[DeployedState]:
         return [s for s in self.rows.values() if s.name == name]
+
+    def claim_name(self, name: str, model: str) -> frozenset[str]:
+        others = {s.model for s in self.named(name)} | {self.claims.get(name, model)}
+        others.discard(model)
+        if not others:
+            self.claims[name] = model
+        return frozenset(others)
 
 
 class CountingImages:

@@ -12,7 +12,7 @@ from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.errors import PermanentError, PolicyDenied, TransientError
 from promoter.service.queue import JobKey, JobQueue, LeaseLost
 from promoter.service.worker import JobContext, Worker
-from tests.core.test_pipeline import MODEL, RENDERER, World
+from tests.core.test_pipeline import MODEL, NAME, RENDERER, World
 from tests.core.test_pipeline import world as world  # the pipeline fakes, as a fixture
 from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import ManualClock
@@ -417,3 +417,160 @@ def test_every_state_change_the_queue_makes_is_checked(queue: JobQueue,
     with pytest.raises(IllegalTransition, match="running → done"):
         queue.complete(job.id, "w1", {})
     assert queue.get(job.id).state == "running"  # rolled back, nothing half-written
+
+
+def _complete_failing(queue: JobQueue, monkeypatch: pytest.MonkeyPatch, times: int, *,
+                      after_commit: bool = False) -> None:
+    """queue.complete() fails ``times`` times as a dropped connection does: before the write
+    reaches the database or, with ``after_commit``, after it committed (the answer lost)."""
+    real_complete, failures = queue.complete, [times]
+
+    def complete(*args: Any, **kwargs: Any) -> None:
+        if failures[0] == 0:
+            return real_complete(*args, **kwargs)
+        failures[0] -= 1
+        if after_commit:
+            real_complete(*args, **kwargs)
+        raise TransientError("the state database is unusable: connection reset by peer")
+
+    monkeypatch.setattr(queue, "complete", complete)
+
+
+def test_a_transient_failure_writing_the_outcome_does_not_run_the_job_again(
+        queue: JobQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection reset while the outcome is written: the write is retried under the lease,
+    so the job is done after one run, not handed to a second run once its lease lapses."""
+    job = queue.enqueue(V7).job
+    runs: list[int] = []
+    _complete_failing(queue, monkeypatch, times=1)
+    pauses: list[float] = []
+    worker = make_worker(queue, lambda job, ctx: runs.append(ctx.attempt) or {"mr": "!12"},
+                         sleep=pauses.append)
+    assert worker.run_once()
+    clock.advance(31)  # were the job still running, its lease would have lapsed by now
+    worker.run_once()
+    done = queue.get(job.id)
+    assert (done.state, done.result, done.attempts) == ("done", {"mr": "!12"}, 1)
+    assert runs == [1]
+    assert len(pauses) == 1
+
+
+def test_an_outcome_whose_answer_was_lost_is_not_written_twice(
+        queue: JobQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = queue.enqueue(V7).job
+    runs: list[int] = []
+    _complete_failing(queue, monkeypatch, times=1, after_commit=True)
+    worker = make_worker(queue, lambda job, ctx: runs.append(ctx.attempt) or {"mr": "!12"},
+                         sleep=lambda seconds: None)
+    assert worker.run_once()
+    clock.advance(31)
+    worker.run_once()
+    assert (queue.get(job.id).state, runs) == ("done", [1])
+
+
+def test_an_outcome_that_cannot_be_written_leaves_the_job_to_its_lease(
+        queue: JobQueue, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    job = queue.enqueue(V7).job
+    _complete_failing(queue, monkeypatch, times=10)
+    pauses: list[float] = []
+    worker = make_worker(queue, lambda job, ctx: {}, settle_retry_delays=(0.1, 0.2),
+                         sleep=pauses.append)
+    with caplog.at_level("INFO", logger="promoter.worker"), \
+            pytest.raises(TransientError, match="connection reset"):
+        worker.run_once()
+    assert pauses == [0.1, 0.2]
+    assert queue.get(job.id).state == "running"
+    assert any("left to its lease" in record.getMessage() for record in caplog.records)
+
+
+def test_a_lease_that_lapsed_while_the_outcome_was_retried_is_left_to_its_new_holder(
+        queue: JobQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database stays away longer than the lease: w2 takes the job meanwhile, and w1's
+    next attempt to write the outcome finds that out and stops, without an error."""
+    job = queue.enqueue(V7).job
+    _complete_failing(queue, monkeypatch, times=1)
+
+    def database_away_past_the_lease(seconds: float) -> None:
+        clock.advance(31)
+        assert queue.claim("w2", lease_seconds=30) is not None
+
+    make_worker(queue, lambda job, ctx: {"from": "w1"},
+                sleep=database_away_past_the_lease).run_once()
+    current = queue.get(job.id)
+    assert (current.state, current.lease_owner) == ("running", "w2")
+
+
+class _OtherModelProposesMeanwhile:
+    """The pipeline's renderer, during whose first render a second worker runs the job of
+    another model deriving the same deployment name to its end: that job passed its name
+    check after this one did, and before this one wrote its ledger row."""
+
+    def __init__(self, run_other_job: Any) -> None:
+        self.runtimes = RENDERER.runtimes
+        self._run_other_job = run_other_job
+
+    def render(self, request: Any) -> dict[str, str]:
+        run_other_job, self._run_other_job = self._run_other_job, None
+        if run_other_job is not None:
+            run_other_job()
+        return RENDERER.render(request)
+
+
+def test_two_models_racing_for_one_deployment_name_do_not_both_propose(
+        state_backend: StateBackend, clock: ManualClock, world: World) -> None:
+    """Two models deriving the name 'fraud-detector' take different work locks, so two
+    workers run them at once. The real ledger (SQLite, PostgreSQL) lets only the first
+    to propose have the name; the other is refused as it would be one after the other."""
+    from promoter.service.ledger import StateLedger
+
+    queue = state_backend.queue(clock)
+    world.ledger = StateLedger(state_backend.open())  # type: ignore[assignment]
+    world.registry.add("fraud_detector", "1")
+    for model, version in ((MODEL, "2"), ("fraud_detector", "1")):
+        world.registry.set_alias(model, "production", version)
+    first = queue.enqueue(JobKey(MODEL, "2", "production", "promote")).job
+    second = queue.enqueue(JobKey("fraud_detector", "1", "production", "promote")).job
+
+    def worker(worker_id: str, renderer: Any) -> Worker:
+        pipeline = Pipeline(world.settings.pipeline_config(), Ports(
+            world.registry, world.provider, world.ledger, renderer, world.images,
+            world.signer))
+
+        def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+            return pipeline.run(PromotionJob(job.key.model, job.key.env, job.key.action,
+                                             job.key.version), ctx).as_dict()
+
+        return make_worker(queue, handler, worker_id=worker_id)
+
+    w2 = worker("w2", RENDERER)
+    w1 = worker("w1", _OtherModelProposesMeanwhile(lambda: w2.run_once(second.id)))
+    assert w1.run_once(first.id)
+    assert [proposal.version for proposal in world.provider.proposals] == ["1"]
+    assert [state.model for state in world.ledger.named(NAME)] == ["fraud_detector"]
+    assert (queue.get(second.id).state, queue.get(first.id).state) == ("done", "dead")
+    assert "both become deployment 'fraud-detector'" in (queue.get(first.id).reason or "")
+    tags = world.registry.tags(MODEL, "2")
+    assert tags["promoter.production.status"] == "invalid"
+    assert "deploy.name" in tags["promoter.production.reason"]
+    queue.close()
+
+
+def test_a_transient_failure_writing_a_retry_is_retried_too(
+        queue: JobQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every outcome goes through the same retried write: here 'retrying' after a 502."""
+    job = queue.enqueue(V7).job
+    real_retry_later, blips = queue.retry_later, [TransientError("connection reset by peer")]
+
+    def retry_later(*args: Any, **kwargs: Any) -> None:
+        if blips:
+            raise blips.pop()
+        return real_retry_later(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "retry_later", retry_later)
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        raise TransientError("GitLab answered 502")
+
+    assert make_worker(queue, handler, sleep=lambda seconds: None).run_once()
+    retrying = queue.get(job.id)
+    assert (retrying.state, retrying.reason) == ("retrying", "TransientError: GitLab answered 502")

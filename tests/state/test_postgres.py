@@ -16,10 +16,14 @@ import pytest
 
 from promoter.adapters.postgres_state import PostgresStateDB, StateUrl, redact
 from promoter.adapters.postgres_state.schema import SCHEMA_VERSION, VERSIONS_TABLE
+from promoter.core.cluster_status import ClusterStatus, summarise
 from promoter.errors import ConfigError, TransientError
 from promoter.service.audit import AuditTrail
+from promoter.service.cluster_feedback import TELLING_TAKEOVER_SECONDS, StatusStore
+from promoter.service.hook_deliveries import HookClaim, HookDeliveries
 from promoter.service.queue import JobKey, JobQueue
 from promoter.state.db import Connection
+from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 M1 = JobKey("model-a", "1", "staging", "promote")
@@ -189,6 +193,37 @@ def test_a_replica_whose_clock_runs_ahead_cannot_take_a_live_lease(
     assert ahead.claim("ahead", lease_seconds=60) is None
     holder.close()
     ahead.close()
+
+
+def test_a_replica_whose_clock_runs_ahead_cannot_take_over_a_live_delivery(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A hook delivery still being handled by one replica: its re-delivery to a replica whose
+    clock runs past the takeover age is answered 'in progress', not handled a second time."""
+    holder = connect(postgres_url, tmp_path)
+    ahead = connect(postgres_url, tmp_path)
+    holder_side = HookDeliveries(holder, "gitlab")
+    ahead_side = HookDeliveries(ahead, "gitlab")
+    ahead_side.clock = lambda: time.time() + PROCESSING_TAKEOVER_SECONDS + 60
+    assert holder_side.claim("delivery-1") is HookClaim.ACT
+    assert ahead_side.claim("delivery-1") is HookClaim.IN_PROGRESS
+    holder.close()
+    ahead.close()
+
+
+def test_a_replica_whose_clock_runs_ahead_cannot_take_over_a_live_telling(
+        postgres_url: str, tmp_path: Path) -> None:
+    """One replica is telling an Argo CD status change; another, its clock past the takeover
+    age, observing the same rows leaves the telling to it rather than telling it twice."""
+    row = ClusterStatus("fraud-detector", "production", "gpu-eu-1", "Synced", "Healthy",
+                        "a" * 40, "2026-01-01T10:05:00Z", "fraud-detector-production")
+    telling = StatusStore(connect(postgres_url, tmp_path))
+    ahead = StatusStore(connect(postgres_url, tmp_path))
+    ahead.clock = lambda: time.time() + TELLING_TAKEOVER_SECONDS + 60
+    claimed = [store.record("fraud-detector", "production", [row], complete=False,
+                            summary=summarise)[1] for store in (telling, ahead)]
+    assert claimed == [True, False]
+    telling.db.close()
+    ahead.db.close()
 
 
 def test_an_enqueue_elsewhere_wakes_an_idle_worker_before_its_fallback_poll(

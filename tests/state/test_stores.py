@@ -16,6 +16,7 @@ from promoter.service.hook_deliveries import HookClaim
 from promoter.service.ledger import StateLedger
 from promoter.service.queue import JobKey
 from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
+from tests.fixtures.concurrency import run_at_once
 from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import ManualClock
 
@@ -111,3 +112,24 @@ def test_a_second_open_local_mr_for_one_branch_is_refused(state_backend: StateBa
     second = store.create("promote/fraud/production", "main", "t3", "d3", [])
     assert second > first  # (PostgreSQL may skip the number the refused one drew)
     assert [mr["iid"] for mr in store.find(state="opened")] == [second]
+
+
+def test_a_deployment_name_is_claimed_by_one_model(state_backend: StateBackend) -> None:
+    ledger = StateLedger(state_backend.open())
+    assert ledger.claim_name("fraud-detector", "Fraud Detector") == frozenset()
+    assert ledger.claim_name("fraud-detector", "Fraud Detector") == frozenset()  # again: its own
+    assert ledger.claim_name("fraud-detector", "fraud_detector") == {"Fraud Detector"}
+    # A row promoter wrote before names were claimed owns its name just the same.
+    ledger.put(DeployedState("churn", "staging", "churn", "3", "merged"))
+    assert ledger.claim_name("churn", "Churn") == {"churn"}
+    assert ledger.claim_name("churn", "churn") == frozenset()
+
+
+def test_models_claiming_one_name_at_once_leave_one_owner(state_backend: StateBackend) -> None:
+    ledger = StateLedger(state_backend.open())
+    results, errors = run_at_once(6, lambda n: (f"model-{n}",
+                                                ledger.claim_name("shared", f"model-{n}")))
+    assert errors == []
+    winners = [model for model, others in results if not others]
+    assert len(winners) == 1
+    assert all(others == {winners[0]} for model, others in results if model not in winners)

@@ -145,6 +145,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE cluster_summaries ADD COLUMN telling_digest TEXT;
     ALTER TABLE cluster_summaries ADD COLUMN telling_since DOUBLE PRECISION;
     """,
+    # 3: as SQLite's 6: the model each deployment name was claimed for.
+    """
+    CREATE TABLE deployment_names (
+        name  TEXT PRIMARY KEY,
+        model TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables with an identity column: `state migrate` moves their sequence past the copied ids.

@@ -82,9 +82,11 @@ class MergeRequestOutcomes:
         if self.registry is not None:
             self._write_back(model, version, event.env, event.url, status)
         # Last: the ledger's status is what marks the outcome recorded (a repeat is a no-op,
-        # and the reconcile sweep stops looking), so it moves only once MLflow has it too.
-        if current:
-            self.ledger.set_status(event.name, event.env, status)
+        # and the reconcile sweep stops looking), so it moves only once MLflow has it too;
+        # and only if the row still names this MR (a newer promotion may have put it during
+        # the calls above: that row is not ours to settle).
+        if current and state is not None:
+            self.ledger.settle(state, status)
 
     def _write_back(self, model: str, version: str, env: str, url: str, status: str) -> None:
         assert self.registry is not None

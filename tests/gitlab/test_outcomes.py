@@ -14,6 +14,7 @@ from promoter.secret_settings import Secret
 from promoter.service.audit import AuditTrail
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler
 from promoter.service.ledger import StateLedger
+from promoter.service.outcome_claims import OutcomeClaims
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.state.db import StateDB
 from promoter.state.pushed_heads import PushedHeads
@@ -48,14 +49,14 @@ class Tags:
 class World:
     """One promoter process over a state store (its own connection to it) and an MLflow."""
 
-    def __init__(self, tmp: Path, db: StateDB | None = None, tags: Tags | None = None
-                 ) -> None:
+    def __init__(self, tmp: Path, db: StateDB | None = None, tags: Tags | None = None,
+                 claims: OutcomeClaims | None = None) -> None:
         db = db or StateDB.open(tmp / "state")
         self.ledger, self.audit, self.heads = StateLedger(db), AuditTrail(tmp / "state", db), \
             PushedHeads(db)
         self.tags = tags or Tags()
         outcomes = MergeRequestOutcomes(self.tags, self.ledger, self.audit,  # type: ignore[arg-type]
-                                        self.heads)
+                                        self.heads, claims)
         self.handler = GitLabHookHandler(Secret(TOKEN), DeliveryLog(db), self.heads.pushed,
                                          outcomes, target_branch="main")
 

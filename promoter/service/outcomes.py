@@ -195,9 +195,12 @@ class MergeRequestOutcomes:
         if status == DeploymentStatus.DECOMMISSIONED:
             self.registry.set_live_version(model, env, None)
             return
-        self.registry.set_live_version(model, env, version)
+        # The replaced version is tagged before live_version moves: a recording that fails
+        # (or is killed) in between is done again, and only while live_version still names
+        # the replaced version can the retry tell which version that was.
         if previous is not None and previous != version:
             replaced = replaced_status(previous, version)
             self.registry.write_back(model, previous, env, {"status": replaced})
             self.audit.record(f"version.{replaced}", model=model, version=previous, env=env,
                               replaced_by=version)
+        self.registry.set_live_version(model, env, version)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from promoter.errors import TransientError
 from promoter.ports.pipeline import DeployedState
 from promoter.secret_settings import Secret
 from promoter.service.audit import AuditTrail
@@ -33,8 +34,6 @@ class Tags:
 
     def write_back(self, model: str, version: str, env: str, tags: dict[str, str]) -> None:
         if self.failures:
-            from promoter.errors import TransientError
-
             self.failures -= 1
             raise TransientError("MLflow at http://mlflow is unreachable")
         self.written.append((model, version, env, tags))
@@ -127,6 +126,35 @@ def test_a_merge_whose_write_back_failed_is_recorded_when_it_comes_again(
     assert row is not None and row.status == "merged"
     assert world.hook(1)["status"] == "accepted"              # and now it is: no more writes
     assert len(world.tags.written) == 1
+
+
+class SupersedingFailsOnce(Tags):
+    """MLflow fails once, on the tag of the version a merge replaces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def write_back(self, model: str, version: str, env: str, tags: dict[str, str]) -> None:
+        if tags.get("status") == "superseded" and not self.failed:
+            self.failed = True
+            raise TransientError("MLflow at http://mlflow is unreachable")
+        super().write_back(model, version, env, tags)
+
+
+def test_a_merge_whose_superseded_tag_failed_tags_it_when_it_comes_again(
+        tmp_path: Path) -> None:
+    """The merge's own tag reached MLflow, the replaced version's did not: the hook fails and
+    its re-delivery must still tag v4 superseded (live_version has not moved past it)."""
+    world = World(tmp_path, tags=SupersedingFailsOnce())
+    world.opened(1, "5")
+    world.tags.live[("fraud", "staging")] = "4"
+    assert world.hook(1, expect=503)["error"] == "unavailable"
+    assert world.hook(1)["status"] == "accepted"
+    assert ("4", "superseded") in [(v, t["status"]) for _, v, _, t in world.tags.written]
+    assert [e["version"] for e in world.audit.entries() if e["event"] == "version.superseded"] \
+        == ["4"]
+    assert world.tags.live == {("fraud", "staging"): "5"}
 
 
 def test_the_current_mrs_merge_updates_the_ledger(world: World) -> None:

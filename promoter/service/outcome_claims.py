@@ -24,9 +24,9 @@ each see the version the other made live.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from promoter.core.mr_events import MergeRequestEvent
 from promoter.errors import TransientError
@@ -40,11 +40,14 @@ RECORDED = "recorded"
 
 
 class OutcomeClaims:
-    def __init__(self, db: StateDB, *, clock: Callable[[], float] = time.time,
+    def __init__(self, db: StateDB, *, clock: Callable[[], float] | None = None,
                  takeover_after: float = PROCESSING_TAKEOVER_SECONDS) -> None:
-        self._outcomes = HookDeliveries(db, OUTCOME_SOURCE, clock=clock,
-                                        takeover_after=takeover_after)
-        self._live = HookDeliveries(db, LIVE_SOURCE, clock=clock, takeover_after=takeover_after)
+        # No clock given: HookDeliveries' own, the one every hook-delivery claim is aged by.
+        options: dict[str, Any] = {"takeover_after": takeover_after}
+        if clock is not None:
+            options["clock"] = clock
+        self._outcomes = HookDeliveries(db, OUTCOME_SOURCE, **options)
+        self._live = HookDeliveries(db, LIVE_SOURCE, **options)
 
     @contextmanager
     def outcome(self, event: MergeRequestEvent) -> Iterator[bool]:

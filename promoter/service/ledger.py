@@ -96,6 +96,25 @@ class StateLedger:
 
         return self.db.write(update)
 
+    def settle(self, decided_on: DeployedState, status: str) -> bool:
+        """Set the status of the row ``decided_on`` was read from, only if it still names the
+        same MR and version; False (row untouched) when a newer promotion put it meanwhile.
+        An MR outcome is decided on a read, then acted on with slow MLflow calls: without this
+        check a late outcome of MR !5 would mark the row of MR !6, opened meanwhile, as
+        settled, and !6's own outcome would then be skipped as already recorded."""
+
+        def update(conn: Connection) -> bool:
+            conn.lock(_LOCK)  # PostgreSQL: no put() between our check and our write
+            found = _one(conn, "d.model = ? AND d.env = ?", (decided_on.model, decided_on.env))
+            if found is None or (found.mr_iid, found.version) != \
+                    (decided_on.mr_iid, decided_on.version):
+                return False
+            _put(conn, DeployedState(found.model, found.env, found.name, found.version, status,
+                                     found.mr_iid, found.head_sha))
+            return True
+
+        return self.db.write(update)
+
 
 def _put(conn: Connection, state: DeployedState) -> None:
     conn.execute(

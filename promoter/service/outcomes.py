@@ -12,6 +12,7 @@ audited for its own version; the ledger row, which follows the newest MR, is lef
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.core.results import DeploymentStatus, replaced_status
@@ -21,6 +22,7 @@ from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
 from promoter.service.ledger import StateLedger
 from promoter.service.logs import log
+from promoter.service.outcome_claims import OutcomeClaims
 from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.outcomes")
@@ -29,15 +31,18 @@ PROPOSED = "gc.proposed"   # the audit entry promoter.garbage writes for each GC
 STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed"}
 # The actions that settle an MR: delivered twice (hook and reconcile sweep), recorded once.
 SETTLING = frozenset({"merge", "close"})
+# The statuses whose recording moves promoter.<env>.live_version.
+LIVE_MOVING = frozenset({DeploymentStatus.MERGED, DeploymentStatus.DECOMMISSIONED})
 
 
 class MergeRequestOutcomes:
     def __init__(self, registry: Registry | None, ledger: StateLedger, audit: AuditTrail,
-                 heads: PushedHeads) -> None:
+                 heads: PushedHeads, claims: OutcomeClaims | None = None) -> None:
         self.registry = registry
         self.ledger = ledger
         self.audit = audit
         self.heads = heads
+        self.claims = claims or OutcomeClaims(ledger.db)
 
     def __call__(self, event: ForgeEvent) -> None:
         if isinstance(event, PipelineEvent):
@@ -50,6 +55,19 @@ class MergeRequestOutcomes:
         if (event.name, event.env) == GC_KEY:
             self._garbage_collection(event)
             return
+        if event.action not in SETTLING:
+            self._record(event)
+            return
+        # Settling outcomes reach several handlers (the hook, the sweep, other replicas):
+        # claimed first, so exactly one of them audits, tags and moves live_version.
+        with self.claims.outcome(event) as ours:
+            if ours:
+                self._record(event)
+            else:
+                self._already_recorded(event)
+
+    def _record(self, event: MergeRequestEvent) -> None:
+        assert event.name is not None and event.env is not None
         state = self.ledger.by_deployment(event.name, event.env)
         # Rows written before MRs were recorded in the ledger have no iid: theirs is current.
         current = state is not None and state.mr_iid in (None, event.iid)
@@ -65,32 +83,46 @@ class MergeRequestOutcomes:
                 status or "", status)
         if current and state is not None and event.action in SETTLING and \
                 state.status == status:
-            # Already recorded: the webhook after the reconcile sweep (or the sweep after a
-            # hook whose ledger write it raced) must not audit, tag or move live_version twice.
-            log(_log, logging.INFO, "MR outcome already recorded", name=event.name,
-                env=event.env, iid=event.iid, action=event.action, actor=event.user)
+            # Recorded before outcomes were claimed (or its claim was pruned since).
+            self._already_recorded(event)
             return
         known = model is not None and version is not None
-        # The merge entries carry model, version and status: `audit live` replays them.
-        self.audit.record(f"mr.{event.action}", actor=event.user or "unknown",
-                          name=event.name, env=event.env, iid=event.iid,
-                          url=event.url, user=event.user, head_sha=event.head_sha,
-                          model=model if known else None, version=version if known else None,
-                          status=status if known else None)
-        if status is None or model is None or version is None:
-            return
-        if self.registry is not None:
-            self._write_back(model, version, event.env, event.url, status)
-        # Last: the ledger's status is what marks the outcome recorded (a repeat is a no-op,
-        # and the reconcile sweep stops looking), so it moves only once MLflow has it too.
-        if current:
-            self.ledger.set_status(event.name, event.env, status)
+        with self._live_version_held(model, event.env, status):
+            # The merge entries carry model, version and status: `audit live` replays them.
+            self.audit.record(f"mr.{event.action}", actor=event.user or "unknown",
+                              name=event.name, env=event.env, iid=event.iid,
+                              url=event.url, user=event.user, head_sha=event.head_sha,
+                              model=model if known else None,
+                              version=version if known else None,
+                              status=status if known else None)
+            if status is None or model is None or version is None:
+                return
+            if self.registry is not None:
+                self._write_back(model, version, event.env, event.url, status)
+        # Last: the ledger's status is what the reconcile sweep waits on, so it moves only
+        # once MLflow has the outcome too; and only if the row still names this MR (a newer
+        # promotion may have put it during the calls above: that row is not ours to settle).
+        if current and state is not None:
+            self.ledger.settle(state, status)
+
+    def _live_version_held(self, model: str | None, env: str,
+                           status: str | None) -> AbstractContextManager[None]:
+        """The (model, env) live_version claim, for an outcome that moves it."""
+        if self.registry is None or model is None or status not in LIVE_MOVING:
+            return nullcontext()
+        return self.claims.live_version(model, env)
+
+    def _already_recorded(self, event: MergeRequestEvent) -> None:
+        # The webhook after the reconcile sweep (or the sweep after the hook) must not
+        # audit, tag or move live_version twice.
+        log(_log, logging.INFO, "MR outcome already recorded", name=event.name,
+            env=event.env, iid=event.iid, action=event.action, actor=event.user)
 
     def _write_back(self, model: str, version: str, env: str, url: str, status: str) -> None:
         assert self.registry is not None
         try:
             self.registry.write_back(model, version, env, {"status": status, "mr_url": url})
-            if status in (DeploymentStatus.MERGED, DeploymentStatus.DECOMMISSIONED):
+            if status in LIVE_MOVING:
                 self._track_live(model, version, env, status)
         except PromoterError as exc:
             # The hook handler releases the delivery (a re-delivery acts again), the reconcile
@@ -163,9 +195,12 @@ class MergeRequestOutcomes:
         if status == DeploymentStatus.DECOMMISSIONED:
             self.registry.set_live_version(model, env, None)
             return
-        self.registry.set_live_version(model, env, version)
+        # The replaced version is tagged before live_version moves: a recording that fails
+        # (or is killed) in between is done again, and only while live_version still names
+        # the replaced version can the retry tell which version that was.
         if previous is not None and previous != version:
             replaced = replaced_status(previous, version)
             self.registry.write_back(model, previous, env, {"status": replaced})
             self.audit.record(f"version.{replaced}", model=model, version=previous, env=env,
                               replaced_by=version)
+        self.registry.set_live_version(model, env, version)

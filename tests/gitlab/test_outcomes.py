@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from promoter.errors import TransientError
 from promoter.ports.pipeline import DeployedState
 from promoter.secret_settings import Secret
 from promoter.service.audit import AuditTrail
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler
 from promoter.service.ledger import StateLedger
+from promoter.service.outcome_claims import OutcomeClaims
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.state.db import StateDB
 from promoter.state.pushed_heads import PushedHeads
@@ -32,8 +34,6 @@ class Tags:
 
     def write_back(self, model: str, version: str, env: str, tags: dict[str, str]) -> None:
         if self.failures:
-            from promoter.errors import TransientError
-
             self.failures -= 1
             raise TransientError("MLflow at http://mlflow is unreachable")
         self.written.append((model, version, env, tags))
@@ -46,13 +46,16 @@ class Tags:
 
 
 class World:
-    def __init__(self, tmp: Path) -> None:
-        db = StateDB.open(tmp / "state")
+    """One promoter process over a state store (its own connection to it) and an MLflow."""
+
+    def __init__(self, tmp: Path, db: StateDB | None = None, tags: Tags | None = None,
+                 claims: OutcomeClaims | None = None) -> None:
+        db = db or StateDB.open(tmp / "state")
         self.ledger, self.audit, self.heads = StateLedger(db), AuditTrail(tmp / "state", db), \
             PushedHeads(db)
-        self.tags = Tags()
+        self.tags = tags or Tags()
         outcomes = MergeRequestOutcomes(self.tags, self.ledger, self.audit,  # type: ignore[arg-type]
-                                        self.heads)
+                                        self.heads, claims)
         self.handler = GitLabHookHandler(Secret(TOKEN), DeliveryLog(db), self.heads.pushed,
                                          outcomes, target_branch="main")
 
@@ -63,7 +66,8 @@ class World:
         self.ledger.put(DeployedState("fraud", "staging", "fraud", version, "mr_opened", iid))
 
     def hook(self, iid: int, action: str = "merge", target: str = "main",
-             branch: str = BRANCH, expect: int = 200) -> dict[str, Any]:
+             branch: str = BRANCH, expect: int | None = 200) -> dict[str, Any]:
+        """Deliver the MR Hook; ``expect``: the HTTP status it must get (None: any)."""
         attributes = {"iid": iid, "action": action, "state": "merged", "source_branch": branch,
                       "target_branch": target, "last_commit": {"id": (f"{iid:x}" * 40)[:40]},
                       "url": f"https://gitlab.example.com/g/gitops/-/merge_requests/{iid}",
@@ -75,7 +79,7 @@ class World:
         status, answer = self.handler.handle(
             {"X-Gitlab-Token": TOKEN, "X-Gitlab-Event": "Merge Request Hook"},
             json.dumps(body).encode())
-        assert status == expect, answer
+        assert expect is None or status == expect, answer
         return answer
 
     def merges(self) -> list[dict[str, Any]]:
@@ -122,6 +126,35 @@ def test_a_merge_whose_write_back_failed_is_recorded_when_it_comes_again(
     assert row is not None and row.status == "merged"
     assert world.hook(1)["status"] == "accepted"              # and now it is: no more writes
     assert len(world.tags.written) == 1
+
+
+class SupersedingFailsOnce(Tags):
+    """MLflow fails once, on the tag of the version a merge replaces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def write_back(self, model: str, version: str, env: str, tags: dict[str, str]) -> None:
+        if tags.get("status") == "superseded" and not self.failed:
+            self.failed = True
+            raise TransientError("MLflow at http://mlflow is unreachable")
+        super().write_back(model, version, env, tags)
+
+
+def test_a_merge_whose_superseded_tag_failed_tags_it_when_it_comes_again(
+        tmp_path: Path) -> None:
+    """The merge's own tag reached MLflow, the replaced version's did not: the hook fails and
+    its re-delivery must still tag v4 superseded (live_version has not moved past it)."""
+    world = World(tmp_path, tags=SupersedingFailsOnce())
+    world.opened(1, "5")
+    world.tags.live[("fraud", "staging")] = "4"
+    assert world.hook(1, expect=503)["error"] == "unavailable"
+    assert world.hook(1)["status"] == "accepted"
+    assert ("4", "superseded") in [(v, t["status"]) for _, v, _, t in world.tags.written]
+    assert [e["version"] for e in world.audit.entries() if e["event"] == "version.superseded"] \
+        == ["4"]
+    assert world.tags.live == {("fraud", "staging"): "5"}
 
 
 def test_the_current_mrs_merge_updates_the_ledger(world: World) -> None:

@@ -1,0 +1,89 @@
+"""Who records a merge request's outcome, and who moves a model's ``live_version``.
+
+One merge can reach several handlers at once: GitLab's webhook and the reconcile sweep, two
+replicas' sweeps while leadership changes hands, every SQLite ``serve`` process. Reading "not
+recorded yet" and recording it later leaves room for all of them to act (two ``mr.merge``
+entries, two write-backs, a doubled or lost ``version.superseded``). So an outcome is claimed
+in the state database before anything is written, as a hook delivery is
+(promoter.service.hook_deliveries, the same table and rules): one claimant acts, the others
+are told it is in progress (TransientError: the webhook answers 503 and GitLab retries, the
+sweep retries next pass) or, once finished, that it is already recorded.
+
+A claimant killed part-way (SIGKILL, OOM, node loss) never finishes nor releases its claim; it
+goes stale after ``PROCESSING_TAKEOVER_SECONDS`` and the next handler (the sweep's next pass,
+GitLab's re-delivery) takes it over and records the outcome again from the start. Whatever the
+killed one had written is then written again: MLflow tags with the same values, but the audit
+trail gets its entries a second time. Nothing is lost.
+
+``live_version`` is read and written back in MLflow (no transaction spans the two), so its
+moves are serialised per (model, env) by a second claim, held while a merge is recorded and
+given up at once when done: two different MRs of one deployment merged at the same moment
+each see the version the other made live.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from promoter.core.mr_events import MergeRequestEvent
+from promoter.errors import TransientError
+from promoter.service.hook_deliveries import HookClaim, HookDeliveries
+from promoter.state.db import StateDB
+from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
+
+OUTCOME_SOURCE = "mr_outcome"      # one claim per (project, MR, action); kept once recorded
+LIVE_SOURCE = "mr_live_version"    # one claim per (model, env); removed when done
+RECORDED = "recorded"
+
+
+class OutcomeClaims:
+    def __init__(self, db: StateDB, *, clock: Callable[[], float] | None = None,
+                 takeover_after: float = PROCESSING_TAKEOVER_SECONDS) -> None:
+        # No clock given: HookDeliveries' own, the one every hook-delivery claim is aged by.
+        options: dict[str, Any] = {"takeover_after": takeover_after}
+        if clock is not None:
+            options["clock"] = clock
+        self._outcomes = HookDeliveries(db, OUTCOME_SOURCE, **options)
+        self._live = HookDeliveries(db, LIVE_SOURCE, **options)
+
+    @contextmanager
+    def outcome(self, event: MergeRequestEvent) -> Iterator[bool]:
+        """Yields True when the caller is to record ``event`` (it holds the claim), False when
+        it is recorded already. The claim is finished when the body returns and released when
+        it raises, so a failed recording is tried again by the next handler."""
+        key = f"{event.project_id}/{event.iid}/{event.action}"
+        claimed = self._outcomes.claim(key)
+        if claimed is HookClaim.DONE:
+            yield False
+            return
+        if claimed is HookClaim.IN_PROGRESS:
+            raise TransientError(
+                f"the {event.action} of MR !{event.iid} is being recorded by another handler",
+                hint="retry later; a handler that stopped gives its claim up after "
+                     f"{PROCESSING_TAKEOVER_SECONDS:.0f} s")
+        try:
+            yield True
+        except Exception:
+            self._outcomes.release(key)
+            raise
+        self._outcomes.finish(key, RECORDED)
+
+    @contextmanager
+    def live_version(self, model: str, env: str) -> Iterator[None]:
+        """Hold (model, env)'s live_version for the body; TransientError when another handler
+        holds it (the caller has written nothing yet, so its retry starts clean)."""
+        key = json.dumps([model, env])  # model names may hold any character
+        if self._live.claim(key) is not HookClaim.ACT:
+            raise TransientError(
+                f"another merge of {model} in {env} is being recorded",
+                hint="retry later; a handler that stopped gives its claim up after "
+                     f"{PROCESSING_TAKEOVER_SECONDS:.0f} s")
+        try:
+            yield
+        except Exception:
+            self._live.release(key)
+            raise
+        self._live.release(key)

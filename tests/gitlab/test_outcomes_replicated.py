@@ -1,0 +1,159 @@
+"""Several handlers of MR outcomes over one state store (replicas on PostgreSQL, processes or
+threads on SQLite): each outcome is recorded exactly once, for the MR it is about, and never
+onto the ledger row a newer MR took meanwhile. The interleavings are forced from inside the
+first handler's MLflow write-back (one MLflow behind every replica), not by timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from promoter.service.outcome_claims import OutcomeClaims
+from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
+from tests.fixtures.state_backends import StateBackend
+from tests.gitlab.test_outcomes import Tags, World
+
+LIVE = ("fraud", "staging")
+
+
+class Killed(BaseException):
+    """The replica stops mid-handling (SIGKILL, OOM): no handler code runs after it."""
+
+
+class Interrupted(Tags):
+    """MLflow, during whose next write-back something else happens first (another replica's
+    worker or hook handler); a queued ``Killed`` stops the writing process there instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meanwhile: list[Callable[[], None]] = []
+
+    def write_back(self, model: str, version: str, env: str, tags: dict[str, str]) -> None:
+        if self.meanwhile:
+            self.meanwhile.pop(0)()
+        super().write_back(model, version, env, tags)
+
+
+def replica(backend: StateBackend, tags: Tags, claims: OutcomeClaims | None = None) -> World:
+    """A promoter replica: its own connection to the shared state, the one MLflow."""
+    return World(backend.state_dir.parent, backend.open(), tags, claims)
+
+
+def statuses(tags: Tags) -> list[tuple[str, str]]:
+    return [(version, written["status"]) for _, version, _, written in tags.written]
+
+
+def events(world: World, event: str) -> list[dict[str, Any]]:
+    return [entry for entry in world.audit.entries() if entry["event"] == event]
+
+
+def row(world: World) -> tuple[str, str, int | None]:
+    found = world.ledger.by_deployment("fraud", "staging")
+    assert found is not None
+    return found.version, found.status, found.mr_iid
+
+
+def test_a_merge_leaves_alone_the_row_a_newer_mr_took_while_it_was_recorded(
+        state_backend: StateBackend) -> None:
+    """!5 (v2) merges; while its outcome is written back to MLflow another replica's worker
+    opens !6 (v3) for the same deployment. !6 is not merged: its row must stay waiting for it,
+    and when !6 does merge, that merge is recorded like any other."""
+    tags = Interrupted()
+    first, other = replica(state_backend, tags), replica(state_backend, tags)
+    first.opened(5, "2")
+    tags.live[LIVE] = "1"
+    tags.meanwhile.append(lambda: other.opened(6, "3"))
+    assert first.hook(5)["status"] == "accepted"
+    assert first.merges() == [{"iid": 5, "version": "2", "status": "merged"}]
+    assert row(first) == ("3", "mr_opened", 6)
+    assert tags.live == {LIVE: "2"}
+
+    assert other.hook(6)["status"] == "accepted"
+    assert first.merges() == [{"iid": 5, "version": "2", "status": "merged"},
+                              {"iid": 6, "version": "3", "status": "merged"}]
+    assert row(first) == ("3", "merged", 6)
+    assert statuses(tags) == [("2", "merged"), ("1", "superseded"),
+                              ("3", "merged"), ("2", "superseded")]
+    assert tags.live == {LIVE: "3"}
+
+
+def test_replicas_handling_one_merge_at_once_record_it_once(
+        state_backend: StateBackend) -> None:
+    """One merge reaches two handlers at once (GitLab's hook on one replica; the MR sweep,
+    which feeds the same handler, or a second hook delivery on another): the second arrives
+    while the first writes the outcome back to MLflow."""
+    tags = Interrupted()
+    first, second = replica(state_backend, tags), replica(state_backend, tags)
+    first.opened(5, "2")
+    tags.live[LIVE] = "1"
+    meanwhile: list[dict[str, Any]] = []
+    tags.meanwhile.append(lambda: meanwhile.append(second.hook(5, expect=None)))
+    assert first.hook(5)["status"] == "accepted"
+    assert first.merges() == [{"iid": 5, "version": "2", "status": "merged"}]
+    assert statuses(tags) == [("2", "merged"), ("1", "superseded")]
+    assert [entry["version"] for entry in events(first, "version.superseded")] == ["1"]
+    assert meanwhile[0]["error"] == "unavailable"   # in progress elsewhere: retry later
+
+    assert second.hook(5)["status"] == "accepted"    # the retry: already recorded
+    assert len(first.merges()) == 1 and len(tags.written) == 2
+    assert tags.live == {LIVE: "2"}
+    assert row(first) == ("2", "merged", 5)
+
+
+def test_two_merges_of_one_deployment_at_once_leave_the_later_one_live(
+        state_backend: StateBackend) -> None:
+    """!5 (v2) and !6 (v3) of one deployment merge at about the same moment; their hooks
+    reach two replicas. live_version is read and written in MLflow: the two must not both
+    replace v1, nor leave v2 live after v3."""
+    tags = Interrupted()
+    first, other = replica(state_backend, tags), replica(state_backend, tags)
+    first.opened(5, "2")
+    first.opened(6, "3")
+    tags.live[LIVE] = "1"
+    meanwhile: list[dict[str, Any]] = []
+    tags.meanwhile.append(lambda: meanwhile.append(other.hook(6, expect=None)))
+    assert first.hook(5)["status"] == "accepted"
+    assert [(entry["version"], entry["replaced_by"])
+            for entry in events(first, "version.superseded")] == [("1", "2")]
+    assert events(first, "version.rolled_back") == []
+    assert meanwhile[0]["error"] == "unavailable"    # !5 holds live_version: retry later
+
+    assert other.hook(6)["status"] == "accepted"     # GitLab's retry
+    assert tags.live == {LIVE: "3"}
+    assert [(entry["version"], entry["replaced_by"])
+            for entry in events(first, "version.superseded")] == [("1", "2"), ("2", "3")]
+    assert events(first, "version.rolled_back") == []
+    assert row(first) == ("3", "merged", 6)
+
+
+def test_a_merge_whose_recorder_was_killed_is_recorded_by_a_later_handler(
+        state_backend: StateBackend) -> None:
+    """The replica recording a merge dies while writing it back to MLflow (after its audit
+    entry). Its claim keeps other handlers off while it could still be alive; once stale, the
+    next handler (the sweep's next pass, GitLab's re-delivery) records the merge."""
+    tags = Interrupted()
+    killed = replica(state_backend, tags)
+    killed.opened(5, "2")
+    tags.live[LIVE] = "1"
+
+    def die() -> None:
+        raise Killed
+
+    tags.meanwhile.append(die)
+    with pytest.raises(Killed):
+        killed.hook(5)
+    assert replica(state_backend, tags).hook(5, expect=503)["error"] == "unavailable"
+    assert row(killed) == ("2", "mr_opened", 5)      # still waiting: the sweep looks again
+
+    later = replica(state_backend, tags, OutcomeClaims(
+        state_backend.open(), clock=lambda: time.time() + PROCESSING_TAKEOVER_SECONDS + 1))
+    assert later.hook(5)["status"] == "accepted"
+    assert row(later) == ("2", "merged", 5)
+    assert tags.live == {LIVE: "2"}
+    assert statuses(tags) == [("2", "merged"), ("1", "superseded")]
+    # The killed handler's audit entry stays: the merge is in the trail twice, never zero.
+    assert len(later.merges()) == 2
+

@@ -110,10 +110,6 @@ def _verified(count: int, unchained: int, location: str) -> str:
     """What a passing local check covered, exactly."""
     if count == 0:
         return f"{location} has no entries yet"
-    if unchained == count:
-        return (f"{count} entries in {location}, all written before the trail was chained: "
-                "there is no chain or head to check them against until the next entry binds "
-                "them")
     chained = f"{count - unchained} chained entries in {location} link up to the recorded head"
     if unchained:
         chained += f", and bind the {unchained} unchained entries written before them"

@@ -71,8 +71,9 @@ def verify(lines: Iterable[str], recorded: Head | None = None) -> Finding | None
 
     Lines before the first chained entry (a trail from before chaining) are accepted as they
     are, bound by the first chained entry's ``prev``; anywhere else a line without a hash is a
-    finding. A chained trail with no recorded head is a finding too: without it, entries cut
-    off the end would go unnoticed."""
+    finding, and so is a trail of such lines alone without a recorded head (unverifiable). A
+    chained trail with no recorded head is a finding too: without it, entries cut off the end
+    would go unnoticed."""
     head, number = EMPTY, 0
     legacy: list[str] = []
     chained = False
@@ -93,9 +94,15 @@ def verify(lines: Iterable[str], recorded: Head | None = None) -> Finding | None
             return Finding(number, broken)
         head = head_of(entry)
     if not chained:
-        # Empty, or only entries from before chaining: no head was ever recorded for them.
         if recorded is None or recorded == EMPTY:
-            return None
+            # Only entries without a hash, and no head: written before chaining, or stripped of
+            # their chain (with the head file deleted), which costs an editor no hashing at
+            # all. Nothing local can tell the two apart, so this is not a pass.
+            return None if number == 0 else Finding(1, (
+                f"none of the {number} entries is chained and no chain head is recorded: they "
+                "were written before the trail was chained, or their chain was stripped, so "
+                "nothing here shows they are unedited; the next entry promoter appends binds "
+                "them as they are now (check them against the anchors first: --against-git)"))
         return Finding(number + 1, f"the trail has no chained entry but {recorded.seq} were "
                        "recorded (the chain was stripped or cut off)")
     if recorded is None:

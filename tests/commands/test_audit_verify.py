@@ -1,5 +1,6 @@
 """`promoter audit verify` says exactly what it checked: a chain cut short with its head
-deleted is a finding (exit 1), and a trail from before chaining is reported as unchecked."""
+deleted is a finding (exit 1), and so is a trail with no chained entry and no head (nothing
+there can be verified)."""
 
 from __future__ import annotations
 
@@ -37,12 +38,15 @@ def test_a_trail_cut_short_with_its_head_deleted_fails(
     assert f"{trail.path}:2: no chain head is recorded" in err
 
 
-def test_a_trail_from_before_chaining_is_reported_as_unchecked(
+def test_a_trail_without_any_chain_or_head_does_not_pass(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Entries from before chaining look exactly like a chained trail stripped of its hashes
+    with audit.head deleted (an edit that needs no hashing): neither can be vouched for."""
     config = _config(tmp_path)
     (tmp_path / "state").mkdir(mode=0o700)
     (tmp_path / "state" / "audit.jsonl").write_text(
         json.dumps({"time": 1.0, "event": "job.created", "model": "m"}) + "\n")
     code, out, err = cli_runner(capsys)("--config", config, "audit", "verify")
-    assert code == 0, err
-    assert "1 entries in" in out and "all written before the trail was chained" in out
+    assert code == 1 and out == ""
+    assert ":1: none of the 1 entries is chained and no chain head is recorded" in err
+    assert "--against-git" in err

@@ -88,7 +88,10 @@ def test_a_key_written_twice_is_found() -> None:
 
 def test_unchained_lines_are_accepted_only_before_the_first_chained_entry() -> None:
     old = [json.dumps({"time": 1.0, "event": "job.created", "model": "m"})]
-    assert verify(old) is None                          # a trail from before chaining
+    assert verify([]) is None                           # nothing written yet
+    # Alone and without a head, unchained lines cannot be told from a stripped chain.
+    alone = verify(old)
+    assert alone is not None and alone.line == 1 and "their chain was stripped" in alone.problem
     lines = trail()
     stripped = {k: v for k, v in json.loads(lines[2]).items()
                 if k not in ("hash", "prev", "seq")}

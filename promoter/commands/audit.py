@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, emit_json, state
 from promoter.errors import EXIT_USER, UsageError
+
+if TYPE_CHECKING:
+    from promoter.core.live_history import Live
 
 app = typer.Typer(help="The audit trail: verify it, show it, ask what was live when.",
                   no_args_is_help=True)
@@ -152,16 +155,28 @@ def live(
 
     moment = parse_time(at) if at else time.time()
     found = live_at(_trail(ctx).entries(), env, moment, model)
-    rows = [{"model": item.model, "version": item.version, "since": iso(item.since),
-             "mr_url": item.mr_url} for item in sorted(found.values(), key=lambda i: i.model)]
+    rows = [_live_row(item) for item in sorted(found.values(), key=lambda i: i.model)]
     if output == "json":
         emit_json({"env": env, "at": iso(moment), "live": rows})
         return
     if not rows:
         typer.echo(f"nothing promoter deployed was live in {env} at {iso(moment)}")
     for row in rows:
-        typer.echo(f"{row['model']}  version {row['version']}  since {row['since']}"
+        what = f"version {row['version']}"
+        if row["version"] is None:  # a head promoter did not push was merged
+            what = (f"unknown (foreign head {str(row['foreign_head'])[:12]} merged in place "
+                    f"of version {row['proposed_version']})")
+        typer.echo(f"{row['model']}  {what}  since {row['since']}"
                    + (f"  {row['mr_url']}" if row["mr_url"] else ""))
+
+
+def _live_row(item: Live) -> dict[str, Any]:
+    row: dict[str, Any] = {"model": item.model, "version": item.version,
+                           "since": iso(item.since), "mr_url": item.mr_url}
+    if item.version is None:
+        row.update(verified=False, foreign_head=item.foreign_head,
+                   proposed_version=item.proposed_version)
+    return row
 
 
 def register(root: typer.Typer) -> None:

@@ -3,8 +3,11 @@
 Pure: a replay of audit entries in order. A merged promotion makes its version live in its
 environment; a merged decommission removes the model from it. (A rollback is a promotion of
 an older version, so it needs no case of its own.) Merging the version that is already live
-again (a re-render of the same version) does not make it newly live. The answer is only as
-complete as the trail.
+again (a re-render of the same version) does not make it newly live. A merge of promoter's MR
+whose head someone else pushed (``mr.merge_foreign``) leaves the model's version unknown from
+then on (``Live.version`` None, ``foreign_head`` the merged commit): promoter did not check
+what reached the branch, so it names no version until its next verified merge. The answer is
+only as complete as the trail.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 MERGED = "mr.merge"
+FOREIGN_MERGED = "mr.merge_foreign"
 DECOMMISSIONED = "decommissioned"
 
 
 @dataclass(frozen=True)
 class Live:
     model: str
-    version: str
+    version: str | None   # None: unknown, since a merge of a head promoter did not push
     since: float          # when the merge that made it live (after something else) was recorded
     mr_url: str | None = None
+    foreign_head: str | None = None      # that merge's head (someone else's commit)
+    proposed_version: str | None = None  # the version promoter's MR had proposed there
 
 
 def live_at(entries: Iterable[Mapping[str, Any]], env: str, at: float,
@@ -33,12 +39,17 @@ def live_at(entries: Iterable[Mapping[str, Any]], env: str, at: float,
         when = entry.get("time")
         if not isinstance(when, int | float) or when > at:
             continue
-        if entry.get("event") != MERGED or entry.get("env") != env:
+        if entry.get("event") not in (MERGED, FOREIGN_MERGED) or entry.get("env") != env:
             continue
         name, version = entry.get("model"), entry.get("version")
         if not isinstance(name, str) or (model is not None and name != model):
             continue
-        if entry.get("status") == DECOMMISSIONED:
+        if entry.get("event") == FOREIGN_MERGED:
+            head = entry.get("head_sha")
+            live[name] = Live(name, None, float(when), entry.get("url"),
+                              foreign_head=head if isinstance(head, str) else None,
+                              proposed_version=version if isinstance(version, str) else None)
+        elif entry.get("status") == DECOMMISSIONED:
             live.pop(name, None)
         elif isinstance(version, str):
             already = live.get(name)

@@ -16,6 +16,10 @@ from promoter.ports.git import BRANCH_PREFIX, GC_BRANCH, GC_KEY
 MR_ACTIONS = frozenset({"open", "close", "reopen", "update", "approved", "unapproved",
                         "approval", "unapproval", "merge"})
 ACTED_ON = frozenset({"approved", "merge", "close"})
+# The actions that settle an MR: recorded even when its head is someone else's (see
+# ``foreign_settlement``).
+SETTLING = frozenset({"merge", "close"})
+HUMAN_COMMIT = "human_commit"
 PIPELINE_STATUSES = frozenset({"created", "waiting_for_resource", "preparing", "pending",
                                "running", "success", "failed", "canceled", "skipped", "manual",
                                "scheduled"})
@@ -37,10 +41,18 @@ class MergeRequestEvent:
     env: str | None
     merge_commit_sha: str | None = None
     title: str = ""
+    # Set on a settling event of promoter's MR whose head is not the commit promoter pushed:
+    # that commit (``head_sha`` is then someone else's). None: the head is promoter's own.
+    pushed_sha: str | None = None
 
     @property
     def kind(self) -> str:
         return "merge_request"
+
+    @property
+    def foreign_head(self) -> bool:
+        """The MR settled with a head promoter did not push (nor check, nor sign)."""
+        return self.pushed_sha is not None and self.pushed_sha != self.head_sha
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,17 @@ def refusal(iid: int, *, pushed: tuple[str, str] | None, source_branch: str | No
     if source_branch is not None and source_branch != branch:
         return "ignored", f"!{iid} is promoter's MR of branch {branch}, not {source_branch[:200]!r}"
     if head_sha != sha:
-        return "human_commit", "its head is not the commit promoter pushed"
+        return HUMAN_COMMIT, "its head is not the commit promoter pushed"
     if target_branch is not None and target_branch != expected_target:
         return "ignored", f"!{iid} targets {target_branch[:200]!r}, not {expected_target!r}"
     return None
+
+
+def foreign_settlement(action: str, refused: tuple[str, str] | None, *,
+                       target_branch: str | None, expected_target: str) -> bool:
+    """Whether an event ``refusal`` turned down is still to be recorded, as a foreign outcome:
+    a merge or close of promoter's MR, on the target branch, whose head someone else pushed.
+    Acting on it as promoter's would tag and audit a version promoter never checked as live;
+    ignoring it would leave the trail silent about what now is on the target branch."""
+    return (refused is not None and refused[0] == HUMAN_COMMIT and action in SETTLING
+            and target_branch == expected_target)

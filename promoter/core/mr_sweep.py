@@ -6,7 +6,9 @@ provider, from `promoter mr`). GitLab does not reliably re-deliver a failed hook
 a failing one — and promoter may be down when a reviewer merges, so a lost outcome would never
 reach the ledger, the audit or MLflow. The reconcile loop therefore asks the forge about the MRs
 the ledger still waits on and, when one is merged or closed, synthesizes the event the hook
-would have carried. The guards are the webhook's: promoter's own head, on the target branch.
+would have carried. The guards are the webhook's: promoter's own head, on the target branch;
+an MR settled there with someone else's head is synthesized as the webhook passes it on, a
+foreign outcome (``MergeRequestEvent.pushed_sha`` set), recorded but not acted on as promoter's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from promoter.core.mr_events import MergeRequestEvent, refusal
+from promoter.core.mr_events import (
+    HUMAN_COMMIT,
+    MergeRequestEvent,
+    foreign_settlement,
+    refusal,
+)
 from promoter.core.results import DeploymentStatus
 from promoter.ports.git import SUPERSEDED_SUFFIX, MergeRequest, branch_for
 from promoter.ports.pipeline import DeployedState
@@ -31,8 +38,8 @@ SWEEP_ACTOR = "reconcile"
 class SweepDecision:
     event: MergeRequestEvent | None   # what to feed the outcomes, or None: nothing to do
     reason: str                       # why (for the log), e.g. "still opened", "human_commit"
-    # Settled, but not as promoter's MR (a human's head, another branch or target): the
-    # webhook would not act on it either; worth a warning, not an outcome.
+    # Settled, but not as promoter's MR (another branch or target, or a human's head merged
+    # elsewhere): the webhook would not act on it either; worth a warning, not an outcome.
     left_alone: bool = False
 
 
@@ -61,8 +68,10 @@ def settled_event(row: DeployedState, mr: MergeRequest, *, pushed_sha: str | Non
     refused = refusal(mr.iid, pushed=pushed, source_branch=mr.source_branch,
                       head_sha=mr.head_sha, target_branch=mr.target_branch,
                       expected_target=target_branch)
-    if refused is not None:
-        return SweepDecision(None, refused[0] if refused[0] == "human_commit" else refused[1],
+    foreign = foreign_settlement(action, refused, target_branch=mr.target_branch,
+                                 expected_target=target_branch)
+    if refused is not None and not foreign:
+        return SweepDecision(None, refused[0] if refused[0] == HUMAN_COMMIT else refused[1],
                              left_alone=True)
     if action == "close" and mr.title.endswith(SUPERSEDED_SUFFIX):
         return SweepDecision(None, "promoter closed it as superseded")
@@ -70,4 +79,5 @@ def settled_event(row: DeployedState, mr: MergeRequest, *, pushed_sha: str | Non
         action=action, project_id=project_id, project_path=project_path, iid=mr.iid,
         state=mr.state, source_branch=mr.source_branch, target_branch=mr.target_branch,
         head_sha=mr.head_sha, url=mr.url, user=SWEEP_ACTOR, name=row.name, env=row.env,
-        merge_commit_sha=mr.merge_commit_sha, title=mr.title), action)
+        merge_commit_sha=mr.merge_commit_sha, title=mr.title,
+        pushed_sha=pushed_sha if foreign else None), action)

@@ -195,6 +195,22 @@ def note_body(heading: str, body: str) -> str:
     return f"<!-- promoter-note:{slug} -->\n**{heading}**\n\n{body}\n"
 
 
+FOREIGN_HEAD_NOTE = "promoter: merged head not verified"
+
+
+def foreign_head_text(env: str, head_sha: str | None, pushed_sha: str,
+                      version: str | None) -> str:
+    """The note on an MR merged with a head someone else pushed: what promoter did not do."""
+    what = f"version {escape(version, 40)}" if version else "this merge request's version"
+    return (f"This merge request was merged with head {code(head_sha or 'unknown', 64)}, "
+            f"which is not the commit promoter pushed ({code(pushed_sha, 64)}). promoter did "
+            "not check that head against policy, nor build or sign what it deploys, so it "
+            f"does not record {what} as live in {escape(env, 63)}: MLflow says "
+            f"{code('merged_unverified')} and the audit trail {code('mr.merge_foreign')}. "
+            "Promote the version again to have a checked one proposed on top of the target "
+            "branch.")
+
+
 def note_slug(body: str) -> str | None:
     match = _NOTE_MARKER.match(body or "")
     return match.group(1) if match else None

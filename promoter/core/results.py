@@ -20,6 +20,9 @@ class DeploymentStatus(StrEnum):
     MR_OPENED = "mr_opened"
     APPROVED = "approved"
     MERGED = "merged"
+    # Merged, but its head was not the commit promoter pushed: what reached the target branch
+    # is someone else's, never checked by policy nor signed; the version is not live.
+    MERGED_UNVERIFIED = "merged_unverified"
     CLOSED = "closed"
     NEEDS_ATTENTION = "needs_attention"   # someone else pushed to promoter's branch
     DENIED = "denied"                     # a policy rule said no

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from promoter.core.cluster_status import Carries, ClusterStatus, EnvironmentStatus, summarise
+from promoter.core.results import DeploymentStatus
 from promoter.errors import PromoterError, TransientError, UserError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeploymentLedger
@@ -321,6 +322,10 @@ class ClusterFeedback:
                 tags = status.tags()
                 if undeployed:  # a cluster fell out of Synced/Healthy: merged, not deployed
                     tags["status"] = "merged"
+                if deployed.status == DeploymentStatus.MERGED_UNVERIFIED:
+                    # Its MR was merged with someone else's head: what syncs is not what
+                    # promoter checked, so the version is never told deployed (nor merged).
+                    tags.pop("status", None)
                 self.registry.write_back(deployed.model, deployed.version, env, tags)
             except PromoterError as exc:
                 self.audit.record("write_back.failed", model=deployed.model,

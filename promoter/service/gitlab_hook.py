@@ -6,12 +6,16 @@ sends the same key on every retry of one delivery; stored durably in the one ded
 the state database, so a re-delivery after a restart is still recognised), and finally that
 the MR head is the commit promoter pushed and the MR still targets the configured branch (an MR
 retargeted elsewhere deploys nothing Argo CD syncs). Only then is ``on_event`` called. A head
-someone else pushed is answered ``human_commit`` and not acted on. Framework-agnostic:
+someone else pushed is answered ``human_commit`` and not acted on as promoter's: an approval
+of it is ignored, but a merge or close of it on the target branch is passed on as a foreign
+outcome (``pushed_sha`` set; service.outcomes records it as such, never as promoter's
+deployment), so the audit trail shows what reached the branch. Framework-agnostic:
 ``handle(headers, body) -> (status, json)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,7 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promoter.core.gitlab_payloads import parse
-from promoter.core.mr_events import ACTED_ON, ForgeEvent, MergeRequestEvent, refusal
+from promoter.core.mr_events import (
+    ACTED_ON,
+    HUMAN_COMMIT,
+    ForgeEvent,
+    MergeRequestEvent,
+    foreign_settlement,
+    refusal,
+)
 from promoter.errors import PromoterError, UserError
 from promoter.ports.git import SUPERSEDED_SUFFIX
 from promoter.service.hook_deliveries import HookClaim, HookDeliveries, in_progress_answer
@@ -134,9 +145,15 @@ class GitLabHookHandler:
                           expected_target=self._target_branch)
         if refused is not None:
             status, reason = refused
-            if status == "human_commit":
+            if status == HUMAN_COMMIT:
                 assert pushed is not None
-                return 200, {"status": status, "pushed_sha": pushed[1], **described}
+                answer = {"status": status, "pushed_sha": pushed[1], **described}
+                if merge_request is not None and foreign_settlement(
+                        merge_request.action, refused, target_branch=merge_request.target_branch,
+                        expected_target=self._target_branch):
+                    self._on_event(dataclasses.replace(merge_request, pushed_sha=pushed[1]))
+                    answer["recorded"] = "foreign_head"
+                return 200, answer
             if pushed is not None:  # promoter's MR, yet another branch: worth a warning
                 log(_log, logging.WARNING, "GitLab event about promoter's MR not acted on",
                     iid=event.iid, project=event.project_id, reason=reason)

@@ -4,9 +4,10 @@ Each pass of the reconcile leader reads the ledger rows still waiting on their M
 ``limit``, oldest MR first), asks the git provider for each MR, and feeds the outcomes handler
 (the one the webhook calls) the event promoter.core.mr_sweep synthesizes for a merged or closed
 one. The handler ignores an outcome already recorded, so the sweep and a late hook record it
-once. A forge or MLflow failure on one MR is logged, kept in the report (`promoter reconcile
---once` prints it and exits non-zero) and the pass goes on with the next: the row still waits,
-so the next pass tries it again.
+once. An MR settled with someone else's head is fed to it too, as a foreign outcome
+(recorded, not acted on as promoter's). A forge or MLflow failure on one MR is logged, kept in
+the report (`promoter reconcile --once` prints it and exits non-zero) and the pass goes on with
+the next: the row still waits, so the next pass tries it again.
 """
 
 from __future__ import annotations
@@ -104,8 +105,11 @@ class MergeRequestSweep:
                 log(_log, logging.WARNING, "MR sweep could not settle an MR; next pass retries",
                     iid=row.mr_iid, name=row.name, env=row.env, error=exc.message)
                 continue
-            report.recorded.append({"iid": row.mr_iid, "name": row.name, "env": row.env,
-                                    "action": decision.event.action})
+            recorded: dict[str, object] = {"iid": row.mr_iid, "name": row.name,
+                                           "env": row.env, "action": decision.event.action}
+            if decision.event.foreign_head:
+                recorded["head_pushed_by_promoter"] = False
+            report.recorded.append(recorded)
             if self.metrics is not None:
                 self.metrics.mr_sweep_recorded.labels(action=decision.event.action).inc()
         if report.recorded or report.failed:

@@ -3,6 +3,13 @@
 Both providers call ``MergeRequestOutcomes`` the same way: GitLab through its webhook (only
 when the MR head is the commit promoter pushed), the local provider from ``promoter mr``.
 
+A merge or close of promoter's MR with a head someone else pushed (``event.foreign_head``:
+passed on by the hook and the sweep so it is not lost) is recorded as its own audit event,
+``mr.merge_foreign`` / ``mr.close_foreign``, never as ``mr.merge``: promoter did not check what
+reached the branch. Its version becomes ``merged_unverified`` (a close: ``closed``),
+``live_version`` does not move, the ledger row stops waiting on the MR, and a merge gets a note
+on the MR saying the head was not verified.
+
 An event is about the version its MR deploys (recorded with the head promoter pushed), which
 is not always the deployment's current one: a merge hook can arrive after the alias moved on
 and a newer MR was opened on the same branch. Such an MR's outcome is written back and
@@ -12,11 +19,14 @@ audited for its own version; the ledger row, which follows the newest MR, is lef
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
+from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
 from promoter.core.results import DeploymentStatus, replaced_status
 from promoter.errors import PermanentError, PromoterError
+from promoter.ports.forge import Forge
 from promoter.ports.git import GC_KEY
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
@@ -31,18 +41,25 @@ PROPOSED = "gc.proposed"   # the audit entry promoter.garbage writes for each GC
 STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed"}
 # The actions that settle an MR: delivered twice (hook and reconcile sweep), recorded once.
 SETTLING = frozenset({"merge", "close"})
+# ... and what they make of the version when the MR's head was someone else's: a merge
+# deployed something promoter never checked (not live, not "merged"); a close deployed nothing.
+FOREIGN_STATUS_FOR_ACTION = {"merge": DeploymentStatus.MERGED_UNVERIFIED,
+                             "close": DeploymentStatus.CLOSED}
 # The statuses whose recording moves promoter.<env>.live_version.
 LIVE_MOVING = frozenset({DeploymentStatus.MERGED, DeploymentStatus.DECOMMISSIONED})
 
 
 class MergeRequestOutcomes:
     def __init__(self, registry: Registry | None, ledger: StateLedger, audit: AuditTrail,
-                 heads: PushedHeads, claims: OutcomeClaims | None = None) -> None:
+                 heads: PushedHeads, claims: OutcomeClaims | None = None,
+                 forge: Callable[[], Forge | None] | None = None) -> None:
         self.registry = registry
         self.ledger = ledger
         self.audit = audit
         self.heads = heads
         self.claims = claims or OutcomeClaims(ledger.db)
+        # Where notes go (built when first needed: only a foreign merge writes one).
+        self._forge = forge
 
     def __call__(self, event: ForgeEvent) -> None:
         if isinstance(event, PipelineEvent):
@@ -61,10 +78,12 @@ class MergeRequestOutcomes:
         # Settling outcomes reach several handlers (the hook, the sweep, other replicas):
         # claimed first, so exactly one of them audits, tags and moves live_version.
         with self.claims.outcome(event) as ours:
-            if ours:
-                self._record(event)
-            else:
+            if not ours:
                 self._already_recorded(event)
+            elif event.foreign_head:
+                self._record_foreign(event)
+            else:
+                self._record(event)
 
     def _record(self, event: MergeRequestEvent) -> None:
         assert event.name is not None and event.env is not None
@@ -104,6 +123,44 @@ class MergeRequestOutcomes:
         # promotion may have put it during the calls above: that row is not ours to settle).
         if current and state is not None:
             self.ledger.settle(state, status)
+
+    def _record_foreign(self, event: MergeRequestEvent) -> None:
+        """A merge or close whose head promoter did not push: its own audit event, a status
+        that claims nothing was verified, no live_version move; the ledger row stops waiting
+        on the MR, so the sweep lets it be and the next promotion proposes afresh."""
+        assert event.name is not None and event.env is not None
+        assert event.pushed_sha is not None
+        state = self.ledger.by_deployment(event.name, event.env)
+        current = state is not None and state.mr_iid in (None, event.iid)
+        version = self.heads.pushed_version(event.project_id, event.iid)
+        if current and state is not None:
+            version = state.version
+        model = state.model if state else None
+        status = FOREIGN_STATUS_FOR_ACTION[event.action]
+        if current and state is not None and state.status == status:
+            self._already_recorded(event)   # recorded before outcomes were claimed
+            return
+        if event.action == "merge":
+            # First: the note is edited in place (recorded once however often this runs),
+            # and a forge failure here leaves nothing written, so the retry starts clean.
+            self._note(event.iid, FOREIGN_HEAD_NOTE, foreign_head_text(
+                event.env, event.head_sha, event.pushed_sha, version))
+        known = model is not None and version is not None
+        self.audit.record(f"mr.{event.action}_foreign", actor=event.user or "unknown",
+                          name=event.name, env=event.env, iid=event.iid, url=event.url,
+                          user=event.user, head_sha=event.head_sha,
+                          pushed_sha=event.pushed_sha, head_pushed_by_promoter=False,
+                          model=model if known else None, version=version if known else None,
+                          status=status if known else None)
+        if self.registry is not None and model is not None and version is not None:
+            self._write_back(model, version, event.env, event.url, status)
+        if current and state is not None:
+            self.ledger.settle(state, status)
+
+    def _note(self, iid: int, heading: str, body: str) -> None:
+        forge = self._forge() if self._forge is not None else None
+        if forge is not None:
+            forge.upsert_note(iid, heading, body)
 
     def _live_version_held(self, model: str | None, env: str,
                            status: str | None) -> AbstractContextManager[None]:

@@ -127,6 +127,18 @@ def test_two_clusters_synced_and_healthy_make_the_version_deployed(parts: dict) 
     assert entries[-1]["actor"] == "argocd:fraud-detector-production-gpu-us-1"
 
 
+def test_a_version_merged_with_a_foreign_head_is_never_told_deployed(
+        parts: dict, tmp_path: Path) -> None:
+    """Its MR was merged with a head someone else pushed (status merged_unverified): Argo CD
+    syncing the target branch says nothing about the version promoter checked."""
+    StateLedger(tmp_path).set_status("fraud-detector", "production", "merged_unverified")
+    _post(parts["handler"], "sync-succeeded",
+          application("fraud-detector", "production", "gpu-eu-1"))
+    tags = parts["registry"].tags[("Fraud Detector", "7")]
+    assert tags["promoter.production.sync"] == "Synced"
+    assert "promoter.production.status" not in tags
+
+
 def test_deployed_only_at_a_revision_that_carries_the_merged_mr(tmp_path: Path) -> None:
     ledger = StateLedger(tmp_path)
     ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",

@@ -58,8 +58,19 @@ def test_open_or_already_recorded_mrs_change_nothing() -> None:
 
 
 def test_what_the_webhook_would_refuse_is_left_alone() -> None:
-    refused = [decide(head_sha="c" * 40), decide(pushed_sha=None),
+    refused = [decide(head_sha="c" * 40, target_branch="scratch"), decide(pushed_sha=None),
                decide(target_branch="scratch"), decide(source_branch="feature/x")]
     for decision in refused:
         assert decision.event is None and decision.left_alone
-    assert decide(head_sha="c" * 40).reason == "human_commit"
+    assert decide(head_sha="c" * 40, target_branch="scratch").reason == "human_commit"
+
+
+def test_a_humans_head_settled_on_the_target_is_a_foreign_outcome_not_promoters() -> None:
+    for state, action in (("merged", "merge"), ("closed", "close")):
+        decision = decide(head_sha="c" * 40, state=state)
+        event = decision.event
+        assert event is not None and not decision.left_alone
+        assert (event.action, event.head_sha, event.pushed_sha, event.foreign_head) == \
+            (action, "c" * 40, SHA, True)
+    own = decide().event
+    assert own is not None and own.pushed_sha is None and not own.foreign_head

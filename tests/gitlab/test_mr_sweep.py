@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,10 @@ class Promoter:
         db = StateDB.open(tmp / "state")
         self.ledger, self.audit, self.tags = StateLedger(db), AuditTrail(tmp / "state", db), Tags()
         heads = harness.ledger  # type: ignore[attr-defined]  # the record the provider writes
-        self.outcomes = MergeRequestOutcomes(self.tags, self.ledger,  # type: ignore[arg-type]
-                                             self.audit, heads)
         gitlab = isinstance(harness, GitLabHarness)
+        forge = harness.provider.forge if gitlab else None  # type: ignore[attr-defined]
+        self.outcomes = MergeRequestOutcomes(self.tags, self.ledger,  # type: ignore[arg-type]
+                                             self.audit, heads, forge=lambda: forge)
         if gitlab:
             harness.standin.hook_url = None     # GitLab's hook is lost: captured, not sent
             harness.standin.hook_token = TOKEN
@@ -133,19 +134,110 @@ def test_a_closed_mr_is_recorded_as_closed(promoter: Promoter) -> None:
     assert promoter.status() == "closed" and promoter.tags.live == {}
 
 
-# GitLab only: the local provider merges the head its MR records, which is promoter's.
-@pytest.mark.parametrize("make_harness", [h for h in HARNESSES if h != "local"], indirect=True)
-def test_an_mr_merged_with_a_humans_head_is_left_alone(promoter: Promoter) -> None:
-    iid, _ = promoter.opened("3")
+# --- An MR merged with a head someone else pushed: recorded once, as what it is (GitLab only:
+# the local provider merges the head its MR records, which is promoter's).
+GITLAB_ONLY = pytest.mark.parametrize("make_harness", [h for h in HARNESSES if h != "local"],
+                                      indirect=True)
+
+
+def merged_with_a_humans_head(promoter: Promoter) -> tuple[int, str, str]:
+    """promoter's MR for version 3, a human's commit pushed onto it, then merged by alice:
+    (iid, the head promoter pushed, the human's head that was merged)."""
+    iid, pushed = promoter.opened("3")
     human = promoter.harness.human_commit(
         f"promote/{NAME}/{ENV}", f"manifests/{NAME}/overlays/{ENV}/replicas.yaml",
         trees.REPLICAS.format(name=NAME, replicas=7))
     promoter.harness.merge(iid, human)
+    return iid, pushed, human
+
+
+def assert_recorded_as_foreign(promoter: Promoter, iid: int, pushed: str, human: str,
+                               actor: str, cli: Callable[..., tuple[int, str, str]]) -> None:
+    mr_entries = [e for e in promoter.audit.entries() if str(e["event"]).startswith("mr.")]
+    assert [{k: e.get(k) for k in ("event", "iid", "actor", "head_sha", "pushed_sha",
+                                   "head_pushed_by_promoter", "model", "name", "env",
+                                   "version", "status")} for e in mr_entries] == [
+        {"event": "mr.merge_foreign", "iid": iid, "actor": actor, "head_sha": human,
+         "pushed_sha": pushed, "head_pushed_by_promoter": False, "model": MODEL, "name": NAME,
+         "env": ENV, "version": "3", "status": "merged_unverified"}]
+    # MLflow: the version is not "merged" nor live; the ledger no longer waits on the MR.
+    assert [(m, v, e, t["status"]) for m, v, e, t in promoter.tags.written] == [
+        (MODEL, "3", ENV, "merged_unverified")]
+    assert promoter.tags.live == {}
+    assert promoter.status() == "merged_unverified"
+    assert promoter.audit.live_since(MODEL, "3", ENV) is None
+    assert promoter.sweep().looked_at == 0
+    # One note on the MR, saying the merged head was not verified.
+    notes = [n for n in promoter.harness.notes(iid) if "merged head not verified" in n]
+    assert len(notes) == 1 and human in notes[0] and pushed in notes[0]
+    # `audit live` (over the same state directory) names no version: what runs is unknown
+    # since the foreign merge.
+    code, out, _ = cli("audit", "live", "--env", ENV, "--output", "json")
+    assert code == 0, out
+    [row] = json.loads(out)["live"]
+    assert {k: row[k] for k in ("model", "version", "verified", "foreign_head",
+                                "proposed_version")} == {
+        "model": MODEL, "version": None, "verified": False, "foreign_head": human,
+        "proposed_version": "3"}
+    code, out, _ = cli("audit", "live", "--env", ENV)
+    assert code == 0 and out.startswith(
+        f"{MODEL}  unknown (foreign head {human[:12]} merged in place of version 3)  since ")
+
+
+@GITLAB_ONLY
+def test_a_merge_of_a_humans_head_is_recorded_once_as_foreign_by_the_sweep(
+        promoter: Promoter, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    iid, pushed, human = merged_with_a_humans_head(promoter)
     report = promoter.sweep()
-    assert report.looked_at == 1 and report.recorded == []
-    assert promoter.entries("mr.merge") == [] and promoter.status() == "mr_opened"
-    assert promoter.tags.written == []
-    assert promoter.sweep().looked_at == 0          # not asked about again every pass
+    assert report.recorded == [{"iid": iid, "name": NAME, "env": ENV, "action": "merge",
+                                "head_pushed_by_promoter": False}]
+    # GitLab's hook, late, and a second sweep record nothing more.
+    assert hook_after_all(promoter, "merge")["status"] == "human_commit"
+    assert_recorded_as_foreign(promoter, iid, pushed, human, "reconcile", run_cli)
+
+
+@GITLAB_ONLY
+def test_a_merge_of_a_humans_head_is_recorded_once_as_foreign_by_the_webhook(
+        promoter: Promoter, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    iid, pushed, human = merged_with_a_humans_head(promoter)
+    answer = hook_after_all(promoter, "merge")
+    assert (answer["status"], answer["recorded"], answer["pushed_sha"]) == \
+        ("human_commit", "foreign_head", pushed)
+    assert hook_after_all(promoter, "merge")["status"] == "human_commit"  # GitLab retries
+    assert_recorded_as_foreign(promoter, iid, pushed, human, "alice", run_cli)
+
+
+@GITLAB_ONLY
+def test_a_close_of_a_humans_head_is_recorded_as_foreign_and_closed(promoter: Promoter) -> None:
+    iid, pushed = promoter.opened("3")
+    promoter.harness.human_commit(
+        f"promote/{NAME}/{ENV}", f"manifests/{NAME}/overlays/{ENV}/replicas.yaml",
+        trees.REPLICAS.format(name=NAME, replicas=7))
+    promoter.harness.human_close(iid)
+    assert promoter.sweep().recorded[0]["head_pushed_by_promoter"] is False
+    assert [(e["event"], e["status"], e["pushed_sha"]) for e in promoter.audit.entries()
+            if str(e["event"]).startswith("mr.")] == [("mr.close_foreign", "closed", pushed)]
+    assert promoter.status() == "closed" and promoter.tags.live == {}
+
+
+def hook_after_all(promoter: Promoter, action: str) -> dict[str, Any]:
+    """GitLab's captured (lost) MR Hook of ``action`` delivered now to the webhook handler,
+    over a fresh delivery (no Idempotency-Key dedupe: the outcome's own claim must hold)."""
+    assert isinstance(promoter.harness, GitLabHarness)
+    standin = promoter.harness.standin
+    captured = [d for d in standin.deliveries
+                if d.payload["object_attributes"].get("action") == action][-1]
+    receiver = Receiver(GitLabHookHandler(
+        Secret(TOKEN), DeliveryLog(promoter.ledger.db), promoter.harness.ledger.pushed,
+        promoter.outcomes))
+    try:
+        standin.hook_url = receiver.url
+        delivered = standin.deliver(captured.event, captured.payload)
+    finally:
+        standin.hook_url = None
+        receiver.stop()
+    assert delivered.status == 200, delivered.response
+    return dict(delivered.response)
 
 
 def test_a_forge_error_on_one_mr_does_not_stop_the_pass(promoter: Promoter) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from promoter.core.config import PipelineConfig, frozen
 from promoter.core.mr_events import ForgeEvent
@@ -45,6 +45,7 @@ from promoter.state.pushed_heads import PushedHeads
 
 if TYPE_CHECKING:
     from promoter.ports.clusters import ApplicationSource
+    from promoter.ports.forge import Forge
     from promoter.service.cluster_feedback import ClusterFeedback
     from promoter.service.gitlab_hook import GitLabHookHandler
     from promoter.service.metrics import Metrics
@@ -93,8 +94,14 @@ def webhooks(settings: Settings) -> WebhookAdmin:
 
 
 def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutcomes:
+    def forge() -> Forge | None:
+        """The provider's forge, for the note on an MR merged with a head promoter did not
+        push: built only then (rare), both providers expose theirs."""
+        return cast("Forge | None", getattr(provider(settings), "forge", None))
+
     return MergeRequestOutcomes(registry, StateLedger(state_db(settings)),
-                                audit_trail(settings), PushedHeads(state_db(settings)))
+                                audit_trail(settings), PushedHeads(state_db(settings)),
+                                forge=forge)
 
 
 def provider(settings: Settings,

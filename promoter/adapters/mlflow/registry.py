@@ -75,6 +75,11 @@ class MlflowRegistry:
                        params=dict(found.data.params), tags=dict(found.data.tags),
                        artifact_uri=found.info.artifact_uri or "")
 
+    def logged_model_run_id(self, model_id: str) -> str | None:
+        found = self._mlflow.call(f"read logged model {model_id}",
+                                  lambda: self._client.get_logged_model(model_id))
+        return str(found.source_run_id) if found.source_run_id else None
+
     def artifact_location(self, model: str, version: str) -> str:
         return str(self._mlflow.call(
             f"locate the files of {model!r} version {version}",

@@ -307,6 +307,9 @@ def test_a_metric_gate_reads_only_the_run_the_model_files_come_from(
             f"metric:auc: the version's files at 'models:/{model_id}' are not from run "
             f"{good_run}; register the model from the run that validated it")
         assert untested.info.run_id != good_run
+        # The image built from it does not name the run as its origin either.
+        assert registry.resolve_model(f"models:/{name}/{foreign}").run_id is None
+        assert registry.resolve_model(f"models:/{name}/{good}").run_id == good_run
         for model, version in ((name, good), (demo.DEMO_MODEL, logged)):
             done, tags = promote(model, version)
             assert tags["promoter.staging.status"] == "mr_opened", done.reason

@@ -11,6 +11,7 @@ from typing import Any
 
 from promoter.core.gates import GateFacts
 from promoter.core.intent import resolve_intent
+from promoter.core.lineage import run_of
 from promoter.core.policy import Decision
 from promoter.core.spec import API_VERSION, KIND, ModelRef
 from promoter.core.verdict import claimed_elsewhere, verdict
@@ -33,6 +34,7 @@ def check_policy(settings: Settings, subject: Subject) -> Decision:
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
     intent: dict[str, Any] | None = None
+    run_doubt: str | None = None
     model_ref = None
     if subject.model is not None and subject.version is not None:
         from promoter.service import composition
@@ -40,9 +42,10 @@ def check_policy(settings: Settings, subject: Subject) -> Decision:
         registry = composition.registry(settings)
         info = registry.model_version(subject.model, subject.version)
         tags = dict(info.tags)
-        if info.run_id:
-            run = registry.run(info.run_id)
-            metrics, params = dict(run.metrics), dict(run.params)
+        lineage = run_of(registry, info)   # the pipeline's lineage rule: the same verdict
+        if lineage.run is not None:
+            metrics, params = dict(lineage.run.metrics), dict(lineage.run.params)
+        run_doubt = lineage.doubt
         intent = {"apiVersion": API_VERSION, "kind": KIND, **registry.intent(info)}
         model_ref = ModelRef(name=subject.model, version=subject.version)
     if subject.intent_file is not None:
@@ -59,7 +62,8 @@ def check_policy(settings: Settings, subject: Subject) -> Decision:
     claimed = claimed_elsewhere(config, lambda: composition.provider(settings), subject.env,
                                 deployment.name)
     facts = GateFacts(model=name, version=version, env=subject.env, namespace=target.namespace,
-                      tags=tags, metrics=metrics, params=params, now=time.time(),
+                      tags=tags, metrics=metrics, params=params, run_doubt=run_doubt,
+                      now=time.time(),
                       live_since=lambda where: history.live_since(name, version, where),
                       claimed=claimed)
     return verdict(config.policy, target, deployment, facts)

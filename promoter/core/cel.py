@@ -17,6 +17,8 @@ from typing import Any
 from promoter.errors import ConfigError
 
 VARIABLES = frozenset({"model", "version", "env", "tags", "params", "metrics", "intent"})
+# The variables that come from the version's run (core.lineage decides whether it is trusted).
+RUN_VARIABLES = frozenset({"params", "metrics"})
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,16 @@ class CelRule:
     expression: str
     message: str = ""         # said when the rule denies; default: the expression
     _program: Any = field(default=None, compare=False, repr=False)
+    # The variables the expression names; unknown (all of them) unless compiled here.
+    variables: frozenset[str] = field(default=VARIABLES, compare=False, repr=False)
+
+    @property
+    def reads_run(self) -> bool:
+        return bool(self.variables & RUN_VARIABLES)
+
+    @property
+    def denial(self) -> str:
+        return self.message or f"requires {self.expression}"
 
     @classmethod
     def compile(cls, name: str, expression: str, message: str,
@@ -45,14 +57,16 @@ class CelRule:
         for problem in _unknown_names(ast, intent_fields):
             raise ConfigError(f"policy rule {name!r}: {problem}",
                               hint="variables: " + ", ".join(sorted(VARIABLES)))
-        return cls(name, expression, message, environment.program(ast))
+        names = frozenset(str(node.children[0]) for node in ast.iter_subtrees()
+                          if node.data == "ident") & VARIABLES
+        return cls(name, expression, message, environment.program(ast), names)
 
     def evaluate(self, activation: Mapping[str, Any]) -> tuple[bool, str]:
         from celpy.adapter import json_to_cel
         from celpy.celtypes import BoolType
         from celpy.evaluation import CELEvalError
 
-        said = self.message or f"requires {self.expression}"
+        said = self.denial
         try:
             value = self._program.evaluate(json_to_cel(dict(activation)))
         except Exception as exc:  # celpy raises several internal types for a failed lookup

@@ -47,6 +47,9 @@ class GateFacts:
     # environment on the target branch, for the team quota (core.verdict.claimed_elsewhere,
     # for the pipeline and `policy check` alike); empty when no team quota is configured.
     claimed: Mapping[str, int] = field(default_factory=dict)
+    # Why the run the version names may not vouch for it (core.lineage: its files are from
+    # elsewhere); gates that read the run's metrics or params deny with it.
+    run_doubt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class MetricGate:
 
     def evaluate(self, deployment: ModelDeployment, facts: GateFacts) -> RuleResult:
         wanted = f"{self.metric} {self.op} {self.value:g}"
+        if facts.run_doubt:
+            return RuleResult(self.rule_id, False, f"{facts.run_doubt} (required: {wanted})")
         actual = facts.metrics.get(self.metric)
         if actual is None:
             return RuleResult(self.rule_id, False, f"the run of version {facts.version} logged "
@@ -152,6 +157,8 @@ class CelGate:
         return f"cel:{self.rule.name}"
 
     def evaluate(self, deployment: ModelDeployment, facts: GateFacts) -> RuleResult:
+        if facts.run_doubt and self.rule.reads_run:
+            return RuleResult(self.rule_id, False, f"{self.rule.denial} ({facts.run_doubt})")
         outcome, detail = self.rule.evaluate({
             "model": facts.model, "version": facts.version, "env": facts.env,
             "tags": dict(facts.tags), "metrics": dict(facts.metrics),

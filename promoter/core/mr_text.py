@@ -91,6 +91,7 @@ class MrFacts:
     team: str | None = None
     run_id: str | None = None
     run_url: str | None = None
+    run_doubt: str | None = None           # why the version's named run is not its origin
     metrics: Mapping[str, object] = field(default_factory=dict)
     params: Mapping[str, object] = field(default_factory=dict)
     image_ref: str | None = None
@@ -133,6 +134,8 @@ def description(facts: MrFacts) -> str:
 
 
 def _run_link(facts: MrFacts) -> str:
+    if facts.run_doubt:
+        return f"not established: {escape(facts.run_doubt, 2 * _MAX_FIELD)}"
     label = escape(facts.run_id, 64) if facts.run_id else "run"
     url = safe_url(facts.run_url)
     return f"[{label}]({url})" if url else (label if facts.run_id else "not recorded")

@@ -18,7 +18,15 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from promoter.core import audit_anchor, codeowners, gates, live_overlay, mr_text, tree_facts
+from promoter.core import (
+    audit_anchor,
+    codeowners,
+    gates,
+    lineage,
+    live_overlay,
+    mr_text,
+    tree_facts,
+)
 from promoter.core.artifact_steps import ArtifactSteps
 from promoter.core.audit_chain import Head
 from promoter.core.config import PipelineConfig
@@ -143,11 +151,12 @@ class Pipeline:
                          steps: StepLog) -> PipelineResult:
         registry = self.ports.registry
         info = registry.model_version(job.model, version)
-        run = registry.run(info.run_id) if info.run_id else None
+        # Only a run the version's files come from may vouch for them (gates, MR, lineage).
+        origin = lineage.run_of(registry, info)
         deployment, request_intent = self._deployment(job, info)
         self._check_name(job, deployment.name)
 
-        decision = self._policy(job, deployment, info, run)
+        decision = self._policy(job, deployment, info, origin)
         steps.record_step("policy", {"version": version, "allowed": decision.allowed,
                                      "reasons": decision.reasons})
         if not decision.allowed:
@@ -168,7 +177,8 @@ class Pipeline:
         # The digest just signed and verified is the one the manifests pull, in the field the
         # runtime's descriptor names (the serving image, or the modelcar).
         pin = ImagePin(image.reference.split("@", 1)[0], image.digest) if image else None
-        pins = live_overlay.Pins(lineage=Lineage(run_id=info.run_id, source=info.source),
+        run_id = origin.run.run_id if origin.run else None
+        pins = live_overlay.Pins(lineage=Lineage(run_id=run_id, source=info.source),
                                  image=pin if artifact == "pyfunc-image" else None,
                                  modelcar=pin if artifact == "modelcar" else None)
         request = live_overlay.request(
@@ -184,7 +194,7 @@ class Pipeline:
         # job's current holder may do it, or two workers would race on one merge request.
         steps.before_side_effect("propose")
         self._claim_name(job, deployment.name)
-        result = self._propose(job, deployment, info, run, files, decision, image, signature)
+        result = self._propose(job, deployment, info, origin, files, decision, image, signature)
         status = STATUS_FOR_OUTCOME[result.outcome]
         if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
             status = DeploymentStatus.MERGED  # the target branch already holds exactly this
@@ -248,13 +258,13 @@ class Pipeline:
         _refuse_shared_name(job, name, self.ports.ledger.claim_name(name, job.model))
 
     def _policy(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
-                run: RunInfo | None) -> Decision:
+                origin: lineage.RunOfVersion) -> Decision:
         env = self.config.targets.environment(job.env)
-        history, clock = self.ports.history, self.ports.clock
+        history, clock, run = self.ports.history, self.ports.clock, origin.run
         facts = gates.GateFacts(
             model=job.model, version=info.version, env=job.env, namespace=env.namespace,
             tags=info.tags, metrics=run.metrics if run else {}, params=run.params if run else {},
-            now=clock.now() if clock else 0.0,
+            run_doubt=origin.doubt, now=clock.now() if clock else 0.0,
             live_since=lambda where: history.live_since(job.model, info.version, where)
             if history else None,
             claimed=claimed_elsewhere(self.config, lambda: self.ports.provider, job.env,
@@ -262,9 +272,9 @@ class Pipeline:
         return verdict(self.config.policy, env, deployment, facts)
 
     def _propose(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
-                 run: RunInfo | None, files: Mapping[str, str], decision: Decision,
+                 origin: lineage.RunOfVersion, files: Mapping[str, str], decision: Decision,
                  image: BuiltImage | None, signature: str | None) -> ProposalResult:
-        env = self.config.targets.environment(job.env)
+        env, run = self.config.targets.environment(job.env), origin.run
         root = self.config.manifests_root
         name = deployment.name
         # policy.teams.<team>.approvers.<env>: who the approval rule names (GitLab ids)
@@ -272,7 +282,8 @@ class Pipeline:
                                                      ((), ()))
         facts = mr_text.MrFacts(
             model=job.model, version=info.version, env=job.env, name=name,
-            team=deployment.spec.owner.team, run_id=info.run_id, run_url=self._run_url(info),
+            team=deployment.spec.owner.team, run_id=run.run_id if run else None,
+            run_url=self._run_url(run), run_doubt=origin.doubt,
             metrics=dict(run.metrics) if run else {}, params=dict(run.params) if run else {},
             image_ref=image.reference if image else None,
             image_digest=image.digest if image else None, signature=signature or "unsigned",
@@ -319,8 +330,8 @@ class Pipeline:
             Head(recorded.seq, recorded.hash), model=job.model, env=job.env, version=version,
             time=clock.now() if clock else None)}
 
-    def _run_url(self, info: ModelVersionInfo) -> str | None:
+    def _run_url(self, run: RunInfo | None) -> str | None:
         base = self.config.run_link_base
-        if not base or not info.run_id:
+        if not base or run is None:
             return None
-        return f"{base.rstrip('/')}/#/runs/{info.run_id}"
+        return f"{base.rstrip('/')}/#/runs/{run.run_id}"

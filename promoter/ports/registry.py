@@ -68,6 +68,9 @@ class Registry(Protocol):
 
     def run(self, run_id: str) -> RunInfo: ...
 
+    def logged_model_run_id(self, model_id: str) -> str | None:
+        """The run an MLflow 3 logged model (``models:/m-<id>``) was logged in, or None."""
+
     def signature(self, model: str, version: str) -> dict[str, Any] | None:
         """The logged model signature ({"inputs": ..., "outputs": ...}) or None."""
 

@@ -47,13 +47,15 @@ class MemoryRegistry:
         self.alias: dict[str, dict[str, str]] = {}
         self.stages: dict[str, dict[str, str]] = {}
         self.runs: dict[str, RunInfo] = {}
+        self.logged_models: dict[str, str | None] = {}   # MLflow 3 model id -> source run
         self.writes: list[tuple[str, str, str, dict[str, str]]] = []
         self.unreachable_writes = 0  # the next N write-backs fail as MLflow being down would
         self.live: dict[tuple[str, str], str] = {}   # registered-model live_version tags
 
     def add(self, model: str, version: str, tags: Mapping[str, str] = INTENT_TAGS) -> None:
         run_id = f"run{version}"
-        self.runs[run_id] = RunInfo(run_id, metrics={"auc": 0.91}, params={"C": "1.0"})
+        self.runs[run_id] = RunInfo(run_id, metrics={"auc": 0.91}, params={"C": "1.0"},
+                                    artifact_uri=f"mlflow-artifacts:/1/{run_id}/artifacts")
         self.versions[(model, version)] = ModelVersionInfo(
             model, version, f"mlflow-artifacts:/1/{run_id}/artifacts/model", run_id, None,
             dict(tags))
@@ -80,6 +82,9 @@ class MemoryRegistry:
 
     def run(self, run_id: str) -> RunInfo:
         return self.runs[run_id]
+
+    def logged_model_run_id(self, model_id: str) -> str | None:
+        return self.logged_models.get(model_id)
 
     def signature(self, model: str, version: str) -> dict[str, Any] | None:
         return None

@@ -262,3 +262,57 @@ def test_a_hostile_logged_intent_ends_invalid_in_mlflow_at_once(mlflow_server: M
         assert "anchors or aliases" in tags["promoter.staging.reason"]
     finally:
         queue.close()
+
+
+def test_a_metric_gate_reads_only_the_run_the_model_files_come_from(
+        mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """MLflow 3 checks a models:/m-<id> source against the model_id, never the logged model's
+    run against the run_id: a model logged in an untested run can be registered naming a run
+    that logged auc=0.99. `auc >= 0.9` denies it with the reason; a model logged in its run
+    and registered from it passes, as does an MLflow 2 style version in its run's artifacts."""
+    import mlflow
+
+    from promoter.demo import model as demo
+    from tests.fixtures.stack import DEPLOY_TAGS
+
+    client = mlflow_server.client()
+    name = "lineage-model"
+    good = create_version(client, name, auc=0.99, tags=DEPLOY_TAGS)
+    good_run = client.get_model_version(name, good).run_id
+    logged, _ = demo.ensure_version(mlflow_server.url, new=True)   # log_model, register_model
+    assert client.get_model_version(demo.DEMO_MODEL, logged).source.startswith("models:/m-")
+    with mlflow.start_run(run_name="untested") as untested:        # no metrics at all
+        model_id = mlflow.pyfunc.log_model(name="model", python_model=demo.FraudScore(),
+                                           pip_requirements=demo.requirements()).model_id
+    foreign = client.create_model_version(name, source=f"models:/{model_id}", run_id=good_run,
+                                          model_id=model_id, tags=DEPLOY_TAGS).version
+    assert client.get_model_version(name, foreign).run_id == good_run   # MLflow accepted it
+
+    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
+    settings = settings.model_copy(update={"policy": settings.policy.model_validate(
+        {"gates": [{"rule": "metric", "check": "auc >= 0.9"}]})})
+    # mlflow.artifact_roots does not help: both models' files are in the allowed store.
+    registry = MlflowRegistry(mlflow_server.url, artifact_roots=("mlflow-artifacts:",))
+    queue = JobQueue.open(settings.state_dir)
+    try:
+        def promote(model: str, version: str) -> tuple[Any, dict[str, str]]:
+            client.set_registered_model_alias(model, "staging", version)
+            job = queue.enqueue(intake.JobKey(model, version, "staging", "promote")).job
+            Worker(queue, build_job_handler(settings, registry), heartbeat=False).run_once()
+            return queue.get(job.id), client.get_model_version(model, version).tags
+
+        _, tags = promote(name, foreign)
+        assert tags["promoter.staging.status"] == "denied"
+        assert tags["promoter.staging.reason"].startswith(
+            f"metric:auc: the version's files at 'models:/{model_id}' are not from run "
+            f"{good_run}; register the model from the run that validated it")
+        assert untested.info.run_id != good_run
+        # The image built from it does not name the run as its origin either.
+        assert registry.resolve_model(f"models:/{name}/{foreign}").run_id is None
+        assert registry.resolve_model(f"models:/{name}/{good}").run_id == good_run
+        for model, version in ((name, good), (demo.DEMO_MODEL, logged)):
+            done, tags = promote(model, version)
+            assert tags["promoter.staging.status"] == "mr_opened", done.reason
+            assert queue.steps(done.id)["policy"]["allowed"] is True
+    finally:
+        queue.close()

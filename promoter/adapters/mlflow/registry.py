@@ -10,6 +10,7 @@ and one error translator (``promoter.adapters.mlflow.errors``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import tempfile
 import warnings
@@ -20,6 +21,7 @@ from typing import Any
 from promoter.adapters.mlflow.artifacts import Artifacts
 from promoter.adapters.mlflow.client import Connection, pages
 from promoter.adapters.mlflow.webhooks import Webhooks
+from promoter.core.lineage import run_of
 from promoter.core.spec import deep_merge, intent_from_tags
 from promoter.errors import PermanentError, UserError
 from promoter.intent_yaml import MAX_INTENT_BYTES, load_intent_yaml
@@ -74,6 +76,11 @@ class MlflowRegistry:
         return RunInfo(run_id=run_id, metrics=dict(found.data.metrics),
                        params=dict(found.data.params), tags=dict(found.data.tags),
                        artifact_uri=found.info.artifact_uri or "")
+
+    def logged_model_run_id(self, model_id: str) -> str | None:
+        found = self._mlflow.call(f"read logged model {model_id}",
+                                  lambda: self._client.get_logged_model(model_id))
+        return str(found.source_run_id) if found.source_run_id else None
 
     def artifact_location(self, model: str, version: str) -> str:
         return str(self._mlflow.call(
@@ -172,7 +179,13 @@ class MlflowRegistry:
 
     # ------------------------------------------------------------------ model files
     def resolve_model(self, uri: str) -> ModelLineage:
-        return self.artifacts.resolve_model(uri)
+        found = self.artifacts.resolve_model(uri)
+        # The image's run label names a registered version's run only when the version's
+        # files come from it (core.lineage): the registrant may name any run.
+        if found.name and found.version and found.run_id and run_of(
+                self, self.model_version(found.name, found.version)).run is None:
+            return dataclasses.replace(found, run_id=None)
+        return found
 
     def download_model(self, uri: str, destination: Path) -> Path:
         return self.artifacts.download_model(uri, destination)

@@ -75,6 +75,14 @@ def test_a_second_model_is_denied_while_the_first_ones_mr_is_still_open(tmp_path
                                            "risk's quota of 6"):
         world.promote("1", model="Model B")
     assert [mr.source_branch for mr in provider.list_mrs()] == ["promote/model-a/production"]
+    # `promoter policy check` reads the same ledger: the same denial, locally.
+    intent = {**VALID, "spec": {**VALID["spec"], "model": {"name": "Model B", "version": "1"},  # type: ignore[dict-item]
+                                "resources": {"gpu": {"count": 2, "type": "nvidia-a100"}},
+                                "scaling": {"maxReplicas": 2}}}
+    decision = check_policy(settings, Subject(env="production", intent_file=write_intent(
+        tmp_path / "model-b.yaml", intent)))
+    assert any("plus 4 its other deployments claim here exceeds risk's quota of 6" in reason
+               for reason in decision.reasons), decision.reasons
 
     # Model A's MR closed unmerged: its GPUs are no longer claimed, and Model B fits.
     provider.close(provider.list_mrs()[0].iid, "alice")

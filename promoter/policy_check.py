@@ -14,8 +14,9 @@ from promoter.core.intent import resolve_intent
 from promoter.core.lineage import run_of
 from promoter.core.policy import Decision
 from promoter.core.spec import API_VERSION, KIND, ModelRef
-from promoter.core.verdict import claimed_elsewhere, verdict
+from promoter.core.verdict import OPEN_PROPOSALS, claimed_elsewhere, verdict
 from promoter.rendering import load_intent_file
+from promoter.service.ledger import StateLedger
 from promoter.settings import Settings
 
 
@@ -58,9 +59,11 @@ def check_policy(settings: Settings, subject: Subject) -> Decision:
 
     history = composition.audit_trail(settings)
     name, version = deployment.spec.model.name, deployment.spec.model.version
-    # The team quota counts what the target branch already runs, as the pipeline does.
-    claimed = claimed_elsewhere(config, lambda: composition.provider(settings), subject.env,
-                                deployment.name)
+    # The team quota counts what the target branch runs and the open proposals of the state
+    # database's ledger would add, as the pipeline does.
+    claimed = claimed_elsewhere(
+        config, lambda: composition.provider(settings), subject.env, deployment.name,
+        lambda: StateLedger(composition.state_db(settings)).with_statuses(OPEN_PROPOSALS))
     facts = GateFacts(model=name, version=version, env=subject.env, namespace=target.namespace,
                       tags=tags, metrics=metrics, params=params, run_doubt=run_doubt,
                       now=time.time(),

@@ -101,8 +101,12 @@ def images(ctx: typer.Context,
 
 POLICY_HELP = """Check what each overlay under the given directories declares (GPU type and count,
 regions, replicas, team, namespace) against promoter.yaml's placement policy: allowed GPU types
-and regions of the environment named by the overlay directory, the team GPU quota, and
-policy.teams. Exit 0 when every overlay is allowed, 4 when one is denied. Rules on MLflow facts
+and regions of the environment named by the overlay directory, policy.teams, and the team GPU
+quota, which is judged on the sum over every overlay under the directories (give the whole
+manifests tree, as CI does). With --changed-from REV only the overlays the commits since REV can
+affect are judged: an overlay's own files (at any depth) select it, a model's other files (its
+base/) select all its overlays, any other file under the directories selects every overlay.
+Exit 0 when every judged overlay is allowed, 4 when one is denied. Rules on MLflow facts
 (required tags, metric gates) are not checked: the manifests do not carry them.
 """
 
@@ -111,18 +115,25 @@ policy.teams. Exit 0 when every overlay is allowed, 4 when one is denied. Rules 
 def policy(
     ctx: typer.Context,
     directories: Annotated[list[Path], typer.Argument(exists=True, file_okay=False)],
+    changed_from: Annotated[str | None, typer.Option(
+        "--changed-from", metavar="REV",
+        help="judge only the overlays the commits since REV can affect")] = None,
     output: str = OUTPUT_OPTION,
 ) -> None:
     from promoter.errors import EXIT_POLICY
-    from promoter.gitops.policy import check_tree
+    from promoter.gitops.policy import changed_overlays, check_tree
     from promoter.service import composition
 
+    selected = None if changed_from is None else changed_overlays(directories, changed_from)
     verdicts = check_tree(state(ctx).settings(), directories,
-                          composition.manifest_checker().build)
+                          composition.manifest_checker().build, selected)
     if output == "json":
         emit_json([{"overlay": str(v.overlay), "env": v.env, "allowed": v.decision.allowed,
                     "reasons": v.decision.reasons} for v in verdicts])
     else:
+        if not verdicts:
+            typer.echo("no overlay to judge" + (f": nothing since {changed_from} affects one"
+                                                if changed_from else ""))
         for verdict in verdicts:
             typer.echo(f"{'ok  ' if verdict.decision.allowed else 'DENY'}  {verdict.overlay}")
             for result in verdict.decision.results:

@@ -1,7 +1,8 @@
 """The GitOps repository's own ``.gitlab-ci.yml`` gate, as data. Pure.
 
 On merge requests that touch the manifests: validate every overlay (Kustomize + schemas), run
-the policy on each changed overlay, verify the signature of every pinned image; optionally,
+the policy on each overlay the change can affect (and the team GPU quota on the whole tree),
+verify the signature of every pinned image; optionally,
 once merged into the protected default branch, sign keylessly. Each job's ``rules`` make it
 run only when relevant. `promoter gitops init` writes it (core.gitops_scaffold); promoter's
 own .gitlab-ci.yml runs the same jobs.
@@ -62,15 +63,12 @@ def gitops_ci(manifests_dir: str, ci_image: str, promoter_package: str) -> dict[
 
 
 def policy_script(tree: str) -> list[str]:
-    """`promoter gitops policy` on each overlay the merge request changes (PROMOTER_CONFIG: a
-    File variable holding promoter.yaml)."""
-    return [f'git diff --name-only "$CI_MERGE_REQUEST_DIFF_BASE_SHA" HEAD -- {tree}/ '
-            "> changed-files.txt",
-            "(grep -E '/overlays/[^/]+/[^/]+$' changed-files.txt || true) "
-            "| xargs -r -n1 dirname | sort -u > changed-overlays.txt",
-            "cat changed-overlays.txt",
-            'while read -r overlay; do if [ -d "$overlay" ]; then '
-            'promoter gitops policy "$overlay" </dev/null; fi; done < changed-overlays.txt']
+    """`promoter gitops policy` over the whole tree the merge request leaves (PROMOTER_CONFIG:
+    a File variable holding promoter.yaml): it judges the overlays the MR's changes can affect
+    (an overlay's files at any depth, its model's base/, anything shared: every overlay), and
+    each team's GPU quota on the sum over every overlay, which no per-overlay check can see."""
+    return [f'promoter gitops policy {tree}/ --changed-from "$CI_MERGE_REQUEST_DIFF_BASE_SHA" '
+            "</dev/null"]
 
 
 def verify_images_script(tree: str) -> list[str]:

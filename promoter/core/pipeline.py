@@ -36,7 +36,7 @@ from promoter.core.policy import Decision
 from promoter.core.render import ImagePin, Lineage, Renderer
 from promoter.core.results import STATUS_FOR_OUTCOME, DeploymentStatus, PipelineResult
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
-from promoter.core.verdict import claimed_elsewhere, verdict
+from promoter.core.verdict import OPEN_PROPOSALS, claimed_elsewhere, verdict
 from promoter.errors import (
     Disposition,
     PolicyDenied,
@@ -267,8 +267,9 @@ class Pipeline:
             run_doubt=origin.doubt, now=clock.now() if clock else 0.0,
             live_since=lambda where: history.live_since(job.model, info.version, where)
             if history else None,
-            claimed=claimed_elsewhere(self.config, lambda: self.ports.provider, job.env,
-                                      deployment.name))
+            claimed=claimed_elsewhere(
+                self.config, lambda: self.ports.provider, job.env, deployment.name,
+                lambda: self.ports.ledger.with_statuses(OPEN_PROPOSALS)))
         return verdict(self.config.policy, env, deployment, facts)
 
     def _propose(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,

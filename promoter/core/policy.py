@@ -8,9 +8,9 @@ owner has to fix at once. Rules come from settings, not code:
 - ``allowed_gpu_types`` per environment;
 - ``allowed_regions`` per environment: every pinned region must be in the list;
 - ``team_gpu_quota``: the most GPUs a team's deployments may claim together in one
-  environment at full scale (gpu count x maxReplicas, summed over what the target branch runs
-  plus this change); a team without an entry gets ``default_team_gpu_quota`` (none:
-  unlimited), so naming an unknown team is no way around the quota.
+  environment at full scale (gpu count x maxReplicas, summed over what the target branch runs,
+  the other open proposals and this change); a team without an entry gets
+  ``default_team_gpu_quota`` (none: unlimited), so naming an unknown team is no way around it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def gpu_claim(deployment: ModelDeployment) -> int:
 def decide(deployment: ModelDeployment, env: str, tags: Mapping[str, str],
            rules: PolicyRules, claimed: Mapping[str, int] | None = None) -> Decision:
     """``claimed``: team → GPUs its other deployments already claim in ``env`` (what the
-    GitOps target branch runs); the team quota covers their sum with this one."""
+    GitOps target branch runs and the open proposals would add, core.verdict.claimed_elsewhere);
+    the team quota covers their sum with this one."""
     results = [_required_tag(key, wanted, tags)
                for key, wanted in sorted(rules.required_tags.items())]
     results.append(_gpu_type(deployment, env, rules.allowed_gpu_types))

@@ -4,14 +4,16 @@ everything. The pipeline and ``promoter policy check`` both ask here, so they ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from promoter.core import tree_facts
 from promoter.core.config import EnvironmentTarget, PipelineConfig, PolicyConfig
 from promoter.core.gates import GateFacts, evaluate
 from promoter.core.policy import Decision, PolicyRules, decide
+from promoter.core.results import DeploymentStatus
 from promoter.core.spec import ModelDeployment
-from promoter.ports.git import GitProvider
+from promoter.ports.git import GitProvider, branch_for
+from promoter.ports.pipeline import DeployedState
 
 
 def verdict(policy: PolicyConfig, target: EnvironmentTarget, deployment: ModelDeployment,
@@ -25,16 +27,39 @@ def verdict(policy: PolicyConfig, target: EnvironmentTarget, deployment: ModelDe
     return Decision(built_in.results + tuple(evaluate(policy.gates, deployment, facts)))
 
 
+# Ledger statuses of a proposal whose MR is still open and may merge: its GPUs count against
+# the team quota before it lands (a decommissioning MR only frees GPUs, so it is not one).
+OPEN_PROPOSALS = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED,
+                            DeploymentStatus.NEEDS_ATTENTION})
+
+
 def claimed_elsewhere(config: PipelineConfig, provider: Callable[[], GitProvider], env: str,
-                      name: str) -> dict[str, int]:
-    """team → GPUs the other deployments on the target branch claim in ``env`` (the facts'
-    ``claimed``). Read only when a team quota is configured: it costs one read of the tree,
-    and ``provider`` is only asked for then (a local check without quotas needs no forge)."""
+                      name: str,
+                      open_proposals: Callable[[], Iterable[DeployedState]] = lambda: (),
+                      ) -> dict[str, int]:
+    """team → GPUs the other deployments claim in ``env`` (the facts' ``claimed``): what the
+    target branch runs, with each deployment that has an open proposal (a ledger row in
+    ``OPEN_PROPOSALS``) counted as its MR branch would leave it, so two models of one team
+    each within the quota alone cannot both be proposed. Two jobs deciding at the same
+    instant can still both pass (neither row exists yet); the CI gate, which sums the MR's
+    whole resulting tree, catches the second MR.
+
+    Read only when a team quota is configured: it costs one read of the tree (and one per open
+    proposal), and ``provider`` is only asked for then (a local check without quotas needs no
+    forge)."""
     policy = config.policy
     if not policy.team_gpu_quota and policy.default_team_gpu_quota is None:
         return {}
     root, target = config.manifests_root, config.target_branch
+    git = provider()
     suffix = f"/overlays/{env}/kustomization.yaml"
-    return tree_facts.team_claims({
-        path: text for path, text in provider().files(f"{root}/", target).items()
-        if path.endswith(suffix) and not path.startswith(f"{root}/{name}/")})
+    overlays = {path: text for path, text in git.files(f"{root}/", target).items()
+                if path.endswith(suffix) and not path.startswith(f"{root}/{name}/")}
+    for row in open_proposals():
+        if row.env != env or row.name == name or row.status not in OPEN_PROPOSALS:
+            continue
+        path = tree_facts.overlay_kustomization(root, row.name, env)
+        proposed = git.read(path, branch_for(row.name, env))
+        if proposed is not None:   # no branch (merged and deleted): the target branch's counts
+            overlays[path] = proposed
+    return tree_facts.team_claims(overlays)

@@ -2,15 +2,19 @@
 
 For every overlay (``<model>/overlays/<env>``) the built resources are read back into a partial
 intent (core.declared_intent), resolved for the environment named by the directory, and judged
-by the pipeline's own rules: allowed GPU types, allowed regions, the team GPU quota, and who
-may deploy where (policy.teams, against the overlay's namespace). Rules on MLflow facts
-(required tags, metric and CEL gates, staging-first) need the registry and are not checked here.
+by the pipeline's own rules: allowed GPU types, allowed regions, who may deploy where
+(policy.teams, against the overlay's namespace), and the team GPU quota. The quota is judged on
+the sum over every overlay of the tree (core.policy_scope), not one overlay at a time: in CI the
+tree is what the merge request leaves on the target branch, so two models of one team cannot
+each pass alone and together exceed it. Rules on MLflow facts (required tags, metric and CEL
+gates, staging-first) need the registry and are not checked here.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +24,10 @@ from ruamel.yaml.error import YAMLError
 from promoter.core.declared_intent import declared_intent
 from promoter.core.gates import GateFacts, TeamPermissionGate, evaluate
 from promoter.core.intent import resolve_intent
-from promoter.core.policy import Decision, PolicyRules, RuleResult, decide
-from promoter.errors import PromoterError
+from promoter.core.policy import Decision, PolicyRules, RuleResult, decide, gpu_claim
+from promoter.core.policy_scope import GpuClaim, overlays_to_check, team_quota_totals
+from promoter.core.spec import ModelDeployment
+from promoter.errors import PromoterError, UserError
 from promoter.settings import Settings
 from promoter.validation import find_overlays
 
@@ -33,9 +39,18 @@ class OverlayVerdict:
     decision: Decision
 
 
-def check_overlay(settings: Settings, overlay: Path,
-                  build: Callable[[Path], str]) -> OverlayVerdict:
-    """``build`` is `kustomize build` (the composition root's manifest checker has it)."""
+@dataclass(frozen=True)
+class _Declared:
+    """An overlay read back: what it deploys and where, or why it could not be read."""
+
+    overlay: Path
+    env: str
+    deployment: ModelDeployment | None = None
+    namespace: str = ""
+    error: str = ""
+
+
+def _declared(settings: Settings, overlay: Path, build: Callable[[Path], str]) -> _Declared:
     env = overlay.name
     try:
         documents = [d for d in YAML(typ="safe", pure=True).load_all(build(overlay))
@@ -45,23 +60,77 @@ def check_overlay(settings: Settings, overlay: Path,
         deployment = resolve_intent(config.targets, declared_intent(documents), env,
                                     origin=str(overlay))
     except (PromoterError, YAMLError) as exc:
-        message = exc.message if isinstance(exc, PromoterError) else str(exc)
-        return OverlayVerdict(overlay, env, Decision((RuleResult("overlay", False, message),)))
+        return _Declared(overlay, env,
+                         error=exc.message if isinstance(exc, PromoterError) else str(exc))
     namespace = next((str(d["metadata"]["namespace"]) for d in documents
                       if (d.get("metadata") or {}).get("namespace")), target.namespace)
+    return _Declared(overlay, env, deployment, namespace)
+
+
+def _judge(settings: Settings, declared: _Declared,
+           quota: dict[tuple[str, str], RuleResult]) -> OverlayVerdict:
+    overlay, env, deployment = declared.overlay, declared.env, declared.deployment
+    if deployment is None:
+        return OverlayVerdict(overlay, env, Decision((RuleResult("overlay", False,
+                                                                 declared.error),)))
+    config = settings.pipeline_config()
+    target = config.targets.environment(env)
+    # No quota here: ``quota`` holds it, judged on the whole tree's sum.
     rules = PolicyRules(allowed_gpu_types=target.allowed_gpu_types,
-                        allowed_regions=target.allowed_regions,
-                        team_gpu_quota=config.policy.team_gpu_quota,
-                        default_team_gpu_quota=config.policy.default_team_gpu_quota)
-    built_in = decide(deployment, env, {}, rules)
+                        allowed_regions=target.allowed_regions)
+    built_in = tuple(r for r in decide(deployment, env, {}, rules).results
+                     if r.rule != "team gpu quota")
+    team_quota = quota.get((deployment.spec.owner.team, env))
     facts = GateFacts(model=deployment.spec.model.name, version=deployment.spec.model.version,
-                      env=env, namespace=namespace, now=time.time())
+                      env=env, namespace=declared.namespace, now=time.time())
     teams = tuple(g for g in config.policy.gates if isinstance(g, TeamPermissionGate))
-    return OverlayVerdict(overlay, env,
-                          Decision(built_in.results + tuple(evaluate(teams, deployment, facts))))
+    return OverlayVerdict(overlay, env, Decision(
+        built_in + ((team_quota,) if team_quota else ()) + tuple(evaluate(teams, deployment,
+                                                                           facts))))
 
 
-def check_tree(settings: Settings, roots: list[Path],
-               build: Callable[[Path], str]) -> list[OverlayVerdict]:
+def check_tree(settings: Settings, roots: list[Path], build: Callable[[Path], str],
+               selected: Collection[Path] | None = None) -> list[OverlayVerdict]:
+    """The verdicts of the overlays under ``roots`` (only those in ``selected`` when given),
+    each team's GPU quota judged on the sum over every overlay under ``roots``. ``build`` is
+    `kustomize build` (the composition root's manifest checker has it)."""
     overlays = sorted({overlay for root in roots for overlay in find_overlays(root)})
-    return [check_overlay(settings, overlay, build) for overlay in overlays]
+    declared = [_declared(settings, overlay, build) for overlay in overlays]
+    policy = settings.pipeline_config().policy
+    quota = team_quota_totals(
+        [GpuClaim(str(d.overlay), d.deployment.spec.owner.team, d.env,
+                  gpu_claim(d.deployment)) for d in declared if d.deployment is not None],
+        policy.team_gpu_quota, policy.default_team_gpu_quota)
+    wanted = None if selected is None else {path.resolve() for path in selected}
+    return [_judge(settings, d, quota) for d in declared
+            if wanted is None or d.overlay.resolve() in wanted]
+
+
+def changed_overlays(roots: list[Path], base: str) -> list[Path]:
+    """The overlays under ``roots`` that the commits since ``base`` (a git revision: in CI the
+    merge request's diff base) can affect, by core.policy_scope's rules."""
+    changed = [path.as_posix() for path in _changed_since(base)]
+    overlays = [overlay.resolve().as_posix() for root in roots for overlay in find_overlays(root)]
+    selected = {path for root in roots
+                for path in overlays_to_check(changed, overlays, root.resolve().as_posix())}
+    return sorted(Path(path) for path in selected)
+
+
+def _changed_since(base: str) -> list[Path]:
+    """Absolute paths of the files changed (added, modified, deleted, renamed from or to)
+    between ``base`` and HEAD of the git repository around the working directory."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True,
+                                  check=True).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            raise UserError(f"cannot list the files changed since {base!r}: {detail.strip()}",
+                            hint="run inside the GitOps repository's checkout and give a "
+                                 "revision it has (in CI: $CI_MERGE_REQUEST_DIFF_BASE_SHA)"
+                            ) from None
+
+    top = Path(git("rev-parse", "--show-toplevel").strip())
+    # --no-renames: a rename is its old path deleted and its new path added; both count.
+    names = git("diff", "--name-only", "--no-renames", "-z", base, "HEAD", "--")
+    return [top / name for name in names.split("\0") if name]

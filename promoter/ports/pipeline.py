@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,6 +64,10 @@ class DeploymentLedger(Protocol):
 
     def named(self, name: str) -> list[DeployedState]:
         """Every (model, env) row deploying under ``name``, in any environment."""
+
+    def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
+        """Every row in one of ``statuses`` that names its MR (``mr_iid`` set), in any
+        environment: e.g. the open proposals whose GPUs the team quota counts."""
 
     def claim_name(self, name: str, model: str) -> frozenset[str]:
         """Claim deployment ``name`` for ``model`` unless another model owns it (a row of

@@ -208,7 +208,7 @@ def test_policy_check_passes_allowed_and_fails_denied_changed_overlays(
                          CI_MERGE_REQUEST_DIFF_BASE_SHA=_main_sha(repo))
     assert code == 0, out
     assert "ok    manifests/llm-chat/overlays/production" in out
-    assert "fraud-detector" not in out.split("cat changed-overlays.txt")[-1].split("PASS")[0]
+    assert "ok    manifests/fraud-detector" not in out   # not changed: not judged
     denied = tmp_path / "denied.yaml"
     denied.write_text(allowed.read_text().replace(
         "allowed_gpu_types: [NVIDIA-L40S, NVIDIA-A100-SXM4-80GB, NVIDIA-H100-80GB-HBM3]",
@@ -218,6 +218,45 @@ def test_policy_check_passes_allowed_and_fails_denied_changed_overlays(
                          CI_MERGE_REQUEST_DIFF_BASE_SHA=_main_sha(repo))
     assert code != 0
     assert "DENY  manifests/llm-chat/overlays/production" in out and "NVIDIA-L40S" in out
+
+
+def _without_l40s(tmp_path: Path) -> Path:
+    """The example promoter.yaml, with NVIDIA-L40S (llm-chat's GPU) no longer allowed."""
+    allowed = (ROOT / "examples/promoter.yaml").read_text()
+    denied = tmp_path / "denied.yaml"
+    denied.write_text(allowed.replace(
+        "allowed_gpu_types: [NVIDIA-L40S, NVIDIA-A100-SXM4-80GB, NVIDIA-H100-80GB-HBM3]",
+        "allowed_gpu_types: [NVIDIA-H100-80GB-HBM3]"))
+    assert denied.read_text() != allowed
+    return denied
+
+
+def test_policy_check_judges_the_overlays_of_a_changed_base(repo: Repo, tmp_path: Path) -> None:
+    """An MR changing only llm-chat's base/ (where GPUs or node selection could be added)
+    gets both llm-chat overlays judged."""
+    path = repo.path / "manifests/llm-chat/base/inferenceservice.yaml"
+    path.write_text(path.read_text() + "# reviewed\n")
+    repo.commit("touch llm-chat base")
+    code, out = repo.run("manifests:policy", PROMOTER_CONFIG=str(_without_l40s(tmp_path)),
+                         CI_MERGE_REQUEST_DIFF_BASE_SHA=_main_sha(repo))
+    assert code != 0
+    assert "DENY  manifests/llm-chat/overlays/production" in out and "NVIDIA-L40S" in out
+
+
+def test_policy_check_sums_the_team_gpu_quota_over_the_whole_tree(repo: Repo,
+                                                                   tmp_path: Path) -> None:
+    """An MR adding a second assistants model: 8 GPUs each in production fit a quota of 12
+    alone, not together."""
+    shutil.copytree(repo.path / "manifests/llm-chat", repo.path / "manifests/llm-chat-2")
+    repo.commit("add llm-chat-2")
+    config = tmp_path / "quota.yaml"
+    config.write_text((ROOT / "examples/promoter.yaml").read_text().replace(
+        "policy:\n", "policy:\n  team_gpu_quota: {assistants: 12}\n", 1))
+    code, out = repo.run("manifests:policy", PROMOTER_CONFIG=str(config),
+                         CI_MERGE_REQUEST_DIFF_BASE_SHA=_main_sha(repo))
+    assert code != 0
+    assert "DENY  manifests/llm-chat-2/overlays/production" in out
+    assert "assistants claims 16 GPUs in production" in out and "quota of 12" in out
 
 
 def test_jobs_run_only_when_relevant(repo: Repo) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -231,6 +231,9 @@ class MemoryLedger:
 
     def named(self, name: str) -> list[DeployedState]:
         return [s for s in self.rows.values() if s.name == name]
+
+    def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
+        return [s for s in self.rows.values() if s.status in statuses and s.mr_iid is not None]
 
     def claim_name(self, name: str, model: str) -> frozenset[str]:
         others = {s.model for s in self.named(name)} | {self.claims.get(name, model)}

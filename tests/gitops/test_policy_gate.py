@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from promoter.core.declared_intent import declared_intent
 from promoter.core.intent import resolve_intent
 from promoter.rendering import load_intent_file
 from promoter.settings import load_settings
+from tests.ci.local_runner import git
 from tests.conftest import EXAMPLES, ROOT, cli_runner, requires_kubectl
 
 pytestmark = requires_kubectl
@@ -83,3 +85,59 @@ def test_a_broken_overlay_is_a_denial_with_its_reason(tmp_path: Path,
     code, out, _ = cli_runner(capsys)("--config", str(EXAMPLES / "promoter.yaml"), "gitops",
                                       "policy", str(tmp_path))
     assert code == 4 and "DENY" in out
+
+
+def _tree_with_a_second_assistants_model(tmp_path: Path) -> Path:
+    """The reference tree plus a copy of llm-chat (team assistants, 8 GPUs in production at
+    full scale) as a second model of the same team."""
+    tree = tmp_path / "manifests"
+    shutil.copytree(ROOT / "manifests", tree)
+    shutil.copytree(tree / "llm-chat", tree / "llm-chat-2")
+    return tree
+
+
+def test_the_team_quota_is_judged_on_the_sum_over_the_tree(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    """Each assistants overlay (8 GPUs) fits the quota of 12 alone; the two together do not."""
+    tree = _tree_with_a_second_assistants_model(tmp_path)
+    config = _config(tmp_path, "")
+    config.write_text(config.read_text().replace("policy:\n", "policy:\n"
+                                                 "  team_gpu_quota: {assistants: 12}\n", 1))
+    code, out, err = cli_runner(capsys)("--config", str(config), "gitops", "policy", str(tree),
+                                        "--output", "json")
+    assert code == 4, err
+    denied = {Path(v["overlay"]).relative_to(tree).as_posix(): v["reasons"]
+              for v in json.loads(out) if not v["allowed"]}
+    assert sorted(denied) == ["llm-chat-2/overlays/production", "llm-chat/overlays/production"]
+    reason = denied["llm-chat/overlays/production"][0]
+    assert reason.startswith("team gpu quota: assistants claims 16 GPUs in production")
+    assert f"{tree}/llm-chat-2/overlays/production (8)" in reason
+    assert f"{tree}/llm-chat/overlays/production (8)" in reason
+    assert "over its quota of 12" in reason
+
+
+def test_changed_from_judges_every_overlay_of_a_model_whose_base_changed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge request changing only llm-chat's base/: both llm-chat overlays are judged, and
+    the team quota still sums the whole tree."""
+    repo = tmp_path / "gitops"
+    repo.mkdir()
+    shutil.copytree(ROOT / "manifests", repo / "manifests")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "main")
+    base = repo / "manifests/llm-chat/base/inferenceservice.yaml"
+    base.write_text(base.read_text() + "# reviewed\n")
+    git(repo, "commit", "-qam", "touch llm-chat base")
+    monkeypatch.chdir(repo)
+    code, out, err = cli_runner(capsys)("--config", str(EXAMPLES / "promoter.yaml"), "gitops",
+                                        "policy", "manifests/", "--changed-from", "HEAD~1",
+                                        "--output", "json")
+    assert code == 0, err
+    assert [v["overlay"] for v in json.loads(out)] == ["manifests/llm-chat/overlays/production",
+                                                       "manifests/llm-chat/overlays/staging"]
+    code, out, err = cli_runner(capsys)("--config", str(EXAMPLES / "promoter.yaml"), "gitops",
+                                        "policy", "manifests/", "--changed-from", "no-such-rev")
+    assert code == 1 and "cannot list the files changed since 'no-such-rev'" in err

@@ -1,0 +1,84 @@
+"""What the CI gate's policy job must judge in a merge request's tree. Pure.
+
+Two questions, both over repository paths:
+
+- which overlays a change can affect (``overlays_to_check``): an overlay's own files at any
+  depth (``overlays/<env>/patches/gpu.yaml``) select that overlay; any other file of a model
+  directory (its ``base/``) selects every overlay of that model, since each builds from it;
+  anything else under the manifests tree (a shared component, a root kustomization, a deleted
+  model) may be referenced by any overlay, so it selects them all;
+- whether a team's deployments together exceed its GPU quota in one environment
+  (``team_quota_totals``). One overlay at a time can never see that sum; the CI job sees the
+  whole tree the merge request would leave on the target branch, so it sums every overlay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from promoter.core.policy import RuleResult
+
+
+def overlays_to_check(changed: Iterable[str], overlays: Iterable[str], tree: str) -> list[str]:
+    """The overlays (``<tree>/<model>/overlays/<env>``) that the changed paths can affect;
+    paths outside ``tree`` affect none. '/'-separated paths, all absolute or all relative to
+    one place, without trailing slashes."""
+    every = sorted(set(overlays))
+    by_model: dict[str, list[str]] = {}
+    for overlay in every:
+        by_model.setdefault(overlay.rsplit("/", 2)[0], []).append(overlay)
+    selected: set[str] = set()
+    for path in changed:
+        if not _under(path, tree):
+            continue
+        own = [overlay for overlay in every if _under(path, overlay)]
+        model = next((m for m in by_model if _under(path, m)), None)
+        if own:
+            selected.update(own)
+        elif model is not None:
+            selected.update(by_model[model])
+        else:
+            return every   # shared by, or reachable from, any overlay: judge them all
+    return sorted(selected)
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+@dataclass(frozen=True)
+class GpuClaim:
+    """What one overlay claims: GPUs x maxReplicas of ``team`` in ``env``."""
+
+    overlay: str
+    team: str
+    env: str
+    gpus: int
+
+
+def team_quota_totals(claims: Sequence[GpuClaim], quotas: Mapping[str, int],
+                      default: int | None) -> dict[tuple[str, str], RuleResult]:
+    """(team, env) → the "team gpu quota" verdict on the sum of its overlays' claims; teams
+    without a quota (and no default) get none."""
+    groups: dict[tuple[str, str], list[GpuClaim]] = {}
+    for claim in claims:
+        groups.setdefault((claim.team, claim.env), []).append(claim)
+    results: dict[tuple[str, str], RuleResult] = {}
+    for (team, env), members in sorted(groups.items()):
+        limit = quotas.get(team, default)
+        if limit is None:
+            continue
+        total = sum(claim.gpus for claim in members)
+        where = ", ".join(f"{claim.overlay} ({claim.gpus})"
+                          for claim in sorted(members, key=lambda c: c.overlay) if claim.gpus)
+        if total > limit:
+            results[(team, env)] = RuleResult(
+                "team gpu quota", False,
+                f"{team} claims {total} GPUs in {env} at full scale (gpu.count x maxReplicas, "
+                f"summed over {where}), over its quota of {limit}; lower maxReplicas or the "
+                "GPU count, or free GPUs")
+        else:
+            results[(team, env)] = RuleResult("team gpu quota", True,
+                                              f"{total} of {team}'s {limit} GPUs in {env}")
+    return results

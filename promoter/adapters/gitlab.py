@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -24,8 +25,8 @@ from promoter.adapters.gitlab_automerge import set_auto_merge
 from promoter.adapters.gitlab_calls import Caller, NotFound, Refused, RetryAfterMemory
 from promoter.core.mr_text import marker_version, note_body, note_slug
 from promoter.core.proposal import APPROVALS_NOTE, ProposalFlow
-from promoter.errors import ConfigError, TransientError, UserError
-from promoter.ports.forge import Action
+from promoter.errors import AuthError, ConfigError, TransientError, UserError
+from promoter.ports.forge import NO_OVERRIDES_PER_MR, RESET_APPROVALS_ON_PUSH, Action
 from promoter.ports.git import (
     FileContent,
     MergeRequest,
@@ -41,6 +42,10 @@ from promoter.state.pushed_heads import PushedHeads
 
 APPROVAL_RULE = "promoter"
 _STATED_APPROVALS = re.compile(r"requires \*\*(\d+)\*\* approval")
+# Both must be true (``GET /projects/:id/approvals``) for the ``promoter`` rule to hold.
+_APPROVAL_SETTINGS = (RESET_APPROVALS_ON_PUSH, NO_OVERRIDES_PER_MR)
+_log = logging.getLogger(__name__)
+_logged_weak_settings: set[tuple[str, tuple[str, ...]]] = set()   # logged once per process
 
 
 class GitLabForge:
@@ -54,6 +59,7 @@ class GitLabForge:
         self._sleep = sleep
         self._project_path = project_path
         self._project: Any = None
+        self._weak_settings: tuple[str, ...] | None = None
 
     @property
     def project(self) -> Any:
@@ -245,15 +251,65 @@ class GitLabForge:
         wanted: dict[str, Any] = {"name": APPROVAL_RULE, "approvals_required": count}
         if user_ids or group_ids:
             wanted.update(user_ids=sorted(user_ids), group_ids=sorted(group_ids))
-        if rule is None:
-            self._call.write(f"add the approval rule to !{iid}", rules_api.create, wanted)
-        elif (rule.approvals_required != count
-              or _ids(getattr(rule, "users", None)) != sorted(user_ids)
-              or _ids(getattr(rule, "groups", None)) != sorted(group_ids)):
-            # python-gitlab requires id and merge_request_iid in the body of this update.
-            self._call.write(f"update the approval rule of !{iid}", rules_api.update, rule.id,
-                             {**wanted, "id": rule.id, "merge_request_iid": iid,
-                              "user_ids": sorted(user_ids), "group_ids": sorted(group_ids)})
+        try:
+            if rule is None:
+                self._call.write(f"add the approval rule to !{iid}", rules_api.create, wanted)
+            elif (rule.approvals_required != count
+                  or _ids(getattr(rule, "users", None)) != sorted(user_ids)
+                  or _ids(getattr(rule, "groups", None)) != sorted(group_ids)):
+                # python-gitlab requires id and merge_request_iid in the body of this update.
+                self._call.write(f"update the approval rule of !{iid}", rules_api.update,
+                                 rule.id, {**wanted, "id": rule.id, "merge_request_iid": iid,
+                                           "user_ids": sorted(user_ids),
+                                           "group_ids": sorted(group_ids)})
+        except Refused as exc:
+            if exc.status != 403:
+                raise
+            # "Prevent editing approval rules in merge requests" refuses every MR-level rule,
+            # promoter's too: then the project's own rules must require at least ``count``.
+            return self._required_by_project_rules(iid) >= count
+        return True
+
+    def _required_by_project_rules(self, iid: int) -> int:
+        approvals = self._call.read(f"read approvals of !{iid}", self._mr(iid).approvals.get)
+        required = approvals.attributes.get("approvals_required")
+        return required if isinstance(required, int) else 0
+
+    def weak_approval_settings(self) -> tuple[str, ...]:
+        """The project settings that leave the ``promoter`` rule open to stale approvals or
+        per-MR edits; read once per forge (a maintainer's fix is seen by the next one)."""
+        if self._weak_settings is None:
+            self._weak_settings = self._read_weak_settings()
+            key = (self._project_path, self._weak_settings)
+            if self._weak_settings and key not in _logged_weak_settings:
+                _logged_weak_settings.add(key)
+                _log.warning("GitLab project %s: approval settings %s are off or unreadable; "
+                             "approvals can outlive a push or be lowered per merge request. "
+                             "Turn both on under Settings > Merge requests > Approval "
+                             "settings (the second with a project approval rule for the target "
+                             "branch requiring the count: it blocks promoter's rule on the MR)",
+                             self._project_path, ", ".join(self._weak_settings))
+        return self._weak_settings
+
+    def _read_weak_settings(self) -> tuple[str, ...]:
+        try:
+            found = self._call.read("read the project's approval settings",
+                                    self.project.approvals.get)
+        except (NotFound, Refused) as exc:
+            if isinstance(exc, Refused) and exc.status != 403:
+                raise
+            # Before 17 the route needs Maintainer (update_approvers); unknown counts as off.
+            return _APPROVAL_SETTINGS
+        settings: dict[str, Any] = found.attributes
+        return tuple(name for name in _APPROVAL_SETTINGS if settings.get(name) is not True)
+
+    def reset_approvals(self, iid: int) -> bool:
+        """``PUT …/reset_approvals`` (GitLab 15.4+): only bot users (project or group access
+        tokens) may; anyone else gets 401, older GitLab 404."""
+        try:
+            self._call.write(f"withdraw the approvals of !{iid}", self._mr(iid).reset_approvals)
+        except (AuthError, NotFound):
+            return False
         return True
 
     def auto_merge(self, iid: int, sha: str) -> str | None:

@@ -120,6 +120,14 @@ class LocalForge:
         self.store.update(iid, approvals_required=count)
         return True
 
+    def weak_approval_settings(self) -> tuple[str, ...]:
+        # Every commit resets approvals (``commit``) and only promoter sets the count.
+        return ()
+
+    def reset_approvals(self, iid: int) -> bool:
+        self.store.reset_approvals(self.get(iid).source_branch)
+        return True
+
     def auto_merge(self, iid: int, sha: str) -> str | None:
         self.store.update(iid, auto_merge_sha=sha)
         return None

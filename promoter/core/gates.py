@@ -79,8 +79,13 @@ class MetricGate:
         if actual is None:
             return RuleResult(self.rule_id, False, f"the run of version {facts.version} logged "
                               f"no metric {self.metric!r}; log it (required: {wanted})")
-        if isinstance(actual, float) and math.isnan(actual):
-            return RuleResult(self.rule_id, False, f"{self.metric} is NaN (required: {wanted})")
+        if not math.isfinite(actual):
+            # NaN compares false and ±inf satisfies one side of every threshold: a diverged or
+            # broken run must not pass a gate (or fail it as if merely below the bar).
+            shown = "NaN" if math.isnan(actual) else f"{actual:g}"
+            return RuleResult(self.rule_id, False, f"{self.metric} is {shown}, not a finite "
+                              f"number (required: {wanted}); promote a version whose run "
+                              "logged a real value")
         if _COMPARE[self.op](float(actual), self.value):
             return RuleResult(self.rule_id, True, f"{self.metric} = {actual:g} ({wanted})")
         return RuleResult(self.rule_id, False, f"{self.metric} = {actual:g} fails {wanted}; "

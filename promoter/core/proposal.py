@@ -22,7 +22,7 @@ from promoter.core.mr_text import (
     with_marker,
 )
 from promoter.errors import PermanentError, TransientError
-from promoter.ports.forge import Action, Forge
+from promoter.ports.forge import RESET_APPROVALS_ON_PUSH, Action, Forge
 from promoter.ports.git import (
     SUPERSEDED_SUFFIX,
     WITHDRAWN_SUFFIX,
@@ -36,6 +36,7 @@ HUMAN_COMMITS_NOTE = "promoter: branch changed by someone else"
 SUPERSEDED_NOTE = "promoter: superseded"
 WITHDRAWN_NOTE = "promoter: withdrawn"
 APPROVALS_NOTE = "promoter: approvals"
+APPROVAL_SETTINGS_NOTE = "promoter: approval settings"
 
 
 @dataclass
@@ -47,6 +48,9 @@ class _Run:
     observed: bool = False
     changed: bool = False
     superseded_iid: int | None = None
+    # The version of the open MR this run pushed a new version onto (None: no such push);
+    # approvals given for it must not carry over to the new one.
+    pushed_over: str | None = None
     changed_paths: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
 
@@ -109,6 +113,8 @@ class ProposalFlow:
             head = forge.commit(branch, proposal.target_branch,
                                 sorted(target_actions + riders), commit_message(proposal),
                                 expected_head=head)
+            if open_mr is not None and open_mr.version != proposal.version:
+                run.pushed_over = open_mr.version or "an earlier version"
         mr = self._upsert_mr(proposal, open_mr, run, changes.summary(target_actions))
         enforced = self._review_settings(proposal, mr, head, run)
         outcome = (Outcome.SUPERSEDED if run.superseded_iid is not None
@@ -163,11 +169,19 @@ class ProposalFlow:
         enforced = forge.require_approvals(mr.iid, proposal.approvals_required,
                                            proposal.approver_user_ids,
                                            proposal.approver_group_ids)
+        withheld: str | None = None    # why auto-merge must not be set
         if not enforced and proposal.approvals_required:
             forge.upsert_note(mr.iid, APPROVALS_NOTE, _unenforced_text(proposal))
             _warn(run, f"approval rules unavailable; {proposal.approvals_required} approval(s) "
                   "required by policy are stated in the MR but not enforced by the forge")
-        if proposal.auto_merge:
+            withheld = _unenforced_auto_merge(proposal)
+        elif proposal.approvals_required:
+            withheld = self._check_approval_settings(proposal, mr, run)
+        if proposal.auto_merge and withheld:
+            # The forge would merge as soon as the pipeline passes, with approvals it does not
+            # count or that were given for another version: a merge nobody approved.
+            _warn(run, f"auto-merge not set on !{mr.iid}: {withheld}")
+        elif proposal.auto_merge:
             auto_merge_problem = forge.auto_merge(mr.iid, head)
             if auto_merge_problem:
                 _warn(run, auto_merge_problem)
@@ -175,6 +189,42 @@ class ProposalFlow:
             forge.upsert_note(run.superseded_iid, SUPERSEDED_NOTE,
                               f"Superseded by !{mr.iid} (version {proposal.version}).")
         return enforced
+
+    def _check_approval_settings(self, proposal: Proposal, mr: MergeRequest,
+                                 run: _Run) -> str | None:
+        """The forge's approval rule holds only under two project settings: say so where they
+        are off, and withdraw the approvals a push of a new version left standing. Returns why
+        auto-merge must not be set (approvals of an older version may count), or None."""
+        weak = self._forge.weak_approval_settings()
+        if not weak:
+            return None
+        survive_push = RESET_APPROVALS_ON_PUSH in weak
+        withdrawn = run.pushed_over is not None and survive_push and \
+            self._forge.reset_approvals(mr.iid)
+        stale = run.pushed_over if run.pushed_over is not None and survive_push and \
+            not withdrawn else None
+        created = mr.iid != run.first_open_iid
+        if created or run.pushed_over is not None:
+            # Once per MR and per version pushed, not on every job that finds it unchanged
+            # (which would also drop what the note says about the last push).
+            self._forge.upsert_note(mr.iid, APPROVAL_SETTINGS_NOTE, _weak_settings_text(
+                proposal, weak, run.pushed_over if withdrawn else None, stale))
+            _warn(run, f"approvals on !{mr.iid} can be bypassed: the GitLab project settings "
+                  f"{_setting_list(weak)} are off or unreadable; turn on \"Remove all approvals "
+                  "when commits are added to the source branch\" (reset_approvals_on_push) and "
+                  "\"Prevent editing approval rules in merge requests\" "
+                  "(disable_overriding_approvers_per_merge_request), the latter with a project "
+                  "approval rule for the target branch requiring the count")
+        if stale is not None:
+            return (f"approvals given for version {stale} may still count for version "
+                    f"{proposal.version} and promoter could not withdraw them (that needs a "
+                    "project or group access token); reviewers must approve it again")
+        if survive_push and not created and not withdrawn and not mr.auto_merge:
+            # Whether this MR's approvals predate its current version is not known here.
+            return ("reset_approvals_on_push is off, so approvals given for an earlier version "
+                    "of this MR may still count; promoter sets auto-merge only on an MR it "
+                    "opens or whose approvals it withdrew")
+        return None
 
     def _upsert_mr(self, proposal: Proposal, open_mr: MergeRequest | None, run: _Run,
                    diff: dict[str, list[str]]) -> MergeRequest:
@@ -234,7 +284,48 @@ def _human_commits_text(proposal: Proposal) -> str:
 
 
 def _unenforced_text(proposal: Proposal) -> str:
-    return (f"This environment requires **{proposal.approvals_required}** approval(s). "
-            "Approval rules are not available on this GitLab (they need GitLab Premium), so "
-            "the requirement is stated here and recorded in promoter's audit trail; reviewers "
-            "must enforce it.")
+    text = (f"This environment requires **{proposal.approvals_required}** approval(s). "
+            "GitLab does not enforce that count here (approval rules need GitLab Premium; on "
+            "Premium, where \"Prevent editing approval rules in merge requests\" keeps promoter "
+            "from adding its rule, the project's approval rules require fewer), so the "
+            "requirement is stated here and recorded in promoter's audit trail; reviewers must "
+            "enforce it.")
+    if proposal.auto_merge:
+        text += (f"\n\nAuto-merge is **not** set: {_unenforced_auto_merge(proposal)}. Merge it "
+                 "by hand once it has its approvals.")
+    return text
+
+
+def _unenforced_auto_merge(proposal: Proposal) -> str:
+    return (f"GitLab would merge it once the pipeline passes without the "
+            f"{proposal.approvals_required} approval(s) {proposal.env} requires, since it "
+            "does not enforce them (GitLab Premium approval rules do); use Premium approval "
+            f"rules, or set environments.{proposal.env}.auto_merge: false or approvals: 0")
+
+
+def _setting_list(names: tuple[str, ...]) -> str:
+    return " and ".join(f"`{name}`" for name in names)
+
+
+def _weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: str | None,
+                        stale: str | None) -> str:
+    text = (f"This environment requires **{proposal.approvals_required}** approval(s), but "
+            f"the project's approval settings {_setting_list(weak)} are off (or promoter's "
+            "token may not read them), so approvals can outlive a push of a new version or "
+            "anyone who can edit this MR can lower its approval rule. A project maintainer "
+            "should turn on \"Remove all approvals when commits are added to the source "
+            "branch\" and \"Prevent editing approval rules in merge requests\" (Settings → "
+            "Merge requests → Approval settings), the latter together with a project approval "
+            "rule for the target branch that requires the count: it keeps promoter from adding "
+            "its own rule to the MR.")
+    if stale is not None:
+        text += (f"\n\n**Version {proposal.version} replaced version {stale} here; approvals "
+                 f"given for version {stale} do not approve version {proposal.version}.** "
+                 "promoter could not withdraw them (that needs a project or group access "
+                 "token), so they may still count: reviewers must approve again, and promoter "
+                 "does not set auto-merge.")
+    elif pushed_over is not None and RESET_APPROVALS_ON_PUSH in weak:
+        text += (f"\n\nVersion {proposal.version} replaced version {pushed_over} here; "
+                 f"promoter withdrew the approvals given before, so version "
+                 f"{proposal.version} needs its own.")
+    return text

@@ -15,6 +15,12 @@ from promoter.ports.git import FileContent, MergeRequest, Proposal
 
 ActionKind = Literal["create", "update", "delete"]
 
+# The project settings (GitLab's names, ``GET /projects/:id/approvals``) that keep an approval
+# rule meaningful: with the first off, approvals given for an earlier push still count after a
+# new one; with the second off, anyone who can edit the MR may lower its approval rule.
+RESET_APPROVALS_ON_PUSH = "reset_approvals_on_push"
+NO_OVERRIDES_PER_MR = "disable_overriding_approvers_per_merge_request"
+
 
 @dataclass(frozen=True, order=True)
 class Action:
@@ -63,6 +69,14 @@ class Forge(Protocol):
     def require_approvals(self, iid: int, count: int, user_ids: Sequence[int] = (),
                           group_ids: Sequence[int] = ()) -> bool:
         """Install the approval rule; False when the forge has no approval rules."""
+
+    def weak_approval_settings(self) -> tuple[str, ...]:
+        """Which of ``RESET_APPROVALS_ON_PUSH`` and ``NO_OVERRIDES_PER_MR`` are off (or could
+        not be read) on a forge whose rules ``require_approvals`` installed; () when both
+        hold or the forge enforces the equivalent itself."""
+
+    def reset_approvals(self, iid: int) -> bool:
+        """Withdraw every approval the MR has; False when the forge does not let promoter."""
 
     def auto_merge(self, iid: int, sha: str) -> str | None:
         """Merge when the pipeline passes, only while the head is ``sha``; a warning or None."""

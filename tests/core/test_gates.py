@@ -39,6 +39,10 @@ def settings_with(policy: dict[str, Any]) -> Settings:
     ("latency_p99_ms <= 50", {"latency_p99_ms": 61.5}, False, "latency_p99_ms = 61.5 fails"),
     ("auc >= 0.9", {}, False, "logged no metric 'auc'; log it (required: auc >= 0.9)"),
     ("auc >= 0.9", {"auc": float("nan")}, False, "auc is NaN"),
+    ("auc >= 0.9", {"auc": float("inf")}, False, "auc is inf, not a finite number"),
+    ("auc <= 0.9", {"auc": float("inf")}, False, "auc is inf, not a finite number"),
+    ("latency_p99_ms <= 50", {"latency_p99_ms": float("-inf")}, False,
+     "latency_p99_ms is -inf, not a finite number (required: latency_p99_ms <= 50)"),
 ])
 def test_metric_thresholds(check: str, metrics: dict[str, float], passed: bool,
                            detail: str) -> None:

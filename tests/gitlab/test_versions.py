@@ -15,7 +15,7 @@ import pytest
 
 from promoter.errors import PermanentError, TransientError
 from promoter.ports.git import Outcome
-from tests.gitlab.conftest import GitLabHarness, make_standin, proposal
+from tests.gitlab.conftest import GitLabHarness, bot_notes, make_standin, proposal
 from tests.gitlab.standin.server import StandIn
 from tests.gitlab.standin.state import PROFILES
 
@@ -211,11 +211,38 @@ def test_get_and_auto_merge_work_on_ce(tmp_path: Path) -> None:
         mr = harness.provider.get(result.mr_iid)
         assert (mr.approvals_required, mr.approved_by) == (2, ("alice",))   # stated in the MR
         standin.project.mrs[result.mr_iid].checking_left = 2   # the push is being checked
-        again = harness.provider.propose(proposal("2", auto_merge=True))
+        # An environment that requires no approvals: nothing for auto-merge to bypass.
+        again = harness.provider.propose(proposal("2", auto_merge=True, approvals_required=0))
         assert again.outcome is Outcome.UPDATED
         assert [w for w in again.warnings if "auto-merge" in w] == []
         merged = _read_until_merged(harness, result.mr_iid)   # merged once the check is done
         assert merged.state == "merged" and merged.merge_commit_sha == standin.repo.head("main")
+    finally:
+        standin.stop()
+
+
+@pytest.mark.parametrize("profile", ["ce-17", "ce-pre17"])
+def test_on_ce_required_approvals_are_never_bypassed_by_auto_merge(tmp_path: Path,
+                                                                  profile: str) -> None:
+    """Free cannot enforce the count, so auto-merge would merge with no approval at all."""
+    standin = _standin(tmp_path, profile)
+    standin.new_mr_pipeline = "running"          # something for auto-merge to wait for
+    try:
+        harness = GitLabHarness(standin, tmp_path)
+        result = harness.provider.propose(proposal("1", auto_merge=True))   # 2 required
+        assert result.mr_iid is not None and not result.approvals_enforced
+        assert not standin.project.mrs[result.mr_iid].auto_merge
+        assert not [p for m, p in standin.requests if m == "PUT" and p.endswith("/merge")]
+        withheld = [w for w in result.warnings if w.startswith("auto-merge not set")]
+        assert withheld == [f"auto-merge not set on !{result.mr_iid}: GitLab would merge it "
+                            "once the pipeline passes without the 2 approval(s) production "
+                            "requires, since it does not enforce them (GitLab Premium "
+                            "approval rules do); use Premium approval rules, or set "
+                            "environments.production.auto_merge: false or approvals: 0"]
+        (note,) = bot_notes(harness, result.mr_iid, "promoter:-approvals")
+        assert "Auto-merge is **not** set" in note and "auto_merge: false" in note
+        standin.api.run_pipeline(result.mr_iid, "success")
+        assert harness.provider.get(result.mr_iid).state == "opened"   # waits for reviewers
     finally:
         standin.stop()
 
@@ -255,13 +282,15 @@ def test_auto_merge_of_an_unapproved_mr_by_version(tmp_path: Path, profile: str)
         harness = GitLabHarness(standin, tmp_path)
         result = harness.provider.propose(proposal("1", auto_merge=True, approvals_required=1))
         assert result.mr_iid is not None
+        # The project leaves MR approval rules editable (GitLab's default): said apart.
+        auto_merge_warnings = tuple(w for w in result.warnings if "auto-merge" in w)
         if profile == "ee-pre17":
-            assert result.warnings == (f"auto-merge not set on !{result.mr_iid}: the MR needs "
+            assert auto_merge_warnings == (f"auto-merge not set on !{result.mr_iid}: the MR needs "
                                        "its approvals first (GitLab before 17 sets auto-merge "
                                        "only on approved MRs)",)
             assert not standin.project.mrs[result.mr_iid].auto_merge
             return
-        assert result.warnings == () and standin.project.mrs[result.mr_iid].auto_merge
+        assert auto_merge_warnings == () and standin.project.mrs[result.mr_iid].auto_merge
         harness.approve(result.mr_iid, "alice")       # the approval completes: GitLab merges
         assert harness.provider.get(result.mr_iid).state == "merged"
     finally:

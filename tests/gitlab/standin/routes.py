@@ -130,10 +130,23 @@ class Api:
                                        str(params["commit_message"]),
                                        author=(user.username, f"{user.username}@example.test"))
         self.s.commits_created += 1
+        self._reset_approvals_on_push(branch)
         info = self.repo.commit_info(sha)
         assert info is not None
         info["web_url"] = f"{self.project.base_url}/{self.project.path}/-/commit/{sha}"
         return 201, info
+
+    def _reset_approvals_on_push(self, branch: str) -> None:
+        """EE's MergeRequests::ResetApprovalsService: a push to an MR's source branch (open or
+        closed) withdraws its approvals when the project resets approvals on push. CE keeps
+        them (the service is EE's)."""
+        if self.s.profile.edition == "ce" or \
+                not self.project.approval_settings["reset_approvals_on_push"]:
+            return
+        for mr in self.project.mrs.values():
+            if mr.source_branch == branch and mr.state in ("opened", "closed"):
+                mr.approved_by.clear()
+                mr.approved_at.clear()
 
     # --- merge requests --------------------------------------------------------------------
     def list_mrs(self, user: User, params: dict[str, Any]) -> Answer:
@@ -172,6 +185,8 @@ class Api:
                 labels=_labels(params.get("labels")), author=user,
                 remove_source_branch=_bool(params.get("remove_source_branch")),
                 checking_left=self.s.checking_reads)
+        mr.rules = [{**rule, "id": self.project.next_id(), "source_rule": {"id": rule["id"]}}
+                    for rule in self.project.approval_rules]
         self.project.mrs[iid] = mr
         if self.s.new_mr_pipeline:      # the project's CI starts a pipeline for the new MR
             self.add_pipeline(mr, self.s.new_mr_pipeline)
@@ -230,12 +245,36 @@ class Api:
         if self.s.profile.edition == "ce":  # CE/Free: the approval-rule routes do not exist
             raise ApiError(404, "404 Not Found", key="error")
 
+    def _may_edit_rules(self) -> None:
+        """EE MergeRequestPolicy: ``~can_override_approvers`` prevents ``update_approvers``
+        for everyone once the project disables overriding approvers per merge request."""
+        if self.project.approval_settings["disable_overriding_approvers_per_merge_request"]:
+            raise ApiError(403, "403 Forbidden")
+
+    def project_approvals(self, user: User, params: dict[str, Any]) -> Answer:
+        """ee/lib/api/project_approvals.rb ``GET /projects/:id/approvals`` (EE only)."""
+        self._premium()
+        if user.username in self.s.cannot_read_approval_settings:
+            raise ApiError(403, "403 Forbidden")   # authorize! :update_approvers (before 17)
+        return 200, dict(self.project.approval_settings)
+
+    def reset_approvals(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        """lib/api/merge_request_approvals.rb ``PUT …/reset_approvals`` (15.4+): only bot
+        users (project or group access tokens) may; not on a merged MR."""
+        mr = self.mr(iid)
+        if user.username not in self.s.bot_users or mr.state == "merged":
+            raise ApiError(401, "401 Unauthorized")
+        mr.approved_by.clear()
+        mr.approved_at.clear()
+        return 202, None
+
     def list_rules(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         self._premium()
         return 200, list(self.mr(iid).rules)
 
     def create_rule(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         self._premium()
+        self._may_edit_rules()
         mr = self.mr(iid)
         if not params.get("name") or "approvals_required" not in params:
             raise ApiError(400, "name, approvals_required are missing", key="error")
@@ -249,6 +288,7 @@ class Api:
 
     def update_rule(self, user: User, params: dict[str, Any], iid: str, rule: str) -> Answer:
         self._premium()
+        self._may_edit_rules()
         found = next((r for r in self.mr(iid).rules if r["id"] == int(rule)), None)
         if found is None:
             raise ApiError(404, "404 Not Found")
@@ -454,6 +494,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     (MR + r"/approval_rules/(?P<rule>\d+)", "PUT", Api.update_rule),
     (MR + r"/approvals", "GET", Api.approvals),
     (MR + r"/approve", "POST", Api.approve),
+    (MR + r"/reset_approvals", "PUT", Api.reset_approvals),
+    (P + r"/approvals", "GET", Api.project_approvals),
     (MR + r"/merge", "PUT", Api.merge),
     (MR + r"/pipelines", "GET", Api.pipelines),
 ]

@@ -99,6 +99,17 @@ class Project:
         self.base_url = base_url
         self.mrs: dict[int, Mr] = {}
         self._ids = itertools.count(1000)
+        # EE's project approval settings (``GET /projects/:id/approvals``, the ApprovalSettings
+        # entity), as a new project has them: approvals reset on push, MR rules editable.
+        self.approval_settings: dict[str, Any] = {
+            "approvers": [], "approver_groups": [], "approvals_before_merge": 0,
+            "reset_approvals_on_push": True, "selective_code_owner_removals": False,
+            "disable_overriding_approvers_per_merge_request": False,
+            "merge_requests_author_approval": False,
+            "merge_requests_disable_committers_approval": False,
+            "require_password_to_approve": False, "require_reauthentication_to_approve": False}
+        # Project-level approval rules; a new MR starts with a copy of each (``source_rule``).
+        self.approval_rules: list[dict[str, Any]] = []
 
     def next_id(self) -> int:
         return next(self._ids)

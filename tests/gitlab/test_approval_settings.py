@@ -1,0 +1,148 @@
+"""The project approval settings an approval rule depends on (GitLab Premium).
+
+Approvals given for one version must not approve the next one pushed onto the same MR, and the
+MR's rule must not be open to edits; promoter reads ``GET /projects/:id/approvals`` to know
+whether GitLab sees to both, and says so (or acts) where it does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from promoter.ports.git import Outcome, ProposalResult
+from tests.gitlab.conftest import GitLabHarness, LocalHarness, bot_notes, make_standin, proposal
+from tests.gitlab.standin.server import StandIn
+
+SETTINGS_NOTE = "promoter:-approval-settings"
+
+
+@pytest.fixture
+def keeps_approvals(tmp_path: Path) -> Iterator[StandIn]:
+    """A Premium project where approvals survive a push (reset_approvals_on_push off)."""
+    server = make_standin(tmp_path, per_page=2, profile="ee-17")
+    server.project.approval_settings["reset_approvals_on_push"] = False
+    server.new_mr_pipeline = "running"       # something for auto-merge to wait for
+    yield server
+    server.stop()
+
+
+def _approved_v1(harness: GitLabHarness) -> int:
+    first = harness.provider.propose(proposal("1"))          # 2 approvals required
+    assert first.mr_iid is not None
+    harness.approve(first.mr_iid, "alice")
+    harness.approve(first.mr_iid, "bob")
+    return first.mr_iid
+
+
+def _settings_reads(standin: StandIn) -> int:
+    return sum(1 for method, path in standin.requests
+               if method == "GET" and path.endswith("/approvals") and "merge_requests" not in path)
+
+
+def test_approvals_for_an_older_version_are_withdrawn_with_a_bot_token(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    keeps_approvals.bot_users.add("promoter-bot")      # a project access token may reset
+    harness = GitLabHarness(keeps_approvals, tmp_path)
+    iid = _approved_v1(harness)
+    second = harness.provider.propose(proposal("2", auto_merge=True))
+    assert second.outcome is Outcome.UPDATED and second.mr_iid == iid
+    mr = keeps_approvals.project.mrs[iid]
+    assert mr.approved_by == [] and mr.state == "opened"   # version 2 needs its own approvals
+    assert mr.auto_merge                                    # safe: nothing stale counts
+    (note,) = bot_notes(harness, iid, SETTINGS_NOTE)
+    assert "promoter withdrew the approvals given before" in note
+    assert "`reset_approvals_on_push`" in note
+
+
+def test_auto_merge_is_withheld_when_stale_approvals_cannot_be_withdrawn(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    harness = GitLabHarness(keeps_approvals, tmp_path)   # a personal token: reset is 401
+    iid = _approved_v1(harness)
+    second = harness.provider.propose(proposal("2", auto_merge=True))
+    mr = keeps_approvals.project.mrs[iid]
+    assert second.outcome is Outcome.UPDATED
+    assert not mr.auto_merge and mr.state == "opened"
+    assert f"auto-merge not set on !{iid}: approvals given for version 1 may still count for " \
+        "version 2 and promoter could not withdraw them (that needs a project or group access " \
+        "token); reviewers must approve it again" in second.warnings
+    assert _settings_warning(second, iid)
+    (note,) = bot_notes(harness, iid, SETTINGS_NOTE)
+    assert "approvals given for version 1 do not approve version 2" in note
+    keeps_approvals.api.run_pipeline(iid, "success")
+    assert keeps_approvals.project.mrs[iid].state == "opened"   # nobody merged it
+
+    again = harness.provider.propose(proposal("2", auto_merge=True))   # a later job
+    assert again.outcome is Outcome.UNCHANGED and not keeps_approvals.project.mrs[iid].auto_merge
+    assert not _settings_warning(again, iid)         # said once for this MR and version
+    assert "do not approve version 2" in bot_notes(harness, iid, SETTINGS_NOTE)[0]
+
+
+def _settings_warning(result: ProposalResult, iid: int) -> bool:
+    return any(w.startswith(f"approvals on !{iid} can be bypassed") for w in result.warnings)
+
+
+def test_editable_mr_rules_are_warned_about_once_per_mr(standin: StandIn,
+                                                        tmp_path: Path) -> None:
+    harness = GitLabHarness(standin, tmp_path)     # GitLab's defaults: MR rules editable
+    first = harness.provider.propose(proposal("1"))
+    assert first.mr_iid is not None and _settings_warning(first, first.mr_iid)
+    assert "`disable_overriding_approvers_per_merge_request`" in first.warnings[-1]
+    assert "`reset_approvals_on_push`" not in first.warnings[-1]
+    again = harness.provider.propose(proposal("1"))
+    assert again.outcome is Outcome.UNCHANGED and not _settings_warning(again, first.mr_iid)
+    assert _settings_reads(standin) == 1           # read once per forge, not per job
+    (note,) = bot_notes(harness, first.mr_iid, SETTINGS_NOTE)
+    assert "can lower its approval rule" in note
+
+
+def test_unreadable_settings_count_as_off(standin: StandIn, tmp_path: Path) -> None:
+    standin.cannot_read_approval_settings.add("promoter-bot")   # 403 before GitLab 17
+    result = GitLabHarness(standin, tmp_path).provider.propose(proposal("1"))
+    assert result.mr_iid is not None and _settings_warning(result, result.mr_iid)
+    assert "`reset_approvals_on_push` and `disable_overriding_approvers_per_merge_request`" \
+        in result.warnings[-1]
+
+
+def test_a_project_that_holds_its_rules_gets_no_warning(standin: StandIn,
+                                                        tmp_path: Path) -> None:
+    standin.project.approval_settings["disable_overriding_approvers_per_merge_request"] = True
+    standin.project.approval_rules.append({
+        "id": 7, "name": "production", "approvals_required": 2, "rule_type": "regular",
+        "users": [], "groups": [], "eligible_approvers": [], "source_rule": None,
+        "contains_hidden_groups": False, "overridden": False})
+    harness = GitLabHarness(standin, tmp_path)
+    iid = _approved_v1(harness)
+    second = harness.provider.propose(proposal("2"))
+    assert second.approvals_enforced and second.warnings == ()
+    mr = standin.project.mrs[iid]
+    assert [rule["name"] for rule in mr.rules] == ["production"]  # GitLab refused promoter's
+    assert mr.approved_by == []                       # GitLab reset them on the push itself
+    assert bot_notes(harness, iid, SETTINGS_NOTE) == []
+
+
+def test_a_project_rule_requiring_fewer_is_not_enforcement(standin: StandIn,
+                                                           tmp_path: Path) -> None:
+    standin.project.approval_settings["disable_overriding_approvers_per_merge_request"] = True
+    standin.new_mr_pipeline = "running"
+    result = GitLabHarness(standin, tmp_path).provider.propose(proposal("1", auto_merge=True))
+    assert result.mr_iid is not None and not result.approvals_enforced
+    assert not standin.project.mrs[result.mr_iid].auto_merge
+    assert any(w.startswith(f"auto-merge not set on !{result.mr_iid}") for w in result.warnings)
+
+
+def test_the_local_provider_keeps_the_same_promise(tmp_path: Path) -> None:
+    """Its approvals are reset by every push and its count is promoter's: nothing to warn of,
+    and approvals of version 1 never merge version 2."""
+    harness = LocalHarness(tmp_path)
+    first = harness.provider.propose(proposal("1"))
+    assert first.mr_iid is not None
+    for user in ("alice", "bob"):
+        harness.provider.approve(first.mr_iid, user)   # type: ignore[attr-defined]
+    second = harness.provider.propose(proposal("2", auto_merge=True))
+    assert second.outcome is Outcome.UPDATED and second.warnings == ()
+    mr = harness.provider.get(first.mr_iid)
+    assert (mr.state, mr.approved_by, mr.approvals_required) == ("opened", (), 2)
+    assert bot_notes(harness, first.mr_iid, SETTINGS_NOTE) == []

@@ -1,9 +1,11 @@
 """The ``CODEOWNERS`` entries of each model directory, updated by every promotion. Pure.
 
-A promotion of model directory ``<root>/<name>/`` to ``env`` sets two lines (GitLab CODEOWNERS
+A promotion of model directory ``<root>/<name>/`` to ``env`` sets three lines (GitLab CODEOWNERS
 syntax: a path, then its owners) in one block of the repository's root ``CODEOWNERS``:
 
     /manifests/fraud-detector/ @risk/ml @risk/ml-leads        owners in any environment
+    /manifests/fraud-detector/base/ @risk/ml @risk/ml-leads   owners of every environment
+                                                              building on the shared base
     /manifests/fraud-detector/overlays/production/ @risk/ml-leads   owners for this environment
 
 from ``policy.teams.<team>.approvers.<env>.codeowners``. In GitLab the last matching line of a
@@ -18,7 +20,7 @@ they become lines, so no value can start a line of its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from promoter.core.naming import name_problem
 from promoter.errors import ConfigError
@@ -42,10 +44,12 @@ def owner_problem(owner: str) -> str | None:
             "e-mail address)")
 
 
-def model_entries(root: str, name: str, env: str,
-                  owners: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+def model_entries(root: str, name: str, env: str, owners: Mapping[str, Sequence[str]],
+                  other_envs: Collection[str] = ()) -> dict[str, tuple[str, ...]]:
     """The lines a promotion of ``name`` to ``env`` owns: path -> owners (empty: no line).
-    ``owners`` maps each environment to the team's codeowners there."""
+    ``owners`` maps each environment to the team's codeowners there; ``other_envs`` are the
+    other environments whose overlays build on the deployment's base (on the target branch).
+    A base change changes what each of them runs, so the base line names all their owners."""
     problem = name_problem(name)
     if problem or not _ROOT.match(root.strip("/")):
         raise ConfigError(f"no CODEOWNERS entry for {root!r}/{name!r}: "
@@ -56,7 +60,10 @@ def model_entries(root: str, name: str, env: str,
             raise ConfigError(problem, hint="fix policy.teams.*.approvers.*.codeowners")
     directory = f"/{root.strip('/')}/{name}/"
     every = tuple(sorted({owner for listed in owners.values() for owner in listed}))
+    building_on_base = {env, *other_envs}
     return {directory: every,
+            f"{directory}base/": tuple(sorted({owner for where in building_on_base
+                                               for owner in owners.get(where, ())})),
             f"{directory}overlays/{env}/": tuple(sorted(set(owners.get(env, ()))))}
 
 

@@ -100,16 +100,23 @@ class MrFacts:
     policy: Sequence[PolicyResult] = ()
     approvals_required: int = 0
     auto_merge: bool = False
+    # A base change reaching other environments (core.shared_base): who, and which files.
+    affected_envs: Sequence[str] = ()
+    shared_base_paths: Sequence[str] = ()
 
 
 def title(facts: MrFacts) -> str:
     return f"Promote {escape(facts.model, 120)} version {facts.version} to {facts.env}"
 
 
-def labels(env: str, team: str | None) -> tuple[str, ...]:
+def labels(env: str, team: str | None, affected_envs: Sequence[str] = ()) -> tuple[str, ...]:
+    """The MR's labels. Environments a shared-base change also reaches get ``affects:<env>``:
+    ``env::`` is a scoped label, of which GitLab keeps only one per merge request."""
     found = ["promoter", f"env::{env}"]
     if team:
         found.append(f"team::{team}")
+    if affected_envs:
+        found += ["shared-base", *(f"affects:{other}" for other in affected_envs)]
     return tuple(found)
 
 
@@ -126,6 +133,8 @@ def description(facts: MrFacts) -> str:
     ]
     if facts.team:
         lines.append(f"- **Team:** {escape(facts.team)}")
+    if facts.affected_envs:
+        lines += ["", "### Other environments this changes", "", *_shared_base_lines(facts)]
     lines += ["", "### Image", "", *_image_lines(facts)]
     lines += ["", "### Metrics", "", *_table(facts.metrics, "metric")]
     lines += ["", "### Parameters", "", *_table(facts.params, "parameter")]
@@ -139,6 +148,20 @@ def _run_link(facts: MrFacts) -> str:
     label = escape(facts.run_id, 64) if facts.run_id else "run"
     url = safe_url(facts.run_url)
     return f"[{label}]({url})" if url else (label if facts.run_id else "not recorded")
+
+
+def _shared_base_lines(facts: MrFacts) -> list[str]:
+    """Said plainly: merging this changes what the other environments run, unsoaked."""
+    others = ", ".join(f"**{escape(env, 63)}**" for env in facts.affected_envs)
+    return [f"This promotion changes the shared base of deployment {code(facts.name)}, which "
+            f"the overlays of {others} build on: once merged, they run the new base too, "
+            f"without this version having been promoted there. It is therefore reviewed as a "
+            f"change of each of them: it needs the approvals of the strictest "
+            f"({facts.approvals_required}) and merges automatically only if all of them allow "
+            "it.", "",
+            f"- **Also changes:** {', '.join(escape(env, 63) for env in facts.affected_envs)}",
+            "- **Base files changed:**",
+            *(f"  - {code(path, 200)}" for path in facts.shared_base_paths)]
 
 
 def _image_lines(facts: MrFacts) -> list[str]:

@@ -25,6 +25,7 @@ from promoter.core import (
     lineage,
     live_overlay,
     mr_text,
+    shared_base,
     tree_facts,
 )
 from promoter.core.artifact_steps import ArtifactSteps
@@ -95,6 +96,22 @@ def _refuse_shared_name(job: PromotionJob, name: str, owners: Collection[str]) -
                             f"{name!r}; set metadata.name (tag deploy.name) on one of them")
 
 
+@dataclass(frozen=True)
+class _Reach:
+    """How far a promotion reaches beyond its overlay (core.shared_base)."""
+
+    shared: shared_base.SharedChange      # the base change and the other environments it hits
+    overlays: tuple[str, ...]             # every environment building on the base (target)
+
+
+@dataclass(frozen=True)
+class _Review:
+    approvals: int
+    auto_merge: bool
+    user_ids: tuple[int, ...]
+    group_ids: tuple[int, ...]
+
+
 def _quiet(step: str, outcome: str, detail: str = "") -> None:
     return None
 
@@ -155,6 +172,9 @@ class Pipeline:
         origin = lineage.run_of(registry, info)
         deployment, request_intent = self._deployment(job, info)
         self._check_name(job, deployment.name)
+        tree = self._deployment_tree(deployment.name)
+        shared_base.refuse_runtime_switch(deployment.name, job.env, deployment.spec.runtime,
+                                          tree)
 
         decision = self._policy(job, deployment, info, origin)
         steps.record_step("policy", {"version": version, "allowed": decision.allowed,
@@ -189,12 +209,16 @@ class Pipeline:
                 self.config.target_branch))
         files = self.ports.renderer.render(request)
         self.progress("render", "ok", f"{len(files)} files")
+        shared = shared_base.affected_environments(
+            tree.base, {path: text for path, text in files.items()
+                        if path.startswith(f"{deployment.name}/base/")}, tree.overlays, job.env)
 
         # Everything from here on is seen by others (branch, MR, MLflow, ledger): only the
         # job's current holder may do it, or two workers would race on one merge request.
         steps.before_side_effect("propose")
         self._claim_name(job, deployment.name)
-        result = self._propose(job, deployment, info, origin, files, decision, image, signature)
+        result = self._propose(job, deployment, info, origin, files, decision, image, signature,
+                               _Reach(shared, tree.overlays))
         status = STATUS_FOR_OUTCOME[result.outcome]
         if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
             status = DeploymentStatus.MERGED  # the target branch already holds exactly this
@@ -251,6 +275,12 @@ class Pipeline:
                 owners.add(merged_owner or "a directory promoter did not write")
         _refuse_shared_name(job, name, owners)
 
+    def _deployment_tree(self, name: str) -> shared_base.DeploymentTree:
+        """The deployment's base and overlays on the target branch, in one read."""
+        root = self.config.manifests_root
+        return shared_base.deployment_tree(
+            self.ports.provider.files(f"{root}/{name}/", self.config.target_branch), root, name)
+
     def _claim_name(self, job: PromotionJob, name: str) -> None:
         """_check_name only read: a second model deriving the same name may have passed it at
         the same time, each before the other's ledger row. Just before anything is proposed
@@ -274,13 +304,13 @@ class Pipeline:
 
     def _propose(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
                  origin: lineage.RunOfVersion, files: Mapping[str, str], decision: Decision,
-                 image: BuiltImage | None, signature: str | None) -> ProposalResult:
-        env, run = self.config.targets.environment(job.env), origin.run
+                 image: BuiltImage | None, signature: str | None,
+                 reach: _Reach) -> ProposalResult:
+        run = origin.run
         root = self.config.manifests_root
         name = deployment.name
-        # policy.teams.<team>.approvers.<env>: who the approval rule names (GitLab ids)
-        approvers = self.config.policy.approvers.get((deployment.spec.owner.team, job.env),
-                                                     ((), ()))
+        team = deployment.spec.owner.team
+        review = self._review(job.env, team, reach.shared.environments)
         facts = mr_text.MrFacts(
             model=job.model, version=info.version, env=job.env, name=name,
             team=deployment.spec.owner.team, run_id=run.run_id if run else None,
@@ -289,10 +319,12 @@ class Pipeline:
             image_ref=image.reference if image else None,
             image_digest=image.digest if image else None, signature=signature or "unsigned",
             policy=[mr_text.PolicyResult(r.rule, r.passed, r.detail) for r in decision.results],
-            approvals_required=env.approvals, auto_merge=env.auto_merge)
+            approvals_required=review.approvals, auto_merge=review.auto_merge,
+            affected_envs=reach.shared.environments,
+            shared_base_paths=[f"{root}/{path}" for path in reach.shared.paths])
         committed: dict[str, str | None] = {f"{root}/{path}": text
                                              for path, text in files.items()}
-        owners = self._codeowners(deployment.spec.owner.team, job.env, name)
+        owners = self._codeowners(team, job.env, name, reach.overlays)
         if owners is not None:
             committed[codeowners.PATH] = owners
         proposal = Proposal(
@@ -300,20 +332,44 @@ class Pipeline:
             files=committed,
             managed_prefixes=(f"{root}/{name}/base/", f"{root}/{name}/overlays/{job.env}/"),
             title=mr_text.title(facts), description=mr_text.description(facts),
-            labels=mr_text.labels(job.env, deployment.spec.owner.team),
-            approvals_required=env.approvals, auto_merge=env.auto_merge,
+            labels=mr_text.labels(job.env, team, reach.shared.environments),
+            approvals_required=review.approvals, auto_merge=review.auto_merge,
             target_branch=self.config.target_branch,
-            approver_user_ids=approvers[0], approver_group_ids=approvers[1],
+            approver_user_ids=review.user_ids, approver_group_ids=review.group_ids,
             riders=self._anchor(job, name, info.version))
         result = self.ports.provider.propose(proposal)
         self.progress("merge request", result.outcome.value, result.mr_url or "")
         return result
 
-    def _codeowners(self, team: str, env: str, name: str) -> str | None:
+    def _review(self, env: str, team: str, affected: Collection[str]) -> _Review:
+        """What the MR needs before it merges. A change of the shared base is a change of every
+        environment it reaches: the approvals of the strictest of them and its approvers
+        (policy.teams.<team>.approvers.<env>; on a tie, those of each tied environment), so
+        a staging promotion that changes production needs production's reviewers; auto-merge
+        only if each of them allows it. An
+        overlay of an environment no longer configured allows no auto-merge."""
+        configured = self.config.targets.environments
+        targets = [self.config.targets.environment(env)] + \
+            [configured[other] for other in affected if other in configured]
+        approvals = max(target.approvals for target in targets)
+        strictest = [target.name for target in targets if target.approvals == approvals]
+        approvers = [self.config.policy.approvers.get((team, where), ((), ()))
+                     for where in strictest]
+        return _Review(
+            approvals=approvals,
+            auto_merge=all(target.auto_merge for target in targets)
+            and all(other in configured for other in affected),
+            user_ids=tuple(dict.fromkeys(i for users, _ in approvers for i in users)),
+            group_ids=tuple(dict.fromkeys(i for _, groups in approvers for i in groups)))
+
+    def _codeowners(self, team: str, env: str, name: str,
+                    overlays: Collection[str]) -> str | None:
         """CODEOWNERS of the target branch with this model directory's lines set to the team's
-        approvers (core.codeowners), or None: no file and no owners, or a block left alone."""
+        approvers (core.codeowners), or None: no file and no owners, or a block left alone.
+        ``overlays``: the environments whose overlays build on the base on the target branch."""
         owners = self.config.policy.codeowners.get(team, {})
-        entries = codeowners.model_entries(self.config.manifests_root, name, env, owners)
+        entries = codeowners.model_entries(self.config.manifests_root, name, env, owners,
+                                           overlays)
         current = self.ports.provider.read(codeowners.PATH, self.config.target_branch)
         updated = codeowners.upsert(current, entries)
         if updated is None and current is not None:

@@ -38,7 +38,20 @@ def test_a_promotion_commits_the_model_directory_owners_with_the_manifests(world
     assert f"deploy/{NAME}/overlays/production/kustomization.yaml" in proposal.files
     assert _lines(branch["CODEOWNERS"]) == [
         f"/deploy/{NAME}/ @risk/compliance @risk/leads @risk/ml",
+        f"/deploy/{NAME}/base/ @risk/compliance @risk/leads",
         f"/deploy/{NAME}/overlays/production/ @risk/compliance @risk/leads"]
+
+
+def test_the_base_line_names_the_owners_of_every_environment_building_on_it(
+        world: World) -> None:
+    """A base change changes what every environment with an overlay runs: GitLab's code-owner
+    approval of the base must come from their owners, not only the promoted environment's."""
+    world.settings = settings_with(TEAMS)
+    world.provider.merge(world.promote("2").mr_iid or 0)
+    world.promote("2", env="staging")
+    text = world.provider.branches[f"promote/{NAME}/staging"]["CODEOWNERS"]
+    assert f"/deploy/{NAME}/base/ @risk/compliance @risk/leads @risk/ml" in _lines(text)
+    assert f"/deploy/{NAME}/overlays/staging/ @risk/ml" in _lines(text)
 
 
 def test_re_promotion_and_other_models_keep_one_line_per_path(world: World) -> None:
@@ -57,9 +70,11 @@ def test_re_promotion_and_other_models_keep_one_line_per_path(world: World) -> N
     assert _lines(text) == [
         "* @platform", "/docs/ @writers",
         "/deploy/fraud-detector/ @risk/compliance @risk/leads @risk/ml",
+        "/deploy/fraud-detector/base/ @risk/compliance @risk/leads @risk/ml",
         "/deploy/fraud-detector/overlays/production/ @risk/compliance @risk/leads",
         "/deploy/fraud-detector/overlays/staging/ @risk/ml",
         "/deploy/fraud/ @risk/compliance @risk/leads @risk/ml",
+        "/deploy/fraud/base/ @risk/ml",
         "/deploy/fraud/overlays/staging/ @risk/ml"]
     assert text.count(codeowners.BEGIN) == 1
 
@@ -74,6 +89,7 @@ def test_the_block_follows_gitops_init_so_its_lines_win(world: World) -> None:
     # after the generic line (GitLab: the last match wins), before the user's own section
     assert _lines(text) == ["/deploy/*/overlays/production/ @everyone",
                             f"/deploy/{NAME}/ @risk/compliance @risk/leads @risk/ml",
+                            f"/deploy/{NAME}/base/ @risk/compliance @risk/leads",
                             f"/deploy/{NAME}/overlays/production/ @risk/compliance @risk/leads",
                             "[Docs]", "/docs/ @writers"]
 
@@ -93,7 +109,8 @@ def test_owners_that_change_replace_the_lines() -> None:
     again = codeowners.upsert(once, codeowners.model_entries(
         "deploy", NAME, "production", {"production": ("@c",)}))
     assert again is not None
-    assert _lines(again) == [f"/deploy/{NAME}/ @c", f"/deploy/{NAME}/overlays/production/ @c"]
+    assert _lines(again) == [f"/deploy/{NAME}/ @c", f"/deploy/{NAME}/base/ @c",
+                             f"/deploy/{NAME}/overlays/production/ @c"]
     assert codeowners.upsert(again, codeowners.model_entries(
         "deploy", NAME, "production", {"production": ("@c",)})) == again
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -21,12 +20,13 @@ from typing import Any
 import gitlab
 import requests
 
+from promoter.adapters import gitlab_approvals as approvals
 from promoter.adapters.gitlab_automerge import set_auto_merge
 from promoter.adapters.gitlab_calls import Caller, NotFound, Refused, RetryAfterMemory
 from promoter.core.mr_text import marker_version, note_body, note_slug
 from promoter.core.proposal import APPROVALS_NOTE, ProposalFlow
-from promoter.errors import AuthError, ConfigError, TransientError, UserError
-from promoter.ports.forge import NO_OVERRIDES_PER_MR, RESET_APPROVALS_ON_PUSH, Action
+from promoter.errors import ConfigError, TransientError, UserError
+from promoter.ports.forge import Action
 from promoter.ports.git import (
     FileContent,
     MergeRequest,
@@ -40,12 +40,7 @@ from promoter.settings import Settings
 from promoter.state.db import StateDB
 from promoter.state.pushed_heads import PushedHeads
 
-APPROVAL_RULE = "promoter"
 _STATED_APPROVALS = re.compile(r"requires \*\*(\d+)\*\* approval")
-# Both must be true (``GET /projects/:id/approvals``) for the ``promoter`` rule to hold.
-_APPROVAL_SETTINGS = (RESET_APPROVALS_ON_PUSH, NO_OVERRIDES_PER_MR)
-_log = logging.getLogger(__name__)
-_logged_weak_settings: set[tuple[str, tuple[str, ...]]] = set()   # logged once per process
 
 
 class GitLabForge:
@@ -237,80 +232,18 @@ class GitLabForge:
 
     def require_approvals(self, iid: int, count: int, user_ids: Sequence[int] = (),
                           group_ids: Sequence[int] = ()) -> bool:
-        rules_api = self._mr(iid).approval_rules
-        try:
-            rules = self._call.read(f"read approval rules of !{iid}", rules_api.list,
-                                    get_all=True)
-        except NotFound:  # GitLab Free: no approval rules API
-            return False
-        except Refused as exc:
-            if exc.status == 403:  # GitLab Free answers 403 on some versions
-                return False
-            raise
-        rule = next((r for r in rules if r.name == APPROVAL_RULE), None)
-        wanted: dict[str, Any] = {"name": APPROVAL_RULE, "approvals_required": count}
-        if user_ids or group_ids:
-            wanted.update(user_ids=sorted(user_ids), group_ids=sorted(group_ids))
-        try:
-            if rule is None:
-                self._call.write(f"add the approval rule to !{iid}", rules_api.create, wanted)
-            elif (rule.approvals_required != count
-                  or _ids(getattr(rule, "users", None)) != sorted(user_ids)
-                  or _ids(getattr(rule, "groups", None)) != sorted(group_ids)):
-                # python-gitlab requires id and merge_request_iid in the body of this update.
-                self._call.write(f"update the approval rule of !{iid}", rules_api.update,
-                                 rule.id, {**wanted, "id": rule.id, "merge_request_iid": iid,
-                                           "user_ids": sorted(user_ids),
-                                           "group_ids": sorted(group_ids)})
-        except Refused as exc:
-            if exc.status != 403:
-                raise
-            # "Prevent editing approval rules in merge requests" refuses every MR-level rule,
-            # promoter's too: then the project's own rules must require at least ``count``.
-            return self._required_by_project_rules(iid) >= count
-        return True
-
-    def _required_by_project_rules(self, iid: int) -> int:
-        approvals = self._call.read(f"read approvals of !{iid}", self._mr(iid).approvals.get)
-        required = approvals.attributes.get("approvals_required")
-        return required if isinstance(required, int) else 0
+        return approvals.require(self._call, self._mr(iid), iid, count, user_ids, group_ids)
 
     def weak_approval_settings(self) -> tuple[str, ...]:
         """The project settings that leave the ``promoter`` rule open to stale approvals or
         per-MR edits; read once per forge (a maintainer's fix is seen by the next one)."""
         if self._weak_settings is None:
-            self._weak_settings = self._read_weak_settings()
-            key = (self._project_path, self._weak_settings)
-            if self._weak_settings and key not in _logged_weak_settings:
-                _logged_weak_settings.add(key)
-                _log.warning("GitLab project %s: approval settings %s are off or unreadable; "
-                             "approvals can outlive a push or be lowered per merge request. "
-                             "Turn both on under Settings > Merge requests > Approval "
-                             "settings (the second with a project approval rule for the target "
-                             "branch requiring the count: it blocks promoter's rule on the MR)",
-                             self._project_path, ", ".join(self._weak_settings))
+            self._weak_settings = approvals.weak_settings(self._call, self.project)
+            approvals.warn_once(self._project_path, self._weak_settings)
         return self._weak_settings
 
-    def _read_weak_settings(self) -> tuple[str, ...]:
-        try:
-            found = self._call.read("read the project's approval settings",
-                                    self.project.approvals.get)
-        except (NotFound, Refused) as exc:
-            if isinstance(exc, Refused) and exc.status != 403:
-                raise
-            # Before 17 the route needs Maintainer (update_approvers); unknown counts as off.
-            return _APPROVAL_SETTINGS
-        settings: dict[str, Any] = found.attributes
-        return tuple(name for name in _APPROVAL_SETTINGS if settings.get(name) is not True)
-
     def reset_approvals(self, iid: int) -> bool:
-        """``PUT …/reset_approvals`` (GitLab 15.4+): only bot users (project or group access
-        tokens) may; anyone else gets 401, older GitLab 404."""
-        try:
-            self._call.write(f"withdraw the approvals of !{iid}", self._mr(iid).reset_approvals)
-        except (AuthError, NotFound):
-            return False
-        return True
+        return approvals.reset(self._call, self._mr(iid), iid)
 
     def auto_merge(self, iid: int, sha: str) -> str | None:
         path = f"/projects/{self.project_id}/merge_requests/{iid}/merge"
@@ -420,8 +353,3 @@ def _commit_action(action: Action) -> dict[str, str]:
         shaped["content"] = action.content
         shaped["encoding"] = "text"
     return shaped
-
-
-def _ids(members: Any) -> list[int]:
-    """The ids of an approval rule's users or groups, as GitLab lists them."""
-    return sorted(int(member["id"]) for member in members or [] if isinstance(member, dict))

@@ -28,6 +28,7 @@ from promoter.core.results import DeploymentStatus, replaced_status
 from promoter.errors import PermanentError, PromoterError
 from promoter.ports.forge import Forge
 from promoter.ports.git import GC_KEY
+from promoter.ports.pipeline import DeployedState
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
 from promoter.service.ledger import StateLedger
@@ -85,15 +86,21 @@ class MergeRequestOutcomes:
             else:
                 self._record(event)
 
-    def _record(self, event: MergeRequestEvent) -> None:
+    def _subject(self, event: MergeRequestEvent
+                 ) -> tuple[DeployedState | None, bool, str | None, str | None]:
+        """The event's deployment row; whether it still names this MR (rows written before
+        MRs were recorded in the ledger have no iid: theirs is current); the version the MR was
+        for (the row's while current, else the one promoter pushed to it); and the model."""
         assert event.name is not None and event.env is not None
         state = self.ledger.by_deployment(event.name, event.env)
-        # Rows written before MRs were recorded in the ledger have no iid: theirs is current.
         current = state is not None and state.mr_iid in (None, event.iid)
-        version = self.heads.pushed_version(event.project_id, event.iid)
-        if current and state is not None:
-            version = state.version
-        model = state.model if state else None
+        version = state.version if current and state is not None else \
+            self.heads.pushed_version(event.project_id, event.iid)
+        return state, current, version, state.model if state else None
+
+    def _record(self, event: MergeRequestEvent) -> None:
+        assert event.name is not None and event.env is not None
+        state, current, version, model = self._subject(event)
         status = STATUS_FOR_ACTION.get(event.action)
         if current and state is not None and state.status == DeploymentStatus.DECOMMISSIONING:
             # A removal MR: approving it changes nothing yet (and must not overwrite the
@@ -130,12 +137,7 @@ class MergeRequestOutcomes:
         on the MR, so the sweep lets it be and the next promotion proposes afresh."""
         assert event.name is not None and event.env is not None
         assert event.pushed_sha is not None
-        state = self.ledger.by_deployment(event.name, event.env)
-        current = state is not None and state.mr_iid in (None, event.iid)
-        version = self.heads.pushed_version(event.project_id, event.iid)
-        if current and state is not None:
-            version = state.version
-        model = state.model if state else None
+        state, current, version, model = self._subject(event)
         status = FOREIGN_STATUS_FOR_ACTION[event.action]
         if current and state is not None and state.status == status:
             self._already_recorded(event)   # recorded before outcomes were claimed

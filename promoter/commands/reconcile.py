@@ -104,6 +104,9 @@ def _print_sweep(swept: SweepReport) -> None:
     for failure in swept.failures:
         typer.echo(f"  could not check MR !{failure.iid} ({failure.name} → {failure.env}): "
                    f"{failure.error.message}")
+    for busy in swept.elsewhere:
+        typer.echo(f"  MR !{busy['iid']} ({busy['name']} → {busy['env']}): being recorded by "
+                   "another handler (the webhook or another replica)")
 
 
 def _exit_on_sweep_failure(swept: SweepReport | None, broken: PromoterError | None) -> None:

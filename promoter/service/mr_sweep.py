@@ -21,6 +21,7 @@ from promoter.core import mr_sweep as core
 from promoter.core.mr_events import ForgeEvent
 from promoter.errors import PromoterError
 from promoter.service.logs import log
+from promoter.service.outcome_claims import RecordingElsewhere
 
 if TYPE_CHECKING:
     from promoter.ports.git import GitProvider
@@ -53,6 +54,9 @@ class SweepReport:
     looked_at: int = 0
     recorded: list[dict[str, object]] = field(default_factory=list)
     failures: list[SweepFailure] = field(default_factory=list)
+    # Outcomes another handler (the webhook, another replica) was recording meanwhile: not a
+    # failure to check them; the next pass finds them recorded, or records them itself.
+    elsewhere: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -60,7 +64,8 @@ class SweepReport:
 
     def describe(self) -> dict[str, object]:
         return {"looked_at": self.looked_at, "recorded": self.recorded, "failed": self.failed,
-                "failures": [failure.describe() for failure in self.failures]}
+                "failures": [failure.describe() for failure in self.failures],
+                "recording_elsewhere": self.elsewhere}
 
 
 @dataclass
@@ -100,6 +105,11 @@ class MergeRequestSweep:
                             reason=decision.reason)
                     continue
                 self.on_event(decision.event)
+            except RecordingElsewhere:
+                report.elsewhere.append({"iid": row.mr_iid, "name": row.name, "env": row.env})
+                log(_log, logging.INFO, "MR outcome being recorded by another handler; next "
+                    "pass looks again", iid=row.mr_iid, name=row.name, env=row.env)
+                continue
             except PromoterError as exc:
                 report.failures.append(SweepFailure(row.mr_iid, row.name, row.env, exc))
                 log(_log, logging.WARNING, "MR sweep could not settle an MR; next pass retries",

@@ -39,6 +39,12 @@ LIVE_SOURCE = "mr_live_version"    # one claim per (model, env); removed when do
 RECORDED = "recorded"
 
 
+class RecordingElsewhere(TransientError):
+    """Another handler holds the claim: nothing is wrong, the outcome is being recorded (or
+    the deployment's live_version moved) there. The webhook still answers 503 so GitLab
+    re-delivers; the sweep notes it and looks again next pass, without counting a failure."""
+
+
 class OutcomeClaims:
     def __init__(self, db: StateDB, *, clock: Callable[[], float] | None = None,
                  takeover_after: float = PROCESSING_TAKEOVER_SECONDS) -> None:
@@ -60,7 +66,7 @@ class OutcomeClaims:
             yield False
             return
         if claimed is HookClaim.IN_PROGRESS:
-            raise TransientError(
+            raise RecordingElsewhere(
                 f"the {event.action} of MR !{event.iid} is being recorded by another handler",
                 hint="retry later; a handler that stopped gives its claim up after "
                      f"{PROCESSING_TAKEOVER_SECONDS:.0f} s")
@@ -77,7 +83,7 @@ class OutcomeClaims:
         holds it (the caller has written nothing yet, so its retry starts clean)."""
         key = json.dumps([model, env])  # model names may hold any character
         if self._live.claim(key) is not HookClaim.ACT:
-            raise TransientError(
+            raise RecordingElsewhere(
                 f"another merge of {model} in {env} is being recorded",
                 hint="retry later; a handler that stopped gives its claim up after "
                      f"{PROCESSING_TAKEOVER_SECONDS:.0f} s")

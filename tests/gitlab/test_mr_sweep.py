@@ -19,6 +19,7 @@ from promoter.service.audit import AuditTrail
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler
 from promoter.service.ledger import StateLedger
 from promoter.service.mr_sweep import MergeRequestSweep
+from promoter.service.outcome_claims import OutcomeClaims
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.state.db import StateDB
 from tests.fixtures.mlflow_server import MlflowServer
@@ -58,6 +59,7 @@ class Promoter:
             harness.standin.hook_token = TOKEN
         project = (harness.provider.forge.project_id if gitlab  # type: ignore[attr-defined]
                    else 0)
+        self.project_id = project
         self.sweep = MergeRequestSweep(self.ledger, harness.provider, heads, self.outcomes,
                                        project=lambda: (project, "group/gitops"),
                                        target_branch="main")
@@ -238,6 +240,31 @@ def hook_after_all(promoter: Promoter, action: str) -> dict[str, Any]:
         receiver.stop()
     assert delivered.status == 200, delivered.response
     return dict(delivered.response)
+
+
+def test_an_outcome_another_handler_is_recording_is_not_a_failure_of_the_pass(
+        promoter: Promoter) -> None:
+    """The webhook (or another replica) holds the merge's claim while the sweep looks: the
+    sweep notes it and leaves it to that handler, not counted as an MR it could not check (which
+    would make `reconcile --once` exit 3); its next pass finds it recorded."""
+    iid, head = promoter.opened("3")
+    promoter.harness.merge(iid, head)
+    mr = promoter.harness.provider.get(iid)
+    event = MergeRequestEvent(
+        action="merge", project_id=promoter.project_id, project_path="group/gitops", iid=iid,
+        state=mr.state, source_branch=mr.source_branch, target_branch=mr.target_branch,
+        head_sha=mr.head_sha, url=mr.url, user="alice", name=NAME, env=ENV)
+    with pytest.raises(RuntimeError), OutcomeClaims(promoter.ledger.db).outcome(event) as ours:
+        assert ours
+        report = promoter.sweep()
+        assert report.failed == 0 and report.recorded == []
+        assert report.elsewhere == [{"iid": iid, "name": NAME, "env": ENV}]
+        assert report.describe()["recording_elsewhere"] == report.elsewhere
+        assert promoter.entries("mr.merge") == [] and promoter.status() == "mr_opened"
+        raise RuntimeError("the other handler fails, which gives its claim up")
+    again = promoter.sweep()
+    assert again.recorded == [{"iid": iid, "name": NAME, "env": ENV, "action": "merge"}]
+    assert again.elsewhere == [] and promoter.status() == "merged"
 
 
 def test_a_forge_error_on_one_mr_does_not_stop_the_pass(promoter: Promoter) -> None:

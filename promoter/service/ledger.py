@@ -11,7 +11,8 @@ is not a column here: it is read from the one record of pushed heads
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from promoter.ports.git import BRANCH_PREFIX
@@ -83,18 +84,8 @@ class StateLedger:
     def set_status(self, name: str, env: str, status: str) -> DeployedState | None:
         """Change the status of the deployment ``name`` in ``env``; read and write in one
         transaction, so a concurrent put() is never overwritten with stale fields."""
-
-        def update(conn: Connection) -> DeployedState | None:
-            conn.lock(_LOCK)  # PostgreSQL: no put() between our read and our write
-            found = _one(conn, "d.name = ? AND d.env = ?", (name, env))
-            if found is None:
-                return None
-            updated = DeployedState(found.model, found.env, found.name, found.version, status,
-                                    found.mr_iid, found.head_sha)
-            _put(conn, updated)
-            return updated
-
-        return self.db.write(update)
+        return self._restatus(lambda conn: _one(conn, "d.name = ? AND d.env = ?", (name, env)),
+                              status)
 
     def settle(self, decided_on: DeployedState, status: str) -> bool:
         """Set the status of the row ``decided_on`` was read from, only if it still names the
@@ -103,15 +94,28 @@ class StateLedger:
         check a late outcome of MR !5 would mark the row of MR !6, opened meanwhile, as
         settled, and !6's own outcome would then be skipped as already recorded."""
 
-        def update(conn: Connection) -> bool:
-            conn.lock(_LOCK)  # PostgreSQL: no put() between our check and our write
+        def still_current(conn: Connection) -> DeployedState | None:
             found = _one(conn, "d.model = ? AND d.env = ?", (decided_on.model, decided_on.env))
-            if found is None or (found.mr_iid, found.version) != \
-                    (decided_on.mr_iid, decided_on.version):
-                return False
-            _put(conn, DeployedState(found.model, found.env, found.name, found.version, status,
-                                     found.mr_iid, found.head_sha))
-            return True
+            same_mr = found is not None and \
+                (found.mr_iid, found.version) == (decided_on.mr_iid, decided_on.version)
+            return found if same_mr else None
+
+        return self._restatus(still_current, status) is not None
+
+    def _restatus(self, find: Callable[[Connection], DeployedState | None],
+                  status: str) -> DeployedState | None:
+        """The row ``find`` picks, with ``status``; None (nothing written) when it picks none.
+        The read and the write are one transaction under the ledger's lock (PostgreSQL: no
+        put() between them)."""
+
+        def update(conn: Connection) -> DeployedState | None:
+            conn.lock(_LOCK)
+            found = find(conn)
+            if found is None:
+                return None
+            updated = dataclasses.replace(found, status=status)
+            _put(conn, updated)
+            return updated
 
         return self.db.write(update)
 

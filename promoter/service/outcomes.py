@@ -211,8 +211,7 @@ class MergeRequestOutcomes:
                               iid=event.iid, url=event.url, user=event.user,
                               head_sha=event.head_sha, model=model, version=version,
                               status=DeploymentStatus.DECOMMISSIONED, gc=True)
-            if self.ledger.by_deployment(name, env) is not None:
-                self.ledger.set_status(name, env, DeploymentStatus.DECOMMISSIONED)
+            self.ledger.set_status(name, env, DeploymentStatus.DECOMMISSIONED)  # if it has a row
             self._untrack_collected(model, version if isinstance(version, str) else None, env,
                                     event.url)
 

@@ -16,8 +16,10 @@ from typing import Any
 
 OCI_SCHEME = "oci://"
 # REPOSITORY@sha256:<64 hex>, the one rule for "pinned by digest" (the gate, render's --image
-# and --modelcar, runtime_images); a tag before the digest stays in the repository part.
-_PINNED = re.compile(r"(?P<repo>[a-z0-9][a-z0-9._:/-]*)@(?P<digest>sha256:[0-9a-f]{64})")
+# and --modelcar, runtime_images); a tag before the digest stays in the repository part, and
+# tags may hold capitals (distribution's tag grammar: [A-Za-z0-9_][A-Za-z0-9._-]*).
+_PINNED = re.compile(r"(?P<repo>[a-z0-9][a-z0-9._:/-]*(?::[A-Za-z0-9_][A-Za-z0-9._-]*)?)"
+                     r"@(?P<digest>sha256:[0-9a-f]{64})")
 # Objects whose fields are data, not something the cluster runs: a ConfigMap value under a key
 # named "image" is text for someone else to read.
 _DATA_KINDS = frozenset({"ConfigMap", "Secret"})

@@ -204,6 +204,15 @@ def test_each_oci_entry_of_kserve_storage_uris_is_found() -> None:
     ]
 
 
+def test_a_tag_with_capitals_before_the_digest_is_pinned() -> None:
+    """Tags may hold capitals (repositories may not); the digest decides what is pulled."""
+    digest = "@sha256:" + "b" * 64
+    documents = [{"kind": "Pod", "metadata": {"name": "p"},
+                  "spec": {"containers": [{"name": "c", "image": "r.io:5000/m:V1.2-RC" + digest},
+                                          {"name": "d", "image": "R.io/M:v1" + digest}]}}]
+    assert [use.pinned for use in image_uses(documents)] == [True, False]
+
+
 def test_a_digest_followed_by_a_newline_is_not_pinned() -> None:
     """`$` also matches before a trailing newline: the pin must be the whole reference."""
     pinned = "r.io/x@sha256:" + "a" * 64

@@ -42,11 +42,14 @@ from promoter.state.pushed_heads import PushedHeads
 
 _STATED_APPROVALS = re.compile(r"requires \*\*(\d+)\*\* approval")
 
+APPROVAL_SETTINGS_TTL = 300.0  # seconds a read of the project's approval settings is reused
+
 
 class GitLabForge:
     def __init__(self, client: gitlab.Gitlab, project_path: str, caller: Caller, *,
                  merge_polls: int = 4, poll_backoff: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._gl = client
         self._call = caller
         self._merge_polls = merge_polls
@@ -54,7 +57,8 @@ class GitLabForge:
         self._sleep = sleep
         self._project_path = project_path
         self._project: Any = None
-        self._weak_settings: tuple[str, ...] | None = None
+        self.clock = clock  # monotonic seconds; ages the approval settings read
+        self._weak_settings: tuple[tuple[str, ...], float] | None = None   # (settings, read at)
 
     @property
     def project(self) -> Any:
@@ -236,11 +240,15 @@ class GitLabForge:
 
     def weak_approval_settings(self) -> tuple[str, ...]:
         """The project settings that leave the ``promoter`` rule open to stale approvals or
-        per-MR edits; read once per forge (a maintainer's fix is seen by the next one)."""
-        if self._weak_settings is None:
-            self._weak_settings = approvals.weak_settings(self._call, self.project)
-            approvals.warn_once(self._project_path, self._weak_settings)
-        return self._weak_settings
+        per-MR edits. The forge lives as long as `serve`, so the answer is read again after
+        APPROVAL_SETTINGS_TTL: a maintainer's fix is seen within minutes, not at a restart."""
+        now = self.clock()
+        if self._weak_settings is None or \
+                now - self._weak_settings[1] >= APPROVAL_SETTINGS_TTL:
+            weak = approvals.weak_settings(self._call, self.project)
+            approvals.warn_once(self._project_path, weak)
+            self._weak_settings = (weak, now)
+        return self._weak_settings[0]
 
     def reset_approvals(self, iid: int) -> bool:
         return approvals.reset(self._call, self._mr(iid), iid)

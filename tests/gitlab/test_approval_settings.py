@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from promoter.adapters.gitlab import APPROVAL_SETTINGS_TTL
 from promoter.ports.git import Outcome, ProposalResult
 from tests.gitlab.conftest import GitLabHarness, LocalHarness, bot_notes, make_standin, proposal
 from tests.gitlab.standin.server import StandIn
@@ -93,9 +94,26 @@ def test_editable_mr_rules_are_warned_about_once_per_mr(standin: StandIn,
     assert "`reset_approvals_on_push`" not in first.warnings[-1]
     again = harness.provider.propose(proposal("1"))
     assert again.outcome is Outcome.UNCHANGED and not _settings_warning(again, first.mr_iid)
-    assert _settings_reads(standin) == 1           # read once per forge, not per job
+    assert _settings_reads(standin) == 1           # reused by the next jobs for a while
     (note,) = bot_notes(harness, first.mr_iid, SETTINGS_NOTE)
     assert "can lower its approval rule" in note
+
+
+def test_approval_settings_are_read_again_after_a_while(standin: StandIn,
+                                                        tmp_path: Path) -> None:
+    """`serve` keeps one forge for its whole life: a maintainer's fix must be seen without a
+    restart."""
+    harness = GitLabHarness(standin, tmp_path)
+    forge = harness.provider.forge
+    now = [1000.0]
+    forge.clock = lambda: now[0]
+    assert forge.weak_approval_settings() == ("disable_overriding_approvers_per_merge_request",)
+    standin.project.approval_settings["disable_overriding_approvers_per_merge_request"] = True
+    now[0] += APPROVAL_SETTINGS_TTL - 1
+    assert forge.weak_approval_settings() != ()    # still the earlier read
+    now[0] += 1
+    assert forge.weak_approval_settings() == ()
+    assert _settings_reads(standin) == 2
 
 
 def test_unreadable_settings_count_as_off(standin: StandIn, tmp_path: Path) -> None:

@@ -171,8 +171,8 @@ class Pipeline:
         # Only a run the version's files come from may vouch for them (gates, MR, lineage).
         origin = lineage.run_of(registry, info)
         deployment, request_intent = self._deployment(job, info)
-        self._check_name(job, deployment.name)
         tree = self._deployment_tree(deployment.name)
+        self._check_name(job, deployment.name, tree)
         shared_base.refuse_runtime_switch(deployment.name, job.env, deployment.spec.runtime,
                                           tree)
 
@@ -260,17 +260,18 @@ class Pipeline:
                                  "modeldeployment.yaml, then set the alias again") from None
         return request.deployment, intent
 
-    def _check_name(self, job: PromotionJob, name: str) -> None:
+    def _check_name(self, job: PromotionJob, name: str,
+                    tree: shared_base.DeploymentTree) -> None:
         """A deployment name belongs to one registered model in every environment: two models
         sharing it would share ``<name>/base/``, so promoting one to staging would rewrite what
-        the other runs in production. The ledger knows what promoter deployed; the target
-        branch's base annotation knows what was merged (also by an earlier state directory)."""
-        owners = {state.model for state in self.ports.ledger.named(name)} - {job.model}
-        base = self.ports.provider.read(
-            tree_facts.base_kustomization(self.config.manifests_root, name),
-            self.config.target_branch)
+        the other runs in production. The ledger knows what promoter deployed or claimed; the
+        target branch's base annotation knows what was merged (also by an earlier state
+        directory)."""
+        owners = set(self.ports.ledger.owners(name)) - {job.model}
+        base = tree.base.get(f"{name}/base/kustomization.yaml")
         if base is not None:
-            merged_owner = tree_facts.annotation(base, tree_facts.REGISTERED_MODEL)
+            text = base if isinstance(base, str) else ""
+            merged_owner = tree_facts.annotation(text, tree_facts.REGISTERED_MODEL)
             if merged_owner != job.model:
                 owners.add(merged_owner or "a directory promoter did not write")
         _refuse_shared_name(job, name, owners)

@@ -62,8 +62,9 @@ class DeploymentLedger(Protocol):
 
     def by_deployment(self, name: str, env: str) -> DeployedState | None: ...
 
-    def named(self, name: str) -> list[DeployedState]:
-        """Every (model, env) row deploying under ``name``, in any environment."""
+    def owners(self, name: str) -> frozenset[str]:
+        """The models owning deployment ``name``: a row of this ledger in any environment,
+        or a claim (``claim_name``) whose first proposal may not have a row yet."""
 
     def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
         """Every row in one of ``statuses`` that names its MR (``mr_iid`` set), in any

@@ -41,10 +41,9 @@ class StateLedger:
     def by_deployment(self, name: str, env: str) -> DeployedState | None:
         return self.db.read(lambda conn: _one(conn, "d.name = ? AND d.env = ?", (name, env)))
 
-    def named(self, name: str) -> list[DeployedState]:
-        """Every (model, env) row deploying under ``name``, in any environment."""
-        return self.db.read(lambda conn: [DeployedState(*row) for row in conn.execute(
-            _SELECT + "WHERE d.name = ? ORDER BY d.env, d.model", (name,)).fetchall()])
+    def owners(self, name: str) -> frozenset[str]:
+        """The models owning deployment ``name``: a ledger row or a claim."""
+        return self.db.read(lambda conn: _owners(conn, name))
 
     def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
         """Every row in one of ``statuses`` that names its MR (the MR sweep's candidates)."""
@@ -70,10 +69,7 @@ class StateLedger:
 
         def claim(conn: Connection) -> frozenset[str]:
             conn.lock(_LOCK)
-            others = frozenset(row[0] for row in conn.execute(
-                "SELECT model FROM deployments WHERE name = ? "
-                "UNION SELECT model FROM deployment_names WHERE name = ?",
-                (name, name)).fetchall()) - {model}
+            others = _owners(conn, name) - {model}
             if not others:
                 conn.execute("INSERT INTO deployment_names (name, model) VALUES (?, ?) "
                              "ON CONFLICT (name) DO NOTHING", (name, model))
@@ -118,6 +114,12 @@ class StateLedger:
             return updated
 
         return self.db.write(update)
+
+
+def _owners(conn: Connection, name: str) -> frozenset[str]:
+    return frozenset(row[0] for row in conn.execute(
+        "SELECT model FROM deployments WHERE name = ? "
+        "UNION SELECT model FROM deployment_names WHERE name = ?", (name, name)).fetchall())
 
 
 def _put(conn: Connection, state: DeployedState) -> None:

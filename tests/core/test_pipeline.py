@@ -229,15 +229,15 @@ class MemoryLedger:
         found = [s for s in self.rows.values() if s.name == name and s.env == env]
         return found[0] if found else None
 
-    def named(self, name: str) -> list[DeployedState]:
-        return [s for s in self.rows.values() if s.name == name]
+    def owners(self, name: str) -> frozenset[str]:
+        claimed = {self.claims[name]} if name in self.claims else set()
+        return frozenset({s.model for s in self.rows.values() if s.name == name} | claimed)
 
     def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
         return [s for s in self.rows.values() if s.status in statuses and s.mr_iid is not None]
 
     def claim_name(self, name: str, model: str) -> frozenset[str]:
-        others = {s.model for s in self.named(name)} | {self.claims.get(name, model)}
-        others.discard(model)
+        others = self.owners(name) - {model}
         if not others:
             self.claims[name] = model
         return frozenset(others)

@@ -546,7 +546,7 @@ def test_two_models_racing_for_one_deployment_name_do_not_both_propose(
     w1 = worker("w1", _OtherModelProposesMeanwhile(lambda: w2.run_once(second.id)))
     assert w1.run_once(first.id)
     assert [proposal.version for proposal in world.provider.proposals] == ["1"]
-    assert [state.model for state in world.ledger.named(NAME)] == ["fraud_detector"]
+    assert world.ledger.owners(NAME) == {"fraud_detector"}
     assert (queue.get(second.id).state, queue.get(first.id).state) == ("done", "dead")
     assert "both become deployment 'fraud-detector'" in (queue.get(first.id).reason or "")
     tags = world.registry.tags(MODEL, "2")

@@ -123,6 +123,10 @@ def test_a_deployment_name_is_claimed_by_one_model(state_backend: StateBackend) 
     ledger.put(DeployedState("churn", "staging", "churn", "3", "merged"))
     assert ledger.claim_name("churn", "Churn") == {"churn"}
     assert ledger.claim_name("churn", "churn") == frozenset()
+    # What the pipeline's early check reads: rows and claims alike (a claimant whose first
+    # proposal failed has no row, and still owns the name).
+    assert ledger.owners("fraud-detector") == {"Fraud Detector"}
+    assert ledger.owners("churn") == {"churn"} and ledger.owners("nobody") == frozenset()
 
 
 def test_models_claiming_one_name_at_once_leave_one_owner(state_backend: StateBackend) -> None:

@@ -20,6 +20,8 @@ _ARCH_ALIASES = {"x86_64": ("amd64", ""), "x86-64": ("amd64", ""),
                  "aarch64": ("arm64", ""), "armhf": ("arm", "v7"), "armel": ("arm", "v6")}
 # Without a variant, 32-bit arm takes the newest of these the base offers (containerd's order).
 _ARM_PREFERENCE = ("v7", "v6", "v5")
+# Variants that are their architecture's default: dropped, so each platform has one spelling.
+_DEFAULT_VARIANTS = frozenset({("arm64", "v8"), ("amd64", "v1")})
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # BuildKit lists its attestation manifests under this platform: never an image to run.
 _ATTESTATION = ("unknown", "unknown")
@@ -29,7 +31,7 @@ _ATTESTATION = ("unknown", "unknown")
 class Platform:
     os: str
     architecture: str
-    variant: str = ""  # "" when not given: arm64 means v8; 32-bit arm takes v7, v6, v5
+    variant: str = ""  # "" for arm64 (v8) and amd64 (v1); 32-bit arm: taken from the index
 
     def parts(self) -> tuple[str, ...]:
         """os, architecture and (only when given) variant: stable across versions, so the
@@ -70,23 +72,19 @@ def normalise(os_name: str, architecture: str, variant: str = "") -> Platform:
     if architecture in _ARCH_ALIASES:
         architecture, implied = _ARCH_ALIASES[architecture]
         variant = variant or implied
-    if re.fullmatch(r"\d+(\.0)?", variant):  # containerd: arm "7" is v7, arm64 "8.0" is v8
-        variant = "v" + variant.split(".")[0]
-    if variant == "v8.0":
-        variant = "v8"
+    if re.fullmatch(r"v?\d+(\.0)?", variant):  # containerd: arm "7" is v7, "v8.0" is v8
+        variant = "v" + variant.removeprefix("v").split(".")[0]
+    if (architecture, variant) in _DEFAULT_VARIANTS:
+        # One spelling per platform: linux/arm64/v8 and linux/arm64 are one build input (and
+        # one digest), as containerd treats them as one platform.
+        variant = ""
     return Platform(os_name.lower(), architecture, variant)
 
 
 def _match_variant(platform: Platform) -> str:
-    """The variant two platforms are compared by: arm64 is v8 unless it says otherwise,
-    an index entry for arm without one is v7, amd64/v1 is plain amd64 (containerd)."""
-    if platform.architecture == "arm64" and not platform.variant:
-        return "v8"
-    if platform.architecture == "arm" and not platform.variant:
-        return "v7"
-    if platform.architecture == "amd64" and platform.variant == "v1":
-        return ""
-    return platform.variant
+    """The variant two normalised platforms are compared by: an index entry for arm
+    without one is v7 (containerd)."""
+    return "v7" if platform.architecture == "arm" and not platform.variant else platform.variant
 
 
 def _rank(wanted: Platform, offered: Platform) -> int | None:

@@ -30,7 +30,10 @@ def _picked(wanted: str, *platforms: str) -> str | None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("linux/amd64", Platform("linux", "amd64")),
-    ("linux/arm64/v8", Platform("linux", "arm64", "v8")),
+    ("linux/arm64/v8", Platform("linux", "arm64")),    # the default variant: one spelling
+    ("linux/arm64/8.0", Platform("linux", "arm64")),
+    ("linux/amd64/v1", Platform("linux", "amd64")),
+    ("linux/amd64/v3", Platform("linux", "amd64", "v3")),
     ("linux/arm/v7", Platform("linux", "arm", "v7")),
     ("linux/arm/7", Platform("linux", "arm", "v7")),
     ("linux/aarch64", Platform("linux", "arm64")),

@@ -18,7 +18,8 @@ SHOWN_OFFERS = 10
 # containerd's normalisation of other spellings; armhf/armel also fix the variant.
 _ARCH_ALIASES = {"x86_64": ("amd64", ""), "x86-64": ("amd64", ""),
                  "aarch64": ("arm64", ""), "armhf": ("arm", "v7"), "armel": ("arm", "v6")}
-# Without a variant, 32-bit arm takes the newest of these the base offers (containerd's order).
+# 32-bit arm runs its own variant or an older one, newest first (containerd's order); without a
+# variant it is v7.
 _ARM_PREFERENCE = ("v7", "v6", "v5")
 # Variants that are their architecture's default: dropped, so each platform has one spelling.
 _DEFAULT_VARIANTS = frozenset({("arm64", "v8"), ("amd64", "v1")})
@@ -92,8 +93,11 @@ def _rank(wanted: Platform, offered: Platform) -> int | None:
     if (offered.os, offered.architecture) != (wanted.os, wanted.architecture):
         return None
     found = _match_variant(offered)
-    if wanted.variant_open():
-        return _ARM_PREFERENCE.index(found) if found in _ARM_PREFERENCE else None
+    if wanted.architecture == "arm" and _match_variant(wanted) in _ARM_PREFERENCE:
+        # containerd's platforms.Only: arm/v7 also runs v6 and v5 images, in that order (and
+        # arm without a variant is v7).
+        acceptable = _ARM_PREFERENCE[_ARM_PREFERENCE.index(_match_variant(wanted)):]
+        return acceptable.index(found) if found in acceptable else None
     return 0 if found == _match_variant(wanted) else None
 
 

@@ -55,7 +55,13 @@ def test_a_malformed_platform_names_the_setting_and_an_example(text: str) -> Non
 def test_a_given_arm_variant_is_matched_exactly_wherever_it_is_listed() -> None:
     assert _picked("linux/arm/v7", "linux/arm/v6", "linux/arm/v7") == "linux/arm/v7 #1"
     assert _picked("linux/arm/v6", "linux/arm/v7", "linux/arm/v6") == "linux/arm/v6 #1"
-    assert _picked("linux/arm/v7", "linux/arm/v6", "linux/arm/v5") is None
+
+
+def test_a_given_arm_variant_falls_back_to_older_ones_only() -> None:
+    """containerd: an arm/v7 node runs v6 and v5 images (newest first), never v8's."""
+    assert _picked("linux/arm/v7", "linux/arm/v5", "linux/arm/v6") == "linux/arm/v6 #1"
+    assert _picked("linux/arm/v6", "linux/arm/v7", "linux/arm/v5") == "linux/arm/v5 #1"
+    assert _picked("linux/arm/v5", "linux/arm/v7", "linux/arm/v6") is None
 
 
 def test_arm_without_a_variant_prefers_v7_then_v6_then_v5() -> None:

@@ -29,7 +29,8 @@ from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeploymentLedger
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
-from promoter.service.hook_deliveries import HookClaim, HookDeliveries, takeover_now
+from promoter.service.hook_deliveries import HookClaim, HookDeliveries
+from promoter.service.queue_ops import shared_now
 from promoter.state.db import Connection, StateDB, state_db
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 
@@ -66,7 +67,7 @@ class StatusStore:
         self.db = state_db(state)
         self.deliveries = HookDeliveries(self.db, DELIVERY_SOURCE)
         self.clock = clock or time.time
-        self._on_database_clock = clock is None  # see hook_deliveries.takeover_now
+        self._on_database_clock = clock is None  # see queue_ops.shared_now
         self._takeover_after = takeover_after
 
     def claim(self, key: str) -> HookClaim:
@@ -101,8 +102,8 @@ class StatusStore:
             _store(conn, name, env, rows, complete=complete)
             status = summary(_rows(conn, name, env))
             tell, was_deployed = _observe_summary(conn, name, env, _digest(status),
-                                                  takeover_now(conn, self.clock,
-                                                               self._on_database_clock),
+                                                  shared_now(conn, self.clock(),
+                                                             self._on_database_clock),
                                                   self._takeover_after)
             return status, tell, was_deployed
 

@@ -6,7 +6,7 @@ already answered is a duplicate; a re-delivery of one still ``processing`` is an
 senders retry a 5xx later), because its first handler may be slow or may have died between
 claim and answer (SIGKILL, OOM), and calling it a duplicate would lose the event for good. A
 claim older than ``deliveries.PROCESSING_TAKEOVER_SECONDS`` is taken over by the re-delivery.
-Replicas measure claims on PostgreSQL's clock (see takeover_now), as the job queue its leases.
+Replicas measure claims on PostgreSQL's clock (queue_ops.shared_now), as the job queue its leases.
 """
 
 from __future__ import annotations
@@ -15,23 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from promoter.service.queue_ops import database_now
+from promoter.service.queue_ops import shared_now
 from promoter.state import deliveries
-from promoter.state.db import Connection, StateDB
+from promoter.state.db import StateDB
 from promoter.state.deliveries import HookClaim
 
-__all__ = ["HookClaim", "HookDeliveries", "in_progress_answer", "takeover_now"]
-
-
-def takeover_now(conn: Connection, clock: Callable[[], float], on_database_clock: bool) -> float:
-    """The time a claim's age is measured in, read inside ``conn``'s transaction. Claims are
-    compared across replicas: on PostgreSQL by the database's clock, the one they all share,
-    so a replica whose clock runs ahead cannot take over a live claim of another. SQLite
-    serves one host, whose system clock is that one clock. A clock passed in to the store
-    (tests, a simulation) governs instead (``on_database_clock`` False)."""
-    if on_database_clock and conn.dialect == "postgresql":
-        return database_now(conn)
-    return clock()
+__all__ = ["HookClaim", "HookDeliveries", "in_progress_answer"]
 
 
 class HookDeliveries:
@@ -43,12 +32,12 @@ class HookDeliveries:
         self.db = db
         self.source = source
         self.clock = clock or time.time
-        self._on_database_clock = clock is None  # see takeover_now
+        self._on_database_clock = clock is None  # see queue_ops.shared_now
         self._takeover_after = takeover_after
 
     def claim(self, delivery_id: str) -> HookClaim:
         return self.db.write(lambda conn: deliveries.claim_processing(
-            conn, self.source, delivery_id, takeover_now(conn, self.clock, self._on_database_clock),
+            conn, self.source, delivery_id, shared_now(conn, self.clock(), self._on_database_clock),
             self._takeover_after))
 
     def finish(self, delivery_id: str, status: str) -> None:

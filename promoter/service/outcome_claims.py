@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from promoter.core.mr_events import MergeRequestEvent
 from promoter.errors import TransientError
@@ -49,11 +48,9 @@ class OutcomeClaims:
     def __init__(self, db: StateDB, *, clock: Callable[[], float] | None = None,
                  takeover_after: float = PROCESSING_TAKEOVER_SECONDS) -> None:
         # No clock given: HookDeliveries' own, the one every hook-delivery claim is aged by.
-        options: dict[str, Any] = {"takeover_after": takeover_after}
-        if clock is not None:
-            options["clock"] = clock
-        self._outcomes = HookDeliveries(db, OUTCOME_SOURCE, **options)
-        self._live = HookDeliveries(db, LIVE_SOURCE, **options)
+        self._outcomes = HookDeliveries(db, OUTCOME_SOURCE, clock=clock,
+                                        takeover_after=takeover_after)
+        self._live = HookDeliveries(db, LIVE_SOURCE, clock=clock, takeover_after=takeover_after)
 
     @contextmanager
     def outcome(self, event: MergeRequestEvent) -> Iterator[bool]:
@@ -89,7 +86,5 @@ class OutcomeClaims:
                      f"{PROCESSING_TAKEOVER_SECONDS:.0f} s")
         try:
             yield
-        except Exception:
+        finally:  # also on a shutdown's KeyboardInterrupt: never block the next merge 300 s
             self._live.release(key)
-            raise
-        self._live.release(key)

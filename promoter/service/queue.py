@@ -304,9 +304,7 @@ class JobQueue:
 
     def _lease_now(self, conn: Connection, now: float) -> float:
         """The time leases are measured in (see __init__), read inside ``conn``'s transaction."""
-        if self._leases_on_database_clock and conn.dialect == "postgresql":
-            return queue_ops.database_now(conn)
-        return now
+        return queue_ops.shared_now(conn, now, self._leases_on_database_clock)
 
     def _write(self, body: Callable[[Connection], T]) -> T:
         return self.db.write(body)

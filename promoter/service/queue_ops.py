@@ -135,6 +135,17 @@ def database_now(conn: Connection) -> float:
     return float(conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
 
 
+def shared_now(conn: Connection, local_now: float, on_database_clock: bool) -> float:
+    """The time that leases and takeover claims are measured in, read inside ``conn``'s
+    transaction. They are compared across replicas: on PostgreSQL by the database's clock, the
+    one they all share, so a replica whose clock runs ahead cannot take over live work of
+    another. SQLite serves one host, whose system clock is that one clock. A clock passed in to
+    a store (tests, a simulation) governs instead (``on_database_clock`` False)."""
+    if on_database_clock and conn.dialect == "postgresql":
+        return database_now(conn)
+    return local_now
+
+
 def seconds_until_due(conn: Connection, now: float, lease_now: float) -> float | None:
     """How long until something may become claimable without anyone saying so: a queued or
     retrying job comes due, or a running job's lease runs out (its worker, perhaps on another

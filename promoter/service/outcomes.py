@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
-from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
+from promoter.core.mr_events import SETTLING, ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
 from promoter.core.results import DeploymentStatus, replaced_status
 from promoter.errors import PermanentError, PromoterError
@@ -40,8 +41,6 @@ _log = logging.getLogger("promoter.outcomes")
 PROPOSED = "gc.proposed"   # the audit entry promoter.garbage writes for each GC proposal
 # MR Hook action -> promoter.<env>.status. "approval" (one of several approvals) is audited only.
 STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed"}
-# The actions that settle an MR: delivered twice (hook and reconcile sweep), recorded once.
-SETTLING = frozenset({"merge", "close"})
 # ... and what they make of the version when the MR's head was someone else's: a merge
 # deployed something promoter never checked (not live, not "merged"); a close deployed nothing.
 FOREIGN_STATUS_FOR_ACTION = {"merge": DeploymentStatus.MERGED_UNVERIFIED,
@@ -79,12 +78,10 @@ class MergeRequestOutcomes:
         # Settling outcomes reach several handlers (the hook, the sweep, other replicas):
         # claimed first, so exactly one of them audits, tags and moves live_version.
         with self.claims.outcome(event) as ours:
-            if not ours:
-                self._already_recorded(event)
-            elif event.foreign_head:
-                self._record_foreign(event)
-            else:
+            if ours:
                 self._record(event)
+            else:
+                self._already_recorded(event)
 
     def _subject(self, event: MergeRequestEvent
                  ) -> tuple[DeployedState | None, bool, str | None, str | None]:
@@ -99,25 +96,35 @@ class MergeRequestOutcomes:
         return state, current, version, state.model if state else None
 
     def _record(self, event: MergeRequestEvent) -> None:
+        """Audit the outcome, write it back to MLflow (moving live_version for a merge), then
+        settle the ledger row. A merge or close whose head promoter did not push
+        (``event.foreign_head``) is its own audit event (``mr.merge_foreign``) with a status
+        that claims nothing was verified, and never moves live_version; its ledger row stops
+        waiting on the MR, so the sweep lets it be and the next promotion proposes afresh."""
         assert event.name is not None and event.env is not None
         state, current, version, model = self._subject(event)
-        status = STATUS_FOR_ACTION.get(event.action)
-        if current and state is not None and state.status == DeploymentStatus.DECOMMISSIONING:
-            # A removal MR: approving it changes nothing yet (and must not overwrite the
-            # "decommissioning" the merge below is recognised by); merging it removes the model.
-            status = {"approved": None, "merged": DeploymentStatus.DECOMMISSIONED}.get(
-                status or "", status)
+        status = self._status(event, state if current else None)
         if current and state is not None and event.action in SETTLING and \
                 state.status == status:
             # Recorded before outcomes were claimed (or its claim was pruned since).
             self._already_recorded(event)
             return
+        foreign: dict[str, Any] = {}
+        if event.foreign_head:
+            assert event.pushed_sha is not None
+            foreign = {"pushed_sha": event.pushed_sha, "head_pushed_by_promoter": False}
+            if event.action == "merge":
+                # First: the note is edited in place (recorded once however often this
+                # runs), and a forge failure here leaves nothing written: the retry starts clean.
+                self._note(event.iid, FOREIGN_HEAD_NOTE, foreign_head_text(
+                    event.env, event.head_sha, event.pushed_sha, version))
         known = model is not None and version is not None
         with self._live_version_held(model, event.env, status):
             # The merge entries carry model, version and status: `audit live` replays them.
-            self.audit.record(f"mr.{event.action}", actor=event.user or "unknown",
-                              name=event.name, env=event.env, iid=event.iid,
-                              url=event.url, user=event.user, head_sha=event.head_sha,
+            self.audit.record(f"mr.{event.action}{'_foreign' if foreign else ''}",
+                              actor=event.user or "unknown", name=event.name, env=event.env,
+                              iid=event.iid, url=event.url, user=event.user,
+                              head_sha=event.head_sha, **foreign,
                               model=model if known else None,
                               version=version if known else None,
                               status=status if known else None)
@@ -131,33 +138,19 @@ class MergeRequestOutcomes:
         if current and state is not None:
             self.ledger.settle(state, status)
 
-    def _record_foreign(self, event: MergeRequestEvent) -> None:
-        """A merge or close whose head promoter did not push: its own audit event, a status
-        that claims nothing was verified, no live_version move; the ledger row stops waiting
-        on the MR, so the sweep lets it be and the next promotion proposes afresh."""
-        assert event.name is not None and event.env is not None
-        assert event.pushed_sha is not None
-        state, current, version, model = self._subject(event)
-        status = FOREIGN_STATUS_FOR_ACTION[event.action]
-        if current and state is not None and state.status == status:
-            self._already_recorded(event)   # recorded before outcomes were claimed
-            return
-        if event.action == "merge":
-            # First: the note is edited in place (recorded once however often this runs),
-            # and a forge failure here leaves nothing written, so the retry starts clean.
-            self._note(event.iid, FOREIGN_HEAD_NOTE, foreign_head_text(
-                event.env, event.head_sha, event.pushed_sha, version))
-        known = model is not None and version is not None
-        self.audit.record(f"mr.{event.action}_foreign", actor=event.user or "unknown",
-                          name=event.name, env=event.env, iid=event.iid, url=event.url,
-                          user=event.user, head_sha=event.head_sha,
-                          pushed_sha=event.pushed_sha, head_pushed_by_promoter=False,
-                          model=model if known else None, version=version if known else None,
-                          status=status if known else None)
-        if self.registry is not None and model is not None and version is not None:
-            self._write_back(model, version, event.env, event.url, status)
-        if current and state is not None:
-            self.ledger.settle(state, status)
+    @staticmethod
+    def _status(event: MergeRequestEvent, current: DeployedState | None) -> str | None:
+        """What the outcome makes of the version (None: nothing, e.g. one of several
+        approvals of a removal MR)."""
+        if event.foreign_head:
+            return FOREIGN_STATUS_FOR_ACTION[event.action]
+        status = STATUS_FOR_ACTION.get(event.action)
+        if current is not None and current.status == DeploymentStatus.DECOMMISSIONING:
+            # A removal MR: approving it changes nothing yet (and must not overwrite the
+            # "decommissioning" the merge below is recognised by); merging it removes the model.
+            status = {"approved": None, "merged": DeploymentStatus.DECOMMISSIONED}.get(
+                status or "", status)
+        return status
 
     def _note(self, iid: int, heading: str, body: str) -> None:
         forge = self._forge() if self._forge is not None else None

@@ -35,6 +35,7 @@ from promoter.core.jobs import (
 )
 from promoter.errors import PromoterError, TransientError
 from promoter.service.queue import JobQueue, LeaseLost
+from promoter.state.db import StateConflict
 
 log = logging.getLogger("promoter.worker")
 
@@ -260,6 +261,8 @@ class Worker:
             except LeaseLost as exc:
                 self._log_lease_lost_at_settle(job, exc, failed_before)
                 return
+            except StateConflict:
+                raise  # a broken uniqueness rule stays broken: retrying cannot cure it
             except TransientError as exc:
                 delay = next(delays, None)
                 if delay is None:

@@ -12,6 +12,7 @@ from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.errors import PermanentError, PolicyDenied, TransientError
 from promoter.service.queue import JobKey, JobQueue, LeaseLost
 from promoter.service.worker import JobContext, Worker
+from promoter.state.db import StateConflict
 from tests.core.test_pipeline import MODEL, NAME, RENDERER, World
 from tests.core.test_pipeline import world as world  # the pipeline fakes, as a fixture
 from tests.fixtures.state_backends import StateBackend
@@ -453,6 +454,22 @@ def test_a_transient_failure_writing_the_outcome_does_not_run_the_job_again(
     assert (done.state, done.result, done.attempts) == ("done", {"mr": "!12"}, 1)
     assert runs == [1]
     assert len(pauses) == 1
+
+
+def test_a_uniqueness_conflict_writing_the_outcome_is_not_retried(
+        queue: JobQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken uniqueness rule stays broken: no pauses spent retrying it."""
+    queue.enqueue(V7)
+
+    def complete(*args: Any, **kwargs: Any) -> None:
+        raise StateConflict("a second open MR for one branch")
+
+    monkeypatch.setattr(queue, "complete", complete)
+    pauses: list[float] = []
+    worker = make_worker(queue, lambda job, ctx: {"mr": "!12"}, sleep=pauses.append)
+    with pytest.raises(StateConflict):
+        worker.run_once()
+    assert pauses == []
 
 
 def test_an_outcome_whose_answer_was_lost_is_not_written_twice(

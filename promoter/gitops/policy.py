@@ -21,6 +21,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from promoter.core.config import PipelineConfig
 from promoter.core.declared_intent import declared_intent
 from promoter.core.gates import GateFacts, TeamPermissionGate, evaluate
 from promoter.core.intent import resolve_intent
@@ -50,12 +51,12 @@ class _Declared:
     error: str = ""
 
 
-def _declared(settings: Settings, overlay: Path, build: Callable[[Path], str]) -> _Declared:
+def _declared(config: PipelineConfig, overlay: Path,
+              build: Callable[[Path], str]) -> _Declared:
     env = overlay.name
     try:
         documents = [d for d in YAML(typ="safe", pure=True).load_all(build(overlay))
                      if isinstance(d, dict)]
-        config = settings.pipeline_config()
         target = config.targets.environment(env)
         deployment = resolve_intent(config.targets, declared_intent(documents), env,
                                     origin=str(overlay))
@@ -67,13 +68,12 @@ def _declared(settings: Settings, overlay: Path, build: Callable[[Path], str]) -
     return _Declared(overlay, env, deployment, namespace)
 
 
-def _judge(settings: Settings, declared: _Declared,
+def _judge(config: PipelineConfig, declared: _Declared,
            quota: dict[tuple[str, str], RuleResult]) -> OverlayVerdict:
     overlay, env, deployment = declared.overlay, declared.env, declared.deployment
     if deployment is None:
         return OverlayVerdict(overlay, env, Decision((RuleResult("overlay", False,
                                                                  declared.error),)))
-    config = settings.pipeline_config()
     target = config.targets.environment(env)
     # No quota here: ``quota`` holds it, judged on the whole tree's sum.
     rules = PolicyRules(allowed_gpu_types=target.allowed_gpu_types,
@@ -95,14 +95,15 @@ def check_tree(settings: Settings, roots: list[Path], build: Callable[[Path], st
     each team's GPU quota judged on the sum over every overlay under ``roots``. ``build`` is
     `kustomize build` (the composition root's manifest checker has it)."""
     overlays = sorted({overlay for root in roots for overlay in find_overlays(root)})
-    declared = [_declared(settings, overlay, build) for overlay in overlays]
-    policy = settings.pipeline_config().policy
+    config = settings.pipeline_config()  # compiles every CEL gate: once per tree
+    declared = [_declared(config, overlay, build) for overlay in overlays]
+    policy = config.policy
     quota = team_quota_totals(
         [GpuClaim(str(d.overlay), d.deployment.spec.owner.team, d.env,
                   gpu_claim(d.deployment)) for d in declared if d.deployment is not None],
         policy.team_gpu_quota, policy.default_team_gpu_quota)
     wanted = None if selected is None else {path.resolve() for path in selected}
-    return [_judge(settings, d, quota) for d in declared
+    return [_judge(config, d, quota) for d in declared
             if wanted is None or d.overlay.resolve() in wanted]
 
 

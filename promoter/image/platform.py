@@ -58,11 +58,12 @@ def platform_problem(text: str) -> str | None:
     return None
 
 
-def parse_platform(text: str, setting: str = "image.platform") -> Platform:
-    """``os/arch`` or ``os/arch/variant``, normalised; a UserError names ``setting``."""
+def parse_platform(text: str) -> Platform:
+    """``os/arch`` or ``os/arch/variant``, normalised; a UserError names image.platform."""
     problem = platform_problem(text)
     if problem is not None:
-        raise UserError(f"{setting} {text!r} {problem}", hint=f"set {setting} in promoter.yaml")
+        raise UserError(f"image.platform {text!r} {problem}",
+                        hint="set image.platform in promoter.yaml")
     segments = text.split("/")
     return normalise(segments[0], segments[1], segments[2] if len(segments) == 3 else "")
 

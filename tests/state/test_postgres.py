@@ -195,35 +195,99 @@ def test_a_replica_whose_clock_runs_ahead_cannot_take_a_live_lease(
     ahead.close()
 
 
+# A replica on another host whose system clock is off by argv[2] seconds claims a hook
+# delivery (argv[3] = "delivery") or the telling of an Argo CD status (argv[3] = "telling") and
+# prints whether it may act. The skew is the whole process's time.time(), set before promoter is
+# imported, as a skewed host would have it: whatever clock promoter reads of its own, it is this.
+SKEWED_REPLICA = """
+import sys, time
+real_time = time.time
+time.time = lambda: real_time() + float(sys.argv[2])
+from promoter.adapters.postgres_state import PostgresStateDB, StateUrl
+from promoter.core.cluster_status import ClusterStatus, summarise
+from promoter.service.cluster_feedback import StatusStore
+from promoter.service.hook_deliveries import HookDeliveries
+db = PostgresStateDB.connect(StateUrl(sys.argv[1]))
+if sys.argv[3] == "delivery":
+    print(HookDeliveries(db, "gitlab").claim("delivery-1").name)
+else:
+    row = ClusterStatus("fraud-detector", "production", "gpu-eu-1", "Synced", "Healthy",
+                        "a" * 40, "2026-01-01T10:05:00Z", "fraud-detector-production")
+    told = StatusStore(db).record("fraud-detector", "production", [row], complete=False,
+                                  summary=summarise)[1]
+    print("TELL" if told else "LEAVE")
+db.close()
+"""
+
+
+def claim_on_skewed_replica(postgres_url: str, skew: float, what: str) -> str:
+    process = child(SKEWED_REPLICA, postgres_url, str(skew), what)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return out.strip()
+
+
+TELLING_ROW = ClusterStatus("fraud-detector", "production", "gpu-eu-1", "Synced", "Healthy",
+                            "a" * 40, "2026-01-01T10:05:00Z", "fraud-detector-production")
+
+
+def claim_telling(store: StatusStore) -> bool:
+    return store.record("fraud-detector", "production", [TELLING_ROW], complete=False,
+                        summary=summarise)[1]
+
+
+def age_on_database_clock(db: PostgresStateDB, table_and_column: str, seconds: float) -> None:
+    """Make every claim in ``table_and_column`` ``seconds`` older, as if its holder claimed it
+    that long ago by the database's clock and then died."""
+    table, column = table_and_column.split(".")
+    db.write(lambda conn: conn.execute(f"UPDATE {table} SET {column} = {column} - ?",
+                                       (seconds,)))
+
+
 def test_a_replica_whose_clock_runs_ahead_cannot_take_over_a_live_delivery(
         postgres_url: str, tmp_path: Path) -> None:
     """A hook delivery still being handled by one replica: its re-delivery to a replica whose
     clock runs past the takeover age is answered 'in progress', not handled a second time."""
     holder = connect(postgres_url, tmp_path)
-    ahead = connect(postgres_url, tmp_path)
-    holder_side = HookDeliveries(holder, "gitlab")
-    ahead_side = HookDeliveries(ahead, "gitlab")
-    ahead_side.clock = lambda: time.time() + PROCESSING_TAKEOVER_SECONDS + 60
-    assert holder_side.claim("delivery-1") is HookClaim.ACT
-    assert ahead_side.claim("delivery-1") is HookClaim.IN_PROGRESS
+    assert HookDeliveries(holder, "gitlab").claim("delivery-1") is HookClaim.ACT
+    ahead = claim_on_skewed_replica(postgres_url, PROCESSING_TAKEOVER_SECONDS + 60, "delivery")
+    assert ahead == HookClaim.IN_PROGRESS.name
     holder.close()
-    ahead.close()
+
+
+def test_a_replica_whose_clock_runs_behind_takes_over_a_dead_delivery_when_due(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A delivery whose handler died past the takeover age by the database's clock is taken
+    over by its re-delivery, even to a replica whose own clock says it is not that old yet."""
+    holder = connect(postgres_url, tmp_path)
+    assert HookDeliveries(holder, "gitlab").claim("delivery-1") is HookClaim.ACT
+    age_on_database_clock(holder, "deliveries.received_at", PROCESSING_TAKEOVER_SECONDS + 1)
+    behind = claim_on_skewed_replica(postgres_url, -3600, "delivery")
+    assert behind == HookClaim.ACT.name
+    holder.close()
 
 
 def test_a_replica_whose_clock_runs_ahead_cannot_take_over_a_live_telling(
         postgres_url: str, tmp_path: Path) -> None:
     """One replica is telling an Argo CD status change; another, its clock past the takeover
     age, observing the same rows leaves the telling to it rather than telling it twice."""
-    row = ClusterStatus("fraud-detector", "production", "gpu-eu-1", "Synced", "Healthy",
-                        "a" * 40, "2026-01-01T10:05:00Z", "fraud-detector-production")
     telling = StatusStore(connect(postgres_url, tmp_path))
-    ahead = StatusStore(connect(postgres_url, tmp_path))
-    ahead.clock = lambda: time.time() + TELLING_TAKEOVER_SECONDS + 60
-    claimed = [store.record("fraud-detector", "production", [row], complete=False,
-                            summary=summarise)[1] for store in (telling, ahead)]
-    assert claimed == [True, False]
+    assert claim_telling(telling)
+    ahead = claim_on_skewed_replica(postgres_url, TELLING_TAKEOVER_SECONDS + 60, "telling")
+    assert ahead == "LEAVE"
     telling.db.close()
-    ahead.db.close()
+
+
+def test_a_replica_whose_clock_runs_behind_takes_over_a_dead_telling_when_due(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A telling whose teller died past the takeover age by the database's clock is taken over,
+    even by a replica whose own clock says it is not that old yet."""
+    telling = StatusStore(connect(postgres_url, tmp_path))
+    assert claim_telling(telling)
+    age_on_database_clock(telling.db, "cluster_summaries.telling_since",
+                          TELLING_TAKEOVER_SECONDS + 1)
+    assert claim_on_skewed_replica(postgres_url, -3600, "telling") == "TELL"
+    telling.db.close()
 
 
 def test_an_enqueue_elsewhere_wakes_an_idle_worker_before_its_fallback_poll(

@@ -42,8 +42,8 @@ def test_three_models_of_one_team_against_a_real_target_branch(tmp_path: Path) -
             provider.approve(mr, user)
         provider.merge(mr, "alice")
     registry.add("Model C", "1", {**INTENT_TAGS, **GPUS})
-    with pytest.raises(PolicyDenied, match="plus 8 its other deployments claim here exceeds "
-                                           "risk's quota of 10"):
+    with pytest.raises(PolicyDenied, match=r"model-c \(4\), its other deployments here \(8\)\), "
+                                           "over its quota of 10"):
         world.promote("1", model="Model C")
     assert [mr.source_branch for mr in provider.list_mrs()] == []   # nothing was proposed
 
@@ -54,7 +54,7 @@ def test_three_models_of_one_team_against_a_real_target_branch(tmp_path: Path) -
     decision = check_policy(settings, Subject(env="production", intent_file=write_intent(
         tmp_path / "model-c.yaml", intent)))
     assert not decision.allowed
-    assert any("plus 8 its other deployments claim here exceeds risk's quota of 10" in reason
+    assert any("(4), its other deployments here (8)), over its quota of 10" in reason
                for reason in decision.reasons), decision.reasons
 
 
@@ -71,8 +71,8 @@ def test_a_second_model_is_denied_while_the_first_ones_mr_is_still_open(tmp_path
     for model in ("Model A", "Model B"):
         registry.add(model, "1", {**INTENT_TAGS, **GPUS})
     assert world.promote("1", model="Model A").mr_iid is not None
-    with pytest.raises(PolicyDenied, match="plus 4 its other deployments claim here exceeds "
-                                           "risk's quota of 6"):
+    with pytest.raises(PolicyDenied, match=r"model-b \(4\), its other deployments here \(4\)\), "
+                                           "over its quota of 6"):
         world.promote("1", model="Model B")
     assert [mr.source_branch for mr in provider.list_mrs()] == ["promote/model-a/production"]
     # `promoter policy check` reads the same ledger: the same denial, locally.
@@ -81,7 +81,7 @@ def test_a_second_model_is_denied_while_the_first_ones_mr_is_still_open(tmp_path
                                 "scaling": {"maxReplicas": 2}}}
     decision = check_policy(settings, Subject(env="production", intent_file=write_intent(
         tmp_path / "model-b.yaml", intent)))
-    assert any("plus 4 its other deployments claim here exceeds risk's quota of 6" in reason
+    assert any("(4), its other deployments here (4)), over its quota of 6" in reason
                for reason in decision.reasons), decision.reasons
 
     # Model A's MR closed unmerged: its GPUs are no longer claimed, and Model B fits.

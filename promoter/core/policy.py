@@ -64,7 +64,7 @@ def decide(deployment: ModelDeployment, env: str, tags: Mapping[str, str],
                for key, wanted in sorted(rules.required_tags.items())]
     results.append(_gpu_type(deployment, env, rules.allowed_gpu_types))
     results.append(_regions(deployment, env, rules.allowed_regions))
-    results.append(_quota(deployment, rules.team_gpu_quota, rules.default_team_gpu_quota,
+    results.append(_quota(deployment, env, rules,
                           (claimed or {}).get(deployment.spec.owner.team, 0)))
     return Decision(tuple(result for result in results if result is not None))
 
@@ -108,18 +108,51 @@ def _regions(deployment: ModelDeployment, env: str,
     return RuleResult("regions", True, f"{', '.join(regions)} allowed in {env}")
 
 
-def _quota(deployment: ModelDeployment, quotas: Mapping[str, int], default: int | None,
+def _quota(deployment: ModelDeployment, env: str, rules: PolicyRules,
            elsewhere: int) -> RuleResult:
-    team = deployment.spec.owner.team
-    claim = gpu_claim(deployment)
+    """The quota rule on what the pipeline knows: this deployment's claim, and the sum its
+    team's other deployments claim in ``env`` (core.verdict.claimed_elsewhere)."""
+    team, claim = deployment.spec.owner.team, gpu_claim(deployment)
+    shares = [GpuShare(deployment.name, claim)]
+    if elsewhere:
+        shares.append(GpuShare(OTHER_DEPLOYMENTS, elsewhere))
+    judged = team_gpu_quota(team, env, shares, rules.team_gpu_quota,
+                            rules.default_team_gpu_quota)
+    # Every rule leaves a result in the decision (the MR lists them), so "no quota" is one.
+    return judged or RuleResult(TEAM_GPU_QUOTA, True,
+                                f"{claim} GPUs at full scale (no quota for {team})")
+
+
+TEAM_GPU_QUOTA = "team gpu quota"
+# How the pipeline names the GPUs of the team's other deployments: it knows only their sum.
+OTHER_DEPLOYMENTS = "its other deployments here"
+
+
+@dataclass(frozen=True)
+class GpuShare:
+    """GPUs at full scale (core.policy.gpu_claim) that one part of a team's footprint in an
+    environment claims: an overlay of the tree (the CI gate) or a deployment (the pipeline)."""
+
+    where: str
+    gpus: int
+
+
+def team_gpu_quota(team: str, env: str, shares: Sequence[GpuShare], quotas: Mapping[str, int],
+                   default: int | None) -> RuleResult | None:
+    """The team GPU quota rule, for every caller: the pipeline and `policy check` (decide, on
+    this deployment and what the team's others claim) and the CI gate (core.policy_scope, on
+    every overlay of the tree). They gather ``shares`` from different facts; what counts,
+    the sum, the comparison and the message are this one function's, so they cannot drift.
+    None: the team has no quota (no entry and no default), so the rule does not apply."""
     limit = quotas.get(team, default)
     if limit is None:
-        return RuleResult("team gpu quota", True,
-                          f"{claim} GPUs at full scale (no quota for {team})")
-    total = claim + elsewhere
-    running = f" plus {elsewhere} its other deployments claim here" if elsewhere else ""
-    if total > limit:
-        return RuleResult("team gpu quota", False, f"{claim} GPUs at full scale "
-                          f"(gpu.count x maxReplicas){running} exceeds {team}'s quota of "
-                          f"{limit}; lower maxReplicas or the GPU count, or free GPUs")
-    return RuleResult("team gpu quota", True, f"{total} of {team}'s {limit} GPUs")
+        return None
+    total = sum(share.gpus for share in shares)
+    if total <= limit:
+        return RuleResult(TEAM_GPU_QUOTA, True, f"{total} of {team}'s {limit} GPUs in {env}")
+    where = ", ".join(f"{share.where} ({share.gpus})" for share in shares if share.gpus)
+    return RuleResult(
+        TEAM_GPU_QUOTA, False,
+        f"{team} claims {total} GPUs in {env} at full scale (gpu.count x maxReplicas, summed "
+        f"over {where}), over its quota of {limit}; lower maxReplicas or the GPU count, or "
+        "free GPUs")

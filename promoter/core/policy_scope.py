@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from promoter.core.policy import RuleResult
+from promoter.core.policy import GpuShare, RuleResult, team_gpu_quota
 
 
 def overlays_to_check(changed: Iterable[str], overlays: Iterable[str], tree: str) -> list[str]:
@@ -59,26 +59,16 @@ class GpuClaim:
 
 def team_quota_totals(claims: Sequence[GpuClaim], quotas: Mapping[str, int],
                       default: int | None) -> dict[tuple[str, str], RuleResult]:
-    """(team, env) → the "team gpu quota" verdict on the sum of its overlays' claims; teams
-    without a quota (and no default) get none."""
+    """(team, env) → the team GPU quota verdict (core.policy.team_gpu_quota) on the sum of its
+    overlays' claims; teams without a quota (and no default) get none."""
     groups: dict[tuple[str, str], list[GpuClaim]] = {}
     for claim in claims:
         groups.setdefault((claim.team, claim.env), []).append(claim)
     results: dict[tuple[str, str], RuleResult] = {}
     for (team, env), members in sorted(groups.items()):
-        limit = quotas.get(team, default)
-        if limit is None:
-            continue
-        total = sum(claim.gpus for claim in members)
-        where = ", ".join(f"{claim.overlay} ({claim.gpus})"
-                          for claim in sorted(members, key=lambda c: c.overlay) if claim.gpus)
-        if total > limit:
-            results[(team, env)] = RuleResult(
-                "team gpu quota", False,
-                f"{team} claims {total} GPUs in {env} at full scale (gpu.count x maxReplicas, "
-                f"summed over {where}), over its quota of {limit}; lower maxReplicas or the "
-                "GPU count, or free GPUs")
-        else:
-            results[(team, env)] = RuleResult("team gpu quota", True,
-                                              f"{total} of {team}'s {limit} GPUs in {env}")
+        shares = [GpuShare(claim.overlay, claim.gpus)
+                  for claim in sorted(members, key=lambda c: c.overlay)]
+        judged = team_gpu_quota(team, env, shares, quotas, default)
+        if judged is not None:
+            results[(team, env)] = judged
     return results

@@ -25,7 +25,14 @@ from promoter.core.config import PipelineConfig
 from promoter.core.declared_intent import declared_intent
 from promoter.core.gates import GateFacts, TeamPermissionGate, evaluate
 from promoter.core.intent import resolve_intent
-from promoter.core.policy import Decision, PolicyRules, RuleResult, decide, gpu_claim
+from promoter.core.policy import (
+    TEAM_GPU_QUOTA,
+    Decision,
+    PolicyRules,
+    RuleResult,
+    decide,
+    gpu_claim,
+)
 from promoter.core.policy_scope import GpuClaim, overlays_to_check, team_quota_totals
 from promoter.core.spec import ModelDeployment
 from promoter.errors import PromoterError, UserError
@@ -79,7 +86,7 @@ def _judge(config: PipelineConfig, declared: _Declared,
     rules = PolicyRules(allowed_gpu_types=target.allowed_gpu_types,
                         allowed_regions=target.allowed_regions)
     built_in = tuple(r for r in decide(deployment, env, {}, rules).results
-                     if r.rule != "team gpu quota")
+                     if r.rule != TEAM_GPU_QUOTA)
     team_quota = quota.get((deployment.spec.owner.team, env))
     facts = GateFacts(model=deployment.spec.model.name, version=deployment.spec.model.version,
                       env=env, namespace=declared.namespace, now=time.time())

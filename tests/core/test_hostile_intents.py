@@ -114,7 +114,8 @@ def test_a_team_without_a_quota_gets_the_default_quota(world: World) -> None:
                                     "deploy.resources.gpu.count": "8",
                                     "deploy.resources.gpu.type": "nvidia-a100",
                                     "deploy.scaling.maxReplicas": "10"})
-    with pytest.raises(PolicyDenied, match="exceeds unlisted's quota of 4"):
+    with pytest.raises(PolicyDenied,
+                       match=r"unlisted claims 80 GPUs in production .* over its quota of 4"):
         world.promote("4")
 
 
@@ -147,8 +148,8 @@ def test_the_team_quota_sums_what_the_target_branch_runs(world: World) -> None:
             world.provider.branches["main"]
     world.registry.add("Model C", "1", {**INTENT_TAGS, **gpus,
                                         "deploy.scaling.maxReplicas": "3"})
-    with pytest.raises(PolicyDenied, match=r"6 GPUs at full scale .* plus 8 its other "
-                                           r"deployments claim here exceeds risk's quota of 12"):
+    with pytest.raises(PolicyDenied, match=r"risk claims 14 GPUs .* model-c \(6\), its other "
+                                           r"deployments here \(8\)\), over its quota of 12"):
         world.promote("1", model="Model C")
     world.registry.add("Model C", "2", {**INTENT_TAGS, **gpus})     # 4 more: exactly 12
     assert world.promote("2", model="Model C").outcome == "created"

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from promoter.core.policy import PolicyRules, RuleResult, decide
+from promoter.core.policy import OTHER_DEPLOYMENTS, PolicyRules, RuleResult, decide, gpu_claim
+from promoter.core.policy_scope import GpuClaim, team_quota_totals
 from promoter.core.spec import ModelDeployment, deep_merge, resolve
 from promoter.settings import DEFAULT_SPEC
 
@@ -120,11 +121,12 @@ def test_region_rule(regions: list[str], allowed: list[str] | None, passed: bool
 
 @pytest.mark.parametrize(("count", "max_replicas", "quota", "passed", "detail"), [
     (2, 4, None, True, "8 GPUs at full scale (no quota for risk)"),
-    (2, 4, 8, True, "8 of risk's 8 GPUs"),
+    (2, 4, 8, True, "8 of risk's 8 GPUs in production"),
     (2, 4, 7, False,
-     "8 GPUs at full scale (gpu.count x maxReplicas) exceeds risk's quota of 7; lower "
-     "maxReplicas or the GPU count, or free GPUs"),
-    (0, 50, 0, True, "0 of risk's 0 GPUs"),
+     "risk claims 8 GPUs in production at full scale (gpu.count x maxReplicas, summed over "
+     "fraud-detector (8)), over its quota of 7; lower maxReplicas or the GPU count, or free "
+     "GPUs"),
+    (0, 50, 0, True, "0 of risk's 0 GPUs in production"),
 ])
 def test_team_gpu_quota_counts_gpus_at_full_scale(count: int, max_replicas: int,
                                                   quota: int | None, passed: bool,
@@ -139,11 +141,33 @@ def test_team_gpu_quota_counts_gpus_at_full_scale(count: int, max_replicas: int,
 def test_the_quota_covers_what_the_team_already_runs_in_the_environment() -> None:
     rules = PolicyRules(team_gpu_quota={"risk": 12})
     fits = decide(gpu(2, "nvidia-a100", 2), "production", {}, rules, {"risk": 8})
-    assert rule(list(fits.results), "team gpu quota").detail == "12 of risk's 12 GPUs"
+    assert rule(list(fits.results), "team gpu quota").detail == "12 of risk's 12 GPUs in production"
     over = decide(gpu(2, "nvidia-a100", 3), "production", {}, rules,
                   {"risk": 8, "search": 100})
     found = rule(list(over.results), "team gpu quota")
-    assert not found.passed and "plus 8 its other deployments claim here" in found.detail
+    assert not found.passed and "fraud-detector (6), its other deployments here (8)" in found.detail
+
+
+@pytest.mark.parametrize(("quotas", "default"), [
+    ({}, None), ({"risk": 11}, None), ({"risk": 12}, None), ({"risk": 13}, None),
+    ({"search": 1}, 11), ({"search": 1}, 12), ({"risk": 20}, 1)])
+def test_the_pipeline_and_the_ci_gate_judge_one_footprint_alike(quotas: dict[str, int],
+                                                                default: int | None) -> None:
+    """The pipeline (and `policy check`) learns the team's other deployments as one sum, the CI
+    gate (`gitops policy`) as overlays of the tree; given the same GPUs, on either side of the
+    quota, both give the same verdict in the same words."""
+    this = gpu(2, "nvidia-a100", 2)   # 4 GPUs at full scale, beside 8 the team claims already
+    pipeline = rule(list(decide(this, "production", {}, PolicyRules(
+        team_gpu_quota=quotas, default_team_gpu_quota=default), {"risk": 8}).results),
+        "team gpu quota")
+    gate = team_quota_totals([GpuClaim(this.name, "risk", "production", gpu_claim(this)),
+                              GpuClaim(OTHER_DEPLOYMENTS, "risk", "production", 8)],
+                             quotas, default).get(("risk", "production"))
+    if gate is None:   # no quota for risk: the gate has no verdict, the pipeline records so
+        assert pipeline == RuleResult("team gpu quota", True,
+                                      "4 GPUs at full scale (no quota for risk)")
+    else:
+        assert pipeline == gate
 
 
 def test_quota_of_another_team_does_not_apply() -> None:

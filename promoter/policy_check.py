@@ -62,7 +62,7 @@ def check_policy(settings: Settings, subject: Subject) -> Decision:
     # The team quota counts what the target branch runs and the open proposals of the state
     # database's ledger would add, as the pipeline does.
     claimed = claimed_elsewhere(
-        config, lambda: composition.provider(settings), subject.env, deployment.name,
+        config, lambda: composition.provider(settings), subject.env, deployment,
         lambda: StateLedger(composition.state_db(settings)).with_statuses(OPEN_PROPOSALS))
     facts = GateFacts(model=name, version=version, env=subject.env, namespace=target.namespace,
                       tags=tags, metrics=metrics, params=params, run_doubt=run_doubt,

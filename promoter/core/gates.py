@@ -43,8 +43,8 @@ class GateFacts:
     # env -> when this version became live there (merged), for the staging-first gate;
     # None for an environment where it never was.
     live_since: Callable[[str], float | None] = field(default=lambda env: None)
-    # team -> GPUs (count x maxReplicas) the team's OTHER deployments claim in this
-    # environment on the target branch, for the team quota (core.verdict.claimed_elsewhere,
+    # {team: GPUs} (count x maxReplicas) the deployment's team's OTHER deployments claim in
+    # this environment on the target branch, for the team quota (core.verdict.claimed_elsewhere,
     # for the pipeline and `policy check` alike); empty when no team quota is configured.
     claimed: Mapping[str, int] = field(default_factory=dict)
     # Why the run the version names may not vouch for it (core.lineage: its files are from

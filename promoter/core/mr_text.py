@@ -109,15 +109,24 @@ def title(facts: MrFacts) -> str:
     return f"Promote {escape(facts.model, 120)} version {facts.version} to {facts.env}"
 
 
+TEAM_LABEL = "team::"   # scoped, as env:: is: one per merge request
+
+
 def labels(env: str, team: str | None, affected_envs: Sequence[str] = ()) -> tuple[str, ...]:
     """The MR's labels. Environments a shared-base change also reaches get ``affects:<env>``:
     ``env::`` is a scoped label, of which GitLab keeps only one per merge request."""
     found = ["promoter", f"env::{env}"]
     if team:
-        found.append(f"team::{team}")
+        found.append(f"{TEAM_LABEL}{team}")
     if affected_envs:
         found += ["shared-base", *(f"affects:{other}" for other in affected_envs)]
     return tuple(found)
+
+
+def labelled_team(labels: Sequence[str]) -> str | None:
+    """The team an MR's labels name (``labels`` gave it), or None when none does."""
+    return next((label.removeprefix(TEAM_LABEL) for label in labels
+                 if label.startswith(TEAM_LABEL)), None)
 
 
 def description(facts: MrFacts) -> str:

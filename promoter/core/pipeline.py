@@ -299,7 +299,7 @@ class Pipeline:
             live_since=lambda where: history.live_since(job.model, info.version, where)
             if history else None,
             claimed=claimed_elsewhere(
-                self.config, lambda: self.ports.provider, job.env, deployment.name,
+                self.config, lambda: self.ports.provider, job.env, deployment,
                 lambda: self.ports.ledger.with_statuses(OPEN_PROPOSALS)))
         return verdict(self.config.policy, env, deployment, facts)
 

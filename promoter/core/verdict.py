@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from promoter.core import tree_facts
+from promoter.core import mr_text, tree_facts
 from promoter.core.config import EnvironmentTarget, PipelineConfig, PolicyConfig
 from promoter.core.gates import GateFacts, evaluate
 from promoter.core.policy import Decision, PolicyRules, decide
@@ -34,32 +34,51 @@ OPEN_PROPOSALS = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVE
 
 
 def claimed_elsewhere(config: PipelineConfig, provider: Callable[[], GitProvider], env: str,
-                      name: str,
+                      deployment: ModelDeployment,
                       open_proposals: Callable[[], Iterable[DeployedState]] = lambda: (),
                       ) -> dict[str, int]:
-    """team → GPUs the other deployments claim in ``env`` (the facts' ``claimed``): what the
-    target branch runs, with each deployment that has an open proposal (a ledger row in
-    ``OPEN_PROPOSALS``) counted as its MR branch would leave it, so two models of one team
-    each within the quota alone cannot both be proposed. Two jobs deciding at the same
-    instant can still both pass (neither row exists yet); the CI gate, which sums the MR's
+    """{team: GPUs} the other deployments of ``deployment``'s team claim in ``env`` (the facts'
+    ``claimed``): what the target branch runs, with each deployment that has an open proposal
+    (a ledger row in ``OPEN_PROPOSALS``) counted as its MR branch would leave it, so two models
+    of one team each within the quota alone cannot both be proposed. Two jobs deciding at the
+    same instant can still both pass (neither row exists yet); the CI gate, which sums the MR's
     whole resulting tree, catches the second MR.
 
-    Read only when a team quota is configured: it costs one read of the tree (and one per open
-    proposal), and ``provider`` is only asked for then (a local check without quotas needs no
-    forge)."""
+    Only the team's own proposals are read: promoter labels every MR with its team
+    (mr_text.labels), so one listing of the environment's open promoter MRs tells which rows
+    are other teams', and their branches are left alone. A row whose MR has no team label (or
+    is not among the open ones) is read, as it always was.
+
+    Read only when a team quota is configured: it costs one read of the tree (and the listing
+    and one read per proposal of the team), and ``provider`` is only asked for then (a local
+    check without quotas needs no forge)."""
     policy = config.policy
     if not policy.team_gpu_quota and policy.default_team_gpu_quota is None:
         return {}
     root, target = config.manifests_root, config.target_branch
+    name, team = deployment.name, deployment.spec.owner.team
     git = provider()
     suffix = f"/overlays/{env}/kustomization.yaml"
     overlays = {path: text for path, text in git.files(f"{root}/", target).items()
                 if path.endswith(suffix) and not path.startswith(f"{root}/{name}/")}
-    for row in open_proposals():
-        if row.env != env or row.name == name or row.status not in OPEN_PROPOSALS:
-            continue
+    rows = [row for row in open_proposals()
+            if row.env == env and row.name != name and row.status in OPEN_PROPOSALS]
+    others = _other_teams_proposals(git, env, team) if rows else frozenset()
+    for row in rows:
         path = tree_facts.overlay_kustomization(root, row.name, env)
+        if row.mr_iid in others:
+            # Its branch is another team's: what it replaces on the target branch no longer
+            # counts, and what it brings counts for that team, not this one.
+            overlays.pop(path, None)
+            continue
         proposed = git.read(path, branch_for(row.name, env))
         if proposed is not None:   # no branch (merged and deleted): the target branch's counts
             overlays[path] = proposed
-    return tree_facts.team_claims(overlays)
+    return {team: tree_facts.team_claims(overlays).get(team, 0)}
+
+
+def _other_teams_proposals(git: GitProvider, env: str, team: str) -> frozenset[int]:
+    """The MRs (iids) of the open proposals in ``env`` that promoter labelled for a team
+    other than ``team``."""
+    return frozenset(mr.iid for mr in git.open_merge_requests(mr_text.labels(env, None))
+                     if mr_text.labelled_team(mr.labels) not in (None, team))

@@ -151,9 +151,11 @@ class Api:
     # --- merge requests --------------------------------------------------------------------
     def list_mrs(self, user: User, params: dict[str, Any]) -> Answer:
         state = str(params.get("state") or "all")
+        labels = set(_labels(params.get("labels")))   # GitLab: MRs carrying all of them
         found = [mr for mr in self.project.mrs.values()
                  if (state == "all" or mr.state == state)
-                 and params.get("source_branch") in (None, mr.source_branch)]
+                 and params.get("source_branch") in (None, mr.source_branch)
+                 and labels <= set(mr.labels)]
         descending = str(params.get("sort") or "desc") == "desc"
         found.sort(key=lambda mr: mr.iid, reverse=descending)
         answer = [self.project.mr_json(mr) for mr in found]

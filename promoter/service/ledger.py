@@ -4,7 +4,10 @@ MLflow's ``model_version_alias.deleted`` carries no version, so the version depl
 remembered here. One row per (model, env); ``name`` (the deployment directory) is indexed so a
 second model deriving the same name is caught before it could overwrite the first one's
 manifests; ``deployment_names`` records which model claimed a name just before its first
-proposal, so of two models racing for one name only one proposes. The MR head promoter pushed
+proposal, so of two models racing for one name only one proposes. A model gives its name up
+when every row it has under that name is decommissioned (the removal MRs merged, so the tree no
+longer holds its manifests); the next model to claim the name takes it over. The MR head
+promoter pushed
 is not a column here: it is read from the one record of pushed heads
 (promoter.state.pushed_heads), which the git providers write when they push.
 """
@@ -15,6 +18,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from promoter.core.results import DeploymentStatus
 from promoter.ports.git import BRANCH_PREFIX
 from promoter.ports.pipeline import DeployedState
 from promoter.state.db import Connection, StateDB, state_db
@@ -42,7 +46,8 @@ class StateLedger:
         return self.db.read(lambda conn: _one(conn, "d.name = ? AND d.env = ?", (name, env)))
 
     def owners(self, name: str) -> frozenset[str]:
-        """The models owning deployment ``name``: a ledger row or a claim."""
+        """The models owning deployment ``name``: a ledger row not decommissioned, or a claim
+        of a model with no row under that name yet (its first proposal is under way)."""
         return self.db.read(lambda conn: _owners(conn, name))
 
     def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
@@ -63,16 +68,22 @@ class StateLedger:
         self.db.write(put)
 
     def claim_name(self, name: str, model: str) -> frozenset[str]:
-        """Claim deployment ``name`` for ``model``; the other models owning it (a ledger row or
-        an earlier claim), if any, and then no claim. Under the ledger's lock (SQLite: the
-        write transaction), so two models claiming one name at once cannot both get it."""
+        """Claim deployment ``name`` for ``model``; the other models owning it (see owners),
+        if any, and then no claim. Under the ledger's lock (SQLite: the write transaction), so
+        two models claiming one name at once cannot both get it. A name its owner gave up
+        (decommissioned everywhere) is taken over: the claim moves to ``model`` and the old
+        owner's decommissioned rows under it go, so an MR of that name (by_deployment) can
+        only mean the new owner's deployment."""
 
         def claim(conn: Connection) -> frozenset[str]:
             conn.lock(_LOCK)
             others = _owners(conn, name) - {model}
             if not others:
+                conn.execute("DELETE FROM deployments WHERE name = ? AND model <> ? AND "
+                             "status = ?", (name, model, DeploymentStatus.DECOMMISSIONED.value))
                 conn.execute("INSERT INTO deployment_names (name, model) VALUES (?, ?) "
-                             "ON CONFLICT (name) DO NOTHING", (name, model))
+                             "ON CONFLICT (name) DO UPDATE SET model = excluded.model",
+                             (name, model))
             return others
 
         return self.db.write(claim)
@@ -118,8 +129,10 @@ class StateLedger:
 
 def _owners(conn: Connection, name: str) -> frozenset[str]:
     return frozenset(row[0] for row in conn.execute(
-        "SELECT model FROM deployments WHERE name = ? "
-        "UNION SELECT model FROM deployment_names WHERE name = ?", (name, name)).fetchall())
+        "SELECT model FROM deployments WHERE name = ? AND status <> ? "
+        "UNION SELECT c.model FROM deployment_names AS c WHERE c.name = ? AND NOT EXISTS "
+        "(SELECT 1 FROM deployments AS d WHERE d.name = c.name AND d.model = c.model)",
+        (name, DeploymentStatus.DECOMMISSIONED.value, name)).fetchall())
 
 
 def _put(conn: Connection, state: DeployedState) -> None:

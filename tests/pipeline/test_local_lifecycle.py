@@ -175,6 +175,18 @@ def test_deleting_aliases_decommissions_the_overlay_then_the_base(
     assert local.paths("main", model) == set()
     assert open_mrs(promoter, local, model) == []
 
+    # Retired everywhere, the model gave its deployment name up: another model deriving the
+    # same name takes it over, and the outcome of that MR is the newcomer's.
+    heir = "Decom Model"
+    heir_version = register_model_version(url, heir)
+    client.set_registered_model_alias(heir, "staging", heir_version)
+    settle(local, heir, 1)
+    [mr] = open_mrs(promoter, local, model)
+    assert version_tags(url, heir, heir_version)["promoter.staging.status"] == "mr_opened"
+    merge(promoter, local, mr["iid"])
+    assert version_tags(url, heir, heir_version)["promoter.staging.status"] == "merged"
+    assert version_tags(url, model, version)["promoter.staging.status"] == "decommissioned"
+
 
 def test_promote_prints_each_step_and_ends_in_an_mr(
         mlflow_server: MlflowServer, stack_registry: str, cosign_keys: CosignKeys,

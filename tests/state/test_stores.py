@@ -129,6 +129,39 @@ def test_a_deployment_name_is_claimed_by_one_model(state_backend: StateBackend) 
     assert ledger.owners("churn") == {"churn"} and ledger.owners("nobody") == frozenset()
 
 
+def test_a_name_decommissioned_everywhere_is_given_up_and_taken_over(
+        state_backend: StateBackend) -> None:
+    ledger = StateLedger(state_backend.open())
+    assert ledger.claim_name("fraud-detector", "Fraud Detector") == frozenset()
+    for env in ("staging", "production"):
+        ledger.put(DeployedState("Fraud Detector", env, "fraud-detector", "3", "merged"))
+    ledger.set_status("fraud-detector", "production", "decommissioned")
+    assert ledger.claim_name("fraud-detector", "fraud_detector") == {"Fraud Detector"}
+    ledger.set_status("fraud-detector", "staging", "decommissioning")   # removal MR open
+    assert ledger.owners("fraud-detector") == {"Fraud Detector"}
+    ledger.set_status("fraud-detector", "staging", "decommissioned")    # ... and merged
+    assert ledger.owners("fraud-detector") == frozenset()
+
+    assert ledger.claim_name("fraud-detector", "fraud_detector") == frozenset()
+    # The claim moved before the new owner has a row, and the old owner's rows are gone, so
+    # an MR of branch promote/fraud-detector/<env> can only be the new owner's.
+    assert ledger.owners("fraud-detector") == {"fraud_detector"}
+    assert ledger.by_deployment("fraud-detector", "staging") is None
+    assert ledger.get("Fraud Detector", "staging") is None
+    assert ledger.claim_name("fraud-detector", "Fraud Detector") == {"fraud_detector"}
+
+
+def test_a_model_promoted_again_after_its_decommission_keeps_its_name(
+        state_backend: StateBackend) -> None:
+    ledger = StateLedger(state_backend.open())
+    ledger.claim_name("churn", "churn")
+    ledger.put(DeployedState("churn", "staging", "churn", "1", "decommissioned"))
+    ledger.put(DeployedState("other", "staging", "churn-old", "1", "merged"))
+    assert ledger.claim_name("churn", "churn") == frozenset()
+    assert ledger.get("churn", "staging") is not None     # its own history is not dropped
+    assert ledger.get("other", "staging") is not None     # nor another name's rows
+
+
 def test_models_claiming_one_name_at_once_leave_one_owner(state_backend: StateBackend) -> None:
     ledger = StateLedger(state_backend.open())
     results, errors = run_at_once(6, lambda n: (f"model-{n}",

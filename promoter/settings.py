@@ -41,6 +41,7 @@ from promoter.core.image_refs import is_pinned
 from promoter.core.naming import label_value_problem, name_problem
 from promoter.core.problems import describe
 from promoter.core.spec import MIG_PROFILE_PATTERN, deep_merge
+from promoter.core.uri_scope import root_problem
 from promoter.errors import ConfigError
 from promoter.image_settings import ImageSettings
 from promoter.policy_settings import PolicySettings
@@ -129,8 +130,17 @@ class MlflowSettings(_Section):
     tracking_uri: str | None = None
     ui_url: str | None = Field(default=None, description="base URL for links in MR text")
     artifact_roots: tuple[Annotated[str, Field(min_length=3, max_length=500)], ...] | None = \
-        Field(default=None, description="URI prefixes model files may be read from (e.g. "
-              "mlflow-artifacts:, s3://ml-artifacts/); unset: anywhere")
+        Field(default=None, description="roots model files may be read from (e.g. "
+              "mlflow-artifacts:, s3://ml-artifacts/team-a), by whole segments; unset: anywhere")
+
+    @field_validator("artifact_roots")
+    @classmethod
+    def _roots_hold_something(cls, roots: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        # A root the check cannot parse would hold nothing: say so now, not at every promotion.
+        for root in roots or ():
+            if (problem := root_problem(root)) is not None:
+                raise ValueError(f"artifact root {root!r} {problem}")
+        return roots
 
 
 class GitLabSettings(_Section):

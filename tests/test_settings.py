@@ -96,6 +96,19 @@ def test_a_forecast_step_must_divide_the_hour(tmp_path: Path) -> None:
     assert load_settings(config, environ={}).forecast.step_minutes == 20
 
 
+def test_an_artifact_root_that_would_hold_nothing_is_refused_at_start(tmp_path: Path) -> None:
+    """A root the artifact_roots check cannot parse holds nothing: every promotion would be
+    refused as 'outside mlflow.artifact_roots' with the cause nowhere in sight."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text("mlflow: {artifact_roots: ['s3://ml-artifacts/', 's3://ml-artifacts/%2e']}\n")
+    with pytest.raises(ConfigError, match=r"mlflow\.artifact_roots.*'s3://ml-artifacts/%2e' "
+                                          r"is not a root: write a scheme"):
+        load_settings(config, environ={})
+    config.write_text("mlflow: {artifact_roots: ['mlflow-artifacts:', 's3://ml-artifacts',"
+                      " 's3://ml-artifacts/team-a/', 'file:///srv/mlruns', 'dbfs:/models']}\n")
+    assert len(load_settings(config, environ={}).mlflow.artifact_roots or ()) == 5
+
+
 def test_an_environment_minimum_of_zero_replicas_is_refused_at_start(tmp_path: Path) -> None:
     """An intent needs minReplicas >= 1: a 0 default would make every intent of the
     environment invalid at its first promotion instead."""

@@ -10,7 +10,7 @@ produced. A run's facts are used only when the version's source belongs to that 
 - ``models:/<name>/<version>`` (what ``copy_model_version`` writes), when that version names
   the same run and its own source belongs to it;
 - a URI inside the run's ``artifact_uri`` (MLflow 2 registrations:
-  ``s3://bucket/<exp>/<run_id>/artifacts/model``), compared segment by segment.
+  ``s3://bucket/<exp>/<run_id>/artifacts/model``), by ``uri_scope.is_within``.
 
 Pure: the registry lookups go through the Registry port.
 """
@@ -20,16 +20,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from promoter.core.uri_scope import is_plain_path, is_within, names_a_directory
 from promoter.errors import PermanentError
 from promoter.ports.registry import ModelVersionInfo, Registry, RunInfo
 
 _RUNS_URI = re.compile(r"^runs:/(?P<run>[0-9A-Za-z]+)(?:/(?P<path>.*))?$")
 _LOGGED_MODEL_URI = re.compile(r"^models:/(?P<id>m-[0-9A-Za-z]+)/?$")
 _REGISTERED_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<rest>.*)$", re.DOTALL)
-# Characters a store may decode or cut at (percent escapes, query, fragment, backslashes):
-# a source holding them is never taken to be inside a run's artifacts.
-_AMBIGUOUS = re.compile(r"[%?#\\\s\x00-\x1f]")
 # copy_model_version chains are short; a longer one (or a loop) is not followed.
 MAX_COPY_DEPTH = 4
 
@@ -38,7 +35,7 @@ def runs_uri_run_id(source: str) -> str | None:
     """The run a ``runs:/<run_id>/<path>`` URI names (None for other URIs, and for a path
     that climbs out of the run with ``..``)."""
     found = _RUNS_URI.match(source)
-    if found is None or not _plain_path(found["path"] or ""):
+    if found is None or not is_plain_path(found["path"] or ""):
         return None
     return found["run"]
 
@@ -55,17 +52,6 @@ def registered_version(source: str) -> tuple[str, str] | None:
     return (found["name"], found["version"]) if found else None
 
 
-def is_inside(uri: str, root: str) -> bool:
-    """Whether ``uri`` is ``root`` or below it: same scheme and bucket/host, and ``root``'s
-    path segments a prefix of ``uri``'s (``s3://b/1/run`` does not hold ``s3://b/1/run-evil``).
-    Trailing slashes do not matter; ``.``/``..`` segments and characters a store would decode
-    or cut at make the answer no."""
-    inner, outer = _parts(uri), _parts(root)
-    if inner is None or outer is None or not outer[2]:
-        return False
-    return inner[:2] == outer[:2] and inner[2][:len(outer[2])] == outer[2]
-
-
 def source_belongs_to_run(source: str, run_id: str, *, run_artifact_uri: str,
                           logged_model_run_id: str | None = None) -> bool:
     """The lineage rule for the forms that need no further lookup; ``logged_model_run_id``
@@ -74,7 +60,7 @@ def source_belongs_to_run(source: str, run_id: str, *, run_artifact_uri: str,
         return runs_uri_run_id(source) == run_id
     if logged_model_id(source) is not None:
         return logged_model_run_id is not None and logged_model_run_id == run_id
-    return bool(run_artifact_uri) and is_inside(source, run_artifact_uri)
+    return _is_a_run_directory(run_artifact_uri) and is_within(source, run_artifact_uri)
 
 
 def foreign_source(source: str, run_id: str) -> str:
@@ -122,30 +108,9 @@ def _belongs(registry: Registry, source: str, run: RunInfo, depth: int) -> bool:
                                  logged_model_run_id=producer)
 
 
-def _plain_path(path: str) -> bool:
-    return not _AMBIGUOUS.search(path) and not any(
-        segment in (".", "..") for segment in path.split("/"))
-
-
-def _parts(uri: str) -> tuple[str, str, tuple[str, ...]] | None:
-    """(scheme, authority, path segments) of an artifact URI, or None when it is ambiguous.
-    A bare absolute path is a ``file`` URI, as MLflow treats it."""
-    if uri.startswith("/"):
-        scheme, rest = "file", uri
-    elif (found := _SCHEME.match(uri)) is not None:
-        scheme, rest = found["scheme"].lower(), found["rest"]
-    else:
-        return None
-    authority = ""
-    if rest.startswith("//"):
-        authority, _, path = rest[2:].partition("/")
-    else:
-        path = rest.removeprefix("/")
-    if scheme == "file" and authority == "localhost":
-        authority = ""
-    trimmed = path.rstrip("/")
-    segments = tuple(trimmed.split("/")) if trimmed else ()
-    # An empty segment (``a//b``) is a different key in object stores, or not, per store.
-    if not _plain_path(authority + "/" + path) or "" in segments:
-        return None
-    return scheme, authority, segments
+def _is_a_run_directory(run_artifact_uri: str) -> bool:
+    """Whether a run's ``artifact_uri`` names a directory of its own. MLflow always puts a
+    run's artifacts at ``<experiment location>/<run_id>/artifacts``; one that is a whole bucket
+    or scheme (``s3://b``, ``mlflow-artifacts:``) is degenerate and would let the run vouch for
+    everything stored there."""
+    return names_a_directory(run_artifact_uri)

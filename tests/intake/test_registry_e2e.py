@@ -79,6 +79,50 @@ def test_artifact_roots_keep_model_files_to_the_allowed_stores(
         narrow.artifacts.download(f"runs:/{run_id}/model/MLmodel", str(tmp_path / "runs"))
 
 
+@pytest.mark.parametrize("up", ["%2e%2e", "%2E%2E", "%252e%252e", "..%2f..%2f{experiment}",
+                                "./..", "?/..", "#/..", "/..", "..\\.."])
+def test_artifact_roots_refuse_a_uri_a_store_would_decode_out_of_the_root(
+        mlflow_server: MlflowServer, tmp_path: Path, up: str) -> None:
+    """With a root narrowed to one run's directory, a URI that starts with that directory but
+    climbs out of it once decoded or normalised (here into another run's model) is refused
+    before anything is read, like any other place outside the roots. (This MLflow server
+    refuses to register such a source, but older servers, other registries and runs:/ paths
+    do not go through that check; promoter holds the line itself.)"""
+    from promoter.errors import UserError
+
+    client = mlflow_server.client()
+    own = client.get_model_version("escape-own", create_version(client, "escape-own"))
+    other = client.get_model_version("escape-other", create_version(client, "escape-other"))
+    experiment = client.get_run(own.run_id).info.experiment_id
+    own_run_dir = f"mlflow-artifacts:/{experiment}/{own.run_id}"
+    assert own.source.startswith(f"{own_run_dir}/") and other.run_id != own.run_id
+    up = up.format(experiment=experiment)
+    climbing = f"{own_run_dir}/{up}/{other.run_id}/artifacts/model"
+    rooted = MlflowRegistry(mlflow_server.url, artifact_roots=(own_run_dir,))
+    assert (rooted.artifacts.download_model(f"models:/escape-own/{own.version}", tmp_path / "ok")
+            / "MLmodel").exists()
+    for read in (lambda: rooted.artifacts.download(f"{climbing}/MLmodel", str(tmp_path / "d")),
+                 lambda: rooted.artifacts.listing(climbing),
+                 lambda: rooted.artifacts.download(
+                     f"runs:/{own.run_id}/{up}/{up}/{other.run_id}/artifacts/model/MLmodel",
+                     str(tmp_path / "r"))):
+        with pytest.raises(UserError, match=r"outside mlflow\.artifact_roots"):
+            read()
+
+
+def test_a_whole_scheme_root_does_not_hold_another_host(mlflow_server: MlflowServer,
+                                                        tmp_path: Path) -> None:
+    """mlflow-artifacts: is this tracking server's artifact proxy. A source naming another
+    host (mlflow-artifacts://host:port/...) would have promoter send its MLflow credentials
+    there; it is refused unless a root names that host."""
+    from promoter.errors import UserError
+
+    elsewhere = f"mlflow-artifacts://127.0.0.1:{free_port()}/1/r/artifacts/model/MLmodel"
+    served = MlflowRegistry(mlflow_server.url, artifact_roots=("mlflow-artifacts:",))
+    with pytest.raises(UserError, match=r"outside mlflow\.artifact_roots"):
+        served.artifacts.download(elsewhere, str(tmp_path))
+
+
 def test_write_back_tags_and_error_mapping(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     client = mlflow_server.client()
     version = create_version(client, "writeback-model")

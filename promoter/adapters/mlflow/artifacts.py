@@ -3,8 +3,10 @@
 
 Where a model version's files are is its ``source``, which whoever registered it chose, and
 promoter reads it with its own credentials (cloud identity, local files of its pod). With
-``mlflow.artifact_roots`` set, only URIs under those prefixes are listed or downloaded, so a
-version cannot make promoter copy another team's bucket or its own secrets into an image.
+``mlflow.artifact_roots`` set, only URIs under those roots are listed or downloaded, so a
+version cannot make promoter copy another team's bucket or its own secrets into an image
+("under" is ``core.uri_scope.is_within``: whole segments, nothing a store could decode or
+normalise out of the root).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from promoter.adapters.mlflow.client import Connection
+from promoter.core.uri_scope import is_within
 from promoter.errors import UserError
 from promoter.ports.image import ModelLineage
 
@@ -74,7 +77,7 @@ class Artifacts:
             run = self._mlflow.call(f"read run {found['run']}",
                                     lambda: self._mlflow.client.get_run(found["run"]))
             uri = f"{(run.info.artifact_uri or '').rstrip('/')}/{uri.split('/', 2)[2]}"
-        if not any(_under(uri, root) for root in self._roots):
+        if not any(is_within(uri, root) for root in self._roots):
             raise UserError(f"model files at {uri[:200]!r} are outside mlflow.artifact_roots "
                             f"({', '.join(self._roots)})",
                             hint="register the version from a run logged under an allowed "
@@ -95,14 +98,3 @@ class Artifacts:
         return str(self._mlflow.call(
             f"locate the files of {uri}",
             lambda: client.get_model_version_download_uri(found["name"], version)))
-
-
-def _under(uri: str, root: str) -> bool:
-    """Whether ``uri`` is ``root`` or inside it: a root ending in ``:`` or ``/`` is a plain
-    prefix; otherwise the next character must be ``/`` (``s3://ml`` does not hold ``s3://ml2``).
-    ``..`` segments never pass: some stores would resolve them out of the root."""
-    if ".." in uri.split("/"):
-        return False
-    if root.endswith((":", "/")):
-        return uri.startswith(root)
-    return uri == root or uri.startswith(root + "/")

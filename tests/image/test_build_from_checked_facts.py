@@ -99,3 +99,24 @@ def test_the_image_names_the_run_policy_trusted_though_mlflow_changed_before_the
     # policy trusted run R (quoted only where YAML would read it as a number: 6e29…)
     assert re.search(rf'promoter\.dev/mlflow-run-id: "?{run_id}"?\n', manifests)
     assert image_labels(registry, result.image).get(RUN_LABEL) == run_id  # and so does the image
+
+
+def test_image_build_of_a_uri_resolves_the_lineage_a_promotion_would_check(
+        registry: str, tmp_path: Path) -> None:
+    """`promoter image build models:/…` reads the version itself (once), through the rule the
+    pipeline applies; by number or by alias it finds the same version, run and content."""
+    from promoter.core.lineage import checked_version, run_of
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = register_copied_version(tmp_path, tracking)
+    models = adapter(settings_for(tracking, registry, tmp_path / "state"))
+    models.set_alias(MODEL, "champion", "1")
+    info = models.model_version(MODEL, "1")
+    checked = models.checked_lineage(checked_version(models, info, run_of(models, info)))
+
+    by_number = models.resolve_model(f"models:/{MODEL}/1")
+    by_alias = models.resolve_model(f"models:/{MODEL}@champion")
+    assert by_number == checked and checked.run_id == run_id
+    assert by_alias.source == f"models:/{MODEL}@champion"
+    assert (by_alias.name, by_alias.version, by_alias.run_id, by_alias.content_id) == (
+        MODEL, "1", run_id, checked.content_id)

@@ -2,9 +2,9 @@
 and stages, and the ``promoter.<env>.*`` tags written back.
 
 ``MlflowRegistry`` is promoter's one MLflow adapter: besides the Registry port it is the
-ModelSource the image builder downloads models through (``resolve_model``, ``download_model``)
-and it manages the webhook (``ensure_webhook``, ``webhooks``), all over one ``MlflowClient``
-and one error translator (``promoter.adapters.mlflow.errors``).
+ModelSource the image builder downloads models through (``resolve_model``, ``checked_lineage``,
+``download_model``) and it manages the webhook (``ensure_webhook``, ``webhooks``), all over one
+``MlflowClient`` and one error translator (``promoter.adapters.mlflow.errors``).
 """
 
 from __future__ import annotations

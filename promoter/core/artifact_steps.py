@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from promoter.core import lineage
 from promoter.core.config import PipelineConfig
 from promoter.core.intent import InvalidIntent
+from promoter.core.lineage import RunOfVersion
 from promoter.core.results import DeploymentStatus
 from promoter.core.runtimes import Artifact
 from promoter.core.spec import ModelDeployment
@@ -43,9 +45,11 @@ class ArtifactSteps:
         descriptor = self.ports.renderer.runtimes[deployment.spec.runtime]  # artifact() checked
         return descriptor.modelcar_layout or ""  # a modelcar descriptor always names one
 
-    def image(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
-               steps: StepLog, artifact: Artifact) -> BuiltImage | None:
-        """The artifact the runtime runs, built and pushed once per version (step "image")."""
+    def image(self, deployment: ModelDeployment, info: ModelVersionInfo, origin: RunOfVersion,
+              steps: StepLog, artifact: Artifact) -> BuiltImage | None:
+        """The artifact the runtime runs, built and pushed once per version (step "image"),
+        from the version as policy checked it (``info``, and ``origin``: the run that vouches
+        for its files, or none)."""
         if artifact == "none":
             self.progress("image", "skipped", f"runtime {deployment.spec.runtime} runs no "
                           "artifact of promoter's")
@@ -64,15 +68,16 @@ class ArtifactSteps:
                               list(recorded["layers"]), 0)
         repository = repository_template.format(name=deployment.name)
         labels = {"org.opencontainers.image.title": deployment.name}
+        checked = lineage.checked_version(self.ports.registry, info, origin)
         if artifact == "modelcar":
             serving = deployment.spec.serving
             built = self.ports.images.build_modelcar(
-                job.model, info.version, repository,
+                checked, repository,
                 ModelcarRequest(layout=self._modelcar_layout(deployment), name=deployment.name,
                                 model_format=serving.model_format or "onnx",
                                 max_batch_size=serving.max_batch_size or 0), labels)
         else:
-            built = self.ports.images.build(job.model, info.version, repository, labels)
+            built = self.ports.images.build(checked, repository, labels)
         steps.record_step("image", {"version": info.version, "artifact": artifact,
                                     "reference": built.reference,
                                     "digest": built.digest, "size": built.size,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from promoter.core.uri_scope import is_plain_path, is_within, names_a_directory
 from promoter.errors import PermanentError
+from promoter.ports.image import CheckedVersion
 from promoter.ports.registry import ModelVersionInfo, Registry, RunInfo
 
 _RUNS_URI = re.compile(r"^runs:/(?P<run>[0-9A-Za-z]+)(?:/(?P<path>.*))?$")
@@ -87,6 +88,16 @@ def run_of(registry: Registry, info: ModelVersionInfo) -> RunOfVersion:
     if _belongs(registry, info.source, run, MAX_COPY_DEPTH):
         return RunOfVersion(run)
     return RunOfVersion(None, foreign_source(info.source, info.run_id))
+
+
+def checked_version(registry: Registry, info: ModelVersionInfo,
+                    origin: RunOfVersion) -> CheckedVersion:
+    """What the image is built from and labelled with: the version and run policy checked
+    (``origin``), and where the version's files are. The build reads neither again, so it
+    cannot label the image with another run, or one that no longer vouches."""
+    return CheckedVersion(model=info.model, version=info.version, source=info.source,
+                          files=registry.artifact_location(info.model, info.version),
+                          run_id=origin.run.run_id if origin.run else None)
 
 
 def _belongs(registry: Registry, source: str, run: RunInfo, depth: int) -> bool:

@@ -189,7 +189,7 @@ class Pipeline:
 
         artifacts = ArtifactSteps(self.config, self.ports, self.progress)
         artifact = artifacts.artifact(deployment)
-        image = artifacts.image(job, deployment, info, steps, artifact)
+        image = artifacts.image(deployment, info, origin, steps, artifact)
         signature = artifacts.signature(image, steps)
         verified = artifacts.verify(job, version, image, steps)
         if verified:

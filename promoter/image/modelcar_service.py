@@ -23,18 +23,18 @@ from promoter.image.builder import ImageTarget, push
 from promoter.image.digest_records import DigestRecords
 from promoter.image.existing import PushedImages, find_pushed
 from promoter.image.layout import LayoutTarget
-from promoter.image.lineage import read_run_id
+from promoter.image.model_input import model_input
 from promoter.image.platform import Platform, parse_platform
 from promoter.image.reference import Reference, parse_reference
 from promoter.image.targets import RegistryTarget
 from promoter.image_settings import ImageSettings
 from promoter.ports.image import (
     BuiltImage,
+    CheckedVersion,
     ModelcarRequest,
     ModelLineage,
     ModelSource,
     RegistryClients,
-    is_model_uri,
 )
 
 
@@ -120,27 +120,20 @@ class ModelcarBuilder:
                           bytes_uploaded=uploaded, tag=tag, notes=notes)
 
 
-def build_modelcar_image(settings: ImageSettings, state_dir: Path, model: str, repository: str,
-                         request: ModelcarRequest, *, models: ModelSource | None,
-                         clients: RegistryClients, labels: Mapping[str, str] | None = None,
+def build_modelcar_image(settings: ImageSettings, state_dir: Path, model: str | CheckedVersion,
+                         repository: str, request: ModelcarRequest, *,
+                         models: ModelSource | None, clients: RegistryClients,
+                         labels: Mapping[str, str] | None = None,
                          layout: Path | None = None) -> BuiltImage:
-    """From an MLflow model URI or directory to a pushed modelcar (or an OCI layout)."""
+    """From an MLflow model URI or directory, or a version the pipeline checked, to a pushed
+    modelcar (or an OCI layout)."""
     labels = dict(labels or {})
-    if is_model_uri(model):
-        if models is None:
-            raise UserError(f"no MLflow tracking URI is configured to resolve {model}",
-                            hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri in promoter.yaml")
-        lineage = models.resolve_model(model)
-    elif Path(model).is_dir():
-        lineage = ModelLineage(source=model, run_id=read_run_id(Path(model)))
-    else:
-        raise UserError(f"{model!r} is neither an MLflow model URI nor a directory")
+    source = model_input(model, models)
     builder = ModelcarBuilder(settings, state_dir, clients, layout=layout)
     notes: list[str] = []  # why a modelcar found at the tag was not reused, if one was
-    built = builder.find_existing(repository, request, lineage, labels, notes)
+    built = builder.find_existing(repository, request, source.lineage, labels, notes)
     if built is not None:
         return built
     with tempfile.TemporaryDirectory(prefix="promoter-modelcar-") as scratch:
-        model_dir = (models.download_model(model, Path(scratch)) if models and
-                     is_model_uri(model) else Path(model))
-        return builder.build(model_dir, repository, request, lineage, labels, notes)
+        return builder.build(source.directory(Path(scratch)), repository, request,
+                             source.lineage, labels, notes)

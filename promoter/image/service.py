@@ -26,18 +26,19 @@ from promoter.image.builder import (
 from promoter.image.existing import PushedImages, find_pushed
 from promoter.image.layout import LayoutTarget
 from promoter.image.lineage import read_run_id
+from promoter.image.model_input import model_input
 from promoter.image.platform import Platform, parse_platform
 from promoter.image.reference import Reference, check_tag, parse_reference
 from promoter.image.targets import RegistryTarget
 from promoter.image_settings import ImageSettings
 from promoter.ports.image import (
     BuiltImage,
+    CheckedVersion,
     ImageRegistry,
     ModelLineage,
     ModelSource,
     RegistryClients,
     WheelInstaller,
-    is_model_uri,
 )
 from promoter.settings import Settings
 
@@ -161,20 +162,23 @@ def named_repository(target: str | None, model: str, registered: str | None) -> 
     return target.replace("{name}", name)
 
 
-def build_model_image(settings: Settings, model: str, repository: str | None, *,
-                      models: ModelSource | None, clients: RegistryClients,
+def build_model_image(settings: Settings, model: str | CheckedVersion, repository: str | None,
+                      *, models: ModelSource | None, clients: RegistryClients,
                       installer: WheelInstaller,
                       base: str | None = None, labels: Mapping[str, str] | None = None,
                       tag: str | None = None, layout: Path | None = None,
                       progress: BuildProgress | None = None) -> BuiltImage:
-    """From an MLflow model URI or directory to a pushed image (or an OCI layout).
+    """From an MLflow model URI or directory, or a version the pipeline checked, to a pushed
+    image (or an OCI layout).
 
-    ``models`` resolves and downloads MLflow model URIs (None: no MLflow is configured, so
-    only a local directory can be built). An image already built from the same inputs is
-    found first, before any download.
+    ``models`` resolves and downloads MLflow models (None: no MLflow is configured, so only a
+    local directory can be built). An image already built from the same inputs is found
+    first, before any download.
     """
-    lineage = _lineage(model, models)
-    target = named_repository(repository or settings.image.repository, model, lineage.name)
+    source = model_input(model, models)
+    lineage = source.lineage
+    target = named_repository(repository or settings.image.repository, source.name,
+                              lineage.name)
     if not target and layout is None:
         raise UsageError("say where the image goes: --repository REGISTRY/REPO, "
                          "image.repository in promoter.yaml, or --oci-layout DIR")
@@ -188,24 +192,7 @@ def build_model_image(settings: Settings, model: str, repository: str | None, *,
     if built is not None:
         return built
     with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
-        if models and is_model_uri(model):
-            builder.progress.status(f"downloading {model}")
-        model_dir = (models.download_model(model, Path(scratch)) if models and
-                     is_model_uri(model) else Path(model))
-        return builder.build(model_dir, target, base=base, labels=labels, lineage=lineage,
-                             tag=tag, notes=notes)
-
-
-def _lineage(model: str, models: ModelSource | None) -> ModelLineage:
-    """Where the model comes from, without downloading it."""
-    if is_model_uri(model):
-        if models is None:
-            raise UserError(f"no MLflow tracking URI is configured to resolve {model}",
-                            hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri in promoter.yaml")
-        return models.resolve_model(model)
-    path = Path(model)
-    if not path.is_dir():
-        raise UserError(f"{model!r} is neither an MLflow model URI nor a directory",
-                        hint="pass models:/NAME/VERSION, runs:/RUN_ID/PATH or a local "
-                             "model directory")
-    return ModelLineage(source=model, name=None, run_id=read_run_id(path))
+        if source.models is not None:
+            builder.progress.status(f"downloading {source.name}")
+        return builder.build(source.directory(Path(scratch)), target, base=base, labels=labels,
+                             lineage=lineage, tag=tag, notes=notes)

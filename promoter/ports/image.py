@@ -64,6 +64,19 @@ class ModelLineage:
 
 
 @dataclass(frozen=True)
+class CheckedVersion:
+    """A registered model version as the promotion read and checked it. The image is built
+    from these facts and labelled with them; MLflow is not asked about the version or its run
+    again, so what is built is what policy checked."""
+
+    model: str
+    version: str
+    source: str         # the version's MLflow source (names its immutable files)
+    files: str          # where its files are (MLflow's download location for the version)
+    run_id: str | None  # the run its files come from (core.lineage.run_of); None: none vouches
+
+
+@dataclass(frozen=True)
 class BuiltImage:
     reference: str  # REPOSITORY@sha256:…
     digest: str
@@ -142,7 +155,11 @@ RegistryClients = Callable[[str], AbstractContextManager[ImageRegistry]]
 class ModelSource(Protocol):
     """Where models come from (the MLflow registry): lineage first, files only when needed."""
 
-    def resolve_model(self, uri: str) -> ModelLineage: ...
+    def resolve_model(self, uri: str) -> ModelLineage:
+        """A model URI's lineage, read from MLflow (``promoter image build``)."""
+
+    def checked_lineage(self, version: CheckedVersion) -> ModelLineage:
+        """The lineage of a version whose facts were already read: no MLflow call."""
 
     def download_model(self, uri: str, destination: Path) -> Path: ...
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from promoter.ports.image import BuiltImage, ModelcarRequest
+from promoter.ports.image import BuiltImage, CheckedVersion, ModelcarRequest
 
 
 class StepLog(Protocol):
@@ -29,13 +29,14 @@ class StepLog(Protocol):
 
 
 class ModelImages(Protocol):
-    def build(self, model: str, version: str, repository: str,
+    def build(self, version: CheckedVersion, repository: str,
               labels: Mapping[str, str]) -> BuiltImage:
-        """The serving image of a registered model version, pushed to ``repository``.
+        """The serving image of a registered model version, pushed to ``repository``: built
+        from ``version``'s files and labelled with its facts, without reading the version or
+        its run again. Found without downloading anything when an image from the same inputs
+        exists."""
 
-        Found without downloading anything when an image from the same inputs exists."""
-
-    def build_modelcar(self, model: str, version: str, repository: str,
+    def build_modelcar(self, version: CheckedVersion, repository: str,
                        request: ModelcarRequest, labels: Mapping[str, str]) -> BuiltImage:
         """The modelcar of a registered model version (its files under /models, laid out
         for ``request.runtime``), pushed to ``repository``; same inputs → same digest."""

@@ -171,3 +171,16 @@ def test_run_info_fake_matches_the_sources_it_registers() -> None:
     info = registry.versions[(MODEL, "5")]
     assert isinstance(registry.runs["run5"], RunInfo)
     assert run_of(registry, info).run == registry.runs["run5"]
+
+
+def test_the_image_port_is_handed_the_version_and_run_policy_checked(world: World) -> None:
+    """The build labels the image with these facts and reads neither again (a re-read could
+    see another run, or a run that no longer vouches)."""
+    with_foreign_source(world)
+    world.promote("2")
+    world.promote("3")
+    foreign, logged = world.images.checked
+    assert (foreign.version, foreign.source, foreign.files, foreign.run_id) == (
+        "2", FOREIGN, FOREIGN, None)   # no run vouches for files that are not its own
+    assert (logged.version, logged.run_id) == ("3", "run3")
+    assert logged.files == world.registry.artifact_location(MODEL, "3")

@@ -22,7 +22,7 @@ from promoter.core.results import PipelineResult
 from promoter.core.spec import intent_from_tags
 from promoter.errors import ConfigError, PermanentError, PolicyDenied, TransientError
 from promoter.ports.git import FileContent, MergeRequest, Outcome, Proposal, ProposalResult, texts
-from promoter.ports.image import BuiltImage, ModelcarRequest, SignatureInfo
+from promoter.ports.image import BuiltImage, CheckedVersion, ModelcarRequest, SignatureInfo
 from promoter.ports.pipeline import DeployedState
 from promoter.ports.registry import (
     WRITE_BACK_FIELDS,
@@ -247,24 +247,28 @@ class MemoryLedger:
 
 
 class CountingImages:
-    """Both artifacts of the image port; ``calls`` lists every build, ``kinds`` which one."""
+    """Both artifacts of the image port; ``calls`` lists every build, ``kinds`` which one,
+    ``checked`` the version facts each was handed."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, str]] = []
         self.kinds: list[str] = []
         self.modelcars: list[ModelcarRequest] = []
+        self.checked: list[CheckedVersion] = []
 
-    def build(self, model: str, version: str, repository: str,
+    def build(self, version: CheckedVersion, repository: str,
               labels: Mapping[str, str]) -> BuiltImage:
-        return self._built("pyfunc-image", model, version, repository)
+        return self._built("pyfunc-image", version, repository)
 
-    def build_modelcar(self, model: str, version: str, repository: str,
+    def build_modelcar(self, version: CheckedVersion, repository: str,
                        request: ModelcarRequest, labels: Mapping[str, str]) -> BuiltImage:
         self.modelcars.append(request)
-        return self._built("modelcar", model, version, repository)
+        return self._built("modelcar", version, repository)
 
-    def _built(self, kind: str, model: str, version: str, repository: str) -> BuiltImage:
+    def _built(self, kind: str, checked: CheckedVersion, repository: str) -> BuiltImage:
+        model, version = checked.model, checked.version
         self.calls.append((model, version, repository))
+        self.checked.append(checked)
         self.kinds.append(kind)
         digest = "sha256:" + hashlib.sha256(f"{kind}:{model}/{version}".encode()).hexdigest()
         return BuiltImage(f"{repository}@{digest}", digest, 1234, ["sha256:" + "1" * 64], 1234)

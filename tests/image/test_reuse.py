@@ -18,6 +18,7 @@ import pytest
 
 from promoter.adapters.oci import RegistryClient
 from promoter.adapters.pip import PipInstaller
+from promoter.core.lineage import checked_version, run_of
 from promoter.image import modelcar
 from promoter.image.builder import SOURCE_INPUTS_LABEL, source_inputs
 from promoter.image.config import OCI_MANIFEST, config_blob, image_manifest
@@ -25,7 +26,7 @@ from promoter.image.existing import FOUND_NOTE
 from promoter.image.layers import TAR, Layer, bytes_blob
 from promoter.image.platform import parse_platform
 from promoter.image.service import DaemonlessImageBuilder
-from promoter.ports.image import ModelcarRequest
+from promoter.ports.image import CheckedVersion, ModelcarRequest
 from promoter.service.composition.images import ModelImages, registry_clients
 from promoter.service.composition.mlflow import adapter
 from promoter.settings import Settings, load_settings
@@ -65,6 +66,13 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]
 def settings_for(registered: Registered, state: Path) -> Settings:
     return load_settings(None, environ={"PROMOTER_STATE_DIR": str(state),
                                         "MLFLOW_TRACKING_URI": registered.tracking})
+
+
+def checked(settings: Settings) -> CheckedVersion:
+    """Version 1 as the pipeline's policy step read it (what its image port is handed)."""
+    registry = adapter(settings)
+    info = registry.model_version(MODEL, "1")
+    return checked_version(registry, info, run_of(registry, info))
 
 
 def expected_serving_label(settings: Settings) -> str:
@@ -127,7 +135,7 @@ def test_a_foreign_image_claiming_the_inputs_is_rebuilt_not_adopted_and_ours_is_
     images = ModelImages(settings)  # the pipeline's image port
     foreign = push_foreign(registry, "reuse/fraud", "v1", expected_serving_label(settings))
 
-    built = images.build(MODEL, "1", f"{registry}/reuse/fraud", LABELS)
+    built = images.build(checked(settings), f"{registry}/reuse/fraud", LABELS)
     assert built.digest != foreign and foreign not in built.reference
     assert built.bytes_uploaded > 0  # promoter built and pushed its own image
     assert any(NOT_OURS in note and foreign in note for note in built.notes), built.notes
@@ -138,7 +146,7 @@ def test_a_foreign_image_claiming_the_inputs_is_rebuilt_not_adopted_and_ours_is_
     # An image promoter pushed itself is reused from the registry alone: the model's files
     # are moved away to prove nothing is downloaded, and nothing is uploaded.
     with artifacts_moved_away(registered):
-        again = images.build(MODEL, "1", f"{registry}/reuse/fraud", LABELS)
+        again = images.build(checked(settings), f"{registry}/reuse/fraud", LABELS)
     assert (again.digest, again.bytes_uploaded) == (built.digest, 0)
     assert FOUND_NOTE in again.notes
 
@@ -150,13 +158,14 @@ def test_a_foreign_modelcar_claiming_the_inputs_is_rebuilt_not_adopted_and_ours_
     foreign = push_foreign(registry, "reuse/fraud-car", "modelcar-v1",
                            expected_modelcar_label(settings))
 
-    built = images.build_modelcar(MODEL, "1", f"{registry}/reuse/fraud-car", REQUEST, LABELS)
+    built = images.build_modelcar(checked(settings), f"{registry}/reuse/fraud-car", REQUEST,
+                                  LABELS)
     assert built.digest != foreign and built.bytes_uploaded > 0
     assert any(NOT_OURS in note for note in built.notes), built.notes
     assert tagged(registry, "reuse/fraud-car", "modelcar-v1") == built.digest
 
     with artifacts_moved_away(registered):
-        again = images.build_modelcar(MODEL, "1", f"{registry}/reuse/fraud-car", REQUEST,
+        again = images.build_modelcar(checked(settings), f"{registry}/reuse/fraud-car", REQUEST,
                                       LABELS)
     assert (again.digest, again.bytes_uploaded) == (built.digest, 0)
     assert FOUND_NOTE in again.notes
@@ -165,10 +174,10 @@ def test_a_foreign_modelcar_claiming_the_inputs_is_rebuilt_not_adopted_and_ours_
 def test_without_a_record_promoters_own_image_is_rebuilt_to_the_same_digest(
         registry: str, registered: Registered, tmp_path: Path) -> None:
     """Another replica, or a wiped cache: the miss costs a rebuild that sends no blob."""
-    first = ModelImages(settings_for(registered, tmp_path / "one")).build(
-        MODEL, "1", f"{registry}/reuse/replicas", LABELS)
-    other = ModelImages(settings_for(registered, tmp_path / "two")).build(
-        MODEL, "1", f"{registry}/reuse/replicas", LABELS)
+    one = settings_for(registered, tmp_path / "one")
+    two = settings_for(registered, tmp_path / "two")
+    first = ModelImages(one).build(checked(one), f"{registry}/reuse/replicas", LABELS)
+    other = ModelImages(two).build(checked(two), f"{registry}/reuse/replicas", LABELS)
     assert (other.digest, other.bytes_uploaded) == (first.digest, 0)
     assert any(NOT_OURS in note for note in other.notes), other.notes
 

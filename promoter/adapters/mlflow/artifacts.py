@@ -1,5 +1,5 @@
-"""Model files in MLflow: listing and downloading artifacts, and resolving model URIs
-(``models:/name/7``, ``models:/name@alias``, ``runs:/id/path``) to their lineage for image labels.
+"""Model files in MLflow: listing and downloading artifacts, and telling model URIs
+(``models:/name/7``, ``models:/name@alias``, ``runs:/id/path``) apart.
 
 Where a model version's files are is its ``source``, which whoever registered it chose, and
 promoter reads it with its own credentials (cloud identity, local files of its pod). With
@@ -17,7 +17,6 @@ from pathlib import Path, PurePosixPath
 from promoter.adapters.mlflow.client import Connection
 from promoter.core.uri_scope import is_within
 from promoter.errors import UserError
-from promoter.ports.image import ModelLineage
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 _RUNS_URI = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)/.+$")
@@ -44,25 +43,7 @@ class Artifacts:
         return self._mlflow.call(f"download {artifact_uri}", lambda: str(download_artifacts(
             artifact_uri=artifact_uri, dst_path=into, tracking_uri=self._mlflow.uri)))
 
-    # -- the ModelSource port -----------------------------------------------------------------
-    def resolve_model(self, uri: str) -> ModelLineage:
-        """Where an MLflow model URI's model comes from, without downloading it."""
-        client = self._mlflow.client
-        if found := _MODELS_URI.match(uri):
-            name, alias, number = found["name"], found["alias"], found["version"]
-            version = self._mlflow.call(
-                f"resolve {uri}",
-                lambda: client.get_model_version_by_alias(name, alias)
-                if alias else client.get_model_version(name, number))
-            # A registered version's files do not change, so its source names its content.
-            return ModelLineage(source=uri, name=name, version=str(version.version),
-                                run_id=version.run_id or None,
-                                content_id=f"{self._mlflow.where}|{version.source}")
-        if found := _RUNS_URI.match(uri):
-            return ModelLineage(source=uri, run_id=found["run"])
-        raise UserError(f"{uri!r} is not a model URI promoter understands",
-                        hint="use models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH")
-
+    # -- the ModelSource port (resolving a URI's lineage is the registry's: MlflowRegistry)
     def download_model(self, uri: str, destination: Path) -> Path:
         """The model's files, downloaded into ``destination``."""
         destination.mkdir(parents=True, exist_ok=True)
@@ -98,3 +79,17 @@ class Artifacts:
         return str(self._mlflow.call(
             f"locate the files of {uri}",
             lambda: client.get_model_version_download_uri(found["name"], version)))
+
+
+def registered_model_uri(uri: str) -> tuple[str, str | None, str | None] | None:
+    """(name, alias, version number) of ``models:/name/7`` or ``models:/name@alias``, else
+    None."""
+    found = _MODELS_URI.match(uri)
+    return (found["name"], found["alias"], found["version"]) if found else None
+
+
+def run_model_uri(uri: str) -> str | None:
+    """The run a ``runs:/RUN_ID/PATH`` URI names, else None."""
+    found = _RUNS_URI.match(uri)
+    return found["run"] if found else None
+

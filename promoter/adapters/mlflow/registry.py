@@ -2,15 +2,14 @@
 and stages, and the ``promoter.<env>.*`` tags written back.
 
 ``MlflowRegistry`` is promoter's one MLflow adapter: besides the Registry port it is the
-ModelSource the image builder downloads models through (``resolve_model``, ``download_model``)
-and it manages the webhook (``ensure_webhook``, ``webhooks``), all over one ``MlflowClient``
-and one error translator (``promoter.adapters.mlflow.errors``).
+ModelSource the image builder downloads models through (``resolve_model``, ``checked_lineage``,
+``download_model``) and it manages the webhook (``ensure_webhook``, ``webhooks``), all over one
+``MlflowClient`` and one error translator (``promoter.adapters.mlflow.errors``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import tempfile
 import warnings
@@ -18,14 +17,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from promoter.adapters.mlflow.artifacts import Artifacts
+from promoter.adapters.mlflow.artifacts import Artifacts, registered_model_uri, run_model_uri
 from promoter.adapters.mlflow.client import Connection, pages
 from promoter.adapters.mlflow.webhooks import Webhooks
 from promoter.core.lineage import run_of
 from promoter.core.spec import deep_merge, intent_from_tags
 from promoter.errors import PermanentError, UserError
 from promoter.intent_yaml import MAX_INTENT_BYTES, load_intent_yaml
-from promoter.ports.image import ModelLineage
+from promoter.ports.image import CheckedVersion, ModelLineage
 from promoter.ports.registry import (
     WRITE_BACK_FIELDS,
     ModelVersionInfo,
@@ -179,13 +178,37 @@ class MlflowRegistry:
 
     # ------------------------------------------------------------------ model files
     def resolve_model(self, uri: str) -> ModelLineage:
-        found = self.artifacts.resolve_model(uri)
-        # The image's run label names a registered version's run only when the version's
-        # files come from it (core.lineage): the registrant may name any run.
-        if found.name and found.version and found.run_id and run_of(
-                self, self.model_version(found.name, found.version)).run is None:
-            return dataclasses.replace(found, run_id=None)
-        return found
+        """A model URI's lineage for ``promoter image build``: a registered version is read
+        once, and its run is named only when the version's files come from it
+        (core.lineage.run_of: the registrant may name any run), as the pipeline decides it."""
+        if (registered := registered_model_uri(uri)) is not None:
+            info = self._version_of(*registered)
+            trusted = run_of(self, info).run
+            return self._registered_lineage(uri, info.model, info.version, info.source,
+                                            trusted.run_id if trusted else None)
+        if (run_id := run_model_uri(uri)) is not None:
+            return ModelLineage(source=uri, run_id=run_id)
+        raise UserError(f"{uri!r} is not a model URI promoter understands",
+                        hint="use models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH")
+
+    def checked_lineage(self, version: CheckedVersion) -> ModelLineage:
+        return self._registered_lineage(f"models:/{version.model}/{version.version}",
+                                        version.model, version.version, version.source,
+                                        version.run_id)
+
+    def _registered_lineage(self, uri: str, model: str, version: str, source: str,
+                            run_id: str | None) -> ModelLineage:
+        # A registered version's files do not change, so its source names its content.
+        return ModelLineage(source=uri, name=model, version=version, run_id=run_id,
+                            content_id=f"{self._mlflow.where}|{source}")
+
+    def _version_of(self, model: str, alias: str | None,
+                    number: str | None) -> ModelVersionInfo:
+        if number is not None:
+            return self.model_version(model, number)
+        found = self._mlflow.call(f"read {model!r}@{alias}",
+                                  lambda: self._client.get_model_version_by_alias(model, alias))
+        return _version_info(found)
 
     def download_model(self, uri: str, destination: Path) -> Path:
         return self.artifacts.download_model(uri, destination)

@@ -9,8 +9,10 @@ from pathlib import Path
 from promoter.image.builder import BuildProgress
 from promoter.ports.image import (
     BuiltImage,
+    CheckedVersion,
     ImageRegistry,
     ModelcarRequest,
+    ModelSource,
     RegistryClients,
     is_model_uri,
 )
@@ -28,7 +30,7 @@ def registry_clients(settings: Settings) -> RegistryClients:
     return open_client
 
 
-def build_image(settings: Settings, model: str, repository: str | None, *,
+def build_image(settings: Settings, model: str | CheckedVersion, repository: str | None, *,
                 base: str | None = None, labels: Mapping[str, str] | None = None,
                 tag: str | None = None, layout: Path | None = None,
                 progress: BuildProgress | None = None) -> BuiltImage:
@@ -36,48 +38,53 @@ def build_image(settings: Settings, model: str, repository: str | None, *,
     callbacks, see promoter.progress)."""
     from promoter.adapters.pip import PipInstaller
     from promoter.image.service import build_model_image
-    from promoter.service.composition.mlflow import adapter
     from promoter.state.db import ensure_state_dir
 
     ensure_state_dir(settings.state_dir)  # its image cache must not create it world-readable
 
-    # A local model directory needs no MLflow: do not build (or import) its client for one.
-    models = adapter(settings) if is_model_uri(model) and settings.mlflow.tracking_uri else None
-    return build_model_image(settings, model, repository, models=models,
+    return build_model_image(settings, model, repository, models=_model_source(settings, model),
                              clients=registry_clients(settings),
                              installer=PipInstaller(settings.secret_values()),
                              base=base, labels=labels, tag=tag, layout=layout,
                              progress=progress)
 
 
-def build_modelcar(settings: Settings, model: str, repository: str, request: ModelcarRequest,
-                   *, labels: Mapping[str, str] | None = None,
+def build_modelcar(settings: Settings, model: str | CheckedVersion, repository: str,
+                   request: ModelcarRequest, *, labels: Mapping[str, str] | None = None,
                    layout: Path | None = None) -> BuiltImage:
-    """The pipeline's modelcar step: an MLflow model URI or directory → a pushed modelcar."""
+    """The pipeline's modelcar step: an MLflow model URI or directory, or a version the
+    pipeline checked → a pushed modelcar."""
     from promoter.image.modelcar_service import build_modelcar_image
-    from promoter.service.composition.mlflow import adapter
     from promoter.state.db import ensure_state_dir
 
     ensure_state_dir(settings.state_dir)  # its image cache must not create it world-readable
-    models = adapter(settings) if is_model_uri(model) and settings.mlflow.tracking_uri else None
     return build_modelcar_image(settings.image, settings.state_dir, model, repository, request,
-                                models=models, clients=registry_clients(settings),
-                                labels=labels, layout=layout)
+                                models=_model_source(settings, model),
+                                clients=registry_clients(settings), labels=labels, layout=layout)
+
+
+def _model_source(settings: Settings, model: str | CheckedVersion) -> ModelSource | None:
+    """The MLflow adapter, when ``model`` is in MLflow and a tracking URI is configured: a
+    local model directory needs no MLflow, so its client is not built (or imported)."""
+    from promoter.service.composition.mlflow import adapter
+
+    in_mlflow = isinstance(model, CheckedVersion) or is_model_uri(model)
+    return adapter(settings) if in_mlflow and settings.mlflow.tracking_uri else None
 
 
 class ModelImages:
-    """The pipeline's image port: a registered model version → its pushed serving image or
-    modelcar."""
+    """The pipeline's image port: a registered model version, as the pipeline checked it →
+    its pushed serving image or modelcar."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def build(self, model: str, version: str, repository: str,
+    def build(self, version: CheckedVersion, repository: str,
               labels: Mapping[str, str]) -> BuiltImage:
-        return build_image(self.settings, f"models:/{model}/{version}", repository,
-                           labels=labels, layout=self.settings.image.oci_layout)
+        return build_image(self.settings, version, repository, labels=labels,
+                           layout=self.settings.image.oci_layout)
 
-    def build_modelcar(self, model: str, version: str, repository: str,
+    def build_modelcar(self, version: CheckedVersion, repository: str,
                        request: ModelcarRequest, labels: Mapping[str, str]) -> BuiltImage:
-        return build_modelcar(self.settings, f"models:/{model}/{version}", repository, request,
-                              labels=labels, layout=self.settings.image.oci_layout)
+        return build_modelcar(self.settings, version, repository, request, labels=labels,
+                              layout=self.settings.image.oci_layout)

@@ -81,6 +81,38 @@ def test_auto_merge_is_withheld_when_stale_approvals_cannot_be_withdrawn(
     assert "do not approve version 2" in bot_notes(harness, iid, SETTINGS_NOTE)[0]
 
 
+def test_a_pending_auto_merge_of_version_1_does_not_merge_version_2(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    """Version 1 is approved while its auto-merge waits for the pipeline; version 2 is pushed
+    in place and promoter cannot withdraw the approvals (a personal token). GitLab aborts an
+    auto-merge when the branch gets a head other than the one it was set for, and promoter does
+    not set it again: nobody merges version 2 on version 1's approvals."""
+    harness = GitLabHarness(keeps_approvals, tmp_path)
+    first = harness.provider.propose(proposal("1", auto_merge=True))
+    assert first.mr_iid is not None
+    iid = first.mr_iid
+    assert keeps_approvals.project.mrs[iid].auto_merge      # waiting for the running pipeline
+    harness.approve(iid, "alice")
+    harness.approve(iid, "bob")
+    assert keeps_approvals.project.mrs[iid].state == "opened"
+
+    second = harness.provider.propose(proposal("2", auto_merge=True))
+    assert second.outcome is Outcome.UPDATED and second.mr_iid == iid
+    assert any(w.startswith(f"auto-merge not set on !{iid}: approvals given for version 1")
+               for w in second.warnings)
+    mr = keeps_approvals.project.mrs[iid]
+    assert len(mr.approved_by) == 2 and not mr.auto_merge
+    assert "aborted the automatic merge because the source branch was updated" in \
+        harness.notes(iid)
+    keeps_approvals.api.run_pipeline(iid, "success")
+    assert keeps_approvals.project.mrs[iid].state == "opened"   # nobody merged version 2
+    again = harness.provider.propose(proposal("2", auto_merge=True))   # a later job
+    keeps_approvals.api.run_pipeline(iid, "success")
+    assert again.outcome is Outcome.UNCHANGED
+    assert keeps_approvals.project.mrs[iid].state == "opened"
+    assert not keeps_approvals.project.mrs[iid].auto_merge
+
+
 def _settings_warning(result: ProposalResult, iid: int) -> bool:
     return any(w.startswith(f"approvals on !{iid} can be bypassed") for w in result.warnings)
 

@@ -14,7 +14,16 @@ import pytest
 
 from promoter.adapters.gitlab import APPROVAL_SETTINGS_TTL
 from promoter.ports.git import Outcome, ProposalResult
-from tests.gitlab.conftest import GitLabHarness, LocalHarness, bot_notes, make_standin, proposal
+from tests.gitlab import trees
+from tests.gitlab.conftest import (
+    ENV,
+    NAME,
+    GitLabHarness,
+    LocalHarness,
+    bot_notes,
+    make_standin,
+    proposal,
+)
 from tests.gitlab.standin.server import StandIn
 
 SETTINGS_NOTE = "promoter:-approval-settings"
@@ -111,6 +120,23 @@ def test_a_pending_auto_merge_of_version_1_does_not_merge_version_2(
     assert again.outcome is Outcome.UNCHANGED
     assert keeps_approvals.project.mrs[iid].state == "opened"
     assert not keeps_approvals.project.mrs[iid].auto_merge
+
+
+def test_auto_merge_is_set_again_after_promoter_pushes_the_same_version_anew(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    """Version 1 pushed again (its files changed, its MR text too): GitLab aborts the
+    auto-merge set for the older head, and promoter, which had set it on this MR for this
+    version, sets it for the new head, whatever its read of the MR after the push says."""
+    harness = GitLabHarness(keeps_approvals, tmp_path)
+    first = harness.provider.propose(proposal("1", auto_merge=True))
+    assert first.mr_iid is not None and keeps_approvals.project.mrs[first.mr_iid].auto_merge
+    again = harness.provider.propose(proposal(
+        "1", auto_merge=True, description="Version 1 of Fraud Detector, rebuilt.",
+        files=trees.rendered(NAME, ENV, "1", replicas=5)))
+    assert again.outcome is Outcome.UPDATED and again.head_sha != first.head_sha
+    mr = keeps_approvals.project.mrs[first.mr_iid]
+    assert mr.auto_merge and mr.auto_merge_sha == again.head_sha
+    assert not any(w.startswith("auto-merge not set") for w in again.warnings)
 
 
 def _settings_warning(result: ProposalResult, iid: int) -> bool:

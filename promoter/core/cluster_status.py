@@ -166,6 +166,9 @@ class EnvironmentStatus:
     synced_at: str | None     # the latest time any cluster reported
     deployed: bool            # every cluster Synced and Healthy at a revision with the change
     clusters: tuple[ClusterStatus, ...]
+    # The version's MR was merged with a head promoter did not write (merged_unverified): what
+    # the clusters run is not what promoter checked, so the version is never deployed.
+    unverified: bool = False
 
     def tags(self) -> dict[str, str]:
         """MLflow write-back values (promoter.<env>.<field>)."""
@@ -178,8 +181,8 @@ class EnvironmentStatus:
             values["status"] = "deployed"
         return values
 
-    def note(self) -> str:
-        """The bot note on the merge request."""
+    def note(self, version: str | None = None) -> str:
+        """The bot note on the merge request (``version``: the one it proposed)."""
         synced = [escape(c.cluster, 80) for c in self.clusters if c.sync == SYNCED]
         lines = [f"synced to {', '.join(synced)}" if synced else "not synced yet"]
         lines[0] += "; healthy" if self.deployed else f"; {escape(self.health.lower(), 40)}"
@@ -188,14 +191,19 @@ class EnvironmentStatus:
                          f"{escape(row.health, 40)}, revision "
                          f"{escape((row.revision or 'unknown')[:12], 12)} since "
                          f"{escape(row.since or 'unknown', 40)}")
+        if self.unverified:
+            subject = f"version {escape(version, 80)}" if version else "this version"
+            lines.append(f"\n{subject} is not marked deployed: its merge request was merged "
+                         "with a head promoter did not write (status merged_unverified)")
         return "\n".join(lines)
 
 
-def summarise(rows: Iterable[ClusterStatus], carries: Carries | None = None,
-              ) -> EnvironmentStatus:
+def summarise(rows: Iterable[ClusterStatus], carries: Carries | None = None, *,
+              unverified: bool = False) -> EnvironmentStatus:
     """The environment's status over ``rows`` (one per targeted cluster). ``carries``: whether
     a revision contains the merged change, when promoter knows the change (None: it cannot
-    tell, and the clusters must at least agree on one revision)."""
+    tell, and the clusters must at least agree on one revision). ``unverified``: the change
+    was merged with a head promoter did not write, so it is never deployed."""
     clusters = tuple(sorted(rows, key=lambda r: r.cluster))
     revisions = {row.revision for row in clusters}
     common = next(iter(revisions)) if len(revisions) == 1 else None
@@ -209,8 +217,9 @@ def summarise(rows: Iterable[ClusterStatus], carries: Carries | None = None,
         sync=worst((row.sync for row in clusters), _SYNC_ORDER),
         health=worst((row.health for row in clusters), _HEALTH_ORDER),
         revision=common, synced_at=max(times) if times else None,
-        deployed=bool(clusters) and at_change and all(row.ready for row in clusters),
-        clusters=clusters)
+        deployed=not unverified and bool(clusters) and at_change and
+        all(row.ready for row in clusters),
+        clusters=clusters, unverified=unverified)
 
 
 def group(rows: Iterable[ClusterStatus]) -> dict[tuple[str, str], list[ClusterStatus]]:

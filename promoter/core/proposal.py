@@ -45,6 +45,10 @@ class _Run:
 
     first_open_iid: int | None = None
     first_head: str | None = None
+    # Whether the open MR had auto-merge set when the run first looked, before any push: the
+    # forge aborts it when its source branch gets another head (GitLab's RefreshService), so
+    # what a read after this run's push says depends on whether (and when) that ran.
+    first_auto_merge: bool = False
     observed: bool = False
     changed: bool = False
     superseded_iid: int | None = None
@@ -87,6 +91,7 @@ class ProposalFlow:
         head = forge.branch_head(branch)
         if not run.observed:
             run.observed, run.first_open_iid, run.first_head = True, _iid(open_mr), head
+            run.first_auto_merge = open_mr is not None and open_mr.auto_merge
         if open_mr is None and mrs and _closed_by_human(mrs[0], proposal.version):
             return self._result(Outcome.CLOSED_BY_HUMAN, mrs[0], head, run)
         prefixes = tuple(p if p.endswith("/") else p + "/" for p in proposal.managed_prefixes)
@@ -219,8 +224,10 @@ class ProposalFlow:
             return (f"approvals given for version {stale} may still count for version "
                     f"{proposal.version} and promoter could not withdraw them (that needs a "
                     "project or group access token); reviewers must approve it again")
-        if survive_push and not created and not withdrawn and not mr.auto_merge:
-            # Whether this MR's approvals predate its current version is not known here.
+        if survive_push and not created and not withdrawn and not run.first_auto_merge:
+            # Whether this MR's approvals predate its current version is not known here. Set
+            # before this run (by promoter on an MR it opened or whose approvals it withdrew),
+            # auto-merge is set again for a push of the same version.
             return ("reset_approvals_on_push is off, so approvals given for an earlier version "
                     "of this MR may still count; promoter sets auto-merge only on an MR it "
                     "opens or whose approvals it withdrew")

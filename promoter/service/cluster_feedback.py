@@ -230,8 +230,10 @@ def _delivery_id(key: str) -> str:
 
 
 def _digest(status: EnvironmentStatus) -> str:
-    data = [status.sync, status.health, status.revision, status.deployed,
-            [[c.cluster, c.sync, c.health, c.revision] for c in status.clusters]]
+    data: list[object] = [status.sync, status.health, status.revision, status.deployed,
+                          [[c.cluster, c.sync, c.health, c.revision] for c in status.clusters]]
+    if status.unverified:   # only then: the digests already told stay the same
+        data.append("unverified")
     return hashlib.sha256(json.dumps(data).encode()).hexdigest()
 
 
@@ -268,7 +270,9 @@ class ClusterFeedback:
         when the environment's status differs from what was last told (and no live telling
         of it is under way), tell MLflow, the MR and the audit trail."""
         carries = self.change_carriers(name, env)
-        status, claimed, was_deployed = self._judge(name, env, rows, complete, carries)
+        unverified = self.merged_unverified(name, env)
+        status, claimed, was_deployed = self._judge(name, env, rows, complete, carries,
+                                                    unverified)
         for _ in range(_DRAIN_ROUNDS):
             if not claimed:
                 return status
@@ -286,11 +290,19 @@ class ClusterFeedback:
             # stored a newer observation while ours was being told. Judge what is stored now
             # (storing nothing) and tell it if it still differs from what was told last;
             # Argo CD may never notify about this environment again.
-            status, claimed, was_deployed = self._judge(name, env, [], False, carries)
+            status, claimed, was_deployed = self._judge(name, env, [], False, carries,
+                                                        unverified)
         return status
 
+    def merged_unverified(self, name: str, env: str) -> bool:
+        """Whether the deployment's MR was merged with a head promoter did not write: then
+        Argo CD syncing the target branch says nothing about the version promoter checked."""
+        deployed = self.ledger.by_deployment(name, env)
+        return deployed is not None and deployed.status == DeploymentStatus.MERGED_UNVERIFIED
+
     def _judge(self, name: str, env: str, rows: list[ClusterStatus], complete: bool,
-               carries: _ChangeCarriers | Carries | None) -> tuple[EnvironmentStatus, bool, bool]:
+               carries: _ChangeCarriers | Carries | None,
+               unverified: bool) -> tuple[EnvironmentStatus, bool, bool]:
         """Store ``rows`` and judge the environment: (status, claimed to tell, deployed as
         last told)."""
         # A state database failure is a TransientError already (the StateDB translates it).
@@ -299,7 +311,8 @@ class ClusterFeedback:
                 carries.learn(row.revision for row in [*rows, *self.store.rows(name, env)])
             try:
                 return self.store.record(name, env, rows, complete=complete,
-                                         summary=lambda stored: summarise(stored, carries))
+                                         summary=lambda stored: summarise(
+                                             stored, carries, unverified=unverified))
             except _Unanswered as unanswered:
                 if not isinstance(carries, _ChangeCarriers) or attempt + 1 == _ATTEMPTS:
                     raise TransientError("cluster status kept changing while promoter "
@@ -314,23 +327,21 @@ class ClusterFeedback:
                           model=deployed.model if deployed else None,
                           version=deployed.version if deployed else None,
                           sync=status.sync, health=status.health, revision=status.revision,
-                          deployed=status.deployed,
+                          deployed=status.deployed, unverified=status.unverified,
                           clusters={c.cluster: f"{c.sync}/{c.health}" for c in status.clusters})
         if deployed is None:
             return
         if self.registry is not None:
             try:
                 tags = status.tags()
-                if undeployed:  # a cluster fell out of Synced/Healthy: merged, not deployed
+                if undeployed and not status.unverified:
+                    # A cluster fell out of Synced/Healthy: merged, not deployed. An unverified
+                    # version keeps merged_unverified: it is never told deployed nor merged.
                     tags["status"] = "merged"
-                if deployed.status == DeploymentStatus.MERGED_UNVERIFIED:
-                    # Its MR was merged with someone else's head: what syncs is not what
-                    # promoter checked, so the version is never told deployed (nor merged).
-                    tags.pop("status", None)
                 self.registry.write_back(deployed.model, deployed.version, env, tags)
             except PromoterError as exc:
                 self.audit.record("write_back.failed", model=deployed.model,
                                   version=deployed.version, env=env, reason=exc.message)
                 raise
         if self.forge is not None and deployed.mr_iid is not None:
-            self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note())
+            self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note(deployed.version))

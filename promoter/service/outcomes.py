@@ -69,17 +69,19 @@ class MergeRequestOutcomes:
             return
         if not isinstance(event, MergeRequestEvent) or not event.name or not event.env:
             return
-        if (event.name, event.env) == GC_KEY:
-            self._garbage_collection(event)
-            return
+        # A GC merge request's merge decommissions what it removes: recorded twice (two
+        # deliveries of its hook without one Idempotency-Key), a later run would mark a
+        # version deployed again since as decommissioned and clear its live_version.
+        record = self._garbage_collection if (event.name, event.env) == GC_KEY else \
+            self._record
         if event.action not in SETTLING:
-            self._record(event)
+            record(event)
             return
         # Settling outcomes reach several handlers (the hook, the sweep, other replicas):
         # claimed first, so exactly one of them audits, tags and moves live_version.
         with self.claims.outcome(event) as ours:
             if ours:
-                self._record(event)
+                record(event)
             else:
                 self._already_recorded(event)
 

@@ -132,11 +132,20 @@ def test_a_version_merged_with_a_foreign_head_is_never_told_deployed(
     """Its MR was merged with a head someone else pushed (status merged_unverified): Argo CD
     syncing the target branch says nothing about the version promoter checked."""
     StateLedger(tmp_path).set_status("fraud-detector", "production", "merged_unverified")
-    _post(parts["handler"], "sync-succeeded",
-          application("fraud-detector", "production", "gpu-eu-1"))
+    status, answer = _post(parts["handler"], "sync-succeeded",
+                           application("fraud-detector", "production", "gpu-eu-1"))
     tags = parts["registry"].tags[("Fraud Detector", "7")]
     assert tags["promoter.production.sync"] == "Synced"
+    assert tags["promoter.production.health"] == "Healthy"
     assert "promoter.production.status" not in tags
+    # The audit trail, the MR note and the answer tell the same: synced, not deployed.
+    assert (status, answer["deployed"]) == (200, False)
+    (entry,) = [e for e in _audit(parts["audit"]) if e["event"] == "argocd.status"]
+    assert (entry["version"], entry["deployed"], entry["unverified"]) == ("7", False, True)
+    note = _plain(parts["notes"].notes[(3, "Argo CD status")])
+    assert note.startswith("synced to gpu-eu-1; healthy\n")
+    assert "version 7 is not marked deployed: its merge request was merged with a head " \
+        "promoter did not write (status merged_unverified)" in note
 
 
 def test_deployed_only_at_a_revision_that_carries_the_merged_mr(tmp_path: Path) -> None:

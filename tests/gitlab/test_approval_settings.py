@@ -14,7 +14,16 @@ import pytest
 
 from promoter.adapters.gitlab import APPROVAL_SETTINGS_TTL
 from promoter.ports.git import Outcome, ProposalResult
-from tests.gitlab.conftest import GitLabHarness, LocalHarness, bot_notes, make_standin, proposal
+from tests.gitlab import trees
+from tests.gitlab.conftest import (
+    ENV,
+    NAME,
+    GitLabHarness,
+    LocalHarness,
+    bot_notes,
+    make_standin,
+    proposal,
+)
 from tests.gitlab.standin.server import StandIn
 
 SETTINGS_NOTE = "promoter:-approval-settings"
@@ -79,6 +88,55 @@ def test_auto_merge_is_withheld_when_stale_approvals_cannot_be_withdrawn(
     assert again.outcome is Outcome.UNCHANGED and not keeps_approvals.project.mrs[iid].auto_merge
     assert not _settings_warning(again, iid)         # said once for this MR and version
     assert "do not approve version 2" in bot_notes(harness, iid, SETTINGS_NOTE)[0]
+
+
+def test_a_pending_auto_merge_of_version_1_does_not_merge_version_2(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    """Version 1 is approved while its auto-merge waits for the pipeline; version 2 is pushed
+    in place and promoter cannot withdraw the approvals (a personal token). GitLab aborts an
+    auto-merge when the branch gets a head other than the one it was set for, and promoter does
+    not set it again: nobody merges version 2 on version 1's approvals."""
+    harness = GitLabHarness(keeps_approvals, tmp_path)
+    first = harness.provider.propose(proposal("1", auto_merge=True))
+    assert first.mr_iid is not None
+    iid = first.mr_iid
+    assert keeps_approvals.project.mrs[iid].auto_merge      # waiting for the running pipeline
+    harness.approve(iid, "alice")
+    harness.approve(iid, "bob")
+    assert keeps_approvals.project.mrs[iid].state == "opened"
+
+    second = harness.provider.propose(proposal("2", auto_merge=True))
+    assert second.outcome is Outcome.UPDATED and second.mr_iid == iid
+    assert any(w.startswith(f"auto-merge not set on !{iid}: approvals given for version 1")
+               for w in second.warnings)
+    mr = keeps_approvals.project.mrs[iid]
+    assert len(mr.approved_by) == 2 and not mr.auto_merge
+    assert "aborted the automatic merge because the source branch was updated" in \
+        harness.notes(iid)
+    keeps_approvals.api.run_pipeline(iid, "success")
+    assert keeps_approvals.project.mrs[iid].state == "opened"   # nobody merged version 2
+    again = harness.provider.propose(proposal("2", auto_merge=True))   # a later job
+    keeps_approvals.api.run_pipeline(iid, "success")
+    assert again.outcome is Outcome.UNCHANGED
+    assert keeps_approvals.project.mrs[iid].state == "opened"
+    assert not keeps_approvals.project.mrs[iid].auto_merge
+
+
+def test_auto_merge_is_set_again_after_promoter_pushes_the_same_version_anew(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    """Version 1 pushed again (its files changed, its MR text too): GitLab aborts the
+    auto-merge set for the older head, and promoter, which had set it on this MR for this
+    version, sets it for the new head, whatever its read of the MR after the push says."""
+    harness = GitLabHarness(keeps_approvals, tmp_path)
+    first = harness.provider.propose(proposal("1", auto_merge=True))
+    assert first.mr_iid is not None and keeps_approvals.project.mrs[first.mr_iid].auto_merge
+    again = harness.provider.propose(proposal(
+        "1", auto_merge=True, description="Version 1 of Fraud Detector, rebuilt.",
+        files=trees.rendered(NAME, ENV, "1", replicas=5)))
+    assert again.outcome is Outcome.UPDATED and again.head_sha != first.head_sha
+    mr = keeps_approvals.project.mrs[first.mr_iid]
+    assert mr.auto_merge and mr.auto_merge_sha == again.head_sha
+    assert not any(w.startswith("auto-merge not set") for w in again.warnings)
 
 
 def _settings_warning(result: ProposalResult, iid: int) -> bool:

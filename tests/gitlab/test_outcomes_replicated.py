@@ -157,3 +157,32 @@ def test_a_merge_whose_recorder_was_killed_is_recorded_by_a_later_handler(
     # The killed handler's audit entry stays: the merge is in the trail twice, never zero.
     assert len(later.merges()) == 2
 
+
+
+def test_a_gc_merge_reaching_two_handlers_is_recorded_once(state_backend: StateBackend) -> None:
+    """GC's merge, like any MR's, reaches several handlers (two replicas at once; a second
+    delivery without GitLab's Idempotency-Key, which GitLab before 17.4 does not send). Its
+    merge decommissions fraud v2 once: a second recording after fraud v3 was deployed again
+    would mark that deployment decommissioned and clear its live_version."""
+    tags = Interrupted()
+    first, second = replica(state_backend, tags), replica(state_backend, tags)
+    first.opened(5, "2")
+    assert first.hook(5)["status"] == "accepted"               # fraud v2 is live in staging
+    gc_head = "9" * 40
+    first.heads.record(7, 9, "promoter/gc", gc_head, "20260101")
+    first.audit.record("gc.proposed", iid=9, head_sha=gc_head, removes=[
+        {"model": "fraud", "name": "fraud", "env": "staging", "version": "2"}])
+    meanwhile: list[dict[str, Any]] = []
+    tags.meanwhile.append(
+        lambda: meanwhile.append(second.hook(9, branch="promoter/gc", expect=None)))
+    assert first.hook(9, branch="promoter/gc")["status"] == "accepted"
+    assert meanwhile[0]["error"] == "unavailable"              # in progress elsewhere
+    assert row(first) == ("2", "decommissioned", 5) and tags.live == {LIVE: None}
+
+    first.opened(6, "3")                                       # fraud comes back: v3
+    assert first.hook(6)["status"] == "accepted"
+    assert second.hook(9, branch="promoter/gc")["status"] == "accepted"   # the retry
+    assert [(e["version"], e["status"]) for e in events(first, "mr.merge") if e.get("gc")] \
+        == [("2", "decommissioned")]
+    assert row(first) == ("3", "merged", 6)
+    assert tags.live == {LIVE: "3"}

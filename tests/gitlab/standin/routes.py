@@ -131,6 +131,7 @@ class Api:
                                        author=(user.username, f"{user.username}@example.test"))
         self.s.commits_created += 1
         self._reset_approvals_on_push(branch)
+        self._abort_auto_merges(branch, sha, user)
         info = self.repo.commit_info(sha)
         assert info is not None
         info["web_url"] = f"{self.project.base_url}/{self.project.path}/-/commit/{sha}"
@@ -147,6 +148,26 @@ class Api:
             if mr.source_branch == branch and mr.state in ("opened", "closed"):
                 mr.approved_by.clear()
                 mr.approved_at.clear()
+
+    def _abort_auto_merges(self, branch: str, newrev: str, user: User) -> None:
+        """app/services/merge_requests/refresh_service.rb: ``refresh_merge_requests!`` calls
+        ``abort_auto_merges`` for each MR of the pushed source branch, which aborts where
+        ``abort_auto_merges?`` holds: ``merge_params[:sha] != @push.newrev`` (a push, forced
+        or not, whose head is not the one auto-merge was set for). The merge user is cleared
+        and a system note says "the source branch was updated"."""
+        for mr in self.project.mrs.values():
+            if mr.source_branch == branch and mr.state == "opened" and mr.auto_merge and \
+                    mr.auto_merge_sha != newrev:
+                mr.auto_merge, mr.auto_merge_sha = False, None
+                mr.notes.append(self._system_note(
+                    mr, user, "aborted the automatic merge because the source branch was "
+                    "updated"))
+
+    def _system_note(self, mr: Mr, user: User, body: str) -> dict[str, Any]:
+        return {"id": self.project.next_id(), "type": None, "body": body, "attachment": None,
+                "author": user.json(), "created_at": now(), "updated_at": now(),
+                "system": True, "noteable_id": mr.id, "noteable_iid": mr.iid,
+                "noteable_type": "MergeRequest", "resolvable": False}
 
     # --- merge requests --------------------------------------------------------------------
     def list_mrs(self, user: User, params: dict[str, Any]) -> Answer:
@@ -365,7 +386,7 @@ class Api:
         if immediately:
             self.do_merge(mr, user, refusal=422)
         else:
-            mr.auto_merge = True
+            self._set_auto_merge(mr, params)
         return 200, self.project.mr_json(mr)
 
     def _merge_legacy(self, mr: Mr, user: User, params: dict[str, Any], auto: bool) -> None:
@@ -377,7 +398,7 @@ class Api:
         self._check_sha(mr, params)
         self._merge_params(mr, params)
         if auto and self.project.pipeline_active(mr):
-            mr.auto_merge = True
+            self._set_auto_merge(mr, params)
         else:
             self.do_merge(mr, user, refusal=406)
 
@@ -385,6 +406,12 @@ class Api:
         head = self.project.head_sha(mr)
         if params.get("sha") and params["sha"] != head:
             raise ApiError(409, "SHA does not match HEAD of source branch: " + str(head))
+
+    def _set_auto_merge(self, mr: Mr, params: dict[str, Any]) -> None:
+        """lib/api/merge_requests.rb stores ``sha: params[:sha] || merge_request.diff_head_sha``
+        in the MR's merge_params; a later push to another head aborts (see _abort_auto_merges)."""
+        mr.auto_merge = True
+        mr.auto_merge_sha = str(params.get("sha") or self.project.head_sha(mr))
 
     @staticmethod
     def _merge_params(mr: Mr, params: dict[str, Any]) -> None:
@@ -445,7 +472,7 @@ class Api:
             try:
                 self.do_merge(mr, user)
             except ApiError:  # conflicts: GitLab leaves the MR open and says so in the UI
-                mr.auto_merge = False
+                mr.auto_merge, mr.auto_merge_sha = False, None
 
     def run_pipeline(self, iid: int, status: str) -> dict[str, Any]:
         """What a CI run reports; on success an auto-merge MR is merged, as on GitLab."""

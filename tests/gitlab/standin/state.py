@@ -68,6 +68,7 @@ class Mr:
     sha: str | None = None                 # kept once the MR is closed or merged
     remove_source_branch: bool = False
     auto_merge: bool = False
+    auto_merge_sha: str | None = None      # merge_params["sha"]: the head auto-merge was set for
     merge_commit_sha: str | None = None
     approved_by: list[User] = field(default_factory=list)
     approved_at: list[str] = field(default_factory=list)

@@ -28,6 +28,22 @@ def save_model(path: Path, *, seed: int = 0, requirements: str = SMALL_REQUIREME
     return path
 
 
+def register_logged_model(work: Path, tracking: str, experiment: str, name: str) -> str:
+    """Version 1 of ``name`` in the registry at ``tracking``: a small model (no dependency
+    layer) logged under ``work``/art in a run of a new ``experiment``; the run id."""
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    model = save_model(work / "model", requirements="")
+    with _use_tracking_uri(tracking):  # scoped: other tests keep their own tracking URI
+        experiment_id = mlflow.create_experiment(experiment,
+                                                 artifact_location=(work / "art").as_uri())
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_artifacts(str(model), "model")
+        mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
+    return str(run.info.run_id)
+
+
 def predictions(path: Path) -> list[int]:
     import mlflow.pyfunc
 

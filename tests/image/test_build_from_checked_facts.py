@@ -29,7 +29,7 @@ from tests.core.test_pipeline import (
     MemoryProvider,
     MemorySteps,
 )
-from tests.image.model import save_model
+from tests.image.model import register_logged_model
 
 pytestmark = pytest.mark.e2e
 MODEL, ORIGIN, ENV = "fraud", "fraud-origin", "production"
@@ -40,20 +40,13 @@ def register_copied_version(work: Path, tracking: str) -> str:
     """``fraud`` version 1: a copy of ``fraud-origin`` version 1, logged in a run (its id
     returned); the copy carries the intent tags."""
     import mlflow
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    model = save_model(work / "model", requirements="")
-    with _use_tracking_uri(tracking):  # scoped: other tests keep their own tracking URI
-        experiment = mlflow.create_experiment("checked",
-                                              artifact_location=(work / "art").as_uri())
-        with mlflow.start_run(experiment_id=experiment) as run:
-            mlflow.log_artifacts(str(model), "model")
-        mlflow.register_model(f"runs:/{run.info.run_id}/model", ORIGIN)
+    run_id = register_logged_model(work, tracking, "checked", ORIGIN)
     client = mlflow.MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     copy = client.copy_model_version(f"models:/{ORIGIN}/1", MODEL)
     for key, value in INTENT_TAGS.items():
         client.set_model_version_tag(MODEL, copy.version, key, value)
-    return str(run.info.run_id)
+    return run_id
 
 
 def settings_for(tracking: str, registry: str, state: Path) -> Settings:

@@ -30,7 +30,7 @@ from promoter.ports.image import CheckedVersion, ModelcarRequest
 from promoter.service.composition.images import ModelImages, registry_clients
 from promoter.service.composition.mlflow import adapter
 from promoter.settings import Settings, load_settings
-from tests.image.model import save_model
+from tests.image.model import register_logged_model
 
 pytestmark = pytest.mark.e2e
 MODEL = "fraud"
@@ -48,18 +48,9 @@ class Registered:
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]:
     """``fraud`` version 1 in a real MLflow registry (sqlite), with no dependency layer."""
-    import mlflow
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
     work = tmp_path_factory.mktemp("mlflow")
     tracking = f"sqlite:///{work / 'mlflow.db'}"
-    model = save_model(work / "model", requirements="")
-    with _use_tracking_uri(tracking):  # scoped: other tests keep their own tracking URI
-        experiment = mlflow.create_experiment("reuse",
-                                              artifact_location=(work / "art").as_uri())
-        with mlflow.start_run(experiment_id=experiment) as run:
-            mlflow.log_artifacts(str(model), "model")
-        mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL)
+    register_logged_model(work, tracking, "reuse", MODEL)
     yield Registered(tracking, work / "art")
 
 

@@ -18,7 +18,7 @@ from promoter.signing import bundle as bundle_format
 from promoter.signing import simple
 from promoter.signing.keys import PublicKey, SigningKey
 from promoter.signing.registry import SignatureRegistry, bundle_blobs, subject_descriptor
-from promoter.signing.tags import Pause, TagContent, add_to_tag, jittered_settle, read_tag
+from promoter.signing.tags import Pause, TagContent, add_to_tag, jittered_settle
 from promoter.signing.verify import Outcome, bundle_outcome, legacy_outcomes, settle
 
 ClientFactory = Callable[[str], AbstractContextManager[SignatureRegistry]]
@@ -83,9 +83,9 @@ class CosignSigner:
     def _sign_legacy(self, client: SignatureRegistry, reference: Reference, digest: str) -> bool:
         assert self._key is not None
         tag = simple.signature_tag(digest)
-        existing = read_tag(client, reference.repository, tag)
+        existing = client.get_manifest(reference.repository, tag)
         if existing and any(outcome.valid for outcome in legacy_outcomes(
-                client, reference.repository, existing, digest, self._key.public)):
+                client, reference.repository, existing.body, digest, self._key.public)):
             return False
         payload = simple.payload(reference.cosign_name, digest)
         payload_blob = bytes_blob(simple.SIMPLE_SIGNING, payload)
@@ -100,10 +100,7 @@ class CosignSigner:
             config, body = merged
             return TagContent(body, simple.OCI_MANIFEST, (config,))
 
-        # Merged into the read above rather than a second GET right after it: only our
-        # signature and the payload push lie between them, and a writer landing there is
-        # repaired by its own re-read after writing, as one landing in any read-to-PUT is.
-        return add_to_tag(client, reference.repository, tag, merge, current=existing,
+        return add_to_tag(client, reference.repository, tag, merge,
                           settle_delay=self._settle_delay)
 
     def _sign_bundle(self, client: SignatureRegistry, reference: Reference,
@@ -139,6 +136,5 @@ def attach_bundle(client: SignatureRegistry, repository: str, subject: dict[str,
         index = bundle_format.with_referrer(current, descriptor)
         return None if index is None else TagContent(index, bundle_format.OCI_INDEX)
 
-    tag = bundle_format.referrers_tag(str(subject["digest"]))
-    add_to_tag(client, repository, tag, merge, current=read_tag(client, repository, tag),
+    add_to_tag(client, repository, bundle_format.referrers_tag(str(subject["digest"])), merge,
                settle_delay=settle_delay)

@@ -59,27 +59,16 @@ def jittered_settle() -> None:
     time.sleep(random.uniform(*SETTLE_SECONDS))  # noqa: S311 -- timing jitter, not a secret
 
 
-def read_tag(client: SignatureRegistry, repository: str, tag: str) -> bytes | None:
-    """The tag's body as the registry holds it now; None when there is no such tag."""
-    found = client.get_manifest(repository, tag)
-    return found.body if found else None
-
-
 def add_to_tag(client: SignatureRegistry, repository: str, tag: str, merge: Merge, *,
-               current: bytes | None, settle_delay: Pause = jittered_settle,
-               attempts: int = ATTEMPTS) -> bool:
+               settle_delay: Pause = jittered_settle, attempts: int = ATTEMPTS) -> bool:
     """Make ``tag`` list our entry (``merge`` adds it); True when we wrote the tag.
-
-    ``current`` is the tag's body as the caller has just read it (``read_tag``; None: no such
-    tag): a signer reads it anyway to see whether it already signed, and reading it again
-    right away would only repeat that GET. After each of our writes the tag is read again
-    (the lost-update repair above), never from memory.
 
     Raises TransientError after ``attempts`` writes that another writer replaced each time: the
     job is retried later rather than reported signed without its signature listed."""
     writes = 0
     while True:
-        content = merge(current)
+        current = client.get_manifest(repository, tag)
+        content = merge(current.body if current else None)
         if content is None:
             return writes > 0
         if writes == attempts:
@@ -93,4 +82,3 @@ def add_to_tag(client: SignatureRegistry, repository: str, tag: str, merge: Merg
         client.put_manifest(repository, tag, content.body, content.media_type)
         writes += 1
         settle_delay()
-        current = read_tag(client, repository, tag)

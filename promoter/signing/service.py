@@ -100,6 +100,10 @@ class CosignSigner:
             config, body = merged
             return TagContent(body, simple.OCI_MANIFEST, (config,))
 
+        # add_to_tag reads the tag again rather than merging into ``existing``: verifying,
+        # signing and the blob pushes lie between, and a signature another tool (CI's keyless
+        # job, an operator's cosign) wrote meanwhile would be dropped by a write based on the
+        # older read; those tools do not re-read and repair as our signers do.
         return add_to_tag(client, reference.repository, tag, merge,
                           settle_delay=self._settle_delay)
 

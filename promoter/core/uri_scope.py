@@ -8,8 +8,8 @@ hold ``s3://b/team-evil``), ``.``/``..`` segments, empty segments (``a//b``), an
 store may decode, cut at or normalise (``%`` escapes, ``?``, ``#``, backslashes, whitespace,
 control characters). Roots and URIs are compared segment by segment after the same parsing.
 
-A root may name a whole scheme (``mlflow-artifacts:``: the tracking server's own artifact proxy,
-not ``mlflow-artifacts://other-host/…``), a whole bucket (``s3://ml-artifacts`` or
+A root may name a whole scheme whose URIs need no host (``mlflow-artifacts:``: the tracking
+server's own artifact proxy, not ``mlflow-artifacts://other-host/…``; ``dbfs:``), a whole bucket (``s3://ml-artifacts`` or
 ``s3://ml-artifacts/``) or a directory (``s3://ml-artifacts/team-a``, ``file:///srv/mlruns``,
 ``dbfs:/models``). Trailing slashes do not matter; schemes compare without case; the
 bucket/host compares exactly (``file://localhost/x`` is ``file:///x``).
@@ -48,12 +48,27 @@ def names_a_directory(uri: str) -> bool:
     return place is not None and bool(place.segments)
 
 
+# Stores whose URIs always name a bucket, container or host: a root of the bare scheme
+# (``s3:``, ``gs://``) would match no URI of theirs, so it is refused rather than quietly
+# refusing every version.
+_BUCKET_SCHEMES = frozenset({"s3", "s3a", "s3n", "gs", "wasb", "wasbs", "abfs", "abfss", "oss",
+                             "http", "https"})
+
+
 def root_problem(root: str) -> str | None:
-    """Why ``root`` cannot be a root (it would hold nothing), or None when it can."""
-    if _place(root) is None:
+    """Why ``root`` cannot be a root (it would hold nothing, or the whole local filesystem),
+    or None when it can."""
+    place = _place(root)
+    if place is None:
         return ("is not a root: write a scheme (mlflow-artifacts:) or an absolute URI "
                 "(s3://bucket/dir, file:///dir) with no '.', '..' or empty path segments and no "
                 "'%', '?', '#', backslash or whitespace")
+    if place.scheme in _BUCKET_SCHEMES and not place.authority:
+        return (f"names no bucket or host, so it would hold nothing: write "
+                f"{place.scheme}://BUCKET/ or {place.scheme}://BUCKET/dir")
+    if place.scheme == "file" and not place.authority and not place.segments:
+        return ("is the whole local filesystem, promoter's own secrets included: name the "
+                "directory the runs' artifacts are in (file:///srv/mlruns)")
     return None
 
 
@@ -72,6 +87,8 @@ def _place(uri: str) -> _Place | None:
         scheme, rest = found["scheme"].lower(), found["rest"]
     else:
         return None
+    if scheme == "file" and not rest.startswith("/"):
+        return None  # file:dir/x is relative to the reader's working directory
     authority = ""
     if rest.startswith("//"):
         authority, _, path = rest[2:].partition("/")

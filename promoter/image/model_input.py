@@ -42,7 +42,12 @@ def model_input(model: str | CheckedVersion, models: ModelSource | None) -> Mode
         return ModelInput(source.checked_lineage(model), model.files, source)
     if is_model_uri(model):
         source = _mlflow(models, model)
-        return ModelInput(source.resolve_model(model), model, source)
+        lineage = source.resolve_model(model)
+        # Download the version the labels name: an alias resolved again at download time may
+        # have moved to another version meanwhile.
+        files = f"models:/{lineage.name}/{lineage.version}" \
+            if lineage.name is not None and lineage.version is not None else model
+        return ModelInput(lineage, files, source)
     path = Path(model)
     if not path.is_dir():
         raise UserError(f"{model!r} is neither an MLflow model URI nor a directory",

@@ -115,6 +115,27 @@ def test_a_root_that_would_hold_nothing_is_a_problem(root: str) -> None:
     assert problem and "'..'" in problem and "'%'" in problem
 
 
+@pytest.mark.parametrize(("root", "says"), [
+    ("s3:", "s3://BUCKET/"), ("s3://", "s3://BUCKET/"), ("gs:", "gs://BUCKET/"),
+    ("wasbs://", "wasbs://BUCKET/"),
+    ("/", "whole local filesystem"), ("file:", "is not a root"),
+    ("file:///", "whole local filesystem"), ("file://localhost/", "whole local filesystem"),
+])
+def test_a_root_that_names_no_bucket_or_is_the_whole_filesystem_is_a_problem(
+        root: str, says: str) -> None:
+    """Under the string-prefix rule of before, ``s3:`` held all of S3; under segments it would
+    hold nothing, and ``/`` would hold promoter's own secrets (/var/run/secrets)."""
+    problem = root_problem(root)
+    assert problem is not None and says in problem
+
+
+def test_a_relative_file_uri_is_never_within_an_absolute_root() -> None:
+    """MLflow reads ``file:srv/mlruns/x`` relative to its working directory."""
+    assert is_within("file:srv/mlruns/x", "/srv/mlruns") is False
+    assert is_within("file:srv/mlruns/x", "file:///srv/mlruns") is False
+    assert is_within("file:/srv/mlruns/x", "/srv/mlruns") is True
+
+
 @pytest.mark.parametrize(("uri", "directory"), [
     ("s3://b/1/r/artifacts", True), ("mlflow-artifacts:/1/r/artifacts", True),
     ("s3://b", False), ("s3://b/", False), ("mlflow-artifacts:", False), ("file:///", False),

@@ -18,6 +18,7 @@ import pytest
 
 from promoter.adapters.oci import RegistryClient
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
+from promoter.errors import UserError
 from promoter.rendering import renderer
 from promoter.service.composition.images import ModelImages
 from promoter.service.composition.mlflow import adapter
@@ -113,3 +114,29 @@ def test_image_build_of_a_uri_resolves_the_lineage_a_promotion_would_check(
     assert by_alias.source == f"models:/{MODEL}@champion"
     assert (by_alias.name, by_alias.version, by_alias.run_id, by_alias.content_id) == (
         MODEL, "1", run_id, checked.content_id)
+
+
+def test_image_build_downloads_the_version_its_alias_named_when_resolved(
+        registry: str, tmp_path: Path) -> None:
+    """The labels name the version the alias pointed at when resolved; the files must be that
+    version's too, not whatever the alias points at when the download starts."""
+    from promoter.image.model_input import model_input
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    register_copied_version(tmp_path, tracking)
+    models = adapter(settings_for(tracking, registry, tmp_path / "state"))
+    models.set_alias(MODEL, "champion", "1")
+    found = model_input(f"models:/{MODEL}@champion", models)
+    assert (found.lineage.version, found.files) == ("1", f"models:/{MODEL}/1")
+    assert found.name == f"models:/{MODEL}@champion"          # what the user asked for
+
+
+def test_a_runs_uri_climbing_out_of_its_run_names_no_run(registry: str, tmp_path: Path) -> None:
+    """Without mlflow.artifact_roots nothing else stops it: the image must not be labelled
+    with run R for files outside R (lineage's rule for runs:/ URIs)."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = register_copied_version(tmp_path, tracking)
+    models = adapter(settings_for(tracking, registry, tmp_path / "state"))
+    assert models.resolve_model(f"runs:/{run_id}/model").run_id == run_id
+    with pytest.raises(UserError, match="not a model URI promoter understands"):
+        models.resolve_model(f"runs:/{run_id}/../../other/model")

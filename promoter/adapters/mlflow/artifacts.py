@@ -15,6 +15,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from promoter.adapters.mlflow.client import Connection
+from promoter.core.lineage import runs_uri_run_id
 from promoter.core.uri_scope import is_within
 from promoter.errors import UserError
 
@@ -89,7 +90,7 @@ def registered_model_uri(uri: str) -> tuple[str, str | None, str | None] | None:
 
 
 def run_model_uri(uri: str) -> str | None:
-    """The run a ``runs:/RUN_ID/PATH`` URI names, else None."""
-    found = _RUNS_URI.match(uri)
-    return found["run"] if found else None
+    """The run a ``runs:/RUN_ID/PATH`` URI names, else None (also for a PATH that climbs out
+    of the run: lineage's rule)."""
+    return runs_uri_run_id(uri) if _RUNS_URI.match(uri) else None
 

@@ -9,10 +9,10 @@ store may decode, cut at or normalise (``%`` escapes, ``?``, ``#``, backslashes,
 control characters). Roots and URIs are compared segment by segment after the same parsing.
 
 A root may name a whole scheme whose URIs need no host (``mlflow-artifacts:``: the tracking
-server's own artifact proxy, not ``mlflow-artifacts://other-host/…``; ``dbfs:``), a whole bucket (``s3://ml-artifacts`` or
-``s3://ml-artifacts/``) or a directory (``s3://ml-artifacts/team-a``, ``file:///srv/mlruns``,
-``dbfs:/models``). Trailing slashes do not matter; schemes compare without case; the
-bucket/host compares exactly (``file://localhost/x`` is ``file:///x``).
+server's own artifact proxy, not ``mlflow-artifacts://other-host/…``; ``dbfs:``), a whole bucket
+(``s3://ml-artifacts`` or ``s3://ml-artifacts/``) or a directory (``s3://ml-artifacts/team-a``,
+``file:///srv/mlruns``, ``dbfs:/models``). Trailing slashes do not matter; schemes compare
+without case; the bucket/host compares exactly (``file://localhost/x`` is ``file:///x``).
 """
 
 from __future__ import annotations

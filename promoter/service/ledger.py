@@ -5,8 +5,9 @@ remembered here. One row per (model, env); ``name`` (the deployment directory) i
 second model deriving the same name is caught before it could overwrite the first one's
 manifests; ``deployment_names`` records which model claimed a name just before its first
 proposal, so of two models racing for one name only one proposes. A model gives its name up
-when every row it has under that name is decommissioned (the removal MRs merged, so the tree no
-longer holds its manifests); the next model to claim the name takes it over. The MR head
+(its claim is deleted) when every row it has under that name is decommissioned, i.e. its
+removal MRs merged; the next model to claim the name takes it over. (The pipeline still refuses
+a name whose base another model's manifests hold in the tree.) The MR head
 promoter pushed
 is not a column here: it is read from the one record of pushed heads
 (promoter.state.pushed_heads), which the git providers write when they push.
@@ -71,7 +72,7 @@ class StateLedger:
         """Claim deployment ``name`` for ``model``; the other models owning it (see owners),
         if any, and then no claim. Under the ledger's lock (SQLite: the write transaction), so
         two models claiming one name at once cannot both get it. A name its owner gave up
-        (decommissioned everywhere) is taken over: the claim moves to ``model`` and the old
+        (decommissioned everywhere: its claim went then, see _put) is taken over: the old
         owner's decommissioned rows under it go, so an MR of that name (by_deployment) can
         only mean the new owner's deployment."""
 
@@ -82,8 +83,7 @@ class StateLedger:
                 conn.execute("DELETE FROM deployments WHERE name = ? AND model <> ? AND "
                              "status = ?", (name, model, DeploymentStatus.DECOMMISSIONED.value))
                 conn.execute("INSERT INTO deployment_names (name, model) VALUES (?, ?) "
-                             "ON CONFLICT (name) DO UPDATE SET model = excluded.model",
-                             (name, model))
+                             "ON CONFLICT (name) DO NOTHING", (name, model))
             return others
 
         return self.db.write(claim)
@@ -128,10 +128,11 @@ class StateLedger:
 
 
 def _owners(conn: Connection, name: str) -> frozenset[str]:
+    """Models with a row under ``name`` not decommissioned, and the claimant (a model whose
+    first proposal is under way, or one promoted again after giving the name up)."""
     return frozenset(row[0] for row in conn.execute(
         "SELECT model FROM deployments WHERE name = ? AND status <> ? "
-        "UNION SELECT c.model FROM deployment_names AS c WHERE c.name = ? AND NOT EXISTS "
-        "(SELECT 1 FROM deployments AS d WHERE d.name = c.name AND d.model = c.model)",
+        "UNION SELECT model FROM deployment_names WHERE name = ?",
         (name, DeploymentStatus.DECOMMISSIONED.value, name)).fetchall())
 
 
@@ -141,6 +142,14 @@ def _put(conn: Connection, state: DeployedState) -> None:
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, env) DO UPDATE SET name = excluded.name, "
         "version = excluded.version, status = excluded.status, mr_iid = excluded.mr_iid",
         (state.model, state.env, state.name, state.version, state.status, state.mr_iid))
+    if state.status == DeploymentStatus.DECOMMISSIONED:
+        # Decommissioned in its last environment (removal MRs merged): the model gives the name
+        # up, in the transaction that records it, so a claim can never outlive its reason.
+        conn.execute(
+            "DELETE FROM deployment_names WHERE name = ? AND model = ? AND NOT EXISTS "
+            "(SELECT 1 FROM deployments WHERE name = ? AND model = ? AND status <> ?)",
+            (state.name, state.model, state.name, state.model,
+             DeploymentStatus.DECOMMISSIONED.value))
 
 
 def _one(conn: Connection, where: str, args: tuple[str, ...]) -> DeployedState | None:

@@ -151,6 +151,20 @@ def test_a_name_decommissioned_everywhere_is_given_up_and_taken_over(
     assert ledger.claim_name("fraud-detector", "Fraud Detector") == {"fraud_detector"}
 
 
+def test_a_model_claiming_its_name_again_after_giving_it_up_owns_it_again(
+        state_backend: StateBackend) -> None:
+    """Its decommissioned rows are still there when it claims again: the claim alone must keep
+    another model, claiming while the first proposal is under way, out."""
+    ledger = StateLedger(state_backend.open())
+    ledger.claim_name("churn", "churn")
+    ledger.put(DeployedState("churn", "staging", "churn", "1", "merged"))
+    ledger.set_status("churn", "staging", "decommissioned")
+    assert ledger.owners("churn") == frozenset()
+    assert ledger.claim_name("churn", "churn") == frozenset()         # promoted again
+    assert ledger.claim_name("churn", "Churn") == {"churn"}           # meanwhile: refused
+    assert ledger.owners("churn") == {"churn"}
+
+
 def test_a_model_promoted_again_after_its_decommission_keeps_its_name(
         state_backend: StateBackend) -> None:
     ledger = StateLedger(state_backend.open())

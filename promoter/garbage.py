@@ -52,7 +52,7 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     found = gc.overlays(root, files)
     removals = gc.plan(root, found, view, idle_since,
                        frozenset(settings.gc.idle_environments), settings.gc.staging_ttl_seconds,
-                       time.time())
+                       time.time(), orphans=gc.orphan_bases(root, files))
     if dry_run:
         return GcPlan(removals)
     if not removals:

@@ -58,7 +58,8 @@ def test_the_plan_names_each_removal_and_never_touches_foreign_directories() -> 
             return gc.RegistryView(True, True, "3")
         return gc.RegistryView(True, True, None)   # production alias deleted
 
-    removals = gc.plan(ROOT, found, view, lambda o: None, frozenset({"staging"}), None, 0.0)
+    removals = gc.plan(ROOT, found, view, lambda o: None, frozenset({"staging"}), None, 0.0,
+                       orphans=gc.orphan_bases(ROOT, FILES))
     assert [(r.prefix, r.reason) for r in removals] == [
         (f"{ROOT}/a/overlays/production/", "no alias or stage points 'Model A' at production "
                                            "any more"),
@@ -69,6 +70,40 @@ def test_the_plan_names_each_removal_and_never_touches_foreign_directories() -> 
                                            (f"{ROOT}/b/forecast-staging.png",), ()]
 
 
+def test_a_base_left_without_overlays_is_collected_and_a_foreign_one_is_not() -> None:
+    """Two environments decommissioned at once: each removal MR saw the other's overlay and
+    kept the base, so after both merged a base of promoter's stands alone (and keeps the name
+    from another model: the pipeline refuses a name whose base holds another model)."""
+    files = {**FILES, f"{ROOT}/c/base/kustomization.yaml": base("Model C"),
+             f"{ROOT}/c/base/deployment.yaml": "kind: Deployment\n",
+             f"{ROOT}/foreign/base/kustomization.yaml": "resources: [x.yaml]\n",
+             f"{ROOT}/d/base/kustomization.yaml": base("Model D"),
+             f"{ROOT}/d/overlays/dev/kustomization.yaml": "resources: [../../base]\n"}
+    assert gc.orphan_bases(ROOT, files) == ["c"]     # d has an overlay, even a hand-made one
+    removals = gc.plan(ROOT, gc.overlays(ROOT, files), lambda o: gc.RegistryView(True, True, "3"),
+                       lambda o: None, frozenset(), None, 0.0,
+                       orphans=gc.orphan_bases(ROOT, files))
+    assert [(r.prefix, r.reason) for r in removals] == [
+        (f"{ROOT}/c/base/", "no overlay uses it (its environments were decommissioned "
+                            "separately)")]
+
+
+def test_gc_collects_a_base_without_overlays_on_the_local_provider(tmp_path: Path) -> None:
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _deployed_in_both(settings, provider)
+    removed = provider.propose(Proposal(               # both removal MRs, merged
+        model=MODEL, name=NAME, env="removals", version="1", title="t", description="d",
+        files={}, managed_prefixes=(f"{ROOT}/{NAME}/overlays/",)))
+    assert removed.mr_iid is not None and provider.merge(removed.mr_iid, "alice")
+    assert any("/base/" in path for path in provider.files(f"{ROOT}/{NAME}/", "main"))
+
+    plan = collect(settings, world.registry, provider, dry_run=False)
+    assert [r.prefix for r in plan.removals] == [f"{ROOT}/{NAME}/base/"]
+    assert plan.result is not None and plan.result.mr_iid is not None
+    assert provider.files(f"{ROOT}/{NAME}/", GC_BRANCH) == {}
+
+
 @pytest.mark.parametrize(("idle_for_days", "collected"), [(10.0, True), (2.0, False)])
 def test_idle_staging_deployments_go_after_the_ttl(idle_for_days: float,
                                                    collected: bool) -> None:
@@ -76,7 +111,7 @@ def test_idle_staging_deployments_go_after_the_ttl(idle_for_days: float,
     now = 100 * 86400.0
     removals = gc.plan(ROOT, found, lambda o: gc.RegistryView(True, True, "3"),
                        lambda o: now - idle_for_days * 86400, frozenset({"staging"}),
-                       7 * 86400.0, now)
+                       7 * 86400.0, now, orphans=())
     assert bool(removals) is collected
     if collected:
         assert "idle in staging for 10.0 days" in removals[0].reason

@@ -4,13 +4,15 @@ Pure planning over facts the caller gathered: the target branch's files and, per
 the registry says now. An overlay goes when its registered model or its version no longer
 exists, when no alias or stage points the environment at the model any more, or when it is
 in an idle-collected environment (staging) and nothing was promoted there for the TTL. A base
-goes with its last overlay, and an overlay's forecast plot with the overlay. Directories whose
-base promoter did not write (no ``promoter.dev/registered-model`` annotation) are never touched.
+goes with its last overlay, or alone when no overlay is left beside it (two environments
+decommissioned at once: each removal MR saw the other's overlay and kept the base); an
+overlay's forecast plot goes with the overlay. Directories whose base promoter did not write
+(no ``promoter.dev/registered-model`` annotation) are never touched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from promoter.core import tree_facts
@@ -60,9 +62,27 @@ def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:
     return found
 
 
+def orphan_bases(root: str, files: Mapping[str, str]) -> list[str]:
+    """Deployment names whose base promoter wrote, with no overlay directory left beside it
+    (any overlay counts, promoter's or not)."""
+    owned, overlaid = set(), set()
+    for path, text in files.items():
+        relative = path.split("/")[len(root.split("/")):]
+        if not path.startswith(f"{root}/") or relative[-1:] != ["kustomization.yaml"]:
+            continue
+        if relative[1:] == ["base", "kustomization.yaml"] and \
+                tree_facts.annotation(text, tree_facts.REGISTERED_MODEL) is not None:
+            owned.add(relative[0])
+        elif len(relative) == 4 and relative[1] == "overlays":
+            overlaid.add(relative[0])
+    return sorted(owned - overlaid)
+
+
 def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView],
          idle_since: Callable[[Overlay], float | None], idle_envs: frozenset[str],
-         ttl_seconds: float | None, now: float) -> list[Removal]:
+         ttl_seconds: float | None, now: float, *, orphans: Sequence[str]) -> list[Removal]:
+    """What goes: ``found`` overlays nothing needs, bases whose last overlay goes, and the
+    ``orphans`` (orphan_bases)."""
     removals: list[Removal] = []
     kept: dict[str, int] = {}
     for overlay in found:
@@ -76,6 +96,9 @@ def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView
                 (tree_facts.forecast_plot(root, overlay.name, overlay.env),)))
     for name in sorted({overlay.name for overlay in found} - set(kept)):
         removals.append(Removal(f"{root}/{name}/base/", "no environment remains"))
+    for name in orphans:
+        removals.append(Removal(f"{root}/{name}/base/", "no overlay uses it (its environments "
+                                "were decommissioned separately)"))
     return removals
 
 

@@ -181,7 +181,10 @@ class ProposalFlow:
                   "required by policy are stated in the MR but not enforced by the forge")
             withheld = _unenforced_auto_merge(proposal)
         elif proposal.approvals_required:
-            withheld = self._check_approval_settings(proposal, mr, run)
+            # The head moved in this run: promoter pushed (perhaps in an attempt whose answer
+            # was lost), so approvals on the MR predate what it now holds.
+            withheld = self._check_approval_settings(proposal, mr, run,
+                                                     head_moved=head != run.first_head)
         if proposal.auto_merge and withheld:
             # The forge would merge as soon as the pipeline passes, with approvals it does not
             # count or that were given for another version: a merge nobody approved.
@@ -195,11 +198,11 @@ class ProposalFlow:
                               f"Superseded by !{mr.iid} (version {proposal.version}).")
         return enforced
 
-    def _check_approval_settings(self, proposal: Proposal, mr: MergeRequest,
-                                 run: _Run) -> str | None:
+    def _check_approval_settings(self, proposal: Proposal, mr: MergeRequest, run: _Run, *,
+                                 head_moved: bool) -> str | None:
         """The forge's approval rule holds only under two project settings: say so where they
         are off, and withdraw the approvals a push of a new version left standing. Returns why
-        auto-merge must not be set (approvals of an older version may count), or None."""
+        auto-merge must not be set (approvals given for an older head may count), or None."""
         weak = self._forge.weak_approval_settings()
         if not weak:
             return None
@@ -209,11 +212,14 @@ class ProposalFlow:
         stale = run.pushed_over if run.pushed_over is not None and survive_push and \
             not withdrawn else None
         created = mr.iid != run.first_open_iid
-        if created or run.pushed_over is not None:
+        # New content of the same version pushed where approvals survive it: they were given
+        # for the older head (no version-change withdrawal applies to it).
+        repushed = survive_push and head_moved and not created and run.pushed_over is None
+        if created or run.pushed_over is not None or repushed:
             # Once per MR and per version pushed, not on every job that finds it unchanged
             # (which would also drop what the note says about the last push).
             self._forge.upsert_note(mr.iid, APPROVAL_SETTINGS_NOTE, _weak_settings_text(
-                proposal, weak, run.pushed_over if withdrawn else None, stale))
+                proposal, weak, run.pushed_over if withdrawn else None, stale, repushed))
             _warn(run, f"approvals on !{mr.iid} can be bypassed: the GitLab project settings "
                   f"{_setting_list(weak)} are off or unreadable; turn on \"Remove all approvals "
                   "when commits are added to the source branch\" (reset_approvals_on_push) and "
@@ -224,11 +230,17 @@ class ProposalFlow:
             return (f"approvals given for version {stale} may still count for version "
                     f"{proposal.version} and promoter could not withdraw them (that needs a "
                     "project or group access token); reviewers must approve it again")
+        if survive_push and not created and not withdrawn and head_moved:
+            # GitLab aborted any auto-merge on the push; setting it again would let approvals
+            # of the older head merge the new content without anyone looking at it.
+            return (f"reset_approvals_on_push is off and promoter pushed new content of "
+                    f"version {proposal.version} onto this MR, so approvals given before that "
+                    "push may still count for it; reviewers must check the new changes and "
+                    "merge it")
         if survive_push and not created and not withdrawn and not run.first_auto_merge:
-            # Whether this MR's approvals predate its current version is not known here. Set
-            # before this run (by promoter on an MR it opened or whose approvals it withdrew),
-            # auto-merge is set again for a push of the same version.
-            return ("reset_approvals_on_push is off, so approvals given for an earlier version "
+            # Whether this MR's approvals predate its current head is not known here; an
+            # auto-merge still set for a head promoter did not change is left as it is.
+            return ("reset_approvals_on_push is off, so approvals given for an earlier head "
                     "of this MR may still count; promoter sets auto-merge only on an MR it "
                     "opens or whose approvals it withdrew")
         return None
@@ -315,7 +327,7 @@ def _setting_list(names: tuple[str, ...]) -> str:
 
 
 def _weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: str | None,
-                        stale: str | None) -> str:
+                        stale: str | None, repushed: bool = False) -> str:
     text = (f"This environment requires **{proposal.approvals_required}** approval(s), but "
             f"the project's approval settings {_setting_list(weak)} are off (or promoter's "
             "token may not read them), so approvals can outlive a push of a new version or "
@@ -335,4 +347,9 @@ def _weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: 
         text += (f"\n\nVersion {proposal.version} replaced version {pushed_over} here; "
                  f"promoter withdrew the approvals given before, so version "
                  f"{proposal.version} needs its own.")
+    elif repushed:
+        text += (f"\n\n**promoter pushed new content of version {proposal.version} here; "
+                 "approvals given before that push may still count for it.** Reviewers must "
+                 "check the new changes (and approve again if they keep them), and promoter "
+                 "does not set auto-merge.")
     return text

@@ -109,16 +109,18 @@ class StatusStore:
 
         return self.db.write(write)
 
-    def told(self, name: str, env: str, status: EnvironmentStatus) -> None:
-        """``status`` was told: mark it so, and end its claim (unless a newer summary's
+    def told(self, name: str, env: str, status: EnvironmentStatus,
+             told: EnvironmentStatus | None = None) -> None:
+        """The telling claimed for ``status`` is done: mark what was told (``told``, when the
+        teller corrected it, else ``status``) and end the claim (unless a newer summary's
         telling has claimed the environment meanwhile; that one marks itself when done)."""
-        digest = _digest(status)
+        claimed, done = _digest(status), told or status
         self.db.write(lambda conn: conn.execute(
             "UPDATE cluster_summaries SET digest = ?, deployed = ?, "
             "telling_digest = CASE WHEN telling_digest = ? THEN NULL ELSE telling_digest END, "
             "telling_since = CASE WHEN telling_digest = ? THEN NULL ELSE telling_since END "
             "WHERE name = ? AND env = ?",
-            (digest, int(status.deployed), digest, digest, name, env)))
+            (_digest(done), int(done.deployed), claimed, claimed, name, env)))
 
     def untold(self, name: str, env: str, status: EnvironmentStatus) -> None:
         """Telling ``status`` failed, perhaps half-way: give the claim up at once (rather than
@@ -277,15 +279,18 @@ class ClusterFeedback:
             if not claimed:
                 return status
             try:
-                self._tell(name, env, status, actor,
-                           undeployed=was_deployed and not status.deployed)
+                told = self._tell(name, env, status, actor,
+                                  undeployed=was_deployed and not status.deployed)
             except Exception:
                 self.store.untold(name, env, status)   # so the next observation tries again
                 raise
             # Killed before this line, the claim goes stale and the next observation tells
             # again: MLflow tags and the note are overwritten with the same values, but the
             # audit trail gets the argocd.status line a second time.
-            self.store.told(name, env, status)
+            self.store.told(name, env, status, told)
+            # What the ledger said while telling is newer than what was read above: a foreign
+            # merge recorded meanwhile keeps the version unverified in the drain rounds too.
+            unverified = told.unverified
             # Drain: another replica may have told an older status after ours finished, or
             # stored a newer observation while ours was being told. Judge what is stored now
             # (storing nothing) and tell it if it still differs from what was told last;
@@ -321,8 +326,15 @@ class ClusterFeedback:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _tell(self, name: str, env: str, status: EnvironmentStatus, actor: str, *,
-              undeployed: bool) -> None:
+              undeployed: bool) -> EnvironmentStatus:
+        """Tell ``status`` (judged from the ledger as ``observe`` read it) and return what was
+        told: the ledger row is read again here, and a merge with a foreign head recorded since
+        (merged_unverified) makes the told status unverified, so the version is never tagged
+        deployed in MLflow, in the audit trail or in the MR note."""
         deployed = self.ledger.by_deployment(name, env)
+        if (deployed is not None and deployed.status == DeploymentStatus.MERGED_UNVERIFIED
+                and not status.unverified):
+            status = status.of_unverified_change()
         self.audit.record("argocd.status", actor=actor, name=name, env=env,
                           model=deployed.model if deployed else None,
                           version=deployed.version if deployed else None,
@@ -330,7 +342,7 @@ class ClusterFeedback:
                           deployed=status.deployed, unverified=status.unverified,
                           clusters={c.cluster: f"{c.sync}/{c.health}" for c in status.clusters})
         if deployed is None:
-            return
+            return status
         if self.registry is not None:
             try:
                 tags = status.tags()
@@ -345,3 +357,4 @@ class ClusterFeedback:
                 raise
         if self.forge is not None and deployed.mr_iid is not None:
             self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note(deployed.version))
+        return status

@@ -148,6 +148,43 @@ def test_a_version_merged_with_a_foreign_head_is_never_told_deployed(
         "promoter did not write (status merged_unverified)" in note
 
 
+class ForeignMergeWhileJudging(StatusStore):
+    """The state database as a foreign-head merge of the deployment's MR is recorded right
+    after the first observation was judged, before it is told (another replica's MR hook)."""
+
+    def __init__(self, path: Path, ledger: StateLedger) -> None:
+        super().__init__(path)
+        self.ledger, self.merged = ledger, False
+
+    def record(self, *args: Any, **kwargs: Any) -> Any:
+        judged = super().record(*args, **kwargs)
+        if not self.merged:
+            self.merged = True
+            self.ledger.set_status("fraud-detector", "production", "merged_unverified")
+        return judged
+
+
+def test_a_foreign_merge_recorded_while_telling_is_never_told_deployed(tmp_path: Path) -> None:
+    """The foreign merge lands between the judging (which read the ledger as merged) and the
+    telling: what is told is the ledger's newer word, in MLflow, the audit trail and the note,
+    and the drain does not tell it again."""
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="merged", mr_iid=3, head_sha="a" * 40))
+    registry, notes, audit = RecordingRegistry(), Notes(), AuditTrail(tmp_path)
+    store = ForeignMergeWhileJudging(tmp_path, ledger)
+    handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, audit, registry, notes))
+    status, answer = _post(handler, "sync-succeeded",
+                           application("fraud-detector", "production", "gpu-eu-1"))
+    assert store.merged
+    assert "promoter.production.status" not in registry.tags[("Fraud Detector", "7")]
+    assert (status, answer["deployed"]) == (200, False)
+    (entry,) = [e for e in _audit(audit) if e["event"] == "argocd.status"]
+    assert (entry["deployed"], entry["unverified"]) == (False, True)
+    assert "version 7 is not marked deployed" in _plain(notes.notes[(3, "Argo CD status")])
+
+
 def test_deployed_only_at_a_revision_that_carries_the_merged_mr(tmp_path: Path) -> None:
     ledger = StateLedger(tmp_path)
     ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",

@@ -148,26 +148,45 @@ def test_the_quota_covers_what_the_team_already_runs_in_the_environment() -> Non
     assert not found.passed and "fraud-detector (6), its other deployments here (8)" in found.detail
 
 
+def _claimants(message: str) -> tuple[str, str]:
+    """A quota denial split into its words and what it names as claiming the GPUs."""
+    head, sep, tail = message.partition("summed over ")
+    where, close, rest = tail.partition("), over")
+    assert sep and close, message
+    return f"{head}summed over <where>{close}{rest}", where
+
+
 @pytest.mark.parametrize(("quotas", "default"), [
     ({}, None), ({"risk": 11}, None), ({"risk": 12}, None), ({"risk": 13}, None),
     ({"search": 1}, 11), ({"search": 1}, 12), ({"risk": 20}, 1)])
 def test_the_pipeline_and_the_ci_gate_judge_one_footprint_alike(quotas: dict[str, int],
                                                                 default: int | None) -> None:
     """The pipeline (and `policy check`) learns the team's other deployments as one sum, the CI
-    gate (`gitops policy`) as overlays of the tree; given the same GPUs, on either side of the
-    quota, both give the same verdict in the same words."""
+    gate (`gitops policy`, gitops.policy.check_tree) as the overlay directories of the tree;
+    given the same GPUs, on either side of the quota, both give the same verdict in the same
+    words, except for what each names as claiming them: the deployment and its other
+    deployments, or each overlay's path (in path order)."""
     this = gpu(2, "nvidia-a100", 2)   # 4 GPUs at full scale, beside 8 the team claims already
+    this_overlay = "gitops/apps/fraud-detector/overlays/production"
+    other_overlay = "gitops/apps/churn-model/overlays/production"   # sorts before this one
     pipeline = rule(list(decide(this, "production", {}, PolicyRules(
         team_gpu_quota=quotas, default_team_gpu_quota=default), {"risk": 8}).results),
         "team gpu quota")
-    gate = team_quota_totals([GpuClaim(this.name, "risk", "production", gpu_claim(this)),
-                              GpuClaim(OTHER_DEPLOYMENTS, "risk", "production", 8)],
+    gate = team_quota_totals([GpuClaim(this_overlay, "risk", "production", gpu_claim(this)),
+                              GpuClaim(other_overlay, "risk", "production", 8)],
                              quotas, default).get(("risk", "production"))
     if gate is None:   # no quota for risk: the gate has no verdict, the pipeline records so
         assert pipeline == RuleResult("team gpu quota", True,
                                       "4 GPUs at full scale (no quota for risk)")
-    else:
+    elif gate.passed:
         assert pipeline == gate
+    else:
+        assert not pipeline.passed and pipeline.rule == gate.rule
+        pipeline_words, pipeline_where = _claimants(pipeline.detail)
+        gate_words, gate_where = _claimants(gate.detail)
+        assert pipeline_words == gate_words
+        assert pipeline_where == f"{this.name} (4), {OTHER_DEPLOYMENTS} (8)"
+        assert gate_where == f"{other_overlay} (8), {this_overlay} (4)"
 
 
 def test_quota_of_another_team_does_not_apply() -> None:

@@ -122,21 +122,41 @@ def test_a_pending_auto_merge_of_version_1_does_not_merge_version_2(
     assert not keeps_approvals.project.mrs[iid].auto_merge
 
 
-def test_auto_merge_is_set_again_after_promoter_pushes_the_same_version_anew(
+def test_auto_merge_is_not_set_again_after_promoter_pushes_the_same_version_anew(
         keeps_approvals: StandIn, tmp_path: Path) -> None:
-    """Version 1 pushed again (its files changed, its MR text too): GitLab aborts the
-    auto-merge set for the older head, and promoter, which had set it on this MR for this
-    version, sets it for the new head, whatever its read of the MR after the push says."""
+    """Version 1, approved while its auto-merge waits for the pipeline, pushed again with other
+    content (its replicas changed): GitLab aborts the auto-merge set for the older head, and
+    promoter does not set it again, since the approvals given for the older head still count:
+    nobody merges the new content without looking at it."""
     harness = GitLabHarness(keeps_approvals, tmp_path)
     first = harness.provider.propose(proposal("1", auto_merge=True))
     assert first.mr_iid is not None and keeps_approvals.project.mrs[first.mr_iid].auto_merge
+    iid = first.mr_iid
+    harness.approve(iid, "alice")
+    harness.approve(iid, "bob")
     again = harness.provider.propose(proposal(
         "1", auto_merge=True, description="Version 1 of Fraud Detector, rebuilt.",
         files=trees.rendered(NAME, ENV, "1", replicas=5)))
     assert again.outcome is Outcome.UPDATED and again.head_sha != first.head_sha
-    mr = keeps_approvals.project.mrs[first.mr_iid]
-    assert mr.auto_merge and mr.auto_merge_sha == again.head_sha
-    assert not any(w.startswith("auto-merge not set") for w in again.warnings)
+    mr = keeps_approvals.project.mrs[iid]
+    assert len(mr.approved_by) == 2 and not mr.auto_merge
+    assert f"auto-merge not set on !{iid}: reset_approvals_on_push is off and promoter pushed " \
+        "new content of version 1 onto this MR, so approvals given before that push may " \
+        "still count for it; reviewers must check the new changes and merge it" \
+        in again.warnings
+    (note,) = bot_notes(harness, iid, SETTINGS_NOTE)
+    assert "promoter pushed new content of version 1 here; approvals given before that push " \
+        "may still count for it" in note
+    assert "promoter does not set auto-merge" in note
+    keeps_approvals.api.run_pipeline(iid, "success")
+    assert keeps_approvals.project.mrs[iid].state == "opened"   # nobody merged the new content
+    later = harness.provider.propose(proposal(                   # a later job
+        "1", auto_merge=True, description="Version 1 of Fraud Detector, rebuilt.",
+        files=trees.rendered(NAME, ENV, "1", replicas=5)))
+    keeps_approvals.api.run_pipeline(iid, "success")
+    assert later.outcome is Outcome.UNCHANGED
+    assert keeps_approvals.project.mrs[iid].state == "opened"
+    assert not keeps_approvals.project.mrs[iid].auto_merge
 
 
 def _settings_warning(result: ProposalResult, iid: int) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from promoter.core import mr_text
 from promoter.core.results import DeploymentStatus
 from promoter.core.verdict import claimed_elsewhere
@@ -60,18 +62,67 @@ def test_the_quota_reads_only_its_own_teams_open_proposals(standin: StandIn,
     assert claimed == {"risk": 5}
 
 
+def merged(harness: GitLabHarness, name: str, team: str, gpus: int) -> None:
+    """``name`` runs on the target branch for ``team`` (its proposal merged)."""
+    landed = open_proposal(harness, name, team, gpus)
+    harness.merge(landed.mr_iid or 0, None)
+    assert harness.provider.read(f"{ROOT}/{name}/overlays/{ENV}/kustomization.yaml",
+                                 "main") == overlay(team, gpus)
+
+
+def branches_read(harness: GitLabHarness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The refs the quota reads single files on from now on (the branches of proposals; the
+    target branch is listed with ``files``), recorded around the real provider."""
+    refs: list[str] = []
+    real = harness.provider.read
+
+    def read(path: str, ref: str) -> str | None:
+        refs.append(ref)
+        return real(path, ref)
+
+    monkeypatch.setattr(harness.provider, "read", read)
+    return refs
+
+
 def test_another_teams_proposal_takes_a_deployment_away_from_the_team(
-        standin: StandIn, tmp_path: Path) -> None:
+        standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A deployment of the team on the target branch whose open proposal hands it to another
-    team no longer counts for the team, though its branch is not read."""
+    team no longer counts for the team: the tree says it was the team's, so the branch is read
+    (the label alone is not trusted), and the branch says it is the other team's now."""
     harness = GitLabHarness(standin, tmp_path)
-    handed_over = open_proposal(harness, "model-b", "risk", 8)
-    harness.merge(handed_over.mr_iid or 0, None)
-    assert overlay("risk", 8) in (harness.provider.read(
-        f"{ROOT}/model-b/overlays/{ENV}/kustomization.yaml", "main") or "")
+    merged(harness, "model-b", "risk", 8)
     row = open_proposal(harness, "model-b", "vision", 8)
+    refs = branches_read(harness, monkeypatch)
     this = gpu(1, "nvidia-a100", 1)
     assert claimed_elsewhere(CONFIG, lambda: harness.provider, ENV, this, lambda: [row]) == \
         {"risk": 0}
-    assert harness.provider.read(f"{ROOT}/model-b/overlays/{ENV}/kustomization.yaml",
-                                 branch_for("model-b", ENV)) == overlay("vision", 8)
+    assert refs == [branch_for("model-b", ENV)]
+
+
+def test_relabelling_a_teams_proposal_does_not_hide_its_running_gpus(
+        standin: StandIn, tmp_path: Path) -> None:
+    """Anyone who may edit MR labels can relabel the team's open proposal for a live deployment
+    as another team's; the deployment's GPUs still count for the team, as its branch leaves
+    them (the branch is read)."""
+    harness = GitLabHarness(standin, tmp_path)
+    merged(harness, "model-b", "risk", 8)
+    row = open_proposal(harness, "model-b", "risk", 12)   # scaling it up
+    harness.as_user("bot-token").mergerequests.update(
+        row.mr_iid, {"labels": ",".join(mr_text.labels(ENV, "vision"))})
+    this = gpu(1, "nvidia-a100", 1)
+    assert claimed_elsewhere(CONFIG, lambda: harness.provider, ENV, this, lambda: [row]) == \
+        {"risk": 12}
+
+
+def test_another_teams_proposal_over_its_own_deployment_is_not_read(
+        standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another team's proposal over a deployment the tree says is that team's cannot change
+    this team's count, so its branch is left alone."""
+    harness = GitLabHarness(standin, tmp_path)
+    merged(harness, "model-b", "vision", 8)
+    row = open_proposal(harness, "model-b", "vision", 16)
+    refs = branches_read(harness, monkeypatch)
+    this = gpu(1, "nvidia-a100", 1)
+    assert claimed_elsewhere(CONFIG, lambda: harness.provider, ENV, this, lambda: [row]) == \
+        {"risk": 0}
+    assert refs == []

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
+from promoter.core.gc import Overlay
 from promoter.core.mr_events import SETTLING, ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
 from promoter.core.results import DeploymentStatus, replaced_status
@@ -190,27 +191,35 @@ class MergeRequestOutcomes:
     def _garbage_collection(self, event: MergeRequestEvent) -> None:
         """A GC merge request's outcome. Its merge removes overlays, so it counts as the
         decommission of each (as a removal MR's merge does): `audit live`, the ledger and
-        ``live_version`` must not go on naming a version the target branch no longer runs."""
-        self.audit.record(f"mr.{event.action}", actor=event.user or "unknown", name=event.name,
-                          env=event.env, iid=event.iid, url=event.url, user=event.user,
-                          head_sha=event.head_sha)
-        if event.action != "merge":
-            return
-        for overlay in self._gc_removals(event):
-            name, env, model = overlay.get("name"), overlay.get("env"), overlay.get("model")
-            version = overlay.get("version")
-            if not isinstance(name, str) or not isinstance(env, str) or \
-                    not isinstance(model, str):
-                continue
-            self.audit.record("mr.merge", actor=event.user or "unknown", name=name, env=env,
-                              iid=event.iid, url=event.url, user=event.user,
-                              head_sha=event.head_sha, model=model, version=version,
-                              status=DeploymentStatus.DECOMMISSIONED, gc=True)
-            self.ledger.set_status(name, env, DeploymentStatus.DECOMMISSIONED)  # if it has a row
-            self._untrack_collected(model, version if isinstance(version, str) else None, env,
-                                    event.url)
+        ``live_version`` must not go on naming a version the target branch no longer runs.
 
-    def _gc_removals(self, event: MergeRequestEvent) -> list[dict[str, object]]:
+        The MR was planned earlier and its merge may be recorded late (a re-delivery after a
+        failed write-back): each overlay's ledger row and ``live_version`` change only while
+        they still name the model and version it removed. Every ``live_version`` claim is
+        taken and every MLflow call made before the audit trail is written, so a busy claim
+        or an MLflow failure (the delivery is released and comes again) leaves no audit
+        entry to be written a second time by the retry."""
+        collected = [overlay for overlay in self._gc_removals(event)
+                     if event.action == "merge"]
+        with ExitStack() as held:
+            for model, env in sorted({(o.model, o.env) for o in collected}):
+                held.enter_context(self._live_version_held(
+                    model, env, DeploymentStatus.DECOMMISSIONED))
+            for overlay in collected:
+                self._untrack_collected(overlay, event.url)
+            self.audit.record(f"mr.{event.action}", actor=event.user or "unknown",
+                              name=event.name, env=event.env, iid=event.iid, url=event.url,
+                              user=event.user, head_sha=event.head_sha)
+            for overlay in collected:
+                self.audit.record("mr.merge", actor=event.user or "unknown",
+                                  name=overlay.name, env=overlay.env, iid=event.iid,
+                                  url=event.url, user=event.user, head_sha=event.head_sha,
+                                  model=overlay.model, version=overlay.version,
+                                  status=DeploymentStatus.DECOMMISSIONED, gc=True)
+                self.ledger.decommission_collected(overlay.name, overlay.env, overlay.model,
+                                                   overlay.version)
+
+    def _gc_removals(self, event: MergeRequestEvent) -> list[Overlay]:
         """The overlays the merged head removes: from the proposal of that MR that pushed this
         head (the newest one when the head is unknown)."""
         proposals = [entry for entry in self.audit.entries()
@@ -220,17 +229,21 @@ class MergeRequestOutcomes:
                     if entry.get("head_sha") == event.head_sha] or proposals
         if not matching:
             return []
-        return [item for item in matching[-1]["removes"] if isinstance(item, dict)]
+        return [overlay for item in matching[-1]["removes"]
+                if (overlay := _overlay(item)) is not None]
 
-    def _untrack_collected(self, model: str, version: str | None, env: str,
-                           url: str | None) -> None:
+    def _untrack_collected(self, overlay: Overlay, url: str | None) -> None:
+        """Tag the removed version decommissioned and clear ``live_version`` if it still names
+        that version (the caller holds its claim): one made live since is not removed."""
         if self.registry is None:
             return
+        model, version, env = overlay.model, overlay.version, overlay.env
         try:
             if version is not None:
                 self.registry.write_back(model, version, env, {
                     "status": DeploymentStatus.DECOMMISSIONED, "mr_url": url or ""})
-            self.registry.set_live_version(model, env, None)
+                if self.registry.live_version(model, env) == version:
+                    self.registry.set_live_version(model, env, None)
         except PermanentError as exc:
             # GC removes overlays of models and versions deleted from MLflow: nothing to tag.
             self.audit.record("write_back.skipped", model=model, version=version, env=env,
@@ -257,3 +270,13 @@ class MergeRequestOutcomes:
             self.audit.record(f"version.{replaced}", model=model, version=previous, env=env,
                               replaced_by=version)
         self.registry.set_live_version(model, env, version)
+
+
+def _overlay(item: object) -> Overlay | None:
+    """One overlay of a ``gc.proposed`` entry's ``removes`` (None: not one promoter wrote)."""
+    if not isinstance(item, dict):
+        return None
+    name, env, model, version = (item.get(key) for key in ("name", "env", "model", "version"))
+    if not isinstance(name, str) or not isinstance(env, str) or not isinstance(model, str):
+        return None
+    return Overlay(name, env, model, version if isinstance(version, str) else None)

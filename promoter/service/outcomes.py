@@ -14,6 +14,8 @@ An event is about the version its MR deploys (recorded with the head promoter pu
 is not always the deployment's current one: a merge hook can arrive after the alias moved on
 and a newer MR was opened on the same branch. Such an MR's outcome is written back and
 audited for its own version; the ledger row, which follows the newest MR, is left alone.
+Such an MR's model is the one promoter pushed it for, never the row's: a deployment name that
+its owner gave up is taken over by the next model claiming it (StateLedger.claim_name).
 """
 
 from __future__ import annotations
@@ -90,13 +92,16 @@ class MergeRequestOutcomes:
                  ) -> tuple[DeployedState | None, bool, str | None, str | None]:
         """The event's deployment row; whether it still names this MR (rows written before
         MRs were recorded in the ledger have no iid: theirs is current); the version the MR was
-        for (the row's while current, else the one promoter pushed to it); and the model."""
+        for and its model: the row's while current, else the ones promoter pushed to the MR.
+        An older MR's model is never taken from the row: the name may have changed hands
+        since (claim_name), and the row then is another model's. None when the push record
+        does not name it (pushed before models were recorded): the outcome is unattributed."""
         assert event.name is not None and event.env is not None
         state = self.ledger.by_deployment(event.name, event.env)
-        current = state is not None and state.mr_iid in (None, event.iid)
-        version = state.version if current and state is not None else \
-            self.heads.pushed_version(event.project_id, event.iid)
-        return state, current, version, state.model if state else None
+        if state is not None and state.mr_iid in (None, event.iid):
+            return state, True, state.version, state.model
+        return (state, False, self.heads.pushed_version(event.project_id, event.iid),
+                self.heads.pushed_model(event.project_id, event.iid))
 
     def _record(self, event: MergeRequestEvent) -> None:
         """Audit the outcome, write it back to MLflow (moving live_version for a merge), then
@@ -122,6 +127,9 @@ class MergeRequestOutcomes:
                 self._note(event.iid, FOREIGN_HEAD_NOTE, foreign_head_text(
                     event.env, event.head_sha, event.pushed_sha, version))
         known = model is not None and version is not None
+        # An MR whose model or version promoter cannot tell (its push record predates models
+        # being recorded, or there is none): audited as such, nothing written to MLflow.
+        unattributed: dict[str, Any] = {} if known else {"unattributed": True}
         with self._live_version_held(model, event.env, status):
             # The merge entries carry model, version and status: `audit live` replays them.
             self.audit.record(f"mr.{event.action}{'_foreign' if foreign else ''}",
@@ -130,7 +138,8 @@ class MergeRequestOutcomes:
                               head_sha=event.head_sha, **foreign,
                               model=model if known else None,
                               version=version if known else None,
-                              status=status if known else None)
+                              status=status if known else None,
+                              **unattributed)
             if status is None or model is None or version is None:
                 return
             if self.registry is not None:

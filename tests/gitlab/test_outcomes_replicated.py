@@ -15,7 +15,7 @@ from promoter.ports.pipeline import DeployedState
 from promoter.service.outcome_claims import OutcomeClaims
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 from tests.fixtures.state_backends import StateBackend
-from tests.gitlab.test_outcomes import Tags, World
+from tests.gitlab.test_outcomes import BRANCH, Tags, World
 
 LIVE = ("fraud", "staging")
 
@@ -266,3 +266,49 @@ def test_a_gc_merge_waits_while_another_handler_moves_a_live_version_it_clears(
     assert gc_merges(world) == [("production", "2", "decommissioned"),
                                 ("staging", "2", "decommissioned")]
     assert row(world) == ("2", "decommissioned", 5) and tags.live == {LIVE: None}
+
+
+def taken_over(world: World) -> None:
+    """fraud's MR !5 (v2) is still open when fraud is decommissioned everywhere; model
+    "Fraud", deriving the same deployment name, takes the name over and opens MR !6."""
+    world.ledger.set_status("fraud", "staging", "decommissioned")  # its removal MR merged
+    assert world.ledger.claim_name("fraud", "Fraud") == frozenset()
+    world.opened(6, "1", model="Fraud")
+
+
+def test_a_late_outcome_of_the_old_owners_mr_is_written_back_to_the_old_owner(
+        state_backend: StateBackend) -> None:
+    """After the takeover the row of (fraud, staging) is Fraud's: the close of fraud's MR !5
+    is about fraud v2, not Fraud v2, and Fraud's open MR stays what its row waits on."""
+    tags = Tags()
+    world = replica(state_backend, tags)
+    world.opened(5, "2")
+    taken_over(world)
+
+    assert world.hook(5, action="close")["status"] == "accepted"
+    assert tags.written == [("fraud", "2", "staging", {
+        "status": "closed", "mr_url": "https://gitlab.example.com/g/gitops/-/merge_requests/5"})]
+    [closed] = events(world, "mr.close")
+    assert (closed["model"], closed["version"], closed["status"]) == ("fraud", "2", "closed")
+    new_owner = world.ledger.by_deployment("fraud", "staging")
+    assert new_owner is not None
+    assert (new_owner.model, new_owner.status, new_owner.mr_iid) == ("Fraud", "mr_opened", 6)
+
+
+def test_a_late_outcome_of_an_mr_whose_model_was_not_recorded_is_not_attributed(
+        state_backend: StateBackend) -> None:
+    """MR !5's head was recorded before promoter recorded its model: once the name has
+    another owner, nothing tells whose MR !5 was. Its merge is audited as unattributed and
+    nothing is written to MLflow (never to the new owner's model)."""
+    tags = Tags()
+    world = replica(state_backend, tags)
+    world.opened(5, "2")
+    world.heads.record(7, 5, BRANCH, ("5" * 40), "2")            # as recorded before models
+    taken_over(world)
+
+    assert world.hook(5)["status"] == "accepted"
+    assert tags.written == [] and tags.live == {}
+    [merged] = events(world, "mr.merge")
+    assert merged["unattributed"] is True
+    assert (merged["iid"], merged["model"], merged["version"]) == (5, None, None)
+    assert row(world) == ("1", "mr_opened", 6)

@@ -208,8 +208,7 @@ class MergeRequestOutcomes:
         taken and every MLflow call made before the audit trail is written, so a busy claim
         or an MLflow failure (the delivery is released and comes again) leaves no audit
         entry to be written a second time by the retry."""
-        collected = [overlay for overlay in self._gc_removals(event)
-                     if event.action == "merge"]
+        collected = self._gc_removals(event) if event.action == "merge" else []
         with ExitStack() as held:
             for model, env in sorted({(o.model, o.env) for o in collected}):
                 held.enter_context(self._live_version_held(

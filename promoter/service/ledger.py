@@ -94,6 +94,23 @@ class StateLedger:
         return self._restatus(lambda conn: _one(conn, "d.name = ? AND d.env = ?", (name, env)),
                               status)
 
+    def decommission_collected(self, name: str, env: str, model: str,
+                               version: str | None) -> DeployedState | None:
+        """Mark deployment (``name``, ``env``) decommissioned, as a merged GC MR removed its
+        overlay: only while its row still names ``model`` (and ``version``, when GC recorded
+        the one the overlay pinned); None (row untouched) otherwise. The GC MR was planned
+        earlier, and its merge (or a re-delivery of it) can arrive after another model took
+        the name over, or after the model was deployed again: that row's deployment is not
+        the one the merge removed."""
+
+        def still_collected(conn: Connection) -> DeployedState | None:
+            found = _one(conn, "d.name = ? AND d.env = ?", (name, env))
+            removed = found is not None and found.model == model and \
+                version in (None, found.version)
+            return found if removed else None
+
+        return self._restatus(still_collected, DeploymentStatus.DECOMMISSIONED)
+
     def settle(self, decided_on: DeployedState, status: str) -> bool:
         """Set the status of the row ``decided_on`` was read from, only if it still names the
         same MR and version; False (row untouched) when a newer promotion put it meanwhile.

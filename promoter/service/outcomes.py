@@ -14,15 +14,18 @@ An event is about the version its MR deploys (recorded with the head promoter pu
 is not always the deployment's current one: a merge hook can arrive after the alias moved on
 and a newer MR was opened on the same branch. Such an MR's outcome is written back and
 audited for its own version; the ledger row, which follows the newest MR, is left alone.
+Such an MR's model is the one promoter pushed it for, never the row's: a deployment name that
+its owner gave up is taken over by the next model claiming it (StateLedger.claim_name).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
+from promoter.core.gc import Overlay
 from promoter.core.mr_events import SETTLING, ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
 from promoter.core.results import DeploymentStatus, replaced_status
@@ -89,13 +92,16 @@ class MergeRequestOutcomes:
                  ) -> tuple[DeployedState | None, bool, str | None, str | None]:
         """The event's deployment row; whether it still names this MR (rows written before
         MRs were recorded in the ledger have no iid: theirs is current); the version the MR was
-        for (the row's while current, else the one promoter pushed to it); and the model."""
+        for and its model: the row's while current, else the ones promoter pushed to the MR.
+        An older MR's model is never taken from the row: the name may have changed hands
+        since (claim_name), and the row then is another model's. None when the push record
+        does not name it (pushed before models were recorded): the outcome is unattributed."""
         assert event.name is not None and event.env is not None
         state = self.ledger.by_deployment(event.name, event.env)
-        current = state is not None and state.mr_iid in (None, event.iid)
-        version = state.version if current and state is not None else \
-            self.heads.pushed_version(event.project_id, event.iid)
-        return state, current, version, state.model if state else None
+        if state is not None and state.mr_iid in (None, event.iid):
+            return state, True, state.version, state.model
+        return (state, False, self.heads.pushed_version(event.project_id, event.iid),
+                self.heads.pushed_model(event.project_id, event.iid))
 
     def _record(self, event: MergeRequestEvent) -> None:
         """Audit the outcome, write it back to MLflow (moving live_version for a merge), then
@@ -121,6 +127,9 @@ class MergeRequestOutcomes:
                 self._note(event.iid, FOREIGN_HEAD_NOTE, foreign_head_text(
                     event.env, event.head_sha, event.pushed_sha, version))
         known = model is not None and version is not None
+        # An MR whose model or version promoter cannot tell (its push record predates models
+        # being recorded, or there is none): audited as such, nothing written to MLflow.
+        unattributed: dict[str, Any] = {} if known else {"unattributed": True}
         with self._live_version_held(model, event.env, status):
             # The merge entries carry model, version and status: `audit live` replays them.
             self.audit.record(f"mr.{event.action}{'_foreign' if foreign else ''}",
@@ -129,7 +138,8 @@ class MergeRequestOutcomes:
                               head_sha=event.head_sha, **foreign,
                               model=model if known else None,
                               version=version if known else None,
-                              status=status if known else None)
+                              status=status if known else None,
+                              **unattributed)
             if status is None or model is None or version is None:
                 return
             if self.registry is not None:
@@ -190,27 +200,34 @@ class MergeRequestOutcomes:
     def _garbage_collection(self, event: MergeRequestEvent) -> None:
         """A GC merge request's outcome. Its merge removes overlays, so it counts as the
         decommission of each (as a removal MR's merge does): `audit live`, the ledger and
-        ``live_version`` must not go on naming a version the target branch no longer runs."""
-        self.audit.record(f"mr.{event.action}", actor=event.user or "unknown", name=event.name,
-                          env=event.env, iid=event.iid, url=event.url, user=event.user,
-                          head_sha=event.head_sha)
-        if event.action != "merge":
-            return
-        for overlay in self._gc_removals(event):
-            name, env, model = overlay.get("name"), overlay.get("env"), overlay.get("model")
-            version = overlay.get("version")
-            if not isinstance(name, str) or not isinstance(env, str) or \
-                    not isinstance(model, str):
-                continue
-            self.audit.record("mr.merge", actor=event.user or "unknown", name=name, env=env,
-                              iid=event.iid, url=event.url, user=event.user,
-                              head_sha=event.head_sha, model=model, version=version,
-                              status=DeploymentStatus.DECOMMISSIONED, gc=True)
-            self.ledger.set_status(name, env, DeploymentStatus.DECOMMISSIONED)  # if it has a row
-            self._untrack_collected(model, version if isinstance(version, str) else None, env,
-                                    event.url)
+        ``live_version`` must not go on naming a version the target branch no longer runs.
 
-    def _gc_removals(self, event: MergeRequestEvent) -> list[dict[str, object]]:
+        The MR was planned earlier and its merge may be recorded late (a re-delivery after a
+        failed write-back): each overlay's ledger row and ``live_version`` change only while
+        they still name the model and version it removed. Every ``live_version`` claim is
+        taken and every MLflow call made before the audit trail is written, so a busy claim
+        or an MLflow failure (the delivery is released and comes again) leaves no audit
+        entry to be written a second time by the retry."""
+        collected = self._gc_removals(event) if event.action == "merge" else []
+        with ExitStack() as held:
+            for model, env in sorted({(o.model, o.env) for o in collected}):
+                held.enter_context(self._live_version_held(
+                    model, env, DeploymentStatus.DECOMMISSIONED))
+            for overlay in collected:
+                self._untrack_collected(overlay, event.url)
+            self.audit.record(f"mr.{event.action}", actor=event.user or "unknown",
+                              name=event.name, env=event.env, iid=event.iid, url=event.url,
+                              user=event.user, head_sha=event.head_sha)
+            for overlay in collected:
+                self.audit.record("mr.merge", actor=event.user or "unknown",
+                                  name=overlay.name, env=overlay.env, iid=event.iid,
+                                  url=event.url, user=event.user, head_sha=event.head_sha,
+                                  model=overlay.model, version=overlay.version,
+                                  status=DeploymentStatus.DECOMMISSIONED, gc=True)
+                self.ledger.decommission_collected(overlay.name, overlay.env, overlay.model,
+                                                   overlay.version)
+
+    def _gc_removals(self, event: MergeRequestEvent) -> list[Overlay]:
         """The overlays the merged head removes: from the proposal of that MR that pushed this
         head (the newest one when the head is unknown)."""
         proposals = [entry for entry in self.audit.entries()
@@ -220,17 +237,21 @@ class MergeRequestOutcomes:
                     if entry.get("head_sha") == event.head_sha] or proposals
         if not matching:
             return []
-        return [item for item in matching[-1]["removes"] if isinstance(item, dict)]
+        return [overlay for item in matching[-1]["removes"]
+                if (overlay := _overlay(item)) is not None]
 
-    def _untrack_collected(self, model: str, version: str | None, env: str,
-                           url: str | None) -> None:
+    def _untrack_collected(self, overlay: Overlay, url: str | None) -> None:
+        """Tag the removed version decommissioned and clear ``live_version`` if it still names
+        that version (the caller holds its claim): one made live since is not removed."""
         if self.registry is None:
             return
+        model, version, env = overlay.model, overlay.version, overlay.env
         try:
             if version is not None:
                 self.registry.write_back(model, version, env, {
                     "status": DeploymentStatus.DECOMMISSIONED, "mr_url": url or ""})
-            self.registry.set_live_version(model, env, None)
+                if self.registry.live_version(model, env) == version:
+                    self.registry.set_live_version(model, env, None)
         except PermanentError as exc:
             # GC removes overlays of models and versions deleted from MLflow: nothing to tag.
             self.audit.record("write_back.skipped", model=model, version=version, env=env,
@@ -257,3 +278,13 @@ class MergeRequestOutcomes:
             self.audit.record(f"version.{replaced}", model=model, version=previous, env=env,
                               replaced_by=version)
         self.registry.set_live_version(model, env, version)
+
+
+def _overlay(item: object) -> Overlay | None:
+    """One overlay of a ``gc.proposed`` entry's ``removes`` (None: not one promoter wrote)."""
+    if not isinstance(item, dict):
+        return None
+    name, env, model, version = (item.get(key) for key in ("name", "env", "model", "version"))
+    if not isinstance(name, str) or not isinstance(env, str) or not isinstance(model, str):
+        return None
+    return Overlay(name, env, model, version if isinstance(version, str) else None)

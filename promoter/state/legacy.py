@@ -139,7 +139,8 @@ def _insert(conn: Connection, rows: dict[str, dict[str, Rows]], heads: Rows) -> 
         branch = branch_for(name, env)
         if conn.execute("SELECT 1 FROM pushed_heads WHERE branch = ? AND iid = ?",
                         (branch, iid)).fetchone() is None:
-            conn.execute("INSERT INTO pushed_heads VALUES (?, ?, ?, ?, ?, 0)",
+            conn.execute("INSERT INTO pushed_heads (project, iid, branch, sha, version, "
+                         "recorded_at) VALUES (?, ?, ?, ?, ?, 0)",
                          (LOCAL_PROJECT_ID, iid, branch, sha, version))
     conn.execute("INSERT INTO state_meta VALUES (?, ?)",
                  (MARKER, ", ".join(sorted(rows))))

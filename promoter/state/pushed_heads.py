@@ -27,20 +27,24 @@ class PushedHeads:
     def in_state_dir(cls, state_dir: Path) -> PushedHeads:
         return cls(Path(state_dir))
 
-    def record(self, project: int, iid: int, branch: str, sha: str, version: str) -> None:
+    def record(self, project: int, iid: int, branch: str, sha: str, version: str,
+               model: str | None = None) -> None:
+        """``model``: the registered model the head proposes (Proposal.model)."""
         now = time.time()
         self.db.write(lambda conn: conn.execute(
-            "INSERT INTO pushed_heads (project, iid, branch, sha, version, recorded_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project, iid) DO UPDATE SET "
+            "INSERT INTO pushed_heads (project, iid, branch, sha, version, model, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project, iid) DO UPDATE SET "
             "branch = excluded.branch, sha = excluded.sha, version = excluded.version, "
-            "recorded_at = excluded.recorded_at", (project, iid, branch, sha, version, now)))
+            "model = excluded.model, recorded_at = excluded.recorded_at",
+            (project, iid, branch, sha, version, model, now)))
 
     def record_proposal(self, project: int, proposal: Proposal, result: ProposalResult) -> None:
         """Record the head a provider's propose() left on the MR, if promoter pushed it."""
         mr = result.merge_request
         if (mr and result.head_sha and mr.source_branch == proposal.branch
                 and result.outcome not in _NOT_OURS):
-            self.record(project, mr.iid, mr.source_branch, result.head_sha, proposal.version)
+            self.record(project, mr.iid, mr.source_branch, result.head_sha, proposal.version,
+                        proposal.model)
 
     def pushed(self, project: int, iid: int) -> tuple[str, str] | None:
         """(branch, sha) promoter pushed for the MR, or None."""
@@ -53,6 +57,15 @@ class PushedHeads:
         """The model version promoter's head of the MR deploys, or None."""
         row = self.db.read(lambda conn: conn.execute(
             "SELECT version FROM pushed_heads WHERE project = ? AND iid = ?",
+            (project, iid)).fetchone())
+        return str(row[0]) if row and row[0] is not None else None
+
+    def pushed_model(self, project: int, iid: int) -> str | None:
+        """The registered model promoter's head of the MR proposes, or None (no head, or one
+        recorded before the model was). The deployment name's current ledger row need not be
+        that model's: a name given up is taken over by the next model claiming it."""
+        row = self.db.read(lambda conn: conn.execute(
+            "SELECT model FROM pushed_heads WHERE project = ? AND iid = ?",
             (project, iid)).fetchone())
         return str(row[0]) if row and row[0] is not None else None
 

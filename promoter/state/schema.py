@@ -157,6 +157,12 @@ MIGRATIONS: tuple[str, ...] = (
         model TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 7: the registered model each pushed MR head proposes. A deployment name can change
+    # hands, so the ledger row of (name, env) may be another model's than an older MR's of
+    # that branch (promoter.service.outcomes). NULL: pushed before this was recorded.
+    """
+    ALTER TABLE pushed_heads ADD COLUMN model TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -59,11 +59,12 @@ class World:
         self.handler = GitLabHookHandler(Secret(TOKEN), DeliveryLog(db), self.heads.pushed,
                                          outcomes, target_branch="main")
 
-    def opened(self, iid: int, version: str) -> None:
-        """promoter pushed ``version`` as MR ``iid`` and the ledger follows that MR."""
+    def opened(self, iid: int, version: str, model: str = "fraud") -> None:
+        """promoter pushed ``model``'s ``version`` as MR ``iid`` (deployment name "fraud")
+        and the ledger follows that MR."""
         sha = f"{iid:x}" * 40
-        self.heads.record(7, iid, BRANCH, sha[:40], version)
-        self.ledger.put(DeployedState("fraud", "staging", "fraud", version, "mr_opened", iid))
+        self.heads.record(7, iid, BRANCH, sha[:40], version, model)
+        self.ledger.put(DeployedState(model, "staging", "fraud", version, "mr_opened", iid))
 
     def hook(self, iid: int, action: str = "merge", target: str = "main",
              branch: str = BRANCH, expect: int | None = 200) -> dict[str, Any]:

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from promoter.ports.pipeline import DeployedState
 from promoter.service.outcome_claims import OutcomeClaims
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 from tests.fixtures.state_backends import StateBackend
-from tests.gitlab.test_outcomes import Tags, World
+from tests.gitlab.test_outcomes import BRANCH, Tags, World
 
 LIVE = ("fraud", "staging")
 
@@ -186,3 +187,128 @@ def test_a_gc_merge_reaching_two_handlers_is_recorded_once(state_backend: StateB
         == [("2", "decommissioned")]
     assert row(first) == ("3", "merged", 6)
     assert tags.live == {LIVE: "3"}
+
+
+def gc_planned(world: World, *removes: tuple[str, str]) -> None:
+    """GC's MR !9 was proposed, removing fraud v2's overlay in each (name, env) given."""
+    gc_head = "9" * 40
+    world.heads.record(7, 9, "promoter/gc", gc_head, "20260101")
+    world.audit.record("gc.proposed", iid=9, head_sha=gc_head, removes=[
+        {"model": "fraud", "name": name, "env": env, "version": "2"} for name, env in removes])
+
+
+def gc_merges(world: World) -> list[tuple[str, str, str]]:
+    return [(e["env"], e["version"], e["status"]) for e in events(world, "mr.merge")
+            if e.get("gc")]
+
+
+def test_a_gc_merge_leaves_alone_the_deployment_of_the_model_that_took_the_name_over(
+        state_backend: StateBackend) -> None:
+    """GC planned the removal of model fraud's overlay; fraud was then decommissioned
+    everywhere, and model "Fraud" took the name over and opened MR !6. The GC merge removed
+    fraud's overlay: the new owner's open MR is still what its row waits on."""
+    tags = Tags()
+    world = replica(state_backend, tags)
+    world.opened(5, "2")
+    assert world.hook(5)["status"] == "accepted"               # fraud v2 is live in staging
+    gc_planned(world, ("fraud", "staging"))
+    world.ledger.set_status("fraud", "staging", "decommissioned")  # its removal MR merged
+    assert world.ledger.claim_name("fraud", "Fraud") == frozenset()
+    world.ledger.put(DeployedState("Fraud", "staging", "fraud", "1", "mr_opened", 6))
+
+    assert world.hook(9, branch="promoter/gc")["status"] == "accepted"
+    taken = world.ledger.by_deployment("fraud", "staging")
+    assert taken is not None
+    assert (taken.model, taken.version, taken.status, taken.mr_iid) == \
+        ("Fraud", "1", "mr_opened", 6)
+    assert gc_merges(world) == [("staging", "2", "decommissioned")]
+
+
+def test_a_gc_merge_recorded_again_after_its_write_back_failed_spares_a_later_deployment(
+        state_backend: StateBackend) -> None:
+    """The GC merge's first recording failed (MLflow down) and was released; fraud v3 was
+    deployed before the merge came again. What the merge removed was v2: v3's row and
+    live_version stay, and the failed attempt left no audit entry for the retry to repeat."""
+    tags = Tags()
+    world = replica(state_backend, tags)
+    world.opened(5, "2")
+    assert world.hook(5)["status"] == "accepted"
+    gc_planned(world, ("fraud", "staging"))
+    tags.failures = 1
+    assert world.hook(9, branch="promoter/gc", expect=None)["error"] == "unavailable"
+    assert gc_merges(world) == []
+
+    world.opened(6, "3")                                       # fraud v3 deployed since
+    assert world.hook(6)["status"] == "accepted"
+    assert world.hook(9, branch="promoter/gc")["status"] == "accepted"   # the re-delivery
+    assert row(world) == ("3", "merged", 6)
+    assert tags.live == {LIVE: "3"}
+    assert gc_merges(world) == [("staging", "2", "decommissioned")]
+
+
+def test_a_gc_merge_waits_while_another_handler_moves_a_live_version_it_clears(
+        state_backend: StateBackend) -> None:
+    """A merge of fraud in staging is being recorded elsewhere (it holds staging's
+    live_version): the GC merge removing fraud's overlays in production and staging is
+    answered 503 before writing anything, and its retry records each overlay once."""
+    tags = Tags()
+    world = replica(state_backend, tags)
+    world.opened(5, "2")
+    assert world.hook(5)["status"] == "accepted"
+    gc_planned(world, ("fraud", "production"), ("fraud", "staging"))
+    elsewhere = OutcomeClaims(state_backend.open())
+    with elsewhere.live_version(*LIVE):
+        assert world.hook(9, branch="promoter/gc", expect=None)["error"] == "unavailable"
+    assert gc_merges(world) == [] and row(world) == ("2", "merged", 5)
+    assert tags.live == {LIVE: "2"}
+
+    assert world.hook(9, branch="promoter/gc")["status"] == "accepted"   # the retry
+    assert gc_merges(world) == [("production", "2", "decommissioned"),
+                                ("staging", "2", "decommissioned")]
+    assert row(world) == ("2", "decommissioned", 5) and tags.live == {LIVE: None}
+
+
+def taken_over(world: World) -> None:
+    """fraud's MR !5 (v2) is still open when fraud is decommissioned everywhere; model
+    "Fraud", deriving the same deployment name, takes the name over and opens MR !6."""
+    world.ledger.set_status("fraud", "staging", "decommissioned")  # its removal MR merged
+    assert world.ledger.claim_name("fraud", "Fraud") == frozenset()
+    world.opened(6, "1", model="Fraud")
+
+
+def test_a_late_outcome_of_the_old_owners_mr_is_written_back_to_the_old_owner(
+        state_backend: StateBackend) -> None:
+    """After the takeover the row of (fraud, staging) is Fraud's: the close of fraud's MR !5
+    is about fraud v2, not Fraud v2, and Fraud's open MR stays what its row waits on."""
+    tags = Tags()
+    world = replica(state_backend, tags)
+    world.opened(5, "2")
+    taken_over(world)
+
+    assert world.hook(5, action="close")["status"] == "accepted"
+    assert tags.written == [("fraud", "2", "staging", {
+        "status": "closed", "mr_url": "https://gitlab.example.com/g/gitops/-/merge_requests/5"})]
+    [closed] = events(world, "mr.close")
+    assert (closed["model"], closed["version"], closed["status"]) == ("fraud", "2", "closed")
+    new_owner = world.ledger.by_deployment("fraud", "staging")
+    assert new_owner is not None
+    assert (new_owner.model, new_owner.status, new_owner.mr_iid) == ("Fraud", "mr_opened", 6)
+
+
+def test_a_late_outcome_of_an_mr_whose_model_was_not_recorded_is_not_attributed(
+        state_backend: StateBackend) -> None:
+    """MR !5's head was recorded before promoter recorded its model: once the name has
+    another owner, nothing tells whose MR !5 was. Its merge is audited as unattributed and
+    nothing is written to MLflow (never to the new owner's model)."""
+    tags = Tags()
+    world = replica(state_backend, tags)
+    world.opened(5, "2")
+    world.heads.record(7, 5, BRANCH, ("5" * 40), "2")            # as recorded before models
+    taken_over(world)
+
+    assert world.hook(5)["status"] == "accepted"
+    assert tags.written == [] and tags.live == {}
+    [merged] = events(world, "mr.merge")
+    assert merged["unattributed"] is True
+    assert (merged["iid"], merged["model"], merged["version"]) == (5, None, None)
+    assert row(world) == ("1", "mr_opened", 6)

@@ -10,7 +10,7 @@ from promoter.service.ledger import StateLedger
 from tests.gitlab.conftest import ENV, MODEL, NAME, proposal
 
 
-def test_both_providers_record_the_head_they_pushed_and_the_ledger_reads_it(
+def test_both_providers_record_the_head_and_model_they_pushed_and_the_ledger_reads_it(
         harness: Any, tmp_path: Path) -> None:
     result = harness.provider.propose(proposal("1"))
     assert result.mr_iid is not None and result.head_sha
@@ -20,6 +20,9 @@ def test_both_providers_record_the_head_they_pushed_and_the_ledger_reads_it(
     assert deployed is not None and deployed.head_sha == result.head_sha
     project = getattr(harness.provider.forge, "project_id", 0)
     assert harness.ledger.pushed_sha(project, result.mr_iid) == result.head_sha
+    # The model the head proposes: a late outcome of the MR is that model's, even once the
+    # deployment name has changed hands and the ledger row is another model's.
+    assert harness.ledger.pushed_model(project, result.mr_iid) == MODEL
 
 
 def test_a_head_a_person_pushed_is_not_recorded_as_promoters(harness: Any,

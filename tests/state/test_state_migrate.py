@@ -40,7 +40,7 @@ def fill_sqlite_state(state_dir: Path) -> None:
                   delivery_id="d-2")
     queue.record_delivery("gitlab", "hook-1")
     StateLedger(db).put(DeployedState("fraud", "production", "fraud", "7", "mr_opened", 1))
-    PushedHeads(db).record(0, 1, "promote/fraud/production", "a" * 40, "7")
+    PushedHeads(db).record(0, 1, "promote/fraud/production", "a" * 40, "7", "fraud")
     mrs = LocalMrStore(db)
     iid = mrs.create("promote/fraud/production", "main", "Promote fraud 7", "body", ["x"])
     mrs.add_note(iid, "note")

@@ -152,6 +152,10 @@ MIGRATIONS: tuple[str, ...] = (
         model TEXT NOT NULL
     );
     """,
+    # 4: as SQLite's 7: the registered model each pushed MR head proposes.
+    """
+    ALTER TABLE pushed_heads ADD COLUMN model TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables with an identity column: `state migrate` moves their sequence past the copied ids.

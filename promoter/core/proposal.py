@@ -175,6 +175,7 @@ class ProposalFlow:
                                            proposal.approver_user_ids,
                                            proposal.approver_group_ids)
         withheld: str | None = None    # why auto-merge must not be set
+        leave = False                  # an auto-merge already set is left exactly as it is
         if not enforced and proposal.approvals_required:
             forge.upsert_note(mr.iid, APPROVALS_NOTE, _unenforced_text(proposal))
             _warn(run, f"approval rules unavailable; {proposal.approvals_required} approval(s) "
@@ -183,13 +184,13 @@ class ProposalFlow:
         elif proposal.approvals_required:
             # The head moved in this run: promoter pushed (perhaps in an attempt whose answer
             # was lost), so approvals on the MR predate what it now holds.
-            withheld = self._check_approval_settings(proposal, mr, run,
-                                                     head_moved=head != run.first_head)
+            withheld, leave = self._check_approval_settings(proposal, mr, run,
+                                                            head_moved=head != run.first_head)
         if proposal.auto_merge and withheld:
             # The forge would merge as soon as the pipeline passes, with approvals it does not
             # count or that were given for another version: a merge nobody approved.
             _warn(run, f"auto-merge not set on !{mr.iid}: {withheld}")
-        elif proposal.auto_merge:
+        elif proposal.auto_merge and not leave:
             auto_merge_problem = forge.auto_merge(mr.iid, head)
             if auto_merge_problem:
                 _warn(run, auto_merge_problem)
@@ -199,13 +200,14 @@ class ProposalFlow:
         return enforced
 
     def _check_approval_settings(self, proposal: Proposal, mr: MergeRequest, run: _Run, *,
-                                 head_moved: bool) -> str | None:
+                                 head_moved: bool) -> tuple[str | None, bool]:
         """The forge's approval rule holds only under two project settings: say so where they
         are off, and withdraw the approvals a push of a new version left standing. Returns why
-        auto-merge must not be set (approvals given for an older head may count), or None."""
+        auto-merge must not be set (approvals given for an older head may count), or None; and
+        whether an auto-merge already set must be left as it is rather than set again."""
         weak = self._forge.weak_approval_settings()
         if not weak:
-            return None
+            return None, False
         survive_push = RESET_APPROVALS_ON_PUSH in weak
         withdrawn = run.pushed_over is not None and survive_push and \
             self._forge.reset_approvals(mr.iid)
@@ -229,21 +231,26 @@ class ProposalFlow:
         if stale is not None:
             return (f"approvals given for version {stale} may still count for version "
                     f"{proposal.version} and promoter could not withdraw them (that needs a "
-                    "project or group access token); reviewers must approve it again")
+                    "project or group access token); reviewers must approve it again"), False
         if survive_push and not created and not withdrawn and head_moved:
             # GitLab aborted any auto-merge on the push; setting it again would let approvals
             # of the older head merge the new content without anyone looking at it.
-            return (f"reset_approvals_on_push is off and promoter pushed new content of "
-                    f"version {proposal.version} onto this MR, so approvals given before that "
-                    "push may still count for it; reviewers must check the new changes and "
-                    "merge it")
-        if survive_push and not created and not withdrawn and not run.first_auto_merge:
-            # Whether this MR's approvals predate its current head is not known here; an
-            # auto-merge still set for a head promoter did not change is left as it is.
+            return (f"reset_approvals_on_push is off and promoter pushed a new head of "
+                    f"version {proposal.version} onto this MR (new content, or its changes "
+                    "onto a newer target branch), so approvals given before that push may "
+                    "still count for it; reviewers must check the changes and merge it"), False
+        if survive_push and not created and not withdrawn:
+            # Whether this MR's approvals predate its current head is not known here. An
+            # auto-merge still set is left as it is, never set again for the current head: on
+            # GitLab it merges only the head it was set for (MergeService#updated_check!
+            # refuses another), and GitLab's abort after promoter's push runs in the
+            # background, so a later job may still see it set for the older head.
+            if run.first_auto_merge:
+                return None, True
             return ("reset_approvals_on_push is off, so approvals given for an earlier head "
                     "of this MR may still count; promoter sets auto-merge only on an MR it "
-                    "opens or whose approvals it withdrew")
-        return None
+                    "opens or whose approvals it withdrew"), False
+        return None, False
 
     def _upsert_mr(self, proposal: Proposal, open_mr: MergeRequest | None, run: _Run,
                    diff: dict[str, list[str]]) -> MergeRequest:
@@ -348,8 +355,8 @@ def _weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: 
                  f"promoter withdrew the approvals given before, so version "
                  f"{proposal.version} needs its own.")
     elif repushed:
-        text += (f"\n\n**promoter pushed new content of version {proposal.version} here; "
-                 "approvals given before that push may still count for it.** Reviewers must "
-                 "check the new changes (and approve again if they keep them), and promoter "
-                 "does not set auto-merge.")
+        text += (f"\n\n**promoter pushed a new head of version {proposal.version} here "
+                 "(new content, or its changes onto a newer target branch); approvals given "
+                 "before that push may still count for it.** Reviewers must check the changes "
+                 "(and approve again if they keep them), and promoter does not set auto-merge.")
     return text

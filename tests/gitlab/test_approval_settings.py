@@ -141,12 +141,12 @@ def test_auto_merge_is_not_set_again_after_promoter_pushes_the_same_version_anew
     mr = keeps_approvals.project.mrs[iid]
     assert len(mr.approved_by) == 2 and not mr.auto_merge
     assert f"auto-merge not set on !{iid}: reset_approvals_on_push is off and promoter pushed " \
-        "new content of version 1 onto this MR, so approvals given before that push may " \
-        "still count for it; reviewers must check the new changes and merge it" \
-        in again.warnings
+        "a new head of version 1 onto this MR (new content, or its changes onto a newer " \
+        "target branch), so approvals given before that push may still count for it; " \
+        "reviewers must check the changes and merge it" in again.warnings
     (note,) = bot_notes(harness, iid, SETTINGS_NOTE)
-    assert "promoter pushed new content of version 1 here; approvals given before that push " \
-        "may still count for it" in note
+    assert "promoter pushed a new head of version 1 here (new content, or its changes onto a " \
+        "newer target branch); approvals given before that push may still count for it" in note
     assert "promoter does not set auto-merge" in note
     keeps_approvals.api.run_pipeline(iid, "success")
     assert keeps_approvals.project.mrs[iid].state == "opened"   # nobody merged the new content
@@ -242,3 +242,44 @@ def test_the_local_provider_keeps_the_same_promise(tmp_path: Path) -> None:
     mr = harness.provider.get(first.mr_iid)
     assert (mr.state, mr.approved_by, mr.approvals_required) == ("opened", (), 2)
     assert bot_notes(harness, first.mr_iid, SETTINGS_NOTE) == []
+
+
+def test_a_later_job_does_not_set_auto_merge_again_before_gitlab_aborts_it(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    """GitLab aborts an auto-merge after a push in a background job. A later job reading the
+    MR before that job ran sees auto-merge still set (for the older head): setting it again
+    would move it onto the new head, which the older head's approvals would then merge."""
+    keeps_approvals.defer_refresh = True                 # a busy instance's Sidekiq
+    harness = GitLabHarness(keeps_approvals, tmp_path)
+    first = harness.provider.propose(proposal("1", auto_merge=True))
+    assert first.mr_iid is not None
+    iid = first.mr_iid
+    harness.approve(iid, "alice")
+    harness.approve(iid, "bob")
+    rebuilt = {"description": "Version 1 of Fraud Detector, rebuilt.",
+               "files": trees.rendered(NAME, ENV, "1", replicas=5)}
+    again = harness.provider.propose(proposal("1", auto_merge=True, **rebuilt))
+    assert again.outcome is Outcome.UPDATED
+    assert keeps_approvals.project.mrs[iid].auto_merge   # the abort has not run yet
+    later = harness.provider.propose(proposal("1", auto_merge=True, **rebuilt))  # a retry
+    assert later.outcome is Outcome.UNCHANGED
+    assert keeps_approvals.project.mrs[iid].auto_merge_sha == first.head_sha   # not moved
+    keeps_approvals.api.run_pipeline(iid, "success")
+    assert keeps_approvals.project.mrs[iid].state == "opened"   # nobody merged the new head
+    keeps_approvals.api.refresh()
+    assert not keeps_approvals.project.mrs[iid].auto_merge
+
+
+def test_an_auto_merge_set_for_an_older_head_does_not_merge_a_newer_one(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    """The stand-in as GitLab: MergeService refuses a merge whose requested sha is not the
+    head any more, so a stale auto-merge whose abort is still pending merges nothing."""
+    keeps_approvals.defer_refresh = True
+    harness = GitLabHarness(keeps_approvals, tmp_path)
+    first = harness.provider.propose(proposal("1", auto_merge=True, approvals_required=0))
+    assert first.mr_iid is not None
+    harness.provider.propose(proposal("1", auto_merge=False, approvals_required=0,
+                                      files=trees.rendered(NAME, ENV, "1", replicas=5)))
+    keeps_approvals.api.run_pipeline(first.mr_iid, "success")
+    mr = keeps_approvals.project.mrs[first.mr_iid]
+    assert mr.state == "opened" and not mr.auto_merge

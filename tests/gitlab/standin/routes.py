@@ -155,6 +155,9 @@ class Api:
         ``abort_auto_merges?`` holds: ``merge_params[:sha] != @push.newrev`` (a push, forced
         or not, whose head is not the one auto-merge was set for). The merge user is cleared
         and a system note says "the source branch was updated"."""
+        if self.s.defer_refresh:
+            self.s.pending_aborts.append((branch, newrev))
+            return
         for mr in self.project.mrs.values():
             if mr.source_branch == branch and mr.state == "opened" and mr.auto_merge and \
                     mr.auto_merge_sha != newrev:
@@ -162,6 +165,16 @@ class Api:
                 mr.notes.append(self._system_note(
                     mr, user, "aborted the automatic merge because the source branch was "
                     "updated"))
+
+    def refresh(self) -> None:
+        """Run the refresh jobs held by ``defer_refresh`` (GitLab's Sidekiq catching up)."""
+        with self.s.lock:
+            pending, self.s.pending_aborts = self.s.pending_aborts, []
+            deferred, self.s.defer_refresh = self.s.defer_refresh, False
+            bot = next(iter(self.s.users.values()))
+            for branch, newrev in pending:
+                self._abort_auto_merges(branch, newrev, bot)
+            self.s.defer_refresh = deferred
 
     def _system_note(self, mr: Mr, user: User, body: str) -> dict[str, Any]:
         return {"id": self.project.next_id(), "type": None, "body": body, "attachment": None,
@@ -469,6 +482,12 @@ class Api:
 
     def try_auto_merge(self, mr: Mr, user: User) -> None:
         if mr.auto_merge and self.project.detailed_status(mr) == "mergeable":
+            if mr.auto_merge_sha != self.project.head_sha(mr):
+                # app/services/merge_requests/merge_service.rb updated_check!: the merge params'
+                # sha is not the head: "Branch has been updated since the merge was requested.
+                # Please review the changes." The MR stays open and auto-merge ends.
+                mr.auto_merge, mr.auto_merge_sha = False, None
+                return
             try:
                 self.do_merge(mr, user)
             except ApiError:  # conflicts: GitLab leaves the MR open and says so in the UI

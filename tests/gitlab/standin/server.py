@@ -70,6 +70,10 @@ class StandIn:
         self.commits_created = 0           # every commit the API made, reachable or not
         self.checking_reads = 0            # new MRs report "checking" for this many reads
         self.new_mr_pipeline: str | None = None   # status of a pipeline each new MR starts
+        # GitLab aborts auto-merges after a push in a Sidekiq job (RefreshService): True holds
+        # them in pending_aborts until api.refresh() runs, as a busy instance does.
+        self.defer_refresh = False
+        self.pending_aborts: list[tuple[str, str]] = []
         self.hook_url: str | None = None
         self.hook_token: str | None = None
         self.lock = threading.RLock()

@@ -8,11 +8,13 @@ hold ``s3://b/team-evil``), ``.``/``..`` segments, empty segments (``a//b``), an
 store may decode, cut at or normalise (``%`` escapes, ``?``, ``#``, backslashes, whitespace,
 control characters). Roots and URIs are compared segment by segment after the same parsing.
 
-A root may name a whole scheme whose URIs need no host (``mlflow-artifacts:``: the tracking
-server's own artifact proxy, not ``mlflow-artifacts://other-host/…``; ``dbfs:``), a whole bucket
-(``s3://ml-artifacts`` or ``s3://ml-artifacts/``) or a directory (``s3://ml-artifacts/team-a``,
-``file:///srv/mlruns``, ``dbfs:/models``). Trailing slashes do not matter; schemes compare
-without case; the bucket/host compares exactly (``file://localhost/x`` is ``file:///x``).
+A root may name a whole scheme whose URIs need no host (only ``mlflow-artifacts:``: the
+tracking server's own artifact proxy, not ``mlflow-artifacts://other-host/…``; and ``dbfs:``),
+a whole bucket or host (``s3://ml-artifacts`` or ``s3://ml-artifacts/``) or a directory
+(``s3://ml-artifacts/team-a``, ``file:///srv/mlruns``, ``dbfs:/models``). Trailing slashes do
+not matter; schemes compare without case; the bucket/host compares exactly. A ``file`` URI is
+taken as MLflow reads it: its host is no part of where it is (``file://nas/x`` is the local
+``/x``), and ``FILE:/x`` or a bare ``//host/x`` is not the local ``/x`` at all (refused).
 """
 
 from __future__ import annotations
@@ -48,27 +50,30 @@ def names_a_directory(uri: str) -> bool:
     return place is not None and bool(place.segments)
 
 
-# Stores whose URIs always name a bucket, container or host: a root of the bare scheme
-# (``s3:``, ``gs://``) would match no URI of theirs, so it is refused rather than quietly
-# refusing every version.
-_BUCKET_SCHEMES = frozenset({"s3", "s3a", "s3n", "gs", "wasb", "wasbs", "abfs", "abfss", "oss",
-                             "http", "https"})
+# The schemes whose root may name no bucket or host: the URIs of these stores need none
+# (``mlflow-artifacts:/…`` is the tracking server's own proxy, ``dbfs:/…`` the workspace's
+# DBFS). Every other store's host-less URI names nothing (``s3:``) or whatever the reader's
+# own configuration makes it (``hdfs:/…`` is the default namenode), so its root must name one.
+# ``file`` roots are checked apart: they need a directory.
+_HOSTLESS_SCHEMES = frozenset({"mlflow-artifacts", "dbfs"})
 
 
 def root_problem(root: str) -> str | None:
-    """Why ``root`` cannot be a root (it would hold nothing, or the whole local filesystem),
-    or None when it can."""
+    """Why ``root`` cannot be a root (it would hold nothing, somewhere the reader chooses, or
+    the whole local filesystem), or None when it can."""
     place = _place(root)
     if place is None:
         return ("is not a root: write a scheme (mlflow-artifacts:) or an absolute URI "
                 "(s3://bucket/dir, file:///dir) with no '.', '..' or empty path segments and no "
                 "'%', '?', '#', backslash or whitespace")
-    if place.scheme in _BUCKET_SCHEMES and not place.authority:
-        return (f"names no bucket or host, so it would hold nothing: write "
-                f"{place.scheme}://BUCKET/ or {place.scheme}://BUCKET/dir")
-    if place.scheme == "file" and not place.authority and not place.segments:
-        return ("is the whole local filesystem, promoter's own secrets included: name the "
-                "directory the runs' artifacts are in (file:///srv/mlruns)")
+    if place.scheme == "file":
+        if not place.segments:   # whatever its host: see _place
+            return ("is the whole local filesystem, promoter's own secrets included: name "
+                    "the directory the runs' artifacts are in (file:///srv/mlruns)")
+    elif not place.authority and place.scheme not in _HOSTLESS_SCHEMES:
+        return (f"names no bucket or host (only mlflow-artifacts:, dbfs: and file:///dir may "
+                f"omit it): write {place.scheme}://BUCKET/ or {place.scheme}://BUCKET/dir, "
+                "BUCKET being the bucket, container or host")
     return None
 
 
@@ -81,10 +86,14 @@ def is_plain_path(path: str) -> bool:
 def _place(uri: str) -> _Place | None:
     """(scheme, authority, path segments) of an artifact URI, or None when it is ambiguous.
     A bare absolute path is a ``file`` URI, as MLflow treats it."""
+    if uri.startswith("//"):
+        return None  # a bare path: MLflow reads //host/x as the path //host/x, not /x
     if uri.startswith("/"):
         scheme, rest = "file", uri
     elif (found := _SCHEME.match(uri)) is not None:
         scheme, rest = found["scheme"].lower(), found["rest"]
+        if scheme == "file" and found["scheme"] != "file":
+            return None  # MLflow strips only a lower-case file: and reads FILE:/x as relative
     else:
         return None
     if scheme == "file" and not rest.startswith("/"):
@@ -94,11 +103,14 @@ def _place(uri: str) -> _Place | None:
         authority, _, path = rest[2:].partition("/")
     else:
         path = rest.removeprefix("/")
-    if scheme == "file" and authority == "localhost":
-        authority = ""
     trimmed = path.rstrip("/")
     segments = tuple(trimmed.split("/")) if trimmed else ()
     # An empty segment (``a//b``) is a different key in object stores, or not, per store.
     if not is_plain_path(authority + "/" + path) or "" in segments:
         return None
+    if scheme == "file":
+        # MLflow reads a file URI as its path alone, on POSIX whatever the host
+        # (mlflow.utils.file_utils.local_file_uri_to_path keeps urlparse(uri).path; the host
+        # only makes a UNC path on Windows): file://nas/srv/x is the local /srv/x.
+        authority = ""
     return _Place(scheme, authority, segments)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +27,7 @@ from promoter.core.cluster_status import Carries, ClusterStatus, EnvironmentStat
 from promoter.core.results import DeploymentStatus
 from promoter.errors import PromoterError, TransientError, UserError
 from promoter.ports.git import MergeRequest
-from promoter.ports.pipeline import DeploymentLedger
+from promoter.ports.pipeline import DeployedState, DeploymentLedger
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
 from promoter.service.hook_deliveries import HookClaim, HookDeliveries
@@ -217,7 +218,9 @@ class _ChangeCarriers:
 
 
 def _never(revision: str) -> bool:
-    return False   # the MR is not merged: no revision carries it yet
+    # The MR is not merged, or promoter has not recorded its verified merge: no revision
+    # carries a change promoter can vouch for yet.
+    return False
 
 
 _ATTEMPTS = 5   # rounds of "a concurrent observation stored a revision we had not asked about"
@@ -239,6 +242,30 @@ def _digest(status: EnvironmentStatus) -> str:
     return hashlib.sha256(json.dumps(data).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Judgement:
+    """What an environment's status is judged against, all from one ledger row: which
+    revisions carry its change, and whether that change is one promoter cannot vouch for."""
+
+    deployment: DeployedState | None
+    carries: _ChangeCarriers | Carries | None
+    unverified: bool
+
+    def summarise(self, rows: Iterable[ClusterStatus]) -> EnvironmentStatus:
+        return summarise(rows, self.carries, unverified=self.unverified)
+
+    def still_holds(self, current: DeployedState | None) -> bool:
+        """Whether ``current`` (the ledger row read again) is the row judged against: same MR,
+        version and status."""
+        return _judged_on(current) == _judged_on(self.deployment)
+
+
+def _judged_on(deployment: DeployedState | None) -> tuple[int | None, str, str] | None:
+    if deployment is None:
+        return None
+    return deployment.mr_iid, deployment.version, deployment.status
+
+
 class ClusterFeedback:
     def __init__(self, store: StatusStore, ledger: DeploymentLedger, audit: AuditTrail,
                  registry: Registry | None = None, forge: ForgeView | None = None,
@@ -250,12 +277,23 @@ class ClusterFeedback:
         self.forge = forge
         self.merge_requests = merge_requests
 
-    def change_carriers(self, name: str, env: str) -> _ChangeCarriers | Carries | None:
-        """Whether a revision contains the deployment's merged MR: its merge commit (or head,
+    def _judgement(self, deployment: DeployedState | None) -> _Judgement:
+        """How to judge the environment while the ledger row is ``deployment``. Deployed needs
+        promoter's own record of a verified merge (status ``merged``): the forge saying the MR
+        is merged is not enough, as the merge may have had a head promoter did not write, and
+        the MR hook (or the sweep) that finds that out can record it after Argo CD reports."""
+        if deployment is None:
+            return _Judgement(None, None, unverified=False)
+        unverified = deployment.status == DeploymentStatus.MERGED_UNVERIFIED
+        if deployment.status != DeploymentStatus.MERGED:
+            return _Judgement(deployment, _never, unverified)
+        return _Judgement(deployment, self._change_carriers(deployment), unverified)
+
+    def _change_carriers(self, deployed: DeployedState) -> _ChangeCarriers | Carries | None:
+        """Whether a revision contains ``deployed``'s merged MR: its merge commit (or head,
         for a fast-forward) is that revision or an ancestor of it; never while the MR is not
         merged; None when promoter cannot tell (no MR known, or no provider)."""
-        deployed = self.ledger.by_deployment(name, env)
-        if deployed is None or deployed.mr_iid is None or self.merge_requests is None:
+        if deployed.mr_iid is None or self.merge_requests is None:
             return None
         try:
             mr = self.merge_requests.get(deployed.mr_iid)
@@ -271,16 +309,14 @@ class ClusterFeedback:
         """Take in ``rows`` of (name, env) (``complete``: they are all its clusters) and,
         when the environment's status differs from what was last told (and no live telling
         of it is under way), tell MLflow, the MR and the audit trail."""
-        carries = self.change_carriers(name, env)
-        unverified = self.merged_unverified(name, env)
-        status, claimed, was_deployed = self._judge(name, env, rows, complete, carries,
-                                                    unverified)
+        judgement = self._judgement(self.ledger.by_deployment(name, env))
+        status, claimed, was_deployed = self._judge(name, env, rows, complete, judgement)
         for _ in range(_DRAIN_ROUNDS):
             if not claimed:
                 return status
             try:
-                told = self._tell(name, env, status, actor,
-                                  undeployed=was_deployed and not status.deployed)
+                told, judgement = self._tell(name, env, status, judgement, actor,
+                                             was_deployed=was_deployed)
             except Exception:
                 self.store.untold(name, env, status)   # so the next observation tries again
                 raise
@@ -288,36 +324,26 @@ class ClusterFeedback:
             # again: MLflow tags and the note are overwritten with the same values, but the
             # audit trail gets the argocd.status line a second time.
             self.store.told(name, env, status, told)
-            # What the ledger said while telling is newer than what was read above: a foreign
-            # merge recorded meanwhile keeps the version unverified in the drain rounds too.
-            unverified = told.unverified
             # Drain: another replica may have told an older status after ours finished, or
             # stored a newer observation while ours was being told. Judge what is stored now
-            # (storing nothing) and tell it if it still differs from what was told last;
-            # Argo CD may never notify about this environment again.
-            status, claimed, was_deployed = self._judge(name, env, [], False, carries,
-                                                        unverified)
+            # (storing nothing), against the ledger row the telling used (newer than the one
+            # read above), and tell it if it still differs from what was told last; Argo CD
+            # may never notify about this environment again.
+            status, claimed, was_deployed = self._judge(name, env, [], False, judgement)
         return status
 
-    def merged_unverified(self, name: str, env: str) -> bool:
-        """Whether the deployment's MR was merged with a head promoter did not write: then
-        Argo CD syncing the target branch says nothing about the version promoter checked."""
-        deployed = self.ledger.by_deployment(name, env)
-        return deployed is not None and deployed.status == DeploymentStatus.MERGED_UNVERIFIED
-
     def _judge(self, name: str, env: str, rows: list[ClusterStatus], complete: bool,
-               carries: _ChangeCarriers | Carries | None,
-               unverified: bool) -> tuple[EnvironmentStatus, bool, bool]:
+               judgement: _Judgement) -> tuple[EnvironmentStatus, bool, bool]:
         """Store ``rows`` and judge the environment: (status, claimed to tell, deployed as
         last told)."""
+        carries = judgement.carries
         # A state database failure is a TransientError already (the StateDB translates it).
         for attempt in range(_ATTEMPTS):
             if isinstance(carries, _ChangeCarriers):
                 carries.learn(row.revision for row in [*rows, *self.store.rows(name, env)])
             try:
                 return self.store.record(name, env, rows, complete=complete,
-                                         summary=lambda stored: summarise(
-                                             stored, carries, unverified=unverified))
+                                         summary=judgement.summarise)
             except _Unanswered as unanswered:
                 if not isinstance(carries, _ChangeCarriers) or attempt + 1 == _ATTEMPTS:
                     raise TransientError("cluster status kept changing while promoter "
@@ -325,16 +351,26 @@ class ClusterFeedback:
                 carries.learn([unanswered.revision])
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _tell(self, name: str, env: str, status: EnvironmentStatus, actor: str, *,
-              undeployed: bool) -> EnvironmentStatus:
-        """Tell ``status`` (judged from the ledger as ``observe`` read it) and return what was
-        told: the ledger row is read again here, and a merge with a foreign head recorded since
-        (merged_unverified) makes the told status unverified, so the version is never tagged
-        deployed in MLflow, in the audit trail or in the MR note."""
-        deployed = self.ledger.by_deployment(name, env)
-        if (deployed is not None and deployed.status == DeploymentStatus.MERGED_UNVERIFIED
-                and not status.unverified):
-            status = status.of_unverified_change()
+    def _rejudged(self, status: EnvironmentStatus, name: str, env: str,
+                  judgement: _Judgement) -> tuple[EnvironmentStatus, _Judgement]:
+        """``status`` judged again if the ledger row moved since ``judgement`` was made (an MR
+        outcome recorded, a new promotion put): what is told must come from the row it is told
+        about, or a version could be tagged deployed on another MR's merge."""
+        current = self.ledger.by_deployment(name, env)
+        if judgement.still_holds(current):
+            return status, judgement
+        judgement = self._judgement(current)
+        if isinstance(judgement.carries, _ChangeCarriers):
+            judgement.carries.learn(row.revision for row in status.clusters)
+        return judgement.summarise(status.clusters), judgement
+
+    def _tell(self, name: str, env: str, status: EnvironmentStatus, judgement: _Judgement,
+              actor: str, *, was_deployed: bool) -> tuple[EnvironmentStatus, _Judgement]:
+        """Tell ``status`` and return what was told and the judgement it was told from: the
+        ledger row is read again first, and ``status`` judged again if it moved, so MLflow,
+        the audit trail and the MR note all tell about one row, judged on that very row."""
+        status, judgement = self._rejudged(status, name, env, judgement)
+        deployed = judgement.deployment
         self.audit.record("argocd.status", actor=actor, name=name, env=env,
                           model=deployed.model if deployed else None,
                           version=deployed.version if deployed else None,
@@ -342,19 +378,31 @@ class ClusterFeedback:
                           deployed=status.deployed, unverified=status.unverified,
                           clusters={c.cluster: f"{c.sync}/{c.health}" for c in status.clusters})
         if deployed is None:
-            return status
+            return status, judgement
         if self.registry is not None:
             try:
-                tags = status.tags()
-                if undeployed and not status.unverified:
-                    # A cluster fell out of Synced/Healthy: merged, not deployed. An unverified
-                    # version keeps merged_unverified: it is never told deployed nor merged.
-                    tags["status"] = "merged"
-                self.registry.write_back(deployed.model, deployed.version, env, tags)
+                self.registry.write_back(deployed.model, deployed.version, env,
+                                         _status_tags(status, deployed, was_deployed))
             except PromoterError as exc:
                 self.audit.record("write_back.failed", model=deployed.model,
                                   version=deployed.version, env=env, reason=exc.message)
                 raise
         if self.forge is not None and deployed.mr_iid is not None:
             self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note(deployed.version))
-        return status
+        return status, judgement
+
+
+def _status_tags(status: EnvironmentStatus, deployed: DeployedState,
+                 was_deployed: bool) -> dict[str, str]:
+    """The MLflow tags telling ``status`` of ``deployed``'s version."""
+    tags = status.tags()
+    if status.unverified:
+        # Written, not left alone: a `deployed` told before the foreign merge was recorded
+        # (by an older promoter, or a telling that raced the MR outcome) is corrected.
+        tags["status"] = DeploymentStatus.MERGED_UNVERIFIED.value
+    elif was_deployed and not status.deployed and \
+            deployed.status == DeploymentStatus.MERGED:
+        # A cluster fell out of Synced/Healthy: merged, not deployed. Only for a version
+        # promoter recorded as merged: an open MR's version is not merged at all.
+        tags["status"] = DeploymentStatus.MERGED.value
+    return tags

@@ -137,7 +137,7 @@ def test_a_version_merged_with_a_foreign_head_is_never_told_deployed(
     tags = parts["registry"].tags[("Fraud Detector", "7")]
     assert tags["promoter.production.sync"] == "Synced"
     assert tags["promoter.production.health"] == "Healthy"
-    assert "promoter.production.status" not in tags
+    assert tags["promoter.production.status"] == "merged_unverified"
     # The audit trail, the MR note and the answer tell the same: synced, not deployed.
     assert (status, answer["deployed"]) == (200, False)
     (entry,) = [e for e in _audit(parts["audit"]) if e["event"] == "argocd.status"]
@@ -178,11 +178,138 @@ def test_a_foreign_merge_recorded_while_telling_is_never_told_deployed(tmp_path:
     status, answer = _post(handler, "sync-succeeded",
                            application("fraud-detector", "production", "gpu-eu-1"))
     assert store.merged
-    assert "promoter.production.status" not in registry.tags[("Fraud Detector", "7")]
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == \
+        "merged_unverified"
     assert (status, answer["deployed"]) == (200, False)
     (entry,) = [e for e in _audit(audit) if e["event"] == "argocd.status"]
     assert (entry["deployed"], entry["unverified"]) == (False, True)
     assert "version 7 is not marked deployed" in _plain(notes.notes[(3, "Argo CD status")])
+
+
+class _OutcomeWhileTelling(RecordingRegistry):
+    """MLflow as the MR outcome handler (another replica's hook, or the sweep) records a merge
+    with a foreign head while the Argo CD status is being told: it writes MLflow first, the
+    ledger last (promoter.service.outcomes), both before the telling's own write lands."""
+
+    def __init__(self, ledger: StateLedger) -> None:
+        super().__init__()
+        self.ledger, self.recorded = ledger, False
+
+    def write_back(self, model: str, version: str, env: str, values: Mapping[str, str]) -> None:
+        if not self.recorded:
+            self.recorded = True
+            super().write_back(model, version, env, {"status": "merged_unverified"})
+            self.ledger.set_status("fraud-detector", "production", "merged_unverified")
+        super().write_back(model, version, env, values)
+
+
+def _approved_and_merged_on_the_forge(tmp_path: Path, registry: RecordingRegistry | None = None,
+                                      store: StatusStore | None = None,
+                                      ) -> tuple[ArgoCDHookHandler, StateLedger, AuditTrail]:
+    """The forge says MR !3 is merged at REVISION; promoter has not recorded the outcome yet
+    (the ledger still says approved): the MR hook is late, or being handled right now."""
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="approved", mr_iid=3, head_sha="a" * 40))
+    mrs, audit = MergeRequests(), AuditTrail(tmp_path)
+    mrs.state, mrs.merge_commit = "merged", REVISION
+    store = store or StatusStore(tmp_path)
+    return ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, audit, registry or RecordingRegistry(), Notes(), mrs)), ledger, audit
+
+
+def test_a_foreign_merge_recorded_while_telling_leaves_merged_unverified_in_mlflow(
+        tmp_path: Path) -> None:
+    """The outcome handler tags the version merged_unverified between the telling's ledger
+    read and its MLflow write: the telling must not overwrite that with deployed, and the next
+    observation tells merged_unverified."""
+    registry = _OutcomeWhileTelling(StateLedger(tmp_path))
+    handler, _, audit = _approved_and_merged_on_the_forge(tmp_path, registry)
+    status, answer = _post(handler, "sync-succeeded",
+                           application("fraud-detector", "production", "gpu-eu-1"))
+    tags = registry.tags[("Fraud Detector", "7")]
+    assert registry.recorded and (status, answer["deployed"]) == (200, False)
+    assert tags["promoter.production.status"] == "merged_unverified"
+    _post(handler, "health-healthy", application("fraud-detector", "production", "gpu-eu-1",
+                                                 reconciled_at="2024-03-05T07:40:00Z"))
+    assert tags["promoter.production.status"] == "merged_unverified"
+    assert [(e["deployed"], e["unverified"]) for e in _audit(audit)
+            if e["event"] == "argocd.status"] == [(False, False), (False, True)]
+
+
+def test_a_merge_the_forge_reports_before_promoter_records_it_is_not_yet_deployed(
+        tmp_path: Path) -> None:
+    """Argo CD syncs the merge before the MR hook (or the sweep) recorded it: the merge may
+    turn out foreign, so the version is deployed only once promoter recorded it as merged."""
+    registry = RecordingRegistry()
+    handler, ledger, _ = _approved_and_merged_on_the_forge(tmp_path, registry)
+    _, answer = _post(handler, "sync-succeeded",
+                      application("fraud-detector", "production", "gpu-eu-1"))
+    assert answer["deployed"] is False
+    assert "promoter.production.status" not in registry.tags[("Fraud Detector", "7")]
+    ledger.set_status("fraud-detector", "production", "merged")   # the sweep, verified
+    _, answer = _post(handler, "health-healthy", application(
+        "fraud-detector", "production", "gpu-eu-1", reconciled_at="2024-03-05T07:40:00Z"))
+    assert answer["deployed"] is True
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
+
+
+def test_a_deployed_told_before_the_foreign_merge_was_recorded_is_corrected(
+        tmp_path: Path) -> None:
+    """MLflow holds deployed for a version whose merge the ledger now records as foreign
+    (told by an earlier promoter, or before the outcome): the next telling corrects it."""
+    registry = RecordingRegistry()
+    registry.tags[("Fraud Detector", "7")] = {"promoter.production.status": "deployed"}
+    handler, ledger, _ = _approved_and_merged_on_the_forge(tmp_path, registry)
+    ledger.set_status("fraud-detector", "production", "merged_unverified")
+    _post(handler, "sync-succeeded", application("fraud-detector", "production", "gpu-eu-1"))
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == \
+        "merged_unverified"
+
+
+class NewPromotionWhileJudging(StatusStore):
+    """The state database as version 8's MR !4 is opened right after an observation was
+    judged against version 7's merged MR !3, before it is told."""
+
+    def __init__(self, path: Path, ledger: StateLedger) -> None:
+        super().__init__(path)
+        self.ledger, self.promoted = ledger, False
+
+    def record(self, *args: Any, **kwargs: Any) -> Any:
+        judged = super().record(*args, **kwargs)
+        if not self.promoted:
+            self.promoted = True
+            self.ledger.put(DeployedState(
+                model="Fraud Detector", env="production", name="fraud-detector", version="8",
+                status="mr_opened", mr_iid=4, head_sha="b" * 40))
+        return judged
+
+
+class OnlyThreeMerged(MergeRequests):
+    """!3 merged at REVISION; every other MR open."""
+
+    def get(self, iid: int) -> MergeRequest:
+        self.state, self.merge_commit = ("merged", REVISION) if iid == 3 else ("opened", None)
+        return super().get(iid)
+
+
+def test_a_status_judged_on_one_mr_is_never_told_of_the_next_version(tmp_path: Path) -> None:
+    """Judged deployed against !3's merge, told after !4 took the ledger row: what is told is
+    about version 8, judged on !4 (open), so version 8 is not tagged deployed nor merged."""
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="merged", mr_iid=3, head_sha="a" * 40))
+    registry, audit = RecordingRegistry(), AuditTrail(tmp_path)
+    mrs = OnlyThreeMerged()
+    store = NewPromotionWhileJudging(tmp_path, ledger)
+    handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, audit, registry, Notes(), mrs))
+    _, answer = _post(handler, "sync-succeeded",
+                      application("fraud-detector", "production", "gpu-eu-1"))
+    assert store.promoted and answer["deployed"] is False
+    assert "promoter.production.status" not in registry.tags[("Fraud Detector", "8")]
+    assert [(e["version"], e["deployed"]) for e in _audit(audit)
+            if e["event"] == "argocd.status"] == [("8", False)]
 
 
 def test_deployed_only_at_a_revision_that_carries_the_merged_mr(tmp_path: Path) -> None:

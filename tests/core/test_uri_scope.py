@@ -12,7 +12,8 @@ from promoter.core.uri_scope import is_within, names_a_directory, root_problem
 # without a trailing slash), a directory in a bucket, local and other stores' directories.
 ROOTS = ["mlflow-artifacts:", "s3://ml-artifacts", "s3://ml-artifacts/", "s3://ml-artifacts/team-a",
          "s3://ml-artifacts/team-a/", "file:///srv/mlruns", "/srv/mlruns", "gs://models/prod",
-         "dbfs:/databricks/mlflow"]
+         "dbfs:/databricks/mlflow", "dbfs:", "mlflow-artifacts://tracking:5000",
+         "sftp://files.example/mlruns", "hdfs://namenode:8020/user/mlflow", "file://nas/srv/mlruns"]
 
 
 @pytest.mark.parametrize(("uri", "root"), [
@@ -30,6 +31,9 @@ ROOTS = ["mlflow-artifacts:", "s3://ml-artifacts", "s3://ml-artifacts/", "s3://m
     ("/srv/mlruns/1/r/artifacts/model", "file:///srv/mlruns"),        # MLflow's bare paths
     ("file:/srv/mlruns/1/r/artifacts/model", "/srv/mlruns"),
     ("file://localhost/srv/mlruns/1/r", "file:///srv/mlruns/"),
+    # MLflow reads a file URI's path alone, whatever the host (local_file_uri_to_path)
+    ("file://fileserver/srv/mlruns/x", "file:///srv/mlruns"),
+    ("file:///srv/mlruns/x", "file://fileserver/srv/mlruns"),
     ("gs://models/prod/fraud/3", "gs://models/prod"),
     ("dbfs:/databricks/mlflow/1/r/artifacts/model", "dbfs:/databricks/mlflow"),
     ("s3://ml-artifacts/team-a/model.v1..2/a-b_c~d", "s3://ml-artifacts/team-a"),  # '..' inside
@@ -92,7 +96,11 @@ def test_uris_a_store_could_read_elsewhere_are_never_within(uri: str, root: str)
     ("mlflow-artifacts://evil:5000/1/r/artifacts", "mlflow-artifacts:/1/r"),
     ("s3://user@ml-artifacts/team-a/model", "s3://ml-artifacts/"),
     ("s3://ML-ARTIFACTS/team-a/model", "s3://ml-artifacts/"),          # hosts compare exactly
-    ("file://fileserver/srv/mlruns/x", "file:///srv/mlruns"),
+    # a file root's host does not narrow it: MLflow reads file://nas/etc/passwd as /etc/passwd
+    ("file://nas/etc/passwd", "file://nas/srv/mlruns"),
+    ("file://nas/etc/passwd", "file://nas/srv"),
+    ("//etc/srv/mlruns/x", "/srv/mlruns"),                # MLflow reads the path //etc/srv/…
+    ("FILE:///srv/mlruns/x", "/srv/mlruns"),              # MLflow reads it relative to its cwd
     ("/srv/mlruns-evil/x", "/srv/mlruns"),
     ("/srv/mlruns/1/r/x", ""),
     ("/srv/mlruns/1/r/x", "srv/mlruns"),
@@ -120,6 +128,13 @@ def test_a_root_that_would_hold_nothing_is_a_problem(root: str) -> None:
     ("wasbs://", "wasbs://BUCKET/"),
     ("/", "whole local filesystem"), ("file:", "is not a root"),
     ("file:///", "whole local filesystem"), ("file://localhost/", "whole local filesystem"),
+    # A host on file: is ignored by MLflow: still the whole local filesystem.
+    ("file://nas/", "whole local filesystem"), ("file://nas", "whole local filesystem"),
+    # Stores that need a host or bucket, beyond the well-known object stores: a host-less
+    # root names nothing (sftp:, ftp:) or what the reader's config says (hdfs:, viewfs:).
+    ("sftp:", "sftp://BUCKET/"), ("ftp://", "ftp://BUCKET/"), ("hdfs:", "hdfs://BUCKET/"),
+    ("hdfs:///user/mlflow", "hdfs://BUCKET/"), ("viewfs:", "viewfs://BUCKET/"),
+    ("https:", "https://BUCKET/"), ("models:", "models://BUCKET/"),
 ])
 def test_a_root_that_names_no_bucket_or_is_the_whole_filesystem_is_a_problem(
         root: str, says: str) -> None:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from promoter.core import gc, mr_text
+from promoter.core.gc import PROPOSED
 from promoter.errors import PermanentError
 from promoter.ports.git import (
     GC_BRANCH,
@@ -17,7 +18,6 @@ from promoter.ports.git import (
     ProposalResult,
 )
 from promoter.ports.registry import Registry
-from promoter.service.outcomes import PROPOSED
 from promoter.settings import Settings
 
 __all__ = ["GC_BRANCH", "GC_KEY", "GcPlan", "collect"]

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 from promoter.core import tree_facts
 
+# The audit entry each GC proposal is recorded as (promoter.garbage): its MR's iid and head and
+# the overlays that head ``removes``. Its merge is recorded from it (service.outcomes), and the
+# MR sweep follows the newest one's MR (core.mr_sweep.unrecorded_gc_mr).
+PROPOSED = "gc.proposed"
 
 @dataclass(frozen=True)
 class Overlay:

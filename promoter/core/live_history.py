@@ -1,9 +1,10 @@
 """Which version of each model was live in an environment at a given time, from the audit trail.
 
 Pure: a replay of audit entries in order. A merged promotion makes its version live in its
-environment; a merged decommission removes the model from it. (A rollback is a promotion of
-an older version, so it needs no case of its own.) Merging the version that is already live
-again (a re-render of the same version) does not make it newly live. A merge of promoter's MR
+environment; a merged decommission of that version (or of none named) removes the model
+from it. (A rollback is a promotion of an older version, so it needs no case of its own.)
+Merging the version that is already live again (a re-render of the same version) does not
+make it newly live. A merge of promoter's MR
 whose head someone else pushed (``mr.merge_foreign``) leaves the model's version unknown from
 then on (``Live.version`` None, ``foreign_head`` the merged commit): promoter did not check
 what reached the branch, so it names no version until its next verified merge. The answer is
@@ -50,12 +51,22 @@ def live_at(entries: Iterable[Mapping[str, Any]], env: str, at: float,
                               foreign_head=head if isinstance(head, str) else None,
                               proposed_version=version if isinstance(version, str) else None)
         elif entry.get("status") == DECOMMISSIONED:
-            live.pop(name, None)
+            if _removes(live.get(name), version):
+                live.pop(name, None)
         elif isinstance(version, str):
             already = live.get(name)
             if already is None or already.version != version:
                 live[name] = Live(name, version, float(when), entry.get("url"))
     return live
+
+
+def _removes(live: Live | None, decommissioned: object) -> bool:
+    """Whether a decommission of version ``decommissioned`` ends what is ``live``: when it
+    names that version, or names none, or what is live is unknown (a foreign merge). A
+    decommission of an older version, recorded late (a GC merge planned before the model was
+    deployed again), leaves the version deployed since live."""
+    return live is not None and \
+        (not isinstance(decommissioned, str) or live.version in (None, decommissioned))
 
 
 def first_live(entries: Iterable[Mapping[str, Any]], env: str, model: str,

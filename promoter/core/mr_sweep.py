@@ -9,13 +9,18 @@ the ledger still waits on and, when one is merged or closed, synthesizes the eve
 would have carried. The guards are the webhook's: promoter's own head, on the target branch;
 an MR settled there with someone else's head is synthesized as the webhook passes it on, a
 foreign outcome (``MergeRequestEvent.pushed_sha`` set), recorded but not acted on as promoter's.
+
+Garbage collection's MR has no ledger row: the sweep follows the newest one from the audit
+trail instead, while no outcome of it is recorded there (``unrecorded_gc_mr``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from promoter.core.gc import PROPOSED
 from promoter.core.mr_events import (
     HUMAN_COMMIT,
     MergeRequestEvent,
@@ -23,7 +28,7 @@ from promoter.core.mr_events import (
     refusal,
 )
 from promoter.core.results import DeploymentStatus
-from promoter.ports.git import SUPERSEDED_SUFFIX, MergeRequest, branch_for
+from promoter.ports.git import GC_BRANCH, GC_KEY, SUPERSEDED_SUFFIX, MergeRequest, branch_for
 from promoter.ports.pipeline import DeployedState
 
 # Ledger statuses that mean "the MR is open, its outcome not yet recorded".
@@ -32,6 +37,8 @@ WAITING = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED,
 # The forge's MR state -> the MR Hook action that reports it.
 ACTION_FOR_STATE = {"merged": "merge", "closed": "close"}
 SWEEP_ACTOR = "reconcile"
+# The audit events that record a merge request's merge or close (service.outcomes).
+OUTCOME_EVENTS = frozenset({"mr.merge", "mr.close", "mr.merge_foreign", "mr.close_foreign"})
 
 
 @dataclass(frozen=True)
@@ -55,16 +62,51 @@ def rows_to_look_at(rows: Iterable[DeployedState], limit: int,
     return sorted(waiting, key=lambda row: (row.mr_iid or 0, row.name, row.env))[:max(0, limit)]
 
 
+def unrecorded_gc_mr(entries: Iterable[Mapping[str, Any]]) -> int | None:
+    """The iid of the newest GC proposal's MR while the audit trail holds no merge or close
+    of it, else None. GC's MR has no ledger row to wait on it, so without this only its
+    webhook would record its merge, and GitLab does not re-send a delivery answered 503 (a
+    live_version another merge held, MLflow down). Only the newest: GC proposes on one branch,
+    so an older GC MR was settled before the newest was opened. One pass over ``entries``."""
+    newest: int | None = None
+    recorded: set[int] = set()
+    for entry in entries:
+        iid = entry.get("iid")
+        if not isinstance(iid, int):
+            continue
+        if entry.get("event") == PROPOSED:
+            newest = iid
+        elif entry.get("event") in OUTCOME_EVENTS and \
+                (entry.get("name"), entry.get("env")) == GC_KEY:
+            recorded.add(iid)
+    return newest if newest is not None and newest not in recorded else None
+
+
 def settled_event(row: DeployedState, mr: MergeRequest, *, pushed_sha: str | None,
                   target_branch: str, project_id: int, project_path: str) -> SweepDecision:
     """The merge or close event the forge's ``mr`` stands for, when the ledger's ``row`` still
     waits on it; acted on under the webhook's guards only (GitLabHookHandler._act)."""
+    if mr.state in ACTION_FOR_STATE and (row.status not in WAITING or mr.iid != row.mr_iid):
+        return SweepDecision(None, "already recorded")
+    return _settled(row.name, row.env, branch_for(row.name, row.env), mr, pushed_sha=pushed_sha,
+                    target_branch=target_branch, project_id=project_id,
+                    project_path=project_path)
+
+
+def settled_gc_event(mr: MergeRequest, *, pushed_sha: str | None, target_branch: str,
+                     project_id: int, project_path: str) -> SweepDecision:
+    """The merge or close event GC's ``mr`` stands for (one ``unrecorded_gc_mr`` named), under
+    the same guards: its head must be the one promoter pushed to GC's branch."""
+    return _settled(*GC_KEY, GC_BRANCH, mr, pushed_sha=pushed_sha, target_branch=target_branch,
+                    project_id=project_id, project_path=project_path)
+
+
+def _settled(name: str, env: str, branch: str, mr: MergeRequest, *, pushed_sha: str | None,
+             target_branch: str, project_id: int, project_path: str) -> SweepDecision:
     action = ACTION_FOR_STATE.get(mr.state)
     if action is None:
         return SweepDecision(None, f"still {mr.state}")
-    if row.status not in WAITING or mr.iid != row.mr_iid:
-        return SweepDecision(None, "already recorded")
-    pushed = (branch_for(row.name, row.env), pushed_sha) if pushed_sha is not None else None
+    pushed = (branch, pushed_sha) if pushed_sha is not None else None
     refused = refusal(mr.iid, pushed=pushed, source_branch=mr.source_branch,
                       head_sha=mr.head_sha, target_branch=mr.target_branch,
                       expected_target=target_branch)
@@ -78,6 +120,6 @@ def settled_event(row: DeployedState, mr: MergeRequest, *, pushed_sha: str | Non
     return SweepDecision(MergeRequestEvent(
         action=action, project_id=project_id, project_path=project_path, iid=mr.iid,
         state=mr.state, source_branch=mr.source_branch, target_branch=mr.target_branch,
-        head_sha=mr.head_sha, url=mr.url, user=SWEEP_ACTOR, name=row.name, env=row.env,
+        head_sha=mr.head_sha, url=mr.url, user=SWEEP_ACTOR, name=name, env=env,
         merge_commit_sha=mr.merge_commit_sha, title=mr.title,
         pushed_sha=pushed_sha if foreign else None), action)

@@ -8,6 +8,11 @@ once. An MR settled with someone else's head is fed to it too, as a foreign outc
 (recorded, not acted on as promoter's). A forge or MLflow failure on one MR is logged, kept in
 the report (`promoter reconcile --once` prints it and exits non-zero) and the pass goes on with
 the next: the row still waits, so the next pass tries it again.
+
+Garbage collection's MR has no ledger row: each pass also reads the audit trail once and,
+while the newest GC proposal's MR has no recorded merge or close, reads that one MR (GitLab
+does not re-send a GC merge hook answered 503). Its outcome is fed to the same handler and
+reported like the others, under name/env ``gc``/``collect``.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from typing import TYPE_CHECKING
 from promoter.core import mr_sweep as core
 from promoter.core.mr_events import ForgeEvent
 from promoter.errors import PromoterError
+from promoter.ports.git import GC_KEY, MergeRequest
 from promoter.service.logs import log
 from promoter.service.outcome_claims import RecordingElsewhere
 
 if TYPE_CHECKING:
     from promoter.ports.git import GitProvider
+    from promoter.ports.pipeline import DeployedState
+    from promoter.service.audit import AuditTrail
     from promoter.service.ledger import StateLedger
     from promoter.service.metrics import Metrics
     from promoter.state.pushed_heads import PushedHeads
@@ -80,48 +88,72 @@ class MergeRequestSweep:
     metrics: Metrics | None = None
     # MRs found settled by someone else's head or elsewhere: not looked at again this process.
     left_alone: set[int] = field(default_factory=set)
+    # Where GC proposals and outcomes are recorded; None: GC's MR is not followed.
+    audit: AuditTrail | None = None
 
     def __call__(self) -> SweepReport:
         report = SweepReport()
         rows = core.rows_to_look_at(self.ledger.with_statuses(core.WAITING), self.limit,
                                     self.left_alone)
-        if not rows:
+        gc_iid = self._unrecorded_gc_mr()
+        if not rows and gc_iid is None:
             return report
         project_id, project_path = self.project()
         for row in rows:
             assert row.mr_iid is not None
-            report.looked_at += 1
-            try:
-                mr = self.provider.get(row.mr_iid)
-                decision = core.settled_event(
-                    row, mr, pushed_sha=self.heads.pushed_sha(project_id, row.mr_iid),
-                    target_branch=self.target_branch, project_id=project_id,
-                    project_path=project_path)
-                if decision.event is None:
-                    if decision.left_alone:
-                        self.left_alone.add(row.mr_iid)
-                        log(_log, logging.WARNING, "settled MR not promoter's; left alone",
-                            iid=row.mr_iid, name=row.name, env=row.env,
-                            reason=decision.reason)
-                    continue
-                self.on_event(decision.event)
-            except RecordingElsewhere:
-                report.elsewhere.append({"iid": row.mr_iid, "name": row.name, "env": row.env})
-                log(_log, logging.INFO, "MR outcome being recorded by another handler; next "
-                    "pass looks again", iid=row.mr_iid, name=row.name, env=row.env)
-                continue
-            except PromoterError as exc:
-                report.failures.append(SweepFailure(row.mr_iid, row.name, row.env, exc))
-                log(_log, logging.WARNING, "MR sweep could not settle an MR; next pass retries",
-                    iid=row.mr_iid, name=row.name, env=row.env, error=exc.message)
-                continue
-            recorded: dict[str, object] = {"iid": row.mr_iid, "name": row.name,
-                                           "env": row.env, "action": decision.event.action}
-            if decision.event.foreign_head:
-                recorded["head_pushed_by_promoter"] = False
-            report.recorded.append(recorded)
-            if self.metrics is not None:
-                self.metrics.mr_sweep_recorded.labels(action=decision.event.action).inc()
+
+            def decide(mr: MergeRequest, pushed_sha: str | None,
+                       row: DeployedState = row) -> core.SweepDecision:
+                return core.settled_event(row, mr, pushed_sha=pushed_sha,
+                                          target_branch=self.target_branch,
+                                          project_id=project_id, project_path=project_path)
+
+            self._settle(report, row.mr_iid, row.name, row.env, project_id, decide)
+        if gc_iid is not None:
+            self._settle(report, gc_iid, *GC_KEY, project_id, lambda mr, pushed_sha:
+                         core.settled_gc_event(mr, pushed_sha=pushed_sha,
+                                               target_branch=self.target_branch,
+                                               project_id=project_id,
+                                               project_path=project_path))
         if report.recorded or report.failed:
             log(_log, logging.INFO, "MR sweep", **report.describe())
         return report
+
+    def _unrecorded_gc_mr(self) -> int | None:
+        """GC's newest MR while its outcome is not in the audit trail (one read of it)."""
+        if self.audit is None:
+            return None
+        iid = core.unrecorded_gc_mr(self.audit.entries())
+        return iid if iid is not None and iid not in self.left_alone else None
+
+    def _settle(self, report: SweepReport, iid: int, name: str, env: str, project_id: int,
+                decide: Callable[[MergeRequest, str | None], core.SweepDecision]) -> None:
+        """Read MR ``iid`` (one forge read) and feed the outcome ``decide`` makes of it to the
+        handler; what happened goes into ``report``."""
+        report.looked_at += 1
+        try:
+            decision = decide(self.provider.get(iid), self.heads.pushed_sha(project_id, iid))
+            if decision.event is None:
+                if decision.left_alone:
+                    self.left_alone.add(iid)
+                    log(_log, logging.WARNING, "settled MR not promoter's; left alone",
+                        iid=iid, name=name, env=env, reason=decision.reason)
+                return
+            self.on_event(decision.event)
+        except RecordingElsewhere:
+            report.elsewhere.append({"iid": iid, "name": name, "env": env})
+            log(_log, logging.INFO, "MR outcome being recorded by another handler; next "
+                "pass looks again", iid=iid, name=name, env=env)
+            return
+        except PromoterError as exc:
+            report.failures.append(SweepFailure(iid, name, env, exc))
+            log(_log, logging.WARNING, "MR sweep could not settle an MR; next pass retries",
+                iid=iid, name=name, env=env, error=exc.message)
+            return
+        recorded: dict[str, object] = {"iid": iid, "name": name, "env": env,
+                                       "action": decision.event.action}
+        if decision.event.foreign_head:
+            recorded["head_pushed_by_promoter"] = False
+        report.recorded.append(recorded)
+        if self.metrics is not None:
+            self.metrics.mr_sweep_recorded.labels(action=decision.event.action).inc()

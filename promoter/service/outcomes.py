@@ -25,7 +25,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
-from promoter.core.gc import Overlay
+from promoter.core.gc import PROPOSED, Overlay
 from promoter.core.mr_events import SETTLING, ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
 from promoter.core.results import DeploymentStatus, replaced_status
@@ -41,7 +41,6 @@ from promoter.service.outcome_claims import OutcomeClaims
 from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.outcomes")
-PROPOSED = "gc.proposed"   # the audit entry promoter.garbage writes for each GC proposal
 # MR Hook action -> promoter.<env>.status. "approval" (one of several approvals) is audited only.
 STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed"}
 # ... and what they make of the version when the MR's head was someone else's: a merge
@@ -162,6 +161,12 @@ class MergeRequestOutcomes:
             # "decommissioning" the merge below is recognised by); merging it removes the model.
             status = {"approved": None, "merged": DeploymentStatus.DECOMMISSIONED}.get(
                 status or "", status)
+        elif current is not None and current.status == DeploymentStatus.DECOMMISSIONED:
+            # A removal MR settling after a GC merge already removed its overlay (and
+            # decommissioned its row): its merge is that decommission, recorded already; its
+            # close changes nothing (the model does not get its name back, nor its version a
+            # "closed" tag, nor live_version a version that is not deployed).
+            status = DeploymentStatus.DECOMMISSIONED if status == "merged" else None
         return status
 
     def _note(self, iid: int, heading: str, body: str) -> None:
@@ -203,29 +208,54 @@ class MergeRequestOutcomes:
         ``live_version`` must not go on naming a version the target branch no longer runs.
 
         The MR was planned earlier and its merge may be recorded late (a re-delivery after a
-        failed write-back): each overlay's ledger row and ``live_version`` change only while
-        they still name the model and version it removed. Every ``live_version`` claim is
-        taken and every MLflow call made before the audit trail is written, so a busy claim
-        or an MLflow failure (the delivery is released and comes again) leaves no audit
-        entry to be written a second time by the retry."""
-        collected = self._gc_removals(event) if event.action == "merge" else []
+        failed write-back, the MR sweep): each overlay's ledger row and ``live_version``
+        change only while they still name the model and version it removed, and an overlay
+        neither names any more (deployed again since, the name taken over) is audited as
+        ``gc.skipped``, not as decommissioned. Every ``live_version`` claim is taken and every
+        MLflow call made before the audit trail is written, so a busy claim or an MLflow
+        failure (the delivery is released and comes again, or the sweep's next pass records
+        it) leaves no audit entry to be written a second time by the retry."""
+        collected = [self._pinned(overlay) for overlay in self._gc_removals(event)] \
+            if event.action == "merge" else []
         with ExitStack() as held:
             for model, env in sorted({(o.model, o.env) for o in collected}):
                 held.enter_context(self._live_version_held(
                     model, env, DeploymentStatus.DECOMMISSIONED))
-            for overlay in collected:
-                self._untrack_collected(overlay, event.url)
+            live_named = [self._untrack_collected(overlay, event.url) for overlay in collected]
             self.audit.record(f"mr.{event.action}", actor=event.user or "unknown",
                               name=event.name, env=event.env, iid=event.iid, url=event.url,
                               user=event.user, head_sha=event.head_sha)
-            for overlay in collected:
-                self.audit.record("mr.merge", actor=event.user or "unknown",
-                                  name=overlay.name, env=overlay.env, iid=event.iid,
-                                  url=event.url, user=event.user, head_sha=event.head_sha,
-                                  model=overlay.model, version=overlay.version,
-                                  status=DeploymentStatus.DECOMMISSIONED, gc=True)
-                self.ledger.decommission_collected(overlay.name, overlay.env, overlay.model,
-                                                   overlay.version)
+            for overlay, was_live in zip(collected, live_named, strict=True):
+                row = self.ledger.decommission_collected(overlay.name, overlay.env,
+                                                         overlay.model, overlay.version)
+                self._audit_collected(event, overlay, removed=row is not None or was_live)
+
+    def _pinned(self, overlay: Overlay) -> Overlay:
+        """``overlay`` with a version: the one it pins, else its ledger row's (while the row
+        is still its model's). An overlay that pins none still ran the version promoter
+        deployed there, and its merge must clear that ``live_version`` as it marks the row."""
+        if overlay.version is not None:
+            return overlay
+        row = self.ledger.by_deployment(overlay.name, overlay.env)
+        if row is None or row.model != overlay.model:
+            return overlay
+        return Overlay(overlay.name, overlay.env, overlay.model, row.version)
+
+    def _audit_collected(self, event: MergeRequestEvent, overlay: Overlay, *,
+                         removed: bool) -> None:
+        """The per-overlay entry of a GC merge: a decommission `audit live` replays, only when
+        the row or ``live_version`` still named the removed version; else ``gc.skipped``."""
+        common: dict[str, Any] = {"name": overlay.name, "env": overlay.env, "iid": event.iid,
+                                  "url": event.url, "model": overlay.model,
+                                  "version": overlay.version}
+        if not removed:
+            self.audit.record("gc.skipped", actor=event.user or "unknown", **common,
+                              reason="neither the ledger nor live_version names this version "
+                                     "any more (deployed again, or the name taken over)")
+            return
+        self.audit.record("mr.merge", actor=event.user or "unknown", **common,
+                          user=event.user, head_sha=event.head_sha,
+                          status=DeploymentStatus.DECOMMISSIONED, gc=True)
 
     def _gc_removals(self, event: MergeRequestEvent) -> list[Overlay]:
         """The overlays the merged head removes: from the proposal of that MR that pushed this
@@ -240,22 +270,25 @@ class MergeRequestOutcomes:
         return [overlay for item in matching[-1]["removes"]
                 if (overlay := _overlay(item)) is not None]
 
-    def _untrack_collected(self, overlay: Overlay, url: str | None) -> None:
+    def _untrack_collected(self, overlay: Overlay, url: str | None) -> bool:
         """Tag the removed version decommissioned and clear ``live_version`` if it still names
-        that version (the caller holds its claim): one made live since is not removed."""
-        if self.registry is None:
-            return
+        that version (the caller holds its claim): one made live since is not removed. True
+        when ``live_version`` named it."""
+        if self.registry is None or overlay.version is None:
+            return False
         model, version, env = overlay.model, overlay.version, overlay.env
         try:
-            if version is not None:
-                self.registry.write_back(model, version, env, {
-                    "status": DeploymentStatus.DECOMMISSIONED, "mr_url": url or ""})
-                if self.registry.live_version(model, env) == version:
-                    self.registry.set_live_version(model, env, None)
+            self.registry.write_back(model, version, env, {
+                "status": DeploymentStatus.DECOMMISSIONED, "mr_url": url or ""})
+            if self.registry.live_version(model, env) != version:
+                return False
+            self.registry.set_live_version(model, env, None)
+            return True
         except PermanentError as exc:
             # GC removes overlays of models and versions deleted from MLflow: nothing to tag.
             self.audit.record("write_back.skipped", model=model, version=version, env=env,
                               reason=exc.message)
+            return False
         except PromoterError as exc:
             self.audit.record("write_back.failed", model=model, version=version, env=env,
                               status=DeploymentStatus.DECOMMISSIONED, reason=exc.message)

@@ -19,3 +19,15 @@ def test_a_foreign_merge_leaves_the_version_unknown_until_promoters_next_merge()
     assert live_at(trail, "prod", 3.5)["fraud"].version == "4"
     # The soak clock counts only what promoter verified: version 4 is first live at 3.
     assert first_live(trail, "prod", "fraud", "4") == 3
+
+
+def test_a_late_decommission_of_an_older_version_leaves_the_one_deployed_since_live() -> None:
+    """A GC merge planned while v3 ran, recorded after v4 was deployed (trails written before
+    GC audited such overlays as skipped hold it): v4 still runs. A decommission of the live
+    version, or of no version named, ends it."""
+    gone = {"status": "decommissioned"}
+    trail = [merge(1, "3"), merge(2, "4"), merge(3, "3", **gone)]
+    assert live_at(trail, "prod", 3.5) == {"fraud": Live("fraud", "4", 2, "https://gl/mr/4")}
+    assert live_at([*trail, merge(4, "4", **gone)], "prod", 4.5) == {}
+    unnamed = {"time": 4, "event": "mr.merge", "env": "prod", "model": "fraud", **gone}
+    assert live_at([*trail, unnamed], "prod", 4.5) == {}

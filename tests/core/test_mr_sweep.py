@@ -5,8 +5,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from promoter.core.mr_sweep import SWEEP_ACTOR, SweepDecision, rows_to_look_at, settled_event
-from promoter.ports.git import MergeRequest
+from promoter.core.mr_sweep import (
+    SWEEP_ACTOR,
+    SweepDecision,
+    rows_to_look_at,
+    settled_event,
+    settled_gc_event,
+    unrecorded_gc_mr,
+)
+from promoter.ports.git import GC_BRANCH, MergeRequest
 from promoter.ports.pipeline import DeployedState
 
 SHA = "a" * 40
@@ -74,3 +81,36 @@ def test_a_humans_head_settled_on_the_target_is_a_foreign_outcome_not_promoters(
             (action, "c" * 40, SHA, True)
     own = decide().event
     assert own is not None and own.pushed_sha is None and not own.foreign_head
+
+
+def test_the_newest_gc_proposal_is_followed_until_its_outcome_is_recorded() -> None:
+    def proposed(iid: int) -> dict[str, Any]:
+        return {"event": "gc.proposed", "iid": iid, "head_sha": SHA, "removes": []}
+
+    def outcome(event: str, iid: int, name: str = "gc", env: str = "collect") -> dict[str, Any]:
+        return {"event": event, "iid": iid, "name": name, "env": env}
+
+    assert unrecorded_gc_mr([]) is None
+    assert unrecorded_gc_mr([proposed(4), proposed(4)]) == 4      # re-proposed on its branch
+    assert unrecorded_gc_mr([proposed(4), outcome("mr.merge", 4)]) is None
+    assert unrecorded_gc_mr([proposed(4), outcome("mr.close", 4), proposed(7)]) == 7
+    assert unrecorded_gc_mr([proposed(4), outcome("mr.approved", 4)]) == 4   # not settled
+    # The per-overlay entries of a GC merge name the deployment, not GC: GC's own counts.
+    assert unrecorded_gc_mr([proposed(4), outcome("mr.merge", 4, "fraud", "staging")]) == 4
+
+
+def test_a_settled_gc_mr_becomes_gcs_event_under_the_webhooks_guards() -> None:
+    gc_mr = dataclasses.replace(MR, source_branch=GC_BRANCH, title="Garbage-collect 1")
+    decision = settled_gc_event(gc_mr, pushed_sha=SHA, target_branch="main", project_id=42,
+                                project_path="g/gitops")
+    assert decision.event is not None
+    assert (decision.event.name, decision.event.env, decision.event.action) == \
+        ("gc", "collect", "merge")
+    for refused in (dataclasses.replace(gc_mr, source_branch="promote/fraud/staging"),
+                    dataclasses.replace(gc_mr, target_branch="scratch")):
+        left = settled_gc_event(refused, pushed_sha=SHA, target_branch="main", project_id=42,
+                                project_path="g/gitops")
+        assert left.event is None and left.left_alone
+    opened = dataclasses.replace(gc_mr, state="opened")
+    assert settled_gc_event(opened, pushed_sha=SHA, target_branch="main", project_id=42,
+                            project_path="g/gitops").event is None

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from promoter.core.mr_events import MergeRequestEvent
+from promoter.ports.git import GC_BRANCH, GC_KEY
 from promoter.ports.pipeline import DeployedState
 from promoter.secret_settings import Secret
 from promoter.service.audit import AuditTrail
@@ -62,7 +63,7 @@ class Promoter:
         self.project_id = project
         self.sweep = MergeRequestSweep(self.ledger, harness.provider, heads, self.outcomes,
                                        project=lambda: (project, "group/gitops"),
-                                       target_branch="main")
+                                       target_branch="main", audit=self.audit)
 
     def opened(self, version: str) -> tuple[int, str]:
         result = self.harness.provider.propose(proposal(version, approvals_required=0))
@@ -267,6 +268,72 @@ def test_an_outcome_another_handler_is_recording_is_not_a_failure_of_the_pass(
     assert again.elsewhere == [] and promoter.status() == "merged"
 
 
+# --- Garbage collection's MR: no ledger row waits on it, so the sweep follows the newest one
+# from the audit trail (GitLab does not re-send a GC merge hook answered 503).
+
+
+def gc_proposed(promoter: Promoter, version: str) -> tuple[int, str]:
+    """fraud ``version`` is live in ENV; GC proposes (and audits, as `promoter gc` does) the
+    MR removing its overlay."""
+    iid, head = promoter.opened(version)
+    promoter.harness.merge(iid, head)
+    assert promoter.sweep().recorded[0]["action"] == "merge"
+    overlay = trees.managed_prefixes(NAME, ENV)[0]
+    result = promoter.harness.provider.propose(proposal(
+        version, model="garbage collection", name=GC_KEY[0], env=GC_KEY[1],
+        files={path: None for path in trees.rendered(NAME, ENV, version, replicas=1)
+               if path.startswith(overlay)},
+        managed_prefixes=(overlay,), title="Garbage-collect 1 deployment(s)",
+        branch_name=GC_BRANCH, approvals_required=0, notes={}))
+    assert result.mr_iid is not None and result.head_sha is not None
+    promoter.audit.record("gc.proposed", iid=result.mr_iid, head_sha=result.head_sha,
+                          removes=[{"model": MODEL, "name": NAME, "env": ENV,
+                                    "version": version}])
+    return result.mr_iid, result.head_sha
+
+
+def test_a_gc_merge_whose_hook_was_lost_is_recorded_once_by_the_sweep(
+        promoter: Promoter) -> None:
+    """Another merge of fraud in ENV holds its live_version when the GC merge is handled (the
+    webhook would answer 503, and GitLab sends it no more): the sweep leaves it to that
+    handler, then records it on its next pass through the webhook's own path, once."""
+    gc_iid, gc_head = gc_proposed(promoter, "3")
+    assert promoter.sweep().looked_at == 1          # the open GC MR: one read, nothing to do
+    promoter.harness.merge(gc_iid, gc_head)
+    with OutcomeClaims(promoter.ledger.db).live_version(MODEL, ENV):
+        busy = promoter.sweep()
+    assert busy.elsewhere == [{"iid": gc_iid, "name": "gc", "env": "collect"}]
+    assert busy.recorded == [] and busy.failed == 0 and promoter.status() == "merged"
+
+    report = promoter.sweep()
+    assert report.recorded == [{"iid": gc_iid, "name": "gc", "env": "collect",
+                                "action": "merge"}]
+    assert [(e["iid"], e["version"], e["status"], e["actor"])
+            for e in promoter.audit.entries() if e["event"] == "mr.merge" and e.get("gc")] \
+        == [(gc_iid, "3", "decommissioned", "reconcile")]
+    assert promoter.status() == "decommissioned"
+    assert promoter.tags.live == {(MODEL, ENV): None}
+    assert promoter.audit.live_now_since(MODEL, "3", ENV) is None
+
+    assert promoter.sweep().looked_at == 0          # recorded: no forge read any more
+    if isinstance(promoter.harness, GitLabHarness):
+        assert hook_after_all(promoter, "merge")["status"] == "accepted"
+        assert len([e for e in promoter.audit.entries() if e["event"] == "mr.merge"
+                    and e.get("iid") == gc_iid]) == 2    # GC's own entry and the overlay's
+
+
+def test_a_closed_gc_mr_is_recorded_as_closed_and_changes_nothing(promoter: Promoter) -> None:
+    gc_iid, _ = gc_proposed(promoter, "3")
+    promoter.harness.human_close(gc_iid)
+    report = promoter.sweep()
+    assert report.recorded == [{"iid": gc_iid, "name": "gc", "env": "collect",
+                                "action": "close"}]
+    assert promoter.entries("mr.close") == [
+        {"iid": gc_iid, "version": None, "status": None, "actor": "reconcile"}]
+    assert promoter.status() == "merged" and promoter.tags.live == {(MODEL, ENV): "3"}
+    assert promoter.sweep().looked_at == 0
+
+
 def test_a_forge_error_on_one_mr_does_not_stop_the_pass(promoter: Promoter) -> None:
     iid, head = promoter.opened("3")
     promoter.harness.merge(iid, head)
@@ -295,6 +362,8 @@ def test_the_composition_root_wires_the_sweep_to_the_providers_pushed_heads(
     harness.merge(iid, head)
     sweep = composition.mr_sweep(settings, world.outcomes)
     assert sweep.target_branch == "main" and sweep.project() == (0, "local")
+    assert sweep.audit is not None and sweep.audit.location == \
+        composition.audit_trail(settings).location    # where `promoter gc` records
     assert [r["iid"] for r in sweep().recorded] == [iid]
     assert world.status() == "merged" and world.tags.live == {(MODEL, ENV): "4"}
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from promoter.core.live_history import live_at
 from promoter.ports.pipeline import DeployedState
 from promoter.service.outcome_claims import OutcomeClaims
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
@@ -243,7 +244,12 @@ def test_a_gc_merge_recorded_again_after_its_write_back_failed_spares_a_later_de
     assert world.hook(9, branch="promoter/gc")["status"] == "accepted"   # the re-delivery
     assert row(world) == ("3", "merged", 6)
     assert tags.live == {LIVE: "3"}
-    assert gc_merges(world) == [("staging", "2", "decommissioned")]
+    # Neither the row nor live_version named v2 any more: not a decommission `audit live`
+    # would replay (it would then say nothing runs in staging while v3 does).
+    assert gc_merges(world) == []
+    [skipped] = events(world, "gc.skipped")
+    assert (skipped["iid"], skipped["env"], skipped["version"]) == (9, "staging", "2")
+    assert live_at(world.audit.entries(), "staging", time.time())["fraud"].version == "3"
 
 
 def test_a_gc_merge_waits_while_another_handler_moves_a_live_version_it_clears(
@@ -255,17 +261,83 @@ def test_a_gc_merge_waits_while_another_handler_moves_a_live_version_it_clears(
     world = replica(state_backend, tags)
     world.opened(5, "2")
     assert world.hook(5)["status"] == "accepted"
+    world.ledger.put(DeployedState("fraud", "production", "fraud", "2", "merged", 4))
+    tags.live[("fraud", "production")] = "2"                   # v2 runs in production too
     gc_planned(world, ("fraud", "production"), ("fraud", "staging"))
     elsewhere = OutcomeClaims(state_backend.open())
     with elsewhere.live_version(*LIVE):
         assert world.hook(9, branch="promoter/gc", expect=None)["error"] == "unavailable"
     assert gc_merges(world) == [] and row(world) == ("2", "merged", 5)
-    assert tags.live == {LIVE: "2"}
+    assert tags.live == {LIVE: "2", ("fraud", "production"): "2"}
 
     assert world.hook(9, branch="promoter/gc")["status"] == "accepted"   # the retry
     assert gc_merges(world) == [("production", "2", "decommissioned"),
                                 ("staging", "2", "decommissioned")]
-    assert row(world) == ("2", "decommissioned", 5) and tags.live == {LIVE: None}
+    assert row(world) == ("2", "decommissioned", 5)
+    assert tags.live == {LIVE: None, ("fraud", "production"): None}
+
+
+def test_a_gc_merge_of_an_overlay_pinning_no_version_clears_the_rows_live_version(
+        state_backend: StateBackend) -> None:
+    """An overlay that pins no version (GC records its version as None) still ran the version
+    its ledger row names: the merge that removes it clears that live_version as it marks the
+    row decommissioned, and audits that version's decommission."""
+    tags = Tags()
+    world = replica(state_backend, tags)
+    world.opened(5, "2")
+    assert world.hook(5)["status"] == "accepted"
+    gc_head = "9" * 40
+    world.heads.record(7, 9, "promoter/gc", gc_head, "20260101")
+    world.audit.record("gc.proposed", iid=9, head_sha=gc_head, removes=[
+        {"model": "fraud", "name": "fraud", "env": "staging", "version": None}])
+    assert world.hook(9, branch="promoter/gc")["status"] == "accepted"
+    assert row(world) == ("2", "decommissioned", 5)
+    assert tags.live == {LIVE: None}
+    assert gc_merges(world) == [("staging", "2", "decommissioned")]
+    assert "fraud" not in live_at(world.audit.entries(), "staging", time.time())
+
+
+def gc_decommissioned_removal(world: World) -> None:
+    """fraud v2 is live in staging; its removal MR !8 is open (row decommissioning) when GC's
+    MR !9, removing the same overlay, is merged first."""
+    world.opened(5, "2")
+    assert world.hook(5)["status"] == "accepted"
+    world.heads.record(7, 8, BRANCH, ("8" * 40), "2", "fraud")
+    world.ledger.put(DeployedState("fraud", "staging", "fraud", "2", "decommissioning", 8))
+    gc_planned(world, ("fraud", "staging"))
+    assert world.hook(9, branch="promoter/gc")["status"] == "accepted"
+    assert row(world) == ("2", "decommissioned", 8) and world.tags.live == {LIVE: None}
+
+
+def test_closing_a_removal_mr_after_gc_decommissioned_its_row_changes_nothing(
+        state_backend: StateBackend) -> None:
+    """The close of a removal MR GC overtook: the model does not get its name back (a
+    "closed" row), nor its removed version a "closed" tag."""
+    tags = Tags()
+    world = replica(state_backend, tags)
+    gc_decommissioned_removal(world)
+    written = list(tags.written)
+
+    assert world.hook(8, action="close")["status"] == "accepted"
+    assert row(world) == ("2", "decommissioned", 8)
+    assert tags.written == written and tags.live == {LIVE: None}
+    [closed] = events(world, "mr.close")
+    assert (closed["iid"], closed["status"]) == (8, None)
+
+
+def test_merging_a_removal_mr_after_gc_decommissioned_its_row_records_nothing_more(
+        state_backend: StateBackend) -> None:
+    """Its merge is the decommission GC recorded already: the row stays decommissioned and
+    live_version names no version (not v2, which no overlay deploys any more)."""
+    tags = Tags()
+    world = replica(state_backend, tags)
+    gc_decommissioned_removal(world)
+    written = list(tags.written)
+
+    assert world.hook(8)["status"] == "accepted"
+    assert row(world) == ("2", "decommissioned", 8)
+    assert tags.written == written and tags.live == {LIVE: None}
+    assert "fraud" not in live_at(world.audit.entries(), "staging", time.time())
 
 
 def taken_over(world: World) -> None:

@@ -208,7 +208,8 @@ def mr_sweep(settings: Settings, on_event: Callable[[ForgeEvent], None],
     state = state_db(settings)
     return MergeRequestSweep(StateLedger(state), git, PushedHeads(state), on_event,
                              project=lambda: pushed_project(settings, git),
-                             target_branch=settings.git.target_branch, metrics=metrics)
+                             target_branch=settings.git.target_branch, metrics=metrics,
+                             audit=audit_trail(settings))
 
 
 def pushed_project(settings: Settings, git: GitProvider) -> tuple[int, str]:

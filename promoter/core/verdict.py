@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from promoter.core import mr_text, tree_facts
+from promoter.core import tree_facts
 from promoter.core.config import EnvironmentTarget, PipelineConfig, PolicyConfig
 from promoter.core.gates import GateFacts, evaluate
 from promoter.core.policy import Decision, PolicyRules, decide
@@ -44,17 +44,13 @@ def claimed_elsewhere(config: PipelineConfig, provider: Callable[[], GitProvider
     same instant can still both pass (neither row exists yet); the CI gate, which sums the MR's
     whole resulting tree, catches the second MR.
 
-    Only the proposals that can change the team's count are read: promoter labels every MR
-    with its team (mr_text.labels), so one listing of the environment's open promoter MRs tells
-    which rows are labelled for other teams, and their branches are left alone when the target
-    branch runs nothing of this team at that path (no overlay, or one annotated with another
-    team). A label is not trusted to take a running deployment away from the team: a row over
-    an overlay of this team (or of no known team) is read whatever its label, as is a row whose
-    MR has no team label (or is not among the open ones).
+    Every open proposal's branch is read, whichever team its MR is labelled for: a label
+    anyone with MR rights can edit must not decide what counts (relabelling a proposal for a new
+    deployment, or one over a running one, would hide its GPUs from this team's count).
 
-    Read only when a team quota is configured: it costs one read of the tree (and the listing
-    and one read per proposal of the team), and ``provider`` is only asked for then (a local
-    check without quotas needs no forge)."""
+    Read only when a team quota is configured: it costs one read of the tree and one read per
+    open proposal, and ``provider`` is only asked for then (a local check without quotas needs
+    no forge)."""
     policy = config.policy
     if not policy.team_gpu_quota and policy.default_team_gpu_quota is None:
         return {}
@@ -66,32 +62,10 @@ def claimed_elsewhere(config: PipelineConfig, provider: Callable[[], GitProvider
                 if path.endswith(suffix) and not path.startswith(f"{root}/{name}/")}
     rows = [row for row in open_proposals()
             if row.env == env and row.name != name and row.status in OPEN_PROPOSALS]
-    others = _other_teams_proposals(git, env, team) if rows else frozenset()
     for row in rows:
         path = tree_facts.overlay_kustomization(root, row.name, env)
-        if row.mr_iid in others and not _runs_for(overlays.get(path), team):
-            # Labelled for another team and nothing of this team's runs there: whatever its
-            # branch brings counts for that team, not this one, so it need not be read.
-            continue
         proposed = git.read(path, branch_for(row.name, env))
         if proposed is not None:   # no branch (merged and deleted): the target branch's counts
             overlays[path] = proposed
     return {team: tree_facts.team_claims(overlays).get(team, 0)}
 
-
-def _runs_for(overlay: str | None, team: str) -> bool:
-    """Whether the target branch's ``overlay`` may claim GPUs for ``team``: it names ``team``,
-    or names no team at all (unknown is not provably another team's). Only the tree says whose
-    a deployment is: an MR label anyone with MR rights can edit must not take a running
-    deployment out of its team's count, so a proposal over one is read whatever its label."""
-    if overlay is None:
-        return False
-    owner = tree_facts.annotation(overlay, tree_facts.TEAM)
-    return owner is None or owner == team
-
-
-def _other_teams_proposals(git: GitProvider, env: str, team: str) -> frozenset[int]:
-    """The MRs (iids) of the open proposals in ``env`` that promoter labelled for a team
-    other than ``team``."""
-    return frozenset(mr.iid for mr in git.open_merge_requests(mr_text.labels(env, None))
-                     if mr_text.labelled_team(mr.labels) not in (None, team))

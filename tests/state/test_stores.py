@@ -13,7 +13,7 @@ import pytest
 from promoter.ports.pipeline import DeployedState
 from promoter.service.gitlab_hook import DeliveryLog
 from promoter.service.hook_deliveries import HookClaim
-from promoter.service.ledger import StateLedger
+from promoter.service.ledger import CLAIM_IN_FLIGHT_SECONDS, StateLedger
 from promoter.service.queue import JobKey
 from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
 from tests.fixtures.concurrency import run_at_once
@@ -131,10 +131,12 @@ def test_a_deployment_name_is_claimed_by_one_model(state_backend: StateBackend) 
 
 def test_a_name_decommissioned_everywhere_is_given_up_and_taken_over(
         state_backend: StateBackend) -> None:
-    ledger = StateLedger(state_backend.open())
+    clock = ManualClock()
+    ledger = StateLedger(state_backend.open(), clock=clock.now)
     assert ledger.claim_name("fraud-detector", "Fraud Detector") == frozenset()
     for env in ("staging", "production"):
         ledger.put(DeployedState("Fraud Detector", env, "fraud-detector", "3", "merged"))
+    clock.advance(CLAIM_IN_FLIGHT_SECONDS + 1)      # its proposals are long done
     ledger.set_status("fraud-detector", "production", "decommissioned")
     assert ledger.claim_name("fraud-detector", "fraud_detector") == {"Fraud Detector"}
     ledger.set_status("fraud-detector", "staging", "decommissioning")   # removal MR open
@@ -155,14 +157,47 @@ def test_a_model_claiming_its_name_again_after_giving_it_up_owns_it_again(
         state_backend: StateBackend) -> None:
     """Its decommissioned rows are still there when it claims again: the claim alone must keep
     another model, claiming while the first proposal is under way, out."""
-    ledger = StateLedger(state_backend.open())
+    clock = ManualClock()
+    ledger = StateLedger(state_backend.open(), clock=clock.now)
     ledger.claim_name("churn", "churn")
     ledger.put(DeployedState("churn", "staging", "churn", "1", "merged"))
+    clock.advance(CLAIM_IN_FLIGHT_SECONDS + 1)
     ledger.set_status("churn", "staging", "decommissioned")
     assert ledger.owners("churn") == frozenset()
     assert ledger.claim_name("churn", "churn") == frozenset()         # promoted again
     assert ledger.claim_name("churn", "Churn") == {"churn"}           # meanwhile: refused
     assert ledger.owners("churn") == {"churn"}
+
+
+def test_a_claim_made_while_a_removal_mr_is_open_survives_its_merge(
+        state_backend: StateBackend) -> None:
+    """Model m is being removed from staging (its removal MR open) and promoted into
+    production (claimed, no row there yet: the push is under way). The removal's merge must
+    not give the name up under the production proposal, or another model takes the name and
+    proposes too: two models on one name."""
+    clock = ManualClock()
+    ledger = StateLedger(state_backend.open(), clock=clock.now)
+    assert ledger.claim_name("churn", "m") == frozenset()
+    ledger.put(DeployedState("m", "staging", "churn", "1", "merged"))
+    clock.advance(CLAIM_IN_FLIGHT_SECONDS * 2)      # days later
+    ledger.set_status("churn", "staging", "decommissioning")           # removal MR open
+    assert ledger.claim_name("churn", "m") == frozenset()              # promoting to production
+    clock.advance(30)
+    ledger.set_status("churn", "staging", "decommissioned")            # removal MR merged
+    assert ledger.owners("churn") == {"m"}
+    assert ledger.claim_name("churn", "other") == {"m"}                # refused
+    assert ledger.get("m", "staging") is not None                      # m's rows stay
+    ledger.put(DeployedState("m", "production", "churn", "2", "mr_opened", 7))
+    assert ledger.owners("churn") == {"m"}
+
+    # Had the production proposal died before writing its row, the claim stops counting
+    # once old: the name is given up after all, and the next model takes it over.
+    ledger.put(DeployedState("m", "production", "churn", "2", "decommissioned"))
+    assert ledger.owners("churn") == {"m"}                             # claim still young
+    clock.advance(CLAIM_IN_FLIGHT_SECONDS)
+    assert ledger.owners("churn") == frozenset()
+    assert ledger.claim_name("churn", "other") == frozenset()
+    assert ledger.owners("churn") == {"other"} and ledger.get("m", "staging") is None
 
 
 def test_a_model_promoted_again_after_its_decommission_keeps_its_name(

@@ -175,7 +175,8 @@ def test_gc_keeps_an_orphan_base_any_one_sign_of_a_promotion_under_way_names(
     provider = localgit.from_settings(settings)
     world = _orphaned(settings, provider)
     if in_flight == "claimed":
-        assert StateLedger(StateDB.open(settings.state_dir)).claim_name(NAME, MODEL) == set()
+        ledger = StateLedger(StateDB.open(settings.state_dir))
+        assert ledger.claim_name(NAME, MODEL, "staging") == set()
     elif in_flight == "alias set":
         world.registry.set_alias(MODEL, "staging", "2")
     else:

@@ -5,9 +5,9 @@ remembered here. One row per (model, env); ``name`` (the deployment directory) i
 second model deriving the same name is caught before it could overwrite the first one's
 manifests; ``deployment_names`` records which model claimed a name just before its first
 proposal, so of two models racing for one name only one proposes. A model gives its name up
-when every row it has under that name is decommissioned, i.e. its removal MRs merged, and its
-last claim is older than CLAIM_IN_FLIGHT_SECONDS (a younger one may belong to a proposal of it
-still under way in another environment); the next model to claim the name takes it over. (The
+when every row it has under that name is decommissioned, i.e. its removal MRs merged, and no
+proposal of it is under way (claimed for an environment whose row it has not written yet, see
+_owners); the next model to claim the name takes it over. (The
 pipeline still refuses a name whose base another model's manifests hold in the tree.) The MR
 head promoter pushed is not a column here: it is read from the one record of pushed heads
 (promoter.state.pushed_heads), which the git providers write when they push.
@@ -35,12 +35,10 @@ SELECT d.model, d.env, d.name, d.version, d.status, d.mr_iid,
 FROM deployments AS d
 """  # noqa: S608 - a constant prefix, no input
 _LOCK = "deployments"
-# How long a claim keeps its name for its model although every row the model has under it is
-# decommissioned: claim_name runs just before a proposal, whose row is written only after the
-# push and the MR, so a claim this young may belong to a proposal still under way in another
-# environment (its job attempt holds the job's lease, renewed while it runs). Not the default
-# lease (60 s) but the longest one server.job_lease_seconds allows, so no configured lease
-# outlasts it.
+# How long a proposal counts as under way after its claim when its row never came: its job
+# attempt died after claiming (a retry claims again) or failed for good. An attempt runs under
+# the job's lease, renewed while it runs; not the default lease (60 s) but the longest one
+# server.job_lease_seconds allows, so no configured lease outlasts it.
 CLAIM_IN_FLIGHT_SECONDS = 3600.0
 
 
@@ -80,14 +78,15 @@ class StateLedger:
 
         self.db.write(put)
 
-    def claim_name(self, name: str, model: str) -> frozenset[str]:
+    def claim_name(self, name: str, model: str, env: str) -> frozenset[str]:
         """Claim deployment ``name`` for ``model``; the other models owning it (see owners),
         if any, and then no claim. Under the ledger's lock (SQLite: the write transaction), so
-        two models claiming one name at once cannot both get it. The model's own claim is
-        renewed (its ``claimed_at``: see _owners). A name its owner gave up (decommissioned
-        everywhere, its last claim old) is taken over: the old owner's decommissioned rows and
-        claim go, so an MR of that name (by_deployment) can only mean the new owner's
-        deployment."""
+        two models claiming one name at once cannot both get it. The claim also marks
+        the model's proposal into ``env`` under way (``claimed_env``, ``claimed_at``) until that
+        row is written (_put): meanwhile the name stays the model's even if its last other row
+        is decommissioned. A name its owner gave up (decommissioned everywhere, nothing under
+        way) is taken over: the old owner's decommissioned rows and claim go, so an MR of that
+        name (by_deployment) can only mean the new owner's deployment."""
 
         def claim(conn: Connection) -> frozenset[str]:
             conn.lock(_LOCK)
@@ -96,11 +95,12 @@ class StateLedger:
             if not others:
                 conn.execute("DELETE FROM deployments WHERE name = ? AND model <> ? AND "
                              "status = ?", (name, model, DeploymentStatus.DECOMMISSIONED.value))
-                # Any claim left is this model's or one given up (old, rows decommissioned).
-                conn.execute("INSERT INTO deployment_names (name, model, claimed_at) "
-                             "VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-                             "model = excluded.model, claimed_at = excluded.claimed_at",
-                             (name, model, now))
+                # Any claim left is this model's, or one given up (nothing of it under way).
+                conn.execute("INSERT INTO deployment_names (name, model, claimed_env, "
+                             "claimed_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                             "model = excluded.model, claimed_env = excluded.claimed_env, "
+                             "claimed_at = excluded.claimed_at",
+                             (name, model, env, now))
             return others
 
         return self.db.write(claim)
@@ -169,17 +169,17 @@ class StateLedger:
 def _owners(conn: Connection, name: str, now: float) -> frozenset[str]:
     """Models with a row under ``name`` not decommissioned, and the claimant unless it gave
     the name up. A claim holds while its model has no row under the name (its first proposal
-    is under way, or failed before writing one), or while it is younger than
-    CLAIM_IN_FLIGHT_SECONDS (a proposal into another environment, or a promotion again after
-    a decommission, is under way). A claim without ``claimed_at`` (made before it was
-    recorded) counts as old."""
+    is under way, or failed before writing one), or while a proposal it was made for is under
+    way: ``claimed_at`` set (cleared when that environment's row is written) and younger than
+    CLAIM_IN_FLIGHT_SECONDS. A claim without ``claimed_at`` (made before it was recorded, or
+    its proposal landed) counts only through its model's rows."""
     decommissioned = DeploymentStatus.DECOMMISSIONED.value
     return frozenset(row[0] for row in conn.execute(
         "SELECT model FROM deployments WHERE name = ? AND status <> ? "
         "UNION SELECT c.model FROM deployment_names AS c WHERE c.name = ? AND "
         "(c.claimed_at > ? OR NOT EXISTS (SELECT 1 FROM deployments AS d "
-        "WHERE d.name = c.name AND d.model = c.model AND d.status = ?))",
-        (name, decommissioned, name, now - CLAIM_IN_FLIGHT_SECONDS, decommissioned)).fetchall())
+        "WHERE d.name = c.name AND d.model = c.model))",
+        (name, decommissioned, name, now - CLAIM_IN_FLIGHT_SECONDS)).fetchall())
 
 
 def _put(conn: Connection, state: DeployedState, now: float) -> None:
@@ -188,12 +188,16 @@ def _put(conn: Connection, state: DeployedState, now: float) -> None:
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, env) DO UPDATE SET name = excluded.name, "
         "version = excluded.version, status = excluded.status, mr_iid = excluded.mr_iid",
         (state.model, state.env, state.name, state.version, state.status, state.mr_iid))
+    # The row of the environment the claim was made for is written: its proposal landed, and
+    # the row holds the name from now on.
+    conn.execute("UPDATE deployment_names SET claimed_at = NULL WHERE name = ? AND model = ? "
+                 "AND claimed_env = ?", (state.name, state.model, state.env))
     if state.status == DeploymentStatus.DECOMMISSIONED:
         # Decommissioned in its last environment (removal MRs merged): the model gives the name
-        # up, in the transaction that records it. Not while its claim is young: the model may
-        # be mid-proposal into another environment (claimed, no row there yet), and another
-        # model taking the name now would put two models on it. Such a claim stops counting
-        # once old (_owners), and the next claim of the name replaces it.
+        # up, in the transaction that records it. Not while a proposal of it into another
+        # environment is under way (claimed, no row there yet): another model taking the name
+        # now would put two models on it. Such a claim is given up once its proposal lands and
+        # that row is decommissioned too, or once it is too old to be under way (_owners).
         conn.execute(
             "DELETE FROM deployment_names WHERE name = ? AND model = ? AND "
             "(claimed_at IS NULL OR claimed_at <= ?) AND NOT EXISTS "

@@ -136,8 +136,8 @@ def test_schema_7_gives_up_claims_of_models_decommissioned_everywhere(tmp_path: 
     conn.close()
     db = StateDB.open(tmp_path)
     assert sorted(tuple(row) for row in db.connection().execute(
-        "SELECT name, model, claimed_at FROM deployment_names")) == [
-        ("first", "first", None), ("live", "live", None)]
+        "SELECT name, model, claimed_env, claimed_at FROM deployment_names")) == [
+        ("first", "first", None, None), ("live", "live", None, None)]
     db.close()
 
 

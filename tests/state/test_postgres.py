@@ -119,8 +119,8 @@ def test_schema_4_gives_up_claims_of_models_decommissioned_everywhere(postgres_u
             old.execute("INSERT INTO deployment_names VALUES (%s, %s)", (name, name))
     db = connect(postgres_url, tmp_path)
     assert sorted(db.read(lambda conn: [tuple(row) for row in conn.execute(
-        "SELECT name, model, claimed_at FROM deployment_names").fetchall()])) == [
-        ("first", "first", None), ("live", "live", None)]
+        "SELECT name, model, claimed_env, claimed_at FROM deployment_names").fetchall()])) == [
+        ("first", "first", None, None), ("live", "live", None, None)]
     db.close()
 
 

@@ -152,10 +152,12 @@ MIGRATIONS: tuple[str, ...] = (
         model TEXT NOT NULL
     );
     """,
-    # 4: as SQLite's 7: the registered model each pushed MR head proposes; when each name was
-    # last claimed, and stale claims (every row of their model decommissioned) given up.
+    # 4: as SQLite's 7: the registered model each pushed MR head proposes; the proposal each
+    # name was last claimed for, and stale claims (every row of their model decommissioned)
+    # given up.
     """
     ALTER TABLE pushed_heads ADD COLUMN model TEXT;
+    ALTER TABLE deployment_names ADD COLUMN claimed_env TEXT;
     ALTER TABLE deployment_names ADD COLUMN claimed_at DOUBLE PRECISION;
     DELETE FROM deployment_names WHERE EXISTS (SELECT 1 FROM deployments AS d
         WHERE d.name = deployment_names.name AND d.model = deployment_names.model)

@@ -38,8 +38,9 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     from promoter.service import composition
 
     root, target = settings.git.manifests_dir.strip("/"), settings.git.target_branch
-    files = {path: text for path, text in provider.files(f"{root}/", target).items()
-             if path.endswith("/kustomization.yaml")}
+    # Every text file, not only kustomization.yaml: any file under overlays/ is an overlay
+    # a base must stay for (gc.orphan_bases).
+    files = provider.files(f"{root}/", target)
     history = composition.audit_trail(settings)
 
     def view(overlay: gc.Overlay) -> gc.RegistryView:
@@ -50,9 +51,11 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
                 if overlay.version else None)
 
     found = gc.overlays(root, files)
+    orphans = [orphan for orphan in gc.orphan_bases(root, files)
+               if not _about_to_be_used(settings, registry, provider, orphan)]
     removals = gc.plan(root, found, view, idle_since,
                        frozenset(settings.gc.idle_environments), settings.gc.staging_ttl_seconds,
-                       time.time(), orphans=gc.orphan_bases(root, files))
+                       time.time(), orphans=orphans)
     if dry_run:
         return GcPlan(removals)
     if not removals:
@@ -68,6 +71,29 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
                            {"model": o.model, "name": o.name, "env": o.env, "version": o.version}
                            for o in found if f"{root}/{o.name}/overlays/{o.env}/" in removed])
     return GcPlan(removals, result)
+
+
+def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvider,
+                      orphan: gc.OrphanBase) -> bool:
+    """Whether a base no overlay uses may be wanted by a promotion under way. Its model set
+    as an environment's alias again makes the pipeline propose the overlay alone (the base on
+    the target branch is already what it renders), so a GC MR removing the base, merged after
+    that proposal, would leave its overlay pointing at a missing ../../base. Checked cheapest
+    first: the ledger (a model claims the name before its first proposal, and owns it while
+    a deployment under it is not decommissioned), then the registry (an alias or stage set
+    now, its job perhaps still queued), then the forge (an open promotion MR of the name,
+    whatever state database opened it)."""
+    from promoter.service import composition
+    from promoter.service.ledger import StateLedger
+
+    if StateLedger(composition.state_db(settings)).owners(orphan.name):
+        return True
+    for env in settings.environments:
+        wanted = gc.Overlay(orphan.name, env, orphan.model, None)
+        if _registry_view(settings, registry, wanted).pointed_at is not None:
+            return True
+    return any(mr.state == "opened" for env in settings.environments
+               if (mr := provider.find(orphan.name, env)) is not None)
 
 
 def _registry_view(settings: Settings, registry: Registry, overlay: gc.Overlay) -> gc.RegistryView:

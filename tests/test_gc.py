@@ -79,7 +79,8 @@ def test_a_base_left_without_overlays_is_collected_and_a_foreign_one_is_not() ->
              f"{ROOT}/foreign/base/kustomization.yaml": "resources: [x.yaml]\n",
              f"{ROOT}/d/base/kustomization.yaml": base("Model D"),
              f"{ROOT}/d/overlays/dev/kustomization.yaml": "resources: [../../base]\n"}
-    assert gc.orphan_bases(ROOT, files) == ["c"]     # d has an overlay, even a hand-made one
+    # d has an overlay, even a hand-made one
+    assert gc.orphan_bases(ROOT, files) == [gc.OrphanBase("c", "Model C")]
     removals = gc.plan(ROOT, gc.overlays(ROOT, files), lambda o: gc.RegistryView(True, True, "3"),
                        lambda o: None, frozenset(), None, 0.0,
                        orphans=gc.orphan_bases(ROOT, files))
@@ -88,20 +89,103 @@ def test_a_base_left_without_overlays_is_collected_and_a_foreign_one_is_not() ->
                             "separately)")]
 
 
-def test_gc_collects_a_base_without_overlays_on_the_local_provider(tmp_path: Path) -> None:
+@pytest.mark.parametrize("overlay_file", ["overlays/dev/kustomization.yml",
+                                          "overlays/dev/Kustomization",
+                                          "overlays/eu/dev/kustomization.yaml",
+                                          "overlays/dev/patch.yaml"])
+def test_any_file_under_overlays_keeps_its_base(overlay_file: str) -> None:
+    """Kustomize reads kustomization.yml and Kustomization too, and an overlay may sit deeper:
+    its base must not be collected from under it."""
+    files = {f"{ROOT}/c/base/kustomization.yaml": base("Model C"),
+             f"{ROOT}/c/{overlay_file}": "resources: [../../base]\n"}
+    assert gc.orphan_bases(ROOT, files) == []
+
+
+def test_gc_keeps_a_base_whose_overlay_file_has_another_name(tmp_path: Path) -> None:
+    """Through collect: the whole listing reaches orphan_bases, not only kustomization.yaml."""
     settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
     provider = localgit.from_settings(settings)
+    world = _orphaned(settings, provider)
+    hand_made = provider.propose(Proposal(
+        model=MODEL, name=NAME, env="dev", version="1", title="t", description="d",
+        files={f"{ROOT}/{NAME}/overlays/dev/kustomization.yml": "resources: [../../base]\n"},
+        managed_prefixes=()))
+    assert hand_made.mr_iid is not None and provider.merge(hand_made.mr_iid, "alice")
+    assert collect(settings, world.registry, provider, dry_run=True).removals == []
+
+
+def _orphaned(settings: object, provider: localgit.LocalGitProvider) -> World:
+    """Deployed in both environments, then both aliases deleted and both removal MRs merged
+    (each saw the other's overlay and kept the base): a base of promoter's stands alone."""
     world = _deployed_in_both(settings, provider)
+    for env in ("staging", "production"):
+        world.registry.set_alias(MODEL, env, None)
     removed = provider.propose(Proposal(               # both removal MRs, merged
         model=MODEL, name=NAME, env="removals", version="1", title="t", description="d",
         files={}, managed_prefixes=(f"{ROOT}/{NAME}/overlays/",)))
     assert removed.mr_iid is not None and provider.merge(removed.mr_iid, "alice")
-    assert any("/base/" in path for path in provider.files(f"{ROOT}/{NAME}/", "main"))
+    left = provider.files(f"{ROOT}/{NAME}/", "main")
+    assert left and all(path.startswith(f"{ROOT}/{NAME}/base/") for path in left)
+    return world
+
+
+def test_gc_collects_a_base_without_overlays_on_the_local_provider(tmp_path: Path) -> None:
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _orphaned(settings, provider)
 
     plan = collect(settings, world.registry, provider, dry_run=False)
     assert [r.prefix for r in plan.removals] == [f"{ROOT}/{NAME}/base/"]
     assert plan.result is not None and plan.result.mr_iid is not None
     assert provider.files(f"{ROOT}/{NAME}/", GC_BRANCH) == {}
+
+
+def test_gc_keeps_an_orphan_base_whose_model_is_being_promoted_again(tmp_path: Path) -> None:
+    """The reviewer's case: the model's alias is set again after its base was orphaned. Its
+    MR adds only the overlay (the base on main is what it renders); a GC MR removing the base,
+    merged after it, would leave the overlay pointing at a missing ../../base."""
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _orphaned(settings, provider)
+    mr = world.promote("2", env="production").mr_iid
+    assert mr is not None and provider.get(mr).state == "opened"
+    changed = provider.diff(mr)
+    assert f"{NAME}/overlays/production/" in changed and f"{NAME}/base/" not in changed
+
+    plan = collect(settings, world.registry, provider, dry_run=False)
+    assert plan.removals == [] and plan.result is None
+    for user in ("alice", "bob"):
+        provider.approve(mr, user)
+    assert provider.merge(mr, "alice")
+    on_main = provider.files(f"{ROOT}/{NAME}/", "main")
+    assert f"{ROOT}/{NAME}/base/kustomization.yaml" in on_main
+    assert f"{ROOT}/{NAME}/overlays/production/kustomization.yaml" in on_main
+
+
+@pytest.mark.parametrize("in_flight", ["claimed", "alias set", "mr open"])
+def test_gc_keeps_an_orphan_base_any_one_sign_of_a_promotion_under_way_names(
+        tmp_path: Path, in_flight: str) -> None:
+    """Each sign alone keeps the base: the ledger's claim (made before the first proposal,
+    in whatever environment), an alias pointing at the model (its job perhaps still queued),
+    an open MR of the name's branch (whatever state database opened it)."""
+    from promoter.service.ledger import StateLedger
+    from promoter.state.db import StateDB
+
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _orphaned(settings, provider)
+    if in_flight == "claimed":
+        ledger = StateLedger(StateDB.open(settings.state_dir))
+        assert ledger.claim_name(NAME, MODEL, "staging") == set()
+    elif in_flight == "alias set":
+        world.registry.set_alias(MODEL, "staging", "2")
+    else:
+        provider.propose(Proposal(
+            model=MODEL, name=NAME, env="staging", version="2", title="t", description="d",
+            files={f"{ROOT}/{NAME}/overlays/staging/kustomization.yaml": overlay("2")},
+            managed_prefixes=(f"{ROOT}/{NAME}/overlays/staging/",)))
+
+    assert collect(settings, world.registry, provider, dry_run=True).removals == []
 
 
 @pytest.mark.parametrize(("idle_for_days", "collected"), [(10.0, True), (2.0, False)])

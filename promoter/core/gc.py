@@ -5,7 +5,8 @@ the registry says now. An overlay goes when its registered model or its version 
 exists, when no alias or stage points the environment at the model any more, or when it is
 in an idle-collected environment (staging) and nothing was promoted there for the TTL. A base
 goes with its last overlay, or alone when no overlay is left beside it (two environments
-decommissioned at once: each removal MR saw the other's overlay and kept the base); an
+decommissioned at once: each removal MR saw the other's overlay and kept the base) and the
+caller found nothing about to use it again; an
 overlay's forecast plot goes with the overlay. Directories whose base promoter did not write
 (no ``promoter.dev/registered-model`` annotation) are never touched.
 """
@@ -66,27 +67,39 @@ def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:
     return found
 
 
-def orphan_bases(root: str, files: Mapping[str, str]) -> list[str]:
-    """Deployment names whose base promoter wrote, with no overlay directory left beside it
-    (any overlay counts, promoter's or not)."""
-    owned, overlaid = set(), set()
+@dataclass(frozen=True)
+class OrphanBase:
+    name: str                 # deployment name (directory)
+    model: str                # the registered model its base names
+
+
+def orphan_bases(root: str, files: Mapping[str, str]) -> list[OrphanBase]:
+    """The bases promoter wrote with no overlay left beside them. Any file under
+    ``<name>/overlays/`` means an overlay is there, promoter's or not, whatever its file is
+    called (``kustomization.yml``, ``Kustomization``) and however deep: only a name with
+    nothing under overlays/ is an orphan. The caller still checks the base is not about to be
+    used again (garbage.collect)."""
+    owned: dict[str, str] = {}
+    overlaid = set()
     for path, text in files.items():
         relative = path.split("/")[len(root.split("/")):]
-        if not path.startswith(f"{root}/") or relative[-1:] != ["kustomization.yaml"]:
+        if not path.startswith(f"{root}/"):
             continue
-        if relative[1:] == ["base", "kustomization.yaml"] and \
-                tree_facts.annotation(text, tree_facts.REGISTERED_MODEL) is not None:
-            owned.add(relative[0])
-        elif len(relative) == 4 and relative[1] == "overlays":
+        if relative[1:] == ["base", "kustomization.yaml"]:
+            model = tree_facts.annotation(text, tree_facts.REGISTERED_MODEL)
+            if model is not None:
+                owned[relative[0]] = model
+        elif len(relative) >= 3 and relative[1] == "overlays":
             overlaid.add(relative[0])
-    return sorted(owned - overlaid)
+    return [OrphanBase(name, owned[name]) for name in sorted(set(owned) - overlaid)]
 
 
 def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView],
          idle_since: Callable[[Overlay], float | None], idle_envs: frozenset[str],
-         ttl_seconds: float | None, now: float, *, orphans: Sequence[str]) -> list[Removal]:
+         ttl_seconds: float | None, now: float, *,
+         orphans: Sequence[OrphanBase]) -> list[Removal]:
     """What goes: ``found`` overlays nothing needs, bases whose last overlay goes, and the
-    ``orphans`` (orphan_bases)."""
+    ``orphans`` (orphan_bases, less those about to be used again)."""
     removals: list[Removal] = []
     kept: dict[str, int] = {}
     for overlay in found:
@@ -100,9 +113,9 @@ def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView
                 (tree_facts.forecast_plot(root, overlay.name, overlay.env),)))
     for name in sorted({overlay.name for overlay in found} - set(kept)):
         removals.append(Removal(f"{root}/{name}/base/", "no environment remains"))
-    for name in orphans:
-        removals.append(Removal(f"{root}/{name}/base/", "no overlay uses it (its environments "
-                                "were decommissioned separately)"))
+    for orphan in orphans:
+        removals.append(Removal(f"{root}/{orphan.name}/base/", "no overlay uses it (its "
+                                "environments were decommissioned separately)"))
     return removals
 
 

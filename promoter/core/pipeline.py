@@ -286,7 +286,8 @@ class Pipeline:
         """_check_name only read: a second model deriving the same name may have passed it at
         the same time, each before the other's ledger row. Just before anything is proposed
         under ``name``, the ledger claims it atomically, so only one of them proposes."""
-        _refuse_shared_name(job, name, self.ports.ledger.claim_name(name, job.model))
+        _refuse_shared_name(job, name, self.ports.ledger.claim_name(name, job.model,
+                                                                       job.env))
 
     def _policy(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
                 origin: lineage.RunOfVersion) -> Decision:

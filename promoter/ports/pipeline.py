@@ -71,10 +71,12 @@ class DeploymentLedger(Protocol):
         """Every row in one of ``statuses`` that names its MR (``mr_iid`` set), in any
         environment: e.g. the open proposals whose GPUs the team quota counts."""
 
-    def claim_name(self, name: str, model: str) -> frozenset[str]:
-        """Claim deployment ``name`` for ``model`` unless another model owns it (a row of
-        this ledger, or a claim); returns those other models (empty: the claim holds).
-        Atomic: of two models claiming one name at once, exactly one gets it."""
+    def claim_name(self, name: str, model: str, env: str) -> frozenset[str]:
+        """Claim deployment ``name`` for ``model``, about to propose into ``env``, unless
+        another model owns it (a row of this ledger, or a claim); returns those other models
+        (empty: the claim holds). Atomic: of two models claiming one name at once, exactly one
+        gets it. Until the row of ``env`` is written the claim holds the name for ``model``
+        even if its every other row under it is decommissioned."""
 
 
 class DeploymentHistory(Protocol):

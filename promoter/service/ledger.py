@@ -5,23 +5,25 @@ remembered here. One row per (model, env); ``name`` (the deployment directory) i
 second model deriving the same name is caught before it could overwrite the first one's
 manifests; ``deployment_names`` records which model claimed a name just before its first
 proposal, so of two models racing for one name only one proposes. A model gives its name up
-(its claim is deleted) when every row it has under that name is decommissioned, i.e. its
-removal MRs merged; the next model to claim the name takes it over. (The pipeline still refuses
-a name whose base another model's manifests hold in the tree.) The MR head
-promoter pushed
-is not a column here: it is read from the one record of pushed heads
+when every row it has under that name is decommissioned, i.e. its removal MRs merged, and no
+proposal of it is under way (claimed for an environment whose row it has not written yet, see
+_owners); the next model to claim the name takes it over. (The
+pipeline still refuses a name whose base another model's manifests hold in the tree.) The MR
+head promoter pushed is not a column here: it is read from the one record of pushed heads
 (promoter.state.pushed_heads), which the git providers write when they push.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from promoter.core.results import DeploymentStatus
 from promoter.ports.git import BRANCH_PREFIX
 from promoter.ports.pipeline import DeployedState
+from promoter.service.queue_ops import shared_now
 from promoter.state.db import Connection, StateDB, state_db
 
 # The newest head pushed to this deployment's branch for its MR (branch_for(name, env)).
@@ -33,12 +35,20 @@ SELECT d.model, d.env, d.name, d.version, d.status, d.mr_iid,
 FROM deployments AS d
 """  # noqa: S608 - a constant prefix, no input
 _LOCK = "deployments"
+# How long a proposal counts as under way after its claim when its row never came: its job
+# attempt died after claiming (a retry claims again) or failed for good. An attempt runs under
+# the job's lease, renewed while it runs; not the default lease (60 s) but the longest one
+# server.job_lease_seconds allows, so no configured lease outlasts it.
+CLAIM_IN_FLIGHT_SECONDS = 3600.0
 
 
 class StateLedger:
-    def __init__(self, state: Path | StateDB) -> None:
+    def __init__(self, state: Path | StateDB, *,
+                 clock: Callable[[], float] | None = None) -> None:
         self.db = state_db(state)
         self.path = self.db.path
+        self.clock = clock or time.time
+        self._on_database_clock = clock is None  # see queue_ops.shared_now
 
     def get(self, model: str, env: str) -> DeployedState | None:
         return self.db.read(lambda conn: _one(conn, "d.model = ? AND d.env = ?", (model, env)))
@@ -48,8 +58,8 @@ class StateLedger:
 
     def owners(self, name: str) -> frozenset[str]:
         """The models owning deployment ``name``: a ledger row not decommissioned, or a claim
-        of a model with no row under that name yet (its first proposal is under way)."""
-        return self.db.read(lambda conn: _owners(conn, name))
+        (see _owners)."""
+        return self.db.read(lambda conn: _owners(conn, name, self._now(conn)))
 
     def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
         """Every row in one of ``statuses`` that names its MR (the MR sweep's candidates)."""
@@ -64,26 +74,33 @@ class StateLedger:
     def put(self, state: DeployedState) -> None:
         def put(conn: Connection) -> None:
             conn.lock(_LOCK)
-            _put(conn, state)
+            _put(conn, state, self._now(conn))
 
         self.db.write(put)
 
-    def claim_name(self, name: str, model: str) -> frozenset[str]:
+    def claim_name(self, name: str, model: str, env: str) -> frozenset[str]:
         """Claim deployment ``name`` for ``model``; the other models owning it (see owners),
         if any, and then no claim. Under the ledger's lock (SQLite: the write transaction), so
-        two models claiming one name at once cannot both get it. A name its owner gave up
-        (decommissioned everywhere: its claim went then, see _put) is taken over: the old
-        owner's decommissioned rows under it go, so an MR of that name (by_deployment) can
-        only mean the new owner's deployment."""
+        two models claiming one name at once cannot both get it. The claim also marks
+        the model's proposal into ``env`` under way (``claimed_env``, ``claimed_at``) until that
+        row is written (_put): meanwhile the name stays the model's even if its last other row
+        is decommissioned. A name its owner gave up (decommissioned everywhere, nothing under
+        way) is taken over: the old owner's decommissioned rows and claim go, so an MR of that
+        name (by_deployment) can only mean the new owner's deployment."""
 
         def claim(conn: Connection) -> frozenset[str]:
             conn.lock(_LOCK)
-            others = _owners(conn, name) - {model}
+            now = self._now(conn)
+            others = _owners(conn, name, now) - {model}
             if not others:
                 conn.execute("DELETE FROM deployments WHERE name = ? AND model <> ? AND "
                              "status = ?", (name, model, DeploymentStatus.DECOMMISSIONED.value))
-                conn.execute("INSERT INTO deployment_names (name, model) VALUES (?, ?) "
-                             "ON CONFLICT (name) DO NOTHING", (name, model))
+                # Any claim left is this model's, or one given up (nothing of it under way).
+                conn.execute("INSERT INTO deployment_names (name, model, claimed_env, "
+                             "claimed_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                             "model = excluded.model, claimed_env = excluded.claimed_env, "
+                             "claimed_at = excluded.claimed_at",
+                             (name, model, env, now))
             return others
 
         return self.db.write(claim)
@@ -138,34 +155,54 @@ class StateLedger:
             if found is None:
                 return None
             updated = dataclasses.replace(found, status=status)
-            _put(conn, updated)
+            _put(conn, updated, self._now(conn))
             return updated
 
         return self.db.write(update)
 
+    def _now(self, conn: Connection) -> float:
+        """The time claims are measured in: compared across replicas, so on PostgreSQL the
+        database's clock (queue_ops.shared_now), read inside ``conn``'s transaction."""
+        return shared_now(conn, self.clock(), self._on_database_clock)
 
-def _owners(conn: Connection, name: str) -> frozenset[str]:
-    """Models with a row under ``name`` not decommissioned, and the claimant (a model whose
-    first proposal is under way, or one promoted again after giving the name up)."""
+
+def _owners(conn: Connection, name: str, now: float) -> frozenset[str]:
+    """Models with a row under ``name`` not decommissioned, and the claimant unless it gave
+    the name up. A claim holds while its model has no row under the name (its first proposal
+    is under way, or failed before writing one), or while a proposal it was made for is under
+    way: ``claimed_at`` set (cleared when that environment's row is written) and younger than
+    CLAIM_IN_FLIGHT_SECONDS. A claim without ``claimed_at`` (made before it was recorded, or
+    its proposal landed) counts only through its model's rows."""
+    decommissioned = DeploymentStatus.DECOMMISSIONED.value
     return frozenset(row[0] for row in conn.execute(
         "SELECT model FROM deployments WHERE name = ? AND status <> ? "
-        "UNION SELECT model FROM deployment_names WHERE name = ?",
-        (name, DeploymentStatus.DECOMMISSIONED.value, name)).fetchall())
+        "UNION SELECT c.model FROM deployment_names AS c WHERE c.name = ? AND "
+        "(c.claimed_at > ? OR NOT EXISTS (SELECT 1 FROM deployments AS d "
+        "WHERE d.name = c.name AND d.model = c.model))",
+        (name, decommissioned, name, now - CLAIM_IN_FLIGHT_SECONDS)).fetchall())
 
 
-def _put(conn: Connection, state: DeployedState) -> None:
+def _put(conn: Connection, state: DeployedState, now: float) -> None:
     conn.execute(
         "INSERT INTO deployments (model, env, name, version, status, mr_iid) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, env) DO UPDATE SET name = excluded.name, "
         "version = excluded.version, status = excluded.status, mr_iid = excluded.mr_iid",
         (state.model, state.env, state.name, state.version, state.status, state.mr_iid))
+    # The row of the environment the claim was made for is written: its proposal landed, and
+    # the row holds the name from now on.
+    conn.execute("UPDATE deployment_names SET claimed_at = NULL WHERE name = ? AND model = ? "
+                 "AND claimed_env = ?", (state.name, state.model, state.env))
     if state.status == DeploymentStatus.DECOMMISSIONED:
         # Decommissioned in its last environment (removal MRs merged): the model gives the name
-        # up, in the transaction that records it, so a claim can never outlive its reason.
+        # up, in the transaction that records it. Not while a proposal of it into another
+        # environment is under way (claimed, no row there yet): another model taking the name
+        # now would put two models on it. Such a claim is given up once its proposal lands and
+        # that row is decommissioned too, or once it is too old to be under way (_owners).
         conn.execute(
-            "DELETE FROM deployment_names WHERE name = ? AND model = ? AND NOT EXISTS "
+            "DELETE FROM deployment_names WHERE name = ? AND model = ? AND "
+            "(claimed_at IS NULL OR claimed_at <= ?) AND NOT EXISTS "
             "(SELECT 1 FROM deployments WHERE name = ? AND model = ? AND status <> ?)",
-            (state.name, state.model, state.name, state.model,
+            (state.name, state.model, now - CLAIM_IN_FLIGHT_SECONDS, state.name, state.model,
              DeploymentStatus.DECOMMISSIONED.value))
 
 

@@ -160,8 +160,20 @@ MIGRATIONS: tuple[str, ...] = (
     # 7: the registered model each pushed MR head proposes. A deployment name can change
     # hands, so the ledger row of (name, env) may be another model's than an older MR's of
     # that branch (promoter.service.outcomes). NULL: pushed before this was recorded.
+    # And the proposal each claim was last made for (environment, when; claimed_at NULL once
+    # its row is written, or claimed before this was recorded): a model keeps a name it
+    # decommissioned everywhere while a proposal of it into another environment is under way.
+    # Claims schema 6 kept for models whose every row under the name is decommissioned are
+    # given up here.
     """
     ALTER TABLE pushed_heads ADD COLUMN model TEXT;
+    ALTER TABLE deployment_names ADD COLUMN claimed_env TEXT;
+    ALTER TABLE deployment_names ADD COLUMN claimed_at REAL;
+    DELETE FROM deployment_names WHERE EXISTS (SELECT 1 FROM deployments AS d
+        WHERE d.name = deployment_names.name AND d.model = deployment_names.model)
+      AND NOT EXISTS (SELECT 1 FROM deployments AS d
+        WHERE d.name = deployment_names.name AND d.model = deployment_names.model
+          AND d.status <> 'decommissioned');
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

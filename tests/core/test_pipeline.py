@@ -239,7 +239,7 @@ class MemoryLedger:
     def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
         return [s for s in self.rows.values() if s.status in statuses and s.mr_iid is not None]
 
-    def claim_name(self, name: str, model: str) -> frozenset[str]:
+    def claim_name(self, name: str, model: str, env: str) -> frozenset[str]:
         others = self.owners(name) - {model}
         if not others:
             self.claims[name] = model

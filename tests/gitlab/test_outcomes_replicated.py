@@ -214,7 +214,7 @@ def test_a_gc_merge_leaves_alone_the_deployment_of_the_model_that_took_the_name_
     assert world.hook(5)["status"] == "accepted"               # fraud v2 is live in staging
     gc_planned(world, ("fraud", "staging"))
     world.ledger.set_status("fraud", "staging", "decommissioned")  # its removal MR merged
-    assert world.ledger.claim_name("fraud", "Fraud") == frozenset()
+    assert world.ledger.claim_name("fraud", "Fraud", "staging") == frozenset()
     world.ledger.put(DeployedState("Fraud", "staging", "fraud", "1", "mr_opened", 6))
 
     assert world.hook(9, branch="promoter/gc")["status"] == "accepted"
@@ -344,7 +344,7 @@ def taken_over(world: World) -> None:
     """fraud's MR !5 (v2) is still open when fraud is decommissioned everywhere; model
     "Fraud", deriving the same deployment name, takes the name over and opens MR !6."""
     world.ledger.set_status("fraud", "staging", "decommissioned")  # its removal MR merged
-    assert world.ledger.claim_name("fraud", "Fraud") == frozenset()
+    assert world.ledger.claim_name("fraud", "Fraud", "staging") == frozenset()
     world.opened(6, "1", model="Fraud")
 
 

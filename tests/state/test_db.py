@@ -119,6 +119,28 @@ def test_cluster_summaries_stored_before_schema_5_count_as_told(tmp_path: Path) 
     db.close()
 
 
+def test_schema_7_gives_up_claims_of_models_decommissioned_everywhere(tmp_path: Path) -> None:
+    """Schema 6 kept a claim after its model's last removal MR merged: the name stayed taken
+    for good. The upgrade drops those claims; a claim of a model with a live row, or with no
+    row yet (its first proposal), stays, and every claim left counts as old (no claimed_at)."""
+    conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    conn.executescript(";".join(MIGRATIONS[:6]) + "; PRAGMA user_version = 6;")
+    for row in (("gone", "staging", "gone", "1", "decommissioned"),
+                ("gone", "production", "gone", "1", "decommissioned"),
+                ("live", "staging", "live", "1", "decommissioned"),
+                ("live", "production", "live", "1", "merged")):
+        conn.execute("INSERT INTO deployments (model, env, name, version, status) "
+                     "VALUES (?, ?, ?, ?, ?)", row)
+    conn.executemany("INSERT INTO deployment_names VALUES (?, ?)",
+                     [("gone", "gone"), ("live", "live"), ("first", "first")])
+    conn.close()
+    db = StateDB.open(tmp_path)
+    assert sorted(tuple(row) for row in db.connection().execute(
+        "SELECT name, model, claimed_env, claimed_at FROM deployment_names")) == [
+        ("first", "first", None, None), ("live", "live", None, None)]
+    db.close()
+
+
 def test_a_database_from_a_newer_promoter_is_refused(tmp_path: Path) -> None:
     StateDB.open(tmp_path).close()
     conn = sqlite3.connect(tmp_path / "state.db")

@@ -96,6 +96,34 @@ def test_cluster_summaries_stored_before_schema_2_count_as_told(postgres_url: st
     db.close()
 
 
+def test_schema_4_gives_up_claims_of_models_decommissioned_everywhere(postgres_url: str,
+                                                                      tmp_path: Path) -> None:
+    """As SQLite's schema 7: claims schema 3 kept for models decommissioned everywhere go;
+    the others stay, with no claimed_at (old)."""
+    import psycopg
+
+    from promoter.adapters.postgres_state.schema import MIGRATIONS
+
+    with psycopg.connect(postgres_url) as old:   # the database as promoter's schema 3 left it
+        old.execute(f"CREATE TABLE {VERSIONS_TABLE} (version INTEGER PRIMARY KEY, "
+                    "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for version in range(3):
+            old.execute(MIGRATIONS[version].encode())
+            old.execute(f"INSERT INTO {VERSIONS_TABLE} (version) VALUES (%s)", (version + 1,))
+        for row in (("gone", "staging", "gone", "1", "decommissioned"),
+                    ("live", "staging", "live", "1", "decommissioned"),
+                    ("live", "production", "live", "1", "merged")):
+            old.execute("INSERT INTO deployments (model, env, name, version, status) "
+                        "VALUES (%s, %s, %s, %s, %s)", row)
+        for name in ("gone", "live", "first"):
+            old.execute("INSERT INTO deployment_names VALUES (%s, %s)", (name, name))
+    db = connect(postgres_url, tmp_path)
+    assert sorted(db.read(lambda conn: [tuple(row) for row in conn.execute(
+        "SELECT name, model, claimed_env, claimed_at FROM deployment_names").fetchall()])) == [
+        ("first", "first", None, None), ("live", "live", None, None)]
+    db.close()
+
+
 def test_a_second_claimer_passes_over_the_job_a_first_one_is_claiming(
         postgres_url: str, tmp_path: Path) -> None:
     first, second = JobQueue(connect(postgres_url, tmp_path)), \

@@ -40,6 +40,7 @@ def fill_sqlite_state(state_dir: Path) -> None:
                   delivery_id="d-2")
     queue.record_delivery("gitlab", "hook-1")
     StateLedger(db).put(DeployedState("fraud", "production", "fraud", "7", "mr_opened", 1))
+    StateLedger(db).claim_name("fraud", "fraud", "staging")  # a proposal under way
     PushedHeads(db).record(0, 1, "promote/fraud/production", "a" * 40, "7", "fraud")
     mrs = LocalMrStore(db)
     iid = mrs.create("promote/fraud/production", "main", "Promote fraud 7", "body", ["x"])
@@ -82,6 +83,8 @@ def test_state_migrate_copies_every_row_and_the_audit_chain(
     for table in TABLES:
         assert rows(target, table) == rows(source, table), table
     assert rows(target, "jobs") and rows(target, "local_mr_notes")  # the test copied something
+    assert target.read(lambda conn: conn.execute(       # a claim stays as young as it was
+        "SELECT claimed_env, claimed_at FROM deployment_names").fetchone()[1]) is not None
     source_trail, target_trail = AuditTrail(state_dir), AuditTrail(state_dir, target)
     assert list(target_trail.lines()) == list(source_trail.lines())
     assert target_trail.recorded_head() == source_trail.recorded_head()

@@ -13,7 +13,7 @@ import pytest
 from promoter.ports.pipeline import DeployedState
 from promoter.service.gitlab_hook import DeliveryLog
 from promoter.service.hook_deliveries import HookClaim
-from promoter.service.ledger import StateLedger
+from promoter.service.ledger import CLAIM_IN_FLIGHT_SECONDS, StateLedger
 from promoter.service.queue import JobKey
 from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
 from tests.fixtures.concurrency import run_at_once
@@ -116,13 +116,14 @@ def test_a_second_open_local_mr_for_one_branch_is_refused(state_backend: StateBa
 
 def test_a_deployment_name_is_claimed_by_one_model(state_backend: StateBackend) -> None:
     ledger = StateLedger(state_backend.open())
-    assert ledger.claim_name("fraud-detector", "Fraud Detector") == frozenset()
-    assert ledger.claim_name("fraud-detector", "Fraud Detector") == frozenset()  # again: its own
-    assert ledger.claim_name("fraud-detector", "fraud_detector") == {"Fraud Detector"}
+    assert ledger.claim_name("fraud-detector", "Fraud Detector", "staging") == frozenset()
+    assert ledger.claim_name("fraud-detector", "Fraud Detector", "staging") == frozenset()  # again
+    assert ledger.claim_name("fraud-detector", "fraud_detector", "staging") == {
+        "Fraud Detector"}
     # A row promoter wrote before names were claimed owns its name just the same.
     ledger.put(DeployedState("churn", "staging", "churn", "3", "merged"))
-    assert ledger.claim_name("churn", "Churn") == {"churn"}
-    assert ledger.claim_name("churn", "churn") == frozenset()
+    assert ledger.claim_name("churn", "Churn", "staging") == {"churn"}
+    assert ledger.claim_name("churn", "churn", "staging") == frozenset()
     # What the pipeline's early check reads: rows and claims alike (a claimant whose first
     # proposal failed has no row, and still owns the name).
     assert ledger.owners("fraud-detector") == {"Fraud Detector"}
@@ -132,23 +133,24 @@ def test_a_deployment_name_is_claimed_by_one_model(state_backend: StateBackend) 
 def test_a_name_decommissioned_everywhere_is_given_up_and_taken_over(
         state_backend: StateBackend) -> None:
     ledger = StateLedger(state_backend.open())
-    assert ledger.claim_name("fraud-detector", "Fraud Detector") == frozenset()
+    assert ledger.claim_name("fraud-detector", "Fraud Detector", "staging") == frozenset()
     for env in ("staging", "production"):
         ledger.put(DeployedState("Fraud Detector", env, "fraud-detector", "3", "merged"))
     ledger.set_status("fraud-detector", "production", "decommissioned")
-    assert ledger.claim_name("fraud-detector", "fraud_detector") == {"Fraud Detector"}
+    assert ledger.claim_name("fraud-detector", "fraud_detector", "staging") == {
+        "Fraud Detector"}
     ledger.set_status("fraud-detector", "staging", "decommissioning")   # removal MR open
     assert ledger.owners("fraud-detector") == {"Fraud Detector"}
     ledger.set_status("fraud-detector", "staging", "decommissioned")    # ... and merged
     assert ledger.owners("fraud-detector") == frozenset()
 
-    assert ledger.claim_name("fraud-detector", "fraud_detector") == frozenset()
+    assert ledger.claim_name("fraud-detector", "fraud_detector", "staging") == frozenset()
     # The claim moved before the new owner has a row, and the old owner's rows are gone, so
     # an MR of branch promote/fraud-detector/<env> can only be the new owner's.
     assert ledger.owners("fraud-detector") == {"fraud_detector"}
     assert ledger.by_deployment("fraud-detector", "staging") is None
     assert ledger.get("Fraud Detector", "staging") is None
-    assert ledger.claim_name("fraud-detector", "Fraud Detector") == {"fraud_detector"}
+    assert ledger.claim_name("fraud-detector", "Fraud Detector", "staging") == {"fraud_detector"}
 
 
 def test_a_model_claiming_its_name_again_after_giving_it_up_owns_it_again(
@@ -156,22 +158,63 @@ def test_a_model_claiming_its_name_again_after_giving_it_up_owns_it_again(
     """Its decommissioned rows are still there when it claims again: the claim alone must keep
     another model, claiming while the first proposal is under way, out."""
     ledger = StateLedger(state_backend.open())
-    ledger.claim_name("churn", "churn")
+    ledger.claim_name("churn", "churn", "staging")
     ledger.put(DeployedState("churn", "staging", "churn", "1", "merged"))
     ledger.set_status("churn", "staging", "decommissioned")
     assert ledger.owners("churn") == frozenset()
-    assert ledger.claim_name("churn", "churn") == frozenset()         # promoted again
-    assert ledger.claim_name("churn", "Churn") == {"churn"}           # meanwhile: refused
+    assert ledger.claim_name("churn", "churn", "staging") == frozenset()  # promoted again
+    assert ledger.claim_name("churn", "Churn", "staging") == {"churn"}  # meanwhile: refused
     assert ledger.owners("churn") == {"churn"}
+
+
+def test_a_claim_made_while_a_removal_mr_is_open_survives_its_merge(
+        state_backend: StateBackend) -> None:
+    """Model m is being removed from staging (its removal MR open) and promoted into
+    production (claimed, no row there yet: the push is under way). The removal's merge must
+    not give the name up under the production proposal, or another model takes the name and
+    proposes too: two models on one name."""
+    ledger = StateLedger(state_backend.open())
+    assert ledger.claim_name("churn", "m", "staging") == frozenset()
+    ledger.put(DeployedState("m", "staging", "churn", "1", "merged"))
+    ledger.set_status("churn", "staging", "decommissioning")           # removal MR open
+    assert ledger.claim_name("churn", "m", "production") == frozenset()
+    ledger.set_status("churn", "staging", "decommissioned")            # removal MR merged
+    assert ledger.owners("churn") == {"m"}
+    assert ledger.claim_name("churn", "other", "staging") == {"m"}     # refused
+    assert ledger.get("m", "staging") is not None                      # m's rows stay
+    ledger.put(DeployedState("m", "production", "churn", "2", "mr_opened", 7))
+    assert ledger.owners("churn") == {"m"}
+    # Its proposal landed: once that deployment is decommissioned too, the name is given up.
+    ledger.set_status("churn", "production", "decommissioned")
+    assert ledger.owners("churn") == frozenset()
+    assert ledger.claim_name("churn", "other", "staging") == frozenset()
+
+
+def test_a_claim_whose_proposal_never_wrote_its_row_stops_counting_when_old(
+        state_backend: StateBackend) -> None:
+    """The production proposal's job died (or failed for good) after claiming: a retry would
+    claim again, so past CLAIM_IN_FLIGHT_SECONDS nothing of it is under way any more."""
+    clock = ManualClock()
+    ledger = StateLedger(state_backend.open(), clock=clock.now)
+    ledger.claim_name("churn", "m", "staging")
+    ledger.put(DeployedState("m", "staging", "churn", "1", "decommissioning"))
+    ledger.claim_name("churn", "m", "production")
+    ledger.set_status("churn", "staging", "decommissioned")
+    clock.advance(CLAIM_IN_FLIGHT_SECONDS - 1)
+    assert ledger.owners("churn") == {"m"}
+    clock.advance(2)
+    assert ledger.owners("churn") == frozenset()
+    assert ledger.claim_name("churn", "other", "staging") == frozenset()
+    assert ledger.owners("churn") == {"other"} and ledger.get("m", "staging") is None
 
 
 def test_a_model_promoted_again_after_its_decommission_keeps_its_name(
         state_backend: StateBackend) -> None:
     ledger = StateLedger(state_backend.open())
-    ledger.claim_name("churn", "churn")
+    ledger.claim_name("churn", "churn", "staging")
     ledger.put(DeployedState("churn", "staging", "churn", "1", "decommissioned"))
     ledger.put(DeployedState("other", "staging", "churn-old", "1", "merged"))
-    assert ledger.claim_name("churn", "churn") == frozenset()
+    assert ledger.claim_name("churn", "churn", "staging") == frozenset()
     assert ledger.get("churn", "staging") is not None     # its own history is not dropped
     assert ledger.get("other", "staging") is not None     # nor another name's rows
 
@@ -179,7 +222,8 @@ def test_a_model_promoted_again_after_its_decommission_keeps_its_name(
 def test_models_claiming_one_name_at_once_leave_one_owner(state_backend: StateBackend) -> None:
     ledger = StateLedger(state_backend.open())
     results, errors = run_at_once(6, lambda n: (f"model-{n}",
-                                                ledger.claim_name("shared", f"model-{n}")))
+                                                ledger.claim_name("shared", f"model-{n}",
+                                                                  "staging")))
     assert errors == []
     winners = [model for model, others in results if not others]
     assert len(winners) == 1

@@ -152,9 +152,18 @@ MIGRATIONS: tuple[str, ...] = (
         model TEXT NOT NULL
     );
     """,
-    # 4: as SQLite's 7: the registered model each pushed MR head proposes.
+    # 4: as SQLite's 7: the registered model each pushed MR head proposes; the proposal each
+    # name was last claimed for, and stale claims (every row of their model decommissioned)
+    # given up.
     """
     ALTER TABLE pushed_heads ADD COLUMN model TEXT;
+    ALTER TABLE deployment_names ADD COLUMN claimed_env TEXT;
+    ALTER TABLE deployment_names ADD COLUMN claimed_at DOUBLE PRECISION;
+    DELETE FROM deployment_names WHERE EXISTS (SELECT 1 FROM deployments AS d
+        WHERE d.name = deployment_names.name AND d.model = deployment_names.model)
+      AND NOT EXISTS (SELECT 1 FROM deployments AS d
+        WHERE d.name = deployment_names.name AND d.model = deployment_names.model
+          AND d.status <> 'decommissioned');
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

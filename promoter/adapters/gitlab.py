@@ -84,12 +84,6 @@ class GitLabForge:
                      key=lambda mr: mr.iid, reverse=True)
         return [self._settled(mr) if mr.state == "locked" else mr for mr in mrs]
 
-    def open_merge_requests(self, labels: Sequence[str]) -> list[MergeRequest]:
-        found = self._call.read(f"list open merge requests labelled {', '.join(labels)}",
-                                self.project.mergerequests.list, state="opened",
-                                labels=list(labels), get_all=True)
-        return [to_merge_request(mr.attributes) for mr in found]
-
     def _settled(self, mr: MergeRequest) -> MergeRequest:
         """GitLab shows ``locked`` while it carries out a merge: wait for the outcome."""
         for attempt in range(self._merge_polls):
@@ -312,9 +306,6 @@ class GitLabProvider:
     def find(self, name: str, env: str) -> MergeRequest | None:
         found = self.forge.merge_requests(branch_for(name, env))
         return found[0] if found else None
-
-    def open_merge_requests(self, labels: Sequence[str]) -> list[MergeRequest]:
-        return self.forge.open_merge_requests(labels)
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         return texts(self.forge.read_files(ref, [], [prefix]))

@@ -183,9 +183,6 @@ class LocalGitProvider:
         target = f"refs/remotes/origin/{mr.target_branch}"
         return self.forge.repo.git("diff", f"{target}...{mr.head_sha}")
 
-    def open_merge_requests(self, labels: Sequence[str]) -> list[MergeRequest]:
-        return [mr for mr in self.list_mrs("opened") if set(labels) <= set(mr.labels)]
-
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         self.forge.repo.fetch()  # read the remote's branch as it is now, as GitLab's API does
         return texts(self.forge.read_files(ref, [], [prefix]))

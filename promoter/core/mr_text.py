@@ -123,12 +123,6 @@ def labels(env: str, team: str | None, affected_envs: Sequence[str] = ()) -> tup
     return tuple(found)
 
 
-def labelled_team(labels: Sequence[str]) -> str | None:
-    """The team an MR's labels name (``labels`` gave it), or None when none does."""
-    return next((label.removeprefix(TEAM_LABEL) for label in labels
-                 if label.startswith(TEAM_LABEL)), None)
-
-
 def description(facts: MrFacts) -> str:
     lines = [
         f"## {escape(facts.model, 120)} version {facts.version} → {facts.env}", "",

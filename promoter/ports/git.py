@@ -8,7 +8,7 @@ what is missing, so calling it twice with the same proposal changes nothing the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -143,9 +143,6 @@ class GitProvider(Protocol):
 
     def find(self, name: str, env: str) -> MergeRequest | None:
         """The newest MR of the branch of (name, env), in any state, or None."""
-
-    def open_merge_requests(self, labels: Sequence[str]) -> list[MergeRequest]:
-        """Every open MR carrying all of ``labels``, in one listing (GitLab filters it)."""
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         """Every text file under ``prefix`` on branch ``ref`` with its text, in one read (which

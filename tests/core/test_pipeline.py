@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -197,9 +197,6 @@ class MemoryProvider:
     def find(self, name: str, env: str) -> MergeRequest | None:
         found = [mr for mr in self.mrs if mr.source_branch == f"promote/{name}/{env}"]
         return found[-1] if found else None
-
-    def open_merge_requests(self, labels: Sequence[str]) -> list[MergeRequest]:
-        return [mr for mr in self.open_mrs() if set(labels) <= set(mr.labels)]
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         return texts({p: t for p, t in self.branches.get(ref, {}).items()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,19 +148,20 @@ def test_a_version_merged_with_a_foreign_head_is_never_told_deployed(
         "promoter did not write (status merged_unverified)" in note
 
 
-class ForeignMergeWhileJudging(StatusStore):
-    """The state database as a foreign-head merge of the deployment's MR is recorded right
-    after the first observation was judged, before it is told (another replica's MR hook)."""
+class ChangedWhileJudging(StatusStore):
+    """The state database as another replica changes the ledger (``change``) right after the
+    first observation was judged, before it is told: an MR hook recording a merge, or a new
+    promotion opening its MR."""
 
-    def __init__(self, path: Path, ledger: StateLedger) -> None:
+    def __init__(self, path: Path, change: Callable[[], None]) -> None:
         super().__init__(path)
-        self.ledger, self.merged = ledger, False
+        self.change, self.changed = change, False
 
     def record(self, *args: Any, **kwargs: Any) -> Any:
         judged = super().record(*args, **kwargs)
-        if not self.merged:
-            self.merged = True
-            self.ledger.set_status("fraud-detector", "production", "merged_unverified")
+        if not self.changed:
+            self.changed = True
+            self.change()
         return judged
 
 
@@ -172,12 +173,13 @@ def test_a_foreign_merge_recorded_while_telling_is_never_told_deployed(tmp_path:
     ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
                              version="7", status="merged", mr_iid=3, head_sha="a" * 40))
     registry, notes, audit = RecordingRegistry(), Notes(), AuditTrail(tmp_path)
-    store = ForeignMergeWhileJudging(tmp_path, ledger)
+    store = ChangedWhileJudging(tmp_path, lambda: ledger.set_status(
+        "fraud-detector", "production", "merged_unverified"))
     handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
         store, ledger, audit, registry, notes))
     status, answer = _post(handler, "sync-succeeded",
                            application("fraud-detector", "production", "gpu-eu-1"))
-    assert store.merged
+    assert store.changed
     assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == \
         "merged_unverified"
     assert (status, answer["deployed"]) == (200, False)
@@ -267,24 +269,6 @@ def test_a_deployed_told_before_the_foreign_merge_was_recorded_is_corrected(
         "merged_unverified"
 
 
-class NewPromotionWhileJudging(StatusStore):
-    """The state database as version 8's MR !4 is opened right after an observation was
-    judged against version 7's merged MR !3, before it is told."""
-
-    def __init__(self, path: Path, ledger: StateLedger) -> None:
-        super().__init__(path)
-        self.ledger, self.promoted = ledger, False
-
-    def record(self, *args: Any, **kwargs: Any) -> Any:
-        judged = super().record(*args, **kwargs)
-        if not self.promoted:
-            self.promoted = True
-            self.ledger.put(DeployedState(
-                model="Fraud Detector", env="production", name="fraud-detector", version="8",
-                status="mr_opened", mr_iid=4, head_sha="b" * 40))
-        return judged
-
-
 class OnlyThreeMerged(MergeRequests):
     """!3 merged at REVISION; every other MR open."""
 
@@ -301,12 +285,14 @@ def test_a_status_judged_on_one_mr_is_never_told_of_the_next_version(tmp_path: P
                              version="7", status="merged", mr_iid=3, head_sha="a" * 40))
     registry, audit = RecordingRegistry(), AuditTrail(tmp_path)
     mrs = OnlyThreeMerged()
-    store = NewPromotionWhileJudging(tmp_path, ledger)
+    store = ChangedWhileJudging(tmp_path, lambda: ledger.put(DeployedState(
+        model="Fraud Detector", env="production", name="fraud-detector", version="8",
+        status="mr_opened", mr_iid=4, head_sha="b" * 40)))
     handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
         store, ledger, audit, registry, Notes(), mrs))
     _, answer = _post(handler, "sync-succeeded",
                       application("fraud-detector", "production", "gpu-eu-1"))
-    assert store.promoted and answer["deployed"] is False
+    assert store.changed and answer["deployed"] is False
     assert "promoter.production.status" not in registry.tags[("Fraud Detector", "8")]
     assert [(e["version"], e["deployed"]) for e in _audit(audit)
             if e["event"] == "argocd.status"] == [("8", False)]

@@ -36,9 +36,10 @@ FROM deployments AS d
 """  # noqa: S608 - a constant prefix, no input
 _LOCK = "deployments"
 # How long a proposal counts as under way after its claim when its row never came: its job
-# attempt died after claiming (a retry claims again) or failed for good. An attempt runs under
-# the job's lease, renewed while it runs; not the default lease (60 s) but the longest one
-# server.job_lease_seconds allows, so no configured lease outlasts it.
+# attempt died after claiming (a retry claims again) or failed for good. The claim is taken
+# just before the proposal and the row written just after it, so an hour is far beyond any
+# attempt that is still alive (job leases are renewed while an attempt runs, so they bound
+# nothing here).
 CLAIM_IN_FLIGHT_SECONDS = 3600.0
 
 
@@ -168,17 +169,18 @@ class StateLedger:
 
 def _owners(conn: Connection, name: str, now: float) -> frozenset[str]:
     """Models with a row under ``name`` not decommissioned, and the claimant unless it gave
-    the name up. A claim holds while its model has no row under the name (its first proposal
-    is under way, or failed before writing one), or while a proposal it was made for is under
-    way: ``claimed_at`` set (cleared when that environment's row is written) and younger than
-    CLAIM_IN_FLIGHT_SECONDS. A claim without ``claimed_at`` (made before it was recorded, or
-    its proposal landed) counts only through its model's rows."""
+    the name up. A claim holds while a proposal it was made for is under way: ``claimed_at``
+    set (cleared when that environment's row is written) and younger than
+    CLAIM_IN_FLIGHT_SECONDS, whether or not its model has rows under the name. Older, a
+    first proposal that never wrote its row (its job failed for good) no longer keeps the
+    name from others; a retry claims again. A claim without ``claimed_at`` counts only
+    through its model's rows, or, made before claims were timed, while the model has none."""
     decommissioned = DeploymentStatus.DECOMMISSIONED.value
     return frozenset(row[0] for row in conn.execute(
         "SELECT model FROM deployments WHERE name = ? AND status <> ? "
         "UNION SELECT c.model FROM deployment_names AS c WHERE c.name = ? AND "
-        "(c.claimed_at > ? OR NOT EXISTS (SELECT 1 FROM deployments AS d "
-        "WHERE d.name = c.name AND d.model = c.model))",
+        "(c.claimed_at > ? OR (c.claimed_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
+        "deployments AS d WHERE d.name = c.name AND d.model = c.model)))",
         (name, decommissioned, name, now - CLAIM_IN_FLIGHT_SECONDS)).fetchall())
 
 

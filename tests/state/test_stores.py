@@ -208,6 +208,21 @@ def test_a_claim_whose_proposal_never_wrote_its_row_stops_counting_when_old(
     assert ledger.owners("churn") == {"other"} and ledger.get("m", "staging") is None
 
 
+def test_a_first_proposal_that_never_wrote_its_row_gives_the_name_up_when_old(
+        state_backend: StateBackend) -> None:
+    """A model's very first proposal failed for good after claiming (its job parked): past
+    CLAIM_IN_FLIGHT_SECONDS the claim keeps nobody out; a retry of that job claims again."""
+    clock = ManualClock()
+    ledger = StateLedger(state_backend.open(), clock=clock.now)
+    assert ledger.claim_name("churn", "m", "staging") == frozenset()
+    clock.advance(CLAIM_IN_FLIGHT_SECONDS - 1)
+    assert ledger.claim_name("churn", "other", "staging") == {"m"}
+    clock.advance(2)
+    assert ledger.owners("churn") == frozenset()
+    assert ledger.claim_name("churn", "other", "staging") == frozenset()
+    assert ledger.claim_name("churn", "m", "staging") == {"other"}   # the retry, too late
+
+
 def test_a_model_promoted_again_after_its_decommission_keeps_its_name(
         state_backend: StateBackend) -> None:
     ledger = StateLedger(state_backend.open())

@@ -93,8 +93,10 @@ class MergeRequestOutcomes:
                 record(event)
             else:
                 self._already_recorded(event)
-                if record == self._garbage_collection:
-                    self.gc_pending.recorded(event.iid)   # the MR sweep stops following it
+                if (event.name, event.env) == GC_KEY:
+                    # Recorded in full before (its note is removed last, but may have been
+                    # written again since): the MR sweep stops following it.
+                    self.gc_pending.recorded(event.iid)
 
     def _subject(self, event: MergeRequestEvent
                  ) -> tuple[DeployedState | None, bool, str | None, str | None]:

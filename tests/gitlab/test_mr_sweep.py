@@ -358,6 +358,7 @@ def test_an_older_gc_merge_is_recorded_after_a_newer_gc_mr_was_proposed(
         managed_prefixes=(f"manifests/{NAME}/base/",), title="Garbage-collect the base",
         branch_name=GC_BRANCH, approvals_required=0, notes={})).mr_iid
     assert newer is not None and newer != older
+    promoter.audit.record("gc.proposed", iid=newer, head_sha="0" * 40, removes=[])  # as gc does
     GcPending(promoter.ledger.db).proposed(newer)
 
     report = promoter.sweep()

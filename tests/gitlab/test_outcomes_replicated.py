@@ -184,7 +184,11 @@ def test_a_gc_merge_reaching_two_handlers_is_recorded_once(state_backend: StateB
 
     first.opened(6, "3")                                       # fraud comes back: v3
     assert first.hook(6)["status"] == "accepted"
+    pending = GcPending(first.ledger.db)
+    assert pending.unrecorded() == []                          # recorded: not followed
+    pending.proposed(9)            # noted again (GC re-proposed on a reopened !9, say)
     assert second.hook(9, branch="promoter/gc")["status"] == "accepted"   # the retry
+    assert pending.unrecorded() == []      # found recorded: the sweep stops reading it
     assert [(e["version"], e["status"]) for e in events(first, "mr.merge") if e.get("gc")] \
         == [("2", "decommissioned")]
     assert row(first) == ("3", "merged", 6)

@@ -19,6 +19,7 @@ from promoter.ports.git import (
 )
 from promoter.ports.registry import Registry
 from promoter.settings import Settings
+from promoter.state.gc_pending import GcPending
 
 __all__ = ["GC_BRANCH", "GC_KEY", "GcPlan", "collect"]
 WITHDRAWN_REASON = ("promoter gc found nothing to remove any more: what this merge request "
@@ -70,6 +71,9 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
                        head_sha=result.head_sha, removes=[
                            {"model": o.model, "name": o.name, "env": o.env, "version": o.version}
                            for o in found if f"{root}/{o.name}/overlays/{o.env}/" in removed])
+        # Noted after the proposal it is recorded from: the MR sweep follows every GC MR
+        # noted until its merge or close is recorded, an older one merged unseen included.
+        GcPending(composition.state_db(settings)).proposed(result.merge_request.iid)
     return GcPlan(removals, result)
 
 

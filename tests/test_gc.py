@@ -11,6 +11,7 @@ from promoter.adapters import localgit
 from promoter.core import gc
 from promoter.garbage import GC_BRANCH, collect
 from promoter.ports.git import Proposal
+from promoter.state.gc_pending import GcPending
 from tests.core.test_pipeline import (
     MODEL,
     NAME,
@@ -228,6 +229,8 @@ def test_gc_proposes_one_mr_on_the_local_provider(tmp_path: Path) -> None:
     again = collect(settings, world.registry, provider, dry_run=False)   # idempotent
     assert again.result is not None and again.result.mr_iid == mr.iid
     assert len(provider.list_mrs()) == 1
+    # Noted for the MR sweep until its merge or close is recorded.
+    assert GcPending(settings.state_dir).unrecorded() == [mr.iid]
 
 
 def test_gc_proposes_one_mr_on_the_gitlab_stand_in(tmp_path: Path) -> None:
@@ -376,3 +379,4 @@ def test_a_merged_gc_mr_decommissions_each_overlay_it_removed(tmp_path: Path) ->
     assert registry.tags(MODEL, "2")["promoter.production.status"] == "decommissioned"
     [merge] = [e for e in audit.entries() if e["event"] == "mr.merge" and e.get("gc")]
     assert (merge["actor"], merge["env"], merge["version"]) == ("carol", "production", "2")
+    assert GcPending(db).unrecorded() == []            # recorded: the sweep lets it be

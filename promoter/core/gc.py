@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from promoter.core import tree_facts
 
 # The audit entry each GC proposal is recorded as (promoter.garbage): its MR's iid and head and
-# the overlays that head ``removes``. Its merge is recorded from it (service.outcomes), and the
-# MR sweep follows the newest one's MR (core.mr_sweep.unrecorded_gc_mr).
+# the overlays that head ``removes``. Its merge is recorded from it (service.outcomes); the MR
+# sweep follows the GC MRs whose outcome is not recorded yet (state.gc_pending).
 PROPOSED = "gc.proposed"
 
 @dataclass(frozen=True)
@@ -65,6 +65,18 @@ def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:
         found.append(Overlay(name, env, owner,
                              tree_facts.annotation(text, tree_facts.MODEL_VERSION)))
     return found
+
+
+def overlay_dirs(root: str, files: Mapping[str, str]) -> frozenset[tuple[str, str]]:
+    """(name, env) of every overlay directory holding any file on the branch ``files`` were
+    read from, whoever wrote it: what a GC merge left in place is still deployed."""
+    depth = len(root.split("/"))
+    found = set()
+    for path in files:
+        relative = path.split("/")[depth:]
+        if path.startswith(f"{root}/") and len(relative) >= 4 and relative[1] == "overlays":
+            found.add((relative[0], relative[2]))
+    return frozenset(found)
 
 
 @dataclass(frozen=True)

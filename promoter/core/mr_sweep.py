@@ -10,17 +10,15 @@ would have carried. The guards are the webhook's: promoter's own head, on the ta
 an MR settled there with someone else's head is synthesized as the webhook passes it on, a
 foreign outcome (``MergeRequestEvent.pushed_sha`` set), recorded but not acted on as promoter's.
 
-Garbage collection's MR has no ledger row: the sweep follows the newest one from the audit
-trail instead, while no outcome of it is recorded there (``unrecorded_gc_mr``).
+Garbage collection's MRs have no ledger row: the sweep follows the ones whose outcome is not
+recorded yet (state.gc_pending), oldest first, ``GC_LIMIT`` a pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from promoter.core.gc import PROPOSED
 from promoter.core.mr_events import (
     HUMAN_COMMIT,
     MergeRequestEvent,
@@ -37,8 +35,9 @@ WAITING = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED,
 # The forge's MR state -> the MR Hook action that reports it.
 ACTION_FOR_STATE = {"merged": "merge", "closed": "close"}
 SWEEP_ACTOR = "reconcile"
-# The audit events that record a merge request's merge or close (service.outcomes).
-OUTCOME_EVENTS = frozenset({"mr.merge", "mr.close", "mr.merge_foreign", "mr.close_foreign"})
+# GC MRs read per pass: GC proposes on one branch, so more than one unrecorded is an outage's
+# backlog; a few a pass catch up without crowding out the deployments' MRs.
+GC_LIMIT = 3
 
 
 @dataclass(frozen=True)
@@ -62,24 +61,11 @@ def rows_to_look_at(rows: Iterable[DeployedState], limit: int,
     return sorted(waiting, key=lambda row: (row.mr_iid or 0, row.name, row.env))[:max(0, limit)]
 
 
-def unrecorded_gc_mr(entries: Iterable[Mapping[str, Any]]) -> int | None:
-    """The iid of the newest GC proposal's MR while the audit trail holds no merge or close
-    of it, else None. GC's MR has no ledger row to wait on it, so without this only its
-    webhook would record its merge, and GitLab does not re-send a delivery answered 503 (a
-    live_version another merge held, MLflow down). Only the newest: GC proposes on one branch,
-    so an older GC MR was settled before the newest was opened. One pass over ``entries``."""
-    newest: int | None = None
-    recorded: set[int] = set()
-    for entry in entries:
-        iid = entry.get("iid")
-        if not isinstance(iid, int):
-            continue
-        if entry.get("event") == PROPOSED:
-            newest = iid
-        elif entry.get("event") in OUTCOME_EVENTS and \
-                (entry.get("name"), entry.get("env")) == GC_KEY:
-            recorded.add(iid)
-    return newest if newest is not None and newest not in recorded else None
+def gc_mrs_to_look_at(unrecorded: Iterable[int], left_alone: Collection[int] = (),
+                      limit: int = GC_LIMIT) -> list[int]:
+    """GC MRs whose outcome is not recorded, oldest first, at most ``limit`` (an older one
+    merged unseen is recorded before newer ones; each recorded leaves the list)."""
+    return sorted(iid for iid in unrecorded if iid not in left_alone)[:max(0, limit)]
 
 
 def settled_event(row: DeployedState, mr: MergeRequest, *, pushed_sha: str | None,
@@ -95,14 +81,16 @@ def settled_event(row: DeployedState, mr: MergeRequest, *, pushed_sha: str | Non
 
 def settled_gc_event(mr: MergeRequest, *, pushed_sha: str | None, target_branch: str,
                      project_id: int, project_path: str) -> SweepDecision:
-    """The merge or close event GC's ``mr`` stands for (one ``unrecorded_gc_mr`` named), under
-    the same guards: its head must be the one promoter pushed to GC's branch."""
+    """The merge or close event GC's ``mr`` stands for (one noted as unrecorded), under the
+    same guards: its head must be the one promoter pushed to GC's branch. A close as
+    superseded is recorded too: recording it is what stops the sweep reading that MR."""
     return _settled(*GC_KEY, GC_BRANCH, mr, pushed_sha=pushed_sha, target_branch=target_branch,
-                    project_id=project_id, project_path=project_path)
+                    project_id=project_id, project_path=project_path, superseded_too=True)
 
 
 def _settled(name: str, env: str, branch: str, mr: MergeRequest, *, pushed_sha: str | None,
-             target_branch: str, project_id: int, project_path: str) -> SweepDecision:
+             target_branch: str, project_id: int, project_path: str,
+             superseded_too: bool = False) -> SweepDecision:
     action = ACTION_FOR_STATE.get(mr.state)
     if action is None:
         return SweepDecision(None, f"still {mr.state}")
@@ -115,7 +103,7 @@ def _settled(name: str, env: str, branch: str, mr: MergeRequest, *, pushed_sha: 
     if refused is not None and not foreign:
         return SweepDecision(None, refused[0] if refused[0] == HUMAN_COMMIT else refused[1],
                              left_alone=True)
-    if action == "close" and mr.title.endswith(SUPERSEDED_SUFFIX):
+    if action == "close" and mr.title.endswith(SUPERSEDED_SUFFIX) and not superseded_too:
         return SweepDecision(None, "promoter closed it as superseded")
     return SweepDecision(MergeRequestEvent(
         action=action, project_id=project_id, project_path=project_path, iid=mr.iid,

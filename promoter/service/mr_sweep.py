@@ -9,10 +9,11 @@ once. An MR settled with someone else's head is fed to it too, as a foreign outc
 the report (`promoter reconcile --once` prints it and exits non-zero) and the pass goes on with
 the next: the row still waits, so the next pass tries it again.
 
-Garbage collection's MR has no ledger row: each pass also reads the audit trail once and,
-while the newest GC proposal's MR has no recorded merge or close, reads that one MR (GitLab
-does not re-send a GC merge hook answered 503). Its outcome is fed to the same handler and
-reported like the others, under name/env ``gc``/``collect``.
+Garbage collection's MRs have no ledger row: each pass also reads the GC MRs noted as not
+recorded yet (state.gc_pending: one small query, no audit read) and reads those MRs, oldest
+first, a few a pass (GitLab does not re-send a GC merge hook answered 503, nor one sent while
+promoter was down). Their outcomes are fed to the same handler and reported like the others,
+under name/env ``gc``/``collect``; the handler removes the note once it recorded one.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from promoter.service.outcome_claims import RecordingElsewhere
 if TYPE_CHECKING:
     from promoter.ports.git import GitProvider
     from promoter.ports.pipeline import DeployedState
-    from promoter.service.audit import AuditTrail
     from promoter.service.ledger import StateLedger
     from promoter.service.metrics import Metrics
+    from promoter.state.gc_pending import GcPending
     from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.mr_sweep")
@@ -88,15 +89,15 @@ class MergeRequestSweep:
     metrics: Metrics | None = None
     # MRs found settled by someone else's head or elsewhere: not looked at again this process.
     left_alone: set[int] = field(default_factory=set)
-    # Where GC proposals and outcomes are recorded; None: GC's MR is not followed.
-    audit: AuditTrail | None = None
+    # GC MRs whose outcome is not recorded yet; None: GC's MRs are not followed.
+    gc_pending: GcPending | None = None
 
     def __call__(self) -> SweepReport:
         report = SweepReport()
         rows = core.rows_to_look_at(self.ledger.with_statuses(core.WAITING), self.limit,
                                     self.left_alone)
-        gc_iid = self._unrecorded_gc_mr()
-        if not rows and gc_iid is None:
+        gc_iids = self._unrecorded_gc_mrs()
+        if not rows and not gc_iids:
             return report
         project_id, project_path = self.project()
         for row in rows:
@@ -109,7 +110,7 @@ class MergeRequestSweep:
                                           project_id=project_id, project_path=project_path)
 
             self._settle(report, row.mr_iid, row.name, row.env, project_id, decide)
-        if gc_iid is not None:
+        for gc_iid in gc_iids:
             self._settle(report, gc_iid, *GC_KEY, project_id, lambda mr, pushed_sha:
                          core.settled_gc_event(mr, pushed_sha=pushed_sha,
                                                target_branch=self.target_branch,
@@ -119,12 +120,11 @@ class MergeRequestSweep:
             log(_log, logging.INFO, "MR sweep", **report.describe())
         return report
 
-    def _unrecorded_gc_mr(self) -> int | None:
-        """GC's newest MR while its outcome is not in the audit trail (one read of it)."""
-        if self.audit is None:
-            return None
-        iid = core.unrecorded_gc_mr(self.audit.entries())
-        return iid if iid is not None and iid not in self.left_alone else None
+    def _unrecorded_gc_mrs(self) -> list[int]:
+        """GC's MRs whose outcome is not recorded yet, oldest first, a few a pass."""
+        if self.gc_pending is None:
+            return []
+        return core.gc_mrs_to_look_at(self.gc_pending.unrecorded(), self.left_alone)
 
     def _settle(self, report: SweepReport, iid: int, name: str, env: str, project_id: int,
                 decide: Callable[[MergeRequest, str | None], core.SweepDecision]) -> None:

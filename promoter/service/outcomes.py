@@ -21,7 +21,7 @@ its owner gave up is taken over by the next model claiming it (StateLedger.claim
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
@@ -38,6 +38,7 @@ from promoter.service.audit import AuditTrail
 from promoter.service.ledger import StateLedger
 from promoter.service.logs import log
 from promoter.service.outcome_claims import OutcomeClaims
+from promoter.state.gc_pending import GcPending
 from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.outcomes")
@@ -54,7 +55,9 @@ LIVE_MOVING = frozenset({DeploymentStatus.MERGED, DeploymentStatus.DECOMMISSIONE
 class MergeRequestOutcomes:
     def __init__(self, registry: Registry | None, ledger: StateLedger, audit: AuditTrail,
                  heads: PushedHeads, claims: OutcomeClaims | None = None,
-                 forge: Callable[[], Forge | None] | None = None) -> None:
+                 forge: Callable[[], Forge | None] | None = None,
+                 target_overlays: Callable[[], Collection[tuple[str, str]]] | None = None
+                 ) -> None:
         self.registry = registry
         self.ledger = ledger
         self.audit = audit
@@ -62,6 +65,10 @@ class MergeRequestOutcomes:
         self.claims = claims or OutcomeClaims(ledger.db)
         # Where notes go (built when first needed: only a foreign merge writes one).
         self._forge = forge
+        # (name, env) of the overlays on the target branch now, read when a GC merge is
+        # recorded; None (no branch to read): what GC planned counts as removed.
+        self._target_overlays = target_overlays
+        self.gc_pending = GcPending(ledger.db)
 
     def __call__(self, event: ForgeEvent) -> None:
         if isinstance(event, PipelineEvent):
@@ -86,6 +93,10 @@ class MergeRequestOutcomes:
                 record(event)
             else:
                 self._already_recorded(event)
+                if (event.name, event.env) == GC_KEY:
+                    # Recorded in full before (its note is removed last, but may have been
+                    # written again since): the MR sweep stops following it.
+                    self.gc_pending.recorded(event.iid)
 
     def _subject(self, event: MergeRequestEvent
                  ) -> tuple[DeployedState | None, bool, str | None, str | None]:
@@ -208,27 +219,49 @@ class MergeRequestOutcomes:
         ``live_version`` must not go on naming a version the target branch no longer runs.
 
         The MR was planned earlier and its merge may be recorded late (a re-delivery after a
-        failed write-back, the MR sweep): each overlay's ledger row and ``live_version``
-        change only while they still name the model and version it removed, and an overlay
-        neither names any more (deployed again since, the name taken over) is audited as
-        ``gc.skipped``, not as decommissioned. Every ``live_version`` claim is taken and every
-        MLflow call made before the audit trail is written, so a busy claim or an MLflow
-        failure (the delivery is released and comes again, or the sweep's next pass records
-        it) leaves no audit entry to be written a second time by the retry."""
-        collected = [self._pinned(overlay) for overlay in self._gc_removals(event)] \
-            if event.action == "merge" else []
+        failed write-back, the MR sweep), and its head may not be promoter's
+        (``event.foreign_head``): only an overlay the target branch no longer has is
+        decommissioned; one it still has (deployed again since, or kept by someone's head)
+        is audited as ``gc.skipped``. Each overlay's ledger row and ``live_version`` change
+        only while they still name the model and version it removed. Every ``live_version``
+        claim is taken and every MLflow call made before the audit trail is written, so a busy
+        claim or an MLflow failure leaves no audit entry for the retry to write again. The
+        GC-level entry comes after the per-overlay work and the unrecorded note goes last: a
+        recording cut short is done again by the MR sweep (recorded possibly twice, never
+        zero times)."""
+        planned = self._gc_removals(event) if event.action == "merge" else []
+        kept = self._still_on_target(planned)
+        gone = [self._pinned(overlay) for overlay in planned
+                if (overlay.name, overlay.env) not in kept]
+        foreign: dict[str, Any] = {}
+        if event.foreign_head:
+            foreign = {"pushed_sha": event.pushed_sha, "head_pushed_by_promoter": False}
         with ExitStack() as held:
-            for model, env in sorted({(o.model, o.env) for o in collected}):
+            for model, env in sorted({(o.model, o.env) for o in gone}):
                 held.enter_context(self._live_version_held(
                     model, env, DeploymentStatus.DECOMMISSIONED))
-            live_named = [self._untrack_collected(overlay, event.url) for overlay in collected]
-            self.audit.record(f"mr.{event.action}", actor=event.user or "unknown",
-                              name=event.name, env=event.env, iid=event.iid, url=event.url,
-                              user=event.user, head_sha=event.head_sha)
-            for overlay, was_live in zip(collected, live_named, strict=True):
+            live_named = [self._untrack_collected(overlay, event.url) for overlay in gone]
+            for overlay in planned:
+                if (overlay.name, overlay.env) in kept:
+                    self._audit_skipped(event, overlay, reason=(
+                        "the target branch still has this overlay (deployed again since, or "
+                        "the merged head was not the one promoter pushed)"))
+            for overlay, was_live in zip(gone, live_named, strict=True):
                 row = self.ledger.decommission_collected(overlay.name, overlay.env,
                                                          overlay.model, overlay.version)
                 self._audit_collected(event, overlay, removed=row is not None or was_live)
+            self.audit.record(f"mr.{event.action}{'_foreign' if foreign else ''}",
+                              actor=event.user or "unknown", name=event.name, env=event.env,
+                              iid=event.iid, url=event.url, user=event.user,
+                              head_sha=event.head_sha, **foreign)
+        self.gc_pending.recorded(event.iid)
+
+    def _still_on_target(self, planned: list[Overlay]) -> Collection[tuple[str, str]]:
+        """(name, env) of the overlays the target branch has now (one read of it, only when
+        the merge removes something)."""
+        if not planned or self._target_overlays is None:
+            return frozenset()
+        return self._target_overlays()
 
     def _pinned(self, overlay: Overlay) -> Overlay:
         """``overlay`` with a version: the one it pins, else its ledger row's (while the row
@@ -245,17 +278,21 @@ class MergeRequestOutcomes:
                          removed: bool) -> None:
         """The per-overlay entry of a GC merge: a decommission `audit live` replays, only when
         the row or ``live_version`` still named the removed version; else ``gc.skipped``."""
-        common: dict[str, Any] = {"name": overlay.name, "env": overlay.env, "iid": event.iid,
-                                  "url": event.url, "model": overlay.model,
-                                  "version": overlay.version}
         if not removed:
-            self.audit.record("gc.skipped", actor=event.user or "unknown", **common,
-                              reason="neither the ledger nor live_version names this version "
-                                     "any more (deployed again, or the name taken over)")
+            self._audit_skipped(event, overlay, reason=(
+                "neither the ledger nor live_version names this version any more (deployed "
+                "again, or the name taken over)"))
             return
-        self.audit.record("mr.merge", actor=event.user or "unknown", **common,
-                          user=event.user, head_sha=event.head_sha,
+        self.audit.record("mr.merge", actor=event.user or "unknown", name=overlay.name,
+                          env=overlay.env, iid=event.iid, url=event.url, model=overlay.model,
+                          version=overlay.version, user=event.user, head_sha=event.head_sha,
                           status=DeploymentStatus.DECOMMISSIONED, gc=True)
+
+    def _audit_skipped(self, event: MergeRequestEvent, overlay: Overlay, *,
+                       reason: str) -> None:
+        self.audit.record("gc.skipped", actor=event.user or "unknown", name=overlay.name,
+                          env=overlay.env, iid=event.iid, url=event.url, model=overlay.model,
+                          version=overlay.version, reason=reason)
 
     def _gc_removals(self, event: MergeRequestEvent) -> list[Overlay]:
         """The overlays the merged head removes: from the proposal of that MR that pushed this

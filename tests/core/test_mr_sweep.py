@@ -6,12 +6,13 @@ import dataclasses
 from typing import Any
 
 from promoter.core.mr_sweep import (
+    GC_LIMIT,
     SWEEP_ACTOR,
     SweepDecision,
+    gc_mrs_to_look_at,
     rows_to_look_at,
     settled_event,
     settled_gc_event,
-    unrecorded_gc_mr,
 )
 from promoter.ports.git import GC_BRANCH, MergeRequest
 from promoter.ports.pipeline import DeployedState
@@ -83,20 +84,12 @@ def test_a_humans_head_settled_on_the_target_is_a_foreign_outcome_not_promoters(
     assert own is not None and own.pushed_sha is None and not own.foreign_head
 
 
-def test_the_newest_gc_proposal_is_followed_until_its_outcome_is_recorded() -> None:
-    def proposed(iid: int) -> dict[str, Any]:
-        return {"event": "gc.proposed", "iid": iid, "head_sha": SHA, "removes": []}
-
-    def outcome(event: str, iid: int, name: str = "gc", env: str = "collect") -> dict[str, Any]:
-        return {"event": event, "iid": iid, "name": name, "env": env}
-
-    assert unrecorded_gc_mr([]) is None
-    assert unrecorded_gc_mr([proposed(4), proposed(4)]) == 4      # re-proposed on its branch
-    assert unrecorded_gc_mr([proposed(4), outcome("mr.merge", 4)]) is None
-    assert unrecorded_gc_mr([proposed(4), outcome("mr.close", 4), proposed(7)]) == 7
-    assert unrecorded_gc_mr([proposed(4), outcome("mr.approved", 4)]) == 4   # not settled
-    # The per-overlay entries of a GC merge name the deployment, not GC: GC's own counts.
-    assert unrecorded_gc_mr([proposed(4), outcome("mr.merge", 4, "fraud", "staging")]) == 4
+def test_every_unrecorded_gc_mr_is_followed_oldest_first_a_few_a_pass() -> None:
+    """An older GC MR merged unseen is not dropped when a newer one is proposed."""
+    assert gc_mrs_to_look_at([]) == []
+    assert gc_mrs_to_look_at([7, 4]) == [4, 7]
+    assert gc_mrs_to_look_at([7, 4], left_alone={4}) == [7]
+    assert gc_mrs_to_look_at(range(1, 10)) == list(range(1, GC_LIMIT + 1))
 
 
 def test_a_settled_gc_mr_becomes_gcs_event_under_the_webhooks_guards() -> None:
@@ -111,6 +104,11 @@ def test_a_settled_gc_mr_becomes_gcs_event_under_the_webhooks_guards() -> None:
         left = settled_gc_event(refused, pushed_sha=SHA, target_branch="main", project_id=42,
                                 project_path="g/gitops")
         assert left.event is None and left.left_alone
+    # Closed as superseded: recorded too (a close), or the sweep would read it every pass.
+    superseded = dataclasses.replace(gc_mr, state="closed", title="Garbage-collect - superseded")
+    closed = settled_gc_event(superseded, pushed_sha=SHA, target_branch="main", project_id=42,
+                              project_path="g/gitops")
+    assert closed.event is not None and closed.event.action == "close"
     opened = dataclasses.replace(gc_mr, state="opened")
     assert settled_gc_event(opened, pushed_sha=SHA, target_branch="main", project_id=42,
                             project_path="g/gitops").event is None

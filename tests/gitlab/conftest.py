@@ -49,7 +49,8 @@ class Harness(Protocol):
     def tree(self, ref: str) -> str | None: ...
     def mrs(self) -> list[MergeRequest]: ...
     def notes(self, iid: int) -> list[str]: ...
-    def human_commit(self, branch: str, path: str, content: str) -> str: ...
+    def human_commit(self, branch: str, path: str, content: str,
+                     create: bool = False) -> str: ...
     def human_close(self, iid: int) -> None: ...
     def approve(self, iid: int, user: str) -> None: ...
     def merge(self, iid: int, sha: str | None) -> None: ...
@@ -93,10 +94,12 @@ class GitLabHarness:
     def notes(self, iid: int) -> list[str]:
         return [note["body"] for note in self.standin.project.mrs[iid].notes]
 
-    def human_commit(self, branch: str, path: str, content: str) -> str:
+    def human_commit(self, branch: str, path: str, content: str,
+                     create: bool = False) -> str:
         commit = self.as_user("alice-token").commits.create({
             "branch": branch, "commit_message": "Tune replicas by hand",
-            "actions": [{"action": "update", "file_path": path, "content": content}]})
+            "actions": [{"action": "create" if create else "update", "file_path": path,
+                         "content": content}]})
         return str(commit.id)
 
     def human_close(self, iid: int) -> None:
@@ -149,10 +152,13 @@ class LocalHarness:
     def notes(self, iid: int) -> list[str]:
         return self.provider.notes(iid)
 
-    def human_commit(self, branch: str, path: str, content: str) -> str:
+    def human_commit(self, branch: str, path: str, content: str,
+                     create: bool = False) -> str:
         git("fetch", "-q", "origin", cwd=self.human)
         git("checkout", "-q", "-B", branch, f"origin/{branch}", cwd=self.human)
+        (self.human / path).parent.mkdir(parents=True, exist_ok=True)
         (self.human / path).write_text(content)
+        git("add", path, cwd=self.human)
         git("commit", "-q", "-am", "Tune replicas by hand", cwd=self.human)
         git("push", "-q", "origin", branch, cwd=self.human)
         return git("rev-parse", "HEAD", cwd=self.human).strip()

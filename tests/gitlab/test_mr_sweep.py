@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from promoter.core import gc
 from promoter.core.mr_events import MergeRequestEvent
+from promoter.errors import TransientError
 from promoter.ports.git import GC_BRANCH, GC_KEY
 from promoter.ports.pipeline import DeployedState
 from promoter.secret_settings import Secret
@@ -23,6 +25,7 @@ from promoter.service.mr_sweep import MergeRequestSweep
 from promoter.service.outcome_claims import OutcomeClaims
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.state.db import StateDB
+from promoter.state.gc_pending import GcPending
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.stack import mlflow_client, promoter_environ, run_promoter, write_config
 from tests.gitlab import trees
@@ -53,8 +56,10 @@ class Promoter:
         heads = harness.ledger  # type: ignore[attr-defined]  # the record the provider writes
         gitlab = isinstance(harness, GitLabHarness)
         forge = harness.provider.forge if gitlab else None  # type: ignore[attr-defined]
-        self.outcomes = MergeRequestOutcomes(self.tags, self.ledger,  # type: ignore[arg-type]
-                                             self.audit, heads, forge=lambda: forge)
+        self.outcomes = MergeRequestOutcomes(
+            self.tags, self.ledger, self.audit, heads, forge=lambda: forge,  # type: ignore[arg-type]
+            target_overlays=lambda: gc.overlay_dirs("manifests", harness.provider.files(
+                "manifests/", "main")))
         if gitlab:
             harness.standin.hook_url = None     # GitLab's hook is lost: captured, not sent
             harness.standin.hook_token = TOKEN
@@ -63,7 +68,7 @@ class Promoter:
         self.project_id = project
         self.sweep = MergeRequestSweep(self.ledger, harness.provider, heads, self.outcomes,
                                        project=lambda: (project, "group/gitops"),
-                                       target_branch="main", audit=self.audit)
+                                       target_branch="main", gc_pending=GcPending(db))
 
     def opened(self, version: str) -> tuple[int, str]:
         result = self.harness.provider.propose(proposal(version, approvals_required=0))
@@ -289,6 +294,7 @@ def gc_proposed(promoter: Promoter, version: str) -> tuple[int, str]:
     promoter.audit.record("gc.proposed", iid=result.mr_iid, head_sha=result.head_sha,
                           removes=[{"model": MODEL, "name": NAME, "env": ENV,
                                     "version": version}])
+    GcPending(promoter.ledger.db).proposed(result.mr_iid)
     return result.mr_iid, result.head_sha
 
 
@@ -334,6 +340,118 @@ def test_a_closed_gc_mr_is_recorded_as_closed_and_changes_nothing(promoter: Prom
     assert promoter.sweep().looked_at == 0
 
 
+def gc_decommissions(promoter: Promoter, iid: int) -> list[tuple[str, str]]:
+    return [(e["version"], e["status"]) for e in promoter.audit.entries()
+            if e["event"] == "mr.merge" and e.get("gc") and e.get("iid") == iid]
+
+
+def test_an_older_gc_merge_is_recorded_after_a_newer_gc_mr_was_proposed(
+        promoter: Promoter) -> None:
+    """GC's !a merged while promoter was down; `promoter gc` then opened !b on its branch.
+    Following only the newest GC MR would leave !a's merge unrecorded for good."""
+    older, older_head = gc_proposed(promoter, "3")
+    promoter.harness.merge(older, older_head)
+    newer = promoter.harness.provider.propose(proposal(
+        "4", model="garbage collection", name=GC_KEY[0], env=GC_KEY[1],
+        files={path: None for path in trees.rendered(NAME, ENV, "3")
+               if path.startswith(f"manifests/{NAME}/base/")},   # the base left behind
+        managed_prefixes=(f"manifests/{NAME}/base/",), title="Garbage-collect the base",
+        branch_name=GC_BRANCH, approvals_required=0, notes={})).mr_iid
+    assert newer is not None and newer != older
+    promoter.audit.record("gc.proposed", iid=newer, head_sha="0" * 40, removes=[])  # as gc does
+    GcPending(promoter.ledger.db).proposed(newer)
+
+    report = promoter.sweep()
+    assert report.recorded == [{"iid": older, "name": "gc", "env": "collect",
+                                "action": "merge"}]
+    assert gc_decommissions(promoter, older) == [("3", "decommissioned")]
+    assert promoter.status() == "decommissioned"
+    assert GcPending(promoter.ledger.db).unrecorded() == [newer]   # still open: followed
+
+
+class DatabaseBlip(TransientError):
+    pass
+
+
+def test_a_gc_merge_whose_recording_failed_part_way_is_recorded_again_by_the_sweep(
+        promoter: Promoter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state database fails after MLflow was written and before the row is marked: the
+    GC merge is not taken as recorded, and the next pass records it in full."""
+    gc_iid, gc_head = gc_proposed(promoter, "3")
+    promoter.harness.merge(gc_iid, gc_head)
+    decommission = promoter.ledger.decommission_collected
+
+    def fails_once(*args: Any) -> Any:
+        monkeypatch.setattr(promoter.ledger, "decommission_collected", decommission)
+        raise DatabaseBlip("state database unavailable")
+
+    monkeypatch.setattr(promoter.ledger, "decommission_collected", fails_once)
+    assert promoter.sweep().failed == 1
+    assert promoter.status() == "merged" and promoter.tags.live == {(MODEL, ENV): None}
+
+    again = promoter.sweep()
+    assert again.recorded == [{"iid": gc_iid, "name": "gc", "env": "collect",
+                               "action": "merge"}]
+    assert promoter.status() == "decommissioned"
+    assert promoter.audit.live_now_since(MODEL, "3", ENV) is None
+    assert [e["iid"] for e in promoter.audit.entries() if e["event"] == "mr.merge"
+            and e.get("name") == "gc"] == [gc_iid]
+    assert promoter.sweep().looked_at == 0
+
+
+def test_the_sweep_reads_no_audit_trail(promoter: Promoter,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass costs one small state query for GC, however long the trail, and an audit
+    that cannot be read stops nothing."""
+    def unreadable() -> Any:
+        raise AssertionError("the sweep read the audit trail")
+
+    monkeypatch.setattr(promoter.audit, "entries", unreadable)
+    assert promoter.sweep().looked_at == 0
+
+
+def test_a_gc_merge_recorded_after_the_same_version_was_deployed_again_spares_it(
+        promoter: Promoter) -> None:
+    """GC's merge removed fraud v3's overlay, then v3 was promoted (and merged) again before
+    the GC merge was recorded: the target branch runs v3 there, so nothing is decommissioned."""
+    gc_iid, gc_head = gc_proposed(promoter, "3")
+    promoter.harness.merge(gc_iid, gc_head)
+    again, again_head = promoter.opened("3")
+    promoter.harness.merge(again, again_head)
+
+    report = promoter.sweep()
+    assert [r["iid"] for r in report.recorded] == [again, gc_iid]
+    assert gc_decommissions(promoter, gc_iid) == []
+    assert promoter.status() == "merged" and promoter.tags.live == {(MODEL, ENV): "3"}
+    [skipped] = [e for e in promoter.audit.entries() if e["event"] == "gc.skipped"]
+    assert (skipped["iid"], skipped["env"], skipped["version"]) == (gc_iid, ENV, "3")
+    assert "target branch still has" in skipped["reason"]
+    assert promoter.sweep().looked_at == 0
+
+
+@GITLAB_ONLY
+def test_a_gc_merge_of_a_foreign_head_that_kept_an_overlay_decommissions_nothing(
+        promoter: Promoter) -> None:
+    """Someone pushed to GC's branch a commit putting fraud's overlay back, and merged that:
+    the overlay still runs, so it is skipped, and the merge is audited as not promoter's."""
+    gc_iid, _ = gc_proposed(promoter, "3")
+    kept = trees.rendered(NAME, ENV, "3", replicas=1)
+    path = next(p for p in kept if p.startswith(trees.managed_prefixes(NAME, ENV)[0]))
+    human = promoter.harness.human_commit(GC_BRANCH, path, kept[path], create=True)
+    promoter.harness.merge(gc_iid, human)
+
+    report = promoter.sweep()
+    assert report.recorded == [{"iid": gc_iid, "name": "gc", "env": "collect",
+                                "action": "merge", "head_pushed_by_promoter": False}]
+    assert gc_decommissions(promoter, gc_iid) == []
+    assert promoter.status() == "merged" and promoter.tags.live == {(MODEL, ENV): "3"}
+    assert [e["iid"] for e in promoter.audit.entries() if e["event"] == "gc.skipped"] == \
+        [gc_iid]
+    [merge] = [e for e in promoter.audit.entries() if e["event"] == "mr.merge_foreign"]
+    assert (merge["iid"], merge["head_sha"], merge["head_pushed_by_promoter"]) == \
+        (gc_iid, human, False)
+
+
 def test_a_forge_error_on_one_mr_does_not_stop_the_pass(promoter: Promoter) -> None:
     iid, head = promoter.opened("3")
     promoter.harness.merge(iid, head)
@@ -362,8 +480,8 @@ def test_the_composition_root_wires_the_sweep_to_the_providers_pushed_heads(
     harness.merge(iid, head)
     sweep = composition.mr_sweep(settings, world.outcomes)
     assert sweep.target_branch == "main" and sweep.project() == (0, "local")
-    assert sweep.audit is not None and sweep.audit.location == \
-        composition.audit_trail(settings).location    # where `promoter gc` records
+    assert sweep.gc_pending is not None and \
+        sweep.gc_pending.db.path == composition.state_db(settings).path  # `promoter gc`'s
     assert [r["iid"] for r in sweep().recorded] == [iid]
     assert world.status() == "merged" and world.tags.live == {(MODEL, ENV): "4"}
 

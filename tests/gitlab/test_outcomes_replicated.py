@@ -15,6 +15,7 @@ from promoter.core.live_history import live_at
 from promoter.ports.pipeline import DeployedState
 from promoter.service.outcome_claims import OutcomeClaims
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
+from promoter.state.gc_pending import GcPending
 from tests.fixtures.state_backends import StateBackend
 from tests.gitlab.test_outcomes import BRANCH, Tags, World
 
@@ -183,7 +184,11 @@ def test_a_gc_merge_reaching_two_handlers_is_recorded_once(state_backend: StateB
 
     first.opened(6, "3")                                       # fraud comes back: v3
     assert first.hook(6)["status"] == "accepted"
+    pending = GcPending(first.ledger.db)
+    assert pending.unrecorded() == []                          # recorded: not followed
+    pending.proposed(9)            # noted again (GC re-proposed on a reopened !9, say)
     assert second.hook(9, branch="promoter/gc")["status"] == "accepted"   # the retry
+    assert pending.unrecorded() == []      # found recorded: the sweep stops reading it
     assert [(e["version"], e["status"]) for e in events(first, "mr.merge") if e.get("gc")] \
         == [("2", "decommissioned")]
     assert row(first) == ("3", "merged", 6)
@@ -196,6 +201,41 @@ def gc_planned(world: World, *removes: tuple[str, str]) -> None:
     world.heads.record(7, 9, "promoter/gc", gc_head, "20260101")
     world.audit.record("gc.proposed", iid=9, head_sha=gc_head, removes=[
         {"model": "fraud", "name": name, "env": env, "version": "2"} for name, env in removes])
+    GcPending(world.ledger.db).proposed(9)
+
+
+def test_a_gc_merge_whose_recorder_was_killed_part_way_is_recorded_again_in_full(
+        state_backend: StateBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replica recording GC's merge dies after marking production's row and before
+    staging's. GC's own `mr.merge` entry (what says the merge is recorded) is not written yet
+    and its unrecorded note stays, so the next handler (the sweep follows the note) records
+    the merge in full: each row decommissioned, GC's entry once, the note gone."""
+    tags = Tags()
+    killed = replica(state_backend, tags)
+    killed.opened(5, "2")
+    assert killed.hook(5)["status"] == "accepted"
+    killed.ledger.put(DeployedState("fraud", "production", "fraud", "2", "merged", 4))
+    gc_planned(killed, ("fraud", "production"), ("fraud", "staging"))
+    marked = killed.ledger.decommission_collected
+
+    def dies_at_staging(name: str, env: str, *rest: Any) -> Any:
+        if env == "staging":
+            raise Killed
+        return marked(name, env, *rest)
+
+    monkeypatch.setattr(killed.ledger, "decommission_collected", dies_at_staging)
+    with pytest.raises(Killed):
+        killed.hook(9, branch="promoter/gc")
+    assert [e for e in events(killed, "mr.merge") if e.get("name") == "gc"] == []
+    assert GcPending(state_backend.open()).unrecorded() == [9]
+    assert row(killed) == ("2", "merged", 5)
+
+    later = replica(state_backend, tags, OutcomeClaims(
+        state_backend.open(), clock=lambda: time.time() + PROCESSING_TAKEOVER_SECONDS + 1))
+    assert later.hook(9, branch="promoter/gc")["status"] == "accepted"
+    assert row(later) == ("2", "decommissioned", 5)
+    assert [e["iid"] for e in events(later, "mr.merge") if e.get("name") == "gc"] == [9]
+    assert GcPending(state_backend.open()).unrecorded() == []
 
 
 def gc_merges(world: World) -> list[tuple[str, str, str]]:

@@ -243,3 +243,22 @@ def test_models_claiming_one_name_at_once_leave_one_owner(state_backend: StateBa
     winners = [model for model, others in results if not others]
     assert len(winners) == 1
     assert all(others == {winners[0]} for model, others in results if model not in winners)
+
+
+def test_gc_mrs_noted_unrecorded_are_listed_oldest_first_until_recorded(
+        state_backend: StateBackend) -> None:
+    """`promoter gc` notes each MR it proposes; a replica's sweep lists them, the recording
+    removes them (state_meta holds other keys too: only GC's notes are listed)."""
+    from promoter.state.gc_pending import GcPending
+
+    gc, replica = GcPending(state_backend.open()), GcPending(state_backend.open())
+    assert replica.unrecorded() == []
+    gc.proposed(12)
+    gc.proposed(7)
+    gc.proposed(12)                                     # re-proposed on its branch: one note
+    replica.db.write(lambda conn: conn.execute(
+        "INSERT INTO state_meta (key, value) VALUES ('legacy_import', 'x')"))
+    assert replica.unrecorded() == [7, 12]
+    replica.recorded(7)
+    replica.recorded(7)                                 # recorded twice: nothing to remove
+    assert gc.unrecorded() == [12]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from promoter.core import gc
 from promoter.core.config import PipelineConfig, frozen
 from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Ports
@@ -41,6 +42,7 @@ from promoter.service.composition.state import describe as describe_state
 from promoter.service.ledger import StateLedger
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.settings import Settings
+from promoter.state.gc_pending import GcPending
 from promoter.state.pushed_heads import PushedHeads
 
 if TYPE_CHECKING:
@@ -99,9 +101,16 @@ def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutco
         push: built only then (rare), both providers expose theirs."""
         return cast("Forge | None", getattr(provider(settings), "forge", None))
 
+    def target_overlays() -> frozenset[tuple[str, str]]:
+        """(name, env) of the overlays on the target branch now: a GC merge decommissions
+        only what that branch no longer has (read only when a GC merge is recorded)."""
+        root = settings.git.manifests_dir.strip("/")
+        return gc.overlay_dirs(root, provider(settings).files(f"{root}/",
+                                                              settings.git.target_branch))
+
     return MergeRequestOutcomes(registry, StateLedger(state_db(settings)),
                                 audit_trail(settings), PushedHeads(state_db(settings)),
-                                forge=forge)
+                                forge=forge, target_overlays=target_overlays)
 
 
 def provider(settings: Settings,
@@ -209,7 +218,7 @@ def mr_sweep(settings: Settings, on_event: Callable[[ForgeEvent], None],
     return MergeRequestSweep(StateLedger(state), git, PushedHeads(state), on_event,
                              project=lambda: pushed_project(settings, git),
                              target_branch=settings.git.target_branch, metrics=metrics,
-                             audit=audit_trail(settings))
+                             gc_pending=GcPending(state))
 
 
 def pushed_project(settings: Settings, git: GitProvider) -> tuple[int, str]:

@@ -64,6 +64,10 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
         return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH, WITHDRAWN_REASON))
     result = provider.propose(_proposal(settings, removals))
     if result.merge_request is not None:
+        # Noted first, before the proposal's audit entry: the MR sweep follows every GC MR
+        # noted until its merge or close is recorded (an older one merged unseen included),
+        # so a `gc` stopped right after proposing cannot leave one nobody follows.
+        GcPending(composition.state_db(settings)).proposed(result.merge_request.iid)
         removed = {removal.prefix for removal in removals}
         # The overlays this head removes: its merge is recorded from this entry as the
         # decommission of each (service.outcomes), as a removal MR's merge is.
@@ -71,9 +75,6 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
                        head_sha=result.head_sha, removes=[
                            {"model": o.model, "name": o.name, "env": o.env, "version": o.version}
                            for o in found if f"{root}/{o.name}/overlays/{o.env}/" in removed])
-        # Noted after the proposal it is recorded from: the MR sweep follows every GC MR
-        # noted until its merge or close is recorded, an older one merged unseen included.
-        GcPending(composition.state_db(settings)).proposed(result.merge_request.iid)
     return GcPlan(removals, result)
 
 

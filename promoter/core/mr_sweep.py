@@ -36,8 +36,9 @@ WAITING = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED,
 ACTION_FOR_STATE = {"merged": "merge", "closed": "close"}
 SWEEP_ACTOR = "reconcile"
 # GC MRs read per pass: GC proposes on one branch, so more than one unrecorded is an outage's
-# backlog; a few a pass catch up without crowding out the deployments' MRs.
-GC_LIMIT = 3
+# backlog; up to ten a pass catch up without crowding out the deployments' MRs, and a few that
+# fail for good (an MR deleted on the forge) do not hide the newer ones behind them.
+GC_LIMIT = 10
 
 
 @dataclass(frozen=True)

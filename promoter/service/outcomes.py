@@ -254,7 +254,10 @@ class MergeRequestOutcomes:
                               actor=event.user or "unknown", name=event.name, env=event.env,
                               iid=event.iid, url=event.url, user=event.user,
                               head_sha=event.head_sha, **foreign)
-        self.gc_pending.recorded(event.iid)
+        if event.action in SETTLING:
+            # Only a merge or close ends the MR: after an approval its merge is still to come
+            # (and its hook may be lost), so the MR sweep goes on following it.
+            self.gc_pending.recorded(event.iid)
 
     def _still_on_target(self, planned: list[Overlay]) -> Collection[tuple[str, str]]:
         """(name, env) of the overlays the target branch has now (one read of it, only when

@@ -328,6 +328,27 @@ def test_a_gc_merge_whose_hook_was_lost_is_recorded_once_by_the_sweep(
                     and e.get("iid") == gc_iid]) == 2    # GC's own entry and the overlay's
 
 
+def test_an_approval_of_a_gc_mr_keeps_it_followed_until_its_merge_is_recorded(
+        promoter: Promoter) -> None:
+    """An approval reaches the outcomes handler (webhook, `promoter mr approve`) and is only
+    audited: the GC MR's merge is still to come, so the sweep must go on following it (its
+    merge hook may be answered 503 and never sent again)."""
+    gc_iid, gc_head = gc_proposed(promoter, "3")
+    mr = promoter.harness.provider.get(gc_iid)
+    promoter.outcomes(MergeRequestEvent(
+        action="approved", project_id=promoter.project_id, project_path="group/gitops",
+        iid=gc_iid, state=mr.state, source_branch=mr.source_branch,
+        target_branch=mr.target_branch, head_sha=mr.head_sha, url=mr.url, user="alice",
+        name=GC_KEY[0], env=GC_KEY[1]))
+    assert GcPending(promoter.ledger.db).unrecorded() == [gc_iid]
+    promoter.harness.merge(gc_iid, gc_head)         # its merge hook: lost
+    report = promoter.sweep()
+    assert report.recorded == [{"iid": gc_iid, "name": "gc", "env": "collect",
+                                "action": "merge"}]
+    assert promoter.status() == "decommissioned"
+    assert GcPending(promoter.ledger.db).unrecorded() == []
+
+
 def test_a_closed_gc_mr_is_recorded_as_closed_and_changes_nothing(promoter: Promoter) -> None:
     gc_iid, _ = gc_proposed(promoter, "3")
     promoter.harness.human_close(gc_iid)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from promoter.core.cluster_status import from_notification
 from promoter.core.gitops_scaffold import TOKEN_HEADER
 from promoter.errors import PromoterError, UserError
-from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
+from promoter.service.cluster_feedback import ClusterFeedback
+from promoter.service.cluster_status_store import StatusStore
 from promoter.service.hook_deliveries import HookClaim, in_progress_answer
 
 if TYPE_CHECKING:

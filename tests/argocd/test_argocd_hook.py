@@ -20,7 +20,8 @@ from promoter.secret_settings import Secret
 from promoter.service import argocd_hook
 from promoter.service.argocd_hook import ArgoCDHookHandler
 from promoter.service.audit import AuditTrail
-from promoter.service.cluster_feedback import DELIVERY_SOURCE, ClusterFeedback, StatusStore
+from promoter.service.cluster_feedback import ClusterFeedback
+from promoter.service.cluster_status_store import DELIVERY_SOURCE, StatusStore
 from promoter.service.hook_deliveries import HookDeliveries
 from promoter.service.ledger import StateLedger
 from promoter.settings import load_settings

@@ -15,11 +15,8 @@ from promoter.core.cluster_status import ClusterStatus, from_application
 from promoter.errors import TransientError
 from promoter.ports.pipeline import DeployedState
 from promoter.service.audit import AuditTrail
-from promoter.service.cluster_feedback import (
-    TELLING_TAKEOVER_SECONDS,
-    ClusterFeedback,
-    StatusStore,
-)
+from promoter.service.cluster_feedback import ClusterFeedback
+from promoter.service.cluster_status_store import TELLING_TAKEOVER_SECONDS, StatusStore
 from promoter.service.ledger import StateLedger
 from tests.argocd.applications import application
 from tests.argocd.test_argocd_hook import RecordingRegistry, _Interrupting, _Killed

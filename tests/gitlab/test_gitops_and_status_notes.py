@@ -11,7 +11,8 @@ from promoter.core.cluster_status import from_application
 from promoter.gitops.scaffold import INIT_BRANCH, propose
 from promoter.ports.pipeline import DeployedState
 from promoter.service.audit import AuditTrail
-from promoter.service.cluster_feedback import NOTE_HEADING, ClusterFeedback, StatusStore
+from promoter.service.cluster_feedback import NOTE_HEADING, ClusterFeedback
+from promoter.service.cluster_status_store import StatusStore
 from promoter.service.ledger import StateLedger
 from promoter.settings import load_settings
 from tests.argocd.applications import application

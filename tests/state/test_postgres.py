@@ -19,7 +19,7 @@ from promoter.adapters.postgres_state.schema import SCHEMA_VERSION, VERSIONS_TAB
 from promoter.core.cluster_status import ClusterStatus, summarise
 from promoter.errors import ConfigError, TransientError
 from promoter.service.audit import AuditTrail
-from promoter.service.cluster_feedback import TELLING_TAKEOVER_SECONDS, StatusStore
+from promoter.service.cluster_status_store import TELLING_TAKEOVER_SECONDS, StatusStore
 from promoter.service.hook_deliveries import HookClaim, HookDeliveries
 from promoter.service.queue import JobKey, JobQueue
 from promoter.state.db import Connection
@@ -233,7 +233,7 @@ real_time = time.time
 time.time = lambda: real_time() + float(sys.argv[2])
 from promoter.adapters.postgres_state import PostgresStateDB, StateUrl
 from promoter.core.cluster_status import ClusterStatus, summarise
-from promoter.service.cluster_feedback import StatusStore
+from promoter.service.cluster_status_store import StatusStore
 from promoter.service.hook_deliveries import HookDeliveries
 db = PostgresStateDB.connect(StateUrl(sys.argv[1]))
 if sys.argv[3] == "delivery":

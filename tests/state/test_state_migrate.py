@@ -15,7 +15,7 @@ from promoter.core.cluster_status import ClusterStatus, summarise
 from promoter.core.reconcile import Observed
 from promoter.ports.pipeline import DeployedState
 from promoter.service.audit import AuditTrail
-from promoter.service.cluster_feedback import StatusStore
+from promoter.service.cluster_status_store import StatusStore
 from promoter.service.ledger import StateLedger
 from promoter.service.queue import JobKey, JobQueue
 from promoter.service.reconcile import ReconcileState

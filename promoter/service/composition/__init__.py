@@ -190,7 +190,8 @@ def argocd_applications(settings: Settings) -> ApplicationSource:
 
 def cluster_feedback(settings: Settings, registry: Registry | None) -> ClusterFeedback:
     """Argo CD status → MLflow tags, MR notes (the provider's forge) and the audit trail."""
-    from promoter.service.cluster_feedback import ClusterFeedback, StatusStore
+    from promoter.service.cluster_feedback import ClusterFeedback
+    from promoter.service.cluster_status_store import StatusStore
 
     git = provider(settings)
     state = state_db(settings)

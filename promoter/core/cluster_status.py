@@ -17,7 +17,7 @@ a git question; the caller answers it (``Carries``, backed by the git provider).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -180,10 +180,6 @@ class EnvironmentStatus:
         if self.deployed:
             values["status"] = "deployed"
         return values
-
-    def of_unverified_change(self) -> EnvironmentStatus:
-        """This status once the change is known to be unverified (see ``unverified``)."""
-        return replace(self, deployed=False, unverified=True)
 
     def note(self, version: str | None = None) -> str:
         """The bot note on the merge request (``version``: the one it proposed)."""

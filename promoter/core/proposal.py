@@ -232,7 +232,7 @@ class ProposalFlow:
             return (f"approvals given for version {stale} may still count for version "
                     f"{proposal.version} and promoter could not withdraw them (that needs a "
                     "project or group access token); reviewers must approve it again"), False
-        if survive_push and not created and not withdrawn and head_moved:
+        if repushed:   # (a push of a new version returned above, or withdrew its approvals)
             # GitLab aborted any auto-merge on the push; setting it again would let approvals
             # of the older head merge the new content without anyone looking at it.
             return (f"reset_approvals_on_push is off and promoter pushed a new head of "

@@ -110,8 +110,8 @@ class MergeRequestOutcomes:
         state = self.ledger.by_deployment(event.name, event.env)
         if state is not None and state.mr_iid in (None, event.iid):
             return state, True, state.version, state.model
-        return (state, False, self.heads.pushed_version(event.project_id, event.iid),
-                self.heads.pushed_model(event.project_id, event.iid))
+        version, model = self.heads.pushed_proposal(event.project_id, event.iid)
+        return state, False, version, model
 
     def _record(self, event: MergeRequestEvent) -> None:
         """Audit the outcome, write it back to MLflow (moving live_version for a merge), then

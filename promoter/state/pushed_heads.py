@@ -53,21 +53,17 @@ class PushedHeads:
             (project, iid)).fetchone())
         return (str(row[0]), str(row[1])) if row else None
 
-    def pushed_version(self, project: int, iid: int) -> str | None:
-        """The model version promoter's head of the MR deploys, or None."""
+    def pushed_proposal(self, project: int, iid: int) -> tuple[str | None, str | None]:
+        """(version, registered model) promoter's head of the MR proposes; None for what is
+        not known (no head, or one recorded before the model was). The deployment name's
+        current ledger row need not be that model's: a name given up is taken over by the next
+        model claiming it."""
         row = self.db.read(lambda conn: conn.execute(
-            "SELECT version FROM pushed_heads WHERE project = ? AND iid = ?",
+            "SELECT version, model FROM pushed_heads WHERE project = ? AND iid = ?",
             (project, iid)).fetchone())
-        return str(row[0]) if row and row[0] is not None else None
-
-    def pushed_model(self, project: int, iid: int) -> str | None:
-        """The registered model promoter's head of the MR proposes, or None (no head, or one
-        recorded before the model was). The deployment name's current ledger row need not be
-        that model's: a name given up is taken over by the next model claiming it."""
-        row = self.db.read(lambda conn: conn.execute(
-            "SELECT model FROM pushed_heads WHERE project = ? AND iid = ?",
-            (project, iid)).fetchone())
-        return str(row[0]) if row and row[0] is not None else None
+        if row is None:
+            return None, None
+        return (None if row[0] is None else str(row[0]), None if row[1] is None else str(row[1]))
 
     def pushed_sha(self, project: int, iid: int) -> str | None:
         row = self.db.read(lambda conn: conn.execute(

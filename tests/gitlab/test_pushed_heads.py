@@ -22,7 +22,7 @@ def test_both_providers_record_the_head_and_model_they_pushed_and_the_ledger_rea
     assert harness.ledger.pushed_sha(project, result.mr_iid) == result.head_sha
     # The model the head proposes: a late outcome of the MR is that model's, even once the
     # deployment name has changed hands and the ledger row is another model's.
-    assert harness.ledger.pushed_model(project, result.mr_iid) == MODEL
+    assert harness.ledger.pushed_proposal(project, result.mr_iid) == ("1", MODEL)
 
 
 def test_a_head_a_person_pushed_is_not_recorded_as_promoters(harness: Any,

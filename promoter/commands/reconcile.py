@@ -31,7 +31,9 @@ def reconcile(
     Catches MLflow webhooks missed while promoter was down, legacy stage
     transitions (MLflow sends no webhook for them) and lost GitLab Merge
     Request Hooks: the MR sweep asks the git provider about the merge requests
-    the ledger still waits on (at most 20, oldest first), as `serve` does.
+    the ledger still waits on (at most 20, oldest first) and about the
+    garbage-collection MRs `promoter gc` noted whose merge or close is not
+    recorded yet (at most 10), as `serve` does.
 
     Exit codes: 0 both done. An MLflow failure ends the command with its code
     before the sweep (which writes to MLflow too). When the MR sweep fails, the

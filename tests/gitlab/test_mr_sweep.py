@@ -273,13 +273,14 @@ def test_an_outcome_another_handler_is_recording_is_not_a_failure_of_the_pass(
     assert again.elsewhere == [] and promoter.status() == "merged"
 
 
-# --- Garbage collection's MR: no ledger row waits on it, so the sweep follows the newest one
-# from the audit trail (GitLab does not re-send a GC merge hook answered 503).
+# --- Garbage collection's MRs: no ledger row waits on them, so the sweep follows every GC MR
+# `promoter gc` noted in the state database until its outcome is recorded (GitLab does not
+# re-send a GC merge hook answered 503).
 
 
 def gc_proposed(promoter: Promoter, version: str) -> tuple[int, str]:
-    """fraud ``version`` is live in ENV; GC proposes (and audits, as `promoter gc` does) the
-    MR removing its overlay."""
+    """fraud ``version`` is live in ENV; GC proposes the MR removing its overlay and, as
+    `promoter gc` does, audits the proposal and notes the MR for the sweep."""
     iid, head = promoter.opened(version)
     promoter.harness.merge(iid, head)
     assert promoter.sweep().recorded[0]["action"] == "merge"
@@ -427,8 +428,10 @@ def test_the_sweep_reads_no_audit_trail(promoter: Promoter,
     def unreadable() -> Any:
         raise AssertionError("the sweep read the audit trail")
 
+    gc_proposed(promoter, "3")                      # a GC MR noted, still open
     monkeypatch.setattr(promoter.audit, "entries", unreadable)
-    assert promoter.sweep().looked_at == 0
+    report = promoter.sweep()
+    assert report.looked_at == 1 and report.failed == 0
 
 
 def test_a_gc_merge_recorded_after_the_same_version_was_deployed_again_spares_it(

@@ -162,6 +162,17 @@ def test_a_merge_whose_recorder_was_killed_is_recorded_by_a_later_handler(
 
 
 
+def gc_planned(world: World, *removes: tuple[str, str], version: str | None = "2") -> None:
+    """GC's MR !9 was proposed (and noted, as `promoter gc` does), removing fraud ``version``'s
+    overlay in each (name, env) given (``version`` None: an overlay pinning none)."""
+    gc_head = "9" * 40
+    world.heads.record(7, 9, "promoter/gc", gc_head, "20260101")
+    world.audit.record("gc.proposed", iid=9, head_sha=gc_head, removes=[
+        {"model": "fraud", "name": name, "env": env, "version": version}
+        for name, env in removes])
+    GcPending(world.ledger.db).proposed(9)
+
+
 def test_a_gc_merge_reaching_two_handlers_is_recorded_once(state_backend: StateBackend) -> None:
     """GC's merge, like any MR's, reaches several handlers (two replicas at once; a second
     delivery without GitLab's Idempotency-Key, which GitLab before 17.4 does not send). Its
@@ -171,10 +182,9 @@ def test_a_gc_merge_reaching_two_handlers_is_recorded_once(state_backend: StateB
     first, second = replica(state_backend, tags), replica(state_backend, tags)
     first.opened(5, "2")
     assert first.hook(5)["status"] == "accepted"               # fraud v2 is live in staging
-    gc_head = "9" * 40
-    first.heads.record(7, 9, "promoter/gc", gc_head, "20260101")
-    first.audit.record("gc.proposed", iid=9, head_sha=gc_head, removes=[
-        {"model": "fraud", "name": "fraud", "env": "staging", "version": "2"}])
+    gc_planned(first, ("fraud", "staging"))
+    pending = GcPending(first.ledger.db)
+    assert pending.unrecorded() == [9]                         # followed until recorded
     meanwhile: list[dict[str, Any]] = []
     tags.meanwhile.append(
         lambda: meanwhile.append(second.hook(9, branch="promoter/gc", expect=None)))
@@ -184,7 +194,6 @@ def test_a_gc_merge_reaching_two_handlers_is_recorded_once(state_backend: StateB
 
     first.opened(6, "3")                                       # fraud comes back: v3
     assert first.hook(6)["status"] == "accepted"
-    pending = GcPending(first.ledger.db)
     assert pending.unrecorded() == []                          # recorded: not followed
     pending.proposed(9)            # noted again (GC re-proposed on a reopened !9, say)
     assert second.hook(9, branch="promoter/gc")["status"] == "accepted"   # the retry
@@ -193,15 +202,6 @@ def test_a_gc_merge_reaching_two_handlers_is_recorded_once(state_backend: StateB
         == [("2", "decommissioned")]
     assert row(first) == ("3", "merged", 6)
     assert tags.live == {LIVE: "3"}
-
-
-def gc_planned(world: World, *removes: tuple[str, str]) -> None:
-    """GC's MR !9 was proposed, removing fraud v2's overlay in each (name, env) given."""
-    gc_head = "9" * 40
-    world.heads.record(7, 9, "promoter/gc", gc_head, "20260101")
-    world.audit.record("gc.proposed", iid=9, head_sha=gc_head, removes=[
-        {"model": "fraud", "name": name, "env": env, "version": "2"} for name, env in removes])
-    GcPending(world.ledger.db).proposed(9)
 
 
 def test_a_gc_merge_whose_recorder_was_killed_part_way_is_recorded_again_in_full(
@@ -326,10 +326,7 @@ def test_a_gc_merge_of_an_overlay_pinning_no_version_clears_the_rows_live_versio
     world = replica(state_backend, tags)
     world.opened(5, "2")
     assert world.hook(5)["status"] == "accepted"
-    gc_head = "9" * 40
-    world.heads.record(7, 9, "promoter/gc", gc_head, "20260101")
-    world.audit.record("gc.proposed", iid=9, head_sha=gc_head, removes=[
-        {"model": "fraud", "name": "fraud", "env": "staging", "version": None}])
+    gc_planned(world, ("fraud", "staging"), version=None)
     assert world.hook(9, branch="promoter/gc")["status"] == "accepted"
     assert row(world) == ("2", "decommissioned", 5)
     assert tags.live == {LIVE: None}

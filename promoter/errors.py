@@ -109,6 +109,11 @@ class PermanentError(PromoterError):
     disposition = Disposition.PARK
 
 
+class NotFoundError(PermanentError):
+    """What was asked for does not exist (an MR deleted on the forge, GitLab's 404): asking
+    again cannot help, and a caller that follows it may stop."""
+
+
 EXIT_OK = 0
 EXIT_USER = 1
 EXIT_USAGE = 2

@@ -25,7 +25,7 @@ from promoter.adapters.gitlab_automerge import set_auto_merge
 from promoter.adapters.gitlab_calls import Caller, NotFound, Refused, RetryAfterMemory
 from promoter.core.mr_text import marker_version, note_body, note_slug
 from promoter.core.proposal import APPROVALS_NOTE, ProposalFlow
-from promoter.errors import ConfigError, TransientError, UserError
+from promoter.errors import ConfigError, NotFoundError, TransientError
 from promoter.ports.forge import Action
 from promoter.ports.git import (
     FileContent,
@@ -101,8 +101,8 @@ class GitLabForge:
         try:
             mr = self._call.read(f"read merge request !{iid}", self.project.mergerequests.get, iid)
         except NotFound:
-            raise UserError(f"merge request !{iid} does not exist in {self._project_path}") \
-                from None
+            raise NotFoundError(f"merge request !{iid} does not exist in "
+                                f"{self._project_path}") from None
         return dict(mr.attributes)
 
     def get_mr(self, iid: int) -> MergeRequest:
@@ -189,6 +189,17 @@ class GitLabForge:
                 continue
             files[path] = from_blob(raw) if isinstance(raw, bytes) else str(raw)
         return files
+
+    def list_files(self, ref: str, prefix: str) -> frozenset[str] | None:
+        try:
+            tree = self._call.read(f"list {prefix} on {ref}", self.project.repository_tree,
+                                   path=prefix.rstrip("/"), ref=ref, recursive=True,
+                                   get_all=True)
+        except NotFound:
+            # GitLab answers the same 404 ("Tree Not Found") for a missing path and a missing
+            # ref: only the branch read tells "nothing there" from "no such branch".
+            return None if self.branch_head(ref) is None else frozenset()
+        return frozenset(str(item["path"]) for item in tree if item["type"] == "blob")
 
     def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
                message: str, expected_head: str | None) -> str:
@@ -309,6 +320,9 @@ class GitLabProvider:
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         return texts(self.forge.read_files(ref, [], [prefix]))
+
+    def paths(self, prefix: str, ref: str) -> frozenset[str] | None:
+        return self.forge.list_files(ref, prefix)
 
     def read(self, path: str, ref: str) -> str | None:
         return texts(self.forge.read_files(ref, [path], [])).get(path)

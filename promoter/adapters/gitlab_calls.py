@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 import gitlab
 import requests
 
-from promoter.errors import AuthError, OutcomeUnknown, PermanentError, TransientError
+from promoter.errors import (
+    AuthError,
+    NotFoundError,
+    OutcomeUnknown,
+    PermanentError,
+    TransientError,
+)
 
 T = TypeVar("T")
 _NO_LIBRARY_RETRIES: dict[str, Any] = {"obey_rate_limit": False, "retry_transient_errors": False}
@@ -26,7 +32,7 @@ ACCESS_HINT = (
     "the GitOps project")
 
 
-class NotFound(PermanentError):
+class NotFound(NotFoundError):
     """GitLab answered 404 (callers that expect it catch it; elsewhere the job is parked)."""
 
 

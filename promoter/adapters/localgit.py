@@ -20,7 +20,7 @@ from promoter.adapters.localgit_repo import LocalRepo
 from promoter.core.mr_events import MergeRequestEvent, promotion_key
 from promoter.core.mr_text import note_body, note_slug
 from promoter.core.proposal import ProposalFlow
-from promoter.errors import TransientError, UserError
+from promoter.errors import NotFoundError, TransientError, UserError
 from promoter.ports.forge import Action
 from promoter.ports.git import (
     FileContent,
@@ -73,6 +73,9 @@ class LocalForge:
     def read_files(self, ref: str, paths: Sequence[str],
                    prefixes: Sequence[str]) -> dict[str, FileContent]:
         return self.repo.read(ref, paths, prefixes)
+
+    def list_files(self, ref: str, prefix: str) -> frozenset[str] | None:
+        return self.repo.list_files(ref, prefix)
 
     def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
                message: str, expected_head: str | None) -> str:
@@ -135,8 +138,8 @@ class LocalForge:
     def get(self, iid: int) -> MergeRequest:
         record = self.store.get(iid)
         if record is None:
-            raise UserError(f"merge request !{iid} does not exist",
-                            hint="list them with `promoter mr list`")
+            raise NotFoundError(f"merge request !{iid} does not exist",
+                                hint="list them with `promoter mr list`")
         return self.to_mr(record)
 
 
@@ -186,6 +189,10 @@ class LocalGitProvider:
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         self.forge.repo.fetch()  # read the remote's branch as it is now, as GitLab's API does
         return texts(self.forge.read_files(ref, [], [prefix]))
+
+    def paths(self, prefix: str, ref: str) -> frozenset[str] | None:
+        self.forge.repo.fetch()
+        return self.forge.list_files(ref, prefix)
 
     def read(self, path: str, ref: str) -> str | None:
         self.forge.repo.fetch()

@@ -104,6 +104,15 @@ class LocalRepo:
     def message(self, sha: str) -> str:
         return self.git("log", "-1", "--format=%B", sha)
 
+    def list_files(self, ref: str, prefix: str) -> frozenset[str] | None:
+        """Every file's path under ``prefix`` on the remote's branch ``ref``; None when the
+        remote has no such branch."""
+        if self.head(ref) is None:
+            return None
+        listing = self.git("ls-tree", "-r", "--name-only", "--full-tree",
+                           f"refs/remotes/origin/{ref}", "--", prefix)
+        return frozenset(listing.splitlines())
+
     def read(self, ref: str, paths: Sequence[str],
              prefixes: Sequence[str]) -> dict[str, FileContent]:
         remote_ref = f"refs/remotes/origin/{ref}"

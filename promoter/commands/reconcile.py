@@ -33,12 +33,13 @@ def reconcile(
     Request Hooks: the MR sweep asks the git provider about the merge requests
     the ledger still waits on (at most 20, oldest first) and about the
     garbage-collection MRs `promoter gc` noted whose merge or close is not
-    recorded yet (at most 10), as `serve` does.
+    recorded yet (at most 10), as `serve` does. A noted GC MR that was deleted
+    is audited and no longer followed.
 
     Exit codes: 0 both done. An MLflow failure ends the command with its code
     before the sweep (which writes to MLflow too). When the MR sweep fails, the
     pass's report is printed first, then the error: 3 the forge is unavailable,
-    1 a fault to fix (token, settings, an MR gone). The next run retries.
+    1 a fault to fix (token, settings, a deployment's MR gone). The next run retries.
     """
     if not once:
         raise UsageError("pass --once (the periodic loop runs inside `promoter serve`)")
@@ -106,6 +107,8 @@ def _print_sweep(swept: SweepReport) -> None:
     for failure in swept.failures:
         typer.echo(f"  could not check MR !{failure.iid} ({failure.name} → {failure.env}): "
                    f"{failure.error.message}")
+    for iid in swept.gone:
+        typer.echo(f"  GC MR !{iid}: no longer on the forge (deleted); no longer followed")
     for busy in swept.elsewhere:
         typer.echo(f"  MR !{busy['iid']} ({busy['name']} → {busy['env']}): being recorded by "
                    "another handler (the webhook or another replica)")

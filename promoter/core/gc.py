@@ -13,7 +13,7 @@ overlay's forecast plot goes with the overlay. Directories whose base promoter d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from promoter.core import tree_facts
@@ -67,9 +67,9 @@ def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:
     return found
 
 
-def overlay_dirs(root: str, files: Mapping[str, str]) -> frozenset[tuple[str, str]]:
-    """(name, env) of every overlay directory holding any file on the branch ``files`` were
-    read from, whoever wrote it: what a GC merge left in place is still deployed."""
+def overlay_dirs(root: str, files: Iterable[str]) -> frozenset[tuple[str, str]]:
+    """(name, env) of every overlay directory holding any file (``files``: paths on the
+    branch), whoever wrote it: what a GC merge left in place is still deployed."""
     depth = len(root.split("/"))
     found = set()
     for path in files:

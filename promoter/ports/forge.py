@@ -48,6 +48,10 @@ class Forge(Protocol):
         """Existing files among ``paths`` plus every file under ``prefixes``, at ``ref``: a
         UTF-8 file as its text, any other as its bytes (ports.git.from_blob)."""
 
+    def list_files(self, ref: str, prefix: str) -> frozenset[str] | None:
+        """The path of every file under ``prefix`` at branch ``ref``, whatever its content
+        (no file is read); None when there is no branch ``ref``."""
+
     def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
                message: str, expected_head: str | None) -> str:
         """One commit of ``actions`` on ``start_branch``'s head, stored as ``branch``, which

@@ -139,7 +139,7 @@ class GitProvider(Protocol):
         change nothing needs any more); the MR as it was, or None when none was open."""
 
     def get(self, iid: int) -> MergeRequest:
-        """One MR by its project-local number; UserError when there is none."""
+        """One MR by its project-local number; NotFoundError when there is none."""
 
     def find(self, name: str, env: str) -> MergeRequest | None:
         """The newest MR of the branch of (name, env), in any state, or None."""
@@ -148,6 +148,11 @@ class GitProvider(Protocol):
         """Every text file under ``prefix`` on branch ``ref`` with its text, in one read (which
         overlays remain; what the other overlays claim; what gc may remove). Binary files
         (not UTF-8, such as a forecast plot) are left out."""
+
+    def paths(self, prefix: str, ref: str) -> frozenset[str] | None:
+        """The path of every file under ``prefix`` on branch ``ref``, binary ones included,
+        without reading any (which overlay directories remain); None when the branch does not
+        exist, which is not the same as a branch with nothing under ``prefix``."""
 
     def read(self, path: str, ref: str) -> str | None:
         """One text file's text on branch ``ref``, or None when it is not there (or is not

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from promoter.core.cluster_status import Carries, ClusterStatus, EnvironmentStatus, summarise
 from promoter.core.results import DeploymentStatus
-from promoter.errors import PromoterError, TransientError, UserError
+from promoter.errors import NotFoundError, PromoterError, TransientError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeployedState, DeploymentLedger
 from promoter.ports.registry import Registry
@@ -143,7 +143,7 @@ class ClusterFeedback:
             return None
         try:
             mr = self.merge_requests.get(deployed.mr_iid)
-        except UserError:   # the MR is gone (deleted project, other provider): cannot tell
+        except NotFoundError:   # the MR is gone (deleted, other provider): cannot tell
             return None
         if mr.state != "merged":
             return _never

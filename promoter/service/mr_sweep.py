@@ -13,7 +13,10 @@ Garbage collection's MRs have no ledger row: each pass also reads the GC MRs not
 recorded yet (state.gc_pending: one small query, no audit read) and reads those MRs, oldest
 first, a few a pass (GitLab does not re-send a GC merge hook answered 503, nor one sent while
 promoter was down). Their outcomes are fed to the same handler and reported like the others,
-under name/env ``gc``/``collect``; the handler removes the note once it recorded one.
+under name/env ``gc``/``collect``; the handler removes the note once it recorded one. A noted
+GC MR the forge no longer has (deleted) is audited and no longer followed: nothing can merge it
+now, and reading it again would fail every pass. A deployment's MR that is gone stays a
+failure of the pass: its row waits on an outcome only an operator can tell.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from promoter.core import mr_sweep as core
 from promoter.core.mr_events import ForgeEvent
-from promoter.errors import PromoterError
+from promoter.errors import NotFoundError, PromoterError
 from promoter.ports.git import GC_KEY, MergeRequest
 from promoter.service.logs import log
 from promoter.service.outcome_claims import RecordingElsewhere
@@ -66,6 +69,9 @@ class SweepReport:
     # Outcomes another handler (the webhook, another replica) was recording meanwhile: not a
     # failure to check them; the next pass finds them recorded, or records them itself.
     elsewhere: list[dict[str, object]] = field(default_factory=list)
+    # GC MRs the forge no longer has (deleted): nothing can merge them any more, so they are
+    # no longer followed (audited), where reading them again would fail every pass for good.
+    gone: list[int] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -74,7 +80,7 @@ class SweepReport:
     def describe(self) -> dict[str, object]:
         return {"looked_at": self.looked_at, "recorded": self.recorded, "failed": self.failed,
                 "failures": [failure.describe() for failure in self.failures],
-                "recording_elsewhere": self.elsewhere}
+                "recording_elsewhere": self.elsewhere, "gc_mrs_gone": self.gone}
 
 
 @dataclass
@@ -91,6 +97,9 @@ class MergeRequestSweep:
     left_alone: set[int] = field(default_factory=set)
     # GC MRs whose outcome is not recorded yet; None: GC's MRs are not followed.
     gc_pending: GcPending | None = None
+    # Told of a noted GC MR the forge says does not exist (MergeRequestOutcomes.gc_mr_gone:
+    # audits it and stops following it); None: such an MR is a failure of every pass.
+    on_gc_mr_gone: Callable[[int], None] | None = None
 
     def __call__(self) -> SweepReport:
         report = SweepReport()
@@ -115,8 +124,9 @@ class MergeRequestSweep:
                          core.settled_gc_event(mr, pushed_sha=pushed_sha,
                                                target_branch=self.target_branch,
                                                project_id=project_id,
-                                               project_path=project_path))
-        if report.recorded or report.failed:
+                                               project_path=project_path),
+                         on_missing=self.on_gc_mr_gone)
+        if report.recorded or report.failed or report.gone:
             log(_log, logging.INFO, "MR sweep", **report.describe())
         return report
 
@@ -127,12 +137,25 @@ class MergeRequestSweep:
         return core.gc_mrs_to_look_at(self.gc_pending.unrecorded(), self.left_alone)
 
     def _settle(self, report: SweepReport, iid: int, name: str, env: str, project_id: int,
-                decide: Callable[[MergeRequest, str | None], core.SweepDecision]) -> None:
+                decide: Callable[[MergeRequest, str | None], core.SweepDecision], *,
+                on_missing: Callable[[int], None] | None = None) -> None:
         """Read MR ``iid`` (one forge read) and feed the outcome ``decide`` makes of it to the
-        handler; what happened goes into ``report``."""
+        handler; what happened goes into ``report``. An MR the forge does not have is handed
+        to ``on_missing`` when given, else it is a failure (a deployment's row would wait on
+        an outcome nobody can tell: an operator's matter, shown every pass)."""
         report.looked_at += 1
         try:
-            decision = decide(self.provider.get(iid), self.heads.pushed_sha(project_id, iid))
+            try:
+                mr = self.provider.get(iid)
+            except NotFoundError:
+                if on_missing is None:
+                    raise
+                on_missing(iid)
+                report.gone.append(iid)
+                log(_log, logging.WARNING, "MR no longer on the forge; no longer followed",
+                    iid=iid, name=name, env=env)
+                return
+            decision = decide(mr, self.heads.pushed_sha(project_id, iid))
             if decision.event is None:
                 if decision.left_alone:
                     self.left_alone.add(iid)

@@ -25,13 +25,14 @@ from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
+from promoter.core import gc
 from promoter.core.gc import PROPOSED, Overlay
 from promoter.core.mr_events import SETTLING, ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
 from promoter.core.results import DeploymentStatus, replaced_status
-from promoter.errors import PermanentError, PromoterError
+from promoter.errors import PermanentError, PromoterError, TransientError
 from promoter.ports.forge import Forge
-from promoter.ports.git import GC_KEY
+from promoter.ports.git import GC_KEY, GitProvider
 from promoter.ports.pipeline import DeployedState
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
@@ -97,6 +98,14 @@ class MergeRequestOutcomes:
                     # Recorded in full before (its note is removed last, but may have been
                     # written again since): the MR sweep stops following it.
                     self.gc_pending.recorded(event.iid)
+
+    def gc_mr_gone(self, iid: int) -> None:
+        """GC's MR ``iid``, noted as unrecorded, is not on the forge any more (deleted): it can
+        never merge, so the sweep stops following it. Audited first, the note removed last."""
+        self.audit.record("gc.mr_gone", actor="reconcile", iid=iid,
+                          reason="the forge no longer has this merge request (deleted); "
+                                 "`promoter gc` proposes again what is still due")
+        self.gc_pending.recorded(iid)
 
     def _subject(self, event: MergeRequestEvent
                  ) -> tuple[DeployedState | None, bool, str | None, str | None]:
@@ -361,3 +370,19 @@ def _overlay(item: object) -> Overlay | None:
     if not isinstance(name, str) or not isinstance(env, str) or not isinstance(model, str):
         return None
     return Overlay(name, env, model, version if isinstance(version, str) else None)
+
+
+def overlays_on_target(provider: GitProvider, root: str, target: str
+                       ) -> frozenset[tuple[str, str]]:
+    """(name, env) of the overlays on branch ``target`` now, from its paths alone (one tree
+    listing; a directory holding only binary files counts as well)."""
+    paths = provider.paths(f"{root}/", target)
+    if paths is None:
+        # Read as "no files", every overlay GC planned would count as removed and be marked
+        # decommissioned while it may still run: the merge is recorded once it can tell.
+        raise TransientError(
+            f"the git remote has no target branch {target!r}: cannot tell which overlays the "
+            "GC merge removed",
+            hint="restore the branch (or fix git.target_branch); the MR sweep records the "
+                 "merge once it can read it")
+    return gc.overlay_dirs(root, paths)

@@ -108,6 +108,10 @@ class GitLabHarness:
     def approve(self, iid: int, user: str) -> None:
         self.as_user(f"{user}-token").mergerequests.get(iid, lazy=True).approve()
 
+    def delete_mr(self, iid: int, user: str = "alice") -> None:
+        """A project owner deletes the MR (the UI's "Delete", or the API)."""
+        self.as_user(f"{user}-token").mergerequests.delete(iid)
+
     def merge(self, iid: int, sha: str | None) -> None:
         project = self.as_user("alice-token")
         project.manager.gitlab.http_put(f"/projects/42/merge_requests/{iid}/merge",

@@ -95,3 +95,23 @@ def test_gitlab_gets_the_bytes_as_a_base64_commit_action(make_harness: Any) -> N
     texts = [action for action in seen if action["file_path"] != PLOT]
     assert texts and {action["encoding"] for action in texts} == {"text"}
     assert harness.standin.repo.file(f"promote/{NAME}/production", PLOT) == PNG
+
+
+def test_paths_list_every_file_binary_ones_too_and_tell_a_missing_branch(
+        harness: Harness) -> None:
+    result = harness.provider.propose(_with_plot(PNG))
+    branch = result.merge_request.source_branch if result.merge_request else ""
+    if isinstance(harness, GitLabHarness):
+        harness.standin.requests.clear()
+
+    paths = harness.provider.paths(f"manifests/{NAME}/", branch)
+
+    assert paths is not None and PLOT in paths
+    assert f"manifests/{NAME}/base/kustomization.yaml" in paths
+    if isinstance(harness, GitLabHarness):
+        # One tree listing: no file is read for its paths.
+        assert not [path for _, path in harness.standin.requests if "/files/" in path]
+    # A branch with nothing under the prefix is not a missing branch: GitLab answers both
+    # with the same 404, and a GC merge must not read the second as "every overlay gone".
+    assert harness.provider.paths("manifests/nobody-here/", branch) == frozenset()
+    assert harness.provider.paths(f"manifests/{NAME}/", "no-such-branch") is None

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from promoter.core import gc
 from promoter.core.mr_events import MergeRequestEvent
-from promoter.errors import TransientError
+from promoter.errors import NotFoundError, TransientError
 from promoter.ports.git import GC_BRANCH, GC_KEY
 from promoter.ports.pipeline import DeployedState
 from promoter.secret_settings import Secret
@@ -23,7 +22,7 @@ from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler
 from promoter.service.ledger import StateLedger
 from promoter.service.mr_sweep import MergeRequestSweep
 from promoter.service.outcome_claims import OutcomeClaims
-from promoter.service.outcomes import MergeRequestOutcomes
+from promoter.service.outcomes import MergeRequestOutcomes, overlays_on_target
 from promoter.state.db import StateDB
 from promoter.state.gc_pending import GcPending
 from tests.fixtures.mlflow_server import MlflowServer
@@ -58,8 +57,7 @@ class Promoter:
         forge = harness.provider.forge if gitlab else None  # type: ignore[attr-defined]
         self.outcomes = MergeRequestOutcomes(
             self.tags, self.ledger, self.audit, heads, forge=lambda: forge,  # type: ignore[arg-type]
-            target_overlays=lambda: gc.overlay_dirs("manifests", harness.provider.files(
-                "manifests/", "main")))
+            target_overlays=lambda: overlays_on_target(harness.provider, "manifests", "main"))
         if gitlab:
             harness.standin.hook_url = None     # GitLab's hook is lost: captured, not sent
             harness.standin.hook_token = TOKEN
@@ -68,7 +66,8 @@ class Promoter:
         self.project_id = project
         self.sweep = MergeRequestSweep(self.ledger, harness.provider, heads, self.outcomes,
                                        project=lambda: (project, "group/gitops"),
-                                       target_branch="main", gc_pending=GcPending(db))
+                                       target_branch="main", gc_pending=GcPending(db),
+                                       on_gc_mr_gone=self.outcomes.gc_mr_gone)
 
     def opened(self, version: str) -> tuple[int, str]:
         result = self.harness.provider.propose(proposal(version, approvals_required=0))
@@ -454,6 +453,65 @@ def test_a_gc_merge_recorded_after_the_same_version_was_deployed_again_spares_it
 
 
 @GITLAB_ONLY
+def test_a_gc_mr_deleted_on_the_forge_is_audited_and_no_longer_followed(
+        promoter: Promoter) -> None:
+    """An owner deleted GC's MR before it merged: nothing can merge it now, so the sweep
+    audits that and stops reading it (it failed every pass for good before); nothing it
+    would have removed is decommissioned."""
+    gc_iid, _ = gc_proposed(promoter, "3")
+    promoter.harness.delete_mr(gc_iid)  # type: ignore[attr-defined]
+
+    report = promoter.sweep()
+    assert (report.gone, report.failed, report.recorded) == ([gc_iid], 0, [])
+    assert report.describe()["gc_mrs_gone"] == [gc_iid]
+    [gone] = [e for e in promoter.audit.entries() if e["event"] == "gc.mr_gone"]
+    assert (gone["iid"], gone["actor"]) == (gc_iid, "reconcile")
+    assert promoter.status() == "merged" and promoter.tags.live == {(MODEL, ENV): "3"}
+    assert GcPending(promoter.ledger.db).unrecorded() == []
+    assert promoter.sweep().looked_at == 0
+
+
+def test_a_gc_merge_is_not_recorded_while_the_target_branch_cannot_be_read(
+        promoter: Promoter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target branch is not on the remote (renamed, or git.target_branch set wrong): read
+    as "no files", every overlay GC planned would count as removed and be decommissioned while
+    it may still run. The merge stays unrecorded, its note kept, until the branch is read."""
+    gc_iid, gc_head = gc_proposed(promoter, "3")
+    promoter.harness.merge(gc_iid, gc_head)
+    monkeypatch.setattr(promoter.outcomes, "_target_overlays", lambda: overlays_on_target(
+        promoter.harness.provider, "manifests", "renamed-main"))
+
+    failed = promoter.sweep()
+    assert [f.iid for f in failed.failures] == [gc_iid] and failed.recorded == []
+    assert "no target branch 'renamed-main'" in failed.failures[0].error.message
+    assert promoter.status() == "merged" and promoter.tags.live == {(MODEL, ENV): "3"}
+    assert GcPending(promoter.ledger.db).unrecorded() == [gc_iid]
+
+    monkeypatch.undo()
+    assert [r["iid"] for r in promoter.sweep().recorded] == [gc_iid]
+    assert promoter.status() == "decommissioned"
+
+
+@GITLAB_ONLY
+def test_a_gc_mr_stays_followed_when_its_gone_entry_cannot_be_written(
+        promoter: Promoter, monkeypatch: pytest.MonkeyPatch) -> None:
+    gc_iid, _ = gc_proposed(promoter, "3")
+    promoter.harness.delete_mr(gc_iid)  # type: ignore[attr-defined]
+    record = promoter.audit.record
+
+    def fails_once(*args: Any, **fields: Any) -> Any:
+        monkeypatch.setattr(promoter.audit, "record", record)
+        raise DatabaseBlip("state database unavailable")
+
+    monkeypatch.setattr(promoter.audit, "record", fails_once)
+    failed = promoter.sweep()
+    assert failed.gone == [] and [f.iid for f in failed.failures] == [gc_iid]
+    assert GcPending(promoter.ledger.db).unrecorded() == [gc_iid]
+    assert promoter.sweep().gone == [gc_iid]
+    assert GcPending(promoter.ledger.db).unrecorded() == []
+
+
+@GITLAB_ONLY
 def test_a_gc_merge_of_a_foreign_head_that_kept_an_overlay_decommissions_nothing(
         promoter: Promoter) -> None:
     """Someone pushed to GC's branch a commit putting fraud's overlay back, and merged that:
@@ -479,11 +537,13 @@ def test_a_gc_merge_of_a_foreign_head_that_kept_an_overlay_decommissions_nothing
 def test_a_forge_error_on_one_mr_does_not_stop_the_pass(promoter: Promoter) -> None:
     iid, head = promoter.opened("3")
     promoter.harness.merge(iid, head)
-    # A second deployment whose MR the forge does not know (deleted project MR, bad row).
+    # A second deployment whose MR the forge does not know (deleted project MR, bad row):
+    # unlike a GC MR it stays a failure of the pass, for only an operator can tell its outcome.
     promoter.ledger.put(DeployedState("Other", ENV, "other", "1", "mr_opened", 999))
     report = promoter.sweep()
     assert report.failed == 1 and [r["iid"] for r in report.recorded] == [iid]
     assert [(f.iid, f.name, f.env) for f in report.failures] == [(999, "other", ENV)]
+    assert isinstance(report.failures[0].error, NotFoundError) and report.gone == []
     assert report.describe()["failures"] == [f.describe() for f in report.failures]
     assert promoter.status() == "merged"
 
@@ -506,6 +566,7 @@ def test_the_composition_root_wires_the_sweep_to_the_providers_pushed_heads(
     assert sweep.target_branch == "main" and sweep.project() == (0, "local")
     assert sweep.gc_pending is not None and \
         sweep.gc_pending.db.path == composition.state_db(settings).path  # `promoter gc`'s
+    assert sweep.on_gc_mr_gone == world.outcomes.gc_mr_gone
     assert [r["iid"] for r in sweep().recorded] == [iid]
     assert world.status() == "merged" and world.tags.live == {(MODEL, ENV): "4"}
 

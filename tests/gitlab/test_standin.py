@@ -61,6 +61,20 @@ def test_merge_request_errors_and_merge(standin: StandIn) -> None:
     assert standin.deliveries[-1].payload["object_attributes"]["action"] == "merge"
 
 
+def test_only_an_owner_deletes_a_merge_request_and_it_is_gone_for_good(
+        standin: StandIn) -> None:
+    p = project(standin)
+    commit(p, "feature", "create", "a.md", start_branch="main")
+    mr = p.mergerequests.create({"source_branch": "feature", "target_branch": "main",
+                                 "title": "Add a"})
+    assert error_of(lambda: p.mergerequests.delete(mr.iid)) == (403, "403 Forbidden")
+    project(standin, "alice-token").mergerequests.delete(mr.iid)    # alice is an owner
+    assert error_of(lambda: p.mergerequests.get(mr.iid)) == \
+        (404, "404 Merge Request Not Found")
+    assert error_of(lambda: project(standin, "alice-token").mergerequests.delete(mr.iid))[0] \
+        == 404
+
+
 def test_conflicting_merge_is_422(standin: StandIn) -> None:
     p = project(standin)
     commit(p, "feature", "update", "README.md", start_branch="main")

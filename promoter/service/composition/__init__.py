@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from promoter.core import gc
 from promoter.core.config import PipelineConfig, frozen
 from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Ports
@@ -40,7 +39,7 @@ from promoter.service.composition.signing import cosign_signer, cosign_verifier,
 from promoter.service.composition.state import audit_trail, state_db
 from promoter.service.composition.state import describe as describe_state
 from promoter.service.ledger import StateLedger
-from promoter.service.outcomes import MergeRequestOutcomes
+from promoter.service.outcomes import MergeRequestOutcomes, overlays_on_target
 from promoter.settings import Settings
 from promoter.state.gc_pending import GcPending
 from promoter.state.pushed_heads import PushedHeads
@@ -104,9 +103,8 @@ def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutco
     def target_overlays() -> frozenset[tuple[str, str]]:
         """(name, env) of the overlays on the target branch now: a GC merge decommissions
         only what that branch no longer has (read only when a GC merge is recorded)."""
-        root = settings.git.manifests_dir.strip("/")
-        return gc.overlay_dirs(root, provider(settings).files(f"{root}/",
-                                                              settings.git.target_branch))
+        return overlays_on_target(provider(settings), settings.git.manifests_dir.strip("/"),
+                                  settings.git.target_branch)
 
     return MergeRequestOutcomes(registry, StateLedger(state_db(settings)),
                                 audit_trail(settings), PushedHeads(state_db(settings)),
@@ -208,18 +206,18 @@ def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> G
         settings, on_event, PushedHeads(state_db(settings)).pushed, state_db(settings))
 
 
-def mr_sweep(settings: Settings, on_event: Callable[[ForgeEvent], None],
+def mr_sweep(settings: Settings, outcomes: MergeRequestOutcomes,
              metrics: Metrics | None = None) -> MergeRequestSweep:
     """The reconcile loop's MR sweep: merges and closes whose webhook was lost, fed to
-    ``on_event`` (the webhook's MergeRequestOutcomes)."""
+    ``outcomes`` (the webhook's handler)."""
     from promoter.service.mr_sweep import MergeRequestSweep
 
     git = provider(settings)
     state = state_db(settings)
-    return MergeRequestSweep(StateLedger(state), git, PushedHeads(state), on_event,
+    return MergeRequestSweep(StateLedger(state), git, PushedHeads(state), outcomes,
                              project=lambda: pushed_project(settings, git),
                              target_branch=settings.git.target_branch, metrics=metrics,
-                             gc_pending=GcPending(state))
+                             gc_pending=GcPending(state), on_gc_mr_gone=outcomes.gc_mr_gone)
 
 
 def pushed_project(settings: Settings, git: GitProvider) -> tuple[int, str]:

@@ -204,6 +204,16 @@ class Api:
         self.tick(mr, user)
         return 200, answer
 
+    def delete_mr(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        """``DELETE …/merge_requests/:iid`` (lib/api/merge_requests.rb): 404 for an unknown MR,
+        then ``authorize!(:destroy_merge_request)``, which only owners and admins hold; 204.
+        The MR is gone for good: every later read of it is 404."""
+        mr = self.mr(iid)
+        if user.username not in self.s.owners:
+            raise ApiError(403, "403 Forbidden")
+        del self.project.mrs[mr.iid]
+        return 204, b""
+
     def create_mr(self, user: User, params: dict[str, Any]) -> Answer:
         source, target = params.get("source_branch"), params.get("target_branch")
         if not source or not target or not params.get("title"):
@@ -534,6 +544,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     (P + r"/merge_requests", "POST", Api.create_mr),
     (MR, "GET", Api.get_mr),
     (MR, "PUT", Api.update_mr),
+    (MR, "DELETE", Api.delete_mr),
     (MR + r"/notes", "GET", Api.list_notes),
     (MR + r"/notes", "POST", Api.create_note),
     (MR + r"/notes/(?P<note>\d+)", "PUT", Api.update_note),

@@ -61,6 +61,7 @@ class StandIn:
                                             "bob-token": "bob"}).items())}
         self.repo = GitRepo(root / "gitops.git")
         self.cannot_merge: set[str] = set()   # usernames without merge rights: merge is 401
+        self.owners: set[str] = {"alice"}      # the Owner role: may delete an MR
         self.bot_users: set[str] = set()      # project/group access token users (reset_approvals)
         self.cannot_read_approval_settings: set[str] = set()   # GET …/approvals is 403
         self.per_page = per_page

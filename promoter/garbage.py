@@ -52,17 +52,31 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
                 if overlay.version else None)
 
     found = gc.overlays(root, files)
+
+    def wanted(name: str, model: str, leaving: frozenset[str]) -> bool:
+        return _about_to_be_used(settings, registry, provider, name, model, leaving)
+
     orphans = [orphan for orphan in gc.orphan_bases(root, files)
-               if not _about_to_be_used(settings, registry, provider, orphan)]
+               if not wanted(orphan.name, orphan.model, frozenset())]
     removals = gc.plan(root, found, view, idle_since,
                        frozenset(settings.gc.idle_environments), settings.gc.staging_ttl_seconds,
-                       time.time(), orphans=orphans)
+                       time.time(), orphans=orphans, base_wanted=wanted)
     if dry_run:
         return GcPlan(removals)
     if not removals:
         # An open GC MR from an earlier run would still delete what is wanted again.
         return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH, WITHDRAWN_REASON))
     result = provider.propose(_proposal(settings, removals))
+    # A promotion into a new environment claims the name, then looks at GC's branch; GC
+    # pushes, then looks at the claims: whichever comes second sees the other, so a base a
+    # promotion claimed while this plan was made is put back (the pipeline withdraws a GC MR
+    # it finds removing its base).
+    spared = _claimed_since(settings, root, removals)
+    if spared:
+        removals = [removal for removal in removals if removal.prefix not in spared]
+        if not removals:
+            return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH, WITHDRAWN_REASON))
+        result = provider.propose(_proposal(settings, removals))
     if result.merge_request is not None:
         # Noted first, before the proposal's audit entry: the MR sweep follows every GC MR
         # noted until its merge or close is recorded (an older one merged unseen included),
@@ -79,26 +93,48 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
 
 
 def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvider,
-                      orphan: gc.OrphanBase) -> bool:
-    """Whether a base no overlay uses may be wanted by a promotion under way. Its model set
-    as an environment's alias again makes the pipeline propose the overlay alone (the base on
-    the target branch is already what it renders), so a GC MR removing the base, merged after
-    that proposal, would leave its overlay pointing at a missing ../../base. Checked cheapest
-    first: the ledger (a model claims the name before its first proposal, and owns it while
-    a deployment under it is not decommissioned), then the registry (an alias or stage set
-    now, its job perhaps still queued), then the forge (an open promotion MR of the name,
-    whatever state database opened it)."""
+                      name: str, model: str, leaving: frozenset[str]) -> bool:
+    """Whether the base of ``name``, whose overlays in ``leaving`` go (none left: an orphan,
+    ``leaving`` empty), may be wanted by a promotion under way into another environment. That
+    environment's first promotion proposes its overlay alone (the base on the target branch
+    is already what it renders), so a GC MR removing the base, merged after that proposal,
+    would leave its overlay pointing at a missing ../../base. Checked cheapest first: the
+    ledger (a proposal claims the name and its environment before it pushes; a deployment
+    not decommissioned), then the registry (an alias or stage set now, its job perhaps still
+    queued), then the forge (an open promotion MR, whatever state database opened it)."""
     from promoter.service import composition
     from promoter.service.ledger import StateLedger
 
-    if StateLedger(composition.state_db(settings)).owners(orphan.name):
+    ledger = StateLedger(composition.state_db(settings))
+    if ledger.environments_in_use(name) - leaving or (not leaving and ledger.owners(name)):
         return True
-    for env in settings.environments:
-        wanted = gc.Overlay(orphan.name, env, orphan.model, None)
-        if _registry_view(settings, registry, wanted).pointed_at is not None:
+    others = [env for env in settings.environments if env not in leaving]
+    for env in others:
+        if _registry_view(settings, registry, gc.Overlay(name, env, model, None)
+                          ).pointed_at is not None:
             return True
-    return any(mr.state == "opened" for env in settings.environments
-               if (mr := provider.find(orphan.name, env)) is not None)
+    return any(mr.state == "opened" for env in others
+               if (mr := provider.find(name, env)) is not None)
+
+
+def _claimed_since(settings: Settings, root: str, removals: list[gc.Removal]) -> set[str]:
+    """The base removals (prefixes) of names the ledger now shows in use in an environment
+    whose overlay this plan does not remove: claimed by a promotion after the plan looked."""
+    from promoter.service import composition
+    from promoter.service.ledger import StateLedger
+
+    ledger = StateLedger(composition.state_db(settings))
+    spared = set()
+    for removal in removals:
+        name = removal.prefix.removeprefix(f"{root}/").split("/")[0]
+        if removal.prefix != f"{root}/{name}/base/":
+            continue
+        leaving = frozenset(r.prefix.removeprefix(f"{root}/{name}/overlays/").rstrip("/")
+                            for r in removals
+                            if r.prefix.startswith(f"{root}/{name}/overlays/"))
+        if ledger.environments_in_use(name) - leaving:
+            spared.add(removal.prefix)
+    return spared
 
 
 def _registry_view(settings: Settings, registry: Registry, overlay: gc.Overlay) -> gc.RegistryView:

@@ -4,6 +4,7 @@ request on the real local git provider."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from promoter.adapters import localgit
 from promoter.core import gc
 from promoter.garbage import GC_BRANCH, collect
 from promoter.ports.git import Proposal
+from promoter.ports.pipeline import DeployedState
 from promoter.state.gc_pending import GcPending
 from tests.core.test_pipeline import (
     MODEL,
@@ -187,6 +189,111 @@ def test_gc_keeps_an_orphan_base_any_one_sign_of_a_promotion_under_way_names(
             managed_prefixes=(f"{ROOT}/{NAME}/overlays/staging/",)))
 
     assert collect(settings, world.registry, provider, dry_run=True).removals == []
+
+
+def _in_staging_only(settings: object, provider: localgit.LocalGitProvider) -> World:
+    """Version 2 promoted and merged in staging alone, then staging's alias deleted: GC
+    collects its overlay and, with it, the base (no environment remains)."""
+    registry = MemoryRegistry()
+    registry.add(MODEL, "2")
+    world = World(registry, provider, MemoryLedger(), CountingImages(),  # type: ignore[arg-type]
+                  CountingSigner(), [])
+    mr = world.promote("2", env="staging").mr_iid
+    assert mr is not None
+    if provider.get(mr).state == "opened":
+        provider.approve(mr, "alice")
+    if provider.get(mr).state == "opened":
+        provider.merge(mr, "alice")
+    registry.set_alias(MODEL, "staging", None)
+    return world
+
+
+@pytest.mark.parametrize("in_flight", ["none", "claimed", "alias set", "mr open"])
+def test_gc_keeps_a_base_whose_last_overlay_goes_while_another_environment_is_promoted(
+        tmp_path: Path, in_flight: str) -> None:
+    """Staging's overlay goes; a first promotion into production, under way, proposes its
+    overlay alone on the base main holds: the base stays (before, it went with staging's
+    overlay, and the production overlay merged after it pointed at a missing base)."""
+    from promoter.service.ledger import StateLedger
+    from promoter.state.db import StateDB
+
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _in_staging_only(settings, provider)
+    if in_flight == "claimed":
+        ledger = StateLedger(StateDB.open(settings.state_dir))
+        ledger.put(DeployedState(MODEL, "staging", NAME, "2", "merged", None, None))
+        assert ledger.claim_name(NAME, MODEL, "production") == set()
+    elif in_flight == "alias set":
+        world.registry.set_alias(MODEL, "production", "2")
+    elif in_flight == "mr open":
+        provider.propose(Proposal(
+            model=MODEL, name=NAME, env="production", version="2", title="t", description="d",
+            files={f"{ROOT}/{NAME}/overlays/production/kustomization.yaml": overlay("2")},
+            managed_prefixes=(f"{ROOT}/{NAME}/overlays/production/",)))
+
+    removals = [r.prefix for r in collect(settings, world.registry, provider,
+                                          dry_run=True).removals]
+    staging = f"{ROOT}/{NAME}/overlays/staging/"
+    assert removals == ([staging, f"{ROOT}/{NAME}/base/"] if in_flight == "none"
+                        else [staging])
+
+
+def test_a_first_promotion_withdraws_the_gc_mr_removing_its_base(tmp_path: Path) -> None:
+    """GC's MR removing an orphan base is open when the model is promoted into an environment
+    again: the promotion closes it, saying why, so it can never merge after the promotion."""
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _orphaned(settings, provider)
+    gc_mr = collect(settings, world.registry, provider, dry_run=False).result
+    assert gc_mr is not None and gc_mr.mr_iid is not None
+
+    promoted = world.promote("2", env="production").mr_iid
+
+    assert promoted is not None and provider.get(promoted).state == "opened"
+    assert provider.get(gc_mr.mr_iid).state == "closed"
+    assert any("builds on the base of" in note for note in provider.notes(gc_mr.mr_iid))
+    assert provider.paths(f"{ROOT}/", GC_BRANCH) is None          # its branch is gone too
+    # The next GC run sees the promotion under way and keeps the base.
+    assert collect(settings, world.registry, provider, dry_run=True).removals == []
+
+
+def test_a_promotion_leaves_a_gc_mr_that_keeps_its_base_alone(tmp_path: Path) -> None:
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _deployed_in_both(settings, provider)
+    world.registry.set_alias(MODEL, "production", None)       # GC removes production alone
+    gc_mr = collect(settings, world.registry, provider, dry_run=False).result
+    assert gc_mr is not None and gc_mr.mr_iid is not None
+    world.registry.add(MODEL, "3")
+    assert world.promote("3", env="staging").mr_iid is not None
+    assert provider.get(gc_mr.mr_iid).state == "opened"
+
+
+def test_gc_puts_back_a_base_a_promotion_claimed_while_it_planned(tmp_path: Path) -> None:
+    """The race the two checks close: the promotion claims the name after GC's plan looked
+    and looks at GC's branch before GC pushes; GC, looking at the claims after its push,
+    proposes again without that base (here nothing is left: it withdraws its MR)."""
+    from promoter.service.ledger import StateLedger
+    from promoter.state.db import StateDB
+
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _orphaned(settings, provider)
+    propose = provider.propose
+
+    def claimed_meanwhile(proposal: Proposal) -> Any:
+        ledger = StateLedger(StateDB.open(settings.state_dir))
+        assert ledger.claim_name(NAME, MODEL, "production") == set()
+        provider.propose = propose   # type: ignore[method-assign]
+        return propose(proposal)
+
+    provider.propose = claimed_meanwhile   # type: ignore[method-assign]
+    plan = collect(settings, world.registry, provider, dry_run=False)
+
+    assert plan.removals == [] and plan.withdrawn is not None
+    assert provider.get(plan.withdrawn.iid).state == "closed"
+    assert f"{ROOT}/{NAME}/base/kustomization.yaml" in provider.files(f"{ROOT}/", "main")
 
 
 @pytest.mark.parametrize(("idle_for_days", "collected"), [(10.0, True), (2.0, False)])

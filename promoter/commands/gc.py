@@ -13,8 +13,10 @@ HELP = """Propose, as one merge request, removing what nothing needs any more.
 An overlay goes when its registered model or version no longer exists in MLflow, when no
 alias or stage points the environment at the model, or when it sat idle in an
 idle-collected environment (gc.idle_environments, default staging) past gc.staging_ttl_seconds.
-A base goes with its last overlay, or alone when nothing is left under its overlays/ and no
-promotion of its model is under way. Directories promoter did not write are never touched.
+A base goes with its last overlay, or alone when nothing is left under its overlays/, and
+only while no promotion of its model into another environment is under way (one that starts
+meanwhile closes the gc MR, or gc proposes again without that base). Directories promoter
+did not write are never touched.
 An open gc MR is rebuilt to hold exactly the current plan, and closed (withdrawn) when nothing
 is to go any more. --dry-run prints the plan and changes nothing.
 """

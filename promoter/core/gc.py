@@ -109,9 +109,13 @@ def orphan_bases(root: str, files: Mapping[str, str]) -> list[OrphanBase]:
 def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView],
          idle_since: Callable[[Overlay], float | None], idle_envs: frozenset[str],
          ttl_seconds: float | None, now: float, *,
-         orphans: Sequence[OrphanBase]) -> list[Removal]:
-    """What goes: ``found`` overlays nothing needs, bases whose last overlay goes, and the
-    ``orphans`` (orphan_bases, less those about to be used again)."""
+         orphans: Sequence[OrphanBase],
+         base_wanted: Callable[[str, str, frozenset[str]], bool] = lambda *_: False
+         ) -> list[Removal]:
+    """What goes: ``found`` overlays nothing needs, bases whose last overlay goes unless
+    ``base_wanted(name, model, environments leaving)`` (a promotion into another environment
+    under way would build on it), and the ``orphans`` (orphan_bases, less those about to be
+    used again)."""
     removals: list[Removal] = []
     kept: dict[str, int] = {}
     for overlay in found:
@@ -124,7 +128,9 @@ def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView
                 f"{root}/{overlay.name}/overlays/{overlay.env}/", reason,
                 (tree_facts.forecast_plot(root, overlay.name, overlay.env),)))
     for name in sorted({overlay.name for overlay in found} - set(kept)):
-        removals.append(Removal(f"{root}/{name}/base/", "no environment remains"))
+        leaving = [overlay for overlay in found if overlay.name == name]
+        if not base_wanted(name, leaving[0].model, frozenset(o.env for o in leaving)):
+            removals.append(Removal(f"{root}/{name}/base/", "no environment remains"))
     for orphan in orphans:
         removals.append(Removal(f"{root}/{orphan.name}/base/", "no overlay uses it (its "
                                 "environments were decommissioned separately)"))

@@ -20,6 +20,7 @@ from typing import Any
 
 from promoter.core import (
     audit_anchor,
+    base_reuse,
     codeowners,
     gates,
     lineage,
@@ -219,6 +220,10 @@ class Pipeline:
         self._claim_name(job, deployment.name)
         result = self._propose(job, deployment, info, origin, files, decision, image, signature,
                                _Reach(shared, tree.overlays))
+        if tree.base and job.env not in tree.overlays:   # the overlay builds on this base
+            base_reuse.withdraw_gc_removing_base(
+                self.ports.provider, self.config.manifests_root, deployment.name, tree.base,
+                model=job.model, env=job.env)
         status = STATUS_FOR_OUTCOME[result.outcome]
         if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
             status = DeploymentStatus.MERGED  # the target branch already holds exactly this

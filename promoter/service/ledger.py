@@ -62,6 +62,21 @@ class StateLedger:
         (see _owners)."""
         return self.db.read(lambda conn: _owners(conn, name, self._now(conn)))
 
+    def environments_in_use(self, name: str) -> frozenset[str]:
+        """The environments where deployment ``name`` runs or a proposal of it is under way:
+        rows not decommissioned, and the environment of a claim still in flight (a first
+        proposal into an environment claims before it pushes; see claim_name)."""
+        def read(conn: Connection) -> frozenset[str]:
+            rows = conn.execute(
+                "SELECT env FROM deployments WHERE name = ? AND status <> ? UNION SELECT "
+                "claimed_env FROM deployment_names WHERE name = ? AND claimed_at > ? AND "
+                "claimed_env IS NOT NULL",
+                (name, DeploymentStatus.DECOMMISSIONED.value, name,
+                 self._now(conn) - CLAIM_IN_FLIGHT_SECONDS)).fetchall()
+            return frozenset(str(row[0]) for row in rows)
+
+        return self.db.read(read)
+
     def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
         """Every row in one of ``statuses`` that names its MR (the MR sweep's candidates)."""
         wanted = sorted(set(statuses))

@@ -202,6 +202,11 @@ class MemoryProvider:
         return texts({p: t for p, t in self.branches.get(ref, {}).items()
                       if p.startswith(prefix)})
 
+    def paths(self, prefix: str, ref: str) -> frozenset[str] | None:
+        if ref not in self.branches:
+            return None
+        return frozenset(p for p in self.branches[ref] if p.startswith(prefix))
+
     def read(self, path: str, ref: str) -> str | None:
         return texts(self.branches.get(ref, {})).get(path)
 

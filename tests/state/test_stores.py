@@ -208,6 +208,25 @@ def test_a_claim_whose_proposal_never_wrote_its_row_stops_counting_when_old(
     assert ledger.owners("churn") == {"other"} and ledger.get("m", "staging") is None
 
 
+def test_the_environments_a_name_is_in_use_in_are_its_live_rows_and_its_claim_in_flight(
+        state_backend: StateBackend) -> None:
+    """What garbage collection asks before removing a base: staging runs it, production's
+    first proposal is under way (claimed, no row yet), dev was decommissioned."""
+    clock = ManualClock()
+    ledger = StateLedger(state_backend.open(), clock=clock.now)
+    assert ledger.environments_in_use("churn") == frozenset()
+    ledger.claim_name("churn", "m", "dev")
+    ledger.put(DeployedState("m", "dev", "churn", "1", "decommissioned"))
+    ledger.claim_name("churn", "m", "staging")
+    ledger.put(DeployedState("m", "staging", "churn", "1", "merged"))
+    assert ledger.environments_in_use("churn") == {"staging"}
+    ledger.claim_name("churn", "m", "production")
+    assert ledger.environments_in_use("churn") == {"staging", "production"}
+    clock.advance(CLAIM_IN_FLIGHT_SECONDS + 1)        # that proposal's job died long ago
+    assert ledger.environments_in_use("churn") == {"staging"}
+    assert ledger.environments_in_use("other") == frozenset()
+
+
 def test_a_first_proposal_that_never_wrote_its_row_gives_the_name_up_when_old(
         state_backend: StateBackend) -> None:
     """A model's very first proposal failed for good after claiming (its job parked): past

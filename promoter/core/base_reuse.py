@@ -1,0 +1,32 @@
+"""A promotion into an environment that has no overlay yet proposes the overlay alone: the
+base it renders is already on the target branch. If garbage collection's open MR removes that
+base (it had no overlay left, or only ones GC collects), merging it after the promotion would
+leave the new overlay pointing at a missing ../../base. The promotion claims the name before
+it pushes and then looks at GC's branch; `promoter gc` pushes and then looks at the claims
+(garbage._claimed_since): whichever comes second sees the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from promoter.core import mr_text
+from promoter.ports.git import GC_BRANCH, GitProvider, MergeRequest
+
+REASON = ("A promotion of {model} into {env} builds on the base of {name}, which this merge "
+          "request removes: merged after it, the new overlay would point at a missing base. "
+          "promoter closed it; `promoter gc` proposes again what is still due.")
+
+
+def withdraw_gc_removing_base(provider: GitProvider, root: str, name: str,
+                              base_paths: Iterable[str], *, model: str,
+                              env: str) -> MergeRequest | None:
+    """Close GC's open MR when its branch lacks any file of ``name``'s base (``base_paths``,
+    relative to ``root``, as on the target branch); the MR closed, or None. One listing of
+    GC's branch; none when there is no such branch."""
+    on_gc = provider.paths(f"{root}/{name}/base/", GC_BRANCH)
+    if on_gc is None or {f"{root}/{path}" for path in base_paths} <= on_gc:
+        return None
+    # The model's name is the user's text: escaped, as everywhere in MR text.
+    return provider.withdraw(GC_BRANCH, REASON.format(model=mr_text.escape(model, 120),
+                                                      env=env, name=name))

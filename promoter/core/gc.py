@@ -47,15 +47,18 @@ class Removal:
     files: tuple[str, ...] = ()   # single files that go with it (the overlay's forecast plot)
 
 
+def _under(root: str, path: str) -> list[str] | None:
+    """``path``'s segments below ``root`` (``<name>/overlays/<env>/…``), None outside it."""
+    return path.removeprefix(f"{root}/").split("/") if path.startswith(f"{root}/") else None
+
+
 def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:
     """The overlays of directories promoter owns, from the target branch's files."""
     found = []
     for path, text in sorted(files.items()):
-        parts = path.split("/")
-        if not path.startswith(f"{root}/") or parts[-1] != "kustomization.yaml":
-            continue
-        relative = parts[len(root.split("/")):]
-        if len(relative) != 4 or relative[1] != "overlays":
+        relative = _under(root, path)
+        if relative is None or len(relative) != 4 or relative[1] != "overlays" \
+                or relative[3] != "kustomization.yaml":
             continue
         name, env = relative[0], relative[2]
         base = files.get(tree_facts.base_kustomization(root, name))
@@ -70,13 +73,9 @@ def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:
 def overlay_dirs(root: str, files: Iterable[str]) -> frozenset[tuple[str, str]]:
     """(name, env) of every overlay directory holding any file (``files``: paths on the
     branch), whoever wrote it: what a GC merge left in place is still deployed."""
-    depth = len(root.split("/"))
-    found = set()
-    for path in files:
-        relative = path.split("/")[depth:]
-        if path.startswith(f"{root}/") and len(relative) >= 4 and relative[1] == "overlays":
-            found.add((relative[0], relative[2]))
-    return frozenset(found)
+    return frozenset((relative[0], relative[2]) for path in files
+                     if (relative := _under(root, path)) is not None and len(relative) >= 4
+                     and relative[1] == "overlays")
 
 
 @dataclass(frozen=True)
@@ -94,8 +93,8 @@ def orphan_bases(root: str, files: Mapping[str, str]) -> list[OrphanBase]:
     owned: dict[str, str] = {}
     overlaid = set()
     for path, text in files.items():
-        relative = path.split("/")[len(root.split("/")):]
-        if not path.startswith(f"{root}/"):
+        relative = _under(root, path)
+        if relative is None:
             continue
         if relative[1:] == ["base", "kustomization.yaml"]:
             model = tree_facts.annotation(text, tree_facts.REGISTERED_MODEL)

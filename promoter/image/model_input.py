@@ -13,7 +13,13 @@ from pathlib import Path
 
 from promoter.errors import UserError
 from promoter.image.lineage import read_run_id
-from promoter.ports.image import CheckedVersion, ModelLineage, ModelSource, is_model_uri
+from promoter.ports.image import (
+    CheckedVersion,
+    ModelLineage,
+    ModelSource,
+    is_model_uri,
+    model_version_uri,
+)
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,14 @@ def model_input(model: str | CheckedVersion, models: ModelSource | None) -> Mode
     """``model`` (a version the pipeline checked, an MLflow model URI, or a local model
     directory) as lineage and files, without downloading anything."""
     if isinstance(model, CheckedVersion):
-        source = _mlflow(models, f"models:/{model.model}/{model.version}")
+        source = _mlflow(models, model_version_uri(model.model, model.version))
         return ModelInput(source.checked_lineage(model), model.files, source)
     if is_model_uri(model):
         source = _mlflow(models, model)
         lineage = source.resolve_model(model)
         # Download the version the labels name: an alias resolved again at download time may
         # have moved to another version meanwhile.
-        files = f"models:/{lineage.name}/{lineage.version}" \
+        files = model_version_uri(lineage.name, lineage.version) \
             if lineage.name is not None and lineage.version is not None else model
         return ModelInput(lineage, files, source)
     path = Path(model)

@@ -19,6 +19,12 @@ ChunkSource = Callable[[], Iterable[bytes]]
 MODEL_URI_PREFIXES = ("models:/", "runs:/")
 
 
+def model_version_uri(name: str, version: str) -> str:
+    """The MLflow URI of one registered model version (what lineage records and what is
+    downloaded: never an alias, which may move between the two)."""
+    return f"models:/{name}/{version}"
+
+
 def is_model_uri(text: str) -> bool:
     """An MLflow model URI (rather than a local model directory)."""
     return text.startswith(MODEL_URI_PREFIXES)

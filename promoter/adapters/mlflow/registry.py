@@ -24,7 +24,7 @@ from promoter.core.lineage import run_of
 from promoter.core.spec import deep_merge, intent_from_tags
 from promoter.errors import PermanentError, UserError
 from promoter.intent_yaml import MAX_INTENT_BYTES, load_intent_yaml
-from promoter.ports.image import CheckedVersion, ModelLineage
+from promoter.ports.image import CheckedVersion, ModelLineage, model_version_uri
 from promoter.ports.registry import (
     WRITE_BACK_FIELDS,
     ModelVersionInfo,
@@ -192,7 +192,7 @@ class MlflowRegistry:
                         hint="use models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH")
 
     def checked_lineage(self, version: CheckedVersion) -> ModelLineage:
-        return self._registered_lineage(f"models:/{version.model}/{version.version}",
+        return self._registered_lineage(model_version_uri(version.model, version.version),
                                         version.model, version.version, version.source,
                                         version.run_id)
 

@@ -178,6 +178,16 @@ class ClusterFeedback:
             status, claimed, was_deployed = self._judge(name, env, [], False, judgement)
         return status
 
+    def after_merge(self, name: str, env: str, *, actor: str) -> EnvironmentStatus | None:
+        """A verified merge of (name, env) was just recorded: judge the clusters' stored rows
+        again. Argo CD may have synced the merged revision before promoter recorded the merge
+        (a late hook, the sweep): judged then, it was not deployed yet, and Argo CD may not
+        notify again. Nothing stored (Argo CD never reported, or is not used): nothing is
+        told, not even "unknown"."""
+        if not self.store.rows(name, env):
+            return None
+        return self.observe(name, env, [], complete=False, actor=actor)
+
     def _judge(self, name: str, env: str, rows: list[ClusterStatus], complete: bool,
                judgement: _Judgement) -> tuple[EnvironmentStatus, bool, bool]:
         """Store ``rows`` and judge the environment: (status, claimed to tell, deployed as

@@ -57,8 +57,8 @@ class MergeRequestOutcomes:
     def __init__(self, registry: Registry | None, ledger: StateLedger, audit: AuditTrail,
                  heads: PushedHeads, claims: OutcomeClaims | None = None,
                  forge: Callable[[], Forge | None] | None = None,
-                 target_overlays: Callable[[], Collection[tuple[str, str]]] | None = None
-                 ) -> None:
+                 target_overlays: Callable[[], Collection[tuple[str, str]]] | None = None,
+                 after_merge: Callable[[str, str], None] | None = None) -> None:
         self.registry = registry
         self.ledger = ledger
         self.audit = audit
@@ -70,6 +70,9 @@ class MergeRequestOutcomes:
         # recorded; None (no branch to read): what GC planned counts as removed.
         self._target_overlays = target_overlays
         self.gc_pending = GcPending(ledger.db)
+        # Told (name, env) once a verified merge is recorded: Argo CD's stored status is
+        # judged again (ClusterFeedback.after_merge), as it may have reported first.
+        self._after_merge = after_merge
 
     def __call__(self, event: ForgeEvent) -> None:
         if isinstance(event, PipelineEvent):
@@ -168,6 +171,18 @@ class MergeRequestOutcomes:
         # promotion may have put it during the calls above: that row is not ours to settle).
         if current and state is not None:
             self.ledger.settle(state, status)
+            if status == DeploymentStatus.MERGED and self._after_merge is not None:
+                self._deployed_already(event.name, event.env)
+
+    def _deployed_already(self, name: str, env: str) -> None:
+        """The merge is recorded in full; a failure to judge Argo CD's status again is not
+        the merge's: logged, and the next observation tells it."""
+        assert self._after_merge is not None
+        try:
+            self._after_merge(name, env)
+        except PromoterError as exc:
+            log(_log, logging.WARNING, "Argo CD status not judged again after the merge; the "
+                "next observation tells it", name=name, env=env, error=exc.message)
 
     @staticmethod
     def _status(event: MergeRequestEvent, current: DeployedState | None) -> str | None:

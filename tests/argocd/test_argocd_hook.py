@@ -36,6 +36,7 @@ class RecordingRegistry:
 
     def __init__(self) -> None:
         self.tags: dict[tuple[str, str], dict[str, str]] = {}
+        self.live: dict[tuple[str, str], str | None] = {}
         self.down = False
 
     def write_back(self, model: str, version: str, env: str, values: Mapping[str, str]) -> None:
@@ -43,6 +44,12 @@ class RecordingRegistry:
             raise TransientError("MLflow is down")
         tags = self.tags.setdefault((model, version), {})
         tags.update({f"promoter.{env}.{key}": value for key, value in values.items()})
+
+    def live_version(self, model: str, env: str) -> str | None:   # the outcomes handler's
+        return self.live.get((model, env))
+
+    def set_live_version(self, model: str, env: str, version: str | None) -> None:
+        self.live[(model, env)] = version
 
 
 class Notes:
@@ -211,14 +218,39 @@ def _approved_and_merged_on_the_forge(tmp_path: Path, registry: RecordingRegistr
                                       ) -> tuple[ArgoCDHookHandler, StateLedger, AuditTrail]:
     """The forge says MR !3 is merged at REVISION; promoter has not recorded the outcome yet
     (the ledger still says approved): the MR hook is late, or being handled right now."""
+    handler, _, ledger, audit = _merged_unrecorded(tmp_path, registry, store)
+    return handler, ledger, audit
+
+
+def _merged_unrecorded(tmp_path: Path, registry: RecordingRegistry | None = None,
+                       store: StatusStore | None = None
+                       ) -> tuple[ArgoCDHookHandler, ClusterFeedback, StateLedger, AuditTrail]:
     ledger = StateLedger(tmp_path)
     ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
                              version="7", status="approved", mr_iid=3, head_sha="a" * 40))
     mrs, audit = MergeRequests(), AuditTrail(tmp_path)
     mrs.state, mrs.merge_commit = "merged", REVISION
     store = store or StatusStore(tmp_path)
-    return ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
-        store, ledger, audit, registry or RecordingRegistry(), Notes(), mrs)), ledger, audit
+    feedback = ClusterFeedback(store, ledger, audit, registry or RecordingRegistry(), Notes(),
+                               mrs)
+    return ArgoCDHookHandler(Secret(SECRET), store, feedback), feedback, ledger, audit
+
+
+def _record_the_merge(tmp_path: Path, registry: RecordingRegistry, ledger: StateLedger,
+                      audit: AuditTrail, feedback: ClusterFeedback) -> None:
+    """MR !3's verified merge recorded by the outcomes handler, wired as composition does."""
+    from promoter.core.mr_events import MergeRequestEvent
+    from promoter.service.outcomes import MergeRequestOutcomes
+    from promoter.state.pushed_heads import PushedHeads
+
+    outcomes = MergeRequestOutcomes(
+        registry, ledger, audit, PushedHeads(tmp_path),  # type: ignore[arg-type]
+        after_merge=lambda name, env: feedback.after_merge(name, env, actor="promoter"))
+    outcomes(MergeRequestEvent(
+        action="merge", project_id=0, project_path="local", iid=3, state="merged",
+        source_branch="promote/fraud-detector/production", target_branch="main",
+        head_sha="a" * 40, url="local:!3", user="alice", name="fraud-detector",
+        env="production", merge_commit_sha=REVISION))
 
 
 def test_a_foreign_merge_recorded_while_telling_leaves_merged_unverified_in_mlflow(
@@ -255,6 +287,33 @@ def test_a_merge_the_forge_reports_before_promoter_records_it_is_not_yet_deploye
         "fraud-detector", "production", "gpu-eu-1", reconciled_at="2024-03-05T07:40:00Z"))
     assert answer["deployed"] is True
     assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
+
+
+def test_a_merge_recorded_after_argo_cd_synced_it_is_told_deployed_at_once(
+        tmp_path: Path) -> None:
+    """Argo CD synced the merged revision and reported it before promoter recorded the merge
+    (a late hook, the sweep), and sends nothing more (no change on its side): recording the
+    verified merge judges the stored status again and tells deployed without waiting."""
+    registry = RecordingRegistry()
+    handler, feedback, ledger, audit = _merged_unrecorded(tmp_path, registry)
+    _, answer = _post(handler, "sync-succeeded",
+                      application("fraud-detector", "production", "gpu-eu-1"))
+    assert answer["deployed"] is False
+
+    _record_the_merge(tmp_path, registry, ledger, audit, feedback)
+
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
+    told = [e for e in _audit(audit) if e["event"] == "argocd.status"]
+    assert (told[-1]["deployed"], told[-1]["actor"]) == (True, "promoter")
+
+
+def test_a_merge_recorded_with_no_argo_cd_status_stored_tells_nothing(tmp_path: Path) -> None:
+    """Argo CD never reported (or is not used): the merge tells no "unknown" status."""
+    registry = RecordingRegistry()
+    _, feedback, ledger, audit = _merged_unrecorded(tmp_path, registry)
+    _record_the_merge(tmp_path, registry, ledger, audit, feedback)
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "merged"
+    assert not [e for e in _audit(audit) if e["event"] == "argocd.status"]
 
 
 def test_a_deployed_told_before_the_foreign_merge_was_recorded_is_corrected(

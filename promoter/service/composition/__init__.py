@@ -106,9 +106,14 @@ def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutco
         return overlays_on_target(provider(settings), settings.git.manifests_dir.strip("/"),
                                   settings.git.target_branch)
 
+    def after_merge(name: str, env: str) -> None:
+        """Argo CD's stored status judged again once a verified merge is recorded."""
+        cluster_feedback(settings, registry).after_merge(name, env, actor="promoter")
+
     return MergeRequestOutcomes(registry, StateLedger(state_db(settings)),
                                 audit_trail(settings), PushedHeads(state_db(settings)),
-                                forge=forge, target_overlays=target_overlays)
+                                forge=forge, target_overlays=target_overlays,
+                                after_merge=after_merge)
 
 
 def provider(settings: Settings,

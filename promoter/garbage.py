@@ -3,12 +3,13 @@ let the core plan the removals (core.gc), and propose them as one merge request.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
 from promoter.core import gc, mr_text
 from promoter.core.gc import PROPOSED
-from promoter.errors import PermanentError
+from promoter.errors import PermanentError, PromoterError
 from promoter.ports.git import (
     GC_BRANCH,
     GC_KEY,
@@ -67,29 +68,48 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
         # An open GC MR from an earlier run would still delete what is wanted again.
         return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH, WITHDRAWN_REASON))
     result = provider.propose(_proposal(settings, removals))
+    _followed(settings, root, found, removals, result)
     # A promotion into a new environment claims the name, then looks at GC's branch; GC
     # pushes, then looks at the claims: whichever comes second sees the other, so a base a
     # promotion claimed while this plan was made is put back (the pipeline withdraws a GC MR
-    # it finds removing its base).
+    # whose marker says it removes the base it builds on).
     spared = _claimed_since(settings, root, removals)
     if spared:
         removals = [removal for removal in removals if removal.prefix not in spared]
-        if not removals:
-            return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH, WITHDRAWN_REASON))
-        result = provider.propose(_proposal(settings, removals))
-    if result.merge_request is not None:
-        # Noted first, before the proposal's audit entry: the MR sweep follows every GC MR
-        # noted until its merge or close is recorded (an older one merged unseen included),
-        # so a `gc` stopped right after proposing cannot leave one nobody follows.
-        GcPending(composition.state_db(settings)).proposed(result.merge_request.iid)
-        removed = {removal.prefix for removal in removals}
-        # The overlays this head removes: its merge is recorded from this entry as the
-        # decommission of each (service.outcomes), as a removal MR's merge is.
-        history.record(PROPOSED, iid=result.merge_request.iid, url=result.merge_request.url,
-                       head_sha=result.head_sha, removes=[
-                           {"model": o.model, "name": o.name, "env": o.env, "version": o.version}
-                           for o in found if f"{root}/{o.name}/overlays/{o.env}/" in removed])
+        try:
+            if not removals:
+                return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH,
+                                                                   WITHDRAWN_REASON))
+            result = provider.propose(_proposal(settings, removals))
+        except PromoterError:
+            # The MR still removes a base a promotion now builds on: it must not stay open
+            # for someone to merge (the withdrawal may fail too; the error is raised either
+            # way, and the next `promoter gc` plans again).
+            with contextlib.suppress(PromoterError):
+                provider.withdraw(GC_BRANCH, WITHDRAWN_REASON)
+            raise
+        _followed(settings, root, found, removals, result)
     return GcPlan(removals, result)
+
+
+def _followed(settings: Settings, root: str, found: list[gc.Overlay],
+              removals: list[gc.Removal], result: ProposalResult) -> None:
+    """Note the GC MR for the MR sweep and audit what its head removes, right after each
+    push: the sweep follows every GC MR noted until its merge or close is recorded (an older
+    one merged unseen included), so a `gc` stopped right after proposing cannot leave one
+    nobody follows; its merge is recorded from the newest entry for its head as the
+    decommission of each overlay (service.outcomes), as a removal MR's merge is."""
+    from promoter.service import composition
+
+    if result.merge_request is None:
+        return
+    GcPending(composition.state_db(settings)).proposed(result.merge_request.iid)
+    removed = {removal.prefix for removal in removals}
+    composition.audit_trail(settings).record(
+        PROPOSED, iid=result.merge_request.iid, url=result.merge_request.url,
+        head_sha=result.head_sha, removes=[
+            {"model": o.model, "name": o.name, "env": o.env, "version": o.version}
+            for o in found if f"{root}/{o.name}/overlays/{o.env}/" in removed])
 
 
 def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvider,
@@ -165,7 +185,8 @@ def _proposal(settings: Settings, removals: list[gc.Removal]) -> Proposal:
         managed_prefixes=tuple(removal.prefix for removal in removals),
         title=f"Garbage-collect {overlays} deployment(s) nothing needs any more",
         description=("## Garbage collection\n\npromoter found deployments in the GitOps tree "
-                     f"that nothing needs any more. Merging this removes:\n\n{lines}\n"),
+                     f"that nothing needs any more. Merging this removes:\n\n{lines}\n\n"
+                     f"{gc.removals_marker(removals)}\n"),
         labels=("promoter", "gc"), approvals_required=1,
         target_branch=settings.git.target_branch, branch_name=GC_BRANCH,
         # Only this run's removals: what an earlier run removed and is wanted again is put back.

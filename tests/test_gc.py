@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from promoter.adapters import localgit
-from promoter.core import gc
+from promoter.core import gc, mr_text
 from promoter.garbage import GC_BRANCH, collect
 from promoter.ports.git import Proposal
 from promoter.ports.pipeline import DeployedState
@@ -256,6 +256,75 @@ def test_a_first_promotion_withdraws_the_gc_mr_removing_its_base(tmp_path: Path)
     assert provider.paths(f"{ROOT}/", GC_BRANCH) is None          # its branch is gone too
     # The next GC run sees the promotion under way and keeps the base.
     assert collect(settings, world.registry, provider, dry_run=True).removals == []
+
+
+def test_a_first_promotion_leaves_a_gc_mr_alone_that_predates_its_base(tmp_path: Path) -> None:
+    """A GC MR removing something else waits for review; a new model is promoted to staging
+    and merged, then into production. GC's branch lacks that model's base (it was made from
+    the target branch before the base existed), but GC does not remove it: the MR stays open
+    (closing it would lose its approvals and, on a busy platform, GC would never merge)."""
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _deployed_in_both(settings, provider)
+    world.registry.set_alias(MODEL, "production", None)       # GC removes production alone
+    gc_mr = collect(settings, world.registry, provider, dry_run=False).result
+    assert gc_mr is not None and gc_mr.mr_iid is not None
+    other = "Churn Model"
+    world.registry.add(other, "1")
+    staged = world.promote("1", env="staging", model=other).mr_iid
+    assert staged is not None
+    if provider.get(staged).state == "opened":
+        provider.approve(staged, "alice")
+    if provider.get(staged).state == "opened":
+        provider.merge(staged, "alice")
+    assert provider.get(staged).state == "merged"
+
+    assert world.promote("1", env="production", model=other).mr_iid is not None
+    assert provider.get(gc_mr.mr_iid).state == "opened"
+
+
+def test_the_removals_marker_reads_back_and_outside_text_cannot_forge_one() -> None:
+    removals = [gc.Removal("deploy/fraud-detector/base/", "no environment remains"),
+                gc.Removal("deploy/x/overlays/prod/", "<!-- promoter-gc-removes [] -->")]
+    marker = gc.removals_marker(removals)
+    assert "-->" not in marker[:-3] and marker.endswith("-->")
+    assert gc.marked_removals(f"text\n\n{marker}\n") == {r.prefix for r in removals}
+    forged = mr_text.escape('<!-- promoter-gc-removes ["deploy/fraud-detector/base/"] -->')
+    assert gc.marked_removals(forged) == frozenset()
+    assert gc.marked_removals("no marker") == frozenset()
+
+
+def test_a_gc_mr_that_cannot_be_proposed_again_without_a_claimed_base_is_withdrawn(
+        tmp_path: Path) -> None:
+    """GC saw a claim after its push and proposes again without that base; that push fails
+    (GitLab down): the open MR, which removes the base, is closed rather than left for someone
+    to merge, and the error is raised. It was noted and audited right after the first push."""
+    from promoter.errors import TransientError
+    from promoter.service.ledger import StateLedger
+    from promoter.state.db import StateDB
+
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _deployed_in_both(settings, provider)
+    world.registry.set_alias(MODEL, "staging", None)
+    world.registry.set_alias(MODEL, "production", None)
+    propose, calls = provider.propose, []
+
+    def claimed_then_down(proposal: Proposal) -> Any:
+        calls.append(proposal)
+        if len(calls) == 2:
+            raise TransientError("GitLab is down")
+        ledger = StateLedger(StateDB.open(settings.state_dir))
+        assert ledger.claim_name(NAME, MODEL, "dev") == set()
+        return propose(proposal)
+
+    provider.propose = claimed_then_down   # type: ignore[method-assign]
+    with pytest.raises(TransientError):
+        collect(settings, world.registry, provider, dry_run=False)
+
+    [first] = [mr for mr in provider.list_mrs(state="all") if mr.source_branch == GC_BRANCH]
+    assert first.state == "closed"
+    assert GcPending(settings.state_dir).unrecorded() == [first.iid]
 
 
 def test_a_promotion_leaves_a_gc_mr_that_keeps_its_base_alone(tmp_path: Path) -> None:

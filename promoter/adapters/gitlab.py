@@ -318,6 +318,10 @@ class GitLabProvider:
         found = self.forge.merge_requests(branch_for(name, env))
         return found[0] if found else None
 
+    def open_merge_request(self, branch: str) -> MergeRequest | None:
+        return next((mr for mr in self.forge.merge_requests(branch) if mr.state == "opened"),
+                    None)
+
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         return texts(self.forge.read_files(ref, [], [prefix]))
 

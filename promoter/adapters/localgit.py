@@ -186,6 +186,10 @@ class LocalGitProvider:
         target = f"refs/remotes/origin/{mr.target_branch}"
         return self.forge.repo.git("diff", f"{target}...{mr.head_sha}")
 
+    def open_merge_request(self, branch: str) -> MergeRequest | None:
+        return next((mr for mr in self.forge.merge_requests(branch) if mr.state == "opened"),
+                    None)
+
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         self.forge.repo.fetch()  # read the remote's branch as it is now, as GitLab's API does
         return texts(self.forge.read_files(ref, [], [prefix]))

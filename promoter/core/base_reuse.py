@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from promoter.core import mr_text
+from promoter.core import gc, mr_text
 from promoter.ports.git import GC_BRANCH, GitProvider, MergeRequest
 
 REASON = ("A promotion of {model} into {env} builds on the base of {name}, which this merge "
@@ -21,11 +21,17 @@ REASON = ("A promotion of {model} into {env} builds on the base of {name}, which
 def withdraw_gc_removing_base(provider: GitProvider, root: str, name: str,
                               base_paths: Iterable[str], *, model: str,
                               env: str) -> MergeRequest | None:
-    """Close GC's open MR when its branch lacks any file of ``name``'s base (``base_paths``,
-    relative to ``root``, as on the target branch); the MR closed, or None. One listing of
-    GC's branch; none when there is no such branch."""
-    on_gc = provider.paths(f"{root}/{name}/base/", GC_BRANCH)
+    """Close GC's open MR when it removes ``name``'s base; the MR closed, or None. GC's
+    branch lacking a base file (``base_paths``, relative to ``root``, as on the target branch)
+    is not proof: that branch is the target branch as the last `promoter gc` found it, so a
+    base created since is missing there too. Only then is the MR read, and its marker
+    (gc.removals_marker) must name the base. One listing of GC's branch in the common case."""
+    prefix = f"{root}/{name}/base/"
+    on_gc = provider.paths(prefix, GC_BRANCH)
     if on_gc is None or {f"{root}/{path}" for path in base_paths} <= on_gc:
+        return None
+    collecting = provider.open_merge_request(GC_BRANCH)
+    if collecting is None or prefix not in gc.marked_removals(collecting.description):
         return None
     # The model's name is the user's text: escaped, as everywhere in MR text.
     return provider.withdraw(GC_BRANCH, REASON.format(model=mr_text.escape(model, 120),

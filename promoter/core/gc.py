@@ -13,6 +13,8 @@ overlay's forecast plot goes with the overlay. Directories whose base promoter d
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -50,6 +52,32 @@ class Removal:
 def _under(root: str, path: str) -> list[str] | None:
     """``path``'s segments below ``root`` (``<name>/overlays/<env>/…``), None outside it."""
     return path.removeprefix(f"{root}/").split("/") if path.startswith(f"{root}/") else None
+
+
+# GC's MR description records what its head removes in promoter's own marker (an HTML
+# comment: escaped outside text can never forge one), read back by a promotion that must know
+# whether the open GC MR removes the base it builds on (core.base_reuse).
+_REMOVES = re.compile(r"<!-- promoter-gc-removes (\[[^<>]*\]) -->")
+
+
+def removals_marker(removals: Iterable[Removal]) -> str:
+    # JSON with every "-" escaped: no path can end the comment ("-->") early.
+    listed = json.dumps(sorted(removal.prefix for removal in removals)).replace("-", "\\u002d")
+    return f"<!-- promoter-gc-removes {listed} -->"
+
+
+def marked_removals(description: str) -> frozenset[str]:
+    """The prefixes GC's marker in ``description`` says its head removes (none without one:
+    an MR written before the marker, or not GC's)."""
+    found = _REMOVES.search(description)
+    if found is None:
+        return frozenset()
+    try:
+        prefixes = json.loads(found.group(1))
+    except ValueError:
+        return frozenset()
+    return frozenset(p for p in prefixes if isinstance(p, str)) \
+        if isinstance(prefixes, list) else frozenset()
 
 
 def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:

@@ -144,6 +144,9 @@ class GitProvider(Protocol):
     def find(self, name: str, env: str) -> MergeRequest | None:
         """The newest MR of the branch of (name, env), in any state, or None."""
 
+    def open_merge_request(self, branch: str) -> MergeRequest | None:
+        """The open MR of ``branch`` (any branch, GC's included), or None."""
+
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         """Every text file under ``prefix`` on branch ``ref`` with its text, in one read (which
         overlays remain; what the other overlays claim; what gc may remove). Binary files

@@ -41,6 +41,10 @@ _LOCK = "deployments"
 # attempt that is still alive (job leases are renewed while an attempt runs, so they bound
 # nothing here).
 CLAIM_IN_FLIGHT_SECONDS = 3600.0
+# Row statuses of a deployment that runs, or whose proposal or removal is under way.
+IN_USE = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED,
+                    DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED,
+                    DeploymentStatus.NEEDS_ATTENTION, DeploymentStatus.DECOMMISSIONING})
 
 
 class StateLedger:
@@ -64,16 +68,18 @@ class StateLedger:
 
     def environments_in_use(self, name: str) -> frozenset[str]:
         """The environments where deployment ``name`` runs or a proposal of it is under way:
-        rows not decommissioned, and the environment of a claim still in flight (a first
-        proposal into an environment claims before it pushes; see claim_name)."""
+        rows whose MR is open or merged (not one closed, denied, invalid or failed: nothing of
+        those is under way, and their environment may have no overlay for GC to remove, so
+        counting them would keep a base for good), and the environment of a claim still in
+        flight (a first proposal into an environment claims before it pushes; claim_name)."""
         def read(conn: Connection) -> frozenset[str]:
             rows = conn.execute(
-                "SELECT env FROM deployments WHERE name = ? AND status <> ? UNION SELECT "
-                "claimed_env FROM deployment_names WHERE name = ? AND claimed_at > ? AND "
+                "SELECT env, status FROM deployments WHERE name = ? UNION SELECT claimed_env, "
+                "'claimed' FROM deployment_names WHERE name = ? AND claimed_at > ? AND "
                 "claimed_env IS NOT NULL",
-                (name, DeploymentStatus.DECOMMISSIONED.value, name,
-                 self._now(conn) - CLAIM_IN_FLIGHT_SECONDS)).fetchall()
-            return frozenset(str(row[0]) for row in rows)
+                (name, name, self._now(conn) - CLAIM_IN_FLIGHT_SECONDS)).fetchall()
+            return frozenset(str(env) for env, status in rows
+                             if status == "claimed" or status in IN_USE)
 
         return self.db.read(read)
 

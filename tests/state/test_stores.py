@@ -219,6 +219,12 @@ def test_the_environments_a_name_is_in_use_in_are_its_live_rows_and_its_claim_in
     ledger.put(DeployedState("m", "dev", "churn", "1", "decommissioned"))
     ledger.claim_name("churn", "m", "staging")
     ledger.put(DeployedState("m", "staging", "churn", "1", "merged"))
+    # Rows of proposals that ended without a deployment are not in use: such an environment
+    # has no overlay GC could remove, so counting it would keep the base for good.
+    for env, status in (("qa", "denied"), ("perf", "closed"), ("eu", "invalid"),
+                        ("us", "failed")):
+        ledger.claim_name("churn", "m", env)
+        ledger.put(DeployedState("m", env, "churn", "1", status))
     assert ledger.environments_in_use("churn") == {"staging"}
     ledger.claim_name("churn", "m", "production")
     assert ledger.environments_in_use("churn") == {"staging", "production"}

@@ -97,9 +97,10 @@ class MergeRequestSweep:
     left_alone: set[int] = field(default_factory=set)
     # GC MRs whose outcome is not recorded yet; None: GC's MRs are not followed.
     gc_pending: GcPending | None = None
-    # Told of a noted GC MR the forge says does not exist (MergeRequestOutcomes.gc_mr_gone:
-    # audits it and stops following it); None: such an MR is a failure of every pass.
-    on_gc_mr_gone: Callable[[int], None] | None = None
+    # Told (project id, iid) of a noted GC MR the forge says does not exist
+    # (MergeRequestOutcomes.gc_mr_gone: records what the target branch shows it removed,
+    # audits it, stops following it); None: such an MR is a failure of every pass.
+    on_gc_mr_gone: Callable[[int, int], None] | None = None
 
     def __call__(self) -> SweepReport:
         report = SweepReport()
@@ -125,7 +126,7 @@ class MergeRequestSweep:
                                                target_branch=self.target_branch,
                                                project_id=project_id,
                                                project_path=project_path),
-                         on_missing=self.on_gc_mr_gone)
+                         on_missing=self._gc_mr_gone(project_id))
         if report.recorded or report.failed or report.gone:
             log(_log, logging.INFO, "MR sweep", **report.describe())
         return report
@@ -135,6 +136,10 @@ class MergeRequestSweep:
         if self.gc_pending is None:
             return []
         return core.gc_mrs_to_look_at(self.gc_pending.unrecorded(), self.left_alone)
+
+    def _gc_mr_gone(self, project_id: int) -> Callable[[int], None] | None:
+        gone = self.on_gc_mr_gone
+        return None if gone is None else lambda iid: gone(project_id, iid)
 
     def _settle(self, report: SweepReport, iid: int, name: str, env: str, project_id: int,
                 decide: Callable[[MergeRequest, str | None], core.SweepDecision], *,

@@ -32,7 +32,7 @@ from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
 from promoter.core.results import DeploymentStatus, replaced_status
 from promoter.errors import PermanentError, PromoterError, TransientError
 from promoter.ports.forge import Forge
-from promoter.ports.git import GC_KEY, GitProvider
+from promoter.ports.git import GC_BRANCH, GC_KEY, GitProvider
 from promoter.ports.pipeline import DeployedState
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
@@ -43,6 +43,8 @@ from promoter.state.gc_pending import GcPending
 from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.outcomes")
+# The claim key's action for a GC MR found deleted (no hook ever reports that).
+GONE = "gone"
 # MR Hook action -> promoter.<env>.status. "approval" (one of several approvals) is audited only.
 STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed"}
 # ... and what they make of the version when the MR's head was someone else's: a merge
@@ -102,12 +104,20 @@ class MergeRequestOutcomes:
                     # written again since): the MR sweep stops following it.
                     self.gc_pending.recorded(event.iid)
 
-    def gc_mr_gone(self, iid: int) -> None:
-        """GC's MR ``iid``, noted as unrecorded, is not on the forge any more (deleted): it can
-        never merge, so the sweep stops following it. Audited first, the note removed last."""
-        self.audit.record("gc.mr_gone", actor="reconcile", iid=iid,
-                          reason="the forge no longer has this merge request (deleted); "
-                                 "`promoter gc` proposes again what is still due")
+    def gc_mr_gone(self, project_id: int, iid: int) -> None:
+        """GC's MR ``iid``, noted as unrecorded, is not on the forge any more (an owner
+        deleted it): the sweep stops following it. Unmerged, it removed nothing; merged while
+        its hook was lost, it did. The target branch tells which: every overlay its newest
+        proposal planned that the branch no longer has is decommissioned as the merge would
+        have done it, the rest left as they are. Audited as ``gc.mr_gone``; the note goes
+        last (claimed once, like an outcome)."""
+        event = MergeRequestEvent(
+            action=GONE, project_id=project_id, project_path="", iid=iid, state="deleted",
+            source_branch=GC_BRANCH, target_branch="", head_sha=None, url="",
+            user="reconcile", name=GC_KEY[0], env=GC_KEY[1])
+        with self.claims.outcome(event) as ours:
+            if ours:
+                self._garbage_collection(event)
         self.gc_pending.recorded(iid)
 
     def _subject(self, event: MergeRequestEvent
@@ -253,7 +263,8 @@ class MergeRequestOutcomes:
         GC-level entry comes after the per-overlay work and the unrecorded note goes last: a
         recording cut short is done again by the MR sweep (recorded possibly twice, never
         zero times)."""
-        planned = self._gc_removals(event) if event.action == "merge" else []
+        deleted = event.action == GONE
+        planned = self._gc_removals(event) if event.action == "merge" or deleted else []
         kept = self._still_on_target(planned)
         gone = [self._pinned(overlay) for overlay in planned
                 if (overlay.name, overlay.env) not in kept]
@@ -266,7 +277,7 @@ class MergeRequestOutcomes:
                     model, env, DeploymentStatus.DECOMMISSIONED))
             live_named = [self._untrack_collected(overlay, event.url) for overlay in gone]
             for overlay in planned:
-                if (overlay.name, overlay.env) in kept:
+                if (overlay.name, overlay.env) in kept and not deleted:
                     self._audit_skipped(event, overlay, reason=(
                         "the target branch still has this overlay (deployed again since, or "
                         "the merged head was not the one promoter pushed)"))
@@ -274,6 +285,15 @@ class MergeRequestOutcomes:
                 row = self.ledger.decommission_collected(overlay.name, overlay.env,
                                                          overlay.model, overlay.version)
                 self._audit_collected(event, overlay, removed=row is not None or was_live)
+            if deleted:
+                self.audit.record(
+                    "gc.mr_gone", actor=event.user, iid=event.iid,
+                    decommissioned=[{"name": o.name, "env": o.env, "version": o.version}
+                                    for o in gone],
+                    reason="the forge no longer has this merge request (deleted); what it "
+                           "planned and the target branch still has stays, and `promoter gc` "
+                           "proposes again what is still due")
+                return
             self.audit.record(f"mr.{event.action}{'_foreign' if foreign else ''}",
                               actor=event.user or "unknown", name=event.name, env=event.env,
                               iid=event.iid, url=event.url, user=event.user,

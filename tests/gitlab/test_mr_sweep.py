@@ -465,7 +465,8 @@ def test_a_gc_mr_deleted_on_the_forge_is_audited_and_no_longer_followed(
     assert (report.gone, report.failed, report.recorded) == ([gc_iid], 0, [])
     assert report.describe()["gc_mrs_gone"] == [gc_iid]
     [gone] = [e for e in promoter.audit.entries() if e["event"] == "gc.mr_gone"]
-    assert (gone["iid"], gone["actor"]) == (gc_iid, "reconcile")
+    assert (gone["iid"], gone["actor"], gone["decommissioned"]) == (gc_iid, "reconcile", [])
+    assert not [e for e in promoter.audit.entries() if e["event"] == "gc.skipped"]
     assert promoter.status() == "merged" and promoter.tags.live == {(MODEL, ENV): "3"}
     assert GcPending(promoter.ledger.db).unrecorded() == []
     assert promoter.sweep().looked_at == 0
@@ -490,6 +491,25 @@ def test_a_gc_merge_is_not_recorded_while_the_target_branch_cannot_be_read(
     monkeypatch.undo()
     assert [r["iid"] for r in promoter.sweep().recorded] == [gc_iid]
     assert promoter.status() == "decommissioned"
+
+
+@GITLAB_ONLY
+def test_a_gc_mr_merged_unseen_then_deleted_still_decommissions_what_it_removed(
+        promoter: Promoter) -> None:
+    """Its merge hook was lost, then an owner deleted the merged MR: the target branch no
+    longer has the overlay, so it is decommissioned as the merge would have done it."""
+    gc_iid, gc_head = gc_proposed(promoter, "3")
+    promoter.harness.merge(gc_iid, gc_head)
+    promoter.harness.delete_mr(gc_iid)  # type: ignore[attr-defined]
+
+    report = promoter.sweep()
+    assert (report.gone, report.failed) == ([gc_iid], 0)
+    assert promoter.status() == "decommissioned" and promoter.tags.live == {(MODEL, ENV): None}
+    assert promoter.audit.live_now_since(MODEL, "3", ENV) is None
+    assert gc_decommissions(promoter, gc_iid) == [("3", "decommissioned")]
+    [gone] = [e for e in promoter.audit.entries() if e["event"] == "gc.mr_gone"]
+    assert gone["decommissioned"] == [{"name": NAME, "env": ENV, "version": "3"}]
+    assert promoter.sweep().looked_at == 0
 
 
 @GITLAB_ONLY

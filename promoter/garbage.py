@@ -120,8 +120,9 @@ def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvi
     is already what it renders), so a GC MR removing the base, merged after that proposal,
     would leave its overlay pointing at a missing ../../base. Checked cheapest first: the
     ledger (a proposal claims the name and its environment before it pushes; a deployment
-    not decommissioned), then the registry (an alias or stage set now, its job perhaps still
-    queued), then the forge (an open promotion MR, whatever state database opened it)."""
+    whose MR is open or merged), then the registry (an alias or stage set now, its job perhaps
+    still queued: one MLflow read per environment), then the forge (an open promotion MR,
+    whatever state database opened it)."""
     from promoter.service import composition
     from promoter.service.ledger import StateLedger
 
@@ -129,10 +130,8 @@ def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvi
     if ledger.environments_in_use(name) - leaving or (not leaving and ledger.owners(name)):
         return True
     others = [env for env in settings.environments if env not in leaving]
-    for env in others:
-        if _registry_view(settings, registry, gc.Overlay(name, env, model, None)
-                          ).pointed_at is not None:
-            return True
+    if any(_pointed_at(settings, registry, model, env) is not None for env in others):
+        return True
     return any(mr.state == "opened" for env in others
                if (mr := provider.find(name, env)) is not None)
 
@@ -168,10 +167,21 @@ def _registry_view(settings: Settings, registry: Registry, overlay: gc.Overlay) 
             registry.model_version(overlay.model, overlay.version)
         except PermanentError:
             version_exists = False
-    environment = settings.environments.get(overlay.env)
-    pointed = (registry.current_version(overlay.model, environment.trigger.alias,
-                                        environment.trigger.stage) if environment else None)
-    return gc.RegistryView(True, version_exists, pointed)
+    return gc.RegistryView(True, version_exists,
+                           _pointed_at(settings, registry, overlay.model, overlay.env))
+
+
+def _pointed_at(settings: Settings, registry: Registry, model: str, env: str) -> str | None:
+    """The version ``env``'s trigger (alias, else stage) points ``model`` at now; None also
+    for an environment no longer configured or a model MLflow no longer has."""
+    environment = settings.environments.get(env)
+    if environment is None:
+        return None
+    try:
+        return registry.current_version(model, environment.trigger.alias,
+                                        environment.trigger.stage)
+    except PermanentError:
+        return None
 
 
 def _proposal(settings: Settings, removals: list[gc.Removal]) -> Proposal:

@@ -28,6 +28,11 @@ WITHDRAWN_REASON = ("promoter gc found nothing to remove any more: what this mer
                     "idle). Merging it would remove live deployments, so promoter closed it.")
 
 
+FAILED_REASON = ("promoter gc could not finish proposing this merge request (its branch and "
+                 "description may not match, or a promotion started meanwhile needs what it "
+                 "removes), so promoter closed it; the next `promoter gc` proposes again.")
+
+
 @dataclass(frozen=True)
 class GcPlan:
     removals: list[gc.Removal]
@@ -67,28 +72,29 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     if not removals:
         # An open GC MR from an earlier run would still delete what is wanted again.
         return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH, WITHDRAWN_REASON))
-    result = provider.propose(_proposal(settings, removals))
-    _followed(settings, root, found, removals, result)
-    # A promotion into a new environment claims the name, then looks at GC's branch; GC
-    # pushes, then looks at the claims: whichever comes second sees the other, so a base a
-    # promotion claimed while this plan was made is put back (the pipeline withdraws a GC MR
-    # whose marker says it removes the base it builds on).
-    spared = _claimed_since(settings, root, removals)
-    if spared:
-        removals = [removal for removal in removals if removal.prefix not in spared]
-        try:
+    try:
+        result = provider.propose(_proposal(settings, removals))
+        _followed(settings, root, found, removals, result)
+        # A promotion into a new environment claims the name, then looks at GC's MR; GC
+        # pushes, then looks at the claims: whichever comes second sees the other, so a base
+        # a promotion claimed while this plan was made is put back (the pipeline withdraws a
+        # GC MR whose marker says it removes the base it builds on).
+        spared = _claimed_since(settings, root, removals)
+        if spared:
+            removals = [removal for removal in removals if removal.prefix not in spared]
             if not removals:
                 return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH,
                                                                    WITHDRAWN_REASON))
             result = provider.propose(_proposal(settings, removals))
-        except PromoterError:
-            # The MR still removes a base a promotion now builds on: it must not stay open
-            # for someone to merge (the withdrawal may fail too; the error is raised either
-            # way, and the next `promoter gc` plans again).
-            with contextlib.suppress(PromoterError):
-                provider.withdraw(GC_BRANCH, WITHDRAWN_REASON)
-            raise
-        _followed(settings, root, found, removals, result)
+            _followed(settings, root, found, removals, result)
+    except PromoterError:
+        # A push may have landed without its description (the marker a promotion reads), or
+        # the MR may still remove a base a promotion now builds on: it must not stay open for
+        # someone to merge. The withdrawal may fail too; the error is raised either way, and
+        # the next `promoter gc` plans again.
+        with contextlib.suppress(PromoterError):
+            provider.withdraw(GC_BRANCH, FAILED_REASON)
+        raise
     return GcPlan(removals, result)
 
 
@@ -127,7 +133,7 @@ def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvi
     from promoter.service.ledger import StateLedger
 
     ledger = StateLedger(composition.state_db(settings))
-    if ledger.environments_in_use(name) - leaving or (not leaving and ledger.owners(name)):
+    if ledger.environments_in_use(name) - leaving:
         return True
     others = [env for env in settings.environments if env not in leaving]
     if any(_pointed_at(settings, registry, model, env) is not None for env in others):
@@ -185,8 +191,9 @@ def _pointed_at(settings: Settings, registry: Registry, model: str, env: str) ->
 
 
 def _proposal(settings: Settings, removals: list[gc.Removal]) -> Proposal:
-    lines = "\n".join(f"- `{removal.prefix}`: {mr_text.escape(removal.reason, 300)}"
-                      for removal in removals)
+    # Directory names come from the target branch, where anyone may push: escaped too.
+    lines = "\n".join(f"- {mr_text.escape(removal.prefix, 300)}: "
+                      f"{mr_text.escape(removal.reason, 300)}" for removal in removals)
     overlays = sum(1 for removal in removals if "/overlays/" in removal.prefix)
     return Proposal(
         model="garbage collection", name=GC_KEY[0], env=GC_KEY[1],

@@ -284,14 +284,25 @@ def test_a_first_promotion_leaves_a_gc_mr_alone_that_predates_its_base(tmp_path:
 
 
 def test_the_removals_marker_reads_back_and_outside_text_cannot_forge_one() -> None:
+    """Directory names come from the target branch, where anyone may push: one holding a
+    comment or a marker neither ends GC's marker early nor forges one in the description."""
+    hostile = 'deploy/x<!-- promoter-gc-removes ["deploy/other/base/"] -->/overlays/prod/'
     removals = [gc.Removal("deploy/fraud-detector/base/", "no environment remains"),
-                gc.Removal("deploy/x/overlays/prod/", "<!-- promoter-gc-removes [] -->")]
+                gc.Removal(hostile, "<!-- promoter-gc-removes [] -->")]
     marker = gc.removals_marker(removals)
-    assert "-->" not in marker[:-3] and marker.endswith("-->")
+    assert "-->" not in marker[:-3] and "<" not in marker[4:] and marker.endswith("-->")
     assert gc.marked_removals(f"text\n\n{marker}\n") == {r.prefix for r in removals}
+    description = _proposal_text(removals)
+    assert gc.marked_removals(description) == {r.prefix for r in removals}
     forged = mr_text.escape('<!-- promoter-gc-removes ["deploy/fraud-detector/base/"] -->')
-    assert gc.marked_removals(forged) == frozenset()
-    assert gc.marked_removals("no marker") == frozenset()
+    assert gc.marked_removals(forged) is None
+    assert gc.marked_removals("no marker") is None
+
+
+def _proposal_text(removals: list[gc.Removal]) -> str:
+    from promoter.garbage import _proposal
+
+    return _proposal(SETTINGS, removals).description
 
 
 def test_a_gc_mr_that_cannot_be_proposed_again_without_a_claimed_base_is_withdrawn(
@@ -325,6 +336,58 @@ def test_a_gc_mr_that_cannot_be_proposed_again_without_a_claimed_base_is_withdra
     [first] = [mr for mr in provider.list_mrs(state="all") if mr.source_branch == GC_BRANCH]
     assert first.state == "closed"
     assert GcPending(settings.state_dir).unrecorded() == [first.iid]
+
+
+def test_an_orphan_base_goes_although_a_proposal_of_it_was_once_denied(
+        tmp_path: Path) -> None:
+    """A denied (or closed, invalid, failed) proposal leaves a ledger row but nothing under
+    way and no overlay: it must not keep the base for good."""
+    from promoter.service.ledger import StateLedger
+    from promoter.state.db import StateDB
+
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _orphaned(settings, provider)
+    ledger = StateLedger(StateDB.open(settings.state_dir))
+    ledger.put(DeployedState(MODEL, "qa", NAME, "2", "denied", None, None))
+    assert [r.prefix for r in collect(settings, world.registry, provider,
+                                      dry_run=True).removals] == [f"{ROOT}/{NAME}/base/"]
+
+
+def test_a_gc_mr_without_a_readable_marker_is_judged_by_its_branch(tmp_path: Path) -> None:
+    """An MR from before markers, or one whose description someone edited: the branch
+    lacking the base is all there is to go on, and the promotion withdraws it."""
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _orphaned(settings, provider)
+    gc_mr = collect(settings, world.registry, provider, dry_run=False).result
+    assert gc_mr is not None and gc_mr.mr_iid is not None
+    mr = provider.get(gc_mr.mr_iid)
+    provider.forge.update_mr(mr.iid, mr.title, "## Garbage collection (edited)", mr.labels)
+
+    world.promote("2", env="production")
+    assert provider.get(gc_mr.mr_iid).state == "closed"
+
+
+def test_a_gc_push_whose_description_failed_is_withdrawn(tmp_path: Path) -> None:
+    """The branch was pushed but the MR's description (its marker) could not be written: a
+    promotion would misread it, so the MR is closed and the error raised."""
+    from promoter.errors import TransientError
+
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _orphaned(settings, provider)
+    propose = provider.propose
+
+    def pushed_then_failed(proposal: Proposal) -> Any:
+        propose(proposal)
+        raise TransientError("GitLab did not answer the description update")
+
+    provider.propose = pushed_then_failed   # type: ignore[method-assign]
+    with pytest.raises(TransientError):
+        collect(settings, world.registry, provider, dry_run=False)
+    [mr] = [mr for mr in provider.list_mrs(state="all") if mr.source_branch == GC_BRANCH]
+    assert mr.state == "closed"
 
 
 def test_a_promotion_leaves_a_gc_mr_that_keeps_its_base_alone(tmp_path: Path) -> None:
@@ -397,7 +460,7 @@ def test_gc_proposes_one_mr_on_the_local_provider(tmp_path: Path) -> None:
     assert plan.result is not None and plan.result.merge_request is not None
     mr = provider.get(plan.result.merge_request.iid)
     assert mr.source_branch == GC_BRANCH and "gc" in mr.labels
-    assert f"`{ROOT}/{NAME}/overlays/production/`" in mr.description
+    assert mr_text.escape(f"{ROOT}/{NAME}/overlays/production/") in mr.description
     left = sorted(provider.files(f"{ROOT}/{NAME}/", GC_BRANCH))
     assert left and not any("/overlays/production/" in path for path in left)
     on_branch = provider.forge.read_files(GC_BRANCH, list(plots.values()), [])
@@ -432,7 +495,7 @@ def test_gc_proposes_one_mr_on_the_gitlab_stand_in(tmp_path: Path) -> None:
         assert plan.result is not None and plan.result.mr_iid is not None
         mr = standin.project.mrs[plan.result.mr_iid]
         assert mr.source_branch == GC_BRANCH and "gc" in mr.labels
-        assert f"`{ROOT}/{NAME}/overlays/production/`" in mr.description
+        assert mr_text.escape(f"{ROOT}/{NAME}/overlays/production/") in mr.description
         left = sorted(harness.provider.files(f"{ROOT}/{NAME}/", GC_BRANCH))
         assert left and not any("/overlays/production/" in path for path in left)
         registry.set_alias(MODEL, "production", "2")     # wanted again: the MR is withdrawn

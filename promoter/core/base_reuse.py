@@ -25,14 +25,21 @@ def withdraw_gc_removing_base(provider: GitProvider, root: str, name: str,
     branch lacking a base file (``base_paths``, relative to ``root``, as on the target branch)
     is not proof: that branch is the target branch as the last `promoter gc` found it, so a
     base created since is missing there too. Only then is the MR read, and its marker
-    (gc.removals_marker) must name the base. One listing of GC's branch in the common case."""
+    (gc.removals_marker), when it has one, must name the base. One listing of GC's branch in
+    the common case."""
     prefix = f"{root}/{name}/base/"
     on_gc = provider.paths(prefix, GC_BRANCH)
     if on_gc is None or {f"{root}/{path}" for path in base_paths} <= on_gc:
         return None
     collecting = provider.open_merge_request(GC_BRANCH)
-    if collecting is None or prefix not in gc.marked_removals(collecting.description):
+    if collecting is None:
         return None
+    marked = gc.marked_removals(collecting.description)
+    if marked is not None and prefix not in marked:
+        return None   # GC's branch predates the base: it does not remove it
+    # Marked, or no marker to read (an MR from before markers, an edited description): the
+    # branch lacking the base is all there is to go on, and a needless withdrawal only delays
+    # GC, where a kept one could break the new overlay.
     # The model's name is the user's text: escaped, as everywhere in MR text.
     return provider.withdraw(GC_BRANCH, REASON.format(model=mr_text.escape(model, 120),
                                                       env=env, name=name))

@@ -60,24 +60,30 @@ def _under(root: str, path: str) -> list[str] | None:
 _REMOVES = re.compile(r"<!-- promoter-gc-removes (\[[^<>]*\]) -->")
 
 
+_JSON_ESCAPES = str.maketrans({"-": "\\u002d", "<": "\\u003c", ">": "\\u003e",
+                               "&": "\\u0026"})
+
+
 def removals_marker(removals: Iterable[Removal]) -> str:
-    # JSON with every "-" escaped: no path can end the comment ("-->") early.
-    listed = json.dumps(sorted(removal.prefix for removal in removals)).replace("-", "\\u002d")
+    # JSON with "-", "<", ">" and "&" escaped: no directory name (they come from the target
+    # branch) can end the comment ("-->") early or open another one.
+    listed = json.dumps(sorted(removal.prefix for removal in removals)).translate(_JSON_ESCAPES)
     return f"<!-- promoter-gc-removes {listed} -->"
 
 
-def marked_removals(description: str) -> frozenset[str]:
-    """The prefixes GC's marker in ``description`` says its head removes (none without one:
-    an MR written before the marker, or not GC's)."""
+def marked_removals(description: str) -> frozenset[str] | None:
+    """The prefixes GC's marker in ``description`` says its head removes; None when there is
+    no readable marker (an MR written before markers, or a description someone edited)."""
     found = _REMOVES.search(description)
     if found is None:
-        return frozenset()
+        return None
     try:
         prefixes = json.loads(found.group(1))
     except ValueError:
-        return frozenset()
-    return frozenset(p for p in prefixes if isinstance(p, str)) \
-        if isinstance(prefixes, list) else frozenset()
+        return None
+    if not isinstance(prefixes, list):
+        return None
+    return frozenset(p for p in prefixes if isinstance(p, str))
 
 
 def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:

@@ -43,8 +43,6 @@ from promoter.state.gc_pending import GcPending
 from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.outcomes")
-# The claim key's action for a GC MR found deleted (no hook ever reports that).
-GONE = "gone"
 # MR Hook action -> promoter.<env>.status. "approval" (one of several approvals) is audited only.
 STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed"}
 # ... and what they make of the version when the MR's head was someone else's: a merge
@@ -107,17 +105,20 @@ class MergeRequestOutcomes:
     def gc_mr_gone(self, project_id: int, iid: int) -> None:
         """GC's MR ``iid``, noted as unrecorded, is not on the forge any more (an owner
         deleted it): the sweep stops following it. Unmerged, it removed nothing; merged while
-        its hook was lost, it did. The target branch tells which: every overlay its newest
-        proposal planned that the branch no longer has is decommissioned as the merge would
-        have done it, the rest left as they are. Audited as ``gc.mr_gone``; the note goes
-        last (claimed once, like an outcome)."""
+        its hook was lost, it did. The target branch tells which: every overlay any of its
+        proposals planned that the branch no longer has is decommissioned as the merge would
+        have done it, the rest left as they are. Claimed as its merge (a merge recorded
+        already, or recorded later, is not recorded twice); audited as ``gc.mr_gone``; the
+        note goes last."""
+        proposals = self._gc_proposals(iid)
+        url = str(proposals[-1].get("url") or "") if proposals else ""
         event = MergeRequestEvent(
-            action=GONE, project_id=project_id, project_path="", iid=iid, state="deleted",
-            source_branch=GC_BRANCH, target_branch="", head_sha=None, url="",
+            action="merge", project_id=project_id, project_path="", iid=iid, state="deleted",
+            source_branch=GC_BRANCH, target_branch="", head_sha=None, url=url,
             user="reconcile", name=GC_KEY[0], env=GC_KEY[1])
         with self.claims.outcome(event) as ours:
             if ours:
-                self._garbage_collection(event)
+                self._garbage_collection(event, deleted=True)
         self.gc_pending.recorded(iid)
 
     def _subject(self, event: MergeRequestEvent
@@ -247,7 +248,7 @@ class MergeRequestOutcomes:
                 model=model, version=version, env=env, reason=exc.message)
             raise
 
-    def _garbage_collection(self, event: MergeRequestEvent) -> None:
+    def _garbage_collection(self, event: MergeRequestEvent, *, deleted: bool = False) -> None:
         """A GC merge request's outcome. Its merge removes overlays, so it counts as the
         decommission of each (as a removal MR's merge does): `audit live`, the ledger and
         ``live_version`` must not go on naming a version the target branch no longer runs.
@@ -263,8 +264,10 @@ class MergeRequestOutcomes:
         GC-level entry comes after the per-overlay work and the unrecorded note goes last: a
         recording cut short is done again by the MR sweep (recorded possibly twice, never
         zero times)."""
-        deleted = event.action == GONE
-        planned = self._gc_removals(event) if event.action == "merge" or deleted else []
+        # Deleted: which head merged, if any, is unknown; every proposal's plan is checked
+        # against the target branch (what it still has stays).
+        planned = self._gc_removals(event, every_proposal=deleted) \
+            if event.action == "merge" else []
         kept = self._still_on_target(planned)
         gone = [self._pinned(overlay) for overlay in planned
                 if (overlay.name, overlay.env) not in kept]
@@ -341,18 +344,27 @@ class MergeRequestOutcomes:
                           env=overlay.env, iid=event.iid, url=event.url, model=overlay.model,
                           version=overlay.version, reason=reason)
 
-    def _gc_removals(self, event: MergeRequestEvent) -> list[Overlay]:
+    def _gc_removals(self, event: MergeRequestEvent, *,
+                     every_proposal: bool = False) -> list[Overlay]:
         """The overlays the merged head removes: from the proposal of that MR that pushed this
-        head (the newest one when the head is unknown)."""
-        proposals = [entry for entry in self.audit.entries()
-                     if entry.get("event") == PROPOSED and entry.get("iid") == event.iid
-                     and isinstance(entry.get("removes"), list)]
-        matching = [entry for entry in proposals
-                    if entry.get("head_sha") == event.head_sha] or proposals
-        if not matching:
-            return []
-        return [overlay for item in matching[-1]["removes"]
-                if (overlay := _overlay(item)) is not None]
+        head (the newest one when the head is unknown); with ``every_proposal``, what any of
+        its proposals removed, once each."""
+        proposals = self._gc_proposals(event.iid)
+        if every_proposal:
+            chosen = proposals
+        else:
+            matching = [entry for entry in proposals
+                        if entry.get("head_sha") == event.head_sha] or proposals
+            chosen = matching[-1:]
+        found = [overlay for entry in chosen for item in entry["removes"]
+                 if (overlay := _overlay(item)) is not None]
+        return list(dict.fromkeys(found))
+
+    def _gc_proposals(self, iid: int) -> list[dict[str, Any]]:
+        """The audited proposals (pushes) of GC's MR ``iid``, oldest first."""
+        return [entry for entry in self.audit.entries()
+                if entry.get("event") == PROPOSED and entry.get("iid") == iid
+                and isinstance(entry.get("removes"), list)]
 
     def _untrack_collected(self, overlay: Overlay, url: str | None) -> bool:
         """Tag the removed version decommissioned and clear ``live_version`` if it still names

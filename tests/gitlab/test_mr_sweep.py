@@ -513,6 +513,39 @@ def test_a_gc_mr_merged_unseen_then_deleted_still_decommissions_what_it_removed(
 
 
 @GITLAB_ONLY
+def test_a_deleted_gc_mr_is_checked_against_every_plan_it_carried(promoter: Promoter) -> None:
+    """GC proposed again after the merge it never saw (its newest plan removes something
+    else): which head merged is unknown once the MR is deleted, so every plan it carried is
+    checked against the target branch."""
+    gc_iid, gc_head = gc_proposed(promoter, "3")
+    promoter.harness.merge(gc_iid, gc_head)
+    promoter.audit.record("gc.proposed", iid=gc_iid, head_sha="b" * 40, removes=[
+        {"model": "other", "name": "other", "env": ENV, "version": "1"}])
+    promoter.harness.delete_mr(gc_iid)  # type: ignore[attr-defined]
+
+    assert promoter.sweep().gone == [gc_iid]
+    assert promoter.status() == "decommissioned"
+    assert gc_decommissions(promoter, gc_iid) == [("3", "decommissioned")]
+
+
+@GITLAB_ONLY
+def test_a_deleted_gc_mr_whose_merge_was_recorded_is_not_recorded_again(
+        promoter: Promoter) -> None:
+    """The merge was recorded, but the run stopped before removing the note; the MR was
+    deleted since: its merge is not recorded a second time (one claim for both)."""
+    gc_iid, gc_head = gc_proposed(promoter, "3")
+    promoter.harness.merge(gc_iid, gc_head)
+    assert [r["iid"] for r in promoter.sweep().recorded] == [gc_iid]
+    GcPending(promoter.ledger.db).proposed(gc_iid)       # as if the note had not gone
+    promoter.harness.delete_mr(gc_iid)  # type: ignore[attr-defined]
+    before = list(promoter.audit.entries())
+
+    assert promoter.sweep().gone == [gc_iid]
+    assert list(promoter.audit.entries()) == before
+    assert GcPending(promoter.ledger.db).unrecorded() == []
+
+
+@GITLAB_ONLY
 def test_a_gc_mr_stays_followed_when_its_gone_entry_cannot_be_written(
         promoter: Promoter, monkeypatch: pytest.MonkeyPatch) -> None:
     gc_iid, _ = gc_proposed(promoter, "3")

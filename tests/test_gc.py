@@ -263,12 +263,7 @@ def test_a_first_promotion_leaves_a_gc_mr_alone_that_predates_its_base(tmp_path:
     and merged, then into production. GC's branch lacks that model's base (it was made from
     the target branch before the base existed), but GC does not remove it: the MR stays open
     (closing it would lose its approvals and, on a busy platform, GC would never merge)."""
-    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
-    provider = localgit.from_settings(settings)
-    world = _deployed_in_both(settings, provider)
-    world.registry.set_alias(MODEL, "production", None)       # GC removes production alone
-    gc_mr = collect(settings, world.registry, provider, dry_run=False).result
-    assert gc_mr is not None and gc_mr.mr_iid is not None
+    provider, world, gc_iid = _gc_mr_removing_production(tmp_path)
     other = "Churn Model"
     world.registry.add(other, "1")
     staged = world.promote("1", env="staging", model=other).mr_iid
@@ -280,7 +275,7 @@ def test_a_first_promotion_leaves_a_gc_mr_alone_that_predates_its_base(tmp_path:
     assert provider.get(staged).state == "merged"
 
     assert world.promote("1", env="production", model=other).mr_iid is not None
-    assert provider.get(gc_mr.mr_iid).state == "opened"
+    assert provider.get(gc_iid).state == "opened"
 
 
 def test_the_removals_marker_reads_back_and_outside_text_cannot_forge_one() -> None:
@@ -391,15 +386,22 @@ def test_a_gc_push_whose_description_failed_is_withdrawn(tmp_path: Path) -> None
 
 
 def test_a_promotion_leaves_a_gc_mr_that_keeps_its_base_alone(tmp_path: Path) -> None:
+    provider, world, gc_iid = _gc_mr_removing_production(tmp_path)
+    world.registry.add(MODEL, "3")
+    assert world.promote("3", env="staging").mr_iid is not None
+    assert provider.get(gc_iid).state == "opened"
+
+
+def _gc_mr_removing_production(tmp_path: Path
+                               ) -> tuple[localgit.LocalGitProvider, World, int]:
+    """Deployed in both environments; GC's open MR removes production's overlay alone."""
     settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
     provider = localgit.from_settings(settings)
     world = _deployed_in_both(settings, provider)
-    world.registry.set_alias(MODEL, "production", None)       # GC removes production alone
+    world.registry.set_alias(MODEL, "production", None)
     gc_mr = collect(settings, world.registry, provider, dry_run=False).result
     assert gc_mr is not None and gc_mr.mr_iid is not None
-    world.registry.add(MODEL, "3")
-    assert world.promote("3", env="staging").mr_iid is not None
-    assert provider.get(gc_mr.mr_iid).state == "opened"
+    return provider, world, gc_mr.mr_iid
 
 
 def test_gc_puts_back_a_base_a_promotion_claimed_while_it_planned(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ class MergeRequestSweep:
     # GC MRs whose outcome is not recorded yet; None: GC's MRs are not followed.
     gc_pending: GcPending | None = None
     # Told (project id, iid) of a noted GC MR the forge says does not exist
-    # (MergeRequestOutcomes.gc_mr_gone: records what the target branch shows it removed,
+    # (GcOutcomes.gone: records what the target branch shows it removed,
     # audits it, stops following it); None: such an MR is a failure of every pass.
     on_gc_mr_gone: Callable[[int, int], None] | None = None
 

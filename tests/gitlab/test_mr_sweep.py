@@ -18,11 +18,12 @@ from promoter.ports.git import GC_BRANCH, GC_KEY
 from promoter.ports.pipeline import DeployedState
 from promoter.secret_settings import Secret
 from promoter.service.audit import AuditTrail
+from promoter.service.gc_outcomes import overlays_on_target
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler
 from promoter.service.ledger import StateLedger
 from promoter.service.mr_sweep import MergeRequestSweep
 from promoter.service.outcome_claims import OutcomeClaims
-from promoter.service.outcomes import MergeRequestOutcomes, overlays_on_target
+from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.state.db import StateDB
 from promoter.state.gc_pending import GcPending
 from tests.fixtures.mlflow_server import MlflowServer
@@ -67,7 +68,7 @@ class Promoter:
         self.sweep = MergeRequestSweep(self.ledger, harness.provider, heads, self.outcomes,
                                        project=lambda: (project, "group/gitops"),
                                        target_branch="main", gc_pending=GcPending(db),
-                                       on_gc_mr_gone=self.outcomes.gc_mr_gone)
+                                       on_gc_mr_gone=self.outcomes.gc.gone)
 
     def opened(self, version: str) -> tuple[int, str]:
         result = self.harness.provider.propose(proposal(version, approvals_required=0))
@@ -479,7 +480,7 @@ def test_a_gc_merge_is_not_recorded_while_the_target_branch_cannot_be_read(
     it may still run. The merge stays unrecorded, its note kept, until the branch is read."""
     gc_iid, gc_head = gc_proposed(promoter, "3")
     promoter.harness.merge(gc_iid, gc_head)
-    monkeypatch.setattr(promoter.outcomes, "_target_overlays", lambda: overlays_on_target(
+    monkeypatch.setattr(promoter.outcomes.gc, "_target_overlays", lambda: overlays_on_target(
         promoter.harness.provider, "manifests", "renamed-main"))
 
     failed = promoter.sweep()
@@ -619,7 +620,7 @@ def test_the_composition_root_wires_the_sweep_to_the_providers_pushed_heads(
     assert sweep.target_branch == "main" and sweep.project() == (0, "local")
     assert sweep.gc_pending is not None and \
         sweep.gc_pending.db.path == composition.state_db(settings).path  # `promoter gc`'s
-    assert sweep.on_gc_mr_gone == world.outcomes.gc_mr_gone
+    assert sweep.on_gc_mr_gone == world.outcomes.gc.gone
     assert [r["iid"] for r in sweep().recorded] == [iid]
     assert world.status() == "merged" and world.tags.live == {(MODEL, ENV): "4"}
 

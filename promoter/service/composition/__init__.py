@@ -38,8 +38,9 @@ from promoter.service.composition.images import (
 from promoter.service.composition.signing import cosign_signer, cosign_verifier, sign_keyless
 from promoter.service.composition.state import audit_trail, state_db
 from promoter.service.composition.state import describe as describe_state
+from promoter.service.gc_outcomes import overlays_on_target
 from promoter.service.ledger import StateLedger
-from promoter.service.outcomes import MergeRequestOutcomes, overlays_on_target
+from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.settings import Settings
 from promoter.state.gc_pending import GcPending
 from promoter.state.pushed_heads import PushedHeads
@@ -222,7 +223,7 @@ def mr_sweep(settings: Settings, outcomes: MergeRequestOutcomes,
     return MergeRequestSweep(StateLedger(state), git, PushedHeads(state), outcomes,
                              project=lambda: pushed_project(settings, git),
                              target_branch=settings.git.target_branch, metrics=metrics,
-                             gc_pending=GcPending(state), on_gc_mr_gone=outcomes.gc_mr_gone)
+                             gc_pending=GcPending(state), on_gc_mr_gone=outcomes.gc.gone)
 
 
 def pushed_project(settings: Settings, git: GitProvider) -> tuple[int, str]:

@@ -14,27 +14,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from promoter.core import (
-    audit_anchor,
-    base_reuse,
-    codeowners,
     gates,
     lineage,
     live_overlay,
-    mr_text,
     shared_base,
     tree_facts,
 )
 from promoter.core.artifact_steps import ArtifactSteps
-from promoter.core.audit_chain import Head
 from promoter.core.config import PipelineConfig
 from promoter.core.decommission import decommission
 from promoter.core.intent import InvalidIntent, build_request
 from promoter.core.policy import Decision
+from promoter.core.promotion_proposal import PromotionProposal, Reach
 from promoter.core.render import ImagePin, Lineage, Renderer
 from promoter.core.results import STATUS_FOR_OUTCOME, DeploymentStatus, PipelineResult
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
@@ -47,8 +43,8 @@ from promoter.errors import (
     disposition_of,
 )
 from promoter.ports.clock import Clock
-from promoter.ports.git import GitProvider, Outcome, Proposal, ProposalResult
-from promoter.ports.image import BuiltImage, Signer, Verifier
+from promoter.ports.git import GitProvider, Outcome
+from promoter.ports.image import Signer, Verifier
 from promoter.ports.pipeline import (
     AuditHeads,
     DeployedState,
@@ -58,7 +54,7 @@ from promoter.ports.pipeline import (
     Progress,
     StepLog,
 )
-from promoter.ports.registry import ModelVersionInfo, Registry, RunInfo
+from promoter.ports.registry import ModelVersionInfo, Registry
 
 
 def digest_of(value: Any) -> str:
@@ -95,22 +91,6 @@ def _refuse_shared_name(job: PromotionJob, name: str, owners: Collection[str]) -
         other = ", ".join(repr(owner) for owner in sorted(owners))
         raise InvalidIntent(f"models {other} and {job.model!r} both become deployment "
                             f"{name!r}; set metadata.name (tag deploy.name) on one of them")
-
-
-@dataclass(frozen=True)
-class _Reach:
-    """How far a promotion reaches beyond its overlay (core.shared_base)."""
-
-    shared: shared_base.SharedChange      # the base change and the other environments it hits
-    overlays: tuple[str, ...]             # every environment building on the base (target)
-
-
-@dataclass(frozen=True)
-class _Review:
-    approvals: int
-    auto_merge: bool
-    user_ids: tuple[int, ...]
-    group_ids: tuple[int, ...]
 
 
 def _quiet(step: str, outcome: str, detail: str = "") -> None:
@@ -218,12 +198,9 @@ class Pipeline:
         # job's current holder may do it, or two workers would race on one merge request.
         steps.before_side_effect("propose")
         self._claim_name(job, deployment.name)
-        result = self._propose(job, deployment, info, origin, files, decision, image, signature,
-                               _Reach(shared, tree.overlays))
-        if tree.base and job.env not in tree.overlays:   # the overlay builds on this base
-            base_reuse.withdraw_gc_removing_base(
-                self.ports.provider, self.config.manifests_root, deployment.name, tree.base,
-                model=job.model, env=job.env)
+        result = PromotionProposal(self.config, self.ports, self.progress).propose(
+            job, deployment, info, origin, files, decision, image, signature,
+            Reach(shared, tree))
         status = STATUS_FOR_OUTCOME[result.outcome]
         if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
             status = DeploymentStatus.MERGED  # the target branch already holds exactly this
@@ -308,94 +285,3 @@ class Pipeline:
                 self.config, lambda: self.ports.provider, job.env, deployment,
                 lambda: self.ports.ledger.with_statuses(OPEN_PROPOSALS)))
         return verdict(self.config.policy, env, deployment, facts)
-
-    def _propose(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
-                 origin: lineage.RunOfVersion, files: Mapping[str, str], decision: Decision,
-                 image: BuiltImage | None, signature: str | None,
-                 reach: _Reach) -> ProposalResult:
-        run = origin.run
-        root = self.config.manifests_root
-        name = deployment.name
-        team = deployment.spec.owner.team
-        review = self._review(job.env, team, reach.shared.environments)
-        facts = mr_text.MrFacts(
-            model=job.model, version=info.version, env=job.env, name=name,
-            team=deployment.spec.owner.team, run_id=run.run_id if run else None,
-            run_url=self._run_url(run), run_doubt=origin.doubt,
-            metrics=dict(run.metrics) if run else {}, params=dict(run.params) if run else {},
-            image_ref=image.reference if image else None,
-            image_digest=image.digest if image else None, signature=signature or "unsigned",
-            policy=[mr_text.PolicyResult(r.rule, r.passed, r.detail) for r in decision.results],
-            approvals_required=review.approvals, auto_merge=review.auto_merge,
-            affected_envs=reach.shared.environments,
-            shared_base_paths=[f"{root}/{path}" for path in reach.shared.paths])
-        committed: dict[str, str | None] = {f"{root}/{path}": text
-                                             for path, text in files.items()}
-        owners = self._codeowners(team, job.env, name, reach.overlays)
-        if owners is not None:
-            committed[codeowners.PATH] = owners
-        proposal = Proposal(
-            model=job.model, name=name, env=job.env, version=info.version,
-            files=committed,
-            managed_prefixes=(f"{root}/{name}/base/", f"{root}/{name}/overlays/{job.env}/"),
-            title=mr_text.title(facts), description=mr_text.description(facts),
-            labels=mr_text.labels(job.env, team, reach.shared.environments),
-            approvals_required=review.approvals, auto_merge=review.auto_merge,
-            target_branch=self.config.target_branch,
-            approver_user_ids=review.user_ids, approver_group_ids=review.group_ids,
-            riders=self._anchor(job, name, info.version))
-        result = self.ports.provider.propose(proposal)
-        self.progress("merge request", result.outcome.value, result.mr_url or "")
-        return result
-
-    def _review(self, env: str, team: str, affected: Collection[str]) -> _Review:
-        """What the MR needs before it merges. A change of the shared base is a change of every
-        environment it reaches: the approvals of the strictest of them and its approvers
-        (policy.teams.<team>.approvers.<env>; on a tie, those of each tied environment), so
-        a staging promotion that changes production needs production's reviewers; auto-merge
-        only if each of them allows it. An
-        overlay of an environment no longer configured allows no auto-merge."""
-        configured = self.config.targets.environments
-        targets = [self.config.targets.environment(env)] + \
-            [configured[other] for other in affected if other in configured]
-        approvals = max(target.approvals for target in targets)
-        strictest = [target.name for target in targets if target.approvals == approvals]
-        approvers = [self.config.policy.approvers.get((team, where), ((), ()))
-                     for where in strictest]
-        return _Review(
-            approvals=approvals,
-            auto_merge=all(target.auto_merge for target in targets)
-            and all(other in configured for other in affected),
-            user_ids=tuple(dict.fromkeys(i for users, _ in approvers for i in users)),
-            group_ids=tuple(dict.fromkeys(i for _, groups in approvers for i in groups)))
-
-    def _codeowners(self, team: str, env: str, name: str,
-                    overlays: Collection[str]) -> str | None:
-        """CODEOWNERS of the target branch with this model directory's lines set to the team's
-        approvers (core.codeowners), or None: no file and no owners, or a block left alone.
-        ``overlays``: the environments whose overlays build on the base on the target branch."""
-        owners = self.config.policy.codeowners.get(team, {})
-        entries = codeowners.model_entries(self.config.manifests_root, name, env, owners,
-                                           overlays)
-        current = self.ports.provider.read(codeowners.PATH, self.config.target_branch)
-        updated = codeowners.upsert(current, entries)
-        if updated is None and current is not None:
-            self.progress("codeowners", "skipped", f"{codeowners.PATH} has a broken promoter "
-                          "block (one marker without the other); left as it is")
-        return updated
-
-    def _anchor(self, job: PromotionJob, name: str, version: str) -> dict[str, str]:
-        """The audit trail's head, committed with the manifests (core.audit_anchor)."""
-        recorded = self.ports.audit.recorded_head() if self.ports.audit else None
-        if recorded is None:
-            return {}
-        clock = self.ports.clock
-        return {audit_anchor.anchor_path(name, job.env): audit_anchor.anchor_text(
-            Head(recorded.seq, recorded.hash), model=job.model, env=job.env, version=version,
-            time=clock.now() if clock else None)}
-
-    def _run_url(self, run: RunInfo | None) -> str | None:
-        base = self.config.run_link_base
-        if not base or run is None:
-            return None
-        return f"{base.rstrip('/')}/#/runs/{run.run_id}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from promoter.core.cluster_status import ClusterStatus, EnvironmentStatus
@@ -55,10 +55,6 @@ class StatusStore:
 
     def rows(self, name: str, env: str) -> list[ClusterStatus]:
         return self.db.read(lambda conn: _rows(conn, name, env))
-
-    def store(self, name: str, env: str, rows: Iterable[ClusterStatus], *,
-              complete: bool) -> None:
-        self.db.write(lambda conn: _store(conn, name, env, list(rows), complete=complete))
 
     def record(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                summary: Callable[[list[ClusterStatus]], EnvironmentStatus],
@@ -140,8 +136,7 @@ def _observe_summary(conn: Connection, name: str, env: str, digest: str,
     or a live telling of exactly it is. A claim that went stale or was given up means a
     telling stopped part-way: what MLflow holds is unknown, so any summary is told. The
     observed summary itself is not stored: the rows it comes from are. Returns (claimed,
-    deployed as last told)."""
-    conn.lock(f"cluster_summaries:{name}/{env}")
+    deployed as last told). The caller holds the environment's lock (``record``)."""
     # '' until something is told: every summary differs from it.
     conn.execute("INSERT INTO cluster_summaries (name, env, digest, deployed) "
                  "VALUES (?, ?, '', 0) ON CONFLICT (name, env) DO NOTHING", (name, env))

@@ -96,6 +96,11 @@ def webhooks(settings: Settings) -> WebhookAdmin:
 
 
 def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutcomes:
+    from promoter.service.cluster_status_store import StatusStore
+
+    state = state_db(settings)
+    statuses = StatusStore(state)
+
     def forge() -> Forge | None:
         """The provider's forge, for the note on an MR merged with a head promoter did not
         push: built only then (rare), both providers expose theirs."""
@@ -108,13 +113,15 @@ def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutco
                                   settings.git.target_branch)
 
     def after_merge(name: str, env: str) -> None:
-        """Argo CD's stored status judged again once a verified merge is recorded."""
-        cluster_feedback(settings, registry).after_merge(name, env, actor="promoter")
+        """Argo CD's stored status judged again once a verified merge is recorded. Most
+        merges have none stored (Argo CD not used, or not reported yet): one small query,
+        and no provider or feedback is built for them."""
+        if statuses.rows(name, env):
+            cluster_feedback(settings, registry).after_merge(name, env, actor="promoter")
 
-    return MergeRequestOutcomes(registry, StateLedger(state_db(settings)),
-                                audit_trail(settings), PushedHeads(state_db(settings)),
-                                forge=forge, target_overlays=target_overlays,
-                                after_merge=after_merge)
+    return MergeRequestOutcomes(registry, StateLedger(state), audit_trail(settings),
+                                PushedHeads(state), forge=forge,
+                                target_overlays=target_overlays, after_merge=after_merge)
 
 
 def provider(settings: Settings,

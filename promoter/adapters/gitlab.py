@@ -319,8 +319,7 @@ class GitLabProvider:
         return found[0] if found else None
 
     def open_merge_request(self, branch: str) -> MergeRequest | None:
-        return next((mr for mr in self.forge.merge_requests(branch) if mr.state == "opened"),
-                    None)
+        return self._flow.open_mr(branch)
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         return texts(self.forge.read_files(ref, [], [prefix]))

@@ -187,8 +187,7 @@ class LocalGitProvider:
         return self.forge.repo.git("diff", f"{target}...{mr.head_sha}")
 
     def open_merge_request(self, branch: str) -> MergeRequest | None:
-        return next((mr for mr in self.forge.merge_requests(branch) if mr.state == "opened"),
-                    None)
+        return self._flow.open_mr(branch)
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         self.forge.repo.fetch()  # read the remote's branch as it is now, as GitLab's API does

@@ -10,7 +10,7 @@ look, so a faulty run reports the same result as a clean one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from promoter.core import changes
@@ -87,7 +87,7 @@ class ProposalFlow:
     def _attempt(self, proposal: Proposal, run: _Run) -> ProposalResult:
         forge, branch = self._forge, proposal.branch
         mrs = forge.merge_requests(branch)
-        open_mr = next((mr for mr in mrs if mr.state == "opened"), None)
+        open_mr = _open(mrs)
         head = forge.branch_head(branch)
         if not run.observed:
             run.observed, run.first_open_iid, run.first_head = True, _iid(open_mr), head
@@ -127,9 +127,12 @@ class ProposalFlow:
                    else Outcome.UPDATED if run.changed else Outcome.UNCHANGED)
         return self._result(outcome, mr, head, run, enforced=enforced)
 
+    def open_mr(self, branch: str) -> MergeRequest | None:
+        """The open MR of ``branch`` (at most one: the forge refuses a second), or None."""
+        return _open(self._forge.merge_requests(branch))
+
     def withdraw(self, branch: str, reason: str) -> MergeRequest | None:
-        open_mr = next((mr for mr in self._forge.merge_requests(branch)
-                        if mr.state == "opened"), None)
+        open_mr = self.open_mr(branch)
         if open_mr is None:
             return None
         self._forge.upsert_note(open_mr.iid, WITHDRAWN_NOTE, reason)
@@ -360,3 +363,7 @@ def _weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: 
                  "before that push may still count for it.** Reviewers must check the changes "
                  "(and approve again if they keep them), and promoter does not set auto-merge.")
     return text
+
+
+def _open(mrs: Iterable[MergeRequest]) -> MergeRequest | None:
+    return next((mr for mr in mrs if mr.state == "opened"), None)

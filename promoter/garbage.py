@@ -17,8 +17,11 @@ from promoter.ports.git import (
     MergeRequest,
     Proposal,
     ProposalResult,
+    branch_for,
 )
 from promoter.ports.registry import Registry
+from promoter.service.audit import AuditTrail
+from promoter.service.ledger import StateLedger
 from promoter.settings import Settings
 from promoter.state.gc_pending import GcPending
 
@@ -49,6 +52,8 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     # a base must stay for (gc.orphan_bases).
     files = provider.files(f"{root}/", target)
     history = composition.audit_trail(settings)
+    state = composition.state_db(settings)
+    ledger, pending = StateLedger(state), GcPending(state)
 
     def view(overlay: gc.Overlay) -> gc.RegistryView:
         return _registry_view(settings, registry, overlay)
@@ -60,7 +65,7 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     found = gc.overlays(root, files)
 
     def wanted(name: str, model: str, leaving: frozenset[str]) -> bool:
-        return _about_to_be_used(settings, registry, provider, name, model, leaving)
+        return _about_to_be_used(settings, registry, provider, ledger, name, model, leaving)
 
     orphans = [orphan for orphan in gc.orphan_bases(root, files)
                if not wanted(orphan.name, orphan.model, frozenset())]
@@ -74,19 +79,19 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
         return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH, WITHDRAWN_REASON))
     try:
         result = provider.propose(_proposal(settings, removals))
-        _followed(settings, root, found, removals, result)
+        _followed(pending, history, root, found, removals, result)
         # A promotion into a new environment claims the name, then looks at GC's MR; GC
         # pushes, then looks at the claims: whichever comes second sees the other, so a base
         # a promotion claimed while this plan was made is put back (the pipeline withdraws a
         # GC MR whose marker says it removes the base it builds on).
-        spared = _claimed_since(settings, root, removals)
+        spared = _claimed_since(ledger, root, removals)
         if spared:
             removals = [removal for removal in removals if removal.prefix not in spared]
             if not removals:
                 return GcPlan(removals, withdrawn=provider.withdraw(GC_BRANCH,
                                                                    WITHDRAWN_REASON))
             result = provider.propose(_proposal(settings, removals))
-            _followed(settings, root, found, removals, result)
+            _followed(pending, history, root, found, removals, result)
     except PromoterError:
         # A push may have landed without its description (the marker a promotion reads), or
         # the MR may still remove a base a promotion now builds on: it must not stay open for
@@ -98,20 +103,18 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     return GcPlan(removals, result)
 
 
-def _followed(settings: Settings, root: str, found: list[gc.Overlay],
+def _followed(pending: GcPending, history: AuditTrail, root: str, found: list[gc.Overlay],
               removals: list[gc.Removal], result: ProposalResult) -> None:
     """Note the GC MR for the MR sweep and audit what its head removes, right after each
     push: the sweep follows every GC MR noted until its merge or close is recorded (an older
     one merged unseen included), so a `gc` stopped right after proposing cannot leave one
     nobody follows; its merge is recorded from the newest entry for its head as the
-    decommission of each overlay (service.outcomes), as a removal MR's merge is."""
-    from promoter.service import composition
-
+    decommission of each overlay (service.gc_outcomes), as a removal MR's merge is."""
     if result.merge_request is None:
         return
-    GcPending(composition.state_db(settings)).proposed(result.merge_request.iid)
+    pending.proposed(result.merge_request.iid)
     removed = {removal.prefix for removal in removals}
-    composition.audit_trail(settings).record(
+    history.record(
         PROPOSED, iid=result.merge_request.iid, url=result.merge_request.url,
         head_sha=result.head_sha, removes=[
             {"model": o.model, "name": o.name, "env": o.env, "version": o.version}
@@ -119,7 +122,8 @@ def _followed(settings: Settings, root: str, found: list[gc.Overlay],
 
 
 def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvider,
-                      name: str, model: str, leaving: frozenset[str]) -> bool:
+                      ledger: StateLedger, name: str, model: str,
+                      leaving: frozenset[str]) -> bool:
     """Whether the base of ``name``, whose overlays in ``leaving`` go (none left: an orphan,
     ``leaving`` empty), may be wanted by a promotion under way into another environment. That
     environment's first promotion proposes its overlay alone (the base on the target branch
@@ -129,26 +133,18 @@ def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvi
     whose MR is open or merged), then the registry (an alias or stage set now, its job perhaps
     still queued: one MLflow read per environment), then the forge (an open promotion MR,
     whatever state database opened it)."""
-    from promoter.service import composition
-    from promoter.service.ledger import StateLedger
-
-    ledger = StateLedger(composition.state_db(settings))
     if ledger.environments_in_use(name) - leaving:
         return True
     others = [env for env in settings.environments if env not in leaving]
     if any(_pointed_at(settings, registry, model, env) is not None for env in others):
         return True
-    return any(mr.state == "opened" for env in others
-               if (mr := provider.find(name, env)) is not None)
+    return any(provider.open_merge_request(branch_for(name, env)) is not None
+               for env in others)
 
 
-def _claimed_since(settings: Settings, root: str, removals: list[gc.Removal]) -> set[str]:
+def _claimed_since(ledger: StateLedger, root: str, removals: list[gc.Removal]) -> set[str]:
     """The base removals (prefixes) of names the ledger now shows in use in an environment
     whose overlay this plan does not remove: claimed by a promotion after the plan looked."""
-    from promoter.service import composition
-    from promoter.service.ledger import StateLedger
-
-    ledger = StateLedger(composition.state_db(settings))
     spared = set()
     for removal in removals:
         name = removal.prefix.removeprefix(f"{root}/").split("/")[0]

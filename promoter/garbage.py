@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from promoter.core import gc, mr_text
 from promoter.core.gc import PROPOSED
-from promoter.errors import PermanentError, PromoterError
+from promoter.errors import PermanentError, PromoterError, UserError
 from promoter.ports.git import (
     GC_BRANCH,
     GC_KEY,
@@ -48,9 +48,14 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     from promoter.service import composition
 
     root, target = settings.git.manifests_dir.strip("/"), settings.git.target_branch
-    # Every text file, not only kustomization.yaml: any file under overlays/ is an overlay
-    # a base must stay for (gc.orphan_bases).
-    files = provider.files(f"{root}/", target)
+    # Every path (any file under overlays/ is an overlay a base must stay for:
+    # gc.orphan_bases), but only the kustomization files' contents: on GitLab each file read
+    # is a request, and a tree holds several files per overlay.
+    paths = provider.paths(f"{root}/", target)
+    if paths is None:
+        raise UserError(f"the git remote has no branch {target!r} (git.target_branch)",
+                        hint="set git.target_branch to the branch Argo CD syncs")
+    files = provider.read_many(gc.kustomizations(root, paths), target)
     history = composition.audit_trail(settings)
     state = composition.state_db(settings)
     ledger, pending = StateLedger(state), GcPending(state)
@@ -67,7 +72,7 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     def wanted(name: str, model: str, leaving: frozenset[str]) -> bool:
         return _about_to_be_used(settings, registry, provider, ledger, name, model, leaving)
 
-    orphans = [orphan for orphan in gc.orphan_bases(root, files)
+    orphans = [orphan for orphan in gc.orphan_bases(root, paths, files)
                if not wanted(orphan.name, orphan.model, frozenset())]
     removals = gc.plan(root, found, view, idle_since,
                        frozenset(settings.gc.idle_environments), settings.gc.staging_ttl_seconds,

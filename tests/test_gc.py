@@ -10,6 +10,7 @@ import pytest
 
 from promoter.adapters import localgit
 from promoter.core import gc, mr_text
+from promoter.errors import UserError
 from promoter.garbage import GC_BRANCH, collect
 from promoter.ports.git import Proposal
 from promoter.ports.pipeline import DeployedState
@@ -62,7 +63,7 @@ def test_the_plan_names_each_removal_and_never_touches_foreign_directories() -> 
         return gc.RegistryView(True, True, None)   # production alias deleted
 
     removals = gc.plan(ROOT, found, view, lambda o: None, frozenset({"staging"}), None, 0.0,
-                       orphans=gc.orphan_bases(ROOT, FILES))
+                       orphans=gc.orphan_bases(ROOT, FILES, FILES))
     assert [(r.prefix, r.reason) for r in removals] == [
         (f"{ROOT}/a/overlays/production/", "no alias or stage points 'Model A' at production "
                                            "any more"),
@@ -83,10 +84,10 @@ def test_a_base_left_without_overlays_is_collected_and_a_foreign_one_is_not() ->
              f"{ROOT}/d/base/kustomization.yaml": base("Model D"),
              f"{ROOT}/d/overlays/dev/kustomization.yaml": "resources: [../../base]\n"}
     # d has an overlay, even a hand-made one
-    assert gc.orphan_bases(ROOT, files) == [gc.OrphanBase("c", "Model C")]
+    assert gc.orphan_bases(ROOT, files, files) == [gc.OrphanBase("c", "Model C")]
     removals = gc.plan(ROOT, gc.overlays(ROOT, files), lambda o: gc.RegistryView(True, True, "3"),
                        lambda o: None, frozenset(), None, 0.0,
-                       orphans=gc.orphan_bases(ROOT, files))
+                       orphans=gc.orphan_bases(ROOT, files, files))
     assert [(r.prefix, r.reason) for r in removals] == [
         (f"{ROOT}/c/base/", "no overlay uses it (its environments were decommissioned "
                             "separately)")]
@@ -99,9 +100,9 @@ def test_a_base_left_without_overlays_is_collected_and_a_foreign_one_is_not() ->
 def test_any_file_under_overlays_keeps_its_base(overlay_file: str) -> None:
     """Kustomize reads kustomization.yml and Kustomization too, and an overlay may sit deeper:
     its base must not be collected from under it."""
-    files = {f"{ROOT}/c/base/kustomization.yaml": base("Model C"),
-             f"{ROOT}/c/{overlay_file}": "resources: [../../base]\n"}
-    assert gc.orphan_bases(ROOT, files) == []
+    kustomization = {f"{ROOT}/c/base/kustomization.yaml": base("Model C")}
+    paths = {*kustomization, f"{ROOT}/c/{overlay_file}"}
+    assert gc.orphan_bases(ROOT, paths, kustomization) == []
 
 
 def test_gc_keeps_a_base_whose_overlay_file_has_another_name(tmp_path: Path) -> None:
@@ -621,3 +622,14 @@ def test_a_merged_gc_mr_decommissions_each_overlay_it_removed(tmp_path: Path) ->
     [merge] = [e for e in audit.entries() if e["event"] == "mr.merge" and e.get("gc")]
     assert (merge["actor"], merge["env"], merge["version"]) == ("carol", "production", "2")
     assert GcPending(db).unrecorded() == []            # recorded: the sweep lets it be
+
+
+def test_gc_refuses_a_target_branch_that_does_not_exist(tmp_path: Path) -> None:
+    """A mistyped git.target_branch is not "nothing deployed": read that way, GC would close
+    a waiting GC MR as no longer needed."""
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    wrong = settings.model_copy(update={
+        "git": settings.git.model_copy(update={"target_branch": "mian"})})
+    with pytest.raises(UserError, match="no branch 'mian'"):
+        collect(wrong, MemoryRegistry(), provider, dry_run=False)

@@ -327,8 +327,11 @@ class GitLabProvider:
     def paths(self, prefix: str, ref: str) -> frozenset[str] | None:
         return self.forge.list_files(ref, prefix)
 
+    def read_many(self, paths: Sequence[str], ref: str) -> dict[str, str]:
+        return texts(self.forge.read_files(ref, list(paths), []))
+
     def read(self, path: str, ref: str) -> str | None:
-        return texts(self.forge.read_files(ref, [path], [])).get(path)
+        return self.read_many([path], ref).get(path)
 
 
 def connect(url: str, token: str, project: str, *, verify_tls: bool | str = True,

@@ -197,9 +197,12 @@ class LocalGitProvider:
         self.forge.repo.fetch()
         return self.forge.list_files(ref, prefix)
 
-    def read(self, path: str, ref: str) -> str | None:
+    def read_many(self, paths: Sequence[str], ref: str) -> dict[str, str]:
         self.forge.repo.fetch()
-        return texts(self.forge.read_files(ref, [path], [])).get(path)
+        return texts(self.forge.read_files(ref, list(paths), []))
+
+    def read(self, path: str, ref: str) -> str | None:
+        return self.read_many([path], ref).get(path)
 
     def list_mrs(self, state: str = "opened") -> list[MergeRequest]:
         self.forge.repo.fetch()

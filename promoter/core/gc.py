@@ -86,6 +86,15 @@ def marked_removals(description: str) -> frozenset[str] | None:
     return frozenset(p for p in prefixes if isinstance(p, str))
 
 
+def kustomizations(root: str, paths: Iterable[str]) -> list[str]:
+    """Of the paths on the branch, the kustomization files ``overlays`` and ``orphan_bases``
+    read (each base's and each overlay's): the only files GC reads."""
+    return sorted(path for path in paths if (relative := _under(root, path)) is not None
+                  and relative[-1] == "kustomization.yaml"
+                  and (relative[1:] == ["base", "kustomization.yaml"]
+                       or (len(relative) == 4 and relative[1] == "overlays")))
+
+
 def overlays(root: str, files: Mapping[str, str]) -> list[Overlay]:
     """The overlays of directories promoter owns, from the target branch's files."""
     found = []
@@ -118,24 +127,23 @@ class OrphanBase:
     model: str                # the registered model its base names
 
 
-def orphan_bases(root: str, files: Mapping[str, str]) -> list[OrphanBase]:
-    """The bases promoter wrote with no overlay left beside them. Any file under
-    ``<name>/overlays/`` means an overlay is there, promoter's or not, whatever its file is
-    called (``kustomization.yml``, ``Kustomization``) and however deep: only a name with
-    nothing under overlays/ is an orphan. The caller still checks the base is not about to be
-    used again (garbage.collect)."""
+def orphan_bases(root: str, paths: Iterable[str],
+                 files: Mapping[str, str]) -> list[OrphanBase]:
+    """The bases promoter wrote (their kustomization among ``files``) with no overlay left
+    beside them. Any file under ``<name>/overlays/`` (``paths``: every file on the branch, binary
+    ones included) means an overlay is there, promoter's or not, whatever its file is called
+    (``kustomization.yml``, ``Kustomization``) and however deep: only a name with nothing under
+    overlays/ is an orphan. The caller still checks the base is not about to be used again
+    (garbage.collect)."""
     owned: dict[str, str] = {}
-    overlaid = set()
     for path, text in files.items():
         relative = _under(root, path)
-        if relative is None:
-            continue
-        if relative[1:] == ["base", "kustomization.yaml"]:
+        if relative is not None and relative[1:] == ["base", "kustomization.yaml"]:
             model = tree_facts.annotation(text, tree_facts.REGISTERED_MODEL)
             if model is not None:
                 owned[relative[0]] = model
-        elif len(relative) >= 3 and relative[1] == "overlays":
-            overlaid.add(relative[0])
+    overlaid = {relative[0] for path in paths if (relative := _under(root, path)) is not None
+                and len(relative) >= 3 and relative[1] == "overlays"}
     return [OrphanBase(name, owned[name]) for name in sorted(set(owned) - overlaid)]
 
 

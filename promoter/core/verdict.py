@@ -48,9 +48,9 @@ def claimed_elsewhere(config: PipelineConfig, provider: Callable[[], GitProvider
     anyone with MR rights can edit must not decide what counts (relabelling a proposal for a new
     deployment, or one over a running one, would hide its GPUs from this team's count).
 
-    Read only when a team quota is configured: it costs one read of the tree and one read per
-    open proposal, and ``provider`` is only asked for then (a local check without quotas needs
-    no forge)."""
+    Read only when a team quota is configured: it costs one listing of the tree, one read per
+    overlay in ``env`` and one per open proposal, and ``provider`` is only asked for then (a
+    local check without quotas needs no forge)."""
     policy = config.policy
     if not policy.team_gpu_quota and policy.default_team_gpu_quota is None:
         return {}
@@ -58,8 +58,11 @@ def claimed_elsewhere(config: PipelineConfig, provider: Callable[[], GitProvider
     name, team = deployment.name, deployment.spec.owner.team
     git = provider()
     suffix = f"/overlays/{env}/kustomization.yaml"
-    overlays = {path: text for path, text in git.files(f"{root}/", target).items()
-                if path.endswith(suffix) and not path.startswith(f"{root}/{name}/")}
+    # The tree's paths, then only this environment's overlay kustomizations (on GitLab each
+    # file read is a request; the tree holds several files per overlay).
+    listed = git.paths(f"{root}/", target) or frozenset()
+    overlays = git.read_many(sorted(path for path in listed if path.endswith(suffix)
+                                    and not path.startswith(f"{root}/{name}/")), target)
     rows = [row for row in open_proposals()
             if row.env == env and row.name != name and row.status in OPEN_PROPOSALS]
     for row in rows:

@@ -8,7 +8,7 @@ what is missing, so calling it twice with the same proposal changes nothing the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -156,6 +156,11 @@ class GitProvider(Protocol):
         """The path of every file under ``prefix`` on branch ``ref``, binary ones included,
         without reading any (which overlay directories remain); None when the branch does not
         exist, which is not the same as a branch with nothing under ``prefix``."""
+
+    def read_many(self, paths: Sequence[str], ref: str) -> dict[str, str]:
+        """The text of each of ``paths`` on branch ``ref`` that is there and is UTF-8 text,
+        reading those files only (on GitLab each is a request: read a whole tree's few
+        kustomization files with ``paths`` then ``read_many``, not ``files``)."""
 
     def read(self, path: str, ref: str) -> str | None:
         """One text file's text on branch ``ref``, or None when it is not there (or is not

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -207,8 +207,12 @@ class MemoryProvider:
             return None
         return frozenset(p for p in self.branches[ref] if p.startswith(prefix))
 
+    def read_many(self, paths: Sequence[str], ref: str) -> dict[str, str]:
+        branch = self.branches.get(ref, {})
+        return texts({path: branch[path] for path in paths if path in branch})
+
     def read(self, path: str, ref: str) -> str | None:
-        return texts(self.branches.get(ref, {})).get(path)
+        return self.read_many([path], ref).get(path)
 
     def merge(self, iid: int) -> None:
         mr = self.get(iid)

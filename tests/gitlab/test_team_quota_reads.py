@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -109,3 +110,27 @@ def test_relabelling_a_teams_proposal_does_not_hide_its_running_gpus(
     this = gpu(1, "nvidia-a100", 1)
     assert claimed_elsewhere(CONFIG, lambda: harness.provider, ENV, this, lambda: [row]) == \
         {"risk": 12}
+
+
+def files_read(standin: StandIn) -> list[str]:
+    """The paths of the single files read through GitLab's files API since the last clear."""
+    found = [unquote(path.split("/repository/files/", 1)[1].removesuffix("/raw"))
+             for method, path in standin.requests if "/repository/files/" in path]
+    return sorted(found)
+
+
+def test_the_quota_reads_only_the_environments_overlay_kustomizations(
+        standin: StandIn, tmp_path: Path) -> None:
+    """One listing of the tree, then one read per overlay kustomization in the environment:
+    not the bases, patches, other environments or plots (a request each on GitLab)."""
+    harness = GitLabHarness(standin, tmp_path)
+    merged(harness, "model-b", "risk", 8)
+    for path in (f"{ROOT}/model-b/base/deployment.yaml", f"{ROOT}/model-b/overlays/{ENV}/hpa.yaml",
+                 f"{ROOT}/model-b/overlays/staging/kustomization.yaml",
+                 f"{ROOT}/model-b/forecast-{ENV}.png"):
+        harness.human_commit("main", path, "kind: Thing\n", create=True)
+    standin.requests.clear()
+    this = gpu(1, "nvidia-a100", 1)
+    assert claimed_elsewhere(CONFIG, lambda: harness.provider, ENV, this, lambda: []) == \
+        {"risk": 8}
+    assert files_read(standin) == [f"{ROOT}/model-b/overlays/{ENV}/kustomization.yaml"]

@@ -47,7 +47,7 @@ class PrometheusSettings(_Section):
     @field_validator("url", "cluster_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s]+$", value):
+        if value is not None and not re.fullmatch(r"^https?://[^\s]+$", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value
 

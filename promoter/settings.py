@@ -90,7 +90,7 @@ class Environment(_Section):
     @classmethod
     def _mig(cls, value: list[str] | None) -> list[str] | None:
         for profile in value or []:
-            if not re.match(MIG_PROFILE_PATTERN, profile):
+            if not re.fullmatch(MIG_PROFILE_PATTERN, profile):
                 raise ValueError(f"MIG profile {profile!r} is not <g>g.<memory>gb (e.g. 1g.10gb)")
         return value
 
@@ -98,7 +98,7 @@ class Environment(_Section):
     @classmethod
     def _priority(cls, value: str | None) -> str | None:
         if value is not None and (len(value) > 253 or
-                                  not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", value)):
+                                  not re.fullmatch(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", value)):
             raise ValueError(f"{value!r} is not a PriorityClass name (a DNS subdomain)")
         return value
 
@@ -233,7 +233,7 @@ class Settings(_Section):
             raise ValueError(f"unknown role(s) {', '.join(unknown)}; roles: "
                              f"{', '.join(COST_LABEL_ROLES)}")
         for role, key in value.items():
-            if key and not re.match(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}"
+            if key and not re.fullmatch(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}"
                                     r"[A-Za-z0-9])?$", key):
                 raise ValueError(f"{role}: {key!r} is not a Kubernetes label key")
         return {**DEFAULT_COST_LABELS, **value}

@@ -38,7 +38,7 @@ _ENTRY_PATH = re.compile(r"^/([A-Za-z0-9_.\-]+/)+$")
 
 
 def owner_problem(owner: str) -> str | None:
-    if _OWNER.match(owner):
+    if _OWNER.fullmatch(owner):
         return None
     return (f"{owner!r} is not a CODEOWNERS owner (@user, @group/subgroup, @@role or an "
             "e-mail address)")
@@ -51,7 +51,7 @@ def model_entries(root: str, name: str, env: str, owners: Mapping[str, Sequence[
     other environments whose overlays build on the deployment's base (on the target branch).
     A base change changes what each of them runs, so the base line names all their owners."""
     problem = name_problem(name)
-    if problem or not _ROOT.match(root.strip("/")):
+    if problem or not _ROOT.fullmatch(root.strip("/")):
         raise ConfigError(f"no CODEOWNERS entry for {root!r}/{name!r}: "
                           f"{problem or 'the manifests directory is not a plain path'}")
     for owner in (owner for listed in owners.values() for owner in listed):
@@ -73,7 +73,7 @@ def upsert(existing: str | None, entries: Mapping[str, tuple[str, ...]]) -> str 
     file's block is broken (one marker without the other): then it is left alone."""
     for path, owners in entries.items():
         problems = [owner_problem(owner) for owner in owners]
-        if not _ENTRY_PATH.match(path) or any(problems):
+        if not _ENTRY_PATH.fullmatch(path) or any(problems):
             raise ConfigError(f"refusing CODEOWNERS line for {path!r}: "
                               f"{next((p for p in problems if p), 'not a directory path')}")
     lines = existing.splitlines(keepends=True) if existing else []

@@ -61,7 +61,7 @@ class MetricGate:
 
     @classmethod
     def parse(cls, check: str, environments: tuple[str, ...] = ()) -> MetricGate:
-        found = _CHECK.match(check)
+        found = _CHECK.fullmatch(check)
         if not found:
             raise ConfigError(f"metric gate {check!r} is not 'NAME OP NUMBER'",
                               hint="for example 'auc >= 0.9' or 'latency_p99_ms <= 50'")

@@ -186,7 +186,7 @@ def appprojects(inputs: ScaffoldInputs) -> list[dict[str, Any]]:
     projects = []
     for team in sorted(inputs.teams, key=lambda t: t.name):
         name = project_name(inputs, team.name)
-        if not _TEAM_NAME.match(team.name) or len(name) > 63:
+        if not _TEAM_NAME.fullmatch(team.name) or len(name) > 63:
             raise ConfigError(f"team {team.name!r} cannot name an Argo CD AppProject "
                               f"({name!r})", hint="policy.teams keys: lowercase letters, "
                               "digits and '-', at most 63 characters with argocd.project")

@@ -35,7 +35,7 @@ MAX_COPY_DEPTH = 4
 def runs_uri_run_id(source: str) -> str | None:
     """The run a ``runs:/<run_id>/<path>`` URI names (None for other URIs, and for a path
     that climbs out of the run with ``..``)."""
-    found = _RUNS_URI.match(source)
+    found = _RUNS_URI.fullmatch(source)
     if found is None or not is_plain_path(found["path"] or ""):
         return None
     return found["run"]
@@ -43,13 +43,13 @@ def runs_uri_run_id(source: str) -> str | None:
 
 def logged_model_id(source: str) -> str | None:
     """The MLflow 3 logged model id of a ``models:/m-<id>`` URI, else None."""
-    found = _LOGGED_MODEL_URI.match(source)
+    found = _LOGGED_MODEL_URI.fullmatch(source)
     return found["id"] if found else None
 
 
 def registered_version(source: str) -> tuple[str, str] | None:
     """(name, version) of a ``models:/<name>/<version>`` URI, else None."""
-    found = _REGISTERED_VERSION_URI.match(source)
+    found = _REGISTERED_VERSION_URI.fullmatch(source)
     return (found["name"], found["version"]) if found else None
 
 

@@ -41,7 +41,7 @@ def name_problem(name: str) -> str | None:
         return "must not be empty"
     if len(name) > MAX_NAME_LENGTH:
         return f"is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed"
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         return ("must be lowercase letters, digits and '-', start with a letter and end with a "
                 "letter or digit (RFC 1035 label)")
     return None
@@ -55,7 +55,7 @@ def suggest_name(name: str) -> str:
 def label_value_problem(value: str) -> str | None:
     if len(value) > 63:
         return f"is {len(value)} characters long; Kubernetes label values hold at most 63"
-    if not _LABEL_VALUE_RE.match(value):
+    if not _LABEL_VALUE_RE.fullmatch(value):
         return ("must be letters, digits, '-', '_' or '.', starting and ending with a letter "
                 "or digit (Kubernetes label value)")
     return None

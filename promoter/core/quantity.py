@@ -18,7 +18,7 @@ _FACTORS = {
 
 def parse_quantity(text: str) -> Decimal:
     """The value of a quantity in base units; ValueError for anything Kubernetes would refuse."""
-    match = _QUANTITY_RE.match(text.strip())
+    match = _QUANTITY_RE.fullmatch(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not a Kubernetes quantity (examples: 500m, 2, 16Gi)")
     try:

@@ -98,7 +98,7 @@ def quiet_hour_rate(rates_by_hour: Sequence[Sequence[float]]) -> float:
 
 
 def profile_memory_mib(profile: str) -> float:
-    match = MIG_PROFILE.match(profile)
+    match = MIG_PROFILE.fullmatch(profile)
     if match is None:
         raise ValueError(f"{profile!r} is not a MIG profile <g>g.<memory>gb")
     return int(match["gb"]) * MIB_PER_NAMED_GB
@@ -128,7 +128,7 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
     memory_needed = evidence.memory_peak_mib * (1 + rules.headroom)
     if current.gpus == 1 and current.mig is None:
         for profile in sorted(rules.mig_profiles, key=profile_memory_mib):
-            slices = int(MIG_PROFILE.match(profile)["g"])  # type: ignore[index]
+            slices = int(MIG_PROFILE.fullmatch(profile)["g"])  # type: ignore[index]
             share = slices / MIG_SLICES
             if (memory_needed <= profile_memory_mib(profile)
                     and evidence.util_p95 <= rules.util_ceiling * share):

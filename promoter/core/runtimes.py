@@ -60,7 +60,7 @@ class Form(_Frozen):
 
     def model_post_init(self, _context: Any) -> None:
         for name in (*self.base, *self.overlay):
-            if not re.match(_FILE, name):
+            if not re.fullmatch(_FILE, name):
                 raise ValueError(f"file {name!r} must be NAME.yaml or shared/NAME.yaml")
         for arg in self.args:  # a misspelt field would silently drop its argument
             unknown = sorted(set(ARG_FIELD.findall(arg)) - ARG_FIELDS)

@@ -51,7 +51,7 @@ class Platform:
 def platform_problem(text: str) -> str | None:
     """What is wrong with ``text`` as a platform, said after the setting's name; None if fine."""
     segments = text.split("/")
-    if not 2 <= len(segments) <= 3 or not all(_SEGMENT.match(part) for part in segments):
+    if not 2 <= len(segments) <= 3 or not all(_SEGMENT.fullmatch(part) for part in segments):
         return f"must be os/arch or os/arch/variant in lowercase, e.g. {EXAMPLE}"
     if tuple(segments[:2]) == _ATTESTATION:
         return f"names BuildKit's attestation entries, not an image; use e.g. {EXAMPLE}"

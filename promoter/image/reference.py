@@ -58,7 +58,11 @@ class Reference:
 
 def parse_reference(text: str) -> Reference:
     """Parse a reference; a missing registry means Docker Hub, as in ``docker pull``."""
-    original = text.strip()
+    original = text
+    if text != text.strip():
+        # Never trimmed: a name that only looks like another once trimmed ("models/x\n")
+        # must not be pushed, signed or pinned as that other one.
+        raise UserError(f"image reference {text!r} has leading or trailing whitespace")
     rest, digest = original, None
     if "@" in rest:
         rest, digest = rest.split("@", 1)

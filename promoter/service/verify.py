@@ -48,11 +48,11 @@ def verify_mlflow(headers: Mapping[str, str], body: bytes, secret: str | None, *
     AuthError (401) for a missing or wrong signature or a timestamp outside the window.
     """
     delivery_id = headers.get(MLFLOW_ID, "")
-    if not _DELIVERY_ID.match(delivery_id):
+    if not _DELIVERY_ID.fullmatch(delivery_id):
         raise MissingHeader("X-MLflow-Delivery-Id is missing or malformed",
                             hint="send the headers MLflow's webhook delivery sends")
     timestamp = headers.get(MLFLOW_TIMESTAMP, "")
-    if not _TIMESTAMP.match(timestamp):
+    if not _TIMESTAMP.fullmatch(timestamp):
         raise MissingHeader("X-MLflow-Timestamp is missing or not Unix seconds")
     signatures = headers.get(MLFLOW_SIGNATURE, "")
     if not signatures:

@@ -54,6 +54,22 @@ def test_a_deploy_name_tag_cannot_take_over_another_models_directory(world: Worl
         world.promote("1", env="staging", model="Other Model")
 
 
+@pytest.mark.parametrize(("tag", "value"), [("deploy.name", NAME + "\n"),
+                                            ("deploy.owner.team", "risk\n")])
+def test_a_trailing_newline_is_an_invalid_intent_before_anything_is_built(
+        world: World, tag: str, value: str) -> None:
+    """``$`` also matches before a final newline: with it, "fraud-detector\\n" passed the name
+    check, compared unequal to the owner's name in the collision guard, and its image was
+    pushed (the reference trimmed) into fraud-detector's repository and signed."""
+    world.provider.merge(world.promote("2").mr_iid)
+    built = len(world.images.calls)
+    world.registry.add("Other Model", "1", {**INTENT_TAGS, tag: value})
+    with pytest.raises(PermanentError, match="must be"):
+        world.promote("1", env="staging", model="Other Model")
+    assert len(world.images.calls) == built
+    assert world.registry.tags("Other Model", "1")["promoter.staging.status"] == "invalid"
+
+
 def test_the_owner_itself_promotes_to_another_environment(world: World) -> None:
     world.provider.merge(world.promote("2").mr_iid)
     assert world.promote("2", env="staging").outcome == "created"

@@ -61,7 +61,8 @@ def test_docker_hub_is_reached_at_its_api_host() -> None:
 
 
 @pytest.mark.parametrize("text", ["127.0.0.1:5000/Models/x", "r.io/x@sha256:abc",
-                                  "r.io/x:bad tag", "r.io/", "r.io/foo\n/bar:v1"])
+                                  "r.io/x:bad tag", "r.io/", "r.io/foo\n/bar:v1",
+                                  "r.io/models/fraud-detector\n", " r.io/x:v1"])
 def test_bad_references_are_refused_with_a_reason(text: str) -> None:
     with pytest.raises(UserError, match="image reference"):
         parse_reference(text)

@@ -55,7 +55,7 @@ class Artifacts:
         is under one of the allowed roots; UserError otherwise."""
         if self._roots is None:
             return uri
-        if found := _RUNS_URI.match(uri):
+        if found := _RUNS_URI.fullmatch(uri):
             run = self._mlflow.call(f"read run {found['run']}",
                                     lambda: self._mlflow.client.get_run(found["run"]))
             uri = f"{(run.info.artifact_uri or '').rstrip('/')}/{uri.split('/', 2)[2]}"
@@ -70,7 +70,7 @@ class Artifacts:
         """Where a models:/ URI's files are, asked of this registry: MLflow resolves models:/
         inside download_artifacts with the process-wide registry URI rather than the one
         passed in, so a process configured only through promoter.yaml would look elsewhere."""
-        found = _MODELS_URI.match(uri)
+        found = _MODELS_URI.fullmatch(uri)
         if found is None:
             return uri
         client = self._mlflow.client
@@ -85,12 +85,12 @@ class Artifacts:
 def registered_model_uri(uri: str) -> tuple[str, str | None, str | None] | None:
     """(name, alias, version number) of ``models:/name/7`` or ``models:/name@alias``, else
     None."""
-    found = _MODELS_URI.match(uri)
+    found = _MODELS_URI.fullmatch(uri)
     return (found["name"], found["alias"], found["version"]) if found else None
 
 
 def run_model_uri(uri: str) -> str | None:
     """The run a ``runs:/RUN_ID/PATH`` URI names, else None (also for a PATH that climbs out
     of the run: lineage's rule)."""
-    return runs_uri_run_id(uri) if _RUNS_URI.match(uri) else None
+    return runs_uri_run_id(uri) if _RUNS_URI.fullmatch(uri) else None
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from promoter.redaction import MASK, Redactor
+from promoter.redaction import MASK, Redactor, without_url_userinfo
 
 _SECRET_WORDS = ("secret", "token", "password", "signature", "authorization")
 
@@ -39,7 +39,9 @@ class JsonFormatter(logging.Formatter):
             entry.update(mask_fields(fields))
         if record.exc_info and record.exc_info[1] is not None:
             entry["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        return self.redact(json.dumps(entry, default=str, ensure_ascii=False))
+        # A URL's userinfo is a credential whoever quoted the URL (git.remote, a registry).
+        return without_url_userinfo(self.redact(json.dumps(entry, default=str,
+                                                           ensure_ascii=False)))
 
 
 def mask_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from promoter.service.logs import JsonFormatter
 
 
@@ -34,3 +36,24 @@ def test_secret_values_and_secret_named_fields_are_masked() -> None:
     entry = json.loads(line)
     assert entry["x_mlflow_signature"] == "***" and entry["nested"]["password"] == "***"
     assert "***" in entry["msg"] and "***" in entry["error"]
+
+
+@pytest.mark.parametrize("secret", ['pässwörd"123', "abc\\def1", "tök\\en'x\"y"])
+def test_a_secret_is_masked_as_a_log_line_and_a_repr_write_it(secret: str) -> None:
+    """Log lines keep non-ASCII as it is, and a message quoting a value with !r doubles its
+    backslashes: each form of the secret is masked, not only the plain and ASCII-JSON ones."""
+    formatter = JsonFormatter([secret])
+    for message in (f"with {secret} in it", f"with {secret!r} in it"):
+        line = formatter.format(record("%s", {"detail": message}, exc=ValueError(message)))
+        assert json.loads(line)["detail"].count("***") == 1, line
+        assert "123" not in line and "def1" not in line and "en'x" not in line
+
+
+def test_a_urls_userinfo_is_masked_whoever_quotes_the_url() -> None:
+    """git.remote's token (``https://oauth2:TOKEN@host``) in an error message, or a password
+    holding an unescaped "@" (split at the last "@", as HTTP clients do)."""
+    line = JsonFormatter().format(record(
+        "cannot fetch from https://oauth2:glpat-SECRET@127.0.0.1:9/g.git",
+        exc=ValueError("https://alice:p@ss-word@mlflow.corp/api refused")))
+    assert "glpat-SECRET" not in line and "ss-word" not in line and "alice" not in line
+    assert "127.0.0.1:9/g.git" in line and "mlflow.corp/api" in line

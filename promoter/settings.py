@@ -257,13 +257,20 @@ class Settings(_Section):
         return self.secrets.get(name)
 
     def secret_values(self) -> list[str]:
-        """What logs must never show: the secrets, and a password written into an MLflow URI
-        (``https://user:password@host``, which MLflow's client accepts)."""
+        """What logs must never show: the secrets, a password written into an MLflow URI
+        (``https://user:password@host``, which MLflow's client accepts), and the credential
+        in git.remote's userinfo (``https://oauth2:TOKEN@host`` or ``https://TOKEN@host``)."""
         values = [secret.reveal() for secret in self.secrets.values()]
         for uri in (self.mlflow.tracking_uri, self.mlflow.ui_url):
             password = urlsplit(uri).password if uri else None
             if password:
                 values.append(password)
+        try:
+            remote = urlsplit(self.git.remote) if self.git.remote else None
+        except ValueError:   # not a URL git can use either; nothing to hide in it
+            remote = None
+        if remote is not None and remote.username is not None:
+            values.append(remote.password if remote.password is not None else remote.username)
         return [value for value in values if value]
 
     def targets(self) -> Targets:

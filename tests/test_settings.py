@@ -86,6 +86,16 @@ def test_credentials_in_the_mlflow_uri_stay_out_of_run_links_and_logs() -> None:
     assert plain.secret_values() == []
 
 
+@pytest.mark.parametrize(("remote", "credential"), [
+    ("https://oauth2:glpat-s3cret@gitlab.example.com/g/x.git", "glpat-s3cret"),
+    ("https://glpat-tok3n@gitlab.example.com/g/x.git", "glpat-tok3n")])
+def test_the_credential_in_git_remote_is_a_secret_value(remote: str, credential: str) -> None:
+    settings = load_settings(None, environ={"PROMOTER_GIT_REMOTE": remote})
+    assert settings.secret_values() == [credential]
+    assert load_settings(None, environ={
+        "PROMOTER_GIT_REMOTE": "git@gitlab.example.com:g/x.git"}).secret_values() == []
+
+
 def test_a_forecast_step_must_divide_the_hour(tmp_path: Path) -> None:
     """The hourly plan reads each hour's buckets; 45-minute buckets straddle hours."""
     config = tmp_path / "promoter.yaml"

@@ -17,6 +17,7 @@ from pathlib import Path
 from promoter.errors import ConfigError, TransientError, UserError
 from promoter.ports.forge import Action
 from promoter.ports.git import FileContent, from_blob
+from promoter.redaction import without_url_userinfo
 
 _IDENTITY = {"GIT_AUTHOR_NAME": "promoter", "GIT_AUTHOR_EMAIL": "promoter@localhost",
              "GIT_COMMITTER_NAME": "promoter", "GIT_COMMITTER_EMAIL": "promoter@localhost",
@@ -26,7 +27,9 @@ _NO_SHA = "0" * 40
 
 class GitFailed(Exception):
     def __init__(self, args: Sequence[str], stderr: str) -> None:
-        super().__init__(f"git {' '.join(args)}: {stderr.strip()}")
+        # git.remote's userinfo is a credential: never in a message (git drops it from its
+        # own stderr; the arguments still carry it).
+        super().__init__(without_url_userinfo(f"git {' '.join(args)}: {stderr.strip()}"))
         self.stderr = stderr
 
 
@@ -82,7 +85,8 @@ class LocalRepo:
         try:
             self.git("fetch", "-q", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*")
         except GitFailed as exc:
-            raise TransientError(f"cannot fetch from the git remote {self.remote}: {exc.stderr}",
+            raise TransientError(without_url_userinfo(
+                f"cannot fetch from the git remote {self.remote}: {exc.stderr}"),
                                  hint="check PROMOTER_GIT_REMOTE / git.remote") from None
 
     def head(self, branch: str) -> str | None:

@@ -48,13 +48,18 @@ class StateSettings(Section):
 def refuse_url_password(raw: Mapping[str, Any]) -> None:
     """A password in state.url would sit in promoter.yaml, the environment of every process
     and error messages: refuse it (before validation, whose messages quote the value)."""
-    from urllib.parse import urlsplit
+    from urllib.parse import parse_qsl, urlsplit
+
+    from promoter.redaction import password_param
 
     url = (raw.get("state") or {}).get("url") if isinstance(raw.get("state"), Mapping) else None
     if not isinstance(url, str):
         return
     try:
-        has_password = urlsplit(url).password is not None or "password=" in url.lower()
+        parts = urlsplit(url)
+        # libpq decodes the parameter names too: pass%77ord= sets the password.
+        has_password = parts.password is not None or any(
+            password_param(name) for name, _ in parse_qsl(parts.query, keep_blank_values=True))
     except ValueError:
         has_password = "@" in url
     if has_password:

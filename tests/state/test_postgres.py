@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from promoter.adapters.postgres_state import PostgresStateDB, StateUrl, redact
 from promoter.adapters.postgres_state.schema import SCHEMA_VERSION, VERSIONS_TABLE
@@ -420,14 +421,20 @@ def test_redact_hides_passwords_in_urls() -> None:
     assert redact("postgresql://u:pw@db:5432/s?sslmode=require") == \
         "postgresql://u:***@db:5432/s?sslmode=require"
     assert "pw" not in redact("postgresql://u@db/s?password=pw&sslmode=require")
+    # libpq decodes parameter names: pass%77ord= sets the password too.
+    encoded = "postgresql://u@db/s?sslmode=require&pass%77ord=hunter2xyz"
+    assert conninfo_to_dict(encoded)["password"] == "hunter2xyz"
+    assert "hunter2xyz" not in redact(encoded)
+    assert "hunter2xyz" not in StateUrl(encoded).scrub(f"could not connect to {encoded}")
 
 
 def test_a_state_url_with_a_password_is_refused(tmp_path: Path) -> None:
     from promoter.settings import load_settings
 
-    with pytest.raises(ConfigError, match="PROMOTER_STATE_PASSWORD"):
-        load_settings(None, {"PROMOTER_STATE_URL": "postgresql://u:pw@db/state",
-                             "PROMOTER_STATE_DIR": str(tmp_path)})
+    for url in ("postgresql://u:pw@db/state", "postgresql://u@db/state?password=pw",
+                "postgresql://u@db/state?pass%77ord=pw", "postgresql://u@db/state?%50ASSWORD=pw"):
+        with pytest.raises(ConfigError, match="PROMOTER_STATE_PASSWORD"):
+            load_settings(None, {"PROMOTER_STATE_URL": url, "PROMOTER_STATE_DIR": str(tmp_path)})
 
 
 def test_tls_options_and_the_password_reach_libpq_but_no_message(tmp_path: Path) -> None:

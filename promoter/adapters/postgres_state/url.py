@@ -7,13 +7,12 @@ that names the server.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from psycopg.conninfo import make_conninfo
 
-_PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]*")
+from promoter.redaction import password_param, without_password_params
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class StateUrl:
         text = text.replace(self.url, self.describe())
         if self.password:
             text = text.replace(self.password, "***")
-        return _PASSWORD_PARAM.sub(r"\1***", text)
+        return without_password_params(text)
 
 
 def redact(url: str) -> str:
@@ -51,7 +50,7 @@ def redact(url: str) -> str:
         userinfo, host = netloc.rsplit("@", 1)
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
-    query = _PASSWORD_PARAM.sub(r"\1***", parts.query)
+    query = without_password_params(parts.query)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -60,4 +59,5 @@ def has_password(url: str) -> bool:
         parts = urlsplit(url)
     except ValueError:
         return False
-    return parts.password is not None or bool(_PASSWORD_PARAM.search(parts.query))
+    return parts.password is not None or any(
+        password_param(name) for name, _ in parse_qsl(parts.query, keep_blank_values=True))

@@ -124,7 +124,8 @@ def policy(
     from promoter.gitops.policy import changed_overlays, check_tree
     from promoter.service import composition
 
-    selected = None if changed_from is None else changed_overlays(directories, changed_from)
+    selected = None if changed_from is None else changed_overlays(
+        directories, composition.changed_files(changed_from))
     verdicts = check_tree(state(ctx).settings(), directories,
                           composition.manifest_checker().build, selected)
     if output == "json":

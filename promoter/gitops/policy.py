@@ -12,7 +12,6 @@ gates, staging-first) need the registry and are not checked here.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from promoter.core.policy import (
 )
 from promoter.core.policy_scope import GpuClaim, overlays_to_check, team_quota_totals
 from promoter.core.spec import ModelDeployment
-from promoter.errors import PromoterError, UserError
+from promoter.errors import PromoterError
 from promoter.settings import Settings
 from promoter.validation import find_overlays
 
@@ -114,31 +113,13 @@ def check_tree(settings: Settings, roots: list[Path], build: Callable[[Path], st
             if wanted is None or d.overlay.resolve() in wanted]
 
 
-def changed_overlays(roots: list[Path], base: str) -> list[Path]:
-    """The overlays under ``roots`` that the commits since ``base`` (a git revision: in CI the
-    merge request's diff base) can affect, by core.policy_scope's rules."""
-    changed = [path.as_posix() for path in _changed_since(base)]
+def changed_overlays(roots: list[Path], changed: list[Path]) -> list[Path]:
+    """The overlays under ``roots`` that the ``changed`` files (absolute paths: what the
+    commits since a revision changed, in CI the merge request's diff base) can affect, by
+    core.policy_scope's rules."""
+    changed_paths = [path.as_posix() for path in changed]
     overlays = [overlay.resolve().as_posix() for root in roots for overlay in find_overlays(root)]
     selected = {path for root in roots
-                for path in overlays_to_check(changed, overlays, root.resolve().as_posix())}
+                for path in overlays_to_check(changed_paths, overlays,
+                                              root.resolve().as_posix())}
     return sorted(Path(path) for path in selected)
-
-
-def _changed_since(base: str) -> list[Path]:
-    """Absolute paths of the files changed (added, modified, deleted, renamed from or to)
-    between ``base`` and HEAD of the git repository around the working directory."""
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True,
-                                  check=True).stdout
-        except (OSError, subprocess.CalledProcessError) as exc:
-            detail = getattr(exc, "stderr", "") or str(exc)
-            raise UserError(f"cannot list the files changed since {base!r}: {detail.strip()}",
-                            hint="run inside the GitOps repository's checkout and give a "
-                                 "revision it has (in CI: $CI_MERGE_REQUEST_DIFF_BASE_SHA)"
-                            ) from None
-
-    top = Path(git("rev-parse", "--show-toplevel").strip())
-    # --no-renames: a rename is its old path deleted and its new path added; both count.
-    names = git("diff", "--name-only", "--no-renames", "-z", base, "HEAD", "--")
-    return [top / name for name in names.split("\0") if name]

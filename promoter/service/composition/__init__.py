@@ -256,6 +256,13 @@ def manifest_checker() -> ManifestChecker:
     return ManifestChecker(build=kustomize.build, problems=schemas.problems)
 
 
+def changed_files(base: str) -> list[Path]:
+    """The files the git checkout around the working directory changed since ``base``."""
+    from promoter.adapters.git_changes import changed_since
+
+    return changed_since(base)
+
+
 def background_service(name: str, directory: Path) -> BackgroundService:
     """A detached service recorded under ``directory`` (the demo's MLflow, registry, serve)."""
     from promoter.adapters.processes import Service

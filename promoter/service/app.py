@@ -51,7 +51,7 @@ _log = logging.getLogger("promoter.intake")
 READY_TIMEOUT_SECONDS = 4.0
 MLFLOW_REPORT_TIMEOUT_SECONDS = 2.0
 WRITE_FAILURE_MEMORY_SECONDS = 60.0  # /readyz stays not-ready this long after a failed store
-_PROBE_BYTES = b"promoter readiness probe\n" * 160  # 4 KiB: needs a new data block
+_PROBE_BYTES = b"promoter readiness probe\n" * 160  # 4,000 bytes: needs a new data block
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/[^\s'\"()<>,;]+")
 
 _MLFLOW_SCHEMA = {

@@ -8,7 +8,9 @@ import heavy libraries (mlflow, gitlab, ...) inside their functions so `promoter
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,6 +67,26 @@ for _module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.n
         importlib.import_module(f"promoter.commands.{_module.name}").register(app)
 
 
+_LIST_ITEM = re.compile(r"\s|[-*] |\d+[.)] ")
+
+
+def reflow(text: str) -> str:
+    """Help text as prose the terminal wraps: the sources wrap lines at 100 columns, and this
+    typer keeps every line break, so on an 80-column terminal each line broke in two. Lines
+    of a paragraph are joined; a line starting a list item or indented stays on its own."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines = paragraph.splitlines()
+        joined = lines[:1]
+        for line in lines[1:]:
+            if _LIST_ITEM.match(line):
+                joined.append(line)
+            else:
+                joined[-1] = f"{joined[-1]} {line}"
+        paragraphs.append("\n".join(joined))
+    return "\n\n".join(paragraphs)
+
+
 def command() -> Any:
     """The click command tree behind ``app``, with flags shown without a metavar.
 
@@ -76,6 +98,8 @@ def command() -> Any:
     while pending:
         current = pending.pop()
         pending.extend(getattr(current, "commands", {}).values())
+        if current.help:
+            current.help = reflow(current.help)
         flags = list(current.params)
         help_option = current.get_help_option(current.context_class(current))
         if help_option is not None:

@@ -20,8 +20,9 @@ the Kubernetes API (argocd.kubeconfig / KUBECONFIG / in-cluster; namespace argoc
 
 MODEL is a registered model name or a deployment name. Unless --no-record, a change is also
 written back as the notifications webhook does: MLflow tags promoter.<env>.sync, .health,
-.revision, .synced_at (and status=deployed once every cluster is Synced and Healthy at one
-revision), the MR note and the audit trail. --watch keeps following changes (Ctrl-C stops;
+.revision, .synced_at (and status=deployed once the merge is recorded and every cluster is
+Synced and Healthy at a revision containing the MR's merge commit), the MR note and the audit
+trail. --watch keeps following changes (Ctrl-C stops;
 --for N stops after N seconds).
 """
 

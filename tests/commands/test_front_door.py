@@ -155,3 +155,15 @@ def test_install_completion_writes_into_the_users_home(tmp_path: Path) -> None:
     script = tmp_path / ".bash_completions" / "promoter.sh"
     assert "_PROMOTER_COMPLETE=complete_bash" in script.read_text()
     assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
+
+
+def test_help_paragraphs_are_reflowed_for_the_terminal_and_lists_kept() -> None:
+    """The sources wrap help at 100 columns; kept as is, every line broke in two on an
+    80-column terminal. A paragraph's lines are joined; list items and indented lines stay."""
+    from promoter.cli import command, reflow
+
+    assert reflow("One line\nof a first paragraph.\n\nA second\nparagraph:\n- one\n- two"
+                  "\n  indented\n1. first") == \
+        "One line of a first paragraph.\n\nA second paragraph:\n- one\n- two\n  indented\n1. first"
+    status = command().commands["status"].help
+    assert "a\nchange" not in status and "a change is also written back" in status

@@ -20,7 +20,7 @@ from promoter.ports.git import (
     branch_for,
 )
 from promoter.ports.registry import Registry
-from promoter.service.audit import AuditTrail
+from promoter.service.audit import AuditTrail, since_if
 from promoter.service.ledger import StateLedger
 from promoter.settings import Settings
 from promoter.state.gc_pending import GcPending
@@ -63,8 +63,13 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     def view(overlay: gc.Overlay) -> gc.RegistryView:
         return _registry_view(settings, registry, overlay)
 
+    idle_envs, ttl = frozenset(settings.gc.idle_environments), settings.gc.staging_ttl_seconds
+    # What is live in each idle-collected environment, read once: the trail grows with every
+    # promotion, and reading it per overlay made a run cost overlays x trail.
+    live = {env: history.live_now(env) for env in idle_envs} if ttl is not None else {}
+
     def idle_since(overlay: gc.Overlay) -> float | None:
-        return (history.live_now_since(overlay.model, overlay.version, overlay.env)
+        return (since_if(live.get(overlay.env, {}).get(overlay.model), overlay.version)
                 if overlay.version else None)
 
     found = gc.overlays(root, files)
@@ -74,9 +79,8 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
 
     orphans = [orphan for orphan in gc.orphan_bases(root, paths, files)
                if not wanted(orphan.name, orphan.model, frozenset())]
-    removals = gc.plan(root, found, view, idle_since,
-                       frozenset(settings.gc.idle_environments), settings.gc.staging_ttl_seconds,
-                       time.time(), orphans=orphans, base_wanted=wanted)
+    removals = gc.plan(root, found, view, idle_since, idle_envs, ttl, time.time(),
+                       orphans=orphans, base_wanted=wanted)
     if dry_run:
         return GcPlan(removals)
     if not removals:

@@ -3,6 +3,7 @@ request on the real local git provider."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -633,3 +634,36 @@ def test_gc_refuses_a_target_branch_that_does_not_exist(tmp_path: Path) -> None:
         "git": settings.git.model_copy(update={"target_branch": "mian"})})
     with pytest.raises(UserError, match="no branch 'mian'"):
         collect(wrong, MemoryRegistry(), provider, dry_run=False)
+
+
+def test_gc_collects_an_idle_staging_deployment_reading_the_trail_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through collect: the staging overlay live unchanged for 10 days goes, production's
+    stays; what is live is read from the audit trail once per idle-collected environment,
+    not once per overlay (the trail grows with every promotion)."""
+    from promoter.service.audit import AuditTrail
+
+    settings = SETTINGS.model_copy(update={
+        "state_dir": tmp_path / "state",
+        "gc": SETTINGS.gc.model_copy(update={"staging_ttl_seconds": 86400.0})})
+    provider = localgit.from_settings(settings)
+    world = _deployed_in_both(settings, provider)
+    world.registry.set_alias(MODEL, "staging", "2")
+    world.registry.set_alias(MODEL, "production", "2")
+    trail = AuditTrail(settings.state_dir)
+    for env in ("staging", "production"):
+        trail.record("mr.merge", model=MODEL, env=env, version="2", status="merged",
+                     time=time.time() - 10 * 86400)
+    reads = []
+    real = AuditTrail.entries
+
+    def entries(self: AuditTrail) -> Any:
+        reads.append(1)
+        return real(self)
+
+    monkeypatch.setattr(AuditTrail, "entries", entries)
+    plan = collect(settings, world.registry, provider, dry_run=True)
+    assert [(r.prefix, r.reason) for r in plan.removals] == [
+        (f"{ROOT}/{NAME}/overlays/staging/", "idle in staging for 10.0 days "
+                                             "(gc.staging_ttl_seconds)")]
+    assert len(reads) == 1

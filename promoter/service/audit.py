@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from promoter.core.audit_chain import Finding, Head, verify
-from promoter.core.live_history import first_live, live_at
+from promoter.core.live_history import Live, first_live, live_at
 from promoter.service.audit_file import FILENAME, HEAD_FILENAME, FileChain
 from promoter.service.audit_table import TableChain
 from promoter.state.db import StateDB
@@ -94,5 +94,14 @@ class AuditTrail:
     def live_now_since(self, model: str, version: str, env: str) -> float | None:
         """When ``version`` became live in ``env`` this time, if it is live now (None when
         another version, or nothing, is): how long a deployment has sat unchanged."""
-        live = live_at(self.entries(), env, time.time(), model).get(model)
-        return live.since if live is not None and live.version == version else None
+        return since_if(live_at(self.entries(), env, time.time(), model).get(model), version)
+
+    def live_now(self, env: str) -> dict[str, Live]:
+        """{model: what is live in ``env`` now}, every model in one read of the trail (a
+        caller asking about many deployments reads it once, not once per deployment)."""
+        return live_at(self.entries(), env, time.time())
+
+
+def since_if(live: Live | None, version: str) -> float | None:
+    """When ``live`` became live, if it is ``version``; None otherwise."""
+    return live.since if live is not None and live.version == version else None

@@ -48,6 +48,7 @@ def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
     prefix = prefix.strip("/")
     parts = prefix.split("/")
     entries = [TarEntry("/".join(parts[: i + 1]), None, "dir") for i in range(len(parts))]
+    links: dict[str, str] = {}     # each symlink's path under root → its target
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         base = Path(dirpath)
@@ -59,26 +60,51 @@ def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
             arcname = f"{here}/{name}"
             if stat.S_ISLNK(info.st_mode):
                 target = os.readlink(path)
-                _check_link(root, path, target)
+                links[path.relative_to(root).as_posix()] = target
                 entries.append(TarEntry(arcname, path, "symlink", link_target=target))
             elif stat.S_ISDIR(info.st_mode):
                 entries.append(TarEntry(arcname, None, "dir"))
             elif stat.S_ISREG(info.st_mode):
                 entries.append(TarEntry(arcname, path, "file", size=info.st_size,
                                         executable=bool(info.st_mode & 0o111)))
+    for link, target in sorted(links.items()):
+        if _resolve(links, link, 0) is None:
+            raise UserError(f"the model's {link[:200]!r} is a symlink to {target[:200]!r}, "
+                            "outside the model's files",
+                            hint="replace the link with the file it points to")
     entries.sort(key=lambda entry: entry.arcname)
     return entries
 
 
-def _check_link(root: Path, link: Path, target: str) -> None:
-    """A symlink must point inside the tree it is packaged with. In the image, an absolute or
-    escaping target names whatever the running container has there (a service-account token,
-    another mount), not the model's file."""
-    inside = posixpath.normpath(posixpath.join(link.parent.relative_to(root).as_posix(), target))
-    if posixpath.isabs(target) or inside == ".." or inside.startswith("../"):
-        raise UserError(f"the model's {link.relative_to(root).as_posix()[:200]!r} is a symlink "
-                        f"to {target[:200]!r}, outside the model's files",
-                        hint="replace the link with the file it points to")
+_MAX_LINKS = 40   # links followed in one resolution, as Linux allows (ELOOP beyond)
+
+
+def _resolve(links: dict[str, str], link: str, depth: int) -> list[str] | None:
+    """Where symlink ``link`` (a path under the root) leads, as the container's kernel will
+    follow it: component by component, through every other link of the tree on the way
+    (``sub/..`` is the parent of wherever ``sub`` points, not "here"). None when it leaves
+    the tree (then, in the image, it names whatever the running container has there: a
+    service-account token, another mount), is absolute, or loops."""
+    target = links[link]
+    if depth > _MAX_LINKS or posixpath.isabs(target):
+        return None
+    parts = link.split("/")[:-1]
+    for component in target.split("/"):
+        if component in ("", "."):
+            continue
+        if component == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(component)
+        here = "/".join(parts)
+        if here in links:
+            resolved = _resolve(links, here, depth + 1)
+            if resolved is None:
+                return None
+            parts = resolved
+    return parts
 
 
 def _header(entry: TarEntry) -> bytes:

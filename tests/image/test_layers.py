@@ -96,3 +96,36 @@ def test_a_symlink_out_of_the_model_is_refused(tmp_path: Path) -> None:
         with pytest.raises(UserError, match=f"'{name}' is a symlink to .*outside the model"):
             entries_for_tree(root, "models")
         (root / name).unlink()
+
+
+def test_a_symlink_through_another_link_is_resolved_as_the_kernel_follows_it(
+        tmp_path: Path) -> None:
+    """``sub/..`` is the parent of wherever ``sub`` points: read as text, ``here -> .`` plus
+    ``w -> here/../var/run/…`` looked inside the model, and in the container it reached the
+    service-account token. Each link is followed through the tree's other links."""
+    import pytest
+
+    from promoter.errors import UserError
+
+    cases = {
+        "through a link to '.'": {"here": ".",
+                                  "w": "here/../var/run/secrets/kubernetes.io/token"},
+        "through a deep link": {"a/b/c/s": "../../..", "w": "a/b/c/s/../../../etc/shadow"},
+        "a loop": {"x": "y", "y": "x"},
+        "a chain out": {"one": "two", "two": "../outside"},
+    }
+    for case, links in cases.items():
+        root = _tree(tmp_path / case.replace(" ", "-").replace("'", ""))
+        for name, target in links.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).symlink_to(target)
+        with pytest.raises(UserError, match=r"is a symlink to .*outside the model"):
+            entries_for_tree(root, "models")
+
+    kept = _tree(tmp_path / "kept")
+    (kept / "sub" / "deeper").mkdir()
+    (kept / "here").symlink_to("sub")
+    (kept / "via").symlink_to("here/deeper/../../MLmodel")   # sub/deeper/../.. is the root
+    (kept / "chain").symlink_to("via")
+    assert {e.arcname for e in entries_for_tree(kept, "models") if e.kind == "symlink"} == \
+        {"models/link", "models/here", "models/via", "models/chain"}

@@ -159,6 +159,10 @@ def _file_chunks(entry: TarEntry) -> Iterator[bytes]:
                 raise OSError(f"{entry.source} shrank while being read")
             remaining -= len(chunk)
             yield chunk
+        # A file still being written (weights being copied in) must not be cut at the size
+        # seen when the tree was listed: the layer would hold, and sign, a truncated file.
+        if handle.read(1):
+            raise OSError(f"{entry.source} grew while being read")
 
 
 def tar_size(entries: list[TarEntry]) -> int:

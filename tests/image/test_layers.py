@@ -7,6 +7,8 @@ import os
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from promoter.image.layers import measure_tar, write_gzip_layer
 from promoter.image.tarstream import entries_for_tree, tar_chunks
 
@@ -129,3 +131,20 @@ def test_a_symlink_through_another_link_is_resolved_as_the_kernel_follows_it(
     (kept / "chain").symlink_to("via")
     assert {e.arcname for e in entries_for_tree(kept, "models") if e.kind == "symlink"} == \
         {"models/link", "models/here", "models/via", "models/chain"}
+
+
+@pytest.mark.parametrize(("change", "says"), [("grow", "grew"), ("shrink", "shrank")])
+def test_a_file_that_changes_size_while_the_layer_is_read_is_an_error(
+        tmp_path: Path, change: str, says: str) -> None:
+    """The tree is listed (sizes taken) before it is read: weights still being copied in
+    must not be packaged cut at the size seen first, and signed as the model."""
+    root = _tree(tmp_path / "m")
+    entries = entries_for_tree(root, "models")
+    weights = root / "sub" / "weights.bin"
+    if change == "grow":
+        with weights.open("ab") as handle:
+            handle.write(b"more")
+    else:
+        weights.write_bytes(b"x")
+    with pytest.raises(OSError, match=says):
+        b"".join(tar_chunks(entries))

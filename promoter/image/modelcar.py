@@ -197,7 +197,9 @@ def layer_blob(entries: list[TarEntry], digest: str = "") -> Blob:
 
 def layer_identity(entries: list[TarEntry]) -> str:
     """What the layer's bytes depend on, read from file metadata only (path, size, mtime,
-    inode): an unchanged tree maps to its recorded digest without reading the files."""
+    ctime, inode): an unchanged tree maps to its recorded digest without reading the files.
+    The ctime is the kernel's: a copy that keeps the size and sets the old mtime
+    (``cp --preserve=timestamps``, ``touch -r``) still changes it."""
     described = []
     for entry in entries:
         item: list[Any] = [entry.arcname, entry.kind, entry.link_target, entry.executable]
@@ -205,10 +207,36 @@ def layer_identity(entries: list[TarEntry]) -> str:
             item.append(hashlib.sha256(entry.data).hexdigest())
         elif entry.source is not None and entry.kind == "file":
             info = entry.source.stat()
-            item += [str(entry.source.resolve()), info.st_size, info.st_mtime_ns, info.st_ino,
-                     info.st_dev]
+            item += [str(entry.source.resolve()), info.st_size, info.st_mtime_ns,
+                     info.st_ctime_ns, info.st_ino, info.st_dev]
         described.append(item)
-    return _digest_of({"tar": 1, "entries": described})
+    return _digest_of({"tar": 2, "entries": described})
+
+
+# A file changed this shortly before it was listed may change again within the same
+# timestamp tick (the kernel stamps times at a few milliseconds' granularity, some
+# filesystems at a second or two) without its metadata showing it.
+SETTLED_SECONDS = 2.0
+
+
+def settled(entries: list[TarEntry], listed_at: float) -> bool:
+    """Whether every file's metadata can stand for its content (its digest remembered under
+    ``layer_identity``): none changed within SETTLED_SECONDS before ``listed_at`` (when the
+    identity was taken) or since. Git treats such an index entry as "racily clean" too."""
+    for entry in entries:
+        if entry.source is not None and entry.kind == "file":
+            info = entry.source.stat()
+            if listed_at - max(info.st_mtime, info.st_ctime) < SETTLED_SECONDS:
+                return False
+    return True
+
+
+def layer_digest(entries: list[TarEntry]) -> str:
+    """The layer's digest from its bytes (one read of the files, nothing sent)."""
+    hasher = hashlib.sha256()
+    for chunk in tar_chunks(entries):
+        hasher.update(chunk)
+    return f"sha256:{hasher.hexdigest()}"
 
 
 def assemble(layer_digest: str, entries: list[TarEntry], request: ModelcarRequest,

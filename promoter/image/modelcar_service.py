@@ -12,6 +12,7 @@ again reads nothing: it asks the registry (HEAD) and sends 0 bytes.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,6 +28,7 @@ from promoter.image.model_input import model_input
 from promoter.image.platform import Platform, parse_platform
 from promoter.image.reference import Reference, parse_reference
 from promoter.image.targets import RegistryTarget
+from promoter.image.tarstream import TarEntry
 from promoter.image_settings import ImageSettings
 from promoter.ports.image import (
     BuiltImage,
@@ -50,8 +52,25 @@ class ModelcarBuilder:
         # layer identity (the files' metadata) → the layer's digest: unchanged files are
         # not read again
         self.layer_digests = DigestRecords(state_dir / "image-cache" / "modelcar-layers")
+        # Digests recorded while a file was fresh (modelcar.settled): its metadata cannot vouch
+        # for its content, so a build re-hashes the files before it trusts one.
+        self.unsettled_digests = DigestRecords(
+            state_dir / "image-cache" / "modelcar-layers-unsettled")
         self.pushed = PushedImages(state_dir)  # what may be reused: only promoter's own pushes
         self._clients = clients
+
+    def _known_digest(self, identity: str, entries: list[TarEntry]) -> str | None:
+        """The layer's digest without sending it: recorded for files whose metadata has not
+        changed, or recorded while they were fresh and confirmed by hashing them again."""
+        known = self.layer_digests.get(identity)
+        if known is not None:
+            return known
+        unsure = self.unsettled_digests.get(identity)
+        if unsure is None or modelcar.layer_digest(entries) != unsure:
+            return None
+        if modelcar.settled(entries, time.time()):
+            self.layer_digests.put(identity, unsure)
+        return unsure
 
     def _target(self, repository: str) -> Reference:
         target = parse_reference(repository)
@@ -91,6 +110,7 @@ class ModelcarBuilder:
         version = lineage.version or "1"
         entries = modelcar.plan(model_dir, version, request)
         notes = [] if notes is None else notes
+        listed_at = time.time()
         identity = modelcar.layer_identity(entries)
         with ExitStack() as stack:  # base registry clients stay open: layers stream from them
             base = self._base(platform, notes, stack)
@@ -105,10 +125,12 @@ class ModelcarBuilder:
                 client = stack.enter_context(self._clients(target_ref.api_host))
                 target = RegistryTarget(client, target_ref.repository)
             uploaded = 0
-            digest = self.layer_digests.get(identity)
+            digest = self._known_digest(identity, entries)
             if digest is None:  # one read of the files: hashed while they are sent
                 digest, uploaded = target.push_new_blob(modelcar.layer_blob(entries))
-                self.layer_digests.put(identity, digest)
+                records = self.layer_digests if modelcar.settled(entries, listed_at) \
+                    else self.unsettled_digests
+                records.put(identity, digest)
             image = modelcar.assemble(digest, entries, request, lineage, base, labels, platform)
             tag = modelcar_tag(lineage)
             uploaded += push(image, target, tag)

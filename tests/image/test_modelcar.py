@@ -6,6 +6,8 @@ safetensors weights (vllm)."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 from promoter.core import triton
+from promoter.image import modelcar
 from promoter.image.modelcar import read_mlmodel
 from promoter.ports.image import BuiltImage, ModelcarRequest
 from promoter.service.composition.images import build_modelcar
@@ -164,6 +167,45 @@ def test_a_changed_file_is_a_new_layer_even_after_a_cached_build(
     assert changed.digest != first.digest and changed.bytes_uploaded > 0
     rootfs = unpack(changed.reference, tmp_path / "read")
     assert json.loads((rootfs / "models/config.json").read_text())["num_hidden_layers"] == 2
+
+
+def test_a_file_rewritten_with_its_size_and_old_mtime_is_a_new_layer(
+        settings: Settings, registry: str, tmp_path: Path) -> None:
+    """``cp --preserve=timestamps`` (or ``touch -r``) keeps the size and sets the old mtime;
+    the digest recorded by file metadata must not stand for the new bytes (the kernel's
+    ctime changes). Before, the old layer was reused and signed as the new files."""
+    model = save_hf_directory(tmp_path / "hf")
+    weights = model / "config.json"   # a file of the layer, rewritten at the same size
+    old = weights.stat()
+    time.sleep(modelcar.SETTLED_SECONDS)            # settled: remembered by metadata alone
+    first = build(settings, model, f"{registry}/modelcars/same-size", "vllm")
+    weights.write_text(weights.read_text().replace('"num_hidden_layers": 1',
+                                                   '"num_hidden_layers": 2'))
+    assert weights.stat().st_size == old.st_size
+    os.utime(weights, ns=(old.st_atime_ns, old.st_mtime_ns))
+    changed = build(settings, model, f"{registry}/modelcars/same-size", "vllm")
+    assert changed.digest != first.digest and changed.bytes_uploaded > 0
+    rootfs = unpack(changed.reference, tmp_path / "read")
+    assert (rootfs / "models/config.json").read_text() == weights.read_text()
+
+
+def test_a_digest_recorded_while_the_files_were_fresh_is_checked_before_use(
+        registry: str, tmp_path: Path) -> None:
+    """Files written just before the build may change again within their timestamp tick
+    without their metadata showing it: such a record is trusted only once the files hash to
+    it again (a rebuild still sends nothing), and one they no longer match is ignored."""
+    settings = Settings.model_validate({"state_dir": str(tmp_path / "state")})
+    model = save_hf_directory(tmp_path / "hf")
+    first = build(settings, model, f"{registry}/modelcars/fresh", "vllm")
+    again = build(settings, model, f"{registry}/modelcars/fresh", "vllm")
+    assert (again.digest, again.bytes_uploaded) == (first.digest, 0)
+    cache = settings.state_dir / "image-cache" / "modelcar-layers-unsettled"
+    records = list(cache.glob("*.json"))
+    assert len(records) == 1
+    # As if the files had changed within the tick after that record was made:
+    records[0].write_text(json.dumps({"digest": "sha256:" + "0" * 64}))
+    checked = build(settings, model, f"{registry}/modelcars/fresh", "vllm")
+    assert checked.digest == first.digest
 
 
 def test_a_modelcar_base_goes_under_the_model_files(

@@ -7,6 +7,7 @@ same version and digest, so a re-run after a crash sends and signs nothing twice
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from promoter.core import lineage
@@ -60,26 +61,31 @@ class ArtifactSteps:
         if not repository_template or self.ports.images is None:
             self.progress("image", "skipped", "no image repository configured")
             return None
+        repository = repository_template.format(name=deployment.name)
+        request = None
+        if artifact == "modelcar":
+            serving = deployment.spec.serving
+            request = ModelcarRequest(layout=self._modelcar_layout(deployment),
+                                      name=deployment.name,
+                                      model_format=serving.model_format or "onnx",
+                                      max_batch_size=serving.max_batch_size or 0)
+        # What the recorded build was made for, all of it: the intent is read again on every
+        # attempt, and a retry after the owner changed deploy.name, the runtime (another
+        # modelcar layout) or the Triton format must not pin the artifact built for the old.
+        wanted = {"version": info.version, "artifact": artifact, "repository": repository,
+                  "request": asdict(request) if request else None}
         recorded = steps.step("image")
-        if recorded and recorded.get("version") == info.version and \
-                recorded.get("artifact", "pyfunc-image") == artifact:
+        if recorded and all(recorded.get(key) == value for key, value in wanted.items()):
             self.progress("image", "reused", recorded["reference"])
             return BuiltImage(recorded["reference"], recorded["digest"], recorded["size"],
                               list(recorded["layers"]), 0)
-        repository = repository_template.format(name=deployment.name)
         labels = {"org.opencontainers.image.title": deployment.name}
         checked = lineage.checked_version(self.ports.registry, info, origin)
-        if artifact == "modelcar":
-            serving = deployment.spec.serving
-            built = self.ports.images.build_modelcar(
-                checked, repository,
-                ModelcarRequest(layout=self._modelcar_layout(deployment), name=deployment.name,
-                                model_format=serving.model_format or "onnx",
-                                max_batch_size=serving.max_batch_size or 0), labels)
+        if request is not None:
+            built = self.ports.images.build_modelcar(checked, repository, request, labels)
         else:
             built = self.ports.images.build(checked, repository, labels)
-        steps.record_step("image", {"version": info.version, "artifact": artifact,
-                                    "reference": built.reference,
+        steps.record_step("image", {**wanted, "reference": built.reference,
                                     "digest": built.digest, "size": built.size,
                                     "layers": built.layers,
                                     "bytes_uploaded": built.bytes_uploaded})
@@ -92,11 +98,15 @@ class ArtifactSteps:
         if image is None or self.ports.signer is None:
             return None
         recorded = steps.step("signature")
-        if recorded and recorded.get("digest") == image.digest:
+        # The reference, not only the digest: a signature lives in the image's repository, and
+        # the same bytes built into another repository (deploy.name changed) need their own.
+        if recorded and recorded.get("digest") == image.digest and \
+                recorded.get("reference") == image.reference:
             return str(recorded["status"])
         info = self.ports.signer.sign(image.reference)
         status = f"signed ({', '.join(info.formats)}; key {info.key_hint[:12]}…)"
-        steps.record_step("signature", {"digest": image.digest, "status": status,
+        steps.record_step("signature", {"digest": image.digest, "reference": image.reference,
+                                        "status": status,
                                         "formats": info.formats, "created": info.created})
         self.progress("sign", "ok", status)
         return status

@@ -478,6 +478,24 @@ def test_an_attempt_that_failed_at_the_forge_resumes_without_rebuilding(world: W
     assert len(world.provider.commits) == 1
 
 
+def test_a_retry_after_the_intent_changed_builds_and_signs_for_the_new_intent(
+        world: World) -> None:
+    """The intent is read again on every attempt. Between the two, the owner renamed the
+    deployment: the retry must not pin the image built into the old name's repository, nor
+    count the old repository's signature (same digest) as the new one's."""
+    steps = MemorySteps()
+    world.provider.lost_answers = 1
+    with pytest.raises(TransientError):
+        world.promote("2", steps=steps)
+    world.registry.add(MODEL, "2", {**INTENT_TAGS, "deploy.name": "fraud-v2"})
+    result = world.run(requested="2", steps=steps)
+    assert [repository for _, _, repository in world.images.calls] == [
+        "registry.test/models/fraud-detector", "registry.test/models/fraud-v2"]
+    assert result.image is not None and result.image.startswith("registry.test/models/fraud-v2@")
+    assert world.signer.signed[-1] == result.image
+    assert steps.results["signature"]["reference"] == result.image
+
+
 def test_an_attempt_that_failed_at_the_write_back_finishes_without_a_second_commit(
         world: World) -> None:
     steps = MemorySteps()

@@ -26,6 +26,7 @@ from promoter.core.live_history import Live, first_live, live_at
 from promoter.service.audit_file import FILENAME, HEAD_FILENAME, FileChain
 from promoter.service.audit_table import TableChain
 from promoter.state.db import StateDB
+from promoter.state.storable import storable_fields
 
 __all__ = ["FILENAME", "HEAD_FILENAME", "AuditTrail"]
 
@@ -65,7 +66,8 @@ class AuditTrail:
             entry["actor"] = actor
         if inputs:
             entry["inputs"] = dict(sorted(inputs.items()))
-        return self._chain.append(entry)
+        # A reason or name quoted from outside may hold what no store can write (state.storable).
+        return self._chain.append(storable_fields(entry))
 
     def entries(self) -> Iterator[dict[str, Any]]:
         for line in self.lines():

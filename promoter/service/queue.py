@@ -38,6 +38,7 @@ from promoter.service.queue_writer import GroupCommitWriter
 from promoter.state import deliveries
 from promoter.state.db import Connection, StateDB
 from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
+from promoter.state.storable import storable
 
 __all__ = ["EnqueueResult", "Job", "JobKey", "JobQueue", "LeaseLost"]
 
@@ -279,8 +280,8 @@ class JobQueue:
                 "UPDATE jobs SET state = ?, reason = ?, result = COALESCE(?, result), "
                 "next_run_at = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL "
                 "WHERE id = ?",
-                (state, reason, None if result is None else to_json(result), now + delay, now,
-                 job_id))
+                (state, None if reason is None else storable(reason),
+                 None if result is None else to_json(result), now + delay, now, job_id))
 
         self._write(update)
         self.notify_work()  # a job of the same (model, env) may be claimable now

@@ -97,6 +97,26 @@ def test_a_permanent_error_parks_the_job_with_its_reason(queue: JobQueue) -> Non
     assert "403: the token cannot push to main" in (dead.reason or "")
 
 
+@pytest.mark.parametrize("odd", ["manifests/caf\udce9.yaml", "a NUL \x00 in a body"])
+def test_a_reason_no_store_can_hold_as_it_is_still_parks_the_job_once(
+        queue: JobQueue, odd: str) -> None:
+    """A file name Python decoded with surrogate escapes, a NUL in an error body: UTF-8 cannot
+    encode the one and PostgreSQL's text cannot hold the other. The outcome's write failed,
+    so a permanent failure ran again after its lease and was parked without its reason."""
+    job = queue.enqueue(V7).job
+    runs = []
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        runs.append(1)
+        raise PermanentError(f"cannot read {odd}")
+
+    make_worker(queue, handler).run_once()
+    dead = queue.get(job.id)
+    assert (dead.state, len(runs)) == ("dead", 1)
+    assert "cannot read" in (dead.reason or "")
+    assert ("\\udce9" in (dead.reason or "")) or ("\\x00" in (dead.reason or ""))
+
+
 def test_a_policy_denial_is_done_denied(queue: JobQueue) -> None:
     job = queue.enqueue(V7).job
 

@@ -490,3 +490,16 @@ def test_two_replicas_group_committing_the_same_deliveries_make_one_job_per_even
     assert sum(r.duplicate_delivery for results in outcomes for r in results) == 60  # type: ignore[attr-defined]
     for queue in replicas:
         queue.close()
+
+
+def test_an_audit_entry_quoting_what_no_store_holds_is_written_and_verifies(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A reason quoting an undecodable file name (a lone surrogate) or a NUL: written with
+    those characters escaped, on both the file trail and the database's, and verifiable."""
+    for trail in (AuditTrail(tmp_path / "files"), AuditTrail(tmp_path, connect(postgres_url,
+                                                                              tmp_path))):
+        trail.record("job.dead", reason="cannot read caf\udce9.yaml", note="a NUL \x00 here")
+        entry = list(trail.entries())[-1]
+        assert entry["reason"] == "cannot read caf\\udce9.yaml"
+        assert entry["note"] == "a NUL \\x00 here"
+        assert trail.verify() is None

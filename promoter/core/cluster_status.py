@@ -23,6 +23,7 @@ from typing import Any
 
 from promoter.core.gitops_scaffold import CLUSTER_LABEL, ENV_LABEL, MODEL_LABEL
 from promoter.core.mr_text import escape
+from promoter.core.naming import DISPLAY_CONTROLS
 from promoter.errors import UserError
 
 SYNCED = "Synced"
@@ -66,6 +67,10 @@ def _get(data: Any, *path: str) -> Any:
             return None
         data = data.get(key)
     return data
+
+
+_TEXT_FIELDS = ("event", "model", "environment", "application", "cluster", "server", "sync",
+                "health", "revision", "reconciledAt")
 
 
 def _text(value: Any) -> str | None:
@@ -131,6 +136,11 @@ def from_notification(body: Any) -> Notification:
     """A body rendered from promoter's notification template (core.gitops_scaffold)."""
     if not isinstance(body, Mapping):
         raise UserError("the body must be a JSON object")
+    for field in _TEXT_FIELDS:
+        value = body.get(field)
+        if isinstance(value, str) and DISPLAY_CONTROLS.search(value):
+            # A NUL cannot be stored (PostgreSQL), and controls would reach MR notes and tags.
+            raise UserError(f"{field} holds control characters")
     event = body.get("event")
     if event not in EVENTS:
         raise UserError(f"event must be one of {', '.join(EVENTS)}, got {str(event)[:40]!r}")

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -39,6 +37,7 @@ from promoter.service import argocd_hook, intake, verify
 from promoter.service.gitlab_hook import GitLabHookHandler, starlette_endpoint
 from promoter.service.logs import log
 from promoter.service.metrics import CONTENT_TYPE, Metrics
+from promoter.service.public_errors import public_reason
 
 if TYPE_CHECKING:
     from promoter.ports.registry import Registry
@@ -52,7 +51,6 @@ READY_TIMEOUT_SECONDS = 4.0
 MLFLOW_REPORT_TIMEOUT_SECONDS = 2.0
 WRITE_FAILURE_MEMORY_SECONDS = 60.0  # /readyz stays not-ready this long after a failed store
 _PROBE_BYTES = b"promoter readiness probe\n" * 160  # 4,000 bytes: needs a new data block
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/[^\s'\"()<>,;]+")
 
 _MLFLOW_SCHEMA = {
     "type": "object",
@@ -292,20 +290,6 @@ async def _probe(check: Callable[[], None], timeout: float = READY_TIMEOUT_SECON
     except Exception as exc:  # a probe reports, it does not crash the endpoint
         return f"check failed: {type(exc).__name__}"
     return "ok"
-
-
-def public_reason(exc: BaseException) -> str:
-    """Why something failed, fit for an unauthenticated answer: no filesystem paths."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return f"{errno.errorcode.get(exc.errno, 'error')}: {exc.strerror or 'failed'}"
-    cause = exc.__cause__
-    if isinstance(exc, TransientError) and isinstance(cause, OSError | sqlite3.Error):
-        return public_reason(cause)  # the queue's own message names its file
-    if isinstance(exc, TransientError) and type(cause).__module__.startswith("psycopg"):
-        # The driver's text may name the database host: the kind of failure is enough here.
-        return f"the state database is unusable ({type(cause).__name__})"
-    text = exc.message if isinstance(exc, PromoterError) else str(exc) or type(exc).__name__
-    return _ABSOLUTE_PATH.sub("<path>", text)[:200]
 
 
 class WriteHealth:

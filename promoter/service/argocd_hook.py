@@ -13,16 +13,17 @@ Only then is the cluster's row handed to ``ClusterFeedback``. Framework-agnostic
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from promoter.core import events
 from promoter.core.cluster_status import from_notification
 from promoter.core.gitops_scaffold import TOKEN_HEADER
 from promoter.errors import PromoterError, UserError
 from promoter.service.cluster_feedback import ClusterFeedback
 from promoter.service.cluster_status_store import StatusStore
 from promoter.service.hook_deliveries import HookClaim, in_progress_answer
+from promoter.service.public_errors import public_reason
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -52,9 +53,8 @@ class ArgoCDHookHandler:
         if len(body) > self.max_body_bytes:
             return _error(413, "too_large", f"body exceeds {self.max_body_bytes} bytes")
         try:
-            notification = from_notification(json.loads(body))
-        except (ValueError, RecursionError):
-            return _error(400, "bad_request", "the body is not valid JSON")
+            # The strict reading every hook uses: no lone surrogates, bounded nesting.
+            notification = from_notification(events.load_json(body))
         except UserError as exc:
             return _error(400, exc.kind, exc.message)
         row = notification.status
@@ -71,7 +71,7 @@ class ArgoCDHookHandler:
         except PromoterError as exc:
             self._store.release(key)   # Argo CD retries a 5xx: let the retry through
             return _error(exc.http_status if exc.http_status >= 500 else 503, exc.kind,
-                          exc.message)
+                          public_reason(exc))
         except Exception:
             self._store.release(key)
             raise

@@ -35,6 +35,7 @@ from promoter.errors import PromoterError, UserError
 from promoter.ports.git import SUPERSEDED_SUFFIX
 from promoter.service.hook_deliveries import HookClaim, HookDeliveries, in_progress_answer
 from promoter.service.logs import log
+from promoter.service.public_errors import public_reason
 from promoter.state.db import StateDB, state_db
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class GitLabHookHandler:
         except PromoterError as exc:
             if key:
                 self._deliveries.release(key[:200])
-            return _error(exc.http_status, exc.kind, exc.message)
+            return _error(exc.http_status, exc.kind, public_reason(exc))
         except Exception:
             if key:
                 self._deliveries.release(key[:200])

@@ -103,6 +103,7 @@ class GroupCommitWriter:
                 error = TransientError(f"the job queue could not store the delivery: {exc}",
                                        hint="check the state database's disk, permissions "
                                             "and reachability")
+                error.__cause__ = exc   # what an answer may say is judged on the cause
                 _settle_all(batch, error)
             if stop:
                 return

@@ -457,6 +457,20 @@ def test_malformed_bodies_are_400(parts: dict, body: bytes) -> None:
     assert status == 400
 
 
+@pytest.mark.parametrize(("cluster", "says"), [
+    ("gpu\\ud800", "surrogate"),             # decodes to text UTF-8 cannot encode
+    ("gpu\\u0000x", "control characters"),   # PostgreSQL text cannot hold a NUL
+    ("gpu\\u202eue-1", "control characters")])
+def test_a_field_no_store_or_note_can_take_is_a_400_naming_it(parts: dict, cluster: str,
+                                                              says: str) -> None:
+    """An authentic body (the token matches) with such a field used to fail where it was
+    stored: a 500, or on PostgreSQL a 503 Argo CD retried for good."""
+    body = ('{"event": "sync-succeeded", "model": "fraud-detector", "environment": '
+            f'"production", "application": "a", "cluster": "{cluster}"}}').encode()
+    status, answer = parts["handler"].handle({"X-Promoter-Token": SECRET}, body)
+    assert status == 400 and says in answer["detail"], answer
+
+
 def test_route_with_the_local_provider_notes_the_merge_request(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real endpoint, built by the composition root, over HTTP (Starlette's client)."""

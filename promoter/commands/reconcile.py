@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, emit_json, state
-from promoter.errors import PermanentError, PromoterError, UsageError, exit_code_for
+from promoter.errors import (
+    PermanentError,
+    PromoterError,
+    TransientError,
+    UsageError,
+    exit_code_for,
+)
 
 if TYPE_CHECKING:
     from promoter.ports.registry import Registry
@@ -37,9 +43,11 @@ def reconcile(
     is audited and no longer followed.
 
     Exit codes: 0 both done. An MLflow failure ends the command with its code
-    before the sweep (which writes to MLflow too). When the MR sweep fails, the
-    pass's report is printed first, then the error: 3 the forge is unavailable,
-    1 a fault to fix (token, settings, a deployment's MR gone). The next run retries.
+    before the sweep (which writes to MLflow too); one model whose stages MLflow
+    could not list does not: the pass goes on with the others, lists it, and the
+    command ends with 3 after the sweep. When the MR sweep fails, the pass's report
+    is printed first, then the error: 3 the forge is unavailable, 1 a fault to fix
+    (token, settings, a deployment's MR gone). The next run retries.
     """
     if not once:
         raise UsageError("pass --once (the periodic loop runs inside `promoter serve`)")
@@ -57,6 +65,10 @@ def reconcile(
         if swept is not None:
             _print_sweep(swept)
     _exit_on_sweep_failure(swept, broken)
+    if report.failed:
+        typer.echo(f"error: MLflow could not list the stages of {len(report.failed)} model(s) "
+                   "(listed in the report); the next run looks them up again", err=True)
+        raise typer.Exit(TransientError.exit_code)
 
 
 def _mlflow_pass(settings: Settings, registry: Registry) -> PassReport:
@@ -96,6 +108,8 @@ def _print_pass(report: PassReport) -> None:
         verb = "queued" if job["created"] else "already covered by"
         typer.echo(f"  {verb} job {job['job_id']}: {job['action']} {job['model']} "
                    f"v{job['version']} → {job['env']}")
+    for failed in report.failed:
+        typer.echo(f"  could not list the stages of {failed['model']}: {failed['error']}")
 
 
 def _print_sweep(swept: SweepReport) -> None:

@@ -54,11 +54,15 @@ class PassReport:
     changed_versions: int = 0
     stage_lookups: int = 0
     jobs: list[dict[str, object]] = field(default_factory=list)
+    # Models whose stage lookup failed this pass ({"model", "error"}): their aliases were
+    # still observed, their stages are looked up again next pass.
+    failed: list[dict[str, str]] = field(default_factory=list)
 
     def describe(self) -> dict[str, object]:
         return {"models": self.models, "changed_versions": self.changed_versions,
                 "stage_lookups": self.stage_lookups, "jobs": self.jobs,
-                "created": sum(1 for job in self.jobs if job.get("created"))}
+                "created": sum(1 for job in self.jobs if job.get("created")),
+                "failed": self.failed}
 
 
 class ReconcileState:
@@ -103,7 +107,10 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
                    state: ReconcileState, metrics: Metrics | None = None, *,
                    slack_ms: int = CURSOR_SLACK_MS) -> PassReport:
     """One pass. A model's record is updated only after its jobs are durably enqueued, so a
-    pass interrupted by a registry or queue failure is simply repeated next time."""
+    pass interrupted by a registry or queue failure is simply repeated next time. One model's
+    stage lookup failing (a timeout on a model with very many versions) does not stop the
+    pass for the models after it: its aliases are still observed, and the version cursor
+    stays where it was so that the next pass looks its stages up again."""
     triggers = intake.triggers(settings)
     report = PassReport()
     recorded = state.observed()
@@ -123,15 +130,19 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
         if model.name in changed_models:
             try:
                 stages = registry.stage_versions(model.name)
+                report.stage_lookups += 1
             except PermanentError as exc:  # deleted since the listing: next pass sees it gone
                 log(_log, logging.WARNING, "model skipped", model=model.name, error=exc.message)
                 continue
-            report.stage_lookups += 1
+            except TransientError as exc:
+                log(_log, logging.WARNING, "stage lookup failed; looked up again next pass",
+                    model=model.name, error=exc.message)
+                report.failed.append({"model": model.name, "error": exc.message})
         current = core.observe(triggers, model.aliases, stages, previous)
         _apply(model.name, current, previous, queue, state, report)
     for gone in sorted(set(recorded) - seen):  # registered model deleted
         _apply(gone, {}, recorded[gone], queue, state, report)
-    state.save_cursor(newest)
+    state.save_cursor(since if report.failed else newest)
     if metrics is not None:
         metrics.reconcile_enqueued.inc(sum(1 for job in report.jobs if job.get("created")))
     log(_log, logging.INFO, "reconcile pass", **report.describe())

@@ -772,3 +772,28 @@ def test_a_crash_in_the_sweep_still_reports_the_mlflow_pass(
     assert "3 models" in out and "queued job 9: promote m v2 → staging" in out
     assert "the MR sweep failed: unexpected KeyError (its trace is logged)" in err
     assert "internal detail" not in out + err.split("Traceback")[0]
+
+
+def test_a_model_whose_stages_could_not_be_listed_is_reported_and_fails_the_run(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The pass went on past it (service.reconcile); the command lists it and ends with 3
+    after the sweep, so a CronJob notices while the other models' jobs stay queued."""
+    from promoter import cli
+    from promoter.commands import reconcile as command
+    from promoter.service import composition
+    from promoter.service.mr_sweep import SweepReport
+    from promoter.service.reconcile import PassReport
+
+    monkeypatch.setenv("PROMOTER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(composition, "registry", lambda settings: None)
+    monkeypatch.setattr(command, "_mlflow_pass", lambda settings, registry: PassReport(
+        models=2, failed=[{"model": "a-broken", "error": "MLflow did not answer in 30 s"}]))
+    monkeypatch.setattr(command, "_mr_sweep", lambda settings, registry: (SweepReport(), None))
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["reconcile", "--once"])
+    out, err = capsys.readouterr()
+    assert ended.value.code == 3
+    assert "could not list the stages of a-broken: MLflow did not answer in 30 s" in out
+    assert "MR sweep: 0 waiting merge requests looked at" in out
+    assert "MLflow could not list the stages of 1 model(s)" in err

@@ -237,6 +237,53 @@ def test_reconcile_finds_stage_transitions_alias_changes_and_deletions(
         queue.close()
 
 
+def test_one_model_whose_stages_cannot_be_listed_does_not_stop_the_pass(
+        mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """MLflow times out listing one model's stages (very many versions): the models after it
+    are still reconciled, its alias is still observed, and its stage transition is found by
+    the next pass (the version cursor did not move past it)."""
+    client = mlflow_server.client()
+    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
+    real = MlflowRegistry(mlflow_server.url)
+
+    class Timeouts:
+        broken = True
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def stage_versions(self, model: str) -> Any:
+            if self.broken and model == "a-broken":
+                raise TransientError("MLflow did not answer within 30 s")
+            return real.stage_versions(model)
+
+    registry = Timeouts()
+    queue = JobQueue.open(settings.state_dir)
+    state = ReconcileState(settings.state_dir)
+    try:
+        reconcile_once(settings, registry, queue, state)   # baseline
+        broken, good = create_version(client, "a-broken"), create_version(client, "b-good")
+        other = create_version(client, "a-broken")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client.transition_model_version_stage("a-broken", broken, "Production")
+            client.transition_model_version_stage("b-good", good, "Staging")
+        client.set_registered_model_alias("a-broken", "staging", other)
+
+        first = reconcile_once(settings, registry, queue, state)  # type: ignore[arg-type]
+        assert [f["model"] for f in first.failed] == ["a-broken"]
+        assert {(j["model"], j["env"]) for j in first.jobs} == {
+            ("a-broken", "staging"), ("b-good", "staging")}
+        registry.broken = False
+        second = reconcile_once(settings, registry, queue, state)  # type: ignore[arg-type]
+        assert second.failed == []
+        assert {(j["model"], j["version"], j["env"]) for j in second.jobs} == {
+            ("a-broken", broken, "production")}
+    finally:
+        state.close()
+        queue.close()
+
+
 def test_the_periodic_loop_catches_a_stage_transition(mlflow_server: MlflowServer,
                                                       tmp_path: Path) -> None:
     import threading

@@ -52,6 +52,50 @@ def test_truncating_the_trail_is_found_against_the_recorded_head(tmp_path: Path)
     assert finding is not None and finding.line == 3 and "cut off" in finding.problem
 
 
+def _rehash_last(lines: list[str], change: dict[str, str]) -> list[str]:
+    """The last entry edited and its hash recomputed (the hash has no key: anyone can)."""
+    import hashlib
+
+    from promoter.core.audit_chain import canonical
+
+    entry = {key: value for key, value in json.loads(lines[-1]).items() if key != "hash"}
+    entry.update(change)
+    entry["hash"] = hashlib.sha256(canonical(entry)).hexdigest()
+    return [*lines[:-1], json.dumps(entry, sort_keys=True)]
+
+
+def test_a_trail_cut_short_or_edited_at_its_end_stays_broken_after_the_next_append(
+        tmp_path: Path) -> None:
+    """Appending onto whatever the file ends with, and recording that as the head, sealed
+    over the change: `audit verify` passed again. The next entry chains onto the recorded
+    head instead, so the break stays where it is."""
+    for case in ("cut", "edited"):
+        trail = AuditTrail(tmp_path / case)
+        fill(trail)
+        trail.record("mr.merge_foreign", actor="alice", model="m", env="production")
+        lines = trail.path.read_text().splitlines()
+        lines = lines[:-1] if case == "cut" else _rehash_last(lines, {"actor": "promoter"})
+        trail.path.write_text("\n".join(lines) + "\n")
+        assert trail.verify() is not None
+        trail.record("job.created", model="m", env="staging", version="9")
+        finding = trail.verify()
+        assert finding is not None, case
+        assert finding.line == len(lines) + 1 if case == "cut" else finding.line >= len(lines)
+
+
+def test_an_entry_whose_head_a_crash_did_not_record_is_chained_onto(tmp_path: Path) -> None:
+    """The line is written, then the head: a crash between the two leaves the trail one
+    entry ahead of its recorded head. That is no tampering, and the next entry follows it."""
+    trail = AuditTrail(tmp_path)
+    fill(trail)
+    before = trail.head_path.read_text()
+    trail.record("job.done", model="m", env="production", version="4")
+    trail.head_path.write_text(before)            # as if the head's write never happened
+    trail.record("job.created", model="m", env="staging", version="5")
+    assert trail.verify() is None
+    assert [e["seq"] for e in trail.entries()] == [1, 2, 3, 4, 5, 6]
+
+
 def _append(state_dir: str, worker: int) -> None:
     trail = AuditTrail(Path(state_dir))
     for index in range(25):

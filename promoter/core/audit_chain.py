@@ -47,6 +47,20 @@ def head_of(entry: Mapping[str, Any]) -> Head:
     return Head(int(entry["seq"]), str(entry["hash"]))
 
 
+def chain_onto(tail: Head, last: Mapping[str, Any] | None, recorded: Head | None) -> Head:
+    """Where the next entry chains: the trail's end (``tail``, from its ``last`` entry) when it
+    is the recorded head, or the one entry written after it whose head was not recorded (a
+    crash between the two writes); otherwise the recorded head. Chaining onto the end of a
+    trail that was cut short, or whose end was edited and re-hashed, would seal over it (the
+    new head recorded, ``verify`` passing again); chaining onto the recorded head leaves the
+    break where it is, for ``verify`` to find."""
+    if recorded is None or recorded == tail:
+        return tail
+    if last is not None and tail.seq == recorded.seq + 1 and last.get("prev") == recorded.hash:
+        return tail
+    return recorded
+
+
 @dataclass(frozen=True)
 class Finding:
     """The first line (1-based) where the trail stops being what was written, and why."""

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from promoter.core.audit_chain import EMPTY, Head, head_of, legacy_head, seal
+from promoter.core.audit_chain import EMPTY, Head, chain_onto, head_of, legacy_head, seal
 from promoter.state.db import ensure_state_dir
 
 FILENAME = "audit.jsonl"
 HEAD_FILENAME = "audit.head"
 _lock = threading.Lock()
 _TAIL_CHUNK = 64 * 1024
+_log = logging.getLogger("promoter.audit")
 
 
 class FileChain:
@@ -36,7 +38,8 @@ class FileChain:
         with _lock, _open_private(self.path) as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
-                sealed = seal(entry, _tail_head(handle))
+                tail, last = _tail(handle)
+                sealed = seal(entry, _onto(tail, last, self.recorded_head(), self.path))
                 line = json.dumps(sealed, sort_keys=True, default=str) + "\n"
                 handle.seek(0, os.SEEK_END)
                 handle.write(line.encode("utf-8"))
@@ -77,11 +80,23 @@ def _open_private(path: Path, *, truncate: bool = False) -> IO[bytes]:
     return os.fdopen(os.open(path, flags, 0o600), "r+b")
 
 
-def _tail_head(handle: IO[bytes]) -> Head:
-    """The head of the chain in an open trail: the last line's (seq, hash), read from the end."""
+def _onto(tail: Head, last: dict[str, Any] | None, recorded: Head | None,
+          where: object) -> Head:
+    head = chain_onto(tail, last, recorded)
+    if head != tail:
+        _log.error("the audit trail %s ends at entry %s, not at its recorded head %s: it was "
+                   "cut short or its end edited; appending onto the recorded head so the break "
+                   "stays for `promoter audit verify` to find", where, tail.seq,
+                   recorded.seq if recorded else None)
+    return head
+
+
+def _tail(handle: IO[bytes]) -> tuple[Head, dict[str, Any] | None]:
+    """The head of the chain in an open trail and its last entry (None when the last line is
+    not a chained entry), read from the end."""
     end = handle.seek(0, os.SEEK_END)
     if end == 0:
-        return EMPTY
+        return EMPTY, None
     start, tail = end, b""
     while start > 0 and tail.count(b"\n") < 2:
         start = max(0, start - _TAIL_CHUNK)
@@ -90,9 +105,9 @@ def _tail_head(handle: IO[bytes]) -> Head:
     last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
     try:
         entry = json.loads(last)
-        return head_of(entry)
+        return head_of(entry), entry
     except (ValueError, KeyError, TypeError):
         # A trail written before entries were chained: chain on from all of it.
         handle.seek(0)
         return legacy_head(line.decode("utf-8", "replace")
-                           for line in handle.read().splitlines() if line.strip())
+                           for line in handle.read().splitlines() if line.strip()), None

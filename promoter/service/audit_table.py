@@ -8,13 +8,15 @@ transaction under the ``audit`` lock, so appends from every replica form one cha
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from promoter.core.audit_chain import EMPTY, Head, head_of, legacy_head, seal
+from promoter.core.audit_chain import EMPTY, Head, chain_onto, head_of, legacy_head, seal
 from promoter.state.db import Connection, StateDB
 
 PAGE = 1000
+_log = logging.getLogger("promoter.audit")
 TABLES = ("audit_entries", "audit_head")
 
 
@@ -30,14 +32,23 @@ class TableChain:
             conn.lock("audit")
             last = conn.execute("SELECT position, line FROM audit_entries "
                                 "ORDER BY position DESC LIMIT 1").fetchone()
-            sealed = seal(entry, _head_after(conn, last))
+            row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            recorded = Head(int(row[0]), str(row[1])) if row else None
+            tail, tail_entry = _head_after(conn, last)
+            head = chain_onto(tail, tail_entry, recorded)
+            if head != tail:
+                _log.error("the audit trail in %s ends at entry %s, not at its recorded head "
+                           "%s: appending onto the recorded head so the break stays for "
+                           "`promoter audit verify` to find", self.location(), tail.seq,
+                           head.seq)
+            sealed = seal(entry, head)
             line = json.dumps(sealed, sort_keys=True, default=str)
             conn.execute("INSERT INTO audit_entries (position, line) VALUES (?, ?)",
                          ((int(last[0]) if last else 0) + 1, line))
-            head = head_of(sealed)
+            new_head = head_of(sealed)
             conn.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
                          "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, "
-                         "hash = excluded.hash", (head.seq, head.hash))
+                         "hash = excluded.hash", (new_head.seq, new_head.hash))
             return sealed
 
         return self.db.write(append)
@@ -76,12 +87,14 @@ class TableChain:
         return Head(int(row[0]), str(row[1])) if row else None
 
 
-def _head_after(conn: Connection, last: Any) -> Head:
+def _head_after(conn: Connection, last: Any) -> tuple[Head, dict[str, Any] | None]:
+    """The chain's head after row ``last`` and its entry (None when it is not chained)."""
     if last is None:
-        return EMPTY
+        return EMPTY, None
     try:
-        return head_of(json.loads(last[1]))
+        entry = json.loads(last[1])
+        return head_of(entry), entry
     except (ValueError, KeyError, TypeError):
         # Lines copied from a trail written before entries were chained.
         rows = conn.execute("SELECT line FROM audit_entries ORDER BY position").fetchall()
-        return legacy_head(str(row[0]) for row in rows if str(row[0]).strip())
+        return legacy_head(str(row[0]) for row in rows if str(row[0]).strip()), None

@@ -503,3 +503,21 @@ def test_an_audit_entry_quoting_what_no_store_holds_is_written_and_verifies(
         assert entry["reason"] == "cannot read caf\\udce9.yaml"
         assert entry["note"] == "a NUL \\x00 here"
         assert trail.verify() is None
+
+
+def test_a_trail_cut_short_in_the_database_stays_broken_after_the_next_append(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Deleting the last rows of audit_entries (but not audit_head): the next append chains
+    onto the recorded head, so `audit verify` still finds the cut instead of a sealed-over
+    chain."""
+    db = connect(postgres_url, tmp_path)
+    trail = AuditTrail(tmp_path, db)
+    for n in range(3):
+        trail.record("job.done", n=n)
+    trail.record("mr.merge_foreign", actor="alice")
+    db.write(lambda conn: conn.execute(
+        "DELETE FROM audit_entries WHERE position = (SELECT MAX(position) FROM audit_entries)"))
+    assert trail.verify() is not None
+    trail.record("job.created", n=9)
+    finding = trail.verify()
+    assert finding is not None and finding.line == 4

@@ -7,10 +7,17 @@ recovers the fields the placement policy looks at, from the resources promoter r
   ``promoter.dev/registered-model`` and ``promoter.dev/model-version`` annotations;
 - runtime: the ``promoter.dev/runtime`` label every rendered workload carries (older trees
   without it: ``kserve`` when there is an InferenceService, else ``deployment``);
-- GPU count and type: ``nvidia.com/gpu`` limits and the ``nvidia.com/gpu.product`` node
-  selector (InferenceService predictor or Deployment pod template);
+- GPU count and type: ``nvidia.com/gpu`` limits (or requests) summed over the pod's
+  containers, and the ``nvidia.com/gpu.product`` node selector or required node-affinity
+  ``In`` value (InferenceService predictor or Deployment pod template);
 - regions: the ``topology.kubernetes.io/region`` ``In`` node-affinity values;
-- replicas: the InferenceService predictor's or the HPA's min/max.
+- replicas: the most any of them allows: the InferenceService predictor's, the HPA's or the
+  KEDA ScaledObject's min/max, the Deployment's own ``replicas``.
+
+The gate is the authoritative check of a hand-edited merge request, so what it cannot judge
+faithfully is refused (``UserError``), never read partly: a kind promoter does not render
+(the AppProject would not sync it either), more than one workload, a GPU type named twice
+differently, resources in more than one namespace.
 
 Anything else (CPU, memory, scaling metric) is left to the defaults: the rules that use it are
 not placement rules. MLflow tags and run metrics are not in the manifests either, so rules on
@@ -22,11 +29,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from promoter.core.gitops_scaffold import NAMESPACED_KINDS
 from promoter.core.spec import API_VERSION, KIND
+from promoter.errors import UserError
 
 REGION_KEY = "topology.kubernetes.io/region"
 GPU = "nvidia.com/gpu"
 GPU_PRODUCT = "nvidia.com/gpu.product"
+WORKLOADS = ("InferenceService", "Deployment")
+# What an overlay may hold: what promoter renders (the AppProject's whitelist) and Namespace.
+KINDS = frozenset(kind for _, kind in NAMESPACED_KINDS) | {"Namespace"}
 
 
 def _get(data: Any, *path: str | int) -> Any:
@@ -49,13 +61,74 @@ def _pod_spec(resource: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return found if isinstance(found, Mapping) else None
 
 
-def _containers(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    pod = _pod_spec(resource) or {}
-    found = [c for c in pod.get("containers") or [] if isinstance(c, Mapping)]
-    model = _get(pod, "model")
+def _containers(pod: Mapping[str, Any], field: str = "containers") -> list[Mapping[str, Any]]:
+    found = [c for c in pod.get(field) or [] if isinstance(c, Mapping)]
+    model = _get(pod, "model") if field == "containers" else None
     if isinstance(model, Mapping):
         found.append(model)
     return found
+
+
+def _gpus(container: Mapping[str, Any]) -> int:
+    """The GPUs one container asks for: its limit, or its request (Kubernetes requires the two
+    to be equal for an extended resource when both are set)."""
+    counts = [_get(container, "resources", part, GPU) for part in ("limits", "requests")]
+    try:
+        return max((int(str(count)) for count in counts if count is not None), default=0)
+    except ValueError:
+        raise UserError(f"{GPU} must be a whole number, got {counts}") from None
+
+
+def _gpu_count(pod: Mapping[str, Any]) -> int | None:
+    """The pod's GPUs: every container's together, or more if an init container asks for
+    more (it runs alone first). None when no container names the resource."""
+    containers, inits = _containers(pod), _containers(pod, "initContainers")
+    named = [c for c in (*containers, *inits)
+             if any(_get(c, "resources", part, GPU) is not None
+                    for part in ("limits", "requests"))]
+    if not named:
+        return None
+    return max(sum(_gpus(c) for c in containers), max((_gpus(c) for c in inits), default=0))
+
+
+def _gpu_types(pod: Mapping[str, Any]) -> set[str]:
+    """Every GPU product the pod may be placed on: its node selector's and the values of
+    required node-affinity ``In`` expressions on the product label."""
+    types = set()
+    if _get(pod, "nodeSelector", GPU_PRODUCT):
+        types.add(str(_get(pod, "nodeSelector", GPU_PRODUCT)))
+    terms = _get(pod, "affinity", "nodeAffinity",
+                 "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms") or []
+    for term in terms:
+        for expression in _get(term, "matchExpressions") or []:
+            if _get(expression, "key") == GPU_PRODUCT:
+                if _get(expression, "operator") != "In":
+                    raise UserError(f"the {GPU_PRODUCT} node affinity must be 'In' a list of "
+                                    "products, which the gate can judge")
+                types.update(str(v) for v in _get(expression, "values") or [])
+    return types
+
+
+def _refuse_what_cannot_be_judged(resources: list[Mapping[str, Any]]) -> None:
+    foreign = sorted({str(r.get("kind")) for r in resources} - KINDS)
+    if foreign:
+        raise UserError(f"the overlay holds {', '.join(foreign)}, which promoter does not "
+                        f"render and the gate cannot judge (it judges {', '.join(sorted(KINDS))})")
+    workloads = [r for r in resources if r.get("kind") in WORKLOADS]
+    if len(workloads) > 1:
+        names = ", ".join(f"{r.get('kind')}/{_get(r, 'metadata', 'name')}" for r in workloads)
+        raise UserError(f"the overlay runs {len(workloads)} workloads ({names}); promoter "
+                        "renders one, and the gate judges one")
+
+
+def declared_namespace(resources: Iterable[Mapping[str, Any]]) -> str | None:
+    """The one namespace the overlay's resources name (None when none names one)."""
+    found = {str(_get(r, "metadata", "namespace")) for r in resources
+             if r.get("kind") != "Namespace" and _get(r, "metadata", "namespace")}
+    if len(found) > 1:
+        raise UserError(f"the overlay's resources are in {len(found)} namespaces "
+                        f"({', '.join(sorted(found))}); promoter renders one")
+    return next(iter(found), None)
 
 
 def _regions(pod: Mapping[str, Any]) -> list[str]:
@@ -72,7 +145,8 @@ def _regions(pod: Mapping[str, Any]) -> list[str]:
 def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """A ModelDeployment document with what ``resources`` (one built overlay) declare."""
     resources = list(resources)
-    workloads = [r for r in resources if r.get("kind") in ("InferenceService", "Deployment")]
+    _refuse_what_cannot_be_judged(resources)
+    workloads = [r for r in resources if r.get("kind") in WORKLOADS]
     spec: dict[str, Any] = {
         "runtime": "kserve" if any(r.get("kind") == "InferenceService" for r in workloads)
         else "deployment"}
@@ -91,28 +165,52 @@ def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                              "costCenter": str(labels.get("cost-center") or "unknown")}
         pod = _pod_spec(resource) or {}
         gpu: dict[str, Any] = {}
-        for container in _containers(resource):
-            count = _get(container, "resources", "limits", GPU)
-            if count is not None:
-                gpu["count"] = int(str(count))
-        if _get(pod, "nodeSelector", GPU_PRODUCT):
-            gpu["type"] = str(_get(pod, "nodeSelector", GPU_PRODUCT))
+        count = _gpu_count(pod)
+        if count is not None:
+            gpu["count"] = count
+        types = _gpu_types(pod)
+        if len(types) > 1:
+            raise UserError(f"the workload may run on {len(types)} GPU products "
+                            f"({', '.join(sorted(types))}); promoter places it on one")
+        if types:
+            gpu["type"] = types.pop()
         if gpu:
             spec["resources"] = {"gpu": gpu}
         regions = _regions(pod)
         if regions:
             spec["regions"] = regions
-        if resource.get("kind") == "InferenceService":
-            _replicas(spec, pod)
-    for resource in resources:
-        if resource.get("kind") == "HorizontalPodAutoscaler":
-            _replicas(spec, _get(resource, "spec") or {})
+    scaling = _scaling(resources)
+    if scaling:
+        spec["scaling"] = scaling
     return {"apiVersion": API_VERSION, "kind": KIND,
             "metadata": {k: v for k, v in metadata.items() if v}, "spec": spec}
 
 
-def _replicas(spec: dict[str, Any], source: Mapping[str, Any]) -> None:
-    scaling = {key: int(source[key]) for key in ("minReplicas", "maxReplicas")
-               if isinstance(source.get(key), int)}
-    if scaling:
-        spec["scaling"] = {**spec.get("scaling", {}), **scaling}
+def _scaling(resources: list[Mapping[str, Any]]) -> dict[str, int]:
+    """The replica bounds, the widest any resource allows: whichever of them scales the
+    workload (the HPA, KEDA, KServe, or the Deployment's own count until one does) may run
+    that many."""
+    lows: list[int] = []
+    highs: list[int] = []
+
+    def bounds(source: Any, low: str, high: str) -> None:
+        if isinstance(source, Mapping):
+            lows.extend(v for v in (source.get(low),) if isinstance(v, int))
+            highs.extend(v for v in (source.get(high),) if isinstance(v, int))
+
+    for resource in resources:
+        kind = resource.get("kind")
+        if kind == "InferenceService":
+            bounds(_get(resource, "spec", "predictor"), "minReplicas", "maxReplicas")
+        elif kind == "HorizontalPodAutoscaler":
+            bounds(_get(resource, "spec"), "minReplicas", "maxReplicas")
+        elif kind == "ScaledObject":
+            bounds(_get(resource, "spec"), "minReplicaCount", "maxReplicaCount")
+        elif kind == "Deployment" and isinstance(_get(resource, "spec", "replicas"), int):
+            highs.append(int(_get(resource, "spec", "replicas")))
+    scaling = {}
+    if lows:
+        scaling["minReplicas"] = min(lows)
+    if highs:
+        scaling["maxReplicas"] = max(highs)
+    return scaling

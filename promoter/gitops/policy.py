@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from promoter.core.config import PipelineConfig
-from promoter.core.declared_intent import declared_intent
+from promoter.core.declared_intent import declared_intent, declared_namespace
 from promoter.core.gates import GateFacts, TeamPermissionGate, evaluate
 from promoter.core.intent import resolve_intent
 from promoter.core.policy import (
@@ -34,7 +34,7 @@ from promoter.core.policy import (
 )
 from promoter.core.policy_scope import GpuClaim, overlays_to_check, team_quota_totals
 from promoter.core.spec import ModelDeployment
-from promoter.errors import PromoterError
+from promoter.errors import PromoterError, UserError
 from promoter.settings import Settings
 from promoter.validation import find_overlays
 
@@ -66,11 +66,13 @@ def _declared(config: PipelineConfig, overlay: Path,
         target = config.targets.environment(env)
         deployment = resolve_intent(config.targets, declared_intent(documents), env,
                                     origin=str(overlay))
+        namespace = declared_namespace(documents) or target.namespace
+        if namespace != target.namespace:
+            raise UserError(f"the overlay's resources are in namespace {namespace!r}, not in "
+                            f"{env}'s {target.namespace!r}, where promoter renders them")
     except (PromoterError, YAMLError) as exc:
         return _Declared(overlay, env,
                          error=exc.message if isinstance(exc, PromoterError) else str(exc))
-    namespace = next((str(d["metadata"]["namespace"]) for d in documents
-                      if (d.get("metadata") or {}).get("namespace")), target.namespace)
     return _Declared(overlay, env, deployment, namespace)
 
 

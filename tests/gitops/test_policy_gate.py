@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -141,3 +142,100 @@ def test_changed_from_judges_every_overlay_of_a_model_whose_base_changed(
     code, out, err = cli_runner(capsys)("--config", str(EXAMPLES / "promoter.yaml"), "gitops",
                                         "policy", "manifests/", "--changed-from", "no-such-rev")
     assert code == 1 and "cannot list the files changed since 'no-such-rev'" in err
+
+
+# --------------------------------------------- what a hand-edited overlay may not hide
+
+def _built(overlay: Path) -> str:
+    return subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def _documents(overlay: Path) -> list[dict]:
+    return [d for d in YAML(typ="safe").load_all(_built(overlay)) if isinstance(d, dict)]
+
+
+def _workload(documents: list[dict]) -> dict:
+    return next(d for d in documents if d["kind"] == "Deployment")
+
+
+def _edits() -> dict[str, object]:
+    """Each a change of code-assistant's production overlay (4 H100s x at most 3 replicas:
+    12 GPUs, exactly devtools' quota here) that the gate read partly before."""
+    def second_container(docs: list[dict]) -> None:
+        pod = _workload(docs)["spec"]["template"]["spec"]
+        pod["containers"].append({**pod["containers"][0], "name": "sidecar"})
+
+    def product_by_affinity(docs: list[dict]) -> None:
+        pod = _workload(docs)["spec"]["template"]["spec"]
+        pod.setdefault("affinity", {})["nodeAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In",
+                                       "values": ["NVIDIA-B200"]}]}]}}
+
+    def many_replicas(docs: list[dict]) -> None:
+        docs[:] = [d for d in docs if d["kind"] != "HorizontalPodAutoscaler"]
+        _workload(docs)["spec"]["replicas"] = 50
+
+    def keda_bounds(docs: list[dict]) -> None:
+        docs[:] = [d for d in docs if d["kind"] != "HorizontalPodAutoscaler"]
+        docs.append({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                     "metadata": {"name": "code-assistant", "namespace": "models-production"},
+                     "spec": {"scaleTargetRef": {"name": "code-assistant"},
+                              "minReplicaCount": 1, "maxReplicaCount": 20}})
+
+    def decoy_after(docs: list[dict]) -> None:
+        decoy = json.loads(json.dumps(_workload(docs)))
+        decoy["metadata"]["name"] = "decoy"
+        docs.append(decoy)
+
+    def other_kind(docs: list[dict]) -> None:
+        docs.append({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                     "metadata": {"name": "x", "namespace": "models-production"}})
+
+    def other_namespace(docs: list[dict]) -> None:
+        _workload(docs)["metadata"]["namespace"] = "kube-system"
+
+    def elsewhere(docs: list[dict]) -> None:
+        for doc in docs:
+            doc["metadata"]["namespace"] = "models-staging"
+
+    return {"second container": (second_container, "quota"),
+            "product by node affinity": (product_by_affinity, "NVIDIA-B200"),
+            "Deployment replicas": (many_replicas, "quota"),
+            "KEDA bounds": (keda_bounds, "quota"),
+            "a second workload": (decoy_after, "2 workloads"),
+            "a kind promoter does not render": (other_kind, "StatefulSet"),
+            "two namespaces": (other_namespace, "2 namespaces"),
+            "another environment's namespace": (elsewhere, "not in production's")}
+
+
+@pytest.mark.parametrize("edit", sorted(_edits()))
+def test_what_a_hand_edited_overlay_claims_is_judged_whole(edit: str) -> None:
+    """The gate is the authoritative check of a hand-edited MR: the whole claim counts (every
+    container, the widest replica bound of HPA, KEDA or the Deployment itself, the GPU product
+    however it is selected), and what it cannot judge (more workloads, other kinds, other
+    namespaces) is denied, not read partly."""
+    from promoter.gitops.policy import check_tree
+
+    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
+    settings = settings.model_copy(update={"policy": settings.policy.model_copy(
+        update={"team_gpu_quota": {"devtools": 12}})})
+    production = ROOT / "manifests/code-assistant/overlays/production"
+    change, reason = _edits()[edit]  # type: ignore[misc]
+
+    def build(overlay: Path) -> str:
+        if overlay.resolve() != production.resolve():
+            return _built(overlay)
+        docs = _documents(overlay)
+        change(docs)
+        out = io.StringIO()
+        YAML().dump_all(docs, out)
+        return out.getvalue()
+
+    assert all(v.decision.allowed for v in check_tree(settings, [production.parent.parent],
+                                                      _built)), "the overlay as rendered passes"
+    verdicts = {v.env: v for v in check_tree(settings, [production.parent.parent], build)}
+    decision = verdicts["production"].decision
+    assert not decision.allowed, edit
+    assert reason in " ".join(decision.reasons), decision.reasons

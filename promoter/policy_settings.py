@@ -111,6 +111,22 @@ class PolicySettings(_Section):
                              "names) or none")
         return self
 
+    @model_validator(mode="after")
+    def _quotas_need_known_teams(self) -> PolicySettings:
+        # A quota is per team name, and the name is the model owner's deploy.owner.team: unless
+        # policy.teams lists the teams (an unlisted one is denied), an owner names a new team
+        # and gets a fresh quota (the default) or none at all.
+        if (self.team_gpu_quota or self.default_team_gpu_quota is not None) and not self.teams:
+            raise ValueError("policy.team_gpu_quota and policy.default_team_gpu_quota need "
+                             "policy.teams: without it a model owner names a team no quota "
+                             "lists and escapes the quota; list the teams (with their models, "
+                             "so that a model can only declare the team that owns it)")
+        unknown = sorted(set(self.team_gpu_quota) - set(self.teams))
+        if unknown:
+            raise ValueError(f"policy.team_gpu_quota: {', '.join(unknown)} not in policy.teams "
+                             "(a quota no deployment can be held to)")
+        return self
+
 
 def compile_gates(policy: PolicySettings, environments: Mapping[str, Any],
                   sample_intent: Mapping[str, Any] | None) -> tuple[Gate, ...]:

@@ -172,3 +172,20 @@ def test_image_platform_takes_a_variant_and_refuses_other_forms(tmp_path: Path) 
     with pytest.raises(ConfigError, match=r"image\.platform: must be os/arch or "
                                           r"os/arch/variant in lowercase, e\.g\. linux/amd64"):
         load_settings(config, environ={})
+
+
+@pytest.mark.parametrize(("policy", "says"), [
+    ("{team_gpu_quota: {risk: 8}}", "need policy.teams"),
+    ("{default_team_gpu_quota: 8}", "need policy.teams"),
+    ("{team_gpu_quota: {risk: 8, rsik: 4}, teams: {risk: {}}}", "rsik not in policy.teams")])
+def test_a_team_quota_needs_the_teams_it_can_hold_to(tmp_path: Path, policy: str,
+                                                     says: str) -> None:
+    """A quota is per team name, and the name is deploy.owner.team: without policy.teams
+    (which denies an unlisted team) an owner names a new team and escapes the quota."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"policy: {policy}\n")
+    with pytest.raises(ConfigError, match=says):
+        load_settings(config, environ={})
+    config.write_text("policy: {team_gpu_quota: {risk: 8}, default_team_gpu_quota: 2, "
+                      "teams: {risk: {}, vision: {}}}\n")
+    assert load_settings(config, environ={}).policy.default_team_gpu_quota == 2

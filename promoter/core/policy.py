@@ -10,7 +10,9 @@ owner has to fix at once. Rules come from settings, not code:
 - ``team_gpu_quota``: the most GPUs a team's deployments may claim together in one
   environment at full scale (gpu count x maxReplicas, summed over what the target branch runs,
   the other open proposals and this change); a team without an entry gets
-  ``default_team_gpu_quota`` (none: unlimited), so naming an unknown team is no way around it.
+  ``default_team_gpu_quota`` (none: unlimited). Settings refuse a quota without
+  ``policy.teams``, whose gate denies an unlisted team: otherwise an owner would name a new
+  team and escape the quota.
 """
 
 from __future__ import annotations

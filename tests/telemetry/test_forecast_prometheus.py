@@ -96,7 +96,7 @@ def _config(tmp_path: Path, url: str, **extra: str) -> Path:
 prometheus: {{url: "{url}"}}
 forecast: {{timezone: {traces.TZ_NAME}, history_days: 21, requests_per_replica: 8{lead}}}
 telemetry: {{gpu_hour_prices: {{NVIDIA-L40S: 1.9}}}}
-policy: {{team_gpu_quota: {{assistants: {quota}}}}}
+policy: {{team_gpu_quota: {{assistants: {quota}}}, teams: {{assistants: {{}}}}}}
 environments:
   production:
     trigger: {{alias: production}}

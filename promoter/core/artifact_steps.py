@@ -17,7 +17,7 @@ from promoter.core.lineage import RunOfVersion
 from promoter.core.results import DeploymentStatus
 from promoter.core.runtimes import Artifact
 from promoter.core.spec import ModelDeployment
-from promoter.errors import PolicyDenied, UserError
+from promoter.errors import ConfigError, PolicyDenied, UserError
 from promoter.ports.image import BuiltImage, ModelcarRequest
 from promoter.ports.pipeline import Progress, StepLog
 from promoter.ports.registry import ModelVersionInfo
@@ -59,6 +59,12 @@ class ArtifactSteps:
         repository_template = (targets.modelcar_repository or targets.image_repository
                                if artifact == "modelcar" else targets.image_repository)
         if not repository_template or self.ports.images is None:
+            if artifact == "modelcar":
+                # Its manifests mount or pull the modelcar: without one they cannot run (a
+                # volume mount with no volume, an InferenceService with no storageUri).
+                raise ConfigError(f"runtime {deployment.spec.runtime} serves the model from a "
+                                  "signed modelcar, and no image repository is configured",
+                                  hint="set image.modelcar_repository (or image.repository)")
             self.progress("image", "skipped", "no image repository configured")
             return None
         repository = repository_template.format(name=deployment.name)

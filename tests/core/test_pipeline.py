@@ -511,14 +511,26 @@ def test_an_attempt_that_failed_at_the_write_back_finishes_without_a_second_comm
     assert len(world.images.calls) == 1
 
 
-def test_no_image_repository_skips_image_and_signature(world: World) -> None:
+def test_no_image_repository_skips_the_serving_image_and_signature(world: World) -> None:
     world.settings = SETTINGS.model_copy(update={"image": SETTINGS.image.model_copy(
         update={"repository": None})})
-    result = world.promote("2")
+    world.registry.add(MODEL, "5", {**INTENT_TAGS, "deploy.runtime": "deployment"})
+    result = world.promote("5")
     assert (result.image, result.signature) == (None, None)
     assert world.images.calls == [] and world.signer.signed == []
     assert "image" not in world.registry.writes[-1][3]
     assert ("image", "skipped") in world.progress
+
+
+def test_a_modelcar_runtime_without_an_image_repository_opens_nothing(world: World) -> None:
+    """Its manifests mount or pull the modelcar: rendered without one, a Deployment mounts a
+    volume that does not exist and an InferenceService has no storageUri."""
+    world.settings = SETTINGS.model_copy(update={"image": SETTINGS.image.model_copy(
+        update={"repository": None, "modelcar_repository": None})})
+    with pytest.raises(ConfigError, match="runtime kserve serves the model from a signed "
+                                          "modelcar"):
+        world.promote("2")
+    assert world.provider.proposals == [] and world.images.calls == []
 
 
 # ============================================================ policy, invalid intent, names

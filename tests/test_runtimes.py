@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,34 @@ def test_an_unknown_runtime_is_named_with_the_known_ones() -> None:
         render(intent("fraud-detector", runtime="lambda"))
 
 
-def test_kserve_raw_deployment_refuses_concurrency_scaling() -> None:
-    """KServe scales on concurrency/rps only with Knative; promoter renders RawDeployment."""
+def test_kserve_standard_mode_refuses_concurrency_scaling() -> None:
+    """KServe scales on concurrency/rps only with Knative; promoter renders Standard mode."""
     with pytest.raises(UserError) as caught:
         render(intent("vision-segmenter", scaling={"metric": "concurrency"}))
     assert "spec.scaling.metric: 'concurrency'" in caught.value.message
-    assert "RawDeployment" in caught.value.message and "cpu or memory" in caught.value.message
+    assert "Standard" in caught.value.message and "cpu or memory" in caught.value.message
+
+
+@pytest.mark.parametrize("example", ["vision-segmenter", "llm-chat"])
+def test_kserve_refuses_a_scaling_target_over_100(example: str) -> None:
+    """KServe's admission webhook refuses an HPA target over 100 whatever the metric; a
+    plain Deployment's HPA takes it (150% of the memory request, say)."""
+    with pytest.raises(UserError) as caught:
+        render(intent(example, scaling={"metric": "memory", "target": 150}))
+    assert "spec.scaling.target: 150 is over 100, the most kserve accepts" in \
+        caught.value.message
+    render(intent("fraud-detector", scaling={"metric": "memory", "target": 150}))
+
+
+def test_kserve_inference_services_name_the_mode_kserve_0_16_validates() -> None:
+    """KServe 0.16's webhook judges autoscaling by the exact annotation value "Standard":
+    "RawDeployment" (its deprecated name) took the Knative rules, refusing cpu and memory."""
+    for example in ("vision-segmenter", "llm-chat"):
+        files = render(intent(example))
+        isvc = next(text for path, text in files.items()
+                    if path.endswith("base/inferenceservice.yaml"))
+        assert "serving.kserve.io/deploymentMode: Standard" in isvc
+        assert "RawDeployment" not in isvc
 
 
 def test_an_option_the_runtime_does_not_accept_is_named() -> None:
@@ -287,3 +310,24 @@ def test_every_argument_field_a_descriptor_may_name_is_filled_in() -> None:
                                       origin="intent")
     args = server_args(form, request.deployment)
     assert len(args) == len(ARG_FIELDS) and not any("{" in arg for arg in args)
+
+
+def test_kserve_forms_name_a_mode_and_bound_that_kserve_0_16_judges_as_hpa() -> None:
+    """Against KServe 0.16's webhook source (tests/data/kserve_webhook, with provenance): the
+    mode a KServe form names takes the HPA branch of validateAutoScalingCompExtension, and
+    its scaleTargetMax is the HPA rules' bound."""
+    data = Path(__file__).parent / "data" / "kserve_webhook"
+    constants = dict(re.findall(r'^\s*(\w+)\s+DeploymentModeType = "(\w+)"',
+                                (data / "deployment_modes-v0.16.0.go.txt").read_text(), re.M))
+    switch = (data / "validate_autoscaling-v0.16.0.go.txt").read_text()
+    outer = switch.split("switch autoscalerClass")[0]    # the deploymentMode cases before it
+    hpa_modes = {constants[name] for name in re.findall(r"case string\(constants\.(\w+)\)",
+                                                          outer)}
+    bound = int(re.search(r"target > (\d+)",
+                          (data / "validate_hpa_scaling-v0.16.0.go.txt").read_text())[1])
+    assert hpa_modes == {"Standard"} and bound == 100
+    forms = [descriptor.platforms["kserve"] for descriptor in RENDERER.runtimes.values()
+             if "kserve" in descriptor.platforms]
+    assert forms
+    for form in forms:
+        assert form.deployment_mode in hpa_modes and form.scale_target_max == bound

@@ -54,6 +54,9 @@ class Form(_Frozen):
     overlay: tuple[str, ...] = Field(min_length=1)
     deployment_mode: str | None = Field(default=None, alias="deploymentMode")
     scaling_metrics: tuple[str, ...] = Field(alias="scalingMetrics", min_length=1)
+    # The highest scaling target the platform accepts (KServe refuses a target over 100 for
+    # an HPA-scaled InferenceService, whatever the metric); None: no bound beyond the intent's.
+    scale_target_max: int | None = Field(default=None, alias="scaleTargetMax", ge=1)
     metrics: Metrics | None = None
     # Server arguments; "{field}" takes an intent value, and an unset value drops the argument.
     args: tuple[str, ...] = ()
@@ -166,6 +169,10 @@ def problems(deployment: ModelDeployment, descriptor: RuntimeDescriptor) -> list
         found.append(f"spec.scaling.metric: {spec.scaling.metric!r} is not a scaling metric "
                      f"that {descriptor.platform(deployment)}{mode} documents for runtime "
                      f"{name}; use {' or '.join(form.scaling_metrics)}")
+    if form.scale_target_max is not None and spec.scaling.target > form.scale_target_max:
+        found.append(f"spec.scaling.target: {spec.scaling.target} is over "
+                     f"{form.scale_target_max}, the most {descriptor.platform(deployment)} "
+                     f"accepts for runtime {name}")
     if descriptor.tensor_parallel and spec.resources.gpu.mig and spec.resources.gpu.count > 1:
         found.append("spec.resources.gpu: tensor parallelism needs whole GPUs; a MIG profile "
                      "serves one instance (set count: 1 or drop mig)")

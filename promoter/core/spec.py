@@ -106,7 +106,7 @@ class Resources(_Strict):
 
 
 class Scaling(_Strict):
-    # No scale-to-zero: RawDeployment mode and HPAs need a replica, and GPU cold starts are long.
+    # No scale-to-zero: KServe's Standard mode and HPAs need a replica; GPU cold starts are long.
     min_replicas: int = Field(alias="minReplicas", ge=1, le=MAX_REPLICAS)
     max_replicas: int = Field(alias="maxReplicas", ge=1, le=MAX_REPLICAS)
     metric: Literal["cpu", "memory", "concurrency", "rps"] = "cpu"

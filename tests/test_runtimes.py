@@ -331,3 +331,18 @@ def test_kserve_forms_name_a_mode_and_bound_that_kserve_0_16_judges_as_hpa() -> 
     assert forms
     for form in forms:
         assert form.deployment_mode in hpa_modes and form.scale_target_max == bound
+
+
+@pytest.mark.parametrize(("example", "serving", "says"), [
+    ("llm-chat", {}, "runtime vllm needs a GPU"),
+    ("code-assistant", {}, "runtime vllm needs a GPU"),
+    ("ad-ranker", {"modelFormat": "tensorrt"}, "runtime triton with modelFormat tensorrt needs")])
+def test_a_server_that_runs_on_cuda_needs_a_gpu(example: str, serving: dict[str, Any],
+                                                 says: str) -> None:
+    """Rendered without one, vLLM's CUDA image (or a TensorRT plan) started on a node with no
+    GPU and crashed; an ONNX model on Triton runs on CPU."""
+    without = {"resources": {"gpu": {"count": 0}}}
+    with pytest.raises(UserError) as caught:
+        render(deep_merge(intent(example, serving=serving), {"spec": without}))
+    assert f"spec.resources.gpu.count: {says}" in caught.value.message
+    render(deep_merge(intent("ad-ranker", serving={"modelFormat": "onnx"}), {"spec": without}))

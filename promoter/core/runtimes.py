@@ -110,6 +110,9 @@ class RuntimeDescriptor(_Frozen):
     modelcar_layout: ModelcarLayout | None = Field(default=None, alias="modelcarLayout")
     options: frozenset[str] = frozenset()
     tensor_parallel: bool = Field(default=False, alias="tensorParallel")  # splits over GPUs
+    # Whether the server needs a GPU (its image runs on CUDA): true, or the spec.serving
+    # modelFormat values that do (a TensorRT plan); an intent without one is invalid.
+    requires_gpu: bool | frozenset[str] = Field(default=False, alias="requiresGpu")
     default_platform: Platform = Field(alias="defaultPlatform")
     platforms: dict[Platform, Form] = Field(min_length=1)
     server: dict[str, Any] = Field(default_factory=dict)
@@ -169,6 +172,14 @@ def problems(deployment: ModelDeployment, descriptor: RuntimeDescriptor) -> list
         found.append(f"spec.scaling.metric: {spec.scaling.metric!r} is not a scaling metric "
                      f"that {descriptor.platform(deployment)}{mode} documents for runtime "
                      f"{name}; use {' or '.join(form.scaling_metrics)}")
+    needs = descriptor.requires_gpu
+    model_format = spec.serving.model_format
+    if spec.resources.gpu.count < 1 and (needs is True or (
+            isinstance(needs, frozenset) and model_format in needs)):
+        what = f"runtime {name}" + (f" with modelFormat {model_format}"
+                                    if isinstance(needs, frozenset) else "")
+        found.append(f"spec.resources.gpu.count: {what} needs a GPU (its server runs on "
+                     "CUDA); set count: 1 or more")
     if form.scale_target_max is not None and spec.scaling.target > form.scale_target_max:
         found.append(f"spec.scaling.target: {spec.scaling.target} is over "
                      f"{form.scale_target_max}, the most {descriptor.platform(deployment)} "

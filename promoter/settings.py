@@ -32,6 +32,7 @@ from promoter.cluster_settings import (
 from promoter.core.config import (
     COST_LABEL_ROLES,
     DEFAULT_COST_LABELS,
+    OWN_LABEL_PREFIXES,
     PipelineConfig,
     Targets,
     unknown_environment,
@@ -236,7 +237,18 @@ class Settings(_Section):
             if key and not re.fullmatch(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}"
                                     r"[A-Za-z0-9])?$", key):
                 raise ValueError(f"{role}: {key!r} is not a Kubernetes label key")
-        return {**DEFAULT_COST_LABELS, **value}
+            if key.startswith(OWN_LABEL_PREFIXES):
+                # promoter sets these itself, some as the workload's selector: a cost label
+                # written over one makes the pod template disagree with its selector.
+                raise ValueError(f"{role}: {key!r} is one of promoter's own labels "
+                                 f"({', '.join(p + '*' for p in OWN_LABEL_PREFIXES)})")
+        merged = {**DEFAULT_COST_LABELS, **value}
+        keys = [key for key in merged.values() if key]
+        shared = sorted({key for key in keys if keys.count(key) > 1})
+        if shared:
+            raise ValueError(f"{', '.join(shared)} is the key of more than one role; each "
+                             "role needs its own (one value would overwrite the other)")
+        return merged
 
     @field_validator("runtime_images")
     @classmethod

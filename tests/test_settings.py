@@ -189,3 +189,18 @@ def test_a_team_quota_needs_the_teams_it_can_hold_to(tmp_path: Path, policy: str
     config.write_text("policy: {team_gpu_quota: {risk: 8}, default_team_gpu_quota: 2, "
                       "teams: {risk: {}, vision: {}}}\n")
     assert load_settings(config, environ={}).policy.default_team_gpu_quota == 2
+
+
+@pytest.mark.parametrize(("labels", "says"), [
+    ("{runtime: app.kubernetes.io/name}", "one of promoter's own labels"),
+    ("{team: promoter.dev/team}", "one of promoter's own labels"),
+    ("{team: owner, cost_center: owner}", "owner is the key of more than one role"),
+    ("{runtime: app}", "app is the key of more than one role")])   # model's default key
+def test_a_cost_label_key_may_not_overwrite_a_selector_or_another_role(
+        tmp_path: Path, labels: str, says: str) -> None:
+    """runtime -> app.kubernetes.io/name rendered the pod template's selector label as
+    'deployment' while the selector said the model's name: apps/v1 refuses that Deployment."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"cost_labels: {labels}\n")
+    with pytest.raises(ConfigError, match=says):
+        load_settings(config, environ={})

@@ -48,6 +48,9 @@ class EnvironmentTarget:
 
 
 COST_LABEL_ROLES = ("team", "cost_center", "environment", "model", "runtime")
+# Label keys promoter sets itself (selector, ownership: core.manifest_context), never a cost
+# label's key.
+OWN_LABEL_PREFIXES = ("app.kubernetes.io/", "promoter.dev/")
 DEFAULT_COST_LABELS = {"team": "team", "cost_center": "cost-center", "environment": "env",
                        "model": "app", "runtime": "runtime"}
 

@@ -202,8 +202,12 @@ class Pipeline:
             job, deployment, info, origin, files, decision, image, signature,
             Reach(shared, tree))
         status = STATUS_FOR_OUTCOME[result.outcome]
-        if result.merge_request is None and result.outcome is Outcome.UNCHANGED:
+        landed = result.merge_request
+        if result.outcome is Outcome.UNCHANGED and landed is None:
             status = DeploymentStatus.MERGED  # the target branch already holds exactly this
+        elif result.outcome is Outcome.UNCHANGED and landed is not None \
+                and landed.state == "merged":
+            status = self._merged_status(job, version, landed.iid)
         # A push slower than the lease may have lost the job to a successor meanwhile: its
         # ledger row (one per model and environment) must not be overwritten by this one.
         steps.before_side_effect("write-back")
@@ -227,6 +231,17 @@ class Pipeline:
             head_sha=result.head_sha, commit_created=result.commit_created,
             image=image.reference if image else None, signature=signature,
             warnings=tuple(result.warnings), inputs=tuple(inputs))
+
+    def _merged_status(self, job: PromotionJob, version: str, iid: int) -> DeploymentStatus:
+        """A re-run finding its MR merged: the status that merge's recording left (merged, or
+        merged_unverified for someone else's head), kept; ``mr_opened`` while no outcome is
+        recorded yet, so the MR sweep still follows the MR and records it (audit, live_version)."""
+        previous = self.ports.ledger.get(job.model, job.env)
+        if previous is not None and previous.mr_iid == iid and previous.version == version \
+                and previous.status in (DeploymentStatus.MERGED,
+                                        DeploymentStatus.MERGED_UNVERIFIED):
+            return DeploymentStatus(previous.status)
+        return DeploymentStatus.MR_OPENED
 
     def _deployment(self, job: PromotionJob,
                     info: ModelVersionInfo) -> tuple[ModelDeployment, dict[str, Any]]:

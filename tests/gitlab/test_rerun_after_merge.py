@@ -1,0 +1,56 @@
+"""A promotion job run again after its MR was merged (an alias event redelivered, reconcile):
+the target branch already holds its files, and the status its merge left must stay."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from promoter.core.results import DeploymentStatus
+from tests.core.test_pipeline import (
+    MODEL,
+    CountingImages,
+    CountingSigner,
+    MemoryLedger,
+    MemoryRegistry,
+    World,
+)
+from tests.gitlab.conftest import Harness
+
+
+def _world(harness: Harness) -> World:
+    registry = MemoryRegistry()
+    registry.add(MODEL, "1")
+    return World(registry, harness.provider, MemoryLedger(),  # type: ignore[arg-type]
+                 CountingImages(), CountingSigner(), [])
+
+
+def _merged(harness: Harness, iid: int, head: str | None) -> None:
+    for user in ("alice", "bob"):
+        harness.approve(iid, user)
+    harness.merge(iid, head)
+
+
+def test_a_rerun_keeps_the_recorded_merge(harness: Harness) -> None:
+    world = _world(harness)
+    first = world.promote("1")
+    assert first.mr_iid is not None
+    _merged(harness, first.mr_iid, first.head_sha)
+    row = world.ledger.get(MODEL, "production")
+    assert row is not None
+    world.ledger.put(dataclasses.replace(row, status=DeploymentStatus.MERGED))  # its hook
+
+    again = world.run(requested="1")
+    assert (again.outcome, again.status, again.mr_iid) == ("unchanged", "merged", first.mr_iid)
+    assert world.registry.writes[-1][3]["status"] == "merged"
+
+
+def test_a_rerun_before_the_merge_is_recorded_leaves_it_to_the_sweep(harness: Harness) -> None:
+    """Its hook was lost: the row stays mr_opened, so the MR sweep still follows the MR and
+    records the merge (audit entry, live_version), which writing merged here would skip."""
+    world = _world(harness)
+    first = world.promote("1")
+    assert first.mr_iid is not None
+    _merged(harness, first.mr_iid, first.head_sha)
+
+    again = world.run(requested="1")
+    assert (again.outcome, again.status) == ("unchanged", "mr_opened")

@@ -521,3 +521,23 @@ def test_a_trail_cut_short_in_the_database_stays_broken_after_the_next_append(
     trail.record("job.created", n=9)
     finding = trail.verify()
     assert finding is not None and finding.line == 4
+
+
+def test_pooled_sessions_are_ended_by_the_server_when_their_replica_is_cut_off(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A replica cut off inside a transaction kept its session, and its advisory locks, for
+    the kernel's 2 hours: every other replica's writer waited on the lock and answered no
+    delivery. Each pooled session sets server-side keepalives and an idle-in-transaction
+    limit."""
+    db = connect(postgres_url, tmp_path)
+
+    def shown(conn: Connection) -> dict[str, str]:
+        return {name: str(conn.execute(f"SHOW {name}").fetchone()[0])
+                for name in ("tcp_keepalives_idle", "tcp_keepalives_interval",
+                             "tcp_keepalives_count", "idle_in_transaction_session_timeout")}
+
+    settings = db.read(shown)
+    db.close()
+    assert settings == {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10",
+                        "tcp_keepalives_count": "3",
+                        "idle_in_transaction_session_timeout": "5min"}

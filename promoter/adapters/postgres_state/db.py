@@ -34,7 +34,22 @@ _log = logging.getLogger("promoter.state")
 CONNECT_TIMEOUT_SECONDS = 10
 POOL_TIMEOUT_SECONDS = 30.0
 DEADLOCK_RETRIES = 3
+# Set on every pooled session, server side. A replica cut off by the network (no FIN, no RST)
+# inside a transaction would otherwise keep its session, and every advisory lock it holds,
+# for the kernel's 2 hours: every other replica's writer then waits on that lock, answering
+# no delivery at all. Keepalives end such a session after about a minute; the idle-in-
+# transaction limit ends one whose client is alive but stuck (no transaction of promoter's
+# waits on anything outside the database).
+SESSION_SETTINGS = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10,
+                    "tcp_keepalives_count": 3,
+                    "idle_in_transaction_session_timeout": 300_000}   # milliseconds
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+
+def _limit_session(conn: psycopg.Connection[Row]) -> None:
+    for setting, value in SESSION_SETTINGS.items():
+        conn.execute(f"SET {setting} = {int(value)}")
+    conn.commit()  # a session setting; the pool wants the connection idle
 
 
 class PostgresStateDB(StateDB):
@@ -56,7 +71,8 @@ class PostgresStateDB(StateDB):
                 self._conninfo, min_size=1, max_size=max(2, max_connections), open=False,
                 kwargs={"row_factory": row_factory}, timeout=POOL_TIMEOUT_SECONDS,
                 # A server restart leaves dead connections in the pool: check before lending.
-                check=psycopg_pool.ConnectionPool.check_connection, name="promoter-state")
+                check=psycopg_pool.ConnectionPool.check_connection, name="promoter-state",
+                configure=_limit_session)
         self._closed = False
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []

@@ -43,6 +43,9 @@ log = logging.getLogger("promoter.worker")
 # 8 s in all: long enough for a connection reset, a PostgreSQL failover or a busy SQLite file
 # to pass, short against a lease (60 s by default), which the heartbeat keeps renewing meanwhile.
 SETTLE_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0)
+# After a failed lease extension the heartbeat tries again this soon (or at a tenth of the
+# lease, if shorter), until the lease would have run out.
+HEARTBEAT_RETRY_SECONDS = 2.0
 
 
 class JobContext:
@@ -290,14 +293,26 @@ class Worker:
         job, stop = context.job, threading.Event()
 
         def beat() -> None:
-            while not stop.wait(self.lease_seconds / 3):
+            extended, wait = time.monotonic(), self.lease_seconds / 3
+            while not stop.wait(wait):
                 try:
                     if not self.queue.extend_lease(job.id, self.worker_id, self.lease_seconds):
                         _log_job(logging.WARNING, "job lease lost", job)
                         context.lease_lost()  # the handler stops at its next step
                         return
-                except PromoterError as exc:  # keep trying; the lease has slack for this
-                    _log_job(logging.WARNING, "job lease not extended", job, reason=str(exc))
+                    extended, wait = time.monotonic(), self.lease_seconds / 3
+                except PromoterError as exc:
+                    if time.monotonic() - extended >= self.lease_seconds:
+                        # Another worker may hold the job by now: stop before a side effect.
+                        _log_job(logging.WARNING, "job lease ran out while it could not be "
+                                 "extended", job, reason=str(exc))
+                        context.lease_lost()
+                        return
+                    # Try again soon, not a third of the lease later: one failed attempt (a
+                    # pool wait can take longer than that third) must not cost the lease.
+                    wait = min(HEARTBEAT_RETRY_SECONDS, self.lease_seconds / 10)
+                    _log_job(logging.WARNING, "job lease not extended; trying again", job,
+                             reason=str(exc), retry_in_seconds=wait)
 
         thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
         thread.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -611,3 +612,36 @@ def test_a_transient_failure_writing_a_retry_is_retried_too(
     assert make_worker(queue, handler, sleep=lambda seconds: None).run_once()
     retrying = queue.get(job.id)
     assert (retrying.state, retrying.reason) == ("retrying", "TransientError: GitLab answered 502")
+
+
+def test_a_failed_heartbeat_is_tried_again_soon_so_a_short_outage_keeps_the_lease(
+        state_backend: StateBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database is unreachable for 70% of the lease, and the attempt meanwhile takes half
+    of it to fail (a pool wait). Retried only at the next beat (a third of the lease later,
+    past the lease's end), another worker could take the job meanwhile and run it too;
+    retried soon, the lease holds."""
+    lease = 6.0
+    queue = state_backend.queue()  # the real clock: the heartbeat is about wall time
+    job = queue.enqueue(V7).job
+    renew = queue.extend_lease
+    outage_ends = time.monotonic() + 0.7 * lease
+
+    def slow_to_fail(*args: Any, **kwargs: Any) -> bool:
+        if time.monotonic() < outage_ends:
+            threading.Event().wait(0.5 * lease)
+            raise TransientError("couldn't get a connection after 30 s")
+        return renew(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "extend_lease", slow_to_fail)
+    stolen = []
+
+    def handler(job: Job, ctx: JobContext) -> dict[str, Any]:
+        # Past the lease the claim gave, before a beat a third of a lease after the failure.
+        threading.Event().wait(1.08 * lease)
+        stolen.append(queue.claim("thief", lease_seconds=60))
+        return {}
+
+    Worker(queue, handler, worker_id="w1", lease_seconds=lease).run_once()
+    assert stolen == [None]
+    assert queue.get(job.id).state == "done"
+    queue.close()

@@ -18,13 +18,22 @@ from promoter.service.audit import AuditTrail
 from promoter.settings import load_settings
 from tests.conftest import cli_runner
 from tests.core.test_audit_anchor import reseal_from
-from tests.core.test_pipeline import MODEL, NAME, MemoryLedger, MemoryRegistry, MemorySteps
+from tests.core.test_pipeline import (
+    MODEL,
+    NAME,
+    CountingImages,
+    MemoryLedger,
+    MemoryRegistry,
+    MemorySteps,
+)
 
 
 def test_a_rewritten_trail_is_caught_against_the_heads_anchored_in_git(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "promoter.yaml"
-    config.write_text(f'state_dir: "{tmp_path / "state"}"\n')
+    # The kserve runtime runs a modelcar: its (counted, not pushed) build needs a repository.
+    config.write_text(f'state_dir: "{tmp_path / "state"}"\n'
+                      'image: {modelcar_repository: "registry.test/models/{name}"}\n')
     settings = load_settings(config, environ={})
     trail = AuditTrail(settings.state_dir)
     for version in ("1", "2", "3"):
@@ -33,7 +42,8 @@ def test_a_rewritten_trail_is_caught_against_the_heads_anchored_in_git(
     registry.add(MODEL, "3")
     registry.set_alias(MODEL, "production", "3")
     provider = composition.provider(settings)
-    ports = Ports(registry, provider, MemoryLedger(), renderer(settings), audit=trail)
+    ports = Ports(registry, provider, MemoryLedger(), renderer(settings), CountingImages(),
+                  audit=trail)
     result = Pipeline(settings.pipeline_config(), ports).run(
         PromotionJob(MODEL, "production", "promote", "3"), MemorySteps())
     branch = f"promote/{NAME}/production"
@@ -77,6 +87,8 @@ def test_a_rewritten_trail_is_caught_against_the_heads_anchored_in_git(
 
 def test_ref_needs_against_git(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "promoter.yaml"
-    config.write_text(f'state_dir: "{tmp_path / "state"}"\n')
+    # The kserve runtime runs a modelcar: its (counted, not pushed) build needs a repository.
+    config.write_text(f'state_dir: "{tmp_path / "state"}"\n'
+                      'image: {modelcar_repository: "registry.test/models/{name}"}\n')
     code, _, err = cli_runner(capsys)("--config", str(config), "audit", "verify", "--ref", "x")
     assert code == 2 and "--against-git" in err

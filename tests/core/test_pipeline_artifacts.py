@@ -47,6 +47,9 @@ def load(text: str) -> Any:
     return YAML(typ="safe", pure=True).load(text)
 
 
+# vLLM's server runs on CUDA: its intents need a GPU (runtime descriptor requiresGpu).
+ONE_GPU = {"deploy.resources.gpu.count": "1", "deploy.resources.gpu.type": "nvidia-a100"}
+
 @dataclasses.dataclass
 class Run:
     registry: MemoryRegistry
@@ -106,7 +109,7 @@ def test_triton_builds_a_modelcar_with_its_layout_inputs_and_mounts_the_signed_d
 
 
 def test_vllm_on_kserve_pulls_the_signed_modelcar_by_storage_uri(run: Run) -> None:
-    result = run.promote({"deploy.runtime": "vllm"})
+    result = run.promote({"deploy.runtime": "vllm", **ONE_GPU})
     assert run.images.modelcars == [ModelcarRequest("huggingface", NAME, "onnx", 0)]
     model = run.file("patch-inferenceservice.yaml")["spec"]["predictor"]["model"]
     assert model["storageUri"] == f"oci://{result.image}"
@@ -116,7 +119,8 @@ def test_vllm_on_kserve_pulls_the_signed_modelcar_by_storage_uri(run: Run) -> No
 @pytest.mark.parametrize("tags", [
     {"deploy.runtime": "deployment"},
     {"deploy.runtime": "triton", "deploy.serving.modelFormat": "onnx"},
-    {"deploy.runtime": "vllm"}], ids=["pyfunc-image", "triton-modelcar", "kserve-modelcar"])
+    {"deploy.runtime": "vllm", **ONE_GPU}], ids=["pyfunc-image", "triton-modelcar",
+                                                "kserve-modelcar"])
 def test_the_promoted_overlay_rerenders_unchanged_from_the_pins_it_records(
         run: Run, tags: dict[str, str]) -> None:
     """What `promoter rightsize` and `promoter forecast` do with the overlay a promotion left:
@@ -148,7 +152,7 @@ def test_a_kserve_modelcar_without_a_shell_base_is_refused_before_any_build(run:
     for runtime, platform, refused in (("kserve", "kserve", True), ("vllm", "kserve", True),
                                        ("vllm", "kubernetes", False)):
         run.registry.add(MODEL, "1", {**INTENT_TAGS, "deploy.runtime": runtime,
-                                      "deploy.serving.platform": platform})
+                                      "deploy.serving.platform": platform, **ONE_GPU})
         run.registry.set_alias(MODEL, ENV, "1")
         pipeline = Pipeline(pipeline_config(settings, RENDERER), ports)
         if refused:

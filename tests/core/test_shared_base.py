@@ -36,7 +36,9 @@ def test_a_runtime_switch_of_the_only_environment_and_a_re_promotion_pass(
     assert world.promote("2", env="staging").outcome == "created"   # same version, same runtime
     other = "Other Model"   # lives in staging only: its runtime may change there
     world.registry.add(other, "1")
-    world.registry.add(other, "2", {**INTENT_TAGS, "deploy.runtime": "vllm"})
+    world.registry.add(other, "2", {**INTENT_TAGS, "deploy.runtime": "vllm",
+                                    "deploy.resources.gpu.count": "1",
+                                    "deploy.resources.gpu.type": "nvidia-a100"})
     world.provider.merge(world.promote("1", env="staging", model=other).mr_iid or 0)
     assert world.promote("2", env="staging", model=other).outcome == "created"
     base = world.provider.proposals[-1].files["deploy/other-model/base/inferenceservice.yaml"]

@@ -59,6 +59,7 @@ class GitLabForge:
         self._project: Any = None
         self.clock = clock  # monotonic seconds; ages the approval settings read
         self._weak_settings: tuple[tuple[str, ...], float] | None = None   # (settings, read at)
+        self._own_id: int | None = None   # the token's user: the author of promoter's notes
 
     @property
     def project(self) -> Any:
@@ -239,11 +240,21 @@ class GitLabForge:
         text = note_body(heading, body)
         notes = self._mr(iid).notes
         existing = self._call.read(f"read comments of !{iid}", notes.list, get_all=True)
-        mine = next((n for n in existing if note_slug(n.body) == note_slug(text)), None)
+        # promoter's own comment: a reviewer's pasted copy carries the same marker, and editing
+        # it would be refused (403) and fail the job.
+        own = self._own_user_id()
+        mine = next((n for n in existing if note_slug(n.body) == note_slug(text)
+                     and (n.author or {}).get("id") == own), None)
         if mine is None:
             self._call.write(f"comment on !{iid}", notes.create, {"body": text})
         elif mine.body.strip() != text.strip():
             self._call.write(f"edit comment on !{iid}", notes.update, mine.id, {"body": text})
+
+    def _own_user_id(self) -> int:
+        if self._own_id is None:
+            user: Any = self._call.read("read the token's user", self._gl.http_get, "/user")
+            self._own_id = int(user["id"])
+        return self._own_id
 
     def require_approvals(self, iid: int, count: int, user_ids: Sequence[int] = (),
                           group_ids: Sequence[int] = ()) -> bool:
@@ -300,7 +311,9 @@ class GitLabProvider:
         self.forge = forge
         self._ledger = ledger
         self._flow = ProposalFlow(forge, supersede=supersede, attempts=attempts,
-                                  backoff_seconds=backoff_seconds, sleep=sleep)
+                                  backoff_seconds=backoff_seconds, sleep=sleep,
+                                  pushed_head=lambda iid: ledger.pushed_sha(forge.project_id, iid)
+                                  if ledger is not None else None)
 
     def propose(self, proposal: Proposal) -> ProposalResult:
         result = self._flow.propose(proposal)

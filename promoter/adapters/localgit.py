@@ -154,7 +154,9 @@ class LocalGitProvider:
         self._on_event = on_event
         self._pushes = pushes
         self._flow = ProposalFlow(forge, supersede=supersede, attempts=attempts,
-                                  backoff_seconds=0.2, sleep=sleep)
+                                  backoff_seconds=0.2, sleep=sleep,
+                                  pushed_head=lambda iid: pushes.pushed_sha(LOCAL_PROJECT_ID, iid)
+                                  if pushes is not None else None)
 
     def propose(self, proposal: Proposal) -> ProposalResult:
         result = self._flow.propose(proposal)

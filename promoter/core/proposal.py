@@ -62,9 +62,12 @@ class _Run:
 class ProposalFlow:
     def __init__(self, forge: Forge, *, supersede: bool = False, attempts: int = 5,
                  backoff_seconds: float = 1.0, max_wait_seconds: float = 30.0,
-                 sleep: Callable[[float], None]) -> None:
+                 sleep: Callable[[float], None],
+                 pushed_head: Callable[[int], str | None] = lambda iid: None) -> None:
         # ``sleep`` is injected: the core never waits on the real clock by itself.
+        # ``pushed_head``: the head promoter recorded pushing to an MR (state.pushed_heads).
         self._forge = forge
+        self._pushed_head = pushed_head
         self._supersede = supersede
         self._attempts = attempts
         self._backoff = backoff_seconds
@@ -102,7 +105,7 @@ class ProposalFlow:
         if not target_actions:  # the target already holds exactly these files
             merged = next((mr for mr in mrs if mr.state == "merged"), None)
             return self._result(Outcome.UNCHANGED, open_mr or merged, head, run)
-        ours = head is not None and self._is_ours(head, proposal)
+        ours = head is not None and self._is_ours(head, proposal, open_mr, run)
         if open_mr is not None and head is not None and not ours:
             forge.upsert_note(open_mr.iid, HUMAN_COMMITS_NOTE, _human_commits_text(proposal))
             return self._result(Outcome.HUMAN_COMMITS, open_mr, head, run)
@@ -155,7 +158,16 @@ class ProposalFlow:
             {path: text for path, text in expected.items() if changes.under(path, under)},
             on_branch)
 
-    def _is_ours(self, sha: str, proposal: Proposal) -> bool:
+    def _is_ours(self, sha: str, proposal: Proposal, open_mr: MergeRequest | None,
+                 run: _Run) -> bool:
+        # The head promoter recorded pushing decides first: a human's commit can carry
+        # promoter's message and key line (amend, cherry-pick, -C HEAD), and read as ours it
+        # would be overwritten, or merged as verified content. The message speaks only without
+        # a record (the push's record lost to a crash), or when this very run pushed and lost
+        # the answer (its head is recorded once the run ends).
+        recorded = self._pushed_head(open_mr.iid) if open_mr is not None else None
+        if recorded is not None and recorded != sha and not run.changed:
+            return False
         message = self._forge.commit_message(sha)
         if not is_promoter_message(message, proposal.name, proposal.env):
             return False

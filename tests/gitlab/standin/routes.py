@@ -277,6 +277,11 @@ class Api:
         mr.notes.append(note)
         return 201, note
 
+    def current_user(self, user: User, params: dict[str, Any]) -> Answer:
+        """GET /user: the token's own user ("Get the current user"; a bot's too)."""
+        return 200, {**user.json(), "bot": user.username.endswith("bot"),
+                     "is_admin": False, "locked": False}
+
     def update_note(self, user: User, params: dict[str, Any], iid: str, note: str) -> Answer:
         found = next((n for n in self.mr(iid).notes if n["id"] == int(note)), None)
         if found is None:
@@ -531,6 +536,7 @@ class Api:
 
 Handler = Callable[..., Answer]
 ROUTES: list[tuple[str, str, Handler]] = [
+    (r"/api/v4/user", "GET", Api.current_user),
     (P, "GET", Api.get_project),
     (P + r"/repository/branches/(?P<branch>[^/]+)", "GET", Api.get_branch),
     (P + r"/repository/branches/(?P<branch>[^/]+)", "DELETE", Api.delete_branch),

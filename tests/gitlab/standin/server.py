@@ -189,7 +189,8 @@ class StandIn:
             match = re.fullmatch(pattern, path)
             if match and verb == method:
                 groups = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
-                if groups.pop("project") not in (self.project.path, "42"):
+                project = groups.pop("project", None)   # None: a route outside projects
+                if project is not None and project not in (self.project.path, "42"):
                     return _json(404, {"message": "404 Project Not Found"})
                 try:
                     with self.lock:

@@ -33,7 +33,7 @@ from promoter.service.hook_deliveries import HookClaim, HookDeliveries
 from promoter.state.db import StateDB
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 
-OUTCOME_SOURCE = "mr_outcome"      # one claim per (project, MR, action); kept once recorded
+OUTCOME_SOURCE = "mr_outcome"      # one claim per (project, MR, action[, head of a close])
 LIVE_SOURCE = "mr_live_version"    # one claim per (model, env); removed when done
 RECORDED = "recorded"
 
@@ -58,6 +58,10 @@ class OutcomeClaims:
         it is recorded already. The claim is finished when the body returns and released when
         it raises, so a failed recording is tried again by the next handler."""
         key = f"{event.project_id}/{event.iid}/{event.action}"
+        if event.action == "close" and event.head_sha:
+            # A merge happens once; an MR closed, reopened, given a new head and closed again
+            # is a second close to record (its deployment's row moved on meanwhile).
+            key += f"/{event.head_sha}"
         claimed = self._outcomes.claim(key)
         if claimed is HookClaim.DONE:
             yield False

@@ -797,3 +797,29 @@ def test_a_model_whose_stages_could_not_be_listed_is_reported_and_fails_the_run(
     assert "could not list the stages of a-broken: MLflow did not answer in 30 s" in out
     assert "MR sweep: 0 waiting merge requests looked at" in out
     assert "MLflow could not list the stages of 1 model(s)" in err
+
+
+def test_a_second_close_after_a_reopen_and_a_new_head_is_recorded(
+        standin: Any, tmp_path: Path) -> None:
+    """Closed (recorded), reopened by a person, given version 4 by promoter, closed again with
+    its hook lost: the first close's claim (per MR and action) held for good, so the second
+    was never recorded and version 4 waited on a closed MR, the sweep calling it recorded on
+    every pass. A close is claimed per head."""
+    from promoter.ports.pipeline import DeployedState as Row
+
+    harness = GitLabHarness(standin, tmp_path)
+    promoter = Promoter(harness, tmp_path)
+    iid, _ = promoter.opened("3")
+    harness.human_close(iid)
+    promoter.sweep()
+    assert promoter.status() == "closed"
+    harness.as_user("alice-token").mergerequests.update(iid, {"state_event": "reopen"})
+    again = harness.provider.propose(proposal("4", approvals_required=0))
+    assert again.mr_iid == iid
+    promoter.ledger.put(Row(MODEL, ENV, NAME, "4", "mr_opened", iid))
+    harness.human_close(iid)
+
+    report = promoter.sweep()
+    assert [r["action"] for r in report.recorded] == ["close"]
+    assert promoter.status() == "closed"
+    assert [e["version"] for e in promoter.entries("mr.close")] == ["3", "4"]

@@ -26,7 +26,7 @@ them (``policy.required_tags``, metric gates) are not checked from here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from promoter.core.gitops_scaffold import NAMESPACED_KINDS
@@ -97,16 +97,22 @@ def _gpu_types(pod: Mapping[str, Any]) -> set[str]:
     types = set()
     if _get(pod, "nodeSelector", GPU_PRODUCT):
         types.add(str(_get(pod, "nodeSelector", GPU_PRODUCT)))
+    for expression in _required_affinity(pod, GPU_PRODUCT):
+        if _get(expression, "operator") != "In":
+            raise UserError(f"the {GPU_PRODUCT} node affinity must be 'In' a list of "
+                            "products, which the gate can judge")
+        types.update(str(v) for v in _get(expression, "values") or [])
+    return types
+
+
+def _required_affinity(pod: Mapping[str, Any], key: str) -> Iterator[Mapping[str, Any]]:
+    """The pod's required node-affinity expressions on label ``key``."""
     terms = _get(pod, "affinity", "nodeAffinity",
                  "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms") or []
     for term in terms:
         for expression in _get(term, "matchExpressions") or []:
-            if _get(expression, "key") == GPU_PRODUCT:
-                if _get(expression, "operator") != "In":
-                    raise UserError(f"the {GPU_PRODUCT} node affinity must be 'In' a list of "
-                                    "products, which the gate can judge")
-                types.update(str(v) for v in _get(expression, "values") or [])
-    return types
+            if _get(expression, "key") == key:
+                yield expression
 
 
 def _refuse_what_cannot_be_judged(resources: list[Mapping[str, Any]]) -> None:
@@ -132,14 +138,8 @@ def declared_namespace(resources: Iterable[Mapping[str, Any]]) -> str | None:
 
 
 def _regions(pod: Mapping[str, Any]) -> list[str]:
-    terms = _get(pod, "affinity", "nodeAffinity",
-                 "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms") or []
-    regions: list[str] = []
-    for term in terms:
-        for expression in _get(term, "matchExpressions") or []:
-            if _get(expression, "key") == REGION_KEY and _get(expression, "operator") == "In":
-                regions.extend(str(v) for v in _get(expression, "values") or [])
-    return regions
+    return [str(v) for expression in _required_affinity(pod, REGION_KEY)
+            if _get(expression, "operator") == "In" for v in _get(expression, "values") or []]
 
 
 def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ class FileChain:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 tail, last = _tail(handle)
-                sealed = seal(entry, _onto(tail, last, self.recorded_head(), self.path))
+                sealed = seal(entry, append_point(tail, last, self.recorded_head(), self.path))
                 line = json.dumps(sealed, sort_keys=True, default=str) + "\n"
                 handle.seek(0, os.SEEK_END)
                 handle.write(line.encode("utf-8"))
@@ -80,8 +80,9 @@ def _open_private(path: Path, *, truncate: bool = False) -> IO[bytes]:
     return os.fdopen(os.open(path, flags, 0o600), "r+b")
 
 
-def _onto(tail: Head, last: dict[str, Any] | None, recorded: Head | None,
-          where: object) -> Head:
+def append_point(tail: Head, last: dict[str, Any] | None, recorded: Head | None,
+                 where: object) -> Head:
+    """core.audit_chain.chain_onto, logged when it is not the trail's end (both chains')."""
     head = chain_onto(tail, last, recorded)
     if head != tail:
         _log.error("the audit trail %s ends at entry %s, not at its recorded head %s: it was "

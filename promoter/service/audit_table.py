@@ -8,15 +8,14 @@ transaction under the ``audit`` lock, so appends from every replica form one cha
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from promoter.core.audit_chain import EMPTY, Head, chain_onto, head_of, legacy_head, seal
+from promoter.core.audit_chain import EMPTY, Head, head_of, legacy_head, seal
+from promoter.service.audit_file import append_point
 from promoter.state.db import Connection, StateDB
 
 PAGE = 1000
-_log = logging.getLogger("promoter.audit")
 TABLES = ("audit_entries", "audit_head")
 
 
@@ -35,13 +34,7 @@ class TableChain:
             row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
             recorded = Head(int(row[0]), str(row[1])) if row else None
             tail, tail_entry = _head_after(conn, last)
-            head = chain_onto(tail, tail_entry, recorded)
-            if head != tail:
-                _log.error("the audit trail in %s ends at entry %s, not at its recorded head "
-                           "%s: appending onto the recorded head so the break stays for "
-                           "`promoter audit verify` to find", self.location(), tail.seq,
-                           head.seq)
-            sealed = seal(entry, head)
+            sealed = seal(entry, append_point(tail, tail_entry, recorded, self.location()))
             line = json.dumps(sealed, sort_keys=True, default=str)
             conn.execute("INSERT INTO audit_entries (position, line) VALUES (?, ?)",
                          ((int(last[0]) if last else 0) + 1, line))

@@ -18,7 +18,10 @@ editable checkout run with PYTHONDONTWRITEBYTECODE=1 would otherwise repeat ever
 (about 0.3 s here).
 Also the registry's own CPU seconds while each push ran (from /proc): receiving, hashing and
 writing the bytes costs the registry about the same whoever sends them, so ``registry CPU of our
-push / skopeo's wall time`` is the lowest ratio any client could reach against this registry.
+push / skopeo's wall time`` is a lower bound for any client's ratio against this registry. The
+bare upload (benchmarks/bare_upload.py: the layer's bytes already in memory and hashed, one
+PATCH written straight to the socket) times a client that does nothing but send, into the same
+registry: promoter's push near it has no client-side cost left to cut.
 The registry's and skopeo's Go toolchains are printed: Go >= 1.21 hashes SHA-256 with the CPU's
 SHA instructions, older ones at a third of the speed, which decides who is the bottleneck.
 ``--registry-binary`` and ``--skopeo`` run other builds of either: `make bench-image-debian13`
@@ -166,7 +169,7 @@ def main() -> None:
     for case in ("pyfunc", "modelcar") if args.case == "all" else (args.case,):
         ratios = [bench(case, args.size_mib, tools) for _ in range(args.runs)]
         if len(ratios) > 1:
-            for kind in ("fresh process", "in service"):
+            for kind in ratios[0]:
                 print(f"[{case}] {kind} ratios over {len(ratios)} runs: "
                       f"{', '.join(f'{r[kind]:.2f}' for r in ratios)}; median "
                       f"{statistics.median(r[kind] for r in ratios):.2f}")
@@ -215,6 +218,12 @@ def bench(case: str, size_mib: int, tools: Tools) -> dict[str, float]:
                  f"oci:{work / 'layout'}:{tag}", f"docker://{registry}/bench/skopeo:{tag}"],
                 env)
             copy_registry_cpu = cpu_seconds(pid) - before
+            before = cpu_seconds(pid)
+            _, _, out = run_measured(
+                [sys.executable, str(ROOT / "benchmarks" / "bare_upload.py"),
+                 str(work / "layout"), f"{registry}/bench/bare"], env)
+            bare = json.loads(out)
+            bare_registry_cpu = cpu_seconds(pid) - before
         # A fresh registry and state directory: nothing of the first push can be reused.
         with registry_process(work / "registry-warm", binary=tools.registry) as (_, registry):
             _, _, out = run_measured(
@@ -224,7 +233,8 @@ def bench(case: str, size_mib: int, tools: Tools) -> dict[str, float]:
             warm = json.loads(out)
     size = built["size"] / 2**20
     target = 0.8 if case == "modelcar" else 1.0
-    ratios = {"fresh process": build_s / copy_s, "in service": warm["seconds"] / copy_s}
+    ratios = {"fresh process": build_s / copy_s, "in service": warm["seconds"] / copy_s,
+              "bare upload": bare["seconds"] / copy_s}
     print(f"[{case}] model: {size_mib} MiB random weights; image {size:.0f} MiB, "
           f"{len(built['layers'])} layer(s); digest {built['digest']}")
     print(f"promoter build+push : {build_s:7.2f} s   peak RSS {build_rss:6.1f} MiB   "
@@ -235,9 +245,13 @@ def bench(case: str, size_mib: int, tools: Tools) -> dict[str, float]:
           f"same digest: {warm['digest'] == built['digest']}")
     print(f"skopeo copy (oci:)  : {copy_s:7.2f} s   peak RSS {copy_rss:6.1f} MiB   "
           f"registry CPU {copy_registry_cpu:5.2f} s")
+    print(f"bare upload         : {bare['seconds']:7.2f} s   the largest blob "
+          f"({bare['bytes'] / 2**20:.0f} MiB) from memory, hashed beforehand, one PATCH   "
+          f"registry CPU {bare_registry_cpu:5.2f} s")
     print(f"ratio promoter/skopeo: {ratios['fresh process']:.2f} fresh process, "
-          f"{ratios['in service']:.2f} in service  (target <= {target}; the registry alone "
-          f"needs {build_registry_cpu / copy_s:.2f} of skopeo's time for these bytes)")
+          f"{ratios['in service']:.2f} in service  (target <= {target}; a bare upload "
+          f"{bare['seconds'] / copy_s:.2f}, the registry's CPU alone "
+          f"{build_registry_cpu / copy_s:.2f})")
     print(f"rebuild             : {rebuild_s:7.2f} s   peak RSS {rebuild_rss:6.1f} MiB   "
           f"uploaded {rebuilt['bytes_uploaded']} bytes; same digest: "
           f"{rebuilt['digest'] == built['digest']}")

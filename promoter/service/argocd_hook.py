@@ -61,21 +61,21 @@ class ArgoCDHookHandler:
         described = {"event": notification.event, **row.describe()}
         key = notification.dedupe_key
         claimed = self._store.claim(key)
-        if claimed is HookClaim.DONE:
+        if claimed.outcome is HookClaim.DONE:
             return 200, {"status": "duplicate", **described}
-        if claimed is HookClaim.IN_PROGRESS:
+        if claimed.outcome is HookClaim.IN_PROGRESS:
             return in_progress_answer(**described)
         try:
             summary = self._feedback.observe(row.name, row.env, [row], complete=False,
                                              actor=f"argocd:{row.application}")
         except PromoterError as exc:
-            self._store.release(key)   # Argo CD retries a 5xx: let the retry through
+            self._store.release(claimed)   # Argo CD retries a 5xx: let the retry through
             return _error(exc.http_status if exc.http_status >= 500 else 503, exc.kind,
                           public_reason(exc))
         except Exception:
-            self._store.release(key)
+            self._store.release(claimed)
             raise
-        self._store.finish(key, "recorded")
+        self._store.finish(claimed, "recorded")
         return 200, {"status": "recorded", **described, "deployed": summary.deployed,
                      "environment_sync": summary.sync, "environment_health": summary.health}
 

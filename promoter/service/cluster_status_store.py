@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from promoter.core.cluster_status import ClusterStatus, EnvironmentStatus
-from promoter.service.hook_deliveries import HookClaim, HookDeliveries
+from promoter.service.hook_deliveries import Claim, HookDeliveries
 from promoter.service.queue_ops import shared_now
 from promoter.state.db import Connection, StateDB, state_db
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
@@ -43,15 +43,15 @@ class StatusStore:
         self._on_database_clock = clock is None  # see queue_ops.shared_now
         self._takeover_after = takeover_after
 
-    def claim(self, key: str) -> HookClaim:
+    def claim(self, key: str) -> Claim:
         """Claim a notification for handling (see promoter.service.hook_deliveries)."""
         return self.deliveries.claim(_delivery_id(key))
 
-    def finish(self, key: str, status: str) -> None:
-        self.deliveries.finish(_delivery_id(key), status)
+    def finish(self, held: Claim, status: str) -> None:
+        self.deliveries.finish(held, status)
 
-    def release(self, key: str) -> None:
-        self.deliveries.release(_delivery_id(key))
+    def release(self, held: Claim) -> None:
+        self.deliveries.release(held)
 
     def rows(self, name: str, env: str) -> list[ClusterStatus]:
         return self.db.read(lambda conn: _rows(conn, name, env))

@@ -105,23 +105,23 @@ class GitLabHookHandler:
         if event.name is None or event.iid is None:
             return 200, {"status": "ignored", "reason": "not a promoter merge request"}
         key = lowered.get("idempotency-key")
-        claimed = self._deliveries.claim(key[:200]) if key else HookClaim.ACT
-        if claimed is HookClaim.DONE:
-            return 200, {"status": "duplicate", "idempotency_key": key[:200] if key else None}
-        if claimed is HookClaim.IN_PROGRESS:
-            return in_progress_answer(idempotency_key=key[:200] if key else None)
+        claimed = self._deliveries.claim(key[:200]) if key else None
+        if claimed is not None and claimed.outcome is HookClaim.DONE:
+            return 200, {"status": "duplicate", "idempotency_key": claimed.delivery_id}
+        if claimed is not None and claimed.outcome is HookClaim.IN_PROGRESS:
+            return in_progress_answer(idempotency_key=claimed.delivery_id)
         try:
             status, answer = self._act(event)
         except PromoterError as exc:
-            if key:
-                self._deliveries.release(key[:200])
+            if claimed is not None:
+                self._deliveries.release(claimed)
             return _error(exc.http_status, exc.kind, public_reason(exc))
         except Exception:
-            if key:
-                self._deliveries.release(key[:200])
+            if claimed is not None:
+                self._deliveries.release(claimed)
             raise
-        if key:
-            self._deliveries.finish(key[:200], str(answer["status"]))
+        if claimed is not None:
+            self._deliveries.finish(claimed, str(answer["status"]))
         return status, answer
 
     def _check_token(self, given: str | None) -> Answer | None:

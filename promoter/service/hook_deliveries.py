@@ -7,10 +7,14 @@ senders retry a 5xx later), because its first handler may be slow or may have di
 claim and answer (SIGKILL, OOM), and calling it a duplicate would lose the event for good. A
 claim older than ``deliveries.PROCESSING_TAKEOVER_SECONDS`` is taken over by the re-delivery.
 Replicas measure claims on PostgreSQL's clock (queue_ops.shared_now), as the job queue its leases.
+A handler that outlives the takeover age finds its claim taken: its answer and its release then
+touch nothing (deliveries.Claim), so it can neither overwrite its successor's answer nor free the
+successor's claim for a third handler.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +22,11 @@ from typing import Any
 from promoter.service.queue_ops import shared_now
 from promoter.state import deliveries
 from promoter.state.db import StateDB
-from promoter.state.deliveries import HookClaim
+from promoter.state.deliveries import Claim, HookClaim
 
-__all__ = ["HookClaim", "HookDeliveries", "in_progress_answer"]
+__all__ = ["Claim", "HookClaim", "HookDeliveries", "in_progress_answer"]
+
+_log = logging.getLogger("promoter.hook_deliveries")
 
 
 class HookDeliveries:
@@ -35,18 +41,26 @@ class HookDeliveries:
         self._on_database_clock = clock is None  # see queue_ops.shared_now
         self._takeover_after = takeover_after
 
-    def claim(self, delivery_id: str) -> HookClaim:
+    def claim(self, delivery_id: str) -> Claim:
         return self.db.write(lambda conn: deliveries.claim_processing(
             conn, self.source, delivery_id, shared_now(conn, self.clock(), self._on_database_clock),
             self._takeover_after))
 
-    def finish(self, delivery_id: str, status: str) -> None:
+    def finish(self, held: Claim, status: str) -> None:
         """Record the answer: re-deliveries from now on are duplicates."""
-        self.db.write(lambda conn: deliveries.set_status(conn, self.source, delivery_id, status))
+        if not self.db.write(lambda conn: deliveries.answer(conn, held, status)):
+            _taken_over(held, "its answer was not recorded")
 
-    def release(self, delivery_id: str) -> None:
+    def release(self, held: Claim) -> None:
         """Forget a delivery that failed, so the sender's retry is processed."""
-        self.db.write(lambda conn: deliveries.forget(conn, self.source, delivery_id))
+        if not self.db.write(lambda conn: deliveries.release(conn, held)):
+            _taken_over(held, "it was left to the handler that took it over")
+
+
+def _taken_over(held: Claim, consequence: str) -> None:
+    _log.warning("the %s delivery %r outlived its claim (taken over after %.0f s): %s",
+                 held.source, held.delivery_id[:200], deliveries.PROCESSING_TAKEOVER_SECONDS,
+                 consequence)
 
 
 def in_progress_answer(**described: Any) -> tuple[int, dict[str, Any]]:

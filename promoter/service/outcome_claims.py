@@ -63,10 +63,10 @@ class OutcomeClaims:
             # is a second close to record (its deployment's row moved on meanwhile).
             key += f"/{event.head_sha}"
         claimed = self._outcomes.claim(key)
-        if claimed is HookClaim.DONE:
+        if claimed.outcome is HookClaim.DONE:
             yield False
             return
-        if claimed is HookClaim.IN_PROGRESS:
+        if claimed.outcome is HookClaim.IN_PROGRESS:
             raise RecordingElsewhere(
                 f"the {event.action} of MR !{event.iid} is being recorded by another handler",
                 hint="retry later; a handler that stopped gives its claim up after "
@@ -74,16 +74,17 @@ class OutcomeClaims:
         try:
             yield True
         except Exception:
-            self._outcomes.release(key)
+            self._outcomes.release(claimed)
             raise
-        self._outcomes.finish(key, RECORDED)
+        self._outcomes.finish(claimed, RECORDED)
 
     @contextmanager
     def live_version(self, model: str, env: str) -> Iterator[None]:
         """Hold (model, env)'s live_version for the body; TransientError when another handler
         holds it (the caller has written nothing yet, so its retry starts clean)."""
         key = json.dumps([model, env])  # model names may hold any character
-        if self._live.claim(key) is not HookClaim.ACT:
+        held = self._live.claim(key)
+        if held.outcome is not HookClaim.ACT:
             raise RecordingElsewhere(
                 f"another merge of {model} in {env} is being recorded",
                 hint="retry later; a handler that stopped gives its claim up after "
@@ -91,4 +92,4 @@ class OutcomeClaims:
         try:
             yield
         finally:  # also on a shutdown's KeyboardInterrupt: never block the next merge 300 s
-            self._live.release(key)
+            self._live.release(held)

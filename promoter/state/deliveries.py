@@ -9,6 +9,7 @@ one retention, pruned by the worker's housekeeping.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from promoter.state.db import Connection
 
@@ -40,36 +41,62 @@ class HookClaim(enum.Enum):
     IN_PROGRESS = "in_progress"  # another delivery is being handled: answer "try again later"
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A delivery's claim as one handler got it. ``outcome`` says what to do; ``stamp`` (the
+    time written into the row, for ACT) names this handler's hold: a handler that outlived
+    the takeover age finds its stamp replaced, and its answer or release then touches nothing
+    of its successor's claim."""
+
+    source: str
+    delivery_id: str
+    outcome: HookClaim
+    stamp: float = 0.0
+
+
 def claim_processing(conn: Connection, source: str, delivery_id: str, now: float,
-                     takeover_after: float = PROCESSING_TAKEOVER_SECONDS) -> HookClaim:
+                     takeover_after: float = PROCESSING_TAKEOVER_SECONDS) -> Claim:
     """Claim a hook delivery for handling. A claim still ``processing`` is not a duplicate:
     its handler may have died or be failing, so the sender must retry rather than be told it
     is done; past ``takeover_after`` seconds the claim is taken over by this delivery."""
     if claim(conn, source, delivery_id, now, status=PROCESSING):
-        return HookClaim.ACT
+        return Claim(source, delivery_id, HookClaim.ACT, now)
     # One conditional update: of two re-deliveries racing for a stale claim, one wins.
     if conn.execute(
             "UPDATE deliveries SET received_at = ? WHERE source = ? AND delivery_id = ? "
             "AND status = ? AND received_at <= ?",
             (now, source, delivery_id, PROCESSING, now - takeover_after)).rowcount == 1:
-        return HookClaim.ACT
+        return Claim(source, delivery_id, HookClaim.ACT, now)
     row = conn.execute("SELECT status FROM deliveries WHERE source = ? AND delivery_id = ?",
                        (source, delivery_id)).fetchone()
     # No row: the claim was released (its handler failed) since our insert; the sender's
     # next retry claims it afresh.
     if row is None or row["status"] == PROCESSING:
-        return HookClaim.IN_PROGRESS
-    return HookClaim.DONE
+        return Claim(source, delivery_id, HookClaim.IN_PROGRESS)
+    return Claim(source, delivery_id, HookClaim.DONE)
 
 
-def set_status(conn: Connection, source: str, delivery_id: str, status: str) -> None:
-    conn.execute("UPDATE deliveries SET status = ? WHERE source = ? AND delivery_id = ?",
-                 (status, source, delivery_id))
 
 
-def forget(conn: Connection, source: str, delivery_id: str) -> None:
-    conn.execute("DELETE FROM deliveries WHERE source = ? AND delivery_id = ?",
-                 (source, delivery_id))
+def answer(conn: Connection, held: Claim, status: str) -> bool:
+    """Record a held claim's answer; False (nothing written) when it was taken over."""
+    return conn.execute("UPDATE deliveries SET status = ? WHERE source = ? AND delivery_id = ? "
+                        "AND status = ? AND received_at = ?",
+                        (status, *_hold(held))).rowcount == 1
+
+
+def release(conn: Connection, held: Claim) -> bool:
+    """Forget a held claim so the sender's retry is handled; False (nothing deleted) when it
+    was taken over: the successor's claim stays."""
+    return conn.execute("DELETE FROM deliveries WHERE source = ? AND delivery_id = ? "
+                        "AND status = ? AND received_at = ?", _hold(held)).rowcount == 1
+
+
+def _hold(held: Claim) -> tuple[str, str, str, float]:
+    """Match the row only while it is still the caller's hold: ``processing``, its stamp."""
+    if held.outcome is not HookClaim.ACT:
+        raise ValueError(f"{held.outcome.name} is not a hold of delivery {held.delivery_id!r}")
+    return held.source, held.delivery_id, PROCESSING, held.stamp
 
 
 def prune(conn: Connection, cutoff: float) -> int:

@@ -112,7 +112,7 @@ def test_a_state_dir_written_by_the_old_code_is_imported_whole(old_code: Path,
                          delivery_id="m-1").duplicate_delivery
     assert not queue.record_delivery("databricks", "d-1")
     assert not queue.record_delivery("mlflow", "m-ignored")
-    assert DeliveryLog(db).claim("hook-1") is HookClaim.DONE
+    assert DeliveryLog(db).claim("hook-1").outcome is HookClaim.DONE
     deployed = StateLedger(db).get("fraud", "production")
     assert deployed is not None and (deployed.version, deployed.mr_iid, deployed.head_sha) == (
         "7", 12, "a" * 40)

@@ -47,8 +47,8 @@ def test_every_row_of_the_six_old_files_arrives_in_state_db(old_state: Path) -> 
     assert queue.record_delivery("databricks", "d-1") is False
     assert queue.record_delivery("mlflow", "m-ignored") is False
     hooks = DeliveryLog(db)
-    assert hooks.claim("hook-1") is hooks.claim("hook-2") is HookClaim.DONE
-    assert hooks.claim("hook-3") is HookClaim.ACT
+    assert hooks.claim("hook-1").outcome is hooks.claim("hook-2").outcome is HookClaim.DONE
+    assert hooks.claim("hook-3").outcome is HookClaim.ACT
     # New jobs continue after the old ids instead of reusing one.
     assert queue.enqueue(JobKey("new", "1", "staging", "promote")).job.id == 6
     # Ledger rows, with the pushed head read from the one record of pushed heads.

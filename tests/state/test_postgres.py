@@ -238,7 +238,7 @@ from promoter.service.cluster_status_store import StatusStore
 from promoter.service.hook_deliveries import HookDeliveries
 db = PostgresStateDB.connect(StateUrl(sys.argv[1]))
 if sys.argv[3] == "delivery":
-    print(HookDeliveries(db, "gitlab").claim("delivery-1").name)
+    print(HookDeliveries(db, "gitlab").claim("delivery-1").outcome.name)
 else:
     row = ClusterStatus("fraud-detector", "production", "gpu-eu-1", "Synced", "Healthy",
                         "a" * 40, "2026-01-01T10:05:00Z", "fraud-detector-production")
@@ -278,7 +278,7 @@ def test_a_replica_whose_clock_runs_ahead_cannot_take_over_a_live_delivery(
     """A hook delivery still being handled by one replica: its re-delivery to a replica whose
     clock runs past the takeover age is answered 'in progress', not handled a second time."""
     holder = connect(postgres_url, tmp_path)
-    assert HookDeliveries(holder, "gitlab").claim("delivery-1") is HookClaim.ACT
+    assert HookDeliveries(holder, "gitlab").claim("delivery-1").outcome is HookClaim.ACT
     ahead = claim_on_skewed_replica(postgres_url, PROCESSING_TAKEOVER_SECONDS + 60, "delivery")
     assert ahead == HookClaim.IN_PROGRESS.name
     holder.close()
@@ -289,7 +289,7 @@ def test_a_replica_whose_clock_runs_behind_takes_over_a_dead_delivery_when_due(
     """A delivery whose handler died past the takeover age by the database's clock is taken
     over by its re-delivery, even to a replica whose own clock says it is not that old yet."""
     holder = connect(postgres_url, tmp_path)
-    assert HookDeliveries(holder, "gitlab").claim("delivery-1") is HookClaim.ACT
+    assert HookDeliveries(holder, "gitlab").claim("delivery-1").outcome is HookClaim.ACT
     age_on_database_clock(holder, "deliveries.received_at", PROCESSING_TAKEOVER_SECONDS + 1)
     behind = claim_on_skewed_replica(postgres_url, -3600, "delivery")
     assert behind == HookClaim.ACT.name

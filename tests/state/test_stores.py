@@ -7,15 +7,16 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from promoter.ports.pipeline import DeployedState
 from promoter.service.gitlab_hook import DeliveryLog
-from promoter.service.hook_deliveries import HookClaim
+from promoter.service.hook_deliveries import HookClaim, HookDeliveries
 from promoter.service.ledger import CLAIM_IN_FLIGHT_SECONDS, StateLedger
 from promoter.service.queue import JobKey
-from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
+from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS, PROCESSING_TAKEOVER_SECONDS
 from tests.fixtures.concurrency import run_at_once
 from tests.fixtures.state_backends import StateBackend
 from tests.queue.conftest import ManualClock
@@ -67,8 +68,8 @@ def test_one_dedupe_table_and_one_retention_for_every_sender(state_backend: Stat
     queue.enqueue(JobKey("fraud", "7", "production", "promote"), source="mlflow",
                   delivery_id="same-id")
     assert queue.record_delivery("databricks", "same-id")  # other sender, other id space
-    assert hooks.claim("same-id") is HookClaim.ACT
-    assert hooks.claim("same-id") is HookClaim.IN_PROGRESS  # not answered yet
+    assert hooks.claim("same-id").outcome is HookClaim.ACT
+    assert hooks.claim("same-id").outcome is HookClaim.IN_PROGRESS  # not answered yet
     rows = queue.db.read(lambda c: c.execute(
         "SELECT source, status FROM deliveries ORDER BY source").fetchall())
     assert [tuple(r) for r in rows] == [("databricks", None), ("gitlab", "processing"),
@@ -79,8 +80,37 @@ def test_one_dedupe_table_and_one_retention_for_every_sender(state_backend: Stat
         "UPDATE deliveries SET received_at = CASE source WHEN 'databricks' THEN ? ELSE ? END",
         (kept, expired)))
     assert queue.prune_deliveries() == 2
-    assert hooks.claim("same-id") is HookClaim.ACT  # the GitLab key was forgotten like MLflow's
+    # The GitLab key was forgotten like MLflow's.
+    assert hooks.claim("same-id").outcome is HookClaim.ACT
     assert not queue.record_delivery("databricks", "same-id")
+    queue.close()
+
+
+def test_a_handler_that_outlived_its_claim_touches_nothing_of_its_successors(
+        state_backend: StateBackend) -> None:
+    """A first handler, stuck past the takeover age, fails or answers late while a
+    re-delivery holds the claim: its release must not free the claim for a third handler to
+    act at the same time, and its answer must not stand in for the successor's."""
+    clock = ManualClock()
+    queue = state_backend.queue(clock)
+    hooks = HookDeliveries(queue.db, "gitlab", clock=clock.now)
+    stuck = hooks.claim("d-1")
+    assert stuck.outcome is HookClaim.ACT
+    clock.advance(PROCESSING_TAKEOVER_SECONDS + 1)
+    successor = hooks.claim("d-1")
+    assert successor.outcome is HookClaim.ACT
+    hooks.release(stuck)
+    assert hooks.claim("d-1").outcome is HookClaim.IN_PROGRESS  # a third delivery waits
+    hooks.finish(stuck, "accepted")
+
+    def status(conn: Any) -> str:
+        return str(conn.execute("SELECT status FROM deliveries WHERE delivery_id = 'd-1'"
+                                ).fetchone()["status"])
+
+    assert queue.db.read(status) == "processing"
+    hooks.finish(successor, "recorded")
+    assert queue.db.read(status) == "recorded"
+    assert hooks.claim("d-1").outcome is HookClaim.DONE
     queue.close()
 
 

@@ -57,12 +57,14 @@ class PassReport:
     # Models whose stage lookup failed this pass ({"model", "error"}): their aliases were
     # still observed, their stages are looked up again next pass.
     failed: list[dict[str, str]] = field(default_factory=list)
+    # The pass stopped before this model's writes: leadership was lost meanwhile.
+    stopped_at: str | None = None
 
     def describe(self) -> dict[str, object]:
         return {"models": self.models, "changed_versions": self.changed_versions,
                 "stage_lookups": self.stage_lookups, "jobs": self.jobs,
                 "created": sum(1 for job in self.jobs if job.get("created")),
-                "failed": self.failed}
+                "failed": self.failed, "stopped_at": self.stopped_at}
 
 
 class ReconcileState:
@@ -105,12 +107,16 @@ class ReconcileState:
 
 def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
                    state: ReconcileState, metrics: Metrics | None = None, *,
-                   slack_ms: int = CURSOR_SLACK_MS) -> PassReport:
+                   slack_ms: int = CURSOR_SLACK_MS,
+                   leading: Callable[[], bool] | None = None) -> PassReport:
     """One pass. A model's record is updated only after its jobs are durably enqueued, so a
     pass interrupted by a registry or queue failure is simply repeated next time. One model's
     stage lookup failing (a timeout on a model with very many versions) does not stop the
     pass for the models after it: its aliases are still observed, and the version cursor
-    stays where it was so that the next pass looks its stages up again."""
+    stays where it was so that the next pass looks its stages up again.
+    ``leading`` (the replicated loop's leadership check) is asked before each model's writes:
+    a leader whose session was lost mid-pass (a successor may be running its own pass by
+    then) stops there, and leaves the cursor where it was."""
     triggers = intake.triggers(settings)
     report = PassReport()
     recorded = state.observed()
@@ -139,9 +145,11 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
                     model=model.name, error=exc.message)
                 report.failed.append({"model": model.name, "error": exc.message})
         current = core.observe(triggers, model.aliases, stages, previous)
-        _apply(model.name, current, previous, queue, state, report)
+        if not _apply(model.name, current, previous, queue, state, report, leading):
+            return _stopped(report)
     for gone in sorted(set(recorded) - seen):  # registered model deleted
-        _apply(gone, {}, recorded[gone], queue, state, report)
+        if not _apply(gone, {}, recorded[gone], queue, state, report, leading):
+            return _stopped(report)
     state.save_cursor(since if report.failed else newest)
     if metrics is not None:
         metrics.reconcile_enqueued.inc(sum(1 for job in report.jobs if job.get("created")))
@@ -150,12 +158,26 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
 
 
 def _apply(model: str, current: dict[str, Observed], previous: dict[str, Observed],
-           queue: JobQueue, state: ReconcileState, report: PassReport) -> None:
+           queue: JobQueue, state: ReconcileState, report: PassReport,
+           leading: Callable[[], bool] | None) -> bool:
+    """Enqueue and record what changed for ``model``; False (nothing written) when this
+    process no longer leads."""
     planned = core.plan(model, current, previous)
+    if not planned and current == previous:
+        return True
+    if leading is not None and not leading():
+        report.stopped_at = model
+        return False
     for stored in intake.enqueue(queue, planned, source="reconcile"):
         report.jobs.append(stored.describe())
-    if planned or current != previous:
-        state.save(model, current)
+    state.save(model, current)
+    return True
+
+
+def _stopped(report: PassReport) -> PassReport:
+    log(_log, logging.WARNING, "reconcile leadership lost mid-pass; stopped before its "
+        "writes (the new leader's pass covers the rest)", **report.describe())
+    return report
 
 
 def run_periodically(settings: Settings, registry: Registry, queue: JobQueue,
@@ -180,8 +202,9 @@ def run_periodically(settings: Settings, registry: Registry, queue: JobQueue,
             if metrics is not None:
                 metrics.reconcile_leader.set(1 if leading else 0)
             if leading:
-                _pass(settings, registry, queue, state, metrics)
-                if mr_sweep is not None:
+                _pass(settings, registry, queue, state, metrics, leadership.held)
+                # Asked again: a pass can take long enough for the lead to move meanwhile.
+                if mr_sweep is not None and leadership.held():
                     _sweep(mr_sweep)
             if stop_wait(interval if leading else min(interval, FOLLOWER_RETRY_SECONDS)):
                 return
@@ -192,9 +215,9 @@ def run_periodically(settings: Settings, registry: Registry, queue: JobQueue,
 
 
 def _pass(settings: Settings, registry: Registry, queue: JobQueue, state: ReconcileState,
-          metrics: Metrics | None) -> None:
+          metrics: Metrics | None, leading: Callable[[], bool]) -> None:
     try:
-        reconcile_once(settings, registry, queue, state, metrics)
+        reconcile_once(settings, registry, queue, state, metrics, leading=leading)
     except TransientError as exc:
         log(_log, logging.WARNING, "reconcile pass failed; retrying next interval",
             error=exc.message)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,16 @@ from promoter.adapters.postgres_state import PostgresStateDB, StateUrl, redact
 from promoter.adapters.postgres_state.schema import SCHEMA_VERSION, VERSIONS_TABLE
 from promoter.core.cluster_status import ClusterStatus, summarise
 from promoter.errors import ConfigError, TransientError
+from promoter.ports.registry import ModelVersionInfo, RegisteredModelInfo
 from promoter.service.audit import AuditTrail
 from promoter.service.cluster_status_store import TELLING_TAKEOVER_SECONDS, StatusStore
 from promoter.service.hook_deliveries import HookClaim, HookDeliveries
 from promoter.service.queue import JobKey, JobQueue
+from promoter.service.reconcile import ReconcileState, reconcile_once, run_periodically
+from promoter.settings import load_settings
 from promoter.state.db import Connection
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
+from tests.core.test_pipeline import MemoryRegistry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 M1 = JobKey("model-a", "1", "staging", "promote")
@@ -541,3 +546,65 @@ def test_pooled_sessions_are_ended_by_the_server_when_their_replica_is_cut_off(
     assert settings == {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10",
                         "tcp_keepalives_count": "3",
                         "idle_in_transaction_session_timeout": "5min"}
+
+
+class _LeadMovesWhileListing(MemoryRegistry):
+    """Two registered models, each with a production alias; listing the second ends the
+    leader's session (as a network cut would) and a follower takes the lead."""
+
+    def __init__(self, db: PostgresStateDB) -> None:
+        super().__init__()
+        self.db = db
+        self.follower = db.leadership("reconcile")
+        for model in ("alpha", "beta"):
+            self.add(model, "1")
+            self.set_alias(model, "production", "1")
+
+    def models(self) -> Iterator[RegisteredModelInfo]:
+        for index, model in enumerate(super().models()):
+            if index == 1:
+                self.db.write(lambda conn: conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE "
+                    "locktype = 'advisory' AND granted AND pid <> pg_backend_pid()").fetchall())
+                assert self.follower.held()
+            yield model
+
+    def versions_updated_since(self, since_ms: int) -> Iterator[ModelVersionInfo]:
+        yield ModelVersionInfo("alpha", "1", "s3://b/alpha/1", None, None,
+                               last_updated_ms=5_000)
+
+
+def test_a_reconcile_leader_losing_its_session_mid_pass_stops_before_its_writes(
+        postgres_url: str, tmp_path: Path) -> None:
+    """The leader's session ends while it lists models and a follower leads at once: the old
+    leader writes nothing for the models after that and leaves the version cursor, so two
+    leaders never write one pass's records over each other."""
+    db = connect(postgres_url, tmp_path)
+    leadership = db.leadership("reconcile")
+    assert leadership.held()
+    registry = _LeadMovesWhileListing(db)
+    queue, state = JobQueue(db), ReconcileState(db)
+    settings = load_settings(None, {"PROMOTER_STATE_DIR": str(tmp_path)})
+    report = reconcile_once(settings, registry, queue, state, leading=leadership.held)
+    assert report.stopped_at == "beta"
+    assert [job.key.model for job in queue.list()] == ["alpha"]
+    assert set(state.observed()) == {"alpha"}
+    assert state.cursor() == 0
+    registry.follower.release()
+    db.close()
+
+
+def test_a_reconcile_leader_that_lost_the_lead_in_its_pass_leaves_the_mr_sweep(
+        postgres_url: str, tmp_path: Path) -> None:
+    db = connect(postgres_url, tmp_path)
+    registry = _LeadMovesWhileListing(db)
+    config = tmp_path / "promoter.yaml"
+    config.write_text("server:\n  reconcile_interval_seconds: 60\n")
+    settings = load_settings(config, {"PROMOTER_STATE_DIR": str(tmp_path)})
+    sweeps: list[str] = []
+    run_periodically(settings, registry, JobQueue(db), lambda _seconds: True, None,
+                     lambda: sweeps.append("swept"))
+    assert sweeps == []  # the new leader's own pass runs it
+    assert registry.follower.held()
+    registry.follower.release()
+    db.close()

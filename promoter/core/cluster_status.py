@@ -24,6 +24,7 @@ from typing import Any
 from promoter.core.gitops_scaffold import CLUSTER_LABEL, ENV_LABEL, MODEL_LABEL
 from promoter.core.mr_text import escape
 from promoter.core.naming import DISPLAY_CONTROLS
+from promoter.core.results import DEPLOYED
 from promoter.errors import UserError
 
 SYNCED = "Synced"
@@ -188,7 +189,7 @@ class EnvironmentStatus:
         if self.synced_at:
             values["synced_at"] = self.synced_at
         if self.deployed:
-            values["status"] = "deployed"
+            values["status"] = DEPLOYED
         return values
 
     def note(self, version: str | None = None) -> str:

@@ -32,7 +32,12 @@ from promoter.core.intent import InvalidIntent, build_request
 from promoter.core.policy import Decision
 from promoter.core.promotion_proposal import PromotionProposal, Reach
 from promoter.core.render import ImagePin, Lineage, Renderer
-from promoter.core.results import STATUS_FOR_OUTCOME, DeploymentStatus, PipelineResult
+from promoter.core.results import (
+    DEPLOYED,
+    STATUS_FOR_OUTCOME,
+    DeploymentStatus,
+    PipelineResult,
+)
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
 from promoter.core.verdict import OPEN_PROPOSALS, claimed_elsewhere, verdict
 from promoter.errors import (
@@ -217,7 +222,11 @@ class Pipeline:
             write_back["mr_url"] = result.mr_url
         if image:
             write_back["image"] = image.reference
-        write_back["status"] = status
+        if status is not DeploymentStatus.MERGED or \
+                info.tags.get(f"promoter.{job.env}.status") != DEPLOYED:
+            write_back["status"] = status
+        # else a re-run of a merged version the clusters already run: `deployed` (told by Argo
+        # CD, and not told again while nothing changes) stays.
         registry.write_back(job.model, version, job.env, write_back)
         self.ports.ledger.put(DeployedState(job.model, job.env, deployment.name, version, status,
                                             result.mr_iid, result.head_sha))

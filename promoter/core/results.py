@@ -34,6 +34,11 @@ class DeploymentStatus(StrEnum):
     ROLLED_BACK = "rolled_back"           # an older version became live in its place
 
 
+# Written by the clusters' feedback (promoter.core.cluster_status), never by a promotion: every
+# cluster runs the merged version, Synced and Healthy.
+DEPLOYED = "deployed"
+
+
 def replaced_status(live: str, replacing: str) -> DeploymentStatus:
     """What the version that stops being live becomes: rolled back when an older one replaces
     it, superseded otherwise (MLflow versions are increasing integers)."""

@@ -54,3 +54,21 @@ def test_a_rerun_before_the_merge_is_recorded_leaves_it_to_the_sweep(harness: Ha
 
     again = world.run(requested="1")
     assert (again.outcome, again.status) == ("unchanged", "mr_opened")
+
+
+def test_a_rerun_keeps_deployed_once_the_clusters_run_it(harness: Harness) -> None:
+    """Argo CD's feedback told `deployed` (and tells it again only when the clusters'
+    status changes): a re-run writing `merged` would set it back for good."""
+    world = _world(harness)
+    first = world.promote("1")
+    assert first.mr_iid is not None
+    _merged(harness, first.mr_iid, first.head_sha)
+    row = world.ledger.get(MODEL, "production")
+    assert row is not None
+    world.ledger.put(dataclasses.replace(row, status=DeploymentStatus.MERGED))  # its hook
+    world.registry.write_back(MODEL, "1", "production", {"status": "deployed"})  # Argo CD's
+
+    again = world.run(requested="1")
+    assert (again.outcome, again.status) == ("unchanged", "merged")
+    assert "status" not in world.registry.writes[-1][3]
+    assert world.registry.tags(MODEL, "1")["promoter.production.status"] == "deployed"

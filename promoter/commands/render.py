@@ -21,7 +21,8 @@ The intent comes from a ModelDeployment file (--intent) or from MLflow (MODEL --
 deploy.* tags or a logged modeldeployment.yaml). --dry-run prints every file with its path and
 writes nothing; --out DIR writes DIR/<name>/base and DIR/<name>/overlays/<env>.
 --modelcar REPO@sha256:… (modelcar runtimes) and --image REPO@sha256:… (the deployment
-runtime) pin the signed artifact the overlay runs, as a promotion does. An accepted
+runtime) pin the signed artifact the overlay runs, as a promotion does; without it the tree is a
+preview a cluster cannot run, and a warning says so. An accepted
 `promoter forecast` ScaledObject already in DIR's overlay is kept, as a promotion keeps it.
 """
 
@@ -82,21 +83,29 @@ def render(
         if accepted.is_file():
             request = dataclasses.replace(request,
                                           accepted_scaling=accepted.read_text(encoding="utf-8"))
-    files = rendering.renderer(settings).render(request)
+    renderer = rendering.renderer(settings)
+    files = renderer.render(request)
+    from promoter.core.runtimes import unpinned_artifact
+
+    unpinned = unpinned_artifact(
+        renderer.check(request), image_pinned=bool(request.image and request.image.digest),
+        modelcar_pinned=bool(request.modelcar and request.modelcar.digest))
+    warnings = [unpinned] if unpinned else []
     if out is not None:
         written = rendering.write_tree(out, files)
         if output == "json":
-            emit_json({"written": [str(path) for path in written]})
+            emit_json({"written": [str(path) for path in written], "warnings": warnings})
         else:
             for path in written:
                 typer.echo(f"wrote {path}")
-        return
-    if output == "json":
-        emit_json({"files": files})
-        return
-    for relative, text in files.items():
-        typer.echo(f"--- # {relative}")
-        typer.echo(text, nl=False)
+    elif output == "json":
+        emit_json({"files": files, "warnings": warnings})
+    else:
+        for relative, text in files.items():
+            typer.echo(f"--- # {relative}")
+            typer.echo(text, nl=False)
+    for warning in warnings if output != "json" else []:
+        typer.echo(f"warning: {warning}", err=True)  # after the tree: last on the screen
 
 
 def register(app: typer.Typer) -> None:

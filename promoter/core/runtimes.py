@@ -231,6 +231,23 @@ def baseless_image_problem(descriptor: RuntimeDescriptor, *, image_built: bool,
             "Python image (or choose a modelcar runtime: kserve, vllm, triton)")
 
 
+def unpinned_artifact(descriptor: RuntimeDescriptor, *, image_pinned: bool,
+                      modelcar_pinned: bool) -> str | None:
+    """What a tree rendered without its runtime's signed artifact lacks, said plainly: a
+    promotion always pins it, but `promoter render` may be asked for a preview without one,
+    and that tree must not pass for one a cluster can run."""
+    if descriptor.artifact == "modelcar" and not modelcar_pinned:
+        return (f"runtime {descriptor.name} runs a signed modelcar and none is pinned: the tree "
+                "has no model to load and will not run; pass --modelcar REPO@sha256:… (from "
+                "`promoter image modelcar`) for a tree a cluster runs")
+    if descriptor.artifact == "pyfunc-image" and not image_pinned:
+        return (f"runtime {descriptor.name} runs the signed pyfunc image and none is pinned by "
+                "digest: the tree names a placeholder or a tag, not the image that was signed; "
+                "pass --image REPO@sha256:… (from `promoter image build`) for a tree that runs "
+                "exactly the signed image")
+    return None
+
+
 def shell_less_modelcar_problem(descriptor: RuntimeDescriptor, deployment: ModelDeployment, *,
                                 modelcar_built: bool, base_configured: bool,
                                 demo: bool) -> str | None:

@@ -39,6 +39,29 @@ def test_dry_run_prints_every_file_and_writes_nothing(run_cli: Run, tmp_path: Pa
     assert list(tmp_path.iterdir()) == [tmp_path / "state"] or not list(tmp_path.iterdir())
 
 
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(("example", "option", "pin"), [
+    ("llm-chat", "--modelcar", f"registry.example/llm-chat@{DIGEST}"),
+    ("ad-ranker", "--modelcar", f"registry.example/ad-ranker@{DIGEST}"),
+    ("fraud-detector", "--image", f"registry.example/fraud-detector@{DIGEST}"),
+])
+def test_a_tree_without_its_signed_artifact_is_called_a_preview(
+        run_cli: Run, tmp_path: Path, example: str, option: str, pin: str) -> None:
+    """Written without the artifact a promotion pins, the tree cannot run (no storageUri, a
+    placeholder or tagged image): it is still written, and the user is told so."""
+    args = ("render", "--intent", str(EXAMPLES / f"{example}.yaml"), "--env", "production",
+            "--config", CONFIG)
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "preview"))
+    assert code == 0, err
+    assert "warning: runtime " in err and f"pass {option} REPO@sha256:" in err
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "pinned"), option, pin)
+    assert (code, err) == (0, "")
+    rendered = "".join(path.read_text() for path in (tmp_path / "pinned").rglob("*.yaml"))
+    assert DIGEST in rendered
+
+
 @requires_kubectl
 def test_out_writes_a_tree_that_validates(run_cli: Run, tmp_path: Path) -> None:
     out = tmp_path / "manifests"

@@ -193,26 +193,31 @@ def from_databricks(payload: Any, triggers: Triggers) -> list[PromotionEvent]:
         return [_ignore("databricks", event, why, when, model)]
     model = _text(body, "model_name", limit=MAX_NAME)
     version = _version(body.get("version"))
-    to_stage = _DATABRICKS_STAGE_EVENTS[event] or _optional_stage(body, "to_stage")
-    from_stage = _optional_stage(body, "from_stage")
-    if to_stage is None:
+    named = _DATABRICKS_STAGE_EVENTS[event]
+    if named is None and body.get("to_stage") is None:
         return [_ignore("databricks", event, "to_stage is missing", when, model)]
+    # None: moved to stage "None", out of every stage (as archiving, but not archived).
+    to_stage = named or _optional_stage(body, "to_stage")
+    from_stage = _optional_stage(body, "from_stage")
+    leaving = to_stage is None or to_stage.lower() == "archived"
     events: list[PromotionEvent] = []
-    if to_stage.lower() != "archived":
+    if to_stage is not None and not leaving:
         events += _for_envs("promote", "databricks", event, model, version, when,
                             _envs_by_stage(triggers, to_stage), f"version {version} → {to_stage}",
                             None)
-    # from_stage "None" means it was in no stage; absent means unknown, so on archiving every
-    # stage-triggered environment is checked (the job resolves what each one points at now).
-    unknown_origin = "from_stage" not in body and to_stage.lower() == "archived"
+    # from_stage "None" means it was in no stage; absent means unknown, so on leaving the
+    # stages every stage-triggered environment is checked (the job resolves what each one
+    # points at now).
+    unknown_origin = "from_stage" not in body and leaving
     left = (_envs_by_stage(triggers, from_stage) if from_stage
             else _envs_by_stage(triggers, None) if unknown_origin else [])
     events += _for_envs("decommission", "databricks", event, model, version, when,
                         [env for env in left if not any(e.env == env for e in events)],
-                        f"version {version} left {from_stage or 'its stage'} for {to_stage}", None)
+                        f"version {version} left {from_stage or 'its stage'} for "
+                        f"{to_stage or 'None'}", None)
     return events or [_ignore("databricks", event,
-                              f"stages {from_stage or 'None'} → {to_stage} trigger no environment",
-                              when, model)]
+                              f"stages {from_stage or 'None'} → {to_stage or 'None'} trigger "
+                              "no environment", when, model)]
 
 
 def dedupe_key_databricks(payload: Mapping[str, Any]) -> str:

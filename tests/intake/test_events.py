@@ -106,6 +106,29 @@ def test_databricks_archiving_decommissions_the_stage_it_left() -> None:
     assert (event.action, event.env, event.version) == ("decommission", "production", "8")
 
 
+@pytest.mark.parametrize(("from_stage", "left"), [
+    ("Production", ["production"]), (None, ["staging", "production"])])
+def test_databricks_move_to_stage_none_decommissions_the_stage_it_left(
+        from_stage: str | None, left: list[str]) -> None:
+    """Stage "None" is a stage Databricks moves versions to (out of every stage): not a
+    missing to_stage, which would answer 200 and lose the decommission for good."""
+    body = json.loads(databricks_body("transitioned_stage.production.json"))
+    body["to_stage"] = "None"
+    body.pop("from_stage", None)
+    if from_stage is not None:
+        body["from_stage"] = from_stage
+    events = from_databricks(body, DEFAULT)
+    assert sorted((e.action, e.env, e.version) for e in events) == sorted(
+        ("decommission", env, "8") for env in left)
+
+
+def test_databricks_without_a_to_stage_is_ignored_as_missing() -> None:
+    body = json.loads(databricks_body("transitioned_stage.production.json"))
+    del body["to_stage"]
+    [event] = from_databricks(body, DEFAULT)
+    assert event.action == "ignore" and event.reason == "to_stage is missing"
+
+
 @pytest.mark.parametrize("name", ["transition_request_created.json", "tag_set.json"])
 def test_databricks_requests_and_tags_are_ignored(name: str) -> None:
     [event] = databricks(name)

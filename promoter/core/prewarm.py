@@ -84,8 +84,8 @@ def windows(plan: Sequence[int], min_replicas: int, lead_minutes: int) -> list[W
         raise ValueError("the lead time must be within a day")
     runs: list[tuple[int, int, int]] = []          # (first hour, hours, replicas)
     starts = [h for h in range(HOURS) if plan[h] != plan[h - 1]]
-    if not starts:                                  # flat all week: minReplicas says it all
-        return []
+    if not starts:  # flat all week: minReplicas says it all, or the flat level is held
+        return [] if plan[0] <= min_replicas else list(held_all_week(plan[0]))
     for index, first in enumerate(starts):
         end = starts[(index + 1) % len(starts)]
         length = (end - first) % HOURS or HOURS

@@ -104,6 +104,14 @@ def test_a_flat_week_needs_no_window() -> None:
     assert prewarm.gpu_hours([], 2, 4) == 2 * 4 * 168
 
 
+def test_a_flat_week_above_the_minimum_is_held_all_week() -> None:
+    """Every hour needs 4 (a quota-capped maxReplicas): with no window the ScaledObject fell
+    back to minReplicas, and the MR counted a quarter of the GPU-hours the plan needs."""
+    windows = prewarm.windows(_plan({}, base=4), 1, 30)
+    assert all(prewarm.scheduled(windows, 1, now) == 4 for now in _each_fifth_minute())
+    assert prewarm.gpu_hours(windows, 1, 1) == 4 * 168
+
+
 def test_replicas_stay_within_bounds() -> None:
     bounds = prewarm.Bounds(2, 6, 10.0)
     assert [prewarm.replicas_for(rate, bounds) for rate in (0, 15, 40, 1000)] == [2, 2, 4, 6]

@@ -104,6 +104,21 @@ def profile_memory_mib(profile: str) -> float:
     return int(match["gb"]) * MIB_PER_NAMED_GB
 
 
+def profile_slices(profile: str) -> int:
+    """The compute slices (of MIG_SLICES) a MIG profile takes: the ``g`` of ``<g>g.<mem>gb``."""
+    match = MIG_PROFILE.fullmatch(profile)
+    if match is None:
+        raise ValueError(f"{profile!r} is not a MIG profile <g>g.<memory>gb")
+    return int(match["g"])
+
+
+def gpus_per_replica(current: Current) -> float:
+    """Whole GPUs one replica holds: a MIG slice is its share of one, not a whole GPU."""
+    if current.mig is not None:
+        return profile_slices(current.mig) / MIG_SLICES
+    return max(current.gpus, 1)
+
+
 def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal]:
     if evidence.days < rules.min_days or math.isnan(evidence.util_p95):
         return []
@@ -114,8 +129,8 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
             # Above its minimum the autoscaler runs what the load needs either way: a lower
             # minimum saves only the hours spent at the minimum.
             at_minimum = evidence.share_at_most(current.min_replicas)
-            saved = (current.min_replicas - needed) * max(current.gpus, 1) * HOURS_PER_MONTH \
-                * at_minimum
+            saved = (current.min_replicas - needed) * gpus_per_replica(current) \
+                * HOURS_PER_MONTH * at_minimum
             found.append(Proposal(
                 "min-replicas", "spec.scaling.minReplicas", str(current.min_replicas),
                 str(needed),
@@ -127,8 +142,14 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
         return found
     memory_needed = evidence.memory_peak_mib * (1 + rules.headroom)
     if current.gpus == 1 and current.mig is None:
-        for profile in sorted(rules.mig_profiles, key=profile_memory_mib):
-            slices = int(MIG_PROFILE.fullmatch(profile)["g"])  # type: ignore[index]
+        # The smallest slice that fits: least memory, then least compute. A whole-GPU profile
+        # (7 slices) saves nothing and would only move the pod onto MIG nodes.
+        candidates = sorted((profile for profile in rules.mig_profiles
+                             if profile_slices(profile) < MIG_SLICES),
+                            key=lambda profile: (profile_memory_mib(profile),
+                                                 profile_slices(profile)))
+        for profile in candidates:
+            slices = profile_slices(profile)
             share = slices / MIG_SLICES
             if (memory_needed <= profile_memory_mib(profile)
                     and evidence.util_p95 <= rules.util_ceiling * share):

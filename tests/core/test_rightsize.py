@@ -27,6 +27,26 @@ def test_small_memory_and_low_utilisation_get_the_smallest_fitting_slice() -> No
     assert math.isclose(found[0].gpu_hours_saved_month, 2 * (1 - 2 / 7) * 730)
 
 
+def test_the_smallest_slice_wins_whatever_order_the_profiles_are_listed_in() -> None:
+    """Profiles of equal memory: the one with less compute; a 7-slice profile (a whole GPU
+    as MIG) saves nothing and is never proposed."""
+    current = rightsize.Current(min_replicas=1, gpus=1, mig=None, capacity=10)
+    rules = rightsize.Rules(mig_profiles=("2g.10gb", "1g.10gb"))
+    found = rightsize.propose(current, _evidence(util_p95=5, memory_peak_mib=6_000), rules)
+    assert [(p.kind, p.proposed) for p in found] == [("mig", "1g.10gb")]
+    whole = rightsize.Rules(mig_profiles=("4g.40gb", "3g.40gb", "7g.80gb"))
+    found = rightsize.propose(current, _evidence(util_p95=45, memory_peak_mib=50_000), whole)
+    assert found == []
+
+
+def test_a_lower_minimum_of_a_mig_deployment_saves_its_slices_not_whole_gpus() -> None:
+    current = rightsize.Current(min_replicas=3, gpus=1, mig="1g.10gb", capacity=10)
+    found = rightsize.propose(current, _evidence(quiet_hour_rate=1, replica_counts=(3.0,)),
+                              RULES)
+    assert [(p.kind, p.proposed) for p in found] == [("min-replicas", "1")]
+    assert math.isclose(found[0].gpu_hours_saved_month, (3 - 1) * (1 / 7) * 730)
+
+
 def test_a_slice_is_sized_by_the_memory_it_holds_not_its_rounded_name() -> None:
     """A 1g.10gb slice holds 9.50 GiB on an A100 80GB (nvidia-smi mig -lgip): 8,150 MiB + 20%
     (9,780 MiB) fits "10gb" read as 10,000 MiB, but not the 9,728 MiB the slice has."""

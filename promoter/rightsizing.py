@@ -237,8 +237,11 @@ def _teams(settings: Settings, metrics: MetricsSource, start: datetime,
            end: datetime) -> dict[tuple[str, str], str]:
     label = "label_" + re.sub(r"[^A-Za-z0-9_]", "_", settings.cost_labels.get("team", "team"))
     found: dict[tuple[str, str], str] = {}
-    for item in metrics.query_range(f"max by (namespace, pod, {label}) (kube_pod_labels)",
-                                    start, end, 3600):
+    # Over each hourly step's whole hour, not at its instant: a pod that lived between two
+    # steps (a burst replica scaled up for half an hour) is seen only through the window.
+    for item in metrics.query_range(
+            f"max by (namespace, pod, {label}) (max_over_time(kube_pod_labels[1h]))",
+            start, end, 3600):
         if item.labels.get(label):
             found[(item.labels.get("namespace", ""), item.labels.get("pod", ""))] = \
                 item.labels[label]

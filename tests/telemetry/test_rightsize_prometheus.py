@@ -39,6 +39,7 @@ FLEET = {"sliced": (3, 1, 12.0, 6_500.0, 20.0, "vision"),
 RUNTIME = {"sliced": "triton", "wide": "triton", "oversized": "vllm", "busy": "vllm"}
 REQUESTS = {"triton": "nv_inference_request_success", "vllm": "vllm:request_success_total"}
 WEEKS = 8 / 7
+BURST_POD = "burst-5c9f7d8b6-q2w4e"   # GPU samples for 35 minutes: 7 x 300 s
 END = traces.START + timedelta(days=8)
 
 
@@ -80,9 +81,16 @@ def _history() -> str:
                     families["used"].append(f"DCGM_FI_DEV_FB_USED{{{g}}} {m:.0f} {stamp}")
                     families["free"].append(f"DCGM_FI_DEV_FB_FREE{{{g}}} {FB_TOTAL - m:.0f} "
                                             f"{stamp}")
-                if stamp % 3600 == 0:
-                    families["kube"].append(f'kube_pod_labels{{{labels},label_team="{team}"}} 1 '
-                                            f"{stamp}")
+                # As kube-state-metrics exports it: every scrape, while the pod exists.
+                families["kube"].append(f'kube_pod_labels{{{labels},label_team="{team}"}} 1 '
+                                        f"{stamp}")
+    # A burst replica KEDA started for half an hour, between two hour marks (10:05-10:35).
+    labels = f'namespace="{NAMESPACE}",pod="{BURST_POD}"'
+    first = int((traces.START + timedelta(days=2, hours=10, minutes=5)).timestamp())
+    for stamp in range(first, first + 31 * 60, 300):
+        g = f'{labels},gpu="0",modelName="{GPU}"'
+        families["util"].append(f"DCGM_FI_DEV_GPU_UTIL{{{g}}} 60.0 {stamp}")
+        families["kube"].append(f'kube_pod_labels{{{labels},label_team="vision"}} 1 {stamp}')
     for family in families.values():
         lines.extend(family)
     return "\n".join(lines) + "\n# EOF\n"
@@ -169,11 +177,13 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
 
     hours = 8 * 24
     models = rows("model")
-    assert set(models) == {"sliced", "oversized", "wide", "busy"}
+    assert set(models) == {"sliced", "oversized", "wide", "busy", "burst"}
     assert models["oversized"]["gpu_hours"] == pytest.approx(3 * hours, rel=0.03)
     assert models["wide"]["gpu_hours"] == pytest.approx(2 * hours, rel=0.03)
     assert models["busy"]["cost"] == pytest.approx(3.0 * hours, rel=0.03)
     teams = rows("team")
+    # The burst replica lived between two hourly steps: its team is still found.
+    assert "unknown" not in teams
     assert teams["search"]["gpu_hours"] == pytest.approx(5 * hours, rel=0.03)
     assert teams["assistants"]["gpu_hours"] == pytest.approx(hours, rel=0.03)
     assert teams["vision"]["gpu_hours"] == pytest.approx(3 * hours, rel=0.03)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
     from promoter.service.cluster_feedback import ClusterFeedback
 
 HELP = """Show Argo CD's sync and health of promoted models, one row per model, environment and
-cluster (version, MR, sync, health, since), read from the Argo CD Application objects through
+cluster (the version the clusters run, and a newer one proposed in an MR not merged yet; MR,
+sync, health, since), read from the Argo CD Application objects through
 the Kubernetes API (argocd.kubeconfig / KUBECONFIG / in-cluster; namespace argocd.namespace).
 
 MODEL is a registered model name or a deployment name. Unless --no-record, a change is also
@@ -73,7 +75,8 @@ def status(
         return rows, version
 
     current, version = snapshot()
-    _print([_describe(row, ledger) for _, row in sorted(current.items())], output)
+    live = _live_versions(settings)
+    _print([_describe(row, ledger, live) for _, row in sorted(current.items())], output)
     if not watch:
         return
     deadline = time.monotonic() + seconds if seconds else None
@@ -93,7 +96,7 @@ def status(
                 _record(feedback, row.name, row.env,
                         [r for k, r in current.items() if k[:2] == key[:2]])
                 gone = {"deleted": True} if kind == "DELETED" else {}
-                _print([_describe(row, ledger) | gone], output, header=False)
+                _print([_describe(row, ledger, live) | gone], output, header=False)
                 if deadline is not None and time.monotonic() >= deadline:
                     return
         except WatchExpired:  # the resourceVersion is too old: list again, watch from there
@@ -119,14 +122,40 @@ def _record(feedback: ClusterFeedback | None, name: str, env: str,
         typer.echo(f"warning: {name}/{env}: status not written back: {exc.message}", err=True)
 
 
-def _describe(row: ClusterStatus, ledger: DeploymentLedger) -> dict[str, Any]:
+def _describe(row: ClusterStatus, ledger: DeploymentLedger,
+              live: Callable[[str, str], str | None]) -> dict[str, Any]:
+    """One row: ``version`` is what the clusters run (the ledger row's once merged, else the
+    version still live), ``proposed`` a newer version whose MR (``mr``) is not merged."""
+    from promoter.core.results import DeploymentStatus
+
     deployed = ledger.by_deployment(row.name, row.env)
+    runs = deployed is not None and deployed.status in (
+        DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED,
+        DeploymentStatus.DECOMMISSIONING)
     return {"model": deployed.model if deployed else row.name, "name": row.name,
             "env": row.env, "cluster": row.cluster,
-            "version": deployed.version if deployed else None,
+            "version": deployed.version if deployed and runs else
+            live(deployed.model, row.env) if deployed else None,
+            "proposed": deployed.version if deployed and not runs else None,
             "mr": deployed.mr_iid if deployed else None, "sync": row.sync,
             "health": row.health, "revision": row.revision, "since": row.since,
             "application": row.application}
+
+
+def _live_versions(settings: Any) -> Callable[[str, str], str | None]:
+    """(model, env) → the version live there, from the audit trail: read once per
+    environment, and only when a row follows a proposal not merged yet."""
+    from promoter.service import composition
+
+    read: dict[str, dict[str, Any]] = {}
+
+    def live(model: str, env: str) -> str | None:
+        if env not in read:
+            read[env] = composition.audit_trail(settings).live_now(env)
+        found = read[env].get(model)
+        return found.version if found is not None else None
+
+    return live
 
 
 def _print(rows: list[dict[str, Any]], output: str, header: bool = True) -> None:
@@ -144,7 +173,9 @@ def _print(rows: list[dict[str, Any]], output: str, header: bool = True) -> None
         return
     table = [("MODEL", "ENV", "CLUSTER", "VERSION", "MR", "SYNC", "HEALTH", "SINCE")] \
         if header else []
-    table += [(str(r["model"]), r["env"], r["cluster"], str(r["version"] or "-"),
+    table += [(str(r["model"]), r["env"], r["cluster"],
+               str(r["version"] or "-") + (f" (v{r['proposed']} proposed)" if r["proposed"]
+                                           else ""),
                f"!{r['mr']}" if r["mr"] else "-", r["sync"], r["health"],
                str(r["since"] or "-")) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]

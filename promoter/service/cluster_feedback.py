@@ -220,6 +220,22 @@ class ClusterFeedback:
             judgement.carries.learn(row.revision for row in status.clusters)
         return judgement.summarise(status.clusters), judgement
 
+    def _running_version(self, deployed: DeployedState | None, env: str) -> str | None:
+        """The version the clusters' status is about: the row's, once merged (recorded, or
+        merged on the forge and not recorded yet: the clusters may run it already); while the
+        row follows a newer proposal still open, or one closed or refused, the version still
+        live (MLflow's live_version), never the proposed one, which no cluster runs."""
+        if deployed is None or deployed.status in _ROW_RUNS:
+            return deployed.version if deployed else None
+        if self.registry is None or self.merge_requests is None or deployed.mr_iid is None:
+            return deployed.version   # cannot tell: as before, the row's
+        try:
+            merged = self.merge_requests.get(deployed.mr_iid).state == "merged"
+        except NotFoundError:
+            merged = False
+        return deployed.version if merged else \
+            self.registry.live_version(deployed.model, env)
+
     def _tell(self, name: str, env: str, status: EnvironmentStatus, judgement: _Judgement,
               actor: str, *, was_deployed: bool) -> tuple[EnvironmentStatus, _Judgement]:
         """Tell ``status`` and return what was told and the judgement it was told from: the
@@ -227,25 +243,31 @@ class ClusterFeedback:
         the audit trail and the MR note all tell about one row, judged on that very row."""
         status, judgement = self._rejudged(status, name, env, judgement)
         deployed = judgement.deployment
+        running = self._running_version(deployed, env)
         self.audit.record("argocd.status", actor=actor, name=name, env=env,
                           model=deployed.model if deployed else None,
-                          version=deployed.version if deployed else None,
+                          version=running,
                           sync=status.sync, health=status.health, revision=status.revision,
                           deployed=status.deployed, unverified=status.unverified,
                           clusters={c.cluster: f"{c.sync}/{c.health}" for c in status.clusters})
         if deployed is None:
             return status, judgement
-        if self.registry is not None:
+        if self.registry is not None and running is not None:
             try:
-                self.registry.write_back(deployed.model, deployed.version, env,
+                self.registry.write_back(deployed.model, running, env,
                                          _status_tags(status, deployed, was_deployed))
             except PromoterError as exc:
                 self.audit.record("write_back.failed", model=deployed.model,
-                                  version=deployed.version, env=env, reason=exc.message)
+                                  version=running, env=env, reason=exc.message)
                 raise
         if self.forge is not None and deployed.mr_iid is not None:
             self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note(deployed.version))
         return status, judgement
+
+
+# Row statuses whose version is the one the clusters run (or ran until its removal merges).
+_ROW_RUNS = frozenset({DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED,
+                       DeploymentStatus.DECOMMISSIONING})
 
 
 def _status_tags(status: EnvironmentStatus, deployed: DeployedState,

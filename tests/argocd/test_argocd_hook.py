@@ -135,6 +135,25 @@ def test_two_clusters_synced_and_healthy_make_the_version_deployed(parts: dict) 
     assert entries[-1]["actor"] == "argocd:fraud-detector-production-gpu-us-1"
 
 
+def test_while_a_newer_version_is_proposed_the_clusters_status_is_told_of_the_live_one(
+        tmp_path: Path) -> None:
+    """Version 8's MR is open (or was closed): the clusters still run 7, so their health
+    belongs on 7 in MLflow and in the audit trail, not on 8, which runs nowhere."""
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="8", status="mr_opened", mr_iid=4, head_sha="b" * 40))
+    registry, audit, store = RecordingRegistry(), AuditTrail(tmp_path), StatusStore(tmp_path)
+    registry.live[("Fraud Detector", "production")] = "7"
+    handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, audit, registry, Notes(), MergeRequests()))   # !4 is open
+    _post(handler, "health-degraded", application("fraud-detector", "production", "gpu-eu-1",
+                                                  health="Degraded"))
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Degraded"
+    assert ("Fraud Detector", "8") not in registry.tags
+    [entry] = [e for e in _audit(audit) if e["event"] == "argocd.status"]
+    assert entry["version"] == "7"
+
+
 def test_a_version_merged_with_a_foreign_head_is_never_told_deployed(
         parts: dict, tmp_path: Path) -> None:
     """Its MR was merged with a head someone else pushed (status merged_unverified): Argo CD
@@ -339,11 +358,13 @@ class OnlyThreeMerged(MergeRequests):
 
 def test_a_status_judged_on_one_mr_is_never_told_of_the_next_version(tmp_path: Path) -> None:
     """Judged deployed against !3's merge, told after !4 took the ledger row: what is told is
-    about version 8, judged on !4 (open), so version 8 is not tagged deployed nor merged."""
+    judged on !4 (open), so version 8 is not tagged at all (no cluster runs it) and 7's
+    health is told without a status."""
     ledger = StateLedger(tmp_path)
     ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
                              version="7", status="merged", mr_iid=3, head_sha="a" * 40))
     registry, audit = RecordingRegistry(), AuditTrail(tmp_path)
+    registry.live[("Fraud Detector", "production")] = "7"   # !3's merge, recorded
     mrs = OnlyThreeMerged()
     store = ChangedWhileJudging(tmp_path, lambda: ledger.put(DeployedState(
         model="Fraud Detector", env="production", name="fraud-detector", version="8",
@@ -353,9 +374,11 @@ def test_a_status_judged_on_one_mr_is_never_told_of_the_next_version(tmp_path: P
     _, answer = _post(handler, "sync-succeeded",
                       application("fraud-detector", "production", "gpu-eu-1"))
     assert store.changed and answer["deployed"] is False
-    assert "promoter.production.status" not in registry.tags[("Fraud Detector", "8")]
+    # Version 8 runs nowhere yet: nothing is told of it; what is told is of 7, still live.
+    assert ("Fraud Detector", "8") not in registry.tags
+    assert "promoter.production.status" not in registry.tags[("Fraud Detector", "7")]
     assert [(e["version"], e["deployed"]) for e in _audit(audit)
-            if e["event"] == "argocd.status"] == [("8", False)]
+            if e["event"] == "argocd.status"] == [("7", False)]
 
 
 def test_deployed_only_at_a_revision_that_carries_the_merged_mr(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from promoter.ports.pipeline import DeployedState
+from promoter.service.audit import AuditTrail
 from promoter.service.ledger import StateLedger
 from tests.argocd.applications import REVISION, application
 from tests.argocd.k8s_standin import KubeStandin, serve
@@ -114,3 +115,24 @@ def test_watch_lists_again_when_its_resource_version_expired(cluster: dict, caps
     assert code == 0, err
     lists = [r for r in standin.requests if "watch=" not in r]
     assert len(lists) >= 2                  # the first list, then again after the 410
+
+
+def test_a_version_proposed_but_not_merged_is_not_shown_as_running(cluster: dict,
+                                                                   capsys) -> None:
+    """Version 7 is live (its merge is in the audit trail); version 8's MR !5 is open: the
+    clusters run 7, and 8 is shown as proposed, not as their version."""
+    AuditTrail(cluster["state"]).record(
+        "mr.merge", actor="alice", name="fraud-detector", env="production", iid=4,
+        model="Fraud Detector", version="7", status="merged")
+    StateLedger(cluster["state"]).put(DeployedState(
+        model="Fraud Detector", env="production", name="fraud-detector", version="8",
+        status="mr_opened", mr_iid=5, head_sha="c" * 40))
+    cluster["standin"].put("argocd", application("fraud-detector", "production", "gpu-eu-1"))
+    run = cli_runner(capsys)
+    code, out, err = run("--config", str(cluster["config"]), "status", "--no-record",
+                         "--output", "json")
+    assert code == 0, err
+    [row] = json.loads(out)
+    assert (row["version"], row["proposed"], row["mr"]) == ("7", "8", 5)
+    code, out, _ = run("--config", str(cluster["config"]), "status", "--no-record")
+    assert "7 (v8 proposed)" in out

@@ -4,7 +4,8 @@ Pure: a replay of audit entries in order. A merged promotion makes its version l
 environment; a merged decommission of that version (or of none named) removes the model
 from it. (A rollback is a promotion of an older version, so it needs no case of its own.)
 Merging the version that is already live again (a re-render of the same version) does not
-make it newly live. A merge of promoter's MR
+make it newly live, nor does a merge recorded late, after a newer merge of its deployment
+(status ``superseded`` or ``rolled_back``). A merge of promoter's MR
 whose head someone else pushed (``mr.merge_foreign``) leaves the model's version unknown from
 then on (``Live.version`` None, ``foreign_head`` the merged commit): promoter did not check
 what reached the branch, so it names no version until its next verified merge. The answer is
@@ -20,6 +21,9 @@ from typing import Any
 MERGED = "mr.merge"
 FOREIGN_MERGED = "mr.merge_foreign"
 DECOMMISSIONED = "decommissioned"
+# The status of a merge recorded only after a newer merge of its deployment had been (its
+# outcome was lost, then found by the MR sweep): replaced before it was known, never live since.
+REPLACED = frozenset({"superseded", "rolled_back"})
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ def live_at(entries: Iterable[Mapping[str, Any]], env: str, at: float,
         elif entry.get("status") == DECOMMISSIONED:
             if _removes(live.get(name), version):
                 live.pop(name, None)
+        elif entry.get("status") in REPLACED:
+            continue
         elif isinstance(version, str):
             already = live.get(name)
             if already is None or already.version != version:

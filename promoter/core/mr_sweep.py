@@ -11,7 +11,8 @@ an MR settled there with someone else's head is synthesized as the webhook passe
 foreign outcome (``MergeRequestEvent.pushed_sha`` set), recorded but not acted on as promoter's.
 
 Garbage collection's MRs have no ledger row: the sweep follows the ones whose outcome is not
-recorded yet (state.gc_pending), oldest first, ``GC_LIMIT`` a pass.
+recorded yet (state.gc_pending), oldest first, ``GC_LIMIT`` a pass; so it does for the MRs a
+row moved on from before their outcome was recorded (state.left_mrs).
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ def rows_to_look_at(rows: Iterable[DeployedState], limit: int,
     return sorted(waiting, key=lambda row: (row.mr_iid or 0, row.name, row.env))[:max(0, limit)]
 
 
-def gc_mrs_to_look_at(unrecorded: Iterable[int], left_alone: Collection[int] = (),
-                      limit: int = GC_LIMIT) -> list[int]:
-    """GC MRs whose outcome is not recorded, oldest first, at most ``limit`` (an older one
-    merged unseen is recorded before newer ones; each recorded leaves the list)."""
+def noted_mrs_to_look_at(unrecorded: Iterable[int], left_alone: Collection[int] = (),
+                        limit: int = GC_LIMIT) -> list[int]:
+    """Noted MRs (GC's, or ones a row left) whose outcome is not recorded, oldest first, at
+    most ``limit`` (an older one merged unseen is recorded before newer ones; each recorded
+    leaves the list)."""
     return sorted(iid for iid in unrecorded if iid not in left_alone)[:max(0, limit)]
 
 
@@ -76,6 +78,16 @@ def settled_event(row: DeployedState, mr: MergeRequest, *, pushed_sha: str | Non
     if mr.state in ACTION_FOR_STATE and (row.status not in WAITING or mr.iid != row.mr_iid):
         return SweepDecision(None, "already recorded")
     return _settled(row.name, row.env, branch_for(row.name, row.env), mr, pushed_sha=pushed_sha,
+                    target_branch=target_branch, project_id=project_id,
+                    project_path=project_path)
+
+
+def settled_left_event(name: str, env: str, mr: MergeRequest, *, pushed_sha: str | None,
+                       target_branch: str, project_id: int,
+                       project_path: str) -> SweepDecision:
+    """The merge or close event of an MR deployment (name, env)'s row left before its outcome
+    was recorded (state.left_mrs), under the webhook's guards."""
+    return _settled(name, env, branch_for(name, env), mr, pushed_sha=pushed_sha,
                     target_branch=target_branch, project_id=project_id,
                     project_path=project_path)
 

@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from promoter.core.mr_sweep import WAITING
 from promoter.core.results import DeploymentStatus
 from promoter.ports.git import BRANCH_PREFIX
 from promoter.ports.pipeline import DeployedState
 from promoter.service.queue_ops import shared_now
+from promoter.state import left_mrs
 from promoter.state.db import Connection, StateDB, state_db
 
 # The newest head pushed to this deployment's branch for its MR (branch_for(name, env)).
@@ -206,6 +208,11 @@ def _owners(conn: Connection, name: str, now: float) -> frozenset[str]:
 
 
 def _put(conn: Connection, state: DeployedState, now: float) -> None:
+    before = _one(conn, "d.model = ? AND d.env = ?", (state.model, state.env))
+    if before is not None and before.mr_iid is not None and before.mr_iid != state.mr_iid \
+            and before.status in WAITING:
+        # The row leaves an MR whose outcome is not recorded: the sweep follows it from there.
+        left_mrs.note(conn, before.mr_iid, before.name, before.env)
     conn.execute(
         "INSERT INTO deployments (model, env, name, version, status, mr_iid) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, env) DO UPDATE SET name = excluded.name, "

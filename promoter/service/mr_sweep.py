@@ -9,6 +9,10 @@ once. An MR settled with someone else's head is fed to it too, as a foreign outc
 the report (`promoter reconcile --once` prints it and exits non-zero) and the pass goes on with
 the next: the row still waits, so the next pass tries it again.
 
+A row that moved on to a newer MR before its MR's outcome was recorded noted that MR
+(state.left_mrs): each pass also reads those, a few a pass, and feeds their outcomes to the
+same handler, which records them for the MR's own version (never settling the newer row).
+
 Garbage collection's MRs have no ledger row: each pass also reads the GC MRs noted as not
 recorded yet (state.gc_pending: one small query, no audit read) and reads those MRs, oldest
 first, a few a pass (GitLab does not re-send a GC merge hook answered 503, nor one sent while
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
     from promoter.service.ledger import StateLedger
     from promoter.service.metrics import Metrics
     from promoter.state.gc_pending import GcPending
+    from promoter.state.left_mrs import LeftMrs
     from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.mr_sweep")
@@ -97,6 +102,8 @@ class MergeRequestSweep:
     left_alone: set[int] = field(default_factory=set)
     # GC MRs whose outcome is not recorded yet; None: GC's MRs are not followed.
     gc_pending: GcPending | None = None
+    # MRs deployment rows moved on from before their outcome was recorded; None: not followed.
+    left_mrs: LeftMrs | None = None
     # Told (project id, iid) of a noted GC MR the forge says does not exist
     # (GcOutcomes.gone: records what the target branch shows it removed,
     # audits it, stops following it); None: such an MR is a failure of every pass.
@@ -107,7 +114,8 @@ class MergeRequestSweep:
         rows = core.rows_to_look_at(self.ledger.with_statuses(core.WAITING), self.limit,
                                     self.left_alone)
         gc_iids = self._unrecorded_gc_mrs()
-        if not rows and not gc_iids:
+        left = self._left_mrs()
+        if not rows and not gc_iids and not left:
             return report
         project_id, project_path = self.project()
         for row in rows:
@@ -120,6 +128,17 @@ class MergeRequestSweep:
                                           project_id=project_id, project_path=project_path)
 
             self._settle(report, row.mr_iid, row.name, row.env, project_id, decide)
+        for iid, name, env in left:
+            assert self.left_mrs is not None
+
+            def decide_left(mr: MergeRequest, pushed_sha: str | None, name: str = name,
+                            env: str = env) -> core.SweepDecision:
+                return core.settled_left_event(name, env, mr, pushed_sha=pushed_sha,
+                                               target_branch=self.target_branch,
+                                               project_id=project_id, project_path=project_path)
+
+            self._settle(report, iid, name, env, project_id, decide_left,
+                         on_missing=self.left_mrs.settled, on_settled=self.left_mrs.settled)
         for gc_iid in gc_iids:
             self._settle(report, gc_iid, *GC_KEY, project_id, lambda mr, pushed_sha:
                          core.settled_gc_event(mr, pushed_sha=pushed_sha,
@@ -135,7 +154,15 @@ class MergeRequestSweep:
         """GC's MRs whose outcome is not recorded yet, oldest first, a few a pass."""
         if self.gc_pending is None:
             return []
-        return core.gc_mrs_to_look_at(self.gc_pending.unrecorded(), self.left_alone)
+        return core.noted_mrs_to_look_at(self.gc_pending.unrecorded(), self.left_alone)
+
+    def _left_mrs(self) -> list[tuple[int, str, str]]:
+        """MRs rows moved on from before their outcome was recorded, oldest first, a few a
+        pass."""
+        if self.left_mrs is None:
+            return []
+        noted = {iid: (iid, name, env) for iid, name, env in self.left_mrs.unrecorded()}
+        return [noted[iid] for iid in core.noted_mrs_to_look_at(noted, self.left_alone)]
 
     def _gc_mr_gone(self, project_id: int) -> Callable[[int], None] | None:
         gone = self.on_gc_mr_gone
@@ -143,11 +170,14 @@ class MergeRequestSweep:
 
     def _settle(self, report: SweepReport, iid: int, name: str, env: str, project_id: int,
                 decide: Callable[[MergeRequest, str | None], core.SweepDecision], *,
-                on_missing: Callable[[int], None] | None = None) -> None:
+                on_missing: Callable[[int], None] | None = None,
+                on_settled: Callable[[int], None] | None = None) -> None:
         """Read MR ``iid`` (one forge read) and feed the outcome ``decide`` makes of it to the
         handler; what happened goes into ``report``. An MR the forge does not have is handed
         to ``on_missing`` when given, else it is a failure (a deployment's row would wait on
-        an outcome nobody can tell: an operator's matter, shown every pass)."""
+        an outcome nobody can tell: an operator's matter, shown every pass). ``on_settled`` is
+        told an MR whose outcome the handler took, or that is settled with nothing to
+        record (not promoter's, closed as superseded)."""
         report.looked_at += 1
         try:
             try:
@@ -166,8 +196,12 @@ class MergeRequestSweep:
                     self.left_alone.add(iid)
                     log(_log, logging.WARNING, "settled MR not promoter's; left alone",
                         iid=iid, name=name, env=env, reason=decision.reason)
+                if on_settled is not None and mr.state in core.ACTION_FOR_STATE:
+                    on_settled(iid)
                 return
             self.on_event(decision.event)
+            if on_settled is not None:
+                on_settled(iid)
         except RecordingElsewhere:
             report.elsewhere.append({"iid": iid, "name": name, "env": env})
             log(_log, logging.INFO, "MR outcome being recorded by another handler; next "

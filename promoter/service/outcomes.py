@@ -47,6 +47,9 @@ STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed
 # deployed something promoter never checked (not live, not "merged"); a close deployed nothing.
 FOREIGN_STATUS_FOR_ACTION = {"merge": DeploymentStatus.MERGED_UNVERIFIED,
                              "close": DeploymentStatus.CLOSED}
+# A row in one of these has had a newer merge of its deployment recorded.
+LATER_MERGE_RECORDED = frozenset({DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED,
+                                  DeploymentStatus.DECOMMISSIONED})
 # The statuses whose recording moves promoter.<env>.live_version.
 LIVE_MOVING = frozenset({DeploymentStatus.MERGED, DeploymentStatus.DECOMMISSIONED})
 
@@ -121,6 +124,13 @@ class MergeRequestOutcomes:
         assert event.name is not None and event.env is not None
         state, current, version, model = self._subject(event)
         status = self._status(event, state if current else None)
+        if status == DeploymentStatus.MERGED and not current and state is not None and \
+                version is not None and state.model == model and state.version != version \
+                and state.status in LATER_MERGE_RECORDED:
+            # An older MR's merge found late (its hook lost; the MR sweep follows MRs a row
+            # left): the newer merge recorded since replaced it, so it must not make its
+            # version live again nor tag the newer one as replaced.
+            status = replaced_status(version, state.version)
         if current and state is not None and event.action in SETTLING and \
                 state.status == status:
             # Recorded before outcomes were claimed (or its claim was pruned since).

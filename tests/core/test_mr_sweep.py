@@ -9,7 +9,7 @@ from promoter.core.mr_sweep import (
     GC_LIMIT,
     SWEEP_ACTOR,
     SweepDecision,
-    gc_mrs_to_look_at,
+    noted_mrs_to_look_at,
     rows_to_look_at,
     settled_event,
     settled_gc_event,
@@ -86,10 +86,10 @@ def test_a_humans_head_settled_on_the_target_is_a_foreign_outcome_not_promoters(
 
 def test_every_unrecorded_gc_mr_is_followed_oldest_first_a_few_a_pass() -> None:
     """An older GC MR merged unseen is not dropped when a newer one is proposed."""
-    assert gc_mrs_to_look_at([]) == []
-    assert gc_mrs_to_look_at([7, 4]) == [4, 7]
-    assert gc_mrs_to_look_at([7, 4], left_alone={4}) == [7]
-    assert gc_mrs_to_look_at(range(1, 2 * GC_LIMIT)) == list(range(1, GC_LIMIT + 1))
+    assert noted_mrs_to_look_at([]) == []
+    assert noted_mrs_to_look_at([7, 4]) == [4, 7]
+    assert noted_mrs_to_look_at([7, 4], left_alone={4}) == [7]
+    assert noted_mrs_to_look_at(range(1, 2 * GC_LIMIT)) == list(range(1, GC_LIMIT + 1))
 
 
 def test_a_settled_gc_mr_becomes_gcs_event_under_the_webhooks_guards() -> None:

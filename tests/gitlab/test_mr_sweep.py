@@ -26,6 +26,7 @@ from promoter.service.outcome_claims import OutcomeClaims
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.state.db import StateDB
 from promoter.state.gc_pending import GcPending
+from promoter.state.left_mrs import LeftMrs
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.stack import mlflow_client, promoter_environ, run_promoter, write_config
 from tests.gitlab import trees
@@ -68,7 +69,8 @@ class Promoter:
         self.sweep = MergeRequestSweep(self.ledger, harness.provider, heads, self.outcomes,
                                        project=lambda: (project, "group/gitops"),
                                        target_branch="main", gc_pending=GcPending(db),
-                                       on_gc_mr_gone=self.outcomes.gc.gone)
+                                       on_gc_mr_gone=self.outcomes.gc.gone,
+                                       left_mrs=LeftMrs(db))
 
     def opened(self, version: str) -> tuple[int, str]:
         result = self.harness.provider.propose(proposal(version, approvals_required=0))
@@ -131,6 +133,43 @@ def test_a_merge_whose_hook_was_lost_is_recorded_once_by_the_sweep(promoter: Pro
     promoter.late_hook(iid)                          # and the hook, late, records nothing more
     assert promoter.entries("mr.merge") == merged
     assert promoter.tags.written == written and promoter.status() == "merged"
+
+
+def test_a_lost_merge_is_recorded_though_the_next_version_opened_its_mr_first(
+        promoter: Promoter) -> None:
+    """The row moved on to version 4's MR before any sweep looked at version 3's: the MR it
+    left is still followed, and its merge recorded for version 3, once."""
+    iid3, head3 = promoter.opened("3")
+    promoter.harness.merge(iid3, head3)      # its hook is lost
+    iid4, _ = promoter.opened("4")
+    assert iid4 != iid3
+
+    report = promoter.sweep()
+    assert report.recorded == [{"iid": iid3, "name": NAME, "env": ENV, "action": "merge"}]
+    merged = [{"iid": iid3, "version": "3", "status": "merged", "actor": "reconcile"}]
+    assert promoter.entries("mr.merge") == merged
+    assert promoter.tags.live == {(MODEL, ENV): "3"}     # live until version 4 merges
+    assert promoter.status() == "mr_opened"              # the row still follows !iid4
+    assert promoter.sweep().looked_at == 1               # !iid4 only: !iid3 is settled
+    assert promoter.entries("mr.merge") == merged
+
+
+def test_a_lost_merge_found_after_the_newer_one_never_becomes_live_again(
+        promoter: Promoter) -> None:
+    iid3, head3 = promoter.opened("3")
+    promoter.harness.merge(iid3, head3)
+    iid4, head4 = promoter.opened("4")
+    promoter.harness.merge(iid4, head4)      # both hooks lost; one sweep finds both
+
+    promoter.sweep()
+    assert promoter.entries("mr.merge") == [
+        {"iid": iid4, "version": "4", "status": "merged", "actor": "reconcile"},
+        {"iid": iid3, "version": "3", "status": "superseded", "actor": "reconcile"}]
+    assert promoter.tags.live == {(MODEL, ENV): "4"}
+    assert (MODEL, "3", ENV, {"status": "superseded", "mr_url": promoter.harness.provider.get(
+        iid3).url}) in promoter.tags.written
+    assert promoter.audit.live_now(ENV)[MODEL].version == "4"
+    assert promoter.status() == "merged"
 
 
 def test_a_closed_mr_is_recorded_as_closed(promoter: Promoter) -> None:

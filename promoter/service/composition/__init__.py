@@ -43,6 +43,7 @@ from promoter.service.ledger import StateLedger
 from promoter.service.outcomes import MergeRequestOutcomes
 from promoter.settings import Settings
 from promoter.state.gc_pending import GcPending
+from promoter.state.left_mrs import LeftMrs
 from promoter.state.pushed_heads import PushedHeads
 
 if TYPE_CHECKING:
@@ -230,7 +231,8 @@ def mr_sweep(settings: Settings, outcomes: MergeRequestOutcomes,
     return MergeRequestSweep(StateLedger(state), git, PushedHeads(state), outcomes,
                              project=lambda: pushed_project(settings, git),
                              target_branch=settings.git.target_branch, metrics=metrics,
-                             gc_pending=GcPending(state), on_gc_mr_gone=outcomes.gc.gone)
+                             gc_pending=GcPending(state), on_gc_mr_gone=outcomes.gc.gone,
+                             left_mrs=LeftMrs(state))
 
 
 def pushed_project(settings: Settings, git: GitProvider) -> tuple[int, str]:

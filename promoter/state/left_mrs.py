@@ -1,0 +1,46 @@
+"""Deployment MRs the ledger stopped following before their outcome was recorded.
+
+The ledger row of a (model, env) follows one MR, and the MR sweep follows the rows still
+waiting on theirs. A row moves on to a newer MR only once the branch has no open MR, so the
+one it leaves was merged or closed; if that outcome's hook was lost (GitLab disables a
+failing hook; promoter was down) and the next version's MR opened before the sweep looked,
+the older merge would never be audited nor written back. So the ledger notes here, in the
+transaction that moves the row (one ``state_meta`` key per MR), each waiting MR it leaves; the
+sweep follows the noted MRs, and the outcome's recording (or finding nothing to record) removes
+the note.
+"""
+
+from __future__ import annotations
+
+import json
+
+from promoter.state.db import Connection, StateDB
+
+PREFIX = "mr.left."
+
+
+def note(conn: Connection, iid: int, name: str, env: str) -> None:
+    """Within the ledger's transaction: MR ``iid`` of deployment (name, env) was left waiting."""
+    conn.execute("INSERT INTO state_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO "
+                 "UPDATE SET value = excluded.value", (f"{PREFIX}{iid}", json.dumps([name, env])))
+
+
+class LeftMrs:
+    def __init__(self, db: StateDB) -> None:
+        self.db = db
+
+    def unrecorded(self) -> list[tuple[int, str, str]]:
+        """(iid, name, env) of every MR left before its outcome was recorded, oldest first."""
+        rows = self.db.read(lambda conn: conn.execute(
+            "SELECT key, value FROM state_meta WHERE key LIKE ?", (f"{PREFIX}%",)).fetchall())
+        left = []
+        for key, value in rows:
+            suffix, deployment = str(key)[len(PREFIX):], json.loads(value)
+            if suffix.isdigit() and isinstance(deployment, list) and len(deployment) == 2:
+                left.append((int(suffix), str(deployment[0]), str(deployment[1])))
+        return sorted(left)
+
+    def settled(self, iid: int) -> None:
+        """MR ``iid``'s outcome is recorded, or there is none to record: no longer followed."""
+        self.db.write(lambda conn: conn.execute(
+            "DELETE FROM state_meta WHERE key = ?", (f"{PREFIX}{iid}",)))

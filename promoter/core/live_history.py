@@ -82,20 +82,30 @@ def first_live(entries: Iterable[Mapping[str, Any]], env: str, model: str,
     merged = (entry.get("time") for entry in entries
               if entry.get("event") == MERGED and entry.get("env") == env
               and entry.get("model") == model and entry.get("version") == version
-              and entry.get("status") != DECOMMISSIONED)
+              and entry.get("status") != DECOMMISSIONED and entry.get("status") not in REPLACED)
     times = [float(when) for when in merged if isinstance(when, int | float)]
     return min(times, default=None)
 
 
 def previous_live(entries: Iterable[Mapping[str, Any]], env: str, model: str) -> str | None:
-    """The version that was live in ``env`` before the one live now (a rollback's target)."""
-    history: list[str] = []
+    """The last verified version live in ``env`` before what is live now (a rollback's
+    target). A merge of someone else's head is a step of its own, whose version is unknown:
+    what is live after one is not the verified version before it, and it is never a target."""
+    history: list[str | None] = []   # None: a foreign merge's unknown content
     for entry in entries:
-        if (entry.get("event") != MERGED or entry.get("env") != env
-                or entry.get("model") != model or not isinstance(entry.get("version"), str)):
+        event, version = entry.get("event"), entry.get("version")
+        if event not in (MERGED, FOREIGN_MERGED) or entry.get("env") != env \
+                or entry.get("model") != model:
             continue
-        if entry.get("status") == DECOMMISSIONED:
+        if event == FOREIGN_MERGED:
+            if not history or history[-1] is not None:
+                history.append(None)
+        elif not isinstance(version, str) or entry.get("status") in REPLACED:
+            continue
+        elif entry.get("status") == DECOMMISSIONED:
             history.clear()   # what ran before a decommission is not "previous" any more
-        elif not history or history[-1] != entry["version"]:
-            history.append(entry["version"])
-    return history[-2] if len(history) >= 2 else None
+        elif not history or history[-1] != version:
+            history.append(version)
+    current = history[-1] if history else None
+    earlier = [version for version in history[:-1] if version is not None and version != current]
+    return earlier[-1] if earlier else None

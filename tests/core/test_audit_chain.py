@@ -166,3 +166,19 @@ def test_previous_live_is_the_rollback_target() -> None:
     assert previous_live([merge("1"), merge("2"), merge("1")], "production", "a") == "2"
     assert previous_live([merge("1"), merge("2"), merge("2", "decommissioned"), merge("3")],
                          "production", "a") is None
+
+
+def test_a_foreign_merge_is_a_step_of_its_own_never_a_rollback_target() -> None:
+    """Version 3's MR merged with someone else's head: what runs is unknown, and the version
+    live before it is 2, not 1 (the foreign step was read as nothing, so 2 counted as live)."""
+    def merge(version: str, event: str = "mr.merge", status: str = "merged"
+              ) -> dict[str, object]:
+        return {"event": event, "env": "production", "model": "a", "version": version,
+                "status": status}
+    foreign = merge("3", "mr.merge_foreign", "merged_unverified")
+    assert previous_live([merge("1"), merge("2"), foreign], "production", "a") == "2"
+    assert previous_live([merge("1"), merge("2"), foreign, merge("4")], "production", "a") == "2"
+    assert previous_live([merge("2"), foreign, merge("2")], "production", "a") is None
+    # An older merge recorded late, after the newer one, was never live since.
+    assert previous_live([merge("1"), merge("2"), merge("1", status="superseded")],
+                         "production", "a") == "1"

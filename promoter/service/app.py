@@ -235,7 +235,10 @@ def _check_content_type(request: Request) -> None:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing (without reading on) anything larger than ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+    lengths = set(request.headers.getlist("content-length"))
+    if len(lengths) > 1:  # which body is meant is ambiguous (request smuggling): refused
+        raise UserError("two different Content-Length headers")
+    declared = lengths.pop() if lengths else None
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()):  # "²".isdigit() is True
             raise UserError("Content-Length is not a number")

@@ -87,7 +87,8 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
         util=[util[k] for k in keys], memory_used=[used.get(k, {}) for k in keys],
         memory_free=[free.get(k, {}) for k in keys],
         gpus=max(deployment.spec.resources.gpu.count, 1), days=covered,
-        rates_by_hour=[values for _, values in sorted(hours.items())])
+        rates_by_hour=[values for _, values in sorted(hours.items())],
+        pods=[pod for pod, _gpu in keys])
 
 
 def report(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,

@@ -181,16 +181,20 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
 def evidence_from(*, util: Sequence[Mapping[float, float]],
                   memory_used: Sequence[Mapping[float, float]],
                   memory_free: Sequence[Mapping[float, float]], gpus: int, days: float,
-                  rates_by_hour: Sequence[Sequence[float]]) -> Evidence:
-    """Evidence from per-GPU series, each ``{timestamp: value}``.
+                  rates_by_hour: Sequence[Sequence[float]],
+                  pods: Sequence[str] | None = None) -> Evidence:
+    """Evidence from per-GPU series, each ``{timestamp: value}``; ``pods`` names each series'
+    pod (its replica), when known.
 
-    Sums are taken per timestamp over the GPUs that reported then, and divided by the replicas
-    alive then (reporting GPUs / GPUs per replica): a pod replaced during the window (a rollout,
-    an eviction) counts only while it ran, instead of adding its samples to its successor's."""
+    Sums are taken per timestamp over each replica's GPUs: per pod when the pods are known
+    (the peak is then the largest replica's, not the average of unequal ones), else over the
+    GPUs that reported then divided by the replicas alive then (reporting GPUs / GPUs per
+    replica). Either way a pod replaced during the window (a rollout, an eviction) counts only
+    while it ran, instead of adding its samples to its successor's."""
     flat_util = [v for series in util for v in series.values()]
     per_replica = max(gpus, 1)
-    summed_util, alive = _per_replica_sums(util, per_replica)
-    summed_memory, _ = _per_replica_sums(memory_used, per_replica)
+    summed_util, alive = _per_replica_sums(util, per_replica, pods)
+    summed_memory, _ = _per_replica_sums(memory_used, per_replica, pods)
     memory_peaks = [max(series.values()) for series in memory_used if series]
     totals = [used + free[stamp] for used_series, free in zip(memory_used, memory_free,
                                                              strict=False)
@@ -206,10 +210,20 @@ def evidence_from(*, util: Sequence[Mapping[float, float]],
         replica_counts=tuple(alive))
 
 
-def _per_replica_sums(series: Sequence[Mapping[float, float]],
-                      per_replica: int) -> tuple[list[float], list[float]]:
-    """At each timestamp: the sum over the GPUs reporting then per replica alive then, and
-    that replica count."""
+def _per_replica_sums(series: Sequence[Mapping[float, float]], per_replica: int,
+                      pods: Sequence[str] | None = None) -> tuple[list[float], list[float]]:
+    """Replica sums and, per timestamp, the replicas alive then. With ``pods``: one sum per
+    pod and timestamp. Without: at each timestamp the sum over the GPUs reporting then per
+    replica alive then (an average when replicas differ)."""
+    if pods is not None:
+        per_pod: dict[float, dict[str, float]] = {}
+        for one, pod in zip(series, pods, strict=True):
+            for stamp, value in one.items():
+                sums_then = per_pod.setdefault(stamp, {})
+                sums_then[pod] = sums_then.get(pod, 0.0) + value
+        stamps = sorted(per_pod)
+        return ([total for stamp in stamps for total in per_pod[stamp].values()],
+                [float(len(per_pod[stamp])) for stamp in stamps])
     by_stamp: dict[float, list[float]] = {}
     for one in series:
         for stamp, value in one.items():

@@ -131,3 +131,17 @@ def test_a_replica_over_two_gpus_sums_its_gpus() -> None:
                   per_replica=2)
     assert found.util_sum_p95 == 50.0 and found.memory_sum_peak_mib == 22_000.0
     assert found.average_replicas == 1.0 and found.memory_peak_mib == 12_000.0
+
+
+def test_the_peak_of_unequal_replicas_is_the_largest_ones_not_their_average() -> None:
+    """Two replicas over 2 GPUs each, one holding 2 x 35,000 MiB, the other 2 x 10,000: one
+    81,500 MiB GPU cannot hold the first (84,000 MiB with headroom), whatever the average."""
+    gpu = [{float(t): used for t in range(100)} for used in (35_000.0, 35_000.0,
+                                                             10_000.0, 10_000.0)]
+    util = [{float(t): 10.0 for t in range(100)} for _ in range(4)]
+    free = [{float(t): 81_500.0 - 35_000.0 for t in range(100)} for _ in range(4)]
+    found = rightsize.evidence_from(util=util, memory_used=gpu, memory_free=free, gpus=2,
+                                    days=14, rates_by_hour=[], pods=["a", "a", "b", "b"])
+    assert found.memory_sum_peak_mib == 70_000.0 and found.average_replicas == 2.0
+    current = rightsize.Current(min_replicas=2, gpus=2, mig=None, capacity=10)
+    assert [p.kind for p in rightsize.propose(current, found, RULES) if p.kind == "gpus"] == []

@@ -52,6 +52,11 @@ def bucket_of(moment: datetime, tz: tzinfo, step_minutes: int) -> int:
     return (local.weekday() * MINUTES_PER_DAY + local.hour * 60 + local.minute) // step_minutes
 
 
+# Share of the week's slots that must hold samples: a span of a week with a few samples in it
+# would otherwise give a flat forecast that reads as "a week of history".
+MIN_COVERAGE = 0.5
+
+
 def fit(samples: Sequence[tuple[datetime, float]], tz: tzinfo, *, step_minutes: int = 15,
         z: float = 1.28) -> Forecast:
     """The seasonal model of ``samples`` (aware datetimes, rate values) in zone ``tz``."""
@@ -76,6 +81,12 @@ def fit(samples: Sequence[tuple[datetime, float]], tz: tzinfo, *, step_minutes: 
         bucket = bucket_of(moment, tz, step_minutes)
         by_bucket[bucket].append(value)
         by_day.setdefault((local.year, local.month, local.day), []).append(value)
+    covered = sum(1 for values in by_bucket if values) / week
+    if covered < MIN_COVERAGE:
+        raise UserError(f"the request-rate history fills only {covered:.0%} of the week's "
+                        f"{step_minutes}-minute slots; the weekly model needs "
+                        f"{MIN_COVERAGE:.0%}",
+                        hint="check the scrape interval and gaps in Prometheus's retention")
     # Daily profile: median per time of day over every day; weekday level from day means.
     time_of_day = [statistics.median(v) if v else math.nan for v in (
         [x for day in range(DAYS) for x in by_bucket[day * per_day + slot]]

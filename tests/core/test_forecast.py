@@ -142,3 +142,12 @@ def test_too_little_history_is_refused() -> None:
         forecast.fit(_series(3, lambda _m: 1.0), BERLIN)
     with pytest.raises(UserError, match="no request-rate history"):
         forecast.fit([], BERLIN)
+
+
+def test_a_week_spanned_by_a_few_samples_is_refused() -> None:
+    """Eight samples over seven days span a week but say nothing of its shape: the flat
+    forecast they gave read as "1.0 weeks of history" in the MR."""
+    start = datetime(2026, 11, 2, tzinfo=UTC)
+    sparse = [(start + timedelta(hours=24 * day), 5.0) for day in range(8)]
+    with pytest.raises(UserError, match="fills only 1% of the week's 15-minute slots"):
+        forecast.fit(sparse, BERLIN)

@@ -76,7 +76,9 @@ def status(
 
     current, version = snapshot()
     live = _live_versions(settings)
-    _print([_describe(row, ledger, live) for _, row in sorted(current.items())], output)
+    # --watch -o json: one object per line from the start, as each change is printed.
+    _print([_describe(row, ledger, live) for _, row in sorted(current.items())], output,
+           header=not (watch and output == "json"))
     if not watch:
         return
     deadline = time.monotonic() + seconds if seconds else None

@@ -93,8 +93,10 @@ def test_watch_reports_changes_as_they_come(cluster: dict, capsys) -> None:
                          "--output", "json", "--no-record")
     timer.join()
     assert code == 0, err
-    watched = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert watched and watched[-1]["sync"] == "Synced" and watched[-1]["health"] == "Healthy"
+    # One JSON object per line, the first listing's rows included (as the README says).
+    watched = [json.loads(line) for line in out.splitlines()]
+    assert watched[0]["sync"] == "OutOfSync"
+    assert watched[-1]["sync"] == "Synced" and watched[-1]["health"] == "Healthy"
     assert any("watch=true" in r for r in standin.requests)
 
 

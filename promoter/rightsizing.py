@@ -34,6 +34,7 @@ from promoter.settings import Settings
 STEP_SECONDS = 300
 SELECTOR = '{{namespace="{namespace}",pod=~"{pods}"}}'
 UTIL, FB_USED, FB_FREE = "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"
+MIG_LABEL = "GPU_I_PROFILE"   # dcgm-exporter's label on a MIG instance's series, e.g. 1g.10gb
 RIGHTSIZE_BRANCH_PREFIX = "rightsize"
 
 
@@ -203,14 +204,18 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
          end: datetime) -> list[CostRow]:
     """GPU-hours (and cost) per team, model or environment between ``start`` and ``end``.
 
-    Every DCGM GPU series that belongs to a pod counts one GPU for each sample it has; the
+    Every DCGM GPU series (framebuffer used) that belongs to a pod counts one GPU for each
+    sample it has, a MIG instance its share (``GPU_I_PROFILE``: g of 7 slices); the
     model is the pod's deployment name, the environment the namespace's, the team the pod's
     cost label as kube-state-metrics exports it (``kube_pod_labels``).
     """
     if end <= start:
         raise UserError("the cost period is empty")
-    series = metrics.query_range(f"count by (namespace, pod, modelName) ({UTIL})", start, end,
-                                 STEP_SECONDS)
+    # Framebuffer use, not utilisation: DCGM reports no GPU_UTIL for MIG instances, and a MIG
+    # instance (GPU_I_PROFILE label) counts its share of a GPU, not a whole one.
+    series = metrics.query_range(
+        f"count by (namespace, pod, modelName, {MIG_LABEL}) ({FB_USED})", start, end,
+        STEP_SECONDS)
     teams = _teams(settings, metrics, start, end) if by == "team" else {}
     envs = {env.namespace: name for name, env in settings.environments.items()}
     hours: dict[str, float] = defaultdict(float)
@@ -223,7 +228,8 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
         model = deployment_of_pod(pod) or "unknown"
         key = {"model": model, "env": envs.get(namespace, namespace or "unknown"),
                "team": teams.get((namespace, pod), "unknown")}[by]
-        used = sum(value for _, value in item.points) * STEP_SECONDS / 3600
+        used = sum(value for _, value in item.points) * STEP_SECONDS / 3600 \
+            * _gpu_share(item.labels.get(MIG_LABEL, ""))
         hours[key] += used
         prices[gpu_type] = prices.get(gpu_type, gpu_hour_price(settings, gpu_type))
         if prices[gpu_type] is None:
@@ -232,6 +238,16 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
             spent[key] += used * (prices[gpu_type] or 0)
     return [CostRow(key, hours[key], spent[key] if priced[key] else None)
             for key in sorted(hours)]
+
+
+def _gpu_share(mig_profile: str) -> float:
+    """The share of a GPU one DCGM series stands for: a MIG instance its slices of seven."""
+    if not mig_profile:
+        return 1.0
+    try:
+        return rightsize.profile_slices(mig_profile) / rightsize.MIG_SLICES
+    except ValueError:
+        return 1.0   # a profile name promoter cannot read: counted whole rather than lost
 
 
 def _teams(settings: Settings, metrics: MetricsSource, start: datetime,

@@ -40,6 +40,7 @@ RUNTIME = {"sliced": "triton", "wide": "triton", "oversized": "vllm", "busy": "v
 REQUESTS = {"triton": "nv_inference_request_success", "vllm": "vllm:request_success_total"}
 WEEKS = 8 / 7
 BURST_POD = "burst-5c9f7d8b6-q2w4e"   # GPU samples for 35 minutes: 7 x 300 s
+MIG_POD = "slice-7d9c8b5f4-m1g2x"     # one 1g.10gb MIG instance (1/7 of a GPU) all along
 END = traces.START + timedelta(days=8)
 
 
@@ -90,6 +91,14 @@ def _history() -> str:
     for stamp in range(first, first + 31 * 60, 300):
         g = f'{labels},gpu="0",modelName="{GPU}"'
         families["util"].append(f"DCGM_FI_DEV_GPU_UTIL{{{g}}} 60.0 {stamp}")
+        families["used"].append(f"DCGM_FI_DEV_FB_USED{{{g}}} 9000 {stamp}")
+        families["kube"].append(f'kube_pod_labels{{{labels},label_team="vision"}} 1 {stamp}')
+    # A MIG instance all along: DCGM reports framebuffer use for it, no utilisation.
+    labels = f'namespace="{NAMESPACE}",pod="{MIG_POD}"'
+    for moment in traces.generate(weeks=WEEKS, peak=1.0, seed=1).times:
+        stamp = int(moment.timestamp())
+        g = f'{labels},gpu="0",modelName="{GPU}",GPU_I_ID="1",GPU_I_PROFILE="1g.10gb"'
+        families["used"].append(f"DCGM_FI_DEV_FB_USED{{{g}}} 4000 {stamp}")
         families["kube"].append(f'kube_pod_labels{{{labels},label_team="vision"}} 1 {stamp}')
     for family in families.values():
         lines.extend(family)
@@ -177,7 +186,8 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
 
     hours = 8 * 24
     models = rows("model")
-    assert set(models) == {"sliced", "oversized", "wide", "busy", "burst"}
+    assert set(models) == {"sliced", "oversized", "wide", "busy", "burst", "slice"}
+    assert models["slice"]["gpu_hours"] == pytest.approx(hours / 7, rel=0.03)
     assert models["oversized"]["gpu_hours"] == pytest.approx(3 * hours, rel=0.03)
     assert models["wide"]["gpu_hours"] == pytest.approx(2 * hours, rel=0.03)
     assert models["busy"]["cost"] == pytest.approx(3.0 * hours, rel=0.03)
@@ -186,7 +196,7 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
     assert "unknown" not in teams
     assert teams["search"]["gpu_hours"] == pytest.approx(5 * hours, rel=0.03)
     assert teams["assistants"]["gpu_hours"] == pytest.approx(hours, rel=0.03)
-    assert teams["vision"]["gpu_hours"] == pytest.approx(3 * hours, rel=0.03)
+    assert teams["vision"]["gpu_hours"] == pytest.approx(3 * hours + hours / 7, rel=0.03)
     assert set(rows("env")) == {"production"}
 
 

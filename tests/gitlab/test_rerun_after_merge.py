@@ -30,17 +30,22 @@ def _merged(harness: Harness, iid: int, head: str | None) -> None:
     harness.merge(iid, head)
 
 
-def test_a_rerun_keeps_the_recorded_merge(harness: Harness) -> None:
+def _merged_and_recorded(harness: Harness) -> tuple[World, int | None]:
+    """Version 1 promoted, its MR merged and the merge recorded (as its hook would)."""
     world = _world(harness)
     first = world.promote("1")
     assert first.mr_iid is not None
     _merged(harness, first.mr_iid, first.head_sha)
     row = world.ledger.get(MODEL, "production")
     assert row is not None
-    world.ledger.put(dataclasses.replace(row, status=DeploymentStatus.MERGED))  # its hook
+    world.ledger.put(dataclasses.replace(row, status=DeploymentStatus.MERGED))
+    return world, first.mr_iid
 
+
+def test_a_rerun_keeps_the_recorded_merge(harness: Harness) -> None:
+    world, iid = _merged_and_recorded(harness)
     again = world.run(requested="1")
-    assert (again.outcome, again.status, again.mr_iid) == ("unchanged", "merged", first.mr_iid)
+    assert (again.outcome, again.status, again.mr_iid) == ("unchanged", "merged", iid)
     assert world.registry.writes[-1][3]["status"] == "merged"
 
 
@@ -59,13 +64,7 @@ def test_a_rerun_before_the_merge_is_recorded_leaves_it_to_the_sweep(harness: Ha
 def test_a_rerun_keeps_deployed_once_the_clusters_run_it(harness: Harness) -> None:
     """Argo CD's feedback told `deployed` (and tells it again only when the clusters'
     status changes): a re-run writing `merged` would set it back for good."""
-    world = _world(harness)
-    first = world.promote("1")
-    assert first.mr_iid is not None
-    _merged(harness, first.mr_iid, first.head_sha)
-    row = world.ledger.get(MODEL, "production")
-    assert row is not None
-    world.ledger.put(dataclasses.replace(row, status=DeploymentStatus.MERGED))  # its hook
+    world, _ = _merged_and_recorded(harness)
     world.registry.write_back(MODEL, "1", "production", {"status": "deployed"})  # Argo CD's
 
     again = world.run(requested="1")

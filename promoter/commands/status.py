@@ -48,6 +48,10 @@ def status(
     from promoter.ports.clusters import WatchExpired
     from promoter.service import composition
 
+    if seconds is not None and not watch:
+        from promoter.errors import UsageError
+
+        raise UsageError("--for N bounds --watch; give --watch too")
     settings = state(ctx).settings()
     if env is not None:
         settings.environment(env)  # ConfigError naming the known ones

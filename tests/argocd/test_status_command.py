@@ -138,3 +138,8 @@ def test_a_version_proposed_but_not_merged_is_not_shown_as_running(cluster: dict
     assert (row["version"], row["proposed"], row["mr"]) == ("7", "8", 5)
     code, out, _ = run("--config", str(cluster["config"]), "status", "--no-record")
     assert "7 (v8 proposed)" in out
+
+
+def test_for_without_watch_is_a_usage_error(cluster: dict, capsys) -> None:
+    code, _, err = cli_runner(capsys)("--config", str(cluster["config"]), "status", "--for", "5")
+    assert code == 2 and "--watch" in err

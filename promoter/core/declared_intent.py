@@ -35,6 +35,7 @@ from promoter.errors import UserError
 
 REGION_KEY = "topology.kubernetes.io/region"
 GPU = "nvidia.com/gpu"
+MIG_PREFIX = "nvidia.com/mig-"   # + profile, e.g. nvidia.com/mig-1g.10gb
 GPU_PRODUCT = "nvidia.com/gpu.product"
 WORKLOADS = ("InferenceService", "Deployment")
 # What an overlay may hold: what promoter renders (the AppProject's whitelist) and Namespace.
@@ -69,24 +70,37 @@ def _containers(pod: Mapping[str, Any], field: str = "containers") -> list[Mappi
     return found
 
 
+def _gpu_resources(container: Mapping[str, Any]) -> set[str]:
+    """The GPU resources one container names: whole GPUs and MIG instances
+    (``nvidia.com/mig-<profile>``, what promoter renders for ``gpu.mig``)."""
+    names: set[str] = set()
+    for part in ("limits", "requests"):
+        amounts = _get(container, "resources", part)
+        if isinstance(amounts, Mapping):
+            names.update(str(name) for name in amounts
+                         if name == GPU or str(name).startswith(MIG_PREFIX))
+    return names
+
+
 def _gpus(container: Mapping[str, Any]) -> int:
-    """The GPUs one container asks for: its limit, or its request (Kubernetes requires the two
-    to be equal for an extended resource when both are set)."""
-    counts = [_get(container, "resources", part, GPU) for part in ("limits", "requests")]
-    try:
-        return max((int(str(count)) for count in counts if count is not None), default=0)
-    except ValueError:
-        raise UserError(f"{GPU} must be a whole number, got {counts}") from None
+    """The GPUs (whole, or MIG instances) one container asks for: per resource its limit, or
+    its request (Kubernetes requires the two to be equal for an extended resource when both
+    are set)."""
+    total = 0
+    for name in _gpu_resources(container):
+        counts = [_get(container, "resources", part, name) for part in ("limits", "requests")]
+        try:
+            total += max((int(str(count)) for count in counts if count is not None), default=0)
+        except ValueError:
+            raise UserError(f"{name} must be a whole number, got {counts}") from None
+    return total
 
 
 def _gpu_count(pod: Mapping[str, Any]) -> int | None:
     """The pod's GPUs: every container's together, or more if an init container asks for
     more (it runs alone first). None when no container names the resource."""
     containers, inits = _containers(pod), _containers(pod, "initContainers")
-    named = [c for c in (*containers, *inits)
-             if any(_get(c, "resources", part, GPU) is not None
-                    for part in ("limits", "requests"))]
-    if not named:
+    if not any(_gpu_resources(c) for c in (*containers, *inits)):
         return None
     return max(sum(_gpus(c) for c in containers), max((_gpus(c) for c in inits), default=0))
 
@@ -174,6 +188,14 @@ def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                             f"({', '.join(sorted(types))}); promoter places it on one")
         if types:
             gpu["type"] = types.pop()
+        named = {name for c in (*_containers(pod), *_containers(pod, "initContainers"))
+                 for name in _gpu_resources(c)}
+        if len(named) > 1:
+            raise UserError(f"the workload mixes GPU resources ({', '.join(sorted(named))}); "
+                            "promoter renders whole GPUs or one MIG profile, which the gate "
+                            "judges")
+        if named and next(iter(named)).startswith(MIG_PREFIX):
+            gpu["mig"] = next(iter(named))[len(MIG_PREFIX):]
         if gpu:
             spec["resources"] = {"gpu": gpu}
         regions = _regions(pod)

@@ -21,7 +21,7 @@ from tests.conftest import EXAMPLES, ROOT, cli_runner, requires_kubectl
 pytestmark = requires_kubectl
 
 
-@pytest.mark.parametrize("model", ["fraud-detector", "llm-chat", "vision-segmenter"])
+@pytest.mark.parametrize("model", ["fraud-detector", "llm-chat", "vision-segmenter", "ad-ranker"])
 @pytest.mark.parametrize("env", ["staging", "production"])
 def test_declared_placement_round_trips_from_the_rendered_overlay(model: str, env: str) -> None:
     targets = load_settings(EXAMPLES / "promoter.yaml", environ={}).targets()
@@ -200,7 +200,22 @@ def _edits() -> dict[str, object]:
         for doc in docs:
             doc["metadata"]["namespace"] = "models-staging"
 
+    def mig_on_a_forbidden_product(docs: list[dict]) -> None:
+        pod = _workload(docs)["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            for part in ("limits", "requests"):
+                amounts = container.get("resources", {}).get(part, {})
+                if "nvidia.com/gpu" in amounts:
+                    amounts["nvidia.com/mig-1g.10gb"] = amounts.pop("nvidia.com/gpu")
+        pod["nodeSelector"]["nvidia.com/gpu.product"] = "NVIDIA-T4"
+
+    def mixed_gpu_resources(docs: list[dict]) -> None:
+        container = _workload(docs)["spec"]["template"]["spec"]["containers"][0]
+        container["resources"]["limits"]["nvidia.com/mig-1g.10gb"] = "1"
+
     return {"second container": (second_container, "quota"),
+            "MIG instances on a forbidden product": (mig_on_a_forbidden_product, "NVIDIA-T4"),
+            "whole GPUs and MIG mixed": (mixed_gpu_resources, "mixes GPU resources"),
             "product by node affinity": (product_by_affinity, "NVIDIA-B200"),
             "Deployment replicas": (many_replicas, "quota"),
             "KEDA bounds": (keda_bounds, "quota"),

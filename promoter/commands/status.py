@@ -131,7 +131,7 @@ def _record(feedback: ClusterFeedback | None, name: str, env: str,
 def _describe(row: ClusterStatus, ledger: DeploymentLedger,
               live: Callable[[str, str], str | None]) -> dict[str, Any]:
     """One row: ``version`` is what the clusters run (the ledger row's once merged, else the
-    version still live), ``proposed`` a newer version whose MR (``mr``) is not merged."""
+    version still live), ``proposed`` a newer version whose MR (``mr``) is open."""
     from promoter.core.results import DeploymentStatus
 
     deployed = ledger.by_deployment(row.name, row.env)
@@ -142,7 +142,8 @@ def _describe(row: ClusterStatus, ledger: DeploymentLedger,
             "env": row.env, "cluster": row.cluster,
             "version": deployed.version if deployed and runs else
             live(deployed.model, row.env) if deployed else None,
-            "proposed": deployed.version if deployed and not runs else None,
+            "proposed": deployed.version if deployed and deployed.status in (
+                DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED) else None,
             "mr": deployed.mr_iid if deployed else None, "sync": row.sync,
             "health": row.health, "revision": row.revision, "since": row.since,
             "application": row.application}

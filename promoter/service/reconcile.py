@@ -150,6 +150,8 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
     for gone in sorted(set(recorded) - seen):  # registered model deleted
         if not _apply(gone, {}, recorded[gone], queue, state, report, leading):
             return _stopped(report)
+    if leading is not None and not leading():   # the cursor is the new leader's now
+        return _stopped(report)
     state.save_cursor(since if report.failed else newest)
     if metrics is not None:
         metrics.reconcile_enqueued.inc(sum(1 for job in report.jobs if job.get("created")))

@@ -143,3 +143,15 @@ def test_a_version_proposed_but_not_merged_is_not_shown_as_running(cluster: dict
 def test_for_without_watch_is_a_usage_error(cluster: dict, capsys) -> None:
     code, _, err = cli_runner(capsys)("--config", str(cluster["config"]), "status", "--for", "5")
     assert code == 2 and "--watch" in err
+
+
+@pytest.mark.parametrize("status", ["decommissioned", "closed", "denied"])
+def test_only_an_open_mr_is_shown_as_a_proposal(cluster: dict, capsys, status: str) -> None:
+    StateLedger(cluster["state"]).put(DeployedState(
+        model="Fraud Detector", env="production", name="fraud-detector", version="8",
+        status=status, mr_iid=6, head_sha="d" * 40))
+    cluster["standin"].put("argocd", application("fraud-detector", "production", "gpu-eu-1"))
+    code, out, err = cli_runner(capsys)("--config", str(cluster["config"]), "status",
+                                        "--no-record", "--output", "json")
+    assert code == 0, err
+    assert json.loads(out)[0]["proposed"] is None

@@ -608,3 +608,23 @@ def test_a_reconcile_leader_that_lost_the_lead_in_its_pass_leaves_the_mr_sweep(
     assert registry.follower.held()
     registry.follower.release()
     db.close()
+
+
+def test_a_reconcile_pass_that_lost_the_lead_leaves_the_cursor_even_when_nothing_changed(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Most passes change no target: the cursor is the one write such a pass makes, and a
+    leader that lost its session must not move it under its successor."""
+    db = connect(postgres_url, tmp_path)
+
+    class Updated(MemoryRegistry):
+        def versions_updated_since(self, since_ms: int) -> Iterator[ModelVersionInfo]:
+            yield ModelVersionInfo("alpha", "1", "s3://b/alpha/1", None, None,
+                                   last_updated_ms=9_000)
+
+    registry = Updated()
+    registry.add("alpha", "1")
+    state = ReconcileState(db)
+    settings = load_settings(None, {"PROMOTER_STATE_DIR": str(tmp_path)})
+    report = reconcile_once(settings, registry, JobQueue(db), state, leading=lambda: False)
+    assert report.jobs == [] and state.cursor() == 0
+    db.close()

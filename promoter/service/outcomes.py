@@ -38,6 +38,7 @@ from promoter.service.gc_outcomes import GcOutcomes
 from promoter.service.ledger import StateLedger
 from promoter.service.logs import log
 from promoter.service.outcome_claims import OutcomeClaims
+from promoter.state.left_mrs import LeftMrs
 from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.outcomes")
@@ -47,9 +48,8 @@ STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed
 # deployed something promoter never checked (not live, not "merged"); a close deployed nothing.
 FOREIGN_STATUS_FOR_ACTION = {"merge": DeploymentStatus.MERGED_UNVERIFIED,
                              "close": DeploymentStatus.CLOSED}
-# A row in one of these has had a newer merge of its deployment recorded.
-LATER_MERGE_RECORDED = frozenset({DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED,
-                                  DeploymentStatus.DECOMMISSIONED})
+# The audit events of a recorded merge of promoter's MR (its own head, or someone else's).
+MERGE_EVENTS = frozenset({"mr.merge", "mr.merge_foreign"})
 # The statuses whose recording moves promoter.<env>.live_version.
 LIVE_MOVING = frozenset({DeploymentStatus.MERGED, DeploymentStatus.DECOMMISSIONED})
 
@@ -67,6 +67,8 @@ class MergeRequestOutcomes:
         self.claims = claims or OutcomeClaims(ledger.db)
         # Where notes go (built when first needed: only a foreign merge writes one).
         self._forge = forge
+        # MRs ledger rows left before their outcome was recorded (the MR sweep follows them).
+        self.left = LeftMrs(ledger.db)
         # Garbage collection's MRs (service.gc_outcomes), under the same outcome claims.
         self.gc = GcOutcomes(registry, ledger, audit, self.claims, target_overlays)
         # Told (name, env) once a verified merge is recorded: Argo CD's stored status is
@@ -99,6 +101,9 @@ class MergeRequestOutcomes:
                     # Recorded in full before (its note is removed last, but may have been
                     # written again since): the MR sweep stops following it.
                     self.gc.pending.recorded(event.iid)
+        if (event.name, event.env) != GC_KEY:
+            # An MR a row left, recorded by its (late) hook: the sweep need not follow it.
+            self.left.settled(event.iid)
 
     def _subject(self, event: MergeRequestEvent
                  ) -> tuple[DeployedState | None, bool, str | None, str | None]:
@@ -124,13 +129,15 @@ class MergeRequestOutcomes:
         assert event.name is not None and event.env is not None
         state, current, version, model = self._subject(event)
         status = self._status(event, state if current else None)
-        if status == DeploymentStatus.MERGED and not current and state is not None and \
-                version is not None and state.model == model and state.version != version \
-                and state.status in LATER_MERGE_RECORDED:
-            # An older MR's merge found late (its hook lost; the MR sweep follows MRs a row
-            # left): the newer merge recorded since replaced it, so it must not make its
-            # version live again nor tag the newer one as replaced.
-            status = replaced_status(version, state.version)
+        if status == DeploymentStatus.MERGED and not current and version is not None:
+            replaced, newer = self._merged_after(event)
+            if replaced:
+                # An older MR's merge found late (its hook lost; the MR sweep follows MRs a
+                # row left): a later MR's merge recorded since replaced it, so it must not
+                # make its version live again nor tag the newer one as replaced. Merged
+                # again since (the same version), it is live already: audited only.
+                status = replaced_status(version, newer) if newer and newer != version \
+                    else None
         if current and state is not None and event.action in SETTLING and \
                 state.status == status:
             # Recorded before outcomes were claimed (or its claim was pruned since).
@@ -170,6 +177,19 @@ class MergeRequestOutcomes:
             self.ledger.settle(state, status)
             if status == DeploymentStatus.MERGED and self._after_merge is not None:
                 self._deployed_already(event.name, event.env)
+
+    def _merged_after(self, event: MergeRequestEvent) -> tuple[bool, str | None]:
+        """Whether a merge of a later MR of ``event``'s deployment is recorded (MR iids grow
+        with time, and a branch has one MR open at a time), and that merge's version. Read
+        from the audit trail: the ledger row may have moved on again since."""
+        later = [entry for entry in self.audit.entries()
+                 if entry.get("event") in MERGE_EVENTS and entry.get("name") == event.name
+                 and entry.get("env") == event.env and isinstance(entry.get("iid"), int)
+                 and entry["iid"] > event.iid]
+        if not later:
+            return False, None
+        version = later[-1].get("version")
+        return True, version if isinstance(version, str) else None
 
     def _deployed_already(self, name: str, env: str) -> None:
         """The merge is recorded in full; a failure to judge Argo CD's status again is not

@@ -172,6 +172,37 @@ def test_a_lost_merge_found_after_the_newer_one_never_becomes_live_again(
     assert promoter.status() == "merged"
 
 
+def test_a_lost_merge_found_after_the_row_moved_on_twice_never_becomes_live_again(
+        promoter: Promoter) -> None:
+    """Version 4's merge was recorded by its hook and the row moved on to version 5's MR
+    since: the row no longer shows that 3 was replaced, the recorded history does."""
+    iid3, head3 = promoter.opened("3")
+    promoter.harness.merge(iid3, head3)      # its hook is lost
+    iid4, head4 = promoter.opened("4")
+    promoter.harness.merge(iid4, head4)
+    promoter.late_hook(iid4)                 # 4's hook arrives
+    promoter.opened("5")
+
+    promoter.sweep()
+    assert promoter.entries("mr.merge") == [
+        {"iid": iid4, "version": "4", "status": "merged", "actor": promoter.entries(
+            "mr.merge")[0]["actor"]},
+        {"iid": iid3, "version": "3", "status": "superseded", "actor": "reconcile"}]
+    assert promoter.tags.live == {(MODEL, ENV): "4"}
+    assert promoter.audit.live_now(ENV)[MODEL].version == "4"
+
+
+def test_a_left_mr_its_late_hook_recorded_is_not_reported_again(promoter: Promoter) -> None:
+    iid3, head3 = promoter.opened("3")
+    promoter.harness.merge(iid3, head3)
+    promoter.opened("4")
+    promoter.late_hook(iid3)                 # slow, not lost: recorded by the hook
+
+    report = promoter.sweep()
+    assert report.recorded == [] and report.looked_at == 1   # version 4's open MR only
+    assert len(promoter.entries("mr.merge")) == 1
+
+
 def test_a_closed_mr_is_recorded_as_closed(promoter: Promoter) -> None:
     iid, _ = promoter.opened("3")
     promoter.harness.human_close(iid)

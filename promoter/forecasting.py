@@ -9,6 +9,7 @@ proposes it as a merge request on ``scale/<name>/<env>``.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from promoter import rendering
 from promoter.core import forecast as model
 from promoter.core import keda_overlay, mr_text, prewarm, tree_facts
 from promoter.core.config import EnvironmentTarget
-from promoter.core.gates import GateFacts
+from promoter.core.gates import GateFacts, judges_the_version
 from promoter.core.intent import resolve_intent
 from promoter.core.naming import pods_pattern
 from promoter.core.policy import Decision
@@ -200,11 +201,16 @@ def gpu_hour_price(settings: Settings, gpu_type: str | None) -> float | None:
 
 def policy_verdict(settings: Settings, target: EnvironmentTarget, deployment: ModelDeployment,
              tags: Mapping[str, str], now: datetime) -> Decision:
+    """The policy on a re-sized deployment of a version already promoted: placement, quota
+    and team rules; not the gates that judge the version itself (its metrics, its soak),
+    which it passed when promoted and which read facts this change does not gather."""
     config = settings.pipeline_config()
+    placement = dataclasses.replace(config.policy, gates=tuple(
+        gate for gate in config.policy.gates if not judges_the_version(gate)))
     facts = GateFacts(model=deployment.spec.model.name, version=deployment.spec.model.version,
                       env=target.name, namespace=target.namespace, tags=dict(tags), metrics={},
                       params={}, now=now.timestamp(), live_since=lambda _where: None)
-    return verdict(config.policy, target, deployment, facts)
+    return verdict(placement, target, deployment, facts)
 
 
 def dump_yaml(data: Any) -> str:

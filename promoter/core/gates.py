@@ -175,6 +175,15 @@ class CelGate:
 Gate = MetricGate | StagingFirstGate | TeamPermissionGate | CelGate
 
 
+def judges_the_version(gate: Gate) -> bool:
+    """Whether ``gate`` judges the model version itself (its run's metrics or params, its
+    soak elsewhere) rather than where and how it runs: a change that only re-sizes a version
+    already promoted (a forecast or right-sizing MR) has passed those gates when promoted."""
+    if isinstance(gate, MetricGate | StagingFirstGate):
+        return True
+    return isinstance(gate, CelGate) and gate.rule.reads_run
+
+
 def evaluate(gates: tuple[Gate, ...], deployment: ModelDeployment,
              facts: GateFacts) -> list[RuleResult]:
     """Every gate that applies to ``facts.env``, each evaluated (a denial lists them all)."""

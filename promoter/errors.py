@@ -77,9 +77,10 @@ class PolicyDenied(PromoterError):
     kind = "policy_denied"
     disposition = Disposition.DENY
 
-    def __init__(self, reasons: list[str]) -> None:
+    def __init__(self, reasons: list[str], *, version: str | None = None) -> None:
         super().__init__("policy denied: " + "; ".join(reasons))
         self.reasons = list(reasons)
+        self.version = version   # the model version denied, when one was resolved
 
 
 class TransientError(PromoterError):

@@ -134,7 +134,7 @@ class ArtifactSteps:
             self.ports.registry.write_back(job.model, version, job.env,
                                            {"status": DeploymentStatus.DENIED, "reason": reason})
             self.progress("verify", "denied", exc.message)
-            raise PolicyDenied([reason]) from None
+            raise PolicyDenied([reason], version=version) from None
         status = f"verified ({', '.join(info.formats)}; key {info.key_hint[:12]}…)"
         steps.record_step("verify", {"digest": image.digest, "status": status})
         self.progress("verify", "ok", status)

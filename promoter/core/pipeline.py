@@ -170,7 +170,7 @@ class Pipeline:
                                 {"status": DeploymentStatus.DENIED,
                                  "reason": "; ".join(decision.reasons)})
             self.progress("policy", "denied", "; ".join(decision.reasons))
-            raise PolicyDenied(decision.reasons)
+            raise PolicyDenied(decision.reasons, version=version)
         self.progress("policy", "ok", f"{len(decision.results)} rules passed")
 
         artifacts = ArtifactSteps(self.config, self.ports, self.progress)

@@ -57,7 +57,7 @@ def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics |
             disposition = disposition_of(exc)
             if disposition is Disposition.DENY and isinstance(exc, PolicyDenied):
                 audit.record("job.denied", actor=actor, job_id=job.id, model=key.model,
-                             env=key.env, reasons=exc.reasons)
+                             env=key.env, version=exc.version, reasons=exc.reasons)
             elif disposition is Disposition.PARK:  # the pipeline has tagged MLflow
                 audit.record("job.failed", actor=actor, job_id=job.id, model=key.model,
                              env=key.env, reason=exc.message)

@@ -19,7 +19,7 @@ from promoter.signing import bundle as bundle_format
 from promoter.signing import simple
 from promoter.signing.registry import bundle_blobs
 from tests.image.registry import free_port
-from tests.signing.conftest import key_path, push_image
+from tests.signing.conftest import PASSWORD, key_path, push_image
 
 pytestmark = pytest.mark.e2e
 Run = Callable[..., tuple[int, str, str]]
@@ -145,8 +145,6 @@ def test_an_attestation_by_the_key_is_no_signature(promoter: Run, registry: str)
     signature."""
     from promoter.signing.keys import load_signing_key
     from promoter.signing.service import attach_bundle
-    from tests.signing.conftest import PASSWORD
-
     image = push_image(registry, "signing/attested", "attested")
     reference = parse_reference(image)
     digest = str(reference.digest)
@@ -256,3 +254,31 @@ def test_verify_never_loads_the_configured_signing_key(
     assert "verified" in out and "bundle, legacy" in out
     code, out, err = promoter("--config", str(config), "image", "verify", image)
     assert code == 0 and "verified" in out, err
+
+
+def test_the_pre_mr_check_uses_the_key_the_admission_policies_trust(
+        promoter: Run, image: str, tmp_path: Path) -> None:
+    """Signing key 2 with verification key 1 (not its pair): `gitops init` writes key 1 into
+    the admission policies, so the check before an MR must use key 1 too and refuse, rather
+    than pass with key 2's own public half and leave every pod to be refused at admission."""
+    from promoter.errors import UserError
+    from promoter.service import composition
+    from promoter.settings import load_settings
+
+    sign(promoter, image, 2)
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"image:\n  signing_key: {key_path(2)}\n"
+                      f"  verification_key: {key_path(1, 'pub')}\n")
+    settings = load_settings(config, {"PROMOTER_STATE_DIR": str(tmp_path / "state"),
+                                      "COSIGN_PASSWORD": PASSWORD})
+    check = composition.verifier(settings, composition.signer(settings))
+    assert check is not None
+    with pytest.raises(UserError):
+        check.verify(image)
+    paired = tmp_path / "paired.yaml"
+    paired.write_text(f"image:\n  signing_key: {key_path(2)}\n"
+                      f"  verification_key: {key_path(2, 'pub')}\n")
+    settings = load_settings(paired, {"PROMOTER_STATE_DIR": str(tmp_path / "state"),
+                                      "COSIGN_PASSWORD": PASSWORD})
+    check = composition.verifier(settings, composition.signer(settings))
+    assert check is not None and check.verify(image).formats

@@ -166,10 +166,12 @@ def signer(settings: Settings) -> Signer | None:
 
 
 def verifier(settings: Settings, signing: Signer | None) -> Verifier | None:
-    """What checks a signature before an MR is opened: the configured verification key (an
-    image signed elsewhere, e.g. by CI), else the signing key's own public half."""
-    if signing is not None or settings.image.verification_key is None:
-        return signing  # a signer verifies with image.verification_key when one is set
+    """What checks a signature before an MR is opened: the configured verification key
+    whenever one is set (the key `gitops init` writes into the admission policies, so a
+    signing key that is not its pair is caught here, not by every pod's admission), else the
+    signing key's own public half."""
+    if settings.image.verification_key is None:
+        return signing
     return cosign_verifier(settings, public_key=settings.image.verification_key)
 
 

@@ -85,3 +85,13 @@ def test_gitlab_ci_schema_rejects_a_broken_file() -> None:
     broken["manifests:validate"]["rules"] = [{"if": 42}]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+def test_namespaces_argo_cd_creates_are_the_ones_policy_controller_enforces_in() -> None:
+    """policy-controller checks images only in namespaces labelled
+    policy.sigstore.dev/include=true: without it on the namespaces Argo CD creates
+    (CreateNamespace=true), the ClusterImagePolicy admitted unsigned images there."""
+    document = YAML(typ="safe").load((REFERENCE / "argocd/applicationset.yaml").read_text())
+    sync = document["spec"]["template"]["spec"]["syncPolicy"]
+    assert "CreateNamespace=true" in sync["syncOptions"]
+    assert sync["managedNamespaceMetadata"]["labels"] == {"policy.sigstore.dev/include": "true"}

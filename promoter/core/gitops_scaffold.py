@@ -52,6 +52,8 @@ _TEAM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MODEL_LABEL = "promoter.dev/model"
 ENV_LABEL = "promoter.dev/environment"
 CLUSTER_LABEL = "promoter.dev/cluster"
+# policy-controller checks images only in namespaces labelled so (opt-in per namespace).
+SIGSTORE_INCLUDE = "policy.sigstore.dev/include"
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,9 @@ def _applicationset(inputs: ScaffoldInputs) -> dict[str, Any]:
                     "syncPolicy": {
                         "automated": {"prune": True, "selfHeal": True},
                         "syncOptions": ["CreateNamespace=true"],
+                        # sigstore's policy-controller enforces only in namespaces carrying
+                        # this label: on the namespaces Argo CD creates, set it there.
+                        "managedNamespaceMetadata": {"labels": {SIGSTORE_INCLUDE: "true"}},
                         "retry": {"limit": 5, "backoff": {"duration": "30s", "factor": 2,
                                                           "maxDuration": "10m"}},
                     },

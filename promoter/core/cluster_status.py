@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from promoter.core.gitops_scaffold import CLUSTER_LABEL, ENV_LABEL, MODEL_LABEL
+from promoter.core.gitops_scaffold import (
+    CLUSTER_ANNOTATION,
+    CLUSTER_LABEL,
+    ENV_LABEL,
+    MODEL_LABEL,
+)
 from promoter.core.mr_text import escape
 from promoter.core.naming import DISPLAY_CONTROLS
 from promoter.core.results import DEPLOYED
@@ -110,8 +115,10 @@ def from_application(application: Mapping[str, Any]) -> ClusterStatus | None:
     if name is None or env is None:
         return None
     destination = _get(application, "spec", "destination") or {}
-    cluster = (_text(labels.get(CLUSTER_LABEL)) or _text(destination.get("name"))
-               or _text(destination.get("server")) or "unknown")
+    annotations = _get(application, "metadata", "annotations") or {}
+    cluster = (_text(annotations.get(CLUSTER_ANNOTATION)) or _text(labels.get(CLUSTER_LABEL))
+               or _text(destination.get("name")) or _text(destination.get("server"))
+               or "unknown")
     return ClusterStatus(
         name=name, env=env, cluster=cluster,
         sync=_text(_get(application, "status", "sync", "status")) or "Unknown",

@@ -51,7 +51,10 @@ _TEAM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # The Application labels the ApplicationSet sets and promoter reads back.
 MODEL_LABEL = "promoter.dev/model"
 ENV_LABEL = "promoter.dev/environment"
-CLUSTER_LABEL = "promoter.dev/cluster"
+# The cluster an Application runs on: an annotation, as a cluster's normalized name (an EKS
+# ARN) can exceed a label value's 63 characters, and an invalid label fails the Application.
+# Applications generated before carry it as a label, which is still read.
+CLUSTER_ANNOTATION = CLUSTER_LABEL = "promoter.dev/cluster"
 # policy-controller checks images only in namespaces labelled so (opt-in per namespace).
 SIGSTORE_INCLUDE = "policy.sigstore.dev/include"
 
@@ -94,14 +97,15 @@ class ScaffoldInputs:
 def notification_body(event: str) -> str:
     """The JSON body Argo CD's webhook service posts (a Go template over ``.app``).
 
-    Only plain field accesses and ``index`` on labels: every value is a Kubernetes name,
-    label value, enum or timestamp, so the rendered text is valid JSON."""
+    Only plain field accesses and ``index`` on labels and the cluster annotation: every value
+    is a Kubernetes name, label value, normalized cluster name, enum or timestamp, so the
+    rendered text is valid JSON."""
     fields = {
         "event": event,
         "application": "{{.app.metadata.name}}",
         "model": f'{{{{index .app.metadata.labels "{MODEL_LABEL}"}}}}',
         "environment": f'{{{{index .app.metadata.labels "{ENV_LABEL}"}}}}',
-        "cluster": f'{{{{index .app.metadata.labels "{CLUSTER_LABEL}"}}}}',
+        "cluster": f'{{{{index .app.metadata.annotations "{CLUSTER_ANNOTATION}"}}}}',
         "server": "{{.app.spec.destination.server}}",
         "sync": "{{.app.status.sync.status}}",
         "revision": "{{.app.status.sync.revision}}",
@@ -259,9 +263,8 @@ def _applicationset(inputs: ScaffoldInputs) -> dict[str, Any]:
                     # SanitizeName); names like EKS ARNs, which `argocd cluster add` takes from
                     # kube contexts, hold ':' and '/'.
                     "name": f"{model}-{{{{.values.environment}}}}-{{{{.nameNormalized}}}}",
-                    "labels": {MODEL_LABEL: model, ENV_LABEL: "{{.values.environment}}",
-                               CLUSTER_LABEL: "{{.nameNormalized}}"},
-                    "annotations": annotations,
+                    "labels": {MODEL_LABEL: model, ENV_LABEL: "{{.values.environment}}"},
+                    "annotations": {**annotations, CLUSTER_ANNOTATION: "{{.nameNormalized}}"},
                 },
                 "spec": {
                     "project": project,

@@ -30,8 +30,8 @@ def application(name: str, env: str, cluster: str, *, sync: str = "Synced",
     app = copy.deepcopy(_upstream("application-synced-healthy.yaml"))
     metadata = app["metadata"]
     metadata["name"] = f"{name}-{env}-{cluster}"
-    metadata["labels"] = {gitops_scaffold.MODEL_LABEL: name, gitops_scaffold.ENV_LABEL: env,
-                          gitops_scaffold.CLUSTER_LABEL: cluster}
+    metadata["labels"] = {gitops_scaffold.MODEL_LABEL: name, gitops_scaffold.ENV_LABEL: env}
+    metadata.setdefault("annotations", {})[gitops_scaffold.CLUSTER_ANNOTATION] = cluster
     app["spec"]["destination"] = {"server": f"https://{cluster}.clusters.internal",
                                   "namespace": f"models-{env}"}
     app["spec"]["source"]["path"] = f"manifests/{name}/overlays/{env}"

@@ -14,6 +14,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from promoter.adapters.schemas import problems
+from promoter.core.gitops_scaffold import notification_body
 from promoter.gitops.scaffold import repository_globs
 from promoter.signing import simple
 from promoter.signing.keys import SigningKey, generate_key_pair, load_public_key, load_signing_key
@@ -31,8 +32,10 @@ CLUSTERS = [  # Argo CD cluster secrets as the cluster generator sees them
     {"name": "gpu-stg-1", "server": "https://10.0.0.3",
      "labels": {"gpu": "true", "env": "staging", "topology.kubernetes.io/region": "eu-west-1"}},
     {"name": "cpu-stg-1", "server": "https://10.0.0.4", "labels": {"env": "staging"}},
-    # as `argocd cluster add` names a cluster after an EKS kube context
-    {"name": "arn:aws:eks:eu-west-1:123456789012:cluster/gpu-eu-2", "server": "https://10.0.0.5",
+    # as `argocd cluster add` names a cluster after an EKS kube context: normalized, longer
+    # than a label value may be (63)
+    {"name": "arn:aws:eks:eu-west-1:123456789012:cluster/ml-inference-gpu-production-eu-2",
+     "server": "https://10.0.0.5",
      "labels": {"gpu": "true", "env": "production", "topology.kubernetes.io/region": "eu-west-1"}},
 ]
 
@@ -190,7 +193,7 @@ def test_applicationset_expands_to_buildable_applications_on_selected_clusters(
     models_in = {env: sorted(p.split("/")[1] for p in overlays if p.endswith("/" + env))
                  for env in ("staging", "production")}
     # production: only the eu-west-1 GPU cluster (allowed_regions); staging: only GPU clusters
-    eks = "arn-aws-eks-eu-west-1-123456789012-cluster-gpu-eu-2"
+    eks = "arn-aws-eks-eu-west-1-123456789012-cluster-ml-inference-gpu-production-eu-2"
     assert names == sorted([f"{m}-production-gpu-eu-1" for m in models_in["production"]]
                            + [f"{m}-production-{eks}" for m in models_in["production"]]
                            + [f"{m}-staging-gpu-stg-1" for m in models_in["staging"]])
@@ -199,6 +202,15 @@ def test_applicationset_expands_to_buildable_applications_on_selected_clusters(
         assert DNS_SUBDOMAIN.fullmatch(application["metadata"]["name"])
         assert all(LABEL_VALUE.fullmatch(value)
                    for value in application["metadata"]["labels"].values()), application
+        # The cluster, which a label could not hold, is an annotation the notification reads.
+        cluster = application["metadata"]["annotations"]["promoter.dev/cluster"]
+        assert application["metadata"]["name"].endswith(f"-{cluster}")
+        synced = {**application, "status": {
+            "sync": {"status": "Synced", "revision": "a" * 40}, "health": {"status": "Healthy"},
+            "reconciledAt": "2026-12-02T05:00:00Z"}}
+        body = json.loads(gotemplate.render(notification_body("sync-succeeded"),
+                                            {"app": synced}))
+        assert body["cluster"] == cluster
         spec, labels = application["spec"], application["metadata"]["labels"]
         env = labels["promoter.dev/environment"]
         assert spec["destination"]["namespace"] == f"models-{env}"

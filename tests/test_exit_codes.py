@@ -67,6 +67,10 @@ CASES = [
     (["image", "build", "{tmp}"], 2, "say where the image goes"),
     (["image", "build", "{tmp}", "--oci-layout", "{tmp}/layout"], 1,
      "not an MLflow model directory"),
+    (["image", "build", "{tmp}", "-r", "localhost:5000/m", "--oci-layout", "{tmp}/layout"], 2,
+     "not both"),
+    (["image", "modelcar", "{tmp}", "-r", "localhost:5000/m", "--oci-layout", "{tmp}/l"], 2,
+     "not both"),
     (["hooks", "register"], 1, "no MLflow tracking URI"),
     (["keys", "generate", "--out", "/etc/passwd/x"], 1, "Not a directory"),
 ]

@@ -68,6 +68,7 @@ def build(
     from promoter.progress import Progress
     from promoter.service import composition
 
+    _one_destination(repository, oci_layout)
     settings = state(ctx).settings()
     with Progress.for_output(output).task(f"building the image for {model}") as task:
         built = composition.build_image(settings, model, repository, base=base,
@@ -103,6 +104,7 @@ def modelcar(
     from promoter.progress import Progress
     from promoter.service import composition
 
+    _one_destination(repository, oci_layout)
     settings = state(ctx).settings()
     name = name or _default_name(model)
     target = repository or settings.image.modelcar_repository or settings.image.repository
@@ -117,6 +119,16 @@ def modelcar(
         built = composition.build_modelcar(settings, model, target, request,
                                            labels=_labels(label or []), layout=oci_layout)
     _report(built, oci_layout, output)
+
+
+def _one_destination(repository: str | None, oci_layout: Path | None) -> None:
+    """A build either pushes or writes a layout: given both, it wrote the layout only, and
+    exited 0 as if it had pushed."""
+    if repository is not None and oci_layout is not None:
+        from promoter.errors import UsageError
+
+        raise UsageError("choose --repository (push) or --oci-layout (write a layout and push "
+                         "nothing), not both")
 
 
 def _report(built: BuiltImage, oci_layout: Path | None, output: str) -> None:

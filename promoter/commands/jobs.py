@@ -109,7 +109,8 @@ def retry_job(ctx: typer.Context, job_id: Annotated[int, typer.Argument(help="jo
 
 
 def _state_label(job: Job) -> str:
-    return "done (denied)" if job.result.get("outcome") == "denied" else job.state
+    return "done (denied)" if job.state == "done" and job.result.get("outcome") == "denied" \
+        else job.state
 
 
 def _when(timestamp: float | None) -> str:

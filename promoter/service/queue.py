@@ -237,9 +237,11 @@ class JobQueue:
             if job.state not in (DEAD, RETRYING) and not denied:
                 raise UserError(f"job {job_id} is {job.state}; only dead, retrying or "
                                 "policy-denied jobs can be retried")
+            # The old result (a denial) goes: it is not what this run will end with.
             changed = conn.execute(
                 "UPDATE jobs SET state = ?, attempts = 0, next_run_at = ?, updated_at = ?, "
-                "lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND state = ?",
+                "lease_owner = NULL, lease_expires_at = NULL, result = '{}' "
+                "WHERE id = ? AND state = ?",
                 (check_transition(job_id, job.state, QUEUED), now, now, job_id,
                  job.state)).rowcount
             if changed != 1:  # another process changed it between our read and our write

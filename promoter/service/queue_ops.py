@@ -161,11 +161,15 @@ def seconds_until_due(conn: Connection, now: float, lease_now: float) -> float |
 
 
 # A job is due when it is queued or retrying and its time has come, or running under a lease
-# that expired (its worker died). It is claimable only if no older unfinished job exists for
-# its (model, env) — so jobs for one deployment run one at a time, in arrival order — and no
-# other job of that (model, env) holds a live lease. Only the oldest unfinished job of a
-# (model, env) can qualify, so two claimers never pick two jobs of one deployment (on
-# PostgreSQL, given the work lock: see _claimable_under_work_lock).
+# that expired (its worker died, or is frozen and about to learn it lost the job). A due job
+# that is waiting is claimable only if no older unfinished job exists for its (model, env) —
+# so jobs for one deployment run one at a time, in arrival order — and no job of it is
+# running, whether or not its lease has expired: the worker of an expired lease may still be
+# at work, and only the takeover of that job itself cuts it off (LeaseLost). An expired
+# running job is claimable unless another job of its (model, env) holds a live lease, or an
+# older one is running too; older waiting jobs do not hold it back (`jobs retry` can make an
+# older job unfinished again while a newer one runs). So two claimers never pick two jobs of
+# one deployment (on PostgreSQL, given the work lock: see _claimable_under_work_lock).
 _CLAIM_SQL = """
 SELECT j.* FROM jobs AS j
 WHERE j.state IN ('queued', 'running', 'retrying')  -- lets SQLite use jobs_unfinished
@@ -174,8 +178,9 @@ WHERE j.state IN ('queued', 'running', 'retrying')  -- lets SQLite use jobs_unfi
   AND NOT EXISTS (
       SELECT 1 FROM jobs AS o
       WHERE o.model = j.model AND o.env = j.env AND o.id <> j.id
-        AND ((o.id < j.id AND o.state NOT IN ('done', 'dead'))
-             OR (o.state = 'running' AND o.lease_expires_at > ?)))
+        AND ((j.state <> 'running' AND o.id < j.id AND o.state NOT IN ('done', 'dead'))
+             OR (o.state = 'running'
+                 AND (j.state <> 'running' OR o.lease_expires_at > ? OR o.id < j.id))))
 """
 _ONLY_JOB = "  AND j.id = ?  -- `promoter promote` runs only its own job\n"
 _OLDEST = "ORDER BY j.id LIMIT 1"

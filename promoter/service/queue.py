@@ -166,6 +166,14 @@ class JobQueue:
             (self._lease_now(conn, now) + lease_seconds, now, job_id, RUNNING,
              worker_id)).rowcount == 1)
 
+    def let_go(self, job_id: int, worker_id: str) -> bool:
+        """End ``worker_id``'s lease on a running job now (its handler was interrupted and has
+        stopped): another worker takes it over at once rather than after the lease, as after
+        any lease that ran out."""
+        return self._write(lambda conn: conn.execute(
+            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND state = ? AND lease_owner = ?",
+            (self._lease_now(conn, self.clock.now()), job_id, RUNNING, worker_id)).rowcount == 1)
+
     def record_step(self, job_id: int, step: str, result: dict[str, Any], *,
                     worker_id: str | None = None) -> None:
         """Store one step's result (replacing an earlier one). With ``worker_id``, only while

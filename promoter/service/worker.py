@@ -14,6 +14,7 @@ run a second time (a second proposal, a second write-back) because of one connec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random as random_module
@@ -230,6 +231,12 @@ class Worker:
         except Exception as exc:
             self._handle_failure(job, exc)
             return
+        except BaseException:
+            # Ctrl-C, or a shutdown that ends the thread: the handler has stopped, so the job
+            # need not wait out its lease before another worker (or the next run) takes it.
+            with contextlib.suppress(Exception):
+                self.queue.let_go(job.id, self.worker_id)
+            raise
         self._settle(job, lambda: self.queue.complete(job.id, self.worker_id, result))
         _log_job(logging.INFO, "job done", job)
 

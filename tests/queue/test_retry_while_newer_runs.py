@@ -56,3 +56,19 @@ def test_a_retried_denial_is_no_longer_shown_as_one(
     monkeypatch.delenv("PROMOTER_CONFIG", raising=False)
     code, out, _ = cli_runner(capsys)("jobs", "show", str(job.id))
     assert code == 0 and "state:       dead" in out and "denied" not in out
+
+
+def test_an_interrupted_handler_lets_its_job_go_at_once(
+        state_backend: StateBackend, clock: ManualClock) -> None:
+    """Ctrl-C in `promoter promote` (or a shutdown) stops the handler: the job is taken over
+    now, not after its lease."""
+    queue = state_backend.queue(clock)
+    job = queue.enqueue(V7).job
+
+    def interrupted(_job: object, _ctx: object) -> dict[str, object]:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Worker(queue, interrupted, worker_id="cli", heartbeat=False).run_once()  # type: ignore[arg-type]
+    taken = queue.claim("serve", 60)
+    assert taken is not None and taken.id == job.id

@@ -63,6 +63,7 @@ CASES = [
     (["promote", "m", "--version", "1", "--env", "staging"], 1, "no tracking URI"),
     (["serve", "--port", "abc"], 2, "Invalid value"),
     (["demo", "--bogus"], 2, "No such option"),
+    (["demo", "--yes"], 2, "--yes confirms --reset"),
     (["image"], 2, ""),  # a group without a command: its help, as a usage error
     (["image", "build", "{tmp}"], 2, "say where the image goes"),
     (["image", "build", "{tmp}", "--oci-layout", "{tmp}/layout"], 1,

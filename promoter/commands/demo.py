@@ -38,6 +38,8 @@ def demo(
     state_dir = state(ctx).settings().state_dir
     if stop and reset:
         raise UsageError("--stop and --reset do not go together", hint="--reset also stops")
+    if yes and not reset:  # alone it would run the whole demo, confirming nothing
+        raise UsageError("--yes confirms --reset; give --reset --yes")
     if stop:
         stopped = environment.stop(state_dir)
         typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))

@@ -256,29 +256,29 @@ def test_verify_never_loads_the_configured_signing_key(
     assert code == 0 and "verified" in out, err
 
 
+def _pre_mr_check(tmp_path: Path, verification_key: Path) -> Any:
+    """The pipeline's signature check for signing key 2 and ``verification_key``."""
+    from promoter.service import composition
+    from promoter.settings import load_settings
+
+    config = tmp_path / f"promoter-{verification_key.stem}.yaml"
+    config.write_text(f"image:\n  signing_key: {key_path(2)}\n"
+                      f"  verification_key: {verification_key}\n")
+    settings = load_settings(config, {"PROMOTER_STATE_DIR": str(tmp_path / "state"),
+                                      "COSIGN_PASSWORD": PASSWORD})
+    check = composition.verifier(settings, composition.signer(settings))
+    assert check is not None
+    return check
+
+
 def test_the_pre_mr_check_uses_the_key_the_admission_policies_trust(
         promoter: Run, image: str, tmp_path: Path) -> None:
     """Signing key 2 with verification key 1 (not its pair): `gitops init` writes key 1 into
     the admission policies, so the check before an MR must use key 1 too and refuse, rather
     than pass with key 2's own public half and leave every pod to be refused at admission."""
     from promoter.errors import UserError
-    from promoter.service import composition
-    from promoter.settings import load_settings
 
     sign(promoter, image, 2)
-    config = tmp_path / "promoter.yaml"
-    config.write_text(f"image:\n  signing_key: {key_path(2)}\n"
-                      f"  verification_key: {key_path(1, 'pub')}\n")
-    settings = load_settings(config, {"PROMOTER_STATE_DIR": str(tmp_path / "state"),
-                                      "COSIGN_PASSWORD": PASSWORD})
-    check = composition.verifier(settings, composition.signer(settings))
-    assert check is not None
     with pytest.raises(UserError):
-        check.verify(image)
-    paired = tmp_path / "paired.yaml"
-    paired.write_text(f"image:\n  signing_key: {key_path(2)}\n"
-                      f"  verification_key: {key_path(2, 'pub')}\n")
-    settings = load_settings(paired, {"PROMOTER_STATE_DIR": str(tmp_path / "state"),
-                                      "COSIGN_PASSWORD": PASSWORD})
-    check = composition.verifier(settings, composition.signer(settings))
-    assert check is not None and check.verify(image).formats
+        _pre_mr_check(tmp_path, key_path(1, "pub")).verify(image)
+    assert _pre_mr_check(tmp_path, key_path(2, "pub")).verify(image).formats

@@ -180,15 +180,18 @@ class MergeRequestOutcomes:
 
     def _merged_after(self, event: MergeRequestEvent) -> tuple[bool, str | None]:
         """Whether a merge of a later MR of ``event``'s deployment is recorded (MR iids grow
-        with time, and a branch has one MR open at a time), and that merge's version. Read
-        from the audit trail: the ledger row may have moved on again since."""
+        with time, and a branch has one MR open at a time), and the version of the first such
+        merge, the one that replaced it. Read from the audit trail: the ledger row may have
+        moved on again since."""
         later = [entry for entry in self.audit.entries()
                  if entry.get("event") in MERGE_EVENTS and entry.get("name") == event.name
                  and entry.get("env") == event.env and isinstance(entry.get("iid"), int)
                  and entry["iid"] > event.iid]
         if not later:
             return False, None
-        version = later[-1].get("version")
+        # The merge that replaced it: the next MR's, not the one recorded last (another late
+        # one may have been recorded after it).
+        version = min(later, key=lambda entry: int(entry["iid"])).get("version")
         return True, version if isinstance(version, str) else None
 
     def _deployed_already(self, name: str, env: str) -> None:

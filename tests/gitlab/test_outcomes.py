@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from promoter.core.mr_events import MergeRequestEvent
 from promoter.errors import TransientError
 from promoter.ports.pipeline import DeployedState
 from promoter.secret_settings import Secret
@@ -54,8 +55,8 @@ class World:
         self.ledger, self.audit, self.heads = StateLedger(db), AuditTrail(tmp / "state", db), \
             PushedHeads(db)
         self.tags = tags or Tags()
-        outcomes = MergeRequestOutcomes(self.tags, self.ledger, self.audit,  # type: ignore[arg-type]
-                                        self.heads, claims)
+        self.outcomes = outcomes = MergeRequestOutcomes(
+            self.tags, self.ledger, self.audit, self.heads, claims)  # type: ignore[arg-type]
         self.handler = GitLabHookHandler(Secret(TOKEN), DeliveryLog(db), self.heads.pushed,
                                          outcomes, target_branch="main")
 
@@ -193,3 +194,21 @@ def test_a_gc_merge_hook_decommissions_the_overlays_its_head_removes(world: Worl
     assert world.tags.live == {("fraud", "staging"): None}
     assert world.tags.written[-1] == ("fraud", "5", "staging", {
         "status": "decommissioned", "mr_url": "https://gitlab.example.com/g/gitops/-/merge_requests/9"})
+
+
+def test_a_late_merge_is_replaced_by_the_next_mrs_merge_not_the_latest(
+        tmp_path: Path) -> None:
+    """!2 (version 5) merged unseen; !3 (version 3, a rollback) and !4 (version 6) merged
+    and were recorded after it: !2's version was rolled back by !3, whatever came since."""
+    world = World(tmp_path)
+    world.heads.record(7, 2, BRANCH, "2" * 40, "5", "fraud")
+    world.ledger.put(DeployedState("fraud", "staging", "fraud", "6", "merged", 4))
+    for iid, version, status in ((3, "3", "merged"), (4, "6", "merged")):
+        world.audit.record("mr.merge", actor="alice", name="fraud", env="staging", iid=iid,
+                           model="fraud", version=version, status=status)
+    world.outcomes(MergeRequestEvent(
+        action="merge", project_id=7, project_path="group/gitops", iid=2, state="merged",
+        source_branch=BRANCH, target_branch="main", head_sha="2" * 40, url="u", user="bob",
+        name="fraud", env="staging"))
+    assert ("fraud", "5", "staging", {"status": "rolled_back", "mr_url": "u"}) in \
+        world.tags.written

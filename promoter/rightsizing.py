@@ -242,10 +242,8 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
 
 def _gpu_share(mig_profile: str) -> float:
     """The share of a GPU one DCGM series stands for: a MIG instance its slices of seven."""
-    if not mig_profile:
-        return 1.0
     try:
-        return rightsize.profile_slices(mig_profile) / rightsize.MIG_SLICES
+        return rightsize.gpu_share(mig_profile)
     except ValueError:
         return 1.0   # a profile name promoter cannot read: counted whole rather than lost
 

@@ -132,18 +132,16 @@ def _describe(row: ClusterStatus, ledger: DeploymentLedger,
               live: Callable[[str, str], str | None]) -> dict[str, Any]:
     """One row: ``version`` is what the clusters run (the ledger row's once merged, else the
     version still live), ``proposed`` a newer version whose MR (``mr``) is open."""
-    from promoter.core.results import DeploymentStatus
+    from promoter.core.results import OPEN_MR, RUNNING_ROW
 
     deployed = ledger.by_deployment(row.name, row.env)
-    runs = deployed is not None and deployed.status in (
-        DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED,
-        DeploymentStatus.DECOMMISSIONING)
+    runs = deployed is not None and deployed.status in RUNNING_ROW
     return {"model": deployed.model if deployed else row.name, "name": row.name,
             "env": row.env, "cluster": row.cluster,
             "version": deployed.version if deployed and runs else
             live(deployed.model, row.env) if deployed else None,
-            "proposed": deployed.version if deployed and deployed.status in (
-                DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED) else None,
+            "proposed": deployed.version if deployed and deployed.status in OPEN_MR
+            else None,
             "mr": deployed.mr_iid if deployed else None, "sync": row.sync,
             "health": row.health, "revision": row.revision, "since": row.since,
             "application": row.application}

@@ -34,6 +34,12 @@ class DeploymentStatus(StrEnum):
     ROLLED_BACK = "rolled_back"           # an older version became live in its place
 
 
+# A ledger row in one of these names the version the clusters run (or ran until its removal
+# merges); in one of OPEN_MR, a newer version proposed in an MR not merged yet.
+RUNNING_ROW = frozenset({DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED,
+                         DeploymentStatus.DECOMMISSIONING})
+OPEN_MR = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED})
+
 # Written by the clusters' feedback (promoter.core.cluster_status), never by a promotion: every
 # cluster runs the merged version, Synced and Healthy.
 DEPLOYED = "deployed"

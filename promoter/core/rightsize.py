@@ -97,26 +97,30 @@ def quiet_hour_rate(rates_by_hour: Sequence[Sequence[float]]) -> float:
     return min(peaks) if peaks else math.nan
 
 
-def profile_memory_mib(profile: str) -> float:
+def _parsed(profile: str) -> re.Match[str]:
     match = MIG_PROFILE.fullmatch(profile)
     if match is None:
         raise ValueError(f"{profile!r} is not a MIG profile <g>g.<memory>gb")
-    return int(match["gb"]) * MIB_PER_NAMED_GB
+    return match
+
+
+def profile_memory_mib(profile: str) -> float:
+    return int(_parsed(profile)["gb"]) * MIB_PER_NAMED_GB
 
 
 def profile_slices(profile: str) -> int:
     """The compute slices (of MIG_SLICES) a MIG profile takes: the ``g`` of ``<g>g.<mem>gb``."""
-    match = MIG_PROFILE.fullmatch(profile)
-    if match is None:
-        raise ValueError(f"{profile!r} is not a MIG profile <g>g.<memory>gb")
-    return int(match["g"])
+    return int(_parsed(profile)["g"])
+
+
+def gpu_share(mig_profile: str | None) -> float:
+    """The share of one GPU a MIG instance of ``mig_profile`` is (1.0 without a profile)."""
+    return profile_slices(mig_profile) / MIG_SLICES if mig_profile else 1.0
 
 
 def gpus_per_replica(current: Current) -> float:
     """Whole GPUs one replica holds: a MIG slice is its share of one, not a whole GPU."""
-    if current.mig is not None:
-        return profile_slices(current.mig) / MIG_SLICES
-    return max(current.gpus, 1)
+    return gpu_share(current.mig) if current.mig is not None else max(current.gpus, 1)
 
 
 def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from promoter.core.cluster_status import Carries, ClusterStatus, EnvironmentStatus, summarise
-from promoter.core.results import DeploymentStatus
+from promoter.core.results import RUNNING_ROW, DeploymentStatus
 from promoter.errors import NotFoundError, PromoterError, TransientError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeployedState, DeploymentLedger
@@ -225,7 +225,7 @@ class ClusterFeedback:
         merged on the forge and not recorded yet: the clusters may run it already); while the
         row follows a newer proposal still open, or one closed or refused, the version still
         live (MLflow's live_version), never the proposed one, which no cluster runs."""
-        if deployed is None or deployed.status in _ROW_RUNS:
+        if deployed is None or deployed.status in RUNNING_ROW:
             return deployed.version if deployed else None
         if self.registry is None or self.merge_requests is None or deployed.mr_iid is None:
             return deployed.version   # cannot tell: as before, the row's
@@ -263,11 +263,6 @@ class ClusterFeedback:
         if self.forge is not None and deployed.mr_iid is not None:
             self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note(deployed.version))
         return status, judgement
-
-
-# Row statuses whose version is the one the clusters run (or ran until its removal merges).
-_ROW_RUNS = frozenset({DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED,
-                       DeploymentStatus.DECOMMISSIONING})
 
 
 def _status_tags(status: EnvironmentStatus, deployed: DeployedState,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from promoter.core.results import DeploymentStatus
+from promoter.core.results import OPEN_MR, DeploymentStatus
 from promoter.ports.git import BRANCH_PREFIX
 from promoter.ports.pipeline import DeployedState
 from promoter.service.queue_ops import shared_now
@@ -42,10 +42,6 @@ _LOCK = "deployments"
 # attempt that is still alive (job leases are renewed while an attempt runs, so they bound
 # nothing here).
 CLAIM_IN_FLIGHT_SECONDS = 3600.0
-# A promotion MR still waiting on its outcome: when the row moves on to another MR, the sweep
-# follows this one (state.left_mrs). Not a removal MR (decommissioning): its merge, recorded
-# for an MR that is no longer the row's, would read as a promotion's.
-LEFT_WAITING = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED})
 # Row statuses of a deployment that runs, or whose proposal or removal is under way.
 IN_USE = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED,
                     DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED,
@@ -213,8 +209,10 @@ def _owners(conn: Connection, name: str, now: float) -> frozenset[str]:
 def _put(conn: Connection, state: DeployedState, now: float) -> None:
     before = _one(conn, "d.model = ? AND d.env = ?", (state.model, state.env))
     if before is not None and before.mr_iid is not None and before.mr_iid != state.mr_iid \
-            and before.status in LEFT_WAITING:
-        # The row leaves an MR whose outcome is not recorded: the sweep follows it from there.
+            and before.status in OPEN_MR:
+        # The row leaves a promotion MR whose outcome is not recorded: the sweep follows it
+        # from there (state.left_mrs). Not a removal MR (decommissioning): its merge, recorded
+        # for an MR that is no longer the row's, would read as a promotion's.
         left_mrs.note(conn, before.mr_iid, before.name, before.env)
     conn.execute(
         "INSERT INTO deployments (model, env, name, version, status, mr_iid) "

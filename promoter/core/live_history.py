@@ -18,12 +18,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from promoter.core.results import DeploymentStatus
+
 MERGED = "mr.merge"
 FOREIGN_MERGED = "mr.merge_foreign"
 DECOMMISSIONED = "decommissioned"
 # The status of a merge recorded only after a newer merge of its deployment had been (its
 # outcome was lost, then found by the MR sweep): replaced before it was known, never live since.
-REPLACED = frozenset({"superseded", "rolled_back"})
+REPLACED = frozenset({DeploymentStatus.SUPERSEDED, DeploymentStatus.ROLLED_BACK})
 
 
 @dataclass(frozen=True)

@@ -176,8 +176,8 @@ class MergeRequestSweep:
         handler; what happened goes into ``report``. An MR the forge does not have is handed
         to ``on_missing`` when given, else it is a failure (a deployment's row would wait on
         an outcome nobody can tell: an operator's matter, shown every pass). ``on_settled`` is
-        told an MR whose outcome the handler took, or that is settled with nothing to
-        record (not promoter's, closed as superseded)."""
+        told an MR that is settled with nothing to record (not promoter's, closed as
+        superseded); one whose outcome the handler records, the handler settles itself."""
         report.looked_at += 1
         try:
             try:
@@ -199,9 +199,7 @@ class MergeRequestSweep:
                 if on_settled is not None and mr.state in core.ACTION_FOR_STATE:
                     on_settled(iid)
                 return
-            self.on_event(decision.event)
-            if on_settled is not None:
-                on_settled(iid)
+            self.on_event(decision.event)  # the handler's recording ends a left MR's note
         except RecordingElsewhere:
             report.elsewhere.append({"iid": iid, "name": name, "env": env})
             log(_log, logging.INFO, "MR outcome being recorded by another handler; next "

@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from promoter.core.live_history import FOREIGN_MERGED, MERGED
 from promoter.core.mr_events import SETTLING, ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
 from promoter.core.results import DeploymentStatus, replaced_status
@@ -48,8 +49,6 @@ STATUS_FOR_ACTION = {"approved": "approved", "merge": "merged", "close": "closed
 # deployed something promoter never checked (not live, not "merged"); a close deployed nothing.
 FOREIGN_STATUS_FOR_ACTION = {"merge": DeploymentStatus.MERGED_UNVERIFIED,
                              "close": DeploymentStatus.CLOSED}
-# The audit events of a recorded merge of promoter's MR (its own head, or someone else's).
-MERGE_EVENTS = frozenset({"mr.merge", "mr.merge_foreign"})
 # The statuses whose recording moves promoter.<env>.live_version.
 LIVE_MOVING = frozenset({DeploymentStatus.MERGED, DeploymentStatus.DECOMMISSIONED})
 
@@ -184,9 +183,9 @@ class MergeRequestOutcomes:
         merge, the one that replaced it. Read from the audit trail: the ledger row may have
         moved on again since."""
         later = [entry for entry in self.audit.entries()
-                 if entry.get("event") in MERGE_EVENTS and entry.get("name") == event.name
-                 and entry.get("env") == event.env and isinstance(entry.get("iid"), int)
-                 and entry["iid"] > event.iid]
+                 if entry.get("event") in (MERGED, FOREIGN_MERGED)
+                 and entry.get("name") == event.name and entry.get("env") == event.env
+                 and isinstance(entry.get("iid"), int) and entry["iid"] > event.iid]
         if not later:
             return False, None
         # The merge that replaced it: the next MR's, not the one recorded last (another late

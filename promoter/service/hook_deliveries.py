@@ -49,18 +49,16 @@ class HookDeliveries:
     def finish(self, held: Claim, status: str) -> None:
         """Record the answer: re-deliveries from now on are duplicates."""
         if not self.db.write(lambda conn: deliveries.answer(conn, held, status)):
-            _taken_over(held, "its answer was not recorded")
+            self._taken_over(held, "its answer was not recorded")
 
     def release(self, held: Claim) -> None:
         """Forget a delivery that failed, so the sender's retry is processed."""
         if not self.db.write(lambda conn: deliveries.release(conn, held)):
-            _taken_over(held, "it was left to the handler that took it over")
+            self._taken_over(held, "it was left to the handler that took it over")
 
-
-def _taken_over(held: Claim, consequence: str) -> None:
-    _log.warning("the %s delivery %r outlived its claim (taken over after %.0f s): %s",
-                 held.source, held.delivery_id[:200], deliveries.PROCESSING_TAKEOVER_SECONDS,
-                 consequence)
+    def _taken_over(self, held: Claim, consequence: str) -> None:
+        _log.warning("the %s delivery %r outlived its claim (taken over after %.0f s): %s",
+                     held.source, held.delivery_id[:200], self._takeover_after, consequence)
 
 
 def in_progress_answer(**described: Any) -> tuple[int, dict[str, Any]]:

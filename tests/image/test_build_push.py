@@ -94,11 +94,9 @@ def test_new_model_version_uploads_only_the_model_layer(
 
 
 def test_oci_layout_output_matches_the_registry_digest_and_unpacks(
-        first_build: dict[str, Any], promoter: Run, model_dir: Path, registry: str,
-        tmp_path: Path) -> None:
+        first_build: dict[str, Any], promoter: Run, model_dir: Path, tmp_path: Path) -> None:
     layout = tmp_path / "layout"
-    built = build(promoter, str(model_dir), "--repository", f"{registry}/models/iris",
-                  "--oci-layout", str(layout))
+    built = build(promoter, str(model_dir), "--oci-layout", str(layout))
     assert built["digest"] == first_build["digest"]  # same inputs → same digest anywhere
     assert built["reference"] == f"oci:{layout}@{first_build['digest']}"
     index = json.loads((layout / "index.json").read_text())

@@ -62,7 +62,8 @@ _MLFLOW_SCHEMA = {
 }
 _DATABRICKS_SCHEMA = {
     "type": "object",
-    "required": ["event"],
+    # event_timestamp is Databricks' only bound on a replay (it sends no timestamp header).
+    "required": ["event", "event_timestamp"],
     "properties": {"event": {"type": "string", "maxLength": 128},
                    "event_timestamp": {"type": "integer", "minimum": 0},
                    "model_name": {"type": "string", "maxLength": events.MAX_NAME},
@@ -122,11 +123,9 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
                 normalised = events.from_mlflow(payload, triggers)
             else:
                 normalised = events.from_databricks(payload, triggers)
-                # No delivery id from Databricks: the transition's identity, or the exact body.
-                identity = (events.dedupe_key_databricks(payload)
-                            if payload.get("event_timestamp") is not None
-                            else body.decode("latin-1"))
-                delivery_id = verify.dedupe_key_digest(identity)
+                verify.check_databricks_age(payload["event_timestamp"], now=clock.now())
+                # No delivery id from Databricks: the transition's identity is the dedupe key.
+                delivery_id = verify.dedupe_key_digest(events.dedupe_key_databricks(payload))
             try:
                 stored = await intake.enqueue_async(queue, normalised, source=source,
                                                     delivery_id=delivery_id)

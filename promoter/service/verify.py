@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 
 from promoter.errors import AuthError, UserError
+from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
 
 MLFLOW_ID = "x-mlflow-delivery-id"
 MLFLOW_TIMESTAMP = "x-mlflow-timestamp"
@@ -23,6 +24,10 @@ MLFLOW_SIGNATURE = "x-mlflow-signature"
 DATABRICKS_SIGNATURE = "x-databricks-signature"
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+# A Databricks delivery is told from a replay only by its dedupe row, kept for
+# DELIVERY_RETENTION_SECONDS: one older than that memory, less a day's margin for clock skew and
+# retries, could make its job a second time, so it is refused (the reconcile loop catches up).
+DATABRICKS_MAX_AGE_SECONDS = DELIVERY_RETENTION_SECONDS - 24 * 3600
 
 
 class MissingHeader(UserError):
@@ -89,6 +94,20 @@ def verify_databricks(headers: Mapping[str, str], body: bytes, secret: str | Non
     if not hmac.compare_digest(signature.strip().lower().encode("utf-8", "replace"), expected):
         raise AuthError("X-Databricks-Signature does not match the body",
                         hint="check PROMOTER_DATABRICKS_WEBHOOK_SECRET")
+
+
+def check_databricks_age(event_timestamp_ms: int, *, now: float,
+                         max_age_seconds: float = DATABRICKS_MAX_AGE_SECONDS) -> None:
+    """Refuse (401) a Databricks delivery whose signed event_timestamp is further from ``now``
+    than its dedupe row is remembered: Databricks sends no timestamp header, so this is the
+    only bound on replaying a captured body."""
+    age = now - event_timestamp_ms / 1000.0
+    if abs(age) > max_age_seconds:
+        days = int(max_age_seconds // 86400)
+        raise AuthError(f"event_timestamp is {abs(int(age)) // 86400} days "
+                        f"{'old' if age > 0 else 'ahead'}; the window is {days} days, as long as "
+                        "a delivery is remembered (replay refused)",
+                        hint="the reconcile loop brings any promotion it missed")
 
 
 def dedupe_key_digest(key: str) -> str:

@@ -194,8 +194,12 @@ def databricks_headers(body: bytes, secret: str = "databricks-secret") -> dict[s
             "X-Databricks-Signature": sign_databricks(secret, body)}
 
 
+# The captured deliveries' event_timestamp (Databricks' documented example), as a clock.
+DATABRICKS_SENT = FixedClock(1589859029343 / 1000 + 2)
+
+
 def test_databricks_transition_becomes_a_job_once(app_client_factory: Any) -> None:
-    app = app_client_factory()
+    app = app_client_factory(clock=DATABRICKS_SENT)
     body = databricks_body("transitioned_stage.production.json")
     first = app.post("/webhooks/databricks", body, databricks_headers(body))
     assert first.status_code == 200, first.text
@@ -206,10 +210,34 @@ def test_databricks_transition_becomes_a_job_once(app_client_factory: Any) -> No
 
 
 def test_databricks_wrong_signature_is_401(app_client_factory: Any) -> None:
-    app = app_client_factory()
+    app = app_client_factory(clock=DATABRICKS_SENT)
     body = databricks_body("transitioned_stage.production.json")
     response = app.post("/webhooks/databricks", body, databricks_headers(body, "other"))
     assert response.status_code == 401 and app.queue.list() == []
+
+
+def test_a_databricks_delivery_older_than_its_dedupe_memory_is_refused(
+        app_client_factory: Any) -> None:
+    """Databricks sends no timestamp header to bound a replay by: a signed body captured once
+    would make its job again after its dedupe row is forgotten (14 days). So one whose
+    event_timestamp is older than that memory, less a day's margin, is refused; the reconcile
+    loop finds any promotion it missed."""
+    body = databricks_body("transitioned_stage.production.json")
+    thirteen_days = 13 * 24 * 3600
+    app = app_client_factory(clock=FixedClock(DATABRICKS_SENT.value + thirteen_days - 60))
+    assert app.post("/webhooks/databricks", body, databricks_headers(body)).status_code == 200
+    late = app_client_factory(clock=FixedClock(DATABRICKS_SENT.value + thirteen_days + 60))
+    response = late.post("/webhooks/databricks", body, databricks_headers(body))
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "unauthorized"
+    assert "13 days" in response.json()["detail"] and "replay" in response.json()["detail"]
+    assert late.queue.list() == []
+    # A delivery without event_timestamp has nothing to bound it by either: refused too.
+    bare = json.dumps({k: v for k, v in json.loads(body).items()
+                       if k != "event_timestamp"}).encode()
+    response = late.post("/webhooks/databricks", bare, databricks_headers(bare))
+    assert response.status_code == 400 and "event_timestamp" in response.json()["detail"]
+    assert late.queue.list() == []
 
 
 def test_unknown_routes_and_methods_answer_json(app_client_factory: Any) -> None:

@@ -44,14 +44,15 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
     # What the environment runs is what the target branch holds, which may be older than the
     # last version promoter proposed (an MR for a newer version may never have merged).
     live = _live_version(config, ports, state.name, job.env) or state.version
-    model = mr_text.escape(job.model, 120)
+    model = mr_text.escape(job.model, mr_text.TITLE_MODEL_LIMIT)
     # The environment's forecast plot describes scaling that goes with its overlay: it goes
     # too (a path mapped to None is deleted when it exists, and is no change when it does not).
     plot = tree_facts.forecast_plot(root, state.name, job.env)
     proposal = Proposal(
         model=job.model, name=state.name, env=job.env, version=live, files={plot: None},
         managed_prefixes=managed,
-        title=f"Decommission {model} from {job.env}",
+        title=f"Decommission {mr_text.inert_line(job.model, mr_text.TITLE_MODEL_LIMIT)} from "
+              f"{job.env}",
         description=(f"## Decommission {model} from {job.env}\n\nThe {job.env} trigger no "
                      f"longer points at any version; {config.target_branch} runs "
                      f"version {live}. This removes {what}.\n"),

@@ -22,6 +22,7 @@ from promoter.ports.git import Proposal, branch_for
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~^=])")
 _REFERENCE_CHARS = re.compile(r"([@#!~%$:])")  # followed by a zero-width space
+_TITLE_SIGILS = re.compile(r"([@#!~%$:&])")      # ... and, unescaped in a title, "&" (epics)
 _ZWSP = "\u200b"
 _MAX_FIELD = 300
 _MARKER = re.compile(
@@ -41,6 +42,19 @@ def escape(value: object, limit: int = _MAX_FIELD) -> str:
     text = text.replace("&amp;", "&amp;" + _ZWSP)  # &123 is an epic reference
     text = re.sub(r"(?i)(www)(\\\.)", "\\1" + _ZWSP + "\\2", text)  # www.x autolinks in GFM
     return _REFERENCE_CHARS.sub(lambda m: m.group(1) + _ZWSP, text)
+
+
+def inert_line(value: object, limit: int | None = None) -> str:
+    """``value`` as one line of text that GitLab shows literally where it renders no markdown
+    (titles, commit messages), at most ``limit`` characters: no backslashes or HTML entities,
+    which such text would show as typed, but no mentions, references or autolinks either (a
+    zero-width space after each sigil and each ":"): GitLab links ``@user``, ``#1`` or
+    ``&7`` in a title, and a commit message's "Closes #1" closes that issue on merge.
+    Without ``limit``, whole."""
+    text = _TITLE_SIGILS.sub(lambda m: m.group(1) + _ZWSP,
+                             DISPLAY_CONTROLS.sub("", " ".join(str(value).split())))
+    # Capped last, so the limit bounds what is sent (GitLab refuses a title over 255).
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def code(value: object, limit: int = _MAX_FIELD) -> str:
@@ -105,8 +119,14 @@ class MrFacts:
     shared_base_paths: Sequence[str] = ()
 
 
+# A title's model part: with the rest of the title and promoter's " - superseded", within
+# GitLab's 255 characters.
+TITLE_MODEL_LIMIT = 120
+
+
 def title(facts: MrFacts) -> str:
-    return f"Promote {escape(facts.model, 120)} version {facts.version} to {facts.env}"
+    return (f"Promote {inert_line(facts.model, TITLE_MODEL_LIMIT)} version {facts.version} "
+            f"to {facts.env}")
 
 
 TEAM_LABEL = "team::"   # scoped, as env:: is: one per merge request
@@ -246,11 +266,17 @@ def note_slug(body: str) -> str | None:
 
 
 def commit_message(proposal: Proposal) -> str:
-    model = _one_line(proposal.model)
+    model = _model_in_message(proposal.model)
     return (f"Promote {model} version {proposal.version} to {proposal.env}\n\n"
             f"Promoter-Key: {proposal.name}/{proposal.env}\n"
             f"Promoter-Model: {model}\n"
             f"Promoter-Version: {proposal.version}\n")
+
+
+def _model_in_message(model: str) -> str:
+    """The model's name as a commit message carries it: whole (the trailer identifies the
+    model), yet inert, since GitLab reads a merged commit's message for "Closes #1"."""
+    return inert_line(model)
 
 
 def _one_line(text: str) -> str:
@@ -261,9 +287,11 @@ def proposed_for_another_model(message: str, proposal: Proposal) -> str | None:
     """The registered model a promoter commit of this key proposes, when it is not
     ``proposal``'s: two models whose names derive the same deployment name, promoted for the
     first time at once, would otherwise take over each other's branch. None for commits
-    written before the trailer existed."""
+    written before the trailer existed. Commits written before the name was made inert carry
+    it as it was."""
     found = re.search(r"^Promoter-Model: (.*)$", message, re.MULTILINE)
-    if found is None or found.group(1) == _one_line(proposal.model):
+    if found is None or found.group(1) in (_model_in_message(proposal.model),
+                                           _one_line(proposal.model)):
         return None
     return found.group(1)
 

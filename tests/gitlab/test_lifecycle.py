@@ -78,6 +78,27 @@ def test_newer_version_supersedes_when_configured(make_harness: Any) -> None:
     assert harness.commits(BRANCH) == 2
 
 
+def test_a_hostile_name_at_length_still_opens_and_supersedes_within_gitlabs_title_limit(
+        make_harness: Any) -> None:
+    """The stand-in refuses titles over 255 characters as GitLab does: the model part is
+    capped after making it inert, leaving room for the retitle of a superseded MR."""
+    from promoter.core.mr_text import MrFacts, title
+
+    model = "R&D & QA & Ops: churn #2 & " * 5
+    harness = make_harness(supersede=True)
+
+    def titled(version: str) -> Any:
+        return proposal(version, model=model, title=title(MrFacts(
+            model=model, version=version, env=ENV, name=NAME)))
+
+    first = harness.provider.propose(titled("1"))
+    newer = harness.provider.propose(titled("2"))
+    assert newer.outcome is Outcome.SUPERSEDED and first.mr_iid is not None
+    old = harness.provider.get(first.mr_iid)
+    assert old.state == "closed" and old.title.endswith(" - superseded")
+    assert len(old.title) <= 255
+
+
 def test_a_human_close_is_respected_for_that_version(harness: Harness) -> None:
     first = harness.provider.propose(proposal("1"))
     assert first.mr_iid is not None

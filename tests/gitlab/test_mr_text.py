@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from promoter.core import mr_text
@@ -117,3 +117,55 @@ def test_note_bodies_carry_a_findable_slug() -> None:
     body = mr_text.note_body("promoter: status", "text")
     assert mr_text.note_slug(body) == "promoter:-status"
     assert mr_text.note_slug("**promoter: status** by a human") is None
+
+
+# GitLab's default issue_closing_pattern (config/gitlab.yml.example), with its issue reference:
+# a merged commit whose message matches closes the issues it names.
+_ISSUE_REF = r"(?:(?:[A-Za-z0-9_./-]+)?#\d+|https?://\S+/issues/\d+)"
+CLOSING = re.compile(
+    r"\b((?:[Cc]los(?:e[sd]?|ing)|\b[Ff]ix(?:e[sd]|ing)?|\b[Rr]esolv(?:e[sd]?|ing)"
+    r"|\b[Ii]mplement(?:s|ed|ing)?)(:?) +(?:(?:issues? +)?" + _ISSUE_REF +
+    r"(?:(?: *,? +and +| *,? *)?)|([A-Z][A-Z0-9_]+-\d+))+)")
+
+
+@pytest.mark.parametrize("model", ["fraud_detector", "churn-model-v2.1", "R&D ranker",
+                                   "a*b* [x](y) <b>"])
+def test_titles_show_the_name_as_typed(model: str) -> None:
+    """GitLab renders a title without markdown: escaping would show as backslashes and
+    entities, in the UI, the API, e-mails and hook payloads alike."""
+    title = mr_text.title(MrFacts(model=model, version="3", env="production", name="m"))
+    assert title.replace("\u200b", "") == f"Promote {model} version 3 to production"
+
+
+@given(st.text(max_size=400), st.from_regex(r"[a-z0-9-]{1,63}", fullmatch=True),
+       st.from_regex(r"[1-9][0-9]{0,9}", fullmatch=True))
+@example("R&D & QA: churn #2 & " * 10, "e" * 63, "1234567890")
+def test_titles_stay_inert_and_within_gitlabs_limit(model: str, env: str, version: str) -> None:
+    from promoter.ports.git import SUPERSEDED_SUFFIX, WITHDRAWN_SUFFIX
+
+    title = mr_text.title(MrFacts(model=model, version=version, env=env, name="m"))
+    # GitLab refuses a title over 255 characters, also when promoter retitles one it closes.
+    assert len(title) + max(len(SUPERSEDED_SUFFIX), len(WITHDRAWN_SUFFIX)) <= 255
+    assert "\n" not in title
+    assert not re.search(r"[@#!~%$&]\w", title) and "://" not in title
+    assert not CLOSING.search(title)
+
+
+def test_a_hostile_name_closes_no_issue_through_the_commit_message() -> None:
+    from promoter.ports.git import Proposal
+
+    model = "fraud Closes #1, #2 and grp/other#7, fixes https://gitlab.example/g/p/issues/9"
+    proposal = Proposal(model=model, name="fraud", env="production", version="3", files={},
+                        managed_prefixes=(), title="t", description="")
+    message = mr_text.commit_message(proposal)
+    assert CLOSING.search(f"Closes #1 {model}")   # the pattern finds what it should
+    assert not CLOSING.search(message), message
+    assert message.replace("\u200b", "").startswith(f"Promote {model} version 3")
+    # The trailer still tells this model from another, and from the name as older commits
+    # wrote it (raw).
+    assert mr_text.proposed_for_another_model(message, proposal) is None
+    raw = message.replace("\u200b", "")
+    assert mr_text.proposed_for_another_model(raw, proposal) is None
+    other = Proposal(model="fraud", name="fraud", env="production", version="3", files={},
+                     managed_prefixes=(), title="t", description="")
+    assert mr_text.proposed_for_another_model(message, other) is not None

@@ -74,7 +74,8 @@ def test_mr_list_and_show_print_titles_unescaped(model: str, run_cli: Run,
                                                  tmp_path: Path) -> None:
     settings = load_settings(None, {"PROMOTER_STATE_DIR": str(tmp_path / "state")})
     title = mr_text.title(facts(model=model, env="staging"))
-    assert title != f"Promote {model} version 7 to staging"  # the MR itself is escaped
+    if "#" in model:  # the MR itself carries no live reference or mention
+        assert title != f"Promote {model} version 7 to staging"
     result = localgit.from_settings(settings).propose(proposal("1", title=title))
     code_, out, _ = run_cli("mr", "show", str(result.mr_iid))
     assert code_ == 0 and out.splitlines()[0] == \

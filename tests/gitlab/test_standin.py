@@ -61,6 +61,19 @@ def test_merge_request_errors_and_merge(standin: StandIn) -> None:
     assert standin.deliveries[-1].payload["object_attributes"]["action"] == "merge"
 
 
+def test_a_title_over_255_characters_is_refused_on_create_and_update(
+        standin: StandIn) -> None:
+    p = project(standin)
+    commit(p, "feature", "create", "a.md", start_branch="main")
+    create = {"source_branch": "feature", "target_branch": "main"}
+    assert error_of(lambda: p.mergerequests.create({**create, "title": "t" * 256})) == \
+        (400, {"title": ["is too long (maximum is 255 characters)"]})
+    mr = p.mergerequests.create({**create, "title": "t" * 255})
+    mr.title = mr.title + " - superseded"
+    assert error_of(mr.save)[0] == 400
+    assert p.mergerequests.get(mr.iid).title == "t" * 255
+
+
 def test_only_an_owner_deletes_a_merge_request_and_it_is_gone_for_good(
         standin: StandIn) -> None:
     p = project(standin)

@@ -28,6 +28,13 @@ def _labels(value: Any) -> list[str]:
     return [part.strip() for part in str(value or "").split(",") if part.strip()]
 
 
+def _title_fits(title: Any) -> None:
+    """Issuable validates ``title, length: { maximum: 255 }`` (characters): a longer one is a
+    400 with the model's validation errors."""
+    if len(str(title)) > 255:
+        raise ApiError(400, {"title": ["is too long (maximum is 255 characters)"]})
+
+
 class Api:
     def __init__(self, standin: StandIn) -> None:
         self.s = standin
@@ -222,6 +229,7 @@ class Api:
             if mr.source_branch == source and mr.state == "opened":
                 raise ApiError(409, ["Another open merge request already exists for this "
                                      f"source branch: !{mr.iid}"])
+        _title_fits(params["title"])
         if self.repo.head(str(source)) is None:
             raise ApiError(422, [f"Source branch \"{source}\" does not exist"])
         iid = max(self.project.mrs, default=0) + 1
@@ -241,6 +249,8 @@ class Api:
 
     def update_mr(self, user: User, params: dict[str, Any], iid: str) -> Answer:
         mr = self.mr(iid)
+        if "title" in params:
+            _title_fits(params["title"])
         for key in ("title", "description"):
             if key in params:
                 setattr(mr, key, str(params[key]))

@@ -7,19 +7,19 @@ output (pip) mask the same things the same way.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
-from urllib.parse import unquote
 
-MASK = "***"
+# The rules that need no configuration live in the core, which MR text also goes through.
+from promoter.core.masking import (
+    MASK,
+    password_param,
+    without_password_params,
+    without_url_userinfo,
+)
+
+__all__ = ["MASK", "Redactor", "password_param", "without_password_params",
+           "without_url_userinfo"]
 _MIN_SECRET = 4  # shorter values would mask ordinary words
-# user:password@ or token@ in any URL; a URL's userinfo is a credential in every scheme we meet.
-# Up to the last "@" before the host's end, as urlsplit and HTTP clients split a password
-# holding an unescaped "@" ("https://alice:p@ss@host": the password is "p@ss").
-_URL_USERINFO = re.compile(r"://[^/\s'\"?#]*@")
-# name=value pairs in a URL's query or a libpq keyword string, the name perhaps
-# percent-encoded ("pass%77ord=", which libpq decodes to password=).
-_PARAM = re.compile(r"(?<![^?&\s])([^=&?\s]+)=([^&\s]*)")
 
 
 class Redactor:
@@ -44,20 +44,3 @@ def _forms(secret: str) -> set[str]:
     plain = {secret, repr(secret)[1:-1]}
     return {form for text in plain for form in (
         text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1])}
-
-
-def without_url_userinfo(text: str) -> str:
-    """``scheme://user:password@host`` → ``scheme://***@host`` wherever it appears in ``text``."""
-    return _URL_USERINFO.sub(f"://{MASK}@", text)
-
-
-def password_param(name: str) -> bool:
-    """Whether a URL query or libpq parameter ``name`` sets a password once decoded."""
-    return unquote(name).strip().lower() == "password"
-
-
-def without_password_params(text: str) -> str:
-    """Every ``password=…`` parameter in ``text`` (a URL's query, a libpq keyword string)
-    masked, its name percent-encoded or not."""
-    return _PARAM.sub(lambda found: f"{found[1]}={MASK}" if password_param(found[1])
-                      else found[0], text)

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from promoter.core.masking import masked_value
 from promoter.core.naming import DISPLAY_CONTROLS
 from promoter.ports.git import Proposal, branch_for
 
@@ -202,7 +203,9 @@ def _table(values: Mapping[str, object], what: str) -> list[str]:
     rows = [f"| {what} | value |", "|---|---|"]
     for key in sorted(values):
         value = values[key]
-        shown = f"{value:.6g}" if isinstance(value, float) else value
+        # MR text is read by everyone who can see the project; parameters (autolog's among
+        # them) can be connection strings or tokens.
+        shown = f"{value:.6g}" if isinstance(value, float) else masked_value(key, str(value))
         rows.append(f"| {escape(key, 80)} | {escape(shown, 80)} |")
     return rows
 

@@ -169,3 +169,20 @@ def test_a_hostile_name_closes_no_issue_through_the_commit_message() -> None:
     other = Proposal(model="fraud", name="fraud", env="production", version="3", files={},
                      managed_prefixes=(), title="t", description="")
     assert mr_text.proposed_for_another_model(message, other) is not None
+
+
+def test_parameters_that_carry_credentials_are_masked_in_the_description() -> None:
+    """Everyone who can see the GitOps project reads the MR; autolog logs whatever the
+    training code was given, connection strings and tokens among it."""
+    params = {"feature_store_uri": "postgresql://ml:hunter2@db.internal:5432/features",
+              "dsn": "host=db user=ml password=hunter3 dbname=f",
+              "hf_token": "hf_AbCdEfGhIjKlMnOpQrSt", "dbPassword": "hunter4",
+              "OPENAI_API_KEY": "sk-abcdef", "client-secret": "hunter5",
+              "max_tokens": "512", "tokenizer": "gpt2", "learning_rate": "0.01"}
+    text = mr_text.description(MrFacts(model="m", version="1", env="staging", name="m",
+                                       params=params))
+    for secret in ("hunter2", "hunter3", "hf_AbCd", "hunter4", "sk-abcdef", "hunter5"):
+        assert secret not in text, secret
+    for shown in ("db\\.internal", "512", "gpt2", "0\\.01"):
+        assert shown in text, shown
+    assert text.count("\\*\\*\\*") == 6    # each masked, the rest of its row kept

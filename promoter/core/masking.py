@@ -1,0 +1,63 @@
+"""Rules that tell a secret by its shape alone, with no configured values to look for.
+
+Pure, so the core's MR text applies them too (promoter.redaction, which also masks the
+configured secrets, builds on them for logs and error messages).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+MASK = "***"
+# user:password@ or token@ in any URL; a URL's userinfo is a credential in every scheme we meet.
+# Up to the last "@" before the host's end, as urlsplit and HTTP clients split a password
+# holding an unescaped "@" ("https://alice:p@ss@host": the password is "p@ss").
+_URL_USERINFO = re.compile(r"://[^/\s'\"?#]*@")
+# name=value pairs in a URL's query or a libpq keyword string, the name perhaps
+# percent-encoded ("pass%77ord=", which libpq decodes to password=).
+_PARAM = re.compile(r"(?<![^?&\s])([^=&?\s]+)=([^&\s]*)")
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+# Words of a setting's name that make its value a credential, alone or as a pair. Whole
+# words, so "max_tokens" or "tokenizer" (an LLM's parameters) stay readable.
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token",
+                           "credential", "credentials", "apikey", "authorization", "bearer"})
+_SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"),
+                           ("secret", "key"), ("auth", "key")})
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+
+
+def without_url_userinfo(text: str) -> str:
+    """``scheme://user:password@host`` → ``scheme://***@host`` wherever it appears in ``text``."""
+    return _URL_USERINFO.sub(f"://{MASK}@", text)
+
+
+def password_param(name: str) -> bool:
+    """Whether a URL query or libpq parameter ``name`` sets a password once decoded."""
+    # Percent-decoded byte by byte: only ASCII bytes can spell "password", and for those
+    # this is what urllib's unquote (and libpq) make of them.
+    decoded = _PERCENT.sub(lambda found: chr(int(found[1], 16)), name)
+    return decoded.strip().lower() == "password"
+
+
+def without_password_params(text: str) -> str:
+    """Every ``password=…`` parameter in ``text`` (a URL's query, a libpq keyword string)
+    masked, its name percent-encoded or not."""
+    return _PARAM.sub(lambda found: f"{found[1]}={MASK}" if password_param(found[1])
+                      else found[0], text)
+
+
+def secret_name(name: str) -> bool:
+    """Whether a setting called ``name`` (a run parameter, say) holds a credential:
+    ``hf_token``, ``dbPassword``, ``OPENAI_API_KEY``, ``client-secret``."""
+    words = [word.lower() for word in _WORD.findall(name)]
+    return any(word in _SECRET_WORDS for word in words) or any(
+        pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
+
+
+def masked_value(name: str, value: str) -> str:
+    """``value`` of a setting called ``name`` fit for text everyone may read: all of it when
+    the name says it is a credential, else any URL credentials and password parameters."""
+    if secret_name(name):
+        return MASK
+    return without_password_params(without_url_userinfo(value))

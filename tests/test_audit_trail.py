@@ -7,11 +7,15 @@ import itertools
 import json
 import multiprocessing
 import stat
+import threading
 from pathlib import Path
 from unittest import mock
 
+import pytest
+
 from promoter.core.gates import GateFacts, StagingFirstGate
 from promoter.service.audit import AuditTrail
+from promoter.service.audit_file import FileChain
 
 
 def fill(trail: AuditTrail, count: int = 4) -> None:
@@ -94,6 +98,34 @@ def test_an_entry_whose_head_a_crash_did_not_record_is_chained_onto(tmp_path: Pa
     trail.record("job.created", model="m", env="staging", version="5")
     assert trail.verify() is None
     assert [e["seq"] for e in trail.entries()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_entry_appended_while_verify_reads_is_no_finding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit verify` read the head, then the lines without the lock: an entry another
+    process appended in between made the trail longer than the head read, reported as
+    tampering (exit 1). Read under the lock an append takes, the append waits for verify."""
+    trail = AuditTrail(tmp_path)
+    fill(trail)
+    other_process = AuditTrail(tmp_path)  # serve's own handle on the same trail
+    appender = threading.Thread(target=other_process.record, args=("job.done",),
+                                kwargs={"model": "m", "env": "production", "version": "5"})
+    read_head = FileChain.recorded_head
+
+    def head_then_append(chain: FileChain) -> object:
+        head = read_head(chain)
+        if threading.current_thread() is not appender and not appender.is_alive():
+            appender.start()
+            appender.join(1.0)  # done at once unless verify holds the trail's lock
+        return head
+
+    monkeypatch.setattr(FileChain, "recorded_head", head_then_append)
+    assert trail.verify() is None
+    appender.join(10)
+    assert not appender.is_alive()
+    monkeypatch.undo()
+    assert trail.verify() is None
+    assert [e["seq"] for e in trail.entries()] == [1, 2, 3, 4, 5]
 
 
 def _append(state_dir: str, worker: int) -> None:

@@ -11,24 +11,27 @@ too. Entries never hold secrets (only names, versions, URLs, reasons).
 Where the chain lives follows the state: files beside SQLite's state.db
 (promoter.service.audit_file), or tables of the PostgreSQL state database shared by every
 replica (promoter.service.audit_table). The meaning of every method is the same for both.
+Whatever checks the lines against the head reads both in one ``snapshot``: other processes
+append all the time, and a head read apart from the lines would be older than they are.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from promoter.core.audit_chain import Finding, Head, verify
 from promoter.core.live_history import Live, first_live, live_at
-from promoter.service.audit_file import FILENAME, HEAD_FILENAME, FileChain
+from promoter.service.audit_file import FILENAME, HEAD_FILENAME, ChainSnapshot, FileChain
 from promoter.service.audit_table import TableChain
 from promoter.state.db import StateDB
 from promoter.state.storable import storable_fields
 
-__all__ = ["FILENAME", "HEAD_FILENAME", "AuditTrail"]
+__all__ = ["FILENAME", "HEAD_FILENAME", "AuditTrail", "ChainSnapshot"]
+T = TypeVar("T")
 
 
 class _Chain(Protocol):
@@ -39,6 +42,8 @@ class _Chain(Protocol):
     def lines(self) -> Iterator[str]: ...
 
     def recorded_head(self) -> Head | None: ...
+
+    def snapshot(self, reader: Callable[[ChainSnapshot], T]) -> T: ...
 
 
 class AuditTrail:
@@ -84,9 +89,14 @@ class AuditTrail:
     def recorded_head(self) -> Head | None:
         return self._chain.recorded_head()
 
+    def snapshot(self, reader: Callable[[ChainSnapshot], T]) -> T:
+        """``reader`` run on the recorded head and the lines as of one moment: no entry
+        another process appends meanwhile is in the lines unless it is in the head too."""
+        return self._chain.snapshot(reader)
+
     def verify(self) -> Finding | None:
         """The first line that is not what was written, or None (see core.audit_chain)."""
-        return verify(self.lines(), self.recorded_head())
+        return self.snapshot(lambda trail: verify(trail.lines(), trail.head))
 
     def live_since(self, model: str, version: str, env: str) -> float | None:
         """When ``version`` first became live in ``env``, still live or not (the

@@ -1,8 +1,10 @@
 """The audit chain as files: ``<state_dir>/audit.jsonl`` and ``audit.head`` (SQLite setups).
 
 Appends from several processes (serve, `promoter mr`, `promoter promote`) are serialised by an
-exclusive ``flock`` on the file: the new entry's ``prev`` is read under the same lock. Both
-files are the owner's only (0600, in a 0700 state directory): they map models to MRs and people.
+exclusive ``flock`` on the file: the new entry's ``prev`` is read under the same lock. A
+snapshot (what `audit verify` reads) holds a shared ``flock`` while it reads the head and the
+lines, so it never sees an entry whose head is not written yet. Both files are the owner's only
+(0600, in a 0700 state directory): they map models to MRs and people.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from promoter.core.audit_chain import EMPTY, Head, chain_onto, head_of, legacy_head, seal
 from promoter.state.db import ensure_state_dir
@@ -24,6 +27,21 @@ HEAD_FILENAME = "audit.head"
 _lock = threading.Lock()
 _TAIL_CHUNK = 64 * 1024
 _log = logging.getLogger("promoter.audit")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ChainSnapshot:
+    """A chain's recorded head and its lines as of one moment (both chains'): the head read
+    first and the lines afterwards would take in entries appended in between, and the trail
+    would look longer than its head, as if edited. ``lines()`` may be read more than once,
+    only while the snapshot is being read (inside ``snapshot(reader)``)."""
+
+    head: Head | None
+    read_lines: Callable[[], Iterator[str]]
+
+    def lines(self) -> Iterator[str]:
+        return self.read_lines()
 
 
 class FileChain:
@@ -51,12 +69,30 @@ class FileChain:
         return sealed
 
     def lines(self) -> Iterator[str]:
-        if not self.path.exists():
-            return
-        with self.path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.strip():
-                    yield line.rstrip("\n")
+        if self.path.exists():
+            yield from _read_lines(self.path)
+
+    def snapshot(self, reader: Callable[[ChainSnapshot], T]) -> T:
+        """``reader`` run on the head and the lines, with no append in between: under a
+        shared lock on the trail (an append holds it exclusively while it writes both)."""
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return self._snapshot_without_trail(reader)
+        with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+            try:
+                return reader(ChainSnapshot(self.recorded_head(), lambda: _read_lines(self.path)))
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _snapshot_without_trail(self, reader: Callable[[ChainSnapshot], T]) -> T:
+        """No trail file to lock: its head, unless the first append made the file meanwhile
+        (files are never removed, so a head read while there was none is the head of none)."""
+        head = self.recorded_head()
+        if self.path.exists():
+            return self.snapshot(reader)
+        return reader(ChainSnapshot(head, lambda: iter(())))
 
     def recorded_head(self) -> Head | None:
         try:
@@ -72,6 +108,13 @@ class FileChain:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.head_path)
+
+
+def _read_lines(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.strip():
+                yield line.rstrip("\n")
 
 
 def _open_private(path: Path, *, truncate: bool = False) -> IO[bytes]:

@@ -2,21 +2,24 @@
 
 ``audit_entries`` holds each line exactly as it was sealed (position, line), ``audit_head``
 the chain head; an append reads the tail, inserts the next line and moves the head in one
-transaction under the ``audit`` lock, so appends from every replica form one chain.
+transaction under the ``audit`` lock, so appends from every replica form one chain. A snapshot
+(what `audit verify` reads) reads the head and every line in one REPEATABLE READ transaction,
+so entries other replicas append meanwhile are neither in it nor in its head.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from promoter.core.audit_chain import EMPTY, Head, head_of, legacy_head, seal
-from promoter.service.audit_file import append_point
+from promoter.service.audit_file import ChainSnapshot, append_point
 from promoter.state.db import Connection, StateDB
 
 PAGE = 1000
 TABLES = ("audit_entries", "audit_head")
+T = TypeVar("T")
 
 
 class TableChain:
@@ -31,8 +34,7 @@ class TableChain:
             conn.lock("audit")
             last = conn.execute("SELECT position, line FROM audit_entries "
                                 "ORDER BY position DESC LIMIT 1").fetchone()
-            row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            recorded = Head(int(row[0]), str(row[1])) if row else None
+            recorded = _recorded_head(conn)
             tail, tail_entry = _head_after(conn, last)
             sealed = seal(entry, append_point(tail, tail_entry, recorded, self.location()))
             line = json.dumps(sealed, sort_keys=True, default=str)
@@ -47,20 +49,21 @@ class TableChain:
         return self.db.write(append)
 
     def lines(self) -> Iterator[str]:
-        after = 0
-        while True:  # in pages, so a long trail is never held in memory at once
-            rows = self._page(after)
-            for position, line in rows:
-                after = int(position)
-                if line.strip():
-                    yield str(line)
-            if len(rows) < PAGE:
-                return
+        """Each page in a transaction of its own: fine for readers of entries alone (rows are
+        only ever added after the last), not for a check against the head (``snapshot``)."""
+        return _paged_lines(lambda after: self.db.read(lambda conn: _page(conn, after)))
 
-    def _page(self, after: int) -> list[Any]:
-        return self.db.read(lambda conn: conn.execute(
-            "SELECT position, line FROM audit_entries WHERE position > ? "
-            "ORDER BY position LIMIT ?", (after, PAGE)).fetchall())
+    def snapshot(self, reader: Callable[[ChainSnapshot], T]) -> T:
+        """``reader`` run on the head and the lines as of one moment: one REPEATABLE READ
+        transaction reads both (still in pages, so a long trail is never held at once)."""
+        def read(conn: Connection) -> T:
+            # The first statement of the transaction; its snapshot is taken by the next one.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            head = _recorded_head(conn)
+            return reader(ChainSnapshot(head, lambda: _paged_lines(
+                lambda after: _page(conn, after))))
+
+        return self.db.read(read)
 
     @staticmethod
     def import_lines(conn: Connection, lines: Iterable[str], head: Head | None) -> int:
@@ -75,9 +78,31 @@ class TableChain:
         return len(rows)
 
     def recorded_head(self) -> Head | None:
-        row = self.db.read(lambda conn: conn.execute(
-            "SELECT seq, hash FROM audit_head WHERE id = 1").fetchone())
-        return Head(int(row[0]), str(row[1])) if row else None
+        return self.db.read(_recorded_head)
+
+
+def _recorded_head(conn: Connection) -> Head | None:
+    row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+    return Head(int(row[0]), str(row[1])) if row else None
+
+
+def _paged_lines(page: Callable[[int], list[Any]]) -> Iterator[str]:
+    """The lines, read ``PAGE`` rows at a time by ``page(after position)``, so a long trail is
+    never held in memory at once."""
+    after = 0
+    while True:
+        rows = page(after)
+        for position, line in rows:
+            after = int(position)
+            if line.strip():
+                yield str(line)
+        if len(rows) < PAGE:
+            return
+
+
+def _page(conn: Connection, after: int) -> list[Any]:
+    return conn.execute("SELECT position, line FROM audit_entries WHERE position > ? "
+                        "ORDER BY position LIMIT ?", (after, PAGE)).fetchall()
 
 
 def _head_after(conn: Connection, last: Any) -> tuple[Head, dict[str, Any] | None]:

@@ -497,6 +497,37 @@ def test_two_replicas_group_committing_the_same_deliveries_make_one_job_per_even
         queue.close()
 
 
+def test_an_entry_another_replica_appends_while_verify_reads_is_no_finding(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit verify` read the head, then the entries page by page, each in a transaction of
+    its own: an entry another replica appended in between made the trail longer than the head
+    read, reported as tampering (exit 1). Head and entries are now read in one snapshot."""
+    from promoter.adapters.postgres_state.connection import PgConnection
+    from promoter.service import audit_table
+
+    monkeypatch.setattr(audit_table, "PAGE", 2)  # the entries in several pages
+    trail = AuditTrail(tmp_path, connect(postgres_url, tmp_path))
+    for n in range(5):
+        trail.record("job.done", n=n)
+    other_replica = AuditTrail(tmp_path, connect(postgres_url, tmp_path))
+    execute, pending = PgConnection.execute, [True]
+
+    def append_after_the_head_read(conn: PgConnection, sql: str, parameters: object = (),
+                                   /) -> object:
+        cursor = execute(conn, sql, parameters)
+        if "FROM audit_head" in sql and pending:
+            pending.clear()  # the replica's append reads the head too
+            other_replica.record("job.done", actor="replica-2")
+        return cursor
+
+    monkeypatch.setattr(PgConnection, "execute", append_after_the_head_read)
+    assert trail.verify() is None
+    assert not pending
+    monkeypatch.undo()
+    assert trail.verify() is None
+    assert len(list(trail.entries())) == 6
+
+
 def test_an_audit_entry_quoting_what_no_store_holds_is_written_and_verifies(
         postgres_url: str, tmp_path: Path) -> None:
     """A reason quoting an undecodable file name (a lone surrogate) or a NUL: written with

@@ -100,14 +100,12 @@ def test_an_entry_whose_head_a_crash_did_not_record_is_chained_onto(tmp_path: Pa
     assert [e["seq"] for e in trail.entries()] == [1, 2, 3, 4, 5, 6]
 
 
-def test_an_entry_appended_while_verify_reads_is_no_finding(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`audit verify` read the head, then the lines without the lock: an entry another
-    process appended in between made the trail longer than the head read, reported as
-    tampering (exit 1). Read under the lock an append takes, the append waits for verify."""
-    trail = AuditTrail(tmp_path)
-    fill(trail)
-    other_process = AuditTrail(tmp_path)  # serve's own handle on the same trail
+def append_elsewhere_once_the_head_is_read(monkeypatch: pytest.MonkeyPatch,
+                                           state_dir: Path) -> threading.Thread:
+    """Right after the reader reads audit.head, another process's handle on the trail (a
+    thread here) appends an entry, waiting up to a second for it: the append is done at once
+    unless the reader holds the trail's lock. Returns the appender, to join."""
+    other_process = AuditTrail(state_dir)  # serve's own handle on the same trail
     appender = threading.Thread(target=other_process.record, args=("job.done",),
                                 kwargs={"model": "m", "env": "production", "version": "5"})
     read_head = FileChain.recorded_head
@@ -116,10 +114,21 @@ def test_an_entry_appended_while_verify_reads_is_no_finding(
         head = read_head(chain)
         if threading.current_thread() is not appender and not appender.is_alive():
             appender.start()
-            appender.join(1.0)  # done at once unless verify holds the trail's lock
+            appender.join(1.0)
         return head
 
     monkeypatch.setattr(FileChain, "recorded_head", head_then_append)
+    return appender
+
+
+def test_an_entry_appended_while_verify_reads_is_no_finding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit verify` read the head, then the lines without the lock: an entry another
+    process appended in between made the trail longer than the head read, reported as
+    tampering (exit 1). Read under the lock an append takes, the append waits for verify."""
+    trail = AuditTrail(tmp_path)
+    fill(trail)
+    appender = append_elsewhere_once_the_head_is_read(monkeypatch, tmp_path)
     assert trail.verify() is None
     appender.join(10)
     assert not appender.is_alive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,7 +13,10 @@ from promoter.commands._common import OUTPUT_OPTION, emit_json, state
 from promoter.errors import EXIT_USER, UsageError
 
 if TYPE_CHECKING:
+    from promoter.core.audit_anchor import AnchorFinding
+    from promoter.core.audit_chain import Finding
     from promoter.core.live_history import Live
+    from promoter.service.audit import ChainSnapshot
 
 app = typer.Typer(help="The audit trail: verify it, show it, ask what was live when.",
                   no_args_is_help=True)
@@ -66,23 +70,21 @@ def verify(
                       "(default: git.target_branch)")] = None,
     output: str = OUTPUT_OPTION,
 ) -> None:
-    from promoter.core import audit_anchor
-    from promoter.core.audit_chain import unchained_prefix
-
     trail = _trail(ctx)
-    finding = trail.verify()
-    count = sum(1 for _ in trail.lines())
-    anchored: list[Any] = []
     anchors: dict[str, str] = {}
     if against_git:
+        from promoter.core import audit_anchor
         from promoter.service import composition
 
         settings = state(ctx).settings()
         ref = ref or settings.git.target_branch
+        # Before the trail is read: an anchor names an entry already in the trail when its
+        # commit was made, so a trail read after the anchors holds every anchored entry.
         anchors = composition.provider(settings).files(f"{audit_anchor.ANCHOR_DIR}/", ref)
-        anchored = audit_anchor.check(trail.lines(), anchors)
     elif ref is not None:
         raise UsageError("--ref needs --against-git")
+    checked = trail.snapshot(lambda snapshot: _check(snapshot, anchors if against_git else None))
+    finding, count, anchored = checked.finding, checked.entries, checked.anchored
     ok = finding is None and not anchored
     if output == "json":
         report: dict[str, Any] = {
@@ -96,7 +98,7 @@ def verify(
         emit_json(report)
     else:
         if finding is None:
-            typer.echo(f"ok: {_verified(count, unchained_prefix(trail.lines()), trail.location)}")
+            typer.echo(f"ok: {_verified(count, checked.unchained, trail.location)}")
         else:
             typer.echo(f"{trail.location}:{finding.line}: {finding.problem}", err=True)
         if against_git and not anchored:
@@ -107,6 +109,27 @@ def verify(
             typer.echo(f"{ref}:{item.path}: {item.problem}", err=True)
     if not ok:
         raise typer.Exit(EXIT_USER)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    finding: Finding | None
+    entries: int
+    unchained: int          # entries at the start written before the trail was chained
+    anchored: list[AnchorFinding]
+
+
+def _check(snapshot: ChainSnapshot, anchors: dict[str, str] | None) -> _Checked:
+    """Every check of ``audit verify`` on one snapshot of the trail: read apart, an entry
+    appended meanwhile would be counted, or its head found missing, though not verified."""
+    from promoter.core import audit_anchor
+    from promoter.core.audit_chain import unchained_prefix, verify
+
+    return _Checked(
+        finding=verify(snapshot.lines(), snapshot.head),
+        entries=sum(1 for _ in snapshot.lines()),
+        unchained=unchained_prefix(snapshot.lines()),
+        anchored=audit_anchor.check(snapshot.lines(), anchors) if anchors is not None else [])
 
 
 def _verified(count: int, unchained: int, location: str) -> str:

@@ -32,7 +32,8 @@ def migrate_to_postgresql(settings: Settings, url: str, *, replace: bool) -> dic
                              f"holds {DB_FILENAME}")
     source = StateDB.open(settings.state_dir)
     trail = AuditTrail(settings.state_dir)  # the files: the source has no state.url
-    lines, head = list(trail.lines()), trail.recorded_head()
+    # One snapshot: a process still appending must not leave the head older than the lines.
+    lines, head = trail.snapshot(lambda snapshot: (list(snapshot.lines()), snapshot.head))
     target_settings = settings.model_copy(
         update={"state": settings.state.model_copy(update={"url": url})})
     target = state_db(target_settings)

@@ -11,6 +11,7 @@ import pytest
 
 from promoter.service.audit import AuditTrail
 from tests.conftest import cli_runner
+from tests.test_audit_trail import append_elsewhere_once_the_head_is_read
 
 
 def _config(tmp_path: Path) -> str:
@@ -50,3 +51,22 @@ def test_a_trail_without_any_chain_or_head_does_not_pass(
     assert code == 1 and out == ""
     assert ":1: none of the 1 entries is chained and no chain head is recorded" in err
     assert "--against-git" in err
+
+
+def test_an_entry_appended_while_verify_reads_is_neither_a_finding_nor_counted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check, the entry count and the anchors are read from one snapshot of the trail:
+    an entry `promoter serve` appends meanwhile is in none of them."""
+    config = _config(tmp_path)
+    trail = AuditTrail(tmp_path / "state")
+    for version in ("1", "2", "3"):
+        trail.record("job.created", actor="webhook:mlflow", model="m", version=version)
+    appender = append_elsewhere_once_the_head_is_read(monkeypatch, tmp_path / "state")
+    code, out, err = cli_runner(capsys)("--config", config, "audit", "verify", "--output",
+                                        "json")
+    appender.join(10)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["ok"] is True and report["entries"] == 3
+    assert len(list(trail.entries())) == 4

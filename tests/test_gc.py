@@ -360,7 +360,7 @@ def test_a_gc_mr_without_a_readable_marker_is_judged_by_its_branch(tmp_path: Pat
     gc_mr = collect(settings, world.registry, provider, dry_run=False).result
     assert gc_mr is not None and gc_mr.mr_iid is not None
     mr = provider.get(gc_mr.mr_iid)
-    provider.forge.update_mr(mr.iid, mr.title, "## Garbage collection (edited)", mr.labels)
+    provider.forge.update_mr(mr.iid, mr.title, "## Garbage collection (edited)")
 
     world.promote("2", env="production")
     assert provider.get(gc_mr.mr_iid).state == "closed"

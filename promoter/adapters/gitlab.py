@@ -226,8 +226,14 @@ class GitLabForge:
         return to_merge_request(created.attributes)
 
     def update_mr(self, iid: int, title: str, description: str,
-                  labels: Sequence[str]) -> MergeRequest:
-        data = {"title": title, "description": description, "labels": ",".join(labels)}
+                  add_labels: Sequence[str] = (),
+                  remove_labels: Sequence[str] = ()) -> MergeRequest:
+        # Never "labels": GitLab would replace every label, a reviewer's among them.
+        data = {"title": title, "description": description}
+        if add_labels:
+            data["add_labels"] = ",".join(add_labels)
+        if remove_labels:
+            data["remove_labels"] = ",".join(remove_labels)
         updated = self._call.write(f"update merge request !{iid}",
                                    self.project.mergerequests.update, iid, data)
         return to_merge_request(updated)

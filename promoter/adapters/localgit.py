@@ -101,8 +101,11 @@ class LocalForge:
         return self.get(iid)
 
     def update_mr(self, iid: int, title: str, description: str,
-                  labels: Sequence[str]) -> MergeRequest:
-        self.store.update(iid, title=title, description=description, labels=list(labels))
+                  add_labels: Sequence[str] = (),
+                  remove_labels: Sequence[str] = ()) -> MergeRequest:
+        kept = [label for label in self.get(iid).labels if label not in remove_labels]
+        labels = kept + [label for label in add_labels if label not in kept]
+        self.store.update(iid, title=title, description=description, labels=labels)
         return self.get(iid)
 
     def close_mr(self, iid: int, title: str) -> None:

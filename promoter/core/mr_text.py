@@ -133,6 +133,19 @@ def title(facts: MrFacts) -> str:
 TEAM_LABEL = "team::"   # scoped, as env:: is: one per merge request
 
 
+# Every label promoter puts on its MRs (promotions here; decommission, GC, forecast,
+# rightsize and `gitops init` add theirs): the ones a re-proposal may add or take away.
+# Any other label on an MR is a person's, kept as it is.
+_PROMOTER_LABELS = frozenset({"promoter", "shared-base", "decommission", "gc", "scaling",
+                              "rightsize", "gitops"})
+_PROMOTER_LABEL_PREFIXES = ("env::", TEAM_LABEL, "affects:")
+
+
+def promoter_label(label: str) -> bool:
+    """Whether ``label`` is one promoter sets (and so may remove when it no longer applies)."""
+    return label in _PROMOTER_LABELS or label.startswith(_PROMOTER_LABEL_PREFIXES)
+
+
 def labels(env: str, team: str | None, affected_envs: Sequence[str] = ()) -> tuple[str, ...]:
     """The MR's labels. Environments a shared-base change also reaches get ``affects:<env>``:
     ``env::`` is a scoped label, of which GitLab keeps only one per merge request."""

@@ -18,6 +18,7 @@ from promoter.core.mr_text import (
     changes_section,
     commit_message,
     is_promoter_message,
+    promoter_label,
     proposed_for_another_model,
     with_marker,
 )
@@ -273,11 +274,18 @@ class ProposalFlow:
         description = with_marker(text, proposal.name, proposal.env, proposal.version)
         if open_mr is None:
             return self._forge.create_mr(proposal, description)
-        if (open_mr.title.strip(), _normal(open_mr.description), sorted(open_mr.labels)) == (
-                proposal.title.strip(), _normal(description), sorted(proposal.labels)):
+        # Only the labels promoter sets are its to change: a reviewer's stay, and differ from
+        # the proposal's without the MR being out of date.
+        ours = {label for label in open_mr.labels if promoter_label(label)}
+        wanted = set(proposal.labels)
+        if (open_mr.title.strip(), _normal(open_mr.description), ours) == (
+                proposal.title.strip(), _normal(description), wanted):
             return open_mr
         run.changed = True
-        return self._forge.update_mr(open_mr.iid, proposal.title, description, proposal.labels)
+        return self._forge.update_mr(open_mr.iid, proposal.title, description,
+                                     add_labels=[label for label in proposal.labels
+                                                 if label not in open_mr.labels],
+                                     remove_labels=sorted(ours - wanted))
 
     def _close_superseded(self, old: MergeRequest, proposal: Proposal, run: _Run) -> None:
         run.superseded_iid = old.iid

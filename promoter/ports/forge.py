@@ -63,7 +63,10 @@ class Forge(Protocol):
     def create_mr(self, proposal: Proposal, description: str) -> MergeRequest: ...
 
     def update_mr(self, iid: int, title: str, description: str,
-                  labels: Sequence[str]) -> MergeRequest: ...
+                  add_labels: Sequence[str] = (),
+                  remove_labels: Sequence[str] = ()) -> MergeRequest:
+        """New title and description; labels only added and removed as named, so those a
+        reviewer put on the MR (``do-not-merge``) stay."""
 
     def close_mr(self, iid: int, title: str) -> None: ...
 

@@ -52,6 +52,7 @@ class Harness(Protocol):
     def human_commit(self, branch: str, path: str, content: str,
                      create: bool = False) -> str: ...
     def human_close(self, iid: int) -> None: ...
+    def add_label(self, iid: int, label: str) -> None: ...
     def approve(self, iid: int, user: str) -> None: ...
     def merge(self, iid: int, sha: str | None) -> None: ...
     def export(self, ref: str, directory: Path) -> None: ...
@@ -104,6 +105,9 @@ class GitLabHarness:
 
     def human_close(self, iid: int) -> None:
         self.as_user("alice-token").mergerequests.update(iid, {"state_event": "close"})
+
+    def add_label(self, iid: int, label: str) -> None:
+        self.as_user("alice-token").mergerequests.update(iid, {"add_labels": label})
 
     def approve(self, iid: int, user: str) -> None:
         self.as_user(f"{user}-token").mergerequests.get(iid, lazy=True).approve()
@@ -169,6 +173,9 @@ class LocalHarness:
 
     def human_close(self, iid: int) -> None:
         self.provider.close(iid, "alice")
+
+    def add_label(self, iid: int, label: str) -> None:
+        self.forge.store.update(iid, labels=[*self.provider.get(iid).labels, label])
 
     def approve(self, iid: int, user: str) -> None:
         self.provider.approve(iid, user)

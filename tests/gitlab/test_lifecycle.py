@@ -227,3 +227,22 @@ def test_a_stale_branch_without_open_mr_is_rebuilt(harness: Harness) -> None:
 
     assert newer.outcome is Outcome.CREATED and newer.commit_created
     assert harness.commits(BRANCH) == 2 and len(open_mrs(harness)) == 1
+
+
+def test_a_reviewers_label_survives_re_proposals(make_harness: Any) -> None:
+    """GitLab's ``labels=`` replaces them all: promoter adds and removes only its own, and a
+    label a reviewer put on the MR neither makes it out of date nor is taken away."""
+    harness = make_harness()
+    first = harness.provider.propose(proposal("1", labels=("promoter", f"env::{ENV}",
+                                                           "team::risk")))
+    assert first.mr_iid is not None
+    harness.add_label(first.mr_iid, "do-not-merge")
+    again = harness.provider.propose(proposal("1", labels=("promoter", f"env::{ENV}",
+                                                           "team::risk")))
+    assert again.outcome is Outcome.UNCHANGED or not again.commit_created
+    assert sorted(harness.provider.get(first.mr_iid).labels) == sorted(
+        ["promoter", f"env::{ENV}", "team::risk", "do-not-merge"])
+    # The team changed: its label is replaced, the reviewer's stays.
+    harness.provider.propose(proposal("2", labels=("promoter", f"env::{ENV}", "team::fraud")))
+    assert sorted(harness.provider.get(first.mr_iid).labels) == sorted(
+        ["promoter", f"env::{ENV}", "team::fraud", "do-not-merge"])

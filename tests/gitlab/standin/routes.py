@@ -256,6 +256,11 @@ class Api:
                 setattr(mr, key, str(params[key]))
         if "labels" in params:
             mr.labels = _labels(params["labels"])
+        # add_labels / remove_labels (lib/api/merge_requests.rb): the others stay.
+        removed = set(_labels(params.get("remove_labels")))
+        mr.labels = [label for label in mr.labels if label not in removed]
+        mr.labels += [label for label in _labels(params.get("add_labels"))
+                      if label not in mr.labels]
         action = "update"
         event = params.get("state_event")
         if event == "close" and mr.state == "opened":

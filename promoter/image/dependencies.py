@@ -16,7 +16,13 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from promoter.errors import UserError
-from promoter.image.layers import TAR_GZIP, Layer, file_layer, write_gzip_layer
+from promoter.image.layers import (
+    TAR_GZIP,
+    Layer,
+    file_layer,
+    replacing_file,
+    write_gzip_layer,
+)
 from promoter.image.platform import Platform
 from promoter.image.tarstream import entries_for_tree
 from promoter.ports.image import WheelInstaller
@@ -148,7 +154,9 @@ def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller
             diff_id, digest, size = write_gzip_layer(entries_for_tree(target, DEPS_ARCNAME),
                                                      blob_path)
         record = {"diff_id": diff_id, "digest": digest, "size": size, "inputs": key_source}
-        record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        # Replaced whole: another build of this key may be reading the record right now.
+        with replacing_file(record_path) as out:
+            out.write(json.dumps(record, indent=2).encode("utf-8"))
     record = json.loads(record_path.read_text(encoding="utf-8"))
     return file_layer(blob_path, TAR_GZIP, record["diff_id"], record["digest"], record["size"],
                       f"dependencies ({len(lines)} requirements)")

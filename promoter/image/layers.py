@@ -7,12 +7,15 @@ and the compressed stream (digest) in the same pass.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from promoter.image.tarstream import TarEntry, tar_chunks
 
@@ -24,7 +27,7 @@ TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 FILE_READ_SIZE = 4 * 1024 * 1024
 
 __all__ = ["TAR", "TAR_GZIP", "Blob", "Layer", "bytes_blob", "file_chunks", "file_layer",
-           "measure_tar", "write_gzip_layer"]
+           "measure_tar", "replacing_file", "write_gzip_layer"]
 
 
 @dataclass(frozen=True)
@@ -56,13 +59,33 @@ def measure_tar(entries: list[TarEntry], comment: str) -> Layer:
     return Layer(Blob(TAR, digest, size, lambda: tar_chunks(entries)), digest, comment)
 
 
+@contextlib.contextmanager
+def replacing_file(destination: Path) -> Iterator[BinaryIO]:
+    """A new file that takes ``destination``'s place only once written whole.
+
+    Each writer gets its own temporary file beside ``destination``: two builds of the same
+    cache key (serve workers, replicas sharing a state dir) once shared one name, and the
+    second rename found the first had already moved it. A reader sees the old file or the
+    whole new one, never a half-written one; a failed write leaves nothing behind.
+    """
+    handle, partial = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.",
+                                       suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            yield out
+        os.replace(partial, destination)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
 def write_gzip_layer(entries: list[TarEntry], destination: Path) -> tuple[str, str, int]:
     """Write a deterministic gzip layer; returns (diff_id, digest, size)."""
     raw, packed, size = hashlib.sha256(), hashlib.sha256(), 0
     # wbits=31: gzip wrapper with mtime 0 and no file name, so the bytes depend only on input.
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
-    partial = destination.with_name(destination.name + ".partial")
-    with partial.open("wb") as out:
+    with replacing_file(destination) as out:
         for chunk in tar_chunks(entries):
             raw.update(chunk)
             data = compressor.compress(chunk)
@@ -74,7 +97,6 @@ def write_gzip_layer(entries: list[TarEntry], destination: Path) -> tuple[str, s
         packed.update(tail)
         size += len(tail)
         out.write(tail)
-    os.replace(partial, destination)
     return "sha256:" + raw.hexdigest(), "sha256:" + packed.hexdigest(), size
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,94 @@ def test_a_file_that_changes_size_while_the_layer_is_read_is_an_error(
         weights.write_bytes(b"x")
     with pytest.raises(OSError, match=says):
         b"".join(tar_chunks(entries))
+
+
+def _both_finish_writing_before_either_replaces(monkeypatch: pytest.MonkeyPatch,
+                                                directory: Path) -> None:
+    """Hold each rename into ``directory`` until the other writer reaches its own: the
+    interleaving in which two builds of one cache key used to collide, made certain."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=60)  # a guard against a hang, not a timing
+    real_replace = os.replace
+
+    def replace_when_both_are_ready(source: str | os.PathLike[str],
+                                    target: str | os.PathLike[str]) -> None:
+        if Path(target).parent == directory:
+            barrier.wait()
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_when_both_are_ready)
+
+
+def _in_two_threads(build: Callable[[], object]) -> list[object]:
+    import threading
+
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            results.append(build())
+        except Exception as exc:  # the test reports it, a thread would only print it
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_two_writers_of_one_gzip_layer_at_once_both_succeed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve --workers`` or replicas sharing a state dir build the same cache key at once:
+    they shared one ``.partial`` file and the second rename found it gone."""
+    entries = entries_for_tree(_tree(tmp_path / "m"), "opt/ml/deps")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _both_finish_writing_before_either_replaces(monkeypatch, cache)
+    first, second = _in_two_threads(lambda: write_gzip_layer(entries, cache / "key.tar.gz"))
+    assert first == second == write_gzip_layer(entries, tmp_path / "alone.tar.gz")
+    assert (cache / "key.tar.gz").read_bytes() == (tmp_path / "alone.tar.gz").read_bytes()
+    assert [path.name for path in cache.iterdir()] == ["key.tar.gz"]
+
+
+def test_two_builds_of_one_dependency_layer_at_once_both_get_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from promoter.image.dependencies import dependency_layer
+    from promoter.image.platform import parse_platform
+
+    class OneModuleInstaller:
+        def install(self, requirements: Path, target: Path, **_: object) -> None:
+            (target / "numpy").mkdir(parents=True)
+            (target / "numpy" / "__init__.py").write_text("version = '1.26'\n")
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "requirements.txt").write_text("numpy==1.26\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _both_finish_writing_before_either_replaces(monkeypatch, cache)
+
+    def build() -> object:
+        layer = dependency_layer(model_dir, cache, OneModuleInstaller(),
+                                 platform=parse_platform("linux/amd64"), python_version="3.11",
+                                 pip_options=())
+        assert layer is not None
+        return layer.blob.digest, layer.diff_id, layer.blob.size
+
+    first, second = _in_two_threads(build)
+    assert first == second
+    assert sorted(path.suffixes[-1] for path in cache.iterdir()) == [".gz", ".json"]
+
+
+def test_a_failed_gzip_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "m")
+    entries = entries_for_tree(root, "opt/ml/deps")
+    (root / "sub" / "weights.bin").write_bytes(b"shrunk")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with pytest.raises(OSError, match="shrank"):
+        write_gzip_layer(entries, cache / "key.tar.gz")
+    assert list(cache.iterdir()) == []

@@ -69,3 +69,21 @@ def test_a_new_blob_whose_bytes_change_mid_upload_is_not_stored(registry: str) -
         # What was sent is stored under the digest of what was sent, nothing else.
         stored = client.get_blob("upload/moving", digest, limit=10**6)
         assert "sha256:" + hashlib.sha256(stored).hexdigest() == digest
+
+
+def test_a_blob_is_read_in_small_pieces_whatever_the_patch_length(registry: str) -> None:
+    """Copying a base layer (no mount) streams it from one registry into a PATCH or a file:
+    read in PATCH-length pieces, a copy held 128 MiB of it (and a slice of that) at once."""
+    from promoter.adapters.oci import STREAM_PIECE_SIZE
+
+    data = os.urandom(3 * STREAM_PIECE_SIZE + 12_345)
+    with RegistryClient(registry, chunk_size=64 * STREAM_PIECE_SIZE) as client:
+        blob = _blob(data, STREAM_PIECE_SIZE)
+        client.push_blob("upload/read", blob)
+        pieces = list(client.blob_chunk_source("upload/read", blob.digest)())
+        assert b"".join(pieces) == data
+        assert max(len(piece) for piece in pieces) <= STREAM_PIECE_SIZE
+        copy = Blob(TAR, blob.digest, blob.size,
+                    client.blob_chunk_source("upload/read", blob.digest))
+        assert client.push_blob("upload/copy", copy) == len(data)
+        assert client.get_blob("upload/copy", blob.digest, limit=len(data)) == data

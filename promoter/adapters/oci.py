@@ -8,6 +8,7 @@ where absence is an answer), 429/5xx/connection failures → retried, then Trans
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import ssl
@@ -26,7 +27,7 @@ from promoter.adapters.oci_errors import StreamedRequestRefused
 from promoter.adapters.oci_limits import MANIFEST_LIMIT, SMALL_LIMIT, body_cap_hook, body_limit
 from promoter.adapters.oci_origin import upload_location
 from promoter.adapters.oci_upload import upload_blob, upload_hashing
-from promoter.errors import PermanentError, TransientError
+from promoter.errors import PermanentError, PromoterError, TransientError
 from promoter.image.reference import is_loopback_registry
 from promoter.ports.image import Blob
 
@@ -143,9 +144,15 @@ class RegistryClient:
             params={"mount": digest, "from": from_repository}, expect={201, 202}, what=what)
         if response.status_code == 202 and response.headers.get("Location"):
             # An upload session was opened instead: drop it (on the registry's origin only).
-            self._http.request("DELETE", upload_location(self.registry, self.base_url,
-                                                         response, what))
+            self.discard_upload(upload_location(self.registry, self.base_url, response, what))
         return response.status_code == 201
+
+    def discard_upload(self, location: str) -> None:
+        """End an upload session promoter will not finish, so its bytes do not wait in the
+        registry's uploads until a purge. Best effort: a failure here is not what the caller
+        reports (the registry purges abandoned sessions in the end)."""
+        with contextlib.suppress(httpx.HTTPError, PromoterError):
+            self._http.request("DELETE", location)
 
     def push_blob(self, repository: str, blob: Blob, *, mount_from: str | None = None) -> int:
         """Make ``blob`` present in ``repository``; returns the bytes actually uploaded."""

@@ -5,6 +5,7 @@ Each PATCH carries the client's chunk size (128 MiB by default), streamed from t
 any of it was accepted (a 401 for a token that expired meanwhile; the auth flow has renewed it)
 resumes where the registry says the upload stands; any other failure mid-upload restarts the
 whole upload session, because a PATCH that may or may not have landed cannot be repeated safely.
+A session given up on is deleted, so failed attempts leave no bytes in the registry's uploads.
 """
 
 from __future__ import annotations
@@ -71,12 +72,30 @@ class _Pieces:
         self._hasher = hasher
         self._source = iter(self._chunks())
         self._pending = b""
+        self._failure: Exception | None = None
 
     def take(self, length: int) -> Iterator[bytes]:
-        for piece in self._cut(length):
-            if self._hasher is not None:
-                self._hasher.update(piece)
-            yield piece
+        """``length`` bytes of the blob for one request body.
+
+        If the source fails part way (it ended early, a read failed), the body is completed
+        with zeros and the failure kept for ``raise_failure`` once the request is answered: a
+        request cut off mid-body leaves the registry still handling it, and distribution
+        writes the session's state as that handler ends, so a DELETE sent meanwhile could
+        not remove the session. An answered request has settled it."""
+        try:
+            for piece in self._cut(length):
+                if self._hasher is not None:
+                    self._hasher.update(piece)
+                length -= len(piece)
+                yield piece
+        except Exception as exc:
+            self._failure = exc
+            yield from _zeros(length)
+
+    def raise_failure(self) -> None:
+        """Raise what made ``take`` complete a body with zeros, if anything did."""
+        if self._failure is not None:
+            raise self._failure
 
     def _cut(self, length: int) -> Iterator[bytes]:
         while length > 0:
@@ -106,44 +125,74 @@ class _Pieces:
             else self.blob.digest
 
 
+class _Session:
+    """An open upload session: where its next request goes (each answer may move it)."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+
+
 def _upload_once(client: RegistryClient, repository: str, pieces: _Pieces) -> int:
     blob = pieces.blob
     what = f"uploading blob {blob.digest[:19] or 'of a new layer'} to {repository}"
     response = client.request("POST", f"/v2/{repository}/blobs/uploads/", expect={202},
                               what=what)
-    location = _location(client, response, what)
+    session = _Session(_location(client, response, what))
+    try:
+        return _send(client, session, pieces, what)
+    except Exception:
+        # Left open, the session keeps what was sent in the registry's uploads until the
+        # registry purges it (distribution: after a week), and each retry opens another.
+        client.discard_upload(session.location)
+        raise
+
+
+def _send(client: RegistryClient, session: _Session, pieces: _Pieces, what: str) -> int:
+    """PATCH the blob into ``session`` chunk by chunk and close it with the digest."""
+    blob = pieces.blob
     offset, resumes = 0, 0
     while offset < blob.size:
         length = min(client.chunk_size, blob.size - offset)
         mark = pieces.mark()
         try:
             response = client.request(
-                "PATCH", location, content=pieces.take(length), expect={202}, what=what,
-                retry=False, headers={"Content-Type": "application/octet-stream",
-                                      "Content-Range": f"{offset}-{offset + length - 1}",
-                                      "Content-Length": str(length)})
+                "PATCH", session.location, content=pieces.take(length), expect={202},
+                what=what, retry=False,
+                headers={"Content-Type": "application/octet-stream",
+                         "Content-Range": f"{offset}-{offset + length - 1}",
+                         "Content-Length": str(length)})
         except StreamedRequestRefused:
+            pieces.raise_failure()  # the source failed: nothing worth resuming
             # Count only resumes without progress in between: a long upload may outlive
             # several tokens, but a registry refusing the same chunk again and again must not
             # keep us busy forever.
             resumes += 1
             if resumes > client.attempts:
                 raise
-            location = _resume(client, location, offset, what)
+            session.location = _resume(client, session.location, offset, what)
             pieces.resume_at(offset, mark)
             continue
-        location = _location(client, response, what)
+        session.location = _location(client, response, what)
+        pieces.raise_failure()  # only now: the session's state is settled, it can be deleted
         offset, resumes = offset + length, 0
     if not pieces.exhausted():
         raise PermanentError(f"blob {blob.digest} is longer than the {blob.size} bytes "
                              "expected; did the model files change during the build?",
                              hint="run the build again once the files are stable")
     # Location keeps the upload state in its query: add the digest rather than replace it.
-    separator = "&" if "?" in location else "?"
-    finish = f"{location}{separator}{urlencode({'digest': pieces.digest()})}"
+    separator = "&" if "?" in session.location else "?"
+    finish = f"{session.location}{separator}{urlencode({'digest': pieces.digest()})}"
     client.request("PUT", finish, expect={201}, what=what, retry=False,
                    headers={"Content-Length": "0"})
     return offset
+
+
+def _zeros(length: int) -> Iterator[bytes]:
+    """``length`` zero bytes, a piece of at most 1 MiB at a time."""
+    piece = bytes(min(length, 1024 * 1024))
+    while length > 0:
+        yield piece[:length]
+        length -= len(piece)
 
 
 def _resume(client: RegistryClient, location: str, offset: int, what: str) -> str:

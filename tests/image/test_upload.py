@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,51 @@ def test_a_blob_is_read_in_small_pieces_whatever_the_patch_length(registry: str)
                     client.blob_chunk_source("upload/read", blob.digest))
         assert client.push_blob("upload/copy", copy) == len(data)
         assert client.get_blob("upload/copy", blob.digest, limit=len(data)) == data
+
+
+@pytest.fixture(scope="module")
+def registry_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A registry of this module's own, and the directory it stores repositories in."""
+    from tests.image.registry import running_registry
+
+    workdir = tmp_path_factory.mktemp("sessions-registry")
+    with running_registry(workdir) as address:
+        yield address, workdir / "data" / "docker" / "registry" / "v2" / "repositories"
+
+
+def _source(case: str, data: bytes) -> Iterator[bytes]:
+    yield data[:1500]
+    if case == "unreadable":
+        raise OSError("model file vanished")
+    yield data[1500:]
+
+
+# case: (the size the blob claims against the 3000 bytes its source has, the error expected)
+_FAILED_UPLOADS = {"ended early": (6000, "ended early"), "grew": (2990, "longer than"),
+                   "unreadable": (3000, "vanished")}
+
+
+@pytest.mark.parametrize("digest_known", [True, False])
+@pytest.mark.parametrize("case", sorted(_FAILED_UPLOADS))
+def test_a_failed_upload_leaves_no_session_in_the_registry(
+        registry_storage: tuple[str, Path], case: str, digest_known: bool) -> None:
+    """Each failed attempt left its session, and the bytes sent, in the registry's _uploads
+    until the registry's purge (a week by default)."""
+    address, repositories = registry_storage
+    size, error = _FAILED_UPLOADS[case]
+    data = os.urandom(3000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest() if digest_known else ""
+    blob = Blob(TAR, digest, size, lambda: _source(case, data))
+    repository = f"sessions/{case.replace(' ', '-')}-{digest_known}".lower()
+    with RegistryClient(address, chunk_size=1024) as client, \
+            pytest.raises((PermanentError, OSError), match=error):
+        if digest_known:
+            client.push_blob(repository, blob)
+        else:
+            client.push_new_blob(repository, blob)
+    uploads = repositories / repository / "_uploads"
+    assert uploads.is_dir()  # the upload did reach the registry
+    # A DELETE in distribution 2.8 leaves the session's empty hash state behind (a DELETE of
+    # a session never written to does too); a session still held has its start and data.
+    assert sorted(uploads.glob("*/startedat")) == []
+    assert sorted(uploads.glob("*/data")) == []

@@ -107,6 +107,7 @@ def modelcar(
     _one_destination(repository, oci_layout)
     settings = state(ctx).settings()
     name = name or _default_name(model)
+    _check_name(name)
     target = repository or settings.image.modelcar_repository or settings.image.repository
     if not target and oci_layout is None:
         raise UsageError("say where the modelcar goes: --repository REGISTRY/REPO, "
@@ -119,6 +120,17 @@ def modelcar(
         built = composition.build_modelcar(settings, model, target, request,
                                            labels=_labels(label or []), layout=oci_layout)
     _report(built, oci_layout, output)
+
+
+def _check_name(name: str) -> None:
+    """The name becomes Triton's directory under /models and ``{name}`` in the repository:
+    a deployment name, so it stays one path segment (``../..`` wrote members outside /models)."""
+    from promoter.core.naming import name_problem
+    from promoter.errors import UsageError
+
+    problem = name_problem(name)
+    if problem is not None:
+        raise UsageError(f"--name {name[:100]!r} {problem}")
 
 
 def _one_destination(repository: str | None, oci_layout: Path | None) -> None:

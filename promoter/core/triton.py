@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from promoter.core.naming import name_problem
 from promoter.errors import UserError
 
 ModelFormat = Literal["onnx", "tensorrt"]
@@ -37,8 +38,17 @@ COLUMN_TYPES = {
 
 def layout(name: str, version: str, model_format: ModelFormat) -> dict[str, str]:
     """Where things go inside the modelcar: ``{"config": path, "model": path}``."""
+    check_name(name)
     _, filename = PLATFORMS[model_format]
     return {"config": f"models/{name}/config.pbtxt", "model": f"models/{name}/{version}/{filename}"}
+
+
+def check_name(name: str) -> None:
+    """The model's directory is ``models/<name>``: only a deployment name, one path segment
+    that cannot climb out of ``models/`` (``../..``) or name another place (``/etc``)."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise UserError(f"Triton model name {name[:100]!r} {problem}")
 
 
 def config_pbtxt(name: str, signature: Mapping[str, Any] | None, *,

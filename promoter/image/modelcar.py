@@ -120,6 +120,7 @@ def _huggingface(model_dir: Path) -> list[TarEntry]:
 
 
 def _triton(model_dir: Path, version: str, request: ModelcarRequest) -> list[TarEntry]:
+    triton.check_name(request.name)  # before the name is in any message or path
     model_format = cast(triton.ModelFormat, request.model_format)
     if model_format not in triton.PLATFORMS:
         raise UserError(f"{request.name}: Triton model format {request.model_format!r} is "

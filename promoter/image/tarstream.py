@@ -107,8 +107,18 @@ def _resolve(links: dict[str, str], link: str, depth: int) -> list[str] | None:
     return parts
 
 
+def _checked_arcname(arcname: str) -> str:
+    """A member name that unpacks inside the image's root: an absolute name or a ``..``
+    component would write wherever it points when the layer is extracted. Names are built by
+    promoter (a prefix plus the model's relative paths), so this is a last line of defence."""
+    if posixpath.isabs(arcname) or ".." in arcname.split("/"):
+        raise UserError(f"refusing to put {arcname[:200]!r} into a layer: a member name must "
+                        "be relative and must not contain '..'")
+    return arcname
+
+
 def _header(entry: TarEntry) -> bytes:
-    info = tarfile.TarInfo(entry.arcname)
+    info = tarfile.TarInfo(_checked_arcname(entry.arcname))
     info.mtime = 0
     info.uid = info.gid = 0
     info.uname = info.gname = ""

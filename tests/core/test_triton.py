@@ -105,3 +105,9 @@ def test_layout_places_config_and_model_as_triton_expects() -> None:
     assert layout("ad-ranker", "21", "onnx") == {
         "config": "models/ad-ranker/config.pbtxt", "model": "models/ad-ranker/21/model.onnx"}
     assert layout("m", "1", "tensorrt")["model"] == "models/m/1/model.plan"
+
+
+@pytest.mark.parametrize("name", ["../../../etc/cron.d", "/etc", "a/b", ""])
+def test_layout_refuses_a_name_that_is_not_one_directory(name: str) -> None:
+    with pytest.raises(UserError, match="Triton model name"):
+        layout(name, "1", "onnx")

@@ -240,3 +240,19 @@ def test_a_failed_gzip_write_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="shrank"):
         write_gzip_layer(entries, cache / "key.tar.gz")
     assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("arcname", ["/etc/cron.d/job", "models/../../etc/cron.d/job", "..",
+                                     "models/.."])
+def test_the_tar_writer_refuses_a_member_outside_the_root(tmp_path: Path, arcname: str) -> None:
+    """A last line of defence: whatever builds the entries, no member unpacks outside the
+    image's root."""
+    from promoter.errors import UserError
+    from promoter.image.tarstream import data_entry, tar_size
+
+    entries = [data_entry("models/ok", b"x"), data_entry(arcname, b"* * * * * root id\n")]
+    with pytest.raises(UserError, match=r"must be relative and must not contain '\.\.'"):
+        b"".join(tar_chunks(entries))
+    with pytest.raises(UserError, match="must be relative"):
+        tar_size(entries)
+    assert b"".join(tar_chunks([data_entry("models/a..b/..c", b"x")]))  # dots are not '..'

@@ -256,3 +256,26 @@ def test_name_in_a_repository_is_the_deployment_name(model: str, registered: str
     assert named_repository("r.example/models/{name}", model, registered) == repository
     assert f"r.example/models/{_default_name(model)}" == repository
     assert named_repository("r.example/fixed", model, registered) == "r.example/fixed"
+
+
+@pytest.mark.parametrize("name", ["../../../etc/cron.d", "/etc/cron.d", "a/b", "Ranker"])
+def test_a_name_that_is_not_a_deployment_name_is_a_usage_error(
+        promoter: Any, tmp_path: Path, name: str) -> None:
+    """--name is Triton's directory under /models: '../../../etc/cron.d' put members at
+    models/../../../etc/cron.d/… into the layer, written there when a runtime unpacks it."""
+    model = save_onnx_model(tmp_path / "onnx")
+    code, out, err = promoter("image", "modelcar", str(model), "--runtime", "triton",
+                              "--name", name, "--oci-layout", str(tmp_path / "layout"))
+    assert code == 2, out + err
+    assert f"--name {name!r} must be lowercase letters, digits and '-'" in out + err
+    assert not (tmp_path / "layout").exists()
+
+
+@pytest.mark.parametrize("name", ["../../../etc/cron.d", "/etc/cron.d", ".."])
+def test_the_triton_layout_refuses_a_name_that_leaves_models(tmp_path: Path, name: str) -> None:
+    """Callers other than the CLI (the API, the pipeline) reach the same layout."""
+    from promoter.errors import UserError
+
+    model = save_onnx_model(tmp_path / "onnx")
+    with pytest.raises(UserError, match=r"Triton model name .* must be lowercase"):
+        modelcar.plan(model, "1", ModelcarRequest(layout="triton", name=name))

@@ -51,6 +51,20 @@ def bundle_blobs(client: SignatureRegistry, repository: str, digest: str) -> lis
         referrer = client.get_manifest(repository, entry["digest"])
         if referrer is None:
             continue
-        bundles += [client.get_blob(repository, layer_digest) for layer_digest
-                    in bundle_format.bundle_layer_digests(referrer.body) if is_digest(layer_digest)]
+        for layer_digest in bundle_format.bundle_layer_digests(referrer.body):
+            data = _blob_if_present(client, repository, layer_digest) \
+                if is_digest(layer_digest) else None
+            if data is not None:
+                bundles.append(data)
     return bundles
+
+
+def _blob_if_present(client: SignatureRegistry, repository: str, digest: str) -> bytes | None:
+    """A referrer's bundle, or None when the registry has no such blob (a 404: the client's
+    UserError). Like a malformed entry, a referrer naming a missing blob can be pushed (or
+    left by a blob deleted later) by anyone with push access; it must not block signing or
+    a valid signature's verification."""
+    try:
+        return client.get_blob(repository, digest)
+    except UserError:
+        return None

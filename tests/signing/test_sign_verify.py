@@ -167,6 +167,35 @@ def test_an_attestation_by_the_key_is_no_signature(promoter: Run, registry: str)
     assert verify(promoter, image)[0] == 0
 
 
+def test_a_referrer_whose_bundle_blob_is_missing_blocks_neither_verify_nor_sign(
+        promoter: Run, image: str) -> None:
+    """Anyone who may push can attach a referrer and then delete its bundle blob (or the
+    registry's garbage collection can): reading it was a 404 that failed verify although a
+    valid legacy signature was there, and failed signing in the default formats."""
+    import httpx
+
+    from promoter.signing.service import attach_bundle
+
+    sign(promoter, image, 2, "legacy")
+    reference = parse_reference(image)
+    digest = str(reference.digest)
+    junk = b'{"junk": true}'
+    with RegistryClient(reference.registry) as client:
+        subject = client.get_manifest(reference.repository, digest)
+        assert subject is not None
+        attach_bundle(client, reference.repository, {
+            "mediaType": subject.media_type, "digest": digest, "size": len(subject.body)}, junk)
+    junk_digest = bytes_blob(bundle_format.BUNDLE_TYPE, junk).digest
+    deleted = httpx.delete(f"http://{reference.registry}/v2/{reference.repository}/blobs/"
+                           f"{junk_digest}")
+    assert deleted.status_code == 202
+    code, said = verify(promoter, image)
+    assert code == 0 and "legacy" in said, said
+    assert sign(promoter, image)["created"] == ["bundle"]
+    code, said = verify(promoter, image)
+    assert code == 0 and "bundle, legacy" in said, said
+
+
 def test_key_problems_when_signing_are_distinct(promoter: Run, image: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COSIGN_PASSWORD", "Pa55-not-hello")

@@ -1,10 +1,20 @@
-"""A standard OCI image layout on disk (oci-layout, index.json, blobs/sha256/…)."""
+"""A standard OCI image layout on disk (oci-layout, index.json, blobs/sha256/…).
+
+Several builds may write one layout at once (`serve --workers N` with ``image.oci_layout``):
+each blob is written to a temporary file of its own and renamed into place whole, and
+index.json is read, changed and replaced under an exclusive lock, so no build's manifest is
+lost to another's.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +37,9 @@ class LayoutTarget:
                             hint="choose an empty or new directory for --oci-layout")
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}', encoding="utf-8")
-        if not (root / "index.json").is_file():
-            self._write_index({"schemaVersion": 2, "mediaType": INDEX, "manifests": []})
+        with self._index_locked():
+            if not (root / "index.json").is_file():
+                self._write_index({"schemaVersion": 2, "mediaType": INDEX, "manifests": []})
         self.bytes_uploaded = 0
 
     def _blob_path(self, digest: str) -> Path:
@@ -45,7 +56,7 @@ class LayoutTarget:
             return 0
         if blob.chunks is None:
             raise UserError(f"blob {blob.digest} cannot be read to write the layout")
-        partial = path.with_suffix(".partial")
+        partial = self._partial()
         digest, size = _write_capped(blob, partial)
         if digest != blob.digest or size != blob.size:
             partial.unlink()
@@ -58,7 +69,7 @@ class LayoutTarget:
         """Write a blob whose digest is computed while writing; returns (digest, bytes)."""
         if blob.chunks is None:
             raise UserError("a new blob needs its bytes to be written")
-        partial = self.root / "blobs" / "sha256" / f"new-{os.getpid()}.partial"
+        partial = self._partial()
         digest, size = _write_capped(blob, partial)
         if size != blob.size:
             partial.unlink()
@@ -74,19 +85,44 @@ class LayoutTarget:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         path = self._blob_path(digest)
         if not path.is_file():
-            path.write_bytes(body)
-        index = json.loads((self.root / "index.json").read_text(encoding="utf-8"))
+            partial = self._partial()
+            partial.write_bytes(body)
+            os.replace(partial, path)
         entry: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(body)}
         if tag:
             entry["annotations"] = {REF_NAME: tag}
-        kept = [item for item in index.get("manifests", [])
-                if item.get("digest") != digest
-                and (not tag or item.get("annotations", {}).get(REF_NAME) != tag)]
-        index["manifests"] = [*kept, entry]
-        self._write_index(index)
+        with self._index_locked():
+            index = json.loads((self.root / "index.json").read_text(encoding="utf-8"))
+            kept = [item for item in index.get("manifests", [])
+                    if item.get("digest") != digest
+                    and (not tag or item.get("annotations", {}).get(REF_NAME) != tag)]
+            index["manifests"] = [*kept, entry]
+            self._write_index(index)
+
+    def _partial(self) -> Path:
+        """A new temporary file in the blobs directory, this writer's alone."""
+        handle, name = tempfile.mkstemp(dir=self.root / "blobs" / "sha256", prefix="new-",
+                                        suffix=".partial")
+        os.close(handle)
+        return Path(name)
+
+    @contextlib.contextmanager
+    def _index_locked(self) -> Iterator[None]:
+        """index.json's read-modify-write, one writer at a time. The lock is taken on the
+        ``oci-layout`` file, which every layout has and nobody replaces (index.json is
+        replaced, so a lock on it would not hold), so the layout gains no file of its own."""
+        with (self.root / "oci-layout").open("rb") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        (self.root / "index.json").write_bytes(canonical_json(index))
+        """Replaced whole: a reader (skopeo, umoci) never sees it half-written."""
+        partial = self._partial()
+        partial.write_bytes(canonical_json(index))
+        os.replace(partial, self.root / "index.json")
 
 
 def _write_capped(blob: Blob, partial: Path) -> tuple[str, int]:

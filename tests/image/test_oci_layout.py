@@ -1,0 +1,83 @@
+"""One OCI layout written by several builds at once (serve --workers N, image.oci_layout)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.image import layout as layout_module
+from promoter.image.layout import REF_NAME, LayoutTarget
+from promoter.ports.image import Blob
+
+
+def _manifest(tag: str) -> bytes:
+    return json.dumps({"schemaVersion": 2, "tag": tag}).encode()
+
+
+def test_two_builds_recording_manifests_at_once_both_stay_in_the_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """index.json is read, changed and replaced: two builds doing so at once lost the first's
+    manifest. Build A is held just after reading the index while build B records its own."""
+    root = tmp_path / "layout"
+    first, second = LayoutTarget(root), LayoutTarget(root)
+    a_read, release_a = threading.Event(), threading.Event()
+    real_loads = json.loads
+
+    def loads_then_wait(text: Any, *args: Any, **kwargs: Any) -> Any:
+        found = real_loads(text, *args, **kwargs)
+        if threading.current_thread().name == "build-a":
+            a_read.set()
+            release_a.wait(5)
+        return found
+
+    monkeypatch.setattr(layout_module.json, "loads", loads_then_wait)
+    build_a = threading.Thread(name="build-a", target=lambda: first.push_manifest(
+        _manifest("a"), "application/vnd.oci.image.manifest.v1+json", "a"))
+    build_b = threading.Thread(name="build-b", target=lambda: second.push_manifest(
+        _manifest("b"), "application/vnd.oci.image.manifest.v1+json", "b"))
+    build_a.start()
+    assert a_read.wait(5)
+    build_b.start()
+    build_b.join(0.5)            # B records now, unless it waits for A's index write
+    release_a.set()
+    build_a.join(5)
+    build_b.join(5)
+    index = real_loads((root / "index.json").read_text(encoding="utf-8"))
+    assert sorted(m["annotations"][REF_NAME] for m in index["manifests"]) == ["a", "b"]
+
+
+def test_two_builds_writing_the_same_blob_at_once_both_succeed(tmp_path: Path) -> None:
+    """Each writer has a temporary file of its own: one name shared by both was renamed away
+    under the other."""
+    data = b"weights" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    both_writing = threading.Barrier(2)
+
+    def chunks() -> Any:
+        both_writing.wait(5)     # both have opened their partial file before either renames
+        yield data
+
+    root = tmp_path / "layout"
+    targets = [LayoutTarget(root), LayoutTarget(root)]
+    failures: list[BaseException] = []
+
+    def write(target: LayoutTarget) -> None:
+        try:
+            target.push_blob(Blob("application/octet-stream", digest, len(data), chunks),
+                             mount_from=None)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert failures == []
+    assert (root / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes() == data
+    assert not list((root / "blobs" / "sha256").glob("*.partial"))

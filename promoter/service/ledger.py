@@ -208,12 +208,13 @@ def _owners(conn: Connection, name: str, now: float) -> frozenset[str]:
 
 def _put(conn: Connection, state: DeployedState, now: float) -> None:
     before = _one(conn, "d.model = ? AND d.env = ?", (state.model, state.env))
+    removal = before is not None and before.status == DeploymentStatus.DECOMMISSIONING
     if before is not None and before.mr_iid is not None and before.mr_iid != state.mr_iid \
-            and before.status in OPEN_MR:
-        # The row leaves a promotion MR whose outcome is not recorded: the sweep follows it
-        # from there (state.left_mrs). Not a removal MR (decommissioning): its merge, recorded
-        # for an MR that is no longer the row's, would read as a promotion's.
-        left_mrs.note(conn, before.mr_iid, before.name, before.env)
+            and (before.status in OPEN_MR or removal):
+        # The row leaves an MR whose outcome is not recorded: the sweep follows it from there
+        # (state.left_mrs). A removal MR is noted as such: its merge, recorded for an MR that
+        # is no longer the row's, would otherwise read as a promotion's.
+        left_mrs.note(conn, before.mr_iid, before.name, before.env, removal=removal)
     conn.execute(
         "INSERT INTO deployments (model, env, name, version, status, mr_iid) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, env) DO UPDATE SET name = excluded.name, "

@@ -128,13 +128,19 @@ class MergeRequestOutcomes:
         assert event.name is not None and event.env is not None
         state, current, version, model = self._subject(event)
         status = self._status(event, state if current else None)
-        if status == DeploymentStatus.MERGED and not current and version is not None:
+        if not current and not event.foreign_head and self.left.is_removal(event.iid):
+            # A removal MR the row left (state.left_mrs): its merge decommissioned the
+            # environment; its approval or close changes nothing.
+            status = DeploymentStatus.DECOMMISSIONED if status == DeploymentStatus.MERGED \
+                else None
+        if status in LIVE_MOVING and not current and version is not None:
             replaced, newer = self._merged_after(event)
             if replaced:
-                # An older MR's merge found late (its hook lost; the MR sweep follows MRs a
-                # row left): a later MR's merge recorded since replaced it, so it must not
-                # make its version live again nor tag the newer one as replaced. Merged
-                # again since (the same version), it is live already: audited only.
+                # An older MR's merge (a promotion's or a removal's) found late (its hook
+                # lost; the MR sweep follows MRs a row left): a later MR's merge recorded
+                # since replaced it, so it must neither make its version live again nor
+                # remove the newer one, nor tag that one as replaced. Merged again since (the
+                # same version), it is live already: audited only.
                 status = replaced_status(version, newer) if newer and newer != version \
                     else None
         if current and state is not None and event.action in SETTLING and \

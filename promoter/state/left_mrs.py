@@ -7,7 +7,8 @@ failing hook; promoter was down) and the next version's MR opened before the swe
 the older merge would never be audited nor written back. So the ledger notes here, in the
 transaction that moves the row (one ``state_meta`` key per MR), each waiting MR it leaves; the
 sweep follows the noted MRs, and the outcome's recording (or finding nothing to record) removes
-the note.
+the note. A removal MR (decommissioning) is noted as one: nothing in its merge event says it
+removes, and recorded as a promotion's merge it would make its version live again.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import json
 from promoter.state.db import Connection, StateDB
 
 PREFIX = "mr.left."
+REMOVAL = "removal"
 
 
-def note(conn: Connection, iid: int, name: str, env: str) -> None:
-    """Within the ledger's transaction: MR ``iid`` of deployment (name, env) was left waiting."""
+def note(conn: Connection, iid: int, name: str, env: str, *, removal: bool = False) -> None:
+    """Within the ledger's transaction: MR ``iid`` of deployment (name, env) was left waiting
+    (``removal``: an MR that decommissions the environment)."""
+    noted = [name, env, REMOVAL] if removal else [name, env]
     conn.execute("INSERT INTO state_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO "
-                 "UPDATE SET value = excluded.value", (f"{PREFIX}{iid}", json.dumps([name, env])))
+                 "UPDATE SET value = excluded.value", (f"{PREFIX}{iid}", json.dumps(noted)))
 
 
 class LeftMrs:
@@ -36,9 +40,16 @@ class LeftMrs:
         left = []
         for key, value in rows:
             suffix, deployment = str(key)[len(PREFIX):], json.loads(value)
-            if suffix.isdigit() and isinstance(deployment, list) and len(deployment) == 2:
+            if suffix.isdigit() and isinstance(deployment, list) and len(deployment) in (2, 3):
                 left.append((int(suffix), str(deployment[0]), str(deployment[1])))
         return sorted(left)
+
+    def is_removal(self, iid: int) -> bool:
+        """Whether MR ``iid`` was left as a removal MR (and is still followed)."""
+        row = self.db.read(lambda conn: conn.execute(
+            "SELECT value FROM state_meta WHERE key = ?", (f"{PREFIX}{iid}",)).fetchone())
+        noted = json.loads(row[0]) if row else None
+        return isinstance(noted, list) and noted[2:] == [REMOVAL]
 
     def settled(self, iid: int) -> None:
         """MR ``iid``'s outcome is recorded, or there is none to record: no longer followed."""

@@ -78,6 +78,15 @@ class Promoter:
         self.ledger.put(DeployedState(MODEL, ENV, NAME, version, "mr_opened", result.mr_iid))
         return result.mr_iid, result.head_sha
 
+    def removal_opened(self, live: str) -> tuple[int, str]:
+        """A decommission's MR: the environment's overlay removed, the row decommissioning."""
+        result = self.harness.provider.propose(proposal(
+            live, files={}, approvals_required=0,
+            labels=("promoter", f"env::{ENV}", "decommission")))
+        assert result.mr_iid is not None and result.head_sha is not None
+        self.ledger.put(DeployedState(MODEL, ENV, NAME, live, "decommissioning", result.mr_iid))
+        return result.mr_iid, result.head_sha
+
     def entries(self, event: str) -> list[dict[str, Any]]:
         return [{k: e.get(k) for k in ("iid", "version", "status", "actor")}
                 for e in self.audit.entries() if e["event"] == event]
@@ -201,6 +210,47 @@ def test_a_left_mr_its_late_hook_recorded_is_not_reported_again(promoter: Promot
     report = promoter.sweep()
     assert report.recorded == [] and report.looked_at == 1   # version 4's open MR only
     assert len(promoter.entries("mr.merge")) == 1
+
+
+def test_a_lost_removal_merge_is_recorded_as_one_though_the_next_mr_opened_first(
+        promoter: Promoter) -> None:
+    """Version 3 ran, its removal MR merged with its hook lost, and version 4's MR opened
+    before the sweep looked: the removal is recorded as what it was, a decommission (no longer
+    live anywhere), not as a promotion's merge making version 3 live again."""
+    iid3, head3 = promoter.opened("3")
+    promoter.harness.merge(iid3, head3)
+    promoter.sweep()
+    assert promoter.tags.live == {(MODEL, ENV): "3"}
+    removal, removal_head = promoter.removal_opened("3")
+    promoter.harness.merge(removal, removal_head)     # its hook is lost
+    promoter.opened("4")
+
+    report = promoter.sweep()
+    assert {"iid": removal, "name": NAME, "env": ENV, "action": "merge"} in report.recorded
+    assert promoter.entries("mr.merge")[-1] == {
+        "iid": removal, "version": "3", "status": "decommissioned", "actor": "reconcile"}
+    assert promoter.tags.live == {(MODEL, ENV): None}
+    assert MODEL not in promoter.audit.live_now(ENV)
+    assert promoter.status() == "mr_opened"            # the row still follows version 4's MR
+    assert promoter.sweep().looked_at == 1             # the removal MR is settled
+
+
+def test_a_lost_removal_merge_found_after_the_next_merge_changes_nothing_live(
+        promoter: Promoter) -> None:
+    iid3, head3 = promoter.opened("3")
+    promoter.harness.merge(iid3, head3)
+    promoter.sweep()
+    removal, removal_head = promoter.removal_opened("3")
+    promoter.harness.merge(removal, removal_head)
+    iid4, head4 = promoter.opened("4")
+    promoter.harness.merge(iid4, head4)               # both hooks lost; one sweep finds both
+
+    promoter.sweep()
+    assert promoter.tags.live == {(MODEL, ENV): "4"}
+    assert promoter.audit.live_now(ENV)[MODEL].version == "4"
+    recorded = {entry["iid"]: entry["status"] for entry in promoter.entries("mr.merge")}
+    # Recorded as history: replaced by version 4's merge before it was known.
+    assert recorded[iid4] == "merged" and recorded[removal] == "superseded"
 
 
 def test_a_closed_mr_is_recorded_as_closed(promoter: Promoter) -> None:

@@ -5,7 +5,9 @@ trigger points at: its alias if set, else the newest version in its legacy stage
 reads aliases for every model (one paged listing) but stages only for models with versions
 changed since the last pass (MLflow records stage moves on the version, not aliases), so for
 the other models the previously recorded stage target stands. Whatever differs from the
-record becomes a promote or decommission event.
+record becomes a promote or decommission event; so does a target the newest job of its
+(model, env) did not ask for, though the record agrees: a webhook's job moved the deployment
+since the record was made (alias set to 2 by a delivered hook, then back to 1 by a lost one).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from promoter.core.events import PromotionEvent, Triggers
+from promoter.core.jobs import JobAction, JobKey
 
 
 @dataclass(frozen=True)
@@ -50,28 +53,49 @@ def observe(triggers: Triggers, aliases: Mapping[str, str],
     return current
 
 
-def plan(model: str, current: Mapping[str, Observed],
-         previous: Mapping[str, Observed]) -> list[PromotionEvent]:
-    """Events that move the record from ``previous`` to ``current`` for one model."""
+def plan(model: str, current: Mapping[str, Observed], previous: Mapping[str, Observed],
+         newest_jobs: Mapping[str, JobKey] | None = None) -> list[PromotionEvent]:
+    """Events that move the record from ``previous`` to ``current`` for one model, and that
+    bring each environment to its target where the newest job of it (``newest_jobs``, by
+    environment: the triggered environments only) asked for something else."""
+    newest_jobs = newest_jobs or {}
     planned = []
-    for env in sorted(set(current) | set(previous)):
+    for env in sorted(set(current) | set(previous) | set(newest_jobs)):
         now = current.get(env, Observed()).target
         before = previous.get(env, Observed()).target
-        if now == before:
+        job = newest_jobs.get(env)
+        if now == before and _asked_for(job, now):
             continue
         if now is not None:
-            why = (f"{_how(current[env])} points at {now}"
-                   + (f" (was {before})" if before else ""))
-            planned.append(PromotionEvent(action="promote", source="reconcile", reason=why,
+            was = f" (was {before})" if before != now and before else \
+                f" (the last job was for {_asked(job)})" if before == now and job else ""
+            planned.append(PromotionEvent(action="promote", source="reconcile",
+                                          reason=f"{_how(current[env])} points at {now}{was}",
                                           model=model, version=now, env=env,
                                           trigger="reconcile"))
-        else:
+        elif before is not None or job is not None:
+            was = f"was version {before}" if before else f"the last job was for {_asked(job)}"
             planned.append(PromotionEvent(action="decommission", source="reconcile",
-                                          reason=f"nothing targets {env} any more "
-                                                 f"(was version {before})",
+                                          reason=f"nothing targets {env} any more ({was})",
                                           model=model, version=None, env=env,
                                           trigger="reconcile"))
     return planned
+
+
+def _asked_for(job: JobKey | None, target: str | None) -> bool:
+    """Whether the newest job asked for ``target`` (None: a decommission); no job asked
+    nothing else (jobs are kept, so a deployment without one was never acted on)."""
+    if job is None:
+        return True
+    if job.action == JobAction.DECOMMISSION:
+        return target is None
+    return job.version == target
+
+
+def _asked(job: JobKey | None) -> str:
+    if job is None or job.action == JobAction.DECOMMISSION:
+        return "its decommission"
+    return f"version {job.version}"
 
 
 def _how(observed: Observed) -> str:

@@ -35,6 +35,8 @@ from promoter.service.logs import log
 from promoter.state.db import Connection, StateDB, state_db
 
 if TYPE_CHECKING:
+    from promoter.core.events import Triggers
+    from promoter.core.jobs import JobKey
     from promoter.ports.registry import Registry
     from promoter.service.metrics import Metrics
     from promoter.service.queue import JobQueue
@@ -120,6 +122,9 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
     triggers = intake.triggers(settings)
     report = PassReport()
     recorded = state.observed()
+    # Read before MLflow: a job enqueued meanwhile (a webhook's) is then either in this view
+    # or asked for what MLflow shows afterwards.
+    asked = _newest_jobs(queue, triggers)
     since = state.cursor()
     newest = since
     changed_models: set[str] = set()
@@ -133,7 +138,10 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
         report.models += 1
         previous = recorded.get(model.name, {})
         stages = None
-        if model.name in changed_models:
+        # A deleted version is not among the versions updated, but its model's timestamp
+        # moves: the stage it held may have been the target.
+        newest = max(newest, model.last_updated_ms)
+        if model.name in changed_models or model.last_updated_ms >= since - slack_ms:
             try:
                 stages = registry.stage_versions(model.name)
                 report.stage_lookups += 1
@@ -145,10 +153,12 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
                     model=model.name, error=exc.message)
                 report.failed.append({"model": model.name, "error": exc.message})
         current = core.observe(triggers, model.aliases, stages, previous)
-        if not _apply(model.name, current, previous, queue, state, report, leading):
+        if not _apply(model.name, current, previous, asked.get(model.name, {}), queue, state,
+                      report, leading):
             return _stopped(report)
     for gone in sorted(set(recorded) - seen):  # registered model deleted
-        if not _apply(gone, {}, recorded[gone], queue, state, report, leading):
+        if not _apply(gone, {}, recorded[gone], asked.get(gone, {}), queue, state, report,
+                      leading):
             return _stopped(report)
     if leading is not None and not leading():   # the cursor is the new leader's now
         return _stopped(report)
@@ -159,12 +169,21 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
     return report
 
 
+def _newest_jobs(queue: JobQueue, triggers: Triggers) -> dict[str, dict[str, JobKey]]:
+    """{model: {env: its newest job's key}} for the environments triggers name."""
+    by_model: dict[str, dict[str, JobKey]] = {}
+    for (model, env), key in queue.newest_keys().items():
+        if env in triggers:
+            by_model.setdefault(model, {})[env] = key
+    return by_model
+
+
 def _apply(model: str, current: dict[str, Observed], previous: dict[str, Observed],
-           queue: JobQueue, state: ReconcileState, report: PassReport,
-           leading: Callable[[], bool] | None) -> bool:
-    """Enqueue and record what changed for ``model``; False (nothing written) when this
-    process no longer leads."""
-    planned = core.plan(model, current, previous)
+           asked: dict[str, JobKey], queue: JobQueue, state: ReconcileState,
+           report: PassReport, leading: Callable[[], bool] | None) -> bool:
+    """Enqueue and record what changed for ``model``, or what its newest jobs did not ask
+    for; False (nothing written) when this process no longer leads."""
+    planned = core.plan(model, current, previous, asked)
     if not planned and current == previous:
         return True
     if leading is not None and not leading():

@@ -35,3 +35,23 @@ def test_differences_become_promotions_and_decommissions() -> None:
 
 def test_a_stage_named_in_another_case_still_matches() -> None:
     assert observe(TRIGGERS, {}, {"production": "9"}, {})["production"].stage_version == "9"
+
+
+def test_a_target_the_newest_job_did_not_ask_for_is_planned_though_the_record_agrees() -> None:
+    """Recorded at 1; a webhook's job moved production to 2; the alias went back to 1 with
+    its hook lost: the record still says 1, the newest job says otherwise."""
+    from promoter.core.jobs import JobKey
+
+    record = {"production": Observed("1", None)}
+    asked = {"production": JobKey("m", "2", "production", "promote")}
+    [event] = plan("m", record, record, asked)
+    assert (event.action, event.env, event.version) == ("promote", "production", "1")
+    assert "last job was for version 2" in event.reason
+    # What the newest job asked for is the target: nothing to do.
+    assert plan("m", record, record, {"production": JobKey("m", "1", "production",
+                                                           "promote")}) == []
+    # The alias deleted with its hook lost, never recorded: the job's promotion is undone.
+    [removal] = plan("m", {}, {}, asked)
+    assert (removal.action, removal.env) == ("decommission", "production")
+    assert plan("m", {}, {}, {"production": JobKey("m", "*", "production",
+                                                   "decommission")}) == []

@@ -237,6 +237,72 @@ def test_reconcile_finds_stage_transitions_alias_changes_and_deletions(
         queue.close()
 
 
+def test_a_rollback_whose_hook_was_lost_after_a_webhooks_job_is_caught(
+        mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """The pass recorded version 1; a delivered hook's job then moved production to 2; the
+    alias went back to 1 while promoter was down. The record still says 1, as MLflow does, but
+    the newest job asked for 2: the pass brings production back to 1."""
+    from promoter.core.events import PromotionEvent
+
+    client = mlflow_server.client()
+    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
+    registry, queue = MlflowRegistry(mlflow_server.url), JobQueue.open(settings.state_dir)
+    state = ReconcileState(settings.state_dir)
+    try:
+        v1 = create_version(client, "rollback-model")
+        v2 = create_version(client, "rollback-model")
+        client.set_registered_model_alias("rollback-model", "production", v1)
+        reconcile_once(settings, registry, queue, state)
+        client.set_registered_model_alias("rollback-model", "production", v2)
+        [stored] = intake.enqueue(queue, [PromotionEvent(
+            action="promote", source="mlflow", reason="alias set", model="rollback-model",
+            version=v2, env="production", trigger="production")], source="mlflow")
+        for _ in range(1000):        # that job, and the first pass's, done
+            job = queue.claim("worker")
+            if job is None:
+                break
+            queue.complete(job.id, "worker", {})
+        assert queue.get(stored.job_id).state == "done"
+        client.set_registered_model_alias("rollback-model", "production", v1)  # hook lost
+
+        report = reconcile_once(settings, registry, queue, state)
+        assert [(j["version"], j["env"], j["action"], j["created"]) for j in report.jobs
+                if j["model"] == "rollback-model"] == [(v1, "production", "promote", True)]
+        again = reconcile_once(settings, registry, queue, state)   # asked for now: level
+        assert [j for j in again.jobs if j["model"] == "rollback-model"] == []
+    finally:
+        state.close()
+        queue.close()
+
+
+def test_deleting_the_version_that_held_the_stage_decommissions(
+        mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """A deleted version is not among the versions updated since the cursor, and the model
+    may have none left to list: its registered model's timestamp is what moves."""
+    client = mlflow_server.client()
+    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
+    registry, queue = MlflowRegistry(mlflow_server.url), JobQueue.open(settings.state_dir)
+    state = ReconcileState(settings.state_dir)
+    try:
+        v1 = create_version(client, "staged-model")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client.transition_model_version_stage("staged-model", v1, "Production")
+        first = reconcile_once(settings, registry, queue, state)
+        assert ("staged-model", v1, "production", "promote") in {
+            (j["model"], j["version"], j["env"], j["action"]) for j in first.jobs}
+        time.sleep(0.01)     # a later millisecond for MLflow's timestamps than the cursor's
+        client.delete_model_version("staged-model", v1)
+        report = reconcile_once(settings, registry, queue, state)
+        assert [(j["version"], j["env"], j["action"]) for j in report.jobs
+                if j["model"] == "staged-model"] == [("*", "production", "decommission")]
+        quiet = reconcile_once(settings, registry, queue, state, slack_ms=0)
+        assert [j for j in quiet.jobs if j["model"] == "staged-model"] == []
+    finally:
+        state.close()
+        queue.close()
+
+
 def test_one_model_whose_stages_cannot_be_listed_does_not_stop_the_pass(
         mlflow_server: MlflowServer, tmp_path: Path) -> None:
     """MLflow times out listing one model's stages (very many versions): the models after it

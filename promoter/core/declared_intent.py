@@ -3,8 +3,11 @@
 The CI gate cannot see the intent a merge request was rendered from, only the manifests. This
 recovers the fields the placement policy looks at, from the resources promoter renders:
 
-- owner: the ``team`` and ``cost-center`` labels; model name and version: the
-  ``promoter.dev/registered-model`` and ``promoter.dev/model-version`` annotations;
+- owner: the ``promoter.dev/team`` and ``promoter.dev/cost-center`` labels, which promoter
+  renders on every workload whatever ``cost_labels`` says (the cost labels' keys are
+  configurable, so a key such as ``team`` may hold another role's value, or a hand-edited
+  one: they are never read); model name and version: the ``promoter.dev/registered-model``
+  and ``promoter.dev/model-version`` annotations;
 - runtime: the ``promoter.dev/runtime`` label every rendered workload carries (older trees
   without it: ``kserve`` when there is an InferenceService, else ``deployment``);
 - GPU count and type: ``nvidia.com/gpu`` limits (or requests) summed over the pod's
@@ -37,6 +40,9 @@ REGION_KEY = "topology.kubernetes.io/region"
 GPU = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"   # + profile, e.g. nvidia.com/mig-1g.10gb
 GPU_PRODUCT = "nvidia.com/gpu.product"
+# promoter's own ownership labels (core.manifest_context): fixed keys, unlike cost_labels'.
+TEAM_LABEL = "promoter.dev/team"
+COST_CENTER_LABEL = "promoter.dev/cost-center"
 WORKLOADS = ("InferenceService", "Deployment")
 # What an overlay may hold: what promoter renders (the AppProject's whitelist) and Namespace.
 KINDS = frozenset(kind for _, kind in NAMESPACED_KINDS) | {"Namespace"}
@@ -156,6 +162,18 @@ def _regions(pod: Mapping[str, Any]) -> list[str]:
             if _get(expression, "operator") == "In" for v in _get(expression, "values") or []]
 
 
+def _owner(workload: Mapping[str, Any], labels: Mapping[str, Any]) -> dict[str, str]:
+    """The owning team and cost centre, from promoter's own labels only. Every tree promoter
+    rendered carries them, so a workload without the team label was not rendered by promoter
+    (or had it removed): refused, rather than guessed from a configurable cost label."""
+    if not labels.get(TEAM_LABEL):
+        raise UserError(f"{workload.get('kind')}/{_get(workload, 'metadata', 'name')} has no "
+                        f"{TEAM_LABEL} label, which names the team the gate judges it for "
+                        "(promoter renders it on every workload)")
+    return {"team": str(labels[TEAM_LABEL]),
+            "costCenter": str(labels.get(COST_CENTER_LABEL) or "unknown")}
+
+
 def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """A ModelDeployment document with what ``resources`` (one built overlay) declare."""
     resources = list(resources)
@@ -174,9 +192,7 @@ def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         if annotations.get("promoter.dev/registered-model"):
             spec["model"] = {"name": str(annotations["promoter.dev/registered-model"]),
                              "version": str(annotations.get("promoter.dev/model-version", "0"))}
-        if labels.get("team"):
-            spec["owner"] = {"team": str(labels["team"]),
-                             "costCenter": str(labels.get("cost-center") or "unknown")}
+        spec["owner"] = _owner(resource, labels)
         pod = _pod_spec(resource) or {}
         gpu: dict[str, Any] = {}
         count = _gpu_count(pod)

@@ -13,6 +13,7 @@ from ruamel.yaml import YAML
 
 from promoter.core.declared_intent import declared_intent
 from promoter.core.intent import resolve_intent
+from promoter.errors import UserError
 from promoter.rendering import load_intent_file
 from promoter.settings import load_settings
 from tests.ci.local_runner import git
@@ -254,3 +255,59 @@ def test_what_a_hand_edited_overlay_claims_is_judged_whole(edit: str) -> None:
     decision = verdicts["production"].decision
     assert not decision.allowed, edit
     assert reason in " ".join(decision.reasons), decision.reasons
+
+
+# --------------------------------------------- the owner, whatever cost_labels names keys
+
+def _gate_on_a_tree_rendered_with(tmp_path: Path, cost_labels: str) -> list:
+    """Verdicts of the gate on fraud-detector (team risk-ml) rendered with ``cost_labels``
+    (the example config's block replaced) and judged with the same config."""
+    from promoter import rendering
+    from promoter.core.render import ImagePin
+    from promoter.gitops.policy import check_tree
+
+    example = (EXAMPLES / "promoter.yaml").read_text()
+    default = ("cost_labels:                               # pod label key per role, for "
+               "OpenCost / Kubecost\n  team: team\n  cost_center: cost-center\n"
+               "  environment: env\n  model: app\n  runtime: runtime\n")
+    assert default in example
+    config = tmp_path / "promoter.yaml"
+    config.write_text(example.replace(default, cost_labels))
+    settings = load_settings(config, environ={})
+    tree = tmp_path / "manifests"
+    image = ImagePin("registry.example.com/models/fraud-detector", "sha256:" + "ab" * 32)
+    for env in ("staging", "production"):
+        request = rendering.build_request(settings, load_intent_file(EXAMPLES /
+                                                                     "fraud-detector.yaml"),
+                                          env, origin="test", image=image)
+        rendering.write_tree(tree, rendering.renderer(settings).render(request))
+    return check_tree(settings, [tree], _built)
+
+
+@pytest.mark.parametrize("cost_labels", [
+    "cost_labels:\n  team: owner-team\n",
+    "cost_labels:\n  team: owner-team\n  model: team\n",
+], ids=["team key renamed", "team key holds the model"])
+def test_the_owner_is_promoters_own_label_not_a_configurable_cost_label(
+        tmp_path: Path, cost_labels: str) -> None:
+    """The gate read the owner from labels literally named `team` and `cost-center`: with
+    the team's key renamed every overlay lacked an owner, and with `team` another role's key
+    the workload was judged for a team named after the model."""
+    verdicts = _gate_on_a_tree_rendered_with(tmp_path, cost_labels)
+    assert len(verdicts) == 2
+    for verdict in verdicts:
+        assert verdict.decision.allowed, verdict.decision.reasons
+
+
+def test_a_plain_team_label_does_not_change_the_team_judged(tmp_path: Path) -> None:
+    """A hand-edited `team` label (the default cost label key) is not promoter's: the gate
+    judges the team promoter.dev/team names, and a workload without that label is refused."""
+    overlay = ROOT / "manifests/llm-chat/overlays/production"
+    documents = _documents(overlay)
+    workload = next(d for d in documents if d["kind"] == "InferenceService")
+    workload["metadata"]["labels"]["team"] = "someone-else"
+    owner = declared_intent(documents)["spec"]["owner"]
+    assert owner == {"team": "assistants", "costCenter": "cc-7731"}
+    del workload["metadata"]["labels"]["promoter.dev/team"]
+    with pytest.raises(UserError, match=r"has no promoter\.dev/team label"):
+        declared_intent(documents)

@@ -77,6 +77,24 @@ def test_every_example_overlay_builds_and_validates(tmp_path: Path) -> None:
     assert all(r.resources >= 2 for r in reports)
 
 
+
+@requires_kubectl
+@pytest.mark.parametrize("example", ["llm-chat", "code-assistant", "fraud-detector"])
+def test_padded_cpu_and_memory_render_as_valid_quantities(example: str, tmp_path: Path) -> None:
+    """``cpu: "8 "`` passed validation but was rendered as '8 ', which the InferenceService
+    schema (and the API server's quantity parser) refuse: Argo CD could not sync it."""
+    intent = rendering.load_intent_file(EXAMPLES / f"{example}.yaml")
+    intent["spec"]["resources"].update(cpu="8 ", memory="160Gi\t")
+    request = rendering.build_request(SETTINGS, intent, "production", origin=example,
+                                      image=ImagePin("r.example/m", DIGEST), modelcar=MODELCAR)
+    rendering.write_tree(tmp_path, rendering.renderer(SETTINGS).render(request))
+    reports = validate_tree(tmp_path, composition.manifest_checker())
+    assert [r.problems for r in reports if not r.ok] == []
+    built = subprocess.run(["kubectl", "kustomize", str(tmp_path / request.deployment.name /
+                                                        "overlays/production")],
+                           capture_output=True, text=True, check=True).stdout
+    assert "cpu: \"8\"" in built and "memory: 160Gi\n" in built, built
+
 @requires_kubectl
 def test_built_resources_carry_gpu_region_and_lineage(tmp_path: Path) -> None:
     rendering.write_tree(tmp_path, render(

@@ -77,6 +77,13 @@ class Gpu(_Strict):
         return None if value is None else _label_value(value)
 
 
+def _without_padding(quantity: str) -> str:
+    """The quantity as rendered: the value kept is what goes into requests and limits, and
+    Kubernetes (and the InferenceService schema) refuse a quantity with surrounding
+    whitespace that YAML quoting keeps (``cpu: "8 "``), so the padding is dropped here."""
+    return quantity.strip()
+
+
 class Resources(_Strict):
     cpu: str
     memory: str
@@ -89,6 +96,7 @@ class Resources(_Strict):
         text = str(value) if number else value
         if not isinstance(text, str):
             raise ValueError("must be a Kubernetes quantity such as 500m or 2")
+        text = _without_padding(text)
         amount = parse_quantity(text)
         if amount <= 0 or amount > MAX_CPU:
             raise ValueError(f"{text} is outside 1m..{MAX_CPU} CPUs")
@@ -99,10 +107,11 @@ class Resources(_Strict):
     def _memory(cls, value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError("must be a Kubernetes quantity with a unit, such as 16Gi")
-        amount = parse_quantity(value)
+        text = _without_padding(value)
+        amount = parse_quantity(text)
         if amount < 2**20 or amount > MAX_MEMORY:
-            raise ValueError(f"{value} is outside 1Mi..4Ti")
-        return value
+            raise ValueError(f"{text} is outside 1Mi..4Ti")
+        return text
 
 
 class Scaling(_Strict):

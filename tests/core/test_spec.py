@@ -49,6 +49,17 @@ def test_conflicting_tags_are_refused() -> None:
         intent_from_tags({"deploy.resources.gpu": "1", "deploy.resources.gpu.type": "A100"})
 
 
+
+@pytest.mark.parametrize(("cpu", "memory"), [("8 ", "160Gi\t"), (" 500m", "\n4Gi "),
+                                             ("\u00a02", "1Ti\u2028")])
+def test_padded_quantities_are_kept_without_the_padding(cpu: str, memory: str) -> None:
+    """The validated value is the one rendered into requests and limits, where Kubernetes
+    refuses surrounding whitespace: it was checked stripped but kept padded."""
+    patch = {"spec": {"resources": {"cpu": cpu, "memory": memory}}}
+    resources = resolve(defaults=DEFAULTS, intent=deep_merge(INTENT, patch),
+                        environment=None).spec.resources
+    assert (resources.cpu, resources.memory) == (cpu.strip(), memory.strip())
+
 @pytest.mark.parametrize(("patch", "field"), [
     ({"resources": {"gpu": {"count": -1}}}, "spec.resources.gpu.count"),
     ({"resources": {"gpu": {"count": 10000}}}, "spec.resources.gpu.count"),

@@ -21,8 +21,9 @@ from promoter.errors import PermanentError, UserError
 
 # Fields of the intent that every environment shares: an environment may not override them.
 # (Ownership decides quotas and cost labels; letting staging say another team would let one
-# environment escape the quota the base declares.)
-SHARED_FIELDS = ("owner", "model", "runtime", "environments")
+# environment escape the quota the base declares. The description is rendered only into the
+# base, which every environment shares: a per-environment one would be silently dropped.)
+SHARED_FIELDS = ("owner", "model", "runtime", "description", "environments")
 
 
 class InvalidIntent(PermanentError):

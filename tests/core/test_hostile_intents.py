@@ -123,6 +123,22 @@ def test_ownership_cannot_be_overridden_per_environment(world: World) -> None:
     assert world.provider.proposals == [] and world.images.calls == []
 
 
+
+def test_a_description_per_environment_is_refused_not_dropped(world: World) -> None:
+    """The description is rendered only into the base every environment shares: a
+    per-environment one was accepted and silently never rendered."""
+    intent = {**INTENT, "spec": {**INTENT["spec"], "description": "shared", "environments": {
+        "production": {"description": "production only"}}}}
+    with pytest.raises(UserError) as failed:
+        build_request(SETTINGS.targets(), intent, "production", origin="intent")
+    assert ("spec.environments.production.description: is shared by every environment"
+            in failed.value.message)
+    world.registry.add(MODEL, "4", {**INTENT_TAGS,
+                                    "deploy.environments.staging.description": "staging only"})
+    with pytest.raises(PermanentError, match="description: is shared by every environment"):
+        world.promote("4")
+    assert world.provider.proposals == []
+
 def test_a_team_without_a_quota_gets_the_default_quota(world: World) -> None:
     world.settings = SETTINGS.model_copy(update={"policy": SETTINGS.policy.model_copy(update={
         "team_gpu_quota": {"risk": 100}, "default_team_gpu_quota": 4})})

@@ -13,7 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,11 +100,16 @@ class LayoutTarget:
             self._write_index(index)
 
     def _partial(self) -> Path:
-        """A new temporary file in the blobs directory, this writer's alone."""
-        handle, name = tempfile.mkstemp(dir=self.root / "blobs" / "sha256", prefix="new-",
-                                        suffix=".partial")
-        os.close(handle)
-        return Path(name)
+        """A new temporary file in the blobs directory, this writer's alone. Made with the
+        umask's mode, as the layout's other files are (mkstemp's 0600 would follow the blob
+        into place, and other users' skopeo or umoci could not read the layout)."""
+        while True:
+            path = self.root / "blobs" / "sha256" / f"new-{uuid.uuid4().hex}.partial"
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:  # pragma: no cover - a uuid4 collision
+                continue
+            return path
 
     @contextlib.contextmanager
     def _index_locked(self) -> Iterator[None]:

@@ -16,7 +16,9 @@ as before.
 
 Cost per pass: one paged listing of registered models (with their aliases), plus the versions
 updated since the cursor (read newest first, stopping at the cursor), plus one stage lookup per
-model among those.
+model among those or whose registered model changed since the cursor (a version deleted, an
+alias set: looked up each pass until a version's update moves the cursor past it), plus one
+query for the newest job of each (model, env).
 """
 
 from __future__ import annotations
@@ -139,8 +141,9 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
         previous = recorded.get(model.name, {})
         stages = None
         # A deleted version is not among the versions updated, but its model's timestamp
-        # moves: the stage it held may have been the target.
-        newest = max(newest, model.last_updated_ms)
+        # moves: the stage it held may have been the target. The timestamp only asks for a
+        # lookup; it never moves the cursor, which then could pass a version changed after
+        # the versions were read (the models are listed page by page, later).
         if model.name in changed_models or model.last_updated_ms >= since - slack_ms:
             try:
                 stages = registry.stage_versions(model.name)

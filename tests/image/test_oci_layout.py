@@ -81,3 +81,24 @@ def test_two_builds_writing_the_same_blob_at_once_both_succeed(tmp_path: Path) -
     assert failures == []
     assert (root / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes() == data
     assert not list((root / "blobs" / "sha256").glob("*.partial"))
+
+
+def test_the_layouts_files_follow_the_umask_like_any_other_file(tmp_path: Path) -> None:
+    """Another user's skopeo or umoci reads the layout: its blobs and index are not made
+    owner-only by the temporary files they are written through."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        target = LayoutTarget(tmp_path / "layout")
+        data = b"config"
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        target.push_blob(Blob("application/octet-stream", digest, len(data), lambda: iter([data])),
+                         mount_from=None)
+        target.push_manifest(_manifest("a"), "application/vnd.oci.image.manifest.v1+json", "a")
+    finally:
+        os.umask(previous)
+    files = [*(tmp_path / "layout" / "blobs" / "sha256").iterdir(),
+             tmp_path / "layout" / "index.json"]
+    assert len(files) == 3
+    assert {oct(path.stat().st_mode & 0o777) for path in files} == {oct(0o644)}

@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+import httpx
+
 from promoter.adapters.oci_errors import StreamedRequestRefused
 from promoter.adapters.oci_origin import upload_location
 from promoter.errors import PermanentError, TransientError
 from promoter.ports.image import Blob
 
 if TYPE_CHECKING:
-    import httpx
-
     from promoter.adapters.oci import RegistryClient
 
 
@@ -93,9 +93,17 @@ class _Pieces:
             yield from _zeros(length)
 
     def raise_failure(self) -> None:
-        """Raise what made ``take`` complete a body with zeros, if anything did."""
-        if self._failure is not None:
-            raise self._failure
+        """Raise what made ``take`` complete a body with zeros, if anything did. A source that
+        could not be read (another registry's connection dropped, a read error) is a
+        TransientError, as it was when it surfaced inside the request: the upload is tried
+        again."""
+        failure = self._failure
+        if failure is None:
+            return
+        if isinstance(failure, httpx.TransportError | OSError):
+            raise TransientError(f"reading the blob's source failed while uploading: "
+                                 f"{type(failure).__name__}: {failure}") from None
+        raise failure
 
     def _cut(self, length: int) -> Iterator[bytes]:
         while length > 0:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from promoter.adapters.oci import RegistryClient
@@ -136,3 +137,32 @@ def test_a_failed_upload_leaves_no_session_in_the_registry(
     # a session never written to does too); a session still held has its start and data.
     assert sorted(uploads.glob("*/startedat")) == []
     assert sorted(uploads.glob("*/data")) == []
+
+
+@pytest.mark.parametrize("digest_known", [True, False])
+@pytest.mark.parametrize("hiccup", [httpx.ReadError("connection reset by the source registry"),
+                                    OSError("read error")])
+def test_a_source_that_fails_to_read_once_is_uploaded_on_the_next_attempt(
+        registry: str, digest_known: bool, hiccup: Exception) -> None:
+    """A base layer copied from another registry whose connection drops mid-blob: a transient
+    failure, tried again (as it was before a failed body was completed with zeros)."""
+    data = os.urandom(10_000)
+    reads = {"count": 0}
+
+    def chunks() -> Iterator[bytes]:
+        reads["count"] += 1
+        yield data[:4000]
+        if reads["count"] == 1:
+            raise hiccup
+        yield data[4000:]
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with RegistryClient(registry, chunk_size=8192, backoff=0) as client:
+        if digest_known:
+            sent = client.push_blob("upload/hiccup", Blob(TAR, digest, len(data), chunks))
+        else:
+            digest, sent = client.push_new_blob("upload/hiccup-new",
+                                                Blob(TAR, "", len(data), chunks))
+        assert sent == len(data) and reads["count"] == 2
+        repository = "upload/hiccup" if digest_known else "upload/hiccup-new"
+        assert client.get_blob(repository, digest, limit=10**6) == data

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -237,70 +239,74 @@ def test_reconcile_finds_stage_transitions_alias_changes_and_deletions(
         queue.close()
 
 
+@dataclass
+class ReconcileWorld:
+    """One promoter's reconcile side (its state, its queue) against the shared MLflow."""
+
+    client: Any
+    settings: Any
+    registry: MlflowRegistry
+    queue: JobQueue
+    state: ReconcileState
+
+    def reconcile(self, model: str, **options: Any) -> list[tuple[str, str, str, bool]]:
+        """One pass: (version, env, action, created) of ``model``'s jobs."""
+        report = reconcile_once(self.settings, self.registry, self.queue, self.state,
+                                **options)
+        return [(j["version"], j["env"], j["action"], j["created"]) for j in report.jobs
+                if j["model"] == model]
+
+
+@pytest.fixture
+def world(mlflow_server: MlflowServer, tmp_path: Path) -> Iterator[ReconcileWorld]:
+    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
+    made = ReconcileWorld(mlflow_server.client(), settings, MlflowRegistry(mlflow_server.url),
+                          JobQueue.open(settings.state_dir), ReconcileState(settings.state_dir))
+    yield made
+    made.state.close()
+    made.queue.close()
+
+
 def test_a_rollback_whose_hook_was_lost_after_a_webhooks_job_is_caught(
-        mlflow_server: MlflowServer, tmp_path: Path) -> None:
+        world: ReconcileWorld) -> None:
     """The pass recorded version 1; a delivered hook's job then moved production to 2; the
     alias went back to 1 while promoter was down. The record still says 1, as MLflow does, but
     the newest job asked for 2: the pass brings production back to 1."""
     from promoter.core.events import PromotionEvent
 
-    client = mlflow_server.client()
-    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
-    registry, queue = MlflowRegistry(mlflow_server.url), JobQueue.open(settings.state_dir)
-    state = ReconcileState(settings.state_dir)
-    try:
-        v1 = create_version(client, "rollback-model")
-        v2 = create_version(client, "rollback-model")
-        client.set_registered_model_alias("rollback-model", "production", v1)
-        reconcile_once(settings, registry, queue, state)
-        client.set_registered_model_alias("rollback-model", "production", v2)
-        [stored] = intake.enqueue(queue, [PromotionEvent(
-            action="promote", source="mlflow", reason="alias set", model="rollback-model",
-            version=v2, env="production", trigger="production")], source="mlflow")
-        for _ in range(1000):        # that job, and the first pass's, done
-            job = queue.claim("worker")
-            if job is None:
-                break
-            queue.complete(job.id, "worker", {})
-        assert queue.get(stored.job_id).state == "done"
-        client.set_registered_model_alias("rollback-model", "production", v1)  # hook lost
+    client, queue = world.client, world.queue
+    v1 = create_version(client, "rollback-model")
+    v2 = create_version(client, "rollback-model")
+    client.set_registered_model_alias("rollback-model", "production", v1)
+    world.reconcile("rollback-model")
+    client.set_registered_model_alias("rollback-model", "production", v2)
+    [stored] = intake.enqueue(queue, [PromotionEvent(
+        action="promote", source="mlflow", reason="alias set", model="rollback-model",
+        version=v2, env="production", trigger="production")], source="mlflow")
+    for _ in range(1000):        # that job, and the first pass's, done
+        job = queue.claim("worker")
+        if job is None:
+            break
+        queue.complete(job.id, "worker", {})
+    assert queue.get(stored.job_id).state == "done"
+    client.set_registered_model_alias("rollback-model", "production", v1)  # hook lost
 
-        report = reconcile_once(settings, registry, queue, state)
-        assert [(j["version"], j["env"], j["action"], j["created"]) for j in report.jobs
-                if j["model"] == "rollback-model"] == [(v1, "production", "promote", True)]
-        again = reconcile_once(settings, registry, queue, state)   # asked for now: level
-        assert [j for j in again.jobs if j["model"] == "rollback-model"] == []
-    finally:
-        state.close()
-        queue.close()
+    assert world.reconcile("rollback-model") == [(v1, "production", "promote", True)]
+    assert world.reconcile("rollback-model") == []      # asked for now: level, not edge
 
 
-def test_deleting_the_version_that_held_the_stage_decommissions(
-        mlflow_server: MlflowServer, tmp_path: Path) -> None:
+def test_deleting_the_version_that_held_the_stage_decommissions(world: ReconcileWorld) -> None:
     """A deleted version is not among the versions updated since the cursor, and the model
     may have none left to list: its registered model's timestamp is what moves."""
-    client = mlflow_server.client()
-    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
-    registry, queue = MlflowRegistry(mlflow_server.url), JobQueue.open(settings.state_dir)
-    state = ReconcileState(settings.state_dir)
-    try:
-        v1 = create_version(client, "staged-model")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            client.transition_model_version_stage("staged-model", v1, "Production")
-        first = reconcile_once(settings, registry, queue, state)
-        assert ("staged-model", v1, "production", "promote") in {
-            (j["model"], j["version"], j["env"], j["action"]) for j in first.jobs}
-        time.sleep(0.01)     # a later millisecond for MLflow's timestamps than the cursor's
-        client.delete_model_version("staged-model", v1)
-        report = reconcile_once(settings, registry, queue, state)
-        assert [(j["version"], j["env"], j["action"]) for j in report.jobs
-                if j["model"] == "staged-model"] == [("*", "production", "decommission")]
-        quiet = reconcile_once(settings, registry, queue, state, slack_ms=0)
-        assert [j for j in quiet.jobs if j["model"] == "staged-model"] == []
-    finally:
-        state.close()
-        queue.close()
+    v1 = create_version(world.client, "staged-model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        world.client.transition_model_version_stage("staged-model", v1, "Production")
+    assert world.reconcile("staged-model") == [(v1, "production", "promote", True)]
+    time.sleep(0.01)     # a later millisecond for MLflow's timestamps than the cursor's
+    world.client.delete_model_version("staged-model", v1)
+    assert world.reconcile("staged-model") == [("*", "production", "decommission", True)]
+    assert world.reconcile("staged-model", slack_ms=0) == []
 
 
 def test_one_model_whose_stages_cannot_be_listed_does_not_stop_the_pass(

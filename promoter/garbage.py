@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from promoter.core import gc, mr_text
 from promoter.core.gc import PROPOSED
-from promoter.errors import PermanentError, PromoterError, UserError
+from promoter.errors import NotFoundError, PermanentError, PromoterError, UserError
 from promoter.ports.git import (
     GC_BRANCH,
     GC_KEY,
@@ -168,31 +169,49 @@ def _claimed_since(ledger: StateLedger, root: str, removals: list[gc.Removal]) -
 
 
 def _registry_view(settings: Settings, registry: Registry, overlay: gc.Overlay) -> gc.RegistryView:
-    try:
-        registry.aliases(overlay.model)
-    except PermanentError:
+    model = overlay.model
+    if not _exists(lambda: registry.aliases(model), f"registered model {model!r}"):
         return gc.RegistryView(model_exists=False, version_exists=False, pointed_at=None)
-    version_exists = True
-    if overlay.version is not None:
-        try:
-            registry.model_version(overlay.model, overlay.version)
-        except PermanentError:
-            version_exists = False
+    version = overlay.version
+    version_exists = version is None or _exists(
+        lambda: registry.model_version(model, version), f"{model!r} version {version}")
     return gc.RegistryView(True, version_exists,
-                           _pointed_at(settings, registry, overlay.model, overlay.env))
+                           _pointed_at(settings, registry, model, overlay.env))
+
+
+def _exists(read: Callable[[], object], what: str) -> bool:
+    """Whether ``read()`` finds ``what`` in MLflow. Only MLflow's own "does not exist"
+    (NotFoundError) says it is gone: any other refusal (a 404 of a wrong path or a proxy, a
+    400) says nothing about the model, and reading it as "gone" would remove live deployments,
+    so GC stops instead."""
+    try:
+        read()
+    except NotFoundError:
+        return False
+    except PermanentError as exc:
+        raise _undecided(f"whether {what} still exists", exc) from None
+    return True
+
+
+def _undecided(question: str, exc: PermanentError) -> PermanentError:
+    return PermanentError(f"promoter gc stopped, removing nothing: cannot tell {question} "
+                          f"({exc.message})", hint=exc.hint)
 
 
 def _pointed_at(settings: Settings, registry: Registry, model: str, env: str) -> str | None:
     """The version ``env``'s trigger (alias, else stage) points ``model`` at now; None also
-    for an environment no longer configured or a model MLflow no longer has."""
+    for an environment no longer configured or a model MLflow no longer has (any other
+    refusal stops GC: see _exists)."""
     environment = settings.environments.get(env)
     if environment is None:
         return None
     try:
         return registry.current_version(model, environment.trigger.alias,
                                         environment.trigger.stage)
-    except PermanentError:
+    except NotFoundError:
         return None
+    except PermanentError as exc:
+        raise _undecided(f"what points {model!r} at {env}", exc) from None
 
 
 def _proposal(settings: Settings, removals: list[gc.Removal]) -> Proposal:

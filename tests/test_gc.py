@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from promoter.adapters import localgit
+from promoter.adapters.mlflow import MlflowRegistry
 from promoter.core import gc, mr_text
-from promoter.errors import UserError
+from promoter.errors import PermanentError, UserError
 from promoter.garbage import GC_BRANCH, collect
 from promoter.ports.git import Proposal
 from promoter.ports.pipeline import DeployedState
@@ -26,6 +27,8 @@ from tests.core.test_pipeline import (
     MemoryRegistry,
     World,
 )
+from tests.fixtures.mlflow_server import MlflowServer
+from tests.intake.models import create_version
 
 ROOT = "deploy"   # SETTINGS' manifests_dir
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))   # a plot as `promoter forecast` commits it
@@ -667,3 +670,36 @@ def test_gc_collects_an_idle_staging_deployment_reading_the_trail_once(
         (f"{ROOT}/{NAME}/overlays/staging/", "idle in staging for 10.0 days "
                                              "(gc.staging_ttl_seconds)")]
     assert len(reads) == 1
+
+
+def test_gc_reads_only_mlflows_does_not_exist_as_a_model_gone(mlflow_server: MlflowServer,
+                                                             tmp_path: Path) -> None:
+    """A 404 that is not MLflow's answer (the tracking URI one path prefix off, a proxy in
+    front of MLflow: ENDPOINT_NOT_FOUND) says nothing about the model: GC stops and removes
+    nothing. Before, it read any 4xx as "the model no longer exists" and proposed removing
+    the live overlay and its base. Only MLflow's RESOURCE_DOES_NOT_EXIST collects them."""
+    model = "gc-live-model"
+    client = mlflow_server.client()
+    version = create_version(client, model)
+    client.set_registered_model_alias(model, "production", version)
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    deployed = provider.propose(Proposal(
+        model=model, name=model, env="production", version=version, title="t", description="d",
+        files={f"{ROOT}/{model}/base/kustomization.yaml": base(model),
+               f"{ROOT}/{model}/overlays/production/kustomization.yaml": overlay(version)},
+        managed_prefixes=()))
+    assert deployed.mr_iid is not None and provider.merge(deployed.mr_iid, "alice")
+
+    off_by_a_prefix = MlflowRegistry(f"{mlflow_server.url}/mlflow")
+    with pytest.raises(PermanentError, match="promoter gc stopped, removing nothing") as stopped:
+        collect(settings, off_by_a_prefix, provider, dry_run=False)
+    assert "ENDPOINT_NOT_FOUND" in stopped.value.message
+    assert stopped.value.hint is not None and "MLFLOW_TRACKING_URI" in stopped.value.hint
+    assert provider.open_merge_request(GC_BRANCH) is None
+
+    registry = MlflowRegistry(mlflow_server.url)
+    assert collect(settings, registry, provider, dry_run=True).removals == []
+    client.delete_registered_model(model)
+    assert [r.prefix for r in collect(settings, registry, provider, dry_run=True).removals] == [
+        f"{ROOT}/{model}/overlays/production/", f"{ROOT}/{model}/base/"]

@@ -2,8 +2,10 @@
 
 Implemented by ``promoter.adapters.mlflow.MlflowRegistry``. Every method raises only
 promoter errors: ``TransientError`` when the registry is unreachable or answers 5xx (the job is
-retried), ``AuthError`` when the credentials are refused, ``PermanentError`` when the thing
-asked for does not exist or the request is otherwise refused.
+retried), ``AuthError`` when the credentials are refused, ``NotFoundError`` (a
+``PermanentError``) when the registry says the thing asked for does not exist, and
+``PermanentError`` when the request is otherwise refused (a wrong path in the registry's URI
+included: that says nothing about whether the model exists).
 """
 
 from __future__ import annotations

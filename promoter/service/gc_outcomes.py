@@ -19,7 +19,7 @@ from promoter.core import gc
 from promoter.core.gc import PROPOSED, Overlay
 from promoter.core.mr_events import SETTLING, MergeRequestEvent
 from promoter.core.results import DeploymentStatus
-from promoter.errors import PermanentError, PromoterError, TransientError
+from promoter.errors import NotFoundError, PromoterError, TransientError
 from promoter.ports.git import GC_BRANCH, GC_KEY, GitProvider
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
@@ -192,8 +192,9 @@ class GcOutcomes:
                 return False
             self.registry.set_live_version(model, env, None)
             return True
-        except PermanentError as exc:
+        except NotFoundError as exc:
             # GC removes overlays of models and versions deleted from MLflow: nothing to tag.
+            # Only MLflow's "does not exist" says so; any other refusal fails the recording.
             self.audit.record("write_back.skipped", model=model, version=version, env=env,
                               reason=exc.message)
             return False

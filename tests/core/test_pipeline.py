@@ -20,7 +20,7 @@ from promoter.core.jobs import DEAD, MAX_ATTEMPTS, outcome_for_error
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.core.results import PipelineResult
 from promoter.core.spec import intent_from_tags
-from promoter.errors import ConfigError, PermanentError, PolicyDenied, TransientError
+from promoter.errors import ConfigError, NotFoundError, PermanentError, PolicyDenied, TransientError
 from promoter.ports.git import FileContent, MergeRequest, Outcome, Proposal, ProposalResult, texts
 from promoter.ports.image import BuiltImage, CheckedVersion, ModelcarRequest, SignatureInfo
 from promoter.ports.pipeline import DeployedState
@@ -78,7 +78,7 @@ class MemoryRegistry:
         try:
             return self.versions[(model, version)]
         except KeyError:
-            raise PermanentError(f"{model!r} has no version {version}") from None
+            raise NotFoundError(f"{model!r} has no version {version}") from None
 
     def run(self, run_id: str) -> RunInfo:
         return self.runs[run_id]

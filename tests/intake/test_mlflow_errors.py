@@ -9,7 +9,13 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos import databricks_pb2
 
 from promoter.adapters.mlflow.errors import calling, translate
-from promoter.errors import AuthError, PermanentError, PromoterError, TransientError
+from promoter.errors import (
+    AuthError,
+    NotFoundError,
+    PermanentError,
+    PromoterError,
+    TransientError,
+)
 
 
 def _http_error(status: int, retry_after: str | None = None) -> requests.HTTPError:
@@ -56,9 +62,15 @@ CASES: list[tuple[str, BaseException, type[PromoterError]]] = [
     ("artifact 401", _http_error(401), AuthError),
     ("artifact 403", _http_error(403), AuthError),
     # the thing asked for is not there, or the request is wrong: retrying cannot help
+    # MLflow's own "does not exist": the one answer that says the model or version is gone
     ("REST 404", RestException({"error_code": "RESOURCE_DOES_NOT_EXIST",
                                 "message": "Model Version (name=m, version=99) not found"}),
-     PermanentError),
+     NotFoundError),
+    # a 404 that is not MLflow's answer (a wrong path in the URI, a proxy): says nothing of m
+    ("404 of a wrong path", MlflowException(
+        "API request to endpoint /api/2.0/mlflow/registered-models/get failed with error code "
+        "404 != 200. Response body: '<!doctype html>'",
+        error_code=databricks_pb2.ENDPOINT_NOT_FOUND), PermanentError),
     ("REST 400", RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad"}),
      PermanentError),
     ("REST 409", RestException({"error_code": "RESOURCE_ALREADY_EXISTS", "message": "dup"}),

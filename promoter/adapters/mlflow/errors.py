@@ -7,7 +7,11 @@
   MLflow's REST errors carry no headers).
 - 401 and 403 (UNAUTHENTICATED, PERMISSION_DENIED, CUSTOMER_UNAUTHORIZED) → ``AuthError``: the
   credentials must change before a retry can help, so the job is not retried.
-- 404 / RESOURCE_DOES_NOT_EXIST and every other 4xx → ``PermanentError``.
+- RESOURCE_DOES_NOT_EXIST → ``NotFoundError`` (a ``PermanentError``): MLflow itself says the
+  model, version or alias is not there. Only that answer may be read as "gone": a bare 404
+  (ENDPOINT_NOT_FOUND: a wrong path in the tracking URI, a proxy in front of MLflow) says
+  nothing about the model, and `promoter gc` would remove live deployments on it.
+- every other 4xx, ENDPOINT_NOT_FOUND included → ``PermanentError``.
 
 Registry reads, artifact downloads, write-back and webhook management all use ``calling`` so
 the same MLflow answer never means "retry" in one place and "give up" in another.
@@ -18,7 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from promoter.errors import AuthError, PermanentError, PromoterError, TransientError
+from promoter.errors import (
+    AuthError,
+    NotFoundError,
+    PermanentError,
+    PromoterError,
+    TransientError,
+)
 from promoter.redaction import without_url_userinfo
 
 T = TypeVar("T")
@@ -31,6 +41,9 @@ _UNREACHABLE_SIGNS = ("Max retries exceeded", "Failed to establish a new connect
 _TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED",
                     "DEADLINE_EXCEEDED", "INTERNAL_ERROR"}
 _AUTH_CODES = {"UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"}
+_NOT_FOUND_CODE = "RESOURCE_DOES_NOT_EXIST"
+# What MLflow's client reports for a 404 that is not MLflow's own JSON answer.
+_NO_ENDPOINT_CODE = "ENDPOINT_NOT_FOUND"
 _RETRY_HINT = "promoter retries; check that MLflow is up if this persists"
 _DOWN_HINT = "check MLFLOW_TRACKING_URI (or mlflow.tracking_uri) and that the MLflow server runs"
 
@@ -90,6 +103,14 @@ def _from_status(status: int, code: str, detail: str, doing: str, where: str,
         return AuthError(f"cannot {doing}: MLflow at {where} refused the credentials ({said})",
                          hint="check MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD "
                               "and the permissions they carry")
+    if code == _NOT_FOUND_CODE:
+        return NotFoundError(f"cannot {doing}: MLflow answered {said}",
+                             hint="check the model name, version or alias in MLflow")
+    if code == _NO_ENDPOINT_CODE:
+        return PermanentError(f"cannot {doing}: MLflow at {where} has no such API endpoint "
+                              f"({said})", hint="check MLFLOW_TRACKING_URI (or "
+                              "mlflow.tracking_uri): a path prefix too many or missing, or a "
+                              "proxy that does not forward MLflow's API")
     return PermanentError(f"cannot {doing}: MLflow answered {said}",
                           hint="check the model name, version or alias in MLflow")
 

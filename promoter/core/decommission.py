@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from promoter.core import mr_text, tree_facts
-from promoter.core.config import PipelineConfig
+from promoter.core.config import EnvironmentTarget, PipelineConfig
 from promoter.core.results import DeploymentStatus, PipelineResult
+from promoter.errors import NotFoundError
 from promoter.ports.git import Proposal
 from promoter.ports.pipeline import DeployedState, Progress, StepLog
+from promoter.ports.registry import Registry
 
 if TYPE_CHECKING:
     from promoter.core.pipeline import Ports, PromotionJob
@@ -24,7 +26,7 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
                  progress: Progress) -> PipelineResult:
     """Remove the environment's overlay (and the base with the last one) through one MR."""
     registry, env = ports.registry, config.targets.environment(job.env)
-    current = registry.current_version(job.model, env.alias, env.stage)
+    current = _pointed_at(registry, job.model, env)
     if current is not None:
         progress("resolve", "skipped", f"{job.env} points at version {current} again")
         return PipelineResult(None, reason=f"{job.env} points at version {current} again; "
@@ -65,13 +67,33 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
               else DeploymentStatus.DECOMMISSIONED)
     values = {"mr_url": result.mr_url} if result.mr_url else {}
     values["status"] = status
-    registry.write_back(job.model, live, job.env, values)
+    _write_back(registry, job.model, live, job.env, values, progress)
     ports.ledger.put(DeployedState(job.model, job.env, state.name, live,
                                         status, result.mr_iid, result.head_sha))
     progress("merge request", result.outcome.value, result.mr_url or "")
     return PipelineResult(result.outcome, status, version=live, name=state.name,
                           removes=managed, mr_iid=result.mr_iid, mr_url=result.mr_url,
                           head_sha=result.head_sha, commit_created=result.commit_created)
+
+def _pointed_at(registry: Registry, model: str, target: EnvironmentTarget) -> str | None:
+    """The version ``target``'s alias (else stage) points ``model`` at now. A registered model
+    deleted from MLflow points nowhere: its overlay (and base) go like any other whose alias
+    was deleted, not wait for `promoter gc` behind a parked job."""
+    try:
+        return registry.current_version(model, target.alias, target.stage)
+    except NotFoundError:
+        return None
+
+
+def _write_back(registry: Registry, model: str, version: str, env: str,
+                values: dict[str, str], progress: Progress) -> None:
+    """The removal's status on the version it removes; nothing to tag when MLflow no longer
+    has the model or version (the job's audit entry and the ledger still record it)."""
+    try:
+        registry.write_back(model, version, env, values)
+    except NotFoundError:
+        progress("write-back", "skipped", f"{model!r} version {version} is not in MLflow")
+
 
 def _live_version(config: PipelineConfig, ports: Ports, name: str, env: str) -> str | None:
     """The version the target branch's overlay pins, or None when it has no overlay."""

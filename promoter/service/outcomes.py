@@ -29,7 +29,7 @@ from promoter.core.live_history import FOREIGN_MERGED, MERGED
 from promoter.core.mr_events import SETTLING, ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
 from promoter.core.results import DeploymentStatus, replaced_status
-from promoter.errors import PromoterError
+from promoter.errors import NotFoundError, PromoterError
 from promoter.ports.forge import Forge
 from promoter.ports.git import GC_KEY
 from promoter.ports.pipeline import DeployedState
@@ -250,9 +250,14 @@ class MergeRequestOutcomes:
     def _write_back(self, model: str, version: str, env: str, url: str, status: str) -> None:
         assert self.registry is not None
         try:
-            self.registry.write_back(model, version, env, {"status": status, "mr_url": url})
+            self._tag_version(model, version, env, url, status)
             if status in LIVE_MOVING:
                 self._track_live(model, version, env, status)
+        except NotFoundError as exc:
+            # The registered model was deleted from MLflow (a removal MR of a deleted model):
+            # nothing to track. Raising would leave the outcome unrecorded, retried for good.
+            self.audit.record("write_back.skipped", model=model, version=version, env=env,
+                              status=status, reason=exc.message)
         except PromoterError as exc:
             # The hook handler releases the delivery (a re-delivery acts again), the reconcile
             # sweep looks again next pass, and `promoter mr` says so. The audit keeps the fact.
@@ -262,14 +267,26 @@ class MergeRequestOutcomes:
                 model=model, version=version, env=env, reason=exc.message)
             raise
 
+    def _tag_version(self, model: str, version: str, env: str, url: str, status: str) -> None:
+        """The outcome on the version's tags; a version (or model) deleted from MLflow has
+        none to set, and its model's live_version still follows the outcome."""
+        assert self.registry is not None
+        try:
+            self.registry.write_back(model, version, env, {"status": status, "mr_url": url})
+        except NotFoundError as exc:
+            self.audit.record("write_back.skipped", model=model, version=version, env=env,
+                              status=status, reason=exc.message)
+
     def _track_live(self, model: str, version: str, env: str, status: str) -> None:
         """``promoter.<env>.live_version`` on the registered model follows merges, and the
         version it replaces is tagged superseded or rolled_back."""
         assert self.registry is not None
-        previous = self.registry.live_version(model, env)
         if status == DeploymentStatus.DECOMMISSIONED:
+            # Cleared without reading it first: the model may be gone from MLflow, and
+            # clearing a tag that is not there changes nothing.
             self.registry.set_live_version(model, env, None)
             return
+        previous = self.registry.live_version(model, env)
         # The replaced version is tagged before live_version moves: a recording that fails
         # (or is killed) in between is done again, and only while live_version still names
         # the replaced version can the retry tell which version that was.

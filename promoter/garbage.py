@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from promoter.core import gc, mr_text
+from promoter.core import base_reuse, gc, mr_text
 from promoter.core.gc import PROPOSED
 from promoter.errors import NotFoundError, PermanentError, PromoterError, UserError
 from promoter.ports.git import (
@@ -18,12 +18,12 @@ from promoter.ports.git import (
     MergeRequest,
     Proposal,
     ProposalResult,
-    branch_for,
 )
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail, since_if
 from promoter.service.ledger import StateLedger
 from promoter.settings import Settings
+from promoter.settings_core import targets
 from promoter.state.gc_pending import GcPending
 
 __all__ = ["GC_BRANCH", "GC_KEY", "GcPlan", "collect"]
@@ -134,22 +134,15 @@ def _followed(pending: GcPending, history: AuditTrail, root: str, found: list[gc
 def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvider,
                       ledger: StateLedger, name: str, model: str,
                       leaving: frozenset[str]) -> bool:
-    """Whether the base of ``name``, whose overlays in ``leaving`` go (none left: an orphan,
-    ``leaving`` empty), may be wanted by a promotion under way into another environment. That
-    environment's first promotion proposes its overlay alone (the base on the target branch
-    is already what it renders), so a GC MR removing the base, merged after that proposal,
-    would leave its overlay pointing at a missing ../../base. Checked cheapest first: the
-    ledger (a proposal claims the name and its environment before it pushes; a deployment
-    whose MR is open or merged), then the registry (an alias or stage set now, its job perhaps
-    still queued: one MLflow read per environment), then the forge (an open promotion MR,
-    whatever state database opened it)."""
-    if ledger.environments_in_use(name) - leaving:
-        return True
-    others = [env for env in settings.environments if env not in leaving]
-    if any(_pointed_at(settings, registry, model, env) is not None for env in others):
-        return True
-    return any(provider.open_merge_request(branch_for(name, env)) is not None
-               for env in others)
+    """Whether the base of ``name``, whose overlays in ``leaving`` go, may be wanted by a
+    promotion under way into another environment: the rule a decommission keeps its base by
+    too (core.base_reuse.wanted_elsewhere)."""
+    try:
+        return base_reuse.wanted_elsewhere(ledger, registry, provider,
+                                           targets(settings).environments, name, model,
+                                           leaving)
+    except PermanentError as exc:
+        raise _undecided(f"whether a promotion of {model!r} is under way", exc) from None
 
 
 def _claimed_since(ledger: StateLedger, root: str, removals: list[gc.Removal]) -> set[str]:
@@ -202,14 +195,11 @@ def _pointed_at(settings: Settings, registry: Registry, model: str, env: str) ->
     """The version ``env``'s trigger (alias, else stage) points ``model`` at now; None also
     for an environment no longer configured or a model MLflow no longer has (any other
     refusal stops GC: see _exists)."""
-    environment = settings.environments.get(env)
-    if environment is None:
+    target = targets(settings).environments.get(env)
+    if target is None:
         return None
     try:
-        return registry.current_version(model, environment.trigger.alias,
-                                        environment.trigger.stage)
-    except NotFoundError:
-        return None
+        return base_reuse.pointed_at(registry, model, target)
     except PermanentError as exc:
         raise _undecided(f"what points {model!r} at {env}", exc) from None
 

@@ -703,3 +703,68 @@ def test_gc_reads_only_mlflows_does_not_exist_as_a_model_gone(mlflow_server: Mlf
     client.delete_registered_model(model)
     assert [r.prefix for r in collect(settings, registry, provider, dry_run=True).removals] == [
         f"{ROOT}/{model}/overlays/production/", f"{ROOT}/{model}/base/"]
+
+
+def _merged(provider: localgit.LocalGitProvider, iid: int | None) -> None:
+    assert iid is not None
+    for user in ("alice", "bob"):
+        if provider.get(iid).state == "opened":
+            provider.approve(iid, user)
+    if provider.get(iid).state == "opened":
+        provider.merge(iid, "alice")
+    assert provider.get(iid).state == "merged"
+
+
+def test_a_decommission_keeps_the_base_a_first_promotion_elsewhere_builds_on(
+        tmp_path: Path) -> None:
+    """Production's alias deleted while staging's first promotion (its overlay alone, on the
+    base main holds) is open: the removal MR keeps the base, by GC's rule. Before, it saw no
+    other overlay on main and removed the base; once both merged, staging's overlay pointed
+    at a missing ../../base."""
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    registry = MemoryRegistry()
+    registry.add(MODEL, "2")
+    world = World(registry, provider, MemoryLedger(), CountingImages(),  # type: ignore[arg-type]
+                  CountingSigner(), [])
+    _merged(provider, world.promote("2", env="production").mr_iid)
+    staging = world.promote("2", env="staging")
+    assert staging.mr_iid is not None and provider.get(staging.mr_iid).state == "opened"
+
+    registry.set_alias(MODEL, "production", None)
+    removal = world.run(action="decommission")
+    assert removal.removes == (f"{ROOT}/{NAME}/overlays/production/",)
+    _merged(provider, removal.mr_iid)
+    _merged(provider, staging.mr_iid)
+    on_main = provider.files(f"{ROOT}/{NAME}/", "main")
+    assert f"{ROOT}/{NAME}/base/kustomization.yaml" in on_main
+    assert f"{ROOT}/{NAME}/overlays/staging/kustomization.yaml" in on_main
+    assert not any("/overlays/production/" in path for path in on_main)
+
+
+@pytest.mark.parametrize("in_flight", ["none", "alias set", "mr open"])
+def test_a_decommission_keeps_the_base_any_one_sign_of_a_promotion_under_way_names(
+        tmp_path: Path, in_flight: str) -> None:
+    """No ledger row of staging (its MR opened by another state database, or its job still
+    queued): an alias pointing staging at the model, or an open MR of staging's branch, alone
+    keeps the base; with neither, the base goes with the last overlay."""
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    registry = MemoryRegistry()
+    registry.add(MODEL, "2")
+    world = World(registry, provider, MemoryLedger(), CountingImages(),  # type: ignore[arg-type]
+                  CountingSigner(), [])
+    _merged(provider, world.promote("2", env="production").mr_iid)
+    registry.set_alias(MODEL, "production", None)
+    if in_flight == "alias set":
+        registry.set_alias(MODEL, "staging", "2")
+    elif in_flight == "mr open":
+        provider.propose(Proposal(
+            model=MODEL, name=NAME, env="staging", version="2", title="t", description="d",
+            files={f"{ROOT}/{NAME}/overlays/staging/kustomization.yaml": overlay("2")},
+            managed_prefixes=(f"{ROOT}/{NAME}/overlays/staging/",)))
+
+    removes = world.run(action="decommission").removes
+    production = f"{ROOT}/{NAME}/overlays/production/"
+    assert removes == ((production, f"{ROOT}/{NAME}/base/") if in_flight == "none"
+                       else (production,))

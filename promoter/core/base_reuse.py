@@ -4,14 +4,21 @@ base (it had no overlay left, or only ones GC collects), merging it after the pr
 leave the new overlay pointing at a missing ../../base. The promotion claims the name before
 it pushes and then looks at GC's branch; `promoter gc` pushes and then looks at the claims
 (garbage._claimed_since): whichever comes second sees the other.
+
+Whether a base may be wanted by a promotion under way into another environment is one rule
+(``wanted_elsewhere``), used by `promoter gc` and by a decommission removing its last overlay.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from promoter.core import gc, mr_text
-from promoter.ports.git import GC_BRANCH, GitProvider, MergeRequest
+from promoter.core.config import EnvironmentTarget
+from promoter.errors import NotFoundError
+from promoter.ports.git import GC_BRANCH, GitProvider, MergeRequest, branch_for
+from promoter.ports.pipeline import DeploymentLedger
+from promoter.ports.registry import Registry
 
 REASON = ("A promotion of {model} into {env} builds on the base of {name}, which this merge "
           "request removes: merged after it, the new overlay would point at a missing base. "
@@ -43,3 +50,34 @@ def withdraw_gc_removing_base(provider: GitProvider, root: str, name: str,
     # The model's name is the user's text: escaped, as everywhere in MR text.
     return provider.withdraw(GC_BRANCH, REASON.format(model=mr_text.escape(model, 120),
                                                       env=env, name=name))
+
+
+def wanted_elsewhere(ledger: DeploymentLedger, registry: Registry, provider: GitProvider,
+                     environments: Mapping[str, EnvironmentTarget], name: str, model: str,
+                     leaving: frozenset[str]) -> bool:
+    """Whether the base of ``name``, whose overlays in ``leaving`` go (none left: an orphan,
+    ``leaving`` empty), may be wanted by a promotion under way into another environment. That
+    environment's first promotion proposes its overlay alone (the base on the target branch
+    is already what it renders), so an MR removing the base, merged after that proposal,
+    would leave its overlay pointing at a missing ../../base. Checked cheapest first: the
+    ledger (a proposal claims the name and its environment before it pushes; a deployment
+    whose MR is open or merged), then the registry (an alias or stage set now, its job perhaps
+    still queued: one MLflow read per environment), then the forge (an open promotion MR,
+    whatever state database opened it)."""
+    if ledger.environments_in_use(name) - leaving:
+        return True
+    others = [target for target in environments.values() if target.name not in leaving]
+    if any(pointed_at(registry, model, target) is not None for target in others):
+        return True
+    return any(provider.open_merge_request(branch_for(name, target.name)) is not None
+               for target in others)
+
+
+def pointed_at(registry: Registry, model: str, target: EnvironmentTarget) -> str | None:
+    """The version ``target``'s alias (else stage) points ``model`` at now. A registered model
+    MLflow no longer has points nowhere; any other refusal is raised (it says nothing about
+    the model, and reading it as "nowhere" would remove what runs)."""
+    try:
+        return registry.current_version(model, target.alias, target.stage)
+    except NotFoundError:
+        return None

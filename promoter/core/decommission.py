@@ -1,6 +1,13 @@
 """The decommission use case: an environment's trigger no longer points at any version, so
 one merge request removes its overlay (and its forecast plot, `promoter forecast --propose`'s
-PNG beside the overlays), and the base too when no other environment remains.
+PNG beside the overlays), and the base too when no other environment remains: none has an
+overlay on the target branch, and none is about to get one (core.base_reuse.wanted_elsewhere:
+a first promotion into it proposes its overlay alone, on the base this MR would remove).
+
+Not covered: a decommission MR removing the base that is already open when a first
+promotion into another environment is proposed. The promotion withdraws only GC's MR
+(base_reuse.withdraw_gc_removing_base); merging both leaves the new overlay without its base
+until the next promotion of the model renders it again.
 
 The version it removes comes from the ledger (MLflow's alias.deleted carries none), but the MR
 and the write-back name the version the target branch actually runs.
@@ -10,8 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from promoter.core import mr_text, tree_facts
-from promoter.core.config import EnvironmentTarget, PipelineConfig
+from promoter.core import base_reuse, mr_text, tree_facts
+from promoter.core.config import PipelineConfig
 from promoter.core.results import DeploymentStatus, PipelineResult
 from promoter.errors import NotFoundError
 from promoter.ports.git import Proposal
@@ -26,7 +33,9 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
                  progress: Progress) -> PipelineResult:
     """Remove the environment's overlay (and the base with the last one) through one MR."""
     registry, env = ports.registry, config.targets.environment(job.env)
-    current = _pointed_at(registry, job.model, env)
+    # A registered model deleted from MLflow points nowhere: its overlay (and base) go like
+    # any other whose alias was deleted, not wait for `promoter gc` behind a parked job.
+    current = base_reuse.pointed_at(registry, job.model, env)
     if current is not None:
         progress("resolve", "skipped", f"{job.env} points at version {current} again")
         return PipelineResult(None, reason=f"{job.env} points at version {current} again; "
@@ -41,8 +50,11 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
     overlays = ports.provider.files(f"{root}/{state.name}/overlays/",
                                          config.target_branch)
     remaining = [path for path in overlays if not path.startswith(overlay)]
-    managed = (overlay,) if remaining else (overlay, f"{root}/{state.name}/base/")
-    what = "its overlay" if remaining else "its overlay and base (no environment remains)"
+    keep_base = bool(remaining) or base_reuse.wanted_elsewhere(
+        ports.ledger, registry, ports.provider, config.targets.environments, state.name,
+        job.model, frozenset({job.env}))
+    managed = (overlay,) if keep_base else (overlay, f"{root}/{state.name}/base/")
+    what = "its overlay" if keep_base else "its overlay and base (no environment remains)"
     # What the environment runs is what the target branch holds, which may be older than the
     # last version promoter proposed (an MR for a newer version may never have merged).
     live = _live_version(config, ports, state.name, job.env) or state.version
@@ -74,16 +86,6 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
     return PipelineResult(result.outcome, status, version=live, name=state.name,
                           removes=managed, mr_iid=result.mr_iid, mr_url=result.mr_url,
                           head_sha=result.head_sha, commit_created=result.commit_created)
-
-def _pointed_at(registry: Registry, model: str, target: EnvironmentTarget) -> str | None:
-    """The version ``target``'s alias (else stage) points ``model`` at now. A registered model
-    deleted from MLflow points nowhere: its overlay (and base) go like any other whose alias
-    was deleted, not wait for `promoter gc` behind a parked job."""
-    try:
-        return registry.current_version(model, target.alias, target.stage)
-    except NotFoundError:
-        return None
-
 
 def _write_back(registry: Registry, model: str, version: str, env: str,
                 values: dict[str, str], progress: Progress) -> None:

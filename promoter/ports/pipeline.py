@@ -71,6 +71,10 @@ class DeploymentLedger(Protocol):
         """Every row in one of ``statuses`` that names its MR (``mr_iid`` set), in any
         environment: e.g. the open proposals whose GPUs the team quota counts."""
 
+    def environments_in_use(self, name: str) -> frozenset[str]:
+        """The environments where deployment ``name`` runs or a proposal of it is under way:
+        rows whose MR is open or merged, and the environment of a claim still in flight."""
+
     def claim_name(self, name: str, model: str, env: str) -> frozenset[str]:
         """Claim deployment ``name`` for ``model``, about to propose into ``env``, unless
         another model owns it (a row of this ledger, or a claim); returns those other models

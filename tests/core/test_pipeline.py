@@ -31,6 +31,7 @@ from promoter.ports.registry import (
     RunInfo,
 )
 from promoter.rendering import renderer
+from promoter.service.ledger import IN_USE
 from promoter.settings import Settings
 
 MODEL = "Fraud Detector"
@@ -222,17 +223,24 @@ class MemoryProvider:
     def open_mrs(self) -> list[MergeRequest]:
         return [mr for mr in self.mrs if mr.state == "opened"]
 
+    def open_merge_request(self, branch: str) -> MergeRequest | None:
+        found = [mr for mr in self.open_mrs() if mr.source_branch == branch]
+        return found[-1] if found else None
+
 
 class MemoryLedger:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], DeployedState] = {}
         self.claims: dict[str, str] = {}  # deployment name → the model that claimed it
+        self.claimed_envs: dict[str, str] = {}  # deployment name → the env its claim is for
 
     def get(self, model: str, env: str) -> DeployedState | None:
         return self.rows.get((model, env))
 
     def put(self, state: DeployedState) -> None:
         self.rows[(state.model, state.env)] = state
+        if self.claimed_envs.get(state.name) == state.env:   # the claimed proposal landed
+            del self.claimed_envs[state.name]
 
     def by_deployment(self, name: str, env: str) -> DeployedState | None:
         found = [s for s in self.rows.values() if s.name == name and s.env == env]
@@ -245,10 +253,16 @@ class MemoryLedger:
     def with_statuses(self, statuses: Iterable[str]) -> list[DeployedState]:
         return [s for s in self.rows.values() if s.status in statuses and s.mr_iid is not None]
 
+    def environments_in_use(self, name: str) -> frozenset[str]:
+        in_use = {s.env for s in self.rows.values() if s.name == name and s.status in IN_USE}
+        claimed = {self.claimed_envs[name]} if name in self.claimed_envs else set()
+        return frozenset(in_use | claimed)
+
     def claim_name(self, name: str, model: str, env: str) -> frozenset[str]:
         others = self.owners(name) - {model}
         if not others:
             self.claims[name] = model
+            self.claimed_envs[name] = env
         return frozenset(others)
 
 
@@ -757,6 +771,10 @@ def test_promotions_leave_the_forecast_plot_and_decommission_removes_its_env_plo
     world.provider.merge(result.mr_iid)
     assert _plots(world) == {f"deploy/{NAME}/forecast-staging.png"}
     assert world.provider.branches["main"][f"deploy/{NAME}/forecast-staging.png"] == PLOT
+    # The MR sweep records that merge; until then production's removal is under way, and a
+    # decommission of staging keeps the base (as GC does: its removal MR may yet be closed).
+    world.ledger.put(dataclasses.replace(world.ledger.rows[(MODEL, "production")],
+                                         status="decommissioned"))
 
     world.registry.set_alias(MODEL, "staging", None)      # the last environment goes
     world.provider.merge(world.run(env="staging", action="decommission").mr_iid)

@@ -15,7 +15,8 @@ recovers the fields the placement policy looks at, from the resources promoter r
   ``In`` value (InferenceService predictor or Deployment pod template);
 - regions: the ``topology.kubernetes.io/region`` ``In`` node-affinity values;
 - replicas: the most any of them allows: the InferenceService predictor's, the HPA's or the
-  KEDA ScaledObject's min/max, the Deployment's own ``replicas``.
+  KEDA ScaledObject's min/max (KEDA's default of 100 when its max is left out), the
+  Deployment's own ``replicas``.
 
 The gate is the authoritative check of a hand-edited merge request, so what it cannot judge
 faithfully is refused (``UserError``), never read partly: a kind promoter does not render
@@ -44,6 +45,8 @@ GPU_PRODUCT = "nvidia.com/gpu.product"
 TEAM_LABEL = "promoter.dev/team"
 COST_CENTER_LABEL = "promoter.dev/cost-center"
 WORKLOADS = ("InferenceService", "Deployment")
+# KEDA's maxReplicaCount when a ScaledObject leaves it out (keda.sh ScaledObject spec).
+KEDA_DEFAULT_MAX_REPLICAS = 100
 # What an overlay may hold: what promoter renders (the AppProject's whitelist) and Namespace.
 KINDS = frozenset(kind for _, kind in NAMESPACED_KINDS) | {"Namespace"}
 
@@ -224,6 +227,19 @@ def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             "metadata": {k: v for k, v in metadata.items() if v}, "spec": spec}
 
 
+def _keda_default_max(scaled_object: Mapping[str, Any]) -> list[int]:
+    """KEDA's own bound when the ScaledObject names none: its replicas are then capped by
+    KEDA's default, not by any other resource's, so that default is what it may run."""
+    spec = _get(scaled_object, "spec")
+    named = spec.get("maxReplicaCount") if isinstance(spec, Mapping) else None
+    if named is None:
+        return [KEDA_DEFAULT_MAX_REPLICAS]
+    if not isinstance(named, int) or isinstance(named, bool):
+        raise UserError(f"ScaledObject/{_get(scaled_object, 'metadata', 'name')} has "
+                        f"maxReplicaCount {named!r}, not a whole number the gate can judge")
+    return []
+
+
 def _scaling(resources: list[Mapping[str, Any]]) -> dict[str, int]:
     """The replica bounds, the widest any resource allows: whichever of them scales the
     workload (the HPA, KEDA, KServe, or the Deployment's own count until one does) may run
@@ -244,6 +260,7 @@ def _scaling(resources: list[Mapping[str, Any]]) -> dict[str, int]:
             bounds(_get(resource, "spec"), "minReplicas", "maxReplicas")
         elif kind == "ScaledObject":
             bounds(_get(resource, "spec"), "minReplicaCount", "maxReplicaCount")
+            highs.extend(_keda_default_max(resource))
         elif kind == "Deployment" and isinstance(_get(resource, "spec", "replicas"), int):
             highs.append(int(_get(resource, "spec", "replicas")))
     scaling = {}

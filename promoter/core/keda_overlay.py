@@ -31,6 +31,7 @@ _DESIRED = re.compile(
     re.MULTILINE)
 
 
+_SPEC_BLOCK = re.compile(r"^spec:[ \t]*(?:#.*)?$")
 _TARGET_BLOCK = re.compile(r"^(?P<indent>[ \t]*)scaleTargetRef:[ \t]*$")
 _TARGET_FLOW = re.compile(
     r"^(?P<lead>[ \t]*scaleTargetRef:[ \t]*\{[ \t]*name:[ \t]*)(?P<name>[^,}\s]+)", re.MULTILINE)
@@ -73,7 +74,8 @@ def bounded(scaled_object: str, min_replicas: int, max_replicas: int) -> str:
     The schedule was accepted for the intent of its day; a later version may lower
     ``maxReplicas`` (or the team's quota may have shrunk it), and a pre-warm window must never
     ask for more than the intent allows. Text in, text out: only the three numeric fields are
-    touched, so a reviewer's edits elsewhere in the file survive.
+    touched, so a reviewer's edits elsewhere in the file survive. A missing
+    ``maxReplicaCount`` is added (KEDA's default is 100, not the intent's bound).
     """
     def bound(match: re.Match[str]) -> str:
         value = min_replicas if match["key"] == "minReplicaCount" else max_replicas
@@ -83,7 +85,56 @@ def bounded(scaled_object: str, min_replicas: int, max_replicas: int) -> str:
         value = max(min_replicas, min(max_replicas, int(match["n"])))
         return f"{match['lead']}{match['q']}{value}{match['q']}"
 
-    return _DESIRED.sub(desired, _BOUND.sub(bound, scaled_object))
+    return _DESIRED.sub(desired, _BOUND.sub(bound, _with_max_bound(scaled_object, max_replicas)))
+
+
+def _with_max_bound(scaled_object: str, max_replicas: int) -> str:
+    """The ScaledObject with a ``maxReplicaCount`` line ``_BOUND`` can set.
+
+    Left out, KEDA scales up to its default of 100 whatever the intent says, so the bound is
+    added under ``spec:``. Named in any other form (quoted, in a flow mapping, with a trailing
+    comment), it could not be rewritten and would be carried forward unbounded: refused."""
+    named = [line for line in scaled_object.splitlines() if _names_max(line)]
+    if any(_BOUND.fullmatch(line) is None for line in named):
+        raise UserError(f"the overlay's {SCALED_OBJECT_FILE} names maxReplicaCount in a form "
+                        "promoter cannot bound to the intent's maxReplicas",
+                        hint="write it as one `maxReplicaCount: <n>` line under `spec:`, as "
+                             "`promoter forecast` does")
+    if named:
+        return scaled_object
+    return _insert_under_spec(scaled_object, f"maxReplicaCount: {max_replicas}")
+
+
+def _names_max(line: str) -> bool:
+    # A comment may mention the field; only YAML that sets it matters.
+    return "maxReplicaCount" in line.split("#", 1)[0]
+
+
+def _insert_under_spec(scaled_object: str, field_line: str) -> str:
+    """``field_line`` as the first field of the top-level block ``spec:`` mapping (indented
+    like the fields already there); refused when there is no such block to put it in."""
+    lines = scaled_object.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if _SPEC_BLOCK.match(line.rstrip("\n")) is None:
+            continue
+        indent = _child_indent(lines[index + 1:])
+        if indent:
+            return "".join([*lines[:index + 1], f"{indent}{field_line}\n",
+                            *lines[index + 1:]])
+        break
+    raise UserError(f"the overlay's {SCALED_OBJECT_FILE} has no maxReplicaCount, and no "
+                    "`spec:` block promoter can add it to (KEDA would scale to 100 replicas)",
+                    hint="add `maxReplicaCount: <n>` under `spec:`, as `promoter forecast` "
+                         "does")
+
+
+def _child_indent(lines: list[str]) -> str:
+    """The indentation of the first field below a block key ("" when the block is empty)."""
+    for line in lines:
+        text = line.rstrip("\n")
+        if text.strip() and not text.lstrip().startswith("#"):
+            return text[:len(text) - len(text.lstrip())]
+    return ""
 
 
 def retargeted(scaled_object: str, target: str) -> str:

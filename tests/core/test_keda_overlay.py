@@ -27,3 +27,30 @@ def test_a_scaled_object_without_a_target_name_is_refused() -> None:
 def test_scale_target_per_platform() -> None:
     assert keda_overlay.scale_target("kubernetes", "llm") == "llm"
     assert keda_overlay.scale_target("kserve", "llm") == "llm-predictor"
+
+
+def test_a_missing_max_replica_count_is_added_under_spec() -> None:
+    """Left out, KEDA scales to its default of 100: the intent's bound must be written."""
+    accepted = ("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nspec:\n"
+                "  scaleTargetRef:\n    name: llm\n  minReplicaCount: 2\n  triggers: []\n")
+    assert keda_overlay.bounded(accepted, 1, 4) == (
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nspec:\n  maxReplicaCount: 4\n"
+        "  scaleTargetRef:\n    name: llm\n  minReplicaCount: 1\n  triggers: []\n")
+
+
+def test_an_existing_max_replica_count_is_rewritten_not_added_twice() -> None:
+    accepted = "spec:\n  # maxReplicaCount: left to KEDA?\n  maxReplicaCount: 40\n"
+    assert keda_overlay.bounded(accepted, 1, 4) == \
+        "spec:\n  # maxReplicaCount: left to KEDA?\n  maxReplicaCount: 4\n"
+
+
+@pytest.mark.parametrize("accepted", [
+    "spec:\n  maxReplicaCount: \"40\"\n",                 # quoted: the line pattern misses it
+    "spec:\n  maxReplicaCount: 40  # reviewed\n",
+    "spec: {scaleTargetRef: {name: llm}, maxReplicaCount: 40}\n",
+    "spec: {scaleTargetRef: {name: llm}}\n",              # nowhere to add the bound
+    "kind: ScaledObject\n",
+])
+def test_a_max_replica_count_promoter_cannot_bound_is_refused(accepted: str) -> None:
+    with pytest.raises(UserError, match="maxReplicaCount"):
+        keda_overlay.bounded(accepted, 1, 4)

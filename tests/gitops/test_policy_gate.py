@@ -185,6 +185,14 @@ def _edits() -> dict[str, object]:
                      "spec": {"scaleTargetRef": {"name": "code-assistant"},
                               "minReplicaCount": 1, "maxReplicaCount": 20}})
 
+    def keda_default_max(docs: list[dict]) -> None:
+        keda_bounds(docs)
+        del docs[-1]["spec"]["maxReplicaCount"]   # KEDA's default: 100 replicas
+
+    def keda_max_as_text(docs: list[dict]) -> None:
+        keda_bounds(docs)
+        docs[-1]["spec"]["maxReplicaCount"] = "20"
+
     def decoy_after(docs: list[dict]) -> None:
         decoy = json.loads(json.dumps(_workload(docs)))
         decoy["metadata"]["name"] = "decoy"
@@ -220,6 +228,8 @@ def _edits() -> dict[str, object]:
             "product by node affinity": (product_by_affinity, "NVIDIA-B200"),
             "Deployment replicas": (many_replicas, "quota"),
             "KEDA bounds": (keda_bounds, "quota"),
+            "KEDA without maxReplicaCount": (keda_default_max, "quota"),
+            "KEDA maxReplicaCount not a number": (keda_max_as_text, "not a whole number"),
             "a second workload": (decoy_after, "2 workloads"),
             "a kind promoter does not render": (other_kind, "StatefulSet"),
             "two namespaces": (other_namespace, "2 namespaces"),

@@ -11,9 +11,12 @@ recovers the fields the placement policy looks at, from the resources promoter r
 - runtime: the ``promoter.dev/runtime`` label every rendered workload carries (older trees
   without it: ``kserve`` when there is an InferenceService, else ``deployment``);
 - GPU count and type: ``nvidia.com/gpu`` limits (or requests) summed over the pod's
-  containers, and the ``nvidia.com/gpu.product`` node selector or required node-affinity
-  ``In`` value (InferenceService predictor or Deployment pod template);
-- regions: the ``topology.kubernetes.io/region`` ``In`` node-affinity values;
+  containers, and the ``nvidia.com/gpu.product`` the pod may be placed on (InferenceService
+  predictor or Deployment pod template);
+- regions: the ``topology.kubernetes.io/region`` values the pod may be placed in. For both
+  labels the node selector and the required node affinity must hold together (ANDed), and
+  the affinity's terms are ORed: each must pin the label ``In`` a list, and together they
+  admit the union of their values;
 - replicas: the most any of them allows: the InferenceService predictor's, the HPA's or the
   KEDA ScaledObject's min/max (KEDA's default of 100 when its max is left out), the
   Deployment's own ``replicas``.
@@ -21,7 +24,8 @@ recovers the fields the placement policy looks at, from the resources promoter r
 The gate is the authoritative check of a hand-edited merge request, so what it cannot judge
 faithfully is refused (``UserError``), never read partly: a kind promoter does not render
 (the AppProject would not sync it either), more than one workload, a GPU type named twice
-differently, resources in more than one namespace.
+differently, a node-affinity term that leaves the GPU product or region open while another
+pins it, resources in more than one namespace.
 
 Anything else (CPU, memory, scaling metric) is left to the defaults: the rules that use it are
 not placement rules. MLflow tags and run metrics are not in the manifests either, so rules on
@@ -30,7 +34,7 @@ them (``policy.required_tags``, metric gates) are not checked from here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from promoter.core.gitops_scaffold import NAMESPACED_KINDS
@@ -115,27 +119,59 @@ def _gpu_count(pod: Mapping[str, Any]) -> int | None:
 
 
 def _gpu_types(pod: Mapping[str, Any]) -> set[str]:
-    """Every GPU product the pod may be placed on: its node selector's and the values of
-    required node-affinity ``In`` expressions on the product label."""
-    types = set()
-    if _get(pod, "nodeSelector", GPU_PRODUCT):
-        types.add(str(_get(pod, "nodeSelector", GPU_PRODUCT)))
-    for expression in _required_affinity(pod, GPU_PRODUCT):
-        if _get(expression, "operator") != "In":
-            raise UserError(f"the {GPU_PRODUCT} node affinity must be 'In' a list of "
-                            "products, which the gate can judge")
-        types.update(str(v) for v in _get(expression, "values") or [])
-    return types
+    """Every GPU product the pod may be placed on (empty: any)."""
+    return _placement(pod, GPU_PRODUCT) or set()
 
 
-def _required_affinity(pod: Mapping[str, Any], key: str) -> Iterator[Mapping[str, Any]]:
-    """The pod's required node-affinity expressions on label ``key``."""
+def _placement(pod: Mapping[str, Any], key: str) -> set[str] | None:
+    """The values of node label ``key`` the pod may run on; None when nothing restricts it.
+
+    The node selector and the required node affinity must both hold (Kubernetes ANDs them),
+    so each narrows the other; one that nothing can satisfy is refused (the pod never runs,
+    and a claim the gate cannot place is not judged)."""
+    selected = _get(pod, "nodeSelector", key)
+    by_affinity = _affinity_values(pod, key)
+    if selected is None:
+        return by_affinity
+    if by_affinity is None:
+        return {str(selected)}
+    if str(selected) not in by_affinity:
+        raise UserError(f"the node selector's {key} {selected} is not among the required node "
+                        f"affinity's ({', '.join(sorted(by_affinity))}): no node satisfies both")
+    return {str(selected)}
+
+
+def _affinity_values(pod: Mapping[str, Any], key: str) -> set[str] | None:
+    """The values of ``key`` the required node affinity admits; None when it does not name it.
+
+    Kubernetes ORs the nodeSelectorTerms: a pod may run on a node any one term matches. So the
+    admitted values are the union over the terms, and only when every term pins ``key``: a
+    term without it lets the pod run on a node with any value, which the gate cannot judge."""
     terms = _get(pod, "affinity", "nodeAffinity",
                  "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms") or []
-    for term in terms:
-        for expression in _get(term, "matchExpressions") or []:
-            if _get(expression, "key") == key:
-                yield expression
+    per_term = [_term_values(term, key) for term in terms]
+    if all(values is None for values in per_term):
+        return None
+    unpinned = [str(index + 1) for index, values in enumerate(per_term) if values is None]
+    if unpinned:
+        raise UserError(f"the required node affinity's term {', '.join(unpinned)} of "
+                        f"{len(per_term)} does not pin {key} with 'In'; Kubernetes ORs the "
+                        f"terms, so the pod may run on a node with any {key}, which the gate "
+                        "cannot judge (pin it in every term)")
+    return set().union(*(values for values in per_term if values is not None))
+
+
+def _term_values(term: Any, key: str) -> set[str] | None:
+    """The values of ``key`` one nodeSelectorTerm admits (its expressions all hold: their
+    ``In`` lists intersect); None when the term does not name ``key``."""
+    expressions = [e for e in _get(term, "matchExpressions") or [] if _get(e, "key") == key]
+    if not expressions:
+        return None
+    if any(_get(e, "operator") != "In" for e in expressions):
+        raise UserError(f"the {key} node affinity must be 'In' a list of values, which the "
+                        "gate can judge")
+    admitted = [{str(v) for v in _get(e, "values") or []} for e in expressions]
+    return set.intersection(*admitted)
 
 
 def _refuse_what_cannot_be_judged(resources: list[Mapping[str, Any]]) -> None:
@@ -161,8 +197,8 @@ def declared_namespace(resources: Iterable[Mapping[str, Any]]) -> str | None:
 
 
 def _regions(pod: Mapping[str, Any]) -> list[str]:
-    return [str(v) for expression in _required_affinity(pod, REGION_KEY)
-            if _get(expression, "operator") == "In" for v in _get(expression, "values") or []]
+    """Every region the pod may be placed in (empty: any)."""
+    return sorted(_placement(pod, REGION_KEY) or ())
 
 
 def _owner(workload: Mapping[str, Any], labels: Mapping[str, Any]) -> dict[str, str]:

@@ -6,7 +6,9 @@ import io
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
@@ -242,13 +244,25 @@ def test_what_a_hand_edited_overlay_claims_is_judged_whole(edit: str) -> None:
     container, the widest replica bound of HPA, KEDA or the Deployment itself, the GPU product
     however it is selected), and what it cannot judge (more workloads, other kinds, other
     namespaces) is denied, not read partly."""
-    from promoter.gitops.policy import check_tree
-
     settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
     settings = settings.model_copy(update={"policy": settings.policy.model_copy(
         update={"team_gpu_quota": {"devtools": 12}})})
-    production = ROOT / "manifests/code-assistant/overlays/production"
     change, reason = _edits()[edit]  # type: ignore[misc]
+    assert _production_decision(settings, _as_rendered).allowed
+    decision = _production_decision(settings, change)
+    assert not decision.allowed, edit
+    assert reason in " ".join(decision.reasons), decision.reasons
+
+
+def _as_rendered(docs: list[dict]) -> None:
+    """No edit: the overlay as promoter rendered it."""
+
+
+def _production_decision(settings: Any, change: Callable[[list[dict]], None]) -> Any:
+    """The gate's decision on code-assistant's production overlay edited by ``change``."""
+    from promoter.gitops.policy import check_tree
+
+    production = ROOT / "manifests/code-assistant/overlays/production"
 
     def build(overlay: Path) -> str:
         if overlay.resolve() != production.resolve():
@@ -259,12 +273,92 @@ def test_what_a_hand_edited_overlay_claims_is_judged_whole(edit: str) -> None:
         YAML().dump_all(docs, out)
         return out.getvalue()
 
-    assert all(v.decision.allowed for v in check_tree(settings, [production.parent.parent],
-                                                      _built)), "the overlay as rendered passes"
     verdicts = {v.env: v for v in check_tree(settings, [production.parent.parent], build)}
-    decision = verdicts["production"].decision
-    assert not decision.allowed, edit
-    assert reason in " ".join(decision.reasons), decision.reasons
+    return verdicts["production"].decision
+
+
+# --------------------------------------------- placement: node selector and ORed affinity terms
+
+REGION = "topology.kubernetes.io/region"
+PRODUCT = "nvidia.com/gpu.product"
+H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+def _in(key: str, *values: str) -> dict:
+    return {"key": key, "operator": "In", "values": list(values)}
+
+
+def _placed(terms: list[dict], selector: dict[str, str] | None = None
+            ) -> Callable[[list[dict]], None]:
+    """An edit giving the Deployment's pod these required node-affinity terms and adding
+    ``selector`` to its node selector."""
+    def change(docs: list[dict]) -> None:
+        pod = _workload(docs)["spec"]["template"]["spec"]
+        pod["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": terms}}} if terms else {}
+        pod["nodeSelector"].update(selector or {})
+    return change
+
+
+def _placement_edits() -> dict[str, tuple[Callable[[list[dict]], None], str | None]]:
+    """Each an edit and the reason it is denied (None: allowed), with production allowing
+    only us-east-1 and H100s. Kubernetes ORs the terms and ANDs them with the node selector."""
+    east, linux = _in(REGION, "us-east-1"), _in("kubernetes.io/os", "linux")
+    return {
+        "a second term without the region": (
+            _placed([{"matchExpressions": [east]}, {"matchExpressions": [linux]}]),
+            f"term 2 of 2 does not pin {REGION}"),
+        "a second term on a node name only": (
+            _placed([{"matchExpressions": [east]},
+                     {"matchFields": [{"key": "metadata.name", "operator": "In",
+                                       "values": ["gpu-node-7"]}]}]),
+            f"term 2 of 2 does not pin {REGION}"),
+        "a second term without the GPU product": (
+            _placed([{"matchExpressions": [east, _in(PRODUCT, H100)]},
+                     {"matchExpressions": [east]}]),
+            f"term 2 of 2 does not pin {PRODUCT}"),
+        "a second term in another region": (
+            _placed([{"matchExpressions": [east]},
+                     {"matchExpressions": [_in(REGION, "eu-west-1")]}]),
+            "eu-west-1 not allowed"),
+        "a node selector in another region": (
+            _placed([], {REGION: "eu-west-1"}), "eu-west-1 not allowed"),
+        "every term pinned to an allowed region": (
+            _placed([{"matchExpressions": [east, linux]}, {"matchExpressions": [east]}]), None),
+        "the region by node selector": (_placed([], {REGION: "us-east-1"}), None),
+        "the node selector narrowing the affinity's products": (
+            _placed([{"matchExpressions": [east, _in(PRODUCT, H100, "NVIDIA-B200")]}]), None),
+    }
+
+
+@pytest.mark.parametrize("edit", sorted(_placement_edits()))
+def test_placement_is_what_every_affinity_term_and_the_node_selector_allow(
+        edit: str, tmp_path: Path) -> None:
+    """A pod may run on any node one of its required node-affinity terms matches and its node
+    selector matches too: a term that leaves the region or GPU product open lets it run
+    anywhere, and is denied; otherwise the union of the terms, narrowed by the node
+    selector, is judged."""
+    config = tmp_path / "promoter.yaml"
+    raw = YAML(typ="safe").load((EXAMPLES / "promoter.yaml").read_text())
+    raw["environments"]["production"]["allowed_regions"] = ["us-east-1"]
+    raw["environments"]["production"]["allowed_gpu_types"] = [H100]
+    with config.open("w") as handle:
+        YAML().dump(raw, handle)
+    pin_east = _placed([{"matchExpressions": [_in(REGION, "us-east-1")]}])
+    change, reason = _placement_edits()[edit]
+
+    def pinned_then_changed(docs: list[dict]) -> None:
+        pin_east(docs)   # as promoter renders an environment with allowed_regions
+        change(docs)
+
+    settings = load_settings(config, environ={})
+    assert _production_decision(settings, pin_east).allowed
+    decision = _production_decision(settings, pinned_then_changed)
+    if reason is None:
+        assert decision.allowed, decision.reasons
+    else:
+        assert not decision.allowed, edit
+        assert reason in " ".join(decision.reasons), decision.reasons
 
 
 # --------------------------------------------- the owner, whatever cost_labels names keys

@@ -23,9 +23,10 @@ recovers the fields the placement policy looks at, from the resources promoter r
 
 The gate is the authoritative check of a hand-edited merge request, so what it cannot judge
 faithfully is refused (``UserError``), never read partly: a kind promoter does not render
-(the AppProject would not sync it either), more than one workload, a GPU type named twice
-differently, a node-affinity term that leaves the GPU product or region open while another
-pins it, resources in more than one namespace.
+(the AppProject would not sync it either), more than one workload, an InferenceService
+component beside the predictor (a transformer or explainer runs pods of its own), a GPU
+type named twice differently, a node-affinity term that leaves the GPU product or region open
+while another pins it, resources in more than one namespace.
 
 Anything else (CPU, memory, scaling metric) is left to the defaults: the rules that use it are
 not placement rules. MLflow tags and run metrics are not in the manifests either, so rules on
@@ -184,6 +185,25 @@ def _refuse_what_cannot_be_judged(resources: list[Mapping[str, Any]]) -> None:
         names = ", ".join(f"{r.get('kind')}/{_get(r, 'metadata', 'name')}" for r in workloads)
         raise UserError(f"the overlay runs {len(workloads)} workloads ({names}); promoter "
                         "renders one, and the gate judges one")
+    for workload in workloads:
+        _refuse_components_beside_the_predictor(workload)
+
+
+def _refuse_components_beside_the_predictor(workload: Mapping[str, Any]) -> None:
+    """An InferenceService's transformer and explainer run pods of their own, with their own
+    GPUs, replicas and placement. Promoter renders only the predictor, so anything beside it
+    in the spec is a shape the gate does not judge: refused, like a kind it does not render,
+    rather than left out of the claim."""
+    spec = _get(workload, "spec")
+    if workload.get("kind") != "InferenceService" or not isinstance(spec, Mapping):
+        return
+    others = sorted(str(key) for key, value in spec.items()
+                    if key != "predictor" and value is not None)
+    if others:
+        raise UserError(f"InferenceService/{_get(workload, 'metadata', 'name')} has "
+                        f"{', '.join(f'spec.{key}' for key in others)}: promoter renders only "
+                        "the predictor, and the gate judges only that (other components run "
+                        "pods with their own GPUs, replicas and placement)")
 
 
 def declared_namespace(resources: Iterable[Mapping[str, Any]]) -> str | None:

@@ -258,11 +258,12 @@ def _as_rendered(docs: list[dict]) -> None:
     """No edit: the overlay as promoter rendered it."""
 
 
-def _production_decision(settings: Any, change: Callable[[list[dict]], None]) -> Any:
-    """The gate's decision on code-assistant's production overlay edited by ``change``."""
+def _production_decision(settings: Any, change: Callable[[list[dict]], None],
+                         model: str = "code-assistant") -> Any:
+    """The gate's decision on ``model``'s production overlay edited by ``change``."""
     from promoter.gitops.policy import check_tree
 
-    production = ROOT / "manifests/code-assistant/overlays/production"
+    production = ROOT / f"manifests/{model}/overlays/production"
 
     def build(overlay: Path) -> str:
         if overlay.resolve() != production.resolve():
@@ -359,6 +360,28 @@ def test_placement_is_what_every_affinity_term_and_the_node_selector_allow(
     else:
         assert not decision.allowed, edit
         assert reason in " ".join(decision.reasons), decision.reasons
+
+
+# --------------------------------------------- InferenceService components
+
+@pytest.mark.parametrize("component", ["transformer", "explainer"])
+def test_an_inference_service_component_beside_the_predictor_is_denied(component: str) -> None:
+    """A transformer or explainer runs pods of its own (here 8 GPUs x 10 replicas, far over
+    assistants' quota): promoter renders only the predictor, so the gate refuses the shape
+    rather than judge the predictor alone."""
+    def add_component(docs: list[dict]) -> None:
+        service = next(d for d in docs if d["kind"] == "InferenceService")
+        service["spec"][component] = {"minReplicas": 10, "maxReplicas": 10, "containers": [
+            {"name": "gpu-hog", "image": "registry.example.com/models/llm-chat@sha256:" + "2" * 64,
+             "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}
+
+    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
+    settings = settings.model_copy(update={"policy": settings.policy.model_copy(
+        update={"team_gpu_quota": {"assistants": 8}})})
+    assert _production_decision(settings, _as_rendered, "llm-chat").allowed
+    decision = _production_decision(settings, add_component, "llm-chat")
+    assert not decision.allowed
+    assert f"InferenceService/llm-chat has spec.{component}" in " ".join(decision.reasons)
 
 
 # --------------------------------------------- the owner, whatever cost_labels names keys

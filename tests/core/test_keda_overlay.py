@@ -54,3 +54,24 @@ def test_an_existing_max_replica_count_is_rewritten_not_added_twice() -> None:
 def test_a_max_replica_count_promoter_cannot_bound_is_refused(accepted: str) -> None:
     with pytest.raises(UserError, match="maxReplicaCount"):
         keda_overlay.bounded(accepted, 1, 4)
+
+
+def test_a_file_with_windows_line_endings_is_bounded_too() -> None:
+    """The field patterns end at "\\n": before, "\\r" left maxReplicaCount: 50 in place (the
+    file carried forward unbounded), and a file without the field had no spec: block."""
+    with_max = ("apiVersion: keda.sh/v1alpha1\r\nkind: ScaledObject\r\nspec:\r\n"
+                "  minReplicaCount: 1\r\n  maxReplicaCount: 50\r\n")
+    assert "maxReplicaCount: 8\n" in keda_overlay.bounded(with_max, 1, 8)
+    without = "kind: ScaledObject\r\nspec:\r\n  minReplicaCount: 1\r\n"
+    assert "maxReplicaCount: 8\n" in keda_overlay.bounded(without, 1, 8)
+
+
+def test_a_file_of_several_documents_is_refused_one_with_a_leading_marker_is_not() -> None:
+    """The bound would go into whichever document came first (a TriggerAuthentication), and
+    the ScaledObject would keep KEDA's default of 100."""
+    several = ("kind: TriggerAuthentication\nspec:\n  secretTargetRef: []\n---\n"
+               "kind: ScaledObject\nspec:\n  minReplicaCount: 1\n")
+    with pytest.raises(UserError, match="several YAML documents"):
+        keda_overlay.bounded(several, 1, 8)
+    assert "maxReplicaCount: 8" in keda_overlay.bounded(
+        "---\nkind: ScaledObject\nspec:\n  minReplicaCount: 1\n", 1, 8)

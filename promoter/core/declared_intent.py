@@ -131,15 +131,23 @@ def _placement(pod: Mapping[str, Any], key: str) -> set[str] | None:
     so each narrows the other; one that nothing can satisfy is refused (the pod never runs,
     and a claim the gate cannot place is not judged)."""
     selected = _get(pod, "nodeSelector", key)
-    by_affinity = _affinity_values(pod, key)
     if selected is None:
-        return by_affinity
-    if by_affinity is None:
-        return {str(selected)}
-    if str(selected) not in by_affinity:
+        return _affinity_values(pod, key)
+    # Pinned by the selector, the value is known whatever the terms say about it: the pod
+    # runs on a node one term matches, and some term must admit the selected value.
+    per_term = [_term_values(term, key) for term in _terms(pod)]
+    if per_term and all(values is not None and str(selected) not in values
+                        for values in per_term):
+        admitted = set().union(*(values for values in per_term if values is not None))
         raise UserError(f"the node selector's {key} {selected} is not among the required node "
-                        f"affinity's ({', '.join(sorted(by_affinity))}): no node satisfies both")
+                        f"affinity's ({', '.join(sorted(admitted))}): no node satisfies both")
     return {str(selected)}
+
+
+def _terms(pod: Mapping[str, Any]) -> list[Any]:
+    return list(_get(pod, "affinity", "nodeAffinity",
+                     "requiredDuringSchedulingIgnoredDuringExecution",
+                     "nodeSelectorTerms") or [])
 
 
 def _affinity_values(pod: Mapping[str, Any], key: str) -> set[str] | None:
@@ -148,9 +156,7 @@ def _affinity_values(pod: Mapping[str, Any], key: str) -> set[str] | None:
     Kubernetes ORs the nodeSelectorTerms: a pod may run on a node any one term matches. So the
     admitted values are the union over the terms, and only when every term pins ``key``: a
     term without it lets the pod run on a node with any value, which the gate cannot judge."""
-    terms = _get(pod, "affinity", "nodeAffinity",
-                 "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms") or []
-    per_term = [_term_values(term, key) for term in terms]
+    per_term = [_term_values(term, key) for term in _terms(pod)]
     if all(values is None for values in per_term):
         return None
     unpinned = [str(index + 1) for index, values in enumerate(per_term) if values is None]
@@ -164,15 +170,20 @@ def _affinity_values(pod: Mapping[str, Any], key: str) -> set[str] | None:
 
 def _term_values(term: Any, key: str) -> set[str] | None:
     """The values of ``key`` one nodeSelectorTerm admits (its expressions all hold: their
-    ``In`` lists intersect); None when the term does not name ``key``."""
+    ``In`` lists intersect, less its ``NotIn`` values; ``Exists`` adds no limit); None when
+    no ``In`` pins ``key`` in it, so a node with any value may match."""
     expressions = [e for e in _get(term, "matchExpressions") or [] if _get(e, "key") == key]
-    if not expressions:
+    by_operator: dict[str, list[set[str]]] = {}
+    for expression in expressions:
+        operator = str(_get(expression, "operator"))
+        if operator not in ("In", "NotIn", "Exists"):
+            raise UserError(f"the {key} node affinity uses {operator!r}; the gate judges 'In' "
+                            "lists (narrowed by 'NotIn' or 'Exists')")
+        by_operator.setdefault(operator, []).append(
+            {str(v) for v in _get(expression, "values") or []})
+    if "In" not in by_operator:
         return None
-    if any(_get(e, "operator") != "In" for e in expressions):
-        raise UserError(f"the {key} node affinity must be 'In' a list of values, which the "
-                        "gate can judge")
-    admitted = [{str(v) for v in _get(e, "values") or []} for e in expressions]
-    return set.intersection(*admitted)
+    return set.intersection(*by_operator["In"]) - set().union(*by_operator.get("NotIn", []))
 
 
 def _refuse_what_cannot_be_judged(resources: list[Mapping[str, Any]]) -> None:

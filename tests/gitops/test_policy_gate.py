@@ -298,6 +298,8 @@ def _placed(terms: list[dict], selector: dict[str, str] | None = None
         pod["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": terms}}} if terms else {}
         pod["nodeSelector"].update(selector or {})
+        for key in [key for key, value in pod["nodeSelector"].items() if value is None]:
+            del pod["nodeSelector"][key]     # None: taken out of the node selector
     return change
 
 
@@ -314,10 +316,25 @@ def _placement_edits() -> dict[str, tuple[Callable[[list[dict]], None], str | No
                      {"matchFields": [{"key": "metadata.name", "operator": "In",
                                        "values": ["gpu-node-7"]}]}]),
             f"term 2 of 2 does not pin {REGION}"),
-        "a second term without the GPU product": (
+        "a second term without the GPU product, which the node selector pins": (
             _placed([{"matchExpressions": [east, _in(PRODUCT, H100)]},
-                     {"matchExpressions": [east]}]),
+                     {"matchExpressions": [east]}]), None),
+        "a second term without the GPU product, and none in the node selector": (
+            _placed([{"matchExpressions": [east, _in(PRODUCT, H100)]},
+                     {"matchExpressions": [east]}], {PRODUCT: None}),  # type: ignore[dict-item]
             f"term 2 of 2 does not pin {PRODUCT}"),
+        "a second term without the region, which the node selector pins": (
+            _placed([{"matchExpressions": [east]}, {"matchExpressions": [linux]}],
+                    {REGION: "us-east-1"}), None),
+        "a region narrowed by NotIn and Exists": (
+            _placed([{"matchExpressions": [
+                _in(REGION, "us-east-1", "eu-west-1"),
+                {"key": REGION, "operator": "NotIn", "values": ["eu-west-1"]},
+                {"key": REGION, "operator": "Exists"}]}]), None),
+        "a region by NotIn alone": (
+            _placed([{"matchExpressions": [
+                {"key": REGION, "operator": "NotIn", "values": ["eu-west-1"]}]}]),
+            "requires pinning"),       # any region but one: not pinned
         "a second term in another region": (
             _placed([{"matchExpressions": [east]},
                      {"matchExpressions": [_in(REGION, "eu-west-1")]}]),

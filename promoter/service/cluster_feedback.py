@@ -233,8 +233,12 @@ class ClusterFeedback:
             merged = self.merge_requests.get(deployed.mr_iid).state == "merged"
         except NotFoundError:
             merged = False
-        return deployed.version if merged else \
-            self.registry.live_version(deployed.model, env)
+        if merged:
+            return deployed.version
+        try:
+            return self.registry.live_version(deployed.model, env)
+        except NotFoundError:
+            return None   # the registered model was deleted from MLflow: nothing to tag
 
     def _tell(self, name: str, env: str, status: EnvironmentStatus, judgement: _Judgement,
               actor: str, *, was_deployed: bool) -> tuple[EnvironmentStatus, _Judgement]:
@@ -256,6 +260,12 @@ class ClusterFeedback:
             try:
                 self.registry.write_back(deployed.model, running, env,
                                          _status_tags(status, deployed, was_deployed))
+            except NotFoundError as exc:
+                # The registered model was deleted from MLflow (its removal MR open, or merged
+                # before Argo CD pruned the app): nothing to tag. Raising would answer Argo CD
+                # 503 on every retry, and the MR's status note would never be told.
+                self.audit.record("write_back.skipped", model=deployed.model,
+                                  version=running, env=env, reason=exc.message)
             except PromoterError as exc:
                 self.audit.record("write_back.failed", model=deployed.model,
                                   version=running, env=env, reason=exc.message)

@@ -13,14 +13,14 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from promoter.errors import TransientError
+from promoter.errors import NotFoundError, TransientError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeployedState
 from promoter.secret_settings import Secret
 from promoter.service import argocd_hook
 from promoter.service.argocd_hook import ArgoCDHookHandler
 from promoter.service.audit import AuditTrail
-from promoter.service.cluster_feedback import ClusterFeedback
+from promoter.service.cluster_feedback import NOTE_HEADING, ClusterFeedback
 from promoter.service.cluster_status_store import DELIVERY_SOURCE, StatusStore
 from promoter.service.hook_deliveries import HookDeliveries
 from promoter.service.ledger import StateLedger
@@ -574,3 +574,39 @@ def test_a_notification_whose_handler_was_killed_is_recorded_on_a_later_retry(
     status, answer = _post(later, "sync-succeeded", app)
     assert (status, answer["status"]) == (200, "recorded")
     assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
+
+
+class DeletedModel(RecordingRegistry):
+    """MLflow after the registered model was deleted: every read or tag of it is a 404."""
+
+    def write_back(self, model: str, version: str, env: str, values: Mapping[str, str]) -> None:
+        raise NotFoundError(f"cannot tag {model!r} version {version}: MLflow answered "
+                            "RESOURCE_DOES_NOT_EXIST")
+
+    def live_version(self, model: str, env: str) -> str | None:
+        raise NotFoundError("RESOURCE_DOES_NOT_EXIST")
+
+
+@pytest.mark.parametrize("mr_state", ["opened", "merged"])
+def test_the_status_of_a_deleted_models_removal_is_told_without_mlflow(
+        tmp_path: Path, mr_state: str) -> None:
+    """A deleted model's decommission (its row decommissioning) runs until Argo CD prunes the
+    app: its notifications are answered, audited and told on the MR, not refused with a 503
+    Argo CD would retry for good."""
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="decommissioning", mr_iid=4,
+                             head_sha="b" * 40))
+    notes, audit, store = Notes(), AuditTrail(tmp_path), StatusStore(tmp_path)
+    merge_requests = MergeRequests()
+    merge_requests.state = mr_state
+    feedback = ClusterFeedback(store, ledger, audit, DeletedModel(), notes, merge_requests)
+    handler = ArgoCDHookHandler(Secret(SECRET), store, feedback)
+    code, answer = _post(handler, "sync-succeeded",
+                         application("fraud-detector", "production", "gpu-eu-1",
+                                     health="Degraded"))
+    assert code == 200, answer
+    assert (4, NOTE_HEADING) in notes.notes
+    events = [entry["event"] for entry in _audit(audit)]
+    assert "argocd.status" in events
+    assert "write_back.skipped" in events

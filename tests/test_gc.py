@@ -715,12 +715,8 @@ def _merged(provider: localgit.LocalGitProvider, iid: int | None) -> None:
     assert provider.get(iid).state == "merged"
 
 
-def test_a_decommission_keeps_the_base_a_first_promotion_elsewhere_builds_on(
-        tmp_path: Path) -> None:
-    """Production's alias deleted while staging's first promotion (its overlay alone, on the
-    base main holds) is open: the removal MR keeps the base, by GC's rule. Before, it saw no
-    other overlay on main and removed the base; once both merged, staging's overlay pointed
-    at a missing ../../base."""
+def _live_in_production(tmp_path: Path) -> tuple[Any, MemoryRegistry, World]:
+    """Version 2 of the model merged into production, on the local git provider."""
     settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
     provider = localgit.from_settings(settings)
     registry = MemoryRegistry()
@@ -728,6 +724,16 @@ def test_a_decommission_keeps_the_base_a_first_promotion_elsewhere_builds_on(
     world = World(registry, provider, MemoryLedger(), CountingImages(),  # type: ignore[arg-type]
                   CountingSigner(), [])
     _merged(provider, world.promote("2", env="production").mr_iid)
+    return provider, registry, world
+
+
+def test_a_decommission_keeps_the_base_a_first_promotion_elsewhere_builds_on(
+        tmp_path: Path) -> None:
+    """Production's alias deleted while staging's first promotion (its overlay alone, on the
+    base main holds) is open: the removal MR keeps the base, by GC's rule. Before, it saw no
+    other overlay on main and removed the base; once both merged, staging's overlay pointed
+    at a missing ../../base."""
+    provider, registry, world = _live_in_production(tmp_path)
     staging = world.promote("2", env="staging")
     assert staging.mr_iid is not None and provider.get(staging.mr_iid).state == "opened"
 
@@ -748,13 +754,7 @@ def test_a_decommission_keeps_the_base_any_one_sign_of_a_promotion_under_way_nam
     """No ledger row of staging (its MR opened by another state database, or its job still
     queued): an alias pointing staging at the model, or an open MR of staging's branch, alone
     keeps the base; with neither, the base goes with the last overlay."""
-    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
-    provider = localgit.from_settings(settings)
-    registry = MemoryRegistry()
-    registry.add(MODEL, "2")
-    world = World(registry, provider, MemoryLedger(), CountingImages(),  # type: ignore[arg-type]
-                  CountingSigner(), [])
-    _merged(provider, world.promote("2", env="production").mr_iid)
+    provider, registry, world = _live_in_production(tmp_path)
     registry.set_alias(MODEL, "production", None)
     if in_flight == "alias set":
         registry.set_alias(MODEL, "staging", "2")

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 import gitlab
 import pytest
 
-from promoter.adapters.gitlab import GitLabProvider, connect
+from promoter.adapters.gitlab import connect
+from promoter.adapters.gitlab_provider import GitLabProvider
 from promoter.adapters.local_mrs import LocalMrStore
 from promoter.adapters.localgit import LocalForge, LocalGitProvider
 from promoter.adapters.localgit_repo import LocalRepo

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from promoter.adapters.gitlab import GitLabProvider, connect
+from promoter.adapters.gitlab import connect
+from promoter.adapters.gitlab_provider import GitLabProvider
 from promoter.errors import AuthError, TransientError
 from promoter.ports.git import ProposalResult
 from promoter.state.pushed_heads import PushedHeads
@@ -168,7 +169,7 @@ def test_gitlab_free_states_approvals_in_the_mr(tmp_path: Path) -> None:
 
 def test_provider_from_settings_reads_the_token_from_the_environment(standin: StandIn,
                                                                      tmp_path: Path) -> None:
-    from promoter.adapters import gitlab as gitlab_adapter
+    from promoter.adapters import gitlab_provider as gitlab_adapter
     from promoter.errors import ConfigError
     from promoter.settings import load_settings
 

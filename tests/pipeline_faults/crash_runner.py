@@ -97,7 +97,7 @@ def serve_forks() -> int:
     # (fork-safe): the children create every client, connection and thread themselves.
     import mlflow.artifacts  # noqa: F401
 
-    import promoter.adapters.gitlab
+    import promoter.adapters.gitlab_provider
     import promoter.adapters.localgit
     import promoter.adapters.mlflow
     import promoter.adapters.oci

@@ -128,9 +128,9 @@ def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutco
 def provider(settings: Settings,
              on_event: Callable[[ForgeEvent], None] | None = None) -> GitProvider:
     if settings.git.provider == "gitlab":
-        from promoter.adapters import gitlab
+        from promoter.adapters import gitlab_provider
 
-        return gitlab.from_settings(settings, state=state_db(settings))
+        return gitlab_provider.from_settings(settings, state=state_db(settings))
     from promoter.adapters import localgit
 
     return localgit.from_settings(settings, on_event=on_event, state=state_db(settings))
@@ -242,7 +242,7 @@ def pushed_project(settings: Settings, git: GitProvider) -> tuple[int, str]:
     project id (what its webhooks carry; read from the API, so only when first needed), the
     local provider's fixed one."""
     if settings.git.provider == "gitlab":
-        from promoter.adapters.gitlab import GitLabProvider
+        from promoter.adapters.gitlab_provider import GitLabProvider
 
         assert isinstance(git, GitLabProvider)
         return git.forge.project_id, settings.git.gitlab.project or ""

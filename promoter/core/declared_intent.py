@@ -130,12 +130,12 @@ def _placement(pod: Mapping[str, Any], key: str) -> set[str] | None:
     The node selector and the required node affinity must both hold (Kubernetes ANDs them),
     so each narrows the other; one that nothing can satisfy is refused (the pod never runs,
     and a claim the gate cannot place is not judged)."""
+    per_term = [_term_values(term, key) for term in _terms(pod)]
     selected = _get(pod, "nodeSelector", key)
     if selected is None:
-        return _affinity_values(pod, key)
+        return _affinity_values(per_term, key)
     # Pinned by the selector, the value is known whatever the terms say about it: the pod
     # runs on a node one term matches, and some term must admit the selected value.
-    per_term = [_term_values(term, key) for term in _terms(pod)]
     if per_term and all(values is not None and str(selected) not in values
                         for values in per_term):
         admitted = set().union(*(values for values in per_term if values is not None))
@@ -150,13 +150,13 @@ def _terms(pod: Mapping[str, Any]) -> list[Any]:
                      "nodeSelectorTerms") or [])
 
 
-def _affinity_values(pod: Mapping[str, Any], key: str) -> set[str] | None:
-    """The values of ``key`` the required node affinity admits; None when it does not name it.
+def _affinity_values(per_term: list[set[str] | None], key: str) -> set[str] | None:
+    """The values of ``key`` the required node affinity admits, from what each of its terms
+    admits (``_term_values``); None when no term pins it.
 
     Kubernetes ORs the nodeSelectorTerms: a pod may run on a node any one term matches. So the
     admitted values are the union over the terms, and only when every term pins ``key``: a
     term without it lets the pod run on a node with any value, which the gate cannot judge."""
-    per_term = [_term_values(term, key) for term in _terms(pod)]
     if all(values is None for values in per_term):
         return None
     unpinned = [str(index + 1) for index, values in enumerate(per_term) if values is None]

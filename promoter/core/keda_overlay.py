@@ -85,27 +85,25 @@ def bounded(scaled_object: str, min_replicas: int, max_replicas: int) -> str:
         value = max(min_replicas, min(max_replicas, int(match["n"])))
         return f"{match['lead']}{match['q']}{value}{match['q']}"
 
-    text = _one_document(scaled_object.replace("\r\n", "\n"))
+    # The field patterns end at "\n": a "\r" before it would leave a bound unrewritten.
+    text = scaled_object.replace("\r\n", "\n")
+    _refuse_several_documents(text)
     return _DESIRED.sub(desired, _BOUND.sub(bound, _with_max_bound(text, max_replicas)))
 
 
 _DOCUMENT_START = re.compile(r"^---", re.MULTILINE)
 
 
-def _one_document(text: str) -> str:
-    """The file's one YAML document (line endings already \n: the field patterns end at
-    "\n", and a "\r" before it would leave a bound unrewritten). Several documents are
-    refused: the bound would be set, or added, in whichever comes first, not necessarily the
-    ScaledObject."""
-    starts = list(_DOCUMENT_START.finditer(text))
-    body = text[starts[0].end():] if len(starts) == 1 and not text[:starts[0].start()].strip() \
-        else text
-    if _DOCUMENT_START.search(body):
+def _refuse_several_documents(text: str) -> None:
+    """A file of several YAML documents is refused: the bound would be set, or added, in
+    whichever comes first, not necessarily the ScaledObject. (A leading ``---`` opens the one
+    document.)"""
+    body = text.lstrip()
+    if _DOCUMENT_START.search(body[3:] if body.startswith("---") else body):
         raise UserError(f"the overlay's {SCALED_OBJECT_FILE} holds several YAML documents; "
                         "promoter bounds the ScaledObject only in a file of its own",
                         hint="move other objects (a TriggerAuthentication) to a file of "
                              "their own in the overlay")
-    return text
 
 
 def _with_max_bound(scaled_object: str, max_replicas: int) -> str:

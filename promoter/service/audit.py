@@ -17,6 +17,7 @@ append all the time, and a head read apart from the lines would be older than th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from promoter.core.audit_chain import Finding, Head, verify
 from promoter.core.live_history import Live, first_live, live_at
+from promoter.errors import NotFoundError, PromoterError
 from promoter.service.audit_file import FILENAME, HEAD_FILENAME, ChainSnapshot, FileChain
 from promoter.service.audit_table import TableChain
 from promoter.state.db import StateDB
@@ -73,6 +75,28 @@ class AuditTrail:
             entry["inputs"] = dict(sorted(inputs.items()))
         # A reason or name quoted from outside may hold what no store can write (state.storable).
         return self._chain.append(storable_fields(entry))
+
+    @contextlib.contextmanager
+    def writing_back(self, model: str, version: str, env: str,
+                     **facts: Any) -> Iterator[None]:
+        """Around MLflow writes about ``model`` ``version`` in ``env``: MLflow's "does not
+        exist" (the model or version was deleted) is audited ``write_back.skipped`` and ends
+        the block quietly, as there is nothing left to tag, while raising would have its caller
+        retried for good; any other failure is audited ``write_back.failed`` and raised (the
+        caller's delivery or job is tried again)."""
+        try:
+            yield
+        except NotFoundError as exc:
+            self.write_back_skipped(exc, model, version, env, **facts)
+        except PromoterError as exc:
+            self.record("write_back.failed", model=model, version=version, env=env, **facts,
+                        reason=exc.message)
+            raise
+
+    def write_back_skipped(self, exc: NotFoundError, model: str, version: str, env: str,
+                           **facts: Any) -> None:
+        self.record("write_back.skipped", model=model, version=version, env=env, **facts,
+                    reason=exc.message)
 
     def entries(self) -> Iterator[dict[str, Any]]:
         for line in self.lines():

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from promoter.core.cluster_status import Carries, ClusterStatus, EnvironmentStatus, summarise
 from promoter.core.results import RUNNING_ROW, DeploymentStatus
-from promoter.errors import NotFoundError, PromoterError, TransientError
+from promoter.errors import NotFoundError, TransientError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeployedState, DeploymentLedger
 from promoter.ports.registry import Registry
@@ -257,19 +257,11 @@ class ClusterFeedback:
         if deployed is None:
             return status, judgement
         if self.registry is not None and running is not None:
-            try:
+            # A model deleted from MLflow (its removal MR open, or merged before Argo CD
+            # pruned the app) has nothing to tag; the MR's status note is still told.
+            with self.audit.writing_back(deployed.model, running, env):
                 self.registry.write_back(deployed.model, running, env,
                                          _status_tags(status, deployed, was_deployed))
-            except NotFoundError as exc:
-                # The registered model was deleted from MLflow (its removal MR open, or merged
-                # before Argo CD pruned the app): nothing to tag. Raising would answer Argo CD
-                # 503 on every retry, and the MR's status note would never be told.
-                self.audit.record("write_back.skipped", model=deployed.model,
-                                  version=running, env=env, reason=exc.message)
-            except PromoterError as exc:
-                self.audit.record("write_back.failed", model=deployed.model,
-                                  version=running, env=env, reason=exc.message)
-                raise
         if self.forge is not None and deployed.mr_iid is not None:
             self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note(deployed.version))
         return status, judgement

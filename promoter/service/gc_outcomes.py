@@ -19,7 +19,7 @@ from promoter.core import gc
 from promoter.core.gc import PROPOSED, Overlay
 from promoter.core.mr_events import SETTLING, MergeRequestEvent
 from promoter.core.results import DeploymentStatus
-from promoter.errors import NotFoundError, PromoterError, TransientError
+from promoter.errors import TransientError
 from promoter.ports.git import GC_BRANCH, GC_KEY, GitProvider
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
@@ -185,23 +185,17 @@ class GcOutcomes:
         if self.registry is None or overlay.version is None:
             return False
         model, version, env = overlay.model, overlay.version, overlay.env
-        try:
+        # GC removes overlays of models and versions deleted from MLflow: nothing to tag.
+        # Only MLflow's "does not exist" says so; any other refusal fails the recording.
+        with self.audit.writing_back(model, version, env,
+                                     status=DeploymentStatus.DECOMMISSIONED):
             self.registry.write_back(model, version, env, {
                 "status": DeploymentStatus.DECOMMISSIONED, "mr_url": url or ""})
             if self.registry.live_version(model, env) != version:
                 return False
             self.registry.set_live_version(model, env, None)
             return True
-        except NotFoundError as exc:
-            # GC removes overlays of models and versions deleted from MLflow: nothing to tag.
-            # Only MLflow's "does not exist" says so; any other refusal fails the recording.
-            self.audit.record("write_back.skipped", model=model, version=version, env=env,
-                              reason=exc.message)
-            return False
-        except PromoterError as exc:
-            self.audit.record("write_back.failed", model=model, version=version, env=env,
-                              status=DeploymentStatus.DECOMMISSIONED, reason=exc.message)
-            raise
+        return False
 
     def _live_version_held(self, model: str, env: str) -> AbstractContextManager[None]:
         """The (model, env) live_version claim a decommission moves (none without MLflow)."""

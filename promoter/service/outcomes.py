@@ -248,34 +248,26 @@ class MergeRequestOutcomes:
             env=event.env, iid=event.iid, action=event.action, actor=event.user)
 
     def _write_back(self, model: str, version: str, env: str, url: str, status: str) -> None:
+        """The outcome on the version's tags, and live_version moved. A version deleted from
+        MLflow has no tags to set, but its model's live_version still follows the outcome; a
+        model deleted (a removal MR of a deleted model) has neither (audited, skipped:
+        raising would leave the outcome unrecorded, retried for good). Any other failure is
+        raised: the hook handler releases the delivery (a re-delivery acts again), the
+        reconcile sweep looks again next pass, and `promoter mr` says so."""
         assert self.registry is not None
         try:
-            self._tag_version(model, version, env, url, status)
-            if status in LIVE_MOVING:
-                self._track_live(model, version, env, status)
-        except NotFoundError as exc:
-            # The registered model was deleted from MLflow (a removal MR of a deleted model):
-            # nothing to track. Raising would leave the outcome unrecorded, retried for good.
-            self.audit.record("write_back.skipped", model=model, version=version, env=env,
-                              status=status, reason=exc.message)
+            with self.audit.writing_back(model, version, env, status=status):
+                try:
+                    self.registry.write_back(model, version, env,
+                                             {"status": status, "mr_url": url})
+                except NotFoundError as exc:   # the version alone may be gone: go on
+                    self.audit.write_back_skipped(exc, model, version, env, status=status)
+                if status in LIVE_MOVING:
+                    self._track_live(model, version, env, status)
         except PromoterError as exc:
-            # The hook handler releases the delivery (a re-delivery acts again), the reconcile
-            # sweep looks again next pass, and `promoter mr` says so. The audit keeps the fact.
-            self.audit.record("write_back.failed", model=model, version=version,
-                              env=env, status=status, reason=exc.message)
             log(_log, logging.WARNING, "could not write the MR outcome back to MLflow",
                 model=model, version=version, env=env, reason=exc.message)
             raise
-
-    def _tag_version(self, model: str, version: str, env: str, url: str, status: str) -> None:
-        """The outcome on the version's tags; a version (or model) deleted from MLflow has
-        none to set, and its model's live_version still follows the outcome."""
-        assert self.registry is not None
-        try:
-            self.registry.write_back(model, version, env, {"status": status, "mr_url": url})
-        except NotFoundError as exc:
-            self.audit.record("write_back.skipped", model=model, version=version, env=env,
-                              status=status, reason=exc.message)
 
     def _track_live(self, model: str, version: str, env: str, status: str) -> None:
         """``promoter.<env>.live_version`` on the registered model follows merges, and the

@@ -159,9 +159,11 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
         if not _apply(model.name, current, previous, asked.get(model.name, {}), queue, state,
                       report, leading):
             return _stopped(report)
-    for gone in sorted(set(recorded) - seen):  # registered model deleted
-        if not _apply(gone, {}, recorded[gone], asked.get(gone, {}), queue, state, report,
-                      leading):
+    # Registered models deleted: those recorded, and those only a job knows of (a delivered
+    # hook promoted the model, deleted before any pass listed it).
+    for gone in sorted((set(recorded) | set(asked)) - seen):
+        if not _apply(gone, {}, recorded.get(gone, {}), asked.get(gone, {}), queue, state,
+                      report, leading):
             return _stopped(report)
     if leading is not None and not leading():   # the cursor is the new leader's now
         return _stopped(report)

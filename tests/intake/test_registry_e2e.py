@@ -295,6 +295,25 @@ def test_a_rollback_whose_hook_was_lost_after_a_webhooks_job_is_caught(
     assert world.reconcile("rollback-model") == []      # asked for now: level, not edge
 
 
+def test_a_model_a_hook_promoted_and_deleted_before_any_pass_is_decommissioned(
+        world: ReconcileWorld) -> None:
+    """No pass ever listed the model, so nothing recorded it; only the delivered hook's job
+    knows it was deployed. Once it is gone, the pass decommissions what that job proposed."""
+    from promoter.core.events import PromotionEvent
+
+    client, queue = world.client, world.queue
+    world.reconcile("hook-only-model")                     # the record holds other models
+    v1 = create_version(client, "hook-only-model")
+    client.set_registered_model_alias("hook-only-model", "production", v1)
+    intake.enqueue(queue, [PromotionEvent(
+        action="promote", source="mlflow", reason="alias set", model="hook-only-model",
+        version=v1, env="production", trigger="production")], source="mlflow")
+    client.delete_registered_model("hook-only-model")
+
+    assert world.reconcile("hook-only-model") == [("*", "production", "decommission", True)]
+    assert world.reconcile("hook-only-model") == []        # asked for now: level, not edge
+
+
 def test_deleting_the_version_that_held_the_stage_decommissions(world: ReconcileWorld) -> None:
     """A deleted version is not among the versions updated since the cursor, and the model
     may have none left to list: its registered model's timestamp is what moves."""

@@ -23,7 +23,17 @@ _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token",
                            "credential", "credentials", "apikey", "authorization", "bearer"})
 _SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"),
-                           ("secret", "key"), ("auth", "key")})
+                           ("secret", "key"), ("auth", "key"), ("account", "key")})
+# A name written as one lowercase word ("pgpassword", "dbpassword", "hftoken", Azure's
+# "accountkey") ends in one; "token" alone stays out of these, as "max_tokens" must read.
+_SECRET_ENDINGS = ("password", "passwd", "passphrase", "secret", "apikey", "accesskey",
+                   "accountkey", "privatekey", "secretkey")
+# Connection-string and signed-URL parameters that are credentials without saying so: a SAS
+# token's "sig", S3 presigned URLs' signature and session token.
+_SECRET_PARAMS = frozenset({"sig", "signature", "x-amz-signature", "x-amz-security-token"})
+# name=value pairs separated as in URL queries, libpq keyword strings and the
+# "Server=…;Password=…" connection strings of ADO.NET and Azure Storage.
+_SECRET_PARAM = re.compile(r"(?<![^?&;\s])([^=&?;\s]+)=([^&;\s]*)")
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 
@@ -49,15 +59,27 @@ def without_password_params(text: str) -> str:
 
 def secret_name(name: str) -> bool:
     """Whether a setting called ``name`` (a run parameter, say) holds a credential:
-    ``hf_token``, ``dbPassword``, ``OPENAI_API_KEY``, ``client-secret``."""
+    ``hf_token``, ``dbPassword``, ``OPENAI_API_KEY``, ``client-secret``, ``PGPASSWORD``."""
     words = [word.lower() for word in _WORD.findall(name)]
-    return any(word in _SECRET_WORDS for word in words) or any(
-        pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
+    return any(word in _SECRET_WORDS or word.endswith(_SECRET_ENDINGS) for word in words) or \
+        any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
+
+
+def without_secret_params(text: str) -> str:
+    """Every parameter in ``text`` whose name says it is a credential masked: a URL query's
+    ``token=``, a libpq ``password=``, ``AccountKey=`` in an Azure connection string."""
+    def masked(found: re.Match[str]) -> str:
+        name = _PERCENT.sub(lambda escaped: chr(int(escaped[1], 16)), found[1])
+        if secret_name(name) or name.strip().lower() in _SECRET_PARAMS:
+            return f"{found[1]}={MASK}"
+        return found[0]
+
+    return _SECRET_PARAM.sub(masked, text)
 
 
 def masked_value(name: str, value: str) -> str:
     """``value`` of a setting called ``name`` fit for text everyone may read: all of it when
-    the name says it is a credential, else any URL credentials and password parameters."""
+    the name says it is a credential, else any URL credentials and credential parameters."""
     if secret_name(name):
         return MASK
-    return without_password_params(without_url_userinfo(value))
+    return without_secret_params(without_url_userinfo(value))

@@ -186,3 +186,27 @@ def test_parameters_that_carry_credentials_are_masked_in_the_description() -> No
     for shown in ("db\\.internal", "512", "gpt2", "0\\.01"):
         assert shown in text, shown
     assert text.count("\\*\\*\\*") == 6    # each masked, the rest of its row kept
+
+
+def test_credentials_named_as_one_word_or_inside_connection_strings_are_masked() -> None:
+    """Names written as one word (libpq's PGPASSWORD) and the credentials inside the
+    connection strings and signed URLs a training job is handed."""
+    params = {
+        "PGPASSWORD": "hunter6", "dbpassword": "hunter7",
+        "storage": "DefaultEndpointsProtocol=https;AccountName=acct;"
+                   "AccountKey=c2VjcmV0a2V5;EndpointSuffix=core.windows.net",
+        "sql": "Server=db;Database=f;User Id=ml;Password=hunter8;",
+        "blob": "https://acct.blob.core.windows.net/c/w.bin?sv=2022-11-02&sig=c2lnbmF0dXJl",
+        "s3": "https://b.s3.amazonaws.com/k?X-Amz-Signature=abcdef0123&X-Amz-Expires=60",
+        "feed": "https://feed.example/x?access_token=hunter9&page=2",
+        "max_tokens": "512", "tokenizer": "gpt2"}
+    text = mr_text.description(MrFacts(model="m", version="1", env="staging", name="m",
+                                       params=params))
+    for secret in ("hunter6", "hunter7", "c2VjcmV0a2V5", "hunter8", "c2lnbmF0dXJl",
+                   "abcdef0123", "hunter9"):
+        assert secret not in text, secret
+    plain = text.replace("\\", "")               # without the markdown escapes
+    for shown in ("AccountName=acct;AccountKey=***;EndpointSuffix=", "Password=***;",
+                  "sv=2022-11-02", "sig=***", "X-Amz-Signature=***", "X-Amz-Expires=60",
+                  "access_token=***", "page=2", "| 512 |", "| gpt2 |"):
+        assert shown in plain, shown

@@ -22,8 +22,7 @@ from promoter.core.gitops_scaffold import TOKEN_HEADER
 from promoter.errors import PromoterError, UserError
 from promoter.service.cluster_feedback import ClusterFeedback
 from promoter.service.cluster_status_store import StatusStore
-from promoter.service.hook_deliveries import HookClaim, in_progress_answer
-from promoter.service.public_errors import public_reason
+from promoter.service.hook_deliveries import HookClaim, failed_while_acting, in_progress_answer
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -70,8 +69,7 @@ class ArgoCDHookHandler:
                                              actor=f"argocd:{row.application}")
         except PromoterError as exc:
             self._store.release(claimed)   # Argo CD retries a 5xx: let the retry through
-            return _error(exc.http_status if exc.http_status >= 500 else 503, exc.kind,
-                          public_reason(exc))
+            return failed_while_acting(exc)
         except Exception:
             self._store.release(claimed)
             raise
@@ -102,6 +100,8 @@ def endpoint(settings: Settings, registry: Registry | None,
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
 
+    from promoter.service.hook_http import respond
+
     built: list[ArgoCDHookHandler] = []
 
     def handler() -> ArgoCDHookHandler:
@@ -122,6 +122,6 @@ def endpoint(settings: Settings, registry: Registry | None,
                 return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
         status, answer = await run_in_threadpool(
             lambda: handler().handle(dict(request.headers), bytes(body)))
-        return JSONResponse(answer, status_code=status)
+        return respond(status, answer)
 
     return receive

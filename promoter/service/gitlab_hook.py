@@ -9,7 +9,9 @@ retargeted elsewhere deploys nothing Argo CD syncs). Only then is ``on_event`` c
 someone else pushed is answered ``human_commit`` and not acted on as promoter's: an approval
 of it is ignored, but a merge or close of it on the target branch is passed on as a foreign
 outcome (``pushed_sha`` set; service.outcomes records it as such, never as promoter's
-deployment), so the audit trail shows what reached the branch. Framework-agnostic:
+deployment), so the audit trail shows what reached the branch. A failure while acting on a
+valid delivery is promoter's, not GitLab's: answered 5xx (hook_deliveries.failed_while_acting)
+with the delivery released, so GitLab's retry acts again. Framework-agnostic:
 ``handle(headers, body) -> (status, json)``.
 """
 
@@ -33,9 +35,13 @@ from promoter.core.mr_events import (
 )
 from promoter.errors import PromoterError, UserError
 from promoter.ports.git import SUPERSEDED_SUFFIX
-from promoter.service.hook_deliveries import HookClaim, HookDeliveries, in_progress_answer
+from promoter.service.hook_deliveries import (
+    HookClaim,
+    HookDeliveries,
+    failed_while_acting,
+    in_progress_answer,
+)
 from promoter.service.logs import log
-from promoter.service.public_errors import public_reason
 from promoter.state.db import StateDB, state_db
 
 if TYPE_CHECKING:
@@ -114,8 +120,8 @@ class GitLabHookHandler:
             status, answer = self._act(event)
         except PromoterError as exc:
             if claimed is not None:
-                self._deliveries.release(claimed)
-            return _error(exc.http_status, exc.kind, public_reason(exc))
+                self._deliveries.release(claimed)   # GitLab retries a 5xx: let the retry act
+            return failed_while_acting(exc)
         except Exception:
             if claimed is not None:
                 self._deliveries.release(claimed)
@@ -182,6 +188,8 @@ def starlette_endpoint(handler: GitLabHookHandler) -> Callable[[Request], Awaita
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
 
+    from promoter.service.hook_http import respond
+
     async def endpoint(request: Request) -> Response:
         body = bytearray()
         async for chunk in request.stream():
@@ -190,6 +198,6 @@ def starlette_endpoint(handler: GitLabHookHandler) -> Callable[[Request], Awaita
                 return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
         status, answer = await run_in_threadpool(handler.handle, dict(request.headers),
                                                  bytes(body))
-        return JSONResponse(answer, status_code=status)
+        return respond(status, answer)
 
     return endpoint

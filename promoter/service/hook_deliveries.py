@@ -19,12 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from promoter.errors import PromoterError
+from promoter.service.public_errors import public_reason
 from promoter.service.queue_ops import shared_now
 from promoter.state import deliveries
 from promoter.state.db import StateDB
 from promoter.state.deliveries import Claim, HookClaim
 
-__all__ = ["Claim", "HookClaim", "HookDeliveries", "in_progress_answer"]
+__all__ = ["Claim", "HookClaim", "HookDeliveries", "failed_while_acting", "in_progress_answer"]
 
 _log = logging.getLogger("promoter.hook_deliveries")
 
@@ -67,3 +69,12 @@ def in_progress_answer(**described: Any) -> tuple[int, dict[str, Any]]:
                  "detail": "an earlier delivery of this event is still being handled; retry "
                            "later (a handler that stopped gives its claim up after "
                            f"{deliveries.PROCESSING_TAKEOVER_SECONDS:.0f} s)", **described}
+
+
+def failed_while_acting(exc: PromoterError) -> tuple[int, dict[str, Any]]:
+    """The answer when a valid delivery could not be acted on: a 5xx (503 unless the error is
+    a 5xx of its own), never the error's 4xx. The request was fine; a 4xx would say otherwise
+    (an MLflow AuthError is not a bad hook token), stop the sender's retries for good, and count
+    towards GitLab disabling the hook. The caller has released the delivery for the retry."""
+    status = exc.http_status if exc.http_status >= 500 else 503
+    return status, {"error": exc.kind, "detail": public_reason(exc)}

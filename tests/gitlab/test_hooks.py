@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
-from promoter.errors import TransientError
+from promoter.errors import AuthError, PermanentError, PromoterError, TransientError, UserError
 from promoter.secret_settings import Secret
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler, starlette_endpoint
 from tests.gitlab import trees
@@ -197,6 +197,38 @@ def test_starlette_endpoint_mounts_the_handler(setup: Setup) -> None:
         assert answer.status_code == 200 and answer.json()["status"] == "accepted"
         bad = client.post("/webhooks/gitlab", content=b"{}", headers={"X-Gitlab-Token": "no"})
         assert bad.status_code == 401 and set(bad.json()) == {"error", "detail"}
+
+
+@pytest.mark.parametrize("failure", [
+    AuthError("MLflow refused promoter's token"),        # was 401: GitLab's token was fine
+    PermanentError("MLflow refused the tag write"),       # was 422
+    UserError("the ledger row cannot be read")])          # was 400
+def test_a_failure_while_acting_is_a_5xx_and_the_retry_is_acted_on(
+        setup: Setup, failure: PromoterError) -> None:
+    """The delivery itself was valid: a 4xx would blame GitLab, stop its retries and count
+    towards GitLab disabling the hook. 503 with Retry-After; the delivery is released."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    result = setup.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    setup.standin.hook_url = None                  # capture the payload, deliver it ourselves
+    setup.harness.approve(result.mr_iid, "alice")
+    delivery = setup.standin.deliveries[-1]
+    setup.failures.append(failure)
+
+    app = Starlette(routes=[Route("/webhooks/gitlab", starlette_endpoint(setup.handler),
+                                  methods=["POST"])])
+    with TestClient(app) as client:
+        failed = client.post("/webhooks/gitlab", content=json.dumps(delivery.payload),
+                             headers=delivery.headers)
+        assert failed.status_code == 503 and failed.headers["Retry-After"] == "5"
+        assert failed.json() == {"error": failure.kind, "detail": failure.message}
+        retried = client.post("/webhooks/gitlab", content=json.dumps(delivery.payload),
+                              headers=delivery.headers)
+    assert retried.status_code == 200 and retried.json()["status"] == "accepted"
+    assert len(setup.events) == 1
 
 
 def test_promoters_own_supersede_close_is_not_a_human_close(standin: StandIn,

@@ -35,6 +35,7 @@ from promoter.errors import PromoterError, TransientError, UserError
 from promoter.ports.clock import Clock, SystemClock
 from promoter.service import argocd_hook, intake, verify
 from promoter.service.gitlab_hook import GitLabHookHandler, starlette_endpoint
+from promoter.service.hook_http import RETRY_AFTER_SECONDS, STATE_FAILURES, state_unavailable
 from promoter.service.logs import log
 from promoter.service.metrics import CONTENT_TYPE, Metrics
 from promoter.service.public_errors import public_reason
@@ -129,7 +130,7 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
             try:
                 stored = await intake.enqueue_async(queue, normalised, source=source,
                                                     delivery_id=delivery_id)
-            except (TransientError, sqlite3.Error, OSError) as exc:
+            except STATE_FAILURES as exc:
                 writes.failed(exc)
                 raise
             if stored:
@@ -138,12 +139,13 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
             return _reject(metrics, source, "disconnected", 400, "disconnected",
                            "the client disconnected before the body was complete", delivery_id,
                            started)
-        except (TransientError, sqlite3.Error, OSError) as exc:
+        except STATE_FAILURES as exc:
             log(_log, logging.ERROR, "the job queue cannot store a delivery", source=source,
                 error=str(exc))  # the full reason, paths included, goes to the log only
-            return _reject(metrics, source, "queue_down", 503, "unavailable",
-                           f"the job queue cannot store the delivery ({public_reason(exc)}); "
-                           "retry later", delivery_id, started, retry_after=5)
+            status, answer = state_unavailable(exc, "the job queue cannot store the delivery")
+            return _reject(metrics, source, "queue_down", status, answer["error"],
+                           answer["detail"], delivery_id, started,
+                           retry_after=RETRY_AFTER_SECONDS)
         except PromoterError as exc:
             detail = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
             return _reject(metrics, source, exc.kind, exc.http_status, exc.kind, detail,
@@ -213,9 +215,11 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/webhooks/argocd", argocd_hook.endpoint(settings, registry), methods=["POST"]),
-        *([Route("/webhooks/gitlab", starlette_endpoint(gitlab_hook), methods=["POST"])]
-          if gitlab_hook is not None else []),
+        # A hook whose state database fails marks the replica not ready, as the queue does.
+        Route("/webhooks/argocd", argocd_hook.endpoint(settings, registry, writes.failed),
+              methods=["POST"]),
+        *([Route("/webhooks/gitlab", starlette_endpoint(gitlab_hook, writes.failed),
+                 methods=["POST"])] if gitlab_hook is not None else []),
     ], exception_handlers={HTTPException: http_error, ClientDisconnect: disconnected,
                            Exception: unexpected})
     # No silent 307 from /webhooks/mlflow/ to /webhooks/mlflow: a sender would follow it (or
@@ -299,7 +303,8 @@ class WriteHealth:
 
     Not-ready while a probe write into the state directory fails (a full or read-only disk:
     4 KiB written, fsynced and removed), and for ``WRITE_FAILURE_MEMORY_SECONDS`` after the
-    queue failed to store a delivery unless a later one was stored. The memory is bounded so
+    queue failed to store a delivery, or the state database a GitLab or Argo CD hook's claim
+    (hook_http), unless a later delivery was stored. The memory is bounded so
     a pod taken out of service (and so receiving nothing) becomes ready again once the probe
     passes; a failing queue then marks it not-ready again on the next delivery.
     """

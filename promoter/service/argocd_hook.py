@@ -94,13 +94,14 @@ def _error(status: int, error: str, detail: str) -> Answer:
 
 
 def endpoint(settings: Settings, registry: Registry | None,
+             on_state_failure: Callable[[BaseException], None] | None = None,
              ) -> Callable[[Request], Awaitable[Response]]:
     """``Route("/webhooks/argocd", endpoint(settings, registry), methods=["POST"])``; the
-    handler (state database, MR notes) is built on the first delivery."""
-    from starlette.concurrency import run_in_threadpool
+    handler (state database, MR notes) is built on the first delivery. A state database that
+    fails is answered 503 and reported to ``on_state_failure`` (hook_http)."""
     from starlette.responses import JSONResponse
 
-    from promoter.service.hook_http import respond
+    from promoter.service.hook_http import handled
 
     built: list[ArgoCDHookHandler] = []
 
@@ -120,8 +121,8 @@ def endpoint(settings: Settings, registry: Registry | None,
             body += chunk
             if len(body) > settings.server.max_body_bytes:
                 return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
-        status, answer = await run_in_threadpool(
-            lambda: handler().handle(dict(request.headers), bytes(body)))
-        return respond(status, answer)
+        return await handled("argocd", lambda: handler().handle(dict(request.headers),
+                                                                 bytes(body)),
+                             on_state_failure)
 
     return receive

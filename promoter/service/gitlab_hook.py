@@ -183,12 +183,14 @@ def _error(status: int, error: str, detail: str) -> Answer:
     return status, {"error": error, "detail": detail}
 
 
-def starlette_endpoint(handler: GitLabHookHandler) -> Callable[[Request], Awaitable[Response]]:
-    """``Route("/webhooks/gitlab", starlette_endpoint(handler), methods=["POST"])``."""
-    from starlette.concurrency import run_in_threadpool
+def starlette_endpoint(handler: GitLabHookHandler,
+                       on_state_failure: Callable[[BaseException], None] | None = None,
+                       ) -> Callable[[Request], Awaitable[Response]]:
+    """``Route("/webhooks/gitlab", starlette_endpoint(handler), methods=["POST"])``; a state
+    database that fails is answered 503 and reported to ``on_state_failure`` (hook_http)."""
     from starlette.responses import JSONResponse
 
-    from promoter.service.hook_http import respond
+    from promoter.service.hook_http import handled
 
     async def endpoint(request: Request) -> Response:
         body = bytearray()
@@ -196,8 +198,8 @@ def starlette_endpoint(handler: GitLabHookHandler) -> Callable[[Request], Awaita
             body += chunk
             if len(body) > handler.max_body_bytes:
                 return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
-        status, answer = await run_in_threadpool(handler.handle, dict(request.headers),
-                                                 bytes(body))
-        return respond(status, answer)
+        return await handled(DeliveryLog.SOURCE,
+                             lambda: handler.handle(dict(request.headers), bytes(body)),
+                             on_state_failure)
 
     return endpoint

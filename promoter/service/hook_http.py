@@ -1,20 +1,59 @@
-"""The HTTP side shared by the GitLab and Argo CD hooks: their answers as responses.
+"""The HTTP side of promoter's webhooks when coming back later can help.
 
-Both senders retry a 5xx and neither retries a 4xx, so a hook answers 5xx exactly when coming
-back later can help (promoter's dependency failed, or an earlier delivery is still being
-handled), and then says when with Retry-After, as the MLflow intake does.
+Every sender retries a 5xx and none retries a 4xx, so a hook answers 5xx exactly when a retry
+can succeed (promoter's dependency failed, an earlier delivery is still being handled), and
+then says when with Retry-After. A state database or disk that fails while a delivery is
+stored or recorded (the MLflow intake's queue, the GitLab and Argo CD hooks' claims) is an
+outage, not a bug: every intake answers it the same way, 503 "unavailable" with the reason
+without paths (public_errors), the whole story in the log, and /readyz not ready for a while
+(app.WriteHealth), so the Service stops routing deliveries to a replica that cannot keep them.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+from collections.abc import Callable
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
+from promoter.errors import TransientError
+from promoter.service.logs import log
+from promoter.service.public_errors import public_reason
+
+_log = logging.getLogger("promoter.intake")
 RETRY_AFTER_SECONDS = 5
+# What a failing state database or disk raises: the backends' TransientError, SQLite's own
+# errors (the queue and the stores on a file), OSError (a full or read-only disk).
+STATE_FAILURES = (TransientError, sqlite3.Error, OSError)
+Answer = tuple[int, dict[str, Any]]
+
+
+def state_unavailable(exc: BaseException, what: str) -> Answer:
+    """The answer when promoter's state cannot store or record a delivery: ``what`` failed."""
+    return 503, {"error": "unavailable",
+                 "detail": f"{what} ({public_reason(exc)}); retry later"}
 
 
 def respond(status: int, answer: dict[str, Any]) -> JSONResponse:
     """A hook's ``(status, json)`` answer; a 5xx carries Retry-After."""
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status >= 500 else None
     return JSONResponse(answer, status_code=status, headers=headers)
+
+
+async def handled(source: str, handle: Callable[[], Answer],
+                  on_state_failure: Callable[[BaseException], None] | None) -> JSONResponse:
+    """Run a framework-agnostic hook handler off the event loop and answer for it. Its state
+    writes (claim, finish, release) raise when the state fails: that becomes the 503 above,
+    and ``on_state_failure`` (app.WriteHealth.failed) marks the replica not ready."""
+    try:
+        status, answer = await run_in_threadpool(handle)
+    except STATE_FAILURES as exc:
+        log(_log, logging.ERROR, "the state database cannot record a delivery", source=source,
+            error=str(exc))  # the full reason, paths included, goes to the log only
+        if on_state_failure is not None:
+            on_state_failure(exc)
+        status, answer = state_unavailable(exc, "the state database cannot record the delivery")
+    return respond(status, answer)

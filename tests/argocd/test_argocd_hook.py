@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -17,13 +20,15 @@ from promoter.errors import NotFoundError, TransientError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeployedState
 from promoter.secret_settings import Secret
-from promoter.service import argocd_hook
+from promoter.service import argocd_hook, composition
+from promoter.service.app import create_app
 from promoter.service.argocd_hook import ArgoCDHookHandler
 from promoter.service.audit import AuditTrail
 from promoter.service.cluster_feedback import NOTE_HEADING, ClusterFeedback
 from promoter.service.cluster_status_store import DELIVERY_SOURCE, StatusStore
 from promoter.service.hook_deliveries import HookDeliveries
 from promoter.service.ledger import StateLedger
+from promoter.service.queue import JobQueue
 from promoter.settings import load_settings
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 from tests.argocd.applications import REVISION, application, notification
@@ -513,6 +518,67 @@ def test_route_with_the_local_provider_notes_the_merge_request(
     assert accepted.status_code == 200 and accepted.json()["deployed"] is True
     entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert entries[-1]["event"] == "argocd.status" and entries[-1]["model"] is None
+
+
+class FailingStatusStore(StatusStore):
+    """The state database fails at one of the writes a notification makes: claim, finish, or
+    the release after telling failed."""
+
+    def __init__(self, state: Path, failing: str) -> None:
+        super().__init__(state)
+        self.failing = failing
+
+    def claim(self, key: str) -> Any:
+        self._fail_at("claim")
+        return super().claim(key)
+
+    def finish(self, held: Any, status: str) -> None:
+        self._fail_at("finish")
+        super().finish(held, status)
+
+    def release(self, held: Any) -> None:
+        self._fail_at("release")
+        super().release(held)
+
+    def _fail_at(self, step: str) -> None:
+        if step == self.failing:
+            raise TransientError("the state database is unusable") from \
+                sqlite3.OperationalError("disk I/O error")
+
+
+@pytest.mark.parametrize("failing", ["claim", "finish", "release"])
+def test_a_state_database_failing_on_a_notification_is_503_and_not_ready(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """Not a bug (500 "internal", logged as one) but an outage: answered as the MLflow intake
+    answers a queue that cannot store, 503 "unavailable" with Retry-After, and /readyz not ready."""
+    registry = RecordingRegistry()
+    registry.down = failing == "release"          # a release follows a failure to tell
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="merged", mr_iid=3, head_sha="a" * 40))
+    store = FailingStatusStore(tmp_path, failing)
+    feedback = ClusterFeedback(store, ledger, AuditTrail(tmp_path), registry, Notes())
+    monkeypatch.setattr(composition, "cluster_feedback", lambda settings, registry: feedback)
+    settings = load_settings(environ={"PROMOTER_STATE_DIR": str(tmp_path / "serve"),
+                                      "PROMOTER_ARGOCD_WEBHOOK_SECRET": SECRET})
+    queue = JobQueue.open(settings.state_dir)
+    app = create_app(settings, queue)
+    body = notification("sync-succeeded", application("fraud-detector", "production", "c1"))
+
+    async def deliver_then_probe() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answer = await client.post("/webhooks/argocd", content=body, headers={
+                "X-Promoter-Token": SECRET, "Content-Type": "application/json"})
+            return answer, await client.get("/readyz")
+
+    try:
+        answer, ready = asyncio.run(deliver_then_probe())
+    finally:
+        queue.close()
+    assert (answer.status_code, answer.headers.get("Retry-After")) == (503, "5"), answer.text
+    assert answer.json()["error"] == "unavailable" and "disk I/O error" in answer.json()["detail"]
+    assert ready.status_code == 503 and "disk I/O error" in ready.json()["checks"]["state_writes"]
 
 
 class _Killed(BaseException):

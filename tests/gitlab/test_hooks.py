@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.errors import AuthError, PermanentError, PromoterError, TransientError, UserError
 from promoter.secret_settings import Secret
+from promoter.service.app import create_app
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler, starlette_endpoint
+from promoter.service.queue import JobQueue
+from promoter.settings import load_settings
 from tests.gitlab import trees
 from tests.gitlab.conftest import ENV, NAME, GitLabHarness, proposal
 from tests.gitlab.standin.server import StandIn
@@ -229,6 +235,67 @@ def test_a_failure_while_acting_is_a_5xx_and_the_retry_is_acted_on(
                               headers=delivery.headers)
     assert retried.status_code == 200 and retried.json()["status"] == "accepted"
     assert len(setup.events) == 1
+
+
+class FailingDeliveryLog(DeliveryLog):
+    """The state database fails at one of the writes a delivery makes: claim, finish, or the
+    release after acting failed."""
+
+    def __init__(self, state: Path, failing: str) -> None:
+        super().__init__(state)
+        self.failing = failing
+
+    def claim(self, delivery_id: str) -> Any:
+        self._fail_at("claim")
+        return super().claim(delivery_id)
+
+    def finish(self, held: Any, status: str) -> None:
+        self._fail_at("finish")
+        super().finish(held, status)
+
+    def release(self, held: Any) -> None:
+        self._fail_at("release")
+        super().release(held)
+
+    def _fail_at(self, step: str) -> None:
+        if step == self.failing:
+            raise TransientError("the state database is unusable") from \
+                sqlite3.OperationalError("disk I/O error")
+
+
+@pytest.mark.parametrize("failing", ["claim", "finish", "release"])
+def test_a_state_database_failing_on_a_delivery_is_503_and_not_ready(
+        setup: Setup, tmp_path: Path, failing: str) -> None:
+    """Not a bug (500 "internal", logged as one) but an outage: answered as the MLflow intake
+    answers a queue that cannot store, 503 "unavailable" with Retry-After, and /readyz not ready."""
+    result = setup.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    setup.standin.hook_url = None                  # capture the payload, deliver it ourselves
+    setup.harness.approve(result.mr_iid, "alice")
+    delivery = setup.standin.deliveries[-1]
+    if failing == "release":                       # a release follows a failure to act
+        setup.failures.append(TransientError("MLflow is down"))
+
+    settings = load_settings(None, {"PROMOTER_STATE_DIR": str(tmp_path / "serve")})
+    queue = JobQueue.open(settings.state_dir)
+    hook = GitLabHookHandler(Secret(TOKEN), FailingDeliveryLog(tmp_path / "state", failing),
+                             setup.harness.ledger.pushed, setup.on_event)
+    app = create_app(settings, queue, gitlab_hook=hook)
+
+    async def deliver_then_probe() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answer = await client.post("/webhooks/gitlab", content=json.dumps(delivery.payload),
+                                       headers=delivery.headers)
+            return answer, await client.get("/readyz")
+
+    try:
+        answer, ready = asyncio.run(deliver_then_probe())
+    finally:
+        queue.close()
+    assert (answer.status_code, answer.headers.get("Retry-After")) == (503, "5"), answer.text
+    assert answer.json()["error"] == "unavailable" and "disk I/O error" in answer.json()["detail"]
+    assert ready.status_code == 503 and "disk I/O error" in ready.json()["checks"]["state_writes"]
 
 
 def test_promoters_own_supersede_close_is_not_a_human_close(standin: StandIn,

@@ -13,6 +13,7 @@ Only then is the cluster's row handed to ``ClusterFeedback``. Framework-agnostic
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,14 @@ def _error(status: int, error: str, detail: str) -> Answer:
     return status, {"error": error, "detail": detail}
 
 
+def _build(settings: Settings, registry: Registry | None) -> ArgoCDHookHandler:
+    from promoter.service import composition
+
+    feedback = composition.cluster_feedback(settings, registry)
+    return ArgoCDHookHandler(settings.secret(SECRET_VARIABLE), feedback.store, feedback,
+                             max_body_bytes=settings.server.max_body_bytes)
+
+
 def endpoint(settings: Settings, registry: Registry | None,
              on_state_failure: Callable[[BaseException], None] | None = None,
              ) -> Callable[[Request], Awaitable[Response]]:
@@ -104,15 +113,17 @@ def endpoint(settings: Settings, registry: Registry | None,
     from promoter.service.hook_http import handled
 
     built: list[ArgoCDHookHandler] = []
+    # Deliveries run on the threadpool: without the lock, two first deliveries arriving together
+    # would both build (two state database pools, two forge clients). Still built lazily:
+    # building opens the state database and the forge's provider, which merely creating the app
+    # should not need.
+    building = threading.Lock()
 
     def handler() -> ArgoCDHookHandler:
         if not built:
-            from promoter.service import composition
-
-            feedback = composition.cluster_feedback(settings, registry)
-            built.append(ArgoCDHookHandler(settings.secret(SECRET_VARIABLE), feedback.store,
-                                           feedback,
-                                           max_body_bytes=settings.server.max_body_bytes))
+            with building:
+                if not built:  # checked again: another delivery may have built it meanwhile
+                    built.append(_build(settings, registry))
         return built[0]
 
     async def receive(request: Request) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -579,6 +580,45 @@ def test_a_state_database_failing_on_a_notification_is_503_and_not_ready(
     assert (answer.status_code, answer.headers.get("Retry-After")) == (503, "5"), answer.text
     assert answer.json()["error"] == "unavailable" and "disk I/O error" in answer.json()["detail"]
     assert ready.status_code == 503 and "disk I/O error" in ready.json()["checks"]["state_writes"]
+
+
+def test_simultaneous_first_deliveries_build_one_handler(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler is built on the first delivery; two arriving together used to build two
+    (two state database pools, two GitLab providers): the second must wait for the first."""
+    store = StatusStore(tmp_path)
+    feedback = ClusterFeedback(store, StateLedger(tmp_path), AuditTrail(tmp_path),
+                               RecordingRegistry(), Notes())
+    builds: list[int] = []
+    second_build = threading.Event()
+
+    def slow_build(settings: Any, registry: Any) -> ClusterFeedback:
+        builds.append(threading.get_ident())
+        if len(builds) > 1:
+            second_build.set()
+        # The first build stays under way until a second one starts (or a second has passed),
+        # so a second delivery arriving meanwhile builds its own unless something stops it.
+        second_build.wait(timeout=1)
+        return feedback
+
+    monkeypatch.setattr(composition, "cluster_feedback", slow_build)
+    settings = load_settings(environ={"PROMOTER_STATE_DIR": str(tmp_path),
+                                      "PROMOTER_ARGOCD_WEBHOOK_SECRET": SECRET})
+    app = Starlette(routes=[Route("/webhooks/argocd", argocd_hook.endpoint(settings, None),
+                                  methods=["POST"])])
+    headers = {"X-Promoter-Token": SECRET, "Content-Type": "application/json"}
+
+    async def two_at_once() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return list(await asyncio.gather(*(
+                client.post("/webhooks/argocd", headers=headers, content=notification(
+                    "sync-succeeded", application("fraud-detector", "production", cluster)))
+                for cluster in ("c1", "c2"))))
+
+    answers = asyncio.run(two_at_once())
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert len(builds) == 1
 
 
 class _Killed(BaseException):

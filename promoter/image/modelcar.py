@@ -38,7 +38,14 @@ from promoter.image.config import EPOCH, config_blob, image_manifest, set_platfo
 from promoter.image.layers import TAR, Blob, Layer
 from promoter.image.lineage import lineage_labels
 from promoter.image.platform import Platform
-from promoter.image.tarstream import TarEntry, data_entry, entries_for_tree, tar_chunks, tar_size
+from promoter.image.tarstream import (
+    TarEntry,
+    check_merged_links,
+    data_entry,
+    entries_for_tree,
+    tar_chunks,
+    tar_size,
+)
 from promoter.ports.image import ModelcarRequest, ModelLineage
 
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
@@ -109,6 +116,7 @@ def _huggingface(model_dir: Path) -> list[TarEntry]:
                                 "more than one of the model's directories; vLLM reads one "
                                 "flat Hugging Face directory")
             merged[entry.arcname] = entry
+    check_merged_links(list(merged.values()), MODELS)
     names = {arcname.removeprefix(f"{MODELS}/") for arcname in merged}
     if "config.json" not in names or not any(name.endswith(".safetensors") for name in names):
         raise UserError(f"{model_dir} holds no Hugging Face model (config.json and *.safetensors "

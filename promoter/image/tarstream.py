@@ -67,13 +67,33 @@ def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
             elif stat.S_ISREG(info.st_mode):
                 entries.append(TarEntry(arcname, path, "file", size=info.st_size,
                                         executable=bool(info.st_mode & 0o111)))
-    for link, target in sorted(links.items()):
-        if _resolve(links, link, 0) is None:
-            raise UserError(f"the model's {link[:200]!r} is a symlink to {target[:200]!r}, "
-                            "outside the model's files",
-                            hint="replace the link with the file it points to")
+    link = _first_link_leaving(links)
+    if link is not None:
+        raise UserError(f"the model's {link[:200]!r} is a symlink to {links[link][:200]!r}, "
+                        "outside the model's files",
+                        hint="replace the link with the file it points to")
     entries.sort(key=lambda entry: entry.arcname)
     return entries
+
+
+def check_merged_links(entries: list[TarEntry], prefix: str) -> None:
+    """Refuse a symlink that leaves ``prefix`` once several trees are merged there (vLLM's
+    /models from an MLflow model's ``model/`` and ``components/<name>/``). Each tree's own
+    check cannot see this: ``model/d -> e/..`` and ``components/tok/e -> .`` each stay in
+    their folder, but merged, ``d`` leads through ``e`` to the parent of /models."""
+    prefix = prefix.strip("/")
+    links = {entry.arcname.removeprefix(f"{prefix}/"): entry.link_target
+             for entry in entries if entry.kind == "symlink"}
+    link = _first_link_leaving(links)
+    if link is not None:
+        raise UserError(f"{prefix}/{link[:200]} is a symlink to {links[link][:200]!r}: with "
+                        f"the model's directories merged into /{prefix}, it leads outside them",
+                        hint="replace the link with the file it points to")
+
+
+def _first_link_leaving(links: dict[str, str]) -> str | None:
+    """The first (sorted) of ``links`` (path under the root → target) that leaves the root."""
+    return next((link for link in sorted(links) if _resolve(links, link, 0) is None), None)
 
 
 _MAX_LINKS = 40   # links followed in one resolution, as Linux allows (ELOOP beyond)

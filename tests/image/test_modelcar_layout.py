@@ -95,3 +95,17 @@ def test_directories_named_in_mlmodel_cannot_reach_outside_the_model(tmp_path: P
     # The escaping directory is ignored; what remains (the tokenizer) is no vLLM model.
     with pytest.raises(UserError, match="holds no Hugging Face model"):
         names(model, "vllm")
+
+
+def test_vllm_refuses_links_that_leave_models_only_once_the_directories_are_merged(
+        tmp_path: Path) -> None:
+    """``model/d -> e/..`` and ``components/tokenizer/e -> .`` each stay inside their own
+    directory, but merged into one /models, ``d`` is ``models/e/..``: the image's root."""
+    model = save_transformers_flavor(tmp_path / "mlflow")
+    (model / "model" / "d").symlink_to("e/..")
+    (model / "components" / "tokenizer" / "e").symlink_to(".")
+    with pytest.raises(UserError, match=r"models/d is a symlink to 'e/\.\.': .* outside them"):
+        names(model, "vllm")
+    (model / "model" / "d").unlink()
+    (model / "model" / "d").symlink_to("e/config.json")   # models/e is /models: inside
+    assert {"models/d", "models/e"} <= set(names(model, "vllm"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from promoter.errors import UserError
+from promoter.errors import PermanentError, UserError
 from promoter.image.layers import Blob
 from promoter.image.reference import is_digest
 from promoter.ports.image import StoredManifest
@@ -48,23 +48,40 @@ def bundle_blobs(client: SignatureRegistry, repository: str, digest: str) -> lis
         if not isinstance(entry, dict) or not is_digest(entry.get("digest")) or \
                 entry.get("artifactType") not in (None, bundle_format.BUNDLE_TYPE):
             continue
-        referrer = client.get_manifest(repository, entry["digest"])
+        referrer = _referrer_if_readable(client, repository, entry["digest"])
         if referrer is None:
             continue
-        for layer_digest in bundle_format.bundle_layer_digests(referrer.body):
-            data = _blob_if_present(client, repository, layer_digest) \
+        for layer_digest in bundle_format.bundle_layer_digests(referrer):
+            data = readable_blob(client, repository, layer_digest) \
                 if is_digest(layer_digest) else None
             if data is not None:
                 bundles.append(data)
     return bundles
 
 
-def _blob_if_present(client: SignatureRegistry, repository: str, digest: str) -> bytes | None:
-    """A referrer's bundle, or None when the registry has no such blob (a 404: the client's
-    UserError). Like a malformed entry, a referrer naming a missing blob can be pushed (or
-    left by a blob deleted later) by anyone with push access; it must not block signing or
-    a valid signature's verification."""
+# What a registry raises for something it will not hand over whole: a 404 (UserError), and a
+# body over the client's size cap or not matching its digest (PermanentError). Outages
+# (TransientError) and refused credentials (AuthError) are neither, and still propagate.
+_UNREADABLE = (UserError, PermanentError)
+
+
+def readable_blob(client: SignatureRegistry, repository: str, digest: str) -> bytes | None:
+    """A signature's blob (a referrer's bundle, a legacy payload), or None when the registry
+    has none or will not give it whole. Like a malformed entry, such a blob can be pushed (or
+    left by a blob deleted later) by anyone with push access; it must not block signing or a
+    valid signature's verification."""
     try:
         return client.get_blob(repository, digest)
-    except UserError:
+    except _UNREADABLE:
         return None
+
+
+def _referrer_if_readable(client: SignatureRegistry, repository: str,
+                          digest: str) -> bytes | None:
+    """A referrer manifest's body, or None when it is gone, oversized or not its digest: for
+    the reason readable_blob gives, a referrer anyone may push must not block signing."""
+    try:
+        referrer = client.get_manifest(repository, digest)
+    except _UNREADABLE:
+        return None
+    return None if referrer is None else referrer.body

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from promoter.errors import UserError
 from promoter.signing import bundle as bundle_format
 from promoter.signing import simple
 from promoter.signing.errors import (
@@ -20,7 +19,7 @@ from promoter.signing.errors import (
     UnsignedImage,
 )
 from promoter.signing.keys import PublicKey
-from promoter.signing.registry import SignatureRegistry
+from promoter.signing.registry import SignatureRegistry, readable_blob
 
 Status = Literal["valid", "other_digest", "tampered", "other_key", "not_a_signature"]
 
@@ -69,10 +68,10 @@ def legacy_outcomes(client: SignatureRegistry, repository: str, manifest_body: b
     outcomes = []
     for layer in simple.signature_layers(manifest_body):
         signature = simple.decode_signature(layer)
-        try:
-            payload = client.get_blob(repository, layer["digest"])  # checked: signature_layers
-        except UserError:  # 404: the payload blob is gone; outages still propagate
-            outcomes.append(Outcome("legacy", "tampered", "the signed payload is missing"))
+        payload = readable_blob(client, repository, layer["digest"])  # checked: signature_layers
+        if payload is None:  # gone, oversized or not its digest; outages still propagate
+            outcomes.append(Outcome("legacy", "tampered",
+                                    "the signed payload is missing or unreadable"))
             continue
         hint = (layer.get("annotations") or {}).get(simple.KEY_HINT_ANNOTATION)
         if signature is None:

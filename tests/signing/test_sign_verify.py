@@ -196,6 +196,58 @@ def test_a_referrer_whose_bundle_blob_is_missing_blocks_neither_verify_nor_sign(
     assert code == 0 and "bundle, legacy" in said, said
 
 
+OVERSIZED = 16 * 1024 * 1024 + 1   # one byte over the client's cap on a blob it reads whole
+
+
+def _attach_oversized_bundle(client: RegistryClient, repository: str, digest: str) -> None:
+    from promoter.signing.service import attach_bundle
+
+    subject = client.get_manifest(repository, digest)
+    assert subject is not None
+    attach_bundle(client, repository, {"mediaType": subject.media_type, "digest": digest,
+                                       "size": len(subject.body)}, b" " * OVERSIZED)
+
+
+def _tag_oversized_legacy_payload(client: RegistryClient, repository: str, digest: str) -> None:
+    junk = bytes_blob(simple.SIMPLE_SIGNING, b" " * OVERSIZED)
+    client.push_blob(repository, junk)
+    config, body = simple.manifest([simple.layer_descriptor(junk, b"junk", "junk")])
+    client.push_blob(repository, config)
+    client.put_manifest(repository, simple.signature_tag(digest), body, simple.OCI_MANIFEST)
+
+
+@pytest.mark.parametrize("junk", ["bundle", "legacy"])
+def test_an_oversized_signature_blob_blocks_neither_verify_nor_sign(
+        promoter: Run, image: str, junk: str) -> None:
+    """Anyone who may push can attach a referrer, or tag a .sig manifest, whose blob is over
+    the size cap the client reads a blob whole under: reading it raised, so verify failed
+    although a valid signature in the other format was there, and signing failed too."""
+    valid = "legacy" if junk == "bundle" else "bundle"
+    sign(promoter, image, 2, valid)
+    reference = parse_reference(image)
+    with RegistryClient(reference.registry) as client:
+        attach = _attach_oversized_bundle if junk == "bundle" else _tag_oversized_legacy_payload
+        attach(client, reference.repository, str(reference.digest))
+    code, said = verify(promoter, image)
+    assert code == 0 and f"({valid})" in said, said
+    assert sign(promoter, image)["created"] == [junk]
+    code, said = verify(promoter, image)
+    assert code == 0 and "bundle, legacy" in said, said
+
+
+def test_an_outage_reading_a_signature_blob_still_fails() -> None:
+    """Only what the registry will not hand over is skipped: an outage is no verdict."""
+    from promoter.errors import TransientError
+    from promoter.signing.registry import readable_blob
+
+    class Down:
+        def get_blob(self, repository: str, digest: str, *, limit: int = 0) -> bytes:
+            raise TransientError("registry unreachable")
+
+    with pytest.raises(TransientError):
+        readable_blob(Down(), "repo", "sha256:" + "0" * 64)  # type: ignore[arg-type]
+
+
 def test_key_problems_when_signing_are_distinct(promoter: Run, image: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COSIGN_PASSWORD", "Pa55-not-hello")

@@ -93,10 +93,8 @@ class LayoutTarget:
             entry["annotations"] = {REF_NAME: tag}
         with self._index_locked():
             index = json.loads((self.root / "index.json").read_text(encoding="utf-8"))
-            kept = [item for item in index.get("manifests", [])
-                    if item.get("digest") != digest
-                    and (not tag or item.get("annotations", {}).get(REF_NAME) != tag)]
-            index["manifests"] = [*kept, entry]
+            index["manifests"] = [*_still_recorded(index.get("manifests", []), digest, tag),
+                                  entry]
             self._write_index(index)
 
     def _partial(self) -> Path:
@@ -128,6 +126,17 @@ class LayoutTarget:
         partial = self._partial()
         partial.write_bytes(canonical_json(index))
         os.replace(partial, self.root / "index.json")
+
+
+def _still_recorded(manifests: list[dict[str, Any]], digest: str,
+                    tag: str | None) -> list[dict[str, Any]]:
+    """The index entries a new entry for ``digest`` (named ``tag``, if any) leaves in place.
+    It replaces the entry that held its tag and an untagged one of its digest; another tag
+    of the same manifest (v7 and latest) is a name of its own and stays."""
+    def replaced(item: dict[str, Any]) -> bool:
+        name = (item.get("annotations") or {}).get(REF_NAME)
+        return (bool(tag) and name == tag) or (name is None and item.get("digest") == digest)
+    return [item for item in manifests if not replaced(item)]
 
 
 def _write_capped(blob: Blob, partial: Path) -> tuple[str, int]:

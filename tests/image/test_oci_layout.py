@@ -102,3 +102,27 @@ def test_the_layouts_files_follow_the_umask_like_any_other_file(tmp_path: Path) 
              tmp_path / "layout" / "index.json"]
     assert len(files) == 3
     assert {oct(path.stat().st_mode & 0o777) for path in files} == {oct(0o644)}
+
+
+def test_a_second_tag_for_the_same_manifest_keeps_the_first(tmp_path: Path) -> None:
+    """Recording a manifest dropped every index entry of its digest: tagging it "latest"
+    after "v7" lost "v7". A tag replaces only its own entry (and an untagged one of the
+    digest); a push without a tag leaves every tag in place."""
+    target = LayoutTarget(tmp_path / "layout")
+    oci = "application/vnd.oci.image.manifest.v1+json"
+
+    def recorded() -> list[tuple[str, str | None]]:
+        index = json.loads((tmp_path / "layout" / "index.json").read_text(encoding="utf-8"))
+        return [(m["digest"][-6:], m.get("annotations", {}).get(REF_NAME))
+                for m in index["manifests"]]
+
+    first, second = _manifest("one"), _manifest("two")
+    one, two = (hashlib.sha256(body).hexdigest()[-6:] for body in (first, second))
+    target.push_manifest(first, oci, None)
+    target.push_manifest(first, oci, "v7")
+    target.push_manifest(first, oci, "latest")
+    assert recorded() == [(one, "v7"), (one, "latest")]
+    target.push_manifest(first, oci, None)
+    assert recorded() == [(one, "v7"), (one, "latest"), (one, None)]
+    target.push_manifest(second, oci, "latest")
+    assert recorded() == [(one, "v7"), (one, None), (two, "latest")]

@@ -25,6 +25,10 @@ from promoter.image.reference import check_digest
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
+OCI_LAYOUT = '{"imageLayoutVersion":"1.0.0"}'
+# What a layout holds at its top. A build creating a new layout makes blobs/ before
+# oci-layout: another build starting meanwhile must not take the folder for foreign content.
+LAYOUT_FILES = frozenset({"oci-layout", "index.json", "blobs"})
 
 
 class LayoutTarget:
@@ -32,15 +36,28 @@ class LayoutTarget:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        if root.exists() and not (root / "oci-layout").is_file() and any(root.iterdir()):
+        if root.exists() and not (root / "oci-layout").is_file() and \
+                any(path.name not in LAYOUT_FILES for path in root.iterdir()):
             raise UserError(f"{root} exists and is not an OCI layout",
                             hint="choose an empty or new directory for --oci-layout")
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}', encoding="utf-8")
+        self._write_oci_layout()
         with self._index_locked():
             if not (root / "index.json").is_file():
                 self._write_index({"schemaVersion": 2, "mediaType": INDEX, "manifests": []})
         self.bytes_uploaded = 0
+
+    def _write_oci_layout(self) -> None:
+        """Created once, whole, and never rewritten: another build creating the same new
+        layout meanwhile may already hold the index lock on it (a rewrite through a new file
+        would let both hold "the" lock), and a reader never sees it empty."""
+        partial = self._partial()
+        try:
+            partial.write_text(OCI_LAYOUT, encoding="utf-8")
+            with contextlib.suppress(FileExistsError):
+                os.link(partial, self.root / "oci-layout")   # atomic; fails when present
+        finally:
+            partial.unlink()
 
     def _blob_path(self, digest: str) -> Path:
         # Digests of base layers come from a registry: checked, so none can name ../ paths.

@@ -126,3 +126,54 @@ def test_a_second_tag_for_the_same_manifest_keeps_the_first(tmp_path: Path) -> N
     assert recorded() == [(one, "v7"), (one, "latest"), (one, None)]
     target.push_manifest(second, oci, "latest")
     assert recorded() == [(one, "v7"), (one, None), (two, "latest")]
+
+
+def test_two_builds_creating_a_new_layout_at_once_both_succeed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Build A made blobs/ before writing oci-layout; build B, starting in between, found a
+    folder that was not empty and had no oci-layout, and refused it as foreign content."""
+    root = tmp_path / "layout"
+    a_made_blobs, release_a = threading.Event(), threading.Event()
+    real_mkdir = Path.mkdir
+
+    def mkdir_then_wait(self: Path, *args: Any, **kwargs: Any) -> None:
+        real_mkdir(self, *args, **kwargs)
+        if threading.current_thread().name == "build-a" and self.name == "sha256":
+            a_made_blobs.set()
+            release_a.wait(5)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_wait)
+    failures: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            LayoutTarget(root).push_manifest(
+                _manifest(threading.current_thread().name),
+                "application/vnd.oci.image.manifest.v1+json", threading.current_thread().name)
+        except BaseException as exc:
+            failures.append(exc)
+
+    build_a = threading.Thread(name="build-a", target=create)
+    build_a.start()
+    assert a_made_blobs.wait(5)
+    build_b = threading.Thread(name="build-b", target=create)
+    build_b.start()
+    build_b.join(5)
+    release_a.set()
+    build_a.join(5)
+    assert failures == []
+    assert (root / "oci-layout").read_text(encoding="utf-8") == '{"imageLayoutVersion":"1.0.0"}'
+    index = json.loads((root / "index.json").read_text(encoding="utf-8"))
+    assert sorted(m["annotations"][REF_NAME] for m in index["manifests"]) == ["build-a",
+                                                                             "build-b"]
+    assert not list((root / "blobs" / "sha256").glob("*.partial"))
+
+
+def test_a_folder_holding_other_files_is_not_taken_for_a_layout(tmp_path: Path) -> None:
+    from promoter.errors import UserError
+
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="is not an OCI layout"):
+        LayoutTarget(tmp_path)
+    assert not (tmp_path / "oci-layout").exists()

@@ -102,9 +102,7 @@ class LayoutTarget:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         path = self._blob_path(digest)
         if not path.is_file():
-            partial = self._partial()
-            partial.write_bytes(body)
-            os.replace(partial, path)
+            self._replace_whole(path, body)
         entry: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(body)}
         if tag:
             entry["annotations"] = {REF_NAME: tag}
@@ -140,9 +138,18 @@ class LayoutTarget:
 
     def _write_index(self, index: dict[str, Any]) -> None:
         """Replaced whole: a reader (skopeo, umoci) never sees it half-written."""
+        self._replace_whole(self.root / "index.json", canonical_json(index))
+
+    def _replace_whole(self, path: Path, data: bytes) -> None:
+        """Write ``data`` to a temporary file and rename it to ``path``; the temporary file
+        never outlives a failure (a full disk), as in _write_capped."""
         partial = self._partial()
-        partial.write_bytes(canonical_json(index))
-        os.replace(partial, self.root / "index.json")
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
 
 
 def _still_recorded(manifests: list[dict[str, Any]], digest: str,

@@ -177,3 +177,28 @@ def test_a_folder_holding_other_files_is_not_taken_for_a_layout(tmp_path: Path) 
     with pytest.raises(UserError, match="is not an OCI layout"):
         LayoutTarget(tmp_path)
     assert not (tmp_path / "oci-layout").exists()
+
+
+@pytest.mark.parametrize("failing", ["manifest", "index"])
+def test_a_failed_manifest_or_index_write_leaves_no_temporary_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """A full disk while writing a manifest or index.json left its temporary file in
+    blobs/sha256, unlike a failed blob write."""
+    import errno
+
+    target = LayoutTarget(tmp_path / "layout")
+    real_write_bytes = Path.write_bytes
+    writes = {"manifest": 0, "index": 1}[failing]   # the manifest is written first
+
+    def disk_full(self: Path, data: bytes) -> int:
+        nonlocal writes
+        writes -= 1
+        if writes >= 0:
+            return real_write_bytes(self, data)
+        real_write_bytes(self, data[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        target.push_manifest(_manifest("a"), "application/vnd.oci.image.manifest.v1+json", "a")
+    assert not list((tmp_path / "layout" / "blobs" / "sha256").glob("*.partial"))

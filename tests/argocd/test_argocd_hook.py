@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ from promoter.service.queue import JobQueue
 from promoter.settings import load_settings
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 from tests.argocd.applications import REVISION, application, notification
+from tests.fixtures.failing_state import WRITES, FailingWrites
 
 SECRET = "s3cret-token"
 
@@ -521,33 +521,11 @@ def test_route_with_the_local_provider_notes_the_merge_request(
     assert entries[-1]["event"] == "argocd.status" and entries[-1]["model"] is None
 
 
-class FailingStatusStore(StatusStore):
-    """The state database fails at one of the writes a notification makes: claim, finish, or
-    the release after telling failed."""
-
-    def __init__(self, state: Path, failing: str) -> None:
-        super().__init__(state)
-        self.failing = failing
-
-    def claim(self, key: str) -> Any:
-        self._fail_at("claim")
-        return super().claim(key)
-
-    def finish(self, held: Any, status: str) -> None:
-        self._fail_at("finish")
-        super().finish(held, status)
-
-    def release(self, held: Any) -> None:
-        self._fail_at("release")
-        super().release(held)
-
-    def _fail_at(self, step: str) -> None:
-        if step == self.failing:
-            raise TransientError("the state database is unusable") from \
-                sqlite3.OperationalError("disk I/O error")
+class FailingStatusStore(FailingWrites, StatusStore):
+    """The Argo CD hook's store, its state database failing at one write."""
 
 
-@pytest.mark.parametrize("failing", ["claim", "finish", "release"])
+@pytest.mark.parametrize("failing", WRITES)
 def test_a_state_database_failing_on_a_notification_is_503_and_not_ready(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
     """Not a bug (500 "internal", logged as one) but an outage: answered as the MLflow intake

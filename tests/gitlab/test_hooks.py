@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +20,7 @@ from promoter.service.app import create_app
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler, starlette_endpoint
 from promoter.service.queue import JobQueue
 from promoter.settings import load_settings
+from tests.fixtures.failing_state import WRITES, FailingWrites
 from tests.gitlab import trees
 from tests.gitlab.conftest import ENV, NAME, GitLabHarness, proposal
 from tests.gitlab.standin.server import StandIn
@@ -237,33 +237,11 @@ def test_a_failure_while_acting_is_a_5xx_and_the_retry_is_acted_on(
     assert len(setup.events) == 1
 
 
-class FailingDeliveryLog(DeliveryLog):
-    """The state database fails at one of the writes a delivery makes: claim, finish, or the
-    release after acting failed."""
-
-    def __init__(self, state: Path, failing: str) -> None:
-        super().__init__(state)
-        self.failing = failing
-
-    def claim(self, delivery_id: str) -> Any:
-        self._fail_at("claim")
-        return super().claim(delivery_id)
-
-    def finish(self, held: Any, status: str) -> None:
-        self._fail_at("finish")
-        super().finish(held, status)
-
-    def release(self, held: Any) -> None:
-        self._fail_at("release")
-        super().release(held)
-
-    def _fail_at(self, step: str) -> None:
-        if step == self.failing:
-            raise TransientError("the state database is unusable") from \
-                sqlite3.OperationalError("disk I/O error")
+class FailingDeliveryLog(FailingWrites, DeliveryLog):
+    """The GitLab hook's delivery log, its state database failing at one write."""
 
 
-@pytest.mark.parametrize("failing", ["claim", "finish", "release"])
+@pytest.mark.parametrize("failing", WRITES)
 def test_a_state_database_failing_on_a_delivery_is_503_and_not_ready(
         setup: Setup, tmp_path: Path, failing: str) -> None:
     """Not a bug (500 "internal", logged as one) but an outage: answered as the MLflow intake

@@ -32,7 +32,12 @@ from promoter.service.queue import JobQueue
 from promoter.settings import load_settings
 from promoter.state.deliveries import PROCESSING_TAKEOVER_SECONDS
 from tests.argocd.applications import REVISION, application, notification
-from tests.fixtures.failing_state import WRITES, FailingWrites
+from tests.fixtures.failing_state import (
+    WRITES,
+    FailingWrites,
+    assert_unavailable_and_not_ready,
+    post_then_probe,
+)
 
 SECRET = "s3cret-token"
 
@@ -544,20 +549,12 @@ def test_a_state_database_failing_on_a_notification_is_503_and_not_ready(
     app = create_app(settings, queue)
     body = notification("sync-succeeded", application("fraud-detector", "production", "c1"))
 
-    async def deliver_then_probe() -> tuple[httpx.Response, httpx.Response]:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            answer = await client.post("/webhooks/argocd", content=body, headers={
-                "X-Promoter-Token": SECRET, "Content-Type": "application/json"})
-            return answer, await client.get("/readyz")
-
     try:
-        answer, ready = asyncio.run(deliver_then_probe())
+        answer, ready = post_then_probe(app, "/webhooks/argocd", body, {
+            "X-Promoter-Token": SECRET, "Content-Type": "application/json"})
     finally:
         queue.close()
-    assert (answer.status_code, answer.headers.get("Retry-After")) == (503, "5"), answer.text
-    assert answer.json()["error"] == "unavailable" and "disk I/O error" in answer.json()["detail"]
-    assert ready.status_code == 503 and "disk I/O error" in ready.json()["checks"]["state_writes"]
+    assert_unavailable_and_not_ready(answer, ready)
 
 
 def test_simultaneous_first_deliveries_build_one_handler(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -10,7 +9,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
@@ -20,7 +18,12 @@ from promoter.service.app import create_app
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler, starlette_endpoint
 from promoter.service.queue import JobQueue
 from promoter.settings import load_settings
-from tests.fixtures.failing_state import WRITES, FailingWrites
+from tests.fixtures.failing_state import (
+    WRITES,
+    FailingWrites,
+    assert_unavailable_and_not_ready,
+    post_then_probe,
+)
 from tests.gitlab import trees
 from tests.gitlab.conftest import ENV, NAME, GitLabHarness, proposal
 from tests.gitlab.standin.server import StandIn
@@ -260,20 +263,12 @@ def test_a_state_database_failing_on_a_delivery_is_503_and_not_ready(
                              setup.harness.ledger.pushed, setup.on_event)
     app = create_app(settings, queue, gitlab_hook=hook)
 
-    async def deliver_then_probe() -> tuple[httpx.Response, httpx.Response]:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            answer = await client.post("/webhooks/gitlab", content=json.dumps(delivery.payload),
-                                       headers=delivery.headers)
-            return answer, await client.get("/readyz")
-
     try:
-        answer, ready = asyncio.run(deliver_then_probe())
+        answer, ready = post_then_probe(app, "/webhooks/gitlab", json.dumps(delivery.payload),
+                                        delivery.headers)
     finally:
         queue.close()
-    assert (answer.status_code, answer.headers.get("Retry-After")) == (503, "5"), answer.text
-    assert answer.json()["error"] == "unavailable" and "disk I/O error" in answer.json()["detail"]
-    assert ready.status_code == 503 and "disk I/O error" in ready.json()["checks"]["state_writes"]
+    assert_unavailable_and_not_ready(answer, ready)
 
 
 def test_promoters_own_supersede_close_is_not_a_human_close(standin: StandIn,

@@ -57,17 +57,25 @@ class LocalMrStore:
             raise OpenMergeRequestExists(source) from None
 
     def update(self, iid: int, **fields: Any) -> None:
-        if "labels" in fields:
-            fields["labels"] = json.dumps(list(fields["labels"]))
-        if "approved_by" in fields:
-            fields["approved_by"] = json.dumps(list(fields["approved_by"]))
-        unknown = set(fields) - set(_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown MR fields {sorted(unknown)}")
-        assignments = ", ".join(f"{name} = ?" for name in fields)
+        assignments, values = _assignments(fields)
         self.db.write(lambda db: db.execute(
             f"UPDATE local_mrs SET {assignments}, updated_at = ? WHERE iid = ?",  # noqa: S608
-            (*fields.values(), time.time(), iid)))
+            (*values, time.time(), iid)))
+
+    def transition(self, iid: int, before: str, after: str, **fields: Any) -> bool:
+        """Move the MR from state ``before`` to ``after`` (setting ``fields`` too); False, and
+        nothing written, when it is no longer ``before``. Merge and close both go through
+        here, so of two racing ones exactly one wins and the other is told."""
+        assignments, values = _assignments({**fields, "state": after})
+
+        def move(db: Connection) -> bool:
+            db.lock(f"local_mrs:{iid}")  # PostgreSQL: the same lock add_approval takes
+            return db.execute(
+                f"UPDATE local_mrs SET {assignments}, updated_at = ? "  # noqa: S608
+                "WHERE iid = ? AND state = ?", (*values, time.time(), iid, before)
+            ).rowcount == 1
+
+        return self.db.write(move)
 
     def add_approval(self, iid: int, user: str) -> bool:
         """Add ``user`` to the MR's approvers; False if they already approved. One
@@ -106,6 +114,16 @@ class LocalMrStore:
         self.db.write(lambda db: db.execute(
             "UPDATE local_mr_notes SET body = ?, updated_at = ? WHERE id = ?",
             (body, time.time(), note_id)))
+
+
+def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``fields`` as ``name = ?, …`` and their stored values (lists as JSON)."""
+    unknown = set(fields) - set(_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown MR fields {sorted(unknown)}")
+    values = [json.dumps(list(value)) if name in ("labels", "approved_by") else value
+              for name, value in fields.items()]
+    return ", ".join(f"{name} = ?" for name in fields), values
 
 
 def _record(row: Any) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 With no GitLab configured, promoter still opens "merge requests": it pushes the branch
 ``promote/<name>/<env>`` to the remote (a local bare repository ``<state_dir>/gitops.git`` by
 default), records the MR in ``<state_dir>/state.db``, and ``promoter mr approve|merge|close``
-stand in for the reviewers. ``merge`` makes a real merge commit on the remote's target branch.
+stand in for the reviewers. ``merge`` makes a real merge commit on the remote's target branch;
+while it does, the MR is ``locked`` (as GitLab shows it), so a concurrent ``close`` is refused.
 The lifecycle (core.proposal) is the very one GitLab runs.
 """
 
@@ -109,7 +110,10 @@ class LocalForge:
         return self.get(iid)
 
     def close_mr(self, iid: int, title: str) -> None:
-        self.store.update(iid, title=title, state="closed", sha=self.get(iid).head_sha)
+        if not self.store.transition(iid, "opened", "closed", title=title,
+                                     sha=self.get(iid).head_sha):
+            # Merged (or being merged) since the flow read it: look again, as on GitLab.
+            raise TransientError(f"merge request !{iid} changed state while being closed")
 
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         text = note_body(heading, body)
@@ -237,33 +241,56 @@ class LocalGitProvider:
                             hint=f"promoter mr approve {iid} --user NAME")
         if mr.head_sha is None or (sha and sha != mr.head_sha):
             raise UserError(f"!{iid} head moved (now {mr.head_sha}); review it and merge again")
+        # Claimed before the target branch moves: a `mr close` running meanwhile finds it
+        # locked (GitLab's state during a merge) and is refused instead of reporting "closed".
+        if not self.forge.store.transition(iid, "opened", "locked", sha=mr.head_sha):
+            raise self._moved_meanwhile(iid)
+        try:
+            merged = self._land(mr, mr.head_sha)
+        except BaseException:
+            # Nothing landed: open again, or the MR would stay locked for good.
+            self.forge.store.transition(iid, "locked", "opened")
+            raise
+        self.forge.store.transition(iid, "locked", "merged", merge_commit_sha=merged)
+        self.forge.repo.delete(mr.source_branch)
+        result = self.get(iid)
+        self._emit(result, "merge", user)
+        return result
+
+    def _land(self, mr: MergeRequest, head: str) -> str:
+        """Merge ``head`` into ``mr``'s target branch on the remote; the merge commit."""
         repo = self.forge.repo
         repo.fetch()
         target = repo.head(mr.target_branch)
         if target is None:
             raise UserError(f"the remote has no target branch {mr.target_branch!r}")
         message = (f"Merge branch '{mr.source_branch}' into '{mr.target_branch}'\n\n"
-                   f"{mr.title}\n\nSee merge request !{iid}\n")
-        merged = repo.merge_commit(target, mr.head_sha, message)
+                   f"{mr.title}\n\nSee merge request !{mr.iid}\n")
+        merged = repo.merge_commit(target, head, message)
         repo.push(merged, mr.target_branch, target)
-        repo.delete(mr.source_branch)
-        self.forge.store.update(iid, state="merged", sha=mr.head_sha, merge_commit_sha=merged)
-        result = self.get(iid)
-        self._emit(result, "merge", user)
-        return result
+        return merged
 
     def close(self, iid: int, user: str) -> MergeRequest:
         mr = self._open(iid)
-        self.forge.store.update(iid, state="closed", sha=mr.head_sha)
+        if not self.forge.store.transition(iid, "opened", "closed", sha=mr.head_sha):
+            raise self._moved_meanwhile(iid)
         result = self.get(iid)
         self._emit(result, "close", user)
         return result
+
+    def _moved_meanwhile(self, iid: int) -> UserError:
+        """The error for losing a race: the MR left "opened" after this command read it."""
+        state = self.get(iid).state
+        return _being_merged(iid) if state == "locked" else \
+            UserError(f"!{iid} was {state} meanwhile")
 
     def pushed_sha(self, iid: int) -> str | None:
         return self.get(iid).head_sha
 
     def _open(self, iid: int) -> MergeRequest:
         mr = self.get(iid)
+        if mr.state == "locked":
+            raise _being_merged(iid)
         if mr.state != "opened":
             raise UserError(f"!{iid} is {mr.state}, not open")
         return mr
@@ -285,6 +312,11 @@ class LocalGitProvider:
             target_branch=mr.target_branch, head_sha=mr.head_sha, url=mr.url, user=user,
             name=key[0] if key else None, env=key[1] if key else None,
             merge_commit_sha=mr.merge_commit_sha))
+
+
+def _being_merged(iid: int) -> UserError:
+    return UserError(f"!{iid} is being merged by another command",
+                     hint=f"see how it ended with `promoter mr show {iid}`")
 
 
 def from_settings(settings: Settings, on_event: OnEvent | None = None, *,

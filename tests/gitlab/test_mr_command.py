@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from promoter.adapters import localgit
+from promoter.errors import TransientError, UserError
 from promoter.settings import load_settings
 from tests.gitlab.conftest import ENV, NAME, proposal
 
@@ -95,3 +96,71 @@ def test_a_changed_remote_setting_is_followed(tmp_path: Path) -> None:
     branches = subprocess.run(["git", "branch", "--list"], cwd=other, capture_output=True,
                               text=True, check=True).stdout
     assert f"promote/{NAME}/{ENV}" in branches
+
+
+def _reviewers(state_dir: Path) -> tuple[localgit.LocalGitProvider, localgit.LocalGitProvider,
+                                         list[tuple[str, str]]]:
+    """Two providers on one state dir (two `promoter mr` commands) and the events they emit."""
+    settings = load_settings(None, {"PROMOTER_STATE_DIR": str(state_dir)})
+    events: list[tuple[str, str]] = []
+    merger = localgit.from_settings(settings, on_event=lambda e: events.append(("A", e.action)))
+    closer = localgit.from_settings(settings, on_event=lambda e: events.append(("B", e.action)))
+    return merger, closer, events
+
+
+def _approved(provider: localgit.LocalGitProvider) -> int:
+    iid = provider.propose(proposal("1")).mr_iid
+    assert iid is not None
+    for user in ("alice", "bob"):
+        provider.approve(iid, user)
+    return iid
+
+
+def test_a_close_while_the_merge_lands_is_refused(tmp_path: Path) -> None:
+    merger, closer, events = _reviewers(tmp_path / "state")
+    iid = _approved(merger)
+    real_push = merger.forge.repo.push
+    refusals: list[str] = []
+
+    def push(*args: object, **kwargs: object) -> None:  # `mr close` runs during the push
+        with pytest.raises(UserError) as refused:
+            closer.close(iid, "carol")
+        refusals.append(str(refused.value))
+        real_push(*args, **kwargs)  # type: ignore[arg-type]
+
+    merger.forge.repo.push = push  # type: ignore[method-assign]
+    assert merger.merge(iid, "alice").state == "merged"
+    assert refusals and "being merged" in refusals[0]
+    assert ("B", "close") not in events and events[-1] == ("A", "merge")
+
+
+def test_a_merge_after_a_close_is_refused_and_lands_nothing(tmp_path: Path) -> None:
+    merger, closer, events = _reviewers(tmp_path / "state")
+    iid = _approved(merger)
+    target = merger.forge.branch_head("main")
+    real_open = merger._open
+
+    def open_then_closed(number: int) -> object:  # `mr close` wins right after merge read it
+        read = real_open(number)
+        closer.close(number, "carol")
+        return read
+
+    merger._open = open_then_closed  # type: ignore[method-assign,assignment]
+    with pytest.raises(UserError, match="was closed meanwhile"):
+        merger.merge(iid, "alice")
+    assert merger.get(iid).state == "closed" and merger.forge.branch_head("main") == target
+    assert ("A", "merge") not in events and events[-1] == ("B", "close")
+
+
+def test_a_failed_merge_leaves_the_mr_open(tmp_path: Path) -> None:
+    merger, closer, _ = _reviewers(tmp_path / "state")
+    iid = _approved(merger)
+
+    def push(*args: object, **kwargs: object) -> None:
+        raise TransientError("the remote refused the push")
+
+    merger.forge.repo.push = push  # type: ignore[method-assign]
+    with pytest.raises(TransientError):
+        merger.merge(iid, "alice")
+    assert merger.get(iid).state == "opened"
+    assert closer.close(iid, "carol").state == "closed"

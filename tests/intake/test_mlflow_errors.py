@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import pytest
 import requests
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos import databricks_pb2
 
 from promoter.adapters.mlflow.errors import calling, translate
 from promoter.errors import (
     AuthError,
+    ConfigError,
     NotFoundError,
     PermanentError,
     PromoterError,
@@ -88,6 +95,55 @@ def test_one_rule_for_every_mlflow_failure(failure: BaseException,
     assert type(error) is expected
     assert error.message.startswith("cannot read 'm' version 99")
     assert error.hint
+
+
+def _s3_answer(status: int, code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "ListObjectsV2")
+
+
+def _stand_in(module: str, name: str, **attributes: object) -> BaseException:
+    """An error of an optional storage client (not installed here), as it is told apart: by
+    its class's module and name."""
+    return type(name, (Exception,), {"__module__": module, **attributes})("failed")
+
+
+STORE_CASES: list[tuple[str, BaseException, type[PromoterError]]] = [
+    ("s3 no credentials", NoCredentialsError(), ConfigError),
+    ("s3 partial credentials", PartialCredentialsError(provider="env", cred_var="secret"),
+     ConfigError),
+    ("s3 access denied", _s3_answer(403, "AccessDenied"), PermanentError),
+    ("s3 bad key", _s3_answer(403, "InvalidAccessKeyId"), PermanentError),
+    ("s3 throttled", _s3_answer(503, "SlowDown"), TransientError),
+    ("s3 internal", _s3_answer(500, "InternalError"), TransientError),
+    ("s3 no bucket", _s3_answer(404, "NoSuchBucket"), PermanentError),
+    ("s3 unreachable", EndpointConnectionError(endpoint_url="https://s3"), TransientError),
+    ("azure no credentials", _stand_in("azure.core.exceptions", "ClientAuthenticationError"),
+     ConfigError),
+    ("azure 403", _stand_in("azure.core.exceptions", "HttpResponseError", status_code=403),
+     PermanentError),
+    ("azure 503", _stand_in("azure.core.exceptions", "HttpResponseError", status_code=503),
+     TransientError),
+    ("google no credentials", _stand_in("google.auth.exceptions", "DefaultCredentialsError"),
+     ConfigError),
+    ("google 403", _stand_in("google.api_core.exceptions", "Forbidden", code=403),
+     PermanentError),
+    ("google 429", _stand_in("google.api_core.exceptions", "TooManyRequests", code=429),
+     TransientError),
+]
+
+
+@pytest.mark.parametrize(("failure", "expected"), [(exc, kind) for _, exc, kind in STORE_CASES],
+                         ids=[name for name, _, _ in STORE_CASES])
+def test_artifact_store_failures_name_the_store(failure: BaseException,
+                                                expected: type[PromoterError]) -> None:
+    """The version's files in a cloud store read with promoter's own credentials: its
+    client's failures are classified too, never left to end as "unexpected error"."""
+    error = translate(failure, "list s3://bucket/x", "http://mlflow:5000")
+    assert type(error) is expected
+    assert error.message.startswith("cannot list s3://bucket/x: the artifact store")
+    assert error.hint and (expected is TransientError or "credentials" in error.hint
+                           or "source URI" in error.hint)
 
 
 def test_retry_after_is_kept_when_the_answer_carries_it() -> None:

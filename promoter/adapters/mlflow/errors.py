@@ -13,6 +13,13 @@
   nothing about the model, and `promoter gc` would remove live deployments on it.
 - every other 4xx, ENDPOINT_NOT_FOUND included → ``PermanentError``.
 
+A version's files may sit in a cloud store (s3://, wasbs://, gs://) that MLflow's client reads
+directly, with promoter's own credentials, so the storage clients' failures come through here
+too. They are told apart by class name and module, never imported (boto3, azure and google
+are optional): no or unusable credentials → ``ConfigError``; access denied (403) →
+``PermanentError``; throttling, 5xx or an unreachable endpoint → ``TransientError``; other 4xx
+answers → ``PermanentError``. Every message names the store (``doing`` quotes its URI).
+
 Registry reads, artifact downloads, write-back and webhook management all use ``calling`` so
 the same MLflow answer never means "retry" in one place and "give up" in another.
 """
@@ -24,6 +31,7 @@ from typing import Any, TypeVar
 
 from promoter.errors import (
     AuthError,
+    ConfigError,
     NotFoundError,
     PermanentError,
     PromoterError,
@@ -45,6 +53,25 @@ _NOT_FOUND_CODE = "RESOURCE_DOES_NOT_EXIST"
 # What MLflow's client reports for a 404 that is not MLflow's own JSON answer.
 _NO_ENDPOINT_CODE = "ENDPOINT_NOT_FOUND"
 _RETRY_HINT = "promoter retries; check that MLflow is up if this persists"
+# Cloud storage clients (see the module docstring): their top-level package names and the
+# class names (the error's own or a base class) that say what went wrong.
+_STORE_LIBRARIES = ("botocore.", "boto3.", "azure.", "google.auth.", "google.api_core.",
+                    "google.cloud.")
+_STORE_NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError",
+                         "CredentialRetrievalError", "ClientAuthenticationError",
+                         "DefaultCredentialsError", "RefreshError"}
+_STORE_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                      "ConnectionClosedError", "ServiceRequestError", "ServiceResponseError",
+                      "TransportError"}
+_STORE_BUSY_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestLimitExceeded",
+                     "TooManyRequestsException", "RequestTimeout", "ServiceUnavailable",
+                     "InternalError"}
+_STORE_DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
+                       "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                       "AuthorizationFailure", "AuthenticationFailed"}
+_STORE_CREDENTIALS_HINT = ("check the artifact store's credentials in promoter's environment "
+                           "(AWS_*, AZURE_*, GOOGLE_APPLICATION_CREDENTIALS or the cloud "
+                           "identity it runs with) and what they may read")
 _DOWN_HINT = "check MLFLOW_TRACKING_URI (or mlflow.tracking_uri) and that the MLflow server runs"
 
 
@@ -67,6 +94,8 @@ def translate(exc: BaseException, doing: str, where: str) -> PromoterError:
 
     if isinstance(exc, MlflowException):
         return _from_mlflow(exc, doing, where)
+    if (from_store := _from_storage_client(exc, doing)) is not None:
+        return from_store
     import requests
 
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
@@ -113,6 +142,46 @@ def _from_status(status: int, code: str, detail: str, doing: str, where: str,
                               "proxy that does not forward MLflow's API")
     return PermanentError(f"cannot {doing}: MLflow answered {said}",
                           hint="check the model name, version or alias in MLflow")
+
+
+def _from_storage_client(exc: BaseException, doing: str) -> PromoterError | None:
+    """The promoter error for a cloud storage client's failure; None for anything else."""
+    classes = [cls for cls in type(exc).__mro__ if cls.__module__.startswith(_STORE_LIBRARIES)]
+    if not classes:
+        return None
+    names = {cls.__name__ for cls in classes}
+    if names & _STORE_NO_CREDENTIALS:
+        return ConfigError(f"cannot {doing}: the artifact store has no usable credentials "
+                           f"({type(exc).__name__})", hint=_STORE_CREDENTIALS_HINT)
+    if names & _STORE_UNREACHABLE:
+        return TransientError(f"cannot {doing}: the artifact store is unreachable "
+                              f"({type(exc).__name__})", hint=_RETRY_HINT)
+    status, code = _store_answer(exc)
+    if status is None and not code:
+        return None  # not an answer from the store: a bug stays a bug
+    said = f"HTTP {status} {code}".strip() if status else code
+    if (status is not None and (status >= 500 or status == 429)) or code in _STORE_BUSY_CODES:
+        return TransientError(f"cannot {doing}: the artifact store failed ({said})",
+                              hint=_RETRY_HINT)
+    if status == 403 or code in _STORE_DENIED_CODES:
+        return PermanentError(f"cannot {doing}: the artifact store denied access ({said})",
+                              hint=_STORE_CREDENTIALS_HINT)
+    return PermanentError(f"cannot {doing}: the artifact store answered {said}",
+                          hint="check the model version's source URI")
+
+
+def _store_answer(exc: BaseException) -> tuple[int | None, str]:
+    """(HTTP status, error code) of a storage client's error answer, as far as it says."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore's ClientError
+        error, meta = response.get("Error") or {}, response.get("ResponseMetadata") or {}
+        status = meta.get("HTTPStatusCode")
+        return (int(status) if isinstance(status, int) else None), str(error.get("Code") or "")
+    for attribute in ("status_code", "code"):  # azure's HttpResponseError, google's API errors
+        status = getattr(exc, attribute, None)
+        if isinstance(status, int):
+            return status, str(getattr(exc, "error_code", "") or "")
+    return None, ""
 
 
 def _retry_after(value: str | None) -> float | None:

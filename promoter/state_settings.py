@@ -60,8 +60,11 @@ def refuse_url_password(raw: Mapping[str, Any]) -> None:
         # libpq decodes the parameter names too: pass%77ord= sets the password.
         has_password = parts.password is not None or any(
             password_param(name) for name, _ in parse_qsl(parts.query, keep_blank_values=True))
-    except ValueError:
-        has_password = "@" in url
+    except ValueError as exc:  # e.g. an IPv6 host without its closing bracket
+        # Not quoted: a malformed URL may still hold a password.
+        raise ConfigError(f"state.url is not a well-formed URL ({exc})",
+                          hint="postgresql://USER@HOST:PORT/DATABASE[?sslmode=…]; an IPv6 "
+                               "host goes in brackets: [::1]") from None
     if has_password:
         raise ConfigError("state.url must not contain a password",
                           hint="set PROMOTER_STATE_PASSWORD (or PROMOTER_STATE_PASSWORD_FILE) "

@@ -21,11 +21,13 @@ def migrate_to_postgresql(settings: Settings, url: str, *, replace: bool) -> dic
     """Copy ``settings.state_dir``'s state.db and audit trail into ``url``; returns the
     number of rows per table (and ``audit_entries``)."""
     from promoter.service.composition import state_db
+    from promoter.service.composition.state import check_url
     from promoter.state_settings import refuse_url_password
 
     if not re.match(r"^postgres(ql)?://", url):
         raise UserError(f"--to must be a postgresql:// URL, not {url.split(':', 1)[0]}:…")
     refuse_url_password({"state": {"url": url}})
+    check_url(url, settings.state.tls_options())  # a typo must not read as an outage (exit 3)
     if not (settings.state_dir / DB_FILENAME).exists():
         raise UserError(f"there is no SQLite state to copy in {settings.state_dir}",
                         hint="set PROMOTER_STATE_DIR (or state_dir) to the directory that "

@@ -121,3 +121,19 @@ def test_state_migrate_needs_a_password_free_postgresql_url(run_cli: Run,
     assert code == 1 and "PROMOTER_STATE_PASSWORD" in err and "hunter2" not in err
     code, _, err = run_cli("state", "migrate", "--to", "sqlite:///x.db")
     assert code == 1 and "postgresql://" in err
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql://u@127.0.0.1:notaport/db", "'notaport', which is not a port number"),
+    ("postgresql://u@127.0.0.1/db?sslmode=bogus", "sslmode 'bogus'"),
+    ("postgresql://u@127.0.0.1/db?bogus=1", "is malformed"),
+    ("postgresql://u@[::1/db", "not a well-formed URL"),
+])
+def test_state_migrate_refuses_a_url_libpq_would_refuse(run_cli: Run, tmp_path: Path,
+                                                        url: str, says: str) -> None:
+    """A typo in --to is the user's to fix (exit 1), not an outage to wait out (exit 3), and
+    a malformed host is not mistaken for a password."""
+    fill_sqlite_state(tmp_path / "state")
+    code, _, err = run_cli("state", "migrate", "--to", url)
+    assert code == 1 and says in err, err
+    assert "password" not in err

@@ -10,9 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from psycopg.conninfo import make_conninfo
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from promoter.errors import ConfigError
 from promoter.redaction import password_param, without_password_params
+
+# What libpq accepts for sslmode; it checks only when connecting, where a refusal looks like
+# an outage (a TransientError, retried) instead of the typo it is.
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,26 @@ class StateUrl:
         if self.password:
             text = text.replace(self.password, "***")
         return without_password_params(text)
+
+
+def check(url: str, options: tuple[tuple[str, str], ...] = ()) -> None:
+    """ConfigError for what libpq would refuse in ``url`` and ``options`` before connecting: a
+    malformed URI or unknown parameter, a port that is no port number, an unknown sslmode."""
+    try:
+        params = {**conninfo_to_dict(url), **dict(options)}
+    except psycopg.ProgrammingError as exc:  # libpq's own URI parser said no
+        said = str(exc).splitlines()[0].replace(url, redact(url)) if str(exc) else ""
+        raise ConfigError(f"the PostgreSQL URL {redact(url)} is malformed: "
+                          f"{without_password_params(said)}",
+                          hint="postgresql://USER@HOST:PORT/DATABASE[?sslmode=…]") from None
+    for port in str(params.get("port") or "").split(","):  # one per host: h1:5432,h2:5433
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"the PostgreSQL URL {redact(url)} has port {port!r}, which is "
+                              "not a port number")
+    sslmode = params.get("sslmode")
+    if sslmode is not None and sslmode not in SSLMODES:
+        raise ConfigError(f"sslmode {sslmode!r} of the PostgreSQL state is not one libpq "
+                          f"knows", hint="one of " + ", ".join(SSLMODES))
 
 
 def redact(url: str) -> str:

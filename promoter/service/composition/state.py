@@ -31,6 +31,7 @@ def state_db(settings: Settings) -> StateDB:
     secret = settings.secret(PASSWORD_VARIABLE)
     password = secret.reveal() if secret is not None else None
     url = StateUrl(settings.state.url, password, settings.state.tls_options())
+    check_url(url.url, url.options)
     # The password's digest, not the password, keys the cache (it may be in a core dump).
     digest = hashlib.sha256((password or "").encode()).hexdigest()
     key = (url.url, url.options, digest, settings.state.max_connections)
@@ -55,6 +56,14 @@ def audit_trail(settings: Settings) -> AuditTrail:
 def describe(settings: Settings) -> str:
     """Where the state lives, safe to log."""
     return redact_url(settings.state.url) if settings.state.url else str(settings.state_dir)
+
+
+def check_url(url: str, options: tuple[tuple[str, str], ...] = ()) -> None:
+    """ConfigError for a PostgreSQL URL (and TLS options) libpq would refuse: said before
+    connecting, since a refused connection is read as an outage and retried."""
+    from promoter.adapters.postgres_state.url import check
+
+    check(url, options)
 
 
 def redact_url(url: str) -> str:

@@ -151,7 +151,9 @@ def show(
     output: str = OUTPUT_OPTION,
 ) -> None:
     after = parse_time(since) if since else None
-    selected = [entry for entry in _trail(ctx).entries()
+    entries = list(_trail(ctx).entries())
+    _refuse_unknown_environment(ctx, env, entries)
+    selected = [entry for entry in entries
                 if (model is None or entry.get("model") == model)
                 and (env is None or entry.get("env") == env)
                 and (after is None or float(entry.get("time", 0)) >= after)]
@@ -177,7 +179,9 @@ def live(
     from promoter.core.live_history import live_at
 
     moment = parse_time(at) if at else time.time()
-    found = live_at(_trail(ctx).entries(), env, moment, model)
+    entries = list(_trail(ctx).entries())
+    _refuse_unknown_environment(ctx, env, entries)
+    found = live_at(entries, env, moment, model)
     rows = [_live_row(item) for item in sorted(found.values(), key=lambda i: i.model)]
     if output == "json":
         emit_json({"env": env, "at": iso(moment), "live": rows})
@@ -191,6 +195,15 @@ def live(
                     f"of version {row['proposed_version']})")
         typer.echo(f"{row['model']}  {what}  since {row['since']}"
                    + (f"  {row['mr_url']}" if row["mr_url"] else ""))
+
+
+def _refuse_unknown_environment(ctx: typer.Context, env: str | None,
+                                entries: list[dict[str, Any]]) -> None:
+    """Refuse an environment promoter.yaml does not name, as render, rollback and status do:
+    a typo must not read as "nothing happened there". One the trail has entries for stays
+    queryable, though the configuration may have dropped it since."""
+    if env is not None and not any(entry.get("env") == env for entry in entries):
+        state(ctx).settings().environment(env)  # UserError: unknown environment
 
 
 def _live_row(item: Live) -> dict[str, Any]:

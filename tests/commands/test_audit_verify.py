@@ -70,3 +70,21 @@ def test_an_entry_appended_while_verify_reads_is_neither_a_finding_nor_counted(
     report = json.loads(out)
     assert report["ok"] is True and report["entries"] == 3
     assert len(list(trail.entries())) == 4
+
+
+@pytest.mark.parametrize("command", ["show", "live"])
+def test_an_environment_neither_configured_nor_in_the_trail_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """`audit show|live --env` refuse a typo as render and status do (exit 1), and still
+    answer for an environment the configuration dropped but the trail remembers."""
+    config = _config(tmp_path)
+    trail = AuditTrail(tmp_path / "state")
+    trail.record("mr.merged", actor="gitlab", model="m", version="3", env="retired",
+                 mr_url="local:!1")
+    run = cli_runner(capsys)
+    code, out, err = run("--config", config, "audit", command, "--env", "nope")
+    assert code == 1 and "unknown environment" in err and not out, (out, err)
+    code, _, err = run("--config", config, "audit", command, "--env", "retired")
+    assert code == 0, err
+    code, _, err = run("--config", config, "audit", command, "--env", "production")
+    assert code == 0, err

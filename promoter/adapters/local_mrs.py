@@ -46,13 +46,22 @@ class LocalMrStore:
     def create(self, source: str, target: str, title: str, description: str,
                labels: Sequence[str]) -> int:
         now = time.time()
-        try:
-            return self.db.write(lambda db: int(db.execute(
+
+        def insert(db: Connection) -> int:
+            # An MR being merged (locked) still holds its branch, as on GitLab: the merge
+            # deletes the branch once it lands, so a second MR on it now would lose its head.
+            if db.execute("SELECT 1 FROM local_mrs WHERE source_branch = ? AND state = 'locked'",
+                          (source,)).fetchone():
+                raise OpenMergeRequestExists(source)
+            return int(db.execute(
                 "INSERT INTO local_mrs (source_branch, target_branch, title, description, "
                 "labels, state, approvals_required, approved_by, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, 'opened', 0, '[]', ?, ?) RETURNING iid",
                 (source, target, title, description, json.dumps(list(labels)), now, now)
-            ).fetchone()[0]))
+            ).fetchone()[0])
+
+        try:
+            return self.db.write(insert)
         except StateConflict:  # local_mrs_one_open
             raise OpenMergeRequestExists(source) from None
 

@@ -164,3 +164,23 @@ def test_a_failed_merge_leaves_the_mr_open(tmp_path: Path) -> None:
         merger.merge(iid, "alice")
     assert merger.get(iid).state == "opened"
     assert closer.close(iid, "carol").state == "closed"
+
+
+def test_no_second_mr_opens_on_a_branch_while_its_mr_is_being_merged(tmp_path: Path) -> None:
+    """The merge deletes the source branch once it lands: a promotion opening a second MR on
+    that branch meanwhile would lose its head, so it is told to come back (and retries)."""
+    merger, other, _ = _reviewers(tmp_path / "state")
+    iid = _approved(merger)
+    real_push = merger.forge.repo.push
+    refusals: list[str] = []
+
+    def push(*args: object, **kwargs: object) -> None:  # a promotion runs during the push
+        with pytest.raises(TransientError) as refused:
+            other.forge.create_mr(proposal("2"), "v2")
+        refusals.append(str(refused.value))
+        real_push(*args, **kwargs)  # type: ignore[arg-type]
+
+    merger.forge.repo.push = push  # type: ignore[method-assign]
+    assert merger.merge(iid, "alice").state == "merged"
+    assert refusals and "already exists" in refusals[0]
+    assert [mr.iid for mr in other.forge.merge_requests(proposal("2").branch)] == [iid]

@@ -96,9 +96,8 @@ class JobQueue:
     def enqueue(self, key: JobKey, payload: dict[str, Any] | None = None, *, source: str = "",
                 delivery_id: str | None = None) -> EnqueueResult:
         """Store a delivery durably; a new job only if no unfinished-or-done job covers it."""
-        now = self.clock.now()
-        result = self._write(lambda conn: queue_ops.enqueue(conn, now, key, payload, source,
-                                                            delivery_id, self.settle_seconds))
+        result = self._write(lambda conn: queue_ops.enqueue(
+            conn, self.clock.now(), key, payload, source, delivery_id, self.settle_seconds))
         if result.created:
             self.notify_work()
         return result
@@ -123,9 +122,11 @@ class JobQueue:
 
     def seconds_until_due(self) -> float | None:
         """How long until a waiting job comes due (a worker sleeps no longer than that)."""
-        now = self.clock.now()
-        return self.db.read(lambda conn: queue_ops.seconds_until_due(
-            conn, now, self._lease_now(conn, now)))
+        def until_due(conn: Connection) -> float | None:
+            now = self.clock.now()
+            return queue_ops.seconds_until_due(conn, now, self._lease_now(conn, now))
+
+        return self.db.read(until_due)
 
     def wait_for_work(self, seen_generation: int, timeout: float) -> bool:
         """Block until work_generation() moves past ``seen_generation`` or ``timeout`` passes
@@ -138,14 +139,13 @@ class JobQueue:
 
     def record_delivery(self, source: str, delivery_id: str) -> bool:
         """Remember a delivery that made no job (e.g. an ignored event); True the first time."""
-        now = self.clock.now()
-
-        return self._write(lambda conn: deliveries.claim(conn, source, delivery_id, now))
+        return self._write(lambda conn: deliveries.claim(conn, source, delivery_id,
+                                                         self.clock.now()))
 
     def prune_deliveries(self, older_than_seconds: float = DELIVERY_RETENTION_SECONDS) -> int:
         """Forget delivery ids received longer ago than that; returns how many were dropped."""
-        cutoff = self.clock.now() - older_than_seconds
-        return self._write(lambda conn: deliveries.prune(conn, cutoff))
+        return self._write(lambda conn: deliveries.prune(
+            conn, self.clock.now() - older_than_seconds))
 
     # -- workers --------------------------------------------------------------------------
 
@@ -153,18 +153,24 @@ class JobQueue:
               job_id: int | None = None) -> Job | None:
         """The oldest due job (or, with ``job_id``, that job only, if it is due), now held
         by ``worker_id`` under a lease; None when nothing (or not that job) can run now."""
-        now = self.clock.now()
-        return self._write(lambda conn: queue_ops.claim(
-            conn, now, worker_id, lease_seconds, job_id=job_id,
-            lease_now=self._lease_now(conn, now)))
+        def take(conn: Connection) -> Job | None:
+            now = self.clock.now()
+            return queue_ops.claim(conn, now, worker_id, lease_seconds, job_id=job_id,
+                                   lease_now=self._lease_now(conn, now))
+
+        return self._write(take)
 
     def extend_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
-        now = self.clock.now()
-        return self._write(lambda conn: conn.execute(
-            "UPDATE jobs SET lease_expires_at = ?, updated_at = ? "
-            "WHERE id = ? AND state = ? AND lease_owner = ?",
-            (self._lease_now(conn, now) + lease_seconds, now, job_id, RUNNING,
-             worker_id)).rowcount == 1)
+        """A lease of ``lease_seconds`` from now, if ``worker_id`` still holds the job."""
+        def extend(conn: Connection) -> bool:
+            now = self.clock.now()
+            return conn.execute(
+                "UPDATE jobs SET lease_expires_at = ?, updated_at = ? "
+                "WHERE id = ? AND state = ? AND lease_owner = ?",
+                (self._lease_now(conn, now) + lease_seconds, now, job_id, RUNNING,
+                 worker_id)).rowcount == 1
+
+        return self._write(extend)
 
     def let_go(self, job_id: int, worker_id: str) -> bool:
         """End ``worker_id``'s lease on a running job now (its handler was interrupted and has
@@ -178,9 +184,8 @@ class JobQueue:
                     worker_id: str | None = None) -> None:
         """Store one step's result (replacing an earlier one). With ``worker_id``, only while
         that worker still holds the job's lease (LeaseLost otherwise)."""
-        now = self.clock.now()
-
         def upsert(conn: Connection) -> None:
+            now = self.clock.now()
             if worker_id is not None:
                 self._check_holder(conn, job_id, worker_id)
             elif conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
@@ -240,9 +245,8 @@ class JobQueue:
 
     def retry(self, job_id: int) -> Job:
         """Queue a dead, retrying or policy-denied job to run now, with a fresh attempt count."""
-        now = self.clock.now()
-
         def requeue(conn: Connection) -> Job:
+            now = self.clock.now()
             job = queue_ops.fetch_job(conn, job_id)
             if job is None:
                 raise UserError(f"no job with id {job_id}",
@@ -290,9 +294,8 @@ class JobQueue:
 
     def _finish(self, job_id: int, worker_id: str, state: JobState, *, reason: str | None,
                 result: dict[str, Any] | None = None, delay: float = 0.0) -> None:
-        now = self.clock.now()
-
         def update(conn: Connection) -> None:
+            now = self.clock.now()
             self._check_holder(conn, job_id, worker_id)
             conn.notify(WORK_CHANNEL)  # a job of the same (model, env) may be claimable now
             check_transition(job_id, RUNNING, state)
@@ -328,6 +331,10 @@ class JobQueue:
         return queue_ops.shared_now(conn, now, self._leases_on_database_clock)
 
     def _write(self, body: Callable[[Connection], T]) -> T:
+        """Run ``body`` in one write transaction. Bodies read the clock themselves, once the
+        transaction holds the write lock: on SQLite, taking it may wait up to the 30 s busy
+        timeout, and a time read before that wait would grant a lease (or a due time) already
+        that much in the past: a lease handed out expired, taken by a second worker at once."""
         return self.db.write(body)
 
     def _read(self, body: Callable[[Connection], T]) -> T:

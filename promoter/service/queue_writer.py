@@ -121,7 +121,6 @@ class GroupCommitWriter:
         return batch, False
 
     def _commit(self, batch: list[_Request]) -> None:
-        now = self._clock.now()
         fatal = self._db.fatal_errors
         # Every (model, env) of the batch is locked up front, sorted (PostgreSQL: one round
         # trip, and batches of several replicas taking them in one order cannot deadlock).
@@ -130,6 +129,7 @@ class GroupCommitWriter:
 
         def apply(conn: Connection) -> list[EnqueueResult | BaseException]:
             conn.lock_all(locks)
+            now = self._clock.now()  # not before the write lock: it may take a while (JobQueue)
             outcomes: list[EnqueueResult | BaseException] = [None] * len(batch)  # type: ignore[list-item]
             for index in order:
                 request = batch[index]

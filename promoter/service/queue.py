@@ -56,13 +56,14 @@ class JobQueue:
                  settle_seconds: float = 0.0) -> None:
         self.db = db
         self.clock: Clock = clock or SystemClock()
-        # Leases are compared across replicas. On PostgreSQL they follow the database's clock,
-        # the one all replicas share, so clock skew between replicas cannot let one take
-        # another's live lease; on SQLite (one host) the system clock is that one clock. A
-        # clock passed in (tests, a simulation) governs leases too.
-        self._leases_on_database_clock = clock is None
+        # Leases and due times are compared across replicas. On PostgreSQL they follow the
+        # database's clock, the one all replicas share, so clock skew between replicas cannot
+        # let one take another's live lease, nor make replicas disagree on when a job (a
+        # backoff, a debounced successor) is due; on SQLite (one host) the system clock is that
+        # one clock. A clock passed in (tests, a simulation) governs instead.
+        self._on_database_clock = clock is None
         self.settle_seconds = settle_seconds  # burst debounce (queue_ops.enqueue); serve sets it
-        self._writer = GroupCommitWriter(db, self.clock, settle_seconds=settle_seconds)
+        self._writer = GroupCommitWriter(db, self._now, settle_seconds=settle_seconds)
         # In-process wake-ups, so a worker starts a new job at once instead of at its next poll.
         # Other processes' work: a LISTEN connection (PostgreSQL) or polling (SQLite).
         self._work = threading.Condition()
@@ -97,7 +98,7 @@ class JobQueue:
                 delivery_id: str | None = None) -> EnqueueResult:
         """Store a delivery durably; a new job only if no unfinished-or-done job covers it."""
         result = self._write(lambda conn: queue_ops.enqueue(
-            conn, self.clock.now(), key, payload, source, delivery_id, self.settle_seconds))
+            conn, self._now(conn), key, payload, source, delivery_id, self.settle_seconds))
         if result.created:
             self.notify_work()
         return result
@@ -122,11 +123,7 @@ class JobQueue:
 
     def seconds_until_due(self) -> float | None:
         """How long until a waiting job comes due (a worker sleeps no longer than that)."""
-        def until_due(conn: Connection) -> float | None:
-            now = self.clock.now()
-            return queue_ops.seconds_until_due(conn, now, self._lease_now(conn, now))
-
-        return self.db.read(until_due)
+        return self.db.read(lambda conn: queue_ops.seconds_until_due(conn, self._now(conn)))
 
     def wait_for_work(self, seen_generation: int, timeout: float) -> bool:
         """Block until work_generation() moves past ``seen_generation`` or ``timeout`` passes
@@ -140,12 +137,12 @@ class JobQueue:
     def record_delivery(self, source: str, delivery_id: str) -> bool:
         """Remember a delivery that made no job (e.g. an ignored event); True the first time."""
         return self._write(lambda conn: deliveries.claim(conn, source, delivery_id,
-                                                         self.clock.now()))
+                                                         self._now(conn)))
 
     def prune_deliveries(self, older_than_seconds: float = DELIVERY_RETENTION_SECONDS) -> int:
         """Forget delivery ids received longer ago than that; returns how many were dropped."""
         return self._write(lambda conn: deliveries.prune(
-            conn, self.clock.now() - older_than_seconds))
+            conn, self._now(conn) - older_than_seconds))
 
     # -- workers --------------------------------------------------------------------------
 
@@ -153,22 +150,17 @@ class JobQueue:
               job_id: int | None = None) -> Job | None:
         """The oldest due job (or, with ``job_id``, that job only, if it is due), now held
         by ``worker_id`` under a lease; None when nothing (or not that job) can run now."""
-        def take(conn: Connection) -> Job | None:
-            now = self.clock.now()
-            return queue_ops.claim(conn, now, worker_id, lease_seconds, job_id=job_id,
-                                   lease_now=self._lease_now(conn, now))
-
-        return self._write(take)
+        return self._write(lambda conn: queue_ops.claim(
+            conn, self._now(conn), worker_id, lease_seconds, job_id=job_id))
 
     def extend_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
         """A lease of ``lease_seconds`` from now, if ``worker_id`` still holds the job."""
         def extend(conn: Connection) -> bool:
-            now = self.clock.now()
+            now = self._now(conn)
             return conn.execute(
                 "UPDATE jobs SET lease_expires_at = ?, updated_at = ? "
                 "WHERE id = ? AND state = ? AND lease_owner = ?",
-                (self._lease_now(conn, now) + lease_seconds, now, job_id, RUNNING,
-                 worker_id)).rowcount == 1
+                (now + lease_seconds, now, job_id, RUNNING, worker_id)).rowcount == 1
 
         return self._write(extend)
 
@@ -178,14 +170,14 @@ class JobQueue:
         any lease that ran out."""
         return self._write(lambda conn: conn.execute(
             "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND state = ? AND lease_owner = ?",
-            (self._lease_now(conn, self.clock.now()), job_id, RUNNING, worker_id)).rowcount == 1)
+            (self._now(conn), job_id, RUNNING, worker_id)).rowcount == 1)
 
     def record_step(self, job_id: int, step: str, result: dict[str, Any], *,
                     worker_id: str | None = None) -> None:
         """Store one step's result (replacing an earlier one). With ``worker_id``, only while
         that worker still holds the job's lease (LeaseLost otherwise)."""
         def upsert(conn: Connection) -> None:
-            now = self.clock.now()
+            now = self._now(conn)
             if worker_id is not None:
                 self._check_holder(conn, job_id, worker_id)
             elif conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
@@ -246,7 +238,7 @@ class JobQueue:
     def retry(self, job_id: int) -> Job:
         """Queue a dead, retrying or policy-denied job to run now, with a fresh attempt count."""
         def requeue(conn: Connection) -> Job:
-            now = self.clock.now()
+            now = self._now(conn)
             job = queue_ops.fetch_job(conn, job_id)
             if job is None:
                 raise UserError(f"no job with id {job_id}",
@@ -295,7 +287,7 @@ class JobQueue:
     def _finish(self, job_id: int, worker_id: str, state: JobState, *, reason: str | None,
                 result: dict[str, Any] | None = None, delay: float = 0.0) -> None:
         def update(conn: Connection) -> None:
-            now = self.clock.now()
+            now = self._now(conn)
             self._check_holder(conn, job_id, worker_id)
             conn.notify(WORK_CHANNEL)  # a job of the same (model, env) may be claimable now
             check_transition(job_id, RUNNING, state)
@@ -326,9 +318,10 @@ class JobQueue:
             raise LeaseLost(f"worker {worker_id} no longer holds job {job_id} "
                             f"(it is {row['state']}, held by {row['lease_owner'] or 'nobody'})")
 
-    def _lease_now(self, conn: Connection, now: float) -> float:
-        """The time leases are measured in (see __init__), read inside ``conn``'s transaction."""
-        return queue_ops.shared_now(conn, now, self._leases_on_database_clock)
+    def _now(self, conn: Connection) -> float:
+        """The time leases and due times are measured in (see __init__), read inside ``conn``'s
+        transaction (see _write)."""
+        return queue_ops.shared_now(conn, self.clock.now(), self._on_database_clock)
 
     def _write(self, body: Callable[[Connection], T]) -> T:
         """Run ``body`` in one write transaction. Bodies read the clock themselves, once the

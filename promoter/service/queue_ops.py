@@ -136,27 +136,28 @@ def database_now(conn: Connection) -> float:
 
 
 def shared_now(conn: Connection, local_now: float, on_database_clock: bool) -> float:
-    """The time that leases and takeover claims are measured in, read inside ``conn``'s
-    transaction. They are compared across replicas: on PostgreSQL by the database's clock, the
-    one they all share, so a replica whose clock runs ahead cannot take over live work of
-    another. SQLite serves one host, whose system clock is that one clock. A clock passed in to
-    a store (tests, a simulation) governs instead (``on_database_clock`` False)."""
+    """The time that leases, due times and takeover claims are measured in, read inside
+    ``conn``'s transaction. They are compared across replicas: on PostgreSQL by the database's
+    clock, the one they all share, so a replica whose clock runs ahead cannot take over live
+    work of another, nor run a job before the backoff another replica gave it. SQLite serves
+    one host, whose system clock is that one clock. A clock passed in to a store (tests, a
+    simulation) governs instead (``on_database_clock`` False)."""
     if on_database_clock and conn.dialect == "postgresql":
         return database_now(conn)
     return local_now
 
 
-def seconds_until_due(conn: Connection, now: float, lease_now: float) -> float | None:
+def seconds_until_due(conn: Connection, now: float) -> float | None:
     """How long until something may become claimable without anyone saying so: a queued or
     retrying job comes due, or a running job's lease runs out (its worker, perhaps on another
     replica, died). None: nothing is pending. Jobs already due but held back by a running one
-    of their (model, env) do not count: that one's finish wakes the workers. Leases are
-    measured on ``lease_now``'s clock, everything else on ``now``'s (see claim)."""
+    of their (model, env) do not count: that one's finish wakes the workers. ``now`` is the
+    queue's shared time (shared_now), the one leases and due times were written in."""
     row = conn.execute(
-        "SELECT MIN(CASE WHEN state = 'running' THEN lease_expires_at - ? "
-        "ELSE next_run_at - ? END) FROM jobs WHERE state IN ('queued', 'running', 'retrying') "
-        "AND CASE WHEN state = 'running' THEN lease_expires_at - ? ELSE next_run_at - ? END > 0",
-        (lease_now, now, lease_now, now)).fetchone()
+        "SELECT MIN(CASE WHEN state = 'running' THEN lease_expires_at ELSE next_run_at END) - ? "
+        "FROM jobs WHERE state IN ('queued', 'running', 'retrying') "
+        "AND CASE WHEN state = 'running' THEN lease_expires_at ELSE next_run_at END > ?",
+        (now, now)).fetchone()
     return None if row[0] is None else max(0.0, float(row[0]))
 
 
@@ -191,14 +192,13 @@ _RECHECK = "  AND j.id = ? FOR UPDATE OF j SKIP LOCKED"
 
 
 def claim(conn: Connection, now: float, worker_id: str, lease_seconds: float, *,
-          job_id: int | None = None, lease_now: float | None = None) -> Job | None:
+          job_id: int | None = None) -> Job | None:
     """Take the oldest claimable job (or job ``job_id`` only, if it is claimable).
 
-    ``now`` decides when queued and retrying jobs come due; ``lease_now`` (default: ``now``)
-    when leases run out and the new lease's expiry. Replicas sharing a PostgreSQL database
-    pass its clock there, so a replica whose clock runs ahead cannot take a live lease."""
-    lease_now = now if lease_now is None else lease_now
-    sql, args = _CLAIM_SQL, [now, lease_now, lease_now]
+    ``now`` decides when queued and retrying jobs come due, when leases run out and the new
+    lease's expiry. Replicas sharing a PostgreSQL database pass its clock (shared_now), so a
+    replica whose clock runs ahead can neither take a live lease nor run a job early."""
+    sql, args = _CLAIM_SQL, [now, now, now]
     if job_id is not None:
         sql, args = sql + _ONLY_JOB, [*args, job_id]
     if conn.dialect == "postgresql":
@@ -211,7 +211,7 @@ def claim(conn: Connection, now: float, worker_id: str, lease_seconds: float, *,
         "UPDATE jobs SET state = ?, lease_owner = ?, lease_expires_at = ?, "
         "attempts = attempts + 1, updated_at = ? WHERE id = ?",
         (check_transition(row["id"], row["state"], RUNNING), worker_id,
-         lease_now + lease_seconds, now, row["id"]))
+         now + lease_seconds, now, row["id"]))
     return fetch_job(conn, row["id"])
 
 

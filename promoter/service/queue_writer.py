@@ -16,12 +16,12 @@ import contextlib
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from promoter.core.jobs import JobKey
 from promoter.errors import TransientError
-from promoter.ports.clock import Clock
 from promoter.service import queue_ops
 from promoter.service.queue_ops import EnqueueResult
 from promoter.state.db import Connection, StateDB
@@ -42,13 +42,13 @@ class _Request:
 
 
 class GroupCommitWriter:
-    def __init__(self, db: StateDB, clock: Clock, max_batch: int = MAX_BATCH, *,
-                 settle_seconds: float = 0.0) -> None:
+    def __init__(self, db: StateDB, now: Callable[[Connection], float],
+                 max_batch: int = MAX_BATCH, *, settle_seconds: float = 0.0) -> None:
         self._settle_seconds = settle_seconds
         # The writer thread writes through the StateDB (its own per-thread SQLite connection,
         # or one pooled PostgreSQL connection per batch); a failed batch is rolled back there.
         self._db = db
-        self._clock = clock
+        self._now = now  # the queue's time, read inside the batch's transaction
         self._max_batch = max_batch
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -129,7 +129,7 @@ class GroupCommitWriter:
 
         def apply(conn: Connection) -> list[EnqueueResult | BaseException]:
             conn.lock_all(locks)
-            now = self._clock.now()  # not before the write lock: it may take a while (JobQueue)
+            now = self._now(conn)  # not before the write lock: it may take a while (JobQueue)
             outcomes: list[EnqueueResult | BaseException] = [None] * len(batch)  # type: ignore[list-item]
             for index in order:
                 request = batch[index]

@@ -229,6 +229,57 @@ def test_a_replica_whose_clock_runs_ahead_cannot_take_a_live_lease(
     ahead.close()
 
 
+class _SkewedClock:
+    """The system clock of a replica whose time is ``offset`` seconds off."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+def replica(postgres_url: str, tmp_path: Path, skew: float = 0.0) -> JobQueue:
+    """A replica's queue on the database's clock, its own clock ``skew`` seconds off."""
+    queue = JobQueue(connect(postgres_url, tmp_path))
+    queue.clock = _SkewedClock(skew)  # after construction: leases stay on the database's clock
+    return queue
+
+
+def test_a_job_queued_or_retried_on_a_replica_whose_clock_runs_ahead_is_due_everywhere_now(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Due times are written and compared on the database's clock: a job queued (or `jobs
+    retry`-ed) through a replica ten minutes ahead is due for the others at once, not in ten
+    minutes."""
+    ahead, on_time = replica(postgres_url, tmp_path, 600), replica(postgres_url, tmp_path)
+    job = ahead.enqueue(M1).job
+    assert on_time.seconds_until_due() is None  # due already: nothing to wait for
+    claimed = on_time.claim("on-time", lease_seconds=60)
+    assert claimed is not None and claimed.id == job.id
+    on_time.park(job.id, "on-time", "GitLab refused the token")
+    ahead.retry(job.id)
+    again = on_time.claim("on-time", lease_seconds=60)
+    assert again is not None and again.id == job.id
+    ahead.close()
+    on_time.close()
+
+
+def test_a_backoff_one_replica_sets_holds_on_a_replica_whose_clock_runs_ahead(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A retry a replica put off by 120 s (a 429's Retry-After) is not run at once by a
+    replica whose clock runs ten minutes ahead; that one waits out the rest of the backoff."""
+    on_time, ahead = replica(postgres_url, tmp_path), replica(postgres_url, tmp_path, 600)
+    job = on_time.enqueue(M1).job
+    assert on_time.claim("on-time", lease_seconds=60) is not None
+    on_time.retry_later(job.id, "on-time", "rate limited", delay=120)
+    assert ahead.claim("ahead", lease_seconds=60) is None
+    due = ahead.seconds_until_due()
+    assert due is not None and 100 < due <= 120
+    assert on_time.get(job.id).state == "retrying"
+    on_time.close()
+    ahead.close()
+
+
 # A replica on another host whose system clock is off by argv[2] seconds claims a hook
 # delivery (argv[3] = "delivery") or the telling of an Argo CD status (argv[3] = "telling") and
 # prints whether it may act. The skew is the whole process's time.time(), set before promoter is

@@ -1,10 +1,11 @@
 """The promoter.yaml section for `promoter serve` (``server:``): its listeners, the limits that
-keep slow or hostile clients from holding them, and the job worker's lease."""
+keep slow or hostile clients from holding them, and the job worker's lease and time limit."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
+from promoter.core.jobs import JOB_TIMEOUT_SECONDS
 from promoter.settings_section import Section as _Section
 
 
@@ -24,6 +25,11 @@ class ServerSettings(_Section):
     job_lease_seconds: float = Field(
         default=60, ge=3, le=3600, description="a job whose worker stopped renewing its lease "
         "(a crashed replica) is taken over by another worker after this long")
+    job_timeout_seconds: float = Field(
+        default=JOB_TIMEOUT_SECONDS, ge=60, le=7 * 24 * 3600, description="a job attempt still "
+        "running after this long is given up (retried, or dead after the last attempt), so a "
+        "hung call cannot hold its deployment's queue; its worker thread stays taken until the "
+        "call returns")
     request_timeout_seconds: float = Field(
         default=10, gt=0, le=3600, description="a request's headers and body must arrive within "
         "this long (from connect, or from the previous response); slower clients are cut off")

@@ -65,7 +65,7 @@ def run_promotion(settings: Settings, model: str, version: str, env: str, printe
         # The service's worker id (host, pid, random): a pid alone repeats across hosts and
         # containers, and two holders with one id would pass each other's lease checks.
         worker = Worker(queue, handler, lease_seconds=settings.server.job_lease_seconds,
-                        heartbeat=True)
+                        job_timeout_seconds=settings.server.job_timeout_seconds, heartbeat=True)
         while job.state not in SETTLED:
             if not worker.run_once(job.id):
                 time.sleep(0.2)  # another worker holds it, or an older job of this model/env

@@ -33,6 +33,10 @@ def serve(
     and (with git.provider gitlab) /webhooks/gitlab; GET /healthz, /readyz,
     /metrics. Stops gracefully on SIGTERM or Ctrl-C.
 
+    A job attempt still running after server.job_timeout_seconds (3600) is
+    given up and retried (dead after the last attempt); a worker thread whose
+    call never returns stays taken until it does.
+
     Above server.max_connections the webhook port answers 503, /healthz
     included; with --probe-port a kubelet probing that port instead does not
     restart a flooded replica.

@@ -38,6 +38,10 @@ RETRYING: Final = JobState.RETRYING
 DONE: Final = JobState.DONE
 DEAD: Final = JobState.DEAD
 MAX_ATTEMPTS = 8  # a job's attempts before a retried failure parks it
+# An attempt running longer is given up (server.job_timeout_seconds): a handler hung in a call
+# without a timeout must not hold its job, and every newer job of its deployment, forever.
+# Long enough for an image build of a large model.
+JOB_TIMEOUT_SECONDS = 3600.0
 STATES: Final = tuple(JobState)
 TERMINAL_STATES: Final = frozenset({DONE, DEAD})
 ACTIONS: Final = tuple(JobAction)

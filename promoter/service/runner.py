@@ -59,6 +59,7 @@ def serve(settings: Settings, host: str, port: int, *, probe_port: int | None = 
         handler = build_job_handler(settings, registry, metrics)
         for index in range(workers):
             worker = Worker(queue, handler, lease_seconds=settings.server.job_lease_seconds,
+                            job_timeout_seconds=settings.server.job_timeout_seconds,
                             poll_seconds=POLL_SECONDS[queue.wakes_across_processes])
             workers_started.append(worker)
             threads.append(threading.Thread(target=worker.run_forever, args=(stop,),

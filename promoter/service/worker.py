@@ -7,6 +7,14 @@ dead; PermanentError / UserError / AuthError → dead with the reason; PolicyDen
 the lease, so only a worker that died (or hangs without its process) lets the lease expire —
 and then another worker picks the job up again, with the step results recorded so far.
 
+An attempt whose handler is still running after ``job_timeout_seconds`` is given up by the
+heartbeat: it fails the job as a TransientError would (retried with backoff, or dead after the
+last attempt), so a handler hung in a call without a timeout cannot keep its job, and every
+newer job of its deployment, waiting forever. Python cannot stop the hung thread: its next step
+or side effect raises LeaseLost, and whatever it returns is dropped (the job is no longer its
+to settle; the queue refuses a stale holder's outcome anyway). Its worker thread stays taken
+until the call returns.
+
 Writing the outcome (done, retrying, dead) is retried a few times, with the heartbeat still
 running, when the state database fails transiently: a job whose work is finished must not be
 run a second time (a second proposal, a second write-back) because of one connection reset.
@@ -28,6 +36,7 @@ from typing import Any
 from promoter.core.jobs import (
     DEAD,
     DONE,
+    JOB_TIMEOUT_SECONDS,
     MAX_ATTEMPTS,
     Backoff,
     Job,
@@ -65,6 +74,7 @@ class JobContext:
         self._lease_seconds = lease_seconds
         self._steps = queue.steps(job.id)
         self._lost = threading.Event()
+        self._lost_because = "its heartbeat found another holder"
 
     @property
     def attempt(self) -> int:
@@ -76,8 +86,11 @@ class JobContext:
         return outcome_for_error(error, self.job.attempts, self.max_attempts).state == DEAD \
             and not self._lost.is_set()
 
-    def lease_lost(self) -> None:
-        """Another worker holds the job now (the heartbeat found out): stop at the next step."""
+    def lease_lost(self, because: str | None = None) -> None:
+        """Another worker holds the job now (the heartbeat found out), or this attempt was
+        given up (``because`` says why): stop at the next step."""
+        if because is not None:
+            self._lost_because = because
         self._lost.set()
 
     def step(self, name: str) -> dict[str, Any] | None:
@@ -113,7 +126,7 @@ class JobContext:
     def _raise_if_lost(self) -> None:
         if self._lost.is_set():
             raise LeaseLost(f"worker {self.worker_id} lost the lease on job {self.job.id} "
-                            "(its heartbeat found another holder)")
+                            f"({self._lost_because})")
 
 
 JobHandler = Callable[[Job, JobContext], dict[str, Any]]
@@ -131,6 +144,23 @@ def _no_heartbeat() -> None:
     """Nothing to stop: no heartbeat runs."""
 
 
+class _AttemptEnd:
+    """Who settles an attempt: its handler finishing (returning or raising) or its time
+    running out, whichever comes first; the other leaves the job alone. Otherwise a handler
+    returning just as its attempt timed out could see its finished work retried, or a handler
+    returning long after could write over what the job went on to."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ended = False
+
+    def first(self) -> bool:
+        """True for the first caller only."""
+        with self._lock:
+            ended, self._ended = self._ended, True
+            return not ended
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -140,6 +170,7 @@ class Worker:
                  lease_seconds: float = 60.0, max_attempts: int = MAX_ATTEMPTS, *,
                  backoff: Backoff | None = None, random: Callable[[], float] | None = None,
                  poll_seconds: float = 1.0, heartbeat: bool = True,
+                 job_timeout_seconds: float = JOB_TIMEOUT_SECONDS,
                  housekeeping_seconds: float = 3600.0,
                  settle_retry_delays: tuple[float, ...] = SETTLE_RETRY_DELAYS,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -151,7 +182,8 @@ class Worker:
         self.backoff = backoff or Backoff()
         self.random = random or random_module.Random().random  # noqa: S311 (jitter only)
         self.poll_seconds = poll_seconds
-        self.heartbeat = heartbeat
+        self.heartbeat = heartbeat  # it also enforces job_timeout_seconds
+        self.job_timeout_seconds = job_timeout_seconds
         self.housekeeping_seconds = housekeeping_seconds
         self.settle_retry_delays = settle_retry_delays
         self.sleep = sleep
@@ -212,24 +244,26 @@ class Worker:
             return True
         _log_job(logging.INFO, "job started", job, worker=self.worker_id)
         stop_heartbeat = _no_heartbeat  # until the context (its steps read) exists
+        end = _AttemptEnd()
         try:
             context = JobContext(self.queue, job, self.worker_id, self.lease_seconds,
                                  self.max_attempts)
-            stop_heartbeat = self._start_heartbeat(context)
-            self._run_handler(job, context)
+            stop_heartbeat = self._start_heartbeat(context, end)
+            self._run_handler(job, context, end)
         finally:
             # Only now: the heartbeat keeps the lease while the outcome's write is retried.
             stop_heartbeat()
         return True
 
-    def _run_handler(self, job: Job, context: JobContext) -> None:
+    def _run_handler(self, job: Job, context: JobContext, end: _AttemptEnd) -> None:
         try:
             result = dict(self.handler(job, context) or {})  # a bad return is a failure too
         except LeaseLost as exc:
             _log_job(logging.WARNING, "job abandoned: lease lost", job, reason=str(exc))
             return
         except Exception as exc:
-            self._handle_failure(job, exc)
+            if self._handler_ends_attempt(job, end):
+                self._handle_failure(job, exc)
             return
         except BaseException:
             # Ctrl-C, or a shutdown that ends the thread: the handler has stopped, so the job
@@ -237,8 +271,17 @@ class Worker:
             with contextlib.suppress(Exception):
                 self.queue.let_go(job.id, self.worker_id)
             raise
+        if not self._handler_ends_attempt(job, end):
+            return
         self._settle(job, lambda: self.queue.complete(job.id, self.worker_id, result))
         _log_job(logging.INFO, "job done", job)
+
+    def _handler_ends_attempt(self, job: Job, end: _AttemptEnd) -> bool:
+        if end.first():
+            return True
+        _log_job(logging.WARNING, "job outcome dropped: the attempt had timed out and was given "
+                 "up", job, timeout_seconds=self.job_timeout_seconds)
+        return False
 
     def _handle_failure(self, job: Job, error: Exception) -> None:
         outcome = outcome_for_error(error, job.attempts, self.max_attempts)
@@ -294,14 +337,20 @@ class Worker:
             _log_job(logging.WARNING, "job outcome not recorded: lease lost", job,
                      reason=str(error))
 
-    def _start_heartbeat(self, context: JobContext) -> Callable[[], None]:
+    def _start_heartbeat(self, context: JobContext, end: _AttemptEnd) -> Callable[[], None]:
         if not self.heartbeat:
             return _no_heartbeat
         job, stop = context.job, threading.Event()
+        deadline = time.monotonic() + self.job_timeout_seconds
 
         def beat() -> None:
             extended, wait = time.monotonic(), self.lease_seconds / 3
-            while not stop.wait(wait):
+            while not stop.wait(_until_next_beat(wait, deadline)):
+                # Past the deadline, unless the handler has finished and its outcome is being
+                # written: then the lease is kept until that write is done.
+                if time.monotonic() >= deadline and end.first():
+                    self._time_out(context)
+                    return  # no more renewals: the job is settled, or its lease runs out
                 try:
                     if not self.queue.extend_lease(job.id, self.worker_id, self.lease_seconds):
                         _log_job(logging.WARNING, "job lease lost", job)
@@ -329,3 +378,25 @@ class Worker:
             thread.join(self.lease_seconds)
 
         return stop_beating
+
+    def _time_out(self, context: JobContext) -> None:
+        """Give up an attempt still running after job_timeout_seconds. Its handler stops at
+        its next step or side effect; the job fails as on a transient error (retried after a
+        backoff, or dead after the last attempt), which also ends this worker's lease."""
+        limit = f"{self.job_timeout_seconds:g} s"
+        context.lease_lost(f"its attempt timed out after {limit}")
+        error = TransientError(f"timed out after {limit} (server.job_timeout_seconds); the "
+                               "attempt was given up while its handler was still running")
+        _log_job(logging.ERROR, "job attempt timed out", context.job,
+                 timeout_seconds=self.job_timeout_seconds, worker=self.worker_id)
+        try:
+            self._handle_failure(context.job, error)
+        except Exception as exc:  # logged by _settle; the unrenewed lease runs out instead
+            _log_job(logging.ERROR, "timed-out job left to its lease", context.job,
+                     reason=str(exc))
+
+
+def _until_next_beat(wait: float, deadline: float) -> float:
+    """``wait``, or less if the attempt's deadline comes first (not once it has passed)."""
+    left = deadline - time.monotonic()
+    return min(wait, left) if left > 0 else wait

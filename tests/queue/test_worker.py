@@ -360,6 +360,79 @@ def test_the_heartbeat_keeps_a_long_job_leased(state_backend: StateBackend) -> N
     queue.close()
 
 
+# Real seconds: the heartbeat measures an attempt's time on the monotonic clock, not the queue's.
+JOB_TIMEOUT = 0.2
+V8 = JobKey("fraud-detector", "8", "production", "promote")
+
+
+def wait_until(condition: Any, what: str) -> None:
+    """Poll ``condition`` until it holds; fail (not hang) if it never does."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def start_hung_attempt(queue: JobQueue, handler: Any, **kwargs: Any) -> threading.Thread:
+    """The worker "w1" running ``handler`` in a thread of its own, under JOB_TIMEOUT."""
+    worker = make_worker(queue, handler, heartbeat=True, job_timeout_seconds=JOB_TIMEOUT,
+                         **kwargs)
+    thread = threading.Thread(target=worker.run_once)
+    thread.start()
+    return thread
+
+
+def test_a_hung_attempt_is_given_up_after_the_job_timeout_and_retried(
+        queue: JobQueue, clock: ManualClock) -> None:
+    job = queue.enqueue(V7).job
+    release = threading.Event()
+
+    def hung(job: Job, ctx: JobContext) -> dict[str, Any]:
+        release.wait(30)  # a call without a timeout that does not return (until released)
+        return {"by": "the hung attempt"}
+
+    thread = start_hung_attempt(queue, hung)
+    wait_until(lambda: queue.get(job.id).state == "retrying", "the attempt timed out")
+    timed_out = queue.get(job.id)
+    assert timed_out.reason is not None
+    assert timed_out.reason.startswith("TransientError: timed out after 0.2 s")
+    assert (timed_out.attempts, timed_out.lease_owner) == (1, None)  # the attempt counted
+    assert timed_out.next_run_at == clock.now() + 5  # backed off like any transient failure
+    clock.advance(5)
+    assert make_worker(queue, lambda job, ctx: {"by": "w2"}, worker_id="w2").run_once()
+    release.set()  # the hung call returns at last: its result must not count
+    thread.join(30)
+    assert not thread.is_alive()  # and w1's worker thread is free again
+    done = queue.get(job.id)
+    assert (done.state, done.result, done.attempts) == ("done", {"by": "w2"}, 2)
+
+
+def test_a_hung_last_attempt_parks_the_job_and_lets_its_deployment_move_on(
+        queue: JobQueue) -> None:
+    job = queue.enqueue(V7).job
+    release = threading.Event()
+
+    def hung(job: Job, ctx: JobContext) -> dict[str, Any]:
+        release.wait(30)
+        ctx.before_side_effect("push")  # where a handler released late stops
+        raise AssertionError("a timed-out attempt went on to its side effect")
+
+    thread = start_hung_attempt(queue, hung, max_attempts=1)
+    wait_until(lambda: queue.get(job.id).state == "running", "the attempt started")
+    newer = queue.enqueue(V8).job  # the newest request, waiting behind the hung job
+    wait_until(lambda: queue.get(job.id).state == "dead", "the attempt timed out")
+    assert queue.get(job.id).reason == (
+        "gave up after 1 attempts; last error: TransientError: timed out after 0.2 s "
+        "(server.job_timeout_seconds); the attempt was given up while its handler was still "
+        "running")
+    assert make_worker(queue, lambda job, ctx: {}, worker_id="w2").run_once()
+    assert queue.get(newer.id).state == "done"
+    release.set()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert queue.get(job.id).state == "dead"
+
+
 def test_an_enqueue_wakes_an_idle_worker_without_waiting_for_its_poll(queue: JobQueue) -> None:
     stop = threading.Event()
     ran: list[int] = []

@@ -89,7 +89,11 @@ class UnsupportedMediaType(UserError):
 
 def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = None, *,
                metrics: Metrics | None = None, clock: Clock | None = None,
-               gitlab_hook: GitLabHookHandler | None = None) -> Starlette:
+               gitlab_hook: GitLabHookHandler | None = None,
+               restart_reason: Callable[[], str | None] | None = None) -> Starlette:
+    """The webhook and probe app. ``restart_reason`` (worker.stuck_workers over the serve
+    process's workers) tells /healthz why the process can no longer do its work, so the
+    liveness probe restarts it; None while all is well."""
     metrics = metrics or Metrics()
     metrics.watch_queue(queue.counts_by_state)
     clock = clock or SystemClock()
@@ -166,6 +170,9 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         return await receive(request, "databricks")
 
     async def healthz(request: Request) -> Response:
+        reason = restart_reason() if restart_reason is not None else None
+        if reason is not None:
+            return JSONResponse({"status": "stuck", "detail": reason}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:

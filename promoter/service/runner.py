@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from promoter.service import logs
 from promoter.service.logs import log
@@ -37,7 +37,7 @@ def serve(settings: Settings, host: str, port: int, *, probe_port: int | None = 
     from promoter.service.metrics import Metrics
     from promoter.service.queue import JobQueue
     from promoter.service.reconcile import run_periodically
-    from promoter.service.worker import Worker
+    from promoter.service.worker import Worker, stuck_workers
 
     logs.configure(secrets=settings.secret_values())
     # Bound first: a probe port already taken fails the start before anything else opens.
@@ -51,10 +51,11 @@ def serve(settings: Settings, host: str, port: int, *, probe_port: int | None = 
     outcomes = composition.outcomes(settings, registry)  # the hook's and the MR sweep's
     if settings.git.provider == "gitlab":
         gitlab_hook = composition.gitlab_hook(settings, outcomes)
-    app = create_app(settings, queue, registry, metrics=metrics, gitlab_hook=gitlab_hook)
+    workers_started: list[Worker] = []
+    app = create_app(settings, queue, registry, metrics=metrics, gitlab_hook=gitlab_hook,
+                     restart_reason=lambda: stuck_workers(workers_started))
     stop = threading.Event()
     threads: list[threading.Thread] = []
-    workers_started: list[Any] = []
     if registry is not None:
         handler = build_job_handler(settings, registry, metrics)
         for index in range(workers):

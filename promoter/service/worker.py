@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from promoter.core.jobs import (
@@ -187,6 +187,15 @@ class Worker:
         self.housekeeping_seconds = housekeeping_seconds
         self.settle_retry_delays = settle_retry_delays
         self.sleep = sleep
+        # The job whose attempt timed out while its handler still runs in this thread, and
+        # since when (monotonic): /healthz reads it through stuck_workers.
+        self._stuck: tuple[int, float] | None = None
+
+    def stuck_job(self) -> tuple[int, float] | None:
+        """(job id, seconds since it timed out) while this worker's thread is still held by
+        an attempt given up after job_timeout_seconds; None otherwise."""
+        stuck = self._stuck
+        return None if stuck is None else (stuck[0], time.monotonic() - stuck[1])
 
     def wake(self) -> None:
         """Cut idle waits short (every worker of this queue in this process), e.g. to stop."""
@@ -253,6 +262,7 @@ class Worker:
         finally:
             # Only now: the heartbeat keeps the lease while the outcome's write is retried.
             stop_heartbeat()
+            self._stuck = None  # the handler has returned: the thread is free again
         return True
 
     def _run_handler(self, job: Job, context: JobContext, end: _AttemptEnd) -> None:
@@ -384,6 +394,7 @@ class Worker:
         its next step or side effect; the job fails as on a transient error (retried after a
         backoff, or dead after the last attempt), which also ends this worker's lease."""
         limit = f"{self.job_timeout_seconds:g} s"
+        self._stuck = (context.job.id, time.monotonic())
         context.lease_lost(f"its attempt timed out after {limit}")
         error = TransientError(f"timed out after {limit} (server.job_timeout_seconds); the "
                                "attempt was given up while its handler was still running")
@@ -400,3 +411,16 @@ def _until_next_beat(wait: float, deadline: float) -> float:
     """``wait``, or less if the attempt's deadline comes first (not once it has passed)."""
     left = deadline - time.monotonic()
     return min(wait, left) if left > 0 else wait
+
+
+def stuck_workers(workers: Sequence[Worker]) -> str | None:
+    """Why this process should be restarted, or None: every one of its job workers is held by
+    an attempt given up after job_timeout_seconds. Python cannot end those threads, so only a
+    restart gives the replica its workers back; while any worker is free, jobs still run and
+    a restart would only cut the others' attempts short."""
+    stuck = [found for worker in workers if (found := worker.stuck_job()) is not None]
+    if not workers or len(stuck) < len(workers):
+        return None
+    jobs = ", ".join(f"job {job_id} ({seconds:.0f} s)" for job_id, seconds in stuck)
+    return (f"all {len(workers)} job workers are held by attempts that timed out and never "
+            f"returned: {jobs}; restart to free them")

@@ -61,12 +61,13 @@ class AppClient:
 def app_client_factory(tmp_path: Path) -> Iterator[Any]:
     made: list[AppClient] = []
 
-    def make(clock: Any = None, registry: Any = None, **environ: str) -> AppClient:
+    def make(clock: Any = None, registry: Any = None, restart_reason: Any = None,
+             **environ: str) -> AppClient:
         environ.setdefault("PROMOTER_MLFLOW_WEBHOOK_SECRET", CAPTURE_SECRET)
         environ.setdefault("PROMOTER_DATABRICKS_WEBHOOK_SECRET", "databricks-secret")
         settings = make_settings(tmp_path / f"state{len(made)}", **environ)
         queue = JobQueue.open(settings.state_dir)
-        app = create_app(settings, queue, registry, clock=clock)
+        app = create_app(settings, queue, registry, clock=clock, restart_reason=restart_reason)
         loop = asyncio.new_event_loop()
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                    base_url="http://promoter.test")

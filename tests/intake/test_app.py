@@ -300,6 +300,18 @@ def test_readyz_reports_an_unreachable_mlflow_and_stays_ready(app_client_factory
     assert app_client_factory().get("/healthz").json() == {"status": "ok"}
 
 
+def test_healthz_fails_while_the_process_needs_a_restart(app_client_factory: Any) -> None:
+    """Liveness is how Kubernetes restarts a replica whose job workers are all held by calls
+    that timed out and never returned (worker.stuck_workers)."""
+    reason: list[str] = []
+    client = app_client_factory(restart_reason=lambda: reason[0] if reason else None)
+    assert client.get("/healthz").status_code == 200
+    reason.append("all 1 job workers are held by attempts that timed out")
+    stuck = client.get("/healthz")
+    assert stuck.status_code == 503
+    assert stuck.json() == {"status": "stuck", "detail": reason[0]}
+
+
 def test_readyz_gives_up_on_a_hanging_mlflow_and_stays_ready(app_client_factory: Any,
                                                              tmp_path: Any) -> None:
     """An MLflow that accepts and never answers holds the real client for its 10 s timeout,

@@ -12,7 +12,7 @@ from promoter.core.jobs import Backoff, Job
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.errors import PermanentError, PolicyDenied, TransientError
 from promoter.service.queue import JobKey, JobQueue, LeaseLost
-from promoter.service.worker import JobContext, Worker
+from promoter.service.worker import JobContext, Worker, stuck_workers
 from promoter.state.db import StateConflict
 from tests.core.test_pipeline import MODEL, NAME, RENDERER, World
 from tests.core.test_pipeline import world as world  # the pipeline fakes, as a fixture
@@ -718,3 +718,30 @@ def test_a_failed_heartbeat_is_tried_again_soon_so_a_short_outage_keeps_the_leas
     assert stolen == [None]
     assert queue.get(job.id).state == "done"
     queue.close()
+
+
+def test_liveness_asks_for_a_restart_only_once_every_worker_is_held_by_a_timed_out_attempt(
+        queue: JobQueue) -> None:
+    """Python cannot end a thread stuck in a call: a replica whose every worker is so held
+    runs no job again until restarted, so /healthz (liveness) says so; with one worker free
+    (or the call returned) a restart would only cut other attempts short."""
+    job = queue.enqueue(V7).job
+    release = threading.Event()
+
+    def hung(job: Job, ctx: JobContext) -> dict[str, Any]:
+        release.wait(30)
+        return {}
+
+    stuck = make_worker(queue, hung, heartbeat=True, job_timeout_seconds=JOB_TIMEOUT)
+    free = make_worker(queue, lambda job, ctx: {}, worker_id="w2")
+    thread = threading.Thread(target=stuck.run_once)
+    thread.start()
+    try:
+        wait_until(lambda: queue.get(job.id).state == "retrying", "the attempt timed out")
+        assert stuck_workers([stuck, free]) is None      # w2 still runs jobs
+        reason = stuck_workers([stuck])
+        assert reason is not None and f"job {job.id} (" in reason and "restart" in reason
+    finally:
+        release.set()
+        thread.join(30)
+    assert stuck_workers([stuck]) is None                # the call returned: free again

@@ -2,6 +2,10 @@
 
 Prometheus answers at most 11,000 points per series and query, so a long range is read in
 chunks that each stay under that limit.
+
+An answer with ``warnings`` is refused: Prometheus (over remote read) and Thanos answer 200
+"success" with whatever they could read when a store did not answer, and a forecast or a cost
+report read from that partial history would be wrong without saying so.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from typing import Any
 
 import httpx
 
+from promoter.core.masking import without_secret_params, without_url_userinfo
 from promoter.errors import TransientError, UserError
 from promoter.ports.metrics import Series
 
 MAX_POINTS = 10_000          # Prometheus refuses more than 11,000 points per series
+MAX_WARNINGS_QUOTED = 400    # characters of a refused answer's warnings in the error
 
 
 class PrometheusSource:
@@ -42,8 +48,11 @@ class PrometheusSource:
 
     def _one(self, query: str, start: datetime, end: datetime,
              step: int) -> list[tuple[tuple[tuple[str, str], ...], list[tuple[datetime, float]]]]:
+        # partial_response=false: Thanos then fails a query a store cannot answer instead of
+        # answering it in part (Prometheus ignores the parameter).
         params = {"query": query, "start": f"{start.timestamp():.3f}",
-                  "end": f"{end.timestamp():.3f}", "step": str(step)}
+                  "end": f"{end.timestamp():.3f}", "step": str(step),
+                  "partial_response": "false"}
         try:
             response = self._client.get(f"{self._url}/api/v1/query_range", params=params)
         except httpx.HTTPError as exc:
@@ -59,6 +68,10 @@ class PrometheusSource:
                             f"{body.get('errorType', response.status_code)}: "
                             f"{body.get('error', '')}"[:500],
                             hint="check the runtime's telemetry PromQL in its runtime.yaml")
+        if body.get("warnings"):
+            raise TransientError(_partial_answer(self._url, body["warnings"]),
+                                 hint="the data may be incomplete; retry once every store "
+                                      "Prometheus reads from answers")
         data = body.get("data") or {}
         if data.get("resultType") != "matrix":
             raise UserError(f"Prometheus answered {data.get('resultType')!r}, not a range matrix")
@@ -69,6 +82,18 @@ class PrometheusSource:
                       for stamp, value in item.get("values") or []]
             results.append((labels, points))
         return results
+
+
+def _partial_answer(url: str, warnings: Any) -> str:
+    """The refusal of an answer with warnings, quoting them: capped (one can be a long list of
+    stores), and without credentials (a remote-read endpoint's userinfo or token)."""
+    quoted = "; ".join(str(warning) for warning in warnings) \
+        if isinstance(warnings, list) else str(warnings)
+    quoted = without_secret_params(without_url_userinfo(quoted))
+    if len(quoted) > MAX_WARNINGS_QUOTED:
+        quoted = quoted[:MAX_WARNINGS_QUOTED] + "…"
+    return f"Prometheus at {without_url_userinfo(url)} answered with warnings, so its data " \
+           f"may be partial: {quoted}"
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -14,11 +14,12 @@ import re
 import struct
 import subprocess
 import zlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from ruamel.yaml import YAML
 
@@ -26,6 +27,7 @@ from promoter import forecasting
 from promoter.adapters import kustomize, schemas
 from promoter.adapters.prometheus import PrometheusSource
 from promoter.core import forecast as model
+from promoter.errors import TransientError
 from promoter.forecast_plot import HEIGHT_PX, PNG_SIGNATURE, WIDTH_PX
 from promoter.settings import load_settings
 from tests.conftest import requires_kubectl
@@ -244,6 +246,32 @@ def test_forecast_of_the_held_out_week_is_within_the_stated_error(
     predicted = model.predict(plan.fitted, [moment for moment, _ in actual], tz)
     error = model.wape([value for _, value in actual], predicted)
     assert error < HELD_OUT_WAPE, f"held-out WAPE {error:.3f}"
+
+
+def test_an_answer_with_warnings_is_refused_not_read_as_the_whole_history() -> None:
+    """Thanos (or Prometheus over remote read) answers 200 "success" with what it could read
+    and "warnings" naming a store that did not answer: forecast, rightsize and cost would size
+    from the partial history. Refused as transient, quoting the warnings (capped, no userinfo);
+    ``partial_response=false`` asks Thanos to fail instead (Prometheus ignores it)."""
+    sent: list[dict[str, str]] = []
+    store = "partial response: store 10.0.0.3:10901 unreachable"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(dict(request.url.params))
+        return httpx.Response(200, json={
+            "status": "success", "data": {"resultType": "matrix", "result": [
+                {"metric": {}, "values": [[1_700_000_000, "1"]]}]},
+            "warnings": [store, "remote read from http://reader:s3cret@store:9090 failed",
+                         "x" * 5_000]})
+
+    source = PrometheusSource("http://prom",
+                              client=httpx.Client(transport=httpx.MockTransport(answer)))
+    start = datetime.fromtimestamp(1_700_000_000 - 60, UTC)
+    with pytest.raises(TransientError, match=re.escape(store)) as raised:
+        source.query_range("up", start, start + timedelta(minutes=2), 60)
+    assert "s3cret" not in str(raised.value)
+    assert len(str(raised.value)) < 1_000
+    assert sent[0]["partial_response"] == "false"
 
 
 @requires_kubectl

@@ -33,7 +33,7 @@ from promoter.core.spec import ModelDeployment, ModelRef
 from promoter.core.verdict import verdict
 from promoter.errors import ConfigError, PolicyDenied, UserError
 from promoter.ports.git import FileContent, GitProvider, Proposal, ProposalResult
-from promoter.ports.metrics import MetricsSource
+from promoter.ports.metrics import MetricsSource, Series
 from promoter.rendering import load_descriptors, templates_dir
 from promoter.settings import Settings
 
@@ -112,11 +112,7 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
     query = telemetry.render(telemetry.request_rate, name=name, namespace=namespace,
                              window=f"{step}m")
     start = now - timedelta(days=config.history_days)
-    series = metrics.query_range(query, start, now, step * 60)
-    if len(series) > 1:
-        raise UserError(f"the request-rate query returned {len(series)} series, not one",
-                        hint="the runtime's telemetry.requestRate must aggregate (sum(...))")
-    history = series[0].points if series else ()
+    history = request_rate_points(metrics.query_range(query, start, now, step * 60))
     fitted = model.fit(history, tz, step_minutes=step, z=config.quantile_z)
     spec = deployment.spec
     capacity = float(spec.scaling.target) if spec.scaling.metric == "rps" \
@@ -159,6 +155,16 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
         static_gpu_hours_week=bounds.max_replicas * gpus * 24 * 7.0,
         price_per_gpu_hour=gpu_hour_price(settings, spec.resources.gpu.type),
         currency=settings.telemetry.currency, decision=decision, history=tuple(history))
+
+
+def request_rate_points(series: list[Series]) -> tuple[tuple[datetime, float], ...]:
+    """The deployment's request rate: the one series the runtime's requestRate gives (none
+    without traffic). Several (per pod, not summed) are refused rather than one of them read
+    as the whole deployment's demand."""
+    if len(series) > 1:
+        raise UserError(f"the request-rate query returned {len(series)} series, not one",
+                        hint="the runtime's telemetry.requestRate must aggregate (sum(...))")
+    return series[0].points if series else ()
 
 
 STARTUP_QUERY = ('max by (pod) (kube_pod_status_ready_time{{namespace="{namespace}",'

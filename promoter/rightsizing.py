@@ -24,6 +24,7 @@ from promoter.forecasting import (
     descriptor_of,
     gpu_hour_price,
     policy_verdict,
+    request_rate_points,
     telemetry_of,
     zone,
 )
@@ -74,13 +75,12 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
     free = _by_gpu(metrics.query_range(FB_FREE + selector, start, now, STEP_SECONDS))
     rate_query = telemetry.render(telemetry.request_rate, name=name, namespace=namespace,
                                   window="5m")
-    rates = metrics.query_range(rate_query, start, now, STEP_SECONDS)
+    rates = request_rate_points(metrics.query_range(rate_query, start, now, STEP_SECONDS))
     tz = zone(settings.forecast.timezone)
     hours: dict[tuple[int, int, int, int], list[float]] = defaultdict(list)
-    for series in rates[:1]:
-        for moment, value in series.points:
-            local = moment.astimezone(tz)
-            hours[(local.year, local.month, local.day, local.hour)].append(value)
+    for moment, value in rates:
+        local = moment.astimezone(tz)
+        hours[(local.year, local.month, local.day, local.hour)].append(value)
     all_points = [moment for series in util_series for moment, _ in series.points]
     covered = (max(all_points) - min(all_points)).total_seconds() / 86400 if all_points else 0
     keys = sorted(util)

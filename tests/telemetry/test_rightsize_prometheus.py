@@ -15,12 +15,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
-from promoter import rendering
+from promoter import forecasting, rendering, rightsizing
+from promoter.adapters.prometheus import PrometheusSource
 from promoter.core import keda_overlay, live_overlay
 from promoter.core.live_overlay import Pins
 from promoter.core.render import ImagePin, Lineage
+from promoter.core.runtimes import Telemetry
 from promoter.core.spec import ModelRef
+from promoter.errors import UserError
+from promoter.settings import load_settings
 from tests.conftest import requires_kubectl
 from tests.telemetry import traces
 from tests.telemetry.prometheus_server import available, prometheus
@@ -173,6 +178,21 @@ def test_a_replica_spread_over_idle_gpus_gets_fewer(run_cli, tmp_path: Path,
 def test_a_right_sized_deployment_gets_no_proposal(run_cli, tmp_path: Path,
                                                    prometheus_url: str) -> None:
     assert _rightsize(run_cli, tmp_path, prometheus_url, "busy")["proposals"] == []
+
+
+def test_a_request_rate_query_that_does_not_aggregate_is_refused(tmp_path: Path,
+                                                                 prometheus_url: str) -> None:
+    """Per-pod series (a requestRate without sum(...)): only the first pod's rate was read, so
+    the quietest hour looked a third as busy as it was and minReplicas 3 came out as 1.
+    Refused, as `promoter forecast` refuses it."""
+    settings = load_settings(_config(tmp_path, prometheus_url), environ={})
+    deployment, target = forecasting.resolve(
+        settings, YAML(typ="safe").load(_intent("sliced", 3, 1)), "production", "intent")
+    per_pod = Telemetry.model_validate({"requestRate": (
+        'rate(nv_inference_request_success{namespace="{namespace}",pod=~"{pods}"}[{window}])')})
+    with pytest.raises(UserError, match="returned 3 series, not one"):
+        rightsizing.evidence(settings, deployment, target, PrometheusSource(prometheus_url),
+                             per_pod, now=END, days=8)
 
 
 def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str) -> None:

@@ -22,13 +22,17 @@ HPA_DELETE_FILE = "patch-delete-horizontalpodautoscaler.yaml"
 KSERVE_EXTERNAL_FILE = "patch-inferenceservice-autoscaler.yaml"
 EXTERNAL_AUTOSCALER = {"serving.kserve.io/autoscalerClass": "external"}
 
-# One field per line, as promoter's forecast writes it (and as a reviewer would edit it).
+# One field per line, as promoter's forecast writes it (and as a reviewer would edit it),
+# perhaps with a trailing comment, which is kept. YAML starts a comment only after a blank:
+# in "40# x" the "#" belongs to the value, which these patterns then do not match.
+_COMMENT = r"(?P<comment>[ \t]+#.*?)?[ \t]*$"
 _BOUND = re.compile(
-    r"^(?P<lead>[ \t]*(?P<key>minReplicaCount|maxReplicaCount):[ \t]*)(?P<n>\d+)[ \t]*$",
+    r"^(?P<lead>[ \t]*(?P<key>minReplicaCount|maxReplicaCount):[ \t]*)(?P<n>\d+)" + _COMMENT,
     re.MULTILINE)
 _DESIRED = re.compile(
-    r"^(?P<lead>[ \t]*desiredReplicas:[ \t]*)(?P<q>['\"]?)(?P<n>\d+)(?P=q)[ \t]*$",
+    r"^(?P<lead>[ \t]*desiredReplicas:[ \t]*)(?P<q>['\"]?)(?P<n>\d+)(?P=q)" + _COMMENT,
     re.MULTILINE)
+_BOUND_FIELDS = {"minReplicaCount": _BOUND, "maxReplicaCount": _BOUND, "desiredReplicas": _DESIRED}
 
 
 _SPEC_BLOCK = re.compile(r"^spec:[ \t]*(?:#.*)?$")
@@ -74,21 +78,37 @@ def bounded(scaled_object: str, min_replicas: int, max_replicas: int) -> str:
     The schedule was accepted for the intent of its day; a later version may lower
     ``maxReplicas`` (or the team's quota may have shrunk it), and a pre-warm window must never
     ask for more than the intent allows. Text in, text out: only the three numeric fields are
-    touched, so a reviewer's edits elsewhere in the file survive. A missing
-    ``maxReplicaCount`` is added (KEDA's default is 100, not the intent's bound).
+    touched (their comments kept), so a reviewer's edits elsewhere in the file survive. A
+    missing ``maxReplicaCount`` is added (KEDA's default is 100, not the intent's bound).
     """
     def bound(match: re.Match[str]) -> str:
         value = min_replicas if match["key"] == "minReplicaCount" else max_replicas
-        return f"{match['lead']}{value}"
+        return f"{match['lead']}{value}{match['comment'] or ''}"
 
     def desired(match: re.Match[str]) -> str:
         value = max(min_replicas, min(max_replicas, int(match["n"])))
-        return f"{match['lead']}{match['q']}{value}{match['q']}"
+        return f"{match['lead']}{match['q']}{value}{match['q']}{match['comment'] or ''}"
 
     # The field patterns end at "\n": a "\r" before it would leave a bound unrewritten.
     text = scaled_object.replace("\r\n", "\n")
     _refuse_several_documents(text)
+    _refuse_unboundable_fields(text)
     return _DESIRED.sub(desired, _BOUND.sub(bound, _with_max_bound(text, max_replicas)))
+
+
+def _refuse_unboundable_fields(text: str) -> None:
+    """A bound named in a form its pattern cannot rewrite (quoted where KEDA wants a number,
+    in a flow mapping, followed by more than a comment) would be carried forward as the old
+    intent left it: a minReplicaCount or a pre-warm window above today's maxReplicas, which
+    KEDA rejects or the team quota does not allow. Refused, for each of the three alike."""
+    for line in text.splitlines():
+        for field, pattern in _BOUND_FIELDS.items():
+            if _names(field, line) and pattern.fullmatch(line) is None:
+                raise UserError(
+                    f"the overlay's {SCALED_OBJECT_FILE} names {field} in a form promoter "
+                    "cannot bound to the intent's minReplicas..maxReplicas",
+                    hint=f"write it as one `{field}: <n>` line (a trailing comment may "
+                         "follow), as `promoter forecast` does")
 
 
 _DOCUMENT_START = re.compile(r"^---", re.MULTILINE)
@@ -110,22 +130,15 @@ def _with_max_bound(scaled_object: str, max_replicas: int) -> str:
     """The ScaledObject with a ``maxReplicaCount`` line ``_BOUND`` can set.
 
     Left out, KEDA scales up to its default of 100 whatever the intent says, so the bound is
-    added under ``spec:``. Named in any other form (quoted, in a flow mapping, with a trailing
-    comment), it could not be rewritten and would be carried forward unbounded: refused."""
-    named = [line for line in scaled_object.splitlines() if _names_max(line)]
-    if any(_BOUND.fullmatch(line) is None for line in named):
-        raise UserError(f"the overlay's {SCALED_OBJECT_FILE} names maxReplicaCount in a form "
-                        "promoter cannot bound to the intent's maxReplicas",
-                        hint="write it as one `maxReplicaCount: <n>` line under `spec:`, as "
-                             "`promoter forecast` does")
-    if named:
+    added under ``spec:`` (one named in a form ``_BOUND`` misses is refused before this)."""
+    if any(_names("maxReplicaCount", line) for line in scaled_object.splitlines()):
         return scaled_object
     return _insert_under_spec(scaled_object, f"maxReplicaCount: {max_replicas}")
 
 
-def _names_max(line: str) -> bool:
+def _names(field: str, line: str) -> bool:
     # A comment may mention the field; only YAML that sets it matters.
-    return "maxReplicaCount" in line.split("#", 1)[0]
+    return field in line.split("#", 1)[0]
 
 
 def _insert_under_spec(scaled_object: str, field_line: str) -> str:

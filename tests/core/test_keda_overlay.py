@@ -44,9 +44,37 @@ def test_an_existing_max_replica_count_is_rewritten_not_added_twice() -> None:
         "spec:\n  # maxReplicaCount: left to KEDA?\n  maxReplicaCount: 4\n"
 
 
+def test_bounds_with_a_trailing_comment_are_rewritten_and_keep_the_comment() -> None:
+    """Before, only maxReplicaCount in this form was refused: minReplicaCount 6 and a cron
+    window's desiredReplicas "6" stayed above an intent's maxReplicas 4 (KEDA rejects min >
+    max), and the ScaledObject was accepted."""
+    accepted = ("spec:\n  minReplicaCount: 6  # business hours\n"
+                "  maxReplicaCount: 8 # reviewed\n  triggers:\n  - type: cron\n"
+                "    metadata:\n      desiredReplicas: \"6\"\t# peak\n")
+    assert keda_overlay.bounded(accepted, 2, 4) == (
+        "spec:\n  minReplicaCount: 2  # business hours\n"
+        "  maxReplicaCount: 4 # reviewed\n  triggers:\n  - type: cron\n"
+        "    metadata:\n      desiredReplicas: \"4\"\t# peak\n")
+
+
+@pytest.mark.parametrize(("accepted", "field"), [
+    ("spec:\n  minReplicaCount: \"6\"\n  maxReplicaCount: 8\n", "minReplicaCount"),
+    ("spec: {minReplicaCount: 6}\n", "minReplicaCount"),
+    ("spec:\n  minReplicaCount: 6 # 6#\n  maxReplicaCount: 8\n  triggers:\n"
+     "  - type: cron\n    metadata: {desiredReplicas: \"6\", start: 0 8 * * *}\n",
+     "desiredReplicas"),
+    ("spec:\n  maxReplicaCount: 8\n  triggers:\n  - type: cron\n    metadata:\n"
+     "      desiredReplicas: 6 replicas\n", "desiredReplicas"),
+])
+def test_a_min_or_desired_replica_count_promoter_cannot_bound_is_refused(
+        accepted: str, field: str) -> None:
+    with pytest.raises(UserError, match=field):
+        keda_overlay.bounded(accepted, 2, 4)
+
+
 @pytest.mark.parametrize("accepted", [
     "spec:\n  maxReplicaCount: \"40\"\n",                 # quoted: the line pattern misses it
-    "spec:\n  maxReplicaCount: 40  # reviewed\n",
+    "spec:\n  maxReplicaCount: 40# not a comment: YAML reads \"40# not…\"\n",
     "spec: {scaleTargetRef: {name: llm}, maxReplicaCount: 40}\n",
     "spec: {scaleTargetRef: {name: llm}}\n",              # nowhere to add the bound
     "kind: ScaledObject\n",

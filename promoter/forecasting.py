@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 
 from promoter import rendering
 from promoter.core import forecast as model
-from promoter.core import keda_overlay, mr_text, prewarm, tree_facts
+from promoter.core import keda_overlay, mr_text, prewarm, rightsize, tree_facts
 from promoter.core.config import EnvironmentTarget
 from promoter.core.gates import GateFacts, judges_the_version
 from promoter.core.intent import resolve_intent
@@ -63,8 +63,10 @@ class ForecastPlan:
     history: tuple[tuple[datetime, float], ...]
 
     @property
-    def gpus(self) -> int:
-        return self.deployment.spec.resources.gpu.count
+    def gpus(self) -> float:
+        """Whole GPUs one replica holds (a MIG slice its share), as `promoter cost` counts."""
+        gpu = self.deployment.spec.resources.gpu
+        return rightsize.gpus_held(gpu.count, gpu.mig)
 
 
 def zone(name: str) -> ZoneInfo:
@@ -141,7 +143,7 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
         name=name, target=scale_target, bounds=bounds, timezone=config.timezone,
         windows_=windows, reactive=reactive,
         labels={"app.kubernetes.io/managed-by": "promoter"})
-    gpus = spec.resources.gpu.count
+    gpus = rightsize.gpus_held(spec.resources.gpu.count, spec.resources.gpu.mig)
     bounded = deployment.model_copy(update={"spec": spec.model_copy(update={
         "scaling": spec.scaling.model_copy(update={"max_replicas": bounds.max_replicas})})})
     decision = policy_verdict(settings, target, bounded, tags or {}, now)

@@ -118,9 +118,15 @@ def gpu_share(mig_profile: str | None) -> float:
     return profile_slices(mig_profile) / MIG_SLICES if mig_profile else 1.0
 
 
+def gpus_held(count: int, mig_profile: str | None) -> float:
+    """Whole GPUs that ``count`` devices hold: a MIG slice its share of one (g of 7), so
+    GPU-hours and their cost read the same in `rightsize`, `forecast` and `cost`."""
+    return count * gpu_share(mig_profile)
+
+
 def gpus_per_replica(current: Current) -> float:
-    """Whole GPUs one replica holds: a MIG slice is its share of one, not a whole GPU."""
-    return gpu_share(current.mig) if current.mig is not None else max(current.gpus, 1)
+    """Whole GPUs one replica holds: each of its MIG slices is its share of one."""
+    return gpus_held(max(current.gpus, 1), current.mig)
 
 
 def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal]:

@@ -45,6 +45,11 @@ def test_a_lower_minimum_of_a_mig_deployment_saves_its_slices_not_whole_gpus() -
                               RULES)
     assert [(p.kind, p.proposed) for p in found] == [("min-replicas", "1")]
     assert math.isclose(found[0].gpu_hours_saved_month, (3 - 1) * (1 / 7) * 730)
+    # Two slices per replica hold 2/7 of a GPU (before: 1/7, the count dropped).
+    two = rightsize.Current(min_replicas=3, gpus=2, mig="1g.10gb", capacity=10)
+    assert math.isclose(rightsize.gpus_per_replica(two), 2 / 7)
+    found = rightsize.propose(two, _evidence(quiet_hour_rate=1, replica_counts=(3.0,)), RULES)
+    assert math.isclose(found[0].gpu_hours_saved_month, (3 - 1) * (2 / 7) * 730)
 
 
 def test_a_slice_is_sized_by_the_memory_it_holds_not_its_rounded_name() -> None:

@@ -248,6 +248,32 @@ def test_forecast_of_the_held_out_week_is_within_the_stated_error(
     assert error < HELD_OUT_WAPE, f"held-out WAPE {error:.3f}"
 
 
+def test_a_mig_slice_counts_its_share_of_a_gpu_not_a_whole_one(tmp_path: Path,
+                                                                prometheus_url: str) -> None:
+    """A 1g.10gb slice is 1/7 of a GPU, as `promoter cost` counts it: before, the plan's
+    GPU-hours (scheduled, static, per weekday), its cost per week and the MR's saving counted
+    it as a whole GPU, seven times too high."""
+    settings = load_settings(_config(tmp_path, prometheus_url, lead="600"), environ={})
+    source = PrometheusSource(prometheus_url)
+
+    def plan(gpu: dict[str, Any]) -> forecasting.ForecastPlan:
+        intent = YAML(typ="safe").load(INTENT)
+        intent["spec"]["resources"]["gpu"] = gpu
+        deployment, target = forecasting.resolve(settings, intent, "production", "intent")
+        return forecasting.plan(settings, deployment, target, source, now=TRAIN_END)
+
+    whole = plan({"count": 1, "type": "NVIDIA-L40S"})
+    sliced = plan({"count": 1, "type": "NVIDIA-L40S", "mig": "1g.10gb"})
+    assert sliced.windows == whole.windows and whole.gpu_hours_week > 0
+    assert sliced.gpu_hours_week == pytest.approx(whole.gpu_hours_week / 7)
+    assert sliced.static_gpu_hours_week == pytest.approx(whole.static_gpu_hours_week / 7)
+    assert sum(row["gpu_hours"] for row in forecasting.summary_rows(sliced)) == \
+        pytest.approx(sum(row["gpu_hours"] for row in forecasting.summary_rows(whole)) / 7,
+                      abs=0.5)
+    saving = whole.static_gpu_hours_week - whole.gpu_hours_week
+    assert f"({saving / 7:.0f} fewer)" in forecasting.description(sliced, "plot.png")
+
+
 def test_an_answer_with_warnings_is_refused_not_read_as_the_whole_history() -> None:
     """Thanos (or Prometheus over remote read) answers 200 "success" with what it could read
     and "warnings" naming a store that did not answer: forecast, rightsize and cost would size

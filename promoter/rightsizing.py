@@ -205,7 +205,8 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
     """GPU-hours (and cost) per team, model or environment between ``start`` and ``end``.
 
     Every DCGM GPU series (framebuffer used) that belongs to a pod counts one GPU for each
-    sample it has, a MIG instance its share (``GPU_I_PROFILE``: g of 7 slices); the
+    step of the period a sample of it closes, a MIG instance its share (``GPU_I_PROFILE``: g
+    of 7 slices); the
     model is the pod's deployment name, the environment the namespace's, the team the pod's
     cost label as kube-state-metrics exports it (``kube_pod_labels``).
     """
@@ -213,6 +214,9 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
         raise UserError("the cost period is empty")
     # Framebuffer use, not utilisation: DCGM reports no GPU_UTIL for MIG instances, and a MIG
     # instance (GPU_I_PROFILE label) counts its share of a GPU, not a whole one.
+    # query_range returns both ends: N steps, N + 1 samples. A sample counts for the step it
+    # closes (count by() sees the series scraped in the lookback before it), so the one at
+    # ``start`` belongs to the period before, and adjacent periods add up exactly.
     series = metrics.query_range(
         f"count by (namespace, pod, modelName, {MIG_LABEL}) ({FB_USED})", start, end,
         STEP_SECONDS)
@@ -228,8 +232,8 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
         model = deployment_of_pod(pod) or "unknown"
         key = {"model": model, "env": envs.get(namespace, namespace or "unknown"),
                "team": teams.get((namespace, pod), "unknown")}[by]
-        used = sum(value for _, value in item.points) * STEP_SECONDS / 3600 \
-            * _gpu_share(item.labels.get(MIG_LABEL, ""))
+        used = sum(value for moment, value in item.points if moment > start) \
+            * STEP_SECONDS / 3600 * _gpu_share(item.labels.get(MIG_LABEL, ""))
         hours[key] += used
         prices[gpu_type] = prices.get(gpu_type, gpu_hour_price(settings, gpu_type))
         if prices[gpu_type] is None:

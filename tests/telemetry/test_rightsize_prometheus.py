@@ -220,6 +220,29 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
     assert set(rows("env")) == {"production"}
 
 
+def test_adjacent_cost_periods_add_up_and_a_busy_day_is_24_gpu_hours(
+        tmp_path: Path, prometheus_url: str) -> None:
+    """query_range returns both ends of a period: N steps, N + 1 samples. Counting each as a
+    step counted the boundary sample in both adjacent periods (one GPU busy all day: 24.08
+    GPU-hours). Each sample now counts for the step it closes, so the one at the start,
+    which closes the step before the period, is left out."""
+    settings = load_settings(_config(tmp_path, prometheus_url), environ={})
+    source = PrometheusSource(prometheus_url)
+    day = timedelta(days=1)
+
+    def hours(first: int, days: int) -> dict[str, float]:
+        start = traces.START + first * day
+        return {row.key: row.gpu_hours for row in rightsizing.cost(
+            settings, source, by="model", start=start, end=start + days * day)}
+
+    first, second, both = hours(2, 1), hours(3, 1), hours(2, 2)
+    assert first["busy"] == pytest.approx(24.0, abs=1e-9)
+    assert first["slice"] == pytest.approx(24.0 / 7, abs=1e-9)
+    for model in both:
+        assert first.get(model, 0) + second.get(model, 0) == pytest.approx(both[model],
+                                                                           abs=1e-9)
+
+
 # What a promotion of version 1 pins (core.pipeline builds its request with these).
 PINS = Pins(lineage=Lineage(run_id="0a1b2c3d4e5f",
                             source="mlflow-artifacts:/1/0a1b2c3d4e5f/artifacts/model"),

@@ -20,11 +20,12 @@ from promoter.errors import UsageError
 
 HELP = """Forecast next week's demand and propose a KEDA ScaledObject that pre-warms for it.
 
-Reads the deployment's request rate (and queue, where the runtime exposes one) from Prometheus
-(prometheus.url; PromQL from the runtime's telemetry block) over forecast.history_days, fits a
-daily + weekly seasonal model, and renders cron triggers that raise replicas one cold-start lead
-time before each forecast rise (in forecast.timezone), plus a Prometheus trigger for what the
-forecast misses, bounded by the intent's min/max and the team GPU quota. Without --propose it
+Reads the deployment's request rate from Prometheus (prometheus.url; PromQL from the runtime's
+telemetry block) over forecast.history_days, fits a daily + weekly seasonal model, and renders
+cron triggers that raise replicas one cold-start lead time before each forecast rise (in
+forecast.timezone), plus Prometheus triggers on the live request rate (and queue, where the
+runtime exposes one) for what the forecast misses, bounded by the intent's min/max and the team
+GPU quota. Without --propose it
 prints the ScaledObject and a summary; --propose opens or updates the MR on scale/<name>/<env>,
 which also commits the forecast plot as a PNG, <manifests_dir>/<name>/forecast-<env>.png, shown
 in the MR description.

@@ -81,7 +81,7 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     orphans = [orphan for orphan in gc.orphan_bases(root, paths, files)
                if not wanted(orphan.name, orphan.model, frozenset())]
     removals = gc.plan(root, found, view, idle_since, idle_envs, ttl, time.time(),
-                       orphans=orphans, base_wanted=wanted)
+                       paths=paths, orphans=orphans, base_wanted=wanted)
     if dry_run:
         return GcPlan(removals)
     if not removals:

@@ -67,7 +67,7 @@ def test_the_plan_names_each_removal_and_never_touches_foreign_directories() -> 
         return gc.RegistryView(True, True, None)   # production alias deleted
 
     removals = gc.plan(ROOT, found, view, lambda o: None, frozenset({"staging"}), None, 0.0,
-                       orphans=gc.orphan_bases(ROOT, FILES, FILES))
+                       paths=FILES, orphans=gc.orphan_bases(ROOT, FILES, FILES))
     assert [(r.prefix, r.reason) for r in removals] == [
         (f"{ROOT}/a/overlays/production/", "no alias or stage points 'Model A' at production "
                                            "any more"),
@@ -90,7 +90,7 @@ def test_a_base_left_without_overlays_is_collected_and_a_foreign_one_is_not() ->
     # d has an overlay, even a hand-made one
     assert gc.orphan_bases(ROOT, files, files) == [gc.OrphanBase("c", "Model C")]
     removals = gc.plan(ROOT, gc.overlays(ROOT, files), lambda o: gc.RegistryView(True, True, "3"),
-                       lambda o: None, frozenset(), None, 0.0,
+                       lambda o: None, frozenset(), None, 0.0, paths=files,
                        orphans=gc.orphan_bases(ROOT, files, files))
     assert [(r.prefix, r.reason) for r in removals] == [
         (f"{ROOT}/c/base/", "no overlay uses it (its environments were decommissioned "
@@ -120,6 +120,46 @@ def test_gc_keeps_a_base_whose_overlay_file_has_another_name(tmp_path: Path) -> 
         managed_prefixes=()))
     assert hand_made.mr_iid is not None and provider.merge(hand_made.mr_iid, "alice")
     assert collect(settings, world.registry, provider, dry_run=True).removals == []
+
+
+@pytest.mark.parametrize("overlay_file", ["overlays/dev/kustomization.yml",
+                                          "overlays/eu/dev/kustomization.yaml",
+                                          "overlays/staging-eu/kustomization.yaml"])
+def test_a_base_stays_for_a_hand_made_overlay_when_promoters_last_one_goes(
+        overlay_file: str) -> None:
+    """GC parses only overlays/<env>/kustomization.yaml, so a hand-made overlay beside
+    promoter's is no Overlay it finds; it still builds on ../../base, which stays when
+    promoter's last overlay goes (before, the base went with it). A file inside the overlay
+    going (staging's own patch) keeps nothing."""
+    files = {f"{ROOT}/c/base/kustomization.yaml": base("Model C"),
+             f"{ROOT}/c/overlays/staging/kustomization.yaml": overlay("1")}
+    paths = {*files, f"{ROOT}/c/overlays/staging/patch.yaml"}
+
+    def plan(listed: set[str]) -> list[str]:
+        return [r.prefix for r in gc.plan(
+            ROOT, gc.overlays(ROOT, files), lambda o: gc.RegistryView(True, True, None),
+            lambda o: None, frozenset(), None, 0.0, paths=listed, orphans=())]
+
+    staging = f"{ROOT}/c/overlays/staging/"
+    assert plan(paths) == [staging, f"{ROOT}/c/base/"]
+    assert plan({*paths, f"{ROOT}/c/{overlay_file}"}) == [staging]
+
+
+def test_gc_keeps_the_base_of_a_hand_made_overlay_beside_the_one_it_collects(
+        tmp_path: Path) -> None:
+    """Through collect: main holds a hand-made dev overlay (kustomization.yml) and promoter's
+    staging one; staging's alias deleted, GC removes staging's overlay and keeps the base the
+    dev overlay uses."""
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _in_staging_only(settings, provider)
+    hand_made = provider.propose(Proposal(
+        model=MODEL, name=NAME, env="dev", version="1", title="t", description="d",
+        files={f"{ROOT}/{NAME}/overlays/dev/kustomization.yml": "resources: [../../base]\n"},
+        managed_prefixes=()))
+    assert hand_made.mr_iid is not None and provider.merge(hand_made.mr_iid, "alice")
+    removals = collect(settings, world.registry, provider, dry_run=True).removals
+    assert [r.prefix for r in removals] == [f"{ROOT}/{NAME}/overlays/staging/"]
 
 
 def _orphaned(settings: object, provider: localgit.LocalGitProvider) -> World:
@@ -442,7 +482,7 @@ def test_idle_staging_deployments_go_after_the_ttl(idle_for_days: float,
     now = 100 * 86400.0
     removals = gc.plan(ROOT, found, lambda o: gc.RegistryView(True, True, "3"),
                        lambda o: now - idle_for_days * 86400, frozenset({"staging"}),
-                       7 * 86400.0, now, orphans=())
+                       7 * 86400.0, now, paths=(), orphans=())
     assert bool(removals) is collected
     if collected:
         assert "idle in staging for 10.0 days" in removals[0].reason

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from promoter.core import base_reuse, mr_text, tree_facts
+from promoter.core import base_reuse, gc, mr_text, tree_facts
 from promoter.core.config import PipelineConfig
 from promoter.core.results import DeploymentStatus, PipelineResult
 from promoter.errors import NotFoundError
@@ -49,10 +49,11 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
     overlay = f"{root}/{state.name}/overlays/{job.env}/"
     overlays = ports.provider.files(f"{root}/{state.name}/overlays/",
                                          config.target_branch)
-    remaining = [path for path in overlays if not path.startswith(overlay)]
-    keep_base = bool(remaining) or base_reuse.wanted_elsewhere(
-        ports.ledger, registry, ports.provider, config.targets.environments, state.name,
-        job.model, frozenset({job.env}))
+    # Any other file under overlays/ keeps the base, by GC's rule (a hand-made overlay too).
+    keep_base = gc.overlays_left(root, state.name, overlays, (overlay,)) \
+        or base_reuse.wanted_elsewhere(ports.ledger, registry, ports.provider,
+                                       config.targets.environments, state.name, job.model,
+                                       frozenset({job.env}))
     managed = (overlay,) if keep_base else (overlay, f"{root}/{state.name}/base/")
     what = "its overlay" if keep_base else "its overlay and base (no environment remains)"
     # What the environment runs is what the target branch holds, which may be older than the

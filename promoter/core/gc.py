@@ -5,8 +5,9 @@ the registry says now. An overlay goes when its registered model or its version 
 exists, when no alias or stage points the environment at the model any more, or when it is
 in an idle-collected environment (staging) and nothing was promoted there for the TTL. A base
 goes with its last overlay, or alone when no overlay is left beside it (two environments
-decommissioned at once: each removal MR saw the other's overlay and kept the base) and the
-caller found nothing about to use it again; an
+decommissioned at once: each removal MR saw the other's overlay and kept the base), only when
+no other file stays under its ``overlays/`` (overlays_left: a hand-made overlay GC does not
+parse still builds on it) and the caller found nothing about to use it again; an
 overlay's forecast plot goes with the overlay. Directories whose base promoter did not write
 (no ``promoter.dev/registered-model`` annotation) are never touched.
 """
@@ -142,18 +143,32 @@ def orphan_bases(root: str, paths: Iterable[str],
             model = tree_facts.annotation(text, tree_facts.REGISTERED_MODEL)
             if model is not None:
                 owned[relative[0]] = model
-    overlaid = {relative[0] for path in paths if (relative := _under(root, path)) is not None
-                and len(relative) >= 3 and relative[1] == "overlays"}
-    return [OrphanBase(name, owned[name]) for name in sorted(set(owned) - overlaid)]
+    listed = tuple(paths)
+    return [OrphanBase(name, owned[name]) for name in sorted(owned)
+            if not overlays_left(root, name, listed)]
+
+
+def overlays_left(root: str, name: str, paths: Iterable[str],
+                  leaving: Iterable[str] = ()) -> bool:
+    """Whether any file under ``<name>/overlays/`` (``paths``: files on the branch) lies
+    outside the overlay directories ``leaving`` (prefixes ending in "/"): the base stays for
+    it. Any file counts, promoter's or not, whatever it is called and however deep, since
+    Kustomize reads ``kustomization.yml`` and ``Kustomization`` too and a hand-made overlay
+    builds on ``../../base`` as well. The one rule GC (orphans, and a base whose last parsed
+    overlay goes) and a decommission (core.decommission) keep a base by."""
+    overlays, going = f"{root}/{name}/overlays/", tuple(leaving)
+    return any(path.startswith(overlays) and not path.startswith(going) for path in paths)
 
 
 def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView],
          idle_since: Callable[[Overlay], float | None], idle_envs: frozenset[str],
-         ttl_seconds: float | None, now: float, *,
+         ttl_seconds: float | None, now: float, *, paths: Iterable[str],
          orphans: Sequence[OrphanBase],
          base_wanted: Callable[[str, str, frozenset[str]], bool] = lambda *_: False
          ) -> list[Removal]:
-    """What goes: ``found`` overlays nothing needs, bases whose last overlay goes unless
+    """What goes: ``found`` overlays nothing needs, bases whose last overlay goes unless a
+    file outside the overlays going stays under their ``overlays/`` (``paths``: every file on
+    the branch; ``found`` holds only ``overlays/<env>/kustomization.yaml``) or
     ``base_wanted(name, model, environments leaving)`` (a promotion into another environment
     under way would build on it), and the ``orphans`` (orphan_bases, less those about to be
     used again)."""
@@ -168,8 +183,11 @@ def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView
             removals.append(Removal(
                 f"{root}/{overlay.name}/overlays/{overlay.env}/", reason,
                 (tree_facts.forecast_plot(root, overlay.name, overlay.env),)))
+    listed, going = tuple(paths), [removal.prefix for removal in removals]
     for name in sorted({overlay.name for overlay in found} - set(kept)):
         leaving = [overlay for overlay in found if overlay.name == name]
+        if overlays_left(root, name, listed, going):
+            continue  # a hand-made overlay beside promoter's still builds on the base
         if not base_wanted(name, leaving[0].model, frozenset(o.env for o in leaving)):
             removals.append(Removal(f"{root}/{name}/base/", "no environment remains"))
     for orphan in orphans:

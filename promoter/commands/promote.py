@@ -98,7 +98,7 @@ class _Printer:
         self.line(f"  {mark} {step:<14} {outcome:<10} {detail}")
 
 
-def _finish(job: dict[str, Any], output: str) -> None:
+def _finish(job: dict[str, Any], output: str, *, dead_hint: str | None = None) -> None:
     result = job.get("result") or {}
     if output == "json":
         emit_json(job)
@@ -115,7 +115,8 @@ def _finish(job: dict[str, Any], output: str) -> None:
                     typer.echo(f"  {label}: {result[key]}")
     if job["state"] == "dead":
         raise UserError(f"job {job['id']} failed: {job['reason']}",
-                        hint=f"fix the cause, then `promoter jobs retry {job['id']}`")
+                        hint=dead_hint or f"fix the cause, then `promoter jobs retry "
+                                          f"{job['id']}`")
     if job["state"] == "retrying":
         typer.echo(f"job {job['id']} will be retried: {job['reason']}", err=True)
         raise typer.Exit(EXIT_UNEXPECTED)

@@ -3,14 +3,21 @@ let the normal pipeline open the MR. MLflow stays the source of truth: the alias
 job (and every later webhook and reconcile pass) deploys.
 
 So the alias moves only for a rollback the policy allows: the verdict is asked first (the one
-`policy check` gives), and if the job is still denied (a gate that changed in between, or the
-signature check), the alias is put back; otherwise MLflow would name a version the cluster
-does not run, and nothing would repair it."""
+`policy check` gives), and if the job deploys nothing, the alias is put back; otherwise MLflow
+would name a version the cluster does not run, and nothing would repair it. The job deploys
+nothing when it is denied (a gate that changed in between, or the signature check) and when
+it is parked dead: refusals `policy check` does not make (a runtime switch under a shared
+base, a deployment name another model owns) and permanent image or artifact failures.
+
+The command waits while the job is queued or running. A job left for a retry after a
+transient failure (a dependency down) keeps the alias: it is still in the queue, and `promoter
+serve` retries it, deploying what the alias names; the command says so and exits 3."""
 
 from __future__ import annotations
 
 import getpass
-from typing import TYPE_CHECKING, Annotated
+import shlex
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -33,7 +40,8 @@ def rollback(
     output: str = OUTPUT_OPTION,
 ) -> None:
     """Roll an environment back to an earlier version: move its MLflow alias, then run the
-    promotion job and print each step (exit codes as `promote`)."""
+    promotion job and print each step (exit codes as `promote`). A job denied or parked dead
+    deployed nothing: the alias is moved back. A job left for a retry keeps it (exit 3)."""
     from promoter.core.live_history import previous_live
     from promoter.service import composition
 
@@ -57,17 +65,34 @@ def rollback(
     printer = _Printer(output)
     printer.line(f"{env}: alias {alias!r} of {model} moved from version {current} to {target}")
     job = run_promotion(settings, model, target, env, printer, {"reason": "rollback"})
-    if (job.get("result") or {}).get("outcome") == "denied":
-        # The job deployed nothing: the alias must name what the environment still runs.
+    failed = _deployed_nothing(job)
+    if failed is not None:
+        # The alias must name what the environment still runs.
         if current is not None:
             registry.set_alias(model, alias, current)
         audit.record("rollback.reverted", actor=actor, model=model, env=env, version=target,
-                     restored=current)
-        typer.echo(f"{env}: rollback to version {target} denied; alias {alias!r} of {model} "
+                     restored=current, job_id=job["id"], job_state=job["state"])
+        typer.echo(f"{env}: rollback to version {target} {failed}; alias {alias!r} of {model} "
                    + (f"moved back to version {current}" if current is not None else
                       "left on it (it pointed at no version before); delete it in MLflow"),
                    err=True)
-    _finish(job, output)
+    elif job["state"] == "retrying":
+        typer.echo(f"{env}: alias {alias!r} of {model} stays on version {target}: job "
+                   f"{job['id']} is queued for a retry, which deploys it (`promoter serve`)",
+                   err=True)
+    # A dead job's own retry would deploy what the alias names again, not the rollback.
+    again = shlex.join(["promoter", "rollback", model, "--env", env, "--to-version", target])
+    _finish(job, output, dead_hint=f"fix the cause, then run `{again}` again")
+
+
+def _deployed_nothing(job: dict[str, Any]) -> str | None:
+    """How the rollback's job ended without deploying anything (denied, or parked dead), or
+    None: done, or left in the queue for a retry that still deploys the alias's version."""
+    if job["state"] == "dead":
+        return f"failed (job {job['id']} is dead)"
+    if (job.get("result") or {}).get("outcome") == "denied":
+        return "denied"
+    return None
 
 
 def _refuse_if_denied(settings: Settings, model: str, version: str, env: str,

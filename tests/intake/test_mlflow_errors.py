@@ -7,6 +7,7 @@ import pytest
 import requests
 from botocore.exceptions import (
     ClientError,
+    CredentialRetrievalError,
     EndpointConnectionError,
     NoCredentialsError,
     PartialCredentialsError,
@@ -130,7 +131,21 @@ STORE_CASES: list[tuple[str, BaseException, type[PromoterError]]] = [
      PermanentError),
     ("google 429", _stand_in("google.api_core.exceptions", "TooManyRequests", code=429),
      TransientError),
+    # Credentials a provider failed to fetch (a metadata endpoint's timeout) come back.
+    ("s3 credentials not fetched",
+     CredentialRetrievalError(provider="container-role", error_msg="timed out"), TransientError),
+    ("google refresh retryable", _stand_in("google.auth.exceptions", "RefreshError",
+                                           retryable=True), TransientError),
+    ("google refresh refused", _stand_in("google.auth.exceptions", "RefreshError",
+                                         retryable=False), ConfigError),
 ]
+
+
+def test_a_refresh_failing_on_the_metadata_servers_transport_is_retried() -> None:
+    transport = _stand_in("google.auth.exceptions", "TransportError")
+    refresh = _stand_in("google.auth.exceptions", "RefreshError")
+    refresh.__cause__ = transport
+    assert type(translate(refresh, "read gs://b/x", "http://mlflow:5000")) is TransientError
 
 
 @pytest.mark.parametrize(("failure", "expected"), [(exc, kind) for _, exc, kind in STORE_CASES],

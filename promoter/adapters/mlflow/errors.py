@@ -60,6 +60,10 @@ _STORE_LIBRARIES = ("botocore.", "boto3.", "azure.", "google.auth.", "google.api
 _STORE_NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError",
                          "CredentialRetrievalError", "ClientAuthenticationError",
                          "DefaultCredentialsError", "RefreshError"}
+# Credentials that a provider failed to fetch rather than found missing: botocore's
+# CredentialRetrievalError (the container or Pod Identity endpoint timed out), google.auth's
+# RefreshError when it says retryable or comes from a TransportError (the metadata server).
+_STORE_CREDENTIALS_FETCH_FAILED = {"CredentialRetrievalError"}
 _STORE_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
                       "ConnectionClosedError", "ServiceRequestError", "ServiceResponseError",
                       "TransportError"}
@@ -150,6 +154,9 @@ def _from_storage_client(exc: BaseException, doing: str) -> PromoterError | None
     if not classes:
         return None
     names = {cls.__name__ for cls in classes}
+    if _credentials_fetch_failed(exc, names):
+        return TransientError(f"cannot {doing}: the artifact store's credentials could not be "
+                              f"fetched ({type(exc).__name__})", hint=_STORE_CREDENTIALS_HINT)
     if names & _STORE_NO_CREDENTIALS:
         return ConfigError(f"cannot {doing}: the artifact store has no usable credentials "
                            f"({type(exc).__name__})", hint=_STORE_CREDENTIALS_HINT)
@@ -168,6 +175,15 @@ def _from_storage_client(exc: BaseException, doing: str) -> PromoterError | None
                               hint=_STORE_CREDENTIALS_HINT)
     return PermanentError(f"cannot {doing}: the artifact store answered {said}",
                           hint="check the model version's source URI")
+
+
+def _credentials_fetch_failed(exc: BaseException, names: set[str]) -> bool:
+    """Whether the credentials were not fetched (may come back) rather than missing."""
+    if names & _STORE_CREDENTIALS_FETCH_FAILED or getattr(exc, "retryable", False) is True:
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and names & _STORE_NO_CREDENTIALS != set() and any(
+        cls.__name__ in _STORE_UNREACHABLE for cls in type(cause).__mro__)
 
 
 def _store_answer(exc: BaseException) -> tuple[int | None, str]:

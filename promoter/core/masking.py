@@ -33,7 +33,8 @@ _SECRET_ENDINGS = ("password", "passwd", "passphrase", "secret", "apikey", "acce
 _SECRET_PARAMS = frozenset({"sig", "signature", "x-amz-signature", "x-amz-security-token"})
 # name=value pairs separated as in URL queries, libpq keyword strings and the
 # "Server=…;Password=…" connection strings of ADO.NET and Azure Storage.
-_SECRET_PARAM = re.compile(r"(?<![^?&;\s])([^=&?;\s]+)=([^&;\s]*)")
+# A value ends at the next separator or at a URL's fragment, which is kept.
+_SECRET_PARAM = re.compile(r"(?<![^?&;\s])([^=&?;#\s]+)=([^&;#\s]*)")
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 
@@ -70,11 +71,22 @@ def without_secret_params(text: str) -> str:
     ``token=``, a libpq ``password=``, ``AccountKey=`` in an Azure connection string."""
     def masked(found: re.Match[str]) -> str:
         name = _PERCENT.sub(lambda escaped: chr(int(escaped[1], 16)), found[1])
-        if secret_name(name) or name.strip().lower() in _SECRET_PARAMS:
+        if _credential_param(name):
             return f"{found[1]}={MASK}"
         return found[0]
 
     return _SECRET_PARAM.sub(masked, text)
+
+
+def _credential_param(name: str) -> bool:
+    """Whether a parameter inside a value is a credential. Stricter than secret_name: the
+    name must END in the credential ("access_token", "AccountKey"), since inside free text a
+    flag such as "--token-limit" merely mentions one."""
+    if name.strip().lower() in _SECRET_PARAMS:
+        return True
+    words = [word.lower() for word in _WORD.findall(name)]
+    return bool(words) and (words[-1] in _SECRET_WORDS or words[-1].endswith(_SECRET_ENDINGS)
+                            or tuple(words[-2:]) in _SECRET_PAIRS)
 
 
 def masked_value(name: str, value: str) -> str:

@@ -210,3 +210,12 @@ def test_credentials_named_as_one_word_or_inside_connection_strings_are_masked()
                   "sv=2022-11-02", "sig=***", "X-Amz-Signature=***", "X-Amz-Expires=60",
                   "access_token=***", "page=2", "| 512 |", "| gpt2 |"):
         assert shown in plain, shown
+
+
+def test_masking_inside_values_keeps_fragments_and_flags_that_only_mention_a_credential() -> None:
+    from promoter.core.masking import masked_value
+
+    assert masked_value("docs", "https://h/p?token=abc#section") == "https://h/p?token=***#section"
+    assert masked_value("args", "--token-limit=5 --page=2") == "--token-limit=5 --page=2"
+    assert masked_value("args", "--hf-token=hf_x --page=2") == "--hf-token=*** --page=2"
+    assert masked_value("dsn", "Server=db;Uid=ml;Pwd=hunter10;") == "Server=db;Uid=ml;Pwd=***;"

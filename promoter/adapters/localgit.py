@@ -10,6 +10,7 @@ The lifecycle (core.proposal) is the very one GitLab runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,9 @@ from promoter.state.db import StateDB
 from promoter.state.pushed_heads import PushedHeads
 
 LOCAL_PROJECT_ID = 0
+# A merge holds its MR locked for the seconds its push takes. Older, the lock was left by a
+# merge that stopped before landing (killed): the next command on the MR opens it again.
+STALE_LOCK_SECONDS = 300.0
 OnEvent = Callable[[MergeRequestEvent], None]
 
 
@@ -166,6 +170,10 @@ class LocalGitProvider:
                                   if pushes is not None else None)
 
     def propose(self, proposal: Proposal) -> ProposalResult:
+        for mr in self.forge.merge_requests(proposal.branch):
+            if mr.state == "locked":  # a merge left unrecorded would refuse the new MR
+                with contextlib.suppress(UserError):
+                    self._settle_lock(mr)
         result = self._flow.propose(proposal)
         if self._pushes:  # the same record of pushed heads GitLab's provider keeps
             self._pushes.record_proposal(LOCAL_PROJECT_ID, proposal, result)
@@ -251,11 +259,34 @@ class LocalGitProvider:
             # Nothing landed: open again, or the MR would stay locked for good.
             self.forge.store.transition(iid, "locked", "opened")
             raise
-        self.forge.store.transition(iid, "locked", "merged", merge_commit_sha=merged)
-        self.forge.repo.delete(mr.source_branch)
-        result = self.get(iid)
-        self._emit(result, "merge", user)
-        return result
+        self._record_merge(mr, merged, user)
+        return self.get(iid)
+
+    def _record_merge(self, mr: MergeRequest, merge_commit: str, user: str) -> None:
+        """Record a merge that landed and announce it, unless another command (one that
+        found the lock left behind) has already done so."""
+        if self.forge.store.transition(mr.iid, "locked", "merged",
+                                       merge_commit_sha=merge_commit):
+            self.forge.repo.delete(mr.source_branch)
+            self._emit(self.get(mr.iid), "merge", user)
+
+    def _settle_lock(self, mr: MergeRequest) -> MergeRequest:
+        """A locked MR as it really stands. A merge that landed but was never recorded (its
+        last write failed, or it was killed after the push) is recorded now, as that merge
+        would have, and refused to the caller; a lock older than STALE_LOCK_SECONDS without
+        a landed merge is opened again; anything else is a merge still running."""
+        repo = self.forge.repo
+        repo.fetch()
+        target = repo.head(mr.target_branch)
+        if mr.head_sha and target and repo.is_ancestor(mr.head_sha, target):
+            merged = repo.merge_commit_of(mr.head_sha, target) or target
+            self._record_merge(mr, merged, "promoter")
+            raise UserError(f"!{mr.iid} was merged (its merge is recorded now)")
+        record = self.forge.store.get(mr.iid)
+        if record and time.time() - float(record["updated_at"]) >= STALE_LOCK_SECONDS and \
+                self.forge.store.transition(mr.iid, "locked", "opened"):
+            return self.get(mr.iid)
+        raise _being_merged(mr.iid)
 
     def _land(self, mr: MergeRequest, head: str) -> str:
         """Merge ``head`` into ``mr``'s target branch on the remote; the merge commit."""
@@ -290,7 +321,7 @@ class LocalGitProvider:
     def _open(self, iid: int) -> MergeRequest:
         mr = self.get(iid)
         if mr.state == "locked":
-            raise _being_merged(iid)
+            mr = self._settle_lock(mr)
         if mr.state != "opened":
             raise UserError(f"!{iid} is {mr.state}, not open")
         return mr

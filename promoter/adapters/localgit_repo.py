@@ -105,6 +105,20 @@ class LocalRepo:
             return False
         return True
 
+    def merge_commit_of(self, commit: str, revision: str, depth: int = 500) -> str | None:
+        """The merge commit on ``revision``'s first-parent line that merged ``commit`` (its
+        second parent), among the newest ``depth`` merges; None when there is none."""
+        try:
+            lines = self.git("rev-list", "--first-parent", "--merges", "--parents",
+                             f"--max-count={depth}", revision).splitlines()
+        except GitFailed:
+            return None
+        for line in lines:
+            merge, *parents = line.split()
+            if parents[1:2] == [commit]:
+                return merge
+        return None
+
     def message(self, sha: str) -> str:
         return self.git("log", "-1", "--format=%B", sha)
 

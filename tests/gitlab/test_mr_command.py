@@ -184,3 +184,57 @@ def test_no_second_mr_opens_on_a_branch_while_its_mr_is_being_merged(tmp_path: P
     assert merger.merge(iid, "alice").state == "merged"
     assert refusals and "already exists" in refusals[0]
     assert [mr.iid for mr in other.forge.merge_requests(proposal("2").branch)] == [iid]
+
+
+def _merge_whose_last_write_fails(provider: localgit.LocalGitProvider, iid: int) -> None:
+    """`mr merge` lands on the target branch, then its write of "merged" fails (a state
+    database blip; a kill there leaves the same): the MR stays locked."""
+    store = provider.forge.store
+    real = store.transition
+
+    def transition(number: int, before: str, after: str, **fields: object) -> bool:
+        if (before, after) == ("locked", "merged"):
+            raise TransientError("the state database is unusable")
+        return real(number, before, after, **fields)
+
+    store.transition = transition  # type: ignore[method-assign]
+    try:
+        with pytest.raises(TransientError):
+            provider.merge(iid, "alice")
+    finally:
+        store.transition = real  # type: ignore[method-assign]
+    assert provider.get(iid).state == "locked"
+
+
+def test_a_merge_that_landed_but_was_not_recorded_is_recorded_by_the_next_command(
+        tmp_path: Path) -> None:
+    merger, closer, events = _reviewers(tmp_path / "state")
+    iid = _approved(merger)
+    _merge_whose_last_write_fails(merger, iid)
+    with pytest.raises(UserError, match="was merged"):
+        closer.close(iid, "carol")
+    merged = closer.get(iid)
+    assert merged.state == "merged" and merged.merge_commit_sha == closer.forge.branch_head("main")
+    assert [action for _, action in events].count("merge") == 1 and ("B", "close") not in events
+    assert merger.propose(proposal("2")).mr_iid not in (None, iid)   # the branch is free again
+
+
+def test_a_promotion_records_a_merge_left_locked_instead_of_being_refused(
+        tmp_path: Path) -> None:
+    merger, _, events = _reviewers(tmp_path / "state")
+    iid = _approved(merger)
+    _merge_whose_last_write_fails(merger, iid)
+    result = merger.propose(proposal("2"))
+    assert merger.get(iid).state == "merged" and ("A", "merge") in events
+    assert result.mr_iid not in (None, iid)
+
+
+def test_a_lock_left_by_a_merge_that_never_landed_is_opened_again_once_stale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    merger, closer, _ = _reviewers(tmp_path / "state")
+    iid = _approved(merger)
+    assert merger.forge.store.transition(iid, "opened", "locked")  # then the merge was killed
+    with pytest.raises(UserError, match="being merged"):
+        closer.close(iid, "carol")                                 # still within a merge's time
+    monkeypatch.setattr(localgit, "STALE_LOCK_SECONDS", 0.0)       # ... and now long past it
+    assert closer.close(iid, "carol").state == "closed"

@@ -115,6 +115,13 @@ class NotFoundError(PermanentError):
     again cannot help, and a caller that follows it may stop."""
 
 
+class UnacceptableContent(PermanentError):
+    """A server sent content promoter will not take: over the size cap, compressed although
+    asked for it plain, or not matching the digest it was asked for. Unlike a refusal (403)
+    it says nothing about the caller's access, so a reader of content anyone may write (a
+    signature's referrers) can skip it."""
+
+
 EXIT_OK = 0
 EXIT_USER = 1
 EXIT_USAGE = 2

@@ -27,7 +27,12 @@ from promoter.adapters.oci_errors import StreamedRequestRefused
 from promoter.adapters.oci_limits import MANIFEST_LIMIT, SMALL_LIMIT, body_cap_hook, body_limit
 from promoter.adapters.oci_origin import upload_location
 from promoter.adapters.oci_upload import upload_blob, upload_hashing
-from promoter.errors import PermanentError, PromoterError, TransientError
+from promoter.errors import (
+    PermanentError,
+    PromoterError,
+    TransientError,
+    UnacceptableContent,
+)
 from promoter.image.reference import is_loopback_registry
 from promoter.ports.image import Blob
 
@@ -182,8 +187,8 @@ class RegistryClient:
                                 limit=limit, limited=f"blob {digest[:19]} of {repository}")
         data = response.content
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-            raise PermanentError(f"registry {self.registry} returned a blob for {digest} whose "
-                                 "content does not match that digest")
+            raise UnacceptableContent(f"registry {self.registry} returned a blob for {digest} "
+                                      "whose content does not match that digest")
         return data
 
     @contextmanager
@@ -215,8 +220,8 @@ class RegistryClient:
         body = response.content
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if reference.startswith("sha256:") and digest != reference:
-            raise PermanentError(f"registry {self.registry} returned a manifest that does not "
-                                 f"match the digest {reference}")
+            raise UnacceptableContent(f"registry {self.registry} returned a manifest that "
+                                      f"does not match the digest {reference}")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return Manifest(body, media_type, digest)
 

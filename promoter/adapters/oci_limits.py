@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from promoter.errors import PermanentError
+from promoter.errors import UnacceptableContent
 
 MANIFEST_LIMIT = 4 * 1024 * 1024  # what distribution itself accepts for a manifest or index
 TOKEN_LIMIT = 256 * 1024  # a bearer token answer is a few KiB even with an x5c chain
@@ -44,8 +44,8 @@ def body_cap_hook(source: str) -> Callable[[httpx.Response], None]:
         if limit is None:
             return
 
-        def too_large() -> PermanentError:
-            return PermanentError(
+        def too_large() -> UnacceptableContent:
+            return UnacceptableContent(
                 f"{source} sent more than {_size(limit)} for {what}; promoter stops reading "
                 "there rather than hold an answer that large in memory",
                 hint="check that the registry and reference are the intended ones")
@@ -54,7 +54,7 @@ def body_cap_hook(source: str) -> Callable[[httpx.Response], None]:
         if encoding not in ("", "identity"):
             # Compressed answers were not asked for (Accept-Encoding: identity); counting the
             # compressed bytes would let a small answer inflate past the cap.
-            raise PermanentError(f"{source} sent {what} compressed ({encoding}) although "
+            raise UnacceptableContent(f"{source} sent {what} compressed ({encoding}) although "
                                  "promoter asked for it uncompressed")
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:

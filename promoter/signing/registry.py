@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from promoter.errors import PermanentError, UserError
+from promoter.errors import UnacceptableContent, UserError
 from promoter.image.layers import Blob
 from promoter.image.reference import is_digest
 from promoter.ports.image import StoredManifest
@@ -60,9 +60,11 @@ def bundle_blobs(client: SignatureRegistry, repository: str, digest: str) -> lis
 
 
 # What a registry raises for something it will not hand over whole: a 404 (UserError), and a
-# body over the client's size cap or not matching its digest (PermanentError). Outages
-# (TransientError) and refused credentials (AuthError) are neither, and still propagate.
-_UNREADABLE = (UserError, PermanentError)
+# body over the client's size cap or not matching its digest (UnacceptableContent). Outages
+# (TransientError), refused credentials (AuthError) and a refusal such as a 403
+# (PermanentError) are neither, and still propagate: "unsigned" or "tampered" would be a
+# confident verdict on what promoter was not allowed to read.
+_UNREADABLE = (UserError, UnacceptableContent)
 
 
 def readable_blob(client: SignatureRegistry, repository: str, digest: str) -> bytes | None:

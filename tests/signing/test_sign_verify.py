@@ -248,6 +248,27 @@ def test_an_outage_reading_a_signature_blob_still_fails() -> None:
         readable_blob(Down(), "repo", "sha256:" + "0" * 64)  # type: ignore[arg-type]
 
 
+def test_a_registry_refusing_a_signature_blob_is_no_verdict() -> None:
+    """A 403 (PermanentError) says promoter may not read the blob, not that it is junk:
+    skipping it would report "unsigned" or "tampered" with confidence."""
+    from promoter.errors import PermanentError, UnacceptableContent
+    from promoter.signing.registry import readable_blob
+
+    class Refusing:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def get_blob(self, repository: str, digest: str, *, limit: int = 0) -> bytes:
+            raise self.error
+
+    digest = "sha256:" + "0" * 64
+    with pytest.raises(PermanentError, match="403"):
+        readable_blob(Refusing(PermanentError("denied (HTTP 403)")), "repo",  # type: ignore[arg-type]
+                      digest)
+    assert readable_blob(Refusing(UnacceptableContent("too large")), "repo",  # type: ignore[arg-type]
+                         digest) is None
+
+
 def test_key_problems_when_signing_are_distinct(promoter: Run, image: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COSIGN_PASSWORD", "Pa55-not-hello")

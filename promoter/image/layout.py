@@ -54,10 +54,27 @@ class LayoutTarget:
         partial = self._partial()
         try:
             partial.write_text(OCI_LAYOUT, encoding="utf-8")
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.link(partial, self.root / "oci-layout")   # atomic; fails when present
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links here (vfat, a FUSE or SMB mount): create it alone
+                self._create_oci_layout_exclusively()
         finally:
             partial.unlink()
+
+    def _create_oci_layout_exclusively(self) -> None:
+        """oci-layout made by O_EXCL instead: one creator, though a reader may see it empty
+        for an instant (the index lock needs only the file, not its content)."""
+        try:
+            descriptor = os.open(self.root / "oci-layout", os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                 0o666)
+        except FileExistsError:
+            return
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(OCI_LAYOUT)
+            file.flush()
+            os.fsync(file.fileno())
 
     def _blob_path(self, digest: str) -> Path:
         # Digests of base layers come from a registry: checked, so none can name ../ paths.

@@ -202,3 +202,27 @@ def test_a_failed_manifest_or_index_write_leaves_no_temporary_file(
     with pytest.raises(OSError, match="No space left"):
         target.push_manifest(_manifest("a"), "application/vnd.oci.image.manifest.v1+json", "a")
     assert not list((tmp_path / "layout" / "blobs" / "sha256").glob("*.partial"))
+
+
+def test_a_layout_is_created_where_the_filesystem_has_no_hard_links(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vfat, FUSE and SMB mounts refuse os.link (EPERM, ENOTSUP): oci-layout is then
+    created exclusively, whole, and the layout works."""
+    import errno
+    import os
+
+    layout = layout_module
+
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(layout.os, "link", no_links)
+    root = tmp_path / "layout"
+    layout.LayoutTarget(root)
+    assert (root / "oci-layout").read_text() == layout.OCI_LAYOUT
+    assert json.loads((root / "index.json").read_text())["manifests"] == []
+    assert sorted(path.name for path in (root / "blobs" / "sha256").iterdir()) == []
+    layout.LayoutTarget(root)                                    # opened again: unchanged
+    assert (root / "oci-layout").read_text() == layout.OCI_LAYOUT
+    assert not [path for path in root.rglob("*") if "partial" in path.name]
+    assert os.stat(root / "oci-layout").st_nlink == 1

@@ -6,8 +6,10 @@ So the alias moves only for a rollback the policy allows: the verdict is asked f
 `policy check` gives), and if the job deploys nothing, the alias is put back; otherwise MLflow
 would name a version the cluster does not run, and nothing would repair it. The job deploys
 nothing when it is denied (a gate that changed in between, or the signature check) and when
-it is parked dead: refusals `policy check` does not make (a runtime switch under a shared
-base, a deployment name another model owns) and permanent image or artifact failures.
+it is parked dead before its proposal began: refusals `policy check` does not make (a runtime
+switch under a shared base, a deployment name another model owns) and permanent image or
+artifact failures. Dead after that (MLflow refusing the write-back), an MR for the rollback
+may be open: the alias stays, naming what that MR deploys, and the command says so.
 
 The command waits while the job is queued or running. A job left for a retry after a
 transient failure (a dependency down) keeps the alias: it is still in the queue, and `promoter
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import getpass
 import shlex
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, state
 from promoter.commands.promote import _finish, _Printer, run_promotion
+from promoter.core.jobs import PROPOSAL_STARTED
 from promoter.errors import EXIT_POLICY, UserError
 
 if TYPE_CHECKING:
@@ -40,8 +44,9 @@ def rollback(
     output: str = OUTPUT_OPTION,
 ) -> None:
     """Roll an environment back to an earlier version: move its MLflow alias, then run the
-    promotion job and print each step (exit codes as `promote`). A job denied or parked dead
-    deployed nothing: the alias is moved back. A job left for a retry keeps it (exit 3)."""
+    promotion job and print each step (exit codes as `promote`). A job denied, or parked dead
+    before it began proposing, deployed nothing: the alias is moved back. A job dead after
+    that (an MR may be open) or left for a retry keeps it."""
     from promoter.core.live_history import previous_live
     from promoter.service import composition
 
@@ -65,7 +70,7 @@ def rollback(
     printer = _Printer(output)
     printer.line(f"{env}: alias {alias!r} of {model} moved from version {current} to {target}")
     job = run_promotion(settings, model, target, env, printer, {"reason": "rollback"})
-    failed = _deployed_nothing(job)
+    failed = _deployed_nothing(job, _job_steps(settings, job["id"]))
     if failed is not None:
         # The alias must name what the environment still runs.
         if current is not None:
@@ -76,6 +81,11 @@ def rollback(
                    + (f"moved back to version {current}" if current is not None else
                       "left on it (it pointed at no version before); delete it in MLflow"),
                    err=True)
+    elif job["state"] == "dead":
+        typer.echo(f"{env}: alias {alias!r} of {model} stays on version {target}: job "
+                   f"{job['id']} failed after it began proposing, so an MR for version "
+                   f"{target} may be open (`promoter mr list`); merge or close it, and move the "
+                   "alias to match", err=True)
     elif job["state"] == "retrying":
         typer.echo(f"{env}: alias {alias!r} of {model} stays on version {target}: job "
                    f"{job['id']} is queued for a retry, which deploys it (`promoter serve`)",
@@ -85,14 +95,27 @@ def rollback(
     _finish(job, output, dead_hint=f"fix the cause, then run `{again}` again")
 
 
-def _deployed_nothing(job: dict[str, Any]) -> str | None:
-    """How the rollback's job ended without deploying anything (denied, or parked dead), or
-    None: done, or left in the queue for a retry that still deploys the alias's version."""
-    if job["state"] == "dead":
+def _deployed_nothing(job: dict[str, Any], steps: Mapping[str, object]) -> str | None:
+    """How the rollback's job ended without deploying anything (denied, or parked dead
+    before its proposal began), or None: done, left in the queue for a retry that still
+    deploys the alias's version, or dead after it may have opened the rollback's MR (the
+    alias then names what that MR deploys)."""
+    if job["state"] == "dead" and PROPOSAL_STARTED not in steps:
         return f"failed (job {job['id']} is dead)"
     if (job.get("result") or {}).get("outcome") == "denied":
         return "denied"
     return None
+
+
+def _job_steps(settings: Settings, job_id: int) -> dict[str, dict[str, Any]]:
+    from promoter.service import composition
+    from promoter.service.queue import JobQueue
+
+    queue = JobQueue(composition.state_db(settings))
+    try:
+        return queue.steps(job_id)
+    finally:
+        queue.close()
 
 
 def _refuse_if_denied(settings: Settings, model: str, version: str, env: str,

@@ -16,6 +16,10 @@ from typing import Any, Final
 
 from promoter.errors import Disposition, PolicyDenied, TransientError, UserError, disposition_of
 
+# The step a promotion records just before it may push a branch or open an MR: a job that
+# fails after it may have left one (`promoter rollback` reads it).
+PROPOSAL_STARTED = "proposal-started"
+
 
 class JobState(StrEnum):
     """A job's state. StrEnum: the stored text and JSON output are the plain values."""

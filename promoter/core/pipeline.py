@@ -29,6 +29,7 @@ from promoter.core.artifact_steps import ArtifactSteps
 from promoter.core.config import PipelineConfig
 from promoter.core.decommission import decommission
 from promoter.core.intent import InvalidIntent, build_request
+from promoter.core.jobs import PROPOSAL_STARTED
 from promoter.core.policy import Decision
 from promoter.core.promotion_proposal import PromotionProposal, Reach
 from promoter.core.render import ImagePin, Lineage, Renderer
@@ -203,6 +204,9 @@ class Pipeline:
         # job's current holder may do it, or two workers would race on one merge request.
         steps.before_side_effect("propose")
         self._claim_name(job, deployment.name)
+        # Recorded before the proposal: once it may have pushed or opened an MR, the job
+        # failing later no longer means it deployed nothing (`promoter rollback` reads this).
+        steps.record_step(PROPOSAL_STARTED, {"name": deployment.name})
         result = PromotionProposal(self.config, self.ports, self.progress).propose(
             job, deployment, info, origin, files, decision, image, signature,
             Reach(shared, tree))

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from promoter.cli import app
 from promoter.core.intent import InvalidIntent
-from promoter.core.jobs import Job
+from promoter.core.jobs import PROPOSAL_STARTED, Job
 from promoter.core.policy import Decision
 from promoter.errors import PermanentError, TransientError
 from promoter.service import composition, jobs_handler
@@ -23,8 +23,8 @@ RUNTIME_SWITCH = InvalidIntent("deployment 'fraud-detector' runs runtime 'kserve
                                "and this version asks for 'plain'")
 
 
-def _rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-              failure: Exception) -> tuple[Any, MemoryRegistry]:
+def _rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception, *,
+              proposal_started: bool = False) -> tuple[Any, MemoryRegistry]:
     """Production runs version 2; roll back to 1 with a job that fails with ``failure``
     (the policy check `rollback` asks first allows it)."""
     config = tmp_path / "promoter.yaml"
@@ -36,6 +36,8 @@ def _rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
     def handler_for(*args: Any, **kwargs: Any) -> jobs_handler.Handler:
         def handle(job: Job, ctx: JobContext) -> dict[str, Any]:
+            if proposal_started:        # as the pipeline records it before proposing
+                ctx.record_step(PROPOSAL_STARTED, {"name": "fraud-detector"})
             raise failure
         return handle
 
@@ -80,5 +82,20 @@ def test_a_rollback_whose_job_waits_for_a_retry_keeps_the_alias(
     assert result.exit_code == 3, result.output
     assert registry.current_version(MODEL, "production", None) == "1"
     assert "stays on version 1: job 1 is queued for a retry" in result.output
+    assert not [entry for entry in AuditTrail(tmp_path / "state").entries()
+                if entry["event"] == "rollback.reverted"]
+
+
+def test_a_rollback_whose_job_dies_after_proposing_keeps_the_alias(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow refusing the write-back (403) parks the job after its MR for version 1 may be
+    open: moving the alias back to 2 would leave MLflow naming 2 while that MR deploys 1."""
+    result, registry = _rollback(tmp_path, monkeypatch,
+                                 PermanentError("MLflow refused the tag (403)"),
+                                 proposal_started=True)
+
+    assert result.exit_code == 1, result.output
+    assert registry.current_version(MODEL, "production", None) == "1"
+    assert "stays on version 1: job 1 failed after it began proposing" in result.output
     assert not [entry for entry in AuditTrail(tmp_path / "state").entries()
                 if entry["event"] == "rollback.reverted"]

@@ -212,6 +212,9 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
     """
     if end <= start:
         raise UserError("the cost period is empty")
+    # Whole seconds: the query sends its times rounded to the millisecond, and a sample at a
+    # start rounded up would count as one after it.
+    start, end = start.replace(microsecond=0), end.replace(microsecond=0)
     # Framebuffer use, not utilisation: DCGM reports no GPU_UTIL for MIG instances, and a MIG
     # instance (GPU_I_PROFILE label) counts its share of a GPU, not a whole one.
     # query_range returns both ends: N steps, N + 1 samples. A sample counts for the step it

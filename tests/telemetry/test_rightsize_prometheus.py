@@ -220,18 +220,21 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
     assert set(rows("env")) == {"production"}
 
 
+@pytest.mark.parametrize("microseconds", [0, 600])
 def test_adjacent_cost_periods_add_up_and_a_busy_day_is_24_gpu_hours(
-        tmp_path: Path, prometheus_url: str) -> None:
+        tmp_path: Path, prometheus_url: str, microseconds: int) -> None:
     """query_range returns both ends of a period: N steps, N + 1 samples. Counting each as a
     step counted the boundary sample in both adjacent periods (one GPU busy all day: 24.08
     GPU-hours). Each sample now counts for the step it closes, so the one at the start,
-    which closes the step before the period, is left out."""
+    which closes the step before the period, is left out. A start with a fraction of a
+    millisecond (`--until` defaults to now) is sent rounded, and the sample Prometheus
+    returns at that rounded instant must not count as one after the start."""
     settings = load_settings(_config(tmp_path, prometheus_url), environ={})
     source = PrometheusSource(prometheus_url)
     day = timedelta(days=1)
 
     def hours(first: int, days: int) -> dict[str, float]:
-        start = traces.START + first * day
+        start = traces.START + first * day + timedelta(microseconds=microseconds)
         return {row.key: row.gpu_hours for row in rightsizing.cost(
             settings, source, by="model", start=start, end=start + days * day)}
 

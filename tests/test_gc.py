@@ -808,3 +808,82 @@ def test_a_decommission_keeps_the_base_any_one_sign_of_a_promotion_under_way_nam
     production = f"{ROOT}/{NAME}/overlays/production/"
     assert removes == ((production, f"{ROOT}/{NAME}/base/") if in_flight == "none"
                        else (production,))
+
+
+def _recorded(tmp_path: Path, *versions: str) -> tuple[Any, Any, Any, MemoryRegistry, World]:
+    """The local provider with promoter's outcomes wired in (ledger, audit, MLflow tags, as
+    `promoter mr` records them): (provider, ledger, audit, registry, world)."""
+    from promoter.service.audit import AuditTrail
+    from promoter.service.ledger import StateLedger
+    from promoter.service.outcomes import MergeRequestOutcomes
+    from promoter.state.db import StateDB
+    from promoter.state.pushed_heads import PushedHeads
+
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    db = StateDB.open(settings.state_dir)
+    audit, ledger, registry = AuditTrail(settings.state_dir, db), StateLedger(db), \
+        MemoryRegistry()
+    for version in versions:
+        registry.add(MODEL, version)
+    provider = localgit.from_settings(settings, MergeRequestOutcomes(
+        registry, ledger, audit, PushedHeads(db)), state=db)  # type: ignore[arg-type]
+    world = World(registry, provider, ledger, CountingImages(),  # type: ignore[arg-type]
+                  CountingSigner(), [])
+    return provider, ledger, audit, registry, world
+
+
+def test_a_decommission_withdraws_the_open_first_promotion_it_makes_pointless(
+        tmp_path: Path) -> None:
+    """Production's first promotion MR is open when its alias is deleted: main has no
+    overlay there, so the removal changes nothing. Before, the decommission adopted that MR
+    as its removal MR and left it open, still adding the overlay: merging it deployed
+    production while the alias, ledger, audit and live_version all said decommissioned."""
+    from promoter.core.live_history import live_at
+
+    provider, ledger, audit, registry, world = _recorded(tmp_path, "2")
+    _merged(provider, world.promote("2", env="staging").mr_iid)
+    first = world.promote("2", env="production")
+    assert first.mr_iid is not None and provider.get(first.mr_iid).state == "opened"
+
+    registry.set_alias(MODEL, "production", None)
+    removal = world.run(env="production", action="decommission")
+
+    assert removal.outcome is not None and removal.outcome.value == "unchanged"
+    assert removal.status == "decommissioned" and removal.mr_iid is None
+    closed = provider.get(first.mr_iid)
+    assert closed.state == "closed" and closed.title.endswith(" - withdrawn")
+    assert any("already holds exactly" in note for note in provider.notes(first.mr_iid))
+    assert not provider.files(f"{ROOT}/{NAME}/overlays/production/", "main")
+    row = ledger.get(MODEL, "production")
+    assert row is not None and (row.status, row.mr_iid) == ("decommissioned", None)
+    assert MODEL not in live_at(audit.entries(), "production", time.time())
+    assert registry.live_version(MODEL, "production") is None
+    assert not [e for e in audit.entries() if e["event"].startswith("mr.close")]
+
+
+def test_a_rollback_withdraws_the_open_mr_of_the_newer_version(tmp_path: Path) -> None:
+    """Version 2 runs in production and version 3's MR is open when the alias moves back to
+    2: main already runs 2. Before, the promotion of 2 adopted version 3's MR and left it
+    open; merging it deployed 3 while the alias, ledger, audit and live_version said 2."""
+    from promoter.core.live_history import live_at
+
+    provider, ledger, audit, registry, world = _recorded(tmp_path, "2", "3")
+    _merged(provider, world.promote("2").mr_iid)
+    newer = world.promote("3")
+    assert newer.mr_iid is not None and provider.get(newer.mr_iid).state == "opened"
+
+    rollback = world.promote("2")
+
+    assert rollback.outcome is not None and rollback.outcome.value == "unchanged"
+    assert rollback.status == "merged" and rollback.mr_iid is None
+    closed = provider.get(newer.mr_iid)
+    assert closed.state == "closed" and closed.title.endswith(" - withdrawn")
+    row = ledger.get(MODEL, "production")
+    assert row is not None and (row.version, row.status) == ("2", "merged")
+    assert live_at(audit.entries(), "production", time.time())[MODEL].version == "2"
+    assert registry.live_version(MODEL, "production") == "2"
+    again = world.promote("2")                       # a re-run finds it merged, as it is
+    assert (again.outcome.value, again.status) == ("unchanged", "merged")  # type: ignore[union-attr]
+    row = ledger.get(MODEL, "production")
+    assert row is not None and row.status == "merged"
+    assert not [mr for mr in provider.list_mrs("opened")]

@@ -84,6 +84,9 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
     ports.ledger.put(DeployedState(job.model, job.env, state.name, live,
                                         status, result.mr_iid, result.head_sha))
     progress("merge request", result.outcome.value, result.mr_url or "")
+    if result.withdrawn_iid is not None:
+        progress("merge request", "withdrawn", f"!{result.withdrawn_iid} still added what "
+                 "this removal removes")
     return PipelineResult(result.outcome, status, version=live, name=state.name,
                           removes=managed, mr_iid=result.mr_iid, mr_url=result.mr_url,
                           head_sha=result.head_sha, commit_created=result.commit_created)

@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from promoter.core.naming import name_problem
-from promoter.ports.git import BRANCH_PREFIX, GC_BRANCH, GC_KEY
+from promoter.ports.git import (
+    BRANCH_PREFIX,
+    GC_BRANCH,
+    GC_KEY,
+    SUPERSEDED_SUFFIX,
+    WITHDRAWN_SUFFIX,
+)
 
 MR_ACTIONS = frozenset({"open", "close", "reopen", "update", "approved", "unapproved",
                         "approval", "unapproval", "merge"})
@@ -73,6 +79,17 @@ class PipelineEvent:
 
 
 ForgeEvent = MergeRequestEvent | PipelineEvent
+
+
+def closed_by_promoter(action: str, title: str, source_branch: str) -> bool:
+    """A close promoter made of a deployment's MR, told by the title it gave it: superseded
+    by a newer one, or withdrawn because the target branch already holds what the
+    environment should run. No reviewer's outcome to record (a "closed" tag, a settled
+    ledger row). GC's withdrawn MR is not one: recording its close ends the sweep's watch."""
+    if action != "close":
+        return False
+    return title.endswith(SUPERSEDED_SUFFIX) or \
+        (title.endswith(WITHDRAWN_SUFFIX) and source_branch != GC_BRANCH)
 
 
 def promotion_key(branch: str) -> tuple[str, str] | None:

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from promoter.core.mr_events import (
     HUMAN_COMMIT,
     MergeRequestEvent,
+    closed_by_promoter,
     foreign_settlement,
     refusal,
 )
 from promoter.core.results import DeploymentStatus
-from promoter.ports.git import GC_BRANCH, GC_KEY, SUPERSEDED_SUFFIX, MergeRequest, branch_for
+from promoter.ports.git import GC_BRANCH, GC_KEY, MergeRequest, branch_for
 from promoter.ports.pipeline import DeployedState
 
 # Ledger statuses that mean "the MR is open, its outcome not yet recorded".
@@ -116,8 +117,8 @@ def _settled(name: str, env: str, branch: str, mr: MergeRequest, *, pushed_sha: 
     if refused is not None and not foreign:
         return SweepDecision(None, refused[0] if refused[0] == HUMAN_COMMIT else refused[1],
                              left_alone=True)
-    if action == "close" and mr.title.endswith(SUPERSEDED_SUFFIX) and not superseded_too:
-        return SweepDecision(None, "promoter closed it as superseded")
+    if not superseded_too and closed_by_promoter(action, mr.title, mr.source_branch):
+        return SweepDecision(None, "promoter closed it (superseded or withdrawn)")
     return SweepDecision(MergeRequestEvent(
         action=action, project_id=project_id, project_path=project_path, iid=mr.iid,
         state=mr.state, source_branch=mr.source_branch, target_branch=mr.target_branch,

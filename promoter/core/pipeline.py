@@ -248,11 +248,13 @@ class Pipeline:
     def _merged_status(self, job: PromotionJob, version: str, iid: int) -> DeploymentStatus:
         """A re-run finding its MR merged: the status that merge's recording left (merged, or
         merged_unverified for someone else's head), kept; ``mr_opened`` while no outcome is
-        recorded yet, so the MR sweep still follows the MR and records it (audit, live_version)."""
+        recorded yet, so the MR sweep still follows the MR and records it (audit, live_version).
+        A row of this version with no MR was written by a proposal that found the target branch
+        holding it already (withdrawing an MR that carried something else): merged as well."""
         previous = self.ports.ledger.get(job.model, job.env)
-        if previous is not None and previous.mr_iid == iid and previous.version == version \
-                and previous.status in (DeploymentStatus.MERGED,
-                                        DeploymentStatus.MERGED_UNVERIFIED):
+        if previous is not None and previous.mr_iid in (iid, None) and \
+                previous.version == version and \
+                previous.status in (DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED):
             return DeploymentStatus(previous.status)
         return DeploymentStatus.MR_OPENED
 

@@ -53,6 +53,7 @@ class _Run:
     observed: bool = False
     changed: bool = False
     superseded_iid: int | None = None
+    withdrawn_iid: int | None = None
     # The version of the open MR this run pushed a new version onto (None: no such push);
     # approvals given for it must not carry over to the new one.
     pushed_over: str | None = None
@@ -104,8 +105,10 @@ class ProposalFlow:
             proposal.files, forge.read_files(proposal.target_branch, paths, prefixes), prefixes)
         run.changed_paths = tuple(action.path for action in target_actions)
         if not target_actions:  # the target already holds exactly these files
-            merged = next((mr for mr in mrs if mr.state == "merged"), None)
-            return self._result(Outcome.UNCHANGED, open_mr or merged, head, run)
+            already = self._already_on_target(proposal, mrs, open_mr, head, run, paths,
+                                              prefixes)
+            if already is not None:
+                return already
         ours = head is not None and self._is_ours(head, proposal, open_mr, run)
         if open_mr is not None and head is not None and not ours:
             forge.upsert_note(open_mr.iid, HUMAN_COMMITS_NOTE, _human_commits_text(proposal))
@@ -131,6 +134,34 @@ class ProposalFlow:
                    else Outcome.UPDATED if run.changed else Outcome.UNCHANGED)
         return self._result(outcome, mr, head, run, enforced=enforced)
 
+    def _already_on_target(self, proposal: Proposal, mrs: list[MergeRequest],
+                           open_mr: MergeRequest | None, head: str | None, run: _Run,
+                           paths: list[str], prefixes: tuple[str, ...]
+                           ) -> ProposalResult | None:
+        """The target branch holds exactly this proposal: nothing to push. An open MR whose
+        branch carries other content (an earlier version, or the overlay a decommission no
+        longer wants) would change that once merged, while the registry, the ledger and the
+        audit record what the target branch has: promoter's own MR is withdrawn. None: the
+        branch holds someone else's commits, reported as with any other proposal."""
+        if run.withdrawn_iid is not None:   # withdrawn by an attempt whose answer was lost
+            return self._result(Outcome.UNCHANGED, None, None, run)
+        merged = next((mr for mr in mrs if mr.state == "merged"), None)
+        if open_mr is None or head is None or not self._carries_other_content(
+                proposal, paths, prefixes):
+            return self._result(Outcome.UNCHANGED, open_mr or merged, head, run)
+        if not self._is_ours(head, proposal, open_mr, run):
+            return None
+        self._withdraw_open(open_mr, proposal.branch, _already_there_text(proposal), run)
+        # No MR to follow: the deployment is what the target branch holds (merged).
+        return self._result(Outcome.UNCHANGED, None, None, run)
+
+    def _carries_other_content(self, proposal: Proposal, paths: list[str],
+                               prefixes: tuple[str, ...]) -> bool:
+        """Whether the branch differs from ``proposal`` under what it manages."""
+        on_branch = self._forge.read_files(proposal.branch, paths, prefixes)
+        return bool(changes.plan(proposal.files, on_branch, prefixes)) or \
+            self._carries_more(proposal, [])
+
     def open_mr(self, branch: str) -> MergeRequest | None:
         """The open MR of ``branch`` (at most one: the forge refuses a second), or None."""
         return _open(self._forge.merge_requests(branch))
@@ -139,12 +170,20 @@ class ProposalFlow:
         open_mr = self.open_mr(branch)
         if open_mr is None:
             return None
+        self._withdraw_open(open_mr, branch, reason)
+        return open_mr
+
+    def _withdraw_open(self, open_mr: MergeRequest, branch: str, reason: str,
+                       run: _Run | None = None) -> None:
+        """Close ``open_mr`` as withdrawn (a note says why) and delete its branch. The title
+        tells its close hook and the MR sweep that promoter closed it, not a reviewer."""
+        if run is not None:
+            run.withdrawn_iid = open_mr.iid
         self._forge.upsert_note(open_mr.iid, WITHDRAWN_NOTE, reason)
         title = open_mr.title if open_mr.title.endswith(WITHDRAWN_SUFFIX) else \
             open_mr.title + WITHDRAWN_SUFFIX
         self._forge.close_mr(open_mr.iid, title)
         self._forge.delete_branch(branch)
-        return open_mr
 
     def _carries_more(self, proposal: Proposal, target_actions: list[Action]) -> bool:
         """Whether the branch, under ``proposal.exact_under``, differs from the target branch
@@ -302,7 +341,8 @@ class ProposalFlow:
         return ProposalResult(
             outcome=outcome, merge_request=mr, head_sha=head,
             commit_created=head is not None and head != run.first_head and run.changed,
-            superseded_iid=run.superseded_iid, approvals_enforced=enforced,
+            superseded_iid=run.superseded_iid, withdrawn_iid=run.withdrawn_iid,
+            approvals_enforced=enforced,
             warnings=tuple(run.warnings), changed_paths=run.changed_paths)
 
 
@@ -330,6 +370,13 @@ def _human_commits_text(proposal: Proposal) -> str:
     return (f"This branch has commits that promoter did not make, so promoter did not apply "
             f"version {proposal.version} here and will not overwrite them. Merge or close this "
             "merge request (and delete the branch) to let promoter continue.")
+
+
+def _already_there_text(proposal: Proposal) -> str:
+    return (f"`{proposal.target_branch}` already holds exactly what promoter now proposes for "
+            f"{proposal.env}, and merging this merge request would change that, so promoter "
+            f"closed it. A new merge request is opened when {proposal.env} is to change "
+            "again.")
 
 
 def _unenforced_text(proposal: Proposal) -> str:

@@ -117,6 +117,9 @@ class ProposalResult:
     head_sha: str | None                  # the branch head promoter pushed (or found)
     commit_created: bool
     superseded_iid: int | None = None
+    # The open MR promoter closed as withdrawn: the target branch already holds the proposal,
+    # and that MR carried something else.
+    withdrawn_iid: int | None = None
     approvals_enforced: bool = True       # False: the forge has no approval rules (Free tier)
     warnings: tuple[str, ...] = ()
     changed_paths: tuple[str, ...] = ()   # what the MR changes on the target branch

@@ -30,11 +30,11 @@ from promoter.core.mr_events import (
     HUMAN_COMMIT,
     ForgeEvent,
     MergeRequestEvent,
+    closed_by_promoter,
     foreign_settlement,
     refusal,
 )
 from promoter.errors import PromoterError, UserError
-from promoter.ports.git import SUPERSEDED_SUFFIX
 from promoter.service.hook_deliveries import (
     HookClaim,
     HookDeliveries,
@@ -105,9 +105,10 @@ class GitLabHookHandler:
             return 200, {"status": "ignored", "reason": f"event {event_header[:60]!r} not handled"}
         if isinstance(event, MergeRequestEvent) and event.action not in ACTED_ON:
             return 200, {"status": "ignored", "reason": f"action {event.action!r} not acted on"}
-        if isinstance(event, MergeRequestEvent) and event.action == "close" and \
-                event.title.endswith(SUPERSEDED_SUFFIX):
-            return 200, {"status": "ignored", "reason": "promoter closed it as superseded"}
+        if isinstance(event, MergeRequestEvent) and \
+                closed_by_promoter(event.action, event.title, event.source_branch):
+            return 200, {"status": "ignored",
+                         "reason": "promoter closed it (superseded or withdrawn)"}
         if event.name is None or event.iid is None:
             return 200, {"status": "ignored", "reason": "not a promoter merge request"}
         key = lowered.get("idempotency-key")

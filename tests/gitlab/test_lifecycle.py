@@ -246,3 +246,59 @@ def test_a_reviewers_label_survives_re_proposals(make_harness: Any) -> None:
     harness.provider.propose(proposal("2", labels=("promoter", f"env::{ENV}", "team::fraud")))
     assert sorted(harness.provider.get(first.mr_iid).labels) == sorted(
         ["promoter", f"env::{ENV}", "team::fraud", "do-not-merge"])
+
+
+def test_an_open_mr_is_withdrawn_when_the_target_already_holds_the_proposal(
+        harness: Harness) -> None:
+    """Version 1 merged, version 2's MR open, then version 1 proposed again (its alias moved
+    back): the target branch holds it already. Before, version 2's MR was returned as the
+    proposal's and stayed open, so merging it deployed version 2 while every record said 1."""
+    first = harness.provider.propose(proposal("1", approvals_required=1))
+    assert first.mr_iid is not None and first.head_sha is not None
+    harness.approve(first.mr_iid, "alice")
+    harness.merge(first.mr_iid, first.head_sha)
+    newer = harness.provider.propose(proposal("2"))
+    assert newer.outcome is Outcome.CREATED and newer.mr_iid is not None
+
+    back = harness.provider.propose(proposal("1"))
+
+    assert back.outcome is Outcome.UNCHANGED and not back.commit_created
+    assert back.merge_request is None and back.withdrawn_iid == newer.mr_iid
+    closed = harness.provider.get(newer.mr_iid)
+    assert closed.state == "closed" and closed.title.endswith(" - withdrawn")
+    assert len(bot_notes(harness, newer.mr_iid, "promoter:-withdrawn")) == 1
+    assert not open_mrs(harness) and harness.provider.paths(OVERLAY, BRANCH) is None
+    again = harness.provider.propose(proposal("1"))          # nothing more to withdraw
+    assert (again.outcome, again.withdrawn_iid) == (Outcome.UNCHANGED, None)
+    # Withdrawn is not closed by a human: version 2 may be proposed again.
+    assert harness.provider.propose(proposal("2")).outcome is Outcome.CREATED
+
+
+def test_a_removal_withdraws_the_open_mr_adding_what_the_target_never_had(
+        harness: Harness) -> None:
+    """The environment's first promotion MR is open and its overlay is to go: the target has
+    none, so the removal changes nothing, but the MR must not stay open to add it."""
+    first = harness.provider.propose(proposal("1"))
+    assert first.mr_iid is not None
+
+    removal = harness.provider.propose(proposal("1", files={}, managed_prefixes=(OVERLAY,),
+                                                title="Decommission"))
+
+    assert removal.outcome is Outcome.UNCHANGED and removal.merge_request is None
+    assert removal.withdrawn_iid == first.mr_iid
+    assert harness.provider.get(first.mr_iid).state == "closed"
+    assert not open_mrs(harness)
+
+
+def test_an_open_mr_of_someones_commits_is_reported_not_withdrawn(harness: Harness) -> None:
+    """The target holds the proposal, and the open MR carries a human's commit: reported as
+    ever, never closed with their work."""
+    first = harness.provider.propose(proposal("1"))
+    assert first.mr_iid is not None
+    human = harness.human_commit(BRANCH, OVERLAY + "replicas.yaml",
+                                 trees.REPLICAS.format(name=NAME, replicas=9))
+
+    removal = harness.provider.propose(proposal("1", files={}, managed_prefixes=(OVERLAY,)))
+
+    assert removal.outcome is Outcome.HUMAN_COMMITS and removal.head_sha == human
+    assert harness.provider.get(first.mr_iid).state == "opened"

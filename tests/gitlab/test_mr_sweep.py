@@ -262,6 +262,43 @@ def test_a_closed_mr_is_recorded_as_closed(promoter: Promoter) -> None:
     assert promoter.status() == "closed" and promoter.tags.live == {}
 
 
+
+def test_an_mr_promoter_withdrew_is_not_recorded_as_a_reviewers_close(
+        promoter: Promoter) -> None:
+    """Version 3 merged; version 4's MR open; 3 proposed again (a rollback): the target holds
+    it, so version 4's MR is withdrawn and the row says 3, merged, with no MR. Neither its
+    close hook nor the sweep (which follows the MR the row left) may read that close as a
+    reviewer's: recorded for the row, it tagged version 3 closed and unsettled the deployment."""
+    iid3, head3 = promoter.opened("3")
+    promoter.harness.merge(iid3, head3)
+    promoter.sweep()
+    iid4, _ = promoter.opened("4")
+    back = promoter.harness.provider.propose(proposal("3", approvals_required=0))
+    assert back.withdrawn_iid == iid4 and back.merge_request is None
+    promoter.ledger.put(DeployedState(MODEL, ENV, NAME, "3", "merged", None))  # as the pipeline
+    written = list(promoter.tags.written)
+
+    if isinstance(promoter.harness, GitLabHarness):
+        standin = promoter.harness.standin
+        [close] = [d for d in standin.deliveries
+                   if d.payload["object_attributes"].get("action") == "close"]
+        receiver = Receiver(GitLabHookHandler(
+            Secret(TOKEN), DeliveryLog(promoter.ledger.db), promoter.harness.ledger.pushed,
+            promoter.outcomes))
+        try:
+            standin.hook_url = receiver.url
+            assert standin.redeliver(close).response["status"] == "ignored"
+        finally:
+            standin.hook_url = None
+            receiver.stop()
+    report = promoter.sweep()
+
+    assert report.recorded == [] and report.failed == 0
+    assert promoter.entries("mr.close") == []
+    assert promoter.status() == "merged" and promoter.tags.written == written
+    assert promoter.tags.live == {(MODEL, ENV): "3"}
+    assert promoter.sweep().looked_at == 0           # the MR the row left is settled
+
 # --- An MR merged with a head someone else pushed: recorded once, as what it is (GitLab only:
 # the local provider merges the head its MR records, which is promoter's).
 GITLAB_ONLY = pytest.mark.parametrize("make_harness", [h for h in HARNESSES if h != "local"],

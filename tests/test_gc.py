@@ -11,7 +11,7 @@ import pytest
 
 from promoter.adapters import localgit
 from promoter.adapters.mlflow import MlflowRegistry
-from promoter.core import gc, mr_text
+from promoter.core import base_reuse, gc, mr_text
 from promoter.errors import PermanentError, UserError
 from promoter.garbage import GC_BRANCH, collect
 from promoter.ports.git import Proposal
@@ -825,8 +825,11 @@ def _recorded(tmp_path: Path, *versions: str) -> tuple[Any, Any, Any, MemoryRegi
         MemoryRegistry()
     for version in versions:
         registry.add(MODEL, version)
+    environments = settings.targets().environments
     provider = localgit.from_settings(settings, MergeRequestOutcomes(
-        registry, ledger, audit, PushedHeads(db)), state=db)  # type: ignore[arg-type]
+        registry, ledger, audit, PushedHeads(db),  # type: ignore[arg-type]
+        points_at=lambda model, env: base_reuse.pointed_at(registry, model,  # type: ignore[arg-type]
+                                                           environments[env])), state=db)
     world = World(registry, provider, ledger, CountingImages(),  # type: ignore[arg-type]
                   CountingSigner(), [])
     return provider, ledger, audit, registry, world
@@ -887,3 +890,80 @@ def test_a_rollback_withdraws_the_open_mr_of_the_newer_version(tmp_path: Path) -
     row = ledger.get(MODEL, "production")
     assert row is not None and row.status == "merged"
     assert not [mr for mr in provider.list_mrs("opened")]
+
+
+def _gc_mr_removing_production_while_wanted_again(tmp_path: Path
+                                                  ) -> tuple[Any, Any, Any, MemoryRegistry,
+                                                             World, int]:
+    """Version 2 runs in staging and production; production's alias was deleted long enough
+    for `promoter gc` to propose removing its overlay, then set back to 2."""
+    provider, ledger, audit, registry, world = _recorded(tmp_path, "2")
+    _merge_everywhere(world, provider)
+    registry.set_alias(MODEL, "production", None)
+    plan = collect(SETTINGS.model_copy(update={"state_dir": tmp_path / "state"}), registry,
+                   provider, dry_run=False)
+    assert plan.result is not None and plan.result.mr_iid is not None
+    assert [r.prefix for r in plan.removals] == [f"{ROOT}/{NAME}/overlays/production/"]
+    registry.set_alias(MODEL, "production", "2")
+    return provider, ledger, audit, registry, world, plan.result.mr_iid
+
+
+def test_a_promotion_withdraws_the_gc_mr_removing_the_overlay_it_keeps(tmp_path: Path) -> None:
+    """The promotion of 2 finds main running it (unchanged), but GC's open MR still removes
+    production's overlay. Before, it stayed open: merged, it took production down while the
+    alias said 2, and was recorded as production's decommission."""
+    provider, _, _, registry, world, gc_iid = \
+        _gc_mr_removing_production_while_wanted_again(tmp_path)
+
+    promoted = world.promote("2", env="production")
+
+    assert promoted.outcome is not None and promoted.outcome.value == "unchanged"
+    closed = provider.get(gc_iid)
+    assert closed.state == "closed" and closed.title.endswith(" - withdrawn")
+    assert any("would take down what production runs" in note
+               for note in provider.notes(gc_iid))
+    assert provider.files(f"{ROOT}/{NAME}/overlays/production/", "main")
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    assert collect(settings, registry, provider, dry_run=True).removals == []
+
+
+def test_a_promotion_leaves_a_gc_mr_alone_that_keeps_its_overlay(tmp_path: Path) -> None:
+    """GC's open MR removes staging's overlay only: production's promotion keeps it open."""
+    provider, _, _, registry, world = _recorded(tmp_path, "2")
+    _merge_everywhere(world, provider)
+    registry.set_alias(MODEL, "staging", None)
+    plan = collect(SETTINGS.model_copy(update={"state_dir": tmp_path / "state"}), registry,
+                   provider, dry_run=False)
+    assert plan.result is not None and plan.result.mr_iid is not None
+
+    world.promote("2", env="production")
+
+    assert provider.get(plan.result.mr_iid).state == "opened"
+
+
+def test_a_gc_merge_records_no_decommission_of_an_overlay_wanted_again(
+        tmp_path: Path) -> None:
+    """GC's MR merged after production's alias was set back to 2 but before its promotion
+    ran: main lost the overlay, yet production is wanted. Before, the merge was recorded as
+    production's decommission (ledger, live_version, `audit live`) although its alias named
+    2. Now it is audited as gc.skipped, and the promotion puts the overlay back."""
+    from promoter.core.live_history import live_at
+
+    provider, ledger, audit, registry, world, gc_iid = \
+        _gc_mr_removing_production_while_wanted_again(tmp_path)
+    _merged(provider, gc_iid)
+    assert not provider.files(f"{ROOT}/{NAME}/overlays/production/", "main")
+
+    row = ledger.by_deployment(NAME, "production")
+    assert row is not None and (row.version, row.status) == ("2", "merged")
+    assert registry.live_version(MODEL, "production") == "2"
+    assert live_at(audit.entries(), "production", time.time())[MODEL].version == "2"
+    [skipped] = [e for e in audit.entries() if e["event"] == "gc.skipped"]
+    assert (skipped["env"], skipped["iid"]) == ("production", gc_iid)
+    assert "points the model at version 2 again" in skipped["reason"]
+    assert not [e for e in audit.entries() if e["event"] == "mr.merge" and e.get("gc")]
+
+    restored = world.promote("2", env="production")
+    assert restored.outcome is not None and restored.outcome.value == "created"
+    _merged(provider, restored.mr_iid)
+    assert provider.files(f"{ROOT}/{NAME}/overlays/production/", "main")

@@ -3,7 +3,9 @@ base it renders is already on the target branch. If garbage collection's open MR
 base (it had no overlay left, or only ones GC collects), merging it after the promotion would
 leave the new overlay pointing at a missing ../../base. The promotion claims the name before
 it pushes and then looks at GC's branch; `promoter gc` pushes and then looks at the claims
-(garbage._claimed_since): whichever comes second sees the other.
+(garbage._claimed_since): whichever comes second sees the other. Likewise a promotion into an
+environment whose overlay GC's open MR removes (planned while nothing pointed there) closes
+that MR: merged, it would take down what the promotion keeps.
 
 Whether a base may be wanted by a promotion under way into another environment is one rule
 (``wanted_elsewhere``), used by `promoter gc` and by a decommission removing its last overlay.
@@ -23,33 +25,55 @@ from promoter.ports.registry import Registry
 REASON = ("A promotion of {model} into {env} builds on the base of {name}, which this merge "
           "request removes: merged after it, the new overlay would point at a missing base. "
           "promoter closed it; `promoter gc` proposes again what is still due.")
+OVERLAY_REASON = ("{env} points {model} at a version again, and its promotion keeps the "
+                  "overlay of {name} in {env}, which this merge request removes: merged, it "
+                  "would take down what {env} runs. promoter closed it; `promoter gc` "
+                  "proposes again what is still due.")
 
 
 def withdraw_gc_removing_base(provider: GitProvider, root: str, name: str,
                               base_paths: Iterable[str], *, model: str,
                               env: str) -> MergeRequest | None:
-    """Close GC's open MR when it removes ``name``'s base; the MR closed, or None. GC's
-    branch lacking a base file (``base_paths``, relative to ``root``, as on the target branch)
-    is not proof: that branch is the target branch as the last `promoter gc` found it, so a
-    base created since is missing there too. Only then is the MR read, and its marker
-    (gc.removals_marker), when it has one, must name the base. One listing of GC's branch in
-    the common case."""
-    prefix = f"{root}/{name}/base/"
+    """Close GC's open MR when it removes ``name``'s base; the MR closed, or None."""
+    # The model's name is the user's text: escaped, as everywhere in MR text.
+    return _withdraw_gc_removing(
+        provider, f"{root}/{name}/base/", {f"{root}/{path}" for path in base_paths},
+        REASON.format(model=mr_text.escape(model, 120), env=env, name=name))
+
+
+def withdraw_gc_removing_overlay(provider: GitProvider, root: str, name: str, *, model: str,
+                                 env: str) -> MergeRequest | None:
+    """Close GC's open MR when it removes the overlay of ``env``, which the target branch has
+    and a promotion into ``env`` keeps (GC planned it while nothing pointed there; the
+    trigger points at the model again). Merged, it would take down what the environment runs
+    while its promotion found nothing to change; withdrawn, `promoter gc` plans again."""
+    prefix = f"{root}/{name}/overlays/{env}/"
+    return _withdraw_gc_removing(
+        provider, prefix, {f"{prefix}kustomization.yaml"},
+        OVERLAY_REASON.format(model=mr_text.escape(model, 120), env=env, name=name))
+
+
+def _withdraw_gc_removing(provider: GitProvider, prefix: str, on_target: set[str],
+                          reason: str) -> MergeRequest | None:
+    """Close GC's open MR when it removes the directory ``prefix``, whose files
+    ``on_target`` (paths from the repository root) the target branch has. GC's branch
+    lacking one of them is not proof: that branch is the target branch as the last
+    `promoter gc` found it, so a file created since is missing there too. Only then is the MR
+    read, and its marker (gc.removals_marker), when it has one, must name the directory. One
+    listing of GC's branch in the common case."""
     on_gc = provider.paths(prefix, GC_BRANCH)
-    if on_gc is None or {f"{root}/{path}" for path in base_paths} <= on_gc:
+    if on_gc is None or on_target <= on_gc:
         return None
     collecting = provider.open_merge_request(GC_BRANCH)
     if collecting is None:
         return None
     marked = gc.marked_removals(collecting.description)
     if marked is not None and prefix not in marked:
-        return None   # GC's branch predates the base: it does not remove it
+        return None   # GC's branch predates the directory: it does not remove it
     # Marked, or no marker to read (an MR from before markers, an edited description): the
-    # branch lacking the base is all there is to go on, and a needless withdrawal only delays
-    # GC, where a kept one could break the new overlay.
-    # The model's name is the user's text: escaped, as everywhere in MR text.
-    return provider.withdraw(GC_BRANCH, REASON.format(model=mr_text.escape(model, 120),
-                                                      env=env, name=name))
+    # branch lacking the directory is all there is to go on, and a needless withdrawal only
+    # delays GC, where a kept one could break what the promotion keeps.
+    return provider.withdraw(GC_BRANCH, reason)
 
 
 def wanted_elsewhere(ledger: DeploymentLedger, registry: Registry, provider: GitProvider,

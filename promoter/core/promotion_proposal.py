@@ -1,8 +1,8 @@
 """A promotion's merge request: what it proposes (manifests, CODEOWNERS lines, the audit
 anchor), what it needs before it merges (approvals and approvers of every environment a base
 change reaches), and the MR text (core.mr_text). After proposing into an environment with no
-overlay yet, an open GC MR removing the base the new overlay builds on is withdrawn
-(core.base_reuse).
+overlay yet, an open GC MR removing the base the new overlay builds on is withdrawn; after
+proposing into one that has, so is an open GC MR removing that overlay (core.base_reuse).
 """
 
 from __future__ import annotations
@@ -90,6 +90,9 @@ class PromotionProposal:
         if reach.tree.base and job.env not in reach.tree.overlays:   # builds on this base
             base_reuse.withdraw_gc_removing_base(self.ports.provider, root, name,
                                                  reach.tree.base, model=job.model, env=job.env)
+        elif job.env in reach.tree.overlays:    # keeps (or updates) the overlay it runs
+            base_reuse.withdraw_gc_removing_overlay(self.ports.provider, root, name,
+                                                    model=job.model, env=job.env)
         return result
 
     def _review(self, env: str, team: str, affected: Collection[str]) -> _Review:

@@ -3,7 +3,9 @@
 GC's MR has no ledger row of its own. Its merge removes overlays, so it counts as the
 decommission of each (ledger row, ``live_version``, the audit entry `audit live` replays), as
 a removal MR's merge does; which overlays it removed is read from the audited proposal of the
-merged head and checked against the target branch (what the branch still has stays). A GC MR
+merged head and checked against the target branch (what the branch still has stays) and
+against the registry (an overlay whose environment points at the model again is wanted: no
+decommission is recorded, and its promotion puts it back). A GC MR
 deleted on the forge is recorded the same way from what its proposals planned. Called by
 ``MergeRequestOutcomes`` (the webhook's, the sweep's and `promoter mr`'s handler), under the
 outcome claims it shares with every other MR.
@@ -31,7 +33,8 @@ from promoter.state.gc_pending import GcPending
 class GcOutcomes:
     def __init__(self, registry: Registry | None, ledger: StateLedger, audit: AuditTrail,
                  claims: OutcomeClaims,
-                 target_overlays: Callable[[], Collection[tuple[str, str]]] | None) -> None:
+                 target_overlays: Callable[[], Collection[tuple[str, str]]] | None,
+                 points_at: Callable[[str, str], str | None] | None = None) -> None:
         self.registry = registry
         self.ledger = ledger
         self.audit = audit
@@ -39,6 +42,9 @@ class GcOutcomes:
         # (name, env) of the overlays on the target branch now, read when a GC merge is
         # recorded; None (no branch to read): what GC planned counts as removed.
         self._target_overlays = target_overlays
+        # The version an environment's trigger (alias, else stage) points a model at now
+        # (model, env); None: nothing to ask (no configured environments).
+        self._points_at = points_at
         # GC MRs whose outcome is not recorded yet (state.gc_pending): removed last.
         self.pending = GcPending(ledger.db)
 
@@ -70,7 +76,9 @@ class GcOutcomes:
         failed write-back, the MR sweep), and its head may not be promoter's
         (``event.foreign_head``): only an overlay the target branch no longer has is
         decommissioned; one it still has (deployed again since, or kept by someone's head)
-        is audited as ``gc.skipped``. Each overlay's ledger row and ``live_version`` change
+        is audited as ``gc.skipped``, and so is one whose environment's trigger points at the
+        model again (``points_at``: the alias set back while the MR waited; its promotion puts
+        the overlay back). Each overlay's ledger row and ``live_version`` change
         only while they still name the model and version it removed. Every ``live_version``
         claim is taken and every MLflow call made before the audit trail is written, so a busy
         claim or an MLflow failure leaves no audit entry for the retry to write again. The
@@ -82,8 +90,10 @@ class GcOutcomes:
         planned = self._removals(event, every_proposal=deleted) \
             if event.action == "merge" else []
         kept = self._still_on_target(planned)
-        gone = [self._pinned(overlay) for overlay in planned
-                if (overlay.name, overlay.env) not in kept]
+        removed = [self._pinned(overlay) for overlay in planned
+                   if (overlay.name, overlay.env) not in kept]
+        wanted = self._wanted_again(removed)
+        gone = [overlay for overlay in removed if overlay not in wanted]
         foreign: dict[str, Any] = {}
         if event.foreign_head:
             foreign = {"pushed_sha": event.pushed_sha, "head_pushed_by_promoter": False}
@@ -96,6 +106,10 @@ class GcOutcomes:
                     self._audit_skipped(event, overlay, reason=(
                         "the target branch still has this overlay (deployed again since, or "
                         "the merged head was not the one promoter pushed)"))
+            for overlay, version in wanted.items():
+                self._audit_skipped(event, overlay, reason=(
+                    f"{overlay.env} points the model at version {version} again: its "
+                    "promotion puts the overlay back, so this is no decommission"))
             for overlay, was_live in zip(gone, live_named, strict=True):
                 row = self.ledger.decommission_collected(overlay.name, overlay.env,
                                                          overlay.model, overlay.version)
@@ -117,6 +131,21 @@ class GcOutcomes:
             # Only a merge or close ends the MR: after an approval its merge is still to come
             # (and its hook may be lost), so the MR sweep goes on following it.
             self.pending.recorded(event.iid)
+
+    def _wanted_again(self, removed: list[Overlay]) -> dict[Overlay, str]:
+        """The removed overlays whose environment's trigger points at their model again (the
+        alias set back while GC's MR waited), with the version it points at. Recorded as a
+        decommission, the ledger, ``live_version`` and `audit live` would say the environment
+        runs nothing while its alias names a version; left as they are, its promotion (or
+        the reconcile loop) puts the overlay back. One MLflow read per removed overlay."""
+        if self._points_at is None:
+            return {}
+        wanted = {}
+        for overlay in removed:
+            version = self._points_at(overlay.model, overlay.env)
+            if version is not None:
+                wanted[overlay] = version
+        return wanted
 
     def _still_on_target(self, planned: list[Overlay]) -> Collection[tuple[str, str]]:
         """(name, env) of the overlays the target branch has now (one read of it, only when

@@ -58,6 +58,7 @@ class MergeRequestOutcomes:
                  heads: PushedHeads, claims: OutcomeClaims | None = None,
                  forge: Callable[[], Forge | None] | None = None,
                  target_overlays: Callable[[], Collection[tuple[str, str]]] | None = None,
+                 points_at: Callable[[str, str], str | None] | None = None,
                  after_merge: Callable[[str, str], None] | None = None) -> None:
         self.registry = registry
         self.ledger = ledger
@@ -69,7 +70,7 @@ class MergeRequestOutcomes:
         # MRs ledger rows left before their outcome was recorded (the MR sweep follows them).
         self.left = LeftMrs(ledger.db)
         # Garbage collection's MRs (service.gc_outcomes), under the same outcome claims.
-        self.gc = GcOutcomes(registry, ledger, audit, self.claims, target_overlays)
+        self.gc = GcOutcomes(registry, ledger, audit, self.claims, target_overlays, points_at)
         # Told (name, env) once a verified merge is recorded: Argo CD's stored status is
         # judged again (ClusterFeedback.after_merge), as it may have reported first.
         self._after_merge = after_merge

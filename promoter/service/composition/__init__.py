@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from promoter.core import base_reuse
 from promoter.core.config import PipelineConfig, frozen
 from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Ports
@@ -113,6 +114,15 @@ def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutco
         return overlays_on_target(provider(settings), settings.git.manifests_dir.strip("/"),
                                   settings.git.target_branch)
 
+    def points_at(model: str, env: str) -> str | None:
+        """The version ``env``'s trigger points ``model`` at now: a GC merge records no
+        decommission of an overlay its environment wants again (read only for the overlays a
+        GC merge removed)."""
+        target = settings.targets().environments.get(env)
+        if registry is None or target is None:
+            return None
+        return base_reuse.pointed_at(registry, model, target)
+
     def after_merge(name: str, env: str) -> None:
         """Argo CD's stored status judged again once a verified merge is recorded. Most
         merges have none stored (Argo CD not used, or not reported yet): one small query,
@@ -122,7 +132,8 @@ def outcomes(settings: Settings, registry: Registry | None) -> MergeRequestOutco
 
     return MergeRequestOutcomes(registry, StateLedger(state), audit_trail(settings),
                                 PushedHeads(state), forge=forge,
-                                target_overlays=target_overlays, after_merge=after_merge)
+                                target_overlays=target_overlays, points_at=points_at,
+                                after_merge=after_merge)
 
 
 def provider(settings: Settings,

@@ -96,21 +96,33 @@ class Promoter:
         assert row is not None
         return row.status
 
+    def redeliver_last(self, action: str) -> str:
+        """GitLab's last captured hook for ``action`` (merge, close), re-delivered now (same
+        Idempotency-Key) to promoter's hook receiver; the status it answers."""
+        return str(self.hook_now(action, fresh=False).response["status"])
+
+    def hook_now(self, action: str, *, fresh: bool) -> Any:
+        """GitLab's last captured (lost) hook for ``action`` delivered now to the webhook
+        handler: as a re-delivery, or ``fresh`` (a new delivery id, so no dedupe)."""
+        assert isinstance(self.harness, GitLabHarness)
+        standin = self.harness.standin
+        captured = [d for d in standin.deliveries
+                    if d.payload["object_attributes"].get("action") == action][-1]
+        receiver = Receiver(GitLabHookHandler(
+            Secret(TOKEN), DeliveryLog(self.ledger.db), self.harness.ledger.pushed,
+            self.outcomes))
+        try:
+            standin.hook_url = receiver.url
+            return standin.deliver(captured.event, captured.payload) if fresh \
+                else standin.redeliver(captured)
+        finally:
+            standin.hook_url = None
+            receiver.stop()
+
     def late_hook(self, iid: int) -> None:
         """The merge's outcome arrives after all: GitLab's hook, or `promoter mr` again."""
         if isinstance(self.harness, GitLabHarness):
-            standin = self.harness.standin
-            merge = [d for d in standin.deliveries
-                     if d.payload["object_attributes"].get("action") == "merge"][-1]
-            receiver = Receiver(GitLabHookHandler(
-                Secret(TOKEN), DeliveryLog(self.ledger.db), self.harness.ledger.pushed,
-                self.outcomes))
-            try:
-                standin.hook_url = receiver.url
-                assert standin.redeliver(merge).response["status"] == "accepted"
-            finally:
-                standin.hook_url = None
-                receiver.stop()
+            assert self.redeliver_last("merge") == "accepted"
             return
         mr = self.harness.provider.get(iid)
         self.outcomes(MergeRequestEvent(
@@ -279,18 +291,9 @@ def test_an_mr_promoter_withdrew_is_not_recorded_as_a_reviewers_close(
     written = list(promoter.tags.written)
 
     if isinstance(promoter.harness, GitLabHarness):
-        standin = promoter.harness.standin
-        [close] = [d for d in standin.deliveries
-                   if d.payload["object_attributes"].get("action") == "close"]
-        receiver = Receiver(GitLabHookHandler(
-            Secret(TOKEN), DeliveryLog(promoter.ledger.db), promoter.harness.ledger.pushed,
-            promoter.outcomes))
-        try:
-            standin.hook_url = receiver.url
-            assert standin.redeliver(close).response["status"] == "ignored"
-        finally:
-            standin.hook_url = None
-            receiver.stop()
+        assert len([d for d in promoter.harness.standin.deliveries
+                    if d.payload["object_attributes"].get("action") == "close"]) == 1
+        assert promoter.redeliver_last("close") == "ignored"
     report = promoter.sweep()
 
     assert report.recorded == [] and report.failed == 0
@@ -388,19 +391,7 @@ def test_a_close_of_a_humans_head_is_recorded_as_foreign_and_closed(promoter: Pr
 def hook_after_all(promoter: Promoter, action: str) -> dict[str, Any]:
     """GitLab's captured (lost) MR Hook of ``action`` delivered now to the webhook handler,
     over a fresh delivery (no Idempotency-Key dedupe: the outcome's own claim must hold)."""
-    assert isinstance(promoter.harness, GitLabHarness)
-    standin = promoter.harness.standin
-    captured = [d for d in standin.deliveries
-                if d.payload["object_attributes"].get("action") == action][-1]
-    receiver = Receiver(GitLabHookHandler(
-        Secret(TOKEN), DeliveryLog(promoter.ledger.db), promoter.harness.ledger.pushed,
-        promoter.outcomes))
-    try:
-        standin.hook_url = receiver.url
-        delivered = standin.deliver(captured.event, captured.payload)
-    finally:
-        standin.hook_url = None
-        receiver.stop()
+    delivered = promoter.hook_now(action, fresh=True)
     assert delivered.status == 200, delivered.response
     return dict(delivered.response)
 

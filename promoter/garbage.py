@@ -123,12 +123,14 @@ def _followed(pending: GcPending, history: AuditTrail, root: str, found: list[gc
     if result.merge_request is None:
         return
     pending.proposed(result.merge_request.iid)
-    removed = {removal.prefix for removal in removals}
+    removed = {removal.prefix: removal for removal in removals}
     history.record(
         PROPOSED, iid=result.merge_request.iid, url=result.merge_request.url,
         head_sha=result.head_sha, removes=[
-            {"model": o.model, "name": o.name, "env": o.env, "version": o.version}
-            for o in found if f"{root}/{o.name}/overlays/{o.env}/" in removed])
+            {"model": o.model, "name": o.name, "env": o.env, "version": o.version,
+             "untargeted": removal.untargeted}
+            for o in found
+            if (removal := removed.get(f"{root}/{o.name}/overlays/{o.env}/")) is not None])
 
 
 def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvider,

@@ -109,16 +109,21 @@ def test_any_file_under_overlays_keeps_its_base(overlay_file: str) -> None:
     assert gc.orphan_bases(ROOT, paths, kustomization) == []
 
 
-def test_gc_keeps_a_base_whose_overlay_file_has_another_name(tmp_path: Path) -> None:
-    """Through collect: the whole listing reaches orphan_bases, not only kustomization.yaml."""
-    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
-    provider = localgit.from_settings(settings)
-    world = _orphaned(settings, provider)
+def _merge_hand_made_dev_overlay(provider: Any) -> None:
+    """A dev overlay someone wrote by hand (kustomization.yml, on ../../base), merged."""
     hand_made = provider.propose(Proposal(
         model=MODEL, name=NAME, env="dev", version="1", title="t", description="d",
         files={f"{ROOT}/{NAME}/overlays/dev/kustomization.yml": "resources: [../../base]\n"},
         managed_prefixes=()))
     assert hand_made.mr_iid is not None and provider.merge(hand_made.mr_iid, "alice")
+
+
+def test_gc_keeps_a_base_whose_overlay_file_has_another_name(tmp_path: Path) -> None:
+    """Through collect: the whole listing reaches orphan_bases, not only kustomization.yaml."""
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    provider = localgit.from_settings(settings)
+    world = _orphaned(settings, provider)
+    _merge_hand_made_dev_overlay(provider)
     assert collect(settings, world.registry, provider, dry_run=True).removals == []
 
 
@@ -153,11 +158,7 @@ def test_gc_keeps_the_base_of_a_hand_made_overlay_beside_the_one_it_collects(
     settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
     provider = localgit.from_settings(settings)
     world = _in_staging_only(settings, provider)
-    hand_made = provider.propose(Proposal(
-        model=MODEL, name=NAME, env="dev", version="1", title="t", description="d",
-        files={f"{ROOT}/{NAME}/overlays/dev/kustomization.yml": "resources: [../../base]\n"},
-        managed_prefixes=()))
-    assert hand_made.mr_iid is not None and provider.merge(hand_made.mr_iid, "alice")
+    _merge_hand_made_dev_overlay(provider)
     removals = collect(settings, world.registry, provider, dry_run=True).removals
     assert [r.prefix for r in removals] == [f"{ROOT}/{NAME}/overlays/staging/"]
 
@@ -892,20 +893,27 @@ def test_a_rollback_withdraws_the_open_mr_of_the_newer_version(tmp_path: Path) -
     assert not [mr for mr in provider.list_mrs("opened")]
 
 
-def _gc_mr_removing_production_while_wanted_again(tmp_path: Path
-                                                  ) -> tuple[Any, Any, Any, MemoryRegistry,
-                                                             World, int]:
-    """Version 2 runs in staging and production; production's alias was deleted long enough
-    for `promoter gc` to propose removing its overlay, then set back to 2."""
+def _gc_mr_removing(tmp_path: Path, env: str
+                    ) -> tuple[Any, Any, Any, MemoryRegistry, World, int]:
+    """Version 2 runs in staging and production; ``env``'s alias was deleted long enough
+    for `promoter gc` to propose removing its overlay (its MR is open)."""
     provider, ledger, audit, registry, world = _recorded(tmp_path, "2")
     _merge_everywhere(world, provider)
-    registry.set_alias(MODEL, "production", None)
+    registry.set_alias(MODEL, env, None)
     plan = collect(SETTINGS.model_copy(update={"state_dir": tmp_path / "state"}), registry,
                    provider, dry_run=False)
     assert plan.result is not None and plan.result.mr_iid is not None
-    assert [r.prefix for r in plan.removals] == [f"{ROOT}/{NAME}/overlays/production/"]
-    registry.set_alias(MODEL, "production", "2")
+    assert [r.prefix for r in plan.removals] == [f"{ROOT}/{NAME}/overlays/{env}/"]
     return provider, ledger, audit, registry, world, plan.result.mr_iid
+
+
+def _gc_mr_removing_production_while_wanted_again(tmp_path: Path
+                                                  ) -> tuple[Any, Any, Any, MemoryRegistry,
+                                                             World, int]:
+    """GC's MR removing production's overlay is open; then the alias was set back to 2."""
+    made = _gc_mr_removing(tmp_path, "production")
+    made[3].set_alias(MODEL, "production", "2")
+    return made
 
 
 def test_a_promotion_withdraws_the_gc_mr_removing_the_overlay_it_keeps(tmp_path: Path) -> None:
@@ -929,16 +937,11 @@ def test_a_promotion_withdraws_the_gc_mr_removing_the_overlay_it_keeps(tmp_path:
 
 def test_a_promotion_leaves_a_gc_mr_alone_that_keeps_its_overlay(tmp_path: Path) -> None:
     """GC's open MR removes staging's overlay only: production's promotion keeps it open."""
-    provider, _, _, registry, world = _recorded(tmp_path, "2")
-    _merge_everywhere(world, provider)
-    registry.set_alias(MODEL, "staging", None)
-    plan = collect(SETTINGS.model_copy(update={"state_dir": tmp_path / "state"}), registry,
-                   provider, dry_run=False)
-    assert plan.result is not None and plan.result.mr_iid is not None
+    provider, _, _, _, world, gc_iid = _gc_mr_removing(tmp_path, "staging")
 
     world.promote("2", env="production")
 
-    assert provider.get(plan.result.mr_iid).state == "opened"
+    assert provider.get(gc_iid).state == "opened"
 
 
 def test_a_gc_merge_records_no_decommission_of_an_overlay_wanted_again(
@@ -967,3 +970,29 @@ def test_a_gc_merge_records_no_decommission_of_an_overlay_wanted_again(
     assert restored.outcome is not None and restored.outcome.value == "created"
     _merged(provider, restored.mr_iid)
     assert provider.files(f"{ROOT}/{NAME}/overlays/production/", "main")
+
+
+def test_a_gc_merge_still_decommissions_an_overlay_its_alias_pointed_at_all_along(
+        tmp_path: Path) -> None:
+    """Staging idle past its TTL is removed while its alias still names 2: that merge is a
+    decommission. Only a removal GC planned because nothing pointed there is undone in the
+    record by an alias set back (before, this one was skipped too, and the ledger, the
+    live_version and `audit live` went on saying staging runs 2)."""
+    from promoter.core.live_history import live_at
+
+    provider, ledger, audit, registry, world = _recorded(tmp_path, "2")
+    _merge_everywhere(world, provider)
+    settings = SETTINGS.model_copy(update={
+        "state_dir": tmp_path / "state",
+        "gc": SETTINGS.gc.model_copy(update={"staging_ttl_seconds": 0.001})})
+    time.sleep(0.01)
+    plan = collect(settings, registry, provider, dry_run=False)
+    assert [r.prefix for r in plan.removals] == [f"{ROOT}/{NAME}/overlays/staging/"]
+    assert plan.result is not None and plan.result.mr_iid is not None
+    _merged(provider, plan.result.mr_iid)
+
+    row = ledger.by_deployment(NAME, "staging")
+    assert row is not None and row.status == "decommissioned"
+    assert registry.live_version(MODEL, "staging") is None
+    assert MODEL not in live_at(audit.entries(), "staging", time.time())
+    assert not [e for e in audit.entries() if e["event"] == "gc.skipped"]

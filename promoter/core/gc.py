@@ -48,6 +48,10 @@ class Removal:
     prefix: str               # directory to remove, ending in "/"
     reason: str
     files: tuple[str, ...] = ()   # single files that go with it (the overlay's forecast plot)
+    # Planned because no alias or stage pointed the model at the environment: a trigger set
+    # back before the merge makes it no decommission (service.gc_outcomes). Not so for an
+    # overlay removed while its trigger still points there (idle past its TTL, version gone).
+    untargeted: bool = False
 
 
 def _under(root: str, path: str) -> list[str] | None:
@@ -175,14 +179,15 @@ def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView
     removals: list[Removal] = []
     kept: dict[str, int] = {}
     for overlay in found:
-        reason = _reason(overlay, view(overlay), idle_since(overlay), idle_envs, ttl_seconds,
-                         now)
+        seen = view(overlay)
+        reason = _reason(overlay, seen, idle_since(overlay), idle_envs, ttl_seconds, now)
         if reason is None:
             kept[overlay.name] = kept.get(overlay.name, 0) + 1
         else:
             removals.append(Removal(
                 f"{root}/{overlay.name}/overlays/{overlay.env}/", reason,
-                (tree_facts.forecast_plot(root, overlay.name, overlay.env),)))
+                (tree_facts.forecast_plot(root, overlay.name, overlay.env),),
+                untargeted=seen.pointed_at is None))
     listed, going = tuple(paths), [removal.prefix for removal in removals]
     for name in sorted({overlay.name for overlay in found} - set(kept)):
         leaving = [overlay for overlay in found if overlay.name == name]

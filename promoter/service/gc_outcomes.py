@@ -87,12 +87,13 @@ class GcOutcomes:
         zero times)."""
         # Deleted: which head merged, if any, is unknown; every proposal's plan is checked
         # against the target branch (what it still has stays).
-        planned = self._removals(event, every_proposal=deleted) \
-            if event.action == "merge" else []
+        planned, untargeted = self._removals(event, every_proposal=deleted) \
+            if event.action == "merge" else ([], frozenset())
         kept = self._still_on_target(planned)
         removed = [self._pinned(overlay) for overlay in planned
                    if (overlay.name, overlay.env) not in kept]
-        wanted = self._wanted_again(removed)
+        wanted = self._wanted_again([overlay for overlay in removed
+                                     if (overlay.name, overlay.env) in untargeted])
         gone = [overlay for overlay in removed if overlay not in wanted]
         foreign: dict[str, Any] = {}
         if event.foreign_head:
@@ -133,8 +134,11 @@ class GcOutcomes:
             self.pending.recorded(event.iid)
 
     def _wanted_again(self, removed: list[Overlay]) -> dict[Overlay, str]:
-        """The removed overlays whose environment's trigger points at their model again (the
-        alias set back while GC's MR waited), with the version it points at. Recorded as a
+        """Of overlays GC removed because nothing pointed at them (``removed``), those whose
+        environment's trigger points at their model again (the alias set back while GC's MR
+        waited), with the version it points at. (One removed while its trigger pointed there,
+        idle past its TTL or its version gone, is a decommission whatever the alias says.)
+        Recorded as a
         decommission, the ledger, ``live_version`` and `audit live` would say the environment
         runs nothing while its alias names a version; left as they are, its promotion (or
         the reconcile loop) puts the overlay back. One MLflow read per removed overlay."""
@@ -185,11 +189,12 @@ class GcOutcomes:
                           env=overlay.env, iid=event.iid, url=event.url, model=overlay.model,
                           version=overlay.version, reason=reason)
 
-    def _removals(self, event: MergeRequestEvent, *,
-                     every_proposal: bool = False) -> list[Overlay]:
+    def _removals(self, event: MergeRequestEvent, *, every_proposal: bool = False
+                  ) -> tuple[list[Overlay], frozenset[tuple[str, str]]]:
         """The overlays the merged head removes: from the proposal of that MR that pushed this
         head (the newest one when the head is unknown); with ``every_proposal``, what any of
-        its proposals removed, once each."""
+        its proposals removed, once each. Also (name, env) of those GC planned because no
+        trigger pointed at them (entries written before that was noted: none)."""
         proposals = self._proposals(event.iid)
         if every_proposal:
             chosen = proposals
@@ -199,7 +204,10 @@ class GcOutcomes:
             chosen = matching[-1:]
         found = [overlay for entry in chosen for item in entry["removes"]
                  if (overlay := _overlay(item)) is not None]
-        return list(dict.fromkeys(found))
+        untargeted = frozenset(
+            (overlay.name, overlay.env) for entry in chosen for item in entry["removes"]
+            if (overlay := _overlay(item)) is not None and item.get("untargeted") is True)
+        return list(dict.fromkeys(found)), untargeted
 
     def _proposals(self, iid: int) -> list[dict[str, Any]]:
         """The audited proposals (pushes) of GC's MR ``iid``, oldest first."""

@@ -22,6 +22,14 @@ from promoter.core.mr_text import (
     proposed_for_another_model,
     with_marker,
 )
+from promoter.core.proposal_notes import (
+    already_there_text,
+    human_commits_text,
+    setting_list,
+    unenforced_auto_merge,
+    unenforced_text,
+    weak_settings_text,
+)
 from promoter.errors import PermanentError, TransientError
 from promoter.ports.forge import RESET_APPROVALS_ON_PUSH, Action, Forge
 from promoter.ports.git import (
@@ -111,7 +119,7 @@ class ProposalFlow:
                 return already
         ours = head is not None and self._is_ours(head, proposal, open_mr, run)
         if open_mr is not None and head is not None and not ours:
-            forge.upsert_note(open_mr.iid, HUMAN_COMMITS_NOTE, _human_commits_text(proposal))
+            forge.upsert_note(open_mr.iid, HUMAN_COMMITS_NOTE, human_commits_text(proposal))
             return self._result(Outcome.HUMAN_COMMITS, open_mr, head, run)
         if open_mr is not None and self._supersede and open_mr.version != proposal.version:
             self._close_superseded(open_mr, proposal, run)
@@ -151,7 +159,7 @@ class ProposalFlow:
             return self._result(Outcome.UNCHANGED, open_mr or merged, head, run)
         if not self._is_ours(head, proposal, open_mr, run):
             return None
-        self._withdraw_open(open_mr, proposal.branch, _already_there_text(proposal), run)
+        self._withdraw_open(open_mr, proposal.branch, already_there_text(proposal), run)
         # No MR to follow: the deployment is what the target branch holds (merged).
         return self._result(Outcome.UNCHANGED, None, None, run)
 
@@ -232,10 +240,10 @@ class ProposalFlow:
         withheld: str | None = None    # why auto-merge must not be set
         leave = False                  # an auto-merge already set is left exactly as it is
         if not enforced and proposal.approvals_required:
-            forge.upsert_note(mr.iid, APPROVALS_NOTE, _unenforced_text(proposal))
+            forge.upsert_note(mr.iid, APPROVALS_NOTE, unenforced_text(proposal))
             _warn(run, f"approval rules unavailable; {proposal.approvals_required} approval(s) "
                   "required by policy are stated in the MR but not enforced by the forge")
-            withheld = _unenforced_auto_merge(proposal)
+            withheld = unenforced_auto_merge(proposal)
         elif proposal.approvals_required:
             # The head moved in this run: promoter pushed (perhaps in an attempt whose answer
             # was lost), so approvals on the MR predate what it now holds.
@@ -275,10 +283,10 @@ class ProposalFlow:
         if created or run.pushed_over is not None or repushed:
             # Once per MR and per version pushed, not on every job that finds it unchanged
             # (which would also drop what the note says about the last push).
-            self._forge.upsert_note(mr.iid, APPROVAL_SETTINGS_NOTE, _weak_settings_text(
+            self._forge.upsert_note(mr.iid, APPROVAL_SETTINGS_NOTE, weak_settings_text(
                 proposal, weak, run.pushed_over if withdrawn else None, stale, repushed))
             _warn(run, f"approvals on !{mr.iid} can be bypassed: the GitLab project settings "
-                  f"{_setting_list(weak)} are off or unreadable; turn on \"Remove all approvals "
+                  f"{setting_list(weak)} are off or unreadable; turn on \"Remove all approvals "
                   "when commits are added to the source branch\" (reset_approvals_on_push) and "
                   "\"Prevent editing approval rules in merge requests\" "
                   "(disable_overriding_approvers_per_merge_request), the latter with a project "
@@ -364,72 +372,6 @@ def _normal(text: str) -> str:
 def _warn(run: _Run, message: str) -> None:
     if message not in run.warnings:
         run.warnings.append(message)
-
-
-def _human_commits_text(proposal: Proposal) -> str:
-    return (f"This branch has commits that promoter did not make, so promoter did not apply "
-            f"version {proposal.version} here and will not overwrite them. Merge or close this "
-            "merge request (and delete the branch) to let promoter continue.")
-
-
-def _already_there_text(proposal: Proposal) -> str:
-    return (f"`{proposal.target_branch}` already holds exactly what promoter now proposes for "
-            f"{proposal.env}, and merging this merge request would change that, so promoter "
-            f"closed it. A new merge request is opened when {proposal.env} is to change "
-            "again.")
-
-
-def _unenforced_text(proposal: Proposal) -> str:
-    text = (f"This environment requires **{proposal.approvals_required}** approval(s). "
-            "GitLab does not enforce that count here (approval rules need GitLab Premium; on "
-            "Premium, where \"Prevent editing approval rules in merge requests\" keeps promoter "
-            "from adding its rule, the project's approval rules require fewer), so the "
-            "requirement is stated here and recorded in promoter's audit trail; reviewers must "
-            "enforce it.")
-    if proposal.auto_merge:
-        text += (f"\n\nAuto-merge is **not** set: {_unenforced_auto_merge(proposal)}. Merge it "
-                 "by hand once it has its approvals.")
-    return text
-
-
-def _unenforced_auto_merge(proposal: Proposal) -> str:
-    return (f"GitLab would merge it once the pipeline passes without the "
-            f"{proposal.approvals_required} approval(s) {proposal.env} requires, since it "
-            "does not enforce them (GitLab Premium approval rules do); use Premium approval "
-            f"rules, or set environments.{proposal.env}.auto_merge: false or approvals: 0")
-
-
-def _setting_list(names: tuple[str, ...]) -> str:
-    return " and ".join(f"`{name}`" for name in names)
-
-
-def _weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: str | None,
-                        stale: str | None, repushed: bool = False) -> str:
-    text = (f"This environment requires **{proposal.approvals_required}** approval(s), but "
-            f"the project's approval settings {_setting_list(weak)} are off (or promoter's "
-            "token may not read them), so approvals can outlive a push of a new version or "
-            "anyone who can edit this MR can lower its approval rule. A project maintainer "
-            "should turn on \"Remove all approvals when commits are added to the source "
-            "branch\" and \"Prevent editing approval rules in merge requests\" (Settings → "
-            "Merge requests → Approval settings), the latter together with a project approval "
-            "rule for the target branch that requires the count: it keeps promoter from adding "
-            "its own rule to the MR.")
-    if stale is not None:
-        text += (f"\n\n**Version {proposal.version} replaced version {stale} here; approvals "
-                 f"given for version {stale} do not approve version {proposal.version}.** "
-                 "promoter could not withdraw them (that needs a project or group access "
-                 "token), so they may still count: reviewers must approve again, and promoter "
-                 "does not set auto-merge.")
-    elif pushed_over is not None and RESET_APPROVALS_ON_PUSH in weak:
-        text += (f"\n\nVersion {proposal.version} replaced version {pushed_over} here; "
-                 f"promoter withdrew the approvals given before, so version "
-                 f"{proposal.version} needs its own.")
-    elif repushed:
-        text += (f"\n\n**promoter pushed a new head of version {proposal.version} here "
-                 "(new content, or its changes onto a newer target branch); approvals given "
-                 "before that push may still count for it.** Reviewers must check the changes "
-                 "(and approve again if they keep them), and promoter does not set auto-merge.")
-    return text
 
 
 def _open(mrs: Iterable[MergeRequest]) -> MergeRequest | None:

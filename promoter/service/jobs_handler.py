@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from promoter.core.jobs import Job
     from promoter.ports.pipeline import Progress
     from promoter.ports.registry import Registry
+    from promoter.service.job_context import JobContext
     from promoter.service.metrics import Metrics
-    from promoter.service.worker import JobContext
     from promoter.settings import Settings
 
 Handler = Callable[["Job", "JobContext"], dict[str, Any]]

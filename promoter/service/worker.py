@@ -44,6 +44,7 @@ from promoter.core.jobs import (
     retryable_again,
 )
 from promoter.errors import PromoterError, TransientError
+from promoter.service.job_context import JobContext, JobHandler
 from promoter.service.queue import JobQueue, LeaseLost
 from promoter.state.db import StateConflict
 
@@ -56,80 +57,6 @@ SETTLE_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0)
 # After a failed lease extension the heartbeat tries again this soon (or at a tenth of the
 # lease, if shorter), until the lease would have run out.
 HEARTBEAT_RETRY_SECONDS = 2.0
-
-
-class JobContext:
-    """What a handler may do besides computing its result: steps and lease.
-
-    The heartbeat calls lease_lost() when it finds another worker holding the job; every
-    step after that raises LeaseLost, so the handler stops at its next step or side effect
-    instead of racing the new holder."""
-
-    def __init__(self, queue: JobQueue, job: Job, worker_id: str, lease_seconds: float,
-                 max_attempts: int) -> None:
-        self.job = job
-        self.worker_id = worker_id
-        self.max_attempts = max_attempts
-        self._queue = queue
-        self._lease_seconds = lease_seconds
-        self._steps = queue.steps(job.id)
-        self._lost = threading.Event()
-        self._lost_because = "its heartbeat found another holder"
-
-    @property
-    def attempt(self) -> int:
-        return self.job.attempts
-
-    def ends_job(self, error: BaseException) -> bool:
-        """``error`` parks the job (outcome_for_error, the rule _handle_failure applies),
-        unless another worker holds the job now: then its status is that worker's to write."""
-        return outcome_for_error(error, self.job.attempts, self.max_attempts).state == DEAD \
-            and not self._lost.is_set()
-
-    def lease_lost(self, because: str | None = None) -> None:
-        """Another worker holds the job now (the heartbeat found out), or this attempt was
-        given up (``because`` says why): stop at the next step."""
-        if because is not None:
-            self._lost_because = because
-        self._lost.set()
-
-    def step(self, name: str) -> dict[str, Any] | None:
-        """The result of ``name`` recorded by this or an earlier attempt, if any."""
-        self._raise_if_lost()
-        return self._steps.get(name)
-
-    def steps(self) -> dict[str, dict[str, Any]]:
-        return dict(self._steps)
-
-    def record_step(self, name: str, result: dict[str, Any]) -> None:
-        """Durably record a finished step; LeaseLost if another worker has taken the job."""
-        self._raise_if_lost()
-        self._queue.record_step(self.job.id, name, result, worker_id=self.worker_id)
-        self._steps[name] = dict(result)
-
-    def before_side_effect(self, what: str) -> None:
-        """LeaseLost unless this worker still holds the job; else a fresh full lease, so the
-        side effect (a push, a merge request) runs well inside it."""
-        self._raise_if_lost()
-        try:
-            self.extend_lease()
-        except LeaseLost:
-            self._lost.set()
-            raise LeaseLost(f"worker {self.worker_id} lost the lease on job {self.job.id}; "
-                            f"not doing its {what}") from None
-
-    def extend_lease(self, seconds: float | None = None) -> None:
-        if not self._queue.extend_lease(self.job.id, self.worker_id,
-                                        seconds or self._lease_seconds):
-            raise LeaseLost(f"worker {self.worker_id} lost the lease on job {self.job.id}")
-
-    def _raise_if_lost(self) -> None:
-        if self._lost.is_set():
-            raise LeaseLost(f"worker {self.worker_id} lost the lease on job {self.job.id} "
-                            f"({self._lost_because})")
-
-
-JobHandler = Callable[[Job, JobContext], dict[str, Any]]
 
 
 def _log_job(level: int, message: str, job: Job, **fields: Any) -> None:

@@ -14,8 +14,8 @@ import pytest
 from promoter.commands.promote import _Printer, run_promotion
 from promoter.core.jobs import Job
 from promoter.service import composition, jobs_handler
+from promoter.service.job_context import JobContext
 from promoter.service.queue import JobQueue
-from promoter.service.worker import JobContext
 from promoter.settings import Settings
 
 

@@ -16,7 +16,7 @@ from promoter.core.policy import Decision
 from promoter.errors import PermanentError, TransientError
 from promoter.service import composition, jobs_handler
 from promoter.service.audit import AuditTrail
-from promoter.service.worker import JobContext
+from promoter.service.job_context import JobContext
 from tests.core.test_pipeline import MODEL, MemoryRegistry
 
 RUNTIME_SWITCH = InvalidIntent("deployment 'fraud-detector' runs runtime 'kserve' in staging, "

@@ -11,8 +11,9 @@ import pytest
 from promoter.core.jobs import Backoff, Job
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.errors import PermanentError, PolicyDenied, TransientError
+from promoter.service.job_context import JobContext
 from promoter.service.queue import JobKey, JobQueue, LeaseLost
-from promoter.service.worker import JobContext, Worker, stuck_workers
+from promoter.service.worker import Worker, stuck_workers
 from promoter.state.db import StateConflict
 from tests.core.test_pipeline import MODEL, NAME, RENDERER, World
 from tests.core.test_pipeline import world as world  # the pipeline fakes, as a fixture

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from promoter.core.jobs import Job, JobKey
+from promoter.service.job_context import JobContext
 from promoter.service.queue import JobQueue
-from promoter.service.worker import JobContext, Worker
+from promoter.service.worker import Worker
 
 
 def append(log: Path, *words: object) -> None:

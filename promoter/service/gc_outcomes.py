@@ -202,12 +202,14 @@ class GcOutcomes:
             matching = [entry for entry in proposals
                         if entry.get("head_sha") == event.head_sha] or proposals
             chosen = matching[-1:]
-        found = [overlay for entry in chosen for item in entry["removes"]
-                 if (overlay := _overlay(item)) is not None]
-        untargeted = frozenset(
-            (overlay.name, overlay.env) for entry in chosen for item in entry["removes"]
-            if (overlay := _overlay(item)) is not None and item.get("untargeted") is True)
-        return list(dict.fromkeys(found)), untargeted
+        found: dict[Overlay, None] = {}
+        untargeted: set[tuple[str, str]] = set()
+        for item in (item for entry in chosen for item in entry["removes"]):
+            if (overlay := _overlay(item)) is not None:
+                found[overlay] = None
+                if item.get("untargeted") is True:
+                    untargeted.add((overlay.name, overlay.env))
+        return list(found), frozenset(untargeted)
 
     def _proposals(self, iid: int) -> list[dict[str, Any]]:
         """The audited proposals (pushes) of GC's MR ``iid``, oldest first."""

@@ -811,9 +811,11 @@ def test_a_decommission_keeps_the_base_any_one_sign_of_a_promotion_under_way_nam
                        else (production,))
 
 
-def _recorded(tmp_path: Path, *versions: str) -> tuple[Any, Any, Any, MemoryRegistry, World]:
+def _recorded(tmp_path: Path, *versions: str, supersede: bool = False
+              ) -> tuple[Any, Any, Any, MemoryRegistry, World]:
     """The local provider with promoter's outcomes wired in (ledger, audit, MLflow tags, as
-    `promoter mr` records them): (provider, ledger, audit, registry, world)."""
+    `promoter mr` records them): (provider, ledger, audit, registry, world). ``supersede``:
+    `git.newer_version: supersede`."""
     from promoter.service.audit import AuditTrail
     from promoter.service.ledger import StateLedger
     from promoter.service.outcomes import MergeRequestOutcomes
@@ -821,6 +823,9 @@ def _recorded(tmp_path: Path, *versions: str) -> tuple[Any, Any, Any, MemoryRegi
     from promoter.state.pushed_heads import PushedHeads
 
     settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    if supersede:
+        settings = settings.model_copy(update={"git": settings.git.model_copy(
+            update={"newer_version": "supersede"})})
     db = StateDB.open(settings.state_dir)
     audit, ledger, registry = AuditTrail(settings.state_dir, db), StateLedger(db), \
         MemoryRegistry()

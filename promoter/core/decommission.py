@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from promoter.core import base_reuse, gc, mr_text, tree_facts
+from promoter.core import base_reuse, closed_mr, gc, mr_text, tree_facts
 from promoter.core.config import PipelineConfig
 from promoter.core.results import DeploymentStatus, PipelineResult
 from promoter.errors import NotFoundError
@@ -76,6 +76,9 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
     steps.before_side_effect("propose")  # only the job's current holder may propose
     result = ports.provider.propose(proposal)
     steps.before_side_effect("write-back")  # still ours after the push (see the pipeline)
+    closed = closed_mr.closed_by(result, state, live,
+                                 f"the removal of version {live} is proposed instead")
+    closed_mr.write_back(registry, job.model, job.env, closed, progress)
     status = (DeploymentStatus.DECOMMISSIONING if result.merge_request
               else DeploymentStatus.DECOMMISSIONED)
     values = {"mr_url": result.mr_url} if result.mr_url else {}
@@ -84,12 +87,10 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
     ports.ledger.put(DeployedState(job.model, job.env, state.name, live,
                                         status, result.mr_iid, result.head_sha))
     progress("merge request", result.outcome.value, result.mr_url or "")
-    if result.withdrawn_iid is not None:
-        progress("merge request", "withdrawn", f"!{result.withdrawn_iid} still added what "
-                 "this removal removes")
     return PipelineResult(result.outcome, status, version=live, name=state.name,
                           removes=managed, mr_iid=result.mr_iid, mr_url=result.mr_url,
-                          head_sha=result.head_sha, commit_created=result.commit_created)
+                          head_sha=result.head_sha, commit_created=result.commit_created,
+                          closed_mr=closed)
 
 def _write_back(registry: Registry, model: str, version: str, env: str,
                 values: dict[str, str], progress: Progress) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promoter.core import (
+    closed_mr,
     gates,
     lineage,
     live_overlay,
@@ -207,9 +208,12 @@ class Pipeline:
         # Recorded before the proposal: once it may have pushed or opened an MR, the job
         # failing later no longer means it deployed nothing (`promoter rollback` reads this).
         steps.record_step(PROPOSAL_STARTED, {"name": deployment.name})
+        before = self.ports.ledger.get(job.model, job.env)
         result = PromotionProposal(self.config, self.ports, self.progress).propose(
             job, deployment, info, origin, files, decision, image, signature,
             Reach(shared, tree))
+        closed = closed_mr.closed_by(result, before, version,
+                                     f"version {version} is proposed instead")
         status = STATUS_FOR_OUTCOME[result.outcome]
         landed = result.merge_request
         if result.outcome is Outcome.UNCHANGED and landed is None:
@@ -231,6 +235,8 @@ class Pipeline:
             write_back["status"] = status
         # else a re-run of a merged version the clusters already run: `deployed` (told by Argo
         # CD, and not told again while nothing changes) stays.
+        # The closed MR's version first: this version's status is the last word on the MR.
+        closed_mr.write_back(registry, job.model, job.env, closed, self.progress)
         registry.write_back(job.model, version, job.env, write_back)
         self.ports.ledger.put(DeployedState(job.model, job.env, deployment.name, version, status,
                                             result.mr_iid, result.head_sha))
@@ -243,7 +249,7 @@ class Pipeline:
             name=deployment.name, mr_iid=result.mr_iid, mr_url=result.mr_url,
             head_sha=result.head_sha, commit_created=result.commit_created,
             image=image.reference if image else None, signature=signature,
-            warnings=tuple(result.warnings), inputs=tuple(inputs))
+            warnings=tuple(result.warnings), inputs=tuple(inputs), closed_mr=closed)
 
     def _merged_status(self, job: PromotionJob, version: str, iid: int) -> DeploymentStatus:
         """A re-run finding its MR merged: the status that merge's recording left (merged, or

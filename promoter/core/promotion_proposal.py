@@ -84,9 +84,6 @@ class PromotionProposal:
             riders=self._anchor(job, name, info.version))
         result = self.ports.provider.propose(proposal)
         self.progress("merge request", result.outcome.value, result.mr_url or "")
-        if result.withdrawn_iid is not None:
-            self.progress("merge request", "withdrawn", f"!{result.withdrawn_iid} carried "
-                          "something else than the target branch already holds")
         if reach.tree.base and job.env not in reach.tree.overlays:   # builds on this base
             base_reuse.withdraw_gc_removing_base(self.ports.provider, root, name,
                                                  reach.tree.base, model=job.model, env=job.env)

@@ -62,6 +62,34 @@ SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
+class ClosedMr:
+    """An MR the proposal closed: its iid, why (``superseded`` or ``withdrawn``), and, when the
+    ledger row named it, its version and the status that version gets now (None: none to
+    write, e.g. the MR was for the version now proposed)."""
+
+    iid: int
+    closed_as: str
+    version: str | None = None
+    status: DeploymentStatus | None = None
+    reason: str = ""
+
+    @property
+    def event(self) -> str:
+        """The audit event naming it: ``mr.superseded`` or ``mr.withdrawn``."""
+        return f"mr.{self.closed_as}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"iid": self.iid, "as": self.closed_as, "version": self.version,
+                "status": self.status.value if self.status else None, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> ClosedMr:
+        status = record.get("status")
+        return cls(int(record["iid"]), str(record["as"]), record.get("version"),
+                   DeploymentStatus(status) if status else None, record.get("reason") or "")
+
+
+@dataclass(frozen=True)
 class PipelineResult:
     """One promotion or decommission, finished (a failure raises instead)."""
 
@@ -80,6 +108,7 @@ class PipelineResult:
     warnings: tuple[str, ...] = ()
     removes: tuple[str, ...] = ()         # decommission: the directories it removes
     inputs: tuple[tuple[str, str], ...] = ()  # (what, sha256 digest): intent, manifests, image
+    closed_mr: ClosedMr | None = None     # the open MR the proposal closed (core.closed_mr)
 
     @property
     def skipped(self) -> bool:
@@ -95,7 +124,8 @@ class PipelineResult:
             "mr_url": self.mr_url, "head_sha": self.head_sha,
             "commit_created": self.commit_created, "image": self.image,
             "signature": self.signature, "warnings": list(self.warnings),
-            "removes": list(self.removes), "inputs": dict(self.inputs)}
+            "removes": list(self.removes), "inputs": dict(self.inputs),
+            "closed_mr": self.closed_mr.as_dict() if self.closed_mr else None}
         return record
 
     @classmethod
@@ -111,4 +141,6 @@ class PipelineResult:
             commit_created=bool(record.get("commit_created")), image=record.get("image"),
             signature=record.get("signature"), warnings=tuple(record.get("warnings") or ()),
             removes=tuple(record.get("removes") or ()),
-            inputs=tuple(sorted((record.get("inputs") or {}).items())))
+            inputs=tuple(sorted((record.get("inputs") or {}).items())),
+            closed_mr=ClosedMr.from_dict(record["closed_mr"]) if record.get("closed_mr")
+            else None)

@@ -65,6 +65,14 @@ def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics |
         audit.record(f"job.{result.as_dict()['outcome']}", actor=actor, inputs=dict(result.inputs),
                      job_id=job.id, model=key.model, env=key.env, version=result.version,
                      mr_url=result.mr_url, image=result.image)
+        closed = result.closed_mr
+        if closed is not None:
+            # The MR promoter closed is named in the trail, with what its version became
+            # (the hook and the MR sweep leave promoter's own closes alone).
+            audit.record(closed.event, actor=actor, job_id=job.id, model=key.model,
+                         env=key.env, name=result.name, iid=closed.iid,
+                         version=closed.version, status=closed.status,
+                         replaced_by=result.version)
         return result.as_dict()
 
     return handle

@@ -1,0 +1,71 @@
+"""What becomes of the version of a merge request a proposal closed itself.
+
+A proposal closes the open MR of its branch when another version replaces it (superseded), or
+when the target branch already holds what the environment should run (withdrawn). Nobody can
+merge that MR any more, yet its version still says ``promoter.<env>.status=mr_opened`` (or
+``approved``; ``decommissioning`` for a removal MR). The GitLab hook and the MR sweep leave
+promoter's own closes alone (they would otherwise record a reviewer's close), so the proposal
+that closed the MR says what became of its version, before it writes its own status.
+
+The version is the one the deployment's ledger row named for that MR before the proposal: the
+row is keyed by model and environment, so it is this model's version; an MR the row did not
+name (a retry after a crash between the close and the write-back) is audited without a version,
+and nothing is written for it.
+"""
+
+from __future__ import annotations
+
+from promoter.core.results import OPEN_MR, ClosedMr, DeploymentStatus
+from promoter.errors import NotFoundError
+from promoter.ports.git import ProposalResult
+from promoter.ports.pipeline import DeployedState, Progress
+from promoter.ports.registry import Registry
+
+SUPERSEDED = "superseded"
+WITHDRAWN = "withdrawn"
+
+
+def closed_by(result: ProposalResult, before: DeployedState | None, proposed_version: str,
+              instead: str) -> ClosedMr | None:
+    """The MR ``result`` says the proposal closed, with what its version becomes. ``before``
+    is the deployment's ledger row as it was before the proposal; ``instead`` says what is
+    proposed now (e.g. "version 4 is proposed instead"), for the version's reason tag."""
+    if result.superseded_iid is not None:
+        iid, closed_as = result.superseded_iid, SUPERSEDED
+    elif result.withdrawn_iid is not None:
+        iid, closed_as = result.withdrawn_iid, WITHDRAWN
+    else:
+        return None
+    if before is None or before.mr_iid != iid:
+        return ClosedMr(iid, closed_as)
+    if before.version == proposed_version:
+        # The proposal writes this version's status itself, the last word on it.
+        return ClosedMr(iid, closed_as, before.version)
+    if before.status in OPEN_MR:
+        # Closed unmerged: nothing of it reached the target branch.
+        return ClosedMr(iid, closed_as, before.version, DeploymentStatus.CLOSED,
+                        f"merge request !{iid} {closed_as}: {instead}")
+    if before.status == DeploymentStatus.DECOMMISSIONING:
+        # A removal MR closed: the target branch still runs the version it would have removed.
+        return ClosedMr(iid, closed_as, before.version, DeploymentStatus.MERGED,
+                        f"removal merge request !{iid} {closed_as}: {instead}")
+    return ClosedMr(iid, closed_as, before.version)
+
+
+def write_back(registry: Registry, model: str, env: str, closed: ClosedMr | None,
+               progress: Progress) -> None:
+    """The closed MR's version gets its new status (and why). A version gone from MLflow has
+    no tags to set: the job's audit entry still names the MR."""
+    if closed is None:
+        return
+    why = ("another version replaces it" if closed.closed_as == SUPERSEDED else
+           "it carried something else than the target branch already holds")
+    progress("merge request", closed.closed_as, f"!{closed.iid}" + (
+        f" (version {closed.version})" if closed.version else "") + f": {why}")
+    if closed.version is None or closed.status is None:
+        return
+    try:
+        registry.write_back(model, closed.version, env,
+                            {"status": closed.status, "reason": closed.reason})
+    except NotFoundError:
+        progress("write-back", "skipped", f"{model!r} version {closed.version} is not in MLflow")

@@ -52,7 +52,8 @@ class GitLabForge:
         self._project: Any = None
         self.clock = clock  # monotonic seconds; ages the approval settings read
         self._weak_settings: tuple[tuple[str, ...], float] | None = None   # (settings, read at)
-        self._own_id: int | None = None   # the token's user: the author of promoter's notes
+        # The token's user: the author of promoter's notes, the closer of promoter's closes.
+        self._own: dict[str, Any] | None = None
 
     @property
     def project(self) -> Any:
@@ -249,11 +250,17 @@ class GitLabForge:
         elif mine.body.strip() != text.strip():
             self._call.write(f"edit comment on !{iid}", notes.update, mine.id, {"body": text})
 
-    def _own_user_id(self) -> int:
-        if self._own_id is None:
+    def _own_user(self) -> dict[str, Any]:
+        if self._own is None:
             user: Any = self._call.read("read the token's user", self._gl.http_get, "/user")
-            self._own_id = int(user["id"])
-        return self._own_id
+            self._own = {"id": int(user["id"]), "username": str(user["username"])}
+        return self._own
+
+    def _own_user_id(self) -> int:
+        return int(self._own_user()["id"])
+
+    def own_username(self) -> str:
+        return str(self._own_user()["username"])
 
     def require_approvals(self, iid: int, count: int, user_ids: Sequence[int] = (),
                           group_ids: Sequence[int] = ()) -> bool:
@@ -298,7 +305,14 @@ def to_merge_request(data: dict[str, Any]) -> MergeRequest:
         version=marker_version(data.get("description")),
         merge_commit_sha=data.get("merge_commit_sha"),
         detailed_merge_status=data.get("detailed_merge_status"),
-        auto_merge=bool(data.get("merge_when_pipeline_succeeds")))
+        auto_merge=bool(data.get("merge_when_pipeline_succeeds")),
+        closed_by=_username(data.get("closed_by")))
+
+
+def _username(user: Any) -> str | None:
+    """A user object's username (GitLab sends null for nobody)."""
+    name = user.get("username") if isinstance(user, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def connect(url: str, token: str, project: str, *, verify_tls: bool | str = True,

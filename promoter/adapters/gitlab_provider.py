@@ -43,6 +43,9 @@ class GitLabProvider:
     def get(self, iid: int) -> MergeRequest:
         return self.forge.get_mr(iid)
 
+    def own_username(self) -> str:
+        return self.forge.own_username()
+
     def find(self, name: str, env: str) -> MergeRequest | None:
         found = self.forge.merge_requests(branch_for(name, env))
         return found[0] if found else None

@@ -113,6 +113,10 @@ class LocalForge:
         self.store.update(iid, title=title, description=description, labels=labels)
         return self.get(iid)
 
+    def own_username(self) -> None:
+        """No accounts: `promoter mr close` cannot retitle, so a title tells promoter's closes."""
+        return None
+
     def close_mr(self, iid: int, title: str) -> None:
         if not self.store.transition(iid, "opened", "closed", title=title,
                                      sha=self.get(iid).head_sha):
@@ -189,6 +193,9 @@ class LocalGitProvider:
 
     def get(self, iid: int) -> MergeRequest:
         return self.forge.get(iid)
+
+    def own_username(self) -> None:
+        return self.forge.own_username()
 
     def find(self, name: str, env: str) -> MergeRequest | None:
         found = self.forge.merge_requests(branch_for(name, env))

@@ -81,13 +81,24 @@ class PipelineEvent:
 ForgeEvent = MergeRequestEvent | PipelineEvent
 
 
-def closed_by_promoter(action: str, title: str, source_branch: str) -> bool:
-    """A close promoter made of a deployment's MR, told by the title it gave it: superseded
+def closed_by_promoter(action: str, title: str, source_branch: str, *, closer: str | None,
+                       own: str | None) -> bool:
+    """A close promoter made of a deployment's MR, told by the title it gave it (superseded
     by a newer one, or withdrawn because the target branch already holds what the
-    environment should run. No reviewer's outcome to record (a "closed" tag, a settled
-    ledger row). GC's withdrawn MR is not one: recording its close ends the sweep's watch."""
-    if action != "close":
+    environment should run) and by who closed it: ``closer``, the forge's user who did, must
+    be ``own``, the user promoter acts as (None: a forge without accounts, where only
+    promoter retitles). A reviewer who retitles the MR so and closes it is a reviewer: their
+    close is recorded. No reviewer's outcome to record (a "closed" tag, a settled ledger row)
+    for promoter's own. GC's withdrawn MR is not one: recording its close ends the sweep's
+    watch."""
+    if action != "close" or (own is not None and closer != own):
         return False
+    return closes_as_promoter(title, source_branch)
+
+
+def closes_as_promoter(title: str, source_branch: str) -> bool:
+    """Whether ``title`` is the one promoter gives an MR it closes (by its suffix): the cheap
+    first test; only the closer's identity confirms it (``closed_by_promoter``)."""
     return title.endswith(SUPERSEDED_SUFFIX) or \
         (title.endswith(WITHDRAWN_SUFFIX) and source_branch != GC_BRANCH)
 

@@ -17,13 +17,14 @@ row moved on from before their outcome was recorded (state.left_mrs).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from promoter.core.mr_events import (
     HUMAN_COMMIT,
     MergeRequestEvent,
     closed_by_promoter,
+    closes_as_promoter,
     foreign_settlement,
     refusal,
 )
@@ -31,6 +32,9 @@ from promoter.core.results import DeploymentStatus
 from promoter.ports.git import GC_BRANCH, GC_KEY, MergeRequest, branch_for
 from promoter.ports.pipeline import DeployedState
 
+# The user promoter acts as on the forge (GitProvider.own_username), asked only for an MR
+# titled as promoter closes them: a forge read the first time.
+OwnUser = Callable[[], "str | None"]
 # Ledger statuses that mean "the MR is open, its outcome not yet recorded".
 WAITING = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED,
                      DeploymentStatus.DECOMMISSIONING})
@@ -73,24 +77,25 @@ def noted_mrs_to_look_at(unrecorded: Iterable[int], left_alone: Collection[int] 
 
 
 def settled_event(row: DeployedState, mr: MergeRequest, *, pushed_sha: str | None,
-                  target_branch: str, project_id: int, project_path: str) -> SweepDecision:
+                  target_branch: str, project_id: int, project_path: str,
+                  own: OwnUser) -> SweepDecision:
     """The merge or close event the forge's ``mr`` stands for, when the ledger's ``row`` still
     waits on it; acted on under the webhook's guards only (GitLabHookHandler._act)."""
     if mr.state in ACTION_FOR_STATE and (row.status not in WAITING or mr.iid != row.mr_iid):
         return SweepDecision(None, "already recorded")
     return _settled(row.name, row.env, branch_for(row.name, row.env), mr, pushed_sha=pushed_sha,
                     target_branch=target_branch, project_id=project_id,
-                    project_path=project_path)
+                    project_path=project_path, own=own)
 
 
 def settled_left_event(name: str, env: str, mr: MergeRequest, *, pushed_sha: str | None,
-                       target_branch: str, project_id: int,
-                       project_path: str) -> SweepDecision:
+                       target_branch: str, project_id: int, project_path: str,
+                       own: OwnUser) -> SweepDecision:
     """The merge or close event of an MR deployment (name, env)'s row left before its outcome
     was recorded (state.left_mrs), under the webhook's guards."""
     return _settled(name, env, branch_for(name, env), mr, pushed_sha=pushed_sha,
                     target_branch=target_branch, project_id=project_id,
-                    project_path=project_path)
+                    project_path=project_path, own=own)
 
 
 def settled_gc_event(mr: MergeRequest, *, pushed_sha: str | None, target_branch: str,
@@ -99,12 +104,13 @@ def settled_gc_event(mr: MergeRequest, *, pushed_sha: str | None, target_branch:
     same guards: its head must be the one promoter pushed to GC's branch. A close as
     superseded is recorded too: recording it is what stops the sweep reading that MR."""
     return _settled(*GC_KEY, GC_BRANCH, mr, pushed_sha=pushed_sha, target_branch=target_branch,
-                    project_id=project_id, project_path=project_path, superseded_too=True)
+                    project_id=project_id, project_path=project_path)
 
 
 def _settled(name: str, env: str, branch: str, mr: MergeRequest, *, pushed_sha: str | None,
              target_branch: str, project_id: int, project_path: str,
-             superseded_too: bool = False) -> SweepDecision:
+             own: OwnUser | None = None) -> SweepDecision:
+    """``own`` None: every close is recorded (GC's MRs, whose close as superseded must be)."""
     action = ACTION_FOR_STATE.get(mr.state)
     if action is None:
         return SweepDecision(None, f"still {mr.state}")
@@ -117,7 +123,10 @@ def _settled(name: str, env: str, branch: str, mr: MergeRequest, *, pushed_sha: 
     if refused is not None and not foreign:
         return SweepDecision(None, refused[0] if refused[0] == HUMAN_COMMIT else refused[1],
                              left_alone=True)
-    if not superseded_too and closed_by_promoter(action, mr.title, mr.source_branch):
+    if own is not None and \
+            closes_as_promoter(mr.title, mr.source_branch) and \
+            closed_by_promoter(action, mr.title, mr.source_branch, closer=mr.closed_by,
+                               own=own()):
         return SweepDecision(None, "promoter closed it (superseded or withdrawn)")
     return SweepDecision(MergeRequestEvent(
         action=action, project_id=project_id, project_path=project_path, iid=mr.iid,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from promoter.core import changes
+from promoter.core.mr_events import closed_by_promoter, closes_as_promoter
 from promoter.core.mr_text import (
     changes_section,
     commit_message,
@@ -105,7 +106,7 @@ class ProposalFlow:
         if not run.observed:
             run.observed, run.first_open_iid, run.first_head = True, _iid(open_mr), head
             run.first_auto_merge = open_mr is not None and open_mr.auto_merge
-        if open_mr is None and mrs and _closed_by_human(mrs[0], proposal.version):
+        if open_mr is None and mrs and self._closed_by_human(mrs[0], proposal.version):
             return self._result(Outcome.CLOSED_BY_HUMAN, mrs[0], head, run)
         prefixes = tuple(p if p.endswith("/") else p + "/" for p in proposal.managed_prefixes)
         paths = changes.paths_to_read(proposal.files)
@@ -334,6 +335,17 @@ class ProposalFlow:
                                                  if label not in open_mr.labels],
                                      remove_labels=sorted(ours - wanted))
 
+    def _closed_by_human(self, newest: MergeRequest, version: str) -> bool:
+        """The newest MR of the branch is this version's, closed, and not by promoter: not
+        titled as promoter closes MRs, or closed by another user than promoter's (a reviewer
+        who retitled it so)."""
+        if newest.state != "closed" or newest.version != version:
+            return False
+        if not closes_as_promoter(newest.title, newest.source_branch):
+            return True
+        return not closed_by_promoter("close", newest.title, newest.source_branch,
+                                      closer=newest.closed_by, own=self._forge.own_username())
+
     def _close_superseded(self, old: MergeRequest, proposal: Proposal, run: _Run) -> None:
         run.superseded_iid = old.iid
         self._forge.upsert_note(old.iid, SUPERSEDED_NOTE,
@@ -352,12 +364,6 @@ class ProposalFlow:
             superseded_iid=run.superseded_iid, withdrawn_iid=run.withdrawn_iid,
             approvals_enforced=enforced,
             warnings=tuple(run.warnings), changed_paths=run.changed_paths)
-
-
-def _closed_by_human(newest: MergeRequest, version: str) -> bool:
-    """The newest MR of the branch is this version's, closed, and not by promoter."""
-    return (newest.state == "closed" and newest.version == version
-            and not newest.title.endswith((SUPERSEDED_SUFFIX, WITHDRAWN_SUFFIX)))
 
 
 def _iid(mr: MergeRequest | None) -> int | None:

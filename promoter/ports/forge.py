@@ -70,6 +70,9 @@ class Forge(Protocol):
 
     def close_mr(self, iid: int, title: str) -> None: ...
 
+    def own_username(self) -> str | None:
+        """The user promoter acts as (GitProvider.own_username)."""
+
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         """One bot comment per heading, edited in place."""
 

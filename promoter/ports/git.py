@@ -108,6 +108,9 @@ class MergeRequest:
     merge_commit_sha: str | None = None
     detailed_merge_status: str | None = None
     auto_merge: bool = False
+    # Who closed it (GitLab's ``closed_by``): tells promoter's own closes from a reviewer's
+    # who retitled the MR as promoter would. None: not closed, or the forge does not say.
+    closed_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,10 @@ class GitProvider(Protocol):
 
     def get(self, iid: int) -> MergeRequest:
         """One MR by its project-local number; NotFoundError when there is none."""
+
+    def own_username(self) -> str | None:
+        """The user promoter acts as on the forge (its closes are that user's); None where the
+        forge has no accounts and only promoter retitles MRs (the local provider)."""
 
     def find(self, name: str, env: str) -> MergeRequest | None:
         """The newest MR of the branch of (name, env), in any state, or None."""

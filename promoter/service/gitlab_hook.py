@@ -31,6 +31,7 @@ from promoter.core.mr_events import (
     ForgeEvent,
     MergeRequestEvent,
     closed_by_promoter,
+    closes_as_promoter,
     foreign_settlement,
     refusal,
 )
@@ -70,8 +71,12 @@ class DeliveryLog(HookDeliveries):
 class GitLabHookHandler:
     def __init__(self, token: Secret | None, deliveries: DeliveryLog, pushed_head: PushedHead,
                  on_event: Callable[[ForgeEvent], None], *, target_branch: str = "main",
-                 max_body_bytes: int = 1024 * 1024) -> None:
+                 max_body_bytes: int = 1024 * 1024,
+                 own_username: Callable[[], str | None] | None = None) -> None:
         self._token = token
+        # The user promoter acts as on GitLab (read once, when a close titled as promoter's
+        # arrives); None: such a title alone tells promoter's closes.
+        self._own_username = own_username
         self._target_branch = target_branch
         self._deliveries = deliveries
         self._pushed_head = pushed_head
@@ -80,14 +85,15 @@ class GitLabHookHandler:
 
     @classmethod
     def from_settings(cls, settings: Settings, on_event: Callable[[ForgeEvent], None],
-                      pushed_head: PushedHead, state: StateDB | None = None
+                      pushed_head: PushedHead, state: StateDB | None = None,
+                      own_username: Callable[[], str | None] | None = None
                       ) -> GitLabHookHandler:
-        """``pushed_head`` reads promoter's record of pushed heads (``composition.gitlab_hook``
-        wires it)."""
+        """``pushed_head`` reads promoter's record of pushed heads, ``own_username`` the user
+        promoter acts as (``composition.gitlab_hook`` wires both)."""
         state = state or StateDB.open(Path(settings.state_dir))
         return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state), pushed_head, on_event,
                    target_branch=settings.git.target_branch,
-                   max_body_bytes=settings.server.max_body_bytes)
+                   max_body_bytes=settings.server.max_body_bytes, own_username=own_username)
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
         lowered = {key.lower(): value for key, value in headers.items()}
@@ -105,10 +111,16 @@ class GitLabHookHandler:
             return 200, {"status": "ignored", "reason": f"event {event_header[:60]!r} not handled"}
         if isinstance(event, MergeRequestEvent) and event.action not in ACTED_ON:
             return 200, {"status": "ignored", "reason": f"action {event.action!r} not acted on"}
-        if isinstance(event, MergeRequestEvent) and \
-                closed_by_promoter(event.action, event.title, event.source_branch):
-            return 200, {"status": "ignored",
-                         "reason": "promoter closed it (superseded or withdrawn)"}
+        if isinstance(event, MergeRequestEvent) and event.action == "close" and \
+                closes_as_promoter(event.title, event.source_branch):
+            try:
+                own = self._own_username() if self._own_username is not None else None
+            except PromoterError as exc:   # GitLab retries a 5xx: the retry asks again
+                return failed_while_acting(exc)
+            if closed_by_promoter(event.action, event.title, event.source_branch,
+                                  closer=event.user, own=own):
+                return 200, {"status": "ignored",
+                             "reason": "promoter closed it (superseded or withdrawn)"}
         if event.name is None or event.iid is None:
             return 200, {"status": "ignored", "reason": "not a promoter merge request"}
         key = lowered.get("idempotency-key")

@@ -125,7 +125,8 @@ class MergeRequestSweep:
                        row: DeployedState = row) -> core.SweepDecision:
                 return core.settled_event(row, mr, pushed_sha=pushed_sha,
                                           target_branch=self.target_branch,
-                                          project_id=project_id, project_path=project_path)
+                                          project_id=project_id, project_path=project_path,
+                                          own=self.provider.own_username)
 
             self._settle(report, row.mr_iid, row.name, row.env, project_id, decide)
         for iid, name, env in left:
@@ -135,7 +136,8 @@ class MergeRequestSweep:
                             env: str = env) -> core.SweepDecision:
                 return core.settled_left_event(name, env, mr, pushed_sha=pushed_sha,
                                                target_branch=self.target_branch,
-                                               project_id=project_id, project_path=project_path)
+                                               project_id=project_id, project_path=project_path,
+                                               own=self.provider.own_username)
 
             self._settle(report, iid, name, env, project_id, decide_left,
                          on_missing=self.left_mrs.settled, on_settled=self.left_mrs.settled)

@@ -25,10 +25,14 @@ MR = MergeRequest(iid=3, id=103, url="https://gitlab.example/g/gitops/-/merge_re
                   merge_commit_sha="b" * 40)
 
 
+BOT = "promoter-bot"
+
+
 def decide(row: DeployedState = ROW, pushed_sha: str | None = SHA,
-           **mr: Any) -> SweepDecision:
+           own: str | None = BOT, **mr: Any) -> SweepDecision:
     return settled_event(row, dataclasses.replace(MR, **mr), pushed_sha=pushed_sha,
-                         target_branch="main", project_id=42, project_path="g/gitops")
+                         target_branch="main", project_id=42, project_path="g/gitops",
+                         own=lambda: own)
 
 
 def test_only_rows_waiting_on_an_mr_are_looked_at_oldest_first_and_bounded() -> None:
@@ -43,7 +47,7 @@ def test_only_rows_waiting_on_an_mr_are_looked_at_oldest_first_and_bounded() -> 
 
 def test_a_merged_mr_becomes_the_merge_event_the_hook_would_have_carried() -> None:
     decision = settled_event(ROW, MR, pushed_sha=SHA, target_branch="main", project_id=42,
-                             project_path="g/gitops")
+                             project_path="g/gitops", own=lambda: BOT)
     event = decision.event
     assert event is not None and not decision.left_alone
     assert (event.action, event.iid, event.project_id, event.name, event.env) == \
@@ -62,7 +66,33 @@ def test_open_or_already_recorded_mrs_change_nothing() -> None:
         assert decide(state=state).event is None
     merged_row = dataclasses.replace(ROW, status="merged")
     assert decide(merged_row).event is None
-    assert decide(state="closed", title="Promote fraud - superseded").event is None
+    assert decide(state="closed", title="Promote fraud - superseded",
+                  closed_by=BOT).event is None
+
+
+def test_a_close_titled_as_promoters_by_someone_else_is_a_reviewers_close() -> None:
+    """A reviewer who retitles the MR "… - superseded" (or "… - withdrawn") and closes it
+    closed it: before, the title alone made it promoter's, and the row waited for good."""
+    for title in ("Promote fraud - superseded", "Promote fraud - withdrawn"):
+        decision = decide(state="closed", title=title, closed_by="mallory")
+        assert decision.event is not None and decision.event.action == "close"
+        # GitLab not saying who closed it is not promoter saying so either.
+        assert decide(state="closed", title=title, closed_by=None).event is not None
+        # A forge without accounts (the local provider): the title tells.
+        assert decide(state="closed", title=title, own=None).event is None
+
+
+def test_the_forge_is_asked_who_promoter_is_only_for_a_close_titled_as_promoters() -> None:
+    asked: list[str] = []
+
+    def own() -> str:
+        asked.append("asked")
+        return BOT
+
+    for mr in (dataclasses.replace(MR, state="closed"), MR):
+        settled_event(ROW, mr, pushed_sha=SHA, target_branch="main", project_id=42,
+                      project_path="g/gitops", own=own)
+    assert asked == []
 
 
 def test_what_the_webhook_would_refuse_is_left_alone() -> None:

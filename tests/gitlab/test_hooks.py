@@ -13,6 +13,7 @@ import pytest
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
 from promoter.errors import AuthError, PermanentError, PromoterError, TransientError, UserError
+from promoter.ports.git import Outcome
 from promoter.secret_settings import Secret
 from promoter.service.app import create_app
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler, starlette_endpoint
@@ -69,7 +70,8 @@ class Setup:
         self.failures: list[Exception] = []
         self.deliveries = DeliveryLog(tmp / "state")
         self.handler = GitLabHookHandler(Secret(TOKEN), self.deliveries,
-                                         self.harness.ledger.pushed, self.on_event)
+                                         self.harness.ledger.pushed, self.on_event,
+                                         own_username=self.harness.provider.own_username)
         self.receiver = Receiver(self.handler)
         standin.hook_url, standin.hook_token = self.receiver.url, TOKEN
 
@@ -286,6 +288,26 @@ def test_promoters_own_supersede_close_is_not_a_human_close(standin: StandIn,
         assert built.events == []
     finally:
         built.receiver.stop()
+
+
+def test_a_reviewers_close_titled_as_promoters_is_a_reviewers_close(setup: Setup) -> None:
+    """A reviewer retitles promoter's MR "… - superseded" and closes it. Before, the title
+    alone made the close promoter's: ignored, so the version said mr_opened and its ledger row
+    waited on the MR for good. Promoter's closes are its token user's (GitLab's hook names
+    who closed)."""
+    result = setup.harness.provider.propose(proposal("1"))
+    assert result.merge_request is not None and result.mr_iid is not None
+    setup.harness.as_user("alice-token").mergerequests.update(result.mr_iid, {
+        "title": result.merge_request.title + " - superseded", "state_event": "close"})
+
+    [close] = [d.response for d in setup.standin.deliveries
+               if d.payload["object_attributes"].get("action") == "close"]
+    assert close["status"] != "ignored"
+    [event] = [e for e in setup.events if isinstance(e, MergeRequestEvent)]
+    assert (event.action, event.iid, event.user) == ("close", result.mr_iid, "alice")
+    # And the next proposal of that version respects the reviewer's close.
+    again = setup.harness.provider.propose(proposal("1"))
+    assert again.outcome is Outcome.CLOSED_BY_HUMAN and again.mr_iid == result.mr_iid
 
 
 def test_an_event_naming_promoters_mr_with_another_branch_is_not_acted_on(

@@ -229,8 +229,17 @@ def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> G
     """``POST /webhooks/gitlab``: acts only on MR heads recorded as pushed by promoter."""
     from promoter.service.gitlab_hook import GitLabHookHandler
 
+    users: list[str | None] = []
+
+    def own_username() -> str | None:
+        """The token's user, read from GitLab once (the first close titled as promoter's)."""
+        if not users:
+            users.append(provider(settings).own_username())
+        return users[0]
+
     return GitLabHookHandler.from_settings(
-        settings, on_event, PushedHeads(state_db(settings)).pushed, state_db(settings))
+        settings, on_event, PushedHeads(state_db(settings)).pushed, state_db(settings),
+        own_username=own_username)
 
 
 def mr_sweep(settings: Settings, outcomes: MergeRequestOutcomes,

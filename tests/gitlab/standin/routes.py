@@ -266,12 +266,13 @@ class Api:
         if event == "close" and mr.state == "opened":
             mr.sha, mr.state, mr.closed_at, action = self.project.head_sha(mr), "closed", now(), \
                 "close"
+            mr.closed_by = user
         elif event == "reopen" and mr.state == "closed":
             if any(o.source_branch == mr.source_branch and o.state == "opened"
                    for o in self.project.mrs.values()):
                 raise ApiError(409, ["Another open merge request already exists for this "
                                      "source branch"])
-            mr.state, mr.closed_at, action = "opened", None, "reopen"
+            mr.state, mr.closed_at, mr.closed_by, action = "opened", None, None, "reopen"
         mr.updated_at = now()
         self.s.emit("Merge Request Hook", self.project.hook_mr(mr, action, user))
         return 200, self.project.mr_json(mr)

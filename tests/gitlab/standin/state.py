@@ -79,6 +79,7 @@ class Mr:
     updated_at: str = field(default_factory=now)
     merged_at: str | None = None
     closed_at: str | None = None
+    closed_by: User | None = None          # who closed it (the API's closed_by; null if open)
     checking_left: int = 0                 # reads left before GitLab's mergeability check ends
     merging_left: int = 0                  # reads left in state "locked" while a merge runs
 
@@ -176,6 +177,7 @@ class Project:
             "head_pipeline": dict(pipeline) if pipeline else None,
             "diff_refs": {"base_sha": base, "head_sha": head, "start_sha": base},
             "has_conflicts": False, "merged_at": mr.merged_at, "closed_at": mr.closed_at,
+            "closed_by": mr.closed_by.json() if mr.closed_by else None,
             "created_at": mr.created_at, "updated_at": mr.updated_at,
             "user_notes_count": len(mr.notes),
         }

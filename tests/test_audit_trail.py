@@ -87,17 +87,67 @@ def test_a_trail_cut_short_or_edited_at_its_end_stays_broken_after_the_next_appe
         assert finding.line == len(lines) + 1 if case == "cut" else finding.line >= len(lines)
 
 
-def test_an_entry_whose_head_a_crash_did_not_record_is_chained_onto(tmp_path: Path) -> None:
-    """The line is written, then the head: a crash between the two leaves the trail one
-    entry ahead of its recorded head. That is no tampering, and the next entry follows it."""
+class _Crash(BaseException):
+    """A kill between two writes of an append (raised where the process would die)."""
+
+
+def crash_before_the_head_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next append dies after writing its entry, before moving audit.head onto it."""
+    write_head = FileChain._write_head
+
+    def dies_on_confirming(chain: FileChain, head: object, *, pending: object = None) -> None:
+        if pending is None:
+            raise _Crash
+        write_head(chain, head, pending=pending)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FileChain, "_write_head", dies_on_confirming)
+
+
+def test_an_entry_whose_head_a_crash_did_not_record_is_chained_onto(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head names the entry, then the line is written, then the head moves onto it: a
+    crash before the move leaves the trail one entry ahead of its recorded head. That is no
+    tampering: verify passes, and the next entry follows it."""
     trail = AuditTrail(tmp_path)
     fill(trail)
-    before = trail.head_path.read_text()
-    trail.record("job.done", model="m", env="production", version="4")
-    trail.head_path.write_text(before)            # as if the head's write never happened
+    crash_before_the_head_moves(monkeypatch)
+    with pytest.raises(_Crash):
+        trail.record("job.done", model="m", env="production", version="4")
+    monkeypatch.undo()
+    restarted = AuditTrail(tmp_path)
+    assert [e["seq"] for e in restarted.entries()] == [1, 2, 3, 4, 5]
+    assert restarted.recorded_head().seq == 4  # type: ignore[union-attr]
+    assert restarted.verify() is None
+    restarted.record("job.created", model="m", env="staging", version="5")
+    assert restarted.verify() is None
+    assert [e["seq"] for e in restarted.entries()] == [1, 2, 3, 4, 5, 6]
+
+
+def forge_after_the_last(trail: AuditTrail) -> None:
+    """Append one well-sealed entry after the last, leaving the recorded head alone (anyone
+    can: the hash has no key)."""
+    from promoter.core.audit_chain import head_of, seal
+
+    last = json.loads(list(trail.lines())[-1])
+    forged = seal({"time": last["time"] + 1, "event": "mr.merge", "actor": "gitlab:alice",
+                   "model": "m", "env": "production", "version": "666"}, head_of(last))
+    with trail.path.open("a") as handle:
+        handle.write(json.dumps(forged, sort_keys=True) + "\n")
+
+
+def test_an_entry_appended_without_moving_the_head_is_never_adopted(tmp_path: Path) -> None:
+    """It follows the recorded head, as the one entry a crash wrote would: the next append took
+    it for that, chained onto it and recorded it as the head, and verify passed again. Only the
+    entry the head named as being written is adopted; this one stays reported."""
+    trail = AuditTrail(tmp_path)
+    fill(trail)
+    forge_after_the_last(trail)
+    finding = trail.verify()
+    assert finding is not None and finding.line == 5 and "without moving it" in finding.problem
     trail.record("job.created", model="m", env="staging", version="5")
-    assert trail.verify() is None
-    assert [e["seq"] for e in trail.entries()] == [1, 2, 3, 4, 5, 6]
+    finding = trail.verify()
+    assert finding is not None and finding.line == 5 and "inserted" in finding.problem
+    assert trail.recorded_head().seq == 5  # type: ignore[union-attr]  # the forgery is not
 
 
 def append_elsewhere_once_the_head_is_read(monkeypatch: pytest.MonkeyPatch,
@@ -108,7 +158,7 @@ def append_elsewhere_once_the_head_is_read(monkeypatch: pytest.MonkeyPatch,
     other_process = AuditTrail(state_dir)  # serve's own handle on the same trail
     appender = threading.Thread(target=other_process.record, args=("job.done",),
                                 kwargs={"model": "m", "env": "production", "version": "5"})
-    read_head = FileChain.recorded_head
+    read_head = FileChain._read_head
 
     def head_then_append(chain: FileChain) -> object:
         head = read_head(chain)
@@ -117,7 +167,7 @@ def append_elsewhere_once_the_head_is_read(monkeypatch: pytest.MonkeyPatch,
             appender.join(1.0)
         return head
 
-    monkeypatch.setattr(FileChain, "recorded_head", head_then_append)
+    monkeypatch.setattr(FileChain, "_read_head", head_then_append)
     return appender
 
 

@@ -126,7 +126,7 @@ def _check(snapshot: ChainSnapshot, anchors: dict[str, str] | None) -> _Checked:
     from promoter.core.audit_chain import unchained_prefix, verify
 
     return _Checked(
-        finding=verify(snapshot.lines(), snapshot.head),
+        finding=verify(snapshot.lines(), snapshot.head, snapshot.pending),
         entries=sum(1 for _ in snapshot.lines()),
         unchained=unchained_prefix(snapshot.lines()),
         anchored=audit_anchor.check(snapshot.lines(), anchors) if anchors is not None else [])

@@ -47,18 +47,48 @@ def head_of(entry: Mapping[str, Any]) -> Head:
     return Head(int(entry["seq"]), str(entry["hash"]))
 
 
-def chain_onto(tail: Head, last: Mapping[str, Any] | None, recorded: Head | None) -> Head:
+def chain_onto(tail: Head, last: Mapping[str, Any] | None, recorded: Head | None,
+               pending: Head | None = None) -> Head:
     """Where the next entry chains: the trail's end (``tail``, from its ``last`` entry) when it
-    is the recorded head, or the one entry written after it whose head was not recorded (a
-    crash between the two writes); otherwise the recorded head. Chaining onto the end of a
-    trail that was cut short, or whose end was edited and re-hashed, would seal over it (the
-    new head recorded, ``verify`` passing again); chaining onto the recorded head leaves the
-    break where it is, for ``verify`` to find."""
+    is the recorded head, or when it is the ``pending`` entry the head said was being written
+    right after it (a crash between writing that entry and moving the head); otherwise the
+    recorded head. Chaining onto the end of a trail that was cut short, or whose end was edited
+    and re-hashed, or onto an entry someone appended without moving the head, would seal over
+    it (the new head recorded, ``verify`` passing again); chaining onto the recorded head leaves
+    the break where it is, for ``verify`` to find. An entry that merely follows the recorded
+    head is not enough to be adopted: anyone can seal one, as the hash has no key."""
     if recorded is None or recorded == tail:
         return tail
-    if last is not None and tail.seq == recorded.seq + 1 and last.get("prev") == recorded.hash:
+    if last is not None and settled(recorded, pending, last) == tail:
         return tail
     return recorded
+
+
+def settled(recorded: Head | None, pending: Head | None,
+            last: Mapping[str, Any] | None) -> Head | None:
+    """The head a trail ending with the entry ``last`` really has: ``pending`` when ``last``
+    is that entry and follows the recorded head (a crash between writing the entry and moving
+    the head leaves the trail so: the head names the entry before it was written, and its
+    hash covers its ``prev``); ``recorded`` otherwise."""
+    if recorded is None or pending is None or last is None or "hash" not in last:
+        return recorded
+    try:
+        tail = head_of(last)
+    except (KeyError, TypeError, ValueError):
+        return recorded
+    if tail == pending and pending.seq == recorded.seq + 1 and last.get("prev") == recorded.hash:
+        return pending
+    return recorded
+
+
+def settled_head(lines: Iterable[str], recorded: Head | None,
+                 pending: Head | None) -> Head | None:
+    """``settled`` for a whole trail's ``lines`` (what a copy of the trail must record)."""
+    last: dict[str, Any] | None = None
+    for line in lines:
+        entry, _ = _parse(line)
+        last = entry if entry is not None and "hash" in entry else last
+    return settled(recorded, pending, last)
 
 
 @dataclass(frozen=True)
@@ -80,17 +110,21 @@ def legacy_head(lines: Iterable[str]) -> Head:
     return Head(0, digest.hexdigest()) if count else EMPTY
 
 
-def verify(lines: Iterable[str], recorded: Head | None = None) -> Finding | None:
-    """None when every line chains to the one before and the end matches ``recorded``.
+def verify(lines: Iterable[str], recorded: Head | None = None,
+           pending: Head | None = None) -> Finding | None:
+    """None when every line chains to the one before and the end matches ``recorded`` (or is
+    the ``pending`` entry right after it: see ``settled``).
 
     Lines before the first chained entry (a trail from before chaining) are accepted as they
     are, bound by the first chained entry's ``prev``; anywhere else a line without a hash is a
     finding, and so is a trail of such lines alone without a recorded head (unverifiable). A
     chained trail with no recorded head is a finding too: without it, entries cut off the end
     would go unnoticed."""
-    head, number = EMPTY, 0
+    head, before, number = EMPTY, EMPTY, 0
     legacy: list[str] = []
     chained = False
+    last: dict[str, Any] | None = None
+    at_recorded = 0  # the line of the recorded head's entry, once seen
     for number, line in enumerate(lines, start=1):
         entry, problem = _parse(line)
         if entry is None:
@@ -105,8 +139,13 @@ def verify(lines: Iterable[str], recorded: Head | None = None) -> Finding | None
             chained, head = True, legacy_head(legacy)
         broken = _check(entry, head)
         if broken:
+            if last is not None and not _check(entry, before):
+                return Finding(number - 1, "an entry was inserted here: the entry after it "
+                               "follows the one before it")
             return Finding(number, broken)
-        head = head_of(entry)
+        before, head, last = head, head_of(entry), entry
+        if head == recorded:
+            at_recorded = number
     if not chained:
         if recorded is None or recorded == EMPTY:
             # Only entries without a hash, and no head: written before chaining, or stripped of
@@ -123,10 +162,15 @@ def verify(lines: Iterable[str], recorded: Head | None = None) -> Finding | None
         return Finding(number + 1, "no chain head is recorded, so entries cut off the end "
                        "would go unnoticed; restore the recorded head (audit.head, or the "
                        "state database's), or check the trail with --against-git")
-    if recorded != head:
+    if settled(recorded, pending, last) != head:
         if recorded.seq > head.seq:
             return Finding(number + 1, f"the trail ends at entry {head.seq} but {recorded.seq} "
                            "were recorded (entries were cut off the end)")
+        if at_recorded:
+            return Finding(at_recorded + 1, f"entries after the recorded head (seq "
+                           f"{recorded.seq}) were appended without moving it: promoter names "
+                           "each entry in the head before writing it, so it did not write "
+                           "them (unless a promoter from before that crashed right there)")
         return Finding(number, f"the last entry is not the recorded head (seq {recorded.seq}, "
                        f"hash {recorded.hash[:12]}…)")
     return None

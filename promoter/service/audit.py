@@ -120,7 +120,7 @@ class AuditTrail:
 
     def verify(self) -> Finding | None:
         """The first line that is not what was written, or None (see core.audit_chain)."""
-        return self.snapshot(lambda trail: verify(trail.lines(), trail.head))
+        return self.snapshot(lambda trail: verify(trail.lines(), trail.head, trail.pending))
 
     def live_since(self, model: str, version: str, env: str) -> float | None:
         """When ``version`` first became live in ``env``, still live or not (the

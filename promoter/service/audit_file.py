@@ -5,6 +5,12 @@ exclusive ``flock`` on the file: the new entry's ``prev`` is read under the same
 snapshot (what `audit verify` reads) holds a shared ``flock`` while it reads the head and the
 lines, so it never sees an entry whose head is not written yet. Both files are the owner's only
 (0600, in a 0700 state directory): they map models to MRs and people.
+
+``audit.head`` is written twice per append: first naming the entry about to be written as
+``pending`` (its seq and hash), then, once the entry is on disk, as the new head. A crash in
+between leaves the trail one entry ahead of the head, and that entry is the pending one: it is
+adopted (by the next append and by verify). An entry someone else appended is not pending, so
+it is never adopted, however well it is sealed.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class ChainSnapshot:
 
     head: Head | None
     read_lines: Callable[[], Iterator[str]]
+    pending: Head | None = None   # the entry the head says was being written after it
 
     def lines(self) -> Iterator[str]:
         return self.read_lines()
@@ -57,8 +64,12 @@ class FileChain:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 tail, last = _tail(handle)
-                sealed = seal(entry, append_point(tail, last, self.recorded_head(), self.path))
+                recorded, pending = self._read_head()
+                onto = append_point(tail, last, recorded, self.path, pending)
+                sealed = seal(entry, onto)
                 line = json.dumps(sealed, sort_keys=True, default=str) + "\n"
+                # Named before it is written: only so can a crash's entry be told from a forgery.
+                self._write_head(onto, pending=head_of(sealed))
                 handle.seek(0, os.SEEK_END)
                 handle.write(line.encode("utf-8"))
                 handle.flush()
@@ -82,29 +93,42 @@ class FileChain:
         with handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
             try:
-                return reader(ChainSnapshot(self.recorded_head(), lambda: _read_lines(self.path)))
+                recorded, pending = self._read_head()
+                return reader(ChainSnapshot(recorded, lambda: _read_lines(self.path), pending))
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _snapshot_without_trail(self, reader: Callable[[ChainSnapshot], T]) -> T:
         """No trail file to lock: its head, unless the first append made the file meanwhile
         (files are never removed, so a head read while there was none is the head of none)."""
-        head = self.recorded_head()
+        head, pending = self._read_head()
         if self.path.exists():
             return self.snapshot(reader)
-        return reader(ChainSnapshot(head, lambda: iter(())))
+        return reader(ChainSnapshot(head, lambda: iter(()), pending))
 
     def recorded_head(self) -> Head | None:
+        return self._read_head()[0]
+
+    def _read_head(self) -> tuple[Head | None, Head | None]:
+        """The recorded head and the entry named as being written after it, if any."""
         try:
             data = json.loads(self.head_path.read_text(encoding="utf-8"))
-            return Head(int(data["seq"]), str(data["hash"]))
+            head = Head(int(data["seq"]), str(data["hash"]))
         except (OSError, ValueError, KeyError, TypeError):
-            return None
+            return None, None
+        try:
+            pending = data["pending"]
+            return head, Head(int(pending["seq"]), str(pending["hash"]))
+        except (KeyError, TypeError, ValueError):
+            return head, None
 
-    def _write_head(self, head: Head) -> None:
+    def _write_head(self, head: Head, *, pending: Head | None = None) -> None:
+        data: dict[str, Any] = {"seq": head.seq, "hash": head.hash}
+        if pending is not None:
+            data["pending"] = {"seq": pending.seq, "hash": pending.hash}
         temporary = self.head_path.with_suffix(".tmp")
         with _open_private(temporary, truncate=True) as handle:
-            handle.write(json.dumps({"seq": head.seq, "hash": head.hash}).encode("utf-8"))
+            handle.write(json.dumps(data).encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.head_path)
@@ -124,14 +148,14 @@ def _open_private(path: Path, *, truncate: bool = False) -> IO[bytes]:
 
 
 def append_point(tail: Head, last: dict[str, Any] | None, recorded: Head | None,
-                 where: object) -> Head:
+                 where: object, pending: Head | None = None) -> Head:
     """core.audit_chain.chain_onto, logged when it is not the trail's end (both chains')."""
-    head = chain_onto(tail, last, recorded)
+    head = chain_onto(tail, last, recorded, pending)
     if head != tail:
         _log.error("the audit trail %s ends at entry %s, not at its recorded head %s: it was "
-                   "cut short or its end edited; appending onto the recorded head so the break "
-                   "stays for `promoter audit verify` to find", where, tail.seq,
-                   recorded.seq if recorded else None)
+                   "cut short, its end edited, or entries promoter did not write were appended; "
+                   "appending onto the recorded head so the break stays for `promoter audit "
+                   "verify` to find", where, tail.seq, recorded.seq if recorded else None)
     return head
 
 

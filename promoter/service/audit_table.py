@@ -2,7 +2,9 @@
 
 ``audit_entries`` holds each line exactly as it was sealed (position, line), ``audit_head``
 the chain head; an append reads the tail, inserts the next line and moves the head in one
-transaction under the ``audit`` lock, so appends from every replica form one chain. A snapshot
+transaction under the ``audit`` lock, so appends from every replica form one chain. No crash
+can leave an entry without its head here, so an entry past the recorded head is never adopted
+(someone inserted it): the next append chains onto the recorded head. A snapshot
 (what `audit verify` reads) reads the head and every line in one REPEATABLE READ transaction,
 so entries other replicas append meanwhile are neither in it nor in its head.
 """

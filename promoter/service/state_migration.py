@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from promoter.core.audit_chain import settled_head
 from promoter.errors import UserError
 from promoter.service.audit import AuditTrail
 from promoter.service.audit_table import TABLES as AUDIT_TABLES
@@ -35,7 +36,10 @@ def migrate_to_postgresql(settings: Settings, url: str, *, replace: bool) -> dic
     source = StateDB.open(settings.state_dir)
     trail = AuditTrail(settings.state_dir)  # the files: the source has no state.url
     # One snapshot: a process still appending must not leave the head older than the lines.
-    lines, head = trail.snapshot(lambda snapshot: (list(snapshot.lines()), snapshot.head))
+    # The database moves its head in each entry's own transaction and keeps no pending entry:
+    # an entry a crash left unconfirmed in the files is copied as confirmed.
+    lines, head = trail.snapshot(lambda snapshot: (list(snapshot.lines()), settled_head(
+        snapshot.lines(), snapshot.head, snapshot.pending)))
     target_settings = settings.model_copy(
         update={"state": settings.state.model_copy(update={"url": url})})
     target = state_db(target_settings)

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from promoter.core.audit_chain import EMPTY, Head, head_of, seal, verify
+from promoter.core.audit_chain import (
+    EMPTY,
+    Head,
+    chain_onto,
+    head_of,
+    seal,
+    settled_head,
+    verify,
+)
 from promoter.core.live_history import first_live, live_at, previous_live
 
 
@@ -66,6 +74,29 @@ def test_a_truncated_trail_is_found_against_the_recorded_head() -> None:
     finding = verify(lines[:3], head)
     assert finding is not None and finding.line == 4 and "cut off" in finding.problem
 
+
+def test_only_the_entry_the_head_named_as_pending_may_follow_it() -> None:
+    """One entry past the recorded head is what a crash between writing an entry and moving
+    the head leaves, and what someone appending a sealed entry leaves: only the first was
+    named in the head before it was written."""
+    lines = trail()
+    before, last = head_of(json.loads(lines[-2])), recorded(lines)
+    assert verify(lines, before, pending=last) is None
+    assert settled_head(lines, before, last) == last
+    assert chain_onto(last, json.loads(lines[-1]), before, last) == last
+    for pending in (None, Head(last.seq, "ab" * 32)):
+        finding = verify(lines, before, pending)
+        assert finding is not None and finding.line == 5 and "without moving" in finding.problem
+        assert settled_head(lines, before, pending) == before
+        assert chain_onto(last, json.loads(lines[-1]), before, pending) == before
+
+
+def test_an_entry_inserted_before_the_next_is_named() -> None:
+    lines = trail()
+    forged = seal({"time": 1.0, "event": "mr.merge"}, head_of(json.loads(lines[2])))
+    lines.insert(3, json.dumps(forged))
+    finding = verify(lines, recorded(lines[:3] + lines[4:]))
+    assert finding is not None and finding.line == 4 and "inserted" in finding.problem
 
 
 def test_a_chained_trail_without_a_recorded_head_is_a_finding() -> None:

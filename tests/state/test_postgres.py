@@ -710,3 +710,31 @@ def test_a_reconcile_pass_that_lost_the_lead_leaves_the_cursor_even_when_nothing
     report = reconcile_once(settings, registry, JobQueue(db), state, leading=lambda: False)
     assert report.jobs == [] and state.cursor() == 0
     db.close()
+
+
+def test_an_audit_row_inserted_after_the_head_is_never_adopted(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A well-sealed entry inserted after the last row, audit_head left alone: the next
+    append took it for one a crash wrote, chained onto it and made it the head, and verify
+    passed again. An entry and its head move in one transaction here, so no crash leaves one
+    behind: the next append chains onto the recorded head and the insertion stays reported."""
+    import json
+
+    from promoter.core.audit_chain import head_of, seal
+
+    db = connect(postgres_url, tmp_path)
+    trail = AuditTrail(tmp_path, db)
+    for n in range(3):
+        trail.record("job.done", n=n)
+    last = json.loads(list(trail.lines())[-1])
+    forged = seal({"time": last["time"], "event": "mr.merge", "model": "m", "env": "prod",
+                   "version": "666"}, head_of(last))
+    db.write(lambda conn: conn.execute("INSERT INTO audit_entries (position, line) VALUES "
+                                       "(?, ?)", (4, json.dumps(forged, sort_keys=True))))
+    finding = trail.verify()
+    assert finding is not None and finding.line == 4
+    trail.record("job.created", n=9)
+    finding = trail.verify()
+    assert finding is not None and finding.line == 4 and "inserted" in finding.problem
+    assert trail.recorded_head() == head_of(list(trail.entries())[-1])
+    db.close()

@@ -150,6 +150,23 @@ def test_an_entry_appended_without_moving_the_head_is_never_adopted(tmp_path: Pa
     assert trail.recorded_head().seq == 5  # type: ignore[union-attr]  # the forgery is not
 
 
+def test_entries_appended_after_a_half_written_line_stay_readable(tmp_path: Path) -> None:
+    """An append cut off mid-line (a crash, a full disk) leaves no newline: the next entry was
+    written onto the half line, both unreadable, so `audit show`, `audit live` and rollback
+    missed it. The half line is ended first; it stays, and verify names it as what it is."""
+    trail = AuditTrail(tmp_path)
+    fill(trail, 2)
+    with trail.path.open("ab") as handle:
+        handle.write(b'{"actor":"gitlab:alice","env":"production","ev')
+    trail.record("mr.merge", actor="gitlab:alice", model="m", env="production", version="3")
+    trail.record("mr.merge", actor="gitlab:bob", model="m", env="production", version="4")
+    assert [(e["seq"], e["version"]) for e in trail.entries()] == [
+        (1, "1"), (2, "2"), (3, "3"), (4, "4")]
+    finding = trail.verify()
+    assert finding is not None and finding.line == 3 and "half-written" in finding.problem
+    assert trail.recorded_head().seq == 4  # type: ignore[union-attr]
+
+
 def append_elsewhere_once_the_head_is_read(monkeypatch: pytest.MonkeyPatch,
                                            state_dir: Path) -> threading.Thread:
     """Right after the reader reads audit.head, another process's handle on the trail (a

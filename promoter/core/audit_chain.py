@@ -208,11 +208,23 @@ def _parse(line: str) -> tuple[dict[str, Any] | None, str]:
         entry = json.loads(line, object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:
         return None, f"the key {str(exc)!r} appears twice (the entry was edited)"
-    except ValueError:
+    except ValueError as exc:
+        if line.lstrip().startswith("{") and _ends_mid_entry(exc, line):
+            return None, ("a half-written line: it ends mid-entry (an append interrupted by "
+                          "a crash or a full disk, or the line was cut); the entries after it "
+                          "are on lines of their own")
         return None, "not a JSON object (edited or cut off mid-line)"
     if not isinstance(entry, dict):
         return None, "not a JSON object"
     return entry, ""
+
+
+def _ends_mid_entry(exc: ValueError, line: str) -> bool:
+    """Whether JSON's complaint is that ``line`` stops before the entry does (a string left
+    open, or nothing where more was due), as a write cut short leaves it."""
+    if not isinstance(exc, json.JSONDecodeError):
+        return False
+    return exc.msg.startswith("Unterminated string") or exc.pos >= len(line.rstrip())
 
 
 def _check(entry: Mapping[str, Any], head: Head) -> str | None:

@@ -63,7 +63,7 @@ class FileChain:
         with _lock, _open_private(self.path) as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
-                tail, last = _tail(handle)
+                tail, last = _tail(handle, torn=_end_torn_line(handle, self.path))
                 recorded, pending = self._read_head()
                 onto = append_point(tail, last, recorded, self.path, pending)
                 sealed = seal(entry, onto)
@@ -159,20 +159,42 @@ def append_point(tail: Head, last: dict[str, Any] | None, recorded: Head | None,
     return head
 
 
-def _tail(handle: IO[bytes]) -> tuple[Head, dict[str, Any] | None]:
-    """The head of the chain in an open trail and its last entry (None when the last line is
-    not a chained entry), read from the end."""
+def _end_torn_line(handle: IO[bytes], where: object) -> bool:
+    """End the trail's last line if an interrupted append (a crash, a full disk) left it half
+    written, so the next entry starts a line of its own: written onto the half line, it would
+    be unreadable too. The half line stays, for ``audit verify`` to report. True if it was."""
     end = handle.seek(0, os.SEEK_END)
     if end == 0:
-        return EMPTY, None
+        return False
+    handle.seek(end - 1)
+    if handle.read(1) == b"\n":
+        return False
+    _log.error("the audit trail %s ends in a half-written line (an interrupted append); "
+               "ending it there so the next entry is a line of its own", where)
+    handle.seek(0, os.SEEK_END)
+    handle.write(b"\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+    return True
+
+
+def _tail(handle: IO[bytes], *, torn: bool = False) -> tuple[Head, dict[str, Any] | None]:
+    """The head of the chain in an open trail and its last entry (None when the last line is
+    not a chained entry), read from the end; a ``torn`` last line (half written) is passed
+    over: the chain ends before it."""
+    end = handle.seek(0, os.SEEK_END)
     start, tail = end, b""
-    while start > 0 and tail.count(b"\n") < 2:
+    while start > 0 and tail.count(b"\n") < (3 if torn else 2):
         start = max(0, start - _TAIL_CHUNK)
         handle.seek(start)
         tail = handle.read(end - start)
-    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    lines = tail.rstrip(b"\n").split(b"\n") if tail.strip() else []
+    if torn:
+        lines = lines[:-1]
+    if not lines:
+        return EMPTY, None
     try:
-        entry = json.loads(last)
+        entry = json.loads(lines[-1])
         return head_of(entry), entry
     except (ValueError, KeyError, TypeError):
         # A trail written before entries were chained: chain on from all of it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.core.naming import DISPLAY_CONTROLS
 from promoter.errors import EXIT_USER, UsageError
 
 if TYPE_CHECKING:
@@ -161,10 +163,22 @@ def show(
         emit_json(selected)
         return
     for entry in selected:
-        what = " ".join(f"{key}={entry[key]}" for key in ("model", "version", "env", "actor",
-                                                          "mr_url", "url", "reason")
+        what = " ".join(f"{key}={inline(entry[key])}" for key in (
+            "model", "version", "env", "actor", "mr_url", "url", "reason")
                         if entry.get(key) not in (None, ""))
-        typer.echo(f"{iso(float(entry.get('time', 0)))}  {entry.get('event')}  {what}")
+        typer.echo(f"{iso(float(entry.get('time', 0)))}  {inline(entry.get('event'))}  {what}")
+
+
+# Line breaks (C0, C1, U+2028/9), terminal escapes and direction overrides.
+_UNSHOWABLE = re.compile(f"(?:{DISPLAY_CONTROLS.pattern}|[\u2028\u2029])")
+
+
+def inline(value: object) -> str:
+    """``value`` on one line, as typed: a reason quoted from outside (an error body) may hold a
+    newline that would show as a made-up entry of its own, or a terminal escape; those
+    characters are shown escaped, as Python writes them (\\n, \\x1b, \\u2028)."""
+    return _UNSHOWABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
+                           str(value))
 
 
 @app.command(help="Which version of each model was live in an environment at a time "
@@ -193,8 +207,8 @@ def live(
         if row["version"] is None:  # a head promoter did not push was merged
             what = (f"unknown (foreign head {str(row['foreign_head'])[:12]} merged in place "
                     f"of version {row['proposed_version']})")
-        typer.echo(f"{row['model']}  {what}  since {row['since']}"
-                   + (f"  {row['mr_url']}" if row["mr_url"] else ""))
+        typer.echo(inline(f"{row['model']}  {what}  since {row['since']}"
+                          + (f"  {row['mr_url']}" if row["mr_url"] else "")))
 
 
 def _refuse_unknown_environment(ctx: typer.Context, env: str | None,

@@ -54,7 +54,7 @@ VERIFY_HELP = """Check every entry's hash and link, and the recorded head; exit 
 first bad line.
 
 With --against-git, also compare the trail with the heads anchored in the GitOps repository
-(.promoter/audit-heads/<name>-<env>.json, committed with every promotion; read through the
+(.promoter/audit-heads/<name>/<env>.json, committed with every promotion; read through the
 configured git provider at --ref, default git.target_branch): each anchored entry must be in
 the local trail with the same hash. A trail rewritten and re-sealed end to end passes the local
 check but not this one (exit 1, naming the anchor and the entry).

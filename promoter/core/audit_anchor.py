@@ -1,9 +1,12 @@
 """The audit chain head, anchored in the GitOps repository. Pure.
 
-Every promotion commit carries ``.promoter/audit-heads/<name>-<env>.json``: the local trail's
+Every promotion commit carries ``.promoter/audit-heads/<name>/<env>.json``: the local trail's
 head when the commit was made (entry count ``seq`` and that entry's ``hash``). One file per
 deployment branch, so merge requests of different deployments never touch the same file (one
-shared file would make every second open MR conflict).
+shared file would make every second open MR conflict). Name and environment are separate path
+segments: both may hold "-", so ``<name>-<env>.json`` (the layout before) was one file for
+(fraud-eu, prod) and (fraud, eu-prod). Anchors in that layout stay in older trees and are read
+as any other (every file under ``ANCHOR_DIR``): each still names an entry of the trail.
 
 Git history is reviewed, merged and replicated; the local trail is a file on one machine. A
 trail rewritten and re-sealed consistently passes ``promoter audit verify``, but its entry at an
@@ -25,8 +28,9 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def anchor_path(name: str, env: str) -> str:
-    """``name`` is a validated DNS label; ``env`` a configured environment name."""
-    return f"{ANCHOR_DIR}/{name}-{env}.json"
+    """``name`` is a validated DNS label; ``env`` a configured environment name (a DNS label
+    too, core.naming): neither holds "/", so no two deployments share a path."""
+    return f"{ANCHOR_DIR}/{name}/{env}.json"
 
 
 def anchor_text(head: Head, *, model: str, env: str, version: str,

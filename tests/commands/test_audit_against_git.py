@@ -48,13 +48,13 @@ def test_a_rewritten_trail_is_caught_against_the_heads_anchored_in_git(
         PromotionJob(MODEL, "production", "promote", "3"), MemorySteps())
     branch = f"promote/{NAME}/production"
     assert result.mr_iid is not None
-    anchored = provider.read(f"{audit_anchor.ANCHOR_DIR}/{NAME}-production.json", branch)
+    anchored = provider.read(audit_anchor.anchor_path(NAME, "production"), branch)
     assert anchored is not None and json.loads(anchored)["seq"] == 3
     trail.record("mr.opened", actor="test", model=MODEL, version="3")   # the trail goes on
     again = Pipeline(settings.pipeline_config(), ports).run(
         PromotionJob(MODEL, "production", "promote", "3"), MemorySteps())
     assert again.outcome == "unchanged" and not again.commit_created   # a moved head alone
-    assert provider.read(f"{audit_anchor.ANCHOR_DIR}/{NAME}-production.json", branch) == anchored
+    assert provider.read(audit_anchor.anchor_path(NAME, "production"), branch) == anchored
 
     run = cli_runner(capsys)
     code, out, err = run("--config", str(config), "audit", "verify", "--against-git",
@@ -78,7 +78,7 @@ def test_a_rewritten_trail_is_caught_against_the_heads_anchored_in_git(
     report = json.loads(out)
     assert report["ok"] is False and report["problem"] is None    # the local check passed
     (finding,) = report["git"]["findings"]
-    assert finding["anchor"] == f"{audit_anchor.ANCHOR_DIR}/{NAME}-production.json"
+    assert finding["anchor"] == audit_anchor.anchor_path(NAME, "production")
     assert finding["seq"] == 3 and "rewritten" in finding["problem"]
     code, _, err = run("--config", str(config), "audit", "verify", "--against-git",
                        "--ref", branch)

@@ -29,7 +29,7 @@ def reseal_from(lines: list[str], index: int, **changes: object) -> list[str]:
 
 def anchor(lines: list[str], seq: int) -> dict[str, str]:
     entry = json.loads(lines[seq - 1])
-    return {f"{audit_anchor.ANCHOR_DIR}/m-production.json": audit_anchor.anchor_text(
+    return {audit_anchor.anchor_path("m", "production"): audit_anchor.anchor_text(
         head_of(entry), model="m", env="production", version="1")}
 
 
@@ -74,7 +74,7 @@ def test_each_promotion_commit_carries_the_head_but_a_moved_head_alone_commits_n
         world: World) -> None:
     heads = Heads()
     world.ports_extra["audit"] = heads
-    path = f"{audit_anchor.ANCHOR_DIR}/{NAME}-production.json"
+    path = audit_anchor.anchor_path(NAME, "production")
     world.promote("2")
     branch = world.provider.branches[f"promote/{NAME}/production"]
     assert audit_anchor.parse_anchor(branch[path]) == Head(7, "ab" * 32)
@@ -92,3 +92,19 @@ def test_no_audit_port_writes_no_anchor(world: World) -> None:
     world.promote("2")
     assert not any(p.startswith(".promoter/")
                    for p in world.provider.branches[f"promote/{NAME}/production"])
+
+
+def test_deployments_whose_name_and_environment_join_alike_have_their_own_anchor() -> None:
+    """``<name>-<env>.json`` was one file for fraud-eu in prod and fraud in eu-prod: their MRs
+    conflicted over it and each merge overwrote the other's witness. Anchors written in that
+    layout stay in older trees and are checked like the others."""
+    paths = {audit_anchor.anchor_path("fraud-eu", "prod"),
+             audit_anchor.anchor_path("fraud", "eu-prod"),
+             audit_anchor.anchor_path("fraud", "eu"), audit_anchor.anchor_path("fraud-eu", "x")}
+    assert len(paths) == 4 and all(p.startswith(f"{audit_anchor.ANCHOR_DIR}/") for p in paths)
+    lines = trail(5)
+    old_layout = f"{audit_anchor.ANCHOR_DIR}/fraud-eu-prod.json"
+    anchors = {old_layout: next(iter(anchor(lines, 3).values())), **anchor(lines, 5)}
+    assert audit_anchor.check(lines, anchors) == []
+    (finding,) = audit_anchor.check(lines[:2], {old_layout: anchors[old_layout]})
+    assert finding.path == old_layout and "cut short" in finding.problem

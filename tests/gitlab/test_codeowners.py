@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promoter.core.audit_anchor import ANCHOR_DIR
+from promoter.core.audit_anchor import anchor_path
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from tests.core.test_audit_anchor import Heads
 from tests.core.test_codeowners import TEAMS, settings_with
@@ -49,7 +49,7 @@ def test_the_mr_commit_holds_codeowners_next_to_the_manifests(tmp_path: Path) ->
         assert head is not None
         changed = repo.git("show", "--name-only", "--format=", head).split()
         assert "CODEOWNERS" in changed
-        assert f"{ANCHOR_DIR}/{NAME}-production.json" in changed
+        assert anchor_path(NAME, "production") in changed
         assert f"deploy/{NAME}/overlays/production/kustomization.yaml" in changed
         text = repo.git("show", f"{head}:CODEOWNERS")
         assert text.startswith("* @platform\n# >>> promoter: owners")

@@ -31,10 +31,13 @@ _SECRET_ENDINGS = ("password", "passwd", "passphrase", "secret", "apikey", "acce
 # Connection-string and signed-URL parameters that are credentials without saying so: a SAS
 # token's "sig", S3 presigned URLs' signature and session token.
 _SECRET_PARAMS = frozenset({"sig", "signature", "x-amz-signature", "x-amz-security-token"})
-# name=value pairs separated as in URL queries, libpq keyword strings and the
-# "Server=…;Password=…" connection strings of ADO.NET and Azure Storage.
-# A value ends at the next separator or at a URL's fragment, which is kept.
-_SECRET_PARAM = re.compile(r"(?<![^?&;\s])([^=&?;#\s]+)=([^&;#\s]*)")
+# The name of a name=value pair, separated as in URL queries, libpq keyword strings and the
+# "Server=…;Password=…" connection strings of ADO.NET and Azure Storage, or starting the
+# value of another pair: "--url=https://h/p?sig=…" and "--dsn=postgresql://h/db?password=…"
+# hold a credential inside the value of a harmless name, which must be searched too.
+_PARAM_NAME = re.compile(r"(?<![^?&;=\s])([^=&?;#\s]+)=")
+# A credential's value ends at the next separator or at a URL's fragment, which is kept.
+_VALUE_END = re.compile(r"[&;#\s]|\Z")
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 
@@ -69,13 +72,19 @@ def secret_name(name: str) -> bool:
 def without_secret_params(text: str) -> str:
     """Every parameter in ``text`` whose name says it is a credential masked: a URL query's
     ``token=``, a libpq ``password=``, ``AccountKey=`` in an Azure connection string."""
-    def masked(found: re.Match[str]) -> str:
-        name = _PERCENT.sub(lambda escaped: chr(int(escaped[1], 16)), found[1])
-        if _credential_param(name):
-            return f"{found[1]}={MASK}"
-        return found[0]
-
-    return _SECRET_PARAM.sub(masked, text)
+    # A scan, not one re.sub: after a harmless name the search goes on inside its value (a
+    # substitution would skip the whole match), after a credential past the masked value.
+    pieces: list[str] = []
+    copied = position = 0
+    while (found := _PARAM_NAME.search(text, position)) is not None:
+        position = found.end()
+        if _credential_param(_PERCENT.sub(lambda escaped: chr(int(escaped[1], 16)), found[1])):
+            end = _VALUE_END.search(text, position)
+            assert end is not None  # \Z always matches
+            pieces += [text[copied:position], MASK]
+            copied = position = end.start()
+    pieces.append(text[copied:])
+    return "".join(pieces)
 
 
 def _credential_param(name: str) -> bool:

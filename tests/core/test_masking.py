@@ -1,0 +1,31 @@
+"""core.masking: credentials told by their shape, in run parameters (MR text) and in the
+warnings a Prometheus quotes."""
+
+from __future__ import annotations
+
+import pytest
+
+from promoter.core.masking import masked_value, without_secret_params
+
+
+@pytest.mark.parametrize(("value", "masked"), [
+    ("--dsn=postgresql://h/db?password=SECRET", "--dsn=postgresql://h/db?password=***"),
+    ("--endpoint=https://h/api?access_token=SECRET", "--endpoint=https://h/api?access_token=***"),
+    ("url=https://x/y?token=abc", "url=https://x/y?token=***"),
+    ("--url=https://h/p?sig=SECRET&sv=1", "--url=https://h/p?sig=***&sv=1"),
+    ("--url=https://h/p?sv=1&sig=SECRET#part", "--url=https://h/p?sv=1&sig=***#part"),
+    ("--a=1 --dsn=Server=db;Password=SECRET;", "--a=1 --dsn=Server=db;Password=***;"),
+])
+def test_a_credential_parameter_inside_another_parameters_value_is_masked(
+        value: str, masked: str) -> None:
+    """The value of a harmless name ("--url=") was taken whole, so the credential parameter
+    inside it (the URL's sig=) was never looked at, though the same URL alone was masked."""
+    assert masked_value("args", value) == masked
+    assert without_secret_params(value) == masked      # as Prometheus warnings are masked
+
+
+@pytest.mark.parametrize("value", [
+    "--token-limit=5 --page=2", "max_tokens=512 tokenizer=gpt2", "--url=https://h/p?page=2&q=a",
+    "--opts=num_tokens=5;token_limit=7", "data=YWJj==&x=1"])
+def test_parameters_that_only_mention_a_credential_stay_readable(value: str) -> None:
+    assert masked_value("args", value) == value

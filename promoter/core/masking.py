@@ -25,9 +25,11 @@ _SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", 
 _SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"),
                            ("secret", "key"), ("auth", "key"), ("account", "key")})
 # A name written as one lowercase word ("pgpassword", "dbpassword", "hftoken", Azure's
-# "accountkey") ends in one; "token" alone stays out of these, as "max_tokens" must read.
-_SECRET_ENDINGS = ("password", "passwd", "passphrase", "secret", "apikey", "accesskey",
-                   "accountkey", "privatekey", "secretkey")
+# "accountkey") ends in one. An ending, not a part: "max_tokens" and "tokenizer" end in
+# none ("tokens" is a count), so they stay readable.
+_SECRET_ENDINGS = ("password", "passwd", "passphrase", "secret", "token", "credential",
+                   "credentials", "apikey", "accesskey", "accountkey", "privatekey",
+                   "secretkey")
 # Connection-string and signed-URL parameters that are credentials without saying so: a SAS
 # token's "sig", S3 presigned URLs' signature and session token.
 _SECRET_PARAMS = frozenset({"sig", "signature", "x-amz-signature", "x-amz-security-token"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from promoter.core.masking import masked_value, without_secret_params
+from promoter.core.masking import MASK, masked_value, secret_name, without_secret_params
 
 
 @pytest.mark.parametrize(("value", "masked"), [
@@ -29,3 +29,21 @@ def test_a_credential_parameter_inside_another_parameters_value_is_masked(
     "--opts=num_tokens=5;token_limit=7", "data=YWJj==&x=1"])
 def test_parameters_that_only_mention_a_credential_stay_readable(value: str) -> None:
     assert masked_value("args", value) == value
+
+
+@pytest.mark.parametrize("name", [
+    "HFTOKEN", "hftoken", "GITHUBTOKEN", "apitoken", "authtoken", "gcpcredentials",
+    "awscredential"])
+def test_a_name_ending_in_token_or_credential_is_a_credential(name: str) -> None:
+    """One-word names ending in "token" were shown although "hftoken" was meant to be
+    covered; "credential(s)" likewise."""
+    assert secret_name(name)
+    assert masked_value(name, "hf_AbCdEf") == MASK
+    assert masked_value("args", f"--{name}=hf_AbCdEf --page=2") == f"--{name}=*** --page=2"
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "num_tokens", "tokenizer", "maxtokens",
+                                  "tokenizer_name", "learning_rate"])
+def test_names_that_only_mention_tokens_stay_readable(name: str) -> None:
+    assert not secret_name(name)
+    assert masked_value(name, "512") == "512"

@@ -47,7 +47,8 @@ async def handled(source: str, handle: Callable[[], Answer],
                   on_state_failure: Callable[[BaseException], None] | None) -> JSONResponse:
     """Run a framework-agnostic hook handler off the event loop and answer for it. Its state
     writes (claim, finish, release) raise when the state fails: that becomes the 503 above,
-    and ``on_state_failure`` (app.WriteHealth.failed) marks the replica not ready."""
+    and ``on_state_failure`` (app.WriteHealth.failed) marks the replica not ready. Any other
+    exception is a bug: 500, with Retry-After as every 5xx of a hook."""
     try:
         status, answer = await run_in_threadpool(handle)
     except STATE_FAILURES as exc:
@@ -56,4 +57,10 @@ async def handled(source: str, handle: Callable[[], Answer],
         if on_state_failure is not None:
             on_state_failure(exc)
         status, answer = state_unavailable(exc, "the state database cannot record the delivery")
+    except Exception as exc:
+        # A bug, answered here rather than by the app's handler for any route: the sender
+        # retries this 5xx like the others, so it too says when.
+        _log.error("unexpected error in the %s hook: %s", source, type(exc).__name__,
+                   exc_info=exc)
+        status, answer = 500, {"error": "internal", "detail": "unexpected error; see the logs"}
     return respond(status, answer)

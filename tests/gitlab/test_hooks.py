@@ -273,6 +273,31 @@ def test_a_state_database_failing_on_a_delivery_is_503_and_not_ready(
     assert_unavailable_and_not_ready(answer, ready)
 
 
+def test_a_bug_while_acting_is_500_with_retry_after_and_the_retry_is_acted_on(
+        setup: Setup, tmp_path: Path) -> None:
+    """GitLab retries a 5xx: this one, answered by the app-wide handler, said not when."""
+    result = setup.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    setup.standin.hook_url = None                  # capture the payload, deliver it ourselves
+    setup.harness.approve(result.mr_iid, "alice")
+    delivery = setup.standin.deliveries[-1]
+    setup.failures.append(RuntimeError("a bug while acting"))
+    settings = load_settings(None, {"PROMOTER_STATE_DIR": str(tmp_path / "serve")})
+    queue = JobQueue.open(settings.state_dir)
+    app = create_app(settings, queue, gitlab_hook=setup.handler)
+
+    try:
+        answer, _ = post_then_probe(app, "/webhooks/gitlab", json.dumps(delivery.payload),
+                                    delivery.headers)
+        retried, _ = post_then_probe(app, "/webhooks/gitlab", json.dumps(delivery.payload),
+                                     delivery.headers)
+    finally:
+        queue.close()
+    assert (answer.status_code, answer.headers.get("Retry-After")) == (500, "5"), answer.text
+    assert answer.json() == {"error": "internal", "detail": "unexpected error; see the logs"}
+    assert retried.status_code == 200 and retried.json()["status"] == "accepted"
+
+
 def test_promoters_own_supersede_close_is_not_a_human_close(standin: StandIn,
                                                             tmp_path: Path) -> None:
     built = Setup(standin, tmp_path)

@@ -222,10 +222,12 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        # A hook whose state database fails marks the replica not ready, as the queue does.
-        Route("/webhooks/argocd", argocd_hook.endpoint(settings, registry, writes.failed),
-              methods=["POST"]),
-        *([Route("/webhooks/gitlab", starlette_endpoint(gitlab_hook, writes.failed),
+        # A hook whose state database fails marks the replica not ready, as the queue does;
+        # one that records a delivery there again makes it ready, as the queue storing one.
+        Route("/webhooks/argocd", argocd_hook.endpoint(settings, registry, writes.failed,
+                                                       writes.succeeded), methods=["POST"]),
+        *([Route("/webhooks/gitlab", starlette_endpoint(gitlab_hook, writes.failed,
+                                                        writes.succeeded),
                  methods=["POST"])] if gitlab_hook is not None else []),
     ], exception_handlers={HTTPException: http_error, ClientDisconnect: disconnected,
                            Exception: unexpected})
@@ -311,7 +313,8 @@ class WriteHealth:
     Not-ready while a probe write into the state directory fails (a full or read-only disk:
     4 KiB written, fsynced and removed), and for ``WRITE_FAILURE_MEMORY_SECONDS`` after the
     queue failed to store a delivery, or the state database a GitLab or Argo CD hook's claim
-    (hook_http), unless a later delivery was stored. The memory is bounded so
+    (hook_http), unless a later delivery was stored by the queue or recorded by a hook: either
+    proves the state takes writes again. The memory is bounded so
     a pod taken out of service (and so receiving nothing) becomes ready again once the probe
     passes; a failing queue then marks it not-ready again on the next delivery.
     """

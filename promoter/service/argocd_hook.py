@@ -104,10 +104,12 @@ def _build(settings: Settings, registry: Registry | None) -> ArgoCDHookHandler:
 
 def endpoint(settings: Settings, registry: Registry | None,
              on_state_failure: Callable[[BaseException], None] | None = None,
+             on_recorded: Callable[[], None] | None = None,
              ) -> Callable[[Request], Awaitable[Response]]:
     """``Route("/webhooks/argocd", endpoint(settings, registry), methods=["POST"])``; the
     handler (state database, MR notes) is built on the first delivery. A state database that
-    fails is answered 503 and reported to ``on_state_failure`` (hook_http)."""
+    fails is answered 503 and reported to ``on_state_failure``, a notification recorded in it
+    (every one is claimed) to ``on_recorded`` (hook_http)."""
     from starlette.responses import JSONResponse
 
     from promoter.service.hook_http import handled
@@ -134,6 +136,6 @@ def endpoint(settings: Settings, registry: Registry | None,
                 return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
         return await handled("argocd", lambda: handler().handle(dict(request.headers),
                                                                  bytes(body)),
-                             on_state_failure)
+                             on_state_failure, on_recorded)
 
     return receive

@@ -198,9 +198,11 @@ def _error(status: int, error: str, detail: str) -> Answer:
 
 def starlette_endpoint(handler: GitLabHookHandler,
                        on_state_failure: Callable[[BaseException], None] | None = None,
+                       on_recorded: Callable[[], None] | None = None,
                        ) -> Callable[[Request], Awaitable[Response]]:
     """``Route("/webhooks/gitlab", starlette_endpoint(handler), methods=["POST"])``; a state
-    database that fails is answered 503 and reported to ``on_state_failure`` (hook_http)."""
+    database that fails is answered 503 and reported to ``on_state_failure``, a delivery
+    recorded in it to ``on_recorded`` (hook_http)."""
     from starlette.responses import JSONResponse
 
     from promoter.service.hook_http import handled
@@ -211,8 +213,10 @@ def starlette_endpoint(handler: GitLabHookHandler,
             body += chunk
             if len(body) > handler.max_body_bytes:
                 return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
+        # Only a delivery with an Idempotency-Key is claimed, and so recorded, by the handler.
+        claimed = bool(request.headers.get("idempotency-key"))
         return await handled(DeliveryLog.SOURCE,
                              lambda: handler.handle(dict(request.headers), bytes(body)),
-                             on_state_failure)
+                             on_state_failure, on_recorded if claimed else None)
 
     return endpoint

@@ -6,7 +6,8 @@ then says when with Retry-After. A state database or disk that fails while a del
 stored or recorded (the MLflow intake's queue, the GitLab and Argo CD hooks' claims) is an
 outage, not a bug: every intake answers it the same way, 503 "unavailable" with the reason
 without paths (public_errors), the whole story in the log, and /readyz not ready for a while
-(app.WriteHealth), so the Service stops routing deliveries to a replica that cannot keep them.
+(app.WriteHealth), so the Service stops routing deliveries to a replica that cannot keep them,
+until a delivery stored or recorded again shows that the state takes writes.
 """
 
 from __future__ import annotations
@@ -43,14 +44,25 @@ def respond(status: int, answer: dict[str, Any]) -> JSONResponse:
     return JSONResponse(answer, status_code=status, headers=headers)
 
 
+def recorded(status: int, answer: dict[str, Any]) -> bool:
+    """Whether a claimed delivery's answer was recorded: every 2xx but those before the claim
+    (``ignored``) or from it alone (``duplicate``) follows the claim's and the answer's writes."""
+    return 200 <= status < 300 and answer.get("status") not in ("ignored", "duplicate")
+
+
 async def handled(source: str, handle: Callable[[], Answer],
-                  on_state_failure: Callable[[BaseException], None] | None) -> JSONResponse:
+                  on_state_failure: Callable[[BaseException], None] | None,
+                  on_recorded: Callable[[], None] | None = None) -> JSONResponse:
     """Run a framework-agnostic hook handler off the event loop and answer for it. Its state
     writes (claim, finish, release) raise when the state fails: that becomes the 503 above,
     and ``on_state_failure`` (app.WriteHealth.failed) marks the replica not ready. Any other
-    exception is a bug: 500, with Retry-After as every 5xx of a hook."""
+    exception is a bug: 500, with Retry-After as every 5xx of a hook. ``on_recorded``
+    (app.WriteHealth.succeeded), for a delivery the handler claims, is told when it was
+    recorded: the state database stores again, so the replica need not wait to be ready."""
     try:
         status, answer = await run_in_threadpool(handle)
+        if on_recorded is not None and recorded(status, answer):
+            on_recorded()
     except STATE_FAILURES as exc:
         log(_log, logging.ERROR, "the state database cannot record a delivery", source=source,
             error=str(exc))  # the full reason, paths included, goes to the log only

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from promoter.ports.pipeline import DeployedState
 from promoter.service import composition
 from promoter.service.app import create_app
+from promoter.service.audit import AuditTrail
+from promoter.service.cluster_feedback import ClusterFeedback
 from promoter.service.cluster_status_store import StatusStore
+from promoter.service.hook_http import recorded
+from promoter.service.ledger import StateLedger
 from promoter.service.queue import JobQueue
 from promoter.settings import load_settings
 from tests.argocd.applications import application, notification
+from tests.argocd.test_argocd_hook import FailingStatusStore, Notes, RecordingRegistry
 from tests.fixtures.failing_state import post_then_probe
 
 SECRET = "s3cret-token"
@@ -44,3 +52,50 @@ def test_a_bug_while_handling_a_notification_is_500_with_retry_after(
         queue.close()
     assert (answer.status_code, answer.headers.get("Retry-After")) == (500, "5"), answer.text
     assert answer.json() == {"error": "internal", "detail": "unexpected error; see the logs"}
+
+
+def test_a_notification_recorded_after_a_state_failure_makes_the_replica_ready_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed claim marks the replica not ready for a while; a later notification recorded
+    in the state database proves it stores again, as a delivery the queue stores does."""
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="merged", mr_iid=3, head_sha="a" * 40))
+    store = FailingStatusStore(tmp_path, "claim")
+    feedback = ClusterFeedback(store, ledger, AuditTrail(tmp_path), RecordingRegistry(), Notes())
+    monkeypatch.setattr(composition, "cluster_feedback", lambda settings, registry: feedback)
+    settings = load_settings(environ={"PROMOTER_STATE_DIR": str(tmp_path / "serve"),
+                                      "PROMOTER_ARGOCD_WEBHOOK_SECRET": SECRET})
+    queue = JobQueue.open(settings.state_dir)
+    app = create_app(settings, queue)
+
+    async def fail_then_record() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers = []
+            for cluster, failing in (("c1", "claim"), ("c2", "")):
+                store.failing = failing
+                body = notification("sync-succeeded",
+                                    application("fraud-detector", "production", cluster))
+                answers.append(await client.post("/webhooks/argocd", content=body,
+                                                 headers=HEADERS))
+                answers.append(await client.get("/readyz"))
+            return answers
+
+    try:
+        failed, not_ready, recorded, ready = asyncio.run(fail_then_record())
+    finally:
+        queue.close()
+    assert (failed.status_code, not_ready.status_code) == (503, 503), not_ready.text
+    assert recorded.status_code == 200 and recorded.json()["status"] == "recorded"
+    assert ready.status_code == 200, ready.text
+
+
+def test_only_a_delivery_whose_answer_was_written_counts_as_recorded() -> None:
+    """Answers before the claim (ignored), from the claim alone (duplicate) and 4xx/5xx prove
+    no write of the state database."""
+    assert recorded(200, {"status": "recorded"}) and recorded(200, {"status": "accepted"})
+    assert recorded(200, {"status": "human_commit"})
+    for status, answer in ((200, {"status": "ignored"}), (200, {"status": "duplicate"}),
+                           (503, {"error": "in_progress"}), (401, {"error": "unauthorized"})):
+        assert not recorded(status, answer), answer

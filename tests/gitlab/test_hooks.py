@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
@@ -296,6 +298,42 @@ def test_a_bug_while_acting_is_500_with_retry_after_and_the_retry_is_acted_on(
     assert (answer.status_code, answer.headers.get("Retry-After")) == (500, "5"), answer.text
     assert answer.json() == {"error": "internal", "detail": "unexpected error; see the logs"}
     assert retried.status_code == 200 and retried.json()["status"] == "accepted"
+
+
+def test_a_delivery_recorded_after_a_state_failure_makes_the_replica_ready_again(
+        setup: Setup, tmp_path: Path) -> None:
+    """A failed claim marks the replica not ready for a while; GitLab's retry recorded in the
+    state database proves it stores again, as a delivery the queue stores does."""
+    result = setup.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    setup.standin.hook_url = None                  # capture the payload, deliver it ourselves
+    setup.harness.approve(result.mr_iid, "alice")
+    delivery = setup.standin.deliveries[-1]
+    settings = load_settings(None, {"PROMOTER_STATE_DIR": str(tmp_path / "serve")})
+    queue = JobQueue.open(settings.state_dir)
+    deliveries = FailingDeliveryLog(tmp_path / "state", "claim")
+    hook = GitLabHookHandler(Secret(TOKEN), deliveries, setup.harness.ledger.pushed,
+                             setup.on_event)
+    app = create_app(settings, queue, gitlab_hook=hook)
+
+    async def fail_then_record() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers = []
+            for failing in ("claim", ""):
+                deliveries.failing = failing
+                answers.append(await client.post("/webhooks/gitlab", headers=delivery.headers,
+                                                 content=json.dumps(delivery.payload)))
+                answers.append(await client.get("/readyz"))
+            return answers
+
+    try:
+        failed, not_ready, recorded, ready = asyncio.run(fail_then_record())
+    finally:
+        queue.close()
+    assert (failed.status_code, not_ready.status_code) == (503, 503), not_ready.text
+    assert recorded.status_code == 200 and recorded.json()["status"] == "accepted"
+    assert ready.status_code == 200, ready.text
 
 
 def test_promoters_own_supersede_close_is_not_a_human_close(standin: StandIn,

@@ -11,8 +11,10 @@ recovers the fields the placement policy looks at, from the resources promoter r
 - runtime: the ``promoter.dev/runtime`` label every rendered workload carries (older trees
   without it: ``kserve`` when there is an InferenceService, else ``deployment``);
 - GPU count and type: ``nvidia.com/gpu`` limits (or requests) summed over the pod's
-  containers, and the ``nvidia.com/gpu.product`` the pod may be placed on (InferenceService
-  predictor or Deployment pod template);
+  containers (for an InferenceService also ``model`` and every framework field such as
+  ``huggingface`` or ``triton``, each a container of the predictor's pod), and the
+  ``nvidia.com/gpu.product`` the pod may be placed on (InferenceService predictor or
+  Deployment pod template);
 - regions: the ``topology.kubernetes.io/region`` values the pod may be placed in. For both
   labels the node selector and the required node affinity must hold together (ANDed), and
   the affinity's terms are ORed: each must pin the label ``In`` a list, and together they
@@ -24,9 +26,11 @@ recovers the fields the placement policy looks at, from the resources promoter r
 The gate is the authoritative check of a hand-edited merge request, so what it cannot judge
 faithfully is refused (``UserError``), never read partly: a kind promoter does not render
 (the AppProject would not sync it either), more than one workload, an InferenceService
-component beside the predictor (a transformer or explainer runs pods of its own), a GPU
-type named twice differently, a node-affinity term that leaves the GPU product or region open
-while another pins it, resources in more than one namespace.
+component beside the predictor (a transformer or explainer runs pods of its own), a
+predictor ``workerSpec`` (multi-node worker pods) or a pod's ``resourceClaims`` (GPUs by
+dynamic resource allocation), a GPU type named twice differently, a node-affinity term that
+leaves the GPU product or region open while another pins it, resources in more than one
+namespace.
 
 Anything else (CPU, memory, scaling metric) is left to the defaults: the rules that use it are
 not placement rules. MLflow tags and run metrics are not in the manifests either, so rules on
@@ -54,6 +58,25 @@ WORKLOADS = ("InferenceService", "Deployment")
 KEDA_DEFAULT_MAX_REPLICAS = 100
 # What an overlay may hold: what promoter renders (the AppProject's whitelist) and Namespace.
 KINDS = frozenset(kind for _, kind in NAMESPACED_KINDS) | {"Namespace"}
+# The KServe v1beta1 predictor fields that are a container of the predictor's own pod, with
+# ``resources`` of their own (promoter/schemas/inferenceservice_v1beta1.json): ``model`` and
+# every framework shorthand. KServe runs the one set as the serving container; a hand edit may
+# set any, so each present is counted (summed: errs high, never low). A test keeps this in
+# step with the schema.
+PREDICTOR_CONTAINER_FIELDS = ("model", "huggingface", "lightgbm", "onnx", "paddle", "pmml",
+                              "pytorch", "sklearn", "tensorflow", "triton", "xgboost")
+# Pod fields through which pods get GPUs the gate cannot count from the manifests alone:
+# refused, not read partly. Promoter renders neither.
+UNJUDGED_POD_FIELDS = {
+    # KServe's multi-node serving: worker pods beside each predictor replica, their GPUs and
+    # number set by KServe from tensorParallelSize / pipelineParallelSize, their placement
+    # from the workerSpec's own node selector and affinity.
+    "workerSpec": "runs worker pods whose GPUs, number and placement KServe derives from "
+                  "its parallelism sizes",
+    # Dynamic resource allocation: a claim may hand the pod GPUs no container limit names.
+    "resourceClaims": "may allocate GPUs by dynamic resource allocation, which no container "
+                      "limit shows",
+}
 
 
 def _get(data: Any, *path: str | int) -> Any:
@@ -78,9 +101,9 @@ def _pod_spec(resource: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def _containers(pod: Mapping[str, Any], field: str = "containers") -> list[Mapping[str, Any]]:
     found = [c for c in pod.get(field) or [] if isinstance(c, Mapping)]
-    model = _get(pod, "model") if field == "containers" else None
-    if isinstance(model, Mapping):
-        found.append(model)
+    if field == "containers":
+        found.extend(spec for spec in (pod.get(name) for name in PREDICTOR_CONTAINER_FIELDS)
+                     if isinstance(spec, Mapping))
     return found
 
 
@@ -198,6 +221,16 @@ def _refuse_what_cannot_be_judged(resources: list[Mapping[str, Any]]) -> None:
                         "renders one, and the gate judges one")
     for workload in workloads:
         _refuse_components_beside_the_predictor(workload)
+        _refuse_unjudged_pod_fields(workload)
+
+
+def _refuse_unjudged_pod_fields(workload: Mapping[str, Any]) -> None:
+    pod = _pod_spec(workload) or {}
+    for field, why in UNJUDGED_POD_FIELDS.items():
+        if pod.get(field):
+            raise UserError(f"{workload.get('kind')}/{_get(workload, 'metadata', 'name')} sets "
+                            f"{field}, which {why}: promoter renders no {field}, and the gate "
+                            "cannot judge the GPUs it claims")
 
 
 def _refuse_components_beside_the_predictor(workload: Mapping[str, Any]) -> None:

@@ -22,7 +22,8 @@ from promoter.core.policy import GpuShare, RuleResult, team_gpu_quota
 
 def overlays_to_check(changed: Iterable[str], overlays: Iterable[str], tree: str) -> list[str]:
     """The overlays (``<tree>/<model>/overlays/<env>``) that the changed paths can affect;
-    paths outside ``tree`` affect none. '/'-separated paths, all absolute or all relative to
+    paths outside ``tree`` affect none, since the gate denies an overlay that reads any
+    (gitops.references). '/'-separated paths, all absolute or all relative to
     one place, without trailing slashes."""
     every = sorted(set(overlays))
     by_model: dict[str, list[str]] = {}

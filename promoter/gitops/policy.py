@@ -7,7 +7,9 @@ by the pipeline's own rules: allowed GPU types, allowed regions, who may deploy 
 the sum over every overlay of the tree (core.policy_scope), not one overlay at a time: in CI the
 tree is what the merge request leaves on the target branch, so two models of one team cannot
 each pass alone and together exceed it. Rules on MLflow facts (required tags, metric and CEL
-gates, staging-first) need the registry and are not checked here.
+gates, staging-first) need the registry and are not checked here. An overlay that reads a
+local path outside the manifests tree is denied (gitops.references): the gate never sees a
+change made there.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from promoter.core.policy import (
 from promoter.core.policy_scope import GpuClaim, overlays_to_check, team_quota_totals
 from promoter.core.spec import ModelDeployment
 from promoter.errors import PromoterError, UserError
+from promoter.gitops.references import manifests_tree, refuse_references_outside
 from promoter.settings import Settings
 from promoter.validation import find_overlays
 
@@ -57,10 +60,11 @@ class _Declared:
     error: str = ""
 
 
-def _declared(config: PipelineConfig, overlay: Path,
+def _declared(config: PipelineConfig, overlay: Path, tree: Path,
               build: Callable[[Path], str]) -> _Declared:
     env = overlay.name
     try:
+        refuse_references_outside(overlay, tree)
         documents = [d for d in YAML(typ="safe", pure=True).load_all(build(overlay))
                      if isinstance(d, dict)]
         target = config.targets.environment(env)
@@ -102,9 +106,10 @@ def check_tree(settings: Settings, roots: list[Path], build: Callable[[Path], st
     """The verdicts of the overlays under ``roots`` (only those in ``selected`` when given),
     each team's GPU quota judged on the sum over every overlay under ``roots``. ``build`` is
     `kustomize build` (the composition root's manifest checker has it)."""
-    overlays = sorted({overlay for root in roots for overlay in find_overlays(root)})
+    trees = {overlay: manifests_tree(overlay, root)
+             for root in roots for overlay in find_overlays(root)}
     config = settings.pipeline_config()  # compiles every CEL gate: once per tree
-    declared = [_declared(config, overlay, build) for overlay in overlays]
+    declared = [_declared(config, overlay, trees[overlay], build) for overlay in sorted(trees)]
     policy = config.policy
     quota = team_quota_totals(
         [GpuClaim(str(d.overlay), d.deployment.spec.owner.team, d.env,

@@ -1,0 +1,70 @@
+"""The paths a kustomization file reads, as written in it (pure).
+
+The CI gate runs on, and selects overlays by, changes under the manifests tree only
+(core.gitops_ci, core.policy_scope). A kustomization that reads a local file or directory
+outside that tree lets a later merge request change what an overlay deploys without the gate
+ever looking, so the gate refuses such a reference (gitops.references resolves them); this
+module only lists what each field of a kustomization names.
+
+Listed: every field kustomize v5 resolves as a path relative to the kustomization's
+directory, current and deprecated, since a hand-edited tree may use any of them. Inline
+entries (a patch or transformer written as YAML text, a mapping) name no path and are skipped.
+Remote references (URLs, ``github.com/org/repo//dir?ref=...``) are listed too, like any
+entry: the caller tells them apart by whether the path exists in the checkout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Entries that are paths (files or kustomization directories) or inline YAML text.
+PATH_LISTS = ("resources", "components", "bases", "crds", "configurations", "generators",
+              "transformers", "validators", "patchesStrategicMerge")
+# Lists of mappings whose ``path`` names a file.
+PATH_ENTRIES = ("patches", "patchesJson6902", "replacements")
+GENERATORS = ("configMapGenerator", "secretGenerator")
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def _strings(value: Any) -> list[str]:
+    """The path entries of a list field: strings that are not inline YAML (a path has no
+    line break)."""
+    items = value if isinstance(value, list) else []
+    return [item for item in items if isinstance(item, str) and "\n" not in item and item]
+
+
+def _generator_files(generator: Mapping[str, Any]) -> list[str]:
+    """A ConfigMap/Secret generator's files (``key=path`` or ``path``) and env files."""
+    files = [entry.split("=", 1)[-1] for entry in _strings(generator.get("files"))]
+    env = generator.get("env")
+    return files + _strings(generator.get("envs")) + ([env] if isinstance(env, str) else [])
+
+
+def referenced_paths(kustomization: Mapping[str, Any]) -> list[str]:
+    """Every path ``kustomization`` names, in the order of its fields, as written."""
+    found: list[str] = []
+    for field in PATH_LISTS:
+        found.extend(_strings(kustomization.get(field)))
+    for field in PATH_ENTRIES:
+        entries = kustomization.get(field)
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, Mapping) and isinstance(entry.get("path"), str):
+                found.append(entry["path"])
+    for field in GENERATORS:
+        generators = kustomization.get(field)
+        for generator in generators if isinstance(generators, list) else []:
+            if isinstance(generator, Mapping):
+                found.extend(_generator_files(generator))
+    openapi = kustomization.get("openapi")
+    if isinstance(openapi, Mapping) and isinstance(openapi.get("path"), str):
+        found.append(openapi["path"])
+    helm = kustomization.get("helmGlobals")
+    if isinstance(helm, Mapping) and isinstance(helm.get("chartHome"), str):
+        found.append(helm["chartHome"])
+    charts = kustomization.get("helmCharts")
+    for chart in charts if isinstance(charts, list) else []:
+        if isinstance(chart, Mapping):
+            found.extend(value for value in (chart.get("valuesFile"),) if isinstance(value, str))
+            found.extend(_strings(chart.get("additionalValuesFiles")))
+    return found

@@ -1,0 +1,85 @@
+"""Whether an overlay reads anything outside the manifests tree (the CI gate refuses it).
+
+The gate's job runs only on merge requests that change the manifests tree, and judges only the
+overlays such a change can affect (core.policy_scope). A kustomization that reads a local path
+outside the tree (``components: [../../../../ext/gpu]``) would let a later merge request that
+edits only that path change what the overlay deploys, unchecked. So every local path an
+overlay's kustomization names, and those of every kustomization it reaches, must resolve
+(symbolic links followed) inside the tree; the first that does not is refused, fail closed.
+
+A reference that does not exist in the checkout is left to kustomize, as before: a remote one
+(a URL, ``github.com/org/repo//dir?ref=v1``) it fetches and the gate judges what it built; a
+missing local one fails the build, which the gate denies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from promoter.core.kustomize_refs import KUSTOMIZATION_FILES, referenced_paths
+from promoter.errors import UserError
+
+
+def manifests_tree(overlay: Path, root: Path) -> Path:
+    """The tree ``overlay`` must stay in: the directory the gate was given, or the tree of the
+    ``<tree>/<model>/overlays/<env>`` layout when that is wider (a single overlay given
+    reads its model's base/)."""
+    root = root.resolve()
+    overlay = overlay.resolve()
+    if overlay.parent.name == "overlays" and len(overlay.parents) > 2:
+        layout = overlay.parents[2]
+        if layout in root.parents:
+            return layout
+    return root
+
+
+def _kustomization(directory: Path) -> Path | None:
+    return next((directory / name for name in KUSTOMIZATION_FILES
+                 if (directory / name).is_file()), None)
+
+
+def _inside(path: Path, tree: Path) -> bool:
+    return path == tree or tree in path.parents
+
+
+def refuse_references_outside(overlay: Path, tree: Path) -> None:
+    """UserError naming the first local path outside ``tree`` that ``overlay`` reads."""
+    tree = tree.resolve()
+    pending, seen = [overlay], set()
+    while pending:
+        directory = pending.pop()
+        real = directory.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        if not _inside(real, tree):
+            raise UserError(f"{directory} resolves to {real}, outside the manifests tree "
+                            f"{tree}, which the CI gate does not watch")
+        found = _kustomization(real)
+        if found is None:
+            continue
+        for reference in referenced_paths(_load(found)):
+            target = real / reference
+            if not target.exists():
+                continue    # remote, or missing: kustomize fetches it or fails the build
+            resolved = target.resolve()
+            if not _inside(resolved, tree):
+                raise UserError(
+                    f"{found} references {reference!r} ({resolved}), outside the manifests "
+                    f"tree {tree}: the CI gate runs on, and judges, changes under the tree "
+                    "only, so a merge request editing that path would change what this "
+                    "overlay deploys unchecked; move it under the tree")
+            if resolved.is_dir():
+                pending.append(resolved)
+
+
+def _load(path: Path) -> Any:
+    try:
+        loaded = YAML(typ="safe", pure=True).load(path.read_text())
+    except (OSError, YAMLError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    return loaded if isinstance(loaded, dict) else {}

@@ -1,0 +1,132 @@
+"""`promoter gitops policy`: an overlay may read nothing outside the manifests tree.
+
+The gate's CI job runs on changes under the tree, and judges the overlays they can affect: a
+kustomization reading ``../../../../ext/gpu`` let a later merge request editing only ext/gpu
+change what the overlay deploys (here: 8 GPUs on another product), unchecked. Such an overlay
+is denied, naming the reference, however it is reached.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from promoter.core.kustomize_refs import referenced_paths
+from promoter.gitops.policy import check_tree
+from promoter.settings import load_settings
+from tests.conftest import EXAMPLES, ROOT, requires_kubectl
+
+GPU_COMPONENT = """apiVersion: kustomize.config.k8s.io/v1alpha1
+kind: Component
+patches:
+- target: {kind: InferenceService}
+  patch: |-
+    - {op: replace, path: /spec/predictor/maxReplicas, value: 50}
+"""
+
+
+def _built(overlay: Path) -> str:
+    return subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def _repo(tmp_path: Path) -> Path:
+    """A GitOps checkout: the reference manifests tree, and a component beside it."""
+    shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
+    (tmp_path / "ext/gpu").mkdir(parents=True)
+    (tmp_path / "ext/gpu/kustomization.yaml").write_text(GPU_COMPONENT)
+    return tmp_path
+
+
+def _add(kustomization: Path, field: str, reference: str) -> None:
+    kustomization.write_text(kustomization.read_text() + f"{field}:\n- {reference}\n")
+
+
+def _from_the_overlay(repo: Path) -> str:
+    _add(repo / "manifests/llm-chat/overlays/production/kustomization.yaml", "components",
+         "../../../../ext/gpu")
+    return "../../../../ext/gpu"
+
+
+def _from_the_base(repo: Path) -> str:
+    _add(repo / "manifests/llm-chat/base/kustomization.yaml", "components", "../../../ext/gpu")
+    return "../../../ext/gpu"
+
+
+def _through_a_link_in_the_tree(repo: Path) -> str:
+    (repo / "manifests/llm-chat/gpu").symlink_to(repo / "ext/gpu")
+    _add(repo / "manifests/llm-chat/overlays/production/kustomization.yaml", "components",
+         "../../gpu")
+    return "../../gpu"
+
+
+def _through_an_in_tree_component(repo: Path) -> str:
+    """A shared component inside the tree, which itself reads ext/gpu."""
+    shared = repo / "manifests/components/shared"
+    shared.mkdir(parents=True)
+    (shared / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n"
+        "components:\n- ../../../ext/gpu\n")
+    _add(repo / "manifests/llm-chat/overlays/production/kustomization.yaml", "components",
+         "../../../components/shared")
+    return "../../../ext/gpu"
+
+
+@requires_kubectl
+@pytest.mark.parametrize("refer", [_from_the_overlay, _from_the_base,
+                                   _through_a_link_in_the_tree, _through_an_in_tree_component])
+def test_an_overlay_reading_outside_the_tree_is_denied(tmp_path: Path,
+                                                       refer: Callable[[Path], str]) -> None:
+    repo = _repo(tmp_path)
+    reference = refer(repo)
+    _built(repo / "manifests/llm-chat/overlays/production")   # kustomize itself builds it
+    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
+    verdicts = {v.overlay.relative_to(repo).as_posix(): v.decision
+                for v in check_tree(settings, [repo / "manifests"], _built)}
+    denied = verdicts["manifests/llm-chat/overlays/production"]
+    assert not denied.allowed
+    reason = " ".join(denied.reasons)
+    assert f"references {reference!r}" in reason and "outside the manifests tree" in reason
+    others = [decision for overlay, decision in verdicts.items()
+              if not overlay.startswith("manifests/llm-chat/")]
+    assert others and all(decision.allowed for decision in others)
+
+
+@requires_kubectl
+def test_a_shared_component_inside_the_tree_and_a_single_overlay_given_pass(
+        tmp_path: Path) -> None:
+    """Inside the tree anything may be shared; an overlay given alone reads its model's
+    base/ (the tree is the ``<tree>/<model>/overlays/<env>`` layout's)."""
+    repo = _repo(tmp_path)
+    shared = repo / "manifests/components/gpu"
+    shutil.copytree(repo / "ext/gpu", shared)
+    overlay = repo / "manifests/llm-chat/overlays/production"
+    _add(overlay / "kustomization.yaml", "components", "../../../components/gpu")
+    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
+    for root in (repo / "manifests", overlay):
+        verdicts = check_tree(settings, [root], _built)
+        assert verdicts and all(v.decision.allowed for v in verdicts), \
+            [v.decision.reasons for v in verdicts]
+
+
+def test_every_path_field_of_a_kustomization_is_listed() -> None:
+    kustomization = {
+        "resources": ["a.yaml", "https://example.com/x.yaml"], "components": ["../c"],
+        "bases": ["../b"], "crds": ["crd.yaml"], "configurations": ["conf.yaml"],
+        "generators": ["gen", "apiVersion: v1\nkind: X\n"], "transformers": ["t"],
+        "validators": ["v"], "patchesStrategicMerge": ["psm.yaml"],
+        "patches": [{"path": "p.yaml"}, {"patch": "inline"}],
+        "patchesJson6902": [{"path": "j.yaml"}], "replacements": [{"path": "r.yaml"}],
+        "configMapGenerator": [{"files": ["key=f.txt", "g.txt"], "envs": ["e.env"],
+                                "env": "old.env"}],
+        "secretGenerator": [{"files": ["s.txt"]}], "openapi": {"path": "schema.json"},
+        "helmGlobals": {"chartHome": "charts"},
+        "helmCharts": [{"valuesFile": "v.yaml", "additionalValuesFiles": ["w.yaml"]}]}
+    assert referenced_paths(kustomization) == [
+        "a.yaml", "https://example.com/x.yaml", "../c", "../b", "crd.yaml", "conf.yaml", "gen",
+        "t", "v", "psm.yaml", "p.yaml", "j.yaml", "r.yaml", "f.txt", "g.txt", "e.env",
+        "old.env", "s.txt", "schema.json", "charts", "v.yaml", "w.yaml"]

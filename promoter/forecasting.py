@@ -32,6 +32,7 @@ from promoter.core.runtimes import RuntimeDescriptor, Telemetry, parse_descripto
 from promoter.core.spec import ModelDeployment, ModelRef
 from promoter.core.verdict import verdict
 from promoter.errors import ConfigError, PolicyDenied, UserError
+from promoter.policy_check import claimed_by_others
 from promoter.ports.git import FileContent, GitProvider, Proposal, ProposalResult
 from promoter.ports.metrics import MetricsSource, Series
 from promoter.rendering import load_descriptors, templates_dir
@@ -103,8 +104,13 @@ def resolve(settings: Settings, intent: Mapping[str, Any], env: str, origin: str
 
 def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,
          metrics: MetricsSource, *, now: datetime, tags: Mapping[str, str] | None = None,
-         ) -> ForecastPlan:
-    """Fit the week ahead from the ``forecast.history_days`` before ``now`` and plan it."""
+         claimed: Mapping[str, int] | None = None) -> ForecastPlan:
+    """Fit the week ahead from the ``forecast.history_days`` before ``now`` and plan it.
+    ``claimed``: the GPUs the team's other deployments claim here (default: counted as the
+    pipeline counts them, policy_check.claimed_by_others)."""
+    if claimed is None:
+        claimed = claimed_by_others(settings, settings.pipeline_config(), target.name,
+                                    deployment)
     config = settings.forecast
     tz = zone(config.timezone)
     descriptor = descriptor_of(settings, deployment)
@@ -120,7 +126,7 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
     capacity = float(spec.scaling.target) if spec.scaling.metric == "rps" \
         else config.requests_per_replica
     bounds = prewarm.Bounds(spec.scaling.min_replicas,
-                            quota_bounded_max(settings, deployment), capacity)
+                            quota_bounded_max(settings, deployment, claimed), capacity)
     measured = None
     if config.lead_time_seconds is None:
         measured = measured_startup_seconds(metrics, name=name, namespace=namespace,
@@ -146,7 +152,7 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
     gpus = rightsize.gpus_held(spec.resources.gpu.count, spec.resources.gpu.mig)
     bounded = deployment.model_copy(update={"spec": spec.model_copy(update={
         "scaling": spec.scaling.model_copy(update={"max_replicas": bounds.max_replicas})})})
-    decision = policy_verdict(settings, target, bounded, tags or {}, now)
+    decision = policy_verdict(settings, target, bounded, tags or {}, now, claimed)
     return ForecastPlan(
         deployment=deployment, env=target.name, namespace=namespace, platform=platform,
         target=scale_target, timezone=config.timezone, bounds=bounds, lead_minutes=lead,
@@ -191,15 +197,20 @@ def measured_startup_seconds(metrics: MetricsSource, *, name: str, namespace: st
     return math.ceil(max(seconds)) if seconds else None
 
 
-def quota_bounded_max(settings: Settings, deployment: ModelDeployment) -> int:
-    """maxReplicas, lowered so gpu.count x maxReplicas stays within the team's GPU quota."""
+def quota_bounded_max(settings: Settings, deployment: ModelDeployment,
+                      claimed: Mapping[str, int]) -> int:
+    """maxReplicas, lowered so gpu.count x maxReplicas stays within what is left of the team's
+    GPU quota once its other deployments' GPUs (``claimed``, team → GPUs) are counted: the
+    whole quota would let a plan the pipeline denies. Never below minReplicas (a plan that
+    cannot fit even then is left to the verdict, which denies it)."""
     spec = deployment.spec
     limit = settings.policy.team_gpu_quota.get(spec.owner.team,
                                                settings.policy.default_team_gpu_quota)
     if limit is None or spec.resources.gpu.count == 0:
         return spec.scaling.max_replicas
+    left = max(0, limit - claimed.get(spec.owner.team, 0))
     return max(spec.scaling.min_replicas,
-               min(spec.scaling.max_replicas, limit // spec.resources.gpu.count))
+               min(spec.scaling.max_replicas, left // spec.resources.gpu.count))
 
 
 def gpu_hour_price(settings: Settings, gpu_type: str | None) -> float | None:
@@ -208,16 +219,19 @@ def gpu_hour_price(settings: Settings, gpu_type: str | None) -> float | None:
 
 
 def policy_verdict(settings: Settings, target: EnvironmentTarget, deployment: ModelDeployment,
-             tags: Mapping[str, str], now: datetime) -> Decision:
+                   tags: Mapping[str, str], now: datetime,
+                   claimed: Mapping[str, int]) -> Decision:
     """The policy on a re-sized deployment of a version already promoted: placement, quota
     and team rules; not the gates that judge the version itself (its metrics, its soak),
-    which it passed when promoted and which read facts this change does not gather."""
+    which it passed when promoted and which read facts this change does not gather. The quota
+    counts ``claimed`` (team → GPUs of its other deployments here), as the pipeline does."""
     config = settings.pipeline_config()
     placement = dataclasses.replace(config.policy, gates=tuple(
         gate for gate in config.policy.gates if not judges_the_version(gate)))
     facts = GateFacts(model=deployment.spec.model.name, version=deployment.spec.model.version,
                       env=target.name, namespace=target.namespace, tags=dict(tags), metrics={},
-                      params={}, now=now.timestamp(), live_since=lambda _where: None)
+                      params={}, now=now.timestamp(), live_since=lambda _where: None,
+                      claimed=dict(claimed))
     return verdict(placement, target, deployment, facts)
 
 

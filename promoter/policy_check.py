@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promoter.core.config import PipelineConfig
 from promoter.core.gates import GateFacts
 from promoter.core.intent import resolve_intent
 from promoter.core.lineage import run_of
 from promoter.core.policy import Decision
-from promoter.core.spec import API_VERSION, KIND, ModelRef
+from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
 from promoter.core.verdict import OPEN_PROPOSALS, claimed_elsewhere, verdict
 from promoter.rendering import load_intent_file
 from promoter.service.ledger import StateLedger
@@ -59,14 +60,24 @@ def check_policy(settings: Settings, subject: Subject) -> Decision:
 
     history = composition.audit_trail(settings)
     name, version = deployment.spec.model.name, deployment.spec.model.version
-    # The team quota counts what the target branch runs and the open proposals of the state
-    # database's ledger would add, as the pipeline does.
-    claimed = claimed_elsewhere(
-        config, lambda: composition.provider(settings), subject.env, deployment,
-        lambda: StateLedger(composition.state_db(settings)).with_statuses(OPEN_PROPOSALS))
+    claimed = claimed_by_others(settings, config, subject.env, deployment)
     facts = GateFacts(model=name, version=version, env=subject.env, namespace=target.namespace,
                       tags=tags, metrics=metrics, params=params, run_doubt=run_doubt,
                       now=time.time(),
                       live_since=lambda where: history.live_since(name, version, where),
                       claimed=claimed)
     return verdict(config.policy, target, deployment, facts)
+
+
+def claimed_by_others(settings: Settings, config: PipelineConfig, env: str,
+                      deployment: ModelDeployment) -> dict[str, int]:
+    """{team: GPUs} the team's other deployments claim in ``env``, as the pipeline counts them
+    (core.verdict.claimed_elsewhere): what the target branch runs and the open proposals of the
+    state database's ledger would add. `policy check`, `forecast` and `rightsize` all judge and
+    bound with it, so none allows what the pipeline would deny. The forge and the state
+    database are asked only when a team quota is configured."""
+    from promoter.service import composition
+
+    return claimed_elsewhere(
+        config, lambda: composition.provider(settings), env, deployment,
+        lambda: StateLedger(composition.state_db(settings)).with_statuses(OPEN_PROPOSALS))

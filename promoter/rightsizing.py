@@ -28,6 +28,7 @@ from promoter.forecasting import (
     telemetry_of,
     zone,
 )
+from promoter.policy_check import claimed_by_others
 from promoter.ports.git import GitProvider, Proposal, ProposalResult
 from promoter.ports.metrics import MetricsSource, Series
 from promoter.settings import Settings
@@ -94,7 +95,10 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
 
 def report(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,
            metrics: MetricsSource, *, now: datetime, days: int,
-           tags: Mapping[str, str] | None = None) -> Report:
+           tags: Mapping[str, str] | None = None,
+           claimed: Mapping[str, int] | None = None) -> Report:
+    """The proposals, judged with ``claimed`` (the GPUs the team's other deployments claim
+    here; default: counted as the pipeline counts them, policy_check.claimed_by_others)."""
     spec = deployment.spec
     capacity = float(spec.scaling.target) if spec.scaling.metric == "rps" \
         else settings.forecast.requests_per_replica
@@ -108,7 +112,11 @@ def report(settings: Settings, deployment: ModelDeployment, target: EnvironmentT
     proposals = tuple(rightsize.propose(current, found, rules))
     decision = None
     if proposals:
-        decision = policy_verdict(settings, target, apply(deployment, proposals), tags or {}, now)
+        if claimed is None:
+            claimed = claimed_by_others(settings, settings.pipeline_config(), target.name,
+                                        deployment)
+        decision = policy_verdict(settings, target, apply(deployment, proposals), tags or {},
+                                  now, claimed)
     return Report(deployment, target.name, found, proposals,
                   gpu_hour_price(settings, spec.resources.gpu.type),
                   settings.telemetry.currency, decision, memory_is_evidence=not reserves)

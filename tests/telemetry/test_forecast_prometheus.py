@@ -95,6 +95,7 @@ def _config(tmp_path: Path, url: str, **extra: str) -> Path:
     gpu_types = extra.get("gpu_types", "[NVIDIA-L40S]")
     config = tmp_path / "promoter.yaml"
     config.write_text(f"""\
+state_dir: {tmp_path / "state"}
 prometheus: {{url: "{url}"}}
 forecast: {{timezone: {traces.TZ_NAME}, history_days: 21, requests_per_replica: 8{lead}}}
 telemetry: {{gpu_hour_prices: {{NVIDIA-L40S: 1.9}}}}
@@ -200,6 +201,30 @@ def test_max_replicas_are_bounded_by_the_team_gpu_quota(run_cli, tmp_path: Path,
     assert spec["maxReplicaCount"] == 5
     assert all(int(t["metadata"]["desiredReplicas"]) <= 5
                for t in spec["triggers"] if t["type"] == "cron")
+
+
+def test_max_replicas_are_bounded_by_what_the_teams_other_deployments_leave(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    """Another assistants model on the target branch claims 3 of the quota's 5 GPUs: the
+    pipeline would deny llm-chat at more than 2 replicas, and the forecast bounded it by the
+    whole quota (5), proposing a schedule the pipeline and the CI gate refuse."""
+    from promoter import rendering
+    from promoter.service import composition
+
+    config = _config(tmp_path, prometheus_url, quota="5")
+    settings = load_settings(config, environ={})
+    other = YAML(typ="safe").load(INTENT)
+    other["metadata"]["name"] = "other-chat"
+    other["spec"]["model"]["name"] = "other-chat"
+    other["spec"]["scaling"]["maxReplicas"] = 3
+    request = rendering.build_request(settings, other, "production", origin="other")
+    _merge_seed(composition.provider(settings), {
+        f"manifests/{path}": text
+        for path, text in rendering.renderer(settings).render(request).items()})
+    result = _forecast_json(run_cli, config)
+    spec = result["scaled_object"]["spec"]
+    assert spec["maxReplicaCount"] == 2
+    assert result["policy"] == []
 
 
 def test_a_proposal_that_breaks_a_guardrail_is_not_opened(run_cli, tmp_path: Path,

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from promoter.core.gates import GateFacts
 from promoter.core.intent import resolve_intent
-from promoter.forecasting import policy_verdict
+from promoter.core.verdict import verdict
+from promoter.forecasting import policy_verdict, quota_bounded_max
+from promoter.policy_check import claimed_by_others
+from promoter.ports.git import Proposal
 from promoter.settings import Settings
 
 SETTINGS = Settings.model_validate({
@@ -37,7 +42,7 @@ def _verdict(gpu_type: str, max_replicas: int) -> tuple[bool, list[str]]:
     deployment = resolve_intent(targets, _intent(gpu_type, max_replicas), "production",
                                 origin="test")
     decision = policy_verdict(SETTINGS, targets.environment("production"), deployment, {},
-                              datetime.now(UTC))
+                              datetime.now(UTC), {})
     return decision.allowed, decision.reasons
 
 
@@ -52,3 +57,50 @@ def test_placement_and_quota_still_judge_a_resize() -> None:
     assert not allowed
     assert any("NVIDIA-T4" in reason for reason in reasons)
     assert any("quota" in reason for reason in reasons)
+
+
+def test_a_resize_counts_the_teams_other_deployments_as_the_pipeline_does() -> None:
+    """Another risk deployment claims all 4 of risk's GPUs: the pipeline denies fraud at any
+    size, and forecast and rightsize judged it on the whole quota (allowed), and bounded its
+    replicas by it (4, not what is left)."""
+    targets = SETTINGS.targets()
+    target = targets.environment("production")
+    deployment = resolve_intent(targets, _intent("NVIDIA-A100-SXM4-80GB", 4), "production",
+                                origin="test")
+    claimed = {"risk": 4}
+    facts = GateFacts(model="Fraud", version="3", env="production",
+                      namespace="models-production", claimed=claimed)
+    pipeline = verdict(SETTINGS.pipeline_config().policy, target, deployment, facts)
+    resize = policy_verdict(SETTINGS, target, deployment, {}, datetime.now(UTC), claimed)
+    assert not pipeline.allowed and not resize.allowed
+    quota = [r.detail for r in resize.results if r.rule == "team gpu quota"]
+    assert quota == [r.detail for r in pipeline.results if r.rule == "team gpu quota"]
+    assert "its other deployments here (4)" in quota[0]
+    assert quota_bounded_max(SETTINGS, deployment, {"risk": 1}) == 3
+    assert quota_bounded_max(SETTINGS, deployment, claimed) == 1   # minReplicas: denied
+
+
+def test_a_resize_reads_the_claims_from_the_target_branch(tmp_path: Path) -> None:
+    """With no claims given, forecast and rightsize count them as the pipeline does
+    (core.verdict.claimed_elsewhere over the target branch and open proposals)."""
+    from promoter import rendering
+    from promoter.service import composition
+
+    settings = SETTINGS.model_copy(update={"state_dir": tmp_path / "state"})
+    other = _intent("NVIDIA-A100-SXM4-80GB", 3)
+    other["metadata"]["name"] = "fraud-2"
+    other["spec"]["model"]["name"] = "Fraud 2"
+    request = rendering.build_request(settings, other, "production", origin="other")
+    provider = composition.provider(settings)
+    seeded = provider.propose(Proposal(
+        model="Fraud 2", name="fraud-2", env="production", version="3", managed_prefixes=(),
+        files={f"manifests/{path}": text
+               for path, text in rendering.renderer(settings).render(request).items()},
+        title="seed", description="seed"))
+    assert seeded.mr_iid is not None
+    provider.merge(seeded.mr_iid, "alice")
+    deployment = resolve_intent(settings.targets(), _intent("NVIDIA-A100-SXM4-80GB", 4),
+                                "production", origin="test")
+    claimed = claimed_by_others(settings, settings.pipeline_config(), "production", deployment)
+    assert claimed == {"risk": 3}
+    assert quota_bounded_max(settings, deployment, claimed) == 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from promoter.core.config import PipelineConfig
 from promoter.core.gates import GateFacts
-from promoter.core.intent import resolve_intent
+from promoter.core.intent import build_request
 from promoter.core.lineage import run_of
 from promoter.core.policy import Decision
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
@@ -54,8 +54,12 @@ def check_policy(settings: Settings, subject: Subject) -> Decision:
         intent = load_intent_file(subject.intent_file)
     assert intent is not None  # the command requires one of the two
     origin = str(subject.intent_file or f"{subject.model} version {subject.version}")
-    deployment = resolve_intent(config.targets, intent, subject.env, origin=origin,
-                                model=model_ref)
+    # The pipeline's own check of the intent (core.intent.build_request: the resolved spec,
+    # then the environment's MIG profiles and the runtime's requirements), not only its
+    # shape: an intent the pipeline marks invalid is invalid here too (UserError, exit 1),
+    # never "allowed".
+    deployment = build_request(config.targets, intent, subject.env, origin=origin,
+                               model=model_ref).deployment
     from promoter.service import composition
 
     history = composition.audit_trail(settings)

@@ -56,6 +56,32 @@ def test_bad_input_is_exit_1_and_missing_arguments_exit_2(run_cli: Run, tmp_path
     assert code == 1 and "unknown environment 'moon'" in err
 
 
+def test_an_intent_the_pipeline_marks_invalid_is_invalid_here(run_cli: Run,
+                                                               tmp_path: Path) -> None:
+    """A MIG profile production's GPU nodes do not offer: the pipeline's build_request refuses
+    the intent (invalid), and `policy check` only resolved it and said "allowed"."""
+    from promoter.core.intent import build_request
+    from promoter.errors import UserError
+    from promoter.settings import load_settings
+
+    path = tmp_path / "promoter.yaml"
+    path.write_text(json.dumps({"environments": {"production": {
+        "trigger": {"alias": "production"}, "namespace": "models-production",
+        "mig_profiles": ["1g.10gb"]}}}))
+    document = json.loads(json.dumps(VALID))
+    document["spec"]["resources"] = {"gpu": {"count": 1, "type": "NVIDIA-A100-SXM4-80GB",
+                                             "mig": "7g.80gb"}}
+    intent = write_intent(tmp_path / "intent.yaml", document)
+    with pytest.raises(UserError) as pipeline:
+        build_request(load_settings(path, environ={}).targets(), document, "production",
+                      origin=str(intent))
+    code, out, err = run_cli("policy", "check", "--intent", str(intent), "--env", "production",
+                             "--config", str(path))
+    assert code == 1, out
+    assert pipeline.value.message in err
+    assert "'7g.80gb' is not a MIG profile the production GPU nodes offer (1g.10gb)" in err
+
+
 @pytest.mark.e2e
 def test_a_version_in_mlflow_is_checked_with_its_tags_and_metrics(
         run_cli: Run, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from promoter.ports.pipeline import DeployedState
@@ -21,7 +20,7 @@ from promoter.service.queue import JobQueue
 from promoter.settings import load_settings
 from tests.argocd.applications import application, notification
 from tests.argocd.test_argocd_hook import FailingStatusStore, Notes, RecordingRegistry
-from tests.fixtures.failing_state import post_then_probe
+from tests.fixtures.failing_state import post_then_probe, posts_then_probes
 
 SECRET = "s3cret-token"
 HEADERS = {"X-Promoter-Token": SECRET, "Content-Type": "application/json"}
@@ -69,21 +68,14 @@ def test_a_notification_recorded_after_a_state_failure_makes_the_replica_ready_a
     queue = JobQueue.open(settings.state_dir)
     app = create_app(settings, queue)
 
-    async def fail_then_record() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            answers = []
-            for cluster, failing in (("c1", "claim"), ("c2", "")):
-                store.failing = failing
-                body = notification("sync-succeeded",
-                                    application("fraud-detector", "production", cluster))
-                answers.append(await client.post("/webhooks/argocd", content=body,
-                                                 headers=HEADERS))
-                answers.append(await client.get("/readyz"))
-            return answers
+    def failing(write: str) -> Callable[[], None]:
+        return lambda: setattr(store, "failing", write)
 
     try:
-        failed, not_ready, recorded, ready = asyncio.run(fail_then_record())
+        failed, not_ready, recorded, ready = posts_then_probes(app, "/webhooks/argocd", [
+            (failing(write), notification("sync-succeeded", application(
+                "fraud-detector", "production", cluster)), HEADERS)
+            for cluster, write in (("c1", "claim"), ("c2", ""))])
     finally:
         queue.close()
     assert (failed.status_code, not_ready.status_code) == (503, 503), not_ready.text

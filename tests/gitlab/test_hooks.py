@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from promoter.core.mr_events import ForgeEvent, MergeRequestEvent, PipelineEvent
@@ -26,6 +24,7 @@ from tests.fixtures.failing_state import (
     FailingWrites,
     assert_unavailable_and_not_ready,
     post_then_probe,
+    posts_then_probes,
 )
 from tests.gitlab import trees
 from tests.gitlab.conftest import ENV, NAME, GitLabHarness, proposal
@@ -316,19 +315,13 @@ def test_a_delivery_recorded_after_a_state_failure_makes_the_replica_ready_again
                              setup.on_event)
     app = create_app(settings, queue, gitlab_hook=hook)
 
-    async def fail_then_record() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            answers = []
-            for failing in ("claim", ""):
-                deliveries.failing = failing
-                answers.append(await client.post("/webhooks/gitlab", headers=delivery.headers,
-                                                 content=json.dumps(delivery.payload)))
-                answers.append(await client.get("/readyz"))
-            return answers
+    def failing(write: str) -> Callable[[], None]:
+        return lambda: setattr(deliveries, "failing", write)
 
     try:
-        failed, not_ready, recorded, ready = asyncio.run(fail_then_record())
+        failed, not_ready, recorded, ready = posts_then_probes(app, "/webhooks/gitlab", [
+            (failing(write), json.dumps(delivery.payload), delivery.headers)
+            for write in ("claim", "")])
     finally:
         queue.close()
     assert (failed.status_code, not_ready.status_code) == (503, 503), not_ready.text

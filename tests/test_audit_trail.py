@@ -167,6 +167,28 @@ def test_entries_appended_after_a_half_written_line_stay_readable(tmp_path: Path
     assert trail.recorded_head().seq == 4  # type: ignore[union-attr]
 
 
+def test_an_entry_that_lost_only_its_newline_is_kept_and_chained_onto(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash (or a full disk) at the pending entry's last byte leaves it whole but without
+    its newline. Taken for a half line, it was passed over: the next append chained onto the
+    entry before it, a second entry 5 followed, and verify reported an insertion for good.
+    It parses, so only its newline is added, and the next entry follows it."""
+    trail = AuditTrail(tmp_path)
+    fill(trail)
+    crash_before_the_head_moves(monkeypatch)
+    with pytest.raises(_Crash):
+        trail.record("job.done", model="m", env="production", version="5")
+    monkeypatch.undo()
+    trail.path.write_bytes(trail.path.read_bytes().removesuffix(b"\n"))
+    restarted = AuditTrail(tmp_path)
+    assert restarted.verify() is None
+    restarted.record("job.created", model="m", env="staging", version="6")
+    assert restarted.verify() is None
+    assert [(e["seq"], e["version"]) for e in restarted.entries()] == [
+        (1, "1"), (2, "2"), (3, "3"), (4, "4"), (5, "5"), (6, "6")]
+    assert restarted.recorded_head().seq == 6  # type: ignore[union-attr]
+
+
 def append_elsewhere_once_the_head_is_read(monkeypatch: pytest.MonkeyPatch,
                                            state_dir: Path) -> threading.Thread:
     """Right after the reader reads audit.head, another process's handle on the trail (a

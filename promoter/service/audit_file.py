@@ -160,22 +160,49 @@ def append_point(tail: Head, last: dict[str, Any] | None, recorded: Head | None,
 
 
 def _end_torn_line(handle: IO[bytes], where: object) -> bool:
-    """End the trail's last line if an interrupted append (a crash, a full disk) left it half
-    written, so the next entry starts a line of its own: written onto the half line, it would
-    be unreadable too. The half line stays, for ``audit verify`` to report. True if it was."""
+    """End the trail's last line if it lacks its newline, so the next entry starts a line of
+    its own: written onto it, the next entry would be unreadable too. True if the line was
+    half written (an interrupted append: a crash, a full disk): it does not parse, and stays
+    for ``audit verify`` to report. A line that parses is a whole entry whose newline alone
+    was lost (the write cut off at its last byte) and is kept as it is: verify reads it, and
+    as the pending entry it is the chain's head; passed over, it would be forked."""
     end = handle.seek(0, os.SEEK_END)
     if end == 0:
         return False
     handle.seek(end - 1)
     if handle.read(1) == b"\n":
         return False
-    _log.error("the audit trail %s ends in a half-written line (an interrupted append); "
-               "ending it there so the next entry is a line of its own", where)
+    torn = not _is_entry(_last_line(handle, end))
+    if torn:
+        _log.error("the audit trail %s ends in a half-written line (an interrupted append); "
+                   "ending it there so the next entry is a line of its own", where)
+    else:
+        _log.warning("the audit trail %s ends in an entry without its newline (an append "
+                     "interrupted at its last byte); adding the newline", where)
     handle.seek(0, os.SEEK_END)
     handle.write(b"\n")
     handle.flush()
     os.fsync(handle.fileno())
-    return True
+    return torn
+
+
+def _last_line(handle: IO[bytes], end: int) -> bytes:
+    """The trail's last line (read back from ``end``, a chunk at a time)."""
+    start, tail = end, b""
+    while start > 0 and b"\n" not in tail:
+        start = max(0, start - _TAIL_CHUNK)
+        handle.seek(start)
+        tail = handle.read(end - start)
+    return tail.rsplit(b"\n", 1)[-1]
+
+
+def _is_entry(line: bytes) -> bool:
+    """Whether ``line`` is a whole JSON object: a write cut short never is, as the object
+    closes only at the line's last byte."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _tail(handle: IO[bytes], *, torn: bool = False) -> tuple[Head, dict[str, Any] | None]:

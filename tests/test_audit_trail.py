@@ -150,6 +150,34 @@ def test_an_entry_appended_without_moving_the_head_is_never_adopted(tmp_path: Pa
     assert trail.recorded_head().seq == 5  # type: ignore[union-attr]  # the forgery is not
 
 
+def crash_as_an_older_promoter_did(trail: AuditTrail) -> None:
+    """An append by a promoter from before heads named their pending entry, killed between
+    writing its entry and moving audit.head: the trail ends one entry past a head that has no
+    ``pending`` key at all."""
+    head = json.loads(trail.head_path.read_text())
+    trail.record("job.done", actor="test", model="m", env="production", version="old")
+    trail.head_path.write_text(json.dumps({"seq": head["seq"], "hash": head["hash"]}))
+
+
+def test_an_older_promoters_crash_entry_is_adopted_once_after_the_upgrade(
+        tmp_path: Path) -> None:
+    """That promoter adopted the entry such a crash left; the first one to name pending
+    entries reported it for good and forked the chain on its seq. A head without ``pending``
+    keeps the old rule until the next append writes a head that names one (null here): from
+    then on an entry appended without moving the head is never adopted again."""
+    trail = AuditTrail(tmp_path)
+    fill(trail)
+    crash_as_an_older_promoter_did(trail)
+    assert trail.verify() is None
+    trail.record("job.created", model="m", env="staging", version="6")
+    assert trail.verify() is None
+    assert [e["seq"] for e in trail.entries()] == [1, 2, 3, 4, 5, 6]
+    assert json.loads(trail.head_path.read_text())["pending"] is None
+    forge_after_the_last(trail)
+    finding = trail.verify()
+    assert finding is not None and finding.line == 7 and "without moving it" in finding.problem
+
+
 def test_entries_appended_after_a_half_written_line_stay_readable(tmp_path: Path) -> None:
     """An append cut off mid-line (a crash, a full disk) leaves no newline: the next entry was
     written onto the half line, both unreadable, so `audit show`, `audit live` and rollback

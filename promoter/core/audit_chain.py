@@ -28,6 +28,13 @@ class Head:
 
 
 EMPTY = Head(0, GENESIS)
+# The ``pending`` of a head written before heads named the entry being written after them
+# (an older promoter, which wrote the entry and then the head). A crash in between left the
+# trail one entry past such a head with nothing naming it, and that promoter took any one
+# entry chaining onto the head for it; so does ``settled`` for such a head, as it cannot tell
+# a crash's entry from a forgery (nor could the old promoter). Once only: the next append
+# writes a head that names its pending entry (or none), and that rule holds from then on.
+UNNAMED = Head(-1, "")
 
 
 def canonical(entry: Mapping[str, Any]) -> bytes:
@@ -69,13 +76,16 @@ def settled(recorded: Head | None, pending: Head | None,
     """The head a trail ending with the entry ``last`` really has: ``pending`` when ``last``
     is that entry and follows the recorded head (a crash between writing the entry and moving
     the head leaves the trail so: the head names the entry before it was written, and its
-    hash covers its ``prev``); ``recorded`` otherwise."""
+    hash covers its ``prev``); ``recorded`` otherwise. A head written before heads named
+    their pending entry (``UNNAMED``) settles on whichever entry follows it."""
     if recorded is None or pending is None or last is None or "hash" not in last:
         return recorded
     try:
         tail = head_of(last)
     except (KeyError, TypeError, ValueError):
         return recorded
+    if pending == UNNAMED:
+        pending = tail
     if tail == pending and pending.seq == recorded.seq + 1 and last.get("prev") == recorded.hash:
         return pending
     return recorded
@@ -170,7 +180,7 @@ def verify(lines: Iterable[str], recorded: Head | None = None,
             return Finding(at_recorded + 1, f"entries after the recorded head (seq "
                            f"{recorded.seq}) were appended without moving it: promoter names "
                            "each entry in the head before writing it, so it did not write "
-                           "them (unless a promoter from before that crashed right there)")
+                           "them")
         return Finding(number, f"the last entry is not the recorded head (seq {recorded.seq}, "
                        f"hash {recorded.hash[:12]}…)")
     return None

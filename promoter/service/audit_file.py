@@ -10,7 +10,9 @@ lines, so it never sees an entry whose head is not written yet. Both files are t
 ``pending`` (its seq and hash), then, once the entry is on disk, as the new head. A crash in
 between leaves the trail one entry ahead of the head, and that entry is the pending one: it is
 adopted (by the next append and by verify). An entry someone else appended is not pending, so
-it is never adopted, however well it is sealed.
+it is never adopted, however well it is sealed. The head always carries ``pending`` (null when
+no entry is being written): a head without it was written by a promoter from before, whose
+crash left its entry unnamed, and it adopts the one entry that chains onto it (``UNNAMED``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from promoter.core.audit_chain import EMPTY, Head, chain_onto, head_of, legacy_head, seal
+from promoter.core.audit_chain import (
+    EMPTY,
+    UNNAMED,
+    Head,
+    chain_onto,
+    head_of,
+    legacy_head,
+    seal,
+)
 from promoter.state.db import ensure_state_dir
 
 FILENAME = "audit.jsonl"
@@ -116,6 +126,8 @@ class FileChain:
             head = Head(int(data["seq"]), str(data["hash"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None, None
+        if "pending" not in data:
+            return head, UNNAMED  # written by a promoter from before pending entries were named
         try:
             pending = data["pending"]
             return head, Head(int(pending["seq"]), str(pending["hash"]))
@@ -123,7 +135,8 @@ class FileChain:
             return head, None
 
     def _write_head(self, head: Head, *, pending: Head | None = None) -> None:
-        data: dict[str, Any] = {"seq": head.seq, "hash": head.hash}
+        # "pending" is always written, null when none: its absence marks an older head.
+        data: dict[str, Any] = {"seq": head.seq, "hash": head.hash, "pending": None}
         if pending is not None:
             data["pending"] = {"seq": pending.seq, "hash": pending.hash}
         temporary = self.head_path.with_suffix(".tmp")

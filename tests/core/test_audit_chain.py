@@ -8,6 +8,7 @@ import pytest
 
 from promoter.core.audit_chain import (
     EMPTY,
+    UNNAMED,
     Head,
     chain_onto,
     head_of,
@@ -89,6 +90,21 @@ def test_only_the_entry_the_head_named_as_pending_may_follow_it() -> None:
         assert finding is not None and finding.line == 5 and "without moving" in finding.problem
         assert settled_head(lines, before, pending) == before
         assert chain_onto(last, json.loads(lines[-1]), before, pending) == before
+
+
+def test_a_head_from_before_pending_entries_were_named_adopts_the_entry_after_it() -> None:
+    """An older promoter wrote the entry, then the head, and named nothing: the one entry that
+    chains onto such a head (``UNNAMED``) is taken for a crash's, as that promoter took it;
+    one that does not chain onto it is still found."""
+    lines = trail()
+    before, last = head_of(json.loads(lines[-2])), recorded(lines)
+    assert verify(lines, before, UNNAMED) is None
+    assert settled_head(lines, before, UNNAMED) == last
+    assert chain_onto(last, json.loads(lines[-1]), before, UNNAMED) == last
+    older = head_of(json.loads(lines[-3]))
+    finding = verify(lines, older, UNNAMED)
+    assert finding is not None and "without moving" in finding.problem
+    assert chain_onto(last, json.loads(lines[-1]), older, UNNAMED) == older
 
 
 def test_an_entry_inserted_before_the_next_is_named() -> None:

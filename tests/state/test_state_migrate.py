@@ -139,19 +139,28 @@ def test_state_migrate_refuses_a_url_libpq_would_refuse(run_cli: Run, tmp_path: 
     assert "password" not in err
 
 
+@pytest.mark.parametrize("promoter", ["current", "older"])
 def test_state_migrate_copies_an_entry_a_crash_left_before_its_head_moved(
         run_cli: Run, tmp_path: Path, postgres_url: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The files' head names the entry a crash wrote but did not confirm; the database keeps
-    no such note, so the copy records that entry as its head and verifies."""
-    from tests.test_audit_trail import _Crash, crash_before_the_head_moves
+        monkeypatch: pytest.MonkeyPatch, promoter: str) -> None:
+    """The files' head names the entry a crash wrote but did not confirm (or, written by a
+    promoter from before such names, names none, and the entry chains onto it); the database
+    keeps no such note, so the copy records that entry as its head and verifies."""
+    from tests.test_audit_trail import (
+        _Crash,
+        crash_as_an_older_promoter_did,
+        crash_before_the_head_moves,
+    )
 
     state_dir = tmp_path / "state"
     fill_sqlite_state(state_dir)
-    with monkeypatch.context() as patched:
-        crash_before_the_head_moves(patched)
-        with pytest.raises(_Crash):
-            AuditTrail(state_dir).record("job.done", actor="test", n=5)
+    if promoter == "older":
+        crash_as_an_older_promoter_did(AuditTrail(state_dir))
+    else:
+        with monkeypatch.context() as patched:
+            crash_before_the_head_moves(patched)
+            with pytest.raises(_Crash):
+                AuditTrail(state_dir).record("job.done", actor="test", n=5)
     code, _, err = run_cli("state", "migrate", "--to", postgres_url)
     assert code == 0, err
     target = PostgresStateDB.connect(StateUrl(postgres_url), state_dir=state_dir)

@@ -104,8 +104,10 @@ regions, replicas, team, namespace) against promoter.yaml's placement policy: al
 and regions of the environment named by the overlay directory, policy.teams, and the team GPU
 quota, which is judged on the sum over every overlay under the directories (give the whole
 manifests tree, as CI does). With --changed-from REV only the overlays the commits since REV can
-affect are judged: an overlay's own files (at any depth) select it, a model's other files (its
-base/) select all its overlays, any other file under the directories selects every overlay.
+affect are judged: every overlay whose kustomizations (followed through every one they reach)
+name a changed path or a directory holding it, in any model's directory; and, as before, an
+overlay's own files (at any depth) select it, a model's other files (its base/) select all its
+overlays, any other file under the directories selects every overlay.
 Exit 0 when every judged overlay is allowed, 4 when one is denied. Rules on MLflow facts
 (required tags, metric gates) are not checked: the manifests do not carry them.
 """

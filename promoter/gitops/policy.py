@@ -37,7 +37,11 @@ from promoter.core.policy import (
 from promoter.core.policy_scope import GpuClaim, overlays_to_check, team_quota_totals
 from promoter.core.spec import ModelDeployment
 from promoter.errors import PromoterError, UserError
-from promoter.gitops.references import manifests_tree, refuse_references_outside
+from promoter.gitops.references import (
+    manifests_tree,
+    reached_paths,
+    refuse_references_outside,
+)
 from promoter.settings import Settings
 from promoter.validation import find_overlays
 
@@ -123,10 +127,17 @@ def check_tree(settings: Settings, roots: list[Path], build: Callable[[Path], st
 def changed_overlays(roots: list[Path], changed: list[Path]) -> list[Path]:
     """The overlays under ``roots`` that the ``changed`` files (absolute paths: what the
     commits since a revision changed, in CI the merge request's diff base) can affect, by
-    core.policy_scope's rules."""
+    core.policy_scope's rules: each overlay's kustomizations are walked once
+    (gitops.references) for the paths it reaches, so a change to another model's directory
+    that an overlay reads selects it too."""
     changed_paths = [path.as_posix() for path in changed]
-    overlays = [overlay.resolve().as_posix() for root in roots for overlay in find_overlays(root)]
+    # Every root's overlays in each root's selection, as before: an overlay of one root may
+    # read a path under another.
+    reached = {overlay.resolve().as_posix():
+               sorted(path.as_posix()
+                      for path in reached_paths(overlay, manifests_tree(overlay, root)))
+               for root in roots for overlay in find_overlays(root)}
     selected = {path for root in roots
-                for path in overlays_to_check(changed_paths, overlays,
-                                              root.resolve().as_posix())}
+                for path in overlays_to_check(changed_paths, list(reached),
+                                              root.resolve().as_posix(), reached)}
     return sorted(Path(path) for path in selected)

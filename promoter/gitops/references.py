@@ -6,6 +6,8 @@ outside the tree (``components: [../../../../ext/gpu]``) would let a later merge
 edits only that path change what the overlay deploys, unchecked. So every local path an
 overlay's kustomization names, and those of every kustomization it reaches, must resolve
 (symbolic links followed) inside the tree; the first that does not is refused, fail closed.
+The same walk tells which overlays a merge request's changes reach (``reached_paths``): an
+overlay may read another model's directory, which selection by layout alone missed.
 
 A reference that does not exist in the checkout is left to kustomize, as before: a remote one
 (a URL, ``github.com/org/repo//dir?ref=v1``) it fetches and the gate judges what it built; a
@@ -14,6 +16,8 @@ missing local one fails the build, which the gate denies.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,29 @@ def _inside(path: Path, tree: Path) -> bool:
 
 def refuse_references_outside(overlay: Path, tree: Path) -> None:
     """UserError naming the first local path outside ``tree`` that ``overlay`` reads."""
+    for _ in _walk(overlay, tree):
+        pass
+
+
+def reached_paths(overlay: Path, tree: Path) -> set[Path]:
+    """Every directory ``overlay`` walks and every local path its kustomizations name, both as
+    written (normalised) and resolved: what a change must touch to change what it builds
+    (core.policy_scope). A missing path is kept too: a merge request may have deleted it. The
+    walk stops at a path outside the tree or an unreadable kustomization, keeping what it
+    reached until then: the policy check denies such an overlay, naming why."""
+    found: set[Path] = set()
+    try:
+        for path in _walk(overlay, tree):
+            found.add(path)
+    except UserError:
+        pass
+    return found
+
+
+def _walk(overlay: Path, tree: Path) -> Iterator[Path]:
+    """The paths ``overlay`` reaches (see reached_paths), each directory before its
+    kustomization is read; UserError at the first one outside ``tree``. The one walk both the
+    refusal and the overlay selection use, so they cannot disagree on what an overlay reads."""
     tree = tree.resolve()
     pending, seen = [overlay], set()
     while pending:
@@ -59,11 +86,14 @@ def refuse_references_outside(overlay: Path, tree: Path) -> None:
         if not _inside(real, tree):
             raise UserError(f"{directory} resolves to {real}, outside the manifests tree "
                             f"{tree}, which the CI gate does not watch")
+        yield from (_written(directory), real)
         found = _kustomization(real)
         if found is None:
             continue
         for reference in referenced_paths(_load(found)):
             target = real / reference
+            # As written too: a symbolic link on the way is itself a file a change can edit.
+            yield _written(target)
             if not target.exists():
                 continue    # remote, or missing: kustomize fetches it or fails the build
             resolved = target.resolve()
@@ -73,8 +103,14 @@ def refuse_references_outside(overlay: Path, tree: Path) -> None:
                     f"tree {tree}: the CI gate runs on, and judges, changes under the tree "
                     "only, so a merge request editing that path would change what this "
                     "overlay deploys unchecked; move it under the tree")
+            yield resolved
             if resolved.is_dir():
                 pending.append(resolved)
+
+
+def _written(path: Path) -> Path:
+    """``path`` absolute, ``..`` and ``.`` removed without following symbolic links."""
+    return Path(os.path.normpath(path.absolute()))
 
 
 def _load(path: Path) -> Any:

@@ -66,3 +66,47 @@ def test_the_quota_sums_every_overlay_of_a_team_per_environment() -> None:
 def test_a_team_without_an_entry_gets_the_default_quota() -> None:
     claims = [GpuClaim("m/a/overlays/production", "unknown", "production", 4)]
     assert not team_quota_totals(claims, {}, 2)[("unknown", "production")].passed
+
+
+# What each overlay reaches (gitops.references.reached_paths): chat's production overlay reads a
+# component in fraud's model directory and a patch file of fraud's staging overlay.
+REACHED = {
+    "manifests/chat/overlays/production": [
+        "manifests/chat/overlays/production", "manifests/chat/base",
+        "manifests/fraud/gpu", "manifests/fraud/overlays/staging/cap.yaml"],
+    "manifests/chat/overlays/staging": ["manifests/chat/overlays/staging", "manifests/chat/base"],
+}
+
+
+def reach(*changed: str) -> list[str]:
+    return overlays_to_check(changed, OVERLAYS, TREE, REACHED)
+
+
+def test_a_path_of_another_model_that_an_overlay_reaches_selects_it() -> None:
+    fraud = ["manifests/fraud/overlays/production", "manifests/fraud/overlays/staging"]
+    assert reach("manifests/fraud/gpu/kustomization.yaml") == \
+        ["manifests/chat/overlays/production", *fraud]
+    # another overlay's own file, named by chat's production overlay
+    assert reach("manifests/fraud/overlays/staging/cap.yaml") == \
+        ["manifests/chat/overlays/production", "manifests/fraud/overlays/staging"]
+
+
+def test_a_deleted_path_under_a_reached_directory_selects_the_overlay() -> None:
+    # gone from the tree the walk read, but its directory is still reached
+    assert "manifests/chat/overlays/production" in reach("manifests/fraud/gpu/old-patch.yaml")
+
+
+def test_a_changed_path_above_a_reached_one_selects_the_overlay() -> None:
+    # a symbolic link (git lists it as a file) on the way to what the overlay reads
+    reached = {"manifests/chat/overlays/production": ["manifests/fraud/link/gpu"]}
+    assert "manifests/chat/overlays/production" in overlays_to_check(
+        ["manifests/fraud/link"], OVERLAYS, TREE, reached)
+
+
+def test_what_no_other_overlay_reaches_selects_by_layout_as_before() -> None:
+    assert reach("manifests/fraud/overlays/production/kustomization.yaml") == \
+        ["manifests/fraud/overlays/production"]
+    assert reach("manifests/chat/base/a.yaml") == \
+        ["manifests/chat/overlays/production", "manifests/chat/overlays/staging"]
+    assert reach("manifests/components/gpu/kustomization.yaml") == sorted(OVERLAYS)
+    assert reach("README.md") == []

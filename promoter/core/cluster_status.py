@@ -56,6 +56,10 @@ class ClusterStatus:
     revision: str | None
     since: str | None         # when Argo CD made this observation (observed_at), UTC
     application: str
+    # When the health last changed (status.health.lastTransitionTime), UTC: orders two
+    # observations with one reconciledAt, which Argo CD bumps only when it compares with git,
+    # not when a resource event changes the health. None: not sent (older template or Argo CD).
+    health_changed_at: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -76,7 +80,7 @@ def _get(data: Any, *path: str) -> Any:
 
 
 _TEXT_FIELDS = ("event", "model", "environment", "application", "cluster", "server", "sync",
-                "health", "revision", "reconciledAt")
+                "health", "revision", "reconciledAt", "healthChangedAt")
 
 
 def _text(value: Any) -> str | None:
@@ -125,7 +129,9 @@ def from_application(application: Mapping[str, Any]) -> ClusterStatus | None:
         health=_text(_get(application, "status", "health", "status")) or "Unknown",
         revision=_text(_get(application, "status", "sync", "revision")),
         since=observed_at(_get(application, "status", "reconciledAt")),
-        application=_text(_get(application, "metadata", "name")) or "unknown")
+        application=_text(_get(application, "metadata", "name")) or "unknown",
+        health_changed_at=observed_at(_get(application, "status", "health",
+                                           "lastTransitionTime")))
 
 
 @dataclass(frozen=True)
@@ -136,8 +142,10 @@ class Notification:
     @property
     def dedupe_key(self) -> str:
         s = self.status
+        # The health's change time too: Healthy, Degraded, Healthy again within one
+        # reconciledAt are three reports, and the third is not a re-delivery of the first.
         return "\x1f".join([self.event, s.application, s.cluster, s.sync, s.health,
-                            s.revision or "", s.since or ""])
+                            s.revision or "", s.since or "", s.health_changed_at or ""])
 
 
 def from_notification(body: Any) -> Notification:
@@ -166,7 +174,10 @@ def from_notification(body: Any) -> Notification:
     return Notification(event, ClusterStatus(
         name=name, env=env, cluster=cluster, sync=_text(body.get("sync")) or "Unknown",
         health=_text(body.get("health")) or "Unknown", revision=_text(body.get("revision")),
-        since=since, application=application))
+        since=since, application=application,
+        # Absent from bodies of templates before it was added: then unordered (ties, see
+        # promoter.service.cluster_status_store).
+        health_changed_at=observed_at(body.get("healthChangedAt"))))
 
 
 def worst(values: Iterable[str], order: tuple[str, ...]) -> str:

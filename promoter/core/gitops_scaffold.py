@@ -111,6 +111,7 @@ def notification_body(event: str) -> str:
         "revision": "{{.app.status.sync.revision}}",
         "health": "{{.app.status.health.status}}",
         "reconciledAt": "{{.app.status.reconciledAt}}",
+        "healthChangedAt": "{{.app.status.health.lastTransitionTime}}",
     }
     return "{" + ", ".join(f'"{key}": "{value}"' for key, value in fields.items()) + "}"
 

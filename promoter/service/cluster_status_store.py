@@ -101,17 +101,45 @@ class StatusStore:
 
 def _rows(conn: Connection, name: str, env: str) -> list[ClusterStatus]:
     found = conn.execute(
-        "SELECT name, env, cluster, sync, health, revision, since, application "
-        "FROM cluster_status WHERE name = ? AND env = ? ORDER BY cluster", (name, env)).fetchall()
+        "SELECT name, env, cluster, sync, health, revision, since, application, "
+        "health_changed_at FROM cluster_status WHERE name = ? AND env = ? ORDER BY cluster",
+        (name, env)).fetchall()
     return [ClusterStatus(*row) for row in found]
+
+
+# When an observation replaces the stored row of its cluster. Argo CD notifications arrive late
+# or out of order (retries after a 5xx, two controllers), and a listing can be older than a
+# notification already stored: ordered by reconciledAt (``since``), then, within one
+# reconciledAt (Argo CD bumps it only when it compares with git, not when a resource event
+# changes the health), by status.health.lastTransitionTime. Two observations neither orders
+# (same times, or a time missing: an older template) are a tie, settled the safe way: a report
+# that is Synced and Healthy does not replace one that is not, since taking it blindly could
+# tag `deployed` over a Degraded report that came first in fact; the next refresh (a newer
+# reconciledAt) settles it. A row without a time never replaces one with a time.
+_READY = "excluded.sync = 'Synced' AND excluded.health = 'Healthy'"
+_STORED_READY = "cluster_status.sync = 'Synced' AND cluster_status.health = 'Healthy'"
+_REPLACES = (
+    "cluster_status.since IS NULL OR excluded.since > cluster_status.since "
+    "OR (excluded.since = cluster_status.since AND ("
+    " (excluded.health_changed_at IS NOT NULL AND cluster_status.health_changed_at IS NOT NULL"
+    "  AND excluded.health_changed_at > cluster_status.health_changed_at)"
+    " OR ((excluded.health_changed_at IS NULL OR cluster_status.health_changed_at IS NULL"
+    "      OR excluded.health_changed_at = cluster_status.health_changed_at)"
+    f"     AND NOT ({_READY} AND NOT ({_STORED_READY})))))")
+# Built from this module's constants only.
+_UPSERT = (
+    "INSERT INTO cluster_status (name, env, cluster, sync, health, revision, since, "  # noqa: S608
+    "application, health_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (name, env, cluster) DO UPDATE SET "
+    "sync = excluded.sync, health = excluded.health, revision = excluded.revision, "
+    "since = excluded.since, application = excluded.application, "
+    f"health_changed_at = excluded.health_changed_at WHERE {_REPLACES}")
 
 
 def _store(conn: Connection, name: str, env: str, rows: list[ClusterStatus], *,
            complete: bool) -> None:
-    """Upsert ``rows``, each only over an observation that is not newer: Argo CD's
-    notifications can arrive late or out of order (retries, two controllers), and a listing
-    can be older than a notification already stored. A row without a time never replaces one
-    with a time. ``complete``: the rows are every cluster of (name, env); the others go."""
+    """Upsert ``rows``, each only over an observation it is not older than (``_REPLACES``).
+    ``complete``: the rows are every cluster of (name, env); the others go."""
     if complete:
         stored = conn.execute("SELECT cluster FROM cluster_status WHERE name = ? AND env = ?",
                               (name, env)).fetchall()
@@ -120,13 +148,9 @@ def _store(conn: Connection, name: str, env: str, rows: list[ClusterStatus], *,
             conn.executemany("DELETE FROM cluster_status WHERE name = ? AND env = ? AND "
                              "cluster = ?", [(name, env, cluster) for cluster in gone])
     conn.executemany(
-        "INSERT INTO cluster_status VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (name, env, cluster) DO UPDATE SET "
-        "sync = excluded.sync, health = excluded.health, revision = excluded.revision, "
-        "since = excluded.since, application = excluded.application "
-        "WHERE cluster_status.since IS NULL OR excluded.since >= cluster_status.since",
-        [(r.name, r.env, r.cluster, r.sync, r.health, r.revision, r.since, r.application)
-         for r in rows])
+        _UPSERT,
+        [(r.name, r.env, r.cluster, r.sync, r.health, r.revision, r.since, r.application,
+          r.health_changed_at) for r in rows])
 
 
 def _observe_summary(conn: Connection, name: str, env: str, digest: str,

@@ -175,6 +175,11 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE d.name = deployment_names.name AND d.model = deployment_names.model
           AND d.status <> 'decommissioned');
     """,
+    # 8: when each cluster's health last changed (Argo CD's status.health.lastTransitionTime),
+    # ordering two observations with one reconciledAt (promoter.service.cluster_status_store).
+    """
+    ALTER TABLE cluster_status ADD COLUMN health_changed_at TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -26,7 +26,8 @@ def _upstream(name: str) -> dict[str, Any]:
 
 def application(name: str, env: str, cluster: str, *, sync: str = "Synced",
                 health: str = "Healthy", revision: str = REVISION,
-                reconciled_at: str = "2024-03-05T07:33:04Z") -> dict[str, Any]:
+                reconciled_at: str = "2024-03-05T07:33:04Z",
+                health_changed_at: str | None = None) -> dict[str, Any]:
     app = copy.deepcopy(_upstream("application-synced-healthy.yaml"))
     metadata = app["metadata"]
     metadata["name"] = f"{name}-{env}-{cluster}"
@@ -40,6 +41,8 @@ def application(name: str, env: str, cluster: str, *, sync: str = "Synced",
     status["sync"]["revision"] = revision
     status["health"] = copy.deepcopy(_upstream("application-degraded.yaml")["status"]["health"]
                                       if health == "Degraded" else {"status": health})
+    if health_changed_at is not None:   # Argo CD's status.health.lastTransitionTime (CRD)
+        status["health"]["lastTransitionTime"] = health_changed_at
     status["reconciledAt"] = reconciled_at
     status["operationState"]["finishedAt"] = reconciled_at
     return app

@@ -449,6 +449,33 @@ def test_degraded_cluster_is_reported_and_not_deployed(parts: dict) -> None:
     assert "degraded" in parts["notes"].notes[(3, "Argo CD status")].splitlines()[0]
 
 
+def test_a_healthy_report_retried_after_a_degraded_one_of_one_refresh_is_not_deployed(
+        parts: dict) -> None:
+    # One reconciledAt for both (Argo CD bumps it only on a comparison with git); the
+    # Degraded report arrives first, the earlier Healthy one last (retried after a 503).
+    handler, registry = parts["handler"], parts["registry"]
+    degraded = application("fraud-detector", "production", "gpu-eu-1", health="Degraded")
+    assert _post(handler, "health-degraded", degraded)[1]["deployed"] is False
+    status, answer = _post(handler, "health-healthy",
+                           application("fraud-detector", "production", "gpu-eu-1"))
+    assert (status, answer["deployed"], answer["environment_health"]) == \
+        (200, False, "Degraded")
+    assert "promoter.production.status" not in registry.tags[("Fraud Detector", "7")]
+
+
+def test_healthy_again_within_one_refresh_is_not_taken_for_a_redelivery(parts: dict) -> None:
+    handler, registry = parts["handler"], parts["registry"]
+    for health, changed in (("Healthy", "2024-03-05T07:33:04Z"),
+                            ("Degraded", "2024-03-05T07:40:00Z"),
+                            ("Healthy", "2024-03-05T07:45:00Z")):
+        status, answer = _post(handler, f"health-{health.lower()}", application(
+            "fraud-detector", "production", "gpu-eu-1", health=health,
+            health_changed_at=changed))
+        assert (status, answer["status"], answer["environment_health"]) == \
+            (200, "recorded", health)
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Healthy"
+
+
 def test_bad_or_missing_secret_is_401_and_changes_nothing(parts: dict) -> None:
     app = application("fraud-detector", "production", "gpu-eu-1")
     assert _post(parts["handler"], "sync-succeeded", app, token="wrong")[0] == 401

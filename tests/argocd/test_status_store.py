@@ -66,6 +66,57 @@ def test_a_late_older_notification_does_not_replace_a_newer_status(
     assert store.rows("fraud-detector", "production") == [later]
 
 
+def _changed(health: str, changed_at: str | None) -> ClusterStatus:
+    row = from_application(application("fraud-detector", "production", "gpu-eu-1",
+                                       health=health, reconciled_at="2026-01-01T10:00:00Z",
+                                       health_changed_at=changed_at))
+    assert row is not None
+    return row
+
+
+def test_within_one_reconciled_at_the_health_change_time_orders_observations(
+        state_backend: StateBackend, tmp_path: Path) -> None:
+    # Argo CD bumps reconciledAt only when it compares with git: a pod crash-looping after the
+    # sync makes Degraded under the same reconciledAt, with a later lastTransitionTime.
+    feedback, store, registry = _feedback(state_backend, tmp_path)
+    degraded = _changed("Degraded", "2026-01-01T10:03:00Z")
+    feedback.observe("fraud-detector", "production", [degraded], complete=False, actor="argocd")
+    # The Healthy report from before, delivered last (Argo CD retried it after a 503).
+    status = feedback.observe("fraud-detector", "production",
+                              [_changed("Healthy", "2026-01-01T10:01:00Z")],
+                              complete=False, actor="argocd")
+    assert store.rows("fraud-detector", "production") == [degraded]
+    assert not status.deployed
+    assert "promoter.production.status" not in registry.tags[("Fraud Detector", "7")]
+    # Healthy again, later still: it replaces the Degraded report.
+    healthy = _changed("Healthy", "2026-01-01T10:09:00Z")
+    status = feedback.observe("fraud-detector", "production", [healthy], complete=False,
+                              actor="argocd")
+    assert store.rows("fraud-detector", "production") == [healthy] and status.deployed
+
+
+def test_observations_nothing_orders_never_let_the_healthy_one_win(
+        state_backend: StateBackend, tmp_path: Path) -> None:
+    # No health change time (a template from before it was sent): the two cannot be ordered.
+    feedback, store, registry = _feedback(state_backend, tmp_path)
+    degraded = _changed("Degraded", None)
+    feedback.observe("fraud-detector", "production", [degraded], complete=False, actor="argocd")
+    status = feedback.observe("fraud-detector", "production", [_changed("Healthy", None)],
+                              complete=False, actor="argocd")
+    assert store.rows("fraud-detector", "production") == [degraded] and not status.deployed
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Degraded"
+    # The other way round a worse report does replace a Synced/Healthy one.
+    healthy = _row("gpu-us-1", "Healthy", "2026-01-01T10:00:00Z")
+    feedback.observe("fraud-detector", "production", [healthy], complete=False, actor="argocd")
+    worse = _row("gpu-us-1", "Progressing", "2026-01-01T10:00:00Z")
+    feedback.observe("fraud-detector", "production", [worse], complete=False, actor="argocd")
+    assert store.rows("fraud-detector", "production") == [degraded, worse]
+    # The next refresh (a newer reconciledAt) settles it.
+    settled = _row("gpu-eu-1", "Healthy", "2026-01-01T10:05:00Z")
+    feedback.observe("fraud-detector", "production", [settled], complete=False, actor="argocd")
+    assert store.rows("fraud-detector", "production")[0] == settled
+
+
 def test_a_listing_keeps_newer_rows_and_drops_clusters_no_longer_targeted(
         state_backend: StateBackend, tmp_path: Path) -> None:
     feedback, store, _ = _feedback(state_backend, tmp_path)

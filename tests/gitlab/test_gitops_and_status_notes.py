@@ -54,9 +54,11 @@ def test_status_note_is_one_comment_edited_in_place(harness: Harness, tmp_path: 
     feedback = ClusterFeedback(StatusStore(tmp_path / "state"), ledger,
                                AuditTrail(tmp_path / "state"), None,
                                harness.provider.forge, harness.provider)
-    for health in ("Progressing", "Healthy"):
+    # One reconciledAt: the health's change time orders the two (cluster_status_store).
+    for health, changed in (("Progressing", "2024-03-05T07:33:04Z"),
+                            ("Healthy", "2024-03-05T07:35:00Z")):
         row = from_application(application("fraud-detector", "production", "gpu-eu-1",
-                                           health=health))
+                                           health=health, health_changed_at=changed))
         assert row is not None
         feedback.observe("fraud-detector", "production", [row], complete=True, actor="test")
     slug = NOTE_HEADING.lower().replace(" ", "-")

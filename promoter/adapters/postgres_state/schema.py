@@ -165,6 +165,10 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE d.name = deployment_names.name AND d.model = deployment_names.model
           AND d.status <> 'decommissioned');
     """,
+    # 5: as SQLite's 8: when each cluster's health last changed.
+    """
+    ALTER TABLE cluster_status ADD COLUMN health_changed_at TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables with an identity column: `state migrate` moves their sequence past the copied ids.

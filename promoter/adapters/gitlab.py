@@ -304,6 +304,7 @@ def to_merge_request(data: dict[str, Any]) -> MergeRequest:
         labels=tuple(data.get("labels") or ()),
         version=marker_version(data.get("description")),
         merge_commit_sha=data.get("merge_commit_sha"),
+        squash_commit_sha=data.get("squash_commit_sha"),
         detailed_merge_status=data.get("detailed_merge_status"),
         auto_merge=bool(data.get("merge_when_pipeline_succeeds")),
         closed_by=_username(data.get("closed_by")))

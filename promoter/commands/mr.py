@@ -118,7 +118,8 @@ def show_mr(ctx: typer.Context, iid: Annotated[int, typer.Argument(help="MR numb
                f"  approvals:  {len(mr.approved_by)}/{mr.approvals_required} "
                f"{', '.join(mr.approved_by)}\n"
                f"  auto-merge: {'yes' if mr.auto_merge else 'no'}\n"
-               f"  merged as:  {mr.merge_commit_sha or '-'}\n\n{mr.description}")
+               f"  merged as:  {mr.merge_commit_sha or mr.squash_commit_sha or '-'}\n\n"
+               f"{mr.description}")
     for note in notes:
         typer.echo(f"---\n{note}")
 

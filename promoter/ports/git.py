@@ -105,12 +105,22 @@ class MergeRequest:
     version: str | None = None            # from promoter's marker in the description
     approvals_required: int = 0
     approved_by: tuple[str, ...] = ()
-    merge_commit_sha: str | None = None
+    merge_commit_sha: str | None = None   # None for a fast-forward merge (GitLab ff method)
+    # The squash commit GitLab made when squashing: with the fast-forward method it, not a
+    # merge commit, is what lands on the target branch.
+    squash_commit_sha: str | None = None
     detailed_merge_status: str | None = None
     auto_merge: bool = False
     # Who closed it (GitLab's ``closed_by``): tells promoter's own closes from a reviewer's
     # who retitled the MR as promoter would. None: not closed, or the forge does not say.
     closed_by: str | None = None
+
+    @property
+    def landed_commit(self) -> str | None:
+        """The commit the merge put on the target branch, which every later revision of it
+        contains: the merge commit, else the squash commit (fast-forward with squash), else
+        the head itself (a plain fast-forward)."""
+        return self.merge_commit_sha or self.squash_commit_sha or self.head_sha
 
 
 @dataclass(frozen=True)

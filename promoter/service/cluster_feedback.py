@@ -136,9 +136,10 @@ class ClusterFeedback:
         return _Judgement(deployment, self._change_carriers(deployment), unverified)
 
     def _change_carriers(self, deployed: DeployedState) -> _ChangeCarriers | Carries | None:
-        """Whether a revision contains ``deployed``'s merged MR: its merge commit (or head,
-        for a fast-forward) is that revision or an ancestor of it; never while the MR is not
-        merged; None when promoter cannot tell (no MR known, or no provider)."""
+        """Whether a revision contains ``deployed``'s merged MR: the commit its merge landed
+        (merge commit, squash commit, or head for a fast-forward: MergeRequest.landed_commit)
+        is that revision or an ancestor of it; never while the MR is not merged; None when
+        promoter cannot tell (no MR known, or no provider)."""
         if deployed.mr_iid is None or self.merge_requests is None:
             return None
         try:
@@ -147,7 +148,7 @@ class ClusterFeedback:
             return None
         if mr.state != "merged":
             return _never
-        commit = mr.merge_commit_sha or mr.head_sha
+        commit = mr.landed_commit
         return _ChangeCarriers(commit, self.forge) if commit else None
 
     def observe(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,

@@ -16,7 +16,7 @@ from promoter.service.cluster_status_store import StatusStore
 from promoter.service.ledger import StateLedger
 from promoter.settings import load_settings
 from tests.argocd.applications import application
-from tests.gitlab.conftest import Harness, bot_notes, proposal
+from tests.gitlab.conftest import GitLabHarness, Harness, bot_notes, make_standin, proposal
 from tests.signing.conftest import key_path
 
 
@@ -118,3 +118,40 @@ def test_deployed_when_each_cluster_synced_a_revision_containing_the_merge(
     assert observe("gpu-eu-1", merge_commit)
     assert observe("gpu-us-1", later)
     assert not observe("gpu-us-1", before)   # a revision without the change is not deployed
+
+
+def test_deployed_after_a_fast_forward_merge_with_squash(tmp_path: Path) -> None:
+    """GitLab's fast-forward merge method with squash: no merge commit (merge_commit_sha
+    null); the squash commit (squash_commit_sha) is what lands on main, and the MR's head is
+    on no revision of main at all."""
+    standin = make_standin(tmp_path, per_page=2)
+    try:
+        harness = GitLabHarness(standin, tmp_path)
+        standin.squash_merges = True
+        opened = harness.provider.propose(proposal("7"))
+        iid = opened.mr_iid
+        assert iid is not None and opened.head_sha
+        for reviewer in ("alice", "bob"):
+            harness.approve(iid, reviewer)
+        if harness.provider.get(iid).state != "merged":
+            harness.merge(iid, opened.head_sha)
+        squashed = standin.repo.head("main")
+        assert squashed and standin.project.mrs[iid].merge_commit_sha is None
+        forge = harness.provider.forge
+        assert not forge.is_ancestor(opened.head_sha, squashed)
+        later = harness.human_commit("main", "README.md", "# GitOps, with another model\n")
+
+        ledger = StateLedger(tmp_path / "state")
+        ledger.put(DeployedState("Fraud Detector", "production", "fraud-detector", "7",
+                                 "merged", iid, opened.head_sha))
+        feedback = ClusterFeedback(StatusStore(tmp_path / "state"), ledger,
+                                   AuditTrail(tmp_path / "state"), None, forge,
+                                   harness.provider)
+        rows = [from_application(application("fraud-detector", "production", cluster,
+                                             revision=revision))
+                for cluster, revision in (("gpu-eu-1", squashed), ("gpu-us-1", later))]
+        assert all(rows)
+        assert feedback.observe("fraud-detector", "production", [r for r in rows if r],
+                                complete=True, actor="test").deployed
+    finally:
+        standin.stop()

@@ -136,16 +136,19 @@ class GitRepo:
         blob = self.git("hash-object", "-w", "--stdin", input=content).strip()
         self.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
 
-    def merge(self, target: str, source: str, message: str) -> str | None:
-        """A real merge commit of ``source`` into ``target``; None on conflicts."""
+    def merge(self, target: str, source: str, message: str, *,
+              squash: bool = False) -> str | None:
+        """A real merge commit of ``source`` into ``target`` (``squash``: one commit of the
+        merged tree on ``target`` alone, as GitLab's squash then fast-forward); None on
+        conflicts."""
         target_sha, source_sha = self.head(target), self.head(source)
         assert target_sha and source_sha
         out = self.git("merge-tree", "--write-tree", target_sha, source_sha, check=False)
         tree = out.split("\n", 1)[0].strip()
         if "CONFLICT" in out or len(tree) != 40:
             return None
-        sha = self.git("commit-tree", tree, "-p", target_sha, "-p", source_sha,
-                       input=message.encode()).strip()
+        parents = ["-p", target_sha] if squash else ["-p", target_sha, "-p", source_sha]
+        sha = self.git("commit-tree", tree, *parents, input=message.encode()).strip()
         self.git("update-ref", f"refs/heads/{target}", sha, target_sha)
         return sha
 

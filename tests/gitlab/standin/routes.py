@@ -503,10 +503,15 @@ class Api:
         message = (f"Merge branch '{mr.source_branch}' into '{mr.target_branch}'\n\n{mr.title}\n\n"
                    f"See merge request {self.project.path}!{mr.iid}\n")
         head = self.project.head_sha(mr)
-        sha = self.repo.merge(mr.target_branch, mr.source_branch, message)
+        squash = self.s.squash_merges
+        sha = self.repo.merge(mr.target_branch, mr.source_branch, message, squash=squash)
         if sha is None:
             raise ApiError(refusal, "Branch cannot be merged")
-        mr.sha, mr.state, mr.merge_commit_sha, mr.merged_at = head, "merged", sha, now()
+        mr.sha, mr.state, mr.merged_at = head, "merged", now()
+        if squash:   # fast-forward to the squash commit: no merge commit at all
+            mr.merge_commit_sha, mr.squash_commit_sha = None, sha
+        else:
+            mr.merge_commit_sha = sha
         if mr.remove_source_branch:
             self.repo.delete_branch(mr.source_branch)
         self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "merge", user))

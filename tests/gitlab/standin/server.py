@@ -61,6 +61,9 @@ class StandIn:
                                             "bob-token": "bob"}).items())}
         self.repo = GitRepo(root / "gitops.git")
         self.cannot_merge: set[str] = set()   # usernames without merge rights: merge is 401
+        # The project's merge method is fast-forward with squash "always": a merge lands one
+        # squash commit on the target, merge_commit_sha stays null, squash_commit_sha names it.
+        self.squash_merges = False
         self.owners: set[str] = {"alice"}      # the Owner role: may delete an MR
         self.bot_users: set[str] = set()      # project/group access token users (reset_approvals)
         self.cannot_read_approval_settings: set[str] = set()   # GET …/approvals is 403

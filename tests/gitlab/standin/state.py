@@ -70,6 +70,7 @@ class Mr:
     auto_merge: bool = False
     auto_merge_sha: str | None = None      # merge_params["sha"]: the head auto-merge was set for
     merge_commit_sha: str | None = None
+    squash_commit_sha: str | None = None
     approved_by: list[User] = field(default_factory=list)
     approved_at: list[str] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
@@ -168,7 +169,8 @@ class Project:
             "merge_status": "can_be_merged" if mr.state == "opened" else "cannot_be_merged",
             "detailed_merge_status": self.detailed_status(mr),
             "merge_when_pipeline_succeeds": mr.auto_merge,
-            "merge_commit_sha": mr.merge_commit_sha, "squash": False,
+            "merge_commit_sha": mr.merge_commit_sha,
+            "squash_commit_sha": mr.squash_commit_sha, "squash": mr.squash_commit_sha is not None,
             "should_remove_source_branch": mr.remove_source_branch,
             "force_remove_source_branch": mr.remove_source_branch,
             "web_url": f"{self.base_url}/{self.path}/-/merge_requests/{mr.iid}",

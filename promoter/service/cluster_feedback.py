@@ -249,21 +249,23 @@ class ClusterFeedback:
         status, judgement = self._rejudged(status, name, env, judgement)
         deployed = judgement.deployment
         running = self._running_version(deployed, env)
+        if deployed is not None and self.registry is not None and running is not None:
+            # A model deleted from MLflow (its removal MR open, or merged before Argo CD
+            # pruned the app) has nothing to tag; the MR's status note is still told.
+            with self.audit.writing_back(deployed.model, running, env):
+                self.registry.write_back(deployed.model, running, env,
+                                         _status_tags(status, deployed, was_deployed))
+        # Audited once MLflow holds it: a failed write-back is audited write_back.failed
+        # (audit.writing_back) and answered 503, and each of Argo CD's retries would otherwise
+        # append this entry again for one change. Before the note: the note is edited in place,
+        # and the entry records what MLflow was told even when the MR is gone.
         self.audit.record("argocd.status", actor=actor, name=name, env=env,
                           model=deployed.model if deployed else None,
                           version=running,
                           sync=status.sync, health=status.health, revision=status.revision,
                           deployed=status.deployed, unverified=status.unverified,
                           clusters={c.cluster: f"{c.sync}/{c.health}" for c in status.clusters})
-        if deployed is None:
-            return status, judgement
-        if self.registry is not None and running is not None:
-            # A model deleted from MLflow (its removal MR open, or merged before Argo CD
-            # pruned the app) has nothing to tag; the MR's status note is still told.
-            with self.audit.writing_back(deployed.model, running, env):
-                self.registry.write_back(deployed.model, running, env,
-                                         _status_tags(status, deployed, was_deployed))
-        if self.forge is not None and deployed.mr_iid is not None:
+        if deployed is not None and self.forge is not None and deployed.mr_iid is not None:
             self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note(deployed.version))
         return status, judgement
 

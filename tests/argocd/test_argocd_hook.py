@@ -510,6 +510,18 @@ def test_mlflow_down_is_503_and_the_retry_is_processed(parts: dict) -> None:
         "deployed"
 
 
+def test_a_change_whose_write_back_is_retried_is_audited_once(parts: dict) -> None:
+    parts["registry"].down = True
+    app = application("fraud-detector", "production", "gpu-eu-1")
+    for _ in range(3):   # Argo CD retries the 503s
+        assert _post(parts["handler"], "health-healthy", app)[0] == 503
+    parts["registry"].down = False
+    assert _post(parts["handler"], "health-healthy", app)[0] == 200
+    events = [entry["event"] for entry in _audit(parts["audit"])]
+    # Each failed attempt is its own write_back.failed; the change is told once.
+    assert events == ["write_back.failed"] * 3 + ["argocd.status"]
+
+
 @pytest.mark.parametrize("body", [b"not json", b"[]", b'{"event": "sync-succeeded"}',
                                   b'{"event": "rollout", "model": "m", "environment": "e",'
                                   b' "application": "a"}'])

@@ -133,7 +133,7 @@ def test_a_listing_keeps_newer_rows_and_drops_clusters_no_longer_targeted(
 
 class _KilledWritingBack(RecordingRegistry):
     """The process dies (SIGKILL, OOM, node loss) while writing the tags back: after the
-    observation is stored and the audit line written, before anything else is told."""
+    observation is stored, before anything is told (the audit line follows the write-back)."""
 
     def write_back(self, *args: object) -> None:
         raise _Killed
@@ -157,12 +157,12 @@ def test_a_status_change_whose_teller_was_killed_is_told_by_the_next_observation
     tags = registry.tags[("Fraud Detector", "7")]
     assert (tags["promoter.production.status"], tags["promoter.production.health"]) == \
         ("deployed", "Healthy")
-    assert len(_told(tmp_path)) == 2   # the killed telling's audit line, and this one's
+    assert len(_told(tmp_path)) == 1   # this one's: the killed telling told nothing
 
     # Told now: observing the same rows again writes nothing more.
     registry.tags.clear()
     restarted.observe("fraud-detector", "production", [row], complete=False, actor="argocd")
-    assert registry.tags == {} and len(_told(tmp_path)) == 2
+    assert registry.tags == {} and len(_told(tmp_path)) == 1
 
 
 def test_replicas_observing_one_change_at_once_tell_it_once(
@@ -191,8 +191,8 @@ def test_a_change_observed_while_another_is_told_is_told_too(
     first.observe("fraud-detector", "production", [healthy], complete=False, actor="argocd")
     # The older telling finished last and its tags won for a moment; the replica that told it
     # then finds the newer status stored and untold, and tells it: no further notification
-    # is needed (Argo CD may never send one).
-    assert [entry["health"] for entry in _told(tmp_path)] == ["Healthy", "Degraded", "Degraded"]
+    # is needed (Argo CD may never send one). Audited as MLflow was written.
+    assert [entry["health"] for entry in _told(tmp_path)] == ["Degraded", "Healthy", "Degraded"]
     assert mlflow.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Degraded"
     other.observe("fraud-detector", "production", [degraded], complete=False, actor="argocd")
     assert len(_told(tmp_path)) == 3   # nothing left to tell
@@ -204,14 +204,18 @@ def test_a_status_whose_telling_failed_part_way_is_told_whatever_comes_next(
     feedback.observe("fraud-detector", "production",
                      [_row("gpu-eu-1", "Healthy", "2026-01-01T10:00:00Z")], complete=False,
                      actor="argocd")
-    registry.down = True   # Degraded reaches the audit trail, not MLflow
+    registry.down = True   # Degraded reaches neither MLflow nor the argocd.status entries
     with pytest.raises(TransientError):
         feedback.observe("fraud-detector", "production",
                          [_row("gpu-eu-1", "Degraded", "2026-01-01T10:01:00Z")],
                          complete=False, actor="argocd")
     registry.down = False
-    # Back to the status told before: the audit trail's last word was Degraded, so tell it.
+    # Back to the status told before: the telling of Degraded stopped part-way (what MLflow
+    # holds is unknown), so tell it.
     feedback.observe("fraud-detector", "production",
                      [_row("gpu-eu-1", "Healthy", "2026-01-01T10:02:00Z")], complete=False,
                      actor="argocd")
-    assert [entry["health"] for entry in _told(tmp_path)] == ["Healthy", "Degraded", "Healthy"]
+    assert [entry["health"] for entry in _told(tmp_path)] == ["Healthy", "Healthy"]
+    failed = [entry for entry in map(json.loads, (tmp_path / "audit.jsonl").read_text()
+                                     .splitlines()) if entry["event"] == "write_back.failed"]
+    assert len(failed) == 1

@@ -34,7 +34,10 @@ from promoter.errors import UserError
 
 SYNCED = "Synced"
 HEALTHY = "Healthy"
-EVENTS = ("sync-succeeded", "sync-failed", "health-degraded", "health-healthy")
+# An Application being deleted (its cluster lost the label, the model was removed): its row
+# goes, so a cluster that no longer runs the environment stops counting for it.
+DELETED = "deleted"
+EVENTS = ("sync-succeeded", "sync-failed", "health-degraded", "health-healthy", DELETED)
 _NO_VALUE = "<no value>"  # what Go's text/template prints for a missing map entry
 _MAX = 253
 # Worst first: the environment-level value is the worst any of its clusters reports.

@@ -39,7 +39,16 @@ EVENTS: dict[str, str] = {
                    "app.status.operationState.phase in ['Error', 'Failed']",
     "health-degraded": "app.status.health.status == 'Degraded'",
     "health-healthy": "app.status.health.status == 'Healthy'",
+    # Argo CD's catalog on-deleted: an Application being deleted (the ApplicationSet's
+    # resources finalizer holds it while its resources are pruned, so the controller sees
+    # it). promoter stops counting that cluster (core.cluster_status.DELETED).
+    "deleted": "app.metadata.deletionTimestamp != nil",
 }
+# Once per deletion, as the catalog's on-deleted: every later change of the Application being
+# deleted would match again.
+_ONCE_PER = {"sync-succeeded": "app.status.operationState?.syncResult?.revision",
+             "sync-failed": "app.status.operationState?.syncResult?.revision",
+             "deleted": "app.metadata.name"}
 # Kinds promoter renders (templates/, and the KEDA ScaledObject `promoter forecast` proposes)
 # plus the Namespace CreateNamespace=true makes. tests/gitops keeps this in step with templates/.
 NAMESPACED_KINDS = (("apps", "Deployment"), ("", "Service"),
@@ -311,8 +320,7 @@ def _notifications(inputs: ScaffoldInputs) -> str:
         # Sync results once per sync operation's revision, as Argo CD's own catalog does: the
         # repository's HEAD (status.sync.revision) moves with every model's commit, and would
         # re-send every Application's last result. Health: on every change of the condition.
-        once = ("  oncePer: app.status.operationState?.syncResult?.revision\n"
-                if event.startswith("sync-") else "")
+        once = f"  oncePer: {_ONCE_PER[event]}\n" if event in _ONCE_PER else ""
         trigger = f"- when: {condition}\n{once}  send: [promoter-{event}]\n"
         lines.append(f"  template.promoter-{event}: {_block_scalar(template, 4)}".rstrip("\n"))
         lines.append(f"  trigger.promoter-{event}: {_block_scalar(trigger, 4)}".rstrip("\n"))

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from promoter.core import events
-from promoter.core.cluster_status import from_notification
+from promoter.core.cluster_status import DELETED, from_notification
 from promoter.core.gitops_scaffold import TOKEN_HEADER
 from promoter.errors import PromoterError, UserError
 from promoter.service.cluster_feedback import ClusterFeedback
@@ -66,8 +66,12 @@ class ArgoCDHookHandler:
         if claimed.outcome is HookClaim.IN_PROGRESS:
             return in_progress_answer(**described)
         try:
-            summary = self._feedback.observe(row.name, row.env, [row], complete=False,
-                                             actor=f"argocd:{row.application}")
+            # A deleted Application's cluster stops counting: its row goes, and the
+            # environment is judged on the clusters left (which may make it deployed).
+            deleted = notification.event == DELETED
+            summary = self._feedback.observe(row.name, row.env, [] if deleted else [row],
+                                             complete=False, actor=f"argocd:{row.application}",
+                                             deleted=[row] if deleted else [])
         except PromoterError as exc:
             self._store.release(claimed)   # Argo CD retries a 5xx: let the retry through
             return failed_while_acting(exc)

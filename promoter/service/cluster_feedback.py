@@ -16,7 +16,7 @@ next observation tells again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -152,12 +152,14 @@ class ClusterFeedback:
         return _ChangeCarriers(commit, self.forge) if commit else None
 
     def observe(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
-                actor: str) -> EnvironmentStatus:
-        """Take in ``rows`` of (name, env) (``complete``: they are all its clusters) and,
-        when the environment's status differs from what was last told (and no live telling
-        of it is under way), tell MLflow, the MR and the audit trail."""
+                actor: str, deleted: Sequence[ClusterStatus] = ()) -> EnvironmentStatus:
+        """Take in ``rows`` of (name, env) (``complete``: they are all its clusters; ``deleted``:
+        Applications being deleted, whose clusters stop counting) and, when the environment's
+        status differs from what was last told (and no live telling of it is under way), tell
+        MLflow, the MR and the audit trail."""
         judgement = self._judgement(self.ledger.by_deployment(name, env))
-        status, claimed, was_deployed = self._judge(name, env, rows, complete, judgement)
+        status, claimed, was_deployed = self._judge(name, env, rows, complete, judgement,
+                                                    deleted)
         for _ in range(_DRAIN_ROUNDS):
             if not claimed:
                 return status
@@ -190,7 +192,8 @@ class ClusterFeedback:
         return self.observe(name, env, [], complete=False, actor=actor)
 
     def _judge(self, name: str, env: str, rows: list[ClusterStatus], complete: bool,
-               judgement: _Judgement) -> tuple[EnvironmentStatus, bool, bool]:
+               judgement: _Judgement, deleted: Sequence[ClusterStatus] = (),
+               ) -> tuple[EnvironmentStatus, bool, bool]:
         """Store ``rows`` and judge the environment: (status, claimed to tell, deployed as
         last told)."""
         carries = judgement.carries
@@ -200,7 +203,7 @@ class ClusterFeedback:
                 carries.learn(row.revision for row in [*rows, *self.store.rows(name, env)])
             try:
                 return self.store.record(name, env, rows, complete=complete,
-                                         summary=judgement.summarise)
+                                         summary=judgement.summarise, deleted=deleted)
             except _Unanswered as unanswered:
                 if not isinstance(carries, _ChangeCarriers) or attempt + 1 == _ATTEMPTS:
                     raise TransientError("cluster status kept changing while promoter "

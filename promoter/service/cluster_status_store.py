@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from promoter.core.cluster_status import ClusterStatus, EnvironmentStatus
@@ -58,17 +58,20 @@ class StatusStore:
 
     def record(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                summary: Callable[[list[ClusterStatus]], EnvironmentStatus],
+               deleted: Sequence[ClusterStatus] = (),
                ) -> tuple[EnvironmentStatus, bool, bool]:
         """Store ``rows``, summarise what is stored and, when that needs telling, claim the
         telling, in one transaction: two observations of one
         environment (two clusters' notifications at once) each judge the rows as they are
         after their own write, and only one of them claims a given summary.
+        ``deleted``: Applications being deleted, whose clusters' rows go (``_forget``).
         Returns (status, to tell: the caller owns the claim and must call ``told`` or
         ``untold``, deployed as last told)."""
 
         def write(conn: Connection) -> tuple[EnvironmentStatus, bool, bool]:
             conn.lock(f"cluster_summaries:{name}/{env}")
             _store(conn, name, env, rows, complete=complete)
+            _forget(conn, name, env, deleted)
             status = summary(_rows(conn, name, env))
             tell, was_deployed = _observe_summary(conn, name, env, _digest(status),
                                                   shared_now(conn, self.clock(),
@@ -151,6 +154,17 @@ def _store(conn: Connection, name: str, env: str, rows: list[ClusterStatus], *,
         _UPSERT,
         [(r.name, r.env, r.cluster, r.sync, r.health, r.revision, r.since, r.application,
           r.health_changed_at) for r in rows])
+
+
+def _forget(conn: Connection, name: str, env: str, deleted: Sequence[ClusterStatus]) -> None:
+    """Drop the row of each cluster whose Application is being deleted: it no longer runs the
+    environment, and its last row would keep `deployed` from every later version. Only the row
+    that Application reported, and not one observed after the deletion's report (a
+    re-created Application's, delivered first)."""
+    conn.executemany(
+        "DELETE FROM cluster_status WHERE name = ? AND env = ? AND cluster = ? "
+        "AND application = ? AND (since IS NULL OR ? IS NULL OR since <= ?)",
+        [(name, env, row.cluster, row.application, row.since, row.since) for row in deleted])
 
 
 def _observe_summary(conn: Connection, name: str, env: str, digest: str,

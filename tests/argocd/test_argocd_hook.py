@@ -476,6 +476,42 @@ def test_healthy_again_within_one_refresh_is_not_taken_for_a_redelivery(parts: d
     assert registry.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Healthy"
 
 
+def test_a_deleted_application_stops_its_cluster_counting(tmp_path: Path) -> None:
+    """A cluster loses its label: the ApplicationSet deletes its Application, and Argo CD's
+    deleted notification removes its row, so later versions are judged without it."""
+    first, second = "1" * 40, "2" * 40
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="7", status="merged", mr_iid=3, head_sha="a" * 40))
+    merge_requests, notes, registry = MergeRequests(), Notes(), RecordingRegistry()
+    merge_requests.state, merge_requests.merge_commit = "merged", first
+    notes.history[second] = {first}
+    store = StatusStore(tmp_path)
+    handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, AuditTrail(tmp_path), registry, notes, merge_requests))
+
+    def app(cluster: str, revision: str, at: str) -> dict[str, Any]:
+        return application("fraud-detector", "production", cluster, revision=revision,
+                           reconciled_at=at)
+
+    for cluster in ("gpu-old", "gpu-eu-1"):
+        _post(handler, "health-healthy", app(cluster, first, "2024-03-05T07:00:00Z"))
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="8", status="merged", mr_iid=4, head_sha="b" * 40))
+    merge_requests.merge_commit = second
+    assert _post(handler, "health-healthy",
+                 app("gpu-eu-1", second, "2024-03-05T08:00:00Z"))[1]["deployed"] is False
+    # A deleted notification older than the row stored is ignored, as any older report.
+    stale = app("gpu-eu-1", first, "2024-03-05T07:00:00Z")
+    assert _post(handler, "deleted", stale)[0] == 200
+    assert [r.cluster for r in store.rows("fraud-detector", "production")] == \
+        ["gpu-eu-1", "gpu-old"]
+    status, answer = _post(handler, "deleted", app("gpu-old", first, "2024-03-05T07:00:00Z"))
+    assert (status, answer["status"], answer["deployed"]) == (200, "recorded", True)
+    assert [r.cluster for r in store.rows("fraud-detector", "production")] == ["gpu-eu-1"]
+    assert registry.tags[("Fraud Detector", "8")]["promoter.production.status"] == "deployed"
+
+
 def test_bad_or_missing_secret_is_401_and_changes_nothing(parts: dict) -> None:
     app = application("fraud-detector", "production", "gpu-eu-1")
     assert _post(parts["handler"], "sync-succeeded", app, token="wrong")[0] == 401

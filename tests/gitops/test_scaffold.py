@@ -421,5 +421,9 @@ def test_sync_notifications_fire_once_per_sync_operation_not_per_repository_comm
         (rule,) = trigger
         if name.startswith("trigger.promoter-sync-"):
             assert rule["oncePer"] == "app.status.operationState?.syncResult?.revision", name
+        elif name == "trigger.promoter-deleted":
+            # As the catalog's on-deleted (notifications_catalog/triggers/on-deleted.yaml).
+            assert rule == {"when": "app.metadata.deletionTimestamp != nil",
+                            "oncePer": "app.metadata.name", "send": ["promoter-deleted"]}
         else:
             assert "oncePer" not in rule, name

@@ -12,7 +12,6 @@ from promoter.commands._common import OUTPUT_OPTION, emit_json, state
 from promoter.errors import (
     PermanentError,
     PromoterError,
-    TransientError,
     UsageError,
     exit_code_for,
 )
@@ -45,9 +44,10 @@ def reconcile(
     Exit codes: 0 both done. An MLflow failure ends the command with its code
     before the sweep (which writes to MLflow too); one model whose stages MLflow
     could not list does not: the pass goes on with the others, lists it, and the
-    command ends with 3 after the sweep. When the MR sweep fails, the pass's report
-    is printed first, then the error: 3 the forge is unavailable, 1 a fault to fix
-    (token, settings, a deployment's MR gone). The next run retries.
+    command ends after the sweep with 3 (MLflow did not answer) or 1 (MLflow, or a
+    proxy before it, refused the request: a fault to fix). When the MR sweep fails,
+    the pass's report is printed first, then the error: 3 the forge is unavailable,
+    1 a fault to fix (token, settings, a deployment's MR gone). The next run retries.
     """
     if not once:
         raise UsageError("pass --once (the periodic loop runs inside `promoter serve`)")
@@ -68,7 +68,7 @@ def reconcile(
     if report.failed:
         typer.echo(f"error: MLflow could not list the stages of {len(report.failed)} model(s) "
                    "(listed in the report); the next run looks them up again", err=True)
-        raise typer.Exit(TransientError.exit_code)
+        raise typer.Exit(report.exit_code)
 
 
 def _mlflow_pass(settings: Settings, registry: Registry) -> PassReport:

@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING
 
 from promoter.core import reconcile as core
 from promoter.core.reconcile import Observed
-from promoter.errors import PermanentError, TransientError
+from promoter.errors import (
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    EXIT_USER,
+    NotFoundError,
+    PermanentError,
+    PromoterError,
+    TransientError,
+)
 from promoter.service import intake
 from promoter.service.logs import log
 from promoter.state.db import Connection, StateDB, state_db
@@ -58,11 +66,24 @@ class PassReport:
     changed_versions: int = 0
     stage_lookups: int = 0
     jobs: list[dict[str, object]] = field(default_factory=list)
-    # Models whose stage lookup failed this pass ({"model", "error"}): their aliases were
-    # still observed, their stages are looked up again next pass.
+    # Models whose stage lookup failed this pass ({"model", "error", "kind"}): their aliases
+    # were still observed, their stages are looked up again next pass.
     failed: list[dict[str, str]] = field(default_factory=list)
     # The pass stopped before this model's writes: leadership was lost meanwhile.
     stopped_at: str | None = None
+
+    def fail(self, model: str, exc: PromoterError) -> None:
+        self.failed.append({"model": model, "error": exc.message, "kind": exc.kind})
+
+    @property
+    def exit_code(self) -> int:
+        """What `reconcile --once` ends with for the failures: 1 when one was refused (by
+        MLflow or a proxy before it: a fault to fix), else 3 (MLflow may answer next time)."""
+        if not self.failed:
+            return EXIT_OK
+        if any(f.get("kind", TransientError.kind) != TransientError.kind for f in self.failed):
+            return EXIT_USER
+        return EXIT_UNEXPECTED
 
     def describe(self) -> dict[str, object]:
         return {"models": self.models, "changed_versions": self.changed_versions,
@@ -129,11 +150,16 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
     asked = _newest_jobs(queue, triggers)
     since = state.cursor()
     newest = since
-    changed_models: set[str] = set()
+    # model → the newest change of its versions read. A lookup reads all of a model's stages,
+    # so a later pass that reads this one change again looks at everything that changed.
+    changed_at: dict[str, int] = {}
     for version in registry.versions_updated_since(max(0, since - slack_ms)):
         report.changed_versions += 1
-        changed_models.add(version.model)
+        changed_at[version.model] = max(version.last_updated_ms,
+                                        changed_at.get(version.model, 0))
         newest = max(newest, version.last_updated_ms)
+    # Change times of models this pass could not look at: the cursor stays at or before each.
+    held: list[int] = []
     seen: set[str] = set()
     for model in registry.models():
         seen.add(model.name)
@@ -144,17 +170,21 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
         # moves: the stage it held may have been the target. The timestamp only asks for a
         # lookup; it never moves the cursor, which then could pass a version changed after
         # the versions were read (the models are listed page by page, later).
-        if model.name in changed_models or model.last_updated_ms >= since - slack_ms:
+        if model.name in changed_at or model.last_updated_ms >= since - slack_ms:
             try:
                 stages = registry.stage_versions(model.name)
                 report.stage_lookups += 1
-            except PermanentError as exc:  # deleted since the listing: next pass sees it gone
+            except NotFoundError as exc:  # deleted since the listing: next pass sees it gone
                 log(_log, logging.WARNING, "model skipped", model=model.name, error=exc.message)
                 continue
-            except TransientError as exc:
+            except (TransientError, PermanentError) as exc:
+                # Only MLflow's own "does not exist" says the model is gone; any other
+                # refusal (a proxy's bare 404, a 400) says nothing about it, so the model
+                # is a failure of this pass and its change is looked at again.
                 log(_log, logging.WARNING, "stage lookup failed; looked up again next pass",
                     model=model.name, error=exc.message)
-                report.failed.append({"model": model.name, "error": exc.message})
+                report.fail(model.name, exc)
+                held.append(changed_at.get(model.name, model.last_updated_ms))
         current = core.observe(triggers, model.aliases, stages, previous)
         if not _apply(model.name, current, previous, asked.get(model.name, {}), queue, state,
                       report, leading):
@@ -167,7 +197,7 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
             return _stopped(report)
     if leading is not None and not leading():   # the cursor is the new leader's now
         return _stopped(report)
-    state.save_cursor(since if report.failed else newest)
+    state.save_cursor(core.next_cursor(since, newest, held))
     if metrics is not None:
         metrics.reconcile_enqueued.inc(sum(1 for job in report.jobs if job.get("created")))
     log(_log, logging.INFO, "reconcile pass", **report.describe())

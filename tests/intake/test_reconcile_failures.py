@@ -1,0 +1,106 @@
+"""A model the reconcile pass cannot look at is a failure of the pass, never taken for gone,
+and the version cursor never passes its change (a registry double: tests/intake/
+registry_double.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from promoter.errors import NotFoundError, PermanentError
+from promoter.service.queue import JobQueue
+from promoter.service.reconcile import PassReport, ReconcileState, reconcile_once
+from promoter.settings import Settings
+from tests.intake.conftest import make_settings
+from tests.intake.registry_double import Registry, finish_jobs
+
+
+@dataclass
+class Pass:
+    settings: Settings
+    registry: Registry
+    queue: JobQueue
+    state: ReconcileState
+
+    def __call__(self, **options: int) -> PassReport:
+        return reconcile_once(self.settings, self.registry, self.queue,  # type: ignore[arg-type]
+                              self.state, **options)
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Pass]:
+    settings = make_settings(tmp_path)
+    made = Pass(settings, Registry(), JobQueue.open(settings.state_dir),
+                ReconcileState(settings.state_dir))
+    yield made
+    made.state.close()
+    made.queue.close()
+
+
+def jobs(report: PassReport) -> set[tuple[object, ...]]:
+    return {(j["model"], j["version"], j["env"]) for j in report.jobs}
+
+
+def test_a_refused_stage_lookup_is_a_failure_and_its_change_is_looked_at_again(
+        run: Pass) -> None:
+    """A proxy's bare 404 (ENDPOINT_NOT_FOUND: PermanentError, not NotFoundError) said
+    nothing about the model. Before, it was skipped as deleted, not reported, and the cursor
+    moved past its version's stage move (to another model's later change) for good."""
+    registry = run.registry
+    registry.add("b", "1", 10_000, Production="1")
+    registry.add("z", "1", 10_000)
+    run()
+    finish_jobs(run.queue)
+    registry.add("b", "2", 50_000, Production="2")       # a stage move: no webhook
+    registry.add("z", "2", 110_000)                      # another model, a minute later
+    registry.fail["b"] = PermanentError("cannot read the stages of 'b': MLflow answered 404 "
+                                        "ENDPOINT_NOT_FOUND")
+
+    refused = run()
+    assert [(f["model"], f["kind"]) for f in refused.failed] == [("b", "permanent")]
+    assert refused.exit_code == 1          # a fault to fix, as `reconcile --once` ends
+    assert run.state.cursor() <= 50_000    # held at b's change, not at z's
+
+    del registry.fail["b"]
+    assert jobs(run(slack_ms=0)) == {("b", "2", "production")}
+
+
+def test_mlflows_own_not_found_on_a_stage_lookup_is_the_model_deleted(run: Pass) -> None:
+    run.registry.add("b", "1", 10_000, Production="1")
+    run.registry.fail["b"] = NotFoundError("registered model 'b' does not exist")
+    report = run()
+    assert report.failed == [] and report.exit_code == 0 and report.jobs == []
+
+
+def test_the_cursor_stays_before_every_change_not_looked_at() -> None:
+    from promoter.core.reconcile import next_cursor
+
+    assert next_cursor(100, 500, []) == 500
+    assert next_cursor(100, 500, [300, 200]) == 200
+    assert next_cursor(100, 500, [50]) == 100      # read from the cursor's slack again
+    assert next_cursor(100, 500, [900]) == 500
+
+
+def test_reconcile_once_ends_with_1_for_a_refused_lookup(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A refusal needs an operator (3 would say "MLflow may answer next time")."""
+    from promoter import cli
+    from promoter.commands import reconcile as command
+    from promoter.service import composition
+    from promoter.service.mr_sweep import SweepReport
+
+    monkeypatch.setenv("PROMOTER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(composition, "registry", lambda settings: None)
+    monkeypatch.setattr(command, "_mlflow_pass", lambda settings, registry: PassReport(
+        models=2, failed=[{"model": "a", "error": "timed out", "kind": "unavailable"},
+                          {"model": "b", "error": "404 ENDPOINT_NOT_FOUND",
+                           "kind": "permanent"}]))
+    monkeypatch.setattr(command, "_mr_sweep", lambda settings, registry: (SweepReport(), None))
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["reconcile", "--once"])
+    assert ended.value.code == 1
+    assert "404 ENDPOINT_NOT_FOUND" in capsys.readouterr().out

@@ -35,6 +35,7 @@ from promoter.errors import (
     EXIT_OK,
     EXIT_UNEXPECTED,
     EXIT_USER,
+    AuthError,
     NotFoundError,
     PermanentError,
     PromoterError,
@@ -177,10 +178,13 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
             except NotFoundError as exc:  # deleted since the listing: next pass sees it gone
                 log(_log, logging.WARNING, "model skipped", model=model.name, error=exc.message)
                 continue
-            except (TransientError, PermanentError) as exc:
+            except (TransientError, PermanentError, AuthError) as exc:
                 # Only MLflow's own "does not exist" says the model is gone; any other
                 # refusal (a proxy's bare 404, a 400) says nothing about it, so the model
-                # is a failure of this pass and its change is looked at again.
+                # is a failure of this pass and its change is looked at again. So is a 403
+                # on this one model (a per-model permission): the models after it are still
+                # reconciled. Credentials refused for everything fail the listing above,
+                # and with it the whole pass.
                 log(_log, logging.WARNING, "stage lookup failed; looked up again next pass",
                     model=model.name, error=exc.message)
                 report.fail(model.name, exc)

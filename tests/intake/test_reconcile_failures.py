@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from promoter.errors import NotFoundError, PermanentError
+from promoter.errors import AuthError, NotFoundError, PermanentError
 from promoter.service.queue import JobQueue
 from promoter.service.reconcile import PassReport, ReconcileState, reconcile_once
 from promoter.settings import Settings
@@ -104,3 +104,36 @@ def test_reconcile_once_ends_with_1_for_a_refused_lookup(
         cli.main(["reconcile", "--once"])
     assert ended.value.code == 1
     assert "404 ENDPOINT_NOT_FOUND" in capsys.readouterr().out
+
+
+def test_a_403_on_one_models_stages_fails_that_model_not_the_pass(run: Pass) -> None:
+    """Before, the AuthError escaped the pass at that model, every pass: the models after
+    it were never reconciled (c's alias moved with its hook lost) and the cursor froze."""
+    registry = run.registry
+    for name in ("a", "c"):
+        registry.add(name, "1", 10_000)
+        registry.model_aliases[name] = {"production": "1"}
+    registry.add("b", "1", 10_000, Production="1")
+    run()
+    finish_jobs(run.queue)
+    registry.add("b", "2", 50_000, Production="2")
+    registry.fail["b"] = AuthError("cannot read the stages of 'b': 403 PERMISSION_DENIED")
+    registry.add("c", "2", 20_000)
+    registry.model_aliases["c"] = {"production": "2"}
+
+    report = run()
+    assert jobs(report) == {("c", "2", "production")}
+    assert [(f["model"], f["kind"]) for f in report.failed] == [("b", "unauthorized")]
+    assert report.exit_code == 1
+    assert 20_000 <= run.state.cursor() <= 50_000   # past c's change, not past b's
+
+    del registry.fail["b"]
+    assert jobs(run(slack_ms=0)) == {("b", "2", "production")}
+
+
+def test_credentials_refused_for_the_listing_fail_the_whole_pass(run: Pass) -> None:
+    run.registry.add("a", "1", 10_000)
+    run.registry.fail["*listing*"] = AuthError("cannot search model versions: 401")
+    with pytest.raises(AuthError):
+        run()
+    assert run.state.cursor() == 0

@@ -110,6 +110,9 @@ def _print_pass(report: PassReport) -> None:
                    f"v{job['version']} → {job['env']}")
     for failed in report.failed:
         typer.echo(f"  could not list the stages of {failed['model']}: {failed['error']}")
+    for model in report.unlisted:
+        typer.echo(f"  {model}: missing from MLflow's listing but still there (it shifted "
+                   "while paged); looked at again next run")
 
 
 def _print_sweep(swept: SweepReport) -> None:

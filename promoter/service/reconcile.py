@@ -18,7 +18,8 @@ Cost per pass: one paged listing of registered models (with their aliases), plus
 updated since the cursor (read newest first, stopping at the cursor), plus one stage lookup per
 model among those or whose registered model changed since the cursor (a version deleted, an
 alias set: looked up each pass until a version's update moves the cursor past it), plus one
-query for the newest job of each (model, env).
+read of each registered model recorded but missing from the listing (deleted, usually), plus
+one query for the newest job of each (model, env).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class PassReport:
     failed: list[dict[str, str]] = field(default_factory=list)
     # The pass stopped before this model's writes: leadership was lost meanwhile.
     stopped_at: str | None = None
+    # Models the listing missed that MLflow still has: kept as recorded, listed next pass.
+    unlisted: list[str] = field(default_factory=list)
 
     def fail(self, model: str, exc: PromoterError) -> None:
         self.failed.append({"model": model, "error": exc.message, "kind": exc.kind})
@@ -90,7 +93,8 @@ class PassReport:
         return {"models": self.models, "changed_versions": self.changed_versions,
                 "stage_lookups": self.stage_lookups, "jobs": self.jobs,
                 "created": sum(1 for job in self.jobs if job.get("created")),
-                "failed": self.failed, "stopped_at": self.stopped_at}
+                "failed": self.failed, "unlisted": self.unlisted,
+                "stopped_at": self.stopped_at}
 
 
 class ReconcileState:
@@ -194,8 +198,16 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
                       report, leading):
             return _stopped(report)
     # Registered models deleted: those recorded, and those only a job knows of (a delivered
-    # hook promoted the model, deleted before any pass listed it).
-    for gone in sorted((set(recorded) | set(asked)) - seen):
+    # hook promoted the model, deleted before any pass listed it). Missing from the listing
+    # is not enough: MLflow's SQL store pages by offset, so a model deleted on an earlier page
+    # mid-listing shifts a live one past the page boundary unseen. Each is asked for directly;
+    # one that is there (or cannot be asked about) keeps its record for the next pass, as do
+    # the changes of its versions read (the cursor stays before them).
+    for gone in sorted((set(recorded) | set(asked) | set(changed_at)) - seen):
+        if not _confirmed_gone(registry, gone, report):
+            if gone in changed_at:
+                held.append(changed_at[gone])
+            continue
         if not _apply(gone, {}, recorded.get(gone, {}), asked.get(gone, {}), queue, state,
                       report, leading):
             return _stopped(report)
@@ -206,6 +218,23 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
         metrics.reconcile_enqueued.inc(sum(1 for job in report.jobs if job.get("created")))
     log(_log, logging.INFO, "reconcile pass", **report.describe())
     return report
+
+
+def _confirmed_gone(registry: Registry, model: str, report: PassReport) -> bool:
+    """Whether MLflow itself says ``model``, missing from the listing, does not exist."""
+    try:
+        registry.aliases(model)   # the registered model itself, not a page of the listing
+    except NotFoundError:
+        return True
+    except (TransientError, PermanentError, AuthError) as exc:
+        log(_log, logging.WARNING, "model missing from the listing could not be looked up; "
+            "looked at again next pass", model=model, error=exc.message)
+        report.fail(model, exc)
+        return False
+    log(_log, logging.WARNING, "model missing from the listing still exists (the listing "
+        "shifted while it was paged); looked at again next pass", model=model)
+    report.unlisted.append(model)
+    return False
 
 
 def _newest_jobs(queue: JobQueue, triggers: Triggers) -> dict[str, dict[str, JobKey]]:

@@ -4,7 +4,9 @@ For each registered model and environment, the *target* is the version the envir
 trigger points at: its alias if set, else the newest version in its legacy stage. The service
 reads aliases for every model (one paged listing) but stages only for models with versions
 changed since the last pass (MLflow records stage moves on the version, not aliases), so for
-the other models the previously recorded stage target stands. Whatever differs from the
+the other models the previously recorded stage target stands, as long as it was read for the
+stage the environment's trigger names now (an environment added to promoter.yaml, or its
+trigger's stage changed, asks for a lookup: ``stages_outdated``). Whatever differs from the
 record becomes a promote or decommission event; so does a target the newest job of its
 (model, env) did not ask for, though the record agrees: a webhook's job moved the deployment
 since the record was made (alias set to 2 by a delivered hook, then back to 1 by a lost one).
@@ -25,6 +27,9 @@ class Observed:
 
     alias_version: str | None = None
     stage_version: str | None = None
+    # The stage the trigger named when stage_version was read; None: not read for any (an
+    # alias-only trigger, or a record written before promoter kept this).
+    stage_trigger: str | None = None
 
     @property
     def target(self) -> str | None:
@@ -36,21 +41,38 @@ def observe(triggers: Triggers, aliases: Mapping[str, str],
             previous: Mapping[str, Observed]) -> dict[str, Observed]:
     """Each environment's Observed for one model.
 
-    ``stages`` (stage → newest version) is None when the model's versions did not change since
-    the last pass; the recorded stage targets are then still current.
+    ``stages`` (stage → newest version) is None when they were not read this pass: the
+    recorded stage targets stand (still current unless ``stages_outdated``; when a lookup
+    asked for by that failed, the record keeps saying which stage it was read for, so the
+    next pass asks again). A stage-triggered environment is recorded even with nothing in
+    its stage, so that the record says its stage was read.
     """
     current: dict[str, Observed] = {}
     for env, trigger in triggers.items():
         alias_version = aliases.get(trigger.alias) if trigger.alias else None
-        if not trigger.stage:
-            stage_version = None
-        elif stages is None:
-            stage_version = previous.get(env, Observed()).stage_version
-        else:
+        stage_version, stage_trigger = None, None
+        if trigger.stage and stages is None:
+            recorded = previous.get(env, Observed())
+            stage_version, stage_trigger = recorded.stage_version, recorded.stage_trigger
+        elif trigger.stage and stages is not None:
             stage_version = _stage_lookup(stages, trigger.stage)
-        if alias_version or stage_version:
-            current[env] = Observed(alias_version, stage_version)
+            stage_trigger = trigger.stage
+        if alias_version or stage_version or stage_trigger:
+            current[env] = Observed(alias_version, stage_version, stage_trigger)
     return current
+
+
+def stages_outdated(triggers: Triggers, previous: Mapping[str, Observed]) -> bool:
+    """Whether a stage-triggered environment's record was not read for the stage its trigger
+    names now: the environment was added, its stage changed, or the record predates
+    stage_trigger. Without a lookup its target would wait for the model's next version
+    change, however long that takes."""
+    for env, trigger in triggers.items():
+        recorded = previous.get(env)
+        if trigger.stage and (recorded is None or recorded.stage_trigger is None
+                              or recorded.stage_trigger.lower() != trigger.stage.lower()):
+            return True
+    return False
 
 
 def plan(model: str, current: Mapping[str, Observed], previous: Mapping[str, Observed],

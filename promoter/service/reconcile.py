@@ -17,7 +17,9 @@ as before.
 Cost per pass: one paged listing of registered models (with their aliases), plus the versions
 updated since the cursor (read newest first, stopping at the cursor), plus one stage lookup per
 model among those or whose registered model changed since the cursor (a version deleted, an
-alias set: looked up each pass until a version's update moves the cursor past it), plus one
+alias set: looked up each pass until a version's update moves the cursor past it) or whose
+record was read for another stage than its trigger's (once per model after an environment is
+added or its stage changed, and after an upgrade from records without it), plus one
 read of each registered model recorded but missing from the listing (deleted, usually), plus
 one query for the newest job of each (model, env).
 """
@@ -110,9 +112,11 @@ class ReconcileState:
     def observed(self) -> dict[str, dict[str, Observed]]:
         by_model: dict[str, dict[str, Observed]] = {}
         rows = self.db.read(lambda conn: conn.execute(
-            "SELECT model, env, alias_version, stage_version FROM reconcile_observed").fetchall())
-        for model, env, alias_version, stage_version in rows:
-            by_model.setdefault(model, {})[env] = Observed(alias_version, stage_version)
+            "SELECT model, env, alias_version, stage_version, stage_trigger "
+            "FROM reconcile_observed").fetchall())
+        for model, env, alias_version, stage_version, stage_trigger in rows:
+            by_model.setdefault(model, {})[env] = Observed(alias_version, stage_version,
+                                                           stage_trigger)
         return by_model
 
     def cursor(self) -> int:
@@ -124,8 +128,10 @@ class ReconcileState:
         def replace(conn: Connection) -> None:
             conn.execute("DELETE FROM reconcile_observed WHERE model = ?", (model,))
             conn.executemany(
-                "INSERT INTO reconcile_observed VALUES (?, ?, ?, ?)",
-                [(model, env, o.alias_version, o.stage_version) for env, o in current.items()])
+                "INSERT INTO reconcile_observed (model, env, alias_version, stage_version, "
+                "stage_trigger) VALUES (?, ?, ?, ?, ?)",
+                [(model, env, o.alias_version, o.stage_version, o.stage_trigger)
+                 for env, o in current.items()])
 
         self.db.write(replace)
 
@@ -175,7 +181,10 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
         # moves: the stage it held may have been the target. The timestamp only asks for a
         # lookup; it never moves the cursor, which then could pass a version changed after
         # the versions were read (the models are listed page by page, later).
-        if model.name in changed_at or model.last_updated_ms >= since - slack_ms:
+        changed = changed_at.get(model.name)
+        if changed is None and model.last_updated_ms >= since - slack_ms:
+            changed = model.last_updated_ms
+        if changed is not None or core.stages_outdated(triggers, previous):
             try:
                 stages = registry.stage_versions(model.name)
                 report.stage_lookups += 1
@@ -192,7 +201,8 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
                 log(_log, logging.WARNING, "stage lookup failed; looked up again next pass",
                     model=model.name, error=exc.message)
                 report.fail(model.name, exc)
-                held.append(changed_at.get(model.name, model.last_updated_ms))
+                if changed is not None:   # an outdated record asks again by itself
+                    held.append(changed)
         current = core.observe(triggers, model.aliases, stages, previous)
         if not _apply(model.name, current, previous, asked.get(model.name, {}), queue, state,
                       report, leading):

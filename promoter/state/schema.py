@@ -180,6 +180,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE cluster_status ADD COLUMN health_changed_at TEXT;
     """,
+    # 9: the stage each reconcile record's stage target was read for, so that an environment
+    # added or whose trigger's stage changed is looked up (NULL: read before this was kept,
+    # looked up once).
+    """
+    ALTER TABLE reconcile_observed ADD COLUMN stage_trigger TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -18,9 +18,10 @@ def test_an_alias_wins_over_the_legacy_stage() -> None:
 
 
 def test_unchanged_versions_keep_their_recorded_stage_targets() -> None:
-    previous = {"staging": Observed(None, "4")}
+    previous = {"staging": Observed(None, "4", "Staging"),
+                "production": Observed(None, None, "Production")}
     current = observe(TRIGGERS, {}, None, previous)  # None: no version changed since last pass
-    assert current == {"staging": Observed(None, "4")}
+    assert current == previous
     assert plan("m", current, previous) == []
 
 
@@ -55,3 +56,22 @@ def test_a_target_the_newest_job_did_not_ask_for_is_planned_though_the_record_ag
     assert (removal.action, removal.env) == ("decommission", "production")
     assert plan("m", {}, {}, {"production": JobKey("m", "*", "production",
                                                    "decommission")}) == []
+
+
+def test_a_record_read_for_another_stage_than_the_triggers_is_outdated() -> None:
+    from promoter.core.reconcile import stages_outdated
+
+    read = {"staging": Observed(None, "4", "Staging"),
+            "production": Observed(None, None, "production")}    # nothing in it; case aside
+    assert not stages_outdated(TRIGGERS, read)
+    assert stages_outdated(TRIGGERS, {"staging": read["staging"]})   # production added
+    assert stages_outdated({**TRIGGERS, "staging": Trigger(stage="Production")}, read)
+    assert stages_outdated(TRIGGERS, {**read, "staging": Observed(None, "4")})  # older record
+    assert not stages_outdated({"canary": Trigger(alias="canary")}, {})
+
+
+def test_a_stage_read_is_recorded_with_its_stage_even_when_empty() -> None:
+    current = observe(TRIGGERS, {}, {"Staging": "6"}, {})
+    assert current == {"staging": Observed(None, "6", "Staging"),
+                       "production": Observed(None, None, "Production")}
+    assert [(e.env, e.version) for e in plan("m", current, {})] == [("staging", "6")]

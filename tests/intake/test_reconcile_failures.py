@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from promoter.core.reconcile import Observed
 from promoter.errors import AuthError, NotFoundError, PermanentError
 from promoter.service.queue import JobQueue
 from promoter.service.reconcile import PassReport, ReconcileState, reconcile_once
-from promoter.settings import Settings
+from promoter.settings import Environment, Settings, Trigger
 from tests.intake.conftest import make_settings
 from tests.intake.registry_double import Registry, finish_jobs
 
@@ -137,3 +138,48 @@ def test_credentials_refused_for_the_listing_fail_the_whole_pass(run: Pass) -> N
     with pytest.raises(AuthError):
         run()
     assert run.state.cursor() == 0
+
+
+def stage_triggered(settings: Settings, **stages: str) -> Settings:
+    return settings.model_copy(update={"environments": {
+        env: Environment(trigger=Trigger(stage=stage), namespace=env)
+        for env, stage in stages.items()}})
+
+
+def test_an_environment_added_to_the_config_is_looked_up_without_a_version_change(
+        run: Pass) -> None:
+    """Before, the recorded stage targets of a model whose versions did not change were
+    reused per environment: qa (Staging) was never looked up, version 1 never promoted."""
+    run.registry.add("m", "1", 10_000, Staging="1")
+    run.registry.add("m", "2", 10_000, Production="2")
+    run.registry.add("other", "1", 100_000)
+    run.settings = stage_triggered(run.settings, production="Production")
+    assert jobs(run()) == {("m", "2", "production")}
+    finish_jobs(run.queue)
+    run.settings = stage_triggered(run.settings, production="Production", qa="Staging")
+    assert jobs(run()) == {("m", "1", "qa")}
+    finish_jobs(run.queue)
+    assert jobs(run(slack_ms=0)) == set()
+
+
+def test_a_trigger_moved_to_another_stage_is_looked_up(run: Pass) -> None:
+    run.registry.add("m", "1", 10_000, Staging="1")
+    run.registry.add("m", "2", 10_000, Production="2")
+    run.registry.add("other", "1", 100_000)
+    run.settings = stage_triggered(run.settings, production="Production")
+    run()
+    finish_jobs(run.queue)
+    run.settings = stage_triggered(run.settings, production="Staging")
+    assert jobs(run()) == {("m", "1", "production")}
+
+
+def test_a_record_from_before_the_stage_was_kept_is_looked_up_once(run: Pass) -> None:
+    run.registry.add("m", "1", 10_000, Staging="1")
+    run.registry.add("other", "1", 100_000)
+    run.settings = stage_triggered(run.settings, qa="Staging")
+    run.state.save("m", {"qa": Observed(None, "1")})   # as an older promoter left it
+    run.state.save_cursor(200_000)
+    assert jobs(run()) == set()
+    assert run.registry.lookups == ["m", "other"]      # once each, then the record says
+    assert run.state.observed()["m"]["qa"] == Observed(None, "1", "Staging")
+    assert run().stage_lookups == 0

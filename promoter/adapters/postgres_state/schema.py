@@ -169,6 +169,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE cluster_status ADD COLUMN health_changed_at TEXT;
     """,
+    # 6: as SQLite's 9: the stage each reconcile record's stage target was read for.
+    """
+    ALTER TABLE reconcile_observed ADD COLUMN stage_trigger TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables with an identity column: `state migrate` moves their sequence past the copied ids.

@@ -341,8 +341,7 @@ def test_a_server_that_runs_on_cuda_needs_a_gpu(example: str, serving: dict[str,
                                                  says: str) -> None:
     """Rendered without one, vLLM's CUDA image (or a TensorRT plan) started on a node with no
     GPU and crashed; an ONNX model on Triton runs on CPU."""
-    # No GPU at all (a type or MIG profile without a count is refused by itself).
-    without = {"resources": {"gpu": {"count": 0, "type": None, "mig": None}}}
+    without = {"resources": {"gpu": {"count": 0}}}
     with pytest.raises(UserError) as caught:
         render(deep_merge(intent(example, serving=serving), {"spec": without}))
     assert f"spec.resources.gpu.count: {says}" in caught.value.message

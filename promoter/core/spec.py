@@ -76,17 +76,6 @@ class Gpu(_Strict):
     def _gpu_type(cls, value: str | None) -> str | None:
         return None if value is None else _label_value(value)
 
-    @model_validator(mode="after")
-    def _placed_only_with_a_count(self) -> Gpu:
-        # A GPU type or MIG profile places and sizes GPUs; with no GPU asked for, the
-        # workload would render CPU-only while its owner expects the GPU the intent names.
-        if self.count == 0 and (self.type is not None or self.mig is not None):
-            named = " and ".join(f"{field} {value!r}" for field, value in
-                                 (("type", self.type), ("mig", self.mig)) if value is not None)
-            raise ValueError(f"names {named} but count is 0: set count to the GPUs (or MIG "
-                             "instances) it needs, or remove them to run on CPU")
-        return self
-
 
 def _without_padding(quantity: str) -> str:
     """The quantity as rendered: the value kept is what goes into requests and limits, and

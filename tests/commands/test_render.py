@@ -178,13 +178,6 @@ def test_hostile_descriptions_and_model_names_render_inert(run_cli: Run, tmp_pat
     ({"spec": {"resources": {"cpu": "1", "memory": "1Gi", "gpu": {"count": 10000}}}},
      "spec.resources.gpu.count"),
     ({"spec": {"resources": {"cpu": "1", "memory": "lots"}}}, "spec.resources.memory"),
-    # A GPU named but none asked for rendered a CPU-only pod without a word.
-    ({"spec": {"resources": {"cpu": "1", "memory": "1Gi",
-                             "gpu": {"count": 0, "type": "NVIDIA-L4"}}}},
-     "spec.resources.gpu: names type 'NVIDIA-L4' but count is 0"),
-    ({"spec": {"resources": {"cpu": "1", "memory": "1Gi",
-                             "gpu": {"type": "NVIDIA-A100-SXM4-80GB", "mig": "1g.10gb"}}}},
-     "names type 'NVIDIA-A100-SXM4-80GB' and mig '1g.10gb' but count is 0"),
     ({"spec": {"environments": {"moon": {}}}}, "unknown environment(s) moon"),
     ({"apiVersion": "v1"}, "apiVersion: must be promoter.dev/v1alpha1"),
 ])

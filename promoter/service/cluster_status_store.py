@@ -112,22 +112,24 @@ def _rows(conn: Connection, name: str, env: str) -> list[ClusterStatus]:
 
 # When an observation replaces the stored row of its cluster. Argo CD notifications arrive late
 # or out of order (retries after a 5xx, two controllers), and a listing can be older than a
-# notification already stored: ordered by reconciledAt (``since``), then, within one
-# reconciledAt (Argo CD bumps it only when it compares with git, not when a resource event
-# changes the health), by status.health.lastTransitionTime. Two observations neither orders
-# (same times, or a time missing: an older template) are a tie, settled the safe way: a report
-# that is Synced and Healthy does not replace one that is not, since taking it blindly could
-# tag `deployed` over a Degraded report that came first in fact; the next refresh (a newer
-# reconciledAt) settles it. A row without a time never replaces one with a time.
+# notification already stored: ordered by reconciledAt (``since``); a row without it never
+# replaces one with it. Within one reconciledAt (Argo CD bumps it only when it compares with
+# git, not when a resource event changes the health), when both observations carry
+# status.health.lastTransitionTime, the later health time wins; with equal health times, a
+# report that is Synced and Healthy does not replace one that is not (taking it blindly could
+# tag `deployed` over a Degraded report that came first in fact; the next refresh, a newer
+# reconciledAt, settles it). When either lacks the health time (an older template, Argo CD not
+# sending it, a row stored before the column), nothing orders them but arrival: the later one
+# replaces the stored row, as before health times were kept; refusing it would keep a cluster
+# Degraded for good once Healthy came under the same reconciledAt.
 _READY = "excluded.sync = 'Synced' AND excluded.health = 'Healthy'"
 _STORED_READY = "cluster_status.sync = 'Synced' AND cluster_status.health = 'Healthy'"
 _REPLACES = (
     "cluster_status.since IS NULL OR excluded.since > cluster_status.since "
     "OR (excluded.since = cluster_status.since AND ("
-    " (excluded.health_changed_at IS NOT NULL AND cluster_status.health_changed_at IS NOT NULL"
-    "  AND excluded.health_changed_at > cluster_status.health_changed_at)"
-    " OR ((excluded.health_changed_at IS NULL OR cluster_status.health_changed_at IS NULL"
-    "      OR excluded.health_changed_at = cluster_status.health_changed_at)"
+    " excluded.health_changed_at IS NULL OR cluster_status.health_changed_at IS NULL"
+    " OR excluded.health_changed_at > cluster_status.health_changed_at"
+    " OR (excluded.health_changed_at = cluster_status.health_changed_at"
     f"     AND NOT ({_READY} AND NOT ({_STORED_READY})))))")
 # Built from this module's constants only.
 _UPSERT = (

@@ -452,12 +452,14 @@ def test_degraded_cluster_is_reported_and_not_deployed(parts: dict) -> None:
 def test_a_healthy_report_retried_after_a_degraded_one_of_one_refresh_is_not_deployed(
         parts: dict) -> None:
     # One reconciledAt for both (Argo CD bumps it only on a comparison with git); the
-    # Degraded report arrives first, the earlier Healthy one last (retried after a 503).
+    # Degraded report arrives first, the earlier Healthy one last (retried after a 503):
+    # the health change times order them.
     handler, registry = parts["handler"], parts["registry"]
-    degraded = application("fraud-detector", "production", "gpu-eu-1", health="Degraded")
+    degraded = application("fraud-detector", "production", "gpu-eu-1", health="Degraded",
+                           health_changed_at="2024-03-05T07:40:00Z")
     assert _post(handler, "health-degraded", degraded)[1]["deployed"] is False
-    status, answer = _post(handler, "health-healthy",
-                           application("fraud-detector", "production", "gpu-eu-1"))
+    status, answer = _post(handler, "health-healthy", application(
+        "fraud-detector", "production", "gpu-eu-1", health_changed_at="2024-03-05T07:33:04Z"))
     assert (status, answer["deployed"], answer["environment_health"]) == \
         (200, False, "Degraded")
     assert "promoter.production.status" not in registry.tags[("Fraud Detector", "7")]

@@ -95,26 +95,58 @@ def test_within_one_reconciled_at_the_health_change_time_orders_observations(
     assert store.rows("fraud-detector", "production") == [healthy] and status.deployed
 
 
-def test_observations_nothing_orders_never_let_the_healthy_one_win(
+def test_equal_health_times_never_let_the_healthy_one_win(
         state_backend: StateBackend, tmp_path: Path) -> None:
-    # No health change time (a template from before it was sent): the two cannot be ordered.
+    # Both carry one health change time, the same: nothing orders the two.
     feedback, store, registry = _feedback(state_backend, tmp_path)
-    degraded = _changed("Degraded", None)
+    degraded = _changed("Degraded", "2026-01-01T10:01:00Z")
     feedback.observe("fraud-detector", "production", [degraded], complete=False, actor="argocd")
-    status = feedback.observe("fraud-detector", "production", [_changed("Healthy", None)],
+    status = feedback.observe("fraud-detector", "production",
+                              [_changed("Healthy", "2026-01-01T10:01:00Z")],
                               complete=False, actor="argocd")
     assert store.rows("fraud-detector", "production") == [degraded] and not status.deployed
     assert registry.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Degraded"
     # The other way round a worse report does replace a Synced/Healthy one.
-    healthy = _row("gpu-us-1", "Healthy", "2026-01-01T10:00:00Z")
+    at = "2026-01-01T10:00:00Z"
+    healthy = from_application(application("fraud-detector", "production", "gpu-us-1",
+                                            reconciled_at=at, health_changed_at=at))
+    worse = from_application(application("fraud-detector", "production", "gpu-us-1",
+                                          health="Progressing", reconciled_at=at,
+                                          health_changed_at=at))
+    assert healthy is not None and worse is not None
     feedback.observe("fraud-detector", "production", [healthy], complete=False, actor="argocd")
-    worse = _row("gpu-us-1", "Progressing", "2026-01-01T10:00:00Z")
     feedback.observe("fraud-detector", "production", [worse], complete=False, actor="argocd")
     assert store.rows("fraud-detector", "production") == [degraded, worse]
     # The next refresh (a newer reconciledAt) settles it.
     settled = _row("gpu-eu-1", "Healthy", "2026-01-01T10:05:00Z")
     feedback.observe("fraud-detector", "production", [settled], complete=False, actor="argocd")
     assert store.rows("fraud-detector", "production")[0] == settled
+
+
+@pytest.mark.parametrize(("degraded_at", "healthy_at"), [
+    (None, None),                       # a template (or Argo CD) not sending the health time
+    ("2026-01-01T10:01:00Z", None),     # the Healthy report without it
+    (None, "2026-01-01T10:01:00Z"),     # a row stored before the column, NULL
+])
+def test_without_both_health_times_the_later_arrival_replaces_the_row(
+        state_backend: StateBackend, tmp_path: Path,
+        degraded_at: str | None, healthy_at: str | None) -> None:
+    # Nothing orders the two but arrival: the later one counts, as before health times were
+    # kept, so Healthy after Degraded under one reconciledAt does not stay Degraded for good.
+    feedback, store, registry = _feedback(state_backend, tmp_path)
+    feedback.observe("fraud-detector", "production", [_changed("Degraded", degraded_at)],
+                     complete=False, actor="argocd")
+    healthy = _changed("Healthy", healthy_at)
+    status = feedback.observe("fraud-detector", "production", [healthy], complete=False,
+                              actor="argocd")
+    assert store.rows("fraud-detector", "production") == [healthy]
+    assert status.deployed and status.health == "Healthy"
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
+    # And a worse report arriving later replaces the Healthy one the same way.
+    worse = _changed("Degraded", degraded_at)
+    status = feedback.observe("fraud-detector", "production", [worse], complete=False,
+                              actor="argocd")
+    assert store.rows("fraud-detector", "production") == [worse] and not status.deployed
 
 
 def test_a_listing_keeps_newer_rows_and_drops_clusters_no_longer_targeted(

@@ -35,7 +35,7 @@ from promoter.errors import UserError
 SYNCED = "Synced"
 HEALTHY = "Healthy"
 # An Application being deleted (its cluster lost the label, the model was removed): its row
-# goes, so a cluster that no longer runs the environment stops counting for it.
+# is marked deleted, so a cluster that no longer runs the environment stops counting for it.
 DELETED = "deleted"
 EVENTS = ("sync-succeeded", "sync-failed", "health-degraded", "health-healthy", DELETED)
 _NO_VALUE = "<no value>"  # what Go's text/template prints for a missing map entry

@@ -66,7 +66,7 @@ class ArgoCDHookHandler:
         if claimed.outcome is HookClaim.IN_PROGRESS:
             return in_progress_answer(**described)
         try:
-            # A deleted Application's cluster stops counting: its row goes, and the
+            # A deleted Application's cluster stops counting: its row is marked deleted, and the
             # environment is judged on the clusters left (which may make it deployed).
             deleted = notification.event == DELETED
             summary = self._feedback.observe(row.name, row.env, [] if deleted else [row],

@@ -64,7 +64,7 @@ class StatusStore:
         telling, in one transaction: two observations of one
         environment (two clusters' notifications at once) each judge the rows as they are
         after their own write, and only one of them claims a given summary.
-        ``deleted``: Applications being deleted, whose clusters' rows go (``_forget``).
+        ``deleted``: Applications being deleted, whose clusters stop counting (``_forget``).
         Returns (status, to tell: the caller owns the claim and must call ``told`` or
         ``untold``, deployed as last told)."""
 
@@ -102,11 +102,26 @@ class StatusStore:
             "WHERE name = ? AND env = ? AND telling_digest = ?", (name, env, _digest(status))))
 
 
+# A cluster whose Application was deleted keeps a row marked so (a tombstone: sync and health
+# DELETED_MARK, since the deletion's reconciledAt), which is not a cluster of the environment
+# (``_rows`` leaves it out: neither judged nor listed) but keeps a late retry of a report from
+# before the deletion from bringing the cluster back: only a report with a later reconciledAt
+# (the Application re-created) replaces it. Argo CD's values are never this.
+DELETED_MARK = "(deleted)"
+_GONE = f"cluster_status.sync = '{DELETED_MARK}' AND cluster_status.health = '{DELETED_MARK}'"
+# Built from this module's constants only.
+_SELECT_ROWS = (
+    "SELECT name, env, cluster, sync, health, revision, since, application, "  # noqa: S608
+    "health_changed_at FROM cluster_status WHERE name = ? AND env = ? "
+    f"AND NOT ({_GONE}) ORDER BY cluster")
+_SELECT_CLUSTERS = (
+    "SELECT cluster FROM cluster_status WHERE name = ? AND env = ? "  # noqa: S608
+    f"AND NOT ({_GONE})")
+
+
 def _rows(conn: Connection, name: str, env: str) -> list[ClusterStatus]:
     found = conn.execute(
-        "SELECT name, env, cluster, sync, health, revision, since, application, "
-        "health_changed_at FROM cluster_status WHERE name = ? AND env = ? ORDER BY cluster",
-        (name, env)).fetchall()
+        _SELECT_ROWS, (name, env)).fetchall()
     return [ClusterStatus(*row) for row in found]
 
 
@@ -122,11 +137,12 @@ def _rows(conn: Connection, name: str, env: str) -> list[ClusterStatus]:
 # sending it, a row stored before the column), nothing orders them but arrival: the later one
 # replaces the stored row, as before health times were kept; refusing it would keep a cluster
 # Degraded for good once Healthy came under the same reconciledAt.
+# A deleted Application's tombstone (``_GONE``) is replaced only by a later reconciledAt.
 _READY = "excluded.sync = 'Synced' AND excluded.health = 'Healthy'"
 _STORED_READY = "cluster_status.sync = 'Synced' AND cluster_status.health = 'Healthy'"
 _REPLACES = (
     "cluster_status.since IS NULL OR excluded.since > cluster_status.since "
-    "OR (excluded.since = cluster_status.since AND ("
+    f"OR (NOT ({_GONE}) AND excluded.since = cluster_status.since AND ("
     " excluded.health_changed_at IS NULL OR cluster_status.health_changed_at IS NULL"
     " OR excluded.health_changed_at > cluster_status.health_changed_at"
     " OR (excluded.health_changed_at = cluster_status.health_changed_at"
@@ -145,9 +161,8 @@ def _store(conn: Connection, name: str, env: str, rows: list[ClusterStatus], *,
            complete: bool) -> None:
     """Upsert ``rows``, each only over an observation it is not older than (``_REPLACES``).
     ``complete``: the rows are every cluster of (name, env); the others go."""
-    if complete:
-        stored = conn.execute("SELECT cluster FROM cluster_status WHERE name = ? AND env = ?",
-                              (name, env)).fetchall()
+    if complete:   # tombstones stay: a late retry of a deleted Application's report
+        stored = conn.execute(_SELECT_CLUSTERS, (name, env)).fetchall()
         gone = sorted({found[0] for found in stored} - {row.cluster for row in rows})
         if gone:
             conn.executemany("DELETE FROM cluster_status WHERE name = ? AND env = ? AND "
@@ -159,14 +174,22 @@ def _store(conn: Connection, name: str, env: str, rows: list[ClusterStatus], *,
 
 
 def _forget(conn: Connection, name: str, env: str, deleted: Sequence[ClusterStatus]) -> None:
-    """Drop the row of each cluster whose Application is being deleted: it no longer runs the
-    environment, and its last row would keep `deployed` from every later version. Only the row
-    that Application reported, and not one observed after the deletion's report (a
-    re-created Application's, delivered first)."""
+    """Mark the row of each cluster whose Application is being deleted as gone (a tombstone,
+    see ``DELETED_MARK``): it no longer runs the environment, and its last row would keep
+    `deployed` from every later version; a late retry of one of its older reports must not
+    bring it back. Only over the row that Application reported, and not one observed after the
+    deletion's report (a re-created Application's, delivered first); with no row stored (its
+    reports not delivered yet) the tombstone is stored all the same."""
     conn.executemany(
-        "DELETE FROM cluster_status WHERE name = ? AND env = ? AND cluster = ? "
-        "AND application = ? AND (since IS NULL OR ? IS NULL OR since <= ?)",
-        [(name, env, row.cluster, row.application, row.since, row.since) for row in deleted])
+        "INSERT INTO cluster_status (name, env, cluster, sync, health, revision, since, "
+        "application, health_changed_at) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, NULL) "
+        "ON CONFLICT (name, env, cluster) DO UPDATE SET sync = excluded.sync, "
+        "health = excluded.health, revision = NULL, since = excluded.since, "
+        "health_changed_at = NULL WHERE cluster_status.application = excluded.application "
+        "AND (cluster_status.since IS NULL OR excluded.since IS NULL "
+        "OR cluster_status.since <= excluded.since)",
+        [(name, env, row.cluster, DELETED_MARK, DELETED_MARK, row.since, row.application)
+         for row in deleted])
 
 
 def _observe_summary(conn: Connection, name: str, env: str, digest: str,

@@ -163,6 +163,60 @@ def test_a_listing_keeps_newer_rows_and_drops_clusters_no_longer_targeted(
     assert store.rows("fraud-detector", "production") == [newer, listed]
 
 
+def test_a_deleted_applications_cluster_does_not_come_back_with_a_late_retry(
+        state_backend: StateBackend, tmp_path: Path) -> None:
+    # gpu-old's Degraded report got a 5xx; meanwhile the cluster lost its label and its
+    # Application was deleted. The deleted Application never reports again.
+    feedback, store, _ = _feedback(state_backend, tmp_path)
+    healthy = _row("gpu-eu-1", "Healthy", "2026-01-01T10:00:00Z")
+    feedback.observe("fraud-detector", "production", [healthy], complete=False, actor="argocd")
+    gone = _row("gpu-old", "Degraded", "2026-01-01T10:05:00Z")
+    status = feedback.observe("fraud-detector", "production", [], complete=False,
+                              actor="argocd", deleted=[gone])
+    assert status.deployed and store.rows("fraud-detector", "production") == [healthy]
+    # Argo CD's retry of the older report, and one of the deletion's own reconciledAt.
+    for at in ("2026-01-01T10:04:00Z", "2026-01-01T10:05:00Z"):
+        status = feedback.observe("fraud-detector", "production",
+                                  [_row("gpu-old", "Degraded", at)], complete=False,
+                                  actor="argocd")
+        assert status.deployed and [c.cluster for c in status.clusters] == ["gpu-eu-1"]
+        assert store.rows("fraud-detector", "production") == [healthy]
+    # A complete listing still prunes clusters it no longer lists, and is no cluster to it.
+    stale = _row("gpu-us-1", "Healthy", "2026-01-01T10:00:00Z")
+    feedback.observe("fraud-detector", "production", [stale], complete=False, actor="argocd")
+    listed = _row("gpu-eu-1", "Healthy", "2026-01-01T10:06:00Z")
+    feedback.observe("fraud-detector", "production", [listed], complete=True,
+                     actor="promoter status")
+    assert store.rows("fraud-detector", "production") == [listed]
+    feedback.observe("fraud-detector", "production",
+                     [_row("gpu-old", "Degraded", "2026-01-01T10:04:30Z")], complete=False,
+                     actor="argocd")
+    assert store.rows("fraud-detector", "production") == [listed]
+    # The Application re-created: its newer report counts again.
+    back = _row("gpu-old", "Progressing", "2026-01-01T10:10:00Z")
+    status = feedback.observe("fraud-detector", "production", [back], complete=False,
+                              actor="argocd")
+    assert store.rows("fraud-detector", "production") == [listed, back] and not status.deployed
+
+
+def test_a_deletion_over_a_stored_row_ignores_older_reports_and_newer_rows(
+        state_backend: StateBackend, tmp_path: Path) -> None:
+    feedback, store, _ = _feedback(state_backend, tmp_path)
+    old = _row("gpu-old", "Healthy", "2026-01-01T10:00:00Z")
+    feedback.observe("fraud-detector", "production", [old], complete=False, actor="argocd")
+    feedback.observe("fraud-detector", "production", [], complete=False, actor="argocd",
+                     deleted=[_row("gpu-old", "Healthy", "2026-01-01T10:05:00Z")])
+    assert store.rows("fraud-detector", "production") == []
+    feedback.observe("fraud-detector", "production", [old], complete=False, actor="argocd")
+    assert store.rows("fraud-detector", "production") == []
+    # A row reported after the deletion (a re-created Application's, delivered first) stays.
+    newer = _row("gpu-old", "Healthy", "2026-01-01T10:20:00Z")
+    feedback.observe("fraud-detector", "production", [newer], complete=False, actor="argocd")
+    feedback.observe("fraud-detector", "production", [], complete=False, actor="argocd",
+                     deleted=[_row("gpu-old", "Healthy", "2026-01-01T10:05:00Z")])
+    assert store.rows("fraud-detector", "production") == [newer]
+
+
 class _KilledWritingBack(RecordingRegistry):
     """The process dies (SIGKILL, OOM, node loss) while writing the tags back: after the
     observation is stored, before anything is told (the audit line follows the write-back)."""

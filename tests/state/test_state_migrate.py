@@ -57,6 +57,10 @@ def fill_sqlite_state(state_dir: Path) -> None:
     status.record("fraud", "production", [ClusterStatus(  # observed, its telling under way
         "fraud", "production", "gpu-2", "Synced", "Degraded", "abc", None, "fraud-prod-2")],
         complete=False, summary=lambda rows: summarise(rows, None))
+    status.record("fraud", "production", [], complete=False,  # a deleted Application's
+                  summary=lambda rows: summarise(rows, None), deleted=[ClusterStatus(
+                      "fraud", "production", "gpu-3", "Synced", "Healthy", "abc",
+                      "2026-01-01T10:05:00Z", "fraud-prod-3")])
     trail = AuditTrail(state_dir)
     for n in range(5):
         trail.record("job.done", actor="test", n=n)
@@ -98,6 +102,13 @@ def test_state_migrate_copies_every_row_and_the_audit_chain(
     assert queue.enqueue(JobKey("new-model", "1", "staging", "promote")).job.id > newest
     target_trail.record("after.migration")
     assert target_trail.verify() is None
+    # The deleted Application's cluster is still no cluster, and its late report stays out.
+    moved = StatusStore(target)
+    assert [row.cluster for row in moved.rows("fraud", "production")] == ["gpu-1", "gpu-2"]
+    moved.record("fraud", "production", [ClusterStatus(
+        "fraud", "production", "gpu-3", "Synced", "Degraded", "abc", "2026-01-01T10:04:00Z",
+        "fraud-prod-3")], complete=False, summary=lambda rows: summarise(rows, None))
+    assert [row.cluster for row in moved.rows("fraud", "production")] == ["gpu-1", "gpu-2"]
     source.close()
     target.close()
 

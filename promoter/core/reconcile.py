@@ -14,7 +14,7 @@ since the record was made (alias set to 2 by a delivered hook, then back to 1 by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from promoter.core.events import PromotionEvent, Triggers
@@ -102,14 +102,6 @@ def plan(model: str, current: Mapping[str, Observed], previous: Mapping[str, Obs
                                           model=model, version=None, env=env,
                                           trigger="reconcile"))
     return planned
-
-
-def next_cursor(since: int, newest: int, held: Iterable[int]) -> int:
-    """The version cursor after a pass that read changes up to ``newest``: never past the
-    change of a model the pass could not look at (``held``: their change times), else the
-    next pass, reading from the cursor, would never look at that model's change again; and
-    never back before ``since`` (each held change was read from there, so it is again)."""
-    return max(since, min([newest, *held]))
 
 
 def _asked_for(job: JobKey | None, target: str | None) -> bool:

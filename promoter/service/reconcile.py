@@ -18,16 +18,17 @@ Cost per pass: one paged listing of registered models (with their aliases), plus
 updated since the cursor (read newest first, stopping at the cursor), plus one stage lookup per
 model among those or whose registered model changed since the cursor (a version deleted, an
 alias set: looked up each pass until a version's update moves the cursor past it) or whose
-record was read for another stage than its trigger's (once per model after an environment is
-added or its stage changed, and after an upgrade from records without it), plus one
-read of each registered model recorded but missing from the listing (deleted, usually), plus
-one query for the newest job of each (model, env).
+lookup failed in an earlier pass (until one succeeds) or whose record was read for another
+stage than its trigger's (once per model after an environment is added or its stage changed,
+and after an upgrade from records without it), plus one read of each registered model
+recorded but missing from the listing (deleted, usually), plus one query for the newest job
+of each (model, env).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,7 +72,7 @@ class PassReport:
     stage_lookups: int = 0
     jobs: list[dict[str, object]] = field(default_factory=list)
     # Models whose stage lookup failed this pass ({"model", "error", "kind"}): their aliases
-    # were still observed, their stages are looked up again next pass.
+    # were still observed, their stages are looked up by each pass until one succeeds.
     failed: list[dict[str, str]] = field(default_factory=list)
     # The pass stopped before this model's writes: leadership was lost meanwhile.
     stopped_at: str | None = None
@@ -135,10 +136,24 @@ class ReconcileState:
 
         self.db.write(replace)
 
-    def save_cursor(self, since_ms: int) -> None:
-        self.db.write(lambda conn: conn.execute(
-            "INSERT INTO reconcile_cursor VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
-            "SET versions_since_ms = excluded.versions_since_ms", (since_ms,)))
+    def retry(self) -> set[str]:
+        """Models whose change a pass could not look at: each pass looks them up."""
+        return {row[0] for row in self.db.read(lambda conn: conn.execute(
+            "SELECT model FROM reconcile_retry").fetchall())}
+
+    def save_cursor(self, since_ms: int, retry: Iterable[str] | None = None) -> None:
+        """The cursor, and with it (unless None) the models to look up again: the cursor
+        moves past their changes only together with the note that they are still due."""
+        def replace(conn: Connection) -> None:
+            conn.execute(
+                "INSERT INTO reconcile_cursor VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
+                "SET versions_since_ms = excluded.versions_since_ms", (since_ms,))
+            if retry is not None:
+                conn.execute("DELETE FROM reconcile_retry")
+                conn.executemany("INSERT INTO reconcile_retry (model) VALUES (?)",
+                                 [(model,) for model in sorted(set(retry))])
+
+        self.db.write(replace)
 
 
 def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
@@ -148,8 +163,9 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
     """One pass. A model's record is updated only after its jobs are durably enqueued, so a
     pass interrupted by a registry or queue failure is simply repeated next time. One model's
     stage lookup failing (a timeout on a model with very many versions) does not stop the
-    pass for the models after it: its aliases are still observed, and the version cursor
-    stays where it was so that the next pass looks its stages up again.
+    pass for the models after it: its aliases are still observed, and it is noted
+    (ReconcileState.retry) so that each later pass looks its stages up again until one
+    succeeds, while the version cursor moves on past the other models' changes.
     ``leading`` (the replicated loop's leadership check) is asked before each model's writes:
     a leader whose session was lost mid-pass (a successor may be running its own pass by
     then) stops there, and leaves the cursor where it was."""
@@ -161,16 +177,16 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
     asked = _newest_jobs(queue, triggers)
     since = state.cursor()
     newest = since
-    # model → the newest change of its versions read. A lookup reads all of a model's stages,
-    # so a later pass that reads this one change again looks at everything that changed.
-    changed_at: dict[str, int] = {}
+    # Models a pass could not look at: looked up now whatever changed. A lookup reads all of
+    # a model's stages, so one that succeeds later sees every change it missed.
+    retry = state.retry()
+    retry_next: set[str] = set()
+    changed_at: dict[str, int] = {}   # model → the newest change of its versions read
     for version in registry.versions_updated_since(max(0, since - slack_ms)):
         report.changed_versions += 1
         changed_at[version.model] = max(version.last_updated_ms,
                                         changed_at.get(version.model, 0))
         newest = max(newest, version.last_updated_ms)
-    # Change times of models this pass could not look at: the cursor stays at or before each.
-    held: list[int] = []
     seen: set[str] = set()
     for model in registry.models():
         seen.add(model.name)
@@ -184,7 +200,8 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
         changed = changed_at.get(model.name)
         if changed is None and model.last_updated_ms >= since - slack_ms:
             changed = model.last_updated_ms
-        if changed is not None or core.stages_outdated(triggers, previous):
+        if (changed is not None or model.name in retry
+                or core.stages_outdated(triggers, previous)):
             try:
                 stages = registry.stage_versions(model.name)
                 report.stage_lookups += 1
@@ -194,15 +211,14 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
             except (TransientError, PermanentError, AuthError) as exc:
                 # Only MLflow's own "does not exist" says the model is gone; any other
                 # refusal (a proxy's bare 404, a 400) says nothing about it, so the model
-                # is a failure of this pass and its change is looked at again. So is a 403
+                # is a failure of this pass, looked up again by the next. So is a 403
                 # on this one model (a per-model permission): the models after it are still
                 # reconciled. Credentials refused for everything fail the listing above,
                 # and with it the whole pass.
                 log(_log, logging.WARNING, "stage lookup failed; looked up again next pass",
                     model=model.name, error=exc.message)
                 report.fail(model.name, exc)
-                if changed is not None:   # an outdated record asks again by itself
-                    held.append(changed)
+                retry_next.add(model.name)
         current = core.observe(triggers, model.aliases, stages, previous)
         if not _apply(model.name, current, previous, asked.get(model.name, {}), queue, state,
                       report, leading):
@@ -211,19 +227,19 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
     # hook promoted the model, deleted before any pass listed it). Missing from the listing
     # is not enough: MLflow's SQL store pages by offset, so a model deleted on an earlier page
     # mid-listing shifts a live one past the page boundary unseen. Each is asked for directly;
-    # one that is there (or cannot be asked about) keeps its record for the next pass, as do
-    # the changes of its versions read (the cursor stays before them).
-    for gone in sorted((set(recorded) | set(asked) | set(changed_at)) - seen):
+    # one that is there (or cannot be asked about) keeps its record, and is looked up again
+    # next pass if its versions changed (or it was due already).
+    for gone in sorted((set(recorded) | set(asked) | set(changed_at) | retry) - seen):
         if not _confirmed_gone(registry, gone, report):
-            if gone in changed_at:
-                held.append(changed_at[gone])
+            if gone in changed_at or gone in retry:
+                retry_next.add(gone)
             continue
         if not _apply(gone, {}, recorded.get(gone, {}), asked.get(gone, {}), queue, state,
                       report, leading):
             return _stopped(report)
     if leading is not None and not leading():   # the cursor is the new leader's now
         return _stopped(report)
-    state.save_cursor(core.next_cursor(since, newest, held))
+    state.save_cursor(newest, retry_next)
     if metrics is not None:
         metrics.reconcile_enqueued.inc(sum(1 for job in report.jobs if job.get("created")))
     log(_log, logging.INFO, "reconcile pass", **report.describe())

@@ -16,8 +16,8 @@ from promoter.state.db import Connection, StateDB
 
 # In foreign-key order: a row is copied after the rows it points at.
 TABLES = ("jobs", "job_steps", "deliveries", "deployments", "deployment_names", "pushed_heads",
-          "reconcile_observed", "reconcile_cursor", "local_mrs", "local_mr_notes",
-          "state_meta", "cluster_status", "cluster_summaries")
+          "reconcile_observed", "reconcile_cursor", "reconcile_retry", "local_mrs",
+          "local_mr_notes", "state_meta", "cluster_status", "cluster_summaries")
 # Columns that number new rows: the target's counter must continue past the copied ids.
 _NUMBERED = {"jobs": "id", "local_mrs": "iid", "local_mr_notes": "id"}
 Rows = dict[str, tuple[list[str], list[tuple[Any, ...]]]]

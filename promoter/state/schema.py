@@ -186,6 +186,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE reconcile_observed ADD COLUMN stage_trigger TEXT;
     """,
+    # 10: models whose change a reconcile pass could not look at (a failed stage lookup),
+    # looked up by each pass until one succeeds; the version cursor moves on without them.
+    """
+    CREATE TABLE reconcile_retry (
+        model TEXT PRIMARY KEY
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

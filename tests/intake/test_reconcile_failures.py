@@ -1,5 +1,5 @@
 """A model the reconcile pass cannot look at is a failure of the pass, never taken for gone,
-and the version cursor never passes its change (a registry double: tests/intake/
+and looked up by each pass until one succeeds (a registry double: tests/intake/
 registry_double.py)."""
 
 from __future__ import annotations
@@ -63,10 +63,11 @@ def test_a_refused_stage_lookup_is_a_failure_and_its_change_is_looked_at_again(
     refused = run()
     assert [(f["model"], f["kind"]) for f in refused.failed] == [("b", "permanent")]
     assert refused.exit_code == 1          # a fault to fix, as `reconcile --once` ends
-    assert run.state.cursor() <= 50_000    # held at b's change, not at z's
+    assert run.state.retry() == {"b"}      # looked up again, though the cursor moved on
 
     del registry.fail["b"]
     assert jobs(run(slack_ms=0)) == {("b", "2", "production")}
+    assert run.state.retry() == set()
 
 
 def test_mlflows_own_not_found_on_a_stage_lookup_is_the_model_deleted(run: Pass) -> None:
@@ -76,13 +77,27 @@ def test_mlflows_own_not_found_on_a_stage_lookup_is_the_model_deleted(run: Pass)
     assert report.failed == [] and report.exit_code == 0 and report.jobs == []
 
 
-def test_the_cursor_stays_before_every_change_not_looked_at() -> None:
-    from promoter.core.reconcile import next_cursor
-
-    assert next_cursor(100, 500, []) == 500
-    assert next_cursor(100, 500, [300, 200]) == 200
-    assert next_cursor(100, 500, [50]) == 100      # read from the cursor's slack again
-    assert next_cursor(100, 500, [900]) == 500
+def test_a_model_failing_every_pass_does_not_hold_the_cursor(run: Pass) -> None:
+    """Before, the cursor stayed at the failing model's change for good: every pass read
+    again every version changed since, and looked each of their models up (10, 20, 30...)."""
+    registry = run.registry
+    registry.add("b", "1", 10_000, Production="1")
+    run()
+    finish_jobs(run.queue)
+    registry.add("b", "2", 50_000, Production="2")       # a stage move: no webhook
+    registry.fail["b"] = PermanentError("cannot read the stages of 'b': MLflow answered 404 "
+                                        "ENDPOINT_NOT_FOUND")
+    at = 100_000
+    for n in range(4):
+        for i in range(10):                              # 10 other models change each pass
+            at += 10_000
+            registry.add(f"m{n}_{i}", "1", at)
+        report = run()
+        assert [f["model"] for f in report.failed] == ["b"] and report.exit_code == 1
+        assert report.changed_versions <= 12 and report.stage_lookups <= 11  # 1: the slack
+        assert run.state.cursor() == at
+    del registry.fail["b"]
+    assert jobs(run()) == {("b", "2", "production")}     # its change, found at last
 
 
 def test_reconcile_once_ends_with_1_for_a_refused_lookup(

@@ -173,6 +173,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE reconcile_observed ADD COLUMN stage_trigger TEXT;
     """,
+    # 7: as SQLite's 10: models whose change a reconcile pass could not look at.
+    """
+    CREATE TABLE reconcile_retry (
+        model TEXT PRIMARY KEY
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables with an identity column: `state migrate` moves their sequence past the copied ids.

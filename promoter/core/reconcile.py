@@ -104,6 +104,14 @@ def plan(model: str, current: Mapping[str, Observed], previous: Mapping[str, Obs
     return planned
 
 
+def deployed_by_jobs(newest_jobs: Mapping[str, Mapping[str, JobKey]]) -> set[str]:
+    """The models of ``newest_jobs`` ({model: {env: its newest job}}) whose newest job of
+    some environment is not a decommission: a model whose every newest job is one (one
+    found deleted, decommissioned everywhere) has nothing left to decommission."""
+    return {model for model, jobs in newest_jobs.items()
+            if any(job.action != JobAction.DECOMMISSION for job in jobs.values())}
+
+
 def _asked_for(job: JobKey | None, target: str | None) -> bool:
     """Whether the newest job asked for ``target`` (None: a decommission); no job asked
     nothing else (jobs are kept, so a deployment without one was never acted on)."""

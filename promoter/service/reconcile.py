@@ -21,8 +21,8 @@ alias set: looked up each pass until a version's update moves the cursor past it
 lookup failed in an earlier pass (until one succeeds) or whose record was read for another
 stage than its trigger's (once per model after an environment is added or its stage changed,
 and after an upgrade from records without it), plus one read of each registered model
-recorded but missing from the listing (deleted, usually), plus one query for the newest job
-of each (model, env).
+recorded (or deployed by its newest job) but missing from the listing (deleted, usually:
+read once, then decommissioned), plus one query for the newest job of each (model, env).
 """
 
 from __future__ import annotations
@@ -223,13 +223,15 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
         if not _apply(model.name, current, previous, asked.get(model.name, {}), queue, state,
                       report, leading):
             return _stopped(report)
-    # Registered models deleted: those recorded, and those only a job knows of (a delivered
+    # Registered models deleted: those recorded, and those only a job deploys (a delivered
     # hook promoted the model, deleted before any pass listed it). Missing from the listing
     # is not enough: MLflow's SQL store pages by offset, so a model deleted on an earlier page
     # mid-listing shifts a live one past the page boundary unseen. Each is asked for directly;
     # one that is there (or cannot be asked about) keeps its record, and is looked up again
-    # next pass if its versions changed (or it was due already).
-    for gone in sorted((set(recorded) | set(asked) | set(changed_at) | retry) - seen):
+    # next pass if its versions changed (or it was due already). One confirmed gone before
+    # (its record wiped, its newest jobs decommissions) is not asked again.
+    maybe_live = set(recorded) | core.deployed_by_jobs(asked) | set(changed_at) | retry
+    for gone in sorted(maybe_live - seen):
         if not _confirmed_gone(registry, gone, report):
             if gone in changed_at or gone in retry:
                 retry_next.add(gone)

@@ -75,3 +75,14 @@ def test_a_stage_read_is_recorded_with_its_stage_even_when_empty() -> None:
     assert current == {"staging": Observed(None, "6", "Staging"),
                        "production": Observed(None, None, "Production")}
     assert [(e.env, e.version) for e in plan("m", current, {})] == [("staging", "6")]
+
+
+def test_only_a_model_some_newest_job_deploys_is_deployed_by_jobs() -> None:
+    from promoter.core.jobs import JobKey
+    from promoter.core.reconcile import deployed_by_jobs
+
+    assert deployed_by_jobs({
+        "gone": {"production": JobKey("gone", "*", "production", "decommission")},
+        "half": {"production": JobKey("half", "*", "production", "decommission"),
+                 "staging": JobKey("half", "2", "staging", "promote")},
+    }) == {"half"}

@@ -14,7 +14,7 @@ import pytest
 from promoter.adapters.mlflow import MlflowRegistry
 from promoter.adapters.mlflow import registry as mlflow_registry
 from promoter.errors import TransientError
-from promoter.service.queue import JobQueue
+from promoter.service.queue import JobKey, JobQueue
 from promoter.service.reconcile import PassReport, ReconcileState, reconcile_once
 from promoter.settings import Environment, Trigger
 from tests.intake.conftest import make_settings
@@ -134,3 +134,42 @@ def test_a_new_models_change_the_listing_missed_is_looked_up_again(
     assert report.unlisted == ["new"] and state.retry() == {"new"}
     assert [(j["model"], j["version"]) for j in reconcile_once(
         settings, registry, queue, state, slack_ms=0).jobs] == [("new", "1")]  # type: ignore[arg-type]
+
+
+def test_a_model_found_gone_is_not_asked_for_again(
+        double: tuple[Registry, JobQueue, ReconcileState], tmp_path: Path) -> None:
+    """Before, every deleted model that ever had a job was read each pass, for good (and a
+    timeout on that read reported the long-gone model as a failure of the pass)."""
+    _, queue, state = double
+    settings = make_settings(tmp_path)
+    asked: list[str] = []
+
+    class Counting(Registry):
+        def aliases(self, model: str) -> dict[str, str]:
+            asked.append(model)
+            if "*aliases*" in self.fail:
+                raise self.fail["*aliases*"]
+            return super().aliases(model)
+
+    counting = Counting()
+    for name in ("a", "b"):
+        counting.add(name, "1", 10_000, Production="1")
+    counting.add("live", "1", 10_000, Production="1")
+    reconcile_once(settings, counting, queue, state)  # type: ignore[arg-type]
+    # A delivered hook promoted a model no pass listed, deleted since.
+    queue.enqueue(JobKey("hooked", "1", "production", "promote"))
+    finish_jobs(queue)
+    for name in ("a", "b"):
+        del counting.model_ms[name]
+    counting.versions = [v for v in counting.versions if v[0] == "live"]
+
+    gone = reconcile_once(settings, counting, queue, state)  # type: ignore[arg-type]
+    assert actions(gone) == [("a", "decommission"), ("b", "decommission"),
+                             ("hooked", "decommission")]
+    assert sorted(asked) == ["a", "b", "hooked"]
+    finish_jobs(queue)
+    asked.clear()
+    counting.fail["*aliases*"] = TransientError("MLflow timed out")
+    for _ in range(2):
+        later = reconcile_once(settings, counting, queue, state)  # type: ignore[arg-type]
+        assert asked == [] and later.failed == [] and later.jobs == []

@@ -137,11 +137,16 @@ def _rows(conn: Connection, name: str, env: str) -> list[ClusterStatus]:
 # sending it, a row stored before the column), nothing orders them but arrival: the later one
 # replaces the stored row, as before health times were kept; refusing it would keep a cluster
 # Degraded for good once Healthy came under the same reconciledAt.
-# A deleted Application's tombstone (``_GONE``) is replaced only by a later reconciledAt.
+# A deleted Application's tombstone (``_GONE``) is replaced by a later reconciledAt, or by an
+# observation with none: an Application re-created and not reconciled yet (listed or reported
+# OutOfSync/Missing). Keeping that one out would judge the environment without a cluster that
+# runs it again and has not synced; a late retry of a report without one can only hold
+# `deployed` back, never grant it.
 _READY = "excluded.sync = 'Synced' AND excluded.health = 'Healthy'"
 _STORED_READY = "cluster_status.sync = 'Synced' AND cluster_status.health = 'Healthy'"
 _REPLACES = (
     "cluster_status.since IS NULL OR excluded.since > cluster_status.since "
+    f"OR (({_GONE}) AND excluded.since IS NULL) "
     f"OR (NOT ({_GONE}) AND excluded.since = cluster_status.since AND ("
     " excluded.health_changed_at IS NULL OR cluster_status.health_changed_at IS NULL"
     " OR excluded.health_changed_at > cluster_status.health_changed_at"

@@ -217,6 +217,26 @@ def test_a_deletion_over_a_stored_row_ignores_older_reports_and_newer_rows(
     assert store.rows("fraud-detector", "production") == [newer]
 
 
+def test_a_re_created_application_not_reconciled_yet_replaces_the_tombstone(
+        state_backend: StateBackend, tmp_path: Path) -> None:
+    """Re-created, its Application has no reconciledAt yet (`promoter status` lists it
+    OutOfSync/Missing, or a notification reports it): it runs the environment again and has
+    not synced, so the environment is not deployed. A tombstone kept it out before, and the
+    environment was tagged deployed without it."""
+    feedback, store, _ = _feedback(state_backend, tmp_path)
+    healthy = _row("gpu-eu-1", "Healthy", "2026-01-01T10:00:00Z")
+    feedback.observe("fraud-detector", "production", [healthy], complete=False, actor="argocd")
+    feedback.observe("fraud-detector", "production", [], complete=False, actor="argocd",
+                     deleted=[_row("gpu-old", "Healthy", "2026-01-01T10:05:00Z")])
+    fresh = ClusterStatus("fraud-detector", "production", "gpu-old", "OutOfSync", "Missing",
+                          None, None, "fraud-detector-production-gpu-old")
+    for complete, actor in ((True, "promoter status"), (False, "argocd")):
+        status = feedback.observe("fraud-detector", "production", [healthy, fresh],
+                                  complete=complete, actor=actor)
+        assert not status.deployed
+        assert [c.cluster for c in status.clusters] == ["gpu-eu-1", "gpu-old"]
+
+
 class _KilledWritingBack(RecordingRegistry):
     """The process dies (SIGKILL, OOM, node loss) while writing the tags back: after the
     observation is stored, before anything is told (the audit line follows the write-back)."""

@@ -223,7 +223,7 @@ def test_a_re_created_application_not_reconciled_yet_replaces_the_tombstone(
     OutOfSync/Missing, or a notification reports it): it runs the environment again and has
     not synced, so the environment is not deployed. A tombstone kept it out before, and the
     environment was tagged deployed without it."""
-    feedback, store, _ = _feedback(state_backend, tmp_path)
+    feedback, _store, _ = _feedback(state_backend, tmp_path)
     healthy = _row("gpu-eu-1", "Healthy", "2026-01-01T10:00:00Z")
     feedback.observe("fraud-detector", "production", [healthy], complete=False, actor="argocd")
     feedback.observe("fraud-detector", "production", [], complete=False, actor="argocd",

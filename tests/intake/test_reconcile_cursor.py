@@ -4,39 +4,32 @@ double whose listing changes mid-pass, as a busy MLflow's does)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from promoter.ports.registry import ModelVersionInfo, RegisteredModelInfo
+from promoter.ports.registry import RegisteredModelInfo
 from promoter.service.queue import JobQueue
 from promoter.service.reconcile import ReconcileState, reconcile_once
 from tests.intake.conftest import make_settings
+from tests.intake.registry_double import Registry
 
 
-class ChangingRegistry:
+@dataclass
+class ChangingRegistry(Registry):
     """Two models in Production by stage; ``during`` runs right after ``alpha`` is listed."""
 
-    def __init__(self) -> None:
-        self.stages = {"alpha": {"Production": "1"}, "zeta": {"Production": "1"}}
-        self.model_ms = {"alpha": 10_000, "zeta": 10_000}
-        self.versions = [("alpha", "1", 10_000), ("zeta", "1", 10_000)]
-        self.during: Callable[[], None] | None = None
+    during: Callable[[], None] | None = None
 
-    def versions_updated_since(self, since_ms: int) -> Iterator[ModelVersionInfo]:
-        for model, version, when in sorted(self.versions, key=lambda found: -found[2]):
-            if when < since_ms:
-                return
-            yield ModelVersionInfo(model, version, "s3://models/x", None, None,
-                                   last_updated_ms=when)
+    def __post_init__(self) -> None:
+        self.add("alpha", "1", 10_000, Production="1")
+        self.add("zeta", "1", 10_000, Production="1")
 
     def models(self) -> Iterator[RegisteredModelInfo]:
-        for name in sorted(self.model_ms):
-            yield RegisteredModelInfo(name, {}, last_updated_ms=self.model_ms[name])
-            if name == "alpha" and self.during is not None:
+        for found in super().models():
+            yield found
+            if found.name == "alpha" and self.during is not None:
                 self.during()
                 self.during = None
-
-    def stage_versions(self, model: str) -> dict[str, str]:
-        return dict(self.stages[model])
 
 
 def test_a_stage_change_made_mid_pass_is_found_by_a_later_pass(tmp_path: Path) -> None:

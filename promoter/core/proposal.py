@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from promoter.core import changes
-from promoter.core.mr_events import closed_by_promoter, closes_as_promoter
 from promoter.core.mr_text import (
     changes_section,
     commit_message,
@@ -338,13 +337,14 @@ class ProposalFlow:
     def _closed_by_human(self, newest: MergeRequest, version: str) -> bool:
         """The newest MR of the branch is this version's, closed, and not by promoter: not
         titled as promoter closes MRs, or closed by another user than promoter's (a reviewer
-        who retitled it so)."""
+        who retitled it so). GC's withdrawn MR too is promoter's close here (the hook and the
+        sweep record it, which is what ``closed_by_promoter`` leaves out)."""
         if newest.state != "closed" or newest.version != version:
             return False
-        if not closes_as_promoter(newest.title, newest.source_branch):
+        if not newest.title.endswith((SUPERSEDED_SUFFIX, WITHDRAWN_SUFFIX)):
             return True
-        return not closed_by_promoter("close", newest.title, newest.source_branch,
-                                      closer=newest.closed_by, own=self._forge.own_username())
+        own = self._forge.own_username()
+        return own is not None and newest.closed_by != own
 
     def _close_superseded(self, old: MergeRequest, proposal: Proposal, run: _Run) -> None:
         run.superseded_iid = old.iid

@@ -8,6 +8,7 @@ audit entries. Only branches named ``promote/<name>/<env>`` with valid names car
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from promoter.core.naming import name_problem
@@ -82,25 +83,22 @@ ForgeEvent = MergeRequestEvent | PipelineEvent
 
 
 def closed_by_promoter(action: str, title: str, source_branch: str, *, closer: str | None,
-                       own: str | None) -> bool:
+                       own: Callable[[], str | None]) -> bool:
     """A close promoter made of a deployment's MR, told by the title it gave it (superseded
     by a newer one, or withdrawn because the target branch already holds what the
     environment should run) and by who closed it: ``closer``, the forge's user who did, must
-    be ``own``, the user promoter acts as (None: a forge without accounts, where only
-    promoter retitles). A reviewer who retitles the MR so and closes it is a reviewer: their
-    close is recorded. No reviewer's outcome to record (a "closed" tag, a settled ledger row)
-    for promoter's own. GC's withdrawn MR is not one: recording its close ends the sweep's
+    be the user promoter acts as, which ``own`` tells (a forge read, so asked only for a
+    close titled as promoter's; None: a forge without accounts, where only promoter
+    retitles). A reviewer who retitles the MR so and closes it is a reviewer: their close is
+    recorded. No reviewer's outcome to record (a "closed" tag, a settled ledger row) for
+    promoter's own. GC's withdrawn MR is not one: recording its close ends the sweep's
     watch."""
-    if action != "close" or (own is not None and closer != own):
-        return False
-    return closes_as_promoter(title, source_branch)
-
-
-def closes_as_promoter(title: str, source_branch: str) -> bool:
-    """Whether ``title`` is the one promoter gives an MR it closes (by its suffix): the cheap
-    first test; only the closer's identity confirms it (``closed_by_promoter``)."""
-    return title.endswith(SUPERSEDED_SUFFIX) or \
+    titled = title.endswith(SUPERSEDED_SUFFIX) or \
         (title.endswith(WITHDRAWN_SUFFIX) and source_branch != GC_BRANCH)
+    if action != "close" or not titled:
+        return False
+    user = own()
+    return user is None or closer == user
 
 
 def promotion_key(branch: str) -> tuple[str, str] | None:

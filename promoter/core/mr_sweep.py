@@ -24,7 +24,6 @@ from promoter.core.mr_events import (
     HUMAN_COMMIT,
     MergeRequestEvent,
     closed_by_promoter,
-    closes_as_promoter,
     foreign_settlement,
     refusal,
 )
@@ -123,10 +122,8 @@ def _settled(name: str, env: str, branch: str, mr: MergeRequest, *, pushed_sha: 
     if refused is not None and not foreign:
         return SweepDecision(None, refused[0] if refused[0] == HUMAN_COMMIT else refused[1],
                              left_alone=True)
-    if own is not None and \
-            closes_as_promoter(mr.title, mr.source_branch) and \
-            closed_by_promoter(action, mr.title, mr.source_branch, closer=mr.closed_by,
-                               own=own()):
+    if own is not None and closed_by_promoter(action, mr.title, mr.source_branch,
+                                              closer=mr.closed_by, own=own):
         return SweepDecision(None, "promoter closed it (superseded or withdrawn)")
     return SweepDecision(MergeRequestEvent(
         action=action, project_id=project_id, project_path=project_path, iid=mr.iid,

@@ -31,7 +31,6 @@ from promoter.core.mr_events import (
     ForgeEvent,
     MergeRequestEvent,
     closed_by_promoter,
-    closes_as_promoter,
     foreign_settlement,
     refusal,
 )
@@ -111,14 +110,13 @@ class GitLabHookHandler:
             return 200, {"status": "ignored", "reason": f"event {event_header[:60]!r} not handled"}
         if isinstance(event, MergeRequestEvent) and event.action not in ACTED_ON:
             return 200, {"status": "ignored", "reason": f"action {event.action!r} not acted on"}
-        if isinstance(event, MergeRequestEvent) and event.action == "close" and \
-                closes_as_promoter(event.title, event.source_branch):
+        if isinstance(event, MergeRequestEvent):
             try:
-                own = self._own_username() if self._own_username is not None else None
+                ours = closed_by_promoter(event.action, event.title, event.source_branch,
+                                          closer=event.user, own=self._own)
             except PromoterError as exc:   # GitLab retries a 5xx: the retry asks again
                 return failed_while_acting(exc)
-            if closed_by_promoter(event.action, event.title, event.source_branch,
-                                  closer=event.user, own=own):
+            if ours:
                 return 200, {"status": "ignored",
                              "reason": "promoter closed it (superseded or withdrawn)"}
         if event.name is None or event.iid is None:
@@ -142,6 +140,9 @@ class GitLabHookHandler:
         if claimed is not None:
             self._deliveries.finish(claimed, str(answer["status"]))
         return status, answer
+
+    def _own(self) -> str | None:
+        return self._own_username() if self._own_username is not None else None
 
     def _check_token(self, given: str | None) -> Answer | None:
         if self._token is None or not self._token.reveal():

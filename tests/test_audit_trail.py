@@ -103,6 +103,14 @@ def crash_before_the_head_moves(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FileChain, "_write_head", dies_on_confirming)
 
 
+def crash_an_append(trail: AuditTrail, monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    """One append of ``trail`` that dies before its head moves (the entry is written)."""
+    crash_before_the_head_moves(monkeypatch)
+    with pytest.raises(_Crash):
+        trail.record("job.done", model="m", env="production", version=version)
+    monkeypatch.undo()
+
+
 def test_an_entry_whose_head_a_crash_did_not_record_is_chained_onto(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The head names the entry, then the line is written, then the head moves onto it: a
@@ -110,10 +118,7 @@ def test_an_entry_whose_head_a_crash_did_not_record_is_chained_onto(
     tampering: verify passes, and the next entry follows it."""
     trail = AuditTrail(tmp_path)
     fill(trail)
-    crash_before_the_head_moves(monkeypatch)
-    with pytest.raises(_Crash):
-        trail.record("job.done", model="m", env="production", version="4")
-    monkeypatch.undo()
+    crash_an_append(trail, monkeypatch, "4")
     restarted = AuditTrail(tmp_path)
     assert [e["seq"] for e in restarted.entries()] == [1, 2, 3, 4, 5]
     assert restarted.recorded_head().seq == 4  # type: ignore[union-attr]
@@ -203,10 +208,7 @@ def test_an_entry_that_lost_only_its_newline_is_kept_and_chained_onto(
     It parses, so only its newline is added, and the next entry follows it."""
     trail = AuditTrail(tmp_path)
     fill(trail)
-    crash_before_the_head_moves(monkeypatch)
-    with pytest.raises(_Crash):
-        trail.record("job.done", model="m", env="production", version="5")
-    monkeypatch.undo()
+    crash_an_append(trail, monkeypatch, "5")
     trail.path.write_bytes(trail.path.read_bytes().removesuffix(b"\n"))
     restarted = AuditTrail(tmp_path)
     assert restarted.verify() is None

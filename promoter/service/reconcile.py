@@ -181,11 +181,10 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
     # a model's stages, so one that succeeds later sees every change it missed.
     retry = state.retry()
     retry_next: set[str] = set()
-    changed_at: dict[str, int] = {}   # model → the newest change of its versions read
+    changed_models: set[str] = set()   # models with a version among those read
     for version in registry.versions_updated_since(max(0, since - slack_ms)):
         report.changed_versions += 1
-        changed_at[version.model] = max(version.last_updated_ms,
-                                        changed_at.get(version.model, 0))
+        changed_models.add(version.model)
         newest = max(newest, version.last_updated_ms)
     seen: set[str] = set()
     for model in registry.models():
@@ -197,10 +196,8 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
         # moves: the stage it held may have been the target. The timestamp only asks for a
         # lookup; it never moves the cursor, which then could pass a version changed after
         # the versions were read (the models are listed page by page, later).
-        changed = changed_at.get(model.name)
-        if changed is None and model.last_updated_ms >= since - slack_ms:
-            changed = model.last_updated_ms
-        if (changed is not None or model.name in retry
+        changed = model.name in changed_models or model.last_updated_ms >= since - slack_ms
+        if (changed or model.name in retry
                 or core.stages_outdated(triggers, previous)):
             try:
                 stages = registry.stage_versions(model.name)
@@ -230,10 +227,10 @@ def reconcile_once(settings: Settings, registry: Registry, queue: JobQueue,
     # one that is there (or cannot be asked about) keeps its record, and is looked up again
     # next pass if its versions changed (or it was due already). One confirmed gone before
     # (its record wiped, its newest jobs decommissions) is not asked again.
-    maybe_live = set(recorded) | core.deployed_by_jobs(asked) | set(changed_at) | retry
+    maybe_live = set(recorded) | core.deployed_by_jobs(asked) | changed_models | retry
     for gone in sorted(maybe_live - seen):
         if not _confirmed_gone(registry, gone, report):
-            if gone in changed_at or gone in retry:
+            if gone in changed_models or gone in retry:
                 retry_next.add(gone)
             continue
         if not _apply(gone, {}, recorded.get(gone, {}), asked.get(gone, {}), queue, state,

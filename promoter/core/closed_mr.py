@@ -62,10 +62,16 @@ def write_back(registry: Registry, model: str, env: str, closed: ClosedMr | None
            "it carried something else than the target branch already holds")
     progress("merge request", closed.closed_as, f"!{closed.iid}" + (
         f" (version {closed.version})" if closed.version else "") + f": {why}")
-    if closed.version is None or closed.status is None:
-        return
+    if closed.version is not None and closed.status is not None:
+        write_back_if_present(registry, model, closed.version, env,
+                              {"status": closed.status, "reason": closed.reason}, progress)
+
+
+def write_back_if_present(registry: Registry, model: str, version: str, env: str,
+                          values: dict[str, str], progress: Progress) -> None:
+    """``values`` on the version's tags; nothing to tag when MLflow no longer has the model or
+    version (the job's audit entry and the ledger still record what happened)."""
     try:
-        registry.write_back(model, closed.version, env,
-                            {"status": closed.status, "reason": closed.reason})
+        registry.write_back(model, version, env, values)
     except NotFoundError:
-        progress("write-back", "skipped", f"{model!r} version {closed.version} is not in MLflow")
+        progress("write-back", "skipped", f"{model!r} version {version} is not in MLflow")

@@ -20,10 +20,8 @@ from typing import TYPE_CHECKING
 from promoter.core import base_reuse, closed_mr, gc, mr_text, tree_facts
 from promoter.core.config import PipelineConfig
 from promoter.core.results import DeploymentStatus, PipelineResult
-from promoter.errors import NotFoundError
 from promoter.ports.git import Proposal
 from promoter.ports.pipeline import DeployedState, Progress, StepLog
-from promoter.ports.registry import Registry
 
 if TYPE_CHECKING:
     from promoter.core.pipeline import Ports, PromotionJob
@@ -83,7 +81,7 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
               else DeploymentStatus.DECOMMISSIONED)
     values = {"mr_url": result.mr_url} if result.mr_url else {}
     values["status"] = status
-    _write_back(registry, job.model, live, job.env, values, progress)
+    closed_mr.write_back_if_present(registry, job.model, live, job.env, values, progress)
     ports.ledger.put(DeployedState(job.model, job.env, state.name, live,
                                         status, result.mr_iid, result.head_sha))
     progress("merge request", result.outcome.value, result.mr_url or "")
@@ -91,16 +89,6 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
                           removes=managed, mr_iid=result.mr_iid, mr_url=result.mr_url,
                           head_sha=result.head_sha, commit_created=result.commit_created,
                           closed_mr=closed)
-
-def _write_back(registry: Registry, model: str, version: str, env: str,
-                values: dict[str, str], progress: Progress) -> None:
-    """The removal's status on the version it removes; nothing to tag when MLflow no longer
-    has the model or version (the job's audit entry and the ledger still record it)."""
-    try:
-        registry.write_back(model, version, env, values)
-    except NotFoundError:
-        progress("write-back", "skipped", f"{model!r} version {version} is not in MLflow")
-
 
 def _live_version(config: PipelineConfig, ports: Ports, name: str, env: str) -> str | None:
     """The version the target branch's overlay pins, or None when it has no overlay."""

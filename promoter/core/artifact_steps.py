@@ -2,7 +2,8 @@
 the signature before anything is proposed. Ports only.
 
 Each step is recorded under the job (``image``, ``signature``, ``verify``) and reused for the
-same version and digest, so a re-run after a crash sends and signs nothing twice.
+same version and digest (a signature and a verification also for the same repository, and a
+verification for the same key), so a re-run after a crash sends and signs nothing twice.
 """
 
 from __future__ import annotations
@@ -125,7 +126,14 @@ class ArtifactSteps:
         if image is None or self.ports.verifier is None:
             return None
         recorded = steps.step("verify")
-        if recorded and recorded.get("digest") == image.digest:
+        key_hint = self.ports.verifier.key_hint
+        # Digest, reference and key, as the signature step does: the same bytes rebuilt into
+        # another repository (image.repository or deploy.name changed) carry the signatures of
+        # that repository only, and a verification under a replaced key says nothing about the
+        # new one. A record from before reference and key were kept lacks them: verify again.
+        if recorded and key_hint is not None and recorded.get("digest") == image.digest and \
+                recorded.get("reference") == image.reference and \
+                recorded.get("key_hint") == key_hint:
             return str(recorded["status"])
         try:
             info = self.ports.verifier.verify(image.reference)
@@ -136,6 +144,7 @@ class ArtifactSteps:
             self.progress("verify", "denied", exc.message)
             raise PolicyDenied([reason], version=version) from None
         status = f"verified ({', '.join(info.formats)}; key {info.key_hint[:12]}…)"
-        steps.record_step("verify", {"digest": image.digest, "status": status})
+        steps.record_step("verify", {"digest": image.digest, "reference": image.reference,
+                                     "key_hint": key_hint, "status": status})
         self.progress("verify", "ok", status)
         return status

@@ -121,6 +121,12 @@ class ImageBuilder(Protocol):
 
 
 class Verifier(Protocol):
+    @property
+    def key_hint(self) -> str | None:
+        """The configured public key's hint (as SignatureInfo.key_hint), or None when none is
+        configured. A recorded verification is reused only under the same key: a retry after
+        the verification key was replaced must be checked against the new one."""
+
     def verify(self, reference_with_digest: str) -> SignatureInfo:
         """The valid signatures over exactly this digest by the configured key(s); a UserError
         naming what is wrong (unsigned, another key, another digest, altered) otherwise."""

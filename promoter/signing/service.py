@@ -43,6 +43,10 @@ class CosignSigner:
         self._public = public_key or (signing_key.public if signing_key else None)
         self._formats = tuple(formats)
 
+    @property
+    def key_hint(self) -> str | None:
+        return self._public.hint if self._public else None
+
     def sign(self, reference_with_digest: str) -> SignatureInfo:
         if self._key is None:
             raise UserError("signing needs a private key", hint="pass --key cosign.key")

@@ -295,6 +295,8 @@ class CountingImages:
 
 
 class CountingSigner:
+    key_hint = "keyhint0123456789"  # the Verifier port's: which key verify() checks with
+
     def __init__(self) -> None:
         self.signed: list[str] = []
 

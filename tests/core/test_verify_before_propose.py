@@ -5,28 +5,34 @@ from __future__ import annotations
 
 import pytest
 
-from promoter.errors import PolicyDenied, UserError
+from promoter.errors import PolicyDenied, TransientError, UserError
 from promoter.ports.image import SignatureInfo
-from tests.core.test_pipeline import MODEL, World
+from tests.core.test_pipeline import MODEL, SETTINGS, MemorySteps, World
 
 
 class KeyVerifier:
     """Accepts exactly the references signed by 'our' key (the signer double's records)."""
 
-    def __init__(self, world: World, *, other_key: bool = False) -> None:
+    def __init__(self, world: World, *, other_key: bool = False,
+                 signed_in: str | None = None) -> None:
         self.world = world
         self.other_key = other_key
+        self.signed_in = signed_in  # CI signed every image pushed under this prefix, and no other
+        self.key_hint = "ourkeyhint000000"
         self.calls: list[str] = []
 
     def verify(self, reference_with_digest: str) -> SignatureInfo:
         self.calls.append(reference_with_digest)
         signed = self.world.signer.signed if self.world.signer is not None else []
+        if self.signed_in is not None:
+            signed = [reference_with_digest] if reference_with_digest.startswith(
+                self.signed_in) else []
         if reference_with_digest not in signed:
             raise UserError(f"{reference_with_digest} has no signature")
         if self.other_key:
             raise UserError("signed, but by another key (not cosign.pub)")
         return SignatureInfo(reference_with_digest, reference_with_digest.split("@")[1],
-                             ["bundle"], "ourkeyhint000000")
+                             ["bundle"], self.key_hint)
 
 
 def test_a_signed_image_is_verified_and_the_mr_says_so(world: World) -> None:
@@ -59,8 +65,58 @@ def test_unverifiable_images_are_denied_and_open_nothing(world: World, signer: s
 def test_a_rerun_reuses_the_recorded_verification(world: World) -> None:
     verifier = KeyVerifier(world)
     world.ports_extra = {"verifier": verifier}
-    from tests.core.test_pipeline import MemorySteps
     steps = MemorySteps()
     world.promote("2", steps=steps)
     world.promote("2", steps=steps)
     assert len(verifier.calls) == 1 and steps.results["verify"]["status"].startswith("verified")
+
+
+def first_attempt_fails_after_verifying(world: World, verifier: KeyVerifier) -> MemorySteps:
+    """Attempt 1 verifies, then the forge answers 502: the verification stays recorded."""
+    world.ports_extra = {"verifier": verifier}
+    steps = MemorySteps()
+    world.provider.lost_answers = 1
+    with pytest.raises(TransientError):
+        world.promote("2", steps=steps)
+    assert len(verifier.calls) == 1 and "verify" in steps.results
+    return steps
+
+
+def test_a_retry_into_another_repository_verifies_there(world: World) -> None:
+    """Between the attempts image.repository moved: the retry rebuilds the same bytes (same
+    digest) into the new repository, where CI signed nothing. The verification recorded for
+    the old repository must not vouch for it: the retry verifies again and is denied."""
+    world.signer = None  # type: ignore[assignment]  (CI signs; only the verification key is set)
+    verifier = KeyVerifier(world, signed_in="registry.test/")
+    steps = first_attempt_fails_after_verifying(world, verifier)
+    world.settings = SETTINGS.model_copy(update={"image": SETTINGS.image.model_copy(
+        update={"repository": "registry2.test/models/{name}"})})
+    with pytest.raises(PolicyDenied, match="has no signature"):
+        world.run(requested="2", steps=steps)
+    assert verifier.calls[-1].startswith("registry2.test/models/")
+    assert verifier.calls[0].split("@")[1] == verifier.calls[1].split("@")[1]  # same digest
+    assert world.provider.proposals == []
+
+
+def test_a_retry_under_a_replaced_verification_key_verifies_again(world: World) -> None:
+    """Between the attempts image.verification_key was replaced by a key that did not sign the
+    image: what the old key verified says nothing about the new one."""
+    verifier = KeyVerifier(world)
+    steps = first_attempt_fails_after_verifying(world, verifier)
+    verifier.key_hint, verifier.other_key = "newkeyhint111111", True
+    with pytest.raises(PolicyDenied, match="signed, but by another key"):
+        world.run(requested="2", steps=steps)
+    assert len(verifier.calls) == 2 and world.provider.proposals == []
+
+
+def test_a_verification_recorded_without_reference_and_key_is_not_reused(world: World) -> None:
+    """A record written before the reference and key were kept (digest and status only) cannot
+    say where or with what it verified: the retry verifies again, then keeps all three."""
+    verifier = KeyVerifier(world)
+    steps = first_attempt_fails_after_verifying(world, verifier)
+    old = steps.results["verify"]
+    steps.results["verify"] = {"digest": old["digest"], "status": old["status"]}
+    result = world.run(requested="2", steps=steps)
+    assert result.outcome == "created" and len(verifier.calls) == 2
+    assert steps.results["verify"]["reference"] == result.image
+    assert steps.results["verify"]["key_hint"] == "ourkeyhint000000"

@@ -384,3 +384,14 @@ def test_the_pre_mr_check_uses_the_key_the_admission_policies_trust(
     with pytest.raises(UserError):
         _pre_mr_check(tmp_path, key_path(1, "pub")).verify(image)
     assert _pre_mr_check(tmp_path, key_path(2, "pub")).verify(image).formats
+
+
+def test_the_pre_mr_check_names_the_verification_key_it_trusts(tmp_path: Path) -> None:
+    """The pipeline reuses a recorded verification only under the same key hint, so the hint
+    the check reports must be the verification key's, not the signing key's public half."""
+    from promoter.signing.keys import load_public_key
+
+    hints = {n: load_public_key(key_path(n, "pub").read_bytes()).hint for n in (1, 2)}
+    assert hints[1] != hints[2]
+    assert _pre_mr_check(tmp_path, key_path(1, "pub")).key_hint == hints[1]
+    assert _pre_mr_check(tmp_path, key_path(2, "pub")).key_hint == hints[2]

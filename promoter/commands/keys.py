@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -43,15 +45,15 @@ def generate(
     from promoter.signing.keys import generate_key_pair, load_public_key
 
     private_path, public_path = Path(f"{out}.key"), Path(f"{out}.pub")
-    existing = [str(p) for p in (private_path, public_path) if p.exists()]
+    # lexists: a dangling symlink is something there too, and --force replaces it (the link,
+    # never what it points at).
+    existing = [str(p) for p in (private_path, public_path) if os.path.lexists(p)]
     if existing and not force:
         raise UserError(f"{' and '.join(existing)} already exist",
                         hint="choose another --out prefix, or pass --force to replace them")
     private_pem, public_pem = generate_key_pair(cosign_password(ctx, confirm=True))
-    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(private_pem)
-    public_path.write_bytes(public_pem)
+    write_replacing(private_path, private_pem, 0o600)
+    write_replacing(public_path, public_pem, 0o644)  # as cosign writes its .pub
     hint = load_public_key(public_pem).hint
     if output == "json":
         emit_json({"private_key": str(private_path), "public_key": str(public_path),
@@ -59,3 +61,29 @@ def generate(
         return
     typer.echo(f"Private key written to {private_path}")
     typer.echo(f"Public key written to {public_path}")
+
+
+def write_replacing(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a new file of ``mode`` and rename it onto ``path``.
+
+    Opening ``path`` itself with O_TRUNC (as --force once did) kept an existing file's mode,
+    so a private key written over a 0644 file stayed readable by everyone, and followed a
+    symlink there, writing the key wherever it pointed. A file of our own, made with O_EXCL
+    beside ``path`` (same filesystem, so the rename is atomic), has only the mode given, and
+    the rename replaces whatever is at ``path``, a symlink included, not its target.
+    """
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
+    try:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())  # no empty key under its name after a crash
+            os.replace(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
+    except OSError as exc:  # name the file asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None

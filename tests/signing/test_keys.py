@@ -77,3 +77,39 @@ def test_keys_generate_writes_a_private_key_only_its_owner_reads(
     monkeypatch.delenv("COSIGN_PASSWORD")
     code, _, err = run_cli("keys", "generate", "--out", str(tmp_path / "other"))
     assert code == 1 and "COSIGN_PASSWORD" in err
+
+
+@pytest.mark.parametrize("there", ["readable file", "symlink", "dangling symlink"])
+def test_keys_generate_force_replaces_what_is_there_with_an_owner_only_key(
+        run_cli: Callable[..., tuple[int, str, str]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, there: str) -> None:
+    """--force over an old 0644 key must not keep its mode, and over a symlink must replace
+    the link, never write the private key to where it points."""
+    monkeypatch.setenv("COSIGN_PASSWORD", "s3cret")
+    prefix = tmp_path / "keys" / "cosign"
+    prefix.parent.mkdir()
+    private, public = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
+    target = tmp_path / "elsewhere"
+    if there == "readable file":
+        private.write_text("old key")
+        private.chmod(0o644)
+    else:
+        if there == "symlink":
+            target.write_text("not a key")
+            target.chmod(0o644)
+        private.symlink_to(target)
+        public.symlink_to(tmp_path / "elsewhere.pub")
+    code, _, err = run_cli("keys", "generate", "--out", str(prefix))
+    assert code == 1 and "already exist" in err  # a dangling link counts as there too
+    code, _, err = run_cli("keys", "generate", "--out", str(prefix), "--force")
+    assert code == 0, err
+    assert not private.is_symlink() and not public.is_symlink()
+    assert stat.S_IMODE(private.lstat().st_mode) == 0o600
+    key = load_signing_key(private.read_bytes(), "s3cret")
+    assert key.public.hint == load_public_key(public.read_bytes()).hint
+    if there == "symlink":
+        assert target.read_text() == "not a key" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    else:
+        assert not target.exists()
+    assert not (tmp_path / "elsewhere.pub").exists()
+    assert sorted(p.name for p in prefix.parent.iterdir()) == ["cosign.key", "cosign.pub"]

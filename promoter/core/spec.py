@@ -231,10 +231,11 @@ def intent_from_tags(tags: Mapping[str, str], prefix: str = "deploy.") -> dict[s
             metadata["name"] = tags[key]
             continue
         cursor = spec
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1], start=1):
             nxt = cursor.setdefault(part, {})
             if not isinstance(nxt, dict):  # "deploy.gpu=1" and "deploy.gpu.type=x" together
-                raise ValueError(f"tag {key!r} conflicts with tag {prefix}{'.'.join(path[:-1])!r}")
+                holder = prefix + ".".join(path[:depth])
+                raise ValueError(f"tag {key!r} conflicts with tag {holder!r}")
             cursor = nxt
         if isinstance(cursor.get(path[-1]), dict):
             raise ValueError(f"tag {key!r} conflicts with tags below it")

@@ -44,9 +44,13 @@ def test_tags_become_a_partial_intent() -> None:
     assert resolved.spec.regions == ("eu-west-1", "us-east-1")
 
 
-def test_conflicting_tags_are_refused() -> None:
-    with pytest.raises(ValueError, match="conflicts"):
+def test_conflicting_tags_are_refused_naming_both_tags() -> None:
+    with pytest.raises(ValueError, match=r"^tag 'deploy\.resources\.gpu\.type' conflicts with "
+                                         r"tag 'deploy\.resources\.gpu'$"):
         intent_from_tags({"deploy.resources.gpu": "1", "deploy.resources.gpu.type": "A100"})
+    # The value sits higher up than the new tag's parent: that tag is the one named.
+    with pytest.raises(ValueError, match=r"with tag 'deploy\.resources'$"):
+        intent_from_tags({"deploy.resources": "big", "deploy.resources.gpu.type": "A100"})
 
 
 

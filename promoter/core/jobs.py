@@ -9,7 +9,7 @@ how long to wait before the next attempt. promoter.service.queue stores the resu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -128,15 +128,35 @@ def check_transition(job_id: int, current: str, new: str) -> JobState:
     return JobState(new)
 
 
+def settled_key(key: JobKey, state: str, result: Mapping[str, Any] | None) -> JobKey:
+    """The key a job stands for when asking whether it covers a later event or a target the
+    reconcile pass sees: its ``key`` names the version its events asked for, but a promotion
+    deploys what the alias (or stage) points at when it runs. So a done promotion whose
+    result names the version it resolved (deployed, or was denied) stands for that version:
+    asked for 5 with the alias moved on to 6 before it ran, it deployed 6, and an alias moved
+    back to 5 is not covered by it. Any other job stands for its key: one not done has not
+    resolved anything yet (or will again); a done one whose result names no version (a
+    result from before results named it, or a run that found nothing to deploy) says nothing
+    better."""
+    if state != DONE or key.action != JobAction.PROMOTE or not result:
+        return key
+    resolved = result.get("version")
+    if not isinstance(resolved, str) or not resolved or resolved == key.version:
+        return key
+    return JobKey(key.model, resolved, key.env, key.action)
+
+
 def needs_new_job(key: JobKey, latest_key: JobKey | None, latest_state: str | None) -> bool:
-    """Should an event for ``key`` create a job, given the newest job for its (model, env)?
+    """Should an event for ``key`` create a job, given the newest job for its (model, env)
+    (``latest_key``: the key it stands for, see settled_key)?
 
     No when that newest job has not started yet and does the same action: it resolves the
     alias (or stage) when it runs, so it covers every later event, whatever version they name
-    (fifty alias moves in a burst are one job, not fifty). No either when the newest job carries
-    the same key and is not dead: a re-set alias or a re-delivered event is covered by it.
+    (fifty alias moves in a burst are one job, not fifty). No either when the newest job stands
+    for the same key and is not dead: a re-set alias or a re-delivered event is covered by it.
     Yes otherwise — so a running job gets exactly one successor, and moving an alias away and
-    back after a job finished (a rollback) is a new job.
+    back after a job finished (a rollback), or to a version other than the one a finished job
+    deployed, is a new job.
     """
     if latest_key is None or latest_state is None:
         return True
@@ -188,7 +208,10 @@ def outcome_for_error(error: BaseException, attempt: int, max_attempts: int) -> 
     disposition = disposition_of(error)
     if disposition is Disposition.DENY:
         reasons = list(error.reasons) if isinstance(error, PolicyDenied) else [str(error)]
-        return Outcome(DONE, reason=str(error), result={"outcome": "denied", "reasons": reasons})
+        result: dict[str, Any] = {"outcome": "denied", "reasons": reasons}
+        if isinstance(error, PolicyDenied) and error.version:
+            result["version"] = error.version  # the version it resolved (see settled_key)
+        return Outcome(DONE, reason=str(error), result=result)
     if disposition is Disposition.PARK:
         return Outcome(DEAD, reason=f"{type(error).__name__}: {error}")
     # Retried: TransientError, and anything unexpected (a bug, an untranslated library error);

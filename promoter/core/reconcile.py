@@ -10,6 +10,8 @@ trigger's stage changed, asks for a lookup: ``stages_outdated``). Whatever diffe
 record becomes a promote or decommission event; so does a target the newest job of its
 (model, env) did not ask for, though the record agrees: a webhook's job moved the deployment
 since the record was made (alias set to 2 by a delivered hook, then back to 1 by a lost one).
+A done job stands for the version it resolved when it ran, not the one its event named
+(core.jobs.settled_key): asked for 1, it deployed 2 if the alias had moved on by then.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def plan(model: str, current: Mapping[str, Observed], previous: Mapping[str, Obs
          newest_jobs: Mapping[str, JobKey] | None = None) -> list[PromotionEvent]:
     """Events that move the record from ``previous`` to ``current`` for one model, and that
     bring each environment to its target where the newest job of it (``newest_jobs``, by
-    environment: the triggered environments only) asked for something else."""
+    environment: the triggered environments only; each the key it stands for, see
+    core.jobs.settled_key) asked for, or deployed, something else."""
     newest_jobs = newest_jobs or {}
     planned = []
     for env in sorted(set(current) | set(previous) | set(newest_jobs)):
@@ -113,8 +116,9 @@ def deployed_by_jobs(newest_jobs: Mapping[str, Mapping[str, JobKey]]) -> set[str
 
 
 def _asked_for(job: JobKey | None, target: str | None) -> bool:
-    """Whether the newest job asked for ``target`` (None: a decommission); no job asked
-    nothing else (jobs are kept, so a deployment without one was never acted on)."""
+    """Whether the newest job asked for ``target`` (None: a decommission) — once done, by the
+    version it resolved; no job asked nothing else (jobs are kept, so a deployment without
+    one was never acted on)."""
     if job is None:
         return True
     if job.action == JobAction.DECOMMISSION:

@@ -226,14 +226,14 @@ class JobQueue:
         return [row_to_job(row) for row in rows]
 
     def newest_keys(self) -> dict[tuple[str, str], JobKey]:
-        """The key of the newest job of every (model, env), whatever its state: what was
-        last asked of each deployment (one query; jobs are never deleted)."""
+        """The key the newest job of every (model, env) stands for, whatever its state: what
+        was last asked of each deployment, or, once done, the version its run resolved (see
+        core.jobs.settled_key; one query; jobs are never deleted)."""
         rows = self._read(lambda conn: conn.execute(
-            "SELECT j.model, j.version, j.env, j.action FROM jobs AS j JOIN "
+            "SELECT j.model, j.version, j.env, j.action, j.state, j.result FROM jobs AS j JOIN "
             "(SELECT MAX(id) AS id FROM jobs GROUP BY model, env) AS newest "
             "ON j.id = newest.id").fetchall())
-        return {(str(model), str(env)): JobKey(str(model), str(version), str(env), str(action))
-                for model, version, env, action in rows}
+        return {(str(row["model"]), str(row["env"])): queue_ops.stands_for(row) for row in rows}
 
     def retry(self, job_id: int) -> Job:
         """Queue a dead, retrying or policy-denied job to run now, with a fresh attempt count."""

@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from promoter.core.jobs import (
+    DONE,
     QUEUED,
     RUNNING,
     Job,
+    JobAction,
     JobKey,
     JobState,
     check_transition,
     needs_new_job,
+    settled_key,
 )
 from promoter.state.db import Connection
 
@@ -51,6 +54,15 @@ def row_to_job(row: Any) -> Job:
     )
 
 
+def stands_for(row: Any) -> JobKey:
+    """The key a job's row stands for (settled_key); only a done promotion's result is
+    decoded (to learn the version it resolved)."""
+    key = JobKey(row["model"], row["version"], row["env"], row["action"])
+    result = json.loads(row["result"]) if row["state"] == DONE \
+        and key.action == JobAction.PROMOTE else None
+    return settled_key(key, row["state"], result)
+
+
 def fetch_job(conn: Connection, job_id: int) -> Job | None:
     row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return row_to_job(row) if row else None
@@ -77,14 +89,13 @@ def enqueue(conn: Connection, now: float, key: JobKey, payload: dict[str, Any] |
                 return EnqueueResult(first_job, created=False, duplicate_delivery=True)
             # Seen through record_delivery() without a job: fall through so the caller gets
             # the job that covers this key (created only if none does).
-    # Only the newest job's key and state matter (decoding its JSON would double the cost).
+    # Only the newest job's key, state and (once done) result matter.
     latest = conn.execute(
-        "SELECT id, version, action, state FROM jobs WHERE model = ? AND env = ? "
+        "SELECT id, model, version, env, action, state, result FROM jobs "
+        "WHERE model = ? AND env = ? "
         "ORDER BY id DESC LIMIT 1", (key.model, key.env)).fetchone()
     covering = None
-    if latest is not None and not needs_new_job(
-            key, JobKey(key.model, latest["version"], key.env, latest["action"]),
-            latest["state"]):
+    if latest is not None and not needs_new_job(key, stands_for(latest), latest["state"]):
         covering = fetch_job(conn, latest["id"])
     if covering is not None and covering.state == QUEUED and not duplicate:
         # A worker may claim it meanwhile (claims take no key lock); then it covers nothing.

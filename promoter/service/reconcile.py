@@ -263,7 +263,8 @@ def _confirmed_gone(registry: Registry, model: str, report: PassReport) -> bool:
 
 
 def _newest_jobs(queue: JobQueue, triggers: Triggers) -> dict[str, dict[str, JobKey]]:
-    """{model: {env: its newest job's key}} for the environments triggers name."""
+    """{model: {env: the key its newest job stands for}} for the environments triggers name
+    (once done, the version it resolved: JobQueue.newest_keys)."""
     by_model: dict[str, dict[str, JobKey]] = {}
     for (model, env), key in queue.newest_keys().items():
         if env in triggers:

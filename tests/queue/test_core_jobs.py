@@ -22,6 +22,7 @@ from promoter.core.jobs import (
     check_transition,
     needs_new_job,
     outcome_for_error,
+    settled_key,
 )
 from promoter.errors import (
     AuthError,
@@ -91,6 +92,30 @@ def test_another_version_or_action_or_no_job_needs_a_new_job() -> None:
     assert needs_new_job(JobKey("fraud-detector", "7", "production", "decommission"), V7, DONE)
 
 
+def test_a_done_promotion_stands_for_the_version_it_resolved() -> None:
+    deployed_8 = {"outcome": "created", "version": "8", "requested_version": "7"}
+    assert settled_key(V7, DONE, deployed_8) == V8
+    assert needs_new_job(V7, settled_key(V7, DONE, deployed_8), DONE)  # the alias back at 7
+    assert not needs_new_job(V8, settled_key(V7, DONE, deployed_8), DONE)
+    assert settled_key(V7, DONE, {"outcome": "denied", "reasons": [], "version": "8"}) == V8
+
+
+@pytest.mark.parametrize("state", [QUEUED, RUNNING, RETRYING, DEAD])
+def test_a_job_not_done_stands_for_its_key(state: str) -> None:
+    assert settled_key(V7, state, {"version": "8"}) == V7
+
+
+@pytest.mark.parametrize("result", [None, {}, {"outcome": "skipped", "version": None},
+                                    {"outcome": "denied", "reasons": ["x"]}, {"version": 8}])
+def test_a_done_job_whose_result_names_no_version_stands_for_its_key(result: object) -> None:
+    assert settled_key(V7, DONE, result) == V7  # type: ignore[arg-type]
+
+
+def test_a_decommission_stands_for_its_key() -> None:
+    removal = JobKey("fraud-detector", "*", "production", "decommission")
+    assert settled_key(removal, DONE, {"outcome": "created", "version": "7"}) == removal
+
+
 def test_backoff_doubles_from_the_base_and_stops_at_the_cap() -> None:
     backoff = Backoff(base_seconds=2, cap_seconds=60)
     top = lambda: 0.999999  # noqa: E731 - the largest value random() can return
@@ -121,6 +146,12 @@ def test_policy_denial_finishes_the_job_as_denied_with_every_reason() -> None:
     assert outcome.state == DONE
     assert outcome.result == {"outcome": "denied", "reasons": [
         "tag validation_status must be passed", "gpu type a100 not allowed"]}
+
+
+def test_a_denial_names_the_version_it_denied() -> None:
+    outcome = outcome_for_error(PolicyDenied(["gpu type a100 not allowed"], version="8"), 1, 8)
+    assert outcome.result == {"outcome": "denied", "reasons": ["gpu type a100 not allowed"],
+                              "version": "8"}
 
 
 @pytest.mark.parametrize("error", [PermanentError("403 from GitLab"), UserError("bad name"),

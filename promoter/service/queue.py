@@ -167,10 +167,22 @@ class JobQueue:
     def let_go(self, job_id: int, worker_id: str) -> bool:
         """End ``worker_id``'s lease on a running job now (its handler was interrupted and has
         stopped): another worker takes it over at once rather than after the lease, as after
-        any lease that ran out."""
-        return self._write(lambda conn: conn.execute(
-            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND state = ? AND lease_owner = ?",
-            (self._now(conn), job_id, RUNNING, worker_id)).rowcount == 1)
+        any lease that ran out. Idle workers are woken, as by _finish: in this process, and on
+        PostgreSQL in every replica (NOTIFY), which would otherwise wait for their fallback
+        poll."""
+        def release(conn: Connection) -> bool:
+            if conn.execute(
+                    "UPDATE jobs SET lease_expires_at = ? "
+                    "WHERE id = ? AND state = ? AND lease_owner = ?",
+                    (self._now(conn), job_id, RUNNING, worker_id)).rowcount != 1:
+                return False
+            conn.notify(WORK_CHANNEL)  # the job is claimable now
+            return True
+
+        released = self._write(release)
+        if released:
+            self.notify_work()
+        return released
 
     def record_step(self, job_id: int, step: str, result: dict[str, Any], *,
                     worker_id: str | None = None) -> None:

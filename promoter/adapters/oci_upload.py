@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 import httpx
 
 from promoter.adapters.oci_errors import StreamedRequestRefused
+from promoter.adapters.oci_hashing import BackgroundHash
 from promoter.adapters.oci_origin import upload_location
 from promoter.errors import PermanentError, TransientError
 from promoter.ports.image import Blob
@@ -40,10 +41,12 @@ def upload_blob(client: RegistryClient, repository: str, blob: Blob) -> int:
 
 def upload_hashing(client: RegistryClient, repository: str, blob: Blob) -> tuple[str, int]:
     """Upload ``blob`` (its size known, its digest not yet) hashing it as it is sent: one read
-    of the bytes instead of a hashing pass plus an upload pass. The registry checks the
-    digest given at the final PUT against what it received. Returns (digest, bytes sent)."""
+    of the bytes instead of a hashing pass plus an upload pass, and the hash computed on a
+    thread of its own (promoter.adapters.oci_hashing) while the bytes go out. The registry
+    checks the digest given at the final PUT against what it received. Returns (digest,
+    bytes sent)."""
     for attempt in range(1, client.attempts + 1):
-        pieces = _Pieces(blob, hashlib.sha256())
+        pieces = _Pieces(blob, BackgroundHash())
         try:
             sent = _upload_once(client, repository, pieces)
             return pieces.digest(), sent
@@ -51,6 +54,8 @@ def upload_hashing(client: RegistryClient, repository: str, blob: Blob) -> tuple
             if attempt == client.attempts:
                 raise
             time.sleep(client.backoff * 2 ** (attempt - 1))
+        finally:
+            pieces.close()
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -65,7 +70,7 @@ class _Pieces:
     start and the bytes before that point discarded unhashed. The digest thus stays the one of
     the bytes the registry received, even if the source changed between the two reads."""
 
-    def __init__(self, blob: Blob, hasher: hashlib._Hash | None) -> None:
+    def __init__(self, blob: Blob, hasher: BackgroundHash | None) -> None:
         assert blob.chunks is not None
         self.blob = blob
         self._chunks = blob.chunks
@@ -117,11 +122,14 @@ class _Pieces:
             yield piece
 
     def mark(self) -> hashlib._Hash | None:
-        return self._hasher.copy() if self._hasher is not None else None
+        return self._hasher.state() if self._hasher is not None else None
 
     def resume_at(self, offset: int, mark: hashlib._Hash | None) -> None:
         """Continue from byte ``offset``; ``mark`` is the hash state saved at that offset."""
-        self._source, self._pending, self._hasher = iter(self._chunks()), b"", mark
+        if self._hasher is not None:
+            self._hasher.close()
+            self._hasher = BackgroundHash(mark)
+        self._source, self._pending = iter(self._chunks()), b""
         for _ in self._cut(offset):
             pass
 
@@ -131,6 +139,10 @@ class _Pieces:
     def digest(self) -> str:
         return "sha256:" + self._hasher.hexdigest() if self._hasher is not None \
             else self.blob.digest
+
+    def close(self) -> None:
+        if self._hasher is not None:
+            self._hasher.close()
 
 
 class _Session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +57,16 @@ def test_a_blob_of_unknown_digest_is_hashed_while_sent_over_several_chunks(
             "upload/new", Blob(known.media_type, "", known.size, known.chunks))
         assert (digest, sent) == (known.digest, len(data))
         assert client.get_blob("upload/new", digest, limit=10**6) == data
+
+
+def test_no_hashing_thread_outlives_an_upload_that_succeeded_or_failed(registry: str) -> None:
+    data = os.urandom(20_000)
+    known = _blob(data, 3_000)
+    with RegistryClient(registry, chunk_size=8 * 1024, backoff=0) as client:
+        client.push_new_blob("upload/threads", Blob(TAR, "", known.size, known.chunks))
+        with pytest.raises(PermanentError, match="ended early"):
+            client.push_new_blob("upload/threads", Blob(TAR, "", known.size + 5, known.chunks))
+    assert [t for t in threading.enumerate() if t.name == "upload-hash"] == []
 
 
 def test_a_new_blob_whose_bytes_change_mid_upload_is_not_stored(registry: str) -> None:

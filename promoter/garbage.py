@@ -80,8 +80,11 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
 
     orphans = [orphan for orphan in gc.orphan_bases(root, paths, files)
                if not wanted(orphan.name, orphan.model, frozenset())]
+    def promoting(overlay: gc.Overlay) -> bool:
+        return _promoting_into(ledger, provider, overlay)
+
     removals = gc.plan(root, found, view, idle_since, idle_envs, ttl, time.time(),
-                       paths=paths, orphans=orphans, base_wanted=wanted)
+                       paths=paths, orphans=orphans, base_wanted=wanted, promoting=promoting)
     if dry_run:
         return GcPlan(removals)
     if not removals:
@@ -90,10 +93,10 @@ def collect(settings: Settings, registry: Registry, provider: GitProvider, *,
     try:
         result = provider.propose(_proposal(settings, removals))
         _followed(pending, history, root, found, removals, result)
-        # A promotion into a new environment claims the name, then looks at GC's MR; GC
-        # pushes, then looks at the claims: whichever comes second sees the other, so a base
-        # a promotion claimed while this plan was made is put back (the pipeline withdraws a
-        # GC MR whose marker says it removes the base it builds on).
+        # A promotion claims the name, then looks at GC's MR; GC pushes, then looks at the
+        # claims: whichever comes second sees the other, so a base (or an idle overlay) a
+        # promotion claimed while this plan was made is put back (the pipeline withdraws a
+        # GC MR whose marker says it removes the base it builds on or the overlay it keeps).
         spared = _claimed_since(ledger, root, removals)
         if spared:
             removals = [removal for removal in removals if removal.prefix not in spared]
@@ -147,19 +150,39 @@ def _about_to_be_used(settings: Settings, registry: Registry, provider: GitProvi
         raise _undecided(f"whether a promotion of {model!r} is under way", exc) from None
 
 
+def _promoting_into(ledger: StateLedger, provider: GitProvider, overlay: gc.Overlay) -> bool:
+    """Whether a promotion into ``overlay``'s own environment is under way, which would update
+    it: then it is not idle (core.base_reuse.promoting_into)."""
+    try:
+        return base_reuse.promoting_into(ledger, provider, overlay.name, overlay.env)
+    except PermanentError as exc:
+        raise _undecided(f"whether a promotion of {overlay.model!r} into {overlay.env} is "
+                         "under way", exc) from None
+
+
 def _claimed_since(ledger: StateLedger, root: str, removals: list[gc.Removal]) -> set[str]:
-    """The base removals (prefixes) of names the ledger now shows in use in an environment
-    whose overlay this plan does not remove: claimed by a promotion after the plan looked."""
-    spared = set()
+    """The removals (prefixes) a promotion claimed after the plan looked, as the ledger shows
+    now: an idle overlay whose environment a proposal of its name is under way into (it
+    would update the overlay), and the base of a name in use in an environment whose overlay
+    this plan does not remove (an overlay spared so included)."""
+    by_name: dict[str, list[gc.Removal]] = {}
     for removal in removals:
-        name = removal.prefix.removeprefix(f"{root}/").split("/")[0]
-        if removal.prefix != f"{root}/{name}/base/":
+        by_name.setdefault(removal.prefix.removeprefix(f"{root}/").split("/")[0],
+                           []).append(removal)
+    spared: set[str] = set()
+    for name, theirs in by_name.items():
+        overlays = f"{root}/{name}/overlays/"
+        if any(removal.idle for removal in theirs):
+            proposing = ledger.proposals_under_way(name)
+            spared |= {removal.prefix for removal in theirs if removal.idle
+                       and removal.prefix.removeprefix(overlays).rstrip("/") in proposing}
+        if f"{root}/{name}/base/" not in {removal.prefix for removal in theirs}:
             continue
-        leaving = frozenset(r.prefix.removeprefix(f"{root}/{name}/overlays/").rstrip("/")
-                            for r in removals
-                            if r.prefix.startswith(f"{root}/{name}/overlays/"))
+        leaving = frozenset(removal.prefix.removeprefix(overlays).rstrip("/")
+                            for removal in theirs
+                            if removal.prefix.startswith(overlays) and removal.prefix not in spared)
         if ledger.environments_in_use(name) - leaving:
-            spared.add(removal.prefix)
+            spared.add(f"{root}/{name}/base/")
     return spared
 
 

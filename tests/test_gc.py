@@ -1001,3 +1001,126 @@ def test_a_gc_merge_still_decommissions_an_overlay_its_alias_pointed_at_all_alon
     assert registry.live_version(MODEL, "staging") is None
     assert MODEL not in live_at(audit.entries(), "staging", time.time())
     assert not [e for e in audit.entries() if e["event"] == "gc.skipped"]
+
+
+def _idle_in_staging(tmp_path: Path) -> tuple[Any, Any, Any, MemoryRegistry, World]:
+    """Version 2 runs in staging and production, staging idle past gc.staging_ttl_seconds
+    (the alias still names 2; versions 2 and 3 exist): (settings, provider, ledger, registry,
+    world). Alone, `promoter gc` removes staging's overlay (see the test above)."""
+    provider, ledger, _, registry, world = _recorded(tmp_path, "2", "3")
+    _merge_everywhere(world, provider)
+    settings = SETTINGS.model_copy(update={
+        "state_dir": tmp_path / "state",
+        "gc": SETTINGS.gc.model_copy(update={"staging_ttl_seconds": 0.001})})
+    time.sleep(0.01)
+    return settings, provider, ledger, registry, world
+
+
+@pytest.mark.parametrize("in_flight", ["none", "alias moved", "claimed", "row open",
+                                       "mr open"])
+def test_an_idle_overlay_stays_while_any_one_sign_of_a_promotion_into_it_names(
+        tmp_path: Path, in_flight: str) -> None:
+    """The reviewer's case: staging idle past its TTL, then its alias moved to 3 and the
+    promotion's MR opened. Before, GC measured idleness from when 2 went live and proposed
+    removing the overlay that MR updates: merged first, the promotion's MR conflicted and
+    staging was left without an overlay while its alias named 3. Each sign alone keeps it:
+    the alias (or stage) naming another version than the overlay pins (its job perhaps still
+    queued), the ledger's claim of staging (made just before the proposal), staging's row
+    naming an open MR, an open MR of promote/<name>/staging (whatever state database
+    opened it)."""
+    settings, provider, ledger, registry, _ = _idle_in_staging(tmp_path)
+    if in_flight == "alias moved":
+        registry.set_alias(MODEL, "staging", "3")
+    elif in_flight == "claimed":
+        assert ledger.claim_name(NAME, MODEL, "staging") == set()
+    elif in_flight == "row open":
+        ledger.put(DeployedState(MODEL, "staging", NAME, "3", "mr_opened", 99, None))
+    elif in_flight == "mr open":
+        provider.propose(Proposal(
+            model=MODEL, name=NAME, env="staging", version="3", title="t", description="d",
+            files={f"{ROOT}/{NAME}/overlays/staging/kustomization.yaml": overlay("3")},
+            managed_prefixes=(f"{ROOT}/{NAME}/overlays/staging/",)))
+
+    removals = collect(settings, registry, provider, dry_run=True).removals
+    assert [r.prefix for r in removals] == (
+        [f"{ROOT}/{NAME}/overlays/staging/"] if in_flight == "none" else [])
+
+
+def test_gc_leaves_an_idle_overlay_to_the_promotion_updating_it(tmp_path: Path) -> None:
+    """End to end on the local provider: the promotion of 3 into idle staging is open; `gc`
+    proposes nothing, and the promotion's MR merges (before, GC's MR removed the overlay and
+    the promotion's then conflicted with main)."""
+    settings, provider, _, registry, world = _idle_in_staging(tmp_path)
+    promoted = world.promote("3", env="staging")
+    assert promoted.mr_iid is not None and provider.get(promoted.mr_iid).state == "opened"
+
+    plan = collect(settings, registry, provider, dry_run=False)
+    assert plan.removals == [] and plan.result is None
+    assert provider.open_merge_request(GC_BRANCH) is None
+    _merged(provider, promoted.mr_iid)
+    on_main = provider.files(f"{ROOT}/{NAME}/overlays/staging/", "main")
+    assert 'promoter.dev/model-version: "3"' in on_main[
+        f"{ROOT}/{NAME}/overlays/staging/kustomization.yaml"]
+
+
+@pytest.mark.parametrize("next_step", ["gc runs again", "the promotion runs"])
+def test_a_gc_mr_removing_an_idle_overlay_is_closed_once_a_promotion_into_it_comes(
+        tmp_path: Path, next_step: str) -> None:
+    """GC's MR removing idle staging is open when staging's alias moves to 3: the next `gc`
+    finds nothing to remove and closes it (the removals are wanted again), or the promotion
+    closes it; either way the one after proposes nothing while the promotion is open."""
+    settings, provider, _, registry, world = _idle_in_staging(tmp_path)
+    first = collect(settings, registry, provider, dry_run=False)
+    assert [r.prefix for r in first.removals] == [f"{ROOT}/{NAME}/overlays/staging/"]
+    assert first.result is not None and first.result.mr_iid is not None
+
+    registry.set_alias(MODEL, "staging", "3")
+    if next_step == "gc runs again":
+        again = collect(settings, registry, provider, dry_run=False)
+        assert again.removals == [] and again.withdrawn is not None
+        assert again.withdrawn.iid == first.result.mr_iid
+        assert any("needed again" in note for note in provider.notes(first.result.mr_iid))
+    promoted = world.run("staging", "3")
+    assert promoted.mr_iid is not None and provider.get(promoted.mr_iid).state == "opened"
+    assert provider.get(first.result.mr_iid).state == "closed"
+
+    later = collect(settings, registry, provider, dry_run=False)
+    assert later.removals == [] and later.result is None
+
+
+def test_gc_puts_back_an_idle_overlay_a_promotion_claimed_while_it_planned(
+        tmp_path: Path) -> None:
+    """The race on the overlay: the promotion into staging claims after GC's plan looked and
+    looks at GC's branch before GC pushes; GC, looking at the claims after its push, proposes
+    again without staging's overlay (nothing is left: it withdraws its MR)."""
+    settings, provider, ledger, registry, _ = _idle_in_staging(tmp_path)
+    propose = provider.propose
+
+    def claimed_meanwhile(proposal: Proposal) -> Any:
+        assert ledger.claim_name(NAME, MODEL, "staging") == set()
+        provider.propose = propose   # type: ignore[method-assign]
+        return propose(proposal)
+
+    provider.propose = claimed_meanwhile   # type: ignore[method-assign]
+    plan = collect(settings, registry, provider, dry_run=False)
+
+    assert plan.removals == [] and plan.withdrawn is not None
+    assert provider.get(plan.withdrawn.iid).state == "closed"
+    assert provider.files(f"{ROOT}/{NAME}/overlays/staging/", "main")
+
+
+def test_an_idle_overlay_whose_trigger_names_another_version_is_not_idle() -> None:
+    """The plan alone: idleness counts only while the trigger names the version the overlay
+    pins, and no promotion into the environment is under way (``promoting``)."""
+    found = [gc.Overlay("a", "staging", "Model A", "3")]
+    now = 100 * 86400.0
+
+    def plan(pointed_at: str, promoting: bool) -> list[gc.Removal]:
+        return gc.plan(ROOT, found, lambda o: gc.RegistryView(True, True, pointed_at),
+                       lambda o: now - 10 * 86400, frozenset({"staging"}), 7 * 86400.0, now,
+                       paths=(), orphans=(), promoting=lambda o: promoting)
+
+    assert [r.prefix for r in plan("3", False)] == [f"{ROOT}/a/overlays/staging/",
+                                                    f"{ROOT}/a/base/"]
+    assert plan("4", False) == []
+    assert plan("3", True) == []

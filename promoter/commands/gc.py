@@ -12,7 +12,9 @@ HELP = """Propose, as one merge request, removing what nothing needs any more.
 
 An overlay goes when its registered model or version no longer exists in MLflow, when no
 alias or stage points the environment at the model, or when it sat idle in an
-idle-collected environment (gc.idle_environments, default staging) past gc.staging_ttl_seconds.
+idle-collected environment (gc.idle_environments, default staging) past gc.staging_ttl_seconds:
+its version live unchanged that long, the alias (or stage) still naming that version, and no
+promotion into that environment under way (claimed, or its MR open).
 A base goes with its last overlay, or alone when nothing is left under its overlays/, and
 only while no promotion of its model into another environment is under way (one that starts
 meanwhile closes the gc MR, or gc proposes again without that base). Directories promoter

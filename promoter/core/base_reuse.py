@@ -9,6 +9,9 @@ that MR: merged, it would take down what the promotion keeps.
 
 Whether a base may be wanted by a promotion under way into another environment is one rule
 (``wanted_elsewhere``), used by `promoter gc` and by a decommission removing its last overlay.
+Whether a promotion into an overlay's own environment is under way (``promoting_into``: it
+would update the overlay, so GC must not find it idle) reads the same signs for that one
+environment.
 """
 
 from __future__ import annotations
@@ -93,8 +96,28 @@ def wanted_elsewhere(ledger: DeploymentLedger, registry: Registry, provider: Git
     others = [target for target in environments.values() if target.name not in leaving]
     if any(pointed_at(registry, model, target) is not None for target in others):
         return True
-    return any(provider.open_merge_request(branch_for(name, target.name)) is not None
-               for target in others)
+    return _promotion_mr_open(provider, name, (target.name for target in others))
+
+
+def promoting_into(ledger: DeploymentLedger, provider: GitProvider, name: str,
+                   env: str) -> bool:
+    """Whether a promotion of ``name`` into ``env`` itself is under way: it updates ``env``'s
+    overlay, so GC must not remove that overlay as idle (merged first, GC's MR would leave the
+    promotion's conflicting with the target branch, and ``env`` without an overlay while its
+    trigger names a version). The signs wanted_elsewhere reads, for this one environment and
+    cheapest first: the ledger (a claim of ``env`` in flight, or ``env``'s row naming an open
+    MR; a row merely merged there is no promotion), then the forge (an open MR of its
+    promote/<name>/<env> branch, whatever state database opened it). The trigger, the third
+    sign, the caller has read already: GC keeps an overlay whose alias (or stage) names
+    another version than it pins (core.gc), a promotion whose job may still be queued."""
+    return (env in ledger.proposals_under_way(name)
+            or _promotion_mr_open(provider, name, (env,)))
+
+
+def _promotion_mr_open(provider: GitProvider, name: str, environments: Iterable[str]) -> bool:
+    """Whether an MR of ``name``'s promotion branch into any of ``environments`` is open."""
+    return any(provider.open_merge_request(branch_for(name, env)) is not None
+               for env in environments)
 
 
 def pointed_at(registry: Registry, model: str, target: EnvironmentTarget) -> str | None:

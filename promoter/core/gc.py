@@ -3,7 +3,10 @@
 Pure planning over facts the caller gathered: the target branch's files and, per overlay, what
 the registry says now. An overlay goes when its registered model or its version no longer
 exists, when no alias or stage points the environment at the model any more, or when it is
-in an idle-collected environment (staging) and nothing was promoted there for the TTL. A base
+in an idle-collected environment (staging) and nothing was promoted there for the TTL: its
+version live there unchanged that long, its trigger still naming that version (one naming
+another is a promotion about to update it, its job perhaps still queued) and no promotion
+into that environment under way (the caller asks: base_reuse.promoting_into). A base
 goes with its last overlay, or alone when no overlay is left beside it (two environments
 decommissioned at once: each removal MR saw the other's overlay and kept the base), only when
 no other file stays under its ``overlays/`` (overlays_left: a hand-made overlay GC does not
@@ -52,6 +55,9 @@ class Removal:
     # back before the merge makes it no decommission (service.gc_outcomes). Not so for an
     # overlay removed while its trigger still points there (idle past its TTL, version gone).
     untargeted: bool = False
+    # Planned because idle past its TTL: a promotion into its environment claimed after the
+    # plan looked puts it back (garbage._claimed_since).
+    idle: bool = False
 
 
 def _under(root: str, path: str) -> list[str] | None:
@@ -168,9 +174,11 @@ def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView
          idle_since: Callable[[Overlay], float | None], idle_envs: frozenset[str],
          ttl_seconds: float | None, now: float, *, paths: Iterable[str],
          orphans: Sequence[OrphanBase],
-         base_wanted: Callable[[str, str, frozenset[str]], bool] = lambda *_: False
-         ) -> list[Removal]:
-    """What goes: ``found`` overlays nothing needs, bases whose last overlay goes unless a
+         base_wanted: Callable[[str, str, frozenset[str]], bool] = lambda *_: False,
+         promoting: Callable[[Overlay], bool] = lambda _: False) -> list[Removal]:
+    """What goes: ``found`` overlays nothing needs (one idle past the TTL only while
+    ``promoting(overlay)``, asked last, finds no promotion into its environment under way),
+    bases whose last overlay goes unless a
     file outside the overlays going stays under their ``overlays/`` (``paths``: every file on
     the branch; ``found`` holds only ``overlays/<env>/kustomization.yaml``) or
     ``base_wanted(name, model, environments leaving)`` (a promotion into another environment
@@ -180,14 +188,18 @@ def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView
     kept: dict[str, int] = {}
     for overlay in found:
         seen = view(overlay)
-        reason = _reason(overlay, seen, idle_since(overlay), idle_envs, ttl_seconds, now)
+        reason = _reason(overlay, seen)
+        idle = None if reason is not None else _idle_days(
+            overlay, seen, idle_since(overlay), idle_envs, ttl_seconds, now, promoting)
+        if idle is not None:
+            reason = f"idle in {overlay.env} for {idle:.1f} days (gc.staging_ttl_seconds)"
         if reason is None:
             kept[overlay.name] = kept.get(overlay.name, 0) + 1
         else:
             removals.append(Removal(
                 f"{root}/{overlay.name}/overlays/{overlay.env}/", reason,
                 (tree_facts.forecast_plot(root, overlay.name, overlay.env),),
-                untargeted=seen.pointed_at is None))
+                untargeted=seen.pointed_at is None, idle=idle is not None))
     listed, going = tuple(paths), [removal.prefix for removal in removals]
     for name in sorted({overlay.name for overlay in found} - set(kept)):
         leaving = [overlay for overlay in found if overlay.name == name]
@@ -201,16 +213,29 @@ def plan(root: str, found: list[Overlay], view: Callable[[Overlay], RegistryView
     return removals
 
 
-def _reason(overlay: Overlay, registry: RegistryView, idle_since: float | None,
-            idle_envs: frozenset[str], ttl_seconds: float | None, now: float) -> str | None:
+def _reason(overlay: Overlay, registry: RegistryView) -> str | None:
+    """Why ``overlay`` goes whatever its environment: its model or version gone, or nothing
+    pointing the environment at the model."""
     if not registry.model_exists:
         return f"registered model {overlay.model!r} no longer exists"
     if overlay.version is not None and not registry.version_exists:
         return f"version {overlay.version} of {overlay.model!r} no longer exists"
     if registry.pointed_at is None:
         return f"no alias or stage points {overlay.model!r} at {overlay.env} any more"
+    return None
+
+
+def _idle_days(overlay: Overlay, registry: RegistryView, idle_since: float | None,
+               idle_envs: frozenset[str], ttl_seconds: float | None, now: float,
+               promoting: Callable[[Overlay], bool]) -> float | None:
+    """How long ``overlay`` has sat idle, when past the TTL of an idle-collected environment;
+    None otherwise. Idle: the version it pins live unchanged that long, and nothing about to
+    change it. A trigger naming another version is a promotion coming (its job perhaps still
+    queued), and one under way (claimed, its MR open: ``promoting``, asked last) updates this
+    overlay: removed first, the promotion's MR would conflict with the target branch and
+    leave the environment without an overlay while its trigger names a version."""
     if (ttl_seconds is not None and overlay.env in idle_envs and idle_since is not None
-            and now - idle_since > ttl_seconds):
-        days = (now - idle_since) / 86400
-        return f"idle in {overlay.env} for {days:.1f} days (gc.staging_ttl_seconds)"
+            and now - idle_since > ttl_seconds and registry.pointed_at == overlay.version
+            and not promoting(overlay)):
+        return (now - idle_since) / 86400
     return None

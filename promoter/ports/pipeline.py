@@ -75,6 +75,10 @@ class DeploymentLedger(Protocol):
         """The environments where deployment ``name`` runs or a proposal of it is under way:
         rows whose MR is open or merged, and the environment of a claim still in flight."""
 
+    def proposals_under_way(self, name: str) -> frozenset[str]:
+        """The environments where a proposal of deployment ``name`` is under way: rows whose
+        MR is open (not merged), and the environment of a claim still in flight."""
+
     def claim_name(self, name: str, model: str, env: str) -> frozenset[str]:
         """Claim deployment ``name`` for ``model``, about to propose into ``env``, unless
         another model owns it (a row of this ledger, or a claim); returns those other models

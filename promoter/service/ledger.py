@@ -46,6 +46,10 @@ CLAIM_IN_FLIGHT_SECONDS = 3600.0
 IN_USE = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED,
                     DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED,
                     DeploymentStatus.NEEDS_ATTENTION, DeploymentStatus.DECOMMISSIONING})
+# Row statuses of a deployment whose proposal is under way: its MR is open (someone else's
+# commits on promoter's branch included). The running and removal statuses of IN_USE are not.
+PROPOSING = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVED,
+                       DeploymentStatus.NEEDS_ATTENTION})
 
 
 class StateLedger:
@@ -73,6 +77,19 @@ class StateLedger:
         those is under way, and their environment may have no overlay for GC to remove, so
         counting them would keep a base for good), and the environment of a claim still in
         flight (a first proposal into an environment claims before it pushes; claim_name)."""
+        return self._environments(name, IN_USE)
+
+    def proposals_under_way(self, name: str) -> frozenset[str]:
+        """The environments where a proposal of deployment ``name`` is under way: rows whose
+        MR is open (not merged: a deployment that merely runs there is not), and the
+        environment of a claim still in flight (every proposal claims just before it pushes
+        and writes its row just after). What GC asks before removing an overlay it finds
+        idle: a promotion into that environment would update it (core.base_reuse)."""
+        return self._environments(name, PROPOSING)
+
+    def _environments(self, name: str, statuses: frozenset[DeploymentStatus]
+                      ) -> frozenset[str]:
+        """Environments of ``name``'s rows in ``statuses``, and of its claim in flight."""
         def read(conn: Connection) -> frozenset[str]:
             rows = conn.execute(
                 "SELECT env, status FROM deployments WHERE name = ? UNION SELECT claimed_env, "
@@ -80,7 +97,7 @@ class StateLedger:
                 "claimed_env IS NOT NULL",
                 (name, name, self._now(conn) - CLAIM_IN_FLIGHT_SECONDS)).fetchall()
             return frozenset(str(env) for env, status in rows
-                             if status == "claimed" or status in IN_USE)
+                             if status == "claimed" or status in statuses)
 
         return self.db.read(read)
 

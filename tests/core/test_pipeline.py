@@ -31,7 +31,7 @@ from promoter.ports.registry import (
     RunInfo,
 )
 from promoter.rendering import renderer
-from promoter.service.ledger import IN_USE
+from promoter.service.ledger import IN_USE, PROPOSING
 from promoter.settings import Settings
 
 MODEL = "Fraud Detector"
@@ -257,6 +257,12 @@ class MemoryLedger:
         in_use = {s.env for s in self.rows.values() if s.name == name and s.status in IN_USE}
         claimed = {self.claimed_envs[name]} if name in self.claimed_envs else set()
         return frozenset(in_use | claimed)
+
+    def proposals_under_way(self, name: str) -> frozenset[str]:
+        proposing = {s.env for s in self.rows.values() if s.name == name
+                     and s.status in PROPOSING}
+        claimed = {self.claimed_envs[name]} if name in self.claimed_envs else set()
+        return frozenset(proposing | claimed)
 
     def claim_name(self, name: str, model: str, env: str) -> frozenset[str]:
         others = self.owners(name) - {model}

@@ -263,6 +263,35 @@ def test_the_environments_a_name_is_in_use_in_are_its_live_rows_and_its_claim_in
     assert ledger.environments_in_use("other") == frozenset()
 
 
+def test_the_proposals_of_a_name_under_way_are_its_open_rows_and_its_claim_in_flight(
+        state_backend: StateBackend) -> None:
+    """What garbage collection asks before removing an overlay it finds idle: a row merely
+    merged is no proposal; staging's next version claimed, then its MR open, is one; a row
+    closed is none; a claim too old no longer counts."""
+    clock = ManualClock()
+    ledger = StateLedger(state_backend.open(), clock=clock.now)
+    ledger.claim_name("churn", "m", "staging")
+    ledger.put(DeployedState("m", "staging", "churn", "1", "merged"))
+    ledger.claim_name("churn", "m", "production")
+    ledger.put(DeployedState("m", "production", "churn", "1", "merged"))
+    assert ledger.proposals_under_way("churn") == frozenset()
+    ledger.claim_name("churn", "m", "staging")          # version 2, about to push
+    assert ledger.proposals_under_way("churn") == {"staging"}
+    ledger.put(DeployedState("m", "staging", "churn", "2", "mr_opened", 7))
+    assert ledger.proposals_under_way("churn") == {"staging"}
+    ledger.put(DeployedState("m", "staging", "churn", "2", "closed", 7))
+    assert ledger.proposals_under_way("churn") == frozenset()
+    for status in ("approved", "needs_attention"):
+        ledger.put(DeployedState("m", "production", "churn", "2", status, 8))
+        assert ledger.proposals_under_way("churn") == {"production"}
+    ledger.put(DeployedState("m", "production", "churn", "2", "merged", 8))
+    ledger.claim_name("churn", "m", "dev")
+    assert ledger.proposals_under_way("churn") == {"dev"}
+    clock.advance(CLAIM_IN_FLIGHT_SECONDS + 1)        # that proposal's job died long ago
+    assert ledger.proposals_under_way("churn") == frozenset()
+    assert ledger.environments_in_use("churn") == {"production"}   # staging: closed
+
+
 def test_a_first_proposal_that_never_wrote_its_row_gives_the_name_up_when_old(
         state_backend: StateBackend) -> None:
     """A model's very first proposal failed for good after claiming (its job parked): past

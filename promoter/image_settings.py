@@ -23,6 +23,10 @@ class ImageSettings(_Section):
         default=None, description="optional base under the model files of a modelcar, e.g. a "
                                   "busybox pinned by digest (KServe's modelcar sidecar runs sh)")
     insecure_registries: list[str] = Field(default_factory=list)
+    upload_chunk_mib: int = Field(
+        default=0, ge=0,
+        description="send each blob in PATCHes of at most this many MiB (for a proxy that caps "
+                    "request bodies); 0: the whole blob in one PATCH, as docker and skopeo do")
     oci_layout: Path | None = Field(
         default=None, description="write images to this OCI image layout instead of pushing")
     platform: str = Field(

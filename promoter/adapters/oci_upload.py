@@ -1,7 +1,8 @@
 """Chunked, streaming blob upload (distribution spec: POST → PATCH… → PUT ?digest=).
 
-Each PATCH carries the client's chunk size (128 MiB by default), streamed from the layer's own
-1-4 MiB pieces, so memory stays flat whatever the blob or chunk size. A PATCH refused before
+One PATCH carries the whole blob, or each carries the client's chunk size when one is set
+(``image.upload_chunk_mib``), streamed from the layer's own 1-4 MiB pieces, so memory stays
+flat whatever the blob or chunk size. A PATCH refused before
 any of it was accepted (a 401 for a token that expired meanwhile; the auth flow has renewed it)
 resumes where the registry says the upload stands; any other failure mid-upload restarts the
 whole upload session, because a PATCH that may or may not have landed cannot be repeated safely.
@@ -172,7 +173,8 @@ def _send(client: RegistryClient, session: _Session, pieces: _Pieces, what: str)
     blob = pieces.blob
     offset, resumes = 0, 0
     while offset < blob.size:
-        length = min(client.chunk_size, blob.size - offset)
+        length = blob.size - offset if client.chunk_size is None \
+            else min(client.chunk_size, blob.size - offset)
         mark = pieces.mark()
         try:
             response = client.request(

@@ -7,13 +7,15 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from promoter.adapters.oci import RegistryClient
+from promoter.adapters.oci import RegistryClient, client_for
 from promoter.errors import PermanentError, TransientError
 from promoter.image.layers import TAR, Blob
+from promoter.image_settings import ImageSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -57,6 +59,29 @@ def test_a_blob_of_unknown_digest_is_hashed_while_sent_over_several_chunks(
             "upload/new", Blob(known.media_type, "", known.size, known.chunks))
         assert (digest, sent) == (known.digest, len(data))
         assert client.get_blob("upload/new", digest, limit=10**6) == data
+
+
+@pytest.mark.parametrize(("chunk_mib", "patches"), [(0, 1), (1, 3)])
+def test_a_blob_goes_in_one_patch_unless_a_chunk_size_is_set(
+        registry: str, chunk_mib: int, patches: int) -> None:
+    """One PATCH per blob, as docker and skopeo send it (each boundary costs a round trip);
+    ``image.upload_chunk_mib`` cuts it for a proxy that caps request bodies."""
+    data = os.urandom(2 * 1024 * 1024 + 12_345)
+    known = _blob(data, 256 * 1024)
+    sent: list[str] = []
+    with client_for(registry, ImageSettings(upload_chunk_mib=chunk_mib)) as client:
+        original = client.request
+
+        def counting(method: str, url: str, **kwargs: Any) -> httpx.Response:
+            sent.append(method)
+            return original(method, url, **kwargs)
+
+        client.request = counting  # type: ignore[method-assign]
+        digest, size = client.push_new_blob("upload/patches", Blob(TAR, "", known.size,
+                                                                   known.chunks))
+        assert (digest, size) == (known.digest, len(data))
+        assert client.get_blob("upload/patches", digest, limit=10**7) == data
+    assert sent.count("PATCH") == patches
 
 
 def test_no_hashing_thread_outlives_an_upload_that_succeeded_or_failed(registry: str) -> None:

@@ -40,13 +40,17 @@ def promote(
     if not settings.mlflow.tracking_uri:
         raise UserError("promote reads the model from MLflow, but no tracking URI is set",
                         hint="set MLFLOW_TRACKING_URI or mlflow.tracking_uri")
-    _finish(run_promotion(settings, model, version, env, _Printer(output)), output)
+    job, earlier = run_promotion(settings, model, version, env, _Printer(output))
+    _finish(job, output, earlier=earlier)
 
 
 def run_promotion(settings: Settings, model: str, version: str, env: str, printer: _Printer,
-                  payload: dict[str, Any] | None = None) -> dict[str, Any]:
+                  payload: dict[str, Any] | None = None, *,
+                  fresh: bool = False) -> tuple[dict[str, Any], bool]:
     """Enqueue the promotion on the webhook's path and run exactly that job until it settles
-    (`promote`, `rollback`); the job record, as `jobs show --output json` gives it."""
+    (`promote`, `rollback`): the job record, as `jobs show --output json` gives it, and
+    whether the job covering it had finished before (nothing ran now; its result is of then).
+    ``fresh``: no job that already ran covers it (core.jobs.needs_new_job)."""
     from promoter.core.jobs import JobKey
     from promoter.service import composition
     from promoter.service.jobs_handler import build_job_handler
@@ -57,8 +61,9 @@ def run_promotion(settings: Settings, model: str, version: str, env: str, printe
     try:
         enqueued = queue.enqueue(JobKey(model, version, env, "promote"),
                                  {"source": "cli", "actor": f"cli:{getpass.getuser()}",
-                                  **(payload or {})}, source="cli")
+                                  **(payload or {})}, source="cli", fresh=fresh)
         job = enqueued.job
+        earlier = not enqueued.created and job.state in ("done", "dead")  # finished
         printer.line(f"job {job.id}: {model} version {version} → {env} "
                      f"({'new' if enqueued.created else 'existing job, ' + job.state})")
         handler = build_job_handler(settings, composition.registry(settings), progress=printer)
@@ -72,7 +77,7 @@ def run_promotion(settings: Settings, model: str, version: str, env: str, printe
             job = queue.get(job.id)
     finally:
         queue.close()
-    return job.as_dict()
+    return job.as_dict(), earlier
 
 
 class _Printer:
@@ -98,7 +103,10 @@ class _Printer:
         self.line(f"  {mark} {step:<14} {outcome:<10} {detail}")
 
 
-def _finish(job: dict[str, Any], output: str, *, dead_hint: str | None = None) -> None:
+def _finish(job: dict[str, Any], output: str, *, dead_hint: str | None = None,
+            earlier: bool = False) -> None:
+    """Print how ``job`` ended and exit with its code; ``earlier``: it had ended before this
+    command, which ran nothing (its MR is not one created now)."""
     result = job.get("result") or {}
     if output == "json":
         emit_json(job)
@@ -107,7 +115,8 @@ def _finish(job: dict[str, Any], output: str, *, dead_hint: str | None = None) -
         if outcome == "denied":
             typer.echo("denied by policy:\n  " + "\n  ".join(result.get("reasons", [])))
         else:
-            typer.echo(f"done: {outcome}; version {result.get('version')}, "
+            when = f"done earlier (job {job['id']}; nothing ran now)" if earlier else "done"
+            typer.echo(f"{when}: {outcome}; version {result.get('version')}, "
                        f"status {result.get('status')}")
             for label, key in (("merge request", "mr_url"), ("image", "image"),
                                ("signature", "signature")):

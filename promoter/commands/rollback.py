@@ -13,7 +13,14 @@ may be open: the alias stays, naming what that MR deploys, and the command says 
 
 The command waits while the job is queued or running. A job left for a retry after a
 transient failure (a dependency down) keeps the alias: it is still in the queue, and `promoter
-serve` retries it, deploying what the alias names; the command says so and exits 3."""
+serve` retries it, deploying what the alias names; the command says so and exits 3.
+
+A rollback is always a job of its own, never the answer of one that ran before: the alias may
+already name the target because an earlier rollback's MR was closed unmerged, and then the
+environment still runs something else, so the version is proposed again (even over a
+reviewer's close of that MR: a person asked for it now). Only when the alias names the target
+and the environment runs it already (the audit trail's last verified merge) is there nothing
+to do: refused, nothing moves."""
 
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import typer
 
 from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, state
 from promoter.commands.promote import _finish, _Printer, run_promotion
-from promoter.core.jobs import PROPOSAL_STARTED
+from promoter.core.jobs import PROPOSAL_STARTED, ROLLBACK_REASON
 from promoter.errors import EXIT_POLICY, UserError
 
 if TYPE_CHECKING:
@@ -43,11 +50,15 @@ def rollback(
     = None,
     output: str = OUTPUT_OPTION,
 ) -> None:
-    """Roll an environment back to an earlier version: move its MLflow alias, then run the
+    """Roll an environment back to an earlier version: move its MLflow alias, then run a new
     promotion job and print each step (exit codes as `promote`). A job denied, or parked dead
     before it began proposing, deployed nothing: the alias is moved back. A job dead after
-    that (an MR may be open) or left for a retry keeps it."""
-    from promoter.core.live_history import previous_live
+    that (an MR may be open) or left for a retry keeps it.
+
+    Refused (exit 1, nothing moves) when the alias already names the version and the
+    environment runs it. The alias naming it while the environment runs another (the last
+    rollback's MR was closed unmerged) proposes it again."""
+    from promoter.core.live_history import live_versions, previous_live
     from promoter.service import composition
 
     settings = state(ctx).settings()
@@ -56,22 +67,41 @@ def rollback(
         raise UserError(f"{env} is promoted by a legacy stage, not an alias; rollback moves an "
                         "alias", hint="transition the stage in MLflow instead")
     audit = composition.audit_trail(settings)
-    target = to_version or previous_live(audit.entries(), env, model)
+    entries = list(audit.entries())
+    target = to_version or previous_live(entries, env, model)
     if target is None:
         raise UserError(f"the audit trail has no version of {model!r} that was live in {env} "
                         "before the current one", hint="name one with --to-version N")
+    history = live_versions(entries, env, model)
     registry = composition.registry(settings)
     registry.model_version(model, target)  # a version that does not exist: refused here
-    _refuse_if_denied(settings, model, target, env, output)
     current = registry.current_version(model, alias, None)
+    if current == target and history and history[-1] == target:
+        raise UserError(f"{env} already runs version {target} of {model}, and its alias "
+                        f"{alias!r} names it: nothing to roll back",
+                        hint="name an earlier version with --to-version N (`promoter audit "
+                             f"live --env {env}` shows what runs)")
+    _refuse_if_denied(settings, model, target, env, output)
     actor = f"cli:{getpass.getuser()}"
-    registry.set_alias(model, alias, target)
+    moved = current != target
+    if moved:
+        registry.set_alias(model, alias, target)
     audit.record("rollback", actor=actor, model=model, env=env, version=target, previous=current)
     printer = _Printer(output)
-    printer.line(f"{env}: alias {alias!r} of {model} moved from version {current} to {target}")
-    job = run_promotion(settings, model, target, env, printer, {"reason": "rollback"})
+    printer.line(f"{env}: alias {alias!r} of {model} moved from version {current} to {target}"
+                 if moved else
+                 f"{env}: alias {alias!r} of {model} already names version {target}, but "
+                 f"{env} runs {_described(history[-1] if history else None)}: proposing "
+                 f"version {target} again")
+    # A new job: one that ran before (the last rollback's, its MR closed unmerged) must not
+    # answer for it with that run's old MR.
+    job, _ = run_promotion(settings, model, target, env, printer,
+                           {"reason": ROLLBACK_REASON}, fresh=True)
     failed = _deployed_nothing(job, _job_steps(settings, job["id"]))
-    if failed is not None:
+    if failed is not None and not moved:
+        typer.echo(f"{env}: rollback to version {target} {failed}; alias {alias!r} of {model} "
+                   "left on it, as it was before", err=True)
+    elif failed is not None:
         # The alias must name what the environment still runs.
         if current is not None:
             registry.set_alias(model, alias, current)
@@ -93,6 +123,10 @@ def rollback(
     # A dead job's own retry would deploy what the alias names again, not the rollback.
     again = shlex.join(["promoter", "rollback", model, "--env", env, "--to-version", target])
     _finish(job, output, dead_hint=f"fix the cause, then run `{again}` again")
+
+
+def _described(live: str | None) -> str:
+    return f"version {live}" if live is not None else "no version promoter verified"
 
 
 def _deployed_nothing(job: dict[str, Any], steps: Mapping[str, object]) -> str | None:

@@ -19,6 +19,9 @@ from promoter.errors import Disposition, PolicyDenied, TransientError, UserError
 # The step a promotion records just before it may push a branch or open an MR: a job that
 # fails after it may have left one (`promoter rollback` reads it).
 PROPOSAL_STARTED = "proposal-started"
+# The payload reason of `promoter rollback`'s job: a person asked for that version now, so it
+# is proposed even where a reviewer closed an earlier MR of it (core.pipeline).
+ROLLBACK_REASON = "rollback"
 
 
 class JobState(StrEnum):
@@ -146,7 +149,8 @@ def settled_key(key: JobKey, state: str, result: Mapping[str, Any] | None) -> Jo
     return JobKey(key.model, resolved, key.env, key.action)
 
 
-def needs_new_job(key: JobKey, latest_key: JobKey | None, latest_state: str | None) -> bool:
+def needs_new_job(key: JobKey, latest_key: JobKey | None, latest_state: str | None, *,
+                  fresh: bool = False) -> bool:
     """Should an event for ``key`` create a job, given the newest job for its (model, env)
     (``latest_key``: the key it stands for, see settled_key)?
 
@@ -157,8 +161,16 @@ def needs_new_job(key: JobKey, latest_key: JobKey | None, latest_state: str | No
     Yes otherwise — so a running job gets exactly one successor, and moving an alias away and
     back after a job finished (a rollback), or to a version other than the one a finished job
     deployed, is a new job.
+
+    ``fresh``: a person asks for this deployment now (`promoter rollback`, also re-run after
+    the rollback's MR was closed unmerged): a job that already ran, or is running, covers
+    nothing then, or the request would be answered with that job's old result and nothing
+    proposed. A queued job still covers it, as above (it resolves the alias when it runs, and
+    takes on the request: queue_ops), and so does one waiting to run again (retrying).
     """
     if latest_key is None or latest_state is None:
+        return True
+    if fresh and latest_state in (RUNNING, DONE, DEAD):
         return True
     if latest_state == QUEUED and latest_key.action == key.action:
         return False

@@ -89,11 +89,13 @@ def first_live(entries: Iterable[Mapping[str, Any]], env: str, model: str,
     return min(times, default=None)
 
 
-def previous_live(entries: Iterable[Mapping[str, Any]], env: str, model: str) -> str | None:
-    """The last verified version live in ``env`` before what is live now (a rollback's
-    target). A merge of someone else's head is a step of its own, whose version is unknown:
-    what is live after one is not the verified version before it, and it is never a target."""
-    history: list[str | None] = []   # None: a foreign merge's unknown content
+def live_versions(entries: Iterable[Mapping[str, Any]], env: str,
+                  model: str) -> list[str | None]:
+    """The versions of ``model`` live in ``env`` one after another, oldest first, since it was
+    last decommissioned there (what ran before is not a rollback's to go back to); the last
+    is what is live now. None stands for a merge of someone else's head: a step of its own,
+    whose version is unknown (promoter did not check what reached the branch)."""
+    history: list[str | None] = []
     for entry in entries:
         event, version = entry.get("event"), entry.get("version")
         if event not in (MERGED, FOREIGN_MERGED) or entry.get("env") != env \
@@ -108,6 +110,14 @@ def previous_live(entries: Iterable[Mapping[str, Any]], env: str, model: str) ->
             history.clear()   # what ran before a decommission is not "previous" any more
         elif not history or history[-1] != version:
             history.append(version)
+    return history
+
+
+def previous_live(entries: Iterable[Mapping[str, Any]], env: str, model: str) -> str | None:
+    """The last verified version live in ``env`` before what is live now (a rollback's
+    target). A merge of someone else's head is a step of its own, whose version is unknown:
+    what is live after one is not the verified version before it, and it is never a target."""
+    history = live_versions(entries, env, model)
     current = history[-1] if history else None
     earlier = [version for version in history[:-1] if version is not None and version != current]
     return earlier[-1] if earlier else None

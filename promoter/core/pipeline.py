@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from promoter.core import (
@@ -76,6 +76,9 @@ class PromotionJob:
     env: str
     action: str                      # promote | decommission
     requested_version: str | None = None
+    # A person asked for this promotion now (`promoter rollback`): a reviewer's close of an
+    # earlier MR of the version does not stop it (ports.git.Proposal.repropose).
+    repropose: bool = False
 
 
 @dataclass
@@ -205,13 +208,17 @@ class Pipeline:
         # job's current holder may do it, or two workers would race on one merge request.
         steps.before_side_effect("propose")
         self._claim_name(job, deployment.name)
+        # A request to propose over a reviewer's close holds for the close it was made after:
+        # a retry of a job that had begun proposing may find its own MR closed since, by a
+        # reviewer, and that close stands.
+        repropose = job.repropose and steps.step(PROPOSAL_STARTED) is None
         # Recorded before the proposal: once it may have pushed or opened an MR, the job
         # failing later no longer means it deployed nothing (`promoter rollback` reads this).
         steps.record_step(PROPOSAL_STARTED, {"name": deployment.name})
         before = self.ports.ledger.get(job.model, job.env)
         result = PromotionProposal(self.config, self.ports, self.progress).propose(
-            job, deployment, info, origin, files, decision, image, signature,
-            Reach(shared, tree))
+            replace(job, repropose=repropose), deployment, info, origin, files, decision,
+            image, signature, Reach(shared, tree))
         closed = closed_mr.closed_by(result, before, version,
                                      f"version {version} is proposed instead")
         status = STATUS_FOR_OUTCOME[result.outcome]

@@ -81,7 +81,7 @@ class PromotionProposal:
             approvals_required=review.approvals, auto_merge=review.auto_merge,
             target_branch=self.config.target_branch,
             approver_user_ids=review.user_ids, approver_group_ids=review.group_ids,
-            riders=self._anchor(job, name, info.version))
+            riders=self._anchor(job, name, info.version), repropose=job.repropose)
         result = self.ports.provider.propose(proposal)
         self.progress("merge request", result.outcome.value, result.mr_url or "")
         if reach.tree.base and job.env not in reach.tree.overlays:   # builds on this base

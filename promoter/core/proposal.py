@@ -105,7 +105,8 @@ class ProposalFlow:
         if not run.observed:
             run.observed, run.first_open_iid, run.first_head = True, _iid(open_mr), head
             run.first_auto_merge = open_mr is not None and open_mr.auto_merge
-        if open_mr is None and mrs and self._closed_by_human(mrs[0], proposal.version):
+        if open_mr is None and mrs and not proposal.repropose and \
+                self._closed_by_human(mrs[0], proposal.version):
             return self._result(Outcome.CLOSED_BY_HUMAN, mrs[0], head, run)
         prefixes = tuple(p if p.endswith("/") else p + "/" for p in proposal.managed_prefixes)
         paths = changes.paths_to_read(proposal.files)

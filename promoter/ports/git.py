@@ -82,6 +82,9 @@ class Proposal:
     # branch that still carries an earlier proposal's changes there (garbage collection whose
     # plan shrank) is rebuilt from the target branch.
     exact_under: tuple[str, ...] = ()
+    # A person asked for this version now (`promoter rollback`): proposed even when the
+    # branch's newest MR is this version's, closed by a reviewer (otherwise left closed).
+    repropose: bool = False
 
     @property
     def branch(self) -> str:

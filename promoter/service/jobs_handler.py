@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from promoter.core.jobs import ROLLBACK_REASON
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.errors import Disposition, PolicyDenied, PromoterError, disposition_of
 
@@ -51,8 +52,10 @@ def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics |
         key = job.key
         requested = None if key.version == ANY_VERSION else key.version
         actor = str(job.payload.get("actor") or job.payload.get("source") or "unknown")
+        repropose = job.payload.get("reason") == ROLLBACK_REASON
         try:
-            result = pipeline.run(PromotionJob(key.model, key.env, key.action, requested), ctx)
+            result = pipeline.run(PromotionJob(key.model, key.env, key.action, requested,
+                                               repropose=repropose), ctx)
         except PromoterError as exc:
             disposition = disposition_of(exc)
             if disposition is Disposition.DENY and isinstance(exc, PolicyDenied):

@@ -95,10 +95,12 @@ class JobQueue:
     # -- intake ---------------------------------------------------------------------------
 
     def enqueue(self, key: JobKey, payload: dict[str, Any] | None = None, *, source: str = "",
-                delivery_id: str | None = None) -> EnqueueResult:
-        """Store a delivery durably; a new job only if no unfinished-or-done job covers it."""
+                delivery_id: str | None = None, fresh: bool = False) -> EnqueueResult:
+        """Store a delivery durably; a new job only if no unfinished-or-done job covers it
+        (``fresh``: only an unfinished one; see core.jobs.needs_new_job)."""
         result = self._write(lambda conn: queue_ops.enqueue(
-            conn, self._now(conn), key, payload, source, delivery_id, self.settle_seconds))
+            conn, self._now(conn), key, payload, source, delivery_id, self.settle_seconds,
+            fresh=fresh))
         if result.created:
             self.notify_work()
         return result

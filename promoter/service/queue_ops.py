@@ -69,8 +69,10 @@ def fetch_job(conn: Connection, job_id: int) -> Job | None:
 
 
 def enqueue(conn: Connection, now: float, key: JobKey, payload: dict[str, Any] | None,
-            source: str, delivery_id: str | None, settle_seconds: float = 0.0) -> EnqueueResult:
-    """Record the delivery, then create a job unless one already covers the key.
+            source: str, delivery_id: str | None, settle_seconds: float = 0.0, *,
+            fresh: bool = False) -> EnqueueResult:
+    """Record the delivery, then create a job unless one already covers the key (a finished
+    one never does for a ``fresh`` request: core.jobs.needs_new_job).
 
     ``settle_seconds`` debounces bursts: a job that has to wait for a running one of its
     (model, env) starts only once no event for it arrived for that long, and each event a
@@ -95,11 +97,13 @@ def enqueue(conn: Connection, now: float, key: JobKey, payload: dict[str, Any] |
         "WHERE model = ? AND env = ? "
         "ORDER BY id DESC LIMIT 1", (key.model, key.env)).fetchone()
     covering = None
-    if latest is not None and not needs_new_job(key, stands_for(latest), latest["state"]):
+    if latest is not None and not needs_new_job(key, stands_for(latest), latest["state"],
+                                                    fresh=fresh):
         covering = fetch_job(conn, latest["id"])
     if covering is not None and covering.state == QUEUED and not duplicate:
         # A worker may claim it meanwhile (claims take no key lock); then it covers nothing.
-        covering = _cover(conn, covering, key, now + settle_seconds)
+        covering = _cover(conn, covering, key, now + settle_seconds,
+                          payload if fresh else None)
     if covering is not None:
         job, created = covering, False
     else:
@@ -125,13 +129,18 @@ def enqueue(conn: Connection, now: float, key: JobKey, payload: dict[str, Any] |
     return EnqueueResult(job, created=created, duplicate_delivery=duplicate)
 
 
-def _cover(conn: Connection, job: Job, key: JobKey, start: float) -> Job | None:
+def _cover(conn: Connection, job: Job, key: JobKey, start: float,
+           payload: dict[str, Any] | None = None) -> Job | None:
     """A queued job takes on a later event: it now names the newest version asked for (it
-    deploys whatever the alias says when it runs) and starts no earlier than ``start``.
-    None if it is no longer queued (a worker claimed it since it was read)."""
+    deploys whatever the alias says when it runs) and starts no earlier than ``start``; a
+    fresh request's ``payload`` (`promoter rollback`: its actor and reason) goes over its
+    own, since it now runs for that request. None if it is no longer queued (a worker
+    claimed it since it was read)."""
+    merged = job.payload if payload is None else {**job.payload, **payload}
     changed = conn.execute(
-        "UPDATE jobs SET version = ?, next_run_at = ? WHERE id = ? AND state = ?",
-        (key.version, max(job.next_run_at, start), job.id, QUEUED)).rowcount
+        "UPDATE jobs SET version = ?, next_run_at = ?, payload = ? WHERE id = ? AND state = ?",
+        (key.version, max(job.next_run_at, start), to_json(merged), job.id,
+         QUEUED)).rowcount
     return fetch_job(conn, job.id) if changed == 1 else None
 
 

@@ -37,7 +37,9 @@ def test_promote_holds_its_job_under_the_configured_lease_and_a_unique_worker_id
 
     monkeypatch.setattr(jobs_handler, "build_job_handler", handler_for)
     monkeypatch.setattr(composition, "registry", lambda settings: None)
-    record = run_promotion(settings, "fraud-detector", "7", "production", _Printer("json"))
+    record, earlier = run_promotion(settings, "fraud-detector", "7", "production",
+                                    _Printer("json"))
+    assert not earlier
     assert record["state"] == "done"
     (job, at), = seen
     assert job.lease_expires_at is not None and job.lease_expires_at - at > 800

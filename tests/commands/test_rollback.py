@@ -1,8 +1,10 @@
-"""`promoter rollback` moves the alias, runs the job, and puts the alias back when the job
-deploys nothing: MLflow must keep naming what the environment runs."""
+"""`promoter rollback` moves the alias, runs a job of its own, and puts the alias back when
+the job deploys nothing: MLflow must keep naming what the environment runs. With nothing to
+do it is refused."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,35 +20,50 @@ from promoter.service import composition, jobs_handler
 from promoter.service.audit import AuditTrail
 from promoter.service.job_context import JobContext
 from tests.core.test_pipeline import MODEL, MemoryRegistry
+from tests.fixtures.stack import queue_jobs
 
 RUNTIME_SWITCH = InvalidIntent("deployment 'fraud-detector' runs runtime 'kserve' in staging, "
                                "and this version asks for 'plain'")
 
 
-def _rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception, *,
-              proposal_started: bool = False) -> tuple[Any, MemoryRegistry]:
-    """Production runs version 2; roll back to 1 with a job that fails with ``failure``
-    (the policy check `rollback` asks first allows it)."""
+Handle = Callable[[Job, JobContext], dict[str, Any]]
+
+
+def _production_on_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                     handle: Handle) -> tuple[Path, MemoryRegistry]:
+    """Versions 1 then 2 merged into production (the audit trail says so), its alias on 2;
+    jobs run ``handle`` (the policy check `rollback` asks first allows everything)."""
     config = tmp_path / "promoter.yaml"
     config.write_text(f"state_dir: {tmp_path / 'state'}\n")
     registry = MemoryRegistry()
-    for version in ("1", "2"):
+    for version in ("1", "2", "3"):
         registry.add(MODEL, version)
     registry.set_alias(MODEL, "production", "2")
-
-    def handler_for(*args: Any, **kwargs: Any) -> jobs_handler.Handler:
-        def handle(job: Job, ctx: JobContext) -> dict[str, Any]:
-            if proposal_started:        # as the pipeline records it before proposing
-                ctx.record_step(PROPOSAL_STARTED, {"name": "fraud-detector"})
-            raise failure
-        return handle
-
-    monkeypatch.setattr(jobs_handler, "build_job_handler", handler_for)
+    audit = AuditTrail(tmp_path / "state")
+    for version in ("1", "2"):
+        audit.record("mr.merge", actor="alice", model=MODEL, env="production",
+                     version=version, status="merged")
+    monkeypatch.setattr(jobs_handler, "build_job_handler", lambda *_, **__: handle)
     monkeypatch.setattr(composition, "registry", lambda settings: registry)
     monkeypatch.setattr("promoter.policy_check.check_policy", lambda *_: Decision(()))
-    result = CliRunner().invoke(app, ["--config", str(config), "rollback", MODEL, "--env",
-                                      "production", "--to-version", "1"])
-    return result, registry
+    return config, registry
+
+
+def _invoke(config: Path, *args: str) -> Any:
+    return CliRunner().invoke(app, ["--config", str(config), "rollback", MODEL, "--env",
+                                    "production", *args])
+
+
+def _rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception, *,
+              proposal_started: bool = False) -> tuple[Any, MemoryRegistry]:
+    """Production runs version 2; roll back to 1 with a job that fails with ``failure``."""
+    def handle(job: Job, ctx: JobContext) -> dict[str, Any]:
+        if proposal_started:        # as the pipeline records it before proposing
+            ctx.record_step(PROPOSAL_STARTED, {"name": "fraud-detector"})
+        raise failure
+
+    config, registry = _production_on_2(tmp_path, monkeypatch, handle)
+    return _invoke(config, "--to-version", "1"), registry
 
 
 @pytest.mark.parametrize("failure", [
@@ -99,3 +116,53 @@ def test_a_rollback_whose_job_dies_after_proposing_keeps_the_alias(
     assert "stays on version 1: job 1 failed after it began proposing" in result.output
     assert not [entry for entry in AuditTrail(tmp_path / "state").entries()
                 if entry["event"] == "rollback.reverted"]
+
+
+def _created(handled: list[Job]) -> Handle:
+    def handle(job: Job, ctx: JobContext) -> dict[str, Any]:
+        handled.append(job)
+        return {"outcome": "created", "version": "1", "status": "mr_opened",
+                "mr_url": f"local:!{7 + len(handled)}"}
+    return handle
+
+
+def test_a_rollback_to_what_production_runs_and_the_alias_names_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing to do: refused before anything moves or runs. Before, it printed "moved from
+    version 2 to 2" and reported the finished job of version 2, long merged, with its MR as
+    if created now (exit 0)."""
+    handled: list[Job] = []
+    config, registry = _production_on_2(tmp_path, monkeypatch, _created(handled))
+
+    result = _invoke(config, "--to-version", "2")
+
+    assert result.exit_code == 1, result.output
+    assert f"production already runs version 2 of {MODEL}, and its alias 'production' " \
+           "names it: nothing to roll back" in str(result.exception)
+    assert "--to-version N" in result.exception.hint
+    assert handled == [] and queue_jobs(tmp_path / "state") == []
+    assert registry.current_version(MODEL, "production", None) == "2"
+    assert not [entry for entry in AuditTrail(tmp_path / "state").entries()
+                if entry["event"].startswith("rollback")]
+
+
+def test_a_rollback_asked_again_after_its_mr_was_closed_runs_a_new_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first rollback's MR was closed unmerged: the alias names 1, production still runs
+    2. Asked again, a new job proposes 1 again (its reason tells the pipeline to propose over
+    that close). Before, the finished job answered: "moved from version 1 to 1", "(existing
+    job, done)", the closed MR reported as created, nothing proposed, exit 0."""
+    handled: list[Job] = []
+    config, registry = _production_on_2(tmp_path, monkeypatch, _created(handled))
+    first = _invoke(config)                     # the default target: 1
+    assert first.exit_code == 0, first.output
+
+    again = _invoke(config)
+
+    assert again.exit_code == 0, again.output
+    assert "alias 'production' of " f"{MODEL} already names version 1, but production runs " \
+           "version 2: proposing version 1 again" in again.output
+    assert "existing job" not in again.output and "local:!9" in again.output
+    assert [job.id for job in handled] == [1, 2]
+    assert handled[1].payload["reason"] == "rollback"
+    assert registry.current_version(MODEL, "production", None) == "1"

@@ -115,6 +115,22 @@ def test_a_human_close_is_respected_for_that_version(harness: Harness) -> None:
     assert newer.outcome is Outcome.CREATED and newer.mr_iid != first.mr_iid
 
 
+def test_a_version_asked_for_again_is_proposed_over_a_human_close(harness: Harness) -> None:
+    """`promoter rollback` run again after a reviewer closed its MR: a person asks for that
+    version now, so a new MR proposes it (before, the close was reported as the result and
+    nothing was proposed)."""
+    first = harness.provider.propose(proposal("1"))
+    assert first.mr_iid is not None
+    harness.human_close(first.mr_iid)
+
+    again = harness.provider.propose(proposal("1", repropose=True))
+
+    assert again.outcome is Outcome.CREATED and again.mr_iid != first.mr_iid
+    [mr] = open_mrs(harness)
+    assert mr.iid == again.mr_iid and mr.version == "1"
+    assert harness.provider.get(first.mr_iid).state == "closed"
+
+
 def test_human_commits_are_reported_not_overwritten(harness: Harness) -> None:
     first = harness.provider.propose(proposal("1"))
     assert first.mr_iid is not None

@@ -216,10 +216,12 @@ def test_promote_prints_each_step_and_ends_in_an_mr(
     tags = version_tags(url, model, version)
     assert tags["promoter.staging.status"] == "mr_opened"
     assert tags["promoter.staging.image"].split("@")[0].endswith(f"/models/{model}")
-    # Promoting the same version again finds the finished job instead of redoing it.
+    # Promoting the same version again finds the finished job instead of redoing it, and
+    # says its result is of then: its MR was not created now.
     code, out, err = promoter("--config", str(config), "promote", model, "--version", version,
                               "--env", "staging")
     assert code == 0 and "existing job, done" in out, out + err
+    assert "; nothing ran now): created" in out and "done: " not in out, out
     # A version the alias does not point at is not deployed: the job deploys what it points at.
     other = register_model_version(url, model)
     code, out, _ = promoter("--config", str(config), "promote", model, "--version", other,
@@ -323,6 +325,41 @@ def _two_merged_versions(local: LocalStack, promoter: Cli, model: str) -> tuple[
         [mr] = open_mrs(promoter, local, model)
         merge(promoter, local, mr["iid"])
     return first, second
+
+
+def test_a_rollback_asked_again_after_its_mr_was_closed_opens_a_new_mr(
+        local: LocalStack, promoter: Cli) -> None:
+    """A reviewer closed the rollback's MR: production still runs version 2, the alias names
+    1. Asked again, the rollback proposes 1 in a new MR (before: "moved from version 1 to 1",
+    the finished job's closed MR reported as created, nothing proposed, exit 0). Once that is
+    merged, rolling back to 1 again has nothing to do: refused, nothing moves."""
+    model = "rollback-again-model"
+    first, second = _two_merged_versions(local, promoter, model)
+    config = str(local.config)
+    code, out, err = promoter("--config", config, "rollback", model, "--env", "production",
+                              "--output", "json")
+    assert code == 0, out + err
+    closed = json.loads(out)["result"]["mr_iid"]
+    code, out, err = promoter("--config", config, "mr", "close", str(closed), "--user", "alice")
+    assert code == 0, out + err
+
+    code, out, err = promoter("--config", config, "rollback", model, "--env", "production")
+
+    assert code == 0, out + err
+    assert f"already names version {first}, but production runs version {second}: " \
+           f"proposing version {first} again" in out
+    assert "existing job" not in out and "done: created" in out
+    [mr] = open_mrs(promoter, local, model)
+    assert mr["iid"] != closed and f"merge request: local:!{mr['iid']}" in out
+    assert local.model_version_on(mr["source_branch"], model, "production") == first
+    merge(promoter, local, mr["iid"])
+    jobs = len(queue_jobs(local.state_dir, model))
+    code, out, err = promoter("--config", config, "rollback", model, "--env", "production",
+                              "--to-version", first)
+    assert code == 1 and "nothing to roll back" in err, out + err
+    assert mlflow_client(local.mlflow.url).get_registered_model(model).aliases["production"] \
+        == first
+    assert len(queue_jobs(local.state_dir, model)) == jobs
 
 
 def test_a_denied_rollback_leaves_the_alias_where_it_was(local: LocalStack, promoter: Cli) -> None:

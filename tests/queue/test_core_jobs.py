@@ -86,6 +86,16 @@ def test_a_queued_job_covers_later_versions_of_its_action() -> None:
     assert needs_new_job(decommission, V7, QUEUED)    # another action is its own job
 
 
+def test_a_fresh_request_is_answered_by_no_job_that_ran() -> None:
+    """`promoter rollback` asked again after its MR was closed unmerged: the finished job of
+    the same version must not answer it with its old MR."""
+    for state in (RUNNING, DONE, DEAD):
+        assert needs_new_job(V7, V7, state, fresh=True)
+    assert not needs_new_job(V7, V7, QUEUED, fresh=True)    # not run yet: it takes it on
+    assert not needs_new_job(V7, V8, QUEUED, fresh=True)
+    assert not needs_new_job(V7, V7, RETRYING, fresh=True)  # runs again, resolving the alias
+
+
 def test_another_version_or_action_or_no_job_needs_a_new_job() -> None:
     assert needs_new_job(V7, None, None)
     assert needs_new_job(V7, V8, DONE)  # the rollback case: v8 was last, v7 again

@@ -90,6 +90,27 @@ def test_a_rollback_makes_a_new_job(queue: JobQueue) -> None:
     assert len({v7.id, v8.id, back.job.id}) == 3
 
 
+def test_a_rollback_asked_again_makes_a_new_job_and_a_queued_one_takes_it_on(
+        queue: JobQueue) -> None:
+    """The rollback's job finished but its MR was closed unmerged: asked again, the finished
+    job does not answer it. A job queued by the alias's webhook meanwhile runs for it, with
+    its reason (the job then proposes over a reviewer's close)."""
+    rollback = {"source": "cli", "reason": "rollback"}
+    first = queue.enqueue(V7, rollback, fresh=True).job
+    finish_next(queue)
+    assert not queue.enqueue(V7).created           # a re-delivered webhook: covered, as ever
+    again = queue.enqueue(V7, rollback, fresh=True)
+    assert again.created and again.job.id != first.id
+    finish_next(queue)
+
+    webhook = queue.enqueue(V8, {"source": "mlflow"}).job
+    taken = queue.enqueue(V7, {**rollback, "actor": "cli:bob"}, fresh=True)
+    assert not taken.created and taken.job.id == webhook.id
+    assert queue.get(webhook.id).payload == {"source": "cli", "reason": "rollback",
+                                             "actor": "cli:bob"}
+    assert queue.get(webhook.id).key == V7
+
+
 def test_a_dead_job_does_not_absorb_a_new_event(queue: JobQueue) -> None:
     job = queue.enqueue(V7).job
     queue.claim("w")

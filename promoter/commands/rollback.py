@@ -1,6 +1,8 @@
 """`promoter rollback MODEL --env ENV [--to-version N]`: move the environment's alias back and
 let the normal pipeline open the MR. MLflow stays the source of truth: the alias is what the
-job (and every later webhook and reconcile pass) deploys.
+job (and every later webhook and reconcile pass) deploys. Back means to a version that ran
+there: the target is one the audit trail verified live in the environment (since its last
+decommission), as the default target is; any other version is refused (promote it instead).
 
 So the alias moves only for a rollback the policy allows: the verdict is asked first (the one
 `policy check` gives), and if the job deploys nothing, the alias is put back; otherwise MLflow
@@ -45,8 +47,9 @@ def rollback(
     model: Annotated[str, typer.Argument(help="MLflow registered model name")],
     env: Annotated[str, typer.Option("--env", "-e", help="environment from promoter.yaml")],
     to_version: Annotated[str | None, typer.Option(
-        "--to-version", help="version to go back to (default: the one live before the "
-                             "current one, from the audit trail)", callback=check_version)]
+        "--to-version", help="version to go back to, one that was live in the environment "
+                             "(default: the one live before the current one, from the audit "
+                             "trail)", callback=check_version)]
     = None,
     output: str = OUTPUT_OPTION,
 ) -> None:
@@ -55,9 +58,10 @@ def rollback(
     before it began proposing, deployed nothing: the alias is moved back. A job dead after
     that (an MR may be open) or left for a retry keeps it.
 
-    Refused (exit 1, nothing moves) when the alias already names the version and the
-    environment runs it. The alias naming it while the environment runs another (the last
-    rollback's MR was closed unmerged) proposes it again."""
+    Refused (exit 1, nothing moves) when the version never ran in the environment (--to-version
+    must name one the audit trail verified live there; promote any other) and when the alias
+    already names it and the environment runs it. The alias naming it while the environment
+    runs another (the last rollback's MR was closed unmerged) proposes it again."""
     from promoter.core.live_history import live_versions, previous_live
     from promoter.service import composition
 
@@ -73,6 +77,7 @@ def rollback(
         raise UserError(f"the audit trail has no version of {model!r} that was live in {env} "
                         "before the current one", hint="name one with --to-version N")
     history = live_versions(entries, env, model)
+    _refuse_if_never_live(model, env, alias, target, history)
     registry = composition.registry(settings)
     registry.model_version(model, target)  # a version that does not exist: refused here
     current = registry.current_version(model, alias, None)
@@ -123,6 +128,23 @@ def rollback(
     # A dead job's own retry would deploy what the alias names again, not the rollback.
     again = shlex.join(["promoter", "rollback", model, "--env", env, "--to-version", target])
     _finish(job, output, dead_hint=f"fix the cause, then run `{again}` again")
+
+
+def _refuse_if_never_live(model: str, env: str, alias: str, target: str,
+                          history: list[str | None]) -> None:
+    """A rollback goes back to a version that ran in ``env``: one the audit trail verified
+    live there (since its last decommission), as the default target is. Anything else (a
+    newer version, one only ever live elsewhere) is a promotion, not a rollback."""
+    verified = list(dict.fromkeys(version for version in history if version is not None))
+    if target in verified:
+        return
+    ran = ", ".join(verified) if verified else "none"
+    promote = shlex.join(["promoter", "promote", model, "--version", target, "--env", env])
+    raise UserError(
+        f"version {target} of {model} was never live in {env} (versions the audit trail "
+        f"verified there: {ran}); rollback goes back only to one of those",
+        hint=f"to deploy version {target}, promote it: move the {alias!r} alias to it in "
+             f"MLflow; its webhook (or `{promote}`) opens the MR")
 
 
 def _described(live: str | None) -> str:

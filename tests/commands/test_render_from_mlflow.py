@@ -59,17 +59,22 @@ def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_an_artifact_store_without_credentials_is_named_not_unexpected(
         run_cli: Run, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch,
-        no_aws_credentials: None) -> None:
+        no_aws_credentials: None, tmp_path: Path) -> None:
     """The version's files are in S3 and promoter has no AWS credentials: render, rollback and
     the promotion job say which store and what to check (exit 1), and the job is parked with
     that reason rather than retried as an "unexpected" error."""
+    from promoter.service.audit import AuditTrail
+
     client = mlflow_server.client()
     name = "Files In S3"
     client.create_registered_model(name)
-    version = client.create_model_version(name, source="s3://bucket/x", tags={
+    version, later = (client.create_model_version(name, source="s3://bucket/x", tags={
         "deploy.owner.team": "search", "deploy.owner.costCenter": "cc-9",
-        "deploy.runtime": "kserve"}).version
+        "deploy.runtime": "kserve"}).version for _ in range(2))
     client.set_registered_model_alias(name, "staging", version)  # the job has work to do
+    trail = AuditTrail(tmp_path / "state")  # staging ran it, then a later one: a rollback target
+    for merged in (version, later):
+        trail.record("mr.merge", model=name, env="staging", version=merged, status="merged")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     commands = [("render", name, "--version", version, "--env", "production", "--dry-run"),
                 ("rollback", name, "--env", "staging", "--to-version", version),

@@ -166,3 +166,25 @@ def test_a_rollback_asked_again_after_its_mr_was_closed_runs_a_new_job(
     assert [job.id for job in handled] == [1, 2]
     assert handled[1].payload["reason"] == "rollback"
     assert registry.current_version(MODEL, "production", None) == "1"
+
+
+@pytest.mark.parametrize("version", ["3", "9"], ids=["newer, never deployed", "unknown"])
+def test_a_rollback_to_a_version_that_never_ran_there_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    """Production ran 1 then 2: --to-version 3 is a promotion, not a rollback. Refused before
+    anything moves, with the versions it may go back to and how to promote instead. Before,
+    the alias moved to 3, an MR opened, and the trail called it a rollback (exit 0)."""
+    handled: list[Job] = []
+    config, registry = _production_on_2(tmp_path, monkeypatch, _created(handled))
+
+    result = _invoke(config, "--to-version", version)
+
+    assert result.exit_code == 1, result.output
+    assert f"version {version} of {MODEL} was never live in production (versions the audit " \
+           "trail verified there: 1, 2)" in str(result.exception)
+    assert f"promoter promote '{MODEL}' --version {version} --env production" \
+        in result.exception.hint
+    assert handled == [] and queue_jobs(tmp_path / "state") == []
+    assert registry.current_version(MODEL, "production", None) == "2"
+    assert not [entry for entry in AuditTrail(tmp_path / "state").entries()
+                if entry["event"].startswith("rollback")]

@@ -316,6 +316,30 @@ def test_rollback_moves_the_alias_back_and_the_pipeline_opens_the_mr(
     assert code == 1 and "--to-version" in err
 
 
+def test_a_rollback_to_a_version_never_live_there_is_refused(
+        local: LocalStack, promoter: Cli) -> None:
+    """Production ran 1 then 2; version 3 never ran there: rolling "back" to it is refused
+    before anything moves (before: the alias moved to 3, an MR opened, audited as a rollback)."""
+    model = "rollback-forward-model"
+    first, second = _two_merged_versions(local, promoter, model)
+    third = register_model_version(local.mlflow.url, model)
+    jobs = len(queue_jobs(local.state_dir, model))
+
+    code, out, err = promoter("--config", str(local.config), "rollback", model,
+                              "--env", "production", "--to-version", third)
+
+    assert code == 1, out + err
+    assert f"version {third} of {model} was never live in production (versions the audit " \
+           f"trail verified there: {first}, {second})" in err
+    assert f"promoter promote {model} --version {third} --env production" in err
+    assert mlflow_client(local.mlflow.url).get_registered_model(model).aliases["production"] \
+        == second
+    assert len(queue_jobs(local.state_dir, model)) == jobs and not open_mrs(promoter, local, model)
+    code, out, _ = promoter("--config", str(local.config), "audit", "show", "--model", model,
+                            "--output", "json")
+    assert [e for e in json.loads(out) if e["event"].startswith("rollback")] == []
+
+
 def _two_merged_versions(local: LocalStack, promoter: Cli, model: str) -> tuple[str, str]:
     first, second = (register_model_version(local.mlflow.url, model) for _ in range(2))
     client = mlflow_client(local.mlflow.url)

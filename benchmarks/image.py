@@ -9,8 +9,9 @@ For each: wall time and peak RSS of the build+push in a fresh process (measured 
 the same build inside an already warm promoter process, as `promoter serve`'s worker runs it
 (benchmarks/warm_build.py; a fresh registry, so it uploads everything again); `skopeo copy
 --preserve-digests` of the same image from an `oci:` layout into an empty repository of the
-first registry (pure blob copy, no recompression) and the ratios; then the rebuild's wall time
-and bytes uploaded.
+registry (pure blob copy, no recompression), first and last in the run, their mean the
+baseline of the ratios; then the rebuild's wall time and bytes uploaded. Every timed push
+goes into a registry process of its own.
 promoter's modules are byte-compiled first (``compileall``, into the checkout's gitignored
 __pycache__), as `pip install` does for an installed promoter and its container image: a fresh
 process then measures promoter's start-up, not the compilation of its sources, which an
@@ -20,8 +21,13 @@ Also the registry's own CPU seconds while each push ran (from /proc): receiving,
 writing the bytes costs the registry about the same whoever sends them, so ``registry CPU of our
 push / skopeo's wall time`` is a lower bound for any client's ratio against this registry. The
 bare upload (benchmarks/bare_upload.py: the layer's bytes already in memory and hashed, one
-PATCH written straight to the socket) times a client that does nothing but send, into the same
-registry: promoter's push near it has no client-side cost left to cut.
+PATCH written straight to the socket) times a client that does nothing but send: promoter's
+push near it has no client-side cost left to cut.
+On this VM the same push, back to back, took 3.8 s first and 5.6 s a minute later (the
+registry's CPU seconds for the same bytes rose alike) as the page cache grew into untouched
+guest memory, so a fixed order decided ratios by 0.1-0.4. So each timed push starts from a
+settled page cache (see settle(): synced, dropped when run as root, its sources read back),
+in a fresh registry, with skopeo at both ends of the run.
 The registry's and skopeo's Go toolchains are printed: Go >= 1.21 hashes SHA-256 with the CPU's
 SHA instructions, older ones at a third of the speed, which decides who is the bottleneck.
 ``--registry-binary`` and ``--skopeo`` run other builds of either: `make bench-image-debian13`
@@ -182,6 +188,56 @@ def byte_compile() -> None:
     print("promoter: byte-compiled (as installed by pip)")
 
 
+@dataclass(frozen=True)
+class Push:
+    """One timed push into a registry of its own."""
+    seconds: float
+    rss_mib: float
+    registry_cpu: float
+    output: str
+
+
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def settle(sources: list[Path]) -> None:
+    """Put the page cache in the same state before every timed push: dirty pages written,
+    the cache dropped (as root), then only the push's sources read back in, as a build server
+    holds a model it just downloaded.
+
+    Without it, this VM's page cache grew by ~1 GiB per push, and once it had taken the
+    memory freed earlier, every new page cost a first touch of guest memory: the same skopeo
+    copy took 3.8 s twice, then 4.8, 5.6, 5.7 and 5.6 s (registry CPU 2.9 s to 5.3 s), so
+    whatever ran later in a run lost. With the drop the six copies took 4.1-4.6 s (registry
+    CPU 2.9-3.1 s)."""
+    os.sync()
+    try:
+        DROP_CACHES.write_text("3\n")
+    except OSError:
+        return  # not root: the figures drift with the run's order (skopeo at both ends)
+    for source in sources:
+        for path in sorted(source.rglob("*")) if source.is_dir() else [source]:
+            if path.is_file():
+                with path.open("rb") as handle:
+                    while handle.read(4 * 1024 * 1024):
+                        pass
+
+
+def timed_push(work: Path, name: str, command: list[str], env: dict[str, str],
+               tools: Tools, sources: list[Path]) -> Push:
+    """Run ``command`` (it names the registry as ``{registry}``) against a fresh registry
+    process: no push meets blobs, upload sessions or a store that an earlier one left (skopeo
+    would mount blobs it pushed before instead of sending them). The page cache is settled
+    first, holding ``sources``."""
+    with registry_process(work / f"registry-{name}", binary=tools.registry) as (process,
+                                                                                registry):
+        settle(sources)
+        before = cpu_seconds(process.pid)
+        seconds, rss, out = run_measured(
+            [part.replace("{registry}", registry) for part in command], env)
+        return Push(seconds, rss, cpu_seconds(process.pid) - before, out)
+
+
 def bench(case: str, size_mib: int, tools: Tools) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="promoter-bench-") as scratch:
         work = Path(scratch)
@@ -198,65 +254,68 @@ def bench(case: str, size_mib: int, tools: Tools) -> dict[str, float]:
             make_model(work / "warmup", 1)
             promoter = [sys.executable, "-m", "promoter", "image", "build", str(work / "model")]
             tag = "latest"
-        with registry_process(work / "registry", binary=tools.registry) as (process, registry):
-            pid = process.pid
-            before = cpu_seconds(pid)
-            build_s, build_rss, out = run_measured(
-                [*promoter, "--repository", f"{registry}/bench/promoter", "--output", "json"],
-                env)
-            build_registry_cpu = cpu_seconds(pid) - before
-            built = json.loads(out)
-            rebuild_s, rebuild_rss, out = run_measured(
-                [*promoter, "--repository", f"{registry}/bench/promoter", "--output", "json"],
-                env)
-            rebuilt = json.loads(out)
-            run_measured([*promoter, "--oci-layout", str(work / "layout"), "--output", "json"],
-                         env)
-            before = cpu_seconds(pid)
-            copy_s, copy_rss, _ = run_measured(
-                [tools.skopeo, "copy", "--preserve-digests", "--dest-tls-verify=false",
-                 f"oci:{work / 'layout'}:{tag}", f"docker://{registry}/bench/skopeo:{tag}"],
-                env)
-            copy_registry_cpu = cpu_seconds(pid) - before
-            before = cpu_seconds(pid)
-            _, _, out = run_measured(
-                [sys.executable, str(ROOT / "benchmarks" / "bare_upload.py"),
-                 str(work / "layout"), f"{registry}/bench/bare"], env)
-            bare = json.loads(out)
-            bare_registry_cpu = cpu_seconds(pid) - before
+        # The layout skopeo copies from, exported by promoter with a state directory of its
+        # own (nothing it caches helps the timed builds).
+        run_measured([*promoter, "--oci-layout", str(work / "layout"), "--output", "json"],
+                     {**env, "PROMOTER_STATE_DIR": str(work / "state-layout")})
+        skopeo = [tools.skopeo, "copy", "--preserve-digests", "--dest-tls-verify=false",
+                  f"oci:{work / 'layout'}:{tag}", f"docker://{{registry}}/bench/skopeo:{tag}"]
+        push = [*promoter, "--repository", "{registry}/bench/promoter", "--output", "json"]
+        # Order skopeo, promoter, bare, warm, skopeo, and the baseline is the mean of skopeo's
+        # first and last push: should the host drift within a run all the same (settle()
+        # needs root), no side gains from its place.
+        layout, model = [work / "layout"], [work / "model"]
+        copy_first = timed_push(work, "skopeo-first", skopeo, env, tools, layout)
+        build = timed_push(work, "promoter", push, env, tools, model)
+        built = json.loads(build.output)
+        bare_push = timed_push(work, "bare", [
+            sys.executable, str(ROOT / "benchmarks" / "bare_upload.py"), str(work / "layout"),
+            "{registry}/bench/bare"], env, tools, layout)
+        bare = json.loads(bare_push.output)
         # A fresh registry and state directory: nothing of the first push can be reused.
-        with registry_process(work / "registry-warm", binary=tools.registry) as (_, registry):
-            _, _, out = run_measured(
-                [sys.executable, str(ROOT / "benchmarks" / "warm_build.py"), case,
-                 str(work / "model"), str(work / "warmup"), f"{registry}/bench/promoter"],
-                {**env, "PROMOTER_STATE_DIR": str(work / "state-warm")})
-            warm = json.loads(out)
+        warm = json.loads(timed_push(work, "warm", [
+            sys.executable, str(ROOT / "benchmarks" / "warm_build.py"), case,
+            str(work / "model"), str(work / "warmup"), "{registry}/bench/promoter"],
+            {**env, "PROMOTER_STATE_DIR": str(work / "state-warm")}, tools,
+            [*model, work / "warmup"]).output)
+        copy_last = timed_push(work, "skopeo-last", skopeo, env, tools, layout)
+        # The rebuild: the same image again into a registry that holds it.
+        with registry_process(work / "registry-rebuild", binary=tools.registry) as (_, registry):
+            first = [part.replace("{registry}", registry) for part in push]
+            run_measured(first, {**env, "PROMOTER_STATE_DIR": str(work / "state-rebuild")})
+            rebuild_s, rebuild_rss, out = run_measured(
+                first, {**env, "PROMOTER_STATE_DIR": str(work / "state-rebuild")})
+            rebuilt = json.loads(out)
+    copy_s = (copy_first.seconds + copy_last.seconds) / 2
     size = built["size"] / 2**20
     target = 0.8 if case == "modelcar" else 1.0
-    ratios = {"fresh process": build_s / copy_s, "in service": warm["seconds"] / copy_s,
+    ratios = {"fresh process": build.seconds / copy_s, "in service": warm["seconds"] / copy_s,
               "bare upload": bare["seconds"] / copy_s}
     print(f"[{case}] model: {size_mib} MiB random weights; image {size:.0f} MiB, "
           f"{len(built['layers'])} layer(s); digest {built['digest']}")
-    print(f"promoter build+push : {build_s:7.2f} s   peak RSS {build_rss:6.1f} MiB   "
+    print(f"skopeo copy (oci:)  : {copy_first.seconds:7.2f} s   peak RSS "
+          f"{copy_first.rss_mib:6.1f} MiB   registry CPU {copy_first.registry_cpu:5.2f} s   "
+          "(first in the run)")
+    print(f"promoter build+push : {build.seconds:7.2f} s   peak RSS {build.rss_mib:6.1f} MiB   "
           f"uploaded {built['bytes_uploaded'] / 2**20:.0f} MiB   "
-          f"registry CPU {build_registry_cpu:5.2f} s   (a fresh process)")
+          f"registry CPU {build.registry_cpu:5.2f} s   (a fresh process)")
+    print(f"bare upload         : {bare['seconds']:7.2f} s   the largest blob "
+          f"({bare['bytes'] / 2**20:.0f} MiB) from memory, hashed beforehand, one PATCH   "
+          f"registry CPU {bare_push.registry_cpu:5.2f} s")
     print(f"  in service        : {warm['seconds']:7.2f} s   uploaded "
           f"{warm['bytes_uploaded'] / 2**20:.0f} MiB   (a warm process, as the worker builds); "
           f"same digest: {warm['digest'] == built['digest']}")
-    print(f"skopeo copy (oci:)  : {copy_s:7.2f} s   peak RSS {copy_rss:6.1f} MiB   "
-          f"registry CPU {copy_registry_cpu:5.2f} s")
-    print(f"bare upload         : {bare['seconds']:7.2f} s   the largest blob "
-          f"({bare['bytes'] / 2**20:.0f} MiB) from memory, hashed beforehand, one PATCH   "
-          f"registry CPU {bare_registry_cpu:5.2f} s")
+    print(f"skopeo copy (oci:)  : {copy_last.seconds:7.2f} s   peak RSS "
+          f"{copy_last.rss_mib:6.1f} MiB   registry CPU {copy_last.registry_cpu:5.2f} s   "
+          f"(last in the run; baseline: the mean, {copy_s:.2f} s)")
     print(f"ratio promoter/skopeo: {ratios['fresh process']:.2f} fresh process, "
           f"{ratios['in service']:.2f} in service  (target <= {target}; a bare upload "
-          f"{bare['seconds'] / copy_s:.2f}, the registry's CPU alone "
-          f"{build_registry_cpu / copy_s:.2f})")
+          f"{ratios['bare upload']:.2f}, the registry's CPU alone "
+          f"{build.registry_cpu / copy_s:.2f})")
     print(f"rebuild             : {rebuild_s:7.2f} s   peak RSS {rebuild_rss:6.1f} MiB   "
           f"uploaded {rebuilt['bytes_uploaded']} bytes; same digest: "
           f"{rebuilt['digest'] == built['digest']}")
     return ratios
-
 
 if __name__ == "__main__":
     main()

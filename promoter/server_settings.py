@@ -20,7 +20,10 @@ class ServerSettings(_Section):
         "and /metrics only, outside the webhook port's connection cap (point the kubelet's "
         "probes and Prometheus here); none by default")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    timestamp_tolerance_seconds: int = Field(default=300, ge=1)
+    timestamp_tolerance_seconds: int = Field(
+        default=300, ge=1, le=7 * 24 * 3600, description="an MLflow delivery signed longer ago "
+        "(or ahead) than this is refused (401); at most a week, well inside the 14 days a "
+        "delivery id is remembered, so a replay of a forgotten delivery is never accepted")
     reconcile_interval_seconds: int = Field(default=60, ge=0)
     job_lease_seconds: float = Field(
         default=60, ge=3, le=3600, description="a job whose worker stopped renewing its lease "

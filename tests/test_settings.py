@@ -106,6 +106,17 @@ def test_a_forecast_step_must_divide_the_hour(tmp_path: Path) -> None:
     assert load_settings(config, environ={}).forecast.step_minutes == 20
 
 
+def test_the_signature_time_tolerance_stays_inside_the_delivery_memory(tmp_path: Path) -> None:
+    """A tolerance past the 14 days delivery ids are remembered would accept a replay of a
+    forgotten delivery as new; a week is the most promoter takes."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"server: {{timestamp_tolerance_seconds: {15 * 24 * 3600}}}\n")
+    with pytest.raises(ConfigError, match=r"server\.timestamp_tolerance_seconds"):
+        load_settings(config, environ={})
+    config.write_text(f"server: {{timestamp_tolerance_seconds: {7 * 24 * 3600}}}\n")
+    assert load_settings(config, environ={}).server.timestamp_tolerance_seconds == 604800
+
+
 def test_an_artifact_root_that_would_hold_nothing_is_refused_at_start(tmp_path: Path) -> None:
     """A root the artifact_roots check cannot parse holds nothing: every promotion would be
     refused as 'outside mlflow.artifact_roots' with the cause nowhere in sight."""

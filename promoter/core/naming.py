@@ -61,16 +61,36 @@ def label_value_problem(value: str) -> str | None:
     return None
 
 
+# Kubernetes names a ReplicaSet's pods from generateName ``<replicaset>-``, cut to this many
+# characters before its 5 random ones (apiserver SimpleNameGenerator: 63 - 5). A Deployment's
+# ReplicaSet is ``<deployment>-<pod-template-hash>``, the hash at most 10 characters.
+_GENERATED_PREFIX = 58
+_HASH = 10
+
+
 def pods_pattern(name: str) -> str:
     """A PromQL regex (fully anchored, as ``=~`` is) for the pods of deployment ``name``: its
     Deployment's (``name``) or KServe's (``name-predictor``) ReplicaSet pods,
     ``<deployment>-<pod-template-hash>-<suffix>``. ``name-.*`` also matched other models that
     share the prefix (``llama`` took in ``llama-70b``'s pods), in forecasts, KEDA triggers,
-    right-sizing evidence and measured cold starts."""
-    return f"{name}(-predictor)?-[a-z0-9]{{1,10}}-[a-z0-9]{{5}}"
+    right-sizing evidence and measured cold starts.
+
+    A KServe predictor's prefix is 11 characters longer: from a 37-character name on,
+    Kubernetes cuts ``<hash>-`` short before the random suffix, leaving ``room`` characters
+    of it (the hash's first ones, no dash when the hash is longer than that)."""
+    plain = f"{name}-[a-z0-9]{{1,{_HASH}}}-[a-z0-9]{{5}}"
+    prefix = f"{name}-predictor-"
+    room = _GENERATED_PREFIX - len(prefix)  # characters left for "<hash>-"
+    if room > _HASH:
+        return f"{name}(-predictor)?-[a-z0-9]{{1,{_HASH}}}-[a-z0-9]{{5}}"
+    cut = f"(?:[a-z0-9]{{1,{room - 1}}}-|[a-z0-9]{{{room}}})" if room > 1 else "[a-z0-9]"
+    return f"(?:{plain}|{prefix}{cut}[a-z0-9]{{5}})"
 
 
-_POD_SUFFIX = re.compile(r"(-predictor)?(-[a-z0-9]{1,10})?-[a-z0-9]{5}$")
+# Also a KServe pod whose "<hash>-" was cut short (see pods_pattern): 2-10 hash characters
+# without the dash, then the 5 random ones.
+_POD_SUFFIX = re.compile(r"(?:(-predictor)?(-[a-z0-9]{1,10})?-[a-z0-9]{5}"
+                         r"|-predictor-[a-z0-9]{7,15})$")
 
 
 def deployment_of_pod(pod: str) -> str:

@@ -28,6 +28,37 @@ def test_bad_names_are_refused(bad: str) -> None:
     assert name_problem(bad) is not None
 
 
+def _generated_pod(replicaset: str, suffix: str = "x7k2q") -> str:
+    """A ReplicaSet's pod name as the apiserver makes it from generateName ``<rs>-``: the base
+    cut to 58 characters (SimpleNameGenerator, 63 - 5), then 5 random characters."""
+    return f"{replicaset}-"[:58] + suffix
+
+
+@pytest.mark.parametrize("length", [8, 36, 37, 40, 44, 45])
+@pytest.mark.parametrize("template_hash", ["7d9f8b6c54", "6b8d4f9c7", "5f7c9d"])
+@pytest.mark.parametrize("kserve", [False, True])
+def test_long_names_pods_are_selected_where_kubernetes_cut_the_hash(
+        length: int, template_hash: str, kserve: bool) -> None:
+    """From a 37-character name on, KServe's ``<name>-predictor-<hash>-`` no longer fits the
+    58 characters before the random suffix: Kubernetes cuts the hash and its dash. Those pods
+    still belong to the model (KEDA triggers, forecasts, right-sizing, cost), and only its."""
+    import re
+
+    from promoter.core.naming import MAX_NAME_LENGTH, deployment_of_pod, pods_pattern
+
+    assert length <= MAX_NAME_LENGTH
+    name = ("m" + "odel-" * 9)[:length - 1] + "x"
+    deployment = f"{name}-predictor" if kserve else name
+    pod = _generated_pod(f"{deployment}-{template_hash}")
+    assert re.fullmatch(pods_pattern(name), pod), pod
+    assert deployment_of_pod(pod) == name
+    # A model whose name extends this one's is not taken in.
+    longer = f"{name[:length - 2]}-b" if length > 40 else f"{name}-b"
+    other = _generated_pod(f"{longer}-predictor-{template_hash}" if kserve
+                           else f"{longer}-{template_hash}")
+    assert not re.fullmatch(pods_pattern(name), other), other
+
+
 @pytest.mark.parametrize(("pod", "deployment"), [
     ("llm-chat-6b8d4f9c7-x7k2q", "llm-chat"),                  # a Deployment's pod
     ("llm-chat-predictor-6b8d4f9c7-x7k2q", "llm-chat"),        # KServe's predictor

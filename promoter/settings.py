@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import (
     ConfigDict,
@@ -39,6 +39,7 @@ from promoter.core.config import (
 )
 from promoter.core.gates import Gate
 from promoter.core.image_refs import is_pinned
+from promoter.core.masking import credential_param
 from promoter.core.naming import label_value_problem, name_problem
 from promoter.core.problems import describe
 from promoter.core.spec import MIG_PROFILE_PATTERN, deep_merge
@@ -270,19 +271,18 @@ class Settings(_Section):
 
     def secret_values(self) -> list[str]:
         """What logs must never show: the secrets, a password written into an MLflow URI
-        (``https://user:password@host``, which MLflow's client accepts), and the credential
-        in git.remote's userinfo (``https://oauth2:TOKEN@host`` or ``https://TOKEN@host``)."""
+        (``https://user:password@host``, which MLflow's client accepts), the credential
+        in git.remote's userinfo (``https://oauth2:TOKEN@host`` or ``https://TOKEN@host``),
+        and prometheus.url's (its userinfo's, or a ``?token=``-like parameter's value)."""
         values = [secret.reveal() for secret in self.secrets.values()]
         for uri in (self.mlflow.tracking_uri, self.mlflow.ui_url):
             password = urlsplit(uri).password if uri else None
             if password:
                 values.append(password)
-        try:
-            remote = urlsplit(self.git.remote) if self.git.remote else None
-        except ValueError:   # not a URL git can use either; nothing to hide in it
-            remote = None
-        if remote is not None and remote.username is not None:
-            values.append(remote.password if remote.password is not None else remote.username)
+        values += _userinfo_credential(self.git.remote)
+        for url in (self.prometheus.url, self.prometheus.cluster_url):
+            values += _userinfo_credential(url)
+            values += _credential_params(url)
         return [value for value in values if value]
 
     def targets(self) -> Targets:
@@ -302,6 +302,33 @@ class Settings(_Section):
         from promoter.settings_core import pipeline_config
 
         return pipeline_config(self)
+
+
+def _userinfo_credential(url: str | None) -> list[str]:
+    """The credential in ``url``'s userinfo: the password, else a lone user name (a token, as
+    in ``https://TOKEN@host``)."""
+    try:
+        parts = urlsplit(url) if url else None
+    except ValueError:   # not a URL a client can use either; nothing to hide in it
+        return []
+    if parts is None or parts.username is None:
+        return []
+    return [parts.password if parts.password is not None else parts.username]
+
+
+def _credential_params(url: str | None) -> list[str]:
+    """The values of ``url``'s query parameters whose name says they are credentials, as
+    written and percent-decoded."""
+    try:
+        query = urlsplit(url).query if url else ""
+    except ValueError:
+        return []
+    values: list[str] = []
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if credential_param(unquote_plus(name)):
+            values += dict.fromkeys([value, unquote_plus(value)])
+    return values
 
 
 # Environment variables that override keys of promoter.yaml (documented in the README).

@@ -96,6 +96,17 @@ def test_the_credential_in_git_remote_is_a_secret_value(remote: str, credential:
         "PROMOTER_GIT_REMOTE": "git@gitlab.example.com:g/x.git"}).secret_values() == []
 
 
+@pytest.mark.parametrize(("url", "credential"), [
+    ("https://promuser:PromS3cret@prom.example:9090", "PromS3cret"),
+    ("https://prom.example:9090/?token=PromT0ken", "PromT0ken")])
+def test_the_credential_in_prometheus_url_is_a_secret_value(url: str, credential: str) -> None:
+    """So the log redactor and job reasons mask it wherever it is quoted."""
+    settings = load_settings(None, environ={"PROMOTER_PROMETHEUS_URL": url})
+    assert settings.secret_values() == [credential]
+    assert load_settings(None, environ={
+        "PROMOTER_PROMETHEUS_URL": "https://prom.example:9090/?max_tokens=3"}).secret_values() == []
+
+
 def test_a_forecast_step_must_divide_the_hour(tmp_path: Path) -> None:
     """The hourly plan reads each hour's buckets; 45-minute buckets straddle hours."""
     config = tmp_path / "promoter.yaml"

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from promoter.core.masking import without_secret_params, without_url_userinfo
+from promoter.core.masking import without_url_credentials
 from promoter.errors import TransientError, UserError
 from promoter.ports.metrics import Series
 
@@ -28,6 +28,9 @@ class PrometheusSource:
     def __init__(self, url: str, *, timeout_seconds: float = 30,
                  client: httpx.Client | None = None) -> None:
         self._url = url.rstrip("/")
+        # What every message quotes: prometheus.url may carry a password (``user:pw@``) or a
+        # token parameter (``?token=``), which must not reach logs or job reasons.
+        self._where = without_url_credentials(self._url)
         self._client = client or httpx.Client(timeout=timeout_seconds)
 
     def query_range(self, query: str, start: datetime, end: datetime,
@@ -56,12 +59,12 @@ class PrometheusSource:
         try:
             response = self._client.get(f"{self._url}/api/v1/query_range", params=params)
         except httpx.HTTPError as exc:
-            raise TransientError(f"Prometheus at {self._url} did not answer: "
+            raise TransientError(f"Prometheus at {self._where} did not answer: "
                                  f"{type(exc).__name__}",
                                  hint="check prometheus.url in promoter.yaml") from None
         body = _json(response)
         if response.status_code >= 500:
-            raise TransientError(f"Prometheus at {self._url} failed ({response.status_code}): "
+            raise TransientError(f"Prometheus at {self._where} failed ({response.status_code}): "
                                  f"{body.get('error', '')}"[:300])
         if response.status_code != 200 or body.get("status") != "success":
             raise UserError(f"Prometheus refused the query {query!r:.200}: "
@@ -69,7 +72,7 @@ class PrometheusSource:
                             f"{body.get('error', '')}"[:500],
                             hint="check the runtime's telemetry PromQL in its runtime.yaml")
         if body.get("warnings"):
-            raise TransientError(_partial_answer(self._url, body["warnings"]),
+            raise TransientError(_partial_answer(self._where, body["warnings"]),
                                  hint="the data may be incomplete; retry once every store "
                                       "Prometheus reads from answers")
         data = body.get("data") or {}
@@ -86,14 +89,14 @@ class PrometheusSource:
 
 def _partial_answer(url: str, warnings: Any) -> str:
     """The refusal of an answer with warnings, quoting them: capped (one can be a long list of
-    stores), and without credentials (a remote-read endpoint's userinfo or token)."""
+    stores), and without credentials (a remote-read endpoint's userinfo or token). ``url``: as
+    it may be quoted (without_url_credentials)."""
     quoted = "; ".join(str(warning) for warning in warnings) \
         if isinstance(warnings, list) else str(warnings)
-    quoted = without_secret_params(without_url_userinfo(quoted))
+    quoted = without_url_credentials(quoted)
     if len(quoted) > MAX_WARNINGS_QUOTED:
         quoted = quoted[:MAX_WARNINGS_QUOTED] + "…"
-    return f"Prometheus at {without_url_userinfo(url)} answered with warnings, so its data " \
-           f"may be partial: {quoted}"
+    return f"Prometheus at {url} answered with warnings, so its data may be partial: {quoted}"
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

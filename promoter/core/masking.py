@@ -80,7 +80,7 @@ def without_secret_params(text: str) -> str:
     copied = position = 0
     while (found := _PARAM_NAME.search(text, position)) is not None:
         position = found.end()
-        if _credential_param(_PERCENT.sub(lambda escaped: chr(int(escaped[1], 16)), found[1])):
+        if credential_param(_PERCENT.sub(lambda escaped: chr(int(escaped[1], 16)), found[1])):
             end = _VALUE_END.search(text, position)
             assert end is not None  # \Z always matches
             pieces += [text[copied:position], MASK]
@@ -89,7 +89,7 @@ def without_secret_params(text: str) -> str:
     return "".join(pieces)
 
 
-def _credential_param(name: str) -> bool:
+def credential_param(name: str) -> bool:
     """Whether a parameter inside a value is a credential. Stricter than secret_name: the
     name must END in the credential ("access_token", "AccountKey"), since inside free text a
     flag such as "--token-limit" merely mentions one."""
@@ -100,9 +100,15 @@ def _credential_param(name: str) -> bool:
                             or tuple(words[-2:]) in _SECRET_PAIRS)
 
 
+def without_url_credentials(url: str) -> str:
+    """``url`` fit to quote: its userinfo (``user:password@``, ``token@``) and every query
+    parameter whose name says it is a credential (``?token=``, ``?access_token=``) masked."""
+    return without_secret_params(without_url_userinfo(url))
+
+
 def masked_value(name: str, value: str) -> str:
     """``value`` of a setting called ``name`` fit for text everyone may read: all of it when
     the name says it is a credential, else any URL credentials and credential parameters."""
     if secret_name(name):
         return MASK
-    return without_secret_params(without_url_userinfo(value))
+    return without_url_credentials(value)

@@ -325,6 +325,33 @@ def test_an_answer_with_warnings_is_refused_not_read_as_the_whole_history() -> N
     assert sent[0]["partial_response"] == "false"
 
 
+@pytest.mark.parametrize(("url", "credential"), [
+    ("https://promuser:PromS3cret@prom.example:9090", "PromS3cret"),
+    ("https://PromT0kenUser@prom.example:9090", "PromT0kenUser"),
+    ("https://prom.example:9090/?token=PromT0ken", "PromT0ken"),
+    ("https://prom.example:9090/?x=1&access_token=PromT0ken", "PromT0ken")])
+@pytest.mark.parametrize("failure", ["unreachable", "5xx", "warnings"])
+def test_errors_name_prometheus_without_the_credentials_in_its_url(
+        url: str, credential: str, failure: str) -> None:
+    """prometheus.url may carry a password (``user:pw@``) or a token parameter; the error
+    (a log line, a job reason) names the host and masks both."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        if failure == "unreachable":
+            raise httpx.ConnectError("refused", request=request)
+        if failure == "5xx":
+            return httpx.Response(503, json={"error": "down"})
+        return httpx.Response(200, json={
+            "status": "success", "data": {"resultType": "matrix", "result": []},
+            "warnings": ["store 10.0.0.3:10901 unreachable"]})
+
+    source = PrometheusSource(url, client=httpx.Client(transport=httpx.MockTransport(answer)))
+    start = datetime.fromtimestamp(1_700_000_000, UTC)
+    with pytest.raises(TransientError) as raised:
+        source.query_range("up", start, start + timedelta(minutes=2), 60)
+    assert credential not in str(raised.value)
+    assert "prom.example:9090" in str(raised.value)
+
+
 @requires_kubectl
 def test_scaled_object_builds_in_the_overlay_and_replaces_the_hpa(
         run_cli, tmp_path: Path, prometheus_url: str) -> None:

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 
+from promoter.core.masking import without_url_credentials
+from promoter.errors import ConfigError
 from promoter.settings_section import Section as _Section
 
 
@@ -42,7 +46,8 @@ class PrometheusSettings(_Section):
     timeout_seconds: float = Field(default=30, gt=0, le=600)
     cluster_url: str | None = Field(
         default=None, description="Prometheus as KEDA reaches it inside the cluster (the "
-        "prometheus trigger's serverAddress); default: url")
+        "prometheus trigger's serverAddress, committed to the GitOps repository, so without "
+        "credentials); default: url")
 
     @field_validator("url", "cluster_url")
     @classmethod
@@ -50,6 +55,21 @@ class PrometheusSettings(_Section):
         if value is not None and not re.fullmatch(r"^https?://[^\s]+$", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value
+
+
+def refuse_url_credentials(raw: Mapping[str, Any]) -> None:
+    """A URL promoter writes into manifests committed to the GitOps repository must carry no
+    credentials: refuse userinfo or a ``?token=``-like parameter in one (before validation,
+    whose messages quote the value)."""
+    prometheus = raw.get("prometheus")
+    url = prometheus.get("cluster_url") if isinstance(prometheus, Mapping) else None
+    if isinstance(url, str) and without_url_credentials(url) != url:
+        raise ConfigError(
+            "prometheus.cluster_url must not carry credentials (user:password@ or a token "
+            "parameter): it is the serverAddress of the KEDA ScaledObject committed to the "
+            "GitOps repository",
+            hint="give Prometheus' in-cluster address without credentials; KEDA authenticates "
+                 "through a TriggerAuthentication that references a Secret")
 
 
 class ForecastSettings(_Section):

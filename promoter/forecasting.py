@@ -26,6 +26,7 @@ from promoter.core import keda_overlay, mr_text, prewarm, rightsize, tree_facts
 from promoter.core.config import EnvironmentTarget
 from promoter.core.gates import GateFacts, judges_the_version
 from promoter.core.intent import resolve_intent
+from promoter.core.masking import without_url_credentials
 from promoter.core.naming import pods_pattern
 from promoter.core.policy import Decision
 from promoter.core.runtimes import RuntimeDescriptor, Telemetry, parse_descriptors
@@ -108,6 +109,7 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
     """Fit the week ahead from the ``forecast.history_days`` before ``now`` and plan it.
     ``claimed``: the GPUs the team's other deployments claim here (default: counted as the
     pipeline counts them, policy_check.claimed_by_others)."""
+    server = keda_server_address(settings)   # refused before any query when it would leak
     if claimed is None:
         claimed = claimed_by_others(settings, settings.pipeline_config(), target.name,
                                     deployment)
@@ -138,7 +140,6 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
     windows = tuple(prewarm.windows(schedule, bounds.min_replicas, lead))
     platform = descriptor.platform(deployment)
     scale_target = keda_overlay.scale_target(platform, name)
-    server = settings.prometheus.cluster_url or settings.prometheus.url or ""
     reactive = prewarm.Reactive(
         server_address=server, capacity=capacity, queue_per_replica=config.queue_per_replica,
         rate_query=telemetry.render(telemetry.request_rate, name=name, namespace=namespace,
@@ -163,6 +164,25 @@ def plan(settings: Settings, deployment: ModelDeployment, target: EnvironmentTar
         static_gpu_hours_week=bounds.max_replicas * gpus * 24 * 7.0,
         price_per_gpu_hour=gpu_hour_price(settings, spec.resources.gpu.type),
         currency=settings.telemetry.currency, decision=decision, history=tuple(history))
+
+
+def keda_server_address(settings: Settings) -> str:
+    """The prometheus triggers' ``serverAddress``: prometheus.cluster_url, else prometheus.url.
+    It is committed to the GitOps repository, so it must carry no credentials: settings refuse
+    them in cluster_url, and a prometheus.url with userinfo or a token parameter is refused
+    here rather than copied into the manifest."""
+    prometheus = settings.prometheus
+    if prometheus.cluster_url:
+        return prometheus.cluster_url
+    url = prometheus.url or ""
+    if without_url_credentials(url) != url:
+        raise UserError(
+            "prometheus.url carries credentials (user:password@ or a token parameter), and "
+            "the KEDA ScaledObject's serverAddress would commit them to the GitOps repository",
+            hint="set prometheus.cluster_url to Prometheus' address without credentials (as "
+                 "KEDA reaches it in the cluster); KEDA authenticates through a "
+                 "TriggerAuthentication that references a Secret")
+    return url
 
 
 def request_rate_points(series: list[Series]) -> tuple[tuple[datetime, float], ...]:

@@ -28,6 +28,7 @@ from promoter.cluster_settings import (
     ForecastSettings,
     PrometheusSettings,
     TelemetrySettings,
+    refuse_url_credentials,
 )
 from promoter.core.config import (
     COST_LABEL_ROLES,
@@ -354,6 +355,7 @@ def load_settings(config: Path | None = None, environ: Mapping[str, str] | None 
     if environ.get("PROMOTER_GITLAB_URL") and "provider" not in (raw.get("git") or {}):
         raw = deep_merge(raw, {"git": {"provider": "gitlab"}})
     refuse_url_password(raw)
+    refuse_url_credentials(raw)
     raw = _with_default_spec(raw)
     problems = default_problems(raw.get("defaults"))
     try:

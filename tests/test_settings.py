@@ -107,6 +107,25 @@ def test_the_credential_in_prometheus_url_is_a_secret_value(url: str, credential
         "PROMOTER_PROMETHEUS_URL": "https://prom.example:9090/?max_tokens=3"}).secret_values() == []
 
 
+@pytest.mark.parametrize("cluster_url", [
+    "http://keda:PromS3cret@prometheus.monitoring:9090",
+    "http://PromS3cret@prometheus.monitoring:9090",
+    "http://prometheus.monitoring:9090/?token=PromS3cret"])
+def test_credentials_in_prometheus_cluster_url_are_refused(tmp_path: Path,
+                                                           cluster_url: str) -> None:
+    """cluster_url becomes the serverAddress of a ScaledObject committed to the GitOps
+    repository; the refusal names the key, not the value."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f'prometheus: {{cluster_url: "{cluster_url}"}}\n')
+    with pytest.raises(ConfigError, match=r"prometheus\.cluster_url must not carry "
+                                          r"credentials") as caught:
+        load_settings(config, environ={})
+    assert "PromS3cret" not in str(caught.value)
+    config.write_text('prometheus: {cluster_url: "http://prometheus.monitoring:9090"}\n')
+    assert load_settings(config, environ={}).prometheus.cluster_url == \
+        "http://prometheus.monitoring:9090"
+
+
 def test_a_forecast_step_must_divide_the_hour(tmp_path: Path) -> None:
     """The hourly plan reads each hour's buckets; 45-minute buckets straddle hours."""
     config = tmp_path / "promoter.yaml"

@@ -194,6 +194,31 @@ def test_a_configured_lead_time_wins_over_the_measured_one(run_cli, tmp_path: Pa
     assert starts and all(start.startswith("35 ") for start in starts)
 
 
+def test_credentials_in_prometheus_url_never_reach_the_scaled_object(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    """The prometheus triggers' serverAddress is committed to the GitOps repository: a
+    prometheus.url with a password (or token) is refused as its default, naming
+    prometheus.cluster_url; with a credential-free cluster_url the forecast goes on, reading
+    through the credentialed url (KEDA authenticates by a TriggerAuthentication instead)."""
+    secret = "PromS3cretPass"
+    url = prometheus_url.replace("://", f"://promuser:{secret}@", 1)
+    config = _config(tmp_path, url)
+    code, out, err = run_cli("forecast", "--intent", str(tmp_path / "intent.yaml"),
+                             "--env", "production", "--config", str(config),
+                             "--until", TRAIN_END.isoformat(), "--output", "json")
+    assert code != 0
+    assert "prometheus.cluster_url" in err
+    assert secret not in out + err
+
+    config.write_text(config.read_text().replace(
+        f'prometheus: {{url: "{url}"}}',
+        f'prometheus: {{url: "{url}", cluster_url: "http://prometheus.monitoring:9090"}}'))
+    result = _forecast_json(run_cli, config)
+    assert secret not in json.dumps(result)
+    assert {t["metadata"]["serverAddress"] for t in result["scaled_object"]["spec"]["triggers"]
+            if t["type"] == "prometheus"} == {"http://prometheus.monitoring:9090"}
+
+
 def test_max_replicas_are_bounded_by_the_team_gpu_quota(run_cli, tmp_path: Path,
                                                          prometheus_url: str) -> None:
     result = _forecast_json(run_cli, _config(tmp_path, prometheus_url, quota="5"))

@@ -14,11 +14,25 @@ from promoter.core.masking import without_url_credentials
 from promoter.errors import ConfigError
 from promoter.settings_section import Section as _Section
 
+# The userinfo of an http(s) URL is a credential, user:password@ or a lone token@ (up to the
+# last "@" before the path, as clients split a password holding one).
+_HTTP_USERINFO = re.compile(r"^(https?://)[^/?#]*@", re.IGNORECASE)
+# Another scheme's userinfo may name the login (ssh://git@host/…, which Argo CD needs), but a
+# password in it is a credential.
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#:@]*):[^/?#]*@")
+
+
+def repo_url_without_credentials(url: str) -> str:
+    """``url`` as it may go into the manifests Argo CD reads (its own repository Secret holds
+    the credentials): an http(s) URL without userinfo, another without a password in it."""
+    return _USERINFO_PASSWORD.sub(r"\1@", _HTTP_USERINFO.sub(r"\1", url))
+
 
 class ArgoCDSettings(_Section):
     repo_url: str | None = Field(
-        default=None, description="GitOps repository URL Argo CD clones; default: the GitLab "
-                                  "project's HTTPS URL, else git.remote")
+        default=None, description="GitOps repository URL Argo CD clones, without credentials "
+                                  "(Argo CD's repository Secret holds them); default: the "
+                                  "GitLab project's HTTPS URL, else git.remote without them")
     namespace: str = Field(default="argocd", description="where Argo CD runs")
     project: str = Field(default="models", description="the AppProject of promoted models")
     webhook_url: str = Field(
@@ -61,6 +75,14 @@ def refuse_url_credentials(raw: Mapping[str, Any]) -> None:
     """A URL promoter writes into manifests committed to the GitOps repository must carry no
     credentials: refuse userinfo or a ``?token=``-like parameter in one (before validation,
     whose messages quote the value)."""
+    argocd = raw.get("argocd")
+    repo = argocd.get("repo_url") if isinstance(argocd, Mapping) else None
+    if isinstance(repo, str) and repo_url_without_credentials(repo) != repo:
+        raise ConfigError(
+            "argocd.repo_url must not carry credentials (user:token@): it goes into the "
+            "AppProject and ApplicationSet committed to the GitOps repository",
+            hint="give the repository URL without them; Argo CD reads the repository's "
+                 "credentials from its own repository Secret")
     prometheus = raw.get("prometheus")
     url = prometheus.get("cluster_url") if isinstance(prometheus, Mapping) else None
     if isinstance(url, str) and without_url_credentials(url) != url:

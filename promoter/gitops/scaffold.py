@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from promoter.cluster_settings import repo_url_without_credentials
 from promoter.core.gitops_scaffold import (
     EnvironmentScaffold,
     ScaffoldInputs,
@@ -62,12 +63,19 @@ def inputs_from_settings(settings: Settings) -> ScaffoldInputs:
 
 
 def repo_url(settings: Settings) -> str:
+    """The repository URL the Argo CD manifests name: argocd.repo_url (settings refuse
+    credentials in it), else the GitLab project's or git.remote with any credentials taken
+    out (``https://oauth2:TOKEN@host/…`` → ``https://host/…``): Argo CD reads them from its
+    own repository Secret, and the manifests are committed to the GitOps repository."""
     if settings.argocd.repo_url:
         return settings.argocd.repo_url
     gitlab = settings.git.gitlab
     if settings.git.provider == "gitlab" and gitlab.url and gitlab.project:
-        return f"{gitlab.url.rstrip('/')}/{gitlab.project.strip('/')}.git"
-    return settings.git.remote or str(Path(settings.state_dir) / "gitops.git")
+        return repo_url_without_credentials(
+            f"{gitlab.url.rstrip('/')}/{gitlab.project.strip('/')}.git")
+    if settings.git.remote:
+        return repo_url_without_credentials(settings.git.remote)
+    return str(Path(settings.state_dir) / "gitops.git")
 
 
 def image_globs(settings: Settings) -> tuple[str, ...]:

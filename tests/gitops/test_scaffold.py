@@ -14,8 +14,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from promoter.adapters.schemas import problems
-from promoter.core.gitops_scaffold import notification_body
-from promoter.gitops.scaffold import repository_globs
+from promoter.core.gitops_scaffold import notification_body, render_scaffold
+from promoter.errors import ConfigError
+from promoter.gitops.scaffold import inputs_from_settings, repository_globs
+from promoter.settings import load_settings
 from promoter.signing import simple
 from promoter.signing.keys import SigningKey, generate_key_pair, load_public_key, load_signing_key
 from tests.conftest import ROOT, cli_runner, requires_kubectl
@@ -406,6 +408,42 @@ def test_init_refuses_without_a_public_key(tmp_path: Path,
                                       str(tmp_path / "out"))
     assert code == 1
     assert "image.verification_key" in err
+
+
+@pytest.mark.parametrize(("remote", "expected"), [
+    ("https://oauth2:glpat-ScaffoldTok3n@gitlab.example.com/platform/gitops.git",
+     "https://gitlab.example.com/platform/gitops.git"),
+    ("https://glpat-ScaffoldTok3n@gitlab.example.com/platform/gitops.git",
+     "https://gitlab.example.com/platform/gitops.git"),
+    ("ssh://git:glpat-ScaffoldTok3n@gitlab.example.com/platform/gitops.git",
+     "ssh://git@gitlab.example.com/platform/gitops.git"),
+    ("ssh://git@gitlab.example.com/platform/gitops.git",
+     "ssh://git@gitlab.example.com/platform/gitops.git")])
+def test_the_git_remote_credential_stays_out_of_the_argocd_manifests(
+        config: Path, remote: str, expected: str) -> None:
+    """Without argocd.repo_url the manifests name git.remote, which may carry the token promoter
+    pushes with; Argo CD reads credentials from its repository Secret, so they are taken out
+    (an SSH login name is not a credential and stays)."""
+    config.write_text(config.read_text().replace(
+        "argocd:\n  repo_url: https://gitlab.example.com/platform/gitops.git\n", ""))
+    settings = load_settings(config, environ={"PROMOTER_GIT_REMOTE": remote})
+    files = render_scaffold(inputs_from_settings(settings))
+    assert files
+    assert not [path for path, text in files.items() if "ScaffoldTok3n" in str(text)]
+    assert any(expected in str(text) for text in files.values())
+
+
+@pytest.mark.parametrize("repo_url", [
+    "https://oauth2:glpat-ScaffoldTok3n@gitlab.example.com/platform/gitops.git",
+    "https://glpat-ScaffoldTok3n@gitlab.example.com/platform/gitops.git",
+    "ssh://git:glpat-ScaffoldTok3n@gitlab.example.com/platform/gitops.git"])
+def test_an_argocd_repo_url_with_credentials_is_refused(config: Path, repo_url: str) -> None:
+    config.write_text(config.read_text().replace(
+        "repo_url: https://gitlab.example.com/platform/gitops.git", f"repo_url: {repo_url}"))
+    with pytest.raises(ConfigError, match=r"argocd\.repo_url must not carry credentials") \
+            as caught:
+        load_settings(config, environ={})
+    assert "ScaffoldTok3n" not in str(caught.value)
 
 
 def test_sync_notifications_fire_once_per_sync_operation_not_per_repository_commit(

@@ -67,7 +67,8 @@ class PrometheusSettings(_Section):
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"^https?://[^\s]+$", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
+            # Not quoted: core.problems shows the value, a password in it masked.
+            raise ValueError("must be an http(s) URL")
         return value
 
 

@@ -147,6 +147,19 @@ def test_the_signature_time_tolerance_stays_inside_the_delivery_memory(tmp_path:
     assert load_settings(config, environ={}).server.timestamp_tolerance_seconds == 604800
 
 
+@pytest.mark.parametrize("field", ["prometheus.url", "prometheus.cluster_url"])
+def test_a_wrong_value_is_quoted_without_the_credential_in_it(tmp_path: Path,
+                                                              field: str) -> None:
+    """Settings errors quote the wrong value; a mistyped URL still holds its password."""
+    section, key = field.split(".")
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"{section}: {{{key}: 'ftp://u:hunter2secret@prom:9090'}}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config, environ={})
+    assert field in str(refused.value)
+    assert "hunter2secret" not in str(refused.value)
+
+
 def test_an_artifact_root_that_would_hold_nothing_is_refused_at_start(tmp_path: Path) -> None:
     """A root the artifact_roots check cannot parse holds nothing: every promotion would be
     refused as 'outside mlflow.artifact_roots' with the cause nowhere in sight."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from promoter.core.masking import masked_value
+
 # pydantic's own wording for the errors people actually hit, made to say what to do.
 _FRIENDLY = {
     "extra_forbidden": "is not a known field (check the spelling)",
@@ -38,7 +40,11 @@ def describe(exc: ValidationError, *, prefix: str = "", limit: int = MAX_PROBLEM
         message = _FRIENDLY.get(error["type"], error["msg"])
         message = message.removeprefix("Value error, ")
         if error["type"] not in ("missing", "extra_forbidden") and "input" in error:
-            shown = repr(error["input"])
+            value = error["input"]
+            if isinstance(value, str):  # a mistyped URL or secret-named field may hold one
+                value = masked_value(next((str(part) for part in reversed(location)
+                                           if isinstance(part, str)), ""), value)
+            shown = repr(value)
             if len(shown) <= 60 and not isinstance(error["input"], dict | list):
                 message += f" (got {shown})"
         lines.append(f"{path}: {message}")

@@ -99,6 +99,13 @@ def _tensor(model: str, section: str, spec: Mapping[str, Any], batching: bool) -
                 raise UserError(f"{model}: {section} {tensor_name!r} has no variable batch "
                                 "dimension (-1 first), so max_batch_size must be 0")
             dims = dims[1:]
+        elif not dims:
+            # Triton has no scalar tensors: one value per request is dims [1] reshaped to [],
+            # and an empty reshape loads only in a batching model (ValidateIOShape).
+            raise UserError(f"{model}: {section} {tensor_name!r} is a scalar (or has no shape), "
+                            "which Triton takes only in a batching model",
+                            hint="give it a batch dimension (shape [-1]) and set "
+                                 "spec.runtime.maxBatchSize, or a shape such as [1]")
     else:
         data_type = COLUMN_TYPES.get(str(spec.get("type")))
         dims = [1]
@@ -120,15 +127,17 @@ _MAX_DIM = 2**63 - 1  # Triton's dims are int64
 
 
 def _dims(model: str, section: str, tensor_name: str, shape: Any) -> list[int]:
-    """The signature's shape as Triton dims: whole numbers, -1 (variable) or 0..int64 max.
+    """The signature's shape as Triton dims: whole numbers, -1 (variable) or 1..int64 max
+    (Triton refuses a 0 dim: "dimension must be integer >= 1, or -1").
     The signature is the model owner's data: anything else is their error, named, not a crash
     that the job queue would retry (downloading the model again each time)."""
     if shape is None:
         return []
     if not isinstance(shape, Sequence) or isinstance(shape, str) or len(shape) > 64 or not all(
-            type(d) is int and -1 <= d <= _MAX_DIM for d in shape):
+            type(d) is int and (d == -1 or 1 <= d <= _MAX_DIM) for d in shape):
         raise UserError(f"{model}: {section} {tensor_name!r} has a shape Triton cannot take "
-                        f"({str(shape)[:80]}); dims are whole numbers, -1 for variable")
+                        f"({str(shape)[:80]}); dims are whole numbers from 1, -1 for "
+                        "variable")
     return list(shape)
 
 

@@ -80,6 +80,16 @@ def test_column_signature_becomes_one_tensor_per_column() -> None:
       "outputs": [tensor("y", "float32", [-1])]}, "has a shape Triton cannot take"),
     ({"inputs": [{"type": "tensor", "name": "x", "tensor-spec": "oops"}],
       "outputs": [tensor("y", "float32", [-1])]}, "'x' has a tensor-spec that is not a mapping"),
+    # Configs Triton refuses to load (ValidateIOShape, triton core model_config_utils.cc):
+    # "dimension must be integer >= 1, or -1" ...
+    ({"inputs": [tensor("x", "float32", [-1, 0])], "outputs": [tensor("y", "float32", [-1])]},
+     "'x' has a shape Triton cannot take"),
+    # ... and "cannot have empty reshape for non-batching model" (a scalar is dims [1] + an
+    # empty reshape, which only a batching model may have).
+    ({"inputs": [tensor("x", "float32", [-1, 4]), tensor("threshold", "float32", [])],
+      "outputs": [tensor("y", "float32", [-1])]}, "'threshold' is a scalar"),
+    ({"inputs": [{"type": "tensor", "name": "x", "tensor-spec": {"dtype": "float32"}}],
+      "outputs": [tensor("y", "float32", [-1])]}, "'x' is a scalar \\(or has no shape\\)"),
 ])
 def test_a_signature_triton_cannot_use_is_named(signature: object, message: str) -> None:
     with pytest.raises(UserError, match=message):

@@ -69,8 +69,9 @@ IMAGES_HELP = """Print, one per line, every image reference the CI gate must ver
 the built overlays under DIR would pull (containers, initContainers and ephemeralContainers of
 any pod template, KServe predictor/transformer and ServingRuntime containers, `oci://`
 storageUri modelcars, image volumes' `reference`), each pinned by digest. Every reference must
-be pinned (REPOSITORY@sha256:<64 hex>): an unpinned one, or an overlay that does not build,
-exits 1 naming the overlay, the object, the field and the reference. Server images pinned in
+be pinned (REPOSITORY@sha256:<64 hex>): an unpinned one, a storage URI of another scheme
+(s3://, https://: model files no signature covers), or an overlay that does not build, exits 1
+naming the overlay, the object, the field and the reference. Server images pinned in
 promoter.yaml's runtime_images (--config or PROMOTER_CONFIG) are exempt from verification at
 exactly that digest (their vendors sign them), and listed on stderr.
 """
@@ -93,8 +94,9 @@ def images(ctx: typer.Context,
         for problem in gate.problems:
             typer.echo(problem, err=True)
         raise UserError(f"the image gate refuses {directory}: {len(gate.problems)} problem(s) "
-                        "above", hint="pin every image reference by digest, and make every "
-                                      "overlay build (`promoter validate`)")
+                        "above", hint="pin every image reference by digest, serve model files "
+                                      "from signed modelcars (oci://), and make every overlay "
+                                      "build (`promoter validate`)")
     for reference in gate.verify:
         typer.echo(reference)
 

@@ -33,10 +33,13 @@ class ImageUse:
     obj: str
     field: str
     reference: str
+    # False for a storage URI of another scheme (s3://, gs://, https://, pvc://, hf://…): KServe
+    # downloads those files itself, so no image, digest or signature stands for them.
+    from_registry: bool = True
 
     @property
     def pinned(self) -> bool:
-        return is_pinned(self.reference)
+        return self.from_registry and is_pinned(self.reference)
 
 
 def split_pinned(reference: str) -> tuple[str, str] | None:
@@ -55,8 +58,9 @@ def image_uses(documents: Sequence[Mapping[str, Any]]) -> list[ImageUse]:
     """Every image the objects name, in document order: any ``image`` string (containers,
     initContainers, ephemeralContainers of any pod template, KServe predictor/transformer
     containers and framework specs, ServingRuntime containers), image volumes'
-    ``image.reference``, and ``oci://`` storage URIs (KServe modelcars, in ``storageUri`` or
-    each ``storageUris[].uri``; ``oci://`` stripped)."""
+    ``image.reference``, and KServe's storage URIs, in ``storageUri`` or each
+    ``storageUris[].uri``: an ``oci://`` one (a modelcar) as the image, ``oci://`` stripped,
+    any other as it is, not ``from_registry`` (model files nothing signed)."""
     uses: list[ImageUse] = []
     for document in documents:
         if not isinstance(document, Mapping) or document.get("kind") in _DATA_KINDS:
@@ -65,24 +69,25 @@ def image_uses(documents: Sequence[Mapping[str, Any]]) -> list[ImageUse]:
         obj = f"{document.get('kind', '?')}/{name}"
         for key, value in document.items():
             if key != "metadata":
-                uses.extend(ImageUse(obj, field, reference)
-                             for field, reference in _walk(value, key))
+                uses.extend(ImageUse(obj, field, reference, from_registry)
+                             for field, reference, from_registry in _walk(value, key))
     return uses
 
 
-def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
+def _walk(value: Any, path: str) -> Iterator[tuple[str, str, bool]]:
     if isinstance(value, Mapping):
         for key, child in value.items():
             here = f"{path}.{key}"
             if key == "image" and isinstance(child, str):
-                yield here, child
+                yield here, child, True
             elif key == "image" and isinstance(child, Mapping) and "reference" in child:
                 # A Kubernetes image volume: volumes[].image.reference (pullPolicy beside it).
-                yield f"{here}.reference", str(child["reference"])
-            elif key == "storageUri" and isinstance(child, str) and child.startswith(OCI_SCHEME):
-                yield here, child[len(OCI_SCHEME):]
+                yield f"{here}.reference", str(child["reference"]), True
+            elif key == "storageUri" and isinstance(child, str):
+                yield _storage(here, child)
             elif key == "storageUris" and isinstance(child, list):
-                # KServe's list form (each {uri, mountPath}): a modelcar may hide in any entry.
+                # KServe's list form (each {uri, mountPath}): a modelcar may hide in any entry,
+                # and any entry may name files from elsewhere.
                 yield from _storage_uris(child, here)
             else:
                 yield from _walk(child, here)
@@ -91,11 +96,17 @@ def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _walk(child, f"{path}[{index}]")
 
 
-def _storage_uris(entries: list[Any], path: str) -> Iterator[tuple[str, str]]:
+def _storage_uris(entries: list[Any], path: str) -> Iterator[tuple[str, str, bool]]:
     for index, entry in enumerate(entries):
         uri = entry.get("uri") if isinstance(entry, Mapping) else None
-        if isinstance(uri, str) and uri.startswith(OCI_SCHEME):
-            yield f"{path}[{index}].uri", uri[len(OCI_SCHEME):]
+        if isinstance(uri, str):
+            yield _storage(f"{path}[{index}].uri", uri)
+
+
+def _storage(field: str, uri: str) -> tuple[str, str, bool]:
+    if uri.startswith(OCI_SCHEME):
+        return field, uri[len(OCI_SCHEME):], True
+    return field, uri, False
 
 
 def unpinned_problem(overlay: str, use: ImageUse) -> str:
@@ -104,3 +115,11 @@ def unpinned_problem(overlay: str, use: ImageUse) -> str:
             "(REPOSITORY@sha256:<64 hex>); a tag can be moved after review, so pin what was "
             "signed (promoter renders its artifacts pinned; set runtime_images.<runtime> for a "
             "server image)")
+
+
+def unsigned_storage_problem(overlay: str, use: ImageUse) -> str:
+    """Why the gate refuses a storage URI outside any registry: the cluster would load model
+    files that no signature covers, whatever was signed."""
+    return (f"{overlay}: {use.obj} {use.field}: {use.reference[:200]!r} loads model files "
+            "from outside any registry, which no signature covers; only a modelcar pinned by "
+            "digest (oci://REPOSITORY@sha256:<64 hex>) passes, as promoter renders it")

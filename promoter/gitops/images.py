@@ -2,11 +2,13 @@
 
 Rule (README, "The CI gate"): every image reference in every built overlay must be pinned by
 digest, whoever made it (the signed artifact, a server image, a sidecar someone added); a tag
-can be moved after review. Every pinned reference is then listed for signature verification,
-except the server images promoter.yaml pins in ``runtime_images``: those are the vendors'
-(vLLM, Triton), signed by them, not by your key, and outside the admission globs
-(``image.repository``/``image.modelcar_repository``) the generated policies enforce; they are
-exempt only at exactly the configured digest, so swapping one in a merge request is checked.
+can be moved after review. Model files KServe would download from outside a registry (an
+``s3://`` or ``https://`` storage URI) fail it: nothing signed them. Every pinned reference
+is then listed for signature verification, except the server images promoter.yaml pins in
+``runtime_images``: those are the vendors' (vLLM, Triton), signed by them, not by your key,
+and outside the admission globs (``image.repository``/``image.modelcar_repository``) the
+generated policies enforce; they are exempt only at exactly the configured digest, so
+swapping one in a merge request is checked.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from promoter.core.image_refs import image_uses, unpinned_problem
+from promoter.core.image_refs import image_uses, unpinned_problem, unsigned_storage_problem
 from promoter.errors import UserError
 from promoter.validation import find_overlays
 
@@ -54,7 +56,9 @@ def gate_images(tree: Path, build: Callable[[Path], str],
             gate.problems.append(f"{overlay}: kustomize output is not YAML: {exc}")
             continue
         for use in image_uses(documents):
-            if not use.pinned:
+            if not use.from_registry:
+                gate.problems.append(unsigned_storage_problem(str(overlay), use))
+            elif not use.pinned:
                 gate.problems.append(unpinned_problem(str(overlay), use))
             elif use.reference in trusted:
                 exempt.add(use.reference)

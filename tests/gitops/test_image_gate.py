@@ -183,8 +183,10 @@ def test_every_place_a_pod_or_kserve_object_names_an_image_is_found() -> None:
          "car@sha256:" + "1" * 64, True),
         ("InferenceService/isvc", "spec.predictor.containers[0].image", "pred:3", False),
         ("InferenceService/isvc", "spec.transformer.containers[0].image", "tr:4", False),
+        ("InferenceService/s3", "spec.predictor.sklearn.storageUri", "s3://bucket/model", False),
         ("ServingRuntime/rt", "spec.containers[0].image", "rt:5", False),
     ]
+    assert [use.from_registry for use in image_uses(documents)].count(False) == 1
 
 
 def test_each_oci_entry_of_kserve_storage_uris_is_found() -> None:
@@ -197,11 +199,34 @@ def test_each_oci_entry_of_kserve_storage_uris_is_found() -> None:
                       {"uri": "s3://bucket/adapter", "mountPath": "/mnt/adapter"},
                       {"uri": "oci://registry.example/lora:latest", "mountPath": "/mnt/lora"},
                   ]}}}}]
-    found = [(use.field, use.reference, use.pinned) for use in image_uses(documents)]
+    found = [(use.field, use.reference, use.pinned, use.from_registry)
+             for use in image_uses(documents)]
     assert found == [
-        ("spec.predictor.model.storageUris[0].uri", pinned, True),
-        ("spec.predictor.model.storageUris[2].uri", "registry.example/lora:latest", False),
+        ("spec.predictor.model.storageUris[0].uri", pinned, True, True),
+        ("spec.predictor.model.storageUris[1].uri", "s3://bucket/adapter", False, False),
+        ("spec.predictor.model.storageUris[2].uri", "registry.example/lora:latest", False, True),
     ]
+
+
+@pytest.mark.parametrize("uri", ["s3://attacker-bucket/fraud", "https://evil.example/m.tgz",
+                                 "hf://someone/model", "pvc://scratch/model",
+                                 "gs://b/m@sha256:" + "3" * 64])
+def test_model_files_from_outside_a_registry_fail_the_gate(tmp_path: Path, uri: str) -> None:
+    """An MR that points a predictor's storageUri elsewhere would have KServe download files
+    nothing signed, while the signed modelcar sits unused: the gate fails, naming the field."""
+    from promoter.gitops.images import gate_images
+
+    overlay = tmp_path / "fraud" / "overlays" / "production"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text("resources: []\n")
+    built = ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\n"
+             "metadata: {name: fraud}\n"
+             f"spec: {{predictor: {{model: {{storageUri: '{uri}'}}}}}}\n")
+    gate = gate_images(tmp_path, lambda _overlay: built)
+    assert gate.verify == []
+    assert len(gate.problems) == 1
+    assert "InferenceService/fraud spec.predictor.model.storageUri" in gate.problems[0]
+    assert "outside any registry" in gate.problems[0]
 
 
 def test_a_tag_with_capitals_before_the_digest_is_pinned() -> None:

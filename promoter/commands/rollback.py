@@ -35,7 +35,7 @@ import typer
 
 from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, state
 from promoter.commands.promote import _finish, _Printer, run_promotion
-from promoter.core.jobs import PROPOSAL_STARTED, ROLLBACK_REASON
+from promoter.core.jobs import PROPOSAL_STARTED, ROLLBACK_REASON, ROLLBACK_TO
 from promoter.errors import EXIT_POLICY, UserError
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def rollback(
     # A new job: one that ran before (the last rollback's, its MR closed unmerged) must not
     # answer for it with that run's old MR.
     job, _ = run_promotion(settings, model, target, env, printer,
-                           {"reason": ROLLBACK_REASON}, fresh=True)
+                           {"reason": ROLLBACK_REASON, ROLLBACK_TO: target}, fresh=True)
     failed = _deployed_nothing(job, _job_steps(settings, job["id"]))
     if failed is not None and not moved:
         typer.echo(f"{env}: rollback to version {target} {failed}; alias {alias!r} of {model} "

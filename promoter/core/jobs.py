@@ -20,8 +20,11 @@ from promoter.errors import Disposition, PolicyDenied, TransientError, UserError
 # fails after it may have left one (`promoter rollback` reads it).
 PROPOSAL_STARTED = "proposal-started"
 # The payload reason of `promoter rollback`'s job: a person asked for that version now, so it
-# is proposed even where a reviewer closed an earlier MR of it (core.pipeline).
+# is proposed even where a reviewer closed an earlier MR of it (core.pipeline) — that version
+# only, named under ROLLBACK_TO: the job deploys what the alias names when it runs, and a
+# later alias move folded into it (queue_ops) or a retry after one may resolve another.
 ROLLBACK_REASON = "rollback"
+ROLLBACK_TO = "rollback_to"
 
 
 class JobState(StrEnum):

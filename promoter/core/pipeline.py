@@ -77,8 +77,12 @@ class PromotionJob:
     action: str                      # promote | decommission
     requested_version: str | None = None
     # A person asked for this promotion now (`promoter rollback`): a reviewer's close of an
-    # earlier MR of the version does not stop it (ports.git.Proposal.repropose).
+    # earlier MR of the version does not stop it (ports.git.Proposal.repropose). Only of the
+    # version asked for: the job deploys what the alias names when it runs, which may be
+    # another by then (a later alias move folded into the queued job, a retry after one).
     repropose: bool = False
+    # The version asked for (the rollback's target); None: requested_version.
+    repropose_version: str | None = None
 
 
 @dataclass
@@ -210,8 +214,10 @@ class Pipeline:
         self._claim_name(job, deployment.name)
         # A request to propose over a reviewer's close holds for the close it was made after:
         # a retry of a job that had begun proposing may find its own MR closed since, by a
-        # reviewer, and that close stands.
-        repropose = job.repropose and steps.step(PROPOSAL_STARTED) is None
+        # reviewer, and that close stands. And it holds for the version asked for only: one
+        # the alias names now instead was not asked for, and its reviewer's close stands.
+        asked = job.repropose_version or job.requested_version
+        repropose = job.repropose and version == asked and steps.step(PROPOSAL_STARTED) is None
         # Recorded before the proposal: once it may have pushed or opened an MR, the job
         # failing later no longer means it deployed nothing (`promoter rollback` reads this).
         steps.record_step(PROPOSAL_STARTED, {"name": deployment.name})

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from promoter.core.jobs import ROLLBACK_REASON
+from promoter.core.jobs import ROLLBACK_REASON, ROLLBACK_TO
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.errors import Disposition, PolicyDenied, PromoterError, disposition_of
 
@@ -52,10 +52,17 @@ def build_job_handler(settings: Settings, registry: Registry, metrics: Metrics |
         key = job.key
         requested = None if key.version == ANY_VERSION else key.version
         actor = str(job.payload.get("actor") or job.payload.get("source") or "unknown")
-        repropose = job.payload.get("reason") == ROLLBACK_REASON
+        # A rollback proposes its target over a reviewer's close; only its target (the key's
+        # version may name a later alias move folded into the job since). A rollback's job
+        # queued before its target was recorded names none: which version the person asked
+        # for is unknown, so nothing is proposed over a close (the safe side: the close
+        # stands; `promoter rollback` again asks anew).
+        rollback_to = job.payload.get(ROLLBACK_TO)
+        repropose = job.payload.get("reason") == ROLLBACK_REASON and isinstance(rollback_to, str)
         try:
-            result = pipeline.run(PromotionJob(key.model, key.env, key.action, requested,
-                                               repropose=repropose), ctx)
+            result = pipeline.run(PromotionJob(
+                key.model, key.env, key.action, requested, repropose=repropose,
+                repropose_version=rollback_to if repropose else None), ctx)
         except PromoterError as exc:
             disposition = disposition_of(exc)
             if disposition is Disposition.DENY and isinstance(exc, PolicyDenied):

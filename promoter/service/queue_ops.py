@@ -133,7 +133,7 @@ def _cover(conn: Connection, job: Job, key: JobKey, start: float,
            payload: dict[str, Any] | None = None) -> Job | None:
     """A queued job takes on a later event: it now names the newest version asked for (it
     deploys whatever the alias says when it runs) and starts no earlier than ``start``; a
-    fresh request's ``payload`` (`promoter rollback`: its actor and reason) goes over its
+    fresh request's ``payload`` (`promoter rollback`: its actor, reason, target) goes over its
     own, since it now runs for that request. None if it is no longer queued (a worker
     claimed it since it was read)."""
     merged = job.payload if payload is None else {**job.payload, **payload}

@@ -164,7 +164,7 @@ def test_a_rollback_asked_again_after_its_mr_was_closed_runs_a_new_job(
            "version 2: proposing version 1 again" in again.output
     assert "existing job" not in again.output and "local:!9" in again.output
     assert [job.id for job in handled] == [1, 2]
-    assert handled[1].payload["reason"] == "rollback"
+    assert (handled[1].payload["reason"], handled[1].payload["rollback_to"]) == ("rollback", "1")
     assert registry.current_version(MODEL, "production", None) == "1"
 
 

@@ -106,14 +106,23 @@ class _Printer:
 def _finish(job: dict[str, Any], output: str, *, dead_hint: str | None = None,
             earlier: bool = False) -> None:
     """Print how ``job`` ended and exit with its code; ``earlier``: it had ended before this
-    command, which ran nothing (its MR is not one created now)."""
+    command, which ran nothing (its MR is not one created now, its denial not a verdict of
+    now; still exit 4). JSON is the job record either way."""
     result = job.get("result") or {}
     if output == "json":
         emit_json(job)
     elif job["state"] == "done":
         outcome = result.get("outcome")
-        if outcome == "denied":
-            typer.echo("denied by policy:\n  " + "\n  ".join(result.get("reasons", [])))
+        reasons = "\n  ".join(result.get("reasons", []))
+        if outcome == "denied" and earlier:
+            # The verdict of then, not of now: the policy (or the version's tags) may have
+            # changed since, and only a run of that job asks it again.
+            typer.echo(f"denied earlier by policy (job {job['id']}'s verdict from before; "
+                       f"nothing ran now, the policy was not asked again):\n  {reasons}\n"
+                       f"  hint: `promoter jobs retry {job['id']}` asks the policy again "
+                       "(`promoter serve` runs it)")
+        elif outcome == "denied":
+            typer.echo(f"denied by policy:\n  {reasons}")
         else:
             when = f"done earlier (job {job['id']}; nothing ran now)" if earlier else "done"
             typer.echo(f"{when}: {outcome}; version {result.get('version')}, "

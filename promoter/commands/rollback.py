@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import getpass
 import shlex
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -73,19 +73,22 @@ def rollback(
     audit = composition.audit_trail(settings)
     entries = list(audit.entries())
     target = to_version or previous_live(entries, env, model)
-    if target is None:
-        raise UserError(f"the audit trail has no version of {model!r} that was live in {env} "
-                        "before the current one", hint="name one with --to-version N")
     history = live_versions(entries, env, model)
+    if target is None:
+        _refuse_no_earlier(model, env, alias, history,
+                           lambda: composition.registry(settings).current_version(
+                               model, alias, None))
     _refuse_if_never_live(model, env, alias, target, history)
     registry = composition.registry(settings)
     registry.model_version(model, target)  # a version that does not exist: refused here
     current = registry.current_version(model, alias, None)
     if current == target and history and history[-1] == target:
+        earlier = [version for version in _verified(history) if version != target]
         raise UserError(f"{env} already runs version {target} of {model}, and its alias "
                         f"{alias!r} names it: nothing to roll back",
-                        hint="name an earlier version with --to-version N (`promoter audit "
-                             f"live --env {env}` shows what runs)")
+                        hint=f"versions it ran before: {', '.join(earlier)}; name one with "
+                             "--to-version N" if earlier else
+                             _nothing_earlier(model, env, alias))
     _refuse_if_denied(settings, model, target, env, output)
     actor = f"cli:{getpass.getuser()}"
     moved = current != target
@@ -135,7 +138,7 @@ def _refuse_if_never_live(model: str, env: str, alias: str, target: str,
     """A rollback goes back to a version that ran in ``env``: one the audit trail verified
     live there (since its last decommission), as the default target is. Anything else (a
     newer version, one only ever live elsewhere) is a promotion, not a rollback."""
-    verified = list(dict.fromkeys(version for version in history if version is not None))
+    verified = _verified(history)
     if target in verified:
         return
     ran = ", ".join(verified) if verified else "none"
@@ -145,6 +148,46 @@ def _refuse_if_never_live(model: str, env: str, alias: str, target: str,
         f"verified there: {ran}); rollback goes back only to one of those",
         hint=f"to deploy version {target}, promote it: move the {alias!r} alias to it in "
              f"MLflow; its webhook (or `{promote}`) opens the MR")
+
+
+def _verified(history: list[str | None]) -> list[str]:
+    """The versions the audit trail verified live in the environment (live_versions), each
+    once, oldest first: the ones a rollback may go back to."""
+    return list(dict.fromkeys(version for version in history if version is not None))
+
+
+def _refuse_no_earlier(model: str, env: str, alias: str, history: list[str | None],
+                       current: Callable[[], str | None]) -> NoReturn:
+    """No default target: nothing verified ran in ``env`` before what runs now, since it was
+    (re)started (first deployed, or deployed again after its last decommission; what ran
+    before that is no rollback's to go back to). Only when the alias has moved on from the
+    version that runs (its MR not merged) is there something to go back to: that version.
+    ``current`` reads what the alias names, asked only when a version runs (a model that
+    never ran in ``env`` may not exist in the registry at all)."""
+    runs = history[-1] if history else None
+    named = current() if runs is not None else None
+    if runs is not None and named != runs:
+        again = shlex.join(["promoter", "rollback", model, "--env", env, "--to-version", runs])
+        raise UserError(f"the audit trail has no version of {model!r} that was live in {env} "
+                        f"before version {runs}, which runs there now",
+                        hint=f"its alias {alias!r} names {_named(named)}, not what runs: "
+                             f"`{again}` moves it back to version {runs}")
+    ran = f"only version {runs}" if runs is not None else "no version"
+    raise UserError(f"nothing to roll back to: since {env} was (re)started (first deployed, "
+                    "or deployed again after its last decommission), the audit trail verified "
+                    f"{ran} of {model!r} live there", hint=_nothing_earlier(model, env, alias))
+
+
+def _nothing_earlier(model: str, env: str, alias: str) -> str:
+    """The hint when there is no earlier version to go back to: promote one instead."""
+    promote = shlex.join(["promoter", "promote", model, "--version", "N", "--env", env])
+    return (f"there is no earlier version to go back to; to deploy another version, promote "
+            f"it: move the {alias!r} alias to it in MLflow; its webhook (or `{promote}`) "
+            "opens the MR")
+
+
+def _named(version: str | None) -> str:
+    return f"version {version}" if version is not None else "no version"
 
 
 def _described(live: str | None) -> str:

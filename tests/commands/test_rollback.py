@@ -139,7 +139,7 @@ def test_a_rollback_to_what_production_runs_and_the_alias_names_is_refused(
     assert result.exit_code == 1, result.output
     assert f"production already runs version 2 of {MODEL}, and its alias 'production' " \
            "names it: nothing to roll back" in str(result.exception)
-    assert "--to-version N" in result.exception.hint
+    assert "versions it ran before: 1; name one with --to-version N" in result.exception.hint
     assert handled == [] and queue_jobs(tmp_path / "state") == []
     assert registry.current_version(MODEL, "production", None) == "2"
     assert not [entry for entry in AuditTrail(tmp_path / "state").entries()
@@ -188,3 +188,72 @@ def test_a_rollback_to_a_version_that_never_ran_there_is_refused(
     assert registry.current_version(MODEL, "production", None) == "2"
     assert not [entry for entry in AuditTrail(tmp_path / "state").entries()
                 if entry["event"].startswith("rollback")]
+
+
+def _production_after_a_decommission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     handle: Handle, *, alias: str) -> tuple[Path, MemoryRegistry]:
+    """Production ran 1, was decommissioned, then ran 2 (what ran before the decommission is
+    no rollback's to go back to); its alias names ``alias``."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    registry = MemoryRegistry()
+    for version in ("1", "2", "3"):
+        registry.add(MODEL, version)
+    registry.set_alias(MODEL, "production", alias)
+    audit = AuditTrail(tmp_path / "state")
+    for version, status in (("1", "merged"), ("1", "decommissioned"), ("2", "merged")):
+        audit.record("mr.merge", actor="alice", model=MODEL, env="production",
+                     version=version, status=status)
+    monkeypatch.setattr(jobs_handler, "build_job_handler", lambda *_, **__: handle)
+    monkeypatch.setattr(composition, "registry", lambda settings: registry)
+    monkeypatch.setattr("promoter.policy_check.check_policy", lambda *_: Decision(()))
+    return config, registry
+
+
+def test_with_nothing_earlier_since_a_decommission_the_hints_lead_to_promoting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Production ran 1, was decommissioned, now runs 2: there is nothing to go back to. Each
+    refusal says so and points at promoting a version. Before, the default said "name one
+    with --to-version N", and --to-version 1 (never live since) and 2 (runs already) were
+    both refused, the latter again with "name an earlier version with --to-version N"."""
+    handled: list[Job] = []
+    config, registry = _production_after_a_decommission(tmp_path, monkeypatch,
+                                                        _created(handled), alias="2")
+
+    default, one, two = (_invoke(config, *args)
+                         for args in ((), ("--to-version", "1"), ("--to-version", "2")))
+
+    assert (default.exit_code, one.exit_code, two.exit_code) == (1, 1, 1)
+    assert "nothing to roll back to: since production was (re)started" in str(default.exception)
+    assert f"verified only version 2 of {MODEL!r} live there" in str(default.exception)
+    assert "version 1 of " f"{MODEL} was never live in production (versions the audit " \
+           "trail verified there: 2)" in str(one.exception)
+    assert "nothing to roll back" in str(two.exception)
+    promote = f"promoter promote '{MODEL}' --version N --env production"
+    for refused in (default, two):
+        assert "--to-version" not in refused.exception.hint
+        assert "no earlier version to go back to" in refused.exception.hint
+        assert promote in refused.exception.hint
+    assert handled == [] and queue_jobs(tmp_path / "state") == []
+    assert registry.current_version(MODEL, "production", None) == "2"
+
+
+def test_with_the_alias_ahead_of_what_runs_the_hint_names_that_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Since the decommission production runs only 2, but its alias moved on to 3 (its MR not
+    merged): the default has no earlier version, and the hint names the one that runs, which
+    then rolls the alias back."""
+    handled: list[Job] = []
+    config, registry = _production_after_a_decommission(tmp_path, monkeypatch,
+                                                        _created(handled), alias="3")
+
+    default = _invoke(config)
+    assert default.exit_code == 1
+    assert "names version 3, not what runs" in default.exception.hint
+    assert f"`promoter rollback '{MODEL}' --env production --to-version 2`" \
+        in default.exception.hint
+
+    followed = _invoke(config, "--to-version", "2")
+    assert followed.exit_code == 0, followed.output
+    assert registry.current_version(MODEL, "production", None) == "2"
+    assert [job.key.version for job in handled] == ["2"]

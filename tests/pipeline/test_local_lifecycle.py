@@ -313,7 +313,9 @@ def test_rollback_moves_the_alias_back_and_the_pipeline_opens_the_mr(
 
     code, _, err = promoter("--config", str(local.config), "rollback", "no-history-model",
                             "--env", "production")
-    assert code == 1 and "--to-version" in err
+    # Nothing ever ran there: nothing to go back to, and no --to-version could be (each is
+    # refused as never live); the hint is to promote one.
+    assert code == 1 and "nothing to roll back to" in err and "promoter promote" in err, err
 
 
 def test_a_rollback_to_a_version_never_live_there_is_refused(

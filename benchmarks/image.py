@@ -223,6 +223,11 @@ def settle(sources: list[Path]) -> None:
                         pass
 
 
+def naming(command: list[str], registry: str) -> list[str]:
+    """``command`` with ``{registry}`` filled in (each push's registry has its own port)."""
+    return [part.replace("{registry}", registry) for part in command]
+
+
 def timed_push(work: Path, name: str, command: list[str], env: dict[str, str],
                tools: Tools, sources: list[Path]) -> Push:
     """Run ``command`` (it names the registry as ``{registry}``) against a fresh registry
@@ -233,8 +238,7 @@ def timed_push(work: Path, name: str, command: list[str], env: dict[str, str],
                                                                                 registry):
         settle(sources)
         before = cpu_seconds(process.pid)
-        seconds, rss, out = run_measured(
-            [part.replace("{registry}", registry) for part in command], env)
+        seconds, rss, out = run_measured(naming(command, registry), env)
         return Push(seconds, rss, cpu_seconds(process.pid) - before, out)
 
 
@@ -281,10 +285,10 @@ def bench(case: str, size_mib: int, tools: Tools) -> dict[str, float]:
         copy_last = timed_push(work, "skopeo-last", skopeo, env, tools, layout)
         # The rebuild: the same image again into a registry that holds it.
         with registry_process(work / "registry-rebuild", binary=tools.registry) as (_, registry):
-            first = [part.replace("{registry}", registry) for part in push]
-            run_measured(first, {**env, "PROMOTER_STATE_DIR": str(work / "state-rebuild")})
-            rebuild_s, rebuild_rss, out = run_measured(
-                first, {**env, "PROMOTER_STATE_DIR": str(work / "state-rebuild")})
+            again = naming(push, registry)
+            rebuild_env = {**env, "PROMOTER_STATE_DIR": str(work / "state-rebuild")}
+            run_measured(again, rebuild_env)
+            rebuild_s, rebuild_rss, out = run_measured(again, rebuild_env)
             rebuilt = json.loads(out)
     copy_s = (copy_first.seconds + copy_last.seconds) / 2
     size = built["size"] / 2**20

@@ -83,7 +83,8 @@ def pods_pattern(name: str) -> str:
     room = _GENERATED_PREFIX - len(prefix)  # characters left for "<hash>-"
     if room > _HASH:
         return f"{name}(-predictor)?-[a-z0-9]{{1,{_HASH}}}-[a-z0-9]{{5}}"
-    cut = f"(?:[a-z0-9]{{1,{room - 1}}}-|[a-z0-9]{{{room}}})" if room > 1 else "[a-z0-9]"
+    # room >= 2: a name holds at most MAX_NAME_LENGTH (45) characters.
+    cut = f"(?:[a-z0-9]{{1,{room - 1}}}-|[a-z0-9]{{{room}}})"
     return f"(?:{plain}|{prefix}{cut}[a-z0-9]{{5}})"
 
 

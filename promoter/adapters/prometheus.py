@@ -27,10 +27,14 @@ MAX_WARNINGS_QUOTED = 400    # characters of a refused answer's warnings in the 
 class PrometheusSource:
     def __init__(self, url: str, *, timeout_seconds: float = 30,
                  client: httpx.Client | None = None) -> None:
-        self._url = url.rstrip("/")
+        # The API path goes after the URL's own path, not after its query: prometheus.url may
+        # carry a token parameter (``?token=``) that a proxy in front of Prometheus checks,
+        # and it must reach every query (httpx's ``params=`` would replace it, so they are merged).
+        base = httpx.URL(url)
+        self._query_url = base.copy_with(path=base.path.rstrip("/") + "/api/v1/query_range")
         # What every message quotes: prometheus.url may carry a password (``user:pw@``) or a
-        # token parameter (``?token=``), which must not reach logs or job reasons.
-        self._where = without_url_credentials(self._url)
+        # token parameter, which must not reach logs or job reasons.
+        self._where = without_url_credentials(url.rstrip("/"))
         self._client = client or httpx.Client(timeout=timeout_seconds)
 
     def query_range(self, query: str, start: datetime, end: datetime,
@@ -57,7 +61,7 @@ class PrometheusSource:
                   "end": f"{end.timestamp():.3f}", "step": str(step),
                   "partial_response": "false"}
         try:
-            response = self._client.get(f"{self._url}/api/v1/query_range", params=params)
+            response = self._client.get(self._query_url.copy_merge_params(params))
         except httpx.HTTPError as exc:
             raise TransientError(f"Prometheus at {self._where} did not answer: "
                                  f"{type(exc).__name__}",

@@ -280,6 +280,29 @@ def test_a_deployments_pods_are_its_own_not_every_pod_sharing_its_prefix(
     assert pods("llm") == set()
 
 
+def test_a_token_parameter_in_prometheus_url_rides_along_with_every_query(
+        prometheus_url: str) -> None:
+    """prometheus.url of a Prometheus behind a proxy that checks ``?token=``: the API path goes
+    after the URL's path and the token stays in the query (it was appended after the query, so
+    Prometheus got ``/`` and answered 404)."""
+    source = PrometheusSource(f"{prometheus_url}/?token=t0k")
+    series = source.query_range(f'kube_pod_created{{namespace="{NAMESPACE}"}}',
+                                TRAIN_END - timedelta(hours=2), TRAIN_END, 3600)
+    assert {item.labels["pod"] for item in series} >= {f"{NAME}-5f7c9d-a2k4q"}
+    seen: list[httpx.URL] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json={"status": "success",
+                                         "data": {"resultType": "matrix", "result": []}})
+
+    proxied = PrometheusSource("https://proxy.example/prom/?token=t0k",
+                               client=httpx.Client(transport=httpx.MockTransport(answer)))
+    proxied.query_range("up", TRAIN_END - timedelta(hours=1), TRAIN_END, 60)
+    assert seen[0].path == "/prom/api/v1/query_range"
+    assert seen[0].params["token"] == "t0k" and seen[0].params["query"] == "up"
+
+
 def test_forecast_of_the_held_out_week_is_within_the_stated_error(
         tmp_path: Path, prometheus_url: str) -> None:
     settings = load_settings(_config(tmp_path, prometheus_url), environ={})

@@ -341,7 +341,7 @@ def test_a_server_that_runs_on_cuda_needs_a_gpu(example: str, serving: dict[str,
                                                  says: str) -> None:
     """Rendered without one, vLLM's CUDA image (or a TensorRT plan) started on a node with no
     GPU and crashed; an ONNX model on Triton runs on CPU."""
-    without = {"resources": {"gpu": {"count": 0}}}
+    without = {"resources": {"gpu": {"count": 0, "type": None, "mig": None}}}
     with pytest.raises(UserError) as caught:
         render(deep_merge(intent(example, serving=serving), {"spec": without}))
     assert f"spec.resources.gpu.count: {says}" in caught.value.message

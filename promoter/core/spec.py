@@ -76,6 +76,19 @@ class Gpu(_Strict):
     def _gpu_type(cls, value: str | None) -> str | None:
         return None if value is None else _label_value(value)
 
+    @model_validator(mode="after")
+    def _a_type_or_profile_needs_a_count(self) -> Gpu:
+        # Without a count the GPU type (node selector) and MIG profile (resource name) have
+        # nothing to apply to: rendered, the pods ran CPU-only with nothing saying so.
+        asked = [(key, value) for key, value in (("type", self.type), ("mig", self.mig))
+                 if value]
+        if self.count == 0 and asked:
+            named = " and ".join(f"{key} {value}" for key, value in asked)
+            nulls = ", ".join(f"{key}: null" for key, _ in asked)
+            raise ValueError(f"{named} with count 0 requests no GPU; set count: 1 or more, "
+                             f"or for a CPU-only environment set {nulls}")
+        return self
+
 
 def _without_padding(quantity: str) -> str:
     """The quantity as rendered: the value kept is what goes into requests and limits, and
@@ -266,6 +279,7 @@ def resolve(
     intent_spec = dict(intent.get("spec") or {})
     overrides = (intent_spec.get("environments") or {}).get(environment, {}) if environment else {}
     spec = deep_merge(defaults, environment_defaults or {}, intent_spec, overrides or {})
+    _drop_gpu_defaults_without_a_gpu(spec, deep_merge(intent_spec, overrides or {}))
     if model is not None:
         spec["model"] = {"name": model.name, "version": model.version}
     metadata = dict(intent.get("metadata") or {})
@@ -275,3 +289,26 @@ def resolve(
     document = {k: v for k, v in intent.items() if k not in ("spec", "metadata")}
     document.update(metadata=metadata, spec=spec)
     return ModelDeployment.model_validate(document)
+
+
+def _drop_gpu_defaults_without_a_gpu(spec: dict[str, Any], asked: Mapping[str, Any]) -> None:
+    """A GPU type or MIG profile from promoter.yaml's defaults ("production's GPUs are H100s")
+    says which GPU a deployment that asks for GPUs gets; one that asks for none keeps it
+    out. Only what the intent itself names (``asked``) is left for Gpu to refuse beside a
+    count of 0. ``spec`` is deep_merge's fresh copy, changed in place."""
+    gpu = _mapping_at(spec, "resources", "gpu")
+    if gpu is None or gpu.get("count", 0) not in (0, "0"):
+        return
+    named = _mapping_at(asked, "resources", "gpu") or {}
+    for key in ("type", "mig"):
+        if named.get(key) is None:
+            gpu.pop(key, None)
+
+
+def _mapping_at(document: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = document.get(key) if isinstance(document, Mapping) else None
+        if not isinstance(value, Mapping):
+            return None
+        document = value
+    return document

@@ -132,8 +132,8 @@ def test_team_gpu_quota_counts_gpus_at_full_scale(count: int, max_replicas: int,
                                                   quota: int | None, passed: bool,
                                                   detail: str) -> None:
     quotas = {} if quota is None else {"risk": quota}
-    decision = decide(gpu(count, "nvidia-a100", max_replicas), "production", {},
-                      PolicyRules(team_gpu_quota=quotas))
+    decision = decide(gpu(count, "nvidia-a100" if count else None, max_replicas),
+                      "production", {}, PolicyRules(team_gpu_quota=quotas))
     found = rule(list(decision.results), "team gpu quota")
     assert (found.passed, found.detail) == (passed, detail)
 

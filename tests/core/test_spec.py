@@ -79,3 +79,42 @@ def test_bad_values_name_their_field(patch: dict[str, object], field: str) -> No
         resolve(defaults=DEFAULTS, intent=deep_merge(INTENT, {"spec": patch}), environment=None)
     problems = describe(caught.value)
     assert any(line.startswith(field + ":") for line in problems), problems
+
+
+@pytest.mark.parametrize(("gpu", "says"), [
+    ({"type": "NVIDIA-L40S"}, "type NVIDIA-L40S with count 0 requests no GPU"),
+    ({"mig": "1g.10gb"}, "mig 1g.10gb with count 0 requests no GPU"),
+    ({"count": 0, "type": "NVIDIA-A100", "mig": "3g.40gb"},
+     "type NVIDIA-A100 and mig 3g.40gb with count 0 requests no GPU")])
+def test_a_gpu_type_or_profile_without_a_count_is_refused_not_rendered_cpu_only(
+        gpu: dict[str, object], says: str) -> None:
+    """``gpu: {type: …}`` without a count (default 0) rendered pods with no GPU, no node
+    selector and a passing GPU-type policy, with nothing saying so."""
+    with pytest.raises(ValidationError) as caught:
+        resolve(defaults=DEFAULTS, intent=deep_merge(INTENT, {"spec": {"resources": {
+            "gpu": gpu}}}), environment=None)
+    assert any(line.startswith("spec.resources.gpu:") and says in line
+               for line in describe(caught.value)), describe(caught.value)
+
+
+def test_a_cpu_only_environment_drops_the_gpu_type_it_inherits() -> None:
+    intent = deep_merge(INTENT, {"spec": {
+        "resources": {"gpu": {"count": 1, "type": "NVIDIA-T4"}},
+        "environments": {"staging": {"resources": {"gpu": {"count": 0, "type": None}}}}}})
+    staging = resolve(defaults=DEFAULTS, intent=intent, environment="staging")
+    assert (staging.spec.resources.gpu.count, staging.spec.resources.gpu.type) == (0, None)
+    assert resolve(defaults=DEFAULTS, intent=intent,
+                   environment="production").spec.resources.gpu.type == "NVIDIA-T4"
+
+
+def test_a_default_gpu_type_applies_only_to_deployments_that_ask_for_a_gpu() -> None:
+    """promoter.yaml's defaults may name the GPU type a GPU deployment gets; a CPU-only
+    intent (count 0) keeps it out rather than being refused for it."""
+    defaults = deep_merge(DEFAULTS, {"resources": {"gpu": {"type": "NVIDIA-H100", "mig": None}}})
+    cpu_only = resolve(defaults=defaults, intent=INTENT, environment="production",
+                       environment_defaults={"resources": {"gpu": {"mig": "1g.10gb"}}})
+    assert cpu_only.spec.resources.gpu.model_dump() == {"count": 0, "type": None, "mig": None}
+    with_gpu = resolve(defaults=defaults, intent=deep_merge(INTENT, {"spec": {"resources": {
+        "gpu": {"count": 2}}}}), environment=None)
+    assert (with_gpu.spec.resources.gpu.count, with_gpu.spec.resources.gpu.type) == (
+        2, "NVIDIA-H100")

@@ -40,7 +40,7 @@ them (``policy.required_tags``, metric gates) are not checked from here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from promoter.core.gitops_scaffold import NAMESPACED_KINDS
 from promoter.core.spec import API_VERSION, KIND
@@ -56,6 +56,13 @@ COST_CENTER_LABEL = "promoter.dev/cost-center"
 WORKLOADS = ("InferenceService", "Deployment")
 # KEDA's maxReplicaCount when a ScaledObject leaves it out (keda.sh ScaledObject spec).
 KEDA_DEFAULT_MAX_REPLICAS = 100
+# KServe's deployment modes that scale the predictor with an HPA (or not at all): there the
+# HPA's maxReplicas is the predictor's, raised to its minReplicas (at least 1) when lower or
+# unset (KServe's hpa reconciler). In Serverless/Knative mode (the cluster default when the
+# annotation is absent) an unset maxReplicas leaves Knative's max-scale unbounded.
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+BOUNDED_MODES = frozenset({"RawDeployment", "Standard"})
+AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
 # What an overlay may hold: what promoter renders (the AppProject's whitelist) and Namespace.
 KINDS = frozenset(kind for _, kind in NAMESPACED_KINDS) | {"Namespace"}
 # The KServe v1beta1 predictor fields that are a container of the predictor's own pod, with
@@ -327,6 +334,39 @@ def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             "metadata": {k: v for k, v in metadata.items() if v}, "spec": spec}
 
 
+def _predictor_bounds(service: Mapping[str, Any], resources: list[Mapping[str, Any]],
+                      highs: list[int]) -> list[int]:
+    """The predictor's minReplicas (as a list: none when unset) and, into ``highs``, the most
+    replicas KServe may run it at. An unset (or 0) maxReplicas is bounded only in an HPA mode;
+    elsewhere, and with an external autoscaler the overlay does not hold, nothing in the
+    manifests bounds it: refused."""
+    name = f"InferenceService/{_get(service, 'metadata', 'name')}"
+    annotations = _get(service, "metadata", "annotations") or {}
+    predictor = _get(service, "spec", "predictor") or {}
+    low, high = predictor.get("minReplicas"), predictor.get("maxReplicas")
+    low = low if _whole(low) else None
+    if annotations.get(AUTOSCALER_CLASS) == "external" and not any(
+            r.get("kind") == "ScaledObject" for r in resources):
+        raise UserError(f"{name} is scaled by an external autoscaler "
+                        f"({AUTOSCALER_CLASS}: external) that the overlay does not hold, so "
+                        "nothing in it bounds its replicas")
+    if _whole(high) and high > 0:
+        highs.append(high)
+    elif annotations.get(DEPLOYMENT_MODE) in BOUNDED_MODES:
+        highs.append(max(low or 1, 1))
+    else:
+        mode = annotations.get(DEPLOYMENT_MODE) or "the cluster's default (Serverless unless " \
+            "configured)"
+        raise UserError(f"{name} sets no predictor maxReplicas in deployment mode {mode}, "
+                        "where Knative scales it without bound; set maxReplicas (promoter "
+                        f"renders it, with {DEPLOYMENT_MODE}: Standard)")
+    return [low] if low is not None else []
+
+
+def _whole(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _keda_default_max(scaled_object: Mapping[str, Any]) -> list[int]:
     """KEDA's own bound when the ScaledObject names none: its replicas are then capped by
     KEDA's default, not by any other resource's, so that default is what it may run."""
@@ -355,7 +395,7 @@ def _scaling(resources: list[Mapping[str, Any]]) -> dict[str, int]:
     for resource in resources:
         kind = resource.get("kind")
         if kind == "InferenceService":
-            bounds(_get(resource, "spec", "predictor"), "minReplicas", "maxReplicas")
+            lows.extend(_predictor_bounds(resource, resources, highs))
         elif kind == "HorizontalPodAutoscaler":
             bounds(_get(resource, "spec"), "minReplicas", "maxReplicas")
         elif kind == "ScaledObject":

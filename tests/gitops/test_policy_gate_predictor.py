@@ -86,3 +86,53 @@ def test_pods_the_gate_cannot_count_are_refused(edit: Any, field: str) -> None:
     decision = _production_decision(_assistants_with_quota(8), edit, "llm-chat")
     assert not decision.allowed
     assert f"InferenceService/llm-chat sets {field}" in " ".join(decision.reasons)
+
+
+MODE = "serving.kserve.io/deploymentMode"
+
+
+def _without_max_replicas(mode: str | None) -> Any:
+    def edit(docs: list[dict]) -> None:
+        service = next(d for d in docs if d["kind"] == "InferenceService")
+        service["spec"]["predictor"].pop("maxReplicas")
+        annotations = service["metadata"].setdefault("annotations", {})
+        annotations.pop(MODE, None)
+        if mode is not None:
+            annotations[MODE] = mode
+    return edit
+
+
+@requires_kubectl
+@pytest.mark.parametrize("mode", ["Serverless", "Knative", None])
+def test_a_predictor_without_max_replicas_outside_an_hpa_mode_is_refused(
+        mode: str | None) -> None:
+    """Knative scales a predictor without maxReplicas without bound; the gate judged the
+    defaults' maxReplicas instead, so the team's GPU quota held on paper only."""
+    decision = _production_decision(_assistants_with_quota(8), _without_max_replicas(mode),
+                                     "llm-chat")
+    assert not decision.allowed
+    reasons = " ".join(decision.reasons)
+    assert "InferenceService/llm-chat sets no predictor maxReplicas" in reasons
+    assert "without bound" in reasons
+
+
+@requires_kubectl
+def test_in_standard_mode_a_predictor_without_max_replicas_runs_its_min_replicas() -> None:
+    """KServe's HPA then gets maxReplicas = minReplicas (2 in llm-chat's production)."""
+    decision = _production_decision(_assistants_with_quota(2), _without_max_replicas("Standard"),
+                                    "llm-chat")
+    assert decision.allowed, decision.reasons
+    over = _production_decision(_assistants_with_quota(1), _without_max_replicas("Standard"),
+                                "llm-chat")
+    assert "assistants claims 2 GPUs in production" in " ".join(over.reasons)
+
+
+@requires_kubectl
+def test_an_external_autoscaler_the_overlay_does_not_hold_is_refused() -> None:
+    def external(docs: list[dict]) -> None:
+        service = next(d for d in docs if d["kind"] == "InferenceService")
+        service["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] = "external"
+
+    decision = _production_decision(_assistants_with_quota(8), external, "llm-chat")
+    assert not decision.allowed
+    assert "external autoscaler" in " ".join(decision.reasons)

@@ -346,3 +346,13 @@ def test_gc_mrs_noted_unrecorded_are_listed_oldest_first_until_recorded(
     replica.recorded(7)
     replica.recorded(7)                                 # recorded twice: nothing to remove
     assert gc.unrecorded() == [12]
+
+
+def test_a_percent_sign_reads_the_same_on_both_backends_with_or_without_parameters(
+        state_backend: StateBackend) -> None:
+    """PostgreSQL got ``%%`` (doubled for psycopg's formatting) in a statement without
+    parameters, which psycopg does not format: the modulo failed, a literal read doubled."""
+    db = state_backend.open()
+    assert db.read(lambda c: tuple(c.execute("SELECT 7 % 4, '100%'").fetchone())) == (3, "100%")
+    assert db.read(lambda c: tuple(c.execute("SELECT 7 % ?, '100%' || ?", (4, "!")
+                                             ).fetchone())) == (3, "100%!")

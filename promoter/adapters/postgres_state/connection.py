@@ -58,7 +58,12 @@ class PgConnection:
         self._held: set[str] = set()
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Row]:
-        return self._conn.execute(translate(sql), parameters or None)
+        # Without parameters psycopg sends the text as it is: translate's doubled "%" (for
+        # its formatting to undo) would reach PostgreSQL, so "7 % 4" or a LIKE 'x%' literal
+        # failed or read differently than on SQLite. Such a statement has no "?" either.
+        if not parameters:
+            return self._conn.execute(sql)
+        return self._conn.execute(translate(sql), parameters)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> psycopg.Cursor[Row]:
         cursor = self._conn.cursor()

@@ -44,6 +44,14 @@ _MAX = 253
 _SYNC_ORDER = ("Unknown", "OutOfSync", SYNCED)
 _HEALTH_ORDER = ("Missing", "Degraded", "Unknown", "Suspended", "Progressing", HEALTHY)
 
+# The years (UTC) an observation time may be in. Rows are ordered by their time and a stored
+# row is replaced only by a later one, so one implausible time would rule its cluster for good:
+# far in the future, no later report is ever taken; far in the past, it is no order at all.
+# Argo CD did not exist before 2018; 2000 leaves room for any clock set back. 2199 is far past
+# any real reconciledAt and still rejects a year-9999 placeholder (or a 2500 typo) that would
+# block every later report. Outside them the time is no time (a notification is refused).
+PLAUSIBLE_YEARS = range(2000, 2200)
+
 # "Does this revision contain the merged change?" (the change's commit is the revision or one
 # of its ancestors). Answered by the git provider; the core cannot run git.
 Carries = Callable[[str], bool]
@@ -101,17 +109,25 @@ def observed_at(value: Any) -> str | None:
 
     Normalised to UTC, whole seconds (Kubernetes' ``metav1.Time`` precision), ``...Z``, so the
     state database can order observations by comparing the text. None when absent or not a
-    time (Go templates print ``<no value>`` for a missing field)."""
+    time (Go templates print ``<no value>`` for a missing field), or outside ``PLAUSIBLE_YEARS``
+    in UTC."""
     text = _text(value)
     if text is None:
         return None
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:   # Kubernetes always writes a zone; a bare time is not its
+            return None
+        # Near datetime's limits the conversion overflows (0001-01-01T00:00+01:00).
+        utc = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:   # Kubernetes always writes a zone; a bare time is not its
+    if utc.year not in PLAUSIBLE_YEARS:
         return None
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Not strftime('%Y'): glibc does not zero-pad years before 1000. Four digits always, or
+    # the text order the state database relies on is not time order.
+    return (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+            f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}Z")
 
 
 def from_application(application: Mapping[str, Any]) -> ClusterStatus | None:
@@ -171,7 +187,8 @@ def from_notification(body: Any) -> Notification:
     cluster = _text(body.get("cluster")) or _text(body.get("server")) or "unknown"
     since = observed_at(body.get("reconciledAt"))
     if since is None and _text(body.get("reconciledAt")) is not None:
-        raise UserError(f"reconciledAt must be an RFC 3339 time with a zone, got "
+        raise UserError(f"reconciledAt must be an RFC 3339 time with a zone, in the years "
+                        f"{PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[-1]} (UTC), got "
                         f"{str(body.get('reconciledAt'))[:40]!r} (is the notification template "
                         "promoter's, from `promoter gitops init`?)")
     return Notification(event, ClusterStatus(

@@ -568,6 +568,22 @@ def test_malformed_bodies_are_400(parts: dict, body: bytes) -> None:
     assert status == 400
 
 
+@pytest.mark.parametrize("reconciled_at", ["0001-01-01T00:00:00+01:00",
+                                           "0999-01-01T00:00:00Z"])
+def test_an_implausible_reconciled_at_is_a_400_and_blocks_no_later_report(
+        parts: dict, reconciled_at: str) -> None:
+    """The first overflowed converting to UTC (a 500, retried by Argo CD for good); the second
+    was stored as '999-01-01…', which sorts after every real time, so no later report of the
+    cluster was ever taken."""
+    status, answer = _post(parts["handler"], "health-degraded", application(
+        "fraud-detector", "production", "gpu-eu-1", health="Degraded",
+        reconciled_at=reconciled_at))
+    assert status == 400 and "reconciledAt must be an RFC 3339 time" in answer["detail"], answer
+    status, answer = _post(parts["handler"], "health-healthy", application(
+        "fraud-detector", "production", "gpu-eu-1", reconciled_at="2030-01-01T00:00:00Z"))
+    assert (status, answer["environment_health"], answer["deployed"]) == (200, "Healthy", True)
+
+
 @pytest.mark.parametrize(("cluster", "says"), [
     ("gpu\\ud800", "surrogate"),             # decodes to text UTF-8 cannot encode
     ("gpu\\u0000x", "control characters"),   # PostgreSQL text cannot hold a NUL

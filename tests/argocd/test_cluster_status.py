@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from promoter.core.cluster_status import from_application, from_notification, summarise
+from promoter.core.cluster_status import (
+    from_application,
+    from_notification,
+    observed_at,
+    summarise,
+)
 from promoter.errors import UserError
 from tests.argocd.applications import REVISION, application, notification
 
@@ -87,3 +92,30 @@ def test_notification_of_an_unlabelled_application_is_refused() -> None:
     app["metadata"]["labels"] = {"team": "nlp"}
     with pytest.raises(UserError, match="model, environment and application"):
         from_notification(json.loads(notification("sync-failed", app)))
+
+
+@pytest.mark.parametrize("value", [
+    "0001-01-01T00:00:00+01:00",   # before datetime's minimum in UTC: OverflowError
+    "9999-12-31T23:30:00-01:00",   # after its maximum
+    "0999-01-01T00:00:00Z",        # would be stored as '999-…', after every real time as text
+    "1999-12-31T23:59:59Z",        # before Argo CD (and promoter) existed
+    "2200-01-01T00:00:00Z"])       # a stored far-future time would outrank every later report
+def test_a_time_outside_the_plausible_years_is_no_time(value: str) -> None:
+    assert observed_at(value) is None
+    app = application("llm-chat", "staging", "gpu-stg-1", reconciled_at=value,
+                      health_changed_at=value)
+    listed = from_application(app)
+    assert listed is not None and (listed.since, listed.health_changed_at) == (None, None)
+    with pytest.raises(UserError, match="reconciledAt must be an RFC 3339 time"):
+        from_notification(json.loads(notification("sync-succeeded", app)))
+    # healthChangedAt is optional (older templates do not send it): such a one is not sent.
+    app["status"]["reconciledAt"] = "2024-03-05T07:33:04Z"
+    notified = from_notification(json.loads(notification("sync-succeeded", app))).status
+    assert (notified.since, notified.health_changed_at) == ("2024-03-05T07:33:04Z", None)
+
+
+def test_observation_times_are_text_ordered_with_four_digit_years() -> None:
+    assert observed_at("2000-01-01T00:00:00+01:00") is None   # 1999 in UTC
+    assert observed_at("2000-01-01T01:00:00+01:00") == "2000-01-01T00:00:00Z"
+    assert observed_at("2199-12-31T23:59:59.5Z") == "2199-12-31T23:59:59Z"
+    assert str(observed_at("2000-01-01T00:00:00Z")) < str(observed_at("2024-03-05T07:33:04Z"))

@@ -43,7 +43,7 @@ def status(
     = True,
     output: str = OUTPUT_OPTION,
 ) -> None:
-    from promoter.core.cluster_status import from_application, group
+    from promoter.core.cluster_status import being_deleted, from_application, group
     from promoter.core.gitops_scaffold import ENV_LABEL, MODEL_LABEL
     from promoter.ports.clusters import WatchExpired
     from promoter.service import composition
@@ -72,10 +72,22 @@ def status(
 
     def snapshot() -> tuple[dict[tuple[str, str, str], ClusterStatus], str | None]:
         items, version = applications.list(labels)
-        rows = {(r.name, r.env, r.cluster): r for r in map(from_application, items)
-                if r is not None and wanted(r)}
-        for (name, env_name), group_rows in sorted(group(rows.values()).items()):
-            _record(feedback, name, env_name, group_rows)
+        rows: dict[tuple[str, str, str], ClusterStatus] = {}
+        # Applications being deleted are listed until their finalizer lets go; counted, they
+        # would undo the deleted notification (and keep `deployed` from the environment).
+        deleting: list[ClusterStatus] = []
+        for item in items:
+            row = from_application(item)
+            if row is None or not wanted(row):
+                continue
+            if being_deleted(item):
+                deleting.append(row)
+            else:
+                rows[(row.name, row.env, row.cluster)] = row
+        live, gone = group(rows.values()), group(deleting)
+        for name, env_name in sorted(live.keys() | gone.keys()):
+            _record(feedback, name, env_name, live.get((name, env_name), []),
+                    deleted=gone.get((name, env_name), []))
         return rows, version
 
     current, version = snapshot()
@@ -95,13 +107,15 @@ def status(
                 if row is None or not wanted(row):
                     continue
                 key = (row.name, row.env, row.cluster)
-                if kind == "DELETED":
+                deleting = being_deleted(obj)
+                if kind == "DELETED" or deleting:
                     current.pop(key, None)
                 else:
                     current[key] = row
                 _record(feedback, row.name, row.env,
-                        [r for k, r in current.items() if k[:2] == key[:2]])
-                gone = {"deleted": True} if kind == "DELETED" else {}
+                        [r for k, r in current.items() if k[:2] == key[:2]],
+                        deleted=[row] if deleting else [])
+                gone = {"deleted": True} if kind == "DELETED" or deleting else {}
                 _print([_describe(row, ledger, live) | gone], output, header=False)
                 if deadline is not None and time.monotonic() >= deadline:
                     return
@@ -117,13 +131,17 @@ def _ledger(settings: Any) -> DeploymentLedger:
 
 
 def _record(feedback: ClusterFeedback | None, name: str, env: str,
-            rows: list[ClusterStatus]) -> None:
+            rows: list[ClusterStatus], *, deleted: list[ClusterStatus] | None = None) -> None:
+    """Write back what the listing saw of (name, env): ``rows``, every cluster it runs on;
+    ``deleted``, Applications being deleted, whose clusters are marked so (as the deleted
+    notification does), so a late report from before cannot count them again."""
     if feedback is None:
         return
     from promoter.errors import PromoterError
 
     try:
-        feedback.observe(name, env, rows, complete=True, actor="promoter status")
+        feedback.observe(name, env, rows, complete=True, actor="promoter status",
+                         deleted=deleted or [])
     except PromoterError as exc:
         typer.echo(f"warning: {name}/{env}: status not written back: {exc.message}", err=True)
 

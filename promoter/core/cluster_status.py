@@ -153,6 +153,16 @@ def from_application(application: Mapping[str, Any]) -> ClusterStatus | None:
                                            "lastTransitionTime")))
 
 
+def being_deleted(application: Mapping[str, Any]) -> bool:
+    """Whether the Application is being deleted (``metadata.deletionTimestamp`` set): the
+    ApplicationSet's resources finalizer holds it while Argo CD prunes, and Argo CD keeps
+    reconciling it meanwhile, so it is listed (and watched) with newer reconciledAt than the
+    ``deleted`` notification had. Its cluster no longer runs the environment: a row of it is
+    a deletion (``deleted``), not a cluster to count (the trigger of that notification,
+    core.gitops_scaffold.EVENTS, is this same test)."""
+    return _get(application, "metadata", "deletionTimestamp") is not None
+
+
 @dataclass(frozen=True)
 class Notification:
     event: str

@@ -12,6 +12,7 @@ import pytest
 
 from promoter.ports.pipeline import DeployedState
 from promoter.service.audit import AuditTrail
+from promoter.service.cluster_status_store import StatusStore
 from promoter.service.ledger import StateLedger
 from tests.argocd.applications import REVISION, application
 from tests.argocd.k8s_standin import KubeStandin, serve
@@ -155,3 +156,65 @@ def test_only_an_open_mr_is_shown_as_a_proposal(cluster: dict, capsys, status: s
                                         "--no-record", "--output", "json")
     assert code == 0, err
     assert json.loads(out)[0]["proposed"] is None
+
+
+def _being_deleted(app: dict[str, Any], at: str = "2024-03-05T07:40:00Z") -> dict[str, Any]:
+    """The Application as the ApplicationSet's delete leaves it: held by the resources
+    finalizer while Argo CD prunes, deletionTimestamp set, and still reconciled."""
+    app["metadata"]["deletionTimestamp"] = at
+    app["metadata"]["finalizers"] = ["resources-finalizer.argocd.argoproj.io"]
+    return app
+
+
+def _told(state: Path, name: str = "fraud-detector") -> list[dict[str, Any]]:
+    return [e for e in map(json.loads, (state / "audit.jsonl").read_text().splitlines())
+            if e["event"] == "argocd.status" and e["name"] == name]
+
+
+def test_a_listed_application_being_deleted_does_not_count(cluster: dict, capsys) -> None:
+    """gpu-us-1 leaves the environment: its Application, still held by its finalizer, is no
+    cluster of it (as the deleted notification says), however late it was reconciled, and a
+    later listing does not bring it back."""
+    standin, state = cluster["standin"], cluster["state"]
+    standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1"))
+    standin.put("argocd", application("fraud-detector", "production", "gpu-us-1",
+                                      health="Progressing"))
+    run = cli_runner(capsys)
+    assert run("--config", str(cluster["config"]), "status", "-o", "json")[0] == 0
+    assert _told(state)[-1]["deployed"] is False
+    standin.put("argocd", _being_deleted(application(
+        "fraud-detector", "production", "gpu-us-1", health="Progressing",
+        reconciled_at="2024-03-05T07:45:00Z")))
+    for _ in range(2):
+        code, out, err = run("--config", str(cluster["config"]), "status", "-o", "json")
+        assert code == 0, err
+        assert [r["cluster"] for r in json.loads(out)] == ["gpu-eu-1"]
+        assert _told(state)[-1]["deployed"] is True
+    assert [r.cluster for r in StatusStore(state).rows("fraud-detector", "production")] == \
+        ["gpu-eu-1"]
+
+
+def test_watch_stops_counting_an_application_once_its_deletion_starts(cluster: dict,
+                                                                      capsys) -> None:
+    standin, state = cluster["standin"], cluster["state"]
+    standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1"))
+    standin.put("argocd", application("fraud-detector", "production", "gpu-us-1",
+                                      health="Progressing"))
+    import threading
+
+    def later() -> None:   # a MODIFIED event: deletion started, reconciled again
+        standin.put("argocd", _being_deleted(application(
+            "fraud-detector", "production", "gpu-us-1", health="Progressing",
+            reconciled_at="2024-03-05T07:45:00Z")))
+
+    timer = threading.Timer(0.5, later)
+    timer.start()
+    code, out, err = cli_runner(capsys)("--config", str(cluster["config"]), "status",
+                                        "--watch", "--for", "3", "--output", "json")
+    timer.join()
+    assert code == 0, err
+    watched = [json.loads(line) for line in out.splitlines()]
+    assert (watched[-1]["cluster"], watched[-1].get("deleted")) == ("gpu-us-1", True)
+    assert _told(state)[-1]["deployed"] is True
+    assert [r.cluster for r in StatusStore(state).rows("fraud-detector", "production")] == \
+        ["gpu-eu-1"]

@@ -90,8 +90,8 @@ def _get(data: Any, *path: str) -> Any:
     return data
 
 
-_TEXT_FIELDS = ("event", "model", "environment", "application", "cluster", "server", "sync",
-                "health", "revision", "reconciledAt", "healthChangedAt")
+_TEXT_FIELDS = ("event", "model", "environment", "application", "cluster", "clusterLabel",
+                "server", "sync", "health", "revision", "reconciledAt", "healthChangedAt")
 
 
 def _text(value: Any) -> str | None:
@@ -194,7 +194,10 @@ def from_notification(body: Any) -> Notification:
     if name is None or env is None or application is None:
         raise UserError("model, environment and application are required (is the Application "
                         "labelled by promoter's ApplicationSet?)")
-    cluster = _text(body.get("cluster")) or _text(body.get("server")) or "unknown"
+    # As from_application: the annotation, else the label (Applications generated before the
+    # annotation; bodies of templates before clusterLabel lack it), else the server.
+    cluster = (_text(body.get("cluster")) or _text(body.get("clusterLabel"))
+               or _text(body.get("server")) or "unknown")
     since = observed_at(body.get("reconciledAt"))
     if since is None and _text(body.get("reconciledAt")) is not None:
         raise UserError(f"reconciledAt must be an RFC 3339 time with a zone, in the years "

@@ -108,13 +108,24 @@ def notification_body(event: str) -> str:
 
     Only plain field accesses and ``index`` on labels and the cluster annotation: every value
     is a Kubernetes name, label value, normalized cluster name, enum or timestamp, so the
-    rendered text is valid JSON."""
+    rendered text is valid JSON.
+
+    The cluster is sent twice, the annotation (``cluster``) and the label (``clusterLabel``):
+    Applications generated before the cluster became an annotation carry only the label, and
+    the listing (core.cluster_status.from_application) reads it then; the receiver takes the
+    first of the two that is set, so both paths key the cluster alike. Two fields, not one
+    ``or`` in the template: ``index`` of a map the Application lacks is an error in Go's
+    text/template ("index of untyped nil"), not an empty value, so guarding each map would
+    take ``with`` blocks; ``index`` of a missing key prints ``<no value>``, which the receiver
+    reads as unset. Both maps are there on every Application promoter's ApplicationSet makes:
+    labels (model, environment) and annotations (the notification subscriptions)."""
     fields = {
         "event": event,
         "application": "{{.app.metadata.name}}",
         "model": f'{{{{index .app.metadata.labels "{MODEL_LABEL}"}}}}',
         "environment": f'{{{{index .app.metadata.labels "{ENV_LABEL}"}}}}',
         "cluster": f'{{{{index .app.metadata.annotations "{CLUSTER_ANNOTATION}"}}}}',
+        "clusterLabel": f'{{{{index .app.metadata.labels "{CLUSTER_LABEL}"}}}}',
         "server": "{{.app.spec.destination.server}}",
         "sync": "{{.app.status.sync.status}}",
         "revision": "{{.app.status.sync.revision}}",

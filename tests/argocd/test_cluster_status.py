@@ -12,6 +12,7 @@ from promoter.core.cluster_status import (
     observed_at,
     summarise,
 )
+from promoter.core.gitops_scaffold import CLUSTER_ANNOTATION, CLUSTER_LABEL
 from promoter.errors import UserError
 from tests.argocd.applications import REVISION, application, notification
 
@@ -119,3 +120,27 @@ def test_observation_times_are_text_ordered_with_four_digit_years() -> None:
     assert observed_at("2000-01-01T01:00:00+01:00") == "2000-01-01T00:00:00Z"
     assert observed_at("2199-12-31T23:59:59.5Z") == "2199-12-31T23:59:59Z"
     assert str(observed_at("2000-01-01T00:00:00Z")) < str(observed_at("2024-03-05T07:33:04Z"))
+
+
+def test_an_application_with_the_cluster_only_as_a_label_is_one_cluster_in_both_paths() -> None:
+    """Applications generated before the cluster became an annotation carry it as a label.
+    The listing read it, the notification did not (`<no value>`, then the server URL): one
+    cluster stored under two keys, a phantom that kept `deployed` away."""
+    app = application("fraud-detector", "production", "gpu-eu-1")
+    del app["metadata"]["annotations"][CLUSTER_ANNOTATION]
+    app["metadata"]["labels"][CLUSTER_LABEL] = "gpu-eu-1"
+    listed = from_application(app)
+    notified = from_notification(json.loads(notification("sync-succeeded", app))).status
+    assert listed is not None and listed.cluster == notified.cluster == "gpu-eu-1"
+    # Both set (a label left over): the annotation, the current one, wins in both.
+    app["metadata"]["annotations"][CLUSTER_ANNOTATION] = "gpu-eu-2"
+    listed = from_application(app)
+    notified = from_notification(json.loads(notification("sync-succeeded", app))).status
+    assert listed is not None and listed.cluster == notified.cluster == "gpu-eu-2"
+    # Neither: the destination server, in both.
+    del app["metadata"]["annotations"][CLUSTER_ANNOTATION]
+    del app["metadata"]["labels"][CLUSTER_LABEL]
+    listed = from_application(app)
+    notified = from_notification(json.loads(notification("sync-succeeded", app))).status
+    assert listed is not None
+    assert listed.cluster == notified.cluster == "https://gpu-eu-1.clusters.internal"

@@ -64,10 +64,13 @@ def status(
     if env is not None:
         labels[ENV_LABEL] = env
 
-    def wanted(row: ClusterStatus) -> bool:
-        if model is None or row.name == model:
+    def wanted(name: str, env_name: str) -> bool:
+        """Whether (deployment, environment) is within the listing's scope (MODEL, --env)."""
+        if env is not None and env_name != env:
+            return False
+        if model is None or name == model:
             return True
-        deployed = ledger.by_deployment(row.name, row.env)
+        deployed = ledger.by_deployment(name, env_name)
         return deployed is not None and deployed.model == model
 
     def snapshot() -> tuple[dict[tuple[str, str, str], ClusterStatus], str | None]:
@@ -78,14 +81,21 @@ def status(
         deleting: list[ClusterStatus] = []
         for item in items:
             row = from_application(item)
-            if row is None or not wanted(row):
+            if row is None or not wanted(row.name, row.env):
                 continue
             if being_deleted(item):
                 deleting.append(row)
             else:
                 rows[(row.name, row.env, row.cluster)] = row
         live, gone = group(rows.values()), group(deleting)
-        for name, env_name in sorted(live.keys() | gone.keys()):
+        listed = live.keys() | gone.keys()
+        # The listing is complete: an environment with rows stored and no Application listed
+        # has none left (deleted with no finalizer, or with no deleted notification), and its
+        # rows would be told again to every later version (after_merge). Only within the
+        # listing's scope: an environment or model it did not ask for is not seen gone.
+        stored = feedback.store.environments() if feedback is not None else []
+        empty = {pair for pair in stored if pair not in listed and wanted(*pair)}
+        for name, env_name in sorted(listed | empty):
             _record(feedback, name, env_name, live.get((name, env_name), []),
                     deleted=gone.get((name, env_name), []))
         return rows, version
@@ -104,7 +114,7 @@ def status(
             for kind, obj in applications.watch(labels, version, left):
                 version = (obj.get("metadata") or {}).get("resourceVersion") or version
                 row = from_application(obj)
-                if row is None or not wanted(row):
+                if row is None or not wanted(row.name, row.env):
                     continue
                 key = (row.name, row.env, row.cluster)
                 deleting = being_deleted(obj)

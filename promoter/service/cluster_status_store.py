@@ -56,6 +56,12 @@ class StatusStore:
     def rows(self, name: str, env: str) -> list[ClusterStatus]:
         return self.db.read(lambda conn: _rows(conn, name, env))
 
+    def environments(self) -> list[tuple[str, str]]:
+        """Every (deployment, environment) with a cluster row stored (deletion marks aside):
+        what a complete listing that saw none of its Applications must drop."""
+        return self.db.read(lambda conn: [(name, env) for name, env in conn.execute(
+            _SELECT_ENVIRONMENTS).fetchall()])
+
     def record(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                summary: Callable[[list[ClusterStatus]], EnvironmentStatus],
                deleted: Sequence[ClusterStatus] = (),
@@ -114,6 +120,9 @@ _SELECT_ROWS = (
     "SELECT name, env, cluster, sync, health, revision, since, application, "  # noqa: S608
     "health_changed_at FROM cluster_status WHERE name = ? AND env = ? "
     f"AND NOT ({_GONE}) ORDER BY cluster")
+_SELECT_ENVIRONMENTS = (
+    "SELECT DISTINCT name, env FROM cluster_status "  # noqa: S608
+    f"WHERE NOT ({_GONE}) ORDER BY name, env")
 _SELECT_CLUSTERS = (
     "SELECT cluster FROM cluster_status WHERE name = ? AND env = ? "  # noqa: S608
     f"AND NOT ({_GONE})")

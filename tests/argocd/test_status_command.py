@@ -218,3 +218,38 @@ def test_watch_stops_counting_an_application_once_its_deletion_starts(cluster: d
     assert _told(state)[-1]["deployed"] is True
     assert [r.cluster for r in StatusStore(state).rows("fraud-detector", "production")] == \
         ["gpu-eu-1"]
+
+
+def _stored(state: Path) -> dict[tuple[str, str], list[str]]:
+    store = StatusStore(state)
+    pairs = [("fraud-detector", "production"), ("fraud-detector", "staging"),
+             ("llm-chat", "production")]
+    return {pair: [r.cluster for r in store.rows(*pair)] for pair in pairs}
+
+
+def test_a_listing_drops_the_rows_of_an_environment_with_no_application_left(
+        cluster: dict, capsys) -> None:
+    """Every Application of an environment gone (no finalizer, no deleted notification):
+    its rows stayed for good, and a later merge was judged (after_merge) on them. A listing
+    drops them, but only within what it lists (MODEL, --env)."""
+    standin, state, config = cluster["standin"], cluster["state"], str(cluster["config"])
+    for name, env in [("fraud-detector", "production"), ("fraud-detector", "staging"),
+                      ("llm-chat", "production")]:
+        standin.put("argocd", application(name, env, "gpu-eu-1"))
+    run = cli_runner(capsys)
+    assert run("--config", config, "status")[0] == 0
+    assert all(_stored(state).values())
+    standin.objects.clear()
+    # Outside the listing's filters nothing goes: the model filter names the registered
+    # model (the ledger's) or the deployment; --env one environment.
+    assert run("--config", config, "status", "llm-chat", "--env", "staging")[0] == 0
+    assert run("--config", config, "status", "--no-record")[0] == 0
+    assert all(_stored(state).values())
+    assert run("--config", config, "status", "Fraud Detector", "--env", "production")[0] == 0
+    assert _stored(state) == {("fraud-detector", "production"): [],
+                              ("fraud-detector", "staging"): ["gpu-eu-1"],
+                              ("llm-chat", "production"): ["gpu-eu-1"]}
+    assert _told(state)[-1]["env"] == "production" and _told(state)[-1]["deployed"] is False
+    code, out, _ = run("--config", config, "status", "-o", "json")
+    assert code == 0 and json.loads(out) == []
+    assert not any(_stored(state).values())

@@ -117,15 +117,18 @@ def status(
                 if row is None or not wanted(row.name, row.env):
                     continue
                 key = (row.name, row.env, row.cluster)
-                deleting = being_deleted(obj)
-                if kind == "DELETED" or deleting:
+                # Gone (DELETED: with no finalizer there was no deleted notification) or
+                # going: a deletion mark, as the notification leaves, not just no row, so
+                # Argo CD's late retry of a report from before cannot bring the cluster back.
+                deleting = kind == "DELETED" or being_deleted(obj)
+                if deleting:
                     current.pop(key, None)
                 else:
                     current[key] = row
                 _record(feedback, row.name, row.env,
                         [r for k, r in current.items() if k[:2] == key[:2]],
                         deleted=[row] if deleting else [])
-                gone = {"deleted": True} if kind == "DELETED" or deleting else {}
+                gone = {"deleted": True} if deleting else {}
                 _print([_describe(row, ledger, live) | gone], output, header=False)
                 if deadline is not None and time.monotonic() >= deadline:
                     return

@@ -53,6 +53,14 @@ class KubeStandin:
             self.objects[key] = stored
             self.events.append((self.version, event, stored))
 
+    def delete(self, namespace: str, name: str) -> None:
+        """The object goes: a DELETED event with its last state (as the API server sends for
+        an object with no finalizer left: no deletionTimestamp when there was none)."""
+        with self._lock:
+            self.version += 1
+            stored = self.objects.pop((namespace, name))
+            self.events.append((self.version, "DELETED", stored))
+
     def kubeconfig(self, path: Path, port: int) -> Path:
         path.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "standin",

@@ -4,17 +4,22 @@ serving Argo CD Application objects (list and watch)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from promoter.ports.pipeline import DeployedState
+from promoter.secret_settings import Secret
+from promoter.service.argocd_hook import ArgoCDHookHandler
 from promoter.service.audit import AuditTrail
+from promoter.service.cluster_feedback import ClusterFeedback
 from promoter.service.cluster_status_store import StatusStore
 from promoter.service.ledger import StateLedger
-from tests.argocd.applications import REVISION, application
+from tests.argocd.applications import REVISION, application, notification
 from tests.argocd.k8s_standin import KubeStandin, serve
 from tests.conftest import cli_runner
 
@@ -166,6 +171,21 @@ def _being_deleted(app: dict[str, Any], at: str = "2024-03-05T07:40:00Z") -> dic
     return app
 
 
+def _once_watching(standin: KubeStandin, change: Callable[[], None]) -> threading.Thread:
+    """Run ``change`` once the watch has started (after the listing, whatever the start-up
+    time), so the watch, not the listing, sees it."""
+    def run() -> None:
+        deadline = time.monotonic() + 10
+        while not any("watch=true" in r for r in standin.requests) and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        change()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def _told(state: Path, name: str = "fraud-detector") -> list[dict[str, Any]]:
     return [e for e in map(json.loads, (state / "audit.jsonl").read_text().splitlines())
             if e["event"] == "argocd.status" and e["name"] == name]
@@ -200,18 +220,16 @@ def test_watch_stops_counting_an_application_once_its_deletion_starts(cluster: d
     standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1"))
     standin.put("argocd", application("fraud-detector", "production", "gpu-us-1",
                                       health="Progressing"))
-    import threading
 
     def later() -> None:   # a MODIFIED event: deletion started, reconciled again
         standin.put("argocd", _being_deleted(application(
             "fraud-detector", "production", "gpu-us-1", health="Progressing",
             reconciled_at="2024-03-05T07:45:00Z")))
 
-    timer = threading.Timer(0.5, later)
-    timer.start()
+    changer = _once_watching(standin, later)
     code, out, err = cli_runner(capsys)("--config", str(cluster["config"]), "status",
                                         "--watch", "--for", "3", "--output", "json")
-    timer.join()
+    changer.join()
     assert code == 0, err
     watched = [json.loads(line) for line in out.splitlines()]
     assert (watched[-1]["cluster"], watched[-1].get("deleted")) == ("gpu-us-1", True)
@@ -253,3 +271,35 @@ def test_a_listing_drops_the_rows_of_an_environment_with_no_application_left(
     code, out, _ = run("--config", config, "status", "-o", "json")
     assert code == 0 and json.loads(out) == []
     assert not any(_stored(state).values())
+
+
+def test_an_application_deleted_while_watched_is_not_brought_back_by_a_late_report(
+        cluster: dict, capsys) -> None:
+    """The watch saw gpu-us-1's Application go (no finalizer: no deleted notification).
+    It removed the row outright, so Argo CD's late retry of a report from before the deletion
+    (a 503 answered earlier) stored it again; as with the deleted notification, a deletion
+    mark keeps it out, and only a newer report counts."""
+    standin, state = cluster["standin"], cluster["state"]
+    standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1"))
+    us = application("fraud-detector", "production", "gpu-us-1", health="Progressing")
+    standin.put("argocd", us)
+    deleter = _once_watching(standin, lambda: standin.delete("argocd", us["metadata"]["name"]))
+    code, out, err = cli_runner(capsys)("--config", str(cluster["config"]), "status",
+                                        "--watch", "--for", "3", "--output", "json")
+    deleter.join()
+    assert code == 0, err
+    last = json.loads(out.splitlines()[-1])
+    assert (last["cluster"], last["deleted"]) == ("gpu-us-1", True)
+    assert _told(state)[-1]["deployed"] is True
+    store = StatusStore(state)
+    handler = ArgoCDHookHandler(Secret("s3cret"), store, ClusterFeedback(
+        store, StateLedger(state), AuditTrail(state)))
+    status, answer = handler.handle({"X-Promoter-Token": "s3cret"},
+                                    notification("health-degraded", us))
+    assert status == 200 and answer["deployed"] is True, answer
+    assert [r.cluster for r in store.rows("fraud-detector", "production")] == ["gpu-eu-1"]
+    # The Application re-created and reconciled later counts again.
+    status, answer = handler.handle({"X-Promoter-Token": "s3cret"}, notification(
+        "health-degraded", application("fraud-detector", "production", "gpu-us-1",
+                                       health="Degraded", reconciled_at="2024-03-05T08:00:00Z")))
+    assert status == 200 and answer["deployed"] is False, answer

@@ -69,7 +69,7 @@ def check(lines: Iterable[str], anchors: Mapping[str, str]) -> list[AnchorFindin
     for line in lines:
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
             continue  # `audit verify` names the line; here only chained entries count
         if isinstance(entry, dict) and isinstance(entry.get("seq"), int) and "hash" in entry:
             hashes.setdefault(entry["seq"], str(entry["hash"]))

@@ -224,6 +224,11 @@ def _parse(line: str) -> tuple[dict[str, Any] | None, str]:
                           "a crash or a full disk, or the line was cut); the entries after it "
                           "are on lines of their own")
         return None, "not a JSON object (edited or cut off mid-line)"
+    except RecursionError:
+        # Nested deeper than the parser goes: promoter never wrote it (sealing it would have
+        # failed the same way), and raising would end `audit verify` without naming the line.
+        return None, ("not a JSON object promoter can read: nested too deeply (the entry was "
+                      "edited)")
     if not isinstance(entry, dict):
         return None, "not a JSON object"
     return entry, ""
@@ -240,7 +245,14 @@ def _ends_mid_entry(exc: ValueError, line: str) -> bool:
 def _check(entry: Mapping[str, Any], head: Head) -> str | None:
     given = entry.get("hash")
     body = {key: value for key, value in entry.items() if key != "hash"}
-    if given != hashlib.sha256(canonical(body)).hexdigest():
+    try:
+        actual = hashlib.sha256(canonical(body)).hexdigest()
+    except (UnicodeEncodeError, RecursionError):
+        # A lone surrogate (a "\ud800" escape) has no UTF-8, and a value nested too deeply
+        # has no canonical form: promoter seals only what it can hash (state.storable escapes
+        # surrogates first), so the line was edited after it was written.
+        actual = None
+    if given != actual:
         return "its hash does not match its content (the entry was edited)"
     if entry.get("prev") != head.hash:
         return "it does not follow the entry before it (an entry was deleted, inserted or moved)"

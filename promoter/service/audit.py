@@ -102,7 +102,7 @@ class AuditTrail:
         for line in self.lines():
             try:
                 entry = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 continue  # `audit verify` names it; readers skip what they cannot read
             if isinstance(entry, dict):
                 yield entry

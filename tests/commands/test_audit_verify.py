@@ -72,6 +72,27 @@ def test_an_entry_appended_while_verify_reads_is_neither_a_finding_nor_counted(
     assert len(list(trail.entries())) == 4
 
 
+@pytest.mark.parametrize(("value", "problem"), [
+    ('"\\ud800"', "its hash does not match its content (the entry was edited)"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply (the entry was edited)"),
+], ids=["lone-surrogate", "deep-nesting"])
+def test_an_entry_edited_beyond_hashing_or_parsing_is_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, problem: str) -> None:
+    """README: verify names the first bad line (exit 1). These edits made it crash (exit 3,
+    "unexpected error"): hashing a lone surrogate, parsing nesting deeper than the stack."""
+    config = _config(tmp_path)
+    trail = AuditTrail(tmp_path / "state")
+    for version in ("1", "2", "3"):
+        trail.record("job.created", actor="webhook:mlflow", model="m", version=version)
+    lines = trail.path.read_text().splitlines()
+    lines[1] = lines[1].replace('"model": "m"', f'"model": {value}')
+    trail.path.write_text("\n".join(lines) + "\n")
+    code, out, err = cli_runner(capsys)("--config", config, "audit", "verify")
+    assert code == 1 and out == ""
+    assert err.startswith(f"{trail.path}:2: ") and problem in err
+    assert [entry["version"] for entry in trail.entries()][-1] == "3"  # readers go on past it
+
+
 @pytest.mark.parametrize("command", ["show", "live"])
 def test_an_environment_neither_configured_nor_in_the_trail_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:

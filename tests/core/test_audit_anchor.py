@@ -57,6 +57,16 @@ def test_a_trail_cut_shorter_than_an_anchor_is_found() -> None:
     assert "entry 5" in finding.problem and "3 entries" in finding.problem
 
 
+def test_a_line_nested_too_deeply_to_parse_is_passed_over() -> None:
+    """The comparison with the anchors raised RecursionError on such a line (`audit verify
+    --against-git` ended in "unexpected error"); the local check names it instead."""
+    lines = trail(6)
+    lines[1] = lines[1].replace('"model": "m"', '"model": ' + "[" * 100_000 + "]" * 100_000)
+    assert audit_anchor.check(lines, anchor(lines, 4)) == []
+    (finding,) = audit_anchor.check(lines, anchor(trail(6), 2))
+    assert "entry 2" in finding.problem
+
+
 def test_a_file_that_is_not_an_anchor_is_reported() -> None:
     (finding,) = audit_anchor.check(trail(2), {"a.json": '{"seq": 1, "hash": "zz"}'})
     assert finding.anchored is None and "not an audit anchor" in finding.problem

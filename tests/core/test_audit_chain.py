@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -157,6 +158,32 @@ def test_a_line_cut_in_the_middle_is_found() -> None:
     lines[-1] = lines[-1][:20]
     finding = verify(lines)
     assert finding is not None and finding.line == 5
+
+
+DEEP = "[" * 100_000 + "]" * 100_000   # deeper than json (and the stack) goes
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    # A lone surrogate parses but has no UTF-8: hashing it raised UnicodeEncodeError.
+    (lambda line: line.replace('"model": "m"', '"model": "\\ud800"'),
+     "its hash does not match its content (the entry was edited)"),
+    # Nested past the parser's depth: json.loads raised RecursionError.
+    (lambda line: line.replace('"model": "m"', f'"model": {DEEP}'),
+     "nested too deeply (the entry was edited)"),
+], ids=["lone-surrogate", "deep-nesting"])
+def test_an_edit_hashing_or_parsing_cannot_take_is_named_at_its_line(
+        edit: Callable[[str], str], problem: str) -> None:
+    """`audit verify` ended in "unexpected error" (exit 3) instead of naming the line."""
+    lines = trail()
+    for index in (2, len(lines) - 1):   # in the middle and at the end
+        edited = list(lines)
+        edited[index] = edit(lines[index])
+        assert edited[index] != lines[index]
+        finding = verify(edited, recorded(lines))
+        assert finding is not None and finding.line == index + 1
+        assert problem in finding.problem
+        assert settled_head(edited, recorded(lines), None) == recorded(lines)
+    assert live_at([json.loads(line) for line in lines], "e", 0.0) == {}  # still readable
 
 
 def test_live_at_replays_merges_rollbacks_and_decommissions() -> None:

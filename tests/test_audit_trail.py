@@ -13,6 +13,7 @@ from unittest import mock
 
 import pytest
 
+from promoter.core.audit_chain import head_of
 from promoter.core.gates import GateFacts, StagingFirstGate
 from promoter.service.audit import AuditTrail
 from promoter.service.audit_file import FileChain
@@ -85,6 +86,37 @@ def test_a_trail_cut_short_or_edited_at_its_end_stays_broken_after_the_next_appe
         finding = trail.verify()
         assert finding is not None, case
         assert finding.line == len(lines) + 1 if case == "cut" else finding.line >= len(lines)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000   # deeper than json.loads goes
+
+
+@pytest.mark.parametrize(("old", "new", "newline"), [
+    ('"model": "m"', f'"model": {DEEP}', True),     # json.loads: RecursionError
+    ('"model": "m"', f'"model": {DEEP}', False),    # the same, its newline lost too
+    ('"seq": 5', '"seq": 1e999', True),             # int(inf): OverflowError
+], ids=["deep-nesting", "deep-nesting-no-newline", "infinite-seq"])
+def test_an_edit_to_the_last_entry_past_reading_does_not_stop_the_appends(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, old: str, new: str,
+        newline: bool) -> None:
+    """README: when the trail's end is edited, promoter logs an error but keeps recording.
+    Reading back the last entry raised instead, on every append from then on: no job outcome
+    or MR event could be recorded again. The next entry chains onto the recorded head."""
+    trail = AuditTrail(tmp_path)
+    fill(trail, 5)
+    head = trail.recorded_head()
+    lines = trail.path.read_text().splitlines()
+    assert old in lines[-1]
+    lines[-1] = lines[-1].replace(old, new)
+    trail.path.write_text("\n".join(lines) + ("\n" if newline else ""))
+    with caplog.at_level("ERROR", logger="promoter.audit"):
+        entry = trail.record("job.created", model="m", env="staging", version="9")
+    assert head is not None and entry["prev"] == head.hash and entry["seq"] == head.seq + 1
+    assert "not at its recorded head" in caplog.text
+    finding = trail.verify()
+    assert finding is not None and finding.line == 5   # the edit stays found, at its line
+    trail.record("job.created", model="m", env="staging", version="10")  # and again
+    assert trail.recorded_head() == head_of(list(trail.entries())[-1])
 
 
 class _Crash(BaseException):

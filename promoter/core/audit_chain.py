@@ -82,7 +82,7 @@ def settled(recorded: Head | None, pending: Head | None,
         return recorded
     try:
         tail = head_of(last)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: "seq": 1e999
         return recorded
     if pending == UNNAMED:
         pending = tail

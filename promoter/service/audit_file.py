@@ -43,6 +43,11 @@ HEAD_FILENAME = "audit.head"
 _lock = threading.Lock()
 _TAIL_CHUNK = 64 * 1024
 _log = logging.getLogger("promoter.audit")
+# What reading a chained entry (or the head) out of an edited line can raise besides what JSON
+# reports as ValueError: a missing key or a wrong type, a "seq" of 1e999 (int() of infinity:
+# OverflowError), nesting deeper than json.loads goes (RecursionError). Each means the line is
+# not an entry promoter wrote; raising instead would stop every append for good.
+UNREADABLE = (ValueError, KeyError, TypeError, OverflowError, RecursionError)
 T = TypeVar("T")
 
 
@@ -124,14 +129,14 @@ class FileChain:
         try:
             data = json.loads(self.head_path.read_text(encoding="utf-8"))
             head = Head(int(data["seq"]), str(data["hash"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, *UNREADABLE):
             return None, None
         if "pending" not in data:
             return head, UNNAMED  # written by a promoter from before pending entries were named
         try:
             pending = data["pending"]
             return head, Head(int(pending["seq"]), str(pending["hash"]))
-        except (KeyError, TypeError, ValueError):
+        except UNREADABLE:
             return head, None
 
     def _write_head(self, head: Head, *, pending: Head | None = None) -> None:
@@ -214,7 +219,7 @@ def _is_entry(line: bytes) -> bool:
     closes only at the line's last byte."""
     try:
         return isinstance(json.loads(line), dict)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deeply for json: edited, not an entry
         return False
 
 
@@ -236,8 +241,10 @@ def _tail(handle: IO[bytes], *, torn: bool = False) -> tuple[Head, dict[str, Any
     try:
         entry = json.loads(lines[-1])
         return head_of(entry), entry
-    except (ValueError, KeyError, TypeError):
-        # A trail written before entries were chained: chain on from all of it.
+    except UNREADABLE:
+        # A trail written before entries were chained: chain on from all of it. (Or its end
+        # was edited past reading: then this is not the recorded head, and append_point
+        # chains onto that instead and logs the break, rather than every append raising.)
         handle.seek(0)
         return legacy_head(line.decode("utf-8", "replace")
                            for line in handle.read().splitlines() if line.strip()), None

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from promoter.core.audit_chain import EMPTY, Head, head_of, legacy_head, seal
-from promoter.service.audit_file import ChainSnapshot, append_point
+from promoter.service.audit_file import UNREADABLE, ChainSnapshot, append_point
 from promoter.state.db import Connection, StateDB
 
 PAGE = 1000
@@ -114,7 +114,8 @@ def _head_after(conn: Connection, last: Any) -> tuple[Head, dict[str, Any] | Non
     try:
         entry = json.loads(last[1])
         return head_of(entry), entry
-    except (ValueError, KeyError, TypeError):
-        # Lines copied from a trail written before entries were chained.
+    except UNREADABLE:
+        # Lines copied from a trail written before entries were chained. (Or the last row was
+        # edited past reading: append_point then chains onto the recorded head and logs it.)
         rows = conn.execute("SELECT line FROM audit_entries ORDER BY position").fetchall()
         return legacy_head(str(row[0]) for row in rows if str(row[0]).strip()), None

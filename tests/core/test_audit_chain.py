@@ -186,6 +186,18 @@ def test_an_edit_hashing_or_parsing_cannot_take_is_named_at_its_line(
     assert live_at([json.loads(line) for line in lines], "e", 0.0) == {}  # still readable
 
 
+def test_a_last_entry_with_an_infinite_seq_settles_on_the_recorded_head() -> None:
+    """int(1e999) raises OverflowError, not ValueError: `state migrate` (settled_head) and
+    appends (chain_onto) raised on such an edited last entry."""
+    lines = trail()
+    head = recorded(lines)
+    lines[-1] = lines[-1].replace(f'"seq": {head.seq}', '"seq": 1e999')
+    assert settled_head(lines, head, UNNAMED) == head
+    assert chain_onto(head, json.loads(lines[-1]), head) == head
+    finding = verify(lines, head)
+    assert finding is not None and finding.line == len(lines)
+
+
 def test_live_at_replays_merges_rollbacks_and_decommissions() -> None:
     entries = [
         {"time": 10, "event": "mr.merge", "env": "production", "model": "a", "version": "1"},

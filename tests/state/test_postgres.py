@@ -610,6 +610,39 @@ def test_a_trail_cut_short_in_the_database_stays_broken_after_the_next_append(
     assert finding is not None and finding.line == 4
 
 
+@pytest.mark.parametrize(("old", "new"), [
+    ('"model": "m"', '"model": ' + "[" * 100_000 + "]" * 100_000),   # RecursionError
+    ('"seq": 3', '"seq": 1e999'),                                      # OverflowError
+], ids=["deep-nesting", "infinite-seq"])
+def test_the_last_audit_row_edited_past_reading_does_not_stop_the_appends(
+        postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, old: str,
+        new: str) -> None:
+    """Reading back the last row raised on every append from then on (no outcome could be
+    recorded again by any replica); the next entry chains onto the recorded head, logged."""
+    import json
+
+    from promoter.core.audit_chain import head_of
+
+    db = connect(postgres_url, tmp_path)
+    trail = AuditTrail(tmp_path, db)
+    for n in range(3):
+        trail.record("job.done", model="m", n=n)
+    head = trail.recorded_head()
+    line = list(trail.lines())[-1]
+    assert old in line
+    db.write(lambda conn: conn.execute("UPDATE audit_entries SET line = ? WHERE position = 3",
+                                       (line.replace(old, new),)))
+    with caplog.at_level("ERROR", logger="promoter.audit"):
+        entry = trail.record("job.created", n=9)
+    assert head is not None and entry["prev"] == head.hash and entry["seq"] == head.seq + 1
+    assert "not at its recorded head" in caplog.text
+    finding = trail.verify()
+    assert finding is not None and finding.line == 3
+    assert json.loads(list(trail.lines())[-1]) == entry
+    assert trail.recorded_head() == head_of(entry)
+    db.close()
+
+
 def test_pooled_sessions_are_ended_by_the_server_when_their_replica_is_cut_off(
         postgres_url: str, tmp_path: Path) -> None:
     """A replica cut off inside a transaction kept its session, and its advisory locks, for

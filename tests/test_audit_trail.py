@@ -119,6 +119,29 @@ def test_an_edit_to_the_last_entry_past_reading_does_not_stop_the_appends(
     assert trail.recorded_head() == head_of(list(trail.entries())[-1])
 
 
+def test_credentials_in_an_entry_are_masked_before_it_is_sealed(tmp_path: Path) -> None:
+    """A reason quoting a URL with its password reached the trail as it was, where no edit can
+    take it out without breaking the chain. Masked before sealing, the entry still verifies,
+    and an entry sealed before (by an older promoter) is left exactly as it was."""
+    trail = AuditTrail(tmp_path)
+    secret_url = "https://alice:hunter2@models.example.com/m.tar.gz?X-Amz-Signature=deadbeef"
+    older = trail._chain.append({"time": 1.0, "event": "job.denied", "reasons": [secret_url]})
+    before = trail.path.read_text()
+    entry = trail.record("job.denied", model="m", version="3", env="production",
+                         reasons=[f"metric:auc: the version's files at {secret_url!r} …"],
+                         detail={"url": secret_url, "nested": [secret_url]}, mr_url=None)
+    text = trail.path.read_text()
+    assert text.startswith(before) and older["reasons"] == [secret_url]
+    written = json.loads(text.splitlines()[-1])
+    assert written == entry
+    masked = "https://***@models.example.com/m.tar.gz?X-Amz-Signature=***"
+    # Inside free text a credential parameter's value runs to the next space (the quote too).
+    assert written["reasons"] == [f"metric:auc: the version's files at '{masked} …"]
+    assert written["detail"] == {"url": masked, "nested": [masked]}
+    assert "hunter2" not in text.split("\n", 1)[1] and "deadbeef" not in text.split("\n", 1)[1]
+    assert trail.verify() is None
+
+
 class _Crash(BaseException):
     """A kill between two writes of an append (raised where the process would die)."""
 

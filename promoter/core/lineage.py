@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from promoter.core.masking import without_url_credentials
 from promoter.core.uri_scope import is_plain_path, is_within, names_a_directory
 from promoter.errors import PermanentError
 from promoter.ports.image import CheckedVersion
@@ -65,8 +66,13 @@ def source_belongs_to_run(source: str, run_id: str, *, run_artifact_uri: str,
 
 
 def foreign_source(source: str, run_id: str) -> str:
-    """What a gate says when the version's files are not from its run."""
-    return (f"the version's files at {source[:200]!r} are not from run {run_id}; register "
+    """What a gate says when the version's files are not from its run. The source is quoted
+    without its credentials (``https://user:password@…``, a presigned URL's signature): this
+    text becomes the denial, which lands in the MLflow reason tag, the MR, the job's steps and
+    the hash-sealed audit trail, where nothing can take it out again. Masked before it is cut
+    short, so a cut never leaves the start of a password the mask no longer recognises."""
+    quoted = without_url_credentials(source)[:200]
+    return (f"the version's files at {quoted!r} are not from run {run_id}; register "
             "the model from the run that validated it (runs:/<run_id>/<path>, or log_model in "
             "that run)")
 

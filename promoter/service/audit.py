@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from promoter.core.audit_chain import Finding, Head, verify
 from promoter.core.live_history import Live, first_live, live_at
+from promoter.core.masking import without_url_credentials
 from promoter.errors import NotFoundError, PromoterError
 from promoter.service.audit_file import FILENAME, HEAD_FILENAME, ChainSnapshot, FileChain
 from promoter.service.audit_table import TableChain
@@ -73,8 +74,11 @@ class AuditTrail:
             entry["actor"] = actor
         if inputs:
             entry["inputs"] = dict(sorted(inputs.items()))
-        # A reason or name quoted from outside may hold what no store can write (state.storable).
-        return self._chain.append(storable_fields(entry))
+        # A reason or name quoted from outside may hold what no store can write (state.storable),
+        # or a URL's credentials (a version's source in a denial, an error body quoting a
+        # signed URL): once sealed, an entry cannot be changed without breaking the chain, so
+        # they are masked before sealing. Only new entries: the hash covers what is stored.
+        return self._chain.append(storable_fields(without_credentials(entry)))
 
     @contextlib.contextmanager
     def writing_back(self, model: str, version: str, env: str,
@@ -136,6 +140,18 @@ class AuditTrail:
         """{model: what is live in ``env`` now}, every model in one read of the trail (a
         caller asking about many deployments reads it once, not once per deployment)."""
         return live_at(self.entries(), env, time.time())
+
+
+def without_credentials(value: Any) -> Any:
+    """``value`` (an audit entry: JSON-like) with URL credentials masked in every string in it
+    (core.masking.without_url_credentials: userinfo, credential-named parameters)."""
+    if isinstance(value, str):
+        return without_url_credentials(value)
+    if isinstance(value, dict):
+        return {key: without_credentials(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_credentials(item) for item in value]
+    return value
 
 
 def since_if(live: Live | None, version: str) -> float | None:

@@ -132,6 +132,35 @@ def test_a_metric_gate_denies_files_that_are_not_from_the_run_with_the_metrics(
     assert world.promote("3").outcome == "created"   # a version logged in its run passes
 
 
+def test_a_denial_quotes_the_foreign_source_without_its_credentials(world: World) -> None:
+    """The denial quoted the source as registered, so a password or a presigned URL's
+    signature went into the MLflow reason tag, the MR and the hash-sealed audit trail."""
+    world.settings = settings_with({"gates": [
+        {"rule": "metric", "check": "auc >= 0.9"},
+        {"rule": "cel", "name": "auc", "expression": "metrics.auc >= 0.9"}]})
+    info = world.registry.versions[(MODEL, "2")]
+    source = ("https://alice:hunter2@models.example.com/fraud/model.tar.gz"
+              "?X-Amz-Signature=deadbeef&X-Amz-Security-Token=s3cr3t")
+    world.registry.versions[(MODEL, "2")] = dataclasses.replace(info, source=source)
+    with pytest.raises(PolicyDenied) as denied:
+        world.promote("2")
+    tag = world.registry.tags(MODEL, "2")["promoter.production.reason"]
+    for text in (*denied.value.reasons, tag, str(denied.value)):
+        assert not any(secret in text for secret in ("hunter2", "alice", "deadbeef", "s3cr3t"))
+    assert ("the version's files at 'https://***@models.example.com/fraud/model.tar.gz"
+            "?X-Amz-Signature=***&X-Amz-Security-Token=***' are not from run run2") in tag
+    assert len(denied.value.reasons) == 2
+
+
+def test_a_long_source_is_masked_before_it_is_cut_short() -> None:
+    """Cut at 200 characters first, a password running past the cut lost its "@", and the
+    mask no longer saw it for userinfo."""
+    from promoter.core.lineage import foreign_source
+
+    text = foreign_source("https://alice:" + "p" * 300 + "@models.example.com/m", "run1")
+    assert "ppp" not in text and "https://***@models.example.com/m" in text
+
+
 def test_cel_rules_over_the_run_deny_and_rules_over_the_intent_still_decide(
         world: World) -> None:
     world.settings = settings_with({"gates": [

@@ -53,6 +53,17 @@ def test_image_is_pinned_by_digest_when_known() -> None:
     assert "newTag" not in overlay
 
 
+def test_a_sources_url_credentials_stay_out_of_the_committed_tree() -> None:
+    """The overlay's model-source annotation is committed to the GitOps repository: a source
+    with userinfo or a presigned URL's signature was written there as it was."""
+    source = "https://alice:hunter2@models.example.com/m.tar.gz?X-Amz-Signature=deadbeef"
+    files = render("fraud-detector", "production", lineage=Lineage(run_id="r1", source=source))
+    text = "".join(files.values())
+    assert "hunter2" not in text and "deadbeef" not in text
+    overlay = files["fraud-detector/overlays/production/kustomization.yaml"]
+    assert "https://***@models.example.com/m.tar.gz?X-Amz-Signature=***" in overlay
+
+
 def test_staging_promotion_leaves_the_base_untouched() -> None:
     """Version-bound values live in overlays, so any version renders the same base."""
     v7 = render("llm-chat", "staging")

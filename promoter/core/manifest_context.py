@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from promoter.core import tree_facts
+from promoter.core.masking import without_url_credentials
 from promoter.core.policy import gpu_claim
 from promoter.core.runtimes import ARG_FIELD, Form, RuntimeDescriptor
 from promoter.core.spec import ModelDeployment
@@ -85,7 +86,9 @@ def overlay_context(request: RenderRequest, descriptor: RuntimeDescriptor) -> di
     if request.lineage.run_id:
         lineage[tree_facts.RUN_ID] = request.lineage.run_id
     if request.lineage.source:
-        lineage[tree_facts.MODEL_SOURCE] = request.lineage.source
+        # Committed to the GitOps repository: a source's URL credentials (userinfo, a
+        # presigned URL's signature) stay out, as in every other text promoter writes.
+        lineage[tree_facts.MODEL_SOURCE] = without_url_credentials(request.lineage.source)
     image = None
     if descriptor.artifact == "pyfunc-image" and request.image is not None:
         image = {"name": SERVING_IMAGE_PLACEHOLDER, "newName": request.image.repository}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from promoter.core.masking import without_url_credentials
 from promoter.image.base import BaseImage
 from promoter.ports.image import ModelLineage
 
@@ -21,10 +22,13 @@ def read_run_id(model_dir: Path) -> str | None:
 
 
 def lineage_labels(lineage: ModelLineage, base: BaseImage | None) -> dict[str, str]:
+    # Labels are readable by whoever may pull the image: a source's URL credentials
+    # (userinfo, a presigned URL's signature) stay out.
+    source = without_url_credentials(lineage.source)
     labels = {
         "org.opencontainers.image.title": lineage.name or "mlflow-model",
-        "org.opencontainers.image.source": lineage.source,
-        "io.promoter.model.source": lineage.source,
+        "org.opencontainers.image.source": source,
+        "io.promoter.model.source": source,
     }
     if lineage.name:
         labels["io.promoter.model.name"] = lineage.name

@@ -789,6 +789,22 @@ def test_a_decommission_keeps_the_base_a_first_promotion_elsewhere_builds_on(
     assert not any("/overlays/production/" in path for path in on_main)
 
 
+def test_a_decommission_keeps_the_base_of_a_hand_made_overlay_that_is_not_utf8(
+        tmp_path: Path) -> None:
+    """A hand-made dev overlay whose kustomization is UTF-16 (valid YAML for Kustomize, a
+    Windows editor's "Unicode"): GC counted it, but the removal MR read only the UTF-8 files
+    under overlays/ and removed the base with production's overlay, breaking dev."""
+    provider, registry, world = _live_in_production(tmp_path)
+    dev = provider.propose(Proposal(
+        model=MODEL, name=NAME, env="dev", version="1", title="t", description="d",
+        files={f"{ROOT}/{NAME}/overlays/dev/kustomization.yaml":
+               "resources: [../../base]\n".encode("utf-16")}, managed_prefixes=()))
+    _merged(provider, dev.mr_iid)
+    registry.set_alias(MODEL, "production", None)
+    removal = world.run(action="decommission")
+    assert removal.removes == (f"{ROOT}/{NAME}/overlays/production/",)
+
+
 @pytest.mark.parametrize("in_flight", ["none", "alias set", "mr open"])
 def test_a_decommission_keeps_the_base_any_one_sign_of_a_promotion_under_way_names(
         tmp_path: Path, in_flight: str) -> None:

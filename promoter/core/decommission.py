@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from promoter.core import base_reuse, closed_mr, gc, mr_text, tree_facts
 from promoter.core.config import PipelineConfig
 from promoter.core.results import DeploymentStatus, PipelineResult
+from promoter.errors import UserError
 from promoter.ports.git import Proposal
 from promoter.ports.pipeline import DeployedState, Progress, StepLog
 
@@ -45,9 +46,14 @@ def decommission(config: PipelineConfig, ports: Ports, job: PromotionJob, steps:
             None, reason=f"promoter has no deployment of {job.model!r} in {job.env}")
     root = config.manifests_root
     overlay = f"{root}/{state.name}/overlays/{job.env}/"
-    overlays = ports.provider.files(f"{root}/{state.name}/overlays/",
-                                         config.target_branch)
-    # Any other file under overlays/ keeps the base, by GC's rule (a hand-made overlay too).
+    # Every path, binary ones too (files() leaves out what is not UTF-8, such as a hand-made
+    # overlay's kustomization saved as UTF-16): any other file under overlays/ keeps the
+    # base, by GC's rule (a hand-made overlay too).
+    overlays = ports.provider.paths(f"{root}/{state.name}/overlays/", config.target_branch)
+    if overlays is None:
+        raise UserError(f"the git remote has no branch {config.target_branch!r} "
+                        "(git.target_branch) to remove the overlay from",
+                        hint="set git.target_branch to the branch Argo CD syncs")
     keep_base = gc.overlays_left(root, state.name, overlays, (overlay,)) \
         or base_reuse.wanted_elsewhere(ports.ledger, registry, ports.provider,
                                        config.targets.environments, state.name, job.model,

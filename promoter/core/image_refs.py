@@ -20,6 +20,16 @@ OCI_SCHEME = "oci://"
 # tags may hold capitals (distribution's tag grammar: [A-Za-z0-9_][A-Za-z0-9._-]*).
 _PINNED = re.compile(r"(?P<repo>[a-z0-9][a-z0-9._:/-]*(?::[A-Za-z0-9_][A-Za-z0-9._-]*)?)"
                      r"@(?P<digest>sha256:[0-9a-f]{64})")
+# KServe's own pod annotations for what its storage initializer loads: its pod webhook reads
+# the source URI from the pod's annotation (an oci:// one injects that modelcar, any other is
+# downloaded), on any pod labelled serving.kserve.io/inferenceservice, a Deployment's too,
+# and copies an InferenceService's annotations onto its pods. The storage-spec ones name a
+# bucket through KServe's storage-config Secret.
+SOURCE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+STORAGE_SPEC_ANNOTATIONS = "internal.serving.kserve.io/storage-spec"   # -key, -param… too
+# KServe's StorageSpec (predictor.model.storage and the framework fields): files from the
+# bucket its key names in the storage-config Secret, in place of a storageUri.
+_STORAGE_SPEC_FIELDS = frozenset({"path", "key", "parameters", "schemaPath"})
 # Objects whose fields are data, not something the cluster runs: a ConfigMap value under a key
 # named "image" is text for someone else to read.
 _DATA_KINDS = frozenset({"ConfigMap", "Secret"})
@@ -68,9 +78,15 @@ def image_uses(documents: Sequence[Mapping[str, Any]]) -> list[ImageUse]:
         name = (document.get("metadata") or {}).get("name", "?")
         obj = f"{document.get('kind', '?')}/{name}"
         for key, value in document.items():
-            if key != "metadata":
-                uses.extend(ImageUse(obj, field, reference, from_registry)
-                             for field, reference, from_registry in _walk(value, key))
+            # The object's own metadata only through its annotations (KServe copies an
+            # InferenceService's onto its pods): a name or label is no image.
+            if key == "metadata":
+                annotations = value.get("annotations") if isinstance(value, Mapping) else None
+                found = _annotations(annotations, "metadata.annotations")
+            else:
+                found = _walk(value, key)
+            uses.extend(ImageUse(obj, field, reference, from_registry)
+                        for field, reference, from_registry in found)
     return uses
 
 
@@ -89,11 +105,32 @@ def _walk(value: Any, path: str) -> Iterator[tuple[str, str, bool]]:
                 # KServe's list form (each {uri, mountPath}): a modelcar may hide in any entry,
                 # and any entry may name files from elsewhere.
                 yield from _storage_uris(child, here)
+            elif key == "storage" and isinstance(child, Mapping) \
+                    and _STORAGE_SPEC_FIELDS & set(child):
+                yield here, _storage_spec(child), False
+            elif key == "annotations" and isinstance(child, Mapping):
+                yield from _annotations(child, here)
             else:
                 yield from _walk(child, here)
     elif isinstance(value, list):
         for index, child in enumerate(value):
             yield from _walk(child, f"{path}[{index}]")
+
+
+def _annotations(annotations: Any, path: str) -> Iterator[tuple[str, str, bool]]:
+    if not isinstance(annotations, Mapping):
+        return
+    for key, value in annotations.items():
+        here = f"{path}[{key}]"
+        if key == SOURCE_URI_ANNOTATION:
+            yield _storage(here, str(value))
+        elif isinstance(key, str) and key.startswith(STORAGE_SPEC_ANNOTATIONS):
+            yield here, str(value), False
+
+
+def _storage_spec(spec: Mapping[str, Any]) -> str:
+    """A StorageSpec as the gate quotes it: which storage key and path it loads."""
+    return f"storage key {spec.get('key') or '(the default)'}, path {spec.get('path') or ''}"
 
 
 def _storage_uris(entries: list[Any], path: str) -> Iterator[tuple[str, str, bool]]:

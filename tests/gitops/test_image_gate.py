@@ -229,6 +229,41 @@ def test_model_files_from_outside_a_registry_fail_the_gate(tmp_path: Path, uri: 
     assert "outside any registry" in gate.problems[0]
 
 
+SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
+
+
+@pytest.mark.parametrize(("built", "field", "says"), [
+    # KServe's StorageSpec: files from the bucket a storage-config key names.
+    ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: fraud}\n"
+     "spec: {predictor: {model: {modelFormat: {name: sklearn}, storage: {key: localMinIO, "
+     "path: sklearn/model.joblib, parameters: {bucket: attacker-bucket}}}}}\n",
+     "InferenceService/fraud spec.predictor.model.storage", "outside any registry"),
+    # KServe's pod webhook reads the source from this annotation on any pod labelled with an
+    # InferenceService: an oci:// one is injected as the modelcar, here by a movable tag.
+    ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: fraud}\nspec: {template: "
+     "{metadata: {labels: {serving.kserve.io/inferenceservice: fraud}, annotations: "
+     f"{{{SOURCE_URI}: 'oci://evil.example.com/x:latest'}}}}, spec: {{containers: [{{name: m, "
+     f"image: '{SERVING_IMAGE}'}}]}}}}}}\n",
+     f"Deployment/fraud spec.template.metadata.annotations[{SOURCE_URI}]", "not pinned"),
+    # An InferenceService's own annotations are copied onto its pods.
+    ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: fraud, "
+     f"annotations: {{{SOURCE_URI}: 's3://attacker-bucket/m'}}}}\n"
+     f"spec: {{predictor: {{model: {{storageUri: 'oci://{MODELCAR}'}}}}}}\n",
+     f"InferenceService/fraud metadata.annotations[{SOURCE_URI}]", "outside any registry"),
+], ids=["storage-spec", "pod-source-annotation", "inferenceservice-source-annotation"])
+def test_model_files_named_outside_storage_uri_fail_the_gate(
+        tmp_path: Path, built: str, field: str, says: str) -> None:
+    """The gate read only storageUri(s): a StorageSpec or KServe's source-URI annotation made
+    KServe load files or a modelcar no signature covers, and the overlay passed."""
+    from promoter.gitops.images import gate_images
+
+    overlay = tmp_path / "fraud" / "overlays" / "production"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text("resources: []\n")
+    gate = gate_images(tmp_path, lambda _overlay: built)
+    assert any(field in problem and says in problem for problem in gate.problems), gate.problems
+
+
 def test_a_tag_with_capitals_before_the_digest_is_pinned() -> None:
     """Tags may hold capitals (repositories may not); the digest decides what is pulled."""
     digest = "@sha256:" + "b" * 64

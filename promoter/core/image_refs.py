@@ -68,9 +68,11 @@ def image_uses(documents: Sequence[Mapping[str, Any]]) -> list[ImageUse]:
     """Every image the objects name, in document order: any ``image`` string (containers,
     initContainers, ephemeralContainers of any pod template, KServe predictor/transformer
     containers and framework specs, ServingRuntime containers), image volumes'
-    ``image.reference``, and KServe's storage URIs, in ``storageUri`` or each
-    ``storageUris[].uri``: an ``oci://`` one (a modelcar) as the image, ``oci://`` stripped,
-    any other as it is, not ``from_registry`` (model files nothing signed)."""
+    ``image.reference``, and KServe's storage URIs, in ``storageUri``, each
+    ``storageUris[].uri`` or the source-URI annotation (any object's, its own metadata's
+    too): an ``oci://`` one (a modelcar) as the image, ``oci://`` stripped, any other as it
+    is, not ``from_registry`` (model files nothing signed), as are a StorageSpec and the
+    storage-spec annotations."""
     uses: list[ImageUse] = []
     for document in documents:
         if not isinstance(document, Mapping) or document.get("kind") in _DATA_KINDS:

@@ -233,8 +233,16 @@ class GitLabForge:
         return to_merge_request(updated)
 
     def close_mr(self, iid: int, title: str) -> None:
+        # Two requests, retitle first: GitLab carries out a PUT's state_event before its other
+        # attributes (IssuableBaseService#update: change_state, then assign_attributes), so a
+        # close sent with the new title fires its "close" hook with the old one, and the hook
+        # would record promoter's own close as a reviewer's. Cut short in between, the MR stays
+        # open titled "… - superseded"/"… - withdrawn": the flow's next attempt keeps such a
+        # title and closes it, and a proposal of the MR's own version retitles it back.
+        self._call.write(f"retitle merge request !{iid}", self.project.mergerequests.update,
+                         iid, {"title": title})
         self._call.write(f"close merge request !{iid}", self.project.mergerequests.update, iid,
-                         {"state_event": "close", "title": title})
+                         {"state_event": "close"})
 
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         text = note_body(heading, body)

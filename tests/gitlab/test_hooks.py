@@ -329,8 +329,23 @@ def test_a_delivery_recorded_after_a_state_failure_makes_the_replica_ready_again
     assert ready.status_code == 200, ready.text
 
 
+def _own_closes(standin: StandIn, built: Setup) -> None:
+    """Each close promoter made reached the hook titled as promoter's, and was ignored: no
+    event for the outcomes (no mr.close audit, no "closed" tag, no settled ledger row)."""
+    closes = [d for d in standin.deliveries
+              if d.payload["object_attributes"].get("action") == "close"]
+    assert closes
+    for delivery in closes:
+        assert delivery.payload["object_attributes"]["title"].endswith(
+            (" - superseded", " - withdrawn"))
+        assert delivery.response["status"] == "ignored", delivery.response
+    assert built.events == []
+
+
 def test_promoters_own_supersede_close_is_not_a_human_close(standin: StandIn,
                                                             tmp_path: Path) -> None:
+    """GitLab fires the close hook before it applies a title sent in the same PUT (see the
+    stand-in's update_mr): promoter retitles first, then closes."""
     built = Setup(standin, tmp_path)
     try:
         built.harness.provider = type(built.harness.provider)(
@@ -338,10 +353,44 @@ def test_promoters_own_supersede_close_is_not_a_human_close(standin: StandIn,
             backoff_seconds=0.01)
         built.harness.provider.propose(proposal("1"))
         built.harness.provider.propose(proposal("2"))
-        closes = [d.response for d in standin.deliveries
-                  if d.payload["object_attributes"].get("action") == "close"]
-        assert closes and all(answer["status"] == "ignored" for answer in closes)
-        assert built.events == []
+        _own_closes(standin, built)
+    finally:
+        built.receiver.stop()
+
+
+def test_promoters_own_withdraw_close_is_not_a_human_close(setup: Setup) -> None:
+    result = setup.harness.provider.propose(proposal("1"))
+    assert result.merge_request is not None
+    setup.harness.provider.withdraw(result.merge_request.source_branch, "no longer wanted")
+    [mr] = setup.harness.mrs()
+    assert mr.state == "closed" and mr.title.endswith(" - withdrawn")
+    _own_closes(setup.standin, setup)
+
+
+def test_a_supersede_cut_short_between_retitle_and_close_is_finished_as_promoters(
+        standin: StandIn, tmp_path: Path) -> None:
+    """The retitle went through, every close failed: the old MR is left open titled
+    "… - superseded". The next run closes it (one suffix, not two) as promoter's close."""
+    built = Setup(standin, tmp_path)
+    try:
+        provider = built.harness.provider = type(built.harness.provider)(
+            built.harness.provider.forge, built.harness.ledger, supersede=True,
+            backoff_seconds=0.01)
+        first = provider.propose(proposal("1"))
+        assert first.mr_iid is not None and first.merge_request is not None
+        closing = standin.fault("PUT", rf"/merge_requests/{first.mr_iid}$", "503", after=1,
+                                times=1000)
+        with pytest.raises(PromoterError):
+            provider.propose(proposal("2"))
+        assert closing.hits >= 1
+        old = standin.project.mrs[first.mr_iid]
+        assert (old.state, old.title) == ("opened", first.merge_request.title + " - superseded")
+        standin.faults.clear()
+
+        again = provider.propose(proposal("2"))
+        assert again.superseded_iid == first.mr_iid
+        assert (old.state, old.title) == ("closed", first.merge_request.title + " - superseded")
+        _own_closes(standin, built)
     finally:
         built.receiver.stop()
 
@@ -353,8 +402,10 @@ def test_a_reviewers_close_titled_as_promoters_is_a_reviewers_close(setup: Setup
     who closed)."""
     result = setup.harness.provider.propose(proposal("1"))
     assert result.merge_request is not None and result.mr_iid is not None
-    setup.harness.as_user("alice-token").mergerequests.update(result.mr_iid, {
-        "title": result.merge_request.title + " - superseded", "state_event": "close"})
+    # Two requests, as promoter does: sent together, GitLab's close hook has the old title.
+    mrs = setup.harness.as_user("alice-token").mergerequests
+    mrs.update(result.mr_iid, {"title": result.merge_request.title + " - superseded"})
+    mrs.update(result.mr_iid, {"state_event": "close"})
 
     [close] = [d.response for d in setup.standin.deliveries
                if d.payload["object_attributes"].get("action") == "close"]

@@ -133,3 +133,23 @@ def test_hooks_carry_gitlab_headers(standin: StandIn) -> None:
     again = standin.redeliver(delivery)
     assert again.headers["Idempotency-Key"] == delivery.headers["Idempotency-Key"]
     assert again.headers["X-Gitlab-Webhook-UUID"] != delivery.headers["X-Gitlab-Webhook-UUID"]
+
+
+def test_a_close_that_also_retitles_hooks_the_close_with_the_old_title_then_an_update(
+        standin: StandIn) -> None:
+    """GitLab's IssuableBaseService#update runs the state_event (CloseService, which fires the
+    "close" hook) before it assigns the other attributes and fires an "update" hook. A stand-in
+    that retitled first hid that promoter's close reached its hook with the old title."""
+    p = project(standin)
+    commit(p, "feature", "create", "a.md", start_branch="main")
+    mr = p.mergerequests.create({"source_branch": "feature", "target_branch": "main",
+                                 "title": "Add a"})
+    before = len(standin.deliveries)
+    p.mergerequests.update(mr.iid, {"state_event": "close", "title": "Add a - superseded"})
+    hooks = [d.payload["object_attributes"] for d in standin.deliveries[before:]]
+    assert [(h["action"], h["title"], h["state"]) for h in hooks] == [
+        ("close", "Add a", "closed"), ("update", "Add a - superseded", "closed")]
+    # A state_event alone: one hook, the close.
+    p.mergerequests.update(mr.iid, {"state_event": "reopen"})
+    assert [d.payload["object_attributes"]["action"]
+            for d in standin.deliveries[before + 2:]] == ["reopen"]

@@ -248,7 +248,34 @@ class Api:
         return 201, self.project.mr_json(mr)
 
     def update_mr(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        """``PUT …/merge_requests/:iid`` in GitLab's order (IssuableBaseService#update): a
+        ``state_event`` is carried out first (change_additional_attributes → change_state runs
+        the Close/ReopenService, which fires the ``close``/``reopen`` hook with the MR's
+        attributes as they were), and only then are the other attributes assigned and saved,
+        firing a separate ``update`` hook. So a close that also retitles reaches the hook with
+        the old title, and a too-long title is refused (400) after the close took effect."""
         mr = self.mr(iid)
+        event = params.get("state_event")
+        if event == "close" and mr.state == "opened":
+            mr.sha, mr.state, mr.closed_at = self.project.head_sha(mr), "closed", now()
+            mr.closed_by, mr.updated_at = user, now()
+            self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "close", user))
+        elif event == "reopen" and mr.state == "closed":
+            if any(o.source_branch == mr.source_branch and o.state == "opened"
+                   for o in self.project.mrs.values()):
+                raise ApiError(409, ["Another open merge request already exists for this "
+                                     "source branch"])
+            mr.state, mr.closed_at, mr.closed_by = "opened", None, None
+            mr.updated_at = now()
+            self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "reopen", user))
+        elif not (params.keys() - {"state_event"}):
+            # Nothing carried out (closing a merged MR): one ``update`` hook, as the stand-in
+            # has always answered such a request.
+            mr.updated_at = now()
+            self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "update", user))
+            return 200, self.project.mr_json(mr)
+        if not (params.keys() - {"state_event"}):
+            return 200, self.project.mr_json(mr)
         if "title" in params:
             _title_fits(params["title"])
         for key in ("title", "description"):
@@ -261,20 +288,8 @@ class Api:
         mr.labels = [label for label in mr.labels if label not in removed]
         mr.labels += [label for label in _labels(params.get("add_labels"))
                       if label not in mr.labels]
-        action = "update"
-        event = params.get("state_event")
-        if event == "close" and mr.state == "opened":
-            mr.sha, mr.state, mr.closed_at, action = self.project.head_sha(mr), "closed", now(), \
-                "close"
-            mr.closed_by = user
-        elif event == "reopen" and mr.state == "closed":
-            if any(o.source_branch == mr.source_branch and o.state == "opened"
-                   for o in self.project.mrs.values()):
-                raise ApiError(409, ["Another open merge request already exists for this "
-                                     "source branch"])
-            mr.state, mr.closed_at, mr.closed_by, action = "opened", None, None, "reopen"
         mr.updated_at = now()
-        self.s.emit("Merge Request Hook", self.project.hook_mr(mr, action, user))
+        self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "update", user))
         return 200, self.project.mr_json(mr)
 
     # --- notes -----------------------------------------------------------------------------

@@ -109,9 +109,7 @@ class GitLabForge:
         except (NotFound, Refused):
             return found
         answer: dict[str, Any] = approvals.attributes
-        approved_by = tuple(str(entry["user"]["username"])
-                            for entry in answer.get("approved_by") or ()
-                            if isinstance(entry, dict) and isinstance(entry.get("user"), dict))
+        approved_by = _approved_by(answer)
         required = answer.get("approvals_required")
         if not isinstance(required, int):
             # CE/Free answer the MergeRequestApprovals entity, which has no count: the count
@@ -120,6 +118,23 @@ class GitLabForge:
             required = self._stated_approvals(
                 iid, author.get("id") if isinstance(author, dict) else None)
         return dataclasses.replace(found, approvals_required=required, approved_by=approved_by)
+
+    def counted_approvals(self, iid: int) -> tuple[int, int] | None:
+        """(approvals given, approvals required) of !``iid`` where only promoter counts them:
+        GitLab CE/Free, whose ApprovalService sends the ``approved`` hook on every approval
+        (it has no rules, so "one approval is required"), while the environment's count is
+        the one promoter stated in the MR. None on Premium: its ``approved`` hook comes only
+        once approvals_left is zero, and its approvals_required (a sum over rules, which one
+        approver can meet together) is not to be compared with the approvers' number.
+        Failures are raised (the hook answers 5xx and GitLab delivers it again)."""
+        answer: dict[str, Any] = self._call.read(f"read approvals of !{iid}",
+                                                 self._mr(iid).approvals.get).attributes
+        if isinstance(answer.get("approvals_required"), int):
+            return None
+        author = self._read_mr_data(iid).get("author")
+        required = self._stated_approvals(iid, author.get("id") if isinstance(author, dict)
+                                          else None)
+        return len(_approved_by(answer)), required
 
     def _stated_approvals(self, iid: int, author_id: object) -> int:
         """The count in promoter's approvals comment (by the MR's author: promoter's token)."""
@@ -316,6 +331,12 @@ def to_merge_request(data: dict[str, Any]) -> MergeRequest:
         detailed_merge_status=data.get("detailed_merge_status"),
         auto_merge=bool(data.get("merge_when_pipeline_succeeds")),
         closed_by=_username(data.get("closed_by")))
+
+
+def _approved_by(approvals: dict[str, Any]) -> tuple[str, ...]:
+    """Who approved, from an MR's approvals answer (CE's entity and EE's ApprovalState)."""
+    return tuple(str(entry["user"]["username"]) for entry in approvals.get("approved_by") or ()
+                 if isinstance(entry, dict) and isinstance(entry.get("user"), dict))
 
 
 def _username(user: Any) -> str | None:

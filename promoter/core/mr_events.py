@@ -101,6 +101,21 @@ def closed_by_promoter(action: str, title: str, source_branch: str, *, closer: s
     return user is None or closer == user
 
 
+def approvals_short(action: str, counted: tuple[int, int] | None) -> str | None:
+    """Why an ``approved`` event is one approval of several, not the MR approved, or None.
+    ``counted`` is (approvals given, approvals required) where only promoter counts them
+    (GitLab CE/Free sends ``approved`` on every approval), None where the forge sends
+    ``approved`` only once every required approval is in (GitLab Premium). Short of the count
+    it is what Premium sends as ``approval``: not acted on."""
+    if action != "approved" or counted is None:
+        return None
+    given, required = counted
+    if given >= required:
+        return None
+    return (f"{given} of {required} required approvals: GitLab without approval rules "
+            "(CE/Free) sends 'approved' on each approval")
+
+
 def promotion_key(branch: str) -> tuple[str, str] | None:
     """(name, env) of a promoter branch (GC_KEY for garbage collection's), or None for any
     other branch."""

@@ -5,7 +5,11 @@ Checks, in order: the shared token (``X-Gitlab-Token``, compared in constant tim
 sends the same key on every retry of one delivery; stored durably in the one dedupe table of
 the state database, so a re-delivery after a restart is still recognised), and finally that
 the MR head is the commit promoter pushed and the MR still targets the configured branch (an MR
-retargeted elsewhere deploys nothing Argo CD syncs). Only then is ``on_event`` called. A head
+retargeted elsewhere deploys nothing Argo CD syncs). An ``approved`` is acted on only with
+every required approval in: GitLab CE/Free sends it on each approval, so there the MR's
+approvals are read and compared with the count promoter stated (``counted_approvals``); short
+of it, it is one approval of several, ignored as Premium's ``approval`` is. Only then is
+``on_event`` called. A head
 someone else pushed is answered ``human_commit`` and not acted on as promoter's: an approval
 of it is ignored, but a merge or close of it on the target branch is passed on as a foreign
 outcome (``pushed_sha`` set; service.outcomes records it as such, never as promoter's
@@ -30,6 +34,7 @@ from promoter.core.mr_events import (
     HUMAN_COMMIT,
     ForgeEvent,
     MergeRequestEvent,
+    approvals_short,
     closed_by_promoter,
     foreign_settlement,
     refusal,
@@ -55,6 +60,9 @@ _log = logging.getLogger("promoter.gitlab_hook")
 TOKEN_VARIABLE = "PROMOTER_GITLAB_WEBHOOK_TOKEN"  # noqa: S105 - the variable's name
 # (project id, MR iid) -> (branch, sha) promoter pushed for that MR, or None
 PushedHead = Callable[[int, int], tuple[str, str] | None]
+# MR iid -> (approvals given, approvals required) where only promoter counts them (GitLab
+# CE/Free), None where GitLab's "approved" already means all are in (GitLabForge.counted_approvals)
+CountedApprovals = Callable[[int], tuple[int, int] | None]
 Answer = tuple[int, dict[str, Any]]
 
 
@@ -71,8 +79,12 @@ class GitLabHookHandler:
     def __init__(self, token: Secret | None, deliveries: DeliveryLog, pushed_head: PushedHead,
                  on_event: Callable[[ForgeEvent], None], *, target_branch: str = "main",
                  max_body_bytes: int = 1024 * 1024,
-                 own_username: Callable[[], str | None] | None = None) -> None:
+                 own_username: Callable[[], str | None] | None = None,
+                 counted_approvals: CountedApprovals | None = None) -> None:
         self._token = token
+        # Read for an "approved" of promoter's MR: on CE/Free it comes with every approval.
+        # None: the forge's "approved" is taken as it is.
+        self._counted_approvals = counted_approvals
         # The user promoter acts as on GitLab (read once, when a close titled as promoter's
         # arrives); None: such a title alone tells promoter's closes.
         self._own_username = own_username
@@ -85,14 +97,17 @@ class GitLabHookHandler:
     @classmethod
     def from_settings(cls, settings: Settings, on_event: Callable[[ForgeEvent], None],
                       pushed_head: PushedHead, state: StateDB | None = None,
-                      own_username: Callable[[], str | None] | None = None
+                      own_username: Callable[[], str | None] | None = None,
+                      counted_approvals: CountedApprovals | None = None
                       ) -> GitLabHookHandler:
         """``pushed_head`` reads promoter's record of pushed heads, ``own_username`` the user
-        promoter acts as (``composition.gitlab_hook`` wires both)."""
+        promoter acts as, ``counted_approvals`` an MR's approvals where only promoter counts
+        them (``composition.gitlab_hook`` wires all three)."""
         state = state or StateDB.open(Path(settings.state_dir))
         return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state), pushed_head, on_event,
                    target_branch=settings.git.target_branch,
-                   max_body_bytes=settings.server.max_body_bytes, own_username=own_username)
+                   max_body_bytes=settings.server.max_body_bytes, own_username=own_username,
+                   counted_approvals=counted_approvals)
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
         lowered = {key.lower(): value for key, value in headers.items()}
@@ -179,6 +194,13 @@ class GitLabHookHandler:
                 log(_log, logging.WARNING, "GitLab event about promoter's MR not acted on",
                     iid=event.iid, project=event.project_id, reason=reason)
             return 200, {"status": status, "reason": reason, **described}
+        if merge_request is not None and merge_request.action == "approved" and \
+                self._counted_approvals is not None:
+            # A forge read: a failure is raised like any failure while acting (5xx, the
+            # delivery released for GitLab's retry), never taken as approved or dropped.
+            short = approvals_short("approved", self._counted_approvals(merge_request.iid))
+            if short is not None:
+                return 200, {"status": "ignored", "reason": short, **described}
         self._on_event(event)
         return 200, {"status": "accepted", **described}
 

@@ -7,7 +7,12 @@ import json
 import pytest
 
 from promoter.core.gitlab_payloads import parse
-from promoter.core.mr_events import MergeRequestEvent, PipelineEvent, promotion_key
+from promoter.core.mr_events import (
+    MergeRequestEvent,
+    PipelineEvent,
+    approvals_short,
+    promotion_key,
+)
 from promoter.errors import UserError
 
 
@@ -54,3 +59,19 @@ def test_other_events_and_branches() -> None:
     assert promotion_key("promote/Bad_Name/prod") is None
     assert promotion_key("promote/../prod") is None
     assert promotion_key("promote/fraud/prod") == ("fraud", "prod")
+
+
+@pytest.mark.parametrize(("action", "counted", "short"), [
+    ("approved", (1, 2), True),      # CE/Free: one of two
+    ("approved", (2, 2), False),
+    ("approved", (3, 2), False),
+    ("approved", (0, 0), False),     # no count stated: nothing to wait for
+    ("approved", None, False),       # Premium: GitLab counted its rules
+    ("merge", (0, 2), False),        # only "approved" is counted
+])
+def test_an_approved_short_of_the_count_is_one_approval(
+        action: str, counted: tuple[int, int] | None, short: bool) -> None:
+    reason = approvals_short(action, counted)
+    assert (reason is not None) == short
+    if counted is not None and short:
+        assert reason is not None and reason.startswith(f"{counted[0]} of {counted[1]} ")

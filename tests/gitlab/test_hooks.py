@@ -27,7 +27,7 @@ from tests.fixtures.failing_state import (
     posts_then_probes,
 )
 from tests.gitlab import trees
-from tests.gitlab.conftest import ENV, NAME, GitLabHarness, proposal
+from tests.gitlab.conftest import ENV, NAME, GitLabHarness, make_standin, proposal
 from tests.gitlab.standin.server import StandIn
 
 TOKEN = "hook-s3cret"
@@ -72,7 +72,8 @@ class Setup:
         self.deliveries = DeliveryLog(tmp / "state")
         self.handler = GitLabHookHandler(Secret(TOKEN), self.deliveries,
                                          self.harness.ledger.pushed, self.on_event,
-                                         own_username=self.harness.provider.own_username)
+                                         own_username=self.harness.provider.own_username,
+                                         counted_approvals=self.harness.provider.forge.counted_approvals)
         self.receiver = Receiver(self.handler)
         standin.hook_url, standin.hook_token = self.receiver.url, TOKEN
 
@@ -106,6 +107,79 @@ def test_approvals_and_auto_merge_reach_promoter(setup: Setup) -> None:
     assert (merged.name, merged.env, merged.iid) == (NAME, ENV, result.mr_iid)
     assert merged.head_sha == result.head_sha and merged.merge_commit_sha
     assert setup.standin.repo.head("main") == merged.merge_commit_sha
+
+
+def _approved_events(setup: Setup) -> list[tuple[str, str | None]]:
+    return [(e.action, e.user) for e in setup.events if isinstance(e, MergeRequestEvent)]
+
+
+def test_on_ce_one_approval_of_two_is_not_approved(tmp_path: Path) -> None:
+    """GitLab CE/Free sends "approved" on every approval (no approval rules: one is enough to
+    it); the environment's count is the one promoter stated in the MR. Before, alice's approval
+    alone was accepted, and MLflow, the audit and the ledger said "approved"."""
+    standin = make_standin(tmp_path, per_page=2, profile="ce-17")
+    built = Setup(standin, tmp_path)
+    try:
+        result = built.harness.provider.propose(proposal("1", approvals_required=2))
+        assert result.mr_iid is not None and not result.approvals_enforced
+        built.harness.approve(result.mr_iid, "alice")
+        first = standin.deliveries[-1]
+        assert first.payload["object_attributes"]["action"] == "approved"   # CE's hook
+        assert first.status == 200 and first.response["status"] == "ignored"
+        assert first.response["reason"].startswith("1 of 2 required approvals")
+        assert built.events == []
+        built.harness.approve(result.mr_iid, "bob")
+        assert standin.deliveries[-1].response["status"] == "accepted"
+        assert _approved_events(built) == [("approved", "bob")]
+    finally:
+        built.receiver.stop()
+        standin.stop()
+
+
+def test_on_ce_a_failed_approvals_read_is_retried_not_taken_as_approved(
+        tmp_path: Path) -> None:
+    """The read that counts CE's approvals fails like any failure while acting: a 5xx, the
+    delivery released, so GitLab's retry of it acts once the read works."""
+    standin = make_standin(tmp_path, per_page=2, profile="ce-17")
+    built = Setup(standin, tmp_path)
+    try:
+        result = built.harness.provider.propose(proposal("1", approvals_required=1))
+        assert result.mr_iid is not None
+        standin.fault("GET", r"/approvals$", "503", times=100)
+        built.harness.approve(result.mr_iid, "alice")
+        failed = standin.deliveries[-1]
+        assert failed.status == 503 and failed.response["error"], failed.response
+        assert built.events == []
+        standin.faults.clear()
+        again = standin.redeliver(failed)
+        assert again.status == 200 and again.response["status"] == "accepted"
+        assert _approved_events(built) == [("approved", "alice")]
+    finally:
+        built.receiver.stop()
+        standin.stop()
+
+
+def test_on_premium_approved_is_taken_as_gitlab_sends_it(standin: StandIn,
+                                                          tmp_path: Path) -> None:
+    """Premium sends "approved" once approvals_left is zero; its approvals_required sums the
+    rules, which one approver can meet together (a project rule and promoter's, one approval
+    each): comparing that sum with the approvers would refuse a real approval."""
+    standin.project.approval_rules.append({
+        "id": 7, "name": "production", "approvals_required": 1, "rule_type": "regular",
+        "users": [], "groups": [], "eligible_approvers": [], "source_rule": None,
+        "contains_hidden_groups": False, "overridden": False})
+    built = Setup(standin, tmp_path)
+    try:
+        result = built.harness.provider.propose(proposal("1", approvals_required=1))
+        assert result.mr_iid is not None and result.approvals_enforced
+        built.harness.approve(result.mr_iid, "alice")
+        approved = standin.deliveries[-1]
+        assert approved.payload["object_attributes"]["action"] == "approved"
+        assert built.harness.provider.get(result.mr_iid).approvals_required == 2
+        assert approved.response["status"] == "accepted"
+        assert _approved_events(built) == [("approved", "alice")]
+    finally:
+        built.receiver.stop()
 
 
 def test_pipeline_hook_is_parsed_and_accepted(setup: Setup) -> None:

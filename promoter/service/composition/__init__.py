@@ -237,9 +237,22 @@ def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> G
             users.append(provider(settings).own_username())
         return users[0]
 
+    counters: list[Callable[[int], tuple[int, int] | None]] = []
+
+    def counted_approvals(iid: int) -> tuple[int, int] | None:
+        """An MR's approvals where only promoter counts them (GitLab CE/Free); the provider
+        is built on the first ``approved`` (the hook serves GitLab only)."""
+        if not counters:
+            from promoter.adapters.gitlab_provider import GitLabProvider
+
+            git = provider(settings)
+            assert isinstance(git, GitLabProvider)
+            counters.append(git.forge.counted_approvals)
+        return counters[0](iid)
+
     return GitLabHookHandler.from_settings(
         settings, on_event, PushedHeads(state_db(settings)).pushed, state_db(settings),
-        own_username=own_username)
+        own_username=own_username, counted_approvals=counted_approvals)
 
 
 def mr_sweep(settings: Settings, outcomes: MergeRequestOutcomes,

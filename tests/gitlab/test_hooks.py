@@ -519,3 +519,31 @@ def test_an_event_naming_promoters_mr_with_another_branch_is_not_acted_on(
     assert other["status"] == "ignored" and "not 'promote/other-model" in other["reason"]
     assert events == []
     assert hook(f"promote/{NAME}/{ENV}")["status"] == "accepted" and len(events) == 1
+
+
+def test_the_served_hook_counts_ce_approvals(tmp_path: Path) -> None:
+    """composition.gitlab_hook, as `serve` builds it from settings, wires the count."""
+    from promoter.service import composition
+    from promoter.settings import load_settings
+
+    standin = make_standin(tmp_path, per_page=2, profile="ce-17")
+    settings = load_settings(None, {
+        "PROMOTER_GITLAB_URL": standin.base_url, "PROMOTER_GITLAB_PROJECT": "group/gitops",
+        "PROMOTER_GITLAB_TOKEN": "bot-token", "PROMOTER_STATE_DIR": str(tmp_path / "state"),
+        "PROMOTER_GITLAB_WEBHOOK_TOKEN": TOKEN})
+    events: list[ForgeEvent] = []
+    receiver = Receiver(composition.gitlab_hook(settings, events.append))
+    standin.hook_url, standin.hook_token = receiver.url, TOKEN
+    try:
+        result = composition.provider(settings).propose(proposal("1", approvals_required=2))
+        assert result.mr_iid is not None
+        harness = GitLabHarness(standin, tmp_path / "reviewers")
+        harness.approve(result.mr_iid, "alice")
+        assert standin.deliveries[-1].response["status"] == "ignored"
+        harness.approve(result.mr_iid, "bob")
+        assert standin.deliveries[-1].response["status"] == "accepted"
+        assert [(e.action, e.user) for e in events if isinstance(e, MergeRequestEvent)] == \
+            [("approved", "bob")]
+    finally:
+        receiver.stop()
+        standin.stop()

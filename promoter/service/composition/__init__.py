@@ -241,13 +241,14 @@ def gitlab_hook(settings: Settings, on_event: Callable[[ForgeEvent], None]) -> G
 
     def counted_approvals(iid: int) -> tuple[int, int] | None:
         """An MR's approvals where only promoter counts them (GitLab CE/Free); the provider
-        is built on the first ``approved`` (the hook serves GitLab only)."""
+        is built on the first ``approved``. The hook is served with the GitLab provider only
+        (runner); another counts its approvals itself: None."""
         if not counters:
             from promoter.adapters.gitlab_provider import GitLabProvider
 
             git = provider(settings)
-            assert isinstance(git, GitLabProvider)
-            counters.append(git.forge.counted_approvals)
+            counters.append(git.forge.counted_approvals if isinstance(git, GitLabProvider)
+                            else lambda _iid: None)
         return counters[0](iid)
 
     return GitLabHookHandler.from_settings(

@@ -30,7 +30,7 @@ from promoter.core.masking import without_url_credentials
 from promoter.core.naming import pods_pattern
 from promoter.core.policy import Decision
 from promoter.core.runtimes import RuntimeDescriptor, Telemetry, parse_descriptors
-from promoter.core.spec import ModelDeployment, ModelRef
+from promoter.core.spec import ModelDeployment, ModelRef, deep_merge
 from promoter.core.verdict import verdict
 from promoter.errors import ConfigError, PolicyDenied, UserError
 from promoter.policy_check import claimed_by_others
@@ -300,8 +300,8 @@ def propose(settings: Settings, plan_: ForecastPlan, intent: Mapping[str, Any],
     root, name = settings.git.manifests_dir.strip("/"), plan_.deployment.name
     overlay = f"{root}/{name}/overlays/{plan_.env}"
     files: dict[str, FileContent | None] = dict(rendering.proposal_overlay(
-        settings, provider, intent, plan_.deployment, plan_.env, origin="forecast intent",
-        scaling=scaled_object_text(plan_)))
+        settings, provider, quota_bounded_intent(intent, plan_), plan_.deployment, plan_.env,
+        origin="forecast intent", scaling=scaled_object_text(plan_)))
     from promoter.forecast_plot import png
 
     plot = plot_path(settings, plan_)
@@ -317,6 +317,24 @@ def propose(settings: Settings, plan_: ForecastPlan, intent: Mapping[str, Any],
         description=description(plan_, plot), labels=("promoter", "scaling"),
         approvals_required=env.approvals, target_branch=settings.git.target_branch,
         branch_name=branch_for(name, plan_.env)))
+
+
+def quota_bounded_intent(intent: Mapping[str, Any], plan_: ForecastPlan) -> Mapping[str, Any]:
+    """``intent`` with the plan's quota-lowered ``maxReplicas`` as a ``spec.environments.<env>``
+    override (as `promoter rightsize` carries its changes), or ``intent`` when nothing was
+    lowered.
+
+    The verdict judged the lowered bound; the render bounds the ScaledObject
+    (core.keda_overlay.bounded) and writes the overlay's GPU claim from the intent it is
+    given, so rendered from the intent as it is, the committed overlay would scale to the
+    intent's own maximum, past the team quota the plan and the policy were held to."""
+    if plan_.bounds.max_replicas >= plan_.deployment.spec.scaling.max_replicas:
+        return intent
+    spec = dict(intent.get("spec") or {})
+    environments = dict(spec.get("environments") or {})
+    environments[plan_.env] = deep_merge(environments.get(plan_.env) or {}, {
+        "scaling": {"maxReplicas": plan_.bounds.max_replicas}})
+    return {**intent, "spec": {**spec, "environments": environments}}
 
 
 def plot_path(settings: Settings, plan_: ForecastPlan) -> str:
@@ -343,6 +361,16 @@ def description(plan_: ForecastPlan, plot: str) -> str:
         f"scaling adds to it), against {plan_.static_gpu_hours_week:.0f} at maxReplicas all "
         f"week ({saving:.0f} fewer).",
     ]
+    intended = plan_.deployment.spec.scaling.max_replicas
+    if plan_.bounds.max_replicas < intended:
+        # The overlay carries the lowered bound; the intent still says more, and the next
+        # promotion renders from the intent (the quota then judges the intent's maximum).
+        lines.append(
+            f"- `maxReplicas` lowered from {intended} (the intent) to "
+            f"{plan_.bounds.max_replicas}, what the team GPU quota leaves: keep it by setting "
+            f"{mr_text.code(f'spec.environments.{plan_.env}.scaling.maxReplicas')} to "
+            f"{plan_.bounds.max_replicas} in the model's intent; the next promotion renders "
+            "from the intent.")
     if plan_.price_per_gpu_hour is not None:
         lines.append(f"- At {plan_.price_per_gpu_hour:g} {plan_.currency}/GPU-hour: "
                      f"{plan_.gpu_hours_week * plan_.price_per_gpu_hour:,.0f} "

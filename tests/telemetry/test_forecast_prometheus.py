@@ -252,6 +252,57 @@ def test_max_replicas_are_bounded_by_what_the_teams_other_deployments_leave(
     assert result["policy"] == []
 
 
+def test_the_committed_overlay_carries_the_quota_lowered_max_replicas(
+        run_cli, tmp_path: Path, prometheus_url: str) -> None:
+    """Quota 5, intent maxReplicas 12: the plan and the verdict said 5, but the MR's overlay
+    was rendered from the intent and bounded the ScaledObject (and the GPU claim) at 12, past
+    the quota the policy was held to. The committed files now carry 5, and so does the next
+    promotion of the intent the MR asks for; the intent as it was is denied, not re-raised."""
+    from dataclasses import replace
+
+    from promoter import rendering
+    from promoter.core import tree_facts
+    from promoter.service import composition
+
+    config = _config(tmp_path, prometheus_url, quota="5")
+    settings = load_settings(config, environ={"PROMOTER_STATE_DIR": str(tmp_path / "state")})
+    provider = composition.provider(settings)
+    intent = YAML(typ="safe").load(INTENT)
+    request = rendering.build_request(settings, intent, "production", origin="intent")
+    _merge_seed(provider, {f"manifests/{path}": text
+                           for path, text in rendering.renderer(settings).render(request).items()})
+
+    result = _forecast_json(run_cli, config, "--propose")
+    assert result["scaled_object"]["spec"]["maxReplicaCount"] == 5
+    assert result["policy"] == []
+    branch, overlay = f"scale/{NAME}/production", f"manifests/{NAME}/overlays/production"
+    committed = provider.read(f"{overlay}/scaledobject.yaml", branch) or ""
+    scaled = YAML(typ="safe").load(committed)
+    assert scaled["spec"]["maxReplicaCount"] == 5
+    assert all(int(t["metadata"]["desiredReplicas"]) <= 5
+               for t in scaled["spec"]["triggers"] if t["type"] == "cron")
+    kustomization = provider.read(f"{overlay}/kustomization.yaml", branch) or ""
+    assert tree_facts.annotation(kustomization, tree_facts.GPU_CLAIM) == "5"
+    mr = next(mr for mr in provider.list_mrs()  # type: ignore[attr-defined]
+              if mr.source_branch == branch)
+    assert "replicas 1..5" in mr.description
+    assert "spec.environments.production.scaling.maxReplicas" in mr.description
+
+    # The next promotion renders from the intent: with the override the MR asks for, it
+    # carries 5 forward; the intent as it was claims 12 GPUs, which the quota denies.
+    kept = YAML(typ="safe").load(INTENT)
+    kept["spec"]["environments"] = {"production": {"scaling": {"maxReplicas": 5}}}
+    kept["spec"]["model"]["version"] = "4"
+    promoted = rendering.renderer(settings).render(replace(
+        rendering.build_request(settings, kept, "production", origin="intent"),
+        accepted_scaling=committed))
+    assert YAML(typ="safe").load(promoted[f"{NAME}/overlays/production/scaledobject.yaml"]
+                                 )["spec"]["maxReplicaCount"] == 5
+    deployment, target = forecasting.resolve(settings, intent, "production", "intent")
+    denied = forecasting.policy_verdict(settings, target, deployment, {}, TRAIN_END, {})
+    assert not denied.allowed
+
+
 def test_a_proposal_that_breaks_a_guardrail_is_not_opened(run_cli, tmp_path: Path,
                                                           prometheus_url: str) -> None:
     config = _config(tmp_path, prometheus_url, gpu_types="[NVIDIA-H100-80GB-HBM3]")

@@ -6,6 +6,7 @@ a deployment's GPUs are the series of its pods (``<name>-…``) in the environme
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ STEP_SECONDS = 300
 SELECTOR = '{{namespace="{namespace}",pod=~"{pods}"}}'
 UTIL, FB_USED, FB_FREE = "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"
 MIG_LABEL = "GPU_I_PROFILE"   # dcgm-exporter's label on a MIG instance's series, e.g. 1g.10gb
+MIG_INSTANCE = "GPU_I_ID"     # and the instance's id on its GPU
 RIGHTSIZE_BRANCH_PREFIX = "rightsize"
 
 
@@ -52,15 +54,21 @@ class Report:
     memory_is_evidence: bool = True  # False: no MIG/GPU-count proposal from framebuffer use
 
     def notes(self) -> tuple[str, ...]:
-        if self.memory_is_evidence:
-            return ()
-        return (f"GPU memory is not evidence for the {self.deployment.spec.runtime} runtime: "
-                "it reserves a fixed share of each GPU at start, so only replicas are sized",)
+        notes = []
+        if not self.memory_is_evidence:
+            notes.append(f"GPU memory is not evidence for the {self.deployment.spec.runtime} "
+                         "runtime: it reserves a fixed share of each GPU at start, so only "
+                         "replicas are sized")
+        elif self.evidence.days and math.isnan(self.evidence.util_p95):
+            notes.append(f"no {UTIL} samples (DCGM exports none for a MIG instance): no MIG "
+                         "profile or GPU count is proposed, only replicas are sized")
+        return tuple(notes)
 
 
-def _by_gpu(series: list[Series]) -> dict[tuple[str, str], dict[float, float]]:
-    """Each GPU's samples by (pod, gpu), keyed by timestamp: pods come and go in a window."""
-    return {(s.labels.get("pod", ""), s.labels.get("gpu", "")):
+def _by_gpu(series: list[Series]) -> dict[tuple[str, str, str], dict[float, float]]:
+    """Each GPU's samples by (pod, gpu, MIG instance), keyed by timestamp: pods come and go
+    in a window, and one pod's slices of one GPU are apart only by ``GPU_I_ID``."""
+    return {(s.labels.get("pod", ""), s.labels.get("gpu", ""), s.labels.get(MIG_INSTANCE, "")):
             {moment.timestamp(): value for moment, value in s.points} for s in series}
 
 
@@ -70,9 +78,9 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
     name, namespace = deployment.name, target.namespace
     selector = SELECTOR.format(namespace=namespace, pods=pods_pattern(name))
     start = now - timedelta(days=days)
-    util_series = metrics.query_range(UTIL + selector, start, now, STEP_SECONDS)
-    util = _by_gpu(util_series)
-    used = _by_gpu(metrics.query_range(FB_USED + selector, start, now, STEP_SECONDS))
+    util = _by_gpu(metrics.query_range(UTIL + selector, start, now, STEP_SECONDS))
+    used_series = metrics.query_range(FB_USED + selector, start, now, STEP_SECONDS)
+    used = _by_gpu(used_series)
     free = _by_gpu(metrics.query_range(FB_FREE + selector, start, now, STEP_SECONDS))
     rate_query = telemetry.render(telemetry.request_rate, name=name, namespace=namespace,
                                   window="5m")
@@ -82,15 +90,19 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
     for moment, value in rates:
         local = moment.astimezone(tz)
         hours[(local.year, local.month, local.day, local.hour)].append(value)
-    all_points = [moment for series in util_series for moment, _ in series.points]
+    # The deployment's GPUs, and the days they cover, are those reporting framebuffer use:
+    # every GPU and MIG instance does, while DCGM exports no GPU_UTIL for a MIG instance
+    # (its GPUs would be none, and nothing ever proposed). Utilisation, where there is
+    # some, is read for the same GPUs.
+    all_points = [moment for series in used_series for moment, _ in series.points]
     covered = (max(all_points) - min(all_points)).total_seconds() / 86400 if all_points else 0
-    keys = sorted(util)
+    keys = sorted(used)
     return rightsize.evidence_from(
-        util=[util[k] for k in keys], memory_used=[used.get(k, {}) for k in keys],
+        util=[util.get(k, {}) for k in keys], memory_used=[used[k] for k in keys],
         memory_free=[free.get(k, {}) for k in keys],
         gpus=max(deployment.spec.resources.gpu.count, 1), days=covered,
         rates_by_hour=[values for _, values in sorted(hours.items())],
-        pods=[pod for pod, _gpu in keys])
+        pods=[pod for pod, _gpu, _instance in keys])
 
 
 def report(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,

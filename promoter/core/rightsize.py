@@ -10,7 +10,8 @@ numbers and an estimated monthly saving:
   environment's nodes offer and utilisation fits its share of the compute (g of 7 slices);
 - fewer GPUs per replica, when peak memory and summed utilisation fit on fewer GPUs.
 
-Too little evidence (a short window, no samples) proposes nothing.
+Too little evidence (a short window, no samples) proposes nothing; without utilisation (a
+MIG instance reports none) only the minimum replicas are sized.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MIB_PER_NAMED_GB = 0.95 * 1024
 class Evidence:
     days: float                        # window length covered by samples
     util_p95: float                    # % per GPU, 95th percentile over all GPUs and samples
+                                       # (NaN: none reported, as for a MIG instance)
     util_sum_p95: float                # % summed over one replica's GPUs, 95th percentile
     memory_peak_mib: float             # highest framebuffer used on one GPU
     memory_sum_peak_mib: float         # highest framebuffer used summed over a replica's GPUs
@@ -130,7 +132,10 @@ def gpus_per_replica(current: Current) -> float:
 
 
 def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal]:
-    if evidence.days < rules.min_days or math.isnan(evidence.util_p95):
+    # Utilisation gates only what is sized from it (a slice, a GPU count): DCGM exports no
+    # DCGM_FI_DEV_GPU_UTIL for a MIG instance, and a MIG deployment's quietest hour still
+    # says how many replicas it needs.
+    if evidence.days < rules.min_days:
         return []
     found: list[Proposal] = []
     if not math.isnan(evidence.quiet_hour_rate):
@@ -148,7 +153,7 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
                 f"{evidence.days:.0f} days needs {needed} replica(s) at "
                 f"{current.capacity:g} req/s each; at the minimum {at_minimum:.0%} of the time",
                 saved))
-    if not current.memory_is_evidence:
+    if not current.memory_is_evidence or math.isnan(evidence.util_p95):
         return found
     memory_needed = evidence.memory_peak_mib * (1 + rules.headroom)
     if current.gpus == 1 and current.mig is None:
@@ -203,8 +208,10 @@ def evidence_from(*, util: Sequence[Mapping[float, float]],
     while it ran, instead of adding its samples to its successor's."""
     flat_util = [v for series in util for v in series.values()]
     per_replica = max(gpus, 1)
-    summed_util, alive = _per_replica_sums(util, per_replica, pods)
-    summed_memory, _ = _per_replica_sums(memory_used, per_replica, pods)
+    summed_util, _ = _per_replica_sums(util, per_replica, pods)
+    # Replicas alive are counted from framebuffer use, which every GPU and MIG instance
+    # reports; a MIG instance reports no utilisation, and its replicas would count as none.
+    summed_memory, alive = _per_replica_sums(memory_used, per_replica, pods)
     memory_peaks = [max(series.values()) for series in memory_used if series]
     totals = [used + free[stamp] for used_series, free in zip(memory_used, memory_free,
                                                              strict=False)

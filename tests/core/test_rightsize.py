@@ -150,3 +150,20 @@ def test_the_peak_of_unequal_replicas_is_the_largest_ones_not_their_average() ->
     assert found.memory_sum_peak_mib == 70_000.0 and found.average_replicas == 2.0
     current = rightsize.Current(min_replicas=2, gpus=2, mig=None, capacity=10)
     assert [p.kind for p in rightsize.propose(current, found, RULES) if p.kind == "gpus"] == []
+
+
+def test_a_mig_deployment_without_utilisation_still_gets_a_lower_minimum() -> None:
+    """DCGM exports no GPU_UTIL for a MIG instance: its replicas are counted from framebuffer
+    use, and the quietest hour lowers the minimum; a slice or GPU count, sized from
+    utilisation, is not proposed without it."""
+    memory = [{float(t): 4_000.0 for t in range(100)} for _ in range(2)]
+    free = [{float(t): 5_700.0 for t in range(100)} for _ in range(2)]
+    found = rightsize.evidence_from(util=[{}, {}], memory_used=memory, memory_free=free,
+                                    gpus=1, days=14, rates_by_hour=[[0.5, 0.8]],
+                                    pods=["a", "b"])
+    assert math.isnan(found.util_p95) and found.replica_counts == (2.0,) * 100
+    current = rightsize.Current(min_replicas=2, gpus=1, mig="1g.10gb", capacity=10)
+    assert [(p.kind, p.proposed) for p in rightsize.propose(current, found, RULES)] == [
+        ("min-replicas", "1")]
+    two = rightsize.Current(min_replicas=1, gpus=2, mig="1g.10gb", capacity=10)
+    assert rightsize.propose(two, found, RULES) == []

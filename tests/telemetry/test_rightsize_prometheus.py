@@ -45,7 +45,22 @@ RUNTIME = {"sliced": "triton", "wide": "triton", "oversized": "vllm", "busy": "v
 REQUESTS = {"triton": "nv_inference_request_success", "vllm": "vllm:request_success_total"}
 WEEKS = 8 / 7
 BURST_POD = "burst-5c9f7d8b6-q2w4e"   # GPU samples for 35 minutes: 7 x 300 s
-MIG_POD = "slice-7d9c8b5f4-m1g2x"     # one 1g.10gb MIG instance (1/7 of a GPU) all along
+# ``slice`` (Triton; two replicas on a 1g.10gb MIG instance each, 1/7 of a GPU, all along, at
+# under 1 req/s: one replica would do). DCGM exports framebuffer use for a MIG instance, no
+# utilisation.
+MIG_PODS = ("slice-7d9c8b5f4-m1g2x", "slice-7d9c8b5f4-m1g2y")
+MIG_INTENT = """\
+apiVersion: promoter.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: slice}
+spec:
+  model: {name: slice, version: "1"}
+  owner: {team: vision, costCenter: cc-1}
+  runtime: triton
+  serving: {platform: kubernetes}
+  resources: {cpu: "8", memory: 64Gi, gpu: {count: 1, type: NVIDIA-A100-SXM4-80GB, mig: 1g.10gb}}
+  scaling: {minReplicas: 2, maxReplicas: 4, metric: cpu, target: 70}
+"""
 END = traces.START + timedelta(days=8)
 
 
@@ -98,13 +113,21 @@ def _history() -> str:
         families["util"].append(f"DCGM_FI_DEV_GPU_UTIL{{{g}}} 60.0 {stamp}")
         families["used"].append(f"DCGM_FI_DEV_FB_USED{{{g}}} 9000 {stamp}")
         families["kube"].append(f'kube_pod_labels{{{labels},label_team="vision"}} 1 {stamp}')
-    # A MIG instance all along: DCGM reports framebuffer use for it, no utilisation.
-    labels = f'namespace="{NAMESPACE}",pod="{MIG_POD}"'
-    for moment in traces.generate(weeks=WEEKS, peak=1.0, seed=1).times:
-        stamp = int(moment.timestamp())
-        g = f'{labels},gpu="0",modelName="{GPU}",GPU_I_ID="1",GPU_I_PROFILE="1g.10gb"'
-        families["used"].append(f"DCGM_FI_DEV_FB_USED{{{g}}} 4000 {stamp}")
-        families["kube"].append(f'kube_pod_labels{{{labels},label_team="vision"}} 1 {stamp}')
+    # MIG instances all along: DCGM reports framebuffer use for them, no utilisation.
+    trace = traces.generate(weeks=WEEKS, peak=1.0, seed=1)
+    for index, pod in enumerate(MIG_PODS):
+        labels = f'namespace="{NAMESPACE}",pod="{pod}"'
+        total = 0.0
+        for moment, rate in zip(trace.times, trace.rate, strict=True):
+            stamp = int(moment.timestamp())
+            total += rate / len(MIG_PODS) * 300
+            families["req"].append(f"{REQUESTS['triton']}{{{labels}}} {total:.1f} {stamp}")
+            g = (f'{labels},gpu="{index}",modelName="{GPU}",GPU_I_ID="1",'
+                 'GPU_I_PROFILE="1g.10gb"')
+            families["used"].append(f"DCGM_FI_DEV_FB_USED{{{g}}} 4000 {stamp}")
+            families["free"].append(f"DCGM_FI_DEV_FB_FREE{{{g}}} 5700 {stamp}")
+            families["kube"].append(f'kube_pod_labels{{{labels},label_team="vision"}} 1 '
+                                    f"{stamp}")
     for family in families.values():
         lines.extend(family)
     return "\n".join(lines) + "\n# EOF\n"
@@ -180,6 +203,22 @@ def test_a_right_sized_deployment_gets_no_proposal(run_cli, tmp_path: Path,
     assert _rightsize(run_cli, tmp_path, prometheus_url, "busy")["proposals"] == []
 
 
+def test_a_mig_deployment_with_low_load_gets_fewer_replicas(run_cli, tmp_path: Path,
+                                                           prometheus_url: str) -> None:
+    """DCGM exports no GPU_UTIL for a MIG instance: the evidence, taken from it, covered 0
+    days, and a MIG deployment never got a proposal, not even the lower minimum its quietest
+    hour shows. Its days now come from framebuffer use; only what is sized from utilisation
+    (a profile, a GPU count) waits for utilisation, and the report says so."""
+    (tmp_path / "slice.yaml").write_text(MIG_INTENT, encoding="utf-8")
+    result = _rightsize(run_cli, tmp_path, prometheus_url, "slice")
+    assert result["evidence_days"] >= 7.5
+    assert [(p["kind"], p["current"], p["proposed"]) for p in result["proposals"]] == [
+        ("min-replicas", "2", "1")]
+    # One replica's 1/7 of a GPU for the whole month: both replicas sat at the minimum.
+    assert result["proposals"][0]["gpu_hours_saved_month"] == pytest.approx(730 / 7, abs=0.1)
+    assert result["notes"] and "no DCGM_FI_DEV_GPU_UTIL samples" in result["notes"][0]
+
+
 def test_a_request_rate_query_that_does_not_aggregate_is_refused(tmp_path: Path,
                                                                  prometheus_url: str) -> None:
     """Per-pod series (a requestRate without sum(...)): only the first pod's rate was read, so
@@ -207,7 +246,7 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
     hours = 8 * 24
     models = rows("model")
     assert set(models) == {"sliced", "oversized", "wide", "busy", "burst", "slice"}
-    assert models["slice"]["gpu_hours"] == pytest.approx(hours / 7, rel=0.03)
+    assert models["slice"]["gpu_hours"] == pytest.approx(2 * hours / 7, rel=0.03)
     assert models["oversized"]["gpu_hours"] == pytest.approx(3 * hours, rel=0.03)
     assert models["wide"]["gpu_hours"] == pytest.approx(2 * hours, rel=0.03)
     assert models["busy"]["cost"] == pytest.approx(3.0 * hours, rel=0.03)
@@ -216,7 +255,8 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
     assert "unknown" not in teams
     assert teams["search"]["gpu_hours"] == pytest.approx(5 * hours, rel=0.03)
     assert teams["assistants"]["gpu_hours"] == pytest.approx(hours, rel=0.03)
-    assert teams["vision"]["gpu_hours"] == pytest.approx(3 * hours + hours / 7, rel=0.03)
+    assert teams["vision"]["gpu_hours"] == pytest.approx(3 * hours + 2 * hours / 7,
+                                                        rel=0.03)
     assert set(rows("env")) == {"production"}
 
 
@@ -240,7 +280,7 @@ def test_adjacent_cost_periods_add_up_and_a_busy_day_is_24_gpu_hours(
 
     first, second, both = hours(2, 1), hours(3, 1), hours(2, 2)
     assert first["busy"] == pytest.approx(24.0, abs=1e-9)
-    assert first["slice"] == pytest.approx(24.0 / 7, abs=1e-9)
+    assert first["slice"] == pytest.approx(2 * 24.0 / 7, abs=1e-9)
     for model in both:
         assert first.get(model, 0) + second.get(model, 0) == pytest.approx(both[model],
                                                                            abs=1e-9)

@@ -240,9 +240,11 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
     # query_range returns both ends: N steps, N + 1 samples. A sample counts for the step it
     # closes (count by() sees the series scraped in the lookback before it), so the one at
     # ``start`` belongs to the period before, and adjacent periods add up exactly.
+    # Only GPUs a pod holds (pod!=""): dcgm-exporter also reports the idle ones, without a
+    # pod, which no team, model or environment spends.
     series = metrics.query_range(
-        f"count by (namespace, pod, modelName, {MIG_LABEL}) ({FB_USED})", start, end,
-        STEP_SECONDS)
+        f'count by (namespace, pod, modelName, {MIG_LABEL}) ({FB_USED}{{pod!=""}})', start,
+        end, STEP_SECONDS)
     teams = _teams(settings, metrics, start, end) if by == "team" else {}
     envs = {env.namespace: name for name, env in settings.environments.items()}
     hours: dict[str, float] = defaultdict(float)

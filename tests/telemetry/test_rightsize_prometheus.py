@@ -128,6 +128,12 @@ def _history() -> str:
             families["free"].append(f"DCGM_FI_DEV_FB_FREE{{{g}}} 5700 {stamp}")
             families["kube"].append(f'kube_pod_labels{{{labels},label_team="vision"}} 1 '
                                     f"{stamp}")
+    # A GPU no pod holds (idle on its node): dcgm-exporter reports it without pod labels.
+    for moment in trace.times:
+        stamp = int(moment.timestamp())
+        g = f'gpu="7",modelName="{GPU}",Hostname="gpu-node-3"'
+        families["used"].append(f"DCGM_FI_DEV_FB_USED{{{g}}} 0 {stamp}")
+        families["free"].append(f"DCGM_FI_DEV_FB_FREE{{{g}}} {FB_TOTAL:.0f} {stamp}")
     for family in families.values():
         lines.extend(family)
     return "\n".join(lines) + "\n# EOF\n"
@@ -258,6 +264,26 @@ def test_cost_by_team_model_and_env(run_cli, tmp_path: Path, prometheus_url: str
     assert teams["vision"]["gpu_hours"] == pytest.approx(3 * hours + 2 * hours / 7,
                                                         rel=0.03)
     assert set(rows("env")) == {"production"}
+
+
+def test_a_gpu_no_pod_holds_is_not_counted(tmp_path: Path, prometheus_url: str) -> None:
+    """An idle GPU (no pod label) was counted as 24 GPU-hours a day of an "unknown" model,
+    team and environment: `cost` counts the GPUs pods hold, as the README says."""
+    settings = load_settings(_config(tmp_path, prometheus_url), environ={})
+    source = PrometheusSource(prometheus_url)
+    start = traces.START + timedelta(days=2)
+    end = start + timedelta(days=1)
+    by_env = {row.key: row.gpu_hours for row in rightsizing.cost(
+        settings, source, by="env", start=start, end=end)}
+    by_model = {row.key: row.gpu_hours for row in rightsizing.cost(
+        settings, source, by="model", start=start, end=end)}
+    assert set(by_env) == {"production"}
+    assert "unknown" not in by_model
+    # The pods' GPUs alone: 3 + 3 + 2 + 1 whole GPUs and two 1/7 slices all day, and the
+    # burst replica; not the idle GPU's 24 hours as well.
+    assert by_env["production"] == pytest.approx(
+        9 * 24 + 2 * 24 / 7 + by_model["burst"], abs=1e-6)
+    assert by_model["burst"] < 1
 
 
 @pytest.mark.parametrize("microseconds", [0, 600])

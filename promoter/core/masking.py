@@ -16,7 +16,12 @@ MASK = "***"
 _URL_USERINFO = re.compile(r"://[^/\s'\"?#]*@")
 # name=value pairs in a URL's query or a libpq keyword string, the name perhaps
 # percent-encoded ("pass%77ord=", which libpq decodes to password=).
-_PARAM = re.compile(r"(?<![^?&\s])([^=&?\s]+)=([^&\s]*)")
+# A value may be quoted, as libpq keyword strings and connection strings quote one holding
+# spaces (password='two words'): the whole quoted value is the credential, closing quote and
+# backslash escapes included; unclosed, it runs to the end.
+_QUOTED_VALUE = r"'(?:[^'\\]|\\.)*'?|\"(?:[^\"\\]|\\.)*\"?"
+_QUOTED = re.compile(_QUOTED_VALUE, re.S)
+_PARAM = re.compile(r"(?<![^?&\s])([^=&?\s]+)=(" + _QUOTED_VALUE + r"|[^&\s]*)", re.S)
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 # Words of a setting's name that make its value a credential, alone or as a pair. Whole
 # words, so "max_tokens" or "tokenizer" (an LLM's parameters) stay readable.
@@ -81,6 +86,11 @@ def without_secret_params(text: str) -> str:
     while (found := _PARAM_NAME.search(text, position)) is not None:
         position = found.end()
         if credential_param(_PERCENT.sub(lambda escaped: chr(int(escaped[1], 16)), found[1])):
+            quoted = _QUOTED.match(text, position)
+            if quoted is not None:
+                pieces += [text[copied:position], MASK]
+                copied = position = quoted.end()
+                continue
             end = _VALUE_END.search(text, position)
             assert end is not None  # \Z always matches
             pieces += [text[copied:position], MASK]

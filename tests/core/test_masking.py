@@ -47,3 +47,20 @@ def test_a_name_ending_in_token_or_credential_is_a_credential(name: str) -> None
 def test_names_that_only_mention_tokens_stay_readable(name: str) -> None:
     assert not secret_name(name)
     assert masked_value(name, "512") == "512"
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("host=db password='two words' dbname=x", "host=db password=*** dbname=x"),
+    ("Server=db;Password=\"p w;d\";Database=x", "Server=db;Password=***;Database=x"),
+    ("password='it\\'s here' sslmode=require", "password=*** sslmode=require"),
+    ("password='never closed and more", "password=***"),
+])
+def test_a_quoted_credential_is_masked_whole(text: str, masked: str) -> None:
+    """libpq keyword strings and connection strings quote a value holding spaces: the mask
+    stopped at the first space, and the rest of the password ("words'") was quoted on."""
+    from promoter.core.masking import without_password_params
+
+    assert without_secret_params(text) == masked
+    assert masked_value("dsn", text) == masked
+    if text.lower().startswith(("host", "password")):
+        assert without_password_params(text) == masked

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from promoter.core.documents import dig
 from promoter.core.gitops_scaffold import (
     CLUSTER_ANNOTATION,
     CLUSTER_LABEL,
@@ -82,14 +83,6 @@ class ClusterStatus:
                 "application": self.application}
 
 
-def _get(data: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data
-
-
 _TEXT_FIELDS = ("event", "model", "environment", "application", "cluster", "clusterLabel",
                 "server", "sync", "health", "revision", "reconciledAt", "healthChangedAt")
 
@@ -133,23 +126,23 @@ def observed_at(value: Any) -> str | None:
 def from_application(application: Mapping[str, Any]) -> ClusterStatus | None:
     """One row from an Argo CD ``Application``; None when promoter's ApplicationSet did not
     make it (no promoter labels)."""
-    labels = _get(application, "metadata", "labels") or {}
+    labels = dig(application, "metadata", "labels") or {}
     name, env = _text(labels.get(MODEL_LABEL)), _text(labels.get(ENV_LABEL))
     if name is None or env is None:
         return None
-    destination = _get(application, "spec", "destination") or {}
-    annotations = _get(application, "metadata", "annotations") or {}
+    destination = dig(application, "spec", "destination") or {}
+    annotations = dig(application, "metadata", "annotations") or {}
     cluster = (_text(annotations.get(CLUSTER_ANNOTATION)) or _text(labels.get(CLUSTER_LABEL))
                or _text(destination.get("name")) or _text(destination.get("server"))
                or "unknown")
     return ClusterStatus(
         name=name, env=env, cluster=cluster,
-        sync=_text(_get(application, "status", "sync", "status")) or "Unknown",
-        health=_text(_get(application, "status", "health", "status")) or "Unknown",
-        revision=_text(_get(application, "status", "sync", "revision")),
-        since=observed_at(_get(application, "status", "reconciledAt")),
-        application=_text(_get(application, "metadata", "name")) or "unknown",
-        health_changed_at=observed_at(_get(application, "status", "health",
+        sync=_text(dig(application, "status", "sync", "status")) or "Unknown",
+        health=_text(dig(application, "status", "health", "status")) or "Unknown",
+        revision=_text(dig(application, "status", "sync", "revision")),
+        since=observed_at(dig(application, "status", "reconciledAt")),
+        application=_text(dig(application, "metadata", "name")) or "unknown",
+        health_changed_at=observed_at(dig(application, "status", "health",
                                            "lastTransitionTime")))
 
 
@@ -160,7 +153,7 @@ def being_deleted(application: Mapping[str, Any]) -> bool:
     ``deleted`` notification had. Its cluster no longer runs the environment: a row of it is
     a deletion (``deleted``), not a cluster to count (the trigger of that notification,
     core.gitops_scaffold.EVENTS, is this same test)."""
-    return _get(application, "metadata", "deletionTimestamp") is not None
+    return dig(application, "metadata", "deletionTimestamp") is not None
 
 
 @dataclass(frozen=True)

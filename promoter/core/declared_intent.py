@@ -19,9 +19,8 @@ recovers the fields the placement policy looks at, from the resources promoter r
   labels the node selector and the required node affinity must hold together (ANDed), and
   the affinity's terms are ORed: each must pin the label ``In`` a list, and together they
   admit the union of their values;
-- replicas: the most any of them allows: the InferenceService predictor's, the HPA's or the
-  KEDA ScaledObject's min/max (KEDA's default of 100 when its max is left out), the
-  Deployment's own ``replicas``.
+- replicas: the most any of them allows (core.declared_replicas: the InferenceService
+  predictor's by KServe's rules, the HPA's, the KEDA ScaledObject's, the Deployment's own).
 
 The gate is the authoritative check of a hand-edited merge request, so what it cannot judge
 faithfully is refused (``UserError``), never read partly: a kind promoter does not render
@@ -40,8 +39,10 @@ them (``policy.required_tags``, metric gates) are not checked from here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
+from promoter.core.declared_replicas import declared_scaling
+from promoter.core.documents import dig
 from promoter.core.gitops_scaffold import NAMESPACED_KINDS
 from promoter.core.spec import API_VERSION, KIND
 from promoter.errors import UserError
@@ -54,15 +55,6 @@ GPU_PRODUCT = "nvidia.com/gpu.product"
 TEAM_LABEL = "promoter.dev/team"
 COST_CENTER_LABEL = "promoter.dev/cost-center"
 WORKLOADS = ("InferenceService", "Deployment")
-# KEDA's maxReplicaCount when a ScaledObject leaves it out (keda.sh ScaledObject spec).
-KEDA_DEFAULT_MAX_REPLICAS = 100
-# KServe's deployment modes that scale the predictor with an HPA (or not at all): there the
-# HPA's maxReplicas is the predictor's, raised to its minReplicas (at least 1) when lower or
-# unset (KServe's hpa reconciler). In Serverless/Knative mode (the cluster default when the
-# annotation is absent) an unset maxReplicas leaves Knative's max-scale unbounded.
-DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
-BOUNDED_MODES = frozenset({"RawDeployment", "Standard"})
-AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
 # What an overlay may hold: what promoter renders (the AppProject's whitelist) and Namespace.
 KINDS = frozenset(kind for _, kind in NAMESPACED_KINDS) | {"Namespace"}
 # The KServe v1beta1 predictor fields that are a container of the predictor's own pod, with
@@ -86,23 +78,12 @@ UNJUDGED_POD_FIELDS = {
 }
 
 
-def _get(data: Any, *path: str | int) -> Any:
-    for key in path:
-        if isinstance(key, int):
-            data = data[key] if isinstance(data, list) and len(data) > key else None
-        elif isinstance(data, Mapping):
-            data = data.get(key)
-        else:
-            return None
-    return data
-
-
 def _pod_spec(resource: Mapping[str, Any]) -> Mapping[str, Any] | None:
     found = None
     if resource.get("kind") == "InferenceService":
-        found = _get(resource, "spec", "predictor")
+        found = dig(resource, "spec", "predictor")
     elif resource.get("kind") == "Deployment":
-        found = _get(resource, "spec", "template", "spec")
+        found = dig(resource, "spec", "template", "spec")
     return found if isinstance(found, Mapping) else None
 
 
@@ -119,7 +100,7 @@ def _gpu_resources(container: Mapping[str, Any]) -> set[str]:
     (``nvidia.com/mig-<profile>``, what promoter renders for ``gpu.mig``)."""
     names: set[str] = set()
     for part in ("limits", "requests"):
-        amounts = _get(container, "resources", part)
+        amounts = dig(container, "resources", part)
         if isinstance(amounts, Mapping):
             names.update(str(name) for name in amounts
                          if name == GPU or str(name).startswith(MIG_PREFIX))
@@ -132,7 +113,7 @@ def _gpus(container: Mapping[str, Any]) -> int:
     are set)."""
     total = 0
     for name in _gpu_resources(container):
-        counts = [_get(container, "resources", part, name) for part in ("limits", "requests")]
+        counts = [dig(container, "resources", part, name) for part in ("limits", "requests")]
         try:
             total += max((int(str(count)) for count in counts if count is not None), default=0)
         except ValueError:
@@ -161,7 +142,7 @@ def _placement(pod: Mapping[str, Any], key: str) -> set[str] | None:
     so each narrows the other; one that nothing can satisfy is refused (the pod never runs,
     and a claim the gate cannot place is not judged)."""
     per_term = [_term_values(term, key) for term in _terms(pod)]
-    selected = _get(pod, "nodeSelector", key)
+    selected = dig(pod, "nodeSelector", key)
     if selected is None:
         return _affinity_values(per_term, key)
     # Pinned by the selector, the value is known whatever the terms say about it: the pod
@@ -175,7 +156,7 @@ def _placement(pod: Mapping[str, Any], key: str) -> set[str] | None:
 
 
 def _terms(pod: Mapping[str, Any]) -> list[Any]:
-    return list(_get(pod, "affinity", "nodeAffinity",
+    return list(dig(pod, "affinity", "nodeAffinity",
                      "requiredDuringSchedulingIgnoredDuringExecution",
                      "nodeSelectorTerms") or [])
 
@@ -202,15 +183,15 @@ def _term_values(term: Any, key: str) -> set[str] | None:
     """The values of ``key`` one nodeSelectorTerm admits (its expressions all hold: their
     ``In`` lists intersect, less its ``NotIn`` values; ``Exists`` adds no limit); None when
     no ``In`` pins ``key`` in it, so a node with any value may match."""
-    expressions = [e for e in _get(term, "matchExpressions") or [] if _get(e, "key") == key]
+    expressions = [e for e in dig(term, "matchExpressions") or [] if dig(e, "key") == key]
     by_operator: dict[str, list[set[str]]] = {}
     for expression in expressions:
-        operator = str(_get(expression, "operator"))
+        operator = str(dig(expression, "operator"))
         if operator not in ("In", "NotIn", "Exists"):
             raise UserError(f"the {key} node affinity uses {operator!r}; the gate judges 'In' "
                             "lists (narrowed by 'NotIn' or 'Exists')")
         by_operator.setdefault(operator, []).append(
-            {str(v) for v in _get(expression, "values") or []})
+            {str(v) for v in dig(expression, "values") or []})
     if "In" not in by_operator:
         return None
     return set.intersection(*by_operator["In"]) - set().union(*by_operator.get("NotIn", []))
@@ -223,7 +204,7 @@ def _refuse_what_cannot_be_judged(resources: list[Mapping[str, Any]]) -> None:
                         f"render and the gate cannot judge (it judges {', '.join(sorted(KINDS))})")
     workloads = [r for r in resources if r.get("kind") in WORKLOADS]
     if len(workloads) > 1:
-        names = ", ".join(f"{r.get('kind')}/{_get(r, 'metadata', 'name')}" for r in workloads)
+        names = ", ".join(f"{r.get('kind')}/{dig(r, 'metadata', 'name')}" for r in workloads)
         raise UserError(f"the overlay runs {len(workloads)} workloads ({names}); promoter "
                         "renders one, and the gate judges one")
     for workload in workloads:
@@ -235,7 +216,7 @@ def _refuse_unjudged_pod_fields(workload: Mapping[str, Any]) -> None:
     pod = _pod_spec(workload) or {}
     for field, why in UNJUDGED_POD_FIELDS.items():
         if pod.get(field):
-            raise UserError(f"{workload.get('kind')}/{_get(workload, 'metadata', 'name')} sets "
+            raise UserError(f"{workload.get('kind')}/{dig(workload, 'metadata', 'name')} sets "
                             f"{field}, which {why}: promoter renders no {field}, and the gate "
                             "cannot judge the GPUs it claims")
 
@@ -245,13 +226,13 @@ def _refuse_components_beside_the_predictor(workload: Mapping[str, Any]) -> None
     GPUs, replicas and placement. Promoter renders only the predictor, so anything beside it
     in the spec is a shape the gate does not judge: refused, like a kind it does not render,
     rather than left out of the claim."""
-    spec = _get(workload, "spec")
+    spec = dig(workload, "spec")
     if workload.get("kind") != "InferenceService" or not isinstance(spec, Mapping):
         return
     others = sorted(str(key) for key, value in spec.items()
                     if key != "predictor" and value is not None)
     if others:
-        raise UserError(f"InferenceService/{_get(workload, 'metadata', 'name')} has "
+        raise UserError(f"InferenceService/{dig(workload, 'metadata', 'name')} has "
                         f"{', '.join(f'spec.{key}' for key in others)}: promoter renders only "
                         "the predictor, and the gate judges only that (other components run "
                         "pods with their own GPUs, replicas and placement)")
@@ -259,8 +240,8 @@ def _refuse_components_beside_the_predictor(workload: Mapping[str, Any]) -> None
 
 def declared_namespace(resources: Iterable[Mapping[str, Any]]) -> str | None:
     """The one namespace the overlay's resources name (None when none names one)."""
-    found = {str(_get(r, "metadata", "namespace")) for r in resources
-             if r.get("kind") != "Namespace" and _get(r, "metadata", "namespace")}
+    found = {str(dig(r, "metadata", "namespace")) for r in resources
+             if r.get("kind") != "Namespace" and dig(r, "metadata", "namespace")}
     if len(found) > 1:
         raise UserError(f"the overlay's resources are in {len(found)} namespaces "
                         f"({', '.join(sorted(found))}); promoter renders one")
@@ -277,7 +258,7 @@ def _owner(workload: Mapping[str, Any], labels: Mapping[str, Any]) -> dict[str, 
     rendered carries them, so a workload without the team label was not rendered by promoter
     (or had it removed): refused, rather than guessed from a configurable cost label."""
     if not labels.get(TEAM_LABEL):
-        raise UserError(f"{workload.get('kind')}/{_get(workload, 'metadata', 'name')} has no "
+        raise UserError(f"{workload.get('kind')}/{dig(workload, 'metadata', 'name')} has no "
                         f"{TEAM_LABEL} label, which names the team the gate judges it for "
                         "(promoter renders it on every workload)")
     return {"team": str(labels[TEAM_LABEL]),
@@ -294,9 +275,9 @@ def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         else "deployment"}
     metadata: dict[str, Any] = {}
     for resource in workloads:
-        labels = _get(resource, "metadata", "labels") or {}
-        annotations = _get(resource, "metadata", "annotations") or {}
-        metadata["name"] = _get(resource, "metadata", "name")
+        labels = dig(resource, "metadata", "labels") or {}
+        annotations = dig(resource, "metadata", "annotations") or {}
+        metadata["name"] = dig(resource, "metadata", "name")
         if labels.get("promoter.dev/runtime"):
             spec["runtime"] = str(labels["promoter.dev/runtime"])
         if annotations.get("promoter.dev/registered-model"):
@@ -327,85 +308,8 @@ def declared_intent(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         regions = _regions(pod)
         if regions:
             spec["regions"] = regions
-    scaling = _scaling(resources)
+    scaling = declared_scaling(resources)
     if scaling:
         spec["scaling"] = scaling
     return {"apiVersion": API_VERSION, "kind": KIND,
             "metadata": {k: v for k, v in metadata.items() if v}, "spec": spec}
-
-
-def _predictor_bounds(service: Mapping[str, Any], resources: list[Mapping[str, Any]],
-                      highs: list[int]) -> list[int]:
-    """The predictor's minReplicas (as a list: none when unset) and, into ``highs``, the most
-    replicas KServe may run it at. An unset (or 0) maxReplicas is bounded only in an HPA mode;
-    elsewhere, and with an external autoscaler the overlay does not hold, nothing in the
-    manifests bounds it: refused."""
-    name = f"InferenceService/{_get(service, 'metadata', 'name')}"
-    annotations = _get(service, "metadata", "annotations") or {}
-    predictor = _get(service, "spec", "predictor") or {}
-    low, high = predictor.get("minReplicas"), predictor.get("maxReplicas")
-    low = low if _whole(low) else None
-    if annotations.get(AUTOSCALER_CLASS) == "external" and not any(
-            r.get("kind") == "ScaledObject" for r in resources):
-        raise UserError(f"{name} is scaled by an external autoscaler "
-                        f"({AUTOSCALER_CLASS}: external) that the overlay does not hold, so "
-                        "nothing in it bounds its replicas")
-    if _whole(high) and high > 0:
-        highs.append(high)
-    elif annotations.get(DEPLOYMENT_MODE) in BOUNDED_MODES:
-        highs.append(max(low or 1, 1))
-    else:
-        mode = annotations.get(DEPLOYMENT_MODE) or "the cluster's default (Serverless unless " \
-            "configured)"
-        raise UserError(f"{name} sets no predictor maxReplicas in deployment mode {mode}, "
-                        "where Knative scales it without bound; set maxReplicas (promoter "
-                        f"renders it, with {DEPLOYMENT_MODE}: Standard)")
-    return [low] if low is not None else []
-
-
-def _whole(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _keda_default_max(scaled_object: Mapping[str, Any]) -> list[int]:
-    """KEDA's own bound when the ScaledObject names none: its replicas are then capped by
-    KEDA's default, not by any other resource's, so that default is what it may run."""
-    spec = _get(scaled_object, "spec")
-    named = spec.get("maxReplicaCount") if isinstance(spec, Mapping) else None
-    if named is None:
-        return [KEDA_DEFAULT_MAX_REPLICAS]
-    if not isinstance(named, int) or isinstance(named, bool):
-        raise UserError(f"ScaledObject/{_get(scaled_object, 'metadata', 'name')} has "
-                        f"maxReplicaCount {named!r}, not a whole number the gate can judge")
-    return []
-
-
-def _scaling(resources: list[Mapping[str, Any]]) -> dict[str, int]:
-    """The replica bounds, the widest any resource allows: whichever of them scales the
-    workload (the HPA, KEDA, KServe, or the Deployment's own count until one does) may run
-    that many."""
-    lows: list[int] = []
-    highs: list[int] = []
-
-    def bounds(source: Any, low: str, high: str) -> None:
-        if isinstance(source, Mapping):
-            lows.extend(v for v in (source.get(low),) if isinstance(v, int))
-            highs.extend(v for v in (source.get(high),) if isinstance(v, int))
-
-    for resource in resources:
-        kind = resource.get("kind")
-        if kind == "InferenceService":
-            lows.extend(_predictor_bounds(resource, resources, highs))
-        elif kind == "HorizontalPodAutoscaler":
-            bounds(_get(resource, "spec"), "minReplicas", "maxReplicas")
-        elif kind == "ScaledObject":
-            bounds(_get(resource, "spec"), "minReplicaCount", "maxReplicaCount")
-            highs.extend(_keda_default_max(resource))
-        elif kind == "Deployment" and isinstance(_get(resource, "spec", "replicas"), int):
-            highs.append(int(_get(resource, "spec", "replicas")))
-    scaling = {}
-    if lows:
-        scaling["minReplicas"] = min(lows)
-    if highs:
-        scaling["maxReplicas"] = max(highs)
-    return scaling

@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from promoter.core.documents import dig
 from promoter.core.naming import (
     DISPLAY_CONTROLS,
     derive_name,
@@ -296,19 +297,10 @@ def _drop_gpu_defaults_without_a_gpu(spec: dict[str, Any], asked: Mapping[str, A
     says which GPU a deployment that asks for GPUs gets; one that asks for none keeps it
     out. Only what the intent itself names (``asked``) is left for Gpu to refuse beside a
     count of 0. ``spec`` is deep_merge's fresh copy, changed in place."""
-    gpu = _mapping_at(spec, "resources", "gpu")
-    if gpu is None or gpu.get("count", 0) not in (0, "0"):
+    gpu = dig(spec, "resources", "gpu")
+    if not isinstance(gpu, dict) or gpu.get("count", 0) not in (0, "0"):
         return
-    named = _mapping_at(asked, "resources", "gpu") or {}
+    named = dig(asked, "resources", "gpu")
     for key in ("type", "mig"):
-        if named.get(key) is None:
+        if not isinstance(named, Mapping) or named.get(key) is None:
             gpu.pop(key, None)
-
-
-def _mapping_at(document: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        value = document.get(key) if isinstance(document, Mapping) else None
-        if not isinstance(value, Mapping):
-            return None
-        document = value
-    return document

@@ -78,7 +78,7 @@ class AuditTrail:
         # or a URL's credentials (a version's source in a denial, an error body quoting a
         # signed URL): once sealed, an entry cannot be changed without breaking the chain, so
         # they are masked before sealing. Only new entries: the hash covers what is stored.
-        return self._chain.append(storable_fields(without_credentials(entry)))
+        return self._chain.append(storable_fields(entry, without_url_credentials))
 
     @contextlib.contextmanager
     def writing_back(self, model: str, version: str, env: str,
@@ -140,18 +140,6 @@ class AuditTrail:
         """{model: what is live in ``env`` now}, every model in one read of the trail (a
         caller asking about many deployments reads it once, not once per deployment)."""
         return live_at(self.entries(), env, time.time())
-
-
-def without_credentials(value: Any) -> Any:
-    """``value`` (an audit entry: JSON-like) with URL credentials masked in every string in it
-    (core.masking.without_url_credentials: userinfo, credential-named parameters)."""
-    if isinstance(value, str):
-        return without_url_credentials(value)
-    if isinstance(value, dict):
-        return {key: without_credentials(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [without_credentials(item) for item in value]
-    return value
 
 
 def since_if(live: Live | None, version: str) -> float | None:

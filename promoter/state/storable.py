@@ -9,6 +9,7 @@ ran again after its lease, and ended parked without its reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -24,12 +25,13 @@ def storable(text: str) -> str:
     return text
 
 
-def storable_fields(value: Any) -> Any:
-    """``value`` (an audit entry: JSON-like) with every string in it ``storable``."""
+def storable_fields(value: Any, text: Callable[[str], str] = lambda found: found) -> Any:
+    """``value`` (an audit entry: JSON-like) with every string in it ``storable``, each string
+    value passed through ``text`` first (the audit trail's masking of URL credentials)."""
     if isinstance(value, str):
-        return storable(value)
+        return storable(text(value))
     if isinstance(value, dict):
-        return {storable(str(key)): storable_fields(item) for key, item in value.items()}
+        return {storable(str(key)): storable_fields(item, text) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [storable_fields(item) for item in value]
+        return [storable_fields(item, text) for item in value]
     return value

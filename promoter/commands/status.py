@@ -87,8 +87,8 @@ def status(
                 deleting.append(row)
             else:
                 rows[(row.name, row.env, row.cluster)] = row
-        live, gone = group(rows.values()), group(deleting)
-        listed = live.keys() | gone.keys()
+        running, going = group(rows.values()), group(deleting)
+        listed = running.keys() | going.keys()
         # The listing is complete: an environment with rows stored and no Application listed
         # has none left (deleted with no finalizer, or with no deleted notification), and its
         # rows would be told again to every later version (after_merge). Only within the
@@ -96,8 +96,8 @@ def status(
         stored = feedback.store.environments() if feedback is not None else []
         empty = {pair for pair in stored if pair not in listed and wanted(*pair)}
         for name, env_name in sorted(listed | empty):
-            _record(feedback, name, env_name, live.get((name, env_name), []),
-                    deleted=gone.get((name, env_name), []))
+            _record(feedback, name, env_name, running.get((name, env_name), []),
+                    deleted=going.get((name, env_name), []))
         return rows, version
 
     current, version = snapshot()

@@ -143,7 +143,7 @@ def from_application(application: Mapping[str, Any]) -> ClusterStatus | None:
         since=observed_at(dig(application, "status", "reconciledAt")),
         application=_text(dig(application, "metadata", "name")) or "unknown",
         health_changed_at=observed_at(dig(application, "status", "health",
-                                           "lastTransitionTime")))
+                                          "lastTransitionTime")))
 
 
 def being_deleted(application: Mapping[str, Any]) -> bool:

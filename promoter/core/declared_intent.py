@@ -157,8 +157,8 @@ def _placement(pod: Mapping[str, Any], key: str) -> set[str] | None:
 
 def _terms(pod: Mapping[str, Any]) -> list[Any]:
     return list(dig(pod, "affinity", "nodeAffinity",
-                     "requiredDuringSchedulingIgnoredDuringExecution",
-                     "nodeSelectorTerms") or [])
+                    "requiredDuringSchedulingIgnoredDuringExecution",
+                    "nodeSelectorTerms") or [])
 
 
 def _affinity_values(per_term: list[set[str] | None], key: str) -> set[str] | None:

@@ -94,9 +94,21 @@ def without_secret_params(text: str) -> str:
             end = _VALUE_END.search(text, position)
             assert end is not None  # \Z always matches
             pieces += [text[copied:position], MASK]
-            copied = position = end.start()
+            copied = position = _closing_quote_kept(text, position, end.start())
     pieces.append(text[copied:])
     return "".join(pieces)
+
+
+def _closing_quote_kept(text: str, value_start: int, value_end: int) -> int:
+    """Where an unquoted credential's mask ends: before a last character that closes a
+    quote opened earlier on the line (``dsn='host=h password=pw'``), so the text around it
+    stays balanced; masking it again then leaves it as it is."""
+    last = text[value_end - 1:value_end]
+    if value_end > value_start + 1 and last in ("'", '"'):
+        line_start = text.rfind("\n", 0, value_start) + 1
+        if text.count(last, line_start, value_start) % 2 == 1:
+            return value_end - 1
+    return value_end
 
 
 def credential_param(name: str) -> bool:

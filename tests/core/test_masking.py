@@ -64,3 +64,16 @@ def test_a_quoted_credential_is_masked_whole(text: str, masked: str) -> None:
     assert masked_value("dsn", text) == masked
     if text.lower().startswith(("host", "password")):
         assert without_password_params(text) == masked
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("dsn='host=db password=pw' ignored", "dsn='host=db password=***' ignored"),
+    ('reason: "token=abc" denied', 'reason: "token=***" denied'),
+    ("k='password=pw'", "k='password=***'"),
+    ("password=ab' rest", "password=*** rest"),   # no quote opened before: all of it is value
+])
+def test_a_quote_closing_text_around_a_credential_stays(text: str, masked: str) -> None:
+    """An unquoted credential inside quoted text took the closing quote with it, so the
+    text around it lost its balance; masking the masked text again changes nothing."""
+    assert without_secret_params(text) == masked
+    assert without_secret_params(masked) == masked

@@ -95,6 +95,15 @@ def status(
         # listing's scope: an environment or model it did not ask for is not seen gone.
         stored = feedback.store.environments() if feedback is not None else []
         empty = {pair for pair in stored if pair not in listed and wanted(*pair)}
+        if empty and not items:
+            # Nothing at all listed is also what a wrong argocd.namespace (or a cluster Argo
+            # CD does not run on) answers: clearing would tell MLflow and the audit trail
+            # that every model left its clusters. Kept; the deleted notifications clear them.
+            typer.echo(f"warning: no Argo CD Application in namespace "
+                       f"{settings.argocd.namespace!r} carries {MODEL_LABEL}: the stored "
+                       f"status of {len(empty)} environment(s) is kept (is argocd.namespace "
+                       f"right?)", err=True)
+            empty = set()
         for name, env_name in sorted(listed | empty):
             _record(feedback, name, env_name, running.get((name, env_name), []),
                     deleted=going.get((name, env_name), []))

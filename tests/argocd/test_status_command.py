@@ -258,6 +258,8 @@ def test_a_listing_drops_the_rows_of_an_environment_with_no_application_left(
     assert run("--config", config, "status")[0] == 0
     assert all(_stored(state).values())
     standin.objects.clear()
+    # Another model's Application shows the namespace is Argo CD's: the listing is truthful.
+    standin.put("argocd", application("other-model", "production", "gpu-eu-1"))
     # Outside the listing's filters nothing goes: the model filter names the registered
     # model (the ledger's) or the deployment; --env one environment.
     assert run("--config", config, "status", "llm-chat", "--env", "staging")[0] == 0
@@ -269,8 +271,25 @@ def test_a_listing_drops_the_rows_of_an_environment_with_no_application_left(
                               ("llm-chat", "production"): ["gpu-eu-1"]}
     assert _told(state)[-1]["env"] == "production" and _told(state)[-1]["deployed"] is False
     code, out, _ = run("--config", config, "status", "-o", "json")
-    assert code == 0 and json.loads(out) == []
+    assert code == 0 and [row["name"] for row in json.loads(out)] == ["other-model"]
     assert not any(_stored(state).values())
+
+
+def test_a_listing_with_no_application_at_all_keeps_the_stored_status(
+        cluster: dict, capsys) -> None:
+    """An empty listing is also what a wrong argocd.namespace answers: it cleared every
+    stored row and told MLflow and the audit trail that every model left its clusters."""
+    standin, state, config = cluster["standin"], cluster["state"], str(cluster["config"])
+    standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1"))
+    run = cli_runner(capsys)
+    assert run("--config", config, "status")[0] == 0
+    told = _told(state)
+    standin.objects.clear()
+    code, out, err = run("--config", config, "status", "-o", "json")
+    assert code == 0 and json.loads(out) == []
+    assert "is argocd.namespace right?" in err and "'argocd'" in err
+    assert _stored(state)[("fraud-detector", "production")] == ["gpu-eu-1"]
+    assert _told(state) == told
 
 
 def test_an_application_deleted_while_watched_is_not_brought_back_by_a_late_report(

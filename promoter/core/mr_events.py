@@ -20,16 +20,15 @@ from promoter.ports.git import (
     WITHDRAWN_SUFFIX,
 )
 
-MR_ACTIONS = frozenset({"open", "close", "reopen", "update", "approved", "unapproved",
-                        "approval", "unapproval", "merge"})
 ACTED_ON = frozenset({"approved", "merge", "close"})
 # The actions that settle an MR: recorded even when its head is someone else's (see
 # ``foreign_settlement``).
 SETTLING = frozenset({"merge", "close"})
 HUMAN_COMMIT = "human_commit"
-PIPELINE_STATUSES = frozenset({"created", "waiting_for_resource", "preparing", "pending",
-                               "running", "success", "failed", "canceled", "skipped", "manual",
-                               "scheduled"})
+# Pipeline statuses GitLab documents; an event with another (a newer GitLab's) is ignored.
+PIPELINE_STATUSES = frozenset({"created", "waiting_for_resource", "preparing",
+                               "waiting_for_callback", "pending", "running", "success", "failed",
+                               "canceling", "canceled", "skipped", "manual", "scheduled"})
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,10 @@ from promoter.core.gitlab_payloads import parse
 from promoter.core.mr_events import (
     ACTED_ON,
     HUMAN_COMMIT,
+    PIPELINE_STATUSES,
     ForgeEvent,
     MergeRequestEvent,
+    PipelineEvent,
     approvals_short,
     closed_by_promoter,
     foreign_settlement,
@@ -124,7 +126,11 @@ class GitLabHookHandler:
         if event is None:
             return 200, {"status": "ignored", "reason": f"event {event_header[:60]!r} not handled"}
         if isinstance(event, MergeRequestEvent) and event.action not in ACTED_ON:
-            return 200, {"status": "ignored", "reason": f"action {event.action!r} not acted on"}
+            return 200, {"status": "ignored",
+                         "reason": f"action {event.action[:40]!r} not acted on"}
+        if isinstance(event, PipelineEvent) and event.status not in PIPELINE_STATUSES:
+            return 200, {"status": "ignored",
+                         "reason": f"pipeline status {event.status[:40]!r} not known"}
         if isinstance(event, MergeRequestEvent):
             try:
                 ours = closed_by_promoter(event.action, event.title, event.source_branch,

@@ -45,7 +45,7 @@ def test_pipeline_hook() -> None:
 
 
 @pytest.mark.parametrize("body", [
-    b"[]", b"nope", mr_payload(iid="3"), mr_payload(action="explode"), mr_payload(iid=-1),
+    b"[]", b"nope", mr_payload(iid="3"), mr_payload(iid=-1),
     json.dumps({"object_kind": "merge_request"}).encode(), mr_payload(source_branch=["x"]),
 ])
 def test_malformed_payloads_are_user_errors(body: bytes) -> None:

@@ -193,6 +193,32 @@ def test_pipeline_hook_is_parsed_and_accepted(setup: Setup) -> None:
     assert (event.status, event.iid, event.head_sha) == ("failed", result.mr_iid, result.head_sha)
 
 
+def test_pipeline_statuses_and_actions_this_version_does_not_know_are_ignored_not_refused(
+        setup: Setup) -> None:
+    """GitLab 17.x sends pipeline statuses `canceling` and `waiting_for_callback`; any 4xx
+    counts against the hook, which GitLab then disables, merge deliveries and all. Known
+    ones are recorded; one newer still, or an unknown MR action, is answered 200 ignored."""
+    result = setup.harness.provider.propose(proposal("1"))
+    assert result.mr_iid is not None
+    setup.standin.api.run_pipeline(result.mr_iid, "canceling")
+    canceling = setup.standin.deliveries[-1]
+    assert (canceling.status, canceling.response["status"]) == (200, "accepted")
+    assert [e.status for e in setup.events if isinstance(e, PipelineEvent)] == ["canceling"]
+    newer = json.loads(json.dumps(canceling.payload))
+    newer["object_attributes"]["status"] = "drifting"
+    answered = setup.standin.deliver("Pipeline Hook", newer)
+    assert answered.status == 200 and answered.response == {
+        "status": "ignored", "reason": "pipeline status 'drifting' not known"}
+    merge = {"object_kind": "merge_request", "user": {"username": "alice"},
+             "project": canceling.payload["project"],
+             "object_attributes": {"iid": result.mr_iid, "action": "reticulate",
+                                   "source_branch": "promote/fraud/production",
+                                   "target_branch": "main", "state": "opened"}}
+    answered = setup.standin.deliver("Merge Request Hook", merge)
+    assert answered.status == 200 and answered.response["status"] == "ignored"
+    assert len(setup.events) == 1
+
+
 @pytest.mark.parametrize("token", [None, "wrong-token", ""])
 def test_missing_or_wrong_token_is_401(setup: Setup, token: str | None) -> None:
     setup.standin.hook_token = token

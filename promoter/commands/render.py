@@ -21,8 +21,8 @@ The intent comes from a ModelDeployment file (--intent) or from MLflow (MODEL --
 deploy.* tags or a logged modeldeployment.yaml). --dry-run prints every file with its path and
 writes nothing; --out DIR writes DIR/<name>/base and DIR/<name>/overlays/<env>.
 --modelcar REPO@sha256:… (modelcar runtimes) and --image REPO@sha256:… (the deployment
-runtime) pin the signed artifact the overlay runs, as a promotion does; without it the tree is a
-preview a cluster cannot run, and a warning says so. An accepted
+runtime) pin the signed artifact the overlay runs, as a promotion does (the other one is a usage
+error); without it the tree is a preview a cluster cannot run, and a warning says so. An accepted
 `promoter forecast` ScaledObject already in DIR's overlay is kept, as a promotion keeps it.
 """
 
@@ -61,6 +61,10 @@ def render(
         raise UsageError("choose exactly one of --dry-run and --out DIR")
     if (intent is None) == (model is None):
         raise UsageError("give either --intent FILE or MODEL --version N")
+    if intent is not None and version is not None:
+        # The file names its version (spec.model.version): a --version beside it was ignored.
+        raise UsageError("--version goes with MODEL; with --intent FILE the version is the "
+                         "file's spec.model.version")
     settings = state(ctx).settings()
     if intent is not None:
         document = rendering.load_intent_file(intent)
@@ -84,11 +88,16 @@ def render(
             request = dataclasses.replace(request,
                                           accepted_scaling=accepted.read_text(encoding="utf-8"))
     renderer = rendering.renderer(settings)
-    files = renderer.render(request)
-    from promoter.core.runtimes import unpinned_artifact
+    from promoter.core.runtimes import misplaced_pin, unpinned_artifact
 
+    descriptor = renderer.check(request)
+    misplaced = misplaced_pin(descriptor, modelcar_given=modelcar is not None,
+                              image_given=image is not None)
+    if misplaced is not None:
+        raise UsageError(misplaced)
+    files = renderer.render(request)
     unpinned = unpinned_artifact(
-        renderer.check(request), image_pinned=bool(request.image and request.image.digest),
+        descriptor, image_pinned=bool(request.image and request.image.digest),
         modelcar_pinned=bool(request.modelcar and request.modelcar.digest))
     warnings = [unpinned] if unpinned else []
     if out is not None:

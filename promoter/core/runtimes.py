@@ -248,6 +248,23 @@ def unpinned_artifact(descriptor: RuntimeDescriptor, *, image_pinned: bool,
     return None
 
 
+def misplaced_pin(descriptor: RuntimeDescriptor, *, modelcar_given: bool,
+                  image_given: bool) -> str | None:
+    """An artifact pin the runtime would not run: `promoter render --modelcar` for the
+    deployment runtime (or --image for a modelcar runtime) rendered a tree without it, with
+    nothing said, so a preview of "this signed artifact" showed none."""
+    if modelcar_given and descriptor.artifact != "modelcar":
+        return (f"runtime {descriptor.name} does not run a modelcar ({descriptor.artifact}): "
+                "--modelcar does not apply" + ("; pin its image with --image"
+                                               if descriptor.artifact == "pyfunc-image" else ""))
+    if image_given and descriptor.artifact != "pyfunc-image":
+        return (f"runtime {descriptor.name} does not run the pyfunc image "
+                f"({descriptor.artifact}): --image does not apply"
+                + ("; pin its modelcar with --modelcar" if descriptor.artifact == "modelcar"
+                   else ""))
+    return None
+
+
 def shell_less_modelcar_problem(descriptor: RuntimeDescriptor, deployment: ModelDeployment, *,
                                 modelcar_built: bool, base_configured: bool,
                                 demo: bool) -> str | None:

@@ -62,6 +62,22 @@ def test_a_tree_without_its_signed_artifact_is_called_a_preview(
     assert DIGEST in rendered
 
 
+@pytest.mark.parametrize(("example", "extra", "said"), [
+    ("fraud-detector", ("--modelcar", f"registry.example/m@{DIGEST}"),
+     "runtime deployment does not run a modelcar (pyfunc-image): --modelcar does not apply"),
+    ("llm-chat", ("--image", f"registry.example/m@{DIGEST}"),
+     "runtime vllm does not run the pyfunc image (modelcar): --image does not apply"),
+    ("fraud-detector", ("--version", "9"), "--version goes with MODEL"),
+])
+def test_an_option_the_render_would_ignore_is_a_usage_error(
+        run_cli: Run, tmp_path: Path, example: str, extra: tuple[str, str], said: str) -> None:
+    """`--version 9` beside --intent rendered the file's version 7, and a pin the runtime
+    does not run was dropped: exit 0 and a tree for another version, or with no artifact."""
+    code, out, err = run_cli("render", "--intent", str(EXAMPLES / f"{example}.yaml"),
+                             "--env", "production", "--dry-run", "--config", CONFIG, *extra)
+    assert code == 2 and said in err and out == ""
+
+
 @requires_kubectl
 def test_out_writes_a_tree_that_validates(run_cli: Run, tmp_path: Path) -> None:
     out = tmp_path / "manifests"

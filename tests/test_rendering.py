@@ -133,3 +133,33 @@ def test_writing_over_another_models_directory_is_refused(tmp_path: Path) -> Non
     with pytest.raises(Exception, match="already holds model 'Fraud Detector'"):
         rendering.write_tree(tmp_path, rendering.renderer(SETTINGS).render(request))
     assert sorted(p.read_text() for p in tmp_path.rglob("*.yaml")) == before
+
+
+@pytest.mark.parametrize(("example", "platform"), [
+    ("vision-segmenter", None), ("llm-chat", "kserve"), ("llm-chat", "kubernetes"),
+    ("ad-ranker", None)])
+def test_a_name_too_long_for_kserves_host_name_is_an_invalid_intent(
+        example: str, platform: str | None) -> None:
+    """KServe names the predictor's host <name>-predictor-<namespace>, one DNS label of at
+    most 63 characters, and fails every reconcile of a longer one: a 45-character name in
+    models-production (17) rendered an InferenceService that never came up."""
+    from promoter.core.naming import kserve_host_problem
+    from promoter.errors import UserError
+
+    def attempt(name: str) -> None:
+        intent = rendering.load_intent_file(EXAMPLES / f"{example}.yaml")
+        intent.setdefault("metadata", {})["name"] = name
+        if platform is not None:
+            intent["spec"].setdefault("serving", {})["platform"] = platform
+        request = rendering.build_request(SETTINGS, intent, "production", origin=example)
+        rendering.renderer(SETTINGS).render(request)
+
+    assert kserve_host_problem("a" * 35, "models-production") is None
+    longest = "m" * 35                      # 35 + len("-predictor-models-production") == 63
+    attempt(longest)
+    if platform == "kubernetes" or example == "ad-ranker":   # plain Deployments: no such host
+        attempt(longest + "x" * 10)
+        return
+    with pytest.raises(UserError, match="at most 35 characters here") as raised:
+        attempt(longest + "x")
+    assert "64 characters long" in raised.value.message

@@ -52,6 +52,21 @@ def suggest_name(name: str) -> str:
     return suggestion or "my-model"
 
 
+def kserve_host_problem(name: str, namespace: str) -> str | None:
+    """Why KServe cannot give InferenceService ``name`` in ``namespace`` a host name: its
+    default domain template (``{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}``, Name
+    being the predictor's ``<name>-predictor``) makes one DNS label of all three, at most 63
+    characters, and the controller fails every reconcile of a longer one (in both deployment
+    modes, even with ingress creation disabled: kserve/kserve#4807)."""
+    host = f"{name}-predictor-{namespace}"
+    if len(host) <= 63:
+        return None
+    return (f"KServe's host name label {host!r} would be {len(host)} characters long; DNS "
+            f"allows 63, so the InferenceService never reconciles: shorten metadata.name "
+            f"(to at most {max(63 - len('-predictor-') - len(namespace), 0)} characters "
+            f"here) or the environment's namespace")
+
+
 def label_value_problem(value: str) -> str | None:
     if len(value) > 63:
         return f"is {len(value)} characters long; Kubernetes label values hold at most 63"

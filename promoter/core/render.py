@@ -20,6 +20,7 @@ from jinja2 import DictLoader
 from promoter.core import keda_overlay, runtimes
 from promoter.core.config import DEFAULT_COST_LABELS, frozen
 from promoter.core.manifest_context import base_context, overlay_context
+from promoter.core.naming import kserve_host_problem
 from promoter.core.runtimes import RuntimeDescriptor
 from promoter.core.spec import ModelDeployment
 from promoter.core.templating import TemplateError, build_environment
@@ -90,6 +91,8 @@ class Renderer:
         problem = runtimes.baseless_image_problem(
             descriptor, image_built=request.image is not None,
             base_configured=request.image_base_configured, demo=request.demo)
+        if problem is None and descriptor.platform(request.deployment) == "kserve":
+            problem = kserve_host_problem(name, request.namespace)
         if problem:
             raise UserError(f"{name}: {problem}")
         return descriptor

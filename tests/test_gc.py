@@ -1140,3 +1140,20 @@ def test_an_idle_overlay_whose_trigger_names_another_version_is_not_idle() -> No
                                                     f"{ROOT}/a/base/"]
     assert plan("4", False) == []
     assert plan("3", True) == []
+
+
+def test_an_overlay_whose_version_was_deleted_stays_while_another_version_is_targeted() -> None:
+    """v2 deleted from MLflow while the alias names v5, whose promotion (MR open, perhaps)
+    updates the overlay: GC removed it, the promotion's MR conflicted and production went
+    dark. Only with nothing pointing the environment at the model does the overlay go."""
+    found = [gc.Overlay("a", "production", "Model A", "2")]
+
+    def planned(pointed_at: str | None) -> list[tuple[str, str]]:
+        view = gc.RegistryView(model_exists=True, version_exists=False, pointed_at=pointed_at)
+        return [(r.prefix, r.reason) for r in gc.plan(
+            ROOT, found, lambda o: view, lambda o: None, frozenset(), None, 0.0,
+            paths=FILES, orphans=[])]
+
+    assert planned("5") == []
+    assert planned(None) == [
+        (f"{ROOT}/a/overlays/production/", "version 2 of 'Model A' no longer exists")]

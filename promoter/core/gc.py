@@ -219,6 +219,11 @@ def _reason(overlay: Overlay, registry: RegistryView) -> str | None:
     if not registry.model_exists:
         return f"registered model {overlay.model!r} no longer exists"
     if overlay.version is not None and not registry.version_exists:
+        if registry.pointed_at is not None:
+            # The environment names another version (MLflow drops a deleted version's
+            # aliases): a promotion of it updates this overlay, its MR perhaps open already;
+            # removed first, that MR would conflict and the environment would go dark.
+            return None
         return f"version {overlay.version} of {overlay.model!r} no longer exists"
     if registry.pointed_at is None:
         return f"no alias or stage points {overlay.model!r} at {overlay.env} any more"

@@ -36,6 +36,7 @@ from promoter.core.policy import (
 )
 from promoter.core.policy_scope import GpuClaim, overlays_to_check, team_quota_totals
 from promoter.core.spec import ModelDeployment
+from promoter.core.tree_facts import TEAM
 from promoter.errors import PromoterError, UserError
 from promoter.gitops.references import (
     manifests_tree,
@@ -78,10 +79,37 @@ def _declared(config: PipelineConfig, overlay: Path, tree: Path,
         if namespace != target.namespace:
             raise UserError(f"the overlay's resources are in namespace {namespace!r}, not in "
                             f"{env}'s {target.namespace!r}, where promoter renders them")
+        _refuse_another_project_team(overlay, deployment.spec.owner.team)
     except (PromoterError, YAMLError) as exc:
         return _Declared(overlay, env,
                          error=exc.message if isinstance(exc, PromoterError) else str(exc))
     return _Declared(overlay, env, deployment, namespace)
+
+
+def _refuse_another_project_team(overlay: Path, team: str) -> None:
+    """The ApplicationSet files each overlay's Application under the AppProject of the team
+    its kustomization's ``commonAnnotations`` name (``promoter.dev/team``, read by Argo CD's
+    git files generator), not the workloads' team label the gate judges: an MR keeping the
+    label and changing the annotation would deploy under another team's project, and one
+    without it stops the whole ApplicationSet (missingkey=error). Both must name one team."""
+    kustomization = overlay / "kustomization.yaml"
+    if not kustomization.is_file():
+        return  # the files generator reads only kustomization.yaml: no Application from this
+    try:
+        data = YAML(typ="safe", pure=True).load(kustomization.read_text(encoding="utf-8"))
+    except (YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{kustomization.name} cannot be read as Argo CD reads it: "
+                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
+            from None
+    annotations = data.get("commonAnnotations") if isinstance(data, dict) else None
+    named = annotations.get(TEAM) if isinstance(annotations, dict) else None
+    if named is None:
+        raise UserError(f"{kustomization.name} has no commonAnnotations {TEAM}, which the "
+                        f"ApplicationSet reads to choose the AppProject (team {team!r})")
+    if str(named) != team:
+        raise UserError(f"{kustomization.name}'s commonAnnotations {TEAM} is {str(named)!r}, "
+                        f"the team whose AppProject Argo CD files it under, but its workloads "
+                        f"are team {team!r}'s, the team judged here: make them one")
 
 
 def _judge(config: PipelineConfig, declared: _Declared,

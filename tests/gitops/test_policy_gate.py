@@ -455,3 +455,27 @@ def test_a_plain_team_label_does_not_change_the_team_judged(tmp_path: Path) -> N
     del workload["metadata"]["labels"]["promoter.dev/team"]
     with pytest.raises(UserError, match=r"has no promoter\.dev/team label"):
         declared_intent(documents)
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    ("  promoter.dev/team: assistants\n", "is 'assistants', the team whose AppProject"),
+    ("", "has no commonAnnotations promoter.dev/team"),
+])
+def test_the_team_argo_cd_files_an_overlay_under_is_the_team_judged(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str, said: str) -> None:
+    """The ApplicationSet picks the AppProject from the overlay's commonAnnotations team; the
+    gate judged the workloads' label only, so an MR keeping risk-ml's label and naming
+    another team there passed, and Argo CD deployed it under that team's project (without
+    one, the whole ApplicationSet stops generating)."""
+    tree = tmp_path / "manifests"
+    shutil.copytree(ROOT / "manifests/fraud-detector", tree / "fraud-detector")
+    kustomization = tree / "fraud-detector/overlays/production/kustomization.yaml"
+    text = kustomization.read_text()
+    assert "  promoter.dev/team: risk-ml\n" in text
+    kustomization.write_text(text.replace("  promoter.dev/team: risk-ml\n", edit))
+    code, out, _ = cli_runner(capsys)("--config", str(EXAMPLES / "promoter.yaml"), "gitops",
+                                      "policy", str(tree), "--output", "json")
+    assert code == 4
+    verdicts = {Path(v["overlay"]).name: v for v in json.loads(out)}
+    assert verdicts["staging"]["allowed"] and not verdicts["production"]["allowed"]
+    assert said in " ".join(verdicts["production"]["reasons"])

@@ -148,9 +148,15 @@ class RegistryClient:
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Cross-repository mount; False when the registry wants an upload instead."""
         what = f"mounting {digest[:19]} from {from_repository}"
+        # 401/403 here, after the auth flow's token retry, is the source repository refusing
+        # pull access (distribution asks for it in the mount's token scope; GitLab's token
+        # service leaves it out for a repository the user cannot read), not bad credentials:
+        # a mount only saves the upload, so the caller uploads. Nothing of the answer is
+        # kept; credentials that are wrong fail that upload with their own error.
         response = self.request(
             "POST", f"/v2/{repository}/blobs/uploads/",
-            params={"mount": digest, "from": from_repository}, expect={201, 202}, what=what)
+            params={"mount": digest, "from": from_repository},
+            expect={201, 202, 401, 403}, what=what)
         if response.status_code == 202 and response.headers.get("Location"):
             # An upload session was opened instead: drop it (on the registry's origin only).
             self.discard_upload(upload_location(self.registry, self.base_url, response, what))

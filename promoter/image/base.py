@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from promoter.errors import UserError
 from promoter.image import platform as platforms
-from promoter.image.layers import TAR, TAR_GZIP, Blob, Layer
+from promoter.image.layers import TAR, TAR_GZIP, Blob, Layer, LayerOrigin
 from promoter.image.platform import Platform
 from promoter.image.reference import Reference, check_digest
 from promoter.ports.image import StoredManifest
@@ -71,7 +71,8 @@ def load_base(client: BaseSource, reference: Reference, platform: Platform) -> B
         digest = check_digest(descriptor["digest"], f"a layer descriptor of {source}")
         chunks = client.blob_chunk_source(reference.repository, digest)
         blob = Blob(media_type, digest, int(descriptor["size"]), chunks)
-        layers.append(Layer(blob, diff_id, "base", source_repository=reference.repository))
+        origin = LayerOrigin(reference.registry, reference.repository)
+        layers.append(Layer(blob, diff_id, "base", origin=origin))
     return BaseImage(reference.with_digest(manifest.digest), config, layers,
                      platforms.resolved(platform, chosen))
 

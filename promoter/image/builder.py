@@ -24,7 +24,7 @@ from promoter.image.config import (
     image_manifest,
 )
 from promoter.image.dependencies import dependency_layer
-from promoter.image.layers import Blob, Layer, measure_tar
+from promoter.image.layers import Blob, Layer, LayerOrigin, measure_tar
 from promoter.image.lineage import lineage_labels
 from promoter.image.platform import Platform
 from promoter.image.tarstream import entries_for_tree
@@ -40,7 +40,8 @@ class ImageTarget(Protocol):
 
     def has_manifest(self, digest: str) -> bool: ...
 
-    def push_blob(self, blob: Blob, *, mount_from: str | None) -> int: ...
+    def push_blob(self, blob: Blob, *, origin: LayerOrigin | None) -> int:
+        """Make ``blob`` present; ``origin`` is where it already lies, if anywhere."""
 
     def push_new_blob(self, blob: Blob) -> tuple[str, int]:
         """Send a blob whose digest is not known yet, hashing it on the way (one read)."""
@@ -140,12 +141,12 @@ def push(image: Assembled, target: ImageTarget, tag: str | None,
     progress = progress or BuildProgress()
     uploaded = 0
     if not target.has_manifest(image.digest):
-        blobs = [(layer.blob, layer.source_repository) for layer in image.layers]
+        blobs = [(layer.blob, layer.origin) for layer in image.layers]
         blobs.append((image.config, None))
         total, done = sum(blob.size for blob, _ in blobs), 0
-        for number, (blob, mount_from) in enumerate(blobs, 1):
+        for number, (blob, origin) in enumerate(blobs, 1):
             progress.transfer(f"blob {number}/{len(blobs)}", done, total)
-            uploaded += target.push_blob(blob, mount_from=mount_from)
+            uploaded += target.push_blob(blob, origin=origin)
             done += blob.size  # checked by size: a blob already there counts as done
         progress.transfer(f"{len(blobs)} blobs", done, total)
     target.push_manifest(image.manifest, OCI_MANIFEST, tag)

@@ -26,8 +26,17 @@ TAR = "application/vnd.oci.image.layer.v1.tar"
 TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 FILE_READ_SIZE = 4 * 1024 * 1024
 
-__all__ = ["TAR", "TAR_GZIP", "Blob", "Layer", "bytes_blob", "file_chunks", "file_layer",
-           "measure_tar", "replacing_file", "write_gzip_layer"]
+__all__ = ["TAR", "TAR_GZIP", "Blob", "Layer", "LayerOrigin", "bytes_blob", "file_chunks",
+           "file_layer", "measure_tar", "replacing_file", "write_gzip_layer"]
+
+
+@dataclass(frozen=True)
+class LayerOrigin:
+    """Where an existing (base) layer already lies. The registry is kept with the repository:
+    a mount can only name a repository on the target's own registry."""
+
+    registry: str  # as the image reference names it (see reference.same_registry)
+    repository: str
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,7 @@ class Layer:
     blob: Blob
     diff_id: str
     comment: str = ""
-    source_repository: str | None = None  # where an existing (base) layer can be mounted from
+    origin: LayerOrigin | None = None  # where an existing (base) layer can be mounted from
 
 
 def bytes_blob(media_type: str, data: bytes) -> Blob:

@@ -20,7 +20,7 @@ from typing import Any
 
 from promoter.errors import UserError
 from promoter.image.config import canonical_json
-from promoter.image.layers import Blob
+from promoter.image.layers import Blob, LayerOrigin
 from promoter.image.reference import check_digest
 
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -84,7 +84,7 @@ class LayoutTarget:
     def has_manifest(self, digest: str) -> bool:
         return self._blob_path(digest).is_file()
 
-    def push_blob(self, blob: Blob, *, mount_from: str | None) -> int:
+    def push_blob(self, blob: Blob, *, origin: LayerOrigin | None) -> int:
         path = self._blob_path(blob.digest)
         if path.is_file():
             return 0

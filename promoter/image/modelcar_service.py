@@ -123,7 +123,7 @@ class ModelcarBuilder:
                 target = LayoutTarget(self.layout)
             else:
                 client = stack.enter_context(self._clients(target_ref.api_host))
-                target = RegistryTarget(client, target_ref.repository)
+                target = RegistryTarget(client, target_ref)
             uploaded = 0
             digest = self._known_digest(identity, entries)
             if digest is None:  # one read of the files: hashed while they are sent

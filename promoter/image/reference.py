@@ -11,6 +11,8 @@ from promoter.errors import PermanentError, UserError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
+# The names Docker Hub goes by in references: one registry, however it is written.
+_DOCKER_HUB_NAMES = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_API})
 # fullmatch throughout: ``$`` would let a trailing newline through.
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # The distribution spec's tag grammar, ASCII only: a tag becomes a URL path segment
@@ -86,6 +88,17 @@ def parse_reference(text: str) -> Reference:
                         hint="use lowercase letters, digits and . _ - separated by /, "
                              "e.g. 127.0.0.1:5000/models/fraud-detector")
     return Reference(registry, repository, tag, digest)
+
+
+def same_registry(first: str, second: str) -> bool:
+    """Whether two references' registry parts name the same registry: host names compare
+    without case, and Docker Hub's aliases are one registry. Anything else must match
+    exactly, ports included ("r.io" and "r.io:443" count as two): a false "different" only
+    costs a copy where a mount would have done, a false "same" a failed mount."""
+    def key(registry: str) -> str:
+        lowered = registry.lower()
+        return DOCKER_HUB if lowered in _DOCKER_HUB_NAMES else lowered
+    return key(first) == key(second)
 
 
 def check_tag(tag: str, where: str) -> str:

@@ -118,7 +118,7 @@ class DaemonlessImageBuilder:
                 uploaded = push(image, LayoutTarget(self.layout), tag, self.progress)
             else:
                 client = stack.enter_context(self._client(target_ref.api_host))
-                target: ImageTarget = RegistryTarget(client, target_ref.repository)
+                target: ImageTarget = RegistryTarget(client, target_ref)
                 uploaded = push(image, target, tag, self.progress)
                 self.pushed.record(source_inputs(lineage, base_image, labels, options),
                                    image.digest)

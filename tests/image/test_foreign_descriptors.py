@@ -139,7 +139,7 @@ def test_a_layout_never_writes_a_blob_outside_itself(tmp_path: Path) -> None:
     blob = Blob("application/octet-stream", "sha256:../../../escaped", 1, lambda: iter([b"x"]))
     with pytest.raises(PermanentError,
                        match=r"OCI layout \S+ names an invalid digest 'sha256:\.\./"):
-        layout.push_blob(blob, mount_from=None)
+        layout.push_blob(blob, origin=None)
     assert not list(tmp_path.glob("escaped*")) and not (tmp_path.parent / "escaped").exists()
 
 
@@ -155,7 +155,7 @@ def test_a_layout_stops_a_blob_that_streams_past_its_size(tmp_path: Path) -> Non
 
     layout = LayoutTarget(tmp_path / "layout")
     with pytest.raises(UserError, match=f"blob {GOOD} is longer than its 4096 bytes"):
-        layout.push_blob(Blob("application/octet-stream", GOOD, 4096, endless), mount_from=None)
+        layout.push_blob(Blob("application/octet-stream", GOOD, 4096, endless), origin=None)
     assert len(sent) == 5
     with pytest.raises(UserError, match="of a new layer is longer than its 4096 bytes"):
         layout.push_new_blob(Blob("application/octet-stream", "", 4096, endless))

@@ -69,7 +69,7 @@ def test_two_builds_writing_the_same_blob_at_once_both_succeed(tmp_path: Path) -
     def write(target: LayoutTarget) -> None:
         try:
             target.push_blob(Blob("application/octet-stream", digest, len(data), chunks),
-                             mount_from=None)
+                             origin=None)
         except BaseException as exc:
             failures.append(exc)
 
@@ -94,7 +94,7 @@ def test_the_layouts_files_follow_the_umask_like_any_other_file(tmp_path: Path) 
         data = b"config"
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         target.push_blob(Blob("application/octet-stream", digest, len(data), lambda: iter([data])),
-                         mount_from=None)
+                         origin=None)
         target.push_manifest(_manifest("a"), "application/vnd.oci.image.manifest.v1+json", "a")
     finally:
         os.umask(previous)

@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 
 from promoter.errors import PermanentError, UserError
-from promoter.image.reference import check_digest, check_tag, is_loopback_registry, parse_reference
+from promoter.image.layers import LayerOrigin
+from promoter.image.reference import (
+    check_digest,
+    check_tag,
+    is_loopback_registry,
+    parse_reference,
+    same_registry,
+)
+from promoter.image.targets import mount_source
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -105,3 +113,24 @@ def test_plain_http_only_for_loopback_and_listed_registries() -> None:
 def test_cosign_names_docker_hub_as_go_containerregistry_does() -> None:
     assert parse_reference("python:3.11").cosign_name == "index.docker.io/library/python"
     assert parse_reference("127.0.0.1:5000/m/x").cosign_name == "127.0.0.1:5000/m/x"
+
+
+@pytest.mark.parametrize(("base", "target", "mounted_from"), [
+    # Docker Hub's names are one registry, however a reference spells it.
+    ("busybox", "docker.io/ml/car", "library/busybox"),
+    ("index.docker.io/library/busybox", "registry-1.docker.io/ml/car", "library/busybox"),
+    ("Registry.GitLab.com/ml/base:1", "registry.gitlab.com/ml/car", "ml/base"),
+    ("127.0.0.1:5000/bases/sh", "127.0.0.1:5000/models/car", "bases/sh"),
+    # Another registry: nothing to mount from, the layer is copied.
+    ("busybox", "registry.gitlab.com/ml/car", None),
+    ("quay.io/library/busybox", "registry.gitlab.com/library/busybox", None),
+    ("127.0.0.1:5000/bases/sh", "127.0.0.1:5001/bases/sh", None),
+    ("r.example/bases/sh", "r.example:443/models/car", None),  # not assumed the same
+])
+def test_a_base_layer_is_mounted_only_from_the_target_registry(
+        base: str, target: str, mounted_from: str | None) -> None:
+    base_ref, target_ref = parse_reference(base), parse_reference(target)
+    origin = LayerOrigin(base_ref.registry, base_ref.repository)
+    assert mount_source(origin, target_ref) == mounted_from
+    assert same_registry(base_ref.registry, target_ref.registry) == (mounted_from is not None)
+    assert mount_source(None, target_ref) is None

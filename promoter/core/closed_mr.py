@@ -1,7 +1,9 @@
 """What becomes of the version of a merge request a proposal closed itself.
 
 A proposal closes the open MR of its branch when another version replaces it (superseded), or
-when the target branch already holds what the environment should run (withdrawn). Nobody can
+when the target branch already holds what the environment should run (withdrawn); or it
+updates that MR in place to another version (replaced: ``git.newer_version: update``, or a
+rollback to an older version while a newer one's MR is open). Nobody can
 merge that MR any more, yet its version still says ``promoter.<env>.status=mr_opened`` (or
 ``approved``; ``decommissioning`` for a removal MR). The GitLab hook and the MR sweep leave
 promoter's own closes alone (they would otherwise record a reviewer's close), so the proposal
@@ -17,12 +19,15 @@ from __future__ import annotations
 
 from promoter.core.results import OPEN_MR, ClosedMr, DeploymentStatus
 from promoter.errors import NotFoundError
-from promoter.ports.git import ProposalResult
+from promoter.ports.git import Outcome, ProposalResult
 from promoter.ports.pipeline import DeployedState, Progress
 from promoter.ports.registry import Registry
 
 SUPERSEDED = "superseded"
 WITHDRAWN = "withdrawn"
+# Not closed but updated in place to another version (git.newer_version: update, a rollback's
+# older version): the version it proposed before is as gone from it as from a closed MR.
+REPLACED = "replaced"
 
 
 def closed_by(result: ProposalResult, before: DeployedState | None, proposed_version: str,
@@ -34,6 +39,14 @@ def closed_by(result: ProposalResult, before: DeployedState | None, proposed_ver
         iid, closed_as = result.superseded_iid, SUPERSEDED
     elif result.withdrawn_iid is not None:
         iid, closed_as = result.withdrawn_iid, WITHDRAWN
+    elif (result.outcome is Outcome.UPDATED and result.mr_iid is not None and before is not None
+          and before.mr_iid == result.mr_iid and before.version != proposed_version
+          and before.status in OPEN_MR):
+        # Only this case: the row named the MR for another version still open, and nobody
+        # else will say the MR no longer proposes it (it stays open, so no hook fires).
+        iid = result.mr_iid
+        return ClosedMr(iid, REPLACED, before.version, DeploymentStatus.CLOSED,
+                        f"merge request !{iid} was updated: {instead}")
     else:
         return None
     if before is None or before.mr_iid != iid:
@@ -58,8 +71,9 @@ def write_back(registry: Registry, model: str, env: str, closed: ClosedMr | None
     no tags to set: the job's audit entry still names the MR."""
     if closed is None:
         return
-    why = ("another version replaces it" if closed.closed_as == SUPERSEDED else
-           "it carried something else than the target branch already holds")
+    why = {SUPERSEDED: "another version replaces it",
+           REPLACED: "updated in place to propose another version"}.get(
+        closed.closed_as, "it carried something else than the target branch already holds")
     progress("merge request", closed.closed_as, f"!{closed.iid}" + (
         f" (version {closed.version})" if closed.version else "") + f": {why}")
     if closed.version is not None and closed.status is not None:

@@ -63,9 +63,10 @@ SKIPPED = "skipped"
 
 @dataclass(frozen=True)
 class ClosedMr:
-    """An MR the proposal closed: its iid, why (``superseded`` or ``withdrawn``), and, when the
-    ledger row named it, its version and the status that version gets now (None: none to
-    write, e.g. the MR was for the version now proposed)."""
+    """An MR the proposal closed, or updated in place to another version: its iid, why
+    (``superseded``, ``withdrawn`` or ``replaced``), and, when the ledger row named it, its
+    version and the status that version gets now (None: none to write, e.g. the MR was for
+    the version now proposed)."""
 
     iid: int
     closed_as: str
@@ -75,7 +76,7 @@ class ClosedMr:
 
     @property
     def event(self) -> str:
-        """The audit event naming it: ``mr.superseded`` or ``mr.withdrawn``."""
+        """The audit event naming it: ``mr.superseded``, ``mr.withdrawn`` or ``mr.replaced``."""
         return f"mr.{self.closed_as}"
 
     def as_dict(self) -> dict[str, Any]:

@@ -115,3 +115,28 @@ def test_the_audit_trail_names_the_withdrawn_mr_and_its_version(
         newer.mr_iid, "3", "closed", "2")
     assert (entry["model"], entry["env"], entry["actor"], entry["job_id"]) == (
         MODEL, "production", "alice", 7)
+
+
+def test_an_mr_updated_in_place_to_another_version_leaves_the_old_one_closed(
+        tmp_path: Path) -> None:
+    """Version 1 runs; version 3's MR is open; the alias moves to 2 (a rollback past it):
+    with `git.newer_version: update` the MR now proposes 2. Version 3 said mr_opened for
+    good, naming an MR that deployed another version once merged."""
+    provider, _ledger, _audit, registry, world = _recorded(tmp_path, "1", "2", "3")
+    _merged(provider, world.promote("1").mr_iid)
+    newer = world.promote("3")
+
+    back = world.promote("2")
+
+    assert back.mr_iid == newer.mr_iid and back.outcome is not None \
+        and back.outcome.value == "updated"
+    assert back.closed_mr is not None
+    assert (back.closed_mr.iid, back.closed_mr.closed_as, back.closed_mr.version,
+            back.closed_mr.event) == (newer.mr_iid, "replaced", "3", "mr.replaced")
+    assert registry.tags(MODEL, "3")[STATUS] == "closed"
+    assert registry.tags(MODEL, "3")[REASON] == \
+        f"merge request !{newer.mr_iid} was updated: version 2 is proposed instead"
+    assert registry.tags(MODEL, "2")[STATUS] == "mr_opened"
+    # The same version pushed again (new content) replaces nothing.
+    again = world.promote("2")
+    assert again.closed_mr is None

@@ -96,7 +96,7 @@ def rollback(
         registry.set_alias(model, alias, target)
     audit.record("rollback", actor=actor, model=model, env=env, version=target, previous=current)
     printer = _Printer(output)
-    printer.line(f"{env}: alias {alias!r} of {model} moved from version {current} to {target}"
+    printer.line(f"{env}: alias {alias!r} of {model} moved from {_named(current)} to {target}"
                  if moved else
                  f"{env}: alias {alias!r} of {model} already names version {target}, but "
                  f"{env} runs {_described(history[-1] if history else None)}: proposing "

@@ -257,3 +257,17 @@ def test_with_the_alias_ahead_of_what_runs_the_hint_names_that_version(
     assert followed.exit_code == 0, followed.output
     assert registry.current_version(MODEL, "production", None) == "2"
     assert [job.key.version for job in handled] == ["2"]
+
+
+def test_a_rollback_with_the_alias_unset_says_it_moved_from_no_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone deleted the alias: the line read "moved from version None to 1"."""
+    handled: list[Job] = []
+    config, registry = _production_on_2(tmp_path, monkeypatch, _created(handled))
+    registry.set_alias(MODEL, "production", None)
+
+    result = _invoke(config, "--to-version", "1")
+
+    assert result.exit_code == 0, result.output
+    assert f"alias 'production' of {MODEL} moved from no version to 1" in result.output
+    assert "None" not in result.output

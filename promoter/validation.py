@@ -14,6 +14,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from promoter.core.naming import kserve_host_problem
 from promoter.errors import UserError
 
 
@@ -61,7 +62,21 @@ def validate_overlay(overlay: Path, checker: ManifestChecker) -> OverlayReport:
     for document in documents:
         report.problems.extend(f"{_identify(document)}: {problem}"
                                for problem in checker.problems(document))
+        report.problems.extend(f"{_identify(document)}: {problem}"
+                               for problem in _reconcile_problems(document))
     return report
+
+
+def _reconcile_problems(document: dict[str, Any]) -> list[str]:
+    """What a schema allows but the controller then refuses: KServe's host name of an
+    InferenceService (a hand-edited name or namespace the render-time check never saw)."""
+    metadata = document.get("metadata") or {}
+    name, namespace = metadata.get("name"), metadata.get("namespace")
+    if document.get("kind") != "InferenceService" or not isinstance(name, str) \
+            or not isinstance(namespace, str):
+        return []
+    problem = kserve_host_problem(name, namespace)
+    return [problem] if problem else []
 
 
 def validate_tree(root: Path, checker: ManifestChecker) -> list[OverlayReport]:

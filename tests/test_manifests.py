@@ -41,3 +41,24 @@ def test_reference_tree_validates() -> None:
     reports = validate_tree(Path(MANIFESTS), composition.manifest_checker())
     assert len(reports) == 2 * len(EXAMPLE_NAMES)
     assert all(report.ok for report in reports), [r.problems for r in reports]
+
+
+@requires_kubectl
+def test_an_inference_service_kserve_cannot_name_a_host_for_fails_validation(
+        tmp_path: Path) -> None:
+    """A hand-edited overlay renaming the InferenceService (namePrefix here): the schemas
+    allow any name, but KServe fails every reconcile of <name>-predictor-<namespace> past 63
+    characters. `promoter validate` (the CI gate's manifests:validate) says so."""
+    import shutil
+
+    tree = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS / "vision-segmenter", tree / "vision-segmenter")
+    kustomization = tree / "vision-segmenter/overlays/production/kustomization.yaml"
+    kustomization.write_text(kustomization.read_text() + "namePrefix: a-much-longer-prefix-\n")
+    reports = {r.overlay.name: r for r in validate_tree(tree, composition.manifest_checker())}
+    assert reports["staging"].ok, reports["staging"].problems
+    assert [p for p in reports["production"].problems if "host name label" in p] == [
+        "InferenceService/a-much-longer-prefix-vision-segmenter: KServe's host name label "
+        "'a-much-longer-prefix-vision-segmenter-predictor-models-production' would be 65 "
+        "characters long; DNS allows 63, so the InferenceService never reconciles: shorten "
+        "metadata.name (to at most 35 characters here) or the environment's namespace"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from promoter.core import rightsize
+from promoter.core import rightsize, utilisation
 from promoter.core.config import EnvironmentTarget
 from promoter.core.naming import deployment_of_pod, pods_pattern
 from promoter.core.policy import Decision
@@ -36,7 +36,8 @@ from promoter.settings import Settings
 
 STEP_SECONDS = 300
 SELECTOR = '{{namespace="{namespace}",pod=~"{pods}"}}'
-UTIL, FB_USED, FB_FREE = "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"
+UTIL, GR_ACTIVE = utilisation.GPU_UTIL, utilisation.GR_ENGINE_ACTIVE
+FB_USED, FB_FREE = "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"
 MIG_LABEL = "GPU_I_PROFILE"   # dcgm-exporter's label on a MIG instance's series, e.g. 1g.10gb
 MIG_INSTANCE = "GPU_I_ID"     # and the instance's id on its GPU
 RIGHTSIZE_BRANCH_PREFIX = "rightsize"
@@ -60,8 +61,14 @@ class Report:
                          "runtime: it reserves a fixed share of each GPU at start, so only "
                          "replicas are sized")
         elif self.evidence.days and math.isnan(self.evidence.util_p95):
-            notes.append(f"no {UTIL} samples (DCGM exports none for a MIG instance): no MIG "
-                         "profile or GPU count is proposed, only replicas are sized")
+            notes.append(f"no {UTIL} samples (DCGM exports none for a MIG instance) and no "
+                         f"{GR_ACTIVE} either (dcgm-exporter's default counters since 4.0, "
+                         "or dcp-metrics-included.csv): no MIG profile or GPU count is "
+                         "proposed, only replicas are sized")
+        elif GR_ACTIVE in self.evidence.util_metrics:
+            notes.append("utilisation from " + utilisation.describe(self.evidence.util_metrics)
+                         + f" (where a GPU reports no {UTIL}, as a MIG instance never does; "
+                         "on a MIG instance it is the share of the instance's own compute)")
         return tuple(notes)
 
 
@@ -79,6 +86,7 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
     selector = SELECTOR.format(namespace=namespace, pods=pods_pattern(name))
     start = now - timedelta(days=days)
     util = _by_gpu(metrics.query_range(UTIL + selector, start, now, STEP_SECONDS))
+    engine = _by_gpu(metrics.query_range(GR_ACTIVE + selector, start, now, STEP_SECONDS))
     used_series = metrics.query_range(FB_USED + selector, start, now, STEP_SECONDS)
     used = _by_gpu(used_series)
     free = _by_gpu(metrics.query_range(FB_FREE + selector, start, now, STEP_SECONDS))
@@ -93,12 +101,15 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
     # The deployment's GPUs, and the days they cover, are those reporting framebuffer use:
     # every GPU and MIG instance does, while DCGM exports no GPU_UTIL for a MIG instance
     # (its GPUs would be none, and nothing ever proposed). Utilisation, where there is
-    # some, is read for the same GPUs.
+    # some, is read for the same GPUs: one metric per GPU (core.utilisation.choose).
     all_points = [moment for series in used_series for moment, _ in series.points]
     covered = (max(all_points) - min(all_points)).total_seconds() / 86400 if all_points else 0
     keys = sorted(used)
+    chosen = utilisation.choose(keys, util, engine,
+                                mig_instances={key for key in keys if key[2]})
     return rightsize.evidence_from(
-        util=[util.get(k, {}) for k in keys], memory_used=[used[k] for k in keys],
+        util=list(chosen.series), util_metrics=chosen.metrics,
+        memory_used=[used[k] for k in keys],
         memory_free=[free.get(k, {}) for k in keys],
         gpus=max(deployment.spec.resources.gpu.count, 1), days=covered,
         rates_by_hour=[values for _, values in sorted(hours.items())],
@@ -189,8 +200,9 @@ def propose(settings: Settings, report_: Report, intent: Mapping[str, Any],
 
 def description(report_: Report) -> str:
     lines = ["## Right-sizing from GPU telemetry", "",
-             f"Evidence: {report_.evidence.days:.1f} days of DCGM exporter metrics and request "
-             "rate.", "", "| change | now | proposed | evidence | saving / month |",
+             f"Evidence: {report_.evidence.days:.1f} days of DCGM exporter metrics (utilisation: "
+             f"{utilisation.describe(report_.evidence.util_metrics)}) and request rate.", "",
+             "| change | now | proposed | evidence | saving / month |",
              "|---|---|---|---|---:|"]
     for p in report_.proposals:
         lines.append(f"| `{p.field}` | {p.current} | {p.proposed} | {p.evidence} | "

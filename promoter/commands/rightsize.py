@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import math
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,12 +17,16 @@ from promoter.commands._common import (
 )
 from promoter.errors import UsageError
 
+if TYPE_CHECKING:
+    from promoter.core.rightsize import Evidence
+
 HELP = """Propose smaller resources for a deployment where the GPU telemetry supports it.
 
-Reads DCGM exporter metrics (DCGM_FI_DEV_GPU_UTIL, DCGM_FI_DEV_FB_USED, DCGM_FI_DEV_FB_FREE)
-of the deployment's pods and its request rate from Prometheus over --days, and proposes fewer
-minimum replicas, a MIG profile (one the environment's nodes offer) instead of a whole GPU, or
-fewer GPUs per replica, each with its evidence and estimated monthly saving
+Reads DCGM exporter metrics (DCGM_FI_DEV_GPU_UTIL, or DCGM_FI_PROF_GR_ENGINE_ACTIVE where a GPU
+or MIG instance has none; DCGM_FI_DEV_FB_USED, DCGM_FI_DEV_FB_FREE) of the deployment's pods
+and its request rate from Prometheus over --days, and proposes fewer minimum replicas, a MIG
+profile (one the environment's nodes offer) instead of a whole GPU or a larger profile, or
+fewer GPUs (MIG instances) per replica, each with its evidence and estimated monthly saving
 (telemetry.gpu_hour_prices). For a runtime that reserves GPU memory at start (vLLM) only
 replicas are sized: its memory use is no evidence. --propose re-renders the overlay with the
 smaller resources and opens or updates the MR on rightsize/<name>/<env>, unless policy denies
@@ -72,6 +77,7 @@ def rightsize(
                                   "saving": rightsizing.saving_text(report, p)}
                                  for p in report.proposals],
                    "evidence_days": round(report.evidence.days, 2),
+                   "utilisation": _utilisation(report.evidence),
                    "notes": list(report.notes()),
                    "policy": report.decision.reasons if report.decision else [],
                    "mr_url": result.mr_url if result else None,
@@ -162,3 +168,12 @@ def _fleet(settings: Any, env: str | None, days: int, propose: bool, until: str 
 
 def register(app: typer.Typer) -> None:
     app.command(help=HELP)(rightsize)
+
+
+def _utilisation(evidence: Evidence) -> dict[str, Any]:
+    """Which metric the utilisation came from and its p95s (None: no samples)."""
+    def number(value: float) -> float | None:
+        return None if math.isnan(value) else round(value, 1)
+
+    return {"metrics": list(evidence.util_metrics), "p95": number(evidence.util_p95),
+            "sum_p95": number(evidence.util_sum_p95)}

@@ -1,17 +1,21 @@
 """Right-sizing from GPU telemetry: smaller resources only where the evidence holds. Pure.
 
-Evidence is what NVIDIA's DCGM exporter and the server report over a window: GPU utilisation
-(``DCGM_FI_DEV_GPU_UTIL``, %), framebuffer used and free (``DCGM_FI_DEV_FB_USED`` /
-``DCGM_FI_DEV_FB_FREE``, MiB) per GPU, and the request rate. Three proposals, each with its
+Evidence is what NVIDIA's DCGM exporter and the server report over a window: utilisation per
+device (``DCGM_FI_DEV_GPU_UTIL``, %, or where a device has none, as a MIG instance never does,
+``DCGM_FI_PROF_GR_ENGINE_ACTIVE`` x 100: see core/utilisation.py), framebuffer used and free
+(``DCGM_FI_DEV_FB_USED`` / ``DCGM_FI_DEV_FB_FREE``, MiB) per device, and the request rate. A
+device is a whole GPU or, for a MIG deployment, its instance. Three proposals, each with its
 numbers and an estimated monthly saving:
 
 - fewer minimum replicas, when the quietest hour needs fewer than ``minReplicas``;
-- a MIG profile instead of a whole GPU, when peak memory with headroom fits a profile the
-  environment's nodes offer and utilisation fits its share of the compute (g of 7 slices);
-- fewer GPUs per replica, when peak memory and summed utilisation fit on fewer GPUs.
+- a MIG profile instead of a whole GPU, or a smaller one instead of the current one, when peak
+  memory with headroom fits a profile the environment's nodes offer and utilisation fits its
+  share of the compute (g of 7 slices);
+- fewer GPUs (or MIG instances) per replica, when peak memory and summed utilisation fit on
+  fewer.
 
-Too little evidence (a short window, no samples) proposes nothing; without utilisation (a
-MIG instance reports none) only the minimum replicas are sized.
+Too little evidence (a short window, no samples) proposes nothing; without utilisation from
+either metric only the minimum replicas are sized.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from promoter.core import utilisation
 
 HOURS_PER_MONTH = 730
 MIG_SLICES = 7
@@ -35,9 +41,10 @@ MIB_PER_NAMED_GB = 0.95 * 1024
 @dataclass(frozen=True)
 class Evidence:
     days: float                        # window length covered by samples
-    util_p95: float                    # % per GPU, 95th percentile over all GPUs and samples
-                                       # (NaN: none reported, as for a MIG instance)
-    util_sum_p95: float                # % summed over one replica's GPUs, 95th percentile
+    util_p95: float                    # % per device (a whole GPU, or a MIG instance: % of
+                                       # the instance), 95th percentile over all devices and
+                                       # samples (NaN: none reported)
+    util_sum_p95: float                # % summed over one replica's devices, 95th percentile
     memory_peak_mib: float             # highest framebuffer used on one GPU
     memory_sum_peak_mib: float         # highest framebuffer used summed over a replica's GPUs
     gpu_memory_mib: float | None       # one GPU's framebuffer (used + free), when reported
@@ -46,6 +53,8 @@ class Evidence:
     # Replicas alive at each sample (GPU-reporting pods): how long the deployment sat at its
     # minimum, the only time a lower minimum saves anything. Empty: unknown.
     replica_counts: tuple[float, ...] = ()
+    # The metrics the utilisation came from (core.utilisation): named in every proposal.
+    util_metrics: tuple[str, ...] = (utilisation.GPU_UTIL,)
 
     def share_at_most(self, replicas: int) -> float:
         """The share of samples with at most ``replicas`` alive (1.0 when unknown)."""
@@ -132,9 +141,9 @@ def gpus_per_replica(current: Current) -> float:
 
 
 def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal]:
-    # Utilisation gates only what is sized from it (a slice, a GPU count): DCGM exports no
-    # DCGM_FI_DEV_GPU_UTIL for a MIG instance, and a MIG deployment's quietest hour still
-    # says how many replicas it needs.
+    # Utilisation gates only what is sized from it (a slice, a GPU count): a deployment
+    # without it (no GPU_UTIL, and no profiling metric exported either) still has a quietest
+    # hour that says how many replicas it needs.
     if evidence.days < rules.min_days:
         return []
     found: list[Proposal] = []
@@ -156,26 +165,36 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
     if not current.memory_is_evidence or math.isnan(evidence.util_p95):
         return found
     memory_needed = evidence.memory_peak_mib * (1 + rules.headroom)
-    if current.gpus == 1 and current.mig is None:
-        # The smallest slice that fits: least memory, then least compute. A whole-GPU profile
-        # (7 slices) saves nothing and would only move the pod onto MIG nodes.
+    share_now = gpu_share(current.mig)
+    # Utilisation is a share of the device it was measured on: on a MIG instance the
+    # profiling metric counts the instance's own engines, so g of 7 scales it to a GPU's.
+    util_of_gpu = evidence.util_p95 * share_now
+    source = utilisation.describe(evidence.util_metrics)
+    if current.gpus == 1:
+        # The smallest slice that fits: least memory, then least compute. Only fewer slices
+        # than the replica holds now save anything; a whole-GPU profile (7 slices) would only
+        # move the pod onto MIG nodes.
         candidates = sorted((profile for profile in rules.mig_profiles
-                             if profile_slices(profile) < MIG_SLICES),
+                             if profile_slices(profile) < MIG_SLICES * share_now - 1e-9),
                             key=lambda profile: (profile_memory_mib(profile),
                                                  profile_slices(profile)))
         for profile in candidates:
             slices = profile_slices(profile)
             share = slices / MIG_SLICES
             if (memory_needed <= profile_memory_mib(profile)
-                    and evidence.util_p95 <= rules.util_ceiling * share):
+                    and util_of_gpu <= rules.util_ceiling * share):
                 found.append(Proposal(
-                    "mig", "spec.resources.gpu.mig", "whole GPU", profile,
+                    "mig", "spec.resources.gpu.mig", current.mig or "whole GPU", profile,
                     f"peak memory {evidence.memory_peak_mib:,.0f} MiB (+{rules.headroom:.0%} "
-                    f"headroom) fits {profile}; GPU utilisation p95 {evidence.util_p95:.0f}% "
-                    f"fits {slices}/{MIG_SLICES} of the compute at {rules.util_ceiling:.0f}%",
-                    evidence.average_replicas * (1 - share) * HOURS_PER_MONTH))
+                    f"headroom) fits {profile}; {_utilisation_text(current, evidence)} "
+                    f"fits {slices}/{MIG_SLICES} of the compute at {rules.util_ceiling:.0f}% "
+                    f"({source})",
+                    evidence.average_replicas * (share_now - share) * HOURS_PER_MONTH))
                 break
     if current.gpus > 1 and evidence.gpu_memory_mib:
+        # A MIG deployment's devices are its instances: their memory (used + free) and
+        # utilisation are the instance's, so the same rule sizes their count.
+        device = f"{current.mig} instances" if current.mig else "GPUs"
         total_needed = evidence.memory_sum_peak_mib * (1 + rules.headroom)
         for fewer in range(1, current.gpus):
             if (total_needed <= fewer * evidence.gpu_memory_mib
@@ -184,20 +203,29 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
                 found.append(Proposal(
                     "gpus", "spec.resources.gpu.count", str(current.gpus), str(fewer),
                     f"peak memory {evidence.memory_sum_peak_mib:,.0f} MiB over the replica's "
-                    f"{current.gpus} GPUs (+{rules.headroom:.0%}) fits {fewer} x "
+                    f"{current.gpus} {device} (+{rules.headroom:.0%}) fits {fewer} x "
                     f"{evidence.gpu_memory_mib:,.0f} MiB; summed utilisation p95 "
-                    f"{evidence.util_sum_p95:.0f}% fits {fewer} GPUs at "
-                    f"{rules.util_ceiling:.0f}%",
-                    evidence.average_replicas * (current.gpus - fewer) * HOURS_PER_MONTH))
+                    f"{evidence.util_sum_p95:.0f}% fits {fewer} {device} at "
+                    f"{rules.util_ceiling:.0f}% ({source})",
+                    evidence.average_replicas * (current.gpus - fewer) * share_now
+                    * HOURS_PER_MONTH))
                 break
     return found
+
+
+def _utilisation_text(current: Current, evidence: Evidence) -> str:
+    if current.mig is None:
+        return f"GPU utilisation p95 {evidence.util_p95:.0f}%"
+    return (f"utilisation p95 {evidence.util_p95:.0f}% of its {current.mig} instance "
+            f"({evidence.util_p95 * gpu_share(current.mig):.1f}% of a GPU)")
 
 
 def evidence_from(*, util: Sequence[Mapping[float, float]],
                   memory_used: Sequence[Mapping[float, float]],
                   memory_free: Sequence[Mapping[float, float]], gpus: int, days: float,
                   rates_by_hour: Sequence[Sequence[float]],
-                  pods: Sequence[str] | None = None) -> Evidence:
+                  pods: Sequence[str] | None = None,
+                  util_metrics: tuple[str, ...] = (utilisation.GPU_UTIL,)) -> Evidence:
     """Evidence from per-GPU series, each ``{timestamp: value}``; ``pods`` names each series'
     pod (its replica), when known.
 
@@ -210,7 +238,7 @@ def evidence_from(*, util: Sequence[Mapping[float, float]],
     per_replica = max(gpus, 1)
     summed_util, _ = _per_replica_sums(util, per_replica, pods)
     # Replicas alive are counted from framebuffer use, which every GPU and MIG instance
-    # reports; a MIG instance reports no utilisation, and its replicas would count as none.
+    # reports; a device with no utilisation from either metric would count as none.
     summed_memory, alive = _per_replica_sums(memory_used, per_replica, pods)
     memory_peaks = [max(series.values()) for series in memory_used if series]
     totals = [used + free[stamp] for used_series, free in zip(memory_used, memory_free,
@@ -224,7 +252,7 @@ def evidence_from(*, util: Sequence[Mapping[float, float]],
         gpu_memory_mib=statistics.median(totals) if totals else None,
         quiet_hour_rate=quiet_hour_rate(rates_by_hour),
         average_replicas=statistics.fmean(alive) if alive else 0.0,
-        replica_counts=tuple(alive))
+        replica_counts=tuple(alive), util_metrics=util_metrics)
 
 
 def _per_replica_sums(series: Sequence[Mapping[float, float]], per_replica: int,

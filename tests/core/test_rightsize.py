@@ -167,3 +167,55 @@ def test_a_mig_deployment_without_utilisation_still_gets_a_lower_minimum() -> No
         ("min-replicas", "1")]
     two = rightsize.Current(min_replicas=1, gpus=2, mig="1g.10gb", capacity=10)
     assert rightsize.propose(two, found, RULES) == []
+
+
+# A MIG deployment's utilisation is its instances' DCGM_FI_PROF_GR_ENGINE_ACTIVE x 100: a share
+# of the instance's compute. (current profile, utilisation % of the instance, peak MiB) ->
+# the profile proposed, if any. Scaled to a GPU by g/7 and held to the same 70% ceiling.
+MIG_CASES = [
+    ("3g.40gb", 10.0, 6_000.0, "1g.10gb"),    # 4.3% of a GPU: fits 1/7 at 70% (10%)
+    ("3g.40gb", 30.0, 6_000.0, "2g.20gb"),    # 12.9% of a GPU: above 10%, fits 2/7 (20%)
+    ("3g.40gb", 30.0, 12_000.0, "2g.20gb"),   # 14,400 MiB with headroom: not 1g.10gb
+    ("3g.40gb", 80.0, 6_000.0, None),         # 34% of a GPU: needs its 3 slices
+    ("2g.20gb", 20.0, 20_000.0, None),        # memory: 24,000 MiB fits no smaller profile
+    ("1g.10gb", 5.0, 1_000.0, None),          # nothing smaller to offer
+]
+
+
+def test_a_mig_slice_shrinks_by_its_utilisation_scaled_to_a_gpu() -> None:
+    for profile, util, peak, expected in MIG_CASES:
+        current = rightsize.Current(min_replicas=1, gpus=1, mig=profile, capacity=10)
+        evidence = _evidence(util_p95=util, memory_peak_mib=peak,
+                             util_metrics=("DCGM_FI_PROF_GR_ENGINE_ACTIVE",))
+        found = rightsize.propose(current, evidence, RULES)
+        assert [(p.kind, p.current, p.proposed) for p in found] == (
+            [("mig", profile, expected)] if expected else []), (profile, util, peak)
+        if expected:
+            saved = 2 * (rightsize.gpu_share(profile) - rightsize.gpu_share(expected)) * 730
+            assert math.isclose(found[0].gpu_hours_saved_month, saved)
+            assert f"of its {profile} instance" in found[0].evidence
+            assert "(DCGM_FI_PROF_GR_ENGINE_ACTIVE x 100)" in found[0].evidence
+
+
+def test_fewer_mig_instances_per_replica_save_their_slices() -> None:
+    """Two 1g.10gb instances per replica at 20% and 3,000 MiB each: one holds both."""
+    current = rightsize.Current(min_replicas=1, gpus=2, mig="1g.10gb", capacity=10)
+    evidence = _evidence(util_p95=20, util_sum_p95=40, memory_peak_mib=3_000,
+                         memory_sum_peak_mib=6_000, gpu_memory_mib=9_700,
+                         util_metrics=("DCGM_FI_PROF_GR_ENGINE_ACTIVE",))
+    found = rightsize.propose(current, evidence, RULES)
+    assert [(p.kind, p.current, p.proposed) for p in found] == [("gpus", "2", "1")]
+    assert math.isclose(found[0].gpu_hours_saved_month, 2 * 1 * (1 / 7) * 730)
+    assert "2 1g.10gb instances" in found[0].evidence
+    # Busy instances stay: 2 x 50% does not fit one at 70%.
+    busy = _evidence(util_p95=50, util_sum_p95=100, memory_peak_mib=3_000,
+                     memory_sum_peak_mib=6_000, gpu_memory_mib=9_700)
+    assert rightsize.propose(current, busy, RULES) == []
+
+
+def test_a_mig_deployment_without_utilisation_sizes_replicas_only() -> None:
+    current = rightsize.Current(min_replicas=3, gpus=1, mig="3g.40gb", capacity=10)
+    found = rightsize.propose(current, _evidence(util_p95=math.nan, util_sum_p95=math.nan,
+                                                 memory_peak_mib=1_000, quiet_hour_rate=1,
+                                                 util_metrics=()), RULES)
+    assert [p.kind for p in found] == ["min-replicas"]

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from promoter.core.masking import (
     MASK,
     password_param,
+    without_credential_shapes,
     without_password_params,
     without_url_userinfo,
 )
@@ -23,7 +24,8 @@ _MIN_SECRET = 4  # shorter values would mask ordinary words
 
 
 class Redactor:
-    """Replaces every configured secret value (also as it appears inside a JSON string)."""
+    """Replaces every configured secret value (also as it appears inside a JSON string), and
+    the credentials core.masking tells by their shape."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so a secret that contains another is masked whole.
@@ -34,7 +36,9 @@ class Redactor:
         for secret in self._secrets:
             for form in sorted(_forms(secret), key=len, reverse=True):
                 text = text.replace(form, MASK)
-        return text
+        # And what no configured value names: a token a server issued for one request, a
+        # credential quoted from another system's error body (core.masking's shapes).
+        return without_credential_shapes(text)
 
 
 def _forms(secret: str) -> set[str]:

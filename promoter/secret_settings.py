@@ -45,6 +45,19 @@ SECRET_VARIABLES = (
     "PROMOTER_STATE_PASSWORD",
 )
 SECRET_LOOKING_KEYS = ("token", "secret", "password")
+# Credentials the client libraries promoter drives read from the environment themselves (MLflow's
+# client, Databricks' SDK, boto3 for s3:// artifacts, Azure's for wasbs://): never read by
+# promoter, but an error may quote one, so the log redactor must know their values.
+CLIENT_CREDENTIAL_VARIABLES = (
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "DATABRICKS_TOKEN",
+    "DATABRICKS_CLIENT_SECRET",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_CONNECTION_STRING",
+)
 
 
 
@@ -72,6 +85,9 @@ def read_secrets(environ: Mapping[str, str]) -> dict[str, Secret]:
             except OSError as exc:
                 raise ConfigError(f"{variable}_FILE names {file}, which cannot be read: "
                                   f"{exc.strerror}") from None
+    for variable in CLIENT_CREDENTIAL_VARIABLES:
+        if environ.get(variable):
+            secrets[variable] = Secret(environ[variable])
     return secrets
 
 

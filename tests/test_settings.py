@@ -258,3 +258,12 @@ def test_a_cost_label_key_may_not_overwrite_a_selector_or_another_role(
     config.write_text(f"cost_labels: {labels}\n")
     with pytest.raises(ConfigError, match=says):
         load_settings(config, environ={})
+
+
+def test_credentials_the_client_libraries_read_are_secret_values() -> None:
+    """MLflow's client reads MLFLOW_TRACKING_TOKEN itself: an error quoting it was not masked
+    in `serve`'s logs, as no redactor knew its value."""
+    settings = load_settings(None, environ={"MLFLOW_TRACKING_TOKEN": "CANARY-mltok-1",
+                                            "DATABRICKS_TOKEN": "dapi-CANARY",
+                                            "MLFLOW_TRACKING_PASSWORD": ""})
+    assert sorted(settings.secret_values()) == ["CANARY-mltok-1", "dapi-CANARY"]

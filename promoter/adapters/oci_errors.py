@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from promoter.core.masking import without_credentials
 from promoter.errors import AuthError, PermanentError, PromoterError, TransientError, UserError
 
 
@@ -14,7 +15,9 @@ def _codes(response: httpx.Response) -> tuple[list[str], str]:
         detail = "; ".join(str(item.get("message", "")) for item in errors if item.get("message"))
     except (ValueError, AttributeError):
         return [], ""
-    return codes, detail
+    # A registry (or a proxy before it) may echo the request's headers, bearer token
+    # included; tokens change per request, so only their shape can catch them.
+    return codes, without_credentials(detail)
 
 
 def registry_error(registry: str, response: httpx.Response, what: str) -> PromoterError:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from promoter.core.masking import without_credentials
 from promoter.errors import AuthError, PermanentError
 from promoter.signing.errors import KeylessUnavailable
 
@@ -49,7 +50,8 @@ class SigstoreServices:
             raise KeylessUnavailable(f"Fulcio failed (HTTP {response.status_code})")
         if response.status_code not in (200, 201):
             raise PermanentError(f"Fulcio refused the certificate request "
-                                 f"(HTTP {response.status_code}): {response.text[:300]}")
+                                 f"(HTTP {response.status_code}): "
+                                 f"{without_credentials(response.text[:300])}")
         data = response.json()
         chain = (data.get("signedCertificateEmbeddedSct") or
                  data.get("signedCertificateDetachedSct") or {}).get("chain", {})
@@ -65,7 +67,7 @@ class SigstoreServices:
             raise KeylessUnavailable(f"Rekor failed (HTTP {response.status_code})")
         if response.status_code != 201:
             raise PermanentError(f"Rekor refused the log entry (HTTP {response.status_code}): "
-                                 f"{response.text[:300]}")
+                                 f"{without_credentials(response.text[:300])}")
         try:
             (entry,) = response.json().values()
             return _bundle_entry(entry)

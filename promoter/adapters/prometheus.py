@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from promoter.core.masking import without_url_credentials
+from promoter.core.masking import without_credentials, without_url_credentials
 from promoter.errors import TransientError, UserError
 from promoter.ports.metrics import Series
 
@@ -97,7 +97,7 @@ def _partial_answer(url: str, warnings: Any) -> str:
     it may be quoted (without_url_credentials)."""
     quoted = "; ".join(str(warning) for warning in warnings) \
         if isinstance(warnings, list) else str(warnings)
-    quoted = without_url_credentials(quoted)
+    quoted = without_credentials(quoted)
     if len(quoted) > MAX_WARNINGS_QUOTED:
         quoted = quoted[:MAX_WARNINGS_QUOTED] + "…"
     return f"Prometheus at {url} answered with warnings, so its data may be partial: {quoted}"
@@ -107,5 +107,5 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
-        return {"error": response.text[:200]}
+        return {"error": without_credentials(response.text[:200])}
     return body if isinstance(body, dict) else {}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from promoter.core.masking import without_credentials
 from promoter.errors import Disposition, PolicyDenied, TransientError, UserError, disposition_of
 
 # The step a promotion records just before it may push a branch or open an MR: a job that
@@ -221,18 +222,22 @@ class Outcome:
 def outcome_for_error(error: BaseException, attempt: int, max_attempts: int) -> Outcome:
     """A handler failure's next state, from the error's own disposition (errors.py)."""
     disposition = disposition_of(error)
+    # A reason is stored and shown (`promoter jobs`, the audit trail): an error quoting what a
+    # server sent may hold a token no configured value names, so its shape is masked here.
+    said = without_credentials(str(error))
     if disposition is Disposition.DENY:
-        reasons = list(error.reasons) if isinstance(error, PolicyDenied) else [str(error)]
+        reasons = [without_credentials(reason) for reason in error.reasons] \
+            if isinstance(error, PolicyDenied) else [said]
         result: dict[str, Any] = {"outcome": "denied", "reasons": reasons}
         if isinstance(error, PolicyDenied) and error.version:
             result["version"] = error.version  # the version it resolved (see settled_key)
-        return Outcome(DONE, reason=str(error), result=result)
+        return Outcome(DONE, reason=said, result=result)
     if disposition is Disposition.PARK:
-        return Outcome(DEAD, reason=f"{type(error).__name__}: {error}")
+        return Outcome(DEAD, reason=f"{type(error).__name__}: {said}")
     # Retried: TransientError, and anything unexpected (a bug, an untranslated library error);
     # the attempt limit still parks it with its reason in the end.
     label = "" if isinstance(error, TransientError) else "unexpected "
-    reason = f"{label}{type(error).__name__}: {error}"
+    reason = f"{label}{type(error).__name__}: {said}"
     if attempt >= max_attempts:
         return Outcome(DEAD, reason=f"gave up after {attempt} attempts; last error: {reason}")
     retry_after = error.retry_after if isinstance(error, TransientError) else None

@@ -25,7 +25,7 @@ _PARAM = re.compile(r"(?<![^?&\s])([^=&?\s]+)=(" + _QUOTED_VALUE + r"|[^&\s]*)",
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 # Words of a setting's name that make its value a credential, alone or as a pair. Whole
 # words, so "max_tokens" or "tokenizer" (an LLM's parameters) stay readable.
-_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token",
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "pw", "passphrase", "secret", "token",
                            "credential", "credentials", "apikey", "authorization", "bearer"})
 _SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"),
                            ("secret", "key"), ("auth", "key"), ("account", "key")})
@@ -128,9 +128,59 @@ def without_url_credentials(url: str) -> str:
     return without_secret_params(without_url_userinfo(url))
 
 
+# An HTTP Authorization value: its scheme and credentials ("Bearer eyJ…", "Basic dXNl…"), as
+# a server echoing request headers, a client's debug output or autologged headers quote it.
+# A Bearer token is at least 8 token68 characters; a Basic one must also hold something a
+# word does not (a digit, a capital, "+/="), so "basic authentication" stays readable.
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+_BASIC = re.compile(r"(?i)\b(basic\s+)(?-i:(?=[A-Za-z0-9+/]*[0-9A-Z+/=]))[A-Za-z0-9+/]{8,}=*")
+# Headers that carry a credential whatever it looks like, "Name: value" or as a JSON/dict key.
+_CREDENTIAL_HEADERS = ("authorization|proxy-authorization|private-token|job-token|x-api-key|"
+                       "api-key|x-gitlab-token|x-promoter-token|x-auth-token|cookie|set-cookie")
+_HEADER = re.compile(r"(?i)(?<![\w-])([\"']?)(" + _CREDENTIAL_HEADERS + r")\1(\s*:\s*)("
+                     + _QUOTED_VALUE + r"|[^\r\n,;}]+)")
+# A quoted key (JSON, a Python dict's repr) whose name says its value is a credential:
+# {"api_key": "…"}, {'db_password': '…'}.
+_QUOTED_KEY = re.compile(r"([\"'])([^\"'\r\n]{1,64})\1(\s*:\s*)(" + _QUOTED_VALUE
+                         + r"|[^\s,}\]]+)")
+# A command-line flag naming a credential, its value the next word: "--password hunter2".
+_FLAG = re.compile(r"(?<!\S)(--?([A-Za-z][\w-]*))(\s+)(?!-)(\S+)")
+
+
+def without_credential_shapes(text: str) -> str:
+    """Credentials ``text`` holds in shapes other than name=value: Authorization values
+    (Bearer, Basic), credential headers and quoted keys whose name says so, and the value
+    after a credential flag (``--password X``). Applied wherever text quotes what another
+    system sent or recorded (a server's error body, run parameters), since its tokens
+    change per request and no configured value could catch them."""
+    text = _HEADER.sub(lambda found: f"{found[1]}{found[2]}{found[1]}{found[3]}"
+                       f"{_masked_like(found[4])}", text)
+    text = _BEARER.sub(lambda found: f"{found[1]}{MASK}", text)
+    text = _BASIC.sub(lambda found: f"{found[1]}{MASK}", text)
+    # credential_param, not secret_name: a key must END in the credential ("api_key", not
+    # "token_limit"), as inside any other free text.
+    text = _QUOTED_KEY.sub(lambda found: f"{found[1]}{found[2]}{found[1]}{found[3]}"
+                           f"{_masked_like(found[4])}" if credential_param(found[2])
+                           else found[0], text)
+    return _FLAG.sub(lambda found: f"{found[1]}{found[3]}{MASK}"
+                     if credential_param(found[2]) else found[0], text)
+
+
+def _masked_like(value: str) -> str:
+    """The mask, quoted as the value it replaces was, so JSON or a dict's repr stays whole."""
+    quote = value[:1]
+    return f"{quote}{MASK}{quote}" if quote in ("'", '"') else MASK
+
+
+def without_credentials(text: str) -> str:
+    """``text`` fit to quote: every rule here that needs no configured value (URL userinfo,
+    credential parameters, and the shapes of without_credential_shapes)."""
+    return without_url_credentials(without_credential_shapes(text))
+
+
 def masked_value(name: str, value: str) -> str:
     """``value`` of a setting called ``name`` fit for text everyone may read: all of it when
-    the name says it is a credential, else any URL credentials and credential parameters."""
+    the name says it is a credential, else every credential it holds in a shape we know."""
     if secret_name(name):
         return MASK
-    return without_url_credentials(value)
+    return without_credentials(value)

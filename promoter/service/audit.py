@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from promoter.core.audit_chain import Finding, Head, verify
 from promoter.core.live_history import Live, first_live, live_at
-from promoter.core.masking import without_url_credentials
+from promoter.core.masking import without_credentials
 from promoter.errors import NotFoundError, PromoterError
 from promoter.service.audit_file import FILENAME, HEAD_FILENAME, ChainSnapshot, FileChain
 from promoter.service.audit_table import TableChain
@@ -78,7 +78,7 @@ class AuditTrail:
         # or a URL's credentials (a version's source in a denial, an error body quoting a
         # signed URL): once sealed, an entry cannot be changed without breaking the chain, so
         # they are masked before sealing. Only new entries: the hash covers what is stored.
-        return self._chain.append(storable_fields(entry, without_url_credentials))
+        return self._chain.append(storable_fields(entry, without_credentials))
 
     @contextlib.contextmanager
     def writing_back(self, model: str, version: str, env: str,

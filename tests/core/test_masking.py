@@ -77,3 +77,29 @@ def test_a_quote_closing_text_around_a_credential_stays(text: str, masked: str) 
     text around it lost its balance; masking the masked text again changes nothing."""
     assert without_secret_params(text) == masked
     assert without_secret_params(masked) == masked
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("you sent {\"Authorization\": \"Bearer tok-123456\", \"User-Agent\": \"x\"}",
+     "you sent {\"Authorization\": \"***\", \"User-Agent\": \"x\"}"),
+    ("{'Authorization': 'Basic dXNlcjpwYXNz'}", "{'Authorization': '***'}"),
+    ("Authorization: Basic dXNlcjpwYXNz\nnext line", "Authorization: ***\nnext line"),
+    ("Private-Token: glpat-abcdef123", "Private-Token: ***"),
+    ("got Bearer eyJhbGciOi.abc.def back", "got Bearer *** back"),
+    ("python -m x --hf-token hf_ABC --lr 0.1", "python -m x --hf-token *** --lr 0.1"),
+    ('{"model": "x", "token_limit": 5, "db_password": "p w"}',
+     '{"model": "x", "token_limit": 5, "db_password": "***"}'),
+    # only mentioned, not carried: left as written
+    ("basic authentication required", "basic authentication required"),
+    ("the bearer token expired", "the bearer token expired"),
+    ("--token-limit 5 --max_tokens 100", "--token-limit 5 --max_tokens 100"),
+    ("denied: requested access to the resource is denied",
+     "denied: requested access to the resource is denied"),
+])
+def test_credentials_are_told_by_their_shape(text: str, masked: str) -> None:
+    """A server echoing the request's headers (a token issued for that one request), a
+    command line, a JSON config: no configured value names these credentials."""
+    from promoter.core.masking import without_credentials
+
+    assert without_credentials(text) == masked
+    assert without_credentials(masked) == masked

@@ -219,3 +219,21 @@ def test_masking_inside_values_keeps_fragments_and_flags_that_only_mention_a_cre
     assert masked_value("args", "--token-limit=5 --page=2") == "--token-limit=5 --page=2"
     assert masked_value("args", "--hf-token=hf_x --page=2") == "--hf-token=*** --page=2"
     assert masked_value("dsn", "Server=db;Uid=ml;Pwd=hunter10;") == "Server=db;Uid=ml;Pwd=***;"
+
+
+def test_credentials_in_headers_flags_and_json_params_are_masked() -> None:
+    """Autolog records headers and command lines: a Bearer token, a `--password X` flag, a
+    JSON config's api_key and a parameter called `pw` reached the MR description as given."""
+    params = {"auth_header": "Bearer CANARY-bearer-7",
+              "headers": "Authorization: Bearer CANARY-bearer-6",
+              "cmd": "train.py --password CANARY-flag-8 --epochs 3",
+              "config": '{"api_key": "CANARY-json-9", "max_tokens": 512}',
+              "pw": "CANARY-pw-21", "basic": "Basic dXNlcjpDQU5BUlk=",
+              "note": "basic authentication, bearer token rotation", "limits": "--token-limit 5"}
+    text = mr_text.description(MrFacts(model="m", version="1", env="staging", name="m",
+                                       params=params))
+    assert "CANARY" not in text and "dXNlcjpDQU5BUlk" not in text
+    plain = text.replace("\\", "")
+    for shown in ("Bearer ***", "--password *** --epochs 3", '"max_tokens":\u200b 512',
+                  "basic authentication, bearer token rotation", "--token-limit 5"):
+        assert shown in plain, shown

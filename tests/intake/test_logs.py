@@ -57,3 +57,12 @@ def test_a_urls_userinfo_is_masked_whoever_quotes_the_url() -> None:
         exc=ValueError("https://alice:p@ss-word@mlflow.corp/api refused")))
     assert "glpat-SECRET" not in line and "ss-word" not in line and "alice" not in line
     assert "127.0.0.1:9/g.git" in line and "mlflow.corp/api" in line
+
+
+def test_a_token_no_secret_names_is_masked_by_its_shape() -> None:
+    """A token a server issued for one request, or a client library's own credential, is in
+    no configured list: `serve` logged an error quoting `Authorization: Bearer …` as it was."""
+    line = JsonFormatter([]).format(record("reconcile pass crashed", {
+        "error": 'you sent {"Authorization": "Bearer CANARY-mltok-1"}'}))
+    assert "CANARY" not in line
+    assert json.loads(line)["error"] == 'you sent {"Authorization": "Bearer ***"}'

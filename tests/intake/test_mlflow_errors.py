@@ -204,3 +204,13 @@ def test_mlflows_own_message_loses_the_credentials_it_quotes(message: str) -> No
                       "read 'm'", "https://***@mlflow.example.com")
     assert "hunter2-s3cret" not in str(error) and "promoter:" not in str(error)
     assert "https://***@mlflow.example.com/api/2.0" in str(error)
+
+
+def test_a_response_body_echoing_the_authorization_header_loses_the_token() -> None:
+    """A server or proxy answering 401 with the request's headers in its body: MLflow's
+    client quotes the body, and the bearer token reached stderr, the job's reason, the audit
+    trail and `serve`'s logs (MLFLOW_TRACKING_TOKEN is read by MLflow, never by promoter)."""
+    body = 'Response body: \'you sent {"Authorization": "Bearer CANARY-mltok-1", "Host": "m"}\''
+    error = translate(RestException({"error_code": "UNAUTHENTICATED", "message": body}),
+                      "read 'm'", "http://127.0.0.1:18801")
+    assert "CANARY" not in str(error) and '"Authorization": "***"' in str(error)

@@ -190,3 +190,14 @@ def test_an_unexpected_exception_is_retried_and_labelled() -> None:
 
 def test_states_are_the_documented_five() -> None:
     assert set(STATES) == {"queued", "running", "retrying", "done", "dead"}
+
+
+@pytest.mark.parametrize("error", [PermanentError("registry said: Bearer CANARY-tok-123"),
+                                   TransientError("proxy echoed Authorization: Basic dXNlcjpwdw=="),
+                                   PolicyDenied(["config {'api_key': 'CANARY-key'} refused"])])
+def test_a_stored_reason_holds_no_credential_an_error_quoted(error: Exception) -> None:
+    """The reason is stored and shown (`promoter jobs`, the audit trail): a token a server
+    issued for one request, quoted in its error body, is masked by its shape."""
+    outcome = outcome_for_error(error, 8, 8)
+    stored = f"{outcome.reason} {outcome.result}"
+    assert "CANARY" not in stored and "dXNlcjpwdw" not in stored and "***" in stored

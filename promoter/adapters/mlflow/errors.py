@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from promoter.core.masking import without_credentials
 from promoter.errors import (
     AuthError,
     ConfigError,
@@ -37,7 +38,6 @@ from promoter.errors import (
     PromoterError,
     TransientError,
 )
-from promoter.redaction import without_url_userinfo
 
 T = TypeVar("T")
 
@@ -117,8 +117,9 @@ def translate(exc: BaseException, doing: str, where: str) -> PromoterError:
 
 def _from_mlflow(exc: Any, doing: str, where: str) -> PromoterError:
     code = str(getattr(exc, "error_code", "") or "")
-    # MLflow's client quotes the request URL, credentials included, in its messages.
-    message = without_url_userinfo(str(getattr(exc, "message", exc)))
+    # MLflow's client quotes the request URL, credentials included, in its messages, and the
+    # response body, which a server or proxy may fill with the request's Authorization.
+    message = without_credentials(str(getattr(exc, "message", exc)))
     detail = message.splitlines()[0][:300] if message else code
     if any(sign in detail for sign in _UNREACHABLE_SIGNS):
         return TransientError(f"cannot {doing}: MLflow at {where} is unreachable",

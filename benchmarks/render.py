@@ -9,6 +9,7 @@ under 3 s on the project's 2-core machine. Not a test: it prints figures, it doe
 
 from __future__ import annotations
 
+import argparse
 import resource
 import shutil
 import subprocess
@@ -45,6 +46,7 @@ def intent(index: int) -> dict[str, object]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help only
     settings = Settings(environments={
         env: Environment(trigger=Trigger(alias=env), namespace=f"models-{env}")
         for env in ENVIRONMENTS}, image=ImageSettings(base="docker.io/library/python:3.11-slim"))

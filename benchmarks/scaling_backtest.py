@@ -18,6 +18,7 @@ Not a test: it prints figures, it does not judge them.
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import time
@@ -76,7 +77,10 @@ def reactive(minute: int, demand: list[float]) -> int:
 
 
 def main() -> None:
-    seed = int(sys.argv[1]) if len(sys.argv) > 1 else 7     # `scaling_backtest.py SEED`
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("seed", nargs="?", type=int, default=7,
+                        help="seed of the synthetic trace (default 7)")
+    seed = parser.parse_args().seed
     clock = time.perf_counter()
     trace = traces.generate(weeks=4, seed=seed)
     tz = ZoneInfo(traces.TZ_NAME)

@@ -153,20 +153,24 @@ def show(
     output: str = OUTPUT_OPTION,
 ) -> None:
     after = parse_time(since) if since else None
-    entries = list(_trail(ctx).entries())
+    read = _read_verified(ctx)
+    entries = [entry for _, entry in read.entries]
     _refuse_unknown_environment(ctx, env, entries)
-    selected = [entry for entry in entries
+    selected = [(line, entry) for line, entry in read.entries
                 if (model is None or entry.get("model") == model)
                 and (env is None or entry.get("env") == env)
                 and (after is None or float(entry.get("time", 0)) >= after)]
     if output == "json":
-        emit_json(selected)
+        emit_json([entry if read.verified(line) else {**entry, "verified": False}
+                   for line, entry in selected])
         return
-    for entry in selected:
+    for line, entry in selected:
         what = " ".join(f"{key}={inline(entry[key])}" for key in (
             "model", "version", "env", "actor", "mr_url", "url", "reason")
                         if entry.get(key) not in (None, ""))
-        typer.echo(f"{iso(float(entry.get('time', 0)))}  {inline(entry.get('event'))}  {what}")
+        mark = "" if read.verified(line) else "  [unverified]"
+        typer.echo(f"{iso(float(entry.get('time', 0)))}  {inline(entry.get('event'))}  "
+                   f"{what}{mark}")
 
 
 # Line breaks (C0, C1, U+2028/9), terminal escapes and direction overrides.
@@ -193,9 +197,12 @@ def live(
     from promoter.core.live_history import live_at
 
     moment = parse_time(at) if at else time.time()
-    entries = list(_trail(ctx).entries())
-    _refuse_unknown_environment(ctx, env, entries)
-    found = live_at(entries, env, moment, model)
+    read = _read_verified(ctx)
+    _refuse_unknown_environment(ctx, env, [entry for _, entry in read.entries])
+    # Replayed from the entries that verify only: one appended by hand past the break (a
+    # forged merge) would otherwise answer "what was live" as if promoter had recorded it.
+    found = live_at([entry for line, entry in read.entries if read.verified(line)], env,
+                    moment, model)
     rows = [_live_row(item) for item in sorted(found.values(), key=lambda i: i.model)]
     if output == "json":
         emit_json({"env": env, "at": iso(moment), "live": rows})
@@ -209,6 +216,47 @@ def live(
                     f"of version {row['proposed_version']})")
         typer.echo(inline(f"{row['model']}  {what}  since {row['since']}"
                           + (f"  {row['mr_url']}" if row["mr_url"] else "")))
+
+
+@dataclass(frozen=True)
+class _Read:
+    """The trail's entries with their line numbers, and where it stops verifying."""
+
+    entries: list[tuple[int, dict[str, Any]]]
+    finding: Finding | None
+
+    def verified(self, line: int) -> bool:
+        return self.finding is None or line < self.finding.line
+
+
+def _read_verified(ctx: typer.Context) -> _Read:
+    """Every readable entry of one snapshot of the trail, checked as `audit verify` checks
+    it: entries from the first bad line on are reported, never shown or replayed as if
+    promoter had sealed them (a warning on stderr names the line)."""
+    import json
+
+    from promoter.core.audit_chain import verify
+
+    trail = _trail(ctx)
+
+    def read(snapshot: ChainSnapshot) -> _Read:
+        entries = []
+        for number, text in enumerate(snapshot.lines(), start=1):
+            try:
+                entry = json.loads(text)
+            except (ValueError, RecursionError):
+                continue  # `audit verify` names it
+            if isinstance(entry, dict):
+                entries.append((number, entry))
+        return _Read(entries, verify(snapshot.lines(), snapshot.head, snapshot.pending))
+
+    found: _Read = trail.snapshot(read)
+    if found.finding is not None:
+        later = sum(1 for line, _ in found.entries if not found.verified(line))
+        typer.echo(f"warning: {trail.location}:{found.finding.line}: {found.finding.problem}; "
+                   f"{later} entr{'y' if later == 1 else 'ies'} from there on not verified "
+                   "(promoter audit verify)", err=True)
+    return found
 
 
 def _refuse_unknown_environment(ctx: typer.Context, env: str | None,

@@ -35,3 +35,32 @@ def test_a_reason_quoting_line_breaks_and_escapes_shows_as_one_line(
     code, out, err = run("--config", str(config), "audit", "show", "--output", "json")
     assert code == 0, err
     assert json.loads(out)[1]["reason"] == HOSTILE
+
+
+def test_entries_past_the_first_bad_line_are_marked_and_not_replayed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A merge appended by hand (no valid hash) showed in `audit show` and answered `audit
+    live` as if promoter had sealed it; only `audit verify` said otherwise."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f'state_dir: "{tmp_path / "state"}"\n')
+    trail = AuditTrail(tmp_path / "state")
+    trail.record("mr.merge", actor="gitlab:alice", model="m", env="prod", version="1",
+                 status="merged")
+    with (tmp_path / "state" / "audit.jsonl").open("a") as handle:
+        handle.write(json.dumps({"time": 2e9, "event": "mr.merge", "actor": "gitlab:mallory",
+                                 "model": "m", "env": "prod", "version": "666",
+                                 "status": "merged", "prev": "0" * 64, "hash": "1" * 64})
+                     + "\n")
+    run = cli_runner(capsys)
+    code, out, err = run("--config", str(config), "audit", "show")
+    assert code == 0, err
+    first, forged = out.splitlines()
+    assert "[unverified]" not in first and forged.endswith("[unverified]")
+    assert "audit.jsonl:2:" in err and "1 entry from there on not verified" in err
+    code, out, err = run("--config", str(config), "audit", "show", "--output", "json")
+    assert [entry.get("verified", True) for entry in json.loads(out)] == [True, False]
+    code, out, err = run("--config", str(config), "audit", "live", "--env", "prod",
+                         "--at", "2100-01-01T00:00:00Z", "--output", "json")
+    assert code == 0, err
+    assert [row["version"] for row in json.loads(out)["live"]] == ["1"]
+    assert "not verified" in err

@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from promoter.core.masking import (
     MASK,
     password_param,
-    without_credential_shapes,
     without_password_params,
     without_url_userinfo,
 )
@@ -24,8 +23,9 @@ _MIN_SECRET = 4  # shorter values would mask ordinary words
 
 
 class Redactor:
-    """Replaces every configured secret value (also as it appears inside a JSON string), and
-    the credentials core.masking tells by their shape."""
+    """Replaces every configured secret value (also as it appears inside a JSON string).
+    Credentials told by their shape (core.masking) are masked in the text itself, before it
+    is serialised: their rules read quotes, which JSON escapes."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so a secret that contains another is masked whole.
@@ -36,9 +36,7 @@ class Redactor:
         for secret in self._secrets:
             for form in sorted(_forms(secret), key=len, reverse=True):
                 text = text.replace(form, MASK)
-        # And what no configured value names: a token a server issued for one request, a
-        # credential quoted from another system's error body (core.masking's shapes).
-        return without_credential_shapes(text)
+        return text
 
 
 def _forms(secret: str) -> set[str]:

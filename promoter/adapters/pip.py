@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from promoter.core.masking import without_credential_shapes
 from promoter.errors import UserError
 from promoter.redaction import Redactor, without_url_userinfo
 
@@ -86,7 +87,7 @@ class PipInstaller:
     def redacted(self, text: str) -> str:
         """``text`` without configured secrets or URL credentials (an index URL in pip_options
         or PIP_INDEX_URL may carry them, and pip echoes URLs in its errors)."""
-        return without_url_userinfo(self._redact(text))
+        return without_url_userinfo(without_credential_shapes(self._redact(text)))
 
 
 def failure_reason(output: str) -> str:

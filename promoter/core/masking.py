@@ -131,14 +131,21 @@ def without_url_credentials(url: str) -> str:
 # An HTTP Authorization value: its scheme and credentials ("Bearer eyJ…", "Basic dXNl…"), as
 # a server echoing request headers, a client's debug output or autologged headers quote it.
 # A Bearer token is at least 8 token68 characters; a Basic one must also hold something a
-# word does not (a digit, a capital, "+/="), so "basic authentication" stays readable.
+# word does not (a digit, "+/=", a capital past the first letter), so "basic authentication"
+# and "Basic Authentication" stay readable.
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
-_BASIC = re.compile(r"(?i)\b(basic\s+)(?-i:(?=[A-Za-z0-9+/]*[0-9A-Z+/=]))[A-Za-z0-9+/]{8,}=*")
+_BASIC = re.compile(r"(?i)\b(basic\s+)(?-i:(?=[A-Za-z0-9+/]*[0-9+/=]|[A-Za-z0-9+/]+[A-Z]))"
+                    r"[A-Za-z0-9+/]{8,}=*")
 # Headers that carry a credential whatever it looks like, "Name: value" or as a JSON/dict key.
 _CREDENTIAL_HEADERS = ("authorization|proxy-authorization|private-token|job-token|x-api-key|"
-                       "api-key|x-gitlab-token|x-promoter-token|x-auth-token|cookie|set-cookie")
+                       "api-key|x-gitlab-token|x-promoter-token|x-auth-token")
+# An unquoted value ends at a quote too: the text around it may be quoted ("-H 'Authorization:
+# Bearer x' https://h"), and its closing quote is not the credential's.
 _HEADER = re.compile(r"(?i)(?<![\w-])([\"']?)(" + _CREDENTIAL_HEADERS + r")\1(\s*:\s*)("
-                     + _QUOTED_VALUE + r"|[^\r\n,;}]+)")
+                     + _QUOTED_VALUE + r"|[^\r\n,;}\"']+)")
+# A cookie header holds several name=value pairs separated by ";": all of it, to the line's end.
+_COOKIE = re.compile(r"(?i)(?<![\w-])([\"']?)((?:set-)?cookie)\1(\s*:\s*)(" + _QUOTED_VALUE
+                     + r"|[^\r\n\"']+)")
 # A quoted key (JSON, a Python dict's repr) whose name says its value is a credential:
 # {"api_key": "…"}, {'db_password': '…'}.
 _QUOTED_KEY = re.compile(r"([\"'])([^\"'\r\n]{1,64})\1(\s*:\s*)(" + _QUOTED_VALUE
@@ -153,8 +160,9 @@ def without_credential_shapes(text: str) -> str:
     after a credential flag (``--password X``). Applied wherever text quotes what another
     system sent or recorded (a server's error body, run parameters), since its tokens
     change per request and no configured value could catch them."""
-    text = _HEADER.sub(lambda found: f"{found[1]}{found[2]}{found[1]}{found[3]}"
-                       f"{_masked_like(found[4])}", text)
+    for header in (_HEADER, _COOKIE):
+        text = header.sub(lambda found: f"{found[1]}{found[2]}{found[1]}{found[3]}"
+                          f"{_masked_like(found[4])}", text)
     text = _BEARER.sub(lambda found: f"{found[1]}{MASK}", text)
     text = _BASIC.sub(lambda found: f"{found[1]}{MASK}", text)
     # credential_param, not secret_name: a key must END in the credential ("api_key", not

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from promoter.core.masking import without_credential_shapes
 from promoter.redaction import MASK, Redactor, without_url_userinfo
 
 _SECRET_WORDS = ("secret", "token", "password", "signature", "authorization")
@@ -39,9 +40,24 @@ class JsonFormatter(logging.Formatter):
             entry.update(mask_fields(fields))
         if record.exc_info and record.exc_info[1] is not None:
             entry["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        # Credentials told by their shape (a token a server issued for one request, quoted
+        # in its error body) in each value as written, not in the serialised line: the rules
+        # read quotes, which JSON escapes, and a mask must not swallow the line's own quotes.
+        entry = _shapes_masked(entry)
         # A URL's userinfo is a credential whoever quoted the URL (git.remote, a registry).
         return without_url_userinfo(self.redact(json.dumps(entry, default=str,
                                                            ensure_ascii=False)))
+
+
+def _shapes_masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return without_credential_shapes(value)
+    if isinstance(value, Mapping):
+        return {key: _shapes_masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shapes_masked(item) for item in value]
+    return value if isinstance(value, int | float | bool | None) else \
+        without_credential_shapes(str(value))
 
 
 def mask_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

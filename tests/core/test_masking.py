@@ -91,6 +91,10 @@ def test_a_quote_closing_text_around_a_credential_stays(text: str, masked: str) 
      '{"model": "x", "token_limit": 5, "db_password": "***"}'),
     # only mentioned, not carried: left as written
     ("basic authentication required", "basic authentication required"),
+    ("Basic Authentication required", "Basic Authentication required"),
+    ("curl -H 'Authorization: Bearer abcdefghij' https://h/x",
+     "curl -H 'Authorization: ***' https://h/x"),
+    ("Cookie: session=abc; csrf=def", "Cookie: ***"),
     ("the bearer token expired", "the bearer token expired"),
     ("--token-limit 5 --max_tokens 100", "--token-limit 5 --max_tokens 100"),
     ("denied: requested access to the resource is denied",

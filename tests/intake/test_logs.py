@@ -65,4 +65,19 @@ def test_a_token_no_secret_names_is_masked_by_its_shape() -> None:
     line = JsonFormatter([]).format(record("reconcile pass crashed", {
         "error": 'you sent {"Authorization": "Bearer CANARY-mltok-1"}'}))
     assert "CANARY" not in line
-    assert json.loads(line)["error"] == 'you sent {"Authorization": "Bearer ***"}'
+    assert json.loads(line)["error"] == 'you sent {"Authorization": "***"}'
+
+
+def test_a_masked_header_leaves_the_line_valid_json() -> None:
+    """Masking ran over the serialised line: an unquoted header value took the JSON string's
+    closing quote with it, and the log shipper dropped the very lines that mattered; inside
+    escaped quotes a JSON api_key or a `--password` flag was not masked at all."""
+    line = JsonFormatter([]).format(record(
+        "registry answered 401: Authorization: Bearer abcdefghijkl",
+        {"job": 7, "error": "Cookie: session=abc; csrf=def", "args": "--password hunter2",
+         "cfg": '{"api_key": "abcdefgh"}'}))
+    entry = json.loads(line)
+    assert entry["msg"] == "registry answered 401: Authorization: ***" and entry["job"] == 7
+    assert (entry["error"], entry["args"]) == ("Cookie: ***", "--password ***")
+    assert entry["cfg"] == '{"api_key": "***"}'
+    assert not any(secret in line for secret in ("abcdefghijkl", "abc", "hunter2", "abcdefgh"))

@@ -95,10 +95,12 @@ def status(
         # listing's scope: an environment or model it did not ask for is not seen gone.
         stored = feedback.store.environments() if feedback is not None else []
         empty = {pair for pair in stored if pair not in listed and wanted(*pair)}
-        if empty and not items:
+        if empty and not items and (env is None or not applications.list({MODEL_LABEL: None})[0]):
             # Nothing at all listed is also what a wrong argocd.namespace (or a cluster Argo
             # CD does not run on) answers: clearing would tell MLflow and the audit trail
             # that every model left its clusters. Kept; the deleted notifications clear them.
+            # (With --env the listing asks for one environment: whether the namespace holds
+            # any of promoter's Applications is asked without it.)
             typer.echo(f"warning: no Argo CD Application in namespace "
                        f"{settings.argocd.namespace!r} carries {MODEL_LABEL}: the stored "
                        f"status of {len(empty)} environment(s) is kept (is argocd.namespace "

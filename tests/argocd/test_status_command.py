@@ -292,6 +292,23 @@ def test_a_listing_with_no_application_at_all_keeps_the_stored_status(
     assert _told(state) == told
 
 
+def test_a_listing_of_one_environment_with_none_left_drops_its_rows(
+        cluster: dict, capsys) -> None:
+    """--env staging lists staging only: with staging's last Application gone its listing is
+    empty, though the namespace holds others, and the empty-listing guard kept the rows."""
+    standin, state, config = cluster["standin"], cluster["state"], str(cluster["config"])
+    standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1"))
+    staging = application("fraud-detector", "staging", "gpu-eu-1")
+    standin.put("argocd", staging)
+    run = cli_runner(capsys)
+    assert run("--config", config, "status")[0] == 0
+    standin.delete("argocd", staging["metadata"]["name"])
+    code, _, err = run("--config", config, "status", "--env", "staging")
+    assert code == 0 and "argocd.namespace" not in err
+    assert _stored(state)[("fraud-detector", "staging")] == []
+    assert _stored(state)[("fraud-detector", "production")] == ["gpu-eu-1"]
+
+
 def test_an_application_deleted_while_watched_is_not_brought_back_by_a_late_report(
         cluster: dict, capsys) -> None:
     """The watch saw gpu-us-1's Application go (no finalizer: no deleted notification).

@@ -66,7 +66,9 @@ class _Declared:
 
 
 def _declared(config: PipelineConfig, overlay: Path, tree: Path,
-              build: Callable[[Path], str]) -> _Declared:
+              build: Callable[[Path], str], team_projects: bool) -> _Declared:
+    """``team_projects``: policy.teams is set, so the ApplicationSet files each overlay under
+    its team's AppProject (gitops_scaffold), chosen by the overlay's team annotation."""
     env = overlay.name
     try:
         refuse_references_outside(overlay, tree)
@@ -79,7 +81,8 @@ def _declared(config: PipelineConfig, overlay: Path, tree: Path,
         if namespace != target.namespace:
             raise UserError(f"the overlay's resources are in namespace {namespace!r}, not in "
                             f"{env}'s {target.namespace!r}, where promoter renders them")
-        _refuse_another_project_team(overlay, deployment.spec.owner.team)
+        if team_projects:  # else one shared project, which reads no annotation
+            _refuse_another_project_team(overlay, deployment.spec.owner.team)
     except (PromoterError, YAMLError) as exc:
         return _Declared(overlay, env,
                          error=exc.message if isinstance(exc, PromoterError) else str(exc))
@@ -141,7 +144,8 @@ def check_tree(settings: Settings, roots: list[Path], build: Callable[[Path], st
     trees = {overlay: manifests_tree(overlay, root)
              for root in roots for overlay in find_overlays(root)}
     config = settings.pipeline_config()  # compiles every CEL gate: once per tree
-    declared = [_declared(config, overlay, trees[overlay], build) for overlay in sorted(trees)]
+    declared = [_declared(config, overlay, trees[overlay], build, bool(settings.policy.teams))
+                for overlay in sorted(trees)]
     policy = config.policy
     quota = team_quota_totals(
         [GpuClaim(str(d.overlay), d.deployment.spec.owner.team, d.env,

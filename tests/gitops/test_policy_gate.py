@@ -479,3 +479,23 @@ def test_the_team_argo_cd_files_an_overlay_under_is_the_team_judged(
     verdicts = {Path(v["overlay"]).name: v for v in json.loads(out)}
     assert verdicts["staging"]["allowed"] and not verdicts["production"]["allowed"]
     assert said in " ".join(verdicts["production"]["reasons"])
+
+
+def test_without_teams_the_shared_project_reads_no_team_annotation(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without policy.teams the ApplicationSet names one project and never reads the
+    annotation: an overlay without it (or naming another team) is no concern of the gate."""
+    settings = YAML(typ="safe").load((EXAMPLES / "promoter.yaml").read_text())
+    del settings["policy"]["teams"]
+    config = tmp_path / "promoter.yaml"
+    with config.open("w") as handle:
+        YAML().dump(settings, handle)
+    tree = tmp_path / "manifests"
+    shutil.copytree(ROOT / "manifests/fraud-detector", tree / "fraud-detector")
+    kustomization = tree / "fraud-detector/overlays/production/kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace(
+        "  promoter.dev/team: risk-ml\n", ""))
+    code, out, err = cli_runner(capsys)("--config", str(config), "gitops", "policy", str(tree),
+                                        "--output", "json")
+    assert code == 0, out + err
+    assert all(verdict["allowed"] for verdict in json.loads(out))

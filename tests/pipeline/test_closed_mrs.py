@@ -140,3 +140,32 @@ def test_an_mr_updated_in_place_to_another_version_leaves_the_old_one_closed(
     # The same version pushed again (new content) replaces nothing.
     again = world.promote("2")
     assert again.closed_mr is None
+
+
+def test_a_retry_after_a_crash_past_the_in_place_update_still_closes_the_old_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first attempt updated the MR to version 2 and died before the write-back; the
+    retry found the MR as it wants it (unchanged) and left version 3 at mr_opened for good."""
+    from promoter.core import closed_mr
+
+    provider, _ledger, _audit, registry, world = _recorded(tmp_path, "1", "2", "3")
+    _merged(provider, world.promote("1").mr_iid)
+    newer = world.promote("3")
+    real = closed_mr.write_back
+
+    def crash(*args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(closed_mr, "write_back", real)
+        raise RuntimeError("killed after the push")
+
+    monkeypatch.setattr(closed_mr, "write_back", crash)
+    with pytest.raises(RuntimeError):
+        world.promote("2")
+    assert registry.tags(MODEL, "3")[STATUS] == "mr_opened"
+
+    retry = world.promote("2")
+
+    assert retry.outcome is not None and retry.outcome.value == "unchanged"
+    assert retry.closed_mr is not None and (retry.closed_mr.closed_as,
+                                            retry.closed_mr.version) == ("replaced", "3")
+    assert registry.tags(MODEL, "3")[STATUS] == "closed"
+    assert registry.tags(MODEL, "2")[STATUS] == "mr_opened" and retry.mr_iid == newer.mr_iid

@@ -17,7 +17,6 @@ and on a MIG instance ``GPU_I_PROFILE`` and ``GPU_I_ID``, plus the Kubernetes ma
 
 from __future__ import annotations
 
-import json
 import random
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 
 from tests.telemetry import traces
 from tests.telemetry.prometheus_server import available, prometheus
+from tests.telemetry.rightsize_cli import rightsize_json, write_config
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(available() is not None, reason=available() or "")]
@@ -104,23 +104,9 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _rightsize(run_cli, tmp_path: Path, url: str, name: str) -> dict:
-    config = tmp_path / "promoter.yaml"
-    config.write_text(f"""\
-prometheus: {{url: "{url}"}}
-forecast: {{timezone: {traces.TZ_NAME}, requests_per_replica: 8}}
-telemetry: {{gpu_hour_prices: {{NVIDIA-A100-SXM4-80GB: 3.0}}}}
-environments:
-  production:
-    trigger: {{alias: production}}
-    namespace: {NAMESPACE}
-    mig_profiles: [1g.10gb, 2g.20gb, 3g.40gb]
-""", encoding="utf-8")
     (tmp_path / f"{name}.yaml").write_text(_intent(name), encoding="utf-8")
-    code, out, err = run_cli("rightsize", "--intent", str(tmp_path / f"{name}.yaml"), "--env",
-                             "production", "--config", str(config), "--days", "8", "--until",
-                             END.isoformat(), "--output", "json")
-    assert code == 0, err
-    return json.loads(out)
+    return rightsize_json(run_cli, write_config(tmp_path, url, NAMESPACE),
+                          tmp_path / f"{name}.yaml", END)
 
 
 def test_a_mig_deployment_gets_a_smaller_slice_from_the_profiling_metric(

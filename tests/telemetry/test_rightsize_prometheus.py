@@ -29,6 +29,7 @@ from promoter.settings import load_settings
 from tests.conftest import requires_kubectl
 from tests.telemetry import traces
 from tests.telemetry.prometheus_server import available, prometheus
+from tests.telemetry.rightsize_cli import rightsize_json, write_config
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(available() is not None, reason=available() or "")]
@@ -146,29 +147,14 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _config(tmp_path: Path, url: str) -> Path:
-    config = tmp_path / "promoter.yaml"
-    config.write_text(f"""\
-prometheus: {{url: "{url}"}}
-forecast: {{timezone: {traces.TZ_NAME}, requests_per_replica: 8}}
-telemetry: {{gpu_hour_prices: {{NVIDIA-A100-SXM4-80GB: 3.0}}}}
-environments:
-  production:
-    trigger: {{alias: production}}
-    namespace: {NAMESPACE}
-    mig_profiles: [1g.10gb, 2g.20gb, 3g.40gb]
-""", encoding="utf-8")
+    config = write_config(tmp_path, url, NAMESPACE)
     for name, (pods, gpus, *_rest) in FLEET.items():
         (tmp_path / f"{name}.yaml").write_text(_intent(name, pods, gpus), encoding="utf-8")
     return config
 
 
 def _rightsize(run_cli, tmp_path: Path, url: str, name: str) -> dict:
-    config = _config(tmp_path, url)
-    code, out, err = run_cli("rightsize", "--intent", str(tmp_path / f"{name}.yaml"), "--env",
-                             "production", "--config", str(config), "--days", "8", "--until",
-                             END.isoformat(), "--output", "json")
-    assert code == 0, err
-    return json.loads(out)
+    return rightsize_json(run_cli, _config(tmp_path, url), tmp_path / f"{name}.yaml", END)
 
 
 def test_an_oversized_deployment_gets_fewer_replicas_and_a_mig_slice(

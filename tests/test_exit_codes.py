@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cli_runner
 from tests.fixtures.mlflow_server import MlflowServer, silent_server
 from tests.fixtures.stack import (
     mlflow_client,
@@ -184,3 +185,14 @@ def test_promote_denied_by_policy_exits_4(mlflow_server: MlflowServer, env: dict
                           config=config)
     assert result.returncode == 4, result.stdout + result.stderr
     assert "denied by policy" in result.stdout and "validation_status" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["show", "retry"])
+def test_a_job_id_past_64_bits_is_a_usage_error(command: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """On SQLite it crashed (OverflowError, exit 3: "report it")."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f'state_dir: "{tmp_path / "state"}"\n')
+    code, _, err = cli_runner(capsys)("--config", str(config), "jobs", command,
+                                      "99999999999999999999")
+    assert code == 2 and "job_id" in err and "9223372036854775807" in err

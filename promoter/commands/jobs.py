@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from promoter.core.jobs import Job
     from promoter.service.queue import JobQueue
 
+# Job ids are 64-bit integers in both stores; a larger one is a typo, not a lookup.
+MAX_JOB_ID = 2**63 - 1
+
+JobId = Annotated[int, typer.Argument(help="job id", min=1, max=MAX_JOB_ID)]
+
 jobs_app = typer.Typer(help="Inspect and retry promotion jobs in the queue.",
                        no_args_is_help=True)
 
@@ -62,7 +67,7 @@ def list_jobs(
 
 
 @jobs_app.command("show")
-def show_job(ctx: typer.Context, job_id: Annotated[int, typer.Argument(help="job id")],
+def show_job(ctx: typer.Context, job_id: JobId,
              output: str = OUTPUT_OPTION) -> None:
     """Show one job: state, attempts, reason, recorded steps and timestamps."""
     queue = _open_queue(ctx, output)
@@ -94,7 +99,7 @@ def show_job(ctx: typer.Context, job_id: Annotated[int, typer.Argument(help="job
 
 
 @jobs_app.command("retry")
-def retry_job(ctx: typer.Context, job_id: Annotated[int, typer.Argument(help="job id")],
+def retry_job(ctx: typer.Context, job_id: JobId,
               output: str = OUTPUT_OPTION) -> None:
     """Queue a dead, retrying or policy-denied job to run again now."""
     queue = _open_queue(ctx, output)

@@ -182,3 +182,35 @@ def test_sigterm_stops_gracefully_and_logs_are_json_without_the_secret(service: 
     assert any(r["msg"] == "delivery accepted" for r in records)
     assert records[-1]["msg"] == "promoter serve stopped"
     assert SECRET not in service.log.read_text()
+
+
+def test_hooks_register_refuses_to_leave_a_second_webhook_active(
+        mlflow_server: MlflowServer) -> None:
+    """`a` sends to 9001, `b` to 9002; registering `a` at 9002 updated `b` (the URL match)
+    into a second `a` and left the first one sending every event to 9001 as well."""
+    from promoter.adapters.mlflow.client import Connection
+    from promoter.adapters.mlflow.webhooks import Webhooks
+    from promoter.errors import PermanentError, UserError
+
+    hooks = Webhooks(Connection(mlflow_server.url))
+    events = ["model_version_alias.created"]
+    first = [f"http://127.0.0.1:{port}/webhooks/mlflow" for port in (9001, 9002)]
+    try:
+        a, _ = hooks.ensure("dup-a", first[0], events, "s3cret-value")
+        b, _ = hooks.ensure("dup-b", first[1], events, "s3cret-value")
+        with pytest.raises(UserError, match="more than one webhook") as refused:
+            hooks.ensure("dup-a", first[1], events, "s3cret-value")
+        assert a in refused.value.message and b in refused.value.message
+        assert {(h["name"], h["url"]) for h in hooks.list() if h["id"] in (a, b)} == {
+            ("dup-a", first[0]), ("dup-b", first[1])}
+        assert hooks.ensure("dup-a", first[0].replace("9001", "9003"), events,
+                            "s3cret-value") == (a, False)   # a rename of its URL: fine
+        with pytest.raises(PermanentError) as invalid:       # MLflow refuses the URL
+            hooks.ensure("dup-c", "notaurl", events, "s3cret-value")
+        assert "--url" in (invalid.value.hint or "") and "model name" not in \
+            (invalid.value.hint or "")
+    finally:
+        client = mlflow_server.client()
+        for hook in client.list_webhooks():
+            if hook.name.startswith("dup-"):
+                client.delete_webhook(hook.webhook_id)

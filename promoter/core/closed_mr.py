@@ -39,14 +39,16 @@ def closed_by(result: ProposalResult, before: DeployedState | None, proposed_ver
         iid, closed_as = result.superseded_iid, SUPERSEDED
     elif result.withdrawn_iid is not None:
         iid, closed_as = result.withdrawn_iid, WITHDRAWN
-    elif (result.outcome in (Outcome.UPDATED, Outcome.UNCHANGED) and result.mr_iid is not None
+    elif (result.outcome in (Outcome.UPDATED, Outcome.UNCHANGED)
+          and result.merge_request is not None and result.merge_request.state == "opened"
           and before is not None and before.mr_iid == result.mr_iid
           and before.version != proposed_version and before.status in OPEN_MR):
         # Only this case: the row named the MR for another version still open, and nobody
         # else will say the MR no longer proposes it (it stays open, so no hook fires).
         # UNCHANGED too: a retry after a crash between the push and the write-back finds
-        # the MR updated already, and the row still naming the version it replaced.
-        iid = result.mr_iid
+        # the MR updated already, and the row still naming the version it replaced. Open
+        # only: a merged MR's own outcome recording speaks for it.
+        iid = result.merge_request.iid
         return ClosedMr(iid, REPLACED, before.version, DeploymentStatus.CLOSED,
                         f"merge request !{iid} was updated: {instead}")
     else:

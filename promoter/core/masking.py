@@ -83,6 +83,7 @@ def without_secret_params(text: str) -> str:
     # substitution would skip the whole match), after a credential past the masked value.
     pieces: list[str] = []
     copied = position = 0
+    quotes = _QuoteParity(text)
     while (found := _PARAM_NAME.search(text, position)) is not None:
         position = found.end()
         if credential_param(_PERCENT.sub(lambda escaped: chr(int(escaped[1], 16)), found[1])):
@@ -94,21 +95,40 @@ def without_secret_params(text: str) -> str:
             end = _VALUE_END.search(text, position)
             assert end is not None  # \Z always matches
             pieces += [text[copied:position], MASK]
-            copied = position = _closing_quote_kept(text, position, end.start())
+            copied = position = _closing_quote_kept(text, position, end.start(), quotes)
     pieces.append(text[copied:])
     return "".join(pieces)
 
 
-def _closing_quote_kept(text: str, value_start: int, value_end: int) -> int:
+def _closing_quote_kept(text: str, value_start: int, value_end: int,
+                        quotes: _QuoteParity) -> int:
     """Where an unquoted credential's mask ends: before a last character that closes a
     quote opened earlier on the line (``dsn='host=h password=pw'``), so the text around it
     stays balanced; masking it again then leaves it as it is."""
     last = text[value_end - 1:value_end]
-    if value_end > value_start + 1 and last in ("'", '"'):
-        line_start = text.rfind("\n", 0, value_start) + 1
-        if text.count(last, line_start, value_start) % 2 == 1:
-            return value_end - 1
+    if value_end > value_start + 1 and last in ("'", '"') and quotes.odd(last, value_start):
+        return value_end - 1
     return value_end
+
+
+class _QuoteParity:
+    """Whether each quote character occurs an odd number of times on the line before a
+    position, counted as the scan moves on (positions only grow): recounting from the
+    line's start at every credential made a long line of them quadratic."""
+
+    def __init__(self, text: str) -> None:
+        self._text, self._at = text, 0
+        self._counts = {"'": 0, '"': 0}
+
+    def odd(self, quote: str, upto: int) -> bool:
+        start = self._at
+        newline = self._text.rfind("\n", start, upto)
+        if newline != -1:
+            self._counts, start = {"'": 0, '"': 0}, newline + 1
+        for mark in self._counts:
+            self._counts[mark] += self._text.count(mark, start, upto)
+        self._at = upto
+        return self._counts[quote] % 2 == 1
 
 
 def credential_param(name: str) -> bool:

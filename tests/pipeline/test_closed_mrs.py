@@ -169,3 +169,22 @@ def test_a_retry_after_a_crash_past_the_in_place_update_still_closes_the_old_ver
                                             retry.closed_mr.version) == ("replaced", "3")
     assert registry.tags(MODEL, "3")[STATUS] == "closed"
     assert registry.tags(MODEL, "2")[STATUS] == "mr_opened" and retry.mr_iid == newer.mr_iid
+
+
+@pytest.mark.parametrize(("state", "replaced"), [("opened", True), ("merged", False)])
+def test_an_unchanged_mr_replaces_the_rows_version_only_while_open(state: str,
+                                                                    replaced: bool) -> None:
+    """UNCHANGED with the row still naming another version on the MR is the retry after a
+    crash past the push; with the MR merged meanwhile, its own outcome speaks for it."""
+    from promoter.core import closed_mr
+    from promoter.core.results import DeploymentStatus
+    from promoter.ports.git import MergeRequest, Outcome, ProposalResult
+    from promoter.ports.pipeline import DeployedState
+
+    mr = MergeRequest(iid=4, id=40, url="local:!4", state=state, source_branch="promote/m/p",
+                      target_branch="main", title="t", head_sha="a" * 40)
+    before = DeployedState(MODEL, "production", "m", "3", DeploymentStatus.MR_OPENED, 4,
+                           "b" * 40)
+    found = closed_mr.closed_by(ProposalResult(Outcome.UNCHANGED, mr, "a" * 40, False), before,
+                                "2", "version 2 is proposed instead")
+    assert (found is not None and found.closed_as == "replaced") is replaced

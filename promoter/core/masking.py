@@ -150,10 +150,11 @@ def without_url_credentials(url: str) -> str:
 
 # An HTTP Authorization value: its scheme and credentials ("Bearer eyJ…", "Basic dXNl…"), as
 # a server echoing request headers, a client's debug output or autologged headers quote it.
-# A Bearer token is at least 8 token68 characters; a Basic one must also hold something a
-# word does not (a digit, "+/=", a capital past the first letter), so "basic authentication"
-# and "Basic Authentication" stay readable.
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+# Either is at least 8 token68 characters holding something a word does not (a digit, one
+# of "._~+/=-", a capital past the first letter), so "Bearer authentication failed" and
+# "Basic Authentication" stay readable.
+_BEARER = re.compile(r"(?i)\b(bearer\s+)(?-i:(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=-]|"
+                     r"[A-Za-z0-9._~+/=-]+[A-Z]))[A-Za-z0-9._~+/=-]{8,}")
 _BASIC = re.compile(r"(?i)\b(basic\s+)(?-i:(?=[A-Za-z0-9+/]*[0-9+/=]|[A-Za-z0-9+/]+[A-Z]))"
                     r"[A-Za-z0-9+/]{8,}=*")
 # Headers that carry a credential whatever it looks like, "Name: value" or as a JSON/dict key.

@@ -233,22 +233,14 @@ def _read_verified(ctx: typer.Context) -> _Read:
     """Every readable entry of one snapshot of the trail, checked as `audit verify` checks
     it: entries from the first bad line on are reported, never shown or replayed as if
     promoter had sealed them (a warning on stderr names the line)."""
-    import json
-
     from promoter.core.audit_chain import verify
+    from promoter.service.audit import numbered_entries
 
     trail = _trail(ctx)
 
     def read(snapshot: ChainSnapshot) -> _Read:
-        entries = []
-        for number, text in enumerate(snapshot.lines(), start=1):
-            try:
-                entry = json.loads(text)
-            except (ValueError, RecursionError):
-                continue  # `audit verify` names it
-            if isinstance(entry, dict):
-                entries.append((number, entry))
-        return _Read(entries, verify(snapshot.lines(), snapshot.head, snapshot.pending))
+        return _Read(list(numbered_entries(snapshot.lines())),
+                     verify(snapshot.lines(), snapshot.head, snapshot.pending))
 
     found: _Read = trail.snapshot(read)
     if found.finding is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -103,13 +103,7 @@ class AuditTrail:
                     reason=exc.message)
 
     def entries(self) -> Iterator[dict[str, Any]]:
-        for line in self.lines():
-            try:
-                entry = json.loads(line)
-            except (ValueError, RecursionError):  # RecursionError: nested too deeply
-                continue  # `audit verify` names it; readers skip what they cannot read
-            if isinstance(entry, dict):
-                yield entry
+        return (entry for _, entry in numbered_entries(self.lines()))
 
     def lines(self) -> Iterator[str]:
         return self._chain.lines()
@@ -140,6 +134,18 @@ class AuditTrail:
         """{model: what is live in ``env`` now}, every model in one read of the trail (a
         caller asking about many deployments reads it once, not once per deployment)."""
         return live_at(self.entries(), env, time.time())
+
+
+def numbered_entries(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number from 1, entry) of every line that reads as an entry; `audit verify`
+    names the others, and readers skip what they cannot read."""
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
+            continue
+        if isinstance(entry, dict):
+            yield number, entry
 
 
 def since_if(live: Live | None, version: str) -> float | None:

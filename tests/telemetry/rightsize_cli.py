@@ -26,6 +26,23 @@ environments:
     return config
 
 
+def intent_yaml(name: str, *, team: str, runtime: str, gpu: str, min_replicas: int,
+                max_replicas: int) -> str:
+    """A deployment on A100s in production; ``gpu`` is the intent's gpu mapping, as YAML."""
+    return f"""\
+apiVersion: promoter.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: {name}}}
+spec:
+  model: {{name: {name}, version: "1"}}
+  owner: {{team: {team}, costCenter: cc-1}}
+  runtime: {runtime}
+  serving: {{platform: kubernetes}}
+  resources: {{cpu: "8", memory: 64Gi, gpu: {gpu}}}
+  scaling: {{minReplicas: {min_replicas}, maxReplicas: {max_replicas}, metric: cpu, target: 70}}
+"""
+
+
 def rightsize_json(run_cli: Any, config: Path, intent: Path, until: datetime) -> dict[str, Any]:
     """`promoter rightsize --output json` over the 8 days before ``until``."""
     code, out, err = run_cli("rightsize", "--intent", str(intent), "--env", "production",

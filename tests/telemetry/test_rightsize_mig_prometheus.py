@@ -25,7 +25,7 @@ import pytest
 
 from tests.telemetry import traces
 from tests.telemetry.prometheus_server import available, prometheus
-from tests.telemetry.rightsize_cli import rightsize_json, write_config
+from tests.telemetry.rightsize_cli import intent_yaml, rightsize_json, write_config
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(available() is not None, reason=available() or "")]
@@ -46,18 +46,8 @@ def _intent(name: str) -> str:
     gpu = f"{{count: {devices}, type: NVIDIA-A100-SXM4-80GB" + (f", mig: {mig}}}" if mig
                                                                  else "}")
     # minReplicas 1: the replicas run above it, so only the GPU sizing can propose anything.
-    return f"""\
-apiVersion: promoter.dev/v1alpha1
-kind: ModelDeployment
-metadata: {{name: {name}}}
-spec:
-  model: {{name: {name}, version: "1"}}
-  owner: {{team: vision, costCenter: cc-1}}
-  runtime: triton
-  serving: {{platform: kubernetes}}
-  resources: {{cpu: "8", memory: 64Gi, gpu: {gpu}}}
-  scaling: {{minReplicas: 1, maxReplicas: {pods + 2}, metric: cpu, target: 70}}
-"""
+    return intent_yaml(name, team="vision", runtime="triton", gpu=gpu, min_replicas=1,
+                       max_replicas=pods + 2)
 
 
 def _history() -> str:

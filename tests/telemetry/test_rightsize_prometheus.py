@@ -29,7 +29,7 @@ from promoter.settings import load_settings
 from tests.conftest import requires_kubectl
 from tests.telemetry import traces
 from tests.telemetry.prometheus_server import available, prometheus
-from tests.telemetry.rightsize_cli import rightsize_json, write_config
+from tests.telemetry.rightsize_cli import intent_yaml, rightsize_json, write_config
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(available() is not None, reason=available() or "")]
@@ -66,18 +66,9 @@ END = traces.START + timedelta(days=8)
 
 
 def _intent(name: str, pods: int, gpus: int) -> str:
-    return f"""\
-apiVersion: promoter.dev/v1alpha1
-kind: ModelDeployment
-metadata: {{name: {name}}}
-spec:
-  model: {{name: {name}, version: "1"}}
-  owner: {{team: {FLEET[name][5]}, costCenter: cc-1}}
-  runtime: {RUNTIME[name]}
-  serving: {{platform: kubernetes}}
-  resources: {{cpu: "8", memory: 64Gi, gpu: {{count: {gpus}, type: NVIDIA-A100-SXM4-80GB}}}}
-  scaling: {{minReplicas: {pods}, maxReplicas: 6, metric: cpu, target: 70}}
-"""
+    return intent_yaml(name, team=FLEET[name][5], runtime=RUNTIME[name],
+                       gpu=f"{{count: {gpus}, type: NVIDIA-A100-SXM4-80GB}}",
+                       min_replicas=pods, max_replicas=6)
 
 
 def _history() -> str:

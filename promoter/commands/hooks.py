@@ -33,7 +33,8 @@ def register_hook(
     name: Annotated[str, typer.Option("--name", help="webhook name in MLflow")] = DEFAULT_NAME,
     output: str = OUTPUT_OPTION,
 ) -> None:
-    """Create the webhook, or update the existing one with the same name or URL.
+    """Create the webhook, or update the existing one with the same name (else the same URL);
+    refused when the name and the URL belong to two different webhooks.
 
     The secret is PROMOTER_MLFLOW_WEBHOOK_SECRET; `promoter serve` checks it on every delivery.
     """

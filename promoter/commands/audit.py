@@ -144,7 +144,8 @@ def _verified(count: int, unchained: int, location: str) -> str:
     return chained
 
 
-@app.command(help="Audit entries, oldest first, optionally filtered.")
+@app.command(help="Audit entries, oldest first, optionally filtered. Entries from the "
+                  "trail's first bad line on (see `audit verify`) are marked [unverified].")
 def show(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option("--model", "-m", help="registered model")] = None,
@@ -186,7 +187,8 @@ def inline(value: object) -> str:
 
 
 @app.command(help="Which version of each model was live in an environment at a time "
-                  "(default: now), replayed from merges, rollbacks and decommissions.")
+                  "(default: now), replayed from merges, rollbacks and decommissions "
+                  "(not from entries past the trail's first bad line).")
 def live(
     ctx: typer.Context,
     env: Annotated[str, typer.Option("--env", "-e", help="environment")],

@@ -13,8 +13,9 @@ from promoter.errors import UserError
 HELP = """Kustomize-build and schema-check every overlay under DIR.
 
 Builds every <model>/overlays/<env> under DIR with real Kustomize and validates each resource
-against the Kubernetes schemas (and the CRD schemas promoter emits). Exits 1 naming the
-overlay, the resource and the error on any failure."""
+against the Kubernetes schemas (and the CRD schemas promoter emits), and each
+InferenceService against KServe's 63-character host-name label. Exits 1 naming the overlay,
+the resource and the error on any failure."""
 
 
 def validate(

@@ -10,9 +10,12 @@ recovers the fields the placement policy looks at, from the resources promoter r
   and ``promoter.dev/model-version`` annotations;
 - runtime: the ``promoter.dev/runtime`` label every rendered workload carries (older trees
   without it: ``kserve`` when there is an InferenceService, else ``deployment``);
-- GPU count and type: ``nvidia.com/gpu`` limits (or requests) summed over the pod's
-  containers (for an InferenceService also ``model`` and every framework field such as
-  ``huggingface`` or ``triton``, each a container of the predictor's pod), and the
+- GPU count and type: ``nvidia.com/gpu`` (or MIG) limits or requests, the pod's effective
+  request as Kubernetes reckons it (``_gpu_count``): summed over the pod's containers and
+  native sidecars (init containers with ``restartPolicy: Always``), or an init container's
+  with the sidecars before it if that is more (for an InferenceService the containers are
+  also ``model`` and every framework field such as ``huggingface`` or ``triton``, each a
+  container of the predictor's pod), and the
   ``nvidia.com/gpu.product`` the pod may be placed on (InferenceService predictor or
   Deployment pod template);
 - regions: the ``topology.kubernetes.io/region`` values the pod may be placed in. For both
@@ -121,13 +124,38 @@ def _gpus(container: Mapping[str, Any]) -> int:
     return total
 
 
+def _is_sidecar(container: Mapping[str, Any]) -> bool:
+    """An init container with ``restartPolicy: Always``: a native sidecar (Kubernetes 1.29+
+    by default), started in order with the init containers and then run beside the main
+    containers for the pod's whole life."""
+    return str(container.get("restartPolicy")) == "Always"
+
+
 def _gpu_count(pod: Mapping[str, Any]) -> int | None:
-    """The pod's GPUs: every container's together, or more if an init container asks for
-    more (it runs alone first). None when no container names the resource."""
+    """The pod's GPUs as Kubernetes reckons its effective request (None when no container
+    names the resource); whole GPUs and MIG instances alike (``_gpus``).
+
+    Kubernetes docs, "Sidecar containers", "Resource sharing within containers"
+    (https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/): the pod's
+    effective request is the higher of the sum of all non-init containers (app *and* sidecar
+    containers) and the effective init request, the highest over the init containers, each
+    counted with the sidecars already running when it starts. As the scheduler's
+    ``PodRequests`` (k8s.io/component-helpers resource helpers): walking the init containers
+    in order, a sidecar adds to the running sum and its init peak is every sidecar so far; an
+    ordinary init container's peak is its own GPUs plus the sidecars declared before it."""
     containers, inits = _containers(pod), _containers(pod, "initContainers")
     if not any(_gpu_resources(c) for c in (*containers, *inits)):
         return None
-    return max(sum(_gpus(c) for c in containers), max((_gpus(c) for c in inits), default=0))
+    running = sum(_gpus(c) for c in containers)
+    sidecars = init_peak = 0
+    for init in inits:
+        if _is_sidecar(init):
+            sidecars += _gpus(init)
+            running += _gpus(init)
+            init_peak = max(init_peak, sidecars)
+        else:
+            init_peak = max(init_peak, _gpus(init) + sidecars)
+    return max(running, init_peak)
 
 
 def _gpu_types(pod: Mapping[str, Any]) -> set[str]:

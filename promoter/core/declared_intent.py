@@ -27,12 +27,13 @@ recovers the fields the placement policy looks at, from the resources promoter r
 
 The gate is the authoritative check of a hand-edited merge request, so what it cannot judge
 faithfully is refused (``UserError``), never read partly: a kind promoter does not render
-(the AppProject would not sync it either), more than one workload, an InferenceService
-component beside the predictor (a transformer or explainer runs pods of its own), a
-predictor ``workerSpec`` (multi-node worker pods) or a pod's ``resourceClaims`` (GPUs by
-dynamic resource allocation), a GPU type named twice differently, a node-affinity term that
-leaves the GPU product or region open while another pins it, resources in more than one
-namespace.
+(the AppProject would not sync it either), a Namespace (the AppProject syncs the kind, for
+Argo CD's CreateNamespace, but promoter renders none: NAMESPACE_DENIED), more than one
+workload, an InferenceService component beside the predictor (a transformer or explainer
+runs pods of its own), a predictor ``workerSpec`` (multi-node worker pods) or a pod's
+``resourceClaims`` (GPUs by dynamic resource allocation), a GPU type named twice differently,
+a node-affinity term that leaves the GPU product or region open while another pins it,
+resources in more than one namespace.
 
 Anything else (CPU, memory, scaling metric) is left to the defaults: the rules that use it are
 not placement rules. MLflow tags and run metrics are not in the manifests either, so rules on
@@ -58,8 +59,18 @@ GPU_PRODUCT = "nvidia.com/gpu.product"
 TEAM_LABEL = "promoter.dev/team"
 COST_CENTER_LABEL = "promoter.dev/cost-center"
 WORKLOADS = ("InferenceService", "Deployment")
-# What an overlay may hold: what promoter renders (the AppProject's whitelist) and Namespace.
-KINDS = frozenset(kind for _, kind in NAMESPACED_KINDS) | {"Namespace"}
+# What an overlay may hold: what promoter renders (the AppProject's namespaced whitelist).
+KINDS = frozenset(kind for _, kind in NAMESPACED_KINDS)
+# Promoter renders no Namespace: Argo CD creates the environment's (CreateNamespace=true, with
+# the policy-controller opt-in label, gitops_scaffold) or the platform does. The AppProject
+# must still whitelist the kind for CreateNamespace, so Argo CD would apply one from an
+# overlay: under any name (kustomize's namespace transformer renames it to the environment's)
+# and with any labels, e.g. dropping policy.sigstore.dev/include or Pod Security's level.
+NAMESPACE_DENIED = ("promoter renders no Namespace (Argo CD creates the environment's, "
+                    "CreateNamespace=true, labelled policy.sigstore.dev/include: \"true\"); "
+                    "a Namespace is cluster-scoped, so Argo CD would apply one from an overlay "
+                    "whatever its name, and its labels could drop that opt-in to signature "
+                    "enforcement or loosen the Pod Security level")
 # The KServe v1beta1 predictor fields that are a container of the predictor's own pod, with
 # ``resources`` of their own (promoter/schemas/inferenceservice_v1beta1.json): ``model`` and
 # every framework shorthand. KServe runs the one set as the serving container; a hand edit may
@@ -226,6 +237,10 @@ def _term_values(term: Any, key: str) -> set[str] | None:
 
 
 def _refuse_what_cannot_be_judged(resources: list[Mapping[str, Any]]) -> None:
+    namespaces = [f"Namespace/{dig(r, 'metadata', 'name')}" for r in resources
+                  if r.get("kind") == "Namespace"]
+    if namespaces:
+        raise UserError(f"the overlay holds {', '.join(namespaces)}; {NAMESPACE_DENIED}")
     foreign = sorted({str(r.get("kind")) for r in resources} - KINDS)
     if foreign:
         raise UserError(f"the overlay holds {', '.join(foreign)}, which promoter does not "
@@ -269,7 +284,7 @@ def _refuse_components_beside_the_predictor(workload: Mapping[str, Any]) -> None
 def declared_namespace(resources: Iterable[Mapping[str, Any]]) -> str | None:
     """The one namespace the overlay's resources name (None when none names one)."""
     found = {str(dig(r, "metadata", "namespace")) for r in resources
-             if r.get("kind") != "Namespace" and dig(r, "metadata", "namespace")}
+             if dig(r, "metadata", "namespace")}
     if len(found) > 1:
         raise UserError(f"the overlay's resources are in {len(found)} namespaces "
                         f"({', '.join(sorted(found))}); promoter renders one")

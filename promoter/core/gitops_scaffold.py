@@ -233,6 +233,9 @@ def _appproject(inputs: ScaffoldInputs, name: str, namespaces: list[str],
             "description": description,
             "sourceRepos": [inputs.repo_url],
             "destinations": [{"server": "*", "namespace": ns} for ns in namespaces],
+            # Argo CD's CreateNamespace=true is refused ("Namespace is not permitted in
+            # project") without this, but it lets an overlay's own Namespace sync too, under
+            # any name: the CI gate denies a Namespace in an overlay (core.declared_intent).
             "clusterResourceWhitelist": [{"group": "", "kind": "Namespace"}],
             "namespaceResourceWhitelist": [{"group": g, "kind": k} for g, k in NAMESPACED_KINDS],
             "orphanedResources": {"warn": True},

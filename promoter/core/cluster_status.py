@@ -166,6 +166,8 @@ class Notification:
         s = self.status
         # The health's change time too: Healthy, Degraded, Healthy again within one
         # reconciledAt are three reports, and the third is not a re-delivery of the first.
+        # Without it (Argo CD often sends none) the third has the first's key: the hook then
+        # tells them apart by the cluster's stored row (promoter.service.argocd_hook).
         return "\x1f".join([self.event, s.application, s.cluster, s.sync, s.health,
                             s.revision or "", s.since or "", s.health_changed_at or ""])
 

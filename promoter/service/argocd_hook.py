@@ -5,7 +5,9 @@ Argo CD's notifications controller posts the body of promoter's templates (rende
 ``X-Promoter-Token`` (from argocd-notifications-secret). Checks, in order: the secret (compared
 in constant time with ``PROMOTER_ARGOCD_WEBHOOK_SECRET``; 503 when the server has none, 401
 when missing or wrong), the size (413), JSON and its fields (400), then de-duplication (Argo CD
-retries a delivery on 5xx and network errors; an identical report is answered ``duplicate``).
+retries a delivery on 5xx and network errors; an identical report is answered ``duplicate``
+while the cluster's stored row is still the one it stored: once another report replaced that
+row, an identical one is a change again, e.g. Healthy after Degraded, and is handled).
 Only then is the cluster's row handed to ``ClusterFeedback``. Framework-agnostic:
 ``handle(headers, body) -> (status, json)``.
 """
@@ -60,7 +62,15 @@ class ArgoCDHookHandler:
         row = notification.status
         described = {"event": notification.event, **row.describe()}
         key = notification.dedupe_key
+        deleted = notification.event == DELETED
         claimed = self._store.claim(key)
+        if claimed.outcome is HookClaim.DONE and self._store.moved_on(row, deleted=deleted):
+            # Handled before, but the cluster's stored row changed since: not a re-delivery to
+            # drop, or Healthy again after Degraded (one reconciledAt, no health time: the
+            # first report's key) would be lost for good, as Argo CD notifies once per change.
+            # Handled as any report: the upsert keeps an older one from replacing a newer row,
+            # and nothing is told unless the environment's summary changes.
+            claimed = self._store.claim_again(key)
         if claimed.outcome is HookClaim.DONE:
             return 200, {"status": "duplicate", **described}
         if claimed.outcome is HookClaim.IN_PROGRESS:
@@ -68,7 +78,6 @@ class ArgoCDHookHandler:
         try:
             # A deleted Application's cluster stops counting: its row is marked deleted, and the
             # environment is judged on the clusters left (which may make it deployed).
-            deleted = notification.event == DELETED
             summary = self._feedback.observe(row.name, row.env, [] if deleted else [row],
                                              complete=False, actor=f"argocd:{row.application}",
                                              deleted=[row] if deleted else [])

@@ -47,6 +47,26 @@ class StatusStore:
         """Claim a notification for handling (see promoter.service.hook_deliveries)."""
         return self.deliveries.claim(_delivery_id(key))
 
+    def claim_again(self, key: str) -> Claim:
+        """Claim a notification seen before for handling again (see ``moved_on``)."""
+        return self.deliveries.claim_again(_delivery_id(key))
+
+    def moved_on(self, row: ClusterStatus, *, deleted: bool = False) -> bool:
+        """Whether the stored row of ``row``'s cluster (a deletion mark included) is not what
+        ``row`` stored (``deleted``: its deletion mark): another observation replaced it since.
+        A report identical to one handled before is then not necessarily a re-delivery: without
+        a health time, Healthy again after Degraded within one reconciledAt is the very first
+        report once more. No row: a complete listing dropped the cluster, and an old report
+        must not bring it back."""
+        expected = ((DELETED_MARK, DELETED_MARK, None, row.since, row.application, None)
+                    if deleted else (row.sync, row.health, row.revision, row.since,
+                                     row.application, row.health_changed_at))
+        found = self.db.read(lambda conn: conn.execute(
+            "SELECT sync, health, revision, since, application, health_changed_at "
+            "FROM cluster_status WHERE name = ? AND env = ? AND cluster = ?",
+            (row.name, row.env, row.cluster)).fetchone())
+        return found is not None and tuple(found) != expected
+
     def finish(self, held: Claim, status: str) -> None:
         self.deliveries.finish(held, status)
 

@@ -48,6 +48,13 @@ class HookDeliveries:
             conn, self.source, delivery_id, shared_now(conn, self.clock(), self._on_database_clock),
             self._takeover_after))
 
+    def claim_again(self, delivery_id: str) -> Claim:
+        """Claim a delivery answered before for handling again (``deliveries.claim_again``):
+        the caller found that this time it means something new."""
+        return self.db.write(lambda conn: deliveries.claim_again(
+            conn, self.source, delivery_id,
+            shared_now(conn, self.clock(), self._on_database_clock), self._takeover_after))
+
     def finish(self, held: Claim, status: str) -> None:
         """Record the answer: re-deliveries from now on are duplicates."""
         if not self.db.write(lambda conn: deliveries.answer(conn, held, status)):

@@ -78,6 +78,21 @@ def claim_processing(conn: Connection, source: str, delivery_id: str, now: float
 
 
 
+def claim_again(conn: Connection, source: str, delivery_id: str, now: float,
+                takeover_after: float = PROCESSING_TAKEOVER_SECONDS) -> Claim:
+    """Claim a delivery answered before for handling again: a report identical to one handled
+    that the receiver finds to mean something new this time (the Argo CD hook: the same
+    report, Healthy again after a Degraded one, promoter.service.argocd_hook). ACT when this
+    took the answered row over; otherwise as ``claim_processing`` finds it (another handler
+    claimed it again first: IN_PROGRESS; released meanwhile: claimed afresh)."""
+    if conn.execute(
+            "UPDATE deliveries SET status = ?, received_at = ? WHERE source = ? "
+            "AND delivery_id = ? AND status <> ?",
+            (PROCESSING, now, source, delivery_id, PROCESSING)).rowcount == 1:
+        return Claim(source, delivery_id, HookClaim.ACT, now)
+    return claim_processing(conn, source, delivery_id, now, takeover_after)
+
+
 def answer(conn: Connection, held: Claim, status: str) -> bool:
     """Record a held claim's answer; False (nothing written) when it was taken over."""
     return conn.execute("UPDATE deliveries SET status = ? WHERE source = ? AND delivery_id = ? "

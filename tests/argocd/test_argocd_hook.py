@@ -478,6 +478,62 @@ def test_healthy_again_within_one_refresh_is_not_taken_for_a_redelivery(parts: d
     assert registry.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Healthy"
 
 
+def test_healthy_again_within_one_refresh_without_a_health_time_is_told(parts: dict) -> None:
+    """Argo CD often sends no health time (status.health.lastTransitionTime): Healthy again
+    under the first report's reconciledAt is that first report byte for byte, and was dropped
+    as its re-delivery, leaving MLflow, the note and the audit trail Degraded for good (Argo CD
+    notifies once per change). A re-delivery of what is stored stays a duplicate."""
+    handler, registry, notes = parts["handler"], parts["registry"], parts["notes"]
+    answers = [_post(handler, f"health-{health.lower()}", application(
+        "fraud-detector", "production", "gpu-eu-1", health=health))
+        for health in ("Healthy", "Degraded", "Healthy")]
+    assert [(status, answer["status"], answer["environment_health"], answer["deployed"])
+            for status, answer in answers] == [(200, "recorded", "Healthy", True),
+                                               (200, "recorded", "Degraded", False),
+                                               (200, "recorded", "Healthy", True)]
+    tags = registry.tags[("Fraud Detector", "7")]
+    assert (tags["promoter.production.health"], tags["promoter.production.status"]) == \
+        ("Healthy", "deployed")
+    assert _plain(notes.notes[(3, "Argo CD status")]).startswith("synced to gpu-eu-1; healthy")
+    assert _post(handler, "health-healthy", application(
+        "fraud-detector", "production", "gpu-eu-1"))[1]["status"] == "duplicate"
+    assert [e["health"] for e in _audit(parts["audit"]) if e["event"] == "argocd.status"] == \
+        ["Healthy", "Degraded", "Healthy"]
+
+
+def test_a_report_seen_before_and_failed_when_handled_again_is_handled_on_its_retry(
+        parts: dict) -> None:
+    """Healthy again (the first report's key) meets MLflow down: the 503's retry is handled,
+    not answered duplicate, so the change is not lost with the failed telling."""
+    handler, registry = parts["handler"], parts["registry"]
+    for health in ("Healthy", "Degraded"):
+        _post(handler, f"health-{health.lower()}", application(
+            "fraud-detector", "production", "gpu-eu-1", health=health))
+    healthy = application("fraud-detector", "production", "gpu-eu-1")
+    registry.down = True
+    assert _post(handler, "health-healthy", healthy)[0] == 503
+    registry.down = False
+    status, answer = _post(handler, "health-healthy", healthy)
+    assert (status, answer["status"], answer["deployed"]) == (200, "recorded", True)
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
+
+
+def test_a_late_redelivery_of_an_older_report_changes_nothing(parts: dict) -> None:
+    """Handled again because the stored row moved on, an older report (older reconciledAt)
+    still does not replace the newer row: nothing is told."""
+    handler, registry = parts["handler"], parts["registry"]
+    healthy = application("fraud-detector", "production", "gpu-eu-1")
+    _post(handler, "health-healthy", healthy)
+    _post(handler, "health-degraded", application(
+        "fraud-detector", "production", "gpu-eu-1", health="Degraded",
+        reconciled_at="2024-03-05T07:40:00Z"))
+    status, answer = _post(handler, "health-healthy", healthy)
+    assert (status, answer["environment_health"], answer["deployed"]) == \
+        (200, "Degraded", False)
+    assert registry.tags[("Fraud Detector", "7")]["promoter.production.health"] == "Degraded"
+    assert len([e for e in _audit(parts["audit"]) if e["event"] == "argocd.status"]) == 2
+
+
 def test_a_deleted_application_stops_its_cluster_counting(tmp_path: Path) -> None:
     """A cluster loses its label: the ApplicationSet deletes its Application, and Argo CD's
     deleted notification removes its row, so later versions are judged without it."""

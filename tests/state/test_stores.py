@@ -114,6 +114,23 @@ def test_a_handler_that_outlived_its_claim_touches_nothing_of_its_successors(
     queue.close()
 
 
+def test_a_delivery_answered_before_is_claimed_again_by_one_handler(
+        state_backend: StateBackend) -> None:
+    """The Argo CD hook handles a report again when it means something new (Healthy again
+    after Degraded): one handler gets the claim, a release lets the retry claim it afresh."""
+    clock = ManualClock()
+    queue = state_backend.queue(clock)
+    hooks = HookDeliveries(queue.db, "argocd", clock=clock.now)
+    hooks.finish(hooks.claim("n-1"), "recorded")
+    again = hooks.claim_again("n-1")
+    assert again.outcome is HookClaim.ACT
+    assert hooks.claim("n-1").outcome is HookClaim.IN_PROGRESS
+    assert hooks.claim_again("n-1").outcome is HookClaim.IN_PROGRESS
+    hooks.release(again)
+    assert hooks.claim_again("n-1").outcome is HookClaim.ACT   # nothing answered: afresh
+    queue.close()
+
+
 def test_reviewers_approving_a_local_mr_at_once_are_all_counted(
         state_backend: StateBackend) -> None:
     from promoter.adapters.local_mrs import LocalMrStore

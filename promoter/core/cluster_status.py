@@ -258,9 +258,11 @@ class EnvironmentStatus:
 def summarise(rows: Iterable[ClusterStatus], carries: Carries | None = None, *,
               unverified: bool = False) -> EnvironmentStatus:
     """The environment's status over ``rows`` (one per targeted cluster). ``carries``: whether
-    a revision contains the merged change, when promoter knows the change (None: it cannot
-    tell, and the clusters must at least agree on one revision). ``unverified``: the change
-    was merged with a head promoter did not write, so it is never deployed."""
+    a revision contains the merged change (a caller that cannot name the change's commit
+    passes one that answers False: agreeing clusters may all run the previous version). None
+    only without any git provider: then the clusters must at least agree on one revision.
+    ``unverified``: the change was merged with a head promoter did not write, so it is never
+    deployed."""
     clusters = tuple(sorted(rows, key=lambda r: r.cluster))
     revisions = {row.revision for row in clusters}
     common = next(iter(revisions)) if len(revisions) == 1 else None

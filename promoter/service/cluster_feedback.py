@@ -77,8 +77,8 @@ class _ChangeCarriers:
 
 
 def _never(revision: str) -> bool:
-    # The MR is not merged, or promoter has not recorded its verified merge: no revision
-    # carries a change promoter can vouch for yet.
+    # The MR is not merged, promoter has not recorded its verified merge, or promoter cannot
+    # name a commit that carries it: no revision carries a change promoter can vouch for yet.
     return False
 
 
@@ -138,18 +138,28 @@ class ClusterFeedback:
     def _change_carriers(self, deployed: DeployedState) -> _ChangeCarriers | Carries | None:
         """Whether a revision contains ``deployed``'s merged MR: the commit its merge landed
         (merge commit, squash commit, or head for a fast-forward: MergeRequest.landed_commit)
-        is that revision or an ancestor of it; never while the MR is not merged; None when
-        promoter cannot tell (no MR known, or no provider)."""
-        if deployed.mr_iid is None or self.merge_requests is None:
+        is that revision or an ancestor of it; never while the MR is not merged.
+
+        When the forge cannot name that commit (the MR is gone, no MR is known, it has no
+        head), the head promoter pushed for the MR (the ledger row's ``head_sha``; verified as
+        the merged head, or the row would be merged_unverified) stands in: a merge commit or a
+        fast-forward contains it (a squash does not: not deployed, the safe side). Without
+        it either: never. Agreeing clusters are no evidence: a cluster that never synced the
+        merge agrees on the pre-merge HEAD, which runs the previous version. None only when
+        no git provider is wired at all (summarise: the clusters must agree)."""
+        if self.merge_requests is None:
             return None
-        try:
-            mr = self.merge_requests.get(deployed.mr_iid)
-        except NotFoundError:   # the MR is gone (deleted, other provider): cannot tell
-            return None
-        if mr.state != "merged":
-            return _never
-        commit = mr.landed_commit
-        return _ChangeCarriers(commit, self.forge) if commit else None
+        commit = deployed.head_sha
+        if deployed.mr_iid is not None:
+            try:
+                mr = self.merge_requests.get(deployed.mr_iid)
+            except NotFoundError:   # the MR is gone (deleted, other provider)
+                mr = None
+            if mr is not None and mr.state != "merged":
+                return _never
+            if mr is not None and mr.landed_commit:
+                commit = mr.landed_commit
+        return _ChangeCarriers(commit, self.forge) if commit else _never
 
     def observe(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                 actor: str, deleted: Sequence[ClusterStatus] = ()) -> EnvironmentStatus:

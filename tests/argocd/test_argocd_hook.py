@@ -415,6 +415,75 @@ def test_deployed_only_at_a_revision_that_carries_the_merged_mr(tmp_path: Path) 
     assert registry.tags[("Fraud Detector", "7")]["promoter.production.status"] == "deployed"
 
 
+class GoneMergeRequests(MergeRequests):
+    """The MR was deleted (or lives on another provider): the forge answers 404."""
+
+    def get(self, iid: int) -> MergeRequest:
+        raise NotFoundError(f"!{iid} not found")
+
+
+class HeadlessMergeRequests(MergeRequests):
+    """A merged MR whose answer names no commit (no merge, squash or head sha)."""
+
+    def get(self, iid: int) -> MergeRequest:
+        return MergeRequest(iid=iid, id=iid, url=f"local:!{iid}", state="merged",
+                            source_branch="promote/fraud-detector/production",
+                            target_branch="main", title="t", head_sha=None)
+
+
+PRE_MERGE, PUSHED = "1" * 40, "b" * 40   # HEAD before version 8's merge (runs 7); 8's head
+
+
+def _version_8_merged(tmp_path: Path, merge_requests: MergeRequests, mr_iid: int | None = 4,
+                      ) -> tuple[ArgoCDHookHandler, RecordingRegistry, Notes]:
+    """Version 8 recorded merged (verified) as !4, whose head promoter pushed: PUSHED."""
+    from promoter.state.pushed_heads import PushedHeads
+
+    ledger = StateLedger(tmp_path)
+    ledger.put(DeployedState(model="Fraud Detector", env="production", name="fraud-detector",
+                             version="8", status="merged", mr_iid=mr_iid, head_sha=PUSHED))
+    if mr_iid is not None:
+        PushedHeads(tmp_path).record(0, mr_iid, "promote/fraud-detector/production", PUSHED,
+                                     "8", "Fraud Detector")
+    registry, forge, store = RecordingRegistry(), Notes(), StatusStore(tmp_path)
+    handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, AuditTrail(tmp_path), registry, forge, merge_requests))
+    return handler, registry, forge
+
+
+@pytest.mark.parametrize("merge_requests", [GoneMergeRequests(), HeadlessMergeRequests()],
+                         ids=["mr-gone", "no-commit-named"])
+def test_an_mr_the_forge_cannot_name_the_merge_of_is_judged_by_promoters_pushed_head(
+        tmp_path: Path, merge_requests: MergeRequests) -> None:
+    """A cluster still at the pre-merge HEAD runs version 7: agreeing clusters used to be
+    enough when the MR could not be read, and 8 was tagged deployed. The head promoter pushed
+    (and recorded) for !4 stands in for the merge: deployed only at a revision carrying it."""
+    handler, registry, forge = _version_8_merged(tmp_path, merge_requests)
+    status, answer = _post(handler, "health-healthy", application(
+        "fraud-detector", "production", "gpu-eu-1", revision=PRE_MERGE))
+    assert (status, answer["status"], answer["deployed"]) == (200, "recorded", False)
+    assert "promoter.production.status" not in registry.tags[("Fraud Detector", "8")]
+    merged = "c" * 40   # the merge commit: its parents are PRE_MERGE and PUSHED
+    forge.history[merged] = {PRE_MERGE, PUSHED}
+    _, answer = _post(handler, "sync-succeeded", application(
+        "fraud-detector", "production", "gpu-eu-1", revision=merged,
+        reconciled_at="2024-03-05T08:00:00Z"))
+    assert answer["deployed"] is True
+    assert registry.tags[("Fraud Detector", "8")]["promoter.production.status"] == "deployed"
+
+
+def test_a_merge_with_no_mr_and_no_head_recorded_is_never_judged_deployed(
+        tmp_path: Path) -> None:
+    """No MR known (the target branch held the version already) and so no head: promoter
+    cannot tell which commit carries the change, and clusters agreeing on one revision do not
+    say they run it."""
+    handler, registry, _ = _version_8_merged(tmp_path, MergeRequests(), mr_iid=None)
+    status, answer = _post(handler, "health-healthy", application(
+        "fraud-detector", "production", "gpu-eu-1", revision=PRE_MERGE))
+    assert (status, answer["deployed"], answer["environment_health"]) == (200, False, "Healthy")
+    assert "promoter.production.status" not in registry.tags[("Fraud Detector", "8")]
+
+
 def test_deployed_once_every_cluster_synced_a_revision_containing_the_merge(
         tmp_path: Path) -> None:
     """Cluster a syncs at the merge commit; another model's merge moves HEAD; cluster b syncs

@@ -19,6 +19,7 @@ from promoter.service.audit import AuditTrail
 from promoter.service.cluster_feedback import ClusterFeedback
 from promoter.service.cluster_status_store import StatusStore
 from promoter.service.ledger import StateLedger
+from promoter.state.pushed_heads import PushedHeads
 from tests.argocd.applications import REVISION, application, notification
 from tests.argocd.k8s_standin import KubeStandin, serve
 from tests.conftest import cli_runner
@@ -35,6 +36,10 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
         StateLedger(tmp_path / "state").put(DeployedState(
             model="Fraud Detector", env="production", name="fraud-detector", version="7",
             status="merged", mr_iid=4, head_sha="b" * 40))
+        # The local provider holds no MR !4: the head promoter pushed for it (the ledger's
+        # head_sha) names the commit the clusters must carry to run version 7.
+        PushedHeads(tmp_path / "state").record(0, 4, "promote/fraud-detector/production",
+                                               REVISION, "7", "Fraud Detector")
         yield {"standin": standin, "config": config, "state": tmp_path / "state"}
 
 

@@ -10,11 +10,12 @@ Listed: every field kustomize v5 resolves as a path relative to the kustomizatio
 directory, current and deprecated, since a hand-edited tree may use any of them. Inline
 entries (a patch or transformer written as YAML text, a mapping) name no path and are skipped.
 Remote references (URLs, ``github.com/org/repo//dir?ref=...``) are listed too, like any
-entry: the caller tells them apart by whether the path exists in the checkout.
+entry; ``is_remote`` tells them apart by how they are written, as kustomize does.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,12 @@ PATH_LISTS = ("resources", "components", "bases", "crds", "configurations", "gen
 PATH_ENTRIES = ("patches", "patchesJson6902", "replacements")
 GENERATORS = ("configMapGenerator", "secretGenerator")
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+# What kustomize fetches instead of reading the checkout: a URL of any scheme (its loader gets
+# http(s) files; its git cloner takes https, http, ssh and file URLs), the go-getter prefixes
+# ``git::`` and ``gh:``, a bare ``github.com/`` or ``github.com:`` path, and a ``user@host``
+# before the first slash (SCP-style ``git@host:org/repo``). Wider than kustomize's own parser
+# on purpose: a local name written like one is taken as remote (fail closed).
+_REMOTE = re.compile(r"[a-z][a-z0-9+.-]*://|git::|gh:|github\.com[/:]|[^/]*@", re.IGNORECASE)
 
 
 def _strings(value: Any) -> list[str]:
@@ -68,3 +75,9 @@ def referenced_paths(kustomization: Mapping[str, Any]) -> list[str]:
             found.extend(value for value in (chart.get("valuesFile"),) if isinstance(value, str))
             found.extend(_strings(chart.get("additionalValuesFiles")))
     return found
+
+
+def is_remote(reference: str) -> bool:
+    """Whether kustomize fetches ``reference`` from elsewhere (``_REMOTE``), whatever the
+    checkout holds: for a directory it tries a remote reference before a local path."""
+    return bool(_REMOTE.match(reference.strip())) or "://" in reference

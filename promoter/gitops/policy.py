@@ -8,8 +8,8 @@ the sum over every overlay of the tree (core.policy_scope), not one overlay at a
 tree is what the merge request leaves on the target branch, so two models of one team cannot
 each pass alone and together exceed it. Rules on MLflow facts (required tags, metric and CEL
 gates, staging-first) need the registry and are not checked here. An overlay that reads a
-local path outside the manifests tree is denied (gitops.references): the gate never sees a
-change made there.
+local path outside the manifests tree, or a remote reference, is denied (gitops.references):
+the gate never sees a change made there.
 """
 
 from __future__ import annotations

@@ -9,9 +9,14 @@ overlay's kustomization names, and those of every kustomization it reaches, must
 The same walk tells which overlays a merge request's changes reach (``reached_paths``): an
 overlay may read another model's directory, which selection by layout alone missed.
 
-A reference that does not exist in the checkout is left to kustomize, as before: a remote one
-(a URL, ``github.com/org/repo//dir?ref=v1``) it fetches and the gate judges what it built; a
-missing local one fails the build, which the gate denies.
+A remote reference (a URL, ``github.com/org/repo//dir?ref=v1``, ``git@host:org/repo``; in any
+field: ``resources``, ``components``, ``bases``, a patch or values file...) is refused too, for
+the same reason: kustomize fetches it again at every build, so Argo CD deploys whatever the
+remote holds when it syncs, while the gate judged what it held once, at merge request time,
+and a commit there starts no gate run. Promoter renders none, so none is allowed, not even
+one pinned to a commit SHA: what it holds may itself name a moving remote, which this walk
+cannot follow.
+A missing local reference is left to kustomize: it fails the build, which the gate denies.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from promoter.core.kustomize_refs import KUSTOMIZATION_FILES, referenced_paths
+from promoter.core.kustomize_refs import KUSTOMIZATION_FILES, is_remote, referenced_paths
 from promoter.errors import UserError
 
 
@@ -51,7 +56,8 @@ def _inside(path: Path, tree: Path) -> bool:
 
 
 def refuse_references_outside(overlay: Path, tree: Path) -> None:
-    """UserError naming the first local path outside ``tree`` that ``overlay`` reads."""
+    """UserError naming the first local path outside ``tree``, or remote reference, that
+    ``overlay`` reads."""
     for _ in _walk(overlay, tree):
         pass
 
@@ -60,8 +66,8 @@ def reached_paths(overlay: Path, tree: Path) -> set[Path]:
     """Every directory ``overlay`` walks and every local path its kustomizations name, both as
     written (normalised) and resolved: what a change must touch to change what it builds
     (core.policy_scope). A missing path is kept too: a merge request may have deleted it. The
-    walk stops at a path outside the tree or an unreadable kustomization, keeping what it
-    reached until then: the policy check denies such an overlay, naming why."""
+    walk stops at a path outside the tree, a remote reference or an unreadable kustomization,
+    keeping what it reached until then: the policy check denies such an overlay, naming why."""
     found: set[Path] = set()
     try:
         for path in _walk(overlay, tree):
@@ -73,8 +79,9 @@ def reached_paths(overlay: Path, tree: Path) -> set[Path]:
 
 def _walk(overlay: Path, tree: Path) -> Iterator[Path]:
     """The paths ``overlay`` reaches (see reached_paths), each directory before its
-    kustomization is read; UserError at the first one outside ``tree``. The one walk both the
-    refusal and the overlay selection use, so they cannot disagree on what an overlay reads."""
+    kustomization is read; UserError at the first one outside ``tree`` or remote. The one walk
+    both the refusal and the overlay selection use, so they cannot disagree on what an overlay
+    reads."""
     tree = tree.resolve()
     pending, seen = [overlay], set()
     while pending:
@@ -91,11 +98,18 @@ def _walk(overlay: Path, tree: Path) -> Iterator[Path]:
         if found is None:
             continue
         for reference in referenced_paths(_load(found)):
+            if is_remote(reference):
+                raise UserError(
+                    f"{found} references {reference!r}, a remote reference: kustomize fetches "
+                    "it again at every build, so Argo CD deploys whatever it holds when it "
+                    "syncs, while the CI gate judged it once and runs on changes under the "
+                    "manifests tree only (a commit there changes what this overlay deploys "
+                    "unchecked); vendor it under the tree")
             target = real / reference
             # As written too: a symbolic link on the way is itself a file a change can edit.
             yield _written(target)
             if not target.exists():
-                continue    # remote, or missing: kustomize fetches it or fails the build
+                continue    # missing: kustomize fails the build, which the gate denies
             resolved = target.resolve()
             if not _inside(resolved, tree):
                 raise UserError(

@@ -3,7 +3,9 @@
 The gate's CI job runs on changes under the tree, and judges the overlays they can affect: a
 kustomization reading ``../../../../ext/gpu`` let a later merge request editing only ext/gpu
 change what the overlay deploys (here: 8 GPUs on another product), unchecked. Such an overlay
-is denied, naming the reference, however it is reached.
+is denied, naming the reference, however it is reached. So is a remote reference: Argo CD
+rebuilds it from the live remote, which can change after the gate judged it, with no merge
+request and no gate run.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
-from promoter.core.kustomize_refs import referenced_paths
+from promoter.core.kustomize_refs import is_remote, referenced_paths
 from promoter.gitops.policy import check_tree
 from promoter.settings import load_settings
 from tests.conftest import EXAMPLES, ROOT, requires_kubectl
@@ -43,7 +46,12 @@ def _repo(tmp_path: Path) -> Path:
 
 
 def _add(kustomization: Path, field: str, reference: str) -> None:
-    kustomization.write_text(kustomization.read_text() + f"{field}:\n- {reference}\n")
+    """``reference`` appended to ``field``'s list (created when the file has none)."""
+    yaml = YAML()
+    data = yaml.load(kustomization.read_text())
+    data.setdefault(field, []).append(reference)
+    with kustomization.open("w") as handle:
+        yaml.dump(data, handle)
 
 
 def _from_the_overlay(repo: Path) -> str:
@@ -130,3 +138,93 @@ def test_every_path_field_of_a_kustomization_is_listed() -> None:
         "a.yaml", "https://example.com/x.yaml", "../c", "../b", "crd.yaml", "conf.yaml", "gen",
         "t", "v", "psm.yaml", "p.yaml", "j.yaml", "r.yaml", "f.txt", "g.txt", "e.env",
         "old.env", "s.txt", "schema.json", "charts", "v.yaml", "w.yaml"]
+
+
+# --------------------------------------------- remote references
+
+def _git_remote(tmp_path: Path) -> str:
+    """A git repository outside the checkout holding the GPU component, as a kustomize remote
+    reference (file://, fetched like any https one)."""
+    remote = tmp_path / "remote-src"
+    (remote / "gpu").mkdir(parents=True)
+    (remote / "gpu/kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n"
+        "commonAnnotations: {example.com/gpu: \"ok\"}\n")
+    for command in (["init", "-q", "-b", "main"], ["add", "."],
+                    ["-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "v1"]):
+        subprocess.run(["git", "-C", str(remote), *command], check=True, capture_output=True)
+    return f"file://{remote}//gpu?ref=main"
+
+
+REMOTE_FORMS = {
+    "a component by https": ("manifests/llm-chat/overlays/production", "components",
+                             "https://github.com/org/gpu//component?ref=v1"),
+    "a pinned resource on github.com": (
+        "manifests/llm-chat/overlays/production", "resources",
+        "github.com/org/repo//deploy?ref=0123456789abcdef0123456789abcdef01234567"),
+    "a base by ssh (scp-style)": ("manifests/llm-chat/overlays/production", "bases",
+                                  "git@gitlab.example.com:org/repo.git//base?ref=main"),
+    "a raw file in the base": ("manifests/llm-chat/base", "resources",
+                               "https://raw.example.com/org/repo/main/gpu.yaml"),
+}
+
+
+@requires_kubectl
+def test_a_remote_reference_the_gate_once_built_is_denied(tmp_path: Path) -> None:
+    """The repro: a component that only adds an annotation passed; a later commit in the
+    remote alone could add a 4-GPU container, and nothing would judge it again."""
+    repo = _repo(tmp_path)
+    reference = _git_remote(tmp_path)
+    overlay = repo / "manifests/llm-chat/overlays/production"
+    _add(overlay / "kustomization.yaml", "components", reference)
+    assert "example.com/gpu" in _built(overlay)   # kustomize itself fetches and builds it
+    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
+    verdicts = {v.overlay.relative_to(repo).as_posix(): v.decision
+                for v in check_tree(settings, [repo / "manifests"], _built)}
+    denied = verdicts["manifests/llm-chat/overlays/production"]
+    reason = " ".join(denied.reasons)
+    assert not denied.allowed
+    assert f"{overlay / 'kustomization.yaml'} references {reference!r}" in reason
+    assert "a remote reference" in reason and "vendor it under the tree" in reason
+    others = [decision for path, decision in verdicts.items()
+              if not path.startswith("manifests/llm-chat/")]
+    assert others and all(decision.allowed for decision in others)
+
+
+@pytest.mark.parametrize("form", sorted(REMOTE_FORMS))
+def test_a_remote_reference_is_denied_in_any_field_before_it_is_fetched(
+        tmp_path: Path, form: str) -> None:
+    """Denied by how it is written, from the overlay or from the base it reads, before it is
+    built (nothing is fetched)."""
+    where, field, reference = REMOTE_FORMS[form]
+    repo = _repo(tmp_path)
+    _add(repo / where / "kustomization.yaml", field, reference)
+    built: list[Path] = []
+
+    def build(overlay: Path) -> str:
+        built.append(overlay)
+        return _built(overlay) if shutil.which("kubectl") else ""
+
+    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
+    production = repo / "manifests/llm-chat/overlays/production"
+    (verdict,) = check_tree(settings, [repo / "manifests"], build, [production])
+    reason = " ".join(verdict.decision.reasons)
+    assert not verdict.decision.allowed and production not in built
+    assert f"{repo / where / 'kustomization.yaml'} references {reference!r}, a remote " \
+           "reference" in reason, reason
+
+
+@pytest.mark.parametrize("reference", [
+    "https://example.com/x.yaml", "http://example.com/x.yaml", "file:///srv/repo//gpu",
+    "ssh://git@host/org/repo", "git::https://host/org/repo", "gh:org/repo",
+    "github.com/org/repo//dir?ref=v1", "GitHub.com:org/repo", "git@host:org/repo.git",
+    "deploy@host/org/repo", "../base?x=https://host/"])
+def test_remote_forms_are_remote(reference: str) -> None:
+    assert is_remote(reference)
+
+
+@pytest.mark.parametrize("reference", [
+    "../../base", "patch-inferenceservice.yaml", "../../../components/gpu", "./hpa.yaml",
+    "/abs/path", "github.com.yaml", "my-github.com/x"])
+def test_local_paths_are_not_remote(reference: str) -> None:
+    assert not is_remote(reference)

@@ -1,7 +1,8 @@
 """The CI gate's policy check: each overlay's declared placement against promoter.yaml.
 
 For every overlay (``<model>/overlays/<env>``) the built resources are read back into a partial
-intent (core.declared_intent), resolved for the environment named by the directory, and judged
+intent (core.declared_intent), resolved for the environment named by the directory (the
+placement only as the tree declares it, never from promoter.yaml's defaults), and judged
 by the pipeline's own rules: allowed GPU types, allowed regions, who may deploy where
 (policy.teams, against the overlay's namespace), and the team GPU quota. The quota is judged on
 the sum over every overlay of the tree (core.policy_scope), not one overlay at a time: in CI the
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -75,8 +77,8 @@ def _declared(config: PipelineConfig, overlay: Path, tree: Path,
         documents = [d for d in YAML(typ="safe", pure=True).load_all(build(overlay))
                      if isinstance(d, dict)]
         target = config.targets.environment(env)
-        deployment = resolve_intent(config.targets, declared_intent(documents), env,
-                                    origin=str(overlay))
+        deployment = resolve_intent(config.targets, _as_declared(declared_intent(documents)),
+                                    env, origin=str(overlay))
         namespace = declared_namespace(documents) or target.namespace
         if namespace != target.namespace:
             raise UserError(f"the overlay's resources are in namespace {namespace!r}, not in "
@@ -87,6 +89,27 @@ def _declared(config: PipelineConfig, overlay: Path, tree: Path,
         return _Declared(overlay, env,
                          error=exc.message if isinstance(exc, PromoterError) else str(exc))
     return _Declared(overlay, env, deployment, namespace)
+
+
+def _as_declared(intent: dict[str, Any]) -> dict[str, Any]:
+    """``intent`` (core.declared_intent, changed in place) with every field the rules judge
+    set to what the tree declares, also where it declares nothing, so that resolve_intent's
+    promoter.yaml ``defaults`` (and an environment's) cannot fill it in. Before a render they
+    describe what promoter writes into the manifests (a default GPU type becomes the node
+    selector), and the pipeline's own check judges them so; here the tree is judged as it
+    is, and a pod the tree leaves unpinned runs anywhere, whatever the defaults say. Unset:
+    no GPU, any GPU type and region (which the rules deny where the environment restricts
+    them), and one replica (a Deployment's default; an InferenceService, HPA or ScaledObject
+    always bounds it, core.declared_replicas)."""
+    spec = intent.setdefault("spec", {})
+    gpu = spec.setdefault("resources", {}).setdefault("gpu", {})
+    for key, unset in (("count", 0), ("type", None), ("mig", None)):
+        gpu.setdefault(key, unset)
+    spec.setdefault("regions", [])
+    scaling = spec.setdefault("scaling", {})
+    scaling.setdefault("minReplicas", 1)
+    scaling.setdefault("maxReplicas", max(1, scaling["minReplicas"]))
+    return intent
 
 
 def _refuse_another_project_team(overlay: Path, team: str) -> None:

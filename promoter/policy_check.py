@@ -69,6 +69,7 @@ def check_policy(settings: Settings, subject: Subject) -> Decision:
                       tags=tags, metrics=metrics, params=params, run_doubt=run_doubt,
                       now=time.time(),
                       live_since=lambda where: history.live_since(name, version, where),
+                      history_doubt=history.doubt,
                       claimed=claimed)
     return verdict(config.policy, target, deployment, facts)
 

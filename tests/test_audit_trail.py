@@ -9,6 +9,7 @@ import multiprocessing
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -183,14 +184,15 @@ def test_an_entry_whose_head_a_crash_did_not_record_is_chained_onto(
     assert [e["seq"] for e in restarted.entries()] == [1, 2, 3, 4, 5, 6]
 
 
-def forge_after_the_last(trail: AuditTrail) -> None:
+def forge_after_the_last(trail: AuditTrail, **fields: Any) -> None:
     """Append one well-sealed entry after the last, leaving the recorded head alone (anyone
-    can: the hash has no key)."""
+    can: the hash has no key); ``fields`` replace the forged merge's."""
     from promoter.core.audit_chain import head_of, seal
 
     last = json.loads(list(trail.lines())[-1])
     forged = seal({"time": last["time"] + 1, "event": "mr.merge", "actor": "gitlab:alice",
-                   "model": "m", "env": "production", "version": "666"}, head_of(last))
+                   "model": "m", "env": "production", "version": "666", **fields},
+                  head_of(last))
     with trail.path.open("a") as handle:
         handle.write(json.dumps(forged, sort_keys=True) + "\n")
 
@@ -380,4 +382,51 @@ def test_merging_the_same_version_again_does_not_restart_its_soak(tmp_path: Path
     _merge(trail, DAY / 2, "staging", "6")    # the same version re-rendered (a config change)
     assert trail.live_since("fraud", "6", "staging") == 0
     with mock.patch("time.time", return_value=DAY):
+        assert trail.live_now_since("fraud", "6", "staging") == 0
+
+
+def _soak_verdict(trail: AuditTrail, version: str, now: float) -> tuple[bool, str]:
+    """The staging-first gate's verdict on ``version`` for production, read from ``trail``
+    as the pipeline and `policy check` read it."""
+    gate = StagingFirstGate("staging", DAY, ("production",))
+    facts = GateFacts("fraud", version, "production", "models-production", now=now,
+                      live_since=lambda env: trail.live_since("fraud", version, env),
+                      history_doubt=trail.doubt)
+    result = gate.evaluate(None, facts)  # type: ignore[arg-type]  # the gate reads facts only
+    return result.passed, result.detail
+
+
+def test_a_staging_merge_appended_by_hand_does_not_soak_a_version_for_production(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A well-sealed merge of version 7 into staging a week ago, appended to audit.jsonl by
+    hand: the soak clock read every line, so 7 went to production without ever running in
+    staging. Entries from the trail's first bad line on never count (nor do promoter's own
+    after it, until the trail is repaired): denied, the reason saying why, the break logged."""
+    trail = AuditTrail(tmp_path)
+    _merge(trail, 0, "staging", "6")
+    forge_after_the_last(trail, time=0, model="fraud", name="fraud", env="staging",
+                         version="7", status="merged")
+    _merge(trail, DAY, "staging", "8")      # promoter's own, after the forgery
+    assert [e.get("version") for e in trail.entries()] == ["6", "7", "8"]
+
+    with caplog.at_level("WARNING", logger="promoter.audit"):
+        passed, detail = _soak_verdict(trail, "7", now=7 * DAY)
+    assert not passed and "version 7 was never live in staging" in detail
+    assert "the audit trail does not verify from line 2" in detail
+    assert f"{trail.path} does not verify from line 2" in caplog.text
+    assert _soak_verdict(trail, "8", now=7 * DAY)[0] is False   # fail closed
+    assert _soak_verdict(trail, "6", now=7 * DAY) == (True, "live in staging for 7.0 d")
+
+
+def test_a_merge_appended_by_hand_is_not_what_runs_now(tmp_path: Path) -> None:
+    """GC's idle TTL and `status` ask what is live now: a forged merge past the first bad line
+    neither replaces what promoter deployed nor starts an idle clock of its own."""
+    trail = AuditTrail(tmp_path)
+    _merge(trail, 0, "staging", "6")
+    forge_after_the_last(trail, time=1, model="fraud", env="staging", version="7",
+                         status="merged")
+    with mock.patch("time.time", return_value=DAY):
+        assert {model: live.version for model, live in trail.live_now("staging").items()} == {
+            "fraud": "6"}
+        assert trail.live_now_since("fraud", "7", "staging") is None
         assert trail.live_now_since("fraud", "6", "staging") == 0

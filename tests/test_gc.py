@@ -699,13 +699,13 @@ def test_gc_collects_an_idle_staging_deployment_reading_the_trail_once(
         trail.record("mr.merge", model=MODEL, env=env, version="2", status="merged",
                      time=time.time() - 10 * 86400)
     reads = []
-    real = AuditTrail.entries
+    real = AuditTrail.verified
 
-    def entries(self: AuditTrail) -> Any:
+    def verified(self: AuditTrail, reader: Any) -> Any:
         reads.append(1)
-        return real(self)
+        return real(self, reader)
 
-    monkeypatch.setattr(AuditTrail, "entries", entries)
+    monkeypatch.setattr(AuditTrail, "verified", verified)
     plan = collect(settings, world.registry, provider, dry_run=True)
     assert [(r.prefix, r.reason) for r in plan.removals] == [
         (f"{ROOT}/{NAME}/overlays/staging/", "idle in staging for 10.0 days "

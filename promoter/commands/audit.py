@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from promoter.core.audit_anchor import AnchorFinding
     from promoter.core.audit_chain import Finding
     from promoter.core.live_history import Live
-    from promoter.service.audit import ChainSnapshot
+    from promoter.service.audit import ChainSnapshot, Read
 
 app = typer.Typer(help="The audit trail: verify it, show it, ask what was live when.",
                   no_args_is_help=True)
@@ -220,31 +220,12 @@ def live(
                           + (f"  {row['mr_url']}" if row["mr_url"] else "")))
 
 
-@dataclass(frozen=True)
-class _Read:
-    """The trail's entries with their line numbers, and where it stops verifying."""
-
-    entries: list[tuple[int, dict[str, Any]]]
-    finding: Finding | None
-
-    def verified(self, line: int) -> bool:
-        return self.finding is None or line < self.finding.line
-
-
-def _read_verified(ctx: typer.Context) -> _Read:
+def _read_verified(ctx: typer.Context) -> Read:
     """Every readable entry of one snapshot of the trail, checked as `audit verify` checks
-    it: entries from the first bad line on are reported, never shown or replayed as if
-    promoter had sealed them (a warning on stderr names the line)."""
-    from promoter.core.audit_chain import verify
-    from promoter.service.audit import numbered_entries
-
+    it (AuditTrail.read): entries from the first bad line on are reported, never shown or
+    replayed as if promoter had sealed them (a warning on stderr names the line)."""
     trail = _trail(ctx)
-
-    def read(snapshot: ChainSnapshot) -> _Read:
-        return _Read(list(numbered_entries(snapshot.lines())),
-                     verify(snapshot.lines(), snapshot.head, snapshot.pending))
-
-    found: _Read = trail.snapshot(read)
+    found: Read = trail.read()
     if found.finding is not None:
         later = sum(1 for line, _ in found.entries if not found.verified(line))
         typer.echo(f"warning: {trail.location}:{found.finding.line}: {found.finding.problem}; "

@@ -71,7 +71,9 @@ def rollback(
         raise UserError(f"{env} is promoted by a legacy stage, not an alias; rollback moves an "
                         "alias", hint="transition the stage in MLflow instead")
     audit = composition.audit_trail(settings)
-    entries = list(audit.entries())
+    # Verified entries only: a merge appended by hand past the trail's first bad line must
+    # not make a version a target ("it ran there") nor hide the one that did run.
+    entries = audit.verified(list)
     target = to_version or previous_live(entries, env, model)
     history = live_versions(entries, env, model)
     if target is None:

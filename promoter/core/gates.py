@@ -43,6 +43,10 @@ class GateFacts:
     # env -> when this version became live there (merged), for the staging-first gate;
     # None for an environment where it never was.
     live_since: Callable[[str], float | None] = field(default=lambda env: None)
+    # Why some of what live_since reads does not count (the audit trail does not verify from
+    # a line on: entries past it are not promoter's for sure), or None; asked only when the
+    # staging-first gate denies, so its reason says why a version live there may not count.
+    history_doubt: Callable[[], str | None] = field(default=lambda: None)
     # {team: GPUs} (count x maxReplicas) the deployment's team's OTHER deployments claim in
     # this environment on the target branch, for the team quota (core.verdict.claimed_elsewhere,
     # for the pipeline and `policy check` alike); empty when no team quota is configured.
@@ -103,14 +107,21 @@ class StagingFirstGate:
         since = facts.live_since(self.after)
         if since is None:
             return RuleResult(self.rule_id, False, f"version {facts.version} was never live in "
-                              f"{self.after}; promote it to {self.after} first")
+                              f"{self.after}; promote it to {self.after} first"
+                              + _doubted(facts))
         soaked = facts.now - since
         if soaked < self.soak_seconds:
             left = self.soak_seconds - soaked
             return RuleResult(self.rule_id, False, f"version {facts.version} has been live in "
                               f"{self.after} for {_duration(soaked)}; it needs "
-                              f"{_duration(self.soak_seconds)} (another {_duration(left)})")
+                              f"{_duration(self.soak_seconds)} (another {_duration(left)})"
+                              + _doubted(facts))
         return RuleResult(self.rule_id, True, f"live in {self.after} for {_duration(soaked)}")
+
+
+def _doubted(facts: GateFacts) -> str:
+    doubt = facts.history_doubt()
+    return f" ({doubt})" if doubt else ""
 
 
 @dataclass(frozen=True)

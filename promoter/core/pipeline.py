@@ -330,6 +330,7 @@ class Pipeline:
             run_doubt=origin.doubt, now=clock.now() if clock else 0.0,
             live_since=lambda where: history.live_since(job.model, info.version, where)
             if history else None,
+            history_doubt=lambda: history.doubt() if history else None,
             claimed=claimed_elsewhere(
                 self.config, lambda: self.ports.provider, job.env, deployment,
                 lambda: self.ports.ledger.with_statuses(OPEN_PROPOSALS)))

@@ -92,7 +92,12 @@ class DeploymentHistory(Protocol):
 
     def live_since(self, model: str, version: str, env: str) -> float | None:
         """When ``version`` of ``model`` first became live in ``env`` (its MR merged), whether
-        or not it is still live; None when it never was."""
+        or not it is still live; None when it never was. Only from what the trail verifies:
+        an entry past its first bad line never counts."""
+
+    def doubt(self) -> str | None:
+        """Why entries of the history do not count (the trail does not verify from a line
+        on), for a denial's reason; None when every entry counts."""
 
 
 class ChainHead(Protocol):

@@ -13,14 +13,23 @@ Where the chain lives follows the state: files beside SQLite's state.db
 replica (promoter.service.audit_table). The meaning of every method is the same for both.
 Whatever checks the lines against the head reads both in one ``snapshot``: other processes
 append all the time, and a head read apart from the lines would be older than they are.
+
+What promoter decides from the trail (the staging-first gate's soak clock, GC's idle TTL,
+rollback targets, which MR outcome replaced which) rests on the entries before its first bad
+line only (``verified``): anyone who can write the state can append a well-formed, well-sealed
+entry (the hash has no key), and one claiming a version went live in staging days ago would
+otherwise carry that version past the soak gate into production.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -33,8 +42,9 @@ from promoter.service.audit_table import TableChain
 from promoter.state.db import StateDB
 from promoter.state.storable import storable_fields
 
-__all__ = ["FILENAME", "HEAD_FILENAME", "AuditTrail", "ChainSnapshot"]
+__all__ = ["FILENAME", "HEAD_FILENAME", "AuditTrail", "ChainSnapshot", "Read"]
 T = TypeVar("T")
+_log = logging.getLogger("promoter.audit")
 
 
 class _Chain(Protocol):
@@ -47,6 +57,18 @@ class _Chain(Protocol):
     def recorded_head(self) -> Head | None: ...
 
     def snapshot(self, reader: Callable[[ChainSnapshot], T]) -> T: ...
+
+
+@dataclass(frozen=True)
+class Read:
+    """Every readable entry of one snapshot with its line number, and where the trail stops
+    verifying (`audit show` and `audit live`, which report what lies past it)."""
+
+    entries: list[tuple[int, dict[str, Any]]]
+    finding: Finding | None
+
+    def verified(self, line: int) -> bool:
+        return self.finding is None or line < self.finding.line
 
 
 class AuditTrail:
@@ -103,7 +125,36 @@ class AuditTrail:
                     reason=exc.message)
 
     def entries(self) -> Iterator[dict[str, Any]]:
+        """Every readable entry, verified or not (nothing decides from these: a decision reads
+        ``verified``, a listing that marks what does not verify reads ``read``)."""
         return (entry for _, entry in numbered_entries(self.lines()))
+
+    def verified(self, reader: Callable[[Iterator[dict[str, Any]]], T]) -> T:
+        """``reader`` run on the entries before the trail's first bad line (every entry when
+        it verifies), lines and head read in one snapshot as ``verify`` reads them. An entry
+        from that line on was edited, inserted or appended by someone other than promoter,
+        so it never counts (the entries promoter appends after it neither: they cannot be
+        told from it until the trail is repaired); the break is logged once per read.
+        Streamed: ``reader`` folds the entries inside the snapshot, never holding them all."""
+        def read(snapshot: ChainSnapshot) -> tuple[T, Finding | None]:
+            finding = _finding(snapshot)
+            before = itertools.takewhile(lambda numbered: finding is None
+                                         or numbered[0] < finding.line,
+                                         numbered_entries(snapshot.lines()))
+            return reader(entry for _, entry in before), finding
+
+        result, finding = self.snapshot(read)
+        if finding is not None:
+            _log.warning("the audit trail %s does not verify from line %s (%s): promoter "
+                         "decides from the entries before it only; `promoter audit verify` "
+                         "names it", self.location, finding.line, finding.problem)
+        return result
+
+    def read(self) -> Read:
+        """Every readable entry of one snapshot, numbered, with its first bad line (for those
+        who show what lies past it; nothing logged: they say it themselves)."""
+        return self.snapshot(lambda snapshot: Read(list(numbered_entries(snapshot.lines())),
+                                                   _finding(snapshot)))
 
     def lines(self) -> Iterator[str]:
         return self._chain.lines()
@@ -118,22 +169,38 @@ class AuditTrail:
 
     def verify(self) -> Finding | None:
         """The first line that is not what was written, or None (see core.audit_chain)."""
-        return self.snapshot(lambda trail: verify(trail.lines(), trail.head, trail.pending))
+        return self.snapshot(_finding)
 
     def live_since(self, model: str, version: str, env: str) -> float | None:
         """When ``version`` first became live in ``env``, still live or not (the
-        DeploymentHistory port: the staging-first gate's soak clock)."""
-        return first_live(self.entries(), env, model, version)
+        DeploymentHistory port: the staging-first gate's soak clock), from verified entries
+        only: a merge past the trail's first bad line never starts the clock (fail closed)."""
+        return self.verified(lambda entries: first_live(entries, env, model, version))
+
+    def doubt(self) -> str | None:
+        """Why entries of the trail do not count for decisions, or None when it verifies (the
+        DeploymentHistory port: said in a soak denial's reason). A read of its own, made
+        only on a denial. Names the line, not the location: the reason reaches the MR."""
+        finding = self.verify()
+        if finding is None:
+            return None
+        return (f"the audit trail does not verify from line {finding.line}, and no entry "
+                "from there on counts: run `promoter audit verify`")
 
     def live_now_since(self, model: str, version: str, env: str) -> float | None:
         """When ``version`` became live in ``env`` this time, if it is live now (None when
-        another version, or nothing, is): how long a deployment has sat unchanged."""
-        return since_if(live_at(self.entries(), env, time.time(), model).get(model), version)
+        another version, or nothing, is): how long a deployment has sat unchanged. Verified
+        entries only."""
+        now = time.time()
+        return since_if(self.verified(lambda entries: live_at(entries, env, now, model))
+                        .get(model), version)
 
     def live_now(self, env: str) -> dict[str, Live]:
         """{model: what is live in ``env`` now}, every model in one read of the trail (a
-        caller asking about many deployments reads it once, not once per deployment)."""
-        return live_at(self.entries(), env, time.time())
+        caller asking about many deployments reads it once, not once per deployment).
+        Verified entries only."""
+        now = time.time()
+        return self.verified(lambda entries: live_at(entries, env, now))
 
 
 def numbered_entries(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -146,6 +213,10 @@ def numbered_entries(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]
             continue
         if isinstance(entry, dict):
             yield number, entry
+
+
+def _finding(snapshot: ChainSnapshot) -> Finding | None:
+    return verify(snapshot.lines(), snapshot.head, snapshot.pending)
 
 
 def since_if(live: Live | None, version: str) -> float | None:

@@ -212,10 +212,13 @@ class GcOutcomes:
         return list(found), frozenset(untargeted)
 
     def _proposals(self, iid: int) -> list[dict[str, Any]]:
-        """The audited proposals (pushes) of GC's MR ``iid``, oldest first."""
-        return [entry for entry in self.audit.entries()
-                if entry.get("event") == PROPOSED and entry.get("iid") == iid
-                and isinstance(entry.get("removes"), list)]
+        """The audited proposals (pushes) of GC's MR ``iid``, oldest first. Verified entries
+        only (AuditTrail.verified): a proposal appended by hand must not name overlays for
+        the merge to decommission."""
+        return self.audit.verified(lambda entries: [
+            entry for entry in entries
+            if entry.get("event") == PROPOSED and entry.get("iid") == iid
+            and isinstance(entry.get("removes"), list)])
 
     def _untrack_collected(self, overlay: Overlay, url: str | None) -> bool:
         """Tag the removed version decommissioned and clear ``live_version`` if it still names

@@ -188,11 +188,13 @@ class MergeRequestOutcomes:
         """Whether a merge of a later MR of ``event``'s deployment is recorded (MR iids grow
         with time, and a branch has one MR open at a time), and the version of the first such
         merge, the one that replaced it. Read from the audit trail: the ledger row may have
-        moved on again since."""
-        later = [entry for entry in self.audit.entries()
-                 if entry.get("event") in (MERGED, FOREIGN_MERGED)
-                 and entry.get("name") == event.name and entry.get("env") == event.env
-                 and isinstance(entry.get("iid"), int) and entry["iid"] > event.iid]
+        moved on again since. Verified entries only (AuditTrail.verified): a later merge
+        appended by hand must not make a real merge count as replaced."""
+        later = self.audit.verified(lambda entries: [
+            entry for entry in entries
+            if entry.get("event") in (MERGED, FOREIGN_MERGED)
+            and entry.get("name") == event.name and entry.get("env") == event.env
+            and isinstance(entry.get("iid"), int) and entry["iid"] > event.iid])
         if not later:
             return False, None
         # The merge that replaced it: the next MR's, not the one recorded last (another late

@@ -190,6 +190,26 @@ def test_a_rollback_to_a_version_that_never_ran_there_is_refused(
                 if entry["event"].startswith("rollback")]
 
 
+def test_a_merge_appended_to_the_trail_by_hand_is_no_rollback_target(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A well-sealed merge of version 3 into production appended by hand after 1 and 2: the
+    rollback read every line, took 3 for a version production ran, moved the alias to it and
+    ran its job. Only entries before the trail's first bad line count: refused."""
+    from tests.test_audit_trail import forge_after_the_last
+
+    handled: list[Job] = []
+    config, registry = _production_on_2(tmp_path, monkeypatch, _created(handled))
+    forge_after_the_last(AuditTrail(tmp_path / "state"), model=MODEL, env="production",
+                         version="3", status="merged")
+
+    result = _invoke(config, "--to-version", "3")
+
+    assert result.exit_code == 1, result.output
+    assert f"version 3 of {MODEL} was never live in production (versions the audit " \
+           "trail verified there: 1, 2)" in str(result.exception)
+    assert handled == [] and registry.current_version(MODEL, "production", None) == "2"
+
+
 def _production_after_a_decommission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      handle: Handle, *, alias: str) -> tuple[Path, MemoryRegistry]:
     """Production ran 1, was decommissioned, then ran 2 (what ran before the decommission is

@@ -79,6 +79,9 @@ class History:
     def live_since(self, model: str, version: str, env: str) -> float | None:
         return self.merged.get((model, version, env))
 
+    def doubt(self) -> str | None:
+        return None
+
 
 class Clock:
     def __init__(self, now: float) -> None:

@@ -771,3 +771,28 @@ def test_an_audit_row_inserted_after_the_head_is_never_adopted(
     assert finding is not None and finding.line == 4 and "inserted" in finding.problem
     assert trail.recorded_head() == head_of(list(trail.entries())[-1])
     db.close()
+
+
+def test_an_audit_row_inserted_by_hand_never_counts_for_a_decision(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A well-sealed merge inserted into audit_entries: the soak clock and "what is live now"
+    read every row, so it soaked a version never deployed. Rows from the first bad one on
+    never count, on PostgreSQL as on files."""
+    import json
+
+    from promoter.core.audit_chain import head_of, seal
+
+    db = connect(postgres_url, tmp_path)
+    trail = AuditTrail(tmp_path, db)
+    trail.record("mr.merge", model="m", env="staging", version="1", status="merged")
+    last = json.loads(list(trail.lines())[-1])
+    forged = seal({"time": 0, "event": "mr.merge", "model": "m", "env": "staging",
+                   "version": "666", "status": "merged"}, head_of(last))
+    db.write(lambda conn: conn.execute("INSERT INTO audit_entries (position, line) VALUES "
+                                       "(?, ?)", (2, json.dumps(forged, sort_keys=True))))
+    assert [e["version"] for e in trail.entries()] == ["1", "666"]
+    assert trail.live_since("m", "666", "staging") is None
+    assert trail.live_since("m", "1", "staging") == last["time"]
+    assert trail.live_now("staging")["m"].version == "1"
+    assert trail.doubt() is not None and "line 2" in trail.doubt()  # type: ignore[operator]
+    db.close()

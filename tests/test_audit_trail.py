@@ -430,3 +430,25 @@ def test_a_merge_appended_by_hand_is_not_what_runs_now(tmp_path: Path) -> None:
             "fraud": "6"}
         assert trail.live_now_since("fraud", "7", "staging") is None
         assert trail.live_now_since("fraud", "6", "staging") == 0
+
+
+def test_an_interrupted_append_does_not_set_aside_what_follows_it(tmp_path: Path) -> None:
+    """A crash or a full disk mid-append leaves a half-written line, which the next append
+    ends and passes over. Deciding only from what verifies would have ignored every entry
+    after it for good, the soak gate denying every production promotion from then on: the
+    half line is passed over when the chain runs on around it. A forged entry after it still
+    does not count, and `audit verify` still names the half line."""
+    trail = AuditTrail(tmp_path)
+    _merge(trail, 0, "staging", "6")
+    with trail.path.open("ab") as handle:
+        handle.write(b'{"actor":"gitlab:alice","env":"staging","ev')
+    _merge(trail, DAY, "staging", "7")
+    assert _soak_verdict(trail, "7", now=8 * DAY) == (True, "live in staging for 7.0 d")
+    finding = trail.verify()
+    assert finding is not None and finding.line == 2 and "half-written" in finding.problem
+    assert trail.doubt() is None
+
+    forge_after_the_last(trail, time=0, model="fraud", name="fraud", env="staging",
+                         version="8", status="merged")
+    passed, detail = _soak_verdict(trail, "8", now=8 * DAY)
+    assert not passed and "the audit trail does not verify from line 4" in detail

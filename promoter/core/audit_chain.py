@@ -121,7 +121,7 @@ def legacy_head(lines: Iterable[str]) -> Head:
 
 
 def verify(lines: Iterable[str], recorded: Head | None = None,
-           pending: Head | None = None) -> Finding | None:
+           pending: Head | None = None, *, past_torn: bool = False) -> Finding | None:
     """None when every line chains to the one before and the end matches ``recorded`` (or is
     the ``pending`` entry right after it: see ``settled``).
 
@@ -129,7 +129,13 @@ def verify(lines: Iterable[str], recorded: Head | None = None,
     are, bound by the first chained entry's ``prev``; anywhere else a line without a hash is a
     finding, and so is a trail of such lines alone without a recorded head (unverifiable). A
     chained trail with no recorded head is a finding too: without it, entries cut off the end
-    would go unnoticed."""
+    would go unnoticed.
+
+    ``past_torn``: a half-written line (an append cut short by a crash or a full disk, which
+    the next append ends and passes over) is no finding when the chain runs on unbroken
+    around it, as it must: the entry after it has to follow the one before it. For decisions
+    read from the trail: the line holds no entry anyone reads, and one interrupted append
+    must not set aside every entry after it for good. `audit verify` still names it."""
     head, before, number = EMPTY, EMPTY, 0
     legacy: list[str] = []
     chained = False
@@ -138,6 +144,8 @@ def verify(lines: Iterable[str], recorded: Head | None = None,
     for number, line in enumerate(lines, start=1):
         entry, problem = _parse(line)
         if entry is None:
+            if past_torn and chained and problem == HALF_WRITTEN:
+                continue
             return Finding(number, problem)
         if "hash" not in entry:
             if chained:
@@ -220,9 +228,7 @@ def _parse(line: str) -> tuple[dict[str, Any] | None, str]:
         return None, f"the key {str(exc)!r} appears twice (the entry was edited)"
     except ValueError as exc:
         if line.lstrip().startswith("{") and _ends_mid_entry(exc, line):
-            return None, ("a half-written line: it ends mid-entry (an append interrupted by "
-                          "a crash or a full disk, or the line was cut); the entries after it "
-                          "are on lines of their own")
+            return None, HALF_WRITTEN
         return None, "not a JSON object (edited or cut off mid-line)"
     except RecursionError:
         # Nested deeper than the parser goes: promoter never wrote it (sealing it would have
@@ -232,6 +238,10 @@ def _parse(line: str) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(entry, dict):
         return None, "not a JSON object"
     return entry, ""
+
+
+HALF_WRITTEN = ("a half-written line: it ends mid-entry (an append interrupted by a crash or a "
+                "full disk, or the line was cut); the entries after it are on lines of their own")
 
 
 def _ends_mid_entry(exc: ValueError, line: str) -> bool:

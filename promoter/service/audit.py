@@ -134,10 +134,13 @@ class AuditTrail:
         it verifies), lines and head read in one snapshot as ``verify`` reads them. An entry
         from that line on was edited, inserted or appended by someone other than promoter,
         so it never counts (the entries promoter appends after it neither: they cannot be
-        told from it until the trail is repaired); the break is logged once per read.
+        told from it until the trail is repaired); the break is logged once per read. A
+        half-written line, an append cut short by a crash or a full disk, is passed over when
+        the chain runs on unbroken around it (core.audit_chain.verify ``past_torn``): it holds
+        no entry, and one interrupted append must not set aside all that follows for good.
         Streamed: ``reader`` folds the entries inside the snapshot, never holding them all."""
         def read(snapshot: ChainSnapshot) -> tuple[T, Finding | None]:
-            finding = _finding(snapshot)
+            finding = _finding(snapshot, past_torn=True)
             before = itertools.takewhile(lambda numbered: finding is None
                                          or numbered[0] < finding.line,
                                          numbered_entries(snapshot.lines()))
@@ -154,7 +157,7 @@ class AuditTrail:
         """Every readable entry of one snapshot, numbered, with its first bad line (for those
         who show what lies past it; nothing logged: they say it themselves)."""
         return self.snapshot(lambda snapshot: Read(list(numbered_entries(snapshot.lines())),
-                                                   _finding(snapshot)))
+                                                   _finding(snapshot, past_torn=True)))
 
     def lines(self) -> Iterator[str]:
         return self._chain.lines()
@@ -181,7 +184,7 @@ class AuditTrail:
         """Why entries of the trail do not count for decisions, or None when it verifies (the
         DeploymentHistory port: said in a soak denial's reason). A read of its own, made
         only on a denial. Names the line, not the location: the reason reaches the MR."""
-        finding = self.verify()
+        finding = self.snapshot(lambda snapshot: _finding(snapshot, past_torn=True))
         if finding is None:
             return None
         return (f"the audit trail does not verify from line {finding.line}, and no entry "
@@ -215,8 +218,8 @@ def numbered_entries(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]
             yield number, entry
 
 
-def _finding(snapshot: ChainSnapshot) -> Finding | None:
-    return verify(snapshot.lines(), snapshot.head, snapshot.pending)
+def _finding(snapshot: ChainSnapshot, *, past_torn: bool = False) -> Finding | None:
+    return verify(snapshot.lines(), snapshot.head, snapshot.pending, past_torn=past_torn)
 
 
 def since_if(live: Live | None, version: str) -> float | None:

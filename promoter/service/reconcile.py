@@ -63,6 +63,9 @@ _log = logging.getLogger("promoter.reconcile")
 CURSOR_SLACK_MS = 5_000
 # A follower asks for the lead this often (or every interval, if that is shorter).
 FOLLOWER_RETRY_SECONDS = 5.0
+# Transaction locks (Connection.lock) of the writes to a model's record and to the cursor.
+_OBSERVED_LOCK = "reconcile_observed:"
+_CURSOR_LOCK = "reconcile_cursor"
 
 
 @dataclass
@@ -127,6 +130,13 @@ class ReconcileState:
 
     def save(self, model: str, current: dict[str, Observed]) -> None:
         def replace(conn: Connection) -> None:
+            # PostgreSQL (READ COMMITTED): a second writer's DELETE, blocked by the first's
+            # rows, matched none of the rows that first one inserted and its INSERT broke the
+            # primary key (StateConflict). The advisory lock, taken before the DELETE, makes
+            # it wait and start from the committed rows: the last writer's set is the record,
+            # whole. (An upsert would still leave the environments it dropped to a DELETE.)
+            # SQLite: a no-op, its write transaction already excludes every other.
+            conn.lock(_OBSERVED_LOCK + model)
             conn.execute("DELETE FROM reconcile_observed WHERE model = ?", (model,))
             conn.executemany(
                 "INSERT INTO reconcile_observed (model, env, alias_version, stage_version, "
@@ -145,6 +155,11 @@ class ReconcileState:
         """The cursor, and with it (unless None) the models to look up again: the cursor
         moves past their changes only together with the note that they are still due."""
         def replace(conn: Connection) -> None:
+            # As in save, taken first: the cursor and its retry list are replaced together by
+            # the last writer, so each pair stays one pass's (no GREATEST on the cursor alone:
+            # it could move past a model missing from the list it is paired with). The
+            # cursor's upsert row-locks it too, but only while it stays the first statement.
+            conn.lock(_CURSOR_LOCK)
             conn.execute(
                 "INSERT INTO reconcile_cursor VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
                 "SET versions_since_ms = excluded.versions_since_ms", (since_ms,))

@@ -1,9 +1,13 @@
 """`promoter reconcile --once`: one reconcile pass, as `promoter serve` runs them periodically:
-MLflow's aliases and stages compared with the last pass, then the MR sweep."""
+MLflow's aliases and stages compared with the last pass, then the MR sweep. Like the loop, it
+runs only while holding the ``reconcile`` leadership (StateDB.leadership): on a PostgreSQL
+state shared with `serve` replicas, the one that leads runs the passes and this run does
+nothing (exit 0: a CronJob tick the service already covers is no failure)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
     from promoter.service.mr_sweep import SweepReport
     from promoter.service.reconcile import PassReport
     from promoter.settings import Settings
+    from promoter.state.db import Leadership
 
 
 def reconcile(
@@ -41,13 +46,21 @@ def reconcile(
     recorded yet (at most 10), as `serve` does. A noted GC MR that was deleted
     is audited and no longer followed.
 
-    Exit codes: 0 both done. An MLflow failure ends the command with its code
-    before the sweep (which writes to MLflow too); one model whose stages MLflow
-    could not list does not: the pass goes on with the others, lists it, and the
-    command ends after the sweep with 3 (MLflow did not answer) or 1 (MLflow, or a
-    proxy before it, refused the request: a fault to fix). When the MR sweep fails,
-    the pass's report is printed first, then the error: 3 the forge is unavailable,
-    1 a fault to fix (token, settings, a deployment's MR gone). The next run retries.
+    On a PostgreSQL state the run takes the reconcile leadership first, as
+    each `serve` replica does for its loop: while another process (a replica)
+    leads, it runs nothing, says so and exits 0, since that replica runs the
+    same pass and sweep. One that loses the lead mid-pass stops before the
+    next model's writes and leaves the sweep to the new leader. With SQLite
+    (one host) every process leads; its writes exclude each other.
+
+    Exit codes: 0 both done, or nothing run while another process leads. An
+    MLflow failure ends the command with its code before the sweep (which
+    writes to MLflow too); one model whose stages MLflow could not list does
+    not: the pass goes on with the others, lists it, and the command ends after
+    the sweep with 3 (MLflow did not answer) or 1 (MLflow, or a proxy before it,
+    refused the request: a fault to fix). When the MR sweep fails, the pass's
+    report is printed first, then the error: 3 the forge is unavailable, 1 a
+    fault to fix (token, settings, a deployment's MR gone). The next run retries.
     """
     if not once:
         raise UsageError("pass --once (the periodic loop runs inside `promoter serve`)")
@@ -55,8 +68,16 @@ def reconcile(
 
     settings = state(ctx).settings()
     registry = composition.registry(settings)
-    report = _mlflow_pass(settings, registry)
-    swept, broken = _mr_sweep(settings, registry)
+    leadership = _take_lead(settings)
+    if leadership is None:
+        _report_led_elsewhere(output)
+        return
+    try:
+        report = _mlflow_pass(settings, registry, leadership.held)
+        # Asked again, as `serve` does: a lead lost in the pass leaves the sweep to the leader.
+        swept, broken = _mr_sweep(settings, registry) if leadership.held() else (None, None)
+    finally:
+        leadership.release()  # at once: a replica's loop need not wait for this to exit
     if output == "json":
         failed = {"error": broken.message, "hint": broken.hint} if broken else {}
         emit_json({**report.describe(), "mr_sweep": swept.describe() if swept else failed})
@@ -71,7 +92,37 @@ def reconcile(
         raise typer.Exit(report.exit_code)
 
 
-def _mlflow_pass(settings: Settings, registry: Registry) -> PassReport:
+def _take_lead(settings: Settings) -> Leadership | None:
+    """The reconcile leadership, held; None while another process holds it. SQLite: always
+    held (StateDB.leadership's default: every process on the host runs passes)."""
+    from promoter.service import composition
+    from promoter.service.reconcile import LEADERSHIP
+
+    db = composition.state_db(settings)
+    try:
+        leadership = db.leadership(LEADERSHIP)
+        if leadership.held():
+            return leadership
+        # held() is also False when its connection failed: an outage ends the run with its
+        # own error (exit 3) here, rather than passing for another process's lead.
+        db.read(lambda conn: conn.execute("SELECT 1").fetchone())
+        return None
+    finally:
+        db.close()  # the pass opens the state again (PostgreSQL: the lead has its own session)
+
+
+def _report_led_elsewhere(output: str) -> None:
+    reason = ("another promoter process leads the reconcile loop (a `promoter serve` "
+              "replica, or another `reconcile --once`) and runs the pass and the MR sweep "
+              "itself; nothing done")
+    if output == "json":
+        emit_json({"skipped": True, "reason": reason})
+    else:
+        typer.echo(reason)
+
+
+def _mlflow_pass(settings: Settings, registry: Registry,
+                 leading: Callable[[], bool] | None = None) -> PassReport:
     from promoter.service import composition
     from promoter.service.queue import JobQueue
     from promoter.service.reconcile import ReconcileState, reconcile_once
@@ -79,7 +130,7 @@ def _mlflow_pass(settings: Settings, registry: Registry) -> PassReport:
     queue = JobQueue(composition.state_db(settings))
     store = ReconcileState(queue.db)
     try:
-        return reconcile_once(settings, registry, queue, store)
+        return reconcile_once(settings, registry, queue, store, leading=leading)
     finally:
         store.close()
         queue.close()
@@ -113,6 +164,9 @@ def _print_pass(report: PassReport) -> None:
     for model in report.unlisted:
         typer.echo(f"  {model}: missing from MLflow's listing but still there (it shifted "
                    "while paged); looked at again next run")
+    if report.stopped_at is not None:
+        typer.echo(f"  stopped before the writes for {report.stopped_at}: another process "
+                   "took the reconcile lead meanwhile; its pass and MR sweep cover the rest")
 
 
 def _print_sweep(swept: SweepReport) -> None:

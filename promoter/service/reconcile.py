@@ -10,9 +10,9 @@ something a webhook already enqueued harmless.
 
 With PostgreSQL state several replicas share the database and exactly one of them runs the
 passes: the holder of the ``reconcile`` leadership (StateDB.leadership, an advisory lock held
-by its session). The others try again every FOLLOWER_RETRY_SECONDS and take over when the
-leader's session ends — when it stops, crashes or is killed. With SQLite every process leads,
-as before.
+by its session; `promoter reconcile --once` takes it too, for its one pass). The others try
+again every FOLLOWER_RETRY_SECONDS and take over when the leader's session ends — when it
+stops, crashes or is killed. With SQLite every process leads, as before.
 
 Cost per pass: one paged listing of registered models (with their aliases), plus the versions
 updated since the cursor (read newest first, stopping at the cursor), plus one stage lookup per
@@ -63,6 +63,8 @@ _log = logging.getLogger("promoter.reconcile")
 CURSOR_SLACK_MS = 5_000
 # A follower asks for the lead this often (or every interval, if that is shorter).
 FOLLOWER_RETRY_SECONDS = 5.0
+# The leadership (StateDB.leadership) of the loop, and of `promoter reconcile --once`.
+LEADERSHIP = "reconcile"
 # Transaction locks (Connection.lock) of the writes to a model's record and to the cursor.
 _OBSERVED_LOCK = "reconcile_observed:"
 _CURSOR_LOCK = "reconcile_cursor"
@@ -321,7 +323,7 @@ def run_periodically(settings: Settings, registry: Registry, queue: JobQueue,
     if interval <= 0:
         return
     state = ReconcileState(queue.db)  # the queue's database; the queue closes it
-    leadership = queue.db.leadership("reconcile")
+    leadership = queue.db.leadership(LEADERSHIP)
     leading = False
     try:
         while True:

@@ -909,7 +909,7 @@ def test_a_crash_in_the_sweep_still_reports_the_mlflow_pass(
 
     monkeypatch.setenv("PROMOTER_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(composition, "registry", lambda settings: None)
-    monkeypatch.setattr(command, "_mlflow_pass", lambda settings, registry: PassReport(
+    monkeypatch.setattr(command, "_mlflow_pass", lambda settings, registry, leading: PassReport(
         models=3, jobs=[{"created": True, "job_id": 9, "action": "promote", "model": "m",
                          "version": "2", "env": "staging"}]))
     monkeypatch.setattr(composition, "mr_sweep", crash)
@@ -935,7 +935,7 @@ def test_a_model_whose_stages_could_not_be_listed_is_reported_and_fails_the_run(
 
     monkeypatch.setenv("PROMOTER_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(composition, "registry", lambda settings: None)
-    monkeypatch.setattr(command, "_mlflow_pass", lambda settings, registry: PassReport(
+    monkeypatch.setattr(command, "_mlflow_pass", lambda settings, registry, leading: PassReport(
         models=2, failed=[{"model": "a-broken", "error": "MLflow did not answer in 30 s"}]))
     monkeypatch.setattr(command, "_mr_sweep", lambda settings, registry: (SweepReport(), None))
     with pytest.raises(SystemExit) as ended:

@@ -111,7 +111,7 @@ def test_reconcile_once_ends_with_1_for_a_refused_lookup(
 
     monkeypatch.setenv("PROMOTER_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(composition, "registry", lambda settings: None)
-    monkeypatch.setattr(command, "_mlflow_pass", lambda settings, registry: PassReport(
+    monkeypatch.setattr(command, "_mlflow_pass", lambda settings, registry, leading: PassReport(
         models=2, failed=[{"model": "a", "error": "timed out", "kind": "unavailable"},
                           {"model": "b", "error": "404 ENDPOINT_NOT_FOUND",
                            "kind": "permanent"}]))

@@ -76,7 +76,9 @@ def refuse_inline_secrets(raw: Mapping[str, Any], path: Path | None, prefix: str
 def read_secrets(environ: Mapping[str, str]) -> dict[str, Secret]:
     secrets: dict[str, Secret] = {}
     for variable in SECRET_VARIABLES:
-        if environ.get(variable) is not None:
+        # An empty variable is unset, as for every other override (settings.ENV_OVERRIDES):
+        # a Deployment that sets both NAME="" and NAME_FILE means the file.
+        if environ.get(variable):
             secrets[variable] = Secret(environ[variable])
         elif environ.get(variable + "_FILE"):
             file = Path(environ[variable + "_FILE"])

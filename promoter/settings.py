@@ -217,6 +217,15 @@ class Settings(_Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
+    @field_validator("state_dir", "templates_dir")
+    @classmethod
+    def _home_expanded(cls, value: Path | None) -> Path | None:
+        # A "~" in promoter.yaml, or in PROMOTER_STATE_DIR set where no shell expands it
+        # (systemd Environment=, a Kubernetes env value), is the home directory: expanded once
+        # here, every path built from the setting agrees (some opened the directory through
+        # ensure_state_dir, which expands, and others joined the raw "~/…" to the cwd).
+        return value.expanduser() if value is not None else None
+
     @field_validator("environments")
     @classmethod
     def _env_names(cls, value: dict[str, Environment]) -> dict[str, Environment]:

@@ -73,6 +73,43 @@ def test_secrets_only_from_environment_or_files(tmp_path: Path) -> None:
     assert "glpat-from-file" not in repr(settings) and "glpat" not in str(token)
 
 
+def test_an_empty_secret_variable_gives_way_to_its_file(tmp_path: Path) -> None:
+    """A Deployment that sets NAME="" beside NAME_FILE means the file, as every other
+    override treats an empty variable as unset; the empty value won, and GitLab calls went
+    out with an empty token."""
+    token_file = tmp_path / "token"
+    token_file.write_text("glpat-from-file\n")
+    settings = load_settings(None, environ={"PROMOTER_GITLAB_TOKEN": "",
+                                            "PROMOTER_GITLAB_TOKEN_FILE": str(token_file)})
+    token = settings.secret("PROMOTER_GITLAB_TOKEN")
+    assert token is not None and token.reveal() == "glpat-from-file"
+
+
+def test_a_tilde_in_the_state_directory_is_the_home_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """state.db was opened in $HOME/… (ensure_state_dir expanded "~") while the audit head
+    was written to ./~/…, relative to the working directory: every audit write failed with
+    FileNotFoundError. The setting is expanded once, from promoter.yaml or the environment."""
+    from promoter.service.audit import AuditTrail
+
+    home, elsewhere = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(elsewhere)
+    config = tmp_path / "promoter.yaml"
+    config.write_text("state_dir: ~/promstate\ntemplates_dir: ~/templates\n")
+    settings = load_settings(config, environ={})
+    assert settings.state_dir == home / "promstate"
+    assert settings.templates_dir == home / "templates"
+    assert load_settings(None, environ={"PROMOTER_STATE_DIR": "~/other"}).state_dir \
+        == home / "other"
+    trail = AuditTrail(settings.state_dir)
+    trail.record("job.created", model="m", env="staging", version="1")
+    assert trail.verify() is None and trail.head_path.parent == home / "promstate"
+    assert not (elsewhere / "~").exists()
+
+
 def test_credentials_in_the_mlflow_uri_stay_out_of_run_links_and_logs() -> None:
     """MLflow's client takes ``https://user:password@host``; run links in MR text are built
     on the tracking URI, and the service's logs mask every secret value."""

@@ -68,8 +68,8 @@ class ChainSnapshot:
 
 class FileChain:
     def __init__(self, state_dir: Path) -> None:
-        self.path = ensure_state_dir(state_dir) / FILENAME
-        self.head_path = state_dir / HEAD_FILENAME
+        directory = ensure_state_dir(state_dir)
+        self.path, self.head_path = directory / FILENAME, directory / HEAD_FILENAME
 
     def location(self) -> str:
         return str(self.path)

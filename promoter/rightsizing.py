@@ -101,9 +101,12 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
     # The deployment's GPUs, and the days they cover, are those reporting framebuffer use:
     # every GPU and MIG instance does, while DCGM exports no GPU_UTIL for a MIG instance
     # (its GPUs would be none, and nothing ever proposed). Utilisation, where there is
-    # some, is read for the same GPUs: one metric per GPU (core.utilisation.choose).
-    all_points = [moment for series in used_series for moment, _ in series.points]
-    covered = (max(all_points) - min(all_points)).total_seconds() / 86400 if all_points else 0
+    # some, is read for the same GPUs: one metric per GPU (core.utilisation.choose). The
+    # days are the steps that hold a sample, not the span from the first to the last: an
+    # exporter outage or a gap in the window is no evidence.
+    covered = rightsize.days_with_samples(
+        (moment.timestamp() for series in used_series for moment, _ in series.points),
+        STEP_SECONDS)
     keys = sorted(used)
     chosen = utilisation.choose(keys, util, engine,
                                 mig_instances={key for key in keys if key[2]})
@@ -200,7 +203,7 @@ def propose(settings: Settings, report_: Report, intent: Mapping[str, Any],
 
 def description(report_: Report) -> str:
     lines = ["## Right-sizing from GPU telemetry", "",
-             f"Evidence: {report_.evidence.days:.1f} days of DCGM exporter metrics (utilisation: "
+             f"Evidence: {report_.evidence.days:.1f} days of DCGM exporter samples (utilisation: "
              f"{utilisation.describe(report_.evidence.util_metrics)}) and request rate.", "",
              "| change | now | proposed | evidence | saving / month |",
              "|---|---|---|---|---:|"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from promoter.core import utilisation
@@ -40,7 +40,7 @@ MIB_PER_NAMED_GB = 0.95 * 1024
 
 @dataclass(frozen=True)
 class Evidence:
-    days: float                        # window length covered by samples
+    days: float                        # days the samples cover (days_with_samples)
     util_p95: float                    # % per device (a whole GPU, or a MIG instance: % of
                                        # the instance), 95th percentile over all devices and
                                        # samples (NaN: none reported)
@@ -80,7 +80,7 @@ class Current:
 class Rules:
     headroom: float = 0.2              # memory kept free above the peak
     util_ceiling: float = 70.0         # % a right-sized GPU (or slice) may run at, p95
-    min_days: float = 7.0              # evidence shorter than this proposes nothing
+    min_days: float = 7.0              # fewer days of samples than this propose nothing
     mig_profiles: tuple[str, ...] = ()
 
 
@@ -100,6 +100,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
     return ordered[index]
+
+
+def days_with_samples(stamps: Iterable[float], step_seconds: int) -> float:
+    """The days of evidence in samples at ``stamps`` (epoch seconds) taken every
+    ``step_seconds``: each distinct step that holds a sample counts one step.
+
+    Not the span from the first sample to the last: two hours of samples eight days apart
+    (an exporter outage, a long scale-to-zero between them) are two hours of evidence."""
+    return len({math.floor(stamp / step_seconds) for stamp in stamps}) * step_seconds / 86400
 
 
 def quiet_hour_rate(rates_by_hour: Sequence[Sequence[float]]) -> float:
@@ -159,7 +168,7 @@ def propose(current: Current, evidence: Evidence, rules: Rules) -> list[Proposal
                 "min-replicas", "spec.scaling.minReplicas", str(current.min_replicas),
                 str(needed),
                 f"quietest hour p95 {evidence.quiet_hour_rate:.1f} req/s over "
-                f"{evidence.days:.0f} days needs {needed} replica(s) at "
+                f"{evidence.days:.1f} days of samples needs {needed} replica(s) at "
                 f"{current.capacity:g} req/s each; at the minimum {at_minimum:.0%} of the time",
                 saved))
     if not current.memory_is_evidence or math.isnan(evidence.util_p95):

@@ -9,7 +9,8 @@ week. Samples are placed in buckets of the configured time zone's week (Monday 0
   median level of that weekday (so two weeks of history, or gaps, still give a full week);
 - the forecast blends the two (weekly where at least two weeks cover a bucket, else daily);
 - the upper band adds the residuals' robust spread (MAD, relative to the forecast), which is
-  what pre-warming provisions for.
+  what pre-warming provisions for; measured where capacity is decided, over the buckets whose
+  forecast is at least a quarter of the week's peak (BUSY_SHARE), not over quiet hours.
 
 Time zones arrive as a ``tzinfo`` (the caller builds it from an IANA name), so cron windows
 follow the wall clock of the configured zone, daylight saving included.
@@ -29,6 +30,7 @@ DAYS = 7
 MINUTES_PER_DAY = 24 * 60
 WEEKLY_WEIGHT = 0.7      # weight of the weekly profile where two or more weeks cover a bucket
 MAD_TO_SIGMA = 1.4826    # a normal distribution's sigma from its median absolute deviation
+BUSY_SHARE = 0.25        # buckets forecast at this share of the week's peak set the spread
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,20 @@ def fit(samples: Sequence[tuple[datetime, float]], tz: tzinfo, *, step_minutes: 
             mean.append(WEEKLY_WEIGHT * statistics.median(seen) + (1 - WEEKLY_WEIGHT) * daily)
         else:
             mean.append(daily)
-    residuals = [(value - mean[bucket_of(moment, tz, step_minutes)])
-                 / max(mean[bucket_of(moment, tz, step_minutes)], 1e-9)
-                 for moment, value in clean]
+    # The spread is the error relative to the forecast where capacity is decided: over the
+    # samples of buckets forecast at BUSY_SHARE of the week's peak or more. Pooled over every
+    # sample, the quiet hours (three quarters of a business-hours service's week) set it:
+    # their small absolute noise around a mean near 0 is a huge relative error (0.02 around
+    # 0.01 req/s), and a band of +80% at the daytime peak asked for twice the replicas; with
+    # nights at exactly 0 their zero errors were the median, and the peak got no headroom.
+    # Quiet hours are held at minReplicas anyway (and the reactive trigger covers them). A
+    # flat or all-zero week keeps every bucket; a busy set without samples (every bucket
+    # there filled from the daily profile) falls back to all of them.
+    expected = [mean[bucket_of(moment, tz, step_minutes)] for moment, _ in clean]
+    floor = BUSY_SHARE * max(mean)
+    pairs = [(value, level) for (_, value), level in zip(clean, expected, strict=True)]
+    busy = [(value, level) for value, level in pairs if level >= floor] or pairs
+    residuals = [(value - level) / max(level, 1e-9) for value, level in busy]
     center = statistics.median(residuals)
     spread = MAD_TO_SIGMA * statistics.median(abs(r - center) for r in residuals)
     upper = tuple(value * (1 + z * spread) for value in mean)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -151,3 +152,44 @@ def test_a_week_spanned_by_a_few_samples_is_refused() -> None:
     sparse = [(start + timedelta(hours=24 * day), 5.0) for day in range(8)]
     with pytest.raises(UserError, match="fills only 1% of the week's 15-minute slots"):
         forecast.fit(sparse, BERLIN)
+
+
+def _business_hours(nights: list[float]) -> list[tuple[datetime, float]]:
+    """Three weeks at 80 req/s ±5% 09:00-17:00 on weekdays; other hours drawn from
+    ``nights`` (UTC, Monday 2025-01-06 first)."""
+    rng = random.Random(1)
+    start = datetime(2025, 1, 6, tzinfo=UTC)
+    samples = []
+    for step in range(21 * 96):
+        moment = start + timedelta(minutes=15 * step)
+        busy = moment.weekday() < 5 and 9 <= moment.hour < 17
+        samples.append((moment, 80 * rng.uniform(0.95, 1.05) if busy else rng.choice(nights)))
+    return samples
+
+
+MONDAY_NOON = 12 * 4
+
+
+def test_quiet_hour_noise_does_not_set_the_busy_hours_band() -> None:
+    """Nights of 0-0.1 req/s: pooled over every sample, their relative errors (0.05 around a
+    forecast of 0.02) made the spread 0.64, and Monday noon at 80 req/s asked for 15
+    replicas of 10 req/s. The band is now the daytime noise (±5%)."""
+    fitted = forecast.fit(_business_hours([0.0, 0.0, 0.02, 0.05, 0.1]), ZoneInfo("UTC"))
+    assert 0 < fitted.relative_spread < 0.05
+    assert fitted.upper[MONDAY_NOON] < fitted.mean[MONDAY_NOON] * 1.1
+    assert prewarm.hourly_replicas(fitted, prewarm.Bounds(1, 20, 10.0))[12] <= 9
+
+
+def test_nights_at_zero_leave_the_busy_hours_their_headroom() -> None:
+    """Nights at exactly 0 were three quarters of the residuals, each 0: the spread was 0.0
+    and the ±5% daytime noise got no headroom at all."""
+    fitted = forecast.fit(_business_hours([0.0]), ZoneInfo("UTC"))
+    assert fitted.relative_spread > 0.01
+    assert fitted.upper[MONDAY_NOON] > fitted.mean[MONDAY_NOON] * 1.01
+
+
+@pytest.mark.parametrize("level", [0.0, 3.0])
+def test_a_flat_or_empty_week_has_no_spread(level: float) -> None:
+    fitted = forecast.fit(_series(14, lambda _m: level), BERLIN)
+    assert fitted.relative_spread == 0.0
+    assert fitted.upper == fitted.mean

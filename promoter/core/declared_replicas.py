@@ -3,7 +3,9 @@
 The most replicas any resource allows is what the workload may run: the HPA's, a KEDA
 ScaledObject's (KEDA's default of 100 when it names no ``maxReplicaCount``), the
 InferenceService predictor's (bounded by KServe's rules below) or the Deployment's own
-``replicas`` until something scales it. What the manifests leave unbounded is refused
+``replicas`` until something scales it. The fewest any resource allows is the lowest minimum
+named, a ScaledObject's at KEDA's default of 0 when it names no ``minReplicaCount`` (so the
+intent's minReplicas >= 1 denies it). What the manifests leave unbounded is refused
 (``UserError``), never judged at a default.
 """
 
@@ -17,6 +19,8 @@ from promoter.errors import UserError
 
 # KEDA's maxReplicaCount when a ScaledObject leaves it out (keda.sh ScaledObject spec).
 KEDA_DEFAULT_MAX_REPLICAS = 100
+# And its minReplicaCount: scale to zero while no trigger is active (keda.sh ScaledObject spec).
+KEDA_DEFAULT_MIN_REPLICAS = 0
 # KServe's deployment modes that scale the predictor with an HPA (or not at all): there the
 # HPA's maxReplicas is the predictor's, raised to its minReplicas (at least 1) when lower or
 # unset (KServe's hpa reconciler). In Serverless/Knative mode (the cluster default when the
@@ -41,8 +45,8 @@ def declared_scaling(resources: Sequence[Mapping[str, Any]]) -> dict[str, int]:
             lows.extend(_whole_at(spec, "minReplicas"))
             highs.extend(_whole_at(spec, "maxReplicas"))
         elif kind == "ScaledObject":
-            lows.extend(_whole_at(spec, "minReplicaCount"))
-            highs.append(_keda_max(resource))
+            lows.append(_keda_bound(resource, "minReplicaCount", KEDA_DEFAULT_MIN_REPLICAS))
+            highs.append(_keda_bound(resource, "maxReplicaCount", KEDA_DEFAULT_MAX_REPLICAS))
         elif kind == "Deployment":
             highs.extend(_whole_at(spec, "replicas"))
     scaling = {}
@@ -79,15 +83,15 @@ def _predictor_bounds(service: Mapping[str, Any],
                     f"with {DEPLOYMENT_MODE}: Standard)")
 
 
-def _keda_max(scaled_object: Mapping[str, Any]) -> int:
-    """The most replicas a ScaledObject may run: its maxReplicaCount, else KEDA's default
-    (then capped by KEDA alone, whatever any other resource says)."""
-    named = dig(scaled_object, "spec", "maxReplicaCount")
+def _keda_bound(scaled_object: Mapping[str, Any], field: str, default: int) -> int:
+    """A ScaledObject's replica bound ``field``, else KEDA's ``default`` for it (then applied
+    by KEDA alone, whatever any other resource says: 100 replicas at most, 0 at least)."""
+    named = dig(scaled_object, "spec", field)
     if named is None:
-        return KEDA_DEFAULT_MAX_REPLICAS
+        return default
     if not _whole(named):
         raise UserError(f"ScaledObject/{dig(scaled_object, 'metadata', 'name')} has "
-                        f"maxReplicaCount {named!r}, not a whole number the gate can judge")
+                        f"{field} {named!r}, not a whole number the gate can judge")
     return named
 
 

@@ -79,7 +79,9 @@ def bounded(scaled_object: str, min_replicas: int, max_replicas: int) -> str:
     ``maxReplicas`` (or the team's quota may have shrunk it), and a pre-warm window must never
     ask for more than the intent allows. Text in, text out: only the three numeric fields are
     touched (their comments kept), so a reviewer's edits elsewhere in the file survive. A
-    missing ``maxReplicaCount`` is added (KEDA's default is 100, not the intent's bound).
+    missing ``maxReplicaCount`` is added (KEDA's default is 100, not the intent's bound), and
+    so is a missing ``minReplicaCount`` (KEDA's default is 0: scale-to-zero outside the cron
+    windows, which no intent allows).
     """
     def bound(match: re.Match[str]) -> str:
         value = min_replicas if match["key"] == "minReplicaCount" else max_replicas
@@ -93,7 +95,10 @@ def bounded(scaled_object: str, min_replicas: int, max_replicas: int) -> str:
     text = scaled_object.replace("\r\n", "\n")
     _refuse_several_documents(text)
     _refuse_unboundable_fields(text)
-    return _DESIRED.sub(desired, _BOUND.sub(bound, _with_max_bound(text, max_replicas)))
+    text = _with_bound(text, "maxReplicaCount", max_replicas, "KEDA would scale to 100 replicas")
+    text = _with_bound(text, "minReplicaCount", min_replicas,
+                       "KEDA would scale to zero outside the cron windows")
+    return _DESIRED.sub(desired, _BOUND.sub(bound, text))
 
 
 def _refuse_unboundable_fields(text: str) -> None:
@@ -126,14 +131,16 @@ def _refuse_several_documents(text: str) -> None:
                              "their own in the overlay")
 
 
-def _with_max_bound(scaled_object: str, max_replicas: int) -> str:
-    """The ScaledObject with a ``maxReplicaCount`` line ``_BOUND`` can set.
+def _with_bound(scaled_object: str, field: str, value: int, unbounded: str) -> str:
+    """The ScaledObject with a ``field`` line ``_BOUND`` can set.
 
-    Left out, KEDA scales up to its default of 100 whatever the intent says, so the bound is
-    added under ``spec:`` (one named in a form ``_BOUND`` misses is refused before this)."""
-    if any(_names("maxReplicaCount", line) for line in scaled_object.splitlines()):
+    Left out, KEDA falls back to its defaults (maxReplicaCount 100, minReplicaCount 0)
+    whatever the intent says, so the bound is added under ``spec:`` (one named in a form
+    ``_BOUND`` misses is refused before this); ``unbounded`` says what KEDA would do without
+    it, should there be no ``spec:`` block to add it to."""
+    if any(_names(field, line) for line in scaled_object.splitlines()):
         return scaled_object
-    return _insert_under_spec(scaled_object, f"maxReplicaCount: {max_replicas}")
+    return _insert_under_spec(scaled_object, field, f"{field}: {value}", unbounded)
 
 
 def _names(field: str, line: str) -> bool:
@@ -141,7 +148,8 @@ def _names(field: str, line: str) -> bool:
     return field in line.split("#", 1)[0]
 
 
-def _insert_under_spec(scaled_object: str, field_line: str) -> str:
+def _insert_under_spec(scaled_object: str, field: str, field_line: str,
+                       unbounded: str) -> str:
     """``field_line`` as the first field of the top-level block ``spec:`` mapping (indented
     like the fields already there); refused when there is no such block to put it in."""
     lines = scaled_object.splitlines(keepends=True)
@@ -153,10 +161,9 @@ def _insert_under_spec(scaled_object: str, field_line: str) -> str:
             return "".join([*lines[:index + 1], f"{indent}{field_line}\n",
                             *lines[index + 1:]])
         break
-    raise UserError(f"the overlay's {SCALED_OBJECT_FILE} has no maxReplicaCount, and no "
-                    "`spec:` block promoter can add it to (KEDA would scale to 100 replicas)",
-                    hint="add `maxReplicaCount: <n>` under `spec:`, as `promoter forecast` "
-                         "does")
+    raise UserError(f"the overlay's {SCALED_OBJECT_FILE} has no {field}, and no `spec:` "
+                    f"block promoter can add it to ({unbounded})",
+                    hint=f"add `{field}: <n>` under `spec:`, as `promoter forecast` does")
 
 
 def _child_indent(lines: list[str]) -> str:

@@ -38,10 +38,29 @@ def test_a_missing_max_replica_count_is_added_under_spec() -> None:
         "  scaleTargetRef:\n    name: llm\n  minReplicaCount: 1\n  triggers: []\n")
 
 
+def test_a_missing_min_replica_count_is_added_under_spec() -> None:
+    """Left out, KEDA's default is 0: outside the cron windows the deployment scaled to zero,
+    though no intent allows minReplicas below 1 (the reviewer's carried-forward file)."""
+    accepted = ("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: llm\n"
+                "spec:\n  scaleTargetRef:\n    name: llm\n  maxReplicaCount: 8\n  triggers:\n"
+                "  - type: cron\n    metadata:\n      desiredReplicas: \"6\"\n")
+    assert keda_overlay.bounded(accepted, 2, 5) == (
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: llm\n"
+        "spec:\n  minReplicaCount: 2\n  scaleTargetRef:\n    name: llm\n"
+        "  maxReplicaCount: 5\n  triggers:\n  - type: cron\n    metadata:\n"
+        "      desiredReplicas: \"5\"\n")
+    neither = "kind: ScaledObject\nspec:\n  scaleTargetRef:\n    name: llm\n"
+    assert keda_overlay.bounded(neither, 1, 4) == (
+        "kind: ScaledObject\nspec:\n  minReplicaCount: 1\n  maxReplicaCount: 4\n"
+        "  scaleTargetRef:\n    name: llm\n")
+
+
 def test_an_existing_max_replica_count_is_rewritten_not_added_twice() -> None:
-    accepted = "spec:\n  # maxReplicaCount: left to KEDA?\n  maxReplicaCount: 40\n"
-    assert keda_overlay.bounded(accepted, 1, 4) == \
+    accepted = ("spec:\n  # maxReplicaCount: left to KEDA?\n  maxReplicaCount: 40\n"
+                "  minReplicaCount: 3\n")
+    assert keda_overlay.bounded(accepted, 1, 4) == (
         "spec:\n  # maxReplicaCount: left to KEDA?\n  maxReplicaCount: 4\n"
+        "  minReplicaCount: 1\n")
 
 
 def test_bounds_with_a_trailing_comment_are_rewritten_and_keep_the_comment() -> None:

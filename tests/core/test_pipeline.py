@@ -855,6 +855,18 @@ def test_a_promotion_keeps_the_accepted_scaled_object_bounded_by_the_intent(worl
     assert result.outcome == "created"
 
 
+def test_an_accepted_scaled_object_without_a_minimum_gets_the_intents(world: World) -> None:
+    """Left out, KEDA's minReplicaCount is 0: the carried-forward schedule scaled the model
+    to zero outside its cron windows, though the intent says minReplicas 1."""
+    world.provider.merge(world.promote("2").mr_iid)
+    path = _accept_scaling(world)
+    world.provider.branches["main"][path] = SCALED_OBJECT.replace("  minReplicaCount: 1\n", "")
+    world.promote("3")
+    scaled = world.provider.branches[f"promote/{NAME}/production"][path]
+    assert "spec:\n  minReplicaCount: 1\n  scaleTargetRef:" in scaled
+    assert "maxReplicaCount: 2\n" in scaled
+
+
 def test_without_an_accepted_scaled_object_kserve_keeps_its_autoscaler(world: World) -> None:
     _accept_scaling(world, env="staging")   # another environment's schedule is not this one's
     world.promote("2")

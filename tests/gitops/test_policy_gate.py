@@ -191,6 +191,11 @@ def _edits() -> dict[str, object]:
         keda_bounds(docs)
         del docs[-1]["spec"]["maxReplicaCount"]   # KEDA's default: 100 replicas
 
+    def keda_default_min(docs: list[dict]) -> None:
+        keda_bounds(docs)
+        docs[-1]["spec"]["maxReplicaCount"] = 3   # within the quota: 4 GPUs x 3 = 12
+        del docs[-1]["spec"]["minReplicaCount"]   # KEDA's default: 0, scale-to-zero
+
     def keda_max_as_text(docs: list[dict]) -> None:
         keda_bounds(docs)
         docs[-1]["spec"]["maxReplicaCount"] = "20"
@@ -232,6 +237,8 @@ def _edits() -> dict[str, object]:
             "KEDA bounds": (keda_bounds, "quota"),
             "KEDA without maxReplicaCount": (keda_default_max, "quota"),
             "KEDA maxReplicaCount not a number": (keda_max_as_text, "not a whole number"),
+            "KEDA without minReplicaCount": (keda_default_min, "minReplicas: Input should be "
+                                             "greater than or equal to 1 (got 0)"),
             "a second workload": (decoy_after, "2 workloads"),
             "a kind promoter does not render": (other_kind, "StatefulSet"),
             "two namespaces": (other_namespace, "2 namespaces"),

@@ -135,6 +135,15 @@ def test_tensor_parallelism_over_mig_slices_is_refused() -> None:
         render(document)
 
 
+def test_more_than_one_mig_slice_is_refused_for_every_runtime() -> None:
+    """A CUDA process sees one MIG instance: Triton (or any one-process server) given two
+    slices rendered them both, the second reserved and idle; only vLLM refused it."""
+    document = intent("ad-ranker", resources={"gpu": {"count": 2, "mig": "1g.10gb"}})
+    with pytest.raises(UserError, match="runtime triton serves from one CUDA process, which "
+                                        "sees one MIG instance"):
+        render(document)
+
+
 def test_mig_requests_the_mig_resource_not_whole_gpus() -> None:
     files = render(intent("ad-ranker"), modelcar=MODELCAR)
     patch = files["ad-ranker/overlays/production/patch-deployment.yaml"]

@@ -184,9 +184,14 @@ def problems(deployment: ModelDeployment, descriptor: RuntimeDescriptor) -> list
         found.append(f"spec.scaling.target: {spec.scaling.target} is over "
                      f"{form.scale_target_max}, the most {descriptor.platform(deployment)} "
                      f"accepts for runtime {name}")
-    if descriptor.tensor_parallel and spec.resources.gpu.mig and spec.resources.gpu.count > 1:
-        found.append("spec.resources.gpu: tensor parallelism needs whole GPUs; a MIG profile "
-                     "serves one instance (set count: 1 or drop mig)")
+    # A CUDA process enumerates one MIG instance only (NVIDIA MIG user guide, "CUDA Device
+    # Enumeration"), and every runtime here serves from one process per pod: a second slice
+    # would sit reserved and idle (and tensor parallelism needs whole GPUs anyway).
+    if spec.resources.gpu.mig and spec.resources.gpu.count > 1:
+        why = ("tensor parallelism needs whole GPUs; " if descriptor.tensor_parallel else
+               f"runtime {name} serves from one CUDA process, which sees one MIG instance; ")
+        found.append(f"spec.resources.gpu: {why}a MIG profile serves one instance (set "
+                     "count: 1, or drop mig for whole GPUs)")
     return found
 
 

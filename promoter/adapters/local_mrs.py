@@ -2,6 +2,9 @@
 
 The records mirror what GitLab keeps for an MR, so the local provider can replay the same
 lifecycle (one open MR per source branch, bot notes edited in place, required approvals).
+``sha`` is the head the record is pinned to: of a settled (or locked) MR the head it settled
+with; of an open one the head its approvals (``approved_by``) were given for, so approvals of
+a head that has since moved do not count (GitLab's reset of approvals on push).
 """
 
 from __future__ import annotations
@@ -86,18 +89,22 @@ class LocalMrStore:
 
         return self.db.write(move)
 
-    def add_approval(self, iid: int, user: str) -> bool:
-        """Add ``user`` to the MR's approvers; False if they already approved. One
-        transaction, so two reviewers approving at once are both counted."""
+    def add_approval(self, iid: int, user: str, head: str) -> bool:
+        """Add ``user`` to the approvers of the MR's ``head``; False if they already approved
+        it. Approvals recorded for another head are dropped first (that head moved on since).
+        One transaction, so two reviewers approving at once are both counted."""
 
         def approve(db: Connection) -> bool:
             db.lock(f"local_mrs:{iid}")  # PostgreSQL: two approvals never read the same list
-            row = db.execute("SELECT approved_by FROM local_mrs WHERE iid = ?", (iid,)).fetchone()
-            approvers = json.loads(row["approved_by"]) if row else []
-            if row is None or user in approvers:
+            row = db.execute("SELECT approved_by, sha FROM local_mrs WHERE iid = ?",
+                             (iid,)).fetchone()
+            if row is None:
                 return False
-            db.execute("UPDATE local_mrs SET approved_by = ?, updated_at = ? WHERE iid = ?",
-                       (json.dumps([*approvers, user]), time.time(), iid))
+            approvers = json.loads(row["approved_by"]) if row["sha"] == head else []
+            if user in approvers:
+                return False
+            db.execute("UPDATE local_mrs SET approved_by = ?, sha = ?, updated_at = ? "
+                       "WHERE iid = ?", (json.dumps([*approvers, user]), head, time.time(), iid))
             return True
 
         return self.db.write(approve)
@@ -105,7 +112,8 @@ class LocalMrStore:
     def reset_approvals(self, source_branch: str) -> None:
         """New commits void earlier approvals and auto-merge (GitLab's reset on push)."""
         self.db.write(lambda db: db.execute(
-            "UPDATE local_mrs SET approved_by = '[]', auto_merge_sha = NULL, updated_at = ? "
+            "UPDATE local_mrs SET approved_by = '[]', auto_merge_sha = NULL, sha = NULL, "
+            "updated_at = ? "
             "WHERE state = 'opened' AND source_branch = ?", (time.time(), source_branch)))
 
     def notes(self, iid: int) -> list[tuple[int, str]]:

@@ -6,6 +6,13 @@ default), records the MR in ``<state_dir>/state.db``, and ``promoter mr approve|
 stand in for the reviewers. ``merge`` makes a real merge commit on the remote's target branch;
 while it does, the MR is ``locked`` (as GitLab shows it), so a concurrent ``close`` is refused.
 The lifecycle (core.proposal) is the very one GitLab runs.
+
+Here promoter is the forge, so ``approve`` and ``merge`` refuse an MR whose head is not the
+commit promoter pushed (``PushedHeads``; someone else pushed to its branch): promoter does not
+deploy what it did not write and check. A merge or close that settles such a head anyway (a
+close; a merge locked before promoter refused them) is announced with ``pushed_sha`` set, so
+it is recorded as the foreign outcome it is (``mr.merge_foreign``, ``merged_unverified``), as
+the GitLab hook records it.
 """
 
 from __future__ import annotations
@@ -15,23 +22,14 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from promoter.adapters.local_mrs import LocalMrStore, OpenMergeRequestExists
+from promoter.adapters.local_mrs import LocalMrStore
+from promoter.adapters.localgit_forge import LocalForge
 from promoter.adapters.localgit_repo import LocalRepo
-from promoter.core.mr_events import MergeRequestEvent, promotion_key
-from promoter.core.mr_text import note_body, note_slug
+from promoter.core.mr_events import SETTLING, MergeRequestEvent, promotion_key
 from promoter.core.proposal import ProposalFlow
-from promoter.errors import NotFoundError, TransientError, UserError
-from promoter.ports.forge import Action
-from promoter.ports.git import (
-    FileContent,
-    MergeRequest,
-    Proposal,
-    ProposalResult,
-    branch_for,
-    texts,
-)
+from promoter.errors import UserError
+from promoter.ports.git import MergeRequest, Proposal, ProposalResult, branch_for, texts
 from promoter.settings import Settings
 from promoter.state.db import StateDB
 from promoter.state.pushed_heads import PushedHeads
@@ -41,121 +39,6 @@ LOCAL_PROJECT_ID = 0
 # merge that stopped before landing (killed): the next command on the MR opens it again.
 STALE_LOCK_SECONDS = 300.0
 OnEvent = Callable[[MergeRequestEvent], None]
-
-
-class LocalForge:
-    def __init__(self, repo: LocalRepo, store: LocalMrStore) -> None:
-        self.repo = repo
-        self.store = store
-
-    def merge_requests(self, source_branch: str) -> list[MergeRequest]:
-        self.repo.fetch()
-        return [self.to_mr(r) for r in self.store.find(source_branch=source_branch)]
-
-    def to_mr(self, record: dict[str, Any]) -> MergeRequest:
-        head = self.repo.head(record["source_branch"]) if record["state"] == "opened" else None
-        return MergeRequest(
-            iid=record["iid"], id=record["iid"], url=f"local:!{record['iid']}",
-            state=record["state"], source_branch=record["source_branch"],
-            target_branch=record["target_branch"], title=record["title"],
-            head_sha=head or record["sha"], description=record["description"],
-            labels=tuple(record["labels"]), version=record["version"],
-            approvals_required=record["approvals_required"],
-            approved_by=tuple(record["approved_by"]), merge_commit_sha=record["merge_commit_sha"],
-            auto_merge=record["auto_merge_sha"] is not None)
-
-    def branch_head(self, branch: str) -> str | None:
-        self.repo.fetch()
-        return self.repo.head(branch)
-
-    def is_ancestor(self, commit: str, revision: str) -> bool:
-        self.repo.fetch()   # Argo CD read the remote: the revision may be newer than our clone
-        return self.repo.is_ancestor(commit, revision)
-
-    def commit_message(self, sha: str) -> str:
-        return self.repo.message(sha)
-
-    def read_files(self, ref: str, paths: Sequence[str],
-                   prefixes: Sequence[str]) -> dict[str, FileContent]:
-        return self.repo.read(ref, paths, prefixes)
-
-    def list_files(self, ref: str, prefix: str) -> frozenset[str] | None:
-        return self.repo.list_files(ref, prefix)
-
-    def commit(self, branch: str, start_branch: str, actions: Sequence[Action],
-               message: str, expected_head: str | None) -> str:
-        self.repo.fetch()
-        base = self.repo.head(start_branch)
-        if base is None:
-            raise UserError(f"the git remote has no branch {start_branch!r}",
-                            hint="set git.target_branch to the remote's main branch")
-        sha = self.repo.commit(base, actions, message)
-        self.repo.push(sha, branch, expected_head)  # refused if the branch moved meanwhile
-        self.store.reset_approvals(branch)  # new commits void approvals (GitLab's reset)
-        return sha
-
-    def delete_branch(self, branch: str) -> None:
-        self.repo.delete(branch)
-
-    def create_mr(self, proposal: Proposal, description: str) -> MergeRequest:
-        try:
-            iid = self.store.create(proposal.branch, proposal.target_branch, proposal.title,
-                                    description, proposal.labels)
-        except OpenMergeRequestExists:
-            raise TransientError(f"an open MR already exists for {proposal.branch}") from None
-        return self.get(iid)
-
-    def update_mr(self, iid: int, title: str, description: str,
-                  add_labels: Sequence[str] = (),
-                  remove_labels: Sequence[str] = ()) -> MergeRequest:
-        kept = [label for label in self.get(iid).labels if label not in remove_labels]
-        labels = kept + [label for label in add_labels if label not in kept]
-        self.store.update(iid, title=title, description=description, labels=labels)
-        return self.get(iid)
-
-    def own_username(self) -> None:
-        """No accounts: `promoter mr close` cannot retitle, so a title tells promoter's closes."""
-        return None
-
-    def close_mr(self, iid: int, title: str) -> None:
-        if not self.store.transition(iid, "opened", "closed", title=title,
-                                     sha=self.get(iid).head_sha):
-            # Merged (or being merged) since the flow read it: look again, as on GitLab.
-            raise TransientError(f"merge request !{iid} changed state while being closed")
-
-    def upsert_note(self, iid: int, heading: str, body: str) -> None:
-        text = note_body(heading, body)
-        mine = next(((nid, b) for nid, b in self.store.notes(iid)
-                     if note_slug(b) == note_slug(text)), None)
-        if mine is None:
-            self.store.add_note(iid, text)
-        elif mine[1] != text:
-            self.store.edit_note(mine[0], text)
-
-    def require_approvals(self, iid: int, count: int, user_ids: Sequence[int] = (),
-                          group_ids: Sequence[int] = ()) -> bool:
-        # Local review has no user or group ids: the count is what `promoter mr merge` checks.
-        self.store.update(iid, approvals_required=count)
-        return True
-
-    def weak_approval_settings(self) -> tuple[str, ...]:
-        # Every commit resets approvals (``commit``) and only promoter sets the count.
-        return ()
-
-    def reset_approvals(self, iid: int) -> bool:
-        self.store.reset_approvals(self.get(iid).source_branch)
-        return True
-
-    def auto_merge(self, iid: int, sha: str) -> str | None:
-        self.store.update(iid, auto_merge_sha=sha)
-        return None
-
-    def get(self, iid: int) -> MergeRequest:
-        record = self.store.get(iid)
-        if record is None:
-            raise NotFoundError(f"merge request !{iid} does not exist",
-                                hint="list them with `promoter mr list`")
-        return self.to_mr(record)
 
 
 class LocalGitProvider:
@@ -239,7 +122,8 @@ class LocalGitProvider:
         mr = self._open(iid)
         if sha and sha != mr.head_sha:
             raise UserError(f"!{iid} head is {mr.head_sha}, not {sha}; review the new commit")
-        if not self.forge.store.add_approval(iid, user):
+        head = self._promoters_head(mr, "approved")
+        if not self.forge.store.add_approval(iid, user, head):
             raise UserError(f"{user} already approved !{iid}")
         approved = self.get(iid)
         action = "approved" if len(approved.approved_by) >= approved.approvals_required \
@@ -250,12 +134,13 @@ class LocalGitProvider:
 
     def merge(self, iid: int, user: str, sha: str | None = None) -> MergeRequest:
         mr = self._open(iid)
+        if mr.head_sha is None or (sha and sha != mr.head_sha):
+            raise UserError(f"!{iid} head moved (now {mr.head_sha}); review it and merge again")
+        self._promoters_head(mr, "merged")
         missing = mr.approvals_required - len(mr.approved_by)
         if missing > 0:
             raise UserError(f"!{iid} needs {missing} more approval(s) before it can be merged",
                             hint=f"promoter mr approve {iid} --user NAME")
-        if mr.head_sha is None or (sha and sha != mr.head_sha):
-            raise UserError(f"!{iid} head moved (now {mr.head_sha}); review it and merge again")
         # Claimed before the target branch moves: a `mr close` running meanwhile finds it
         # locked (GitLab's state during a merge) and is refused instead of reporting "closed".
         if not self.forge.store.transition(iid, "opened", "locked", sha=mr.head_sha):
@@ -323,7 +208,24 @@ class LocalGitProvider:
             UserError(f"!{iid} was {state} meanwhile")
 
     def pushed_sha(self, iid: int) -> str | None:
-        return self.get(iid).head_sha
+        """The head promoter pushed for MR ``iid`` (None: none recorded)."""
+        return self._pushes.pushed_sha(LOCAL_PROJECT_ID, iid) if self._pushes else None
+
+    def _promoters_head(self, mr: MergeRequest, verb: str) -> str:
+        """``mr``'s head, which must be the commit promoter pushed: a head someone else pushed
+        is refused (naming both commits), as is an MR without a head."""
+        if mr.head_sha is None:
+            raise UserError(f"!{mr.iid} has no head: its branch {mr.source_branch} is gone")
+        pushed = self.pushed_sha(mr.iid)
+        if pushed is not None and pushed != mr.head_sha:
+            raise UserError(
+                f"!{mr.iid} head {mr.head_sha} is not the commit promoter pushed ({pushed}): "
+                f"someone else pushed to {mr.source_branch}, and a head promoter did not "
+                f"write and check is not {verb} here",
+                hint=f"put promoter's commit back (git push --force <remote> "
+                     f"{pushed}:{mr.source_branch}) or close the MR (promoter mr close "
+                     f"{mr.iid})")
+        return mr.head_sha
 
     def _open(self, iid: int) -> MergeRequest:
         mr = self.get(iid)
@@ -344,12 +246,16 @@ class LocalGitProvider:
         if self._on_event is None:
             return
         key = promotion_key(mr.source_branch)
+        # A settled head promoter did not push is announced as such (``foreign_head``), as
+        # the GitLab hook does: recorded as a foreign outcome, never as promoter's.
+        pushed = self.pushed_sha(mr.iid) if action in SETTLING else None
         self._on_event(MergeRequestEvent(
             action=action, project_id=LOCAL_PROJECT_ID, project_path=self.forge.repo.remote,
             iid=mr.iid, state=mr.state, source_branch=mr.source_branch,
             target_branch=mr.target_branch, head_sha=mr.head_sha, url=mr.url, user=user,
             name=key[0] if key else None, env=key[1] if key else None,
-            merge_commit_sha=mr.merge_commit_sha))
+            merge_commit_sha=mr.merge_commit_sha,
+            pushed_sha=pushed if pushed != mr.head_sha else None))
 
 
 def _being_merged(iid: int) -> UserError:

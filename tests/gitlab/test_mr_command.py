@@ -11,8 +11,11 @@ import pytest
 
 from promoter.adapters import localgit
 from promoter.errors import TransientError, UserError
+from promoter.ports.pipeline import DeployedState
 from promoter.settings import load_settings
-from tests.gitlab.conftest import ENV, NAME, proposal
+from tests.gitlab import trees
+from tests.gitlab.conftest import ENV, MODEL, NAME, LocalHarness, git, proposal
+from tests.gitlab.test_mr_sweep import Promoter
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -238,3 +241,109 @@ def test_a_lock_left_by_a_merge_that_never_landed_is_opened_again_once_stale(
         closer.close(iid, "carol")                                 # still within a merge's time
     monkeypatch.setattr(localgit, "STALE_LOCK_SECONDS", 0.0)       # ... and now long past it
     assert closer.close(iid, "carol").state == "closed"
+
+
+# --- A head someone else pushed onto promoter's MR. Here promoter is the forge: approvals
+# count only for the head they were given for, and promoter's own `mr approve` / `mr merge`
+# refuse a head it did not push; a close (or a merge locked before that refusal) settling
+# such a head is recorded as foreign, as GitLab's hook records it.
+
+BRANCH = f"promote/{NAME}/{ENV}"
+REPLICAS = f"manifests/{NAME}/overlays/{ENV}/replicas.yaml"
+
+
+def _approved_mr(tmp_path: Path) -> tuple[LocalHarness, Promoter, int, str]:
+    """promoter's MR for version 3, approved by alice and bob, its outcomes recorded as
+    `promoter mr` records them (the provider's events): (harness, promoter, iid, its head)."""
+    harness = LocalHarness(tmp_path)
+    promoter = Promoter(harness, tmp_path)
+    harness.provider._on_event = promoter.outcomes
+    result = harness.provider.propose(proposal("3"))
+    assert result.mr_iid is not None and result.head_sha is not None
+    promoter.ledger.put(DeployedState(MODEL, ENV, NAME, "3", "mr_opened", result.mr_iid))
+    for user in ("alice", "bob"):
+        harness.approve(result.mr_iid, user)
+    return harness, promoter, result.mr_iid, result.head_sha
+
+
+def _pushed_by_a_person(harness: LocalHarness) -> str:
+    human = harness.human_commit(BRANCH, REPLICAS, trees.REPLICAS.format(name=NAME, replicas=7))
+    harness.provider.list_mrs()                  # `promoter mr list`: reads the remote
+    return human
+
+
+def _settled(promoter: Promoter) -> list[tuple[object, ...]]:
+    return [(e["event"], e["status"], e.get("head_sha"), e.get("pushed_sha"))
+            for e in promoter.audit.entries()
+            if str(e["event"]).startswith(("mr.merge", "mr.close"))]
+
+
+def test_a_head_pushed_over_approvals_has_none_and_is_neither_approved_nor_merged(
+        tmp_path: Path) -> None:
+    harness, promoter, iid, pushed = _approved_mr(tmp_path)
+    target = harness.forge.branch_head("main")
+    human = _pushed_by_a_person(harness)
+    mr = harness.provider.get(iid)
+    assert mr.head_sha == human and mr.approved_by == ()   # alice's and bob's were for promoter's
+
+    with pytest.raises(UserError) as refused:
+        harness.provider.merge(iid, "carol")               # `promoter mr merge IID`
+    assert "not the commit promoter pushed" in str(refused.value)
+    assert human in str(refused.value) and pushed in str(refused.value)
+    with pytest.raises(UserError, match="not the commit promoter pushed"):
+        harness.provider.approve(iid, "carol")
+    still = harness.provider.get(iid)
+    assert still.state == "opened" and still.approved_by == ()
+    assert harness.forge.branch_head("main") == target     # nothing landed
+    assert _settled(promoter) == [] and promoter.tags.live == {}
+    assert "merged" not in [t["status"] for _, _, _, t in promoter.tags.written]
+
+    # promoter's commit put back on the branch: the approvals given for it count again, and
+    # merging it is promoter's verified merge.
+    git("push", "-q", "--force", "origin", f"{pushed}:refs/heads/{BRANCH}", cwd=harness.human)
+    harness.provider.list_mrs()
+    assert harness.provider.get(iid).approved_by == ("alice", "bob")
+    assert harness.provider.merge(iid, "carol").state == "merged"
+    assert _settled(promoter) == [("mr.merge", "merged", pushed, None)]
+    assert promoter.tags.live == {(MODEL, ENV): "3"}
+    shown = git("show", f"main:{REPLICAS}", cwd=harness.remote)
+    assert "replicas: 4" in shown and "replicas: 7" not in shown
+
+
+def test_a_close_of_a_head_someone_else_pushed_is_recorded_as_foreign(tmp_path: Path) -> None:
+    harness, promoter, iid, pushed = _approved_mr(tmp_path)
+    human = _pushed_by_a_person(harness)
+    assert harness.provider.close(iid, "carol").state == "closed"   # `promoter mr close IID`
+    assert _settled(promoter) == [("mr.close_foreign", "closed", human, pushed)]
+    assert promoter.status() == "closed" and promoter.tags.live == {}
+
+
+def test_a_merge_of_someone_elses_head_left_locked_is_recorded_as_foreign(
+        tmp_path: Path) -> None:
+    """A merge of the head a person pushed, locked and landed by an earlier promoter (one
+    that did not refuse it) and killed before it recorded "merged": the next command records
+    it as what it is, never as promoter's deployment."""
+    harness, promoter, iid, pushed = _approved_mr(tmp_path)
+    human = _pushed_by_a_person(harness)
+    provider = harness.provider
+    assert provider.forge.store.transition(iid, "opened", "locked", sha=human)
+    provider._land(provider.get(iid), human)
+    with pytest.raises(UserError, match="was merged"):
+        provider.close(iid, "carol")
+    assert _settled(promoter) == [("mr.merge_foreign", "merged_unverified", human, pushed)]
+    assert promoter.status() == "merged_unverified" and promoter.tags.live == {}
+
+
+def test_promoters_own_update_asks_for_approvals_again_and_merges(tmp_path: Path) -> None:
+    harness, promoter, iid, _ = _approved_mr(tmp_path)
+    updated = harness.provider.propose(proposal("4"))     # a newer version: the MR updated
+    assert updated.mr_iid == iid and updated.head_sha is not None
+    promoter.ledger.put(DeployedState(MODEL, ENV, NAME, "4", "mr_opened", iid))
+    assert harness.provider.get(iid).approved_by == ()    # given for version 3's head
+    with pytest.raises(UserError, match="2 more approval"):
+        harness.provider.merge(iid, "carol")
+    for user in ("alice", "bob"):
+        harness.approve(iid, user)
+    assert harness.provider.merge(iid, "carol").state == "merged"
+    assert _settled(promoter) == [("mr.merge", "merged", updated.head_sha, None)]
+    assert promoter.tags.live == {(MODEL, ENV): "4"}

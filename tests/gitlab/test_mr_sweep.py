@@ -303,7 +303,8 @@ def test_an_mr_promoter_withdrew_is_not_recorded_as_a_reviewers_close(
     assert promoter.sweep().looked_at == 0           # the MR the row left is settled
 
 # --- An MR merged with a head someone else pushed: recorded once, as what it is (GitLab only:
-# the local provider merges the head its MR records, which is promoter's).
+# the local provider's `mr approve` / `mr merge` refuse a head promoter did not push; its
+# foreign close, and a foreign merge an earlier promoter locked, are in test_mr_command.py).
 GITLAB_ONLY = pytest.mark.parametrize("make_harness", [h for h in HARNESSES if h != "local"],
                                       indirect=True)
 

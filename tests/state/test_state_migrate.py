@@ -45,7 +45,7 @@ def fill_sqlite_state(state_dir: Path) -> None:
     mrs = LocalMrStore(db)
     iid = mrs.create("promote/fraud/production", "main", "Promote fraud 7", "body", ["x"])
     mrs.add_note(iid, "note")
-    mrs.add_approval(iid, "alice")
+    mrs.add_approval(iid, "alice", "a" * 40)
     reconcile = ReconcileState(db)
     reconcile.save("fraud", {"production": Observed("7", None)})
     reconcile.save_cursor(1_800_000_000_000)

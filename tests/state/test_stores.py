@@ -138,14 +138,21 @@ def test_reviewers_approving_a_local_mr_at_once_are_all_counted(
     store = LocalMrStore(state_backend.open())
     iid = store.create("promote/fraud/production", "main", "t", "d", [])
     users = [f"reviewer-{n}" for n in range(8)]
-    threads = [threading.Thread(target=store.add_approval, args=(iid, user)) for user in users]
+    head = "a" * 40
+    threads = [threading.Thread(target=store.add_approval, args=(iid, user, head))
+               for user in users]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     record = store.get(iid)
     assert record is not None and sorted(record["approved_by"]) == users
-    assert store.add_approval(iid, "reviewer-0") is False  # once per person
+    assert store.add_approval(iid, "reviewer-0", head) is False  # once per person
+    # An approval of another head (the branch moved) starts that head's approvals afresh.
+    assert store.add_approval(iid, "reviewer-0", "b" * 40) is True
+    record = store.get(iid)
+    assert record is not None and record["approved_by"] == ["reviewer-0"]
+    assert record["sha"] == "b" * 40
 
 
 def test_a_second_open_local_mr_for_one_branch_is_refused(state_backend: StateBackend) -> None:

@@ -26,7 +26,8 @@ _logged_weak_settings: set[tuple[str, tuple[str, ...]]] = set()   # logged once 
 def require(call: Caller, mr: Any, iid: int, count: int, user_ids: Sequence[int],
             group_ids: Sequence[int]) -> bool:
     """Make merge request ``mr`` (!``iid``) need ``count`` approvals from those users or
-    groups; False where GitLab cannot enforce it (Free, or project rules that require less)."""
+    groups; False where GitLab cannot enforce it (Free, or project rules that require less
+    or, where approvers are named, let others approve)."""
     rules_api = mr.approval_rules
     try:
         rules = call.read(f"read approval rules of !{iid}", rules_api.list, get_all=True)
@@ -54,9 +55,29 @@ def require(call: Caller, mr: Any, iid: int, count: int, user_ids: Sequence[int]
         if exc.status != 403:
             raise
         # "Prevent editing approval rules in merge requests" refuses every MR-level rule,
-        # promoter's too: then the project's own rules must require at least ``count``.
+        # promoter's too: then the project's own rules must require at least ``count``, and
+        # where the environment names its approvers, from those approvers only.
+        if user_ids or group_ids:
+            return any(_holds_for(r, count, user_ids, group_ids) for r in rules)
         return _required_by_project_rules(call, mr, iid) >= count
     return True
+
+
+def _holds_for(rule: Any, count: int, user_ids: Sequence[int],
+               group_ids: Sequence[int]) -> bool:
+    """Whether one of the MR's rules (``GET …/merge_requests/:iid/approval_rules``: its
+    ``users`` and ``groups`` as objects with their ids) stands for promoter's: a regular rule
+    requiring ``count`` or more, naming approvers, all of them among ``user_ids`` and
+    ``group_ids`` (an approval it counts is one the environment's approvers gave). A rule
+    with hidden groups (``contains_hidden_groups``) names approvers the token cannot see."""
+    attributes = getattr(rule, "attributes", {})
+    required = attributes.get("approvals_required")
+    users, groups = _ids(attributes.get("users")), _ids(attributes.get("groups"))
+    return (attributes.get("rule_type", "regular") == "regular"
+            and isinstance(required, int) and required >= count
+            and not attributes.get("contains_hidden_groups")
+            and bool(users or groups)
+            and set(users) <= set(user_ids) and set(groups) <= set(group_ids))
 
 
 def _required_by_project_rules(call: Caller, mr: Any, iid: int) -> int:
@@ -87,7 +108,8 @@ def warn_once(project_path: str, weak: tuple[str, ...]) -> None:
                      "approvals can outlive a push or be lowered per merge request. "
                      "Turn both on under Settings > Merge requests > Approval "
                      "settings (the second with a project approval rule for the target "
-                     "branch requiring the count: it blocks promoter's rule on the MR)",
+                     "branch requiring the count, naming the environment's approvers if "
+                     "it has any: it blocks promoter's rule on the MR)",
                      project_path, ", ".join(weak))
 
 

@@ -25,9 +25,14 @@ def unenforced_text(proposal: Proposal) -> str:
     text = (f"This environment requires **{proposal.approvals_required}** approval(s). "
             "GitLab does not enforce that count here (approval rules need GitLab Premium; on "
             "Premium, where \"Prevent editing approval rules in merge requests\" keeps promoter "
-            "from adding its rule, the project's approval rules require fewer), so the "
+            "from adding its rule, the project's approval rules require fewer or let "
+            "others than the environment's approvers approve), so the "
             "requirement is stated here and recorded in promoter's audit trail; reviewers must "
             "enforce it.")
+    if proposal.approver_user_ids or proposal.approver_group_ids:
+        text += ("\n\nThe approvals must come from the environment's approvers: GitLab user "
+                 f"ids {_id_list(proposal.approver_user_ids)} and members of the groups with "
+                 f"ids {_id_list(proposal.approver_group_ids)}.")
     if proposal.auto_merge:
         text += (f"\n\nAuto-merge is **not** set: {unenforced_auto_merge(proposal)}. Merge it "
                  "by hand once it has its approvals.")
@@ -39,6 +44,10 @@ def unenforced_auto_merge(proposal: Proposal) -> str:
             f"{proposal.approvals_required} approval(s) {proposal.env} requires, since it "
             "does not enforce them (GitLab Premium approval rules do); use Premium approval "
             f"rules, or set environments.{proposal.env}.auto_merge: false or approvals: 0")
+
+
+def _id_list(ids: tuple[int, ...]) -> str:
+    return ", ".join(str(i) for i in sorted(ids)) or "(none)"
 
 
 def setting_list(names: tuple[str, ...]) -> str:

@@ -75,7 +75,12 @@ class GitLabForge:
         found = self._call.read(f"list merge requests of {source_branch}",
                                 self.project.mergerequests.list, source_branch=source_branch,
                                 state="all", order_by="created_at", sort="desc", get_all=True)
-        mrs = sorted((to_merge_request(mr.attributes) for mr in found),
+        # GitLab lists the MRs *into* the project, forks' among them (source_project_id the
+        # fork's): a fork's branch may carry promoter's name, but only an MR from the
+        # project's own branch is promoter's to update, close or merge.
+        project_id = self.project_id
+        mrs = sorted((to_merge_request(mr.attributes) for mr in found
+                      if _from_the_project(mr.attributes, project_id)),
                      key=lambda mr: mr.iid, reverse=True)
         return [self._settled(mr) if mr.state == "locked" else mr for mr in mrs]
 
@@ -331,6 +336,12 @@ def to_merge_request(data: dict[str, Any]) -> MergeRequest:
         detailed_merge_status=data.get("detailed_merge_status"),
         auto_merge=bool(data.get("merge_when_pipeline_succeeds")),
         closed_by=_username(data.get("closed_by")))
+
+
+def _from_the_project(data: dict[str, Any], project_id: int) -> bool:
+    """An MR from a branch of the project itself: ``source_project_id`` (a fork's id for a
+    fork's MR, null once that fork is deleted) and ``target_project_id`` both its id."""
+    return data.get("source_project_id") == project_id == data.get("target_project_id")
 
 
 def _approved_by(approvals: dict[str, Any]) -> tuple[str, ...]:

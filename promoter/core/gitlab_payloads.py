@@ -1,7 +1,8 @@
 """GitLab webhook payloads (Merge Request Hook, Pipeline Hook) → the neutral forge events.
 
 Pure. Webhook bodies come from outside: every field read is type-checked, and only branches
-named ``promote/<name>/<env>`` with valid names become events promoter acts on.
+named ``promote/<name>/<env>`` with valid names, of the project itself (not a fork's), become
+events promoter acts on.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _merge_request(payload: Mapping[str, Any]) -> MergeRequestEvent:
     # every 4xx against the hook and disables it, merge and approval deliveries included.
     action = _text(attributes, "action", required=False) or "update"
     source = _text(attributes, "source_branch")
-    key = promotion_key(source)
+    key = promotion_key(source) if _from_the_project(attributes, _int(project, "id")) else None
     last_commit = attributes.get("last_commit")
     head = last_commit.get("id") if isinstance(last_commit, Mapping) else None
     user = payload.get("user")
@@ -65,13 +66,24 @@ def _pipeline(payload: Mapping[str, Any]) -> PipelineEvent:
     mr = payload.get("merge_request")
     ref = _text(attributes, "ref")
     source = mr.get("source_branch") if isinstance(mr, Mapping) else None
-    key = promotion_key(source if isinstance(source, str) else ref)
+    key = promotion_key(source if isinstance(source, str) else ref) \
+        if not isinstance(mr, Mapping) or _from_the_project(mr, _int(project, "id")) else None
     return PipelineEvent(
         pipeline_id=_int(attributes, "id"), project_id=_int(project, "id"),
         project_path=_text(project, "path_with_namespace"), ref=ref,
         head_sha=_text(attributes, "sha"), status=status,
         iid=_int(mr, "iid") if isinstance(mr, Mapping) and mr.get("iid") is not None else None,
         name=key[0] if key else None, env=key[1] if key else None)
+
+
+def _from_the_project(mr: Mapping[str, Any], project_id: int) -> bool:
+    """An MR from a branch of the hook's project itself. A fork's MR into the project has the
+    fork's ``source_project_id`` (null once the fork is deleted): its branch may carry a
+    promoter name, yet it is not promoter's MR. Payloads without the fields are taken as the
+    project's (GitLab sends both in ``object_attributes`` and a pipeline's
+    ``merge_request``)."""
+    return all(mr.get(key, project_id) == project_id
+               for key in ("source_project_id", "target_project_id"))
 
 
 def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -75,3 +75,25 @@ def test_an_approved_short_of_the_count_is_one_approval(
     assert (reason is not None) == short
     if counted is not None and short:
         assert reason is not None and reason.startswith(f"{counted[0]} of {counted[1]} ")
+
+
+@pytest.mark.parametrize("source_project_id", [77, None])
+def test_a_fork_mr_on_a_promoter_branch_is_not_promoters(source_project_id: int | None) -> None:
+    """GitLab sends ``source_project_id``/``target_project_id`` in ``object_attributes`` and
+    in a pipeline's ``merge_request``: a fork's (or a deleted fork's, null) branch of
+    promoter's name carries no (name, env)."""
+    event = parse("Merge Request Hook", mr_payload(source_project_id=source_project_id,
+                                                   target_project_id=42))
+    assert isinstance(event, MergeRequestEvent) and (event.name, event.env) == (None, None)
+    ours = parse("Merge Request Hook", mr_payload(source_project_id=42, target_project_id=42))
+    assert isinstance(ours, MergeRequestEvent) and ours.name == "fraud"
+    body = json.dumps({"object_kind": "pipeline",
+                       "project": {"id": 42, "path_with_namespace": "group/gitops"},
+                       "object_attributes": {"id": 9, "ref": "promote/fraud/staging",
+                                             "sha": "c" * 40, "status": "success"},
+                       "merge_request": {"iid": 4, "state": "opened",
+                                         "source_branch": "promote/fraud/staging",
+                                         "source_project_id": source_project_id,
+                                         "target_project_id": 42}}).encode()
+    pipeline = parse("Pipeline Hook", body)
+    assert isinstance(pipeline, PipelineEvent) and pipeline.name is None

@@ -152,7 +152,8 @@ class Api:
                 not self.project.approval_settings["reset_approvals_on_push"]:
             return
         for mr in self.project.mrs.values():
-            if mr.source_branch == branch and mr.state in ("opened", "closed"):
+            if mr.source_branch == branch and not mr.from_fork and \
+                    mr.state in ("opened", "closed"):
                 mr.approved_by.clear()
                 mr.approved_at.clear()
 
@@ -166,8 +167,8 @@ class Api:
             self.s.pending_aborts.append((branch, newrev))
             return
         for mr in self.project.mrs.values():
-            if mr.source_branch == branch and mr.state == "opened" and mr.auto_merge and \
-                    mr.auto_merge_sha != newrev:
+            if mr.source_branch == branch and not mr.from_fork and mr.state == "opened" and \
+                    mr.auto_merge and mr.auto_merge_sha != newrev:
                 mr.auto_merge, mr.auto_merge_sha = False, None
                 mr.notes.append(self._system_note(
                     mr, user, "aborted the automatic merge because the source branch was "
@@ -225,8 +226,10 @@ class Api:
         source, target = params.get("source_branch"), params.get("target_branch")
         if not source or not target or not params.get("title"):
             raise ApiError(400, "source_branch, target_branch, title are missing", key="error")
+        # MergeRequest#validate_branches: another open MR of the same source project and
+        # branch (a fork's MR from a branch of that name does not count).
         for mr in self.project.mrs.values():
-            if mr.source_branch == source and mr.state == "opened":
+            if mr.source_branch == source and not mr.from_fork and mr.state == "opened":
                 raise ApiError(409, ["Another open merge request already exists for this "
                                      f"source branch: !{mr.iid}"])
         _title_fits(params["title"])
@@ -262,6 +265,7 @@ class Api:
             self.s.emit("Merge Request Hook", self.project.hook_mr(mr, "close", user))
         elif event == "reopen" and mr.state == "closed":
             if any(o.source_branch == mr.source_branch and o.state == "opened"
+                   and o.source_project_id == mr.source_project_id
                    for o in self.project.mrs.values()):
                 raise ApiError(409, ["Another open merge request already exists for this "
                                      "source branch"])

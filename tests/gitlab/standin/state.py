@@ -83,6 +83,15 @@ class Mr:
     closed_by: User | None = None          # who closed it (the API's closed_by; null if open)
     checking_left: int = 0                 # reads left before GitLab's mergeability check ends
     merging_left: int = 0                  # reads left in state "locked" while a merge runs
+    # The project the source branch lives in: a fork's id for an MR from a fork, which GitLab
+    # lists among the target project's MRs (doc/api/merge_requests.md: "In the case of a merge
+    # request from a fork, target_project_id and project_id are the same and
+    # source_project_id is the fork project's ID"). Its head is ``sha``, the fork's commit.
+    source_project_id: int = PROJECT_ID
+
+    @property
+    def from_fork(self) -> bool:
+        return self.source_project_id != PROJECT_ID
 
     # EE ApprovalState (ee/app/models/approval_state.rb, see PROVENANCE.md): over regular
     # rules, approvals_required and approvals_left are sums of each rule's; every approval
@@ -126,7 +135,7 @@ class Project:
                 "web_url": f"{self.base_url}/{self.path}", "visibility": "private"}
 
     def head_sha(self, mr: Mr) -> str | None:
-        if mr.state == "opened":
+        if mr.state == "opened" and not mr.from_fork:   # a fork's branch is not in this repo
             return self.repo.head(mr.source_branch) or mr.sha
         return mr.sha
 
@@ -162,7 +171,7 @@ class Project:
             "id": mr.id, "iid": mr.iid, "project_id": PROJECT_ID, "title": mr.title,
             "description": mr.description, "state": self.state(mr),
             "source_branch": mr.source_branch, "target_branch": mr.target_branch,
-            "source_project_id": PROJECT_ID, "target_project_id": PROJECT_ID,
+            "source_project_id": mr.source_project_id, "target_project_id": PROJECT_ID,
             "labels": list(mr.labels), "author": mr.author.json(), "reviewers": [],
             "assignee": None, "assignees": [], "milestone": None, "upvotes": 0, "downvotes": 0,
             "draft": False, "work_in_progress": False, "sha": head,
@@ -190,6 +199,7 @@ class Project:
         attributes = {
             "id": mr.id, "iid": mr.iid, "title": mr.title, "state": mr.state, "action": action,
             "source_branch": mr.source_branch, "target_branch": mr.target_branch,
+            "source_project_id": mr.source_project_id, "target_project_id": PROJECT_ID,
             "url": f"{self.base_url}/{self.path}/-/merge_requests/{mr.iid}",
             "last_commit": {"id": head, "message": commit["message"] if commit else "",
                             "title": commit["title"] if commit else ""},
@@ -207,5 +217,7 @@ class Project:
                                       "source": "merge_request_event"},
                 "merge_request": {"id": mr.id, "iid": mr.iid, "state": mr.state,
                                   "source_branch": mr.source_branch,
+                                  "source_project_id": mr.source_project_id,
                                   "target_branch": mr.target_branch,
+                                  "target_project_id": PROJECT_ID,
                                   "url": f"{self.base_url}/{self.path}/-/merge_requests/{mr.iid}"}}

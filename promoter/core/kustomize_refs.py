@@ -7,10 +7,16 @@ ever looking, so the gate refuses such a reference (gitops.references resolves t
 module only lists what each field of a kustomization names.
 
 Listed: every field kustomize v5 resolves as a path relative to the kustomization's
-directory, current and deprecated, since a hand-edited tree may use any of them. Inline
-entries (a patch or transformer written as YAML text, a mapping) name no path and are skipped.
-Remote references (URLs, ``github.com/org/repo//dir?ref=...``) are listed too, like any
-entry; ``is_remote`` tells them apart by how they are written, as kustomize does.
+directory, current and deprecated, since a hand-edited tree may use any of them, and a Helm
+chart's repository. Inline entries (a patch written as YAML text, a mapping) name no path and
+are skipped. Remote references (URLs, ``github.com/org/repo//dir?ref=...``) are listed too,
+like any entry; ``is_remote`` tells them apart by how they are written, as kustomize does.
+
+The plugin fields (``PLUGIN_FIELDS``) are not judged entry by entry: a builtin's config, inline
+or in a listed file, may itself name a remote file or chart (a PatchTransformer's
+``path: https://...``), which kustomize fetches at every build, and any other kind runs an exec
+or KRM function plugin; promoter renders none, so gitops.references refuses every entry
+(``plugin_entries``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ PATH_LISTS = ("resources", "components", "bases", "crds", "configurations", "gen
 # Lists of mappings whose ``path`` names a file.
 PATH_ENTRIES = ("patches", "patchesJson6902", "replacements")
 GENERATORS = ("configMapGenerator", "secretGenerator")
+# Entries that configure a plugin (a file or directory of configs, or inline YAML text).
+PLUGIN_FIELDS = ("generators", "transformers", "validators")
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 # What kustomize fetches instead of reading the checkout: a URL of any scheme (its loader gets
 # http(s) files; its git cloner takes https, http, ssh and file URLs), the go-getter prefixes
@@ -74,6 +82,24 @@ def referenced_paths(kustomization: Mapping[str, Any]) -> list[str]:
         if isinstance(chart, Mapping):
             found.extend(value for value in (chart.get("valuesFile"),) if isinstance(value, str))
             found.extend(_strings(chart.get("additionalValuesFiles")))
+            found.extend(value for value in (chart.get("repo"),) if isinstance(value, str))
+    # Deprecated, still converted into helmCharts by kustomize v5.
+    charts = kustomization.get("helmChartInflationGenerator")
+    for chart in charts if isinstance(charts, list) else []:
+        if isinstance(chart, Mapping):
+            found.extend(value for value in (chart.get(key) for key in (
+                "chartHome", "values", "chartRepoUrl")) if isinstance(value, str) and value)
+    return found
+
+
+def plugin_entries(kustomization: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Each entry of a plugin field, with its field: a path, inline YAML text, or whatever
+    else is there (a value that is not a list counts as one entry; fail closed)."""
+    found: list[tuple[str, Any]] = []
+    for field in PLUGIN_FIELDS:
+        value = kustomization.get(field)
+        entries = value if isinstance(value, list) else [value] if value else []
+        found.extend((field, entry) for entry in entries)
     return found
 
 

@@ -10,12 +10,18 @@ The same walk tells which overlays a merge request's changes reach (``reached_pa
 overlay may read another model's directory, which selection by layout alone missed.
 
 A remote reference (a URL, ``github.com/org/repo//dir?ref=v1``, ``git@host:org/repo``; in any
-field: ``resources``, ``components``, ``bases``, a patch or values file...) is refused too, for
+field: ``resources``, ``components``, ``bases``, a patch or values file, a Helm chart's
+repository...) is refused too, for
 the same reason: kustomize fetches it again at every build, so Argo CD deploys whatever the
 remote holds when it syncs, while the gate judged what it held once, at merge request time,
 and a commit there starts no gate run. Promoter renders none, so none is allowed, not even
 one pinned to a commit SHA: what it holds may itself name a moving remote, which this walk
 cannot follow.
+Every ``generators``, ``transformers`` and ``validators`` entry is refused outright, inline or
+a listed file: a builtin plugin's config (PatchTransformer, ConfigMapGenerator,
+HelmChartInflationGenerator...) may name a remote file or chart, fetched at every build, and
+any other kind runs an exec or KRM function plugin, which can fetch or inject anything.
+Promoter renders none; use the kustomization's own fields (``patches``, ``configMapGenerator``...).
 A missing local reference is left to kustomize: it fails the build, which the gate denies.
 """
 
@@ -29,7 +35,12 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from promoter.core.kustomize_refs import KUSTOMIZATION_FILES, is_remote, referenced_paths
+from promoter.core.kustomize_refs import (
+    KUSTOMIZATION_FILES,
+    is_remote,
+    plugin_entries,
+    referenced_paths,
+)
 from promoter.errors import UserError
 
 
@@ -97,7 +108,18 @@ def _walk(overlay: Path, tree: Path) -> Iterator[Path]:
         found = _kustomization(real)
         if found is None:
             continue
-        for reference in referenced_paths(_load(found)):
+        kustomization = _load(found)
+        plugins = plugin_entries(kustomization)
+        if plugins:
+            field, entry = plugins[0]
+            raise UserError(
+                f"{found} lists {_shown(entry)} under {field!r}: promoter renders no "
+                "generators, transformers or validators, and a plugin's config (inline or in a "
+                "listed file) can fetch a remote patch, file or chart at every build (a "
+                "builtin's path: https://...) or run an exec/KRM function plugin, neither of "
+                "which the CI gate sees; use the kustomization's own fields (patches, "
+                "configMapGenerator, ...) with files under the tree")
+        for reference in referenced_paths(kustomization):
             if is_remote(reference):
                 raise UserError(
                     f"{found} references {reference!r}, a remote reference: kustomize fetches "
@@ -120,6 +142,14 @@ def _walk(overlay: Path, tree: Path) -> Iterator[Path]:
             yield resolved
             if resolved.is_dir():
                 pending.append(resolved)
+
+
+def _shown(entry: Any) -> str:
+    """A plugin field's entry for a message: a path as written, inline text by its first
+    line."""
+    text = entry if isinstance(entry, str) else repr(entry)
+    first, _, rest = text.strip().partition("\n")
+    return f"{first!r}" + (" (inline, ...)" if rest else "")
 
 
 def _written(path: Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from promoter.core.kustomize_refs import is_remote, referenced_paths
+from promoter.core.kustomize_refs import is_remote, plugin_entries, referenced_paths
 from promoter.gitops.policy import check_tree
 from promoter.settings import load_settings
 from tests.conftest import EXAMPLES, ROOT, requires_kubectl
@@ -133,11 +133,19 @@ def test_every_path_field_of_a_kustomization_is_listed() -> None:
                                 "env": "old.env"}],
         "secretGenerator": [{"files": ["s.txt"]}], "openapi": {"path": "schema.json"},
         "helmGlobals": {"chartHome": "charts"},
-        "helmCharts": [{"valuesFile": "v.yaml", "additionalValuesFiles": ["w.yaml"]}]}
+        "helmCharts": [{"valuesFile": "v.yaml", "additionalValuesFiles": ["w.yaml"],
+                        "repo": "oci://registry.example.com/charts"}],
+        "helmChartInflationGenerator": [{"chartHome": "old-charts", "values": "old.yaml",
+                                         "chartRepoUrl": "https://charts.example.com"}]}
     assert referenced_paths(kustomization) == [
         "a.yaml", "https://example.com/x.yaml", "../c", "../b", "crd.yaml", "conf.yaml", "gen",
         "t", "v", "psm.yaml", "p.yaml", "j.yaml", "r.yaml", "f.txt", "g.txt", "e.env",
-        "old.env", "s.txt", "schema.json", "charts", "v.yaml", "w.yaml"]
+        "old.env", "s.txt", "schema.json", "charts", "v.yaml", "w.yaml",
+        "oci://registry.example.com/charts", "old-charts", "old.yaml",
+        "https://charts.example.com"]
+    assert plugin_entries(kustomization) == [
+        ("generators", "gen"), ("generators", "apiVersion: v1\nkind: X\n"),
+        ("transformers", "t"), ("validators", "v")]
 
 
 # --------------------------------------------- remote references
@@ -212,6 +220,62 @@ def test_a_remote_reference_is_denied_in_any_field_before_it_is_fetched(
     assert not verdict.decision.allowed and production not in built
     assert f"{repo / where / 'kustomization.yaml'} references {reference!r}, a remote " \
            "reference" in reason, reason
+
+
+# A builtin plugin's config naming a remote patch: kustomize's loader fetches it at every build
+# (the repro served nvidia.com/gpu: 8 this way, inline or from a listed file).
+REMOTE_PATCH_CONFIG = ("apiVersion: builtin\nkind: PatchTransformer\nmetadata: {name: gpu}\n"
+                       "target: {kind: InferenceService}\n"
+                       "path: http://127.0.0.1:18777/patch.yaml\n")
+
+
+def _inline_config(overlay: Path) -> str:
+    _add(overlay / "kustomization.yaml", "transformers", REMOTE_PATCH_CONFIG)
+    return "'apiVersion: builtin' (inline, ...) under 'transformers'"
+
+
+def _listed_config_file(overlay: Path) -> str:
+    (overlay / "gpu-transformer.yaml").write_text(REMOTE_PATCH_CONFIG)
+    _add(overlay / "kustomization.yaml", "transformers", "gpu-transformer.yaml")
+    return "'gpu-transformer.yaml' under 'transformers'"
+
+
+def _listed_generator_file(overlay: Path) -> str:
+    """A builtin ConfigMapGenerator's config file, its ``files`` fetched from a URL."""
+    (overlay / "cm.yaml").write_text(
+        "apiVersion: builtin\nkind: ConfigMapGenerator\nmetadata: {name: cm}\n"
+        "files: [https://example.com/settings.json]\n")
+    _add(overlay / "kustomization.yaml", "generators", "cm.yaml")
+    return "'cm.yaml' under 'generators'"
+
+
+def _a_validator(overlay: Path) -> str:
+    _add(overlay / "kustomization.yaml", "validators", "validator.yaml")
+    return "'validator.yaml' under 'validators'"
+
+
+@pytest.mark.parametrize("configure", [_inline_config, _listed_config_file,
+                                       _listed_generator_file, _a_validator])
+def test_a_plugin_config_is_denied_before_it_is_built(
+        tmp_path: Path, configure: Callable[[Path], str]) -> None:
+    """Promoter renders no generators/transformers/validators, and a config there (inline or
+    in a listed file) can name a remote patch or file kustomize fetches at every build, or run
+    an exec/KRM plugin: every entry is denied, naming the file and the field, unbuilt."""
+    repo = _repo(tmp_path)
+    production = repo / "manifests/llm-chat/overlays/production"
+    shown = configure(production)
+    built: list[Path] = []
+
+    def build(overlay: Path) -> str:
+        built.append(overlay)
+        return _built(overlay) if shutil.which("kubectl") else ""
+
+    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
+    (verdict,) = check_tree(settings, [repo / "manifests"], build, [production])
+    reason = " ".join(verdict.decision.reasons)
+    assert not verdict.decision.allowed and production not in built
+    assert f"{production / 'kustomization.yaml'} lists {shown}" in reason, reason
+    assert "promoter renders no generators, transformers or validators" in reason
 
 
 @pytest.mark.parametrize("reference", [

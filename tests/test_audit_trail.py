@@ -301,7 +301,8 @@ def test_an_entry_appended_while_verify_reads_is_no_finding(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`audit verify` read the head, then the lines without the lock: an entry another
     process appended in between made the trail longer than the head read, reported as
-    tampering (exit 1). Read under the lock an append takes, the append waits for verify."""
+    tampering (exit 1). The head and the trail's length are read under the lock an append
+    takes: the append waits for those (not for the verification), and is past the lines read."""
     trail = AuditTrail(tmp_path)
     fill(trail)
     appender = append_elsewhere_once_the_head_is_read(monkeypatch, tmp_path)

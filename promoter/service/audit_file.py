@@ -2,9 +2,10 @@
 
 Appends from several processes (serve, `promoter mr`, `promoter promote`) are serialised by an
 exclusive ``flock`` on the file: the new entry's ``prev`` is read under the same lock. A
-snapshot (what `audit verify` reads) holds a shared ``flock`` while it reads the head and the
-lines, so it never sees an entry whose head is not written yet. Both files are the owner's only
-(0600, in a 0700 state directory): they map models to MRs and people.
+snapshot (what `audit verify` reads) takes a shared ``flock`` only to read the head and the
+trail's length, so it never sees an entry whose head is not written yet; it reads the lines up
+to that length after letting go, as appends only ever add bytes after it. Both files are the
+owner's only (0600, in a 0700 state directory): they map models to MRs and people.
 
 ``audit.head`` is written twice per append: first naming the entry about to be written as
 ``pending`` (its seq and hash), then, once the entry is on disk, as the new head. A crash in
@@ -18,6 +19,7 @@ crash left its entry unnamed, and it adopts the one entry that chains onto it (`
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import logging
 import os
@@ -99,8 +101,12 @@ class FileChain:
             yield from _read_lines(self.path)
 
     def snapshot(self, reader: Callable[[ChainSnapshot], T]) -> T:
-        """``reader`` run on the head and the lines, with no append in between: under a
-        shared lock on the trail (an append holds it exclusively while it writes both)."""
+        """``reader`` run on the head and the lines, with no append in between: the head and
+        the trail's length are read under a shared lock on the trail (an append holds it
+        exclusively while it writes both), the lines up to that length after it is released.
+        Appends only add bytes past the length (ending a torn last line included), so those
+        lines are the trail as it was under the lock, while ``reader`` (a whole verification
+        of the chain) keeps no append waiting."""
         try:
             handle = self.path.open("rb")
         except FileNotFoundError:
@@ -109,9 +115,10 @@ class FileChain:
             fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
             try:
                 recorded, pending = self._read_head()
-                return reader(ChainSnapshot(recorded, lambda: _read_lines(self.path), pending))
+                size = os.fstat(handle.fileno()).st_size
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return reader(ChainSnapshot(recorded, lambda: _read_lines(self.path, size), pending))
 
     def _snapshot_without_trail(self, reader: Callable[[ChainSnapshot], T]) -> T:
         """No trail file to lock: its head, unless the first append made the file meanwhile
@@ -152,11 +159,34 @@ class FileChain:
         os.replace(temporary, self.head_path)
 
 
-def _read_lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.strip():
-                yield line.rstrip("\n")
+def _read_lines(path: Path, size: int | None = None) -> Iterator[str]:
+    """The trail's non-blank lines, of its first ``size`` bytes only when given (decoded and
+    split as a file of just those bytes would be)."""
+    with path.open("rb", buffering=0) as raw:
+        prefix = io.BufferedReader(raw if size is None else _Prefix(raw, size))
+        with io.TextIOWrapper(prefix, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.strip():
+                    yield line.rstrip("\n")
+
+
+class _Prefix(io.RawIOBase):
+    """The first ``size`` bytes of ``raw``, read from where it is."""
+
+    def __init__(self, raw: io.FileIO, size: int) -> None:
+        super().__init__()
+        self._raw, self._left = raw, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            return 0
+        with memoryview(buffer) as view:
+            read = self._raw.readinto(view[:self._left]) or 0
+        self._left -= read
+        return read
 
 
 def _open_private(path: Path, *, truncate: bool = False) -> IO[bytes]:

@@ -50,7 +50,7 @@ from promoter.errors import (
     disposition_of,
 )
 from promoter.ports.clock import Clock
-from promoter.ports.git import GitProvider, Outcome
+from promoter.ports.git import GitProvider, Outcome, ProposalResult
 from promoter.ports.image import Signer, Verifier
 from promoter.ports.pipeline import (
     AuditHeads,
@@ -105,6 +105,19 @@ def _refuse_shared_name(job: PromotionJob, name: str, owners: Collection[str]) -
         other = ", ".join(repr(owner) for owner in sorted(owners))
         raise InvalidIntent(f"models {other} and {job.model!r} both become deployment "
                             f"{name!r}; set metadata.name (tag deploy.name) on one of them")
+
+
+def _carrier(result: ProposalResult, before: DeployedState | None, version: str) -> int | None:
+    """The MR a merged row with no MR of its own keeps (the target branch already held the
+    version): the one whose merge landed it, so Argo CD's reports are judged against a commit
+    that carries the version (service.cluster_feedback), not judged never deployed. Else the
+    MR of the row before, when that row is this version merged; else None."""
+    if result.landed_by is not None:
+        return result.landed_by.iid
+    if before is not None and before.version == version and \
+            before.status == DeploymentStatus.MERGED:
+        return before.mr_iid
+    return None
 
 
 def _quiet(step: str, outcome: str, detail: str = "") -> None:
@@ -228,9 +241,10 @@ class Pipeline:
         closed = closed_mr.closed_by(result, before, version,
                                      f"version {version} is proposed instead")
         status = STATUS_FOR_OUTCOME[result.outcome]
-        landed = result.merge_request
+        landed, row_mr = result.merge_request, result.mr_iid
         if result.outcome is Outcome.UNCHANGED and landed is None:
             status = DeploymentStatus.MERGED  # the target branch already holds exactly this
+            row_mr = _carrier(result, before, version)
         elif result.outcome is Outcome.UNCHANGED and landed is not None \
                 and landed.state == "merged":
             status = self._merged_status(job, version, landed.iid)
@@ -252,7 +266,7 @@ class Pipeline:
         closed_mr.write_back(registry, job.model, job.env, closed, self.progress)
         registry.write_back(job.model, version, job.env, write_back)
         self.ports.ledger.put(DeployedState(job.model, job.env, deployment.name, version, status,
-                                            result.mr_iid, result.head_sha))
+                                            row_mr, result.head_sha))
         self.progress("write-back", "ok", f"promoter.{job.env}.status={status}")
         inputs = [("intent", digest_of(request_intent)), ("manifests", digest_of(files))]
         if image:

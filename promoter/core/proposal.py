@@ -152,9 +152,11 @@ class ProposalFlow:
         longer wants) would change that once merged, while the registry, the ledger and the
         audit record what the target branch has: promoter's own MR is withdrawn. None: the
         branch holds someone else's commits, reported as with any other proposal."""
-        if run.withdrawn_iid is not None:   # withdrawn by an attempt whose answer was lost
-            return self._result(Outcome.UNCHANGED, None, None, run)
         merged = next((mr for mr in mrs if mr.state == "merged"), None)
+        # Answered with no MR, the merged MR of this version is what carries it (landed_by).
+        landed = merged if merged is not None and merged.version == proposal.version else None
+        if run.withdrawn_iid is not None:   # withdrawn by an attempt whose answer was lost
+            return self._result(Outcome.UNCHANGED, None, None, run, landed_by=landed)
         if open_mr is None or head is None or not self._carries_other_content(
                 proposal, paths, prefixes):
             return self._result(Outcome.UNCHANGED, open_mr or merged, head, run)
@@ -162,7 +164,7 @@ class ProposalFlow:
             return None
         self._withdraw_open(open_mr, proposal.branch, already_there_text(proposal), run)
         # No MR to follow: the deployment is what the target branch holds (merged).
-        return self._result(Outcome.UNCHANGED, None, None, run)
+        return self._result(Outcome.UNCHANGED, None, None, run, landed_by=landed)
 
     def _carries_other_content(self, proposal: Proposal, paths: list[str],
                                prefixes: tuple[str, ...]) -> bool:
@@ -358,9 +360,10 @@ class ProposalFlow:
         self._forge.delete_branch(proposal.branch)
 
     def _result(self, outcome: Outcome, mr: MergeRequest | None, head: str | None, run: _Run,
-                *, enforced: bool = True) -> ProposalResult:
+                *, enforced: bool = True, landed_by: MergeRequest | None = None,
+                ) -> ProposalResult:
         return ProposalResult(
-            outcome=outcome, merge_request=mr, head_sha=head,
+            outcome=outcome, merge_request=mr, head_sha=head, landed_by=landed_by,
             commit_created=head is not None and head != run.first_head and run.changed,
             superseded_iid=run.superseded_iid, withdrawn_iid=run.withdrawn_iid,
             approvals_enforced=enforced,

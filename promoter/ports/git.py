@@ -136,6 +136,10 @@ class ProposalResult:
     # The open MR promoter closed as withdrawn: the target branch already holds the proposal,
     # and that MR carried something else.
     withdrawn_iid: int | None = None
+    # With no MR to follow (the target branch already holds the proposal, the open MR
+    # withdrawn): the branch's newest merged MR, when it is of this version. Its merge carries
+    # the version: the ledger row keeps it, so Argo CD's reports can be judged against it.
+    landed_by: MergeRequest | None = None
     approvals_enforced: bool = True       # False: the forge has no approval rules (Free tier)
     warnings: tuple[str, ...] = ()
     changed_paths: tuple[str, ...] = ()   # what the MR changes on the target branch

@@ -77,8 +77,14 @@ class _ChangeCarriers:
 
 
 def _never(revision: str) -> bool:
-    # The MR is not merged, promoter has not recorded its verified merge, or promoter cannot
-    # name a commit that carries it: no revision carries a change promoter can vouch for yet.
+    # The MR is not merged, or promoter has not recorded its verified merge: no revision
+    # carries a change promoter can vouch for yet.
+    return False
+
+
+def _unnamed(revision: str) -> bool:
+    # Merged, but promoter cannot name a commit that carries it: never judged deployed either,
+    # and a `deployed` told before is not taken back for that alone (_status_tags).
     return False
 
 
@@ -144,9 +150,9 @@ class ClusterFeedback:
         head), the head promoter pushed for the MR (the ledger row's ``head_sha``; verified as
         the merged head, or the row would be merged_unverified) stands in: a merge commit or a
         fast-forward contains it (a squash does not: not deployed, the safe side). Without
-        it either: never. Agreeing clusters are no evidence: a cluster that never synced the
-        merge agrees on the pre-merge HEAD, which runs the previous version. None only when
-        no git provider is wired at all (summarise: the clusters must agree)."""
+        it either: never (_unnamed). Agreeing clusters are no evidence: a cluster that never
+        synced the merge agrees on the pre-merge HEAD, which runs the previous version. None
+        only when no git provider is wired at all (summarise: the clusters must agree)."""
         if self.merge_requests is None:
             return None
         commit = deployed.head_sha
@@ -159,7 +165,7 @@ class ClusterFeedback:
                 return _never
             if mr is not None and mr.landed_commit:
                 commit = mr.landed_commit
-        return _ChangeCarriers(commit, self.forge) if commit else _never
+        return _ChangeCarriers(commit, self.forge) if commit else _unnamed
 
     def observe(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                 actor: str, deleted: Sequence[ClusterStatus] = ()) -> EnvironmentStatus:
@@ -266,8 +272,8 @@ class ClusterFeedback:
             # A model deleted from MLflow (its removal MR open, or merged before Argo CD
             # pruned the app) has nothing to tag; the MR's status note is still told.
             with self.audit.writing_back(deployed.model, running, env):
-                self.registry.write_back(deployed.model, running, env,
-                                         _status_tags(status, deployed, was_deployed))
+                self.registry.write_back(deployed.model, running, env, _status_tags(
+                    status, deployed, was_deployed, unnamed=judgement.carries is _unnamed))
         # Audited once MLflow holds it: a failed write-back is audited write_back.failed
         # (audit.writing_back) and answered 503, and each of Argo CD's retries would otherwise
         # append this entry again for one change. Before the note: the note is edited in place,
@@ -283,17 +289,22 @@ class ClusterFeedback:
         return status, judgement
 
 
-def _status_tags(status: EnvironmentStatus, deployed: DeployedState,
-                 was_deployed: bool) -> dict[str, str]:
-    """The MLflow tags telling ``status`` of ``deployed``'s version."""
+def _status_tags(status: EnvironmentStatus, deployed: DeployedState, was_deployed: bool, *,
+                 unnamed: bool = False) -> dict[str, str]:
+    """The MLflow tags telling ``status`` of ``deployed``'s version. ``unnamed``: promoter
+    cannot name a commit carrying the merge (so ``status`` is never deployed)."""
     tags = status.tags()
     if status.unverified:
         # Written, not left alone: a `deployed` told before the foreign merge was recorded
         # (by an older promoter, or a telling that raced the MR outcome) is corrected.
         tags["status"] = DeploymentStatus.MERGED_UNVERIFIED.value
-    elif was_deployed and not status.deployed and \
-            deployed.status == DeploymentStatus.MERGED:
+    elif deployed.status == DeploymentStatus.MERGED and not status.deployed and (
+            not summarise(status.clusters).deployed if unnamed else was_deployed):
         # A cluster fell out of Synced/Healthy: merged, not deployed. Only for a version
-        # promoter recorded as merged: an open MR's version is not merged at all.
+        # promoter recorded as merged: an open MR's version is not merged at all. With no
+        # carrier named, the clusters alone decide: all Synced and Healthy at one revision
+        # leave the status alone (not claiming deployed is the safe side; taking back a
+        # `deployed`, which the pipeline keeps on a re-run of the version, on no evidence is
+        # not), anything else is merged, whatever was told before (never deployed, then).
         tags["status"] = DeploymentStatus.MERGED.value
     return tags

@@ -484,6 +484,66 @@ def test_a_merge_with_no_mr_and_no_head_recorded_is_never_judged_deployed(
     assert "promoter.production.status" not in registry.tags[("Fraud Detector", "8")]
 
 
+def test_a_deployed_version_is_not_taken_back_only_because_no_carrier_is_named(
+        tmp_path: Path) -> None:
+    """Version 8 was told deployed; a re-run found the target branch holding it and recorded
+    it with no MR (as promoter did before the row kept the merged MR): the next report on the
+    very revision it runs used to write merged over deployed, and 8 never got back to
+    deployed. Promoter still does not claim deployed, and takes nothing back either."""
+    mrs = MergeRequests()
+    mrs.state, mrs.merge_commit = "merged", PUSHED      # !4 merged fast-forward at PUSHED
+    handler, registry, _ = _version_8_merged(tmp_path, mrs)
+    _, answer = _post(handler, "sync-succeeded", application(
+        "fraud-detector", "production", "gpu-eu-1", revision=PUSHED))
+    assert answer["deployed"] is True
+    StateLedger(tmp_path).put(DeployedState(model="Fraud Detector", env="production",
+                                            name="fraud-detector", version="8",
+                                            status="merged", mr_iid=None))
+    _, answer = _post(handler, "sync-succeeded", application(
+        "fraud-detector", "production", "gpu-eu-1", revision=PUSHED,
+        reconciled_at="2024-03-05T09:00:00Z"))
+    assert answer["deployed"] is False
+    assert registry.tags[("Fraud Detector", "8")]["promoter.production.status"] == "deployed"
+    _, answer = _post(handler, "health-degraded", application(   # a real fall is still told
+        "fraud-detector", "production", "gpu-eu-1", revision=PUSHED, health="Degraded",
+        reconciled_at="2024-03-05T10:00:00Z"))
+    assert registry.tags[("Fraud Detector", "8")]["promoter.production.status"] == "merged"
+
+
+def test_the_alias_moved_back_keeps_the_merged_mr_so_the_version_stays_deployed(
+        tmp_path: Path) -> None:
+    """Version 2 merged and deployed; 3's MR open; the alias moves back to 2: 3's MR is
+    withdrawn, main holds 2 already. The ledger row kept no MR, so Argo CD's next report on
+    the revision running 2 judged it never deployed and wrote merged over deployed. The row
+    now keeps !1, whose merge carries 2 (real git, local provider)."""
+    from tests.core.test_pipeline import MODEL
+    from tests.test_gc import _merged, _recorded
+
+    provider, ledger, audit, registry, world = _recorded(tmp_path, "2", "3")
+    first = world.promote("2")
+    _merged(provider, first.mr_iid)
+    store = StatusStore(tmp_path / "state")
+    handler = ArgoCDHookHandler(Secret(SECRET), store, ClusterFeedback(
+        store, ledger, audit, registry, provider.forge, provider))
+    main = provider.forge.branch_head("main")
+
+    def report(reconciled_at: str) -> bool:
+        answer = _post(handler, "sync-succeeded", application(
+            "fraud-detector", "production", "gpu-eu-1", revision=main,
+            reconciled_at=reconciled_at))[1]
+        return bool(answer["deployed"])
+
+    assert report("2024-03-05T08:00:00Z") is True
+    world.promote("3")
+    back = world.promote("2")
+    assert back.outcome is not None and back.outcome.value == "unchanged"
+    assert back.closed_mr is not None and back.mr_iid is None    # 3's MR withdrawn
+    row = ledger.get(MODEL, "production")
+    assert (row.version, row.status, row.mr_iid) == ("2", "merged", first.mr_iid)
+    assert report("2024-03-05T09:00:00Z") is True
+    assert registry.tags(MODEL, "2")["promoter.production.status"] == "deployed"
+
+
 def test_deployed_once_every_cluster_synced_a_revision_containing_the_merge(
         tmp_path: Path) -> None:
     """Cluster a syncs at the merge commit; another model's merge moves HEAD; cluster b syncs

@@ -16,12 +16,13 @@ next observation tells again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from promoter.core.cluster_status import Carries, ClusterStatus, EnvironmentStatus, summarise
-from promoter.core.results import RUNNING_ROW, DeploymentStatus
+from promoter.core.results import DEPLOYED, RUNNING_ROW, DeploymentStatus
 from promoter.errors import NotFoundError, TransientError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeployedState, DeploymentLedger
@@ -84,7 +85,8 @@ def _never(revision: str) -> bool:
 
 def _unnamed(revision: str) -> bool:
     # Merged, but promoter cannot name a commit that carries it: never judged deployed either,
-    # and a `deployed` told before is not taken back for that alone (_status_tags).
+    # and a `deployed` told before is not taken back for that alone, only when the clusters
+    # moved off the revision it was told at (_status_tags).
     return False
 
 
@@ -271,9 +273,11 @@ class ClusterFeedback:
         if deployed is not None and self.registry is not None and running is not None:
             # A model deleted from MLflow (its removal MR open, or merged before Argo CD
             # pruned the app) has nothing to tag; the MR's status note is still told.
+            told = functools.partial(self._told, deployed.model, running, env)
             with self.audit.writing_back(deployed.model, running, env):
                 self.registry.write_back(deployed.model, running, env, _status_tags(
-                    status, deployed, was_deployed, unnamed=judgement.carries is _unnamed))
+                    status, deployed, was_deployed,
+                    told=told if judgement.carries is _unnamed else None))
         # Audited once MLflow holds it: a failed write-back is audited write_back.failed
         # (audit.writing_back) and answered 503, and each of Argo CD's retries would otherwise
         # append this entry again for one change. Before the note: the note is edited in place,
@@ -288,23 +292,44 @@ class ClusterFeedback:
             self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note(deployed.version))
         return status, judgement
 
+    def _told(self, model: str, version: str, env: str) -> tuple[str | None, str | None]:
+        """(status, revision) as MLflow holds them for ``version`` in ``env``: the tags the
+        last telling wrote (promoter.<env>.revision is written with every status told)."""
+        assert self.registry is not None
+        tags = self.registry.model_version(model, version).tags
+        return tags.get(f"promoter.{env}.status"), tags.get(f"promoter.{env}.revision")
+
 
 def _status_tags(status: EnvironmentStatus, deployed: DeployedState, was_deployed: bool, *,
-                 unnamed: bool = False) -> dict[str, str]:
-    """The MLflow tags telling ``status`` of ``deployed``'s version. ``unnamed``: promoter
-    cannot name a commit carrying the merge (so ``status`` is never deployed)."""
+                 told: Callable[[], tuple[str | None, str | None]] | None = None,
+                 ) -> dict[str, str]:
+    """The MLflow tags telling ``status`` of ``deployed``'s version. ``told``: given only
+    when promoter cannot name a commit carrying the merge (so ``status`` is never deployed),
+    reads the (status, revision) tags MLflow holds; called only when the clusters agree."""
     tags = status.tags()
     if status.unverified:
         # Written, not left alone: a `deployed` told before the foreign merge was recorded
         # (by an older promoter, or a telling that raced the MR outcome) is corrected.
         tags["status"] = DeploymentStatus.MERGED_UNVERIFIED.value
     elif deployed.status == DeploymentStatus.MERGED and not status.deployed and (
-            not summarise(status.clusters).deployed if unnamed else was_deployed):
+            not _left_alone(status, told) if told is not None else was_deployed):
         # A cluster fell out of Synced/Healthy: merged, not deployed. Only for a version
         # promoter recorded as merged: an open MR's version is not merged at all. With no
-        # carrier named, the clusters alone decide: all Synced and Healthy at one revision
-        # leave the status alone (not claiming deployed is the safe side; taking back a
-        # `deployed`, which the pipeline keeps on a re-run of the version, on no evidence is
-        # not), anything else is merged, whatever was told before (never deployed, then).
+        # carrier named, the status is left alone only while every cluster is Synced and
+        # Healthy at one revision, and, if MLflow says `deployed`, at the very revision it
+        # was told at (taking it back, which the pipeline keeps on a re-run of the version,
+        # on no evidence is not the safe side). Anything else is merged, whatever was told
+        # before: clusters apart or unwell, or agreeing on another revision than `deployed`'s
+        # (the Application pinned back to the pre-merge one runs the previous version).
         tags["status"] = DeploymentStatus.MERGED.value
     return tags
+
+
+def _left_alone(status: EnvironmentStatus,
+                told: Callable[[], tuple[str | None, str | None]]) -> bool:
+    """With no carrier named: whether every cluster is Synced and Healthy at one revision
+    and MLflow says `deployed` at no other. MLflow is read only when they agree (rare)."""
+    if status.revision is None or not summarise(status.clusters).deployed:
+        return False
+    told_status, told_revision = told()
+    return told_status != DEPLOYED or told_revision == status.revision

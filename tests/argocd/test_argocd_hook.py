@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from promoter.errors import NotFoundError, TransientError
 from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeployedState
+from promoter.ports.registry import ModelVersionInfo
 from promoter.secret_settings import Secret
 from promoter.service import argocd_hook, composition
 from promoter.service.app import create_app
@@ -55,6 +56,10 @@ class RecordingRegistry:
             raise TransientError("MLflow is down")
         tags = self.tags.setdefault((model, version), {})
         tags.update({f"promoter.{env}.{key}": value for key, value in values.items()})
+
+    def model_version(self, model: str, version: str) -> ModelVersionInfo:
+        return ModelVersionInfo(model, version, source="", run_id=None, stage=None,
+                                tags=dict(self.tags.get((model, version), {})))
 
     def live_version(self, model: str, env: str) -> str | None:   # the outcomes handler's
         return self.live.get((model, env))
@@ -508,6 +513,33 @@ def test_a_deployed_version_is_not_taken_back_only_because_no_carrier_is_named(
         "fraud-detector", "production", "gpu-eu-1", revision=PUSHED, health="Degraded",
         reconciled_at="2024-03-05T10:00:00Z"))
     assert registry.tags[("Fraud Detector", "8")]["promoter.production.status"] == "merged"
+
+
+@pytest.mark.parametrize(("revision", "status"), [(PUSHED, "deployed"),
+                                               (PRE_MERGE, "merged")],
+                         ids=["at-the-told-revision", "pinned-back-to-the-pre-merge-revision"])
+def test_with_no_carrier_named_deployed_stands_only_at_the_revision_it_was_told_at(
+        tmp_path: Path, revision: str, status: str) -> None:
+    """Version 8 told deployed at PUSHED; the row then holds no MR and no head (an old row, a
+    deleted MR). The Application pinned back to PRE_MERGE (running 7) reports Synced and
+    Healthy: the clusters agree, but not on the revision `deployed` was told at, so 8 is set
+    back to merged (it used to stay deployed while 7 ran). At PUSHED itself, it stands."""
+    mrs = MergeRequests()
+    mrs.state, mrs.merge_commit = "merged", PUSHED
+    handler, registry, _ = _version_8_merged(tmp_path, mrs)
+    _, answer = _post(handler, "sync-succeeded", application(
+        "fraud-detector", "production", "gpu-eu-1", revision=PUSHED))
+    assert answer["deployed"] is True
+    StateLedger(tmp_path).put(DeployedState(model="Fraud Detector", env="production",
+                                            name="fraud-detector", version="8",
+                                            status="merged", mr_iid=None))
+    _, answer = _post(handler, "sync-succeeded", application(
+        "fraud-detector", "production", "gpu-eu-1", revision=revision,
+        reconciled_at="2024-03-05T09:00:00Z"))
+    tags = registry.tags[("Fraud Detector", "8")]
+    assert answer["deployed"] is False
+    assert (tags["promoter.production.status"], tags["promoter.production.revision"]) == (
+        status, revision)
 
 
 def test_the_alias_moved_back_keeps_the_merged_mr_so_the_version_stays_deployed(

@@ -17,6 +17,12 @@ or in a listed file, may itself name a remote file or chart (a PatchTransformer'
 ``path: https://...``), which kustomize fetches at every build, and any other kind runs an exec
 or KRM function plugin; promoter renders none, so gitops.references refuses every entry
 (``plugin_entries``).
+
+kustomize reads a kustomization through Go's encoding/json, which matches field names
+regardless of case, Unicode folding included (the Kelvin sign U+212A is ``k``, the long s
+U+017F is ``s``): ``Transformers:`` or a patch's ``Path:`` works there, while the lookups
+here see only the spelling kustomize documents. ``miscased_keys`` lists such keys so that
+the walk refuses them rather than guessing which of two spellings kustomize keeps.
 """
 
 from __future__ import annotations
@@ -34,6 +40,36 @@ GENERATORS = ("configMapGenerator", "secretGenerator")
 # Entries that configure a plugin (a file or directory of configs, or inline YAML text).
 PLUGIN_FIELDS = ("generators", "transformers", "validators")
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+# Every field of a kustomization (kustomize v5's Kustomization type), spelled as kustomize
+# documents it (its json tags).
+FIELDS = ("apiVersion", "kind", "metadata", "openapi", "namePrefix", "nameSuffix", "namespace",
+          "commonLabels", "labels", "commonAnnotations", "patchesStrategicMerge",
+          "patchesJson6902", "patches", "images", "imageTags", "replacements", "replicas",
+          "vars", "sortOptions", "resources", "components", "crds", "bases",
+          "configMapGenerator", "secretGenerator", "helmGlobals", "helmCharts",
+          "helmChartInflationGenerator", "generatorOptions", "configurations", "generators",
+          "transformers", "validators", "buildMetadata")
+_GENERATOR_ARGS = ("name", "namespace", "behavior", "literals", "files", "envs", "env",
+                   "options")
+# The fields of the entries (a list of mappings, or one mapping) whose fields
+# referenced_paths reads: every field the walk reads is here, with its siblings.
+ENTRY_FIELDS: dict[str, tuple[str, ...]] = {
+    "patches": ("path", "patch", "target", "options"),
+    "patchesJson6902": ("path", "patch", "target", "options"),
+    "replacements": ("path", "source", "targets"),
+    "configMapGenerator": _GENERATOR_ARGS,
+    "secretGenerator": (*_GENERATOR_ARGS, "type"),
+    "openapi": ("path", "version"),
+    "helmGlobals": ("chartHome", "configHome"),
+    "helmCharts": ("name", "version", "repo", "releaseName", "namespace",
+                   "additionalValuesFiles", "valuesFile", "valuesInline", "valuesMerge",
+                   "includeCRDs", "skipHooks", "apiVersions", "kubeVersion", "nameTemplate",
+                   "skipTests", "debug"),
+    "helmChartInflationGenerator": ("chartName", "chartVersion", "chartRepoUrl", "chartHome",
+                                    "chartRepoName", "helmBin", "helmHome", "values",
+                                    "valuesLocal", "valuesMerge", "releaseName",
+                                    "releaseNamespace", "extraArgs"),
+}
 # What kustomize fetches instead of reading the checkout: a URL of any scheme (its loader gets
 # http(s) files; its git cloner takes https, http, ssh and file URLs), the go-getter prefixes
 # ``git::`` and ``gh:``, a bare ``github.com/`` or ``github.com:`` path, and a ``user@host``
@@ -100,6 +136,37 @@ def plugin_entries(kustomization: Mapping[str, Any]) -> list[tuple[str, Any]]:
         value = kustomization.get(field)
         entries = value if isinstance(value, list) else [value] if value else []
         found.extend((field, entry) for entry in entries)
+    return found
+
+
+def miscased_keys(kustomization: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Each key, at the top level of ``kustomization`` and in the entries of ``ENTRY_FIELDS``,
+    that kustomize may read as a field spelled otherwise: ``(where, key, field)``, ``where``
+    empty at the top level or naming the entry (``patches[0]``), ``field`` the spelling
+    kustomize documents, or empty for a key that is not ASCII (Go folds some such letters into
+    ASCII ones; no field is spelled so, so every one is listed: fail closed)."""
+    found = _miscased("", kustomization, FIELDS)
+    for field, known in ENTRY_FIELDS.items():
+        value = kustomization.get(field)
+        if isinstance(value, Mapping):
+            found.extend(_miscased(field, value, known))
+        for index, entry in enumerate(value if isinstance(value, list) else []):
+            if isinstance(entry, Mapping):
+                found.extend(_miscased(f"{field}[{index}]", entry, known))
+    return found
+
+
+def _miscased(where: str, mapping: Mapping[Any, Any],
+              known: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    by_lower = {field.lower(): field for field in known}
+    found: list[tuple[str, str, str]] = []
+    for key in mapping:
+        if not isinstance(key, str):
+            continue
+        if not key.isascii():
+            found.append((where, key, ""))
+        elif key.lower() in by_lower and by_lower[key.lower()] != key:
+            found.append((where, key, by_lower[key.lower()]))
     return found
 
 

@@ -22,6 +22,9 @@ a listed file: a builtin plugin's config (PatchTransformer, ConfigMapGenerator,
 HelmChartInflationGenerator...) may name a remote file or chart, fetched at every build, and
 any other kind runs an exec or KRM function plugin, which can fetch or inject anything.
 Promoter renders none; use the kustomization's own fields (``patches``, ``configMapGenerator``...).
+A key kustomize reads as a field spelled otherwise (``Transformers``, a patch's ``Path``:
+Go's encoding/json matches field names regardless of case) is refused too, naming the file
+and the key, as is any non-ASCII key there: the walk reads each field as spelled only.
 A missing local reference is left to kustomize: it fails the build, which the gate denies.
 """
 
@@ -38,6 +41,7 @@ from ruamel.yaml.error import YAMLError
 from promoter.core.kustomize_refs import (
     KUSTOMIZATION_FILES,
     is_remote,
+    miscased_keys,
     plugin_entries,
     referenced_paths,
 )
@@ -109,6 +113,7 @@ def _walk(overlay: Path, tree: Path) -> Iterator[Path]:
         if found is None:
             continue
         kustomization = _load(found)
+        _refuse_miscased(found, kustomization)
         plugins = plugin_entries(kustomization)
         if plugins:
             field, entry = plugins[0]
@@ -142,6 +147,23 @@ def _walk(overlay: Path, tree: Path) -> Iterator[Path]:
             yield resolved
             if resolved.is_dir():
                 pending.append(resolved)
+
+
+def _refuse_miscased(found: Path, kustomization: Any) -> None:
+    """UserError naming the first key kustomize may read as a field spelled otherwise
+    (kustomize_refs.miscased_keys): the walk reads each field as spelled only."""
+    for where, key, field in miscased_keys(kustomization):
+        at = f" in {where}" if where else ""
+        if not field:
+            raise UserError(
+                f"{found} has the non-ASCII key {key!r}{at}: kustomize reads field names "
+                "regardless of case, with Unicode folding (the Kelvin sign \u212a is k, "
+                "\u017f is s), so it may read a field the CI gate never checks; write field "
+                "names in ASCII")
+        raise UserError(
+            f"{found} has the key {key!r}{at}: kustomize reads field names regardless of "
+            f"case, so it reads this as {field!r}, which the CI gate checks only when spelled "
+            f"so (a remote or out-of-tree reference there would pass unseen); write {field!r}")
 
 
 def _shown(entry: Any) -> str:

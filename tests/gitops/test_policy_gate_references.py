@@ -18,7 +18,17 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from promoter.core.kustomize_refs import is_remote, plugin_entries, referenced_paths
+from promoter.core.kustomize_refs import (
+    ENTRY_FIELDS,
+    FIELDS,
+    PATH_ENTRIES,
+    PATH_LISTS,
+    PLUGIN_FIELDS,
+    is_remote,
+    miscased_keys,
+    plugin_entries,
+    referenced_paths,
+)
 from promoter.gitops.policy import check_tree
 from promoter.settings import load_settings
 from tests.conftest import EXAMPLES, ROOT, requires_kubectl
@@ -45,7 +55,7 @@ def _repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _add(kustomization: Path, field: str, reference: str) -> None:
+def _add(kustomization: Path, field: str, reference: str | dict[str, str]) -> None:
     """``reference`` appended to ``field``'s list (created when the file has none)."""
     yaml = YAML()
     data = yaml.load(kustomization.read_text())
@@ -276,6 +286,74 @@ def test_a_plugin_config_is_denied_before_it_is_built(
     assert not verdict.decision.allowed and production not in built
     assert f"{production / 'kustomization.yaml'} lists {shown}" in reason, reason
     assert "promoter renders no generators, transformers or validators" in reason
+
+
+# kustomize reads a kustomization through Go's encoding/json, which matches field names
+# regardless of case (Unicode folding included): each of these is fetched by kustomize, while
+# a walk reading fields as spelled saw nothing (the repro's ``Transformers:`` passed).
+def _transformers_capitalised(repo: Path) -> tuple[str, str]:
+    _add(repo / "manifests/llm-chat/overlays/production/kustomization.yaml", "Transformers",
+         REMOTE_PATCH_CONFIG)
+    return "manifests/llm-chat/overlays/production", "the key 'Transformers': kustomize " \
+        "reads field names regardless of case, so it reads this as 'transformers'"
+
+
+def _resources_capitalised_beside_resources(repo: Path) -> tuple[str, str]:
+    _add(repo / "manifests/llm-chat/base/kustomization.yaml", "Resources",
+         "https://raw.example.com/org/repo/main/gpu.yaml")
+    return "manifests/llm-chat/base", "the key 'Resources': kustomize reads field names " \
+        "regardless of case, so it reads this as 'resources'"
+
+
+def _a_patch_path_capitalised(repo: Path) -> tuple[str, str]:
+    _add(repo / "manifests/llm-chat/overlays/production/kustomization.yaml", "patches",
+         {"Path": "http://127.0.0.1:18777/patch.yaml"})
+    return "manifests/llm-chat/overlays/production", "the key 'Path' in patches[1]: " \
+        "kustomize reads field names regardless of case, so it reads this as 'path'"
+
+
+def _resources_with_a_long_s(repo: Path) -> tuple[str, str]:
+    """Go folds \u017f (long s) into s, the Kelvin sign into k: ``re\u017fources`` is read."""
+    _add(repo / "manifests/llm-chat/overlays/production/kustomization.yaml",
+         "re\u017fources", "https://raw.example.com/org/repo/main/gpu.yaml")
+    return "manifests/llm-chat/overlays/production", \
+        "the non-ASCII key 're\u017fources': kustomize reads field names regardless of case"
+
+
+@pytest.mark.parametrize("spell", [_transformers_capitalised,
+                                   _resources_capitalised_beside_resources,
+                                   _a_patch_path_capitalised, _resources_with_a_long_s])
+def test_a_field_spelled_otherwise_is_denied_before_it_is_built(
+        tmp_path: Path, spell: Callable[[Path], tuple[str, str]]) -> None:
+    repo = _repo(tmp_path)
+    where, shown = spell(repo)
+    built: list[Path] = []
+
+    def build(overlay: Path) -> str:
+        built.append(overlay)
+        return _built(overlay) if shutil.which("kubectl") else ""
+
+    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
+    production = repo / "manifests/llm-chat/overlays/production"
+    (verdict,) = check_tree(settings, [repo / "manifests"], build, [production])
+    reason = " ".join(verdict.decision.reasons)
+    assert not verdict.decision.allowed and production not in built
+    assert f"{repo / where / 'kustomization.yaml'} has {shown}" in reason, reason
+
+
+def test_keys_kustomize_reads_as_another_spelling_are_listed() -> None:
+    assert miscased_keys({
+        "resources": [], "RESOURCES": [], "namePrefix": "x", "nameprefix": "y",
+        "\u212aind": "Kustomization", "patches": [{"path": "a"}, {"PATH": "b", "x": 1}],
+        "openapi": {"Path": "s.json"}, "helmCharts": [{"Repo": "oci://r"}],
+        "configMapGenerator": [{"Files": ["f"]}], "commonLabels": {"Resources": "a"},
+        7: "not a field"}) == [
+        ("", "RESOURCES", "resources"), ("", "nameprefix", "namePrefix"),
+        ("", "\u212aind", ""), ("patches[1]", "PATH", "path"),
+        ("configMapGenerator[0]", "Files", "files"), ("openapi", "Path", "path"),
+        ("helmCharts[0]", "Repo", "repo")]
+    # Every field the walk reads is among those checked for another spelling.
+    assert {*PATH_LISTS, *PATH_ENTRIES, *PLUGIN_FIELDS, *ENTRY_FIELDS} <= set(FIELDS)
 
 
 @pytest.mark.parametrize("reference", [

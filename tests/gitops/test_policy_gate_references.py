@@ -209,14 +209,9 @@ def test_a_remote_reference_the_gate_once_built_is_denied(tmp_path: Path) -> Non
     assert others and all(decision.allowed for decision in others)
 
 
-@pytest.mark.parametrize("form", sorted(REMOTE_FORMS))
-def test_a_remote_reference_is_denied_in_any_field_before_it_is_fetched(
-        tmp_path: Path, form: str) -> None:
-    """Denied by how it is written, from the overlay or from the base it reads, before it is
-    built (nothing is fetched)."""
-    where, field, reference = REMOTE_FORMS[form]
-    repo = _repo(tmp_path)
-    _add(repo / where / "kustomization.yaml", field, reference)
+def _denied_before_it_is_built(repo: Path) -> str:
+    """The gate's reasons for llm-chat's production overlay in ``repo``, which it must deny
+    without building it (a build would fetch what the walk refuses)."""
     built: list[Path] = []
 
     def build(overlay: Path) -> str:
@@ -226,8 +221,19 @@ def test_a_remote_reference_is_denied_in_any_field_before_it_is_fetched(
     settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
     production = repo / "manifests/llm-chat/overlays/production"
     (verdict,) = check_tree(settings, [repo / "manifests"], build, [production])
-    reason = " ".join(verdict.decision.reasons)
     assert not verdict.decision.allowed and production not in built
+    return " ".join(verdict.decision.reasons)
+
+
+@pytest.mark.parametrize("form", sorted(REMOTE_FORMS))
+def test_a_remote_reference_is_denied_in_any_field_before_it_is_fetched(
+        tmp_path: Path, form: str) -> None:
+    """Denied by how it is written, from the overlay or from the base it reads, before it is
+    built (nothing is fetched)."""
+    where, field, reference = REMOTE_FORMS[form]
+    repo = _repo(tmp_path)
+    _add(repo / where / "kustomization.yaml", field, reference)
+    reason = _denied_before_it_is_built(repo)
     assert f"{repo / where / 'kustomization.yaml'} references {reference!r}, a remote " \
            "reference" in reason, reason
 
@@ -274,16 +280,7 @@ def test_a_plugin_config_is_denied_before_it_is_built(
     repo = _repo(tmp_path)
     production = repo / "manifests/llm-chat/overlays/production"
     shown = configure(production)
-    built: list[Path] = []
-
-    def build(overlay: Path) -> str:
-        built.append(overlay)
-        return _built(overlay) if shutil.which("kubectl") else ""
-
-    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
-    (verdict,) = check_tree(settings, [repo / "manifests"], build, [production])
-    reason = " ".join(verdict.decision.reasons)
-    assert not verdict.decision.allowed and production not in built
+    reason = _denied_before_it_is_built(repo)
     assert f"{production / 'kustomization.yaml'} lists {shown}" in reason, reason
     assert "promoter renders no generators, transformers or validators" in reason
 
@@ -327,17 +324,7 @@ def test_a_field_spelled_otherwise_is_denied_before_it_is_built(
         tmp_path: Path, spell: Callable[[Path], tuple[str, str]]) -> None:
     repo = _repo(tmp_path)
     where, shown = spell(repo)
-    built: list[Path] = []
-
-    def build(overlay: Path) -> str:
-        built.append(overlay)
-        return _built(overlay) if shutil.which("kubectl") else ""
-
-    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
-    production = repo / "manifests/llm-chat/overlays/production"
-    (verdict,) = check_tree(settings, [repo / "manifests"], build, [production])
-    reason = " ".join(verdict.decision.reasons)
-    assert not verdict.decision.allowed and production not in built
+    reason = _denied_before_it_is_built(repo)
     assert f"{repo / where / 'kustomization.yaml'} has {shown}" in reason, reason
 
 

@@ -184,4 +184,31 @@ def _load(path: Path) -> Any:
         loaded = YAML(typ="safe", pure=True).load(path.read_text())
     except (OSError, YAMLError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
+    binary = _binary(loaded)
+    if binary is not None:
+        raise UserError(
+            f"{path} holds a !!binary {binary}: kustomize decodes it into text (a field name "
+            "such as resources, or a path or URL), which the CI gate would not read as one; "
+            "write it as plain text")
     return loaded if isinstance(loaded, dict) else {}
+
+
+def _binary(value: Any) -> str | None:
+    """Where ``value`` holds bytes (a ``!!binary`` node), as "key" or "value", or None. The
+    walk reads strings only, and kustomize's YAML reader turns such a node into the string
+    it encodes: ``? !!binary cmVzb3VyY2Vz`` is a ``resources`` field to kustomize."""
+    if isinstance(value, bytes):
+        return "value"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, bytes):
+                return "key"
+            found = _binary(item)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for item in value:
+            found = _binary(item)
+            if found is not None:
+                return found
+    return None

@@ -357,3 +357,22 @@ def test_remote_forms_are_remote(reference: str) -> None:
     "/abs/path", "github.com.yaml", "my-github.com/x"])
 def test_local_paths_are_not_remote(reference: str) -> None:
     assert not is_remote(reference)
+
+
+# base64 of "resources" and of a remote URL: kustomize's YAML reader decodes a !!binary node
+# into the text it encodes, while the walk (reading strings only) skipped the bytes.
+_BINARY = {
+    "key": "? !!binary cmVzb3VyY2Vz\n: [https://example.invalid/evil/cm.yaml]\n",
+    "value": "components:\n- !!binary aHR0cHM6Ly9leGFtcGxlLmludmFsaWQvZXZpbA==\n",
+}
+
+
+@pytest.mark.parametrize("node", sorted(_BINARY))
+def test_a_binary_node_is_denied_before_it_is_built(tmp_path: Path, node: str) -> None:
+    repo = _repo(tmp_path)
+    kustomization = repo / "manifests/llm-chat/overlays/production/kustomization.yaml"
+    kustomization.write_text(kustomization.read_text() + _BINARY[node])
+    reason = _denied_before_it_is_built(repo)
+    assert f"{kustomization} holds a !!binary {node}: kustomize decodes it into text" \
+        in reason, reason
+

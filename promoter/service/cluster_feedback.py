@@ -292,20 +292,27 @@ class ClusterFeedback:
             self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note(deployed.version))
         return status, judgement
 
-    def _told(self, model: str, version: str, env: str) -> tuple[str | None, str | None]:
-        """(status, revision) as MLflow holds them for ``version`` in ``env``: the tags the
-        last telling wrote (promoter.<env>.revision is written with every status told)."""
+    def _told(self, model: str, version: str, env: str, revision: str) -> bool:
+        """Whether MLflow's tags, as the last telling wrote them, leave ``version`` as it is
+        in ``env`` with every cluster at ``revision``: not `deployed`, or `deployed` at a
+        revision ``revision`` contains (promoter.<env>.revision is written with every status
+        told; Argo CD moves its revision on with every later commit of the branch, which
+        still runs the version unless another telling said otherwise)."""
         assert self.registry is not None
         tags = self.registry.model_version(model, version).tags
-        return tags.get(f"promoter.{env}.status"), tags.get(f"promoter.{env}.revision")
+        if tags.get(f"promoter.{env}.status") != DEPLOYED:
+            return True
+        told_at = tags.get(f"promoter.{env}.revision")
+        return told_at is not None and (told_at == revision or (
+            self.forge is not None and self.forge.is_ancestor(told_at, revision)))
 
 
 def _status_tags(status: EnvironmentStatus, deployed: DeployedState, was_deployed: bool, *,
-                 told: Callable[[], tuple[str | None, str | None]] | None = None,
-                 ) -> dict[str, str]:
+                 told: Callable[[str], bool] | None = None) -> dict[str, str]:
     """The MLflow tags telling ``status`` of ``deployed``'s version. ``told``: given only
     when promoter cannot name a commit carrying the merge (so ``status`` is never deployed),
-    reads the (status, revision) tags MLflow holds; called only when the clusters agree."""
+    whether what MLflow holds may stand with every cluster at a revision (ClusterFeedback
+    ._told); called only when the clusters agree."""
     tags = status.tags()
     if status.unverified:
         # Written, not left alone: a `deployed` told before the foreign merge was recorded
@@ -316,20 +323,19 @@ def _status_tags(status: EnvironmentStatus, deployed: DeployedState, was_deploye
         # A cluster fell out of Synced/Healthy: merged, not deployed. Only for a version
         # promoter recorded as merged: an open MR's version is not merged at all. With no
         # carrier named, the status is left alone only while every cluster is Synced and
-        # Healthy at one revision, and, if MLflow says `deployed`, at the very revision it
-        # was told at (taking it back, which the pipeline keeps on a re-run of the version,
-        # on no evidence is not the safe side). Anything else is merged, whatever was told
-        # before: clusters apart or unwell, or agreeing on another revision than `deployed`'s
-        # (the Application pinned back to the pre-merge one runs the previous version).
+        # Healthy at one revision, and, if MLflow says `deployed`, at the revision it was
+        # told at or a later one containing it (taking back what the pipeline keeps on a
+        # re-run of the version, on no evidence, is not the safe side). Anything else is
+        # merged, whatever was told before: clusters apart or unwell, or agreeing on a
+        # revision that does not contain `deployed`'s (the Application pinned back to the
+        # pre-merge one runs the previous version).
         tags["status"] = DeploymentStatus.MERGED.value
     return tags
 
 
-def _left_alone(status: EnvironmentStatus,
-                told: Callable[[], tuple[str | None, str | None]]) -> bool:
+def _left_alone(status: EnvironmentStatus, told: Callable[[str], bool]) -> bool:
     """With no carrier named: whether every cluster is Synced and Healthy at one revision
-    and MLflow says `deployed` at no other. MLflow is read only when they agree (rare)."""
+    and what MLflow says may stand there. MLflow is read only when they agree (rare)."""
     if status.revision is None or not summarise(status.clusters).deployed:
         return False
-    told_status, told_revision = told()
-    return told_status != DEPLOYED or told_revision == status.revision
+    return told(status.revision)

@@ -490,19 +490,19 @@ def test_a_merge_with_no_mr_and_no_head_recorded_is_never_judged_deployed(
 
 
 def _told_deployed_then_left_without_its_mr(
-        tmp_path: Path) -> tuple[ArgoCDHookHandler, RecordingRegistry]:
+        tmp_path: Path) -> tuple[ArgoCDHookHandler, RecordingRegistry, Notes]:
     """Version 8 merged as !4 (fast-forward at PUSHED) and told deployed there; then its row
     is written with no MR, as a re-run or an old row leaves it: promoter names no carrier."""
     mrs = MergeRequests()
     mrs.state, mrs.merge_commit = "merged", PUSHED
-    handler, registry, _ = _version_8_merged(tmp_path, mrs)
+    handler, registry, forge = _version_8_merged(tmp_path, mrs)
     _, answer = _post(handler, "sync-succeeded", application(
         "fraud-detector", "production", "gpu-eu-1", revision=PUSHED))
     assert answer["deployed"] is True
     StateLedger(tmp_path).put(DeployedState(model="Fraud Detector", env="production",
                                             name="fraud-detector", version="8",
                                             status="merged", mr_iid=None))
-    return handler, registry
+    return handler, registry, forge
 
 
 def test_a_deployed_version_is_not_taken_back_only_because_no_carrier_is_named(
@@ -511,7 +511,7 @@ def test_a_deployed_version_is_not_taken_back_only_because_no_carrier_is_named(
     it with no MR (as promoter did before the row kept the merged MR): the next report on the
     very revision it runs used to write merged over deployed, and 8 never got back to
     deployed. Promoter still does not claim deployed, and takes nothing back either."""
-    handler, registry = _told_deployed_then_left_without_its_mr(tmp_path)
+    handler, registry, _ = _told_deployed_then_left_without_its_mr(tmp_path)
     _, answer = _post(handler, "sync-succeeded", application(
         "fraud-detector", "production", "gpu-eu-1", revision=PUSHED,
         reconciled_at="2024-03-05T09:00:00Z"))
@@ -524,15 +524,19 @@ def test_a_deployed_version_is_not_taken_back_only_because_no_carrier_is_named(
 
 
 @pytest.mark.parametrize(("revision", "status"), [(PUSHED, "deployed"),
+                                               ("d" * 40, "deployed"),
                                                (PRE_MERGE, "merged")],
-                         ids=["at-the-told-revision", "pinned-back-to-the-pre-merge-revision"])
+                         ids=["at-the-told-revision", "at-a-later-commit-of-the-branch",
+                              "pinned-back-to-the-pre-merge-revision"])
 def test_with_no_carrier_named_deployed_stands_only_at_the_revision_it_was_told_at(
         tmp_path: Path, revision: str, status: str) -> None:
     """Version 8 told deployed at PUSHED; the row then holds no MR and no head (an old row, a
     deleted MR). The Application pinned back to PRE_MERGE (running 7) reports Synced and
     Healthy: the clusters agree, but not on the revision `deployed` was told at, so 8 is set
-    back to merged (it used to stay deployed while 7 ran). At PUSHED itself, it stands."""
-    handler, registry = _told_deployed_then_left_without_its_mr(tmp_path)
+    back to merged (it used to stay deployed while 7 ran). At PUSHED itself, or at a later
+    commit of the branch that contains it (Argo CD moves on with every commit), it stands."""
+    handler, registry, forge = _told_deployed_then_left_without_its_mr(tmp_path)
+    forge.history["d" * 40] = {PRE_MERGE, PUSHED}
     _, answer = _post(handler, "sync-succeeded", application(
         "fraud-detector", "production", "gpu-eu-1", revision=revision,
         reconciled_at="2024-03-05T09:00:00Z"))

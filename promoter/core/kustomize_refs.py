@@ -128,6 +128,24 @@ def referenced_paths(kustomization: Mapping[str, Any]) -> list[str]:
     return found
 
 
+# Fields whose entries are paths only, never inline YAML: kustomize still takes an entry with a
+# line break ("https://host/org/repo.git//dir?ref=main&x=\n") for a remote reference, which
+# a walk skipping line-broken entries as inline text never saw.
+PATH_ONLY = ("resources", "components", "bases", "crds", "configurations")
+
+
+def broken_paths(kustomization: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field, entry) of each entry of a ``PATH_ONLY`` field holding a control character
+    (a line break, a tab...): no path is written so, and the walk reads none of them."""
+    found: list[tuple[str, str]] = []
+    for field in PATH_ONLY:
+        value = kustomization.get(field)
+        for entry in value if isinstance(value, list) else []:
+            if isinstance(entry, str) and any(ord(ch) < 32 or ord(ch) == 127 for ch in entry):
+                found.append((field, entry))
+    return found
+
+
 def plugin_entries(kustomization: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Each entry of a plugin field, with its field: a path, inline YAML text, or whatever
     else is there (a value that is not a list counts as one entry; fail closed)."""

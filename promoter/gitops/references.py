@@ -37,15 +37,19 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.nodes import MappingNode, SequenceNode
 
 from promoter.core.kustomize_refs import (
     KUSTOMIZATION_FILES,
+    broken_paths,
     is_remote,
     miscased_keys,
     plugin_entries,
     referenced_paths,
 )
 from promoter.errors import UserError
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def manifests_tree(overlay: Path, root: Path) -> Path:
@@ -124,6 +128,11 @@ def _walk(overlay: Path, tree: Path) -> Iterator[Path]:
                 "builtin's path: https://...) or run an exec/KRM function plugin, neither of "
                 "which the CI gate sees; use the kustomization's own fields (patches, "
                 "configMapGenerator, ...) with files under the tree")
+        for field, entry in broken_paths(kustomization):
+            raise UserError(
+                f"{found} lists {entry!r} under {field!r}: a path holding a line break or "
+                "another control character, which kustomize may still fetch as a remote "
+                "reference while the CI gate reads it as none; write the path on one line")
         for reference in referenced_paths(kustomization):
             if is_remote(reference):
                 raise UserError(
@@ -181,7 +190,13 @@ def _written(path: Path) -> Path:
 
 def _load(path: Path) -> Any:
     try:
-        loaded = YAML(typ="safe", pure=True).load(path.read_text())
+        text = path.read_text()
+        if _has_merge_key(YAML(typ="safe", pure=True).compose(text)):
+            raise UserError(
+                f"{path} uses a YAML merge key (<<): kustomize's YAML reader applies it where "
+                "it stands, so it may override a field the CI gate read with another value; "
+                "write the fields out")
+        loaded = YAML(typ="safe", pure=True).load(text)
     except (OSError, YAMLError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
     binary = _binary(loaded)
@@ -191,6 +206,22 @@ def _load(path: Path) -> Any:
             "such as resources, or a path or URL), which the CI gate would not read as one; "
             "write it as plain text")
     return loaded if isinstance(loaded, dict) else {}
+
+
+def _has_merge_key(node: Any, seen: set[int] | None = None) -> bool:
+    """Whether the composed YAML ``node`` holds a ``<<`` merge key anywhere. ruamel lets an
+    explicit key win over a merged one, kustomize's reader lets whichever comes later win:
+    ``resources: [cm.yaml]`` then ``<<: {resources: [https://...]}`` is two readings."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:
+        return False
+    seen.add(id(node))
+    if isinstance(node, MappingNode):
+        return any(key.tag == MERGE_TAG or _has_merge_key(key, seen)
+                   or _has_merge_key(value, seen) for key, value in node.value)
+    if isinstance(node, SequenceNode):
+        return any(_has_merge_key(item, seen) for item in node.value)
+    return False
 
 
 def _binary(value: Any) -> str | None:

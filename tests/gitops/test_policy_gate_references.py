@@ -376,3 +376,26 @@ def test_a_binary_node_is_denied_before_it_is_built(tmp_path: Path, node: str) -
     assert f"{kustomization} holds a !!binary {node}: kustomize decodes it into text" \
         in reason, reason
 
+
+# Two readings of one file. A line break in a path entry: the walk skipped it as inline YAML,
+# kustomize still fetched the remote. A merge key after an explicit key: ruamel keeps the
+# explicit one, kustomize's reader the later merged one.
+_TWO_READINGS = {
+    "line-break": ("components:\n- \"https://127.0.0.1:9/org/repo.git//dir?ref=main&x=\\n\"\n",
+                   "lists 'https://127.0.0.1:9/org/repo.git//dir?ref=main&x=\\n' under "
+                   "'components': a path holding a line break"),
+    "merge-key": ("<<: {resources: [\"https://127.0.0.1:9/org/repo.git//dir?ref=main\"]}\n",
+                  "uses a YAML merge key (<<)"),
+}
+
+
+@pytest.mark.parametrize("form", sorted(_TWO_READINGS))
+def test_what_kustomize_reads_otherwise_than_the_walk_is_denied_unbuilt(
+        tmp_path: Path, form: str) -> None:
+    text, shown = _TWO_READINGS[form]
+    repo = _repo(tmp_path)
+    kustomization = repo / "manifests/llm-chat/overlays/production/kustomization.yaml"
+    kustomization.write_text(kustomization.read_text() + text)
+    reason = _denied_before_it_is_built(repo)
+    assert f"{kustomization} {shown}" in reason, reason
+

@@ -49,7 +49,7 @@ from promoter.core.kustomize_refs import (
 )
 from promoter.errors import UserError
 
-MERGE_TAG = "tag:yaml.org,2002:merge"
+MERGE_TAG, BINARY_TAG = "tag:yaml.org,2002:merge", "tag:yaml.org,2002:binary"
 
 
 def manifests_tree(overlay: Path, root: Path) -> Path:
@@ -191,55 +191,38 @@ def _written(path: Path) -> Path:
 def _load(path: Path) -> Any:
     try:
         text = path.read_text()
-        if _has_merge_key(YAML(typ="safe", pure=True).compose(text)):
-            raise UserError(
-                f"{path} uses a YAML merge key (<<): kustomize's YAML reader applies it where "
-                "it stands, so it may override a field the CI gate read with another value; "
-                "write the fields out")
+        found = _read_otherwise(YAML(typ="safe", pure=True).compose(text))
+        if found is not None:
+            raise UserError(f"{path} holds {found}; write it out as plain keys and text")
         loaded = YAML(typ="safe", pure=True).load(text)
     except (OSError, YAMLError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
-    binary = _binary(loaded)
-    if binary is not None:
-        raise UserError(
-            f"{path} holds a !!binary {binary}: kustomize decodes it into text (a field name "
-            "such as resources, or a path or URL), which the CI gate would not read as one; "
-            "write it as plain text")
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _has_merge_key(node: Any, seen: set[int] | None = None) -> bool:
-    """Whether the composed YAML ``node`` holds a ``<<`` merge key anywhere. ruamel lets an
-    explicit key win over a merged one, kustomize's reader lets whichever comes later win:
-    ``resources: [cm.yaml]`` then ``<<: {resources: [https://...]}`` is two readings."""
+def _read_otherwise(node: Any, seen: set[int] | None = None) -> str | None:
+    """What in the composed YAML ``node`` kustomize's reader takes otherwise than the walk
+    (ruamel's), or None. A ``<<`` merge key: ruamel lets an explicit key win over a merged
+    one, kustomize whichever comes later (``resources: [cm.yaml]`` then ``<<: {resources:
+    [https://...]}``). A ``!!binary`` node: ruamel gives bytes, which the walk (reading
+    strings) passes over, kustomize the text it encodes (``? !!binary cmVzb3VyY2Vz`` is a
+    ``resources`` field)."""
     seen = set() if seen is None else seen
     if node is None or id(node) in seen:
-        return False
+        return None
     seen.add(id(node))
+    if node.tag == BINARY_TAG:
+        return ("a !!binary node: kustomize decodes it into text (a field name such as "
+                "resources, or a path or URL), which the CI gate would not read as one")
+    children: list[Any] = []
     if isinstance(node, MappingNode):
-        return any(key.tag == MERGE_TAG or _has_merge_key(key, seen)
-                   or _has_merge_key(value, seen) for key, value in node.value)
-    if isinstance(node, SequenceNode):
-        return any(_has_merge_key(item, seen) for item in node.value)
-    return False
-
-
-def _binary(value: Any) -> str | None:
-    """Where ``value`` holds bytes (a ``!!binary`` node), as "key" or "value", or None. The
-    walk reads strings only, and kustomize's YAML reader turns such a node into the string
-    it encodes: ``? !!binary cmVzb3VyY2Vz`` is a ``resources`` field to kustomize."""
-    if isinstance(value, bytes):
-        return "value"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, bytes):
-                return "key"
-            found = _binary(item)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for item in value:
-            found = _binary(item)
-            if found is not None:
-                return found
-    return None
+        for key, value in node.value:
+            if key.tag == MERGE_TAG:
+                return ("a YAML merge key (<<): kustomize's YAML reader applies it where it "
+                        "stands, so it may override a field the CI gate read with another "
+                        "value")
+            children += (key, value)
+    elif isinstance(node, SequenceNode):
+        children = node.value
+    return next((found for found in (_read_otherwise(child, seen) for child in children)
+                 if found is not None), None)

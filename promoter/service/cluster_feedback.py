@@ -303,8 +303,11 @@ class ClusterFeedback:
         if tags.get(f"promoter.{env}.status") != DEPLOYED:
             return True
         told_at = tags.get(f"promoter.{env}.revision")
-        return told_at is not None and (told_at == revision or (
-            self.forge is not None and self.forge.is_ancestor(told_at, revision)))
+        if told_at is None:
+            return False
+        carries = _ChangeCarriers(told_at, self.forge)   # the told revision as the carrier
+        carries.learn([revision])
+        return carries(revision)
 
 
 def _status_tags(status: EnvironmentStatus, deployed: DeployedState, was_deployed: bool, *,

@@ -15,7 +15,7 @@ import hmac
 import re
 from collections.abc import Mapping
 
-from promoter.errors import AuthError, UserError
+from promoter.errors import AuthError, PromoterError, UserError
 from promoter.state.deliveries import DELIVERY_RETENTION_SECONDS
 
 MLFLOW_ID = "x-mlflow-delivery-id"
@@ -34,6 +34,15 @@ class MissingHeader(UserError):
     kind = "missing_header"
 
 
+class SecretNotConfigured(PromoterError):
+    """This promoter has no secret to check a source's signatures with: the fault is the
+    server's, not the sender's, so it is a 503 (as for the GitLab and Argo CD hooks) and the
+    sender's retries may land once the secret is set; nothing is stored meanwhile."""
+
+    http_status = 503
+    kind = "not_configured"
+
+
 def sign_mlflow(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
     """The header value MLflow sends (used by tests and the benchmark to play MLflow's part)."""
     signed = delivery_id.encode() + b"." + timestamp.encode() + b"." + body
@@ -49,8 +58,9 @@ def verify_mlflow(headers: Mapping[str, str], body: bytes, secret: str | None, *
                   now: float, tolerance_seconds: float) -> str:
     """Check an MLflow delivery; returns its delivery id (the dedupe key).
 
-    Raises MissingHeader (400) when the id or timestamp header is absent or malformed and
-    AuthError (401) for a missing or wrong signature or a timestamp outside the window.
+    Raises MissingHeader (400) when the id or timestamp header is absent or malformed,
+    SecretNotConfigured (503) when this promoter has no secret, and AuthError (401) for a
+    missing or wrong signature or a timestamp outside the window.
     """
     delivery_id = headers.get(MLFLOW_ID, "")
     if not _DELIVERY_ID.fullmatch(delivery_id):
@@ -59,13 +69,14 @@ def verify_mlflow(headers: Mapping[str, str], body: bytes, secret: str | None, *
     timestamp = headers.get(MLFLOW_TIMESTAMP, "")
     if not _TIMESTAMP.fullmatch(timestamp):
         raise MissingHeader("X-MLflow-Timestamp is missing or not Unix seconds")
+    if not secret:
+        raise SecretNotConfigured("no MLflow webhook secret is configured on this promoter",
+                                  hint="set PROMOTER_MLFLOW_WEBHOOK_SECRET to the webhook's "
+                                       "secret")
     signatures = headers.get(MLFLOW_SIGNATURE, "")
     if not signatures:
         raise AuthError("X-MLflow-Signature is missing",
                         hint="register the webhook with a secret (promoter hooks register)")
-    if not secret:
-        raise AuthError("no MLflow webhook secret is configured on this promoter",
-                        hint="set PROMOTER_MLFLOW_WEBHOOK_SECRET to the webhook's secret")
     expected = sign_mlflow(secret, delivery_id, timestamp, body).encode("ascii")
     # Check every candidate (no early exit), so the time taken does not depend on which matched.
     matched = False
@@ -83,13 +94,14 @@ def verify_mlflow(headers: Mapping[str, str], body: bytes, secret: str | None, *
 
 
 def verify_databricks(headers: Mapping[str, str], body: bytes, secret: str | None) -> None:
+    if not secret:
+        raise SecretNotConfigured("no Databricks webhook secret is configured on this promoter",
+                                  hint="set PROMOTER_DATABRICKS_WEBHOOK_SECRET to the webhook's "
+                                       "secret")
     signature = headers.get(DATABRICKS_SIGNATURE, "")
     if not signature:
         raise AuthError("X-Databricks-Signature is missing",
                         hint="create the Databricks webhook with a shared secret")
-    if not secret:
-        raise AuthError("no Databricks webhook secret is configured on this promoter",
-                        hint="set PROMOTER_DATABRICKS_WEBHOOK_SECRET to the webhook's secret")
     expected = sign_databricks(secret, body).encode("ascii")
     if not hmac.compare_digest(signature.strip().lower().encode("utf-8", "replace"), expected):
         raise AuthError("X-Databricks-Signature does not match the body",

@@ -115,6 +115,24 @@ def test_wrong_secret_is_401(app_client_factory: Any) -> None:
     assert "not-the-secret" not in response.text
 
 
+@pytest.mark.parametrize(("path", "variable"), [
+    ("/webhooks/mlflow", "PROMOTER_MLFLOW_WEBHOOK_SECRET"),
+    ("/webhooks/databricks", "PROMOTER_DATABRICKS_WEBHOOK_SECRET")])
+def test_a_server_without_the_secret_answers_503_not_configured(
+        app_client_factory: Any, path: str, variable: str) -> None:
+    # As the GitLab and Argo CD hooks do: the fault is the server's, the sender may retry.
+    headers, body, clock = captured(ALIAS_SET)
+    if path.endswith("databricks"):
+        body = databricks_body("transitioned_stage.production.json")
+        headers = databricks_headers(body)
+    app = app_client_factory(clock=clock, **{variable: ""})
+    response = app.post(path, body, headers)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "not_configured"
+    assert variable in response.json()["detail"]
+    assert app.queue.list() == []
+
+
 @pytest.mark.parametrize(("missing", "status"), [
     ("X-MLflow-Signature", 401), ("X-MLflow-Delivery-Id", 400), ("X-MLflow-Timestamp", 400)])
 def test_missing_headers_are_refused(app_client_factory: Any, missing: str, status: int) -> None:

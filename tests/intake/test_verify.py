@@ -10,6 +10,7 @@ from standardwebhooks import Webhook
 from promoter.errors import AuthError
 from promoter.service.verify import (
     MissingHeader,
+    SecretNotConfigured,
     sign_databricks,
     sign_mlflow,
     verify_databricks,
@@ -88,10 +89,22 @@ def test_an_unsigned_delivery_is_refused() -> None:
         verify_mlflow(headers, body, CAPTURE_SECRET, now=sent, tolerance_seconds=300)
 
 
-def test_without_a_configured_secret_nothing_is_accepted() -> None:
+@pytest.mark.parametrize("secret", [None, ""])
+def test_without_a_configured_secret_nothing_is_accepted(secret: str | None) -> None:
     headers, body, sent = headers_of("model_version_alias.created.json")
-    with pytest.raises(AuthError, match="PROMOTER_MLFLOW_WEBHOOK_SECRET"):
-        verify_mlflow(headers, body, None, now=sent, tolerance_seconds=300)
+    with pytest.raises(SecretNotConfigured, match="PROMOTER_MLFLOW_WEBHOOK_SECRET"):
+        verify_mlflow(headers, body, secret, now=sent, tolerance_seconds=300)
+    del headers["x-mlflow-signature"]   # the server's missing secret is named first
+    with pytest.raises(SecretNotConfigured):
+        verify_mlflow(headers, body, secret, now=sent, tolerance_seconds=300)
+
+
+@pytest.mark.parametrize("secret", [None, ""])
+def test_without_a_databricks_secret_nothing_is_accepted(secret: str | None) -> None:
+    body = b'{"event":"MODEL_VERSION_TRANSITIONED_STAGE","model_name":"m","version":"1"}'
+    for headers in ({"x-databricks-signature": sign_databricks("s", body)}, {}):
+        with pytest.raises(SecretNotConfigured, match="PROMOTER_DATABRICKS_WEBHOOK_SECRET"):
+            verify_databricks(headers, body, secret)
 
 
 @pytest.mark.parametrize("header", ["x-mlflow-delivery-id", "x-mlflow-timestamp"])

@@ -16,7 +16,13 @@ from promoter.cluster_settings import PrometheusSettings
 from promoter.core import codeowners, lineage, naming, rightsize
 from promoter.errors import AuthError
 from promoter.image.platform import platform_problem
-from promoter.service.verify import MLFLOW_ID, MLFLOW_TIMESTAMP, MissingHeader, verify_mlflow
+from promoter.service.verify import (
+    MLFLOW_ID,
+    MLFLOW_TIMESTAMP,
+    MissingHeader,
+    SecretNotConfigured,
+    verify_mlflow,
+)
 from promoter.settings import Settings
 
 CHECKS: dict[str, tuple[Callable[[str], object], str]] = {
@@ -52,6 +58,6 @@ def _accepts(check: Callable[[str], object], value: str) -> bool:
         result = check(value)
     except (ValueError, ValidationError, MissingHeader):
         return False
-    except AuthError:   # past the format checks: the (missing) signature is next
+    except (AuthError, SecretNotConfigured):   # past the format checks: the secret is next
         return True
     return result not in (None, False)

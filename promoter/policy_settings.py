@@ -20,7 +20,7 @@ from promoter.core.gates import (
     TeamAccess,
     TeamPermissionGate,
 )
-from promoter.core.naming import name_problem
+from promoter.core.naming import label_problem
 from promoter.errors import ConfigError
 from promoter.settings_section import Section as _Section
 
@@ -57,7 +57,7 @@ class CelGateSettings(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        problem = name_problem(value)
+        problem = label_problem(value)
         if problem:
             raise ValueError(f"rule name {value!r} {problem}")
         return value

@@ -41,7 +41,7 @@ from promoter.core.config import (
 from promoter.core.gates import Gate
 from promoter.core.image_refs import is_pinned
 from promoter.core.masking import credential_param
-from promoter.core.naming import label_value_problem, name_problem
+from promoter.core.naming import label_problem, label_value_problem
 from promoter.core.problems import describe
 from promoter.core.spec import MIG_PROFILE_PATTERN, deep_merge
 from promoter.core.uri_scope import root_problem
@@ -108,7 +108,7 @@ class Environment(_Section):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
-        problem = name_problem(value)
+        problem = label_problem(value)
         if problem:
             raise ValueError(f"namespace {value!r} {problem}")
         return value
@@ -230,7 +230,7 @@ class Settings(_Section):
     @classmethod
     def _env_names(cls, value: dict[str, Environment]) -> dict[str, Environment]:
         for name in value:
-            problem = name_problem(name)
+            problem = label_problem(name)
             if problem:
                 raise ValueError(f"environment name {name!r} {problem}")
         if not value:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from promoter.core.naming import name_problem
+from promoter.core.naming import label_problem
 from promoter.ports.git import (
     BRANCH_PREFIX,
     GC_BRANCH,
@@ -124,7 +124,9 @@ def promotion_key(branch: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != BRANCH_PREFIX:
         return None
     name, env = parts[1], parts[2]
-    return (name, env) if name_problem(name) is None and name_problem(env) is None else None
+    # The label rule, not the deployment-name one: a branch an earlier version opened for a
+    # name since refused (a KServe suffix) is still promoter's, and its MR events count.
+    return (name, env) if label_problem(name) is None and label_problem(env) is None else None
 
 
 def refusal(iid: int, *, pushed: tuple[str, str] | None, source_branch: str | None,

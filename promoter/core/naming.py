@@ -2,7 +2,8 @@
 
 A deployment name is an RFC 1035 label (the strictest DNS rule Kubernetes applies to the
 objects we emit: Service and InferenceService names must start with a letter), at most
-``MAX_NAME_LENGTH`` characters so that suffixes such as ``-predictor`` still fit in 63.
+``MAX_NAME_LENGTH`` characters so that suffixes such as ``-predictor`` still fit in 63, and
+not ending in one of KServe's component suffixes (``KSERVE_SUFFIXES``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,13 @@ import re
 import unicodedata
 
 MAX_NAME_LENGTH = 45
+# KServe names the Deployment, Service and HPA of InferenceService <isvc>'s components
+# <isvc>-predictor, -transformer and -explainer. A deployment named "foo-predictor" in the
+# namespace of model "foo" would render objects of exactly those names, and KServe's
+# reconciler looks its Deployment up by name with no owner check, so KServe and Argo CD
+# would fight over it. Refusing the suffixes also keeps pods_pattern / deployment_of_pod
+# unambiguous: a "<x>-predictor-<hash>-<suffix>" pod can only be KServe's pod of model x.
+KSERVE_SUFFIXES = ("-predictor", "-transformer", "-explainer")
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # Characters that change how text displays rather than what it says: C0/C1 controls (a
 # terminal reads \x9b as an escape) and the bidirectional overrides and isolates that can
@@ -35,8 +43,9 @@ def derive_name(model_name: str) -> str:
     return slug[:MAX_NAME_LENGTH].rstrip("-")
 
 
-def name_problem(name: str) -> str | None:
-    """Why ``name`` is not a valid deployment name, or None when it is."""
+def label_problem(name: str) -> str | None:
+    """Why ``name`` is not an RFC 1035 label of at most MAX_NAME_LENGTH characters (the rule
+    for namespaces, environment and rule names), or None when it is."""
     if not name:
         return "must not be empty"
     if len(name) > MAX_NAME_LENGTH:
@@ -47,9 +56,26 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid deployment name, or None when it is."""
+    problem = label_problem(name)
+    if problem is not None:
+        return problem
+    suffix = next((s for s in KSERVE_SUFFIXES if name.endswith(s)), None)
+    if suffix is not None:
+        model = name[:-len(suffix)]
+        return (f"ends in {suffix!r}, the suffix KServe gives the Deployment, Service and HPA "
+                f"of model {model!r}'s InferenceService; the two would fight over the same "
+                f"objects, so choose a name that does not end in "
+                f"{', '.join(repr(s) for s in KSERVE_SUFFIXES)}")
+    return None
+
+
 def suggest_name(name: str) -> str:
-    suggestion = derive_name(name)
-    return suggestion or "my-model"
+    suggestion = derive_name(name) or "my-model"
+    if name_problem(suggestion) is not None:  # a KServe suffix: keep it, not at the end
+        suggestion = suggestion[:MAX_NAME_LENGTH - len("-model")].rstrip("-") + "-model"
+    return suggestion
 
 
 def kserve_host_problem(name: str, namespace: str) -> str | None:

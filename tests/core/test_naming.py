@@ -73,3 +73,36 @@ def test_a_pod_belongs_to_the_deployment_its_pattern_selects(pod: str, deploymen
 
     assert deployment_of_pod(pod) == deployment
     assert re.fullmatch(pods_pattern(deployment), pod)
+
+
+@pytest.mark.parametrize("suffix", ["-predictor", "-transformer", "-explainer"])
+def test_a_name_ending_in_a_kserve_component_suffix_is_refused(suffix: str) -> None:
+    """KServe names InferenceService foo's Deployment, Service and HPA ``foo-predictor``
+    (and -transformer, -explainer): a model named so would render objects of those names
+    in the same namespace, and KServe and Argo CD would fight over them."""
+    from promoter.core.naming import suggest_name
+
+    problem = name_problem(f"foo{suffix}")
+    assert problem is not None and "KServe" in problem and suffix in problem
+    assert name_problem(suggest_name(f"Foo{suffix}")) is None
+    assert name_problem(f"foo{suffix}-v2") is None   # inside the name it is harmless
+
+
+@pytest.mark.parametrize("other", ["foo-predictor", "foo-predictor-v2", "foo-predictor2",
+                                   "foo-x", "foo-transformer", "foo-explainer-b"])
+def test_no_valid_name_s_pods_are_taken_for_another_model_s(other: str) -> None:
+    """pods_pattern("foo") takes in KServe's ``foo-predictor-…`` pods; a deployment named
+    ``foo-predictor`` (a plain Deployment) would have pods of exactly that shape, so forecasts,
+    KEDA, right-sizing and cost would absorb them. With that name refused, every valid name's
+    pods are selected by its own pattern only, and deployment_of_pod names it."""
+    import re
+
+    from promoter.core.naming import deployment_of_pod, pods_pattern
+
+    pod = f"{other}-7d9f8c6b5-x7k2q"
+    if name_problem(other) is None:
+        assert not re.fullmatch(pods_pattern("foo"), pod)
+        assert deployment_of_pod(pod) == other
+        assert re.fullmatch(pods_pattern(other), pod)
+    elif re.fullmatch(pods_pattern("foo"), pod):
+        assert deployment_of_pod(pod) == "foo"   # only ever KServe's pod of model foo

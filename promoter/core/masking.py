@@ -29,6 +29,20 @@ _SECRET_WORDS = frozenset({"password", "passwd", "pwd", "pw", "passphrase", "sec
                            "credential", "credentials", "apikey", "authorization", "bearer"})
 _SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"),
                            ("secret", "key"), ("auth", "key"), ("account", "key")})
+# "<vendor>_key" names a credential ("wandb_key", "openai_key", "ssh_key", "signing_key"), but
+# "key" after an ordinary word is the name of a field or column in ML code ("sort_key",
+# "label_key", "text_key", "primary_key", "input_key"), so a pair with "key" counts only when
+# its first word is a service or a kind of key listed here, never "key" after any word.
+_KEY_QUALIFIERS = frozenset({
+    "openai", "anthropic", "cohere", "mistral", "groq", "gemini", "google", "gcp", "aws",
+    "azure", "hf", "huggingface", "wandb", "comet", "neptune", "pinecone", "weaviate",
+    "qdrant", "replicate", "together", "kaggle", "github", "gitlab", "slack", "stripe",
+    "datadog", "sentry", "databricks", "mlflow", "serpapi", "ssh", "signing", "encryption",
+    "decryption", "client", "license", "master", "service", "deploy", "session"})
+# "<something>_pat" (a personal access token: "github_pat", "gitlab_pat") and
+# "<something>_auth" ("hf_auth", "basic_auth") hold one after a qualifier; alone, "pat" or
+# "auth" may be anything, so only as the last of two or more words.
+_SECRET_LAST_WORDS = ("pat", "auth")
 # A name written as one lowercase word ("pgpassword", "dbpassword", "hftoken", Azure's
 # "accountkey") ends in one. An ending, not a part: "max_tokens" and "tokenizer" end in
 # none ("tokens" is a count), so they stay readable.
@@ -38,11 +52,18 @@ _SECRET_ENDINGS = ("password", "passwd", "passphrase", "secret", "token", "crede
 # Connection-string and signed-URL parameters that are credentials without saying so: a SAS
 # token's "sig", S3 presigned URLs' signature and session token.
 _SECRET_PARAMS = frozenset({"sig", "signature", "x-amz-signature", "x-amz-security-token"})
+# Parameters that are credentials only in a URL's query (or fragment): Google's API "key=",
+# an Azure Functions "code=" (also an OAuth authorization code), "jwt=". Elsewhere these
+# words are ordinary ("exit code=1", {"key": "fraud-detector"}), so they count only after
+# "?", "&" or "#".
+_URL_SECRET_PARAMS = frozenset({"key", "code", "jwt"})
+_URL_SEPARATORS = ("?", "&", "#")
 # The name of a name=value pair, separated as in URL queries, libpq keyword strings and the
 # "Server=…;Password=…" connection strings of ADO.NET and Azure Storage, or starting the
 # value of another pair: "--url=https://h/p?sig=…" and "--dsn=postgresql://h/db?password=…"
 # hold a credential inside the value of a harmless name, which must be searched too.
-_PARAM_NAME = re.compile(r"(?<![^?&;=\s])([^=&?;#\s]+)=")
+# After "#" too: an OAuth implicit-flow redirect carries "#access_token=…&id_token=…".
+_PARAM_NAME = re.compile(r"(?<![^?&;=#\s])([^=&?;#\s]+)=")
 # A credential's value ends at the next separator or at a URL's fragment, which is kept.
 _VALUE_END = re.compile(r"[&;#\s]|\Z")
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
@@ -73,7 +94,18 @@ def secret_name(name: str) -> bool:
     ``hf_token``, ``dbPassword``, ``OPENAI_API_KEY``, ``client-secret``, ``PGPASSWORD``."""
     words = [word.lower() for word in _WORD.findall(name)]
     return any(word in _SECRET_WORDS or word.endswith(_SECRET_ENDINGS) for word in words) or \
-        any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
+        any(pair in _SECRET_PAIRS or _qualified_key(pair) for pair in itertools.pairwise(words)) \
+        or _secret_last_word(words)
+
+
+def _qualified_key(pair: tuple[str, str]) -> bool:
+    """("openai", "key"), ("ssh", "key"): a key of a service or kind _KEY_QUALIFIERS lists."""
+    return pair[1] == "key" and pair[0] in _KEY_QUALIFIERS
+
+
+def _secret_last_word(words: list[str]) -> bool:
+    """"github_pat", "hf_auth": a name of two or more words ending in "pat" or "auth"."""
+    return len(words) > 1 and words[-1] in _SECRET_LAST_WORDS
 
 
 def without_secret_params(text: str) -> str:
@@ -86,7 +118,10 @@ def without_secret_params(text: str) -> str:
     quotes = _QuoteParity(text)
     while (found := _PARAM_NAME.search(text, position)) is not None:
         position = found.end()
-        if credential_param(_PERCENT.sub(lambda escaped: chr(int(escaped[1], 16)), found[1])):
+        name = _PERCENT.sub(lambda escaped: chr(int(escaped[1], 16)), found[1])
+        after = text[found.start() - 1:found.start()]
+        if credential_param(name) or (after in _URL_SEPARATORS
+                                      and name.strip().lower() in _URL_SECRET_PARAMS):
             quoted = _QUOTED.match(text, position)
             if quoted is not None:
                 pieces += [text[copied:position], MASK]
@@ -135,11 +170,16 @@ def credential_param(name: str) -> bool:
     """Whether a parameter inside a value is a credential. Stricter than secret_name: the
     name must END in the credential ("access_token", "AccountKey"), since inside free text a
     flag such as "--token-limit" merely mentions one."""
-    if name.strip().lower() in _SECRET_PARAMS:
+    plain = name.strip().lower()
+    # Any "…signature" (GCS V4's X-Goog-Signature, S3's X-Amz-Signature) signs the URL.
+    if plain in _SECRET_PARAMS or plain.endswith("signature"):
         return True
     words = [word.lower() for word in _WORD.findall(name)]
+    last_two = (words[-2], words[-1]) if len(words) > 1 else None
     return bool(words) and (words[-1] in _SECRET_WORDS or words[-1].endswith(_SECRET_ENDINGS)
-                            or tuple(words[-2:]) in _SECRET_PAIRS)
+                            or last_two in _SECRET_PAIRS
+                            or (last_two is not None and _qualified_key(last_two))
+                            or _secret_last_word(words))
 
 
 def without_url_credentials(url: str) -> str:
@@ -173,17 +213,35 @@ _QUOTED_KEY = re.compile(r"([\"'])([^\"'\r\n]{1,64})\1(\s*:\s*)(" + _QUOTED_VALU
                          + r"|[^\s,}\]]+)")
 # A command-line flag naming a credential, its value the next word: "--password hunter2".
 _FLAG = re.compile(r"(?<!\S)(--?([A-Za-z][\w-]*))(\s+)(?!-)(\S+)")
+# Tokens whose vendors give them a fixed prefix, so they are credentials wherever they stand
+# (a run parameter's value under any name, a server's error body). Each needs a random-
+# looking body long enough (and a digit or a capital where the vendor's alphabet has them)
+# that a word or a hyphenated name ("sk-learn-compatible") is never taken for one.
+_TOKEN_SHAPES = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:"
+    r"glpat-[A-Za-z0-9_.-]{20,}"                              # GitLab personal access token
+    r"|gh[pousr]_[A-Za-z0-9]{30,}"                            # GitHub classic / OAuth / app
+    r"|github_pat_[A-Za-z0-9_]{30,}"                          # GitHub fine-grained
+    r"|sk-(?:proj-|ant-)?(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{20,}"   # OpenAI, Anthropic
+    r"|hf_(?=[a-z0-9]*[A-Z])(?=[A-Z0-9]*[a-z])[A-Za-z0-9]{30,}"   # Hugging Face
+    r"|(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"              # AWS access key id
+    r"|xox[abposr]-(?=[A-Za-z-]*[0-9])[A-Za-z0-9-]{10,}"      # Slack
+    r"|eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"  # a JWT (header.payload.sig)
+    r")")
 
 
 def without_credential_shapes(text: str) -> str:
     """Credentials ``text`` holds in shapes other than name=value: Authorization values
-    (Bearer, Basic), credential headers and quoted keys whose name says so, and the value
-    after a credential flag (``--password X``). Applied wherever text quotes what another
-    system sent or recorded (a server's error body, run parameters), since its tokens
-    change per request and no configured value could catch them."""
+    (Bearer, Basic), credential headers and quoted keys whose name says so, the value
+    after a credential flag (``--password X``), and tokens told by their vendor's prefix
+    (``glpat-…``, ``ghp_…``, ``sk-…``, ``hf_…``, ``AKIA…``, ``xoxb-…``, a JWT). Applied
+    wherever text quotes what another system sent or recorded (a server's error body, run
+    parameters), since its tokens change per request and no configured value could catch
+    them."""
     for header in (_HEADER, _COOKIE):
         text = header.sub(lambda found: f"{found[1]}{found[2]}{found[1]}{found[3]}"
                           f"{_masked_like(found[4])}", text)
+    text = _TOKEN_SHAPES.sub(MASK, text)
     text = _BEARER.sub(lambda found: f"{found[1]}{MASK}", text)
     text = _BASIC.sub(lambda found: f"{found[1]}{MASK}", text)
     # credential_param, not secret_name: a key must END in the credential ("api_key", not

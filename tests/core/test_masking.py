@@ -110,3 +110,81 @@ def test_credentials_are_told_by_their_shape(text: str, masked: str) -> None:
 
     assert without_credentials(text) == masked
     assert without_credentials(masked) == masked
+
+
+GCS_SIGNED = ("https://storage.googleapis.com/models/fraud/model.pkl?X-Goog-Algorithm="
+              "GOOG4-RSA-SHA256&X-Goog-Credential=sa%40p.iam.gserviceaccount.com%2F20240101"
+              "&X-Goog-Date=20240101T000000Z&X-Goog-Expires=900&X-Goog-SignedHeaders=host"
+              "&X-Goog-Signature=5a3c0ffee0ddf00d")
+
+
+@pytest.mark.parametrize(("url", "secret"), [
+    (GCS_SIGNED, "5a3c0ffee0ddf00d"),
+    ("https://h/m?Upload-Signature=SECRETSIG&v=1", "SECRETSIG"),
+    ("https://h/m?x-signature=SECRETSIG", "SECRETSIG"),
+    ("https://maps.googleapis.com/x?q=1&key=AIzaSyA1234567890", "AIzaSyA1234567890"),
+    ("https://fn.azurewebsites.net/api/score?code=AzFnSECRET==&name=x", "AzFnSECRET=="),
+    ("https://h/model?jwt=SECRETJWT", "SECRETJWT"),
+    ("https://app/cb#access_token=SECRETAT&token_type=bearer", "SECRETAT"),
+    ("https://app/cb#state=s1&id_token=SECRETID", "SECRETID"),
+])
+def test_signed_url_and_url_only_credentials_are_masked(url: str, secret: str) -> None:
+    """GCS V4 signed URLs kept their X-Goog-Signature (only X-Goog-Credential was masked),
+    so a model source quoting one reached the committed annotation and the MR text; Google's
+    key=, Azure Functions' code=, jwt= and a fragment's tokens passed too."""
+    from promoter.core.masking import without_url_credentials
+
+    masked = without_url_credentials(url)
+    assert secret not in masked and MASK in masked
+    assert secret not in masked_value("source", url)
+    assert "storage.googleapis.com" in without_url_credentials(GCS_SIGNED)   # the rest stays
+
+
+@pytest.mark.parametrize("text", ["exit code=1 after 3 tries", "--opts=key=value",
+                                  "lookup key=fraud-detector", '{"code": 404, "key": "m"}'])
+def test_key_and_code_outside_a_url_stay_readable(text: str) -> None:
+    assert masked_value("args", text) == text
+
+
+@pytest.mark.parametrize("name", ["wandb_key", "openai_key", "ssh_key", "signing_key",
+                                  "github_pat", "gitlab_pat", "hf_auth", "WANDB_KEY",
+                                  "openaiKey", "ssh-key"])
+def test_vendor_keys_pats_and_auth_names_are_secret(name: str) -> None:
+    assert secret_name(name)
+    assert masked_value(name, "plain-looking-value") == MASK
+    assert masked_value("args", f"--{name}=plainvalue --page=2") == f"--{name}=*** --page=2"
+
+
+@pytest.mark.parametrize("value", [
+    "glpat-AbCdEf1234567890xYz_",
+    "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+    "gho_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+    "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123",
+    "sk-AbCdEfGh1234567890IjKlMnOp",
+    "sk-proj-AbCdEfGh1234567890IjKlMnOpQrSt_uv-wx",
+    "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ASIAY34FZKBOKMUTVV7A",
+    "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    "xoxp-123456789012-1234567890123-1234567890123-abcdef0123456789",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+])
+def test_well_known_token_shapes_are_masked_under_any_name(value: str) -> None:
+    """A run parameter named harmlessly ("notes", "args") held a GitLab, GitHub, OpenAI,
+    Hugging Face, AWS, Slack token or a JWT, and the MR table showed it."""
+    assert masked_value("notes", value) == MASK
+    assert masked_value("args", f"--x={value} --page=2") == "--x=*** --page=2"
+    assert value not in masked_value("cmd", f"curl -d '{value}' https://h")
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("sort_key", "timestamp"), ("label_key", "is_fraud"), ("text_key", "body"),
+    ("primary_key", "id"), ("input_key", "features"), ("learning_rate", "0.001"),
+    ("estimator", "sk-learn-compatible-estimator"), ("task", "task-classification-2024"),
+    ("hub_model", "hf_hub_model_name_for_the_fraud_team"), ("region", "ASIA-PACIFIC"),
+    ("optimizer", "adamw_torch_fused"), ("tokenizer", "meta-llama/Llama-3-8B"),
+    ("auth_mode", "none"), ("pattern", "pat"), ("a_key_b", "x"), ("monkey", "banana"),
+])
+def test_ordinary_parameters_stay_visible(name: str, value: str) -> None:
+    assert not secret_name(name)
+    assert masked_value(name, value) == value

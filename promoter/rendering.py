@@ -150,13 +150,15 @@ def proposal_overlay(settings: Settings, provider: GitProvider, intent: Mapping[
 def write_tree(out: Path, files: Mapping[str, str]) -> list[Path]:
     """Write rendered files under ``out``, replacing the rendered directories whole.
 
-    Refuses to touch a model directory that belongs to another registered model (read from the
-    base kustomization's ``promoter.dev/registered-model``). Stale files in the directories we
-    render (say, an HPA patch after a runtime change) are removed so the tree matches the render.
+    Refuses to touch a model directory that is not the rendered model's (core.tree_facts.
+    base_owner, the pipeline's rule): one whose base kustomization names another registered
+    model, or none (a directory promoter did not write, or one it cannot read). Stale files in
+    the directories we render (say, an HPA patch after a runtime change) are removed so the
+    tree matches the render.
     """
     directories = sorted({str(Path(path).parent) for path in files})
-    for directory in directories:
-        _check_owner(out, directory, files)
+    for name in sorted({directory.split("/", 1)[0] for directory in directories}):
+        _check_owner(out, name, [d for d in directories if d.split("/", 1)[0] == name], files)
     written = []
     for directory in directories:
         target = out / directory
@@ -172,26 +174,35 @@ def write_tree(out: Path, files: Mapping[str, str]) -> list[Path]:
     return written
 
 
-def _check_owner(out: Path, directory: str, files: Mapping[str, str]) -> None:
-    name = directory.split("/", 1)[0]
-    existing = out / name / "base" / "kustomization.yaml"
-    ours = files.get(f"{name}/base/kustomization.yaml")
-    if not existing.is_file() or ours is None:
+def _check_owner(out: Path, name: str, directories: list[str],
+                 files: Mapping[str, str]) -> None:
+    """UserError, before anything is written or deleted, when writing ``directories`` (of
+    deployment ``name``) would replace or delete files of a directory that is not the rendered
+    model's. Directories holding no file yet are anyone's to write."""
+    if not any(entry.is_file() for directory in directories if (out / directory).is_dir()
+               for entry in (out / directory).iterdir()):
         return
-    theirs = _registered_model(existing.read_text(encoding="utf-8"))
-    mine = _registered_model(ours)
-    if theirs is not None and theirs != mine:
+    base = out / name / "base" / "kustomization.yaml"
+    try:
+        existing: bytes | None = base.read_bytes()
+    except FileNotFoundError:
+        existing = None
+    except OSError as exc:
+        raise UserError(f"cannot read {base}: {exc.strerror or exc}; refusing to write into "
+                        f"{out / name}") from None
+    theirs = tree_facts.base_owner(existing)
+    ours = files.get(f"{name}/base/kustomization.yaml")
+    mine = tree_facts.base_owner(ours)
+    if theirs is None:
+        why = (f"it has no {base.relative_to(out)}" if existing is None else
+               f"its {base.relative_to(out)} names no {tree_facts.REGISTERED_MODEL} promoter "
+               f"could read")
+        raise UserError(f"{out / name} is {tree_facts.FOREIGN_DIRECTORY} ({why}); refusing to "
+                        "replace or delete its files",
+                        hint="render into another --out directory, or move that one away")
+    if ours is not None and theirs != mine:
         raise UserError(f"{out / name} already holds model {theirs!r}; refusing to overwrite it "
                         f"with {mine!r}", hint="give one of them a distinct metadata.name")
-
-
-def _registered_model(kustomization: str) -> str | None:
-    try:
-        document = YAML(typ="safe", pure=True).load(kustomization) or {}
-    except YAMLError:
-        return None
-    value = (document.get("commonAnnotations") or {}).get("promoter.dev/registered-model")
-    return value if isinstance(value, str) else None
 
 
 def _first_line(exc: Exception) -> str:

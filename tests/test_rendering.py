@@ -135,6 +135,43 @@ def test_writing_over_another_models_directory_is_refused(tmp_path: Path) -> Non
     assert sorted(p.read_text() for p in tmp_path.rglob("*.yaml")) == before
 
 
+@pytest.mark.parametrize("base", [
+    b"resources: [deployment.yaml]\n",                                     # hand-written
+    b"- promoter.dev/registered-model: Fraud Detector\n",                  # a list
+    b"commonAnnotations:\n- promoter.dev/registered-model\n",             # annotations a list
+    b"._\n",
+    b"commonAnnotations: {a: \xff\xfe}\n",                                # not UTF-8
+    None,                                                                # base/ without one
+])
+def test_a_directory_promoter_did_not_write_is_left_alone(tmp_path: Path,
+                                                           base: bytes | None) -> None:
+    """`render --out` took a base with no registered-model annotation, or one it could not
+    read, for its own, and deleted the other files there as stale (or crashed with
+    "unexpected error" on a list, a plain `._`, non-UTF-8): the pipeline refuses the same
+    directory as "a directory promoter did not write". Now a named error, nothing deleted."""
+    directory = tmp_path / "fraud-detector" / "base"
+    directory.mkdir(parents=True)
+    (directory / "deployment.yaml").write_text("kind: Deployment  # mine\n")
+    (directory / "notes.txt").write_text("hand-written\n")
+    if base is not None:
+        (directory / "kustomization.yaml").write_bytes(base)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(rendering.UserError, match="a directory promoter did not write"):
+        rendering.write_tree(tmp_path, render("fraud-detector", "staging"))
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_promoters_own_directory_is_rendered_again(tmp_path: Path) -> None:
+    """The owner check still lets a model replace its own tree, stale files removed."""
+    rendering.write_tree(tmp_path, render("fraud-detector", "staging"))
+    stale = tmp_path / "fraud-detector" / "overlays" / "staging" / "hpa-patch.yaml"
+    stale.write_text("stale\n")
+    rendering.write_tree(tmp_path, render("fraud-detector", "production"))
+    rendering.write_tree(tmp_path, render("fraud-detector", "staging"))
+    assert not stale.exists()
+    assert (tmp_path / "fraud-detector" / "overlays" / "production" / "kustomization.yaml").exists()
+
+
 @pytest.mark.parametrize(("example", "platform"), [
     ("vision-segmenter", None), ("llm-chat", "kserve"), ("llm-chat", "kubernetes"),
     ("ad-ranker", None)])

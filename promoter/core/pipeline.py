@@ -315,10 +315,9 @@ class Pipeline:
         owners = set(self.ports.ledger.owners(name)) - {job.model}
         base = tree.base.get(f"{name}/base/kustomization.yaml")
         if base is not None:
-            text = base if isinstance(base, str) else ""
-            merged_owner = tree_facts.annotation(text, tree_facts.REGISTERED_MODEL)
+            merged_owner = tree_facts.base_owner(base)
             if merged_owner != job.model:
-                owners.add(merged_owner or "a directory promoter did not write")
+                owners.add(merged_owner or tree_facts.FOREIGN_DIRECTORY)
         _refuse_shared_name(job, name, owners)
 
     def _deployment_tree(self, name: str) -> shared_base.DeploymentTree:

@@ -46,6 +46,24 @@ def annotation(kustomization: str, key: str) -> str | None:
     return None
 
 
+# What a deployment directory whose base names no registered model is, in messages.
+FOREIGN_DIRECTORY = "a directory promoter did not write"
+
+
+def base_owner(base: str | bytes | None) -> str | None:
+    """The registered model a deployment directory belongs to, read from its base
+    kustomization's ``promoter.dev/registered-model``; None when promoter did not write it:
+    no base kustomization, no such annotation, or not text promoter writes (not UTF-8). One
+    rule for every writer (the pipeline's name check, `promoter render --out`), so a
+    directory someone wrote by hand is never taken for a model's and overwritten."""
+    if isinstance(base, bytes):
+        try:
+            base = base.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return annotation(base, REGISTERED_MODEL) if base else None
+
+
 def team_claims(overlays: Mapping[str, str]) -> dict[str, int]:
     """team → GPUs claimed, summed over overlay kustomizations (path → text) promoter wrote;
     an overlay without the annotations (rendered before they existed) counts as none."""

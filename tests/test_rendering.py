@@ -200,3 +200,30 @@ def test_a_name_too_long_for_kserves_host_name_is_an_invalid_intent(
     with pytest.raises(UserError, match="at most 35 characters here") as raised:
         attempt(longest + "x")
     assert "64 characters long" in raised.value.message
+
+
+@requires_kubectl
+def test_a_description_with_direction_controls_is_committed_escaped(tmp_path: Path) -> None:
+    """The description reached the base raw: a U+202E in it reordered how the committed file
+    and the MR diff display. It is written as \\u202e, and real Kustomize reads back the very
+    string the intent held."""
+    from ruamel.yaml import YAML
+
+    from promoter.core.naming import DISPLAY_CONTROLS
+
+    description = "fraud scores \u202etxet neddih\u202c \u2066isolated\u2069 \u200fmark"
+    intent = rendering.load_intent_file(EXAMPLES / "fraud-detector.yaml")
+    intent["spec"]["description"] = description
+    request = rendering.build_request(SETTINGS, intent, "production", origin="bidi",
+                                      image=ImagePin("r.example/m", DIGEST), modelcar=MODELCAR)
+    files = rendering.renderer(SETTINGS).render(request)
+    text = "".join(files.values())
+    assert "\\u202e" in text and not DISPLAY_CONTROLS.search(text.replace("\n", ""))
+    rendering.write_tree(tmp_path, files)
+    built = subprocess.run(["kubectl", "kustomize", str(tmp_path / request.deployment.name /
+                                                        "overlays/production")],
+                           capture_output=True, text=True, check=True).stdout
+    found = [doc["metadata"]["annotations"]["promoter.dev/description"]
+             for doc in YAML(typ="safe", pure=True).load_all(built)
+             if "promoter.dev/description" in (doc["metadata"].get("annotations") or {})]
+    assert found and all(value == description for value in found)

@@ -19,8 +19,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# Characters legal in JSON strings that YAML treats as line breaks or non-printable.
-_YAML_UNSAFE = re.compile("[\u007f-\u009f\u2028\u2029\ufeff\ud800-\udfff\ufffe\uffff]")
+# Characters legal in JSON strings that YAML treats as line breaks or non-printable, and the
+# bidirectional marks, embeddings, overrides and isolates (naming.DISPLAY_CONTROLS, which
+# names refuse): written raw, a description holding U+202E would display reordered in the
+# committed file, the MR diff and `--dry-run` output (Trojan Source); escaped (\u202e) it
+# reads back as the same string and shows what it is.
+_YAML_UNSAFE = re.compile("[\u007f-\u009f\u2028\u2029\ufeff\ud800-\udfff\ufffe\uffff"
+                          "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _PLAIN_SAFE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./-]*$")
 # YAML 1.1 reads these (any case) as booleans or null when plain.
 _RESERVED = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}

@@ -52,3 +52,21 @@ def test_any_document_round_trips_inline(value: object) -> None:
 @given(st.dictionaries(st.text(), documents, min_size=1, max_size=4))
 def test_any_mapping_round_trips_as_block(value: dict[str, object]) -> None:
     assert _load(f"root:{to_yaml_block(value, 2)}\n") == {"root": value}
+
+
+BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+@pytest.mark.parametrize("control", list(BIDI))
+def test_text_direction_controls_are_written_escaped(control: str) -> None:
+    """A description holding U+202E (right-to-left override) was written raw, so the committed
+    YAML, the MR diff and `--dry-run` displayed it reordered (Trojan Source). Escaped, it shows
+    as \\u202e and still reads back as the same string."""
+    from promoter.core.naming import DISPLAY_CONTROLS
+
+    value = f"safe {control}edoc lanretni"
+    for written in (to_yaml_literal(value), to_yaml_block({value: [value]}, 2)):
+        assert not DISPLAY_CONTROLS.search(written.replace("\n", "")), repr(written)
+        assert f"\\u{ord(control):04x}" in written
+    assert _load(f"key: {to_yaml_literal(value)}\n") == {"key": value}
+    assert _load(f"root:{to_yaml_block({value: [value]}, 2)}\n") == {"root": {value: [value]}}

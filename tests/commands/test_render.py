@@ -228,3 +228,33 @@ def test_usage_errors_exit_2(run_cli: Run) -> None:
     code, _, err = run_cli("render", "--intent", str(EXAMPLES / "llm-chat.yaml"),
                            "--env", "staging")
     assert code == 2 and "--dry-run" in err
+
+
+@pytest.mark.parametrize(("source", "named"), [
+    ("mlflow-artifacts:/1/run7/artifacts/model", True),     # the run's own files
+    ("runs:/run7/model", True),
+    ("runs:/other/model", False),                           # another run's files
+    ("s3://elsewhere/model", False),                        # files no run vouches for
+])
+def test_render_from_the_registry_names_only_the_run_the_files_come_from(
+        source: str, named: bool) -> None:
+    """`render MODEL --version N` wrote the version's run_id as promoter.dev/mlflow-run-id
+    as registered, though MLflow lets anyone name any run beside any source; a promotion
+    writes it only when the files are that run's (core.lineage.run_of), as render does now."""
+    from dataclasses import replace
+
+    from promoter.model_source import request_from_registry
+    from promoter.rendering import renderer
+    from promoter.settings import load_settings
+    from tests.core.test_pipeline import MODEL, MemoryRegistry
+
+    registry = MemoryRegistry()
+    registry.add(MODEL, "7")
+    registry.versions[(MODEL, "7")] = replace(registry.versions[(MODEL, "7")], source=source)
+    settings = load_settings(EXAMPLES / "promoter.yaml", environ={})
+    request = request_from_registry(settings, MODEL, "7", "production", registry)
+    assert request.lineage.run_id == ("run7" if named else None)
+    assert request.lineage.source == source
+    overlay = renderer(settings).render(request)["fraud-detector/overlays/production/"
+                                                  "kustomization.yaml"]
+    assert ("run7" in overlay) is named

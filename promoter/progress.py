@@ -79,8 +79,10 @@ class Progress:
 
         started = time.monotonic()
         # No bar: most long steps have no size; bytes and rate appear once a transfer reports.
-        with Live(SpinnerColumn(), TextColumn("{task.description}"),
-                  TextColumn("{task.fields[sent]}"), console=self.console,
+        # No markup: descriptions carry user text (a model name, a file), and rich would read
+        # "x [/]" as a closing tag (MarkupError) or "[bold]" as style.
+        with Live(SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                  TextColumn("{task.fields[sent]}", markup=False), console=self.console,
                   transient=True) as live:
             yield _LiveTask(live, live.add_task(text, total=None, sent=""), text)
         self.console.print(f"{text}: {time.monotonic() - started:.1f} s", highlight=False,

@@ -93,7 +93,9 @@ class _Printer:
         if self.output != "text":
             return
         if self.console is not None:
-            self.console.print(text, highlight=False)
+            # No markup: details quote user text (a denial naming a tag's value), and rich
+            # would read "[/]" in it as a tag (MarkupError) or "[bold]" as style.
+            self.console.print(text, highlight=False, markup=False)
         else:
             typer.echo(text)
 

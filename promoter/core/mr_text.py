@@ -210,16 +210,27 @@ def _image_lines(facts: MrFacts) -> list[str]:
             f"- **Signature:** {escape(facts.signature or 'unknown', 200)}"]
 
 
+# GitLab refuses an MR description over 1,048,576 characters, and a run may log thousands of
+# parameters (autolog, sweeps): each table shows its first rows (by name) and says how many
+# more the run holds. A cell is at most 80 characters before escaping (6 after, "&amp;" and a
+# zero-width space per "&"), so two full tables stay near 200,000 characters.
+GITLAB_DESCRIPTION_LIMIT = 1_048_576
+MAX_TABLE_ROWS = 100
+
+
 def _table(values: Mapping[str, object], what: str) -> list[str]:
     if not values:
         return [f"no {what}s logged"]
     rows = [f"| {what} | value |", "|---|---|"]
-    for key in sorted(values):
+    names = sorted(values)
+    for key in names[:MAX_TABLE_ROWS]:
         value = values[key]
         # MR text is read by everyone who can see the project; parameters (autolog's among
         # them) can be connection strings or tokens.
         shown = f"{value:.6g}" if isinstance(value, float) else masked_value(key, str(value))
         rows.append(f"| {escape(key, 80)} | {escape(shown, 80)} |")
+    if len(names) > MAX_TABLE_ROWS:
+        rows += ["", f"… and {len(names) - MAX_TABLE_ROWS} more {what}s (see the MLflow run)"]
     return rows
 
 

@@ -237,3 +237,29 @@ def test_credentials_in_headers_flags_and_json_params_are_masked() -> None:
     for shown in ("Bearer ***", "--password *** --epochs 3", '"max_tokens":\u200b 512',
                   "basic authentication, bearer token rotation", "--token-limit 5"):
         assert shown in plain, shown
+
+
+def test_thousands_of_parameters_keep_the_description_within_gitlabs_limit() -> None:
+    """A run with 10,000 parameters (autolog, a sweep) filled a table of 10,000 rows, past
+    GitLab's 1,048,576-character description limit, so the MR could not be opened. Each table
+    now shows its first 100 rows by name and says how many more the run holds."""
+    hostile = "&<>*_" * 200   # long, and every character escapes to more than one
+    params = {f"param_{i:05d}_{hostile}": f"{hostile}{i}" for i in range(10_000)}
+    metrics = {f"metric_{i:05d}_{hostile}": i / 7 for i in range(10_000)}
+    facts = MrFacts(model="Fraud Detector", version="7", env="production",
+                    name="fraud-detector", run_id="abc", params=params, metrics=metrics)
+    text = mr_text.with_marker(
+        mr_text.description(facts) + mr_text.changes_section({"modified": ["a/b.yaml"]}),
+        "fraud-detector", "production", "7")
+    assert len(text) < mr_text.GITLAB_DESCRIPTION_LIMIT
+    assert "… and 9900 more parameters (see the MLflow run)" in text
+    assert "… and 9900 more metrics (see the MLflow run)" in text
+    assert "param\\_00099\\_" in text and "param\\_00100\\_" not in text   # first 100 by name
+    assert mr_text.marker_version(text) == "7"
+
+
+def test_a_small_table_is_shown_whole() -> None:
+    facts = MrFacts(model="m", version="1", env="staging", name="m",
+                    params={f"p{i:03d}": i for i in range(100)})
+    text = mr_text.description(facts)
+    assert "| p099 | 99 |" in text and "more parameters" not in text

@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from promoter.core.naming import kserve_host_problem
 from promoter.errors import UserError
+from promoter.yaml_read import load_documents
 
 
 @dataclass(frozen=True)
@@ -49,14 +47,10 @@ def find_overlays(root: Path) -> list[Path]:
 def validate_overlay(overlay: Path, checker: ManifestChecker) -> OverlayReport:
     report = OverlayReport(overlay)
     try:
-        stream = checker.build(overlay)
-    except UserError as exc:
+        documents = [doc for doc in load_documents(checker.build(overlay),
+                                                   what="kustomize output") if doc]
+    except UserError as exc:   # it did not build, or its output cannot be read
         report.problems.append(exc.message)
-        return report
-    try:
-        documents = [doc for doc in YAML(typ="safe", pure=True).load_all(stream) if doc]
-    except YAMLError as exc:
-        report.problems.append(f"kustomize output is not YAML: {exc}")
         return report
     report.resources = len(documents)
     for document in documents:

@@ -17,12 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from promoter.core.image_refs import image_uses, unpinned_problem, unsigned_storage_problem
 from promoter.errors import UserError
 from promoter.validation import find_overlays
+from promoter.yaml_read import load_documents
 
 
 @dataclass
@@ -47,13 +45,10 @@ def gate_images(tree: Path, build: Callable[[Path], str],
     gate = ImageGate()
     for overlay in overlays:
         try:
-            documents = [d for d in YAML(typ="safe", pure=True).load_all(build(overlay))
+            documents = [d for d in load_documents(build(overlay), what="kustomize output")
                          if isinstance(d, dict)]
-        except UserError as exc:
+        except UserError as exc:   # it did not build, or its output cannot be read
             gate.problems.append(f"{overlay}: {exc.message}")
-            continue
-        except YAMLError as exc:
-            gate.problems.append(f"{overlay}: kustomize output is not YAML: {exc}")
             continue
         for use in image_uses(documents):
             if not use.from_registry:

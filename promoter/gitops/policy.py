@@ -47,6 +47,7 @@ from promoter.gitops.references import (
 )
 from promoter.settings import Settings
 from promoter.validation import find_overlays
+from promoter.yaml_read import load_documents
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def _declared(config: PipelineConfig, overlay: Path, tree: Path,
     env = overlay.name
     try:
         refuse_references_outside(overlay, tree)
-        documents = [d for d in YAML(typ="safe", pure=True).load_all(build(overlay))
+        documents = [d for d in load_documents(build(overlay), what="kustomize output")
                      if isinstance(d, dict)]
         target = config.targets.environment(env)
         deployment = resolve_intent(config.targets, _as_declared(declared_intent(documents)),

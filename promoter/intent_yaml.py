@@ -7,6 +7,13 @@ hundreds of thousands of keys keeps a worker busy for minutes. So, before anythi
 the text is capped at ``MAX_INTENT_BYTES``, anchors and aliases are refused (an intent has no
 use for them), and the parser's event stream is cut off after ``MAX_INTENT_NODES`` nodes. A
 hostile intent costs milliseconds and ends as a named user error.
+
+Scalars are resolved by the YAML 1.2 core schema only (promoter.yaml_read), as the manifests
+rendered from the intent are read back: a plain ``._`` or ``+_`` is the string it looks like,
+not a number ruamel fails to build, and whatever loading still cannot build (an explicitly
+tagged ``!!float x``, an int longer than Python converts) is the same user error as a syntax
+error. A logged ``modeldeployment.yaml`` is then tagged invalid instead of a job failing as
+unexpected.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 from ruamel.yaml.events import (
     AliasEvent,
     CollectionEndEvent,
@@ -23,6 +29,7 @@ from ruamel.yaml.events import (
 )
 
 from promoter.errors import UserError
+from promoter.yaml_read import READ_ERRORS, core_schema_yaml, one_line
 
 MAX_INTENT_BYTES = 64 * 1024
 MAX_INTENT_NODES = 4000
@@ -48,9 +55,9 @@ def load_intent_yaml(text: str | bytes, *, origin: str) -> Any:
                         hint="an intent needs a few dozen fields")
     try:
         _check_events(text, origin)
-        return YAML(typ="safe", pure=True).load(text)
-    except YAMLError as exc:
-        raise UserError(f"{origin} is not valid YAML: {' '.join(str(exc).split())[:300]}",
+        return core_schema_yaml().load(text)
+    except READ_ERRORS as exc:
+        raise UserError(f"{origin} is not valid YAML: {one_line(exc)}",
                         hint="an intent file is a YAML ModelDeployment; see examples/") from None
 
 

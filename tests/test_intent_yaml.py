@@ -68,3 +68,26 @@ def test_render_refuses_a_hostile_file_with_exit_1(tmp_path: Path) -> None:
     big.write_bytes(b"a: 1\n" * (MAX_INTENT_BYTES // 4))
     with pytest.raises(UserError, match=f"larger than {MAX_INTENT_BYTES} bytes"):
         rendering.load_intent_file(big)
+
+
+@pytest.mark.parametrize("scalar", ["._", "+_", "-_", "-._", ".__", "._5", ".0_", "<<", "=",
+                                    "1_000", "2024-01-01", "yes", "on"])
+def test_plain_scalars_outside_the_core_schema_are_the_strings_they_look_like(
+        scalar: str) -> None:
+    """As go-yaml (kustomize) reads them, and as the manifests are read back: ruamel's extras
+    made `._` a float it then failed to build (a bare ValueError), `._5` the float 0.5. YAML
+    1.1 words (`yes`, `on`) stayed strings before and still do."""
+    loaded = load_intent_yaml(f"spec:\n  description: {scalar}\n  {scalar}: x\n", origin="i")
+    assert loaded == {"spec": {"description": scalar, scalar: "x"}}
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("spec:\n  scaling:\n    target: " + "9" * 5000 + "\n", "4300 digits"),
+    ("spec:\n  description: !!float ._\n", "could not convert string to float"),
+    ("spec:\n  description: !!int +_\n", "invalid literal for int()"),
+], ids=["5000-digit int", "!!float ._", "!!int +_"])
+def test_what_loading_cannot_build_is_a_user_error(text: str, said: str) -> None:
+    assert len(text.encode()) < MAX_INTENT_BYTES
+    with pytest.raises(UserError, match=r"modeldeployment\.yaml is not valid YAML") as raised:
+        load_intent_yaml(text, origin="modeldeployment.yaml")
+    assert said in raised.value.message

@@ -446,6 +446,38 @@ def test_a_hostile_logged_intent_ends_invalid_in_mlflow_at_once(mlflow_server: M
         queue.close()
 
 
+@pytest.mark.parametrize(("intent_yaml", "said"), [
+    ("spec:\n  runtime: ._\n", "spec.runtime"),                        # was a bare ValueError
+    ("spec:\n  scaling:\n    target: " + "9" * 5000 + "\n", "4300 digits"),  # so was this
+], ids=["plain ._", "int over 4300 digits"])
+def test_a_logged_intent_ruamel_cannot_build_ends_invalid_not_unexpected(
+        mlflow_server: MlflowServer, tmp_path: Path, intent_yaml: str, said: str) -> None:
+    """Loading such a modeldeployment.yaml raised ValueError, which the pipeline's intent step
+    did not take for the owner's mistake: the job was retried as unexpected and parked, and
+    the version never tagged invalid."""
+    from tests.fixtures.stack import DEPLOY_TAGS
+
+    client = mlflow_server.client()
+    version = create_version(client, "odd-scalar-model", intent_yaml=intent_yaml,
+                             tags=DEPLOY_TAGS)
+    client.set_registered_model_alias("odd-scalar-model", "staging", version)
+    settings = make_settings(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url)
+    queue = JobQueue.open(settings.state_dir)
+    try:
+        job = queue.enqueue(intake.JobKey("odd-scalar-model", version, "staging",
+                                          "promote")).job
+        Worker(queue, build_job_handler(settings, MlflowRegistry(mlflow_server.url)),
+               heartbeat=False).run_once()
+        parked = queue.get(job.id)
+        assert parked.state == "dead" and parked.attempts == 1, parked.reason
+        assert said in (parked.reason or "")
+        tags = client.get_model_version("odd-scalar-model", version).tags
+        assert tags["promoter.staging.status"] == "invalid"
+        assert said in tags["promoter.staging.reason"]
+    finally:
+        queue.close()
+
+
 def test_a_metric_gate_reads_only_the_run_the_model_files_come_from(
         mlflow_server: MlflowServer, tmp_path: Path) -> None:
     """MLflow 3 checks a models:/m-<id> source against the model_id, never the logged model's

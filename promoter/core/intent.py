@@ -59,6 +59,10 @@ def check_shape(intent: Mapping[str, Any], *, origin: str) -> None:
                         f"overrides, not {type(environments).__name__}")
     elif environments:
         for env, overrides in environments.items():
+            if not isinstance(env, str):   # YAML keys `1:`, `null:`, `true:`, `? [a, b]`
+                problems.append(f"spec.environments: {env!r} is not an environment name; "
+                                "write each name as text")
+                continue
             where = f"spec.environments.{env}"
             if overrides is not None and not isinstance(overrides, Mapping):
                 problems.append(f"{where}: must be a mapping of overrides, "

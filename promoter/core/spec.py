@@ -284,8 +284,11 @@ def resolve(
     if model is not None:
         spec["model"] = {"name": model.name, "version": model.version}
     metadata = dict(intent.get("metadata") or {})
-    if metadata.get("name") is None:  # absent: derive; present but empty: refused below
-        model_name = str((spec.get("model") or {}).get("name") or "")
+    model_spec = spec.get("model") or {}
+    # absent: derive; present but empty: refused below. A spec.model that is no mapping has
+    # no name to derive from: validation names it, and metadata.name as required.
+    if metadata.get("name") is None and isinstance(model_spec, Mapping):
+        model_name = str(model_spec.get("name") or "")
         metadata["name"] = derive_name(model_name) if model_name else ""
     document = {k: v for k, v in intent.items() if k not in ("spec", "metadata")}
     document.update(metadata=metadata, spec=spec)

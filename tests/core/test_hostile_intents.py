@@ -83,6 +83,19 @@ def test_the_owner_itself_promotes_to_another_environment(world: World) -> None:
     ({"spec": {**INTENT["spec"], "environments": [1, 2]}}, "spec.environments: must be a mapping"),
     ({"spec": {**INTENT["spec"], "environments": {"staging": [1]}}},
      "spec.environments.staging: must be a mapping"),
+    # Non-text keys (YAML `1:`, `null:`, `true:`, `? [a, b]`) crashed sorting the unknown ones.
+    ({"spec": {**INTENT["spec"], "environments": {1: {}}}},
+     "spec.environments: 1 is not an environment name"),
+    ({"spec": {**INTENT["spec"], "environments": {None: {}, "staging": {}}}},
+     "spec.environments: None is not an environment name"),
+    ({"spec": {**INTENT["spec"], "environments": {True: {}, "moon": {}}}},
+     "spec.environments: True is not an environment name"),
+    ({"spec": {**INTENT["spec"], "environments": {("a", "b"): {}}}},
+     "spec.environments: ('a', 'b') is not an environment name"),
+    # No metadata.name and a spec.model with no name to derive one from: an AttributeError.
+    ({"spec": {**INTENT["spec"], "model": "fraud"}},
+     "spec.model: Input should be a valid dictionary"),
+    ({"spec": {**INTENT["spec"], "model": ["fraud"]}}, "metadata.name: is required"),
 ])
 def test_wrong_shapes_are_user_errors_naming_the_field(change: dict[str, Any],
                                                        named: str) -> None:
@@ -100,6 +113,23 @@ def test_a_logged_intent_of_the_wrong_shape_ends_invalid_in_mlflow(world: World)
     registry.add(MODEL, "1")
     world.registry = registry
     with pytest.raises(PermanentError, match="spec: must be a mapping"):
+        world.promote("1")
+    assert registry.tags(MODEL, "1")["promoter.production.status"] == "invalid"
+    assert world.provider.proposals == []
+
+
+def test_a_logged_intent_with_a_number_for_an_environment_ends_invalid_in_mlflow(
+        world: World) -> None:
+    """`environments: {1: {}}` in a logged modeldeployment.yaml raised TypeError while
+    naming the unknown environments: the job failed as unexpected and was retried."""
+    class NumberedEnvironmentRegistry(MemoryRegistry):
+        def intent(self, version: ModelVersionInfo) -> dict[str, Any]:
+            return {"spec": {"environments": {1: {}, "staging": {}}}}
+
+    registry = NumberedEnvironmentRegistry()
+    registry.add(MODEL, "1")
+    world.registry = registry
+    with pytest.raises(PermanentError, match="1 is not an environment name"):
         world.promote("1")
     assert registry.tags(MODEL, "1")["promoter.production.status"] == "invalid"
     assert world.provider.proposals == []

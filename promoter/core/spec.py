@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from promoter.core.documents import dig
 from promoter.core.naming import (
@@ -38,6 +45,18 @@ MIG_PROFILE_PATTERN = r"^[1-9][0-9]?g\.[1-9][0-9]{0,3}gb$"   # nvidia.com/mig-<g
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax mode (kept: MLflow tags give numbers as text, "2") takes true for 1, so
+    # `gpu.count: true` rendered one GPU and `minReplicas: true` one replica.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_not_a_bool)]
+Number = Annotated[float, BeforeValidator(_not_a_bool)]
 
 
 def _label_value(value: str) -> str:
@@ -67,7 +86,7 @@ class Owner(_Strict):
 
 
 class Gpu(_Strict):
-    count: int = Field(default=0, ge=0, le=MAX_GPUS)
+    count: Integer = Field(default=0, ge=0, le=MAX_GPUS)
     type: str | None = Field(default=None, description="node label nvidia.com/gpu.product")
     mig: str | None = Field(default=None, pattern=MIG_PROFILE_PATTERN,
                             description="MIG profile: count instances of nvidia.com/mig-<mig>")
@@ -130,10 +149,10 @@ class Resources(_Strict):
 
 class Scaling(_Strict):
     # No scale-to-zero: KServe's Standard mode and HPAs need a replica; GPU cold starts are long.
-    min_replicas: int = Field(alias="minReplicas", ge=1, le=MAX_REPLICAS)
-    max_replicas: int = Field(alias="maxReplicas", ge=1, le=MAX_REPLICAS)
+    min_replicas: Integer = Field(alias="minReplicas", ge=1, le=MAX_REPLICAS)
+    max_replicas: Integer = Field(alias="maxReplicas", ge=1, le=MAX_REPLICAS)
     metric: Literal["cpu", "memory", "concurrency", "rps"] = "cpu"
-    target: int = Field(default=70, ge=1, le=10_000)
+    target: Integer = Field(default=70, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _ordered(self) -> Scaling:
@@ -148,10 +167,10 @@ class Serving(_Strict):
 
     platform: Literal["kserve", "kubernetes"] | None = Field(
         default=None, description="InferenceService (kserve) or plain Deployment (kubernetes)")
-    max_model_len: int | None = Field(default=None, alias="maxModelLen", ge=16, le=10_000_000)
-    gpu_memory_utilization: float | None = Field(default=None, alias="gpuMemoryUtilization",
+    max_model_len: Integer | None = Field(default=None, alias="maxModelLen", ge=16, le=10_000_000)
+    gpu_memory_utilization: Number | None = Field(default=None, alias="gpuMemoryUtilization",
                                                  gt=0, le=1)
-    max_batch_size: int | None = Field(default=None, alias="maxBatchSize", ge=0, le=1_000_000)
+    max_batch_size: Integer | None = Field(default=None, alias="maxBatchSize", ge=0, le=1_000_000)
     model_format: Literal["onnx", "tensorrt"] | None = Field(default=None, alias="modelFormat")
 
     def given(self) -> set[str]:

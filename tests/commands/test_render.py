@@ -194,6 +194,13 @@ def test_hostile_descriptions_and_model_names_render_inert(run_cli: Run, tmp_pat
     ({"spec": {"resources": {"cpu": "1", "memory": "1Gi", "gpu": {"count": 10000}}}},
      "spec.resources.gpu.count"),
     ({"spec": {"resources": {"cpu": "1", "memory": "lots"}}}, "spec.resources.memory"),
+    # YAML `true` was taken for 1: one GPU, one replica, a 1% target rendered.
+    ({"spec": {"resources": {"cpu": "1", "memory": "1Gi", "gpu": {"count": True}}}},
+     "spec.resources.gpu.count: must be a number, not true or false"),
+    ({"spec": {"scaling": {"minReplicas": True, "maxReplicas": 2}}},
+     "spec.scaling.minReplicas: must be a number, not true or false"),
+    ({"spec": {"scaling": {"minReplicas": 1, "maxReplicas": 2, "target": True}}},
+     "spec.scaling.target: must be a number, not true or false"),
     ({"spec": {"environments": {"moon": {}}}}, "unknown environment(s) moon"),
     ({"apiVersion": "v1"}, "apiVersion: must be promoter.dev/v1alpha1"),
 ])

@@ -81,6 +81,32 @@ def test_bad_values_name_their_field(patch: dict[str, object], field: str) -> No
     assert any(line.startswith(field + ":") for line in problems), problems
 
 
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"resources": {"gpu": {"count": True}}}, "spec.resources.gpu.count"),
+    ({"scaling": {"minReplicas": True}}, "spec.scaling.minReplicas"),
+    ({"scaling": {"maxReplicas": True}}, "spec.scaling.maxReplicas"),
+    ({"scaling": {"target": True}}, "spec.scaling.target"),
+    ({"serving": {"maxModelLen": True}}, "spec.serving.maxModelLen"),
+    ({"serving": {"gpuMemoryUtilization": True}}, "spec.serving.gpuMemoryUtilization"),
+    ({"serving": {"maxBatchSize": False}}, "spec.serving.maxBatchSize"),
+])
+def test_a_boolean_is_not_taken_for_a_number(patch: dict[str, object], field: str) -> None:
+    """pydantic's lax mode read `true` as 1 (`gpu.count: true` rendered one GPU); numbers
+    written as text, as MLflow tags give them, are still numbers."""
+    with pytest.raises(ValidationError) as caught:
+        resolve(defaults=DEFAULTS, intent=deep_merge(INTENT, {"spec": patch}), environment=None)
+    assert f"{field}: must be a number, not true or false (got " in "\n".join(
+        describe(caught.value))
+    as_text = {"resources": {"gpu": {"count": "2", "type": "x"}},
+               "scaling": {"minReplicas": "2", "maxReplicas": "3", "target": "50"},
+               "serving": {"maxModelLen": "4096", "gpuMemoryUtilization": "0.5"}}
+    spec = resolve(defaults=DEFAULTS, intent=deep_merge(INTENT, {"spec": as_text}),
+                   environment=None).spec
+    assert (spec.resources.gpu.count, spec.scaling.min_replicas, spec.scaling.target,
+            spec.serving.max_model_len, spec.serving.gpu_memory_utilization) == (
+        2, 2, 50, 4096, 0.5)
+
+
 @pytest.mark.parametrize(("gpu", "says"), [
     ({"type": "NVIDIA-L40S"}, "type NVIDIA-L40S with count 0 requests no GPU"),
     ({"mig": "1g.10gb"}, "mig 1g.10gb with count 0 requests no GPU"),

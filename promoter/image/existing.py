@@ -15,7 +15,9 @@ beside the builds' other caches, written atomically, in the owner-only state dir
 only promoter writes. Not the state database: the record is a pure cache, and a miss (another
 replica, a wiped cache, a first run after upgrading) costs only a rebuild, which is
 reproducible (same inputs, same digest), so blobs the registry already holds are not sent
-again; a table would add a schema migration on both backends for no gain in correctness.
+again (the serving image's layers are hashed before they are pushed; a modelcar's layer is
+hashed locally first when the tag holds an image with a layer of its size); a table would
+add a schema migration on both backends for no gain in correctness.
 """
 
 from __future__ import annotations

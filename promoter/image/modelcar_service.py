@@ -6,11 +6,14 @@ for those inputs, see promoter.image.existing) is found before anything is downl
 otherwise the model is downloaded and laid out for the runtime, and its layer is streamed to
 the registry once, hashed on the way (the registry checks the digest). The digest is then
 recorded under the state dir by the files' metadata, so building the same unchanged files
-again reads nothing: it asks the registry (HEAD) and sends 0 bytes.
+again reads nothing: it asks the registry (HEAD) and sends 0 bytes. Without that record (a
+rebuild elsewhere: the tag already holds an image with a layer of the same size) the layer is
+hashed locally first and sent only if the registry lacks it.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Mapping
@@ -28,11 +31,12 @@ from promoter.image.model_input import model_input
 from promoter.image.platform import Platform, parse_platform
 from promoter.image.reference import Reference, parse_reference
 from promoter.image.targets import RegistryTarget
-from promoter.image.tarstream import TarEntry
+from promoter.image.tarstream import TarEntry, tar_size
 from promoter.image_settings import ImageSettings
 from promoter.ports.image import (
     BuiltImage,
     CheckedVersion,
+    ImageRegistry,
     ModelcarRequest,
     ModelLineage,
     ModelSource,
@@ -118,7 +122,9 @@ class ModelcarBuilder:
                 notes.append("no image.modelcar_base: the modelcar holds only the model files "
                              "(enough for an image volume; KServe's modelcar sidecar runs "
                              "`sh -c 'ln … && sleep infinity'`, which needs a base with a shell)")
+            tag = modelcar_tag(lineage)
             target: ImageTarget
+            client: ImageRegistry | None = None
             if self.layout is not None:
                 target = LayoutTarget(self.layout)
             else:
@@ -126,13 +132,17 @@ class ModelcarBuilder:
                 target = RegistryTarget(client, target_ref)
             uploaded = 0
             digest = self._known_digest(identity, entries)
-            if digest is None:  # one read of the files: hashed while they are sent
-                digest, uploaded = target.push_new_blob(modelcar.layer_blob(entries))
+            if digest is None:
+                if client is not None and tar_size(entries) in _layer_sizes_at(
+                        client, target_ref.repository, tag):
+                    # a rebuild: hashed locally (one read, nothing sent); push() HEADs it
+                    digest = modelcar.layer_digest(entries)
+                else:  # a first push: one read of the files, hashed while they are sent
+                    digest, uploaded = target.push_new_blob(modelcar.layer_blob(entries))
                 records = self.layer_digests if modelcar.settled(entries, listed_at) \
                     else self.unsettled_digests
                 records.put(identity, digest)
             image = modelcar.assemble(digest, entries, request, lineage, base, labels, platform)
-            tag = modelcar_tag(lineage)
             uploaded += push(image, target, tag)
             if self.layout is None:
                 self.pushed.record(modelcar.source_inputs(lineage, request, base, labels,
@@ -140,6 +150,27 @@ class ModelcarBuilder:
         return BuiltImage(reference=f"{target_ref.name}@{image.digest}", digest=image.digest,
                           size=image.size, layers=[x.blob.digest for x in image.layers],
                           bytes_uploaded=uploaded, tag=tag, notes=notes)
+
+
+def _layer_sizes_at(client: ImageRegistry, repository: str, tag: str) -> set[int]:
+    """The layer sizes of the image at ``tag`` (none when there is none or it is not one image
+    manifest). Without a layer record (another replica, a CI job without the state dir, a
+    wiped cache, a download into a fresh directory) a rebuild of the same files finds its
+    layer there: a layer of our size makes hashing first worth its local read, as the blob is
+    then likely in the registry already and is not sent again. A first push (a new tag) keeps
+    the single read that hashes while uploading. The registry's word only picks the path: the
+    digest used is always hashed here from the files."""
+    manifest = client.get_manifest(repository, tag)
+    if manifest is None:
+        return set()
+    try:
+        layers = json.loads(manifest.body).get("layers")
+    except (ValueError, AttributeError):
+        return set()
+    if not isinstance(layers, list):
+        return set()
+    return {layer["size"] for layer in layers
+            if isinstance(layer, dict) and isinstance(layer.get("size"), int)}
 
 
 def build_modelcar_image(settings: ImageSettings, state_dir: Path, model: str | CheckedVersion,

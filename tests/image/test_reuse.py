@@ -173,6 +173,22 @@ def test_without_a_record_promoters_own_image_is_rebuilt_to_the_same_digest(
     assert any(NOT_OURS in note for note in other.notes), other.notes
 
 
+def test_without_a_record_promoters_own_modelcar_is_rebuilt_sending_nothing(
+        registry: str, registered: Registered, tmp_path: Path) -> None:
+    """The modelcar twin: a replica without the state dir's layer record hashes the model's
+    layer locally and finds it in the registry, rather than sending every byte again (many
+    GB for an LLM)."""
+    one = settings_for(registered, tmp_path / "one")
+    two = settings_for(registered, tmp_path / "two")
+    first = ModelImages(one).build_modelcar(checked(one), f"{registry}/reuse/car-replicas",
+                                            REQUEST, LABELS)
+    other = ModelImages(two).build_modelcar(checked(two), f"{registry}/reuse/car-replicas",
+                                            REQUEST, LABELS)
+    assert first.bytes_uploaded > 0
+    assert (other.digest, other.bytes_uploaded) == (first.digest, 0)
+    assert any(NOT_OURS in note for note in other.notes), other.notes
+
+
 def built_config(registry: str, repository: str, digest: str) -> bytes:
     with RegistryClient(registry) as client:
         manifest = client.get_manifest(repository, digest)

@@ -50,7 +50,8 @@ def load_base(client: BaseSource, reference: Reference, platform: Platform) -> B
                         hint="check image.base in promoter.yaml or the --base option")
     data = json.loads(manifest.body)
     chosen = platform
-    if manifest.media_type in _INDEX_TYPES or "manifests" in data:
+    single = not (manifest.media_type in _INDEX_TYPES or "manifests" in data)
+    if not single:
         digest, chosen = _pick_platform(data, platform, reference)
         manifest = client.get_manifest(reference.repository, digest)
         if manifest is None:
@@ -60,6 +61,8 @@ def load_base(client: BaseSource, reference: Reference, platform: Platform) -> B
     source = f"base image {reference}"
     config_digest = check_digest(data["config"]["digest"], f"the config descriptor of {source}")
     config = json.loads(client.get_blob(reference.repository, config_digest))
+    if single:
+        chosen = _single_platform(config, platform, reference)
     diff_ids = config.get("rootfs", {}).get("diff_ids", [])
     if len(diff_ids) != len(data.get("layers", [])):
         raise UserError(f"base image {reference} is inconsistent: its config lists "
@@ -89,3 +92,18 @@ def _pick_platform(index: dict[str, Any], platform: Platform,
     position, chosen = picked
     digest = check_digest(entries[position].get("digest"), f"the index of base image {reference}")
     return digest, chosen
+
+
+def _single_platform(config: dict[str, Any], platform: Platform, reference: Reference) -> Platform:
+    """The platform of a base that is one image (no index to pick from), checked against
+    ``platform``: its layers and config would otherwise go into an image labelled and given
+    dependencies for another architecture, which fails only on the node (exec format error)."""
+    declared = platforms.config_platform(config)
+    if declared is None:
+        return platform  # the config names none: nothing to compare
+    if not platforms.serves(platform, declared):
+        raise UserError(f"base image {reference} is a single {declared} image, and "
+                        f"image.platform is {platform}",
+                        hint=f"use a base built for {platform} (or a multi-platform index "
+                             f"that lists it), or set image.platform to {declared}")
+    return declared if declared.variant else platform

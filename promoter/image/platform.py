@@ -115,6 +115,21 @@ def entry_platform(entry: Mapping[str, Any]) -> Platform | None:
     return normalise(os_name, architecture, variant)
 
 
+def config_platform(config: Mapping[str, Any]) -> Platform | None:
+    """The platform an image config declares (os, architecture, variant at its top level);
+    None when it declares none."""
+    return entry_platform({"platform": config})
+
+
+def serves(wanted: Platform, offered: Platform) -> bool:
+    """Whether an image for ``offered`` runs where ``wanted`` is asked for, by containerd's
+    rule. Without a variant ``offered`` is judged by os and architecture: many image configs
+    name none, even for 32-bit arm."""
+    if not offered.variant:
+        return (offered.os, offered.architecture) == (wanted.os, wanted.architecture)
+    return _rank(wanted, offered) is not None
+
+
 def pick(entries: Sequence[Mapping[str, Any]], wanted: Platform) -> tuple[int, Platform] | None:
     """The position of the entry that serves ``wanted`` best and the platform it declares: an
     exact variant before any fallback wherever each is listed; among equals the first (as

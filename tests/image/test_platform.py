@@ -9,7 +9,15 @@ import pytest
 from promoter.errors import UserError
 from promoter.image.config import image_config
 from promoter.image.dependencies import pip_platforms
-from promoter.image.platform import Platform, offered, parse_platform, pick, resolved
+from promoter.image.platform import (
+    Platform,
+    config_platform,
+    offered,
+    parse_platform,
+    pick,
+    resolved,
+    serves,
+)
 
 
 def _index(*platforms: str) -> list[dict[str, Any]]:
@@ -100,6 +108,23 @@ def test_an_open_arm_variant_becomes_the_one_the_base_offered() -> None:
         Platform("linux", "arm", "v6")
     assert resolved(parse_platform("linux/arm64"), Platform("linux", "arm64", "v8")) == \
         Platform("linux", "arm64")
+
+
+@pytest.mark.parametrize(("wanted", "config", "ok"), [
+    ("linux/arm64", {"os": "linux", "architecture": "arm64", "variant": "v8"}, True),
+    ("linux/arm64/v8", {"os": "linux", "architecture": "aarch64"}, True),
+    ("linux/arm64", {"os": "linux", "architecture": "amd64"}, False),
+    ("linux/amd64", {"os": "windows", "architecture": "amd64"}, False),
+    ("linux/arm/v7", {"os": "linux", "architecture": "arm", "variant": "v6"}, True),
+    ("linux/arm/v6", {"os": "linux", "architecture": "arm", "variant": "v7"}, False),
+    ("linux/arm/v6", {"os": "linux", "architecture": "arm"}, True),  # many configs name none
+    ("linux/arm64", {"os": "linux", "architecture": "arm64", "variant": "v9"}, False),
+])
+def test_a_single_image_config_serves_the_platforms_its_node_would_run(
+        wanted: str, config: dict[str, str], ok: bool) -> None:
+    declared = config_platform(config)
+    assert declared is not None
+    assert serves(parse_platform(wanted), declared) is ok
 
 
 def test_the_image_config_carries_the_variant_only_when_there_is_one() -> None:

@@ -179,6 +179,39 @@ def test_an_arm_variant_gets_its_own_base_image_wherever_the_index_lists_it(
     assert "it offers linux/arm/v6, linux/arm/v7" in err and "unknown" not in err
 
 
+def test_a_single_platform_base_of_another_architecture_is_refused_naming_both(
+        promoter: Run, registry: str, tmp_path: Path) -> None:
+    """A base that is one image (no index to pick from) is checked against image.platform:
+    an amd64 base under linux/arm64 would give an image whose config says amd64 and whose
+    dependencies were installed for arm64. The default variant is one spelling (arm64/v8)."""
+    from tests.image.model import save_model
+
+    with RegistryClient(registry) as client:
+        pushed = _push_base(client, "base/single")
+    bare = save_model(tmp_path / "bare", requirements="# nothing to install\n")
+    config = tmp_path / "promoter.yaml"
+    config.write_text("image:\n  platform: linux/arm64\n")
+    code, _, err = promoter("--config", str(config), "image", "build", str(bare),
+                            "--repository", f"{registry}/models/on-single", "--base",
+                            f"{registry}/base/single:1-linux-amd64")
+    assert code == 1, err
+    assert "is a single linux/amd64 image, and image.platform is linux/arm64" in " ".join(
+        err.split())
+    assert "Traceback" not in err
+    with RegistryClient(registry) as client:
+        assert client.get_manifest("models/on-single", "latest") is None  # nothing pushed
+
+    config.write_text("image:\n  platform: linux/arm64/v8\n")
+    code, out, err = promoter("--config", str(config), "image", "build", str(bare),
+                              "--repository", f"{registry}/models/on-single", "--base",
+                              f"{registry}/base/single:1-linux-arm64", "--output", "json")
+    assert code == 0, err
+    built = json.loads(out)
+    assert built["layers"][0] == pushed["linux/arm64"][0]
+    image_config = skopeo_inspect(f"{registry}/models/on-single@{built['digest']}", config=True)
+    assert (image_config["os"], image_config["architecture"]) == ("linux", "arm64")
+
+
 def test_registry_problems_are_clear_errors(promoter: Run, registry: str,
                                             model_dir: Path, tmp_path: Path) -> None:
     code, _, err = promoter("image", "build", str(model_dir), "--repository",

@@ -31,6 +31,13 @@ def registry_error(registry: str, response: httpx.Response, what: str) -> Promot
         return PermanentError(f"registry {registry} denied {what} (HTTP 403){said}",
                               hint="the credentials are valid but lack permission for this "
                                    "repository (push needs write access)")
+    if status == 404 and "BLOB_UPLOAD_UNKNOWN" in codes:
+        # The session expired or was purged (a slow upload, a registry restart): nothing is
+        # wrong with the names, and a new session succeeds, so the job tries again.
+        return TransientError(f"registry {registry} no longer knows the upload session while "
+                              f"{what} (HTTP 404){said}",
+                              hint="the upload session expired or was purged; the upload "
+                                   "starts again in a new session")
     if status == 404:
         return UserError(f"not found in registry {registry} while {what} (HTTP 404){said}",
                          hint="check the repository name and digest")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from promoter.adapters.oci import RegistryClient, client_for
+from promoter.adapters.oci_errors import registry_error
 from promoter.errors import PermanentError, TransientError
 from promoter.image.layers import TAR, Blob
 from promoter.image_settings import ImageSettings
@@ -203,3 +205,45 @@ def test_a_source_that_fails_to_read_once_is_uploaded_on_the_next_attempt(
         assert sent == len(data) and reads["count"] == 2
         repository = "upload/hiccup" if digest_known else "upload/hiccup-new"
         assert client.get_blob(repository, digest, limit=10**6) == data
+
+
+@pytest.mark.parametrize("digest_known", [True, False])
+def test_an_upload_session_the_registry_forgot_is_started_again(
+        registry_storage: tuple[str, Path], digest_known: bool) -> None:
+    """A session purged mid-upload (it expired, the registry restarted without its uploads):
+    the next PATCH is answered 404 BLOB_UPLOAD_UNKNOWN. That is no wrong repository name or
+    digest (a UserError nobody retries) but a transient failure: the upload starts over in a
+    new session. The registry's own purge is played by deleting the session's directory
+    just before the second PATCH."""
+    address, repositories = registry_storage
+    repository = f"sessions/forgotten-{digest_known}".lower()
+    data = os.urandom(3000)
+    patches = {"count": 0}
+
+    def purge_before_second_patch(request: httpx.Request) -> None:
+        if request.method == "PATCH":
+            patches["count"] += 1
+            if patches["count"] == 2:
+                for session in (repositories / repository / "_uploads").iterdir():
+                    shutil.rmtree(session)
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with RegistryClient(address, chunk_size=1024, backoff=0) as client:
+        client._http.event_hooks["request"].append(purge_before_second_patch)
+        blob = _blob(data, 1024)
+        if digest_known:
+            sent = client.push_blob(repository, blob)
+        else:
+            digest, sent = client.push_new_blob(repository,
+                                                Blob(blob.media_type, "", blob.size, blob.chunks))
+        assert sent == len(data) and patches["count"] == 2 + 3  # two, then all three again
+        assert client.get_blob(repository, digest, limit=10**6) == data
+
+
+def test_a_forgotten_upload_session_is_a_transient_error_saying_so() -> None:
+    response = httpx.Response(404, json={"errors": [
+        {"code": "BLOB_UPLOAD_UNKNOWN", "message": "blob upload unknown to registry"}]})
+    error = registry_error("r.io", response, "uploading blob sha256:abc to m/x")
+    assert isinstance(error, TransientError)
+    assert "upload session" in error.message and "BLOB_UPLOAD_UNKNOWN" in error.message
+    assert "check the repository name" not in f"{error.message} {error.hint}"

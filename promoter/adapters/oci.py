@@ -208,7 +208,11 @@ class RegistryClient:
             if response.status_code != 200:
                 response.read()
                 raise self.error_for(response, f"reading blob {digest[:19]} from {repository}")
-            yield response.iter_bytes(STREAM_PIECE_SIZE)
+            # The raw bytes: a blob is what its digest names. Object storage behind a
+            # registry may label a tar+gzip layer ``Content-Encoding: gzip``, and decoding it
+            # would hand on a tar of another digest and size (the size cap, when one is set,
+            # counts these same raw bytes).
+            yield response.iter_raw(STREAM_PIECE_SIZE)
 
     def blob_chunk_source(self, repository: str, digest: str) -> Callable[[], Iterator[bytes]]:
         """A re-openable chunk source reading a blob from this registry (for copies)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -16,7 +17,7 @@ import pytest
 from promoter.adapters.oci import RegistryClient, client_for
 from promoter.adapters.oci_errors import registry_error
 from promoter.errors import PermanentError, TransientError
-from promoter.image.layers import TAR, Blob
+from promoter.image.layers import TAR, TAR_GZIP, Blob
 from promoter.image_settings import ImageSettings
 
 pytestmark = pytest.mark.e2e
@@ -247,3 +248,34 @@ def test_a_forgotten_upload_session_is_a_transient_error_saying_so() -> None:
     assert isinstance(error, TransientError)
     assert "upload session" in error.message and "BLOB_UPLOAD_UNKNOWN" in error.message
     assert "check the repository name" not in f"{error.message} {error.hint}"
+
+
+def test_a_blob_served_with_a_content_encoding_is_copied_as_stored(registry: str) -> None:
+    """Object storage behind a base registry may answer a tar+gzip layer with the object's
+    ``Content-Encoding: gzip`` metadata. The blob is those gzip bytes: decoding them gave a
+    tar of another digest and size, and the copy failed as if the data had changed."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.image.serving import serving
+
+    layer = gzip.compress(os.urandom(200_000), mtime=0)
+    digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+
+    class Storage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(layer)))
+            self.end_headers()
+            self.wfile.write(layer)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    with serving(Storage) as server, \
+            RegistryClient(f"127.0.0.1:{server.server_address[1]}") as base, \
+            RegistryClient(registry) as client:
+        copy = Blob(TAR_GZIP, digest, len(layer), base.blob_chunk_source("base/x", digest))
+        assert client.push_blob("upload/encoded", copy) == len(layer)
+        assert client.get_blob("upload/encoded", digest, limit=10**6) == layer

@@ -196,6 +196,18 @@ class RegistryAuth(httpx.Auth):
         realm = params.get("realm")
         if not realm:
             raise AuthError(f"registry {self._registry} sent a Bearer challenge without a realm")
+        scheme = httpx.URL(realm).scheme
+        # The realm gets the Basic credentials and hands out the token: it may be plain HTTP
+        # only when the registry itself is (loopback or image.insecure_registries, the rule
+        # RegistryClient picks its base URL by), else they would cross the network in clear.
+        if scheme != "https" and not (scheme == "http" and
+                                      httpx.URL(self._base_url).scheme == "http"):
+            raise AuthError(f"registry {self._registry} names a token service that is not "
+                            f"HTTPS ({scheme}://{httpx.URL(realm).host}); promoter sends no "
+                            "credentials there",
+                            hint="serve the registry's token realm over HTTPS (or, for a "
+                                 "registry that is itself plain HTTP, list it in "
+                                 "image.insecure_registries)")
         query = {key: params[key] for key in ("service", "scope") if params.get(key)}
         # Uncompressed, as the client's own requests: the body cap counts real bytes.
         headers = {"Accept-Encoding": "identity"}

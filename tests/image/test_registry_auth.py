@@ -9,11 +9,13 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from promoter.adapters.oci import RegistryClient
 from promoter.adapters.oci_auth import (
     Credentials,
+    RegistryAuth,
     credentials_from_auth_file,
     scope_key,
     token_lifetime,
@@ -186,3 +188,31 @@ def test_a_token_lives_as_long_as_its_answer_says_counted_from_its_issue() -> No
                           noon + 900) == 0  # already over: renewed before the next request
     assert token_lifetime({"token": "t", "expires_in": 300, "issued_at": "yesterday"},
                           noon) == 300
+
+
+def _challenged(auth: RegistryAuth, registry_url: str, realm: str) -> httpx.Request:
+    """Drive the auth flow through one Bearer challenge; the request it sends next."""
+    flow = auth.auth_flow(httpx.Request("GET", f"{registry_url}/v2/m/manifests/v1"))
+    request = next(flow)
+    challenge = httpx.Response(401, request=request, headers={
+        "WWW-Authenticate": f'Bearer realm="{realm}",service="r",scope="repository:m:pull"'})
+    return flow.send(challenge)
+
+
+def test_credentials_never_go_to_a_plain_http_token_realm_of_an_https_registry() -> None:
+    """A registry over HTTPS whose challenge names an http:// realm would have promoter send
+    the Basic credentials there in clear; only a registry that is itself plain HTTP
+    (loopback, image.insecure_registries) may have a plain-HTTP token service."""
+    secret = Credentials("ci", "s3cret-pw")
+    https = RegistryAuth("registry.example.com", secret, "https://registry.example.com")
+    with pytest.raises(AuthError, match=r"not HTTPS \(http://auth\.example\.com\)") as refused:
+        _challenged(https, "https://registry.example.com", "http://auth.example.com/token")
+    assert "s3cret" not in f"{refused.value.message} {refused.value.hint}"
+    # An HTTPS realm gets them, as does a plain-HTTP realm of a plain-HTTP registry.
+    to_https = _challenged(https, "https://registry.example.com",
+                           "https://auth.example.com/token")
+    assert to_https.headers["Authorization"] == secret.basic_header()
+    plain = RegistryAuth("127.0.0.1:5000", secret, "http://127.0.0.1:5000")
+    to_plain = _challenged(plain, "http://127.0.0.1:5000", "http://127.0.0.1:5001/token")
+    assert (to_plain.url.scheme, to_plain.headers["Authorization"]) == \
+        ("http", secret.basic_header())

@@ -17,6 +17,9 @@ from pathlib import Path
 from promoter.errors import UserError
 
 READ_SIZE = 1024 * 1024
+# OCI layers mark deletions with members named ``.wh.<name>`` (and ``.wh..wh..opq``): an
+# unpacker removes ``<name>`` and never writes the member, so a model file named so is lost.
+WHITEOUT_PREFIX = ".wh."
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 
@@ -56,6 +59,13 @@ def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
         here = prefix if relative == "." else f"{prefix}/{relative}"
         for name in sorted(dirnames + filenames):
             path = base / name
+            if name.startswith(WHITEOUT_PREFIX):
+                relative_name = path.relative_to(root).as_posix()
+                raise UserError(f"the model's {relative_name[:200]!r} is named like an OCI "
+                                f"whiteout ({WHITEOUT_PREFIX}*): unpacking the image would "
+                                "delete a file instead of writing this one",
+                                hint=f"rename it so its name does not start with "
+                                     f"{WHITEOUT_PREFIX!r}")
             info = path.lstat()
             arcname = f"{here}/{name}"
             if stat.S_ISLNK(info.st_mode):
@@ -134,6 +144,10 @@ def _checked_arcname(arcname: str) -> str:
     if posixpath.isabs(arcname) or ".." in arcname.split("/"):
         raise UserError(f"refusing to put {arcname[:200]!r} into a layer: a member name must "
                         "be relative and must not contain '..'")
+    if posixpath.basename(arcname).startswith(WHITEOUT_PREFIX):
+        raise UserError(f"refusing to put {arcname[:200]!r} into a layer: a name starting "
+                        f"with {WHITEOUT_PREFIX!r} is an OCI whiteout, which deletes a file "
+                        "when the layer is unpacked")
     return arcname
 
 

@@ -256,3 +256,30 @@ def test_the_tar_writer_refuses_a_member_outside_the_root(tmp_path: Path, arcnam
     with pytest.raises(UserError, match="must be relative"):
         tar_size(entries)
     assert b"".join(tar_chunks([data_entry("models/a..b/..c", b"x")]))  # dots are not '..'
+
+
+@pytest.mark.parametrize(("name", "reported"), [
+    (".wh.tokenizer.json", ".wh.tokenizer.json"), (".wh..wh..opq", ".wh..wh..opq"),
+    ("sub/.wh.weights.bin", "sub/.wh.weights.bin"), (".wh.dir/file", ".wh.dir")])
+def test_a_model_file_named_like_a_whiteout_is_refused_naming_it(
+        tmp_path: Path, name: str, reported: str) -> None:
+    """OCI unpackers treat a member named .wh.<x> as "delete x" and never write it: the model
+    file would be packed, signed and then missing in the container."""
+    from promoter.errors import UserError
+
+    root = _tree(tmp_path / "model")
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).write_text("a real file someone named so")
+    with pytest.raises(UserError, match=r"named like an OCI whiteout") as refused:
+        entries_for_tree(root, "models")
+    assert f"the model's {reported!r} is named" in refused.value.message
+
+
+def test_the_tar_writer_refuses_a_whiteout_member(tmp_path: Path) -> None:
+    """The last line of defence covers members not listed from a tree (Triton's files)."""
+    from promoter.errors import UserError
+    from promoter.image.tarstream import data_entry
+
+    with pytest.raises(UserError, match="is an OCI whiteout"):
+        b"".join(tar_chunks([data_entry("models/m/1/.wh.model.onnx_data", b"x")]))
+    assert b"".join(tar_chunks([data_entry("models/a.wh.b", b"x")]))  # only as a prefix

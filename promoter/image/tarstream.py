@@ -10,7 +10,7 @@ import os
 import posixpath
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +52,7 @@ def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
     parts = prefix.split("/")
     entries = [TarEntry("/".join(parts[: i + 1]), None, "dir") for i in range(len(parts))]
     links: dict[str, str] = {}     # each symlink's path under root → its target
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_unreadable(root)):
         dirnames.sort()
         base = Path(dirpath)
         relative = base.relative_to(root).as_posix()
@@ -77,6 +77,14 @@ def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
             elif stat.S_ISREG(info.st_mode):
                 entries.append(TarEntry(arcname, path, "file", size=info.st_size,
                                         executable=bool(info.st_mode & 0o111)))
+            else:
+                # Left out silently, the image would lack a file the model may need.
+                relative_name = path.relative_to(root).as_posix()
+                raise UserError(f"the model's {relative_name[:200]!r} is a "
+                                f"{_special_kind(info.st_mode)}, not a file, directory or "
+                                "symlink: a model's files cannot hold it",
+                                hint="remove it from the model directory (or save what it "
+                                     "provides as a regular file)")
     link = _first_link_leaving(links)
     if link is not None:
         raise UserError(f"the model's {link[:200]!r} is a symlink to {links[link][:200]!r}, "
@@ -84,6 +92,30 @@ def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
                         hint="replace the link with the file it points to")
     entries.sort(key=lambda entry: entry.arcname)
     return entries
+
+
+def _unreadable(root: Path) -> Callable[[OSError], None]:
+    """os.walk's error handler: a directory that cannot be listed is an error, not a part of
+    the model quietly left out of the image (os.walk skips it by default)."""
+
+    def refuse(error: OSError) -> None:
+        where = Path(error.filename or root)
+        shown = where.relative_to(root).as_posix() if where.is_relative_to(root) else str(where)
+        raise UserError(f"cannot list the model's directory {shown[:200]!r}: "
+                        f"{error.strerror or error}",
+                        hint="make every directory of the model readable to promoter")
+
+    return refuse
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device file"
+    return "special file"
 
 
 def check_merged_links(entries: list[TarEntry], prefix: str) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import shutil
+import socket
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -283,3 +286,65 @@ def test_the_tar_writer_refuses_a_whiteout_member(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="is an OCI whiteout"):
         b"".join(tar_chunks([data_entry("models/m/1/.wh.model.onnx_data", b"x")]))
     assert b"".join(tar_chunks([data_entry("models/a.wh.b", b"x")]))  # only as a prefix
+
+
+def _bound_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))  # the socket file stays after the socket is closed
+
+
+@pytest.mark.parametrize(("make", "kind"), [
+    (lambda path: os.mkfifo(path), "named pipe (FIFO)"),
+    (lambda path: _bound_socket(path), "socket"),
+], ids=["fifo", "socket"])
+def test_a_special_file_in_the_model_is_refused_naming_it(
+        tmp_path: Path, make: Callable[[Path], None], kind: str) -> None:
+    """It was left out without a word: the image lacked a file the model had."""
+    from promoter.errors import UserError
+
+    root = _tree(tmp_path / "m")
+    make(root / "sub" / "feed")
+    with pytest.raises(UserError, match=rf"the model's 'sub/feed' is a {re.escape(kind)}"):
+        entries_for_tree(root, "models")
+
+
+_LIST_AS_NOBODY = """
+import sys
+from pathlib import Path
+from promoter.errors import UserError
+from promoter.image.tarstream import entries_for_tree
+try:
+    print([entry.arcname for entry in entries_for_tree(Path(sys.argv[1]), "models")])
+except UserError as error:
+    print("UserError:", error.message)
+"""
+
+
+def test_a_directory_of_the_model_that_cannot_be_listed_is_an_error() -> None:
+    """os.walk skips a directory it cannot list: the image came out without that part of the
+    model, signed as if whole. As root every directory is readable, so the listing then runs
+    in a process of an unprivileged user."""
+    import subprocess
+    import sys
+    import tempfile
+
+    unprivileged = os.geteuid() == 0
+    # Not under tmp_path: pytest keeps its parents owner-only, out of the other user's reach.
+    work = Path(tempfile.mkdtemp(prefix="promoter-unlistable-"))
+    root = _tree(work / "m")
+    (root / "secret").mkdir()
+    (root / "secret" / "weights.bin").write_bytes(b"w")
+    for path in (work, root, root / "sub"):
+        path.chmod(0o755)
+    (root / "secret").chmod(0)
+    try:
+        command = [sys.executable, "-c", _LIST_AS_NOBODY, str(root)]
+        if unprivileged:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        listed = subprocess.run(command, capture_output=True, text=True, check=True,
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                                cwd="/")
+    finally:
+        (root / "secret").chmod(0o755)
+        shutil.rmtree(work)
+    assert "UserError: cannot list the model's directory 'secret'" in listed.stdout, listed

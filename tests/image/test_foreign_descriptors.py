@@ -40,20 +40,21 @@ class _Manifest:
 class _HostileRegistry:
     """Answers with the manifests a test sets and records every digest it is asked for."""
 
-    manifests: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    manifests: dict[str, tuple[Any, str]] = field(default_factory=dict)
     asked: list[str] = field(default_factory=list)
+    config: bytes = json.dumps({"rootfs": {"diff_ids": [GOOD]}}).encode()
 
     def get_manifest(self, repository: str, reference: str) -> _Manifest | None:
         self.asked.append(reference)
         if reference not in self.manifests:
             return None
         data, media_type = self.manifests[reference]
-        body = json.dumps(data).encode()
+        body = data if isinstance(data, bytes) else json.dumps(data).encode()
         return _Manifest(body, media_type, "sha256:" + hashlib.sha256(body).hexdigest())
 
     def get_blob(self, repository: str, digest: str, *, limit: int = 0) -> bytes:
         self.asked.append(digest)
-        return json.dumps({"rootfs": {"diff_ids": [GOOD]}}).encode()
+        return self.config
 
     def blob_chunk_source(self, repository: str, digest: str) -> Callable[[], Iterator[bytes]]:
         self.asked.append(digest)
@@ -82,6 +83,43 @@ def test_a_base_image_with_a_malformed_digest_is_refused_before_it_is_fetched(
                                              r"'sha256:\.\./\.\./\.\./other"):
         load_base(registry, parse_reference("r.io/base:v1"), parse_platform("linux/amd64"))
     assert TRAVERSAL not in registry.asked
+
+
+INDEX_OF = {"manifests": [{"digest": GOOD, "platform": {"os": "linux",
+                                                          "architecture": "amd64"}}]}
+
+
+@pytest.mark.parametrize(("manifests", "config", "said"), [
+    ({"v1": ({"mediaType": OCI_MANIFEST, "layers": []}, OCI_MANIFEST)}, None,
+     "the manifest of base image r.io/base:v1 has no config descriptor"),
+    ({"v1": (INDEX_OF, INDEX), GOOD: (INDEX_OF, INDEX)}, None,
+     f"base image r.io/base:v1 lists another index ({GOOD}) for linux/amd64"),
+    ({"v1": (b"<html>not json</html>", OCI_MANIFEST)}, None,
+     "the manifest of base image r.io/base:v1 is not a JSON object"),
+    ({"v1": ([1, 2], OCI_MANIFEST)}, None,
+     "the manifest of base image r.io/base:v1 is not a JSON object"),
+    ({"v1": (_image(), OCI_MANIFEST)}, b"[]",
+     "the config of base image r.io/base:v1 is not a JSON object"),
+    ({"v1": ({**_image(), "layers": "x"}, OCI_MANIFEST)}, None,
+     "base image r.io/base:v1 names its layers in neither"),
+    ({"v1": ({**_image(), "layers": [{"digest": GOOD}]}, OCI_MANIFEST)}, None,
+     "a layer of base image r.io/base:v1 has no media type, size or diff_id"),
+    ({"v1": (_image(), OCI_MANIFEST)}, json.dumps({"rootfs": {"diff_ids": [7]}}).encode(),
+     "a layer of base image r.io/base:v1 has no media type, size or diff_id"),
+    ({"v1": ({"manifests": 5}, INDEX)}, None,
+     "base image r.io/base:v1 has no linux/amd64 image"),
+], ids=["no-config", "nested-index", "not-json", "not-an-object", "config-not-an-object",
+        "layers-not-a-list", "layer-without-size", "diff-id-not-a-string", "manifests-not-a-list"])
+def test_a_malformed_base_image_is_a_named_error_not_a_crash(
+        manifests: dict[str, tuple[Any, str]], config: bytes | None, said: str) -> None:
+    """A damaged or hostile base answered with what the code indexed blindly: KeyError,
+    TypeError or JSONDecodeError reached the CLI's last-resort handler (exit 3, "unexpected")."""
+    registry = _HostileRegistry(manifests)
+    if config is not None:
+        registry.config = config
+    with pytest.raises((PermanentError, UserError)) as refused:
+        load_base(registry, parse_reference("r.io/base:v1"), parse_platform("linux/amd64"))
+    assert said in refused.value.message
 
 
 def test_an_existing_image_with_a_malformed_config_digest_is_refused(tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -39,6 +38,13 @@ from promoter.service.hook_http import RETRY_AFTER_SECONDS, STATE_FAILURES, stat
 from promoter.service.logs import log
 from promoter.service.metrics import CONTENT_TYPE, Metrics
 from promoter.service.public_errors import public_reason
+from promoter.service.thread_lanes import (
+    HOOK_THREADS,
+    METRICS_THREADS,
+    MLFLOW_REPORT_THREADS,
+    READINESS_THREADS,
+    Lane,
+)
 
 if TYPE_CHECKING:
     from promoter.ports.registry import Registry
@@ -112,6 +118,12 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
                                  databricks_secret.reveal() if databricks_secret else None)
 
     writes = WriteHealth(Path(settings.state_dir), clock)
+    # Each kind of blocking work on threads of its own (thread_lanes): hooks stuck on GitLab or
+    # MLflow never delay the readiness checks, nor a hanging MLflow the queue's check.
+    hook_threads = Lane("hooks", HOOK_THREADS)
+    readiness_threads = Lane("readiness", READINESS_THREADS)
+    mlflow_report_threads = Lane("mlflow-report", MLFLOW_REPORT_THREADS)
+    metrics_threads = Lane("metrics", METRICS_THREADS)
 
     async def receive(request: Request, source: str) -> Response:
         started = time.perf_counter()
@@ -180,9 +192,10 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         # unreachable MLflow is reported, not a reason to leave the Service: stored jobs wait
         # out the outage with the queue's backoff, while GitLab's and Argo CD's deliveries,
         # which need no MLflow to be stored, would otherwise find no endpoint at all.
-        probes = [_probe(queue.ping), _probe(writes.check)]
+        probes = [_probe(readiness_threads, queue.ping), _probe(readiness_threads, writes.check)]
         if registry is not None:
-            probes.append(_probe(registry.ping, MLFLOW_REPORT_TIMEOUT_SECONDS))
+            probes.append(_probe(mlflow_report_threads, registry.ping,
+                                 MLFLOW_REPORT_TIMEOUT_SECONDS))
         queue_state, writes_state, *mlflow_state = await asyncio.gather(*probes)
         checks = {"queue": queue_state, "state_writes": writes_state,
                   "mlflow": mlflow_state[0] if mlflow_state else "not configured"}
@@ -191,7 +204,7 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
                             status_code=200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
-        body = await run_in_threadpool(metrics.render)
+        body = await metrics_threads.run(metrics.render)
         return Response(body, media_type=CONTENT_TYPE)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -225,9 +238,10 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
         # A hook whose state database fails marks the replica not ready, as the queue does;
         # one that records a delivery there again makes it ready, as the queue storing one.
         Route("/webhooks/argocd", argocd_hook.endpoint(settings, registry, writes.failed,
-                                                       writes.succeeded), methods=["POST"]),
+                                                       writes.succeeded, lane=hook_threads),
+              methods=["POST"]),
         *([Route("/webhooks/gitlab", starlette_endpoint(gitlab_hook, writes.failed,
-                                                        writes.succeeded),
+                                                        writes.succeeded, lane=hook_threads),
                  methods=["POST"])] if gitlab_hook is not None else []),
     ], exception_handlers={HTTPException: http_error, ClientDisconnect: disconnected,
                            Exception: unexpected})
@@ -295,9 +309,10 @@ def _reject(metrics: Metrics, source: str, outcome: str, status: int, error: str
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-async def _probe(check: Callable[[], None], timeout: float = READY_TIMEOUT_SECONDS) -> str:
+async def _probe(lane: Lane, check: Callable[[], None],
+                 timeout: float = READY_TIMEOUT_SECONDS) -> str:
     try:
-        await asyncio.wait_for(run_in_threadpool(check), timeout)
+        await asyncio.wait_for(lane.run(check), timeout)
     except TimeoutError:
         return f"no answer within {timeout:.0f} s"
     except (PromoterError, OSError, sqlite3.Error) as exc:

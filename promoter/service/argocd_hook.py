@@ -26,6 +26,7 @@ from promoter.errors import PromoterError, UserError
 from promoter.service.cluster_feedback import ClusterFeedback
 from promoter.service.cluster_status_store import StatusStore
 from promoter.service.hook_deliveries import HookClaim, failed_while_acting, in_progress_answer
+from promoter.service.thread_lanes import HOOK_THREADS, Lane
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -117,15 +118,18 @@ def _build(settings: Settings, registry: Registry | None) -> ArgoCDHookHandler:
 
 def endpoint(settings: Settings, registry: Registry | None,
              on_state_failure: Callable[[BaseException], None] | None = None,
-             on_recorded: Callable[[], None] | None = None,
+             on_recorded: Callable[[], None] | None = None, *, lane: Lane | None = None,
              ) -> Callable[[Request], Awaitable[Response]]:
     """``Route("/webhooks/argocd", endpoint(settings, registry), methods=["POST"])``; the
     handler (state database, MR notes) is built on the first delivery. A state database that
     fails is answered 503 and reported to ``on_state_failure``, a notification recorded in it
-    (every one is claimed) to ``on_recorded`` (hook_http)."""
+    (every one is claimed) to ``on_recorded`` (hook_http). Handlers run on ``lane`` (the app's
+    hook threads; by default a lane of this endpoint's own)."""
     from starlette.responses import JSONResponse
 
     from promoter.service.hook_http import handled
+
+    threads = lane or Lane("argocd-hook", HOOK_THREADS)
 
     built: list[ArgoCDHookHandler] = []
     # Deliveries run on the threadpool: without the lock, two first deliveries arriving together
@@ -149,6 +153,6 @@ def endpoint(settings: Settings, registry: Registry | None,
                 return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
         return await handled("argocd", lambda: handler().handle(dict(request.headers),
                                                                  bytes(body)),
-                             on_state_failure, on_recorded)
+                             on_state_failure, on_recorded, lane=threads)
 
     return receive

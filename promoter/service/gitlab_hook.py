@@ -49,6 +49,7 @@ from promoter.service.hook_deliveries import (
     in_progress_answer,
 )
 from promoter.service.logs import log
+from promoter.service.thread_lanes import HOOK_THREADS, Lane
 from promoter.state.db import StateDB, state_db
 
 if TYPE_CHECKING:
@@ -227,14 +228,18 @@ def _error(status: int, error: str, detail: str) -> Answer:
 
 def starlette_endpoint(handler: GitLabHookHandler,
                        on_state_failure: Callable[[BaseException], None] | None = None,
-                       on_recorded: Callable[[], None] | None = None,
+                       on_recorded: Callable[[], None] | None = None, *,
+                       lane: Lane | None = None,
                        ) -> Callable[[Request], Awaitable[Response]]:
     """``Route("/webhooks/gitlab", starlette_endpoint(handler), methods=["POST"])``; a state
     database that fails is answered 503 and reported to ``on_state_failure``, a delivery
-    recorded in it to ``on_recorded`` (hook_http)."""
+    recorded in it to ``on_recorded`` (hook_http). Handlers run on ``lane`` (the app's hook
+    threads; by default a lane of this endpoint's own)."""
     from starlette.responses import JSONResponse
 
     from promoter.service.hook_http import handled
+
+    threads = lane or Lane("gitlab-hook", HOOK_THREADS)
 
     async def endpoint(request: Request) -> Response:
         body = bytearray()
@@ -246,6 +251,7 @@ def starlette_endpoint(handler: GitLabHookHandler,
         claimed = bool(request.headers.get("idempotency-key"))
         return await handled(DeliveryLog.SOURCE,
                              lambda: handler.handle(dict(request.headers), bytes(body)),
-                             on_state_failure, on_recorded if claimed else None)
+                             on_state_failure, on_recorded if claimed else None,
+                             lane=threads)
 
     return endpoint

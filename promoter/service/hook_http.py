@@ -17,12 +17,12 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from promoter.errors import TransientError
 from promoter.service.logs import log
 from promoter.service.public_errors import public_reason
+from promoter.service.thread_lanes import Lane
 
 _log = logging.getLogger("promoter.intake")
 RETRY_AFTER_SECONDS = 5
@@ -52,15 +52,21 @@ def recorded(status: int, answer: dict[str, Any]) -> bool:
 
 async def handled(source: str, handle: Callable[[], Answer],
                   on_state_failure: Callable[[BaseException], None] | None,
-                  on_recorded: Callable[[], None] | None = None) -> JSONResponse:
-    """Run a framework-agnostic hook handler off the event loop and answer for it. Its state
+                  on_recorded: Callable[[], None] | None = None, *,
+                  lane: Lane) -> JSONResponse:
+    """Run a framework-agnostic hook handler on ``lane``'s threads (thread_lanes: the hooks'
+    own, never those /readyz needs) and answer for it. With every thread of the lane busy, the
+    delivery waits for one rather than being refused: its body has arrived, so it is handled
+    even if the sender stops waiting (the sender's retry then finds it recorded, or in
+    progress), while a 503 would leave it to retries Argo CD makes only a few times, seconds
+    apart. The wait holds one open request, so ``server.max_connections`` bounds it. Its state
     writes (claim, finish, release) raise when the state fails: that becomes the 503 above,
     and ``on_state_failure`` (app.WriteHealth.failed) marks the replica not ready. Any other
     exception is a bug: 500, with Retry-After as every 5xx of a hook. ``on_recorded``
     (app.WriteHealth.succeeded), for a delivery the handler claims, is told when it was
     recorded: the state database stores again, so the replica need not wait to be ready."""
     try:
-        status, answer = await run_in_threadpool(handle)
+        status, answer = await lane.run(handle)
         if on_recorded is not None and recorded(status, answer):
             on_recorded()
     except STATE_FAILURES as exc:

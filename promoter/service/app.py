@@ -268,8 +268,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()):  # "²".isdigit() is True
             raise UserError("Content-Length is not a number")
-        if int(declared) > limit:
-            raise TooLarge(f"the body is {declared} bytes; at most {limit} are accepted")
+        digits = declared.lstrip("0")
+        # Compared by length first: a number with more digits than the limit is larger, and
+        # int() refuses more than 4300 digits (ValueError, once a 500 with a traceback).
+        if len(digits) > len(str(limit)) or int(digits or "0") > limit:
+            raise TooLarge(f"the body is {digits[:20] or '0'}{'…' if len(digits) > 20 else ''}"
+                           f" bytes; at most {limit} are accepted")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

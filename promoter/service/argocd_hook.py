@@ -50,7 +50,7 @@ class ArgoCDHookHandler:
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
         lowered = {key.lower(): value for key, value in headers.items()}
-        refused = self._check_secret(lowered.get(TOKEN_HEADER.lower()))
+        refused = check_secret(self._secret, lowered.get(TOKEN_HEADER.lower()))
         if refused:
             return refused
         if len(body) > self.max_body_bytes:
@@ -92,16 +92,19 @@ class ArgoCDHookHandler:
         return 200, {"status": "recorded", **described, "deployed": summary.deployed,
                      "environment_sync": summary.sync, "environment_health": summary.health}
 
-    def _check_secret(self, given: str | None) -> Answer | None:
-        if self._secret is None or not self._secret.reveal():
-            return _error(503, "not_configured",
-                          f"the server has no {SECRET_VARIABLE}; set it to the value of "
-                          "promoter-webhook-token in argocd-notifications-secret")
-        if given is None:
-            return _error(401, "unauthorized", f"{TOKEN_HEADER} header is missing")
-        if not hmac.compare_digest(given.encode("utf-8"), self._secret.reveal().encode("utf-8")):
-            return _error(401, "unauthorized", f"{TOKEN_HEADER} does not match")
-        return None
+
+def check_secret(secret: Secret | None, given: str | None) -> Answer | None:
+    """The refusal of a notification whose token is missing or wrong (or of every one, while
+    the server has no secret); None when ``given`` is the secret."""
+    if secret is None or not secret.reveal():
+        return _error(503, "not_configured",
+                      f"the server has no {SECRET_VARIABLE}; set it to the value of "
+                      "promoter-webhook-token in argocd-notifications-secret")
+    if given is None:
+        return _error(401, "unauthorized", f"{TOKEN_HEADER} header is missing")
+    if not hmac.compare_digest(given.encode("utf-8"), secret.reveal().encode("utf-8")):
+        return _error(401, "unauthorized", f"{TOKEN_HEADER} does not match")
+    return None
 
 
 def _error(status: int, error: str, detail: str) -> Answer:
@@ -130,6 +133,7 @@ def endpoint(settings: Settings, registry: Registry | None,
     from promoter.service.hook_http import handled
 
     threads = lane or Lane("argocd-hook", HOOK_THREADS)
+    secret = settings.secret(SECRET_VARIABLE)
 
     built: list[ArgoCDHookHandler] = []
     # Deliveries run on the threadpool: without the lock, two first deliveries arriving together
@@ -145,14 +149,20 @@ def endpoint(settings: Settings, registry: Registry | None,
                     built.append(_build(settings, registry))
         return built[0]
 
+    def authorised(headers: dict[str, str], body: bytes) -> Answer:
+        # The token before the handler is built: building reaches the forge and the state
+        # database, and a failure there (no GitLab token, say) must not answer anyone without
+        # the token 500, nor be retried on each of their requests.
+        refused = check_secret(secret, headers.get(TOKEN_HEADER.lower()))
+        return refused or handler().handle(headers, body)
+
     async def receive(request: Request) -> Response:
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > settings.server.max_body_bytes:
                 return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
-        return await handled("argocd", lambda: handler().handle(dict(request.headers),
-                                                                 bytes(body)),
+        return await handled("argocd", lambda: authorised(dict(request.headers), bytes(body)),
                              on_state_failure, on_recorded, lane=threads)
 
     return receive

@@ -91,3 +91,27 @@ def test_only_a_delivery_whose_answer_was_written_counts_as_recorded() -> None:
     for status, answer in ((200, {"status": "ignored"}), (200, {"status": "duplicate"}),
                            (503, {"error": "in_progress"}), (401, {"error": "unauthorized"})):
         assert not recorded(status, answer), answer
+
+
+@pytest.mark.parametrize("server_secret", ["", SECRET])
+@pytest.mark.parametrize("sent", [{}, {"X-Promoter-Token": "wrong"}])
+def test_the_token_is_checked_before_the_handler_is_built(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, server_secret: str,
+        sent: dict[str, str]) -> None:
+    """The GitLab provider configured without PROMOTER_GITLAB_TOKEN: building the handler
+    fails. A notification without the right token must not get that far: it was answered 500
+    "internal" with an ERROR traceback, even with no Argo CD secret set (503 not_configured)."""
+    settings = load_settings(environ={
+        "PROMOTER_STATE_DIR": str(tmp_path / "serve"), "PROMOTER_GITLAB_URL":
+        "https://gitlab.invalid", "PROMOTER_GITLAB_PROJECT": "group/project",
+        "PROMOTER_ARGOCD_WEBHOOK_SECRET": server_secret})
+    queue = JobQueue.open(settings.state_dir)
+    body = notification("sync-succeeded", application("fraud-detector", "production", "c1"))
+    try:
+        answer, _ = post_then_probe(create_app(settings, queue), "/webhooks/argocd", body,
+                                    {"Content-Type": "application/json", **sent})
+    finally:
+        queue.close()
+    expected = (401, "unauthorized") if server_secret else (503, "not_configured")
+    assert (answer.status_code, answer.json()["error"]) == expected, answer.text
+    assert not [r for r in caplog.records if "Traceback" in r.getMessage() or r.exc_info]

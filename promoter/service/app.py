@@ -34,8 +34,13 @@ from promoter.errors import PromoterError, TransientError, UserError
 from promoter.ports.clock import Clock, SystemClock
 from promoter.service import argocd_hook, intake, verify
 from promoter.service.gitlab_hook import GitLabHookHandler, starlette_endpoint
-from promoter.service.hook_http import RETRY_AFTER_SECONDS, STATE_FAILURES, state_unavailable
-from promoter.service.logs import log
+from promoter.service.hook_http import (
+    NOT_CONFIGURED_WARNING_SECONDS,
+    RETRY_AFTER_SECONDS,
+    STATE_FAILURES,
+    state_unavailable,
+)
+from promoter.service.logs import OncePer, log
 from promoter.service.metrics import CONTENT_TYPE, Metrics
 from promoter.service.public_errors import public_reason
 from promoter.service.thread_lanes import (
@@ -118,6 +123,7 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
                                  databricks_secret.reveal() if databricks_secret else None)
 
     writes = WriteHealth(Path(settings.state_dir), clock)
+    not_configured_warnings = OncePer(NOT_CONFIGURED_WARNING_SECONDS)
     # Each kind of blocking work on threads of its own (thread_lanes): hooks stuck on GitLab or
     # MLflow never delay the readiness checks, nor a hanging MLflow the queue's check.
     hook_threads = Lane("hooks", HOOK_THREADS)
@@ -162,6 +168,14 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
             return _reject(metrics, source, "queue_down", status, answer["error"],
                            answer["detail"], delivery_id, started,
                            retry_after=RETRY_AFTER_SECONDS)
+        except verify.SecretNotConfigured as exc:
+            # 503 so the sender retries once the secret is set, but a WARNING (said once a
+            # while), not an ERROR: nothing failed, and its own metrics outcome tells it apart.
+            return _reject(metrics, source, exc.kind, exc.http_status, exc.kind,
+                           f"{exc.message} ({exc.hint})", delivery_id, started,
+                           retry_after=RETRY_AFTER_SECONDS,
+                           level=logging.WARNING if not_configured_warnings.due(source)
+                           else None)
         except PromoterError as exc:
             detail = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
             return _reject(metrics, source, exc.kind, exc.http_status, exc.kind, detail,
@@ -303,12 +317,20 @@ def _outcome(normalised: list[PromotionEvent], stored: list[intake.Enqueued]) ->
     return "covered"  # an existing job already covers it (alias set again)
 
 
+_BY_STATUS = -1  # _reject's level: WARNING for a 4xx, ERROR for a 5xx
+
+
 def _reject(metrics: Metrics, source: str, outcome: str, status: int, error: str, detail: str,
-            delivery_id: str | None, started: float, retry_after: int | None = None) -> Response:
+            delivery_id: str | None, started: float, retry_after: int | None = None,
+            level: int | None = _BY_STATUS) -> Response:
+    """The rejection's answer, counted and (unless ``level`` is None) logged."""
     metrics.delivery(source, outcome)
     metrics.ack_seconds.labels(source=source).observe(time.perf_counter() - started)
-    log(_log, logging.WARNING if status < 500 else logging.ERROR, "delivery rejected",
-        source=source, delivery_id=delivery_id, status=status, error=error, detail=detail)
+    if level == _BY_STATUS:
+        level = logging.WARNING if status < 500 else logging.ERROR
+    if level is not None:
+        log(_log, level, "delivery rejected", source=source, delivery_id=delivery_id,
+            status=status, error=error, detail=detail)
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 

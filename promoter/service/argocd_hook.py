@@ -26,6 +26,7 @@ from promoter.errors import PromoterError, UserError
 from promoter.service.cluster_feedback import ClusterFeedback
 from promoter.service.cluster_status_store import StatusStore
 from promoter.service.hook_deliveries import HookClaim, failed_while_acting, in_progress_answer
+from promoter.service.logs import OncePer
 from promoter.service.thread_lanes import HOOK_THREADS, Lane
 
 if TYPE_CHECKING:
@@ -130,9 +131,10 @@ def endpoint(settings: Settings, registry: Registry | None,
     hook threads; by default a lane of this endpoint's own)."""
     from starlette.responses import JSONResponse
 
-    from promoter.service.hook_http import handled
+    from promoter.service.hook_http import NOT_CONFIGURED_WARNING_SECONDS, handled
 
     threads = lane or Lane("argocd-hook", HOOK_THREADS)
+    not_configured = OncePer(NOT_CONFIGURED_WARNING_SECONDS)
     secret = settings.secret(SECRET_VARIABLE)
 
     built: list[ArgoCDHookHandler] = []
@@ -163,6 +165,7 @@ def endpoint(settings: Settings, registry: Registry | None,
             if len(body) > settings.server.max_body_bytes:
                 return JSONResponse({"error": "too_large", "detail": "body too large"}, 413)
         return await handled("argocd", lambda: authorised(dict(request.headers), bytes(body)),
-                             on_state_failure, on_recorded, lane=threads)
+                             on_state_failure, on_recorded, lane=threads,
+                             not_configured=not_configured)
 
     return receive

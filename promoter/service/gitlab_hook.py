@@ -48,7 +48,7 @@ from promoter.service.hook_deliveries import (
     failed_while_acting,
     in_progress_answer,
 )
-from promoter.service.logs import log
+from promoter.service.logs import OncePer, log
 from promoter.service.thread_lanes import HOOK_THREADS, Lane
 from promoter.state.db import StateDB, state_db
 
@@ -237,9 +237,10 @@ def starlette_endpoint(handler: GitLabHookHandler,
     threads; by default a lane of this endpoint's own)."""
     from starlette.responses import JSONResponse
 
-    from promoter.service.hook_http import handled
+    from promoter.service.hook_http import NOT_CONFIGURED_WARNING_SECONDS, handled
 
     threads = lane or Lane("gitlab-hook", HOOK_THREADS)
+    not_configured = OncePer(NOT_CONFIGURED_WARNING_SECONDS)
 
     async def endpoint(request: Request) -> Response:
         body = bytearray()
@@ -252,6 +253,7 @@ def starlette_endpoint(handler: GitLabHookHandler,
         return await handled(DeliveryLog.SOURCE,
                              lambda: handler.handle(dict(request.headers), bytes(body)),
                              on_state_failure, on_recorded if claimed else None,
-                             lane=threads)
+                             lane=threads,
+                             not_configured=not_configured)
 
     return endpoint

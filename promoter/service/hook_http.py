@@ -20,12 +20,16 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from promoter.errors import TransientError
-from promoter.service.logs import log
+from promoter.service.logs import OncePer, log
 from promoter.service.public_errors import public_reason
 from promoter.service.thread_lanes import Lane
 
 _log = logging.getLogger("promoter.intake")
 RETRY_AFTER_SECONDS = 5
+# A source without its secret or token is this server's setup, not a failure: its 503
+# not_configured is logged as a WARNING at most this often per source, since anyone can post
+# to a public webhook URL and every post meets it.
+NOT_CONFIGURED_WARNING_SECONDS = 600.0
 # What a failing state database or disk raises: the backends' TransientError, SQLite's own
 # errors (the queue and the stores on a file), OSError (a full or read-only disk).
 STATE_FAILURES = (TransientError, sqlite3.Error, OSError)
@@ -53,7 +57,7 @@ def recorded(status: int, answer: dict[str, Any]) -> bool:
 async def handled(source: str, handle: Callable[[], Answer],
                   on_state_failure: Callable[[BaseException], None] | None,
                   on_recorded: Callable[[], None] | None = None, *,
-                  lane: Lane) -> JSONResponse:
+                  lane: Lane, not_configured: OncePer | None = None) -> JSONResponse:
     """Run a framework-agnostic hook handler on ``lane``'s threads (thread_lanes: the hooks'
     own, never those /readyz needs) and answer for it. With every thread of the lane busy, the
     delivery waits for one rather than being refused: its body has arrived, so it is handled
@@ -64,7 +68,9 @@ async def handled(source: str, handle: Callable[[], Answer],
     and ``on_state_failure`` (app.WriteHealth.failed) marks the replica not ready. Any other
     exception is a bug: 500, with Retry-After as every 5xx of a hook. ``on_recorded``
     (app.WriteHealth.succeeded), for a delivery the handler claims, is told when it was
-    recorded: the state database stores again, so the replica need not wait to be ready."""
+    recorded: the state database stores again, so the replica need not wait to be ready.
+    A 503 ``not_configured`` (no secret or token set) is warned about as the MLflow intake's,
+    at most once a while per ``not_configured``, never as an error."""
     try:
         status, answer = await lane.run(handle)
         if on_recorded is not None and recorded(status, answer):
@@ -81,4 +87,8 @@ async def handled(source: str, handle: Callable[[], Answer],
         _log.error("unexpected error in the %s hook: %s", source, type(exc).__name__,
                    exc_info=exc)
         status, answer = 500, {"error": "internal", "detail": "unexpected error; see the logs"}
+    if answer.get("error") == "not_configured" and \
+            (not_configured is None or not_configured.due(source)):
+        log(_log, logging.WARNING, "delivery rejected", source=source, status=status,
+            error=answer["error"], detail=answer.get("detail"))
     return respond(status, answer)

@@ -12,8 +12,9 @@ import functools
 import json
 import logging
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from promoter.core.masking import without_credential_shapes
@@ -96,3 +97,23 @@ def configure(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
 def log(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
     if logger.isEnabledFor(level):
         logger.log(level, msg, extra={"fields": fields})
+
+
+class OncePer:
+    """Whether a repeated message is due again: at most once per ``seconds`` for each key, so
+    a misconfiguration that every request meets is said in the log, not repeated per request."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key: str) -> bool:
+        with self._lock:
+            now = self._clock()
+            last = self._last.get(key)
+            if last is not None and now - last < self._seconds:
+                return False
+            self._last[key] = now
+            return True

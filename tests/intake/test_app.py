@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import shutil
 import uuid
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from promoter.service.app import create_app
+from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler
+from promoter.service.queue import JobQueue
 from promoter.service.verify import sign_databricks, sign_mlflow
 from tests.intake.conftest import (
     CAPTURE_SECRET,
@@ -119,18 +126,28 @@ def test_wrong_secret_is_401(app_client_factory: Any) -> None:
     ("/webhooks/mlflow", "PROMOTER_MLFLOW_WEBHOOK_SECRET"),
     ("/webhooks/databricks", "PROMOTER_DATABRICKS_WEBHOOK_SECRET")])
 def test_a_server_without_the_secret_answers_503_not_configured(
-        app_client_factory: Any, path: str, variable: str) -> None:
+        app_client_factory: Any, caplog: pytest.LogCaptureFixture, path: str,
+        variable: str) -> None:
     # As the GitLab and Argo CD hooks do: the fault is the server's, the sender may retry.
+    # A setup, not a failure: one WARNING, no ERROR per post (anyone may post to the URL,
+    # and a 5xx logged as an ERROR looks like an outage), its own outcome in the metrics.
     headers, body, clock = captured(ALIAS_SET)
     if path.endswith("databricks"):
         body = databricks_body("transitioned_stage.production.json")
         headers = databricks_headers(body)
     app = app_client_factory(clock=clock, **{variable: ""})
-    response = app.post(path, body, headers)
-    assert response.status_code == 503, response.text
-    assert response.json()["error"] == "not_configured"
-    assert variable in response.json()["detail"]
+    caplog.set_level(logging.INFO, logger="promoter")
+    responses = [app.post(path, body, headers) for _ in range(3)]
+    for response in responses:
+        assert response.status_code == 503, response.text
+        assert response.headers.get("Retry-After") == "5"
+        assert response.json()["error"] == "not_configured"
+        assert variable in response.json()["detail"]
     assert app.queue.list() == []
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == ["WARNING"]
+    source = path.rsplit("/", 1)[-1]
+    assert (f'promoter_webhook_deliveries_total{{outcome="not_configured",source="{source}"}} '
+            "3.0") in app.get("/metrics").text
 
 
 @pytest.mark.parametrize(("missing", "status"), [
@@ -360,3 +377,35 @@ def test_one_delivery_fanning_out_to_two_envs_is_deduplicated_per_env(
         ("prod-eu", True), ("prod-us", True)]
     again = app.post("/webhooks/mlflow", body, headers).json()
     assert again["outcome"] == "duplicate" and len(app.queue.list()) == 2
+
+
+@pytest.mark.parametrize(("path", "variable"), [
+    ("/webhooks/gitlab", "PROMOTER_GITLAB_WEBHOOK_TOKEN"),
+    ("/webhooks/argocd", "PROMOTER_ARGOCD_WEBHOOK_SECRET")])
+def test_a_hook_without_its_token_warns_once_as_the_registry_intake_does(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, path: str, variable: str) -> None:
+    """The GitLab and Argo CD hooks' 503 not_configured (with Retry-After) was not logged at
+    all: now one WARNING for many posts, as for MLflow and Databricks."""
+    settings = make_settings(tmp_path / "state")
+    queue = JobQueue.open(settings.state_dir)
+    hook = GitLabHookHandler(None, DeliveryLog(settings.state_dir), lambda project, iid: None,
+                             lambda event: None)
+    app = create_app(settings, queue, gitlab_hook=hook)
+    caplog.set_level(logging.INFO, logger="promoter")
+
+    async def post_three() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://promoter.test") as client:
+            return [await client.post(path, content=b"{}", headers={
+                "Content-Type": "application/json"}) for _ in range(3)]
+
+    try:
+        responses = asyncio.run(post_three())
+    finally:
+        queue.close()
+    for response in responses:
+        assert (response.status_code, response.headers.get("Retry-After")) == (503, "5")
+        assert response.json()["error"] == "not_configured"
+        assert variable in response.json()["detail"]
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in warned] == ["WARNING"], [r.getMessage() for r in warned]

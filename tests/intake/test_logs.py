@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from promoter.service.logs import JsonFormatter
+from promoter.service.logs import JsonFormatter, OncePer
 
 
 def record(msg: str, fields: dict[str, object] | None = None,
@@ -81,3 +81,13 @@ def test_a_masked_header_leaves_the_line_valid_json() -> None:
     assert (entry["error"], entry["args"]) == ("Cookie: ***", "--password ***")
     assert entry["cfg"] == '{"api_key": "***"}'
     assert not any(secret in line for secret in ("abcdefghijkl", "abc", "hunter2", "abcdefgh"))
+
+
+def test_once_per_says_a_repeated_message_again_only_after_its_interval() -> None:
+    now = [1000.0]
+    once = OncePer(600, clock=lambda: now[0])
+    assert [once.due("mlflow"), once.due("mlflow"), once.due("databricks")] == [True, False, True]
+    now[0] += 599
+    assert not once.due("mlflow")
+    now[0] += 1
+    assert once.due("mlflow") and not once.due("mlflow")

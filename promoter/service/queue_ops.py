@@ -145,8 +145,14 @@ def _cover(conn: Connection, job: Job, key: JobKey, start: float,
 
 
 def work_lock(model: str, env: str) -> str:
-    """The lock name serialising enqueues of one (model, env) (see Connection.lock)."""
-    return f"jobs:{model}/{env}"  # names are DNS-1123: no "/" inside either
+    """The lock name serialising enqueues of one (model, env) (see Connection.lock).
+
+    ``model`` is a registered-model name, which MLflow lets hold almost anything ("/", spaces,
+    quotes); ``env`` is an environment name, validated as an RFC 1035 label (settings), so it
+    holds no "/" and the name splits at its last "/" one way only: distinct pairs never share
+    a lock. The name is never a path or an SQL identifier: PostgreSQL gets it as a bound
+    parameter and hashes it (hashtextextended), SQLite takes no named lock at all."""
+    return f"jobs:{model}/{env}"
 
 
 def database_now(conn: Connection) -> float:

@@ -42,6 +42,9 @@ def gitops_ci(manifests_dir: str, ci_image: str, promoter_package: str) -> dict[
         },
         "manifests:policy": {
             "extends": ".gitops-tools",
+            # The MR's diff base must be in the checkout, and GitLab clones only the last 20
+            # commits by default: a longer MR would fail the gate. A full clone reaches it.
+            "variables": {"GIT_DEPTH": "0"},
             "script": policy_script(tree),
             "rules": [{"if": f"{on_mr} && $PROMOTER_CONFIG", "changes": changes}],
         },

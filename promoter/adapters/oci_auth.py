@@ -200,8 +200,11 @@ class RegistryAuth(httpx.Auth):
         # The realm gets the Basic credentials and hands out the token: it may be plain HTTP
         # only when the registry itself is (loopback or image.insecure_registries, the rule
         # RegistryClient picks its base URL by), else they would cross the network in clear.
-        if scheme != "https" and not (scheme == "http" and
-                                      httpx.URL(self._base_url).scheme == "http"):
+        # An anonymous request carries nothing to protect (what it pulls is checked by digest),
+        # so a public image behind a proxy whose challenge says http:// still pulls.
+        plain_ok = scheme == "http" and (httpx.URL(self._base_url).scheme == "http"
+                                         or self._credentials is None)
+        if scheme != "https" and not plain_ok:
             raise AuthError(f"registry {self._registry} names a token service that is not "
                             f"HTTPS ({scheme}://{httpx.URL(realm).host}); promoter sends no "
                             "credentials there",

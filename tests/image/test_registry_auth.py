@@ -216,3 +216,15 @@ def test_credentials_never_go_to_a_plain_http_token_realm_of_an_https_registry()
     to_plain = _challenged(plain, "http://127.0.0.1:5000", "http://127.0.0.1:5001/token")
     assert (to_plain.url.scheme, to_plain.headers["Authorization"]) == \
         ("http", secret.basic_header())
+
+
+def test_an_anonymous_token_request_may_go_to_a_plain_http_realm() -> None:
+    """Without credentials nothing secret is sent: a public base behind a TLS-ending proxy whose
+    challenge names an http:// realm still pulls (the pulled bytes are checked by digest)."""
+    anonymous = RegistryAuth("registry.example.com", None, "https://registry.example.com")
+    request = _challenged(anonymous, "https://registry.example.com",
+                          "http://registry.example.com/service/token")
+    assert (request.url.scheme, request.url.path) == ("http", "/service/token")
+    assert "Authorization" not in request.headers
+    with pytest.raises(AuthError, match="not HTTPS"):   # any other scheme stays refused
+        _challenged(anonymous, "https://registry.example.com", "ftp://registry.example.com/t")

@@ -19,7 +19,8 @@ def serve(
     probe_port: Annotated[int | None, typer.Option(
         "--probe-port", min=1, max=65535,
         help="also listen here for GET /healthz, /readyz and /metrics only, outside the "
-             "webhook port's connection cap (default: server.probe_port, none)")] = None,
+             "webhook port's connection cap; /metrics then leaves the webhook port "
+             "(default: server.probe_port, none)")] = None,
     workers: Annotated[int, typer.Option(
         "--workers", min=0, max=32, help="job worker threads; 0 runs only the listener")] = 1,
     reconcile: Annotated[bool, typer.Option(

@@ -11,7 +11,8 @@ caps open connections (above it, requests are answered 503 by uvicorn), and
 
 The cap answers every path, /healthz too: under a connection flood a kubelet probing the
 webhook port would restart a healthy replica. ``server.probe_port`` opens a second listener
-(``probe_config``) for /healthz, /readyz and /metrics only, with a cap of its own.
+(``probe_config``) for /healthz, /readyz and /metrics only, with a cap of its own; /metrics
+then leaves the webhook listener (``without_metrics``).
 """
 
 from __future__ import annotations
@@ -102,6 +103,22 @@ def probe_app(app: Starlette) -> Starlette:
     probes = Starlette(routes=routes, exception_handlers=app.exception_handlers)
     probes.router.redirect_slashes = False
     return probes
+
+
+def without_metrics(app: Starlette) -> Starlette:
+    """The webhook listener's app once a probe listener serves /metrics: everything but
+    /metrics. The webhook port is open to MLflow, the Ingress and Argo CD's notifications
+    controller (the NetworkPolicy), and /metrics has no authentication: on the probe port
+    only, which the policy opens to Prometheus alone, it stays in."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    routes = [route for route in app.routes
+              if not (isinstance(route, Route) and route.path == "/metrics")]
+    webhooks = Starlette(routes=routes, exception_handlers=app.exception_handlers)
+    webhooks.router.redirect_slashes = False
+    webhooks.state.metrics = app.state.metrics
+    return webhooks
 
 
 def probe_config(app: Starlette, server: ServerSettings, sock: socket.socket) -> uvicorn.Config:

@@ -31,7 +31,7 @@ def serve(settings: Settings, host: str, port: int, *, probe_port: int | None = 
           workers: int = 1, reconcile: bool = True) -> None:
     from promoter.service import composition
     from promoter.service.app import create_app
-    from promoter.service.http_server import probe_config, server_config
+    from promoter.service.http_server import probe_config, server_config, without_metrics
     from promoter.service.jobs_handler import build_job_handler
     from promoter.service.listeners import ProbeServer, WebhookServer, bind
     from promoter.service.metrics import Metrics
@@ -75,7 +75,8 @@ def serve(settings: Settings, host: str, port: int, *, probe_port: int | None = 
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     probes = (ProbeServer(probe_config(app, settings.server, probe_socket), probe_socket)
               if probe_socket is not None else None)
-    server = WebhookServer(server_config(app, settings.server, host, port), probes)
+    webhooks = without_metrics(app) if probes is not None else app
+    server = WebhookServer(server_config(webhooks, settings.server, host, port), probes)
     for thread in threads:
         thread.start()
     log(_log, logging.INFO, "promoter serve started", host=host, port=port, probe_port=probe_port,

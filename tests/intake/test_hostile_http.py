@@ -209,6 +209,18 @@ def test_the_probe_port_answers_while_the_webhook_port_is_full(tmp_path: Path) -
         assert status == 200 and b"promoter_reconcile_leader" in body
         status, body = http_get(probe_port, "/webhooks/mlflow")
         assert status == 404 and json.loads(body)["error"] == "not_found"
+        for sock in held:
+            sock.close()
+        held = []
+        # /metrics (no authentication) is the probe port's alone: the webhook port, which the
+        # NetworkPolicy opens to MLflow, the Ingress and Argo CD, does not serve it.
+        for _ in range(100):   # until the closed connections have left the cap
+            status, body = http_get(capped.port, "/metrics")
+            if status != 503:
+                break
+            time.sleep(0.1)
+        assert status == 404 and json.loads(body)["error"] == "not_found"
+        assert http_get(capped.port, "/healthz")[0] == 200
     finally:
         for sock in held:
             sock.close()

@@ -145,7 +145,7 @@ def _verified(count: int, unchained: int, location: str) -> str:
 
 
 @app.command(help="Audit entries, oldest first, optionally filtered. Entries from the "
-                  "trail's first bad line on (see `audit verify`) are marked [unverified].")
+                  "trail's first bad line on (see `audit verify`) are marked \\[unverified].")
 def show(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option("--model", "-m", help="registered model")] = None,

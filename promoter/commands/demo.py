@@ -78,6 +78,10 @@ def demo(
                    f"{mr['approvals_required']}")
         typer.echo("\n" + report.diff)
         config = report.config
+        if mr["state"] != "opened":   # a re-run after the merge: nothing is left to finish
+            typer.echo(f"merge request !{mr['iid']} is {mr['state']}: the loop is finished. "
+                       "Stop the services with `promoter demo --stop`.")
+            return
         typer.echo("finish the loop:")
         typer.echo(f"  promoter --config {config} mr approve {mr['iid']}")
         typer.echo(f"  promoter --config {config} mr merge {mr['iid']}")

@@ -74,6 +74,11 @@ def test_demo_runs_the_whole_loop_on_a_fresh_state_directory(tmp_path: Path) -> 
         shown = run_promoter("--config", str(config), "mr", "show", mr.group(1),
                              "--output", "json", env=env)
         assert shown.returncode == 0 and json.loads(shown.stdout)["state"] == "merged"
+        # Run again: everything is reused, and no command that would now fail is offered.
+        again = run_promoter("demo", env=env, timeout=900)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert f"merge request !{mr.group(1)} is merged: the loop is finished" in again.stdout
+        assert "finish the loop" not in again.stdout and " mr approve " not in again.stdout
     finally:
         stopped = run_promoter("demo", "--stop", env=env, timeout=120)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr

@@ -8,9 +8,12 @@ module only lists what each field of a kustomization names.
 
 Listed: every field kustomize v5 resolves as a path relative to the kustomization's
 directory, current and deprecated, since a hand-edited tree may use any of them, and a Helm
-chart's repository. Inline entries (a patch written as YAML text, a mapping) name no path and
+chart's repository. Inline entries (a patch written as YAML text in a list) name no path and
 are skipped. Remote references (URLs, ``github.com/org/repo//dir?ref=...``) are listed too,
 like any entry; ``is_remote`` tells them apart by how they are written, as kustomize does.
+Where a path is written, kustomize reads only text; anything else there (a number, true/false,
+null, a mapping, or a field of another shape) is listed by ``misread_paths`` for the walk to
+refuse, so that no entry is skipped because the walk's reader typed it otherwise.
 
 The plugin fields (``PLUGIN_FIELDS``) are not judged entry by entry: a builtin's config, inline
 or in a listed file, may itself name a remote file or chart (a PatchTransformer's
@@ -28,7 +31,7 @@ the walk refuses them rather than guessing which of two spellings kustomize keep
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 # Entries that are paths (files or kustomization directories) or inline YAML text.
@@ -78,54 +81,98 @@ ENTRY_FIELDS: dict[str, tuple[str, ...]] = {
 _REMOTE = re.compile(r"[a-z][a-z0-9+.-]*://|git::|gh:|github\.com[/:]|[^/]*@", re.IGNORECASE)
 
 
-def _strings(value: Any) -> list[str]:
-    """The path entries of a list field: strings that are not inline YAML (a path has no
-    line break)."""
-    items = value if isinstance(value, list) else []
-    return [item for item in items if isinstance(item, str) and "\n" not in item and item]
+# A place a path is written (``_path_slots``): (where, value, how). ``how`` is ENTRY for a
+# list entry (inline YAML text there names no path), FILE for a generator's ``files`` entry
+# (``key=path``), VALUE for a single value, or A_LIST / A_MAPPING for a field or entry of
+# another shape than kustomize reads there (``value`` is what stands there instead).
+Slot = tuple[str, Any, str]
+ENTRY, FILE, VALUE, A_LIST, A_MAPPING = "entry", "file", "value", "a list", "a mapping"
 
 
-def _generator_files(generator: Mapping[str, Any]) -> list[str]:
-    """A ConfigMap/Secret generator's files (``key=path`` or ``path``) and env files."""
-    files = [entry.split("=", 1)[-1] for entry in _strings(generator.get("files"))]
-    env = generator.get("env")
-    return files + _strings(generator.get("envs")) + ([env] if isinstance(env, str) else [])
+def _listed(where: str, value: Any, how: str) -> Iterator[Slot]:
+    if isinstance(value, list):
+        for index, entry in enumerate(value):
+            yield f"{where}[{index}]", entry, how
+    elif value is not None:
+        yield where, value, A_LIST
+
+
+def _keys(where: str, mapping: Any, *keys: str) -> Iterator[Slot]:
+    """The single path values of ``mapping`` (a mapping field or list entry) at ``keys``."""
+    if not isinstance(mapping, Mapping):
+        if mapping is not None:
+            yield where, mapping, A_MAPPING
+        return
+    yield from ((f"{where}.{key}", mapping[key], VALUE) for key in keys if key in mapping)
+
+
+def _each(where: str, value: Any) -> Iterator[tuple[str, Any]]:
+    """(where, entry) of each entry of the list field ``value``; a value that is not a list
+    is yielded whole, for ``_keys`` to report as a mapping that is not there (fail closed)."""
+    if isinstance(value, list):
+        yield from ((f"{where}[{index}]", entry) for index, entry in enumerate(value))
+    elif value is not None:
+        yield where, value
+
+
+def _path_slots(kustomization: Mapping[str, Any]) -> Iterator[Slot]:
+    """Every place ``kustomization`` writes a path, in the order of its fields, holding
+    whatever it holds: the one list both referenced_paths and misread_paths read."""
+    for field in PATH_LISTS:
+        yield from _listed(field, kustomization.get(field), ENTRY)
+    for field in PATH_ENTRIES:
+        for where, entry in _each(field, kustomization.get(field)):
+            yield from _keys(where, entry, "path")
+    for field in GENERATORS:
+        for where, generator in _each(field, kustomization.get(field)):
+            if not isinstance(generator, Mapping):
+                yield from _keys(where, generator)
+                continue
+            yield from _listed(f"{where}.files", generator.get("files"), FILE)
+            yield from _listed(f"{where}.envs", generator.get("envs"), ENTRY)
+            yield from _keys(where, generator, "env")
+    yield from _keys("openapi", kustomization.get("openapi"), "path")
+    yield from _keys("helmGlobals", kustomization.get("helmGlobals"), "chartHome")
+    for where, chart in _each("helmCharts", kustomization.get("helmCharts")):
+        yield from _keys(where, chart, "valuesFile")
+        if isinstance(chart, Mapping):
+            yield from _listed(f"{where}.additionalValuesFiles",
+                               chart.get("additionalValuesFiles"), ENTRY)
+            yield from _keys(where, chart, "repo")
+    # Deprecated, still converted into helmCharts by kustomize v5.
+    for where, chart in _each("helmChartInflationGenerator",
+                              kustomization.get("helmChartInflationGenerator")):
+        yield from _keys(where, chart, "chartHome", "values", "chartRepoUrl")
 
 
 def referenced_paths(kustomization: Mapping[str, Any]) -> list[str]:
-    """Every path ``kustomization`` names, in the order of its fields, as written."""
+    """Every path ``kustomization`` names, in the order of its fields, as written: the text
+    of each place a path is written (misread_paths lists what is not text)."""
     found: list[str] = []
-    for field in PATH_LISTS:
-        found.extend(_strings(kustomization.get(field)))
-    for field in PATH_ENTRIES:
-        entries = kustomization.get(field)
-        for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, Mapping) and isinstance(entry.get("path"), str):
-                found.append(entry["path"])
-    for field in GENERATORS:
-        generators = kustomization.get(field)
-        for generator in generators if isinstance(generators, list) else []:
-            if isinstance(generator, Mapping):
-                found.extend(_generator_files(generator))
-    openapi = kustomization.get("openapi")
-    if isinstance(openapi, Mapping) and isinstance(openapi.get("path"), str):
-        found.append(openapi["path"])
-    helm = kustomization.get("helmGlobals")
-    if isinstance(helm, Mapping) and isinstance(helm.get("chartHome"), str):
-        found.append(helm["chartHome"])
-    charts = kustomization.get("helmCharts")
-    for chart in charts if isinstance(charts, list) else []:
-        if isinstance(chart, Mapping):
-            found.extend(value for value in (chart.get("valuesFile"),) if isinstance(value, str))
-            found.extend(_strings(chart.get("additionalValuesFiles")))
-            found.extend(value for value in (chart.get("repo"),) if isinstance(value, str))
-    # Deprecated, still converted into helmCharts by kustomize v5.
-    charts = kustomization.get("helmChartInflationGenerator")
-    for chart in charts if isinstance(charts, list) else []:
-        if isinstance(chart, Mapping):
-            found.extend(value for value in (chart.get(key) for key in (
-                "chartHome", "values", "chartRepoUrl")) if isinstance(value, str) and value)
+    for _, value, how in _path_slots(kustomization):
+        if not isinstance(value, str) or not value or how in (A_LIST, A_MAPPING):
+            continue
+        if how == VALUE:
+            found.append(value)
+        elif "\n" not in value:   # else inline YAML text in a list, which names no path
+            found.append(value.split("=", 1)[-1] if how == FILE else value)
     return found
+
+
+def misread_paths(kustomization: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    """(where, value, what kustomize reads there: ``text``, ``a list`` or ``a mapping``) of
+    each place a path is written that holds something else: a number, true/false, null or a
+    mapping where a path is written, a field or entry of another shape. referenced_paths
+    skips them, so the walk refuses them (fail closed) rather than judging a reading of its
+    own. kustomize v5.5 (``kubectl kustomize``) was seen to read ``resources: [._5]``,
+    ``[2001-12-14]``, ``[<<]`` and ``[=]`` as the path of a directory of that name; to
+    fail on ``[5]``, ``[0o17]``, ``[1_000]``, ``[yes]``, ``[true]``, ``[.inf]``, a mapping
+    entry, ``resources: b`` (not a list) and ``patches: [p.yaml]`` (not a mapping), each
+    "cannot unmarshal ... into ... string" (or the list, or struct); and to read a null entry
+    as an empty path (``resources: [~]`` fails, a patch's ``path: null`` names none)."""
+    return [(where, value, how if how in (A_LIST, A_MAPPING) else "text")
+            for where, value, how in _path_slots(kustomization)
+            if how in (A_LIST, A_MAPPING) or not isinstance(value, str)]
 
 
 # Fields whose entries are paths only, never inline YAML: kustomize still takes an entry with a

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from promoter.core.config import PipelineConfig
@@ -41,13 +40,14 @@ from promoter.core.spec import ModelDeployment
 from promoter.core.tree_facts import TEAM
 from promoter.errors import PromoterError, UserError
 from promoter.gitops.references import (
+    UNREADABLE,
     manifests_tree,
     reached_paths,
     refuse_references_outside,
 )
 from promoter.settings import Settings
 from promoter.validation import find_overlays
-from promoter.yaml_read import load_documents
+from promoter.yaml_read import core_schema_yaml, load_documents, one_line
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,12 @@ def _refuse_another_project_team(overlay: Path, team: str) -> None:
     if not kustomization.is_file():
         return  # the files generator reads only kustomization.yaml: no Application from this
     try:
-        data = YAML(typ="safe", pure=True).load(kustomization.read_text(encoding="utf-8"))
-    except (YAMLError, UnicodeDecodeError, OSError) as exc:
+        # go-yaml's reading (yaml_read), as Argo CD's: `note: +_` is text there, and a
+        # ValueError (an unexpected error of the whole gate) to ruamel's default reader.
+        data = core_schema_yaml().load(kustomization.read_text(encoding="utf-8"))
+    except UNREADABLE as exc:
         raise UserError(f"{kustomization.name} cannot be read as Argo CD reads it: "
-                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
-            from None
+                        f"{one_line(exc)}") from None
     annotations = data.get("commonAnnotations") if isinstance(data, dict) else None
     named = annotations.get(TEAM) if isinstance(annotations, dict) else None
     if named is None:

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, SequenceNode
 
 from promoter.core.kustomize_refs import (
@@ -44,12 +43,16 @@ from promoter.core.kustomize_refs import (
     broken_paths,
     is_remote,
     miscased_keys,
+    misread_paths,
     plugin_entries,
     referenced_paths,
 )
 from promoter.errors import UserError
+from promoter.yaml_read import READ_ERRORS, core_schema_yaml, one_line
 
 MERGE_TAG, BINARY_TAG = "tag:yaml.org,2002:merge", "tag:yaml.org,2002:binary"
+# A kustomization that cannot be read: the file, or its YAML (UnicodeDecodeError is a ValueError).
+UNREADABLE: tuple[type[Exception], ...] = (*READ_ERRORS, OSError)
 
 
 def manifests_tree(overlay: Path, root: Path) -> Path:
@@ -128,6 +131,12 @@ def _walk(overlay: Path, tree: Path) -> Iterator[Path]:
                 "builtin's path: https://...) or run an exec/KRM function plugin, neither of "
                 "which the CI gate sees; use the kustomization's own fields (patches, "
                 "configMapGenerator, ...) with files under the tree")
+        for where, value, shape in misread_paths(kustomization):
+            raise UserError(
+                f"{found} has {_shown_value(value)} at {where}, where kustomize reads {shape}"
+                f"{' (a path)' if shape == 'text' else ''}: the CI gate judges only paths "
+                "written as text there and cannot tell which path, if any, kustomize makes "
+                "of this; write the path as quoted text or remove the entry")
         for field, entry in broken_paths(kustomization):
             raise UserError(
                 f"{found} lists {entry!r} under {field!r}: a path holding a line break or "
@@ -183,27 +192,40 @@ def _shown(entry: Any) -> str:
     return f"{first!r}" + (" (inline, ...)" if rest else "")
 
 
+def _shown_value(value: Any) -> str:
+    """A value that is not a path, for a message: as Python shows it, cut short."""
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
 def _written(path: Path) -> Path:
     """``path`` absolute, ``..`` and ``.`` removed without following symbolic links."""
     return Path(os.path.normpath(path.absolute()))
 
 
 def _load(path: Path) -> Any:
+    """The kustomization at ``path`` as kustomize's go-yaml reads it (yaml_read: ``._5`` or
+    ``2001-12-14`` is text, as a path there is to kustomize; ruamel's default reader made them
+    a float and a date, which the walk passed over), after refusing what go-yaml reads
+    otherwise than any ruamel reader (``_read_otherwise``). That check composes with ruamel's
+    default resolver on purpose: it tags a plain ``<<`` key as a merge, as go-yaml does, where
+    the core-schema reader reads the text ``<<``."""
     try:
         text = path.read_text()
         found = _read_otherwise(YAML(typ="safe", pure=True).compose(text))
         if found is not None:
             raise UserError(f"{path} holds {found}; write it out as plain keys and text")
-        loaded = YAML(typ="safe", pure=True).load(text)
-    except (OSError, YAMLError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
+        loaded = core_schema_yaml().load(text)
+    except UNREADABLE as exc:
+        raise UserError(f"cannot read {path}: {one_line(exc)}") from None
     return loaded if isinstance(loaded, dict) else {}
 
 
 def _read_otherwise(node: Any, seen: set[int] | None = None) -> str | None:
-    """What in the composed YAML ``node`` kustomize's reader takes otherwise than the walk
-    (ruamel's), or None. A ``<<`` merge key: ruamel lets an explicit key win over a merged
-    one, kustomize whichever comes later (``resources: [cm.yaml]`` then ``<<: {resources:
+    """What in the composed YAML ``node`` kustomize's reader takes otherwise than the walk's
+    (yaml_read's core schema), or None. A ``<<`` merge key: the walk reads the text ``<<``
+    (ruamel's default reader merges, letting an explicit key win over a merged one), while
+    kustomize merges whichever comes later (``resources: [cm.yaml]`` then ``<<: {resources:
     [https://...]}``). A ``!!binary`` node: ruamel gives bytes, which the walk (reading
     strings) passes over, kustomize the text it encodes (``? !!binary cmVzb3VyY2Vz`` is a
     ``resources`` field)."""

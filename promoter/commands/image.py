@@ -106,8 +106,10 @@ def modelcar(
 
     _one_destination(repository, oci_layout)
     settings = state(ctx).settings()
-    name = name or _default_name(model)
-    _check_name(name)
+    if name is None:
+        name = _default_name(model)   # valid by construction: --name was not given
+    else:
+        _check_name(name)
     target = repository or settings.image.modelcar_repository or settings.image.repository
     if not target and oci_layout is None:
         raise UsageError("say where the modelcar goes: --repository REGISTRY/REPO, "
@@ -158,12 +160,15 @@ def _report(built: BuiltImage, oci_layout: Path | None, output: str) -> None:
 
 def _default_name(model: str) -> str:
     """models:/NAME/VERSION or models:/NAME@ALIAS → the deployment name of NAME (the
-    pipeline's rule, core.naming.derive_name); a directory → that of its name."""
-    from promoter.core.naming import derive_name
+    pipeline's rule, core.naming.derive_name); a directory → that of its name. Where that
+    rule gives no valid name (``Fraud Predictor`` ends in KServe's ``-predictor``), the name
+    the pipeline suggests for it (core.naming.suggest_name: ``fraud-predictor-model``), so
+    that a default never fails the --name check the user did not ask for."""
+    from promoter.core.naming import derive_name, suggest_name
 
     text = model.split(":/", 1)[1].strip("/").split("/")[0].split("@")[0] if ":/" in model \
         else Path(model).resolve().name
-    return derive_name(text) or "model"
+    return suggest_name(text) if derive_name(text) else "model"
 
 
 @image_app.command("sign")

@@ -271,6 +271,37 @@ def test_a_name_that_is_not_a_deployment_name_is_a_usage_error(
     assert not (tmp_path / "layout").exists()
 
 
+@pytest.mark.parametrize(("model", "name"), [
+    ("models:/Fraud Predictor/3", "fraud-predictor-model"),
+    ("models:/ranker-explainer@production", "ranker-explainer-model"),
+    ("models:/growth.ranker/3", "growth-ranker"), ("models:/???/1", "model")])
+def test_the_default_name_is_always_a_deployment_name(model: str, name: str) -> None:
+    """Without --name, a registered name the pipeline's rule turns into a KServe component
+    name gets the name the pipeline suggests for it, not a refusal of a --name never given."""
+    from promoter.commands.image import _default_name
+    from promoter.core.naming import name_problem
+
+    assert _default_name(model) == name and name_problem(name) is None
+
+
+def test_a_model_named_like_a_kserve_component_builds_under_the_suggested_name(
+        promoter: Any, tmp_path: Path) -> None:
+    """The directory fraud-predictor: no --name, so none is refused; Triton's directory is
+    the suggested name. Given as --name, the name is still refused."""
+    model = save_onnx_model(tmp_path / "fraud-predictor")
+    code, out, err = promoter("image", "modelcar", str(model), "--runtime", "triton",
+                              "--oci-layout", str(tmp_path / "layout"))
+    assert code == 0, out + err
+    rootfs = umoci_unpack(tmp_path / "layout", "modelcar", tmp_path / "bundle")
+    assert (rootfs / "models/fraud-predictor-model/config.pbtxt").is_file()
+    code, out, err = promoter("image", "modelcar", str(model), "--runtime", "triton",
+                              "--name", "fraud-predictor", "--oci-layout",
+                              str(tmp_path / "named"))
+    assert code == 2, out + err
+    assert "--name 'fraud-predictor' ends in '-predictor'" in out + err
+    assert not (tmp_path / "named").exists()
+
+
 @pytest.mark.parametrize("name", ["../../../etc/cron.d", "/etc/cron.d", ".."])
 def test_the_triton_layout_refuses_a_name_that_leaves_models(tmp_path: Path, name: str) -> None:
     """Callers other than the CLI (the API, the pipeline) reach the same layout."""

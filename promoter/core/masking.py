@@ -31,18 +31,29 @@ _SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key")
                            ("secret", "key"), ("auth", "key"), ("account", "key")})
 # "<vendor>_key" names a credential ("wandb_key", "openai_key", "ssh_key", "signing_key"), but
 # "key" after an ordinary word is the name of a field or column in ML code ("sort_key",
-# "label_key", "text_key", "primary_key", "input_key"), so a pair with "key" counts only when
-# its first word is a service or a kind of key listed here, never "key" after any word.
+# "label_key", "text_key", "primary_key", "input_key"; a session-based recommender's
+# "session_key", "item_key", "time_key"; a customer table's "client_key"), so a pair with
+# "key" counts only when its first word is a service or a kind of key listed here, never
+# "key" after any word. "service" stays: "service_key" is PagerDuty's integration key (and
+# other vendors'), and no common column is called so.
 _KEY_QUALIFIERS = frozenset({
     "openai", "anthropic", "cohere", "mistral", "groq", "gemini", "google", "gcp", "aws",
     "azure", "hf", "huggingface", "wandb", "comet", "neptune", "pinecone", "weaviate",
     "qdrant", "replicate", "together", "kaggle", "github", "gitlab", "slack", "stripe",
     "datadog", "sentry", "databricks", "mlflow", "serpapi", "ssh", "signing", "encryption",
-    "decryption", "client", "license", "master", "service", "deploy", "session"})
+    "decryption", "license", "master", "service", "deploy"})
 # "<something>_pat" (a personal access token: "github_pat", "gitlab_pat") and
 # "<something>_auth" ("hf_auth", "basic_auth") hold one after a qualifier; alone, "pat" or
-# "auth" may be anything, so only as the last of two or more words.
+# "auth" may be anything, so only as the last of two or more words, and not after a word
+# that makes the name a switch ("use_auth", "require_auth", "disable_auth": True or False).
 _SECRET_LAST_WORDS = ("pat", "auth")
+_SWITCH_WORDS = frozenset({"use", "require", "requires", "enable", "enabled", "disable",
+                           "disabled", "skip", "no", "with", "without", "allow", "need",
+                           "needs", "is", "has"})
+# A value the name rule never hides: a switch's True or False holds no credential, whatever
+# the switch is called ("auth_token_required": "true"). Numbers are still hidden: a password
+# or PIN may be all digits.
+_BOOLEAN = re.compile(r"(?i)(?:true|false)\Z")
 # A name written as one lowercase word ("pgpassword", "dbpassword", "hftoken", Azure's
 # "accountkey") ends in one. An ending, not a part: "max_tokens" and "tokenizer" end in
 # none ("tokens" is a count), so they stay readable.
@@ -104,8 +115,9 @@ def _qualified_key(pair: tuple[str, str]) -> bool:
 
 
 def _secret_last_word(words: list[str]) -> bool:
-    """"github_pat", "hf_auth": a name of two or more words ending in "pat" or "auth"."""
-    return len(words) > 1 and words[-1] in _SECRET_LAST_WORDS
+    """"github_pat", "hf_auth": a name of two or more words ending in "pat" or "auth", the
+    one before not a switch's ("use_auth")."""
+    return len(words) > 1 and words[-1] in _SECRET_LAST_WORDS and words[-2] not in _SWITCH_WORDS
 
 
 def without_secret_params(text: str) -> str:
@@ -213,6 +225,11 @@ _QUOTED_KEY = re.compile(r"([\"'])([^\"'\r\n]{1,64})\1(\s*:\s*)(" + _QUOTED_VALU
                          + r"|[^\s,}\]]+)")
 # A command-line flag naming a credential, its value the next word: "--password hunter2".
 _FLAG = re.compile(r"(?<!\S)(--?([A-Za-z][\w-]*))(\s+)(?!-)(\S+)")
+# An OpenAI or Anthropic key's body is random base64url, so somewhere in it (after segments
+# such as Anthropic's "api03-") stands a run of 20 or more letters, digits and "_" without a
+# hyphen, holding a digit; a hyphenated name ("sk-learn-gradient-boosting-v2") has none.
+# A lookahead only: the match itself then takes the whole key, hyphens included.
+_RANDOM_RUN_AHEAD = r"(?=(?:[A-Za-z0-9_]*-)*(?=[A-Za-z0-9_]{20})[A-Za-z_]*[0-9])"
 # Tokens whose vendors give them a fixed prefix, so they are credentials wherever they stand
 # (a run parameter's value under any name, a server's error body). Each needs a random-
 # looking body long enough (and a digit or a capital where the vendor's alphabet has them)
@@ -222,7 +239,7 @@ _TOKEN_SHAPES = re.compile(
     r"glpat-[A-Za-z0-9_.-]{20,}"                              # GitLab personal access token
     r"|gh[pousr]_[A-Za-z0-9]{30,}"                            # GitHub classic / OAuth / app
     r"|github_pat_[A-Za-z0-9_]{30,}"                          # GitHub fine-grained
-    r"|sk-(?:proj-|ant-)?(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{20,}"   # OpenAI, Anthropic
+    r"|sk-(?:proj-|ant-)?" + _RANDOM_RUN_AHEAD + r"[A-Za-z0-9_-]{20,}"     # OpenAI, Anthropic
     r"|hf_(?=[a-z0-9]*[A-Z])(?=[A-Z0-9]*[a-z])[A-Za-z0-9]{30,}"   # Hugging Face
     r"|(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"              # AWS access key id
     r"|xox[abposr]-(?=[A-Za-z-]*[0-9])[A-Za-z0-9-]{10,}"      # Slack
@@ -267,7 +284,8 @@ def without_credentials(text: str) -> str:
 
 def masked_value(name: str, value: str) -> str:
     """``value`` of a setting called ``name`` fit for text everyone may read: all of it when
-    the name says it is a credential, else every credential it holds in a shape we know."""
-    if secret_name(name):
+    the name says it is a credential (unless it is true or false), else every credential it
+    holds in a shape we know."""
+    if secret_name(name) and not _BOOLEAN.match(value.strip()):
         return MASK
     return without_credentials(value)

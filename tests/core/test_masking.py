@@ -162,6 +162,8 @@ def test_vendor_keys_pats_and_auth_names_are_secret(name: str) -> None:
     "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123",
     "sk-AbCdEfGh1234567890IjKlMnOp",
     "sk-proj-AbCdEfGh1234567890IjKlMnOpQrSt_uv-wx",
+    "sk-proj-Ab-CdEfGh1234567890IjKlMnOpQrSt_uv-wx",
+    "sk-ant-api03-AbCdEfGh1234567890IjKlMnOpQrSt-uvWxYz0123456789_AbCdEf-GhIjKlAA",
     "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh",
     "AKIAIOSFODNN7EXAMPLE",
     "ASIAY34FZKBOKMUTVV7A",
@@ -188,3 +190,26 @@ def test_well_known_token_shapes_are_masked_under_any_name(value: str) -> None:
 def test_ordinary_parameters_stay_visible(name: str, value: str) -> None:
     assert not secret_name(name)
     assert masked_value(name, value) == value
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("session_key", "SessionId"), ("item_key", "ItemId"), ("time_key", "Time"),
+    ("client_key", "customer_id"), ("use_auth", "True"), ("require_auth", "False"),
+    ("enable_auth", "1"), ("disable_auth", "no"), ("auth_token_required", "true"),
+    ("estimator", "sk-learn-gradient-boosting-v2"),
+    ("estimator", "sk-learn-histgradientboostingclassifier"),
+    ("model", "sk-learn-2024-gradient-boosting-classifier-v2"),
+])
+def test_recommender_columns_switches_and_hyphenated_names_stay_visible(
+        name: str, value: str) -> None:
+    """A session-based recommender's column names (session_key, item_key, time_key), an
+    auth switch's True/False and a hyphenated estimator name were shown as ***."""
+    assert masked_value(name, value) == value
+    assert masked_value("args", f"--{name} {value}") == f"--{name} {value}"
+
+
+@pytest.mark.parametrize("name", ["service_key", "basic_auth", "db_password", "hf_token"])
+def test_a_secret_name_still_hides_a_number(name: str) -> None:
+    """Only true/false are shown under a secret's name: a password may be all digits."""
+    assert masked_value(name, "12345678") == MASK
+    assert masked_value(name, "hunter2") == MASK

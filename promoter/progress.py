@@ -64,7 +64,9 @@ class Progress:
     def line(self, text: str) -> None:
         """A line of output that a live display, if one runs, keeps above itself."""
         if self.enabled:
-            self.console.print(text, highlight=False, markup=False)
+            # As typed: no markup ("[/]" is a closing tag to rich) and no emoji codes (rich
+            # turns ":warning:" into an emoji even with markup off).
+            self.console.print(text, highlight=False, markup=False, emoji=False)
         else:
             print(text, flush=True)
 
@@ -80,10 +82,12 @@ class Progress:
         started = time.monotonic()
         # No bar: most long steps have no size; bytes and rate appear once a transfer reports.
         # No markup: descriptions carry user text (a model name, a file), and rich would read
-        # "x [/]" as a closing tag (MarkupError) or "[bold]" as style.
+        # "x [/]" as a closing tag (MarkupError) or "[bold]" as style. (A column without
+        # markup makes plain Text, which replaces no emoji codes; the summary line below must
+        # say emoji=False itself.)
         with Live(SpinnerColumn(), TextColumn("{task.description}", markup=False),
                   TextColumn("{task.fields[sent]}", markup=False), console=self.console,
                   transient=True) as live:
             yield _LiveTask(live, live.add_task(text, total=None, sent=""), text)
         self.console.print(f"{text}: {time.monotonic() - started:.1f} s", highlight=False,
-                           markup=False)
+                           markup=False, emoji=False)

@@ -94,8 +94,9 @@ class _Printer:
             return
         if self.console is not None:
             # No markup: details quote user text (a denial naming a tag's value), and rich
-            # would read "[/]" in it as a tag (MarkupError) or "[bold]" as style.
-            self.console.print(text, highlight=False, markup=False)
+            # would read "[/]" in it as a tag (MarkupError) or "[bold]" as style; no emoji:
+            # it would show ":warning:" in a tag's value as an emoji.
+            self.console.print(text, highlight=False, markup=False, emoji=False)
         else:
             typer.echo(text)
 

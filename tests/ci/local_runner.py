@@ -26,6 +26,19 @@ def git(repo: Path, *args: str) -> None:
                    env={**os.environ, **GIT})
 
 
+def committed_manifests(repo: Path) -> str:
+    """A new git repository at ``repo`` whose one commit on main is the project's manifests/
+    tree (the GitOps repository as promoter writes it); its commit id."""
+    from tests.conftest import ROOT
+
+    shutil.copytree(ROOT / "manifests", repo / "manifests")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "main")
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 def without_images(text: str) -> str:
     """The CI file unchanged but for its jobs' (and default's) ``image`` keys."""
     yaml = YAML()

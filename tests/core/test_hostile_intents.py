@@ -104,14 +104,21 @@ def test_wrong_shapes_are_user_errors_naming_the_field(change: dict[str, Any],
     assert named in failed.value.message
 
 
-def test_a_logged_intent_of_the_wrong_shape_ends_invalid_in_mlflow(world: World) -> None:
-    class ListSpecRegistry(MemoryRegistry):
+def _logging_intent(world: World, intent: dict[Any, Any]) -> MemoryRegistry:
+    """The world's registry replaced by one whose version 1 of MODEL logged ``intent`` (a
+    modeldeployment.yaml as read)."""
+    class LoggedIntentRegistry(MemoryRegistry):
         def intent(self, version: ModelVersionInfo) -> dict[str, Any]:
-            return {"spec": [1]}
+            return intent
 
-    registry = ListSpecRegistry()
+    registry = LoggedIntentRegistry()
     registry.add(MODEL, "1")
     world.registry = registry
+    return registry
+
+
+def test_a_logged_intent_of_the_wrong_shape_ends_invalid_in_mlflow(world: World) -> None:
+    registry = _logging_intent(world, {"spec": [1]})
     with pytest.raises(PermanentError, match="spec: must be a mapping"):
         world.promote("1")
     assert registry.tags(MODEL, "1")["promoter.production.status"] == "invalid"
@@ -122,13 +129,7 @@ def test_a_logged_intent_with_a_number_for_an_environment_ends_invalid_in_mlflow
         world: World) -> None:
     """`environments: {1: {}}` in a logged modeldeployment.yaml raised TypeError while
     naming the unknown environments: the job failed as unexpected and was retried."""
-    class NumberedEnvironmentRegistry(MemoryRegistry):
-        def intent(self, version: ModelVersionInfo) -> dict[str, Any]:
-            return {"spec": {"environments": {1: {}, "staging": {}}}}
-
-    registry = NumberedEnvironmentRegistry()
-    registry.add(MODEL, "1")
-    world.registry = registry
+    registry = _logging_intent(world, {"spec": {"environments": {1: {}, "staging": {}}}})
     with pytest.raises(PermanentError, match="1 is not an environment name"):
         world.promote("1")
     assert registry.tags(MODEL, "1")["promoter.production.status"] == "invalid"

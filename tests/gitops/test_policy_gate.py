@@ -18,7 +18,7 @@ from promoter.core.intent import resolve_intent
 from promoter.errors import UserError
 from promoter.rendering import load_intent_file
 from promoter.settings import load_settings
-from tests.ci.local_runner import git
+from tests.ci.local_runner import committed_manifests, git
 from tests.conftest import EXAMPLES, ROOT, cli_runner, requires_kubectl
 
 pytestmark = requires_kubectl
@@ -127,11 +127,7 @@ def test_changed_from_judges_every_overlay_of_a_model_whose_base_changed(
     """A merge request changing only llm-chat's base/: both llm-chat overlays are judged, and
     the team quota still sums the whole tree."""
     repo = tmp_path / "gitops"
-    repo.mkdir()
-    shutil.copytree(ROOT / "manifests", repo / "manifests")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "main")
+    committed_manifests(repo)
     base = repo / "manifests/llm-chat/base/inferenceservice.yaml"
     base.write_text(base.read_text() + "# reviewed\n")
     git(repo, "commit", "-qam", "touch llm-chat base")

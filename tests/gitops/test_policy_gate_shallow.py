@@ -4,7 +4,6 @@ CI jobs ask for a full clone, and the error says why when a checkout cannot reac
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from promoter.core.gitops_ci import gitops_ci
-from tests.ci.local_runner import GIT, git
+from tests.ci.local_runner import GIT, committed_manifests, git
 from tests.conftest import EXAMPLES, ROOT, cli_runner
 
 
@@ -42,13 +41,7 @@ def test_a_base_outside_a_shallow_checkout_is_refused_naming_git_depth(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     origin = tmp_path / "origin"
-    origin.mkdir()
-    shutil.copytree(ROOT / "manifests", origin / "manifests")
-    git(origin, "init", "-q", "-b", "main")
-    git(origin, "add", "-A")
-    git(origin, "commit", "-qm", "main")
-    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=origin, capture_output=True,
-                          text=True, check=True).stdout.strip()
+    base = committed_manifests(origin)
     overlay = origin / "manifests/llm-chat/overlays/staging/kustomization.yaml"
     for n in range(3):   # the merge request's commits, more than the clone's depth
         overlay.write_text(overlay.read_text() + f"# review {n}\n")

@@ -106,7 +106,17 @@ def secret_name(name: str) -> bool:
     words = [word.lower() for word in _WORD.findall(name)]
     return any(word in _SECRET_WORDS or word.endswith(_SECRET_ENDINGS) for word in words) or \
         any(pair in _SECRET_PAIRS or _qualified_key(pair) for pair in itertools.pairwise(words)) \
-        or _secret_last_word(words)
+        or _secret_last_word(words) or _tls_key(words)
+
+
+# A key of a TLS setting is a private key ("ssl_client_key", "tls_key", "mtls_client_key"),
+# whatever word stands between: "client_key" alone may be a table's column and stays
+# readable (a PEM private key under it is masked by its shape, _TOKEN_SHAPES).
+_TLS_WORDS = frozenset({"ssl", "tls", "mtls", "x509"})
+
+
+def _tls_key(words: list[str]) -> bool:
+    return len(words) > 1 and words[-1] == "key" and not _TLS_WORDS.isdisjoint(words[:-1])
 
 
 def _qualified_key(pair: tuple[str, str]) -> bool:
@@ -244,6 +254,10 @@ _TOKEN_SHAPES = re.compile(
     r"|(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"              # AWS access key id
     r"|xox[abposr]-(?=[A-Za-z-]*[0-9])[A-Za-z0-9-]{10,}"      # Slack
     r"|eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"  # a JWT (header.payload.sig)
+    # A PEM private key (PKCS#1/#8, EC, OpenSSH, encrypted), through its END line, or to the
+    # end of the text when that was cut off: under any name, "client_key" too.
+    r"|-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+    r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\s\S]*)"
     r")")
 
 

@@ -213,3 +213,31 @@ def test_a_secret_name_still_hides_a_number(name: str) -> None:
     """Only true/false are shown under a secret's name: a password may be all digits."""
     assert masked_value(name, "12345678") == MASK
     assert masked_value(name, "hunter2") == MASK
+
+
+PEM = ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIIx7d9fJq3k1b2VvY2xpZW50LWtleS1mb3ItdGVzdHM\n"
+       "-----END EC PRIVATE KEY-----")
+
+
+@pytest.mark.parametrize("name", ["client_key", "notes", "ssl_client_key", "tls_client_key"])
+@pytest.mark.parametrize("pem", [PEM, PEM.replace("\n", ""), PEM.split("-----END")[0],
+                                 PEM.replace("EC PRIVATE", "OPENSSH PRIVATE"),
+                                 PEM.replace("EC PRIVATE", "ENCRYPTED PRIVATE")])
+def test_a_pem_private_key_is_masked_under_any_name(name: str, pem: str) -> None:
+    """Keeping "client_key" readable as a column name showed an mTLS client's PEM private key
+    in the MR table: the key is told by its BEGIN line, through its END line (or the end of a
+    cut-off text)."""
+    assert masked_value(name, pem) == MASK
+    shown = masked_value("args", f"--key-data {pem} --page=2")
+    assert "MHcCAQEE" not in shown and "PRIVATE KEY" not in shown
+
+
+@pytest.mark.parametrize("name", ["ssl_client_key", "tls_client_key", "tls_key", "SSL_KEY",
+                                  "mtls-client-key"])
+def test_a_tls_settings_key_is_secret_by_its_name(name: str) -> None:
+    assert secret_name(name) and masked_value(name, "/etc/tls/client.key") == MASK
+
+
+def test_a_public_key_or_certificate_stays_readable() -> None:
+    certificate = "-----BEGIN CERTIFICATE-----MIIBszCCAVmgAwIBAgIU-----END CERTIFICATE-----"
+    assert masked_value("ca_bundle", certificate) == certificate

@@ -150,9 +150,13 @@ def _walk(overlay: Path, tree: Path) -> Iterator[Path]:
                     "syncs, while the CI gate judged it once and runs on changes under the "
                     "manifests tree only (a commit there changes what this overlay deploys "
                     "unchecked); vendor it under the tree")
-            target = real / reference
+            # Joined as kustomize joins it (Go's filepath.Join: `link/..` cancels as text,
+            # before any symbolic link is followed), not as the OS resolves `link/..` (the
+            # link's parent): else `deep/../../x`, with `deep` a link deeper in, named a
+            # missing path to the gate while kustomize built a base outside the tree.
+            target = _written(real / reference)
             # As written too: a symbolic link on the way is itself a file a change can edit.
-            yield _written(target)
+            yield target
             if not target.exists():
                 continue    # missing: kustomize fails the build, which the gate denies
             resolved = target.resolve()

@@ -82,6 +82,19 @@ def _through_a_link_in_the_tree(repo: Path) -> str:
     return "../../gpu"
 
 
+def _dot_dot_after_a_link_deeper_in(repo: Path) -> str:
+    """`deep/../…` with `deep` a link to a directory deeper in the overlay: kustomize joins
+    the path as text (`deep/..` cancels) and reaches ext/gpu; the OS, resolving `deep/..` by
+    following the link first, named a directory that does not exist, which the gate skipped
+    as missing (kustomize failing the build)."""
+    overlay = repo / "manifests/llm-chat/overlays/production"
+    (overlay / "a/b/c").mkdir(parents=True)
+    (overlay / "deep").symlink_to("a/b/c")
+    reference = "deep/../../../../../ext/gpu"
+    _add(overlay / "kustomization.yaml", "components", reference)
+    return reference
+
+
 def _through_an_in_tree_component(repo: Path) -> str:
     """A shared component inside the tree, which itself reads ext/gpu."""
     shared = repo / "manifests/components/shared"
@@ -96,7 +109,8 @@ def _through_an_in_tree_component(repo: Path) -> str:
 
 @requires_kubectl
 @pytest.mark.parametrize("refer", [_from_the_overlay, _from_the_base,
-                                   _through_a_link_in_the_tree, _through_an_in_tree_component])
+                                   _through_a_link_in_the_tree, _through_an_in_tree_component,
+                                   _dot_dot_after_a_link_deeper_in])
 def test_an_overlay_reading_outside_the_tree_is_denied(tmp_path: Path,
                                                        refer: Callable[[Path], str]) -> None:
     repo = _repo(tmp_path)

@@ -5,7 +5,8 @@ environment; a merged decommission of that version (or of none named) removes th
 from it. (A rollback is a promotion of an older version, so it needs no case of its own.)
 Merging the version that is already live again (a re-render of the same version) does not
 make it newly live, nor does a merge recorded late, after a newer merge of its deployment
-(status ``superseded`` or ``rolled_back``). A merge of promoter's MR
+(status ``superseded`` or ``rolled_back``, or marked ``late`` when the MR merged next was of
+the same version: audited only). A merge of promoter's MR
 whose head someone else pushed (``mr.merge_foreign``) leaves the model's version unknown from
 then on (``Live.version`` None, ``foreign_head`` the merged commit): promoter did not check
 what reached the branch, so it names no version until its next verified merge. The answer is
@@ -26,6 +27,15 @@ DECOMMISSIONED = "decommissioned"
 # The status of a merge recorded only after a newer merge of its deployment had been (its
 # outcome was lost, then found by the MR sweep): replaced before it was known, never live since.
 REPLACED = frozenset({DeploymentStatus.SUPERSEDED, DeploymentStatus.ROLLED_BACK})
+
+
+def _replaced(entry: Mapping[str, Any]) -> bool:
+    """A merge found late that made nothing live: superseded or rolled back, or marked
+    ``late`` (service.outcomes: the MR merged next was of the same version, or of one promoter
+    cannot tell, so it is audited only, with no status). Read as a fresh merge, such an entry
+    made an old version live again after the newer one that runs, and rollback went "back"
+    to what runs."""
+    return entry.get("status") in REPLACED or entry.get("late") is True
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,7 @@ def live_at(entries: Iterable[Mapping[str, Any]], env: str, at: float,
         elif entry.get("status") == DECOMMISSIONED:
             if _removes(live.get(name), version):
                 live.pop(name, None)
-        elif entry.get("status") in REPLACED:
+        elif _replaced(entry):
             continue
         elif isinstance(version, str):
             already = live.get(name)
@@ -84,7 +94,7 @@ def first_live(entries: Iterable[Mapping[str, Any]], env: str, model: str,
     merged = (entry.get("time") for entry in entries
               if entry.get("event") == MERGED and entry.get("env") == env
               and entry.get("model") == model and entry.get("version") == version
-              and entry.get("status") != DECOMMISSIONED and entry.get("status") not in REPLACED)
+              and entry.get("status") != DECOMMISSIONED and not _replaced(entry))
     times = [float(when) for when in merged if isinstance(when, int | float)]
     return min(times, default=None)
 
@@ -104,7 +114,7 @@ def live_versions(entries: Iterable[Mapping[str, Any]], env: str,
         if event == FOREIGN_MERGED:
             if not history or history[-1] is not None:
                 history.append(None)
-        elif not isinstance(version, str) or entry.get("status") in REPLACED:
+        elif not isinstance(version, str) or _replaced(entry):
             continue
         elif entry.get("status") == DECOMMISSIONED:
             history.clear()   # what ran before a decommission is not "previous" any more

@@ -134,9 +134,11 @@ class MergeRequestOutcomes:
             # environment; its approval or close changes nothing.
             status = DeploymentStatus.DECOMMISSIONED if status == DeploymentStatus.MERGED \
                 else None
+        late: dict[str, Any] = {}
         if status in LIVE_MOVING and not current and version is not None:
             replaced, newer = self._merged_after(event)
             if replaced:
+                late = {"late": True}   # core.live_history: it made nothing live
                 # An older MR's merge (a promotion's or a removal's) found late (its hook
                 # lost; the MR sweep follows MRs a row left): a later MR's merge recorded
                 # since replaced it, so it must neither make its version live again nor
@@ -171,7 +173,7 @@ class MergeRequestOutcomes:
                               model=model if known else None,
                               version=version if known else None,
                               status=status if known else None,
-                              **unattributed)
+                              **unattributed, **late)
             if status is None or model is None or version is None:
                 return
             if self.registry is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from promoter.core.live_history import live_at, live_versions, previous_live
 from promoter.core.mr_events import MergeRequestEvent
 from promoter.errors import TransientError
 from promoter.ports.pipeline import DeployedState
@@ -212,3 +213,38 @@ def test_a_late_merge_is_replaced_by_the_next_mrs_merge_not_the_latest(
         name="fraud", env="staging"))
     assert ("fraud", "5", "staging", {"status": "rolled_back", "mr_url": "u"}) in \
         world.tags.written
+
+
+@pytest.mark.parametrize(("next_merge", "next_version"), [
+    ("the same version re-rendered", "5"), ("someone else's head", None)])
+def test_a_late_merge_audited_only_makes_nothing_live_again(
+        tmp_path: Path, next_merge: str, next_version: str | None) -> None:
+    """!2 (v5) merged unseen; !3 (``next_merge``) and !4 (v6) merged and were recorded. !2's
+    merge, found late, is audited only (no status: the next merge was not of another version
+    promoter can name); read as a fresh merge it made v5 live again after v6, which runs:
+    `audit live`, status and GC saw v5, and rollback's target was v6, the running version."""
+    world = World(tmp_path)
+    world.heads.record(7, 2, BRANCH, "2" * 40, "5", "fraud")
+    world.ledger.put(DeployedState("fraud", "staging", "fraud", "6", "merged", 4))
+    world.audit.record("mr.merge", actor="alice", name="fraud", env="staging", iid=1,
+                       model="fraud", version="4", status="merged")
+    if next_version is None:
+        world.audit.record("mr.merge_foreign", actor="eve", name="fraud", env="staging", iid=3,
+                           model="fraud", version="5", status="merged_foreign",
+                           head_sha="e" * 40)
+    else:
+        world.audit.record("mr.merge", actor="alice", name="fraud", env="staging", iid=3,
+                           model="fraud", version=next_version, status="merged")
+    world.audit.record("mr.merge", actor="alice", name="fraud", env="staging", iid=4,
+                       model="fraud", version="6", status="merged")
+    world.outcomes(MergeRequestEvent(
+        action="merge", project_id=7, project_path="group/gitops", iid=2, state="merged",
+        source_branch=BRANCH, target_branch="main", head_sha="2" * 40, url="u", user="bob",
+        name="fraud", env="staging"))
+    late = world.merges()[-1]
+    assert late == {"iid": 2, "version": "5", "status": None}
+    assert [v for _, v, _, _ in world.tags.written] == []        # nothing written to MLflow
+    entries = list(world.audit.entries())
+    assert live_at(entries, "staging", 1e12, "fraud")["fraud"].version == "6"
+    history = live_versions(entries, "staging", "fraud")
+    assert history[-1] == "6" and previous_live(entries, "staging", "fraud") != "6"

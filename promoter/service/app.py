@@ -262,7 +262,6 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
     # No silent 307 from /webhooks/mlflow/ to /webhooks/mlflow: a sender would follow it (or
     # not) without anyone noticing the misconfigured URL. Unknown paths answer 404 JSON.
     app.router.redirect_slashes = False
-    app.state.metrics = metrics
     return app
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -95,14 +96,7 @@ def server_config(app: Any, server: ServerSettings, host: str, port: int) -> uvi
 def probe_app(app: Starlette) -> Starlette:
     """The probe listener's app: the webhook app's own /healthz, /readyz and /metrics handlers
     (same queue, same metrics), and nothing else: webhooks on this port are 404."""
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-
-    routes = [route for route in app.routes
-              if isinstance(route, Route) and route.path in PROBE_PATHS]
-    probes = Starlette(routes=routes, exception_handlers=app.exception_handlers)
-    probes.router.redirect_slashes = False
-    return probes
+    return _routes_of(app, lambda path: path in PROBE_PATHS)
 
 
 def without_metrics(app: Starlette) -> Starlette:
@@ -110,15 +104,19 @@ def without_metrics(app: Starlette) -> Starlette:
     /metrics. The webhook port is open to MLflow, the Ingress and Argo CD's notifications
     controller (the NetworkPolicy), and /metrics has no authentication: on the probe port
     only, which the policy opens to Prometheus alone, it stays in."""
+    return _routes_of(app, lambda path: path != "/metrics")
+
+
+def _routes_of(app: Starlette, keep: Callable[[str], bool]) -> Starlette:
+    """A new app serving ``app``'s routes whose path ``keep`` accepts, with the same handlers
+    and error answers, and no slash redirects."""
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    routes = [route for route in app.routes
-              if not (isinstance(route, Route) and route.path == "/metrics")]
-    webhooks = Starlette(routes=routes, exception_handlers=app.exception_handlers)
-    webhooks.router.redirect_slashes = False
-    webhooks.state.metrics = app.state.metrics
-    return webhooks
+    routes = [route for route in app.routes if isinstance(route, Route) and keep(route.path)]
+    kept = Starlette(routes=routes, exception_handlers=app.exception_handlers)
+    kept.router.redirect_slashes = False
+    return kept
 
 
 def probe_config(app: Starlette, server: ServerSettings, sock: socket.socket) -> uvicorn.Config:

@@ -157,10 +157,9 @@ def test_an_arm_variant_gets_its_own_base_image_wherever_the_index_lists_it(
                                                  {"architecture": "arm", "variant": "v7"}))
     bare = save_model(tmp_path / "bare", requirements="# nothing to install\n")
     config = tmp_path / "promoter.yaml"
-    config.write_text("image:\n  platform: linux/arm/v7\n")
-    code, out, err = promoter("--config", str(config), "image", "build", str(bare),
-                              "--repository", f"{registry}/models/on-arm", "--base",
-                              f"{registry}/base/arm:1", "--output", "json")
+    code, out, err = _build_for("linux/arm/v7", promoter, config, bare,
+                                f"{registry}/models/on-arm", f"{registry}/base/arm:1",
+                                "--output", "json")
     assert code == 0, err
     built = json.loads(out)
     v7_layer, v7_manifest = pushed["linux/arm/v7"]
@@ -171,10 +170,8 @@ def test_an_arm_variant_gets_its_own_base_image_wherever_the_index_lists_it(
     assert image_config["config"]["Labels"]["org.opencontainers.image.base.digest"] == \
         v7_manifest
     # A platform the base lacks: the error names what it offers (not the attestation).
-    config.write_text("image:\n  platform: linux/arm64\n")
-    code, _, err = promoter("--config", str(config), "image", "build", str(bare),
-                            "--repository", f"{registry}/models/on-arm", "--base",
-                            f"{registry}/base/arm:1")
+    code, _, err = _build_for("linux/arm64", promoter, config, bare,
+                              f"{registry}/models/on-arm", f"{registry}/base/arm:1")
     assert code == 1 and "has no linux/arm64 image" in err
     assert "it offers linux/arm/v6, linux/arm/v7" in err and "unknown" not in err
 
@@ -190,10 +187,9 @@ def test_a_single_platform_base_of_another_architecture_is_refused_naming_both(
         pushed = _push_base(client, "base/single")
     bare = save_model(tmp_path / "bare", requirements="# nothing to install\n")
     config = tmp_path / "promoter.yaml"
-    config.write_text("image:\n  platform: linux/arm64\n")
-    code, _, err = promoter("--config", str(config), "image", "build", str(bare),
-                            "--repository", f"{registry}/models/on-single", "--base",
-                            f"{registry}/base/single:1-linux-amd64")
+    code, _, err = _build_for("linux/arm64", promoter, config, bare,
+                              f"{registry}/models/on-single",
+                              f"{registry}/base/single:1-linux-amd64")
     assert code == 1, err
     assert "is a single linux/amd64 image, and image.platform is linux/arm64" in " ".join(
         err.split())
@@ -201,10 +197,9 @@ def test_a_single_platform_base_of_another_architecture_is_refused_naming_both(
     with RegistryClient(registry) as client:
         assert client.get_manifest("models/on-single", "latest") is None  # nothing pushed
 
-    config.write_text("image:\n  platform: linux/arm64/v8\n")
-    code, out, err = promoter("--config", str(config), "image", "build", str(bare),
-                              "--repository", f"{registry}/models/on-single", "--base",
-                              f"{registry}/base/single:1-linux-arm64", "--output", "json")
+    code, out, err = _build_for("linux/arm64/v8", promoter, config, bare,
+                                f"{registry}/models/on-single",
+                                f"{registry}/base/single:1-linux-arm64", "--output", "json")
     assert code == 0, err
     built = json.loads(out)
     assert built["layers"][0] == pushed["linux/arm64"][0]
@@ -250,3 +245,11 @@ def test_dependency_layer_is_skipped_without_requirements_and_pip_errors_are_cle
     assert code == 1 and "installing the model's requirements" in err
     assert "ERROR: No matching distribution found for threadpoolctl==0.0.1" in err
     assert "wheel for the image's platform" in err
+
+
+def _build_for(platform: str, promoter: Run, config: Path, model: Path, repository: str,
+               base: str, *options: str) -> tuple[int, str, str]:
+    """`promoter image build` of ``model`` onto ``base`` with image.platform ``platform``."""
+    config.write_text(f"image:\n  platform: {platform}\n")
+    return promoter("--config", str(config), "image", "build", str(model), "--repository",
+                    repository, "--base", base, *options)

@@ -43,6 +43,7 @@ from promoter.image.tarstream import (
     check_merged_links,
     data_entry,
     entries_for_tree,
+    file_entry,
     tar_chunks,
     tar_size,
 )
@@ -149,15 +150,14 @@ def _triton(model_dir: Path, version: str, request: ModelcarRequest) -> list[Tar
     directories = [MODELS, f"{MODELS}/{request.name}", version_dir]
     entries = [*(TarEntry(path, None, "dir") for path in directories),
                data_entry(places["config"], config.encode("utf-8")),
-               TarEntry(places["model"], source, "file", size=source.stat().st_size)]
+               file_entry(places["model"], source, source.lstat())]
     # An ONNX model's external data (large tensors MLflow saves beside model.onnx) is read
     # from the model file's directory: it goes into the version directory with it.
     for sibling in sorted(source.parent.iterdir()):
         if sibling == source or sibling.name in MLFLOW_FILES or sibling.is_symlink() \
                 or not sibling.is_file() or model_format != "onnx":
             continue
-        entries.append(TarEntry(f"{version_dir}/{sibling.name}", sibling, "file",
-                                size=sibling.stat().st_size))
+        entries.append(file_entry(f"{version_dir}/{sibling.name}", sibling, sibling.lstat()))
     return entries
 
 

@@ -6,6 +6,7 @@ in another without ever being held in memory or written to a temporary file.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
@@ -13,6 +14,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from promoter.errors import UserError
 
@@ -36,11 +38,20 @@ class TarEntry:
     executable: bool = False
     link_target: str = ""
     data: bytes | None = None
+    # (st_dev, st_ino) of the file when the tree was listed: the file read later must be that
+    # one, not whatever a path swapped for a symlink in between names (a mounted secret).
+    identity: tuple[int, int] | None = None
 
 
 def data_entry(arcname: str, data: bytes) -> TarEntry:
     """A generated file held in memory (small: a config, never weights)."""
     return TarEntry(arcname, None, "file", size=len(data), data=data)
+
+
+def file_entry(arcname: str, path: Path, info: os.stat_result) -> TarEntry:
+    """A regular file, as ``lstat`` saw it while listing."""
+    return TarEntry(arcname, path, "file", size=info.st_size,
+                    executable=bool(info.st_mode & 0o111), identity=(info.st_dev, info.st_ino))
 
 
 def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
@@ -75,8 +86,7 @@ def entries_for_tree(root: Path, prefix: str) -> list[TarEntry]:
             elif stat.S_ISDIR(info.st_mode):
                 entries.append(TarEntry(arcname, None, "dir"))
             elif stat.S_ISREG(info.st_mode):
-                entries.append(TarEntry(arcname, path, "file", size=info.st_size,
-                                        executable=bool(info.st_mode & 0o111)))
+                entries.append(file_entry(arcname, path, info))
             else:
                 # Left out silently, the image would lack a file the model may need.
                 relative_name = path.relative_to(root).as_posix()
@@ -228,7 +238,7 @@ def tar_chunks(entries: list[TarEntry]) -> Iterator[bytes]:
 def _file_chunks(entry: TarEntry) -> Iterator[bytes]:
     assert entry.source is not None
     remaining = entry.size
-    with entry.source.open("rb") as handle:
+    with _open_listed(entry) as handle:
         while remaining > 0:
             chunk = handle.read(min(READ_SIZE, remaining))
             if not chunk:
@@ -239,6 +249,29 @@ def _file_chunks(entry: TarEntry) -> Iterator[bytes]:
         # seen when the tree was listed: the layer would hold, and sign, a truncated file.
         if handle.read(1):
             raise OSError(f"{entry.source} grew while being read")
+
+
+def _open_listed(entry: TarEntry) -> BinaryIO:
+    """``entry``'s file, opened only if it is still the regular file that was listed: a
+    symlink put in its place (O_NOFOLLOW), or a parent directory swapped for a link to
+    elsewhere (another inode), would put another file's bytes into a signed layer."""
+    assert entry.source is not None
+    replaced = OSError(f"{entry.source} was replaced by another file after it was listed")
+    try:
+        descriptor = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as error:
+        if error.errno == errno.ELOOP:   # the last component is a symlink now
+            raise replaced from None
+        raise
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or (
+                entry.identity is not None and (info.st_dev, info.st_ino) != entry.identity):
+            raise replaced
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def tar_size(entries: list[TarEntry]) -> int:

@@ -348,3 +348,23 @@ def test_a_directory_of_the_model_that_cannot_be_listed_is_an_error() -> None:
         (root / "secret").chmod(0o755)
         shutil.rmtree(work)
     assert "UserError: cannot list the model's directory 'secret'" in listed.stdout, listed
+
+
+@pytest.mark.parametrize("swap", ["file", "parent"])
+def test_a_file_swapped_for_a_link_after_listing_is_not_read(tmp_path: Path, swap: str) -> None:
+    """The tree is listed, then read: a file (or a directory above it) replaced by a symlink
+    in between must not put what the link names (a mounted secret) into a signed layer."""
+    root = _tree(tmp_path / "m")
+    secret = tmp_path / "secret"
+    (secret / "sub").mkdir(parents=True)
+    weights = root / "sub" / "weights.bin"
+    (secret / "sub" / "weights.bin").write_bytes(weights.read_bytes())   # same size
+    entries = entries_for_tree(root, "models")
+    if swap == "file":
+        weights.unlink()
+        weights.symlink_to(secret / "sub" / "weights.bin")
+    else:
+        (root / "sub").rename(tmp_path / "moved")
+        (root / "sub").symlink_to(secret / "sub")
+    with pytest.raises(OSError, match="was replaced by another file after it was listed"):
+        b"".join(tar_chunks(entries))

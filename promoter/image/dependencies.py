@@ -10,16 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from promoter.errors import UserError
+from promoter.errors import PermanentError, UserError
 from promoter.image.layers import (
     TAR_GZIP,
+    Blob,
     Layer,
-    file_layer,
+    file_chunks,
     replacing_file,
     write_gzip_layer,
 )
@@ -158,8 +159,28 @@ def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller
         with replacing_file(record_path) as out:
             out.write(json.dumps(record, indent=2).encode("utf-8"))
     record = json.loads(record_path.read_text(encoding="utf-8"))
-    return file_layer(blob_path, TAR_GZIP, record["diff_id"], record["digest"], record["size"],
-                      f"dependencies ({len(lines)} requirements)")
+    digest = record["digest"]
+    return Layer(Blob(TAR_GZIP, digest, record["size"],
+                      lambda: _checked_cache_chunks(blob_path, record_path, digest)),
+                 record["diff_id"], f"dependencies ({len(lines)} requirements)")
+
+
+def _checked_cache_chunks(blob_path: Path, record_path: Path, digest: str) -> Iterator[bytes]:
+    """The cached layer's bytes, hashed as they are read (only when a registry or layout needs
+    them): a file damaged or changed on disk since it was recorded would otherwise fail every
+    later build with the registry's bare DIGEST_INVALID. It is dropped from the cache before
+    the error, so the next build installs the requirements again."""
+    hasher = hashlib.sha256()
+    for chunk in file_chunks(blob_path):
+        hasher.update(chunk)
+        yield chunk
+    if f"sha256:{hasher.hexdigest()}" != digest:
+        record_path.unlink(missing_ok=True)
+        raise PermanentError(f"the cached dependency layer {blob_path.name} does not have the "
+                             f"digest recorded when it was built ({digest[:19]}…): it was "
+                             "changed or damaged on disk",
+                             hint="it is dropped from the cache: build again (or `promoter "
+                                  "jobs retry`) and the requirements are installed anew")
 
 
 def _portable_scripts(bin_dir: Path) -> None:

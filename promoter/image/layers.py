@@ -27,7 +27,7 @@ TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 FILE_READ_SIZE = 4 * 1024 * 1024
 
 __all__ = ["TAR", "TAR_GZIP", "Blob", "Layer", "LayerOrigin", "bytes_blob", "file_chunks",
-           "file_layer", "measure_tar", "replacing_file", "write_gzip_layer"]
+           "measure_tar", "replacing_file", "write_gzip_layer"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,3 @@ def write_gzip_layer(entries: list[TarEntry], destination: Path) -> tuple[str, s
         out.write(tail)
     return "sha256:" + raw.hexdigest(), "sha256:" + packed.hexdigest(), size
 
-
-def file_layer(path: Path, media_type: str, diff_id: str, digest: str, size: int,
-               comment: str) -> Layer:
-    return Layer(Blob(media_type, digest, size, lambda: file_chunks(path)), diff_id, comment)

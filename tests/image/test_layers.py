@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from promoter.image.layers import measure_tar, write_gzip_layer
+from promoter.image.layers import Layer, measure_tar, write_gzip_layer
 from promoter.image.tarstream import entries_for_tree, tar_chunks
 
 
@@ -368,3 +369,47 @@ def test_a_file_swapped_for_a_link_after_listing_is_not_read(tmp_path: Path, swa
         (root / "sub").symlink_to(secret / "sub")
     with pytest.raises(OSError, match="was replaced by another file after it was listed"):
         b"".join(tar_chunks(entries))
+
+
+def test_a_damaged_cached_dependency_layer_is_named_and_dropped(tmp_path: Path) -> None:
+    """A cached layer changed on disk after its record was written used to be sent under the
+    recorded digest; the registry refused it (DIGEST_INVALID) on every later build, the hint
+    saying "build again". Reading it now names the damage and drops it, and the next build
+    installs the requirements anew."""
+    from promoter.errors import PermanentError
+    from promoter.image.dependencies import dependency_layer
+    from promoter.image.platform import parse_platform
+
+    installs = []
+
+    class OneModuleInstaller:
+        def install(self, requirements: Path, target: Path, **_: object) -> None:
+            installs.append(requirements.read_text())
+            (target / "numpy").mkdir(parents=True)
+            (target / "numpy" / "__init__.py").write_text("version = '1.26'\n" * 50)
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "requirements.txt").write_text("numpy==1.26\n")
+    cache = tmp_path / "cache"
+
+    def layer() -> Layer:
+        built = dependency_layer(model_dir, cache, OneModuleInstaller(),
+                                 platform=parse_platform("linux/amd64"), python_version="3.11",
+                                 pip_options=())
+        assert built is not None
+        return built
+
+    first = layer()
+    (cached,) = cache.glob("*.tar.gz")
+    damaged = bytearray(cached.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF          # same size: only the bytes tell
+    cached.write_bytes(bytes(damaged))
+    with pytest.raises(PermanentError, match="does not have the digest recorded") as caught:
+        b"".join(layer().blob.chunks())
+    assert "dropped from the cache" in (caught.value.hint or "")
+    again = layer()
+    assert len(installs) == 2
+    data = b"".join(again.blob.chunks())
+    assert (again.blob.digest, again.blob.size) == (first.blob.digest, first.blob.size)
+    assert "sha256:" + hashlib.sha256(data).hexdigest() == first.blob.digest

@@ -105,7 +105,7 @@ def _tensor(model: str, section: str, spec: Mapping[str, Any], batching: bool) -
             raise UserError(f"{model}: {section} {tensor_name!r} is a scalar (or has no shape), "
                             "which Triton takes only in a batching model",
                             hint="give it a batch dimension (shape [-1]) and set "
-                                 "spec.runtime.maxBatchSize, or a shape such as [1]")
+                                 "spec.serving.maxBatchSize, or a shape such as [1]")
     else:
         data_type = COLUMN_TYPES.get(str(spec.get("type")))
         dims = [1]

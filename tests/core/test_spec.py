@@ -144,3 +144,47 @@ def test_a_default_gpu_type_applies_only_to_deployments_that_ask_for_a_gpu() -> 
         "gpu": {"count": 2}}}}), environment=None)
     assert (with_gpu.spec.resources.gpu.count, with_gpu.spec.resources.gpu.type) == (
         2, "NVIDIA-H100")
+
+
+def _intent_paths() -> set[str]:
+    """Every ``spec.<field>…`` path an intent can hold, spelled as users write them (aliases)."""
+    from pydantic import BaseModel
+
+    from promoter.core.spec import Spec
+
+    paths: set[str] = set()
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            path = f"{prefix}.{field.alias or name}"
+            paths.add(path)
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                walk(kind, path)
+
+    walk(Spec, "spec")
+    return paths
+
+
+def test_every_intent_path_named_in_promoters_messages_exists() -> None:
+    """Hints tell users which intent field to set; a path that does not exist (a hint once
+    said ``spec.runtime.maxBatchSize``, and ``runtime`` is a string) sends them to write an
+    intent that is refused. Paths into other objects' specs (a Deployment's ``spec.template``,
+    an Application's ``spec.destination``) start with a name that is no intent field."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import promoter
+
+    real = _intent_paths()
+    fields = {path.split(".")[1] for path in real}
+    named: dict[str, str] = {}
+    for source in Path(promoter.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text("utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for path in re.findall(r"\bspec(?:\.[A-Za-z]+)+", node.value):
+                    if path.split(".")[1] in fields:
+                        named.setdefault(path, source.name)
+    assert named, "the scan found no intent paths at all: it is looking in the wrong place"
+    assert {path: where for path, where in named.items() if path not in real} == {}

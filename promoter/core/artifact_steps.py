@@ -2,8 +2,8 @@
 the signature before anything is proposed. Ports only.
 
 Each step is recorded under the job (``image``, ``signature``, ``verify``) and reused for the
-same version and digest (a signature and a verification also for the same repository, and a
-verification for the same key), so a re-run after a crash sends and signs nothing twice.
+same version and digest (a signature and a verification also for the same repository and the
+same key), so a re-run after a crash sends and signs nothing twice.
 """
 
 from __future__ import annotations
@@ -105,15 +105,21 @@ class ArtifactSteps:
         if image is None or self.ports.signer is None:
             return None
         recorded = steps.step("signature")
+        key_hint = self.ports.signer.key_hint
         # The reference, not only the digest: a signature lives in the image's repository, and
         # the same bytes built into another repository (deploy.name changed) need their own.
-        if recorded and recorded.get("digest") == image.digest and \
-                recorded.get("reference") == image.reference:
+        # And the key: after image.signing_key was replaced, the old key's signature is not
+        # what verify() (the new key's public half) checks, so reusing it denied the retry.
+        # A record from before the key was kept lacks it: sign again, which writes nothing
+        # when the key is unchanged (the signer keeps a valid signature by the same key).
+        if recorded and key_hint is not None and recorded.get("digest") == image.digest and \
+                recorded.get("reference") == image.reference and \
+                recorded.get("key_hint") == key_hint:
             return str(recorded["status"])
         info = self.ports.signer.sign(image.reference)
         status = f"signed ({', '.join(info.formats)}; key {info.key_hint[:12]}…)"
         steps.record_step("signature", {"digest": image.digest, "reference": image.reference,
-                                        "status": status,
+                                        "key_hint": key_hint, "status": status,
                                         "formats": info.formats, "created": info.created})
         self.progress("sign", "ok", status)
         return status

@@ -120,3 +120,72 @@ def test_a_verification_recorded_without_reference_and_key_is_not_reused(world: 
     assert result.outcome == "created" and len(verifier.calls) == 2
     assert steps.results["verify"]["reference"] == result.image
     assert steps.results["verify"]["key_hint"] == "ourkeyhint000000"
+
+
+class RotatingSigner:
+    """A signer that is also its own verifier (no image.verification_key: the signing key's
+    public half checks), whose key the operator can replace between attempts."""
+
+    def __init__(self) -> None:
+        self.key_hint = "oldkeyhint000000"
+        self.signatures: set[tuple[str, str]] = set()  # (reference, key) in the registry
+        self.sign_calls: list[tuple[str, str]] = []
+
+    def sign(self, reference_with_digest: str) -> SignatureInfo:
+        made = (reference_with_digest, self.key_hint)
+        self.sign_calls.append(made)
+        created = [] if made in self.signatures else ["bundle"]  # looks first, as cosign does
+        self.signatures.add(made)
+        return SignatureInfo(reference_with_digest, reference_with_digest.split("@")[1],
+                             ["bundle"], self.key_hint, created)
+
+    def verify(self, reference_with_digest: str) -> SignatureInfo:
+        if (reference_with_digest, self.key_hint) not in self.signatures:
+            raise UserError("signed, but by another key (not cosign.pub)")
+        return SignatureInfo(reference_with_digest, reference_with_digest.split("@")[1],
+                             ["bundle"], self.key_hint)
+
+
+def first_attempt_fails_after_signing(world: World, signer: RotatingSigner) -> MemorySteps:
+    world.signer = signer  # type: ignore[assignment]
+    world.ports_extra = {"verifier": signer}
+    steps = MemorySteps()
+    world.provider.lost_answers = 1
+    with pytest.raises(TransientError):
+        world.promote("2", steps=steps)
+    assert len(signer.sign_calls) == 1 and "signature" in steps.results
+    return steps
+
+
+def test_a_retry_under_a_replaced_signing_key_signs_with_the_new_key(world: World) -> None:
+    """Between the attempts image.signing_key was replaced. The old key's recorded signature
+    is not what the new key's public half verifies: reusing it denied the promotion for good.
+    The retry signs with the new key, verifies and proposes."""
+    signer = RotatingSigner()
+    steps = first_attempt_fails_after_signing(world, signer)
+    signer.key_hint = "newkeyhint111111"
+    result = world.run(requested="2", steps=steps)
+    assert result.outcome == "created" and result.signature is not None
+    assert "key newkeyhint11" in result.signature
+    assert [key for _, key in signer.sign_calls] == ["oldkeyhint000000", "newkeyhint111111"]
+    assert steps.results["signature"]["key_hint"] == "newkeyhint111111"
+    assert world.registry.tags(MODEL, "2")["promoter.production.status"] == "mr_opened"
+
+
+def test_a_signature_recorded_without_its_key_is_made_again(world: World) -> None:
+    """A record written before the key was kept cannot say which key signed: the retry signs
+    again (a no-op in the registry under the same key) and then keeps the key."""
+    signer = RotatingSigner()
+    steps = first_attempt_fails_after_signing(world, signer)
+    steps.results["signature"].pop("key_hint", None)
+    result = world.run(requested="2", steps=steps)
+    assert result.outcome == "created" and len(signer.sign_calls) == 2
+    assert steps.results["signature"]["created"] == []  # nothing new written
+    assert steps.results["signature"]["key_hint"] == "oldkeyhint000000"
+
+
+def test_a_retry_under_the_same_signing_key_reuses_the_signature(world: World) -> None:
+    signer = RotatingSigner()
+    steps = first_attempt_fails_after_signing(world, signer)
+    assert world.run(requested="2", steps=steps).outcome == "created"
+    assert len(signer.sign_calls) == 1

@@ -44,6 +44,10 @@ SECRET_VARIABLES = (
     "PROMOTER_ARGOCD_WEBHOOK_SECRET",
     "PROMOTER_STATE_PASSWORD",
 )
+# Secrets whose empty value is a value: cosign reads COSIGN_PASSWORD="" as "no password" (a
+# key generated without one). Every other empty secret is unset: an empty token, webhook
+# secret or database password authenticates nothing (an empty HMAC key is one anyone holds).
+EMPTY_IS_A_VALUE = frozenset({"COSIGN_PASSWORD"})
 SECRET_LOOKING_KEYS = ("token", "secret", "password")
 # Credentials the client libraries promoter drives read from the environment themselves (MLflow's
 # client, Databricks' SDK, boto3 for s3:// artifacts, Azure's for wasbs://): never read by
@@ -76,8 +80,9 @@ def refuse_inline_secrets(raw: Mapping[str, Any], path: Path | None, prefix: str
 def read_secrets(environ: Mapping[str, str]) -> dict[str, Secret]:
     secrets: dict[str, Secret] = {}
     for variable in SECRET_VARIABLES:
-        # An empty variable is unset, as for every other override (settings.ENV_OVERRIDES):
-        # a Deployment that sets both NAME="" and NAME_FILE means the file.
+        # An empty variable gives way to its file, as for every other override
+        # (settings.ENV_OVERRIDES): a Deployment that sets both NAME="" and NAME_FILE means
+        # the file. Without a file it is unset, unless empty is a value (EMPTY_IS_A_VALUE).
         if environ.get(variable):
             secrets[variable] = Secret(environ[variable])
         elif environ.get(variable + "_FILE"):
@@ -87,6 +92,8 @@ def read_secrets(environ: Mapping[str, str]) -> dict[str, Secret]:
             except OSError as exc:
                 raise ConfigError(f"{variable}_FILE names {file}, which cannot be read: "
                                   f"{exc.strerror}") from None
+        elif variable in EMPTY_IS_A_VALUE and variable in environ:
+            secrets[variable] = Secret("")
     for variable in CLIENT_CREDENTIAL_VARIABLES:
         if environ.get(variable):
             secrets[variable] = Secret(environ[variable])

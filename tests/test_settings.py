@@ -85,6 +85,27 @@ def test_an_empty_secret_variable_gives_way_to_its_file(tmp_path: Path) -> None:
     assert token is not None and token.reveal() == "glpat-from-file"
 
 
+def test_an_empty_cosign_password_is_a_password_and_other_empty_secrets_are_unset(
+        tmp_path: Path) -> None:
+    """COSIGN_PASSWORD="" is cosign's "no password" and was dropped as unset. It is a value
+    now; beside COSIGN_PASSWORD_FILE the file still wins, and an empty token or webhook
+    secret (which authenticates nothing) still counts as unset."""
+    settings = load_settings(None, environ={"COSIGN_PASSWORD": "", "PROMOTER_GITLAB_TOKEN": "",
+                                            "PROMOTER_MLFLOW_WEBHOOK_SECRET": ""})
+    password = settings.secret("COSIGN_PASSWORD")
+    assert password is not None and password.reveal() == ""
+    assert settings.secret("PROMOTER_GITLAB_TOKEN") is None
+    assert settings.secret("PROMOTER_MLFLOW_WEBHOOK_SECRET") is None
+    assert "" not in settings.secret_values()  # the log redactor masks no empty string
+    assert load_settings(None, environ={}).secret("COSIGN_PASSWORD") is None
+    password_file = tmp_path / "password"
+    password_file.write_text("from-file\n")
+    settings = load_settings(None, environ={"COSIGN_PASSWORD": "",
+                                            "COSIGN_PASSWORD_FILE": str(password_file)})
+    password = settings.secret("COSIGN_PASSWORD")
+    assert password is not None and password.reveal() == "from-file"
+
+
 def test_a_tilde_in_the_state_directory_is_the_home_directory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """state.db was opened in $HOME/… (ensure_state_dir expanded "~") while the audit head

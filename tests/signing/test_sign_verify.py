@@ -17,6 +17,7 @@ from promoter.image.layers import bytes_blob
 from promoter.image.reference import parse_reference
 from promoter.signing import bundle as bundle_format
 from promoter.signing import simple
+from promoter.signing.keys import load_signing_key
 from promoter.signing.registry import bundle_blobs
 from tests.image.registry import free_port
 from tests.signing.conftest import PASSWORD, key_path, push_image
@@ -284,6 +285,25 @@ def test_key_problems_when_signing_are_distinct(promoter: Run, image: str, tmp_p
     assert code == 1 and "private key" in err
     code, said = verify(promoter, image.split("@")[0] + "@sha256:" + "1" * 64)
     assert code == 1 and "does not exist" in said
+
+
+def test_an_empty_cosign_password_means_a_key_without_one(
+        promoter: Run, image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cosign reads COSIGN_PASSWORD="" as "no password"; promoter dropped the empty value as
+    unset, so without a terminal `keys generate` and `image sign` failed "COSIGN_PASSWORD is
+    not set", though the hint itself said an empty value means no password."""
+    monkeypatch.setenv("COSIGN_PASSWORD", "")
+    prefix = tmp_path / "nopw"
+    code, _, err = promoter("keys", "generate", "--out", str(prefix))
+    assert code == 0, err
+    assert load_signing_key(Path(f"{prefix}.key").read_bytes(), "").public.hint
+    code, out, err = promoter("image", "sign", image, "--key", f"{prefix}.key")
+    assert code == 0 and "signed" in out, err
+    code, out, err = promoter("image", "verify", image, "--key", f"{prefix}.pub")
+    assert code == 0 and "verified" in out, err
+    monkeypatch.delenv("COSIGN_PASSWORD")  # unset, by contrast, is still an error
+    code, _, err = promoter("image", "sign", image, "--key", f"{prefix}.key")
+    assert code == 1 and "COSIGN_PASSWORD is not set" in err
 
 
 def _node() -> str:

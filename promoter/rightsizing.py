@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,11 +72,26 @@ class Report:
         return tuple(notes)
 
 
-def _by_gpu(series: list[Series]) -> dict[tuple[str, str, str], dict[float, float]]:
+def _by_gpu(series: list[Series], keep: Callable[[float, float], float] = max
+            ) -> dict[tuple[str, str, str], dict[float, float]]:
     """Each GPU's samples by (pod, gpu, MIG instance), keyed by timestamp: pods come and go
-    in a window, and one pod's slices of one GPU are apart only by ``GPU_I_ID``."""
-    return {(s.labels.get("pod", ""), s.labels.get("gpu", ""), s.labels.get(MIG_INSTANCE, "")):
-            {moment.timestamp(): value for moment, value in s.points} for s in series}
+    in a window, and one pod's slices of one GPU are apart only by ``GPU_I_ID``.
+
+    One device's history can come as several series: a restarted dcgm-exporter has a new
+    ``instance``, a driver upgrade a new ``DCGM_FI_DRIVER_VERSION``. Their samples are merged
+    (keeping only the last series dropped the days before the restart, while the days of
+    evidence counted them). Where two series hold the same timestamp, ``keep`` picks the
+    reading: the larger by default, which sizes nothing smaller than either one measured.
+    """
+    merged: dict[tuple[str, str, str], dict[float, float]] = {}
+    for one in series:
+        key = (one.labels.get("pod", ""), one.labels.get("gpu", ""),
+               one.labels.get(MIG_INSTANCE, ""))
+        samples = merged.setdefault(key, {})
+        for moment, value in one.points:
+            stamp = moment.timestamp()
+            samples[stamp] = keep(samples[stamp], value) if stamp in samples else value
+    return merged
 
 
 def evidence(settings: Settings, deployment: ModelDeployment, target: EnvironmentTarget,
@@ -89,7 +104,10 @@ def evidence(settings: Settings, deployment: ModelDeployment, target: Environmen
     engine = _by_gpu(metrics.query_range(GR_ACTIVE + selector, start, now, STEP_SECONDS))
     used_series = metrics.query_range(FB_USED + selector, start, now, STEP_SECONDS)
     used = _by_gpu(used_series)
-    free = _by_gpu(metrics.query_range(FB_FREE + selector, start, now, STEP_SECONDS))
+    # The smaller free reading with the larger used one: a GPU's size (used + free) is not
+    # overstated where two series of it overlap.
+    free = _by_gpu(metrics.query_range(FB_FREE + selector, start, now, STEP_SECONDS),
+                   keep=min)
     rate_query = telemetry.render(telemetry.request_rate, name=name, namespace=namespace,
                                   window="5m")
     rates = request_rate_points(metrics.query_range(rate_query, start, now, STEP_SECONDS))

@@ -76,3 +76,37 @@ def test_a_week_of_samples_in_a_window_with_a_gap_is_a_week_of_evidence() -> Non
     assert [p.kind for p in report.proposals] == ["min-replicas", "mig"]
     assert "over 7.0 days of samples" in report.proposals[0].evidence
     assert "Evidence: 7.0 days of DCGM exporter samples" in rightsizing.description(report)
+
+
+class _Restarted(_Idle):
+    """The same GPU as two series: the exporter at 10.0.0.1 until ``restart`` (40,000 MiB
+    used), then, restarted on 10.0.0.9, 3,000 MiB."""
+
+    def __init__(self, stamps: list[datetime], restart: datetime) -> None:
+        super().__init__(stamps)
+        self.restart = restart
+
+    def query_range(self, query: str, start: datetime, end: datetime,
+                    step_seconds: int) -> list[Series]:
+        if not query.startswith("DCGM_FI_DEV_FB_USED"):
+            return super().query_range(query, start, end, step_seconds)
+        return [Series({**POD, "instance": instance},
+                       tuple((moment, used) for moment in self.stamps if keep(moment)))
+                for instance, used, keep in (
+                    ("10.0.0.1:9400", 40_000.0, lambda moment: moment < self.restart),
+                    ("10.0.0.9:9400", 3_000.0, lambda moment: moment >= self.restart))]
+
+
+def test_a_gpus_samples_from_before_an_exporter_restart_are_kept() -> None:
+    """Before, the later series replaced the earlier one: 14 days of evidence, but the peak
+    memory of the last 4 (3,000 MiB), and a 1g.10gb slice for a model that used 40,000."""
+    start = NOW - timedelta(days=14)
+    stamps = [start + timedelta(minutes=5 * step) for step in range(14 * 288)]
+    targets = SETTINGS.targets()
+    deployment = resolve_intent(targets, INTENT, "production", origin="test")
+    report = rightsizing.report(SETTINGS, deployment, targets.environment("production"),
+                                _Restarted(stamps, NOW - timedelta(days=4)), now=NOW, days=14,
+                                claimed={})
+    assert report.evidence.days == pytest.approx(14.0)
+    assert report.evidence.memory_peak_mib == 40_000.0
+    assert "mig" not in [p.kind for p in report.proposals]

@@ -22,6 +22,7 @@ from promoter.ports.metrics import Series
 
 MAX_POINTS = 10_000          # Prometheus refuses more than 11,000 points per series
 MAX_WARNINGS_QUOTED = 400    # characters of a refused answer's warnings in the error
+MAX_ERROR_MASKED = 4_000     # characters of an answer's error read (and masked) at most
 
 
 class PrometheusSource:
@@ -104,8 +105,16 @@ def _partial_answer(url: str, warnings: Any) -> str:
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON, its ``error`` fit to quote: Thanos (or Prometheus over remote read)
+    names the store that failed in it, and a store's URL can carry userinfo or an
+    ``access_token=``. Masked here, once, so no message can quote it raw; masked before it is
+    cut, so a cut cannot leave half a URL that the masking no longer recognises."""
     try:
         body = response.json()
     except ValueError:
-        return {"error": without_credentials(response.text[:200])}
-    return body if isinstance(body, dict) else {}
+        return {"error": without_credentials(response.text[:MAX_ERROR_MASKED])[:200]}
+    if not isinstance(body, dict):
+        return {}
+    if body.get("error") is not None:
+        body["error"] = without_credentials(str(body["error"])[:MAX_ERROR_MASKED])
+    return body

@@ -275,9 +275,14 @@ def cost(settings: Settings, metrics: MetricsSource, *, by: str, start: datetime
     # ``start`` belongs to the period before, and adjacent periods add up exactly.
     # Only GPUs a pod holds (pod!=""): dcgm-exporter also reports the idle ones, without a
     # pod, which no team, model or environment spends.
+    # One series per device (max by its identity) before counting: an exporter restart or a
+    # driver upgrade gives the same GPU new labels (instance, DCGM_FI_DRIVER_VERSION), and
+    # for the lookback after it, old and new series both answer; counted as is, the GPU
+    # would be charged twice for that time.
+    device = f"namespace, pod, gpu, {MIG_INSTANCE}, modelName, {MIG_LABEL}"
     series = metrics.query_range(
-        f'count by (namespace, pod, modelName, {MIG_LABEL}) ({FB_USED}{{pod!=""}})', start,
-        end, STEP_SECONDS)
+        f'count by (namespace, pod, modelName, {MIG_LABEL}) '
+        f'(max by ({device}) ({FB_USED}{{pod!=""}}))', start, end, STEP_SECONDS)
     teams = _teams(settings, metrics, start, end) if by == "team" else {}
     envs = {env.namespace: name for name, env in settings.environments.items()}
     hours: dict[str, float] = defaultdict(float)

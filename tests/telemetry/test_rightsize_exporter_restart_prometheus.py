@@ -91,3 +91,15 @@ def test_the_days_before_an_exporter_restart_stay_evidence(tmp_path: Path,
     assert max(report.evidence.replica_counts) == 1.0
     assert report.evidence.gpu_memory_mib == FB_TOTAL
     assert report.proposals == ()
+
+
+def test_a_gpu_is_charged_once_across_an_exporter_restart(tmp_path: Path,
+                                                          prometheus_url: str) -> None:
+    """For the lookback after the restart the old series (10.0.0.1) still answers beside the
+    new one (10.0.0.9); counted per series, 48 hours around the restart charged about 48.3
+    GPU-hours for one GPU. Counted per device, exactly 48."""
+    settings = load_settings(write_config(tmp_path, prometheus_url, NAMESPACE), environ={})
+    rows = rightsizing.cost(settings, PrometheusSource(prometheus_url), by="model",
+                            start=RESTART - timedelta(hours=24),
+                            end=RESTART + timedelta(hours=24))
+    assert {row.key: round(row.gpu_hours, 6) for row in rows} == {"restarted": 48.0}

@@ -40,11 +40,12 @@ def migrate_to_postgresql(settings: Settings, url: str, *, replace: bool) -> dic
     # an entry a crash left unconfirmed in the files is copied as confirmed.
     lines, head = trail.snapshot(lambda snapshot: (list(snapshot.lines()), settled_head(
         snapshot.lines(), snapshot.head, snapshot.pending)))
+    _refuse_unstorable(lines, trail.location)
     target_settings = settings.model_copy(
         update={"state": settings.state.model_copy(update={"url": url})})
     target = state_db(target_settings)
     try:
-        tables = copy.read_all(source)
+        tables = copy.storable_rows(copy.read_all(source))
 
         def audit(conn: Connection) -> dict[str, int]:
             return {"audit_entries": TableChain.import_lines(conn, lines, head)}
@@ -54,3 +55,16 @@ def migrate_to_postgresql(settings: Settings, url: str, *, replace: bool) -> dic
     finally:
         source.close()
         target.close()
+
+
+def _refuse_unstorable(lines: list[str], location: str) -> None:
+    """A NUL in an audit line (JSON escapes it: an edit, or the zeros a crash can leave at a
+    file's end) cannot go into PostgreSQL, and escaping it would change the bytes the chain's
+    hashes cover, so it is named instead."""
+    for number, line in enumerate(lines, start=1):
+        if "\x00" in line:
+            raise UserError(f"{location}:{number} holds a NUL byte, which PostgreSQL cannot "
+                            "store; the audit_entries row would not be the line as written",
+                            hint="promoter never writes one: the line was edited, or a "
+                                 "crash left zeros at the trail's end (`promoter audit "
+                                 "verify` says which); restore or remove it, then migrate")

@@ -8,11 +8,13 @@ source is read inside one write transaction of its own, so nothing changes under
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from promoter.errors import UserError
 from promoter.state.db import Connection, StateDB
+from promoter.state.storable import storable
 
 # In foreign-key order: a row is copied after the rows it points at.
 TABLES = ("jobs", "job_steps", "deliveries", "deployments", "deployment_names", "pushed_heads",
@@ -21,6 +23,7 @@ TABLES = ("jobs", "job_steps", "deliveries", "deployments", "deployment_names", 
 # Columns that number new rows: the target's counter must continue past the copied ids.
 _NUMBERED = {"jobs": "id", "local_mrs": "iid", "local_mr_notes": "id"}
 Rows = dict[str, tuple[list[str], list[tuple[Any, ...]]]]
+_log = logging.getLogger("promoter.state")
 
 
 def read_all(source: StateDB) -> Rows:
@@ -34,6 +37,27 @@ def read_all(source: StateDB) -> Rows:
         return tables
 
     return source.write(read)  # a write lock: one consistent snapshot, nobody writes meanwhile
+
+
+def storable_rows(tables: Rows) -> Rows:
+    """``tables`` with every text value ``storable``, as the writers make it today: promoter
+    before 1156b4e wrote job reasons as they came (a NUL from an error body), which SQLite
+    keeps and PostgreSQL refuses. No state column is hashed (the audit chain is apart), so
+    the escape changes nothing but those characters; each value changed is logged."""
+    copied: Rows = {}
+    for table, (columns, rows) in tables.items():
+        copied[table] = (columns, [_storable_row(table, columns, row) for row in rows])
+    return copied
+
+
+def _storable_row(table: str, columns: list[str], row: tuple[Any, ...]) -> tuple[Any, ...]:
+    escaped = tuple(storable(value) if isinstance(value, str) else value for value in row)
+    for column, before, after in zip(columns, row, escaped, strict=True):
+        if before != after:
+            _log.warning("%s row %s=%s: %s holds what PostgreSQL cannot store (a NUL or a lone "
+                         "surrogate); copied with it escaped (\\x00, \\udXXX)", table,
+                         columns[0], escaped[0], column)
+    return escaped
 
 
 def non_empty(conn: Connection, extra_tables: tuple[str, ...] = ()) -> list[str]:

@@ -181,3 +181,51 @@ def test_state_migrate_copies_an_entry_a_crash_left_before_its_head_moved(
     trail.record("after.migration")
     assert trail.verify() is None
     target.close()
+
+
+def test_state_migrate_escapes_a_nul_an_older_promoter_left_in_a_job_reason(
+        run_cli: Run, tmp_path: Path, postgres_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Before reasons were made storable, a NUL from an error body went into SQLite as it came;
+    PostgreSQL text cannot hold it, so the copy writes it as the writers do now (\\x00)."""
+    import sqlite3
+
+    state_dir = tmp_path / "state"
+    fill_sqlite_state(state_dir)
+    with sqlite3.connect(state_dir / "state.db") as conn:
+        conn.execute("UPDATE jobs SET state = 'dead', reason = ? WHERE id = 2", ("boom\x00tail",))
+    conn.close()
+
+    code, _, err = run_cli("state", "migrate", "--to", postgres_url)
+    assert code == 0, err
+    assert "jobs row id=2: reason holds what PostgreSQL cannot store" in caplog.text
+    source = StateDB.open(state_dir)
+    target = PostgresStateDB.connect(StateUrl(postgres_url), state_dir=state_dir)
+    reason = "SELECT reason FROM jobs WHERE id = 2"
+    assert target.read(lambda conn: conn.execute(reason).fetchone()[0]) == "boom\\x00tail"
+    assert source.read(lambda conn: conn.execute(reason).fetchone()[0]) == "boom\x00tail"
+    for table in TABLES:  # every other value as it was
+        if table != "jobs":
+            assert rows(target, table) == rows(source, table), table
+    assert [row for row in rows(target, "jobs") if row[0] != 2] == \
+        [row for row in rows(source, "jobs") if row[0] != 2]
+    assert AuditTrail(state_dir, target).verify() is None
+    source.close()
+    target.close()
+
+
+def test_state_migrate_names_an_audit_line_holding_a_nul_instead_of_altering_it(
+        run_cli: Run, tmp_path: Path, postgres_url: str) -> None:
+    """The chain's hashes cover each line's bytes: a NUL (never written by promoter: JSON
+    escapes it) is not escaped on the way, the line is named (exit 1) and nothing copied."""
+    state_dir = tmp_path / "state"
+    fill_sqlite_state(state_dir)
+    with (state_dir / "audit.jsonl").open("ab") as trail:
+        trail.write(b'{"event": "edited\x00", "seq": 6}\n')
+    code, _, err = run_cli("state", "migrate", "--to", postgres_url)
+    assert code == 1, err
+    assert "audit.jsonl:6 holds a NUL byte" in err and "audit_entries" in err
+    assert "reachable" not in err
+    target = PostgresStateDB.connect(StateUrl(postgres_url), state_dir=state_dir)
+    assert rows(target, "jobs") == []
+    target.close()

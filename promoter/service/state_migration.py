@@ -26,7 +26,15 @@ def migrate_to_postgresql(settings: Settings, url: str, *, replace: bool) -> dic
     from promoter.state_settings import refuse_url_password
 
     if not re.match(r"^postgres(ql)?://", url):
-        raise UserError(f"--to must be a postgresql:// URL, not {url.split(':', 1)[0]}:…")
+        # Only a URL's scheme is quoted: the rest may hold a password (a libpq "key=value"
+        # string, "user:password@host").
+        scheme = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url)
+        raise UserError("--to must be a postgresql:// URL, not "
+                        + (f"a {scheme.group()} one" if scheme else
+                           "a key=value string or other text (not shown: it may hold a "
+                           "password)"),
+                        hint="postgresql://USER@HOST:PORT/DATABASE; the password comes from "
+                             "PROMOTER_STATE_PASSWORD or PROMOTER_STATE_PASSWORD_FILE")
     refuse_url_password({"state": {"url": url}})
     check_url(url, settings.state.tls_options())  # a typo must not read as an outage (exit 3)
     if not (settings.state_dir / DB_FILENAME).exists():

@@ -131,7 +131,20 @@ def test_state_migrate_needs_a_password_free_postgresql_url(run_cli: Run,
     code, _, err = run_cli("state", "migrate", "--to", "postgresql://u:hunter2@db/state")
     assert code == 1 and "PROMOTER_STATE_PASSWORD" in err and "hunter2" not in err
     code, _, err = run_cli("state", "migrate", "--to", "sqlite:///x.db")
-    assert code == 1 and "postgresql://" in err
+    assert code == 1 and "postgresql://" in err and "a sqlite:// one" in err
+
+
+@pytest.mark.parametrize("to", ["host=db user=promoter password=hunter2 dbname=x",
+                                "password=hunter2:x", "promoter:hunter2@db/state",
+                                "hunter2:x@db/state"])
+def test_state_migrate_does_not_echo_a_connection_string_it_refuses(
+        run_cli: Run, tmp_path: Path, to: str) -> None:
+    """README: messages never show the password; a libpq key=value string is no URL, and
+    nothing of it past a scheme is quoted back."""
+    fill_sqlite_state(tmp_path / "state")
+    code, _, err = run_cli("state", "migrate", "--to", to)
+    assert code == 1 and "must be a postgresql:// URL" in err, err
+    assert "hunter2" not in err
 
 
 @pytest.mark.parametrize(("url", "says"), [

@@ -13,6 +13,7 @@ from promoter.service.audit_table import TABLES as AUDIT_TABLES
 from promoter.service.audit_table import TableChain
 from promoter.state import copy
 from promoter.state.db import DB_FILENAME, Connection, StateDB
+from promoter.state.legacy import OLD_FILES
 
 if TYPE_CHECKING:
     from promoter.settings import Settings
@@ -37,10 +38,13 @@ def migrate_to_postgresql(settings: Settings, url: str, *, replace: bool) -> dic
                              "PROMOTER_STATE_PASSWORD or PROMOTER_STATE_PASSWORD_FILE")
     refuse_url_password({"state": {"url": url}})
     check_url(url, settings.state.tls_options())  # a typo must not read as an outage (exit 3)
-    if not (settings.state_dir / DB_FILENAME).exists():
+    # The old six-file layout is SQLite state too: opening it imports it into state.db, as
+    # every other command does, rather than leaving the new database without its jobs.
+    if not any((settings.state_dir / name).exists() for name in (DB_FILENAME, *OLD_FILES)):
         raise UserError(f"there is no SQLite state to copy in {settings.state_dir}",
                         hint="set PROMOTER_STATE_DIR (or state_dir) to the directory that "
-                             f"holds {DB_FILENAME}")
+                             f"holds {DB_FILENAME} (or promoter.db and the other files of "
+                             "the old layout)")
     source = StateDB.open(settings.state_dir)
     trail = AuditTrail(settings.state_dir)  # the files: the source has no state.url
     # One snapshot: a process still appending must not leave the head older than the lines.

@@ -242,3 +242,32 @@ def test_state_migrate_names_an_audit_line_holding_a_nul_instead_of_altering_it(
     target = PostgresStateDB.connect(StateUrl(postgres_url), state_dir=state_dir)
     assert rows(target, "jobs") == []
     target.close()
+
+
+def test_state_migrate_copies_a_state_directory_still_in_the_old_six_file_layout(
+        run_cli: Run, tmp_path: Path, postgres_url: str) -> None:
+    """`jobs list` on such a directory imports the files and shows their jobs; the migration
+    must too, not call it empty and leave the operator a database without them."""
+    from tests.state.old_layout import write_old_layout
+
+    state_dir = tmp_path / "state"
+    write_old_layout(state_dir)
+    assert not (state_dir / "state.db").exists()
+    code, out, err = run_cli("state", "migrate", "--to", postgres_url, "--output", "json")
+    assert code == 0, err
+    assert json.loads(out)["rows"]["jobs"] == 3
+    target = PostgresStateDB.connect(StateUrl(postgres_url), state_dir=state_dir)
+    assert [row[0] for row in rows(target, "jobs")] == [1, 2, 5]
+    imported = StateDB.open(state_dir)  # the files were imported into state.db on the way
+    assert not (state_dir / "promoter.db").exists()
+    for table in TABLES:
+        assert rows(target, table) == rows(imported, table), table
+    assert rows(target, "local_mrs") and rows(target, "pushed_heads")
+    imported.close()
+    target.close()
+
+
+def test_state_migrate_refuses_a_directory_without_any_state(run_cli: Run,
+                                                             postgres_url: str) -> None:
+    code, _, err = run_cli("state", "migrate", "--to", postgres_url)
+    assert code == 1 and "there is no SQLite state to copy" in err, err

@@ -26,17 +26,33 @@ TIME_HELP = "ISO 8601 (2026-11-30T12:00:00Z) or seconds since the epoch"
 
 
 def parse_time(text: str) -> float:
+    """Seconds since the epoch of a time the trail can hold (and `iso` can write back): nan,
+    inf, 1e20 or year 0 is a typo, not a moment to compare with or print."""
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"cannot read the time {text!r}", hint=TIME_HELP) from None
+        seconds = _seconds(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC), text)
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"cannot read the time {text!r}", hint=TIME_HELP) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+        iso(seconds)
+    except (ValueError, OverflowError, OSError):
+        raise _out_of_range(text) from None
+    return seconds
+
+
+def _seconds(moment: datetime, text: str) -> float:
+    try:
+        return moment.timestamp()
+    except (ValueError, OverflowError):  # 0001-01-01T00:00+01:00 is in the year 0
+        raise _out_of_range(text) from None
+
+
+def _out_of_range(text: str) -> UsageError:
+    return UsageError(f"the time {text!r} is out of range (years 1 to 9999 UTC)",
+                      hint=TIME_HELP)
 
 
 def iso(seconds: float) -> str:

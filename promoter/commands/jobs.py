@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from promoter.core.jobs import Job
     from promoter.service.queue import JobQueue
 
-# Job ids are 64-bit integers in both stores; a larger one is a typo, not a lookup.
+# Job ids (and LIMITs) are 64-bit integers in both stores; a larger one is a typo, not a lookup.
 MAX_JOB_ID = 2**63 - 1
 
 JobId = Annotated[int, typer.Argument(help="job id", min=1, max=MAX_JOB_ID)]
@@ -42,7 +42,8 @@ def list_jobs(
     job_state: Annotated[str | None, typer.Option(
         "--state", "-s", help="only jobs in this state: queued, running, retrying, done, dead",
         callback=one_of(*(state.value for state in JobState)))] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many")] = 100,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=MAX_JOB_ID,
+                                       help="at most this many")] = 100,
     output: str = OUTPUT_OPTION,
 ) -> None:
     """List jobs, newest first."""

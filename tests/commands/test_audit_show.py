@@ -64,3 +64,24 @@ def test_entries_past_the_first_bad_line_are_marked_and_not_replayed(
     assert code == 0, err
     assert [row["version"] for row in json.loads(out)["live"]] == ["1"]
     assert "not verified" in err
+
+
+@pytest.mark.parametrize(("command", "moment", "says"), [
+    (("show", "--since"), "nan", "out of range"),
+    (("show", "--since"), "inf", "out of range"),
+    (("live", "--env", "prod", "--at"), "1e20", "out of range"),
+    (("live", "--env", "prod", "--at"), "-1e20", "out of range"),
+    (("live", "--env", "prod", "--at"), "0001-01-01T00:00:00+01:00", "out of range"),
+    (("live", "--env", "prod", "--at"), "2026-13-01", "cannot read the time"),
+])
+def test_a_time_no_calendar_holds_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...],
+        moment: str, says: str) -> None:
+    """--since nan or inf matched no entry and showed nothing (exit 0); --at 1e20 or year 0
+    ended in an unexpected OverflowError/ValueError (exit 3). Each is a typo: exit 2."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f'state_dir: "{tmp_path / "state"}"\n')
+    AuditTrail(tmp_path / "state").record("mr.merge", actor="gitlab:alice", model="m",
+                                          env="prod", version="1")
+    code, _, err = cli_runner(capsys)("--config", str(config), "audit", *command, moment)
+    assert code == 2 and says in err and "unexpected" not in err, err

@@ -93,6 +93,17 @@ def test_mistakes_are_explained_with_exit_codes_1_and_2(state_dir: Path) -> None
     assert bad_state.returncode == 2 and "not one of queued, running" in bad_state.stderr
 
 
+@pytest.mark.parametrize("limit", ["9223372036854775808", "0"])
+def test_a_limit_no_store_can_take_is_a_usage_error(state_dir: Path, limit: str) -> None:
+    """SQLite cannot bind 2**63 (OverflowError, exit 3), PostgreSQL calls it bigint out of
+    range: the option is bounded as job ids are, so the typo is named before any store."""
+    result = promoter(state_dir, "jobs", "list", "--limit", limit)
+    assert result.returncode == 2, result.stderr
+    assert "--limit" in result.stderr and "unexpected error" not in result.stderr
+    largest = promoter(state_dir, "jobs", "list", "-n", "9223372036854775807", "-o", "json")
+    assert largest.returncode == 0 and len(json.loads(largest.stdout)) == 3
+
+
 def test_an_empty_state_dir_lists_no_jobs(tmp_path: Path) -> None:
     result = promoter(tmp_path / "fresh", "jobs", "list")
     assert (result.returncode, result.stdout.strip()) == (0, "no jobs")

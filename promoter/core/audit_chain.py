@@ -240,6 +240,11 @@ def _parse(line: str) -> tuple[dict[str, Any] | None, str]:
     return entry, ""
 
 
+def half_written(line: str) -> bool:
+    """Whether ``line`` stops mid-entry, as an append interrupted by a crash leaves it."""
+    return _parse(line)[1] == HALF_WRITTEN
+
+
 HALF_WRITTEN = ("a half-written line: it ends mid-entry (an append interrupted by a crash or a "
                 "full disk, or the line was cut); the entries after it are on lines of their own")
 

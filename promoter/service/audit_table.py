@@ -12,16 +12,18 @@ so entries other replicas append meanwhile are neither in it nor in its head.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from promoter.core.audit_chain import EMPTY, Head, head_of, legacy_head, seal
+from promoter.core.audit_chain import EMPTY, Head, half_written, head_of, legacy_head, seal
 from promoter.service.audit_file import UNREADABLE, ChainSnapshot, append_point
 from promoter.state.db import Connection, StateDB
 
 PAGE = 1000
 TABLES = ("audit_entries", "audit_head")
 T = TypeVar("T")
+_log = logging.getLogger("promoter.audit")
 
 
 class TableChain:
@@ -37,7 +39,7 @@ class TableChain:
             last = conn.execute("SELECT position, line FROM audit_entries "
                                 "ORDER BY position DESC LIMIT 1").fetchone()
             recorded = _recorded_head(conn)
-            tail, tail_entry = _head_after(conn, last)
+            tail, tail_entry = _head_after(conn, last, self.location())
             sealed = seal(entry, append_point(tail, tail_entry, recorded, self.location()))
             line = json.dumps(sealed, sort_keys=True, default=str)
             conn.execute("INSERT INTO audit_entries (position, line) VALUES (?, ?)",
@@ -107,8 +109,17 @@ def _page(conn: Connection, after: int) -> list[Any]:
                         "ORDER BY position LIMIT ?", (after, PAGE)).fetchall()
 
 
-def _head_after(conn: Connection, last: Any) -> tuple[Head, dict[str, Any] | None]:
-    """The chain's head after row ``last`` and its entry (None when it is not chained)."""
+def _head_after(conn: Connection, last: Any,
+                where: str) -> tuple[Head, dict[str, Any] | None]:
+    """The chain's head after row ``last`` and its entry (None when it is not chained). A
+    half-written last row (copied by `state migrate` from a trail whose last append was cut
+    short) is passed over as the file chain passes over its torn line: the chain ends at the
+    row before it, and the row stays for `audit verify` to name."""
+    if last is not None and half_written(str(last[1])):
+        _log.error("the audit trail %s ends in a half-written line (an interrupted append); "
+                   "the next entry follows the entry before it", where)
+        last = conn.execute("SELECT position, line FROM audit_entries WHERE position < ? "
+                            "ORDER BY position DESC LIMIT 1", (int(last[0]),)).fetchone()
     if last is None:
         return EMPTY, None
     try:

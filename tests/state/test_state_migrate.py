@@ -271,3 +271,32 @@ def test_state_migrate_refuses_a_directory_without_any_state(run_cli: Run,
                                                              postgres_url: str) -> None:
     code, _, err = run_cli("state", "migrate", "--to", postgres_url)
     assert code == 1 and "there is no SQLite state to copy" in err, err
+
+
+def test_a_half_written_last_line_copied_into_postgresql_is_passed_over_as_in_the_file(
+        run_cli: Run, tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An append interrupted mid-line leaves a half line at the trail's end. The file chain
+    ends it there and chains on from the entry before it (one ERROR saying so); the copy in
+    audit_entries must be read the same way, not as the trail cut short at entry 0 on every
+    append. `audit verify` still names the half line."""
+    import logging
+
+    state_dir = tmp_path / "state"
+    fill_sqlite_state(state_dir)
+    with (state_dir / "audit.jsonl").open("ab") as trail:
+        trail.write(b'{"seq": 6, "ev')
+    code, _, err = run_cli("state", "migrate", "--to", postgres_url)
+    assert code == 0, err
+    target = PostgresStateDB.connect(StateUrl(postgres_url), state_dir=state_dir)
+    moved = AuditTrail(state_dir, target)
+    with caplog.at_level(logging.WARNING, logger="promoter.audit"):
+        first = moved.record("after.migration", n=1)
+        second = moved.record("after.migration", n=2)
+    assert (first["seq"], second["seq"]) == (6, 7)
+    assert "cut short" not in caplog.text and "not at its recorded head" not in caplog.text
+    assert caplog.text.count("half-written line") == 1
+    monkeypatch.setenv("PROMOTER_STATE_URL", postgres_url)
+    code, _, err = run_cli("audit", "verify")
+    assert code == 1 and ":6:" in err and "half-written line" in err, err
+    target.close()

@@ -93,7 +93,8 @@ def modelcar(
     model_format: Annotated[str, typer.Option(
         "--model-format", help="triton: onnx or tensorrt")] = "onnx",
     max_batch_size: Annotated[int, typer.Option(
-        "--max-batch-size", min=0, help="triton: max_batch_size in config.pbtxt")] = 0,
+        "--max-batch-size", min=0, max=1_000_000,   # as spec.serving.maxBatchSize
+        help="triton: max_batch_size in config.pbtxt")] = 0,
     oci_layout: OciLayoutOption = None,
     label: LabelOption = None,
     output: str = OUTPUT_OPTION,

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 mr_app = typer.Typer(help="Review merge requests of the local git provider.",
                      no_args_is_help=True)
 MR_STATES = ("opened", "closed", "merged", "all")
+# GitLab keeps MR numbers (iid) in a 4-byte integer column; a longer number is a typo, and
+# the local provider's SQLite would fail on it with an overflow instead of a usage error.
+MAX_MR_NUMBER = 2**31 - 1
+MrNumber = Annotated[int, typer.Argument(help="MR number", min=1, max=MAX_MR_NUMBER)]
 USER_OPTION = typer.Option("--user", "-u", help="who acts (default: your login name)")
 SHA_OPTION = typer.Option("--sha", help="act only if the MR head is still this commit")
 
@@ -102,7 +106,7 @@ def list_mrs(
 
 
 @mr_app.command("show")
-def show_mr(ctx: typer.Context, iid: Annotated[int, typer.Argument(help="MR number")],
+def show_mr(ctx: typer.Context, iid: MrNumber,
             output: str = OUTPUT_OPTION) -> None:
     """Show one merge request: state, head, approvals, description and bot notes."""
     provider = _provider(ctx, output)
@@ -125,7 +129,7 @@ def show_mr(ctx: typer.Context, iid: Annotated[int, typer.Argument(help="MR numb
 
 
 @mr_app.command("approve")
-def approve_mr(ctx: typer.Context, iid: Annotated[int, typer.Argument(help="MR number")],
+def approve_mr(ctx: typer.Context, iid: MrNumber,
                user: Annotated[str | None, USER_OPTION] = None,
                sha: Annotated[str | None, SHA_OPTION] = None,
                output: str = OUTPUT_OPTION) -> None:
@@ -134,7 +138,7 @@ def approve_mr(ctx: typer.Context, iid: Annotated[int, typer.Argument(help="MR n
 
 
 @mr_app.command("merge")
-def merge_mr(ctx: typer.Context, iid: Annotated[int, typer.Argument(help="MR number")],
+def merge_mr(ctx: typer.Context, iid: MrNumber,
              user: Annotated[str | None, USER_OPTION] = None,
              sha: Annotated[str | None, SHA_OPTION] = None,
              output: str = OUTPUT_OPTION) -> None:
@@ -143,7 +147,7 @@ def merge_mr(ctx: typer.Context, iid: Annotated[int, typer.Argument(help="MR num
 
 
 @mr_app.command("close")
-def close_mr(ctx: typer.Context, iid: Annotated[int, typer.Argument(help="MR number")],
+def close_mr(ctx: typer.Context, iid: MrNumber,
              user: Annotated[str | None, USER_OPTION] = None,
              output: str = OUTPUT_OPTION) -> None:
     """Close without merging; promoter will not reopen it for the same version."""

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from promoter.ports.pipeline import DeploymentLedger
     from promoter.service.cluster_feedback import ClusterFeedback
 
+# --for bounds a watch; a number beyond a year is a typo, refused as a usage error.
+SECONDS_PER_YEAR = 365 * 24 * 3600
+
 HELP = """Show Argo CD's sync and health of promoted models, one row per model, environment and
 cluster (the version the clusters run, and a newer one proposed in an MR not merged yet; MR,
 sync, health, since), read from the Argo CD Application objects through
@@ -35,7 +38,7 @@ def status(
     = None,
     env: Annotated[str | None, typer.Option("--env", "-e", help="only this environment")] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="follow changes")] = False,
-    seconds: Annotated[int | None, typer.Option("--for", min=1,
+    seconds: Annotated[int | None, typer.Option("--for", min=1, max=SECONDS_PER_YEAR,
                                                 help="with --watch: stop after N seconds")]
     = None,
     record: Annotated[bool, typer.Option("--record/--no-record",

@@ -91,3 +91,23 @@ def test_promote_bad_version_is_a_usage_error_and_makes_no_job(
     assert "is not a model version" in result.stderr
     jobs = run_promoter("jobs", "list", "--output", "json", env=env, config=config)
     assert jobs.returncode == 0 and json.loads(jobs.stdout) == []
+
+
+@pytest.mark.parametrize("args", [
+    ("mr", "show", "99999999999999999999"),      # was: OverflowError from SQLite, exit 3
+    ("mr", "approve", "2147483648"),
+    ("mr", "merge", "0"),
+    ("image", "modelcar", "m", "--max-batch-size", "99999999999999999999"),
+    ("status", "--watch", "--for", "99999999999999999999"),
+])
+def test_a_number_out_of_range_is_a_usage_error(args: tuple[str, ...],
+                                                env: dict[str, str]) -> None:
+    result = run_promoter(*args, env=env)
+    assert_user_error(result, code=2)
+    assert "Invalid value for" in result.stderr
+
+
+def test_the_largest_mr_number_is_still_asked_for(env: dict[str, str]) -> None:
+    result = run_promoter("mr", "show", "2147483647", env=env)
+    assert_user_error(result)
+    assert "2147483647" in result.stderr

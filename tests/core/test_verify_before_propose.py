@@ -3,6 +3,8 @@ anything: an unsigned image or one signed by another key opens no MR and is deni
 
 from __future__ import annotations
 
+from collections.abc import Sized
+
 import pytest
 
 from promoter.errors import PolicyDenied, TransientError, UserError
@@ -71,15 +73,20 @@ def test_a_rerun_reuses_the_recorded_verification(world: World) -> None:
     assert len(verifier.calls) == 1 and steps.results["verify"]["status"].startswith("verified")
 
 
-def first_attempt_fails_after_verifying(world: World, verifier: KeyVerifier) -> MemorySteps:
-    """Attempt 1 verifies, then the forge answers 502: the verification stays recorded."""
-    world.ports_extra = {"verifier": verifier}
+def first_attempt_fails_after(world: World, step: str, calls: Sized) -> MemorySteps:
+    """Attempt 1 gets through ``step`` (one call recorded in ``calls``), then the forge
+    answers 502: the step's result stays recorded for the retry."""
     steps = MemorySteps()
     world.provider.lost_answers = 1
     with pytest.raises(TransientError):
         world.promote("2", steps=steps)
-    assert len(verifier.calls) == 1 and "verify" in steps.results
+    assert len(calls) == 1 and step in steps.results
     return steps
+
+
+def first_attempt_fails_after_verifying(world: World, verifier: KeyVerifier) -> MemorySteps:
+    world.ports_extra = {"verifier": verifier}
+    return first_attempt_fails_after(world, "verify", verifier.calls)
 
 
 def test_a_retry_into_another_repository_verifies_there(world: World) -> None:
@@ -149,12 +156,7 @@ class RotatingSigner:
 def first_attempt_fails_after_signing(world: World, signer: RotatingSigner) -> MemorySteps:
     world.signer = signer  # type: ignore[assignment]
     world.ports_extra = {"verifier": signer}
-    steps = MemorySteps()
-    world.provider.lost_answers = 1
-    with pytest.raises(TransientError):
-        world.promote("2", steps=steps)
-    assert len(signer.sign_calls) == 1 and "signature" in steps.results
-    return steps
+    return first_attempt_fails_after(world, "signature", signer.sign_calls)
 
 
 def test_a_retry_under_a_replaced_signing_key_signs_with_the_new_key(world: World) -> None:

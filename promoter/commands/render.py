@@ -91,6 +91,14 @@ def render(
     from promoter.core.runtimes import misplaced_pin, unpinned_artifact
 
     descriptor = renderer.check(request)
+    if model is not None and version is not None:
+        from promoter.core import vllm_fit
+        from promoter.service import composition
+
+        # The version's config.json is in MLflow (the same adapter, one per process): refuse
+        # what vLLM would refuse at start-up, as a promotion does.
+        vllm_fit.refuse_misfit(composition.registry(settings), request.deployment, descriptor,
+                               model, version, env)
     misplaced = misplaced_pin(descriptor, modelcar_given=modelcar is not None,
                               image_given=image is not None)
     if misplaced is not None:

@@ -25,6 +25,7 @@ from promoter.core import (
     live_overlay,
     shared_base,
     tree_facts,
+    vllm_fit,
 )
 from promoter.core.artifact_steps import ArtifactSteps
 from promoter.core.config import PipelineConfig
@@ -183,6 +184,11 @@ class Pipeline:
         self._check_name(job, deployment.name, tree)
         shared_base.refuse_runtime_switch(deployment.name, job.env, deployment.spec.runtime,
                                           tree)
+        # What vLLM would refuse at start-up is an invalid intent now, not a crash-looping pod
+        # after the merge; read from the registry, so a reused modelcar is checked too.
+        vllm_fit.refuse_misfit(registry, deployment,
+                               self.ports.renderer.runtimes.get(deployment.spec.runtime),
+                               job.model, version, job.env)
 
         decision = self._policy(job, deployment, info, origin)
         steps.record_step("policy", {"version": version, "allowed": decision.allowed,

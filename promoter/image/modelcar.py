@@ -29,7 +29,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from promoter import __version__
-from promoter.core import triton
+from promoter.core import hf_directory, triton
 from promoter.core.runtimes import ModelcarLayout as Layout
 from promoter.errors import UserError
 from promoter.image.base import BaseImage
@@ -95,14 +95,11 @@ def plan(model_dir: Path, version: str, request: ModelcarRequest) -> list[TarEnt
 
 
 def _huggingface(model_dir: Path) -> list[TarEntry]:
-    mlmodel = read_mlmodel(model_dir)
-    flavor = ((mlmodel or {}).get("flavors") or {}).get("transformers")
-    if isinstance(flavor, dict):
-        sources = [model_dir / str(flavor.get("model_binary") or "model")]
-        sources += [model_dir / "components" / str(name)
-                    for name in flavor.get("components") or []]
+    directories = hf_directory.flavor_directories(read_mlmodel(model_dir))
+    if directories is not None:
         # MLmodel comes with the model: its directory names must stay inside the model.
-        sources = [path for path in sources if path.is_dir() and _inside(model_dir, path)]
+        sources = [path for path in (model_dir / name for name in directories)
+                   if path.is_dir() and _inside(model_dir, path)]
     else:
         sources = [model_dir]
     merged: dict[str, TarEntry] = {}

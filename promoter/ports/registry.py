@@ -56,6 +56,16 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class HuggingFaceFiles:
+    """What a vLLM server reads first from a version's Hugging Face directory: the flat
+    directory the modelcar would hold (``promoter.core.hf_directory``)."""
+
+    names: frozenset[str] = frozenset()   # file names in the directory
+    # config.json parsed; None when it is missing, over the size limit, or not a JSON object.
+    config: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class RegisteredModelInfo:
     name: str
     aliases: Mapping[str, str]  # alias → version
@@ -78,6 +88,10 @@ class Registry(Protocol):
 
     def artifact_location(self, model: str, version: str) -> str:
         """Where the model's files can be downloaded from."""
+
+    def huggingface_files(self, model: str, version: str) -> HuggingFaceFiles:
+        """The names in the version's Hugging Face directory and its config.json, read
+        without downloading the weights."""
 
     def intent(self, version: ModelVersionInfo) -> dict[str, Any]:
         """Partial ModelDeployment from ``deploy.*`` tags and a logged ``modeldeployment.yaml``."""

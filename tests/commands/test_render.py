@@ -265,3 +265,29 @@ def test_render_from_the_registry_names_only_the_run_the_files_come_from(
     overlay = renderer(settings).render(request)["fraud-detector/overlays/production/"
                                                   "kustomization.yaml"]
     assert ("run7" in overlay) is named
+
+
+def test_render_from_the_registry_refuses_what_vllm_would_refuse_at_start_up(
+        run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`render MODEL --version N` has the version's config.json in MLflow: a tree vLLM
+    cannot start (3 GPUs over 32 attention heads) is refused as a promotion refuses it."""
+    from promoter.ports.registry import HuggingFaceFiles
+    from promoter.service import composition
+    from tests.core.test_pipeline import INTENT_TAGS, MODEL, MemoryRegistry
+
+    registry = MemoryRegistry()
+    monkeypatch.setattr(composition, "registry", lambda settings: registry)
+    for version, gpus in (("7", "3"), ("8", "4")):
+        registry.add(MODEL, version, {**INTENT_TAGS, "deploy.runtime": "vllm",
+                                      "deploy.resources.gpu.count": gpus})
+        registry.hf_files[(MODEL, version)] = HuggingFaceFiles(
+            names=frozenset({"config.json"}), config={"num_attention_heads": 32})
+    code, out, err = run_cli("--config", CONFIG, "render", MODEL, "--version", "7",
+                             "--env", "staging", "--dry-run")
+    assert code == 1, out + err
+    assert "spec.resources.gpu.count: 3 GPUs" in err and "32 attention heads" in err
+    assert out == ""
+    code, out, err = run_cli("--config", CONFIG, "render", MODEL, "--version", "8",
+                             "--env", "staging", "--dry-run")
+    assert code == 0, out + err
+    assert "--tensor-parallel-size=4" in out

@@ -26,6 +26,7 @@ from promoter.ports.image import BuiltImage, CheckedVersion, ModelcarRequest, Si
 from promoter.ports.pipeline import DeployedState
 from promoter.ports.registry import (
     WRITE_BACK_FIELDS,
+    HuggingFaceFiles,
     ModelVersionInfo,
     RegisteredModelInfo,
     RunInfo,
@@ -52,6 +53,9 @@ class MemoryRegistry:
         self.writes: list[tuple[str, str, str, dict[str, str]]] = []
         self.unreachable_writes = 0  # the next N write-backs fail as MLflow being down would
         self.live: dict[tuple[str, str], str] = {}   # registered-model live_version tags
+        # A version's Hugging Face directory (names, config.json); unset: none logged with it.
+        self.hf_files: dict[tuple[str, str], HuggingFaceFiles] = {}
+        self.hf_reads: list[tuple[str, str]] = []
 
     def add(self, model: str, version: str, tags: Mapping[str, str] = INTENT_TAGS) -> None:
         run_id = f"run{version}"
@@ -92,6 +96,11 @@ class MemoryRegistry:
 
     def artifact_location(self, model: str, version: str) -> str:
         return self.model_version(model, version).source
+
+    def huggingface_files(self, model: str, version: str) -> HuggingFaceFiles:
+        self.model_version(model, version)   # NotFoundError as the registry answers
+        self.hf_reads.append((model, version))
+        return self.hf_files.get((model, version), HuggingFaceFiles())
 
     def intent(self, version: ModelVersionInfo) -> dict[str, Any]:
         try:

@@ -14,11 +14,13 @@ from ruamel.yaml import YAML
 
 from promoter import rendering
 from promoter.core import live_overlay
+from promoter.core.intent import InvalidIntent
 from promoter.core.pipeline import Pipeline, Ports, PromotionJob
 from promoter.core.render import Renderer
 from promoter.core.spec import API_VERSION, KIND, ModelRef
 from promoter.errors import PermanentError
 from promoter.ports.image import ModelcarRequest
+from promoter.ports.registry import HuggingFaceFiles
 from promoter.service.composition import pipeline_config
 from tests.conftest import ROOT
 from tests.core.test_pipeline import (
@@ -217,3 +219,48 @@ def test_a_runtime_without_an_artifact_builds_and_signs_nothing(run: Run) -> Non
     assert (run.images.calls, run.signer.signed) == ([], [])
     assert (result.image, result.signature) == (None, None)
     assert result.outcome == "created"
+
+
+# A 32-head model whose config.json gives 4096 tokens (vLLM's refusals: core/vllm_fit.py).
+LLAMA_FILES = HuggingFaceFiles(names=frozenset({"config.json", "model.safetensors"}),
+                               config={"model_type": "llama", "num_attention_heads": 32,
+                                       "max_position_embeddings": 4096})
+
+
+def vllm_gpus(count: int, **serving: str) -> dict[str, str]:
+    return {"deploy.runtime": "vllm", "deploy.resources.gpu.count": str(count),
+            "deploy.resources.gpu.type": "nvidia-a100",
+            **{f"deploy.serving.{key}": value for key, value in serving.items()}}
+
+
+def test_vllm_flags_the_model_cannot_start_with_are_invalid_before_any_build(
+        run: Run) -> None:
+    run.registry.hf_files[(MODEL, "1")] = LLAMA_FILES
+    with pytest.raises(InvalidIntent) as refused:
+        run.promote(vllm_gpus(3, maxModelLen="8192"))
+    assert "spec.resources.gpu.count: 3 GPUs" in refused.value.message
+    assert "spec.serving.maxModelLen: 8192" in refused.value.message
+    assert run.images.calls == [] and run.provider.proposals == []
+    assert run.registry.tags(MODEL, "1")[f"promoter.{ENV}.status"] == "invalid"
+    assert run.registry.tags(MODEL, "1")[f"promoter.{ENV}.reason"] == refused.value.message
+
+
+def test_vllm_fit_is_checked_again_when_the_built_modelcar_is_reused(run: Run) -> None:
+    run.registry.hf_files[(MODEL, "1")] = LLAMA_FILES
+    first = run.promote(vllm_gpus(2, maxModelLen="4096"))
+    assert first.image and run.images.kinds == ["modelcar"]
+    # The same version, its intent changed to 3 GPUs: the recorded modelcar would be reused,
+    # and the pod would still crash-loop; the check reads config.json again.
+    with pytest.raises(InvalidIntent, match=r"spec\.resources\.gpu\.count: 3 GPUs"):
+        run.promote(vllm_gpus(3))
+    assert run.images.kinds == ["modelcar"] and len(run.provider.proposals) == 1
+
+
+def test_vllm_defaults_read_no_model_files(run: Run) -> None:
+    """One GPU and no maxModelLen: vLLM's own defaults fit every model, nothing is read."""
+    run.registry.hf_files[(MODEL, "1")] = LLAMA_FILES
+    assert run.promote(vllm_gpus(1)).image
+    assert run.registry.hf_reads == []
+    run.promote({"deploy.runtime": "triton", "deploy.serving.modelFormat": "onnx",
+                 "deploy.resources.gpu.count": "3"}, version="2")
+    assert run.registry.hf_reads == []   # not vLLM: its rules do not apply

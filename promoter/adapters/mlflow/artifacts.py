@@ -30,12 +30,18 @@ class Artifacts:
 
     def listing(self, directory: str) -> set[str]:
         """File names (not directories) directly under an artifact directory."""
+        return set(self.sizes(directory))
+
+    def sizes(self, directory: str) -> dict[str, int | None]:
+        """File name → size in bytes (None where the store does not say), for the files
+        directly under an artifact directory."""
         from mlflow.artifacts import list_artifacts
 
         directory = self._allowed(directory)
         found = self._mlflow.call(f"list {directory}", lambda: list_artifacts(
             artifact_uri=directory, tracking_uri=self._mlflow.uri))
-        return {PurePosixPath(entry.path).name for entry in found or [] if not entry.is_dir}
+        return {PurePosixPath(entry.path).name: entry.file_size
+                for entry in found or [] if not entry.is_dir}
 
     def download(self, artifact_uri: str, into: str) -> str:
         from mlflow.artifacts import download_artifacts

@@ -19,6 +19,7 @@ from typing import Any
 
 from promoter.adapters.mlflow.artifacts import Artifacts, registered_model_uri, run_model_uri
 from promoter.adapters.mlflow.client import Connection, pages
+from promoter.adapters.mlflow.hf_files import read_huggingface_files
 from promoter.adapters.mlflow.webhooks import Webhooks
 from promoter.core.lineage import run_of
 from promoter.core.spec import deep_merge, intent_from_tags
@@ -27,6 +28,7 @@ from promoter.intent_yaml import MAX_INTENT_BYTES, load_intent_yaml
 from promoter.ports.image import CheckedVersion, ModelLineage, model_version_uri
 from promoter.ports.registry import (
     WRITE_BACK_FIELDS,
+    HuggingFaceFiles,
     ModelVersionInfo,
     RegisteredModelInfo,
     RunInfo,
@@ -85,6 +87,9 @@ class MlflowRegistry:
         return str(self._mlflow.call(
             f"locate the files of {model!r} version {version}",
             lambda: self._client.get_model_version_download_uri(model, version)))
+
+    def huggingface_files(self, model: str, version: str) -> HuggingFaceFiles:
+        return read_huggingface_files(self.artifacts, self.artifact_location(model, version))
 
     def signature(self, model: str, version: str) -> dict[str, Any] | None:
         from mlflow.models import Model

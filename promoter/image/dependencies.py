@@ -139,7 +139,8 @@ def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()
     cache_dir.mkdir(parents=True, exist_ok=True)
     blob_path, record_path = cache_dir / f"{key}.tar.gz", cache_dir / f"{key}.json"
-    if not (record_path.is_file() and blob_path.is_file()):
+    if not (record_path.is_file() and blob_path.is_file()) or not _same_size(blob_path,
+                                                                              record_path):
         with tempfile.TemporaryDirectory(prefix="promoter-deps-", dir=cache_dir) as work:
             target = Path(work) / "target"
             requirements = Path(work) / "requirements.txt"
@@ -159,22 +160,37 @@ def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller
         with replacing_file(record_path) as out:
             out.write(json.dumps(record, indent=2).encode("utf-8"))
     record = json.loads(record_path.read_text(encoding="utf-8"))
-    digest = record["digest"]
-    return Layer(Blob(TAR_GZIP, digest, record["size"],
-                      lambda: _checked_cache_chunks(blob_path, record_path, digest)),
+    digest, size = record["digest"], record["size"]
+    return Layer(Blob(TAR_GZIP, digest, size,
+                      lambda: _checked_cache_chunks(blob_path, record_path, digest, size)),
                  record["diff_id"], f"dependencies ({len(lines)} requirements)")
 
 
-def _checked_cache_chunks(blob_path: Path, record_path: Path, digest: str) -> Iterator[bytes]:
+def _same_size(blob_path: Path, record_path: Path) -> bool:
+    """The cached file still has its recorded size (else it is rebuilt, not sent)."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        return isinstance(record, dict) and blob_path.stat().st_size == record.get("size")
+    except (OSError, ValueError):
+        return False
+
+
+def _checked_cache_chunks(blob_path: Path, record_path: Path, digest: str,
+                          size: int) -> Iterator[bytes]:
     """The cached layer's bytes, hashed as they are read (only when a registry or layout needs
     them): a file damaged or changed on disk since it was recorded would otherwise fail every
-    later build with the registry's bare DIGEST_INVALID. It is dropped from the cache before
-    the error, so the next build installs the requirements again."""
-    hasher = hashlib.sha256()
+    later build with the registry's bare DIGEST_INVALID (or the reader's "longer than"). It is
+    dropped from the cache before the error, so the next build installs the requirements
+    again. A longer file is caught before its extra bytes are handed out: readers stop at the
+    recorded size and would fail on their own, with the record kept."""
+    hasher, seen = hashlib.sha256(), 0
     for chunk in file_chunks(blob_path):
+        seen += len(chunk)
+        if seen > size:
+            break
         hasher.update(chunk)
         yield chunk
-    if f"sha256:{hasher.hexdigest()}" != digest:
+    if seen != size or f"sha256:{hasher.hexdigest()}" != digest:
         record_path.unlink(missing_ok=True)
         raise PermanentError(f"the cached dependency layer {blob_path.name} does not have the "
                              f"digest recorded when it was built ({digest[:19]}…): it was "

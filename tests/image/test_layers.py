@@ -371,45 +371,92 @@ def test_a_file_swapped_for_a_link_after_listing_is_not_read(tmp_path: Path, swa
         b"".join(tar_chunks(entries))
 
 
-def test_a_damaged_cached_dependency_layer_is_named_and_dropped(tmp_path: Path) -> None:
-    """A cached layer changed on disk after its record was written used to be sent under the
-    recorded digest; the registry refused it (DIGEST_INVALID) on every later build, the hint
-    saying "build again". Reading it now names the damage and drops it, and the next build
-    installs the requirements anew."""
-    from promoter.errors import PermanentError
+class OneModuleInstaller:
+    """Installs one small module and counts the installs."""
+
+    def __init__(self) -> None:
+        self.installs = 0
+
+    def install(self, requirements: Path, target: Path, **_: object) -> None:
+        self.installs += 1
+        (target / "numpy").mkdir(parents=True)
+        (target / "numpy" / "__init__.py").write_text("version = '1.26'\n" * 50)
+
+
+def _dependency_layer(tmp_path: Path, installer: OneModuleInstaller) -> Layer:
     from promoter.image.dependencies import dependency_layer
     from promoter.image.platform import parse_platform
 
-    installs = []
-
-    class OneModuleInstaller:
-        def install(self, requirements: Path, target: Path, **_: object) -> None:
-            installs.append(requirements.read_text())
-            (target / "numpy").mkdir(parents=True)
-            (target / "numpy" / "__init__.py").write_text("version = '1.26'\n" * 50)
-
     model_dir = tmp_path / "model"
-    model_dir.mkdir()
+    model_dir.mkdir(exist_ok=True)
     (model_dir / "requirements.txt").write_text("numpy==1.26\n")
-    cache = tmp_path / "cache"
+    built = dependency_layer(model_dir, tmp_path / "cache", installer,
+                             platform=parse_platform("linux/amd64"), python_version="3.11",
+                             pip_options=())
+    assert built is not None
+    return built
 
-    def layer() -> Layer:
-        built = dependency_layer(model_dir, cache, OneModuleInstaller(),
-                                 platform=parse_platform("linux/amd64"), python_version="3.11",
-                                 pip_options=())
-        assert built is not None
-        return built
 
-    first = layer()
-    (cached,) = cache.glob("*.tar.gz")
-    damaged = bytearray(cached.read_bytes())
-    damaged[len(damaged) // 2] ^= 0xFF          # same size: only the bytes tell
-    cached.write_bytes(bytes(damaged))
+def _damage(cached: Path, how: str) -> None:
+    data = bytearray(cached.read_bytes())
+    if how == "flipped":
+        data[len(data) // 2] ^= 0xFF          # same size: only the bytes tell
+    elif how == "grown":
+        data += b"garbage"
+    else:
+        del data[-7:]
+    cached.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["flipped", "grown", "shortened"])
+def test_a_damaged_cached_dependency_layer_is_named_and_dropped(tmp_path: Path,
+                                                                how: str) -> None:
+    """A cached layer changed on disk after its layer was handed out used to be sent under
+    the recorded digest; the registry refused it (DIGEST_INVALID), or the reader found it
+    longer than recorded, on every later build, the hint saying "build again". Reading it now
+    names the damage and drops it, and the next build installs the requirements anew."""
+    from promoter.errors import PermanentError
+
+    installer = OneModuleInstaller()
+    first = _dependency_layer(tmp_path, installer)
+    (cached,) = (tmp_path / "cache").glob("*.tar.gz")
+    _damage(cached, how)
     with pytest.raises(PermanentError, match="does not have the digest recorded") as caught:
-        b"".join(layer().blob.chunks())
+        for _ in first.blob.chunks():     # as a reader does: no byte past the recorded size
+            pass
     assert "dropped from the cache" in (caught.value.hint or "")
-    again = layer()
-    assert len(installs) == 2
+    again = _dependency_layer(tmp_path, installer)
+    assert installer.installs == 2
     data = b"".join(again.blob.chunks())
     assert (again.blob.digest, again.blob.size) == (first.blob.digest, first.blob.size)
     assert "sha256:" + hashlib.sha256(data).hexdigest() == first.blob.digest
+
+
+@pytest.mark.parametrize("how", ["grown", "shortened"])
+def test_a_cached_dependency_layer_of_another_size_is_rebuilt_before_use(tmp_path: Path,
+                                                                         how: str) -> None:
+    installer = OneModuleInstaller()
+    first = _dependency_layer(tmp_path, installer)
+    (cached,) = (tmp_path / "cache").glob("*.tar.gz")
+    _damage(cached, how)
+    again = _dependency_layer(tmp_path, installer)
+    assert installer.installs == 2
+    assert b"".join(again.blob.chunks()) == b"".join(first.blob.chunks()) == \
+        cached.read_bytes()
+
+
+def test_a_grown_cache_file_is_caught_before_its_extra_bytes_are_handed_out(
+        tmp_path: Path) -> None:
+    """Readers stop at the recorded size and fail on their own ("longer than expected"),
+    keeping the record: the check must fire first."""
+    from promoter.errors import PermanentError
+
+    layer = _dependency_layer(tmp_path, OneModuleInstaller())
+    (cached,) = (tmp_path / "cache").glob("*.tar.gz")
+    _damage(cached, "grown")
+    handed_out = 0
+    with pytest.raises(PermanentError, match="does not have the digest recorded"):
+        for chunk in layer.blob.chunks():
+            handed_out += len(chunk)
+    assert handed_out <= layer.blob.size
+    assert list((tmp_path / "cache").glob("*.json")) == []

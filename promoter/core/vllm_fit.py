@@ -55,12 +55,20 @@ def _number(value: Any) -> bool:
 def text_config(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
     """(where it is, the text config) as both vLLM versions choose it; None when they may
     differ (an ambiguous sub-config) or the chosen one is not a mapping."""
-    if any(key in config for key in AMBIGUOUS_SUBCONFIGS):
+    if any(key in config for key in AMBIGUOUS_SUBCONFIGS) or _other_model_config(config):
         return None
     if "text_config" not in config:
         return "", config
     chosen = config["text_config"]
     return ("text_config.", chosen) if isinstance(chosen, Mapping) else None
+
+
+def _other_model_config(config: Mapping[str, Any]) -> bool:
+    """A nested config of a model besides ``text_config`` (``llm_config``, which vLLM 0.9.2
+    renames to text_config; ``language_config`` and others that registered config classes
+    build their text config from): vLLM may read heads and lengths there, not at the top."""
+    return any(isinstance(value, Mapping) and "num_attention_heads" in value
+               for key, value in config.items() if key != "text_config")
 
 
 def heads_problem(config: Mapping[str, Any], tensor_parallel_size: int) -> str | None:

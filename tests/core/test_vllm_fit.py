@@ -49,11 +49,22 @@ def test_a_multimodal_model_is_judged_by_its_text_config() -> None:
     {"num_attention_heads": 32, "thinker_config": {"text_config": {"num_attention_heads": 28}}},
     {"num_attention_heads": 32, "decoder": {"num_attention_heads": 12}},
     {"num_attention_heads": "32"}, {"num_attention_heads": True}, {"num_attention_heads": 0},
+    # vLLM 0.9.2 renames llm_config to text_config; other config classes build theirs from
+    # language_config: the top-level numbers may not be the ones vLLM reads.
+    {"model_type": "NVLM_D", "num_attention_heads": 14, "llm_config": {"num_attention_heads": 64}},
+    {"num_attention_heads": 10, "language_config": {"num_attention_heads": 64}},
 ], ids=["no-key", "sub-config-without-heads", "null-text-config", "thinker", "decoder",
-        "text", "bool", "zero"])
+        "text", "bool", "zero", "llm-config", "language-config"])
 def test_heads_the_file_does_not_tell_for_both_versions_refuse_nothing(
         config: dict[str, Any]) -> None:
     assert check(config, 3) == []
+
+
+def test_a_model_config_under_llm_config_refuses_neither_heads_nor_length() -> None:
+    """vLLM 0.9.2 reads 64 heads and 32768 tokens here (llm_config becomes text_config)."""
+    nvlm = {"model_type": "NVLM_D", "num_attention_heads": 12, "max_position_embeddings": 4096,
+            "llm_config": {"num_attention_heads": 64, "max_position_embeddings": 32768}}
+    assert check(nvlm, 8, max_len=8192) == []
 
 
 def test_a_max_model_len_over_the_config_length_names_the_field_and_the_key() -> None:

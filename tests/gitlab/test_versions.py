@@ -131,6 +131,31 @@ def test_auto_merge_of_an_unapproved_mr_needs_17_or_the_approvals(tmp_path: Path
         standin.stop()
 
 
+# Auto-merge asked for an unapproved MR whose pipeline already passed: every era refuses (17:
+# immediately mergeable, so MergeService runs, refuses the MR and the route answers 422), and
+# nothing is merged or set; once approved, the same request merges it at once.
+PASSED_UNAPPROVED = {"ee-legacy": 406, "ee-pre17": 422, "ee-17": 422}
+
+
+@pytest.mark.parametrize("profile", list(PASSED_UNAPPROVED))
+def test_auto_merge_after_the_pipeline_passed_needs_the_approvals(tmp_path: Path,
+                                                                  profile: str) -> None:
+    standin = _standin(tmp_path, profile)
+    try:
+        client, iid, head = _open_mr(standin, rule=1, pipeline="success")
+        for flag in ("auto_merge", "merge_when_pipeline_succeeds"):
+            assert _put_merge(client, iid, sha=head, **{flag: True}) == \
+                PASSED_UNAPPROVED[profile]
+        mr = standin.project.mrs[iid]
+        assert (mr.state, mr.auto_merge, standin.repo.count("main")) == ("opened", False, 1)
+        client.projects.get("group/gitops", lazy=True).mergerequests.get(
+            iid, lazy=True).approve()
+        assert _put_merge(client, iid, auto_merge=True, sha=head) == 200
+        assert mr.state == "merged" and mr.merge_commit_sha == standin.repo.head("main")
+    finally:
+        standin.stop()
+
+
 def test_a_token_that_may_not_merge_gets_401(profiled: StandIn) -> None:
     client, iid, head = _open_mr(profiled)
     profiled.cannot_merge.add("promoter-bot")

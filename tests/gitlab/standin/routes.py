@@ -445,6 +445,13 @@ class Api:
         if era == "17" and not automatically and not self._mergeable(mr, skip_ci=False):
             raise ApiError(422, "Branch cannot be merged")
         self._check_sha(mr, params)
+        if era == "17" and immediately and not self._mergeable(mr, skip_ci=False):
+            # Auto-merge asked once the pipeline passed: immediately mergeable, so the route
+            # runs MergeService instead of AutoMergeService; its strategy refuses an MR that
+            # is not mergeable? (approvals missing, the check not done) without raising, and
+            # "immediately_mergeable && !merge_request.merged?" answers 422. Nothing merged,
+            # no auto-merge set.
+            raise ApiError(422, "Branch cannot be merged")
         self._merge_params(mr, params)
         if immediately:
             self.do_merge(mr, user, refusal=422)

@@ -7,8 +7,8 @@
 - 405 (``not_allowed!``): neither mergeable now nor anything for auto-merge to wait for —
   closed, a failed pipeline, no pipeline on a mergeable MR, or (before 17) no running pipeline;
 - 422 (GitLab 14 and later) / 406 (older): "Branch cannot be merged" — the mergeability check
-  has not finished, the branch conflicts, or (before 17, even with a running pipeline)
-  approvals are missing;
+  has not finished, the branch conflicts, or approvals are missing (before 17 even with a
+  running pipeline; on 17 once the pipeline has passed, when auto-merge means "merge now");
 - 409: the head moved (``sha`` guard). Up to 17.x GitLab checks it after the mergeability
   checks, so a push during the check first shows as one of the codes above.
 
@@ -27,8 +27,12 @@ from promoter.errors import AuthError
 
 _STILL_CHECKING = frozenset({"checking", "unchecked", "preparing", "approvals_syncing"})
 _CANNOT_MERGE = frozenset({405, 406, 422})
-_WHY = {"not_approved": "the MR needs its approvals first (GitLab before 17 sets auto-merge "
-                        "only on approved MRs)",
+# GitLab 17 sets auto-merge on an unapproved MR while its pipeline runs (or none exists);
+# asked once the pipeline passed, it tries to merge at once and refuses (422). Before 17 it
+# refuses an unapproved MR either way (405 without a running pipeline, 406/422 with one).
+_WHY = {"not_approved": "the MR needs its approvals first (GitLab sets auto-merge on an "
+                        "unapproved MR only while its pipeline has not passed yet, and before "
+                        "17 not at all): merge it once approved",
         "conflict": "the branch conflicts with the target branch",
         "need_rebase": "the branch needs a rebase"}
 

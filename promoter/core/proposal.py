@@ -252,6 +252,11 @@ class ProposalFlow:
             # was lost), so approvals on the MR predate what it now holds.
             withheld, leave = self._check_approval_settings(proposal, mr, run,
                                                             head_moved=head != run.first_head)
+        # Set when the run first looked, on the head it still has (promoter pushed nothing):
+        # asking again changes nothing, and once the pipeline has passed GitLab 17 takes the
+        # request as "merge now" and refuses an unapproved MR (422), the auto-merge still set.
+        leave = leave or (run.first_auto_merge and mr.auto_merge and head == run.first_head
+                          and mr.iid == run.first_open_iid)
         if proposal.auto_merge and withheld:
             # The forge would merge as soon as the pipeline passes, with approvals it does not
             # count or that were given for another version: a merge nobody approved.

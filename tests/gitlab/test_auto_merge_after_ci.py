@@ -7,10 +7,12 @@ has passed it tries to merge at once and refuses an unapproved MR with 422, sett
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from promoter.ports.git import Outcome
 from tests.gitlab.conftest import GitLabHarness, make_standin, proposal
 from tests.gitlab.standin.server import StandIn
 
@@ -26,9 +28,41 @@ def _strict(standin: StandIn) -> StandIn:
     return standin
 
 
+@pytest.fixture
+def gitlab17(tmp_path: Path) -> Iterator[StandIn]:
+    server = _strict(make_standin(tmp_path, profile="ee-17"))
+    yield server
+    server.stop()
+
+
 def _merge_puts(standin: StandIn) -> int:
     return sum(1 for method, path in standin.requests
                if method == "PUT" and path.endswith("/merge"))
+
+
+def test_a_rerun_after_the_pipeline_passed_leaves_the_auto_merge_set(gitlab17: StandIn,
+                                                                      tmp_path: Path) -> None:
+    gitlab17.new_mr_pipeline = "running"
+    harness = GitLabHarness(gitlab17, tmp_path)
+    first = harness.provider.propose(proposal("1", auto_merge=True))   # 2 approvals required
+    assert first.mr_iid is not None and first.warnings == ()
+    mr = gitlab17.project.mrs[first.mr_iid]
+    assert mr.auto_merge and _merge_puts(gitlab17) == 1   # 17: set while the pipeline runs
+    gitlab17.api.run_pipeline(first.mr_iid, "success")    # CI passes; nobody approved yet
+    assert (mr.state, mr.auto_merge) == ("opened", True)
+
+    again = harness.provider.propose(proposal("1", auto_merge=True))   # the same version
+    # Asked again now, GitLab 17 would try to merge at once and refuse (422): not asked.
+    assert again.outcome is Outcome.UNCHANGED and again.warnings == ()
+    assert _merge_puts(gitlab17) == 1
+    assert (mr.state, mr.auto_merge) == ("opened", True)
+    assert gitlab17.repo.count("main") == 1
+
+    harness.approve(first.mr_iid, "alice")
+    assert harness.provider.get(first.mr_iid).state == "opened"     # one approval of two
+    harness.approve(first.mr_iid, "bob")                # the auto-merge set in run 1 merges
+    merged = harness.provider.get(first.mr_iid)
+    assert merged.state == "merged" and merged.merge_commit_sha == gitlab17.repo.head("main")
 
 
 NOT_APPROVED = ("the MR needs its approvals first (GitLab sets auto-merge on an unapproved MR "

@@ -4,7 +4,6 @@ mlflow server, real webhooks into `promoter serve`, a real bare git remote, `pro
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import cli_runner
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.stack import (
     CosignKeys,
@@ -75,13 +73,6 @@ def local(mlflow_server: MlflowServer,
     finally:
         serve.stop()
 
-
-@pytest.fixture
-def promoter(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """`promoter ARGS` in-process, with the process environment a user's shell would have."""
-    for variable in [v for v in os.environ if v.startswith(("PROMOTER_", "MLFLOW_"))]:
-        monkeypatch.delenv(variable)
-    return cli_runner(capsys)
 
 
 def settle(local: LocalStack, model: str, count: int) -> list[Any]:

@@ -5,7 +5,6 @@ onnxruntime then serves from the unpacked image."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tarfile
 from collections.abc import Callable
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import cli_runner, requires_kubectl
+from tests.conftest import requires_kubectl
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.stack import (
     DEPLOY_TAGS,
@@ -34,12 +33,6 @@ MODEL = "modelcar-ranker"
 TRITON_TAGS = {"deploy.runtime": "triton", "deploy.serving.modelFormat": "onnx",
                "deploy.serving.maxBatchSize": "8"}
 
-
-@pytest.fixture
-def promoter(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    for variable in [v for v in os.environ if v.startswith(("PROMOTER_", "MLFLOW_"))]:
-        monkeypatch.delenv(variable)
-    return cli_runner(capsys)
 
 
 def register_onnx_version(tracking_uri: str, work: Path) -> str:

@@ -7,13 +7,11 @@ to a merge request with the signed modelcar."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_runner
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.stack import (
     DEPLOY_TAGS,
@@ -28,12 +26,6 @@ pytestmark = pytest.mark.e2e
 Cli = Callable[..., tuple[int, str, str]]
 MODEL = "tiny-chat"
 
-
-@pytest.fixture
-def promoter(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    for variable in [v for v in os.environ if v.startswith(("PROMOTER_", "MLFLOW_"))]:
-        monkeypatch.delenv(variable)
-    return cli_runner(capsys)
 
 
 def register_llm(tracking_uri: str, work: Path, tags: dict[str, str]) -> str:

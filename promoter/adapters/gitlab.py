@@ -267,16 +267,28 @@ class GitLabForge:
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         text = note_body(heading, body)
         notes = self._mr(iid).notes
-        existing = self._call.read(f"read comments of !{iid}", notes.list, get_all=True)
-        # promoter's own comment: a reviewer's pasted copy carries the same marker, and editing
-        # it would be refused (403) and fail the job.
-        own = self._own_user_id()
-        mine = next((n for n in existing if note_slug(n.body) == note_slug(text)
-                     and (n.author or {}).get("id") == own), None)
+        mine = self._own_note(iid, heading)
         if mine is None:
             self._call.write(f"comment on !{iid}", notes.create, {"body": text})
         elif mine.body.strip() != text.strip():
             self._call.write(f"edit comment on !{iid}", notes.update, mine.id, {"body": text})
+
+    def own_note(self, iid: int, heading: str) -> str | None:
+        mine = self._own_note(iid, heading)
+        return None if mine is None else str(mine.body)
+
+    def _own_note(self, iid: int, heading: str) -> Any:
+        existing = self._call.read(f"read comments of !{iid}", self._mr(iid).notes.list,
+                                   get_all=True)
+        # promoter's own comment: a reviewer's pasted copy carries the same marker (editing
+        # it would be refused with 403, and what it says is not promoter's record).
+        own, slug = self._own_user_id(), note_slug(note_body(heading, ""))
+        return next((n for n in existing if note_slug(n.body) == slug
+                     and (n.author or {}).get("id") == own), None)
+
+    def approved_by(self, iid: int) -> tuple[str, ...]:
+        return _approved_by(self._call.read(f"read approvals of !{iid}",
+                                            self._mr(iid).approvals.get).attributes)
 
     def _own_user(self) -> dict[str, Any]:
         if self._own is None:

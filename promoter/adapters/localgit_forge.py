@@ -106,12 +106,23 @@ class LocalForge:
 
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         text = note_body(heading, body)
-        mine = next(((nid, b) for nid, b in self.store.notes(iid)
-                     if note_slug(b) == note_slug(text)), None)
+        mine = self._own_note(iid, heading)
         if mine is None:
             self.store.add_note(iid, text)
         elif mine[1] != text:
             self.store.edit_note(mine[0], text)
+
+    def own_note(self, iid: int, heading: str) -> str | None:
+        mine = self._own_note(iid, heading)
+        return None if mine is None else mine[1]
+
+    def _own_note(self, iid: int, heading: str) -> tuple[int, str] | None:
+        slug = note_slug(note_body(heading, ""))
+        return next(((nid, b) for nid, b in self.store.notes(iid) if note_slug(b) == slug),
+                    None)
+
+    def approved_by(self, iid: int) -> tuple[str, ...]:
+        return self.get(iid).approved_by
 
     def require_approvals(self, iid: int, count: int, user_ids: Sequence[int] = (),
                           group_ids: Sequence[int] = ()) -> bool:

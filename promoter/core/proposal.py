@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from promoter.core import changes
+from promoter.core.approval_guard import APPROVAL_SETTINGS_NOTE, approvals_from_weak_times
 from promoter.core.mr_text import (
     changes_section,
     commit_message,
@@ -45,7 +46,6 @@ HUMAN_COMMITS_NOTE = "promoter: branch changed by someone else"
 SUPERSEDED_NOTE = "promoter: superseded"
 WITHDRAWN_NOTE = "promoter: withdrawn"
 APPROVALS_NOTE = "promoter: approvals"
-APPROVAL_SETTINGS_NOTE = "promoter: approval settings"
 
 
 @dataclass
@@ -277,14 +277,16 @@ class ProposalFlow:
         auto-merge must not be set (approvals given for an older head may count), or None; and
         whether an auto-merge already set must be left as it is rather than set again."""
         weak = self._forge.weak_approval_settings()
-        if not weak:
-            return None, False
         survive_push = RESET_APPROVALS_ON_PUSH in weak
+        created = mr.iid != run.first_open_iid
+        if not weak or (not survive_push and not created and run.pushed_over is None):
+            # Approvals now reset on push, but those that survived one before still count.
+            return approvals_from_weak_times(self._forge, proposal, mr, opened=created,
+                                             auto_merge_set=run.first_auto_merge)
         withdrawn = run.pushed_over is not None and survive_push and \
             self._forge.reset_approvals(mr.iid)
         stale = run.pushed_over if run.pushed_over is not None and survive_push and \
             not withdrawn else None
-        created = mr.iid != run.first_open_iid
         # New content of the same version pushed where approvals survive it: they were given
         # for the older head (no version-change withdrawal applies to it).
         repushed = survive_push and head_moved and not created and run.pushed_over is None

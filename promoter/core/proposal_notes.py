@@ -54,6 +54,40 @@ def setting_list(names: tuple[str, ...]) -> str:
     return " and ".join(f"`{name}`" for name in names)
 
 
+# What every note text that marks the MR's approvals as possibly stale says (and no other
+# does): core.approval_guard reads it back once the settings hold.
+_MAY_STILL_COUNT = "may still count"
+
+
+def may_carry_stale_approvals(note: str) -> bool:
+    """Whether promoter's approval-settings note says approvals for an older head may count."""
+    return _MAY_STILL_COUNT in note
+
+
+def stale_after_fix_reason(proposal: Proposal) -> str:
+    return ("reset_approvals_on_push is on now, but turning it on removed no approval "
+            "already given, and approvals given before may be for an older version "
+            f"than {proposal.version}; reviewers must revoke their approvals (a later promoter "
+            "run then sets auto-merge) and approve again, or a maintainer merges it")
+
+
+def stale_after_fix_text(proposal: Proposal) -> str:
+    return ("Approvals are now removed when commits are added to the source branch "
+            "(`reset_approvals_on_push`), but turning that on removed no approval already "
+            "given: **approvals given before promoter wrote this "
+            f"{_MAY_STILL_COUNT} for version {proposal.version}, though they may be for an "
+            "older version.** Reviewers must revoke their approvals and approve again (once "
+            "the merge request has none, a later promoter run sets auto-merge), or a "
+            "maintainer merges it after checking it.")
+
+
+def settings_hold_text(proposal: Proposal) -> str:
+    return (f"This environment requires **{proposal.approvals_required}** approval(s). "
+            "Approvals are now removed when commits are added to the source branch, and those "
+            "given while they were not are gone from this merge request, so the approvals "
+            "given from now on are for what it holds.")
+
+
 def weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: str | None,
                         stale: str | None, repushed: bool = False) -> str:
     text = (f"This environment requires **{proposal.approvals_required}** approval(s), but "
@@ -69,8 +103,8 @@ def weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: s
         text += (f"\n\n**Version {proposal.version} replaced version {stale} here; approvals "
                  f"given for version {stale} do not approve version {proposal.version}.** "
                  "promoter could not withdraw them (that needs a project or group access "
-                 "token), so they may still count: reviewers must approve again, and promoter "
-                 "does not set auto-merge.")
+                 f"token), so they {_MAY_STILL_COUNT}: reviewers must approve again, and "
+                 "promoter does not set auto-merge.")
     elif pushed_over is not None and RESET_APPROVALS_ON_PUSH in weak:
         text += (f"\n\nVersion {proposal.version} replaced version {pushed_over} here; "
                  f"promoter withdrew the approvals given before, so version "
@@ -78,6 +112,6 @@ def weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: s
     elif repushed:
         text += (f"\n\n**promoter pushed a new head of version {proposal.version} here "
                  "(new content, or its changes onto a newer target branch); approvals given "
-                 "before that push may still count for it.** Reviewers must check the changes "
+                 f"before that push {_MAY_STILL_COUNT} for it.** Reviewers must check the changes "
                  "(and approve again if they keep them), and promoter does not set auto-merge.")
     return text

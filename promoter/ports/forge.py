@@ -76,6 +76,12 @@ class Forge(Protocol):
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
         """One bot comment per heading, edited in place."""
 
+    def own_note(self, iid: int, heading: str) -> str | None:
+        """The text of promoter's own comment under ``heading`` (``upsert_note``), or None."""
+
+    def approved_by(self, iid: int) -> tuple[str, ...]:
+        """Who has approved the MR now (GitLab counts them whichever head they approved)."""
+
     def require_approvals(self, iid: int, count: int, user_ids: Sequence[int] = (),
                           group_ids: Sequence[int] = ()) -> bool:
         """Install the approval rule; False when the forge has no approval rules."""

@@ -113,6 +113,9 @@ class GitLabHarness:
     def approve(self, iid: int, user: str) -> None:
         self.as_user(f"{user}-token").mergerequests.get(iid, lazy=True).approve()
 
+    def unapprove(self, iid: int, user: str) -> None:
+        self.as_user(f"{user}-token").mergerequests.get(iid, lazy=True).unapprove()
+
     def delete_mr(self, iid: int, user: str = "alice") -> None:
         """A project owner deletes the MR (the UI's "Delete", or the API)."""
         self.as_user(f"{user}-token").mergerequests.delete(iid)

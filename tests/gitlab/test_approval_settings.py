@@ -25,6 +25,7 @@ from tests.gitlab.conftest import (
     proposal,
 )
 from tests.gitlab.standin.server import StandIn
+from tests.gitlab.test_auto_merge_after_ci import _merge_puts, _strict
 
 SETTINGS_NOTE = "promoter:-approval-settings"
 
@@ -283,3 +284,106 @@ def test_an_auto_merge_set_for_an_older_head_does_not_merge_a_newer_one(
     keeps_approvals.api.run_pipeline(first.mr_iid, "success")
     mr = keeps_approvals.project.mrs[first.mr_iid]
     assert mr.state == "opened" and not mr.auto_merge
+
+
+def _stale_v2_then_fixed(keeps_approvals: StandIn, tmp_path: Path,
+                         *, pipeline_passed: bool, fully: bool = True,
+                         ) -> tuple[GitLabHarness, int]:
+    """Version 1 approved by alice and bob, version 2 pushed onto its MR with a personal token
+    (the approvals stay), then a maintainer follows promoter's warning: reset on push on and
+    (``fully``) MR rules not editable, a project rule requiring 2; the settings read ages
+    out."""
+    harness = GitLabHarness(keeps_approvals, tmp_path)
+    now = [1000.0]
+    harness.provider.forge.clock = lambda: now[0]
+    first = harness.provider.propose(proposal("1", auto_merge=True))
+    assert first.mr_iid is not None
+    iid = first.mr_iid
+    harness.approve(iid, "alice")
+    harness.approve(iid, "bob")
+    second = harness.provider.propose(proposal("2", auto_merge=True))
+    assert not keeps_approvals.project.mrs[iid].auto_merge
+    assert any("could not withdraw" in warning for warning in second.warnings)
+    if pipeline_passed:
+        keeps_approvals.api.run_pipeline(iid, "success")       # nobody approved version 2
+        assert keeps_approvals.project.mrs[iid].state == "opened"
+    keeps_approvals.project.approval_settings["reset_approvals_on_push"] = True
+    if fully:
+        _strict(keeps_approvals)
+    now[0] += APPROVAL_SETTINGS_TTL
+    return harness, iid
+
+
+def _withheld_for_stale(result: ProposalResult, iid: int) -> bool:
+    return f"auto-merge not set on !{iid}: reset_approvals_on_push is on now, but turning " \
+        "it on removed no approval already given, and approvals given before may be for an " \
+        "older version than 2; reviewers must revoke their approvals (a later " \
+        "promoter run then sets auto-merge) and approve again, or a maintainer merges it" \
+        in result.warnings
+
+
+def test_approvals_that_survived_a_push_do_not_merge_it_once_the_settings_hold(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    """Turning reset_approvals_on_push on removes no approval already given: version 1's
+    approvals still count for version 2, so promoter does not set auto-merge on them (MR rules
+    are still editable here: promoter warns of that as before)."""
+    harness, iid = _stale_v2_then_fixed(keeps_approvals, tmp_path, pipeline_passed=False,
+                                           fully=False)
+    third = harness.provider.propose(proposal("2", auto_merge=True))   # a later job
+    mr = keeps_approvals.project.mrs[iid]
+    assert third.outcome is Outcome.UNCHANGED and _withheld_for_stale(third, iid)
+    assert not mr.auto_merge and len(mr.approved_by) == 2
+    (note,) = bot_notes(harness, iid, SETTINGS_NOTE)
+    assert "turning that on removed no approval already given" in note
+    keeps_approvals.api.run_pipeline(iid, "success")
+    assert mr.state == "opened"                       # nobody merged version 2
+
+
+def test_stale_approvals_do_not_merge_at_once_after_the_pipeline_passed(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    """With version 2's pipeline passed, setting auto-merge is GitLab's "merge now": it would
+    merge version 2 at once on version 1's approvals."""
+    harness, iid = _stale_v2_then_fixed(keeps_approvals, tmp_path, pipeline_passed=True)
+    puts = _merge_puts(keeps_approvals)               # version 1's auto-merge
+    third = harness.provider.propose(proposal("2", auto_merge=True))
+    assert _withheld_for_stale(third, iid)
+    assert keeps_approvals.project.mrs[iid].state == "opened"
+    assert _merge_puts(keeps_approvals) == puts       # no merge asked for version 2
+
+
+def test_approvals_given_after_the_stale_ones_are_gone_merge_it(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    """Once the MR has no approvals, those given afterwards are for version 2: promoter sets
+    auto-merge, and later jobs keep to that once reviewers approve again."""
+    harness, iid = _stale_v2_then_fixed(keeps_approvals, tmp_path, pipeline_passed=False)
+    assert _withheld_for_stale(harness.provider.propose(proposal("2", auto_merge=True)), iid)
+    harness.unapprove(iid, "alice")
+    harness.unapprove(iid, "bob")
+    cleared = harness.provider.propose(proposal("2", auto_merge=True))
+    mr = keeps_approvals.project.mrs[iid]
+    assert cleared.warnings == () and mr.auto_merge
+    (note,) = bot_notes(harness, iid, SETTINGS_NOTE)
+    assert "the approvals given from now on are for what it holds" in note
+    harness.approve(iid, "alice")
+    harness.approve(iid, "bob")
+    later = harness.provider.propose(proposal("2", auto_merge=True))    # a later job
+    assert later.warnings == () and mr.auto_merge
+    keeps_approvals.api.run_pipeline(iid, "success")
+    assert mr.state == "merged"
+
+
+def test_a_fixed_project_whose_approvals_never_outlived_a_push_gets_auto_merge(
+        standin: StandIn, tmp_path: Path) -> None:
+    """Only MR rules were editable (approvals reset on every push): the approvals on the MR
+    are its head's, so fixing that setting leaves nothing to hold auto-merge back for."""
+    harness = GitLabHarness(standin, tmp_path)
+    now = [1000.0]
+    harness.provider.forge.clock = lambda: now[0]
+    standin.new_mr_pipeline = "running"
+    first = harness.provider.propose(proposal("1"))
+    assert first.mr_iid is not None and _settings_warning(first, first.mr_iid)
+    harness.approve(first.mr_iid, "alice")
+    _strict(standin)
+    now[0] += APPROVAL_SETTINGS_TTL
+    again = harness.provider.propose(proposal("1", auto_merge=True))
+    assert again.warnings == () and standin.project.mrs[first.mr_iid].auto_merge

@@ -418,6 +418,15 @@ class Api:
         self.try_auto_merge(mr, user)
         return 201, self.approvals(user, params, iid)[1]
 
+    def unapprove(self, user: User, params: dict[str, Any], iid: str) -> Answer:
+        """``POST …/unapprove``: a reviewer revokes their own approval (404 without one)."""
+        mr = self.mr(iid)
+        mine = next((i for i, u in enumerate(mr.approved_by) if u.id == user.id), None)
+        if mr.state != "opened" or mine is None:
+            raise ApiError(404, "404 Not Found")
+        del mr.approved_by[mine], mr.approved_at[mine]
+        return 201, self.approvals(user, params, iid)[1]
+
     # --- merging ---------------------------------------------------------------------------
     # PUT …/merge follows lib/api/merge_requests.rb of the profile's era check for check (the
     # commits are in tests/gitlab/recorded/PROVENANCE.md); the predicates below stand for
@@ -606,6 +615,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     (MR + r"/approval_rules/(?P<rule>\d+)", "PUT", Api.update_rule),
     (MR + r"/approvals", "GET", Api.approvals),
     (MR + r"/approve", "POST", Api.approve),
+    (MR + r"/unapprove", "POST", Api.unapprove),
     (MR + r"/reset_approvals", "PUT", Api.reset_approvals),
     (P + r"/approvals", "GET", Api.project_approvals),
     (MR + r"/merge", "PUT", Api.merge),

@@ -12,6 +12,7 @@ import json
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
@@ -139,8 +140,8 @@ def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()
     cache_dir.mkdir(parents=True, exist_ok=True)
     blob_path, record_path = cache_dir / f"{key}.tar.gz", cache_dir / f"{key}.json"
-    if not (record_path.is_file() and blob_path.is_file()) or not _same_size(blob_path,
-                                                                              record_path):
+    record = _cached_record(blob_path, record_path)
+    if record is None:
         with tempfile.TemporaryDirectory(prefix="promoter-deps-", dir=cache_dir) as work:
             target = Path(work) / "target"
             requirements = Path(work) / "requirements.txt"
@@ -159,20 +160,22 @@ def dependency_layer(model_dir: Path, cache_dir: Path, installer: WheelInstaller
         # Replaced whole: another build of this key may be reading the record right now.
         with replacing_file(record_path) as out:
             out.write(json.dumps(record, indent=2).encode("utf-8"))
-    record = json.loads(record_path.read_text(encoding="utf-8"))
     digest, size = record["digest"], record["size"]
     return Layer(Blob(TAR_GZIP, digest, size,
                       lambda: _checked_cache_chunks(blob_path, record_path, digest, size)),
                  record["diff_id"], f"dependencies ({len(lines)} requirements)")
 
 
-def _same_size(blob_path: Path, record_path: Path) -> bool:
-    """The cached file still has its recorded size (else it is rebuilt, not sent)."""
+def _cached_record(blob_path: Path, record_path: Path) -> dict[str, Any] | None:
+    """The cache entry's record, read once; None when the entry is missing, unreadable, or its
+    file no longer has the recorded size (then it is rebuilt, not sent)."""
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        return isinstance(record, dict) and blob_path.stat().st_size == record.get("size")
+        if isinstance(record, dict) and blob_path.stat().st_size == record.get("size"):
+            return record
     except (OSError, ValueError):
-        return False
+        pass
+    return None
 
 
 def _checked_cache_chunks(blob_path: Path, record_path: Path, digest: str,

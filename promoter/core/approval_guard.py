@@ -10,6 +10,7 @@ holds, and the note says so, so later runs no longer hold auto-merge back.
 
 from __future__ import annotations
 
+from promoter.core.mr_text import note_body
 from promoter.core.proposal_notes import (
     may_carry_stale_approvals,
     settings_hold_text,
@@ -36,11 +37,18 @@ def approvals_from_weak_times(forge: Forge, proposal: Proposal, mr: MergeRequest
     if not forge.approved_by(mr.iid):
         # Nothing left of those approvals (reviewers revoked them, or a push reset them):
         # the record is cleared, and approvals given from now on are for what the MR holds.
-        forge.upsert_note(mr.iid, APPROVAL_SETTINGS_NOTE, settings_hold_text(proposal))
+        _say(forge, mr.iid, note, settings_hold_text(proposal))
         return None, False
-    forge.upsert_note(mr.iid, APPROVAL_SETTINGS_NOTE, stale_after_fix_text(proposal))
+    _say(forge, mr.iid, note, stale_after_fix_text(proposal))
     if auto_merge_set:
         # Not promoter's (it sets none while approvals may be stale): a reviewer's decision,
         # or the older head's, which GitLab merges only while that head is the MR's.
         return None, True
     return stale_after_fix_reason(proposal), False
+
+
+def _say(forge: Forge, iid: int, note: str, text: str) -> None:
+    """Rewrite the note only when it says something else: ``upsert_note`` would read the MR's
+    comments again to find it, on every run that finds the MR unchanged."""
+    if note.strip() != note_body(APPROVAL_SETTINGS_NOTE, text).strip():
+        forge.upsert_note(iid, APPROVAL_SETTINGS_NOTE, text)

@@ -54,14 +54,21 @@ def setting_list(names: tuple[str, ...]) -> str:
     return " and ".join(f"`{name}`" for name in names)
 
 
-# What every note text that marks the MR's approvals as possibly stale says (and no other
-# does): core.approval_guard reads it back once the settings hold.
+# The record, in promoter's own approval-settings note, that approvals for an older head may
+# count: core.approval_guard reads it back once the settings hold. A marker, not prose, so
+# rewording a note cannot silently drop the guard (GitLab does not render HTML comments).
+STALE_APPROVALS_MARKER = "<!-- promoter-approvals:may-be-stale -->"
+# Notes written before the marker said so only in prose, always with these words.
 _MAY_STILL_COUNT = "may still count"
 
 
 def may_carry_stale_approvals(note: str) -> bool:
     """Whether promoter's approval-settings note says approvals for an older head may count."""
-    return _MAY_STILL_COUNT in note
+    return STALE_APPROVALS_MARKER in note or _MAY_STILL_COUNT in note
+
+
+def _marked_stale(text: str) -> str:
+    return f"{text}\n\n{STALE_APPROVALS_MARKER}"
 
 
 def stale_after_fix_reason(proposal: Proposal) -> str:
@@ -72,13 +79,14 @@ def stale_after_fix_reason(proposal: Proposal) -> str:
 
 
 def stale_after_fix_text(proposal: Proposal) -> str:
-    return ("Approvals are now removed when commits are added to the source branch "
-            "(`reset_approvals_on_push`), but turning that on removed no approval already "
-            "given: **approvals given before promoter wrote this "
-            f"{_MAY_STILL_COUNT} for version {proposal.version}, though they may be for an "
-            "older version.** Reviewers must revoke their approvals and approve again (once "
-            "the merge request has none, a later promoter run sets auto-merge), or a "
-            "maintainer merges it after checking it.")
+    return _marked_stale(
+        "Approvals are now removed when commits are added to the source branch "
+        "(`reset_approvals_on_push`), but turning that on removed no approval already "
+        "given: **approvals given before promoter wrote this "
+        f"{_MAY_STILL_COUNT} for version {proposal.version}, though they may be for an "
+        "older version.** Reviewers must revoke their approvals and approve again (once "
+        "the merge request has none, a later promoter run sets auto-merge), or a "
+        "maintainer merges it after checking it.")
 
 
 def settings_hold_text(proposal: Proposal) -> str:
@@ -105,6 +113,7 @@ def weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: s
                  "promoter could not withdraw them (that needs a project or group access "
                  f"token), so they {_MAY_STILL_COUNT}: reviewers must approve again, and "
                  "promoter does not set auto-merge.")
+        text = _marked_stale(text)
     elif pushed_over is not None and RESET_APPROVALS_ON_PUSH in weak:
         text += (f"\n\nVersion {proposal.version} replaced version {pushed_over} here; "
                  f"promoter withdrew the approvals given before, so version "
@@ -114,4 +123,5 @@ def weak_settings_text(proposal: Proposal, weak: tuple[str, ...], pushed_over: s
                  "(new content, or its changes onto a newer target branch); approvals given "
                  f"before that push {_MAY_STILL_COUNT} for it.** Reviewers must check the changes "
                  "(and approve again if they keep them), and promoter does not set auto-merge.")
+        text = _marked_stale(text)
     return text

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from promoter.adapters.gitlab import APPROVAL_SETTINGS_TTL
+from promoter.core.mr_text import note_slug
+from promoter.core.proposal_notes import STALE_APPROVALS_MARKER
 from promoter.ports.git import Outcome, ProposalResult
 from tests.gitlab import trees
 from tests.gitlab.conftest import (
@@ -387,3 +389,17 @@ def test_a_fixed_project_whose_approvals_never_outlived_a_push_gets_auto_merge(
     now[0] += APPROVAL_SETTINGS_TTL
     again = harness.provider.propose(proposal("1", auto_merge=True))
     assert again.warnings == () and standin.project.mrs[first.mr_iid].auto_merge
+
+
+def test_the_stale_approvals_record_is_a_marker_not_the_notes_wording(
+        keeps_approvals: StandIn, tmp_path: Path) -> None:
+    """The guard reads a machine marker in its own note: a note worded otherwise (another
+    promoter version's text) that carries it still holds auto-merge back."""
+    harness, iid = _stale_v2_then_fixed(keeps_approvals, tmp_path, pipeline_passed=False)
+    (note,) = [n for n in keeps_approvals.project.mrs[iid].notes
+               if note_slug(n["body"]) == SETTINGS_NOTE]
+    assert STALE_APPROVALS_MARKER in note["body"]
+    head = note["body"].splitlines()[0]
+    note["body"] = f"{head}\nApprovals on this MR predate a push.\n\n{STALE_APPROVALS_MARKER}\n"
+    third = harness.provider.propose(proposal("2", auto_merge=True))
+    assert _withheld_for_stale(third, iid) and not keeps_approvals.project.mrs[iid].auto_merge

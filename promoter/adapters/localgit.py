@@ -250,7 +250,7 @@ class LocalGitProvider:
         # the GitLab hook does: recorded as a foreign outcome, never as promoter's.
         pushed = self.pushed_sha(mr.iid) if action in SETTLING else None
         self._on_event(MergeRequestEvent(
-            action=action, project_id=LOCAL_PROJECT_ID, project_path=self.forge.repo.remote,
+            action=action, project_id=LOCAL_PROJECT_ID, project_path=self.forge.repo.stored_remote,
             iid=mr.iid, state=mr.state, source_branch=mr.source_branch,
             target_branch=mr.target_branch, head_sha=mr.head_sha, url=mr.url, user=user,
             name=key[0] if key else None, env=key[1] if key else None,

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from promoter.errors import ConfigError, TransientError, UserError
 from promoter.ports.forge import Action
@@ -38,6 +39,13 @@ class LocalRepo:
         self.workdir = workdir
         self.remote = remote
         self.target_branch = target_branch
+        # What the clone's config holds: the remote without an http(s) credential, which
+        # each git command gets from its environment instead (url.<remote>.insteadOf), so no
+        # token rests in the state directory or shows in a process list.
+        self.stored_remote = _without_http_credential(remote)
+        self._credential_env = {} if self.stored_remote == remote else {
+            "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"url.{remote}.insteadOf",
+            "GIT_CONFIG_VALUE_0": self.stored_remote}
 
     @classmethod
     def in_state_dir(cls, state_dir: Path, remote: str | None, target_branch: str,
@@ -63,7 +71,8 @@ class LocalRepo:
             result = subprocess.run(
                 ["git", *args], cwd=cwd or self.workdir, input=input, capture_output=True,
                 stdin=None if input is not None else subprocess.DEVNULL,
-                env={**os.environ, **_IDENTITY, **(env or {})}, check=False, timeout=120)
+                env={**os.environ, **_IDENTITY, **self._credential_env, **(env or {})},
+                check=False, timeout=120)
         except FileNotFoundError:
             raise ConfigError("git is not installed", hint="install git (apt-get install git)") \
                 from None
@@ -73,13 +82,14 @@ class LocalRepo:
 
     def ensure_clone(self) -> None:
         if (self.workdir / "HEAD").exists():
-            # git.remote may have changed since the clone was made: follow the setting.
-            if self.git("remote", "get-url", "origin").strip() != self.remote:
-                self.git("remote", "set-url", "origin", self.remote)
+            # git.remote may have changed since the clone was made (or a clone made before
+            # credentials were kept out of it holds one): follow the setting.
+            if self.git("config", "--get", "remote.origin.url").strip() != self.stored_remote:
+                self.git("remote", "set-url", "origin", self.stored_remote)
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.git("init", "-q", "--bare")
-        self.git("remote", "add", "origin", self.remote)
+        self.git("remote", "add", "origin", self.stored_remote)
 
     def fetch(self) -> None:
         try:
@@ -188,6 +198,15 @@ class LocalRepo:
                             hint="promote again so promoter rebuilds the branch") from None
         return self.git("commit-tree", tree, "-p", target_sha, "-p", source_sha,
                         input=message.encode()).strip()
+
+
+def _without_http_credential(remote: str) -> str:
+    """An http(s) remote without its userinfo (``https://oauth2:TOKEN@host/…`` →
+    ``https://host/…``); any other remote as it is (an ssh login name is no secret)."""
+    parts = urlsplit(remote)
+    if parts.scheme.lower() not in ("http", "https") or "@" not in parts.netloc:
+        return remote
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _create_remote(bare: Path, branch: str, files: Mapping[str, str]) -> None:

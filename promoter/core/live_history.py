@@ -9,13 +9,16 @@ make it newly live, nor does a merge recorded late, after a newer merge of its d
 the same version: audited only). A merge of promoter's MR
 whose head someone else pushed (``mr.merge_foreign``) leaves the model's version unknown from
 then on (``Live.version`` None, ``foreign_head`` the merged commit): promoter did not check
-what reached the branch, so it names no version until its next verified merge. The answer is
-only as complete as the trail.
+what reached the branch, so it names no version until its next verified merge. An entry
+without a usable time (``entry_time`` None: missing, not a number, NaN, infinite; a legacy or
+edited entry) is left out of every replay: it cannot be placed in the history, and must never
+start or lengthen a soak clock. The answer is only as complete as the trail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +30,24 @@ DECOMMISSIONED = "decommissioned"
 # The status of a merge recorded only after a newer merge of its deployment had been (its
 # outcome was lost, then found by the MR sweep): replaced before it was known, never live since.
 REPLACED = frozenset({DeploymentStatus.SUPERSEDED, DeploymentStatus.ROLLED_BACK})
+# The moments an entry's time can be: years 1 to 9999 UTC (what `audit show` prints and
+# `audit live --at` accepts). promoter's clock never wrote another.
+EARLIEST, LATEST = -62135596800.0, 253402300799.0
+
+
+def entry_time(entry: Mapping[str, Any]) -> float | None:
+    """When ``entry`` was recorded, in seconds since the epoch, or None when its ``time`` is
+    none promoter wrote: missing, not a number (a bool, a string), NaN, infinite, or outside
+    years 1 to 9999. Compared as it is, NaN makes every comparison false (a merge counted at
+    any moment asked about) and -inf a soak that began before time."""
+    when = entry.get("time")
+    if isinstance(when, bool) or not isinstance(when, int | float):
+        return None
+    try:
+        seconds = float(when)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return seconds if math.isfinite(seconds) and EARLIEST <= seconds <= LATEST else None
 
 
 def _replaced(entry: Mapping[str, Any]) -> bool:
@@ -52,29 +73,45 @@ def live_at(entries: Iterable[Mapping[str, Any]], env: str, at: float,
             model: str | None = None) -> dict[str, Live]:
     """{model: what was live} in ``env`` at time ``at`` (seconds since the epoch)."""
     live: dict[str, Live] = {}
-    for entry in entries:
-        when = entry.get("time")
-        if not isinstance(when, int | float) or when > at:
+    for entry, name, when in _merges(entries, env, model):
+        if when > at:
             continue
+        after = _after(live.get(name), entry, name, when)
+        if after is None:
+            live.pop(name, None)
+        else:
+            live[name] = after
+    return live
+
+
+def _merges(entries: Iterable[Mapping[str, Any]], env: str, model: str | None
+            ) -> Iterator[tuple[Mapping[str, Any], str, float]]:
+    """(entry, model, time) of the merges (promoter's and foreign) recorded in ``env``, of
+    ``model`` (None: of any), in trail order; entries without a usable time left out."""
+    for entry in entries:
         if entry.get("event") not in (MERGED, FOREIGN_MERGED) or entry.get("env") != env:
             continue
-        name, version = entry.get("model"), entry.get("version")
-        if not isinstance(name, str) or (model is not None and name != model):
-            continue
-        if entry.get("event") == FOREIGN_MERGED:
-            head = entry.get("head_sha")
-            live[name] = Live(name, None, float(when), entry.get("url"),
-                              foreign_head=head if isinstance(head, str) else None,
-                              proposed_version=version if isinstance(version, str) else None)
-        elif entry.get("status") == DECOMMISSIONED:
-            if _removes(live.get(name), version):
-                live.pop(name, None)
-        elif _replaced(entry):
-            continue
-        elif isinstance(version, str):
-            already = live.get(name)
-            if already is None or already.version != version:
-                live[name] = Live(name, version, float(when), entry.get("url"))
+        name, when = entry.get("model"), entry_time(entry)
+        if isinstance(name, str) and (model is None or name == model) and when is not None:
+            yield entry, name, when
+
+
+def _after(live: Live | None, entry: Mapping[str, Any], name: str, when: float) -> Live | None:
+    """What of model ``name`` is live after merge ``entry``, recorded at ``when``, given what
+    was ``live`` before it (None: nothing). The one rule of ``live_at`` and
+    ``live_versions``: ``live`` itself is returned when the entry changes nothing."""
+    version = entry.get("version")
+    if entry.get("event") == FOREIGN_MERGED:
+        head = entry.get("head_sha")
+        return Live(name, None, when, entry.get("url"),
+                    foreign_head=head if isinstance(head, str) else None,
+                    proposed_version=version if isinstance(version, str) else None)
+    if entry.get("status") == DECOMMISSIONED:
+        return None if _removes(live, version) else live
+    if _replaced(entry) or not isinstance(version, str):
+        return live
+    if live is None or live.version != version:
+        return Live(name, version, when, entry.get("url"))
     return live
 
 
@@ -91,11 +128,9 @@ def first_live(entries: Iterable[Mapping[str, Any]], env: str, model: str,
                version: str) -> float | None:
     """When ``version`` of ``model`` first became live in ``env``, whether or not it still is
     (the staging-first gate's soak clock); None when it never was."""
-    merged = (entry.get("time") for entry in entries
-              if entry.get("event") == MERGED and entry.get("env") == env
-              and entry.get("model") == model and entry.get("version") == version
-              and entry.get("status") != DECOMMISSIONED and not _replaced(entry))
-    times = [float(when) for when in merged if isinstance(when, int | float)]
+    times = [when for entry, _, when in _merges(entries, env, model)
+             if entry.get("event") == MERGED and entry.get("version") == version
+             and entry.get("status") != DECOMMISSIONED and not _replaced(entry)]
     return min(times, default=None)
 
 
@@ -103,23 +138,19 @@ def live_versions(entries: Iterable[Mapping[str, Any]], env: str,
                   model: str) -> list[str | None]:
     """The versions of ``model`` live in ``env`` one after another, oldest first, since it was
     last decommissioned there (what ran before is not a rollback's to go back to); the last
-    is what is live now. None stands for a merge of someone else's head: a step of its own,
-    whose version is unknown (promoter did not check what reached the branch)."""
+    is what is live now, as ``live_at`` replays it (the same rule: a decommission naming no
+    version ends what is live, a late one of an older version does not). None stands for a
+    merge of someone else's head: a step of its own, whose version is unknown (promoter did
+    not check what reached the branch)."""
     history: list[str | None] = []
-    for entry in entries:
-        event, version = entry.get("event"), entry.get("version")
-        if event not in (MERGED, FOREIGN_MERGED) or entry.get("env") != env \
-                or entry.get("model") != model:
-            continue
-        if event == FOREIGN_MERGED:
-            if not history or history[-1] is not None:
-                history.append(None)
-        elif not isinstance(version, str) or _replaced(entry):
-            continue
-        elif entry.get("status") == DECOMMISSIONED:
+    live: Live | None = None
+    for entry, name, when in _merges(entries, env, model):
+        after = _after(live, entry, name, when)
+        if after is None:
             history.clear()   # what ran before a decommission is not "previous" any more
-        elif not history or history[-1] != version:
-            history.append(version)
+        elif after is not live and (not history or history[-1] != after.version):
+            history.append(after.version)
+        live = after
     return history
 
 

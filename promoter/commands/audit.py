@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from promoter.commands._common import OUTPUT_OPTION, emit_json, state
+from promoter.core.live_history import entry_time
 from promoter.core.naming import DISPLAY_CONTROLS
 from promoter.errors import EXIT_USER, UsageError
 
@@ -161,7 +163,8 @@ def _verified(count: int, unchained: int, location: str) -> str:
 
 
 @app.command(help="Audit entries, oldest first, optionally filtered. Entries from the "
-                  "trail's first bad line on (see `audit verify`) are marked \\[unverified].")
+                  "trail's first bad line on (see `audit verify`), and entries without a "
+                  "usable time (always listed, --since or not), are marked \\[unverified].")
 def show(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option("--model", "-m", help="registered model")] = None,
@@ -173,21 +176,47 @@ def show(
     read = _read_verified(ctx)
     entries = [entry for _, entry in read.entries]
     _refuse_unknown_environment(ctx, env, entries)
-    selected = [(line, entry) for line, entry in read.entries
+    # An entry whose time promoter never wrote (missing, NaN, infinite: a legacy or edited
+    # entry) cannot be placed before or after --since: listed, never hidden, and unverified.
+    selected = [(line, entry, entry_time(entry)) for line, entry in read.entries
                 if (model is None or entry.get("model") == model)
-                and (env is None or entry.get("env") == env)
-                and (after is None or float(entry.get("time", 0)) >= after)]
+                and (env is None or entry.get("env") == env)]
+    selected = [(line, entry, when) for line, entry, when in selected
+                if after is None or when is None or when >= after]
     if output == "json":
-        emit_json([entry if read.verified(line) else {**entry, "verified": False}
-                   for line, entry in selected])
+        emit_json([_json_entry(entry, read.verified(line) and when is not None)
+                   for line, entry, when in selected])
         return
-    for line, entry in selected:
+    for line, entry, when in selected:
         what = " ".join(f"{key}={inline(entry[key])}" for key in (
             "model", "version", "env", "actor", "mr_url", "url", "reason")
                         if entry.get(key) not in (None, ""))
-        mark = "" if read.verified(line) else "  [unverified]"
-        typer.echo(f"{iso(float(entry.get('time', 0)))}  {inline(entry.get('event'))}  "
-                   f"{what}{mark}")
+        mark = "" if read.verified(line) and when is not None else "  [unverified]"
+        shown = iso(when) if when is not None else "(no valid time)"
+        typer.echo(f"{shown}  {inline(entry.get('event'))}  {what}{mark}")
+
+
+def _json_entry(entry: dict[str, Any], verified: bool) -> dict[str, Any]:
+    """``entry`` as `audit show --output json` lists it: strict JSON, whatever was edited into
+    it. Python writes NaN and Infinity as bare words no JSON parser reads: such a number
+    (its time among them) is null, and its entry unverified, as is one with no usable time."""
+    shown: dict[str, Any] = _finite(entry)
+    if entry_time(entry) is None:
+        shown["time"] = None
+    if shown != entry or not verified:
+        shown["verified"] = False
+    return shown
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite number in it replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 # Line breaks (C0, C1, U+2028/9), terminal escapes and direction overrides.

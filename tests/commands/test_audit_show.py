@@ -85,3 +85,53 @@ def test_a_time_no_calendar_holds_is_a_usage_error(
                                           env="prod", version="1")
     code, _, err = cli_runner(capsys)("--config", str(config), "audit", *command, moment)
     assert code == 2 and says in err and "unexpected" not in err, err
+
+
+def _reject_constant(name: str) -> float:
+    raise AssertionError(f"{name} is not JSON")
+
+
+def test_entries_without_a_usable_time_are_listed_unverified_and_the_json_stays_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Legacy entries (written before the trail was chained, bound by the first chained one:
+    they verify) with a time promoter never wrote: `audit show` crashed on a missing or
+    textual time, printed NaN, and `--output json` wrote the bare word NaN, which no JSON
+    parser reads."""
+    config = tmp_path / "promoter.yaml"
+    config.write_text(f'state_dir: "{tmp_path / "state"}"\n')
+    (tmp_path / "state").mkdir()
+    legacy = [{"time": float("nan"), "event": "mr.merge", "model": "m", "env": "prod",
+               "version": "1", "replicas": float("inf")},
+              {"event": "mr.merge", "model": "m", "env": "prod", "version": "2"},
+              {"time": "yesterday", "event": "mr.merge", "model": "m", "env": "prod",
+               "version": "3"},
+              {"time": True, "event": "mr.close", "model": "m", "env": "prod", "version": "4"}]
+    (tmp_path / "state" / "audit.jsonl").write_text(
+        "".join(json.dumps(entry) + "\n" for entry in legacy))
+    AuditTrail(tmp_path / "state").record("mr.merge", actor="gitlab:alice", model="m",
+                                          env="prod", version="5", status="merged")
+    run = cli_runner(capsys)
+    code, out, err = run("--config", str(config), "audit", "verify")
+    assert code == 0, err
+
+    code, out, err = run("--config", str(config), "audit", "show")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 5 and "nan" not in out.lower()
+    assert all(line.startswith("(no valid time)") and line.endswith("[unverified]")
+               for line in lines[:4])
+    assert "[unverified]" not in lines[4] and "version=5" in lines[4]
+
+    code, out, err = run("--config", str(config), "audit", "show", "--output", "json")
+    assert code == 0, err
+    shown = json.loads(out, parse_constant=_reject_constant)
+    assert [(e["version"], e["time"], e.get("verified", True)) for e in shown[:4]] == [
+        ("1", None, False), ("2", None, False), ("3", None, False), ("4", None, False)]
+    assert shown[0]["replicas"] is None
+    assert isinstance(shown[4]["time"], float) and "verified" not in shown[4]
+
+    # Not placeable before or after --since: listed all the same, never hidden.
+    code, out, err = run("--config", str(config), "audit", "show", "--since",
+                         "2000-01-01T00:00:00Z")
+    assert code == 0, err
+    assert len(out.splitlines()) == 5

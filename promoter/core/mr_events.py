@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from promoter.core.naming import label_problem
+from promoter.core.results import DeploymentStatus
 from promoter.ports.git import (
     BRANCH_PREFIX,
     GC_BRANCH,
@@ -20,7 +21,8 @@ from promoter.ports.git import (
     WITHDRAWN_SUFFIX,
 )
 
-ACTED_ON = frozenset({"approved", "merge", "close"})
+REOPEN = "reopen"
+ACTED_ON = frozenset({"approved", "merge", "close", REOPEN})
 # The actions that settle an MR: recorded even when its head is someone else's (see
 # ``foreign_settlement``).
 SETTLING = frozenset({"merge", "close"})
@@ -98,6 +100,16 @@ def closed_by_promoter(action: str, title: str, source_branch: str, *, closer: s
         return False
     user = own()
     return user is None or closer == user
+
+
+def reopened_status(row_status: str | None, *, removal: bool) -> str | None:
+    """What the reopen of the MR a deployment's row follows puts the row (and its version's
+    tag) back to, or None for nothing: only a recorded close (the row ``closed``) is undone,
+    to the MR waiting on a review again, as ``mr_opened``, or ``decommissioning`` for a
+    removal MR (``removal``: state.closed_removals), whose merge must remove, not deploy."""
+    if row_status != DeploymentStatus.CLOSED:
+        return None
+    return DeploymentStatus.DECOMMISSIONING if removal else DeploymentStatus.MR_OPENED
 
 
 def approvals_short(action: str, counted: tuple[int, int] | None) -> str | None:

@@ -67,6 +67,16 @@ class GcOutcomes:
                 self.record(event, deleted=True)
         self.pending.recorded(iid)
 
+    def reopened(self, event: MergeRequestEvent) -> None:
+        """GC's MR reopened: audited as ``mr.reopen`` and followed by the MR sweep again (its
+        recorded close ended that), so its merge is recorded, as the decommission it is, even
+        if its hook is lost; its next close is recorded too (OutcomeClaims.reopening)."""
+        with self.claims.reopening(event):
+            self.audit.record("mr.reopen", actor=event.user or "unknown", name=event.name,
+                              env=event.env, iid=event.iid, url=event.url, user=event.user,
+                              head_sha=event.head_sha)
+            self.pending.proposed(event.iid)
+
     def record(self, event: MergeRequestEvent, *, deleted: bool = False) -> None:
         """A GC merge request's outcome. Its merge removes overlays, so it counts as the
         decommission of each (as a removal MR's merge does): `audit live`, the ledger and

@@ -19,6 +19,9 @@ trail gets its entries a second time. Nothing is lost.
 moves are serialised per (model, env) by a second claim, held while a merge is recorded and
 given up at once when done: two different MRs of one deployment merged at the same moment
 each see the version the other made live.
+
+A reopen undoes a close: its recording holds the MR's close claim and then forgets it
+(``reopening``), so the MR's next close is recorded rather than taken for the first.
 """
 
 from __future__ import annotations
@@ -57,12 +60,7 @@ class OutcomeClaims:
         """Yields True when the caller is to record ``event`` (it holds the claim), False when
         it is recorded already. The claim is finished when the body returns and released when
         it raises, so a failed recording is tried again by the next handler."""
-        key = f"{event.project_id}/{event.iid}/{event.action}"
-        if event.action == "close" and event.head_sha:
-            # A merge happens once; an MR closed, reopened, given a new head and closed again
-            # is a second close to record (its deployment's row moved on meanwhile).
-            key += f"/{event.head_sha}"
-        claimed = self._outcomes.claim(key)
+        claimed = self._outcomes.claim(_outcome_key(event, event.action))
         if claimed.outcome is HookClaim.DONE:
             yield False
             return
@@ -79,6 +77,25 @@ class OutcomeClaims:
         self._outcomes.finish(claimed, RECORDED)
 
     @contextmanager
+    def reopening(self, event: MergeRequestEvent) -> Iterator[None]:
+        """Hold the close claim of the MR ``event`` reopens while its reopen is recorded, then
+        forget it: the next close of the same head is a new outcome, and recorded (kept, it
+        would be taken for the first close, already recorded). Held, a close of the MR being
+        recorded elsewhere meanwhile waits for the reopen (RecordingElsewhere when the close
+        is being recorded now: the reopen is retried once it is)."""
+        key = _outcome_key(event, "close")
+        held = self._outcomes.claim_again(key)
+        if held.outcome is not HookClaim.ACT:
+            raise RecordingElsewhere(
+                f"a close of MR !{event.iid} is being recorded by another handler",
+                hint="retry later; a handler that stopped gives its claim up after "
+                     f"{PROCESSING_TAKEOVER_SECONDS:.0f} s")
+        try:
+            yield
+        finally:
+            self._outcomes.release(held)
+
+    @contextmanager
     def live_version(self, model: str, env: str) -> Iterator[None]:
         """Hold (model, env)'s live_version for the body; TransientError when another handler
         holds it (the caller has written nothing yet, so its retry starts clean)."""
@@ -93,3 +110,12 @@ class OutcomeClaims:
             yield
         finally:  # also on a shutdown's KeyboardInterrupt: never block the next merge 300 s
             self._live.release(held)
+
+
+def _outcome_key(event: MergeRequestEvent, action: str) -> str:
+    """The claim of ``action`` (merge, close) on ``event``'s MR. A merge happens once; a
+    close is claimed per head: an MR closed, reopened, given a new head and closed again is a
+    second close to record (its deployment's row moved on meanwhile). A close after a reopen
+    with the same head is one too: the reopen forgets the close's claim (``reopening``)."""
+    key = f"{event.project_id}/{event.iid}/{action}"
+    return f"{key}/{event.head_sha}" if action == "close" and event.head_sha else key

@@ -16,6 +16,10 @@ and a newer MR was opened on the same branch. Such an MR's outcome is written ba
 audited for its own version; the ledger row, which follows the newest MR, is left alone.
 Such an MR's model is the one promoter pushed it for, never the row's: a deployment name that
 its owner gave up is taken over by the next model claiming it (StateLedger.claim_name).
+
+A reopen is audited (``mr.reopen``) and undoes a recorded close of the MR the row follows: the
+row and the version's tag wait on the MR again (``decommissioning`` for a removal MR), and the
+MR's next close is recorded anew.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from promoter.core.live_history import FOREIGN_MERGED, MERGED
-from promoter.core.mr_events import SETTLING, ForgeEvent, MergeRequestEvent, PipelineEvent
+from promoter.core.mr_events import (
+    REOPEN,
+    SETTLING,
+    ForgeEvent,
+    MergeRequestEvent,
+    PipelineEvent,
+    reopened_status,
+)
 from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
 from promoter.core.results import DeploymentStatus, replaced_status
 from promoter.errors import NotFoundError, PromoterError
@@ -39,6 +50,7 @@ from promoter.service.gc_outcomes import GcOutcomes
 from promoter.service.ledger import StateLedger
 from promoter.service.logs import log
 from promoter.service.outcome_claims import OutcomeClaims
+from promoter.state.closed_removals import ClosedRemovals
 from promoter.state.left_mrs import LeftMrs
 from promoter.state.pushed_heads import PushedHeads
 
@@ -69,6 +81,8 @@ class MergeRequestOutcomes:
         self._forge = forge
         # MRs ledger rows left before their outcome was recorded (the MR sweep follows them).
         self.left = LeftMrs(ledger.db)
+        # Removal MRs whose close is recorded: their reopen puts them back to decommissioning.
+        self.closed_removals = ClosedRemovals(ledger.db)
         # Garbage collection's MRs (service.gc_outcomes), under the same outcome claims.
         self.gc = GcOutcomes(registry, ledger, audit, self.claims, target_overlays, points_at)
         # Told (name, env) once a verified merge is recorded: Argo CD's stored status is
@@ -82,6 +96,9 @@ class MergeRequestOutcomes:
                               name=event.name, env=event.env)
             return
         if not isinstance(event, MergeRequestEvent) or not event.name or not event.env:
+            return
+        if event.action == REOPEN:
+            (self.gc.reopened if (event.name, event.env) == GC_KEY else self._reopened)(event)
             return
         # A GC merge request's merge decommissions what it removes: recorded twice (two
         # deliveries of its hook without one Idempotency-Key), a later run would mark a
@@ -182,9 +199,38 @@ class MergeRequestOutcomes:
         # once MLflow has the outcome too; and only if the row still names this MR (a newer
         # promotion may have put it during the calls above: that row is not ours to settle).
         if current and state is not None:
+            if state.status == DeploymentStatus.DECOMMISSIONING and \
+                    status == DeploymentStatus.CLOSED:
+                self.closed_removals.closed(event.iid)   # before the row forgets it removes
             self.ledger.settle(state, status)
             if status == DeploymentStatus.MERGED and self._after_merge is not None:
                 self._deployed_already(event.name, event.env)
+
+    def _reopened(self, event: MergeRequestEvent) -> None:
+        """A reopen of promoter's MR, audited as ``mr.reopen``. A close recorded for the MR
+        the row follows is undone (core.mr_events.reopened_status) on the version's tag,
+        then on the row, which the MR sweep follows again; the close's claim is forgotten, so
+        the MR's next close is recorded, not taken for the first (OutcomeClaims.reopening).
+        An older MR the row left is audited only."""
+        assert event.name is not None and event.env is not None
+        with self.claims.reopening(event):
+            state, current, version, model = self._subject(event)
+            status = reopened_status(state.status if current and state is not None else None,
+                                     removal=self.closed_removals.is_removal(event.iid))
+            known = model is not None and version is not None
+            unattributed: dict[str, Any] = {} if known else {"unattributed": True}
+            self.audit.record("mr.reopen", actor=event.user or "unknown", name=event.name,
+                              env=event.env, iid=event.iid, url=event.url, user=event.user,
+                              head_sha=event.head_sha, model=model if known else None,
+                              version=version if known else None,
+                              status=status if known else None, **unattributed)
+            if status is None or model is None or version is None:
+                return
+            if self.registry is not None:
+                self._write_back(model, version, event.env, event.url, status)
+            if current and state is not None:
+                self.ledger.settle(state, status)
+            self.closed_removals.reopened(event.iid)
 
     def _merged_after(self, event: MergeRequestEvent) -> tuple[bool, str | None]:
         """Whether a merge of a later MR of ``event``'s deployment is recorded (MR iids grow

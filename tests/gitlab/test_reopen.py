@@ -1,0 +1,137 @@
+"""A merge request closed, reopened and settled again: GitLab's stand-in sends its real Merge
+Request Hooks (``close``, ``reopen``, ``approved``, ``merge``) over HTTP to promoter's webhook
+handler, and the MR sweep records what a lost hook did not. The reopen is audited, the row
+and the version's tag wait on the MR again, and its next outcome is recorded, not taken for
+the first close."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promoter.secret_settings import Secret
+from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler
+from promoter.state.gc_pending import GcPending
+from tests.gitlab.conftest import ENV, MODEL, GitLabHarness
+from tests.gitlab.test_hooks import TOKEN, Receiver
+from tests.gitlab.test_mr_sweep import Promoter, gc_proposed
+
+
+@pytest.fixture
+def live(standin: Any, tmp_path: Path) -> Iterator[Promoter]:
+    """promoter with GitLab's hooks reaching its webhook handler as they are sent."""
+    promoter = Promoter(GitLabHarness(standin, tmp_path), tmp_path)
+    receiver = Receiver(GitLabHookHandler(
+        Secret(TOKEN), DeliveryLog(promoter.ledger.db), promoter.harness.ledger.pushed,
+        promoter.outcomes))
+    standin.hook_url = receiver.url
+    yield promoter
+    standin.hook_url = None
+    receiver.stop()
+
+
+def reopen(promoter: Promoter, iid: int) -> None:
+    assert isinstance(promoter.harness, GitLabHarness)
+    promoter.harness.as_user("alice-token").mergerequests.update(iid, {"state_event": "reopen"})
+
+
+def answers(promoter: Promoter, action: str) -> list[str]:
+    """What promoter's webhook answered to each delivery of ``action``."""
+    assert isinstance(promoter.harness, GitLabHarness)
+    return [str(d.response["status"]) for d in promoter.harness.standin.deliveries
+            if d.payload["object_attributes"].get("action") == action]
+
+
+def statuses(promoter: Promoter, version: str) -> list[str]:
+    """The status tags written on ``version``, in order."""
+    return [tags["status"] for model, written, env, tags in promoter.tags.written
+            if (model, written, env) == (MODEL, version, ENV)]
+
+
+def test_a_close_after_a_reopen_is_recorded_again(live: Promoter) -> None:
+    iid, _ = live.opened("3")
+    live.harness.human_close(iid)
+    assert live.status() == "closed" and statuses(live, "3") == ["closed"]
+
+    reopen(live, iid)
+    assert answers(live, "reopen") == ["accepted"]
+    assert live.entries("mr.reopen") == [
+        {"iid": iid, "version": "3", "status": "mr_opened", "actor": "alice"}]
+    assert live.status() == "mr_opened" and statuses(live, "3") == ["closed", "mr_opened"]
+
+    live.harness.human_close(iid)
+    assert live.entries("mr.close") == [
+        {"iid": iid, "version": "3", "status": "closed", "actor": "alice"}] * 2
+    assert live.status() == "closed" and statuses(live, "3")[-1] == "closed"
+
+
+def test_an_approval_after_a_reopen_is_recorded(live: Promoter) -> None:
+    iid, _ = live.opened("3")
+    live.harness.approve(iid, "bob")
+    live.harness.human_close(iid)
+    reopen(live, iid)
+    live.harness.approve(iid, "alice")
+    assert [e["status"] for e in live.entries("mr.approved")] == ["approved", "approved"]
+    assert live.status() == "approved"
+    assert statuses(live, "3") == ["approved", "closed", "mr_opened", "approved"]
+
+
+def test_a_close_after_a_reopen_whose_hook_was_lost_is_recorded_by_the_sweep(
+        live: Promoter) -> None:
+    iid, _ = live.opened("3")
+    live.harness.human_close(iid)
+    reopen(live, iid)
+    assert live.sweep().recorded == []          # open again: nothing to record
+    assert isinstance(live.harness, GitLabHarness)
+    live.harness.standin.hook_url = None         # the second close's hook is lost
+    live.harness.human_close(iid)
+
+    report = live.sweep()
+    assert [r["action"] for r in report.recorded] == ["close"]
+    assert [e["actor"] for e in live.entries("mr.close")] == ["alice", "reconcile"]
+    assert live.status() == "closed"
+
+
+def test_a_removal_mr_closed_reopened_and_merged_is_a_decommission(live: Promoter) -> None:
+    """Closed, the removal MR's row said ``closed``: merged after a reopen, it was recorded as
+    a promotion's merge of the version it removes, which became live again."""
+    iid, head = live.opened("3")
+    live.harness.merge(iid, head)
+    assert live.tags.live == {(MODEL, ENV): "3"}
+    removal, removal_head = live.removal_opened("3")
+    live.harness.human_close(removal)
+    reopen(live, removal)
+    live.harness.merge(removal, removal_head)
+    assert [e["status"] for e in live.entries("mr.merge") if e["iid"] == removal] \
+        == ["decommissioned"]
+    assert live.status() == "decommissioned"
+    assert live.tags.live == {(MODEL, ENV): None}
+    assert live.audit.live_now(ENV) == {}
+    assert live.entries("mr.reopen") == [
+        {"iid": removal, "version": "3", "status": "decommissioning", "actor": "alice"}]
+    assert statuses(live, "3")[-3:] == ["closed", "decommissioning", "decommissioned"]
+
+
+def test_a_gc_mr_closed_reopened_and_merged_unseen_is_recorded_by_the_sweep(
+        live: Promoter) -> None:
+    """The GC MR's close ended the sweep's watch; its reopen starts it again, so a merge
+    whose hook is lost is still recorded as the decommission it is."""
+    assert isinstance(live.harness, GitLabHarness)
+    hook_url, live.harness.standin.hook_url = live.harness.standin.hook_url, None
+    gc_iid, gc_head = gc_proposed(live, "3")    # recorded by the sweep (gc_proposed asks)
+    live.harness.standin.hook_url = hook_url
+    live.harness.human_close(gc_iid)
+    assert GcPending(live.ledger.db).unrecorded() == []
+    reopen(live, gc_iid)
+    assert answers(live, "reopen") == ["accepted"]
+    assert [e["iid"] for e in live.entries("mr.reopen")] == [gc_iid]
+    assert GcPending(live.ledger.db).unrecorded() == [gc_iid]
+
+    live.harness.standin.hook_url = None
+    live.harness.merge(gc_iid, gc_head)
+    assert [r["action"] for r in live.sweep().recorded] == ["merge"]
+    assert live.status() == "decommissioned"
+    assert live.tags.live == {(MODEL, ENV): None}

@@ -149,12 +149,29 @@ def compile_gates(policy: PolicySettings, environments: Mapping[str, Any],
         else:
             rule = CelRule.compile(gate.name, gate.expression, gate.message, sample_intent)
             gates.append(CelGate(rule, scope))
+    _refuse_unknown_team_environments(policy, environments)
     if policy.teams:  # first: who may deploy where is the first thing a denial should say
         gates.insert(0, TeamPermissionGate({
             team: TeamAccess(_tuple(access.environments), _tuple(access.namespaces),
                              _tuple(access.models))
             for team, access in policy.teams.items()}))
     return tuple(gates)
+
+
+def _refuse_unknown_team_environments(policy: PolicySettings,
+                                      environments: Mapping[str, Any]) -> None:
+    """ConfigError naming a team's ``environments`` or ``approvers`` entry for an environment
+    that is not configured: a typo (``prodution``) would otherwise be accepted, and the
+    restriction or the approval rule would silently never apply."""
+    for team, access in sorted(policy.teams.items()):
+        sections = {"environments": access.environments or [], "approvers": access.approvers}
+        for section, named in sections.items():
+            unknown = sorted(env for env in named if env not in environments)
+            if unknown:
+                raise ConfigError(
+                    f"policy.teams.{team}.{section} names unknown environment(s) "
+                    f"{', '.join(unknown)}",
+                    hint="configured: " + ", ".join(sorted(environments)))
 
 
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:

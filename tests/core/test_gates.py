@@ -202,6 +202,24 @@ def test_bad_gates_are_config_errors_at_load(tmp_path: Path, gate: dict[str, Any
     assert said in str(failed.value) and str(config) in failed.value.message
 
 
+@pytest.mark.parametrize(("team", "section"), [
+    ({"approvers": {"prodution": {"user_ids": [7]}}}, "approvers"),
+    ({"environments": ["staging", "prodution"]}, "environments"),
+])
+def test_a_team_naming_an_unknown_environment_is_a_config_error_at_load(
+        tmp_path: Path, team: dict[str, Any], section: str) -> None:
+    """A typo'd environment under a team was accepted, and its approval rule or restriction
+    then silently never applied."""
+    import json
+    config = tmp_path / "promoter.yaml"
+    config.write_text(json.dumps({"policy": {"teams": {"risk": team}}}))
+    with pytest.raises(ConfigError) as failed:
+        load_settings(config, environ={})
+    assert f"policy.teams.risk.{section} names unknown environment(s) prodution" in \
+        failed.value.message
+    assert failed.value.hint == "configured: production, staging"
+
+
 def test_team_approvers_per_environment_reach_the_proposal(world: World) -> None:
     world.settings = settings_with({"teams": {"risk": {
         "approvers": {"production": {"user_ids": [7], "group_ids": [12, 3]}}}}})

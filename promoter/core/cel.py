@@ -5,7 +5,8 @@ Variables: ``model`` and ``version`` (strings), ``env``, ``tags`` and ``params``
 ``metrics`` (a map of doubles) and ``intent`` (the merged ModelDeployment, with the YAML field
 names: ``intent.spec.resources.gpu.count``). A syntax error, an unknown variable or a field the
 intent does not have is a ConfigError when the configuration is loaded. At promotion time an
-expression that fails (a tag the version lacks) or does not give a bool denies, with its reason.
+expression that fails (a tag the version lacks) or does not give a bool denies, naming the
+expression and the kind of error (never the values it read: a tag may hold a secret).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from promoter.core.masking import without_credentials
 from promoter.errors import ConfigError
 
 VARIABLES = frozenset({"model", "version", "env", "tags", "params", "metrics", "intent"})
@@ -57,9 +59,11 @@ class CelRule:
         for problem in _unknown_names(ast, intent_fields):
             raise ConfigError(f"policy rule {name!r}: {problem}",
                               hint="variables: " + ", ".join(sorted(VARIABLES)))
-        names = frozenset(str(node.children[0]) for node in ast.iter_subtrees()
-                          if node.data == "ident") & VARIABLES
-        return cls(name, expression, message, environment.program(ast), names)
+        # Only free references read a variable: ``tags.all(metrics, ...)`` binds its own
+        # ``metrics`` and reads nothing of the run.
+        names = frozenset(str(node.children[0]) for node, bound in _scoped(ast, frozenset())
+                          if node.data == "ident" and str(node.children[0]) not in bound)
+        return cls(name, expression, message, environment.program(ast), names & VARIABLES)
 
     def evaluate(self, activation: Mapping[str, Any]) -> tuple[bool, str]:
         from celpy.adapter import json_to_cel
@@ -70,47 +74,90 @@ class CelRule:
         try:
             value = self._program.evaluate(json_to_cel(dict(activation)))
         except Exception as exc:  # celpy raises several internal types for a failed lookup
-            return False, f"{said} (could not evaluate: {_reason(exc)})"
+            return False, self._not_evaluated(exc)
         if isinstance(value, BoolType | bool):
             return (True, f"holds: {self.expression}") if bool(value) else (False, said)
         if isinstance(value, CELEvalError):
-            return False, f"{said} (could not evaluate: {_reason(value)})"
+            return False, self._not_evaluated(value)
         return False, f"{said} (the expression gave {type(value).__name__}, not a bool)"
 
+    def _not_evaluated(self, error: BaseException) -> str:
+        """The denial with the expression and the kind of error only. celpy's own text quotes
+        the values it was handling (``invalid literal for int(): 'hunter2'``, a missing key
+        read from another tag, the whole activation), so a tag holding a password would reach
+        the MR, MLflow's reason, the audit trail and the logs. The kind is one of a fixed few
+        phrases; the rest (configuration text) is masked by its shape as well."""
+        return without_credentials(f"{self.denial} (could not evaluate {self.expression}: "
+                                   f"{_error_kind(error)})")
 
-def _reason(error: BaseException) -> str:
-    """celpy's errors carry (message, python type, arguments): say 'no such key: reviewed_by'."""
+
+# celpy's errors carry (message, the Python error type, its arguments): the type alone says
+# what went wrong, in words that hold no value of the evaluation.
+_ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (KeyError, "a key or field it reads is missing"),
+    (IndexError, "an index is out of range"),
+    (ZeroDivisionError, "division by zero"),
+    (TypeError, "a value has the wrong type for an operator or function"),
+    (ValueError, "a value cannot be converted or is invalid"),
+    (OverflowError, "a number is out of range"),
+)
+
+
+def _error_kind(error: BaseException) -> str:
     args = error.args
-    if len(args) >= 3 and isinstance(args[0], str) and isinstance(args[2], tuple) and args[2]:
-        text = f"{args[0]}: {', '.join(str(arg) for arg in args[2])}"
-    elif args and isinstance(args[0], str):
-        text = args[0]
-    else:
-        text = str(error)
-    return " ".join(text.split())[:160]
+    cause = args[1] if len(args) >= 2 and isinstance(args[1], type) else type(error)
+    for kind, words in _ERROR_KINDS:
+        if issubclass(cause, kind):
+            return words
+    return "an evaluation error"
 
 
 def _unknown_names(ast: Any, intent_fields: Mapping[str, Any] | None) -> Iterator[str]:
-    """Unknown top-level variables, and ``intent.a.b`` paths the intent does not have."""
-    bound = set()  # macro variables: tags.all(k, ...) binds k
-    for node in ast.iter_subtrees():
-        if node.data == "member_dot_arg" and len(node.children) > 2:
-            arguments = node.children[2].children
-            if arguments:
-                name = _ident_name(arguments[0])
-                if name:
-                    bound.add(name)
-    for node in ast.iter_subtrees():
+    """Unknown top-level variables, and ``intent.a.b`` paths the intent does not have. A macro's
+    variable is known only inside that macro: ``[1].all(x, x > 0) && x == 1`` names an unknown
+    ``x``, and in ``[intent].all(intent, ...)`` the inner ``intent`` is the macro's."""
+    for node, bound in _scoped(ast, frozenset()):
         if node.data == "ident":
             name = str(node.children[0])
             if name not in VARIABLES and name not in bound:
                 yield f"unknown variable {name!r}"
         elif node.data == "member_dot":
             path = _dotted(node)
-            if path and path[0] == "intent" and intent_fields is not None:
+            if path and path[0] == "intent" and "intent" not in bound and \
+                    intent_fields is not None:
                 problem = _missing(path[1:], intent_fields)
                 if problem:
                     yield f"intent has no field {'.'.join(path)!r} ({problem})"
+
+
+# CEL's comprehension macros, ``target.all(var, predicate)`` (``map`` may take a filter before
+# its transform): ``var`` exists only in the arguments after it.
+MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+
+
+def _scoped(node: Any, bound: frozenset[str]) -> Iterator[tuple[Any, frozenset[str]]]:
+    """Every subtree of ``node``, with the macro variables bound where it stands; inner ones
+    first (``intent.a`` before ``intent.a.b``: the shortest missing path is named)."""
+    variable = _macro_variable(node)
+    if variable is None:
+        for child in node.children:
+            if hasattr(child, "data"):
+                yield from _scoped(child, bound)
+    else:
+        yield from _scoped(node.children[0], bound)      # the target: outside the macro
+        for argument in node.children[2].children[1:]:   # the variable itself is no reference
+            yield from _scoped(argument, bound | {variable})
+    yield node, bound
+
+
+def _macro_variable(node: Any) -> str | None:
+    """The variable a comprehension macro binds, or None for anything else: a method call
+    such as ``model.startsWith(prefix)`` binds nothing (``prefix`` must be a variable)."""
+    if node.data != "member_dot_arg" or len(node.children) < 3 or \
+            str(node.children[1]) not in MACROS:
+        return None
+    arguments = getattr(node.children[2], "children", [])
+    return _ident_name(arguments[0]) if len(arguments) in (2, 3) else None
 
 
 def _ident_name(node: Any) -> str | None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from promoter.core.gates import GateFacts, MetricGate, StagingFirstGate, evaluate
+from promoter.core.cel import CelRule
+from promoter.core.gates import CelGate, GateFacts, MetricGate, StagingFirstGate, evaluate
 from promoter.errors import ConfigError, PolicyDenied
 from promoter.settings import Settings, load_settings
 from tests.core.test_pipeline import INTENT_TAGS, MODEL, SETTINGS, World
@@ -171,10 +172,46 @@ def test_cel_rules_allow_and_deny_with_their_message(world: World) -> None:
 def test_a_cel_rule_that_cannot_evaluate_denies_with_the_reason(world: World) -> None:
     world.settings = settings_with({"gates": [{
         "rule": "cel", "name": "reviewed", "expression": "tags['reviewed_by'] != ''"}]})
-    with pytest.raises(PolicyDenied,
-                       match=r"cel:reviewed: requires .*\(could not evaluate: no such key: "
-                             r"reviewed_by\)"):
+    with pytest.raises(PolicyDenied) as denied:
         world.promote("2")
+    assert denied.value.reasons == [
+        "cel:reviewed: requires tags['reviewed_by'] != '' (could not evaluate "
+        "tags['reviewed_by'] != '': a key or field it reads is missing)"]
+
+
+@pytest.mark.parametrize("expression", [
+    "int(tags.db_pin) > 0",                      # celpy: invalid literal for int(): '<value>'
+    "tags.db_pin > 3",                           # no such overload: ... StringType('<value>')
+    "tags[tags.db_pin] == 'x'",                  # no such key: '<value>'
+    "tags.db_pin.owner == 'x'",                  # StringType('<value>') does not support ...
+    "duration(tags.db_pin) > duration('1s')",    # Invalid duration StringType('<value>')
+])
+def test_a_cel_rule_that_cannot_evaluate_says_so_without_the_values(
+        world: World, expression: str) -> None:
+    """celpy's error text quotes the values it was handling: a tag holding a password reached
+    the denial, and with it the MR, MLflow's reason tag, the audit trail and the logs."""
+    secret = "hunter2-Sup3rSecret"
+    world.registry.add(MODEL, "4", {**INTENT_TAGS, "db_pin": secret})
+    world.settings = settings_with({"gates": [{
+        "rule": "cel", "name": "pin", "expression": expression, "message": "needs a pin"}]})
+    with pytest.raises(PolicyDenied) as denied:
+        world.promote("4")
+    [reason] = denied.value.reasons
+    assert reason.startswith(f"cel:pin: needs a pin (could not evaluate {expression}: ")
+    assert secret not in reason and secret not in str(denied.value)
+    assert secret not in world.registry.tags(MODEL, "4")["promoter.production.reason"]
+
+
+def test_a_macro_variable_shadows_a_variable_only_inside_its_macro() -> None:
+    """``tags.all(metrics, ...)`` binds its own ``metrics``: the rule reads nothing of the run,
+    so a run that may not vouch for the version does not deny it."""
+    rule = CelRule.compile("tagged", "tags.all(metrics, metrics != '')", "", None)
+    assert not rule.reads_run
+    [result] = evaluate((CelGate(rule),), deployment(),
+                        facts(tags={"a": "1"}, run_doubt="the version's files are elsewhere"))
+    assert result.passed, result.detail
+    # The macro's own ``intent`` is a list element, not the intent whose fields are checked.
+    CelRule.compile("own", "[intent].all(intent, intent.foo == 1)", "", {"spec": {}})
 
 
 # ------------------------------------------------------------------ bad gates stop promoter
@@ -188,6 +225,13 @@ def test_a_cel_rule_that_cannot_evaluate_denies_with_the_reason(world: World) ->
      "intent has no field 'intent.spec.resources.gpux'"),
     ({"rule": "cel", "name": "x", "expression": "owner == 'risk'"},
      "unknown variable 'owner'"),
+    # A macro's variable is bound inside that macro only, and a method call binds none.
+    ({"rule": "cel", "name": "x", "expression": "[1].all(x, x > 0) && x == 1"},
+     "unknown variable 'x'"),
+    ({"rule": "cel", "name": "x", "expression": "tags.exists(k, k == 'a') && tags[k] == 'b'"},
+     "unknown variable 'k'"),
+    ({"rule": "cel", "name": "x", "expression": "model.startsWith(prefix)"},
+     "unknown variable 'prefix'"),
     ({"rule": "metric", "check": "auc >= 0.9", "environments": ["moon"]},
      "unknown environment(s) moon"),
     ({"rule": "staging_first", "after": "qa"}, "unknown environment(s) qa"),

@@ -22,13 +22,16 @@ from tests.core.test_pipeline import (
     World,
 )
 
+# The pyfunc image of the intents' `deployment` runtime needs a base (Python) to start: without
+# one the pipeline, and `policy check` with it, refuse the intent before any quota is counted.
+BASED_IMAGE = SETTINGS.image.model_copy(update={"base": "python:3.11-slim"})
 GPUS = {"deploy.resources.gpu.count": "2", "deploy.resources.gpu.type": "nvidia-a100",
         "deploy.scaling.maxReplicas": "2"}
 
 
 def test_three_models_of_one_team_against_a_real_target_branch(tmp_path: Path) -> None:
     settings = SETTINGS.model_copy(update={
-        "state_dir": tmp_path / "state",
+        "state_dir": tmp_path / "state", "image": BASED_IMAGE,
         "policy": SETTINGS.policy.model_copy(update={"team_gpu_quota": {"risk": 10}})})
     provider = localgit.from_settings(settings)
     registry = MemoryRegistry()
@@ -62,7 +65,7 @@ def test_a_second_model_is_denied_while_the_first_ones_mr_is_still_open(tmp_path
     """Quota 6, each model claims 2 GPUs x 2 replicas: alone each fits, together 8 do not.
     Nothing is merged yet, so the target branch alone would let both through."""
     settings = SETTINGS.model_copy(update={
-        "state_dir": tmp_path / "state",
+        "state_dir": tmp_path / "state", "image": BASED_IMAGE,
         "policy": SETTINGS.policy.model_copy(update={"team_gpu_quota": {"risk": 6}})})
     provider = localgit.from_settings(settings)
     registry = MemoryRegistry()

@@ -14,18 +14,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
 from promoter.core import (
     closed_mr,
+    deployable,
     gates,
     lineage,
     live_overlay,
     shared_base,
-    tree_facts,
-    vllm_fit,
 )
 from promoter.core.artifact_steps import ArtifactSteps
 from promoter.core.config import PipelineConfig
@@ -100,14 +98,6 @@ class Ports:
     audit: AuditHeads | None = None          # its head is anchored in each promotion commit
 
 
-def _refuse_shared_name(job: PromotionJob, name: str, owners: Collection[str]) -> None:
-    """InvalidIntent when ``owners`` (models other than the job's) own deployment ``name``."""
-    if owners:
-        other = ", ".join(repr(owner) for owner in sorted(owners))
-        raise InvalidIntent(f"models {other} and {job.model!r} both become deployment "
-                            f"{name!r}; set metadata.name (tag deploy.name) on one of them")
-
-
 def _carrier(result: ProposalResult, before: DeployedState | None, version: str) -> int | None:
     """The MR a merged row with no MR of its own keeps (the target branch already held the
     version): the one whose merge landed it, so Argo CD's reports are judged against a commit
@@ -180,15 +170,11 @@ class Pipeline:
         # Only a run the version's files come from may vouch for them (gates, MR, lineage).
         origin = lineage.run_of(registry, info)
         deployment, request_intent = self._deployment(job, info)
-        tree = self._deployment_tree(deployment.name)
-        self._check_name(job, deployment.name, tree)
-        shared_base.refuse_runtime_switch(deployment.name, job.env, deployment.spec.runtime,
-                                          tree)
-        # What vLLM would refuse at start-up is an invalid intent now, not a crash-looping pod
-        # after the merge; read from the registry, so a reused modelcar is checked too.
-        vllm_fit.refuse_misfit(registry, deployment,
-                               self.ports.renderer.runtimes.get(deployment.spec.runtime),
-                               job.model, version, job.env)
+        # The checks `policy check` makes too (core.deployable): name, runtime switch, vLLM fit.
+        tree = deployable.refuse_undeployable(
+            self.config, deployable.Candidate(job.model, version, job.env, deployment),
+            provider=self.ports.provider, ledger=self.ports.ledger, registry=registry,
+            runtimes=self.ports.renderer.runtimes)
 
         decision = self._policy(job, deployment, info, origin)
         steps.record_step("policy", {"version": version, "allowed": decision.allowed,
@@ -311,33 +297,13 @@ class Pipeline:
                                  "modeldeployment.yaml, then set the alias again") from None
         return request.deployment, intent
 
-    def _check_name(self, job: PromotionJob, name: str,
-                    tree: shared_base.DeploymentTree) -> None:
-        """A deployment name belongs to one registered model in every environment: two models
-        sharing it would share ``<name>/base/``, so promoting one to staging would rewrite what
-        the other runs in production. The ledger knows what promoter deployed or claimed; the
-        target branch's base annotation knows what was merged (also by an earlier state
-        directory)."""
-        owners = set(self.ports.ledger.owners(name)) - {job.model}
-        base = tree.base.get(f"{name}/base/kustomization.yaml")
-        if base is not None:
-            merged_owner = tree_facts.base_owner(base)
-            if merged_owner != job.model:
-                owners.add(merged_owner or tree_facts.FOREIGN_DIRECTORY)
-        _refuse_shared_name(job, name, owners)
-
-    def _deployment_tree(self, name: str) -> shared_base.DeploymentTree:
-        """The deployment's base and overlays on the target branch, in one read."""
-        root = self.config.manifests_root
-        return shared_base.deployment_tree(
-            self.ports.provider.files(f"{root}/{name}/", self.config.target_branch), root, name)
-
     def _claim_name(self, job: PromotionJob, name: str) -> None:
-        """_check_name only read: a second model deriving the same name may have passed it at
-        the same time, each before the other's ledger row. Just before anything is proposed
-        under ``name``, the ledger claims it atomically, so only one of them proposes."""
-        _refuse_shared_name(job, name, self.ports.ledger.claim_name(name, job.model,
-                                                                       job.env))
+        """core.deployable's name check only read: a second model deriving the same name may
+        have passed it at the same time, each before the other's ledger row. Just before
+        anything is proposed under ``name``, the ledger claims it atomically, so only one of
+        them proposes."""
+        deployable.refuse_shared_name(job.model, name,
+                                      self.ports.ledger.claim_name(name, job.model, job.env))
 
     def _policy(self, job: PromotionJob, deployment: ModelDeployment, info: ModelVersionInfo,
                 origin: lineage.RunOfVersion) -> Decision:

@@ -107,3 +107,31 @@ def test_a_version_in_mlflow_is_checked_with_its_tags_and_metrics(
     code, out, _ = run_cli("policy", "check", "--model", name, "--version", version,
                            "--env", "staging", "--config", config(tmp_path, policy))
     assert code == 0 and "pass  metric:auc: auc = 0.93" in out
+
+
+def test_an_intent_rendering_refuses_is_refused_here(run_cli: Run, tmp_path: Path) -> None:
+    """A KServe InferenceService whose host name label would pass 63 characters: the
+    pipeline's render (Renderer.check) refuses it after an allowed verdict, and `policy check`
+    said "allowed"."""
+    from promoter.core.intent import build_request
+    from promoter.errors import UserError
+    from promoter.rendering import renderer
+    from promoter.service.composition import pipeline_config
+    from promoter.settings import load_settings
+
+    document = json.loads(json.dumps(VALID))
+    document["metadata"]["name"] = "fraud-detector-with-a-long-deployment-nm"
+    document["spec"]["runtime"] = "kserve"
+    intent = write_intent(tmp_path / "intent.yaml", document)
+    path = config(tmp_path, {})
+    settings = load_settings(Path(path), environ={})
+    rendering = renderer(settings)
+    request = build_request(pipeline_config(settings, rendering).targets, document, "production",
+                            origin=str(intent))
+    with pytest.raises(UserError) as pipeline:
+        rendering.check(request)
+    code, out, err = run_cli("policy", "check", "--intent", str(intent), "--env", "production",
+                             "--config", path)
+    assert code == 1, out
+    assert "KServe's host name label" in pipeline.value.message
+    assert " ".join(pipeline.value.message.split()) in " ".join(err.split())

@@ -76,6 +76,16 @@ class StateConflict(TransientError):
     kind = "state_conflict"
 
 
+class StateUnavailable(TransientError):
+    """The state database cannot take writes on this connection, whatever the statement: the
+    server is read-only (a standby, a primary demoted by a failover) or shutting down. The
+    backend drops the connection, so the next one finds the server that takes writes; callers
+    treat it as an outage (503 with Retry-After, /readyz not ready), unlike a StateConflict,
+    which is about the write itself."""
+
+    kind = "state_unavailable"
+
+
 class Leadership(Protocol):
     """One holder at a time among every process sharing the state (see StateDB.leadership)."""
 

@@ -6,6 +6,12 @@ explicitly (Connection.lock, conditional updates, FOR UPDATE SKIP LOCKED in the 
 any number of processes on any number of hosts can share the database. Deadlocks and
 serialisation failures are retried here; every other driver error becomes a TransientError
 (or a StateConflict for a broken uniqueness rule) whose message names the server redacted.
+
+Failover: every connection asks libpq for a read-write session (``target_session_attrs``,
+unless state.url says otherwise), so with several hosts in state.url a new connection skips
+standbys. A connection the server refuses writes on (a primary demoted under it) or ends for
+a shutdown raises StateUnavailable and is closed, never lent again: the pool's next one finds
+the new primary.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import TypeVar
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
 
 from promoter.adapters.postgres_state import schema
 from promoter.adapters.postgres_state.connection import PgConnection, Row, row_factory
@@ -27,7 +34,7 @@ from promoter.adapters.postgres_state.leader import AdvisoryLeadership
 from promoter.adapters.postgres_state.listener import Listener
 from promoter.adapters.postgres_state.url import StateUrl
 from promoter.errors import ConfigError, TransientError
-from promoter.state.db import Connection, Leadership, StateConflict, StateDB
+from promoter.state.db import Connection, Leadership, StateConflict, StateDB, StateUnavailable
 
 T = TypeVar("T")
 _log = logging.getLogger("promoter.state")
@@ -44,6 +51,21 @@ SESSION_SETTINGS = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10,
                     "tcp_keepalives_count": 3,
                     "idle_in_transaction_session_timeout": 300_000}   # milliseconds
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+# The server, not the statement: read-only (25006: a standby, a demoted primary,
+# default_transaction_read_only) or going away (57P01 admin shutdown, e.g. a failover tool
+# terminating sessions; 57P02 crash; 57P03 starting up or in recovery). Retrying on the same
+# session cannot help: it is closed, and a new one looks for the read-write host.
+SERVER_CANNOT_WRITE = (pg_errors.ReadOnlySqlTransaction, pg_errors.AdminShutdown,
+                       pg_errors.CrashShutdown, pg_errors.CannotConnectNow)
+
+
+def read_write_session(url: StateUrl) -> dict[str, str]:
+    """libpq's ``target_session_attrs=read-write`` unless state.url chose its own: with several
+    hosts listed, a connection then lands on the one that takes writes, not on a standby
+    (libpq tries each host in turn and refuses a read-only session)."""
+    if "target_session_attrs" in conninfo_to_dict(url.conninfo()):
+        return {}
+    return {"target_session_attrs": "read-write"}
 
 
 def _limit_session(conn: psycopg.Connection[Row]) -> None:
@@ -65,7 +87,7 @@ class PostgresStateDB(StateDB):
         self._conninfo = url.conninfo(connect_timeout=CONNECT_TIMEOUT_SECONDS,
                                       application_name="promoter", keepalives=1,
                                       keepalives_idle=30, keepalives_interval=10,
-                                      keepalives_count=3)
+                                      keepalives_count=3, **read_write_session(url))
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = \
             psycopg_pool.ConnectionPool(
                 self._conninfo, min_size=1, max_size=max(2, max_connections), open=False,
@@ -103,7 +125,8 @@ class PostgresStateDB(StateDB):
 
     @property
     def fatal_errors(self) -> tuple[type[BaseException], ...]:
-        return (psycopg.OperationalError, pg_errors.InFailedSqlTransaction, *_RETRIED)
+        return (psycopg.OperationalError, pg_errors.InFailedSqlTransaction, *_RETRIED,
+                *SERVER_CANNOT_WRITE)
 
     @property
     def wakes_other_processes(self) -> bool:
@@ -137,8 +160,14 @@ class PostgresStateDB(StateDB):
             try:
                 with self._translated(), self._pool.connection() as conn:
                     wrapped = PgConnection(conn)
-                    value = body(wrapped)
-                    wrapped.flush_notifications()
+                    try:
+                        value = body(wrapped)
+                        wrapped.flush_notifications()
+                    except SERVER_CANNOT_WRITE:
+                        # Returned open, the pool would lend this session again and again:
+                        # closed, it is replaced by a new one (on the read-write host).
+                        conn.close()
+                        raise
                     return value  # the pool commits (or rolls back) here
             except TransientError as exc:
                 if not isinstance(exc.__cause__, _RETRIED) or attempt == DEADLOCK_RETRIES:
@@ -155,6 +184,12 @@ class PostgresStateDB(StateDB):
                                 f"{self.url.scrub(str(exc))}",
                                 hint="another process wrote the same record; try again"
                                 ) from exc
+        except SERVER_CANNOT_WRITE as exc:
+            raise StateUnavailable(f"the state database {self.describe()} takes no writes on "
+                                   f"this connection: {self.url.scrub(str(exc))}",
+                                   hint="a failover or restart under way? promoter reconnects "
+                                        "to whichever host in state.url takes writes; list "
+                                        "every one there") from exc
         except pg_errors.InsufficientPrivilege as exc:
             raise ConfigError(f"the state database {self.describe()} refused promoter: "
                               f"{self.url.scrub(str(exc))}",

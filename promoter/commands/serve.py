@@ -32,7 +32,9 @@ def serve(
 
     Endpoints: POST /webhooks/mlflow, /webhooks/databricks, /webhooks/argocd
     and (with git.provider gitlab) /webhooks/gitlab; GET /healthz, /readyz,
-    /metrics. Stops gracefully on SIGTERM or Ctrl-C.
+    /metrics. Stops gracefully on SIGTERM or Ctrl-C: running jobs get 30 s
+    to finish, then are handed back (retrying, due at once) for another
+    replica to take over.
 
     A job attempt still running after server.job_timeout_seconds (3600) is
     given up and retried (dead after the last attempt); a worker thread whose

@@ -166,17 +166,23 @@ class JobQueue:
 
         return self._write(extend)
 
-    def let_go(self, job_id: int, worker_id: str) -> bool:
-        """End ``worker_id``'s lease on a running job now (its handler was interrupted and has
-        stopped): another worker takes it over at once rather than after the lease, as after
-        any lease that ran out. Idle workers are woken, as by _finish: in this process, and on
-        PostgreSQL in every replica (NOTIFY), which would otherwise wait for their fallback
-        poll."""
+    def let_go(self, job_id: int, worker_id: str,
+               reason: str = "its worker was interrupted while it ran") -> bool:
+        """Hand a running job of ``worker_id`` back now (its handler was interrupted, or a
+        shutdown's grace ran out): ``retrying``, due at once, no lease, ``reason`` kept, the
+        attempt counted. Another worker takes it over at once rather than after the lease.
+        Not ``queued``: a queued job takes on newer events (queue_ops._cover, a new version)
+        while the step results this attempt recorded belong to the version it ran for. Idle
+        workers are woken, as by _finish: in this process, and on PostgreSQL in every replica
+        (NOTIFY), which would otherwise wait for their fallback poll."""
         def release(conn: Connection) -> bool:
+            now = self._now(conn)
             if conn.execute(
-                    "UPDATE jobs SET lease_expires_at = ? "
+                    "UPDATE jobs SET state = ?, next_run_at = ?, updated_at = ?, reason = ?, "
+                    "lease_owner = NULL, lease_expires_at = NULL "
                     "WHERE id = ? AND state = ? AND lease_owner = ?",
-                    (self._now(conn), job_id, RUNNING, worker_id)).rowcount != 1:
+                    (check_transition(job_id, RUNNING, RETRYING), now, now, storable(reason),
+                     job_id, RUNNING, worker_id)).rowcount != 1:
                 return False
             conn.notify(WORK_CHANNEL)  # the job is claimable now
             return True

@@ -1,8 +1,9 @@
 """What ``promoter serve`` runs: uvicorn, worker thread(s) and the periodic reconcile loop.
 
 Shutdown on SIGTERM or SIGINT: uvicorn stops accepting and finishes in-flight requests, then
-the workers finish their current job (a job cut short is re-run after its lease expires — its
-recorded steps are kept), the reconcile loop stops, and the queue is closed.
+the workers and the reconcile loop get SHUTDOWN_GRACE_SECONDS in all to end; a job still
+running after that is let go (back to retrying, due at once, its recorded steps kept) for
+another replica to take over now (promoter.service.shutdown), and the queue is closed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from promoter.settings import Settings
 
 _log = logging.getLogger("promoter.serve")
-SHUTDOWN_GRACE_SECONDS = 30.0
 # Idle workers wake on an enqueue in this process at once. Other processes' enqueues: SQLite
 # has no wake-up across processes, so poll every second; PostgreSQL's LISTEN/NOTIFY wakes
 # them, and the poll is only the fallback (a lost notification, an expired lease to reclaim).
@@ -37,6 +37,7 @@ def serve(settings: Settings, host: str, port: int, *, probe_port: int | None = 
     from promoter.service.metrics import Metrics
     from promoter.service.queue import JobQueue
     from promoter.service.reconcile import run_periodically
+    from promoter.service.shutdown import stop_background_work
     from promoter.service.worker import Worker, stuck_workers
 
     logs.configure(secrets=settings.secret_values())
@@ -85,11 +86,7 @@ def serve(settings: Settings, host: str, port: int, *, probe_port: int | None = 
     try:
         server.run()
     finally:
-        stop.set()
-        for worker in workers_started:
-            worker.wake()  # idle workers notice the stop now, not at their next poll
-        for thread in threads:
-            thread.join(SHUTDOWN_GRACE_SECONDS)
+        stop_background_work(stop, workers_started, threads)
         queue.close()
         signal.signal(signal.SIGTERM, previous)
         log(_log, logging.INFO, "promoter serve stopped")

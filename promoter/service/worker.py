@@ -15,6 +15,10 @@ or side effect raises LeaseLost, and whatever it returns is dropped (the job is 
 to settle; the queue refuses a stale holder's outcome anyway). Its worker thread stays taken
 until the call returns.
 
+At shutdown, an attempt still running when the grace period ends is let go (let_go_of_current):
+the job goes back to ``retrying``, due at once, its attempt counted, for another replica to take
+over now, not after the lease; the handler stops at its next step, as after a timeout.
+
 Writing the outcome (done, retrying, dead) is retried a few times, with the heartbeat still
 running, when the state database fails transiently: a job whose work is finished must not be
 run a second time (a second proposal, a second write-back) because of one connection reset.
@@ -117,6 +121,8 @@ class Worker:
         # The job whose attempt timed out while its handler still runs in this thread, and
         # since when (monotonic): /healthz reads it through stuck_workers.
         self._stuck: tuple[int, float] | None = None
+        # The attempt under way (job, its context, who settles it), for let_go_of_current.
+        self._current: tuple[Job, JobContext, _AttemptEnd] | None = None
 
     def stuck_job(self) -> tuple[int, float] | None:
         """(job id, seconds since it timed out) while this worker's thread is still held by
@@ -185,12 +191,33 @@ class Worker:
             context = JobContext(self.queue, job, self.worker_id, self.lease_seconds,
                                  self.max_attempts)
             stop_heartbeat = self._start_heartbeat(context, end)
+            self._current = (job, context, end)
             self._run_handler(job, context, end)
         finally:
+            self._current = None
             # Only now: the heartbeat keeps the lease while the outcome's write is retried.
             stop_heartbeat()
             self._stuck = None  # the handler has returned: the thread is free again
         return True
+
+    def let_go_of_current(self, reason: str) -> Job | None:
+        """Give up the attempt under way, from another thread (serve's shutdown, once its
+        grace has run out): the job goes back to ``retrying``, due now, its attempt counted
+        (JobQueue.let_go), so another replica takes it over at once instead of after the
+        lease; the handler stops at its next step and whatever it returns is dropped. Returns
+        the job let go; None when no attempt runs, or its outcome is already being written
+        (or it timed out): that job's state is its settling's to write."""
+        current = self._current
+        if current is None:
+            return None
+        job, context, end = current
+        if not end.first():
+            return None
+        context.lease_lost(reason)
+        if not self.queue.let_go(job.id, self.worker_id, reason):
+            return None  # another worker had taken it over already (an expired lease)
+        _log_job(logging.WARNING, "job let go", job, reason=reason, worker=self.worker_id)
+        return job
 
     def _run_handler(self, job: Job, context: JobContext, end: _AttemptEnd) -> None:
         try:
@@ -216,8 +243,9 @@ class Worker:
     def _handler_ends_attempt(self, job: Job, end: _AttemptEnd) -> bool:
         if end.first():
             return True
-        _log_job(logging.WARNING, "job outcome dropped: the attempt had timed out and was given "
-                 "up", job, timeout_seconds=self.job_timeout_seconds)
+        _log_job(logging.WARNING, "job outcome dropped: the attempt had been given up (it "
+                 "timed out, or was let go at shutdown)", job,
+                 timeout_seconds=self.job_timeout_seconds)
         return False
 
     def _handle_failure(self, job: Job, error: Exception) -> None:

@@ -50,6 +50,7 @@ from promoter.service.thread_lanes import (
     READINESS_THREADS,
     Lane,
 )
+from promoter.state.db import ensure_state_dir
 
 if TYPE_CHECKING:
     from promoter.ports.registry import Registry
@@ -360,6 +361,7 @@ class WriteHealth:
     """
 
     def __init__(self, state_dir: Path, clock: Clock) -> None:
+        self._state_dir = state_dir
         self._probe_path = state_dir / ".readyz-probe"
         self._clock = clock
         self._lock = threading.Lock()
@@ -378,6 +380,9 @@ class WriteHealth:
             failure = self._failure
         if failure and self._clock.now() - failure[0] < WRITE_FAILURE_MEMORY_SECONDS:
             raise TransientError(f"the last delivery could not be stored: {failure[1]}")
+        # With the PostgreSQL backend nothing else may have made the state directory yet (the
+        # SQLite queue would have): made here, owner-only, or /readyz would never be ready.
+        ensure_state_dir(self._state_dir)
         descriptor = os.open(self._probe_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(_PROBE_BYTES)

@@ -26,6 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
+from promoter.ports.clock import SystemClock
+from promoter.service.app import WriteHealth
 from promoter.service.verify import sign_mlflow
 from tests.fixtures.stack import (
     WEBHOOK_SECRET,
@@ -149,3 +151,12 @@ def test_queue_errors_answer_without_naming_files(app_client_factory: Any) -> No
             assert_no_paths(response, database.parent)
     finally:
         shutil.rmtree(database)
+
+
+def test_readyz_probe_makes_a_missing_state_directory(tmp_path: Path) -> None:
+    """With the PostgreSQL backend no SQLite file makes the state directory: the probe must
+    make it (owner-only), not fail on it for ever."""
+    state_dir = tmp_path / "volume" / "state"
+    WriteHealth(state_dir, SystemClock()).check()
+    assert state_dir.is_dir() and state_dir.stat().st_mode & 0o777 == 0o700
+    assert list(state_dir.iterdir()) == []   # the probe file is gone again

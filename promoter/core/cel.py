@@ -87,7 +87,9 @@ class CelRule:
         read from another tag, the whole activation), so a tag holding a password would reach
         the MR, MLflow's reason, the audit trail and the logs. The kind is one of a fixed few
         phrases; the rest (configuration text) is masked by its shape as well."""
-        return without_credentials(f"{self.denial} (could not evaluate {self.expression}: "
+        # A rule without a message already names its expression ("requires EXPR").
+        what = f" {self.expression}" if self.message else ""
+        return without_credentials(f"{self.denial} (could not evaluate{what}: "
                                    f"{_error_kind(error)})")
 
 

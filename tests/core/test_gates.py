@@ -175,8 +175,8 @@ def test_a_cel_rule_that_cannot_evaluate_denies_with_the_reason(world: World) ->
     with pytest.raises(PolicyDenied) as denied:
         world.promote("2")
     assert denied.value.reasons == [
-        "cel:reviewed: requires tags['reviewed_by'] != '' (could not evaluate "
-        "tags['reviewed_by'] != '': a key or field it reads is missing)"]
+        "cel:reviewed: requires tags['reviewed_by'] != '' (could not evaluate: "
+        "a key or field it reads is missing)"]
 
 
 @pytest.mark.parametrize("expression", [

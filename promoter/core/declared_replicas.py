@@ -5,8 +5,9 @@ ScaledObject's (KEDA's default of 100 when it names no ``maxReplicaCount``), the
 InferenceService predictor's (bounded by KServe's rules below) or the Deployment's own
 ``replicas`` until something scales it. The fewest any resource allows is the lowest minimum
 named, a ScaledObject's at KEDA's default of 0 when it names no ``minReplicaCount`` (so the
-intent's minReplicas >= 1 denies it). What the manifests leave unbounded is refused
-(``UserError``), never judged at a default.
+intent's minReplicas >= 1 denies it). A ScaledObject's ``idleReplicaCount`` is refused with its
+own reason: KEDA scales to it, below minReplicaCount, whenever no trigger is active. What the
+manifests leave unbounded is refused (``UserError``), never judged at a default.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def declared_scaling(resources: Sequence[Mapping[str, Any]]) -> dict[str, int]:
             highs.extend(_whole_at(spec, "maxReplicas"))
         elif kind == "ScaledObject":
             lows.append(_keda_bound(resource, "minReplicaCount", KEDA_DEFAULT_MIN_REPLICAS))
+            _refuse_idle_replicas(resource, lows[-1])
             highs.append(_keda_bound(resource, "maxReplicaCount", KEDA_DEFAULT_MAX_REPLICAS))
         elif kind == "Deployment":
             highs.extend(_whole_at(spec, "replicas"))
@@ -93,6 +95,29 @@ def _keda_bound(scaled_object: Mapping[str, Any], field: str, default: int) -> i
         raise UserError(f"ScaledObject/{dig(scaled_object, 'metadata', 'name')} has "
                         f"{field} {named!r}, not a whole number the gate can judge")
     return named
+
+
+def _refuse_idle_replicas(scaled_object: Mapping[str, Any], min_replicas: int) -> None:
+    """A ScaledObject naming ``idleReplicaCount`` (promoter renders none, and bounded() drops a
+    carried-forward one): KEDA scales its target to that count whenever no trigger is active,
+    and requires it below ``minReplicaCount`` (keda.sh ScaledObject spec; only 0 works), so
+    the workload runs fewer replicas than its minReplicas allows, or none. One not below
+    ``minReplicaCount`` KEDA rejects, leaving the workload unscaled: refused as well."""
+    idle = dig(scaled_object, "spec", "idleReplicaCount")
+    if idle is None:
+        return
+    name = f"ScaledObject/{dig(scaled_object, 'metadata', 'name')}"
+    if not _whole(idle):
+        raise UserError(f"{name} has idleReplicaCount {idle!r}, not a whole number the gate "
+                        "can judge (promoter renders no idleReplicaCount)")
+    if idle < min_replicas:
+        raise UserError(f"{name} sets idleReplicaCount {idle}, below its minReplicaCount "
+                        f"{min_replicas} (the intent's minReplicas): KEDA scales the workload "
+                        f"to {idle} replicas whenever no trigger is active; remove it "
+                        "(promoter renders none)")
+    raise UserError(f"{name} sets idleReplicaCount {idle}, not below its minReplicaCount "
+                    f"{min_replicas}: KEDA rejects such a ScaledObject and scales nothing; "
+                    "remove it (promoter renders none)")
 
 
 def _whole_at(source: Any, key: str) -> list[int]:

@@ -33,6 +33,12 @@ _DESIRED = re.compile(
     r"^(?P<lead>[ \t]*desiredReplicas:[ \t]*)(?P<q>['\"]?)(?P<n>\d+)(?P=q)" + _COMMENT,
     re.MULTILINE)
 _BOUND_FIELDS = {"minReplicaCount": _BOUND, "maxReplicaCount": _BOUND, "desiredReplicas": _DESIRED}
+# KEDA scales the target to idleReplicaCount whenever no trigger is active (it must be below
+# minReplicaCount, and KEDA supports only 0): scale-to-zero, which no intent allows. The line
+# is dropped, whole (with the newline), so the workload never goes below minReplicaCount.
+IDLE_FIELD = "idleReplicaCount"
+_IDLE = re.compile(
+    r"^[ \t]*idleReplicaCount:[ \t]*(?P<q>['\"]?)\d+(?P=q)" + _COMMENT + r"\n?", re.MULTILINE)
 
 
 _SPEC_BLOCK = re.compile(r"^spec:[ \t]*(?:#.*)?$")
@@ -81,7 +87,8 @@ def bounded(scaled_object: str, min_replicas: int, max_replicas: int) -> str:
     touched (their comments kept), so a reviewer's edits elsewhere in the file survive. A
     missing ``maxReplicaCount`` is added (KEDA's default is 100, not the intent's bound), and
     so is a missing ``minReplicaCount`` (KEDA's default is 0: scale-to-zero outside the cron
-    windows, which no intent allows).
+    windows, which no intent allows). An ``idleReplicaCount`` line is dropped: KEDA would
+    scale to it (below minReplicaCount) whenever no trigger is active.
     """
     def bound(match: re.Match[str]) -> str:
         value = min_replicas if match["key"] == "minReplicaCount" else max_replicas
@@ -94,10 +101,13 @@ def bounded(scaled_object: str, min_replicas: int, max_replicas: int) -> str:
     # The field patterns end at "\n": a "\r" before it would leave a bound unrewritten.
     text = scaled_object.replace("\r\n", "\n")
     _refuse_several_documents(text)
+    _refuse_unremovable_idle(text)
     _refuse_unboundable_fields(text)
     text = _with_bound(text, "maxReplicaCount", max_replicas, "KEDA would scale to 100 replicas")
     text = _with_bound(text, "minReplicaCount", min_replicas,
                        "KEDA would scale to zero outside the cron windows")
+    # Dropped after the bounds are added: a `spec:` holding only the idle line stays a block.
+    text = _IDLE.sub("", text)
     return _DESIRED.sub(desired, _BOUND.sub(bound, text))
 
 
@@ -114,6 +124,19 @@ def _refuse_unboundable_fields(text: str) -> None:
                     "cannot bound to the intent's minReplicas..maxReplicas",
                     hint=f"write it as one `{field}: <n>` line (a trailing comment may "
                          "follow), as `promoter forecast` does")
+
+
+def _refuse_unremovable_idle(text: str) -> None:
+    """An ``idleReplicaCount`` in a form ``_IDLE`` cannot drop whole (in a flow mapping, not a
+    number) would be carried forward, and KEDA would scale the model to zero between trigger
+    activity: refused, as a bound promoter cannot set is."""
+    for line in text.splitlines():
+        if _names(IDLE_FIELD, line) and _IDLE.fullmatch(line) is None:
+            raise UserError(
+                f"the overlay's {SCALED_OBJECT_FILE} names {IDLE_FIELD} in a form promoter "
+                "cannot remove; KEDA would scale the model below the intent's minReplicas "
+                "(to zero) whenever no trigger is active",
+                hint=f"delete {IDLE_FIELD}: no intent allows scale-to-zero")
 
 
 _DOCUMENT_START = re.compile(r"^---", re.MULTILINE)

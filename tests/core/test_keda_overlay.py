@@ -76,6 +76,29 @@ def test_bounds_with_a_trailing_comment_are_rewritten_and_keep_the_comment() -> 
         "    metadata:\n      desiredReplicas: \"4\"\t# peak\n")
 
 
+def test_an_idle_replica_count_is_dropped_whole() -> None:
+    """KEDA scales to idleReplicaCount (below minReplicaCount) whenever no trigger is active:
+    kept, it scaled the model to zero, which no intent allows. The line goes, comment and all;
+    one that is spec's only field leaves spec a block the bounds are added to."""
+    accepted = ("spec:\n  scaleTargetRef:\n    name: llm\n  idleReplicaCount: 0  # nights\n"
+                "  minReplicaCount: 3\n  maxReplicaCount: 8\n")
+    assert keda_overlay.bounded(accepted, 2, 4) == (
+        "spec:\n  scaleTargetRef:\n    name: llm\n  minReplicaCount: 2\n"
+        "  maxReplicaCount: 4\n")
+    assert keda_overlay.bounded("kind: ScaledObject\nspec:\n  idleReplicaCount: '0'\n", 1, 4) \
+        == "kind: ScaledObject\nspec:\n  minReplicaCount: 1\n  maxReplicaCount: 4\n"
+
+
+@pytest.mark.parametrize("accepted", [
+    "spec: {idleReplicaCount: 0, minReplicaCount: 1}\n",
+    "spec:\n  minReplicaCount: 1\n  idleReplicaCount:\n    0\n",
+    "spec:\n  minReplicaCount: 1\n  idleReplicaCount: 0# not a comment\n",
+])
+def test_an_idle_replica_count_promoter_cannot_drop_is_refused(accepted: str) -> None:
+    with pytest.raises(UserError, match="idleReplicaCount"):
+        keda_overlay.bounded(accepted, 1, 4)
+
+
 @pytest.mark.parametrize(("accepted", "field"), [
     ("spec:\n  minReplicaCount: \"6\"\n  maxReplicaCount: 8\n", "minReplicaCount"),
     ("spec: {minReplicaCount: 6}\n", "minReplicaCount"),

@@ -876,6 +876,19 @@ def test_an_accepted_scaled_object_without_a_minimum_gets_the_intents(world: Wor
     assert "maxReplicaCount: 2\n" in scaled
 
 
+def test_an_accepted_scaled_object_loses_an_idle_replica_count(world: World) -> None:
+    """A reviewer's idleReplicaCount: 0 was carried forward: KEDA scaled the model to zero
+    whenever no trigger was active, below the intent's minReplicas 1."""
+    world.provider.merge(world.promote("2").mr_iid)
+    path = _accept_scaling(world)
+    world.provider.branches["main"][path] = SCALED_OBJECT.replace(
+        "  minReplicaCount: 1\n", "  idleReplicaCount: 0  # nights\n  minReplicaCount: 1\n")
+    world.promote("3")
+    scaled = world.provider.branches[f"promote/{NAME}/production"][path]
+    assert "idleReplicaCount" not in scaled
+    assert "    name: fraud-detector-predictor\n  minReplicaCount: 1\n" in scaled
+
+
 def test_without_an_accepted_scaled_object_kserve_keeps_its_autoscaler(world: World) -> None:
     _accept_scaling(world, env="staging")   # another environment's schedule is not this one's
     world.promote("2")

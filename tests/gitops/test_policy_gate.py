@@ -192,6 +192,11 @@ def _edits() -> dict[str, object]:
         docs[-1]["spec"]["maxReplicaCount"] = 3   # within the quota: 4 GPUs x 3 = 12
         del docs[-1]["spec"]["minReplicaCount"]   # KEDA's default: 0, scale-to-zero
 
+    def keda_idle(docs: list[dict]) -> None:
+        keda_bounds(docs)
+        docs[-1]["spec"]["maxReplicaCount"] = 3   # within the quota: 4 GPUs x 3 = 12
+        docs[-1]["spec"]["idleReplicaCount"] = 0  # scale-to-zero while no trigger is active
+
     def keda_max_as_text(docs: list[dict]) -> None:
         keda_bounds(docs)
         docs[-1]["spec"]["maxReplicaCount"] = "20"
@@ -233,6 +238,8 @@ def _edits() -> dict[str, object]:
             "KEDA bounds": (keda_bounds, "quota"),
             "KEDA without maxReplicaCount": (keda_default_max, "quota"),
             "KEDA maxReplicaCount not a number": (keda_max_as_text, "not a whole number"),
+            "KEDA idleReplicaCount": (keda_idle, "idleReplicaCount 0, below its "
+                                      "minReplicaCount 1"),
             "KEDA without minReplicaCount": (keda_default_min, "minReplicas: Input should be "
                                              "greater than or equal to 1 (got 0)"),
             "a second workload": (decoy_after, "2 workloads"),

@@ -105,6 +105,11 @@ class LocalForge:
             raise TransientError(f"merge request !{iid} changed state while being closed")
 
     def upsert_note(self, iid: int, heading: str, body: str) -> None:
+        if self.store.get(iid) is None:
+            # As GitLab answers 404 for an MR it does not hold (a ledger row from another
+            # provider): not the state database's refusal of a note for no MR.
+            raise NotFoundError(f"merge request !{iid} does not exist",
+                                hint="list them with `promoter mr list`")
         text = note_body(heading, body)
         mine = self._own_note(iid, heading)
         if mine is None:

@@ -16,6 +16,7 @@ next observation tells again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -289,7 +290,12 @@ class ClusterFeedback:
                           deployed=status.deployed, unverified=status.unverified,
                           clusters={c.cluster: f"{c.sync}/{c.health}" for c in status.clusters})
         if deployed is not None and self.forge is not None and deployed.mr_iid is not None:
-            self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING, status.note(deployed.version))
+            # The MR is gone (deleted, or the row names another provider's MR): nothing to
+            # annotate. MLflow and the audit trail hold the status; failing here left it
+            # untold, so every later observation told it again (and the hook answered 503).
+            with contextlib.suppress(NotFoundError):
+                self.forge.upsert_note(deployed.mr_iid, NOTE_HEADING,
+                                       status.note(deployed.version))
         return status, judgement
 
     def _told(self, model: str, version: str, env: str, revision: str) -> bool:

@@ -71,6 +71,21 @@ def test_one_row_per_model_environment_and_cluster(cluster: dict, capsys) -> Non
     assert deployed[-1]["deployed"] is True and deployed[-1]["model"] == "Fraud Detector"
 
 
+def test_status_is_written_back_when_the_mr_is_not_the_providers(cluster: dict,
+                                                                 capsys) -> None:
+    """The ledger names MR !4, which the local provider does not hold (a row from another
+    provider, or a deleted MR). The note on it failed with the state database's "FOREIGN KEY
+    constraint failed", after MLflow and the audit trail were told: the status stayed untold,
+    each listing warned "status not written back" and appended the argocd.status entry again.
+    Now the note is skipped and the telling completes, once."""
+    cluster["standin"].put("argocd", application("fraud-detector", "production", "gpu-eu-1"))
+    run = cli_runner(capsys)
+    for _ in range(2):
+        code, _, err = run("--config", str(cluster["config"]), "status")
+        assert code == 0 and "not written back" not in err, err
+    assert [e["deployed"] for e in _told(cluster["state"])] == [True]
+
+
 def test_model_and_env_filters_and_text_table(cluster: dict, capsys) -> None:
     standin = cluster["standin"]
     standin.put("argocd", application("fraud-detector", "production", "gpu-eu-1",

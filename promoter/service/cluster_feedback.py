@@ -25,10 +25,17 @@ from typing import Protocol
 from promoter.core.cluster_status import Carries, ClusterStatus, EnvironmentStatus, summarise
 from promoter.core.results import DEPLOYED, RUNNING_ROW, DeploymentStatus
 from promoter.errors import NotFoundError, TransientError
-from promoter.ports.git import MergeRequest
 from promoter.ports.pipeline import DeployedState, DeploymentLedger
 from promoter.ports.registry import Registry
 from promoter.service.audit import AuditTrail
+from promoter.service.change_carriers import (
+    ChangeCarriers,
+    MergeRequests,
+    Unanswered,
+    change_carriers,
+    never,
+    unnamed,
+)
 from promoter.service.cluster_status_store import StatusStore
 
 NOTE_HEADING = "Argo CD status"
@@ -44,53 +51,6 @@ class ForgeView(Protocol):
         """True when ``revision`` contains ``commit`` (ports.forge.Forge.is_ancestor)."""
 
 
-class MergeRequests(Protocol):
-    def get(self, iid: int) -> MergeRequest: ...
-
-
-class _Unanswered(Exception):
-    """A stored revision nobody asked the git provider about yet (written meanwhile by a
-    concurrent observation): leave the transaction, ask, and run it again."""
-
-    def __init__(self, revision: str) -> None:
-        super().__init__(revision)
-        self.revision = revision
-
-
-class _ChangeCarriers:
-    """Which revisions contain the merged change, asked of the git provider outside any
-    state-database transaction (a GitLab call must not hold the database's write lock)."""
-
-    def __init__(self, commit: str, forge: ForgeView | None) -> None:
-        self.commit = commit
-        self.forge = forge
-        self.known: dict[str, bool] = {}
-
-    def learn(self, revisions: Iterable[str | None]) -> None:
-        for revision in revisions:
-            if revision is not None and revision not in self.known:
-                self.known[revision] = revision == self.commit or (
-                    self.forge is not None and self.forge.is_ancestor(self.commit, revision))
-
-    def __call__(self, revision: str) -> bool:
-        if revision not in self.known:
-            raise _Unanswered(revision)
-        return self.known[revision]
-
-
-def _never(revision: str) -> bool:
-    # The MR is not merged, or promoter has not recorded its verified merge: no revision
-    # carries a change promoter can vouch for yet.
-    return False
-
-
-def _unnamed(revision: str) -> bool:
-    # Merged, but promoter cannot name a commit that carries it: never judged deployed either,
-    # and a `deployed` told before is not taken back for that alone, only when the clusters
-    # moved off the revision it was told at (_status_tags).
-    return False
-
-
 _ATTEMPTS = 5   # rounds of "a concurrent observation stored a revision we had not asked about"
 # Tellings one observation may do: its own, then what concurrent replicas left untold. Bounded:
 # under a storm of changes the next observation carries on.
@@ -103,7 +63,7 @@ class _Judgement:
     revisions carry its change, and whether that change is one promoter cannot vouch for."""
 
     deployment: DeployedState | None
-    carries: _ChangeCarriers | Carries | None
+    carries: ChangeCarriers | Carries | None
     unverified: bool
 
     def summarise(self, rows: Iterable[ClusterStatus]) -> EnvironmentStatus:
@@ -141,34 +101,12 @@ class ClusterFeedback:
             return _Judgement(None, None, unverified=False)
         unverified = deployment.status == DeploymentStatus.MERGED_UNVERIFIED
         if deployment.status != DeploymentStatus.MERGED:
-            return _Judgement(deployment, _never, unverified)
+            return _Judgement(deployment, never, unverified)
         return _Judgement(deployment, self._change_carriers(deployment), unverified)
 
-    def _change_carriers(self, deployed: DeployedState) -> _ChangeCarriers | Carries | None:
-        """Whether a revision contains ``deployed``'s merged MR: the commit its merge landed
-        (merge commit, squash commit, or head for a fast-forward: MergeRequest.landed_commit)
-        is that revision or an ancestor of it; never while the MR is not merged.
-
-        When the forge cannot name that commit (the MR is gone, no MR is known, it has no
-        head), the head promoter pushed for the MR (the ledger row's ``head_sha``; verified as
-        the merged head, or the row would be merged_unverified) stands in: a merge commit or a
-        fast-forward contains it (a squash does not: not deployed, the safe side). Without
-        it either: never (_unnamed). Agreeing clusters are no evidence: a cluster that never
-        synced the merge agrees on the pre-merge HEAD, which runs the previous version. None
-        only when no git provider is wired at all (summarise: the clusters must agree)."""
-        if self.merge_requests is None:
-            return None
-        commit = deployed.head_sha
-        if deployed.mr_iid is not None:
-            try:
-                mr = self.merge_requests.get(deployed.mr_iid)
-            except NotFoundError:   # the MR is gone (deleted, other provider)
-                mr = None
-            if mr is not None and mr.state != "merged":
-                return _never
-            if mr is not None and mr.landed_commit:
-                commit = mr.landed_commit
-        return _ChangeCarriers(commit, self.forge) if commit else _unnamed
+    def _change_carriers(self, deployed: DeployedState) -> ChangeCarriers | Carries | None:
+        """Which revisions carry ``deployed``'s merged MR (service.change_carriers)."""
+        return change_carriers(deployed, self.merge_requests, self.forge)
 
     def observe(self, name: str, env: str, rows: list[ClusterStatus], *, complete: bool,
                 actor: str, deleted: Sequence[ClusterStatus] = ()) -> EnvironmentStatus:
@@ -218,13 +156,13 @@ class ClusterFeedback:
         carries = judgement.carries
         # A state database failure is a TransientError already (the StateDB translates it).
         for attempt in range(_ATTEMPTS):
-            if isinstance(carries, _ChangeCarriers):
+            if isinstance(carries, ChangeCarriers):
                 carries.learn(row.revision for row in [*rows, *self.store.rows(name, env)])
             try:
                 return self.store.record(name, env, rows, complete=complete,
                                          summary=judgement.summarise, deleted=deleted)
-            except _Unanswered as unanswered:
-                if not isinstance(carries, _ChangeCarriers) or attempt + 1 == _ATTEMPTS:
+            except Unanswered as unanswered:
+                if not isinstance(carries, ChangeCarriers) or attempt + 1 == _ATTEMPTS:
                     raise TransientError("cluster status kept changing while promoter "
                                          "looked; the next observation tries again") from None
                 carries.learn([unanswered.revision])
@@ -239,7 +177,7 @@ class ClusterFeedback:
         if judgement.still_holds(current):
             return status, judgement
         judgement = self._judgement(current)
-        if isinstance(judgement.carries, _ChangeCarriers):
+        if isinstance(judgement.carries, ChangeCarriers):
             judgement.carries.learn(row.revision for row in status.clusters)
         return judgement.summarise(status.clusters), judgement
 
@@ -278,7 +216,7 @@ class ClusterFeedback:
             with self.audit.writing_back(deployed.model, running, env):
                 self.registry.write_back(deployed.model, running, env, _status_tags(
                     status, deployed, was_deployed,
-                    told=told if judgement.carries is _unnamed else None))
+                    told=told if judgement.carries is unnamed else None))
         # Audited once MLflow holds it: a failed write-back is audited write_back.failed
         # (audit.writing_back) and answered 503, and each of Argo CD's retries would otherwise
         # append this entry again for one change. Before the note: the note is edited in place,
@@ -311,7 +249,7 @@ class ClusterFeedback:
         told_at = tags.get(f"promoter.{env}.revision")
         if told_at is None:
             return False
-        carries = _ChangeCarriers(told_at, self.forge)   # the told revision as the carrier
+        carries = ChangeCarriers(told_at, self.forge)   # the told revision as the carrier
         carries.learn([revision])
         return carries(revision)
 

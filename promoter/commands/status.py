@@ -11,17 +11,20 @@ import typer
 from promoter.commands._common import OUTPUT_OPTION, emit_json, state
 
 if TYPE_CHECKING:
-    from promoter.core.cluster_status import ClusterStatus
-    from promoter.ports.pipeline import DeploymentLedger
+    from promoter.core.cluster_status import Carries, ClusterStatus
+    from promoter.ports.pipeline import DeployedState, DeploymentLedger
     from promoter.service.cluster_feedback import ClusterFeedback
 
 # --for bounds a watch; a number beyond a year is a typo, refused as a usage error.
 SECONDS_PER_YEAR = 365 * 24 * 3600
 
 HELP = """Show Argo CD's sync and health of promoted models, one row per model, environment and
-cluster (the version the clusters run, and a newer one proposed in an MR not merged yet; MR,
+cluster (the version the cluster runs, and a newer one proposed in an MR not merged yet; MR,
 sync, health, since), read from the Argo CD Application objects through
 the Kubernetes API (argocd.kubeconfig / KUBECONFIG / in-cluster; namespace argocd.namespace).
+
+A merged version is shown for a cluster only once its synced revision contains the merge:
+before, `- (v7 merged, not confirmed here)` (JSON "version": null, "merged": "7").
 
 MODEL is a registered model name or a deployment name. Unless --no-record, a change is also
 written back as the notifications webhook does: MLflow tags promoter.<env>.sync, .health,
@@ -116,9 +119,10 @@ def status(
 
     current, version = snapshot()
     live = _live_versions(settings)
+    confirmed = _confirmation(settings, feedback)
     # --watch -o json: one object per line from the start, as each change is printed.
-    _print([_describe(row, ledger, live) for _, row in sorted(current.items())], output,
-           header=not (watch and output == "json"))
+    _print([_describe(row, ledger, live, confirmed) for _, row in sorted(current.items())],
+           output, header=not (watch and output == "json"))
     if not watch:
         return
     deadline = time.monotonic() + seconds if seconds else None
@@ -143,7 +147,7 @@ def status(
                         [r for k, r in current.items() if k[:2] == key[:2]],
                         deleted=[row] if deleting else [])
                 gone = {"deleted": True} if deleting else {}
-                _print([_describe(row, ledger, live) | gone], output, header=False)
+                _print([_describe(row, ledger, live, confirmed) | gone], output, header=False)
                 if deadline is not None and time.monotonic() >= deadline:
                     return
         except WatchExpired:  # the resourceVersion is too old: list again, watch from there
@@ -174,22 +178,64 @@ def _record(feedback: ClusterFeedback | None, name: str, env: str,
 
 
 def _describe(row: ClusterStatus, ledger: DeploymentLedger,
-              live: Callable[[str, str], str | None]) -> dict[str, Any]:
-    """One row: ``version`` is what the clusters run (the ledger row's once merged, else the
-    version still live), ``proposed`` a newer version whose MR (``mr``) is open."""
+              live: Callable[[str, str], str | None],
+              confirmed: Callable[[DeployedState, str | None], bool]) -> dict[str, Any]:
+    """One row: ``version`` is what the cluster runs (the ledger row's once merged and the
+    cluster's revision contains that merge, else the version still live), ``merged`` a
+    merged version the cluster's revision does not contain yet (``version`` then None: it
+    may still run the one before), ``proposed`` a newer version whose MR (``mr``) is open."""
     from promoter.core.results import OPEN_MR, RUNNING_ROW
 
     deployed = ledger.by_deployment(row.name, row.env)
     runs = deployed is not None and deployed.status in RUNNING_ROW
+    unconfirmed = deployed is not None and runs and not confirmed(deployed, row.revision)
     return {"model": deployed.model if deployed else row.name, "name": row.name,
             "env": row.env, "cluster": row.cluster,
-            "version": deployed.version if deployed and runs else
+            "version": None if unconfirmed else deployed.version if deployed and runs else
             live(deployed.model, row.env) if deployed else None,
+            "merged": deployed.version if deployed and unconfirmed else None,
             "proposed": deployed.version if deployed and deployed.status in OPEN_MR
             else None,
             "mr": deployed.mr_iid if deployed else None, "sync": row.sync,
             "health": row.health, "revision": row.revision, "since": row.since,
             "application": row.application}
+
+
+def _confirmation(settings: Any, feedback: ClusterFeedback | None,
+                  ) -> Callable[[DeployedState, str | None], bool]:
+    """(ledger row, a cluster's revision) → whether that revision contains the merge that
+    made the row's version live (service.change_carriers, as the feedback judges `deployed`):
+    a cluster that has not synced the merge may still run the version before. Asked only of a
+    merged row (a decommissioning row's MR is the removal, not the merge); the git provider
+    is built on the first question, and each answer kept for the run."""
+    from promoter.core.results import DeploymentStatus
+    from promoter.service import composition
+    from promoter.service.change_carriers import ChangeCarriers, change_carriers
+
+    merges = (DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED)
+    asked: dict[tuple[int | None, str | None], Carries | None] = {}
+
+    def confirmed(deployed: DeployedState, revision: str | None) -> bool:
+        if deployed.status not in merges:
+            return True
+        key = (deployed.mr_iid, deployed.head_sha)
+        if key not in asked:
+            if feedback is not None:
+                git, forge = feedback.merge_requests, feedback.forge
+            else:
+                git = composition.provider(settings)
+                forge = getattr(git, "forge", None)  # both providers expose theirs
+            asked[key] = change_carriers(deployed, git, forge)
+        carries = asked[key]
+        if carries is None:
+            return True   # no git provider to ask: shown as the ledger says, as before
+        if revision is None:
+            return False
+        if isinstance(carries, ChangeCarriers):
+            carries.learn([revision])
+        return carries(revision)
+
+    return confirmed
 
 
 def _live_versions(settings: Any) -> Callable[[str, str], str | None]:
@@ -225,7 +271,8 @@ def _print(rows: list[dict[str, Any]], output: str, header: bool = True) -> None
         if header else []
     table += [(str(r["model"]), r["env"], r["cluster"],
                str(r["version"] or "-") + (f" (v{r['proposed']} proposed)" if r["proposed"]
-                                           else ""),
+                                           else "")
+               + (f" (v{r['merged']} merged, not confirmed here)" if r["merged"] else ""),
                f"!{r['mr']}" if r["mr"] else "-", r["sync"], r["health"],
                str(r["since"] or "-")) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]

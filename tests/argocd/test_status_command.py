@@ -4,6 +4,9 @@ serving Argo CD Application objects (list and watch)."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +25,7 @@ from promoter.service.ledger import StateLedger
 from promoter.state.pushed_heads import PushedHeads
 from tests.argocd.applications import REVISION, application, notification
 from tests.argocd.k8s_standin import KubeStandin, serve
+from tests.ci.local_runner import GIT
 from tests.conftest import cli_runner
 
 
@@ -164,6 +168,54 @@ def test_a_version_proposed_but_not_merged_is_not_shown_as_running(cluster: dict
     assert (row["version"], row["proposed"], row["mr"]) == ("7", "8", 5)
     code, out, _ = run("--config", str(cluster["config"]), "status", "--no-record")
     assert "7 (v8 proposed)" in out
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True,
+                          env={**os.environ, **GIT}).stdout.strip()
+
+
+def _version_7_merged(cluster: dict[str, Any]) -> tuple[str, str]:
+    """A GitOps remote where !4 (promoter's head for version 7) was merged into main, the
+    local provider reading it: (the commit before the merge, the merge commit)."""
+    remote, work = cluster["state"].parent / "gitops.git", cluster["state"].parent / "work"
+    _git(cluster["state"].parent, "init", "-q", "--bare", "-b", "main", str(remote))
+    _git(cluster["state"].parent, "clone", "-q", str(remote), str(work))
+    _git(work, "commit", "-q", "--allow-empty", "-m", "version 6 live")
+    before = _git(work, "rev-parse", "HEAD")
+    _git(work, "checkout", "-q", "-b", "promote/fraud-detector/production")
+    _git(work, "commit", "-q", "--allow-empty", "-m", "Promote fraud-detector v7")
+    PushedHeads(cluster["state"]).record(0, 4, "promote/fraud-detector/production",
+                                         _git(work, "rev-parse", "HEAD"), "7", "Fraud Detector")
+    _git(work, "checkout", "-q", "main")
+    _git(work, "merge", "-q", "--no-ff", "-m", "Merge !4", "promote/fraud-detector/production")
+    _git(work, "push", "-q", "origin", "main", "promote/fraud-detector/production")
+    with cluster["config"].open("a") as config:
+        config.write(f"git: {{remote: {remote}}}\n")
+    return before, _git(work, "rev-parse", "HEAD")
+
+
+@pytest.mark.parametrize("record", ["--record", "--no-record"])
+def test_a_cluster_whose_revision_lacks_the_merge_is_not_shown_running_it(
+        cluster: dict, capsys, record: str) -> None:
+    """gpu-us-1 still syncs the commit before !4's merge, so it may run version 6: it used to
+    be shown running 7, as gpu-eu-1 (at the merge) does. Its version is now unknown, and 7
+    is named as merged but not confirmed there."""
+    before, merge = _version_7_merged(cluster)
+    cluster["standin"].put("argocd", application("fraud-detector", "production", "gpu-eu-1",
+                                                 revision=merge))
+    cluster["standin"].put("argocd", application("fraud-detector", "production", "gpu-us-1",
+                                                 revision=before))
+    run = cli_runner(capsys)
+    code, out, err = run("--config", str(cluster["config"]), "status", record, "-o", "json")
+    assert code == 0, err
+    assert [(r["cluster"], r["version"], r["merged"]) for r in json.loads(out)] == [
+        ("gpu-eu-1", "7", None), ("gpu-us-1", None, "7")]
+    code, out, _ = run("--config", str(cluster["config"]), "status", record)
+    assert code == 0
+    [eu, us] = (re.split(r"\s{2,}", line) for line in out.splitlines()[1:])
+    assert (eu[2], eu[3]) == ("gpu-eu-1", "7")
+    assert (us[2], us[3]) == ("gpu-us-1", "- (v7 merged, not confirmed here)")
 
 
 def test_for_without_watch_is_a_usage_error(cluster: dict, capsys) -> None:

@@ -209,31 +209,48 @@ def _confirmation(settings: Any, feedback: ClusterFeedback | None,
     merged row (a decommissioning row's MR is the removal, not the merge); the git provider
     is built on the first question, and each answer kept for the run."""
     from promoter.core.results import DeploymentStatus
+    from promoter.errors import PromoterError
     from promoter.service import composition
     from promoter.service.change_carriers import ChangeCarriers, change_carriers
 
     merges = (DeploymentStatus.MERGED, DeploymentStatus.MERGED_UNVERIFIED)
     asked: dict[tuple[int | None, str | None], Carries | None] = {}
 
+    views: list[tuple[Any, Any]] = []   # (merge requests, forge): built once
+    warned: list[str] = []
+
+    def git_view() -> tuple[Any, Any]:
+        if not views:
+            if feedback is not None:
+                views.append((feedback.merge_requests, feedback.forge))
+            else:
+                git = composition.provider(settings)
+                views.append((git, getattr(git, "forge", None)))  # both providers expose theirs
+        return views[0]
+
     def confirmed(deployed: DeployedState, revision: str | None) -> bool:
         if deployed.status not in merges:
             return True
-        key = (deployed.mr_iid, deployed.head_sha)
-        if key not in asked:
-            if feedback is not None:
-                git, forge = feedback.merge_requests, feedback.forge
-            else:
-                git = composition.provider(settings)
-                forge = getattr(git, "forge", None)  # both providers expose theirs
-            asked[key] = change_carriers(deployed, git, forge)
-        carries = asked[key]
-        if carries is None:
-            return True   # no git provider to ask: shown as the ledger says, as before
-        if revision is None:
+        try:
+            key = (deployed.mr_iid, deployed.head_sha)
+            if key not in asked:
+                asked[key] = change_carriers(deployed, *git_view())
+            carries = asked[key]
+            if carries is None:
+                return True   # no git provider to ask: shown as the ledger says, as before
+            if revision is None:
+                return False
+            if isinstance(carries, ChangeCarriers):
+                carries.learn([revision])
+            return carries(revision)
+        except PromoterError as exc:
+            # The git provider cannot be asked (remote or GitLab unreachable): the listing
+            # still shows, claiming no merged version it could not check.
+            if not warned:
+                warned.append(exc.message)
+                typer.echo(f"warning: cannot tell which clusters' revisions contain a merge: "
+                           f"{exc.message}; merged versions are shown not confirmed", err=True)
             return False
-        if isinstance(carries, ChangeCarriers):
-            carries.learn([revision])
-        return carries(revision)
 
     return confirmed
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -216,6 +217,23 @@ def test_a_cluster_whose_revision_lacks_the_merge_is_not_shown_running_it(
     [eu, us] = (re.split(r"\s{2,}", line) for line in out.splitlines()[1:])
     assert (eu[2], eu[3]) == ("gpu-eu-1", "7")
     assert (us[2], us[3]) == ("gpu-us-1", "- (v7 merged, not confirmed here)")
+
+
+def test_a_git_remote_that_cannot_be_read_leaves_the_merge_unconfirmed(cluster: dict,
+                                                                      capsys) -> None:
+    """The listing still shows when the git provider cannot be asked, and claims nothing it
+    could not check."""
+    _, merge = _version_7_merged(cluster)
+    cluster["standin"].put("argocd", application("fraud-detector", "production", "gpu-eu-1",
+                                                 revision=merge))
+    run = cli_runner(capsys)
+    assert run("--config", str(cluster["config"]), "status", "--no-record")[0] == 0  # cloned
+    shutil.rmtree(cluster["state"].parent / "gitops.git")
+    code, out, err = run("--config", str(cluster["config"]), "status", "--no-record", "-o",
+                         "json")
+    assert code == 0, err
+    assert [(r["version"], r["merged"]) for r in json.loads(out)] == [(None, "7")]
+    assert "cannot tell which clusters' revisions contain a merge" in err
 
 
 def test_for_without_watch_is_a_usage_error(cluster: dict, capsys) -> None:

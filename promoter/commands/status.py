@@ -12,6 +12,7 @@ from promoter.commands._common import OUTPUT_OPTION, emit_json, state
 
 if TYPE_CHECKING:
     from promoter.core.cluster_status import Carries, ClusterStatus
+    from promoter.core.live_history import Live
     from promoter.ports.pipeline import DeployedState, DeploymentLedger
     from promoter.service.cluster_feedback import ClusterFeedback
 
@@ -178,22 +179,30 @@ def _record(feedback: ClusterFeedback | None, name: str, env: str,
 
 
 def _describe(row: ClusterStatus, ledger: DeploymentLedger,
-              live: Callable[[str, str], str | None],
+              live: Callable[[str, str], Live | None],
               confirmed: Callable[[DeployedState, str | None], bool]) -> dict[str, Any]:
-    """One row: ``version`` is what the cluster runs (the ledger row's once merged and the
-    cluster's revision contains that merge, else the version still live), ``merged`` a
-    merged version the cluster's revision does not contain yet (``version`` then None: it
-    may still run the one before), ``proposed`` a newer version whose MR (``mr``) is open."""
-    from promoter.core.results import OPEN_MR, RUNNING_ROW
+    """One row: ``version`` is what the cluster runs (the ledger row's once merged, else the
+    version still live, each only when the cluster's revision contains the merge that made
+    it live), ``merged`` a merged version the cluster's revision does not contain (``version``
+    then None: it may still run the one before), ``proposed`` a newer version whose MR
+    (``mr``) is open."""
+    from promoter.core.results import OPEN_MR, RUNNING_ROW, DeploymentStatus
+    from promoter.ports.pipeline import DeployedState
 
     deployed = ledger.by_deployment(row.name, row.env)
-    runs = deployed is not None and deployed.status in RUNNING_ROW
-    unconfirmed = deployed is not None and runs and not confirmed(deployed, row.revision)
+    merge = deployed
+    if deployed is not None and deployed.status not in RUNNING_ROW:
+        # A newer proposal (or a closed one) follows: the version live is an earlier merge's.
+        found = live(deployed.model, row.env)
+        merge = None if found is None or found.version is None else DeployedState(
+            model=deployed.model, env=row.env, name=row.name, version=found.version,
+            status=DeploymentStatus.MERGED, mr_iid=found.merged_iid,
+            head_sha=found.merged_head)
+    unconfirmed = merge is not None and not confirmed(merge, row.revision)
     return {"model": deployed.model if deployed else row.name, "name": row.name,
             "env": row.env, "cluster": row.cluster,
-            "version": None if unconfirmed else deployed.version if deployed and runs else
-            live(deployed.model, row.env) if deployed else None,
-            "merged": deployed.version if deployed and unconfirmed else None,
+            "version": merge.version if merge is not None and not unconfirmed else None,
+            "merged": merge.version if merge is not None and unconfirmed else None,
             "proposed": deployed.version if deployed and deployed.status in OPEN_MR
             else None,
             "mr": deployed.mr_iid if deployed else None, "sync": row.sync,
@@ -255,18 +264,18 @@ def _confirmation(settings: Any, feedback: ClusterFeedback | None,
     return confirmed
 
 
-def _live_versions(settings: Any) -> Callable[[str, str], str | None]:
-    """(model, env) → the version live there, from the audit trail: read once per
-    environment, and only when a row follows a proposal not merged yet."""
+def _live_versions(settings: Any) -> Callable[[str, str], Live | None]:
+    """(model, env) → what is live there (its version and the merge that made it live), from
+    the audit trail: read once per environment, and only when a row follows a proposal not
+    merged yet."""
     from promoter.service import composition
 
-    read: dict[str, dict[str, Any]] = {}
+    read: dict[str, dict[str, Live]] = {}
 
-    def live(model: str, env: str) -> str | None:
+    def live(model: str, env: str) -> Live | None:
         if env not in read:
             read[env] = composition.audit_trail(settings).live_now(env)
-        found = read[env].get(model)
-        return found.version if found is not None else None
+        return read[env].get(model)
 
     return live
 
@@ -287,9 +296,9 @@ def _print(rows: list[dict[str, Any]], output: str, header: bool = True) -> None
     table = [("MODEL", "ENV", "CLUSTER", "VERSION", "MR", "SYNC", "HEALTH", "SINCE")] \
         if header else []
     table += [(str(r["model"]), r["env"], r["cluster"],
-               str(r["version"] or "-") + (f" (v{r['proposed']} proposed)" if r["proposed"]
-                                           else "")
-               + (f" (v{r['merged']} merged, not confirmed here)" if r["merged"] else ""),
+               str(r["version"] or "-")
+               + (f" (v{r['merged']} merged, not confirmed here)" if r["merged"] else "")
+               + (f" (v{r['proposed']} proposed)" if r["proposed"] else ""),
                f"!{r['mr']}" if r["mr"] else "-", r["sync"], r["health"],
                str(r["since"] or "-")) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]

@@ -67,6 +67,10 @@ class Live:
     mr_url: str | None = None
     foreign_head: str | None = None      # that merge's head (someone else's commit)
     proposed_version: str | None = None  # the version promoter's MR had proposed there
+    # The merge that made ``version`` live: its MR and the head promoter pushed for it (so a
+    # cluster's revision can be checked for it, as `promoter status` does).
+    merged_iid: int | None = None
+    merged_head: str | None = None
 
 
 def live_at(entries: Iterable[Mapping[str, Any]], env: str, at: float,
@@ -111,7 +115,10 @@ def _after(live: Live | None, entry: Mapping[str, Any], name: str, when: float) 
     if _replaced(entry) or not isinstance(version, str):
         return live
     if live is None or live.version != version:
-        return Live(name, version, when, entry.get("url"))
+        iid, head = entry.get("iid"), entry.get("head_sha")
+        return Live(name, version, when, entry.get("url"),
+                    merged_iid=iid if isinstance(iid, int) and not isinstance(iid, bool) else None,
+                    merged_head=head if isinstance(head, str) else None)
     return live
 
 

@@ -156,7 +156,7 @@ def test_a_version_proposed_but_not_merged_is_not_shown_as_running(cluster: dict
     clusters run 7, and 8 is shown as proposed, not as their version."""
     AuditTrail(cluster["state"]).record(
         "mr.merge", actor="alice", name="fraud-detector", env="production", iid=4,
-        model="Fraud Detector", version="7", status="merged")
+        head_sha=REVISION, model="Fraud Detector", version="7", status="merged")
     StateLedger(cluster["state"]).put(DeployedState(
         model="Fraud Detector", env="production", name="fraud-detector", version="8",
         status="mr_opened", mr_iid=5, head_sha="c" * 40))
@@ -178,7 +178,8 @@ def _git(repo: Path, *args: str) -> str:
 
 def _version_7_merged(cluster: dict[str, Any]) -> tuple[str, str]:
     """A GitOps remote where !4 (promoter's head for version 7) was merged into main, the
-    local provider reading it: (the commit before the merge, the merge commit)."""
+    local provider reading it: (the commit before the merge, the merge commit). The audit
+    trail records the merge as the MR hook does."""
     remote, work = cluster["state"].parent / "gitops.git", cluster["state"].parent / "work"
     _git(cluster["state"].parent, "init", "-q", "--bare", "-b", "main", str(remote))
     _git(cluster["state"].parent, "clone", "-q", str(remote), str(work))
@@ -186,8 +187,12 @@ def _version_7_merged(cluster: dict[str, Any]) -> tuple[str, str]:
     before = _git(work, "rev-parse", "HEAD")
     _git(work, "checkout", "-q", "-b", "promote/fraud-detector/production")
     _git(work, "commit", "-q", "--allow-empty", "-m", "Promote fraud-detector v7")
-    PushedHeads(cluster["state"]).record(0, 4, "promote/fraud-detector/production",
-                                         _git(work, "rev-parse", "HEAD"), "7", "Fraud Detector")
+    head = _git(work, "rev-parse", "HEAD")
+    PushedHeads(cluster["state"]).record(0, 4, "promote/fraud-detector/production", head, "7",
+                                         "Fraud Detector")
+    AuditTrail(cluster["state"]).record(
+        "mr.merge", actor="alice", name="fraud-detector", env="production", iid=4,
+        head_sha=head, model="Fraud Detector", version="7", status="merged")
     _git(work, "checkout", "-q", "main")
     _git(work, "merge", "-q", "--no-ff", "-m", "Merge !4", "promote/fraud-detector/production")
     _git(work, "push", "-q", "origin", "main", "promote/fraud-detector/production")
@@ -217,6 +222,26 @@ def test_a_cluster_whose_revision_lacks_the_merge_is_not_shown_running_it(
     [eu, us] = (re.split(r"\s{2,}", line) for line in out.splitlines()[1:])
     assert (eu[2], eu[3]) == ("gpu-eu-1", "7")
     assert (us[2], us[3]) == ("gpu-us-1", "- (v7 merged, not confirmed here)")
+
+
+def test_while_a_newer_version_is_proposed_the_live_one_is_confirmed_per_cluster(
+        cluster: dict, capsys) -> None:
+    """Version 8's MR is open, so the version shown is the one live from the audit trail,
+    7: a cluster whose revision lacks 7's merge was shown running it all the same."""
+    before, merge = _version_7_merged(cluster)
+    StateLedger(cluster["state"]).put(DeployedState(
+        model="Fraud Detector", env="production", name="fraud-detector", version="8",
+        status="mr_opened", mr_iid=5, head_sha="c" * 40))
+    for where, revision in (("gpu-eu-1", merge), ("gpu-us-1", before)):
+        cluster["standin"].put("argocd", application("fraud-detector", "production", where,
+                                                     revision=revision))
+    run = cli_runner(capsys)
+    code, out, err = run("--config", str(cluster["config"]), "status", "-o", "json")
+    assert code == 0, err
+    assert [(r["version"], r["merged"], r["proposed"]) for r in json.loads(out)] == [
+        ("7", None, "8"), (None, "7", "8")]
+    code, out, _ = run("--config", str(cluster["config"]), "status", "--no-record")
+    assert "- (v7 merged, not confirmed here) (v8 proposed)" in out.splitlines()[2]
 
 
 def test_a_git_remote_that_cannot_be_read_leaves_the_merge_unconfirmed(cluster: dict,

@@ -63,7 +63,9 @@ class CelRule:
         # ``metrics`` and reads nothing of the run.
         names = frozenset(str(node.children[0]) for node, bound in _scoped(ast, frozenset())
                           if node.data == "ident" and str(node.children[0]) not in bound)
-        return cls(name, expression, message, environment.program(ast), names & VARIABLES)
+        return cls(name, expression, message,
+                   environment.program(ast, functions={"matches": _quiet_matches}),
+                   names & VARIABLES)
 
     def evaluate(self, activation: Mapping[str, Any]) -> tuple[bool, str]:
         from celpy.adapter import json_to_cel
@@ -193,3 +195,21 @@ def _missing(path: list[str], fields: Any) -> str | None:
             return "known at that level: " + ", ".join(sorted(fields))[:200]
         fields = fields[name]
     return None
+
+
+def _quiet_matches(text: Any, pattern: Any) -> Any:
+    """CEL's ``matches()``, as celpy's own (RE2) but with RE2's error logging off: RE2 prints a
+    pattern it cannot parse straight to the process's stderr (past promoter's log masking),
+    and a pattern built from a tag (``model.matches(tags.pin)``) would print that tag's value.
+    The error itself becomes the rule's "could not evaluate" reason, without the value."""
+    import re2
+    from celpy.celtypes import BoolType
+    from celpy.evaluation import CELEvalError
+
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        found = re2.compile(pattern, options).search(text)
+    except re2.error as exc:
+        return CELEvalError("match error", exc.__class__, exc.args)
+    return BoolType(found is not None)

@@ -202,6 +202,20 @@ def test_a_cel_rule_that_cannot_evaluate_says_so_without_the_values(
     assert secret not in world.registry.tags(MODEL, "4")["promoter.production.reason"]
 
 
+def test_a_regex_built_from_a_tag_is_not_printed_to_stderr(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """RE2 prints a pattern it cannot parse straight to file descriptor 2, past promoter's
+    log masking: a pattern made of a tag's value must fail as a reason, never be printed."""
+    secret = "hunter2-Sup3rSecret"
+    rule = CelRule.compile("pin", "tags.db_pin.matches(tags.db_pin + '[')", "needs a pin", None)
+    passed, reason = rule.evaluate({"tags": {"db_pin": secret}})
+    assert not passed and reason.startswith("needs a pin (could not evaluate ")
+    assert secret not in reason and secret not in capfd.readouterr().err
+    # matches() still matches.
+    rule = CelRule.compile("prefix", "tags.db_pin.matches('^hunter[0-9]')", "", None)
+    assert rule.evaluate({"tags": {"db_pin": secret}})[0]
+
+
 def test_a_macro_variable_shadows_a_variable_only_inside_its_macro() -> None:
     """``tags.all(metrics, ...)`` binds its own ``metrics``: the rule reads nothing of the run,
     so a run that may not vouch for the version does not deny it."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -17,7 +18,7 @@ from promoter.core.audit_chain import (
     settled_head,
     verify,
 )
-from promoter.core.live_history import first_live, live_at, previous_live
+from promoter.core.live_history import first_live, live_at, live_versions, previous_live
 
 
 def trail(count: int = 5) -> list[str]:
@@ -242,10 +243,17 @@ def test_first_live_is_the_first_merge_whether_or_not_the_version_is_still_live(
     assert first_live(entries, "staging", "b", "1") is None
 
 
+def _timed() -> Iterator[int]:
+    """Entry times in trail order: an entry without one is left out of every replay."""
+    return itertools.count(10, 10)
+
+
 def test_previous_live_is_the_rollback_target() -> None:
+    clock = _timed()
+
     def merge(version: str, status: str = "merged") -> dict[str, object]:
-        return {"event": "mr.merge", "env": "production", "model": "a", "version": version,
-                "status": status}
+        return {"time": next(clock), "event": "mr.merge", "env": "production", "model": "a",
+                "version": version, "status": status}
     assert previous_live([merge("1")], "production", "a") is None
     assert previous_live([merge("1"), merge("2")], "production", "a") == "1"
     assert previous_live([merge("1"), merge("2"), merge("2")], "production", "a") == "1"
@@ -257,10 +265,12 @@ def test_previous_live_is_the_rollback_target() -> None:
 def test_a_foreign_merge_is_a_step_of_its_own_never_a_rollback_target() -> None:
     """Version 3's MR merged with someone else's head: what runs is unknown, and the version
     live before it is 2, not 1 (the foreign step was read as nothing, so 2 counted as live)."""
+    clock = _timed()
+
     def merge(version: str, event: str = "mr.merge", status: str = "merged"
               ) -> dict[str, object]:
-        return {"event": event, "env": "production", "model": "a", "version": version,
-                "status": status}
+        return {"time": next(clock), "event": event, "env": "production", "model": "a",
+                "version": version, "status": status}
     foreign = merge("3", "mr.merge_foreign", "merged_unverified")
     assert previous_live([merge("1"), merge("2"), foreign], "production", "a") == "2"
     assert previous_live([merge("1"), merge("2"), foreign, merge("4")], "production", "a") == "2"
@@ -268,3 +278,15 @@ def test_a_foreign_merge_is_a_step_of_its_own_never_a_rollback_target() -> None:
     # An older merge recorded late, after the newer one, was never live since.
     assert previous_live([merge("1"), merge("2"), merge("1", status="superseded")],
                          "production", "a") == "1"
+
+
+def test_a_merge_without_a_usable_time_is_no_rollback_target() -> None:
+    """A legacy or edited entry cannot be placed in the history: it is left out of the
+    rollback's replay as of every other."""
+    entries = [
+        {"time": 10, "event": "mr.merge", "env": "production", "model": "a", "version": "1"},
+        {"time": "soon", "event": "mr.merge", "env": "production", "model": "a", "version": "2"},
+        {"time": 30, "event": "mr.merge", "env": "production", "model": "a", "version": "3"},
+    ]
+    assert live_versions(entries, "production", "a") == ["1", "3"]
+    assert previous_live(entries, "production", "a") == "1"

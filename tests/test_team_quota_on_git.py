@@ -54,8 +54,10 @@ def test_three_models_of_one_team_against_a_real_target_branch(tmp_path: Path) -
     intent = {**VALID, "spec": {**VALID["spec"], "model": {"name": "Model C", "version": "1"},  # type: ignore[dict-item]
                                 "resources": {"gpu": {"count": 2, "type": "nvidia-a100"}},
                                 "scaling": {"maxReplicas": 2}}}
-    decision = check_policy(settings, Subject(env="production", intent_file=write_intent(
+    checked = check_policy(settings, Subject(env="production", intent_file=write_intent(
         tmp_path / "model-c.yaml", intent)))
+    assert checked.branch_unread is None   # read from the remote, without the shared clone
+    decision = checked.decision
     assert not decision.allowed
     assert any("(4), its other deployments here (8)), over its quota of 10" in reason
                for reason in decision.reasons), decision.reasons
@@ -82,8 +84,10 @@ def test_a_second_model_is_denied_while_the_first_ones_mr_is_still_open(tmp_path
     intent = {**VALID, "spec": {**VALID["spec"], "model": {"name": "Model B", "version": "1"},  # type: ignore[dict-item]
                                 "resources": {"gpu": {"count": 2, "type": "nvidia-a100"}},
                                 "scaling": {"maxReplicas": 2}}}
-    decision = check_policy(settings, Subject(env="production", intent_file=write_intent(
+    checked = check_policy(settings, Subject(env="production", intent_file=write_intent(
         tmp_path / "model-b.yaml", intent)))
+    assert checked.branch_unread is None   # read from the remote, without the shared clone
+    decision = checked.decision
     assert any("(4), its other deployments here (4)), over its quota of 6" in reason
                for reason in decision.reasons), decision.reasons
 

@@ -68,6 +68,22 @@ class GitLabProvider:
 
 def from_settings(settings: Settings, *, state: StateDB | None = None) -> GitLabProvider:
     """``state``: the state database (the composition root passes the configured one)."""
+    forge = _forge(settings)
+    pushes = PushedHeads(state) if state is not None else \
+        PushedHeads.in_state_dir(Path(settings.state_dir))
+    return GitLabProvider(forge, pushes,
+                          supersede=settings.git.newer_version == "supersede")
+
+
+def reader_from_settings(settings: Settings) -> GitLabProvider:
+    """The provider for reading branches only (`policy check`): it records no pushed heads,
+    so no state database is opened (or created), and each read is tried once: a command
+    run by hand says at once that GitLab cannot be reached instead of retrying for seconds."""
+    return GitLabProvider(_forge(settings, attempts=1))
+
+
+def _forge(settings: Settings, *, attempts: int = 4) -> GitLabForge:
+    """ConfigError when git.gitlab or the token is missing (before any request)."""
     gitlab_settings = settings.git.gitlab
     token = settings.secret("PROMOTER_GITLAB_TOKEN")
     if not gitlab_settings.url or not gitlab_settings.project:
@@ -79,10 +95,6 @@ def from_settings(settings: Settings, *, state: StateDB | None = None) -> GitLab
     verify: bool | str = gitlab_settings.verify_tls
     if verify and gitlab_settings.ca_file:
         verify = gitlab_settings.ca_file
-    forge = connect(gitlab_settings.url, token.reveal(), gitlab_settings.project,
-                    verify_tls=verify, timeout_seconds=gitlab_settings.timeout_seconds,
-                    max_wait_seconds=gitlab_settings.max_retry_wait_seconds)
-    pushes = PushedHeads(state) if state is not None else \
-        PushedHeads.in_state_dir(Path(settings.state_dir))
-    return GitLabProvider(forge, pushes,
-                          supersede=settings.git.newer_version == "supersede")
+    return connect(gitlab_settings.url, token.reveal(), gitlab_settings.project,
+                   verify_tls=verify, timeout_seconds=gitlab_settings.timeout_seconds,
+                   max_wait_seconds=gitlab_settings.max_retry_wait_seconds, attempts=attempts)

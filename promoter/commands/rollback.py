@@ -4,14 +4,16 @@ job (and every later webhook and reconcile pass) deploys. Back means to a versio
 there: the target is one the audit trail verified live in the environment (since its last
 decommission), as the default target is; any other version is refused (promote it instead).
 
-So the alias moves only for a rollback the policy allows: the verdict is asked first (the one
-`policy check` gives), and if the job deploys nothing, the alias is put back; otherwise MLflow
-would name a version the cluster does not run, and nothing would repair it. The job deploys
-nothing when it is denied (a gate that changed in between, or the signature check) and when
-it is parked dead before its proposal began: refusals `policy check` does not make (a runtime
-switch under a shared base, a deployment name another model owns) and permanent image or
-artifact failures. Dead after that (MLflow refusing the write-back), an MR for the rollback
-may be open: the alias stays, naming what that MR deploys, and the command says so.
+So the alias moves only for a rollback the policy allows: `policy check`'s answer is asked
+first (the verdict, and the pipeline's refusals it makes too: a deployment name another model
+owns, a runtime switch under a shared base, a vLLM misfit; exit 1), and if the job deploys
+nothing, the alias is put back; otherwise MLflow would name a version the cluster does not
+run, and nothing would repair it. The job deploys nothing when it is denied (a gate that
+changed in between, or the signature check) and when it is parked dead before its proposal
+began: a refusal the check could not make (the target branch changed in between, or could
+not be read from here) and permanent image or artifact failures. Dead after that (MLflow
+refusing the write-back), an MR for the rollback may be open: the alias stays, naming what
+that MR deploys, and the command says so.
 
 The command waits while the job is queued or running. A job left for a retry after a
 transient failure (a dependency down) keeps the alias: it is still in the queue, and `promoter
@@ -225,7 +227,7 @@ def _refuse_if_denied(settings: Settings, model: str, version: str, env: str,
     (back) to ``env``."""
     from promoter.policy_check import Subject, check_policy
 
-    decision = check_policy(settings, Subject(env=env, model=model, version=version))
+    decision = check_policy(settings, Subject(env=env, model=model, version=version)).decision
     if decision.allowed:
         return
     if output == "json":

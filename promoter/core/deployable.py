@@ -19,15 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from promoter.core import shared_base, tree_facts, vllm_fit
 from promoter.core.config import PipelineConfig
 from promoter.core.intent import InvalidIntent
 from promoter.core.runtimes import RuntimeDescriptor
 from promoter.core.spec import ModelDeployment
-from promoter.ports.git import GitProvider
-from promoter.ports.pipeline import DeploymentLedger
+from promoter.ports.git import BranchReader
 from promoter.ports.registry import Registry
+
+
+class NameOwners(Protocol):
+    """What the checks read of the ledger (a DeploymentLedger is one)."""
+
+    def owners(self, name: str) -> frozenset[str]: ...
 
 
 @dataclass(frozen=True)
@@ -41,15 +47,25 @@ class Candidate:
     deployment: ModelDeployment
 
 
-def refuse_undeployable(config: PipelineConfig, candidate: Candidate, *, provider: GitProvider,
-                        ledger: DeploymentLedger, registry: Registry | None,
+def refuse_undeployable(config: PipelineConfig, candidate: Candidate, *, provider: BranchReader,
+                        ledger: NameOwners, registry: Registry | None,
                         runtimes: Mapping[str, RuntimeDescriptor],
                         ) -> shared_base.DeploymentTree:
     """InvalidIntent for the first check ``candidate`` fails; else the deployment's files on
     the target branch (read once; the pipeline goes on with them). The vLLM check reads the
     version's config.json, so it needs ``registry`` and a version."""
+    tree = deployment_tree(config, provider, candidate.deployment.name)
+    refuse_undeployable_on(tree, candidate, ledger=ledger, registry=registry, runtimes=runtimes)
+    return tree
+
+
+def refuse_undeployable_on(tree: shared_base.DeploymentTree, candidate: Candidate, *,
+                           ledger: NameOwners, registry: Registry | None,
+                           runtimes: Mapping[str, RuntimeDescriptor]) -> None:
+    """refuse_undeployable with the target branch's files already read (``tree``). `policy
+    check` passes an empty tree when it cannot read the branch (offline, no GitLab token):
+    the ledger's owners and the vLLM fit are still checked, and it says what was not."""
     deployment, name = candidate.deployment, candidate.deployment.name
-    tree = deployment_tree(config, provider, name)
     refuse_shared_name(candidate.model, name, name_owners(candidate.model, name, tree, ledger))
     shared_base.refuse_runtime_switch(name, candidate.env, deployment.spec.runtime, tree)
     if registry is not None and candidate.version is not None:
@@ -57,10 +73,9 @@ def refuse_undeployable(config: PipelineConfig, candidate: Candidate, *, provide
         # after the merge; read from the registry, so a reused modelcar is checked too.
         vllm_fit.refuse_misfit(registry, deployment, runtimes.get(deployment.spec.runtime),
                                candidate.model, candidate.version, candidate.env)
-    return tree
 
 
-def deployment_tree(config: PipelineConfig, provider: GitProvider,
+def deployment_tree(config: PipelineConfig, provider: BranchReader,
                     name: str) -> shared_base.DeploymentTree:
     """The deployment's base and overlays on the target branch, in one read."""
     root = config.manifests_root
@@ -69,7 +84,7 @@ def deployment_tree(config: PipelineConfig, provider: GitProvider,
 
 
 def name_owners(model: str, name: str, tree: shared_base.DeploymentTree,
-                ledger: DeploymentLedger) -> set[str]:
+                ledger: NameOwners) -> set[str]:
     """The models other than ``model`` that own deployment ``name``: a name belongs to one
     registered model in every environment, since two sharing it would share ``<name>/base/``
     (promoting one to staging would rewrite what the other runs in production). The ledger

@@ -12,7 +12,7 @@ from promoter.core.gates import GateFacts, evaluate
 from promoter.core.policy import Decision, PolicyRules, decide
 from promoter.core.results import DeploymentStatus
 from promoter.core.spec import ModelDeployment
-from promoter.ports.git import GitProvider, branch_for
+from promoter.ports.git import BranchReader, branch_for
 from promoter.ports.pipeline import DeployedState
 
 
@@ -33,7 +33,7 @@ OPEN_PROPOSALS = frozenset({DeploymentStatus.MR_OPENED, DeploymentStatus.APPROVE
                             DeploymentStatus.NEEDS_ATTENTION})
 
 
-def claimed_elsewhere(config: PipelineConfig, provider: Callable[[], GitProvider], env: str,
+def claimed_elsewhere(config: PipelineConfig, provider: Callable[[], BranchReader], env: str,
                       deployment: ModelDeployment,
                       open_proposals: Callable[[], Iterable[DeployedState]] = lambda: (),
                       ) -> dict[str, int]:

@@ -153,26 +153,9 @@ class ProposalResult:
         return self.merge_request.url if self.merge_request else None
 
 
-class GitProvider(Protocol):
-    def propose(self, proposal: Proposal) -> ProposalResult:
-        """Make the branch and its one open MR match ``proposal``; safe to call again."""
-
-    def withdraw(self, branch: str, reason: str) -> MergeRequest | None:
-        """Close the open MR of ``branch`` with ``reason`` as a note and delete the branch (a
-        change nothing needs any more); the MR as it was, or None when none was open."""
-
-    def get(self, iid: int) -> MergeRequest:
-        """One MR by its project-local number; NotFoundError when there is none."""
-
-    def own_username(self) -> str | None:
-        """The user promoter acts as on the forge (its closes are that user's); None where the
-        forge has no accounts and only promoter retitles MRs (the local provider)."""
-
-    def find(self, name: str, env: str) -> MergeRequest | None:
-        """The newest MR of the branch of (name, env), in any state, or None."""
-
-    def open_merge_request(self, branch: str) -> MergeRequest | None:
-        """The open MR of ``branch`` (any branch, GC's included), or None."""
+class BranchReader(Protocol):
+    """What reading a branch of the GitOps repository takes, and nothing else: read-only
+    commands (`policy check`, `forecast`, `rightsize`) are given one that writes nowhere."""
 
     def files(self, prefix: str, ref: str) -> dict[str, str]:
         """Every text file under ``prefix`` on branch ``ref`` with its text, in one read (which
@@ -192,3 +175,25 @@ class GitProvider(Protocol):
     def read(self, path: str, ref: str) -> str | None:
         """One text file's text on branch ``ref``, or None when it is not there (or is not
         UTF-8 text)."""
+
+
+class GitProvider(BranchReader, Protocol):
+    def propose(self, proposal: Proposal) -> ProposalResult:
+        """Make the branch and its one open MR match ``proposal``; safe to call again."""
+
+    def withdraw(self, branch: str, reason: str) -> MergeRequest | None:
+        """Close the open MR of ``branch`` with ``reason`` as a note and delete the branch (a
+        change nothing needs any more); the MR as it was, or None when none was open."""
+
+    def get(self, iid: int) -> MergeRequest:
+        """One MR by its project-local number; NotFoundError when there is none."""
+
+    def own_username(self) -> str | None:
+        """The user promoter acts as on the forge (its closes are that user's); None where the
+        forge has no accounts and only promoter retitles MRs (the local provider)."""
+
+    def find(self, name: str, env: str) -> MergeRequest | None:
+        """The newest MR of the branch of (name, env), in any state, or None."""
+
+    def open_merge_request(self, branch: str) -> MergeRequest | None:
+        """The open MR of ``branch`` (any branch, GC's included), or None."""

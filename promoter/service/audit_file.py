@@ -70,13 +70,16 @@ class ChainSnapshot:
 
 class FileChain:
     def __init__(self, state_dir: Path) -> None:
-        directory = ensure_state_dir(state_dir)
+        # The directory is made by the first append, not here: reading a trail that does not
+        # exist yet (`policy check` on a fresh machine) leaves no state directory behind.
+        directory = Path(state_dir).expanduser()
         self.path, self.head_path = directory / FILENAME, directory / HEAD_FILENAME
 
     def location(self) -> str:
         return str(self.path)
 
     def append(self, entry: dict[str, Any]) -> dict[str, Any]:
+        ensure_state_dir(self.path.parent)
         with _lock, _open_private(self.path) as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:

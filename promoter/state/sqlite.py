@@ -81,6 +81,18 @@ def connect(path: Path) -> SqliteConnection:
     return conn
 
 
+def connect_read_only(path: Path) -> SqliteConnection:
+    """A connection that cannot write (``mode=ro``): no WAL switch, no chmod, and a missing
+    file is an error instead of a new empty database. SQLite may still leave the -wal and
+    -shm files a WAL database is read through (``promoter serve`` keeps them there anyway)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                           timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                           check_same_thread=False, factory=SqliteConnection)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 def switch_to_wal(conn: sqlite3.Connection, path: Path) -> None:
     """Put the file in WAL mode (persistent: done once per file, a no-op afterwards).
 
@@ -116,8 +128,9 @@ class SqliteStateDB(StateDB):
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self._path = Path(path)
+        self._read_only = read_only
         self._local = threading.local()
         self._connections: set[sqlite3.Connection] = set()
         self._lock = threading.Lock()
@@ -132,6 +145,13 @@ class SqliteStateDB(StateDB):
             schema.migrate(db.connection(), db.path)
         legacy.import_old_layout(db)
         return db
+
+    @classmethod
+    def open_read_only(cls, state_dir: Path) -> SqliteStateDB | None:
+        """The state database of ``state_dir`` as it is, for reading only (`policy check`):
+        nothing created, migrated or imported; None when there is none."""
+        path = Path(state_dir).expanduser() / DB_FILENAME
+        return cls(path, read_only=True) if path.is_file() else None
 
     @property
     def path(self) -> Path:
@@ -148,7 +168,7 @@ class SqliteStateDB(StateDB):
         """This thread's connection (opened on first use, closed when the thread ends)."""
         holder: _Holder | None = getattr(self._local, "holder", None)
         if holder is None:
-            conn = connect(self._path)
+            conn = connect_read_only(self._path) if self._read_only else connect(self._path)
             holder = _Holder(conn)
             self._local.holder = holder
             with self._lock:

@@ -12,7 +12,8 @@ Submodules: ``mlflow`` (the one MLflow adapter per process and its client settin
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -22,7 +23,7 @@ from promoter.core.mr_events import ForgeEvent
 from promoter.core.pipeline import Ports
 from promoter.core.render import Renderer
 from promoter.ports.clock import SystemClock
-from promoter.ports.git import GitProvider
+from promoter.ports.git import BranchReader, GitProvider
 from promoter.ports.image import Signer, Verifier
 from promoter.ports.metrics import MetricsSource
 from promoter.ports.processes import BackgroundService
@@ -37,7 +38,7 @@ from promoter.service.composition.images import (
     registry_clients,
 )
 from promoter.service.composition.signing import cosign_signer, cosign_verifier, sign_keyless
-from promoter.service.composition.state import audit_trail, state_db
+from promoter.service.composition.state import audit_trail, existing_state_db, state_db
 from promoter.service.composition.state import describe as describe_state
 from promoter.service.gc_outcomes import overlays_on_target
 from promoter.service.ledger import StateLedger
@@ -60,6 +61,7 @@ __all__ = [
     "argocd_applications",
     "audit_trail",
     "background_service",
+    "branch_reader",
     "build_image",
     "build_modelcar",
     "cluster_feedback",
@@ -67,6 +69,7 @@ __all__ = [
     "cosign_verifier",
     "describe",
     "describe_state",
+    "existing_state_db",
     "free_port",
     "gitlab_hook",
     "local_review",
@@ -145,6 +148,23 @@ def provider(settings: Settings,
     from promoter.adapters import localgit
 
     return localgit.from_settings(settings, on_event=on_event, state=state_db(settings))
+
+
+@contextmanager
+def branch_reader(settings: Settings) -> Iterator[BranchReader]:
+    """The GitOps repository's branches for reading only (`policy check`, `forecast`,
+    `rightsize`): nothing is written to the state directory, its database or any repository,
+    and the provider's shared clone is not opened (see adapters.localgit_snapshot). GitLab:
+    its API (ConfigError without a token); local: a throwaway fetch of the remote."""
+    if settings.git.provider == "gitlab":
+        from promoter.adapters import gitlab_provider
+
+        yield gitlab_provider.reader_from_settings(settings)
+        return
+    from promoter.adapters import localgit_snapshot
+
+    with localgit_snapshot.reader_from_settings(settings) as reader:
+        yield reader
 
 
 def metrics_source(settings: Settings) -> MetricsSource:

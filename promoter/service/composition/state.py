@@ -44,6 +44,17 @@ def state_db(settings: Settings) -> StateDB:
     return db
 
 
+def existing_state_db(settings: Settings) -> StateDB | None:
+    """The state database for reading only, without bringing one into being: SQLite's
+    state.db opened read-only when the file exists (None when it does not: nothing was
+    recorded yet), PostgreSQL's as ``state_db`` (state.url set: the state exists)."""
+    if settings.state.url:
+        return state_db(settings)
+    from promoter.state.sqlite import SqliteStateDB
+
+    return SqliteStateDB.open_read_only(settings.state_dir)
+
+
 def audit_trail(settings: Settings) -> AuditTrail:
     """The audit trail: files beside SQLite's state.db, or tables of the PostgreSQL state."""
     from promoter.service.audit import AuditTrail

@@ -16,6 +16,7 @@ from promoter.core.intent import InvalidIntent
 from promoter.core.jobs import PROPOSAL_STARTED, Job
 from promoter.core.policy import Decision
 from promoter.errors import PermanentError, TransientError
+from promoter.policy_check import PolicyCheck
 from promoter.service import composition, jobs_handler
 from promoter.service.audit import AuditTrail
 from promoter.service.job_context import JobContext
@@ -45,7 +46,8 @@ def _production_on_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                      version=version, status="merged")
     monkeypatch.setattr(jobs_handler, "build_job_handler", lambda *_, **__: handle)
     monkeypatch.setattr(composition, "registry", lambda settings: registry)
-    monkeypatch.setattr("promoter.policy_check.check_policy", lambda *_: Decision(()))
+    monkeypatch.setattr("promoter.policy_check.check_policy",
+                        lambda *_: PolicyCheck(Decision(())))
     return config, registry
 
 
@@ -226,7 +228,8 @@ def _production_after_a_decommission(tmp_path: Path, monkeypatch: pytest.MonkeyP
                      version=version, status=status)
     monkeypatch.setattr(jobs_handler, "build_job_handler", lambda *_, **__: handle)
     monkeypatch.setattr(composition, "registry", lambda settings: registry)
-    monkeypatch.setattr("promoter.policy_check.check_policy", lambda *_: Decision(()))
+    monkeypatch.setattr("promoter.policy_check.check_policy",
+                        lambda *_: PolicyCheck(Decision(())))
     return config, registry
 
 

@@ -403,12 +403,14 @@ def test_a_rollback_the_job_denies_puts_the_alias_back(
     """The verdict can change between the check and the job (here: the check is made to allow
     it): the job's denial moves the alias back to the version production still runs."""
     from promoter.core.policy import Decision
+    from promoter.policy_check import PolicyCheck
 
     model = "rollback-reverted-model"
     first, second = _two_merged_versions(local, promoter, model)
     client = mlflow_client(local.mlflow.url)
     client.set_model_version_tag(model, first, "validation_status", "failed")
-    monkeypatch.setattr("promoter.policy_check.check_policy", lambda *_: Decision(()))
+    monkeypatch.setattr("promoter.policy_check.check_policy",
+                        lambda *_: PolicyCheck(Decision(())))
 
     code, out, err = promoter("--config", str(local.config), "rollback", model,
                               "--env", "production")

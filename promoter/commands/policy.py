@@ -21,8 +21,10 @@ Besides the rules, the pipeline's own refusals are checked: a deployment name an
 owns, and a runtime switch under other environments' overlays. They read the target branch
 (GitLab's API with PROMOTER_GITLAB_TOKEN, or a temporary fetch of the local remote) and the
 state database's ledger, if one exists. When the branch cannot be read (no token, offline),
-the command says those checks were not made and answers the rest. Time-based gates (staging
-first) read the audit trail. Nothing is written: not the state directory, not any repository.
+the command says those checks were not made and answers the rest (a team GPU quota, a rule
+of the verdict, is counted on that branch too: unreadable, the command fails). Time-based
+gates (staging first) read the audit trail. Nothing is written: not the state directory, not
+any repository.
 """
 
 app = typer.Typer(help="Policy: check what the pipeline would allow.", no_args_is_help=True)

@@ -197,3 +197,20 @@ def test_gitlab_with_a_token_reads_the_branch_through_the_api(
     assert "models 'Other Model' and 'Fraud Detector' both become deployment " \
            "'fraud-detector'" in " ".join(err.split())
     assert not (tmp_path / "state").exists()
+
+
+def test_a_team_quota_still_needs_the_target_branch(
+        run_cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quota is a rule of the verdict, counted on the target branch: unread, the command
+    fails as before (not "allowed" with the quota skipped), and still writes nothing."""
+    monkeypatch.delenv("PROMOTER_GITLAB_TOKEN", raising=False)
+    config = write(tmp_path / "promoter.yaml", {
+        "git": {"provider": "gitlab",
+                "gitlab": {"url": f"http://127.0.0.1:{free_port()}", "project": "group/gitops"}},
+        "policy": {**GATES, "team_gpu_quota": {"risk": 4}}})
+    intent = write_intent(tmp_path / "intent.yaml", VALID)
+    code, out, err = run_cli("--config", config, "policy", "check", "--intent", str(intent),
+                             "--env", "staging")
+    assert code == 1, out + err
+    assert "PROMOTER_GITLAB_TOKEN is not set" in err
+    assert not (tmp_path / "state").exists()

@@ -168,18 +168,22 @@ class StateLedger:
 
         return self._restatus(still_collected, DeploymentStatus.DECOMMISSIONED)
 
-    def settle(self, decided_on: DeployedState, status: str) -> bool:
+    def settle(self, decided_on: DeployedState, status: str, *,
+               if_unchanged: bool = False) -> bool:
         """Set the status of the row ``decided_on`` was read from, only if it still names the
-        same MR and version; False (row untouched) when a newer promotion put it meanwhile.
+        same MR and version (``if_unchanged``: and still has ``decided_on``'s status); False
+        (row untouched) when it moved on meanwhile.
         An MR outcome is decided on a read, then acted on with slow MLflow calls: without this
         check a late outcome of MR !5 would mark the row of MR !6, opened meanwhile, as
-        settled, and !6's own outcome would then be skipped as already recorded."""
+        settled, and !6's own outcome would then be skipped as already recorded. A reopen
+        undoes one status only (``closed``): an approval recorded meanwhile must stand."""
 
         def still_current(conn: Connection) -> DeployedState | None:
             found = _one(conn, "d.model = ? AND d.env = ?", (decided_on.model, decided_on.env))
             same_mr = found is not None and \
                 (found.mr_iid, found.version) == (decided_on.mr_iid, decided_on.version)
-            return found if same_mr else None
+            unchanged = found is not None and found.status == decided_on.status
+            return found if same_mr and (unchanged or not if_unchanged) else None
 
         return self._restatus(still_current, status) is not None
 

@@ -21,7 +21,9 @@ given up at once when done: two different MRs of one deployment merged at the sa
 each see the version the other made live.
 
 A reopen undoes a close: its recording holds the MR's close claim and then forgets it
-(``reopening``), so the MR's next close is recorded rather than taken for the first.
+(``reopening``), so the MR's next close is recorded rather than taken for the first. It holds
+the MR's merge claim as well, so a merge of the reopened MR is recorded after it, never
+undone by it.
 """
 
 from __future__ import annotations
@@ -82,18 +84,27 @@ class OutcomeClaims:
         forget it: the next close of the same head is a new outcome, and recorded (kept, it
         would be taken for the first close, already recorded). Held, a close of the MR being
         recorded elsewhere meanwhile waits for the reopen (RecordingElsewhere when the close
-        is being recorded now: the reopen is retried once it is)."""
-        key = _outcome_key(event, "close")
-        held = self._outcomes.claim_again(key)
-        if held.outcome is not HookClaim.ACT:
-            raise RecordingElsewhere(
-                f"a close of MR !{event.iid} is being recorded by another handler",
-                hint="retry later; a handler that stopped gives its claim up after "
-                     f"{PROCESSING_TAKEOVER_SECONDS:.0f} s")
+        is being recorded now: the reopen is retried once it is).
+
+        The MR's merge claim is held too, unless its merge is recorded already, and given
+        back (not finished) after: the reopened MR may be merged at once, and a merge recorded
+        while the reopen writes its ``mr_opened`` back would be overwritten by it, on the tag
+        or on the row, with nothing left to record the merge again. Held, that merge waits
+        (its hook is answered 503, the sweep retries) and is recorded after the reopen."""
+        close = self._outcomes.claim_again(_outcome_key(event, "close"))
+        if close.outcome is not HookClaim.ACT:
+            raise _busy(f"a close of MR !{event.iid}")
         try:
-            yield
+            merge = self._outcomes.claim(_outcome_key(event, "merge"))
+            if merge.outcome is HookClaim.IN_PROGRESS:
+                raise _busy(f"a merge of MR !{event.iid}")
+            try:
+                yield
+            finally:
+                if merge.outcome is HookClaim.ACT:
+                    self._outcomes.release(merge)
         finally:
-            self._outcomes.release(held)
+            self._outcomes.release(close)
 
     @contextmanager
     def live_version(self, model: str, env: str) -> Iterator[None]:
@@ -110,6 +121,13 @@ class OutcomeClaims:
             yield
         finally:  # also on a shutdown's KeyboardInterrupt: never block the next merge 300 s
             self._live.release(held)
+
+
+def _busy(what: str) -> RecordingElsewhere:
+    return RecordingElsewhere(
+        f"{what} is being recorded by another handler",
+        hint="retry later; a handler that stopped gives its claim up after "
+             f"{PROCESSING_TAKEOVER_SECONDS:.0f} s")
 
 
 def _outcome_key(event: MergeRequestEvent, action: str) -> str:

@@ -19,7 +19,8 @@ its owner gave up is taken over by the next model claiming it (StateLedger.claim
 
 A reopen is audited (``mr.reopen``) and undoes a recorded close of the MR the row follows: the
 row and the version's tag wait on the MR again (``decommissioning`` for a removal MR), and the
-MR's next close is recorded anew.
+MR's next close is recorded anew. A merge of the reopened MR is recorded after the reopen, never
+undone by it (OutcomeClaims.reopening).
 """
 
 from __future__ import annotations
@@ -211,7 +212,9 @@ class MergeRequestOutcomes:
         the row follows is undone (core.mr_events.reopened_status) on the version's tag,
         then on the row, which the MR sweep follows again; the close's claim is forgotten, so
         the MR's next close is recorded, not taken for the first (OutcomeClaims.reopening).
-        An older MR the row left is audited only."""
+        An older MR the row left is audited only. The row goes back only while it still says
+        ``closed`` (an approval recorded meanwhile stands); a merge of the MR waits for the
+        reopen (its claim is held), so it is recorded after it, on the tag and on the row."""
         assert event.name is not None and event.env is not None
         with self.claims.reopening(event):
             state, current, version, model = self._subject(event)
@@ -229,7 +232,7 @@ class MergeRequestOutcomes:
             if self.registry is not None:
                 self._write_back(model, version, event.env, event.url, status)
             if current and state is not None:
-                self.ledger.settle(state, status)
+                self.ledger.settle(state, status, if_unchanged=True)
             self.closed_removals.reopened(event.iid)
 
     def _merged_after(self, event: MergeRequestEvent) -> tuple[bool, str | None]:

@@ -45,6 +45,13 @@ def answers(promoter: Promoter, action: str) -> list[str]:
             if d.payload["object_attributes"].get("action") == action]
 
 
+def last_delivery(promoter: Promoter, action: str) -> Any:
+    """GitLab's last delivery of the MR hook for ``action``, as promoter answered it."""
+    assert isinstance(promoter.harness, GitLabHarness)
+    return [d for d in promoter.harness.standin.deliveries
+            if d.payload["object_attributes"].get("action") == action][-1]
+
+
 def statuses(promoter: Promoter, version: str) -> list[str]:
     """The status tags written on ``version``, in order."""
     return [tags["status"] for model, written, env, tags in promoter.tags.written
@@ -135,3 +142,66 @@ def test_a_gc_mr_closed_reopened_and_merged_unseen_is_recorded_by_the_sweep(
     assert [r["action"] for r in live.sweep().recorded] == ["merge"]
     assert live.status() == "decommissioned"
     assert live.tags.live == {(MODEL, ENV): None}
+
+
+@pytest.mark.parametrize("tag_first", [True, False], ids=["after-its-tag", "before-its-tag"])
+def test_a_merge_during_a_reopens_write_back_is_recorded_after_it(
+        live: Promoter, tag_first: bool) -> None:
+    """The reopened MR merged while its reopen writes ``mr_opened`` back to MLflow (just
+    after or just before the tag is written): the reopen used to put the row back to
+    ``mr_opened`` over the recorded merge, and the merge, claimed as recorded, was never
+    recorded again. The merge now waits for the reopen (503) and is recorded after it."""
+    iid, head = live.opened("3")
+    live.harness.human_close(iid)
+    assert isinstance(live.harness, GitLabHarness)
+    live.harness.standin.hook_url = None          # the reopen's hook captured, sent below
+    reopen(live, iid)
+    write_back, merge_answers = live.tags.write_back, []
+
+    def merged_meanwhile(model: str, version: str, env: str, tags: dict[str, str]) -> None:
+        if tags.get("status") != "mr_opened" or merge_answers:
+            write_back(model, version, env, tags)
+            return
+        if tag_first:
+            write_back(model, version, env, tags)
+        live.harness.merge(iid, head)
+        merge_answers.append(last_delivery(live, "merge").status)
+        if not tag_first:
+            write_back(model, version, env, tags)
+
+    live.tags.write_back = merged_meanwhile         # type: ignore[method-assign]
+    # Sent while the reopen is handled, the merge's hook reaches promoter at once.
+    assert live.redeliver_last("reopen") == "accepted"
+    live.tags.write_back = write_back               # type: ignore[method-assign]
+    assert merge_answers == [503]                   # GitLab retries it
+    assert live.status() == "mr_opened" and statuses(live, "3")[-1] == "mr_opened"
+
+    assert live.redeliver_last("merge") == "accepted"
+    assert live.status() == "merged" and statuses(live, "3")[-1] == "merged"
+    assert live.tags.live == {(MODEL, ENV): "3"}
+    assert [e["status"] for e in live.entries("mr.reopen")] == ["mr_opened"]
+    assert [e["status"] for e in live.entries("mr.merge")] == ["merged"]
+
+
+def test_an_approval_recorded_during_a_reopen_stands(live: Promoter) -> None:
+    """Approved just after the reopen wrote ``mr_opened`` to MLflow: the reopen's row update
+    is a compare-and-set on ``closed``, so it no longer overwrites the approval's row."""
+    iid, _ = live.opened("3")
+    live.harness.human_close(iid)
+    assert isinstance(live.harness, GitLabHarness)
+    live.harness.standin.hook_url = None
+    reopen(live, iid)
+    write_back, approval_answers = live.tags.write_back, []
+
+    def approved_meanwhile(model: str, version: str, env: str, tags: dict[str, str]) -> None:
+        write_back(model, version, env, tags)
+        if tags.get("status") == "mr_opened" and not approval_answers:
+            live.harness.approve(iid, "bob")
+            approval_answers.append(last_delivery(live, "approved").response["status"])
+
+    live.tags.write_back = approved_meanwhile       # type: ignore[method-assign]
+    assert live.redeliver_last("reopen") == "accepted"
+    live.tags.write_back = write_back               # type: ignore[method-assign]
+    assert approval_answers == ["accepted"]
+    assert live.status() == "approved" and statuses(live, "3")[-1] == "approved"
+    assert [e["status"] for e in live.entries("mr.reopen")] == ["mr_opened"]

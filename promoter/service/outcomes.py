@@ -212,25 +212,30 @@ class MergeRequestOutcomes:
         the row follows is undone (core.mr_events.reopened_status) on the version's tag,
         then on the row, which the MR sweep follows again; the close's claim is forgotten, so
         the MR's next close is recorded, not taken for the first (OutcomeClaims.reopening).
-        An older MR the row left is audited only. The row goes back only while it still says
-        ``closed`` (an approval recorded meanwhile stands); a merge of the MR waits for the
-        reopen (its claim is held), so it is recorded after it, on the tag and on the row."""
+        An older MR the row left is audited only.
+
+        MLflow first, the audit after, the row last (as GcOutcomes.record): a write-back that
+        fails leaves nothing written, and the retry (GitLab's re-delivery) audits the reopen
+        once. The row goes back only while it still says ``closed`` (an approval recorded
+        meanwhile stands); a merge of the MR waits for the reopen (its claim is held), so it
+        is recorded after it, on the tag and on the row."""
         assert event.name is not None and event.env is not None
         with self.claims.reopening(event):
             state, current, version, model = self._subject(event)
             status = reopened_status(state.status if current and state is not None else None,
                                      removal=self.closed_removals.is_removal(event.iid))
             known = model is not None and version is not None
+            if status is not None and known and self.registry is not None:
+                assert model is not None and version is not None
+                self._write_back(model, version, event.env, event.url, status)
             unattributed: dict[str, Any] = {} if known else {"unattributed": True}
             self.audit.record("mr.reopen", actor=event.user or "unknown", name=event.name,
                               env=event.env, iid=event.iid, url=event.url, user=event.user,
                               head_sha=event.head_sha, model=model if known else None,
                               version=version if known else None,
                               status=status if known else None, **unattributed)
-            if status is None or model is None or version is None:
+            if status is None or not known:
                 return
-            if self.registry is not None:
-                self._write_back(model, version, event.env, event.url, status)
             if current and state is not None:
                 self.ledger.settle(state, status, if_unchanged=True)
             self.closed_removals.reopened(event.iid)

@@ -183,6 +183,22 @@ def test_a_merge_during_a_reopens_write_back_is_recorded_after_it(
     assert [e["status"] for e in live.entries("mr.merge")] == ["merged"]
 
 
+def test_a_reopen_whose_write_back_failed_is_audited_once(live: Promoter) -> None:
+    """MLflow down during the reopen: GitLab is answered 503 and re-delivers it. The reopen
+    was audited before its write-back, so the re-delivery audited it a second time."""
+    iid, _ = live.opened("3")
+    live.harness.human_close(iid)
+    live.tags.failures = 1
+    reopen(live, iid)
+    assert last_delivery(live, "reopen").status == 503
+    assert live.entries("mr.reopen") == [] and live.status() == "closed"
+
+    assert live.redeliver_last("reopen") == "accepted"
+    assert live.entries("mr.reopen") == [
+        {"iid": iid, "version": "3", "status": "mr_opened", "actor": "alice"}]
+    assert live.status() == "mr_opened" and statuses(live, "3") == ["closed", "mr_opened"]
+
+
 def test_an_approval_recorded_during_a_reopen_stands(live: Promoter) -> None:
     """Approved just after the reopen wrote ``mr_opened`` to MLflow: the reopen's row update
     is a compare-and-set on ``closed``, so it no longer overwrites the approval's row."""

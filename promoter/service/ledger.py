@@ -24,7 +24,7 @@ from promoter.core.results import OPEN_MR, DeploymentStatus
 from promoter.ports.git import BRANCH_PREFIX
 from promoter.ports.pipeline import DeployedState
 from promoter.service.queue_ops import shared_now
-from promoter.state import left_mrs
+from promoter.state import closed_removals, left_mrs
 from promoter.state.db import Connection, StateDB, state_db
 
 # The newest head pushed to this deployment's branch for its MR (branch_for(name, env)).
@@ -236,6 +236,9 @@ def _put(conn: Connection, state: DeployedState, now: float) -> None:
         # (state.left_mrs). A removal MR is noted as such: its merge, recorded for an MR that
         # is no longer the row's, would otherwise read as a promotion's.
         left_mrs.note(conn, before.mr_iid, before.name, before.env, removal=removal)
+    if before is not None and before.mr_iid != state.mr_iid:
+        # A reopen of the MR the row leaves changes nothing now: its note is not needed.
+        closed_removals.forget_deployment(conn, before.name, before.env)
     conn.execute(
         "INSERT INTO deployments (model, env, name, version, status, mr_iid) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, env) DO UPDATE SET name = excluded.name, "

@@ -122,6 +122,8 @@ class MergeRequestOutcomes:
         if (event.name, event.env) != GC_KEY:
             # An MR a row left, recorded by its (late) hook: the sweep need not follow it.
             self.left.settled(event.iid)
+            if event.action == "merge":   # merged, it is reopened no more
+                self.closed_removals.forget(event.project_id, event.iid)
 
     def _subject(self, event: MergeRequestEvent
                  ) -> tuple[DeployedState | None, bool, str | None, str | None]:
@@ -152,6 +154,12 @@ class MergeRequestOutcomes:
             # environment; its approval or close changes nothing.
             status = DeploymentStatus.DECOMMISSIONED if status == DeploymentStatus.MERGED \
                 else None
+        if current and state is not None and state.status == DeploymentStatus.CLOSED and \
+                status == DeploymentStatus.MERGED and \
+                self.closed_removals.is_removal(event.project_id, event.iid):
+            # A removal MR closed, then reopened with its hook lost (the row still says
+            # closed), then merged: it removed the environment, it deployed nothing.
+            status = DeploymentStatus.DECOMMISSIONED
         late: dict[str, Any] = {}
         if status in LIVE_MOVING and not current and version is not None:
             replaced, newer = self._merged_after(event)
@@ -202,7 +210,8 @@ class MergeRequestOutcomes:
         if current and state is not None:
             if state.status == DeploymentStatus.DECOMMISSIONING and \
                     status == DeploymentStatus.CLOSED:
-                self.closed_removals.closed(event.iid)   # before the row forgets it removes
+                # Before the row forgets it removes.
+                self.closed_removals.closed(event.project_id, event.iid, event.name, event.env)
             self.ledger.settle(state, status)
             if status == DeploymentStatus.MERGED and self._after_merge is not None:
                 self._deployed_already(event.name, event.env)
@@ -223,7 +232,8 @@ class MergeRequestOutcomes:
         with self.claims.reopening(event):
             state, current, version, model = self._subject(event)
             status = reopened_status(state.status if current and state is not None else None,
-                                     removal=self.closed_removals.is_removal(event.iid))
+                                     removal=self.closed_removals.is_removal(event.project_id,
+                                                                             event.iid))
             known = model is not None and version is not None
             if status is not None and known and self.registry is not None:
                 assert model is not None and version is not None
@@ -238,7 +248,7 @@ class MergeRequestOutcomes:
                 return
             if current and state is not None:
                 self.ledger.settle(state, status, if_unchanged=True)
-            self.closed_removals.reopened(event.iid)
+            self.closed_removals.forget(event.project_id, event.iid)
 
     def _merged_after(self, event: MergeRequestEvent) -> tuple[bool, str | None]:
         """Whether a merge of a later MR of ``event``'s deployment is recorded (MR iids grow

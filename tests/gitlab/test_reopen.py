@@ -12,12 +12,16 @@ from typing import Any
 
 import pytest
 
+from promoter.core.mr_events import MergeRequestEvent
+from promoter.ports.pipeline import DeployedState
 from promoter.secret_settings import Secret
 from promoter.service.gitlab_hook import DeliveryLog, GitLabHookHandler
+from promoter.state.db import StateDB
 from promoter.state.gc_pending import GcPending
 from tests.gitlab.conftest import ENV, MODEL, GitLabHarness
 from tests.gitlab.test_hooks import TOKEN, Receiver
 from tests.gitlab.test_mr_sweep import Promoter, gc_proposed
+from tests.gitlab.test_outcomes import BRANCH, World
 
 
 @pytest.fixture
@@ -221,3 +225,70 @@ def test_an_approval_recorded_during_a_reopen_stands(live: Promoter) -> None:
     assert approval_answers == ["accepted"]
     assert live.status() == "approved" and statuses(live, "3")[-1] == "approved"
     assert [e["status"] for e in live.entries("mr.reopen")] == ["mr_opened"]
+
+
+def test_a_removal_mr_merged_after_a_lost_reopen_hook_is_a_decommission(
+        live: Promoter) -> None:
+    """The reopen's hook lost, the row still said ``closed`` when the removal MR's merge
+    arrived: recorded as a merge of the version it removes, which became live again."""
+    iid, head = live.opened("3")
+    live.harness.merge(iid, head)
+    removal, removal_head = live.removal_opened("3")
+    live.harness.human_close(removal)
+    assert isinstance(live.harness, GitLabHarness)
+    hook_url, live.harness.standin.hook_url = live.harness.standin.hook_url, None
+    reopen(live, removal)                            # its hook is lost
+    live.harness.standin.hook_url = hook_url
+    live.harness.merge(removal, removal_head)
+    assert [e["status"] for e in live.entries("mr.merge") if e["iid"] == removal] \
+        == ["decommissioned"]
+    assert live.status() == "decommissioned" and live.tags.live == {(MODEL, ENV): None}
+    assert closed_removal_notes(live.ledger.db) == []   # merged: never reopened again
+
+
+def test_a_closed_removal_mr_is_one_of_its_project_only(tmp_path: Path) -> None:
+    """``git.project`` changed: the new project's promotion MR with the iid of a removal MR
+    closed in the old one was taken for that removal MR on its reopen, and its merge
+    recorded as a decommission of the version it deploys."""
+    world = World(tmp_path)
+    world.heads.record(7, 5, BRANCH, "a" * 40, "3", "fraud")
+    world.ledger.put(DeployedState("fraud", "staging", "fraud", "3", "decommissioning", 5))
+    world.outcomes(mr_event("close", 7, 5, "a" * 40))
+    assert world.ledger.by_deployment("fraud", "staging").status == "closed"  # type: ignore[union-attr]
+
+    world.heads.record(8, 5, BRANCH, "b" * 40, "4", "fraud")   # the new project's !5
+    world.ledger.put(DeployedState("fraud", "staging", "fraud", "4", "mr_opened", 5))
+    for action in ("close", "reopen", "merge"):
+        world.outcomes(mr_event(action, 8, 5, "b" * 40))
+    row = world.ledger.by_deployment("fraud", "staging")
+    assert row is not None and (row.version, row.status) == ("4", "merged")
+    assert world.tags.live == {("fraud", "staging"): "4"}
+    assert [tags["status"] for _, version, _, tags in world.tags.written if version == "4"] \
+        == ["closed", "mr_opened", "merged"]
+
+
+def test_a_closed_removal_mr_is_forgotten_once_its_row_moves_on(live: Promoter) -> None:
+    """Its reopen can undo nothing once the row follows another MR (it is audited only): its
+    note went only with a reopen, and stayed for ever otherwise."""
+    iid, head = live.opened("3")
+    live.harness.merge(iid, head)
+    removal, _ = live.removal_opened("3")
+    live.harness.human_close(removal)
+    assert len(closed_removal_notes(live.ledger.db)) == 1
+    live.opened("4")
+    assert closed_removal_notes(live.ledger.db) == []
+
+
+def mr_event(action: str, project: int, iid: int, head: str) -> MergeRequestEvent:
+    """GitLab's MR hook for ``action`` on MR ``iid`` of ``project``, as parsed."""
+    return MergeRequestEvent(
+        action=action, project_id=project, project_path="g/gitops", iid=iid, state="opened",
+        source_branch=BRANCH, target_branch="main", head_sha=head,
+        url=f"https://gitlab.example.com/g/gitops/-/merge_requests/{iid}", user="alice",
+        name="fraud", env="staging")
+
+
+def closed_removal_notes(db: StateDB) -> list[str]:
+    return [str(key) for (key,) in db.read(lambda conn: conn.execute(
+        "SELECT key FROM state_meta WHERE key LIKE 'mr.closed!_removal.%' ESCAPE '!'"
+    ).fetchall())]

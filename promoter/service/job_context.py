@@ -28,6 +28,11 @@ class JobContext:
         self._steps = queue.steps(job.id)
         self._lost = threading.Event()
         self._lost_because = "its heartbeat found another holder"
+        # The expiry (queue time) of the lease the last before_side_effect granted: a side
+        # effect begun then (a push, an MR) may still be in flight until it. Guarded by the
+        # lock, which give_up takes too, so a grant cannot slip past a give-up unseen.
+        self._side_effects = threading.Lock()
+        self._side_effect_lease_until: float | None = None
 
     @property
     def attempt(self) -> int:
@@ -63,18 +68,32 @@ class JobContext:
     def before_side_effect(self, what: str) -> None:
         """LeaseLost unless this worker still holds the job; else a fresh full lease, so the
         side effect (a push, a merge request) runs well inside it."""
-        self._raise_if_lost()
-        try:
-            self.extend_lease()
-        except LeaseLost:
-            self._lost.set()
-            raise LeaseLost(f"worker {self.worker_id} lost the lease on job {self.job.id}; "
-                            f"not doing its {what}") from None
+        with self._side_effects:
+            self._raise_if_lost()
+            try:
+                self._side_effect_lease_until = self.extend_lease()
+            except LeaseLost:
+                self._lost.set()
+                raise LeaseLost(f"worker {self.worker_id} lost the lease on job "
+                                f"{self.job.id}; not doing its {what}") from None
 
-    def extend_lease(self, seconds: float | None = None) -> None:
-        if not self._queue.extend_lease(self.job.id, self.worker_id,
-                                        seconds or self._lease_seconds):
+    def give_up(self, because: str) -> float | None:
+        """Give this attempt up from another thread (a shutdown's let-go): it stops at its
+        next step or side effect, as after lease_lost. Returns until when a side effect it
+        already began may still be in flight: the expiry (queue time) of the lease its last
+        before_side_effect granted, which a takeover must wait for; None when it began none
+        (its handler has done nothing others see, so another worker may start at once)."""
+        with self._side_effects:  # waits for a grant under way; none begins after
+            self.lease_lost(because)
+            return self._side_effect_lease_until
+
+    def extend_lease(self, seconds: float | None = None) -> float:
+        """A fresh lease; its expiry (queue time). LeaseLost if another worker holds the job."""
+        expires = self._queue.extend_lease(self.job.id, self.worker_id,
+                                           seconds or self._lease_seconds)
+        if expires is None:
             raise LeaseLost(f"worker {self.worker_id} lost the lease on job {self.job.id}")
+        return expires
 
     def _raise_if_lost(self) -> None:
         if self._lost.is_set():

@@ -155,36 +155,45 @@ class JobQueue:
         return self._write(lambda conn: queue_ops.claim(
             conn, self._now(conn), worker_id, lease_seconds, job_id=job_id))
 
-    def extend_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
-        """A lease of ``lease_seconds`` from now, if ``worker_id`` still holds the job."""
-        def extend(conn: Connection) -> bool:
+    def extend_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> float | None:
+        """A lease of ``lease_seconds`` from now, if ``worker_id`` still holds the job: its
+        new expiry (the time due times are measured in, see __init__), or None when
+        ``worker_id`` no longer holds the job."""
+        def extend(conn: Connection) -> float | None:
             now = self._now(conn)
-            return conn.execute(
+            expires = now + lease_seconds
+            extended = conn.execute(
                 "UPDATE jobs SET lease_expires_at = ?, updated_at = ? "
                 "WHERE id = ? AND state = ? AND lease_owner = ?",
-                (now + lease_seconds, now, job_id, RUNNING, worker_id)).rowcount == 1
+                (expires, now, job_id, RUNNING, worker_id)).rowcount == 1
+            return expires if extended else None
 
         return self._write(extend)
 
     def let_go(self, job_id: int, worker_id: str,
-               reason: str = "its worker was interrupted while it ran") -> bool:
+               reason: str = "its worker was interrupted while it ran", *,
+               not_before: float | None = None) -> bool:
         """Hand a running job of ``worker_id`` back now (its handler was interrupted, or a
-        shutdown's grace ran out): ``retrying``, due at once, no lease, ``reason`` kept, the
-        attempt counted. Another worker takes it over at once rather than after the lease.
-        Not ``queued``: a queued job takes on newer events (queue_ops._cover, a new version)
-        while the step results this attempt recorded belong to the version it ran for. Idle
-        workers are woken, as by _finish: in this process, and on PostgreSQL in every replica
-        (NOTIFY), which would otherwise wait for their fallback poll."""
+        shutdown's grace ran out): ``retrying``, no lease, ``reason`` kept, the attempt
+        counted, due at once or, with ``not_before`` (in the time due times are measured in:
+        the expiry of a lease the attempt was granted for a side effect it may still be
+        doing), not before then. Another worker takes it over then rather than after the
+        whole lease. Not ``queued``: a queued job takes on newer events (queue_ops._cover, a
+        new version) while the step results this attempt recorded belong to the version it
+        ran for. Idle workers are woken, as by _finish: in this process, and on PostgreSQL in
+        every replica (NOTIFY), which would otherwise wait for their fallback poll (a job due
+        later shortens their wait to its due time, seconds_until_due)."""
         def release(conn: Connection) -> bool:
             now = self._now(conn)
+            due = now if not_before is None else max(now, not_before)
             if conn.execute(
                     "UPDATE jobs SET state = ?, next_run_at = ?, updated_at = ?, reason = ?, "
                     "lease_owner = NULL, lease_expires_at = NULL "
                     "WHERE id = ? AND state = ? AND lease_owner = ?",
-                    (check_transition(job_id, RUNNING, RETRYING), now, now, storable(reason),
+                    (check_transition(job_id, RUNNING, RETRYING), due, now, storable(reason),
                      job_id, RUNNING, worker_id)).rowcount != 1:
                 return False
-            conn.notify(WORK_CHANNEL)  # the job is claimable now
+            conn.notify(WORK_CHANNEL)  # the job is claimable now, or idle workers wait for it
             return True
 
         released = self._write(release)

@@ -2,10 +2,11 @@
 
 The workers and the reconcile loop are told to stop and get one grace period, in all, to end:
 a job that finishes within it is recorded as usual. A job still running when it is over is
-let go (Worker.let_go_of_current): back to ``retrying``, due at once, its attempt counted, so
-another replica takes it over now. Without that, the process either waited on the job for as
-long as it ran or exited with the job still ``running`` under a lease nobody renews, which
-kept the job from every other replica until the lease ran out.
+let go (Worker.let_go_of_current): back to ``retrying``, its attempt counted, so another
+replica takes it over: at once if its handler had begun no side effect, else once the lease
+granted for its last side effect runs out (a push or MR request already sent may still take
+effect until then). Without that, the process either waited on the job for as long as it ran
+or exited with the job still ``running`` under a lease its heartbeat had kept renewing.
 """
 
 from __future__ import annotations

@@ -16,8 +16,10 @@ to settle; the queue refuses a stale holder's outcome anyway). Its worker thread
 until the call returns.
 
 At shutdown, an attempt still running when the grace period ends is let go (let_go_of_current):
-the job goes back to ``retrying``, due at once, its attempt counted, for another replica to take
-over now, not after the lease; the handler stops at its next step, as after a timeout.
+the job goes back to ``retrying``, its attempt counted, for another replica to take over; the
+handler stops at its next step, as after a timeout. It is due at once if the handler has begun
+no side effect, else once the lease granted for its last side effect has run out: a push or
+merge request already sent may still take effect until then, and a takeover must not overlap it.
 
 Writing the outcome (done, retrying, dead) is retried a few times, with the heartbeat still
 running, when the state database fails transiently: a job whose work is finished must not be
@@ -202,21 +204,25 @@ class Worker:
 
     def let_go_of_current(self, reason: str) -> Job | None:
         """Give up the attempt under way, from another thread (serve's shutdown, once its
-        grace has run out): the job goes back to ``retrying``, due now, its attempt counted
-        (JobQueue.let_go), so another replica takes it over at once instead of after the
-        lease; the handler stops at its next step and whatever it returns is dropped. Returns
-        the job let go; None when no attempt runs, or its outcome is already being written
-        (or it timed out): that job's state is its settling's to write."""
+        grace has run out): the job goes back to ``retrying``, its attempt counted
+        (JobQueue.let_go), and the handler stops at its next step; whatever it returns is
+        dropped. Another replica takes it over at once if the handler began no side effect,
+        else once the lease before_side_effect granted for the last one runs out (not the
+        lease the heartbeat keeps renewing): a push or an MR request this attempt sent may
+        still take effect until then, and the next attempt must not race it. Returns the job
+        let go; None when no attempt runs, or its outcome is already being written (or it
+        timed out): that job's state is its settling's to write."""
         current = self._current
         if current is None:
             return None
         job, context, end = current
         if not end.first():
             return None
-        context.lease_lost(reason)
-        if not self.queue.let_go(job.id, self.worker_id, reason):
+        side_effect_until = context.give_up(reason)
+        if not self.queue.let_go(job.id, self.worker_id, reason, not_before=side_effect_until):
             return None  # another worker had taken it over already (an expired lease)
-        _log_job(logging.WARNING, "job let go", job, reason=reason, worker=self.worker_id)
+        _log_job(logging.WARNING, "job let go", job, reason=reason, worker=self.worker_id,
+                 due_after_side_effect_lease=side_effect_until is not None)
         return job
 
     def _run_handler(self, job: Job, context: JobContext, end: _AttemptEnd) -> None:
@@ -317,7 +323,7 @@ class Worker:
                     self._time_out(context)
                     return  # no more renewals: the job is settled, or its lease runs out
                 try:
-                    if not self.queue.extend_lease(job.id, self.worker_id, self.lease_seconds):
+                    if self.queue.extend_lease(job.id, self.worker_id, self.lease_seconds) is None:
                         _log_job(logging.WARNING, "job lease lost", job)
                         context.lease_lost()  # the handler stops at its next step
                         return

@@ -293,7 +293,7 @@ def test_the_heartbeat_stops_a_job_whose_lease_another_worker_took(
     renew = queue.extend_lease
     blip = threading.Event()
 
-    def unreachable_during_blip(*args: Any, **kwargs: Any) -> bool:
+    def unreachable_during_blip(*args: Any, **kwargs: Any) -> float | None:
         if blip.is_set():
             raise TransientError("state database unreachable")
         return renew(*args, **kwargs)
@@ -700,7 +700,7 @@ def test_a_failed_heartbeat_is_tried_again_soon_so_a_short_outage_keeps_the_leas
     renew = queue.extend_lease
     outage_ends = time.monotonic() + 0.7 * lease
 
-    def slow_to_fail(*args: Any, **kwargs: Any) -> bool:
+    def slow_to_fail(*args: Any, **kwargs: Any) -> float | None:
         if time.monotonic() < outage_ends:
             threading.Event().wait(0.5 * lease)
             raise TransientError("couldn't get a connection after 30 s")

@@ -10,6 +10,9 @@ What a sender and a load balancer must see: a delivery refused 503 with Retry-Af
 reason naming no host; /readyz not ready; and the same delivery, re-sent, stored on the new
 primary, after which the replica is ready again.
 
+The two long-lived sessions, on the same two servers: the reconcile leader's (one leader
+remains, on the new primary) and the LISTEN one (it hears what is sent on the new primary).
+
 Separately (tests/state/test_postgres.py's database, no serve): which errors count as the
 server being unusable, and that only those cost the pooled connection.
 """
@@ -29,6 +32,8 @@ import psycopg
 import pytest
 
 from promoter.adapters.postgres_state import PostgresStateDB, StateUrl
+from promoter.adapters.postgres_state.db import read_write_session
+from promoter.adapters.postgres_state.listener import Listener
 from promoter.service.verify import sign_mlflow
 from promoter.state.db import Connection, StateConflict, StateUnavailable
 from tests.fixtures.postgres import PostgresServer, missing_reason, start_postgres
@@ -144,6 +149,86 @@ def test_a_demoted_primary_answers_503_unready_and_the_next_delivery_reaches_the
         assert serve.alive()
     finally:
         serve.stop()
+
+
+# ------------------------------------------------------- the leader and the listener follow too
+
+def _both_hosts(primary: PostgresServer, standby: PostgresServer) -> str:
+    return f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}/{DATABASE}"
+
+
+def _leader_locks(server: PostgresServer) -> int:
+    """Session-level advisory locks held on ``server`` (only the leaderships take any here)."""
+    with psycopg.connect(server.url(DATABASE), autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                           "AND granted AND pid <> pg_backend_pid()").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_after_a_failover_one_leader_remains_on_the_server_that_takes_writes(
+        two_servers: tuple[PostgresServer, PostgresServer]) -> None:
+    """The demoted primary keeps its sessions open, and SELECT 1 and advisory locks still
+    work there: a leader that only checked its session was alive led on beside a replica
+    started after the failover, whose session (read-write) lands on the new primary, where
+    the lock is free."""
+    primary, standby = two_servers
+    db = PostgresStateDB.connect(StateUrl(_both_hosts(primary, standby)))
+    a, b = db.leadership("reconcile"), db.leadership("reconcile")
+    try:
+        assert a.held() and not b.held()
+        assert (_leader_locks(primary), _leader_locks(standby)) == (1, 0)
+
+        demote(primary)
+        assert not a.held()  # its lock is on a server that takes no writes: no lead
+        c = db.leadership("reconcile")  # a replica started after the failover
+        try:
+            for _ in range(3):  # each asks in turn, as their loops do
+                leaders = [name for name, lead in (("a", a), ("b", b), ("c", c))
+                           if lead.held()]
+                assert len(leaders) <= 1, leaders
+            assert len(leaders) == 1, leaders
+            assert (_leader_locks(primary), _leader_locks(standby)) == (0, 1)
+        finally:
+            c.release()
+    finally:
+        a.release()
+        b.release()
+        db.close()
+
+
+def test_after_a_failover_the_listener_hears_notifications_sent_on_the_new_primary(
+        two_servers: tuple[PostgresServer, PostgresServer]) -> None:
+    """A LISTEN left on the demoted primary hears nothing: every NOTIFY goes to the new one."""
+    primary, standby = two_servers
+    url = StateUrl(_both_hosts(primary, standby))
+    conninfo = url.conninfo(application_name="promoter-listener", **read_write_session(url))
+    wake_ups: list[float] = []
+    listener = Listener(conninfo, "promoter_work", lambda: wake_ups.append(time.monotonic()),
+                        url.scrub)
+    listener.start()
+    try:
+        assert listener.listening.wait(30)
+        assert _listeners_on(primary) == 1
+
+        demote(primary)
+        # It finds out and listens on the new primary (one wake-up as LISTEN takes effect).
+        wait_for(lambda: (len(wake_ups) >= 2 and _listeners_on(standby) == 1) or None,
+                 30, "the listener to move to the new primary")
+        assert _listeners_on(primary) == 0
+        heard_before = len(wake_ups)
+        with psycopg.connect(standby.url(DATABASE), autocommit=True) as conn:
+            conn.execute("SELECT pg_notify('promoter_work', '')")
+        wait_for(lambda: len(wake_ups) > heard_before or None, 30,
+                 "the notification sent on the new primary")
+    finally:
+        listener.stop()
+
+
+def _listeners_on(server: PostgresServer) -> int:
+    with psycopg.connect(server.url(DATABASE), autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE application_name = 'promoter-listener'").fetchone()
+    return int(row[0]) if row else 0
 
 
 # ------------------------------------------------------------------- which errors cost a session

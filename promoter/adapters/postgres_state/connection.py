@@ -3,7 +3,8 @@
 Only what the stores use is translated: ``?`` placeholders become ``%s`` (a literal ``%``
 is escaped first), rows read by column name or by position like ``sqlite3.Row``, and the two
 PostgreSQL-only calls of promoter.state.db.Connection — ``lock`` and ``notify`` — become an
-advisory transaction lock and ``pg_notify``.
+advisory transaction lock and ``pg_notify``. And ``takes_writes``: whether a session's server
+still takes writes (the leadership and LISTEN sessions ask it, see there).
 """
 
 from __future__ import annotations
@@ -38,6 +39,22 @@ class Row(tuple[Any, ...]):
 def row_factory(cursor: psycopg.Cursor[Any]) -> RowMaker[Row]:
     names = {column.name: index for index, column in enumerate(cursor.description or ())}
     return lambda values: Row(values, names)
+
+
+# A standby (in recovery), or a primary demoted under its open sessions: a failover tool sets
+# default_transaction_read_only and reloads, and every session applies it before its next
+# statement, so a statement of its own transaction (autocommit) reads it here.
+_TAKES_WRITES_SQL = ("SELECT NOT pg_is_in_recovery() "
+                     "AND current_setting('transaction_read_only') = 'off'")
+
+
+def takes_writes(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server of ``conn`` (autocommit) takes writes now. A session opened before
+    a failover stays on the old server, where SELECT 1, LISTEN and advisory locks all keep
+    working read-only, while every new session (target_session_attrs=read-write) lands on
+    the new primary: such a session must be dropped, not trusted for being alive."""
+    row = conn.execute(_TAKES_WRITES_SQL).fetchone()
+    return row is not None and bool(row[0])
 
 
 @functools.lru_cache(maxsize=512)

@@ -5,6 +5,12 @@ process dies (even by SIGKILL) its connection closes and PostgreSQL releases the
 the session, so a follower's next attempt (every few seconds) takes over. ``held()`` both
 tries to take the lock and checks that the session holding it is still alive; a leader whose
 connection broke stops leading at once (another process may already have taken over).
+
+A lock is one server's: after a failover that leaves the old primary up, read-only, with its
+sessions open, the old leader's lock lives on there while every new session lands on the new
+primary, where the lock is free, and a second leader would take it. So ``held()`` also asks
+whether its session's server still takes writes; if not, it drops the session (and the lock,
+and the lead) and the next call connects afresh, read-write, to the new primary.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from collections.abc import Callable
 
 import psycopg
 from psycopg.conninfo import make_conninfo
+
+from promoter.adapters.postgres_state.connection import takes_writes
 
 _log = logging.getLogger("promoter.state")
 CONNECT_TIMEOUT_SECONDS = 5
@@ -43,9 +51,12 @@ class AdvisoryLeadership:
                 for setting, value in SERVER_KEEPALIVES.items():
                     self._conn.execute(f"SET {setting} = {int(value)}")
                 self._leading = False
-            if self._leading:
-                self._conn.execute("SELECT 1")  # the session (and so the lock) still lives
-            else:
+            # On a server that takes no writes (a failover's old primary) a lock leads no one;
+            # asking also proves the session, and so the lock, still lives.
+            if not takes_writes(self._conn):
+                self._leave_read_only_server()
+                return False
+            if not self._leading:
                 row = self._conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
                                          (f"promoter-leader:{self._name}",)).fetchone()
                 self._leading = bool(row and row[0])
@@ -59,6 +70,14 @@ class AdvisoryLeadership:
         return self._leading
 
     def release(self) -> None:
+        self._drop()
+
+    def _leave_read_only_server(self) -> None:
+        """Stop leading from (or trying to lead on) a server that no longer takes writes: a
+        failover's old primary, where other processes' locks cannot be seen any more."""
+        if self._leading:
+            _log.warning("lost the lead of %s: its state database server takes no writes any "
+                         "more (a failover?); reconnecting to the one that does", self._name)
         self._drop()
 
     def _drop(self) -> None:

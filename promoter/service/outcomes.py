@@ -246,9 +246,23 @@ class MergeRequestOutcomes:
                               status=status if known else None, **unattributed)
             if status is None or not known:
                 return
-            if current and state is not None:
-                self.ledger.settle(state, status, if_unchanged=True)
+            if current and state is not None and \
+                    not self.ledger.settle(state, status, if_unchanged=True):
+                self._restate_tag(state, event.url)
             self.closed_removals.forget(event.project_id, event.iid)
+
+    def _restate_tag(self, read: DeployedState, url: str) -> None:
+        """The reopen's row update found the row changed since it was ``read``: an outcome
+        recorded meanwhile (an approval) wrote its status to the row, and to the tag before
+        the reopen's ``mr_opened`` may have landed on it. The row, which the other outcome
+        settled last, is written to the tag again, so the two agree. (A merge cannot be the
+        other outcome: it waits for the reopen, OutcomeClaims.reopening.)"""
+        now = self.ledger.by_deployment(read.name, read.env)
+        if now is None or (now.mr_iid, now.version, now.model) != \
+                (read.mr_iid, read.version, read.model) or self.registry is None:
+            return   # the row moved on to another MR: that MR's outcomes write its tag
+        if now.status not in LIVE_MOVING:   # never moves live_version: that is a merge's
+            self._write_back(now.model, now.version, read.env, url, now.status)
 
     def _merged_after(self, event: MergeRequestEvent) -> tuple[bool, str | None]:
         """Whether a merge of a later MR of ``event``'s deployment is recorded (MR iids grow

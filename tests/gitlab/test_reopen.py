@@ -227,6 +227,35 @@ def test_an_approval_recorded_during_a_reopen_stands(live: Promoter) -> None:
     assert [e["status"] for e in live.entries("mr.reopen")] == ["mr_opened"]
 
 
+def test_an_approval_recorded_before_a_reopens_tag_is_not_overwritten_on_it(
+        live: Promoter) -> None:
+    """Approved while the reopen, which had read the row ``closed``, was about to write
+    ``mr_opened`` to MLflow: the approval wrote ``approved`` on tag and row, then the reopen's
+    ``mr_opened`` landed on the tag, and the row (compare-and-set) stayed approved: tag and
+    row disagreed for good. The reopen now writes the row's status to the tag again."""
+    iid, _ = live.opened("3")
+    live.harness.human_close(iid)
+    assert isinstance(live.harness, GitLabHarness)
+    live.harness.standin.hook_url = None
+    reopen(live, iid)
+    write_back, approval_answers = live.tags.write_back, []
+
+    def approved_first(model: str, version: str, env: str, tags: dict[str, str]) -> None:
+        if tags.get("status") == "mr_opened" and not approval_answers:
+            live.harness.approve(iid, "bob")
+            approval_answers.append(last_delivery(live, "approved").response["status"])
+        write_back(model, version, env, tags)
+
+    live.tags.write_back = approved_first           # type: ignore[method-assign]
+    assert live.redeliver_last("reopen") == "accepted"
+    live.tags.write_back = write_back               # type: ignore[method-assign]
+    assert approval_answers == ["accepted"]
+    assert live.status() == "approved"
+    assert statuses(live, "3")[-3:] == ["approved", "mr_opened", "approved"]
+    assert [e["status"] for e in live.entries("mr.approved")] == ["approved"]
+    assert [e["status"] for e in live.entries("mr.reopen")] == ["mr_opened"]
+
+
 def test_a_removal_mr_merged_after_a_lost_reopen_hook_is_a_decommission(
         live: Promoter) -> None:
     """The reopen's hook lost, the row still said ``closed`` when the removal MR's merge

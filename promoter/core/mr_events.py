@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from promoter.core.naming import label_problem
-from promoter.core.results import DeploymentStatus
+from promoter.core.results import OPEN_MR, DeploymentStatus
 from promoter.ports.git import (
     BRANCH_PREFIX,
     GC_BRANCH,
@@ -110,6 +110,22 @@ def reopened_status(row_status: str | None, *, removal: bool) -> str | None:
     if row_status != DeploymentStatus.CLOSED:
         return None
     return DeploymentStatus.DECOMMISSIONING if removal else DeploymentStatus.MR_OPENED
+
+
+def approval_status(row_status: str | None, open_now: Callable[[], bool]) -> str | None:
+    """What an ``approved`` of the MR a deployment's row follows makes of it: ``approved``
+    while the row waits on the MR, else None (audited only). GitLab sends each hook from a job
+    of its own, so an approval sent just before an (auto-)merge or a close can arrive after
+    it, and one resent by hand from GitLab's *Recent events* whenever it is resent: taken as
+    it came, it put a settled row back to ``approved`` and wrote that over the version's tag.
+    A row ``closed`` is asked about (``open_now``: the MR is open on the forge now): GitLab
+    approves only open MRs, so an approval of an MR open again is one after a reopen whose
+    recording is still to come (or whose hook was lost), not a late one."""
+    if row_status in OPEN_MR:
+        return DeploymentStatus.APPROVED
+    if row_status == DeploymentStatus.CLOSED and open_now():
+        return DeploymentStatus.APPROVED
+    return None
 
 
 def approvals_short(action: str, counted: tuple[int, int] | None) -> str | None:

@@ -37,6 +37,7 @@ from promoter.core.mr_events import (
     ForgeEvent,
     MergeRequestEvent,
     PipelineEvent,
+    approval_status,
     reopened_status,
 )
 from promoter.core.mr_text import FOREIGN_HEAD_NOTE, foreign_head_text
@@ -292,12 +293,14 @@ class MergeRequestOutcomes:
             log(_log, logging.WARNING, "Argo CD status not judged again after the merge; the "
                 "next observation tells it", name=name, env=env, error=exc.message)
 
-    @staticmethod
-    def _status(event: MergeRequestEvent, current: DeployedState | None) -> str | None:
+    def _status(self, event: MergeRequestEvent, current: DeployedState | None) -> str | None:
         """What the outcome makes of the version (None: nothing, e.g. one of several
         approvals of a removal MR)."""
         if event.foreign_head:
             return FOREIGN_STATUS_FOR_ACTION[event.action]
+        if event.action == "approved":   # an older MR's (``current`` None) tags nothing
+            return approval_status(current.status if current else None,
+                                   lambda: self._open_now(event))
         status = STATUS_FOR_ACTION.get(event.action)
         if current is not None and current.status == DeploymentStatus.DECOMMISSIONING:
             # A removal MR: approving it changes nothing yet (and must not overwrite the
@@ -311,6 +314,13 @@ class MergeRequestOutcomes:
             # "closed" tag, nor live_version a version that is not deployed).
             status = DeploymentStatus.DECOMMISSIONED if status == "merged" else None
         return status
+
+    def _open_now(self, event: MergeRequestEvent) -> bool:
+        """Whether ``event``'s MR is open on the forge now (False without a forge)."""
+        forge = self._forge() if self._forge is not None else None
+        return forge is not None and any(
+            mr.iid == event.iid and mr.state == "opened"
+            for mr in forge.merge_requests(event.source_branch))
 
     def _note(self, iid: int, heading: str, body: str) -> None:
         forge = self._forge() if self._forge is not None else None

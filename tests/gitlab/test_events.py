@@ -10,6 +10,7 @@ from promoter.core.gitlab_payloads import parse
 from promoter.core.mr_events import (
     MergeRequestEvent,
     PipelineEvent,
+    approval_status,
     approvals_short,
     promotion_key,
 )
@@ -97,3 +98,22 @@ def test_a_fork_mr_on_a_promoter_branch_is_not_promoters(source_project_id: int 
                                          "target_project_id": 42}}).encode()
     pipeline = parse("Pipeline Hook", body)
     assert isinstance(pipeline, PipelineEvent) and pipeline.name is None
+
+
+@pytest.mark.parametrize(("row", "open_now", "expected"), [
+    ("mr_opened", False, "approved"), ("approved", False, "approved"),
+    ("closed", True, "approved"),      # reopened; the reopen's recording still to come
+    ("closed", False, None),           # sent before the close, delivered after it
+    ("merged", True, None), ("decommissioning", True, None), ("superseded", True, None),
+    (None, True, None),                # an MR the row left: its version is tagged no more
+])
+def test_an_approval_approves_only_an_mr_its_row_waits_on(
+        row: str | None, open_now: bool, expected: str | None) -> None:
+    asked: list[bool] = []
+
+    def forge_says() -> bool:
+        asked.append(True)
+        return open_now
+
+    assert approval_status(row, forge_says) == expected
+    assert asked == ([True] if row == "closed" else [])   # the forge is asked only then

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from promoter.errors import TransientError
+from promoter.state import sqlite_read_only
 from promoter.state.db import (
     DB_FILENAME,
     FILE_MODE,
@@ -81,18 +82,6 @@ def connect(path: Path) -> SqliteConnection:
     return conn
 
 
-def connect_read_only(path: Path) -> SqliteConnection:
-    """A connection that cannot write (``mode=ro``): no WAL switch, no chmod, and a missing
-    file is an error instead of a new empty database. SQLite may still leave the -wal and
-    -shm files a WAL database is read through (``promoter serve`` keeps them there anyway)."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                           timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
-                           check_same_thread=False, factory=SqliteConnection)
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
 def switch_to_wal(conn: sqlite3.Connection, path: Path) -> None:
     """Put the file in WAL mode (persistent: done once per file, a no-op afterwards).
 
@@ -149,7 +138,8 @@ class SqliteStateDB(StateDB):
     @classmethod
     def open_read_only(cls, state_dir: Path) -> SqliteStateDB | None:
         """The state database of ``state_dir`` as it is, for reading only (`policy check`):
-        nothing created, migrated or imported; None when there is none."""
+        nothing created, migrated or imported, not even the -wal and -shm files SQLite reads
+        a WAL database through (state.sqlite_read_only); None when there is none."""
         path = Path(state_dir).expanduser() / DB_FILENAME
         return cls(path, read_only=True) if path.is_file() else None
 
@@ -168,7 +158,7 @@ class SqliteStateDB(StateDB):
         """This thread's connection (opened on first use, closed when the thread ends)."""
         holder: _Holder | None = getattr(self._local, "holder", None)
         if holder is None:
-            conn = connect_read_only(self._path) if self._read_only else connect(self._path)
+            conn = connect(self._path)
             holder = _Holder(conn)
             self._local.holder = holder
             with self._lock:
@@ -178,11 +168,17 @@ class SqliteStateDB(StateDB):
         return holder.conn
 
     def write(self, body: Callable[[Connection], T]) -> T:
+        if self._read_only:
+            raise TypeError("a read-only state database takes no writes")
         with self.errors_translated():
             return in_transaction(self.connection(), body)
 
     def read(self, body: Callable[[Connection], T]) -> T:
         with self.errors_translated():
+            if self._read_only:
+                # A connection per read, opened as state.sqlite_read_only decides: nothing
+                # created beside state.db, what a running writer committed still seen.
+                return sqlite_read_only.read(self._path, body, SqliteConnection)
             return body(self.connection())
 
     def close(self) -> None:

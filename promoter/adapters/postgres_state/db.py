@@ -12,6 +12,10 @@ unless state.url says otherwise), so with several hosts in state.url a new conne
 standbys. A connection the server refuses writes on (a primary demoted under it) or ends for
 a shutdown raises StateUnavailable and is closed, never lent again: the pool's next one finds
 the new primary.
+
+Read-only (``open_read_only``, for `policy check`): every session of the pool runs with
+``default_transaction_read_only`` on, so the server refuses any write, and the schema is only
+checked, never migrated.
 """
 
 from __future__ import annotations
@@ -74,11 +78,18 @@ def _limit_session(conn: psycopg.Connection[Row]) -> None:
     conn.commit()  # a session setting; the pool wants the connection idle
 
 
+def _read_only_session(conn: psycopg.Connection[Row]) -> None:
+    # The server's guarantee, not ours: any INSERT, UPDATE, DDL or nextval() of a transaction
+    # on this session fails (25006) instead of writing.
+    conn.execute("SET default_transaction_read_only = on")
+    _limit_session(conn)
+
+
 class PostgresStateDB(StateDB):
     dialect = "postgresql"
 
     def __init__(self, url: StateUrl, *, max_connections: int = 10,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, read_only: bool = False) -> None:
         self.url = url
         # Messages and the legacy code paths name a path; PostgreSQL has none, so a stand-in.
         self._path = (state_dir or Path(".")) / "postgresql"
@@ -94,7 +105,7 @@ class PostgresStateDB(StateDB):
                 kwargs={"row_factory": row_factory}, timeout=POOL_TIMEOUT_SECONDS,
                 # A server restart leaves dead connections in the pool: check before lending.
                 check=psycopg_pool.ConnectionPool.check_connection, name="promoter-state",
-                configure=_limit_session)
+                configure=_read_only_session if read_only else _limit_session)
         self._closed = False
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
@@ -109,6 +120,19 @@ class PostgresStateDB(StateDB):
             # once with the server's reason, not after the pool's wait.
             with psycopg.connect(db._conninfo, autocommit=True) as conn:
                 schema.migrate(conn, url.describe())
+            db._pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
+        return db
+
+    @classmethod
+    def open_read_only(cls, url: StateUrl, *, state_dir: Path | None = None) -> PostgresStateDB:
+        """The database as it is, for reading only: every transaction READ ONLY, the schema
+        checked, not migrated (ConfigError when it is missing, older or newer than this
+        promoter's; TransientError when the server cannot be reached)."""
+        db = cls(url, max_connections=2, state_dir=state_dir, read_only=True)
+        with db._translated():
+            with psycopg.connect(db._conninfo, autocommit=True) as conn:
+                conn.execute("SET default_transaction_read_only = on")
+                schema.require_current(conn, url.describe())
             db._pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
         return db
 

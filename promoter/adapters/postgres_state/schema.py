@@ -185,6 +185,34 @@ SCHEMA_VERSION = len(MIGRATIONS)
 IDENTITY_COLUMNS = {"jobs": "id", "local_mrs": "iid", "local_mr_notes": "id"}
 
 
+def require_current(conn: psycopg.Connection[object], describe: str) -> None:
+    """ConfigError unless the database holds this promoter's schema, read without creating
+    anything (a reader that must not write, `policy check`, never migrates: that is the
+    service's to do, under its lock): no versions table (no promoter started on it yet), an
+    older schema (its tables lack what this promoter reads) or a newer one."""
+    row = conn.execute("SELECT to_regclass(%s)", (VERSIONS_TABLE,)).fetchone()
+    found = 0
+    if row is not None and row[0] is not None:  # type: ignore[index]
+        row = conn.execute(f"SELECT COALESCE(MAX(version), 0) FROM {VERSIONS_TABLE}"  # noqa: S608
+                           ).fetchone()
+        found = int(row[0]) if row else 0  # type: ignore[index]
+    if found == SCHEMA_VERSION:
+        return
+    if found == 0:
+        raise ConfigError(f"the state database {describe} has no promoter schema yet (no "
+                          "promoter has started on it)",
+                          hint="`promoter serve` creates it on start; a read-only command "
+                               "does not")
+    if found < SCHEMA_VERSION:
+        raise ConfigError(f"the state database {describe} has schema {found}, older than this "
+                          f"promoter's {SCHEMA_VERSION}",
+                          hint="`promoter serve` of this version migrates it on start; a "
+                               "read-only command does not")
+    raise ConfigError(f"the state database {describe} was written by a newer promoter "
+                      f"(schema {found}, this one knows {SCHEMA_VERSION})",
+                      hint="upgrade promoter, or point state.url elsewhere")
+
+
 def migrate(conn: psycopg.Connection[object], describe: str) -> int:
     """Bring the database to SCHEMA_VERSION in one transaction; returns the version found."""
     with conn.transaction():

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promoter.core import deployable, shared_base
 from promoter.core.config import PipelineConfig
@@ -26,7 +26,13 @@ from promoter.core.intent import build_request
 from promoter.core.lineage import run_of
 from promoter.core.policy import Decision
 from promoter.core.spec import API_VERSION, KIND, ModelDeployment, ModelRef
-from promoter.core.verdict import OPEN_PROPOSALS, claimed_elsewhere, verdict
+from promoter.core.verdict import (
+    OPEN_PROPOSALS,
+    claimed_elsewhere,
+    team_quota,
+    verdict,
+    without_passed_quota,
+)
 from promoter.errors import (
     AuthError,
     ConfigError,
@@ -38,8 +44,12 @@ from promoter.ports.git import BranchReader
 from promoter.ports.pipeline import DeployedState
 from promoter.redaction import without_url_userinfo
 from promoter.rendering import load_intent_file, renderer
+from promoter.service.audit import AuditTrail
 from promoter.service.ledger import StateLedger
 from promoter.settings import Settings
+
+if TYPE_CHECKING:
+    from promoter.service.composition.state import StateForReading
 
 # Why a target branch cannot be read: no GitLab token or project (ConfigError), GitLab or the
 # remote unreachable (TransientError), a token GitLab refuses (AuthError, PermanentError).
@@ -47,6 +57,11 @@ UNREADABLE = (ConfigError, TransientError, AuthError, PermanentError)
 # The checks that read the target branch, as `policy check` names them when it cannot.
 BRANCH_CHECKS = ("deployment name owned by another model on the target branch",
                  "runtime switch under other environments' overlays")
+# The half of the name check that reads the state database's ledger.
+LEDGER_CHECK = "deployment name owned by another model in the ledger"
+# The team's quota, when the GPUs its other deployments claim (the target branch and the
+# ledger's open proposals) could not be counted and this deployment alone stays within it.
+QUOTA_CHECK = "team gpu quota"
 
 
 @dataclass(frozen=True)
@@ -58,11 +73,19 @@ class Subject:
 
 
 @dataclass(frozen=True)
+class NotChecked:
+    """Checks `policy check` could not make, and why: what could not be read."""
+
+    checks: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class PolicyCheck:
-    """The verdict, and why BRANCH_CHECKS were not made (None: they were)."""
+    """The verdict, and the checks that were not made (none: all were)."""
 
     decision: Decision
-    branch_unread: str | None = None
+    not_checked: tuple[NotChecked, ...] = ()
 
 
 def check_policy(settings: Settings, subject: Subject) -> PolicyCheck:
@@ -111,64 +134,129 @@ def check_policy(settings: Settings, subject: Subject) -> PolicyCheck:
     # and, for a version in the registry, its config.json (vLLM fit).
     candidate = deployable.Candidate(subject.model or name, subject.version, subject.env,
                                      deployment)
-    state = composition.existing_state_db(settings)
+    unread = _Unread()
     with ExitStack() as scope:
+        state = scope.enter_context(composition.state_for_reading(settings))
+        if state.unreadable is not None:
+            unread.add(_one_line(state.unreadable), LEDGER_CHECK)
         branches: BranchReader | None = None
-        branch_unread = None
+        branch_unread: str | None = None
         try:
             branches = scope.enter_context(composition.branch_reader(settings))
             tree = deployable.deployment_tree(config, branches, deployment.name)
         except UNREADABLE as exc:
             # Said, not failed: a check on a laptop or in offline CI still answers the rest.
-            branches, branch_unread = None, _one_line(exc)
+            branches, branch_unread = None, _branch_reason(exc)
+            unread.add(branch_unread, *BRANCH_CHECKS)
             tree = shared_base.DeploymentTree({}, ())
         deployable.refuse_undeployable_on(
-            tree, candidate, ledger=StateLedger(state) if state is not None else _NoOwners(),
+            tree, candidate, ledger=StateLedger(state.db) if state.db is not None else _NoOwners(),
             registry=registry, runtimes=rendering.runtimes)
-        claimed = claimed_by_others(settings, config, subject.env, deployment, branches)
-    history = composition.audit_trail(settings)
-    facts = GateFacts(model=name, version=version, env=subject.env, namespace=target.namespace,
-                      tags=tags, metrics=metrics, params=params, run_doubt=run_doubt,
-                      now=time.time(),
-                      live_since=lambda where: history.live_since(name, version, where),
-                      history_doubt=history.doubt,
-                      claimed=claimed)
-    decision = verdict(config.policy, target, deployment, facts)
+        claimed, quota_unread = _claimed(config, subject.env, deployment, branches,
+                                         branch_unread, state)
+        history = _history(settings, state)
+        facts = GateFacts(model=name, version=version, env=subject.env,
+                          namespace=target.namespace, tags=tags, metrics=metrics, params=params,
+                          run_doubt=run_doubt, now=time.time(),
+                          live_since=lambda where: history.live_since(name, version, where),
+                          history_doubt=history.doubt, claimed=claimed)
+        decision = verdict(config.policy, target, deployment, facts)
+    if quota_unread is not None:
+        # Counted without what could not be read: a denial stands (the others only add to
+        # it), a pass is no answer, so it is not shown as one but as not checked.
+        judged = without_passed_quota(decision)
+        if judged != decision:
+            decision = judged
+            unread.add(quota_unread, QUOTA_CHECK)
     if decision.allowed:
         # What rendering refuses stops the pipeline after an allowed verdict (a KServe host
         # name too long): the renderer's own check, so not "allowed" here either.
         rendering.check(request)
-    return PolicyCheck(decision, branch_unread)
+    return PolicyCheck(decision, unread.grouped())
+
+
+def _claimed(config: PipelineConfig, env: str, deployment: ModelDeployment,
+             branches: BranchReader | None, branch_unread: str | None,
+             state: StateForReading) -> tuple[dict[str, int], str | None]:
+    """What the team's other deployments claim (claimed_elsewhere, as the pipeline counts
+    them), and why it could not be counted (None: it was, or the team has no quota)."""
+    if team_quota(config.policy, deployment) is None:
+        return {}, None
+    if branches is None:
+        return {}, branch_unread
+    if state.unreadable is not None:
+        return {}, _one_line(state.unreadable)
+    try:
+        return claimed_elsewhere(config, lambda: branches, env, deployment,
+                                 lambda: _open_proposals_in(state)), None
+    except UNREADABLE as exc:   # the branch or a proposal's branch, gone since it was read
+        return {}, _branch_reason(exc)
 
 
 def claimed_by_others(settings: Settings, config: PipelineConfig, env: str,
-                      deployment: ModelDeployment,
-                      branches: BranchReader | None = None) -> dict[str, int]:
+                      deployment: ModelDeployment) -> dict[str, int]:
     """{team: GPUs} the team's other deployments claim in ``env``, as the pipeline counts them
     (core.verdict.claimed_elsewhere): what the target branch runs and the open proposals of the
-    state database's ledger would add. `policy check`, `forecast` and `rightsize` all judge and
-    bound with it, so none allows what the pipeline would deny. The branches (``branches``, or
-    composition.branch_reader's) and the state database are asked only when a team quota is
-    configured, read-only; a target branch that cannot be read then fails the command (a quota
-    is a rule of the verdict, not a check to skip)."""
+    state database's ledger would add. `forecast` and `rightsize` bound with it (`policy check`
+    counts the same way, on the branch and state it already opened), so none allows what the
+    pipeline would deny. The branches (composition.branch_reader) and the state database are
+    asked only when a team quota is configured, read-only; a target branch or state database
+    that cannot be read then fails the command: their answer is a number, not a verdict that
+    can name what it did not check."""
     from promoter.service import composition
 
     with ExitStack() as scope:
-        def reader() -> BranchReader:
-            if branches is not None:
-                return branches
-            return scope.enter_context(composition.branch_reader(settings))
+        def proposals() -> Iterable[DeployedState]:
+            state = scope.enter_context(composition.state_for_reading(settings))
+            if state.unreadable is not None:
+                raise state.unreadable
+            return _open_proposals_in(state)
 
-        return claimed_elsewhere(config, reader, env, deployment,
-                                 lambda: _open_proposals(settings))
+        return claimed_elsewhere(
+            config, lambda: scope.enter_context(composition.branch_reader(settings)), env,
+            deployment, proposals)
 
 
-def _open_proposals(settings: Settings) -> Iterable[DeployedState]:
+def _open_proposals_in(state: StateForReading) -> Iterable[DeployedState]:
     """The ledger's rows of open proposals; none when no state database exists yet."""
-    from promoter.service import composition
+    return StateLedger(state.db).with_statuses(OPEN_PROPOSALS) if state.db is not None else ()
 
-    state = composition.existing_state_db(settings)
-    return StateLedger(state).with_statuses(OPEN_PROPOSALS) if state is not None else ()
+
+def _history(settings: Settings, state: StateForReading) -> AuditTrail | _UnreadHistory:
+    """The audit trail, read-only: files beside SQLite's state.db (read without creating the
+    directory), or the PostgreSQL state's tables, when that state could be read."""
+    if not settings.state.url:
+        return AuditTrail(settings.state_dir)
+    if state.db is None:
+        return _UnreadHistory(_one_line(state.unreadable) if state.unreadable else "")
+    return AuditTrail(settings.state_dir, state.db)
+
+
+class _UnreadHistory:
+    """The audit trail of a state database that could not be read: nothing was live anywhere
+    as far as it can tell (a staging-first gate denies: fail closed), and it says why."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def live_since(self, model: str, version: str, env: str) -> float | None:
+        return None
+
+    def doubt(self) -> str | None:
+        return f"the audit trail could not be read: {self._reason}"
+
+
+class _Unread:
+    """Checks not made, gathered by why (what could not be read), in the order met."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, list[str]] = {}
+
+    def add(self, reason: str, *checks: str) -> None:
+        self._checks.setdefault(reason, []).extend(checks)
+
+    def grouped(self) -> tuple[NotChecked, ...]:
+        return tuple(NotChecked(tuple(checks), reason) for reason, checks in self._checks.items())
 
 
 class _NoOwners:
@@ -176,6 +264,10 @@ class _NoOwners:
 
     def owners(self, name: str) -> frozenset[str]:
         return frozenset()
+
+
+def _branch_reason(exc: PromoterError) -> str:
+    return f"the target branch could not be read: {_one_line(exc)}"
 
 
 def _one_line(exc: PromoterError) -> str:

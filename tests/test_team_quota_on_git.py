@@ -56,7 +56,7 @@ def test_three_models_of_one_team_against_a_real_target_branch(tmp_path: Path) -
                                 "scaling": {"maxReplicas": 2}}}
     checked = check_policy(settings, Subject(env="production", intent_file=write_intent(
         tmp_path / "model-c.yaml", intent)))
-    assert checked.branch_unread is None   # read from the remote, without the shared clone
+    assert checked.not_checked == ()   # read from the remote, without the shared clone
     decision = checked.decision
     assert not decision.allowed
     assert any("(4), its other deployments here (8)), over its quota of 10" in reason
@@ -86,7 +86,7 @@ def test_a_second_model_is_denied_while_the_first_ones_mr_is_still_open(tmp_path
                                 "scaling": {"maxReplicas": 2}}}
     checked = check_policy(settings, Subject(env="production", intent_file=write_intent(
         tmp_path / "model-b.yaml", intent)))
-    assert checked.branch_unread is None   # read from the remote, without the shared clone
+    assert checked.not_checked == ()   # read from the remote, without the shared clone
     decision = checked.decision
     assert any("(4), its other deployments here (4)), over its quota of 6" in reason
                for reason in decision.reasons), decision.reasons

@@ -20,11 +20,15 @@ the file's intent replaces the version's), and checks that vLLM can start it.
 Besides the rules, the pipeline's own refusals are checked: a deployment name another model
 owns, and a runtime switch under other environments' overlays. They read the target branch
 (GitLab's API with PROMOTER_GITLAB_TOKEN, or a temporary fetch of the local remote) and the
-state database's ledger, if one exists. When the branch cannot be read (no token, offline),
-the command says those checks were not made and answers the rest (a team GPU quota, a rule
-of the verdict, is counted on that branch too: unreadable, the command fails). Time-based
-gates (staging first) read the audit trail. Nothing is written: not the state directory, not
-any repository.
+state database's ledger, if one exists. A team GPU quota counts the team's other deployments
+on that branch and its open proposals in the ledger. Whatever of these cannot be read (no
+token, offline, a PostgreSQL state whose schema is missing or older than this promoter's),
+the command prints a NOT CHECKED line naming the checks not made and why (not_checked in
+--output json), and answers the rest with the same exit codes (a quota that this deployment
+alone exceeds is still denied).
+Time-based gates (staging first) read the audit trail. Nothing is written: not the state
+directory, not the state database (PostgreSQL is read in READ ONLY transactions and never
+migrated), not any repository.
 """
 
 app = typer.Typer(help="Policy: check what the pipeline would allow.", no_args_is_help=True)
@@ -41,7 +45,8 @@ def check(
     version: Annotated[str | None, typer.Option("--version", "-v", help="model version")] = None,
     output: str = OUTPUT_OPTION,
 ) -> None:
-    from promoter.policy_check import BRANCH_CHECKS, Subject, check_policy
+    from promoter.commands import _not_checked
+    from promoter.policy_check import Subject, check_policy
 
     if intent is None and model is None:
         raise UsageError("give --intent FILE, or --model M --version N, or both")
@@ -51,20 +56,15 @@ def check(
     checked = check_policy(settings, Subject(env=env, intent_file=intent, model=model,
                                              version=version))
     decision = checked.decision
-    not_checked = None if checked.branch_unread is None else {
-        "checks": list(BRANCH_CHECKS), "reason": f"the target branch could not be read: "
-                                                 f"{checked.branch_unread}"}
     if output == "json":
         emit_json({"allowed": decision.allowed, "reasons": decision.reasons,
                    "results": [{"rule": r.rule, "passed": r.passed, "detail": r.detail}
                                for r in decision.results],
-                   "not_checked": not_checked})
+                   "not_checked": _not_checked.as_json(checked)})
     else:
         for result in decision.results:
             typer.echo(f"{'pass' if result.passed else 'DENY'}  {result.rule}: {result.detail}")
-        if not_checked is not None:
-            typer.echo(f"NOT CHECKED  {'; '.join(not_checked['checks'])} "
-                       f"({not_checked['reason']})")
+        _not_checked.echo(checked)
         typer.echo("allowed" if decision.allowed else
                    f"denied: {len(decision.reasons)} rule(s) failed")
     if not decision.allowed:

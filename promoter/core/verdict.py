@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from promoter.core import tree_facts
 from promoter.core.config import EnvironmentTarget, PipelineConfig, PolicyConfig
 from promoter.core.gates import GateFacts, evaluate
-from promoter.core.policy import Decision, PolicyRules, decide
+from promoter.core.policy import TEAM_GPU_QUOTA, Decision, PolicyRules, decide
 from promoter.core.results import DeploymentStatus
 from promoter.core.spec import ModelDeployment
 from promoter.ports.git import BranchReader, branch_for
@@ -25,6 +25,19 @@ def verdict(policy: PolicyConfig, target: EnvironmentTarget, deployment: ModelDe
                         default_team_gpu_quota=policy.default_team_gpu_quota)
     built_in = decide(deployment, target.name, facts.tags, rules, facts.claimed)
     return Decision(built_in.results + tuple(evaluate(policy.gates, deployment, facts)))
+
+
+def team_quota(policy: PolicyConfig, deployment: ModelDeployment) -> int | None:
+    """The GPU quota of ``deployment``'s team (its own, else the default; None: none)."""
+    return policy.team_gpu_quota.get(deployment.spec.owner.team, policy.default_team_gpu_quota)
+
+
+def without_passed_quota(decision: Decision) -> Decision:
+    """``decision`` judged with the GPUs the team's other deployments claim unknown (counted
+    as none): a quota denial stands, since they can only add to it, but a pass says nothing,
+    so it is taken out (the caller reports the quota as not checked)."""
+    return Decision(tuple(result for result in decision.results
+                          if result.rule != TEAM_GPU_QUOTA or not result.passed))
 
 
 # Ledger statuses of a proposal whose MR is still open and may merge: its GPUs count against

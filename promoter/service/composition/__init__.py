@@ -38,7 +38,7 @@ from promoter.service.composition.images import (
     registry_clients,
 )
 from promoter.service.composition.signing import cosign_signer, cosign_verifier, sign_keyless
-from promoter.service.composition.state import audit_trail, existing_state_db, state_db
+from promoter.service.composition.state import audit_trail, state_db, state_for_reading
 from promoter.service.composition.state import describe as describe_state
 from promoter.service.gc_outcomes import overlays_on_target
 from promoter.service.ledger import StateLedger
@@ -69,7 +69,6 @@ __all__ = [
     "cosign_verifier",
     "describe",
     "describe_state",
-    "existing_state_db",
     "free_port",
     "gitlab_hook",
     "local_review",
@@ -84,6 +83,7 @@ __all__ = [
     "sign_keyless",
     "signer",
     "state_db",
+    "state_for_reading",
     "tool_versions",
     "verifier",
     "webhooks",

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from promoter.errors import ConfigError, PromoterError, TransientError
 from promoter.state.db import StateDB
 
 if TYPE_CHECKING:
-    from promoter.adapters.postgres_state import PostgresStateDB
+    from promoter.adapters.postgres_state import PostgresStateDB, StateUrl
     from promoter.service.audit import AuditTrail
     from promoter.settings import Settings
 
@@ -26,14 +30,11 @@ _lock = threading.Lock()
 def state_db(settings: Settings) -> StateDB:
     if not settings.state.url:
         return StateDB.open(settings.state_dir)
-    from promoter.adapters.postgres_state import PostgresStateDB, StateUrl
+    from promoter.adapters.postgres_state import PostgresStateDB
 
-    secret = settings.secret(PASSWORD_VARIABLE)
-    password = secret.reveal() if secret is not None else None
-    url = StateUrl(settings.state.url, password, settings.state.tls_options())
-    check_url(url.url, url.options)
+    url = _state_url(settings)
     # The password's digest, not the password, keys the cache (it may be in a core dump).
-    digest = hashlib.sha256((password or "").encode()).hexdigest()
+    digest = hashlib.sha256((url.password or "").encode()).hexdigest()
     key = (url.url, url.options, digest, settings.state.max_connections)
     with _lock:
         db = _shared.get(key)
@@ -44,15 +45,53 @@ def state_db(settings: Settings) -> StateDB:
     return db
 
 
-def existing_state_db(settings: Settings) -> StateDB | None:
-    """The state database for reading only, without bringing one into being: SQLite's
-    state.db opened read-only when the file exists (None when it does not: nothing was
-    recorded yet), PostgreSQL's as ``state_db`` (state.url set: the state exists)."""
-    if settings.state.url:
-        return state_db(settings)
-    from promoter.state.sqlite import SqliteStateDB
+@dataclass(frozen=True)
+class StateForReading:
+    """The state database opened for reading only (None: there is none yet, or it cannot be
+    read), and why it cannot be read (None: it can, or there is nothing to read)."""
 
-    return SqliteStateDB.open_read_only(settings.state_dir)
+    db: StateDB | None
+    unreadable: PromoterError | None = None
+
+
+@contextmanager
+def state_for_reading(settings: Settings) -> Iterator[StateForReading]:
+    """The state database for reading only, without bringing one into being or changing it
+    (`policy check`), closed on exit. SQLite: state.db read as it is (state.sqlite
+    ``open_read_only``), none when the file does not exist (nothing recorded yet). PostgreSQL:
+    READ ONLY sessions and a schema that is checked, never migrated; a schema missing, older
+    or newer than this promoter's, or a server that cannot be reached, is ``unreadable``
+    (the caller says what it could not check), while a malformed state.url still fails."""
+    db: StateDB | None
+    if not settings.state.url:
+        from promoter.state.sqlite import SqliteStateDB
+
+        db = SqliteStateDB.open_read_only(settings.state_dir)
+    else:
+        from promoter.adapters.postgres_state import PostgresStateDB
+
+        url = _state_url(settings)
+        try:
+            db = PostgresStateDB.open_read_only(url, state_dir=settings.state_dir)
+        except (ConfigError, TransientError) as exc:
+            yield StateForReading(None, exc)
+            return
+    try:
+        yield StateForReading(db)
+    finally:
+        if db is not None:
+            db.close()
+
+
+def _state_url(settings: Settings) -> StateUrl:
+    """state.url with its password and TLS options, checked as libpq would (ConfigError)."""
+    from promoter.adapters.postgres_state import StateUrl
+
+    secret = settings.secret(PASSWORD_VARIABLE)
+    password = secret.reveal() if secret is not None else None
+    url = StateUrl(settings.state.url or "", password, settings.state.tls_options())
+    check_url(url.url, url.options)
+    return url
 
 
 def audit_trail(settings: Settings) -> AuditTrail:

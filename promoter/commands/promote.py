@@ -107,13 +107,14 @@ class _Printer:
 
 
 def _finish(job: dict[str, Any], output: str, *, dead_hint: str | None = None,
-            earlier: bool = False) -> None:
+            earlier: bool = False, json_extra: dict[str, Any] | None = None) -> None:
     """Print how ``job`` ended and exit with its code; ``earlier``: it had ended before this
     command, which ran nothing (its MR is not one created now, its denial not a verdict of
-    now; still exit 4). JSON is the job record either way."""
+    now; still exit 4). JSON is the job record either way, with ``json_extra``'s fields
+    (what the command itself found before the job: rollback's checks not made)."""
     result = job.get("result") or {}
     if output == "json":
-        emit_json(job)
+        emit_json({**job, **(json_extra or {})})
     elif job["state"] == "done":
         outcome = result.get("outcome")
         reasons = "\n  ".join(result.get("reasons", []))

@@ -35,12 +35,14 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from promoter.commands import _not_checked
 from promoter.commands._common import OUTPUT_OPTION, check_version, emit_json, state
 from promoter.commands.promote import _finish, _Printer, run_promotion
 from promoter.core.jobs import PROPOSAL_STARTED, ROLLBACK_REASON, ROLLBACK_TO
 from promoter.errors import EXIT_POLICY, UserError
 
 if TYPE_CHECKING:
+    from promoter.policy_check import PolicyCheck
     from promoter.settings import Settings
 
 
@@ -93,7 +95,7 @@ def rollback(
                         hint=f"versions it ran before: {', '.join(earlier)}; name one with "
                              "--to-version N" if earlier else
                              _nothing_earlier(model, env, alias))
-    _refuse_if_denied(settings, model, target, env, output)
+    checked = _refuse_if_denied(settings, model, target, env, output)
     actor = f"cli:{getpass.getuser()}"
     moved = current != target
     if moved:
@@ -134,7 +136,8 @@ def rollback(
                    err=True)
     # A dead job's own retry would deploy what the alias names again, not the rollback.
     again = shlex.join(["promoter", "rollback", model, "--env", env, "--to-version", target])
-    _finish(job, output, dead_hint=f"fix the cause, then run `{again}` again")
+    _finish(job, output, dead_hint=f"fix the cause, then run `{again}` again",
+            json_extra={"not_checked": _not_checked.as_json(checked)})
 
 
 def _refuse_if_never_live(model: str, env: str, alias: str, target: str,
@@ -222,20 +225,25 @@ def _job_steps(settings: Settings, job_id: int) -> dict[str, dict[str, Any]]:
 
 
 def _refuse_if_denied(settings: Settings, model: str, version: str, env: str,
-                      output: str) -> None:
+                      output: str) -> PolicyCheck:
     """Exit 4 with the policy's reasons, before anything moves, when ``version`` may not go
-    (back) to ``env``."""
+    (back) to ``env``; else `policy check`'s answer. The checks it could not make are said
+    as `policy check` says them (the job makes them again, on what it reads)."""
     from promoter.policy_check import Subject, check_policy
 
-    decision = check_policy(settings, Subject(env=env, model=model, version=version)).decision
+    checked = check_policy(settings, Subject(env=env, model=model, version=version))
+    decision = checked.decision
     if decision.allowed:
-        return
+        if output != "json":
+            _not_checked.echo(checked)
+        return checked
     if output == "json":
         emit_json({"state": "denied", "model": model, "version": version, "env": env,
-                   "reasons": decision.reasons})
+                   "reasons": decision.reasons, "not_checked": _not_checked.as_json(checked)})
     else:
         typer.echo(f"rollback of {model} in {env} to version {version} denied by policy "
                    "(the alias was not moved):\n  " + "\n  ".join(decision.reasons))
+        _not_checked.echo(checked)
     raise typer.Exit(EXIT_POLICY)
 
 

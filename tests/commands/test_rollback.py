@@ -4,6 +4,7 @@ do it is refused."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,9 @@ from typer.testing import CliRunner
 from promoter.cli import app
 from promoter.core.intent import InvalidIntent
 from promoter.core.jobs import PROPOSAL_STARTED, Job
-from promoter.core.policy import Decision
+from promoter.core.policy import Decision, RuleResult
 from promoter.errors import PermanentError, TransientError
-from promoter.policy_check import PolicyCheck
+from promoter.policy_check import BRANCH_CHECKS, NotChecked, PolicyCheck
 from promoter.service import composition, jobs_handler
 from promoter.service.audit import AuditTrail
 from promoter.service.job_context import JobContext
@@ -294,3 +295,44 @@ def test_a_rollback_with_the_alias_unset_says_it_moved_from_no_version(
     assert result.exit_code == 0, result.output
     assert f"alias 'production' of {MODEL} moved from no version to 1" in result.output
     assert "None" not in result.output
+
+
+UNREAD = NotChecked(BRANCH_CHECKS, "the target branch could not be read: PROMOTER_GITLAB_TOKEN "
+                                   "is not set")
+UNREAD_LINE = ("NOT CHECKED  deployment name owned by another model on the target branch; "
+               "runtime switch under other environments' overlays (the target branch could "
+               "not be read: PROMOTER_GITLAB_TOKEN is not set)")
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_a_rollback_says_what_its_policy_check_could_not_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str) -> None:
+    """As `policy check` says it: the NOT CHECKED line, or not_checked in JSON (the job then
+    makes those checks on what it reads). Before, rollback said nothing of them."""
+    config, _ = _production_on_2(tmp_path, monkeypatch, _created([]))
+    monkeypatch.setattr("promoter.policy_check.check_policy",
+                        lambda *_: PolicyCheck(Decision(()), (UNREAD,)))
+    result = _invoke(config, "--output", output)
+    assert result.exit_code == 0, result.output
+    if output == "text":
+        assert UNREAD_LINE in result.output.splitlines()
+    else:
+        assert json.loads(result.output)["not_checked"] == [
+            {"checks": list(BRANCH_CHECKS), "reason": UNREAD.reason}]
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_a_denied_rollback_says_what_its_policy_check_could_not_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str) -> None:
+    config, registry = _production_on_2(tmp_path, monkeypatch, _created([]))
+    denied = Decision((RuleResult("cel:one-gpu", False, "at most one GPU"),))
+    monkeypatch.setattr("promoter.policy_check.check_policy",
+                        lambda *_: PolicyCheck(denied, (UNREAD,)))
+    result = _invoke(config, "--output", output)
+    assert result.exit_code == 4, result.output
+    assert registry.current_version(MODEL, "production", None) == "2"
+    if output == "text":
+        assert UNREAD_LINE in result.output.splitlines()
+    else:
+        assert json.loads(result.output)["not_checked"] == [
+            {"checks": list(BRANCH_CHECKS), "reason": UNREAD.reason}]

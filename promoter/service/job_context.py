@@ -78,11 +78,11 @@ class JobContext:
                                 f"{self.job.id}; not doing its {what}") from None
 
     def give_up(self, because: str) -> float | None:
-        """Give this attempt up from another thread (a shutdown's let-go): it stops at its
-        next step or side effect, as after lease_lost. Returns until when a side effect it
+        """Give this attempt up (a shutdown's let-go, a timeout, an interrupt): it stops at
+        its next step or side effect, as after lease_lost. Returns until when a side effect it
         already began may still be in flight: the expiry (queue time) of the lease its last
-        before_side_effect granted, which a takeover must wait for; None when it began none
-        (its handler has done nothing others see, so another worker may start at once)."""
+        before_side_effect granted, which a takeover or retry must wait for; None when it
+        began none (its handler has done nothing others see: another worker may start now)."""
         with self._side_effects:  # waits for a grant under way; none begins after
             self.lease_lost(because)
             return self._side_effect_lease_until

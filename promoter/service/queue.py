@@ -229,8 +229,13 @@ class JobQueue:
                  reason: str | None = None) -> None:
         self._finish(job_id, worker_id, DONE, reason=reason, result=result)
 
-    def retry_later(self, job_id: int, worker_id: str, reason: str, delay: float) -> None:
-        self._finish(job_id, worker_id, RETRYING, reason=reason, delay=max(0.0, delay))
+    def retry_later(self, job_id: int, worker_id: str, reason: str, delay: float, *,
+                    not_before: float | None = None) -> None:
+        """Due again after ``delay`` and, with ``not_before`` (queue time, as in let_go: the
+        expiry of a lease granted for a side effect a timed-out attempt may still be doing),
+        not before then either."""
+        self._finish(job_id, worker_id, RETRYING, reason=reason, delay=max(0.0, delay),
+                     not_before=not_before)
 
     def park(self, job_id: int, worker_id: str, reason: str) -> None:
         self._finish(job_id, worker_id, DEAD, reason=reason)
@@ -314,9 +319,11 @@ class JobQueue:
     # -- internals ------------------------------------------------------------------------
 
     def _finish(self, job_id: int, worker_id: str, state: JobState, *, reason: str | None,
-                result: dict[str, Any] | None = None, delay: float = 0.0) -> None:
+                result: dict[str, Any] | None = None, delay: float = 0.0,
+                not_before: float | None = None) -> None:
         def update(conn: Connection) -> None:
             now = self._now(conn)
+            due = now + delay if not_before is None else max(now + delay, not_before)
             self._check_holder(conn, job_id, worker_id)
             conn.notify(WORK_CHANNEL)  # a job of the same (model, env) may be claimable now
             check_transition(job_id, RUNNING, state)
@@ -325,7 +332,7 @@ class JobQueue:
                 "next_run_at = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL "
                 "WHERE id = ?",
                 (state, None if reason is None else storable(reason),
-                 None if result is None else to_json(result), now + delay, now, job_id))
+                 None if result is None else to_json(result), due, now, job_id))
 
         self._write(update)
         self.notify_work()  # a job of the same (model, env) may be claimable now

@@ -13,7 +13,9 @@ last attempt), so a handler hung in a call without a timeout cannot keep its job
 newer job of its deployment, waiting forever. Python cannot stop the hung thread: its next step
 or side effect raises LeaseLost, and whatever it returns is dropped (the job is no longer its
 to settle; the queue refuses a stale holder's outcome anyway). Its worker thread stays taken
-until the call returns.
+until the call returns. As the hung call may be a side effect (a push, an MR request), the
+retry is due no earlier than the lease granted for the last side effect has run out, whatever
+the backoff: the same rule as for a job let go at shutdown (below).
 
 At shutdown, an attempt still running when the grace period ends is let go (let_go_of_current):
 the job goes back to ``retrying``, its attempt counted, for another replica to take over; the
@@ -254,7 +256,8 @@ class Worker:
                  timeout_seconds=self.job_timeout_seconds)
         return False
 
-    def _handle_failure(self, job: Job, error: Exception) -> None:
+    def _handle_failure(self, job: Job, error: Exception, *,
+                        not_before: float | None = None) -> None:  # see _time_out
         outcome = outcome_for_error(error, job.attempts, self.max_attempts)
         if outcome.state == DONE:
             self._settle(job, lambda: self.queue.complete(job.id, self.worker_id, outcome.result,
@@ -266,10 +269,11 @@ class Worker:
             _log_job(logging.ERROR, "job dead", job, reason=outcome.reason)
         else:
             delay = self.backoff.delay(job.attempts, self.random, outcome.retry_after)
-            self._settle(job, lambda: self.queue.retry_later(job.id, self.worker_id,
-                                                             outcome.reason or "failed", delay))
+            self._settle(job, lambda: self.queue.retry_later(
+                job.id, self.worker_id, outcome.reason or "failed", delay, not_before=not_before))
             _log_job(logging.WARNING, "job will be retried", job, reason=outcome.reason,
-                     retry_in_seconds=round(delay, 3))
+                     retry_in_seconds=round(delay, 3),
+                     due_after_side_effect_lease=not_before is not None)
 
     def _settle(self, job: Job, write: Callable[[], None]) -> None:
         """Write the job's outcome, retrying transient database errors while the lease holds.
@@ -353,16 +357,18 @@ class Worker:
     def _time_out(self, context: JobContext) -> None:
         """Give up an attempt still running after job_timeout_seconds. Its handler stops at
         its next step or side effect; the job fails as on a transient error (retried after a
-        backoff, or dead after the last attempt), which also ends this worker's lease."""
+        backoff, or dead after the last attempt), which also ends this worker's lease. The
+        hung call may be a side effect still in flight: the retry is not due before the lease
+        granted for it runs out (give_up, under the lock no new grant passes)."""
         limit = f"{self.job_timeout_seconds:g} s"
         self._stuck = (context.job.id, time.monotonic())
-        context.lease_lost(f"its attempt timed out after {limit}")
+        side_effect_until = context.give_up(f"its attempt timed out after {limit}")
         error = TransientError(f"timed out after {limit} (server.job_timeout_seconds); the "
                                "attempt was given up while its handler was still running")
         _log_job(logging.ERROR, "job attempt timed out", context.job,
                  timeout_seconds=self.job_timeout_seconds, worker=self.worker_id)
         try:
-            self._handle_failure(context.job, error)
+            self._handle_failure(context.job, error, not_before=side_effect_until)
         except Exception as exc:  # logged by _settle; the unrenewed lease runs out instead
             _log_job(logging.ERROR, "timed-out job left to its lease", context.job,
                      reason=str(exc))

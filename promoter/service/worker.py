@@ -218,14 +218,18 @@ class Worker:
         if current is None:
             return None
         job, context, end = current
+        return job if self._let_go(job, context, end, reason) else None
+
+    def _let_go(self, job: Job, context: JobContext, end: _AttemptEnd, reason: str) -> bool:
+        """let_go_of_current's hand-back, also the one an interrupted handler gets."""
         if not end.first():
-            return None
+            return False  # timed out, or let go already: its settling writes the job's state
         side_effect_until = context.give_up(reason)
         if not self.queue.let_go(job.id, self.worker_id, reason, not_before=side_effect_until):
-            return None  # another worker had taken it over already (an expired lease)
+            return False  # another worker had taken it over already (an expired lease)
         _log_job(logging.WARNING, "job let go", job, reason=reason, worker=self.worker_id,
                  due_after_side_effect_lease=side_effect_until is not None)
-        return job
+        return True
 
     def _run_handler(self, job: Job, context: JobContext, end: _AttemptEnd) -> None:
         try:
@@ -238,10 +242,12 @@ class Worker:
                 self._handle_failure(job, exc)
             return
         except BaseException:
-            # Ctrl-C, or a shutdown that ends the thread: the handler has stopped, so the job
-            # need not wait out its lease before another worker (or the next run) takes it.
+            # Ctrl-C (promote and rollback run handlers on the main thread, which gets the
+            # KeyboardInterrupt): the handler has stopped, so the job need not wait out the
+            # heartbeat's lease, but a side effect it began may still take effect (GitLab
+            # carries out a request already sent): due once that side effect's lease is over.
             with contextlib.suppress(Exception):
-                self.queue.let_go(job.id, self.worker_id)
+                self._let_go(job, context, end, "its worker was interrupted while it ran")
             raise
         if not self._handler_ends_attempt(job, end):
             return

@@ -1,6 +1,7 @@
 """A job let go (its handler interrupted: Ctrl-C, a shutdown) is taken over at once: its
 lease ends now and idle workers are told, in this process and, on PostgreSQL, in every
-replica (NOTIFY), instead of finding it at their fallback poll (15 s in serve)."""
+replica (NOTIFY), instead of finding it at their fallback poll (15 s in serve). Unless the
+handler was inside a side effect: then not before the lease granted for it has run out."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from promoter.service.queue import JobKey, JobQueue
 from promoter.service.queue_ops import WORK_CHANNEL
 from promoter.service.worker import Worker
 from tests.fixtures.state_backends import StateBackend
+from tests.queue.conftest import ManualClock
 
 V7 = JobKey("fraud-detector", "7", "production", "promote")
 FALLBACK_POLL_SECONDS = 15.0  # serve's idle workers' poll
@@ -94,3 +96,52 @@ def test_an_idle_replica_takes_over_an_interrupted_job_well_before_its_poll(
             thread.join(5)
         a.close()
         b.close()
+
+
+def test_ctrl_c_inside_a_side_effect_hands_the_job_back_due_once_its_lease_runs_out(
+        queue: JobQueue, clock: ManualClock) -> None:
+    """`promoter promote` runs the handler on the main thread: Ctrl-C lands in the middle of
+    its proposal. The create-MR request may already be on GitLab, which carries it out though
+    promote exits: a replica must not propose the same change before that request's lease
+    would have run out, just as if promote had died."""
+    job = queue.enqueue(V7).job
+    granted: list[float] = []
+
+    def interrupted_while_proposing(job: Job, ctx: JobContext) -> dict[str, Any]:
+        ctx.before_side_effect("propose")
+        lease = queue.get(job.id).lease_expires_at  # the manual clock stands still meanwhile
+        assert lease is not None
+        granted.append(lease)
+        raise KeyboardInterrupt           # the request was sent; its answer never read
+
+    proposals: list[int] = []
+
+    def proposes(job: Job, ctx: JobContext) -> dict[str, Any]:
+        ctx.before_side_effect("propose")
+        proposals.append(job.attempts)
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        Worker(queue, interrupted_while_proposing, worker_id="cli", lease_seconds=60.0,
+               heartbeat=False).run_once()
+    handed_back = queue.get(job.id)
+    assert (handed_back.state, handed_back.attempts, handed_back.lease_owner) == \
+        ("retrying", 1, None)
+    assert handed_back.next_run_at >= granted[0]
+    replica = Worker(queue, proposes, worker_id="replica", heartbeat=False)
+    assert not replica.run_once()         # GitLab may still be creating the MR: wait
+    clock.advance(granted[0] - clock.now())
+    assert replica.run_once()             # the lease is over: as after a crash, take over
+    assert proposals == [2]
+    assert queue.get(job.id).state == "done"
+
+
+def test_ctrl_c_before_any_side_effect_hands_the_job_back_due_at_once(
+        queue: JobQueue) -> None:
+    job = queue.enqueue(V7).job
+    with pytest.raises(KeyboardInterrupt):
+        Worker(queue, interrupted, worker_id="cli", lease_seconds=60.0,
+               heartbeat=False).run_once()
+    assert queue.get(job.id).state == "retrying"
+    taken = queue.claim("replica", 60.0)  # the clock has not moved: due now
+    assert taken is not None and taken.id == job.id

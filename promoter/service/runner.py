@@ -2,8 +2,10 @@
 
 Shutdown on SIGTERM or SIGINT: uvicorn stops accepting and finishes in-flight requests, then
 the workers and the reconcile loop get SHUTDOWN_GRACE_SECONDS in all to end; a job still
-running after that is let go (back to retrying, due at once, its recorded steps kept) for
-another replica to take over now (promoter.service.shutdown), and the queue is closed.
+running after that is let go (back to retrying, its recorded steps kept) for another replica
+to take over, at once or once the lease of a side effect it was in runs out
+(promoter.service.shutdown), and the queue is closed. On SIGINT the CLI may end the process
+sooner (see serve's ``finally``).
 """
 
 from __future__ import annotations
@@ -86,6 +88,13 @@ def serve(settings: Settings, host: str, port: int, *, probe_port: int | None = 
     try:
         server.run()
     finally:
+        # Ctrl-C under the CLI: uvicorn hands the SIGINT back once it has stopped, and the
+        # CLI's handler (cli._arm_interrupt_watchdog) raises KeyboardInterrupt here and ends
+        # the process 10 s later, within the grace. A job still running then is not let go
+        # but keeps its lease, its heartbeat gone; that is safe: the worker threads never see
+        # the KeyboardInterrupt (the main thread gets it), and each before_side_effect grant
+        # and heartbeat renewal overwrites the one lease column, so the lease left is no
+        # shorter than any side effect's: nobody takes the job while one may be in flight.
         stop_background_work(stop, workers_started, threads)
         queue.close()
         signal.signal(signal.SIGTERM, previous)

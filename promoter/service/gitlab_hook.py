@@ -2,7 +2,7 @@
 
 Checks, in order: the shared token (``X-Gitlab-Token``, compared in constant time with
 ``PROMOTER_GITLAB_WEBHOOK_TOKEN``), the event kind, the body, the ``Idempotency-Key`` (GitLab
-sends the same key on every retry of one delivery; stored durably in the one dedupe table of
+sends the same key on every resend of one delivery; stored durably in the one dedupe table of
 the state database, so a re-delivery after a restart is still recognised), and finally that
 the MR head is the commit promoter pushed and the MR still targets the configured branch (an MR
 retargeted elsewhere deploys nothing Argo CD syncs). An ``approved`` is acted on only with
@@ -15,7 +15,10 @@ of it is ignored, but a merge or close of it on the target branch is passed on a
 outcome (``pushed_sha`` set; service.outcomes records it as such, never as promoter's
 deployment), so the audit trail shows what reached the branch. A failure while acting on a
 valid delivery is promoter's, not GitLab's: answered 5xx (hook_deliveries.failed_while_acting)
-with the delivery released, so GitLab's retry acts again. Framework-agnostic:
+with the delivery released. GitLab does not retry it by itself, so a delivery with an
+``Idempotency-Key`` is kept (state.failed_deliveries) and handled again by the reconcile loop's
+leader (``retry_failed``) until it is answered or parked; a resend from GitLab's *Recent
+events* acts too, recognised by its key. Framework-agnostic:
 ``handle(headers, body) -> (status, json)``.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +55,7 @@ from promoter.service.hook_deliveries import (
 from promoter.service.logs import OncePer, log
 from promoter.service.thread_lanes import HOOK_THREADS, Lane
 from promoter.state.db import StateDB, state_db
+from promoter.state.failed_deliveries import FailedDeliveries
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -83,8 +88,12 @@ class GitLabHookHandler:
                  on_event: Callable[[ForgeEvent], None], *, target_branch: str = "main",
                  max_body_bytes: int = 1024 * 1024,
                  own_username: Callable[[], str | None] | None = None,
-                 counted_approvals: CountedApprovals | None = None) -> None:
+                 counted_approvals: CountedApprovals | None = None,
+                 failed: FailedDeliveries | None = None) -> None:
         self._token = token
+        # Deliveries that failed while acted on, handled again by ``retry_failed``: GitLab
+        # does not retry them. None: none kept (a resend from GitLab is the only retry).
+        self._failed = failed
         # Read for an "approved" of promoter's MR: on CE/Free it comes with every approval.
         # None: the forge's "approved" is taken as it is.
         self._counted_approvals = counted_approvals
@@ -110,7 +119,8 @@ class GitLabHookHandler:
         return cls(settings.secret(TOKEN_VARIABLE), DeliveryLog(state), pushed_head, on_event,
                    target_branch=settings.git.target_branch,
                    max_body_bytes=settings.server.max_body_bytes, own_username=own_username,
-                   counted_approvals=counted_approvals)
+                   counted_approvals=counted_approvals,
+                   failed=FailedDeliveries(state, time.time))
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
         lowered = {key.lower(): value for key, value in headers.items()}
@@ -119,7 +129,43 @@ class GitLabHookHandler:
             return refused
         if len(body) > self.max_body_bytes:
             return _error(413, "too_large", f"body exceeds {self.max_body_bytes} bytes")
-        event_header = lowered.get("x-gitlab-event", "")
+        event_header, key = lowered.get("x-gitlab-event", ""), lowered.get("idempotency-key")
+        status, answer = self._handle_valid(event_header, key[:200] if key else None, body)
+        # GitLab does not retry a 5xx: the delivery is kept, to be handled again
+        # (state.failed_deliveries). One still being handled elsewhere is that handler's to
+        # keep, should it fail.
+        if status >= 500 and key and self._failed is not None and \
+                answer.get("error") != "in_progress" and \
+                not self._failed.keep(key[:200], event_header, body, str(answer.get("detail"))):
+            log(_log, logging.ERROR, "a GitLab delivery failed and cannot be kept to be "
+                "handled again (too many kept): resend it from the hook's Recent events",
+                idempotency_key=key[:200], error=answer.get("detail"))
+        return status, answer
+
+    def retry_failed(self) -> int:
+        """Handle again the failed deliveries that are due (state.failed_deliveries); the
+        reconcile loop's leader calls it each pass. How many were answered."""
+        if self._failed is None:
+            return 0
+        answered = 0
+        for delivery in self._failed.due():
+            status, answer = self._handle_valid(delivery.event, delivery.key, delivery.body)
+            if status < 500:
+                self._failed.forget(delivery.key)
+                answered += 1
+                log(_log, logging.INFO, "a failed GitLab delivery was handled again",
+                    idempotency_key=delivery.key, attempts=delivery.attempts,
+                    answer=answer.get("status"))
+                continue
+            again = self._failed.failed_again(delivery, str(answer.get("detail")))
+            if again.parked:
+                log(_log, logging.ERROR, "a GitLab delivery failed every time it was handled; "
+                    "parked: fix the cause, then resend it from the hook's Recent events",
+                    idempotency_key=delivery.key, attempts=again.attempts, error=again.error)
+        return answered
+
+    def _handle_valid(self, event_header: str, key: str | None, body: bytes) -> Answer:
+        """A delivery whose token and size were checked, from GitLab now or kept earlier."""
         try:
             event = parse(event_header, body)
         except UserError as exc:
@@ -136,15 +182,14 @@ class GitLabHookHandler:
             try:
                 ours = closed_by_promoter(event.action, event.title, event.source_branch,
                                           closer=event.user, own=self._own)
-            except PromoterError as exc:   # GitLab retries a 5xx: the retry asks again
+            except PromoterError as exc:   # kept, or resent: asked again then
                 return failed_while_acting(exc)
             if ours:
                 return 200, {"status": "ignored",
                              "reason": "promoter closed it (superseded or withdrawn)"}
         if event.name is None or event.iid is None:
             return 200, {"status": "ignored", "reason": "not a promoter merge request"}
-        key = lowered.get("idempotency-key")
-        claimed = self._deliveries.claim(key[:200]) if key else None
+        claimed = self._deliveries.claim(key) if key else None
         if claimed is not None and claimed.outcome is HookClaim.DONE:
             return 200, {"status": "duplicate", "idempotency_key": claimed.delivery_id}
         if claimed is not None and claimed.outcome is HookClaim.IN_PROGRESS:
@@ -153,7 +198,7 @@ class GitLabHookHandler:
             status, answer = self._act(event)
         except PromoterError as exc:
             if claimed is not None:
-                self._deliveries.release(claimed)   # GitLab retries a 5xx: let the retry act
+                self._deliveries.release(claimed)   # let the next handling of it act
             return failed_while_acting(exc)
         except Exception:
             if claimed is not None:
@@ -204,7 +249,8 @@ class GitLabHookHandler:
         if merge_request is not None and merge_request.action == "approved" and \
                 self._counted_approvals is not None:
             # A forge read: a failure is raised like any failure while acting (5xx, the
-            # delivery released for GitLab's retry), never taken as approved or dropped.
+            # delivery released and kept to be handled again), never taken as approved or
+            # dropped.
             short = approvals_short("approved", self._counted_approvals(merge_request.iid))
             if short is not None:
                 return 200, {"status": "ignored", "reason": short, **described}

@@ -1,9 +1,10 @@
 """Hook deliveries handled at most once, and never lost: shared by the GitLab and Argo CD hooks.
 
 A delivery is claimed (``processing``, committed) before it is acted on, finished with its
-answer, and released when acting fails so the sender's retry is handled. A re-delivery of one
-already answered is a duplicate; a re-delivery of one still ``processing`` is answered 503 (both
-senders retry a 5xx later), because its first handler may be slow or may have died between
+answer, and released when acting fails so its next handling acts (GitLab's: kept by
+promoter and handled again, state.failed_deliveries, or resent by hand). A re-delivery of one
+already answered is a duplicate; a re-delivery of one still ``processing`` is answered 503,
+because its first handler may be slow or may have died between
 claim and answer (SIGKILL, OOM), and calling it a duplicate would lose the event for good. A
 claim older than ``deliveries.PROCESSING_TAKEOVER_SECONDS`` is taken over by the re-delivery.
 Replicas measure claims on PostgreSQL's clock (queue_ops.shared_now), as the job queue its leases.
@@ -81,7 +82,7 @@ def in_progress_answer(**described: Any) -> tuple[int, dict[str, Any]]:
 def failed_while_acting(exc: PromoterError) -> tuple[int, dict[str, Any]]:
     """The answer when a valid delivery could not be acted on: a 5xx (503 unless the error is
     a 5xx of its own), never the error's 4xx. The request was fine; a 4xx would say otherwise
-    (an MLflow AuthError is not a bad hook token), stop the sender's retries for good, and count
+    (an MLflow AuthError is not a bad hook token), stop a sender's retries for good, and count
     towards GitLab disabling the hook. The caller has released the delivery for the retry."""
     status = exc.http_status if exc.http_status >= 500 else 503
     return status, {"error": exc.kind, "detail": public_reason(exc)}

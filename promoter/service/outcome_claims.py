@@ -6,8 +6,9 @@ recorded yet" and recording it later leaves room for all of them to act (two ``m
 entries, two write-backs, a doubled or lost ``version.superseded``). So an outcome is claimed
 in the state database before anything is written, as a hook delivery is
 (promoter.service.hook_deliveries, the same table and rules): one claimant acts, the others
-are told it is in progress (TransientError: the webhook answers 503 and GitLab retries, the
-sweep retries next pass) or, once finished, that it is already recorded.
+are told it is in progress (TransientError: the webhook answers 503 and keeps the delivery to
+handle again, state.failed_deliveries; the sweep retries next pass) or, once finished, that it
+is already recorded.
 
 A claimant killed part-way (SIGKILL, OOM, node loss) never finishes nor releases its claim; it
 goes stale after ``PROCESSING_TAKEOVER_SECONDS`` and the next handler (the sweep's next pass,
@@ -45,8 +46,9 @@ RECORDED = "recorded"
 
 class RecordingElsewhere(TransientError):
     """Another handler holds the claim: nothing is wrong, the outcome is being recorded (or
-    the deployment's live_version moved) there. The webhook still answers 503 so GitLab
-    re-delivers; the sweep notes it and looks again next pass, without counting a failure."""
+    the deployment's live_version moved) there. The webhook still answers 503 and keeps the
+    delivery to handle again; the sweep notes it and looks again next pass, without counting
+    a failure."""
 
 
 class OutcomeClaims:

@@ -314,11 +314,14 @@ def _stopped(report: PassReport) -> PassReport:
 
 def run_periodically(settings: Settings, registry: Registry, queue: JobQueue,
                      stop_wait: Callable[[float], bool], metrics: Metrics | None = None,
-                     mr_sweep: Callable[[], object] | None = None) -> None:
+                     mr_sweep: Callable[[], object] | None = None,
+                     failed_deliveries: Callable[[], object] | None = None) -> None:
     """Run passes every ``server.reconcile_interval_seconds`` while this process holds the
     reconcile leadership, until ``stop_wait(seconds)`` is true (pass ``threading.Event().wait``).
-    Each pass also runs ``mr_sweep`` (promoter.service.mr_sweep: MR outcomes whose webhook was
-    lost), after MLflow's. Failures are logged and retried next interval."""
+    Each pass also handles again the GitLab deliveries that failed (``failed_deliveries``:
+    GitLabHookHandler.retry_failed), then runs ``mr_sweep`` (promoter.service.mr_sweep: MR
+    outcomes whose webhook was lost), after MLflow's. Failures are logged and retried next
+    interval."""
     interval = settings.server.reconcile_interval_seconds
     if interval <= 0:
         return
@@ -336,8 +339,10 @@ def run_periodically(settings: Settings, registry: Registry, queue: JobQueue,
             if leading:
                 _pass(settings, registry, queue, state, metrics, leadership.held)
                 # Asked again: a pass can take long enough for the lead to move meanwhile.
+                if failed_deliveries is not None and leadership.held():
+                    _sweep(failed_deliveries, "handling failed GitLab deliveries again")
                 if mr_sweep is not None and leadership.held():
-                    _sweep(mr_sweep)
+                    _sweep(mr_sweep, "MR sweep")
             if stop_wait(interval if leading else min(interval, FOLLOWER_RETRY_SECONDS)):
                 return
     finally:
@@ -357,11 +362,12 @@ def _pass(settings: Settings, registry: Registry, queue: JobQueue, state: Reconc
         _log.exception("reconcile pass crashed: %s", type(exc).__name__)
 
 
-def _sweep(mr_sweep: Callable[[], object]) -> None:
-    """The MR sweep, apart from MLflow's pass: a forge outage must not stop the other."""
+def _sweep(sweep: Callable[[], object], what: str) -> None:
+    """A sweep, apart from MLflow's pass and the other sweep: a forge outage must not stop
+    them."""
     try:
-        mr_sweep()
+        sweep()
     except TransientError as exc:
-        log(_log, logging.WARNING, "MR sweep failed; retrying next interval", error=exc.message)
+        log(_log, logging.WARNING, f"{what} failed; retrying next interval", error=exc.message)
     except Exception as exc:  # a bug must not stop the loop that makes us lossless
-        _log.exception("MR sweep crashed: %s", type(exc).__name__)
+        _log.exception("%s crashed: %s", what, type(exc).__name__)

@@ -71,7 +71,8 @@ def serve(settings: Settings, host: str, port: int, *, probe_port: int | None = 
         if reconcile:
             threads.append(threading.Thread(
                 target=run_periodically, args=(settings, registry, queue, stop.wait, metrics,
-                                               composition.mr_sweep(settings, outcomes, metrics)),
+                                               composition.mr_sweep(settings, outcomes, metrics),
+                                               gitlab_hook.retry_failed if gitlab_hook else None),
                 name="reconcile", daemon=True))
     # uvicorn re-raises the signal it caught once it has shut down; this handler receives it,
     # so the process does not die before the workers have been told to stop.

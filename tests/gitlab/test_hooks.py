@@ -248,7 +248,7 @@ def test_duplicate_delivery_is_acted_on_once(setup: Setup, tmp_path: Path) -> No
     assert len(setup.events) == 1
 
 
-def test_a_failed_delivery_is_processed_when_gitlab_retries(setup: Setup) -> None:
+def test_a_failed_delivery_is_processed_when_it_is_resent(setup: Setup) -> None:
     result = setup.harness.provider.propose(proposal("1", approvals_required=1))
     assert result.mr_iid is not None
     setup.failures.append(TransientError("MLflow is down"))

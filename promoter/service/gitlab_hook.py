@@ -54,7 +54,7 @@ from promoter.service.hook_deliveries import (
 )
 from promoter.service.logs import OncePer, log
 from promoter.service.thread_lanes import HOOK_THREADS, Lane
-from promoter.state.db import StateDB, state_db
+from promoter.state.db import StateDB, StateUnavailable, state_db
 from promoter.state.failed_deliveries import FailedDeliveries
 
 if TYPE_CHECKING:
@@ -149,7 +149,14 @@ class GitLabHookHandler:
             return 0
         answered = 0
         for delivery in self._failed.due():
-            status, answer = self._handle_valid(delivery.event, delivery.key, delivery.body)
+            try:
+                status, answer = self._handle_valid(delivery.event, delivery.key, delivery.body)
+            except StateUnavailable:
+                raise   # nothing can be recorded now: the next pass tries again, uncounted
+            except Exception as exc:  # a bug: counted, so it is parked rather than tried forever
+                _log.exception("handling a failed GitLab delivery again crashed: %s",
+                               type(exc).__name__)
+                status, answer = 500, {"detail": f"internal error ({type(exc).__name__})"}
             if status < 500:
                 self._failed.forget(delivery.key)
                 answered += 1

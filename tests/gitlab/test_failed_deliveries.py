@@ -163,3 +163,20 @@ def test_the_reconcile_leader_handles_failed_deliveries_then_sweeps(tmp_path: Pa
     finally:
         queue.close()
     assert ran == ["failed deliveries", "mr sweep"]
+
+
+def test_a_delivery_whose_handling_crashes_is_counted_towards_parking(
+        keeping: Keeping, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug while handling it again is an attempt like any failure: it is parked in time,
+    not tried every pass for good."""
+    result = keeping.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    keeping.failures.append(TransientError("MLflow is down"))
+    keeping.harness.approve(result.mr_iid, "alice")
+    keeping.failures.append(RuntimeError("a bug"))
+    keeping.clock.now += delay(1)
+    with caplog.at_level(logging.ERROR, logger="promoter.gitlab_hook"):
+        assert keeping.handler.retry_failed() == 0
+    [kept] = keeping.kept.all()
+    assert kept.attempts == 2 and kept.error == "internal error (RuntimeError)"
+    assert "crashed: RuntimeError" in caplog.text

@@ -108,6 +108,8 @@ def create_app(settings: Settings, queue: JobQueue, registry: Registry | None = 
     liveness probe restarts it; None while all is well."""
     metrics = metrics or Metrics()
     metrics.watch_queue(queue.counts_by_state)
+    if gitlab_hook is not None:
+        metrics.watch_kept_deliveries(gitlab_hook.kept_deliveries)
     clock = clock or SystemClock()
     triggers = intake.triggers(settings)
     limit = settings.server.max_body_bytes

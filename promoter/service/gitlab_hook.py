@@ -171,6 +171,12 @@ class GitLabHookHandler:
                     idempotency_key=delivery.key, attempts=again.attempts, error=again.error)
         return answered
 
+    def kept_deliveries(self) -> dict[str, int]:
+        """How many failed deliveries are kept: {"waiting": n, "parked": n} (/metrics)."""
+        kept = self._failed.all() if self._failed is not None else []
+        parked = sum(1 for delivery in kept if delivery.parked)
+        return {"waiting": len(kept) - parked, "parked": parked}
+
     def _handle_valid(self, event_header: str, key: str | None, body: bytes) -> Answer:
         """A delivery whose token and size were checked, from GitLab now or kept earlier."""
         try:

@@ -39,6 +39,28 @@ class _QueueCollector(Collector):
                                 value=sum(counts.get(s, 0) for s in WAITING_STATES))
 
 
+class _KeptDeliveriesCollector(Collector):
+    """GitLab deliveries kept to be handled again (state.failed_deliveries), read on scrape:
+    ``parked`` above 0 wants an operator (GitLab's hook failed every time for ~34 hours)."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = dict(self._counts())
+        except Exception as exc:  # a scrape must not fail because the state is briefly down
+            _log.warning("kept deliveries unavailable for /metrics: %s", type(exc).__name__)
+            return
+        kept = GaugeMetricFamily(
+            "promoter_gitlab_deliveries_kept", "GitLab hook deliveries that failed while acted "
+            "on, kept to be handled again (waiting) or given up on after every try (parked)",
+            labels=["state"])
+        for state in ("waiting", "parked"):
+            kept.add_metric([state], counts.get(state, 0))
+        yield kept
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -69,6 +91,10 @@ class Metrics:
         if self._queue_collector is None:
             self._queue_collector = _QueueCollector(counts)
             self.registry.register(self._queue_collector)
+
+    def watch_kept_deliveries(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """``promoter_gitlab_deliveries_kept{state}`` from ``counts`` ({waiting, parked})."""
+        self.registry.register(_KeptDeliveriesCollector(counts))
 
     def delivery(self, source: str, outcome: str) -> None:
         self.deliveries.labels(source=source, outcome=outcome).inc()

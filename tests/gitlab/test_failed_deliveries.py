@@ -180,3 +180,31 @@ def test_a_delivery_whose_handling_crashes_is_counted_towards_parking(
     [kept] = keeping.kept.all()
     assert kept.attempts == 2 and kept.error == "internal error (RuntimeError)"
     assert "crashed: RuntimeError" in caplog.text
+
+
+def test_metrics_count_the_kept_deliveries(keeping: Keeping, tmp_path: Path) -> None:
+    """`promoter serve`'s /metrics says how many failed deliveries wait and how many are
+    parked: the one signal an operator can alert on."""
+    from starlette.testclient import TestClient
+
+    from promoter.service.app import create_app
+
+    settings = load_settings(None, {"PROMOTER_STATE_DIR": str(tmp_path / "state")})
+    queue = JobQueue.open(tmp_path / "state")
+    result = keeping.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    keeping.failures.extend([TransientError("MLflow is down")] * MAX_ATTEMPTS)
+    keeping.harness.approve(result.mr_iid, "alice")
+    try:
+        with TestClient(create_app(settings, queue, gitlab_hook=keeping.handler)) as client:
+            text = client.get("/metrics").text
+            assert 'promoter_gitlab_deliveries_kept{state="waiting"} 1.0' in text
+            assert 'promoter_gitlab_deliveries_kept{state="parked"} 0.0' in text
+            for _ in range(MAX_ATTEMPTS - 1):   # bounded: parked on the last
+                keeping.clock.now = keeping.kept.all()[0].due
+                keeping.handler.retry_failed()
+            text = client.get("/metrics").text
+            assert 'promoter_gitlab_deliveries_kept{state="waiting"} 0.0' in text
+            assert 'promoter_gitlab_deliveries_kept{state="parked"} 1.0' in text
+    finally:
+        queue.close()

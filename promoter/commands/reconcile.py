@@ -40,7 +40,9 @@ def reconcile(
 
     Catches MLflow webhooks missed while promoter was down, legacy stage
     transitions (MLflow sends no webhook for them) and lost GitLab Merge
-    Request Hooks: the MR sweep asks the git provider about the merge requests
+    Request Hooks: GitLab deliveries that failed while promoter acted on them
+    are handled again when due (GitLab does not retry them), and the MR sweep
+    asks the git provider about the merge requests
     the ledger still waits on (at most 20, oldest first) and about the
     garbage-collection MRs `promoter gc` noted whose merge or close is not
     recorded yet (at most 10), as `serve` does. A noted GC MR that was deleted
@@ -75,14 +77,19 @@ def reconcile(
     try:
         report = _mlflow_pass(settings, registry, leadership.held)
         # Asked again, as `serve` does: a lead lost in the pass leaves the sweep to the leader.
+        redone = _failed_deliveries(settings, registry) if leadership.held() else None
         swept, broken = _mr_sweep(settings, registry) if leadership.held() else (None, None)
     finally:
         leadership.release()  # at once: a replica's loop need not wait for this to exit
     if output == "json":
         failed = {"error": broken.message, "hint": broken.hint} if broken else {}
-        emit_json({**report.describe(), "mr_sweep": swept.describe() if swept else failed})
+        emit_json({**report.describe(), "mr_sweep": swept.describe() if swept else failed,
+                   **({"failed_deliveries": redone} if redone is not None else {})})
     else:
         _print_pass(report)
+        if redone is not None:
+            typer.echo(f"failed GitLab deliveries handled again: {redone.get('answered', 0)}"
+                       + (f" (error: {redone['error']})" if "error" in redone else ""))
         if swept is not None:
             _print_sweep(swept)
     _exit_on_sweep_failure(swept, broken)
@@ -134,6 +141,21 @@ def _mlflow_pass(settings: Settings, registry: Registry,
     finally:
         store.close()
         queue.close()
+
+
+def _failed_deliveries(settings: Settings, registry: Registry) -> dict[str, object] | None:
+    """GitLab deliveries that failed while acted on, handled again when due, as `serve`'s
+    loop does before its sweep (for `serve --no-reconcile` with this run on a schedule):
+    {"answered": n}, or {"error": …} (the sweep still runs); None without GitLab."""
+    from promoter.service import composition
+
+    if settings.git.provider != "gitlab":
+        return None
+    try:
+        hook = composition.gitlab_hook(settings, composition.outcomes(settings, registry))
+        return {"answered": hook.retry_failed()}
+    except PromoterError as exc:
+        return {"error": exc.message}
 
 
 def _mr_sweep(settings: Settings,

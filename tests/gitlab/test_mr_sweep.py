@@ -972,3 +972,34 @@ def test_a_second_close_after_a_reopen_and_a_new_head_is_recorded(
     assert [r["action"] for r in report.recorded] == ["close"]
     assert promoter.status() == "closed"
     assert [e["version"] for e in promoter.entries("mr.close")] == ["3", "4"]
+
+
+@pytest.mark.e2e
+def test_reconcile_once_handles_a_kept_failed_delivery_again(command_world: CommandWorld
+                                                             ) -> None:
+    """`serve --no-reconcile` with `reconcile --once` on a schedule: the run handles again the
+    GitLab deliveries that failed while promoter acted on them (GitLab does not retry them)."""
+    from promoter.state.failed_deliveries import FailedDeliveries
+
+    result = command_world.harness.provider.propose(
+        proposal(command_world.version, model=command_world.model, approvals_required=1))
+    assert result.mr_iid is not None
+    command_world.ledger.put(DeployedState(command_world.model, ENV, NAME,
+                                           command_world.version, "mr_opened", result.mr_iid))
+    command_world.harness.approve(result.mr_iid, "alice")   # captured: no hook URL
+    approved = command_world.standin.deliveries[-1]
+    assert approved.payload["object_attributes"]["action"] == "approved"
+    # As the webhook kept it when MLflow was down: due long ago.
+    FailedDeliveries(command_world.ledger.db, lambda: 0.0).keep(
+        approved.headers["Idempotency-Key"], approved.event,
+        json.dumps(approved.payload).encode(), "MLflow is down")
+
+    done = command_world.reconcile("--output", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["failed_deliveries"] == {"answered": 1}
+    assert command_world.status() == "approved"
+    assert [(e["actor"], e["status"]) for e in command_world.audit.entries()
+            if e["event"] == "mr.approved"] == [("alice", "approved")]
+    assert command_world.tags()[0] == "approved"
+    again = command_world.reconcile()
+    assert "failed GitLab deliveries handled again: 0" in again.stdout

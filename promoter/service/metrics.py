@@ -20,45 +20,44 @@ WAITING_STATES = ("queued", "retrying")
 _log = logging.getLogger("promoter.metrics")
 
 
-class _QueueCollector(Collector):
-    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
-        self._counts = counts
+class _CountsCollector(Collector):
+    """Gauges built on each scrape from counts read from the state (``counts``; ``what`` names
+    them in the warning when they cannot be read: a scrape must not fail because the state is
+    briefly down)."""
+
+    def __init__(self, what: str, counts: Callable[[], Mapping[str, int]],
+                 families: Callable[[Mapping[str, int]], Iterator[Metric]]) -> None:
+        self._what, self._counts, self._families = what, counts, families
 
     def collect(self) -> Iterator[Metric]:
         try:
             counts = dict(self._counts())
-        except Exception as exc:  # a scrape must not fail because the queue is briefly down
-            _log.warning("queue counts unavailable for /metrics: %s", type(exc).__name__)
+        except Exception as exc:
+            _log.warning("%s unavailable for /metrics: %s", self._what, type(exc).__name__)
             return
-        jobs = GaugeMetricFamily("promoter_jobs", "Jobs in the durable queue by state",
-                                 labels=["state"])
-        for state in sorted(set(JOB_STATES) | set(counts)):
-            jobs.add_metric([state], counts.get(state, 0))
-        yield jobs
-        yield GaugeMetricFamily("promoter_queue_depth", "Jobs waiting to run (queued + retrying)",
-                                value=sum(counts.get(s, 0) for s in WAITING_STATES))
+        yield from self._families(counts)
 
 
-class _KeptDeliveriesCollector(Collector):
-    """GitLab deliveries kept to be handled again (state.failed_deliveries), read on scrape:
-    ``parked`` above 0 wants an operator (GitLab's hook failed every time for ~34 hours)."""
+def _queue_families(counts: Mapping[str, int]) -> Iterator[Metric]:
+    jobs = GaugeMetricFamily("promoter_jobs", "Jobs in the durable queue by state",
+                             labels=["state"])
+    for state in sorted(set(JOB_STATES) | set(counts)):
+        jobs.add_metric([state], counts.get(state, 0))
+    yield jobs
+    yield GaugeMetricFamily("promoter_queue_depth", "Jobs waiting to run (queued + retrying)",
+                            value=sum(counts.get(s, 0) for s in WAITING_STATES))
 
-    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
-        self._counts = counts
 
-    def collect(self) -> Iterator[Metric]:
-        try:
-            counts = dict(self._counts())
-        except Exception as exc:  # a scrape must not fail because the state is briefly down
-            _log.warning("kept deliveries unavailable for /metrics: %s", type(exc).__name__)
-            return
-        kept = GaugeMetricFamily(
-            "promoter_gitlab_deliveries_kept", "GitLab hook deliveries that failed while acted "
-            "on, kept to be handled again (waiting) or given up on after every try (parked)",
-            labels=["state"])
-        for state in ("waiting", "parked"):
-            kept.add_metric([state], counts.get(state, 0))
-        yield kept
+def _kept_deliveries_families(counts: Mapping[str, int]) -> Iterator[Metric]:
+    """GitLab deliveries kept to be handled again (state.failed_deliveries): ``parked`` above
+    0 wants an operator (GitLab's hook failed every time it was handled, for ~34 hours)."""
+    kept = GaugeMetricFamily(
+        "promoter_gitlab_deliveries_kept", "GitLab hook deliveries that failed while acted on, "
+        "kept to be handled again (waiting) or given up on after every try (parked)",
+        labels=["state"])
+    for state in ("waiting", "parked"):
+        kept.add_metric([state], counts.get(state, 0))
+    yield kept
 
 
 class Metrics:
@@ -85,16 +84,17 @@ class Metrics:
         self.reconcile_leader = Gauge(
             "promoter_reconcile_leader", "1 while this process runs the reconcile loop (with "
             "PostgreSQL state, one replica at a time), else 0", registry=self.registry)
-        self._queue_collector: _QueueCollector | None = None
+        self._queue_collector: _CountsCollector | None = None
 
     def watch_queue(self, counts: Callable[[], Mapping[str, int]]) -> None:
         if self._queue_collector is None:
-            self._queue_collector = _QueueCollector(counts)
+            self._queue_collector = _CountsCollector("queue counts", counts, _queue_families)
             self.registry.register(self._queue_collector)
 
     def watch_kept_deliveries(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """``promoter_gitlab_deliveries_kept{state}`` from ``counts`` ({waiting, parked})."""
-        self.registry.register(_KeptDeliveriesCollector(counts))
+        self.registry.register(_CountsCollector("kept deliveries", counts,
+                                                _kept_deliveries_families))
 
     def delivery(self, source: str, outcome: str) -> None:
         self.deliveries.labels(source=source, outcome=outcome).inc()

@@ -122,8 +122,9 @@ class GitLabHarness:
 
     def merge(self, iid: int, sha: str | None) -> None:
         project = self.as_user("alice-token")
-        project.manager.gitlab.http_put(f"/projects/42/merge_requests/{iid}/merge",
-                                        post_data={"sha": sha})
+        project.manager.gitlab.http_put(
+            f"/projects/{self.standin.project.id}/merge_requests/{iid}/merge",
+            post_data={"sha": sha})
 
     def export(self, ref: str, directory: Path) -> None:
         self.standin.repo.checkout_to(ref, directory)

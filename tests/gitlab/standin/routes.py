@@ -241,7 +241,8 @@ class Api:
                 description=str(params.get("description") or ""),
                 labels=_labels(params.get("labels")), author=user,
                 remove_source_branch=_bool(params.get("remove_source_branch")),
-                checking_left=self.s.checking_reads)
+                checking_left=self.s.checking_reads, source_project_id=self.project.id,
+                target_project_id=self.project.id)
         mr.rules = [{**rule, "id": self.project.next_id(), "source_rule": {"id": rule["id"]}}
                     for rule in self.project.approval_rules]
         self.project.mrs[iid] = mr

@@ -23,7 +23,7 @@ from typing import Any
 
 from tests.gitlab.standin.gitrepo import ApiError, GitRepo
 from tests.gitlab.standin.routes import ROUTES, Api
-from tests.gitlab.standin.state import ALL_PROFILES, Profile, Project, User
+from tests.gitlab.standin.state import ALL_PROFILES, PROJECT_ID, Profile, Project, User
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Delivery:
 class StandIn:
     def __init__(self, root: Path, *, project: str = "group/gitops",
                  profile: Profile | str = "ee-17", per_page: int = 20,
-                 tokens: dict[str, str] | None = None) -> None:
+                 tokens: dict[str, str] | None = None, project_id: int = PROJECT_ID) -> None:
         self.profile = ALL_PROFILES[profile] if isinstance(profile, str) else profile
         self.users = {token: User(index + 1, name) for index, (token, name) in
                       enumerate((tokens or {"bot-token": "promoter-bot", "alice-token": "alice",
@@ -85,7 +85,7 @@ class StandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self.project = Project(self.repo, project, self.base_url)
+        self.project = Project(self.repo, project, self.base_url, project_id)
         self.api = Api(self)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -193,7 +193,7 @@ class StandIn:
             if match and verb == method:
                 groups = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
                 project = groups.pop("project", None)   # None: a route outside projects
-                if project is not None and project not in (self.project.path, "42"):
+                if project is not None and project not in (self.project.path, str(self.project.id)):
                     return _json(404, {"message": "404 Project Not Found"})
                 try:
                     with self.lock:

@@ -88,10 +88,12 @@ class Mr:
     # request from a fork, target_project_id and project_id are the same and
     # source_project_id is the fork project's ID"). Its head is ``sha``, the fork's commit.
     source_project_id: int = PROJECT_ID
+    # The project the MR is in (its iid is numbered there): the stand-in's.
+    target_project_id: int = PROJECT_ID
 
     @property
     def from_fork(self) -> bool:
-        return self.source_project_id != PROJECT_ID
+        return self.source_project_id != self.target_project_id
 
     # EE ApprovalState (ee/app/models/approval_state.rb, see PROVENANCE.md): over regular
     # rules, approvals_required and approvals_left are sums of each rule's; every approval
@@ -105,7 +107,9 @@ class Mr:
 
 
 class Project:
-    def __init__(self, repo: GitRepo, path: str, base_url: str) -> None:
+    def __init__(self, repo: GitRepo, path: str, base_url: str,
+                 project_id: int = PROJECT_ID) -> None:
+        self.id = project_id   # GitLab's numeric id: iids are numbered per project
         self.repo = repo
         self.path = path
         self.base_url = base_url
@@ -128,7 +132,7 @@ class Project:
 
     def json(self) -> dict[str, Any]:
         short = self.path.split("/")[-1]
-        return {"id": PROJECT_ID, "description": None, "path_with_namespace": self.path,
+        return {"id": self.id, "description": None, "path_with_namespace": self.path,
                 "name": short, "name_with_namespace": " / ".join(self.path.split("/")),
                 "path": short, "created_at": "2026-01-01T00:00:00.000Z",
                 "default_branch": self.repo.default_branch,
@@ -168,10 +172,10 @@ class Project:
         base = self.repo.head(mr.target_branch)
         pipeline = mr.pipelines[-1] if mr.pipelines else None
         return {
-            "id": mr.id, "iid": mr.iid, "project_id": PROJECT_ID, "title": mr.title,
+            "id": mr.id, "iid": mr.iid, "project_id": self.id, "title": mr.title,
             "description": mr.description, "state": self.state(mr),
             "source_branch": mr.source_branch, "target_branch": mr.target_branch,
-            "source_project_id": mr.source_project_id, "target_project_id": PROJECT_ID,
+            "source_project_id": mr.source_project_id, "target_project_id": self.id,
             "labels": list(mr.labels), "author": mr.author.json(), "reviewers": [],
             "assignee": None, "assignees": [], "milestone": None, "upvotes": 0, "downvotes": 0,
             "draft": False, "work_in_progress": False, "sha": head,
@@ -199,7 +203,7 @@ class Project:
         attributes = {
             "id": mr.id, "iid": mr.iid, "title": mr.title, "state": mr.state, "action": action,
             "source_branch": mr.source_branch, "target_branch": mr.target_branch,
-            "source_project_id": mr.source_project_id, "target_project_id": PROJECT_ID,
+            "source_project_id": mr.source_project_id, "target_project_id": self.id,
             "url": f"{self.base_url}/{self.path}/-/merge_requests/{mr.iid}",
             "last_commit": {"id": head, "message": commit["message"] if commit else "",
                             "title": commit["title"] if commit else ""},
@@ -219,5 +223,5 @@ class Project:
                                   "source_branch": mr.source_branch,
                                   "source_project_id": mr.source_project_id,
                                   "target_branch": mr.target_branch,
-                                  "target_project_id": PROJECT_ID,
+                                  "target_project_id": self.id,
                                   "url": f"{self.base_url}/{self.path}/-/merge_requests/{mr.iid}"}}

@@ -12,7 +12,8 @@ foreign outcome (``MergeRequestEvent.pushed_sha`` set), recorded but not acted o
 
 Garbage collection's MRs have no ledger row: the sweep follows the ones whose outcome is not
 recorded yet (state.gc_pending), oldest first, ``GC_LIMIT`` a pass; so it does for the MRs a
-row moved on from before their outcome was recorded (state.left_mrs).
+row moved on from before their outcome was recorded (state.left_mrs). Only MRs of the
+configured project are read (of_project): an iid names another MR in another project.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def rows_to_look_at(rows: Iterable[DeployedState], limit: int,
     waiting = [row for row in rows if row.status in WAITING and row.mr_iid is not None
                and row.mr_iid not in left_alone]
     return sorted(waiting, key=lambda row: (row.mr_iid or 0, row.name, row.env))[:max(0, limit)]
+
+
+def of_project(project: int | None, current: int) -> bool:
+    """Whether an MR followed (a row's) or noted in ``project`` is one of the ``current``
+    project's, the one whose MRs the forge reads by iid. iids restart per project, so one of
+    another project (``git.project`` changed) must not be read by its iid here: that reads
+    another MR. None: recorded before projects were, taken for the current one as before."""
+    return project is None or project == current
 
 
 def noted_mrs_to_look_at(unrecorded: Iterable[int], left_alone: Collection[int] = (),

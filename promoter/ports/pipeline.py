@@ -51,6 +51,10 @@ class DeployedState:
     status: str        # mr_opened | approved | merged | closed | decommissioning | ...
     mr_iid: int | None = None
     head_sha: str | None = None
+    # The forge project ``mr_iid`` is numbered in (GitLab's numeric id; iids restart per
+    # project). None: not known (the ledger fills it in from the head promoter pushed to the
+    # MR; rows written before it was recorded are read as the configured project's).
+    mr_project: int | None = None
 
 
 class DeploymentLedger(Protocol):

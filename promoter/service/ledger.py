@@ -21,18 +21,21 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from promoter.core.results import OPEN_MR, DeploymentStatus
-from promoter.ports.git import BRANCH_PREFIX
+from promoter.ports.git import BRANCH_PREFIX, branch_for
 from promoter.ports.pipeline import DeployedState
 from promoter.service.queue_ops import shared_now
 from promoter.state import closed_removals, left_mrs
 from promoter.state.db import Connection, StateDB, state_db
 
-# The newest head pushed to this deployment's branch for its MR (branch_for(name, env)).
+# The newest head pushed to this deployment's branch for its MR (branch_for(name, env)), in
+# the MR's project when the row knows it (iids restart per project).
 _SELECT = f"""
 SELECT d.model, d.env, d.name, d.version, d.status, d.mr_iid,
        (SELECT p.sha FROM pushed_heads AS p
         WHERE p.branch = '{BRANCH_PREFIX}/' || d.name || '/' || d.env AND p.iid = d.mr_iid
-        ORDER BY p.recorded_at DESC LIMIT 1) AS head_sha
+          AND (d.mr_project IS NULL OR p.project = d.mr_project)
+        ORDER BY p.recorded_at DESC LIMIT 1) AS head_sha,
+       d.mr_project
 FROM deployments AS d
 """  # noqa: S608 - a constant prefix, no input
 _LOCK = "deployments"
@@ -180,8 +183,8 @@ class StateLedger:
 
         def still_current(conn: Connection) -> DeployedState | None:
             found = _one(conn, "d.model = ? AND d.env = ?", (decided_on.model, decided_on.env))
-            same_mr = found is not None and \
-                (found.mr_iid, found.version) == (decided_on.mr_iid, decided_on.version)
+            same_mr = found is not None and (found.mr_project, found.mr_iid, found.version) \
+                == (decided_on.mr_project, decided_on.mr_iid, decided_on.version)
             unchanged = found is not None and found.status == decided_on.status
             return found if same_mr and (unchanged or not if_unchanged) else None
 
@@ -229,21 +232,26 @@ def _owners(conn: Connection, name: str, now: float) -> frozenset[str]:
 
 def _put(conn: Connection, state: DeployedState, now: float) -> None:
     before = _one(conn, "d.model = ? AND d.env = ?", (state.model, state.env))
+    project = _mr_project(conn, state, before)
+    leaves = before is not None and _other_mr(before, state.mr_iid, project)
     removal = before is not None and before.status == DeploymentStatus.DECOMMISSIONING
-    if before is not None and before.mr_iid is not None and before.mr_iid != state.mr_iid \
+    if before is not None and leaves and before.mr_iid is not None \
             and (before.status in OPEN_MR or removal):
         # The row leaves an MR whose outcome is not recorded: the sweep follows it from there
         # (state.left_mrs). A removal MR is noted as such: its merge, recorded for an MR that
         # is no longer the row's, would otherwise read as a promotion's.
-        left_mrs.note(conn, before.mr_iid, before.name, before.env, removal=removal)
-    if before is not None and before.mr_iid != state.mr_iid:
+        left_mrs.note(conn, before.mr_project, before.mr_iid, before.name, before.env,
+                      removal=removal)
+    if before is not None and leaves:
         # A reopen of the MR the row leaves changes nothing now: its note is not needed.
         closed_removals.forget_deployment(conn, before.name, before.env)
     conn.execute(
-        "INSERT INTO deployments (model, env, name, version, status, mr_iid) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, env) DO UPDATE SET name = excluded.name, "
-        "version = excluded.version, status = excluded.status, mr_iid = excluded.mr_iid",
-        (state.model, state.env, state.name, state.version, state.status, state.mr_iid))
+        "INSERT INTO deployments (model, env, name, version, status, mr_iid, mr_project) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model, env) DO UPDATE SET "
+        "name = excluded.name, version = excluded.version, status = excluded.status, "
+        "mr_iid = excluded.mr_iid, mr_project = excluded.mr_project",
+        (state.model, state.env, state.name, state.version, state.status, state.mr_iid,
+         project))
     # The row of the environment the claim was made for is written: its proposal landed, and
     # the row holds the name from now on.
     conn.execute("UPDATE deployment_names SET claimed_at = NULL WHERE name = ? AND model = ? "
@@ -260,6 +268,32 @@ def _put(conn: Connection, state: DeployedState, now: float) -> None:
             "(SELECT 1 FROM deployments WHERE name = ? AND model = ? AND status <> ?)",
             (state.name, state.model, now - CLAIM_IN_FLIGHT_SECONDS, state.name, state.model,
              DeploymentStatus.DECOMMISSIONED.value))
+
+
+def _mr_project(conn: Connection, state: DeployedState,
+                before: DeployedState | None) -> int | None:
+    """The project of the MR ``state`` names: the writer's word if it gave one (a status
+    change copies the row's), else the project of the head promoter pushed to that MR on the
+    deployment's branch, newest first. The providers record that head as they propose, before
+    the row is written, so it is the MR just proposed, in the project configured now. None:
+    no MR, or none promoter pushed (then the row's, if it names the same iid)."""
+    if state.mr_iid is None or state.mr_project is not None:
+        return state.mr_project
+    row = conn.execute("SELECT project FROM pushed_heads WHERE branch = ? AND iid = ? "
+                       "ORDER BY recorded_at DESC LIMIT 1",
+                       (branch_for(state.name, state.env), state.mr_iid)).fetchone()
+    if row is not None:
+        return int(row[0])
+    return before.mr_project if before is not None and before.mr_iid == state.mr_iid else None
+
+
+def _other_mr(before: DeployedState, iid: int | None, project: int | None) -> bool:
+    """Whether MR ``iid`` of ``project`` is not the one the row followed: another iid, or the
+    same iid in another project (``git.project`` changed). An unknown project (a row written
+    before projects were recorded) is taken for the same one, as it was then."""
+    if before.mr_iid != iid:
+        return True
+    return None not in (before.mr_project, project) and before.mr_project != project
 
 
 def _one(conn: Connection, where: str, args: tuple[str, ...]) -> DeployedState | None:

@@ -13,6 +13,17 @@ A row that moved on to a newer MR before its MR's outcome was recorded noted tha
 (state.left_mrs): each pass also reads those, a few a pass, and feeds their outcomes to the
 same handler, which records them for the MR's own version (never settling the newer row).
 
+MRs are read by iid from the configured project (``git.project``), and iids restart per
+project: a row or note whose MR is in another project (``git.project`` changed: the GitOps
+repository moved, or a fork was adopted) is not read, for its iid names another MR here. It is
+left alone, not dropped: listed in each pass's report (``other_project``) and logged once per
+process with the reason, so an operator sees what still waits there; the row waits until its
+deployment's next proposal moves it to an MR of this project, and a note until its outcome is
+recorded (a hook of that project, or the sweep once ``git.project`` names it again). Reading
+the other project instead would record what happened there as this deployment's outcome:
+a merge into a repository Argo CD no longer syncs would make its version live. Rows and
+notes written before projects were recorded are read as the configured project's, as before.
+
 Garbage collection's MRs have no ledger row: each pass also reads the GC MRs noted as not
 recorded yet (state.gc_pending: one small query, no audit read) and reads those MRs, oldest
 first, a few a pass (GitLab does not re-send a GC merge hook answered 503, nor one sent while
@@ -43,7 +54,7 @@ if TYPE_CHECKING:
     from promoter.service.ledger import StateLedger
     from promoter.service.metrics import Metrics
     from promoter.state.gc_pending import GcPending
-    from promoter.state.left_mrs import LeftMrs
+    from promoter.state.left_mrs import LeftMr, LeftMrs
     from promoter.state.pushed_heads import PushedHeads
 
 _log = logging.getLogger("promoter.mr_sweep")
@@ -77,6 +88,8 @@ class SweepReport:
     # GC MRs the forge no longer has (deleted): nothing can merge them any more, so they are
     # no longer followed (audited), where reading them again would fail every pass for good.
     gone: list[int] = field(default_factory=list)
+    # MRs of another project than the configured one (rows' and notes'): not read, left alone.
+    other_project: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -85,7 +98,8 @@ class SweepReport:
     def describe(self) -> dict[str, object]:
         return {"looked_at": self.looked_at, "recorded": self.recorded, "failed": self.failed,
                 "failures": [failure.describe() for failure in self.failures],
-                "recording_elsewhere": self.elsewhere, "gc_mrs_gone": self.gone}
+                "recording_elsewhere": self.elsewhere, "gc_mrs_gone": self.gone,
+                "other_project": self.other_project}
 
 
 @dataclass
@@ -98,8 +112,11 @@ class MergeRequestSweep:
     target_branch: str
     limit: int = DEFAULT_LIMIT
     metrics: Metrics | None = None
-    # MRs found settled by someone else's head or elsewhere: not looked at again this process.
+    # MRs (of the configured project) found settled by someone else's head or elsewhere: not
+    # looked at again this process.
     left_alone: set[int] = field(default_factory=set)
+    # (project, iid) of MRs of another project already logged as left alone this process.
+    told_other_project: set[tuple[int, int]] = field(default_factory=set)
     # GC MRs whose outcome is not recorded yet; None: GC's MRs are not followed.
     gc_pending: GcPending | None = None
     # MRs deployment rows moved on from before their outcome was recorded; None: not followed.
@@ -111,13 +128,21 @@ class MergeRequestSweep:
 
     def __call__(self) -> SweepReport:
         report = SweepReport()
-        rows = core.rows_to_look_at(self.ledger.with_statuses(core.WAITING), self.limit,
-                                    self.left_alone)
+        waiting = self.ledger.with_statuses(core.WAITING)
+        noted = self.left_mrs.unrecorded() if self.left_mrs is not None else []
         gc_iids = self._unrecorded_gc_mrs()
-        left = self._left_mrs()
-        if not rows and not gc_iids and not left:
+        if not waiting and not gc_iids and not noted:
             return report
         project_id, project_path = self.project()
+        for row in waiting:
+            if not core.of_project(row.mr_project, project_id):
+                assert row.mr_project is not None and row.mr_iid is not None
+                self._other_project(report, row.mr_project, row.mr_iid, row.name, row.env,
+                                    "ledger row")
+        rows = core.rows_to_look_at(
+            [row for row in waiting if core.of_project(row.mr_project, project_id)],
+            self.limit, self.left_alone)
+        left = self._left_mrs(report, noted, project_id)
         for row in rows:
             assert row.mr_iid is not None
 
@@ -139,8 +164,9 @@ class MergeRequestSweep:
                                                project_id=project_id, project_path=project_path,
                                                own=self.provider.own_username)
 
+            settled = self._left_settled(project_id)
             self._settle(report, iid, name, env, project_id, decide_left,
-                         on_missing=self.left_mrs.settled, on_settled=self.left_mrs.settled)
+                         on_missing=settled, on_settled=settled)
         for gc_iid in gc_iids:
             self._settle(report, gc_iid, *GC_KEY, project_id, lambda mr, pushed_sha:
                          core.settled_gc_event(mr, pushed_sha=pushed_sha,
@@ -158,13 +184,35 @@ class MergeRequestSweep:
             return []
         return core.noted_mrs_to_look_at(self.gc_pending.unrecorded(), self.left_alone)
 
-    def _left_mrs(self) -> list[tuple[int, str, str]]:
-        """MRs rows moved on from before their outcome was recorded, oldest first, a few a
-        pass."""
-        if self.left_mrs is None:
-            return []
-        noted = {iid: (iid, name, env) for iid, name, env in self.left_mrs.unrecorded()}
-        return [noted[iid] for iid in core.noted_mrs_to_look_at(noted, self.left_alone)]
+    def _left_mrs(self, report: SweepReport, noted: list[LeftMr],
+                  project_id: int) -> list[tuple[int, str, str]]:
+        """MRs of the configured project rows moved on from before their outcome was
+        recorded, oldest first, a few a pass; those of another project go to the report."""
+        ours: dict[int, tuple[int, str, str]] = {}
+        for left in noted:
+            if core.of_project(left.project, project_id):
+                ours.setdefault(left.iid, (left.iid, left.name, left.env))
+            else:
+                assert left.project is not None
+                self._other_project(report, left.project, left.iid, left.name, left.env,
+                                    "MR a ledger row left")
+        return [ours[iid] for iid in core.noted_mrs_to_look_at(ours, self.left_alone)]
+
+    def _left_settled(self, project_id: int) -> Callable[[int], None]:
+        assert self.left_mrs is not None
+        left_mrs = self.left_mrs
+        return lambda iid: left_mrs.settled(project_id, iid)
+
+    def _other_project(self, report: SweepReport, project: int, iid: int, name: str, env: str,
+                       what: str) -> None:
+        """An MR of another project: not read here (its iid names another MR); reported each
+        pass, logged once per process."""
+        report.other_project.append({"project": project, "iid": iid, "name": name, "env": env})
+        if (project, iid) not in self.told_other_project:
+            self.told_other_project.add((project, iid))
+            log(_log, logging.WARNING, f"{what} names an MR of another project than the "
+                "configured one (git.project changed?); not read, its iid is another MR here; "
+                "left alone", project=project, iid=iid, name=name, env=env)
 
     def _gc_mr_gone(self, project_id: int) -> Callable[[int], None] | None:
         gone = self.on_gc_mr_gone

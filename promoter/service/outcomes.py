@@ -122,7 +122,7 @@ class MergeRequestOutcomes:
                     self.gc.pending.recorded(event.iid)
         if (event.name, event.env) != GC_KEY:
             # An MR a row left, recorded by its (late) hook: the sweep need not follow it.
-            self.left.settled(event.iid)
+            self.left.settled(event.project_id, event.iid)
             if event.action == "merge":   # merged, it is reopened no more
                 self.closed_removals.forget(event.project_id, event.iid)
 
@@ -136,7 +136,9 @@ class MergeRequestOutcomes:
         does not name it (pushed before models were recorded): the outcome is unattributed."""
         assert event.name is not None and event.env is not None
         state = self.ledger.by_deployment(event.name, event.env)
-        if state is not None and state.mr_iid in (None, event.iid):
+        # The same iid in another project (git.project changed) is another MR.
+        if state is not None and (state.mr_iid is None or (
+                state.mr_iid == event.iid and state.mr_project in (None, event.project_id))):
             return state, True, state.version, state.model
         version, model = self.heads.pushed_proposal(event.project_id, event.iid)
         return state, False, version, model
@@ -150,7 +152,8 @@ class MergeRequestOutcomes:
         assert event.name is not None and event.env is not None
         state, current, version, model = self._subject(event)
         status = self._status(event, state if current else None)
-        if not current and not event.foreign_head and self.left.is_removal(event.iid):
+        if not current and not event.foreign_head and \
+                self.left.is_removal(event.project_id, event.iid):
             # A removal MR the row left (state.left_mrs): its merge decommissioned the
             # environment; its approval or close changes nothing.
             status = DeploymentStatus.DECOMMISSIONED if status == DeploymentStatus.MERGED \

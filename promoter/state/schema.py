@@ -193,6 +193,12 @@ MIGRATIONS: tuple[str, ...] = (
         model TEXT PRIMARY KEY
     ) WITHOUT ROWID;
     """,
+    # 11: the GitLab project (numeric id) of the MR each ledger row follows: iids restart per
+    # project, so after git.project changes a bare iid names another MR (service.ledger).
+    # NULL: written before this was recorded, read as the configured project's.
+    """
+    ALTER TABLE deployments ADD COLUMN mr_project INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

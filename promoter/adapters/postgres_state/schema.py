@@ -179,6 +179,10 @@ MIGRATIONS: tuple[str, ...] = (
         model TEXT PRIMARY KEY
     );
     """,
+    # 8: as SQLite's 11: the GitLab project of the MR each ledger row follows.
+    """
+    ALTER TABLE deployments ADD COLUMN mr_project BIGINT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables with an identity column: `state migrate` moves their sequence past the copied ids.

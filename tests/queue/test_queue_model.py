@@ -74,6 +74,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(worker=workers, lease=st.sampled_from([5.0, 30.0]))
     def claim(self, worker: str, lease: float) -> None:
+        was = {job.id: job.state for job in self.jobs()}
         job = self.queue.claim(worker, lease)
         if job is None:
             return
@@ -82,6 +83,16 @@ class QueueMachine(RuleBasedStateMachine):
         for other in self.jobs():
             if other.id == job.id or (other.key.model, other.key.env) != (job.key.model,
                                                                           job.key.env):
+                continue
+            if was.get(job.id) == "running":
+                # A takeover of an expired lease: its job may have side effects under way, so
+                # older jobs merely waiting (an operator's `jobs retry` made one unfinished
+                # again while this one ran) do not hold it back; a live lease, or an older job
+                # running, does (queue_ops._CLAIM_SQL).
+                assert other.state != "running" or (
+                    other.id > job.id and other.lease_expires_at is not None
+                    and other.lease_expires_at <= now), \
+                    f"job {job.id} taken over while job {other.id} of its deployment runs"
                 continue
             assert not (other.id < job.id and other.state not in TERMINAL_STATES), \
                 f"job {job.id} overtook unfinished job {other.id} of its deployment"

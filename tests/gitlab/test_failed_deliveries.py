@@ -54,6 +54,14 @@ class Keeping(Setup):
                 if isinstance(e, MergeRequestEvent) and e.action == "approved"]
 
 
+def approved_while_mlflow_is_down(keeping: Keeping, failures: int = 1) -> None:
+    """alice approves promoter's MR; acting on it fails the next ``failures`` times."""
+    result = keeping.harness.provider.propose(proposal("1", approvals_required=1))
+    assert result.mr_iid is not None
+    keeping.failures.extend([TransientError("MLflow is down")] * failures)
+    keeping.harness.approve(result.mr_iid, "alice")
+
+
 @pytest.fixture
 def keeping(standin: StandIn, tmp_path: Path) -> Iterator[Keeping]:
     built = Keeping(standin, tmp_path)
@@ -63,10 +71,7 @@ def keeping(standin: StandIn, tmp_path: Path) -> Iterator[Keeping]:
 
 def test_an_approval_whose_delivery_failed_is_recorded_without_a_resend(
         keeping: Keeping) -> None:
-    result = keeping.harness.provider.propose(proposal("1", approvals_required=1))
-    assert result.mr_iid is not None
-    keeping.failures.append(TransientError("MLflow is down"))
-    keeping.harness.approve(result.mr_iid, "alice")
+    approved_while_mlflow_is_down(keeping)
     failed = keeping.standin.deliveries[-1]
     assert failed.status == 503 and keeping.approvals() == []
     [kept] = keeping.kept.all()
@@ -84,10 +89,7 @@ def test_an_approval_whose_delivery_failed_is_recorded_without_a_resend(
 
 def test_a_kept_delivery_resent_from_gitlab_first_is_forgotten_unacted(
         keeping: Keeping) -> None:
-    result = keeping.harness.provider.propose(proposal("1", approvals_required=1))
-    assert result.mr_iid is not None
-    keeping.failures.append(TransientError("MLflow is down"))
-    keeping.harness.approve(result.mr_iid, "alice")
+    approved_while_mlflow_is_down(keeping)
     assert keeping.standin.redeliver(keeping.standin.deliveries[-1]).status == 200
     keeping.clock.now += delay(1)
     assert keeping.handler.retry_failed() == 1          # answered: a duplicate
@@ -96,10 +98,7 @@ def test_a_kept_delivery_resent_from_gitlab_first_is_forgotten_unacted(
 
 def test_a_delivery_failing_every_time_is_parked_with_its_reason(
         keeping: Keeping, caplog: pytest.LogCaptureFixture) -> None:
-    result = keeping.harness.provider.propose(proposal("1", approvals_required=1))
-    assert result.mr_iid is not None
-    keeping.failures.extend([TransientError("MLflow is down")] * MAX_ATTEMPTS)
-    keeping.harness.approve(result.mr_iid, "alice")
+    approved_while_mlflow_is_down(keeping, MAX_ATTEMPTS)
     for attempt in range(1, MAX_ATTEMPTS):
         [kept] = keeping.kept.all()
         assert kept.attempts == attempt and not kept.parked
@@ -120,10 +119,7 @@ def test_a_delivery_failing_every_time_is_parked_with_its_reason(
 
 
 def test_the_kept_delivery_holds_no_token(keeping: Keeping) -> None:
-    result = keeping.harness.provider.propose(proposal("1", approvals_required=1))
-    assert result.mr_iid is not None
-    keeping.failures.append(TransientError("MLflow is down"))
-    keeping.harness.approve(result.mr_iid, "alice")
+    approved_while_mlflow_is_down(keeping)
     values = keeping.deliveries.db.read(lambda conn: conn.execute(
         "SELECT value FROM state_meta").fetchall())
     assert values and not any(TOKEN in str(value) for (value,) in values)
@@ -169,10 +165,7 @@ def test_a_delivery_whose_handling_crashes_is_counted_towards_parking(
         keeping: Keeping, caplog: pytest.LogCaptureFixture) -> None:
     """A bug while handling it again is an attempt like any failure: it is parked in time,
     not tried every pass for good."""
-    result = keeping.harness.provider.propose(proposal("1", approvals_required=1))
-    assert result.mr_iid is not None
-    keeping.failures.append(TransientError("MLflow is down"))
-    keeping.harness.approve(result.mr_iid, "alice")
+    approved_while_mlflow_is_down(keeping)
     keeping.failures.append(RuntimeError("a bug"))
     keeping.clock.now += delay(1)
     with caplog.at_level(logging.ERROR, logger="promoter.gitlab_hook"):
@@ -191,10 +184,7 @@ def test_metrics_count_the_kept_deliveries(keeping: Keeping, tmp_path: Path) -> 
 
     settings = load_settings(None, {"PROMOTER_STATE_DIR": str(tmp_path / "state")})
     queue = JobQueue.open(tmp_path / "state")
-    result = keeping.harness.provider.propose(proposal("1", approvals_required=1))
-    assert result.mr_iid is not None
-    keeping.failures.extend([TransientError("MLflow is down")] * MAX_ATTEMPTS)
-    keeping.harness.approve(result.mr_iid, "alice")
+    approved_while_mlflow_is_down(keeping, MAX_ATTEMPTS)
     try:
         with TestClient(create_app(settings, queue, gitlab_hook=keeping.handler)) as client:
             text = client.get("/metrics").text
